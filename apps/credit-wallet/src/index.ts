@@ -1,0 +1,107 @@
+/** @nanobill/credit-wallet: credits and prepaid wallets with real-time holds, as a library and a process (main.ts). */
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Db } from "@nanobill/db";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import { CREDIT_WALLET_CONFIG_DEFAULT, type CreditWalletConfig } from "./config.js";
+import { createEngine, type Engine } from "./engine.js";
+import { createLedgerOutbox, type LedgerOutbox } from "./ledger-outbox.js";
+import { createLedgerPort, type LedgerClient, type LedgerPort } from "./ledger-port.js";
+import { BACKGROUND_TENANTS_MAX } from "./limits.js";
+import { createMemoryRealtime } from "./realtime/memory.js";
+import { createRedisRealtime } from "./realtime/redis.js";
+import type { RealtimeStore } from "./realtime/types.js";
+import { createWalletRoutes } from "./server.js";
+import { createWalletServiceImpl } from "./service.js";
+
+export { migrationsDir } from "./store/store.js";
+export { WALLET_SERVER_LIMITS } from "./server.js";
+export { type CreditWalletConfig, CREDIT_WALLET_CONFIG_DEFAULT, loadConfig } from "./config.js";
+export type { RealtimeStore } from "./realtime/types.js";
+export { createMemoryRealtime } from "./realtime/memory.js";
+export { createRedisRealtime } from "./realtime/redis.js";
+export * as walletLimits from "./limits.js";
+
+export interface CreditWalletDeps {
+  db: Db;
+  logger: Logger;
+  clock: Clock;
+  clients: { ledger: LedgerClient };
+  config?: Partial<CreditWalletConfig>;
+  /** Overrides the real-time store chosen from config (tests, benchmarks). */
+  realtime?: RealtimeStore;
+}
+
+export interface CreditWalletServiceHandle {
+  routes(router: ConnectRouter): void;
+  /** Rebuilds real-time state (when configured) and starts the background loop; idempotent. */
+  start(): Promise<void>;
+  /** Stops the background loop, waits for it, closes the real-time store. */
+  stop(): Promise<void>;
+  /** Internals for tests, benchmarks and the platform's auditor. */
+  readonly engine: Engine;
+  readonly realtime: RealtimeStore;
+  readonly outbox: LedgerOutbox;
+  readonly ledger: LedgerPort;
+}
+
+export async function createCreditWalletService(deps: CreditWalletDeps): Promise<CreditWalletServiceHandle> {
+  const config: CreditWalletConfig = { ...CREDIT_WALLET_CONFIG_DEFAULT, ...deps.config };
+  const realtime = deps.realtime ?? (config.redisUrl ? createRedisRealtime({ url: config.redisUrl, prefix: config.redisPrefix }) : createMemoryRealtime());
+  const ledger = createLedgerPort(deps.clients.ledger);
+  const outbox = createLedgerOutbox({ db: deps.db, ledger, logger: deps.logger, clock: deps.clock });
+  const engine = createEngine({ db: deps.db, realtime, ledger, outbox, clock: deps.clock, logger: deps.logger, expiryNoticeMs: config.expiryNoticeMs, expiryGraceMs: config.expiryGraceMs });
+  const routes = createWalletRoutes(createWalletServiceImpl({ engine, db: deps.db, clock: deps.clock }));
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let started = false;
+  let stopped = false;
+
+  async function background(): Promise<void> {
+    try {
+      await outbox.flush();
+      const now = deps.clock.now();
+      const due = await deps.db.query<{ tenant: string }>(
+        `SELECT DISTINCT tenant FROM (
+           SELECT tenant FROM holds WHERE state = 'pending' AND expires_at <= $1
+           UNION SELECT tenant FROM grants WHERE state = 'active' AND expires_at <= $1) t LIMIT $2`,
+        [now, BACKGROUND_TENANTS_MAX],
+      );
+      for (const { tenant } of due.rows) {
+        if (stopped) break;
+        await engine.runExpiry(tenant, now, "");
+      }
+    } catch (err) {
+      deps.logger.warn("wallet background round failed; retrying next interval", { err: String(err) });
+    }
+  }
+
+  return {
+    routes,
+    engine,
+    realtime,
+    outbox,
+    ledger,
+    async start() {
+      if (started || stopped) return;
+      started = true;
+      if (config.rebuildOnStart) {
+        const n = await realtime.invalidateAll();
+        deps.logger.info("real-time wallet state dropped; rebuilt from PostgreSQL on use", { keys: n, store: realtime.kind });
+      }
+      await outbox.flush();
+      if (config.backgroundIntervalMs > 0) {
+        timer = setInterval(() => {
+          if (!running) running = background().finally(() => (running = undefined));
+        }, config.backgroundIntervalMs);
+        timer.unref();
+      }
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      if (running) await running;
+      await realtime.close();
+    },
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * Posts the ledger outbox: chains of transfers written in the same PostgreSQL transaction as the
+ * wallet change, sent to the ledger right after commit (flush) and retried in the background
+ * until posted. Transfer ids derive from caller ids, so re-sending is harmless (EXISTS).
+ */
+import type { Db } from "@nanobill/db";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import type { PlannedTransfer } from "./domain/ledger-plan.js";
+import { LEDGER_BATCH_TRANSFERS_MAX } from "./limits.js";
+import type { LedgerPort } from "./ledger-port.js";
+import { markOutbox, nextOutbox } from "./store/store.js";
+
+/** Results that mean "already done" for a chain item. */
+const DONE = new Set(["OK", "EXISTS"]);
+/** Results of a void that mean the pending amount is released already (the outcome a void wants). */
+const VOID_DONE = new Set(["PENDING_TRANSFER_ALREADY_VOIDED", "PENDING_TRANSFER_EXPIRED"]);
+/** Results that may succeed later (ordering across replicas): retry. */
+const RETRY = new Set(["PENDING_TRANSFER_NOT_FOUND", "DEBIT_ACCOUNT_NOT_FOUND", "CREDIT_ACCOUNT_NOT_FOUND"]);
+/** Outbox rows read per round. */
+const ROUND_ROWS_MAX = 2_000;
+/** Rounds per flush (bounded work per call). */
+const ROUNDS_MAX = 20;
+
+export interface LedgerOutbox {
+  /** Resolves when every chain committed before the call has been sent (posted, or recorded as failed). */
+  flush(): Promise<void>;
+  /** Chains whose post failed for good (logged; visible in ledger_outbox.error). */
+  readonly failures: number;
+}
+
+export function createLedgerOutbox(deps: { db: Db; ledger: LedgerPort; logger: Logger; clock: Clock }): LedgerOutbox {
+  let current: Promise<void> | null = null;
+  let next: Promise<void> | null = null;
+  let failures = 0;
+
+  async function round(): Promise<number> {
+    const rows = await nextOutbox(deps.db, ROUND_ROWS_MAX);
+    if (rows.length === 0) return 0;
+    const done: bigint[] = [];
+    const failed: Array<{ seq: bigint; error: string }> = [];
+    const retry: Array<{ seq: bigint; error: string }> = [];
+    // Group consecutive rows by tenant (one call acts for one tenant), chains kept whole.
+    let i = 0;
+    while (i < rows.length) {
+      const tenant = rows[i]!.tenant;
+      const batch: typeof rows = [];
+      let n = 0;
+      while (i < rows.length && rows[i]!.tenant === tenant && (batch.length === 0 || n + rows[i]!.transfers.length <= LEDGER_BATCH_TRANSFERS_MAX)) {
+        batch.push(rows[i]!);
+        n += rows[i]!.transfers.length;
+        i++;
+      }
+      const transfers: PlannedTransfer[] = batch.flatMap((r) => r.transfers);
+      let results: string[];
+      try {
+        results = await deps.ledger.createTransfers(tenant, transfers);
+      } catch (e) {
+        deps.logger.warn("ledger unavailable; outbox will retry", { err: String(e) });
+        for (const r of batch) retry.push({ seq: r.seq, error: String(e).slice(0, 500) });
+        continue;
+      }
+      let k = 0;
+      for (const r of batch) {
+        const rs = results.slice(k, k + r.transfers.length);
+        k += r.transfers.length;
+        // LINKED_EVENT_FAILED only follows another item's real failure, which is what is reported.
+        const bad = rs.map((x, j) => ({ x, t: r.transfers[j]! })).filter(({ x, t }) => !DONE.has(x) && !(t.void && VOID_DONE.has(x)) && x !== "LINKED_EVENT_FAILED");
+        if (bad.length === 0) done.push(r.seq);
+        else if (bad.every(({ x }) => RETRY.has(x))) retry.push({ seq: r.seq, error: bad.map(({ x, t }) => `${t.id}: ${x}`).join("; ") });
+        else {
+          failures++;
+          const error = bad.map(({ x, t }) => `${t.id}: ${x}`).join("; ");
+          deps.logger.error("ledger refused a wallet transfer chain", { tenant, error });
+          failed.push({ seq: r.seq, error });
+        }
+      }
+    }
+    await markOutbox(deps.db, done, failed, retry, deps.clock.now());
+    return done.length + failed.length;
+  }
+
+  async function run(): Promise<void> {
+    for (let r = 0; r < ROUNDS_MAX; r++) {
+      const n = await round();
+      if (n === 0) return;
+    }
+  }
+
+  function flush(): Promise<void> {
+    if (current === null) {
+      current = run().finally(() => {
+        current = null;
+      });
+      return current;
+    }
+    if (next === null) {
+      next = current.catch(() => undefined).then(() => {
+        next = null;
+        return flush();
+      });
+    }
+    return next;
+  }
+
+  return {
+    flush,
+    get failures() {
+      return failures;
+    },
+  };
+}

@@ -1,0 +1,46 @@
+/** Standalone credit-wallet process: config -> database + migrations -> ledger client -> service -> server -> signals. */
+import { createClient } from "@connectrpc/connect";
+import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import {
+  createApiKeyAuthenticator,
+  createClientTransport,
+  createLogger,
+  onShutdown,
+  parseApiKeysEnv,
+  runMain,
+  startServer,
+  systemClock,
+} from "@nanobill/service-kit";
+import { WALLET_SERVER_LIMITS, createCreditWalletService, loadConfig, migrationsDir } from "./index.js";
+
+const logger = createLogger({ service: "credit-wallet" });
+
+runMain(
+  async () => {
+    const config = loadConfig(process.env);
+    const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(config.apiKeys));
+    const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
+    const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
+    onShutdown(async () => {
+      await db.close();
+      await embedded?.close();
+    });
+    const { applied } = await migrate(db, migrationsDir);
+    logger.info("credit-wallet starting", {
+      database: config.databaseUrl ? "postgres" : "embedded",
+      realtime: config.wallet.redisUrl ? "redis" : "in-process",
+      schema: config.schema,
+      migrationsApplied: applied,
+      config: { ...config.wallet, redisUrl: config.wallet.redisUrl ? "(set)" : undefined },
+    });
+    const ledger = createClient(LedgerService, createClientTransport({ baseUrl: config.ledgerUrl, apiKey: config.ledgerApiKey }));
+    const service = await createCreditWalletService({ db, logger, clock: systemClock, clients: { ledger }, config: config.wallet });
+    onShutdown(() => service.stop());
+    const server = await startServer({ name: "credit-wallet", host: config.host, port: config.port, routes: service.routes, authenticator, logger, limits: WALLET_SERVER_LIMITS });
+    onShutdown(() => server.close());
+    await service.start();
+    logger.info("credit-wallet listening", { url: server.url });
+  },
+  { logger },
+);

@@ -1,0 +1,97 @@
+import { Redis } from "ioredis";
+import { burnKey } from "../domain/burn-order.js";
+import type { Slice } from "../domain/types.js";
+import { CREDIT_LUA, DEBIT_LUA, LOAD_LUA } from "./lua.js";
+import type { DebitRequest, DebitResult, RealtimeStore, WalletRef, WalletSnapshot } from "./types.js";
+
+interface WalletCommands {
+  nbDebit(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string[]>;
+  nbCredit(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string[]>;
+  nbLoad(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string>;
+}
+
+/** Scan page size when dropping every wallet's state. */
+const SCAN_COUNT = 1_000;
+
+/**
+ * The Redis real-time store: every decision is one atomic Lua script (EVALSHA through ioredis's
+ * defineCommand, auto-pipelined), so any number of service replicas share one consistent view.
+ * Keys: `<prefix><tenant>:{<wallet id>}:<s|a|m|o>` (the braces are the Redis Cluster hash tag).
+ */
+export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix: string }): RealtimeStore & { readonly client: Redis } {
+  const client = opts.client ?? new Redis(opts.url ?? "redis://127.0.0.1:6379", { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false });
+  client.defineCommand("nbDebit", { numberOfKeys: 4, lua: DEBIT_LUA });
+  client.defineCommand("nbCredit", { numberOfKeys: 4, lua: CREDIT_LUA });
+  client.defineCommand("nbLoad", { numberOfKeys: 4, lua: LOAD_LUA });
+  const cmd = client as unknown as Redis & WalletCommands;
+
+  const keys = (w: WalletRef): [string, string, string, string] => {
+    const b = `${opts.prefix}${w.tenant}:{${w.walletId}}:`;
+    return [b + "s", b + "a", b + "m", b + "o"];
+  };
+
+  return {
+    kind: "redis",
+    client,
+    async debit(w: WalletRef, req: DebitRequest): Promise<DebitResult> {
+      const r = await cmd.nbDebit(...keys(w), req.amountNanos.toString(), req.mode, String(req.ctx.nowMs), req.ctx.chargeId, req.ctx.model);
+      if (r[0] === "nostate") return { kind: "no_state" };
+      if (r[0] === "insufficient") {
+        return { kind: "insufficient", gen: r[1]!, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: BigInt(r[2]!), availableAfterNanos: BigInt(r[3]!) };
+      }
+      const slices: Slice[] = [];
+      for (let i = 6; i < r.length; i += 2) slices.push({ grantId: r[i]!, amountNanos: BigInt(r[i + 1]!) });
+      return {
+        kind: "ok",
+        gen: r[1]!,
+        overdraftNanos: BigInt(r[2]!),
+        uncoveredNanos: BigInt(r[3]!),
+        shortfallNanos: BigInt(r[4]!),
+        availableAfterNanos: BigInt(r[5]!),
+        slices,
+      };
+    },
+    async credit(w: WalletRef, gen: string, slices: Slice[], overdraftNanos: bigint) {
+      const argv = [gen, overdraftNanos.toString()];
+      for (const s of slices) if (s.amountNanos > 0n) argv.push(s.grantId, s.amountNanos.toString());
+      const r = await cmd.nbCredit(...keys(w), ...argv);
+      return r[0] === "ok" ? "ok" : "stale";
+    },
+    async load(w: WalletRef, snap: WalletSnapshot, gen: string) {
+      const argv = [gen, snap.overdraftLimitNanos.toString(), snap.overdraftUsedNanos.toString(), snap.uncoveredAllowed ? "1" : "0"];
+      for (const g of snap.grants) {
+        argv.push(g.id, g.availableNanos.toString(), burnKey(g), `${g.effectiveAtMs}|${g.expiresAtMs ?? ""}|${g.scope.chargeIds.join(",")}|${g.scope.models.join(",")}`);
+      }
+      return cmd.nbLoad(...keys(w), ...argv);
+    },
+    async invalidate(w: WalletRef) {
+      await client.del(...keys(w));
+    },
+    async invalidateAll() {
+      let cursor = "0";
+      let n = 0;
+      do {
+        const [next, found] = await client.scan(cursor, "MATCH", `${opts.prefix}*`, "COUNT", SCAN_COUNT);
+        cursor = next;
+        if (found.length > 0) n += await client.del(...found);
+      } while (cursor !== "0");
+      return n;
+    },
+    async gen(w: WalletRef) {
+      return client.hget(keys(w)[0], "gen");
+    },
+    async read(w: WalletRef) {
+      const [s, a] = keys(w);
+      const [st, av] = await Promise.all([client.hgetall(s), client.hgetall(a)]);
+      if (!st.gen) return null;
+      return {
+        gen: st.gen,
+        availableByGrant: new Map(Object.entries(av).map(([k, v]) => [k, BigInt(v)])),
+        overdraftUsedNanos: BigInt(st.od ?? "0"),
+      };
+    },
+    async close() {
+      if (!opts.client) await client.quit().catch(() => undefined);
+    },
+  };
+}

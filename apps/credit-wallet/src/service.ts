@@ -1,0 +1,316 @@
+/**
+ * RPC handlers of nanobill.wallet.v1.CreditWalletService: decode -> engine -> encode. Thin.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { requireScope, tenantOf } from "@nanobill/service-kit";
+import type { Db } from "@nanobill/db";
+import type { Clock } from "@nanobill/service-kit";
+import { createCoalescer } from "./coalescer.js";
+import type { AuthorizeInput, AuthorizeOutcome, ConsumeOutcome, Engine } from "./engine.js";
+import { WalletError, invalid, toConnect } from "./errors.js";
+import { AUTHORIZE_ITEMS_MAX, BALANCE_GRANTS_MAX, CONSUME_ITEMS_MAX } from "./limits.js";
+import * as M from "./mapping.js";
+import * as S from "./store/store.js";
+
+const CONSUME_RESULT: Record<ConsumeOutcome["result"], pb.ConsumeResult> = {
+  ok: pb.ConsumeResult.OK,
+  partial: pb.ConsumeResult.PARTIAL,
+  insufficient: pb.ConsumeResult.INSUFFICIENT,
+  wallet_not_found: pb.ConsumeResult.WALLET_NOT_FOUND,
+  id_reused: pb.ConsumeResult.ID_REUSED,
+  invalid: pb.ConsumeResult.INVALID,
+};
+const AUTHORIZE_RESULT: Record<AuthorizeOutcome["result"], pb.AuthorizeResult> = {
+  ok: pb.AuthorizeResult.OK,
+  insufficient: pb.AuthorizeResult.INSUFFICIENT,
+  wallet_not_found: pb.AuthorizeResult.WALLET_NOT_FOUND,
+  id_reused: pb.AuthorizeResult.ID_REUSED,
+  invalid: pb.AuthorizeResult.INVALID,
+};
+
+/** Runs a handler body, mapping wallet outcomes to Connect errors (everything else: the error boundary). */
+async function guard<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof WalletError) throw toConnect(e);
+    throw e;
+  }
+}
+
+export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: Clock }): ServiceImpl<typeof pb.CreditWalletService> {
+  const { engine, db, clock } = deps;
+
+  /** Validates one Authorize item, converting a maximum cost to credits. */
+  async function authorizeInput(tenant: string, r: pb.AuthorizeRequest, prefix: string): Promise<AuthorizeInput> {
+    const v = M.authorizeInputOf(r, prefix);
+    if (v.maxCost) v.amountNanos = M.positiveNanos(`${prefix}max_cost_nanos`, await engine.creditsForCost(tenant, v.unit, v.maxCost.nanos, v.maxCost.currency));
+    return v;
+  }
+
+  const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX);
+
+  const writer = (ctx: HandlerContext) => {
+    requireScope(ctx, "admin");
+    return tenantOf(ctx);
+  };
+  const spender = (ctx: HandlerContext) => {
+    requireScope(ctx, "ingest");
+    return tenantOf(ctx);
+  };
+  const reader = (ctx: HandlerContext) => {
+    requireScope(ctx, "read");
+    return tenantOf(ctx);
+  };
+
+  return {
+    createCreditType: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        if (req.name === "" || req.name.length > 128) throw invalid("name", "is required, at most 128 characters");
+        const ct = await engine.createCreditType(tenant, {
+          id: req.id,
+          name: req.name,
+          currency: req.currency,
+          rate: M.decimalOf("rate.value", req.rate?.value, ""),
+          effectiveAt: M.dateOf(req.effectiveAt, clock.now()),
+        });
+        return create(pb.CreateCreditTypeResponseSchema, { creditType: M.creditTypeTo(ct) });
+      }),
+
+    setExchangeRate: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        if (!req.effectiveAt) throw invalid("effective_at", "is required");
+        const ct = await engine.setExchangeRate(tenant, { creditTypeId: M.unitOf("credit_type_id", req.creditTypeId), rate: M.decimalOf("rate.value", req.rate?.value, ""), effectiveAt: M.dateOf(req.effectiveAt, clock.now()) });
+        return create(pb.SetExchangeRateResponseSchema, { creditType: M.creditTypeTo(ct) });
+      }),
+
+    getCreditType: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        return create(pb.GetCreditTypeResponseSchema, { creditType: M.creditTypeTo(await engine.getCreditType(tenant, req.creditTypeId)) });
+      }),
+
+    createWallet: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const customerId = M.customerIdOf("customer_id", req.customerId);
+        const unit = M.unitOf("unit", req.unit);
+        const id = req.id === "" ? "" : M.idOf("id", req.id);
+        if (id && !id.startsWith("wal_")) throw invalid("id", 'must start with "wal_"');
+        const res = await engine.createWallet(tenant, { customerId, unit, id, policy: M.policyOf("policy", req.policy) });
+        return create(pb.CreateWalletResponseSchema, { wallet: M.walletTo(res.wallet), created: res.created });
+      }),
+
+    grant: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const w = await engine.mustWallet(tenant, M.idOf("wallet_id", req.walletId));
+        const input = M.grantInputOf(req, clock.now(), w.unit, w.kind);
+        const res = await engine.grant(tenant, input);
+        return create(pb.GrantResponseSchema, { grant: M.grantTo(res.grant), ledgerTransferId: res.transferId });
+      }),
+
+    consume: (req, ctx) =>
+      guard(async () => {
+        const tenant = spender(ctx);
+        if (req.items.length === 0) throw invalid("items", "must not be empty");
+        if (req.items.length > CONSUME_ITEMS_MAX) throw new WalletError({ kind: "limit", field: "items", limit: CONSUME_ITEMS_MAX });
+        const now = clock.now();
+        const results: pb.ConsumeItemResult[] = new Array(req.items.length);
+        const valid: Array<{ i: number; input: ReturnType<typeof M.consumeInputOf> }> = [];
+        const seen = new Set<string>();
+        req.items.forEach((it, i) => {
+          try {
+            const input = M.consumeInputOf(it, i, now);
+            if (seen.has(input.id)) throw invalid(`items[${i}].id`, "is repeated in the request");
+            seen.add(input.id);
+            valid.push({ i, input });
+          } catch (e) {
+            if (!(e instanceof WalletError)) throw e;
+            results[i] = create(pb.ConsumeItemResultSchema, { id: it.id, result: pb.ConsumeResult.INVALID, consumedNanos: 0n, shortfallNanos: it.amountNanos > 0n ? it.amountNanos : 0n, error: e.message });
+          }
+        });
+        const out = await engine.consumeMany(tenant, valid.map((v) => v.input));
+        valid.forEach((v, k) => {
+          const o = out[k]!;
+          results[v.i] = create(pb.ConsumeItemResultSchema, { id: o.id, result: CONSUME_RESULT[o.result], consumedNanos: o.consumedNanos, shortfallNanos: o.shortfallNanos, walletId: o.walletId, error: o.error, replayed: o.replayed });
+        });
+        return create(pb.ConsumeResponseSchema, { results });
+      }),
+
+    authorize: (req, ctx) =>
+      guard(async () => {
+        const tenant = spender(ctx);
+        const input = await authorizeInput(tenant, req, "");
+        const o = await authorizeOne.submit(tenant, input);
+        switch (o.result) {
+          case "ok":
+            return create(pb.AuthorizeResponseSchema, { hold: M.holdTo(o.hold!, o.unit), availableNanos: o.availableNanos });
+          case "insufficient":
+            throw new WalletError({ kind: "insufficient", walletId: "", availableNanos: o.availableNanos });
+          case "wallet_not_found":
+            throw new WalletError({ kind: "not_found", what: "wallet of customer", id: `${input.customerId}/${input.unit}` });
+          case "id_reused":
+            throw new WalletError({ kind: "id_reused", field: "id", id: input.id });
+          case "invalid":
+            throw invalid("id", o.error);
+        }
+      }),
+
+    authorizeBatch: (req, ctx) =>
+      guard(async () => {
+        const tenant = spender(ctx);
+        if (req.items.length === 0) throw invalid("items", "must not be empty");
+        if (req.items.length > AUTHORIZE_ITEMS_MAX) throw new WalletError({ kind: "limit", field: "items", limit: AUTHORIZE_ITEMS_MAX });
+        const results: pb.AuthorizeItemResult[] = new Array(req.items.length);
+        const valid: Array<{ i: number; input: AuthorizeInput }> = [];
+        const seen = new Set<string>();
+        for (let i = 0; i < req.items.length; i++) {
+          const it = req.items[i]!;
+          try {
+            const input = await authorizeInput(tenant, it, `items[${i}].`);
+            if (seen.has(input.id)) throw invalid(`items[${i}].id`, "is repeated in the request");
+            seen.add(input.id);
+            valid.push({ i, input });
+          } catch (e) {
+            if (!(e instanceof WalletError)) throw e;
+            results[i] = create(pb.AuthorizeItemResultSchema, { id: it.id, result: pb.AuthorizeResult.INVALID, error: e.message });
+          }
+        }
+        const out = await engine.authorizeMany(tenant, valid.map((v) => v.input));
+        valid.forEach((v, k) => {
+          const o = out[k]!;
+          results[v.i] = create(pb.AuthorizeItemResultSchema, { id: o.id, result: AUTHORIZE_RESULT[o.result], hold: o.hold ? M.holdTo(o.hold, o.unit) : undefined, error: o.error, availableNanos: o.availableNanos });
+        });
+        return create(pb.AuthorizeBatchResponseSchema, { results });
+      }),
+
+    capture: (req, ctx) =>
+      guard(async () => {
+        const tenant = spender(ctx);
+        const r = await engine.capture(tenant, {
+          holdId: M.idOf("hold_id", req.holdId),
+          amountNanos: M.nonNegativeNanos("amount_nanos", req.amountNanos),
+          eventId: M.refOf("event_id", req.eventId),
+          chargeId: M.refOf("charge_id", req.chargeId),
+          occurredAt: req.occurredAt ? M.dateOf(req.occurredAt, clock.now()) : null,
+        });
+        const w = await engine.mustWallet(tenant, r.hold.walletId);
+        return create(pb.CaptureResponseSchema, { hold: M.holdTo(r.hold, w.unit), capturedNanos: r.capturedNanos, releasedNanos: r.releasedNanos, shortfallNanos: r.shortfallNanos });
+      }),
+
+    release: (req, ctx) =>
+      guard(async () => {
+        const tenant = spender(ctx);
+        const r = await engine.release(tenant, M.idOf("hold_id", req.holdId));
+        const w = await engine.mustWallet(tenant, r.hold.walletId);
+        return create(pb.ReleaseResponseSchema, { hold: M.holdTo(r.hold, w.unit), releasedNanos: r.releasedNanos });
+      }),
+
+    getBalance: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        if (req.walletId === "" && (req.customerId === "" || req.unit === "")) throw invalid("wallet_id", "or customer_id and unit are required");
+        const b = await engine.getBalance(tenant, { walletId: req.walletId, customerId: req.customerId, unit: req.unit });
+        return create(pb.GetBalanceResponseSchema, {
+          wallet: M.walletTo(b.wallet),
+          balanceNanos: b.balanceNanos,
+          heldNanos: b.heldNanos,
+          availableNanos: b.availableNanos,
+          overdraftNanos: b.overdraftNanos,
+          grants: b.grants.slice(0, BALANCE_GRANTS_MAX).map(M.grantTo),
+        });
+      }),
+
+    listConsumption: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        const customerId = M.customerIdOf("customer_id", req.customerId);
+        const unit = M.unitOf("unit", req.unit);
+        if (!req.from || !req.to) throw invalid(req.from ? "to" : "from", "is required");
+        const from = M.dateOf(req.from, clock.now());
+        const to = M.dateOf(req.to, clock.now());
+        if (to.getTime() <= from.getTime()) throw invalid("to", "must be after from");
+        const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
+        const after = M.decodeToken<{ at: string; source: string; id: string }>("page.page_token", req.page?.pageToken ?? "");
+        const wallet = await engine.findWallet(tenant, customerId, unit);
+        const totals = await S.consumptionTotals(db, tenant, customerId, unit, from, to);
+        const rows = await S.listConsumptionEntries(db, tenant, customerId, unit, from, to, after ? { at: new Date(after.at), source: after.source, id: after.id } : null, size + 1);
+        const page = rows.slice(0, size);
+        const last = page[page.length - 1];
+        return create(pb.ListConsumptionResponseSchema, {
+          unit,
+          walletId: wallet?.id ?? "",
+          consumedNanos: totals.consumed,
+          shortfallNanos: totals.shortfall,
+          byCharge: totals.byCharge.map((c) => create(pb.ConsumptionByChargeSchema, { chargeId: c.chargeId, consumedNanos: c.consumed, shortfallNanos: c.shortfall })),
+          entries: page.map(M.consumptionEntryTo),
+          page: { nextPageToken: rows.length > size && last ? M.encodeToken({ at: last.occurredAt.toISOString(), source: last.source, id: last.id }) : "" },
+        });
+      }),
+
+    listMovements: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        const w = await engine.mustWallet(tenant, M.idOf("wallet_id", req.walletId));
+        const from = M.dateOf(req.from, new Date(0));
+        const to = M.dateOf(req.to, new Date("9999-12-31T00:00:00Z"));
+        const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
+        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "");
+        const rows = await S.listMovements(db, tenant, w.id, from, to, after ? BigInt(after.seq) : 0n, size + 1);
+        const page = rows.slice(0, size);
+        const last = page[page.length - 1];
+        return create(pb.ListMovementsResponseSchema, {
+          movements: page.map((m) => M.movementTo(m, w.unit)),
+          page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" },
+        });
+      }),
+
+    runExpiry: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const walletId = req.walletId === "" ? "" : M.idOf("wallet_id", req.walletId);
+        const r = await engine.runExpiry(tenant, M.dateOf(req.asOf, clock.now()), walletId);
+        return create(pb.RunExpiryResponseSchema, { grantsExpired: r.grantsExpired, breakageNanos: r.breakageNanos, holdsExpired: r.holdsExpired, alertsRaised: r.alertsRaised });
+      }),
+
+    runRollover: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const walletId = req.walletId === "" ? "" : M.idOf("wallet_id", req.walletId);
+        const r = await engine.runRollover(tenant, M.dateOf(req.asOf, clock.now()), walletId);
+        return create(pb.RunRolloverResponseSchema, { outcomes: r.map((o) => create(pb.RolloverOutcomeSchema, o)) });
+      }),
+
+    setAutoTopUp: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const w = await engine.setAutoTopUp(tenant, M.idOf("wallet_id", req.walletId), M.autoTopUpOf("auto_top_up", req.autoTopUp));
+        return create(pb.SetAutoTopUpResponseSchema, { wallet: M.walletTo(w) });
+      }),
+
+    setWalletPolicy: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const w = await engine.setPolicy(tenant, M.idOf("wallet_id", req.walletId), M.policyOf("policy", req.policy));
+        return create(pb.SetWalletPolicyResponseSchema, { wallet: M.walletTo(w) });
+      }),
+
+    listAlerts: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        const kind = M.ALERT_KIND_FROM[req.kind];
+        if (kind === undefined) throw invalid("kind", "unknown alert kind");
+        const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
+        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "");
+        const rows = await S.listAlerts(db, tenant, { customerId: req.customerId, kind, since: req.since ? M.dateOf(req.since, clock.now()) : null, afterSeq: after ? BigInt(after.seq) : 0n, limit: size + 1 });
+        const page = rows.slice(0, size);
+        const last = page[page.length - 1];
+        return create(pb.ListAlertsResponseSchema, { alerts: page.map(M.alertTo), page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" } });
+      }),
+  };
+}

@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { migrate, testBackends, type TestDb } from "@nanobill/db";
+import { HARD_STOP } from "../domain/types.js";
+import * as S from "./store.js";
+
+const T = "tnt_s";
+const now = new Date("2026-11-01T00:00:00Z");
+
+describe.each(testBackends())("wallet store ($name)", (backend) => {
+  let db: TestDb;
+  beforeAll(async () => {
+    db = await backend.open();
+    await migrate(db, S.migrationsDir);
+    await S.insertWallet(db, { tenant: T, id: "wal_1", customerId: "cus_1", unit: "USD", kind: "prepaid", policy: { ...HARD_STOP, mode: "soft_negative", negativeLimitNanos: 10n }, ledgerAccountId: "acct_wallet:cus_1:USD", now });
+    await S.insertGrant(db, T, {
+      id: "g1", walletId: "wal_1", kind: "purchased", amountNanos: 100n, priority: 0, effectiveAt: now, expiresAt: null, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
+      scope: { chargeIds: ["c1"], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: "g1", periodIndex: 0, invoiceId: "", description: "", requestHash: "h",
+    });
+  });
+  afterAll(async () => {
+    await db?.dispose();
+  });
+
+  it("refuses, as a GuardError, any delta that would spend a grant past its amount (and applies nothing)", async () => {
+    await S.applyGrantDeltas(db, T, [{ grantId: "g1", held: 60n }, { grantId: "g1", burned: 40n }]);
+    await expect(db.transaction((tx) => S.applyGrantDeltas(tx, T, [{ grantId: "g1", burned: 1n }]))).rejects.toBeInstanceOf(S.GuardError);
+    await expect(db.transaction((tx) => S.applyGrantDeltas(tx, T, [{ grantId: "g1", held: -61n }]))).rejects.toBeInstanceOf(S.GuardError);
+    await expect(db.transaction((tx) => S.applyGrantDeltas(tx, T, [{ grantId: "nope", burned: 1n }]))).rejects.toBeInstanceOf(S.GuardError);
+    const g = (await S.getGrant(db, T, "g1"))!;
+    expect([g.burnedNanos, g.heldNanos, g.scope.chargeIds]).toEqual([40n, 60n, ["c1"]]);
+    await S.applyGrantDeltas(db, T, [{ grantId: "g1", held: -60n, burned: 10n }]);
+  });
+
+  it("keeps the overdraft within the negative limit", async () => {
+    await S.addOverdraft(db, T, "wal_1", { postedNanos: 6n, heldNanos: 4n, enforceLimit: true });
+    await expect(db.transaction((tx) => S.addOverdraft(tx, T, "wal_1", { postedNanos: 1n, heldNanos: 0n, enforceLimit: true }))).rejects.toBeInstanceOf(S.GuardError);
+    const w = (await S.getWallet(db, T, "wal_1"))!;
+    expect([w.overdraftPostedNanos, w.overdraftHeldNanos]).toEqual([6n, 4n]);
+  });
+
+  it("inserts holds and consumptions once: a replayed id is reported as not inserted", async () => {
+    const hold: S.HoldRow = { id: "h1", walletId: "wal_1", amountNanos: 5n, slices: [{ grantId: "g1", amountNanos: 5n }], overdraftNanos: 0n, uncoveredNanos: 0n, state: "pending", expiresAt: now, capturedNanos: 0n, chargeId: "", model: "", requestHash: "x", createdAt: now };
+    expect([...(await S.insertHolds(db, T, [hold]))]).toEqual(["h1"]);
+    expect([...(await S.insertHolds(db, T, [hold, { ...hold, id: "h2" }]))]).toEqual(["h2"]);
+    expect((await S.getHold(db, T, "h1"))!.slices).toEqual([{ grantId: "g1", amountNanos: 5n }]);
+    const c: S.ConsumptionRow = { source: "consume", id: "c1", walletId: "wal_1", customerId: "cus_1", unit: "USD", amountNanos: 9n, consumedNanos: 7n, shortfallNanos: 2n, eventId: "e", chargeId: "ch", model: "", holdId: "", occurredAt: now, requestHash: "y" };
+    expect((await S.insertConsumptions(db, T, [c], now)).size).toBe(1);
+    expect((await S.insertConsumptions(db, T, [c], now)).size).toBe(0);
+    const tot = await S.consumptionTotals(db, T, "cus_1", "USD", now, new Date(now.getTime() + 1));
+    expect([tot.consumed, tot.shortfall, tot.byCharge.length]).toEqual([7n, 2n, 1]);
+  });
+
+  it("keeps linked chains whole in the outbox, in order", async () => {
+    await S.enqueueTransfers(db, T, [[{ id: "x1", debit: "a", credit: "b", amount: "1", unit: "USD", code: 20, linked: true }, { id: "x2", debit: "a", credit: "b", amount: "2", unit: "USD", code: 20 }]], now);
+    const rows = await S.nextOutbox(db, 10);
+    expect(rows.map((r) => r.transfers.map((t) => t.id))).toEqual([["x1", "x2"]]);
+    await S.markOutbox(db, [rows[0]!.seq], [], [], now);
+    expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
+  });
+});

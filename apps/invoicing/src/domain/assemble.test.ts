@@ -1,0 +1,226 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { roundToMinor, type RoundingMode } from "@nanobill/money";
+import { assembleInvoice, type AssembleInput, type ChargeInput } from "./assemble.js";
+import { defaultSettings, type BillingSettings } from "./invoice.js";
+import { exact, priceTimesQuantity, roundLine, ZERO_RESIDUE, type ResidueState } from "./rounding.js";
+
+const P0 = new Date("2026-01-01T00:00:00Z");
+const P1 = new Date("2026-02-01T00:00:00Z");
+const USD = 1_000_000_000n;
+
+function charge(kind: ChargeInput["kind"], chargeId: string, amount: bigint | ReturnType<typeof exact>, extra: Partial<ChargeInput> = {}): ChargeInput {
+  return {
+    kind,
+    residueKey: chargeId,
+    chargeId,
+    subscriptionId: "sub_1",
+    description: `${kind} ${chargeId}`,
+    quantity: "1",
+    unitPrice: "",
+    amount: typeof amount === "bigint" ? exact(amount) : amount,
+    periodStart: P0,
+    periodEnd: P1,
+    expandable: kind === "usage",
+    ...extra,
+  };
+}
+
+function input(charges: ChargeInput[], settings: Partial<BillingSettings> = {}, rest: Partial<AssembleInput> = {}): AssembleInput {
+  return {
+    currency: "USD",
+    settings: { ...defaultSettings("cus_1"), ...settings },
+    charges,
+    minimumCommitmentNanos: 0n,
+    creditsAppliedNanos: 0n,
+    residues: new Map(),
+    deferredIn: undefined,
+    periodStart: P0,
+    periodEnd: P1,
+    ...rest,
+  };
+}
+
+describe("acceptance examples", () => {
+  it("bills 4.4556 x 10.625 = 47.34075 as $47.34 in USD and carries 0.00075", () => {
+    const amount = priceTimesQuantity("4.4556", "10.625");
+    const inv = assembleInvoice(input([charge("usage", "ch_a", amount)]));
+    const line = inv.lines[0]!;
+    expect(line.amountNanos).toBe(47_340_750_000n);
+    expect(line.roundedAmountNanos).toBe(47_340_000_000n);
+    expect(line.amountMinor).toBe(4734n);
+    expect(line.residueOutNanos).toBe(750_000n);
+    expect(inv.residues.get("ch_a")?.residueNanos).toBe(750_000n);
+  });
+
+  it("bills 4.4556 x 10.625 as JPY 47 in yen and carries 0.34075 yen", () => {
+    const inv = assembleInvoice(input([charge("usage", "ch_a", priceTimesQuantity("4.4556", "10.625"))], {}, { currency: "JPY" }));
+    expect(inv.lines[0]!.amountMinor).toBe(47n);
+    expect(inv.lines[0]!.residueOutNanos).toBe(340_750_000n);
+  });
+
+  const modes: Array<[RoundingMode, bigint, bigint]> = [
+    ["half_even", 368n, 5_000_000n],
+    ["half_up", 369n, -5_000_000n],
+    ["half_down", 368n, 5_000_000n],
+    ["floor", 368n, 5_000_000n],
+    ["ceil", 369n, -5_000_000n],
+  ];
+  for (const [mode, cents, residue] of modes) {
+    it(`bills $0.067 x 55 = $3.685 as ${cents} cents with ${mode} and the next period adds the carried half cent`, () => {
+      const amount = priceTimesQuantity("0.067", "55");
+      const first = assembleInvoice(input([charge("usage", "ch_b", amount)], { roundingMode: mode }));
+      expect(first.lines[0]!.amountNanos).toBe(3_685_000_000n);
+      expect(first.lines[0]!.amountMinor).toBe(cents);
+      expect(first.lines[0]!.residueOutNanos).toBe(residue);
+      const second = assembleInvoice(input([charge("usage", "ch_b", amount)], { roundingMode: mode }, { residues: first.residues }));
+      expect(second.lines[0]!.residueInNanos).toBe(residue);
+      // 3.685 + carried: the two periods bill 7.37 exactly in total, whatever the mode.
+      expect(first.lines[0]!.amountMinor + second.lines[0]!.amountMinor).toBe(737n);
+      expect(second.lines[0]!.residueOutNanos).toBe(0n);
+    });
+  }
+
+  it("bills 1,000,000 events of $0.00000015 as $0.15 exactly, not $0.00", () => {
+    let booked = 0n;
+    for (let i = 0; i < 1_000_000; i++) booked += 150n;
+    const inv = assembleInvoice(input([charge("usage", "ch_c", booked)]));
+    expect(inv.lines[0]!.roundedAmountNanos).toBe(150_000_000n);
+    expect(inv.lines[0]!.amountMinor).toBe(15n);
+    expect(inv.totals.amountDueMinor).toBe(15n);
+  });
+
+  it("bills $50 subscription + $20 usage - $10 discount = $60, tax 10% = $66, prepaid $30 -> $36", () => {
+    const inv = assembleInvoice(
+      input([charge("flat", "ch_sub", 50n * USD), charge("usage", "ch_use", 20n * USD)], { discountNanos: 10n * USD, taxRateBps: 1000 }, { creditsAppliedNanos: 30n * USD }),
+    );
+    expect(inv.totals.subtotalNanos).toBe(70n * USD);
+    expect(inv.totals.discountNanos).toBe(-10n * USD);
+    expect(inv.totals.taxNanos).toBe(6n * USD);
+    expect(inv.totals.totalNanos).toBe(66n * USD);
+    expect(inv.totals.creditsAppliedNanos).toBe(-30n * USD);
+    expect(inv.totals.amountDueNanos).toBe(36n * USD);
+    expect(inv.totals.amountDueMinor).toBe(3600n);
+    expect(inv.lines.map((l) => l.kind)).toEqual(["flat", "usage", "discount", "tax", "credits_applied"]);
+  });
+});
+
+describe("rounding with carried residue", () => {
+  it("keeps billed + carried == rated nanos exactly over any number of periods (property)", () => {
+    const modes: RoundingMode[] = ["floor", "ceil", "down", "up", "half_up", "half_down", "half_even"];
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...modes),
+        fc.constantFrom("USD", "JPY", "KWD", "EUR"),
+        fc.array(fc.tuple(fc.bigInt({ min: -(10n ** 12n), max: 10n ** 13n }), fc.bigInt({ min: 1n, max: 1000n })), { minLength: 1, maxLength: 40 }),
+        (mode, code, periods) => {
+          let state: ResidueState = ZERO_RESIDUE;
+          let billed = 0n;
+          // Sum of exact amounts as a rational over the product of denominators.
+          let num = 0n;
+          let den = 1n;
+          for (const [n, d] of periods) {
+            const r = roundLine({ num: n, den: d }, state, code, mode, 1n);
+            billed += r.roundedNanos;
+            state = r.state;
+            num = num * d + n * den;
+            den = den * d;
+            // each rounded amount is a whole minor unit
+            expect(roundToMinor(r.roundedNanos, code, "half_even").residueNanos).toBe(0n);
+          }
+          // billed + residueNanos + subNano == exact sum
+          const lhs = (billed + state.residueNanos) * den * state.subNanoDen + state.subNanoNum * den;
+          expect(lhs).toBe(num * state.subNanoDen);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("keeps invoiced + carried == rated for whole invoices over many periods (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.bigInt({ min: 0n, max: 10n ** 11n }), { minLength: 3, maxLength: 3 }), { minLength: 1, maxLength: 24 }),
+        fc.integer({ min: 0, max: 2500 }),
+        (periods, taxBps) => {
+          let residues = new Map<string, ResidueState>();
+          let rated = 0n;
+          let invoicedCharges = 0n;
+          for (const amounts of periods) {
+            const charges = amounts.map((a, i) => charge("usage", `ch_${i}`, a));
+            const inv = assembleInvoice(input(charges, { taxRateBps: taxBps }, { residues }));
+            residues = new Map([...residues, ...inv.residues]);
+            rated += amounts.reduce((s, a) => s + a, 0n);
+            invoicedCharges += inv.totals.subtotalNanos;
+          }
+          let carried = 0n;
+          for (const [key, s] of residues) if (key.startsWith("ch_")) carried += s.residueNanos;
+          expect(invoicedCharges + carried).toBe(rated);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe("minimum billable amount", () => {
+  const settings = { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 2 };
+  it("defers an invoice below the minimum for at most N periods, then bills it, showing when it was carried from", () => {
+    const p = (i: number) => new Date(Date.UTC(2026, i, 1));
+    let deferred = undefined as ReturnType<typeof assembleInvoice>["deferralOut"];
+    const dues: bigint[] = [];
+    for (let i = 0; i < 3; i++) {
+      const inv = assembleInvoice(input([charge("usage", "ch_m", 1n * USD)], settings, { deferredIn: deferred, periodStart: p(i), periodEnd: p(i + 1) }));
+      dues.push(inv.totals.amountDueNanos);
+      if (i === 2) {
+        const carried = inv.lines.find((l) => l.kind === "carried_forward")!;
+        expect(carried.amountNanos).toBe(2n * USD);
+        expect(carried.periodStart).toEqual(p(0));
+        expect(carried.description).toContain("since 2026-01-01 (2 periods)");
+        expect(inv.deferralOut).toBeUndefined();
+      }
+      deferred = inv.deferralOut;
+    }
+    expect(dues).toEqual([0n, 0n, 3n * USD]);
+  });
+
+  it("bills a deferred amount once the deferral date has passed", () => {
+    const inv = assembleInvoice(
+      input([charge("usage", "ch_m", 1n * USD)], { minimumBillableNanos: 5n * USD, deferralUntil: new Date("2026-01-15T00:00:00Z") }),
+    );
+    expect(inv.totals.amountDueNanos).toBe(1n * USD);
+    expect(inv.deferralOut).toBeUndefined();
+  });
+
+  it("bills an invoice at or above the minimum at once", () => {
+    const inv = assembleInvoice(input([charge("usage", "ch_m", 5n * USD)], settings));
+    expect(inv.totals.amountDueNanos).toBe(5n * USD);
+    expect(inv.totals.deferredNanos).toBe(0n);
+  });
+});
+
+describe("other lines", () => {
+  it("trues the charges up to a minimum commitment", () => {
+    const inv = assembleInvoice(input([charge("usage", "ch_u", 30n * USD)], {}, { minimumCommitmentNanos: 100n * USD }));
+    const up = inv.lines.find((l) => l.kind === "minimum_true_up")!;
+    expect(up.amountNanos).toBe(70n * USD);
+    expect(inv.totals.amountDueNanos).toBe(100n * USD);
+  });
+
+  it("never discounts more than the subtotal", () => {
+    const inv = assembleInvoice(input([charge("usage", "ch_u", 3n * USD)], { discountNanos: 10n * USD }));
+    expect(inv.totals.discountNanos).toBe(-3n * USD);
+    expect(inv.totals.totalNanos).toBe(0n);
+  });
+
+  it("applies a percentage discount and rounds it with its own carried residue", () => {
+    const inv = assembleInvoice(input([charge("usage", "ch_u", 10_010_000_000n)], { discountBps: 333 }));
+    // 10.01 x 3.33% = 0.333333 -> -0.33, residue -0.003333 carried under _discount
+    expect(inv.totals.discountNanos).toBe(-330_000_000n);
+    expect(inv.residues.get("_discount")?.residueNanos).toBe(-3_333_000n);
+  });
+
+  it("refuses an unknown currency, naming the field", () => {
+    expect(() => assembleInvoice(input([charge("usage", "ch_u", 1n)], {}, { currency: "XXX" }))).toThrow(/currency/);
+  });
+});

@@ -1,0 +1,215 @@
+/**
+ * Invoice assembly (pure): charge lines -> rounded lines, discount, tax, credits applied,
+ * minimum billable amount with deferral, totals, and the residues to carry.
+ *
+ * Order (each step rounds to the minor unit with the customer's mode and carries its residue
+ * under its own key, so every rounding is named and visible on the line):
+ *   subtotal = sum of rounded charge lines (usage, seats, flat, true-up, overage, adjustment)
+ *   discount = -(subtotal x discount_bps + fixed discount), at most the subtotal
+ *   tax      = (subtotal + discount) x tax_rate_bps
+ *   total    = subtotal + discount + tax
+ *   credits  = -(prepaid money consumed from the wallet in the period)
+ *   due      = total + credits + carried in (amounts deferred from earlier periods)
+ * If 0 < due < minimum billable amount and the deferral may continue (fewer than N periods and
+ * before the deferral date), a negative carried_forward line takes due to zero and the amount
+ * is carried to the next invoice, which shows it with the start of the first deferred period.
+ */
+import { currency, type RoundingMode } from "@nanobill/money";
+import type { BillingSettings, Deferral, InvoiceLine, InvoiceTotals, LineKind } from "./invoice.js";
+import { exact, roundLine, timesBps, ZERO_RESIDUE, type ExactNanos, type ResidueState } from "./rounding.js";
+import { InvalidInput } from "./settings.js";
+import { LINES_PER_INVOICE_MAX } from "../limits.js";
+
+/** A charge line before rounding. */
+export interface ChargeInput {
+  kind: Exclude<LineKind, "tax" | "discount" | "credits_applied" | "carried_forward">;
+  /** residueKey keys the carried residue: (customer, residueKey). */
+  residueKey: string;
+  chargeId: string;
+  subscriptionId: string;
+  description: string;
+  quantity: string;
+  unitPrice: string;
+  amount: ExactNanos;
+  periodStart: Date;
+  periodEnd: Date;
+  expandable: boolean;
+}
+
+export interface AssembleInput {
+  currency: string;
+  settings: BillingSettings;
+  charges: ChargeInput[];
+  /** minimumCommitmentNanos: a commitment the charges are trued up to (0 = none). */
+  minimumCommitmentNanos: bigint;
+  /** creditsAppliedNanos: prepaid money consumed in the period (>= 0). */
+  creditsAppliedNanos: bigint;
+  residues: ReadonlyMap<string, ResidueState>;
+  deferredIn: Deferral | undefined;
+  periodStart: Date;
+  periodEnd: Date;
+}
+
+export interface AssembledInvoice {
+  lines: InvoiceLine[];
+  totals: InvoiceTotals;
+  /** residues: the new state of every residue key this invoice touched. */
+  residues: Map<string, ResidueState>;
+  /** deferralOut: the amount carried to the next invoice, or undefined (none). */
+  deferralOut: Deferral | undefined;
+  /** deferralShown: deferralOut, or the deferral billed now (for display). */
+  deferralShown: Deferral | undefined;
+}
+
+export const RESIDUE_KEY_DISCOUNT = "_discount";
+export const RESIDUE_KEY_TAX = "_tax";
+export const RESIDUE_KEY_CREDITS = "_credits";
+
+const CHARGE_KINDS: ReadonlySet<LineKind> = new Set(["usage", "seats", "flat", "minimum_true_up", "overage", "adjustment"]);
+
+function isoDay(d: Date): string {
+  return d.toISOString().slice(0, 10);
+}
+
+export function assembleInvoice(input: AssembleInput): AssembledInvoice {
+  const cur = currency(input.currency, "currency");
+  const mode: RoundingMode = input.settings.roundingMode;
+  if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
+  if (input.charges.length + 6 > LINES_PER_INVOICE_MAX) {
+    throw new InvalidInput("lines", `an invoice holds at most ${LINES_PER_INVOICE_MAX} lines`);
+  }
+  const residues = new Map<string, ResidueState>();
+  const stateOf = (key: string): ResidueState => residues.get(key) ?? input.residues.get(key) ?? ZERO_RESIDUE;
+  const lines: InvoiceLine[] = [];
+  const push = (
+    kind: LineKind,
+    key: string | undefined,
+    amount: ExactNanos,
+    fields: { chargeId: string; subscriptionId: string; description: string; quantity: string; unitPrice: string; periodStart: Date; periodEnd: Date; expandable: boolean },
+  ): InvoiceLine => {
+    const r = roundLine(amount, key === undefined ? ZERO_RESIDUE : stateOf(key), cur.code, mode, cur.nanosPerMinor);
+    if (key !== undefined) residues.set(key, r.state);
+    else if (r.residueOutNanos !== 0n || r.state.subNanoNum !== 0n) throw new Error(`line ${kind} without residue key must be a whole minor amount`);
+    const line: InvoiceLine = {
+      id: `line_${String(lines.length + 1).padStart(3, "0")}`,
+      kind,
+      ...fields,
+      amountNanos: r.amountNanos,
+      residueInNanos: r.residueInNanos,
+      roundedAmountNanos: r.roundedNanos,
+      amountMinor: r.amountMinor,
+      residueOutNanos: r.residueOutNanos,
+    };
+    lines.push(line);
+    return line;
+  };
+  const whole = { subscriptionId: "", quantity: "1", unitPrice: "", periodStart: input.periodStart, periodEnd: input.periodEnd, expandable: false };
+
+  // 1. Charge lines and the minimum commitment true-up.
+  let subtotal = 0n;
+  let chargeExactNum: ExactNanos = { num: 0n, den: 1n };
+  for (const c of input.charges) {
+    if (!CHARGE_KINDS.has(c.kind)) throw new InvalidInput("charges.kind", `must be a charge kind, got ${c.kind}`);
+    const line = push(c.kind, c.residueKey, c.amount, c);
+    subtotal += line.roundedAmountNanos;
+    chargeExactNum = { num: chargeExactNum.num * c.amount.den + c.amount.num * chargeExactNum.den, den: chargeExactNum.den * c.amount.den };
+  }
+  if (input.minimumCommitmentNanos > 0n && chargeExactNum.num < input.minimumCommitmentNanos * chargeExactNum.den) {
+    const shortfall = { num: input.minimumCommitmentNanos * chargeExactNum.den - chargeExactNum.num, den: chargeExactNum.den };
+    const line = push("minimum_true_up", "_true_up", shortfall, {
+      ...whole,
+      chargeId: "_true_up",
+      description: `Minimum commitment true-up`,
+    });
+    subtotal += line.roundedAmountNanos;
+  }
+
+  // 2. Discount: percentage of the subtotal plus a fixed amount, never more than the subtotal.
+  let discount = 0n;
+  if (subtotal > 0n && (input.settings.discountBps > 0 || input.settings.discountNanos > 0n)) {
+    const pct = timesBps(subtotal, input.settings.discountBps);
+    let d: ExactNanos = { num: pct.num + input.settings.discountNanos * pct.den, den: pct.den };
+    if (d.num > subtotal * d.den) d = exact(subtotal);
+    const label = [input.settings.discountBps > 0 ? `${input.settings.discountBps / 100}%` : "", input.settings.discountNanos > 0n ? "fixed" : ""].filter(Boolean).join(" + ");
+    const line = push("discount", RESIDUE_KEY_DISCOUNT, { num: -d.num, den: d.den }, { ...whole, chargeId: RESIDUE_KEY_DISCOUNT, description: `Discount (${label})` });
+    discount = line.roundedAmountNanos;
+  }
+
+  // 3. Tax on the discounted subtotal.
+  let tax = 0n;
+  if (input.settings.taxRateBps > 0) {
+    const base = subtotal + discount > 0n ? subtotal + discount : 0n;
+    const line = push("tax", RESIDUE_KEY_TAX, timesBps(base, input.settings.taxRateBps), {
+      ...whole,
+      chargeId: RESIDUE_KEY_TAX,
+      description: `Tax ${input.settings.taxRateBps / 100}%`,
+    });
+    tax = line.roundedAmountNanos;
+  }
+  const total = subtotal + discount + tax;
+
+  // 4. Credits and prepaid money applied.
+  let credits = 0n;
+  if (input.creditsAppliedNanos > 0n) {
+    const line = push("credits_applied", RESIDUE_KEY_CREDITS, exact(-input.creditsAppliedNanos), {
+      ...whole,
+      chargeId: RESIDUE_KEY_CREDITS,
+      description: "Prepaid credits applied",
+    });
+    credits = line.roundedAmountNanos;
+  }
+
+  // 5. Amounts deferred from earlier periods, then the minimum billable amount.
+  let due = total + credits;
+  let carriedIn = 0n;
+  if (input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n) {
+    const line = push("carried_forward", undefined, exact(input.deferredIn.amountNanos), {
+      ...whole,
+      periodStart: input.deferredIn.since,
+      chargeId: "_deferred",
+      description: `Carried forward: below the minimum billable amount since ${isoDay(input.deferredIn.since)} (${input.deferredIn.periods} period${input.deferredIn.periods === 1 ? "" : "s"})`,
+    });
+    carriedIn = line.roundedAmountNanos;
+    due += carriedIn;
+  }
+  let deferralOut: Deferral | undefined;
+  const min = input.settings.minimumBillableNanos;
+  if (min > 0n && due > 0n && due < min) {
+    const periods = input.deferredIn?.periods ?? 0;
+    const since = input.deferredIn?.since ?? input.periodStart;
+    const byCount = input.settings.deferralPeriodsMax === 0 || periods < input.settings.deferralPeriodsMax;
+    const byDate = input.settings.deferralUntil === undefined || input.periodEnd.getTime() < input.settings.deferralUntil.getTime();
+    const countLimited = input.settings.deferralPeriodsMax > 0 || input.settings.deferralUntil !== undefined;
+    if (byCount && byDate && countLimited) {
+      deferralOut = { amountNanos: due, since, periods: periods + 1 };
+      push("carried_forward", undefined, exact(-due), {
+        ...whole,
+        chargeId: "_deferred",
+        periodStart: since,
+        description: `Below the minimum billable amount: carried to the next invoice (deferred since ${isoDay(since)})`,
+      });
+      due = 0n;
+    }
+  }
+
+  let exactSum = 0n;
+  let residueSum = 0n;
+  for (const l of lines) {
+    exactSum += l.amountNanos;
+    residueSum += l.residueOutNanos;
+  }
+  const totals: InvoiceTotals = {
+    subtotalNanos: subtotal,
+    discountNanos: discount,
+    taxNanos: tax,
+    totalNanos: total,
+    creditsAppliedNanos: credits,
+    amountDueNanos: due,
+    amountDueMinor: due / cur.nanosPerMinor,
+    exactNanos: exactSum,
+    residueCarriedNanos: residueSum,
+    deferredNanos: deferralOut?.amountNanos ?? 0n,
+  };
+  const deferralShown = deferralOut ?? (input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined);
+  return { lines, totals, residues, deferralOut, deferralShown };
+}

@@ -1,0 +1,97 @@
+import { describe, expect, it } from "vitest";
+import { chargeOwners, feeTrueUps, lateUsageAdjustments, ownerOf, planKey, seatMillis, usageWindow, type PlanVersionInfo, type SubscriptionInfo } from "./bill.js";
+import { defaultSettings } from "./invoice.js";
+import { validateSettings } from "./settings.js";
+
+const NOV = new Date("2026-11-01T00:00:00Z");
+const DEC = new Date("2026-12-01T00:00:00Z");
+
+function sub(id: string, planId: string, seats: Array<[number, string]> = []): SubscriptionInfo {
+  return {
+    subscriptionId: id,
+    customerId: "cus_1",
+    startedAt: NOV,
+    endedAt: undefined,
+    phases: [{ planId, planVersion: 1, start: NOV, end: undefined }],
+    seatChanges: seats.map(([n, at]) => ({ seats: n, effectiveAt: new Date(at) })),
+  };
+}
+
+const plans = new Map<string, PlanVersionInfo>([
+  [planKey("p_a", 1), { planId: "p_a", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "tokens", name: "Tokens", unit: "USD", kind: "usage", amount: "" }, { chargeId: "seats", name: "Seats", unit: "USD", kind: "seats", amount: "10" }] }],
+  [planKey("p_b", 1), { planId: "p_b", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "images", name: "Images", unit: "USD", kind: "usage", amount: "" }] }],
+]);
+
+describe("billing lines from rating's data", () => {
+  it("partitions hour buckets between periods whose boundary is not on the hour", () => {
+    const a = usageWindow({ start: new Date("2026-11-01T10:30:00Z"), end: new Date("2026-12-01T10:30:00Z") });
+    const b = usageWindow({ start: new Date("2026-12-01T10:30:00Z"), end: new Date("2027-01-01T10:30:00Z") });
+    expect(a.to).toEqual(b.from);
+    expect(a.from.toISOString()).toBe("2026-11-01T10:00:00.000Z");
+  });
+
+  it("gives each charge to the subscription whose plan has it, and unknown charges to the first", () => {
+    const subs = [sub("sub_a", "p_a"), sub("sub_b", "p_b")];
+    const owners = chargeOwners(subs, plans);
+    expect(ownerOf("images", owners, subs)).toBe("sub_b");
+    expect(ownerOf("tokens", owners, subs)).toBe("sub_a");
+    expect(ownerOf("mystery", owners, subs)).toBe("sub_a");
+  });
+
+  it("sums seat-milliseconds over the seat changes in force", () => {
+    const s = sub("sub_a", "p_a", [[2, "2026-11-01T00:00:00Z"], [5, "2026-11-16T00:00:00Z"]]);
+    const day = 86_400_000n;
+    expect(seatMillis(s, NOV, DEC)).toBe(2n * 15n * day + 5n * 15n * day);
+  });
+
+  it("trues up seats billed in advance: a seat added is charged, nothing when unchanged", () => {
+    const s = sub("sub_a", "p_a", [[2, "2026-11-01T00:00:00Z"], [3, "2026-11-16T00:00:00Z"]]);
+    const p = { index: 1, start: NOV, end: DEC };
+    const [up] = feeTrueUps(p, s, plans, "USD", new Map([["seats", 20_000_000_000n]]));
+    expect(up!.amount).toEqual({ num: 5_000_000_000n, den: 1n }); // 15 days of one more seat = $5
+    expect(up!.description).toContain("charge for seat or fee changes");
+    const same = sub("sub_a", "p_a", [[2, "2026-11-01T00:00:00Z"]]);
+    expect(feeTrueUps(p, same, plans, "USD", new Map([["seats", 20_000_000_000n]]))).toEqual([]);
+  });
+
+  it("turns usage rated late for an invoiced window into adjustments, ignoring fee charges", () => {
+    const subs = [sub("sub_a", "p_a")];
+    const owners = chargeOwners(subs, plans);
+    const adj = lateUsageAdjustments(
+      [{ chargeId: "tokens", quantity: 5n, priceNanos: 107n, unit: "USD" }, { chargeId: "tokens", quantity: 1n, priceNanos: 0n, unit: "EUR" }],
+      new Map([["tokens", 100n], ["seats", 20n]]),
+      subs[0]!,
+      owners,
+      subs,
+      new Map(),
+      "USD",
+      { from: NOV, to: DEC },
+      new Set(["seats"]),
+    );
+    expect(adj.map((a) => [a.chargeId, a.amount.num])).toEqual([["tokens", 7n]]);
+  });
+});
+
+describe("billing settings validation", () => {
+  const ok = defaultSettings("cus_1");
+  const rows: Array<[string, Partial<typeof ok>, string | null]> = [
+    ["accepts the defaults", {}, null],
+    ["accepts 100% tax", { taxRateBps: 10_000 }, null],
+    ["refuses a tax rate above 100%", { taxRateBps: 10_001 }, "settings.tax_rate_bps"],
+    ["refuses a negative tax rate", { taxRateBps: -1 }, "settings.tax_rate_bps"],
+    ["refuses a fractional tax rate", { taxRateBps: 2.5 }, "settings.tax_rate_bps"],
+    ["refuses a negative fixed discount", { discountNanos: -1n }, "settings.discount_nanos"],
+    ["refuses a minimum without an end to deferral", { minimumBillableNanos: 1n }, "settings.deferral_periods_max"],
+    ["accepts a minimum with a deferral date", { minimumBillableNanos: 1n, deferralUntil: DEC }, null],
+    ["refuses more than 24 deferred periods", { minimumBillableNanos: 1n, deferralPeriodsMax: 25 }, "settings.deferral_periods_max"],
+    ["refuses an unknown rounding mode", { roundingMode: "bankers" as never }, "settings.rounding_mode"],
+    ["refuses an empty customer id", { customerId: "" }, "settings.customer_id"],
+  ];
+  for (const [name, patch, field] of rows) {
+    it(name, () => {
+      const run = () => validateSettings({ ...ok, ...patch });
+      if (field === null) expect(run).not.toThrow();
+      else expect(run).toThrow(field);
+    });
+  }
+});

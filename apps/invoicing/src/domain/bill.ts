@@ -1,0 +1,315 @@
+/**
+ * From what rating and the wallet report to the charge lines of one subscription period (pure).
+ *
+ * - Periods: the customer's zone; anniversary of the customer's billing anchor by default.
+ * - Usage is attributed by rating's hour buckets: a period's usage window is
+ *   [floorHour(start), floorHour(end)), so consecutive periods partition the buckets exactly
+ *   (no bucket is billed twice or never, even when a boundary is not on the hour).
+ * - Usage is billed in arrears (the closed period); flat and seat fees in advance (the next
+ *   period, and on the first invoice also period 0). Seats are prorated by the second over
+ *   the seat changes in force.
+ * - A customer's usage and consumption of a charge belong to the subscription whose plan has
+ *   the charge (the first such subscription); usage of charges no plan lists belongs to the
+ *   customer's first subscription.
+ */
+import type { ChargeInput } from "./assemble.js";
+import { coveredPeriods, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
+import { InvalidInput } from "./settings.js";
+import { exact, parseDecimal, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
+
+export interface CustomerInfo {
+  customerId: string;
+  currency: string;
+  timeZone: string;
+  billingAnchor: Date | undefined;
+  createdAt: Date | undefined;
+}
+
+export interface PhaseInfo {
+  planId: string;
+  planVersion: number;
+  start: Date;
+  end: Date | undefined;
+}
+
+export interface SubscriptionInfo {
+  subscriptionId: string;
+  customerId: string;
+  startedAt: Date;
+  endedAt: Date | undefined;
+  phases: PhaseInfo[];
+  seatChanges: Array<{ seats: number; effectiveAt: Date }>;
+}
+
+export interface ChargeInfo {
+  chargeId: string;
+  name: string;
+  unit: string;
+  kind: "usage" | "flat" | "seats";
+  /** amount: the flat fee per period, or the price of one seat per period (decimal). */
+  amount: string;
+}
+
+export interface PlanVersionInfo {
+  planId: string;
+  version: number;
+  currency: string;
+  minimumCommitment: string;
+  charges: ChargeInfo[];
+}
+
+export interface UsageTotal {
+  chargeId: string;
+  quantity: bigint;
+  priceNanos: bigint;
+  unit: string;
+}
+
+export const planKey = (planId: string, version: number): string => `${planId}@${version}`;
+
+const HOUR_MS = 3_600_000;
+
+export function floorHour(d: Date): Date {
+  return new Date(Math.floor(d.getTime() / HOUR_MS) * HOUR_MS);
+}
+
+/** usageWindow: the rated hour buckets that belong to a period. */
+export function usageWindow(p: { start: Date; end: Date }): { from: Date; to: Date } {
+  return { from: floorHour(p.start), to: floorHour(p.end) };
+}
+
+export function periodSpecFor(customer: CustomerInfo, sub: SubscriptionInfo, interval: PeriodInterval, anchor: PeriodAnchor): PeriodSpec {
+  return { interval, anchor, timeZone: customer.timeZone === "" ? "UTC" : customer.timeZone, startedAt: sub.startedAt, anchorAt: customer.billingAnchor };
+}
+
+/** chargeOwners: charge id -> the subscription that bills it (the first whose plan has it). */
+export function chargeOwners(subs: SubscriptionInfo[], plans: ReadonlyMap<string, PlanVersionInfo>): Map<string, string> {
+  const owners = new Map<string, string>();
+  for (const s of subs) {
+    for (const ph of s.phases) {
+      const plan = plans.get(planKey(ph.planId, ph.planVersion));
+      for (const c of plan?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+    }
+  }
+  return owners;
+}
+
+/** ownerOf: the subscription billing a charge (unlisted charges: the first subscription). */
+export function ownerOf(chargeId: string, owners: ReadonlyMap<string, string>, subs: SubscriptionInfo[]): string {
+  return owners.get(chargeId) ?? subs[0]?.subscriptionId ?? "";
+}
+
+function phaseAt(sub: SubscriptionInfo, t: Date): PhaseInfo | undefined {
+  let found: PhaseInfo | undefined;
+  for (const ph of sub.phases) {
+    if (ph.start.getTime() <= t.getTime() && (ph.end === undefined || t.getTime() < ph.end.getTime())) found = ph;
+  }
+  return found ?? sub.phases[0];
+}
+
+/** seatSeconds: sum of seats x milliseconds in force over [start, end). */
+export function seatMillis(sub: SubscriptionInfo, start: Date, end: Date): bigint {
+  const changes = [...sub.seatChanges].sort((a, b) => a.effectiveAt.getTime() - b.effectiveAt.getTime());
+  let total = 0n;
+  const s = start.getTime();
+  const e = end.getTime();
+  for (let i = 0; i < changes.length; i++) {
+    const from = Math.max(changes[i]!.effectiveAt.getTime(), s);
+    const to = Math.min(i + 1 < changes.length ? changes[i + 1]!.effectiveAt.getTime() : e, e);
+    if (to > from) total += BigInt(changes[i]!.seats) * BigInt(to - from);
+  }
+  return total;
+}
+
+function seatsAt(sub: SubscriptionInfo, t: Date): number {
+  let seats = 0;
+  for (const c of [...sub.seatChanges].sort((a, b) => a.effectiveAt.getTime() - b.effectiveAt.getTime())) {
+    if (c.effectiveAt.getTime() <= t.getTime()) seats = c.seats;
+  }
+  return seats;
+}
+
+function decimalNanos(amount: string, field: string): ExactNanos | undefined {
+  if (amount === "" || parseDecimal(amount, field).int === 0n) return undefined;
+  return priceTimesQuantity(amount, "1");
+}
+
+function isoDay(d: Date): string {
+  return d.toISOString().slice(0, 10);
+}
+
+/** feesFor: the flat and seat fees of one period (seats prorated over the changes in force). */
+export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
+  const out: ChargeInput[] = [];
+  if (sub.endedAt !== undefined && p.start.getTime() >= sub.endedAt.getTime()) return out;
+  const ph = phaseAt(sub, p.start);
+  const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
+  for (const c of plan?.charges ?? []) {
+    if (c.unit !== currency || (c.kind !== "flat" && c.kind !== "seats")) continue;
+    const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
+    if (price === undefined) continue;
+    const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
+    if (c.kind === "flat") {
+      out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
+    } else {
+      const periodMs = BigInt(p.end.getTime() - p.start.getTime());
+      const sm = seatMillis(sub, p.start, p.end);
+      if (sm === 0n || periodMs <= 0n) continue;
+      const amount = reduce({ num: price.num * sm, den: price.den * periodMs });
+      const whole = sm % periodMs === 0n;
+      const qty = whole ? (sm / periodMs).toString() : String(seatsAt(sub, p.start));
+      out.push(fee("seats", c, sub, whole ? label : `${label}, prorated on seat changes`, qty, c.amount, amount, p));
+    }
+  }
+  return out;
+}
+
+/** feeCharges: flat and seat fees of the periods covered in advance by the invoice of period n. */
+export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
+  return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency));
+}
+
+/** feeChargeIds: the charges billed in advance (flat and seats) of the plans. */
+export function feeChargeIds(plans: ReadonlyMap<string, PlanVersionInfo>): Set<string> {
+  const ids = new Set<string>();
+  for (const p of plans.values()) for (const c of p.charges) if (c.kind === "flat" || c.kind === "seats") ids.add(c.chargeId);
+  return ids;
+}
+
+/**
+ * feeTrueUps: fees of period p billed in advance, recomputed at its close with the seat
+ * changes known now, minus what was billed for p (billed: charge -> exact nanos of its fee and
+ * adjustment lines naming p). Seats added are charged, seats removed credited, prorated.
+ * Differences under one nano (sub-nano proration already carried) are not lines.
+ */
+export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, billed: ReadonlyMap<string, bigint>): ChargeInput[] {
+  const expected = new Map<string, ChargeInput>();
+  for (const f of feesFor(p, sub, plans, currency)) expected.set(f.chargeId, f);
+  const ids = [...new Set([...expected.keys(), ...billed.keys()])].sort();
+  const out: ChargeInput[] = [];
+  for (const chargeId of ids) {
+    const e = expected.get(chargeId)?.amount ?? { num: 0n, den: 1n };
+    const b = billed.get(chargeId) ?? 0n;
+    const diff = reduce({ num: e.num - b * e.den, den: e.den });
+    if ((diff.num < 0n ? -diff.num : diff.num) < diff.den) continue;
+    const name = expected.get(chargeId)?.description.replace(/ \(.*$/, "") ?? chargeId;
+    out.push({
+      kind: "adjustment",
+      residueKey: chargeId,
+      chargeId,
+      subscriptionId: sub.subscriptionId,
+      description: `${name}: ${diff.num > 0n ? "charge" : "credit"} for seat or fee changes in ${isoDay(p.start)} to ${isoDay(p.end)} (billed in advance)`,
+      quantity: "1",
+      unitPrice: "",
+      amount: diff,
+      periodStart: p.start,
+      periodEnd: p.end,
+      expandable: false,
+    });
+  }
+  return out;
+}
+
+function fee(kind: "flat" | "seats", c: ChargeInfo, sub: SubscriptionInfo, description: string, quantity: string, unitPrice: string, amount: ExactNanos, p: Period): ChargeInput {
+  return {
+    kind,
+    residueKey: c.chargeId,
+    chargeId: c.chargeId,
+    subscriptionId: sub.subscriptionId,
+    description,
+    quantity,
+    unitPrice,
+    amount,
+    periodStart: p.start,
+    periodEnd: p.end,
+    expandable: false,
+  };
+}
+
+/** usageCharges: one usage line per charge of the subscription priced in the invoice currency. */
+export function usageCharges(
+  totals: UsageTotal[],
+  sub: SubscriptionInfo | undefined,
+  owners: ReadonlyMap<string, string>,
+  subs: SubscriptionInfo[],
+  names: ReadonlyMap<string, string>,
+  currency: string,
+  window: { from: Date; to: Date },
+): ChargeInput[] {
+  const byCharge = new Map<string, UsageTotal>();
+  for (const t of totals) {
+    if (t.unit !== currency || t.chargeId === "") continue;
+    if (sub !== undefined && ownerOf(t.chargeId, owners, subs) !== sub.subscriptionId) continue;
+    const prev = byCharge.get(t.chargeId);
+    byCharge.set(t.chargeId, prev === undefined ? { ...t } : { ...prev, quantity: prev.quantity + t.quantity, priceNanos: prev.priceNanos + t.priceNanos });
+  }
+  return [...byCharge.values()]
+    .sort((a, b) => (a.chargeId < b.chargeId ? -1 : a.chargeId > b.chargeId ? 1 : 0))
+    .map((t) => ({
+      kind: "usage" as const,
+      residueKey: t.chargeId,
+      chargeId: t.chargeId,
+      subscriptionId: sub?.subscriptionId ?? ownerOf(t.chargeId, owners, subs),
+      description: `${names.get(t.chargeId) ?? t.chargeId}: usage`,
+      quantity: t.quantity.toString(),
+      unitPrice: "",
+      amount: exact(t.priceNanos),
+      periodStart: window.from,
+      periodEnd: window.to,
+      expandable: true,
+    }));
+}
+
+/** minimumCommitment: the plan version's commitment for the period (0 when none). */
+export function minimumCommitmentNanos(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>): bigint {
+  const p = coveredPeriods(spec, n, "arrears")[0]!;
+  const ph = phaseAt(sub, p.start);
+  const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
+  const m = plan === undefined ? undefined : decimalNanos(plan.minimumCommitment, "minimum_commitment_amount");
+  if (m === undefined) return 0n;
+  if (m.den !== 1n) throw new InvalidInput("minimum_commitment_amount", `must have at most 9 fraction digits, got ${plan!.minimumCommitment}`);
+  return m.num;
+}
+
+/**
+ * lateUsageAdjustments: usage rated for an earlier, already invoiced period after its invoice
+ * was made (late events), as adjustment lines naming that period. invoiced maps charge id ->
+ * exact nanos already billed for the period (its usage line plus earlier adjustments).
+ */
+export function lateUsageAdjustments(
+  ratedNow: UsageTotal[],
+  invoiced: ReadonlyMap<string, bigint>,
+  sub: SubscriptionInfo,
+  owners: ReadonlyMap<string, string>,
+  subs: SubscriptionInfo[],
+  names: ReadonlyMap<string, string>,
+  currency: string,
+  window: { from: Date; to: Date },
+  feeIds: ReadonlySet<string> = new Set(),
+): ChargeInput[] {
+  const rated = new Map<string, bigint>();
+  for (const t of ratedNow) {
+    if (t.unit !== currency || t.chargeId === "" || ownerOf(t.chargeId, owners, subs) !== sub.subscriptionId) continue;
+    rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
+  }
+  const ids = [...new Set([...rated.keys(), ...invoiced.keys()])].filter((id) => !feeIds.has(id)).sort();
+  const out: ChargeInput[] = [];
+  for (const chargeId of ids) {
+    const diff = (rated.get(chargeId) ?? 0n) - (invoiced.get(chargeId) ?? 0n);
+    if (diff === 0n) continue;
+    out.push({
+      kind: "adjustment",
+      residueKey: chargeId,
+      chargeId,
+      subscriptionId: sub.subscriptionId,
+      description: `${names.get(chargeId) ?? chargeId}: usage rated late for ${isoDay(window.from)} to ${isoDay(window.to)}`,
+      quantity: "1",
+      unitPrice: "",
+      amount: exact(diff),
+      periodStart: window.from,
+      periodEnd: window.to,
+      expandable: false,
+    });
+  }
+  return out;
+}

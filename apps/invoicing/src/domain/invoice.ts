@@ -1,0 +1,111 @@
+/** Invoice domain types shared by assembly, the store, mapping and rendering (pure). */
+import type { RoundingMode } from "@nanobill/money";
+
+export type LineKind =
+  | "usage"
+  | "seats"
+  | "flat"
+  | "minimum_true_up"
+  | "credits_applied"
+  | "overage"
+  | "adjustment"
+  | "tax"
+  | "carried_forward"
+  | "discount";
+
+export type InvoiceStatus = "preview" | "draft" | "finalized" | "paid" | "void";
+
+export interface InvoiceLine {
+  id: string;
+  kind: LineKind;
+  description: string;
+  chargeId: string;
+  subscriptionId: string;
+  quantity: string;
+  unitPrice: string;
+  amountNanos: bigint;
+  residueInNanos: bigint;
+  roundedAmountNanos: bigint;
+  amountMinor: bigint;
+  residueOutNanos: bigint;
+  periodStart: Date;
+  periodEnd: Date;
+  expandable: boolean;
+}
+
+export interface InvoiceTotals {
+  subtotalNanos: bigint;
+  discountNanos: bigint;
+  taxNanos: bigint;
+  totalNanos: bigint;
+  creditsAppliedNanos: bigint;
+  amountDueNanos: bigint;
+  amountDueMinor: bigint;
+  exactNanos: bigint;
+  residueCarriedNanos: bigint;
+  deferredNanos: bigint;
+}
+
+export interface Deferral {
+  amountNanos: bigint;
+  since: Date;
+  periods: number;
+}
+
+export interface CreditNote {
+  id: string;
+  invoiceId: string;
+  number: string;
+  amountNanos: bigint;
+  unit: string;
+  reason: string;
+  createdAt: Date;
+}
+
+export interface Invoice {
+  id: string;
+  number: string;
+  customerId: string;
+  subscriptionId: string;
+  status: InvoiceStatus;
+  unit: string;
+  periodStart: Date;
+  periodEnd: Date;
+  timeZone: string;
+  lines: InvoiceLine[];
+  totals: InvoiceTotals;
+  roundingMode: RoundingMode;
+  taxRateBps: number;
+  deferral: Deferral | undefined;
+  createdAt: Date;
+  finalizedAt: Date | undefined;
+  paidAt: Date | undefined;
+  voidedAt: Date | undefined;
+  creditNote: CreditNote | undefined;
+  paymentId: string;
+  ledgerTransferIds: string[];
+}
+
+export interface BillingSettings {
+  customerId: string;
+  taxRateBps: number;
+  roundingMode: RoundingMode;
+  discountBps: number;
+  discountNanos: bigint;
+  minimumBillableNanos: bigint;
+  deferralPeriodsMax: number;
+  deferralUntil: Date | undefined;
+}
+
+export function defaultSettings(customerId: string): BillingSettings {
+  return {
+    customerId,
+    taxRateBps: 0,
+    roundingMode: "half_even",
+    discountBps: 0,
+    discountNanos: 0n,
+    minimumBillableNanos: 0n,
+    deferralPeriodsMax: 0,
+    deferralUntil: undefined,
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * @nanobill/invoicing: billing periods, invoices, credit notes. A library (createInvoicingService)
+ * and a standalone server (main.ts).
+ */
+import type { Client, ConnectRouter } from "@connectrpc/connect";
+import type { Db } from "@nanobill/db";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import type { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { INVOICING_CONFIG_DEFAULT, type InvoicingConfig } from "./config.js";
+import { createLedgerPoster } from "./ledger.js";
+import { createInvoicingRoutes } from "./server.js";
+import { createHandlers, retryPendingLedger } from "./service.js";
+import { createInvoiceStore } from "./store/invoice-store.js";
+import { createUpstream } from "./upstream.js";
+
+export { migrationsDir } from "./migrations-dir.js";
+export { loadConfig, INVOICING_CONFIG_DEFAULT, type InvoicingConfig } from "./config.js";
+export * as limits from "./limits.js";
+
+export interface InvoicingDeps {
+  db: Db;
+  logger: Logger;
+  clock: Clock;
+  clients: {
+    rating: Client<typeof RatingService>;
+    wallet: Client<typeof CreditWalletService>;
+    ledger: Client<typeof LedgerService>;
+  };
+  config?: Partial<InvoicingConfig>;
+}
+
+export interface InvoicingServiceHandle {
+  routes(router: ConnectRouter): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function createInvoicingService(deps: InvoicingDeps): Promise<InvoicingServiceHandle> {
+  const config = { ...INVOICING_CONFIG_DEFAULT, ...deps.config };
+  const store = createInvoiceStore(deps.db);
+  const ledger = createLedgerPoster(deps.clients.ledger);
+  const handlers = createHandlers({ store, upstream: createUpstream(deps.clients), ledger, clock: deps.clock, logger: deps.logger });
+  const routes = createInvoicingRoutes(handlers);
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<unknown> = Promise.resolve();
+  return {
+    routes,
+    async start() {
+      if (timer !== undefined) return;
+      timer = setInterval(() => {
+        inFlight = inFlight.then(() => retryPendingLedger({ store, ledger, logger: deps.logger })).catch((e: unknown) => deps.logger.warn("ledger retry loop failed", { error: String(e) }));
+      }, config.ledgerRetryMs);
+      timer.unref();
+    },
+    async stop() {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+      await inFlight;
+    },
+  };
+}

@@ -1,0 +1,134 @@
+/**
+ * What invoicing posts to the ledger (chart of accounts below), computed from an invoice's
+ * state, with deterministic transfer ids so every post is idempotent and can be retried.
+ *
+ *   1100 acct_inv_recv_<customer>_<unit>     accounts receivable of the customer
+ *   1150 acct_inv_residue_<customer>_<unit>  rounding residue carried (recognized, not yet billed)
+ *   1000 acct_inv_cash_<unit>                payments received
+ *   2300 acct_inv_tax_<unit>                 tax payable
+ *   4000 acct_inv_revenue_<unit>             invoiced revenue
+ * finalize: receivable <- revenue (amount due - tax), receivable <- tax (tax),
+ *           residue <- revenue (residue carried out - residue carried in; either sign)
+ * paid:     cash <- receivable (amount due)
+ * void:     the finalize legs reversed (a paid invoice's receivable then shows the credit owed)
+ */
+import { create } from "@bufbuild/protobuf";
+import type { Client } from "@connectrpc/connect";
+import {
+  CreateAccountResult,
+  CreateTransferResult,
+  NewAccountSchema,
+  NewTransferSchema,
+  type LedgerService,
+  type NewTransfer,
+} from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { forTenant } from "@nanobill/service-kit";
+import type { StoredInvoice } from "./store/invoice-store.js";
+import { UPSTREAM_TIMEOUT_MS } from "./limits.js";
+
+export const ACCOUNT_CODES = { cash: 1000, receivable: 1100, residue: 1150, tax: 2300, revenue: 4000 } as const;
+export const TRANSFER_CODES = { invoice: 300, payment: 310, void: 320 } as const;
+
+export interface Leg {
+  id: string;
+  debit: string;
+  credit: string;
+  amountNanos: bigint;
+  code: number;
+}
+
+export function accounts(customerId: string, unit: string) {
+  return {
+    receivable: `acct_inv_recv_${customerId}_${unit}`,
+    residue: `acct_inv_residue_${customerId}_${unit}`,
+    cash: `acct_inv_cash_${unit}`,
+    tax: `acct_inv_tax_${unit}`,
+    revenue: `acct_inv_revenue_${unit}`,
+  };
+}
+
+function leg(id: string, debit: string, credit: string, amount: bigint, code: number): Leg[] {
+  if (amount === 0n) return [];
+  return amount > 0n ? [{ id, debit, credit, amountNanos: amount, code }] : [{ id, debit: credit, credit: debit, amountNanos: -amount, code }];
+}
+
+export function finalizeLegs(inv: StoredInvoice): Leg[] {
+  const a = accounts(inv.customerId, inv.unit);
+  const t = inv.totals;
+  return [
+    ...leg(`xfer_${inv.id}_rev`, a.receivable, a.revenue, t.amountDueNanos - t.taxNanos, TRANSFER_CODES.invoice),
+    ...leg(`xfer_${inv.id}_tax`, a.receivable, a.tax, t.taxNanos, TRANSFER_CODES.invoice),
+    ...leg(`xfer_${inv.id}_res`, a.residue, a.revenue, inv.residueDeltaNanos, TRANSFER_CODES.invoice),
+  ];
+}
+
+export function paidLegs(inv: StoredInvoice): Leg[] {
+  const a = accounts(inv.customerId, inv.unit);
+  return leg(`xfer_${inv.id}_paid`, a.cash, a.receivable, inv.totals.amountDueNanos, TRANSFER_CODES.payment);
+}
+
+export function voidLegs(inv: StoredInvoice): Leg[] {
+  return finalizeLegs(inv)
+    .filter((l) => !l.id.endsWith("_res"))
+    .map((l) => ({ ...l, id: l.id.replace(/^xfer_(.*)_(rev|tax)$/, "xfer_$1_void_$2"), debit: l.credit, credit: l.debit, code: TRANSFER_CODES.void }));
+}
+
+/** allLegs: every leg the invoice's history calls for, by id. */
+export function allLegs(inv: StoredInvoice): Map<string, Leg> {
+  const m = new Map<string, Leg>();
+  for (const l of [...finalizeLegs(inv), ...paidLegs(inv), ...voidLegs(inv)]) m.set(l.id, l);
+  return m;
+}
+
+export interface LedgerPoster {
+  /** post: posts the invoice's recorded transfer ids; true when every one is in the ledger. */
+  post(tenant: string, inv: StoredInvoice): Promise<{ ok: boolean; detail: string }>;
+  lookup(tenant: string, ids: string[]): Promise<Map<string, bigint>>;
+}
+
+export function createLedgerPoster(ledger: Client<typeof LedgerService>): LedgerPoster {
+  return {
+    async post(tenant, inv) {
+      const legs = allLegs(inv);
+      const todo = inv.ledgerTransferIds.map((id) => legs.get(id)).filter((l): l is Leg => l !== undefined);
+      if (todo.length === 0) return { ok: true, detail: "" };
+      const a = accounts(inv.customerId, inv.unit);
+      const codes: Record<string, number> = {
+        [a.receivable]: ACCOUNT_CODES.receivable,
+        [a.residue]: ACCOUNT_CODES.residue,
+        [a.cash]: ACCOUNT_CODES.cash,
+        [a.tax]: ACCOUNT_CODES.tax,
+        [a.revenue]: ACCOUNT_CODES.revenue,
+      };
+      const used = [...new Set(todo.flatMap((l) => [l.debit, l.credit]))].sort();
+      const accRes = await ledger.createAccounts(
+        { accounts: used.map((id) => create(NewAccountSchema, { id, unit: inv.unit, code: codes[id] ?? ACCOUNT_CODES.revenue, metadata: { owner: "invoicing" } })) },
+        forTenant(tenant, { timeoutMs: UPSTREAM_TIMEOUT_MS }),
+      );
+      const badAcc = accRes.results.filter((r) => r.result !== CreateAccountResult.OK && r.result !== CreateAccountResult.EXISTS);
+      if (badAcc.length > 0) return { ok: false, detail: badAcc.map((r) => `${r.id}: ${CreateAccountResult[r.result]}`).join("; ") };
+      const transfers: NewTransfer[] = todo.map((l) =>
+        create(NewTransferSchema, {
+          id: l.id,
+          debitAccountId: l.debit,
+          creditAccountId: l.credit,
+          amountNanos: l.amountNanos,
+          unit: inv.unit,
+          code: l.code,
+          references: { invoice_id: inv.id, customer_id: inv.customerId },
+        }),
+      );
+      const res = await ledger.createTransfers({ transfers }, forTenant(tenant, { timeoutMs: UPSTREAM_TIMEOUT_MS }));
+      const bad = res.results.filter((r) => r.result !== CreateTransferResult.OK && r.result !== CreateTransferResult.EXISTS);
+      return bad.length === 0 ? { ok: true, detail: "" } : { ok: false, detail: bad.map((r) => `${r.id}: ${CreateTransferResult[r.result]}`).join("; ") };
+    },
+
+    async lookup(tenant, ids) {
+      const out = new Map<string, bigint>();
+      if (ids.length === 0) return out;
+      const r = await ledger.lookupTransfers({ ids }, forTenant(tenant, { timeoutMs: UPSTREAM_TIMEOUT_MS }));
+      for (const t of r.transfers) out.set(t.id, t.amountNanos);
+      return out;
+    },
+  };
+}

@@ -1,0 +1,40 @@
+/** Every limit of the invoicing service, in one place (enforced and tested at the edge). */
+
+/** CLOSE_PERIOD_ITEMS_MAX: subscriptions per ClosePeriod request. */
+export const CLOSE_PERIOD_ITEMS_MAX = 1_000;
+/** LIST_PAGE_SIZE_DEFAULT / LIST_PAGE_SIZE_MAX: invoices per ListInvoices page. */
+export const LIST_PAGE_SIZE_DEFAULT = 50;
+export const LIST_PAGE_SIZE_MAX = 500;
+/** EXPAND_PAGE_SIZE_DEFAULT / EXPAND_PAGE_SIZE_MAX: buckets per ExpandLine page. */
+export const EXPAND_PAGE_SIZE_DEFAULT = 200;
+export const EXPAND_PAGE_SIZE_MAX = 2_000;
+/** RECONCILE_INVOICES_DEFAULT / RECONCILE_INVOICES_MAX: invoices checked per Reconcile call. */
+export const RECONCILE_INVOICES_DEFAULT = 200;
+export const RECONCILE_INVOICES_MAX = 2_000;
+/** LINES_PER_INVOICE_MAX: lines on one invoice (charges x covered periods + totals lines). */
+export const LINES_PER_INVOICE_MAX = 500;
+/** TAX_RATE_BPS_MAX: a tax rate is 0..10000 basis points (0%..100%). */
+export const TAX_RATE_BPS_MAX = 10_000;
+/** DISCOUNT_BPS_MAX: a percentage discount is 0..10000 basis points. */
+export const DISCOUNT_BPS_MAX = 10_000;
+/** DEFERRAL_PERIODS_MAX: the most periods an amount may be deferred (minimum billable). */
+export const DEFERRAL_PERIODS_MAX = 24;
+/** ID_CHARS_MAX: length of any id (customer, subscription, invoice, payment, credit note). */
+export const ID_CHARS_MAX = 128;
+/** REASON_CHARS_MAX: length of a void reason. */
+export const REASON_CHARS_MAX = 500;
+/** RATED_BUCKETS_PER_PERIOD_MAX: rated buckets read for one subscription period. */
+export const RATED_BUCKETS_PER_PERIOD_MAX = 200_000;
+/** UPSTREAM_PAGES_MAX: pages followed when listing from rating or the wallet (a runaway guard). */
+export const UPSTREAM_PAGES_MAX = 1_000;
+/** UPSTREAM_TIMEOUT_MS: timeout of each call to rating, the wallet or the ledger. */
+export const UPSTREAM_TIMEOUT_MS = 10_000;
+/** CLOSE_CONCURRENCY: subscriptions closed in parallel within one ClosePeriod request. */
+export const CLOSE_CONCURRENCY = 8;
+/** RENDER_BYTES_MAX: the largest rendered file. */
+export const RENDER_BYTES_MAX = 8 * 1024 * 1024;
+/** Server limits: request/response bytes and timeouts. */
+export const READ_MAX_BYTES = 4 * 1024 * 1024;
+export const WRITE_MAX_BYTES = 16 * 1024 * 1024;
+export const TIMEOUT_MS_MAX = 120_000;
+export const TIMEOUT_MS_DEFAULT = 30_000;

@@ -1,0 +1,51 @@
+/** Standalone invoicing server: config -> database + migrations -> clients -> server -> signals. */
+import { createClient } from "@connectrpc/connect";
+import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { createApiKeyAuthenticator, createClientTransport, createLogger, onShutdown, parseApiKeysEnv, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { initTelemetry } from "@nanobill/telemetry";
+import { loadConfig } from "./config.js";
+import { createInvoicingService, migrationsDir } from "./index.js";
+import { READ_MAX_BYTES, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX, WRITE_MAX_BYTES } from "./limits.js";
+
+runMain(async () => {
+  const config = loadConfig(process.env);
+  const logger = createLogger({ service: "invoicing" });
+  logger.info("config", { ...config, internalApiKey: config.internalApiKey === "" ? "" : "(set)" });
+  const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: process.env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  onShutdown(() => telemetry.shutdown());
+  const embedded = config.databaseUrl === undefined ? await openEmbeddedPostgres({ dataDir: `${config.dataDir}/pglite` }) : undefined;
+  const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema });
+  onShutdown(async () => {
+    await db.close();
+    await embedded?.close();
+  });
+  const { applied } = await migrate(db, migrationsDir);
+  logger.info("migrations", { applied });
+  const transport = (baseUrl: string) => createClientTransport({ baseUrl, apiKey: config.internalApiKey });
+  const service = await createInvoicingService({
+    db,
+    logger,
+    clock: systemClock,
+    config,
+    clients: {
+      rating: createClient(RatingService, transport(config.ratingUrl)),
+      wallet: createClient(CreditWalletService, transport(config.walletUrl)),
+      ledger: createClient(LedgerService, transport(config.ledgerUrl)),
+    },
+  });
+  await service.start();
+  onShutdown(() => service.stop());
+  const server = await startServer({
+    name: "invoicing",
+    port: config.port,
+    routes: service.routes,
+    authenticator: createApiKeyAuthenticator(parseApiKeysEnv(process.env.NANOBILL_API_KEYS ?? "")),
+    limits: { readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },
+    logger,
+  });
+  onShutdown(() => server.close());
+  logger.info("listening", { url: server.url });
+});

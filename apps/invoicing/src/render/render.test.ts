@@ -1,0 +1,139 @@
+import { describe, expect, it } from "vitest";
+import { assembleInvoice } from "../domain/assemble.js";
+import { defaultSettings, type Invoice } from "../domain/invoice.js";
+import { exact, priceTimesQuantity } from "../domain/rounding.js";
+import { escapeText, writePdf } from "./pdf.js";
+import { renderInvoice } from "./index.js";
+
+const P0 = new Date("2026-01-01T00:00:00Z");
+const P1 = new Date("2026-02-01T00:00:00Z");
+
+function invoice(lines = 3): Invoice {
+  const a = assembleInvoice({
+    currency: "USD",
+    settings: { ...defaultSettings("cus_1"), taxRateBps: 1000 },
+    charges: Array.from({ length: lines }, (_, i) => ({
+      kind: "usage" as const,
+      residueKey: `ch_${i}`,
+      chargeId: `ch_${i}`,
+      subscriptionId: "sub_1",
+      description: `Tokens (model <gpt-x> & "friends") #${i}`,
+      quantity: "10.625",
+      unitPrice: "4.4556",
+      amount: priceTimesQuantity("4.4556", "10.625"),
+      periodStart: P0,
+      periodEnd: P1,
+      expandable: true,
+    })),
+    minimumCommitmentNanos: 0n,
+    creditsAppliedNanos: 8_755_000n,
+    residues: new Map(),
+    deferredIn: { amountNanos: 10_000_000n, since: new Date("2025-11-01T00:00:00Z"), periods: 2 },
+    periodStart: P0,
+    periodEnd: P1,
+  });
+  void exact;
+  return {
+    id: "inv_abc",
+    number: "INV-000042",
+    customerId: "cus_1",
+    subscriptionId: "sub_1",
+    status: "finalized",
+    unit: "USD",
+    periodStart: P0,
+    periodEnd: P1,
+    timeZone: "Europe/Paris",
+    lines: a.lines,
+    totals: a.totals,
+    roundingMode: "half_even",
+    taxRateBps: 1000,
+    deferral: a.deferralShown,
+    createdAt: P1,
+    finalizedAt: P1,
+    paidAt: undefined,
+    voidedAt: undefined,
+    creditNote: undefined,
+    paymentId: "",
+    ledgerTransferIds: [],
+  };
+}
+
+/** Structural check of a PDF: header, objects at their xref offsets, stream lengths, trailer. */
+function checkPdf(bytes: Uint8Array): { pages: number; text: string } {
+  const s = Buffer.from(bytes).toString("latin1");
+  expect(s.startsWith("%PDF-1.4\n")).toBe(true);
+  expect(s.endsWith("%%EOF\n")).toBe(true);
+  const startxref = Number(/startxref\n(\d+)\n%%EOF\n$/.exec(s)![1]);
+  expect(s.slice(startxref, startxref + 5)).toBe("xref\n");
+  const xref = /^xref\n0 (\d+)\n/.exec(s.slice(startxref))!;
+  const count = Number(xref[1]);
+  const entries = s.slice(startxref + xref[0].length).split("\n").slice(0, count);
+  expect(entries[0]).toBe("0000000000 65535 f ");
+  for (let id = 1; id < count; id++) {
+    const m = /^(\d{10}) 00000 n $/.exec(entries[id]!)!;
+    expect(m, `xref entry ${id}`).not.toBeNull();
+    const off = Number(m[1]);
+    expect(s.slice(off, off + `${id} 0 obj\n`.length)).toBe(`${id} 0 obj\n`);
+  }
+  const trailer = /trailer\n<< \/Size (\d+) \/Root 1 0 R \/Info 5 0 R >>/.exec(s)!;
+  expect(Number(trailer[1])).toBe(count);
+  let text = "";
+  for (const m of s.matchAll(/<< \/Length (\d+) >>\nstream\n/g)) {
+    const start = m.index! + m[0].length;
+    const len = Number(m[1]);
+    expect(s.slice(start + len, start + len + "endstream".length)).toBe("endstream");
+    text += s.slice(start, start + len);
+  }
+  const pages = Number(/\/Type \/Pages \/Kids \[[^\]]*\] \/Count (\d+)/.exec(s)![1]);
+  expect((s.match(/\/Type \/Page \//g) ?? []).length).toBe(pages);
+  expect(s).toContain("/BaseFont /Helvetica ");
+  return { pages, text };
+}
+
+describe("PDF writer", () => {
+  it("writes a structurally valid PDF 1.4 with exact xref offsets and stream lengths", () => {
+    const { pages, text } = checkPdf(writePdf([[{ kind: "text", x: 10, y: 10, size: 12, text: "Hello (world) \\ done" }, { kind: "line", x1: 0, y1: 0, x2: 100, y2: 0 }]], { title: "t", creationDate: new Date(0) }));
+    expect(pages).toBe(1);
+    expect(text).toContain("(Hello \\(world\\) \\\\ done) Tj");
+    expect(text).toContain("0 0 m 100 0 l S");
+  });
+
+  it("escapes parentheses and backslashes and replaces non-ASCII", () => {
+    expect(escapeText("a(b)c\\d€")).toBe("a\\(b\\)c\\\\d?");
+  });
+});
+
+describe("invoice rendering", () => {
+  it("renders a PDF with every line, the totals, the usage breakdown, credits and carried amounts", () => {
+    const r = renderInvoice(invoice(), "pdf");
+    expect(r.contentType).toBe("application/pdf");
+    const { text } = checkPdf(r.content);
+    expect(text).toContain("(Invoice INV-000042) Tj");
+    expect(text).toContain("(Amount due) Tj");
+    expect(text).toContain("(Usage breakdown) Tj");
+    expect(text).toContain("(Credits applied) Tj");
+    expect(text).toContain("(Carried amounts) Tj");
+    expect(text).toContain("47.34075 USD");
+    expect(text).toContain("since 2025-11-01");
+  });
+
+  it("breaks a long invoice over several pages, each valid", () => {
+    const { pages } = checkPdf(renderInvoice(invoice(120), "pdf").content);
+    expect(pages).toBeGreaterThan(2);
+  });
+
+  it("renders self-contained HTML with escaped text and every section", () => {
+    const html = new TextDecoder().decode(renderInvoice(invoice(), "html").content);
+    expect(html).toContain("<!doctype html>");
+    expect(html).not.toMatch(/<script|<link|src=/);
+    expect(html).toContain("model &lt;gpt-x&gt; &amp; &quot;friends&quot;");
+    expect(html).toContain("47.34 USD");
+    for (const s of ["Usage breakdown", "Credits applied", "Carried amounts", "Amount due"]) expect(html).toContain(s);
+  });
+
+  it("renders JSON with amounts as exact strings", () => {
+    const json = JSON.parse(new TextDecoder().decode(renderInvoice(invoice(), "json").content));
+    expect(json.lines[0].amountNanos).toBe("47340750000");
+    expect(json.number).toBe("INV-000042");
+  });
+});

@@ -1,0 +1,572 @@
+/**
+ * InvoicingService handlers: decode -> domain -> encode. Thin: orchestration of upstream calls
+ * and the store; every rule lives in domain/.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { createHash } from "node:crypto";
+import { currency } from "@nanobill/money";
+import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
+import { assembleInvoice, type ChargeInput } from "./domain/assemble.js";
+import {
+  chargeOwners,
+  feeChargeIds,
+  feeCharges,
+  feeTrueUps,
+  floorHour,
+  lateUsageAdjustments,
+  minimumCommitmentNanos,
+  ownerOf,
+  periodSpecFor,
+  usageCharges,
+  usageWindow,
+  type CustomerInfo,
+  type PlanVersionInfo,
+  type SubscriptionInfo,
+} from "./domain/bill.js";
+import { defaultSettings, type Invoice } from "./domain/invoice.js";
+import { InvoicingError } from "./domain/lifecycle.js";
+import { lastEndedPeriod, localDayStart, periodAt, periodByIndex, periodStartingAt, type Period, type PeriodSpec } from "./domain/periods.js";
+import { checkId, InvalidInput, validateSettings } from "./domain/settings.js";
+import { guard } from "./errors.js";
+import { finalizeLegs, paidLegs, voidLegs, allLegs, type LedgerPoster } from "./ledger.js";
+import * as L from "./limits.js";
+import { anchorFromProto, dateOf, intervalFromProto, invoiceToProto, modeFromProto, settingsToProto, statusFromProto } from "./mapping.js";
+import { renderInvoice } from "./render/index.js";
+import type { CloseItem, InvoiceStore, StoredInvoice, StoredSettings } from "./store/invoice-store.js";
+import type { Upstream } from "./upstream.js";
+
+export interface HandlerDeps {
+  store: InvoiceStore;
+  upstream: Upstream;
+  ledger: LedgerPoster;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** reader / writer: the tenant of a call needing the "read" / "admin" scope ("internal" implies both). */
+function reader(ctx: HandlerContext): string {
+  requireScope(ctx, "read");
+  return tenantOf(ctx);
+}
+function writer(ctx: HandlerContext): string {
+  requireScope(ctx, "admin");
+  return tenantOf(ctx);
+}
+
+/** invoiceIdFor: the deterministic id of a subscription period's invoice. */
+export function invoiceIdFor(tenant: string, subscriptionId: string, periodStart: Date): string {
+  const h = createHash("sha256").update(`${tenant}\u0000${subscriptionId}\u0000${periodStart.toISOString()}`).digest("hex");
+  return `inv_${h.slice(0, 24)}`;
+}
+
+function settingsOrDefault(s: StoredSettings | undefined, customerId: string): StoredSettings {
+  return s ?? { ...defaultSettings(customerId), periodInterval: "month", periodAnchor: "anniversary" };
+}
+
+function checkCurrency(c: CustomerInfo): string {
+  try {
+    return currency(c.currency, "customer.currency").code;
+  } catch {
+    throw new InvoicingError("failed_precondition", `customer ${c.customerId} has currency ${JSON.stringify(c.currency)}, which is not a supported ISO 4217 currency: nothing was invoiced`);
+  }
+}
+
+interface CustomerContext {
+  customer: CustomerInfo;
+  subs: SubscriptionInfo[];
+  plans: Map<string, PlanVersionInfo>;
+  owners: Map<string, string>;
+  names: Map<string, string>;
+  settings: StoredSettings;
+}
+
+export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingService> {
+  const { store, upstream, ledger, clock, logger } = d;
+
+  async function loadCustomer(
+    tenant: string,
+    customerId: string,
+    cache?: { plans: Map<string, Promise<Map<string, PlanVersionInfo>>>; settings: Map<string, StoredSettings> | undefined },
+  ): Promise<CustomerContext | undefined> {
+    const customer = await upstream.getCustomer(tenant, customerId);
+    if (customer === undefined) return undefined;
+    const subs = await upstream.listSubscriptions(tenant, customerId);
+    let plans: Map<string, PlanVersionInfo>;
+    if (cache === undefined) plans = await upstream.getPlans(tenant, subs);
+    else {
+      plans = new Map();
+      for (const planId of new Set(subs.flatMap((s) => s.phases.map((p) => p.planId)))) {
+        let pending = cache.plans.get(planId);
+        if (pending === undefined) {
+          pending = upstream.getPlans(tenant, subs.filter((s) => s.phases.some((p) => p.planId === planId)).slice(0, 1));
+          cache.plans.set(planId, pending);
+        }
+        for (const [k, v] of await pending) if (v.planId === planId) plans.set(k, v);
+      }
+    }
+    const names = new Map<string, string>();
+    for (const p of plans.values()) for (const c of p.charges) if (c.name !== "") names.set(c.chargeId, c.name);
+    const stored = cache?.settings !== undefined ? cache.settings.get(customerId) : await store.getSettings(tenant, customerId);
+    const settings = settingsOrDefault(stored, customerId);
+    return { customer, subs, plans, owners: chargeOwners(subs, plans), names, settings };
+  }
+
+  function specOf(cc: CustomerContext, sub: SubscriptionInfo): PeriodSpec {
+    return periodSpecFor(cc.customer, sub, cc.settings.periodInterval, cc.settings.periodAnchor);
+  }
+
+  async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<bigint> {
+    const c = await upstream.consumption(tenant, cc.customer.customerId, unit, from, to);
+    if (sub === undefined) return c.consumedNanos;
+    let mine = 0n;
+    let attributed = 0n;
+    for (const [chargeId, nanos] of c.byCharge) {
+      attributed += nanos;
+      if (chargeId !== "" && ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId) mine += nanos;
+    }
+    // Burns without a known charge belong to the first subscription.
+    if (cc.subs[0]?.subscriptionId === sub.subscriptionId) mine += c.consumedNanos - attributed + (c.byCharge.get("") ?? 0n);
+    return mine;
+  }
+
+  async function postLedger(tenant: string, inv: StoredInvoice): Promise<StoredInvoice> {
+    if (!inv.ledgerPending) return inv;
+    try {
+      const r = await ledger.post(tenant, inv);
+      if (r.ok) {
+        await store.markLedgerPosted(tenant, inv.id);
+        return { ...inv, ledgerPending: false };
+      }
+      logger.error("ledger refused invoice transfers; kept pending", { tenant, invoice_id: inv.id, detail: r.detail });
+    } catch (e) {
+      logger.warn("ledger unavailable; invoice transfers kept pending for retry", { tenant, invoice_id: inv.id, error: String(e) });
+    }
+    return inv;
+  }
+
+  async function preview(tenant: string, customerId: string, at: Date): Promise<Invoice> {
+    const cc = await loadCustomer(tenant, customerId);
+    if (cc === undefined) throw new InvoicingError("not_found", `customer ${customerId} not found`);
+    const unit = checkCurrency(cc.customer);
+    const active = cc.subs.filter((s) => s.startedAt.getTime() <= at.getTime() && (s.endedAt === undefined || at.getTime() < s.endedAt.getTime()));
+    const primary = active[0] ?? cc.subs[0];
+    const base: PeriodSpec =
+      primary !== undefined
+        ? specOf(cc, primary)
+        : {
+            interval: cc.settings.periodInterval,
+            anchor: cc.settings.periodAnchor,
+            timeZone: cc.customer.timeZone,
+            startedAt: cc.customer.billingAnchor ?? cc.customer.createdAt ?? at,
+            anchorAt: cc.customer.billingAnchor,
+          };
+    const period: Period = at.getTime() < base.startedAt.getTime() ? periodAt(base, base.startedAt) : periodAt(base, at);
+    const from = floorHour(period.start);
+    const window = { from, to: at.getTime() > from.getTime() ? at : from };
+    const totals = await upstream.ratedUsage(tenant, customerId, window.from, window.to);
+    const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
+    let minimum = 0n;
+    for (const s of active) {
+      const spec = specOf(cc, s);
+      const p = periodAt(spec, at);
+      charges.push(...feeCharges(spec, p.index, s, cc.plans, unit));
+      if (s === primary) minimum = minimumCommitmentNanos(spec, p.index, s, cc.plans);
+    }
+    const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined);
+    const a = assembleInvoice({
+      currency: unit,
+      settings: cc.settings,
+      charges,
+      minimumCommitmentNanos: minimum,
+      creditsAppliedNanos: credits,
+      residues: await store.readResidues(tenant, customerId),
+      deferredIn: await store.readDeferral(tenant, customerId),
+      periodStart: period.start,
+      periodEnd: period.end,
+    });
+    return {
+      id: "",
+      number: "",
+      customerId,
+      subscriptionId: active.length === 1 ? active[0]!.subscriptionId : "",
+      status: "preview",
+      unit,
+      periodStart: period.start,
+      periodEnd: period.end,
+      timeZone: base.timeZone,
+      lines: a.lines,
+      totals: a.totals,
+      roundingMode: cc.settings.roundingMode,
+      taxRateBps: cc.settings.taxRateBps,
+      deferral: a.deferralShown,
+      createdAt: clock.now(),
+      finalizedAt: undefined,
+      paidAt: undefined,
+      voidedAt: undefined,
+      creditNote: undefined,
+      paymentId: "",
+      ledgerTransferIds: [],
+    };
+  }
+
+  function itemResult(subscriptionId: string, result: pb.ClosePeriodResult, message: string, invoice?: Invoice): pb.ClosePeriodItemResult {
+    return create(pb.ClosePeriodItemResultSchema, { subscriptionId, result, message, invoice: invoice === undefined ? undefined : invoiceToProto(invoice) });
+  }
+
+  type Prepared = { done: pb.ClosePeriodItemResult } | { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string };
+
+  /** preparePeriod: the period an item closes, or its per-item result when it cannot close. */
+  async function preparePeriod(tenant: string, item: pb.ClosePeriodItem, now: Date, customers: Map<string, Promise<CustomerContext | undefined>>, cache: Parameters<typeof loadCustomer>[2]): Promise<Prepared> {
+    const R = pb.ClosePeriodResult;
+    const done = (result: pb.ClosePeriodResult, message: string) => ({ done: itemResult(item.subscriptionId, result, message) });
+    try {
+      checkId(item.customerId, "items.customer_id");
+      checkId(item.subscriptionId, "items.subscription_id");
+    } catch (e) {
+      return done(R.INVALID, (e as Error).message);
+    }
+    let pending = customers.get(item.customerId);
+    if (pending === undefined) {
+      pending = loadCustomer(tenant, item.customerId, cache);
+      customers.set(item.customerId, pending);
+    }
+    const cc = await pending;
+    if (cc === undefined) return done(R.NOT_FOUND, `customer ${item.customerId} not found`);
+    const sub = cc.subs.find((s) => s.subscriptionId === item.subscriptionId);
+    if (sub === undefined) return done(R.NOT_FOUND, `subscription ${item.subscriptionId} of customer ${item.customerId} not found`);
+    const spec = specOf(cc, sub);
+    let period: Period | undefined;
+    if (item.periodStart !== undefined) {
+      const ps = dateOf(item.periodStart)!;
+      period = periodStartingAt(spec, ps);
+      if (period === undefined) return done(R.INVALID, `items.period_start: ${ps.toISOString()} is not the start of a billing period of ${sub.subscriptionId}`);
+    } else {
+      period = lastEndedPeriod(spec, now);
+      if (period === undefined) {
+        const current = periodAt(spec, now.getTime() < sub.startedAt.getTime() ? sub.startedAt : now);
+        return done(R.PERIOD_NOT_ENDED, `the first period of ${sub.subscriptionId} ends at ${current.end.toISOString()}; it has not ended (now ${now.toISOString()}): nothing was written`);
+      }
+    }
+    if (period.end.getTime() > now.getTime()) {
+      return done(R.PERIOD_NOT_ENDED, `period ${period.start.toISOString()} - ${period.end.toISOString()} of ${sub.subscriptionId} has not ended (now ${now.toISOString()}): nothing was written`);
+    }
+    try {
+      return { cc, sub, spec, period, unit: checkCurrency(cc.customer) };
+    } catch (e) {
+      return done(R.INVALID, (e as Error).message);
+    }
+  }
+
+  /** prepareClose: reads the period's rated usage and consumption, and returns the close item. */
+  async function prepareClose(tenant: string, x: { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string }, now: Date): Promise<CloseItem> {
+    const { cc, sub, spec, period: p, unit } = x;
+    const window = usageWindow(p);
+    const [totals, credits] = await Promise.all([
+      upstream.ratedUsage(tenant, cc.customer.customerId, window.from, window.to),
+      creditsFor(tenant, cc, unit, window.from, window.to, sub),
+    ]);
+    const charges = [...usageCharges(totals, sub, cc.owners, cc.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
+    if (p.index > 0) {
+      // Late events of the previous period (rated after its invoice was made): an adjustment
+      // line here that names that period. A voided previous invoice is not re-billed.
+      const prevPeriod = periodByIndex(spec, p.index - 1);
+      const prevId = (await store.existingIds(tenant, [{ subscriptionId: sub.subscriptionId, periodStart: prevPeriod.start }])).values().next().value;
+      const prevInv = prevId === undefined ? undefined : (await store.getInvoices(tenant, [prevId])).get(prevId);
+      if (prevInv !== undefined && prevInv.status !== "void") {
+        const prev = { from: prevInv.usageFrom, to: prevInv.usageTo };
+        const billed = await store.billedUsage(tenant, sub.subscriptionId, prev.from);
+        const ratedNow = await upstream.ratedUsage(tenant, cc.customer.customerId, prev.from, prev.to);
+        const feeIds = feeChargeIds(cc.plans);
+        charges.push(...lateUsageAdjustments(ratedNow, billed, sub, cc.owners, cc.subs, cc.names, unit, prev, feeIds));
+        // Fees of this period were billed in advance on the previous invoice: true them up to the
+        // seat changes known now (added seats charged, removed seats credited, prorated).
+        const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeIds]);
+        charges.push(...feeTrueUps(p, sub, cc.plans, unit, billedFees));
+      }
+    }
+    const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
+    return {
+      params: {
+        invoiceId: invoiceIdFor(tenant, sub.subscriptionId, p.start),
+        customerId: cc.customer.customerId,
+        subscriptionId: sub.subscriptionId,
+        periodIndex: p.index,
+        periodStart: p.start,
+        periodEnd: p.end,
+        usageFrom: window.from,
+        usageTo: window.to,
+        timeZone: spec.timeZone,
+        unit,
+        roundingMode: cc.settings.roundingMode,
+        taxRateBps: cc.settings.taxRateBps,
+        now,
+      },
+      assemble: (residues, deferredIn) =>
+        assembleInvoice({
+          currency: unit,
+          settings: cc.settings,
+          charges,
+          minimumCommitmentNanos: minimum,
+          creditsAppliedNanos: credits,
+          residues,
+          deferredIn,
+          periodStart: p.start,
+          periodEnd: p.end,
+        }),
+    };
+  }
+
+  async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T, i: number) => Promise<R>): Promise<R[]> {
+    const out: R[] = new Array(items.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    return out;
+  }
+
+  async function mustGet(tenant: string, invoiceId: string): Promise<StoredInvoice> {
+    checkId(invoiceId, "invoice_id");
+    const inv = await store.getInvoice(tenant, invoiceId);
+    if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+    return inv;
+  }
+
+  return {
+    previewInvoice: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        checkId(req.customerId, "customer_id");
+        const at = req.at === undefined ? clock.now() : dateOf(req.at)!;
+        return create(pb.PreviewInvoiceResponseSchema, { invoice: invoiceToProto(await preview(tenant, req.customerId, at)) });
+      }),
+
+    closePeriod: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        if (req.items.length === 0) throw new InvalidInput("items", "must hold at least one item");
+        if (req.items.length > L.CLOSE_PERIOD_ITEMS_MAX) throw new InvalidInput("items", `must hold at most ${L.CLOSE_PERIOD_ITEMS_MAX} items, got ${req.items.length}`);
+        const now = clock.now();
+        // 1. Periods (customer, subscriptions, plans and settings read once per customer / plan).
+        const ids = [...new Set(req.items.map((i) => i.customerId).filter((c) => c !== ""))].slice(0, L.CLOSE_PERIOD_ITEMS_MAX);
+        const cache = { plans: new Map<string, Promise<Map<string, PlanVersionInfo>>>(), settings: await store.getSettingsMany(tenant, ids) };
+        const customers = new Map<string, Promise<CustomerContext | undefined>>();
+        const prepared = await mapLimit(req.items, L.CLOSE_CONCURRENCY, (item) => preparePeriod(tenant, item, now, customers, cache));
+        // 2. Periods already invoiced are answered without reading usage again.
+        const open = prepared.flatMap((p, i) => ("done" in p ? [] : [{ i, p }]));
+        const existing = await store.existingIds(tenant, open.map(({ p }) => ({ subscriptionId: p.sub.subscriptionId, periodStart: p.period.start })));
+        const results: pb.ClosePeriodItemResult[] = new Array(req.items.length);
+        prepared.forEach((p, i) => {
+          if ("done" in p) results[i] = p.done;
+        });
+        const todo: Array<{ i: number; p: Exclude<Prepared, { done: pb.ClosePeriodItemResult }> }> = [];
+        const found = await store.getInvoices(tenant, [...new Set(existing.values())]);
+        for (const o of open) {
+          const id = existing.get(`${o.p.sub.subscriptionId}|${o.p.period.start.getTime()}`);
+          if (id === undefined) todo.push(o);
+          else results[o.i] = itemResult(o.p.sub.subscriptionId, pb.ClosePeriodResult.ALREADY_CLOSED, "", found.get(id));
+        }
+        // 3. Rated usage and consumption per subscription period, then one transaction.
+        const items = await mapLimit(todo, L.CLOSE_CONCURRENCY, ({ p }) => prepareClose(tenant, p, now));
+        const outcomes = await store.closeMany(tenant, items);
+        todo.forEach(({ i, p }, k) => {
+          const o = outcomes[k]!;
+          results[i] = itemResult(p.sub.subscriptionId, o.created ? pb.ClosePeriodResult.CREATED : pb.ClosePeriodResult.ALREADY_CLOSED, "", o.invoice);
+        });
+        return create(pb.ClosePeriodResponseSchema, { results });
+      }),
+
+    getInvoice: (req, ctx) =>
+      guard(async () => create(pb.GetInvoiceResponseSchema, { invoice: invoiceToProto(await mustGet(reader(ctx), req.invoiceId)) })),
+
+    listInvoices: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        if (req.customerId !== "") checkId(req.customerId, "customer_id");
+        const size = req.pageSizeMax === 0 ? L.LIST_PAGE_SIZE_DEFAULT : Math.min(req.pageSizeMax, L.LIST_PAGE_SIZE_MAX);
+        let after: { periodStart: Date; invoiceId: string } | undefined;
+        if (req.pageToken !== "") {
+          const m = /^(\d{1,16})\.(inv_[a-z0-9]{1,64})$/.exec(req.pageToken);
+          if (m === null) throw new InvalidInput("page_token", "is not a token returned by ListInvoices");
+          after = { periodStart: new Date(Number(m[1])), invoiceId: m[2]! };
+        }
+        const rows = await store.listInvoices(tenant, { customerId: req.customerId, status: statusFromProto(req.status), limit: size + 1, after });
+        const page = rows.slice(0, size);
+        const last = page[page.length - 1];
+        return create(pb.ListInvoicesResponseSchema, {
+          invoices: page.map(invoiceToProto),
+          nextPageToken: rows.length > size && last !== undefined ? `${last.periodStart.getTime()}.${last.id}` : "",
+        });
+      }),
+
+    finalizeInvoice: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        checkId(req.invoiceId, "invoice_id");
+        const inv = await store.finalize(tenant, req.invoiceId, clock.now(), (i) => finalizeLegs(i).map((l) => l.id));
+        return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, inv)) });
+      }),
+
+    voidInvoice: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        checkId(req.invoiceId, "invoice_id");
+        if (req.reason.trim() === "") throw new InvalidInput("reason", "is required");
+        if (req.reason.length > L.REASON_CHARS_MAX) throw new InvalidInput("reason", `must be at most ${L.REASON_CHARS_MAX} characters`);
+        if (req.creditNoteId !== "") checkId(req.creditNoteId, "credit_note_id", "cn_");
+        const r = await store.voidInvoice(tenant, req.invoiceId, req.reason, req.creditNoteId, clock.now(), (i) => voidLegs(i).map((l) => l.id));
+        return create(pb.VoidInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, r.invoice)) });
+      }),
+
+    markInvoicePaid: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        checkId(req.invoiceId, "invoice_id");
+        checkId(req.paymentId, "payment_id");
+        const paidAt = req.paidAt === undefined ? clock.now() : dateOf(req.paidAt)!;
+        const r = await store.markPaid(tenant, req.invoiceId, req.paymentId, paidAt, (i) => paidLegs(i).map((l) => l.id));
+        return create(pb.MarkInvoicePaidResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, r.invoice)) });
+      }),
+
+    renderInvoice: (req, ctx) =>
+      guard(async () => {
+        const inv = await mustGet(reader(ctx), req.invoiceId);
+        const format = req.format === pb.RenderFormat.HTML ? "html" : req.format === pb.RenderFormat.PDF ? "pdf" : "json";
+        const r = renderInvoice(inv, format);
+        if (r.content.length > L.RENDER_BYTES_MAX) throw new InvoicingError("failed_precondition", `rendered invoice exceeds ${L.RENDER_BYTES_MAX} bytes`);
+        return create(pb.RenderInvoiceResponseSchema, r);
+      }),
+
+    reconcile: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        if (req.customerId !== "") checkId(req.customerId, "customer_id");
+        if (req.invoicesMax > L.RECONCILE_INVOICES_MAX) throw new InvalidInput("invoices_max", `must be at most ${L.RECONCILE_INVOICES_MAX}`);
+        const invoices = await store.listFinalized(tenant, req.customerId, req.invoicesMax === 0 ? L.RECONCILE_INVOICES_DEFAULT : req.invoicesMax);
+        const differences: pb.ReconcileDifference[] = [];
+        const diff = (invoiceId: string, check: string, expected: bigint, actual: bigint, detail: string) => {
+          if (expected !== actual) differences.push(create(pb.ReconcileDifferenceSchema, { invoiceId, check, expectedNanos: expected, actualNanos: actual, differenceNanos: actual - expected, detail }));
+        };
+        for (const inv of invoices) {
+          const linesDue = inv.lines.reduce((s, l) => s + l.roundedAmountNanos, 0n);
+          diff(inv.id, "lines_total", inv.totals.amountDueNanos, linesDue, "sum of rounded lines vs amount due");
+          const totals = await upstream.ratedUsage(tenant, inv.customerId, inv.usageFrom, inv.usageTo);
+          const rated = new Map<string, bigint>();
+          for (const t of totals) if (t.unit === inv.unit) rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
+          const billed = await store.billedUsage(tenant, inv.subscriptionId, inv.usageFrom);
+          for (const l of inv.lines) {
+            if (l.kind !== "usage") continue;
+            diff(inv.id, "rated_usage", billed.get(l.chargeId) ?? 0n, rated.get(l.chargeId) ?? 0n, `charge ${l.chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
+          }
+          const legs = allLegs(inv);
+          const posted = await ledger.lookup(tenant, inv.ledgerTransferIds);
+          for (const id of inv.ledgerTransferIds) {
+            const want = legs.get(id)?.amountNanos ?? 0n;
+            diff(inv.id, "ledger", want, posted.get(id) ?? 0n, `transfer ${id}${posted.has(id) ? "" : " is missing from the ledger"}`);
+          }
+        }
+        return create(pb.ReconcileResponseSchema, { invoicesChecked: invoices.length, differences });
+      }),
+
+    expandLine: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        const inv = await mustGet(tenant, req.invoiceId);
+        const line = inv.lines.find((l) => l.id === req.lineId);
+        if (line === undefined) throw new InvoicingError("not_found", `line ${req.lineId} of invoice ${inv.id} not found`);
+        if (!line.expandable) throw new InvoicingError("failed_precondition", `line ${line.id} is a ${line.kind} line; only usage lines expand into buckets`);
+        if (req.bucketStart !== undefined) {
+          throw new ConnectError("bucket_start: rating cannot list the events of a bucket yet (only GetRatedEvent by id); expand to hour buckets instead", Code.Unimplemented);
+        }
+        const gran = req.granularity === "" ? "day" : req.granularity;
+        if (gran !== "hour" && gran !== "day") throw new InvalidInput("granularity", `must be "hour" or "day", got ${JSON.stringify(req.granularity)}`);
+        const size = req.pageSizeMax === 0 ? L.EXPAND_PAGE_SIZE_DEFAULT : Math.min(req.pageSizeMax, L.EXPAND_PAGE_SIZE_MAX);
+        const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
+        if (!Number.isSafeInteger(offset) || offset < 0 || !/^\d{0,9}$/.test(req.pageToken)) throw new InvalidInput("page_token", "is not a token returned by ExpandLine");
+        const buckets = await upstream.ratedBuckets(tenant, inv.customerId, line.periodStart, line.periodEnd, line.chargeId);
+        const groups = new Map<number, { start: Date; end: Date; quantity: bigint; amount: bigint; events: bigint }>();
+        for (const b of buckets) {
+          if (b.unit !== inv.unit || b.chargeId !== line.chargeId || b.hourStart === undefined) continue;
+          const h = dateOf(b.hourStart)!;
+          const start = gran === "hour" ? h : localDayStart(h, inv.timeZone);
+          const end = gran === "hour" ? new Date(h.getTime() + 3_600_000) : localDayStart(new Date(start.getTime() + 26 * 3_600_000), inv.timeZone);
+          const g = groups.get(start.getTime()) ?? { start, end, quantity: 0n, amount: 0n, events: 0n };
+          g.quantity += b.quantity;
+          g.amount += b.priceNanos;
+          g.events += b.eventCount;
+          groups.set(start.getTime(), g);
+        }
+        const all = [...groups.values()].sort((a, b) => a.start.getTime() - b.start.getTime());
+        const page = all.slice(offset, offset + size);
+        return create(pb.ExpandLineResponseSchema, {
+          buckets: page.map((g) =>
+            create(pb.LineBucketSchema, { start: timestampFromDate(g.start), end: timestampFromDate(g.end), quantity: g.quantity.toString(), amountNanos: g.amount, eventsCount: g.events }),
+          ),
+          nextPageToken: offset + size < all.length ? String(offset + size) : "",
+        });
+      }),
+
+    setBillingSettings: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const s = req.settings;
+        if (s === undefined) throw new InvalidInput("settings", "is required");
+        const mode = modeFromProto(s.roundingMode);
+        if (mode === undefined) throw new InvalidInput("settings.rounding_mode", `unknown value ${s.roundingMode}`);
+        const interval = intervalFromProto(s.periodInterval);
+        if (interval === undefined) throw new InvalidInput("settings.period_interval", `unknown value ${s.periodInterval}`);
+        const anchor = anchorFromProto(s.periodAnchor);
+        if (anchor === undefined) throw new InvalidInput("settings.period_anchor", `unknown value ${s.periodAnchor}`);
+        const settings: StoredSettings = {
+          ...validateSettings({
+            customerId: s.customerId,
+            taxRateBps: s.taxRateBps,
+            roundingMode: mode,
+            discountBps: s.discountBps,
+            discountNanos: s.discountNanos,
+            minimumBillableNanos: s.minimumBillableNanos,
+            deferralPeriodsMax: s.deferralPeriodsMax,
+            deferralUntil: dateOf(s.deferralUntil),
+          }),
+          periodInterval: interval,
+          periodAnchor: anchor,
+        };
+        await store.putSettings(tenant, settings, clock.now());
+        return create(pb.SetBillingSettingsResponseSchema, { settings: settingsToProto(settings) });
+      }),
+
+    getBillingSettings: (req, ctx) =>
+      guard(async () => {
+        const tenant = reader(ctx);
+        checkId(req.customerId, "customer_id");
+        return create(pb.GetBillingSettingsResponseSchema, { settings: settingsToProto(settingsOrDefault(await store.getSettings(tenant, req.customerId), req.customerId)) });
+      }),
+  };
+}
+
+/** retryPendingLedger: posts invoices whose ledger transfers are still pending (background). */
+export async function retryPendingLedger(d: Pick<HandlerDeps, "store" | "ledger" | "logger">, limit = 100): Promise<number> {
+  let posted = 0;
+  for (const { tenant, invoiceId } of await d.store.listLedgerPending(limit)) {
+    const inv = await d.store.getInvoice(tenant, invoiceId);
+    if (inv === undefined) continue;
+    try {
+      const r = await d.ledger.post(tenant, inv);
+      if (r.ok) {
+        await d.store.markLedgerPosted(tenant, invoiceId);
+        posted += 1;
+      } else d.logger.error("ledger refused invoice transfers", { tenant, invoice_id: invoiceId, detail: r.detail });
+    } catch (e) {
+      d.logger.warn("ledger retry failed", { tenant, invoice_id: invoiceId, error: String(e) });
+      break;
+    }
+  }
+  return posted;
+}

@@ -1,0 +1,601 @@
+/**
+ * The invoicing store (PostgreSQL / PGlite through @nanobill/db). All SQL of the service lives
+ * here. Every write that must be atomic runs in one transaction; ClosePeriod serializes per
+ * customer with a transaction-scoped advisory lock and relies on UNIQUE (tenant, subscription,
+ * period_start) as the final guard, so one invoice per subscription per period exists, ever.
+ */
+import type { Db, Queryable, Row } from "@nanobill/db";
+import type { RoundingMode } from "@nanobill/money";
+import type { AssembledInvoice } from "../domain/assemble.js";
+import type { BillingSettings, CreditNote, Deferral, Invoice, InvoiceLine, InvoiceStatus, LineKind } from "../domain/invoice.js";
+import { checkFinalize, checkMarkPaid, checkVoid, InvoicingError } from "../domain/lifecycle.js";
+import type { PeriodAnchor, PeriodInterval } from "../domain/periods.js";
+import type { ResidueState } from "../domain/rounding.js";
+
+export interface StoredSettings extends BillingSettings {
+  periodInterval: PeriodInterval;
+  periodAnchor: PeriodAnchor;
+}
+
+export interface StoredInvoice extends Invoice {
+  periodIndex: number;
+  usageFrom: Date;
+  usageTo: Date;
+  residueDeltaNanos: bigint;
+  ledgerPending: boolean;
+  voidReason: string;
+}
+
+export interface CloseParams {
+  invoiceId: string;
+  customerId: string;
+  subscriptionId: string;
+  periodIndex: number;
+  periodStart: Date;
+  periodEnd: Date;
+  usageFrom: Date;
+  usageTo: Date;
+  timeZone: string;
+  unit: string;
+  roundingMode: RoundingMode;
+  taxRateBps: number;
+  now: Date;
+}
+
+export interface CloseOutcome {
+  created: boolean;
+  invoice: StoredInvoice;
+}
+
+export interface CloseItem {
+  params: CloseParams;
+  assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined) => AssembledInvoice;
+}
+
+export interface ListParams {
+  customerId: string;
+  status: InvoiceStatus | "";
+  limit: number;
+  /** after: the last (period_start, invoice_id) of the previous page. */
+  after: { periodStart: Date; invoiceId: string } | undefined;
+}
+
+const INVOICE_COLUMNS = `invoice_id, customer_id, subscription_id, period_index, period_start, period_end, time_zone, unit,
+  status, number, rounding_mode, tax_rate_bps, subtotal_nanos, discount_nanos, tax_nanos, total_nanos,
+  credits_applied_nanos, amount_due_nanos, amount_due_minor, exact_nanos, residue_carried_nanos, residue_delta_nanos,
+  deferred_nanos, deferral_amount_nanos, deferral_since, deferral_periods, usage_from, usage_to, created_at,
+  finalized_at, paid_at, voided_at, payment_id, void_reason, ledger_transfer_ids, ledger_pending`;
+
+function big(v: unknown): bigint {
+  return typeof v === "bigint" ? v : BigInt(v as string | number);
+}
+function opt<T>(v: unknown): T | undefined {
+  return v === null || v === undefined ? undefined : (v as T);
+}
+
+function invoiceFromRow(r: Row, lines: InvoiceLine[], creditNote: CreditNote | undefined): StoredInvoice {
+  const deferral: Deferral | undefined =
+    r.deferral_amount_nanos === null || r.deferral_amount_nanos === undefined
+      ? undefined
+      : { amountNanos: big(r.deferral_amount_nanos), since: r.deferral_since as Date, periods: Number(r.deferral_periods) };
+  return {
+    id: r.invoice_id as string,
+    number: (r.number as string | null) ?? "",
+    customerId: r.customer_id as string,
+    subscriptionId: r.subscription_id as string,
+    status: r.status as InvoiceStatus,
+    unit: r.unit as string,
+    periodStart: r.period_start as Date,
+    periodEnd: r.period_end as Date,
+    timeZone: r.time_zone as string,
+    lines,
+    totals: {
+      subtotalNanos: big(r.subtotal_nanos),
+      discountNanos: big(r.discount_nanos),
+      taxNanos: big(r.tax_nanos),
+      totalNanos: big(r.total_nanos),
+      creditsAppliedNanos: big(r.credits_applied_nanos),
+      amountDueNanos: big(r.amount_due_nanos),
+      amountDueMinor: big(r.amount_due_minor),
+      exactNanos: big(r.exact_nanos),
+      residueCarriedNanos: big(r.residue_carried_nanos),
+      deferredNanos: big(r.deferred_nanos),
+    },
+    roundingMode: r.rounding_mode as RoundingMode,
+    taxRateBps: Number(r.tax_rate_bps),
+    deferral,
+    createdAt: r.created_at as Date,
+    finalizedAt: opt<Date>(r.finalized_at),
+    paidAt: opt<Date>(r.paid_at),
+    voidedAt: opt<Date>(r.voided_at),
+    creditNote,
+    paymentId: (r.payment_id as string | null) ?? "",
+    ledgerTransferIds: (r.ledger_transfer_ids as string[] | null) ?? [],
+    periodIndex: Number(r.period_index),
+    usageFrom: r.usage_from as Date,
+    usageTo: r.usage_to as Date,
+    residueDeltaNanos: big(r.residue_delta_nanos),
+    ledgerPending: r.ledger_pending === true,
+    voidReason: (r.void_reason as string | null) ?? "",
+  };
+}
+
+function lineFromRow(r: Row): InvoiceLine {
+  return {
+    id: r.line_id as string,
+    kind: r.kind as LineKind,
+    description: r.description as string,
+    chargeId: r.charge_id as string,
+    subscriptionId: r.subscription_id as string,
+    quantity: r.quantity as string,
+    unitPrice: r.unit_price as string,
+    amountNanos: big(r.amount_nanos),
+    residueInNanos: big(r.residue_in_nanos),
+    roundedAmountNanos: big(r.rounded_amount_nanos),
+    amountMinor: big(r.amount_minor),
+    residueOutNanos: big(r.residue_out_nanos),
+    periodStart: r.period_start as Date,
+    periodEnd: r.period_end as Date,
+    expandable: r.expandable === true,
+  };
+}
+
+function creditNoteFromRow(r: Row): CreditNote {
+  return {
+    id: r.credit_note_id as string,
+    invoiceId: r.invoice_id as string,
+    number: r.number as string,
+    amountNanos: big(r.amount_nanos),
+    unit: r.unit as string,
+    reason: r.reason as string,
+    createdAt: r.created_at as Date,
+  };
+}
+
+export function formatNumber(prefix: string, seq: bigint): string {
+  return `${prefix}-${seq.toString().padStart(6, "0")}`;
+}
+
+export interface InvoiceStore {
+  getSettings(tenant: string, customerId: string): Promise<StoredSettings | undefined>;
+  getSettingsMany(tenant: string, customerIds: string[]): Promise<Map<string, StoredSettings>>;
+  /** existingIds: the invoice ids of the (subscription, period start) pairs that have one. */
+  existingIds(tenant: string, pairs: Array<{ subscriptionId: string; periodStart: Date }>): Promise<Map<string, string>>;
+  putSettings(tenant: string, s: StoredSettings, now: Date): Promise<StoredSettings>;
+  getInvoice(tenant: string, invoiceId: string): Promise<StoredInvoice | undefined>;
+  /** getInvoices: many invoices with their lines in three queries (missing ids are absent). */
+  getInvoices(tenant: string, invoiceIds: string[]): Promise<Map<string, StoredInvoice>>;
+  findByPeriod(tenant: string, subscriptionId: string, periodStart: Date): Promise<StoredInvoice | undefined>;
+  listInvoices(tenant: string, p: ListParams): Promise<StoredInvoice[]>;
+  readResidues(tenant: string, customerId: string): Promise<Map<string, ResidueState>>;
+  readDeferral(tenant: string, customerId: string): Promise<Deferral | undefined>;
+  /** closePeriod: one transaction; assemble runs with the customer's locked residues and deferral. */
+  closePeriod(
+    tenant: string,
+    p: CloseParams,
+    assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined) => AssembledInvoice,
+  ): Promise<CloseOutcome>;
+  /** closeMany: one transaction for a batch of closes (COPY of invoices and lines). */
+  closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]>;
+  finalize(tenant: string, invoiceId: string, now: Date, transferIds: (inv: StoredInvoice) => string[]): Promise<StoredInvoice>;
+  markPaid(tenant: string, invoiceId: string, paymentId: string, paidAt: Date, transferIds: (inv: StoredInvoice) => string[]): Promise<{ invoice: StoredInvoice; replay: boolean }>;
+  voidInvoice(
+    tenant: string,
+    invoiceId: string,
+    reason: string,
+    creditNoteId: string,
+    now: Date,
+    transferIds: (inv: StoredInvoice) => string[],
+  ): Promise<{ invoice: StoredInvoice; replay: boolean }>;
+  markLedgerPosted(tenant: string, invoiceId: string): Promise<void>;
+  /**
+   * billedUsage: exact nanos billed per charge for a subscription's usage window (usage lines of
+   * its invoice plus adjustment lines of later invoices naming the same window), void excluded.
+   */
+  billedUsage(tenant: string, subscriptionId: string, windowStart: Date): Promise<Map<string, bigint>>;
+  /** billedFees: exact nanos billed per fee charge for a period (fee and adjustment lines), void excluded. */
+  billedFees(tenant: string, subscriptionId: string, periodStart: Date, chargeIds: string[]): Promise<Map<string, bigint>>;
+  listLedgerPending(limit: number): Promise<Array<{ tenant: string; invoiceId: string }>>;
+  listFinalized(tenant: string, customerId: string, limit: number): Promise<StoredInvoice[]>;
+  residueTotal(tenant: string, customerId: string, unit: string): Promise<bigint>;
+}
+
+export function createInvoiceStore(db: Db): InvoiceStore {
+  async function loadInvoice(q: Queryable, tenant: string, invoiceId: string, lock = false): Promise<StoredInvoice | undefined> {
+    const { rows } = await q.query(`SELECT ${INVOICE_COLUMNS} FROM invoices WHERE tenant = $1 AND invoice_id = $2${lock ? " FOR UPDATE" : ""}`, [tenant, invoiceId]);
+    const r = rows[0];
+    if (r === undefined) return undefined;
+    const lines = await q.query(`SELECT * FROM invoice_lines WHERE tenant = $1 AND invoice_id = $2 ORDER BY line_no`, [tenant, invoiceId]);
+    const cn = await q.query(`SELECT * FROM credit_notes WHERE tenant = $1 AND invoice_id = $2`, [tenant, invoiceId]);
+    return invoiceFromRow(r, lines.rows.map(lineFromRow), cn.rows[0] === undefined ? undefined : creditNoteFromRow(cn.rows[0]));
+  }
+
+  async function nextNumber(q: Queryable, tenant: string, series: "invoice" | "credit_note"): Promise<bigint> {
+    const { rows } = await q.query<{ last_value: bigint }>(
+      `INSERT INTO number_counters (tenant, series, last_value) VALUES ($1, $2, 1)
+       ON CONFLICT (tenant, series) DO UPDATE SET last_value = number_counters.last_value + 1
+       RETURNING last_value`,
+      [tenant, series],
+    );
+    return big(rows[0]!.last_value);
+  }
+
+  async function readResidues(q: Queryable, tenant: string, customerId: string): Promise<Map<string, ResidueState>> {
+    const { rows } = await q.query(`SELECT residue_key, residue_nanos, sub_nano_num, sub_nano_den FROM residues WHERE tenant = $1 AND customer_id = $2`, [tenant, customerId]);
+    const m = new Map<string, ResidueState>();
+    for (const r of rows) {
+      m.set(r.residue_key as string, { residueNanos: big(r.residue_nanos), subNanoNum: big(r.sub_nano_num), subNanoDen: big(r.sub_nano_den) });
+    }
+    return m;
+  }
+
+  async function readDeferral(q: Queryable, tenant: string, customerId: string): Promise<Deferral | undefined> {
+    const { rows } = await q.query(`SELECT amount_nanos, since, periods FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, customerId]);
+    const r = rows[0];
+    return r === undefined ? undefined : { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) };
+  }
+
+  async function closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]> {
+    if (items.length === 0) return [];
+    return db.transaction(async (tx) => {
+      // Serialize every close of these customers (residues and deferrals are per customer):
+      // advisory locks taken in hash order, so concurrent batches cannot deadlock.
+      const customers = [...new Set(items.map((i) => i.params.customerId))];
+      await tx.query(
+        `SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS s`,
+        [customers.map((c) => `invoicing:${tenant}:${c}`)],
+      );
+      const existingRows = await tx.query(
+        `SELECT i.subscription_id, i.period_start, i.invoice_id FROM invoices i
+         JOIN unnest($2::text[], $3::timestamptz[]) AS w(sub, ps) ON i.subscription_id = w.sub AND i.period_start = w.ps
+         WHERE i.tenant = $1`,
+        [tenant, items.map((i) => i.params.subscriptionId), items.map((i) => i.params.periodStart)],
+      );
+      const existing = new Map<string, string>();
+      for (const r of existingRows.rows) existing.set(`${r.subscription_id as string}|${(r.period_start as Date).getTime()}`, r.invoice_id as string);
+      const resRows = await tx.query(
+        `SELECT customer_id, residue_key, residue_nanos, sub_nano_num, sub_nano_den FROM residues WHERE tenant = $1 AND customer_id = ANY($2::text[])`,
+        [tenant, customers],
+      );
+      const residues = new Map<string, Map<string, ResidueState>>();
+      for (const c of customers) residues.set(c, new Map());
+      for (const r of resRows.rows) {
+        residues.get(r.customer_id as string)!.set(r.residue_key as string, { residueNanos: big(r.residue_nanos), subNanoNum: big(r.sub_nano_num), subNanoDen: big(r.sub_nano_den) });
+      }
+      const defRows = await tx.query(`SELECT customer_id, amount_nanos, since, periods FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
+      const deferrals = new Map<string, Deferral | undefined>();
+      for (const r of defRows.rows) deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) });
+      const hadDeferral = new Set(deferrals.keys());
+
+      const outcomes: Array<CloseOutcome | string> = [];
+      const invoiceRows: unknown[][] = [];
+      const lineRows: unknown[][] = [];
+      const touched = new Map<string, { unit: string; invoiceId: string; keys: Set<string> }>();
+      for (const { params: p, assemble } of items) {
+        const key = `${p.subscriptionId}|${p.periodStart.getTime()}`;
+        const prior = existing.get(key);
+        if (prior !== undefined) {
+          outcomes.push(prior);
+          continue;
+        }
+        const mine = residues.get(p.customerId)!;
+        const deferredIn = deferrals.get(p.customerId);
+        const a = assemble(mine, deferredIn);
+        for (const [k, st] of a.residues) mine.set(k, st);
+        deferrals.set(p.customerId, a.deferralOut);
+        const t = touched.get(p.customerId) ?? { unit: p.unit, invoiceId: p.invoiceId, keys: new Set<string>() };
+        t.unit = p.unit;
+        t.invoiceId = p.invoiceId;
+        for (const k of a.residues.keys()) t.keys.add(k);
+        touched.set(p.customerId, t);
+        existing.set(key, p.invoiceId);
+        let residueDelta = 0n;
+        for (const l of a.lines) residueDelta += l.residueOutNanos - l.residueInNanos;
+        const tot = a.totals;
+        const shown = a.deferralShown;
+        invoiceRows.push([
+          tenant, p.invoiceId, p.customerId, p.subscriptionId, p.periodIndex, p.periodStart, p.periodEnd, p.timeZone, p.unit, "draft",
+          p.roundingMode, p.taxRateBps, tot.subtotalNanos, tot.discountNanos, tot.taxNanos, tot.totalNanos, tot.creditsAppliedNanos,
+          tot.amountDueNanos, tot.amountDueMinor, tot.exactNanos, tot.residueCarriedNanos, residueDelta, tot.deferredNanos,
+          shown?.amountNanos ?? null, shown?.since ?? null, shown?.periods ?? null, p.usageFrom, p.usageTo, p.now,
+        ]);
+        a.lines.forEach((l, i) =>
+          lineRows.push([
+            tenant, p.invoiceId, i + 1, l.id, l.kind, l.description, l.chargeId, l.subscriptionId, l.quantity, l.unitPrice,
+            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable,
+          ]),
+        );
+        const inv: StoredInvoice = {
+          id: p.invoiceId, number: "", customerId: p.customerId, subscriptionId: p.subscriptionId, status: "draft", unit: p.unit,
+          periodStart: p.periodStart, periodEnd: p.periodEnd, timeZone: p.timeZone, lines: a.lines, totals: tot, roundingMode: p.roundingMode,
+          taxRateBps: p.taxRateBps, deferral: shown, createdAt: p.now, finalizedAt: undefined, paidAt: undefined, voidedAt: undefined,
+          creditNote: undefined, paymentId: "", ledgerTransferIds: [], periodIndex: p.periodIndex, usageFrom: p.usageFrom, usageTo: p.usageTo,
+          residueDeltaNanos: residueDelta, ledgerPending: false, voidReason: "",
+        };
+        outcomes.push({ created: true, invoice: inv });
+      }
+      if (invoiceRows.length > 0) {
+        await db.copyRows(
+          "invoices",
+          ["tenant", "invoice_id", "customer_id", "subscription_id", "period_index", "period_start", "period_end", "time_zone", "unit", "status",
+            "rounding_mode", "tax_rate_bps", "subtotal_nanos", "discount_nanos", "tax_nanos", "total_nanos", "credits_applied_nanos",
+            "amount_due_nanos", "amount_due_minor", "exact_nanos", "residue_carried_nanos", "residue_delta_nanos", "deferred_nanos",
+            "deferral_amount_nanos", "deferral_since", "deferral_periods", "usage_from", "usage_to", "created_at"],
+          invoiceRows,
+          tx,
+        );
+      }
+      if (lineRows.length > 0) {
+        await db.copyRows(
+          "invoice_lines",
+          ["tenant", "invoice_id", "line_no", "line_id", "kind", "description", "charge_id", "subscription_id", "quantity", "unit_price",
+            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable"],
+          lineRows,
+          tx,
+        );
+      }
+      const rc: string[] = [], rk: string[] = [], ru: string[] = [], rn: string[] = [], rsn: string[] = [], rsd: string[] = [], ri: string[] = [];
+      for (const [c, t] of touched) {
+        for (const k of t.keys) {
+          const st = residues.get(c)!.get(k)!;
+          rc.push(c); rk.push(k); ru.push(t.unit); rn.push(st.residueNanos.toString()); rsn.push(st.subNanoNum.toString()); rsd.push(st.subNanoDen.toString()); ri.push(t.invoiceId);
+        }
+      }
+      if (rc.length > 0) {
+        await tx.query(
+          `INSERT INTO residues (tenant, customer_id, residue_key, unit, residue_nanos, sub_nano_num, sub_nano_den, invoice_id)
+           SELECT $1, c, k, u, n::bigint, sn::numeric, sd::numeric, i FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS x(c, k, u, n, sn, sd, i)
+           ON CONFLICT (tenant, customer_id, residue_key) DO UPDATE SET unit = EXCLUDED.unit, residue_nanos = EXCLUDED.residue_nanos,
+             sub_nano_num = EXCLUDED.sub_nano_num, sub_nano_den = EXCLUDED.sub_nano_den, invoice_id = EXCLUDED.invoice_id`,
+          [tenant, rc, rk, ru, rn, rsn, rsd, ri],
+        );
+      }
+      const dc: string[] = [], du: string[] = [], da: string[] = [], ds: Date[] = [], dp: number[] = [], di: string[] = [], gone: string[] = [];
+      for (const [c, t] of touched) {
+        const d = deferrals.get(c);
+        if (d !== undefined) {
+          dc.push(c); du.push(t.unit); da.push(d.amountNanos.toString()); ds.push(d.since); dp.push(d.periods); di.push(t.invoiceId);
+        } else if (hadDeferral.has(c)) gone.push(c);
+      }
+      if (dc.length > 0) {
+        await tx.query(
+          `INSERT INTO deferrals (tenant, customer_id, unit, amount_nanos, since, periods, invoice_id)
+           SELECT $1, c, u, a::bigint, s, p, i FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::text[]) AS x(c, u, a, s, p, i)
+           ON CONFLICT (tenant, customer_id) DO UPDATE SET unit = EXCLUDED.unit, amount_nanos = EXCLUDED.amount_nanos,
+             since = EXCLUDED.since, periods = EXCLUDED.periods, invoice_id = EXCLUDED.invoice_id`,
+          [tenant, dc, du, da, ds, dp, di],
+        );
+      }
+      if (gone.length > 0) await tx.query(`DELETE FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, gone]);
+      const result: CloseOutcome[] = [];
+      for (const o of outcomes) result.push(typeof o === "string" ? { created: false, invoice: (await loadInvoice(tx, tenant, o))! } : o);
+      return result;
+    });
+  }
+
+  function settingsFromRow(r: Row): StoredSettings {
+      return {
+        customerId: r.customer_id as string,
+        taxRateBps: Number(r.tax_rate_bps),
+        roundingMode: r.rounding_mode as RoundingMode,
+        discountBps: Number(r.discount_bps),
+        discountNanos: big(r.discount_nanos),
+        minimumBillableNanos: big(r.minimum_billable_nanos),
+        deferralPeriodsMax: Number(r.deferral_periods_max),
+        deferralUntil: opt<Date>(r.deferral_until),
+        periodInterval: r.period_interval as PeriodInterval,
+        periodAnchor: r.period_anchor as PeriodAnchor,
+      };
+  }
+
+  return {
+    async getSettings(tenant, customerId) {
+      const { rows } = await db.query(`SELECT * FROM billing_settings WHERE tenant = $1 AND customer_id = $2`, [tenant, customerId]);
+      return rows[0] === undefined ? undefined : settingsFromRow(rows[0]);
+    },
+
+    async getSettingsMany(tenant, customerIds) {
+      const out = new Map<string, StoredSettings>();
+      if (customerIds.length === 0) return out;
+      const { rows } = await db.query(`SELECT * FROM billing_settings WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customerIds]);
+      for (const r of rows) out.set(r.customer_id as string, settingsFromRow(r));
+      return out;
+    },
+
+    async existingIds(tenant, pairs) {
+      const out = new Map<string, string>();
+      if (pairs.length === 0) return out;
+      const { rows } = await db.query(
+        `SELECT i.subscription_id, i.period_start, i.invoice_id FROM invoices i
+         JOIN unnest($2::text[], $3::timestamptz[]) AS w(sub, ps) ON i.subscription_id = w.sub AND i.period_start = w.ps
+         WHERE i.tenant = $1`,
+        [tenant, pairs.map((x) => x.subscriptionId), pairs.map((x) => x.periodStart)],
+      );
+      for (const r of rows) out.set(`${r.subscription_id as string}|${(r.period_start as Date).getTime()}`, r.invoice_id as string);
+      return out;
+    },
+
+    async putSettings(tenant, s, now) {
+      await db.query(
+        `INSERT INTO billing_settings (tenant, customer_id, tax_rate_bps, rounding_mode, discount_bps, discount_nanos,
+           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (tenant, customer_id) DO UPDATE SET tax_rate_bps = EXCLUDED.tax_rate_bps,
+           rounding_mode = EXCLUDED.rounding_mode, discount_bps = EXCLUDED.discount_bps, discount_nanos = EXCLUDED.discount_nanos,
+           minimum_billable_nanos = EXCLUDED.minimum_billable_nanos, deferral_periods_max = EXCLUDED.deferral_periods_max,
+           deferral_until = EXCLUDED.deferral_until, period_interval = EXCLUDED.period_interval,
+           period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at`,
+        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now],
+      );
+      return s;
+    },
+
+    getInvoice: (tenant, invoiceId) => loadInvoice(db, tenant, invoiceId),
+
+    async getInvoices(tenant, invoiceIds) {
+      const out = new Map<string, StoredInvoice>();
+      if (invoiceIds.length === 0) return out;
+      const { rows } = await db.query(`SELECT ${INVOICE_COLUMNS} FROM invoices WHERE tenant = $1 AND invoice_id = ANY($2::text[])`, [tenant, invoiceIds]);
+      const lines = await db.query(`SELECT * FROM invoice_lines WHERE tenant = $1 AND invoice_id = ANY($2::text[]) ORDER BY invoice_id, line_no`, [tenant, invoiceIds]);
+      const cns = await db.query(`SELECT * FROM credit_notes WHERE tenant = $1 AND invoice_id = ANY($2::text[])`, [tenant, invoiceIds]);
+      const byInvoice = new Map<string, InvoiceLine[]>();
+      for (const l of lines.rows) {
+        const id = l.invoice_id as string;
+        const list = byInvoice.get(id) ?? [];
+        list.push(lineFromRow(l));
+        byInvoice.set(id, list);
+      }
+      const cnBy = new Map(cns.rows.map((r) => [r.invoice_id as string, creditNoteFromRow(r)]));
+      for (const r of rows) out.set(r.invoice_id as string, invoiceFromRow(r, byInvoice.get(r.invoice_id as string) ?? [], cnBy.get(r.invoice_id as string)));
+      return out;
+    },
+
+    async findByPeriod(tenant, subscriptionId, periodStart) {
+      const { rows } = await db.query(`SELECT invoice_id FROM invoices WHERE tenant = $1 AND subscription_id = $2 AND period_start = $3`, [tenant, subscriptionId, periodStart]);
+      return rows[0] === undefined ? undefined : loadInvoice(db, tenant, rows[0].invoice_id as string);
+    },
+
+    async listInvoices(tenant, p) {
+      const params: unknown[] = [tenant];
+      let where = "tenant = $1";
+      if (p.customerId !== "") {
+        params.push(p.customerId);
+        where += ` AND customer_id = $${params.length}`;
+      }
+      if (p.status !== "") {
+        params.push(p.status);
+        where += ` AND status = $${params.length}`;
+      }
+      if (p.after !== undefined) {
+        params.push(p.after.periodStart, p.after.invoiceId);
+        where += ` AND (period_start, invoice_id) < ($${params.length - 1}, $${params.length})`;
+      }
+      params.push(p.limit);
+      const { rows } = await db.query(`SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${where} ORDER BY period_start DESC, invoice_id DESC LIMIT $${params.length}`, params);
+      return rows.map((r) => invoiceFromRow(r, [], undefined));
+    },
+
+    readResidues: (tenant, customerId) => readResidues(db, tenant, customerId),
+    readDeferral: (tenant, customerId) => readDeferral(db, tenant, customerId),
+
+    async closePeriod(tenant, p, assemble) {
+      const [out] = await closeMany(tenant, [{ params: p, assemble }]);
+      return out!;
+    },
+
+    closeMany,
+
+    async finalize(tenant, invoiceId, now, transferIds) {
+      return db.transaction(async (tx) => {
+        const inv = await loadInvoice(tx, tenant, invoiceId, true);
+        if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+        checkFinalize(invoiceId, inv.status);
+        // The number is allocated here, in the finalize transaction: a rollback gives it back.
+        const seq = await nextNumber(tx, tenant, "invoice");
+        const ids = transferIds(inv);
+        await tx.query(
+          `UPDATE invoices SET status = 'finalized', number_seq = $3, number = $4, finalized_at = $5,
+             ledger_transfer_ids = ledger_transfer_ids || $6::text[], ledger_pending = $7
+           WHERE tenant = $1 AND invoice_id = $2`,
+          [tenant, invoiceId, seq, formatNumber("INV", seq), now, ids, ids.length > 0],
+        );
+        return (await loadInvoice(tx, tenant, invoiceId))!;
+      });
+    },
+
+    async markPaid(tenant, invoiceId, paymentId, paidAt, transferIds) {
+      return db.transaction(async (tx) => {
+        const inv = await loadInvoice(tx, tenant, invoiceId, true);
+        if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+        if (checkMarkPaid(invoiceId, inv.status, inv.paymentId, paymentId) === "replay") return { invoice: inv, replay: true };
+        const used = await tx.query(`SELECT invoice_id FROM invoices WHERE tenant = $1 AND payment_id = $2`, [tenant, paymentId]);
+        if (used.rows[0] !== undefined) throw new InvoicingError("already_exists", `payment_id: ${paymentId} already paid invoice ${used.rows[0].invoice_id as string}`, "payment_id");
+        const ids = transferIds(inv);
+        await tx.query(
+          `UPDATE invoices SET status = 'paid', payment_id = $3, paid_at = $4, ledger_transfer_ids = ledger_transfer_ids || $5::text[],
+             ledger_pending = ledger_pending OR $6
+           WHERE tenant = $1 AND invoice_id = $2`,
+          [tenant, invoiceId, paymentId, paidAt, ids, ids.length > 0],
+        );
+        return { invoice: (await loadInvoice(tx, tenant, invoiceId))!, replay: false };
+      });
+    },
+
+    async voidInvoice(tenant, invoiceId, reason, creditNoteId, now, transferIds) {
+      return db.transaction(async (tx) => {
+        const inv = await loadInvoice(tx, tenant, invoiceId, true);
+        if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+        if (checkVoid(invoiceId, inv.status, creditNoteId, inv.creditNote?.id ?? "") === "replay") return { invoice: inv, replay: true };
+        if (creditNoteId !== "") {
+          const used = await tx.query(`SELECT invoice_id FROM credit_notes WHERE tenant = $1 AND credit_note_id = $2`, [tenant, creditNoteId]);
+          if (used.rows[0] !== undefined) throw new InvoicingError("already_exists", `credit_note_id: ${creditNoteId} already credits invoice ${used.rows[0].invoice_id as string}`, "credit_note_id");
+          const seq = await nextNumber(tx, tenant, "credit_note");
+          await tx.query(
+            `INSERT INTO credit_notes (tenant, credit_note_id, invoice_id, number_seq, number, amount_nanos, unit, reason, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+            [tenant, creditNoteId, invoiceId, seq, formatNumber("CN", seq), inv.totals.amountDueNanos, inv.unit, reason, now],
+          );
+        }
+        const ids = inv.status === "draft" ? [] : transferIds(inv);
+        await tx.query(
+          `UPDATE invoices SET status = 'void', voided_at = $3, void_reason = $4, ledger_transfer_ids = ledger_transfer_ids || $5::text[],
+             ledger_pending = ledger_pending OR $6
+           WHERE tenant = $1 AND invoice_id = $2`,
+          [tenant, invoiceId, now, reason, ids, ids.length > 0],
+        );
+        return { invoice: (await loadInvoice(tx, tenant, invoiceId))!, replay: false };
+      });
+    },
+
+    async billedUsage(tenant, subscriptionId, windowStart) {
+      const { rows } = await db.query(
+        `SELECT l.charge_id, SUM(l.amount_nanos)::bigint AS s FROM invoice_lines l
+         JOIN invoices i ON i.tenant = l.tenant AND i.invoice_id = l.invoice_id
+         WHERE l.tenant = $1 AND l.subscription_id = $2 AND l.period_start = $3 AND l.kind IN ('usage', 'adjustment') AND i.status <> 'void'
+         GROUP BY l.charge_id`,
+        [tenant, subscriptionId, windowStart],
+      );
+      return new Map(rows.map((r) => [r.charge_id as string, big(r.s)]));
+    },
+
+    async billedFees(tenant, subscriptionId, periodStart, chargeIds) {
+      if (chargeIds.length === 0) return new Map();
+      const { rows } = await db.query(
+        `SELECT l.charge_id, SUM(l.amount_nanos)::bigint AS s FROM invoice_lines l
+         JOIN invoices i ON i.tenant = l.tenant AND i.invoice_id = l.invoice_id
+         WHERE l.tenant = $1 AND l.subscription_id = $2 AND l.period_start = $3 AND l.charge_id = ANY($4::text[])
+           AND l.kind IN ('seats', 'flat', 'adjustment') AND i.status <> 'void'
+         GROUP BY l.charge_id`,
+        [tenant, subscriptionId, periodStart, chargeIds],
+      );
+      return new Map(rows.map((r) => [r.charge_id as string, big(r.s)]));
+    },
+
+    async markLedgerPosted(tenant, invoiceId) {
+      await db.query(`UPDATE invoices SET ledger_pending = false WHERE tenant = $1 AND invoice_id = $2`, [tenant, invoiceId]);
+    },
+
+    async listLedgerPending(limit) {
+      const { rows } = await db.query(`SELECT tenant, invoice_id FROM invoices WHERE ledger_pending ORDER BY finalized_at LIMIT $1`, [limit]);
+      return rows.map((r) => ({ tenant: r.tenant as string, invoiceId: r.invoice_id as string }));
+    },
+
+    async listFinalized(tenant, customerId, limit) {
+      const params: unknown[] = [tenant, limit];
+      let where = "tenant = $1 AND status IN ('finalized', 'paid')";
+      if (customerId !== "") {
+        params.push(customerId);
+        where += " AND customer_id = $3";
+      }
+      const { rows } = await db.query(`SELECT invoice_id FROM invoices WHERE ${where} ORDER BY number_seq LIMIT $2`, params);
+      const out: StoredInvoice[] = [];
+      for (const r of rows) out.push((await loadInvoice(db, tenant, r.invoice_id as string))!);
+      return out;
+    },
+
+    async residueTotal(tenant, customerId, unit) {
+      const { rows } = await db.query(`SELECT COALESCE(SUM(residue_nanos), 0)::bigint AS s FROM residues WHERE tenant = $1 AND customer_id = $2 AND unit = $3`, [tenant, customerId, unit]);
+      return big(rows[0]!.s);
+    },
+  };
+}

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { createAccounts } from "./create-accounts.js";
+import { CREATE_ACCOUNT_RESULTS, type CreateAccountResult } from "./results.js";
+import { newAccount, testClock } from "./test-helpers.js";
+import type { NewAccount } from "./types.js";
+import { WorkingSet } from "./working-set.js";
+
+interface Row {
+  name: string;
+  setup?: NewAccount[];
+  item: NewAccount;
+  want: CreateAccountResult;
+}
+
+const rows: Row[] = [
+  { name: "a new account is ok", item: newAccount("acct_1"), want: "ok" },
+  { name: "an empty id is id_invalid before bad flags", item: newAccount("", { flags: { debitsMustNotExceedCredits: true, creditsMustNotExceedDebits: true } }), want: "id_invalid" },
+  { name: "both balance flags are flags_are_mutually_exclusive before a bad unit", item: newAccount("acct_1", { unit: "??", flags: { debitsMustNotExceedCredits: true, creditsMustNotExceedDebits: true } }), want: "flags_are_mutually_exclusive" },
+  { name: "an unknown unit is unit_invalid before code 0", item: newAccount("acct_1", { unit: "usd", code: 0 }), want: "unit_invalid" },
+  { name: "a credit type unit is ok", item: newAccount("acct_1", { unit: "cr_gpu_minutes" }), want: "ok" },
+  { name: "code 0 is code_must_not_be_zero", item: newAccount("acct_1", { code: 0 }), want: "code_must_not_be_zero" },
+  { name: "17 metadata entries is metadata_invalid", item: newAccount("acct_1", { metadata: Object.fromEntries([...Array(17).keys()].map((i) => [`k${i}`, "v"])) }), want: "metadata_invalid" },
+  { name: "a 257-byte metadata value is metadata_invalid", item: newAccount("acct_1", { metadata: { k: "v".repeat(257) } }), want: "metadata_invalid" },
+  { name: "the same account again is exists", setup: [newAccount("acct_1", { metadata: { a: "1", b: "2" } })], item: newAccount("acct_1", { metadata: { b: "2", a: "1" } }), want: "exists" },
+  { name: "different flags outrank a different unit", setup: [newAccount("acct_1")], item: newAccount("acct_1", { unit: "EUR", flags: { history: true } }), want: "exists_with_different_flags" },
+  { name: "a different unit outranks a different code", setup: [newAccount("acct_1")], item: newAccount("acct_1", { unit: "EUR", code: 9 }), want: "exists_with_different_unit" },
+  { name: "a different code", setup: [newAccount("acct_1")], item: newAccount("acct_1", { code: 9 }), want: "exists_with_different_code" },
+  { name: "different metadata", setup: [newAccount("acct_1")], item: newAccount("acct_1", { metadata: { a: "1" } }), want: "exists_with_different_metadata" },
+];
+
+describe("createAccounts result precedence", () => {
+  it("lists every result code once, ok first", () => {
+    expect(new Set(CREATE_ACCOUNT_RESULTS).size).toBe(CREATE_ACCOUNT_RESULTS.length);
+    expect(CREATE_ACCOUNT_RESULTS[0]).toBe("ok");
+  });
+  for (const row of rows) {
+    it(row.name, () => {
+      const ws = new WorkingSet();
+      const clock = testClock();
+      if (row.setup) expect(createAccounts(ws, row.setup, clock).every((r) => r.result === "ok")).toBe(true);
+      const before = ws.newAccounts.length;
+      const [got] = createAccounts(ws, [row.item], clock);
+      expect(got!.result).toBe(row.want);
+      if (row.want !== "ok") expect(ws.newAccounts.length).toBe(before);
+    });
+  }
+});
+
+describe("createAccounts chains", () => {
+  it("creates a linked chain all or nothing", () => {
+    const ws = new WorkingSet();
+    const res = createAccounts(ws, [newAccount("a1", { flags: { linked: true } }), newAccount("a2", { code: 0 }), newAccount("a3")], testClock());
+    expect(res.map((r) => r.result)).toEqual(["linked_event_failed", "code_must_not_be_zero", "ok"]);
+    expect([...ws.accounts.keys()]).toEqual(["a3"]);
+  });
+  it("fails an open chain at the end of the batch", () => {
+    const ws = new WorkingSet();
+    const res = createAccounts(ws, [newAccount("a1", { flags: { linked: true } }), newAccount("a2", { flags: { linked: true } })], testClock());
+    expect(res.map((r) => r.result)).toEqual(["linked_event_failed", "linked_event_chain_open"]);
+    expect(ws.accounts.size).toBe(0);
+  });
+  it("returns the original creation time on exists", () => {
+    const ws = new WorkingSet();
+    const clock = testClock();
+    const [first] = createAccounts(ws, [newAccount("a1")], clock);
+    const [again] = createAccounts(ws, [newAccount("a1")], clock);
+    expect(again!.result).toBe("exists");
+    expect(again!.timestampUs).toBe(first!.timestampUs);
+  });
+});

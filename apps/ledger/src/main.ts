@@ -1,0 +1,49 @@
+/** Standalone ledger process: config -> database + migrations -> service -> server -> signals. */
+import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import {
+  createApiKeyAuthenticator,
+  createLogger,
+  onShutdown,
+  parseApiKeysEnv,
+  runMain,
+  startServer,
+  systemClock,
+} from "@nanobill/service-kit";
+import { LEDGER_SERVER_LIMITS, createLedgerService, loadConfig, migrationsDir } from "./index.js";
+
+const logger = createLogger({ service: "ledger" });
+
+runMain(
+  async () => {
+    const config = loadConfig(process.env);
+    const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(config.apiKeys));
+    const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
+    const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
+    onShutdown(async () => {
+      await db.close();
+      await embedded?.close();
+    });
+    const { applied } = await migrate(db, migrationsDir);
+    logger.info("ledger starting", {
+      database: config.databaseUrl ? "postgres" : "embedded",
+      schema: config.schema,
+      migrationsApplied: applied,
+      limits: config.ledger,
+    });
+    const service = await createLedgerService({ db, logger, clock: systemClock, config: config.ledger });
+    onShutdown(() => service.stop());
+    const server = await startServer({
+      name: "ledger",
+      host: config.host,
+      port: config.port,
+      routes: service.routes,
+      authenticator,
+      logger,
+      limits: LEDGER_SERVER_LIMITS,
+    });
+    onShutdown(() => server.close());
+    await service.start();
+    logger.info("ledger listening", { url: server.url });
+  },
+  { logger },
+);

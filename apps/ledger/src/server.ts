@@ -1,0 +1,23 @@
+/** The ledger's Connect routes and the limits its standalone server runs with. */
+import type { ConnectRouter } from "@connectrpc/connect";
+import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import type { ServerLimits } from "@nanobill/service-kit";
+import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX } from "./limits.js";
+import { createLedgerHandlers } from "./service.js";
+import type { LedgerStore } from "./store/types.js";
+
+/** Registers LedgerService on a router. */
+export function createLedgerRoutes(store: LedgerStore): (router: ConnectRouter) => void {
+  const impl = createLedgerHandlers(store);
+  return (router) => {
+    router.service(LedgerService, impl);
+  };
+}
+
+/** Server limits for the ledger (a full 8,190-transfer batch fits in a request). */
+export const LEDGER_SERVER_LIMITS: Partial<ServerLimits> = {
+  readMaxBytes: REQUEST_BYTES_MAX,
+  writeMaxBytes: RESPONSE_BYTES_MAX,
+  timeoutMsMax: TIMEOUT_MS_MAX,
+  timeoutMsDefault: TIMEOUT_MS_DEFAULT,
+};

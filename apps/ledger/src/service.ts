@@ -1,0 +1,194 @@
+/** LedgerService handlers: decode -> store (domain inside) -> encode. Thin; no SQL here. */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  CreateAccountsResponseSchema,
+  CreateTransfersResponseSchema,
+  GetAccountBalancesResponseSchema,
+  GetAccountTransfersResponseSchema,
+  LedgerService,
+  LookupAccountsResponseSchema,
+  LookupTransfersResponseSchema,
+  VerifyResponseSchema,
+} from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { invalidArgument, notFound, requireScope, tenantOf } from "@nanobill/service-kit";
+import { isValidId } from "./domain/validate.js";
+import { noHistory, storeError } from "./errors.js";
+import {
+  ACCOUNTS_PER_REQUEST_MAX,
+  LOOKUP_IDS_MAX,
+  PAGE_SIZE_DEFAULT,
+  PAGE_SIZE_MAX,
+  PAGE_TOKEN_BYTES_MAX,
+  TRANSFERS_PER_REQUEST_MAX,
+} from "./limits.js";
+import {
+  accountItemResultToPb,
+  accountToPb,
+  balanceToPb,
+  newAccountFromPb,
+  newTransferFromPb,
+  timestampToUs,
+  transferItemResultToPb,
+  transferToPb,
+  unitTotalsToPb,
+  usToTimestamp,
+} from "./mapping.js";
+import type { LedgerStore } from "./store/types.js";
+
+/** Writes need "admin" (or "internal", which implies it); reads need "read". */
+function writer(ctx: HandlerContext): string {
+  requireScope(ctx, "admin");
+  return tenantOf(ctx);
+}
+function reader(ctx: HandlerContext): string {
+  requireScope(ctx, "read");
+  return tenantOf(ctx);
+}
+
+function checkBatch(field: string, n: number, max: number): void {
+  if (n === 0) throw invalidArgument(field, `must hold 1..${max} items, got 0`);
+  if (n > max) throw invalidArgument(field, `must hold 1..${max} items, got ${n}`);
+}
+
+function pageSize(n: number): number {
+  return n === 0 ? PAGE_SIZE_DEFAULT : Math.min(n, PAGE_SIZE_MAX);
+}
+
+const PAGE_TOKEN_RE = /^t1:(-?\d{1,19})$/;
+
+function parsePageToken(token: string): bigint | null {
+  if (token === "") return null;
+  const m = token.length <= PAGE_TOKEN_BYTES_MAX ? PAGE_TOKEN_RE.exec(token) : null;
+  if (!m) throw invalidArgument("page_token", "must be a next_page_token returned by this RPC");
+  return BigInt(m[1]!);
+}
+
+function pageToken(us: bigint): string {
+  return `t1:${us}`;
+}
+
+function checkAccountId(id: string): void {
+  if (!isValidId(id)) throw invalidArgument("account_id", "must be 1-128 characters of [A-Za-z0-9._:/@+=-]");
+}
+
+async function guard<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw storeError(e);
+  }
+}
+
+export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof LedgerService> {
+  return {
+    async createAccounts(req, ctx) {
+      const tenant = writer(ctx);
+      checkBatch("accounts", req.accounts.length, ACCOUNTS_PER_REQUEST_MAX);
+      const results = await guard(store.createAccounts(tenant, req.accounts.map(newAccountFromPb)));
+      return create(CreateAccountsResponseSchema, { results: results.map(accountItemResultToPb) });
+    },
+
+    async createTransfers(req, ctx) {
+      const tenant = writer(ctx);
+      checkBatch("transfers", req.transfers.length, TRANSFERS_PER_REQUEST_MAX);
+      const results = await guard(store.createTransfers(tenant, req.transfers.map(newTransferFromPb)));
+      return create(CreateTransfersResponseSchema, { results: results.map(transferItemResultToPb) });
+    },
+
+    async lookupAccounts(req, ctx) {
+      const tenant = reader(ctx);
+      checkBatch("ids", req.ids.length, LOOKUP_IDS_MAX);
+      const accounts = await guard(store.lookupAccounts(tenant, req.ids));
+      return create(LookupAccountsResponseSchema, { accounts: accounts.map(accountToPb) });
+    },
+
+    async lookupTransfers(req, ctx) {
+      const tenant = reader(ctx);
+      checkBatch("ids", req.ids.length, LOOKUP_IDS_MAX);
+      const transfers = await guard(store.lookupTransfers(tenant, req.ids));
+      return create(LookupTransfersResponseSchema, { transfers: transfers.map(transferToPb) });
+    },
+
+    async getAccountTransfers(req, ctx) {
+      const tenant = reader(ctx);
+      checkAccountId(req.accountId);
+      const limit = pageSize(req.pageSizeMax);
+      const startUs = req.startTime ? timestampToUs(req.startTime) : null;
+      const endUs = req.endTime ? timestampToUs(req.endTime) : null;
+      if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
+      const rows = await guard(
+        store.getAccountTransfers(tenant, {
+          accountId: req.accountId,
+          debits: req.debits,
+          credits: req.credits,
+          code: req.code,
+          startUs,
+          endUs,
+          reversed: req.reversed,
+          limit: limit + 1,
+          afterUs: parsePageToken(req.pageToken),
+        }),
+      );
+      const page = rows.slice(0, limit);
+      return create(GetAccountTransfersResponseSchema, {
+        transfers: page.map(transferToPb),
+        nextPageToken: rows.length > limit ? pageToken(page[page.length - 1]!.timestampUs) : "",
+      });
+    },
+
+    async getAccountBalances(req, ctx) {
+      const tenant = reader(ctx);
+      checkAccountId(req.accountId);
+      const [account] = await guard(store.lookupAccounts(tenant, [req.accountId]));
+      if (!account) throw notFound("account", req.accountId);
+      if (!account.flags.history) throw noHistory(req.accountId);
+      if (req.atTime) {
+        const atUs = timestampToUs(req.atTime);
+        const snap = await guard(store.getBalanceAt(tenant, req.accountId, atUs));
+        const balance = snap ?? {
+          accountId: req.accountId,
+          timestampUs: atUs,
+          debitsPendingNanos: 0n,
+          debitsPostedNanos: 0n,
+          creditsPendingNanos: 0n,
+          creditsPostedNanos: 0n,
+        };
+        return create(GetAccountBalancesResponseSchema, { balances: [balanceToPb(balance)] });
+      }
+      const limit = pageSize(req.pageSizeMax);
+      const startUs = req.startTime ? timestampToUs(req.startTime) : null;
+      const endUs = req.endTime ? timestampToUs(req.endTime) : null;
+      if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
+      const rows = await guard(
+        store.getAccountBalances(tenant, {
+          accountId: req.accountId,
+          startUs,
+          endUs,
+          reversed: req.reversed,
+          limit: limit + 1,
+          afterUs: parsePageToken(req.pageToken),
+        }),
+      );
+      const page = rows.slice(0, limit);
+      return create(GetAccountBalancesResponseSchema, {
+        balances: page.map(balanceToPb),
+        nextPageToken: rows.length > limit ? pageToken(page[page.length - 1]!.timestampUs) : "",
+      });
+    },
+
+    async verify(_req, ctx) {
+      const tenant = reader(ctx);
+      const report = await guard(store.verify(tenant));
+      return create(VerifyResponseSchema, {
+        ok: report.ok,
+        violations: report.violations,
+        units: report.units.map(unitTotalsToPb),
+        accountsChecked: BigInt(report.accountsChecked),
+        transfersChecked: BigInt(report.transfersChecked),
+      });
+    },
+  };
+}
+
+export { usToTimestamp };

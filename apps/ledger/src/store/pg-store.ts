@@ -1,0 +1,448 @@
+/**
+ * The ledger on PostgreSQL (or PGlite) through @nanobill/db. Writes go through one group-commit
+ * writer: every commit is one transaction that
+ *   1. locks ledger_meta (the last timestamp; serialises writers across processes),
+ *   2. loads the transfers the batch names (own ids for idempotency, pending ids),
+ *   3. locks the touched accounts in (tenant, id) order (SELECT ... FOR UPDATE),
+ *   4. applies the pure domain in memory, request after request,
+ *   5. bulk-inserts accounts, transfers, pending states and balance snapshots (copyRows),
+ *      updates each touched account once and each resolved pending state once (UPDATE ... FROM
+ *      unnest), stores the last timestamp, commits,
+ * and only then resolves each caller with its results.
+ */
+import { isDbError, type Db, type Queryable } from "@nanobill/db";
+import { LedgerClock } from "../domain/clock.js";
+import { createAccounts } from "../domain/create-accounts.js";
+import { createTransfers, expireDue as expireDueDomain } from "../domain/create-transfers.js";
+import type { CreateAccountItemResult, CreateTransferItemResult } from "../domain/results.js";
+import type { Account, Balances, BalanceSnapshot, NewAccount, NewTransfer, PendingStatus, Transfer } from "../domain/types.js";
+import { addTransferToSums, verifyLedger, type VerifyReport } from "../domain/verify.js";
+import { WorkingSet } from "../domain/working-set.js";
+import {
+  COMMIT_ITEMS_PER_TRANSACTION_MAX,
+  COMMIT_QUEUE_ITEMS_MAX,
+  EXPIRY_SWEEP_BATCH_MAX,
+} from "../limits.js";
+import {
+  ACCOUNT_COLUMNS,
+  BALANCE_COLUMNS,
+  PENDING_COLUMNS,
+  TRANSFER_COLUMNS,
+  accountRow,
+  balanceRow,
+  pendingRow,
+  rowToAccount,
+  rowToPendingStatus,
+  rowToSnapshot,
+  rowToStoredTransfer,
+  rowToTransfer,
+  transferRow,
+} from "./codec.js";
+import { GroupCommitter } from "./group-commit.js";
+import type { AccountBalancesQuery, AccountTransfersQuery, LedgerStore, StoredTransfer } from "./types.js";
+
+type Job =
+  | { kind: "accounts"; tenant: string; items: readonly NewAccount[] }
+  | { kind: "transfers"; tenant: string; items: readonly NewTransfer[] }
+  | { kind: "expire" };
+type JobResult = CreateAccountItemResult[] | CreateTransferItemResult[] | number;
+
+export interface PgLedgerStoreOptions {
+  db: Db;
+  /** Wall clock in microseconds since the epoch (injected; tests move it). */
+  nowUs: () => bigint;
+  queueItemsMax?: number;
+  itemsPerCommitMax?: number;
+  /** Commits that look every id up after one found an existing id optimistically (default 100; tests use 0). */
+  fullLookupCommitsAfterConflict?: number;
+}
+
+/** After a commit found an existing id the optimistic way, this many commits look ids up first. */
+const FULL_LOOKUP_COMMITS_AFTER_CONFLICT = 100;
+
+const TRANSFER_SELECT = `t.id, t.debit_account_id, t.credit_account_id, t.amount_nanos, t.amount_requested_nanos, t.unit,
+  t.pending_id, t.timeout_seconds, t.code, t.flags, t.refs, t.timestamp_us, t.expires_at_us,
+  p.state AS p_state, p.resolved_at_us AS p_resolved_at_us`;
+
+export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
+  const { db, nowUs } = opts;
+  // Idempotency lookups are optimistic: a commit first loads only the pending transfers it names
+  // and lets the transfers primary key catch an id that already exists; then (rarely: retries)
+  // it rolls back and runs again with every id looked up, and keeps looking up ids for a while.
+  let fullLookupCommits = 0;
+  const apply = async (jobs: Job[]): Promise<JobResult[]> => {
+    if (fullLookupCommits > 0) {
+      fullLookupCommits--;
+      return db.transaction((tx) => commit(tx, jobs, true), { retriesMax: 3 });
+    }
+    try {
+      return await db.transaction((tx) => commit(tx, jobs, false), { retriesMax: 3 });
+    } catch (e) {
+      if (!(e instanceof OptimisticConflict) && !(isDbError(e) && e.code === "unique_violation")) throw e;
+      fullLookupCommits = opts.fullLookupCommitsAfterConflict ?? FULL_LOOKUP_COMMITS_AFTER_CONFLICT;
+      return db.transaction((tx) => commit(tx, jobs, true), { retriesMax: 3 });
+    }
+  };
+  const committer = new GroupCommitter<Job, JobResult>(apply, {
+    queueItemsMax: opts.queueItemsMax ?? COMMIT_QUEUE_ITEMS_MAX,
+    itemsPerCommitMax: opts.itemsPerCommitMax ?? COMMIT_ITEMS_PER_TRANSACTION_MAX,
+  });
+
+  async function commit(tx: Queryable, jobs: Job[], lookupOwnIds: boolean): Promise<JobResult[]> {
+    const meta = await tx.query<{ last_timestamp_us: bigint }>("SELECT last_timestamp_us FROM ledger_meta WHERE id = 1 FOR UPDATE");
+    const clock = new LedgerClock(BigInt(meta.rows[0]!.last_timestamp_us), nowUs);
+
+    // What the batch touches, per tenant.
+    const touched = new Map<string, { transferIds: Set<string>; accountIds: Set<string> }>();
+    const touch = (tenant: string) => {
+      let t = touched.get(tenant);
+      if (!t) touched.set(tenant, (t = { transferIds: new Set(), accountIds: new Set() }));
+      return t;
+    };
+    for (const j of jobs) {
+      if (j.kind === "accounts") {
+        const t = touch(j.tenant);
+        for (const a of j.items) if (a.id) t.accountIds.add(a.id);
+      } else if (j.kind === "transfers") {
+        const t = touch(j.tenant);
+        for (const x of j.items) {
+          if (x.id && lookupOwnIds) t.transferIds.add(x.id);
+          if (x.pendingId) t.transferIds.add(x.pendingId);
+          if (x.debitAccountId) t.accountIds.add(x.debitAccountId);
+          if (x.creditAccountId) t.accountIds.add(x.creditAccountId);
+        }
+      }
+    }
+    const due: { tenant: string; id: string }[] = [];
+    if (jobs.some((j) => j.kind === "expire")) {
+      const r = await tx.query<{ tenant: string; id: string }>(
+        `SELECT tenant, id FROM pending_transfers
+         WHERE state = 'pending' AND expires_at_us IS NOT NULL AND expires_at_us <= $1
+         ORDER BY expires_at_us LIMIT $2`,
+        [clock.peek().toString(), EXPIRY_SWEEP_BATCH_MAX],
+      );
+      for (const row of r.rows) {
+        due.push(row);
+        touch(row.tenant).transferIds.add(row.id);
+      }
+    }
+
+    // Load the named transfers with their pending state.
+    const loadedTransfers = new Map<string, Transfer[]>();
+    const loadedPending = new Map<string, PendingStatus[]>();
+    {
+      const ten: string[] = [];
+      const ids: string[] = [];
+      for (const [tenant, t] of touched) for (const id of t.transferIds) (ten.push(tenant), ids.push(id));
+      if (ids.length > 0) {
+        const r = await tx.query(
+          `SELECT k.tenant AS k_tenant, ${TRANSFER_SELECT}
+           FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
+           JOIN transfers t ON t.tenant = k.tenant AND t.id = k.id
+           LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id`,
+          [ten, ids],
+        );
+        for (const row of r.rows) {
+          const tenant = row.k_tenant as string;
+          const t = rowToTransfer(row);
+          push(loadedTransfers, tenant, t);
+          if (t.flags.pending) {
+            push(loadedPending, tenant, rowToPendingStatus(row));
+            // Posting, voiding or expiring it changes its accounts.
+            touch(tenant).accountIds.add(t.debitAccountId).add(t.creditAccountId);
+          }
+        }
+      }
+    }
+
+    // Lock and load the touched accounts in (tenant, id) order.
+    const loadedAccounts = new Map<string, Account[]>();
+    {
+      const keys: [string, string][] = [];
+      for (const [tenant, t] of touched) for (const id of t.accountIds) keys.push([tenant, id]);
+      keys.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+      if (keys.length > 0) {
+        const r = await tx.query(
+          `SELECT a.* FROM accounts a
+           JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) ON a.tenant = k.tenant AND a.id = k.id
+           ORDER BY a.tenant, a.id
+           FOR UPDATE OF a`,
+          [keys.map((k) => k[0]), keys.map((k) => k[1])],
+        );
+        for (const row of r.rows) push(loadedAccounts, row.tenant as string, rowToAccount(row));
+      }
+    }
+
+    // Apply the domain in memory, request after request.
+    const sets = new Map<string, WorkingSet>();
+    const wsOf = (tenant: string): WorkingSet => {
+      let ws = sets.get(tenant);
+      if (!ws) {
+        ws = new WorkingSet({
+          accounts: loadedAccounts.get(tenant) ?? [],
+          transfers: loadedTransfers.get(tenant) ?? [],
+          pendingStatuses: loadedPending.get(tenant) ?? [],
+        });
+        sets.set(tenant, ws);
+      }
+      return ws;
+    };
+    const results: JobResult[] = [];
+    for (const j of jobs) {
+      if (j.kind === "accounts") results.push(createAccounts(wsOf(j.tenant), j.items, clock));
+      else if (j.kind === "transfers") results.push(createTransfers(wsOf(j.tenant), j.items, clock));
+      else {
+        let n = 0;
+        const byTenant = new Map<string, string[]>();
+        for (const d of due) push(byTenant, d.tenant, d.id);
+        for (const [tenant, ids] of byTenant) n += expireDueDomain(wsOf(tenant), ids, clock);
+        due.length = 0; // a second expire job in the same commit finds nothing more
+        results.push(n);
+      }
+    }
+
+    // Optimistic mode did not look the batch's own ids up: an id that exists already either hits
+    // the primary key below (items that would be stored) or is among the failed items (which
+    // would have answered EXISTS*): check those, and start over with full lookups when one exists.
+    if (!lookupOwnIds) {
+      const ten: string[] = [];
+      const ids: string[] = [];
+      jobs.forEach((j, k) => {
+        if (j.kind !== "transfers") return;
+        const res = results[k] as CreateTransferItemResult[];
+        for (let i = 0; i < res.length; i++) {
+          const r = res[i]!.result;
+          if (r !== "ok" && r !== "exists" && j.items[i]!.id) (ten.push(j.tenant), ids.push(j.items[i]!.id));
+        }
+      });
+      if (ids.length > 0) {
+        const found = await tx.query(
+          `SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
+           JOIN transfers t ON t.tenant = k.tenant AND t.id = k.id LIMIT 1`,
+          [ten, ids],
+        );
+        if (found.rows.length > 0) throw new OptimisticConflict();
+      }
+    }
+
+    // Write everything the batch changed.
+    const accountRows: unknown[][] = [];
+    const transferRows: unknown[][] = [];
+    const pendingRows: unknown[][] = [];
+    const balanceRows: unknown[][] = [];
+    const upd = { tenant: [] as string[], id: [] as string[], dp: [] as string[], dpo: [] as string[], cp: [] as string[], cpo: [] as string[] };
+    const pend = { tenant: [] as string[], id: [] as string[], state: [] as string[], at: [] as (string | null)[] };
+    for (const [tenant, ws] of sets) {
+      for (const a of ws.newAccounts) accountRows.push(accountRow(tenant, a));
+      for (const t of ws.newTransfers) {
+        transferRows.push(transferRow(tenant, t));
+        if (t.flags.pending) pendingRows.push(pendingRow(tenant, ws.pending.get(t.id)!));
+      }
+      for (const s of ws.snapshots) balanceRows.push(balanceRow(tenant, s));
+      for (const id of ws.dirtyAccounts) {
+        const a = ws.accounts.get(id)!;
+        upd.tenant.push(tenant);
+        upd.id.push(id);
+        upd.dp.push(a.debitsPendingNanos.toString());
+        upd.dpo.push(a.debitsPostedNanos.toString());
+        upd.cp.push(a.creditsPendingNanos.toString());
+        upd.cpo.push(a.creditsPostedNanos.toString());
+      }
+      for (const id of ws.dirtyPending) {
+        const p = ws.pending.get(id)!;
+        pend.tenant.push(tenant);
+        pend.id.push(id);
+        pend.state.push(p.state);
+        pend.at.push(p.resolvedAtUs === null ? null : p.resolvedAtUs.toString());
+      }
+    }
+    if (accountRows.length > 0) await db.copyRows("accounts", ACCOUNT_COLUMNS, accountRows, tx);
+    if (transferRows.length > 0) await db.copyRows("transfers", TRANSFER_COLUMNS, transferRows, tx);
+    if (pendingRows.length > 0) await db.copyRows("pending_transfers", PENDING_COLUMNS, pendingRows, tx);
+    if (balanceRows.length > 0) await db.copyRows("account_balances", BALANCE_COLUMNS, balanceRows, tx);
+    const clockMoved = clock.last !== BigInt(meta.rows[0]!.last_timestamp_us);
+    if (upd.id.length > 0) {
+      // One statement: every touched account once, and the ledger's last timestamp.
+      const r = await tx.query(
+        `WITH m AS (UPDATE ledger_meta SET last_timestamp_us = GREATEST(last_timestamp_us, $7::bigint) WHERE id = 1)
+         UPDATE accounts a SET debits_pending_nanos = u.dp, debits_posted_nanos = u.dpo,
+           credits_pending_nanos = u.cp, credits_posted_nanos = u.cpo
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(tenant, id, dp, dpo, cp, cpo)
+         WHERE a.tenant = u.tenant AND a.id = u.id`,
+        [upd.tenant, upd.id, upd.dp, upd.dpo, upd.cp, upd.cpo, clock.last.toString()],
+      );
+      if (r.rowCount !== upd.id.length) throw new Error(`ledger invariant: updated ${r.rowCount} of ${upd.id.length} accounts`);
+    } else if (clockMoved) {
+      await tx.query("UPDATE ledger_meta SET last_timestamp_us = $1 WHERE id = 1", [clock.last.toString()]);
+    }
+    if (pend.id.length > 0) {
+      const r = await tx.query(
+        `UPDATE pending_transfers p SET state = u.state, resolved_at_us = u.at
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(tenant, id, state, at)
+         WHERE p.tenant = u.tenant AND p.id = u.id AND p.state = 'pending'`,
+        [pend.tenant, pend.id, pend.state, pend.at],
+      );
+      if (r.rowCount !== pend.id.length) throw new Error(`ledger invariant: resolved ${r.rowCount} of ${pend.id.length} pending transfers`);
+    }
+    return results;
+  }
+
+  return {
+    createAccounts(tenant, items) {
+      if (items.length === 0) return Promise.resolve([]);
+      return committer.submit({ kind: "accounts", tenant, items }, items.length) as Promise<CreateAccountItemResult[]>;
+    },
+
+    createTransfers(tenant, items) {
+      if (items.length === 0) return Promise.resolve([]);
+      return committer.submit({ kind: "transfers", tenant, items }, items.length) as Promise<CreateTransferItemResult[]>;
+    },
+
+    async lookupAccounts(tenant, ids) {
+      if (ids.length === 0) return [];
+      const r = await db.query("SELECT * FROM accounts WHERE tenant = $1 AND id = ANY($2::text[])", [tenant, [...ids]]);
+      const byId = new Map(r.rows.map((row) => [row.id as string, rowToAccount(row)]));
+      return inOrder(ids, byId);
+    },
+
+    async lookupTransfers(tenant, ids) {
+      if (ids.length === 0) return [];
+      const r = await db.query(
+        `SELECT ${TRANSFER_SELECT} FROM transfers t
+         LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id
+         WHERE t.tenant = $1 AND t.id = ANY($2::text[])`,
+        [tenant, [...ids]],
+      );
+      const byId = new Map(r.rows.map((row) => [row.id as string, rowToStoredTransfer(row)]));
+      return inOrder(ids, byId);
+    },
+
+    async getAccountTransfers(tenant, q: AccountTransfersQuery) {
+      const both = q.debits === q.credits;
+      const sides: string[] = [];
+      if (both || q.debits) sides.push("t.debit_account_id = $2");
+      if (both || q.credits) sides.push("t.credit_account_id = $2");
+      const params: unknown[] = [tenant, q.accountId];
+      const where = [`t.tenant = $1`, `(${sides.join(" OR ")})`];
+      if (q.code !== 0) where.push(`t.code = $${params.push(q.code)}`);
+      if (q.startUs !== null) where.push(`t.timestamp_us >= $${params.push(q.startUs.toString())}`);
+      if (q.endUs !== null) where.push(`t.timestamp_us < $${params.push(q.endUs.toString())}`);
+      if (q.afterUs !== null) where.push(`t.timestamp_us ${q.reversed ? "<" : ">"} $${params.push(q.afterUs.toString())}`);
+      const r = await db.query(
+        `SELECT ${TRANSFER_SELECT} FROM transfers t
+         LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id
+         WHERE ${where.join(" AND ")}
+         ORDER BY t.timestamp_us ${q.reversed ? "DESC" : "ASC"} LIMIT $${params.push(q.limit)}`,
+        params,
+      );
+      return r.rows.map(rowToStoredTransfer);
+    },
+
+    async getAccountBalances(tenant, q: AccountBalancesQuery) {
+      const params: unknown[] = [tenant, q.accountId];
+      const where = ["tenant = $1", "account_id = $2"];
+      if (q.startUs !== null) where.push(`timestamp_us >= $${params.push(q.startUs.toString())}`);
+      if (q.endUs !== null) where.push(`timestamp_us < $${params.push(q.endUs.toString())}`);
+      if (q.afterUs !== null) where.push(`timestamp_us ${q.reversed ? "<" : ">"} $${params.push(q.afterUs.toString())}`);
+      const r = await db.query(
+        `SELECT * FROM account_balances WHERE ${where.join(" AND ")}
+         ORDER BY timestamp_us ${q.reversed ? "DESC" : "ASC"} LIMIT $${params.push(q.limit)}`,
+        params,
+      );
+      return r.rows.map(rowToSnapshot);
+    },
+
+    async getBalanceAt(tenant, accountId, atUs) {
+      const r = await db.query(
+        `SELECT * FROM account_balances WHERE tenant = $1 AND account_id = $2 AND timestamp_us <= $3
+         ORDER BY timestamp_us DESC LIMIT 1`,
+        [tenant, accountId, atUs.toString()],
+      );
+      return r.rows[0] ? rowToSnapshot(r.rows[0]) : null;
+    },
+
+    async verify(tenant): Promise<VerifyReport> {
+      // One snapshot for the whole check: accounts and transfers as of the same instant.
+      return db.transaction(
+        async (tx) => {
+          const accounts = (await tx.query("SELECT * FROM accounts WHERE tenant = $1", [tenant])).rows.map(rowToAccount);
+          const sums = new Map<string, Balances>();
+          const r = await tx.query<{ account_id: string; dp: string; dpo: string; cp: string; cpo: string }>(
+            `SELECT account_id, SUM(dp)::text AS dp, SUM(dpo)::text AS dpo, SUM(cp)::text AS cp, SUM(cpo)::text AS cpo FROM (
+               SELECT t.debit_account_id AS account_id,
+                 CASE WHEN (t.flags & 2) <> 0 AND p.state = 'pending' THEN t.amount_nanos ELSE 0 END AS dp,
+                 CASE WHEN (t.flags & 10) = 0 THEN t.amount_nanos ELSE 0 END AS dpo,
+                 0::bigint AS cp, 0::bigint AS cpo
+               FROM transfers t LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id
+               WHERE t.tenant = $1
+               UNION ALL
+               SELECT t.credit_account_id, 0, 0,
+                 CASE WHEN (t.flags & 2) <> 0 AND p.state = 'pending' THEN t.amount_nanos ELSE 0 END,
+                 CASE WHEN (t.flags & 10) = 0 THEN t.amount_nanos ELSE 0 END
+               FROM transfers t LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id
+               WHERE t.tenant = $1
+             ) x GROUP BY account_id`,
+            [tenant],
+          );
+          for (const row of r.rows) {
+            sums.set(row.account_id, {
+              debitsPendingNanos: BigInt(row.dp),
+              debitsPostedNanos: BigInt(row.dpo),
+              creditsPendingNanos: BigInt(row.cp),
+              creditsPostedNanos: BigInt(row.cpo),
+            });
+          }
+          const count = await tx.query<{ n: bigint }>("SELECT COUNT(*)::bigint AS n FROM transfers WHERE tenant = $1", [tenant]);
+          const pendingWithoutState = await tx.query<{ n: bigint }>(
+            `SELECT COUNT(*)::bigint AS n FROM transfers t LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id
+             WHERE t.tenant = $1 AND (t.flags & 2) <> 0 AND p.id IS NULL`,
+            [tenant],
+          );
+          const report = verifyLedger(accounts, sums, Number(count.rows[0]!.n));
+          if (BigInt(pendingWithoutState.rows[0]!.n) > 0n) {
+            report.violations.push(`${pendingWithoutState.rows[0]!.n} pending transfers have no pending state`);
+            report.ok = false;
+          }
+          return report;
+        },
+        { isolation: "repeatable read" },
+      );
+    },
+
+    expireDue() {
+      return committer.submit({ kind: "expire" }, 1) as Promise<number>;
+    },
+
+    close() {
+      return committer.close();
+    },
+  };
+}
+
+/** A commit's optimistic idempotency check found an existing id: run it again with full lookups. */
+class OptimisticConflict extends Error {
+  constructor() {
+    super("a transfer id of the batch exists already");
+  }
+}
+
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const a = m.get(k);
+  if (a) a.push(v);
+  else m.set(k, [v]);
+}
+
+function inOrder<T>(ids: readonly string[], byId: Map<string, T>): T[] {
+  const out: T[] = [];
+  const seen = new Set<string>();
+  for (const id of ids) {
+    const v = byId.get(id);
+    if (v !== undefined && !seen.has(id)) {
+      out.push(v);
+      seen.add(id);
+    }
+  }
+  return out;
+}
+
+export type { BalanceSnapshot, StoredTransfer };

@@ -1,0 +1,91 @@
+import { describe, expect, it } from "vitest";
+import { parseRfc3339Us, validateEvent, type EventInput, type PropertyValue } from "./event.js";
+
+const NOW_US = BigInt(Date.UTC(2026, 10, 20, 10)) * 1000n;
+const ctx = { nowUs: NOW_US, lateEventAgeUs: 35n * 86_400_000_000n };
+const int = (v: bigint): PropertyValue => ({ kind: "int", value: v });
+const base = (over: Partial<EventInput> = {}): EventInput => ({
+  id: "evt_1",
+  customerId: "cus_1",
+  type: "llm.call",
+  timestamp: NOW_US - 1_000_000n,
+  properties: { model: { kind: "string", value: "gpt-x" }, input_tokens: int(1234n) },
+  ...over,
+});
+
+describe("validateEvent", () => {
+  const rejected: Array<[string, EventInput, string, string]> = [
+    ["missing id", base({ id: "" }), "id", "required"],
+    ["id with a space", base({ id: "evt 1" }), "id", "malformed"],
+    ["missing customer", base({ customerId: "" }), "customer_id", "required"],
+    ["missing type", base({ type: "" }), "type", "required"],
+    ["unparseable timestamp text", base({ timestamp: "yesterday" }), "timestamp", "unparseable"],
+    ["timestamp with month 13", base({ timestamp: "2026-13-01T00:00:00Z" }), "timestamp", "unparseable"],
+    ["timestamp Feb 30", base({ timestamp: "2026-02-30T00:00:00Z" }), "timestamp", "unparseable"],
+    ["more than 5 minutes in the future", base({ timestamp: NOW_US + 5n * 60_000_000n + 1n }), "timestamp", "too_far_in_future"],
+    ["older than the late-event limit", base({ timestamp: NOW_US - 35n * 86_400_000_000n - 1n }), "timestamp", "period_closed"],
+    ["negative token count", base({ properties: { input_tokens: int(-1n) } }), "properties.input_tokens", "negative"],
+    ["decimal token count", base({ properties: { output_tokens: { kind: "decimal", value: "1.5" } } }), "properties.output_tokens", "not_integer"],
+    ["string count", base({ properties: { call_count: { kind: "string", value: "3" } } }), "properties.call_count", "not_integer"],
+    ["unset property value", base({ properties: { x: undefined } }), "properties.x", "required"],
+    ["malformed decimal", base({ properties: { ratio: { kind: "decimal", value: "1e5" } } }), "properties.ratio", "malformed_decimal"],
+    ["decimal with 19 fraction digits", base({ properties: { ratio: { kind: "decimal", value: "0.1234567890123456789" } } }), "properties.ratio", "malformed_decimal"],
+    ["string too long", base({ properties: { s: { kind: "string", value: "x".repeat(1025) } } }), "properties.s", "too_long"],
+    ["too many properties", base({ properties: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, int(1n)])) }), "properties", "too_many"],
+    ["bad key", base({ properties: { "1abc": int(1n) } }), "properties.1abc", "malformed_key"],
+    ["bad traceparent", base({ traceContext: { traceparent: "nope", tracestate: "" } }), "trace_context.traceparent", "malformed"],
+  ];
+  for (const [name, input, field, reason] of rejected) {
+    it(`rejects ${name}, naming ${field}`, () => {
+      const v = validateEvent(input, ctx);
+      expect(v.ok).toBe(false);
+      if (!v.ok) {
+        expect(v.rejection.field).toBe(field);
+        expect(v.rejection.reason).toBe(reason);
+        expect(v.rejection.message.startsWith(`${field}: `)).toBe(true);
+      }
+    });
+  }
+
+  it("accepts exactly 5 minutes in the future and exactly the late-event limit", () => {
+    expect(validateEvent(base({ timestamp: NOW_US + 5n * 60_000_000n }), ctx).ok).toBe(true);
+    expect(validateEvent(base({ timestamp: NOW_US - 35n * 86_400_000_000n }), ctx).ok).toBe(true);
+  });
+
+  it("honours a configured late-event limit", () => {
+    const v = validateEvent(base({ timestamp: NOW_US - 2n * 86_400_000_000n }), { ...ctx, lateEventAgeUs: 86_400_000_000n });
+    expect(v.ok).toBe(false);
+  });
+
+  it("defaults a missing timestamp to now and stores the ingest call's trace context", () => {
+    const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const v = validateEvent(base({ timestamp: undefined }), { ...ctx, defaultTraceContext: { traceparent: tp, tracestate: "" } });
+    expect(v.ok && v.event.timestampUs).toBe(NOW_US);
+    expect(v.ok && v.event.traceparent).toBe(tp);
+  });
+
+  it("hashes content: the same event hashes alike, any content change differs, the trace context does not count", () => {
+    const h = (e: EventInput) => {
+      const v = validateEvent(e, ctx);
+      if (!v.ok) throw new Error(v.rejection.message);
+      return v.event.contentHash;
+    };
+    const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    expect(h(base())).toBe(h(base({ traceContext: { traceparent: tp, tracestate: "" } })));
+    expect(h(base())).not.toBe(h(base({ customerId: "cus_2" })));
+    expect(h(base())).not.toBe(h(base({ properties: { model: { kind: "string", value: "gpt-x" }, input_tokens: int(1235n) } })));
+    expect(h(base({ properties: { r: { kind: "decimal", value: "1.50" } } }))).toBe(h(base({ properties: { r: { kind: "decimal", value: "1.5" } } })));
+  });
+
+  it("hashes an event without a timestamp alike whenever it is received (its retry is a duplicate)", () => {
+    const a = validateEvent(base({ timestamp: undefined }), ctx);
+    const b = validateEvent(base({ timestamp: undefined }), { ...ctx, nowUs: NOW_US + 1_000_000n });
+    expect(a.ok && b.ok && a.event.contentHash === b.event.contentHash).toBe(true);
+  });
+
+  it("parses RFC 3339 with offsets and fractions to microseconds", () => {
+    expect(parseRfc3339Us("1970-01-01T00:00:00.000001Z")).toBe(1n);
+    expect(parseRfc3339Us("1970-01-01T01:00:00+01:00")).toBe(0n);
+    expect(parseRfc3339Us("2026-11-20T10:00:00.123456789Z")).toBe(BigInt(Date.UTC(2026, 10, 20, 10)) * 1000n + 123456n);
+  });
+});

@@ -1,0 +1,110 @@
+// OpenTelemetry GenAI spans -> usage events, by a per-tenant mapping. Pure.
+// Semantic conventions: gen_ai.request.model, gen_ai.system / gen_ai.provider.name,
+// gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, ...
+import { OTLP_SPANS_MAX } from "../limits.js";
+import type { EventInput, PropertyValue } from "./event.js";
+
+export interface GenAiPropertyMapping {
+  attribute: string;
+  property: string;
+}
+
+export interface GenAiMapping {
+  eventType: string;
+  customerAttribute: string;
+  properties: GenAiPropertyMapping[];
+  spanAttributeRequired: string;
+}
+
+export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
+  eventType: "llm.call",
+  customerAttribute: "nanobill.customer_id",
+  properties: [
+    { attribute: "gen_ai.request.model", property: "model" },
+    { attribute: "gen_ai.provider.name", property: "provider" },
+    { attribute: "gen_ai.system", property: "provider" },
+    { attribute: "gen_ai.operation.name", property: "operation" },
+    { attribute: "gen_ai.usage.input_tokens", property: "input_tokens" },
+    { attribute: "gen_ai.usage.output_tokens", property: "output_tokens" },
+  ],
+  spanAttributeRequired: "gen_ai.usage.input_tokens",
+};
+
+/** Most property mappings in one GenAI mapping. */
+export const GENAI_PROPERTIES_MAX = 32;
+const ATTR_RE = /^[A-Za-z0-9_.\-]{1,128}$/;
+const KEY_RE = /^[A-Za-z_][A-Za-z0-9._\-]{0,127}$/;
+const TYPE_RE = /^[A-Za-z0-9._:/\-]{1,128}$/;
+
+export function validateGenAiMapping(m: GenAiMapping): { field: string; rule: string } | undefined {
+  if (!TYPE_RE.test(m.eventType)) return { field: "mapping.event_type", rule: "1-128 characters of [A-Za-z0-9._:/-]" };
+  if (!ATTR_RE.test(m.customerAttribute)) return { field: "mapping.customer_attribute", rule: "an attribute key (1-128 characters of [A-Za-z0-9_.-])" };
+  if (!ATTR_RE.test(m.spanAttributeRequired)) return { field: "mapping.span_attribute_required", rule: "an attribute key (1-128 characters of [A-Za-z0-9_.-])" };
+  if (m.properties.length === 0) return { field: "mapping.properties", rule: "at least one property mapping" };
+  if (m.properties.length > GENAI_PROPERTIES_MAX) return { field: "mapping.properties", rule: `at most ${GENAI_PROPERTIES_MAX}` };
+  for (const [i, p] of m.properties.entries()) {
+    if (!ATTR_RE.test(p.attribute)) return { field: `mapping.properties[${i}].attribute`, rule: "an attribute key" };
+    if (!KEY_RE.test(p.property)) return { field: `mapping.properties[${i}].property`, rule: "a property key ([A-Za-z_][A-Za-z0-9._-]*)" };
+  }
+  return undefined;
+}
+
+/** An OTLP attribute value (doubles as JS numbers: only integral ones are mapped, as integers). */
+export type AttributeValue = string | bigint | boolean | number;
+
+export interface GenAiSpan {
+  traceId: string;
+  spanId: string;
+  endTimeUnixNano: bigint;
+  attributes: Map<string, AttributeValue>;
+  resourceAttributes: Map<string, AttributeValue>;
+}
+
+function toProperty(v: AttributeValue): PropertyValue | undefined {
+  if (typeof v === "string") return { kind: "string", value: v };
+  if (typeof v === "boolean") return { kind: "bool", value: v };
+  if (typeof v === "bigint") return { kind: "int", value: v };
+  if (Number.isSafeInteger(v)) return { kind: "int", value: BigInt(v) };
+  return undefined; // non-integral doubles are not exact: not mapped
+}
+
+const HEX32 = /^[0-9a-f]{32}$/;
+const HEX16 = /^[0-9a-f]{16}$/;
+
+/**
+ * Maps spans having the mapping's required attribute to events: id "span_<span id>" (so a
+ * re-exported span is a duplicate), timestamp = span end, customer from the span's (else the
+ * resource's) customer attribute, trace context = the span itself. Other spans are skipped.
+ */
+export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: EventInput[]; skipped: number } {
+  const events: EventInput[] = [];
+  let skipped = 0;
+  for (const s of spans.slice(0, OTLP_SPANS_MAX)) {
+    if (!s.attributes.has(m.spanAttributeRequired)) {
+      skipped++;
+      continue;
+    }
+    const attr = (k: string) => s.attributes.get(k) ?? s.resourceAttributes.get(k);
+    const properties: Record<string, PropertyValue | undefined> = {};
+    for (const p of m.properties) {
+      if (properties[p.property] !== undefined) continue;
+      const v = attr(p.attribute);
+      if (v === undefined) continue;
+      const pv = toProperty(v);
+      if (pv) properties[p.property] = pv;
+    }
+    const customer = attr(m.customerAttribute);
+    const traceId = s.traceId.toLowerCase();
+    const spanId = s.spanId.toLowerCase();
+    events.push({
+      id: `span_${spanId}`,
+      customerId: typeof customer === "string" ? customer : customer === undefined ? "" : String(customer),
+      type: m.eventType,
+      timestamp: s.endTimeUnixNano > 0n ? s.endTimeUnixNano / 1000n : undefined,
+      properties,
+      traceContext: HEX32.test(traceId) && HEX16.test(spanId) ? { traceparent: `00-${traceId}-${spanId}-01`, tracestate: "" } : undefined,
+    });
+  }
+  skipped += Math.max(0, spans.length - OTLP_SPANS_MAX);
+  return { events, skipped };
+}

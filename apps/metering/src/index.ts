@@ -1,0 +1,109 @@
+// @nanobill/metering: the metering service as a library (see docs/platform-apis.md).
+import { fileURLToPath } from "node:url";
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Db } from "@nanobill/db";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import { METERING_CONFIG_DEFAULT, type MeteringConfig } from "./config.js";
+import { COMMIT_REQUESTS_MAX } from "./limits.js";
+import { createMeteringRoutes } from "./server.js";
+import { genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
+import type { GenAiMapping } from "./domain/genai.js";
+import { createCommitSignal, createGroupCommitter } from "./store/group-commit.js";
+import { createMeteringStore, type MeteringStore } from "./store/store.js";
+import type { EventInput } from "./domain/event.js";
+import type { IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+
+export { METERING_CONFIG_DEFAULT, meteringConfigFromEnv, type MeteringConfig } from "./config.js";
+export * as limits from "./limits.js";
+export { createOtlpHandler, startOtlpServer, parseOtlpJson } from "./otlp-http.js";
+export { GENAI_MAPPING_DEFAULT, spansToEvents, type GenAiMapping } from "./domain/genai.js";
+
+/** Absolute path of the SQL migrations (apply with migrate(db, migrationsDir) before start). */
+export const migrationsDir: string = fileURLToPath(new URL("./store/migrations", import.meta.url));
+
+export interface MeteringDeps {
+  db: Db;
+  logger: Logger;
+  clock: Clock;
+  clients?: Record<string, never>;
+  config?: Partial<MeteringConfig>;
+}
+
+export interface MeteringServiceHandle {
+  routes(router: ConnectRouter): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Runs pending meter backfills to completion (tests, tools). */
+  runBackfills(): Promise<void>;
+  /** Ingests already-decoded events for a tenant (the OTLP receiver uses this). */
+  ingest(tenant: string, events: EventInput[]): Promise<IngestResult[]>;
+  /** The tenant's GenAI span mapping (the default when none is set). */
+  genAiMapping(tenant: string): Promise<GenAiMapping>;
+  readonly store: MeteringStore;
+}
+
+export async function createMeteringService(deps: MeteringDeps): Promise<MeteringServiceHandle> {
+  const config: MeteringConfig = { ...METERING_CONFIG_DEFAULT, ...(deps.config ?? {}) };
+  const store = createMeteringStore(deps.db);
+  const signal = createCommitSignal();
+  const committer = createGroupCommitter(store, {
+    commitEventsMax: config.commitEventsMax,
+    commitRequestsMax: COMMIT_REQUESTS_MAX,
+    queueEventsMax: config.queueEventsMax,
+    nowUs: () => BigInt(deps.clock.now().getTime()) * 1000n,
+    onCommit: () => signal.notify(),
+  });
+
+  let backfilling: Promise<void> | undefined;
+  let again = false;
+  async function backfillAll(): Promise<void> {
+    do {
+      again = false;
+      for (;;) {
+        const pending = await store.pendingBackfills(100);
+        if (pending.length === 0) break;
+        for (const p of pending) while (!(await store.backfillStep(p.tenant, p.meterId))) {}
+      }
+    } while (again);
+  }
+  function runBackfills(): Promise<void> {
+    if (backfilling) {
+      again = true;
+      return backfilling;
+    }
+    backfilling = backfillAll().finally(() => {
+      backfilling = undefined;
+    });
+    return backfilling;
+  }
+  const kickBackfill = () => {
+    runBackfills().catch((e) => deps.logger.error("meter backfill failed", { err: e }));
+  };
+
+  let stopping = false;
+  const handlerDeps: HandlerDeps = { store, committer, signal, clock: deps.clock, logger: deps.logger, config, kickBackfill, isStopping: () => stopping };
+  const routes = createMeteringRoutes(handlerDeps);
+  let timer: NodeJS.Timeout | undefined;
+
+  return {
+    store,
+    routes,
+    runBackfills,
+    ingest: (tenant, events) => ingestInputs(handlerDeps, tenant, events),
+    genAiMapping: (tenant) => genAiMappingOf(store, tenant),
+    async start() {
+      if (timer || config.backfillIntervalMs === 0) return;
+      kickBackfill();
+      timer = setInterval(kickBackfill, config.backfillIntervalMs);
+      timer.unref();
+    },
+    async stop() {
+      stopping = true;
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      await committer.close();
+      signal.notify();
+      while (backfilling) await backfilling.catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,69 @@
+// Every limit of the metering service, in one place. Each is enforced and tested at the edge.
+
+/** Most events in one IngestEvents request (or one IngestStream message). */
+export const EVENTS_PER_REQUEST_MAX = 10_000;
+/** Most bytes of one request message (Connect readMaxBytes). */
+export const REQUEST_BYTES_MAX = 4 * 1024 * 1024;
+/** Most events over one IngestStream. */
+export const EVENTS_PER_STREAM_MAX = 1_000_000;
+/** Most bytes of one response message (Connect writeMaxBytes). */
+export const RESPONSE_BYTES_MAX = 16 * 1024 * 1024;
+
+/** Length bounds of ids (event id, customer id) and of the event type. */
+export const ID_LENGTH_MAX = 128;
+export const EVENT_TYPE_LENGTH_MAX = 128;
+/** Property bounds: count per event, key bytes, string value bytes, whole properties bytes. */
+export const PROPERTIES_PER_EVENT_MAX = 64;
+export const PROPERTY_KEY_BYTES_MAX = 128;
+export const PROPERTY_STRING_BYTES_MAX = 1024;
+export const PROPERTIES_BYTES_MAX = 16 * 1024;
+/** Exact decimal properties: at most this many integer and fraction digits. */
+export const DECIMAL_INTEGER_DIGITS_MAX = 30;
+export const DECIMAL_FRACTION_DIGITS_MAX = 18;
+/** Trace context header bounds (W3C: traceparent is 55 chars; tracestate at most 512). */
+export const TRACEPARENT_LENGTH_MAX = 128;
+export const TRACESTATE_LENGTH_MAX = 512;
+
+/** An event may be at most this far in the future of the server clock. */
+export const FUTURE_SKEW_MS_MAX = 5 * 60 * 1000;
+/** Default late-event limit: events older than this are rejected (period_closed). */
+export const LATE_EVENT_AGE_MS_DEFAULT = 35 * 24 * 60 * 60 * 1000;
+/** Bounds on the configured late-event limit. */
+export const LATE_EVENT_AGE_MS_MIN = 60 * 1000;
+export const LATE_EVENT_AGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
+
+/** ReadEvents: default and maximum page, maximum long-poll wait, fallback poll interval. */
+export const READ_EVENTS_DEFAULT = 1_000;
+export const READ_EVENTS_MAX = 10_000;
+export const READ_WAIT_MS_MAX = 30_000;
+export const READ_POLL_INTERVAL_MS = 250;
+/** Most concurrent long-polling ReadEvents calls per process. */
+export const READ_WAITERS_MAX = 1_000;
+
+/** Group commit: most events (and requests) written in one transaction. */
+export const COMMIT_EVENTS_MAX = 20_000;
+export const COMMIT_REQUESTS_MAX = 256;
+/** Most events waiting for the writer; beyond it IngestEvents fails with ResourceExhausted. */
+export const INGEST_QUEUE_EVENTS_MAX = 200_000;
+
+/** Meters: per tenant, filters, filter values, group-by keys, description bytes. */
+export const METERS_PER_TENANT_MAX = 1_000;
+export const METER_FILTERS_MAX = 16;
+export const FILTER_VALUES_MAX = 100;
+export const METER_GROUP_BY_MAX = 8;
+export const METER_DESCRIPTION_BYTES_MAX = 1024;
+/** ListMeters page size: default and maximum. */
+export const METERS_PAGE_DEFAULT = 50;
+export const METERS_PAGE_MAX = 100;
+/** Backfill: events read per backfill step. */
+export const BACKFILL_CHUNK_EVENTS = 5_000;
+
+/** QueryUsage: customers per query, rows returned, windows, range length. */
+export const QUERY_CUSTOMERS_MAX = 1_000;
+export const QUERY_ROWS_MAX = 10_000;
+export const QUERY_WINDOWS_MAX = 10_000;
+export const QUERY_RANGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
+
+/** OTLP: most bytes of one export request, most spans mapped from it. */
+export const OTLP_BYTES_MAX = 4 * 1024 * 1024;
+export const OTLP_SPANS_MAX = 10_000;

@@ -1,0 +1,41 @@
+// Standalone metering server: config from env -> open db + migrate -> service -> server -> signals.
+import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { createApiKeyAuthenticator, createLogger, onShutdown, parseApiKeysEnv, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { initTelemetry } from "@nanobill/telemetry";
+import { processConfigFromEnv } from "./config.js";
+import { createMeteringService, migrationsDir } from "./index.js";
+import { startOtlpServer } from "./otlp-http.js";
+import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
+
+runMain(async () => {
+  const cfg = processConfigFromEnv(process.env);
+  const logger = createLogger({ service: "metering" });
+  const telemetry = initTelemetry({ serviceName: "metering", otlpEndpoint: process.env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  onShutdown(() => telemetry.shutdown());
+  const embedded = cfg.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: cfg.dataDir });
+  if (embedded) onShutdown(() => embedded.close());
+  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema });
+  onShutdown(() => db.close());
+  const { applied } = await migrate(db, migrationsDir);
+  logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, migrationsApplied: applied, ...cfg.service });
+  const service = await createMeteringService({ db, logger, clock: systemClock, config: cfg.service });
+  const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(cfg.apiKeys));
+  const server = await startServer({
+    name: "metering",
+    host: cfg.host,
+    port: cfg.port,
+    routes: service.routes,
+    authenticator,
+    limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX },
+    logger,
+  });
+  await service.start();
+  onShutdown(() => service.stop());
+  onShutdown(() => server.close());
+  if (cfg.otlpPort >= 0) {
+    const otlp = await startOtlpServer({ authenticator, logger, ingest: service.ingest, mappingFor: service.genAiMapping }, cfg.otlpPort, cfg.host);
+    onShutdown(() => otlp.close());
+    logger.info("metering OTLP/HTTP receiver listening", { url: `${otlp.url}/v1/traces` });
+  }
+  logger.info("metering listening", { url: server.url });
+});

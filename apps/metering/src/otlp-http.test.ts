@@ -1,0 +1,95 @@
+import { testBackends } from "@nanobill/db";
+import { silentLogger } from "@nanobill/service-kit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startOtlpServer } from "./otlp-http.js";
+import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
+
+const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const endNs = (BigInt(T0.getTime()) * 1_000_000n - 1_000_000_000n).toString();
+
+function span(spanId: string, attrs: Array<[string, object]>) {
+  return { traceId: TRACE, spanId, name: "chat gpt-x", startTimeUnixNano: endNs, endTimeUnixNano: endNs, attributes: attrs.map(([key, value]) => ({ key, value })) };
+}
+
+const body = (spans: object[]) => ({
+  resourceSpans: [{ resource: { attributes: [{ key: "nanobill.customer_id", value: { stringValue: "cus_otel" } }] }, scopeSpans: [{ scope: { name: "test" }, spans }] }],
+});
+
+const GENAI: Array<[string, object]> = [
+  ["gen_ai.request.model", { stringValue: "gpt-x" }],
+  ["gen_ai.system", { stringValue: "openai" }],
+  ["gen_ai.usage.input_tokens", { intValue: "1234" }],
+  ["gen_ai.usage.output_tokens", { intValue: 567 }],
+];
+
+const [backend] = testBackends();
+
+describe("OTLP/HTTP GenAI receiver", () => {
+  let h: Harness;
+  let url: string;
+  let close: () => Promise<void>;
+  beforeAll(async () => {
+    h = await openHarness(await backend!.open());
+    const s = await startOtlpServer({ authenticator, logger: silentLogger, ingest: h.service.ingest, mappingFor: h.service.genAiMapping }, 0, "127.0.0.1");
+    url = `${s.url}/v1/traces`;
+    close = s.close;
+  });
+  afterAll(async () => {
+    await close?.();
+    await h?.close();
+  });
+
+  const post = (b: unknown, key: string | null = KEYS.ingestA, type = "application/json") =>
+    fetch(url, { method: "POST", headers: { "content-type": type, ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: typeof b === "string" ? b : JSON.stringify(b) });
+
+  it("turns gen_ai spans into usage events keyed by span id, with the span's trace context", async () => {
+    const res = await post(body([span("00f067aa0ba902b7", GENAI), span("00f067aa0ba902b8", [["http.method", { stringValue: "GET" }]])]));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({});
+    const events = await h.service.store.listTenantEvents("tnt_a", 1000);
+    const e = events.find((x) => x.id === "span_00f067aa0ba902b7")!;
+    expect(e.customerId).toBe("cus_otel");
+    expect(e.type).toBe("llm.call");
+    expect(e.properties).toEqual({
+      model: { kind: "string", value: "gpt-x" },
+      provider: { kind: "string", value: "openai" },
+      input_tokens: { kind: "int", value: 1234n },
+      output_tokens: { kind: "int", value: 567n },
+    });
+    expect(e.traceparent).toBe(`00-${TRACE}-00f067aa0ba902b7-01`);
+    expect(events.some((x) => x.id === "span_00f067aa0ba902b8")).toBe(false);
+    // Re-exporting the same span stores nothing new.
+    expect((await post(body([span("00f067aa0ba902b7", GENAI)]))).status).toBe(200);
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id === "span_00f067aa0ba902b7").length).toBe(1);
+  });
+
+  it("follows the tenant's GenAI mapping set through SetGenAiMapping", async () => {
+    const c = h.client(KEYS.adminA);
+    await c.setGenAiMapping({
+      mapping: { eventType: "genai.tokens", customerAttribute: "app.customer", spanAttributeRequired: "gen_ai.usage.output_tokens", properties: [{ attribute: "gen_ai.usage.output_tokens", property: "out_tokens" }] },
+    });
+    expect((await c.getGenAiMapping({})).mapping!.eventType).toBe("genai.tokens");
+    await post(body([span("1111111111111111", [...GENAI, ["app.customer", { stringValue: "cus_map" }]])]));
+    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_1111111111111111")!;
+    expect(e).toMatchObject({ type: "genai.tokens", customerId: "cus_map", properties: { out_tokens: { kind: "int", value: 567n } } });
+    await c.setGenAiMapping({ mapping: { eventType: "llm.call", customerAttribute: "nanobill.customer_id", spanAttributeRequired: "gen_ai.usage.input_tokens", properties: [{ attribute: "gen_ai.usage.input_tokens", property: "input_tokens" }] } });
+  });
+
+  it("reports spans whose event is rejected (negative tokens) as partial success", async () => {
+    const res = await post(body([span("2222222222222222", [["gen_ai.usage.input_tokens", { intValue: "-5" }]])]));
+    expect(res.status).toBe(200);
+    const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
+    expect(j.partialSuccess.rejectedSpans).toBe("1");
+    expect(j.partialSuccess.errorMessage).toContain("properties.input_tokens");
+  });
+
+  it("refuses a missing key, a read-only key, protobuf bodies and malformed JSON", async () => {
+    expect((await post(body([]), null)).status).toBe(401);
+    expect((await post(body([]), KEYS.readA)).status).toBe(403);
+    expect((await post("x", KEYS.ingestA, "application/x-protobuf")).status).toBe(415);
+    expect((await post("{not json", KEYS.ingestA)).status).toBe(400);
+    const bad = await post(body([{ traceId: TRACE, spanId: "xyz", attributes: [] }]));
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { message: string }).message).toContain("spanId");
+  });
+});

@@ -1,0 +1,169 @@
+// OTLP/HTTP (JSON) receiver for OpenTelemetry GenAI spans: POST /v1/traces with
+// Content-Type application/json and `authorization: Bearer <ingest key>`. Spans with gen_ai.*
+// usage attributes become usage events through the tenant's GenAI mapping and go through the
+// same validation, dedupe and durable write as IngestEvents. Answers an OTLP
+// ExportTraceServiceResponse (partialSuccess counts spans whose event was rejected).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { ANY_TENANT, TENANT_HEADER, hasScope, isTenantId, type Authenticator, type Logger } from "@nanobill/service-kit";
+import { IngestStatus, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import type { EventInput } from "./domain/event.js";
+import { GENAI_MAPPING_DEFAULT, spansToEvents, type AttributeValue, type GenAiMapping, type GenAiSpan } from "./domain/genai.js";
+import { EVENTS_PER_REQUEST_MAX, OTLP_BYTES_MAX, OTLP_SPANS_MAX } from "./limits.js";
+
+export class OtlpFormatError extends Error {
+  constructor(readonly field: string, rule: string) {
+    super(`${field}: ${rule}`);
+  }
+}
+
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+const arr = (v: unknown, field: string): unknown[] => {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new OtlpFormatError(field, "must be an array");
+  return v;
+};
+
+function anyValue(v: unknown, field: string): AttributeValue | undefined {
+  if (!isObj(v)) return undefined;
+  if (typeof v.stringValue === "string") return v.stringValue;
+  if (typeof v.boolValue === "boolean") return v.boolValue;
+  if (v.intValue !== undefined) {
+    const s = String(v.intValue);
+    if (!/^-?\d{1,19}$/.test(s)) throw new OtlpFormatError(field, "intValue must be an integer");
+    return BigInt(s);
+  }
+  if (typeof v.doubleValue === "number") return v.doubleValue;
+  return undefined; // arrays, kvlists, bytes: not mapped
+}
+
+function attributes(list: unknown, field: string): Map<string, AttributeValue> {
+  const out = new Map<string, AttributeValue>();
+  for (const [i, kv] of arr(list, field).entries()) {
+    if (!isObj(kv) || typeof kv.key !== "string") throw new OtlpFormatError(`${field}[${i}].key`, "is required");
+    const v = anyValue(kv.value, `${field}[${i}].value`);
+    if (v !== undefined) out.set(kv.key, v);
+  }
+  return out;
+}
+
+/** Parses an OTLP/JSON ExportTraceServiceRequest into spans (ids as lower-case hex). */
+export function parseOtlpJson(body: unknown): GenAiSpan[] {
+  if (!isObj(body)) throw new OtlpFormatError("body", "must be a JSON object");
+  const spans: GenAiSpan[] = [];
+  for (const [r, rs] of arr(body.resourceSpans, "resourceSpans").entries()) {
+    if (!isObj(rs)) throw new OtlpFormatError(`resourceSpans[${r}]`, "must be an object");
+    const resourceAttributes = attributes(isObj(rs.resource) ? rs.resource.attributes : undefined, `resourceSpans[${r}].resource.attributes`);
+    for (const [s, ss] of arr(rs.scopeSpans, `resourceSpans[${r}].scopeSpans`).entries()) {
+      if (!isObj(ss)) throw new OtlpFormatError(`resourceSpans[${r}].scopeSpans[${s}]`, "must be an object");
+      for (const [k, sp] of arr(ss.spans, `resourceSpans[${r}].scopeSpans[${s}].spans`).entries()) {
+        const f = `resourceSpans[${r}].scopeSpans[${s}].spans[${k}]`;
+        if (!isObj(sp)) throw new OtlpFormatError(f, "must be an object");
+        if (spans.length >= OTLP_SPANS_MAX) throw new OtlpFormatError("resourceSpans", `at most ${OTLP_SPANS_MAX} spans per request`);
+        const traceId = typeof sp.traceId === "string" ? sp.traceId.toLowerCase() : "";
+        const spanId = typeof sp.spanId === "string" ? sp.spanId.toLowerCase() : "";
+        if (!/^[0-9a-f]{16}$/.test(spanId)) throw new OtlpFormatError(`${f}.spanId`, "must be 16 hex digits");
+        if (!/^[0-9a-f]{32}$/.test(traceId)) throw new OtlpFormatError(`${f}.traceId`, "must be 32 hex digits");
+        const end = sp.endTimeUnixNano === undefined ? "0" : String(sp.endTimeUnixNano);
+        if (!/^\d{1,20}$/.test(end)) throw new OtlpFormatError(`${f}.endTimeUnixNano`, "must be an unsigned integer");
+        spans.push({ traceId, spanId, endTimeUnixNano: BigInt(end), attributes: attributes(sp.attributes, `${f}.attributes`), resourceAttributes });
+      }
+    }
+  }
+  return spans;
+}
+
+export interface OtlpReceiverDeps {
+  authenticator: Authenticator;
+  logger: Logger;
+  ingest(tenant: string, events: EventInput[]): Promise<IngestResult[]>;
+  mappingFor(tenant: string): Promise<GenAiMapping>;
+}
+
+function send(res: ServerResponse, status: number, body: object): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > OTLP_BYTES_MAX) return undefined;
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The request handler (mount it on any node:http server). */
+export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.url?.split("?")[0] !== "/v1/traces") return send(res, 404, { message: "only /v1/traces is served" });
+    if (req.method !== "POST") return send(res, 405, { message: "POST only" });
+    const principal = deps.authenticator.authenticate(req.headers.authorization ?? null);
+    if (!principal) return send(res, 401, { message: "missing or invalid API key" });
+    if (!hasScope(principal, "ingest")) return send(res, 403, { message: `key ${principal.keyId} lacks scope "ingest"` });
+    let tenant = principal.tenant;
+    if (principal.scopes.includes("internal")) {
+      const t = req.headers[TENANT_HEADER];
+      if (typeof t === "string" && t !== "") {
+        if (!isTenantId(t) || (principal.tenant !== ANY_TENANT && principal.tenant !== t)) return send(res, 403, { message: `${TENANT_HEADER}: not allowed` });
+        tenant = t;
+      }
+      if (tenant === ANY_TENANT) return send(res, 400, { message: `${TENANT_HEADER}: required for internal keys` });
+    }
+    const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim();
+    if (type !== "application/json")
+      return send(res, 415, { message: "content-type: only application/json (OTLP/JSON) is accepted; protobuf is not implemented" });
+    const body = await readBody(req);
+    if (!body) return send(res, 413, { message: `body: at most ${OTLP_BYTES_MAX} bytes` });
+    let spans: GenAiSpan[];
+    try {
+      spans = parseOtlpJson(JSON.parse(body.toString("utf8")));
+    } catch (e) {
+      if (e instanceof OtlpFormatError || e instanceof SyntaxError) return send(res, 400, { message: e.message });
+      throw e;
+    }
+    const { events } = spansToEvents(spans, await deps.mappingFor(tenant));
+    let rejected = 0;
+    const messages: string[] = [];
+    for (let i = 0; i < events.length; i += EVENTS_PER_REQUEST_MAX) {
+      const results = await deps.ingest(tenant, events.slice(i, i + EVENTS_PER_REQUEST_MAX));
+      for (const r of results) {
+        if (r.status === IngestStatus.REJECTED || r.status === IngestStatus.CONFLICT) {
+          rejected++;
+          if (messages.length < 5) messages.push(`${r.eventId}: ${r.message}`);
+        }
+      }
+    }
+    send(res, 200, rejected > 0 ? { partialSuccess: { rejectedSpans: String(rejected), errorMessage: messages.join("; ") } } : {});
+  }
+  return (req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      const unavailable = typeof e === "object" && e !== null && ((e as { code?: unknown }).code === "unavailable" || (e as Error).name === "IngestQueueFullError");
+      deps.logger.error("otlp request failed", { err: e });
+      if (!res.headersSent) send(res, unavailable ? 503 : 500, { message: unavailable ? "unavailable, retry later" : "internal error" });
+    });
+  };
+}
+
+/** A node:http server serving the OTLP handler (port 0 = any free port). */
+export async function startOtlpServer(deps: OtlpReceiverDeps, port: number, host = "0.0.0.0"): Promise<{ url: string; port: number; close(): Promise<void> }> {
+  const server: Server = createServer(createOtlpHandler(deps));
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address();
+  const actual = typeof addr === "object" && addr ? addr.port : port;
+  return {
+    url: `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${actual}`,
+    port: actual,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export { GENAI_MAPPING_DEFAULT };

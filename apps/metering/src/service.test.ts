@@ -1,0 +1,230 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { testBackends } from "@nanobill/db";
+import {
+  Aggregation,
+  EventSchema,
+  IngestStatus,
+  Window,
+  type Event,
+  type PropertyValue,
+} from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEYS, openHarness, T0, type Harness } from "./test-support.js";
+import { EVENTS_PER_REQUEST_MAX } from "./limits.js";
+
+const int = (v: bigint | number): PropertyValue => ({ $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: "intValue", value: BigInt(v) } });
+const str = (v: string): PropertyValue => ({ $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: "stringValue", value: v } });
+
+function llmEvent(id: string, over: Partial<Event> = {}): Event {
+  return create(EventSchema, {
+    id,
+    customerId: "cus_1",
+    type: "llm.call",
+    timestamp: timestampFromDate(new Date(T0.getTime() - 60_000)),
+    properties: { model: str("gpt-x"), provider: str("openai"), input_tokens: int(1234), output_tokens: int(567) },
+    ...over,
+  });
+}
+
+async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+}
+
+for (const backend of testBackends()) {
+  describe(`metering service (${backend.name})`, () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await openHarness(await backend.open());
+    });
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it("accepts a new event, reports a retry as duplicate and a changed reuse as conflict", async () => {
+      const c = h.client(KEYS.adminA);
+      const first = await c.ingestEvents({ events: [llmEvent("evt_svc_1")] });
+      expect(first.results[0]!.status).toBe(IngestStatus.ACCEPTED);
+      expect(first.results[0]!.sequence).toBeGreaterThan(0n);
+      expect(first.acceptedCount).toBe(1);
+      const again = await c.ingestEvents({ events: [llmEvent("evt_svc_1")] });
+      expect(again.results[0]!.status).toBe(IngestStatus.DUPLICATE);
+      expect(again.results[0]!.sequence).toBe(first.results[0]!.sequence);
+      const changed = await c.ingestEvents({ events: [llmEvent("evt_svc_1", { customerId: "cus_2" })] });
+      expect(changed.results[0]!.status).toBe(IngestStatus.CONFLICT);
+      expect(changed.results[0]!.field).toBe("id");
+      expect(changed.conflictCount).toBe(1);
+    });
+
+    it("gives one result per event in order and a bad event does not drop the batch", async () => {
+      const c = h.client(KEYS.ingestA);
+      const res = await c.ingestEvents({
+        events: [
+          llmEvent("evt_ord_1"),
+          llmEvent("evt_ord_2", { customerId: "" }),
+          llmEvent("evt_ord_3"),
+          llmEvent("evt_ord_1"),
+          llmEvent("evt_ord_3", { type: "other" }),
+        ],
+      });
+      expect(res.results.map((r) => [r.eventId, r.status])).toEqual([
+        ["evt_ord_1", IngestStatus.ACCEPTED],
+        ["evt_ord_2", IngestStatus.REJECTED],
+        ["evt_ord_3", IngestStatus.ACCEPTED],
+        ["evt_ord_1", IngestStatus.DUPLICATE],
+        ["evt_ord_3", IngestStatus.CONFLICT],
+      ]);
+      expect(res.results[1]!.field).toBe("customer_id");
+    });
+
+    it("rejects each malformed event naming its field and writes nothing for it", async () => {
+      const c = h.client(KEYS.adminA);
+      const cases: Array<[Event, string, string]> = [
+        [llmEvent("evt_bad_1", { customerId: "" }), "customer_id", "required"],
+        [llmEvent("evt_bad_2", { properties: { input_tokens: int(-5) } }), "properties.input_tokens", "negative"],
+        [
+          llmEvent("evt_bad_3", { properties: { output_tokens: { $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: "decimalValue", value: "12.5" } } } }),
+          "properties.output_tokens",
+          "not_integer",
+        ],
+        [llmEvent("evt_bad_4", { timestamp: { $typeName: "google.protobuf.Timestamp", seconds: 1n, nanos: -1 } }), "timestamp", "unparseable"],
+        [llmEvent("evt_bad_5", { timestamp: timestampFromDate(new Date(T0.getTime() + 6 * 60_000)) }), "timestamp", "too_far_in_future"],
+        [llmEvent("evt_bad_6", { timestamp: timestampFromDate(new Date(T0.getTime() - 36 * 86_400_000)) }), "timestamp", "period_closed"],
+        [llmEvent("", {}), "id", "required"],
+        [llmEvent("evt_bad_8", { type: "" }), "type", "required"],
+        [llmEvent("evt_bad_9", { properties: { x: { $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: undefined } } } }), "properties.x", "required"],
+      ];
+      const res = await c.ingestEvents({ events: cases.map((x) => x[0]) });
+      res.results.forEach((r, i) => {
+        expect(r.status).toBe(IngestStatus.REJECTED);
+        expect(r.field).toBe(cases[i]![1]);
+        expect(r.reason).toBe(cases[i]![2]);
+        expect(r.message).toContain(cases[i]![1]);
+      });
+      const stored = await h.service.store.listTenantEvents("tnt_a", 10_000);
+      expect(stored.filter((e) => e.id.startsWith("evt_bad_"))).toEqual([]);
+    });
+
+    it("refuses an empty or oversized batch with InvalidArgument", async () => {
+      const c = h.client(KEYS.adminA);
+      expect(await codeOf(c.ingestEvents({ events: [] }))).toBe(Code.InvalidArgument);
+      const many = Array.from({ length: EVENTS_PER_REQUEST_MAX + 1 }, (_, i) => llmEvent(`evt_many_${i}`));
+      expect(await codeOf(c.ingestEvents({ events: many }))).toBe(Code.InvalidArgument);
+    });
+
+    it("keeps tenants apart: the same id in two tenants is two events", async () => {
+      const a = await h.client(KEYS.adminA).ingestEvents({ events: [llmEvent("evt_shared")] });
+      const b = await h.client(KEYS.adminB).ingestEvents({ events: [llmEvent("evt_shared", { customerId: "cus_other" })] });
+      expect(a.results[0]!.status).toBe(IngestStatus.ACCEPTED);
+      expect(b.results[0]!.status).toBe(IngestStatus.ACCEPTED);
+    });
+
+    it("requires a key, and the internal scope for ReadEvents", async () => {
+      expect(await codeOf(h.client("sk_wrong_key_000000000000").ingestEvents({ events: [llmEvent("evt_x")] }))).toBe(Code.Unauthenticated);
+      expect(await codeOf(h.client(KEYS.adminA).readEvents({ afterSequence: 0n }))).toBe(Code.PermissionDenied);
+      expect(await codeOf(h.client(KEYS.readA).ingestEvents({ events: [llmEvent("evt_x")] }))).toBe(Code.PermissionDenied);
+    });
+
+    it("serves accepted events of all tenants on ReadEvents in sequence order with tenant and trace context", async () => {
+      const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+      await h.client(KEYS.adminA).ingestEvents({ events: [llmEvent("evt_rd_1", { traceContext: { $typeName: "nanobill.common.v1.TraceContext", traceparent: tp, tracestate: "k=v" } })] });
+      const internal = h.client(KEYS.internal);
+      const all: bigint[] = [];
+      let after = 0n;
+      for (;;) {
+        const page = await internal.readEvents({ afterSequence: after, maxEvents: 3 });
+        if (page.events.length === 0) break;
+        all.push(...page.events.map((e) => e.sequence));
+        after = page.lastSequence;
+      }
+      expect(all).toEqual([...all].sort((x, y) => (x < y ? -1 : 1)));
+      const page = await internal.readEvents({ afterSequence: 0n, maxEvents: 10_000 });
+      const e = page.events.find((x) => x.event!.id === "evt_rd_1")!;
+      expect(e.tenant).toBe("tnt_a");
+      expect(e.event!.traceContext?.traceparent).toBe(tp);
+      expect(e.event!.traceContext?.tracestate).toBe("k=v");
+      expect(e.event!.properties["input_tokens"]!.kind).toEqual({ case: "intValue", value: 1234n });
+      expect(new Set(page.events.map((x) => x.tenant))).toEqual(new Set(["tnt_a", "tnt_b"]));
+    });
+
+    it("long-polls ReadEvents until a commit lands", async () => {
+      const internal = h.client(KEYS.internal);
+      const head = await internal.readEvents({ afterSequence: 0n, maxEvents: 10_000 });
+      const waiting = internal.readEvents({ afterSequence: head.lastSequence, waitMs: 20_000 });
+      await new Promise((r) => setTimeout(r, 30));
+      await h.client(KEYS.adminA).ingestEvents({ events: [llmEvent("evt_wake_1")] });
+      const got = await waiting;
+      expect(got.events.map((e) => e.event!.id)).toEqual(["evt_wake_1"]);
+      const empty = await internal.readEvents({ afterSequence: got.lastSequence, waitMs: 60 });
+      expect(empty.events).toEqual([]);
+      expect(empty.lastSequence).toBe(got.lastSequence);
+    });
+
+    it("refuses ReadEvents arguments past their limits", async () => {
+      const internal = h.client(KEYS.internal);
+      expect(await codeOf(internal.readEvents({ maxEvents: 10_001 }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(internal.readEvents({ waitMs: 30_001 }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(internal.readEvents({ afterSequence: -1n }))).toBe(Code.InvalidArgument);
+    });
+
+    it("acknowledges an IngestStream in the order the events were sent", async () => {
+      const c = h.client(KEYS.adminA);
+      async function* msgs() {
+        yield { events: [llmEvent("evt_st_1"), llmEvent("evt_st_2")] };
+        yield { events: [llmEvent("evt_st_1"), llmEvent("evt_st_3", { customerId: "" })] };
+      }
+      const res = await c.ingestStream(msgs());
+      expect(res.results.map((r) => [r.eventId, r.status])).toEqual([
+        ["evt_st_1", IngestStatus.ACCEPTED],
+        ["evt_st_2", IngestStatus.ACCEPTED],
+        ["evt_st_1", IngestStatus.DUPLICATE],
+        ["evt_st_3", IngestStatus.REJECTED],
+      ]);
+    });
+
+    it("defines a meter idempotently, backfills it, and answers QueryUsage from buckets", async () => {
+      const c = h.client(KEYS.adminA);
+      const meter = { id: "input_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] };
+      const created = await c.createMeter({ meter });
+      expect(created.meter!.id).toBe("input_tokens");
+      expect((await c.createMeter({ meter })).meter!.id).toBe("input_tokens");
+      expect(await codeOf(c.createMeter({ meter: { ...meter, valueProperty: "output_tokens" } }))).toBe(Code.AlreadyExists);
+      await h.service.runBackfills();
+      const got = await c.getMeter({ meterId: "input_tokens" });
+      expect(got.meter!.backfill!.doneSequence).toBe(got.meter!.backfill!.throughSequence);
+      await c.ingestEvents({ events: [llmEvent("evt_q_1", { customerId: "cus_q" }), llmEvent("evt_q_1", { customerId: "cus_q" })] });
+      const day = Date.UTC(2026, 10, 20);
+      const usage = await c.queryUsage({
+        meterId: "input_tokens",
+        customerIds: ["cus_q"],
+        startTime: timestampFromDate(new Date(day)),
+        endTime: timestampFromDate(new Date(day + 86_400_000)),
+        window: Window.WHOLE,
+        groupBy: ["model"],
+        groupByCustomer: true,
+      });
+      expect(usage.rows.map((r) => [r.customerId, r.group, r.value, r.eventCount])).toEqual([["cus_q", { model: "gpt-x" }, "1234", 1n]]);
+      expect(await codeOf(c.queryUsage({ meterId: "nope", window: Window.DAY }))).toBe(Code.NotFound);
+      expect(await codeOf(c.queryUsage({ meterId: "input_tokens", window: Window.UNSPECIFIED }))).toBe(Code.InvalidArgument);
+      const list = await c.listMeters({});
+      expect(list.meters.map((m) => m.id)).toEqual(["input_tokens"]);
+    });
+
+    it("refuses events in a closed period but still recognises retries of stored ones", async () => {
+      const c = h.client(KEYS.adminA);
+      await c.ingestEvents({ events: [llmEvent("evt_cl_1", { customerId: "cus_cl" })] });
+      await c.closeUsagePeriod({ customerId: "cus_cl", closeTime: timestampFromDate(T0) });
+      const res = await c.ingestEvents({ events: [llmEvent("evt_cl_1", { customerId: "cus_cl" }), llmEvent("evt_cl_2", { customerId: "cus_cl" })] });
+      expect(res.results.map((r) => [r.status, r.reason])).toEqual([
+        [IngestStatus.DUPLICATE, ""],
+        [IngestStatus.REJECTED, "period_closed"],
+      ]);
+    });
+  });
+}

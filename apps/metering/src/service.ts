@@ -1,0 +1,303 @@
+// RPC handlers: decode -> domain -> store -> encode. Thin; no SQL here.
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { PageResponseSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import {
+  CloseUsagePeriodResponseSchema,
+  CreateMeterResponseSchema,
+  GetMeterResponseSchema,
+  IngestEventsResponseSchema,
+  IngestStatus,
+  IngestStreamResponseSchema,
+  ListMetersResponseSchema,
+  QueryUsageResponseSchema,
+  ReadEventsResponseSchema,
+  SetGenAiMappingResponseSchema,
+  GetGenAiMappingResponseSchema,
+  type Event as PbEvent,
+  type IngestResult,
+  type MeteringService,
+} from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import { invalidArgument, limitExceeded, notFound, alreadyExists, requireScope, tenantOf } from "@nanobill/service-kit";
+import { currentTraceContext } from "@nanobill/telemetry";
+import type { MeteringConfig } from "./config.js";
+import { validateEvent, type EventInput } from "./domain/event.js";
+import { sameDefinition, validateMeter } from "./domain/meter.js";
+import { GENAI_MAPPING_DEFAULT, validateGenAiMapping, type GenAiMapping } from "./domain/genai.js";
+import { combineBuckets, planQuery, type UsageQuery } from "./domain/usage.js";
+import {
+  EVENTS_PER_REQUEST_MAX,
+  EVENTS_PER_STREAM_MAX,
+  METERS_PAGE_DEFAULT,
+  METERS_PAGE_MAX,
+  QUERY_ROWS_MAX,
+  READ_EVENTS_DEFAULT,
+  READ_EVENTS_MAX,
+  READ_WAIT_MS_MAX,
+  READ_WAITERS_MAX,
+} from "./limits.js";
+import {
+  eventFromPb,
+  filterFromPb,
+  genAiMappingFromPb,
+  genAiMappingToPb,
+  meterFromPb,
+  meterToPb,
+  outcomeToResult,
+  rejectedResult,
+  storedEventToPb,
+  timestampToUs,
+  usToTimestamp,
+  usageRowToPb,
+  windowFromPb,
+} from "./mapping.js";
+import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
+import type { MeteringStore } from "./store/store.js";
+
+/** Most bucket (and unique value) rows read to answer one QueryUsage. */
+export const QUERY_BUCKETS_SCAN_MAX = 500_000;
+
+export interface HandlerDeps {
+  store: MeteringStore;
+  committer: GroupCommitter;
+  signal: CommitSignal;
+  clock: Clock;
+  logger: Logger;
+  config: MeteringConfig;
+  /** True once stop() began: long polls return at once. */
+  isStopping(): boolean;
+  /** Starts pending backfills (not awaited by CreateMeter). */
+  kickBackfill(): void;
+}
+
+/** Validates events and writes the valid ones through the group committer; one result per input, in order. */
+export async function ingestInputs(deps: HandlerDeps, tenant: string, inputs: EventInput[]): Promise<IngestResult[]> {
+  const nowUs = BigInt(deps.clock.now().getTime()) * 1000n;
+  const lateEventAgeUs = BigInt(deps.config.lateEventAgeMs) * 1000n;
+  const defaultTraceContext = currentTraceContext();
+  const results: (IngestResult | undefined)[] = new Array(inputs.length);
+  const items = [];
+  const positions: number[] = [];
+  for (let i = 0; i < inputs.length; i++) {
+    const input = inputs[i]!;
+    const v = validateEvent(input, { nowUs, lateEventAgeUs, defaultTraceContext });
+    if (!v.ok) results[i] = rejectedResult(input.id, v.rejection);
+    else {
+      items.push({ tenant, event: v.event });
+      positions.push(i);
+    }
+  }
+  const outcomes = await deps.committer.submit(items);
+  outcomes.forEach((o, j) => {
+    const i = positions[j]!;
+    results[i] = outcomeToResult(inputs[i]!.id, o);
+  });
+  return results as IngestResult[];
+}
+
+/** The tenant's GenAI mapping, or the default. */
+export async function genAiMappingOf(store: MeteringStore, tenant: string): Promise<GenAiMapping> {
+  const stored = (await store.getGenAiMapping(tenant)) as GenAiMapping | undefined;
+  return stored ?? GENAI_MAPPING_DEFAULT;
+}
+
+function checkBatch(events: PbEvent[], field: string): void {
+  if (events.length === 0) throw invalidArgument(field, "at least one event is required");
+  if (events.length > EVENTS_PER_REQUEST_MAX) throw invalidArgument(field, `at most ${EVENTS_PER_REQUEST_MAX} events per request`);
+}
+
+function counts(results: IngestResult[]) {
+  let acceptedCount = 0, duplicateCount = 0, conflictCount = 0, rejectedCount = 0;
+  for (const r of results) {
+    if (r.status === IngestStatus.ACCEPTED) acceptedCount++;
+    else if (r.status === IngestStatus.DUPLICATE) duplicateCount++;
+    else if (r.status === IngestStatus.CONFLICT) conflictCount++;
+    else rejectedCount++;
+  }
+  return { acceptedCount, duplicateCount, conflictCount, rejectedCount };
+}
+
+const METER_ID_RE = /^[a-z][a-z0-9_]{0,63}$/;
+const CUSTOMER_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+const encodePageToken = (lastId: string) => Buffer.from(lastId, "utf8").toString("base64url");
+function decodePageToken(token: string): string {
+  if (token === "") return "";
+  const id = Buffer.from(token, "base64url").toString("utf8");
+  if (!/^[a-z][a-z0-9_]{0,63}$/.test(id)) throw invalidArgument("page.page_token", "is not a token from a previous page");
+  return id;
+}
+
+export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringService> {
+  const { store } = deps;
+  let readWaiters = 0;
+
+  async function requireMeter(tenant: string, meterId: string) {
+    if (meterId === "") throw invalidArgument("meter_id", "is required");
+    if (!METER_ID_RE.test(meterId)) throw invalidArgument("meter_id", "must match [a-z][a-z0-9_]{0,63}");
+    const m = await store.getMeter(tenant, meterId);
+    if (!m) throw notFound("meter", meterId);
+    return m;
+  }
+
+  return {
+    async ingestEvents(req, ctx) {
+      requireScope(ctx, "ingest");
+      const tenant = tenantOf(ctx);
+      checkBatch(req.events, "events");
+      const results = await ingestInputs(deps, tenant, req.events.map(eventFromPb));
+      return create(IngestEventsResponseSchema, { results, ...counts(results) });
+    },
+
+    async ingestStream(reqs, ctx) {
+      requireScope(ctx, "ingest");
+      const tenant = tenantOf(ctx);
+      const results: IngestResult[] = [];
+      for await (const req of reqs) {
+        checkBatch(req.events, "events");
+        if (results.length + req.events.length > EVENTS_PER_STREAM_MAX)
+          throw invalidArgument("events", `at most ${EVENTS_PER_STREAM_MAX} events per stream`);
+        // Each message is committed before the next is read: in-order acks and back-pressure.
+        results.push(...(await ingestInputs(deps, tenant, req.events.map(eventFromPb))));
+      }
+      return create(IngestStreamResponseSchema, { results });
+    },
+
+    async readEvents(req, ctx: HandlerContext) {
+      requireScope(ctx, "internal");
+      if (req.afterSequence < 0n) throw invalidArgument("after_sequence", "must not be negative");
+      if (req.maxEvents > READ_EVENTS_MAX) throw invalidArgument("max_events", `at most ${READ_EVENTS_MAX}`);
+      if (req.waitMs > READ_WAIT_MS_MAX) throw invalidArgument("wait_ms", `at most ${READ_WAIT_MS_MAX}`);
+      const max = req.maxEvents === 0 ? READ_EVENTS_DEFAULT : req.maxEvents;
+      const deadline = Date.now() + req.waitMs;
+      let events = await store.readEvents(req.afterSequence, max);
+      if (events.length === 0 && req.waitMs > 0) {
+        if (readWaiters >= READ_WAITERS_MAX) throw limitExceeded("wait_ms (concurrent long polls)", READ_WAITERS_MAX);
+        readWaiters++;
+        try {
+          while (events.length === 0 && !ctx.signal.aborted && !deps.isStopping()) {
+            const left = deadline - Date.now();
+            if (left <= 0) break;
+            await deps.signal.wait(Math.min(left, deps.config.readPollIntervalMs), ctx.signal);
+            events = await store.readEvents(req.afterSequence, max);
+          }
+        } finally {
+          readWaiters--;
+        }
+      }
+      return create(ReadEventsResponseSchema, {
+        events: events.map(storedEventToPb),
+        lastSequence: events.length > 0 ? events[events.length - 1]!.sequence : req.afterSequence,
+      });
+    },
+
+    async createMeter(req, ctx) {
+      requireScope(ctx, "admin");
+      const tenant = tenantOf(ctx);
+      if (!req.meter) throw invalidArgument("meter", "is required");
+      const check = validateMeter(meterFromPb(req.meter));
+      if (!check.ok) throw invalidArgument(check.field, check.rule);
+      const nowUs = BigInt(deps.clock.now().getTime()) * 1000n;
+      const out = await store.createMeter(tenant, check.meter, nowUs, sameDefinition);
+      switch (out.status) {
+        case "too_many":
+          throw limitExceeded("meters per tenant", 1000);
+        case "conflict":
+          throw alreadyExists("meter.id", check.meter.id);
+        case "created":
+          deps.kickBackfill();
+          return create(CreateMeterResponseSchema, { meter: meterToPb(out.meter) });
+        case "exists":
+          return create(CreateMeterResponseSchema, { meter: meterToPb(out.meter) });
+      }
+    },
+
+    async getMeter(req, ctx) {
+      requireScope(ctx, "read");
+      const tenant = tenantOf(ctx);
+      return create(GetMeterResponseSchema, { meter: meterToPb(await requireMeter(tenant, req.meterId)) });
+    },
+
+    async listMeters(req, ctx) {
+      requireScope(ctx, "read");
+      const tenant = tenantOf(ctx);
+      const size = req.page?.pageSizeMax ?? 0;
+      if (size > METERS_PAGE_MAX) throw invalidArgument("page.page_size_max", `at most ${METERS_PAGE_MAX}`);
+      const limit = size === 0 ? METERS_PAGE_DEFAULT : size;
+      const after = decodePageToken(req.page?.pageToken ?? "");
+      const meters = await store.listMeters(tenant, after, limit + 1);
+      const page = meters.slice(0, limit);
+      const more = meters.length > limit;
+      return create(ListMetersResponseSchema, {
+        meters: page.map(meterToPb),
+        page: create(PageResponseSchema, { nextPageToken: more ? encodePageToken(page[page.length - 1]!.definition.id) : "" }),
+      });
+    },
+
+    async queryUsage(req, ctx) {
+      requireScope(ctx, "read");
+      const tenant = tenantOf(ctx);
+      const meter = await requireMeter(tenant, req.meterId);
+      const window = windowFromPb(req.window);
+      if (!window) throw invalidArgument("window", "is required (MINUTE, HOUR, DAY or WHOLE)");
+      if (!req.startTime) throw invalidArgument("start_time", "is required");
+      if (!req.endTime) throw invalidArgument("end_time", "is required");
+      const startUs = timestampToUs(req.startTime);
+      const endUs = timestampToUs(req.endTime);
+      if (startUs === undefined) throw invalidArgument("start_time", "is not a valid timestamp");
+      if (endUs === undefined) throw invalidArgument("end_time", "is not a valid timestamp");
+      for (const [i, c] of req.customerIds.entries())
+        if (!CUSTOMER_ID_RE.test(c)) throw invalidArgument(`customer_ids[${i}]`, "must be 1-128 characters of [A-Za-z0-9._:-]");
+      const q: UsageQuery = {
+        startUs,
+        endUs,
+        window,
+        customerIds: [...new Set(req.customerIds)],
+        groupBy: [...req.groupBy],
+        groupByCustomer: req.groupByCustomer,
+        filters: req.filters.map(filterFromPb),
+      };
+      const plan = planQuery(meter.definition, q);
+      if (!plan.ok) throw invalidArgument(plan.field, plan.rule);
+      const buckets = await store.readBuckets(tenant, meter.definition.id, plan.level, startUs, endUs, q.customerIds, QUERY_BUCKETS_SCAN_MAX + 1);
+      if (buckets.length > QUERY_BUCKETS_SCAN_MAX) throw limitExceeded("buckets scanned (narrow the range or use a larger window)", QUERY_BUCKETS_SCAN_MAX);
+      const uniques =
+        meter.definition.aggregation === "unique_count"
+          ? await store.readUniqueValues(tenant, meter.definition.id, plan.level, startUs, endUs, q.customerIds, QUERY_BUCKETS_SCAN_MAX + 1)
+          : [];
+      if (uniques.length > QUERY_BUCKETS_SCAN_MAX) throw limitExceeded("unique values scanned (narrow the range)", QUERY_BUCKETS_SCAN_MAX);
+      const rows = combineBuckets(meter.definition, q, buckets, uniques);
+      if (rows.length > QUERY_ROWS_MAX) throw limitExceeded("rows (narrow the query or use a larger window)", QUERY_ROWS_MAX);
+      return create(QueryUsageResponseSchema, { rows: rows.map(usageRowToPb) });
+    },
+
+    async closeUsagePeriod(req, ctx) {
+      requireScope(ctx, "admin");
+      const tenant = tenantOf(ctx);
+      if (!CUSTOMER_ID_RE.test(req.customerId)) throw invalidArgument("customer_id", "is required (1-128 characters of [A-Za-z0-9._:-])");
+      if (!req.closeTime) throw invalidArgument("close_time", "is required");
+      const closeUs = timestampToUs(req.closeTime);
+      if (closeUs === undefined) throw invalidArgument("close_time", "is not a valid timestamp");
+      const stored = await store.closePeriod(tenant, req.customerId, closeUs);
+      return create(CloseUsagePeriodResponseSchema, { closeTime: usToTimestamp(stored) });
+    },
+
+    async setGenAiMapping(req, ctx) {
+      requireScope(ctx, "admin");
+      const tenant = tenantOf(ctx);
+      if (!req.mapping) throw invalidArgument("mapping", "is required");
+      const m = genAiMappingFromPb(req.mapping);
+      const bad = validateGenAiMapping(m);
+      if (bad) throw invalidArgument(bad.field, bad.rule);
+      await store.setGenAiMapping(tenant, m);
+      return create(SetGenAiMappingResponseSchema, { mapping: genAiMappingToPb(m) });
+    },
+
+    async getGenAiMapping(_req, ctx) {
+      requireScope(ctx, "read");
+      const tenant = tenantOf(ctx);
+      return create(GetGenAiMappingResponseSchema, { mapping: genAiMappingToPb(await genAiMappingOf(store, tenant)) });
+    },
+  };
+}

@@ -1,0 +1,430 @@
+// PostgreSQL store of the metering service (via @nanobill/db: pg or PGlite). All SQL lives here.
+import type { Db, Queryable } from "@nanobill/db";
+import { formatDecimal, ONE, SCALE, type Scaled } from "../domain/decimal.js";
+import { decodeProperties, type PropertyValue, type ValidEvent } from "../domain/event.js";
+import type { MeterDefinition } from "../domain/meter.js";
+import { bucketDeltas, type Bucket, type Level, type MeteredEvent, type UniqueValue } from "../domain/usage.js";
+import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX } from "../limits.js";
+
+/** One event of a group commit. */
+export interface IngestItem {
+  tenant: string;
+  event: ValidEvent;
+}
+
+export type ItemOutcome =
+  | { status: "accepted"; sequence: bigint }
+  | { status: "duplicate"; sequence: bigint }
+  | { status: "conflict"; sequence: bigint }
+  | { status: "rejected"; field: string; reason: string; message: string };
+
+/** An event as stored (the downstream cursor's item). */
+export interface StoredEvent {
+  tenant: string;
+  sequence: bigint;
+  id: string;
+  customerId: string;
+  type: string;
+  timestampUs: bigint;
+  properties: Record<string, PropertyValue>;
+  traceparent: string;
+  tracestate: string;
+  receivedUs: bigint;
+}
+
+export interface StoredMeter {
+  tenant: string;
+  definition: MeterDefinition;
+  createdUs: bigint;
+  backfillThroughSequence: bigint;
+  backfillDoneSequence: bigint;
+  backfillEventsDone: bigint;
+}
+
+export type CreateMeterOutcome =
+  | { status: "created"; meter: StoredMeter }
+  | { status: "exists"; meter: StoredMeter }
+  | { status: "conflict"; meter: StoredMeter }
+  | { status: "too_many" };
+
+/** Parses a NUMERIC text (any integer digits, at most SCALE fraction digits) to a scaled bigint. */
+export function parseStoredDecimal(s: string): Scaled {
+  const m = /^(-)?(\d+)(?:\.(\d+))?$/.exec(s);
+  if (!m) throw new Error(`stored NUMERIC is not a decimal: ${s}`);
+  const frac = (m[3] ?? "").replace(/0+$/, "");
+  if (frac.length > SCALE) throw new Error(`stored NUMERIC has more than ${SCALE} fraction digits: ${s}`);
+  const v = BigInt(m[2]!) * ONE + BigInt(frac.padEnd(SCALE, "0") || "0");
+  return m[1] ? -v : v;
+}
+
+const KEY_SEP = "\u0000";
+const keyOf = (tenant: string, id: string) => `${tenant}${KEY_SEP}${id}`;
+
+/** Serializes writers of events (and the readers of the sequence high-water mark). */
+const LOCK_EVENTS = "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE";
+
+function meterFromRow(r: Record<string, unknown>): StoredMeter {
+  return {
+    tenant: r.tenant as string,
+    definition: r.definition as MeterDefinition,
+    createdUs: r.created_us as bigint,
+    backfillThroughSequence: r.backfill_through_sequence as bigint,
+    backfillDoneSequence: r.backfill_done_sequence as bigint,
+    backfillEventsDone: r.backfill_events_done as bigint,
+  };
+}
+
+function eventFromRow(r: Record<string, unknown>): StoredEvent {
+  return {
+    tenant: r.tenant as string,
+    sequence: r.sequence as bigint,
+    id: r.event_id as string,
+    customerId: r.customer_id as string,
+    type: r.type as string,
+    timestampUs: r.timestamp_us as bigint,
+    properties: decodeProperties(r.properties),
+    traceparent: r.traceparent as string,
+    tracestate: r.tracestate as string,
+    receivedUs: r.received_us as bigint,
+  };
+}
+
+const EVENT_COLUMNS = "sequence, tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, received_us";
+
+export interface MeteringStore {
+  readonly db: Db;
+  /** Stores a group of events in one transaction; one outcome per item, in order. */
+  ingest(items: IngestItem[], receivedUs: bigint): Promise<ItemOutcome[]>;
+  /** Events after a sequence, in sequence order (all tenants). */
+  readEvents(afterSequence: bigint, max: number): Promise<StoredEvent[]>;
+  /** All events of a tenant (tests and tools; bounded by max). */
+  listTenantEvents(tenant: string, max: number): Promise<StoredEvent[]>;
+  createMeter(tenant: string, def: MeterDefinition, nowUs: bigint, same: (a: MeterDefinition, b: MeterDefinition) => boolean): Promise<CreateMeterOutcome>;
+  getMeter(tenant: string, meterId: string): Promise<StoredMeter | undefined>;
+  listMeters(tenant: string, afterId: string, limit: number): Promise<StoredMeter[]>;
+  /** Meters whose backfill is not finished (all tenants). */
+  pendingBackfills(limit: number): Promise<Array<{ tenant: string; meterId: string }>>;
+  /** Backfills one chunk; true when the meter's backfill is complete. */
+  backfillStep(tenant: string, meterId: string, chunk?: number): Promise<boolean>;
+  readBuckets(tenant: string, meterId: string, level: Level, startUs: bigint, endUs: bigint, customerIds: string[], limit: number): Promise<Bucket[]>;
+  readUniqueValues(tenant: string, meterId: string, level: Level, startUs: bigint, endUs: bigint, customerIds: string[], limit: number): Promise<UniqueValue[]>;
+  /** Raises a customer's closed-through time (never lowers it); returns the stored value. */
+  closePeriod(tenant: string, customerId: string, closeUs: bigint): Promise<bigint>;
+  getGenAiMapping(tenant: string): Promise<unknown | undefined>;
+  setGenAiMapping(tenant: string, mapping: unknown): Promise<void>;
+}
+
+export function createMeteringStore(db: Db): MeteringStore {
+  async function writeUsage(tx: Queryable, buckets: Bucket[], uniques: UniqueValue[]): Promise<void> {
+    if (buckets.length > 0) {
+      // Deterministic order (primary key order) keeps concurrent writers from deadlocking.
+      buckets.sort((a, b) => {
+        const ka = [a.tenant, a.meterId, a.level, a.startUs, a.customerId, a.groupKey];
+        const kb = [b.tenant, b.meterId, b.level, b.startUs, b.customerId, b.groupKey];
+        for (let i = 0; i < ka.length; i++) if (ka[i]! !== kb[i]!) return ka[i]! < kb[i]! ? -1 : 1;
+        return 0;
+      });
+      const dec = (v: Scaled | null) => (v === null ? null : formatDecimal(v));
+      await tx.query(
+        `INSERT INTO usage_buckets AS b (tenant, meter_id, level, bucket_start_us, customer_id, group_key, event_count,
+           value_sum, value_min, value_max, latest_value, latest_timestamp_us, latest_sequence)
+         SELECT t, m, l, s::bigint, c, g, n::bigint, vs::numeric, vmin::numeric, vmax::numeric, lv::numeric, lts::bigint, lseq::bigint
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+              AS u(t, m, l, s, c, g, n, vs, vmin, vmax, lv, lts, lseq)
+         ON CONFLICT (tenant, meter_id, level, bucket_start_us, customer_id, group_key) DO UPDATE SET
+           event_count = b.event_count + excluded.event_count,
+           value_sum = b.value_sum + excluded.value_sum,
+           value_min = LEAST(b.value_min, excluded.value_min),
+           value_max = GREATEST(b.value_max, excluded.value_max),
+           latest_value = CASE WHEN b.latest_timestamp_us IS NULL OR (excluded.latest_timestamp_us IS NOT NULL AND
+               (excluded.latest_timestamp_us, excluded.latest_sequence) > (b.latest_timestamp_us, b.latest_sequence))
+             THEN excluded.latest_value ELSE b.latest_value END,
+           latest_sequence = CASE WHEN b.latest_timestamp_us IS NULL OR (excluded.latest_timestamp_us IS NOT NULL AND
+               (excluded.latest_timestamp_us, excluded.latest_sequence) > (b.latest_timestamp_us, b.latest_sequence))
+             THEN excluded.latest_sequence ELSE b.latest_sequence END,
+           latest_timestamp_us = CASE WHEN b.latest_timestamp_us IS NULL OR (excluded.latest_timestamp_us IS NOT NULL AND
+               (excluded.latest_timestamp_us, excluded.latest_sequence) > (b.latest_timestamp_us, b.latest_sequence))
+             THEN excluded.latest_timestamp_us ELSE b.latest_timestamp_us END`,
+        [
+          buckets.map((b) => b.tenant),
+          buckets.map((b) => b.meterId),
+          buckets.map((b) => b.level),
+          buckets.map((b) => b.startUs.toString()),
+          buckets.map((b) => b.customerId),
+          buckets.map((b) => b.groupKey),
+          buckets.map((b) => b.eventCount.toString()),
+          buckets.map((b) => formatDecimal(b.sum)),
+          buckets.map((b) => dec(b.min)),
+          buckets.map((b) => dec(b.max)),
+          buckets.map((b) => (b.latest ? formatDecimal(b.latest.value) : null)),
+          buckets.map((b) => (b.latest ? b.latest.timestampUs.toString() : null)),
+          buckets.map((b) => (b.latest ? b.latest.sequence.toString() : null)),
+        ],
+      );
+    }
+    if (uniques.length > 0) {
+      await tx.query(
+        `INSERT INTO usage_unique_values (tenant, meter_id, level, bucket_start_us, customer_id, group_key, value)
+         SELECT t, m, l, s::bigint, c, g, v
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(t, m, l, s, c, g, v)
+         ORDER BY 1, 2, 3, 4, 5, 6, 7
+         ON CONFLICT DO NOTHING`,
+        [
+          uniques.map((u) => u.tenant),
+          uniques.map((u) => u.meterId),
+          uniques.map((u) => u.level),
+          uniques.map((u) => u.startUs.toString()),
+          uniques.map((u) => u.customerId),
+          uniques.map((u) => u.groupKey),
+          uniques.map((u) => u.value),
+        ],
+      );
+    }
+  }
+
+  const store: MeteringStore = {
+    db,
+
+    async ingest(items, receivedUs) {
+      if (items.length === 0) return [];
+      return db.transaction(async (tx) => {
+        await tx.query(LOCK_EVENTS);
+        // 1. The first occurrence of each (tenant, id) in the group is the candidate.
+        const firstIndex = new Map<string, number>();
+        items.forEach((it, i) => {
+          const k = keyOf(it.tenant, it.event.id);
+          if (!firstIndex.has(k)) firstIndex.set(k, i);
+        });
+        const candidates = [...firstIndex.values()];
+
+        // 2. One statement: insert the candidates that are not in a closed period (ON CONFLICT
+        // DO NOTHING, RETURNING tells which were new); beside it, from the same snapshot (taken
+        // after the lock, so it holds every committed event), the stored hash of candidates that
+        // existed before, and the meters of the tenants. A candidate neither inserted nor stored
+        // before was refused by the closed-period check.
+        const ev = candidates.map((i) => items[i]!);
+        const tenants = [...new Set(ev.map((x) => x.tenant))];
+        const { rows } = await tx.query(
+          `WITH u AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+               AS u(t, i, c, ty, ts, p, tp, tst, h)
+           ), ins AS (
+             INSERT INTO events (tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, content_hash, received_us)
+             SELECT t, i, c, ty, ts::bigint, p::jsonb, tp, tst, h, $10::bigint FROM u
+             WHERE NOT EXISTS (SELECT 1 FROM closed_periods cp WHERE cp.tenant = u.t AND cp.customer_id = u.c AND u.ts::bigint < cp.closed_through_us)
+             ON CONFLICT (tenant, event_id) DO NOTHING
+             RETURNING tenant, event_id, sequence
+           )
+           SELECT 'i' AS k, tenant, event_id AS key, sequence, NULL::text AS v FROM ins
+           UNION ALL
+           SELECT 'e', e.tenant, e.event_id, e.sequence, e.content_hash FROM events e JOIN u ON e.tenant = u.t AND e.event_id = u.i
+           UNION ALL
+           SELECT 'm', m.tenant, m.meter_id, NULL, m.definition::text FROM meters m WHERE m.tenant = ANY($11::text[])`,
+          [
+            ev.map((x) => x.tenant),
+            ev.map((x) => x.event.id),
+            ev.map((x) => x.event.customerId),
+            ev.map((x) => x.event.type),
+            ev.map((x) => x.event.timestampUs.toString()),
+            ev.map((x) => x.event.propertiesJson),
+            ev.map((x) => x.event.traceparent),
+            ev.map((x) => x.event.tracestate),
+            ev.map((x) => x.event.contentHash),
+            receivedUs.toString(),
+            tenants,
+          ],
+        );
+        const inserted = new Map<string, bigint>();
+        const stored = new Map<string, { hash: string; sequence: bigint }>();
+        const meters = new Map<string, MeterDefinition[]>();
+        for (const r of rows) {
+          const k = r.k as string;
+          if (k === "i") inserted.set(keyOf(r.tenant as string, r.key as string), r.sequence as bigint);
+          else if (k === "e") stored.set(keyOf(r.tenant as string, r.key as string), { hash: r.v as string, sequence: r.sequence as bigint });
+          else {
+            const list = meters.get(r.tenant as string) ?? [];
+            list.push(JSON.parse(r.v as string) as MeterDefinition);
+            meters.set(r.tenant as string, list);
+          }
+        }
+
+        // 3. Usage buckets of the newly inserted events, in this same transaction.
+        if (meters.size > 0 && inserted.size > 0) {
+          const fresh: MeteredEvent[] = [];
+          for (const it of ev) {
+            const seq = inserted.get(keyOf(it.tenant, it.event.id));
+            if (seq !== undefined)
+              fresh.push({ tenant: it.tenant, sequence: seq, customerId: it.event.customerId, type: it.event.type, timestampUs: it.event.timestampUs, properties: it.event.properties });
+          }
+          const { buckets, uniques } = bucketDeltas((t) => meters.get(t) ?? [], fresh);
+          await writeUsage(tx, buckets, uniques);
+        }
+
+        // 6. One outcome per item.
+        return items.map((it, i): ItemOutcome => {
+          const k = keyOf(it.tenant, it.event.id);
+          const first = firstIndex.get(k)!;
+          const seq = inserted.get(k);
+          if (seq !== undefined) {
+            if (first === i) return { status: "accepted", sequence: seq };
+            return items[first]!.event.contentHash === it.event.contentHash ? { status: "duplicate", sequence: seq } : { status: "conflict", sequence: seq };
+          }
+          const prev = stored.get(k);
+          if (prev) return prev.hash === it.event.contentHash ? { status: "duplicate", sequence: prev.sequence } : { status: "conflict", sequence: prev.sequence };
+          return { status: "rejected", field: "timestamp", reason: "period_closed", message: "timestamp: falls in a closed (invoiced) period of the customer" };
+        });
+      });
+    },
+
+    async readEvents(afterSequence, max) {
+      const { rows } = await db.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE sequence > $1::bigint ORDER BY sequence LIMIT $2::int`, [afterSequence.toString(), max]);
+      return rows.map(eventFromRow);
+    },
+
+    async listTenantEvents(tenant, max) {
+      const { rows } = await db.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE tenant = $1 ORDER BY sequence LIMIT $2::int`, [tenant, max]);
+      return rows.map(eventFromRow);
+    },
+
+    async createMeter(tenant, def, nowUs, same) {
+      return db.transaction(async (tx): Promise<CreateMeterOutcome> => {
+        await tx.query(LOCK_EVENTS);
+        const { rows: found } = await tx.query(`SELECT * FROM meters WHERE tenant = $1 AND meter_id = $2`, [tenant, def.id]);
+        if (found[0]) {
+          const m = meterFromRow(found[0]);
+          return same(m.definition, def) ? { status: "exists", meter: m } : { status: "conflict", meter: m };
+        }
+        const { rows: cnt } = await tx.query(`SELECT count(*)::bigint AS n FROM meters WHERE tenant = $1`, [tenant]);
+        if ((cnt[0]!.n as bigint) >= BigInt(METERS_PER_TENANT_MAX)) return { status: "too_many" };
+        // Every writer of events is blocked by the lock: all events up to max(sequence) are
+        // committed, and every later event gets a greater sequence and sees this meter.
+        const { rows: hw } = await tx.query(`SELECT COALESCE(max(sequence), 0)::bigint AS s FROM events`);
+        const through = hw[0]!.s as bigint;
+        const { rows } = await tx.query(
+          `INSERT INTO meters (tenant, meter_id, event_type, definition, created_us, backfill_through_sequence, backfill_done_sequence)
+           VALUES ($1, $2, $3, $4::jsonb, $5::bigint, $6::bigint, 0) RETURNING *`,
+          [tenant, def.id, def.eventType, JSON.stringify(def), nowUs.toString(), through.toString()],
+        );
+        return { status: "created", meter: meterFromRow(rows[0]!) };
+      });
+    },
+
+    async getMeter(tenant, meterId) {
+      const { rows } = await db.query(`SELECT * FROM meters WHERE tenant = $1 AND meter_id = $2`, [tenant, meterId]);
+      return rows[0] ? meterFromRow(rows[0]) : undefined;
+    },
+
+    async listMeters(tenant, afterId, limit) {
+      const { rows } = await db.query(`SELECT * FROM meters WHERE tenant = $1 AND meter_id > $2 ORDER BY meter_id LIMIT $3::int`, [tenant, afterId, limit]);
+      return rows.map(meterFromRow);
+    },
+
+    async pendingBackfills(limit) {
+      const { rows } = await db.query(
+        `SELECT tenant, meter_id FROM meters WHERE backfill_done_sequence < backfill_through_sequence ORDER BY created_us LIMIT $1::int`,
+        [limit],
+      );
+      return rows.map((r) => ({ tenant: r.tenant as string, meterId: r.meter_id as string }));
+    },
+
+    async backfillStep(tenant, meterId, chunk = BACKFILL_CHUNK_EVENTS) {
+      return db.transaction(async (tx) => {
+        await tx.query(LOCK_EVENTS);
+        const { rows: mr } = await tx.query(`SELECT * FROM meters WHERE tenant = $1 AND meter_id = $2 FOR UPDATE`, [tenant, meterId]);
+        if (!mr[0]) return true;
+        const m = meterFromRow(mr[0]);
+        if (m.backfillDoneSequence >= m.backfillThroughSequence) return true;
+        const { rows } = await tx.query(
+          `SELECT ${EVENT_COLUMNS} FROM events
+           WHERE sequence > $1::bigint AND sequence <= $2::bigint AND tenant = $3 AND type = $4
+           ORDER BY sequence LIMIT $5::int`,
+          [m.backfillDoneSequence.toString(), m.backfillThroughSequence.toString(), tenant, m.definition.eventType, chunk],
+        );
+        const events = rows.map(eventFromRow);
+        const { buckets, uniques } = bucketDeltas(() => [m.definition], events);
+        await writeUsage(tx, buckets, uniques);
+        const done = events.length < chunk ? m.backfillThroughSequence : events[events.length - 1]!.sequence;
+        await tx.query(
+          `UPDATE meters SET backfill_done_sequence = $3::bigint, backfill_events_done = backfill_events_done + $4::bigint
+           WHERE tenant = $1 AND meter_id = $2`,
+          [tenant, meterId, done.toString(), events.length.toString()],
+        );
+        return done >= m.backfillThroughSequence;
+      });
+    },
+
+    async readBuckets(tenant, meterId, level, startUs, endUs, customerIds, limit) {
+      const { rows } = await db.query(
+        `SELECT customer_id, bucket_start_us, group_key, event_count, value_sum, value_min, value_max, latest_value, latest_timestamp_us, latest_sequence
+         FROM usage_buckets
+         WHERE tenant = $1 AND meter_id = $2 AND level = $3 AND bucket_start_us >= $4::bigint AND bucket_start_us < $5::bigint
+           AND (cardinality($6::text[]) = 0 OR customer_id = ANY($6::text[]))
+         LIMIT $7::int`,
+        [tenant, meterId, level, startUs.toString(), endUs.toString(), customerIds, limit],
+      );
+      return rows.map((r): Bucket => ({
+        tenant,
+        meterId,
+        level,
+        customerId: r.customer_id as string,
+        startUs: r.bucket_start_us as bigint,
+        groupKey: r.group_key as string,
+        eventCount: r.event_count as bigint,
+        sum: parseStoredDecimal(r.value_sum as string),
+        min: r.value_min === null ? null : parseStoredDecimal(r.value_min as string),
+        max: r.value_max === null ? null : parseStoredDecimal(r.value_max as string),
+        latest:
+          r.latest_timestamp_us === null
+            ? null
+            : { timestampUs: r.latest_timestamp_us as bigint, sequence: r.latest_sequence as bigint, value: parseStoredDecimal(r.latest_value as string) },
+      }));
+    },
+
+    async readUniqueValues(tenant, meterId, level, startUs, endUs, customerIds, limit) {
+      const { rows } = await db.query(
+        `SELECT customer_id, bucket_start_us, group_key, value FROM usage_unique_values
+         WHERE tenant = $1 AND meter_id = $2 AND level = $3 AND bucket_start_us >= $4::bigint AND bucket_start_us < $5::bigint
+           AND (cardinality($6::text[]) = 0 OR customer_id = ANY($6::text[]))
+         LIMIT $7::int`,
+        [tenant, meterId, level, startUs.toString(), endUs.toString(), customerIds, limit],
+      );
+      return rows.map((r): UniqueValue => ({
+        tenant,
+        meterId,
+        level,
+        customerId: r.customer_id as string,
+        startUs: r.bucket_start_us as bigint,
+        groupKey: r.group_key as string,
+        value: r.value as string,
+      }));
+    },
+
+    async closePeriod(tenant, customerId, closeUs) {
+      return db.transaction(async (tx) => {
+        // Serialized with ingestion: no event of this customer is half-way through a write.
+        await tx.query(LOCK_EVENTS);
+        const { rows } = await tx.query(
+          `INSERT INTO closed_periods (tenant, customer_id, closed_through_us) VALUES ($1, $2, $3::bigint)
+           ON CONFLICT (tenant, customer_id) DO UPDATE SET closed_through_us = GREATEST(closed_periods.closed_through_us, excluded.closed_through_us)
+           RETURNING closed_through_us`,
+          [tenant, customerId, closeUs.toString()],
+        );
+        return rows[0]!.closed_through_us as bigint;
+      });
+    },
+
+    async getGenAiMapping(tenant) {
+      const { rows } = await db.query(`SELECT mapping FROM genai_mappings WHERE tenant = $1`, [tenant]);
+      return rows[0]?.mapping;
+    },
+
+    async setGenAiMapping(tenant, mapping) {
+      await db.query(
+        `INSERT INTO genai_mappings (tenant, mapping) VALUES ($1, $2::jsonb) ON CONFLICT (tenant) DO UPDATE SET mapping = excluded.mapping`,
+        [tenant, JSON.stringify(mapping)],
+      );
+    },
+  };
+  return store;
+}

@@ -1,0 +1,295 @@
+import type { Client } from "@connectrpc/connect";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { MeteringService, StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { ConsumeResult, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { Db } from "@nanobill/db";
+import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
+import { ATTR, getTracer, nanosAttr, withTraceContext } from "@nanobill/telemetry";
+import type { CatalogCache } from "./catalog-cache.js";
+import { evaluateRule } from "./domain/margin.js";
+import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
+import { MemoryRatingState } from "./domain/state.js";
+import type { RatedEventResult } from "./domain/types.js";
+import {
+  CONSUMER_BATCH_EVENTS_MAX,
+  CONSUMER_ERROR_BACKOFF_MS,
+  CONSUMER_ERROR_BACKOFF_MS_MAX,
+  CONSUMER_WAIT_MS,
+  OUTCOMES_CONFIRM_MAX,
+  WALLET_CONSUME_ITEMS_MAX,
+} from "./limits.js";
+import { storedEventOf, type RatingInput } from "./mapping.js";
+import type { RatedStore, WalletItem } from "./store/rated-store.js";
+
+export interface ConsumerOptions {
+  cursorName: string;
+  batchEventsMax: number;
+  waitMs: number;
+}
+
+export const CONSUMER_DEFAULTS: ConsumerOptions = { cursorName: "metering", batchEventsMax: CONSUMER_BATCH_EVENTS_MAX, waitMs: CONSUMER_WAIT_MS };
+
+export interface ConsumerDeps {
+  db: Db;
+  rated: RatedStore;
+  cache: CatalogCache;
+  metering: Client<typeof MeteringService>;
+  wallet: Client<typeof CreditWalletService>;
+  logger: Logger;
+  clock: Clock;
+  options?: Partial<ConsumerOptions>;
+}
+
+const tracer = getTracer("nanobill.rating");
+
+/** walletItemsOf: what one rated event hands to credit-wallet Consume (one item per charge). */
+export function walletItemsOf(tenant: string, r: RatedEventResult, traceparent: string, tracestate: string): WalletItem[] {
+  const byCharge = new Map<string, { amount: bigint; unit: string }>();
+  for (const l of r.lines) {
+    if (l.chargeId === "" || (l.status !== "final" && l.status !== "provisional")) continue;
+    const cur = byCharge.get(l.chargeId) ?? { amount: 0n, unit: l.unit };
+    cur.amount += l.priceNanos;
+    byCharge.set(l.chargeId, cur);
+  }
+  const out: WalletItem[] = [];
+  for (const [chargeId, { amount, unit }] of byCharge) {
+    if (amount <= 0n) continue; // negative provisional steps (volume tiers) are settled at period close
+    out.push({ tenant, itemId: `${r.eventId}:${chargeId}`, customerId: r.customerId, unit, amountNanos: amount, eventId: r.eventId, chargeId, model: r.model, occurredMs: r.timestampMs, traceparent, tracestate });
+  }
+  return out;
+}
+
+/**
+ * RatingConsumer: reads metering's cursor (internal key, long-poll), rates each event inside its
+ * stored trace context, and in ONE transaction writes the rated rows, hour buckets, rating state,
+ * wallet outbox and the advanced cursor; then drains the outbox to credit-wallet Consume (batched
+ * per tenant, ids "<event_id>:<charge_id>") and evaluates guardrails for the touched customers.
+ * At-least-once: a batch that fails before commit is read again; an event already rated is
+ * skipped; Consume is idempotent on the item id, so a replayed outbox burns nothing twice.
+ */
+export class RatingConsumer {
+  readonly #d: ConsumerDeps;
+  readonly #o: ConsumerOptions;
+  #running = false;
+  #loop: Promise<void> | undefined;
+  #abort: AbortController | undefined;
+  #cursor: bigint | undefined;
+
+  constructor(deps: ConsumerDeps) {
+    this.#d = deps;
+    this.#o = { ...CONSUMER_DEFAULTS, ...deps.options };
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#abort?.abort();
+    await this.#loop;
+    this.#loop = undefined;
+  }
+
+  async #run(): Promise<void> {
+    let backoff = CONSUMER_ERROR_BACKOFF_MS;
+    while (this.#running) {
+      try {
+        await this.pollOnce(this.#o.waitMs);
+        backoff = CONSUMER_ERROR_BACKOFF_MS;
+      } catch (e) {
+        if (!this.#running) break;
+        this.#cursor = undefined; // re-read from the store
+        this.#d.logger.warn("rating consumer batch failed; retrying", { error: String((e as Error)?.message ?? e), backoffMs: backoff });
+        await sleep(backoff, this.#abort?.signal);
+        backoff = Math.min(backoff * 2, CONSUMER_ERROR_BACKOFF_MS_MAX);
+      }
+    }
+  }
+
+  /** pollOnce: one ReadEvents + rate + write + wallet hand-off + guardrails; returns events rated. */
+  async pollOnce(waitMs: number): Promise<number> {
+    const after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
+    this.#abort = new AbortController();
+    const resp = await this.#d.metering.readEvents({ afterSequence: after, maxEvents: this.#o.batchEventsMax, waitMs }, { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
+    const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after);
+    this.#cursor = resp.lastSequence > after ? resp.lastSequence : after;
+    await this.drainOutbox();
+    if ((await this.#d.rated.confirmDueOutcomes(this.#d.clock.now().getTime(), OUTCOMES_CONFIRM_MAX)) > 0) await this.drainOutbox();
+    return n;
+  }
+
+  /** processBatch: rates and stores one page of events and advances the cursor to lastSequence. */
+  async processBatch(events: StoredEvent[], lastSequence: bigint): Promise<number> {
+    const d = this.#d;
+    const now = d.clock.now().getTime();
+    const inputs = events.map((e) => storedEventOf(e, now));
+    const byTenant = new Map<string, RatingInput[]>();
+    for (const i of inputs) {
+      const l = byTenant.get(i.event.tenant);
+      if (l === undefined) byTenant.set(i.event.tenant, [i]);
+      else l.push(i);
+    }
+    const catalogs = new Map<string, TenantCatalog>();
+    for (const [tenant, list] of byTenant) catalogs.set(tenant, await d.cache.forCustomers(tenant, list.map((i) => i.event.customerId)));
+
+    const touched = new Map<string, Set<string>>();
+    let rated = 0;
+    await d.db.transaction(async (tx) => {
+      rated = 0;
+      const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
+      const todo = inputs.filter((i) => !done.has(`${i.event.tenant}\u0000${i.event.eventId}`));
+      const st = new MemoryRatingState();
+      const customers = new Map<string, { tenant: string; customerId: string }>();
+      const tasks = new Map<string, { tenant: string; customerId: string; taskId: string }>();
+      let minTs = Number.POSITIVE_INFINITY;
+      for (const i of todo) {
+        const e = i.event;
+        customers.set(`${e.tenant}\u0000${e.customerId}`, { tenant: e.tenant, customerId: e.customerId });
+        if (e.timestampMs < minTs) minTs = e.timestampMs;
+        const res = catalogs.get(e.tenant)!.resolve(e);
+        if (!("reason" in res)) {
+          for (const c of res.charges) {
+            if (c.pricing.kind !== "outcome" || c.pricing.taskIdProperty === "") continue;
+            const v = e.properties[c.pricing.taskIdProperty];
+            if (v !== undefined && (v.kind === "string" || v.kind === "int")) {
+              const taskId = v.value.toString();
+              tasks.set(`${e.tenant}\u0000${e.customerId}\u0000${taskId}`, { tenant: e.tenant, customerId: e.customerId, taskId });
+            }
+          }
+        }
+      }
+      await d.rated.loadState(tx, st, [...customers.values()], [...tasks.values()], Number.isFinite(minTs) ? minTs : now);
+      const out: Array<{ tenant: string; sequence: bigint; result: RatedEventResult }> = [];
+      const wallet: WalletItem[] = [];
+      for (const i of todo) {
+        const result = rateInTrace(catalogs.get(i.event.tenant)!, st, i);
+        out.push({ tenant: i.event.tenant, sequence: i.sequence, result });
+        wallet.push(...walletItemsOf(i.event.tenant, result, i.traceparent, i.tracestate));
+        let t = touched.get(i.event.tenant);
+        if (t === undefined) touched.set(i.event.tenant, (t = new Set()));
+        t.add(i.event.customerId);
+      }
+      await d.rated.writeBatch(tx, { rated: out, wallet, cursor: { name: this.#o.cursorName, afterSequence: lastSequence } }, st, now);
+      rated = out.length;
+    });
+    if (rated > 0) {
+      try {
+        await this.evaluateGuardrails(touched);
+      } catch (e) {
+        d.logger.warn("guardrail evaluation failed", { error: String((e as Error)?.message ?? e) });
+      }
+    }
+    return rated;
+  }
+
+  /** drainOutbox: hands pending amounts to credit-wallet Consume, batched per tenant. */
+  async drainOutbox(): Promise<void> {
+    const d = this.#d;
+    for (;;) {
+      const items = await d.rated.outbox(WALLET_CONSUME_ITEMS_MAX * 4);
+      if (items.length === 0) return;
+      const byTenant = new Map<string, WalletItem[]>();
+      for (const it of items) {
+        const l = byTenant.get(it.tenant);
+        if (l === undefined) byTenant.set(it.tenant, [it]);
+        else l.push(it);
+      }
+      let progressed = false;
+      for (const [tenant, list] of byTenant) {
+        for (let off = 0; off < list.length; off += WALLET_CONSUME_ITEMS_MAX) {
+          const chunk = list.slice(off, off + WALLET_CONSUME_ITEMS_MAX);
+          const first = chunk[0]!;
+          try {
+            const resp = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, () =>
+              d.wallet.consume(
+                {
+                  items: chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) })),
+                },
+                forTenant(tenant),
+              ),
+            );
+            resp.results.forEach((r, i) => {
+              if (r.result === ConsumeResult.ID_REUSED || r.result === ConsumeResult.INVALID) {
+                d.logger.error("wallet refused a consume item", { tenant, id: chunk[i]?.itemId, result: ConsumeResult[r.result], error: r.error });
+              }
+            });
+            await d.rated.outboxDone(chunk);
+            progressed = true;
+          } catch (e) {
+            await d.rated.outboxFailed(chunk, String((e as Error)?.message ?? e));
+            throw e;
+          }
+        }
+      }
+      if (!progressed || items.length < WALLET_CONSUME_ITEMS_MAX * 4) return;
+    }
+  }
+
+  /** evaluateGuardrails: runs the tenants' rules over the touched customers; stores new alerts. */
+  async evaluateGuardrails(touched: Map<string, Set<string>>): Promise<number> {
+    const d = this.#d;
+    let raised = 0;
+    const now = d.clock.now().getTime();
+    for (const [tenant, customers] of touched) {
+      const rules = await d.cache.rules(tenant);
+      if (rules.length === 0) continue;
+      const ids = [...customers];
+      const byWindow = new Map<number, typeof rules>();
+      for (const r of rules) {
+        if (r.customerId !== "" && !customers.has(r.customerId)) continue;
+        const l = byWindow.get(r.windowSeconds) ?? [];
+        l.push(r);
+        byWindow.set(r.windowSeconds, l);
+      }
+      for (const [w, rs] of byWindow) {
+        const sums = await d.rated.windowSums(tenant, ids, now - w * 1000);
+        for (const r of rs) raised += await d.rated.insertAlerts(tenant, evaluateRule(r, sums, now));
+      }
+    }
+    return raised;
+  }
+}
+
+function rateInTrace(cat: TenantCatalog, st: MemoryRatingState, i: RatingInput): RatedEventResult {
+  const tc = i.traceparent === "" ? undefined : { traceparent: i.traceparent, tracestate: i.tracestate };
+  return withTraceContext(tc, () =>
+    tracer.startActiveSpan("rating.rate_event", (span) => {
+      try {
+        const r = rateEvent(cat, st, i.event);
+        let price = 0n;
+        let cost = 0n;
+        let unit = "";
+        for (const l of r.lines) {
+          price += l.priceNanos;
+          cost += l.costNanos;
+          if (unit === "" && l.unit !== "") unit = l.unit;
+        }
+        span.setAttributes({
+          [ATTR.TENANT]: i.event.tenant,
+          [ATTR.EVENT_ID]: i.event.eventId,
+          [ATTR.CUSTOMER_ID]: i.event.customerId,
+          [ATTR.PRICE_NANOS]: nanosAttr(price),
+          [ATTR.COST_NANOS]: nanosAttr(cost),
+          [ATTR.UNIT]: unit,
+        });
+        return r;
+      } finally {
+        span.end();
+      }
+    }),
+  );
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { evaluateRule, marginBps, type WindowSum } from "./margin.js";
+
+const sum = (model: string, price: bigint, cost: bigint): WindowSum => ({ customerId: "c", model, unit: "USD", costUnit: "USD", priceNanos: price, costNanos: cost });
+
+describe("margin", () => {
+  it.each([
+    [100n, 25n, 7500n],
+    [100n, 100n, 0n],
+    [100n, 150n, -5000n],
+    [0n, 0n, 0n],
+    [0n, 10n, -10000n],
+    [3n, 1n, 6666n],
+  ])("revenue %s and cost %s give %s bps", (r, c, bps) => {
+    expect(marginBps(r, c)).toBe(bps);
+  });
+
+  const rule = { ruleId: "r", kind: "margin_below" as const, thresholdBps: 2000n, windowSeconds: 3600, customerId: "", model: "" };
+
+  it("raises a margin alert below the threshold with a deterministic id per window slot", () => {
+    const a = evaluateRule(rule, [sum("big", 100n, 90n)], 7_200_000);
+    expect(a).toHaveLength(1);
+    expect(a[0]).toMatchObject({ alertId: "alr_r_c_2", observedBps: 1000n, revenueNanos: 100n, costNanos: 90n });
+    expect(evaluateRule(rule, [sum("big", 100n, 70n)], 7_200_000)).toEqual([]);
+  });
+
+  it("raises a cost-mix alert when an expensive model's share of cost passes the threshold", () => {
+    const mix = { ...rule, kind: "cost_mix_shift" as const, model: "big", thresholdBps: 5000n };
+    expect(evaluateRule(mix, [sum("big", 10n, 60n), sum("small", 100n, 40n)], 0)[0]?.observedBps).toBe(6000n);
+    expect(evaluateRule(mix, [sum("big", 10n, 40n), sum("small", 100n, 60n)], 0)).toEqual([]);
+  });
+});

@@ -1,0 +1,106 @@
+import { divRound } from "@nanobill/money";
+import type { GuardrailRuleRow } from "../store/catalog-store.js";
+
+/**
+ * Margin: revenue - cost, and margin in basis points of revenue (floor; 0 when revenue is 0).
+ * Only amounts in the same currency are compared: credit-priced revenue is left out of margin
+ * (its currency value lives in the wallet's exchange rates).
+ */
+export function marginBps(revenueNanos: bigint, costNanos: bigint): bigint {
+  if (revenueNanos <= 0n) return costNanos > 0n ? -10_000n : 0n;
+  return divRound((revenueNanos - costNanos) * 10_000n, revenueNanos, "floor");
+}
+
+/** WindowSum: one customer's revenue and cost by model over a rule's window (one currency). */
+export interface WindowSum {
+  customerId: string;
+  model: string;
+  unit: string; // price unit
+  costUnit: string;
+  priceNanos: bigint;
+  costNanos: bigint;
+}
+
+export interface AlertRow {
+  alertId: string;
+  ruleId: string;
+  customerId: string;
+  kind: GuardrailRuleRow["kind"];
+  observedBps: bigint;
+  thresholdBps: bigint;
+  revenueNanos: bigint;
+  costNanos: bigint;
+  unit: string;
+  windowStartMs: number;
+  windowEndMs: number;
+  raiseTimeMs: number;
+  message: string;
+}
+
+/**
+ * evaluateRule: the alerts one rule raises for the customers' window sums at nowMs. The alert
+ * id is deterministic per (rule, customer, window slot) where slots are window-length steps of
+ * time, so re-evaluating within a slot raises nothing new (idempotent).
+ *  - margin_below: revenue and cost in the same currency; margin bps < threshold.
+ *  - cost_mix_shift: the share of cost spent on rule.model > threshold bps of all cost.
+ */
+export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: number): AlertRow[] {
+  const windowMs = rule.windowSeconds * 1000;
+  const slot = Math.floor(nowMs / windowMs);
+  const byCustomer = new Map<string, WindowSum[]>();
+  for (const s of sums) {
+    if (rule.customerId !== "" && s.customerId !== rule.customerId) continue;
+    const l = byCustomer.get(s.customerId);
+    if (l === undefined) byCustomer.set(s.customerId, [s]);
+    else l.push(s);
+  }
+  const out: AlertRow[] = [];
+  for (const [customerId, ss] of byCustomer) {
+    // One currency: the cost currency with the most cost.
+    const costByUnit = new Map<string, bigint>();
+    for (const s of ss) if (s.costUnit !== "") costByUnit.set(s.costUnit, (costByUnit.get(s.costUnit) ?? 0n) + s.costNanos);
+    if (costByUnit.size === 0) continue;
+    const unit = [...costByUnit.entries()].sort((a, b) => (a[1] < b[1] ? 1 : a[1] > b[1] ? -1 : 0))[0]![0];
+    let revenue = 0n;
+    let cost = 0n;
+    let modelCost = 0n;
+    for (const s of ss) {
+      if (s.unit === unit) revenue += s.priceNanos;
+      if (s.costUnit === unit) {
+        cost += s.costNanos;
+        if (s.model === rule.model) modelCost += s.costNanos;
+      }
+    }
+    let observed: bigint;
+    let fire: boolean;
+    let message: string;
+    if (rule.kind === "margin_below") {
+      if (revenue === 0n && cost === 0n) continue;
+      observed = marginBps(revenue, cost);
+      fire = observed < rule.thresholdBps;
+      message = `margin ${observed} bps over the last ${rule.windowSeconds}s is below ${rule.thresholdBps} bps`;
+    } else {
+      if (cost === 0n) continue;
+      observed = divRound(modelCost * 10_000n, cost, "floor");
+      fire = observed > rule.thresholdBps;
+      message = `model ${rule.model} is ${observed} bps of cost over the last ${rule.windowSeconds}s (threshold ${rule.thresholdBps} bps)`;
+    }
+    if (!fire) continue;
+    out.push({
+      alertId: `alr_${rule.ruleId}_${customerId}_${slot}`,
+      ruleId: rule.ruleId,
+      customerId,
+      kind: rule.kind,
+      observedBps: observed,
+      thresholdBps: rule.thresholdBps,
+      revenueNanos: revenue,
+      costNanos: cost,
+      unit,
+      windowStartMs: nowMs - windowMs,
+      windowEndMs: nowMs,
+      raiseTimeMs: nowMs,
+      message,
+    });
+  }
+  return out;
+}

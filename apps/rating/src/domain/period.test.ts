@@ -1,0 +1,23 @@
+import { describe, expect, it } from "vitest";
+import { billingPeriod } from "./period.js";
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+describe("billingPeriod", () => {
+  it.each([
+    ["UTC monthly from the anchor day", Date.UTC(2026, 0, 15, 12), "UTC", 1, Date.UTC(2026, 2, 20), "2026-03-15T12:00:00.000Z", "2026-04-15T12:00:00.000Z"],
+    ["a Jan 31 anchor clamps to the end of February", Date.UTC(2026, 0, 31), "UTC", 1, Date.UTC(2026, 1, 10), "2026-01-31T00:00:00.000Z", "2026-02-28T00:00:00.000Z"],
+    ["after February it returns to the 31st", Date.UTC(2026, 0, 31), "UTC", 1, Date.UTC(2026, 2, 5), "2026-02-28T00:00:00.000Z", "2026-03-31T00:00:00.000Z"],
+    ["local midnight in Paris across the DST change", Date.UTC(2026, 0, 31, 23), "Europe/Paris", 1, Date.UTC(2026, 3, 5), "2026-03-31T22:00:00.000Z", "2026-04-30T22:00:00.000Z"],
+    ["yearly", Date.UTC(2025, 5, 1), "UTC", 12, Date.UTC(2026, 10, 1), "2026-06-01T00:00:00.000Z", "2027-06-01T00:00:00.000Z"],
+    ["an instant before the anchor", Date.UTC(2026, 5, 1), "UTC", 1, Date.UTC(2026, 3, 10), "2026-04-01T00:00:00.000Z", "2026-05-01T00:00:00.000Z"],
+  ])("%s", (_n, anchor, tz, months, at, start, end) => {
+    const p = billingPeriod(anchor, tz, months, at);
+    expect([iso(p.startMs), iso(p.endMs)]).toEqual([start, end]);
+    expect(p.startMs <= at && at < p.endMs).toBe(true);
+  });
+
+  it("rejects an unknown time zone naming the field", () => {
+    expect(() => billingPeriod(0, "Mars/Olympus", 1, 0)).toThrow(/time_zone/);
+  });
+});

@@ -1,0 +1,142 @@
+import { invalid } from "./errors.js";
+import { roundHalfEven, type Exact } from "./pricing.js";
+
+/**
+ * Billing periods: a customer's periods start at its billing anchor's local wall-clock day and
+ * time (in its IANA time zone) every `intervalMonths` calendar months. A day past the end of a
+ * short month clamps to the month's last day (anchor Jan 31 -> Feb 28/29 -> Mar 31).
+ */
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(tz: string): Intl.DateTimeFormat {
+  let f = formatters.get(tz);
+  if (f === undefined) {
+    f = new Intl.DateTimeFormat("en-US", {
+      timeZone: tz,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "numeric",
+      day: "numeric",
+      hour: "numeric",
+      minute: "numeric",
+      second: "numeric",
+    });
+    formatters.set(tz, f);
+  }
+  return f;
+}
+
+/** isValidTimeZone: true for an IANA zone the runtime knows. */
+export function isValidTimeZone(tz: string): boolean {
+  try {
+    formatter(tz);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface Wall {
+  y: number;
+  m: number; // 1..12
+  d: number;
+  hh: number;
+  mm: number;
+  ss: number;
+  ms: number;
+}
+
+function wallOf(ms: number, tz: string): Wall {
+  const parts = formatter(tz).formatToParts(new Date(ms));
+  const get = (t: string): number => Number(parts.find((p) => p.type === t)?.value ?? "0");
+  return { y: get("year"), m: get("month"), d: get("day"), hh: get("hour"), mm: get("minute"), ss: get("second"), ms: ((ms % 1000) + 1000) % 1000 };
+}
+
+/** offsetMs: the zone's UTC offset at instant ms. */
+function offsetMs(ms: number, tz: string): number {
+  const w = wallOf(ms, tz);
+  return Date.UTC(w.y, w.m - 1, w.d, w.hh, w.mm, w.ss, w.ms) - ms;
+}
+
+/** instantOf: the UTC instant of a local wall-clock time (gaps resolve forward). */
+function instantOf(w: Wall, tz: string): number {
+  const guess = Date.UTC(w.y, w.m - 1, w.d, w.hh, w.mm, w.ss, w.ms);
+  let t = guess - offsetMs(guess, tz);
+  const o2 = offsetMs(t, tz);
+  if (guess - o2 !== t) t = guess - o2;
+  return t;
+}
+
+function daysInMonth(y: number, m: number): number {
+  return new Date(Date.UTC(y, m, 0)).getUTCDate();
+}
+
+/** periodStartK: start of the k-th period after the anchor (k may be negative). */
+function periodStartK(anchor: Wall, tz: string, months: number, k: number): number {
+  const total = anchor.y * 12 + (anchor.m - 1) + k * months;
+  const y = Math.floor(total / 12);
+  const m = (total % 12) + 1;
+  const d = Math.min(anchor.d, daysInMonth(y, m));
+  return instantOf({ ...anchor, y, m, d }, tz);
+}
+
+export interface Period {
+  startMs: number;
+  endMs: number;
+}
+
+/** billingPeriod: the period [start, end) containing atMs. */
+export function billingPeriod(anchorMs: number, tz: string, intervalMonths: number, atMs: number): Period {
+  if (!isValidTimeZone(tz)) throw invalid("time_zone", `unknown IANA time zone ${JSON.stringify(tz)}`);
+  const a = wallOf(anchorMs, tz);
+  const at = wallOf(atMs, tz);
+  let k = Math.floor(((at.y - a.y) * 12 + (at.m - a.m)) / intervalMonths);
+  for (let i = 0; i < 4; i++) {
+    const s = periodStartK(a, tz, intervalMonths, k);
+    if (s > atMs) {
+      k--;
+      continue;
+    }
+    const e = periodStartK(a, tz, intervalMonths, k + 1);
+    if (e <= atMs) {
+      k++;
+      continue;
+    }
+    return { startMs: s, endMs: e };
+  }
+  throw new Error(`billingPeriod: no period found for ${atMs}`);
+}
+
+/**
+ * prorate: amount-per-period (exact nanos) x covered/total time, by the second, exact.
+ */
+export function prorate(amountPerPeriod: Exact, coveredMs: number, periodMs: number): Exact {
+  const covered = BigInt(Math.floor(coveredMs / 1000));
+  const total = BigInt(Math.floor(periodMs / 1000));
+  if (total <= 0n) return { num: 0n, den: 1n };
+  return { num: amountPerPeriod.num * covered, den: amountPerPeriod.den * total };
+}
+
+/** ProrationResult: a mid-period change billed in advance. */
+export interface ProrationResult {
+  creditNanos: bigint; // negative: the unused part of the old amount
+  chargeNanos: bigint; // the remaining part of the new amount
+  netNanos: bigint; // credit + charge (what the change costs now)
+}
+
+/**
+ * prorateChange: a fee paid in advance for the period changes at changeMs from oldAmount to
+ * newAmount (per whole period): the unused old part is credited and the remaining new part
+ * charged, each prorated by the second and rounded half-even once; net = credit + charge.
+ * $20 -> $50 on day 15 of a 30-day cycle: -10 + 25 = $15.
+ */
+export function prorateChange(p: Period, changeMs: number, oldAmount: Exact, newAmount: Exact): ProrationResult {
+  if (changeMs < p.startMs || changeMs > p.endMs) throw invalid("effective_time", "must be inside the billing period");
+  const remaining = p.endMs - changeMs;
+  const period = p.endMs - p.startMs;
+  const o = prorate(oldAmount, remaining, period);
+  const creditNanos = -roundHalfEven(o);
+  const chargeNanos = roundHalfEven(prorate(newAmount, remaining, period));
+  return { creditNanos, chargeNanos, netNanos: creditNanos + chargeNanos };
+}

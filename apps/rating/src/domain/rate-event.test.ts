@@ -1,0 +1,254 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { CarryAccumulator, Rate, divRound } from "@nanobill/money";
+import { rateEvent } from "./rate-event.js";
+import { CARRY_ROUNDING, MemoryRatingState, ScratchState } from "./state.js";
+import { T0, catalogFor, charge, costRate, event, llmCosts, llmMatrixVersion, usage, version } from "./fixtures.js";
+import type { TierSpec } from "./types.js";
+
+const B = 1_000_000_000n;
+
+describe("rateEvent: the event-flow slice", () => {
+  it("prices 1,234 input + 567 output tokens at 8,755,000 nanos and costs them at 4,377,500", () => {
+    const cat = catalogFor(llmMatrixVersion(), llmCosts());
+    const r = rateEvent(cat, new MemoryRatingState(), event("evt_1", "llm.call", { model: "gpt-x", provider: "openai", input_tokens: 1234, output_tokens: 567 }));
+    expect(r.subscriptionId).toBe("sub_1");
+    const byMetric = Object.fromEntries(r.lines.map((l) => [l.dimensions.metric, l]));
+    expect(byMetric.input_tokens).toMatchObject({ chargeId: "llm_tokens", quantity: 1234n, priceNanos: 3_085_000n, costNanos: 1_542_500n, unit: "USD", costUnit: "USD", status: "final" });
+    expect(byMetric.output_tokens).toMatchObject({ quantity: 567n, priceNanos: 5_670_000n, costNanos: 2_835_000n });
+    expect(r.lines.reduce((s, l) => s + l.priceNanos, 0n)).toBe(8_755_000n);
+    expect(r.lines.reduce((s, l) => s + l.costNanos, 0n)).toBe(4_377_500n);
+    expect(r.model).toBe("gpt-x");
+  });
+
+  it("records an unmatched model as unpriced with the reason, still costing it when a rate exists", () => {
+    const cat = catalogFor(llmMatrixVersion(), [...llmCosts(), costRate("openai", "gpt-y", "input_tokens", "1")]);
+    const r = rateEvent(cat, new MemoryRatingState(), event("evt_2", "llm.call", { model: "gpt-y", provider: "openai", input_tokens: 1000 }));
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n, costNanos: 1_000_000n });
+    expect(r.lines[0]!.reason).toMatch(/no matrix cell/);
+  });
+
+  it("gives an event of a customer without a subscription a cost-only line", () => {
+    const cat = catalogFor(llmMatrixVersion(), llmCosts());
+    const r = rateEvent(cat, new MemoryRatingState(), event("evt_3", "llm.call", { model: "gpt-x", provider: "openai", input_tokens: 1000 }, T0 + 1000, "cus_unknown"));
+    expect(r.lines).toEqual([expect.objectContaining({ chargeId: "", status: "cost_only", costNanos: 1_250_000n, reason: "unknown customer" })]);
+  });
+});
+
+describe("rateEvent: credits", () => {
+  it("burns 6 premium requests at 3 credits each as 18 credits", () => {
+    const v = version([
+      charge(
+        "assist",
+        { kind: "credits", tierProperty: "model", tiers: [{ tier: "premium", values: ["big"], creditsPerUnit: "3" }, { tier: "basic", values: ["small"], creditsPerUnit: "1" }], defaultCreditsPerUnit: "" },
+        { unit: "cr_credits", usage: usage("assist.request", [], ["model"]) },
+      ),
+    ]);
+    const cat = catalogFor(v);
+    const st = new MemoryRatingState();
+    let total = 0n;
+    for (let i = 0; i < 6; i++) total += rateEvent(cat, st, event(`e${i}`, "assist.request", { model: "big" })).lines[0]!.priceNanos;
+    expect(total).toBe(18n * B);
+    const small = rateEvent(cat, st, event("s", "assist.request", { model: "small" })).lines[0]!;
+    expect(small).toMatchObject({ priceNanos: B, unit: "cr_credits" });
+    expect(rateEvent(cat, st, event("u", "assist.request", { model: "other" })).lines[0]!.status).toBe("unpriced");
+  });
+});
+
+describe("rateEvent: cost catalog", () => {
+  it("uses the rate in force at the event time and a tenant override over the global rate", () => {
+    const costs = [
+      costRate("openai", "gpt-x", "input_tokens", "1", "1000000", 0, "global"),
+      costRate("openai", "gpt-x", "input_tokens", "2", "1000000", T0 + 10_000, "global"),
+      costRate("openai", "gpt-x", "input_tokens", "3", "1000000", T0 + 20_000, "tenant"),
+    ];
+    const cat = catalogFor(llmMatrixVersion(), costs);
+    const cost = (ts: number): bigint => rateEvent(cat, new MemoryRatingState(), event("e", "llm.call", { model: "gpt-x", provider: "openai", input_tokens: 1000 }, ts)).lines[0]!.costNanos;
+    expect(cost(T0 + 5_000)).toBe(1_000_000n);
+    expect(cost(T0 + 15_000)).toBe(2_000_000n);
+    expect(cost(T0 + 25_000)).toBe(3_000_000n);
+  });
+});
+
+const perUnitSubNano = (amount: string) =>
+  version([charge("tok", { kind: "per_unit", unitPrice: { amount, perQuantity: "1000000" } }, { usage: usage("llm.call", ["input_tokens"]) })]);
+
+describe("rateEvent: carried remainders (property)", () => {
+  it("per-event prices of a sub-nano rate sum to the price of the summed quantity, to the nano, across a restore", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom("0.0375", "2.50", "0.15", "1.000000001", "0.333"),
+        fc.array(fc.bigInt({ min: 0n, max: 10_000_000n }), { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 0, max: 59 }),
+        (amount, qs, restoreAt) => {
+          const cat = catalogFor(perUnitSubNano(amount));
+          let st = new MemoryRatingState();
+          let sum = 0n;
+          qs.forEach((q, i) => {
+            if (i === restoreAt) {
+              // a restart: the state is restored from persisted residues only
+              const next = new MemoryRatingState();
+              for (const [k, acc] of st.carries) next.setCarry(k, new CarryAccumulator(CARRY_ROUNDING, acc.carried));
+              st = next;
+            }
+            sum += rateEvent(cat, st, event(`e${i}`, "llm.call", { input_tokens: q })).lines[0]!.priceNanos;
+          });
+          const r = Rate.parse(amount, "a", { perQuantity: 1_000_000n });
+          const total = qs.reduce((a, b) => a + b, 0n);
+          expect(sum).toBe(divRound(r.num * total, r.den, "half_up"));
+        },
+      ),
+    );
+  });
+
+  it("$0.0000375 per 1M tokens (0.0375 nano a token) books 375 nanos for 10,000 single-token events", () => {
+    const cat = catalogFor(perUnitSubNano("0.0000375"));
+    const st = new MemoryRatingState();
+    let sum = 0n;
+    for (let i = 0; i < 10_000; i++) sum += rateEvent(cat, st, event(`e${i}`, "llm.call", { input_tokens: 1 })).lines[0]!.priceNanos;
+    expect(sum).toBe(375n);
+  });
+});
+
+function tier(upTo: string, amount: string, flatAmount = ""): TierSpec {
+  return { upTo, unitPrice: { amount, perQuantity: "" }, flatAmount };
+}
+
+describe("rateEvent: period-priced charges (property)", () => {
+  const graduated = version([charge("req", { kind: "graduated", tiers: [tier("1000", "0.01"), tier("10000", "0.008"), tier("0", "0.005")] }, { usage: usage("api.request", ["count"]) })]);
+  const volume = version([
+    charge("calls", { kind: "volume", tiers: [tier("10000", "0.0010", "10"), tier("50000", "0.0008", "10"), tier("0", "0.0006", "10")] }, { usage: usage("api.request", ["count"]) }),
+  ]);
+
+  it("books 15,000 graduated requests in any split at $107 in total", () => {
+    const cat = catalogFor(graduated);
+    const st = new MemoryRatingState();
+    let sum = 0n;
+    for (let i = 0; i < 15; i++) {
+      const l = rateEvent(cat, st, event(`e${i}`, "api.request", { count: 1000 })).lines[0]!;
+      expect(l.status).toBe("provisional");
+      sum += l.priceNanos;
+    }
+    expect(sum).toBe(107n * B);
+  });
+
+  it("period totals do not depend on the order events arrive in", () => {
+    fc.assert(
+      fc.property(fc.array(fc.bigInt({ min: 0n, max: 30_000n }), { minLength: 1, maxLength: 30 }), fc.boolean(), (qs, useVolume) => {
+        const v = useVolume ? volume : graduated;
+        const run = (order: bigint[]): bigint => {
+          const cat = catalogFor(v);
+          const st = new MemoryRatingState();
+          return order.reduce((s, q, i) => s + rateEvent(cat, st, event(`e${i}`, "api.request", { count: q })).lines[0]!.priceNanos, 0n);
+        };
+        expect(run(qs)).toBe(run([...qs].reverse()));
+        expect(run(qs)).toBe(run([qs.reduce((a, b) => a + b, 0n)]));
+      }),
+    );
+  });
+
+  it("keeps separate running totals per billing period", () => {
+    const cat = catalogFor(graduated);
+    const st = new MemoryRatingState();
+    const nov = rateEvent(cat, st, event("a", "api.request", { count: 1000 }, T0 + 1000)).lines[0]!;
+    const dec = rateEvent(cat, st, event("b", "api.request", { count: 1000 }, Date.UTC(2026, 11, 2))).lines[0]!;
+    expect(nov.priceNanos).toBe(10n * B);
+    expect(dec.priceNanos).toBe(10n * B);
+  });
+});
+
+describe("rateEvent: outcomes", () => {
+  const v = version([
+    charge(
+      "resolved",
+      {
+        kind: "outcome",
+        amount: "0.99",
+        conditionProperty: "resolved",
+        conditionValue: "true",
+        verificationWindowSeconds: String(7 * 86_400),
+        reversalEventType: "ticket.reopened",
+        taskIdProperty: "task_id",
+        attemptEventTypes: ["llm.call"],
+      },
+      { usage: usage("ticket.resolved", []) },
+    ),
+  ]);
+
+  it("attributes the cost of attempts to the outcome, keeps it pending and claws it back on a reversal in the window", () => {
+    const cat = catalogFor(v, llmCosts());
+    const st = new MemoryRatingState();
+    const a1 = rateEvent(cat, st, event("a1", "llm.call", { task_id: "t1", model: "gpt-x", provider: "openai", input_tokens: 1000 }));
+    const a2 = rateEvent(cat, st, event("a2", "llm.call", { task_id: "t1", model: "gpt-x", provider: "openai", output_tokens: 1000 }));
+    expect(a1.lines[0]).toMatchObject({ chargeId: "", costNanos: 1_250_000n, status: "cost_only" });
+    expect(a2.lines[0]!.costNanos).toBe(5_000_000n);
+    const o = rateEvent(cat, st, event("o1", "ticket.resolved", { task_id: "t1", resolved: "true" }));
+    expect(o.lines[0]).toMatchObject({ chargeId: "resolved", priceNanos: 990_000_000n, status: "pending", attributedCostNanos: 6_250_000n });
+    const dup = rateEvent(cat, st, event("o2", "ticket.resolved", { task_id: "t1", resolved: "true" }));
+    expect(dup.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+    const rev = rateEvent(cat, st, event("r1", "ticket.reopened", { task_id: "t1" }, T0 + 2 * 86_400_000));
+    expect(rev.lines[0]).toMatchObject({ chargeId: "resolved", priceNanos: -990_000_000n, status: "clawed_back" });
+  });
+
+  it("does not bill an outcome whose condition fails, nor claw back after the window", () => {
+    const cat = catalogFor(v);
+    const st = new MemoryRatingState();
+    expect(rateEvent(cat, st, event("o1", "ticket.resolved", { task_id: "t2", resolved: "false" })).lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+    rateEvent(cat, st, event("o2", "ticket.resolved", { task_id: "t3", resolved: "true" }));
+    const late = rateEvent(cat, st, event("r", "ticket.reopened", { task_id: "t3" }, T0 + 9 * 86_400_000));
+    expect(late.lines.filter((l) => l.chargeId !== "")).toEqual([]);
+  });
+});
+
+describe("rateEvent: percentage, dynamic and overrides", () => {
+  it("charges 2.9% + $0.30 with a $0.50 minimum and a $5 maximum", () => {
+    const v = version([
+      charge("fee", { kind: "percentage", amountProperty: "amount", percent: "2.9", fixedAmount: "0.30", minAmount: "0.50", maxAmount: "5" }, { usage: usage("payment", []) }),
+    ]);
+    const cat = catalogFor(v);
+    const price = (amount: string): bigint => rateEvent(cat, new MemoryRatingState(), event("p", "payment", { amount })).lines[0]!.priceNanos;
+    expect(price("100")).toBe(3_200_000_000n);
+    expect(price("1")).toBe(500_000_000n);
+    expect(price("1000")).toBe(5_000_000_000n);
+  });
+
+  it("takes a dynamic price from the event exactly", () => {
+    const v = version([charge("dyn", { kind: "dynamic", priceProperty: "price" }, { usage: usage("job", []) })]);
+    const r = rateEvent(catalogFor(v), new MemoryRatingState(), event("j", "job", { price: "0.000000123" }));
+    expect(r.lines[0]!.priceNanos).toBe(123n);
+  });
+
+  it("applies a customer's price override in its time range only", () => {
+    const cat = catalogFor(perUnitSubNano("2"), [], [
+      { overrideId: "ovr_1", customerId: "cus_1", chargeId: "tok", pricing: { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "1000000" } }, includedQuantity: "", startMs: T0 + 10_000, endMs: T0 + 20_000 },
+    ]);
+    const price = (ts: number): bigint => rateEvent(cat, new MemoryRatingState(), event("e", "llm.call", { input_tokens: 1_000_000 }, ts)).lines[0]!.priceNanos;
+    expect(price(T0 + 5_000)).toBe(2n * B);
+    expect(price(T0 + 15_000)).toBe(1n * B);
+    expect(price(T0 + 25_000)).toBe(2n * B);
+  });
+});
+
+describe("ScratchState", () => {
+  it("lets Quote see the running state without changing it", () => {
+    const cat = catalogFor(perUnitSubNano("0.0000375"));
+    const st = new MemoryRatingState();
+    rateEvent(cat, st, event("a", "llm.call", { input_tokens: 20 }));
+    const before = st.carries.get([...st.carries.keys()][0]!)!.carried;
+    const q = rateEvent(cat, new ScratchState(st), event("b", "llm.call", { input_tokens: 20 }));
+    expect(q.lines[0]!.priceNanos).toBe(1n);
+    expect(st.carries.get([...st.carries.keys()][0]!)!.carried).toEqual(before);
+  });
+});
+
+describe("rateEvent: spending cap in real time", () => {
+  it("stops booking at the cap and books the rest as provisional zero", () => {
+    const v = version([charge("tok", { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "" } }, { usage: usage("api", ["n"]) })], { spendingCapAmount: "10" });
+    const cat = catalogFor(v);
+    const st = new MemoryRatingState();
+    const booked = [4, 4, 4, 4].map((n, i) => rateEvent(cat, st, event(`e${i}`, "api", { n })).lines[0]!);
+    expect(booked.map((l) => l.priceNanos)).toEqual([4n * B, 4n * B, 2n * B, 0n]);
+    expect(booked[2]).toMatchObject({ status: "provisional", reason: "spending cap reached" });
+  });
+});

@@ -1,0 +1,524 @@
+import { allocate } from "@nanobill/money";
+import { compileCharge, type CompiledCharge, type CompiledVersion } from "./compile.js";
+import { MODEL_PROPERTY, PROVIDER_PROPERTY, type CostCatalog, type CostLine } from "./cost-catalog.js";
+import { billingPeriod, type Period } from "./period.js";
+import {
+  matrixRate,
+  percentagePrice,
+  periodTotal,
+  propExactNanos,
+  propQuantity,
+  propString,
+  rateExact,
+  roundHalfEven,
+  type Exact,
+} from "./pricing.js";
+import { COST, PRICE, carryKey, periodKey, taskKey, type RatingState } from "./state.js";
+import {
+  EVENTS_METRIC,
+  METRIC,
+  dimsKeyOf,
+  type Customer,
+  type PriceOverride,
+  type RatedEventResult,
+  type RatedLine,
+  type Subscription,
+  type UsageEvent,
+} from "./types.js";
+
+/**
+ * TenantCatalog: what rating needs to know about one tenant to rate its events: customers,
+ * subscriptions, compiled plan versions, price overrides and the cost catalog. Pure data with
+ * memoized compilation; the consumer loads one per tenant (cached for a short TTL) and the
+ * service invalidates it on writes.
+ */
+export class TenantCatalog {
+  readonly tenant: string;
+  readonly costs: CostCatalog;
+  readonly #customers: Map<string, Customer>;
+  readonly #subscriptions: Map<string, Subscription[]>;
+  readonly #versions: Map<string, CompiledVersion>; // planId\0version
+  readonly #overrides: Map<string, PriceOverride[]>;
+  readonly #overrideCache = new Map<string, CompiledCharge>();
+  readonly #periodCache = new Map<string, Period>();
+
+  constructor(opts: {
+    tenant: string;
+    customers: Customer[];
+    subscriptions: Subscription[];
+    versions: Array<{ planId: string; version: CompiledVersion }>;
+    overrides: PriceOverride[];
+    costs: CostCatalog;
+  }) {
+    this.tenant = opts.tenant;
+    this.costs = opts.costs;
+    this.#customers = new Map(opts.customers.map((c) => [c.customerId, c]));
+    this.#subscriptions = new Map();
+    for (const s of opts.subscriptions) {
+      let l = this.#subscriptions.get(s.customerId);
+      if (l === undefined) this.#subscriptions.set(s.customerId, (l = []));
+      l.push(s);
+    }
+    for (const l of this.#subscriptions.values()) l.sort((a, b) => a.startMs - b.startMs);
+    this.#versions = new Map(opts.versions.map((v) => [`${v.planId}\u0000${v.version.spec.version}`, v.version]));
+    this.#overrides = new Map();
+    for (const o of opts.overrides) {
+      let l = this.#overrides.get(o.customerId);
+      if (l === undefined) this.#overrides.set(o.customerId, (l = []));
+      l.push(o);
+    }
+  }
+
+  customer(id: string): Customer | undefined {
+    return this.#customers.get(id);
+  }
+
+  version(planId: string, version: number): CompiledVersion | undefined {
+    return this.#versions.get(`${planId}\u0000${version}`);
+  }
+
+  /** resolve: the subscription, version, period and charges in force for an event. */
+  resolve(e: UsageEvent): Resolution | { reason: string } {
+    const customer = this.#customers.get(e.customerId);
+    if (customer === undefined) return { reason: "unknown customer" };
+    const subs = this.#subscriptions.get(e.customerId);
+    if (subs !== undefined) {
+      for (const s of subs) {
+        for (const ph of s.phases) {
+          if (ph.startMs <= e.timestampMs && (ph.endMs === null || e.timestampMs < ph.endMs)) {
+            const v = this.version(ph.planId, ph.planVersion);
+            if (v === undefined) return { reason: `plan ${ph.planId} v${ph.planVersion} not found` };
+            const period = this.period(customer, v.spec.intervalMonths, e.timestampMs);
+            const base = v.byEventType.get(e.type) ?? [];
+            return { customer, subscriptionId: s.subscriptionId, version: v, period, charges: this.#applyOverrides(customer, v, ph.planId, base, e.timestampMs) };
+          }
+        }
+      }
+    }
+    return { reason: "no subscription in force at the event time" };
+  }
+
+  /** period: the customer's billing period containing atMs (memoized). */
+  period(c: Customer, intervalMonths: number, atMs: number): Period {
+    const key = `${c.customerId}\u0000${intervalMonths}`;
+    const p = this.#periodCache.get(key);
+    if (p !== undefined && p.startMs <= atMs && atMs < p.endMs) return p;
+    const np = billingPeriod(c.billingAnchorMs, c.timeZone, intervalMonths, atMs);
+    if (this.#periodCache.size > 100_000) this.#periodCache.clear();
+    this.#periodCache.set(key, np);
+    return np;
+  }
+
+  #applyOverrides(c: Customer, v: CompiledVersion, planId: string, charges: CompiledCharge[], ts: number): CompiledCharge[] {
+    const os = this.#overrides.get(c.customerId);
+    if (os === undefined || charges.length === 0) return charges;
+    return charges.map((ch) => {
+      const o = os.find((x) => x.chargeId === ch.chargeId && x.startMs <= ts && (x.endMs === null || ts < x.endMs));
+      if (o === undefined) return ch;
+      return this.compiledOverride(o, planId, v, ch);
+    });
+  }
+
+  /** compiledOverride: an override compiled against the charge it replaces (memoized). */
+  compiledOverride(o: PriceOverride, planId: string, v: CompiledVersion, ch: CompiledCharge): CompiledCharge {
+    const key = `${o.overrideId}\u0000${planId}\u0000${v.spec.version}`;
+    let cc = this.#overrideCache.get(key);
+    if (cc === undefined) {
+      cc = compileCharge({ ...ch.spec, pricing: o.pricing, includedQuantity: o.includedQuantity }, "price_override.charge", v.spec.currency);
+      this.#overrideCache.set(key, cc);
+    }
+    return cc;
+  }
+
+  subscriptions(customerId: string): Subscription[] {
+    return this.#subscriptions.get(customerId) ?? [];
+  }
+
+  overrides(customerId: string): PriceOverride[] {
+    return this.#overrides.get(customerId) ?? [];
+  }
+}
+
+export interface Resolution {
+  customer: Customer;
+  subscriptionId: string;
+  version: CompiledVersion;
+  period: Period;
+  charges: CompiledCharge[];
+}
+
+interface RawLine {
+  dims: Record<string, string>;
+  dimsKey: string;
+  metric: string;
+  quantity: bigint;
+  bad: string; // non-empty: unusable quantity
+}
+
+const EVENTS_ONLY = [EVENTS_METRIC];
+
+/** usageLines: one raw line per quantity property present (dimensions keyed in sorted order). */
+function usageLines(c: CompiledCharge, e: UsageEvent, single: boolean): RawLine[] {
+  const u = c.usage!;
+  const props = e.properties;
+  const counting = u.quantityProperties.length === 0;
+  const metrics = counting ? EVENTS_ONLY : u.quantityProperties;
+  const order = c.dimOrder;
+  const out: RawLine[] = [];
+  for (const m of metrics) {
+    let quantity = 1n;
+    let bad = "";
+    if (!counting) {
+      const v = props[m];
+      if (v === undefined) continue;
+      const q = propQuantity(v);
+      if (typeof q === "string") {
+        bad = `${m}: ${q}`;
+        quantity = 0n;
+      } else quantity = q;
+    }
+    const dims: Record<string, string> = {};
+    let key = "";
+    for (const k of order) {
+      let val: string;
+      if (k === METRIC) val = m;
+      else {
+        const pv = props[k];
+        if (pv === undefined) continue;
+        val = propString(pv);
+      }
+      dims[k] = val;
+      key = key === "" ? `${k}=${val}` : `${key}\u001f${k}=${val}`;
+    }
+    out.push({ dims, dimsKey: key, metric: m, quantity, bad });
+    if (single) break;
+  }
+  return out;
+}
+
+function line(chargeId: string, dims: Record<string, string>, quantity: bigint, unit: string, dimsKey?: string): RatedLine {
+  return {
+    chargeId,
+    dimensions: dims,
+    dimsKey: dimsKey ?? dimsKeyOf(dims),
+    quantity,
+    priceNanos: 0n,
+    unit,
+    costNanos: 0n,
+    costUnit: "",
+    status: "final",
+    reason: "",
+    attributedCostNanos: 0n,
+  };
+}
+
+/**
+ * rateEvent: prices and costs one event against the tenant catalog, mutating `state` (carries,
+ * period totals, tasks). Pure apart from `state`; the same (catalog, state, event) always gives
+ * the same result. Lines:
+ *  - event-mode charges: each line's exact price goes through the (customer, charge, dimensions)
+ *    CarryAccumulator (half-even), so booked prices sum to the rounded exact total, to the nano;
+ *  - period-mode charges: the event books round(F(total after)) - round(F(total before)) on the
+ *    (customer, charge, period) running total, split over its lines by quantity (largest
+ *    remainder); provisional;
+ *  - outcome charges: pending/final outcome lines, clawbacks on reversal events in the window;
+ *  - cost: each catalog metric of the event's (provider, model) is attributed once, to the first
+ *    line with that metric, else to a cost-only line (charge ""), through its own carry.
+ */
+export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent): RatedEventResult {
+  const t = cat.tenant;
+  const res = cat.resolve(e);
+  const lines: RatedLine[] = [];
+  const model = propString(e.properties[MODEL_PROPERTY]);
+  let taskId = propString(e.properties["task_id"]);
+  let subscriptionId = "";
+  let reason = "";
+  const attemptTasks = new Set<string>();
+
+  if ("reason" in res) {
+    reason = res.reason;
+  } else {
+    subscriptionId = res.subscriptionId;
+    for (const c of res.charges) {
+      const p = c.pricing;
+      if (p.kind === "outcome") {
+        const tid = p.taskIdProperty === "" ? "" : propString(e.properties[p.taskIdProperty]);
+        if (tid !== "") taskId = tid;
+        if (c.usage !== null && e.type === c.usage.eventType) rateOutcome(t, state, e, c, tid, lines);
+        else if (e.type === p.reversalEventType && tid !== "") rateReversal(t, state, e, c, tid, lines);
+        if (p.attemptEventTypes.has(e.type) && tid !== "") attemptTasks.add(tid);
+        continue;
+      }
+      if (c.usage === null || c.usage.eventType !== e.type) continue;
+      if (c.mode === "period") ratePeriodCharge(t, state, e, c, res.period, lines);
+      else rateEventCharge(t, state, e, c, res.period, lines);
+    }
+  }
+
+  if (!("reason" in res) && res.version.cap !== null) applyCap(t, state, e.customerId, res, lines);
+
+  // Cost: attribute each catalog metric once.
+  const costs = cat.costs.costOf(e);
+  const used = new Set<CostLine>();
+  for (const l of lines) {
+    if (l.status === "clawed_back") continue;
+    const m = l.dimensions[METRIC];
+    const cl = costs.find((x) => x.metric === m && !used.has(x));
+    if (cl === undefined) continue;
+    used.add(cl);
+    bookCost(t, state, e.customerId, l, cl.exact, cl.currency);
+  }
+  if (!("reason" in res)) {
+    for (const l of lines) {
+      if (l.chargeId === "" || l.costNanos === 0n) continue;
+      const k = periodKey(t, e.customerId, l.chargeId, res.period.startMs);
+      state.periodTotal(k, l.unit, res.period.endMs).costNanos += l.costNanos;
+    }
+  }
+  for (const cl of costs) {
+    if (used.has(cl)) continue;
+    const dims: Record<string, string> = { [METRIC]: cl.metric, [MODEL_PROPERTY]: model, [PROVIDER_PROPERTY]: propString(e.properties[PROVIDER_PROPERTY]) };
+    const l = line("", dims, cl.quantity, "");
+    l.status = "cost_only";
+    l.reason = reason;
+    bookCost(t, state, e.customerId, l, cl.exact, cl.currency);
+    lines.push(l);
+  }
+  if (reason !== "" && lines.length === 0) {
+    const l = line("", { [METRIC]: EVENTS_METRIC }, 1n, "");
+    l.status = "cost_only";
+    l.reason = `${reason}; no cost rate for provider ${JSON.stringify(propString(e.properties[PROVIDER_PROPERTY]))} model ${JSON.stringify(model)}`;
+    lines.push(l);
+  }
+
+  // Attempts: their cost accrues to the task's outcome.
+  if (attemptTasks.size > 0) {
+    let cost = 0n;
+    let unit = "";
+    for (const l of lines) {
+      if (l.costNanos !== 0n) {
+        cost += l.costNanos;
+        unit = l.costUnit;
+      }
+    }
+    for (const tid of attemptTasks) {
+      const k = taskKey(t, e.customerId, tid);
+      const ts = state.task(k);
+      ts.attemptCostNanos += cost;
+      if (unit !== "") ts.costUnit = unit;
+      state.touch("task", k);
+    }
+  }
+
+  return { eventId: e.eventId, customerId: e.customerId, eventType: e.type, timestampMs: e.timestampMs, subscriptionId, taskId, model, lines };
+}
+
+function bookCost(t: string, state: RatingState, customerId: string, l: RatedLine, exact: Exact, cur: string): void {
+  const k = carryKey(t, customerId, l.chargeId, l.dimsKey, COST);
+  l.costNanos = state.carry(k).add(exact);
+  l.costUnit = cur;
+  state.touch("carry", k);
+}
+
+function bookPrice(t: string, state: RatingState, customerId: string, l: RatedLine, exact: Exact): void {
+  const k = carryKey(t, customerId, l.chargeId, l.dimsKey, PRICE);
+  l.priceNanos = state.carry(k).add(exact);
+  state.touch("carry", k);
+}
+
+function addPeriodSums(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, lines: RatedLine[], from: number, bookedDelta: bigint | null): void {
+  const k = periodKey(t, e.customerId, c.chargeId, period.startMs);
+  const pt = state.periodTotal(k, c.unit, period.endMs);
+  for (let i = from; i < lines.length; i++) {
+    const l = lines[i]!;
+    pt.quantity += l.quantity;
+    if (bookedDelta === null) pt.bookedNanos += l.priceNanos;
+  }
+  if (bookedDelta !== null) pt.bookedNanos += bookedDelta;
+  state.touch("period", k);
+}
+
+function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, out: RatedLine[]): void {
+  const p = c.pricing;
+  const single = p.kind === "percentage" || p.kind === "dynamic";
+  const raws = usageLines(c, e, single);
+  const from = out.length;
+  for (const r of raws) {
+    const l = line(c.chargeId, r.dims, r.quantity, c.unit, r.dimsKey);
+    out.push(l);
+    if (r.bad !== "") {
+      l.status = "unpriced";
+      l.reason = r.bad;
+      continue;
+    }
+    let exact: Exact | null = null;
+    switch (p.kind) {
+      case "per_unit":
+        exact = p.rate.exactTimes(r.quantity);
+        break;
+      case "matrix": {
+        const rate = matrixRate(p, r.dims, l.dimsKey);
+        if (rate === null) l.reason = "no matrix cell matches and no default price";
+        else exact = rate.exactTimes(r.quantity);
+        break;
+      }
+      case "credits": {
+        const v = propString(e.properties[p.tierProperty]);
+        const rate = p.byValue.get(v) ?? p.defaultRate;
+        if (rate === null) l.reason = `no credit tier for ${p.tierProperty}=${JSON.stringify(v)}`;
+        else exact = rate.exactTimes(r.quantity);
+        break;
+      }
+      case "percentage": {
+        const amt = propExactNanos(e.properties[p.amountProperty]);
+        if (amt === null) l.reason = `${p.amountProperty}: missing or not a decimal`;
+        else if (amt.num < 0n) l.reason = `${p.amountProperty}: negative`;
+        else exact = percentagePrice(p, amt);
+        break;
+      }
+      case "dynamic": {
+        const amt = propExactNanos(e.properties[p.priceProperty]);
+        if (amt === null) l.reason = `${p.priceProperty}: missing or not a decimal`;
+        else if (amt.num < 0n) l.reason = `${p.priceProperty}: negative`;
+        else exact = amt;
+        break;
+      }
+      default:
+        l.reason = `charge model ${p.kind} is not event priced`;
+    }
+    if (exact === null) {
+      l.status = "unpriced";
+      continue;
+    }
+    bookPrice(t, state, e.customerId, l, exact);
+  }
+  addPeriodSums(t, state, e, c, period, out, from, null);
+}
+
+function ratePeriodCharge(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, out: RatedLine[]): void {
+  const raws = usageLines(c, e, false);
+  const from = out.length;
+  let dq = 0n;
+  for (const r of raws) {
+    const l = line(c.chargeId, r.dims, r.quantity, c.unit, r.dimsKey);
+    out.push(l);
+    if (r.bad !== "") {
+      l.status = "unpriced";
+      l.reason = r.bad;
+      l.quantity = 0n;
+    } else {
+      l.status = "provisional";
+      dq += r.quantity;
+    }
+  }
+  if (dq === 0n) {
+    addPeriodSums(t, state, e, c, period, out, from, 0n);
+    return;
+  }
+  const k = periodKey(t, e.customerId, c.chargeId, period.startMs);
+  const pt = state.periodTotal(k, c.unit, period.endMs);
+  const before = pt.bookedNanos;
+  const after = roundHalfEven(periodTotal(c, pt.quantity + dq));
+  const step = after - before;
+  const priced = out.slice(from).filter((l) => l.status === "provisional");
+  const shares = step === 0n ? priced.map(() => 0n) : allocate(step, priced.map((l) => l.quantity), "price_nanos");
+  priced.forEach((l, i) => (l.priceNanos = shares[i]!));
+  addPeriodSums(t, state, e, c, period, out, from, step);
+}
+
+function rateOutcome(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, tid: string, out: RatedLine[]): void {
+  const p = c.pricing as Extract<CompiledCharge["pricing"], { kind: "outcome" }>;
+  const dims: Record<string, string> = { [METRIC]: "outcomes" };
+  for (const d of c.usage!.dimensionProperties) {
+    const v = e.properties[d];
+    if (v !== undefined) dims[d] = propString(v);
+  }
+  const l = line(c.chargeId, dims, 1n, c.unit);
+  out.push(l);
+  if (p.conditionProperty !== "" && propString(e.properties[p.conditionProperty]) !== p.conditionValue) {
+    l.status = "unpriced";
+    l.reason = `condition ${p.conditionProperty}=${JSON.stringify(p.conditionValue)} not met`;
+    l.quantity = 0n;
+    return;
+  }
+  if (tid !== "") {
+    const k = taskKey(t, e.customerId, tid);
+    const task = state.task(k);
+    if (task.outcome !== null && task.outcome.status !== "clawed_back") {
+      l.status = "unpriced";
+      l.reason = `task ${JSON.stringify(tid)} already has outcome ${task.outcome.eventId}`;
+      l.quantity = 0n;
+      return;
+    }
+    bookPrice(t, state, e.customerId, l, rateExact(p.amount));
+    l.attributedCostNanos = task.attemptCostNanos;
+    task.outcome = {
+      eventId: e.eventId,
+      chargeId: c.chargeId,
+      priceNanos: l.priceNanos,
+      unit: c.unit,
+      verifyUntilMs: e.timestampMs + p.windowMs,
+      eventTimeMs: e.timestampMs,
+      model: propString(e.properties[MODEL_PROPERTY]),
+      status: p.windowMs > 0 ? "pending" : "confirmed",
+    };
+    state.touch("task", k);
+  } else {
+    bookPrice(t, state, e.customerId, l, rateExact(p.amount));
+  }
+  l.status = p.windowMs > 0 ? "pending" : "final";
+}
+
+function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, tid: string, out: RatedLine[]): void {
+  const k = taskKey(t, e.customerId, tid);
+  const task = state.task(k);
+  const o = task.outcome;
+  if (o === null || o.chargeId !== c.chargeId || o.status !== "pending" || e.timestampMs > o.verifyUntilMs) return;
+  const l = line(c.chargeId, { [METRIC]: "outcomes" }, -1n, c.unit);
+  l.priceNanos = -o.priceNanos;
+  l.status = "clawed_back";
+  l.reason = `reversal of outcome ${o.eventId} within its verification window`;
+  out.push(l);
+  o.status = "clawed_back";
+  state.touch("task", k);
+}
+
+/** CAP_CHARGE_ID: the period-total key holding a customer's uncapped currency usage (not a charge). */
+export const CAP_CHARGE_ID = "#cap";
+
+/**
+ * applyCap: the plan's spending cap in real time. A running total per (customer, period) holds
+ * the uncapped currency usage U; an event whose lines add S books min(cap, U + S) - min(cap, U)
+ * instead of S, the difference taken from its positive lines (largest remainder) and marked
+ * provisional. The period's per-charge totals stay uncapped (RatePeriod shows the cap as an
+ * adjustment line); buckets and wallet amounts are capped.
+ */
+function applyCap(t: string, state: RatingState, customerId: string, res: Resolution, lines: RatedLine[]): void {
+  const cap = roundHalfEven(rateExact(res.version.cap!));
+  if (cap <= 0n) return;
+  const cur = res.version.spec.currency;
+  const priced = lines.filter((l) => l.unit === cur && l.chargeId !== "" && (l.status === "final" || l.status === "provisional" || l.status === "pending" || l.status === "clawed_back"));
+  if (priced.length === 0) return;
+  const s = priced.reduce((a, l) => a + l.priceNanos, 0n);
+  const k = periodKey(t, customerId, CAP_CHARGE_ID, res.period.startMs);
+  const pt = state.periodTotal(k, cur, res.period.endMs);
+  const u = pt.bookedNanos;
+  const min = (a: bigint, b: bigint): bigint => (a < b ? a : b);
+  const capped = min(cap, u + s) - min(cap, u);
+  pt.bookedNanos = u + s;
+  state.touch("period", k);
+  const cut = s - capped;
+  if (cut === 0n) return;
+  const pos = priced.filter((l) => l.priceNanos > 0n);
+  if (cut > 0n && pos.length > 0) {
+    const shares = allocate(cut, pos.map((l) => l.priceNanos), "cap");
+    pos.forEach((l, i) => {
+      l.priceNanos -= shares[i]!;
+      if (l.status === "final") l.status = "provisional";
+      l.reason = l.reason === "" ? "spending cap reached" : `${l.reason}; spending cap reached`;
+    });
+  } else {
+    // negative steps below the cap again (a clawback): book the capped difference on the first line
+    priced[0]!.priceNanos -= cut;
+  }
+}

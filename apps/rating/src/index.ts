@@ -1,0 +1,72 @@
+// @nanobill/rating: the rating service as a library (see docs/platform-apis.md).
+import { fileURLToPath } from "node:url";
+import type { Client, ConnectRouter } from "@connectrpc/connect";
+import type { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { Db } from "@nanobill/db";
+import type { Clock, Logger } from "@nanobill/service-kit";
+import { CatalogCache } from "./catalog-cache.js";
+import { RATING_CONFIG_DEFAULT, type RatingConfig } from "./config.js";
+import { RatingConsumer } from "./consumer.js";
+import { createRatingRoutes } from "./server.js";
+import { CatalogStore } from "./store/catalog-store.js";
+import { RatedStore } from "./store/rated-store.js";
+
+export { RATING_CONFIG_DEFAULT, ratingConfigFromEnv, type RatingConfig } from "./config.js";
+export * as limits from "./limits.js";
+
+/** Absolute path of the SQL migrations (apply with migrate(db, migrationsDir) before start). */
+export const migrationsDir: string = fileURLToPath(new URL("./store/migrations", import.meta.url));
+
+export interface RatingDeps {
+  db: Db;
+  logger: Logger;
+  clock: Clock;
+  /** Connect clients (internal key) of the services rating calls. */
+  clients: { metering: Client<typeof MeteringService>; wallet: Client<typeof CreditWalletService> };
+  config?: Partial<RatingConfig>;
+  /** Shorthand for config.consumerWaitMs (the platform passes it). */
+  consumerWaitMs?: number;
+}
+
+export interface RatingServiceHandle {
+  routes(router: ConnectRouter): void;
+  /** Starts the metering consumer (idempotent). */
+  start(): Promise<void>;
+  /** Stops the consumer and waits for the batch in flight. */
+  stop(): Promise<void>;
+  readonly consumer: RatingConsumer;
+  readonly catalog: CatalogStore;
+  readonly rated: RatedStore;
+}
+
+export async function createRatingService(deps: RatingDeps): Promise<RatingServiceHandle> {
+  const config: RatingConfig = { ...RATING_CONFIG_DEFAULT, ...(deps.config ?? {}) };
+  if (deps.consumerWaitMs !== undefined) config.consumerWaitMs = deps.consumerWaitMs;
+  const catalog = new CatalogStore(deps.db);
+  const rated = new RatedStore(deps.db);
+  const cache = new CatalogCache(catalog, deps.clock, config.cacheTtlMs);
+  const consumer = new RatingConsumer({
+    db: deps.db,
+    rated,
+    cache,
+    metering: deps.clients.metering,
+    wallet: deps.clients.wallet,
+    logger: deps.logger,
+    clock: deps.clock,
+    options: { batchEventsMax: config.consumerBatchEvents, waitMs: config.consumerWaitMs },
+  });
+  const routes = createRatingRoutes({ catalog, rated, cache, clock: deps.clock, logger: deps.logger, config, metering: deps.clients.metering });
+  return {
+    routes,
+    consumer,
+    catalog,
+    rated,
+    async start() {
+      if (config.consumerEnabled) consumer.start();
+    },
+    async stop() {
+      await consumer.stop();
+    },
+  };
+}

@@ -1,0 +1,273 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { testBackends } from "@nanobill/db";
+import {
+  CostRateScope,
+  GuardrailKind,
+  MarginGroupBy,
+  PeriodLineKind,
+  PlanVersionSchema,
+  RatedLineStatus,
+  type PlanVersion,
+} from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { initTelemetry, type Telemetry } from "@nanobill/telemetry";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEYS, T0, openHarness, type Harness } from "./test-support.js";
+import { COST_RATES_PER_REQUEST_MAX, PAGE_SIZE_MAX } from "./limits.js";
+
+const t0 = T0.getTime();
+const HOUR = 3_600_000;
+
+function matrixVersion(): PlanVersion {
+  return create(PlanVersionSchema, {
+    currency: "USD",
+    charges: [
+      {
+        chargeId: "llm_tokens",
+        name: "LLM tokens",
+        unit: "USD",
+        usage: { meter: "llm_tokens", eventType: "llm.call", quantityProperties: ["input_tokens", "output_tokens"], dimensionProperties: ["model"] },
+        pricing: {
+          case: "matrix",
+          value: {
+            cells: [
+              { match: { model: "gpt-x", metric: "input_tokens" }, unitPrice: { amount: "2.50", perQuantity: 1_000_000n } },
+              { match: { model: "gpt-x", metric: "output_tokens" }, unitPrice: { amount: "10", perQuantity: 1_000_000n } },
+            ],
+          },
+        },
+      },
+    ],
+  });
+}
+
+async function expectCode(p: Promise<unknown>, code: Code, msg?: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConnectError);
+    expect(Code[(e as ConnectError).code]).toBe(Code[code]);
+    if (msg) expect((e as ConnectError).rawMessage).toMatch(msg);
+    return;
+  }
+  throw new Error(`expected ${Code[code]}, got success`);
+}
+
+const exporter = new InMemorySpanExporter();
+let telemetry: Telemetry;
+beforeAll(() => {
+  telemetry = initTelemetry({ serviceName: "rating-test", exporter });
+});
+afterAll(async () => {
+  await telemetry.shutdown();
+});
+
+const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+for (const backend of testBackends()) {
+  describe(`rating service on ${backend.name}`, () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await openHarness(await backend.open());
+      h.metering.meters.set("tnt_a\u0000llm_tokens", "llm.call");
+      const c = h.client(KEYS.adminA);
+      await c.createCustomer({ customer: { customerId: "cus_1", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
+      await c.createPlan({ planId: "plan_llm", name: "LLM", version: matrixVersion() });
+      await c.publishPlanVersion({ planId: "plan_llm", version: 1 });
+      await c.createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+      const r = await c.upsertCostRates({
+        rates: [
+          { provider: "openai", model: "gpt-x", metric: "input_tokens", unitPrice: { amount: "1.25", perQuantity: 1_000_000n }, currency: "USD", effectiveTime: timestampFromMs(0) },
+          { provider: "openai", model: "gpt-x", metric: "output_tokens", unitPrice: { amount: "5", perQuantity: 1_000_000n }, currency: "USD", effectiveTime: timestampFromMs(0), scope: CostRateScope.TENANT },
+        ],
+      });
+      expect(r.results.map((x) => x.ok)).toEqual([true, true]);
+    });
+    afterAll(async () => {
+      await h.close();
+    });
+
+    it("rates the event-flow event at 8,755,000 nanos with cost 4,377,500 and hands it to the wallet once", async () => {
+      const props = { model: "gpt-x", provider: "openai", input_tokens: 1234, output_tokens: 567 };
+      h.metering.push("tnt_a", { id: "evt_1", customerId: "cus_1", type: "llm.call", timestampMs: t0, properties: props, traceparent: `00-${TRACE_ID}-00f067aa0ba902b7-01` });
+      exporter.reset();
+      expect(await h.service.consumer.pollOnce(0)).toBe(1);
+      await telemetry.forceFlush();
+      const span = exporter.getFinishedSpans().find((s) => s.name === "rating.rate_event");
+      expect(span?.spanContext().traceId).toBe(TRACE_ID);
+      expect(span?.attributes["nanobill.price_nanos"]).toBe(8_755_000);
+      expect(span?.attributes["nanobill.cost_nanos"]).toBe(4_377_500);
+      const c = h.client(KEYS.readA);
+      const usage = await c.listRatedUsage({ customerId: "cus_1", from: timestampFromMs(t0 - HOUR), to: timestampFromMs(t0 + HOUR) });
+      expect(usage.totals).toHaveLength(1);
+      expect(usage.totals[0]).toMatchObject({ chargeId: "llm_tokens", quantity: 1801n, priceNanos: 8_755_000n, unit: "USD", costNanos: 4_377_500n, costUnit: "USD" });
+      expect(usage.buckets.map((b) => [b.dimensions.metric, b.priceNanos, b.costNanos])).toEqual([
+        ["input_tokens", 3_085_000n, 1_542_500n],
+        ["output_tokens", 5_670_000n, 2_835_000n],
+      ]);
+      const ev = await c.getRatedEvent({ eventId: "evt_1" });
+      expect(ev.rated?.lines.map((l) => l.status)).toEqual([RatedLineStatus.FINAL, RatedLineStatus.FINAL]);
+      expect(h.wallet.consumed.map((x) => [x.tenant, x.item.id, x.item.amountNanos, x.item.unit])).toEqual([["tnt_a", "evt_1:llm_tokens", 8_755_000n, "USD"]]);
+
+      // The same event delivered again (a redelivery with a new sequence) changes nothing.
+      h.metering.push("tnt_a", { id: "evt_1", customerId: "cus_1", type: "llm.call", timestampMs: t0, properties: props });
+      expect(await h.service.consumer.pollOnce(0)).toBe(0);
+      const again = await c.listRatedUsage({ customerId: "cus_1", from: timestampFromMs(t0 - HOUR), to: timestampFromMs(t0 + HOUR) });
+      expect(again.totals[0]!.priceNanos).toBe(8_755_000n);
+      expect(h.wallet.consumed).toHaveLength(1);
+    });
+
+    it("quotes an event without recording it", async () => {
+      const q = await h.client(KEYS.readA).quote({
+        event: { customerId: "cus_1", type: "llm.call", timestamp: timestampFromMs(t0), properties: { model: { kind: { case: "stringValue", value: "gpt-x" } }, provider: { kind: { case: "stringValue", value: "openai" } }, input_tokens: { kind: { case: "intValue", value: 1_000_000n } } } },
+      });
+      expect(q.rated?.lines[0]).toMatchObject({ priceNanos: 2_500_000_000n, costNanos: 1_250_000_000n });
+      await expectCode(h.client(KEYS.readA).getRatedEvent({ eventId: "nope" }), Code.NotFound);
+    });
+
+    it("keeps the wallet hand-off in the outbox while the wallet is down and drains it later", async () => {
+      h.wallet.failNext = 1;
+      h.metering.push("tnt_a", { id: "evt_2", customerId: "cus_1", type: "llm.call", timestampMs: t0 + 1000, properties: { model: "gpt-x", provider: "openai", input_tokens: 1000 } });
+      await expect(h.service.consumer.pollOnce(0)).rejects.toThrow(/wallet down/);
+      expect(await h.service.rated.outboxSize()).toBe(1);
+      await h.service.consumer.drainOutbox();
+      expect(await h.service.rated.outboxSize()).toBe(0);
+      expect(h.wallet.consumed.map((x) => x.item.id)).toContain("evt_2:llm_tokens");
+    });
+
+    it("answers margin by model and raises a margin alert within the batch that caused it", async () => {
+      const admin = h.client(KEYS.adminA);
+      await admin.createGuardrailRule({ rule: { ruleId: "rule_m60", kind: GuardrailKind.MARGIN_BELOW, thresholdBps: 6000n, windowSeconds: 3600 } });
+      h.metering.push("tnt_a", { id: "evt_3", customerId: "cus_1", type: "llm.call", timestampMs: t0 + 2000, properties: { model: "gpt-x", provider: "openai", input_tokens: 10 } });
+      h.clock.advance(5000);
+      await h.service.consumer.pollOnce(0);
+      const alerts = await h.client(KEYS.readA).listAlerts({ since: timestampFromMs(t0 - HOUR) });
+      expect(alerts.alerts).toHaveLength(1);
+      expect(alerts.alerts[0]).toMatchObject({ ruleId: "rule_m60", customerId: "cus_1", observedBps: 5000n, thresholdBps: 6000n });
+      const m = await h.client(KEYS.readA).queryMargin({ from: timestampFromMs(t0 - HOUR), to: timestampFromMs(t0 + HOUR), groupBy: [MarginGroupBy.MODEL] });
+      expect(m.rows).toHaveLength(1);
+      expect(m.rows[0]).toMatchObject({ model: "gpt-x", marginBps: 5000n, unit: "USD" });
+      expect(m.rows[0]!.revenueNanos).toBe(2n * m.rows[0]!.costNanos);
+    });
+
+    it("rates a period exactly with RatePeriod", async () => {
+      const p = await h.client(KEYS.readA).ratePeriod({ customerId: "cus_1", at: timestampFromMs(t0) });
+      expect(p.periodStart).toEqual(timestampFromMs(Date.UTC(2026, 10, 1)));
+      expect(p.periodEnd).toEqual(timestampFromMs(Date.UTC(2026, 11, 1)));
+      const usage = p.lines.filter((l) => l.kind === PeriodLineKind.USAGE);
+      expect(usage).toHaveLength(1);
+      expect(usage[0]!.amountNanos).toBe(usage[0]!.bookedNanos);
+      expect(p.totalNanos).toBe(usage[0]!.amountNanos);
+    });
+
+    it("refuses edits to a published version with FailedPrecondition and names bad fields", async () => {
+      const c = h.client(KEYS.adminA);
+      await expectCode(c.updatePlanVersion({ planId: "plan_llm", version: { ...matrixVersion(), version: 1 } }), Code.FailedPrecondition, /immutable/);
+      const bad = matrixVersion();
+      bad.charges[0]!.usage!.meter = "no_such_meter";
+      await expectCode(c.createPlan({ planId: "plan_bad", name: "x", version: bad }), Code.InvalidArgument, /version\.charges\[0\]\.usage\.meter: unknown meter/);
+      const tiers = create(PlanVersionSchema, {
+        currency: "USD",
+        charges: [{ chargeId: "g", unit: "USD", usage: { meter: "llm_tokens", eventType: "llm.call" }, pricing: { case: "graduated", value: { tiers: [{ upTo: 10n, unitPrice: { amount: "1" } }, { upTo: 5n, unitPrice: { amount: "1" } }, { unitPrice: { amount: "1" } }] } } }],
+      });
+      await expectCode(c.createPlan({ planId: "plan_tiers", name: "x", version: tiers }), Code.InvalidArgument, /version\.charges\[0\]\.graduated\.tiers\[1\]\.up_to/);
+      expect((await h.service.catalog.getPlan("tnt_a", "plan_tiers"))).toBeNull();
+      await expectCode(c.createSubscription({ subscriptionId: "sub_x", customerId: "cus_1", planId: "plan_llm", planVersion: 9, startTime: timestampFromMs(t0) }), Code.NotFound);
+    });
+
+    it("is idempotent on caller ids: same content returns the first result, different content is AlreadyExists", async () => {
+      const c = h.client(KEYS.adminA);
+      const cust = { customerId: "cus_1", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" };
+      await c.createCustomer({ customer: cust });
+      await expectCode(c.createCustomer({ customer: { ...cust, currency: "EUR" } }), Code.AlreadyExists);
+      await c.createPlan({ planId: "plan_llm", name: "LLM", version: matrixVersion() });
+      await expectCode(c.createPlan({ planId: "plan_llm", name: "Other", version: matrixVersion() }), Code.AlreadyExists);
+    });
+
+    it("enforces scopes and tenant isolation", async () => {
+      await expectCode(h.client(KEYS.readA).createCustomer({ customer: { customerId: "cus_2", currency: "USD", billingAnchor: timestampFromMs(t0) } }), Code.PermissionDenied);
+      await expectCode(h.client(KEYS.adminB).getCustomer({ customerId: "cus_1" }), Code.NotFound);
+      const viaInternal = await h.client(KEYS.internal, "tnt_a").getCustomer({ customerId: "cus_1" });
+      expect(viaInternal.customer?.currency).toBe("USD");
+    });
+
+    it("burns credits for a credits charge: 6 premium requests at 3 credits each hand 18 credits to the wallet", async () => {
+      const c = h.client(KEYS.adminA);
+      h.metering.meters.set("tnt_a\u0000assist", "assist.request");
+      await c.createCustomer({ customer: { customerId: "cus_c", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)) } });
+      await c.createPlan({
+        planId: "plan_credits",
+        name: "Credits",
+        version: {
+          currency: "USD",
+          charges: [
+            {
+              chargeId: "assist",
+              unit: "cr_credits",
+              usage: { meter: "assist", eventType: "assist.request", dimensionProperties: ["model"] },
+              pricing: { case: "credits", value: { tierProperty: "model", tiers: [{ tier: "premium", values: ["big"], creditsPerUnit: "3" }], defaultCreditsPerUnit: "1" } },
+            },
+          ],
+        },
+      });
+      await c.publishPlanVersion({ planId: "plan_credits", version: 1 });
+      await c.createSubscription({ subscriptionId: "sub_c", customerId: "cus_c", planId: "plan_credits", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+      for (let i = 0; i < 6; i++) h.metering.push("tnt_a", { id: `as_${i}`, customerId: "cus_c", type: "assist.request", timestampMs: t0 + i, properties: { model: "big" } });
+      expect(await h.service.consumer.pollOnce(0)).toBe(6);
+      const burned = h.wallet.consumed.filter((x) => x.item.customerId === "cus_c");
+      expect(burned.map((x) => x.item.unit)).toEqual(Array(6).fill("cr_credits"));
+      expect(burned.reduce((a, x) => a + x.item.amountNanos, 0n)).toBe(18_000_000_000n);
+    });
+
+    it("bills an outcome after its verification window, with the cost of its attempts, and claws back a reversed one", async () => {
+      const c = h.client(KEYS.adminA);
+      h.metering.meters.set("tnt_a\u0000tickets", "ticket.resolved");
+      await c.createCustomer({ customer: { customerId: "cus_o", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)) } });
+      await c.createPlan({
+        planId: "plan_out",
+        name: "Outcomes",
+        version: {
+          currency: "USD",
+          charges: [
+            {
+              chargeId: "resolved",
+              unit: "USD",
+              usage: { meter: "tickets", eventType: "ticket.resolved" },
+              pricing: { case: "outcome", value: { amount: "0.99", verificationWindowSeconds: 7n * 86_400n, reversalEventType: "ticket.reopened", taskIdProperty: "task_id", attemptEventTypes: ["llm.call"] } },
+            },
+          ],
+        },
+      });
+      await c.publishPlanVersion({ planId: "plan_out", version: 1 });
+      await c.createSubscription({ subscriptionId: "sub_o", customerId: "cus_o", planId: "plan_out", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+      const base = h.clock.now().getTime();
+      h.metering.push("tnt_a", { id: "att_1", customerId: "cus_o", type: "llm.call", timestampMs: base, properties: { task_id: "t1", model: "gpt-x", provider: "openai", input_tokens: 1000 } });
+      h.metering.push("tnt_a", { id: "out_1", customerId: "cus_o", type: "ticket.resolved", timestampMs: base + 1, properties: { task_id: "t1" } });
+      h.metering.push("tnt_a", { id: "out_2", customerId: "cus_o", type: "ticket.resolved", timestampMs: base + 2, properties: { task_id: "t2" } });
+      h.metering.push("tnt_a", { id: "rev_2", customerId: "cus_o", type: "ticket.reopened", timestampMs: base + 3, properties: { task_id: "t2" } });
+      expect(await h.service.consumer.pollOnce(0)).toBe(4);
+      const r = h.client(KEYS.readA);
+      const o1 = (await r.getRatedEvent({ eventId: "out_1" })).rated!.lines[0]!;
+      expect(o1).toMatchObject({ priceNanos: 990_000_000n, status: RatedLineStatus.PENDING, attributedCostNanos: 1_250_000n });
+      expect((await r.getRatedEvent({ eventId: "out_2" })).rated!.lines[0]!.status).toBe(RatedLineStatus.CLAWED_BACK);
+      expect((await r.getRatedEvent({ eventId: "rev_2" })).rated!.lines[0]).toMatchObject({ priceNanos: -990_000_000n, status: RatedLineStatus.CLAWED_BACK });
+      expect(h.wallet.consumed.some((x) => x.item.customerId === "cus_o")).toBe(false);
+      h.clock.advance(8 * 86_400_000);
+      await h.service.consumer.pollOnce(0);
+      expect(h.wallet.consumed.filter((x) => x.item.customerId === "cus_o").map((x) => [x.item.id, x.item.amountNanos])).toEqual([["out_1:resolved", 990_000_000n]]);
+      expect((await r.getRatedEvent({ eventId: "out_1" })).rated!.lines[0]!.status).toBe(RatedLineStatus.FINAL);
+    });
+
+    it("enforces limits at the edge", async () => {
+      await expectCode(h.client(KEYS.readA).listCustomers({ pageSizeMax: PAGE_SIZE_MAX + 1 }), Code.InvalidArgument, /page_size_max/);
+      const rate = { provider: "p", model: "m", metric: "calls", unitPrice: { amount: "1" }, currency: "USD", effectiveTime: timestampFromMs(0) };
+      await expectCode(h.client(KEYS.adminA).upsertCostRates({ rates: Array.from({ length: COST_RATES_PER_REQUEST_MAX + 1 }, () => rate) }), Code.InvalidArgument, /rates/);
+      const ok = await h.client(KEYS.adminA).upsertCostRates({ rates: [rate, { ...rate, unitPrice: { amount: "-1" } }] });
+      expect(ok.results.map((r) => r.ok)).toEqual([true, false]);
+      expect(ok.results[1]!.error).toMatch(/rates\[1\]\.unit_price\.amount/);
+      await expectCode(h.client(KEYS.readA).listRatedUsage({ customerId: "cus_1", from: timestampFromMs(0), to: timestampFromMs(t0) }), Code.InvalidArgument, /window/);
+    });
+  });
+}

@@ -1,0 +1,458 @@
+import { CarryAccumulator } from "@nanobill/money";
+import type { Db, Queryable, Row } from "@nanobill/db";
+import type { AlertRow } from "../domain/margin.js";
+import { CARRY_ROUNDING, MemoryRatingState, type PeriodTotal, type TaskState } from "../domain/state.js";
+import type { LineStatus, RatedEventResult, RatedLine } from "../domain/types.js";
+import { big, insertMany, msOfNN, ts } from "./sql.js";
+
+const SEP = "\u0000";
+const HOUR_MS = 3_600_000;
+
+/** WalletItem: one amount to hand to credit-wallet Consume (id "<event_id>:<charge_id>"). */
+export interface WalletItem {
+  tenant: string;
+  itemId: string;
+  customerId: string;
+  unit: string;
+  amountNanos: bigint;
+  eventId: string;
+  chargeId: string;
+  model: string;
+  occurredMs: number;
+  traceparent: string;
+  tracestate: string;
+}
+
+/** RatedBatch: everything one consumer batch writes in one transaction. */
+export interface RatedBatch {
+  rated: Array<{ tenant: string; sequence: bigint; result: RatedEventResult }>;
+  wallet: WalletItem[];
+  cursor: { name: string; afterSequence: bigint };
+}
+
+export interface BucketRow {
+  chargeId: string;
+  dimensions: Record<string, string>;
+  hourStartMs: number;
+  quantity: bigint;
+  priceNanos: bigint;
+  unit: string;
+  costNanos: bigint;
+  costUnit: string;
+  eventCount: bigint;
+}
+
+export interface PeriodTotalRow {
+  chargeId: string;
+  unit: string;
+  quantity: bigint;
+  bookedNanos: bigint;
+  costNanos: bigint;
+}
+
+export interface MarginSumRow {
+  customerId: string;
+  model: string;
+  chargeId: string;
+  windowStartMs: number;
+  unit: string;
+  costUnit: string;
+  priceNanos: bigint;
+  costNanos: bigint;
+}
+
+function lineJson(l: RatedLine): unknown {
+  return {
+    dimensions: l.dimensions,
+    quantity: l.quantity.toString(),
+    priceNanos: l.priceNanos.toString(),
+    unit: l.unit,
+    costNanos: l.costNanos.toString(),
+    costUnit: l.costUnit,
+    status: l.status,
+    reason: l.reason,
+    attributedCostNanos: l.attributedCostNanos.toString(),
+  };
+}
+
+function lineOf(chargeId: string, j: Record<string, unknown>): RatedLine {
+  const dims = j.dimensions as Record<string, string>;
+  return {
+    chargeId,
+    dimensions: dims,
+    dimsKey: "",
+    quantity: BigInt(j.quantity as string),
+    priceNanos: BigInt(j.priceNanos as string),
+    unit: j.unit as string,
+    costNanos: BigInt(j.costNanos as string),
+    costUnit: j.costUnit as string,
+    status: j.status as LineStatus,
+    reason: j.reason as string,
+    attributedCostNanos: BigInt(j.attributedCostNanos as string),
+  };
+}
+
+/**
+ * RatedStore: rated events, hour buckets, rating state (carries, period totals, outcome tasks),
+ * the consumer cursor, the wallet outbox and alerts.
+ */
+export class RatedStore {
+  constructor(readonly db: Db) {}
+
+  async cursor(name: string): Promise<bigint> {
+    const r = await this.db.query(`SELECT after_sequence FROM consumer_cursor WHERE name=$1`, [name]);
+    return r.rows.length === 0 ? 0n : big(r.rows[0]!.after_sequence);
+  }
+
+  /** alreadyRated: the (tenant, event id) pairs of `events` that have rated rows. */
+  async alreadyRated(q: Queryable, events: Array<{ tenant: string; eventId: string }>): Promise<Set<string>> {
+    const out = new Set<string>();
+    if (events.length === 0) return out;
+    const r = await q.query(
+      `SELECT DISTINCT tenant, event_id FROM rated_events WHERE (tenant, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [events.map((e) => e.tenant), events.map((e) => e.eventId)],
+    );
+    for (const row of r.rows) out.add(`${row.tenant as string}${SEP}${row.event_id as string}`);
+    return out;
+  }
+
+  /**
+   * loadState: loads into `st` the carries and open period totals of the given customers and the
+   * tasks of the given task ids (keys not loaded start at zero).
+   */
+  async loadState(q: Queryable, st: MemoryRatingState, customers: Array<{ tenant: string; customerId: string }>, tasks: Array<{ tenant: string; customerId: string; taskId: string }>, minEventMs: number): Promise<void> {
+    if (customers.length > 0) {
+      const tn = customers.map((c) => c.tenant);
+      const cu = customers.map((c) => c.customerId);
+      const carries = await q.query(
+        `SELECT * FROM carries WHERE (tenant, customer_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+        [tn, cu],
+      );
+      for (const r of carries.rows) {
+        const key = [r.tenant, r.customer_id, r.charge_id, r.dims_key, r.kind].join(SEP);
+        st.setCarry(key, new CarryAccumulator(CARRY_ROUNDING, { num: BigInt(r.residue_num as string), den: BigInt(r.residue_den as string) }));
+      }
+      const periods = await q.query(
+        `SELECT * FROM period_totals WHERE (tenant, customer_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND period_end > $3`,
+        [tn, cu, ts(minEventMs)],
+      );
+      for (const r of periods.rows) {
+        const key = [r.tenant, r.customer_id, r.charge_id, msOfNN(r.period_start)].join(SEP);
+        st.periods.set(key, { quantity: BigInt(r.quantity as string), bookedNanos: big(r.booked_nanos), costNanos: big(r.cost_nanos), unit: r.unit as string, periodEndMs: msOfNN(r.period_end) });
+      }
+    }
+    if (tasks.length > 0) {
+      const r = await q.query(
+        `SELECT * FROM outcome_tasks WHERE (tenant, customer_id, task_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`,
+        [tasks.map((t) => t.tenant), tasks.map((t) => t.customerId), tasks.map((t) => t.taskId)],
+      );
+      for (const row of r.rows) {
+        const o = row.outcome as (Omit<NonNullable<TaskState["outcome"]>, "priceNanos"> & { priceNanos: string }) | null;
+        st.tasks.set([row.tenant, row.customer_id, row.task_id].join(SEP), {
+          attemptCostNanos: big(row.attempt_cost_nanos),
+          costUnit: row.cost_unit as string,
+          outcome: o === null ? null : { ...o, priceNanos: BigInt(o.priceNanos) },
+        });
+      }
+    }
+  }
+
+  /** writeBatch: rated rows, buckets, dirty state, wallet outbox and the cursor, in `tx`. */
+  async writeBatch(tx: Queryable, b: RatedBatch, st: MemoryRatingState, nowMs: number): Promise<void> {
+    const rows: unknown[][] = [];
+    const buckets = new Map<string, unknown[]>();
+    for (const { tenant, sequence, result: r } of b.rated) {
+      const byCharge = new Map<string, RatedLine[]>();
+      for (const l of r.lines) {
+        const list = byCharge.get(l.chargeId);
+        if (list === undefined) byCharge.set(l.chargeId, [l]);
+        else list.push(l);
+        const hour = Math.floor(r.timestampMs / HOUR_MS) * HOUR_MS;
+        const bk = [tenant, r.customerId, hour, l.chargeId, l.dimsKey, r.model].join(SEP);
+        const cur = buckets.get(bk);
+        if (cur === undefined) {
+          buckets.set(bk, [tenant, r.customerId, l.chargeId, l.dimsKey, r.model, new Date(hour), JSON.stringify(l.dimensions), l.unit, l.costUnit, l.quantity, l.priceNanos, l.costNanos, 1n]);
+        } else {
+          cur[9] = (cur[9] as bigint) + l.quantity;
+          cur[10] = (cur[10] as bigint) + l.priceNanos;
+          cur[11] = (cur[11] as bigint) + l.costNanos;
+          cur[12] = (cur[12] as bigint) + 1n;
+          if (cur[8] === "" && l.costUnit !== "") cur[8] = l.costUnit;
+        }
+      }
+      for (const [chargeId, ls] of byCharge) {
+        let price = 0n;
+        let cost = 0n;
+        let costUnit = "";
+        for (const l of ls) {
+          price += l.priceNanos;
+          cost += l.costNanos;
+          if (l.costUnit !== "") costUnit = l.costUnit;
+        }
+        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, new Date(nowMs)]);
+      }
+    }
+    if (rows.length > 0) {
+      await this.db.copyRows(
+        "rated_events",
+        ["tenant", "event_id", "charge_id", "customer_id", "event_type", "event_time", "subscription_id", "model", "task_id", "unit", "price_nanos", "cost_unit", "cost_nanos", "lines", "sequence", "rate_time"],
+        rows,
+        tx,
+      );
+    }
+    if (buckets.size > 0) {
+      await insertMany(
+        tx,
+        "usage_buckets",
+        ["tenant", "customer_id", "charge_id", "dims_key", "model", "hour_start", "dimensions", "unit", "cost_unit", "quantity", "price_nanos", "cost_nanos", "event_count"],
+        [...buckets.values()],
+        `ON CONFLICT (tenant, customer_id, hour_start, charge_id, dims_key, model) DO UPDATE SET
+           quantity = usage_buckets.quantity + EXCLUDED.quantity,
+           price_nanos = usage_buckets.price_nanos + EXCLUDED.price_nanos,
+           cost_nanos = usage_buckets.cost_nanos + EXCLUDED.cost_nanos,
+           event_count = usage_buckets.event_count + EXCLUDED.event_count,
+           cost_unit = CASE WHEN usage_buckets.cost_unit = '' THEN EXCLUDED.cost_unit ELSE usage_buckets.cost_unit END`,
+      );
+    }
+    const carryRows: unknown[][] = [];
+    for (const k of st.dirtyCarries) {
+      const [tenant, customerId, chargeId, dimsKey, kind] = k.split(SEP);
+      const c = st.carries.get(k)!.carried;
+      carryRows.push([tenant, customerId, chargeId, dimsKey, kind, c.num.toString(), c.den.toString()]);
+    }
+    if (carryRows.length > 0) {
+      await insertMany(tx, "carries", ["tenant", "customer_id", "charge_id", "dims_key", "kind", "residue_num", "residue_den"], carryRows,
+        `ON CONFLICT (tenant, customer_id, charge_id, dims_key, kind) DO UPDATE SET residue_num = EXCLUDED.residue_num, residue_den = EXCLUDED.residue_den`,
+        ["", "", "", "", "", "::numeric", "::numeric"]);
+    }
+    const periodRows: unknown[][] = [];
+    for (const k of st.dirtyPeriods) {
+      const [tenant, customerId, chargeId, start] = k.split(SEP);
+      const p: PeriodTotal = st.periods.get(k)!;
+      periodRows.push([tenant, customerId, chargeId, new Date(Number(start)), new Date(p.periodEndMs), p.unit, p.quantity.toString(), p.bookedNanos, p.costNanos]);
+    }
+    if (periodRows.length > 0) {
+      await insertMany(tx, "period_totals", ["tenant", "customer_id", "charge_id", "period_start", "period_end", "unit", "quantity", "booked_nanos", "cost_nanos"], periodRows,
+        `ON CONFLICT (tenant, customer_id, charge_id, period_start) DO UPDATE SET quantity = EXCLUDED.quantity, booked_nanos = EXCLUDED.booked_nanos, cost_nanos = EXCLUDED.cost_nanos`,
+        ["", "", "", "", "", "", "::numeric"]);
+    }
+    const taskRows: unknown[][] = [];
+    for (const k of st.dirtyTasks) {
+      const [tenant, customerId, taskId] = k.split(SEP);
+      const t = st.tasks.get(k)!;
+      taskRows.push([tenant, customerId, taskId, t.attemptCostNanos, t.costUnit, t.outcome === null ? null : JSON.stringify({ ...t.outcome, priceNanos: t.outcome.priceNanos.toString() })]);
+    }
+    if (taskRows.length > 0) {
+      await insertMany(tx, "outcome_tasks", ["tenant", "customer_id", "task_id", "attempt_cost_nanos", "cost_unit", "outcome"], taskRows,
+        `ON CONFLICT (tenant, customer_id, task_id) DO UPDATE SET attempt_cost_nanos = EXCLUDED.attempt_cost_nanos, cost_unit = EXCLUDED.cost_unit, outcome = EXCLUDED.outcome`);
+    }
+    if (b.wallet.length > 0) {
+      await insertMany(tx, "wallet_outbox", ["tenant", "item_id", "customer_id", "unit", "amount_nanos", "event_id", "charge_id", "model", "occurred_at", "traceparent", "tracestate"],
+        b.wallet.map((w) => [w.tenant, w.itemId, w.customerId, w.unit, w.amountNanos, w.eventId, w.chargeId, w.model, new Date(w.occurredMs), w.traceparent, w.tracestate]),
+        `ON CONFLICT (tenant, item_id) DO NOTHING`);
+    }
+    await tx.query(
+      `INSERT INTO consumer_cursor (name, after_sequence, update_time) VALUES ($1,$2,$3)
+       ON CONFLICT (name) DO UPDATE SET after_sequence = GREATEST(consumer_cursor.after_sequence, EXCLUDED.after_sequence), update_time = EXCLUDED.update_time`,
+      [b.cursor.name, b.cursor.afterSequence, new Date(nowMs)],
+    );
+  }
+
+  /** outbox: the oldest pending wallet items. */
+  async outbox(limit: number): Promise<WalletItem[]> {
+    const r = await this.db.query(`SELECT * FROM wallet_outbox ORDER BY occurred_at, tenant, item_id LIMIT $1`, [limit]);
+    return r.rows.map((row) => ({
+      tenant: row.tenant as string,
+      itemId: row.item_id as string,
+      customerId: row.customer_id as string,
+      unit: row.unit as string,
+      amountNanos: big(row.amount_nanos),
+      eventId: row.event_id as string,
+      chargeId: row.charge_id as string,
+      model: row.model as string,
+      occurredMs: msOfNN(row.occurred_at),
+      traceparent: row.traceparent as string,
+      tracestate: row.tracestate as string,
+    }));
+  }
+
+  async outboxDone(items: Array<{ tenant: string; itemId: string }>): Promise<void> {
+    if (items.length === 0) return;
+    await this.db.query(`DELETE FROM wallet_outbox WHERE (tenant, item_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, [items.map((i) => i.tenant), items.map((i) => i.itemId)]);
+  }
+
+  async outboxFailed(items: Array<{ tenant: string; itemId: string }>, error: string): Promise<void> {
+    if (items.length === 0) return;
+    await this.db.query(`UPDATE wallet_outbox SET attempts = attempts + 1, last_error = $3 WHERE (tenant, item_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, [items.map((i) => i.tenant), items.map((i) => i.itemId), error.slice(0, 1000)]);
+  }
+
+  async outboxSize(): Promise<number> {
+    const r = await this.db.query<{ n: bigint }>(`SELECT count(*)::bigint AS n FROM wallet_outbox`);
+    return Number(r.rows[0]!.n);
+  }
+
+  /** ratedEvent: the rows of one event (one per charge). */
+  async ratedEvent(tenant: string, eventId: string): Promise<(RatedEventResult & { rateTimeMs: number }) | null> {
+    const r = await this.db.query(`SELECT * FROM rated_events WHERE tenant=$1 AND event_id=$2 ORDER BY charge_id`, [tenant, eventId]);
+    if (r.rows.length === 0) return null;
+    const f = r.rows[0]!;
+    const lines: RatedLine[] = [];
+    for (const row of r.rows) for (const j of row.lines as Array<Record<string, unknown>>) lines.push(lineOf(row.charge_id as string, j));
+    return {
+      eventId,
+      customerId: f.customer_id as string,
+      eventType: f.event_type as string,
+      timestampMs: msOfNN(f.event_time),
+      subscriptionId: f.subscription_id as string,
+      taskId: f.task_id as string,
+      model: f.model as string,
+      lines,
+      rateTimeMs: msOfNN(f.rate_time),
+    };
+  }
+
+  /** buckets: a customer's hour buckets in [from, to), merged over models. */
+  async buckets(tenant: string, customerId: string, fromMs: number, toMs: number, chargeId: string, limit: number): Promise<BucketRow[]> {
+    const r = await this.db.query(
+      `SELECT charge_id, dims_key, hour_start, min(dimensions::text) AS dimensions, unit, max(cost_unit) AS cost_unit,
+              sum(quantity)::bigint AS quantity, sum(price_nanos)::bigint AS price_nanos, sum(cost_nanos)::bigint AS cost_nanos, sum(event_count)::bigint AS event_count
+         FROM usage_buckets
+        WHERE tenant=$1 AND customer_id=$2 AND hour_start >= $3 AND hour_start < $4 AND ($5 = '' OR charge_id = $5)
+        GROUP BY hour_start, charge_id, dims_key, unit
+        ORDER BY hour_start, charge_id, dims_key
+        LIMIT $6`,
+      [tenant, customerId, ts(fromMs), ts(toMs), chargeId, limit],
+    );
+    return r.rows.map((row) => ({
+      chargeId: row.charge_id as string,
+      dimensions: JSON.parse(row.dimensions as string) as Record<string, string>,
+      hourStartMs: msOfNN(row.hour_start),
+      quantity: big(row.quantity),
+      priceNanos: big(row.price_nanos),
+      unit: row.unit as string,
+      costNanos: big(row.cost_nanos),
+      costUnit: row.cost_unit as string,
+      eventCount: big(row.event_count),
+    }));
+  }
+
+  /** periodTotals: a customer's per-charge totals of the period starting at periodStartMs. */
+  async periodTotals(tenant: string, customerId: string, periodStartMs: number): Promise<PeriodTotalRow[]> {
+    const r = await this.db.query(`SELECT * FROM period_totals WHERE tenant=$1 AND customer_id=$2 AND period_start=$3 ORDER BY charge_id`, [tenant, customerId, ts(periodStartMs)]);
+    return r.rows.map((row) => ({ chargeId: row.charge_id as string, unit: row.unit as string, quantity: BigInt(row.quantity as string), bookedNanos: big(row.booked_nanos), costNanos: big(row.cost_nanos) }));
+  }
+
+  /** marginSums: bucket sums in [from, to) grouped by the requested keys (others collapsed). */
+  async marginSums(tenant: string, fromMs: number, toMs: number, customerId: string, by: { customer: boolean; model: boolean; charge: boolean; windowSeconds: number }, limit: number): Promise<MarginSumRow[]> {
+    const w = by.windowSeconds;
+    const cols = [
+      by.customer ? "customer_id" : "''::text",
+      by.model ? "model" : "''::text",
+      by.charge ? "charge_id" : "''::text",
+      w > 0 ? `to_timestamp(floor(extract(epoch from hour_start) / ${w}) * ${w})` : "$2::timestamptz",
+    ];
+    const r = await this.db.query(
+      `SELECT ${cols[0]} AS customer_id, ${cols[1]} AS model, ${cols[2]} AS charge_id, ${cols[3]} AS window_start, unit, cost_unit,
+              sum(price_nanos)::bigint AS price_nanos, sum(cost_nanos)::bigint AS cost_nanos
+         FROM usage_buckets
+        WHERE tenant=$1 AND hour_start >= $2 AND hour_start < $3 AND ($4 = '' OR customer_id = $4)
+        GROUP BY 1, 2, 3, 4, unit, cost_unit
+        ORDER BY 1, 2, 3, 4, unit, cost_unit
+        LIMIT $5`,
+      [tenant, ts(fromMs), ts(toMs), customerId, limit],
+    );
+    return r.rows.map((row: Row) => ({
+      customerId: row.customer_id as string,
+      model: row.model as string,
+      chargeId: row.charge_id as string,
+      windowStartMs: msOfNN(row.window_start),
+      unit: row.unit as string,
+      costUnit: row.cost_unit as string,
+      priceNanos: big(row.price_nanos),
+      costNanos: big(row.cost_nanos),
+    }));
+  }
+
+  /** windowSums: per (customer, model, unit, cost unit) sums of rated events at or after sinceMs. */
+  async windowSums(tenant: string, customerIds: string[], sinceMs: number): Promise<Array<{ customerId: string; model: string; unit: string; costUnit: string; priceNanos: bigint; costNanos: bigint }>> {
+    if (customerIds.length === 0) return [];
+    const r = await this.db.query(
+      `SELECT customer_id, model, unit, cost_unit, sum(price_nanos)::bigint AS price_nanos, sum(cost_nanos)::bigint AS cost_nanos
+         FROM rated_events WHERE tenant=$1 AND customer_id = ANY($2::text[]) AND event_time >= $3
+        GROUP BY customer_id, model, unit, cost_unit`,
+      [tenant, customerIds, ts(sinceMs)],
+    );
+    return r.rows.map((row) => ({ customerId: row.customer_id as string, model: row.model as string, unit: row.unit as string, costUnit: row.cost_unit as string, priceNanos: big(row.price_nanos), costNanos: big(row.cost_nanos) }));
+  }
+
+  /** insertAlerts: stores alerts (an existing alert id is kept: idempotent). Returns the new ones. */
+  async insertAlerts(tenant: string, alerts: AlertRow[]): Promise<number> {
+    if (alerts.length === 0) return 0;
+    return insertMany(
+      this.db,
+      "alerts",
+      ["tenant", "alert_id", "rule_id", "customer_id", "kind", "observed_bps", "threshold_bps", "revenue_nanos", "cost_nanos", "unit", "window_start", "window_end", "raise_time", "message"],
+      alerts.map((a) => [tenant, a.alertId, a.ruleId, a.customerId, a.kind, a.observedBps, a.thresholdBps, a.revenueNanos, a.costNanos, a.unit, new Date(a.windowStartMs), new Date(a.windowEndMs), new Date(a.raiseTimeMs), a.message]),
+      "ON CONFLICT (tenant, alert_id) DO NOTHING",
+    );
+  }
+
+  /** alerts: alerts raised at or after sinceMs, newest first. */
+  async alerts(tenant: string, sinceMs: number, customerId: string, limit: number): Promise<AlertRow[]> {
+    const r = await this.db.query(
+      `SELECT * FROM alerts WHERE tenant=$1 AND raise_time >= $2 AND ($3 = '' OR customer_id = $3) ORDER BY raise_time DESC, alert_id LIMIT $4`,
+      [tenant, ts(sinceMs), customerId, limit],
+    );
+    return r.rows.map((row) => ({
+      alertId: row.alert_id as string,
+      ruleId: row.rule_id as string,
+      customerId: row.customer_id as string,
+      kind: row.kind as AlertRow["kind"],
+      observedBps: big(row.observed_bps),
+      thresholdBps: big(row.threshold_bps),
+      revenueNanos: big(row.revenue_nanos),
+      costNanos: big(row.cost_nanos),
+      unit: row.unit as string,
+      windowStartMs: msOfNN(row.window_start),
+      windowEndMs: msOfNN(row.window_end),
+      raiseTimeMs: msOfNN(row.raise_time),
+      message: row.message as string,
+    }));
+  }
+
+  /** task: one outcome task (null when unknown). */
+  async task(tenant: string, customerId: string, taskId: string): Promise<TaskState | null> {
+    const st = new MemoryRatingState();
+    await this.loadState(this.db, st, [], [{ tenant, customerId, taskId }], 0);
+    return st.tasks.get([tenant, customerId, taskId].join(SEP)) ?? null;
+  }
+
+  /**
+   * confirmDueOutcomes: pending outcomes whose verification window has passed become confirmed
+   * and their price goes to the wallet outbox (id "<event_id>:<charge_id>"), in one transaction.
+   * Returns how many were confirmed.
+   */
+  async confirmDueOutcomes(nowMs: number, limit: number): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      const r = await tx.query(
+        `SELECT * FROM outcome_tasks WHERE outcome->>'status' = 'pending' AND (outcome->>'verifyUntilMs')::bigint < $1
+          ORDER BY tenant, customer_id, task_id LIMIT $2 FOR UPDATE`,
+        [nowMs, limit],
+      );
+      if (r.rows.length === 0) return 0;
+      const items: unknown[][] = [];
+      for (const row of r.rows) {
+        const o = row.outcome as Record<string, unknown>;
+        await tx.query(`UPDATE outcome_tasks SET outcome = jsonb_set(outcome, '{status}', '"confirmed"') WHERE tenant=$1 AND customer_id=$2 AND task_id=$3`, [row.tenant, row.customer_id, row.task_id]);
+        const amount = BigInt(o.priceNanos as string);
+        if (amount > 0n) {
+          items.push([row.tenant, `${o.eventId as string}:${o.chargeId as string}`, row.customer_id, o.unit, amount, o.eventId, o.chargeId, (o.model as string | undefined) ?? "", new Date(Number(o.eventTimeMs ?? o.verifyUntilMs)), "", ""]);
+        }
+      }
+      if (items.length > 0) {
+        await insertMany(tx, "wallet_outbox", ["tenant", "item_id", "customer_id", "unit", "amount_nanos", "event_id", "charge_id", "model", "occurred_at", "traceparent", "tracestate"], items, "ON CONFLICT (tenant, item_id) DO NOTHING");
+      }
+      return r.rows.length;
+    });
+  }
+}

@@ -1,0 +1,197 @@
+// Ledger benchmark (prints figures; bounded time, ~1-2 minutes). Over gRPC against a real
+// PostgreSQL, with the ledger server in its own process (bench/ledger/server.ts):
+//   (a) transfers between random accounts among 10,000, (b) every transfer crediting one hot
+//   account; batch sizes 1, 100, 8,190; 1 and 32 concurrent clients; transfers/s per cell;
+//   p50/p99 latency of single-transfer calls at 32 clients; the service-kit echo RPC rate at 32
+//   clients (the RPC layer's ceiling); and, in the same run, the raw PostgreSQL rate of COPYing
+//   the same rows into a copy of the transfers table (same indexes), with our rate as a ratio.
+//
+//   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npx tsx bench/ledger/main.ts
+//   BENCH_SECONDS=2 ... (seconds per cell, default 3)
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { CreateTransferResult, LedgerService, type NewTransfer } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { create } from "@bufbuild/protobuf";
+import { NewTransferSchema } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { openDb } from "@nanobill/db";
+import { closeClientSessions, createClientTransport } from "@nanobill/service-kit";
+import { TRANSFER_COLUMNS } from "../../apps/ledger/src/store/codec.js";
+
+const DATABASE_URL = process.env["DATABASE_URL"];
+const SECONDS = Number(process.env["BENCH_SECONDS"] ?? "3");
+const ACCOUNTS = 10_000;
+const API_KEY = "sk_bench_ledger_0123456789abcdef";
+const SCHEMA = `bench_ledger_${process.pid}`;
+const HOT = "acct_hot";
+
+if (!DATABASE_URL) {
+  console.error("DATABASE_URL is required (a real PostgreSQL)");
+  process.exit(2);
+}
+
+function startServer(): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./server.ts", import.meta.url))], {
+    env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: API_KEY, PORT: "0" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on("line", (line) => {
+      try {
+        const { url } = JSON.parse(line) as { url?: string };
+        if (url) resolve({ url, child });
+      } catch {
+        /* a log line */
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
+  });
+}
+
+let seq = 0;
+function transfer(debit: string, credit: string): NewTransfer {
+  seq++;
+  return create(NewTransferSchema, { id: `xfer_b${seq}`, debitAccountId: debit, creditAccountId: credit, amountNanos: 1_000n, unit: "USD", code: 20 });
+}
+const acct = (i: number) => `acct_${i}`;
+const rnd = (n: number) => Math.floor(Math.random() * n);
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function main(): Promise<void> {
+  const { url, child } = await startServer();
+  const transport = createClientTransport({ baseUrl: url, apiKey: API_KEY, protocol: "grpc", timeoutMs: 60_000 });
+  const ledger = createClient(LedgerService, transport);
+  const echo = createClient(EchoService, transport);
+  const out: string[] = [];
+  const say = (s: string) => {
+    out.push(s);
+    console.log(s);
+  };
+  try {
+    // Accounts: 10,000 plain accounts and one hot revenue account.
+    for (let i = 0; i < ACCOUNTS; i += 5_000) {
+      const accounts = Array.from({ length: Math.min(5_000, ACCOUNTS - i) }, (_, k) => ({ id: acct(i + k), unit: "USD", code: 2100 }));
+      await ledger.createAccounts({ accounts });
+    }
+    await ledger.createAccounts({ accounts: [{ id: HOT, unit: "USD", code: 4000 }] });
+
+    const cell = async (scenario: "random" | "hot", batch: number, clients: number, lat?: number[]) => {
+      const make = () =>
+        Array.from({ length: batch }, () => {
+          const d = rnd(ACCOUNTS);
+          if (scenario === "hot") return transfer(acct(d), HOT);
+          let c = rnd(ACCOUNTS - 1);
+          if (c >= d) c++;
+          return transfer(acct(d), acct(c));
+        });
+      // One warm-up call, then the timed loop.
+      await ledger.createTransfers({ transfers: make() });
+      let done = 0;
+      let failed = 0;
+      const t0 = performance.now();
+      const end = t0 + SECONDS * 1000;
+      await Promise.all(
+        Array.from({ length: clients }, async () => {
+          while (performance.now() < end) {
+            const transfers = make();
+            const s = performance.now();
+            const res = await ledger.createTransfers({ transfers });
+            if (lat) lat.push(performance.now() - s);
+            for (const r of res.results) if (r.result === CreateTransferResult.OK) done++;
+            else failed++;
+          }
+        }),
+      );
+      const secs = (performance.now() - t0) / 1000;
+      return { rate: done / secs, failed };
+    };
+
+    say(`ledger benchmark — gRPC (h2c), real PostgreSQL, server in its own process, ${SECONDS}s per cell`);
+    say(`scenario            batch  clients   transfers/s`);
+    const rates = new Map<string, number>();
+    let singleLat: number[] = [];
+    for (const scenario of ["random", "hot"] as const) {
+      for (const batch of [1, 100, 8_190]) {
+        for (const clients of [1, 32]) {
+          const lat: number[] | undefined = batch === 1 && clients === 32 && scenario === "random" ? [] : undefined;
+          const label = `${(scenario === "random" ? "(a) 10k random" : "(b) hot account").padEnd(18)} ${String(batch).padStart(6)} ${String(clients).padStart(8)}`;
+          try {
+            const { rate, failed } = await cell(scenario, batch, clients, lat);
+            if (lat) singleLat = lat;
+            rates.set(`${scenario}/${batch}/${clients}`, rate);
+            say(`${label} ${rate.toFixed(0).padStart(13)}${failed ? `  (${failed} not ok)` : ""}`);
+          } catch (e) {
+            rates.set(`${scenario}/${batch}/${clients}`, NaN);
+            say(`${label}   failed: ${(e as Error).message}`);
+          }
+        }
+      }
+    }
+    singleLat.sort((a, b) => a - b);
+    say(`single-transfer calls at 32 clients: p50 ${pct(singleLat, 50).toFixed(2)} ms, p99 ${pct(singleLat, 99).toFixed(2)} ms`);
+
+    // The RPC layer's ceiling: echo through the same server stack at 32 clients.
+    let echoes = 0;
+    {
+      const end = performance.now() + SECONDS * 1000;
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (performance.now() < end) {
+            await echo.echo({ text: "x", payload: new Uint8Array(128) });
+            echoes++;
+          }
+        }),
+      );
+      const echoRate = echoes / ((performance.now() - t0) / 1000);
+      const single = rates.get("random/1/32")!;
+      say(`echo RPC at 32 clients: ${echoRate.toFixed(0)} calls/s; single-transfer calls at 32 clients = ${((100 * single) / echoRate).toFixed(0)}% of it`);
+    }
+
+    // Raw PostgreSQL: COPY the same kind of rows into a copy of the transfers table (same indexes).
+    const db = await openDb({ url: DATABASE_URL!, schema: SCHEMA, poolMax: 2 });
+    try {
+      await db.query("CREATE TABLE transfers_raw (LIKE transfers INCLUDING DEFAULTS INCLUDING INDEXES INCLUDING CONSTRAINTS)");
+      let n = 0;
+      const t0 = performance.now();
+      const end = t0 + SECONDS * 1000;
+      while (performance.now() < end) {
+        const rows: unknown[][] = [];
+        for (let i = 0; i < 8_190; i++) {
+          n++;
+          rows.push(["tnt_bench", `xfer_raw${n}`, acct(rnd(ACCOUNTS)), HOT, "1000", "1000", "USD", null, 0, 20, 0, null, String(1_800_000_000_000_000 + n), null]);
+        }
+        await db.transaction((tx) => db.copyRows("transfers_raw", TRANSFER_COLUMNS, rows, tx));
+      }
+      const raw = n / ((performance.now() - t0) / 1000);
+      const hot = rates.get("hot/8190/32")!;
+      const hot1 = rates.get("hot/8190/1")!;
+      say(`raw PostgreSQL COPY of the same rows (batches of 8,190, same indexes): ${raw.toFixed(0)} rows/s`);
+      say(`ledger hot account, batches of 8,190: 1 client ${hot1.toFixed(0)}/s = ${((100 * hot1) / raw).toFixed(0)}% of raw COPY; 32 clients ${hot.toFixed(0)}/s = ${((100 * hot) / raw).toFixed(0)}%`);
+      const v = await ledger.verify({});
+      say(`Verify after the run: ok=${v.ok}, ${v.transfersChecked} transfers, ${v.accountsChecked} accounts`);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    closeClientSessions();
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+    const db = await openDb({ url: DATABASE_URL!, schema: SCHEMA, poolMax: 1 });
+    await db.query(`DROP SCHEMA IF EXISTS "${SCHEMA}" CASCADE`).catch(() => undefined);
+    await db.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

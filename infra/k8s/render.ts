@@ -1,0 +1,526 @@
+/**
+ * Renders the kustomize base (infra/k8s/base/*.yaml) from one table of services.
+ *
+ *   npx tsx infra/k8s/render.ts          writes the files
+ *   test/infra/k8s.test.ts               fails when the committed files differ from a fresh render
+ *
+ * Every object is typed with the kubernetes-models interfaces, so a misspelt field is a type
+ * error here, and the test validates the output against the Kubernetes schemas.
+ */
+import { writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
+import type { IStatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
+import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
+import type { IJob } from "kubernetes-models/batch/v1/Job";
+import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
+import type { IContainer } from "kubernetes-models/v1/Container";
+import type { IEnvVar } from "kubernetes-models/v1/EnvVar";
+import type { IPodSecurityContext } from "kubernetes-models/v1/PodSecurityContext";
+import type { ISecurityContext } from "kubernetes-models/v1/SecurityContext";
+import type { IService } from "kubernetes-models/v1/Service";
+import type { IServiceAccount } from "kubernetes-models/v1/ServiceAccount";
+import type { IVolume } from "kubernetes-models/v1/Volume";
+import type { IVolumeMount } from "kubernetes-models/v1/VolumeMount";
+import { stringify } from "yaml";
+import { SHUTDOWN_TOTAL_MS_MAX } from "@nanobill/service-kit";
+
+/** The five services, in the order of the event path. */
+export const SERVICE_NAMES = ["metering", "rating", "ledger", "credit-wallet", "invoicing"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+/** Port every service listens on inside its pod (h2c: gRPC, gRPC-Web and Connect). */
+export const CONTAINER_PORT = 8080;
+/** Name of that port on containers and Services. */
+export const PORT_NAME = "grpc";
+/** Image every workload runs; overlays replace it with `images:` (registry, tag or digest). */
+export const IMAGE = "nanobill:0.1.0";
+/** uid/gid of the image's non-root user (infra/docker/Dockerfile). */
+export const RUN_AS_ID = 10001;
+/** preStop sleep: lets endpoint removal reach every kube-proxy / client before SIGTERM closes the listener. */
+export const PRESTOP_SLEEP_S = 5;
+/** Slack on top of preStop + the process's own shutdown limit before SIGKILL. */
+export const TERMINATION_SLACK_S = 5;
+/** Pod grace = preStop + service-kit's SHUTDOWN_TOTAL_MS_MAX (drain RPCs, stop consumers, close pools) + slack. */
+export const TERMINATION_GRACE_S = PRESTOP_SLEEP_S + Math.ceil(SHUTDOWN_TOTAL_MS_MAX / 1000) + TERMINATION_SLACK_S;
+/** Size cap of the /tmp emptyDir (tsx transform cache, Node scratch): the only writable path. */
+export const TMP_SIZE_LIMIT = "128Mi";
+/** Migrations Job: attempts, wall-clock cap, and how long a finished Job is kept. */
+export const MIGRATE_BACKOFF_LIMIT = 3;
+export const MIGRATE_DEADLINE_S = 600;
+export const MIGRATE_TTL_AFTER_FINISHED_S = 86_400;
+/** Secret holding what every service shares (Redis URL, API keys). */
+export const SHARED_SECRET = "nanobill-shared";
+/** ConfigMap with service addresses, schemas and limits. */
+export const CONFIG_MAP = "nanobill-config";
+
+export interface ServiceRow {
+  name: ServiceName;
+  /** One line on what the replicas of this service do; becomes an annotation. */
+  role: string;
+  replicasMin: number;
+  replicasMax: number;
+  /** HPA target: average CPU utilisation of requests (%). */
+  cpuTargetPercent: number;
+  cpuRequest: string;
+  cpuLimit: string;
+  /** Memory request == limit (MiB): no overcommit for processes that hold money in flight. */
+  memoryMiB: number;
+  /** Whether the service needs Redis (REDIS_URL from the shared Secret). */
+  redis: boolean;
+  /** Internal-scope key to call other services (NANOBILL_INTERNAL_API_KEY). */
+  callsOthers: boolean;
+  /** Variables this service reads under its own name, filled from a key of the shared Secret. */
+  sharedSecretAliases?: Record<string, string>;
+  /**
+   * A background consumer that must run in at most one process at a time: the Deployment runs with
+   * `<flag>=false` and a one-replica StatefulSet `<name>-consumer` runs it with `<flag>=true`.
+   */
+  singletonConsumerFlag?: string;
+  /** More listeners than the gRPC one: container + Service port, and the variable that sets it. */
+  extraPorts?: Array<{ name: string; port: number; env: string; appProtocol: string }>;
+}
+
+/** The table everything below is generated from. */
+export const SERVICES: readonly ServiceRow[] = [
+  {
+    name: "metering",
+    role: "stateless ingest; dedupe on unique (tenant, event_id); group-commit writer per replica",
+    replicasMin: 2,
+    // Commits serialize on the events table lock (sequence order = commit order): replicas add
+    // decode/validation CPU and batching, not parallel writes.
+    replicasMax: 8,
+    cpuTargetPercent: 70,
+    cpuRequest: "500m",
+    cpuLimit: "2",
+    memoryMiB: 768,
+    redis: true,
+    callsOthers: false,
+    // OTLP/HTTP receiver: AI services may send their GenAI spans as usage (POST /v1/traces).
+    extraPorts: [{ name: "otlp-http", port: 4318, env: "METERING_OTLP_PORT", appProtocol: "http" }],
+  },
+  {
+    name: "rating",
+    role: "RPCs on every replica; the metering-cursor consumer runs on the replica holding the partition's advisory lock",
+    replicasMin: 2,
+    replicasMax: 8,
+    cpuTargetPercent: 70,
+    cpuRequest: "500m",
+    cpuLimit: "2",
+    memoryMiB: 768,
+    redis: true,
+    callsOthers: true,
+    // rating reads its internal key as NANOBILL_INTERNAL_KEY.
+    sharedSecretAliases: { NANOBILL_INTERNAL_KEY: "NANOBILL_INTERNAL_API_KEY" },
+    // The metering-cursor consumer keeps carried rounding residues in memory: two active consumers
+    // would rate with stale carries. Until rating fences it with an advisory lock, only the
+    // rating-consumer StatefulSet (at most one pod, ever) runs it.
+    singletonConsumerFlag: "RATING_CONSUMER_ENABLED",
+  },
+  {
+    name: "ledger",
+    role: "group-commit writer per replica; row locks on touched accounts in id order",
+    replicasMin: 2,
+    // Every write transaction locks ledger_meta (one row): replicas are for availability; write
+    // throughput grows with batch size, not with replicas.
+    replicasMax: 3,
+    cpuTargetPercent: 70,
+    cpuRequest: "500m",
+    cpuLimit: "2",
+    memoryMiB: 768,
+    redis: false,
+    callsOthers: false,
+  },
+  {
+    name: "credit-wallet",
+    role: "holds on the Redis hot path (hash-tagged per wallet); PostgreSQL is the record",
+    replicasMin: 2,
+    replicasMax: 8,
+    cpuTargetPercent: 70,
+    cpuRequest: "250m",
+    cpuLimit: "1",
+    memoryMiB: 512,
+    redis: true,
+    callsOthers: true,
+    // credit-wallet reads its internal key for the ledger as LEDGER_API_KEY.
+    sharedSecretAliases: { LEDGER_API_KEY: "NANOBILL_INTERNAL_API_KEY" },
+  },
+  {
+    name: "invoicing",
+    role: "one invoice per (subscription, period) by unique key; closes are idempotent",
+    replicasMin: 2,
+    replicasMax: 4,
+    cpuTargetPercent: 70,
+    cpuRequest: "250m",
+    cpuLimit: "1",
+    memoryMiB: 512,
+    redis: false,
+    callsOthers: true,
+  },
+];
+
+/** "credit-wallet" -> "CREDIT_WALLET" (prefix of the service's own variables). */
+export function envPrefix(name: ServiceName): string {
+  return name.toUpperCase().replace(/-/g, "_");
+}
+
+/** "credit-wallet" -> "credit_wallet": the PostgreSQL schema of the service (infra/migrate.ts uses the same rule). */
+export function schemaOf(name: ServiceName): string {
+  return name.replace(/-/g, "_");
+}
+
+/** Secret with this service's own database URL (own role/credentials per service). */
+export function dbSecretOf(name: ServiceName): string {
+  return `nanobill-${name}`;
+}
+
+/** In-cluster base URL of a service (same namespace). */
+export function urlOf(name: ServiceName): string {
+  return `http://${name}:${CONTAINER_PORT}`;
+}
+
+function labels(name: string, component: "server" | "migrations"): Record<string, string> {
+  return {
+    "app.kubernetes.io/name": name,
+    "app.kubernetes.io/component": component,
+    "app.kubernetes.io/part-of": "nanobill",
+  };
+}
+
+/** Selector of a service's serving pods (the migrations Job's pods never match it). */
+export function selectorOf(name: ServiceName): Record<string, string> {
+  return { "app.kubernetes.io/name": name, "app.kubernetes.io/component": "server" };
+}
+
+const POD_SECURITY: IPodSecurityContext = {
+  runAsNonRoot: true,
+  runAsUser: RUN_AS_ID,
+  runAsGroup: RUN_AS_ID,
+  fsGroup: RUN_AS_ID,
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+const CONTAINER_SECURITY: ISecurityContext = {
+  runAsNonRoot: true,
+  runAsUser: RUN_AS_ID,
+  runAsGroup: RUN_AS_ID,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  readOnlyRootFilesystem: true,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+const TMP_VOLUME: IVolume = { name: "tmp", emptyDir: { sizeLimit: TMP_SIZE_LIMIT } };
+const TMP_MOUNT: IVolumeMount = { name: "tmp", mountPath: "/tmp" };
+
+function secretEnv(name: string, secret: string, key = name): IEnvVar {
+  return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
+}
+
+/** Environment of a service container (and, minus the listener, of its migration containers). */
+function serviceEnv(s: ServiceRow, forServer: boolean): IEnvVar[] {
+  const p = envPrefix(s.name);
+  const env: IEnvVar[] = [
+    { name: "NANOBILL_SERVICE", value: s.name },
+    secretEnv("DATABASE_URL", dbSecretOf(s.name)),
+  ];
+  if (!forServer) return env;
+  env.push(
+    // The services do not agree on one variable yet: PORT (ledger) and <SVC>_PORT (metering, invoicing).
+    { name: "PORT", value: String(CONTAINER_PORT) },
+    { name: `${p}_PORT`, value: String(CONTAINER_PORT) },
+    { name: "HOST", value: "0.0.0.0" },
+    { name: `${p}_HOST`, value: "0.0.0.0" },
+    // Heap cap at 75% of the memory limit, so V8 collects before the kernel kills the pod.
+    { name: "NODE_OPTIONS", value: `--max-old-space-size=${Math.floor((s.memoryMiB * 3) / 4)}` },
+    ...(s.extraPorts ?? []).map((x) => ({ name: x.env, value: String(x.port) })),
+    { name: "OTEL_SERVICE_NAME", value: s.name },
+    // rating reads DB_SCHEMA (the others <SVC>_DB_SCHEMA from the ConfigMap): the same value.
+    { name: "DB_SCHEMA", value: schemaOf(s.name) },
+    secretEnv("NANOBILL_API_KEYS", SHARED_SECRET),
+  );
+  if (s.redis) env.push(secretEnv("REDIS_URL", SHARED_SECRET));
+  if (s.callsOthers) env.push(secretEnv("NANOBILL_INTERNAL_API_KEY", SHARED_SECRET));
+  for (const [name, key] of Object.entries(s.sharedSecretAliases ?? {})) env.push(secretEnv(name, SHARED_SECRET, key));
+  if (s.singletonConsumerFlag) env.push({ name: s.singletonConsumerFlag, value: "false" });
+  return env;
+}
+
+function resources(s: ServiceRow): IContainer["resources"] {
+  return {
+    requests: { cpu: s.cpuRequest, memory: `${s.memoryMiB}Mi` },
+    limits: { cpu: s.cpuLimit, memory: `${s.memoryMiB}Mi` },
+  };
+}
+
+/** Small fixed resources of the migration containers (one node process, one connection). */
+const MIGRATE_RESOURCES: IContainer["resources"] = {
+  requests: { cpu: "100m", memory: "256Mi" },
+  limits: { cpu: "1", memory: "256Mi" },
+};
+
+function migrateContainer(s: ServiceRow, name: string, mode: "migrate" | "migrate-wait"): IContainer {
+  return {
+    name,
+    image: IMAGE,
+    imagePullPolicy: "IfNotPresent",
+    args: [mode],
+    envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
+    env: [...serviceEnv(s, false), { name: "NODE_OPTIONS", value: "--max-old-space-size=192" }],
+    resources: MIGRATE_RESOURCES,
+    securityContext: CONTAINER_SECURITY,
+    volumeMounts: [TMP_MOUNT],
+  };
+}
+
+export function serviceAccount(s: ServiceRow): IServiceAccount {
+  return {
+    apiVersion: "v1",
+    kind: "ServiceAccount",
+    metadata: { name: s.name, labels: labels(s.name, "server") },
+    automountServiceAccountToken: false,
+  };
+}
+
+export function service(s: ServiceRow): IService {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: s.name, labels: labels(s.name, "server") },
+    spec: {
+      type: "ClusterIP",
+      selector: selectorOf(s.name),
+      ports: [
+        { name: PORT_NAME, port: CONTAINER_PORT, targetPort: PORT_NAME, protocol: "TCP", appProtocol: "kubernetes.io/h2c" },
+        ...(s.extraPorts ?? []).map((x) => ({ name: x.name, port: x.port, targetPort: x.name, protocol: "TCP" as const, appProtocol: x.appProtocol })),
+      ],
+    },
+  };
+}
+
+type PodTemplate = NonNullable<IDeployment["spec"]>["template"];
+
+function podTemplate(s: ServiceRow, component: "server" | "consumer", env: IEnvVar[]): PodTemplate {
+  const probe = { grpc: { port: CONTAINER_PORT } };
+  const selector = component === "server" ? selectorOf(s.name) : consumerSelectorOf(s.name);
+  return {
+        metadata: { labels: { ...labels(s.name, "server"), "app.kubernetes.io/component": component } },
+        spec: {
+          serviceAccountName: s.name,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          securityContext: POD_SECURITY,
+          terminationGracePeriodSeconds: TERMINATION_GRACE_S,
+          topologySpreadConstraints: [
+            {
+              maxSkew: 1,
+              topologyKey: "kubernetes.io/hostname",
+              whenUnsatisfiable: "ScheduleAnyway",
+              labelSelector: { matchLabels: selector },
+            },
+            {
+              maxSkew: 1,
+              topologyKey: "topology.kubernetes.io/zone",
+              whenUnsatisfiable: "ScheduleAnyway",
+              labelSelector: { matchLabels: selector },
+            },
+          ],
+          // New code never starts on an old schema: wait until the migrations Job has applied every file.
+          initContainers: [migrateContainer(s, "wait-migrations", "migrate-wait")],
+          containers: [
+            {
+              name: s.name,
+              image: IMAGE,
+              imagePullPolicy: "IfNotPresent",
+              ports: [
+                { name: PORT_NAME, containerPort: CONTAINER_PORT, protocol: "TCP" },
+                ...(s.extraPorts ?? []).map((x) => ({ name: x.name, containerPort: x.port, protocol: "TCP" as const })),
+              ],
+              envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
+              env,
+              resources: resources(s),
+              securityContext: CONTAINER_SECURITY,
+              volumeMounts: [TMP_MOUNT],
+              // grpc.health.v1.Health "" (whole server); NOT_SERVING as soon as close() starts.
+              startupProbe: { ...probe, periodSeconds: 2, timeoutSeconds: 2, failureThreshold: 60 },
+              readinessProbe: { ...probe, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2, successThreshold: 1 },
+              livenessProbe: { ...probe, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+              lifecycle: { preStop: { exec: { command: ["sleep", String(PRESTOP_SLEEP_S)] } } },
+              terminationMessagePolicy: "FallbackToLogsOnError",
+            },
+          ],
+          volumes: [TMP_VOLUME],
+        },
+  };
+}
+
+export function deployment(s: ServiceRow): IDeployment {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name: s.name, labels: labels(s.name, "server"), annotations: { "nanobill.dev/role": s.role } },
+    spec: {
+      // No `replicas`: the HPA owns it (a fixed value here would fight the HPA on every apply).
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selectorOf(s.name) },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: "25%", maxUnavailable: 0 } },
+      template: podTemplate(s, "server", serviceEnv(s, true)),
+    },
+  };
+}
+
+/** Selector of a service's singleton consumer pod. */
+export function consumerSelectorOf(name: ServiceName): Record<string, string> {
+  return { "app.kubernetes.io/name": name, "app.kubernetes.io/component": "consumer" };
+}
+
+/**
+ * The singleton consumer of a service: a one-replica StatefulSet, because a StatefulSet never
+ * starts a pod's replacement before the old pod is confirmed gone (a Deployment may briefly run
+ * two, e.g. during a node partition). Same image, env and probes; the consumer flag turned on.
+ * Not behind the Service (its RPCs are served by the Deployment).
+ */
+export function consumerStatefulSet(s: ServiceRow): IStatefulSet | undefined {
+  const flag = s.singletonConsumerFlag;
+  if (!flag) return undefined;
+  const env = serviceEnv(s, true).map((e) => (e.name === flag ? { name: flag, value: "true" } : e));
+  return {
+    apiVersion: "apps/v1",
+    kind: "StatefulSet",
+    metadata: {
+      name: `${s.name}-consumer`,
+      labels: { ...labels(s.name, "server"), "app.kubernetes.io/component": "consumer" },
+      annotations: { "nanobill.dev/role": `the single active ${flag} consumer of ${s.name}` },
+    },
+    spec: {
+      replicas: 1,
+      revisionHistoryLimit: 5,
+      podManagementPolicy: "OrderedReady",
+      updateStrategy: { type: "RollingUpdate" },
+      selector: { matchLabels: consumerSelectorOf(s.name) },
+      template: podTemplate(s, "consumer", env),
+    },
+  };
+}
+
+export function hpa(s: ServiceRow): IHorizontalPodAutoscaler {
+  return {
+    apiVersion: "autoscaling/v2",
+    kind: "HorizontalPodAutoscaler",
+    metadata: { name: s.name, labels: labels(s.name, "server") },
+    spec: {
+      scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: s.name },
+      minReplicas: s.replicasMin,
+      maxReplicas: s.replicasMax,
+      metrics: [{ type: "Resource", resource: { name: "cpu", target: { type: "Utilization", averageUtilization: s.cpuTargetPercent } } }],
+      behavior: {
+        scaleUp: { stabilizationWindowSeconds: 0, policies: [{ type: "Percent", value: 100, periodSeconds: 30 }] },
+        scaleDown: { stabilizationWindowSeconds: 300, policies: [{ type: "Pods", value: 1, periodSeconds: 60 }] },
+      },
+    },
+  };
+}
+
+export function pdb(s: ServiceRow): IPodDisruptionBudget {
+  return {
+    apiVersion: "policy/v1",
+    kind: "PodDisruptionBudget",
+    metadata: { name: s.name, labels: labels(s.name, "server") },
+    spec: { maxUnavailable: 1, selector: { matchLabels: selectorOf(s.name) }, unhealthyPodEvictionPolicy: "AlwaysAllow" },
+  };
+}
+
+export function migrationsJob(s: ServiceRow): IJob {
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: `${s.name}-migrate`,
+      labels: labels(s.name, "migrations"),
+      annotations: {
+        // Argo CD: run before the new Deployments sync, replacing the previous run. Plain kubectl:
+        // see docs/deployment.md (delete the finished Job, apply, wait).
+        "argocd.argoproj.io/hook": "PreSync",
+        "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+      },
+    },
+    spec: {
+      backoffLimit: MIGRATE_BACKOFF_LIMIT,
+      activeDeadlineSeconds: MIGRATE_DEADLINE_S,
+      ttlSecondsAfterFinished: MIGRATE_TTL_AFTER_FINISHED_S,
+      template: {
+        metadata: { labels: labels(s.name, "migrations") },
+        spec: {
+          serviceAccountName: s.name,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          restartPolicy: "Never",
+          securityContext: POD_SECURITY,
+          containers: [migrateContainer(s, "migrate", "migrate")],
+          volumes: [TMP_VOLUME],
+        },
+      },
+    },
+  };
+}
+
+/** Service addresses, schemas and limits shared by every service (envFrom). */
+export function configMap(): IConfigMap {
+  const data: Record<string, string> = {};
+  for (const s of SERVICES) data[`${envPrefix(s.name)}_URL`] = urlOf(s.name);
+  // invoicing reads WALLET_URL for the credit-wallet address.
+  data.WALLET_URL = urlOf("credit-wallet");
+  for (const s of SERVICES) data[`${envPrefix(s.name)}_DB_SCHEMA`] = schemaOf(s.name);
+  // credit-wallet reads WALLET_DB_SCHEMA (infra/migrate.ts reads CREDIT_WALLET_DB_SCHEMA): the same value.
+  data.WALLET_DB_SCHEMA = schemaOf("credit-wallet");
+  Object.assign(data, {
+    // Embedded PGlite is never used when DATABASE_URL is set; if it were, it could only write here.
+    NANOBILL_DATA_DIR: "/tmp/nanobill-data",
+    LEDGER_DATA_DIR: "/tmp/nanobill-data/ledger",
+    NANOBILL_LOG_LEVEL: "info",
+    // Limits (each service validates its own range and logs the values once at start-up).
+    // Connections to PostgreSQL = replicas x pool: keep (sum over services) below the server's
+    // max_connections, or put PgBouncer (transaction mode) in front.
+    LEDGER_DB_POOL_MAX: "10",
+    INVOICING_LEDGER_RETRY_MS: "10000",
+    METERING_BACKFILL_INTERVAL_MS: "1000",
+  });
+  return { apiVersion: "v1", kind: "ConfigMap", metadata: { name: CONFIG_MAP, labels: { "app.kubernetes.io/part-of": "nanobill" } }, data };
+}
+
+const HEADER = "# Generated by infra/k8s/render.ts from its SERVICES table. Do not edit: change the table and run\n#   npx tsx infra/k8s/render.ts\n";
+
+function toYaml(docs: object[]): string {
+  return HEADER + docs.map((d) => "---\n" + stringify(d, { lineWidth: 0, aliasDuplicateObjects: false })).join("");
+}
+
+/** File name (under infra/k8s/base) -> content. */
+export function renderBase(): Map<string, string> {
+  const files = new Map<string, string>();
+  files.set("config.yaml", toYaml([configMap()]));
+  for (const s of SERVICES) {
+    const consumer = consumerStatefulSet(s);
+    files.set(`${s.name}.yaml`, toYaml([serviceAccount(s), service(s), deployment(s), hpa(s), pdb(s), ...(consumer ? [consumer] : []), migrationsJob(s)]));
+  }
+  const kustomization = {
+    apiVersion: "kustomize.config.k8s.io/v1beta1",
+    kind: "Kustomization",
+    resources: [...files.keys()],
+  };
+  files.set("kustomization.yaml", HEADER + stringify(kustomization, { lineWidth: 0, aliasDuplicateObjects: false }));
+  return files;
+}
+
+export const BASE_DIR = join(dirname(fileURLToPath(import.meta.url)), "base");
+
+async function main(): Promise<void> {
+  for (const [name, text] of renderBase()) await writeFile(join(BASE_DIR, name), text);
+  process.stdout.write(`wrote ${renderBase().size} files to ${BASE_DIR}\n`);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await main();
+}

@@ -1,0 +1,7 @@
+export type { Row, Queryable, Db, EmbeddedPostgres, IsolationLevel, TransactionOptions, OpenDbOptions } from "./types.js";
+export { DbError, isDbError, type DbErrorCode } from "./errors.js";
+export { openDb } from "./open.js";
+export { openEmbeddedPostgres } from "./pglite-backend.js";
+export { migrate, readMigrations, type MigrationFile } from "./migrate.js";
+export { testBackends, TEST_POOL_MAX, type TestBackend, type TestDb } from "./testing.js";
+export * from "./limits.js";

@@ -1,0 +1,204 @@
+import pg from "pg";
+import {
+  assertNotInTransaction,
+  beginSql,
+  checkCopyArgs,
+  checkIntOption,
+  checkSchemaName,
+  normalizeParams,
+  quoteIdent,
+  retriesOf,
+  txContext,
+  withRetries,
+  type TxContext,
+} from "./common.js";
+import { copyIn, type PgCopyClient } from "./pg-copy.js";
+import { DbError, toDbError } from "./errors.js";
+import {
+  CONNECT_TIMEOUT_MS,
+  POOL_IDLE_TIMEOUT_MS,
+  POOL_MAX_DEFAULT,
+  POOL_MAX_LIMIT,
+  STATEMENT_TIMEOUT_MS_DEFAULT,
+  STATEMENT_TIMEOUT_MS_MAX,
+} from "./limits.js";
+import type { Db, Queryable, Row, TransactionOptions } from "./types.js";
+
+const OID_INT8 = 20;
+const OID_INT8_ARRAY = 1016;
+
+const parseBigInt = (v: string): bigint => BigInt(v);
+const defaultInt8ArrayParser = (pg.types.getTypeParser as (oid: number, format: string) => (v: string) => unknown)(OID_INT8_ARRAY, "text");
+const bigIntDeep = (v: unknown): unknown =>
+  Array.isArray(v) ? v.map(bigIntDeep) : typeof v === "string" || typeof v === "number" ? BigInt(v) : v;
+/** pg's own int8[] parser gives strings; make them bigints. */
+const parseBigIntArray = (v: string): unknown => bigIntDeep(defaultInt8ArrayParser(v));
+
+/** Type parsers of our Pools only (pg's global defaults stay untouched). */
+export const pgTypes = {
+  getTypeParser(oid: number, format?: "text" | "binary"): (v: string) => unknown {
+    if (format === undefined || format === "text") {
+      if (oid === OID_INT8) return parseBigInt;
+      if (oid === OID_INT8_ARRAY) return parseBigIntArray;
+    }
+    // NUMERIC stays a string, TIMESTAMPTZ a Date, JSONB an object, BYTEA a Buffer: pg's defaults.
+    return (pg.types.getTypeParser as (oid: number, format?: string) => (v: string) => unknown)(oid, format ?? "text");
+  },
+};
+
+type PgResult = { rows: Row[]; rowCount: number | null; command?: string };
+
+function lastResult(r: PgResult | PgResult[]): PgResult | undefined {
+  return Array.isArray(r) ? r[r.length - 1] : r;
+}
+
+async function runQuery<R extends Row>(
+  client: pg.Pool | pg.PoolClient,
+  sql: string,
+  params: unknown[] | undefined,
+): Promise<{ rows: R[]; rowCount: number; command: string | undefined }> {
+  let res: PgResult | PgResult[];
+  try {
+    const p = normalizeParams(params);
+    res = (await (p === undefined || p.length === 0 ? client.query(sql) : client.query(sql, p))) as unknown as PgResult | PgResult[];
+  } catch (e) {
+    throw toDbError(e);
+  }
+  const last = lastResult(res);
+  if (last === undefined) return { rows: [], rowCount: 0, command: undefined };
+  return { rows: last.rows as R[], rowCount: last.rowCount ?? last.rows.length, command: last.command };
+}
+
+class PgTx implements Queryable {
+  active = true;
+  constructor(
+    readonly db: PgDb,
+    readonly client: pg.PoolClient,
+  ) {}
+
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+    if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
+    const { rows, rowCount } = await runQuery<R>(this.client, sql, params);
+    return { rows, rowCount };
+  }
+}
+
+export class PgDb implements Db {
+  readonly kind = "pg" as const;
+  private closed = false;
+
+  private constructor(
+    readonly schema: string,
+    private readonly pool: pg.Pool,
+  ) {}
+
+  static async open(opts: { url: string; schema: string; poolMax?: number; statementTimeoutMs?: number }): Promise<PgDb> {
+    checkSchemaName(opts.schema);
+    const max = checkIntOption(opts.poolMax, "poolMax", 1, POOL_MAX_LIMIT, POOL_MAX_DEFAULT);
+    const timeout = checkIntOption(opts.statementTimeoutMs, "statementTimeoutMs", 1, STATEMENT_TIMEOUT_MS_MAX, STATEMENT_TIMEOUT_MS_DEFAULT);
+    const pool = new pg.Pool({
+      connectionString: opts.url,
+      max,
+      options: `-c search_path=${opts.schema} -c statement_timeout=${timeout}`,
+      types: pgTypes,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
+      application_name: `nanobill:${opts.schema}`,
+    } as pg.PoolConfig);
+    // An idle client losing its connection emits on the pool; without a listener the process dies.
+    pool.on("error", () => {});
+    const db = new PgDb(opts.schema, pool);
+    try {
+      await db.createSchema();
+    } catch (e) {
+      await pool.end().catch(() => {});
+      throw e;
+    }
+    return db;
+  }
+
+  private async createSchema(): Promise<void> {
+    try {
+      await runQuery(this.pool, `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema, "schema")}`, undefined);
+    } catch (e) {
+      // Two processes creating the same schema at once: one of them sees a duplicate; fine.
+      const d = toDbError(e);
+      if (d.sqlState !== "23505" && d.sqlState !== "42P06") throw d;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DbError("unavailable", `db (${this.schema}): closed`);
+  }
+
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+    this.checkOpen();
+    assertNotInTransaction(this, undefined, "db.query()");
+    const { rows, rowCount } = await runQuery<R>(this.pool, sql, params);
+    return { rows, rowCount };
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T> {
+    this.checkOpen();
+    assertNotInTransaction(this, undefined, "db.transaction()");
+    const begin = beginSql(opts);
+    return withRetries(retriesOf(opts), () => this.runTransaction(fn, begin));
+  }
+
+  private async runTransaction<T>(fn: (tx: PgTx) => Promise<T>, begin: string): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (e) {
+      throw toDbError(e);
+    }
+    const tx = new PgTx(this, client);
+    const ctx: TxContext = { owner: this, instance: undefined, active: true };
+    let broken = false;
+    // A checked-out client whose connection dies emits "error"; pg-pool only listens on idle
+    // clients, and an unheard "error" would crash the process. The running query fails anyway.
+    const onError = (): void => {
+      broken = true;
+    };
+    client.on("error", onError);
+    try {
+      await runQuery(client, begin, undefined);
+      const out = await txContext.run(ctx, () => fn(tx));
+      const commit = await runQuery(client, "COMMIT", undefined);
+      if (commit.command === "ROLLBACK") {
+        throw new DbError("query", "transaction rolled back at COMMIT: a statement inside it failed and its error was caught and ignored");
+      }
+      return out;
+    } catch (e) {
+      try {
+        await client.query("ROLLBACK");
+      } catch {
+        broken = true;
+      }
+      throw e;
+    } finally {
+      tx.active = false;
+      ctx.active = false;
+      client.off("error", onError);
+      client.release(broken ? new Error("connection broken; discarding it") : undefined);
+    }
+  }
+
+  async copyRows(table: string, columns: string[], rows: unknown[][], tx?: Queryable): Promise<number> {
+    this.checkOpen();
+    const { tableSql, columnsSql } = checkCopyArgs(table, columns, rows);
+    if (rows.length === 0) return 0;
+    if (tx !== undefined) {
+      if (!(tx instanceof PgTx) || tx.db !== this) throw new DbError("invalid_argument", "tx: must be the tx argument of a transaction() of this Db");
+      if (!tx.active) throw new DbError("invalid_argument", "tx: this transaction has already finished");
+      return copyIn(tx.client as unknown as PgCopyClient, tableSql, columnsSql, rows);
+    }
+    return this.transaction(async (t) => copyIn((t as PgTx).client as unknown as PgCopyClient, tableSql, columnsSql, rows), { retriesMax: 0 });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,264 @@
+import { mkdir } from "node:fs/promises";
+import { PGlite, type Transaction } from "@electric-sql/pglite";
+import {
+  assertNotInTransaction,
+  beginSql,
+  checkCopyArgs,
+  checkSchemaName,
+  normalizeParams,
+  quoteIdent,
+  retriesOf,
+  txContext,
+  withRetries,
+  type TxContext,
+} from "./common.js";
+import { DbError, toDbError } from "./errors.js";
+import { Mutex } from "./mutex.js";
+import { COPY_CHUNK_ROWS, EMBEDDED_LOCK_WAIT_MS_MAX } from "./limits.js";
+import { encodeCopyChunk } from "./copy-text.js";
+import type { Db, EmbeddedPostgres, Queryable, Row, TransactionOptions } from "./types.js";
+
+const OID_BYTEA = 17;
+const OID_INT8 = 20;
+const OID_INT8_ARRAY = 1016;
+const OID_BYTEA_ARRAY = 1001;
+
+const toBigInt = (v: unknown): unknown => (typeof v === "number" ? BigInt(v) : v);
+const toBuffer = (v: unknown): unknown =>
+  v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v;
+function mapDeep(v: unknown, f: (x: unknown) => unknown): unknown {
+  return Array.isArray(v) ? v.map((x) => mapDeep(x, f)) : f(v);
+}
+
+/** The shared instance's private state: one mutex for all Dbs on it, and the search_path in force. */
+interface EmbeddedState {
+  readonly pglite: PGlite;
+  readonly mutex: Mutex;
+  currentSchema: string | undefined;
+  closed: boolean;
+}
+
+const states = new WeakMap<EmbeddedPostgres, EmbeddedState>();
+
+/** Opens (or creates) the one embedded PostgreSQL of this process; dataDir undefined = in memory. */
+export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Promise<EmbeddedPostgres> {
+  if (opts.dataDir !== undefined) {
+    if (typeof opts.dataDir !== "string" || opts.dataDir === "") throw new DbError("invalid_argument", "dataDir: must be a non-empty path");
+    await mkdir(opts.dataDir, { recursive: true });
+  }
+  return openEmbedded(opts);
+}
+
+/** Internal: also accepts loadDataDir (an initialised data dir as a tarball: no initdb, ~3x faster start). */
+export async function openEmbedded(opts: { dataDir?: string; loadDataDir?: Blob }): Promise<EmbeddedPostgres> {
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create({
+      ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+      ...(opts.loadDataDir !== undefined ? { loadDataDir: opts.loadDataDir } : {}),
+      parsers: {
+        [OID_INT8]: (v: string) => BigInt(v),
+        // NUMERIC stays an exact decimal string.
+        1700: (v: string) => v,
+      },
+    });
+  } catch (e) {
+    throw new DbError("unavailable", `embedded postgres: cannot open${opts.dataDir ? ` ${opts.dataDir}` : ""}: ${(e as Error)?.message ?? e}`, { cause: e });
+  }
+  const state: EmbeddedState = { pglite, mutex: new Mutex(), currentSchema: undefined, closed: false };
+  const embedded: EmbeddedPostgres = {
+    pglite,
+    async close() {
+      if (state.closed) return;
+      await state.mutex.run(
+        async () => {
+          state.closed = true;
+          await pglite.close();
+        },
+        EMBEDDED_LOCK_WAIT_MS_MAX,
+        "embedded.close()",
+      );
+    },
+  };
+  states.set(embedded, state);
+  return embedded;
+}
+
+type PgliteRunner = PGlite | Transaction;
+
+/** Normalises a PGlite result: int8 always bigint (it may come back as number), bytea as Buffer. */
+function normalizeRows(res: { rows: Row[]; fields: { name: string; dataTypeID: number }[] }): Row[] {
+  const fix: Array<[string, (v: unknown) => unknown]> = [];
+  for (const f of res.fields) {
+    if (f.dataTypeID === OID_INT8) fix.push([f.name, toBigInt]);
+    else if (f.dataTypeID === OID_INT8_ARRAY) fix.push([f.name, (v) => mapDeep(v, toBigInt)]);
+    else if (f.dataTypeID === OID_BYTEA) fix.push([f.name, toBuffer]);
+    else if (f.dataTypeID === OID_BYTEA_ARRAY) fix.push([f.name, (v) => mapDeep(v, toBuffer)]);
+  }
+  if (fix.length === 0) return res.rows;
+  for (const row of res.rows) {
+    for (const [name, f] of fix) {
+      const v = row[name];
+      if (v !== null && v !== undefined) row[name] = f(v);
+    }
+  }
+  return res.rows;
+}
+
+async function runPglite<R extends Row>(
+  runner: PgliteRunner,
+  sql: string,
+  params: unknown[] | undefined,
+): Promise<{ rows: R[]; rowCount: number; command: string | undefined }> {
+  try {
+    const p = normalizeParams(params);
+    if (p === undefined || p.length === 0) {
+      // Simple protocol: several statements allowed; the last one's result is returned (as pg does).
+      const all = await runner.exec(sql);
+      const last = all[all.length - 1];
+      if (last === undefined) return { rows: [], rowCount: 0, command: undefined };
+      const rows = normalizeRows(last as { rows: Row[]; fields: { name: string; dataTypeID: number }[] }) as R[];
+      return { rows, rowCount: last.rowCount ?? last.affectedRows ?? rows.length, command: last.command };
+    }
+    const res = await runner.query<Row>(sql, p);
+    const rows = normalizeRows(res) as R[];
+    return { rows, rowCount: res.rowCount ?? res.affectedRows ?? rows.length, command: res.command };
+  } catch (e) {
+    throw toDbError(e);
+  }
+}
+
+class PgliteTx implements Queryable {
+  active = true;
+  constructor(
+    readonly db: PgliteDb,
+    readonly runner: PGlite,
+  ) {}
+
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+    if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
+    const { rows, rowCount } = await runPglite<R>(this.runner, sql, params);
+    return { rows, rowCount };
+  }
+}
+
+export class PgliteDb implements Db {
+  readonly kind = "pglite" as const;
+  private closed = false;
+
+  private constructor(
+    readonly schema: string,
+    private readonly embedded: EmbeddedPostgres,
+    private readonly state: EmbeddedState,
+  ) {}
+
+  static async open(opts: { embedded: EmbeddedPostgres; schema: string }): Promise<PgliteDb> {
+    checkSchemaName(opts.schema);
+    const state = states.get(opts.embedded);
+    if (state === undefined) throw new DbError("invalid_argument", "embedded: must come from openEmbeddedPostgres()");
+    const db = new PgliteDb(opts.schema, opts.embedded, state);
+    await db.exclusive("openDb()", () => runPglite(state.pglite, `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(opts.schema, "schema")}`, undefined));
+    return db;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DbError("unavailable", `db (${this.schema}): closed`);
+    if (this.state.closed) throw new DbError("unavailable", `db (${this.schema}): the embedded instance is closed`);
+  }
+
+  /** Runs fn holding the instance, with search_path = this schema. */
+  private exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return this.state.mutex.run(
+      async () => {
+        if (this.state.closed) throw new DbError("unavailable", `db (${this.schema}): the embedded instance is closed`);
+        if (this.state.currentSchema !== this.schema) {
+          this.state.currentSchema = undefined;
+          await runPglite(this.state.pglite, "SELECT set_config('search_path', $1, false)", [quoteIdent(this.schema, "schema")]);
+          this.state.currentSchema = this.schema;
+        }
+        return fn();
+      },
+      EMBEDDED_LOCK_WAIT_MS_MAX,
+      `${what} (${this.schema})`,
+    );
+  }
+
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+    this.checkOpen();
+    assertNotInTransaction(this, this.embedded, "db.query()");
+    const { rows, rowCount } = await this.exclusive("db.query()", () => runPglite<R>(this.state.pglite, sql, params));
+    return { rows, rowCount };
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T> {
+    this.checkOpen();
+    assertNotInTransaction(this, this.embedded, "db.transaction()");
+    const begin = beginSql(opts);
+    return withRetries(retriesOf(opts), () => this.exclusive("db.transaction()", () => this.runTransaction(fn, begin)));
+  }
+
+  private async runTransaction<T>(fn: (tx: PgliteTx) => Promise<T>, begin: string): Promise<T> {
+    const pglite = this.state.pglite;
+    const tx = new PgliteTx(this, pglite);
+    const ctx: TxContext = { owner: this, instance: this.embedded, active: true };
+    try {
+      await runPglite(pglite, begin, undefined);
+      const out = await txContext.run(ctx, () => fn(tx));
+      tx.active = false;
+      const commit = await runPglite(pglite, "COMMIT", undefined);
+      if (commit.command === "ROLLBACK") {
+        throw new DbError("query", "transaction rolled back at COMMIT: a statement inside it failed and its error was caught and ignored");
+      }
+      return out;
+    } catch (e) {
+      tx.active = false;
+      try {
+        await runPglite(pglite, "ROLLBACK", undefined);
+      } catch {
+        // Nothing to roll back (BEGIN failed) or the instance is gone; the original error matters.
+      }
+      throw e;
+    } finally {
+      tx.active = false;
+      ctx.active = false;
+    }
+  }
+
+  async copyRows(table: string, columns: string[], rows: unknown[][], tx?: Queryable): Promise<number> {
+    this.checkOpen();
+    const { tableSql, columnsSql } = checkCopyArgs(table, columns, rows);
+    if (rows.length === 0) return 0;
+    // COPY ... FROM '/dev/blob' (PGlite's COPY input) with the same text encoding as COPY FROM STDIN
+    // on pg: a value means the same thing on both backends, and no bind-parameter limit applies.
+    const sql = `COPY ${tableSql} (${columnsSql.join(", ")}) FROM '/dev/blob'`;
+    const copyAll = async (t: Queryable): Promise<number> => {
+      const runner = (t as PgliteTx).runner;
+      let n = 0;
+      for (let start = 0; start < rows.length; start += COPY_CHUNK_ROWS) {
+        const end = Math.min(rows.length, start + COPY_CHUNK_ROWS);
+        const blob = new Blob([encodeCopyChunk(rows, start, end)]);
+        let res;
+        try {
+          res = await runner.query(sql, [], { blob });
+        } catch (e) {
+          throw toDbError(e);
+        }
+        n += res.rowCount ?? res.affectedRows ?? 0;
+      }
+      return n;
+    };
+    if (tx !== undefined) {
+      if (!(tx instanceof PgliteTx) || tx.db !== this) throw new DbError("invalid_argument", "tx: must be the tx argument of a transaction() of this Db");
+      if (!tx.active) throw new DbError("invalid_argument", "tx: this transaction has already finished");
+      return copyAll(tx);
+    }
+    return this.transaction(copyAll, { retriesMax: 0 });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Wait for work already queued on the instance, then refuse new work. The instance stays open.
+    if (!this.state.closed) await this.state.mutex.run(async () => {}, EMBEDDED_LOCK_WAIT_MS_MAX, `db.close() (${this.schema})`);
+    this.closed = true;
+  }
+}

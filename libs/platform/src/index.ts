@@ -1,0 +1,2 @@
+export { startPlatform, SERVICE_NAMES, DEFAULT_PORTS, type Platform, type PlatformClients, type PlatformOptions, type ServiceName } from "./platform.js";
+export { seedDemo, DEMO, type DemoCustomer } from "./demo.js";

@@ -1,0 +1,76 @@
+/** A bad or missing configuration value; the message always names the variable. */
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+export type Env = Record<string, string | undefined>;
+
+function raw(env: Env, name: string): string | undefined {
+  const v = env[name];
+  if (v === undefined) return undefined;
+  const t = v.trim();
+  return t === "" ? undefined : t;
+}
+
+/** A string variable; without a default, a missing/empty value is a ConfigError. */
+export function envString(env: Env, name: string, def?: string): string {
+  const v = raw(env, name);
+  if (v !== undefined) return v;
+  if (def !== undefined) return def;
+  throw new ConfigError(name, "is required");
+}
+
+/** An integer variable within [min, max] (inclusive); a default is used when unset. */
+export function envInt(env: Env, name: string, def: number, bounds: { min?: number; max?: number } = {}): number {
+  const v = raw(env, name);
+  const min = bounds.min ?? Number.MIN_SAFE_INTEGER;
+  const max = bounds.max ?? Number.MAX_SAFE_INTEGER;
+  let n: number;
+  if (v === undefined) {
+    n = def;
+  } else {
+    if (!/^-?\d+$/.test(v.replaceAll("_", ""))) throw new ConfigError(name, `must be an integer, got "${v}"`);
+    n = Number(v.replaceAll("_", ""));
+    if (!Number.isSafeInteger(n)) throw new ConfigError(name, `is out of range, got "${v}"`);
+  }
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** A URL variable (any scheme), or undefined when unset; a malformed URL is a ConfigError. */
+export function envUrl(env: Env, name: string): string | undefined {
+  const v = raw(env, name);
+  if (v === undefined) return undefined;
+  try {
+    new URL(v);
+  } catch {
+    throw new ConfigError(name, `must be a URL, got "${v}"`);
+  }
+  return v;
+}
+
+const TRUE = new Set(["1", "true", "yes", "on"]);
+const FALSE = new Set(["0", "false", "no", "off"]);
+
+/** A boolean variable: 1/true/yes/on or 0/false/no/off (case-insensitive). */
+export function envBool(env: Env, name: string, def: boolean): boolean {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  const l = v.toLowerCase();
+  if (TRUE.has(l)) return true;
+  if (FALSE.has(l)) return false;
+  throw new ConfigError(name, `must be true or false, got "${v}"`);
+}
+
+/** One of a fixed set of values. */
+export function envEnum<T extends string>(env: Env, name: string, values: readonly T[], def: T): T {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  if ((values as readonly string[]).includes(v)) return v as T;
+  throw new ConfigError(name, `must be one of ${values.join(", ")}, got "${v}"`);
+}

@@ -1,0 +1,164 @@
+import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import { randomBytes } from "node:crypto";
+import type { Logger } from "./logger.js";
+
+/** google.rpc.ErrorInfo.domain of every error detail Nanobill sends. */
+export const ERROR_DOMAIN = "nanobill.dev";
+const ERROR_INFO_TYPE = "google.rpc.ErrorInfo";
+
+/** google.rpc.ErrorInfo { reason = 1; domain = 2; map<string,string> metadata = 3 }, hand-encoded. */
+function encodeErrorInfo(reason: string, metadata: Record<string, string>): Uint8Array {
+  const w = new BinaryWriter();
+  w.tag(1, 2).string(reason);
+  w.tag(2, 2).string(ERROR_DOMAIN);
+  for (const [k, v] of Object.entries(metadata)) {
+    w.tag(3, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
+  }
+  return w.finish();
+}
+
+function decodeErrorInfo(bytes: Uint8Array): { reason: string; domain: string; metadata: Record<string, string> } {
+  const r = new BinaryReader(bytes);
+  const out = { reason: "", domain: "", metadata: {} as Record<string, string> };
+  while (r.pos < r.len) {
+    const [no, wt] = r.tag();
+    if (no === 1) out.reason = r.string();
+    else if (no === 2) out.domain = r.string();
+    else if (no === 3) {
+      const e = new BinaryReader(r.bytes());
+      let k = "";
+      let v = "";
+      while (e.pos < e.len) {
+        const [eno, ewt] = e.tag();
+        if (eno === 1) k = e.string();
+        else if (eno === 2) v = e.string();
+        else e.skip(ewt);
+      }
+      out.metadata[k] = v;
+    } else r.skip(wt);
+  }
+  return out;
+}
+
+/**
+ * A ConnectError with a google.rpc.ErrorInfo detail (reason = "ERROR_REASON_<NAME>" of
+ * nanobill.common.v1.ErrorReason, domain "nanobill.dev", metadata as given).
+ */
+export function rpcError(code: Code, reason: ErrorReason, message: string, metadata: Record<string, string> = {}): ConnectError {
+  const err = new ConnectError(message, code);
+  err.details.push({ type: ERROR_INFO_TYPE, value: encodeErrorInfo(`ERROR_REASON_${ErrorReason[reason]}`, metadata) });
+  return err;
+}
+
+/** The ErrorReason and metadata carried by an error (client side), if any. */
+export function errorInfoOf(err: unknown): { reason: ErrorReason; metadata: Record<string, string> } | undefined {
+  if (!(err instanceof ConnectError)) return undefined;
+  for (const d of err.details) {
+    if ("type" in d && d.type === ERROR_INFO_TYPE) {
+      const info = decodeErrorInfo(d.value);
+      if (info.domain !== ERROR_DOMAIN) continue;
+      const name = info.reason.replace(/^ERROR_REASON_/, "") as keyof typeof ErrorReason;
+      const reason = ErrorReason[name];
+      if (typeof reason === "number") return { reason, metadata: info.metadata };
+    }
+  }
+  return undefined;
+}
+
+/** InvalidArgument, message "<field>: <rule>", reason INVALID_FIELD with metadata {field, rule}. */
+export function invalidArgument(field: string, rule: string): ConnectError {
+  return rpcError(Code.InvalidArgument, ErrorReason.INVALID_FIELD, `${field}: ${rule}`, { field, rule });
+}
+
+/** NotFound, message "<what> <id> not found", reason NOT_FOUND. */
+export function notFound(what: string, id: string): ConnectError {
+  return rpcError(Code.NotFound, ErrorReason.NOT_FOUND, `${what} ${id} not found`, { what, id });
+}
+
+/** FailedPrecondition with a reason (INSUFFICIENT_BALANCE, PERIOD_CLOSED, ...). */
+export function failedPrecondition(reason: ErrorReason, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return rpcError(Code.FailedPrecondition, reason, message, metadata);
+}
+
+/** AlreadyExists: an idempotency id reused with different content (reason ID_REUSED). */
+export function alreadyExists(field: string, id: string): ConnectError {
+  return rpcError(Code.AlreadyExists, ErrorReason.ID_REUSED, `${field}: ${id} was already used with different content`, { field, id });
+}
+
+/** ResourceExhausted: a size/count/rate limit (reason LIMIT_EXCEEDED). */
+export function limitExceeded(field: string, limit: number | bigint): ConnectError {
+  return rpcError(Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED, `${field}: exceeds the limit of ${limit}`, {
+    field,
+    limit: String(limit),
+  });
+}
+
+export function unauthenticated(message = "missing or invalid API key"): ConnectError {
+  return rpcError(Code.Unauthenticated, ErrorReason.UNAUTHENTICATED, message);
+}
+
+export function permissionDenied(message: string): ConnectError {
+  return rpcError(Code.PermissionDenied, ErrorReason.PERMISSION_DENIED, message);
+}
+
+export function unavailable(message = "service unavailable, retry later"): ConnectError {
+  return new ConnectError(message, Code.Unavailable);
+}
+
+/** Message sent to the client for any unexpected error (the cause is only logged). */
+export const INTERNAL_MESSAGE = "internal error";
+
+/**
+ * Maps anything a handler throws to what the client may see:
+ * ConnectError as is; DbError-like {code: "serialization"} -> Aborted (retry),
+ * {code: "unavailable"} -> Unavailable; MoneyError-like {field, rule} -> InvalidArgument naming
+ * the field; anything else -> Internal "internal error (ref err_...)", logged with its stack.
+ */
+export function toConnectError(err: unknown, logger: Logger, where: string, signal?: AbortSignal): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (signal?.aborted && signal.reason instanceof ConnectError) return signal.reason;
+  if (typeof err === "object" && err !== null) {
+    const e = err as { code?: unknown; field?: unknown; rule?: unknown };
+    if (e.code === "serialization") {
+      logger.warn("transaction conflict", { rpc: where, err });
+      return new ConnectError("transaction conflict, retry", Code.Aborted);
+    }
+    if (e.code === "unavailable") {
+      logger.warn("dependency unavailable", { rpc: where, err });
+      return unavailable();
+    }
+    if (typeof e.field === "string" && typeof e.rule === "string") {
+      return invalidArgument(e.field, e.rule);
+    }
+  }
+  const ref = "err_" + randomBytes(6).toString("hex");
+  logger.error("unexpected error", { rpc: where, ref, err });
+  return new ConnectError(`${INTERNAL_MESSAGE} (ref ${ref})`, Code.Internal);
+}
+
+async function* guardStream<T>(it: AsyncIterable<T>, logger: Logger, where: string, signal: AbortSignal): AsyncGenerator<T> {
+  try {
+    yield* it;
+  } catch (e) {
+    throw toConnectError(e, logger, where, signal);
+  }
+}
+
+/** The error boundary: one interceptor, installed by startServer, applying {@link toConnectError}. */
+export function createErrorBoundary(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    let res;
+    try {
+      res = await next(req);
+    } catch (e) {
+      throw toConnectError(e, logger, `${req.service.typeName}/${req.method.name}`, req.signal);
+    }
+    if (res.stream) {
+      const s: StreamResponse = { ...res, message: guardStream(res.message, logger, `${req.service.typeName}/${req.method.name}`, req.signal) };
+      return s as typeof res;
+    }
+    return res;
+  };
+}

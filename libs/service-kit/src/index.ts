@@ -1,0 +1,43 @@
+export {
+  type Principal,
+  type Scope,
+  type ApiKeyEntry,
+  type Authenticator,
+  SCOPES,
+  TENANT_HEADER,
+  ANY_TENANT,
+  kPrincipal,
+  principalOf,
+  tenantOf,
+  requireScope,
+  hasScope,
+  createApiKeyAuthenticator,
+  parseApiKeysEnv,
+  keyIdOf,
+  isTenantId,
+  createAuthInterceptor,
+} from "./auth.js";
+export { type ServerLimits, type StartedServer, type StartServerOptions, SERVER_LIMITS_DEFAULT, startServer, resolveLimits } from "./server.js";
+export { type ClientTransportOptions, createClientTransport, closeClientSessions, forTenant } from "./client.js";
+export {
+  ERROR_DOMAIN,
+  INTERNAL_MESSAGE,
+  rpcError,
+  errorInfoOf,
+  invalidArgument,
+  notFound,
+  failedPrecondition,
+  alreadyExists,
+  limitExceeded,
+  unauthenticated,
+  permissionDenied,
+  unavailable,
+  toConnectError,
+  createErrorBoundary,
+} from "./errors.js";
+export { type Logger, type LogLevel, createLogger, silentLogger, toJsonLine } from "./logger.js";
+export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum } from "./config.js";
+export { type Clock, systemClock, fixedClock } from "./clock.js";
+export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./lifecycle.js";
+export { type HealthState, ServingStatus } from "./health.js";
+export * from "./limits.js";

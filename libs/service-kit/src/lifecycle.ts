@@ -1,0 +1,57 @@
+import { createLogger, type Logger } from "./logger.js";
+
+const hooks: Array<() => Promise<void>> = [];
+let shuttingDown = false;
+let installed = false;
+
+/** Registers a hook run on SIGTERM/SIGINT (and when main fails), in reverse order of registration. */
+export function onShutdown(fn: () => Promise<void>): void {
+  hooks.push(fn);
+}
+
+/** Runs every registered hook, last registered first; a failing hook is logged, the rest still run. */
+export async function runShutdownHooks(logger?: Logger): Promise<void> {
+  while (hooks.length > 0) {
+    const fn = hooks.pop()!;
+    try {
+      await fn();
+    } catch (err) {
+      logger?.error("shutdown hook failed", { err });
+    }
+  }
+}
+
+/** Hard limit on the whole shutdown; past it the process exits with code 1. */
+export const SHUTDOWN_TOTAL_MS_MAX = 30_000;
+
+/**
+ * Process entry: runs main; on SIGTERM/SIGINT runs the shutdown hooks (reverse order) and
+ * exits 0; if main throws (e.g. ConfigError) logs it, runs the hooks and exits 1. A second
+ * signal exits immediately.
+ */
+export function runMain(main: () => Promise<void>, opts: { logger?: Logger } = {}): void {
+  const logger = opts.logger ?? createLogger({ service: "main" });
+  const stop = (code: number, reason: string): void => {
+    if (shuttingDown) {
+      logger.warn("second signal, exiting now", { reason });
+      process.exit(code || 1);
+    }
+    shuttingDown = true;
+    logger.info("shutting down", { reason });
+    const timer = setTimeout(() => {
+      logger.error("shutdown took too long, exiting", { limitMs: SHUTDOWN_TOTAL_MS_MAX });
+      process.exit(1);
+    }, SHUTDOWN_TOTAL_MS_MAX);
+    timer.unref();
+    void runShutdownHooks(logger).then(() => process.exit(code));
+  };
+  if (!installed) {
+    installed = true;
+    process.on("SIGTERM", () => stop(0, "SIGTERM"));
+    process.on("SIGINT", () => stop(0, "SIGINT"));
+  }
+  main().catch((err: unknown) => {
+    logger.error("fatal", { err });
+    stop(1, "main failed");
+  });
+}

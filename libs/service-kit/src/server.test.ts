@@ -1,0 +1,282 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import {
+  Health,
+  HealthCheckRequestSchema,
+  HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+} from "@nanobill/contracts/grpc/health/v1/health_pb";
+import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import { createApiKeyAuthenticator, parseApiKeysEnv, tenantOf, requireScope, principalOf } from "./auth.js";
+import { createClientTransport, closeClientSessions, forTenant } from "./client.js";
+import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
+import { createLogger } from "./logger.js";
+import { startServer, type StartedServer } from "./server.js";
+import { echoRoutes } from "./test-echo.js";
+
+const ADMIN_KEY = "sk_test_admin_0123456789abcdef";
+const INGEST_KEY = "sk_test_ingest_0123456789abcdef";
+const INTERNAL_KEY = "sk_test_internal_0123456789abcdef";
+const KEYS = parseApiKeysEnv(`tnt_a:admin:${ADMIN_KEY},tnt_b:ingest:${INGEST_KEY},*:internal:${INTERNAL_KEY}`);
+
+const logLines: string[] = [];
+const logger = createLogger({ service: "test", level: "debug", sink: (l) => logLines.push(l) });
+
+/** What Echo did last: the tenant it resolved (or the error it got). */
+let behaviour: (text: string, ctx: HandlerContext) => unknown = () => undefined;
+
+let server: StartedServer;
+
+beforeAll(async () => {
+  server = await startServer({
+    name: "echo",
+    host: "127.0.0.1",
+    port: 0,
+    routes: echoRoutes({ onEcho: (text, ctx) => behaviour(text, ctx) }),
+    authenticator: createApiKeyAuthenticator(KEYS),
+    logger,
+    limits: { readMaxBytes: 64 * 1024 },
+  });
+});
+
+afterAll(async () => {
+  closeClientSessions();
+  await server?.close();
+});
+
+function echoClient(apiKey: string, protocol: "grpc" | "connect" = "grpc", tenant?: string) {
+  return createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey, protocol, tenant }));
+}
+
+async function codeOf(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (e) {
+    return ConnectError.from(e);
+  }
+  throw new Error("expected the call to fail");
+}
+
+function grpcJsHealthCheck(url: string, service: string): Promise<number> {
+  const Client = grpc.makeGenericClientConstructor(
+    {
+      check: {
+        path: "/grpc.health.v1.Health/Check",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (m: Uint8Array) => Buffer.from(m),
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: (m: Uint8Array) => Buffer.from(m),
+        responseDeserialize: (b: Buffer) => b,
+      },
+    },
+    "Health",
+  );
+  const client = new Client(new URL(url).host, grpc.credentials.createInsecure());
+  const req = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service }));
+  return new Promise((resolve, reject) => {
+    (client as unknown as Record<string, Function>)["check"]!(req, (err: grpc.ServiceError | null, res: Buffer) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(fromBinary(HealthCheckResponseSchema, res).status);
+    });
+  });
+}
+
+describe("startServer on h2c", () => {
+  it("answers a grpc.health.v1 Check from an independent gRPC client (@grpc/grpc-js) without a key", async () => {
+    expect(await grpcJsHealthCheck(server.url, "")).toBe(ServingStatus.SERVING);
+    expect(await grpcJsHealthCheck(server.url, "nanobill.bench.v1.EchoService")).toBe(ServingStatus.SERVING);
+  });
+
+  it("answers a Health Check for an unknown service with NotFound", async () => {
+    const health = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
+    const err = await codeOf(health.check({ service: "no.such.Service" }));
+    expect(err.code).toBe(Code.NotFound);
+  });
+
+  it("answers the Connect, gRPC and gRPC-Web protocols on the same port", async () => {
+    const header = { authorization: `Bearer ${ADMIN_KEY}` };
+    for (const transport of [
+      createConnectTransport({ baseUrl: server.url, httpVersion: "2" }),
+      createConnectTransport({ baseUrl: server.url, httpVersion: "2", useBinaryFormat: true }),
+      createGrpcTransport({ baseUrl: server.url }),
+      createGrpcWebTransport({ baseUrl: server.url, httpVersion: "2" }),
+    ]) {
+      const res = await createClient(EchoService, transport).echo({ text: "hi" }, { headers: header });
+      expect(res.text).toBe("hi");
+    }
+  });
+
+  it("streams server-streaming responses", async () => {
+    const out: number[] = [];
+    for await (const m of echoClient(ADMIN_KEY).echoStream({ text: "s", count: 3 })) out.push(m.index);
+    expect(out).toEqual([0, 1, 2]);
+  });
+
+  it("rejects a call without a key as Unauthenticated", async () => {
+    const c = createClient(EchoService, createGrpcTransport({ baseUrl: server.url }));
+    const err = await codeOf(c.echo({ text: "x" }));
+    expect(err.code).toBe(Code.Unauthenticated);
+    expect(errorInfoOf(err)?.reason).toBe(ErrorReason.UNAUTHENTICATED);
+  });
+
+  it("rejects a wrong key and a malformed authorization header as Unauthenticated", async () => {
+    for (const protocol of ["grpc", "connect"] as const) {
+      const err = await codeOf(echoClient("sk_test_wrong_0123456789abcdef", protocol).echo({ text: "x" }));
+      expect(err.code).toBe(Code.Unauthenticated);
+    }
+    const c = createClient(EchoService, createGrpcTransport({ baseUrl: server.url }));
+    const err = await codeOf(c.echo({ text: "x" }, { headers: { authorization: ADMIN_KEY } }));
+    expect(err.code).toBe(Code.Unauthenticated);
+  });
+
+  it("gives the handler the key's tenant and scopes", async () => {
+    behaviour = (_t, ctx) => {
+      requireScope(ctx, "ingest");
+      return expect(tenantOf(ctx)).toBe("tnt_b");
+    };
+    await echoClient(INGEST_KEY).echo({ text: "x" });
+    behaviour = (_t, ctx) => requireScope(ctx, "admin");
+    const err = await codeOf(echoClient(INGEST_KEY).echo({ text: "x" }));
+    expect(err.code).toBe(Code.PermissionDenied);
+    behaviour = () => undefined;
+  });
+
+  it("lets an internal key act for the tenant in x-nanobill-tenant, and requires the header", async () => {
+    const seen: string[] = [];
+    behaviour = (_t, ctx) => {
+      seen.push(`${principalOf(ctx).keyId.slice(0, 4)}:${tenantOf(ctx)}`);
+    };
+    await echoClient(INTERNAL_KEY, "grpc", "tnt_a").echo({ text: "x" });
+    await echoClient(INTERNAL_KEY, "connect", "tnt_a").echo({ text: "x" }, forTenant("tnt_c"));
+    expect(seen).toEqual(["key_:tnt_a", "key_:tnt_c"]);
+    const err = await codeOf(echoClient(INTERNAL_KEY).echo({ text: "x" }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toContain("x-nanobill-tenant");
+    // A tenant key cannot switch tenant with the header.
+    behaviour = (_t, ctx) => expect(tenantOf(ctx)).toBe("tnt_a");
+    await echoClient(ADMIN_KEY, "grpc", "tnt_b").echo({ text: "x" });
+    behaviour = () => undefined;
+  });
+
+  it("refuses a request larger than readMaxBytes with ResourceExhausted", async () => {
+    for (const protocol of ["grpc", "connect"] as const) {
+      const err = await codeOf(echoClient(ADMIN_KEY, protocol).echo({ payload: new Uint8Array(64 * 1024 + 1) }));
+      expect(err.code).toBe(Code.ResourceExhausted);
+    }
+    const ok = await echoClient(ADMIN_KEY).echo({ payload: new Uint8Array(60 * 1024) });
+    expect(ok.payload.byteLength).toBe(60 * 1024);
+  });
+
+  it("turns an unexpected throw into Internal without leaking the message, and logs the stack", async () => {
+    behaviour = () => {
+      throw new Error("db password is hunter2 at /srv/secret.ts");
+    };
+    for (const protocol of ["grpc", "connect"] as const) {
+      const err = await codeOf(echoClient(ADMIN_KEY, protocol).echo({ text: "x" }));
+      expect(err.code).toBe(Code.Internal);
+      expect(err.rawMessage).toMatch(new RegExp(`^${INTERNAL_MESSAGE} \\(ref err_[0-9a-f]{12}\\)$`));
+      expect(err.message).not.toContain("hunter2");
+      const ref = /ref (err_[0-9a-f]+)/.exec(err.rawMessage)![1]!;
+      const line = logLines.find((l) => l.includes(ref));
+      expect(line).toBeDefined();
+      expect(JSON.parse(line!).err.stack).toContain("hunter2");
+    }
+    behaviour = () => undefined;
+  });
+
+  it("maps DbError-like and MoneyError-like errors to Aborted, Unavailable and InvalidArgument", async () => {
+    const cases: Array<[unknown, Code, string?]> = [
+      [Object.assign(new Error("could not serialize"), { code: "serialization" }), Code.Aborted],
+      [Object.assign(new Error("connect ECONNREFUSED"), { code: "unavailable" }), Code.Unavailable],
+      [Object.assign(new Error("amount_nanos: must be positive"), { field: "amount_nanos", rule: "must be positive" }), Code.InvalidArgument, "amount_nanos: must be positive"],
+    ];
+    for (const [thrown, code, message] of cases) {
+      behaviour = () => {
+        throw thrown;
+      };
+      const err = await codeOf(echoClient(ADMIN_KEY).echo({ text: "x" }));
+      expect(err.code).toBe(code);
+      if (message) expect(err.rawMessage).toBe(message);
+      expect(err.rawMessage).not.toContain("ECONNREFUSED");
+    }
+    behaviour = () => undefined;
+  });
+
+  it("applies a default deadline to calls that send none, and refuses deadlines above timeoutMsMax", async () => {
+    behaviour = (_t, ctx) => expect(ctx.timeoutMs()).toBeGreaterThan(0);
+    const c = createClient(EchoService, createGrpcTransport({ baseUrl: server.url }));
+    await c.echo({ text: "x" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    behaviour = () => undefined;
+    const err = await codeOf(c.echo({ text: "x" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, timeoutMs: 10 * 60_000 }));
+    expect(err.code).toBe(Code.InvalidArgument);
+  });
+});
+
+describe("graceful close", () => {
+  it("lets an in-flight call finish, reports NOT_SERVING, then refuses new connections", async () => {
+    let release!: () => void;
+    let entered!: () => void;
+    const inHandler = new Promise<void>((r) => (entered = r));
+    const s = await startServer({
+      name: "echo-close",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({
+        onEcho: () => {
+          entered();
+          return new Promise<void>((r) => (release = r));
+        },
+      }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { shutdownGraceMs: 20_000 },
+    });
+    const client = createClient(EchoService, createGrpcTransport({ baseUrl: s.url }));
+    const health = createClient(Health, createGrpcTransport({ baseUrl: s.url }));
+    const watch = health.watch({ service: "" })[Symbol.asyncIterator]();
+    expect((await watch.next()).value?.status).toBe(ServingStatus.SERVING);
+    const call = client.echo({ text: "slow" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    await inHandler;
+    const closed = s.close();
+    expect((await watch.next()).value?.status).toBe(ServingStatus.NOT_SERVING);
+    release();
+    expect((await call).text).toBe("slow");
+    await closed;
+    const err = await codeOf(createClient(EchoService, createGrpcTransport({ baseUrl: s.url })).echo({ text: "x" }));
+    expect(err.code).toBe(Code.Unavailable);
+  });
+
+  it("aborts calls still running after shutdownGraceMs", async () => {
+    let entered!: () => void;
+    const inHandler = new Promise<void>((r) => (entered = r));
+    const s = await startServer({
+      name: "echo-grace",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({
+        onEcho: (_t, ctx) => {
+          entered();
+          return new Promise<void>((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+        },
+      }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { shutdownGraceMs: 50 },
+    });
+    const call = createClient(EchoService, createGrpcTransport({ baseUrl: s.url })).echo(
+      { text: "stuck" },
+      { headers: { authorization: `Bearer ${ADMIN_KEY}` } },
+    );
+    const settled = codeOf(call);
+    await inHandler;
+    await s.close();
+    const err = await settled;
+    expect([Code.Unavailable, Code.Canceled]).toContain(err.code);
+  });
+});

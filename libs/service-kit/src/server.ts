@@ -1,0 +1,232 @@
+import { setMaxListeners } from "node:events";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createTracingInterceptor } from "@nanobill/telemetry";
+import { createAuthInterceptor, type Authenticator } from "./auth.js";
+import { createErrorBoundary } from "./errors.js";
+import { createHealthState, registerHealth, ServingStatus } from "./health.js";
+import {
+  CONNECTIONS_MAX_DEFAULT,
+  READ_MAX_BYTES_DEFAULT,
+  READ_MAX_BYTES_MAX,
+  SHUTDOWN_GRACE_MS_DEFAULT,
+  SHUTDOWN_GRACE_MS_MAX,
+  STREAMS_PER_CONNECTION_MAX,
+  TIMEOUT_MS_DEFAULT,
+  TIMEOUT_MS_MAX_DEFAULT,
+  TIMEOUT_MS_MAX_MAX,
+  WRITE_MAX_BYTES_DEFAULT,
+} from "./limits.js";
+import { createLogger, type Logger } from "./logger.js";
+
+/** How often close() checks whether in-flight calls are done. */
+const SHUTDOWN_POLL_MS = 5;
+/** How long a stream whose response is complete may keep sending an unread request body. */
+const STREAM_DRAIN_MS = 1_000;
+
+export interface ServerLimits {
+  /** Largest request message read (bytes); larger -> ResourceExhausted. */
+  readMaxBytes: number;
+  /** Largest response message written (bytes). */
+  writeMaxBytes: number;
+  /** Longest deadline a client may ask for (ms); larger -> InvalidArgument. */
+  timeoutMsMax: number;
+  /** Deadline of a call that sends none (ms). */
+  timeoutMsDefault: number;
+  /** Most concurrent connections. */
+  connectionsMax?: number;
+  /** How long close() waits for in-flight calls (ms). */
+  shutdownGraceMs: number;
+}
+
+export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
+  readMaxBytes: READ_MAX_BYTES_DEFAULT,
+  writeMaxBytes: WRITE_MAX_BYTES_DEFAULT,
+  timeoutMsMax: TIMEOUT_MS_MAX_DEFAULT,
+  timeoutMsDefault: TIMEOUT_MS_DEFAULT,
+  connectionsMax: CONNECTIONS_MAX_DEFAULT,
+  shutdownGraceMs: SHUTDOWN_GRACE_MS_DEFAULT,
+};
+
+export interface StartedServer {
+  /** http://host:port (127.0.0.1 when listening on all interfaces). */
+  url: string;
+  port: number;
+  /** Graceful: stop accepting, health NOT_SERVING, in-flight calls finish (shutdownGraceMs), then sessions destroyed. */
+  close(): Promise<void>;
+  /** Sets the health status of one service name ("" = whole server), e.g. NOT_SERVING while a dependency is down. */
+  setHealth(service: string, serving: boolean): void;
+}
+
+export interface StartServerOptions {
+  name: string;
+  host?: string;
+  port: number;
+  routes: (router: ConnectRouter) => void;
+  authenticator: Authenticator;
+  limits?: Partial<ServerLimits>;
+  logger?: Logger;
+  /** "pkg.Service" or "pkg.Service/Method" reachable without a key (grpc.health.v1.Health always is). */
+  publicMethods?: string[];
+  /** Extra interceptors, run inside auth (closest to the handler). */
+  interceptors?: Interceptor[];
+}
+
+function checkLimit(name: keyof ServerLimits, v: number, min: number, max: number): void {
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
+    throw new RangeError(`limits.${name}: must be an integer between ${min} and ${max}, got ${v}`);
+  }
+}
+
+export function resolveLimits(partial: Partial<ServerLimits> | undefined): Required<ServerLimits> {
+  const l: Required<ServerLimits> = { ...SERVER_LIMITS_DEFAULT };
+  for (const [k, v] of Object.entries(partial ?? {})) if (v !== undefined) (l as Record<string, number>)[k] = v;
+  checkLimit("readMaxBytes", l.readMaxBytes, 1, READ_MAX_BYTES_MAX);
+  checkLimit("writeMaxBytes", l.writeMaxBytes, 1, READ_MAX_BYTES_MAX);
+  checkLimit("timeoutMsMax", l.timeoutMsMax, 1, TIMEOUT_MS_MAX_MAX);
+  checkLimit("timeoutMsDefault", l.timeoutMsDefault, 1, l.timeoutMsMax);
+  checkLimit("connectionsMax", l.connectionsMax, 1, 1_000_000);
+  checkLimit("shutdownGraceMs", l.shutdownGraceMs, 0, SHUTDOWN_GRACE_MS_MAX);
+  return l;
+}
+
+/**
+ * Starts an HTTP/2 cleartext (h2c) server answering gRPC, gRPC-Web and Connect on one port,
+ * with grpc.health.v1.Health, limits, the tracing interceptor (outermost), the error boundary,
+ * API-key auth, and graceful close. Port 0 picks a free port (see the returned url/port).
+ */
+export async function startServer(opts: StartServerOptions): Promise<StartedServer> {
+  const limits = resolveLimits(opts.limits);
+  const logger = opts.logger ?? createLogger({ service: opts.name });
+  const health = createHealthState();
+  const shutdown = new AbortController();
+  // Every call links its signal to this one (one listener per call in flight).
+  setMaxListeners(0, shutdown.signal);
+  const grpcTimeoutDefault = `${limits.timeoutMsDefault}m`;
+  const connectTimeoutDefault = String(limits.timeoutMsDefault);
+
+  const handler = connectNodeAdapter({
+    routes(router) {
+      opts.routes(router);
+      for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
+      registerHealth(router, health);
+    },
+    interceptors: [
+      createTracingInterceptor("server", { serviceName: opts.name }),
+      createErrorBoundary(logger),
+      createAuthInterceptor(opts.authenticator, opts.publicMethods ?? []),
+      ...(opts.interceptors ?? []),
+    ],
+    readMaxBytes: limits.readMaxBytes,
+    writeMaxBytes: limits.writeMaxBytes,
+    maxTimeoutMs: limits.timeoutMsMax,
+    shutdownSignal: shutdown.signal,
+  });
+  health.set("", ServingStatus.SERVING);
+
+  let inflight = 0;
+  const server = http2.createServer(
+    { settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } },
+    (req, res) => {
+      // Default deadline: a call without one gets limits.timeoutMsDefault (connect enforces it).
+      const h = req.headers;
+      const ct = h["content-type"];
+      if (ct !== undefined && ct.startsWith("application/grpc")) {
+        if (h["grpc-timeout"] === undefined) h["grpc-timeout"] = grpcTimeoutDefault;
+      } else if (h["connect-timeout-ms"] === undefined) {
+        h["connect-timeout-ms"] = connectTimeoutDefault;
+      }
+      inflight++;
+      req.stream.once("finish", onStreamFinish);
+      req.stream.once("close", onStreamClose);
+      handler(req, res);
+    },
+  );
+  // In flight = the response is not fully written yet (a stream is counted until its
+  // writable side finishes, or it closes without finishing, e.g. reset by the client).
+  const done = new WeakSet<http2.ServerHttp2Stream>();
+  const settle = (stream: http2.ServerHttp2Stream): void => {
+    if (done.has(stream)) return;
+    done.add(stream);
+    inflight--;
+  };
+  const resetStream = (stream: http2.ServerHttp2Stream): void => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  };
+  function onStreamFinish(this: http2.ServerHttp2Stream): void {
+    settle(this);
+    // The response went out before the request body was read to its end (e.g. a request
+    // over readMaxBytes): discard the rest of the body so the client can finish, and reset the
+    // stream if it is still open after STREAM_DRAIN_MS; otherwise it would stay half-open,
+    // holding one of the connection's stream slots until the client disconnects. (Resetting
+    // at once can overtake the response trailers.)
+    if (this.readable && !this.readableEnded) {
+      this.resume();
+      setTimeout(resetStream, STREAM_DRAIN_MS, this).unref();
+    }
+  }
+  function onStreamClose(this: http2.ServerHttp2Stream): void {
+    settle(this);
+  }
+  server.maxConnections = limits.connectionsMax;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  server.on("sessionError", (err) => logger.debug("http2 session error", { err }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host ?? "0.0.0.0", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = opts.host === undefined || opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  logger.info("listening", { url, limits });
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      logger.info("shutting down", { inflight, graceMs: limits.shutdownGraceMs });
+      health.shutdown();
+      const serverClosed = new Promise<void>((r) => server.close(() => r()));
+      // GOAWAY: no new streams on open sessions; calls in flight go on until they finish.
+      for (const s of sessions) s.close();
+      const deadline = Date.now() + limits.shutdownGraceMs;
+      // A session closes once its streams are done and its last frames are written out
+      // (destroying it earlier would drop a finished call's response).
+      while (sessions.size > 0 && Date.now() < deadline) {
+        if (inflight === 0) {
+          for (const s of sessions) {
+            if (s.state.outboundQueueSize === 0 && (s.socket?.writableLength ?? 0) === 0) s.destroy();
+          }
+          if (sessions.size === 0) break;
+        }
+        await new Promise((r) => setTimeout(r, SHUTDOWN_POLL_MS));
+      }
+      if (sessions.size > 0) logger.warn("grace period over, aborting calls", { inflight, sessions: sessions.size });
+      shutdown.abort(new ConnectError("server is shutting down", Code.Unavailable));
+      for (const s of sessions) s.destroy();
+      await serverClosed;
+      logger.info("stopped");
+    })();
+    return closing;
+  };
+
+  return {
+    url,
+    port,
+    close,
+    setHealth(service, serving) {
+      health.set(service, serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    },
+  };
+}
+
+

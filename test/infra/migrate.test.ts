@@ -1,0 +1,129 @@
+/**
+ * infra/migrate.ts: argument and schema rules, apply and --wait against both database backends,
+ * and the migrationsDir export of every service package that exists.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type Db, testBackends } from "@nanobill/db";
+import {
+  EXIT_USAGE,
+  MIGRATE_SERVICES,
+  MIGRATE_WAIT_POLL_MS,
+  UsageError,
+  migrationsDirOf,
+  parseArgs,
+  pendingMigrations,
+  run,
+  schemaFor,
+} from "../../infra/migrate.js";
+import { SERVICE_NAMES, schemaOf } from "../../infra/k8s/render.js";
+
+const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+describe("arguments and schema", () => {
+  test("the CLI knows exactly the services the manifests deploy, with the same schema rule", () => {
+    expect([...MIGRATE_SERVICES]).toEqual([...SERVICE_NAMES]);
+    for (const s of MIGRATE_SERVICES) expect(schemaFor(s, {})).toBe(schemaOf(s));
+  });
+
+  test.each([
+    [["ledger"], { service: "ledger", wait: false }],
+    [["credit-wallet", "--wait"], { service: "credit-wallet", wait: true }],
+    [["--wait", "invoicing"], { service: "invoicing", wait: true }],
+  ])("parseArgs(%j) reads the service and mode", (argv, want) => {
+    expect(parseArgs(argv)).toEqual(want);
+  });
+
+  test.each([[[]], [["payments"]], [["ledger", "extra"]]])("parseArgs(%j) is a usage error", (argv) => {
+    expect(() => parseArgs(argv)).toThrow(UsageError);
+  });
+
+  test("<SERVICE>_DB_SCHEMA overrides the schema and must be a plain identifier", () => {
+    expect(schemaFor("credit-wallet", { CREDIT_WALLET_DB_SCHEMA: "wallet_v2" })).toBe("wallet_v2");
+    expect(() => schemaFor("ledger", { LEDGER_DB_SCHEMA: 'x"; DROP SCHEMA public; --' })).toThrow(/LEDGER_DB_SCHEMA/);
+  });
+
+  test("a missing DATABASE_URL or an unknown service exits 64 without touching a database", async () => {
+    const lines: string[] = [];
+    const open = (): Promise<Db> => Promise.reject(new Error("must not open"));
+    expect(await run(["ledger"], { env: {}, log: (l) => lines.push(l), open })).toBe(EXIT_USAGE);
+    expect(await run(["payments"], { env: { DATABASE_URL: "postgres://x@y/z" }, log: (l) => lines.push(l), open })).toBe(EXIT_USAGE);
+    expect(lines.join("\n")).toContain("DATABASE_URL: required");
+  });
+});
+
+describe("service packages", () => {
+  // A service is checked once its package entry (src/index.ts) exists.
+  const present = SERVICE_NAMES.filter((s) => existsSync(join(ROOT, "apps", s, "src/index.ts")));
+  test.each(present)("@nanobill/%s exports migrationsDir, a folder of NNNN_name.sql files", async (s) => {
+    const dir = await migrationsDirOf(s);
+    expect(readdirSync(dir).filter((n) => /^\d{4}_[a-z0-9_]+\.sql$/.test(n)).length).toBeGreaterThan(0);
+  });
+});
+
+describe.each(testBackends())("apply and wait on $name", (backend) => {
+  let db: Db & { dispose(): Promise<void> };
+  let dir: string;
+  /** run() closes what it opens: hand it a view of the test Db whose close() is a no-op. */
+  const borrowed = (): Db =>
+    new Proxy(db, {
+      get(t, p) {
+        if (p === "close") return async () => {};
+        const v = Reflect.get(t, p, t) as unknown;
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+  const env = { DATABASE_URL: "postgres://unused@localhost/test" };
+
+  beforeAll(async () => {
+    db = await backend.open();
+    dir = await mkdtemp(join(tmpdir(), "nanobill-migrate-"));
+    await writeFile(join(dir, "0001_first.sql"), "CREATE TABLE things (id TEXT PRIMARY KEY);");
+    await writeFile(join(dir, "0002_second.sql"), "ALTER TABLE things ADD COLUMN amount_nanos BIGINT NOT NULL DEFAULT 0;");
+  });
+  afterAll(async () => {
+    await db?.dispose();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("--wait gives up with exit 1 while migrations are pending, apply runs them, then --wait exits 0", async () => {
+    const lines: string[] = [];
+    const slept: number[] = [];
+    const opts = {
+      env,
+      log: (l: string) => lines.push(l),
+      open: async (_url: string, schema: string) => {
+        expect(schema).toBe("ledger");
+        return borrowed();
+      },
+      dirOf: async () => dir,
+      sleep: async (ms: number) => {
+        slept.push(ms);
+      },
+      waitMsMax: 3 * MIGRATE_WAIT_POLL_MS,
+    };
+    expect(await pendingMigrations(db, dir)).toEqual(["0001_first.sql", "0002_second.sql"]);
+    expect(await run(["ledger", "--wait"], opts)).toBe(1);
+    expect(slept).toEqual([MIGRATE_WAIT_POLL_MS, MIGRATE_WAIT_POLL_MS, MIGRATE_WAIT_POLL_MS]);
+    expect(lines.at(-1)).toContain("migrations still pending");
+
+    expect(await run(["ledger"], opts)).toBe(0);
+    expect(lines.at(-1)).toContain('"applied":["0001_first.sql","0002_second.sql"]');
+    expect(await pendingMigrations(db, dir)).toEqual([]);
+    expect(await run(["ledger", "--wait"], opts)).toBe(0);
+    expect(await run(["ledger"], opts)).toBe(0);
+    expect(lines.at(-1)).toContain('"applied":[]');
+  });
+
+  test("a new migration file is pending until applied", async () => {
+    await writeFile(join(dir, "0003_third.sql"), "CREATE INDEX things_amount ON things (amount_nanos);");
+    expect(await pendingMigrations(db, dir)).toEqual(["0003_third.sql"]);
+    const opts = { env, log: () => {}, open: async () => borrowed(), dirOf: async () => dir };
+    expect(await run(["ledger"], opts)).toBe(0);
+    expect(await pendingMigrations(db, dir)).toEqual([]);
+  });
+});
