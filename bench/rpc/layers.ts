@@ -25,7 +25,7 @@ async function cpuPerCall(name: string, call: () => Promise<unknown>, callers = 
 const plain = http2.createServer(connectNodeAdapter({ routes }));
 await new Promise<void>((r) => plain.listen(0, "127.0.0.1", r));
 const plainUrl = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
-const kit = await startServer({ name: "echo", host: "127.0.0.1", port: 0, routes, authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`t:admin:${KEY}`)), logger: silentLogger });
+const kit = await startServer({ name: "echo", host: "127.0.0.1", port: 0, routes, authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`t:admin:${KEY}`)), logger: silentLogger, tenantLimits: { requestsPerSecond: 10_000_000, requestsBurst: 10_000_000, inflightMax: 1_000 } });
 
 const ct1 = createConnectTransport({ baseUrl: plainUrl, httpVersion: "2", useBinaryFormat: true });
 const gt1 = createGrpcTransport({ baseUrl: plainUrl });

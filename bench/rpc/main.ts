@@ -1,10 +1,13 @@
-// RPC layer benchmark: an echo RPC through the full service-kit stack (auth, error boundary,
-// tracing interceptors with every call sampled into a discarding exporter) over the gRPC and
-// Connect protocols, at 1 and 64 concurrent callers, beside a raw node:http2 echo with the same
-// payload. Client and server share this process (as the five services do under `npm start`).
+// RPC layer benchmark: an echo RPC through the full service-kit stack (auth, tenant limits, error
+// boundary, tracing interceptors with every call sampled into a discarding exporter) over the
+// Connect protocol on the kit's FAST path (lean client + fast-path server) and on connect-es's
+// generic path (connect-node client + connectNodeAdapter), and over gRPC, at 1 and 64 concurrent
+// callers, beside a raw node:http2 echo with the same payload, all in the same run. Client and
+// server share this process (as the five services do under `npm start`).
 //
 //   npx tsx bench/rpc/main.ts            # ~40 s
 //   BENCH_SECONDS=2 npx tsx bench/rpc/main.ts
+//   BENCH_ROUNDS=5 BENCH_SECONDS=2 npx tsx bench/rpc/main.ts   # interleaved raw/FAST/generic rounds, medians
 import * as http2 from "node:http2";
 import * as os from "node:os";
 import type { AddressInfo } from "node:net";
@@ -137,50 +140,103 @@ async function main(): Promise<void> {
   const exporter = new DiscardExporter();
   // Batch processor, as in production (initTelemetry uses one for OTLP).
   let telemetry = initTelemetry({ serviceName: "bench", exporter, exporterBatch: true });
-  const server = await startServer({
-    name: "echo",
-    host: "127.0.0.1",
-    port: 0,
-    routes: (router) =>
-      router.service(EchoService, {
-        echo: (req) => ({ text: req.text, payload: req.payload }),
-      }),
-    authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_bench:admin:${API_KEY}`)),
-    logger: silentLogger,
-  });
+  const start = (fastPath: boolean) =>
+    startServer({
+      name: "echo",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath,
+      routes: (router) =>
+        router.service(EchoService, {
+          echo: (req) => ({ text: req.text, payload: req.payload }),
+        }),
+      authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_bench:admin:${API_KEY}`)),
+      logger: silentLogger,
+      // The per-tenant limiter runs (its cost is measured) but must not throttle the benchmark.
+      tenantLimits: { requestsPerSecond: 10_000_000, requestsBurst: 10_000_000, inflightMax: 1_000 },
+    });
+  const fastServer = await start(true);
+  const genericServer = await start(false);
   const raw = await startRawServer();
   const payload = new Uint8Array(PAYLOAD_BYTES).fill(7);
   const request = create(EchoRequestSchema, { text: "hello", payload });
   const rawBody = toBinary(EchoRequestSchema, request);
 
-  const grpc = createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey: API_KEY, protocol: "grpc" }));
-  const connect = createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey: API_KEY, protocol: "connect" }));
+  const client = (url: string, protocol: "grpc" | "connect", lean = true) =>
+    createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: API_KEY, protocol, lean }));
+  const grpc = client(genericServer.url, "grpc");
+  /** Fast path on both ends: lean client -> fast-path server. */
+  const fast = client(fastServer.url, "connect");
+  /** Generic path on both ends: connect-node client -> connectNodeAdapter only. */
+  const generic = client(genericServer.url, "connect", false);
+  const fastServerOnly = client(fastServer.url, "connect", false);
+  const leanClientOnly = client(genericServer.url, "connect");
   const rc = rawClient(raw.url, rawBody);
 
-  const only = process.env["BENCH_ONLY"]; // e.g. "connect" for a profile run (node --cpu-prof)
-  if (only) {
-    const c = only === "raw" ? () => rc.call() : only === "grpc" ? () => grpc.echo(request) : () => connect.echo(request);
+  const only = process.env["BENCH_ONLY"]; // e.g. "fast" for a profile run (node --cpu-prof)
+  const rounds = Number(process.env["BENCH_ROUNDS"] ?? "0");
+  if (rounds > 0) {
+    // Interleaved rounds (raw, FAST, generic, raw, FAST, ...) at 64 callers; medians of the
+    // per-round ratios, so that load swings on a shared machine hit all three alike.
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    for (const mode of ["tracing 100%", "telemetry off"]) {
+      if (mode === "telemetry off") await telemetry.shutdown();
+      const wall = { fast: [] as number[], generic: [] as number[] };
+      const cpu = { fast: [] as number[], generic: [] as number[] };
+      const us = { raw: [] as number[], fast: [] as number[], generic: [] as number[] };
+      for (let i = 0; i < rounds; i++) {
+        const r = await measure("raw", 64, () => rc.call());
+        const f = await measure("fast", 64, () => fast.echo(request));
+        const g = await measure("generic", 64, () => generic.echo(request));
+        const rate = (x: Result): number => x.calls / x.seconds;
+        wall.fast.push(rate(f) / rate(r));
+        wall.generic.push(rate(g) / rate(r));
+        cpu.fast.push(r.cpuUsPerCall / f.cpuUsPerCall);
+        cpu.generic.push(r.cpuUsPerCall / g.cpuUsPerCall);
+        us.raw.push(r.cpuUsPerCall);
+        us.fast.push(f.cpuUsPerCall);
+        us.generic.push(g.cpuUsPerCall);
+        console.log(`${mode} round ${i + 1}: raw ${rate(r).toFixed(0)}/s ${r.cpuUsPerCall.toFixed(0)}us, FAST ${rate(f).toFixed(0)}/s ${f.cpuUsPerCall.toFixed(0)}us, generic ${rate(g).toFixed(0)}/s ${g.cpuUsPerCall.toFixed(0)}us`);
+      }
+      console.log(
+        `${mode}, 64 callers, median of ${rounds} interleaved rounds (load ${os.loadavg()[0]!.toFixed(1)}): ` +
+          `CPU us/call raw ${median(us.raw).toFixed(0)}, FAST ${median(us.fast).toFixed(0)}, generic ${median(us.generic).toFixed(0)}; ` +
+          `FAST/raw wall ${median(wall.fast).toFixed(2)} cpu ${median(cpu.fast).toFixed(2)}; generic/raw wall ${median(wall.generic).toFixed(2)} cpu ${median(cpu.generic).toFixed(2)}`,
+      );
+    }
+  } else if (only) {
+    const c = only === "raw" ? () => rc.call() : only === "grpc" ? () => grpc.echo(request) : only === "generic" ? () => generic.echo(request) : () => fast.echo(request);
     const r = await measure(only, 64, c);
     console.log(fmt(r, undefined));
   } else {
     const rows: Result[] = [];
     const raws = new Map<number, Result>();
+    const byName = new Map<string, Result>();
+    const row = async (name: string, callers: number, call: () => Promise<unknown>): Promise<void> => {
+      const r = await measure(name, callers, call);
+      rows.push(r);
+      byName.set(`${name}/${callers}`, r);
+    };
     for (const callers of [1, 64]) {
       const r = await measure("raw node:http2 echo", callers, () => rc.call());
       raws.set(callers, r);
       rows.push(r);
-      rows.push(await measure("service-kit gRPC (auth, tracing 100%)", callers, () => grpc.echo(request)));
-      rows.push(await measure("service-kit Connect (auth, tracing 100%)", callers, () => connect.echo(request)));
+      await row("kit Connect FAST (tracing 100%)", callers, () => fast.echo(request));
+      await row("kit Connect generic (tracing 100%)", callers, () => generic.echo(request));
+      await row("kit gRPC (tracing 100%)", callers, () => grpc.echo(request));
     }
     await telemetry.forceFlush();
     const spans = exporter.spans;
     await telemetry.shutdown(); // interceptors stay installed, no provider: pass-through
     for (const callers of [1, 64]) {
-      rows.push(await measure("service-kit Connect (auth, telemetry off)", callers, () => connect.echo(request)));
+      await row("kit Connect FAST (telemetry off)", callers, () => fast.echo(request));
+      await row("kit Connect generic (telemetry off)", callers, () => generic.echo(request));
     }
-    rows.push(await measure("service-kit gRPC (auth, telemetry off)", 64, () => grpc.echo(request)));
+    await row("fast server + connect-node client (off)", 64, () => fastServerOnly.echo(request));
+    await row("generic server + lean client (off)", 64, () => leanClientOnly.echo(request));
     telemetry = initTelemetry({ serviceName: "bench", exporter, exporterBatch: true, sampleRatio: 0 });
-    rows.push(await measure("service-kit Connect (auth, tracing 0% sampled)", 64, () => connect.echo(request)));
+    await row("kit Connect FAST (tracing 0% sampled)", 64, () => fast.echo(request));
+    await row("kit Connect generic (tracing 0% sampled)", 64, () => generic.echo(request));
     rows.push(await measure("raw node:http2 echo (again)", 64, () => rc.call()));
 
     console.log(`\nRPC echo, ${PAYLOAD_BYTES}-byte payload, ${SECONDS}s per row, node ${process.version}, client+server in one process, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`);
@@ -190,12 +246,28 @@ async function main(): Promise<void> {
     );
     for (const r of rows) console.log(fmt(r, raws.get(r.callers)));
     console.log(`(${spans} spans exported while tracing was on)`);
+    const ratio = (a: string, b: string): string => {
+      const x = byName.get(a);
+      const y = byName.get(b);
+      if (!x || !y) return "n/a";
+      return `wall ${(x.calls / x.seconds / (y.calls / y.seconds)).toFixed(2)}, cpu ${(y.cpuUsPerCall / x.cpuUsPerCall).toFixed(2)}`;
+    };
+    const raw64 = raws.get(64)!;
+    const vsRaw = (a: string): string => {
+      const x = byName.get(a)!;
+      return `wall ${(x.calls / x.seconds / (raw64.calls / raw64.seconds)).toFixed(2)}, cpu ${(raw64.cpuUsPerCall / x.cpuUsPerCall).toFixed(2)}`;
+    };
+    console.log("\nsummary at 64 callers (ratios of calls/s and of calls per CPU-second, same run):");
+    for (const mode of ["telemetry off", "tracing 0% sampled", "tracing 100%"]) {
+      console.log(`  ${mode.padEnd(20)} FAST/raw ${vsRaw(`kit Connect FAST (${mode})/64`)}; generic/raw ${vsRaw(`kit Connect generic (${mode})/64`)}; FAST/generic ${ratio(`kit Connect FAST (${mode})/64`, `kit Connect generic (${mode})/64`)}`);
+    }
   }
   await telemetry.shutdown();
 
   rc.close();
   closeClientSessions();
-  await server.close();
+  await fastServer.close();
+  await genericServer.close();
   await raw.close();
 }
 

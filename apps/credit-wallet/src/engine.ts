@@ -123,6 +123,8 @@ export interface AuthorizeOutcome {
   result: AuthorizeResultKind;
   hold: HoldRow | null;
   unit: string;
+  /** The wallet decided on ("" when none was found). */
+  walletId: string;
   availableNanos: bigint;
   error: string;
 }
@@ -456,33 +458,31 @@ export function createEngine(deps: EngineDeps) {
   }
 
   async function applyHolds(tx: Queryable, tenant: string, ws: HoldWork[]): Promise<void> {
-    const inserted = await S.insertHolds(tx, tenant, ws.map((w) => w.row));
-    const fresh = ws.filter((w) => inserted.has(w.row.id));
-    for (const w of ws) w.replay = !inserted.has(w.row.id);
-    await S.applyGrantDeltas(tx, tenant, fresh.flatMap((w) => w.row.slices.map((s) => ({ grantId: s.grantId, held: s.amountNanos }))));
-    const odByWallet = new Map<string, bigint>();
-    for (const w of fresh) if (w.row.overdraftNanos > 0n) odByWallet.set(w.wallet.id, (odByWallet.get(w.wallet.id) ?? 0n) + w.row.overdraftNanos);
-    for (const [wid, n] of odByWallet) await S.addOverdraft(tx, tenant, wid, { postedNanos: 0n, heldNanos: n, enforceLimit: true });
+    // Two concurrent calls with one id can meet in one group: only the first may be inserted.
+    const firstById = new Map<string, HoldWork>();
+    for (const w of ws) if (!firstById.has(w.row.id)) firstById.set(w.row.id, w);
+    const unique = [...firstById.values()];
     const now = clock.now();
-    await S.insertMovements(
+    const timeoutSeconds = (w: HoldWork) => Math.ceil((w.input.ttlMs + HOLD_LEDGER_GRACE_MS) / 1000);
+    const inserted = await S.commitHolds(
       tx,
       tenant,
-      fresh.flatMap((w) => [
+      unique.map((w) => w.row),
+      unique.flatMap((w) => [
         ...w.row.slices.map((s, i) => ({ id: `mv_h:${w.row.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "hold" as const, amountNanos: s.amountNanos, sourceId: w.row.id, holdId: w.row.id, ledgerTransferId: holdTransferId(w.row.id, i), occurredAt: now })),
         { id: `mv_h:${w.row.id}:od`, walletId: w.wallet.id, grantId: "", kind: "overdraft" as const, amountNanos: w.row.overdraftNanos, sourceId: w.row.id, holdId: w.row.id, ledgerTransferId: holdTransferId(w.row.id, "od"), occurredAt: now },
       ]),
-    );
-    const timeoutSeconds = (w: HoldWork) => Math.ceil((w.input.ttlMs + HOLD_LEDGER_GRACE_MS) / 1000);
-    await S.enqueueTransfers(
-      tx,
-      tenant,
-      fresh.map((w) => holdTransfers({ holdId: w.row.id, l: L(w.wallet), slices: w.row.slices, overdraftNanos: w.row.overdraftNanos, timeoutSeconds: timeoutSeconds(w) })),
+      unique.map((w) => ({ holdId: w.row.id, transfers: holdTransfers({ holdId: w.row.id, l: L(w.wallet), slices: w.row.slices, overdraftNanos: w.row.overdraftNanos, timeoutSeconds: timeoutSeconds(w) }) })),
       now,
     );
+    for (const w of ws) w.replay = !(firstById.get(w.row.id) === w && inserted.has(w.row.id));
+    const odByWallet = new Map<string, bigint>();
+    for (const w of unique) if (inserted.has(w.row.id) && w.row.overdraftNanos > 0n) odByWallet.set(w.wallet.id, (odByWallet.get(w.wallet.id) ?? 0n) + w.row.overdraftNanos);
+    for (const [wid, n] of odByWallet) await S.addOverdraft(tx, tenant, wid, { postedNanos: 0n, heldNanos: n, enforceLimit: true });
   }
 
   async function authorizeMany(tenant: string, inputs: AuthorizeInput[], attempt = 0): Promise<AuthorizeOutcome[]> {
-    const out: AuthorizeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, availableNanos: 0n, error: "" }));
+    const out: AuthorizeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, walletId: "", availableNanos: 0n, error: "" }));
     const wallets = await Promise.all(inputs.map((i) => resolveWallet(tenant, i.customerId, i.unit)));
     const now = clock.now();
     const work: Array<HoldWork & { index: number }> = [];
@@ -495,7 +495,7 @@ export function createEngine(deps: EngineDeps) {
         }
         const r = await reserve(tenant, wallet.id, input.amountNanos, "all", input.chargeId, input.model);
         if (r.kind === "insufficient") {
-          out[index] = { ...out[index]!, result: "insufficient", availableNanos: r.availableAfterNanos, error: `insufficient balance (available ${r.availableAfterNanos} nanos)` };
+          out[index] = { ...out[index]!, result: "insufficient", walletId: wallet.id, availableNanos: r.availableAfterNanos, error: `insufficient balance (available ${r.availableAfterNanos} nanos)` };
           return;
         }
         const row: HoldRow = {
@@ -514,7 +514,7 @@ export function createEngine(deps: EngineDeps) {
           createdAt: now,
         };
         work.push({ input, wallet, r, row, replay: false, index });
-        out[index] = { ...out[index]!, result: "ok", hold: row, availableNanos: r.availableAfterNanos };
+        out[index] = { ...out[index]!, result: "ok", hold: row, walletId: wallet.id, availableNanos: r.availableAfterNanos };
       }),
     );
     work.sort((a, b) => a.index - b.index);

@@ -116,12 +116,17 @@ describe.each(walletBackends())("credit wallet service ($name)", (b) => {
     // Promotional burns first: its 40 holds come before the paid grant's.
     expect(bal.grants.map((g) => g.heldNanos)).toEqual([40_000n, 60_000n]);
 
+    // The same hold id sent 20 times at once: one hold, the same answer to every caller.
+    await h.client(KEYS.adminA).grant({ id: "grt_conc_more", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n });
+    const dup = await Promise.all(Array.from({ length: 20 }, () => agent.authorize({ id: "hld_c_dup", customerId: "cus_conc", unit: "USD", amountNanos: 1_000n, ttlMs: 60_000n })));
+    expect(new Set(dup.map((d) => d.hold!.id)).size).toBe(1);
+    await agent.release({ holdId: "hld_c_dup" });
     const ids = ok.map((r) => r.value.hold!.id);
     await Promise.all(ids.slice(0, 40).map((id, i) => agent.capture({ holdId: id, amountNanos: BigInt(500 + i), eventId: `evt_${i}` })));
     await Promise.all(ids.slice(40, 100).map((id) => agent.release({ holdId: id })));
     const after = await expectAgreement("tnt_a", w.id, "cus_conc", "USD");
     const captured = Array.from({ length: 40 }, (_, i) => BigInt(500 + i)).reduce((s, x) => s + x, 0n);
-    expect([after.heldNanos, after.balanceNanos, after.availableNanos]).toEqual([0n, 100_000n - captured, 100_000n - captured]);
+    expect([after.heldNanos, after.balanceNanos, after.availableNanos]).toEqual([0n, 101_000n - captured, 101_000n - captured]);
   });
 
   it("loses nothing and spends nothing twice when the real-time state is flushed mid-run and the process restarts", async () => {
@@ -244,6 +249,7 @@ describe.each(walletBackends())("credit wallet service ($name)", (b) => {
       [() => admin.createWallet({ customerId: "cus_bad", unit: "cr_unknown" }), Code.NotFound, /credit type cr_unknown not found/],
       [() => agent.capture({ holdId: "hld_missing", amountNanos: 5n }), Code.NotFound, /hold hld_missing not found/],
       [() => agent.consume({ items: [] }), Code.InvalidArgument, /^items: must not be empty/],
+      [() => agent.authorize({ id: "bad_7", customerId: "cus_bad", unit: "USD", amountNanos: 1_001n }), Code.FailedPrecondition, /^wallet wal_[0-9a-f]+: insufficient balance \(available 1000 nanos\)/],
       [() => agent.consume({ items: Array.from({ length: 1_001 }, (_, i) => ({ id: `x${i}`, customerId: "cus_bad", unit: "USD", amountNanos: 1n })) }), Code.ResourceExhausted, /items: exceeds the limit of 1000/],
     ];
     for (const [p, c, m] of cases) {

@@ -151,7 +151,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
           case "ok":
             return create(pb.AuthorizeResponseSchema, { hold: M.holdTo(o.hold!, o.unit), availableNanos: o.availableNanos });
           case "insufficient":
-            throw new WalletError({ kind: "insufficient", walletId: "", availableNanos: o.availableNanos });
+            throw new WalletError({ kind: "insufficient", walletId: o.walletId, availableNanos: o.availableNanos });
           case "wallet_not_found":
             throw new WalletError({ kind: "not_found", what: "wallet of customer", id: `${input.customerId}/${input.unit}` });
           case "id_reused":

@@ -5,6 +5,10 @@ import { testBackends, type TestDb } from "@nanobill/db";
 import { ClosePeriodResult, InvoiceStatus, LineKind, RenderFormat, RoundingMode } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { CLOSE_PERIOD_ITEMS_MAX } from "./limits.js";
+import { silentLogger } from "@nanobill/service-kit";
+import { createInvoiceStore } from "./store/invoice-store.js";
+import { createLedgerPoster } from "./ledger.js";
+import { retryPendingLedger } from "./service.js";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -268,6 +272,27 @@ for (const backend of testBackends()) {
         expect(v.invoice!.status).toBe(InvoiceStatus.VOID);
         expect(v.invoice!.number).toBe("");
         expect(await code(h.client.finalizeInvoice({ invoiceId: inv.id }))).toBe(Code.FailedPrecondition);
+      });
+    });
+
+    describe("ledger outage", () => {
+      it("finalizes while the ledger is down, keeps the transfers pending, and posts them once on retry", async () => {
+        const w = world();
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-05T00:00:00Z"), quantity: 3n, priceNanos: 3n * USD, unit: "USD", eventCount: 3n });
+        const db = await open();
+        const h = await harness(db, w, DEC);
+        const inv = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1" }] })).results[0]!.invoice!;
+        w.ledgerDown = true;
+        const fin = (await h.client.finalizeInvoice({ invoiceId: inv.id })).invoice!;
+        expect(fin.number).toBe("INV-000001");
+        expect(w.transfers.size).toBe(0);
+        const deps = { store: createInvoiceStore(db), ledger: createLedgerPoster(w.ledger()), logger: silentLogger };
+        expect(await retryPendingLedger(deps)).toBe(0);
+        w.ledgerDown = false;
+        expect(await retryPendingLedger(deps)).toBe(1);
+        expect(w.balance("acct_inv_recv_cus_1_USD")).toBe(-3n * USD);
+        expect(await retryPendingLedger(deps)).toBe(0);
+        expect((await h.client.reconcile({})).differences).toEqual([]);
       });
     });
 

@@ -91,9 +91,12 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     customerId: string,
     cache?: { plans: Map<string, Promise<Map<string, PlanVersionInfo>>>; settings: Map<string, StoredSettings> | undefined },
   ): Promise<CustomerContext | undefined> {
-    const customer = await upstream.getCustomer(tenant, customerId);
+    const [customer, subs] = await Promise.all([
+      upstream.getCustomer(tenant, customerId),
+      upstream.listSubscriptions(tenant, customerId).catch((e: unknown) => e as Error),
+    ]);
     if (customer === undefined) return undefined;
-    const subs = await upstream.listSubscriptions(tenant, customerId);
+    if (subs instanceof Error) throw subs;
     let plans: Map<string, PlanVersionInfo>;
     if (cache === undefined) plans = await upstream.getPlans(tenant, subs);
     else {

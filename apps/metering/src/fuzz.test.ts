@@ -68,7 +68,7 @@ describe("fuzz: malformed requests never yield Internal", () => {
           expect(EXPECTED_CODES.has(err.code), `${Code[err.code]}: ${err.message}`).toBe(true);
         }
       }),
-      { numRuns: 150 },
+      { numRuns: 80 },
     );
   });
 
@@ -108,7 +108,7 @@ describe("fuzz: malformed requests never yield Internal", () => {
           }
         },
       ),
-      { numRuns: 60 },
+      { numRuns: 40 },
     );
   });
 });

@@ -10,6 +10,8 @@ import {
   type Event,
   type PropertyValue,
 } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { initTelemetry } from "@nanobill/telemetry";
+import { context, trace, TraceFlags } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, openHarness, T0, type Harness } from "./test-support.js";
 import { EVENTS_PER_REQUEST_MAX } from "./limits.js";
@@ -114,7 +116,7 @@ for (const backend of testBackends()) {
     it("refuses an empty or oversized batch with InvalidArgument", async () => {
       const c = h.client(KEYS.adminA);
       expect(await codeOf(c.ingestEvents({ events: [] }))).toBe(Code.InvalidArgument);
-      const many = Array.from({ length: EVENTS_PER_REQUEST_MAX + 1 }, (_, i) => llmEvent(`evt_many_${i}`));
+      const many = Array.from({ length: EVENTS_PER_REQUEST_MAX + 1 }, (_, i) => create(EventSchema, { id: `evt_many_${i}`, customerId: "c", type: "t" }));
       expect(await codeOf(c.ingestEvents({ events: many }))).toBe(Code.InvalidArgument);
     });
 
@@ -151,6 +153,19 @@ for (const backend of testBackends()) {
       expect(e.event!.traceContext?.tracestate).toBe("k=v");
       expect(e.event!.properties["input_tokens"]!.kind).toEqual({ case: "intValue", value: 1234n });
       expect(new Set(page.events.map((x) => x.tenant))).toEqual(new Set(["tnt_a", "tnt_b"]));
+    });
+
+    it("stores the ingest call's trace context with an event that carries none", async () => {
+      const tel = initTelemetry({ serviceName: "metering-test" });
+      try {
+        const traceId = "5bf92f3577b34da6a3ce929d0e0e4736";
+        const ctx = trace.setSpanContext(context.active(), { traceId, spanId: "10f067aa0ba902b7", traceFlags: TraceFlags.SAMPLED });
+        await context.with(ctx, () => h.client(KEYS.adminA).ingestEvents({ events: [llmEvent("evt_tc_1")] }));
+        const e = (await h.service.store.listTenantEvents("tnt_a", 10_000)).find((x) => x.id === "evt_tc_1")!;
+        expect(e.traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      } finally {
+        await tel.shutdown();
+      }
     });
 
     it("long-polls ReadEvents until a commit lands", async () => {

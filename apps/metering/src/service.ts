@@ -30,6 +30,7 @@ import {
   EVENTS_PER_REQUEST_MAX,
   EVENTS_PER_STREAM_MAX,
   METERS_PAGE_DEFAULT,
+  METERS_PER_TENANT_MAX,
   METERS_PAGE_MAX,
   QUERY_ROWS_MAX,
   READ_EVENTS_DEFAULT,
@@ -202,7 +203,7 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       const out = await store.createMeter(tenant, check.meter, nowUs, sameDefinition);
       switch (out.status) {
         case "too_many":
-          throw limitExceeded("meters per tenant", 1000);
+          throw limitExceeded("meters per tenant", METERS_PER_TENANT_MAX);
         case "conflict":
           throw alreadyExists("meter.id", check.meter.id);
         case "created":

@@ -1,7 +1,11 @@
-import type { Clock } from "@nanobill/service-kit";
+import type { Client } from "@connectrpc/connect";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { Rate } from "@nanobill/money";
+import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { compilePlanVersion, type CompiledVersion } from "./domain/compile.js";
 import { CostCatalog } from "./domain/cost-catalog.js";
-import { TenantCatalog } from "./domain/rate-event.js";
+import { TenantCatalog, type CreditRate } from "./domain/rate-event.js";
 import type { Customer, PriceOverride, Subscription } from "./domain/types.js";
 import type { CatalogStore, GuardrailRuleRow } from "./store/catalog-store.js";
 
@@ -10,6 +14,7 @@ interface TenantEntry {
   versions: Array<{ planId: string; version: CompiledVersion }>;
   costs: CostCatalog;
   rules: GuardrailRuleRow[];
+  creditRates: Map<string, CreditRate[]>;
   customers: Map<string, { loadedMs: number; customer: Customer | undefined; subs: Subscription[]; overrides: PriceOverride[] }>;
 }
 
@@ -26,7 +31,29 @@ export class CatalogCache {
     private readonly store: CatalogStore,
     private readonly clock: Clock,
     private readonly ttlMs: number,
+    private readonly wallet?: Client<typeof CreditWalletService>,
+    private readonly logger?: Logger,
   ) {}
+
+  /** creditRates: exchange rates of the credit types the tenant's charges burn (wallet GetCreditType). */
+  async #creditRates(tenant: string, versions: CompiledVersion[]): Promise<Map<string, CreditRate[]>> {
+    const out = new Map<string, CreditRate[]>();
+    if (this.wallet === undefined) return out;
+    const units = new Set<string>();
+    for (const v of versions) for (const c of v.charges) if (c.pricing.kind === "credits") units.add(c.unit);
+    for (const unit of units) {
+      try {
+        const r = await this.wallet.getCreditType({ creditTypeId: unit }, forTenant(tenant));
+        const rates = (r.creditType?.rates ?? [])
+          .map((x) => ({ effectiveMs: x.effectiveAt === undefined ? 0 : timestampMs(x.effectiveAt), rate: Rate.parse(x.rate?.value ?? "0", "rate"), currency: x.currency }))
+          .sort((a, b) => a.effectiveMs - b.effectiveMs);
+        out.set(unit, rates);
+      } catch (e) {
+        this.logger?.debug("credit type rates unavailable; credit values left at 0", { tenant, unit, error: String((e as Error)?.message ?? e) });
+      }
+    }
+    return out;
+  }
 
   invalidate(tenant: string): void {
     this.#tenants.delete(tenant);
@@ -46,7 +73,8 @@ export class CatalogCache {
       }
       return { planId, version: cv };
     });
-    const e: TenantEntry = { loadedMs: now, versions: compiled, costs: new CostCatalog(rates), rules, customers: cur?.customers ?? new Map() };
+    const creditRates = await this.#creditRates(tenant, compiled.map((x) => x.version));
+    const e: TenantEntry = { loadedMs: now, versions: compiled, costs: new CostCatalog(rates), rules, creditRates, customers: cur?.customers ?? new Map() };
     if (e.customers.size > 100_000) e.customers.clear();
     this.#tenants.set(tenant, e);
     return e;
@@ -85,6 +113,6 @@ export class CatalogCache {
       subs.push(...c.subs);
       overrides.push(...c.overrides);
     }
-    return new TenantCatalog({ tenant, customers, subscriptions: subs, versions: e.versions, overrides, costs: e.costs });
+    return new TenantCatalog({ tenant, customers, subscriptions: subs, versions: e.versions, overrides, costs: e.costs, creditRates: e.creditRates });
   }
 }

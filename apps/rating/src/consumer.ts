@@ -14,6 +14,7 @@ import {
   CONSUMER_BATCH_EVENTS_MAX,
   CONSUMER_ERROR_BACKOFF_MS,
   CONSUMER_ERROR_BACKOFF_MS_MAX,
+  CONSUMER_IDLE_MS,
   CONSUMER_WAIT_MS,
   OUTCOMES_CONFIRM_MAX,
   WALLET_CONSUME_ITEMS_MAX,
@@ -97,8 +98,13 @@ export class RatingConsumer {
     let backoff = CONSUMER_ERROR_BACKOFF_MS;
     while (this.#running) {
       try {
-        await this.pollOnce(this.#o.waitMs);
+        const t = Date.now();
+        const n = await this.pollOnce(this.#o.waitMs);
         backoff = CONSUMER_ERROR_BACKOFF_MS;
+        // Yield to timers and I/O between polls; when the source answered "nothing" without
+        // waiting (no long-poll), idle briefly instead of spinning.
+        if (n === 0 && Date.now() - t < this.#o.waitMs / 2) await sleep(CONSUMER_IDLE_MS, this.#abort?.signal);
+        else await new Promise<void>((r) => setImmediate(r));
       } catch (e) {
         if (!this.#running) break;
         this.#cursor = undefined; // re-read from the store
@@ -114,15 +120,18 @@ export class RatingConsumer {
     const after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
     this.#abort = new AbortController();
     const resp = await this.#d.metering.readEvents({ afterSequence: after, maxEvents: this.#o.batchEventsMax, waitMs }, { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
-    const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after);
+    const fresh: WalletItem[] = [];
+    const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after, fresh);
     this.#cursor = resp.lastSequence > after ? resp.lastSequence : after;
+    // The batch's own items are handed over from memory (no re-read); leftovers from the store.
+    if (fresh.length > 0) await this.#handOff(fresh);
     await this.drainOutbox();
     if ((await this.#d.rated.confirmDueOutcomes(this.#d.clock.now().getTime(), OUTCOMES_CONFIRM_MAX)) > 0) await this.drainOutbox();
     return n;
   }
 
   /** processBatch: rates and stores one page of events and advances the cursor to lastSequence. */
-  async processBatch(events: StoredEvent[], lastSequence: bigint): Promise<number> {
+  async processBatch(events: StoredEvent[], lastSequence: bigint, handOff: WalletItem[] = []): Promise<number> {
     const d = this.#d;
     const now = d.clock.now().getTime();
     const inputs = events.map((e) => storedEventOf(e, now));
@@ -174,6 +183,8 @@ export class RatingConsumer {
       }
       await d.rated.writeBatch(tx, { rated: out, wallet, cursor: { name: this.#o.cursorName, afterSequence: lastSequence } }, st, now);
       rated = out.length;
+      handOff.length = 0;
+      handOff.push(...wallet);
     });
     if (rated > 0) {
       try {
@@ -185,46 +196,53 @@ export class RatingConsumer {
     return rated;
   }
 
-  /** drainOutbox: hands pending amounts to credit-wallet Consume, batched per tenant. */
+  /** drainOutbox: hands pending amounts of the store's outbox to credit-wallet Consume. */
   async drainOutbox(): Promise<void> {
-    const d = this.#d;
     for (;;) {
-      const items = await d.rated.outbox(WALLET_CONSUME_ITEMS_MAX * 4);
+      const items = await this.#d.rated.outbox(WALLET_CONSUME_ITEMS_MAX * 4);
       if (items.length === 0) return;
-      const byTenant = new Map<string, WalletItem[]>();
-      for (const it of items) {
-        const l = byTenant.get(it.tenant);
-        if (l === undefined) byTenant.set(it.tenant, [it]);
-        else l.push(it);
-      }
-      let progressed = false;
-      for (const [tenant, list] of byTenant) {
-        for (let off = 0; off < list.length; off += WALLET_CONSUME_ITEMS_MAX) {
-          const chunk = list.slice(off, off + WALLET_CONSUME_ITEMS_MAX);
-          const first = chunk[0]!;
-          try {
-            const resp = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, () =>
-              d.wallet.consume(
-                {
-                  items: chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) })),
-                },
-                forTenant(tenant),
-              ),
-            );
-            resp.results.forEach((r, i) => {
-              if (r.result === ConsumeResult.ID_REUSED || r.result === ConsumeResult.INVALID) {
-                d.logger.error("wallet refused a consume item", { tenant, id: chunk[i]?.itemId, result: ConsumeResult[r.result], error: r.error });
-              }
-            });
-            await d.rated.outboxDone(chunk);
-            progressed = true;
-          } catch (e) {
-            await d.rated.outboxFailed(chunk, String((e as Error)?.message ?? e));
-            throw e;
-          }
+      await this.#handOff(items);
+      if (items.length < WALLET_CONSUME_ITEMS_MAX * 4) return;
+    }
+  }
+
+  /**
+   * handOff: Consume per tenant in chunks of WALLET_CONSUME_ITEMS_MAX, each inside the trace
+   * context of its first item; a chunk's items leave the outbox once the wallet answered. A
+   * transport failure keeps them (attempts + 1) and is rethrown (the loop backs off).
+   */
+  async #handOff(items: WalletItem[]): Promise<void> {
+    const d = this.#d;
+    const byTenant = new Map<string, WalletItem[]>();
+    for (const it of items) {
+      const l = byTenant.get(it.tenant);
+      if (l === undefined) byTenant.set(it.tenant, [it]);
+      else l.push(it);
+    }
+    for (const [tenant, list] of byTenant) {
+      for (let off = 0; off < list.length; off += WALLET_CONSUME_ITEMS_MAX) {
+        const chunk = list.slice(off, off + WALLET_CONSUME_ITEMS_MAX);
+        const first = chunk[0]!;
+        try {
+          const resp = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, () =>
+            d.wallet.consume(
+              {
+                items: chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) })),
+              },
+              forTenant(tenant),
+            ),
+          );
+          resp.results.forEach((r, i) => {
+            if (r.result === ConsumeResult.ID_REUSED || r.result === ConsumeResult.INVALID) {
+              d.logger.error("wallet refused a consume item", { tenant, id: chunk[i]?.itemId, result: ConsumeResult[r.result], error: r.error });
+            }
+          });
+          await d.rated.outboxDone(chunk);
+        } catch (e) {
+          await d.rated.outboxFailed(chunk, String((e as Error)?.message ?? e));
+          throw e;
         }
       }
-      if (!progressed || items.length < WALLET_CONSUME_ITEMS_MAX * 4) return;
     }
   }
 

@@ -45,7 +45,7 @@ export async function createRatingService(deps: RatingDeps): Promise<RatingServi
   if (deps.consumerWaitMs !== undefined) config.consumerWaitMs = deps.consumerWaitMs;
   const catalog = new CatalogStore(deps.db);
   const rated = new RatedStore(deps.db);
-  const cache = new CatalogCache(catalog, deps.clock, config.cacheTtlMs);
+  const cache = new CatalogCache(catalog, deps.clock, config.cacheTtlMs, deps.clients.wallet, deps.logger);
   const consumer = new RatingConsumer({
     db: deps.db,
     rated,

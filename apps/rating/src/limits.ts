@@ -70,6 +70,8 @@ export const ALERTS_PAGE_MAX = 1_000;
 export const CONSUMER_BATCH_EVENTS_MAX = 2_000;
 export const CONSUMER_WAIT_MS = 1_000;
 export const CONSUMER_ERROR_BACKOFF_MS = 500;
+/** Consumer: pause after an empty answer that did not long-poll (never spin). */
+export const CONSUMER_IDLE_MS = 50;
 export const CONSUMER_ERROR_BACKOFF_MS_MAX = 10_000;
 /** Consumer: Consume items per wallet call (the wallet's own cap may be lower). */
 export const WALLET_CONSUME_ITEMS_MAX = 500;

@@ -413,6 +413,7 @@ export function ratedEventToProto(r: RatedEventResult, rateTimeMs: number, nowMs
         status: LINE_STATUS[status],
         reason: l.reason,
         attributedCostNanos: l.attributedCostNanos,
+        priceValueNanos: l.priceValueNanos,
       });
     }),
   });

@@ -219,6 +219,9 @@ for (const backend of testBackends()) {
       const burned = h.wallet.consumed.filter((x) => x.item.customerId === "cus_c");
       expect(burned.map((x) => x.item.unit)).toEqual(Array(6).fill("cr_credits"));
       expect(burned.reduce((a, x) => a + x.item.amountNanos, 0n)).toBe(18_000_000_000n);
+      // credits burned and their currency value at the wallet's exchange rate ($0.01 per credit)
+      const line = (await h.client(KEYS.readA).getRatedEvent({ eventId: "as_0" })).rated!.lines[0]!;
+      expect(line).toMatchObject({ priceNanos: 3_000_000_000n, unit: "cr_credits", priceValueNanos: 30_000_000n });
     });
 
     it("bills an outcome after its verification window, with the cost of its attempts, and claws back a reversed one", async () => {
@@ -258,6 +261,29 @@ for (const backend of testBackends()) {
       await h.service.consumer.pollOnce(0);
       expect(h.wallet.consumed.filter((x) => x.item.customerId === "cus_o").map((x) => [x.item.id, x.item.amountNanos])).toEqual([["out_1:resolved", 990_000_000n]]);
       expect((await r.getRatedEvent({ eventId: "out_1" })).rated!.lines[0]!.status).toBe(RatedLineStatus.FINAL);
+    });
+
+    it("lets only operator keys write global cost rates", async () => {
+      const rate = { provider: "p", model: "m", metric: "calls", unitPrice: { amount: "1" }, currency: "USD", effectiveTime: timestampFromMs(0), scope: CostRateScope.GLOBAL };
+      const byTenant = await h.client(KEYS.adminA).upsertCostRates({ rates: [rate] });
+      expect(byTenant.results[0]).toMatchObject({ ok: false });
+      expect(byTenant.results[0]!.error).toMatch(/rates\[0\]\.scope/);
+      const byOperator = await h.client(KEYS.internal, "tnt_a").upsertCostRates({ rates: [rate] });
+      expect(byOperator.results[0]!.ok).toBe(true);
+    });
+
+    it("runs the consumer in the background from start() and stops it with stop()", async () => {
+      h.metering.push("tnt_a", { id: "evt_bg", customerId: "cus_1", type: "llm.call", timestampMs: h.clock.now().getTime(), properties: { model: "gpt-x", provider: "openai", input_tokens: 10 } });
+      h.service.consumer.start();
+      h.service.consumer.start(); // idempotent
+      const c = h.client(KEYS.readA);
+      let rated;
+      for (let i = 0; i < 200 && rated === undefined; i++) {
+        rated = await c.getRatedEvent({ eventId: "evt_bg" }).then((r) => r.rated, () => undefined);
+        if (rated === undefined) await new Promise((r) => setTimeout(r, 50));
+      }
+      await h.service.stop();
+      expect(rated?.lines[0]?.priceNanos).toBe(25_000n);
     });
 
     it("enforces limits at the edge", async () => {

@@ -11,7 +11,7 @@ import {
   UsageBucketSchema,
   type RatingService,
 } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { forTenant, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
+import { forTenant, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
 import { compilePlanVersion } from "./domain/compile.js";
@@ -320,9 +320,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const tenant = write(ctx);
       if (req.rates.length === 0) throw invalid("rates", "must not be empty");
       if (req.rates.length > COST_RATES_PER_REQUEST_MAX) throw invalid("rates", `must have at most ${COST_RATES_PER_REQUEST_MAX} rates`);
+      const operator = principalOf(ctx).scopes.includes("internal");
       const results = req.rates.map((r, i) => {
         const spec = costRateOf(r);
         try {
+          if (spec.scope === "global" && !operator) throw invalid(`rates[${i}].scope`, "global rates apply to every tenant and need an internal (operator) key; use COST_RATE_SCOPE_TENANT");
           validateCostRate(spec, `rates[${i}]`);
           return { index: i, ok: true, error: "", spec };
         } catch (e) {

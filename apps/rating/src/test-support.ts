@@ -86,6 +86,10 @@ export class FakeWallet {
   client(): Client<typeof CreditWalletService> {
     const t = createRouterTransport(({ service }) => {
       service(CreditWalletService, {
+        getCreditType: (req) => {
+          if (req.creditTypeId !== "cr_credits") throw new ConnectError(`credit type ${req.creditTypeId} not found`, Code.NotFound);
+          return { creditType: { id: "cr_credits", currency: "USD", rates: [{ rate: { value: "0.01" }, currency: "USD", effectiveAt: timestampFromMs(0) }] } };
+        },
         consume: (req, ctx) => {
           if (this.failNext > 0) {
             this.failNext--;

@@ -12,6 +12,7 @@ import {
   type ApiKeyEntry,
   type Clock,
   type Logger,
+  type ServerLimits,
   type StartedServer,
 } from "@nanobill/service-kit";
 import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
@@ -19,10 +20,10 @@ import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb"
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
-import { createLedgerService, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
+import { createLedgerService, LEDGER_SERVER_LIMITS, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
 import { createMeteringService, migrationsDir as meteringMigrations } from "@nanobill/metering";
 import { createRatingService, migrationsDir as ratingMigrations } from "@nanobill/rating";
-import { createCreditWalletService, migrationsDir as walletMigrations } from "@nanobill/credit-wallet";
+import { createCreditWalletService, WALLET_SERVER_LIMITS, migrationsDir as walletMigrations } from "@nanobill/credit-wallet";
 import { createInvoicingService, migrationsDir as invoicingMigrations } from "@nanobill/invoicing";
 
 /** The five services, in start order (each only calls services started before it). */
@@ -113,6 +114,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     name: ServiceName,
     db: Db,
     svc: { routes(router: ConnectRouter): void; start(): Promise<void>; stop(): Promise<void> },
+    limits?: Partial<ServerLimits>,
   ): Promise<void> => {
     const server = await startServer({
       name,
@@ -120,6 +122,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       port: opts.ports?.[name] ?? 0,
       routes: (router) => svc.routes(router),
       authenticator,
+      limits,
       logger: logger.child({ service: name }),
     });
     urls[name] = server.url;
@@ -132,7 +135,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     const common = (name: ServiceName) => ({ logger: logger.child({ service: name }), clock });
 
     const ledgerDb = await openFor("ledger", ledgerMigrations);
-    await launch("ledger", ledgerDb, await createLedgerService({ ...common("ledger"), db: ledgerDb }));
+    await launch("ledger", ledgerDb, await createLedgerService({ ...common("ledger"), db: ledgerDb }), LEDGER_SERVER_LIMITS);
 
     const walletDb = await openFor("credit-wallet", walletMigrations);
     await launch(
@@ -144,6 +147,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         config: opts.redisUrl === undefined ? {} : { redisUrl: opts.redisUrl, redisPrefix: `nb:${opts.schemaPrefix ?? ""}wallet:` },
         clients: { ledger: internal(LedgerService, "ledger") },
       }),
+      WALLET_SERVER_LIMITS,
     );
 
     const meteringDb = await openFor("metering", meteringMigrations);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createApiKeyAuthenticator, hasScope, keyIdOf, parseApiKeysEnv } from "./auth.js";
+import { createApiKeyAuthenticator, createApiKeyAuthenticatorFromEnv, hasScope, keyIdOf, parseApiKeysEnv, parseRevokedKeyIdsEnv } from "./auth.js";
 import { ConfigError } from "./config.js";
 
 const K1 = "sk_live_aaaaaaaaaaaaaaaa";
@@ -63,4 +63,53 @@ it("admin implies ingest and read, internal implies every scope", () => {
   expect(hasScope(p(["admin"]), "internal")).toBe(false);
   expect(hasScope(p(["ingest"]), "read")).toBe(false);
   expect(hasScope(p(["internal"]), "admin")).toBe(true);
+});
+
+describe("key revocation and replacement", () => {
+  it("refuses a revoked key id like an unknown key, at creation and at runtime", () => {
+    const auth = createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${K1},tnt_a:read:${K2}`), { revokedKeyIds: [keyIdOf(K2)] });
+    expect(auth.authenticate(`Bearer ${K1}`)?.tenant).toBe("tnt_a");
+    expect(auth.authenticate(`Bearer ${K2}`)).toBeUndefined();
+    expect(auth.keyIds()).toEqual([keyIdOf(K1)]);
+    auth.revoke(keyIdOf(K1));
+    expect(auth.authenticate(`Bearer ${K1}`)).toBeUndefined();
+    expect(auth.keyIds()).toEqual([]);
+  });
+
+  it("replaceKeys swaps the whole set atomically; an invalid set leaves the old one in force", () => {
+    const auth = createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${K1}`));
+    auth.replaceKeys(parseApiKeysEnv(`tnt_b:ingest:${K2}`));
+    expect(auth.authenticate(`Bearer ${K1}`)).toBeUndefined();
+    expect(auth.authenticate(`Bearer ${K2}`)).toEqual({ tenant: "tnt_b", keyId: keyIdOf(K2), scopes: ["ingest"] });
+    expect(() => auth.replaceKeys([{ tenant: "bad tenant", scopes: ["read"], key: K3 }])).toThrow(ConfigError);
+    expect(auth.authenticate(`Bearer ${K2}`)?.tenant).toBe("tnt_b");
+    // Revocations carry over unless the new set names its own.
+    auth.revoke(keyIdOf(K2));
+    auth.replaceKeys(parseApiKeysEnv(`tnt_b:ingest:${K2},tnt_c:read:${K3}`));
+    expect(auth.authenticate(`Bearer ${K2}`)).toBeUndefined();
+    auth.replaceKeys(parseApiKeysEnv(`tnt_b:ingest:${K2}`), { revokedKeyIds: [] });
+    expect(auth.authenticate(`Bearer ${K2}`)?.tenant).toBe("tnt_b");
+  });
+
+  it("parses NANOBILL_REVOKED_KEY_IDS and names the variable on a malformed id", () => {
+    expect(parseRevokedKeyIdsEnv(` ${keyIdOf(K1)}, ${keyIdOf(K2)} `)).toEqual([keyIdOf(K1), keyIdOf(K2)]);
+    expect(parseRevokedKeyIdsEnv("")).toEqual([]);
+    expect(() => parseRevokedKeyIdsEnv(`${keyIdOf(K1)},${K1}`)).toThrow(/NANOBILL_REVOKED_KEY_IDS: entry 2: expected a key id/);
+    let err: unknown;
+    try {
+      parseRevokedKeyIdsEnv(K1);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as Error).message).not.toContain(K1);
+  });
+
+  it("createApiKeyAuthenticatorFromEnv applies NANOBILL_API_KEYS minus NANOBILL_REVOKED_KEY_IDS", () => {
+    const auth = createApiKeyAuthenticatorFromEnv({
+      NANOBILL_API_KEYS: `tnt_a:admin:${K1},tnt_a:read:${K2}`,
+      NANOBILL_REVOKED_KEY_IDS: keyIdOf(K1),
+    });
+    expect(auth.authenticate(`Bearer ${K1}`)).toBeUndefined();
+    expect(auth.authenticate(`Bearer ${K2}`)?.scopes).toEqual(["read"]);
+  });
 });

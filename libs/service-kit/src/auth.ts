@@ -93,19 +93,62 @@ export function parseApiKeysEnv(value: string, variable = "NANOBILL_API_KEYS"): 
 
 const BEARER = "bearer ";
 
+const KEY_ID_RE = /^key_[0-9a-f]{12}$/;
+
 /**
- * An authenticator over a fixed key list. Only sha256 hashes of the keys are kept; a presented
- * key is hashed once and compared with every stored hash in constant time (timingSafeEqual,
- * no early exit), so neither the key nor which key nearly matched leaks through timing.
+ * Parses NANOBILL_REVOKED_KEY_IDS: comma-separated key ids (`key_` + 12 hex digits, as logged
+ * and as returned by keyIdOf) that are refused even while their key is still configured.
+ * ConfigError naming the variable and the entry number on a malformed id.
  */
-export function createApiKeyAuthenticator(keys: ApiKeyEntry[]): Authenticator {
-  const stored = keys.map((k) => {
+export function parseRevokedKeyIdsEnv(value: string, variable = "NANOBILL_REVOKED_KEY_IDS"): string[] {
+  const ids = value.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  if (ids.length > API_KEYS_MAX) throw new ConfigError(variable, `at most ${API_KEYS_MAX} key ids, got ${ids.length}`);
+  ids.forEach((id, i) => {
+    if (!KEY_ID_RE.test(id)) throw new ConfigError(variable, `entry ${i + 1}: expected a key id key_<12 hex digits>`);
+  });
+  return ids;
+}
+
+/** An API-key authenticator whose keys can be replaced or revoked while the server runs. */
+export interface ApiKeyAuthenticator extends Authenticator {
+  /**
+   * Atomically replaces the whole key set (e.g. after re-reading NANOBILL_API_KEYS); calls
+   * already authenticated go on, every later call uses the new set. Invalid entries throw and
+   * leave the current set in force.
+   */
+  replaceKeys(entries: ApiKeyEntry[], opts?: { revokedKeyIds?: Iterable<string> }): void;
+  /** Refuses a key from now on (by its keyId), whether or not it is configured. */
+  revoke(keyId: string): void;
+  /** The keyIds of the keys currently accepted (never the keys). */
+  keyIds(): string[];
+}
+
+interface StoredKey {
+  hash: Buffer;
+  principal: Principal;
+}
+
+function storeKeys(keys: ApiKeyEntry[]): StoredKey[] {
+  if (keys.length > API_KEYS_MAX) throw new ConfigError("api keys", `at most ${API_KEYS_MAX} keys, got ${keys.length}`);
+  return keys.map((k) => {
     if (k.tenant !== ANY_TENANT && !isTenantId(k.tenant)) throw new ConfigError("api keys", `tenant "${k.tenant}" is not a valid tenant id`);
     return {
       hash: sha256(k.key),
       principal: Object.freeze({ tenant: k.tenant, keyId: k.keyId ?? keyIdOf(k.key), scopes: Object.freeze([...k.scopes]) as Scope[] }),
     };
   });
+}
+
+/**
+ * An authenticator over a key list. Only sha256 hashes of the keys are kept; a presented
+ * key is hashed once and compared with every stored hash in constant time (timingSafeEqual,
+ * no early exit), so neither the key nor which key nearly matched leaks through timing.
+ * Revoked key ids (opts.revokedKeyIds, revoke(), NANOBILL_REVOKED_KEY_IDS) are refused like
+ * unknown keys (Unauthenticated, same message). replaceKeys() swaps the set at runtime.
+ */
+export function createApiKeyAuthenticator(keys: ApiKeyEntry[], opts: { revokedKeyIds?: Iterable<string> } = {}): ApiKeyAuthenticator {
+  let stored = storeKeys(keys);
+  let revoked = new Set<string>(opts.revokedKeyIds ?? []);
   return {
     authenticate(authorization) {
       if (authorization === null || authorization.length <= BEARER.length) return undefined;
@@ -113,12 +156,38 @@ export function createApiKeyAuthenticator(keys: ApiKeyEntry[]): Authenticator {
       if (authorization.slice(0, BEARER.length).toLowerCase() !== BEARER) return undefined;
       const presented = sha256(authorization.slice(BEARER.length).trim());
       let found: Principal | undefined;
-      for (const s of stored) {
+      const keysNow = stored;
+      for (const s of keysNow) {
         if (timingSafeEqual(s.hash, presented)) found = s.principal;
       }
+      if (found !== undefined && revoked.size > 0 && revoked.has(found.keyId)) return undefined;
       return found;
     },
+    replaceKeys(entries, o = {}) {
+      const next = storeKeys(entries);
+      const nextRevoked = new Set<string>(o.revokedKeyIds ?? revoked);
+      stored = next;
+      revoked = nextRevoked;
+    },
+    revoke(keyId) {
+      const next = new Set(revoked);
+      next.add(keyId);
+      revoked = next;
+    },
+    keyIds() {
+      return stored.map((s) => s.principal.keyId).filter((id) => !revoked.has(id));
+    },
   };
+}
+
+/**
+ * The authenticator of a service from its environment: NANOBILL_API_KEYS (required entries,
+ * see parseApiKeysEnv) minus NANOBILL_REVOKED_KEY_IDS (optional).
+ */
+export function createApiKeyAuthenticatorFromEnv(env: Record<string, string | undefined>): ApiKeyAuthenticator {
+  return createApiKeyAuthenticator(parseApiKeysEnv(env["NANOBILL_API_KEYS"] ?? ""), {
+    revokedKeyIds: parseRevokedKeyIdsEnv(env["NANOBILL_REVOKED_KEY_IDS"] ?? ""),
+  });
 }
 
 /** Where the auth interceptor puts the caller (undefined on public methods without a key). */

@@ -2,7 +2,8 @@ import type { CallOptions, Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { TENANT_HEADER } from "./auth.js";
-import { CLIENT_READ_MAX_BYTES, CLIENT_TIMEOUT_MS_DEFAULT, CLIENT_WRITE_MAX_BYTES } from "./limits.js";
+import { createLeanConnectTransport } from "./lean-client.js";
+import { CLIENT_READ_MAX_BYTES, CLIENT_TIMEOUT_MS_DEFAULT, CLIENT_WRITE_MAX_BYTES, fastPathEnabledByEnv } from "./limits.js";
 
 export interface ClientTransportOptions {
   /** Server base URL, e.g. http://127.0.0.1:7001 (h2c) . */
@@ -18,6 +19,12 @@ export interface ClientTransportOptions {
   protocol?: "grpc" | "connect";
   /** Default deadline of a call (ms); a per-call timeoutMs wins. */
   timeoutMs?: number;
+  /**
+   * Connect protocol only: unary calls through the kit's lean HTTP/2 client (lean-client.ts;
+   * same interceptors, deadline, headers and errors, streaming through connect-node).
+   * Default true; false = connect-node's generic client for every call.
+   */
+  lean?: boolean;
 }
 
 const sessions = new Map<string, Http2SessionManager>();
@@ -61,7 +68,18 @@ export function createClientTransport(opts: ClientTransportOptions): Transport {
     readMaxBytes: CLIENT_READ_MAX_BYTES,
     writeMaxBytes: CLIENT_WRITE_MAX_BYTES,
   };
-  return opts.protocol === "grpc" ? createGrpcTransport(common) : createConnectTransport({ ...common, useBinaryFormat: true });
+  if (opts.protocol === "grpc") return createGrpcTransport(common);
+  const connect = createConnectTransport({ ...common, useBinaryFormat: true });
+  if (opts.lean === false || (opts.lean === undefined && !fastPathEnabledByEnv())) return connect;
+  return createLeanConnectTransport({
+    baseUrl: opts.baseUrl,
+    session: common.sessionManager,
+    interceptors: common.interceptors,
+    defaultTimeoutMs: common.defaultTimeoutMs,
+    readMaxBytes: CLIENT_READ_MAX_BYTES,
+    writeMaxBytes: CLIENT_WRITE_MAX_BYTES,
+    streams: connect,
+  });
 }
 
 /** Call options acting for one tenant (internal keys): `client.rpc(req, forTenant("tnt_a"))`. */

@@ -3,6 +3,7 @@ export {
   type Scope,
   type ApiKeyEntry,
   type Authenticator,
+  type ApiKeyAuthenticator,
   SCOPES,
   TENANT_HEADER,
   ANY_TENANT,
@@ -13,10 +14,22 @@ export {
   hasScope,
   createApiKeyAuthenticator,
   parseApiKeysEnv,
+  parseRevokedKeyIdsEnv,
+  createApiKeyAuthenticatorFromEnv,
   keyIdOf,
   isTenantId,
   createAuthInterceptor,
 } from "./auth.js";
+export {
+  type TenantLimits,
+  type TenantLimiter,
+  TENANT_LIMITS_DEFAULT,
+  TENANT_RATE_FIELD,
+  TENANT_INFLIGHT_FIELD,
+  createTenantLimiter,
+  createTenantLimitInterceptor,
+  resolveTenantLimits,
+} from "./tenant-limits.js";
 export { type ServerLimits, type StartedServer, type StartServerOptions, SERVER_LIMITS_DEFAULT, startServer, resolveLimits } from "./server.js";
 export { type ClientTransportOptions, createClientTransport, closeClientSessions, forTenant } from "./client.js";
 export {

@@ -35,3 +35,25 @@ export const API_KEY_LENGTH_MAX = 256;
 export const API_KEYS_MAX = 1_000;
 /** Tenant ids: [A-Za-z0-9_-]{1,64}. */
 export const TENANT_ID_LENGTH_MAX = 64;
+
+/** Per tenant per server: sustained requests per second (token bucket refill rate). */
+export const TENANT_REQUESTS_PER_SECOND_DEFAULT = 5_000;
+/** Per tenant per server: token bucket size (calls a tenant may burst above the rate). */
+export const TENANT_REQUESTS_BURST_DEFAULT = 10_000;
+/** Per tenant per server: calls of one tenant in flight at once. */
+export const TENANT_INFLIGHT_MAX_DEFAULT = 256;
+/** Bounds of the tenant limits themselves (startServer validation). */
+export const TENANT_REQUESTS_PER_SECOND_MAX = 10_000_000;
+export const TENANT_INFLIGHT_MAX_MAX = 1_000_000;
+/** Most tenants tracked by one server's limiter; idle full buckets are dropped beyond it. */
+export const TENANT_LIMITER_ENTRIES_MAX = 10_000;
+
+/**
+ * Kill switch of the unary fast path (server fast path and lean client): NANOBILL_RPC_FAST_PATH=off
+ * in the environment makes startServer and createClientTransport use connect-es only.
+ */
+export const FAST_PATH_ENV = "NANOBILL_RPC_FAST_PATH";
+export function fastPathEnabledByEnv(env: Record<string, string | undefined> = process.env): boolean {
+  const v = env[FAST_PATH_ENV];
+  return v === undefined || !/^(off|0|false|no)$/i.test(v.trim());
+}

@@ -6,9 +6,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
 import { createErrorBoundary } from "./errors.js";
+import { captureRouter, createFastPath, type CapturedService } from "./fast-path.js";
+import { createTenantLimitInterceptor, type TenantLimits } from "./tenant-limits.js";
 import { createHealthState, registerHealth, ServingStatus } from "./health.js";
 import {
   CONNECTIONS_MAX_DEFAULT,
+  fastPathEnabledByEnv,
   READ_MAX_BYTES_DEFAULT,
   READ_MAX_BYTES_MAX,
   SHUTDOWN_GRACE_MS_DEFAULT,
@@ -72,6 +75,16 @@ export interface StartServerOptions {
   publicMethods?: string[];
   /** Extra interceptors, run inside auth (closest to the handler). */
   interceptors?: Interceptor[];
+  /**
+   * Serve unary Connect-protocol binary calls through the kit's fast path (same interceptors,
+   * handlers, limits and wire format; see fast-path.ts). Default true; false = connect-es only.
+   */
+  fastPath?: boolean;
+  /**
+   * Per-tenant request rate and concurrency limits of this server (ResourceExhausted, reason
+   * LIMIT_EXCEEDED); defaults TENANT_* in limits.ts; false turns them off.
+   */
+  tenantLimits?: Partial<TenantLimits> | false;
 }
 
 function checkLimit(name: keyof ServerLimits, v: number, min: number, max: number): void {
@@ -107,29 +120,47 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const grpcTimeoutDefault = `${limits.timeoutMsDefault}m`;
   const connectTimeoutDefault = String(limits.timeoutMsDefault);
 
+  const captured: CapturedService[] = [];
+  const interceptors: Interceptor[] = [
+    createTracingInterceptor("server", { serviceName: opts.name }),
+    createErrorBoundary(logger),
+    createAuthInterceptor(opts.authenticator, opts.publicMethods ?? []),
+    ...(opts.tenantLimits === false ? [] : [createTenantLimitInterceptor(opts.tenantLimits ?? {})]),
+    ...(opts.interceptors ?? []),
+  ];
   const handler = connectNodeAdapter({
     routes(router) {
-      opts.routes(router);
+      opts.routes(captureRouter(router, captured));
       for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
       registerHealth(router, health);
     },
-    interceptors: [
-      createTracingInterceptor("server", { serviceName: opts.name }),
-      createErrorBoundary(logger),
-      createAuthInterceptor(opts.authenticator, opts.publicMethods ?? []),
-      ...(opts.interceptors ?? []),
-    ],
+    interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
     maxTimeoutMs: limits.timeoutMsMax,
     shutdownSignal: shutdown.signal,
   });
   health.set("", ServingStatus.SERVING);
+  const fast =
+    opts.fastPath === false || (opts.fastPath === undefined && !fastPathEnabledByEnv())
+      ? undefined
+      : createFastPath(captured, {
+          interceptors,
+          readMaxBytes: limits.readMaxBytes,
+          writeMaxBytes: limits.writeMaxBytes,
+          timeoutMsMax: limits.timeoutMsMax,
+          timeoutMsDefault: limits.timeoutMsDefault,
+          shutdownSignal: shutdown.signal,
+        });
 
   let inflight = 0;
   const server = http2.createServer(
     { settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } },
     (req, res) => {
+      inflight++;
+      req.stream.once("finish", onStreamFinish);
+      req.stream.once("close", onStreamClose);
+      if (fast !== undefined && fast(req, res)) return;
       // Default deadline: a call without one gets limits.timeoutMsDefault (connect enforces it).
       const h = req.headers;
       const ct = h["content-type"];
@@ -138,9 +169,6 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
-      inflight++;
-      req.stream.once("finish", onStreamFinish);
-      req.stream.once("close", onStreamClose);
       handler(req, res);
     },
   );

@@ -109,3 +109,46 @@ it("health checks make no spans", async () => {
   await telemetry.forceFlush();
   expect(exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.SERVER)).toHaveLength(0);
 });
+
+it("the fast path and the generic path (server and client) make the same spans: names, kinds, attributes, status, parent/child", async () => {
+  const generic = await startServer({
+    name: "echo",
+    host: "127.0.0.1",
+    port: 0,
+    fastPath: false,
+    routes: echoRoutes({
+      onEcho: () => {
+        handlerTraceparent = currentTraceContext()?.traceparent;
+        if (fail) throw new Error("boom");
+      },
+    }),
+    authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${KEY}`)),
+    logger: silentLogger,
+  });
+  const shapes: unknown[] = [];
+  try {
+    for (const url of [server.url, generic.url]) {
+      for (const lean of [true, false]) {
+        for (const failing of [false, true]) {
+          exporter.reset();
+          fail = failing;
+          const client = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: KEY, lean }));
+          await client.echo({ text: "x" }).catch(() => undefined);
+          fail = false;
+          await telemetry.forceFlush();
+          const spans = exporter.getFinishedSpans();
+          const c = spans.find((s) => s.kind === SpanKind.CLIENT)!;
+          const s = spans.find((x) => x.kind === SpanKind.SERVER)!;
+          expect(s.parentSpanContext?.spanId).toBe(c.spanContext().spanId);
+          expect(s.spanContext().traceId).toBe(c.spanContext().traceId);
+          expect(handlerTraceparent).toContain(s.spanContext().spanId);
+          shapes.push(spans.map((x) => ({ name: x.name, kind: x.kind, attributes: x.attributes, status: x.status })).sort((a, b) => a.kind - b.kind));
+        }
+      }
+    }
+  } finally {
+    await generic.close();
+  }
+  expect(shapes).toHaveLength(8);
+  for (let i = 2; i < 8; i++) expect(shapes[i]).toEqual(shapes[i % 2]);
+});

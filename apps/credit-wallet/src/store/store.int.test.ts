@@ -50,6 +50,25 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     expect([tot.consumed, tot.shortfall, tot.byCharge.length]).toEqual([7n, 2n, 1]);
   });
 
+  it("commits a group of holds in one statement, and refuses the whole group when one over-spends", async () => {
+    const base: S.HoldRow = { id: "", walletId: "wal_1", amountNanos: 1n, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, state: "pending", expiresAt: now, capturedNanos: 0n, chargeId: "", model: "", requestHash: "z", createdAt: now };
+    const h = (id: string, n: bigint): S.HoldRow => ({ ...base, id, amountNanos: n, slices: [{ grantId: "g1", amountNanos: n }] });
+    const mv = (id: string, n: bigint): S.MovementRow => ({ id: `mv_${id}`, walletId: "wal_1", grantId: "g1", kind: "hold", amountNanos: n, sourceId: id, holdId: id, occurredAt: now });
+    const tr = (id: string) => ({ holdId: id, transfers: [{ id: `x_${id}`, debit: "a", credit: "b", amount: "1", unit: "USD", code: 21 }] });
+    const before = (await S.getGrant(db, T, "g1"))!;
+    const free = before.amountNanos - before.burnedNanos - before.heldNanos - before.expiredNanos;
+    await expect(db.transaction((tx) => S.commitHolds(tx, T, [h("gh1", 1n), h("gh2", free)], [mv("gh1", 1n), mv("gh2", free)], [tr("gh1"), tr("gh2")], now))).rejects.toBeInstanceOf(S.GuardError);
+    expect(await S.getHold(db, T, "gh1")).toBeNull();
+    const ok = await db.transaction((tx) => S.commitHolds(tx, T, [h("gh1", 1n), h("gh2", 2n)], [mv("gh1", 1n), mv("gh2", 2n)], [tr("gh1"), tr("gh2")], now));
+    expect([...ok].sort()).toEqual(["gh1", "gh2"]);
+    const again = await db.transaction((tx) => S.commitHolds(tx, T, [h("gh1", 1n), h("gh3", 1n)], [mv("gh1", 1n), mv("gh3", 1n)], [tr("gh1"), tr("gh3")], now));
+    expect([...again]).toEqual(["gh3"]);
+    expect((await S.getGrant(db, T, "g1"))!.heldNanos).toBe(before.heldNanos + 4n);
+    const out = await S.nextOutbox(db, 100);
+    expect(out.map((o) => o.transfers[0]!.id)).toEqual(["x_gh1", "x_gh2", "x_gh3"]);
+    await S.markOutbox(db, out.map((o) => o.seq), [], [], now);
+  });
+
   it("keeps linked chains whole in the outbox, in order", async () => {
     await S.enqueueTransfers(db, T, [[{ id: "x1", debit: "a", credit: "b", amount: "1", unit: "USD", code: 20, linked: true }, { id: "x2", debit: "a", credit: "b", amount: "2", unit: "USD", code: 20 }]], now);
     const rows = await S.nextOutbox(db, 10);

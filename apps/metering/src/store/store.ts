@@ -128,10 +128,9 @@ export function createMeteringStore(db: Db): MeteringStore {
       await tx.query(
         `INSERT INTO usage_buckets AS b (tenant, meter_id, level, bucket_start_us, customer_id, group_key, event_count,
            value_sum, value_min, value_max, latest_value, latest_timestamp_us, latest_sequence)
-         SELECT t, m, l, s::bigint, c, g, n::bigint, vs::numeric, vmin::numeric, vmax::numeric, lv::numeric, lts::bigint, lseq::bigint
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
-              AS u(t, m, l, s, c, g, n, vs, vmin, vmax, lv, lts, lseq)
+         SELECT x->>0, x->>1, x->>2, (x->>3)::bigint, x->>4, x->>5, (x->>6)::bigint, (x->>7)::numeric, (x->>8)::numeric,
+                (x->>9)::numeric, (x->>10)::numeric, (x->>11)::bigint, (x->>12)::bigint
+         FROM json_array_elements($1::json) AS x
          ON CONFLICT (tenant, meter_id, level, bucket_start_us, customer_id, group_key) DO UPDATE SET
            event_count = b.event_count + excluded.event_count,
            value_sum = b.value_sum + excluded.value_sum,
@@ -147,19 +146,23 @@ export function createMeteringStore(db: Db): MeteringStore {
                (excluded.latest_timestamp_us, excluded.latest_sequence) > (b.latest_timestamp_us, b.latest_sequence))
              THEN excluded.latest_timestamp_us ELSE b.latest_timestamp_us END`,
         [
-          buckets.map((b) => b.tenant),
-          buckets.map((b) => b.meterId),
-          buckets.map((b) => b.level),
-          buckets.map((b) => b.startUs.toString()),
-          buckets.map((b) => b.customerId),
-          buckets.map((b) => b.groupKey),
-          buckets.map((b) => b.eventCount.toString()),
-          buckets.map((b) => formatDecimal(b.sum)),
-          buckets.map((b) => dec(b.min)),
-          buckets.map((b) => dec(b.max)),
-          buckets.map((b) => (b.latest ? formatDecimal(b.latest.value) : null)),
-          buckets.map((b) => (b.latest ? b.latest.timestampUs.toString() : null)),
-          buckets.map((b) => (b.latest ? b.latest.sequence.toString() : null)),
+          JSON.stringify(
+            buckets.map((b) => [
+              b.tenant,
+              b.meterId,
+              b.level,
+              b.startUs.toString(),
+              b.customerId,
+              b.groupKey,
+              b.eventCount.toString(),
+              formatDecimal(b.sum),
+              dec(b.min),
+              dec(b.max),
+              b.latest ? formatDecimal(b.latest.value) : null,
+              b.latest ? b.latest.timestampUs.toString() : null,
+              b.latest ? b.latest.sequence.toString() : null,
+            ]),
+          ),
         ],
       );
     }
@@ -207,12 +210,13 @@ export function createMeteringStore(db: Db): MeteringStore {
         const tenants = [...new Set(ev.map((x) => x.tenant))];
         const { rows } = await tx.query(
           `WITH u AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-               AS u(t, i, c, ty, ts, p, tp, tst, h)
+             SELECT x->>0 AS t, x->>1 AS i, x->>2 AS c, x->>3 AS ty, x->>4 AS ts, (x->5)::jsonb AS p, x->>6 AS tp, x->>7 AS tst, x->>8 AS h, n
+             FROM json_array_elements($1::json) WITH ORDINALITY AS j(x, n)
            ), ins AS (
              INSERT INTO events (tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, content_hash, received_us)
-             SELECT t, i, c, ty, ts::bigint, p::jsonb, tp, tst, h, $10::bigint FROM u
+             SELECT t, i, c, ty, ts::bigint, p, tp, tst, h, $2::bigint FROM u
              WHERE NOT EXISTS (SELECT 1 FROM closed_periods cp WHERE cp.tenant = u.t AND cp.customer_id = u.c AND u.ts::bigint < cp.closed_through_us)
+             ORDER BY n
              ON CONFLICT (tenant, event_id) DO NOTHING
              RETURNING tenant, event_id, sequence
            )
@@ -220,17 +224,15 @@ export function createMeteringStore(db: Db): MeteringStore {
            UNION ALL
            SELECT 'e', e.tenant, e.event_id, e.sequence, e.content_hash FROM events e JOIN u ON e.tenant = u.t AND e.event_id = u.i
            UNION ALL
-           SELECT 'm', m.tenant, m.meter_id, NULL, m.definition::text FROM meters m WHERE m.tenant = ANY($11::text[])`,
+           SELECT 'm', m.tenant, m.meter_id, NULL, m.definition::text FROM meters m WHERE m.tenant = ANY($3::text[])`,
           [
-            ev.map((x) => x.tenant),
-            ev.map((x) => x.event.id),
-            ev.map((x) => x.event.customerId),
-            ev.map((x) => x.event.type),
-            ev.map((x) => x.event.timestampUs.toString()),
-            ev.map((x) => x.event.propertiesJson),
-            ev.map((x) => x.event.traceparent),
-            ev.map((x) => x.event.tracestate),
-            ev.map((x) => x.event.contentHash),
+            // One JSON document for the whole group: serialized natively, parsed once by the server
+            // (an order of magnitude cheaper in JS than escaping ten text[] literals).
+            `[${ev
+              .map((x) =>
+                `[${JSON.stringify(x.tenant)},${JSON.stringify(x.event.id)},${JSON.stringify(x.event.customerId)},${JSON.stringify(x.event.type)},"${x.event.timestampUs}",${x.event.propertiesJson},${JSON.stringify(x.event.traceparent)},${JSON.stringify(x.event.tracestate)},${JSON.stringify(x.event.contentHash)}]`,
+              )
+              .join(",")}]`,
             receivedUs.toString(),
             tenants,
           ],

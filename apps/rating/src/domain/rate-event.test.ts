@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CarryAccumulator, Rate, divRound } from "@nanobill/money";
-import { rateEvent } from "./rate-event.js";
+import { creditValue, rateEvent } from "./rate-event.js";
 import { CARRY_ROUNDING, MemoryRatingState, ScratchState } from "./state.js";
 import { T0, catalogFor, charge, costRate, event, llmCosts, llmMatrixVersion, usage, version } from "./fixtures.js";
 import type { TierSpec } from "./types.js";
@@ -250,5 +250,18 @@ describe("rateEvent: spending cap in real time", () => {
     const booked = [4, 4, 4, 4].map((n, i) => rateEvent(cat, st, event(`e${i}`, "api", { n })).lines[0]!);
     expect(booked.map((l) => l.priceNanos)).toEqual([4n * B, 4n * B, 2n * B, 0n]);
     expect(booked[2]).toMatchObject({ status: "provisional", reason: "spending cap reached" });
+  });
+});
+
+describe("creditValue", () => {
+  it("values credits at the exchange rate in force at the event time, rounded half-even once", () => {
+    const rates = [
+      { effectiveMs: 0, rate: Rate.parse("0.01", "r"), currency: "USD" },
+      { effectiveMs: 1000, rate: Rate.parse("0.015", "r"), currency: "USD" },
+    ];
+    expect(creditValue(rates, 18n * B, 500)).toBe(180_000_000n);
+    expect(creditValue(rates, 18n * B, 1500)).toBe(270_000_000n);
+    expect(creditValue(rates, 1n, 1500)).toBe(0n); // 0.015 nano -> 0
+    expect(creditValue(undefined, 18n * B, 1500)).toBe(0n);
   });
 });

@@ -1,4 +1,4 @@
-import { allocate } from "@nanobill/money";
+import { allocate, type Rate } from "@nanobill/money";
 import { compileCharge, type CompiledCharge, type CompiledVersion } from "./compile.js";
 import { MODEL_PROPERTY, PROVIDER_PROPERTY, type CostCatalog, type CostLine } from "./cost-catalog.js";
 import { billingPeriod, type Period } from "./period.js";
@@ -35,6 +35,7 @@ import {
 export class TenantCatalog {
   readonly tenant: string;
   readonly costs: CostCatalog;
+  readonly creditRates: Map<string, CreditRate[]>;
   readonly #customers: Map<string, Customer>;
   readonly #subscriptions: Map<string, Subscription[]>;
   readonly #versions: Map<string, CompiledVersion>; // planId\0version
@@ -49,7 +50,10 @@ export class TenantCatalog {
     versions: Array<{ planId: string; version: CompiledVersion }>;
     overrides: PriceOverride[];
     costs: CostCatalog;
+    /** creditRates: per credit type, exchange rates (currency nanos per credit) oldest first. */
+    creditRates?: Map<string, CreditRate[]>;
   }) {
+    this.creditRates = opts.creditRates ?? new Map();
     this.tenant = opts.tenant;
     this.costs = opts.costs;
     this.#customers = new Map(opts.customers.map((c) => [c.customerId, c]));
@@ -139,6 +143,22 @@ export class TenantCatalog {
   }
 }
 
+/** CreditRate: a credit type's exchange rate from a time (Rate: currency nanos per credit). */
+export interface CreditRate {
+  effectiveMs: number;
+  rate: Rate;
+  currency: string;
+}
+
+/** creditValue: credits (nanos of credit) in currency nanos at tsMs, rounded half-even; 0 if no rate. */
+export function creditValue(rates: CreditRate[] | undefined, creditNanos: bigint, tsMs: number): bigint {
+  if (rates === undefined) return 0n;
+  let r: CreditRate | undefined;
+  for (const x of rates) if (x.effectiveMs <= tsMs) r = x;
+  if (r === undefined) return 0n;
+  return roundHalfEven({ num: creditNanos * r.rate.num, den: r.rate.den * 1_000_000_000n });
+}
+
 export interface Resolution {
   customer: Customer;
   subscriptionId: string;
@@ -209,6 +229,7 @@ function line(chargeId: string, dims: Record<string, string>, quantity: bigint, 
     status: "final",
     reason: "",
     attributedCostNanos: 0n,
+    priceValueNanos: 0n,
   };
 }
 
@@ -251,7 +272,7 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
       }
       if (c.usage === null || c.usage.eventType !== e.type) continue;
       if (c.mode === "period") ratePeriodCharge(t, state, e, c, res.period, lines);
-      else rateEventCharge(t, state, e, c, res.period, lines);
+      else rateEventCharge(t, state, e, c, res.period, lines, p.kind === "credits" ? cat.creditRates.get(c.unit) : undefined);
     }
   }
 
@@ -338,7 +359,7 @@ function addPeriodSums(t: string, state: RatingState, e: UsageEvent, c: Compiled
   state.touch("period", k);
 }
 
-function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, out: RatedLine[]): void {
+function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, out: RatedLine[], creditRates?: CreditRate[]): void {
   const p = c.pricing;
   const single = p.kind === "percentage" || p.kind === "dynamic";
   const raws = usageLines(c, e, single);
@@ -391,6 +412,7 @@ function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: Compil
       continue;
     }
     bookPrice(t, state, e.customerId, l, exact);
+    if (p.kind === "credits") l.priceValueNanos = creditValue(creditRates, l.priceNanos, e.timestampMs);
   }
   addPeriodSums(t, state, e, c, period, out, from, null);
 }

@@ -175,6 +175,7 @@ export interface RatedLine {
   status: LineStatus;
   reason: string;
   attributedCostNanos: bigint; // outcome lines: cost of attempts sharing the task id
+  priceValueNanos: bigint; // credit lines: currency value of the credits at the event time (0 if unknown)
 }
 
 /** RatedEventResult: how one event was rated. */

@@ -72,6 +72,7 @@ function lineJson(l: RatedLine): unknown {
     status: l.status,
     reason: l.reason,
     attributedCostNanos: l.attributedCostNanos.toString(),
+    priceValueNanos: l.priceValueNanos.toString(),
   };
 }
 
@@ -89,6 +90,7 @@ function lineOf(chargeId: string, j: Record<string, unknown>): RatedLine {
     status: j.status as LineStatus,
     reason: j.reason as string,
     attributedCostNanos: BigInt(j.attributedCostNanos as string),
+    priceValueNanos: BigInt((j.priceValueNanos as string | undefined) ?? "0"),
   };
 }
 
@@ -247,9 +249,9 @@ export class RatedStore {
         `ON CONFLICT (tenant, customer_id, task_id) DO UPDATE SET attempt_cost_nanos = EXCLUDED.attempt_cost_nanos, cost_unit = EXCLUDED.cost_unit, outcome = EXCLUDED.outcome`);
     }
     if (b.wallet.length > 0) {
-      await insertMany(tx, "wallet_outbox", ["tenant", "item_id", "customer_id", "unit", "amount_nanos", "event_id", "charge_id", "model", "occurred_at", "traceparent", "tracestate"],
-        b.wallet.map((w) => [w.tenant, w.itemId, w.customerId, w.unit, w.amountNanos, w.eventId, w.chargeId, w.model, new Date(w.occurredMs), w.traceparent, w.tracestate]),
-        `ON CONFLICT (tenant, item_id) DO NOTHING`);
+      // New events only (already-rated ones are skipped), so item ids cannot collide: COPY.
+      await this.db.copyRows("wallet_outbox", ["tenant", "item_id", "customer_id", "unit", "amount_nanos", "event_id", "charge_id", "model", "occurred_at", "traceparent", "tracestate"],
+        b.wallet.map((w) => [w.tenant, w.itemId, w.customerId, w.unit, w.amountNanos, w.eventId, w.chargeId, w.model, new Date(w.occurredMs), w.traceparent, w.tracestate]), tx);
     }
     await tx.query(
       `INSERT INTO consumer_cursor (name, after_sequence, update_time) VALUES ($1,$2,$3)

@@ -1,0 +1,406 @@
+// The unary fast path of startServer: Connect protocol, binary protobuf, POST, no request
+// compression. It runs the SAME interceptors (tracing, error boundary, auth, the server's own)
+// and the SAME handler function the router registered, with the same limits and the same wire
+// format as connect-es's generic handler (see handler-factory.js of @connectrpc/connect), but
+// without its per-call async iterables, linked AbortControllers, deadline timer and undici
+// Headers. Everything else (gRPC, gRPC-Web, JSON, GET, streaming, compressed requests,
+// services registered with their own options) goes to connectNodeAdapter.
+import type * as http2 from "node:http2";
+import { create, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  type ConnectRouter,
+  type HandlerContext,
+  type Interceptor,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+import { compressionNegotiate, createMethodSerializationLookup, type Compression } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, errorToJsonBytes, parseTimeout } from "@connectrpc/connect/protocol-connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { asHeaders, LiteHeaders } from "./lite-headers.js";
+
+const CONTENT_TYPE_PROTO = "application/proto";
+const CONTENT_TYPE_JSON = "application/json";
+/** connect-es default: responses smaller than this are never compressed. */
+const COMPRESS_MIN_BYTES = 1024;
+/** The server's accepted compressions: connectNodeAdapter's default (gzip, br). */
+const ACCEPT_COMPRESSION: Compression[] = [compressionGzip, compressionBrotli];
+
+// HTTP/2 RST_STREAM codes (RFC 9113) mapped as connect-node does for the request signal.
+const H2_RST_CODE: Record<number, [string, Code]> = {
+  0x1: ["PROTOCOL_ERROR", Code.Internal],
+  0x2: ["INTERNAL_ERROR", Code.Internal],
+  0x3: ["FLOW_CONTROL_ERROR", Code.Internal],
+  0x4: ["SETTINGS_TIMEOUT", Code.Internal],
+  0x6: ["FRAME_SIZE_ERROR", Code.Internal],
+  0x7: ["REFUSED_STREAM", Code.Unavailable],
+  0x8: ["CANCEL", Code.Canceled],
+  0x9: ["COMPRESSION_ERROR", Code.Internal],
+  0xa: ["CONNECT_ERROR", Code.Internal],
+  0xb: ["ENHANCE_YOUR_CALM", Code.ResourceExhausted],
+  0xc: ["INADEQUATE_SECURITY", Code.PermissionDenied],
+  0xd: ["HTTP_1_1_REQUIRED", Code.PermissionDenied],
+};
+function errorFromRstCode(rstCode: number | undefined): ConnectError | undefined {
+  const m = rstCode === undefined ? undefined : H2_RST_CODE[rstCode];
+  if (m === undefined) return undefined;
+  return new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${rstCode!.toString(16)})`, m[1]);
+}
+
+type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
+
+/** One registered service, as passed to router.service(). */
+interface CapturedService {
+  service: DescService;
+  impl: Record<string, unknown>;
+  options: object | undefined;
+}
+
+/**
+ * Wraps the router given to a service's routes() so that every router.service(desc, impl)
+ * is also recorded (the same impl object; the generic path still gets it unchanged).
+ */
+export function captureRouter(router: ConnectRouter, into: CapturedService[]): ConnectRouter {
+  const spy: ConnectRouter = {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service, impl, options) {
+      router.service(service, impl, options);
+      into.push({ service, impl: impl as Record<string, unknown>, options });
+      return spy;
+    },
+    rpc(method, impl, options) {
+      router.rpc(method as never, impl as never, options);
+      return spy;
+    },
+  } as ConnectRouter;
+  return spy;
+}
+
+interface CallState {
+  stream: http2.ServerHttp2Stream;
+  shutdownSignal: AbortSignal;
+  /** Date.now() + timeoutMs, or undefined without a deadline. */
+  deadlineAt: number | undefined;
+  timeoutMs: number | undefined;
+  authority: string;
+  path: string;
+  controller: AbortController | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  cleanup: (() => void) | undefined;
+}
+
+const kCall = Symbol("nanobill.fastCall");
+
+/** The call's AbortSignal, created on first use: deadline, shutdown and client reset abort it. */
+function signalOf(s: CallState): AbortSignal {
+  if (s.controller !== undefined) return s.controller.signal;
+  const c = new AbortController();
+  s.controller = c;
+  const abort = (reason?: unknown): void => {
+    if (!c.signal.aborted) c.abort(reason);
+    s.cleanup?.();
+  };
+  if (s.shutdownSignal.aborted) {
+    abort(s.shutdownSignal.reason);
+    return c.signal;
+  }
+  const onShutdown = (): void => abort(s.shutdownSignal.reason);
+  const onClose = (): void => abort(errorFromRstCode(s.stream.rstCode));
+  s.shutdownSignal.addEventListener("abort", onShutdown);
+  s.stream.once("close", onClose);
+  if (s.deadlineAt !== undefined) {
+    const left = s.deadlineAt - Date.now();
+    const onDeadline = (): void => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    if (left <= 0) onDeadline();
+    else s.timer = setTimeout(onDeadline, left);
+  }
+  s.cleanup = () => {
+    s.cleanup = undefined;
+    clearTimeout(s.timer);
+    s.shutdownSignal.removeEventListener("abort", onShutdown);
+    s.stream.off("close", onClose);
+  };
+  if (c.signal.aborted) s.cleanup();
+  return c.signal;
+}
+
+/** Ends the call: like connect-es's `context.abort(reason)` in the generic handler. */
+function finishCall(s: CallState, reason?: unknown): void {
+  const c = s.controller;
+  if (c === undefined) return;
+  if (!c.signal.aborted) c.abort(reason);
+  s.cleanup?.();
+}
+
+interface FastMethod {
+  method: DescMethodUnary;
+  service: DescService;
+  parse(bytes: Uint8Array): unknown;
+  serialize(msg: unknown): Uint8Array;
+  next: (req: UnaryRequest) => Promise<UnaryResponse>;
+}
+
+export interface FastPathOptions {
+  interceptors: Interceptor[];
+  readMaxBytes: number;
+  writeMaxBytes: number;
+  timeoutMsMax: number;
+  timeoutMsDefault: number;
+  shutdownSignal: AbortSignal;
+}
+
+/** Copies every entry of `from` over `to` (as connect-es does when an interceptor swapped headers). */
+function copyHeaders(from: Headers, to: Headers): void {
+  if (from === to) return;
+  const keys: string[] = [];
+  to.forEach((_, k) => keys.push(k));
+  for (const k of keys) to.delete(k);
+  from.forEach((v, k) => to.set(k, v));
+}
+
+/**
+ * The fast-path request handler: returns false (touching nothing) when the request is not a
+ * unary Connect binary call of a captured method, so the caller passes it on to the adapter.
+ */
+export function createFastPath(
+  captured: CapturedService[],
+  opts: FastPathOptions,
+): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean {
+  const methods = new Map<string, FastMethod>();
+  for (const c of captured) {
+    // Per-service options (interceptors, limits, ...) change the semantics: generic path.
+    if (c.options !== undefined && Object.keys(c.options).length > 0) continue;
+    for (const m of c.service.methods) {
+      if (m.methodKind !== "unary") continue;
+      const fn = c.impl[m.localName];
+      if (typeof fn !== "function") continue; // Unimplemented: let connect answer
+      const impl = (fn as AnyImpl).bind(c.impl);
+      const method = m as DescMethodUnary;
+      const serialization = createMethodSerializationLookup(method, undefined, undefined, {
+        readMaxBytes: opts.readMaxBytes,
+        writeMaxBytes: opts.writeMaxBytes,
+      });
+      const input = serialization.getI(true);
+      const output = serialization.getO(true);
+      const service = c.service;
+      const anyFn = async (req: UnaryRequest): Promise<UnaryResponse> => {
+        const call = (req as unknown as { [kCall]: CallHandle })[kCall];
+        const out = await impl(req.message, call.handlerContext(req));
+        return {
+          stream: false,
+          service,
+          method,
+          header: call.responseHeader,
+          trailer: call.responseTrailer,
+          message: create(method.output, out as never) as never,
+        };
+      };
+      let next = anyFn as (req: UnaryRequest) => Promise<UnaryResponse>;
+      for (let i = opts.interceptors.length - 1; i >= 0; i--) next = opts.interceptors[i]!(next as never) as never;
+      methods.set(`/${service.typeName}/${method.name}`, {
+        method,
+        service,
+        parse: (b) => input.parse(b),
+        serialize: (m) => output.serialize(m as never),
+        next,
+      });
+    }
+  }
+  const connectTimeoutDefault = String(opts.timeoutMsDefault);
+
+  return (req, res) => {
+    if (methods.size === 0) return false;
+    const h = req.headers;
+    if (h["content-type"] !== CONTENT_TYPE_PROTO || req.method !== "POST") return false;
+    const enc = h["content-encoding"];
+    if (enc !== undefined && enc !== "identity") return false;
+    const fm = methods.get(req.url);
+    if (fm === undefined) return false;
+    handle(fm, req, res, h, opts, connectTimeoutDefault).catch(() => {
+      // Only reachable if building the error answer itself failed: reset the stream.
+      if (!req.stream.destroyed) req.stream.close(0x2 /* INTERNAL_ERROR */);
+    });
+    return true;
+  };
+}
+
+/** Per-call objects shared by the interceptor request and the handler context. */
+class CallHandle {
+  readonly responseHeader: Headers;
+  readonly responseTrailer: Headers;
+  constructor(
+    readonly state: CallState,
+    readonly fm: FastMethod,
+  ) {
+    const rh = new LiteHeaders();
+    rh.set("content-type", CONTENT_TYPE_PROTO);
+    this.responseHeader = asHeaders(rh);
+    this.responseTrailer = asHeaders(new LiteHeaders());
+  }
+  url(): string {
+    return `http://${this.state.authority}${this.state.path}`;
+  }
+  /** The HandlerContext the handler sees: connect-es's mergeRequest(context, req). */
+  handlerContext(req: UnaryRequest): HandlerContext {
+    const call = this;
+    const s = this.state;
+    return {
+      method: this.fm.method,
+      service: req.service,
+      requestMethod: "POST",
+      protocolName: "connect",
+      get url() {
+        return call.url();
+      },
+      get signal() {
+        // The original request's signal is created on first use (see signalOf).
+        return req.signal;
+      },
+      timeoutMs: () => (s.deadlineAt === undefined ? undefined : s.deadlineAt - Date.now()),
+      requestHeader: req.header,
+      responseHeader: this.responseHeader,
+      responseTrailer: this.responseTrailer,
+      values: req.contextValues,
+      abort(reason?: unknown) {
+        finishCall(s, reason);
+      },
+    } as HandlerContext;
+  }
+}
+
+function readBody(req: http2.Http2ServerRequest, readMaxBytes: number, lengthHeader: string | undefined): Promise<Uint8Array> {
+  // Same checks and messages as connect-es readAllBytes().
+  let hint: number | undefined;
+  if (lengthHeader !== undefined && /^\d+$/.test(lengthHeader)) {
+    hint = parseInt(lengthHeader, 10);
+    if (!Number.isSafeInteger(hint)) hint = undefined;
+  }
+  if (hint !== undefined && hint > readMaxBytes) {
+    return Promise.reject(new ConnectError(`message size ${hint} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+  }
+  return new Promise<Uint8Array>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let count = 0;
+    const cleanup = (): void => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("aborted", onAborted);
+    };
+    const fail = (e: unknown): void => {
+      cleanup();
+      req.pause();
+      reject(e);
+    };
+    const onData = (c: Buffer): void => {
+      count += c.byteLength;
+      if (hint !== undefined) {
+        if (count > hint) return fail(new ConnectError(`protocol error: promised ${hint} bytes, received ${count}`, Code.InvalidArgument));
+      } else if (count > readMaxBytes) {
+        return fail(new ConnectError(`message size is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+      }
+      chunks.push(c);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      if (hint !== undefined && count < hint) {
+        reject(new ConnectError(`protocol error: promised ${hint} bytes, received ${count}`, Code.InvalidArgument));
+        return;
+      }
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count));
+    };
+    const onError = (e: Error): void => fail(ConnectError.from(e));
+    const onAborted = (): void => fail(new ConnectError("request aborted", Code.Canceled));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("aborted", onAborted);
+  });
+}
+
+async function handle(
+  fm: FastMethod,
+  req: http2.Http2ServerRequest,
+  res: http2.Http2ServerResponse,
+  h: http2.IncomingHttpHeaders,
+  opts: FastPathOptions,
+  connectTimeoutDefault: string,
+): Promise<void> {
+  const timeoutHeader = h["connect-timeout-ms"];
+  const timeout = parseTimeout(typeof timeoutHeader === "string" ? timeoutHeader : connectTimeoutDefault, opts.timeoutMsMax);
+  const state: CallState = {
+    stream: req.stream,
+    shutdownSignal: opts.shutdownSignal,
+    deadlineAt: timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
+    timeoutMs: timeout.timeoutMs,
+    authority: req.authority,
+    path: req.url,
+    controller: undefined,
+    timer: undefined,
+    cleanup: undefined,
+  };
+  const call = new CallHandle(state, fm);
+  const acceptEncoding = h["accept-encoding"];
+  const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, typeof acceptEncoding === "string" ? acceptEncoding : null, "accept-encoding");
+  let status = 200;
+  let body: Uint8Array;
+  try {
+    if (timeout.error) throw timeout.error;
+    const bytes = await readBody(req, opts.readMaxBytes, h["content-length"]);
+    const message = fm.parse(bytes);
+    const request = {
+      stream: false as const,
+      service: fm.service,
+      method: fm.method,
+      requestMethod: "POST",
+      get url() {
+        return call.url();
+      },
+      get signal() {
+        return signalOf(state);
+      },
+      header: asHeaders(LiteHeaders.fromNode(h)),
+      contextValues: createContextValues(),
+      message,
+      [kCall]: call,
+    };
+    const out = await fm.next(request as unknown as UnaryRequest);
+    copyHeaders(out.header, call.responseHeader);
+    copyHeaders(out.trailer, call.responseTrailer);
+    body = fm.serialize(out.message);
+    finishCall(state);
+  } catch (e) {
+    finishCall(state, e);
+    const error = e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+    status = codeToHttpStatus(error.code);
+    call.responseHeader.set("content-type", CONTENT_TYPE_JSON);
+    error.metadata.forEach((v, k) => call.responseHeader.set(k, v));
+    body = errorToJsonBytes(error, {});
+  }
+  try {
+    if (compression.response && body.byteLength >= COMPRESS_MIN_BYTES) {
+      body = await compression.response.compress(body);
+      call.responseHeader.set("content-encoding", compression.response.name);
+    }
+    const out: Record<string, string> = {};
+    (call.responseHeader as unknown as LiteHeaders).toNode(out);
+    call.responseTrailer.forEach((v, k) => {
+      const key = `trailer-${k}`;
+      out[key] = out[key] === undefined ? v : `${out[key]}, ${v}`;
+    });
+    out["content-length"] = String(body.byteLength);
+    if (res.writableEnded || req.stream.destroyed) return;
+    res.writeHead(status, out);
+    res.end(body);
+  } catch {
+    // The client went away while we were writing: nothing to answer.
+    if (!req.stream.destroyed) req.stream.close();
+  }
+}
+
+export type { CapturedService };

@@ -1,0 +1,291 @@
+// A lean unary Connect-protocol client (binary protobuf) over the shared HTTP/2 session: the
+// client half of the fast path. It implements connect-es's Transport, so createClient() works
+// unchanged; streaming calls go to the connect-node transport it wraps. Per unary call it
+// skips connect-es's async iterables, linked AbortControllers and undici Headers, but keeps
+// the same interceptors (client tracing, auth headers), deadline (connect-timeout-ms + a local
+// timer), error decoding (Connect JSON errors with details, HTTP status fallback) and limits.
+import type * as http2 from "node:http2";
+import { create, type DescMessage, type DescMethodStreaming, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  type ContextValues,
+  type Interceptor,
+  type StreamResponse,
+  type Transport,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+import { createMethodSerializationLookup } from "@connectrpc/connect/protocol";
+import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { asHeaders, LiteHeaders } from "./lite-headers.js";
+
+export interface LeanTransportOptions {
+  baseUrl: string;
+  session: Http2SessionManager;
+  interceptors: Interceptor[];
+  defaultTimeoutMs: number | undefined;
+  readMaxBytes: number;
+  writeMaxBytes: number;
+  /** Handles streaming calls (a connect-node transport with the same options). */
+  streams: Transport;
+}
+
+const USER_AGENT = "connect-es/2.1.2";
+const kSignal = Symbol("nanobill.leanSignal");
+const kTimeout = Symbol("nanobill.leanTimeout");
+interface LeanCall {
+  [kSignal]: AbortSignal | undefined;
+  [kTimeout]: number | undefined;
+}
+
+
+interface Serializer {
+  parse(b: Uint8Array): unknown;
+  serialize(m: unknown): Uint8Array;
+}
+
+/** As connect-node's connectErrorFromNodeReason. */
+function errorFromNode(reason: unknown): ConnectError {
+  let code = Code.Internal;
+  const codes: string[] = [];
+  for (let r = reason, i = 0; r instanceof Error && i < 8; r = (r as { cause?: unknown }).cause, i++) {
+    const c = (r as { code?: unknown }).code;
+    if (typeof c === "string") codes.push(c);
+  }
+  if (codes.includes("ERR_STREAM_WRITE_AFTER_END")) code = Code.Aborted;
+  else if (codes.some((c) => c === "ERR_STREAM_DESTROYED" || c === "ERR_HTTP2_INVALID_STREAM" || c === "ECONNRESET")) code = Code.Aborted;
+  else if (codes.some((c) => c === "ETIMEDOUT" || c === "ENOTFOUND" || c === "EAI_AGAIN" || c === "ECONNREFUSED")) code = Code.Unavailable;
+  const ce = ConnectError.from(reason, code);
+  if (ce !== reason) ce.cause = reason;
+  return ce;
+}
+
+const RST: Record<number, [string, Code]> = {
+  0x1: ["PROTOCOL_ERROR", Code.Internal],
+  0x2: ["INTERNAL_ERROR", Code.Internal],
+  0x3: ["FLOW_CONTROL_ERROR", Code.Internal],
+  0x4: ["SETTINGS_TIMEOUT", Code.Internal],
+  0x6: ["FRAME_SIZE_ERROR", Code.Internal],
+  0x7: ["REFUSED_STREAM", Code.Unavailable],
+  0x8: ["CANCEL", Code.Canceled],
+  0x9: ["COMPRESSION_ERROR", Code.Internal],
+  0xa: ["CONNECT_ERROR", Code.Internal],
+  0xb: ["ENHANCE_YOUR_CALM", Code.ResourceExhausted],
+  0xc: ["INADEQUATE_SECURITY", Code.PermissionDenied],
+  0xd: ["HTTP_1_1_REQUIRED", Code.PermissionDenied],
+};
+
+/** Splits response headers into header and trailer ("trailer-" prefix), as trailerDemux. */
+function demux(h: http2.IncomingHttpHeaders): [LiteHeaders, LiteHeaders] {
+  const header = new LiteHeaders();
+  const trailer = new LiteHeaders();
+  for (const k in h) {
+    if (k.charCodeAt(0) === 58) continue;
+    const v = h[k];
+    if (v === undefined) continue;
+    const s = typeof v === "string" ? v : v.join(", ");
+    if (k.startsWith("trailer-")) trailer.append(k.slice(8), s);
+    else header.append(k, s);
+  }
+  return [header, trailer];
+}
+
+/** Runs one HTTP/2 request; resolves with status, headers and the whole body. */
+function exchange(
+  session: Http2SessionManager,
+  path: string,
+  headers: http2.OutgoingHttpHeaders,
+  body: Uint8Array,
+  readMaxBytes: number,
+  timeoutMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: Uint8Array }> {
+  return new Promise((resolve, reject) => {
+    let stream: http2.ClientHttp2Stream | undefined;
+    let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const fail = (e: ConnectError): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      if (stream !== undefined && !stream.destroyed) stream.close(0x8 /* CANCEL */);
+      reject(e);
+    };
+    function onAbort(this: AbortSignal): void {
+      const r: unknown = this.reason;
+      fail(r instanceof ConnectError ? r : ConnectError.from(r ?? new Error("This operation was aborted"), Code.Canceled));
+    }
+    if (signal !== undefined) {
+      if (signal.aborted) return onAbort.call(signal);
+      signal.addEventListener("abort", onAbort);
+    }
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
+    }
+    session.request("POST", path, headers, {}).then(
+      (s) => {
+        if (settled) {
+          s.close(0x8);
+          return;
+        }
+        stream = s;
+        let status = 0;
+        let resHeaders: http2.IncomingHttpHeaders = {};
+        const chunks: Buffer[] = [];
+        let count = 0;
+        s.on("response", (h) => {
+          status = Number(h[":status"]);
+          resHeaders = h;
+        });
+        s.on("data", (c: Buffer) => {
+          session.notifyResponseByteRead(s);
+          count += c.byteLength;
+          if (count > readMaxBytes) {
+            fail(new ConnectError(`message size is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+            return;
+          }
+          chunks.push(c);
+        });
+        s.on("end", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          resolve({ status, headers: resHeaders, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
+        });
+        s.on("error", (e) => fail(errorFromNode(e)));
+        s.on("close", () => {
+          if (settled) return;
+          const m = RST[s.rstCode ?? 0];
+          fail(m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${s.rstCode!.toString(16)})`, m[1]) : new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
+        });
+        s.end(body);
+      },
+      (e: unknown) => fail(errorFromNode(e)),
+    );
+  });
+}
+
+/**
+ * A Transport whose unary calls use the lean Connect binary path; streaming calls go to
+ * opts.streams. Same interceptor semantics as connect-es (outermost first).
+ */
+export function createLeanConnectTransport(opts: LeanTransportOptions): Transport {
+  const base = opts.baseUrl.replace(/\/$/, "");
+  const serializers = new WeakMap<DescMethodUnary, Serializer>();
+  const serializerOf = (method: DescMethodUnary): Serializer => {
+    let s = serializers.get(method);
+    if (s === undefined) {
+      const l = createMethodSerializationLookup(method, undefined, undefined, { readMaxBytes: opts.readMaxBytes, writeMaxBytes: opts.writeMaxBytes });
+      const i = l.getI(true);
+      const o = l.getO(true);
+      s = { parse: (b) => o.parse(b), serialize: (m) => i.serialize(m as never) };
+      serializers.set(method, s);
+    }
+    return s;
+  };
+
+  // The innermost step: the HTTP/2 exchange (req.signal carries caller signal + deadline).
+  const send = async (req: UnaryRequest): Promise<UnaryResponse> => {
+    const method = req.method;
+    const ser = serializerOf(method);
+    const body = ser.serialize(req.message);
+    const headers: http2.OutgoingHttpHeaders = {};
+    const rh: unknown = req.header;
+    if (rh instanceof LiteHeaders) rh.toNode(headers as Record<string, string>);
+    else
+      req.header.forEach((v, k) => {
+        headers[k] = v;
+      });
+    const k = req as unknown as LeanCall;
+    const r = await exchange(opts.session, `/${method.parent.typeName}/${method.name}`, headers, body, opts.readMaxBytes, k[kTimeout], k[kSignal]);
+    const [header, trailer] = demux(r.headers);
+    const enc = header.get("content-encoding");
+    if (enc !== null && enc.toLowerCase() !== "identity") {
+      throw new ConnectError(`unsupported response encoding "${enc}"`, Code.Internal, asHeaders(header));
+    }
+    const ct = header.get("content-type");
+    if (r.status !== 200) {
+      const fallback = new ConnectError(`HTTP ${r.status}`, codeFromHttpStatus(r.status), asHeaders(header));
+      if (ct !== null && /^application\/json(;|$)/i.test(ct)) {
+        const all = new Headers(asHeaders(header));
+        trailer.forEach((v, key) => all.append(key, v));
+        throw errorFromJsonBytes(r.body, all, fallback);
+      }
+      throw fallback;
+    }
+    if (ct === null || !/^application\/proto(;|$)/i.test(ct)) {
+      throw new ConnectError(`unsupported content type ${ct}`, ct === null ? Code.Unknown : Code.Internal, asHeaders(header));
+    }
+    return {
+      stream: false,
+      service: method.parent,
+      method,
+      header: asHeaders(header),
+      trailer: asHeaders(trailer),
+      message: ser.parse(r.body) as never,
+    };
+  };
+  let next = send;
+  for (let i = opts.interceptors.length - 1; i >= 0; i--) next = opts.interceptors[i]!(next as never) as never;
+
+  return {
+    async unary<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodUnary<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: ConstructorParameters<typeof Headers>[0] | undefined,
+      input: MessageInitShape<I>,
+      contextValues?: ContextValues,
+    ): Promise<UnaryResponse<I, O>> {
+      const t = timeoutMs === undefined ? opts.defaultTimeoutMs : timeoutMs <= 0 ? undefined : timeoutMs;
+      const h = new LiteHeaders();
+      if (header !== undefined) {
+        if (header instanceof Headers || header instanceof LiteHeaders) (header as Headers).forEach((v, k) => h.set(k, v));
+        else if (Array.isArray(header)) for (const [k, v] of header) h.append(k!, v!);
+        else for (const k of Object.keys(header)) h.set(k, (header as Record<string, string>)[k]!);
+      }
+      if (t !== undefined) h.set("connect-timeout-ms", String(t));
+      h.set("content-type", "application/proto");
+      h.set("connect-protocol-version", "1");
+      if (!h.has("user-agent")) h.set("user-agent", USER_AGENT);
+      let lazySignal: AbortSignal | undefined;
+      const req = {
+        stream: false as const,
+        service: method.parent,
+        method,
+        requestMethod: "POST",
+        url: `${base}/${method.parent.typeName}/${method.name}`,
+        header: asHeaders(h),
+        contextValues: contextValues ?? createContextValues(),
+        message: create(method.input, input),
+        get signal(): AbortSignal {
+          // Created only if an interceptor asks; the exchange itself uses the caller's signal and its own timer.
+          lazySignal ??= signal ?? new AbortController().signal;
+          return lazySignal;
+        },
+        [kSignal]: signal,
+        [kTimeout]: t,
+      };
+      try {
+        return (await next(req as unknown as UnaryRequest)) as unknown as UnaryResponse<I, O>;
+      } catch (e) {
+        throw ConnectError.from(e);
+      }
+    },
+    stream<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodStreaming<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: ConstructorParameters<typeof Headers>[0] | undefined,
+      input: AsyncIterable<MessageInitShape<I>>,
+      contextValues?: ContextValues,
+    ): Promise<StreamResponse<I, O>> {
+      return opts.streams.stream(method, signal, timeoutMs, header, input, contextValues);
+    },
+  };
+}
