@@ -6,7 +6,10 @@
  * raw PostgreSQL COPY rate of equivalent event rows (the yardstick).
  *
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/9 \
- *     npx tsx bench/system/main.ts [--seconds 60] [--soak] [--in-process] [--concurrency 4] [--batch 500]
+ *     npx tsx bench/system/main.ts [--seconds 60] [--soak] [--in-process] [--concurrency 4] [--batch 500] [--rate 0]
+ *
+ * --rate N paces the callers to N events/s in total (lag below saturation); 0 (default) offers as
+ * much as metering accepts, so rating runs behind and the probe lag is mostly queueing.
  *
  * --soak = 600 s. Default mode is the multi-process stack (per-service RSS); --in-process runs
  * startPlatform in this process (one RSS for all five).
@@ -14,6 +17,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Redis } from "ioredis";
 import { openDb } from "@nanobill/db";
 import { silentLogger } from "@nanobill/service-kit";
 import { GrantKind } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
@@ -32,6 +36,8 @@ const SECONDS = flag("soak") ? 600 : opt("seconds", 60);
 const CONCURRENCY = opt("concurrency", 4);
 const BATCH = opt("batch", 500);
 const CUSTOMERS = opt("customers", 20);
+/** Offered load in events/s over all callers (0 = as fast as the platform accepts). */
+const RATE = opt("rate", 0);
 const DRAIN_TIMEOUT_MS = 300_000;
 const RSS_SAMPLE_MS = flag("soak") ? 30_000 : 5_000;
 const COPY_ROWS = 200_000;
@@ -60,7 +66,7 @@ const rssMb = (pid: number): number => {
 
 async function main(): Promise<void> {
   const inProcess = flag("in-process");
-  process.stdout.write(`bench/system: ${SECONDS} s, ${inProcess ? "in-process platform" : "multi-process stack"}, PostgreSQL${REDIS_URL ? " + Redis" : ""}, ${CONCURRENCY} x ${BATCH}-event batches, ${CUSTOMERS} customers\n`);
+  process.stdout.write(`bench/system: ${SECONDS} s, ${RATE > 0 ? `${RATE} events/s offered` : "unpaced"}, ${inProcess ? "in-process platform" : "multi-process stack"}, PostgreSQL${REDIS_URL ? " + Redis" : ""}, ${CONCURRENCY} x ${BATCH}-event batches, ${CUSTOMERS} customers\n`);
 
   let clients: PlatformClients;
   let pids: Array<[string, number]>;
@@ -119,7 +125,14 @@ async function main(): Promise<void> {
     let lastId = "";
     let seq = 0;
     const workers = Array.from({ length: CONCURRENCY }, async (_, w) => {
+      const started = Date.now();
+      let sent = 0;
       while (Date.now() < end) {
+        if (RATE > 0) {
+          const due = started + (sent / (RATE / CONCURRENCY)) * 1000;
+          if (due > Date.now()) await sleep(due - Date.now());
+        }
+        sent += BATCH;
         const events = Array.from({ length: BATCH }, () => ev(`evt_b${run}_${w}_${seq++}`, customers[seq % customers.length]!, BigInt(100 + (seq % 4000)), BigInt(seq % 1500)));
         const res = await c.metering.ingestEvents({ events }, { timeoutMs: 60_000 });
         res.results.forEach((r, i) => {
@@ -162,8 +175,9 @@ async function main(): Promise<void> {
         await sleep(200);
       }
     })();
-    await Promise.all([...workers, probe]);
+    await Promise.all(workers);
     const ingestS = (Date.now() - t0) / 1000;
+    await probe;
     // drain: the last accepted event rated (the consumer reads in sequence order), then the ledger stops growing
     let ratedAt = NaN;
     for (const deadline = Date.now() + DRAIN_TIMEOUT_MS; Date.now() < deadline; await sleep(250)) {
@@ -224,6 +238,16 @@ async function main(): Promise<void> {
     const { rows } = await db.query<{ nspname: string }>("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", [`${prefix}%`]);
     for (const r of rows) await db.query(`DROP SCHEMA "${r.nspname}" CASCADE`);
     await db.close();
+    if (REDIS_URL) {
+      const redis = new Redis(REDIS_URL);
+      let cursor = "0";
+      do {
+        const [next, keys] = await redis.scan(cursor, "MATCH", `nb:${prefix}*`, "COUNT", 1000);
+        if (keys.length > 0) await redis.del(...keys);
+        cursor = next;
+      } while (cursor !== "0");
+      redis.disconnect();
+    }
   }
 }
 

@@ -93,7 +93,11 @@ for (const backend of e2eBackends()) {
 
       // ledger: a balanced transfer of the price out of the customer's wallet account, books balanced
       const account = balance.wallet!.ledgerAccountId;
-      const [acct] = (await c.ledger.lookupAccounts({ ids: [account] })).accounts;
+      // the wallet commits its burn, then posts the ledger transfer: wait for the posting
+      const acct = await eventually(async () => {
+        const [a] = (await c.ledger.lookupAccounts({ ids: [account] })).accounts;
+        return a !== undefined && a.debitsPostedNanos > 0n ? a : undefined;
+      });
       expect(acct!.debitsPostedNanos).toBe(PRICE_NANOS);
       expect(acct!.creditsPostedNanos).toBe(GRANT_NANOS);
       const verify = await c.ledger.verify({});

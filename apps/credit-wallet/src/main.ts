@@ -3,11 +3,10 @@ import { createClient } from "@connectrpc/connect";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import {
-  createApiKeyAuthenticator,
+  createApiKeyAuthenticatorFromEnv,
   createClientTransport,
   createLogger,
   onShutdown,
-  parseApiKeysEnv,
   runMain,
   startServer,
   systemClock,
@@ -19,7 +18,7 @@ const logger = createLogger({ service: "credit-wallet" });
 runMain(
   async () => {
     const config = loadConfig(process.env);
-    const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(config.apiKeys));
+    const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
     onShutdown(async () => {

@@ -4,7 +4,7 @@ import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
-import { createApiKeyAuthenticator, createClientTransport, createLogger, onShutdown, parseApiKeysEnv, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { createApiKeyAuthenticatorFromEnv, createClientTransport, createLogger, onShutdown, runMain, startServer, systemClock } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createInvoicingService, migrationsDir } from "./index.js";
@@ -42,7 +42,7 @@ runMain(async () => {
     name: "invoicing",
     port: config.port,
     routes: service.routes,
-    authenticator: createApiKeyAuthenticator(parseApiKeysEnv(process.env.NANOBILL_API_KEYS ?? "")),
+    authenticator: createApiKeyAuthenticatorFromEnv(process.env),
     limits: { readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },
     logger,
   });

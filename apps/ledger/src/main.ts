@@ -1,10 +1,9 @@
 /** Standalone ledger process: config -> database + migrations -> service -> server -> signals. */
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import {
-  createApiKeyAuthenticator,
+  createApiKeyAuthenticatorFromEnv,
   createLogger,
   onShutdown,
-  parseApiKeysEnv,
   runMain,
   startServer,
   systemClock,
@@ -16,7 +15,7 @@ const logger = createLogger({ service: "ledger" });
 runMain(
   async () => {
     const config = loadConfig(process.env);
-    const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(config.apiKeys));
+    const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
     onShutdown(async () => {

@@ -1,6 +1,6 @@
 // Standalone metering server: config from env -> open db + migrate -> service -> server -> signals.
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
-import { createApiKeyAuthenticator, createLogger, onShutdown, parseApiKeysEnv, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, systemClock } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { processConfigFromEnv } from "./config.js";
 import { createMeteringService, migrationsDir } from "./index.js";
@@ -19,7 +19,7 @@ runMain(async () => {
   const { applied } = await migrate(db, migrationsDir);
   logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, migrationsApplied: applied, ...cfg.service });
   const service = await createMeteringService({ db, logger, clock: systemClock, config: cfg.service });
-  const authenticator = createApiKeyAuthenticator(parseApiKeysEnv(cfg.apiKeys));
+  const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
   const server = await startServer({
     name: "metering",
     host: cfg.host,

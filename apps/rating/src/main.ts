@@ -4,14 +4,13 @@ import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/meteri
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import {
-  createApiKeyAuthenticator,
+  createApiKeyAuthenticatorFromEnv,
   createClientTransport,
   createLogger,
   envInt,
   envString,
   envUrl,
   onShutdown,
-  parseApiKeysEnv,
   runMain,
   startServer,
   systemClock,
@@ -57,7 +56,7 @@ runMain(async () => {
     host,
     port,
     routes: service.routes,
-    authenticator: createApiKeyAuthenticator(parseApiKeysEnv(apiKeys)),
+    authenticator: createApiKeyAuthenticatorFromEnv(process.env),
     limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },
     logger,
   });
