@@ -15,7 +15,8 @@
 import type { ChargeInput } from "./assemble.js";
 import { coveredPeriods, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
 import { InvalidInput } from "./settings.js";
-import { exact, parseDecimal, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
+import { exact, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
+import { Rate } from "@nanobill/money";
 
 export interface CustomerInfo {
   customerId: string;
@@ -130,7 +131,7 @@ function seatsAt(sub: SubscriptionInfo, t: Date): number {
 }
 
 function decimalNanos(amount: string, field: string): ExactNanos | undefined {
-  if (amount === "" || parseDecimal(amount, field).int === 0n) return undefined;
+  if (amount === "" || Rate.parse(amount, field, { allowNegative: true }).num === 0n) return undefined;
   return priceTimesQuantity(amount, "1");
 }
 

@@ -12,7 +12,7 @@
  * over any number of periods the sum of billed amounts plus the carried state equals the sum of
  * exact amounts, with nothing dropped.
  */
-import { CarryAccumulator, MoneyError, roundToMinor, type RoundingMode } from "@nanobill/money";
+import { CarryAccumulator, NANOS_PER_UNIT, Rate, roundToMinor, type RoundingMode } from "@nanobill/money";
 
 /** An exact rational number of nanos, num/den with den > 0. */
 export interface ExactNanos {
@@ -60,22 +60,11 @@ export function roundLine(amount: ExactNanos, state: ResidueState, code: string,
   };
 }
 
-const DECIMAL_RE = /^(-?)(\d{1,30})(?:\.(\d{1,30}))?$/;
-
-/** parseDecimal: an exact decimal string -> { int, scale } (value = int / 10^scale). */
-export function parseDecimal(s: string, field: string): { int: bigint; scale: number } {
-  const m = typeof s === "string" ? DECIMAL_RE.exec(s) : null;
-  if (m === null) throw new MoneyError(field, `must be a decimal string like "10.625", got ${JSON.stringify(String(s).slice(0, 40))}`);
-  const frac = m[3] ?? "";
-  const int = BigInt((m[2] ?? "0") + frac);
-  return { int: m[1] === "-" ? -int : int, scale: frac.length };
-}
-
 /** priceTimesQuantity: exact nanos of unitPrice (currency units) x quantity, both decimals. */
 export function priceTimesQuantity(unitPrice: string, quantity: string): ExactNanos {
-  const p = parseDecimal(unitPrice, "unit_price");
-  const q = parseDecimal(quantity, "quantity");
-  return reduce({ num: p.int * q.int * 1_000_000_000n, den: 10n ** BigInt(p.scale + q.scale) });
+  const p = Rate.parse(unitPrice, "unit_price", { allowNegative: true }); // nanos per unit
+  const q = Rate.parse(quantity, "quantity", { allowNegative: true }); // quantity x 1e9
+  return reduce({ num: p.num * q.num, den: p.den * q.den * NANOS_PER_UNIT });
 }
 
 /** timesBps: exact x basis points / 10000. */
