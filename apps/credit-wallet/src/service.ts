@@ -10,7 +10,7 @@ import type { Clock } from "@nanobill/service-kit";
 import { createCoalescer } from "./coalescer.js";
 import type { AuthorizeInput, AuthorizeOutcome, ConsumeOutcome, Engine } from "./engine.js";
 import { WalletError, invalid, toConnect } from "./errors.js";
-import { AUTHORIZE_ITEMS_MAX, BALANCE_GRANTS_MAX, CONSUME_ITEMS_MAX } from "./limits.js";
+import { AUTHORIZE_ITEMS_MAX, BALANCE_GRANTS_MAX, CONSUME_ITEMS_MAX, RUN_AS_OF_SKEW_MS_MAX } from "./limits.js";
 import * as M from "./mapping.js";
 import * as S from "./store/store.js";
 
@@ -274,7 +274,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
       guard(async () => {
         const tenant = writer(ctx);
         const walletId = req.walletId === "" ? "" : M.idOf("wallet_id", req.walletId);
-        const r = await engine.runExpiry(tenant, M.dateOf(req.asOf, clock.now()), walletId);
+        const r = await engine.runExpiry(tenant, runAsOf(req.asOf, clock.now()), walletId);
         return create(pb.RunExpiryResponseSchema, { grantsExpired: r.grantsExpired, breakageNanos: r.breakageNanos, holdsExpired: r.holdsExpired, alertsRaised: r.alertsRaised });
       }),
 
@@ -282,7 +282,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
       guard(async () => {
         const tenant = writer(ctx);
         const walletId = req.walletId === "" ? "" : M.idOf("wallet_id", req.walletId);
-        const r = await engine.runRollover(tenant, M.dateOf(req.asOf, clock.now()), walletId);
+        const r = await engine.runRollover(tenant, runAsOf(req.asOf, clock.now()), walletId);
         return create(pb.RunRolloverResponseSchema, { outcomes: r.map((o) => create(pb.RolloverOutcomeSchema, o)) });
       }),
 
@@ -313,4 +313,13 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
         return create(pb.ListAlertsResponseSchema, { alerts: page.map(M.alertTo), page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" } });
       }),
   };
+}
+
+/** The as_of of an expiry or rollover run: now when absent; at most RUN_AS_OF_SKEW_MS_MAX from now. */
+function runAsOf(ts: Parameters<typeof M.dateOf>[0], now: Date): Date {
+  const asOf = M.dateOf(ts, now);
+  if (!Number.isFinite(asOf.getTime()) || Math.abs(asOf.getTime() - now.getTime()) > RUN_AS_OF_SKEW_MS_MAX) {
+    throw invalid("as_of", "must be within 10 years of now");
+  }
+  return asOf;
 }
