@@ -137,13 +137,13 @@ async function main(): Promise<void> {
     singleLat.sort((a, b) => a - b);
     say(`single-transfer calls at 32 clients: p50 ${pct(singleLat, 50).toFixed(2)} ms, p99 ${pct(singleLat, 99).toFixed(2)} ms`);
 
-    // The RPC layer's ceiling: echo through the same server stack at 32 clients.
-    let echoes = 0;
-    {
+    // The RPC layer's ceiling: echo through the same server stack at 1 and 32 clients.
+    for (const clients of [1, 32]) {
+      let echoes = 0;
       const end = performance.now() + SECONDS * 1000;
       const t0 = performance.now();
       await Promise.all(
-        Array.from({ length: 32 }, async () => {
+        Array.from({ length: clients }, async () => {
           while (performance.now() < end) {
             await echo.echo({ text: "x", payload: new Uint8Array(128) });
             echoes++;
@@ -151,8 +151,12 @@ async function main(): Promise<void> {
         }),
       );
       const echoRate = echoes / ((performance.now() - t0) / 1000);
-      const single = rates.get("random/1/32")!;
-      say(`echo RPC at 32 clients: ${echoRate.toFixed(0)} calls/s; single-transfer calls at 32 clients = ${((100 * single) / echoRate).toFixed(0)}% of it`);
+      const random = rates.get(`random/1/${clients}`)!;
+      const hot = rates.get(`hot/1/${clients}`)!;
+      say(
+        `echo RPC at ${clients} client(s): ${echoRate.toFixed(0)} calls/s; single-transfer calls at ${clients} = ` +
+          `${((100 * random) / echoRate).toFixed(0)}% of it (random), ${((100 * hot) / echoRate).toFixed(0)}% (hot)`,
+      );
     }
 
     // Raw PostgreSQL: COPY the same kind of rows into a copy of the transfers table (same indexes).
