@@ -15,6 +15,8 @@ import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import { EventSchema, IngestEventsRequestSchema } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { validateEvent } from "../../apps/metering/src/domain/event.js";
 import { createMeteringStore } from "../../apps/metering/src/store/store.js";
+import { aggregateAll } from "../../apps/metering/src/store/aggregator.js";
+import { AGGREGATE_CHUNK_EVENTS } from "../../apps/metering/src/limits.js";
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const SCHEMA = `bench_ingest_${process.pid}`;
@@ -23,14 +25,20 @@ const KEY = "sk_bench_ingest_admin_key_0001";
 const RUN_MS_MAX = 300_000;
 const started = Date.now();
 
+// INGEST_BENCH_BATCHES=1000 runs only the scenarios of those batch sizes (profiling).
 const SCENARIOS: Array<{ batch: number; events: number; inFlight: number }> = [
   { batch: 1, events: 2_000, inFlight: 64 },
   { batch: 100, events: 30_000, inFlight: 8 },
   { batch: 1_000, events: 100_000, inFlight: 4 },
-];
+]
+  .filter((s) => !process.env.INGEST_BENCH_BATCHES || process.env.INGEST_BENCH_BATCHES.split(",").includes(String(s.batch)))
+  // INGEST_BENCH_IN_FLIGHT=16 overrides the in-flight batches of every scenario.
+  .map((s) => (process.env.INGEST_BENCH_IN_FLIGHT ? { ...s, inFlight: Number(process.env.INGEST_BENCH_IN_FLIGHT) } : s));
 
 async function startMetering(): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/metering/src/main.ts"], {
+  // INGEST_BENCH_CPU_PROF=<dir>: the server writes a V8 CPU profile there on exit.
+  const prof = process.env.INGEST_BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.INGEST_BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, "--import", "tsx", "apps/metering/src/main.ts"], {
     env: {
       ...process.env,
       DATABASE_URL,
@@ -176,10 +184,18 @@ async function main(): Promise<void> {
     if (!v.ok) throw new Error(v.rejection.message);
     return { tenant: "tnt_bench", event: v.event };
   });
+  await aggregateAll(store, AGGREGATE_CHUNK_EVENTS); // the scenarios' events, not timed
   const ts0 = performance.now();
   for (let i = 0; i < items.length; i += 1000) await store.ingest(items.slice(i, i + 1000), nowUs);
-  const storeRate = items.length / ((performance.now() - ts0) / 1000);
-  console.log(`store.ingest alone (1,000-event transactions, buckets on, no RPC): ${Math.round(storeRate)} events/s = ${(storeRate / raw).toFixed(2)} of raw COPY`);
+  const ingestMs = performance.now() - ts0;
+  const ta0 = performance.now();
+  await aggregateAll(store, AGGREGATE_CHUNK_EVENTS);
+  const aggMs = performance.now() - ta0;
+  const storeRate = items.length / (ingestMs / 1000);
+  console.log(
+    `store alone (no RPC): store.ingest ${Math.round(storeRate)} events/s (1,000-event transactions) = ${(storeRate / raw).toFixed(2)} of raw COPY; ` +
+      `usage aggregation ${Math.round(items.length / (aggMs / 1000))} events/s (${AGGREGATE_CHUNK_EVENTS}-event steps); both one after the other ${Math.round(items.length / ((ingestMs + aggMs) / 1000))} events/s`,
+  );
 
   // Protobuf-es (reflective) cost per event of an IngestEvents request, in this process.
   const req = create(IngestEventsRequestSchema, {

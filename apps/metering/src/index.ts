@@ -4,7 +4,8 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { Db } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
 import { METERING_CONFIG_DEFAULT, type MeteringConfig } from "./config.js";
-import { COMMIT_REQUESTS_MAX } from "./limits.js";
+import { AGGREGATE_CATCH_UP_MS_MAX, AGGREGATE_CHUNK_EVENTS, AGGREGATION_LAG_EVENTS_MAX, COMMIT_REQUESTS_MAX } from "./limits.js";
+import { createAggregator } from "./store/aggregator.js";
 import { createMeteringRoutes } from "./server.js";
 import { genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
 import type { GenAiMapping } from "./domain/genai.js";
@@ -35,6 +36,8 @@ export interface MeteringServiceHandle {
   stop(): Promise<void>;
   /** Runs pending meter backfills to completion (tests, tools). */
   runBackfills(): Promise<void>;
+  /** Brings the usage buckets up to every committed event (tests, tools; QueryUsage does it itself). */
+  catchUpUsage(): Promise<void>;
   /** Ingests already-decoded events for a tenant (the OTLP receiver uses this). */
   ingest(tenant: string, events: EventInput[]): Promise<IngestResult[]>;
   /** The tenant's GenAI span mapping (the default when none is set). */
@@ -46,12 +49,20 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
   const config: MeteringConfig = { ...METERING_CONFIG_DEFAULT, ...(deps.config ?? {}) };
   const store = createMeteringStore(deps.db);
   const signal = createCommitSignal();
+  const aggregator = createAggregator(store, { chunkEvents: AGGREGATE_CHUNK_EVENTS, catchUpMsMax: AGGREGATE_CATCH_UP_MS_MAX, logger: deps.logger });
   const committer = createGroupCommitter(store, {
     commitEventsMax: config.commitEventsMax,
     commitRequestsMax: COMMIT_REQUESTS_MAX,
     queueEventsMax: config.queueEventsMax,
     nowUs: () => BigInt(deps.clock.now().getTime()) * 1000n,
-    onCommit: () => signal.notify(),
+    onCommit: (maxSequence) => {
+      signal.notify();
+      aggregator.committed(maxSequence);
+      aggregator.kick();
+    },
+    beforeWrite: async () => {
+      if (aggregator.lag() > BigInt(AGGREGATION_LAG_EVENTS_MAX)) await aggregator.catchUp();
+    },
   });
 
   let backfilling: Promise<void> | undefined;
@@ -81,7 +92,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
   };
 
   let stopping = false;
-  const handlerDeps: HandlerDeps = { store, committer, signal, clock: deps.clock, logger: deps.logger, config, kickBackfill, isStopping: () => stopping };
+  const handlerDeps: HandlerDeps = { store, committer, aggregator, signal, clock: deps.clock, logger: deps.logger, config, kickBackfill, isStopping: () => stopping };
   const routes = createMeteringRoutes(handlerDeps);
   let timer: NodeJS.Timeout | undefined;
 
@@ -89,12 +100,18 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
     store,
     routes,
     runBackfills,
+    catchUpUsage: () => aggregator.catchUp(),
     ingest: (tenant, events) => ingestInputs(handlerDeps, tenant, events),
     genAiMapping: (tenant) => genAiMappingOf(store, tenant),
     async start() {
+      // Events committed before this process started (another replica, a crash) are aggregated now.
+      aggregator.kick();
       if (timer || config.backfillIntervalMs === 0) return;
       kickBackfill();
-      timer = setInterval(kickBackfill, config.backfillIntervalMs);
+      timer = setInterval(() => {
+        kickBackfill();
+        aggregator.kick();
+      }, config.backfillIntervalMs);
       timer.unref();
     },
     async stop() {
@@ -102,6 +119,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
       if (timer) clearInterval(timer);
       timer = undefined;
       await committer.close();
+      await aggregator.close();
       signal.notify();
       while (backfilling) await backfilling.catch(() => {});
     },

@@ -55,6 +55,12 @@ export const METER_DESCRIPTION_BYTES_MAX = 1024;
 /** ListMeters page size: default and maximum. */
 export const METERS_PAGE_DEFAULT = 50;
 export const METERS_PAGE_MAX = 100;
+/** Usage aggregation: most events per aggregation transaction. */
+export const AGGREGATE_CHUNK_EVENTS = 20_000;
+/** Ingestion waits (back-pressure) while this many committed events are not in the buckets yet. */
+export const AGGREGATION_LAG_EVENTS_MAX = 100_000;
+/** Most ms a QueryUsage (or the back-pressure wait) waits for aggregation to catch up (then Unavailable). */
+export const AGGREGATE_CATCH_UP_MS_MAX = 30_000;
 /** Backfill: events read per backfill step. */
 export const BACKFILL_CHUNK_EVENTS = 5_000;
 

@@ -53,6 +53,7 @@ import {
   usageRowToPb,
   windowFromPb,
 } from "./mapping.js";
+import type { Aggregator } from "./store/aggregator.js";
 import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
 import type { MeteringStore } from "./store/store.js";
 
@@ -62,6 +63,7 @@ export const QUERY_BUCKETS_SCAN_MAX = 500_000;
 export interface HandlerDeps {
   store: MeteringStore;
   committer: GroupCommitter;
+  aggregator: Aggregator;
   signal: CommitSignal;
   clock: Clock;
   logger: Logger;
@@ -261,6 +263,8 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       };
       const plan = planQuery(meter.definition, q);
       if (!plan.ok) throw invalidArgument(plan.field, plan.rule);
+      // Every event committed before this query is in the buckets read below.
+      await deps.aggregator.catchUp();
       const buckets = await store.readBuckets(tenant, meter.definition.id, plan.level, startUs, endUs, q.customerIds, QUERY_BUCKETS_SCAN_MAX + 1);
       if (buckets.length > QUERY_BUCKETS_SCAN_MAX) throw limitExceeded("buckets scanned (narrow the range or use a larger window)", QUERY_BUCKETS_SCAN_MAX);
       const uniques =

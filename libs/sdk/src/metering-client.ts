@@ -4,18 +4,12 @@
 // W3C trace context, and surfaces one result per event.
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import {
-  EventSchema,
-  IngestStatus,
-  MeteringService,
-  PropertyValueSchema,
-  type Event as PbEvent,
-  type PropertyValue as PbPropertyValue,
-} from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { IngestEventsRequestSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { createClientTransport } from "@nanobill/service-kit";
 import { currentTraceContext } from "@nanobill/telemetry";
+import { encodeEventEntry, type WireEvent, type WireProperty } from "./event-codec.js";
 
 /** Limits of the client (options are checked against them). */
 export const SDK_LIMITS = {
@@ -109,7 +103,9 @@ export interface MeteringClient {
 const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded]);
 
 interface Item {
-  pb: PbEvent;
+  id: string;
+  /** The encoded Event (length-prefixed), built once at track() and reused by retries. */
+  bytes: Uint8Array;
   resolve(r: TrackResult): void;
 }
 
@@ -119,16 +115,26 @@ function checkInt(v: number | undefined, name: string, min: number, max: number,
   return x;
 }
 
-function propertyToPb(key: string, v: PropertyInput): PbPropertyValue {
-  if (typeof v === "string") return create(PropertyValueSchema, { kind: { case: "stringValue", value: v } });
-  if (typeof v === "boolean") return create(PropertyValueSchema, { kind: { case: "boolValue", value: v } });
-  if (typeof v === "bigint") return create(PropertyValueSchema, { kind: { case: "intValue", value: v } });
+function propertyToWire(key: string, v: PropertyInput): WireProperty {
+  if (typeof v === "string") return { kind: "string", value: v };
+  if (typeof v === "boolean") return { kind: "bool", value: v };
+  if (typeof v === "bigint") return { kind: "int", value: v };
   if (typeof v === "number") {
     if (!Number.isSafeInteger(v)) throw new TypeError(`properties.${key}: numbers must be safe integers; pass { decimal: "..." } for fractions`);
-    return create(PropertyValueSchema, { kind: { case: "intValue", value: BigInt(v) } });
+    return { kind: "int", value: BigInt(v) };
   }
-  if (v !== null && typeof v === "object" && typeof v.decimal === "string") return create(PropertyValueSchema, { kind: { case: "decimalValue", value: v.decimal } });
+  if (v !== null && typeof v === "object" && typeof v.decimal === "string") return { kind: "decimal", value: v.decimal };
   throw new TypeError(`properties.${key}: must be a string, integer, bigint, boolean or { decimal }`);
+}
+
+/** The event in wire terms (throws TypeError on a float or an unsupported value). */
+export function toWireEvent(e: TrackEvent, id: string, nowMs: number): WireEvent {
+  const properties: Array<[string, WireProperty]> = [];
+  for (const [k, v] of Object.entries(e.properties ?? {})) properties.push([k, propertyToWire(k, v)]);
+  const tc = e.traceContext ?? currentTraceContext();
+  const ms = e.timestamp ? e.timestamp.getTime() : nowMs;
+  if (!Number.isSafeInteger(ms)) throw new TypeError("timestamp: must be a valid Date");
+  return { id, customerId: e.customerId, type: e.type, timestampMs: ms, properties, traceparent: tc?.traceparent ?? "", tracestate: tc?.tracestate ?? "" };
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -181,10 +187,14 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
         await sleep(Math.floor(cap / 2 + (random() * cap) / 2));
       }
       try {
-        const res = await client.ingestEvents({ events: batch.map((i) => i.pb) }, { timeoutMs });
+        // The pre-encoded events go out as field 1 (events) verbatim: protobuf-es writes unknown
+        // fields as they are, so the request bytes are those of { events: [...] }.
+        const req = create(IngestEventsRequestSchema);
+        req.$unknown = batch.map((i) => ({ no: 1, wireType: WireType.LengthDelimited, data: i.bytes }));
+        const res = await client.ingestEvents(req, { timeoutMs });
         batch.forEach((item, i) => {
           const r = res.results[i];
-          if (!r) return settle(item, { eventId: item.pb.id, status: "failed", message: "no result from the server" });
+          if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
           const status: TrackStatus =
             r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
           const out: TrackResult = { eventId: r.eventId, status };
@@ -200,7 +210,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
         if (!RETRYABLE.has(lastError.code)) break;
       }
     }
-    for (const item of batch) settle(item, { eventId: item.pb.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });
+    for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });
   }
 
   function pump(): void {
@@ -234,20 +244,6 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     }
   }
 
-  function toPb(e: TrackEvent, id: string): PbEvent {
-    const properties: Record<string, PbPropertyValue> = {};
-    for (const [k, v] of Object.entries(e.properties ?? {})) properties[k] = propertyToPb(k, v);
-    const tc = e.traceContext ?? currentTraceContext();
-    return create(EventSchema, {
-      id,
-      customerId: e.customerId,
-      type: e.type,
-      timestamp: timestampFromDate(e.timestamp ?? new Date()),
-      properties,
-      traceContext: tc ? { traceparent: tc.traceparent, tracestate: tc.tracestate ?? "" } : undefined,
-    });
-  }
-
   return {
     get pending() {
       return pending;
@@ -255,7 +251,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     async track(event) {
       if (closed) throw new TypeError("track: the client is closed");
       const id = event.id ?? newId();
-      const pb = toPb(event, id); // throws on floats before anything is queued
+      const bytes = encodeEventEntry(toWireEvent(event, id, Date.now())); // throws on floats before anything is queued
       while (pending >= queueLengthMax) {
         await new Promise<void>((r) => spaceWaiters.push(r));
         if (closed) throw new TypeError("track: the client is closed");
@@ -263,7 +259,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       pending++;
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
-      queue.push({ pb, resolve });
+      queue.push({ id, bytes, resolve });
       schedule();
       return { id, result };
     },

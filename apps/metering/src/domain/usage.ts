@@ -96,47 +96,66 @@ export function mergeBucket(a: Bucket, b: Bucket): void {
 
 /**
  * The bucket deltas of newly stored events: for each event, each meter of its tenant and type
- * it contributes to, and each level. Deltas are merged per key (one row per key).
+ * it contributes to (metersOf may depend on the event's sequence), and each level. Deltas are
+ * merged per key (one row per key).
  */
 export function bucketDeltas(
-  metersOf: (tenant: string) => MeterDefinition[],
+  metersOf: (tenant: string, sequence: bigint) => MeterDefinition[],
   events: MeteredEvent[],
 ): { buckets: Bucket[]; uniques: UniqueValue[] } {
-  const buckets = new Map<string, Bucket>();
-  const uniques = new Map<string, UniqueValue>();
+  // Per event only the minute bucket; hours and days are rolled up from the minutes (a minute
+  // lies in exactly one hour and one day), so the per-event work does not triple.
+  const minutes = new Map<string, Bucket>();
+  const minuteUniques = new Map<string, UniqueValue>();
   for (const e of events) {
-    for (const m of metersOf(e.tenant)) {
+    for (const m of metersOf(e.tenant, e.sequence)) {
       if (m.eventType !== e.type) continue;
       const c = contributionOf(m, e.properties);
       if (c.kind === "none") continue;
       const groupKey = groupKeyOf(groupValuesOf(m.groupBy, e.properties));
-      for (const level of LEVELS) {
-        const startUs = bucketStartUs(e.timestampUs, level);
-        const key = `${e.tenant}\u0000${m.id}\u0000${e.customerId}\u0000${level}\u0000${startUs}\u0000${groupKey}`;
-        const delta: Bucket = {
-          tenant: e.tenant,
-          meterId: m.id,
-          customerId: e.customerId,
-          level,
-          startUs,
-          groupKey,
-          eventCount: 1n,
-          sum: c.kind === "number" ? c.value : 0n,
-          min: c.kind === "number" ? c.value : null,
-          max: c.kind === "number" ? c.value : null,
-          latest: c.kind === "number" ? { timestampUs: e.timestampUs, sequence: e.sequence, value: c.value } : null,
-        };
-        const prev = buckets.get(key);
-        if (prev) mergeBucket(prev, delta);
-        else buckets.set(key, delta);
-        if (c.kind === "text") {
-          const ukey = `${key}\u0000${c.value}`;
-          if (!uniques.has(ukey)) uniques.set(ukey, { tenant: e.tenant, meterId: m.id, customerId: e.customerId, level, startUs, groupKey, value: c.value });
+      const startUs = bucketStartUs(e.timestampUs, "minute");
+      const key = `${e.tenant}\u0000${m.id}\u0000${e.customerId}\u0000${startUs}\u0000${groupKey}`;
+      const prev = minutes.get(key);
+      if (c.kind === "number") {
+        const latest = { timestampUs: e.timestampUs, sequence: e.sequence, value: c.value };
+        if (prev) {
+          prev.eventCount += 1n;
+          prev.sum += c.value;
+          prev.min = minOf(prev.min, c.value);
+          prev.max = maxOf(prev.max, c.value);
+          prev.latest = laterLatest(prev.latest, latest);
+        } else {
+          minutes.set(key, { tenant: e.tenant, meterId: m.id, customerId: e.customerId, level: "minute", startUs, groupKey, eventCount: 1n, sum: c.value, min: c.value, max: c.value, latest });
         }
+      } else if (prev) prev.eventCount += 1n;
+      else minutes.set(key, { tenant: e.tenant, meterId: m.id, customerId: e.customerId, level: "minute", startUs, groupKey, eventCount: 1n, sum: 0n, min: null, max: null, latest: null });
+      if (c.kind === "text") {
+        const ukey = `${key}\u0000${c.value}`;
+        if (!minuteUniques.has(ukey)) minuteUniques.set(ukey, { tenant: e.tenant, meterId: m.id, customerId: e.customerId, level: "minute", startUs, groupKey, value: c.value });
       }
     }
   }
-  return { buckets: [...buckets.values()], uniques: [...uniques.values()] };
+  const buckets = [...minutes.values()];
+  const uniques = [...minuteUniques.values()];
+  for (const level of ["hour", "day"] as const) {
+    const rolled = new Map<string, Bucket>();
+    for (const b of minutes.values()) {
+      const startUs = bucketStartUs(b.startUs, level);
+      const key = `${b.tenant}\u0000${b.meterId}\u0000${b.customerId}\u0000${startUs}\u0000${b.groupKey}`;
+      const prev = rolled.get(key);
+      if (prev) mergeBucket(prev, b);
+      else rolled.set(key, { ...b, level, startUs });
+    }
+    buckets.push(...rolled.values());
+    const rolledUniques = new Map<string, UniqueValue>();
+    for (const u of minuteUniques.values()) {
+      const startUs = bucketStartUs(u.startUs, level);
+      const ukey = `${u.tenant}\u0000${u.meterId}\u0000${u.customerId}\u0000${startUs}\u0000${u.groupKey}\u0000${u.value}`;
+      if (!rolledUniques.has(ukey)) rolledUniques.set(ukey, { ...u, level, startUs });
+    }
+    uniques.push(...rolledUniques.values());
+  }
+  return { buckets, uniques };
 }
 
 export interface UsageQuery {

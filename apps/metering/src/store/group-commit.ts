@@ -38,8 +38,10 @@ export interface GroupCommitOptions {
   commitRequestsMax: number;
   queueEventsMax: number;
   nowUs: () => bigint;
-  /** Called after each commit that stored at least one event (wakes ReadEvents waiters). */
-  onCommit?: () => void;
+  /** Called after each commit that stored at least one event, with its highest sequence (wakes ReadEvents waiters and the aggregator). */
+  onCommit?: (maxSequence: bigint) => void;
+  /** Awaited before each transaction (back-pressure: waits while usage aggregation is too far behind). */
+  beforeWrite?: () => Promise<void>;
 }
 
 export function createGroupCommitter(store: MeteringStore, opts: GroupCommitOptions): GroupCommitter {
@@ -51,13 +53,16 @@ export function createGroupCommitter(store: MeteringStore, opts: GroupCommitOpti
   async function write(group: Pending[]): Promise<void> {
     const all = group.flatMap((p) => p.items);
     try {
+      await opts.beforeWrite?.();
       const outcomes = await store.ingest(all, opts.nowUs());
       let at = 0;
       for (const p of group) {
         p.resolve(outcomes.slice(at, at + p.items.length));
         at += p.items.length;
       }
-      if (outcomes.some((o) => o.status === "accepted")) opts.onCommit?.();
+      let maxSequence = -1n;
+      for (const o of outcomes) if (o.status === "accepted" && o.sequence > maxSequence) maxSequence = o.sequence;
+      if (maxSequence >= 0n) opts.onCommit?.(maxSequence);
     } catch (e) {
       if (group.length === 1) {
         group[0]!.reject(e);

@@ -90,11 +90,19 @@ function eventFromRow(r: Record<string, unknown>): StoredEvent {
 }
 
 const EVENT_COLUMNS = "sequence, tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, received_us";
+const EVENT_COPY_COLUMNS = ["sequence", "tenant", "event_id", "customer_id", "type", "timestamp_us", "properties", "traceparent", "tracestate", "content_hash", "received_us"];
 
 export interface MeteringStore {
   readonly db: Db;
   /** Stores a group of events in one transaction; one outcome per item, in order. */
   ingest(items: IngestItem[], receivedUs: bigint): Promise<ItemOutcome[]>;
+  /**
+   * Adds the next (at most max) events after the usage cursor to the usage buckets and advances
+   * the cursor, in one transaction (exactly once). Returns the new cursor and the events read.
+   */
+  aggregateStep(max: number): Promise<{ through: bigint; events: number }>;
+  /** The greatest committed event sequence (0 when none). */
+  highWaterSequence(): Promise<bigint>;
   /** Events after a sequence, in sequence order (all tenants). */
   readEvents(afterSequence: bigint, max: number): Promise<StoredEvent[]>;
   /** All events of a tenant (tests and tools; bounded by max). */
@@ -125,12 +133,13 @@ export function createMeteringStore(db: Db): MeteringStore {
         return 0;
       });
       const dec = (v: Scaled | null) => (v === null ? null : formatDecimal(v));
+      // Typed arrays (unnest) rather than one JSON document: ~1.5x cheaper per row on the server.
+      const col = <T>(f: (b: Bucket) => T) => buckets.map(f);
       await tx.query(
         `INSERT INTO usage_buckets AS b (tenant, meter_id, level, bucket_start_us, customer_id, group_key, event_count,
            value_sum, value_min, value_max, latest_value, latest_timestamp_us, latest_sequence)
-         SELECT x->>0, x->>1, x->>2, (x->>3)::bigint, x->>4, x->>5, (x->>6)::bigint, (x->>7)::numeric, (x->>8)::numeric,
-                (x->>9)::numeric, (x->>10)::numeric, (x->>11)::bigint, (x->>12)::bigint
-         FROM json_array_elements($1::json) AS x
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],
+           $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[], $13::bigint[])
          ON CONFLICT (tenant, meter_id, level, bucket_start_us, customer_id, group_key) DO UPDATE SET
            event_count = b.event_count + excluded.event_count,
            value_sum = b.value_sum + excluded.value_sum,
@@ -146,23 +155,19 @@ export function createMeteringStore(db: Db): MeteringStore {
                (excluded.latest_timestamp_us, excluded.latest_sequence) > (b.latest_timestamp_us, b.latest_sequence))
              THEN excluded.latest_timestamp_us ELSE b.latest_timestamp_us END`,
         [
-          JSON.stringify(
-            buckets.map((b) => [
-              b.tenant,
-              b.meterId,
-              b.level,
-              b.startUs.toString(),
-              b.customerId,
-              b.groupKey,
-              b.eventCount.toString(),
-              formatDecimal(b.sum),
-              dec(b.min),
-              dec(b.max),
-              b.latest ? formatDecimal(b.latest.value) : null,
-              b.latest ? b.latest.timestampUs.toString() : null,
-              b.latest ? b.latest.sequence.toString() : null,
-            ]),
-          ),
+          col((b) => b.tenant),
+          col((b) => b.meterId),
+          col((b) => b.level),
+          col((b) => b.startUs.toString()),
+          col((b) => b.customerId),
+          col((b) => b.groupKey),
+          col((b) => b.eventCount.toString()),
+          col((b) => formatDecimal(b.sum)),
+          col((b) => dec(b.min)),
+          col((b) => dec(b.max)),
+          col((b) => (b.latest ? formatDecimal(b.latest.value) : null)),
+          col((b) => (b.latest ? b.latest.timestampUs.toString() : null)),
+          col((b) => (b.latest ? b.latest.sequence.toString() : null)),
         ],
       );
     }
@@ -199,71 +204,57 @@ export function createMeteringStore(db: Db): MeteringStore {
           const k = keyOf(it.tenant, it.event.id);
           if (!firstIndex.has(k)) firstIndex.set(k, i);
         });
-        const candidates = [...firstIndex.values()];
+        const candidates = [...firstIndex.values()].map((i) => items[i]!);
 
-        // 2. One statement: insert the candidates that are not in a closed period (ON CONFLICT
-        // DO NOTHING, RETURNING tells which were new); beside it, from the same snapshot (taken
-        // after the lock, so it holds every committed event), the stored hash of candidates that
-        // existed before, and the meters of the tenants. A candidate neither inserted nor stored
-        // before was refused by the closed-period check.
-        const ev = candidates.map((i) => items[i]!);
-        const tenants = [...new Set(ev.map((x) => x.tenant))];
+        // 2. One round trip, after the lock (so it sees every committed event, and no other writer
+        // can insert until we commit): the stored hash of candidates that exist, and the closed
+        // periods of the candidates' customers.
+        const pairs = new Map<string, [string, string]>();
+        for (const c of candidates) pairs.set(keyOf(c.tenant, c.event.customerId), [c.tenant, c.event.customerId]);
         const { rows } = await tx.query(
-          `WITH u AS (
-             SELECT x->>0 AS t, x->>1 AS i, x->>2 AS c, x->>3 AS ty, x->>4 AS ts, (x->5)::jsonb AS p, x->>6 AS tp, x->>7 AS tst, x->>8 AS h, n
-             FROM json_array_elements($1::json) WITH ORDINALITY AS j(x, n)
-           ), ins AS (
-             INSERT INTO events (tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, content_hash, received_us)
-             SELECT t, i, c, ty, ts::bigint, p, tp, tst, h, $2::bigint FROM u
-             WHERE NOT EXISTS (SELECT 1 FROM closed_periods cp WHERE cp.tenant = u.t AND cp.customer_id = u.c AND u.ts::bigint < cp.closed_through_us)
-             ORDER BY n
-             ON CONFLICT (tenant, event_id) DO NOTHING
-             RETURNING tenant, event_id, sequence
-           )
-           SELECT 'i' AS k, tenant, event_id AS key, sequence, NULL::text AS v FROM ins
+          // "IN (SELECT unnest)" plans as index probes at any table size (a join on unnest may
+          // plan as a hash join over the whole events table).
+          `SELECT 'e' AS k, e.tenant, e.event_id AS key, e.sequence AS n, e.content_hash AS v
+             FROM events e WHERE (e.tenant, e.event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
            UNION ALL
-           SELECT 'e', e.tenant, e.event_id, e.sequence, e.content_hash FROM events e JOIN u ON e.tenant = u.t AND e.event_id = u.i
-           UNION ALL
-           SELECT 'm', m.tenant, m.meter_id, NULL, m.definition::text FROM meters m WHERE m.tenant = ANY($3::text[])`,
+           SELECT 'c', cp.tenant, cp.customer_id, cp.closed_through_us, NULL
+             FROM closed_periods cp WHERE (cp.tenant, cp.customer_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
           [
-            // One JSON document for the whole group: serialized natively, parsed once by the server
-            // (an order of magnitude cheaper in JS than escaping ten text[] literals).
-            `[${ev
-              .map((x) =>
-                `[${JSON.stringify(x.tenant)},${JSON.stringify(x.event.id)},${JSON.stringify(x.event.customerId)},${JSON.stringify(x.event.type)},"${x.event.timestampUs}",${x.event.propertiesJson},${JSON.stringify(x.event.traceparent)},${JSON.stringify(x.event.tracestate)},${JSON.stringify(x.event.contentHash)}]`,
-              )
-              .join(",")}]`,
-            receivedUs.toString(),
-            tenants,
+            candidates.map((c) => c.tenant),
+            candidates.map((c) => c.event.id),
+            [...pairs.values()].map((p) => p[0]),
+            [...pairs.values()].map((p) => p[1]),
           ],
         );
-        const inserted = new Map<string, bigint>();
         const stored = new Map<string, { hash: string; sequence: bigint }>();
-        const meters = new Map<string, MeterDefinition[]>();
+        const closedThrough = new Map<string, bigint>();
         for (const r of rows) {
-          const k = r.k as string;
-          if (k === "i") inserted.set(keyOf(r.tenant as string, r.key as string), r.sequence as bigint);
-          else if (k === "e") stored.set(keyOf(r.tenant as string, r.key as string), { hash: r.v as string, sequence: r.sequence as bigint });
-          else {
-            const list = meters.get(r.tenant as string) ?? [];
-            list.push(JSON.parse(r.v as string) as MeterDefinition);
-            meters.set(r.tenant as string, list);
-          }
+          if (r.k === "e") stored.set(keyOf(r.tenant as string, r.key as string), { hash: r.v as string, sequence: r.n as bigint });
+          else closedThrough.set(keyOf(r.tenant as string, r.key as string), r.n as bigint);
         }
 
-        // 3. Usage buckets of the newly inserted events, in this same transaction.
-        if (meters.size > 0 && inserted.size > 0) {
-          const fresh: MeteredEvent[] = [];
-          for (const it of ev) {
-            const seq = inserted.get(keyOf(it.tenant, it.event.id));
-            if (seq !== undefined)
-              fresh.push({ tenant: it.tenant, sequence: seq, customerId: it.event.customerId, type: it.event.type, timestampUs: it.event.timestampUs, properties: it.event.properties });
-          }
-          const { buckets, uniques } = bucketDeltas((t) => meters.get(t) ?? [], fresh);
-          await writeUsage(tx, buckets, uniques);
+        // 3. The new events: neither stored before nor in a closed period. They get consecutive
+        // sequences reserved under the lock (so sequence order is commit order) and are written
+        // with COPY: no per-row conflict check is needed, the lock and step 2 decided.
+        const fresh = candidates.filter((c) => {
+          if (stored.has(keyOf(c.tenant, c.event.id))) return false;
+          const closed = closedThrough.get(keyOf(c.tenant, c.event.customerId));
+          return closed === undefined || c.event.timestampUs >= closed;
+        });
+        const inserted = new Map<string, bigint>();
+        if (fresh.length > 0) {
+          const { rows: sq } = await tx.query(`SELECT setval('events_sequence_seq', nextval('events_sequence_seq') + $1::bigint - 1) AS last`, [fresh.length]);
+          const first = (sq[0]!.last as bigint) - BigInt(fresh.length) + 1n;
+          const copyRows = fresh.map((c, j) => {
+            const seq = first + BigInt(j);
+            inserted.set(keyOf(c.tenant, c.event.id), seq);
+            const e = c.event;
+            return [seq, c.tenant, e.id, e.customerId, e.type, e.timestampUs, e.propertiesJson, e.traceparent, e.tracestate, e.contentHash, receivedUs];
+          });
+          await db.copyRows("events", EVENT_COPY_COLUMNS, copyRows, tx);
         }
 
-        // 6. One outcome per item.
+        // 4. One outcome per item. Usage buckets follow from the cursor (aggregateStep).
         return items.map((it, i): ItemOutcome => {
           const k = keyOf(it.tenant, it.event.id);
           const first = firstIndex.get(k)!;
@@ -277,6 +268,57 @@ export function createMeteringStore(db: Db): MeteringStore {
           return { status: "rejected", field: "timestamp", reason: "period_closed", message: "timestamp: falls in a closed (invoiced) period of the customer" };
         });
       });
+    },
+
+    async aggregateStep(max) {
+      return db.transaction(async (tx) => {
+        // One aggregator at a time (across replicas): the cursor row is the lock.
+        const { rows: cur } = await tx.query(`SELECT through_sequence FROM usage_cursor WHERE id = 1 FOR UPDATE`);
+        const from = cur[0]!.through_sequence as bigint;
+        // Writers reserve sequences under the events lock and hold it until commit, so every
+        // event with a sequence below a committed one is committed: reading in sequence order
+        // never skips an event that commits later.
+        const { rows } = await tx.query(
+          `SELECT sequence, tenant, customer_id, type, timestamp_us, properties FROM events WHERE sequence > $1::bigint ORDER BY sequence LIMIT $2::int`,
+          [from.toString(), max],
+        );
+        if (rows.length === 0) return { through: from, events: 0 };
+        const through = rows[rows.length - 1]!.sequence as bigint;
+        // Meters are read after the events: a meter committed after an event was read was created
+        // after that event committed, so its backfill (sequence <= backfill_through) covers it.
+        const tenants = [...new Set(rows.map((r) => r.tenant as string))];
+        const { rows: mr } = await tx.query(`SELECT tenant, definition, backfill_through_sequence FROM meters WHERE tenant = ANY($1::text[])`, [tenants]);
+        const meters = new Map<string, Array<{ def: MeterDefinition; after: bigint }>>();
+        for (const r of mr) {
+          const list = meters.get(r.tenant as string) ?? [];
+          list.push({ def: r.definition as MeterDefinition, after: r.backfill_through_sequence as bigint });
+          meters.set(r.tenant as string, list);
+        }
+        if (meters.size > 0) {
+          const events: MeteredEvent[] = [];
+          for (const r of rows) {
+            if (!meters.has(r.tenant as string)) continue;
+            events.push({
+              tenant: r.tenant as string,
+              sequence: r.sequence as bigint,
+              customerId: r.customer_id as string,
+              type: r.type as string,
+              timestampUs: r.timestamp_us as bigint,
+              properties: decodeProperties(r.properties),
+            });
+          }
+          // Events up to a meter's backfill_through_sequence are the backfill's to count.
+          const { buckets, uniques } = bucketDeltas((t, seq) => (meters.get(t) ?? []).filter((m) => seq > m.after).map((m) => m.def), events);
+          await writeUsage(tx, buckets, uniques);
+        }
+        await tx.query(`UPDATE usage_cursor SET through_sequence = $1::bigint WHERE id = 1`, [through.toString()]);
+        return { through, events: rows.length };
+      });
+    },
+
+    async highWaterSequence() {
+      const { rows } = await db.query(`SELECT COALESCE(max(sequence), 0)::bigint AS s FROM events`);
+      return rows[0]!.s as bigint;
     },
 
     async readEvents(afterSequence, max) {

@@ -1,0 +1,15 @@
+-- Usage buckets are maintained from the event sequence by an aggregator instead of inside the
+-- ingest transaction (docs/decisions.md, "metering: buckets from the cursor"). usage_cursor holds
+-- the last event sequence whose usage is in the buckets; the aggregator advances it in the same
+-- transaction as its bucket upserts (exactly once) and locks the row (one aggregator at a time).
+-- Buckets written before this migration already count every stored event.
+CREATE TABLE usage_cursor (
+  id                INT    PRIMARY KEY CHECK (id = 1),
+  through_sequence  BIGINT NOT NULL
+);
+INSERT INTO usage_cursor (id, through_sequence) SELECT 1, COALESCE(max(sequence), 0) FROM events;
+
+-- Bucket rows are updated in place every aggregation round (the current minute, hour and day of
+-- every active customer); free space on each page lets PostgreSQL do those as HOT updates (no new
+-- index entries), measured ~1.5x cheaper per row (bench/ingest/profile.ts).
+ALTER TABLE usage_buckets SET (fillfactor = 50);
