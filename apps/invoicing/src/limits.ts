@@ -8,6 +8,11 @@ export const LIST_PAGE_SIZE_MAX = 500;
 /** EXPAND_PAGE_SIZE_DEFAULT / EXPAND_PAGE_SIZE_MAX: buckets per ExpandLine page. */
 export const EXPAND_PAGE_SIZE_DEFAULT = 200;
 export const EXPAND_PAGE_SIZE_MAX = 2_000;
+/** EXPAND_EVENTS_PAGE_SIZE_DEFAULT / _MAX: rated events per ExpandLine page of one bucket (rating's page limit). */
+export const EXPAND_EVENTS_PAGE_SIZE_DEFAULT = 200;
+export const EXPAND_EVENTS_PAGE_SIZE_MAX = 1_000;
+/** EXPAND_TOKEN_CHARS_MAX: length of an ExpandLine page token (rating's event cursor passed through). */
+export const EXPAND_TOKEN_CHARS_MAX = 300;
 /** RECONCILE_INVOICES_DEFAULT / RECONCILE_INVOICES_MAX: invoices checked per Reconcile call. */
 export const RECONCILE_INVOICES_DEFAULT = 200;
 export const RECONCILE_INVOICES_MAX = 2_000;

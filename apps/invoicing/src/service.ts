@@ -4,7 +4,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { createHash } from "node:crypto";
 import { currency } from "@nanobill/money";
 import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
@@ -19,9 +19,11 @@ import {
   lateUsageAdjustments,
   minimumCommitmentNanos,
   ownerOf,
+  periodPricedIds,
   periodSpecFor,
   usageCharges,
   usageWindow,
+  withPeriodPricing,
   type CustomerInfo,
   type PlanVersionInfo,
   type SubscriptionInfo,
@@ -169,7 +171,12 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const period: Period = at.getTime() < base.startedAt.getTime() ? periodAt(base, base.startedAt) : periodAt(base, at);
     const from = floorHour(period.start);
     const window = { from, to: at.getTime() > from.getTime() ? at : from };
-    const totals = await upstream.ratedUsage(tenant, customerId, window.from, window.to);
+    const ppIds = new Set(active.flatMap((s) => [...periodPricedIds(s, cc.plans)]));
+    const [bucketTotals, rated] = await Promise.all([
+      upstream.ratedUsage(tenant, customerId, window.from, window.to),
+      ppIds.size > 0 ? upstream.ratePeriod(tenant, customerId, at) : Promise.resolve(undefined),
+    ]);
+    const totals = withPeriodPricing(bucketTotals, rated, period, ppIds);
     const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
     let minimum = 0n;
     for (const s of active) {
@@ -267,10 +274,15 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
   async function prepareClose(tenant: string, x: { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string }, now: Date): Promise<CloseItem> {
     const { cc, sub, spec, period: p, unit } = x;
     const window = usageWindow(p);
-    const [totals, credits] = await Promise.all([
+    // Charges priced on the period total (tiers, packages, allowances) are billed from rating's
+    // RatePeriod on the period quantity, the others from the sums of their rated hour buckets.
+    const ppIds = periodPricedIds(sub, cc.plans);
+    const [bucketTotals, credits, rated] = await Promise.all([
       upstream.ratedUsage(tenant, cc.customer.customerId, window.from, window.to),
       creditsFor(tenant, cc, unit, window.from, window.to, sub),
+      ppIds.size > 0 ? upstream.ratePeriod(tenant, cc.customer.customerId, p.start) : Promise.resolve(undefined),
     ]);
+    const totals = withPeriodPricing(bucketTotals, rated, p, ppIds);
     const charges = [...usageCharges(totals, sub, cc.owners, cc.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
     if (p.index > 0) {
       // Late events of the previous period (rated after its invoice was made): an adjustment
@@ -281,7 +293,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       if (prevInv !== undefined && prevInv.status !== "void") {
         const prev = { from: prevInv.usageFrom, to: prevInv.usageTo };
         const billed = await store.billedUsage(tenant, sub.subscriptionId, prev.from);
-        const ratedNow = await upstream.ratedUsage(tenant, cc.customer.customerId, prev.from, prev.to);
+        const [prevBuckets, prevRated] = await Promise.all([
+          upstream.ratedUsage(tenant, cc.customer.customerId, prev.from, prev.to),
+          ppIds.size > 0 ? upstream.ratePeriod(tenant, cc.customer.customerId, prevPeriod.start) : Promise.resolve(undefined),
+        ]);
+        const ratedNow = withPeriodPricing(prevBuckets, prevRated, prevPeriod, ppIds);
         const feeIds = feeChargeIds(cc.plans);
         charges.push(...lateUsageAdjustments(ratedNow, billed, sub, cc.owners, cc.subs, cc.names, unit, prev, feeIds));
         // Fees of this period were billed in advance on the previous invoice: true them up to the
@@ -457,10 +473,25 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         const diff = (invoiceId: string, check: string, expected: bigint, actual: bigint, detail: string) => {
           if (expected !== actual) differences.push(create(pb.ReconcileDifferenceSchema, { invoiceId, check, expectedNanos: expected, actualNanos: actual, differenceNanos: actual - expected, detail }));
         };
+        const customers = new Map<string, Promise<CustomerContext | undefined>>();
         for (const inv of invoices) {
           const linesDue = inv.lines.reduce((s, l) => s + l.roundedAmountNanos, 0n);
           diff(inv.id, "lines_total", inv.totals.amountDueNanos, linesDue, "sum of rounded lines vs amount due");
-          const totals = await upstream.ratedUsage(tenant, inv.customerId, inv.usageFrom, inv.usageTo);
+          // Rated usage now, by the rule the invoice was made with: period-priced charges from
+          // RatePeriod (exact period amount after the real-time cap), the others from buckets.
+          let pending = customers.get(inv.customerId);
+          if (pending === undefined) {
+            pending = loadCustomer(tenant, inv.customerId);
+            customers.set(inv.customerId, pending);
+          }
+          const cc = await pending;
+          const sub = cc?.subs.find((x) => x.subscriptionId === inv.subscriptionId);
+          const ppIds = cc === undefined || sub === undefined ? new Set<string>() : periodPricedIds(sub, cc.plans);
+          const [bucketTotals, ratedPeriod] = await Promise.all([
+            upstream.ratedUsage(tenant, inv.customerId, inv.usageFrom, inv.usageTo),
+            ppIds.size > 0 ? upstream.ratePeriod(tenant, inv.customerId, inv.periodStart) : Promise.resolve(undefined),
+          ]);
+          const totals = withPeriodPricing(bucketTotals, ratedPeriod, { start: inv.periodStart, end: inv.periodEnd, index: inv.periodIndex }, ppIds);
           const rated = new Map<string, bigint>();
           for (const t of totals) if (t.unit === inv.unit) rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
           const billed = await store.billedUsage(tenant, inv.subscriptionId, inv.usageFrom);
@@ -485,16 +516,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         const line = inv.lines.find((l) => l.id === req.lineId);
         if (line === undefined) throw new InvoicingError("not_found", `line ${req.lineId} of invoice ${inv.id} not found`);
         if (!line.expandable) throw new InvoicingError("failed_precondition", `line ${line.id} is a ${line.kind} line; only usage lines expand into buckets`);
-        if (req.bucketStart !== undefined) {
-          throw new ConnectError("bucket_start: rating cannot list the events of a bucket yet (only GetRatedEvent by id); expand to hour buckets instead", Code.Unimplemented);
-        }
         const gran = req.granularity === "" ? "day" : req.granularity;
         if (gran !== "hour" && gran !== "day") throw new InvalidInput("granularity", `must be "hour" or "day", got ${JSON.stringify(req.granularity)}`);
-        const size = req.pageSizeMax === 0 ? L.EXPAND_PAGE_SIZE_DEFAULT : Math.min(req.pageSizeMax, L.EXPAND_PAGE_SIZE_MAX);
-        const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
-        if (!Number.isSafeInteger(offset) || offset < 0 || !/^\d{0,9}$/.test(req.pageToken)) throw new InvalidInput("page_token", "is not a token returned by ExpandLine");
         const buckets = await upstream.ratedBuckets(tenant, inv.customerId, line.periodStart, line.periodEnd, line.chargeId);
         const groups = new Map<number, { start: Date; end: Date; quantity: bigint; amount: bigint; events: bigint }>();
+        let bucketSum = 0n;
         for (const b of buckets) {
           if (b.unit !== inv.unit || b.chargeId !== line.chargeId || b.hourStart === undefined) continue;
           const h = dateOf(b.hourStart)!;
@@ -504,15 +530,50 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
           g.quantity += b.quantity;
           g.amount += b.priceNanos;
           g.events += b.eventCount;
+          bucketSum += b.priceNanos;
           groups.set(start.getTime(), g);
         }
         const all = [...groups.values()].sort((a, b) => a.start.getTime() - b.start.getTime());
+        const toBucket = (g: (typeof all)[number]) =>
+          create(pb.LineBucketSchema, { start: timestampFromDate(g.start), end: timestampFromDate(g.end), quantity: g.quantity.toString(), amountNanos: g.amount, eventsCount: g.events });
+        const settlementNanos = line.amountNanos - bucketSum;
+        if (req.bucketStart !== undefined) {
+          // One bucket -> its rated events (rating ListRatedEvents: paged, bounded, tenant-checked).
+          const bs = dateOf(req.bucketStart)!;
+          const g = groups.get(bs.getTime());
+          if (g === undefined) throw new InvalidInput("bucket_start", `${bs.toISOString()} is not the start of a ${gran} bucket of line ${line.id}; list the buckets first`);
+          if (req.pageToken.length > L.EXPAND_TOKEN_CHARS_MAX || !/^[A-Za-z0-9_.-]*$/.test(req.pageToken)) throw new InvalidInput("page_token", "is not a token returned by ExpandLine");
+          const size = req.pageSizeMax === 0 ? L.EXPAND_EVENTS_PAGE_SIZE_DEFAULT : Math.min(req.pageSizeMax, L.EXPAND_EVENTS_PAGE_SIZE_MAX);
+          // The bucket, clipped to the line's window (a local day may start before it).
+          const from = new Date(Math.max(g.start.getTime(), floorHour(line.periodStart).getTime()));
+          const to = new Date(Math.min(g.end.getTime(), line.periodEnd.getTime()));
+          const page = await upstream.ratedEvents(tenant, inv.customerId, line.chargeId, from, to, size, req.pageToken);
+          return create(pb.ExpandLineResponseSchema, {
+            buckets: [toBucket(g)],
+            events: page.events
+              .filter((e) => e.unit === inv.unit)
+              .map((e) =>
+                create(pb.LineEventSchema, {
+                  eventId: e.eventId,
+                  occurredAt: e.timestamp,
+                  quantity: e.quantity.toString(),
+                  amountNanos: e.priceNanos,
+                  costNanos: e.costNanos,
+                  costUnit: e.costUnit,
+                }),
+              ),
+            nextPageToken: page.nextPageToken,
+            settlementNanos,
+          });
+        }
+        const size = req.pageSizeMax === 0 ? L.EXPAND_PAGE_SIZE_DEFAULT : Math.min(req.pageSizeMax, L.EXPAND_PAGE_SIZE_MAX);
+        const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
+        if (!Number.isSafeInteger(offset) || offset < 0 || !/^\d{0,9}$/.test(req.pageToken)) throw new InvalidInput("page_token", "is not a token returned by ExpandLine");
         const page = all.slice(offset, offset + size);
         return create(pb.ExpandLineResponseSchema, {
-          buckets: page.map((g) =>
-            create(pb.LineBucketSchema, { start: timestampFromDate(g.start), end: timestampFromDate(g.end), quantity: g.quantity.toString(), amountNanos: g.amount, eventsCount: g.events }),
-          ),
+          buckets: page.map(toBucket),
           nextPageToken: offset + size < all.length ? String(offset + size) : "",
+          settlementNanos,
         });
       }),
 

@@ -5,12 +5,12 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
-import type { RatingService, UsageBucket } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { PeriodLineKind, type ChargedEvent, type RatingService, type UsageBucket } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import type { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { PageRequestSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { forTenant } from "@nanobill/service-kit";
-import { planKey, type ChargeInfo, type CustomerInfo, type PlanVersionInfo, type SubscriptionInfo, type UsageTotal } from "./domain/bill.js";
+import { planKey, type ChargeInfo, type CustomerInfo, type PlanVersionInfo, type RatedPeriodInfo, type SubscriptionInfo, type UsageTotal } from "./domain/bill.js";
 import { RATED_BUCKETS_PER_PERIOD_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
 import { InvoicingError } from "./domain/lifecycle.js";
 
@@ -35,6 +35,19 @@ export interface Upstream {
   ratedUsage(tenant: string, customerId: string, from: Date, to: Date): Promise<UsageTotal[]>;
   ratedBuckets(tenant: string, customerId: string, from: Date, to: Date, chargeId: string): Promise<UsageBucket[]>;
   consumption(tenant: string, customerId: string, unit: string, from: Date, to: Date): Promise<{ consumedNanos: bigint; byCharge: Map<string, bigint> }>;
+  /**
+   * ratePeriod: rating's billing period containing `at` and its usage lines priced on the period
+   * total; undefined when rating does not implement RatePeriod.
+   */
+  ratePeriod(tenant: string, customerId: string, at: Date): Promise<RatedPeriodInfo | undefined>;
+  /** ratedEvents: one page of the rated events of a charge in [from, to) (rating ListRatedEvents). */
+  ratedEvents(tenant: string, customerId: string, chargeId: string, from: Date, to: Date, pageSizeMax: number, pageToken: string): Promise<{ events: ChargedEvent[]; nextPageToken: string }>;
+}
+
+/** periodPriced: a usage charge rating prices on the period total (tiers, packages, an allowance). */
+function periodPriced(ch: { includedQuantity: bigint; pricing: { case: string | undefined } }): boolean {
+  const k = ch.pricing.case;
+  return k === "graduated" || k === "volume" || k === "package" || (k === "perUnit" && ch.includedQuantity > 0n);
 }
 
 export function createUpstream(c: UpstreamClients): Upstream {
@@ -80,9 +93,9 @@ export function createUpstream(c: UpstreamClients): Upstream {
           for (const v of r.plan?.versions ?? []) {
             const charges: ChargeInfo[] = v.charges.map((ch) => {
               const p = ch.pricing;
-              if (p.case === "flat") return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "flat" as const, amount: p.value.amount };
-              if (p.case === "seats") return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "seats" as const, amount: p.value.perSeatAmount };
-              return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "usage" as const, amount: "" };
+              if (p.case === "flat") return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "flat" as const, amount: p.value.amount, periodPriced: false };
+              if (p.case === "seats") return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "seats" as const, amount: p.value.perSeatAmount, periodPriced: false };
+              return { chargeId: ch.chargeId, name: ch.name, unit: ch.unit || v.currency, kind: "usage" as const, amount: "", periodPriced: periodPriced(ch) };
             });
             out.set(planKey(planId, v.version), { planId, version: v.version, currency: v.currency, minimumCommitment: v.minimumCommitmentAmount, charges });
           }
@@ -107,6 +120,31 @@ export function createUpstream(c: UpstreamClients): Upstream {
         throw new InvoicingError("failed_precondition", `line has more than ${RATED_BUCKETS_PER_PERIOD_MAX} rated buckets`);
       }
       return r.buckets;
+    },
+
+    async ratePeriod(tenant, customerId, at) {
+      try {
+        const r = await c.rating.ratePeriod({ customerId, at: ts(at) }, opts(tenant));
+        const start = date(r.periodStart);
+        const end = date(r.periodEnd);
+        if (start === undefined || end === undefined) return undefined;
+        return {
+          periodStart: start,
+          periodEnd: end,
+          lines: r.lines
+            .filter((l) => l.kind === PeriodLineKind.USAGE && l.periodPriced)
+            .map((l) => ({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, amountNanos: l.amountNanos, bookedNanos: l.bookedNanos, ratedNanos: l.ratedNanos })),
+        };
+      } catch (e) {
+        if (isCode(e, Code.Unimplemented)) return undefined;
+        throw e;
+      }
+    },
+
+    async ratedEvents(tenant, customerId, chargeId, from, to, pageSizeMax, pageToken) {
+      if (to.getTime() <= from.getTime()) return { events: [], nextPageToken: "" };
+      const r = await c.rating.listRatedEvents({ customerId, chargeId, from: ts(from), to: ts(to), pageSizeMax, pageToken }, opts(tenant));
+      return { events: r.events, nextPageToken: r.nextPageToken };
     },
 
     async consumption(tenant, customerId, unit, from, to) {

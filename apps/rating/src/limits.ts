@@ -56,6 +56,8 @@ export const PAGE_SIZE_MAX = 1_000;
 /** ListRatedUsage: longest window and most buckets returned. */
 export const USAGE_WINDOW_MS_MAX = 400 * 24 * 3600 * 1000;
 export const USAGE_BUCKETS_MAX = 50_000;
+/** ListRatedEvents: longest window of event time (a bucket: an hour or a local day, DST included). */
+export const RATED_EVENTS_WINDOW_MS_MAX = 48 * 3600 * 1000;
 /** QueryMargin: longest window, most rows. */
 export const MARGIN_WINDOW_MS_MAX = 400 * 24 * 3600 * 1000;
 export const MARGIN_ROWS_MAX = 10_000;

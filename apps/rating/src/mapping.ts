@@ -378,7 +378,7 @@ export function quoteEventOf(tenant: string, e: PbUsageEvent | undefined, nowMs:
   };
 }
 
-const LINE_STATUS: Record<LineStatus, RatedLineStatus> = {
+export const LINE_STATUS: Record<LineStatus, RatedLineStatus> = {
   final: RatedLineStatus.FINAL,
   provisional: RatedLineStatus.PROVISIONAL,
   pending: RatedLineStatus.PENDING,

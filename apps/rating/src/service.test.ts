@@ -159,7 +159,76 @@ for (const backend of testBackends()) {
       const usage = p.lines.filter((l) => l.kind === PeriodLineKind.USAGE);
       expect(usage).toHaveLength(1);
       expect(usage[0]!.amountNanos).toBe(usage[0]!.bookedNanos);
+      // a matrix charge is priced per event: not period priced; no cap, so rated == booked
+      expect(usage[0]!.periodPriced).toBe(false);
+      expect(usage[0]!.ratedNanos).toBe(usage[0]!.bookedNanos);
       expect(p.totalNanos).toBe(usage[0]!.amountNanos);
+    });
+
+    it("lists the rated events of a bucket, paged and bounded, summing to the bucket, for the caller's tenant only", async () => {
+      const c = h.client(KEYS.readA);
+      const hour = Math.floor(t0 / HOUR) * HOUR;
+      const usage = await c.listRatedUsage({ customerId: "cus_1", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR), chargeId: "llm_tokens" });
+      const bucketPrice = usage.buckets.reduce((s, b) => s + b.priceNanos, 0n);
+      const bucketQty = usage.buckets.reduce((s, b) => s + b.quantity, 0n);
+      expect(bucketPrice).toBeGreaterThan(0n);
+      const seen: string[] = [];
+      let price = 0n;
+      let qty = 0n;
+      let token = "";
+      for (let i = 0; i < 100; i++) {
+        const r = await c.listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR), pageSizeMax: 1, pageToken: token });
+        expect(r.events.length).toBeLessThanOrEqual(1);
+        for (const e of r.events) {
+          seen.push(e.eventId);
+          price += e.priceNanos;
+          qty += e.quantity;
+          expect(e.unit).toBe("USD");
+        }
+        token = r.nextPageToken;
+        if (token === "") break;
+      }
+      expect(seen).toContain("evt_1");
+      expect(new Set(seen).size).toBe(seen.length);
+      expect(price).toBe(bucketPrice);
+      expect(qty).toBe(bucketQty);
+      const first = await c.listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(t0), to: timestampFromMs(t0 + 1) });
+      expect(first.events.map((e) => [e.eventId, e.priceNanos, e.costNanos, e.costUnit, e.status])).toEqual([["evt_1", 8_755_000n, 4_377_500n, "USD", RatedLineStatus.FINAL]]);
+      // Another tenant does not see tenant A's customer; windows and tokens are bounded.
+      await expectCode(h.client(KEYS.adminB).listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR) }), Code.NotFound);
+      await expectCode(c.listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(hour), to: timestampFromMs(hour + 49 * HOUR) }), Code.InvalidArgument, /to: window must be at most 48 hours/);
+      await expectCode(c.listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR), pageToken: "x" }), Code.InvalidArgument, /page_token/);
+      await expectCode(c.listRatedEvents({ customerId: "cus_1", chargeId: "Bad Id", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR) }), Code.InvalidArgument, /charge_id/);
+      await expectCode(c.listRatedEvents({ customerId: "cus_1", chargeId: "llm_tokens", from: timestampFromMs(hour), to: timestampFromMs(hour + HOUR), pageSizeMax: PAGE_SIZE_MAX + 1 }), Code.InvalidArgument, /page_size_max/);
+    });
+
+    it("prices a volume charge under a spending cap on the period total: amount F(total), rated the capped per-event prices", async () => {
+      h.metering.meters.set("tnt_b\u0000api_calls", "api.call");
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      await b.createCustomer({ customer: { customerId: "cus_cap", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      const tiers = [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }];
+      await b.createPlan({
+        planId: "plan_cap",
+        name: "Capped",
+        version: {
+          currency: "USD",
+          spendingCapAmount: "50",
+          charges: [{ chargeId: "calls", unit: "USD", usage: { meter: "api_calls", eventType: "api.call", quantityProperties: ["units"] }, pricing: { case: "volume", value: { tiers } } }],
+        },
+      });
+      await b.publishPlanVersion({ planId: "plan_cap", version: 1 });
+      await b.createSubscription({ subscriptionId: "sub_cap", customerId: "cus_cap", planId: "plan_cap", planVersion: 1, startTime: timestampFromMs(start) });
+      for (let i = 0; i < 12; i++) h.metering.push("tnt_b", { id: `evt_cap_${i}`, customerId: "cus_cap", type: "api.call", timestampMs: start + (i + 1) * HOUR, properties: { units: 100 } });
+      while ((await h.service.consumer.pollOnce(0)) > 0);
+      const p = await b.ratePeriod({ customerId: "cus_cap", at: timestampFromMs(start) });
+      const usage = p.lines.find((l) => l.kind === PeriodLineKind.USAGE)!;
+      // 1,200 units: F = 1,200 x $0.08 = $96; per-event steps sum to $96 uncapped, $50 after the cap.
+      expect(usage).toMatchObject({ chargeId: "calls", periodPriced: true, quantity: 1200n, amountNanos: 96_000_000_000n, bookedNanos: 96_000_000_000n, ratedNanos: 50_000_000_000n });
+      expect(p.lines.find((l) => l.kind === PeriodLineKind.CAP_ADJUSTMENT)?.amountNanos).toBe(-46_000_000_000n);
+      expect(p.totalNanos).toBe(50_000_000_000n);
+      const buckets = await b.listRatedUsage({ customerId: "cus_cap", from: timestampFromMs(start), to: timestampFromMs(start + 24 * HOUR) });
+      expect(buckets.totals[0]!.priceNanos).toBe(usage.ratedNanos);
     });
 
     it("refuses edits to a published version with FailedPrecondition and names bad fields", async () => {

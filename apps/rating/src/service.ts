@@ -4,6 +4,7 @@ import { Code, ConnectError, type Client, type HandlerContext, type ServiceImpl 
 import type { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import {
   ChargeUsageTotalSchema,
+  ChargedEventSchema,
   MarginGroupBy,
   MarginRowSchema,
   PeriodLineKind,
@@ -14,12 +15,12 @@ import {
 import { forTenant, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
-import { compilePlanVersion } from "./domain/compile.js";
+import { CHARGE_ID_RE, compilePlanVersion } from "./domain/compile.js";
 import { validateCostRate } from "./domain/cost-catalog.js";
 import { failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
 import { billingPeriod } from "./domain/period.js";
-import { ratePeriod, type PeriodLineKind as DomainLineKind } from "./domain/rate-period.js";
+import { ratePeriod, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
 import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { PlanVersionSpec, Subscription } from "./domain/types.js";
@@ -35,6 +36,7 @@ import {
   PAGE_SIZE_DEFAULT,
   PAGE_SIZE_MAX,
   PHASES_PER_SUBSCRIPTION_MAX,
+  RATED_EVENTS_WINDOW_MS_MAX,
   SEAT_CHANGES_PER_SUBSCRIPTION_MAX,
   SUBSCRIPTIONS_PER_CUSTOMER_MAX,
   USAGE_BUCKETS_MAX,
@@ -42,6 +44,7 @@ import {
   VERSIONS_PER_PLAN_MAX,
 } from "./limits.js";
 import {
+  LINE_STATUS,
   alertToProto,
   costRateOf,
   costRateToProto,
@@ -417,7 +420,17 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       let interval = 1;
       for (const s of subs) for (const ph of s.phases) if (ph.startMs <= at && (ph.endMs === null || at < ph.endMs)) interval = cat.version(ph.planId, ph.planVersion)?.spec.intervalMonths ?? interval;
       const period = billingPeriod(customer.billingAnchorMs, customer.timeZone, interval, at);
-      const totals = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => t.chargeId !== CAP_CHARGE_ID);
+      const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => t.chargeId !== CAP_CHARGE_ID);
+      // Under a spending cap the real-time path cut some events' prices (buckets and rated events
+      // are capped, period totals are not): report what the events were rated at, by exact event
+      // time in the period. Without a cap that is booked_nanos, with no query.
+      const capped = subs.some((s) =>
+        s.phases.some((ph) => ph.startMs < period.endMs && (ph.endMs === null || ph.endMs > period.startMs) && (cat.version(ph.planId, ph.planVersion)?.cap ?? null) !== null),
+      );
+      if (capped && totals.length > 0) {
+        const sums = await d.rated.ratedSums(tenant, req.customerId, period.startMs, period.endMs, totals.map((t) => t.chargeId));
+        for (const t of totals) t.ratedNanos = sums.filter((x) => x.chargeId === t.chargeId && x.unit === t.unit).reduce((a, x) => a + x.priceNanos, 0n);
+      }
       const r = ratePeriod(cat, customer, subs, period, totals);
       return {
         periodStart: timestampFromMs(period.startMs),
@@ -425,6 +438,46 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
         currency: r.currency,
         totalNanos: r.totalNanos,
         lines: r.lines.map((l) => create(PeriodLineSchema, { ...l, kind: LINE_KIND[l.kind], startTime: timestampFromMs(l.startMs), endTime: timestampFromMs(l.endMs) })),
+      };
+    },
+
+    async listRatedEvents(req, ctx) {
+      const tenant = read(ctx);
+      await requireCustomer(tenant, req.customerId, "customer_id");
+      if (req.chargeId !== "" && !CHARGE_ID_RE.test(req.chargeId)) throw invalid("charge_id", `must be empty or ${CHARGE_ID_RE.source}, got ${JSON.stringify(req.chargeId)}`);
+      const fromMs = msOrNull(req.from);
+      const toMs = msOrNull(req.to);
+      if (fromMs === null) throw invalid("from", "is required");
+      if (toMs === null) throw invalid("to", "is required");
+      if (toMs <= fromMs) throw invalid("to", "must be after from");
+      if (toMs - fromMs > RATED_EVENTS_WINDOW_MS_MAX) throw invalid("to", `window must be at most ${RATED_EVENTS_WINDOW_MS_MAX / HOUR_MS} hours (one bucket)`);
+      const n = pageSize(req.pageSizeMax);
+      let after: { ms: number; eventId: string } | null = null;
+      if (req.pageToken !== "") {
+        const m = /^(\d{1,16})\.([A-Za-z0-9_-]{1,200})$/.exec(req.pageToken);
+        const eventId = m === null ? "" : Buffer.from(m[2]!, "base64url").toString("utf8");
+        if (m === null || eventId === "" || Number(m[1]) < fromMs || Number(m[1]) >= toMs) throw invalid("page_token", "is not a token returned by ListRatedEvents for this window");
+        after = { ms: Number(m[1]), eventId };
+      }
+      const rows = await d.rated.chargedEvents(tenant, req.customerId, req.chargeId, fromMs, toMs, after, n + 1);
+      const page = rows.slice(0, n);
+      const last = page[page.length - 1];
+      return {
+        events: page.map((e) =>
+          create(ChargedEventSchema, {
+            eventId: e.eventId,
+            timestamp: timestampFromMs(e.timestampMs),
+            eventType: e.eventType,
+            subscriptionId: e.subscriptionId,
+            quantity: e.quantity,
+            priceNanos: e.priceNanos,
+            unit: e.unit,
+            costNanos: e.costNanos,
+            costUnit: e.costUnit,
+            status: LINE_STATUS[e.status],
+          }),
+        ),
+        nextPageToken: rows.length > n && last !== undefined ? `${last.timestampMs}.${Buffer.from(last.eventId, "utf8").toString("base64url")}` : "",
       };
     },
 

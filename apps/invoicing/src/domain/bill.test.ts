@@ -1,5 +1,20 @@
 import { describe, expect, it } from "vitest";
-import { chargeOwners, feeTrueUps, lateUsageAdjustments, ownerOf, planKey, seatMillis, usageWindow, type PlanVersionInfo, type SubscriptionInfo } from "./bill.js";
+import {
+  chargeOwners,
+  feeTrueUps,
+  lateUsageAdjustments,
+  ownerOf,
+  periodPricedIds,
+  planKey,
+  seatMillis,
+  usageCharges,
+  usageWindow,
+  withPeriodPricing,
+  type PlanVersionInfo,
+  type RatedPeriodInfo,
+  type SubscriptionInfo,
+  type UsageTotal,
+} from "./bill.js";
 import { defaultSettings } from "./invoice.js";
 import { validateSettings } from "./settings.js";
 
@@ -94,4 +109,49 @@ describe("billing settings validation", () => {
       else expect(run).toThrow(field);
     });
   }
+});
+
+describe("charges priced on the period total (withPeriodPricing)", () => {
+  const B = 1_000_000_000n;
+  const p = { start: NOV, end: DEC, index: 1 };
+  // hour buckets of the window: the volume charge's per-event steps plus a neighbouring period's
+  const buckets: UsageTotal[] = [
+    { chargeId: "vol", unit: "USD", quantity: 1600n, priceNanos: 130n * B },
+    { chargeId: "tokens", unit: "USD", quantity: 10n, priceNanos: 7n },
+  ];
+  const rated = (over: Partial<RatedPeriodInfo> = {}, line: Partial<RatedPeriodInfo["lines"][number]> = {}): RatedPeriodInfo => ({
+    periodStart: NOV,
+    periodEnd: DEC,
+    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, ...line }],
+    ...over,
+  });
+  const vol = (t: UsageTotal[]) => t.find((x) => x.chargeId === "vol");
+  const rows: Array<[string, RatedPeriodInfo | undefined, { start: Date; end: Date; index: number }, bigint, bigint]> = [
+    ["rating's period is the invoice period: F(period total)", rated(), p, 1500n, 120n * B],
+    ["period 0 starting at the subscription start inside rating's period", rated(), { start: new Date("2026-11-10T00:00:00Z"), end: DEC, index: 0 }, 1500n, 120n * B],
+    ["a later period starting elsewhere than rating's: bucket sums stand", rated(), { start: new Date("2026-11-10T00:00:00Z"), end: DEC, index: 2 }, 1600n, 130n * B],
+    ["another period end (interval or anchor settings differ): bucket sums stand", rated({ periodEnd: new Date("2027-01-01T00:00:00Z") }), p, 1600n, 130n * B],
+    ["rating without RatePeriod: bucket sums stand", undefined, p, 1600n, 130n * B],
+    ["a spending cap cut the per-event prices to $50: the cut stands, the settlement is added", rated({}, { amountNanos: 96n * B, bookedNanos: 96n * B, ratedNanos: 50n * B, quantity: 1200n }), p, 1200n, 50n * B],
+    ["per-event steps that do not sum to F (an override changed mid-period): settled to F", rated({}, { bookedNanos: 118n * B, ratedNanos: 118n * B }), p, 1500n, 120n * B],
+  ];
+  it.each(rows)("%s", (_name, r, period, quantity, price) => {
+    const out = withPeriodPricing(buckets, r, period, new Set(["vol"]));
+    expect(vol(out)).toMatchObject({ quantity, priceNanos: price });
+    expect(out.find((x) => x.chargeId === "tokens")?.priceNanos).toBe(7n);
+  });
+
+  it("drops the window's buckets of a period-priced charge rating has no period line for", () => {
+    const out = withPeriodPricing(buckets, { periodStart: NOV, periodEnd: DEC, lines: [] }, p, new Set(["vol"]));
+    expect(vol(out)).toBeUndefined();
+  });
+
+  it("names the settlement on the usage line and finds the plan's period-priced charges", () => {
+    const out = withPeriodPricing(buckets, rated({}, { bookedNanos: 118n * B, ratedNanos: 118n * B }), p, new Set(["vol"]));
+    const s = sub("sub_1", "p_t");
+    const charges = usageCharges(out, s, new Map(), [s], new Map([["vol", "Calls"]]), "USD", usageWindow(p));
+    expect(charges.find((c) => c.chargeId === "vol")?.description).toBe("Calls: usage priced on the period total (per-event provisional prices 118000000000 nanos, settled at close +2000000000 nanos)");
+    const tp = new Map<string, PlanVersionInfo>([[planKey("p_t", 1), { planId: "p_t", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "vol", name: "", unit: "USD", kind: "usage", amount: "", periodPriced: true }, { chargeId: "tokens", name: "", unit: "USD", kind: "usage", amount: "" }] }]]);
+    expect([...periodPricedIds(s, tp)]).toEqual(["vol"]);
+  });
 });

@@ -49,6 +49,8 @@ export interface ChargeInfo {
   kind: "usage" | "flat" | "seats";
   /** amount: the flat fee per period, or the price of one seat per period (decimal). */
   amount: string;
+  /** periodPriced: a usage charge priced on the period total (graduated, volume, package, included allowance); absent = false. */
+  periodPriced?: boolean;
 }
 
 export interface PlanVersionInfo {
@@ -64,6 +66,32 @@ export interface UsageTotal {
   quantity: bigint;
   priceNanos: bigint;
   unit: string;
+  /**
+   * settlement: set for a charge priced on the period total: priceNanos is rating's exact period
+   * amount (after the real-time cap); provisionalNanos what its events were rated at one by one,
+   * settlementNanos = priceNanos - provisionalNanos (the close settlement).
+   */
+  settlement?: { provisionalNanos: bigint; settlementNanos: bigint };
+}
+
+/** PeriodPricedLine: rating's RatePeriod usage line of a charge priced on the period total. */
+export interface PeriodPricedLine {
+  chargeId: string;
+  unit: string;
+  quantity: bigint;
+  /** amountNanos: round_half_even(F(period quantity)), uncapped. */
+  amountNanos: bigint;
+  /** bookedNanos: the sum of the per-event provisional steps (uncapped). */
+  bookedNanos: bigint;
+  /** ratedNanos: the sum of the events' prices after the real-time spending cap (= booked without a cut). */
+  ratedNanos: bigint;
+}
+
+/** RatedPeriodInfo: rating's billing period (RatePeriod) and its period-priced usage lines. */
+export interface RatedPeriodInfo {
+  periodStart: Date;
+  periodEnd: Date;
+  lines: PeriodPricedLine[];
 }
 
 export const planKey = (planId: string, version: number): string => `${planId}@${version}`;
@@ -251,7 +279,11 @@ export function usageCharges(
       residueKey: t.chargeId,
       chargeId: t.chargeId,
       subscriptionId: sub?.subscriptionId ?? ownerOf(t.chargeId, owners, subs),
-      description: `${names.get(t.chargeId) ?? t.chargeId}: usage`,
+      description:
+        t.settlement === undefined
+          ? `${names.get(t.chargeId) ?? t.chargeId}: usage`
+          : `${names.get(t.chargeId) ?? t.chargeId}: usage priced on the period total` +
+            (t.settlement.settlementNanos === 0n ? "" : ` (per-event provisional prices ${t.settlement.provisionalNanos} nanos, settled at close ${t.settlement.settlementNanos > 0n ? "+" : ""}${t.settlement.settlementNanos} nanos)`),
       quantity: t.quantity.toString(),
       unitPrice: "",
       amount: exact(t.priceNanos),
@@ -259,6 +291,48 @@ export function usageCharges(
       periodEnd: window.to,
       expandable: true,
     }));
+}
+
+/** periodPricedIds: the usage charges of the subscription's plans priced on the period total. */
+export function periodPricedIds(sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>): Set<string> {
+  const ids = new Set<string>();
+  for (const ph of sub.phases) for (const c of plans.get(planKey(ph.planId, ph.planVersion))?.charges ?? []) if (c.kind === "usage" && c.periodPriced === true) ids.add(c.chargeId);
+  return ids;
+}
+
+/**
+ * sameBillingPeriod: rating's billing period is the invoice period p: same end, and the same
+ * start (period 0 may start later, at the subscription start, inside rating's period).
+ */
+export function sameBillingPeriod(r: { periodStart: Date; periodEnd: Date }, p: { start: Date; end: Date; index: number }): boolean {
+  if (r.periodEnd.getTime() !== p.end.getTime()) return false;
+  return r.periodStart.getTime() === p.start.getTime() || (p.index === 0 && r.periodStart.getTime() < p.start.getTime());
+}
+
+/**
+ * withPeriodPricing: the usage totals of period p with every charge priced on the period total
+ * taken from rating's RatePeriod instead of the sum of its hour buckets:
+ *
+ *     line = rated + (amount - booked)
+ *
+ * amount = round_half_even(F(period quantity)) (exact, whatever order the events came in), booked
+ * = the sum of the per-event provisional steps, rated = what the events were rated at after the
+ * real-time spending cap (= booked when no cap cut them). Without a cap the line is exactly F(total).
+ * Such a charge is billed by rating's billing period (exact event time), not by the hour window:
+ * its bucket totals are dropped. When rating's period is not p (other interval or anchor
+ * settings), or rating could not be asked (r undefined), the bucket sums stand (rating's
+ * per-event steps, which sum to F of rating's own period totals).
+ */
+export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | undefined, p: { start: Date; end: Date; index: number }, planIds: ReadonlySet<string>): UsageTotal[] {
+  if (r === undefined || !sameBillingPeriod(r, p)) return totals;
+  const ids = new Set(planIds);
+  for (const l of r.lines) ids.add(l.chargeId);
+  const out = totals.filter((t) => !ids.has(t.chargeId));
+  for (const l of r.lines) {
+    const settlementNanos = l.amountNanos - l.bookedNanos;
+    out.push({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, priceNanos: l.ratedNanos + settlementNanos, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } });
+  }
+  return out;
 }
 
 /** minimumCommitment: the plan version's commitment for the period (0 when none). */

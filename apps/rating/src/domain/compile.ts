@@ -82,7 +82,7 @@ export interface CompiledCharge {
   dimOrder: string[];
 }
 
-const CHARGE_ID_RE = new RegExp(`^[a-z0-9_]{1,${CHARGE_ID_CHARS_MAX}}$`);
+export const CHARGE_ID_RE = new RegExp(`^[a-z0-9_]{1,${CHARGE_ID_CHARS_MAX}}$`);
 const PROPERTY_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const UINT_RE = /^(0|[1-9][0-9]{0,18})$/;
 

@@ -18,6 +18,10 @@ export interface PeriodLine {
   bookedNanos: bigint;
   startMs: number;
   endMs: number;
+  /** periodPriced: a usage line of a charge priced on the period total (amount = F(quantity)). */
+  periodPriced: boolean;
+  /** ratedNanos: usage lines: what the line's events were rated at after the real-time cap (= booked unless cut). */
+  ratedNanos: bigint;
 }
 
 export interface PeriodUsageTotal {
@@ -26,6 +30,8 @@ export interface PeriodUsageTotal {
   quantity: bigint;
   bookedNanos: bigint;
   costNanos: bigint;
+  /** ratedNanos: the events' prices after the real-time spending cap (undefined: bookedNanos). */
+  ratedNanos?: bigint;
 }
 
 export interface RatedPeriod {
@@ -75,12 +81,12 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
         const p = c.pricing;
         if (p.kind === "flat") {
           const amt = roundHalfEven(prorate(rateExact(p.amount), b - a, periodMs));
-          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(b - a)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: a, endMs: b });
+          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(b - a)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: a, endMs: b, periodPriced: false, ratedNanos: 0n });
         } else if (p.kind === "seats") {
           for (const seg of seatSegments(s, a, b)) {
             if (seg.seats === 0) continue;
             const amt = roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs));
-            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs });
+            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
           }
         }
       }
@@ -89,8 +95,9 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
 
   for (const t of totals) {
     const c = chargeSpecs.get(t.chargeId);
-    const amount = c !== undefined && c.mode === "period" ? roundHalfEven(periodTotal(c, t.quantity)) : t.bookedNanos;
-    lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs });
+    const periodPriced = c !== undefined && c.mode === "period";
+    const amount = periodPriced ? roundHalfEven(periodTotal(c, t.quantity)) : t.bookedNanos;
+    lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs, periodPriced, ratedNanos: t.ratedNanos ?? t.bookedNanos });
   }
 
   const cur = customer.currency;
@@ -101,14 +108,14 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
       const cap = roundHalfEven(rateExact(v.cap));
       const usage = sum(["usage"]);
       if (cap > 0n && usage > cap) {
-        lines.push({ kind: "cap_adjustment", chargeId: "", description: `spending cap ${cap} nanos`, quantity: 0n, amountNanos: cap - usage, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs });
+        lines.push({ kind: "cap_adjustment", chargeId: "", description: `spending cap ${cap} nanos`, quantity: 0n, amountNanos: cap - usage, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n });
       }
     }
     if (v.minimum !== null) {
       const min = roundHalfEven(rateExact(v.minimum));
       const all = sum(["usage", "flat", "seats", "cap_adjustment"]);
       if (min > 0n && all < min) {
-        lines.push({ kind: "minimum_true_up", chargeId: "", description: `minimum commitment ${min} nanos`, quantity: 0n, amountNanos: min - all, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs });
+        lines.push({ kind: "minimum_true_up", chargeId: "", description: `minimum commitment ${min} nanos`, quantity: 0n, amountNanos: min - all, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n });
       }
     }
   }

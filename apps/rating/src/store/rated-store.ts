@@ -50,6 +50,20 @@ export interface PeriodTotalRow {
   costNanos: bigint;
 }
 
+/** ChargedEventRow: one rated event under one charge (sums of its lines for the charge). */
+export interface ChargedEventRow {
+  eventId: string;
+  timestampMs: number;
+  eventType: string;
+  subscriptionId: string;
+  quantity: bigint;
+  priceNanos: bigint;
+  unit: string;
+  costNanos: bigint;
+  costUnit: string;
+  status: LineStatus;
+}
+
 export interface MarginSumRow {
   customerId: string;
   model: string;
@@ -342,6 +356,54 @@ export class RatedStore {
   async periodTotals(tenant: string, customerId: string, periodStartMs: number): Promise<PeriodTotalRow[]> {
     const r = await this.db.query(`SELECT * FROM period_totals WHERE tenant=$1 AND customer_id=$2 AND period_start=$3 ORDER BY charge_id`, [tenant, customerId, ts(periodStartMs)]);
     return r.rows.map((row) => ({ chargeId: row.charge_id as string, unit: row.unit as string, quantity: BigInt(row.quantity as string), bookedNanos: big(row.booked_nanos), costNanos: big(row.cost_nanos) }));
+  }
+
+  /**
+   * chargedEvents: a customer's rated events of one charge with event time in [from, to), in
+   * (event time, event id) order after `after` (exclusive), at most `limit`.
+   */
+  async chargedEvents(tenant: string, customerId: string, chargeId: string, fromMs: number, toMs: number, after: { ms: number; eventId: string } | null, limit: number): Promise<ChargedEventRow[]> {
+    const r = await this.db.query(
+      `SELECT event_id, event_time, event_type, subscription_id, unit, price_nanos, cost_unit, cost_nanos, lines
+         FROM rated_events
+        WHERE tenant=$1 AND customer_id=$2 AND charge_id=$3 AND event_time >= $4 AND event_time < $5
+          AND ($6::timestamptz IS NULL OR (event_time, event_id) > ($6::timestamptz, $7::text))
+        ORDER BY event_time, event_id
+        LIMIT $8`,
+      [tenant, customerId, chargeId, ts(fromMs), ts(toMs), after === null ? null : ts(after.ms), after?.eventId ?? "", limit],
+    );
+    return r.rows.map((row) => {
+      const lines = row.lines as Array<Record<string, unknown>>;
+      let quantity = 0n;
+      for (const j of lines) quantity += BigInt(j.quantity as string);
+      return {
+        eventId: row.event_id as string,
+        timestampMs: msOfNN(row.event_time),
+        eventType: row.event_type as string,
+        subscriptionId: row.subscription_id as string,
+        quantity,
+        priceNanos: big(row.price_nanos),
+        unit: row.unit as string,
+        costNanos: big(row.cost_nanos),
+        costUnit: row.cost_unit as string,
+        status: ((lines[0]?.status as LineStatus | undefined) ?? "final"),
+      };
+    });
+  }
+
+  /**
+   * ratedSums: per (charge, unit), the prices of a customer's rated events with event time in
+   * [from, to) (after the real-time spending cap), for the given charges.
+   */
+  async ratedSums(tenant: string, customerId: string, fromMs: number, toMs: number, chargeIds: string[]): Promise<Array<{ chargeId: string; unit: string; priceNanos: bigint }>> {
+    if (chargeIds.length === 0) return [];
+    const r = await this.db.query(
+      `SELECT charge_id, unit, sum(price_nanos)::bigint AS price_nanos FROM rated_events
+        WHERE tenant=$1 AND customer_id=$2 AND event_time >= $3 AND event_time < $4 AND charge_id = ANY($5::text[])
+        GROUP BY charge_id, unit`,
+      [tenant, customerId, ts(fromMs), ts(toMs), chargeIds],
+    );
+    return r.rows.map((row) => ({ chargeId: row.charge_id as string, unit: row.unit as string, priceNanos: big(row.price_nanos) }));
   }
 
   /** marginSums: bucket sums in [from, to) grouped by the requested keys (others collapsed). */
