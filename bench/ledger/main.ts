@@ -34,7 +34,7 @@ if (!DATABASE_URL) {
 
 function startServer(): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./server.ts", import.meta.url))], {
-    env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: API_KEY, PORT: "0" },
+    env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: API_KEY, LEDGER_PORT: "0" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {

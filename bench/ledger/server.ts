@@ -1,7 +1,7 @@
 // Benchmark server process: the ledger service (real PostgreSQL, group commit) plus the
 // service-kit echo RPC on one h2c port, so the client (bench/ledger/main.ts) runs in another
 // process. Prints one JSON line {"url": ...} when listening. Env: DATABASE_URL, BENCH_SCHEMA,
-// BENCH_API_KEY, PORT (0 = any).
+// BENCH_API_KEY, LEDGER_PORT (0 = any; the ledger's own variable, docs/deployment.md "Environment").
 import { migrate, openDb } from "@nanobill/db";
 import { createApiKeyAuthenticator, runMain, onShutdown, silentLogger, startServer, systemClock } from "@nanobill/service-kit";
 import { LEDGER_SERVER_LIMITS, createLedgerService, migrationsDir } from "../../apps/ledger/src/index.js";
@@ -21,7 +21,7 @@ runMain(async () => {
   const server = await startServer({
     name: "ledger-bench",
     host: "127.0.0.1",
-    port: Number(process.env["PORT"] ?? "0"),
+    port: Number(process.env["LEDGER_PORT"] ?? "0"),
     routes: (r) => {
       ledger.routes(r);
       echo(r);

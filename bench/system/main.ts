@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       redisPrefix: `nb:${prefix}wallet:`,
       schemaPrefix: prefix,
       apiKeys: [{ tenant: TENANT, scopes: ["admin"], key }],
-      env: { LOG_LEVEL: "warn", RATING_CONSUMER_WAIT_MS: "100" },
+      env: { NANOBILL_LOG_LEVEL: "warn", RATING_CONSUMER_WAIT_MS: "100" },
     });
     clients = s.clients(key);
     pids = STACK_SERVICES.map((n: ServiceName) => [n, s.pid(n)!]);

@@ -72,8 +72,6 @@ export interface ServiceRow {
   redis: boolean;
   /** Internal-scope key to call other services (NANOBILL_INTERNAL_API_KEY). */
   callsOthers: boolean;
-  /** Variables this service reads under its own name, filled from a key of the shared Secret. */
-  sharedSecretAliases?: Record<string, string>;
   /**
    * A background consumer that must run in at most one process at a time: the Deployment runs with
    * `<flag>=false` and a one-replica StatefulSet `<name>-consumer` runs it with `<flag>=true`.
@@ -112,8 +110,6 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 768,
     redis: true,
     callsOthers: true,
-    // rating reads its internal key as NANOBILL_INTERNAL_KEY.
-    sharedSecretAliases: { NANOBILL_INTERNAL_KEY: "NANOBILL_INTERNAL_API_KEY" },
     // The metering-cursor consumer keeps carried rounding residues in memory: two active consumers
     // would rate with stale carries. Until rating fences it with an advisory lock, only the
     // rating-consumer StatefulSet (at most one pod, ever) runs it.
@@ -144,8 +140,6 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 512,
     redis: true,
     callsOthers: true,
-    // credit-wallet reads its internal key for the ledger as LEDGER_API_KEY.
-    sharedSecretAliases: { LEDGER_API_KEY: "NANOBILL_INTERNAL_API_KEY" },
   },
   {
     name: "invoicing",
@@ -229,22 +223,17 @@ function serviceEnv(s: ServiceRow, forServer: boolean): IEnvVar[] {
   ];
   if (!forServer) return env;
   env.push(
-    // The services do not agree on one variable yet: PORT (ledger) and <SVC>_PORT (metering, invoicing).
-    { name: "PORT", value: String(CONTAINER_PORT) },
-    { name: `${p}_PORT`, value: String(CONTAINER_PORT) },
-    { name: "HOST", value: "0.0.0.0" },
-    { name: `${p}_HOST`, value: "0.0.0.0" },
     // Heap cap at 75% of the memory limit, so V8 collects before the kernel kills the pod.
+    // env[2]: the dev overlay patches it by index (infra/k8s/overlays/dev/resources-small.yaml).
     { name: "NODE_OPTIONS", value: `--max-old-space-size=${Math.floor((s.memoryMiB * 3) / 4)}` },
-    ...(s.extraPorts ?? []).map((x) => ({ name: x.env, value: String(x.port) })),
+    { name: `${p}_PORT`, value: String(CONTAINER_PORT) },
+    { name: `${p}_HOST`, value: "0.0.0.0" },
     { name: "OTEL_SERVICE_NAME", value: s.name },
-    // rating reads DB_SCHEMA (the others <SVC>_DB_SCHEMA from the ConfigMap): the same value.
-    { name: "DB_SCHEMA", value: schemaOf(s.name) },
+    ...(s.extraPorts ?? []).map((x) => ({ name: x.env, value: String(x.port) })),
     secretEnv("NANOBILL_API_KEYS", SHARED_SECRET),
   );
   if (s.redis) env.push(secretEnv("REDIS_URL", SHARED_SECRET));
   if (s.callsOthers) env.push(secretEnv("NANOBILL_INTERNAL_API_KEY", SHARED_SECRET));
-  for (const [name, key] of Object.entries(s.sharedSecretAliases ?? {})) env.push(secretEnv(name, SHARED_SECRET, key));
   if (s.singletonConsumerFlag) env.push({ name: s.singletonConsumerFlag, value: "false" });
   return env;
 }
@@ -467,24 +456,19 @@ export function migrationsJob(s: ServiceRow): IJob {
   };
 }
 
-/** Service addresses, schemas and limits shared by every service (envFrom). */
+/** Service addresses, schemas and limits shared by every service (envFrom): the one scheme, <SERVICE>_<WHAT>. */
 export function configMap(): IConfigMap {
   const data: Record<string, string> = {};
   for (const s of SERVICES) data[`${envPrefix(s.name)}_URL`] = urlOf(s.name);
-  // invoicing reads WALLET_URL for the credit-wallet address.
-  data.WALLET_URL = urlOf("credit-wallet");
   for (const s of SERVICES) data[`${envPrefix(s.name)}_DB_SCHEMA`] = schemaOf(s.name);
-  // credit-wallet reads WALLET_DB_SCHEMA (infra/migrate.ts reads CREDIT_WALLET_DB_SCHEMA): the same value.
-  data.WALLET_DB_SCHEMA = schemaOf("credit-wallet");
+  // Embedded PGlite is never used when DATABASE_URL is set; if it were, it could only write under /tmp.
+  for (const s of SERVICES) data[`${envPrefix(s.name)}_DATA_DIR`] = `/tmp/nanobill-data/${s.name}`;
   Object.assign(data, {
-    // Embedded PGlite is never used when DATABASE_URL is set; if it were, it could only write here.
-    NANOBILL_DATA_DIR: "/tmp/nanobill-data",
-    LEDGER_DATA_DIR: "/tmp/nanobill-data/ledger",
     NANOBILL_LOG_LEVEL: "info",
     // Limits (each service validates its own range and logs the values once at start-up).
     // Connections to PostgreSQL = replicas x pool: keep (sum over services) below the server's
     // max_connections, or put PgBouncer (transaction mode) in front.
-    LEDGER_DB_POOL_MAX: "10",
+    ...Object.fromEntries(SERVICES.map((s) => [`${envPrefix(s.name)}_DB_POOL_MAX`, "10"])),
     INVOICING_LEDGER_RETRY_MS: "10000",
     METERING_BACKFILL_INTERVAL_MS: "1000",
   });

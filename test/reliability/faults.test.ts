@@ -7,13 +7,35 @@ import { Redis } from "ioredis";
 import { startStack, STACK_SERVICES, type Stack } from "../../libs/platform/src/stack.js";
 import { auditWhenSettled, formatFindings } from "../../libs/platform/src/auditor.js";
 import type { ServiceName } from "../../libs/platform/src/platform.js";
-import { auditTenant, runWorkload, seedFromEnv } from "./workload.js";
+import { auditTenant, prng, runWorkload, seedFromEnv } from "./workload.js";
+
+/** Connection cuts during the PostgreSQL fault run (the background cutter stops at this many). */
+const PG_CUTS_MAX = 25;
+/** Pause between two background cuts: seeded, in [min, max] ms. */
+const PG_CUT_GAP_MS_MIN = 100;
+const PG_CUT_GAP_MS_MAX = 600;
+/** Every this many batches the workload itself waits for a cut before sending the next one. */
+const PG_CUT_EVERY_BATCHES = 3;
+
+/** True while the process exists (signal 0 checks without signalling). */
+function alive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The stack as five OS processes on real PostgreSQL and Redis; the seeded workload runs while each
- * service in turn is SIGKILLed and restarted, and while the wallet's Redis db is flushed. The
- * auditor must still hold and every acknowledged event must be rated exactly once.
+ * service in turn is SIGKILLed and restarted, and while the wallet's Redis db is flushed; then
+ * again while every PostgreSQL connection of the stack is cut (pg_terminate_backend) over and
+ * over. The auditor must still hold and every acknowledged event must be rated exactly once.
  * Redis: a dedicated db index (NANOBILL_FAULTS_REDIS_DB, default 9) so FLUSHDB touches no one else.
+ * PostgreSQL: only the stack's sessions are cut (application_name `nanobill:<schema>` of its own
+ * schemas, `Stack.terminateDbSessions`), so other users of the database are untouched.
  */
 const DATABASE_URL = process.env.DATABASE_URL || undefined;
 const REDIS_URL = process.env.REDIS_URL || undefined;
@@ -50,7 +72,7 @@ if (!enabled) {
         schemaPrefix: prefix,
         apiKeys: [{ tenant: TENANT, scopes: ["admin"], key }],
         logDir,
-        env: { RATING_CONSUMER_WAIT_MS: "200", LOG_LEVEL: "warn" },
+        env: { RATING_CONSUMER_WAIT_MS: "200", NANOBILL_LOG_LEVEL: "warn" },
       });
     }, 150_000);
 
@@ -117,6 +139,83 @@ if (!enabled) {
         `seed ${seed} (rerun with NANOBILL_SEED=${seed}); faults: ${log.join(", ")}; ${w.accepted} accepted, ${w.retries} retries:\n${formatFindings(findings)}`,
       ).toEqual([]);
       expect(w.accepted).toBeGreaterThan(0);
+    }, 240_000);
+
+    it("cuts only the stack's own PostgreSQL sessions", async () => {
+      // a bystander session on the same database, named like a Nanobill service of another stack
+      const bystander = new pg.Client({ connectionString: DATABASE_URL, application_name: `nanobill:${prefix}x_not_this_stack` });
+      await bystander.connect();
+      try {
+        const n = await stack.terminateDbSessions();
+        expect(n, "the services hold pooled connections, so a cut ends some").toBeGreaterThan(0);
+        const { rows } = await bystander.query<{ one: number }>("SELECT 1 AS one");
+        expect(rows[0]!.one).toBe(1);
+      } finally {
+        await bystander.end().catch(() => undefined);
+      }
+    }, 30_000);
+
+    it("loses nothing acknowledged and keeps the books while every PostgreSQL connection of the stack is cut, again and again", async () => {
+      const c = stack.clients(key);
+      const r = prng((seed ^ 0x5bd1e995) >>> 0);
+      const pidsBefore = STACK_SERVICES.map((s) => stack.pid(s));
+      const t0 = Date.now();
+      const log: string[] = [];
+      let terminated = 0;
+      const cut = async (why: string): Promise<void> => {
+        const n = await stack.terminateDbSessions();
+        terminated += n;
+        log.push(`${Date.now() - t0} ms ${why}: ${n} sessions`);
+      };
+      // cuts at random moments (mid-transaction, mid-COPY, idle pool connections), from the first
+      // batch on: the set-up (customers, plans, grants) runs uncut, because workload.ts draws a
+      // grant's kind and priority inside its retried closure, so a retried Grant would differ.
+      let running = true;
+      let cutter: Promise<void> | undefined;
+      const startCutter = (): Promise<void> =>
+        (async () => {
+          for (let i = 0; running && i < PG_CUTS_MAX; i++) {
+            await new Promise((res) => setTimeout(res, r.int(PG_CUT_GAP_MS_MIN, PG_CUT_GAP_MS_MAX)));
+            if (running) await cut("background");
+          }
+        })();
+      let w: Awaited<ReturnType<typeof runWorkload>>;
+      try {
+        w = await runWorkload(c, {
+          seed,
+          runId: `p${seed.toString(36)}`,
+          customers: 3,
+          batches: 30,
+          batchEventsMax: 30,
+          holds: 12,
+          now: new Date(),
+          retryMs: 60_000,
+          // ... and at fixed points of the workload, so every run has some whatever the timing
+          async between(b) {
+            cutter ??= startCutter();
+            if (b > 0 && b % PG_CUT_EVERY_BATCHES === 0) await cut(`before batch ${b}`);
+          },
+        });
+      } catch (e) {
+        const dead = STACK_SERVICES.filter((s) => !alive(stack.pid(s)));
+        throw new Error(`workload failed (seed ${seed}; cuts: ${log.join(", ")}; processes gone: ${dead.join(", ") || "none"}, see the logs): ${String(e)}`, { cause: e });
+      } finally {
+        running = false;
+        await cutter;
+      }
+      // once more while rating, the wallet outbox and the ledger drain what was accepted
+      await cut("after the workload");
+      const findings = await auditWhenSettled([auditTenant(TENANT, c, w)], { timeoutMs: 60_000 });
+      expect(
+        findings,
+        `seed ${seed} (rerun with NANOBILL_SEED=${seed}); cuts: ${log.join(", ")}; ${w.accepted} accepted, ${w.retries} retries:\n${formatFindings(findings)}`,
+      ).toEqual([]);
+      expect(w.accepted).toBeGreaterThan(0);
+      expect(terminated, `cuts: ${log.join(", ")}`).toBeGreaterThan(0);
+      console.info(`PostgreSQL cuts: ${log.length} cuts, ${terminated} sessions ended; ${w.accepted} events accepted, ${w.retries} client retries`);
+      // no service died of a lost connection: the same processes still run and answer
+      expect(STACK_SERVICES.map((s) => stack.pid(s))).toEqual(pidsBefore);
+      for (const s of STACK_SERVICES) expect(alive(stack.pid(s)), `${s} (pid ${stack.pid(s)}) is still running`).toBe(true);
     }, 240_000);
   });
 }

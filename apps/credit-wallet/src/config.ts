@@ -1,5 +1,6 @@
 /** Environment -> typed config of the credit wallet; every limit explicit and validated. */
-import { type Env, envBool, envInt, envString, envUrl } from "@nanobill/service-kit";
+import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
+import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envInt, envRetired, envString, envUrl } from "@nanobill/service-kit";
 import { BACKGROUND_INTERVAL_MS, EXPIRY_GRACE_MS_DEFAULT, EXPIRY_NOTICE_MS_DEFAULT } from "./limits.js";
 
 export interface CreditWalletConfig {
@@ -26,38 +27,64 @@ export const CREDIT_WALLET_CONFIG_DEFAULT: CreditWalletConfig = {
   backgroundIntervalMs: BACKGROUND_INTERVAL_MS,
 };
 
+/** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
 export interface CreditWalletProcessConfig {
+  /** CREDIT_WALLET_PORT (0 = any free port). */
   port: number;
+  /** CREDIT_WALLET_HOST. */
   host: string;
+  /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
+  /** CREDIT_WALLET_DATA_DIR. */
   dataDir: string;
+  /** CREDIT_WALLET_DB_SCHEMA. */
   schema: string;
-  apiKeys: string;
+  /** CREDIT_WALLET_DB_POOL_MAX. */
   poolMax: number;
-  /** Base URL of the ledger service and the internal API key used to call it. */
+  /** NANOBILL_API_KEYS (required; the authenticator parses it). */
+  apiKeys: string;
+  /** NANOBILL_LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** LEDGER_URL: base URL of the ledger service. */
   ledgerUrl: string;
-  ledgerApiKey: string;
+  /** NANOBILL_INTERNAL_API_KEY: the internal-scope key this service calls the ledger with. */
+  internalApiKey: string;
   wallet: CreditWalletConfig;
 }
 
+/** Names this service read before the one scheme (docs/deployment.md): set, they are a ConfigError. */
+export const CREDIT_WALLET_RETIRED_VARIABLES: Readonly<Record<string, string>> = {
+  LEDGER_API_KEY: "NANOBILL_INTERNAL_API_KEY",
+  WALLET_DATA_DIR: "CREDIT_WALLET_DATA_DIR",
+  WALLET_DB_SCHEMA: "CREDIT_WALLET_DB_SCHEMA",
+  WALLET_DB_POOL_MAX: "CREDIT_WALLET_DB_POOL_MAX",
+  WALLET_REDIS_PREFIX: "CREDIT_WALLET_REDIS_PREFIX",
+  WALLET_REBUILD_ON_START: "CREDIT_WALLET_REBUILD_ON_START",
+  WALLET_EXPIRY_NOTICE_MS: "CREDIT_WALLET_EXPIRY_NOTICE_MS",
+  WALLET_EXPIRY_GRACE_MS: "CREDIT_WALLET_EXPIRY_GRACE_MS",
+  WALLET_BACKGROUND_INTERVAL_MS: "CREDIT_WALLET_BACKGROUND_INTERVAL_MS",
+};
+
 export function loadConfig(env: Env): CreditWalletProcessConfig {
+  envRetired(env, CREDIT_WALLET_RETIRED_VARIABLES);
   return {
-    port: envInt(env, "PORT", 7004, { min: 0, max: 65_535 }),
-    host: envString(env, "HOST", "0.0.0.0"),
+    port: envInt(env, "CREDIT_WALLET_PORT", 7004, { min: 0, max: 65_535 }),
+    host: envString(env, "CREDIT_WALLET_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    dataDir: envString(env, "WALLET_DATA_DIR", "./.data/credit-wallet"),
-    schema: envString(env, "WALLET_DB_SCHEMA", "credit_wallet"),
+    dataDir: envString(env, "CREDIT_WALLET_DATA_DIR", "./.data/credit-wallet"),
+    schema: envString(env, "CREDIT_WALLET_DB_SCHEMA", "credit_wallet"),
+    poolMax: envInt(env, "CREDIT_WALLET_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
-    poolMax: envInt(env, "WALLET_DB_POOL_MAX", 10, { min: 2, max: 100 }),
+    logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",
-    ledgerApiKey: envString(env, "LEDGER_API_KEY"),
+    internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
     wallet: {
       redisUrl: envUrl(env, "REDIS_URL"),
-      redisPrefix: envString(env, "WALLET_REDIS_PREFIX", CREDIT_WALLET_CONFIG_DEFAULT.redisPrefix),
-      rebuildOnStart: envBool(env, "WALLET_REBUILD_ON_START", true),
-      expiryNoticeMs: envInt(env, "WALLET_EXPIRY_NOTICE_MS", EXPIRY_NOTICE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
-      expiryGraceMs: envInt(env, "WALLET_EXPIRY_GRACE_MS", EXPIRY_GRACE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
-      backgroundIntervalMs: envInt(env, "WALLET_BACKGROUND_INTERVAL_MS", BACKGROUND_INTERVAL_MS, { min: 0, max: 3_600_000 }),
+      redisPrefix: envString(env, "CREDIT_WALLET_REDIS_PREFIX", CREDIT_WALLET_CONFIG_DEFAULT.redisPrefix),
+      rebuildOnStart: envBool(env, "CREDIT_WALLET_REBUILD_ON_START", true),
+      expiryNoticeMs: envInt(env, "CREDIT_WALLET_EXPIRY_NOTICE_MS", EXPIRY_NOTICE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
+      expiryGraceMs: envInt(env, "CREDIT_WALLET_EXPIRY_GRACE_MS", EXPIRY_GRACE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
+      backgroundIntervalMs: envInt(env, "CREDIT_WALLET_BACKGROUND_INTERVAL_MS", BACKGROUND_INTERVAL_MS, { min: 0, max: 3_600_000 }),
     },
   };
 }

@@ -13,11 +13,13 @@ import {
 } from "@nanobill/service-kit";
 import { WALLET_SERVER_LIMITS, createCreditWalletService, loadConfig, migrationsDir } from "./index.js";
 
-const logger = createLogger({ service: "credit-wallet" });
+/** Logs a failed start (e.g. a ConfigError naming the variable) before the config is known. */
+const bootLogger = createLogger({ service: "credit-wallet" });
 
 runMain(
   async () => {
     const config = loadConfig(process.env);
+    const logger = createLogger({ service: "credit-wallet", level: config.logLevel });
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
@@ -30,10 +32,12 @@ runMain(
       database: config.databaseUrl ? "postgres" : "embedded",
       realtime: config.wallet.redisUrl ? "redis" : "in-process",
       schema: config.schema,
+      poolMax: config.poolMax,
+      ledgerUrl: config.ledgerUrl,
       migrationsApplied: applied,
       config: { ...config.wallet, redisUrl: config.wallet.redisUrl ? "(set)" : undefined },
     });
-    const ledger = createClient(LedgerService, createClientTransport({ baseUrl: config.ledgerUrl, apiKey: config.ledgerApiKey }));
+    const ledger = createClient(LedgerService, createClientTransport({ baseUrl: config.ledgerUrl, apiKey: config.internalApiKey }));
     const service = await createCreditWalletService({ db, logger, clock: systemClock, clients: { ledger }, config: config.wallet });
     onShutdown(() => service.stop());
     const server = await startServer({ name: "credit-wallet", host: config.host, port: config.port, routes: service.routes, authenticator, logger, limits: WALLET_SERVER_LIMITS });
@@ -41,5 +45,5 @@ runMain(
     await service.start();
     logger.info("credit-wallet listening", { url: server.url });
   },
-  { logger },
+  { logger: bootLogger },
 );

@@ -1,48 +1,69 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
-import { envInt, envString, envUrl, type Env } from "@nanobill/service-kit";
+import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
+import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 
+/** InvoicingConfig: the service's tunables (createInvoicingService). */
 export interface InvoicingConfig {
-  /** port of the standalone server (INVOICING_PORT). */
-  port: number;
-  /** databaseUrl: PostgreSQL URL (DATABASE_URL); unset = embedded PGlite. */
-  databaseUrl: string | undefined;
-  /** dataDir of the embedded database (NANOBILL_DATA_DIR). */
-  dataDir: string;
-  /** schema of this service's tables (INVOICING_DB_SCHEMA). */
-  schema: string;
-  /** ratingUrl / walletUrl / ledgerUrl: base URLs of the services invoicing calls. */
-  ratingUrl: string;
-  walletUrl: string;
-  ledgerUrl: string;
-  /** internalApiKey: the "internal"-scope key used to call them (NANOBILL_INTERNAL_API_KEY). */
-  internalApiKey: string;
   /** ledgerRetryMs: how often pending ledger postings are retried (INVOICING_LEDGER_RETRY_MS). */
   ledgerRetryMs: number;
 }
 
 export const INVOICING_CONFIG_DEFAULT: InvoicingConfig = {
-  port: 7005,
-  databaseUrl: undefined,
-  dataDir: "./.data",
-  schema: "invoicing",
-  ratingUrl: "http://127.0.0.1:7002",
-  walletUrl: "http://127.0.0.1:7004",
-  ledgerUrl: "http://127.0.0.1:7003",
-  internalApiKey: "",
   ledgerRetryMs: 10_000,
 };
 
-export function loadConfig(env: Env): InvoicingConfig {
-  const d = INVOICING_CONFIG_DEFAULT;
+/** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
+export interface InvoicingProcessConfig {
+  /** INVOICING_PORT (0 = any free port). */
+  port: number;
+  /** INVOICING_HOST. */
+  host: string;
+  /** DATABASE_URL: PostgreSQL URL; undefined = embedded PGlite under dataDir. */
+  databaseUrl: string | undefined;
+  /** INVOICING_DATA_DIR. */
+  dataDir: string;
+  /** INVOICING_DB_SCHEMA. */
+  schema: string;
+  /** INVOICING_DB_POOL_MAX. */
+  poolMax: number;
+  /** NANOBILL_API_KEYS (required; the authenticator parses it). */
+  apiKeys: string;
+  /** NANOBILL_LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
+  otlpTracesEndpoint: string | undefined;
+  /** RATING_URL / CREDIT_WALLET_URL / LEDGER_URL: base URLs of the services invoicing calls. */
+  ratingUrl: string;
+  walletUrl: string;
+  ledgerUrl: string;
+  /** NANOBILL_INTERNAL_API_KEY: the internal-scope key invoicing calls them with. */
+  internalApiKey: string;
+  invoicing: InvoicingConfig;
+}
+
+/** Names this service read before the one scheme (docs/deployment.md): set, they are a ConfigError. */
+export const INVOICING_RETIRED_VARIABLES: Readonly<Record<string, string>> = {
+  WALLET_URL: "CREDIT_WALLET_URL",
+};
+
+export function loadConfig(env: Env): InvoicingProcessConfig {
+  envRetired(env, INVOICING_RETIRED_VARIABLES);
   return {
-    port: envInt(env, "INVOICING_PORT", d.port, { min: 0, max: 65_535 }),
+    port: envInt(env, "INVOICING_PORT", 7005, { min: 0, max: 65_535 }),
+    host: envString(env, "INVOICING_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    dataDir: envString(env, "NANOBILL_DATA_DIR", d.dataDir),
-    schema: envString(env, "INVOICING_DB_SCHEMA", d.schema),
-    ratingUrl: envUrl(env, "RATING_URL") ?? d.ratingUrl,
-    walletUrl: envUrl(env, "WALLET_URL") ?? d.walletUrl,
-    ledgerUrl: envUrl(env, "LEDGER_URL") ?? d.ledgerUrl,
-    internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY", ""),
-    ledgerRetryMs: envInt(env, "INVOICING_LEDGER_RETRY_MS", d.ledgerRetryMs, { min: 100, max: 3_600_000 }),
+    dataDir: envString(env, "INVOICING_DATA_DIR", "./.data/invoicing"),
+    schema: envString(env, "INVOICING_DB_SCHEMA", "invoicing"),
+    poolMax: envInt(env, "INVOICING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
+    apiKeys: envString(env, "NANOBILL_API_KEYS"),
+    logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    ratingUrl: envUrl(env, "RATING_URL") ?? "http://127.0.0.1:7002",
+    walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",
+    ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",
+    internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
+    invoicing: {
+      ledgerRetryMs: envInt(env, "INVOICING_LEDGER_RETRY_MS", INVOICING_CONFIG_DEFAULT.ledgerRetryMs, { min: 100, max: 3_600_000 }),
+    },
   };
 }

@@ -12,12 +12,12 @@ import { READ_MAX_BYTES, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX, WRITE_MAX_BYTES } f
 
 runMain(async () => {
   const config = loadConfig(process.env);
-  const logger = createLogger({ service: "invoicing" });
-  logger.info("config", { ...config, internalApiKey: config.internalApiKey === "" ? "" : "(set)" });
-  const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: process.env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const logger = createLogger({ service: "invoicing", level: config.logLevel });
+  logger.info("config", { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : "(set)", apiKeys: "(set)", internalApiKey: "(set)" });
+  const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: config.otlpTracesEndpoint });
   onShutdown(() => telemetry.shutdown());
-  const embedded = config.databaseUrl === undefined ? await openEmbeddedPostgres({ dataDir: `${config.dataDir}/pglite` }) : undefined;
-  const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema });
+  const embedded = config.databaseUrl === undefined ? await openEmbeddedPostgres({ dataDir: config.dataDir }) : undefined;
+  const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
   onShutdown(async () => {
     await db.close();
     await embedded?.close();
@@ -29,7 +29,7 @@ runMain(async () => {
     db,
     logger,
     clock: systemClock,
-    config,
+    config: config.invoicing,
     clients: {
       rating: createClient(RatingService, transport(config.ratingUrl)),
       wallet: createClient(CreditWalletService, transport(config.walletUrl)),
@@ -40,6 +40,7 @@ runMain(async () => {
   onShutdown(() => service.stop());
   const server = await startServer({
     name: "invoicing",
+    host: config.host,
     port: config.port,
     routes: service.routes,
     authenticator: createApiKeyAuthenticatorFromEnv(process.env),

@@ -1,5 +1,6 @@
 /** Environment -> typed LedgerConfig; every limit explicit and validated. */
-import { type Env, envInt, envString, envUrl } from "@nanobill/service-kit";
+import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
+import { type Env, type LogLevel, LOG_LEVELS, envEnum, envInt, envString, envUrl } from "@nanobill/service-kit";
 import {
   COMMIT_ITEMS_PER_TRANSACTION_MAX,
   COMMIT_QUEUE_ITEMS_MAX,
@@ -21,27 +22,37 @@ export const LEDGER_CONFIG_DEFAULT: LedgerConfig = {
   commitItemsPerTransactionMax: COMMIT_ITEMS_PER_TRANSACTION_MAX,
 };
 
+/** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
 export interface LedgerProcessConfig {
+  /** LEDGER_PORT (0 = any free port). */
   port: number;
+  /** LEDGER_HOST. */
   host: string;
-  /** postgres:// URL; undefined = embedded PGlite under dataDir. */
+  /** DATABASE_URL: postgres:// URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
+  /** LEDGER_DATA_DIR. */
   dataDir: string;
+  /** LEDGER_DB_SCHEMA. */
   schema: string;
-  apiKeys: string;
+  /** LEDGER_DB_POOL_MAX. */
   poolMax: number;
+  /** NANOBILL_API_KEYS (required; the authenticator parses it). */
+  apiKeys: string;
+  /** NANOBILL_LOG_LEVEL. */
+  logLevel: LogLevel;
   ledger: LedgerConfig;
 }
 
 export function loadConfig(env: Env): LedgerProcessConfig {
   return {
-    port: envInt(env, "PORT", 7003, { min: 0, max: 65_535 }),
-    host: envString(env, "HOST", "0.0.0.0"),
+    port: envInt(env, "LEDGER_PORT", 7003, { min: 0, max: 65_535 }),
+    host: envString(env, "LEDGER_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
     dataDir: envString(env, "LEDGER_DATA_DIR", "./.data/ledger"),
     schema: envString(env, "LEDGER_DB_SCHEMA", "ledger"),
+    poolMax: envInt(env, "LEDGER_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
-    poolMax: envInt(env, "LEDGER_DB_POOL_MAX", 10, { min: 2, max: 100 }),
+    logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     ledger: {
       expirySweepIntervalMs: envInt(env, "LEDGER_EXPIRY_SWEEP_INTERVAL_MS", EXPIRY_SWEEP_INTERVAL_MS, { min: 0, max: 3_600_000 }),
       commitQueueItemsMax: envInt(env, "LEDGER_COMMIT_QUEUE_ITEMS_MAX", COMMIT_QUEUE_ITEMS_MAX, { min: 8_190, max: 4_194_304 }),

@@ -29,8 +29,8 @@ function startLedger(schema: string, dataDir: string): Promise<{ child: ChildPro
     env: {
       ...env,
       LEDGER_DATA_DIR: dataDir,
-      PORT: "0",
-      HOST: "127.0.0.1",
+      LEDGER_PORT: "0",
+      LEDGER_HOST: "127.0.0.1",
       LEDGER_DB_SCHEMA: schema,
       NANOBILL_API_KEYS: `tnt_crash:admin:${KEY}`,
       LEDGER_EXPIRY_SWEEP_INTERVAL_MS: "0",

@@ -10,11 +10,13 @@ import {
 } from "@nanobill/service-kit";
 import { LEDGER_SERVER_LIMITS, createLedgerService, loadConfig, migrationsDir } from "./index.js";
 
-const logger = createLogger({ service: "ledger" });
+/** Logs a failed start (e.g. a ConfigError naming the variable) before the config is known. */
+const bootLogger = createLogger({ service: "ledger" });
 
 runMain(
   async () => {
     const config = loadConfig(process.env);
+    const logger = createLogger({ service: "ledger", level: config.logLevel });
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
@@ -26,6 +28,7 @@ runMain(
     logger.info("ledger starting", {
       database: config.databaseUrl ? "postgres" : "embedded",
       schema: config.schema,
+      poolMax: config.poolMax,
       migrationsApplied: applied,
       limits: config.ledger,
     });
@@ -44,5 +47,5 @@ runMain(
     await service.start();
     logger.info("ledger listening", { url: server.url });
   },
-  { logger },
+  { logger: bootLogger },
 );

@@ -1,5 +1,6 @@
 // Environment -> typed config. Every limit explicit and validated; a bad value names the variable.
-import { envInt, envString, envUrl, type Env } from "@nanobill/service-kit";
+import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
+import { envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import {
   COMMIT_EVENTS_MAX,
   INGEST_QUEUE_EVENTS_MAX,
@@ -40,28 +41,43 @@ export function meteringConfigFromEnv(env: Env): MeteringConfig {
   };
 }
 
-/** The process settings of the standalone server (main.ts). */
+/** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
 export interface MeteringProcessConfig {
+  /** METERING_PORT (0 = any free port). */
   port: number;
+  /** METERING_HOST (also the OTLP/HTTP receiver's). */
   host: string;
+  /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
+  /** METERING_DATA_DIR. */
   dataDir: string;
+  /** METERING_DB_SCHEMA. */
   schema: string;
+  /** METERING_DB_POOL_MAX. */
+  poolMax: number;
+  /** NANOBILL_API_KEYS (required; the authenticator parses it). */
   apiKeys: string;
-  /** OTLP/HTTP receiver port (-1 = off, 0 = any free port). */
+  /** NANOBILL_LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
+  otlpTracesEndpoint: string | undefined;
+  /** METERING_OTLP_PORT: OTLP/HTTP receiver port (-1 = off, 0 = any free port). */
   otlpPort: number;
-  service: MeteringConfig;
+  metering: MeteringConfig;
 }
 
-export function processConfigFromEnv(env: Env): MeteringProcessConfig {
+export function loadConfig(env: Env): MeteringProcessConfig {
   return {
-    port: envInt(env, "METERING_PORT", 7101, { min: 0, max: 65_535 }),
+    port: envInt(env, "METERING_PORT", 7001, { min: 0, max: 65_535 }),
     host: envString(env, "METERING_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    dataDir: envString(env, "NANOBILL_DATA_DIR", "./.data"),
+    dataDir: envString(env, "METERING_DATA_DIR", "./.data/metering"),
     schema: envString(env, "METERING_DB_SCHEMA", "metering"),
+    poolMax: envInt(env, "METERING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
-    otlpPort: envInt(env, "METERING_OTLP_PORT", 7102, { min: -1, max: 65_535 }),
-    service: meteringConfigFromEnv(env),
+    logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    otlpPort: envInt(env, "METERING_OTLP_PORT", 4318, { min: -1, max: 65_535 }),
+    metering: meteringConfigFromEnv(env),
   };
 }

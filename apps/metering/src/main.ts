@@ -2,23 +2,23 @@
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, systemClock } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
-import { processConfigFromEnv } from "./config.js";
+import { loadConfig } from "./config.js";
 import { createMeteringService, migrationsDir } from "./index.js";
 import { startOtlpServer } from "./otlp-http.js";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
 
 runMain(async () => {
-  const cfg = processConfigFromEnv(process.env);
-  const logger = createLogger({ service: "metering" });
-  const telemetry = initTelemetry({ serviceName: "metering", otlpEndpoint: process.env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const cfg = loadConfig(process.env);
+  const logger = createLogger({ service: "metering", level: cfg.logLevel });
+  const telemetry = initTelemetry({ serviceName: "metering", otlpEndpoint: cfg.otlpTracesEndpoint });
   onShutdown(() => telemetry.shutdown());
   const embedded = cfg.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: cfg.dataDir });
   if (embedded) onShutdown(() => embedded.close());
-  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema });
+  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });
   onShutdown(() => db.close());
   const { applied } = await migrate(db, migrationsDir);
-  logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, migrationsApplied: applied, ...cfg.service });
-  const service = await createMeteringService({ db, logger, clock: systemClock, config: cfg.service });
+  logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, poolMax: cfg.poolMax, migrationsApplied: applied, ...cfg.metering });
+  const service = await createMeteringService({ db, logger, clock: systemClock, config: cfg.metering });
   const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
   const server = await startServer({
     name: "metering",

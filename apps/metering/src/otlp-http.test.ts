@@ -1,3 +1,8 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  ExportTraceServiceRequestSchema,
+  ExportTraceServiceResponseSchema,
+} from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { testBackends } from "@nanobill/db";
 import { silentLogger } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,7 +45,34 @@ describe("OTLP/HTTP GenAI receiver", () => {
   });
 
   const post = (b: unknown, key: string | null = KEYS.ingestA, type = "application/json") =>
-    fetch(url, { method: "POST", headers: { "content-type": type, ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: typeof b === "string" ? b : JSON.stringify(b) });
+    fetch(url, { method: "POST", headers: { "content-type": type, ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: typeof b === "string" || b instanceof Uint8Array ? b : JSON.stringify(b) });
+
+  it("takes OTLP/HTTP protobuf (application/x-protobuf) and answers in protobuf", async () => {
+    const attr = (key: string, value: { case: "stringValue"; value: string } | { case: "intValue"; value: bigint }) => ({ key, value: { value } });
+    const req = create(ExportTraceServiceRequestSchema, {
+      resourceSpans: [
+        {
+          resource: { attributes: [attr("nanobill.customer_id", { case: "stringValue", value: "cus_pb" })] },
+          scopeSpans: [
+            {
+              spans: [
+                { traceId: Buffer.from(TRACE, "hex"), spanId: Buffer.from("3333333333333333", "hex"), endTimeUnixNano: BigInt(endNs), attributes: [attr("gen_ai.request.model", { case: "stringValue", value: "gpt-y" }), attr("gen_ai.usage.input_tokens", { case: "intValue", value: 77n })] },
+                { traceId: Buffer.from(TRACE, "hex"), spanId: Buffer.from("3333333333333334", "hex"), endTimeUnixNano: BigInt(endNs), attributes: [attr("gen_ai.usage.input_tokens", { case: "intValue", value: -3n })] },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    const res = await post(toBinary(ExportTraceServiceRequestSchema, req), KEYS.ingestA, "application/x-protobuf");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/x-protobuf");
+    const out = fromBinary(ExportTraceServiceResponseSchema, new Uint8Array(await res.arrayBuffer()));
+    expect(out.partialSuccess?.rejectedSpans).toBe(1n);
+    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_3333333333333333")!;
+    expect(e).toMatchObject({ customerId: "cus_pb", properties: { model: { kind: "string", value: "gpt-y" }, input_tokens: { kind: "int", value: 77n } } });
+    expect(e.traceparent).toBe(`00-${TRACE}-3333333333333333-01`);
+  });
 
   it("turns gen_ai spans into usage events keyed by span id, with the span's trace context", async () => {
     const res = await post(body([span("00f067aa0ba902b7", GENAI), span("00f067aa0ba902b8", [["http.method", { stringValue: "GET" }]])]));
@@ -83,10 +115,13 @@ describe("OTLP/HTTP GenAI receiver", () => {
     expect(j.partialSuccess.errorMessage).toContain("properties.input_tokens");
   });
 
-  it("refuses a missing key, a read-only key, protobuf bodies and malformed JSON", async () => {
+  it("refuses a missing key, a read-only key, other content types, malformed protobuf and malformed JSON", async () => {
     expect((await post(body([]), null)).status).toBe(401);
     expect((await post(body([]), KEYS.readA)).status).toBe(403);
-    expect((await post("x", KEYS.ingestA, "application/x-protobuf")).status).toBe(415);
+    expect((await post("x", KEYS.ingestA, "text/plain")).status).toBe(415);
+    const badPb = await post(new Uint8Array([0x0a, 0xff]), KEYS.ingestA, "application/x-protobuf");
+    expect(badPb.status).toBe(400);
+    expect(badPb.headers.get("content-type")).toBe("application/x-protobuf");
     expect((await post("{not json", KEYS.ingestA)).status).toBe(400);
     const bad = await post(body([{ traceId: TRACE, spanId: "xyz", attributes: [] }]));
     expect(bad.status).toBe(400);

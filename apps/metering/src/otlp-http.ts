@@ -1,9 +1,18 @@
-// OTLP/HTTP (JSON) receiver for OpenTelemetry GenAI spans: POST /v1/traces with
-// Content-Type application/json and `authorization: Bearer <ingest key>`. Spans with gen_ai.*
-// usage attributes become usage events through the tenant's GenAI mapping and go through the
-// same validation, dedupe and durable write as IngestEvents. Answers an OTLP
-// ExportTraceServiceResponse (partialSuccess counts spans whose event was rejected).
+// OTLP receiver for OpenTelemetry GenAI spans. OTLP/HTTP: POST /v1/traces with Content-Type
+// application/json (OTLP/JSON) or application/x-protobuf, `authorization: Bearer <ingest key>`.
+// OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on the metering port
+// (server.ts). Spans with gen_ai.* usage attributes become usage events through the tenant's
+// GenAI mapping and go through the same validation, dedupe and durable write as IngestEvents.
+// Answers an OTLP ExportTraceServiceResponse (partialSuccess counts spans whose event was rejected).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  ExportTraceServiceRequestSchema,
+  ExportTraceServiceResponseSchema,
+  type ExportTraceServiceRequest,
+  type ExportTraceServiceResponse,
+} from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
+import type { KeyValue } from "@nanobill/contracts/opentelemetry/proto/common/v1/common_pb";
 import { ANY_TENANT, TENANT_HEADER, hasScope, isTenantId, type Authenticator, type Logger } from "@nanobill/service-kit";
 import { IngestStatus, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import type { EventInput } from "./domain/event.js";
@@ -73,6 +82,75 @@ export function parseOtlpJson(body: unknown): GenAiSpan[] {
   return spans;
 }
 
+function protoAttributes(list: KeyValue[]): Map<string, AttributeValue> {
+  const out = new Map<string, AttributeValue>();
+  for (const kv of list) {
+    const v = kv.value?.value;
+    if (!v) continue;
+    if (v.case === "stringValue" || v.case === "boolValue" || v.case === "intValue" || v.case === "doubleValue") out.set(kv.key, v.value);
+    // arrays, kvlists, bytes: not mapped
+  }
+  return out;
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+
+/** The spans of a decoded OTLP protobuf ExportTraceServiceRequest (ids as lower-case hex). */
+export function spansFromProto(req: ExportTraceServiceRequest): GenAiSpan[] {
+  const spans: GenAiSpan[] = [];
+  for (const [r, rs] of req.resourceSpans.entries()) {
+    const resourceAttributes = protoAttributes(rs.resource?.attributes ?? []);
+    for (const [s, ss] of rs.scopeSpans.entries()) {
+      for (const [k, sp] of ss.spans.entries()) {
+        const f = `resource_spans[${r}].scope_spans[${s}].spans[${k}]`;
+        if (spans.length >= OTLP_SPANS_MAX) throw new OtlpFormatError("resource_spans", `at most ${OTLP_SPANS_MAX} spans per request`);
+        if (sp.spanId.length !== 8) throw new OtlpFormatError(`${f}.span_id`, "must be 8 bytes");
+        if (sp.traceId.length !== 16) throw new OtlpFormatError(`${f}.trace_id`, "must be 16 bytes");
+        spans.push({ traceId: hex(sp.traceId), spanId: hex(sp.spanId), endTimeUnixNano: sp.endTimeUnixNano, attributes: protoAttributes(sp.attributes), resourceAttributes });
+      }
+    }
+  }
+  return spans;
+}
+
+/**
+ * Maps spans to events with the tenant's mapping and ingests them (chunks of a request's size);
+ * the OTLP response: partial success counts spans whose event was rejected or conflicted.
+ */
+export async function exportSpans(
+  spans: GenAiSpan[],
+  mapping: GenAiMapping,
+  ingest: (events: EventInput[]) => Promise<IngestResult[]>,
+): Promise<ExportTraceServiceResponse> {
+  const { events } = spansToEvents(spans, mapping);
+  let rejected = 0;
+  const messages: string[] = [];
+  for (let i = 0; i < events.length; i += EVENTS_PER_REQUEST_MAX) {
+    const results = await ingest(events.slice(i, i + EVENTS_PER_REQUEST_MAX));
+    for (const r of results) {
+      if (r.status === IngestStatus.REJECTED || r.status === IngestStatus.CONFLICT) {
+        rejected++;
+        if (messages.length < 5) messages.push(`${r.eventId}: ${r.message}`);
+      }
+    }
+  }
+  return create(ExportTraceServiceResponseSchema, rejected > 0 ? { partialSuccess: { rejectedSpans: BigInt(rejected), errorMessage: messages.join("; ") } } : {});
+}
+
+/** google.rpc.Status {code, message} in protobuf: the OTLP/HTTP error body for protobuf requests. */
+function rpcStatusBytes(code: number, message: string): Buffer {
+  const m = Buffer.from(message, "utf8");
+  const len: number[] = [];
+  for (let n = m.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      len.push(n);
+      break;
+    }
+    len.push((n & 0x7f) | 0x80);
+  }
+  return Buffer.concat([Buffer.from([0x08, code, 0x12, ...len]), m]);
+}
+
 export interface OtlpReceiverDeps {
   authenticator: Authenticator;
   logger: Logger;
@@ -115,30 +193,33 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
       if (tenant === ANY_TENANT) return send(res, 400, { message: `${TENANT_HEADER}: required for internal keys` });
     }
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim();
-    if (type !== "application/json")
-      return send(res, 415, { message: "content-type: only application/json (OTLP/JSON) is accepted; protobuf is not implemented" });
+    const proto = type === "application/x-protobuf";
+    if (!proto && type !== "application/json") return send(res, 415, { message: "content-type: application/json (OTLP/JSON) or application/x-protobuf" });
+    // Errors answer in the request's encoding: JSON {message}, or a protobuf google.rpc.Status.
+    const fail = (status: number, grpcCode: number, message: string) => {
+      if (!proto) return send(res, status, { message });
+      const body = rpcStatusBytes(grpcCode, message);
+      res.writeHead(status, { "content-type": "application/x-protobuf", "content-length": body.length });
+      res.end(body);
+    };
     const body = await readBody(req);
-    if (!body) return send(res, 413, { message: `body: at most ${OTLP_BYTES_MAX} bytes` });
+    if (!body) return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes`);
     let spans: GenAiSpan[];
     try {
-      spans = parseOtlpJson(JSON.parse(body.toString("utf8")));
+      spans = proto ? spansFromProto(fromBinary(ExportTraceServiceRequestSchema, body)) : parseOtlpJson(JSON.parse(body.toString("utf8")));
     } catch (e) {
-      if (e instanceof OtlpFormatError || e instanceof SyntaxError) return send(res, 400, { message: e.message });
+      if (e instanceof OtlpFormatError || e instanceof SyntaxError) return fail(400, 3, e.message);
+      if (proto && e instanceof Error) return fail(400, 3, `body: not an OTLP ExportTraceServiceRequest (${e.message})`);
       throw e;
     }
-    const { events } = spansToEvents(spans, await deps.mappingFor(tenant));
-    let rejected = 0;
-    const messages: string[] = [];
-    for (let i = 0; i < events.length; i += EVENTS_PER_REQUEST_MAX) {
-      const results = await deps.ingest(tenant, events.slice(i, i + EVENTS_PER_REQUEST_MAX));
-      for (const r of results) {
-        if (r.status === IngestStatus.REJECTED || r.status === IngestStatus.CONFLICT) {
-          rejected++;
-          if (messages.length < 5) messages.push(`${r.eventId}: ${r.message}`);
-        }
-      }
+    const out = await exportSpans(spans, await deps.mappingFor(tenant), (events) => deps.ingest(tenant, events));
+    if (proto) {
+      const bytes = toBinary(ExportTraceServiceResponseSchema, out);
+      res.writeHead(200, { "content-type": "application/x-protobuf", "content-length": bytes.length });
+      res.end(bytes);
+      return;
     }
-    send(res, 200, rejected > 0 ? { partialSuccess: { rejectedSpans: String(rejected), errorMessage: messages.join("; ") } } : {});
+    send(res, 200, out.partialSuccess ? { partialSuccess: { rejectedSpans: String(out.partialSuccess.rejectedSpans), errorMessage: out.partialSuccess.errorMessage } } : {});
   }
   return (req, res) => {
     handle(req, res).catch((e: unknown) => {

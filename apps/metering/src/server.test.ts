@@ -1,11 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { EventSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { testBackends } from "@nanobill/db";
 import { closeClientSessions, createClientTransport, silentLogger, startServer, type StartedServer } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
-import { authenticator, KEYS, openHarness, type Harness } from "./test-support.js";
+import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
 
 const [backend] = testBackends();
 
@@ -53,5 +54,35 @@ describe("metering over a real h2c server", () => {
     }
     expect(code).toBe(Code.ResourceExhausted);
     expect((await h.service.store.listTenantEvents("tnt_a", 10_000)).some((e) => e.id.startsWith("evt_big_"))).toBe(false);
+  });
+
+  it("takes GenAI spans over OTLP/gRPC (TraceService/Export) on the same port, with an ingest key", async () => {
+    const otlp = createClient(TraceService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA, protocol: "grpc" }));
+    const spanId = Buffer.from("aa000000000000b1", "hex");
+    const traceId = Buffer.from("4bf92f3577b34da6a3ce929d0e0e4736", "hex");
+    const attr = (key: string, value: { case: "stringValue"; value: string } | { case: "intValue"; value: bigint }) => ({ key, value: { value } });
+    const req = {
+      resourceSpans: [
+        {
+          resource: { attributes: [attr("nanobill.customer_id", { case: "stringValue", value: "cus_grpc" })] },
+          scopeSpans: [
+            {
+              spans: [
+                { traceId, spanId, name: "chat", endTimeUnixNano: BigInt(T0.getTime() - 60_000) * 1_000_000n, attributes: [attr("gen_ai.request.model", { case: "stringValue", value: "gpt-x" }), attr("gen_ai.usage.input_tokens", { case: "intValue", value: 42n })] },
+                { traceId, spanId: Buffer.from("aa000000000000b2", "hex"), endTimeUnixNano: BigInt(T0.getTime() - 60_000) * 1_000_000n, attributes: [attr("gen_ai.usage.input_tokens", { case: "intValue", value: -1n })] },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    const res = await otlp.export(req);
+    expect(res.partialSuccess?.rejectedSpans).toBe(1n);
+    const e = (await h.service.store.listTenantEvents("tnt_a", 10_000)).find((x) => x.id === "span_aa000000000000b1")!;
+    expect(e).toMatchObject({ customerId: "cus_grpc", properties: { model: { kind: "string", value: "gpt-x" }, input_tokens: { kind: "int", value: 42n } } });
+    const readOnly = createClient(TraceService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.readA, protocol: "grpc" }));
+    await expect(readOnly.export(req)).rejects.toMatchObject({ code: Code.PermissionDenied });
+    const badId = { resourceSpans: [{ scopeSpans: [{ spans: [{ traceId, spanId: Buffer.from("aa", "hex") }] }] }] };
+    await expect(otlp.export(badId)).rejects.toMatchObject({ code: Code.InvalidArgument });
   });
 });

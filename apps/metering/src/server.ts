@@ -3,8 +3,11 @@
 // router options would replace them).
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
+import { invalidArgument, requireScope, tenantOf } from "@nanobill/service-kit";
 import { toRpcError } from "./errors.js";
-import { createHandlers, type HandlerDeps } from "./service.js";
+import { exportSpans, OtlpFormatError, spansFromProto } from "./otlp-http.js";
+import { createHandlers, genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
 
 function withErrorMapping<T extends object>(impl: T): T {
   const out: Record<string, unknown> = {};
@@ -22,7 +25,23 @@ function withErrorMapping<T extends object>(impl: T): T {
 
 export function createMeteringRoutes(deps: HandlerDeps): (router: ConnectRouter) => void {
   const impl: ServiceImpl<typeof MeteringService> = withErrorMapping(createHandlers(deps));
+  // OTLP/gRPC: OpenTelemetry exporters send GenAI spans here (authorization: Bearer <ingest key>).
+  const otlp: ServiceImpl<typeof TraceService> = withErrorMapping({
+    async export(req, ctx) {
+      requireScope(ctx, "ingest");
+      const tenant = tenantOf(ctx);
+      let spans;
+      try {
+        spans = spansFromProto(req);
+      } catch (e) {
+        if (e instanceof OtlpFormatError) throw invalidArgument(e.field, e.message.slice(e.field.length + 2));
+        throw e;
+      }
+      return exportSpans(spans, await genAiMappingOf(deps.store, tenant), (events) => ingestInputs(deps, tenant, events));
+    },
+  });
   return (router) => {
     router.service(MeteringService, impl);
+    router.service(TraceService, otlp);
   };
 }

@@ -231,6 +231,23 @@ for (const backend of testBackends()) {
       expect(list.meters.map((m) => m.id)).toEqual(["input_tokens"]);
     });
 
+    it("answers a retry of an event stored before it passed the late-event limit as a duplicate, a new one as period_closed", async () => {
+      const c = h.client(KEYS.adminA);
+      const ev = llmEvent("evt_old_1", { customerId: "cus_old", timestamp: timestampFromDate(new Date(T0.getTime() - 34 * 86_400_000)) });
+      expect((await c.ingestEvents({ events: [ev] })).results[0]!.status).toBe(IngestStatus.ACCEPTED);
+      h.clock.advance(2 * 86_400_000); // the event is now 36 days old
+      try {
+        const res = await c.ingestEvents({ events: [ev, llmEvent("evt_old_2", { customerId: "cus_old", timestamp: ev.timestamp }), { ...ev, properties: {} }] });
+        expect(res.results.map((r) => [r.status, r.reason])).toEqual([
+          [IngestStatus.DUPLICATE, ""],
+          [IngestStatus.REJECTED, "period_closed"],
+          [IngestStatus.CONFLICT, "content_differs"],
+        ]);
+      } finally {
+        h.clock.advance(-2 * 86_400_000);
+      }
+    });
+
     it("refuses events in a closed period but still recognises retries of stored ones", async () => {
       const c = h.client(KEYS.adminA);
       await c.ingestEvents({ events: [llmEvent("evt_cl_1", { customerId: "cus_cl" })] });

@@ -87,7 +87,7 @@ export async function ingestInputs(deps: HandlerDeps, tenant: string, inputs: Ev
     const v = validateEvent(input, { nowUs, lateEventAgeUs, defaultTraceContext });
     if (!v.ok) results[i] = rejectedResult(input.id, v.rejection);
     else {
-      items.push({ tenant, event: v.event });
+      items.push(v.late ? { tenant, event: v.event, late: v.late } : { tenant, event: v.event });
       positions.push(i);
     }
   }

@@ -1,4 +1,5 @@
-import { envBool, envInt, type Env } from "@nanobill/service-kit";
+import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
+import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import { CONSUMER_BATCH_EVENTS_MAX, CONSUMER_WAIT_MS, CONTEXT_CACHE_TTL_MS } from "./limits.js";
 
 /** RatingConfig: the service's tunables (limits.ts holds the hard caps). */
@@ -31,5 +32,57 @@ export function ratingConfigFromEnv(env: Env): RatingConfig {
     consumerWaitMs: envInt(env, "RATING_CONSUMER_WAIT_MS", CONSUMER_WAIT_MS, { min: 0, max: 30_000 }),
     cacheTtlMs: envInt(env, "RATING_CACHE_TTL_MS", CONTEXT_CACHE_TTL_MS, { min: 0, max: 600_000 }),
     validateMeters: envBool(env, "RATING_VALIDATE_METERS", true),
+  };
+}
+
+/** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
+export interface RatingProcessConfig {
+  /** RATING_PORT (0 = any free port). */
+  port: number;
+  /** RATING_HOST. */
+  host: string;
+  /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
+  databaseUrl: string | undefined;
+  /** RATING_DATA_DIR. */
+  dataDir: string;
+  /** RATING_DB_SCHEMA. */
+  schema: string;
+  /** RATING_DB_POOL_MAX. */
+  poolMax: number;
+  /** NANOBILL_API_KEYS (required; the authenticator parses it). */
+  apiKeys: string;
+  /** NANOBILL_LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
+  otlpTracesEndpoint: string | undefined;
+  /** METERING_URL / CREDIT_WALLET_URL: base URLs of the services rating calls. */
+  meteringUrl: string;
+  walletUrl: string;
+  /** NANOBILL_INTERNAL_API_KEY: the internal-scope key rating calls them with. */
+  internalApiKey: string;
+  rating: RatingConfig;
+}
+
+/** Names this service read before the one scheme (docs/deployment.md): set, they are a ConfigError. */
+export const RATING_RETIRED_VARIABLES: Readonly<Record<string, string>> = {
+  NANOBILL_INTERNAL_KEY: "NANOBILL_INTERNAL_API_KEY",
+};
+
+export function loadConfig(env: Env): RatingProcessConfig {
+  envRetired(env, RATING_RETIRED_VARIABLES);
+  return {
+    port: envInt(env, "RATING_PORT", 7002, { min: 0, max: 65_535 }),
+    host: envString(env, "RATING_HOST", "0.0.0.0"),
+    databaseUrl: envUrl(env, "DATABASE_URL"),
+    dataDir: envString(env, "RATING_DATA_DIR", "./.data/rating"),
+    schema: envString(env, "RATING_DB_SCHEMA", "rating"),
+    poolMax: envInt(env, "RATING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
+    apiKeys: envString(env, "NANOBILL_API_KEYS"),
+    logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    meteringUrl: envUrl(env, "METERING_URL") ?? "http://127.0.0.1:7001",
+    walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",
+    internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
+    rating: ratingConfigFromEnv(env),
   };
 }

@@ -7,54 +7,50 @@ import {
   createApiKeyAuthenticatorFromEnv,
   createClientTransport,
   createLogger,
-  envInt,
-  envString,
-  envUrl,
   onShutdown,
   runMain,
   startServer,
   systemClock,
 } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
-import { ratingConfigFromEnv } from "./config.js";
+import { loadConfig } from "./config.js";
 import { createRatingService, migrationsDir } from "./index.js";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX } from "./limits.js";
 
 runMain(async () => {
-  const env = process.env;
-  const port = envInt(env, "PORT", 7002, { min: 0, max: 65_535 });
-  const host = envString(env, "HOST", "0.0.0.0");
-  const databaseUrl = envUrl(env, "DATABASE_URL");
-  const dataDir = envString(env, "DATA_DIR", "./.data/rating");
-  const schema = envString(env, "DB_SCHEMA", "rating");
-  const apiKeys = envString(env, "NANOBILL_API_KEYS");
-  const internalKey = envString(env, "NANOBILL_INTERNAL_KEY");
-  const meteringUrl = envString(env, "METERING_URL");
-  const walletUrl = envString(env, "CREDIT_WALLET_URL");
-  const config = ratingConfigFromEnv(env);
-  const logger = createLogger({ service: "rating" });
-  const telemetry = initTelemetry({ serviceName: "rating", otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const cfg = loadConfig(process.env);
+  const logger = createLogger({ service: "rating", level: cfg.logLevel });
+  const telemetry = initTelemetry({ serviceName: "rating", otlpEndpoint: cfg.otlpTracesEndpoint });
   onShutdown(() => telemetry.shutdown());
-  const embedded = databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir });
+  const embedded = cfg.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: cfg.dataDir });
   if (embedded) onShutdown(() => embedded.close());
-  const db = await openDb({ url: databaseUrl, embedded, schema });
+  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });
   onShutdown(() => db.close());
   const { applied } = await migrate(db, migrationsDir);
-  logger.info("config", { port, database: databaseUrl ? "postgres" : "embedded", schema, migrationsApplied: applied, ...config });
+  logger.info("config", {
+    port: cfg.port,
+    database: cfg.databaseUrl ? "postgres" : "embedded",
+    schema: cfg.schema,
+    poolMax: cfg.poolMax,
+    meteringUrl: cfg.meteringUrl,
+    walletUrl: cfg.walletUrl,
+    migrationsApplied: applied,
+    ...cfg.rating,
+  });
   const service = await createRatingService({
     db,
     logger,
     clock: systemClock,
-    config,
+    config: cfg.rating,
     clients: {
-      metering: createClient(MeteringService, createClientTransport({ baseUrl: meteringUrl, apiKey: internalKey })),
-      wallet: createClient(CreditWalletService, createClientTransport({ baseUrl: walletUrl, apiKey: internalKey })),
+      metering: createClient(MeteringService, createClientTransport({ baseUrl: cfg.meteringUrl, apiKey: cfg.internalApiKey })),
+      wallet: createClient(CreditWalletService, createClientTransport({ baseUrl: cfg.walletUrl, apiKey: cfg.internalApiKey })),
     },
   });
   const server = await startServer({
     name: "rating",
-    host,
-    port,
+    host: cfg.host,
+    port: cfg.port,
     routes: service.routes,
     authenticator: createApiKeyAuthenticatorFromEnv(process.env),
     limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },

@@ -1,3 +1,4 @@
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   COPY_ROWS_PER_CALL_MAX,
@@ -551,6 +552,63 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
         expect((await one.query<{ x: number }>("SELECT 2 AS x")).rows).toEqual([{ x: 2 }]);
       } finally {
         await one.close();
+      }
+    });
+
+    it("survives every session being terminated from outside: idle pooled ones and one mid-query (named nanobill:<schema>)", async () => {
+      // its own schema, so its application_name is its own and the cuts leave `db`'s sessions alone
+      const schema = `${db.schema}_cut`;
+      const d = await openDb({ url, schema, poolMax: 4 });
+      try {
+        // fill the pool with idle connections
+        await Promise.all([1, 2, 3, 4].map((i) => d.query("SELECT pg_sleep(0.05), $1::int AS i", [i])));
+        const killAll = (): Promise<{ rows: Array<{ ok: boolean }> }> =>
+          db.query<{ ok: boolean }>(
+            "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()",
+            [`nanobill:${schema}`],
+          );
+        // the idle clients' "error" events must not crash the process; the next query reconnects
+        const idle = await killAll();
+        expect(idle.rows.filter((r) => r.ok).length).toBeGreaterThanOrEqual(1);
+        await new Promise((r) => setTimeout(r, 50));
+        expect((await d.query<{ x: number }>("SELECT 3 AS x")).rows).toEqual([{ x: 3 }]);
+        // a query running when its session is cut fails as unavailable, in a transaction too
+        const running = expectDbError(d.query("SELECT pg_sleep(5)"), "unavailable");
+        const inTx = expectDbError(
+          d.transaction(async (tx) => tx.query("SELECT pg_sleep(5)")),
+          "unavailable",
+        );
+        await new Promise((r) => setTimeout(r, 300));
+        const mid = await killAll();
+        expect(mid.rows.filter((r) => r.ok).length).toBeGreaterThanOrEqual(2);
+        await running;
+        await inTx;
+        const after = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => d.query<{ i: number }>("SELECT $1::int AS i", [i])));
+        expect(after.map((r) => r.rows[0]!.i)).toEqual([1, 2, 3, 4, 5, 6]);
+        expect(await d.transaction(async (tx) => (await tx.query<{ x: number }>("SELECT 4 AS x")).rows[0]!.x)).toBe(4);
+      } finally {
+        await d.query(`DROP SCHEMA "${schema}" CASCADE`).catch(() => undefined);
+        await d.close();
+      }
+    });
+
+    it("a client whose session is cut before its holder listens for errors neither crashes the process nor is handed out again", async () => {
+      const d = await openDb({ url, schema: db.schema, poolMax: 1 });
+      try {
+        // the moment between pg-pool handing out a new client and transaction() attaching its own
+        // "error" listener (a session cut as it connects lands there): nobody but the Db listens
+        const pool = (d as unknown as { pool: pg.Pool }).pool;
+        await d.query("SELECT 1");
+        const client = await pool.connect();
+        const pid = (client as unknown as { processID: number }).processID;
+        const lost = new Promise<void>((res) => client.once("end", () => res()));
+        expect((await db.query<{ ok: boolean }>("SELECT pg_terminate_backend($1::int) AS ok", [pid])).rows[0]!.ok).toBe(true);
+        await lost; // the FATAL was delivered and emitted as "error" on the client: the process lives
+        client.release();
+        expect((await d.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid).not.toBe(pid);
+        expect(await d.transaction(async (tx) => (await tx.query<{ x: number }>("SELECT 5 AS x")).rows[0]!.x)).toBe(5);
+      } finally {
+        await d.close();
       }
     });
 

@@ -105,8 +105,17 @@ export class PgDb implements Db {
       idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
       application_name: `nanobill:${opts.schema}`,
     } as pg.PoolConfig);
-    // An idle client losing its connection emits on the pool; without a listener the process dies.
+    // A client losing its connection (pg_terminate_backend, a failover, a proxy restart) emits
+    // "error"; an "error" without a listener kills the process. pg-pool listens only while a client
+    // is idle (then re-emits on the pool, heard here) and pool.query() while its query runs;
+    // transaction() adds its own listener, but only after `await pool.connect()`, and a session
+    // cut as it connects delivers ReadyForQuery and the FATAL in one read, i.e. before that.
+    // So every client gets a permanent listener as it is created; a client that lost its
+    // connection is not queryable any more and pg-pool discards it on release.
     pool.on("error", () => {});
+    pool.on("connect", (client) => {
+      client.on("error", () => {});
+    });
     const db = new PgDb(opts.schema, pool);
     try {
       await db.createSchema();

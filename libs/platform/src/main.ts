@@ -2,30 +2,36 @@
  * `npm start`: all five services in one process. Without DATABASE_URL they share one embedded
  * PostgreSQL (PGlite, data under NANOBILL_DATA_DIR, default ./.data) with a schema each; without
  * REDIS_URL the wallet uses its in-process real-time path. Prints each service's address.
+ * Variables: the one scheme of docs/deployment.md ("Environment"): <SERVICE>_PORT and
+ * <SERVICE>_HOST per service (default 7001..7005 on 127.0.0.1), DATABASE_URL, REDIS_URL,
+ * NANOBILL_API_KEYS, NANOBILL_DATA_DIR, NANOBILL_LOG_LEVEL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
   createLogger,
+  envEnum,
   envInt,
   envString,
   envUrl,
   onShutdown,
   parseApiKeysEnv,
   runMain,
+  LOG_LEVELS,
   type ApiKeyEntry,
 } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { DEFAULT_PORTS, SERVICE_NAMES, startPlatform, type ServiceName } from "./platform.js";
 import { DEMO, seedDemo } from "./demo.js";
 
-const PORT_ENV: Record<ServiceName, string> = {
-  metering: "METERING_PORT",
-  rating: "RATING_PORT",
-  ledger: "LEDGER_PORT",
-  "credit-wallet": "CREDIT_WALLET_PORT",
-  invoicing: "INVOICING_PORT",
+/** The prefix of each service's own variables (<SERVICE>_PORT, <SERVICE>_HOST). */
+const ENV_PREFIX: Record<ServiceName, string> = {
+  metering: "METERING",
+  rating: "RATING",
+  ledger: "LEDGER",
+  "credit-wallet": "CREDIT_WALLET",
+  invoicing: "INVOICING",
 };
 
 /** The demo key lives in the data folder so it survives restarts (and never in the repo). */
@@ -39,7 +45,7 @@ function demoKey(dataDir: string): string {
 
 runMain(async () => {
   const env = process.env;
-  const logger = createLogger({ service: "platform", level: (envString(env, "LOG_LEVEL", "info") as "info") });
+  const logger = createLogger({ service: "platform", level: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info") });
   const databaseUrl = envUrl(env, "DATABASE_URL");
   const redisUrl = envUrl(env, "REDIS_URL");
   const dataDir = resolve(envString(env, "NANOBILL_DATA_DIR", ".data"));
@@ -51,14 +57,15 @@ runMain(async () => {
   const configured = env.NANOBILL_API_KEYS;
   const apiKeys: ApiKeyEntry[] = configured ? parseApiKeysEnv(configured) : [{ tenant: DEMO.tenant, scopes: ["admin"], key: demoKey(dataDir) }];
   const ports = Object.fromEntries(
-    SERVICE_NAMES.map((n) => [n, envInt(env, PORT_ENV[n], DEFAULT_PORTS[n], { min: 0, max: 65535 })]),
+    SERVICE_NAMES.map((n) => [n, envInt(env, `${ENV_PREFIX[n]}_PORT`, DEFAULT_PORTS[n], { min: 0, max: 65535 })]),
   ) as Record<ServiceName, number>;
+  const hosts = Object.fromEntries(SERVICE_NAMES.map((n) => [n, envString(env, `${ENV_PREFIX[n]}_HOST`, "127.0.0.1")])) as Record<ServiceName, string>;
 
   const platform = await startPlatform({
     databaseUrl,
     dataDir: databaseUrl === undefined ? join(dataDir, "pglite") : undefined,
     redisUrl,
-    host: envString(env, "HOST", "127.0.0.1"),
+    hosts,
     ports,
     apiKeys,
     logger,

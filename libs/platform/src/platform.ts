@@ -48,7 +48,9 @@ export interface PlatformOptions {
   redisUrl?: string;
   /** Schema prefix (tests give each platform its own schemas on a shared PostgreSQL). */
   schemaPrefix?: string;
+  /** Listen address of every service (default 127.0.0.1); `hosts` sets it per service. */
   host?: string;
+  hosts?: Partial<Record<ServiceName, string>>;
   ports?: Partial<Record<ServiceName, number>>;
   /** Tenant-facing API keys (NANOBILL_API_KEYS entries). */
   apiKeys: ApiKeyEntry[];
@@ -118,7 +120,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   ): Promise<void> => {
     const server = await startServer({
       name,
-      host,
+      host: opts.hosts?.[name] ?? host,
       port: opts.ports?.[name] ?? 0,
       routes: (router) => svc.routes(router),
       authenticator,

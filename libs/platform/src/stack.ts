@@ -7,9 +7,9 @@
  *     NANOBILL_STACK_CONFIG=stack.json npx tsx libs/platform/src/stack.ts
  *
  * One config (a JSON file named by NANOBILL_STACK_CONFIG, fields of `StackConfig`; env wins for the
- * URLs): ports, schema prefix, API keys. Every spelling of every variable the five services read is
- * set here (PORT vs METERING_PORT/INVOICING_PORT; NANOBILL_INTERNAL_API_KEY / NANOBILL_INTERNAL_KEY /
- * LEDGER_API_KEY; DB_SCHEMA / <SERVICE>_DB_SCHEMA; WALLET_URL / CREDIT_WALLET_URL).
+ * URLs): ports, schema prefix, API keys. Each service gets the one variable scheme of
+ * docs/deployment.md ("Environment"): <SERVICE>_PORT / _HOST / _DB_SCHEMA of its own, <SERVICE>_URL
+ * of every peer, and the shared DATABASE_URL, REDIS_URL, NANOBILL_API_KEYS, NANOBILL_INTERNAL_API_KEY.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
@@ -24,6 +24,7 @@ import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb"
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { openDb } from "@nanobill/db";
 import { createClientTransport, parseApiKeysEnv, type ApiKeyEntry } from "@nanobill/service-kit";
 import type { PlatformClients, ServiceName } from "./platform.js";
 
@@ -66,6 +67,12 @@ export interface Stack {
   kill(service: ServiceName, signal?: NodeJS.Signals): Promise<void>;
   /** Kills (SIGKILL) if still running, starts it again on the same port, waits for SERVING. */
   restart(service: ServiceName): Promise<void>;
+  /**
+   * Cuts every PostgreSQL connection of the stack's services (pg_terminate_backend of each session
+   * whose application_name is one of the stack's `nanobill:<schema>`; nothing else on the server is
+   * touched). Resolves to the number of sessions terminated.
+   */
+  terminateDbSessions(): Promise<number>;
   /** SIGTERM every service in reverse start order (SIGKILL after STACK_STOP_TIMEOUT_MS). */
   stop(): Promise<void>;
 }
@@ -92,47 +99,43 @@ function formatKeys(keys: ApiKeyEntry[]): string {
   return keys.map((k) => `${k.tenant}:${k.scopes.join("+")}:${k.key}`).join(",");
 }
 
-/** The env of one service process: every spelling the five services read. */
+/** "credit-wallet" -> "CREDIT_WALLET": the prefix of a service's own variables. */
+export function envPrefixOf(name: ServiceName): string {
+  return name.toUpperCase().replace(/-/g, "_");
+}
+
+/** application_name of a service's PostgreSQL sessions in a stack: libs/db names them `nanobill:<schema>`. */
+export function applicationNameOf(schema: string): string {
+  return `nanobill:${schema}`;
+}
+
+/**
+ * The env of one service process, in the one scheme: its own <SERVICE>_PORT, _HOST, _DB_SCHEMA,
+ * every peer's <SERVICE>_URL, and DATABASE_URL, REDIS_URL, NANOBILL_API_KEYS (tenant keys plus
+ * `*:internal:<key>`), NANOBILL_INTERNAL_API_KEY, NANOBILL_LOG_LEVEL. Nothing else of this process's env.
+ */
 export function serviceEnv(
   name: ServiceName,
   cfg: StackConfig,
   ctx: { ports: Record<ServiceName, number>; urls: Record<ServiceName, string>; internalKey: string; schemaPrefix: string },
 ): Record<string, string> {
-  const schema = schemaOf(ctx.schemaPrefix, name);
-  const port = String(ctx.ports[name]);
-  const host = cfg.host ?? "127.0.0.1";
+  const p = envPrefixOf(name);
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "/tmp",
     NODE_ENV: process.env.NODE_ENV ?? "production",
-    LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
+    NANOBILL_LOG_LEVEL: process.env.NANOBILL_LOG_LEVEL ?? "info",
     DATABASE_URL: cfg.databaseUrl,
     NANOBILL_API_KEYS: formatKeys([...cfg.apiKeys, { tenant: "*", scopes: ["internal"], key: ctx.internalKey }]),
     NANOBILL_INTERNAL_API_KEY: ctx.internalKey,
-    NANOBILL_INTERNAL_KEY: ctx.internalKey,
-    LEDGER_API_KEY: ctx.internalKey,
-    METERING_URL: ctx.urls.metering,
-    RATING_URL: ctx.urls.rating,
-    LEDGER_URL: ctx.urls.ledger,
-    CREDIT_WALLET_URL: ctx.urls["credit-wallet"],
-    WALLET_URL: ctx.urls["credit-wallet"],
-    INVOICING_URL: ctx.urls.invoicing,
-    PORT: port,
-    HOST: host,
-    [`${name.replace("-", "_").toUpperCase()}_PORT`]: port,
-    [`${name.replace("-", "_").toUpperCase()}_HOST`]: host,
-    DB_SCHEMA: schema,
-    METERING_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "metering"),
-    RATING_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "rating"),
-    LEDGER_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "ledger"),
-    WALLET_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "credit-wallet"),
-    CREDIT_WALLET_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "credit-wallet"),
-    INVOICING_DB_SCHEMA: schemaOf(ctx.schemaPrefix, "invoicing"),
-    // metering's OTLP/HTTP receiver: off (-1) in the stack unless configured
-    METERING_OTLP_PORT: "-1",
+    [`${p}_PORT`]: String(ctx.ports[name]),
+    [`${p}_HOST`]: cfg.host ?? "127.0.0.1",
+    [`${p}_DB_SCHEMA`]: schemaOf(ctx.schemaPrefix, name),
+    ...Object.fromEntries(STACK_SERVICES.filter((n) => n !== name).map((n) => [`${envPrefixOf(n)}_URL`, ctx.urls[n]])),
     OTEL_SERVICE_NAME: name,
+    ...(name === "metering" ? { METERING_OTLP_PORT: "-1" } : {}), // its OTLP/HTTP receiver: off unless `env` turns it on
     ...(cfg.redisUrl ? { REDIS_URL: cfg.redisUrl } : {}),
-    ...(cfg.redisPrefix ? { WALLET_REDIS_PREFIX: cfg.redisPrefix } : {}),
+    ...(name === "credit-wallet" && cfg.redisPrefix ? { CREDIT_WALLET_REDIS_PREFIX: cfg.redisPrefix } : {}),
     ...(cfg.env ?? {}),
   };
   return env;
@@ -242,6 +245,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     },
     pid: (n) => procs[n].child?.pid,
     kill: killOne,
+    terminateDbSessions: () => terminateSessions(cfg.databaseUrl, Object.values(schemas)),
     async restart(name) {
       await killOne(name, "SIGKILL");
       spawnOne(name);
@@ -249,6 +253,25 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     },
     stop,
   };
+}
+
+/** PostgreSQL truncates application_name to NAMEDATALEN - 1 bytes. */
+const APPLICATION_NAME_BYTES_MAX = 63;
+
+/** pg_terminate_backend of every session of the current database named `nanobill:<schema>` for one of `schemas`. */
+export async function terminateSessions(databaseUrl: string, schemas: readonly string[]): Promise<number> {
+  const names = schemas.map((s) => applicationNameOf(s).slice(0, APPLICATION_NAME_BYTES_MAX));
+  const db = await openDb({ url: databaseUrl, schema: "public", poolMax: 1 });
+  try {
+    const { rows } = await db.query<{ terminated: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = ANY($1::text[])`,
+      [names],
+    );
+    return rows.filter((r) => r.terminated).length;
+  } finally {
+    await db.close();
+  }
 }
 
 /** NANOBILL_STACK_CONFIG (a JSON StackConfig) + env: DATABASE_URL, REDIS_URL, NANOBILL_API_KEYS win. */

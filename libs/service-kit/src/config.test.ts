@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, envBool, envEnum, envInt, envString, envUrl } from "./config.js";
+import { ConfigError, envBool, envEnum, envInt, envRetired, envString, envUrl } from "./config.js";
 import { fixedClock } from "./clock.js";
 import { createLogger } from "./logger.js";
 import { resolveLimits } from "./server.js";
@@ -29,6 +29,14 @@ describe("env helpers", () => {
     expect(envBool(env, "B", false)).toBe(true);
     expect(errorOf(() => envBool(env, "BB", false)).message).toContain("BB:");
     expect(envEnum(env, "E", ["debug", "info"] as const, "info")).toBe("debug");
+  });
+
+  it("refuses a retired variable that is still set, naming it and its replacement", () => {
+    const retired = { OLD_KEY: "NEW_KEY" };
+    expect(() => envRetired({ NEW_KEY: "k", OLD_KEY: " " }, retired)).not.toThrow();
+    const e = errorOf(() => envRetired({ OLD_KEY: "k" }, retired));
+    expect(e.variable).toBe("OLD_KEY");
+    expect(e.message).toBe("OLD_KEY: is no longer read: set NEW_KEY instead");
   });
 });
 

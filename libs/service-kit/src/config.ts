@@ -74,3 +74,14 @@ export function envEnum<T extends string>(env: Env, name: string, values: readon
   if ((values as readonly string[]).includes(v)) return v as T;
   throw new ConfigError(name, `must be one of ${values.join(", ")}, got "${v}"`);
 }
+
+/**
+ * Variables a program no longer reads (old name -> the name that replaced it). One that is still
+ * set is a ConfigError naming both: an ignored old name would silently fall back to a default
+ * (an old schema variable would open an empty schema). Call it before reading the new names.
+ */
+export function envRetired(env: Env, retired: Readonly<Record<string, string>>): void {
+  for (const [old, replacement] of Object.entries(retired)) {
+    if (raw(env, old) !== undefined) throw new ConfigError(old, `is no longer read: set ${replacement} instead`);
+  }
+}

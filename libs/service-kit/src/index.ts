@@ -48,8 +48,8 @@ export {
   toConnectError,
   createErrorBoundary,
 } from "./errors.js";
-export { type Logger, type LogLevel, createLogger, silentLogger, toJsonLine } from "./logger.js";
-export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum } from "./config.js";
+export { type Logger, type LogLevel, LOG_LEVELS, createLogger, silentLogger, toJsonLine } from "./logger.js";
+export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum, envRetired } from "./config.js";
 export { type Clock, systemClock, fixedClock } from "./clock.js";
 export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./lifecycle.js";
 export { type HealthState, ServingStatus } from "./health.js";

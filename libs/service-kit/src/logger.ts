@@ -1,4 +1,6 @@
 export type LogLevel = "debug" | "info" | "warn" | "error";
+/** Every LogLevel, lowest first (for config: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info")). */
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
 /** JSON-lines logger: one object per line, bigint as decimal string, errors with their stack. */
 export interface Logger {

@@ -23,7 +23,6 @@ describe("validateEvent", () => {
     ["timestamp with month 13", base({ timestamp: "2026-13-01T00:00:00Z" }), "timestamp", "unparseable"],
     ["timestamp Feb 30", base({ timestamp: "2026-02-30T00:00:00Z" }), "timestamp", "unparseable"],
     ["more than 5 minutes in the future", base({ timestamp: NOW_US + 5n * 60_000_000n + 1n }), "timestamp", "too_far_in_future"],
-    ["older than the late-event limit", base({ timestamp: NOW_US - 35n * 86_400_000_000n - 1n }), "timestamp", "period_closed"],
     ["negative token count", base({ properties: { input_tokens: int(-1n) } }), "properties.input_tokens", "negative"],
     ["decimal token count", base({ properties: { output_tokens: { kind: "decimal", value: "1.5" } } }), "properties.output_tokens", "not_integer"],
     ["string count", base({ properties: { call_count: { kind: "string", value: "3" } } }), "properties.call_count", "not_integer"],
@@ -52,9 +51,16 @@ describe("validateEvent", () => {
     expect(validateEvent(base({ timestamp: NOW_US - 35n * 86_400_000_000n }), ctx).ok).toBe(true);
   });
 
+  it("marks an event older than the late-event limit as late (stored never; a retry of a stored id stays a duplicate)", () => {
+    const v = validateEvent(base({ timestamp: NOW_US - 35n * 86_400_000_000n - 1n }), ctx);
+    expect(v.ok && v.late).toEqual({ field: "timestamp", reason: "period_closed", message: "timestamp: is older than the late-event limit (35 days)" });
+    const inTime = validateEvent(base({ timestamp: NOW_US - 35n * 86_400_000_000n }), ctx);
+    expect(inTime.ok && inTime.late).toBeUndefined();
+  });
+
   it("honours a configured late-event limit", () => {
     const v = validateEvent(base({ timestamp: NOW_US - 2n * 86_400_000_000n }), { ...ctx, lateEventAgeUs: 86_400_000_000n });
-    expect(v.ok).toBe(false);
+    expect(v.ok && v.late?.reason).toBe("period_closed");
   });
 
   it("defaults a missing timestamp to now and stores the ingest call's trace context", () => {

@@ -58,7 +58,12 @@ export interface Rejection {
   message: string;
 }
 
-export type Validation = { ok: true; event: ValidEvent } | { ok: false; rejection: Rejection };
+/**
+ * A valid event, or the first broken rule. `late` is set when the event is well-formed but older
+ * than the late-event limit: it must not be stored, yet a retry of an event stored before it got
+ * that old is still a duplicate (the store answers DUPLICATE/CONFLICT if the id exists, else late).
+ */
+export type Validation = { ok: true; event: ValidEvent; late?: Rejection } | { ok: false; rejection: Rejection };
 
 export interface ValidationContext {
   nowUs: bigint;
@@ -217,8 +222,10 @@ export function validateEvent(input: EventInput, ctx: ValidationContext): Valida
     return reject("timestamp", "unparseable", "must be a time between 1970 and 9999");
   if (timestampUs > ctx.nowUs + BigInt(FUTURE_SKEW_MS_MAX) * 1000n)
     return reject("timestamp", "too_far_in_future", `must be at most ${FUTURE_SKEW_MS_MAX / 60_000} minutes in the future`);
-  if (timestampUs < ctx.nowUs - ctx.lateEventAgeUs)
-    return reject("timestamp", "period_closed", `is older than the late-event limit (${ctx.lateEventAgeUs / 86_400_000_000n} days)`);
+  const late =
+    timestampUs < ctx.nowUs - ctx.lateEventAgeUs
+      ? { field: "timestamp", reason: "period_closed", message: `timestamp: is older than the late-event limit (${ctx.lateEventAgeUs / 86_400_000_000n} days)` }
+      : undefined;
 
   const keys = Object.keys(input.properties);
   if (keys.length > PROPERTIES_PER_EVENT_MAX)
@@ -252,6 +259,7 @@ export function validateEvent(input: EventInput, ctx: ValidationContext): Valida
 
   return {
     ok: true,
+    ...(late ? { late } : {}),
     event: {
       id: input.id,
       customerId: input.customerId,

@@ -1,7 +1,7 @@
 // PostgreSQL store of the metering service (via @nanobill/db: pg or PGlite). All SQL lives here.
 import type { Db, Queryable } from "@nanobill/db";
 import { formatDecimal, ONE, SCALE, type Scaled } from "../domain/decimal.js";
-import { decodeProperties, type PropertyValue, type ValidEvent } from "../domain/event.js";
+import { decodeProperties, type PropertyValue, type Rejection, type ValidEvent } from "../domain/event.js";
 import type { MeterDefinition } from "../domain/meter.js";
 import { bucketDeltas, type Bucket, type Level, type MeteredEvent, type UniqueValue } from "../domain/usage.js";
 import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX } from "../limits.js";
@@ -10,6 +10,8 @@ import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX } from "../limits.js";
 export interface IngestItem {
   tenant: string;
   event: ValidEvent;
+  /** Too old to store: answered DUPLICATE/CONFLICT if the id exists, else rejected with this. */
+  late?: Rejection;
 }
 
 export type ItemOutcome =
@@ -237,7 +239,7 @@ export function createMeteringStore(db: Db): MeteringStore {
         // sequences reserved under the lock (so sequence order is commit order) and are written
         // with COPY: no per-row conflict check is needed, the lock and step 2 decided.
         const fresh = candidates.filter((c) => {
-          if (stored.has(keyOf(c.tenant, c.event.id))) return false;
+          if (c.late || stored.has(keyOf(c.tenant, c.event.id))) return false;
           const closed = closedThrough.get(keyOf(c.tenant, c.event.customerId));
           return closed === undefined || c.event.timestampUs >= closed;
         });
@@ -265,6 +267,8 @@ export function createMeteringStore(db: Db): MeteringStore {
           }
           const prev = stored.get(k);
           if (prev) return prev.hash === it.event.contentHash ? { status: "duplicate", sequence: prev.sequence } : { status: "conflict", sequence: prev.sequence };
+          const late = items[first]!.late;
+          if (late) return { status: "rejected", ...late };
           return { status: "rejected", field: "timestamp", reason: "period_closed", message: "timestamp: falls in a closed (invoiced) period of the customer" };
         });
       });
