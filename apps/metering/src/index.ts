@@ -58,7 +58,9 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
     onCommit: (maxSequence) => {
       signal.notify();
       aggregator.committed(maxSequence);
-      aggregator.kick();
+      // Aggregation runs every backfillIntervalMs (1 s) or once a full chunk waits: bigger steps
+      // merge more events per bucket row (QueryUsage catches up by itself when it needs to).
+      if (aggregator.lag() >= BigInt(AGGREGATE_CHUNK_EVENTS)) aggregator.kick();
     },
     beforeWrite: async () => {
       if (aggregator.lag() > BigInt(AGGREGATION_LAG_EVENTS_MAX)) await aggregator.catchUp();

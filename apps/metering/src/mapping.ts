@@ -38,7 +38,7 @@ const INVALID_TIMESTAMP = "(invalid google.protobuf.Timestamp)";
 const SECONDS_MAX = 253_402_300_799n; // 9999-12-31T23:59:59Z
 
 /** A Timestamp as microseconds, or undefined when it is not a valid Timestamp. */
-export function timestampToUs(t: Timestamp): bigint | undefined {
+export function timestampToUs(t: { seconds: bigint; nanos: number }): bigint | undefined {
   if (!Number.isInteger(t.nanos) || t.nanos < 0 || t.nanos > 999_999_999) return undefined;
   if (t.seconds < 0n || t.seconds > SECONDS_MAX) return undefined;
   return t.seconds * 1_000_000n + BigInt(Math.floor(t.nanos / 1000));

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { EventSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { WireType } from "@bufbuild/protobuf/wire";
+import { EventSchema, IngestEventsRequestSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { testBackends } from "@nanobill/db";
 import { closeClientSessions, createClientTransport, silentLogger, startServer, type StartedServer } from "@nanobill/service-kit";
@@ -84,5 +85,14 @@ describe("metering over a real h2c server", () => {
     await expect(readOnly.export(req)).rejects.toMatchObject({ code: Code.PermissionDenied });
     const badId = { resourceSpans: [{ scopeSpans: [{ spans: [{ traceId, spanId: Buffer.from("aa", "hex") }] }] }] };
     await expect(otlp.export(badId)).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
+  it("answers a request whose n-th event is not a valid Event encoding with InvalidArgument naming events[n], storing nothing", async () => {
+    const c = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA }));
+    const req = create(IngestEventsRequestSchema, { events: [create(EventSchema, { id: "evt_wire_ok", customerId: "cus_1", type: "llm.call" })] });
+    // Event 1: a string field whose length runs past the end of the event.
+    req.$unknown = [{ no: 1, wireType: WireType.LengthDelimited, data: new Uint8Array([3, 0x0a, 0x09, 0x41]) }];
+    await expect(c.ingestEvents(req)).rejects.toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringContaining("events[1]") });
+    expect((await h.service.store.listTenantEvents("tnt_a", 10_000)).some((e) => e.id === "evt_wire_ok")).toBe(false);
   });
 });

@@ -2,7 +2,7 @@
 // interceptors of the host server - auth, tracing, error boundary - stay in force: per-service
 // router options would replace them).
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
-import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { IngestEventsRequestViewSchema, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { invalidArgument, requireScope, tenantOf } from "@nanobill/service-kit";
 import { toRpcError } from "./errors.js";
@@ -23,6 +23,18 @@ function withErrorMapping<T extends object>(impl: T): T {
   return out as T;
 }
 
+/**
+ * MeteringService as the server registers it: IngestEvents reads its request as
+ * IngestEventsRequestView (the same wire format, each Event kept as bytes) so the handler decodes
+ * events in one pass (wire.ts). Every other method, and every client, uses the generated service.
+ */
+const ingestEventsView = { ...MeteringService.method.ingestEvents, input: IngestEventsRequestViewSchema };
+export const MeteringServiceForServer = {
+  ...MeteringService,
+  methods: MeteringService.methods.map((m) => (m.localName === "ingestEvents" ? ingestEventsView : m)),
+  method: { ...MeteringService.method, ingestEvents: ingestEventsView },
+} as unknown as typeof MeteringService;
+
 export function createMeteringRoutes(deps: HandlerDeps): (router: ConnectRouter) => void {
   const impl: ServiceImpl<typeof MeteringService> = withErrorMapping(createHandlers(deps));
   // OTLP/gRPC: OpenTelemetry exporters send GenAI spans here (authorization: Bearer <ingest key>).
@@ -41,7 +53,7 @@ export function createMeteringRoutes(deps: HandlerDeps): (router: ConnectRouter)
     },
   });
   return (router) => {
-    router.service(MeteringService, impl);
+    router.service(MeteringServiceForServer, impl);
     router.service(TraceService, otlp);
   };
 }

@@ -15,6 +15,7 @@ import {
   SetGenAiMappingResponseSchema,
   GetGenAiMappingResponseSchema,
   type Event as PbEvent,
+  type IngestEventsRequestView,
   type IngestResult,
   type MeteringService,
 } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
@@ -54,6 +55,7 @@ import {
   windowFromPb,
 } from "./mapping.js";
 import type { Aggregator } from "./store/aggregator.js";
+import { decodeEventInput, WireError } from "./wire.js";
 import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
 import type { MeteringStore } from "./store/store.js";
 
@@ -105,7 +107,7 @@ export async function genAiMappingOf(store: MeteringStore, tenant: string): Prom
   return stored ?? GENAI_MAPPING_DEFAULT;
 }
 
-function checkBatch(events: PbEvent[], field: string): void {
+function checkBatch(events: readonly unknown[], field: string): void {
   if (events.length === 0) throw invalidArgument(field, "at least one event is required");
   if (events.length > EVENTS_PER_REQUEST_MAX) throw invalidArgument(field, `at most ${EVENTS_PER_REQUEST_MAX} events per request`);
 }
@@ -148,8 +150,18 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
     async ingestEvents(req, ctx) {
       requireScope(ctx, "ingest");
       const tenant = tenantOf(ctx);
-      checkBatch(req.events, "events");
-      const results = await ingestInputs(deps, tenant, req.events.map(eventFromPb));
+      // Registered with IngestEventsRequestView (server.ts): each event arrives as its bytes.
+      const view = req as unknown as IngestEventsRequestView;
+      checkBatch(view.events, "events");
+      const inputs = view.events.map((bytes, i) => {
+        try {
+          return decodeEventInput(bytes);
+        } catch (e) {
+          if (e instanceof WireError) throw invalidArgument(`events[${i}]`, `is not a valid Event (${e.message})`);
+          throw e;
+        }
+      });
+      const results = await ingestInputs(deps, tenant, inputs);
       return create(IngestEventsResponseSchema, { results, ...counts(results) });
     },
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nanobill/metering/v1/metering.proto.
  */
 export const file_nanobill_metering_v1_metering: GenFile = /*@__PURE__*/
-  fileDesc("CiNuYW5vYmlsbC9tZXRlcmluZy92MS9tZXRlcmluZy5wcm90bxIUbmFub2JpbGwubWV0ZXJpbmcudjEicwoNUHJvcGVydHlWYWx1ZRIWCgxzdHJpbmdfdmFsdWUYASABKAlIABITCglpbnRfdmFsdWUYAiABKANIABIXCg1kZWNpbWFsX3ZhbHVlGAMgASgJSAASFAoKYm9vbF92YWx1ZRgEIAEoCEgAQgYKBGtpbmQitwIKBUV2ZW50EgoKAmlkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEgwKBHR5cGUYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/Cgpwcm9wZXJ0aWVzGAUgAygLMisubmFub2JpbGwubWV0ZXJpbmcudjEuRXZlbnQuUHJvcGVydGllc0VudHJ5EjcKDXRyYWNlX2NvbnRleHQYBiABKAsyIC5uYW5vYmlsbC5jb21tb24udjEuVHJhY2VDb250ZXh0GlYKD1Byb3BlcnRpZXNFbnRyeRILCgNrZXkYASABKAkSMgoFdmFsdWUYAiABKAsyIy5uYW5vYmlsbC5tZXRlcmluZy52MS5Qcm9wZXJ0eVZhbHVlOgI4ASKWAQoMSW5nZXN0UmVzdWx0EhAKCGV2ZW50X2lkGAEgASgJEjIKBnN0YXR1cxgCIAEoDjIiLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkluZ2VzdFN0YXR1cxINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCghzZXF1ZW5jZRgGIAEoAyJCChNJbmdlc3RFdmVudHNSZXF1ZXN0EisKBmV2ZW50cxgBIAMoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkV2ZW50IqwBChRJbmdlc3RFdmVudHNSZXNwb25zZRIzCgdyZXN1bHRzGAEgAygLMiIubmFub2JpbGwubWV0ZXJpbmcudjEuSW5nZXN0UmVzdWx0EhYKDmFjY2VwdGVkX2NvdW50GAIgASgNEhcKD2R1cGxpY2F0ZV9jb3VudBgDIAEoDRIWCg5jb25mbGljdF9jb3VudBgEIAEoDRIWCg5yZWplY3RlZF9jb3VudBgFIAEoDSJCChNJbmdlc3RTdHJlYW1SZXF1ZXN0EisKBmV2ZW50cxgBIAMoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkV2ZW50IksKFEluZ2VzdFN0cmVhbVJlc3BvbnNlEjMKB3Jlc3VsdHMYASADKAsyIi5uYW5vYmlsbC5tZXRlcmluZy52MS5Jbmdlc3RSZXN1bHQiUAoRUmVhZEV2ZW50c1JlcXVlc3QSFgoOYWZ0ZXJfc2VxdWVuY2UYASABKAMSEgoKbWF4X2V2ZW50cxgCIAEoDRIPCgd3YWl0X21zGAMgASgNIo0BCgtTdG9yZWRFdmVudBIOCgZ0ZW5hbnQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSKgoFZXZlbnQYAyABKAsyGy5uYW5vYmlsbC5tZXRlcmluZy52MS5FdmVudBIwCgxyZWNlaXZlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl4KElJlYWRFdmVudHNSZXNwb25zZRIxCgZldmVudHMYASADKAsyIS5uYW5vYmlsbC5tZXRlcmluZy52MS5TdG9yZWRFdmVudBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDImoKDlByb3BlcnR5RmlsdGVyEhAKCHByb3BlcnR5GAEgASgJEjYKCG9wZXJhdG9yGAIgASgOMiQubmFub2JpbGwubWV0ZXJpbmcudjEuRmlsdGVyT3BlcmF0b3ISDgoGdmFsdWVzGAMgAygJIlgKEEJhY2tmaWxsUHJvZ3Jlc3MSGAoQdGhyb3VnaF9zZXF1ZW5jZRgBIAEoAxIVCg1kb25lX3NlcXVlbmNlGAIgASgDEhMKC2V2ZW50c19kb25lGAMgASgDIvMCCgVNZXRlchIKCgJpZBgBIAEoCRISCgpldmVudF90eXBlGAIgASgJEjYKC2FnZ3JlZ2F0aW9uGAMgASgOMiEubmFub2JpbGwubWV0ZXJpbmcudjEuQWdncmVnYXRpb24SFgoOdmFsdWVfcHJvcGVydHkYBCABKAkSNQoHZmlsdGVycxgFIAMoCzIkLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlByb3BlcnR5RmlsdGVyEhAKCGdyb3VwX2J5GAYgAygJEhMKC2Rlc2NyaXB0aW9uGAcgASgJEjEKBnN0YXR1cxgIIAEoDjIhLm5hbm9iaWxsLm1ldGVyaW5nLnYxLk1ldGVyU3RhdHVzEjgKCGJhY2tmaWxsGAkgASgLMiYubmFub2JpbGwubWV0ZXJpbmcudjEuQmFja2ZpbGxQcm9ncmVzcxIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQAoSQ3JlYXRlTWV0ZXJSZXF1ZXN0EioKBW1ldGVyGAEgASgLMhsubmFub2JpbGwubWV0ZXJpbmcudjEuTWV0ZXIiQQoTQ3JlYXRlTWV0ZXJSZXNwb25zZRIqCgVtZXRlchgBIAEoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLk1ldGVyIiMKD0dldE1ldGVyUmVxdWVzdBIQCghtZXRlcl9pZBgBIAEoCSI+ChBHZXRNZXRlclJlc3BvbnNlEioKBW1ldGVyGAEgASgLMhsubmFub2JpbGwubWV0ZXJpbmcudjEuTWV0ZXIiQgoRTGlzdE1ldGVyc1JlcXVlc3QSLQoEcGFnZRgBIAEoCzIfLm5hbm9iaWxsLmNvbW1vbi52MS5QYWdlUmVxdWVzdCJxChJMaXN0TWV0ZXJzUmVzcG9uc2USKwoGbWV0ZXJzGAEgAygLMhsubmFub2JpbGwubWV0ZXJpbmcudjEuTWV0ZXISLgoEcGFnZRgCIAEoCzIgLm5hbm9iaWxsLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiqwIKEVF1ZXJ5VXNhZ2VSZXF1ZXN0EhAKCG1ldGVyX2lkGAEgASgJEhQKDGN1c3RvbWVyX2lkcxgCIAMoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoGd2luZG93GAUgASgOMhwubmFub2JpbGwubWV0ZXJpbmcudjEuV2luZG93EhAKCGdyb3VwX2J5GAYgAygJEhkKEWdyb3VwX2J5X2N1c3RvbWVyGAcgASgIEjUKB2ZpbHRlcnMYCCADKAsyJC5uYW5vYmlsbC5tZXRlcmluZy52MS5Qcm9wZXJ0eUZpbHRlciKNAgoIVXNhZ2VSb3cSMAoMd2luZG93X3N0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp3aW5kb3dfZW5kGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjdXN0b21lcl9pZBgDIAEoCRI4CgVncm91cBgEIAMoCzIpLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlVzYWdlUm93Lkdyb3VwRW50cnkSDQoFdmFsdWUYBSABKAkSEwoLZXZlbnRfY291bnQYBiABKAMaLAoKR3JvdXBFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKElF1ZXJ5VXNhZ2VSZXNwb25zZRIsCgRyb3dzGAEgAygLMh4ubmFub2JpbGwubWV0ZXJpbmcudjEuVXNhZ2VSb3ciXgoXQ2xvc2VVc2FnZVBlcmlvZFJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSLgoKY2xvc2VfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSgoYQ2xvc2VVc2FnZVBlcmlvZFJlc3BvbnNlEi4KCmNsb3NlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjsKFEdlbkFpUHJvcGVydHlNYXBwaW5nEhEKCWF0dHJpYnV0ZRgBIAEoCRIQCghwcm9wZXJ0eRgCIAEoCSKfAQoMR2VuQWlNYXBwaW5nEhIKCmV2ZW50X3R5cGUYASABKAkSGgoSY3VzdG9tZXJfYXR0cmlidXRlGAIgASgJEj4KCnByb3BlcnRpZXMYAyADKAsyKi5uYW5vYmlsbC5tZXRlcmluZy52MS5HZW5BaVByb3BlcnR5TWFwcGluZxIfChdzcGFuX2F0dHJpYnV0ZV9yZXF1aXJlZBgEIAEoCSJNChZTZXRHZW5BaU1hcHBpbmdSZXF1ZXN0EjMKB21hcHBpbmcYASABKAsyIi5uYW5vYmlsbC5tZXRlcmluZy52MS5HZW5BaU1hcHBpbmciTgoXU2V0R2VuQWlNYXBwaW5nUmVzcG9uc2USMwoHbWFwcGluZxgBIAEoCzIiLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkdlbkFpTWFwcGluZyIYChZHZXRHZW5BaU1hcHBpbmdSZXF1ZXN0Ik4KF0dldEdlbkFpTWFwcGluZ1Jlc3BvbnNlEjMKB21hcHBpbmcYASABKAsyIi5uYW5vYmlsbC5tZXRlcmluZy52MS5HZW5BaU1hcHBpbmcqngEKDEluZ2VzdFN0YXR1cxIdChlJTkdFU1RfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWSU5HRVNUX1NUQVRVU19BQ0NFUFRFRBABEhsKF0lOR0VTVF9TVEFUVVNfRFVQTElDQVRFEAISGgoWSU5HRVNUX1NUQVRVU19DT05GTElDVBADEhoKFklOR0VTVF9TVEFUVVNfUkVKRUNURUQQBCq2AQoLQWdncmVnYXRpb24SGwoXQUdHUkVHQVRJT05fVU5TUEVDSUZJRUQQABIVChFBR0dSRUdBVElPTl9DT1VOVBABEhMKD0FHR1JFR0FUSU9OX1NVTRACEhMKD0FHR1JFR0FUSU9OX01BWBADEhMKD0FHR1JFR0FUSU9OX01JThAEEhwKGEFHR1JFR0FUSU9OX1VOSVFVRV9DT1VOVBAFEhYKEkFHR1JFR0FUSU9OX0xBVEVTVBAGKqEBCg5GaWx0ZXJPcGVyYXRvchIfChtGSUxURVJfT1BFUkFUT1JfVU5TUEVDSUZJRUQQABIWChJGSUxURVJfT1BFUkFUT1JfSU4QARIaChZGSUxURVJfT1BFUkFUT1JfTk9UX0lOEAISGgoWRklMVEVSX09QRVJBVE9SX0VYSVNUUxADEh4KGkZJTFRFUl9PUEVSQVRPUl9OT1RfRVhJU1RTEAQqYQoLTWV0ZXJTdGF0dXMSHAoYTUVURVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYTUVURVJfU1RBVFVTX0JBQ0tGSUxMSU5HEAESFgoSTUVURVJfU1RBVFVTX1JFQURZEAIqZgoGV2luZG93EhYKEldJTkRPV19VTlNQRUNJRklFRBAAEhEKDVdJTkRPV19NSU5VVEUQARIPCgtXSU5ET1dfSE9VUhACEg4KCldJTkRPV19EQVkQAxIQCgxXSU5ET1dfV0hPTEUQBDKWCAoPTWV0ZXJpbmdTZXJ2aWNlEmUKDEluZ2VzdEV2ZW50cxIpLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkluZ2VzdEV2ZW50c1JlcXVlc3QaKi5uYW5vYmlsbC5tZXRlcmluZy52MS5Jbmdlc3RFdmVudHNSZXNwb25zZRJnCgxJbmdlc3RTdHJlYW0SKS5uYW5vYmlsbC5tZXRlcmluZy52MS5Jbmdlc3RTdHJlYW1SZXF1ZXN0GioubmFub2JpbGwubWV0ZXJpbmcudjEuSW5nZXN0U3RyZWFtUmVzcG9uc2UoARJfCgpSZWFkRXZlbnRzEicubmFub2JpbGwubWV0ZXJpbmcudjEuUmVhZEV2ZW50c1JlcXVlc3QaKC5uYW5vYmlsbC5tZXRlcmluZy52MS5SZWFkRXZlbnRzUmVzcG9uc2USYgoLQ3JlYXRlTWV0ZXISKC5uYW5vYmlsbC5tZXRlcmluZy52MS5DcmVhdGVNZXRlclJlcXVlc3QaKS5uYW5vYmlsbC5tZXRlcmluZy52MS5DcmVhdGVNZXRlclJlc3BvbnNlElkKCEdldE1ldGVyEiUubmFub2JpbGwubWV0ZXJpbmcudjEuR2V0TWV0ZXJSZXF1ZXN0GiYubmFub2JpbGwubWV0ZXJpbmcudjEuR2V0TWV0ZXJSZXNwb25zZRJfCgpMaXN0TWV0ZXJzEicubmFub2JpbGwubWV0ZXJpbmcudjEuTGlzdE1ldGVyc1JlcXVlc3QaKC5uYW5vYmlsbC5tZXRlcmluZy52MS5MaXN0TWV0ZXJzUmVzcG9uc2USXwoKUXVlcnlVc2FnZRInLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlF1ZXJ5VXNhZ2VSZXF1ZXN0GigubmFub2JpbGwubWV0ZXJpbmcudjEuUXVlcnlVc2FnZVJlc3BvbnNlEnEKEENsb3NlVXNhZ2VQZXJpb2QSLS5uYW5vYmlsbC5tZXRlcmluZy52MS5DbG9zZVVzYWdlUGVyaW9kUmVxdWVzdBouLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkNsb3NlVXNhZ2VQZXJpb2RSZXNwb25zZRJuCg9TZXRHZW5BaU1hcHBpbmcSLC5uYW5vYmlsbC5tZXRlcmluZy52MS5TZXRHZW5BaU1hcHBpbmdSZXF1ZXN0Gi0ubmFub2JpbGwubWV0ZXJpbmcudjEuU2V0R2VuQWlNYXBwaW5nUmVzcG9uc2USbgoPR2V0R2VuQWlNYXBwaW5nEiwubmFub2JpbGwubWV0ZXJpbmcudjEuR2V0R2VuQWlNYXBwaW5nUmVxdWVzdBotLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkdldEdlbkFpTWFwcGluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_nanobill_common_v1_common]);
+  fileDesc("CiNuYW5vYmlsbC9tZXRlcmluZy92MS9tZXRlcmluZy5wcm90bxIUbmFub2JpbGwubWV0ZXJpbmcudjEicwoNUHJvcGVydHlWYWx1ZRIWCgxzdHJpbmdfdmFsdWUYASABKAlIABITCglpbnRfdmFsdWUYAiABKANIABIXCg1kZWNpbWFsX3ZhbHVlGAMgASgJSAASFAoKYm9vbF92YWx1ZRgEIAEoCEgAQgYKBGtpbmQitwIKBUV2ZW50EgoKAmlkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEgwKBHR5cGUYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/Cgpwcm9wZXJ0aWVzGAUgAygLMisubmFub2JpbGwubWV0ZXJpbmcudjEuRXZlbnQuUHJvcGVydGllc0VudHJ5EjcKDXRyYWNlX2NvbnRleHQYBiABKAsyIC5uYW5vYmlsbC5jb21tb24udjEuVHJhY2VDb250ZXh0GlYKD1Byb3BlcnRpZXNFbnRyeRILCgNrZXkYASABKAkSMgoFdmFsdWUYAiABKAsyIy5uYW5vYmlsbC5tZXRlcmluZy52MS5Qcm9wZXJ0eVZhbHVlOgI4ASKWAQoMSW5nZXN0UmVzdWx0EhAKCGV2ZW50X2lkGAEgASgJEjIKBnN0YXR1cxgCIAEoDjIiLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkluZ2VzdFN0YXR1cxINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCghzZXF1ZW5jZRgGIAEoAyJCChNJbmdlc3RFdmVudHNSZXF1ZXN0EisKBmV2ZW50cxgBIAMoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkV2ZW50IikKF0luZ2VzdEV2ZW50c1JlcXVlc3RWaWV3Eg4KBmV2ZW50cxgBIAMoDCKsAQoUSW5nZXN0RXZlbnRzUmVzcG9uc2USMwoHcmVzdWx0cxgBIAMoCzIiLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkluZ2VzdFJlc3VsdBIWCg5hY2NlcHRlZF9jb3VudBgCIAEoDRIXCg9kdXBsaWNhdGVfY291bnQYAyABKA0SFgoOY29uZmxpY3RfY291bnQYBCABKA0SFgoOcmVqZWN0ZWRfY291bnQYBSABKA0iQgoTSW5nZXN0U3RyZWFtUmVxdWVzdBIrCgZldmVudHMYASADKAsyGy5uYW5vYmlsbC5tZXRlcmluZy52MS5FdmVudCJLChRJbmdlc3RTdHJlYW1SZXNwb25zZRIzCgdyZXN1bHRzGAEgAygLMiIubmFub2JpbGwubWV0ZXJpbmcudjEuSW5nZXN0UmVzdWx0IlAKEVJlYWRFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDEhIKCm1heF9ldmVudHMYAiABKA0SDwoHd2FpdF9tcxgDIAEoDSKNAQoLU3RvcmVkRXZlbnQSDgoGdGVuYW50GAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEioKBWV2ZW50GAMgASgLMhsubmFub2JpbGwubWV0ZXJpbmcudjEuRXZlbnQSMAoMcmVjZWl2ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJeChJSZWFkRXZlbnRzUmVzcG9uc2USMQoGZXZlbnRzGAEgAygLMiEubmFub2JpbGwubWV0ZXJpbmcudjEuU3RvcmVkRXZlbnQSFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyJqCg5Qcm9wZXJ0eUZpbHRlchIQCghwcm9wZXJ0eRgBIAEoCRI2CghvcGVyYXRvchgCIAEoDjIkLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkZpbHRlck9wZXJhdG9yEg4KBnZhbHVlcxgDIAMoCSJYChBCYWNrZmlsbFByb2dyZXNzEhgKEHRocm91Z2hfc2VxdWVuY2UYASABKAMSFQoNZG9uZV9zZXF1ZW5jZRgCIAEoAxITCgtldmVudHNfZG9uZRgDIAEoAyLzAgoFTWV0ZXISCgoCaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRI2CgthZ2dyZWdhdGlvbhgDIAEoDjIhLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkFnZ3JlZ2F0aW9uEhYKDnZhbHVlX3Byb3BlcnR5GAQgASgJEjUKB2ZpbHRlcnMYBSADKAsyJC5uYW5vYmlsbC5tZXRlcmluZy52MS5Qcm9wZXJ0eUZpbHRlchIQCghncm91cF9ieRgGIAMoCRITCgtkZXNjcmlwdGlvbhgHIAEoCRIxCgZzdGF0dXMYCCABKA4yIS5uYW5vYmlsbC5tZXRlcmluZy52MS5NZXRlclN0YXR1cxI4CghiYWNrZmlsbBgJIAEoCzImLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkJhY2tmaWxsUHJvZ3Jlc3MSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKEkNyZWF0ZU1ldGVyUmVxdWVzdBIqCgVtZXRlchgBIAEoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLk1ldGVyIkEKE0NyZWF0ZU1ldGVyUmVzcG9uc2USKgoFbWV0ZXIYASABKAsyGy5uYW5vYmlsbC5tZXRlcmluZy52MS5NZXRlciIjCg9HZXRNZXRlclJlcXVlc3QSEAoIbWV0ZXJfaWQYASABKAkiPgoQR2V0TWV0ZXJSZXNwb25zZRIqCgVtZXRlchgBIAEoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLk1ldGVyIkIKEUxpc3RNZXRlcnNSZXF1ZXN0Ei0KBHBhZ2UYASABKAsyHy5uYW5vYmlsbC5jb21tb24udjEuUGFnZVJlcXVlc3QicQoSTGlzdE1ldGVyc1Jlc3BvbnNlEisKBm1ldGVycxgBIAMoCzIbLm5hbm9iaWxsLm1ldGVyaW5nLnYxLk1ldGVyEi4KBHBhZ2UYAiABKAsyIC5uYW5vYmlsbC5jb21tb24udjEuUGFnZVJlc3BvbnNlIqsCChFRdWVyeVVzYWdlUmVxdWVzdBIQCghtZXRlcl9pZBgBIAEoCRIUCgxjdXN0b21lcl9pZHMYAiADKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKBndpbmRvdxgFIAEoDjIcLm5hbm9iaWxsLm1ldGVyaW5nLnYxLldpbmRvdxIQCghncm91cF9ieRgGIAMoCRIZChFncm91cF9ieV9jdXN0b21lchgHIAEoCBI1CgdmaWx0ZXJzGAggAygLMiQubmFub2JpbGwubWV0ZXJpbmcudjEuUHJvcGVydHlGaWx0ZXIijQIKCFVzYWdlUm93EjAKDHdpbmRvd19zdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKd2luZG93X2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY3VzdG9tZXJfaWQYAyABKAkSOAoFZ3JvdXAYBCADKAsyKS5uYW5vYmlsbC5tZXRlcmluZy52MS5Vc2FnZVJvdy5Hcm91cEVudHJ5Eg0KBXZhbHVlGAUgASgJEhMKC2V2ZW50X2NvdW50GAYgASgDGiwKCkdyb3VwRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCChJRdWVyeVVzYWdlUmVzcG9uc2USLAoEcm93cxgBIAMoCzIeLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlVzYWdlUm93Il4KF0Nsb3NlVXNhZ2VQZXJpb2RSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEi4KCmNsb3NlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkoKGENsb3NlVXNhZ2VQZXJpb2RSZXNwb25zZRIuCgpjbG9zZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI7ChRHZW5BaVByb3BlcnR5TWFwcGluZxIRCglhdHRyaWJ1dGUYASABKAkSEAoIcHJvcGVydHkYAiABKAkinwEKDEdlbkFpTWFwcGluZxISCgpldmVudF90eXBlGAEgASgJEhoKEmN1c3RvbWVyX2F0dHJpYnV0ZRgCIAEoCRI+Cgpwcm9wZXJ0aWVzGAMgAygLMioubmFub2JpbGwubWV0ZXJpbmcudjEuR2VuQWlQcm9wZXJ0eU1hcHBpbmcSHwoXc3Bhbl9hdHRyaWJ1dGVfcmVxdWlyZWQYBCABKAkiTQoWU2V0R2VuQWlNYXBwaW5nUmVxdWVzdBIzCgdtYXBwaW5nGAEgASgLMiIubmFub2JpbGwubWV0ZXJpbmcudjEuR2VuQWlNYXBwaW5nIk4KF1NldEdlbkFpTWFwcGluZ1Jlc3BvbnNlEjMKB21hcHBpbmcYASABKAsyIi5uYW5vYmlsbC5tZXRlcmluZy52MS5HZW5BaU1hcHBpbmciGAoWR2V0R2VuQWlNYXBwaW5nUmVxdWVzdCJOChdHZXRHZW5BaU1hcHBpbmdSZXNwb25zZRIzCgdtYXBwaW5nGAEgASgLMiIubmFub2JpbGwubWV0ZXJpbmcudjEuR2VuQWlNYXBwaW5nKp4BCgxJbmdlc3RTdGF0dXMSHQoZSU5HRVNUX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFklOR0VTVF9TVEFUVVNfQUNDRVBURUQQARIbChdJTkdFU1RfU1RBVFVTX0RVUExJQ0FURRACEhoKFklOR0VTVF9TVEFUVVNfQ09ORkxJQ1QQAxIaChZJTkdFU1RfU1RBVFVTX1JFSkVDVEVEEAQqtgEKC0FnZ3JlZ2F0aW9uEhsKF0FHR1JFR0FUSU9OX1VOU1BFQ0lGSUVEEAASFQoRQUdHUkVHQVRJT05fQ09VTlQQARITCg9BR0dSRUdBVElPTl9TVU0QAhITCg9BR0dSRUdBVElPTl9NQVgQAxITCg9BR0dSRUdBVElPTl9NSU4QBBIcChhBR0dSRUdBVElPTl9VTklRVUVfQ09VTlQQBRIWChJBR0dSRUdBVElPTl9MQVRFU1QQBiqhAQoORmlsdGVyT3BlcmF0b3ISHwobRklMVEVSX09QRVJBVE9SX1VOU1BFQ0lGSUVEEAASFgoSRklMVEVSX09QRVJBVE9SX0lOEAESGgoWRklMVEVSX09QRVJBVE9SX05PVF9JThACEhoKFkZJTFRFUl9PUEVSQVRPUl9FWElTVFMQAxIeChpGSUxURVJfT1BFUkFUT1JfTk9UX0VYSVNUUxAEKmEKC01ldGVyU3RhdHVzEhwKGE1FVEVSX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGE1FVEVSX1NUQVRVU19CQUNLRklMTElORxABEhYKEk1FVEVSX1NUQVRVU19SRUFEWRACKmYKBldpbmRvdxIWChJXSU5ET1dfVU5TUEVDSUZJRUQQABIRCg1XSU5ET1dfTUlOVVRFEAESDwoLV0lORE9XX0hPVVIQAhIOCgpXSU5ET1dfREFZEAMSEAoMV0lORE9XX1dIT0xFEAQylggKD01ldGVyaW5nU2VydmljZRJlCgxJbmdlc3RFdmVudHMSKS5uYW5vYmlsbC5tZXRlcmluZy52MS5Jbmdlc3RFdmVudHNSZXF1ZXN0GioubmFub2JpbGwubWV0ZXJpbmcudjEuSW5nZXN0RXZlbnRzUmVzcG9uc2USZwoMSW5nZXN0U3RyZWFtEikubmFub2JpbGwubWV0ZXJpbmcudjEuSW5nZXN0U3RyZWFtUmVxdWVzdBoqLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkluZ2VzdFN0cmVhbVJlc3BvbnNlKAESXwoKUmVhZEV2ZW50cxInLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlJlYWRFdmVudHNSZXF1ZXN0GigubmFub2JpbGwubWV0ZXJpbmcudjEuUmVhZEV2ZW50c1Jlc3BvbnNlEmIKC0NyZWF0ZU1ldGVyEigubmFub2JpbGwubWV0ZXJpbmcudjEuQ3JlYXRlTWV0ZXJSZXF1ZXN0GikubmFub2JpbGwubWV0ZXJpbmcudjEuQ3JlYXRlTWV0ZXJSZXNwb25zZRJZCghHZXRNZXRlchIlLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkdldE1ldGVyUmVxdWVzdBomLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkdldE1ldGVyUmVzcG9uc2USXwoKTGlzdE1ldGVycxInLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkxpc3RNZXRlcnNSZXF1ZXN0GigubmFub2JpbGwubWV0ZXJpbmcudjEuTGlzdE1ldGVyc1Jlc3BvbnNlEl8KClF1ZXJ5VXNhZ2USJy5uYW5vYmlsbC5tZXRlcmluZy52MS5RdWVyeVVzYWdlUmVxdWVzdBooLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlF1ZXJ5VXNhZ2VSZXNwb25zZRJxChBDbG9zZVVzYWdlUGVyaW9kEi0ubmFub2JpbGwubWV0ZXJpbmcudjEuQ2xvc2VVc2FnZVBlcmlvZFJlcXVlc3QaLi5uYW5vYmlsbC5tZXRlcmluZy52MS5DbG9zZVVzYWdlUGVyaW9kUmVzcG9uc2USbgoPU2V0R2VuQWlNYXBwaW5nEiwubmFub2JpbGwubWV0ZXJpbmcudjEuU2V0R2VuQWlNYXBwaW5nUmVxdWVzdBotLm5hbm9iaWxsLm1ldGVyaW5nLnYxLlNldEdlbkFpTWFwcGluZ1Jlc3BvbnNlEm4KD0dldEdlbkFpTWFwcGluZxIsLm5hbm9iaWxsLm1ldGVyaW5nLnYxLkdldEdlbkFpTWFwcGluZ1JlcXVlc3QaLS5uYW5vYmlsbC5tZXRlcmluZy52MS5HZXRHZW5BaU1hcHBpbmdSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_nanobill_common_v1_common]);
 
 /**
  * PropertyValue is one property value of an event: a string, an integer, an exact decimal
@@ -214,6 +214,29 @@ export const IngestEventsRequestSchema: GenMessage<IngestEventsRequest> = /*@__P
   messageDesc(file_nanobill_metering_v1_metering, 3);
 
 /**
+ * IngestEventsRequestView is the metering server's view of IngestEventsRequest: the same wire
+ * format (field 1, length-delimited), with each Event kept as its encoded bytes so the server
+ * decodes events straight into its domain input in one pass. Clients never send it by name.
+ *
+ * @generated from message nanobill.metering.v1.IngestEventsRequestView
+ */
+export type IngestEventsRequestView = Message<"nanobill.metering.v1.IngestEventsRequestView"> & {
+  /**
+   * events are the encoded Event messages of an IngestEventsRequest.
+   *
+   * @generated from field: repeated bytes events = 1;
+   */
+  events: Uint8Array[];
+};
+
+/**
+ * Describes the message nanobill.metering.v1.IngestEventsRequestView.
+ * Use `create(IngestEventsRequestViewSchema)` to create a new message.
+ */
+export const IngestEventsRequestViewSchema: GenMessage<IngestEventsRequestView> = /*@__PURE__*/
+  messageDesc(file_nanobill_metering_v1_metering, 4);
+
+/**
  * IngestEventsResponse has one result per event, in request order.
  *
  * @generated from message nanobill.metering.v1.IngestEventsResponse
@@ -260,7 +283,7 @@ export type IngestEventsResponse = Message<"nanobill.metering.v1.IngestEventsRes
  * Use `create(IngestEventsResponseSchema)` to create a new message.
  */
 export const IngestEventsResponseSchema: GenMessage<IngestEventsResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 4);
+  messageDesc(file_nanobill_metering_v1_metering, 5);
 
 /**
  * IngestStreamRequest is one batch of events on an IngestStream.
@@ -281,7 +304,7 @@ export type IngestStreamRequest = Message<"nanobill.metering.v1.IngestStreamRequ
  * Use `create(IngestStreamRequestSchema)` to create a new message.
  */
 export const IngestStreamRequestSchema: GenMessage<IngestStreamRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 5);
+  messageDesc(file_nanobill_metering_v1_metering, 6);
 
 /**
  * IngestStreamResponse ends an IngestStream.
@@ -302,7 +325,7 @@ export type IngestStreamResponse = Message<"nanobill.metering.v1.IngestStreamRes
  * Use `create(IngestStreamResponseSchema)` to create a new message.
  */
 export const IngestStreamResponseSchema: GenMessage<IngestStreamResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 6);
+  messageDesc(file_nanobill_metering_v1_metering, 7);
 
 /**
  * ReadEventsRequest asks for the events after a cursor position.
@@ -337,7 +360,7 @@ export type ReadEventsRequest = Message<"nanobill.metering.v1.ReadEventsRequest"
  * Use `create(ReadEventsRequestSchema)` to create a new message.
  */
 export const ReadEventsRequestSchema: GenMessage<ReadEventsRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 7);
+  messageDesc(file_nanobill_metering_v1_metering, 8);
 
 /**
  * StoredEvent is an accepted event on the downstream cursor.
@@ -379,7 +402,7 @@ export type StoredEvent = Message<"nanobill.metering.v1.StoredEvent"> & {
  * Use `create(StoredEventSchema)` to create a new message.
  */
 export const StoredEventSchema: GenMessage<StoredEvent> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 8);
+  messageDesc(file_nanobill_metering_v1_metering, 9);
 
 /**
  * ReadEventsResponse is one page of the downstream cursor.
@@ -408,7 +431,7 @@ export type ReadEventsResponse = Message<"nanobill.metering.v1.ReadEventsRespons
  * Use `create(ReadEventsResponseSchema)` to create a new message.
  */
 export const ReadEventsResponseSchema: GenMessage<ReadEventsResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 9);
+  messageDesc(file_nanobill_metering_v1_metering, 10);
 
 /**
  * PropertyFilter selects events by one property. Values compare with the property's
@@ -444,7 +467,7 @@ export type PropertyFilter = Message<"nanobill.metering.v1.PropertyFilter"> & {
  * Use `create(PropertyFilterSchema)` to create a new message.
  */
 export const PropertyFilterSchema: GenMessage<PropertyFilter> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 10);
+  messageDesc(file_nanobill_metering_v1_metering, 11);
 
 /**
  * BackfillProgress reports how far a meter's backfill has come.
@@ -480,7 +503,7 @@ export type BackfillProgress = Message<"nanobill.metering.v1.BackfillProgress"> 
  * Use `create(BackfillProgressSchema)` to create a new message.
  */
 export const BackfillProgressSchema: GenMessage<BackfillProgress> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 11);
+  messageDesc(file_nanobill_metering_v1_metering, 12);
 
 /**
  * Meter turns events of one type into usage: an aggregation of a value property, over
@@ -566,7 +589,7 @@ export type Meter = Message<"nanobill.metering.v1.Meter"> & {
  * Use `create(MeterSchema)` to create a new message.
  */
 export const MeterSchema: GenMessage<Meter> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 12);
+  messageDesc(file_nanobill_metering_v1_metering, 13);
 
 /**
  * CreateMeterRequest defines a meter.
@@ -587,7 +610,7 @@ export type CreateMeterRequest = Message<"nanobill.metering.v1.CreateMeterReques
  * Use `create(CreateMeterRequestSchema)` to create a new message.
  */
 export const CreateMeterRequestSchema: GenMessage<CreateMeterRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 13);
+  messageDesc(file_nanobill_metering_v1_metering, 14);
 
 /**
  * CreateMeterResponse returns the created (or existing identical) meter.
@@ -608,7 +631,7 @@ export type CreateMeterResponse = Message<"nanobill.metering.v1.CreateMeterRespo
  * Use `create(CreateMeterResponseSchema)` to create a new message.
  */
 export const CreateMeterResponseSchema: GenMessage<CreateMeterResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 14);
+  messageDesc(file_nanobill_metering_v1_metering, 15);
 
 /**
  * GetMeterRequest names a meter.
@@ -629,7 +652,7 @@ export type GetMeterRequest = Message<"nanobill.metering.v1.GetMeterRequest"> & 
  * Use `create(GetMeterRequestSchema)` to create a new message.
  */
 export const GetMeterRequestSchema: GenMessage<GetMeterRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 15);
+  messageDesc(file_nanobill_metering_v1_metering, 16);
 
 /**
  * GetMeterResponse returns one meter.
@@ -650,7 +673,7 @@ export type GetMeterResponse = Message<"nanobill.metering.v1.GetMeterResponse"> 
  * Use `create(GetMeterResponseSchema)` to create a new message.
  */
 export const GetMeterResponseSchema: GenMessage<GetMeterResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 16);
+  messageDesc(file_nanobill_metering_v1_metering, 17);
 
 /**
  * ListMetersRequest asks for a page of the tenant's meters.
@@ -671,7 +694,7 @@ export type ListMetersRequest = Message<"nanobill.metering.v1.ListMetersRequest"
  * Use `create(ListMetersRequestSchema)` to create a new message.
  */
 export const ListMetersRequestSchema: GenMessage<ListMetersRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 17);
+  messageDesc(file_nanobill_metering_v1_metering, 18);
 
 /**
  * ListMetersResponse is one page of meters in id order.
@@ -699,7 +722,7 @@ export type ListMetersResponse = Message<"nanobill.metering.v1.ListMetersRespons
  * Use `create(ListMetersResponseSchema)` to create a new message.
  */
 export const ListMetersResponseSchema: GenMessage<ListMetersResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 18);
+  messageDesc(file_nanobill_metering_v1_metering, 19);
 
 /**
  * QueryUsageRequest asks for a meter's usage.
@@ -771,7 +794,7 @@ export type QueryUsageRequest = Message<"nanobill.metering.v1.QueryUsageRequest"
  * Use `create(QueryUsageRequestSchema)` to create a new message.
  */
 export const QueryUsageRequestSchema: GenMessage<QueryUsageRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 19);
+  messageDesc(file_nanobill_metering_v1_metering, 20);
 
 /**
  * UsageRow is the usage of one window, customer and group.
@@ -827,7 +850,7 @@ export type UsageRow = Message<"nanobill.metering.v1.UsageRow"> & {
  * Use `create(UsageRowSchema)` to create a new message.
  */
 export const UsageRowSchema: GenMessage<UsageRow> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 20);
+  messageDesc(file_nanobill_metering_v1_metering, 21);
 
 /**
  * QueryUsageResponse is the usage, ordered by window, customer and group.
@@ -848,7 +871,7 @@ export type QueryUsageResponse = Message<"nanobill.metering.v1.QueryUsageRespons
  * Use `create(QueryUsageResponseSchema)` to create a new message.
  */
 export const QueryUsageResponseSchema: GenMessage<QueryUsageResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 21);
+  messageDesc(file_nanobill_metering_v1_metering, 22);
 
 /**
  * CloseUsagePeriodRequest closes a customer's usage up to a time.
@@ -876,7 +899,7 @@ export type CloseUsagePeriodRequest = Message<"nanobill.metering.v1.CloseUsagePe
  * Use `create(CloseUsagePeriodRequestSchema)` to create a new message.
  */
 export const CloseUsagePeriodRequestSchema: GenMessage<CloseUsagePeriodRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 22);
+  messageDesc(file_nanobill_metering_v1_metering, 23);
 
 /**
  * CloseUsagePeriodResponse returns the stored close time.
@@ -897,7 +920,7 @@ export type CloseUsagePeriodResponse = Message<"nanobill.metering.v1.CloseUsageP
  * Use `create(CloseUsagePeriodResponseSchema)` to create a new message.
  */
 export const CloseUsagePeriodResponseSchema: GenMessage<CloseUsagePeriodResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 23);
+  messageDesc(file_nanobill_metering_v1_metering, 24);
 
 /**
  * GenAiPropertyMapping copies one span attribute into an event property.
@@ -925,7 +948,7 @@ export type GenAiPropertyMapping = Message<"nanobill.metering.v1.GenAiPropertyMa
  * Use `create(GenAiPropertyMappingSchema)` to create a new message.
  */
 export const GenAiPropertyMappingSchema: GenMessage<GenAiPropertyMapping> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 24);
+  messageDesc(file_nanobill_metering_v1_metering, 25);
 
 /**
  * GenAiMapping turns spans with gen_ai.* attributes into usage events. The span id is the
@@ -972,7 +995,7 @@ export type GenAiMapping = Message<"nanobill.metering.v1.GenAiMapping"> & {
  * Use `create(GenAiMappingSchema)` to create a new message.
  */
 export const GenAiMappingSchema: GenMessage<GenAiMapping> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 25);
+  messageDesc(file_nanobill_metering_v1_metering, 26);
 
 /**
  * SetGenAiMappingRequest replaces the tenant's GenAI mapping.
@@ -993,7 +1016,7 @@ export type SetGenAiMappingRequest = Message<"nanobill.metering.v1.SetGenAiMappi
  * Use `create(SetGenAiMappingRequestSchema)` to create a new message.
  */
 export const SetGenAiMappingRequestSchema: GenMessage<SetGenAiMappingRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 26);
+  messageDesc(file_nanobill_metering_v1_metering, 27);
 
 /**
  * SetGenAiMappingResponse returns the stored mapping.
@@ -1014,7 +1037,7 @@ export type SetGenAiMappingResponse = Message<"nanobill.metering.v1.SetGenAiMapp
  * Use `create(SetGenAiMappingResponseSchema)` to create a new message.
  */
 export const SetGenAiMappingResponseSchema: GenMessage<SetGenAiMappingResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 27);
+  messageDesc(file_nanobill_metering_v1_metering, 28);
 
 /**
  * GetGenAiMappingRequest asks for the tenant's GenAI mapping.
@@ -1029,7 +1052,7 @@ export type GetGenAiMappingRequest = Message<"nanobill.metering.v1.GetGenAiMappi
  * Use `create(GetGenAiMappingRequestSchema)` to create a new message.
  */
 export const GetGenAiMappingRequestSchema: GenMessage<GetGenAiMappingRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 28);
+  messageDesc(file_nanobill_metering_v1_metering, 29);
 
 /**
  * GetGenAiMappingResponse returns the tenant's GenAI mapping.
@@ -1050,7 +1073,7 @@ export type GetGenAiMappingResponse = Message<"nanobill.metering.v1.GetGenAiMapp
  * Use `create(GetGenAiMappingResponseSchema)` to create a new message.
  */
 export const GetGenAiMappingResponseSchema: GenMessage<GetGenAiMappingResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_metering_v1_metering, 29);
+  messageDesc(file_nanobill_metering_v1_metering, 30);
 
 /**
  * IngestStatus is the outcome of one event, ordered by precedence.
