@@ -8,7 +8,7 @@
 //   BENCH_EVENTS=20000 BENCH_BATCH=1000 npx tsx bench/rating/pipeline.ts
 import { randomBytes } from "node:crypto";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { migrate, openDb, openEmbeddedPostgres, type Db, type Queryable } from "@nanobill/db";
 import { silentLogger, systemClock } from "@nanobill/service-kit";
 import { createRatingService, migrationsDir } from "../../apps/rating/src/index.js";
 import { FakeMetering, FakeWallet } from "../../apps/rating/src/test-support.js";
@@ -22,7 +22,10 @@ const url = process.env.DATABASE_URL;
 
 const embedded = url ? undefined : await openEmbeddedPostgres({});
 const schema = `bench_rating_${randomBytes(4).toString("hex")}`;
-const db = await openDb({ url, embedded, schema });
+const rawDb = await openDb({ url, embedded, schema });
+// BENCH_SQL_PROFILE=1 prints where the batches' SQL time goes (per statement, after the run).
+const sqlTimes = new Map<string, number[]>();
+const db: Db = process.env.BENCH_SQL_PROFILE ? timedDb(rawDb, sqlTimes) : rawDb;
 try {
   await migrate(db, migrationsDir);
   const metering = new FakeMetering();
@@ -57,8 +60,45 @@ try {
   const usage = await svc.rated.buckets(tenant, "cus_0", now - 7_200_000, now + 3_600_000, "", 100_000);
   console.log(`rating pipeline on ${url ? "PostgreSQL" : "PGlite"}: ${N} events, ${CUSTOMERS} customers, batches of ${BATCH}`);
   console.log(`  throughput ${Math.round(N / total).toLocaleString("en-US")} events/s; batch time p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms; wallet items ${wallet.consumed.length}; cus_0 buckets ${usage.length}`);
+  for (const [k, v] of [...sqlTimes].sort((a, b) => b[1].reduce((x, y) => x + y, 0) - a[1].reduce((x, y) => x + y, 0)).slice(0, 15))
+    console.log(`  sql ${v.reduce((x, y) => x + y, 0).toFixed(0).padStart(7)} ms total  x${String(v.length).padStart(5)}  ${k}`);
 } finally {
-  await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await db.close();
+  await rawDb.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await rawDb.close();
   await embedded?.close();
+}
+
+/** A Db that records each statement's time (by its first 70 characters). */
+function timedDb(inner: Db, into: Map<string, number[]>): Db {
+  const orig = new WeakMap<Queryable, Queryable>();
+  const record = (k: string, t: number) => (into.get(k) ?? into.set(k, []).get(k)!).push(performance.now() - t);
+  const wrap = (q: Queryable): Queryable => {
+    const w: Queryable = {
+      async query(sql, params) {
+        const t = performance.now();
+        try {
+          return await q.query(sql, params);
+        } finally {
+          record(sql.replace(/\s+/g, " ").trim().slice(0, 70), t);
+        }
+      },
+    };
+    orig.set(w, q);
+    return w;
+  };
+  return {
+    kind: inner.kind,
+    schema: inner.schema,
+    query: wrap(inner).query,
+    transaction: (fn, o) => inner.transaction((tx) => fn(wrap(tx)), o),
+    async copyRows(table, cols, rows, tx) {
+      const t = performance.now();
+      try {
+        return await inner.copyRows(table, cols, rows, tx ? orig.get(tx) : undefined);
+      } finally {
+        record(`COPY ${table}`, t);
+      }
+    },
+    close: () => inner.close(),
+  };
 }

@@ -111,4 +111,26 @@ describe("fuzz: malformed requests never yield Internal", () => {
       { numRuns: 40 },
     );
   });
+
+  it("IngestStream answers random streams (empty, oversized and malformed messages) in order or with a named error", async () => {
+    const c = h.client(KEYS.ingestA);
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(arbEvent, { minLength: 0, maxLength: 8 }), { minLength: 0, maxLength: 5 }), async (messages) => {
+        async function* stream() {
+          for (const events of messages) yield { events };
+        }
+        try {
+          const res = await c.ingestStream(stream());
+          // Every message was answered (an empty one would have been refused), in send order.
+          expect(res.results.map((r) => r.eventId)).toEqual(messages.flat().map((e) => e.id));
+          for (const r of res.results) if (r.status === IngestStatus.REJECTED) expect(r.field).not.toBe("");
+        } catch (e) {
+          const err = ConnectError.from(e);
+          expect(EXPECTED_CODES.has(err.code), `${Code[err.code]}: ${err.message}`).toBe(true);
+          if (err.code === Code.InvalidArgument) expect(err.rawMessage).toMatch(/^events/);
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
 });
