@@ -16,6 +16,8 @@ import {
   CONSUMER_ERROR_BACKOFF_MS_MAX,
   CONSUMER_IDLE_MS,
   CONSUMER_WAIT_MS,
+  HANDOFF_BATCHES_QUEUED,
+  OUTCOMES_CONFIRM_INTERVAL_MS,
   OUTCOMES_CONFIRM_MAX,
   WALLET_CONSUME_ITEMS_MAX,
 } from "./limits.js";
@@ -75,10 +77,12 @@ export class RatingConsumer {
   #loop: Promise<void> | undefined;
   #abort: AbortController | undefined;
   #cursor: bigint | undefined;
+  readonly #handOffs: HandOffQueue;
 
   constructor(deps: ConsumerDeps) {
     this.#d = deps;
     this.#o = { ...CONSUMER_DEFAULTS, ...deps.options };
+    this.#handOffs = new HandOffQueue((items) => this.#handOff(items), deps.logger);
   }
 
   start(): void {
@@ -94,25 +98,70 @@ export class RatingConsumer {
     this.#loop = undefined;
   }
 
+  /**
+   * The running loop, pipelined: the next page is read from metering while this one is rated and
+   * written, and the wallet hand-off of a committed batch runs while the next batch is processed
+   * (one hand-off at a time, in commit order; at most HANDOFF_BATCHES_QUEUED batches behind, then
+   * the loop waits). Throughput is then bounded by the slowest stage instead of their sum. The
+   * outbox stays the record of what the wallet has not acknowledged: a failed hand-off leaves its
+   * items there and the loop drains it after a backoff (and once at start).
+   */
   async #run(): Promise<void> {
     let backoff = CONSUMER_ERROR_BACKOFF_MS;
+    let needsDrain = true;
+    let nextConfirmMs = 0;
+    const read = (after: bigint, waitMs: number) =>
+      this.#d.metering.readEvents({ afterSequence: after, maxEvents: this.#o.batchEventsMax, waitMs }, { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 });
     while (this.#running) {
+      this.#abort = new AbortController();
+      let prefetch: ReturnType<typeof read> | undefined;
       try {
-        const t = Date.now();
-        const n = await this.pollOnce(this.#o.waitMs);
-        backoff = CONSUMER_ERROR_BACKOFF_MS;
-        // Yield to timers and I/O between polls; when the source answered "nothing" without
-        // waiting (no long-poll), idle briefly instead of spinning.
-        if (n === 0 && Date.now() - t < this.#o.waitMs / 2) await sleep(CONSUMER_IDLE_MS, this.#abort?.signal);
-        else await new Promise<void>((r) => setImmediate(r));
+        if (needsDrain) {
+          await this.#handOffs.idle();
+          await this.drainOutbox();
+          needsDrain = false;
+        }
+        let after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
+        prefetch = read(after, this.#o.waitMs);
+        while (this.#running) {
+          const t = Date.now();
+          const resp = await prefetch;
+          prefetch = undefined;
+          const last = resp.lastSequence > after ? resp.lastSequence : after;
+          const got = resp.events.length > 0 || last > after;
+          // Read ahead while this page is processed (a long poll once caught up).
+          prefetch = read(last, got ? 0 : this.#o.waitMs);
+          prefetch.catch(() => {}); // observed when awaited; a failure there restarts the loop
+          if (got) {
+            const fresh: WalletItem[] = [];
+            await this.processBatch(resp.events, last, fresh);
+            this.#cursor = after = last;
+            if (fresh.length > 0) await this.#handOffs.push(fresh);
+          } else if (Date.now() - t < this.#o.waitMs / 2) await sleep(CONSUMER_IDLE_MS, this.#abort.signal);
+          if (this.#handOffs.failed) {
+            this.#handOffs.failed = false;
+            throw new Error("wallet hand-off failed");
+          }
+          if (Date.now() >= nextConfirmMs) {
+            nextConfirmMs = Date.now() + OUTCOMES_CONFIRM_INTERVAL_MS;
+            if ((await this.#d.rated.confirmDueOutcomes(this.#d.clock.now().getTime(), OUTCOMES_CONFIRM_MAX)) > 0) needsDrain = true;
+            if (needsDrain) break;
+          }
+          backoff = CONSUMER_ERROR_BACKOFF_MS;
+        }
       } catch (e) {
         if (!this.#running) break;
         this.#cursor = undefined; // re-read from the store
+        needsDrain = true;
         this.#d.logger.warn("rating consumer batch failed; retrying", { error: String((e as Error)?.message ?? e), backoffMs: backoff });
         await sleep(backoff, this.#abort?.signal);
         backoff = Math.min(backoff * 2, CONSUMER_ERROR_BACKOFF_MS_MAX);
+      } finally {
+        this.#abort?.abort();
+        await prefetch?.catch(() => {});
       }
     }
+    await this.#handOffs.idle();
   }
 
   /** pollOnce: one ReadEvents + rate + write + wallet hand-off + guardrails; returns events rated. */
@@ -299,6 +348,40 @@ function rateInTrace(cat: TenantCatalog, st: MemoryRatingState, i: RatingInput):
       }
     }),
   );
+}
+
+/**
+ * The wallet hand-offs of committed batches, one at a time in commit order. push() waits while
+ * HANDOFF_BATCHES_QUEUED batches are already waiting (back-pressure on the loop). A failure is
+ * logged and flagged (the items stay in the outbox; the loop drains it after a backoff).
+ */
+class HandOffQueue {
+  #tail: Promise<void> = Promise.resolve();
+  #queued = 0;
+  failed = false;
+  constructor(
+    readonly send: (items: WalletItem[]) => Promise<void>,
+    readonly logger: Logger,
+  ) {}
+
+  async push(items: WalletItem[]): Promise<void> {
+    while (this.#queued >= HANDOFF_BATCHES_QUEUED) await this.#tail;
+    this.#queued++;
+    this.#tail = this.#tail.then(async () => {
+      try {
+        if (!this.failed) await this.send(items);
+      } catch (e) {
+        this.failed = true;
+        this.logger.warn("wallet hand-off failed; the outbox keeps the items", { error: String((e as Error)?.message ?? e) });
+      } finally {
+        this.#queued--;
+      }
+    });
+  }
+
+  idle(): Promise<void> {
+    return this.#tail;
+  }
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -71,6 +71,10 @@ export const ALERTS_PAGE_MAX = 1_000;
 /** Consumer: events per ReadEvents call, long-poll wait, back-off after an error. */
 export const CONSUMER_BATCH_EVENTS_MAX = 2_000;
 export const CONSUMER_WAIT_MS = 1_000;
+/** Committed batches whose wallet hand-off may wait behind the running one (then the loop waits). */
+export const HANDOFF_BATCHES_QUEUED = 4;
+/** How often the running loop confirms outcomes whose verification window ended (ms). */
+export const OUTCOMES_CONFIRM_INTERVAL_MS = 1_000;
 export const CONSUMER_ERROR_BACKOFF_MS = 500;
 /** Consumer: pause after an empty answer that did not long-poll (never spin). */
 export const CONSUMER_IDLE_MS = 50;
