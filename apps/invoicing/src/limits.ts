@@ -43,3 +43,11 @@ export const READ_MAX_BYTES = 4 * 1024 * 1024;
 export const WRITE_MAX_BYTES = 16 * 1024 * 1024;
 export const TIMEOUT_MS_MAX = 120_000;
 export const TIMEOUT_MS_DEFAULT = 30_000;
+/**
+ * LATE_EVENT_AGE_MS: metering's late-event age (its default limit: older events are refused).
+ * A close of period p bills late usage and late prepaid consumption of every earlier invoiced
+ * period whose end is less than this before p starts (events for it may still arrive during p).
+ */
+export const LATE_EVENT_AGE_MS = 35 * 24 * 60 * 60 * 1000;
+/** LATE_PERIODS_MAX: the most earlier invoiced periods one close (or preview) adjusts. */
+export const LATE_PERIODS_MAX = 4;

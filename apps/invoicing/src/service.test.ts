@@ -370,6 +370,103 @@ for (const backend of testBackends()) {
         void JAN;
       });
 
+      it("applies prepaid money burned by a late event of an invoiced period on the next invoice, once, and Reconcile ties credits", async () => {
+        const w = world();
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-05T00:00:00Z"), quantity: 10n, priceNanos: 2n * USD, unit: "USD", eventCount: 10n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-11-05T00:10:00Z"), consumedNanos: 2n * USD });
+        const h = await harness(await open(), w, new Date("2027-01-02T00:00:00Z"));
+        const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+        expect(nov.totals!.creditsAppliedNanos).toBe(-2n * USD);
+        await h.client.finalizeInvoice({ invoiceId: nov.id });
+        // a late November event is rated and burns the prepaid wallet at its own time, inside November
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-30T23:00:00Z"), quantity: 1n, priceNanos: 1_250_000_000n, unit: "USD", eventCount: 1n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-11-30T23:10:00Z"), consumedNanos: 1_250_000_000n });
+        const before = (await h.client.reconcile({})).differences;
+        expect(before.map((d) => [d.check, d.differenceNanos])).toEqual([
+          ["rated_usage", 1_250_000_000n],
+          ["credits_applied", 1_250_000_000n],
+        ]);
+        const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1" }] })).results[0]!.invoice!;
+        const late = dec.lines.filter((l) => l.kind === LineKind.CREDITS_APPLIED && l.periodStart?.seconds === timestampFromDate(NOV).seconds);
+        expect(late.map((l) => l.amountNanos)).toEqual([-1_250_000_000n]);
+        expect(late[0]!.description).toContain("2026-11-01 to 2026-12-01");
+        // the usage is billed (+$1.25) and its prepaid money applied (-$1.25): nothing is due for it twice
+        expect(dec.lines.find((l) => l.kind === LineKind.ADJUSTMENT)!.amountNanos).toBe(1_250_000_000n);
+        expect(dec.totals!.creditsAppliedNanos).toBe(-1_250_000_000n);
+        expect(dec.totals!.amountDueNanos).toBe(0n);
+        expect((await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.result).toBe(ClosePeriodResult.ALREADY_CLOSED);
+        await h.client.finalizeInvoice({ invoiceId: dec.id });
+        expect((await h.client.reconcile({})).differences).toEqual([]);
+      });
+
+      it("bills late usage and late prepaid money of every earlier period still open to late events, exactly once under concurrent closes", async () => {
+        const w = world();
+        const FEB = new Date("2027-02-01T00:00:00Z");
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-05T00:00:00Z"), quantity: 10n, priceNanos: 2n * USD, unit: "USD", eventCount: 10n });
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-12-05T00:00:00Z"), quantity: 10n, priceNanos: 3n * USD, unit: "USD", eventCount: 10n });
+        const h = await harness(await open(), w, new Date("2027-03-02T00:00:00Z"));
+        const close = (starts: Date[]) => h.client.closePeriod({ items: starts.map((d) => ({ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) })) });
+        await close([NOV, DEC]);
+        // late events for November and December arrive after both were invoiced
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-30T23:00:00Z"), quantity: 1n, priceNanos: 1n * USD, unit: "USD", eventCount: 1n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-11-30T23:10:00Z"), consumedNanos: 1n * USD });
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-12-31T23:00:00Z"), quantity: 1n, priceNanos: 500_000_000n, unit: "USD", eventCount: 1n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-12-31T23:10:00Z"), consumedNanos: 300_000_000n });
+        // January and February closed concurrently (one batch of both, and each alone): both may bill December
+        await Promise.all([close([JAN, FEB]), close([FEB]), close([JAN])]);
+        const invoices = (await h.client.listInvoices({ customerId: "cus_1" })).invoices;
+        expect(invoices).toHaveLength(4);
+        const lines = (await Promise.all(invoices.map(async (i) => (await h.client.getInvoice({ invoiceId: i.id })).invoice!))).flatMap((i) => i.lines.map((l) => ({ ...l, on: i.periodStart!.seconds })));
+        const naming = (kind: LineKind, d: Date) => lines.filter((l) => l.kind === kind && l.periodStart!.seconds === timestampFromDate(d).seconds && l.on !== timestampFromDate(d).seconds);
+        const sum = (xs: Array<{ amountNanos: bigint }>) => xs.reduce((a, l) => a + l.amountNanos, 0n);
+        // November (its end is 31 days before January starts, within the 35-day late-event age): billed by January's close
+        expect(sum(naming(LineKind.ADJUSTMENT, NOV))).toBe(1n * USD);
+        expect(sum(naming(LineKind.CREDITS_APPLIED, NOV))).toBe(-1n * USD);
+        expect(naming(LineKind.ADJUSTMENT, NOV).every((l) => l.on === timestampFromDate(JAN).seconds)).toBe(true);
+        // December: once, by whichever of January and February closed first
+        expect(sum(naming(LineKind.ADJUSTMENT, DEC))).toBe(500_000_000n);
+        expect(sum(naming(LineKind.CREDITS_APPLIED, DEC))).toBe(-300_000_000n);
+        expect(naming(LineKind.ADJUSTMENT, DEC)).toHaveLength(1);
+        for (const i of [...invoices].sort((a, b) => Number(a.periodStart!.seconds - b.periodStart!.seconds))) await h.client.finalizeInvoice({ invoiceId: i.id });
+        expect((await h.client.reconcile({})).differences).toEqual([]);
+        // March: November ended more than 35 days before March starts (no late event can arrive for it): not adjusted
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-30T22:00:00Z"), quantity: 1n, priceNanos: 7n, unit: "USD", eventCount: 1n });
+        h.clock.set(new Date("2027-04-02T00:00:00Z"));
+        const mar = (await close([new Date("2027-03-01T00:00:00Z")])).results[0]!.invoice!;
+        expect(mar.lines.filter((l) => l.kind === LineKind.ADJUSTMENT)).toEqual([]);
+      });
+
+      it("previews the late usage and late prepaid money of closed periods exactly as the next close bills them", async () => {
+        const w = world();
+        w.plans.set("plan_llm", {
+          currency: "USD",
+          minimum: "",
+          charges: [
+            { chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" },
+            { chargeId: "platform", name: "Platform fee", kind: "flat", amount: "25" },
+          ],
+        });
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-05T00:00:00Z"), quantity: 55n, priceNanos: 3_685_000_000n, unit: "USD", eventCount: 55n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-11-05T00:10:00Z"), consumedNanos: 1_234_567n });
+        const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+        await h.client.setBillingSettings({ settings: { customerId: "cus_1", taxRateBps: 1000 } });
+        await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1" }] });
+        // December usage, and a late November event that burned prepaid money
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-12-10T00:00:00Z"), quantity: 5n, priceNanos: 1_115_000_000n, unit: "USD", eventCount: 5n });
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-30T23:00:00Z"), quantity: 1n, priceNanos: 333_333_333n, unit: "USD", eventCount: 1n });
+        w.consumption.push({ customerId: "cus_1", unit: "USD", chargeId: "llm_tokens", occurredAt: new Date("2026-11-30T23:10:00Z"), consumedNanos: 222_222_222n });
+        h.clock.set(new Date("2027-01-01T00:00:01Z"));
+        const { invoice: preview } = await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("2026-12-31T23:30:00Z")) });
+        const adj = preview!.lines.find((l) => l.kind === LineKind.ADJUSTMENT)!;
+        expect(adj.amountNanos).toBe(333_333_333n);
+        expect(adj.periodStart).toEqual(timestampFromDate(NOV));
+        expect(preview!.lines.filter((l) => l.kind === LineKind.CREDITS_APPLIED).map((l) => l.amountNanos)).toEqual([-222_222_222n]);
+        const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1" }] })).results[0]!.invoice!;
+        const shape = (ls: typeof dec.lines) => ls.map((l) => [l.kind, l.chargeId, l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.residueOutNanos, l.periodStart?.seconds, l.description]);
+        expect(shape(preview!.lines)).toEqual(shape(dec.lines));
+        expect(preview!.totals).toEqual(dec.totals);
+      });
+
       it("prorates seats billed in advance and credits a seat removed mid-period at the next close", async () => {
         const w = world();
         w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "seats", name: "Seats", kind: "seats", amount: "10" }] });

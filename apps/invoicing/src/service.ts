@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { currency } from "@nanobill/money";
 import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
-import { assembleInvoice, type ChargeInput } from "./domain/assemble.js";
+import { assembleInvoice, type ChargeInput, type LateCredit } from "./domain/assemble.js";
 import {
   chargeOwners,
   feeChargeIds,
@@ -27,6 +27,7 @@ import {
   type CustomerInfo,
   type PlanVersionInfo,
   type SubscriptionInfo,
+  type UsageTotal,
 } from "./domain/bill.js";
 import { defaultSettings, type Invoice } from "./domain/invoice.js";
 import { InvoicingError } from "./domain/lifecycle.js";
@@ -37,7 +38,7 @@ import { finalizeLegs, paidLegs, voidLegs, allLegs, type LedgerPoster } from "./
 import * as L from "./limits.js";
 import { anchorFromProto, dateOf, intervalFromProto, invoiceToProto, modeFromProto, settingsToProto, statusFromProto } from "./mapping.js";
 import { renderInvoice } from "./render/index.js";
-import type { CloseItem, InvoiceStore, StoredInvoice, StoredSettings } from "./store/invoice-store.js";
+import { billedKey, type CloseItem, type InvoiceStore, type LateSnapshot, type StoredInvoice, type StoredSettings } from "./store/invoice-store.js";
 import type { Upstream } from "./upstream.js";
 
 export interface HandlerDeps {
@@ -83,6 +84,17 @@ interface CustomerContext {
   owners: Map<string, string>;
   names: Map<string, string>;
   settings: StoredSettings;
+}
+
+/** LateRead: an earlier invoiced period a close (or preview) adjusts, as read from upstream and the store. */
+interface LateRead {
+  period: Period;
+  inv: StoredInvoice;
+  /** ratedNow: its rated usage now (period-priced charges from RatePeriod). */
+  ratedNow: UsageTotal[];
+  /** creditsNow: prepaid money consumed in its usage window now (this subscription's share). */
+  creditsNow: bigint;
+  snapshot: LateSnapshot;
 }
 
 export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingService> {
@@ -137,6 +149,82 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     return mine;
   }
 
+  /**
+   * readLate: the earlier invoiced (not void) periods of `sub` that a close of period p adjusts
+   * (oldest first), with their rated usage and prepaid consumption now and what is billed for
+   * them now. Covered: the periods whose end is less than metering's late-event age
+   * (LATE_EVENT_AGE_MS) before p starts (events for them may arrive during p or later), at
+   * most LATE_PERIODS_MAX of them; the previous period always.
+   */
+  async function readLate(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, spec: PeriodSpec, p: Period, unit: string, ppIds: ReadonlySet<string>): Promise<LateRead[]> {
+    const periods: Period[] = [];
+    for (let j = p.index - 1; j >= 0 && periods.length < L.LATE_PERIODS_MAX; j--) {
+      const q = periodByIndex(spec, j);
+      if (q.end.getTime() + L.LATE_EVENT_AGE_MS <= p.start.getTime()) break;
+      periods.push(q);
+    }
+    if (periods.length === 0) return [];
+    const ids = await store.existingIds(tenant, periods.map((q) => ({ subscriptionId: sub.subscriptionId, periodStart: q.start })));
+    const invs = ids.size === 0 ? new Map<string, StoredInvoice>() : await store.getInvoices(tenant, [...ids.values()]);
+    const found: Array<{ period: Period; inv: StoredInvoice }> = [];
+    for (const q of [...periods].reverse()) {
+      const id = ids.get(`${sub.subscriptionId}|${q.start.getTime()}`);
+      const inv = id === undefined ? undefined : invs.get(id);
+      // a voided invoice is not re-billed; an invoice in another currency is not adjusted in this one
+      if (inv !== undefined && inv.status !== "void" && inv.unit === unit) found.push({ period: q, inv });
+    }
+    if (found.length === 0) return [];
+    const billed = await store.billedWindows(tenant, found.map(({ inv }) => ({ subscriptionId: sub.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart })));
+    const customerId = cc.customer.customerId;
+    return Promise.all(
+      found.map(async ({ period, inv }) => {
+        const [buckets, rated, creditsNow] = await Promise.all([
+          upstream.ratedUsage(tenant, customerId, inv.usageFrom, inv.usageTo),
+          ppIds.size > 0 ? upstream.ratePeriod(tenant, customerId, period.start) : Promise.resolve(undefined),
+          creditsFor(tenant, cc, unit, inv.usageFrom, inv.usageTo, sub),
+        ]);
+        return {
+          period,
+          inv,
+          ratedNow: withPeriodPricing(buckets, rated, period, ppIds),
+          creditsNow,
+          snapshot: {
+            periodStart: inv.periodStart,
+            usageFrom: inv.usageFrom,
+            billedUsage: billed.get(billedKey(sub.subscriptionId, "usage", inv.usageFrom)) ?? new Map<string, bigint>(),
+            billedCredits: billed.get(billedKey(sub.subscriptionId, "credits", inv.periodStart))?.get("") ?? 0n,
+          },
+        };
+      }),
+    );
+  }
+
+  /**
+   * lateLines: for each late period (`include`d), adjustment lines for usage rated for it since
+   * it was billed (rated now - billed, per charge) and a credits-applied line for prepaid money
+   * consumed in it that no invoice applied yet (consumed now - credits applied for it).
+   */
+  function lateLines(late: LateRead[], sub: SubscriptionInfo, cc: CustomerContext, unit: string, include: (periodStartMs: number) => boolean): { charges: ChargeInput[]; credits: LateCredit[] } {
+    const feeIds = feeChargeIds(cc.plans);
+    const charges: ChargeInput[] = [];
+    const credits: LateCredit[] = [];
+    for (const w of late) {
+      if (!include(w.inv.periodStart.getTime())) continue;
+      const window = { from: w.inv.usageFrom, to: w.inv.usageTo };
+      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, cc.owners, cc.subs, cc.names, unit, window, feeIds));
+      const d = w.creditsNow - w.snapshot.billedCredits;
+      if (d !== 0n) credits.push({ nanos: d, subscriptionId: sub.subscriptionId, periodStart: w.inv.periodStart, periodEnd: w.inv.periodEnd });
+    }
+    return { charges, credits };
+  }
+
+  /** feeTrueUpCharges: fees of period p billed in advance on the previous invoice, trued up to the seat changes known now. */
+  async function feeTrueUpCharges(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: Period, unit: string, late: LateRead[]): Promise<ChargeInput[]> {
+    if (p.index === 0 || !late.some((w) => w.period.index === p.index - 1)) return [];
+    const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeChargeIds(cc.plans)]);
+    return feeTrueUps(p, sub, cc.plans, unit, billedFees);
+  }
+
   async function postLedger(tenant: string, inv: StoredInvoice): Promise<StoredInvoice> {
     if (!inv.ledgerPending) return inv;
     try {
@@ -179,19 +267,30 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const totals = withPeriodPricing(bucketTotals, rated, period, ppIds);
     const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
     let minimum = 0n;
+    // What the close of each subscription's current period would add now: adjustments for late
+    // usage of its earlier invoiced periods, prepaid money burned late in them, fee true-ups.
+    const lateCharges: ChargeInput[] = [];
+    const trueUps: ChargeInput[] = [];
+    const lateCredits: LateCredit[] = [];
     for (const s of active) {
       const spec = specOf(cc, s);
       const p = periodAt(spec, at);
       charges.push(...feeCharges(spec, p.index, s, cc.plans, unit));
       if (s === primary) minimum = minimumCommitmentNanos(spec, p.index, s, cc.plans);
+      const late = await readLate(tenant, cc, s, spec, p, unit, periodPricedIds(s, cc.plans));
+      const l = lateLines(late, s, cc, unit, () => true);
+      lateCharges.push(...l.charges);
+      lateCredits.push(...l.credits);
+      trueUps.push(...(await feeTrueUpCharges(tenant, cc, s, p, unit, late)));
     }
     const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined);
     const a = assembleInvoice({
       currency: unit,
       settings: cc.settings,
-      charges,
+      charges: [...charges, ...lateCharges, ...trueUps],
       minimumCommitmentNanos: minimum,
       creditsAppliedNanos: credits,
+      lateCredits,
       residues: await store.readResidues(tenant, customerId),
       deferredIn: await store.readDeferral(tenant, customerId),
       periodStart: period.start,
@@ -284,28 +383,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     ]);
     const totals = withPeriodPricing(bucketTotals, rated, p, ppIds);
     const charges = [...usageCharges(totals, sub, cc.owners, cc.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
-    if (p.index > 0) {
-      // Late events of the previous period (rated after its invoice was made): an adjustment
-      // line here that names that period. A voided previous invoice is not re-billed.
-      const prevPeriod = periodByIndex(spec, p.index - 1);
-      const prevId = (await store.existingIds(tenant, [{ subscriptionId: sub.subscriptionId, periodStart: prevPeriod.start }])).values().next().value;
-      const prevInv = prevId === undefined ? undefined : (await store.getInvoices(tenant, [prevId])).get(prevId);
-      if (prevInv !== undefined && prevInv.status !== "void") {
-        const prev = { from: prevInv.usageFrom, to: prevInv.usageTo };
-        const billed = await store.billedUsage(tenant, sub.subscriptionId, prev.from);
-        const [prevBuckets, prevRated] = await Promise.all([
-          upstream.ratedUsage(tenant, cc.customer.customerId, prev.from, prev.to),
-          ppIds.size > 0 ? upstream.ratePeriod(tenant, cc.customer.customerId, prevPeriod.start) : Promise.resolve(undefined),
-        ]);
-        const ratedNow = withPeriodPricing(prevBuckets, prevRated, prevPeriod, ppIds);
-        const feeIds = feeChargeIds(cc.plans);
-        charges.push(...lateUsageAdjustments(ratedNow, billed, sub, cc.owners, cc.subs, cc.names, unit, prev, feeIds));
-        // Fees of this period were billed in advance on the previous invoice: true them up to the
-        // seat changes known now (added seats charged, removed seats credited, prorated).
-        const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeIds]);
-        charges.push(...feeTrueUps(p, sub, cc.plans, unit, billedFees));
-      }
-    }
+    // Late usage and prepaid money burned late for earlier invoiced periods (adjustment and
+    // credits lines naming them; re-checked under the customer lock: see CloseItem.late), then the
+    // fees of this period billed in advance on the previous invoice, trued up to the seat changes.
+    const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds);
+    const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late);
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
     return {
       params: {
@@ -323,18 +405,22 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         taxRateBps: cc.settings.taxRateBps,
         now,
       },
-      assemble: (residues, deferredIn) =>
-        assembleInvoice({
+      late: late.map((w) => w.snapshot),
+      assemble: (residues, deferredIn, unchanged) => {
+        const l = lateLines(late, sub, cc, unit, (periodStartMs) => unchanged.has(periodStartMs));
+        return assembleInvoice({
           currency: unit,
           settings: cc.settings,
-          charges,
+          charges: [...charges, ...l.charges, ...trueUps],
           minimumCommitmentNanos: minimum,
           creditsAppliedNanos: credits,
+          lateCredits: l.credits,
           residues,
           deferredIn,
           periodStart: p.start,
           periodEnd: p.end,
-        }),
+        });
+      },
     };
   }
 
@@ -498,6 +584,16 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
           for (const l of inv.lines) {
             if (l.kind !== "usage") continue;
             diff(inv.id, "rated_usage", billed.get(l.chargeId) ?? 0n, rated.get(l.chargeId) ?? 0n, `charge ${l.chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
+          }
+          // Prepaid money consumed in the window now vs credits applied for the period (its own
+          // credits line + later invoices' late credits lines naming it).
+          if (cc !== undefined && sub !== undefined) {
+            const [consumed, applied] = await Promise.all([
+              creditsFor(tenant, cc, inv.unit, inv.usageFrom, inv.usageTo, sub),
+              store.billedWindows(tenant, [{ subscriptionId: inv.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart }]),
+            ]);
+            const appliedNanos = applied.get(billedKey(inv.subscriptionId, "credits", inv.periodStart))?.get("") ?? 0n;
+            diff(inv.id, "credits_applied", appliedNanos, consumed, "prepaid money consumed in the window now vs credits applied for the period (its invoice + later late-credits lines); a difference is prepaid money burned late, not yet applied");
           }
           const legs = allLegs(inv);
           const posted = await ledger.lookup(tenant, inv.ledgerTransferIds);

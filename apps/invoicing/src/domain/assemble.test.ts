@@ -41,6 +41,35 @@ function input(charges: ChargeInput[], settings: Partial<BillingSettings> = {}, 
   };
 }
 
+describe("late credits", () => {
+  it("applies prepaid money burned late in earlier periods as credits lines naming them, chained on the credits residue", () => {
+    const P_1 = new Date("2025-12-01T00:00:00Z");
+    const inv = assembleInvoice(
+      input([charge("usage", "ch_a", 10n * USD)], {}, {
+        creditsAppliedNanos: 1_005_000n,
+        lateCredits: [
+          { nanos: 2_005_000n, subscriptionId: "sub_1", periodStart: P_1, periodEnd: P0 },
+          { nanos: 0n, subscriptionId: "sub_1", periodStart: P_1, periodEnd: P0 },
+          { nanos: -1_000_000n, subscriptionId: "sub_1", periodStart: P_1, periodEnd: P0 },
+        ],
+      }),
+    );
+    const credits = inv.lines.filter((l) => l.kind === "credits_applied");
+    // the period's own line, then one per non-zero late amount (a negative one takes credits back)
+    expect(credits.map((l) => [l.amountNanos, l.periodStart.toISOString(), l.subscriptionId])).toEqual([
+      [-1_005_000n, P0.toISOString(), ""],
+      [-2_005_000n, P_1.toISOString(), "sub_1"],
+      [1_000_000n, P_1.toISOString(), "sub_1"],
+    ]);
+    expect(credits[1]!.description).toContain("2025-12-01 to 2026-01-01");
+    for (let i = 1; i < credits.length; i++) expect(credits[i]!.residueInNanos).toBe(credits[i - 1]!.residueOutNanos);
+    expect(inv.totals.creditsAppliedNanos).toBe(credits.reduce((s, l) => s + l.roundedAmountNanos, 0n));
+    expect(inv.totals.amountDueNanos).toBe(10n * USD + inv.totals.creditsAppliedNanos);
+    // the carried credits residue is exact: rounded credits + the residue carried out == the exact credits
+    expect(inv.totals.creditsAppliedNanos + credits[2]!.residueOutNanos).toBe(-1_005_000n - 2_005_000n + 1_000_000n);
+  });
+});
+
 describe("acceptance examples", () => {
   it("bills 4.4556 x 10.625 = 47.34075 as $47.34 in USD and carries 0.00075", () => {
     const amount = priceTimesQuantity("4.4556", "10.625");

@@ -8,7 +8,8 @@
  *   discount = -(subtotal x discount_bps + fixed discount), at most the subtotal
  *   tax      = (subtotal + discount) x tax_rate_bps
  *   total    = subtotal + discount + tax
- *   credits  = -(prepaid money consumed from the wallet in the period)
+ *   credits  = -(prepaid money consumed from the wallet in the period), then one line per
+ *              earlier invoiced period for prepaid money consumed in it after its invoice (late)
  *   due      = total + credits + carried in (amounts deferred from earlier periods)
  * If 0 < due < minimum billable amount and the deferral may continue (fewer than N periods and
  * before the deferral date), a negative carried_forward line takes due to zero and the amount
@@ -44,8 +45,22 @@ export interface AssembleInput {
   minimumCommitmentNanos: bigint;
   /** creditsAppliedNanos: prepaid money consumed in the period (>= 0). */
   creditsAppliedNanos: bigint;
+  /**
+   * lateCredits: prepaid money consumed in earlier, already invoiced periods and not yet applied
+   * (late events burn the wallet at their own time): a credits-applied line each, naming that
+   * period (a negative amount reverses credits applied earlier). Absent = none.
+   */
+  lateCredits?: LateCredit[];
   residues: ReadonlyMap<string, ResidueState>;
   deferredIn: Deferral | undefined;
+  periodStart: Date;
+  periodEnd: Date;
+}
+
+export interface LateCredit {
+  /** nanos: prepaid money to apply (> 0) or to take back (< 0). */
+  nanos: bigint;
+  subscriptionId: string;
   periodStart: Date;
   periodEnd: Date;
 }
@@ -75,7 +90,8 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const cur = currency(input.currency, "currency");
   const mode: RoundingMode = input.settings.roundingMode;
   if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
-  if (input.charges.length + 6 > LINES_PER_INVOICE_MAX) {
+  const lateCredits = (input.lateCredits ?? []).filter((c) => c.nanos !== 0n);
+  if (input.charges.length + lateCredits.length + 6 > LINES_PER_INVOICE_MAX) {
     throw new InvalidInput("lines", `an invoice holds at most ${LINES_PER_INVOICE_MAX} lines`);
   }
   const residues = new Map<string, ResidueState>();
@@ -157,6 +173,17 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
       description: "Prepaid credits applied",
     });
     credits = line.roundedAmountNanos;
+  }
+  for (const c of lateCredits) {
+    const line = push("credits_applied", RESIDUE_KEY_CREDITS, exact(-c.nanos), {
+      ...whole,
+      subscriptionId: c.subscriptionId,
+      periodStart: c.periodStart,
+      periodEnd: c.periodEnd,
+      chargeId: RESIDUE_KEY_CREDITS,
+      description: `Prepaid credits ${c.nanos > 0n ? "consumed late" : "returned"} for ${isoDay(c.periodStart)} to ${isoDay(c.periodEnd)} (after its invoice)`,
+    });
+    credits += line.roundedAmountNanos;
   }
 
   // 5. Amounts deferred from earlier periods, then the minimum billable amount.

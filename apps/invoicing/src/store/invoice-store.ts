@@ -47,9 +47,36 @@ export interface CloseOutcome {
   invoice: StoredInvoice;
 }
 
+/**
+ * BilledIndex: what non-void invoices billed for a subscription's earlier windows, keyed by
+ * billedKey(subscription, "usage" | "credits", period_start the lines name): charge id -> exact
+ * nanos of its usage and adjustment lines (usage keys name the usage window start), or "" ->
+ * prepaid credits applied (positive nanos) by credits-applied lines (credits keys name the period start).
+ */
+export type BilledIndex = Map<string, Map<string, bigint>>;
+
+export function billedKey(subscriptionId: string, group: "usage" | "credits", periodStart: Date): string {
+  return `${subscriptionId}|${group}|${periodStart.getTime()}`;
+}
+
+/** LateSnapshot: an earlier invoiced period a close adjusts, and what was billed for it when the close read it. */
+export interface LateSnapshot {
+  periodStart: Date;
+  usageFrom: Date;
+  billedUsage: ReadonlyMap<string, bigint>;
+  billedCredits: bigint;
+}
+
 export interface CloseItem {
   params: CloseParams;
-  assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined) => AssembledInvoice;
+  /**
+   * late: earlier invoiced periods whose late usage and credits this close bills. Under the
+   * customer lock, a period whose billed amounts changed since the close read them (another
+   * close adjusted it meanwhile, or an earlier item of this batch) is left to a later close.
+   */
+  late?: LateSnapshot[];
+  /** assemble: `unchanged` holds the period starts (ms) of `late` whose billed amounts are as read. */
+  assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>) => AssembledInvoice;
 }
 
 export interface ListParams {
@@ -173,7 +200,7 @@ export interface InvoiceStore {
   closePeriod(
     tenant: string,
     p: CloseParams,
-    assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined) => AssembledInvoice,
+    assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>) => AssembledInvoice,
   ): Promise<CloseOutcome>;
   /** closeMany: one transaction for a batch of closes (COPY of invoices and lines). */
   closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]>;
@@ -193,11 +220,88 @@ export interface InvoiceStore {
    * its invoice plus adjustment lines of later invoices naming the same window), void excluded.
    */
   billedUsage(tenant: string, subscriptionId: string, windowStart: Date): Promise<Map<string, bigint>>;
+  /**
+   * billedWindows: for each (subscription, usage window start, period start), the usage and
+   * adjustment lines naming the window and the credits-applied lines naming the period (the
+   * period's own invoice and later ones), void excluded, as a BilledIndex.
+   */
+  billedWindows(tenant: string, windows: BilledWindowKey[]): Promise<BilledIndex>;
   /** billedFees: exact nanos billed per fee charge for a period (fee and adjustment lines), void excluded. */
   billedFees(tenant: string, subscriptionId: string, periodStart: Date, chargeIds: string[]): Promise<Map<string, bigint>>;
   listLedgerPending(limit: number): Promise<Array<{ tenant: string; invoiceId: string }>>;
   listFinalized(tenant: string, customerId: string, limit: number): Promise<StoredInvoice[]>;
   residueTotal(tenant: string, customerId: string, unit: string): Promise<bigint>;
+}
+
+export interface BilledWindowKey {
+  subscriptionId: string;
+  usageFrom: Date;
+  periodStart: Date;
+}
+
+function addBilled(index: BilledIndex, key: string, chargeId: string, nanos: bigint): void {
+  let m = index.get(key);
+  if (m === undefined) index.set(key, (m = new Map()));
+  m.set(chargeId, (m.get(chargeId) ?? 0n) + nanos);
+}
+
+/** addLinesBilled: an invoice's lines into a BilledIndex (as billedWindows would read them once stored). */
+export function addLinesBilled(index: BilledIndex, subscriptionId: string, lines: readonly InvoiceLine[]): void {
+  for (const l of lines) {
+    if (l.kind === "usage" || l.kind === "adjustment") addBilled(index, billedKey(l.subscriptionId, "usage", l.periodStart), l.chargeId, l.amountNanos);
+    else if (l.kind === "credits_applied") addBilled(index, billedKey(l.subscriptionId === "" ? subscriptionId : l.subscriptionId, "credits", l.periodStart), "", -l.amountNanos);
+  }
+}
+
+function sameBilled(a: ReadonlyMap<string, bigint> | undefined, b: ReadonlyMap<string, bigint>): boolean {
+  const keys = new Set([...(a?.keys() ?? []), ...b.keys()]);
+  for (const k of keys) if ((a?.get(k) ?? 0n) !== (b.get(k) ?? 0n)) return false;
+  return true;
+}
+
+/**
+ * readBilled: the BilledIndex of the given windows. Usage and adjustment lines (and the credits
+ * lines a close adds for an earlier period) carry their subscription; an invoice's own credits
+ * line carries none and names the invoice's period start.
+ */
+async function readBilled(q: Queryable, tenant: string, windows: BilledWindowKey[]): Promise<BilledIndex> {
+  const index: BilledIndex = new Map();
+  if (windows.length === 0) return index;
+  const subs: string[] = [];
+  const starts: Date[] = [];
+  for (const w of windows) {
+    subs.push(w.subscriptionId, w.subscriptionId);
+    starts.push(w.usageFrom, w.periodStart);
+  }
+  const { rows } = await q.query(
+    `SELECT l.subscription_id AS sub, l.kind, l.charge_id, l.period_start, SUM(l.amount_nanos)::bigint AS s
+     FROM (SELECT DISTINCT sub, ps FROM unnest($2::text[], $3::timestamptz[]) AS u(sub, ps)) AS w
+     JOIN invoice_lines l ON l.tenant = $1 AND l.subscription_id = w.sub AND l.period_start = w.ps
+     JOIN invoices i ON i.tenant = l.tenant AND i.invoice_id = l.invoice_id
+     WHERE l.kind IN ('usage', 'adjustment', 'credits_applied') AND i.status <> 'void'
+     GROUP BY l.subscription_id, l.kind, l.charge_id, l.period_start
+     UNION ALL
+     SELECT i.subscription_id AS sub, l.kind, l.charge_id, l.period_start, SUM(l.amount_nanos)::bigint AS s
+     FROM (SELECT DISTINCT sub, ps FROM unnest($2::text[], $3::timestamptz[]) AS u(sub, ps)) AS w
+     JOIN invoices i ON i.tenant = $1 AND i.subscription_id = w.sub AND i.period_start = w.ps
+     JOIN invoice_lines l ON l.tenant = i.tenant AND l.invoice_id = i.invoice_id
+     WHERE l.kind = 'credits_applied' AND l.subscription_id = '' AND i.status <> 'void'
+     GROUP BY i.subscription_id, l.kind, l.charge_id, l.period_start`,
+    [tenant, subs, starts],
+  );
+  const wanted = new Set<string>();
+  for (const w of windows) {
+    wanted.add(billedKey(w.subscriptionId, "usage", w.usageFrom));
+    wanted.add(billedKey(w.subscriptionId, "credits", w.periodStart));
+  }
+  for (const r of rows) {
+    const credits = r.kind === "credits_applied";
+    const key = billedKey(r.sub as string, credits ? "credits" : "usage", r.period_start as Date);
+    // a usage window start may equal another period's start: keep only the keys asked for
+    if (!wanted.has(key)) continue;
+    addBilled(index, key, credits ? "" : (r.charge_id as string), credits ? -big(r.s) : big(r.s));
+  }
+  return index;
 }
 
 export function createInvoiceStore(db: Db): InvoiceStore {
@@ -266,12 +370,15 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       const deferrals = new Map<string, Deferral | undefined>();
       for (const r of defRows.rows) deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) });
       const hadDeferral = new Set(deferrals.keys());
+      // What earlier periods are billed now (under the lock), for the late adjustments.
+      const lateWindows = items.flatMap((i) => (i.late ?? []).map((w) => ({ subscriptionId: i.params.subscriptionId, usageFrom: w.usageFrom, periodStart: w.periodStart })));
+      const billedNow: BilledIndex = lateWindows.length === 0 ? new Map() : await readBilled(tx, tenant, lateWindows);
 
       const outcomes: Array<CloseOutcome | string> = [];
       const invoiceRows: unknown[][] = [];
       const lineRows: unknown[][] = [];
       const touched = new Map<string, { unit: string; invoiceId: string; keys: Set<string> }>();
-      for (const { params: p, assemble } of items) {
+      for (const { params: p, assemble, late } of items) {
         const key = `${p.subscriptionId}|${p.periodStart.getTime()}`;
         const prior = existing.get(key);
         if (prior !== undefined) {
@@ -280,7 +387,15 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         }
         const mine = residues.get(p.customerId)!;
         const deferredIn = deferrals.get(p.customerId);
-        const a = assemble(mine, deferredIn);
+        const unchanged = new Set<number>();
+        for (const w of late ?? []) {
+          const usageNow = billedNow.get(billedKey(p.subscriptionId, "usage", w.usageFrom));
+          const creditsNow = billedNow.get(billedKey(p.subscriptionId, "credits", w.periodStart))?.get("") ?? 0n;
+          if (sameBilled(usageNow, w.billedUsage) && creditsNow === w.billedCredits) unchanged.add(w.periodStart.getTime());
+        }
+        const a = assemble(mine, deferredIn, unchanged);
+        // later items of this batch see what this invoice bills
+        addLinesBilled(billedNow, p.subscriptionId, a.lines);
         for (const [k, st] of a.residues) mine.set(k, st);
         deferrals.set(p.customerId, a.deferralOut);
         const t = touched.get(p.customerId) ?? { unit: p.unit, invoiceId: p.invoiceId, keys: new Set<string>() };
@@ -557,6 +672,8 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       );
       return new Map(rows.map((r) => [r.charge_id as string, big(r.s)]));
     },
+
+    billedWindows: (tenant, windows) => readBilled(db, tenant, windows),
 
     async billedFees(tenant, subscriptionId, periodStart, chargeIds) {
       if (chargeIds.length === 0) return new Map();
