@@ -4,9 +4,13 @@
 //     BENCH_WALLETS (default 10,000) wallets;
 //   - in the same run: a bare Redis EVALSHA round trip from Node (p99) and the service-kit echo RPC
 //     (throughput, p99), printed as ratios;
-//   - AuthorizeBatch (the batched path for gateways): authorizations/s.
+//   - AuthorizeBatch (the batched path for gateways): authorizations/s;
+//   - AuthorizeStream (bidi, BENCH_STREAMS streams, each keeping BENCH_STREAM_WINDOW messages in
+//     flight) against unary Authorize at 64 clients in the same run: holds/s and the ratio.
 // Env: DATABASE_URL (required), REDIS_URL, BENCH_SECONDS (per scenario, default 3),
-// BENCH_WALLETS (default 10000), BENCH_SETUP_SECONDS (budget to create the wallets, default 120).
+// BENCH_WALLETS (default 10000), BENCH_SETUP_SECONDS (budget to create the wallets, default 120),
+// BENCH_ONLY=stream (only echo, unary Authorize at 64 clients and AuthorizeStream: the quick
+// comparison), BENCH_STREAMS (default 4), BENCH_STREAM_WINDOW (default 256).
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -24,7 +28,10 @@ const REDIS_URL = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? "3");
 const WALLETS = Number(process.env["BENCH_WALLETS"] ?? "10000");
 const SETUP_SECONDS = Number(process.env["BENCH_SETUP_SECONDS"] ?? "120");
-const CONCURRENCY = [1, 16, 64];
+const ONLY_STREAM = process.env["BENCH_ONLY"] === "stream";
+const CONCURRENCY = ONLY_STREAM ? [64] : [1, 16, 64];
+const STREAMS = Number(process.env["BENCH_STREAMS"] ?? "4");
+const STREAM_WINDOW = Number(process.env["BENCH_STREAM_WINDOW"] ?? "256");
 const KEY = "sk_bench_wallet_" + randomUUID().replaceAll("-", "");
 const SCHEMA = "bench_wallet_" + randomUUID().replaceAll("-", "").slice(0, 8);
 const PREFIX = `nbbench:${SCHEMA}:`;
@@ -68,7 +75,9 @@ async function load(clients: number, call: (worker: number, i: number) => Promis
 const fmt = (f: Figures) => `${(f.ops / f.seconds).toFixed(0).padStart(7)} /s   p50 ${f.p50.toFixed(2).padStart(6)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms${f.failures ? `   failures ${f.failures}` : ""}`;
 
 async function main() {
-  const child = spawn(process.execPath, ["--import", "tsx", new URL("./server.ts", import.meta.url).pathname], {
+  // BENCH_SERVER_NODE_ARGS: extra node flags for the server process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+  const serverArgs = (process.env["BENCH_SERVER_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...serverArgs, "--import", "tsx", new URL("./server.ts", import.meta.url).pathname], {
     env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: KEY, BENCH_REDIS_PREFIX: PREFIX },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -129,8 +138,53 @@ async function main() {
     });
     return { ...f, ops: f.ops * BATCH };
   };
-  results["batch hot 4"] = await batch(4, false);
-  results["batch many 16"] = await batch(16, true);
+  if (!ONLY_STREAM) {
+    results["batch hot 4"] = await batch(4, false);
+    results["batch many 16"] = await batch(16, true);
+  }
+
+  // Streaming path: STREAMS bidi streams, each keeping up to STREAM_WINDOW messages unanswered
+  // (latency = message sent -> its answer received).
+  const stream = async (many: boolean, tag: string): Promise<Figures> => {
+    const lat: number[] = [];
+    let failures = 0;
+    const end = performance.now() + SECONDS * 1000;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: STREAMS }, async (_, s) => {
+        let outstanding = 0;
+        let wake: (() => void) | null = null;
+        const sentAt: number[] = [];
+        async function* requests() {
+          for (let i = 0; ; i++) {
+            while (outstanding >= STREAM_WINDOW && performance.now() < end) await new Promise<void>((r) => (wake = r));
+            if (performance.now() >= end) return;
+            outstanding++;
+            sentAt.push(performance.now());
+            yield { item: { id: `s_${tag}_${s}_${i}`, customerId: many ? `cus_${(i * 7919 + s) % customers}` : "cus_hot", unit: "USD", amountNanos: 1n, ttlMs: 600_000n } };
+          }
+        }
+        try {
+          for await (const r of wallet.authorizeStream(requests(), { timeoutMs: 60_000 })) {
+            lat.push(performance.now() - sentAt.shift()!);
+            if (r.result?.result !== 1) failures++;
+            outstanding--;
+            const w = wake as (() => void) | null;
+            wake = null;
+            w?.();
+          }
+        } catch (e) {
+          failures++;
+          console.error(`stream ${s} failed: ${String(e)}`);
+        }
+      }),
+    );
+    const secs = (performance.now() - t0) / 1000;
+    lat.sort((a, b) => a - b);
+    return { ops: lat.length, seconds: secs, p50: pct(lat, 50), p99: pct(lat, 99), failures };
+  };
+  results[`stream hot ${STREAMS}x${STREAM_WINDOW}`] = await stream(false, "h");
+  results[`stream many ${STREAMS}x${STREAM_WINDOW}`] = await stream(true, "m");
 
   console.log("\nscenario                       throughput       latency per call");
   for (const [k, f] of Object.entries(results)) console.log(`${k.padEnd(28)} ${fmt(f)}`);
@@ -145,6 +199,13 @@ async function main() {
         `  authorize p99 / EVALSHA p99: hot ${(ah.p99 / r.p99).toFixed(1)}x, many ${(am.p99 / r.p99).toFixed(1)}x;  authorize p99 / echo p99: hot ${(ah.p99 / e.p99).toFixed(1)}x`,
     );
   }
+  const rate = (f: Figures) => f.ops / f.seconds;
+  const sh = results[`stream hot ${STREAMS}x${STREAM_WINDOW}`]!;
+  const sm = results[`stream many ${STREAMS}x${STREAM_WINDOW}`]!;
+  console.log(
+    `  AuthorizeStream (${STREAMS} streams x ${STREAM_WINDOW} in flight) vs unary Authorize at 64 clients, holds/s: hot ${rate(sh).toFixed(0)} vs ${rate(results["authorize hot 64"]!).toFixed(0)} = ${(rate(sh) / rate(results["authorize hot 64"]!)).toFixed(2)}x,` +
+      ` many ${rate(sm).toFixed(0)} vs ${rate(results["authorize many 64"]!).toFixed(0)} = ${(rate(sm) / rate(results["authorize many 64"]!)).toFixed(2)}x;  stream / echo at 64: hot ${(rate(sh) / rate(results["echo 64"]!)).toFixed(2)}x`,
+  );
   await redis.quit();
   closeClientSessions();
   child.kill("SIGTERM");

@@ -42,6 +42,7 @@ import { WalletError, invalid } from "./errors.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
 import type { LedgerPort } from "./ledger-port.js";
 import {
+  COMMIT_BATCH_OPS_MAX,
   EXPIRY_GRACE_MS_DEFAULT,
   EXPIRY_NOTICE_MS_DEFAULT,
   GRANTS_PER_WALLET_OPEN_MAX,
@@ -83,6 +84,8 @@ export interface GrantInput {
   renew: boolean;
   invoiceId: string;
   description: string;
+  /** The grant's own expiry grace (null: the deployment default at expiry). */
+  expiryGraceMs: number | null;
 }
 
 export interface ConsumeInput {
@@ -135,6 +138,26 @@ export interface CaptureInput {
   eventId: string;
   chargeId: string;
   occurredAt: Date | null;
+}
+
+export interface CaptureOutcome {
+  hold: HoldRow;
+  capturedNanos: bigint;
+  releasedNanos: bigint;
+  shortfallNanos: bigint;
+}
+
+export interface ReleaseOutcome {
+  hold: HoldRow;
+  releasedNanos: bigint;
+}
+
+/** One item's outcome in a group: a value, or the error it alone failed with. */
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+const fail = (error: unknown): { ok: false; error: unknown } => ({ ok: false, error });
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }
 
 export interface Balance {
@@ -194,6 +217,12 @@ export function createEngine(deps: EngineDeps) {
     if (w) remember(w);
     return w;
   }
+  /** Drops a wallet row from the cache (its alert or top-up state changed): the next use reads it again. */
+  function forget(tenant: string, w: WalletRow) {
+    walletCache.delete(cacheKey(tenant, w.customerId, w.unit));
+  }
+  /** Group commits done (tests and benchmarks: concurrent calls share one). */
+  const stats = { authorizeGroups: 0, authorizeItems: 0, captureGroups: 0, releaseGroups: 0 };
   async function mustWallet(tenant: string, walletId: string, q: Queryable = db, forUpdate = false): Promise<WalletRow> {
     const w = await S.getWallet(q, tenant, walletId, forUpdate);
     if (!w) throw new WalletError({ kind: "not_found", what: "wallet", id: walletId });
@@ -365,6 +394,20 @@ export function createEngine(deps: EngineDeps) {
     return w;
   }
 
+  /** Sets (null: clears) a wallet's low-balance alert threshold; armed again, then checked against the balance now. */
+  async function setLowBalanceAlert(tenant: string, walletId: string, thresholdNanos: bigint | null) {
+    await db.transaction(async (tx) => {
+      await mustWallet(tenant, walletId, tx, true);
+      await S.updateLowBalance(tx, tenant, walletId, thresholdNanos);
+    });
+    let w = await mustWallet(tenant, walletId);
+    // Already below when set: that is a crossing too (one alert now).
+    await lowBalanceCrossings(tenant, [{ wallet: w, availableNanos: null }]);
+    w = await mustWallet(tenant, walletId);
+    remember(w);
+    return w;
+  }
+
   // ------------------------------------------------------------ grants
 
   function grantHash(g: GrantInput) {
@@ -395,6 +438,7 @@ export function createEngine(deps: EngineDeps) {
       invoiceId: g.invoiceId,
       description: g.description,
       requestHash: hash,
+      expiryGraceMs: g.expiryGraceMs,
     });
     if (repay > 0n) {
       await S.addOverdraft(tx, tenant, w.id, { postedNanos: -repay, heldNanos: 0n, enforceLimit: false });
@@ -431,8 +475,10 @@ export function createEngine(deps: EngineDeps) {
       if ((await S.countOpenGrants(tx, tenant, w.id)) >= GRANTS_PER_WALLET_OPEN_MAX) throw new WalletError({ kind: "limit", field: "grants (open, per wallet)", limit: GRANTS_PER_WALLET_OPEN_MAX });
       transferId = await writeGrant(tx, tenant, w, g, hash, now, true);
       await rearmIfAbove(tx, tenant, w);
+      if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id]);
     });
     if (!inserted) return grant(tenant, g);
+    forget(tenant, w0);
     await rt.invalidate(ref(tenant, g.walletId));
     await deps.outbox.flush();
     return { grant: (await S.getGrant(db, tenant, g.id))!, transferId };
@@ -482,13 +528,36 @@ export function createEngine(deps: EngineDeps) {
   }
 
   async function authorizeMany(tenant: string, inputs: AuthorizeInput[], attempt = 0): Promise<AuthorizeOutcome[]> {
+    if (attempt === 0) {
+      stats.authorizeGroups++;
+      stats.authorizeItems += inputs.length;
+    }
     const out: AuthorizeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, walletId: "", availableNanos: 0n, error: "" }));
-    const wallets = await Promise.all(inputs.map((i) => resolveWallet(tenant, i.customerId, i.unit)));
+    // Replays first (one indexed lookup for the group, beside the wallet lookups): a replay must not
+    // reserve money even transiently (that could refuse a concurrent request that fits).
+    const [wallets, placed] = await Promise.all([Promise.all(inputs.map((i) => resolveWallet(tenant, i.customerId, i.unit))), S.getHolds(db, tenant, [...new Set(inputs.map((i) => i.id))])]);
+    const holdHash = (i: AuthorizeInput) => requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, t: i.ttlMs, ch: i.chargeId, m: i.model });
     const now = clock.now();
     const work: Array<HoldWork & { index: number }> = [];
+    // An id repeated in one group (concurrent calls, stream messages) reserves nothing: it is answered
+    // after the group from the hold its first occurrence placed (replay or ID_REUSED), so a repeat
+    // never holds money even transiently.
+    const firstOf = new Map<string, number>();
+    const repeats: number[] = [];
+    inputs.forEach((input, index) => (firstOf.has(input.id) ? repeats.push(index) : firstOf.set(input.id, index)));
+    const repeated = new Set(repeats);
     await Promise.all(
       inputs.map(async (input, index) => {
+        if (repeated.has(index)) return;
         const wallet = wallets[index];
+        const p = placed.get(input.id);
+        if (p) {
+          const same = p.requestHash === holdHash(input) && p.walletId === wallet?.id;
+          out[index] = same
+            ? { ...out[index]!, result: "ok", hold: p, walletId: p.walletId, availableNanos: 0n }
+            : { ...out[index]!, result: "id_reused", walletId: wallet?.id ?? "", error: `id ${input.id} was already used with different content` };
+          return;
+        }
         if (!wallet) {
           out[index] = { ...out[index]!, result: "wallet_not_found", error: `no wallet for customer ${input.customerId} and unit ${input.unit}` };
           return;
@@ -518,6 +587,12 @@ export function createEngine(deps: EngineDeps) {
       }),
     );
     work.sort((a, b) => a.index - b.index);
+    // Replays answer with the wallet's available balance now (PostgreSQL's; a rare path).
+    const replayed = out.map((o, i) => ({ o, i })).filter(({ o, i }) => o.result === "ok" && placed.has(inputs[i]!.id));
+    if (replayed.length > 0) {
+      const avail = await S.availableOf(db, tenant, [...new Set(replayed.map(({ o }) => o.walletId))]);
+      for (const { o, i } of replayed) out[i] = { ...o, availableNanos: avail.get(o.walletId) ?? 0n };
+    }
     // A refused item may be a replay of a hold placed when there was room: answer with that hold.
     const refused = out.map((o, i) => ({ o, i })).filter(({ o }) => o.result === "insufficient");
     if (refused.length > 0) {
@@ -562,10 +637,35 @@ export function createEngine(deps: EngineDeps) {
         retry.forEach((r, j) => (out[r.index] = again[j]!));
       }
     }
+    if (repeats.length > 0) {
+      const prior = await S.getHolds(db, tenant, repeats.map((i) => inputs[i]!.id));
+      const rerun: number[] = [];
+      for (const i of repeats) {
+        const input = inputs[i]!;
+        const p = prior.get(input.id);
+        if (!p) {
+          rerun.push(i);
+          continue;
+        }
+        const same = p.requestHash === requestHash({ c: input.customerId, u: input.unit, a: input.amountNanos, t: input.ttlMs, ch: input.chargeId, m: input.model }) && p.walletId === wallets[i]?.id;
+        const first = out[firstOf.get(input.id)!]!;
+        out[i] = same
+          ? { id: input.id, result: "ok", hold: p, unit: input.unit, walletId: p.walletId, availableNanos: first.availableNanos, error: "" }
+          : { id: input.id, result: "id_reused", hold: null, unit: input.unit, walletId: wallets[i]?.id ?? "", availableNanos: first.availableNanos, error: `id ${input.id} was already used with different content` };
+      }
+      // No hold under that id (its first occurrence was refused): each repeat gets its own decision.
+      if (rerun.length > 0) {
+        const again = await authorizeMany(tenant, rerun.map((i) => inputs[i]!), Math.max(attempt, 1));
+        rerun.forEach((i, j) => (out[i] = again[j]!));
+      }
+    }
     // Holds answer once PostgreSQL has them (durable, the source of truth); their pending ledger
     // transfers are posted right after by the outbox, off the caller's latency (a later Capture or
     // Release flushes the outbox first, so the ledger always sees pending before post/void).
-    if (attempt === 0 && work.length > 0) kickOutbox();
+    if (attempt === 0 && (work.length > 0 || repeats.length > 0)) {
+      kickOutbox();
+      await lowBalanceCrossings(tenant, work.filter((w) => out[w.index]!.result === "ok" && !w.replay).map((w) => ({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos })));
+    }
     return out;
   }
 
@@ -682,7 +782,9 @@ export function createEngine(deps: EngineDeps) {
     }
     if (attempt === 0) {
       if (work.length > 0) await deps.outbox.flush();
-      await autoTopUps(tenant, work.filter((w) => !w.replay).map((w) => ({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos })));
+      const debited = work.filter((w) => !w.replay).map((w) => ({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos }));
+      await lowBalanceCrossings(tenant, debited);
+      await autoTopUps(tenant, debited);
     }
     return out;
   }
@@ -730,16 +832,20 @@ export function createEngine(deps: EngineDeps) {
             renew: false,
             invoiceId: "",
             description: "auto top-up",
+            expiryGraceMs: null,
           };
           await writeGrant(tx, tenant, w, g, grantHash(g), now, true);
           // Back at or above the threshold: the next downward crossing may top up again (after the cooldown).
           if (availableNanos + real.topUpNanos >= cfg.thresholdNanos) await S.armTopUp(tx, tenant, w.id);
+          if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id]);
           await S.insertAlert(tx, tenant, { id: `alr_topup_${grantId}`, kind: "auto_top_up", walletId: w.id, customerId: w.customerId, grantId, amountNanos: real.topUpNanos, unit: w.unit, expiresAt: null, createdAt: now });
-        } else if (await S.disarmTopUp(tx, tenant, w.id)) {
+        } else if ((await S.disarmTopUp(tx, tenant, w.id)) && w.lowBalanceThresholdNanos === null) {
+          // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own low-balance alert.
           await S.insertAlert(tx, tenant, { id: `alr_low_${w.id}_${now.getTime()}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
         }
       });
       if (topUp) {
+        forget(tenant, wallet);
         await rt.invalidate(ref(tenant, wallet.id));
         await deps.outbox.flush();
       }
@@ -754,149 +860,364 @@ export function createEngine(deps: EngineDeps) {
     return h;
   }
 
-  async function capture(tenant: string, c: CaptureInput): Promise<{ hold: HoldRow; capturedNanos: bigint; releasedNanos: bigint; shortfallNanos: bigint }> {
-    const h = await mustHold(tenant, c.holdId);
-    const now = clock.now();
-    const hash = requestHash({ a: c.amountNanos, e: c.eventId, ch: c.chargeId, o: c.occurredAt?.getTime() ?? null });
-    if (h.state !== "pending") return replayCapture(tenant, h, hash);
-    if (now.getTime() >= h.expiresAt.getTime()) throw new WalletError({ kind: "hold_expired", holdId: h.id });
-    const wallet = await mustWallet(tenant, h.walletId);
-    const plan = planCapture(h, c.amountNanos);
-    const extra = plan.extraNanos > 0n ? await reserve(tenant, wallet.id, plan.extraNanos, "partial", h.chargeId, h.model) : null;
-    const gen = await genBefore(tenant, wallet.id);
-    let expiredRelease: Slice[] = [];
-    let raced: HoldRow | null = null;
-    try {
-      await db.transaction(async (tx) => {
-        const locked = (await S.getHold(tx, tenant, h.id, true))!;
-        if (locked.state !== "pending") {
-          raced = locked;
-          return;
-        }
-        const grants = await grantStates(tx, tenant, h.slices.map((s) => s.grantId));
-        expiredRelease = plan.releaseSlices.filter((s) => s.amountNanos > 0n && grants.get(s.grantId) !== "active");
-        const extraSlices = extra?.slices ?? [];
-        const extraOd = extra?.overdraftNanos ?? 0n;
-        const shortfall = extra?.shortfallNanos ?? 0n;
-        await S.resolveHold(tx, tenant, h.id, "captured", c.amountNanos - shortfall, now);
-        await S.applyGrantDeltas(tx, tenant, [
-          ...h.slices.map((s, i) => ({ grantId: s.grantId, held: -s.amountNanos, burned: plan.burnSlices[i]!.amountNanos })),
-          ...expiredRelease.map((s) => ({ grantId: s.grantId, expired: s.amountNanos })),
-          ...extraSlices.map((s) => ({ grantId: s.grantId, burned: s.amountNanos })),
-        ]);
-        await S.addOverdraft(tx, tenant, wallet.id, { postedNanos: plan.overdraftBurnNanos + extraOd, heldNanos: -h.overdraftNanos, enforceLimit: extraOd > 0n });
-        const occurredAt = c.occurredAt ?? now;
-        await S.insertConsumptions(
-          tx,
-          tenant,
-          [{ source: "capture", id: h.id, walletId: wallet.id, customerId: wallet.customerId, unit: wallet.unit, amountNanos: c.amountNanos, consumedNanos: c.amountNanos - shortfall, shortfallNanos: shortfall, eventId: c.eventId, chargeId: c.chargeId || h.chargeId, model: h.model, holdId: h.id, occurredAt, requestHash: hash }],
-          now,
-        );
-        const resolve = resolveHoldTransfers({ holdId: h.id, burn: plan.burnSlices, overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: plan.overdraftBurnNanos });
-        const extraTs = extraSlices.length + Number(extraOd > 0n) > 0 ? burnTransfers({ sourceId: h.id, l: L(wallet), slices: extraSlices, overdraftNanos: extraOd, eventId: c.eventId, prefix: "c" }) : [];
-        const breakage = expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
-        await S.insertMovements(tx, tenant, [
-          ...plan.burnSlices.map((s, i) => ({ id: `mv_c:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: postTransferId(h.id, i), occurredAt: now })),
-          ...plan.releaseSlices.map((s, i) => ({ id: `mv_cr:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
-          ...breakage.map((t, i) => ({ id: `mv_cx:${h.id}:${i}`, walletId: wallet.id, grantId: expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
-          ...extraSlices.map((s, i) => ({ id: `mv_ce:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: burnTransferId("c", h.id, i), occurredAt: now })),
-          { id: `mv_c:${h.id}:od`, walletId: wallet.id, grantId: "", kind: "overdraft" as const, amountNanos: plan.overdraftBurnNanos + extraOd, sourceId: h.id, holdId: h.id, occurredAt: now },
-        ]);
-        await S.enqueueTransfers(tx, tenant, [resolve, extraTs, breakage], now);
-      });
-    } catch (e) {
-      if (extra) await unreserve(tenant, wallet.id, extra);
-      if (e instanceof S.GuardError) {
-        await rt.invalidate(ref(tenant, wallet.id));
-        throw new WalletError({ kind: "unavailable", message: "wallet state changed during capture; retry" });
-      }
-      throw e;
-    }
-    if (raced) {
-      if (extra) await unreserve(tenant, wallet.id, extra);
-      return replayCapture(tenant, raced, hash);
-    }
-    const released = plan.releaseSlices.filter((s) => !expiredRelease.some((x) => x.grantId === s.grantId));
-    await creditAfter(tenant, wallet.id, gen, released, plan.overdraftReleaseNanos);
-    await deps.outbox.flush();
-    if (extra) await autoTopUps(tenant, [{ wallet, availableNanos: extra.availableAfterNanos }]);
-    const after = await mustHold(tenant, h.id);
-    const shortfall = extra?.shortfallNanos ?? 0n;
-    const releasedNanos = plan.releaseSlices.reduce((s, x) => s + x.amountNanos, 0n) + plan.overdraftReleaseNanos;
-    return { hold: after, capturedNanos: c.amountNanos - shortfall, releasedNanos, shortfallNanos: shortfall };
-  }
-
-  async function replayCapture(tenant: string, h: HoldRow, hash: string) {
-    if (h.state !== "captured") throw new WalletError({ kind: "hold_not_pending", holdId: h.id, state: h.state });
-    const r = await db.query<{ request_hash: string; shortfall_nanos: bigint }>(`SELECT request_hash, shortfall_nanos FROM consumptions WHERE tenant = $1 AND source = 'capture' AND id = $2`, [tenant, h.id]);
-    const row = r.rows[0];
-    if (!row || row.request_hash !== hash) throw new WalletError({ kind: "id_reused", field: "hold_id", id: h.id });
-    const shortfall = BigInt(row.shortfall_nanos);
-    return { hold: h, capturedNanos: h.capturedNanos, releasedNanos: reservedNanos(h) > h.capturedNanos ? reservedNanos(h) - (h.capturedNanos < reservedNanos(h) ? h.capturedNanos : reservedNanos(h)) : 0n, shortfallNanos: shortfall };
+  function captureHash(c: CaptureInput): string {
+    return requestHash({ a: c.amountNanos, e: c.eventId, ch: c.chargeId, o: c.occurredAt?.getTime() ?? null });
   }
 
   async function grantStates(q: Queryable, tenant: string, ids: string[]): Promise<Map<string, string>> {
     if (ids.length === 0) return new Map();
-    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[])`, [tenant, ids]);
+    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[])`, [tenant, [...new Set(ids)]]);
     return new Map(r.rows.map((x) => [x.id, x.state]));
   }
 
-  /** Release (or expiry) of a pending hold: everything goes back (to breakage for expired grants). */
-  async function releaseHold(tenant: string, holdId: string, state: "released" | "expired"): Promise<{ hold: HoldRow; releasedNanos: bigint }> {
-    const h = await mustHold(tenant, holdId);
-    if (h.state !== "pending") {
-      if (h.state === state || (state === "released" && h.state === "expired")) return { hold: h, releasedNanos: 0n };
-      throw new WalletError({ kind: "hold_not_pending", holdId: h.id, state: h.state });
+  /** The generation of each wallet's real-time state, read before a credit-type commit. */
+  async function gensBefore(tenant: string, walletIds: string[]): Promise<Map<string, string | null>> {
+    const ids = [...new Set(walletIds)];
+    return new Map(await Promise.all(ids.map(async (id) => [id, await genBefore(tenant, id)] as const)));
+  }
+
+  /** Gives released slices back to the real-time state, one credit per wallet (slices summed per grant). */
+  async function creditWallets(tenant: string, gens: Map<string, string | null>, parts: Array<{ walletId: string; slices: Slice[]; overdraftNanos: bigint }>): Promise<void> {
+    const byWallet = new Map<string, { grants: Map<string, bigint>; od: bigint }>();
+    for (const p of parts) {
+      let w = byWallet.get(p.walletId);
+      if (!w) byWallet.set(p.walletId, (w = { grants: new Map(), od: 0n }));
+      for (const s of p.slices) w.grants.set(s.grantId, (w.grants.get(s.grantId) ?? 0n) + s.amountNanos);
+      w.od += p.overdraftNanos;
     }
-    const wallet = await mustWallet(tenant, h.walletId);
+    for (const [wid, w] of byWallet) {
+      const slices = [...w.grants].map(([grantId, amountNanos]) => ({ grantId, amountNanos }));
+      await creditAfter(tenant, wid, gens.get(wid) ?? null, slices, w.od);
+    }
+  }
+
+  interface CaptureWork {
+    index: number;
+    input: CaptureInput;
+    hold: HoldRow;
+    wallet: WalletRow;
+    hash: string;
+    plan: ReturnType<typeof planCapture>;
+    extra: Reserved | null;
+    /** Set by applyCaptures (reset on every attempt: a failed group rolls back). */
+    raced: boolean;
+    expiredRelease: Slice[];
+  }
+
+  /** The group commit of captures: lock the still-pending holds, then set-based statements for all. */
+  async function applyCaptures(tx: Queryable, tenant: string, ws: CaptureWork[], now: Date): Promise<void> {
+    for (const w of ws) {
+      w.raced = false;
+      w.expiredRelease = [];
+    }
+    const pending = await S.lockPendingHolds(tx, tenant, ws.map((w) => w.hold.id));
+    const act = ws.filter((w) => (pending.has(w.hold.id) ? true : ((w.raced = true), false)));
+    if (act.length === 0) return;
+    const states = await grantStates(tx, tenant, act.flatMap((w) => w.hold.slices.map((s) => s.grantId)));
+    for (const w of act) w.expiredRelease = w.plan.releaseSlices.filter((s) => s.amountNanos > 0n && states.get(s.grantId) !== "active");
+    const shortfall = (w: CaptureWork) => w.extra?.shortfallNanos ?? 0n;
+    await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state: "captured" as const, capturedNanos: w.input.amountNanos - shortfall(w) })), now);
+    await S.applyGrantDeltas(
+      tx,
+      tenant,
+      act.flatMap((w) => [
+        ...w.hold.slices.map((s, i) => ({ grantId: s.grantId, held: -s.amountNanos, burned: w.plan.burnSlices[i]!.amountNanos })),
+        ...w.expiredRelease.map((s) => ({ grantId: s.grantId, expired: s.amountNanos })),
+        ...(w.extra?.slices ?? []).map((s) => ({ grantId: s.grantId, burned: s.amountNanos })),
+      ]),
+    );
+    const od = new Map<string, { posted: bigint; held: bigint; enforce: boolean }>();
+    for (const w of act) {
+      const extraOd = w.extra?.overdraftNanos ?? 0n;
+      const cur = od.get(w.wallet.id) ?? { posted: 0n, held: 0n, enforce: false };
+      od.set(w.wallet.id, { posted: cur.posted + w.plan.overdraftBurnNanos + extraOd, held: cur.held - w.hold.overdraftNanos, enforce: cur.enforce || extraOd > 0n });
+    }
+    for (const [wid, d] of [...od].sort(([a], [b]) => (a < b ? -1 : 1))) await S.addOverdraft(tx, tenant, wid, { postedNanos: d.posted, heldNanos: d.held, enforceLimit: d.enforce });
+    await S.insertConsumptions(
+      tx,
+      tenant,
+      act.map((w) => ({
+        source: "capture" as const,
+        id: w.hold.id,
+        walletId: w.wallet.id,
+        customerId: w.wallet.customerId,
+        unit: w.wallet.unit,
+        amountNanos: w.input.amountNanos,
+        consumedNanos: w.input.amountNanos - shortfall(w),
+        shortfallNanos: shortfall(w),
+        eventId: w.input.eventId,
+        chargeId: w.input.chargeId || w.hold.chargeId,
+        model: w.hold.model,
+        holdId: w.hold.id,
+        occurredAt: w.input.occurredAt ?? now,
+        requestHash: w.hash,
+      })),
+      now,
+    );
+    const movements: S.MovementRow[] = [];
+    const chains: PlannedTransfer[][] = [];
+    for (const w of act) {
+      const h = w.hold;
+      const c = w.input;
+      const wallet = w.wallet;
+      const extraSlices = w.extra?.slices ?? [];
+      const extraOd = w.extra?.overdraftNanos ?? 0n;
+      const resolve = resolveHoldTransfers({ holdId: h.id, burn: w.plan.burnSlices, overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: w.plan.overdraftBurnNanos });
+      const extraTs = extraSlices.length + Number(extraOd > 0n) > 0 ? burnTransfers({ sourceId: h.id, l: L(wallet), slices: extraSlices, overdraftNanos: extraOd, eventId: c.eventId, prefix: "c" }) : [];
+      const breakage = w.expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
+      movements.push(
+        ...w.plan.burnSlices.map((s, i) => ({ id: `mv_c:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: postTransferId(h.id, i), occurredAt: now })),
+        ...w.plan.releaseSlices.map((s, i) => ({ id: `mv_cr:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
+        ...breakage.map((t, i) => ({ id: `mv_cx:${h.id}:${i}`, walletId: wallet.id, grantId: w.expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: w.expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+        ...extraSlices.map((s, i) => ({ id: `mv_ce:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: burnTransferId("c", h.id, i), occurredAt: now })),
+        { id: `mv_c:${h.id}:od`, walletId: wallet.id, grantId: "", kind: "overdraft" as const, amountNanos: w.plan.overdraftBurnNanos + extraOd, sourceId: h.id, holdId: h.id, occurredAt: now },
+      );
+      chains.push(resolve, extraTs, breakage);
+    }
+    await S.insertMovements(tx, tenant, movements);
+    await S.enqueueTransfers(tx, tenant, chains, now);
+  }
+
+  /**
+   * Captures many holds with one group commit (one PostgreSQL transaction for all; on a failure,
+   * one per item). One result per input: a bad item (unknown, expired, released, id reused) is its
+   * own error and never fails the others. Idempotent on hold id (a replay answers the first capture).
+   */
+  async function captureMany(tenant: string, inputs: CaptureInput[]): Promise<Array<Settled<CaptureOutcome>>> {
+    const out: Array<Settled<CaptureOutcome>> = new Array(inputs.length);
     const now = clock.now();
-    const gen = await genBefore(tenant, wallet.id);
-    let expiredRelease: Slice[] = [];
-    let raced = false;
-    await db.transaction(async (tx) => {
-      const locked = (await S.getHold(tx, tenant, h.id, true))!;
-      if (locked.state !== "pending") {
-        raced = true;
-        return;
+    const holds = await S.getHolds(db, tenant, [...new Set(inputs.map((c) => c.holdId))]);
+    const later: number[] = [];
+    const taken = new Set<string>();
+    const candidates: Array<{ index: number; hold: HoldRow }> = [];
+    inputs.forEach((c, index) => {
+      const h = holds.get(c.holdId);
+      if (!h) out[index] = fail(new WalletError({ kind: "not_found", what: "hold", id: c.holdId }));
+      else if (h.state !== "pending" || taken.has(h.id)) later.push(index);
+      else if (now.getTime() >= h.expiresAt.getTime()) out[index] = fail(new WalletError({ kind: "hold_expired", holdId: h.id }));
+      else {
+        taken.add(h.id);
+        candidates.push({ index, hold: h });
       }
-      const grants = await grantStates(tx, tenant, h.slices.map((s) => s.grantId));
-      expiredRelease = h.slices.filter((s) => grants.get(s.grantId) !== "active");
-      await S.resolveHold(tx, tenant, h.id, state, 0n, now);
-      await S.applyGrantDeltas(tx, tenant, [...h.slices.map((s) => ({ grantId: s.grantId, held: -s.amountNanos })), ...expiredRelease.map((s) => ({ grantId: s.grantId, expired: s.amountNanos }))]);
-      await S.addOverdraft(tx, tenant, wallet.id, { postedNanos: 0n, heldNanos: -h.overdraftNanos, enforceLimit: false });
-      const voids = resolveHoldTransfers({ holdId: h.id, burn: h.slices.map((s) => ({ grantId: s.grantId, amountNanos: 0n })), overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: 0n });
-      const breakage = expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
-      await S.insertMovements(tx, tenant, [
-        ...h.slices.map((s, i) => ({ id: `mv_r:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
-        ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: wallet.id, grantId: expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
-      ]);
-      await S.enqueueTransfers(tx, tenant, [voids, breakage], now);
     });
-    if (raced) return releaseHold(tenant, holdId, state);
-    await creditAfter(tenant, wallet.id, gen, h.slices.filter((s) => !expiredRelease.some((x) => x.grantId === s.grantId)), h.overdraftNanos);
-    await deps.outbox.flush();
-    const released = h.slices.reduce((s, x) => s + x.amountNanos, 0n) + h.overdraftNanos;
-    return { hold: await mustHold(tenant, h.id), releasedNanos: released };
+    const wallets = await S.getWallets(db, tenant, [...new Set(candidates.map((x) => x.hold.walletId))]);
+    const work: CaptureWork[] = [];
+    await Promise.all(
+      candidates.map(async ({ index, hold }) => {
+        const input = inputs[index]!;
+        const wallet = wallets.get(hold.walletId);
+        if (!wallet) return void (out[index] = fail(new WalletError({ kind: "not_found", what: "wallet", id: hold.walletId })));
+        const plan = planCapture(hold, input.amountNanos);
+        try {
+          const extra = plan.extraNanos > 0n ? await reserve(tenant, wallet.id, plan.extraNanos, "partial", hold.chargeId, hold.model) : null;
+          work.push({ index, input, hold, wallet, hash: captureHash(input), plan, extra, raced: false, expiredRelease: [] });
+        } catch (e) {
+          out[index] = fail(e);
+        }
+      }),
+    );
+    work.sort((a, b) => a.index - b.index);
+    const gens = await gensBefore(tenant, work.map((w) => w.wallet.id));
+    const errs = await commitGroup(work, (tx, ws) => applyCaptures(tx, tenant, ws, now));
+    stats.captureGroups++;
+    const done: CaptureWork[] = [];
+    for (let k = 0; k < work.length; k++) {
+      const w = work[k]!;
+      const e = errs[k];
+      if (e || w.raced) {
+        if (w.extra) await unreserve(tenant, w.wallet.id, w.extra);
+        if (!e) later.push(w.index);
+        else if (e instanceof S.GuardError) {
+          await rt.invalidate(ref(tenant, w.wallet.id));
+          out[w.index] = fail(new WalletError({ kind: "unavailable", message: "wallet state changed during capture; retry" }));
+        } else out[w.index] = fail(e);
+        continue;
+      }
+      done.push(w);
+    }
+    await creditWallets(
+      tenant,
+      gens,
+      done.map((w) => ({ walletId: w.wallet.id, slices: w.plan.releaseSlices.filter((s) => !w.expiredRelease.some((x) => x.grantId === s.grantId)), overdraftNanos: w.plan.overdraftReleaseNanos })),
+    );
+    if (done.length > 0) await deps.outbox.flush();
+    const debited = done.filter((w) => w.extra).map((w) => ({ wallet: w.wallet, availableNanos: w.extra!.availableAfterNanos }));
+    await lowBalanceCrossings(tenant, debited);
+    await autoTopUps(tenant, debited);
+    await rearmLowBalance(tenant, done.filter((w) => !w.extra).map((w) => w.wallet));
+    const fresh = await S.getHolds(db, tenant, [...new Set([...done.map((w) => w.hold.id), ...later.map((i) => inputs[i]!.holdId)])]);
+    for (const w of done) {
+      const shortfall = w.extra?.shortfallNanos ?? 0n;
+      const releasedNanos = w.plan.releaseSlices.reduce((s, x) => s + x.amountNanos, 0n) + w.plan.overdraftReleaseNanos;
+      out[w.index] = { ok: true, value: { hold: fresh.get(w.hold.id)!, capturedNanos: w.input.amountNanos - shortfall, releasedNanos, shortfallNanos: shortfall } };
+    }
+    const captures = await S.getCaptures(db, tenant, later.map((i) => inputs[i]!.holdId));
+    for (const i of later) {
+      const h = fresh.get(inputs[i]!.holdId)!;
+      const rec = captures.get(h.id);
+      if (h.state !== "captured") out[i] = fail(new WalletError({ kind: "hold_not_pending", holdId: h.id, state: h.state }));
+      else if (!rec || rec.requestHash !== captureHash(inputs[i]!)) out[i] = fail(new WalletError({ kind: "id_reused", field: "hold_id", id: h.id }));
+      else {
+        const reserved = reservedNanos(h);
+        out[i] = { ok: true, value: { hold: h, capturedNanos: h.capturedNanos, releasedNanos: reserved > h.capturedNanos ? reserved - h.capturedNanos : 0n, shortfallNanos: rec.shortfallNanos } };
+      }
+    }
+    return out;
+  }
+
+  async function capture(tenant: string, c: CaptureInput): Promise<CaptureOutcome> {
+    return unwrap((await captureMany(tenant, [c]))[0]!);
+  }
+
+  interface ReleaseWork {
+    index: number;
+    hold: HoldRow;
+    wallet: WalletRow;
+    raced: boolean;
+    expiredRelease: Slice[];
+  }
+
+  async function applyReleases(tx: Queryable, tenant: string, ws: ReleaseWork[], state: "released" | "expired", now: Date): Promise<void> {
+    for (const w of ws) {
+      w.raced = false;
+      w.expiredRelease = [];
+    }
+    const pending = await S.lockPendingHolds(tx, tenant, ws.map((w) => w.hold.id));
+    const act = ws.filter((w) => (pending.has(w.hold.id) ? true : ((w.raced = true), false)));
+    if (act.length === 0) return;
+    const states = await grantStates(tx, tenant, act.flatMap((w) => w.hold.slices.map((s) => s.grantId)));
+    for (const w of act) w.expiredRelease = w.hold.slices.filter((s) => states.get(s.grantId) !== "active");
+    await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state, capturedNanos: 0n })), now);
+    await S.applyGrantDeltas(
+      tx,
+      tenant,
+      act.flatMap((w) => [...w.hold.slices.map((s) => ({ grantId: s.grantId, held: -s.amountNanos })), ...w.expiredRelease.map((s) => ({ grantId: s.grantId, expired: s.amountNanos }))]),
+    );
+    const od = new Map<string, bigint>();
+    for (const w of act) od.set(w.wallet.id, (od.get(w.wallet.id) ?? 0n) + w.hold.overdraftNanos);
+    for (const [wid, n] of [...od].sort(([a], [b]) => (a < b ? -1 : 1))) await S.addOverdraft(tx, tenant, wid, { postedNanos: 0n, heldNanos: -n, enforceLimit: false });
+    const movements: S.MovementRow[] = [];
+    const chains: PlannedTransfer[][] = [];
+    for (const w of act) {
+      const h = w.hold;
+      const voids = resolveHoldTransfers({ holdId: h.id, burn: h.slices.map((s) => ({ grantId: s.grantId, amountNanos: 0n })), overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: 0n });
+      const breakage = w.expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(w.wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
+      movements.push(
+        ...h.slices.map((s, i) => ({ id: `mv_r:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
+        ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: w.wallet.id, grantId: w.expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: w.expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+      );
+      chains.push(voids, breakage);
+    }
+    await S.insertMovements(tx, tenant, movements);
+    await S.enqueueTransfers(tx, tenant, chains, now);
+  }
+
+  /**
+   * Releases (or expires) many pending holds with one group commit: everything they reserved goes
+   * back (to breakage for grants that expired meanwhile). One result per hold id; idempotent (a
+   * hold already in the target state answers with 0 released; Release of an expired hold too).
+   */
+  async function releaseMany(tenant: string, holdIds: string[], state: "released" | "expired"): Promise<Array<Settled<ReleaseOutcome>>> {
+    const out: Array<Settled<ReleaseOutcome>> = new Array(holdIds.length);
+    const now = clock.now();
+    const settled = (h: HoldRow): Settled<ReleaseOutcome> =>
+      h.state === state || (state === "released" && h.state === "expired") ? { ok: true, value: { hold: h, releasedNanos: 0n } } : fail(new WalletError({ kind: "hold_not_pending", holdId: h.id, state: h.state }));
+    const holds = await S.getHolds(db, tenant, [...new Set(holdIds)]);
+    const later: number[] = [];
+    const taken = new Set<string>();
+    const candidates: Array<{ index: number; hold: HoldRow }> = [];
+    holdIds.forEach((id, index) => {
+      const h = holds.get(id);
+      if (!h) out[index] = fail(new WalletError({ kind: "not_found", what: "hold", id }));
+      else if (h.state !== "pending") out[index] = settled(h);
+      else if (taken.has(id)) later.push(index);
+      else {
+        taken.add(id);
+        candidates.push({ index, hold: h });
+      }
+    });
+    const wallets = await S.getWallets(db, tenant, [...new Set(candidates.map((x) => x.hold.walletId))]);
+    const work: ReleaseWork[] = [];
+    for (const { index, hold } of candidates) {
+      const wallet = wallets.get(hold.walletId);
+      if (!wallet) out[index] = fail(new WalletError({ kind: "not_found", what: "wallet", id: hold.walletId }));
+      else work.push({ index, hold, wallet, raced: false, expiredRelease: [] });
+    }
+    const gens = await gensBefore(tenant, work.map((w) => w.wallet.id));
+    const errs = await commitGroup(work, (tx, ws) => applyReleases(tx, tenant, ws, state, now));
+    stats.releaseGroups++;
+    const done: ReleaseWork[] = [];
+    work.forEach((w, k) => {
+      const e = errs[k];
+      if (e) out[w.index] = fail(e);
+      else if (w.raced) later.push(w.index);
+      else done.push(w);
+    });
+    await creditWallets(tenant, gens, done.map((w) => ({ walletId: w.wallet.id, slices: w.hold.slices.filter((s) => !w.expiredRelease.some((x) => x.grantId === s.grantId)), overdraftNanos: w.hold.overdraftNanos })));
+    if (done.length > 0) await deps.outbox.flush();
+    await rearmLowBalance(tenant, done.map((w) => w.wallet));
+    const fresh = await S.getHolds(db, tenant, [...new Set([...done.map((w) => w.hold.id), ...later.map((i) => holdIds[i]!)])]);
+    for (const w of done) out[w.index] = { ok: true, value: { hold: fresh.get(w.hold.id)!, releasedNanos: w.hold.slices.reduce((s, x) => s + x.amountNanos, 0n) + w.hold.overdraftNanos } };
+    for (const i of later) out[i] = settled(fresh.get(holdIds[i]!)!);
+    return out;
+  }
+
+  async function releaseHold(tenant: string, holdId: string, state: "released" | "expired"): Promise<ReleaseOutcome> {
+    return unwrap((await releaseMany(tenant, [holdId], state))[0]!);
+  }
+
+  // ------------------------------------------------------------ low-balance alerts
+
+  /**
+   * Raises one low_balance alert per wallet whose available balance went below its threshold while
+   * armed (lowest value per wallet). Skips the database unless the wallet row (cached) says armed
+   * and below: the conditional UPDATE in crossLowBalance is the shared truth across replicas.
+   */
+  async function lowBalanceCrossings(tenant: string, changes: Array<{ wallet: WalletRow; availableNanos: bigint | null }>): Promise<void> {
+    const lowest = new Map<string, { wallet: WalletRow; availableNanos: bigint | null }>();
+    for (const c of changes) {
+      const t = c.wallet.lowBalanceThresholdNanos;
+      if (t === null || !c.wallet.lowBalanceArmed || (c.availableNanos !== null && c.availableNanos >= t)) continue;
+      const cur = lowest.get(c.wallet.id);
+      if (!cur || (c.availableNanos !== null && (cur.availableNanos === null || c.availableNanos < cur.availableNanos))) lowest.set(c.wallet.id, c);
+    }
+    if (lowest.size === 0) return;
+    const items = [...lowest.values()];
+    await S.crossLowBalance(db, tenant, items.map((c) => ({ walletId: c.wallet.id, availableNanos: c.availableNanos })), clock.now());
+    // Whatever the outcome (alerted here or by another replica), the wallet is disarmed now.
+    for (const c of items) {
+      c.wallet.lowBalanceArmed = false;
+      forget(tenant, c.wallet);
+    }
+  }
+
+  /** Re-arms the low-balance alert of wallets (disarmed ones with a threshold) whose available balance is back at or above it. */
+  async function rearmLowBalance(tenant: string, wallets: WalletRow[]): Promise<void> {
+    const ids = [...new Set(wallets.filter((w) => w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed).map((w) => w.id))];
+    if (ids.length === 0) return;
+    await S.rearmLowBalance(db, tenant, ids);
+    for (const w of wallets) forget(tenant, w);
   }
 
   // ------------------------------------------------------------ expiry, rollover
 
   async function runExpiry(tenant: string, asOf: Date, walletId: string) {
     let holdsExpired = 0;
-    for (const h of await S.listExpiredHolds(db, tenant, walletId, asOf, RUN_WALLETS_MAX)) {
-      const r = await releaseHold(tenant, h.id, "expired");
-      if (r.hold.state === "expired") holdsExpired++;
+    const due = await S.listExpiredHolds(db, tenant, walletId, asOf, RUN_WALLETS_MAX);
+    for (let i = 0; i < due.length; i += COMMIT_BATCH_OPS_MAX) {
+      const rs = await releaseMany(tenant, due.slice(i, i + COMMIT_BATCH_OPS_MAX).map((h) => h.id), "expired");
+      for (const r of rs) if (r.ok && r.value.hold.state === "expired") holdsExpired++;
     }
     let grantsExpired = 0;
     let breakageNanos = 0n;
     const touched = new Set<string>();
-    for (const g of await S.listExpiredGrants(db, tenant, walletId, new Date(asOf.getTime() - graceMs), RUN_WALLETS_MAX)) {
+    for (const g of await S.listExpiredGrants(db, tenant, walletId, asOf, graceMs, RUN_WALLETS_MAX)) {
       const wallet = await mustWallet(tenant, g.walletId);
       await db.transaction(async (tx) => {
         const cur = await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = $2 AND state = 'active' FOR UPDATE`, [tenant, g.id]);
         if (cur.rowCount === 0) return;
         const fresh = (await S.getGrant(tx, tenant, g.id))!;
-        const amount = breakageAt({ ...fresh, expiresAtMs: fresh.expiresAt!.getTime() }, asOf.getTime(), graceMs);
+        const amount = breakageAt({ ...fresh, expiresAtMs: fresh.expiresAt!.getTime() }, asOf.getTime(), fresh.expiryGraceMs ?? graceMs);
         await S.setGrantState(tx, tenant, g.id, "expired");
         grantsExpired++;
         touched.add(g.walletId);
@@ -909,6 +1230,9 @@ export function createEngine(deps: EngineDeps) {
       });
     }
     for (const w of touched) await rt.invalidate(ref(tenant, w));
+    // Breakage lowers the available balance: a low-balance crossing is computed from PostgreSQL.
+    const touchedRows = await S.getWallets(db, tenant, [...touched]);
+    await lowBalanceCrossings(tenant, [...touchedRows.values()].map((w) => ({ wallet: w, availableNanos: null })));
     let alertsRaised = 0;
     for (const g of await S.listExpiringGrants(db, tenant, walletId, asOf, new Date(asOf.getTime() + noticeMs), RUN_WALLETS_MAX)) {
       if (!expiryNoticeDue({ ...g, expiresAtMs: g.expiresAt!.getTime() }, asOf.getTime(), noticeMs)) continue;
@@ -964,6 +1288,7 @@ export function createEngine(deps: EngineDeps) {
             renew: false,
             invoiceId: "",
             description: `rollover of ${fresh.id}`,
+            expiryGraceMs: null,
           };
           // Same wallet account: the rollover moves no ledger money (ledgerFunded = false).
           await writeGrant(tx, tenant, w, { ...rg, rootId: fresh.rootId, periodIndex: fresh.periodIndex }, grantHash(rg), now, false);
@@ -995,6 +1320,7 @@ export function createEngine(deps: EngineDeps) {
             renew: true,
             invoiceId: "",
             description: fresh.description,
+            expiryGraceMs: null,
           };
           await writeGrant(tx, tenant, w, { ...ng, rootId: fresh.rootId, periodIndex: fresh.periodIndex + 1 }, grantHash(ng), now, true);
         }
@@ -1040,7 +1366,12 @@ export function createEngine(deps: EngineDeps) {
     authorizeMany,
     consumeMany,
     capture,
+    captureMany,
     release: (tenant: string, holdId: string) => releaseHold(tenant, holdId, "released"),
+    releaseMany: (tenant: string, holdIds: string[]) => releaseMany(tenant, holdIds, "released"),
+    setLowBalanceAlert,
+    expiryGraceMsDefault: graceMs,
+    stats,
     runExpiry,
     runRollover,
     getBalance,

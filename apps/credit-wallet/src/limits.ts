@@ -40,6 +40,14 @@ export const RUN_WALLETS_MAX = 10_000;
 export const EXPIRY_NOTICE_MS_DEFAULT = 7 * 86_400_000;
 /** Grace after expires_at before the remainder moves to breakage (default). */
 export const EXPIRY_GRACE_MS_DEFAULT = 0;
+/** Longest expiry grace, of the deployment or of one grant (90 days). */
+export const EXPIRY_GRACE_MS_MAX = 90 * 86_400_000;
+/** AuthorizeStream: most messages read and not yet answered per stream (the server stops reading meanwhile). */
+export const AUTHORIZE_STREAM_IN_FLIGHT_MAX = 256;
+/** AuthorizeStream: most messages per stream (then RESOURCE_EXHAUSTED; the client opens another). */
+export const AUTHORIZE_STREAM_ITEMS_MAX = 1_000_000;
+/** AuthorizeStream: longest life of one stream (then DEADLINE_EXCEEDED after answering what was read). */
+export const AUTHORIZE_STREAM_LIFETIME_MS = 300_000;
 /** Longest rollover grant lifetime after period end (10 years). */
 export const ROLLOVER_EXPIRES_AFTER_MS_MAX = 10 * 366 * 86_400_000;
 /** Largest priority (lower burns first). */

@@ -17,6 +17,7 @@ import {
   BPS_ONE,
   CUSTOMER_ID_CHARS_MAX,
   DESCRIPTION_CHARS_MAX,
+  EXPIRY_GRACE_MS_MAX,
   HOLD_TTL_MS_DEFAULT,
   HOLD_TTL_MS_MAX,
   ID_CHARS_MAX,
@@ -125,6 +126,14 @@ export function policyTo(p: Policy): pb.WalletPolicy {
   return create(pb.WalletPolicySchema, { mode, negativeLimitNanos: p.negativeLimitNanos, overageRate: p.overageRate ? { value: p.overageRate } : undefined, overageCurrency: p.overageCurrency });
 }
 
+/** A low-balance alert configuration: the threshold, or null when disabled. */
+export function lowBalanceOf(field: string, a: pb.LowBalanceAlert | undefined): bigint | null {
+  if (!a) throw invalid(field, "is required");
+  if (!a.enabled) return null;
+  if (a.thresholdNanos > AMOUNT_NANOS_MAX || a.thresholdNanos < -AMOUNT_NANOS_MAX) throw invalid(`${field}.threshold_nanos`, `must be within ±${AMOUNT_NANOS_MAX}`);
+  return a.thresholdNanos;
+}
+
 export function autoTopUpOf(field: string, a: pb.AutoTopUp | undefined): AutoTopUpConfig {
   if (!a) throw invalid(field, "is required");
   const threshold = nonNegativeNanos(`${field}.threshold_nanos`, a.thresholdNanos);
@@ -177,6 +186,12 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
   if (r.description.length > DESCRIPTION_CHARS_MAX) throw invalid("description", `must be at most ${DESCRIPTION_CHARS_MAX} characters`);
+  let expiryGraceMs: number | null = null;
+  if (r.expiryGraceMs !== undefined) {
+    if (r.expiryGraceMs < 0n || r.expiryGraceMs > BigInt(EXPIRY_GRACE_MS_MAX)) throw invalid("expiry_grace_ms", `must be in [0, ${EXPIRY_GRACE_MS_MAX}]`);
+    if (!expiresAt) throw invalid("expiry_grace_ms", "applies only to a grant with expires_at");
+    expiryGraceMs = Number(r.expiryGraceMs);
+  }
   const paid = kind === "purchased";
   const costBasis = paid ? decimalOf("cost_basis.value", r.costBasis?.value, walletKind === "prepaid" ? "1" : "") : "0";
   if (!paid && r.costBasis?.value && decimalFraction(r.costBasis.value, "cost_basis.value").num !== 0n) throw invalid("cost_basis.value", "must be 0 (or unset) for grants that are not PURCHASED");
@@ -198,6 +213,7 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
     renew: r.renew,
     invoiceId: refOf("invoice_id", r.invoiceId),
     description: r.description,
+    expiryGraceMs,
   };
 }
 
@@ -269,10 +285,12 @@ export function walletTo(w: WalletRow): pb.Wallet {
       : undefined,
     ledgerAccountId: w.ledgerAccountId,
     createdAt: ts(w.createdAt),
+    lowBalanceAlert: w.lowBalanceThresholdNanos === null ? undefined : create(pb.LowBalanceAlertSchema, { enabled: true, thresholdNanos: w.lowBalanceThresholdNanos, armed: w.lowBalanceArmed }),
   });
 }
 
-export function grantTo(g: GrantRow): pb.GrantBalance {
+/** A grant as the API shows it; breakage_at uses the grant's own grace or the deployment default. */
+export function grantTo(g: GrantRow, graceMsDefault = 0): pb.GrantBalance {
   const exhausted = g.state === "active" && g.burnedNanos + g.expiredNanos === g.amountNanos;
   const state = exhausted ? pb.GrantState.EXHAUSTED : g.state === "active" ? pb.GrantState.ACTIVE : g.state === "expired" ? pb.GrantState.EXPIRED : pb.GrantState.ROLLED_OVER;
   return create(pb.GrantBalanceSchema, {
@@ -291,6 +309,8 @@ export function grantTo(g: GrantRow): pb.GrantBalance {
     costBasisCurrency: g.costBasisCurrency,
     scope: create(pb.GrantScopeSchema, g.scope),
     periodEnd: g.periodEnd ? ts(g.periodEnd) : undefined,
+    expiryGraceMs: g.expiryGraceMs === null ? undefined : BigInt(g.expiryGraceMs),
+    breakageAt: g.expiresAt ? ts(new Date(g.expiresAt.getTime() + (g.expiryGraceMs ?? graceMsDefault))) : undefined,
   });
 }
 

@@ -41,4 +41,20 @@ describe("credit wallet over a real h2c server (gRPC)", () => {
     const e = await anon.getBalance({ walletId: w.id }).catch((x: unknown) => ConnectError.from(x));
     expect((e as ConnectError).code).toBe(Code.Unauthenticated);
   });
+
+  it("runs an AuthorizeStream over gRPC h2c: 200 messages pipelined on one stream, answered in order, exactly what the wallet covers", async () => {
+    const c = createClient(pb.CreditWalletService, createClientTransport({ baseUrl: server.url, apiKey: KEY, protocol: "grpc" }));
+    const w = (await c.createWallet({ customerId: "cus_srv_st", unit: "EUR" })).wallet!;
+    await c.grant({ id: "grt_srv_st", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 150n });
+    async function* requests() {
+      for (let i = 0; i < 200; i++) yield { item: { id: `hld_srv_st_${i}`, customerId: "cus_srv_st", unit: "EUR", amountNanos: 1n } };
+    }
+    const out: pb.AuthorizeStreamResponse[] = [];
+    for await (const r of c.authorizeStream(requests(), { timeoutMs: 30_000 })) out.push(r);
+    expect(out.map((r) => r.sequence)).toEqual(Array.from({ length: 200 }, (_, i) => BigInt(i + 1)));
+    expect(out.map((r) => r.result!.id)).toEqual(Array.from({ length: 200 }, (_, i) => `hld_srv_st_${i}`));
+    expect(out.filter((r) => r.result!.result === pb.AuthorizeResult.OK).length).toBe(150);
+    const bal = await c.getBalance({ walletId: w.id });
+    expect([bal.heldNanos, bal.availableNanos]).toEqual([150n, 0n]);
+  });
 });

@@ -2,15 +2,24 @@
  * RPC handlers of nanobill.wallet.v1.CreditWalletService: decode -> engine -> encode. Thin.
  */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { requireScope, tenantOf } from "@nanobill/service-kit";
 import type { Db } from "@nanobill/db";
 import type { Clock } from "@nanobill/service-kit";
 import { createCoalescer } from "./coalescer.js";
-import type { AuthorizeInput, AuthorizeOutcome, ConsumeOutcome, Engine } from "./engine.js";
+import type { AuthorizeInput, AuthorizeOutcome, CaptureInput, CaptureOutcome, ConsumeOutcome, Engine, ReleaseOutcome, Settled } from "./engine.js";
 import { WalletError, invalid, toConnect } from "./errors.js";
-import { AUTHORIZE_ITEMS_MAX, BALANCE_GRANTS_MAX, CONSUME_ITEMS_MAX, RUN_AS_OF_SKEW_MS_MAX } from "./limits.js";
+import {
+  AUTHORIZE_ITEMS_MAX,
+  AUTHORIZE_STREAM_IN_FLIGHT_MAX,
+  AUTHORIZE_STREAM_ITEMS_MAX,
+  AUTHORIZE_STREAM_LIFETIME_MS,
+  BALANCE_GRANTS_MAX,
+  COMMIT_BATCH_OPS_MAX,
+  CONSUME_ITEMS_MAX,
+  RUN_AS_OF_SKEW_MS_MAX,
+} from "./limits.js";
 import * as M from "./mapping.js";
 import * as S from "./store/store.js";
 
@@ -40,8 +49,19 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: Clock }): ServiceImpl<typeof pb.CreditWalletService> {
+/** The bounds of one AuthorizeStream (limits.ts; overridable for tests at their edges). */
+export interface AuthorizeStreamLimits {
+  inFlightMax: number;
+  itemsMax: number;
+  lifetimeMs: number;
+}
+
+const STREAM_EXPIRED = Symbol("stream lifetime reached");
+
+export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: Clock; streamLimits?: Partial<AuthorizeStreamLimits> }): ServiceImpl<typeof pb.CreditWalletService> {
   const { engine, db, clock } = deps;
+  const streamLimits: AuthorizeStreamLimits = { inFlightMax: AUTHORIZE_STREAM_IN_FLIGHT_MAX, itemsMax: AUTHORIZE_STREAM_ITEMS_MAX, lifetimeMs: AUTHORIZE_STREAM_LIFETIME_MS, ...deps.streamLimits };
+  const grantTo = (g: S.GrantRow) => M.grantTo(g, engine.expiryGraceMsDefault);
 
   /** Validates one Authorize item, converting a maximum cost to credits. */
   async function authorizeInput(tenant: string, r: pb.AuthorizeRequest, prefix: string): Promise<AuthorizeInput> {
@@ -50,7 +70,122 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
     return v;
   }
 
+  // Group commit of unary calls (and stream messages): whatever arrives while a group commits forms the next.
   const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX);
+  const captureOne = createCoalescer<CaptureInput, Settled<CaptureOutcome>>((tenant, items) => engine.captureMany(tenant, items), COMMIT_BATCH_OPS_MAX);
+  const releaseOne = createCoalescer<string, Settled<ReleaseOutcome>>((tenant, ids) => engine.releaseMany(tenant, ids), COMMIT_BATCH_OPS_MAX);
+  const settledValue = <T>(s: Settled<T>): T => {
+    if (!s.ok) throw s.error;
+    return s.value;
+  };
+
+  /** One AuthorizeStream message -> its answer (never rejects: a failure that ends the stream is returned as `error`). */
+  async function answerStreamItem(tenant: string, req: pb.AuthorizeStreamRequest, sequence: bigint): Promise<{ res: pb.AuthorizeStreamResponse } | { error: unknown }> {
+    const it = req.item;
+    let input: AuthorizeInput;
+    try {
+      if (!it) throw invalid("item", "is required");
+      input = await authorizeInput(tenant, it, "item.");
+    } catch (e) {
+      if (!(e instanceof WalletError)) return { error: e };
+      return { res: create(pb.AuthorizeStreamResponseSchema, { sequence, result: { id: it?.id ?? "", result: pb.AuthorizeResult.INVALID, error: e.message } }) };
+    }
+    try {
+      const o = await authorizeOne.submit(tenant, input);
+      return {
+        res: create(pb.AuthorizeStreamResponseSchema, {
+          sequence,
+          result: { id: o.id, result: AUTHORIZE_RESULT[o.result], hold: o.hold ? M.holdTo(o.hold, o.unit) : undefined, error: o.error, availableNanos: o.availableNanos },
+        }),
+      };
+    } catch (e) {
+      return { error: e instanceof WalletError ? toConnect(e) : e };
+    }
+  }
+
+  /**
+   * AuthorizeStream: a reader pulls request messages (at most inFlightMax read and not yet
+   * answered: then it stops reading, which is HTTP/2 flow control back to the client) and submits
+   * each to the same group commit as unary Authorize; the writer answers them in order. The stream
+   * ends with an error after itemsMax messages or lifetimeMs, once everything read is answered.
+   */
+  async function* authorizeStream(reqs: AsyncIterable<pb.AuthorizeStreamRequest>, ctx: HandlerContext): AsyncGenerator<pb.AuthorizeStreamResponse> {
+    const tenant = spender(ctx); // tenant and scope: once, at stream start
+    const lim = streamLimits;
+    const queue: Array<Promise<{ res: pb.AuthorizeStreamResponse } | { error: unknown }>> = [];
+    let readerDone = false;
+    let readerError: unknown = null;
+    let stopped = false;
+    let wakeWriter: (() => void) | null = null;
+    let wakeReader: (() => void) | null = null;
+    const notifyWriter = () => {
+      const w = wakeWriter;
+      wakeWriter = null;
+      w?.();
+    };
+    const notifyReader = () => {
+      const r = wakeReader;
+      wakeReader = null;
+      r?.();
+    };
+    // The lifetime ends a pending read: each read races a fresh promise (a long-lived one would
+    // keep one reaction per message until the stream ends).
+    let expired = false;
+    let expireRead: ((v: typeof STREAM_EXPIRED) => void) | null = null;
+    const timer = setTimeout(() => {
+      expired = true;
+      expireRead?.(STREAM_EXPIRED);
+    }, lim.lifetimeMs);
+    const iterator = reqs[Symbol.asyncIterator]();
+    const reader = (async () => {
+      let n = 0n;
+      try {
+        for (;;) {
+          while (queue.length >= lim.inFlightMax && !stopped) await new Promise<void>((r) => (wakeReader = r));
+          if (stopped) return;
+          const next = expired ? STREAM_EXPIRED : await Promise.race([iterator.next(), new Promise<typeof STREAM_EXPIRED>((r) => (expireRead = r))]);
+          expireRead = null;
+          if (next === STREAM_EXPIRED) {
+            readerError = new ConnectError(`stream lifetime of ${lim.lifetimeMs} ms reached; every message read was answered; open a new stream`, Code.DeadlineExceeded);
+            return;
+          }
+          if (next.done || stopped) return;
+          n++;
+          if (n > BigInt(lim.itemsMax)) {
+            readerError = new ConnectError(`stream exceeds the limit of ${lim.itemsMax} messages; every message read before was answered; open a new stream`, Code.ResourceExhausted);
+            return;
+          }
+          queue.push(answerStreamItem(tenant, next.value, n));
+          notifyWriter();
+        }
+      } catch (e) {
+        readerError = e;
+      } finally {
+        readerDone = true;
+        notifyWriter();
+      }
+    })();
+    try {
+      for (;;) {
+        if (queue.length > 0) {
+          const a = await queue[0]!;
+          queue.shift();
+          notifyReader();
+          if ("error" in a) throw a.error;
+          yield a.res;
+          continue;
+        }
+        if (readerDone) break;
+        await new Promise<void>((r) => (wakeWriter = r));
+      }
+      if (readerError) throw readerError instanceof WalletError ? toConnect(readerError) : readerError;
+    } finally {
+      stopped = true;
+      clearTimeout(timer);
+      notifyReader();
+      void reader;
+    }
+  }
 
   const writer = (ctx: HandlerContext) => {
     requireScope(ctx, "admin");
@@ -111,7 +246,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
         const w = await engine.mustWallet(tenant, M.idOf("wallet_id", req.walletId));
         const input = M.grantInputOf(req, clock.now(), w.unit, w.kind);
         const res = await engine.grant(tenant, input);
-        return create(pb.GrantResponseSchema, { grant: M.grantTo(res.grant), ledgerTransferId: res.transferId });
+        return create(pb.GrantResponseSchema, { grant: grantTo(res.grant), ledgerTransferId: res.transferId });
       }),
 
     consume: (req, ctx) =>
@@ -192,13 +327,15 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
     capture: (req, ctx) =>
       guard(async () => {
         const tenant = spender(ctx);
-        const r = await engine.capture(tenant, {
-          holdId: M.idOf("hold_id", req.holdId),
-          amountNanos: M.nonNegativeNanos("amount_nanos", req.amountNanos),
-          eventId: M.refOf("event_id", req.eventId),
-          chargeId: M.refOf("charge_id", req.chargeId),
-          occurredAt: req.occurredAt ? M.dateOf(req.occurredAt, clock.now()) : null,
-        });
+        const r = settledValue(
+          await captureOne.submit(tenant, {
+            holdId: M.idOf("hold_id", req.holdId),
+            amountNanos: M.nonNegativeNanos("amount_nanos", req.amountNanos),
+            eventId: M.refOf("event_id", req.eventId),
+            chargeId: M.refOf("charge_id", req.chargeId),
+            occurredAt: req.occurredAt ? M.dateOf(req.occurredAt, clock.now()) : null,
+          }),
+        );
         const w = await engine.mustWallet(tenant, r.hold.walletId);
         return create(pb.CaptureResponseSchema, { hold: M.holdTo(r.hold, w.unit), capturedNanos: r.capturedNanos, releasedNanos: r.releasedNanos, shortfallNanos: r.shortfallNanos });
       }),
@@ -206,10 +343,12 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
     release: (req, ctx) =>
       guard(async () => {
         const tenant = spender(ctx);
-        const r = await engine.release(tenant, M.idOf("hold_id", req.holdId));
+        const r = settledValue(await releaseOne.submit(tenant, M.idOf("hold_id", req.holdId)));
         const w = await engine.mustWallet(tenant, r.hold.walletId);
         return create(pb.ReleaseResponseSchema, { hold: M.holdTo(r.hold, w.unit), releasedNanos: r.releasedNanos });
       }),
+
+    authorizeStream,
 
     getBalance: (req, ctx) =>
       guard(async () => {
@@ -222,7 +361,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
           heldNanos: b.heldNanos,
           availableNanos: b.availableNanos,
           overdraftNanos: b.overdraftNanos,
-          grants: b.grants.slice(0, BALANCE_GRANTS_MAX).map(M.grantTo),
+          grants: b.grants.slice(0, BALANCE_GRANTS_MAX).map(grantTo),
         });
       }),
 
@@ -298,6 +437,13 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
         const tenant = writer(ctx);
         const w = await engine.setPolicy(tenant, M.idOf("wallet_id", req.walletId), M.policyOf("policy", req.policy));
         return create(pb.SetWalletPolicyResponseSchema, { wallet: M.walletTo(w) });
+      }),
+
+    setLowBalanceAlert: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const w = await engine.setLowBalanceAlert(tenant, M.idOf("wallet_id", req.walletId), M.lowBalanceOf("low_balance_alert", req.lowBalanceAlert));
+        return create(pb.SetLowBalanceAlertResponseSchema, { wallet: M.walletTo(w) });
       }),
 
     listAlerts: (req, ctx) =>

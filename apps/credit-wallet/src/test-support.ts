@@ -10,6 +10,9 @@ import { createCreditWalletService, migrationsDir, type CreditWalletServiceHandl
 import { createMemoryRealtime } from "./realtime/memory.js";
 import { createRedisRealtime } from "./realtime/redis.js";
 import type { RealtimeStore } from "./realtime/types.js";
+import type { Engine } from "./engine.js";
+import { createWalletRoutes } from "./server.js";
+import { createWalletServiceImpl, type AuthorizeStreamLimits } from "./service.js";
 
 export const KEYS = {
   adminA: "sk_test_wallet_admin_a_0001",
@@ -60,6 +63,8 @@ export interface WalletHarness {
   prefix: string;
   client(key?: string, tenant?: string): Client<typeof CreditWalletService>;
   ledgerClient(tenant: string): Client<typeof LedgerService>;
+  /** A client of a second service instance on the same engine (or another one), with its own stream limits and coalescers. */
+  clientWith(opts: { key?: string; tenant?: string; streamLimits?: Partial<AuthorizeStreamLimits>; engine?: Engine }): Client<typeof CreditWalletService>;
   /** A second wallet process on the same databases and real-time store (a restart or a replica). */
   restart(opts?: { keepRealtime?: boolean }): Promise<void>;
   close(): Promise<void>;
@@ -109,6 +114,10 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
     },
     ledgerClient(tenant: string) {
       return createClient(LedgerService, transportFor(ledger.routes, KEYS.internal, tenant));
+    },
+    clientWith(opts) {
+      const routes = createWalletRoutes(createWalletServiceImpl({ engine: opts.engine ?? wallet.engine, db, clock, streamLimits: opts.streamLimits }));
+      return createClient(CreditWalletService, transportFor(routes, opts.key ?? KEYS.adminA, opts.tenant));
     },
     async restart(opts = {}) {
       await wallet.stop();

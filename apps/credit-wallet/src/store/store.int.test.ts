@@ -14,7 +14,7 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     await S.insertWallet(db, { tenant: T, id: "wal_1", customerId: "cus_1", unit: "USD", kind: "prepaid", policy: { ...HARD_STOP, mode: "soft_negative", negativeLimitNanos: 10n }, ledgerAccountId: "acct_wallet:cus_1:USD", now });
     await S.insertGrant(db, T, {
       id: "g1", walletId: "wal_1", kind: "purchased", amountNanos: 100n, priority: 0, effectiveAt: now, expiresAt: null, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
-      scope: { chargeIds: ["c1"], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: "g1", periodIndex: 0, invoiceId: "", description: "", requestHash: "h",
+      scope: { chargeIds: ["c1"], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: "g1", periodIndex: 0, invoiceId: "", description: "", requestHash: "h", expiryGraceMs: null,
     });
   });
   afterAll(async () => {
@@ -67,6 +67,55 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     const out = await S.nextOutbox(db, 100);
     expect(out.map((o) => o.transfers[0]!.id)).toEqual(["x_gh1", "x_gh2", "x_gh3"]);
     await S.markOutbox(db, out.map((o) => o.seq), [], [], now);
+  });
+
+  it("alerts a low-balance crossing once (from the given or the computed available balance) and re-arms only at or above the threshold", async () => {
+    await S.insertWallet(db, { tenant: T, id: "wal_low", customerId: "cus_low", unit: "USD", kind: "prepaid", policy: HARD_STOP, ledgerAccountId: "acct_wallet:cus_low:USD", now });
+    await S.insertGrant(db, T, {
+      id: "g_low", walletId: "wal_low", kind: "purchased", amountNanos: 100n, priority: 0, effectiveAt: now, expiresAt: null, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
+      scope: { chargeIds: [], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: "g_low", periodIndex: 0, invoiceId: "", description: "", requestHash: "h", expiryGraceMs: null,
+    });
+    // No threshold: nothing. Threshold 50, available 60 (given): nothing; 40: one alert; again: none.
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: 0n }], now)).toEqual([]);
+    await S.updateLowBalance(db, T, "wal_low", 50n);
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: 60n }], now)).toEqual([]);
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: 40n }, { walletId: "wal_low", availableNanos: 30n }], now)).toEqual(["wal_low"]);
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: 10n }], now)).toEqual([]);
+    // Re-arm needs PostgreSQL's available (100 - 60 held = 40) at or above 50.
+    await S.applyGrantDeltas(db, T, [{ grantId: "g_low", held: 60n }]);
+    await S.rearmLowBalance(db, T, ["wal_low"]);
+    expect((await S.getWallet(db, T, "wal_low"))!.lowBalanceArmed).toBe(false);
+    await S.applyGrantDeltas(db, T, [{ grantId: "g_low", held: -10n }]);
+    await S.rearmLowBalance(db, T, ["wal_low"]);
+    expect((await S.getWallet(db, T, "wal_low"))!.lowBalanceArmed).toBe(true);
+    // Computed from PostgreSQL (null): 50 is not below 50; 49 is.
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: null }], now)).toEqual([]);
+    await S.applyGrantDeltas(db, T, [{ grantId: "g_low", burned: 1n }]);
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: null }], now)).toEqual(["wal_low"]);
+    const alerts = await S.listAlerts(db, T, { customerId: "cus_low", kind: "low_balance", since: null, afterSeq: 0n, limit: 10 });
+    expect(alerts.map((a) => [a.id, a.amountNanos])).toEqual([["alr_lowb_wal_low_1", 30n], ["alr_lowb_wal_low_2", 49n]]);
+    expect((await S.availableOf(db, T, ["wal_low"])).get("wal_low")).toBe(49n);
+  });
+
+  it("lists a grant as expired only after its own grace, or the default grace when it has none", async () => {
+    const exp = new Date(now.getTime() + 1_000);
+    const grant = (id: string, expiryGraceMs: number | null) =>
+      S.insertGrant(db, T, {
+        id, walletId: "wal_1", kind: "purchased", amountNanos: 5n, priority: 0, effectiveAt: now, expiresAt: exp, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
+        scope: { chargeIds: [], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: id, periodIndex: 0, invoiceId: "", description: "", requestHash: "h", expiryGraceMs,
+      });
+    await grant("gx_def", null);
+    await grant("gx_0", 0);
+    await grant("gx_500", 500);
+    const at = async (ms: number, def: number) => (await S.listExpiredGrants(db, T, "wal_1", new Date(exp.getTime() + ms), def, 100)).map((g) => g.id).filter((id) => id.startsWith("gx_")).sort();
+    expect(await at(-1, 0)).toEqual([]);
+    expect(await at(0, 0)).toEqual(["gx_0", "gx_def"]);
+    expect(await at(0, 200)).toEqual(["gx_0"]);
+    expect(await at(200, 200)).toEqual(["gx_0", "gx_def"]);
+    expect(await at(499, 0)).toEqual(["gx_0", "gx_def"]);
+    expect(await at(500, 0)).toEqual(["gx_0", "gx_500", "gx_def"]);
+    expect((await S.getGrant(db, T, "gx_500"))!.expiryGraceMs).toBe(500);
+    await expect(grant("gx_bad", 90 * 86_400_000 + 1)).rejects.toThrow();
   });
 
   it("keeps linked chains whole in the outbox, in order", async () => {

@@ -42,6 +42,10 @@ export interface WalletRow {
   topUpArmed: boolean;
   lastTopUpAt: Date | null;
   topUpSeq: number;
+  /** Low-balance alert threshold on the available balance (null: disabled). */
+  lowBalanceThresholdNanos: bigint | null;
+  /** true while the available balance is at or above the threshold (the next crossing alerts). */
+  lowBalanceArmed: boolean;
   ledgerAccountId: string;
   createdAt: Date;
 }
@@ -70,6 +74,8 @@ export interface GrantRow {
   invoiceId: string;
   description: string;
   requestHash: string;
+  /** The grant's own expiry grace (null: the deployment default). */
+  expiryGraceMs: number | null;
 }
 
 export interface HoldRow {
@@ -189,7 +195,8 @@ export async function rateAt(q: Queryable, tenant: string, creditTypeId: string,
 // ---------------------------------------------------------------- wallets
 
 const WALLET_COLS = `tenant, id, customer_id, unit, kind, policy_mode, negative_limit_nanos, overage_rate, overage_currency,
-  overdraft_posted_nanos, overdraft_held_nanos, auto_top_up, top_up_armed, last_top_up_at, top_up_seq, ledger_account_id, created_at`;
+  overdraft_posted_nanos, overdraft_held_nanos, auto_top_up, top_up_armed, last_top_up_at, top_up_seq, ledger_account_id, created_at,
+  low_balance_threshold_nanos, low_balance_armed`;
 
 function walletOf(r: Row): WalletRow {
   const atu = json<Record<string, string | number | boolean> | null>(r.auto_top_up);
@@ -216,6 +223,8 @@ function walletOf(r: Row): WalletRow {
     topUpArmed: r.top_up_armed as boolean,
     lastTopUpAt: dateOrNull(r.last_top_up_at),
     topUpSeq: Number(r.top_up_seq),
+    lowBalanceThresholdNanos: r.low_balance_threshold_nanos === null || r.low_balance_threshold_nanos === undefined ? null : big(r.low_balance_threshold_nanos),
+    lowBalanceArmed: r.low_balance_armed !== false,
     ledgerAccountId: r.ledger_account_id as string,
     createdAt: date(r.created_at),
   };
@@ -242,6 +251,77 @@ export async function getWallet(q: Queryable, tenant: string, id: string, forUpd
 export async function findWallet(q: Queryable, tenant: string, customerId: string, unit: string): Promise<WalletRow | null> {
   const r = await q.query(`SELECT ${WALLET_COLS} FROM wallets WHERE tenant = $1 AND customer_id = $2 AND unit = $3`, [tenant, customerId, unit]);
   return r.rows[0] ? walletOf(r.rows[0]) : null;
+}
+
+export async function getWallets(q: Queryable, tenant: string, ids: string[]): Promise<Map<string, WalletRow>> {
+  if (ids.length === 0) return new Map();
+  const r = await q.query(`SELECT ${WALLET_COLS} FROM wallets WHERE tenant = $1 AND id = ANY($2::text[])`, [tenant, ids]);
+  return new Map(r.rows.map((x) => [x.id as string, walletOf(x)]));
+}
+
+/** Sets (or clears, with null) a wallet's low-balance threshold; a change re-arms the alert. */
+export async function updateLowBalance(q: Queryable, tenant: string, id: string, thresholdNanos: bigint | null): Promise<void> {
+  await q.query(`UPDATE wallets SET low_balance_threshold_nanos = $3, low_balance_armed = TRUE WHERE tenant = $1 AND id = $2`, [tenant, id, thresholdNanos]);
+}
+
+/**
+ * Low-balance crossings in ONE statement: every listed wallet whose alert is armed and whose
+ * available balance (as decided in real time) is below its threshold is disarmed, and one
+ * low_balance alert per disarmed wallet is inserted (id from the crossing counter: once per
+ * crossing, whatever replica sees it; a wallet listed twice counts with its lowest balance). Returns the
+ * wallet ids alerted.
+ */
+export async function crossLowBalance(q: Queryable, tenant: string, items: Array<{ walletId: string; availableNanos: bigint | null }>, now: Date): Promise<string[]> {
+  if (items.length === 0) return [];
+  const r = await q.query<{ id: string }>(
+    `WITH t AS (
+       SELECT t.w, min(COALESCE(t.a, (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+                                      WHERE g.tenant = $1 AND g.wallet_id = t.w AND g.state = 'active') - x.overdraft_posted_nanos - x.overdraft_held_nanos))::bigint AS a
+       FROM unnest($2::text[], $3::bigint[]) AS t(w, a) JOIN wallets x ON x.tenant = $1 AND x.id = t.w
+       GROUP BY t.w
+     ),
+     d AS (
+       UPDATE wallets w SET low_balance_armed = FALSE, low_balance_seq = w.low_balance_seq + 1
+       FROM t WHERE w.tenant = $1 AND w.id = t.w AND w.low_balance_armed AND w.low_balance_threshold_nanos IS NOT NULL AND t.a < w.low_balance_threshold_nanos
+       RETURNING w.id, w.customer_id, w.unit, w.low_balance_seq, t.a
+     ),
+     ins AS (
+       INSERT INTO alerts (tenant, id, kind, wallet_id, customer_id, grant_id, amount_nanos, unit, expires_at, created_at)
+       SELECT $1, 'alr_lowb_' || d.id || '_' || d.low_balance_seq, 'low_balance', d.id, d.customer_id, '', d.a, d.unit, NULL, $4 FROM d
+       ON CONFLICT DO NOTHING
+     )
+     SELECT id FROM d`,
+    [tenant, items.map((i) => i.walletId), items.map((i) => (i.availableNanos === null ? null : i.availableNanos.toString())), now],
+  );
+  return r.rows.map((x) => x.id);
+}
+
+/**
+ * Re-arms the low-balance alert of the listed wallets whose available balance (PostgreSQL's:
+ * active grants' amount - burned - held - expired, minus the overdraft in use) is back at or above
+ * the threshold. One statement.
+ */
+export async function rearmLowBalance(q: Queryable, tenant: string, walletIds: string[]): Promise<void> {
+  if (walletIds.length === 0) return;
+  await q.query(
+    `UPDATE wallets w SET low_balance_armed = TRUE
+     WHERE w.tenant = $1 AND w.id = ANY($2::text[]) AND NOT w.low_balance_armed AND w.low_balance_threshold_nanos IS NOT NULL
+       AND (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+            WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND g.state = 'active') - w.overdraft_posted_nanos - w.overdraft_held_nanos >= w.low_balance_threshold_nanos`,
+    [tenant, walletIds],
+  );
+}
+
+/** Available balances (active grants' amount - burned - held - expired, minus the overdraft in use) of wallets, from PostgreSQL. */
+export async function availableOf(q: Queryable, tenant: string, walletIds: string[]): Promise<Map<string, bigint>> {
+  if (walletIds.length === 0) return new Map();
+  const r = await q.query<{ id: string; a: string }>(
+    `SELECT w.id, ((SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+                    WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND g.state = 'active') - w.overdraft_posted_nanos - w.overdraft_held_nanos)::text AS a
+     FROM wallets w WHERE w.tenant = $1 AND w.id = ANY($2::text[])`,
+    [tenant, walletIds],
+  );
+  return new Map(r.rows.map((x) => [x.id, BigInt(x.a)]));
 }
 
 export async function listWalletIds(q: Queryable, tenant: string, limit: number): Promise<string[]> {
@@ -296,7 +376,8 @@ export async function addOverdraft(q: Queryable, tenant: string, id: string, d: 
 // ---------------------------------------------------------------- grants
 
 const GRANT_COLS = `id, wallet_id, kind, amount_nanos, burned_nanos, held_nanos, expired_nanos, priority, effective_at, expires_at, created_at,
-  cost_basis, cost_basis_currency, scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash`;
+  cost_basis, cost_basis_currency, scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash,
+  expiry_grace_ms`;
 
 function grantOf(r: Row): GrantRow {
   const ro = json<Record<string, string | number> | null>(r.rollover);
@@ -324,6 +405,7 @@ function grantOf(r: Row): GrantRow {
     invoiceId: r.invoice_id as string,
     description: r.description as string,
     requestHash: r.request_hash as string,
+    expiryGraceMs: r.expiry_grace_ms === null || r.expiry_grace_ms === undefined ? null : Number(r.expiry_grace_ms),
   };
 }
 
@@ -344,10 +426,10 @@ export async function insertGrant(q: Queryable, tenant: string, g: Omit<GrantRow
   const ro = g.rollover ? JSON.stringify({ mode: g.rollover.mode, cap: g.rollover.capNanos.toString(), bps: g.rollover.percentBps, expires_after_ms: g.rollover.expiresAfterMs }) : null;
   const r = await q.query(
     `INSERT INTO grants (tenant, id, wallet_id, kind, amount_nanos, burned_nanos, priority, effective_at, expires_at, created_at, cost_basis, cost_basis_currency,
-       scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17, $18, $19, 'active', $20, $21, $22) ON CONFLICT DO NOTHING`,
+       scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash, expiry_grace_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17, $18, $19, 'active', $20, $21, $22, $23) ON CONFLICT DO NOTHING`,
     [tenant, g.id, g.walletId, g.kind, g.amountNanos, g.burnedNanos ?? 0n, g.priority, g.effectiveAt, g.expiresAt, g.createdAt, g.costBasis, g.costBasisCurrency,
-      g.scope.chargeIds, g.scope.models, ro, g.periodEnd, g.renew, g.rootId, g.periodIndex, g.invoiceId, g.description, g.requestHash],
+      g.scope.chargeIds, g.scope.models, ro, g.periodEnd, g.renew, g.rootId, g.periodIndex, g.invoiceId, g.description, g.requestHash, g.expiryGraceMs],
   );
   return r.rowCount === 1;
 }
@@ -400,11 +482,16 @@ export async function setGrantState(q: Queryable, tenant: string, id: string, st
   await q.query(`UPDATE grants SET state = $3 WHERE tenant = $1 AND id = $2`, [tenant, id, state]);
 }
 
-/** Active grants whose expiry (plus grace) has passed, across the tenant or one wallet. */
-export async function listExpiredGrants(q: Queryable, tenant: string, walletId: string, before: Date, limit: number): Promise<GrantRow[]> {
+/**
+ * Active grants whose expiry plus grace has passed at asOf, across the tenant or one wallet: each
+ * grant's own grace, or defaultGraceMs when it has none.
+ */
+export async function listExpiredGrants(q: Queryable, tenant: string, walletId: string, asOf: Date, defaultGraceMs: number, limit: number): Promise<GrantRow[]> {
   const r = await q.query(
-    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3 ORDER BY expires_at, id LIMIT $4`,
-    [tenant, walletId, before, limit],
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3
+       AND expires_at + make_interval(secs => COALESCE(expiry_grace_ms, $4::bigint)::double precision / 1000) <= $3
+     ORDER BY expires_at, id LIMIT $5`,
+    [tenant, walletId, asOf, defaultGraceMs, limit],
   );
   return r.rows.map(grantOf);
 }
@@ -464,6 +551,30 @@ export async function getHold(q: Queryable, tenant: string, id: string, forUpdat
 
 export async function resolveHold(q: Queryable, tenant: string, id: string, state: "captured" | "released" | "expired", capturedNanos: bigint, now: Date): Promise<void> {
   await q.query(`UPDATE holds SET state = $3, captured_nanos = $4, resolved_at = $5 WHERE tenant = $1 AND id = $2 AND state = 'pending'`, [tenant, id, state, capturedNanos, now]);
+}
+
+/** Locks the listed holds that are still pending (id order); returns their ids. */
+export async function lockPendingHolds(q: Queryable, tenant: string, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const r = await q.query<{ id: string }>(`SELECT id FROM holds WHERE tenant = $1 AND id = ANY($2::text[]) AND state = 'pending' ORDER BY id FOR UPDATE`, [tenant, ids]);
+  return new Set(r.rows.map((x) => x.id));
+}
+
+/** Resolves many pending holds in one statement. */
+export async function resolveHolds(q: Queryable, tenant: string, rs: Array<{ id: string; state: "captured" | "released" | "expired"; capturedNanos: bigint }>, now: Date): Promise<void> {
+  if (rs.length === 0) return;
+  await q.query(
+    `UPDATE holds h SET state = t.s, captured_nanos = t.c, resolved_at = $5
+     FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(id, s, c) WHERE h.tenant = $1 AND h.id = t.id AND h.state = 'pending'`,
+    [tenant, rs.map((x) => x.id), rs.map((x) => x.state), rs.map((x) => x.capturedNanos.toString()), now],
+  );
+}
+
+/** The capture records of holds (request hash and shortfall), for replays. */
+export async function getCaptures(q: Queryable, tenant: string, holdIds: string[]): Promise<Map<string, { requestHash: string; shortfallNanos: bigint }>> {
+  if (holdIds.length === 0) return new Map();
+  const r = await q.query(`SELECT id, request_hash, shortfall_nanos FROM consumptions WHERE tenant = $1 AND source = 'capture' AND id = ANY($2::text[])`, [tenant, holdIds]);
+  return new Map(r.rows.map((x) => [x.id as string, { requestHash: x.request_hash as string, shortfallNanos: big(x.shortfall_nanos) }]));
 }
 
 export async function listExpiredHolds(q: Queryable, tenant: string, walletId: string, asOf: Date, limit: number): Promise<HoldRow[]> {
