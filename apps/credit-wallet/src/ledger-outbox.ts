@@ -14,7 +14,13 @@ import { markOutbox, nextOutbox } from "./store/store.js";
 const DONE = new Set(["OK", "EXISTS"]);
 /** Results of a void that mean the pending amount is released already (the outcome a void wants). */
 const VOID_DONE = new Set(["PENDING_TRANSFER_ALREADY_VOIDED", "PENDING_TRANSFER_EXPIRED"]);
-/** Results that may succeed later (ordering across replicas): retry. */
+/**
+ * Results that could succeed later if a prerequisite (an account, the pending transfer) arrived
+ * late: retry. The wallet's own ordering makes them unexpected (accounts are created with the
+ * wallet; a chain's pending transfer is in an earlier outbox row, visible before its post). The
+ * ledger remembers such failed ids (TigerBeetle's id_already_failed), so a retry answers
+ * ID_ALREADY_FAILED and the chain is recorded as failed, logged and counted.
+ */
 const RETRY = new Set(["PENDING_TRANSFER_NOT_FOUND", "DEBIT_ACCOUNT_NOT_FOUND", "CREDIT_ACCOUNT_NOT_FOUND"]);
 /** Outbox rows read per round. */
 const ROUND_ROWS_MAX = 2_000;

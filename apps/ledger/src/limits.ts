@@ -25,6 +25,12 @@ export const TRANSFER_AMOUNT_NANOS_MAX = 10n ** 18n;
 export const PAGE_SIZE_DEFAULT = 100;
 /** Largest page of GetAccountTransfers / GetAccountBalances. */
 export const PAGE_SIZE_MAX = 1_000;
+/**
+ * Most rows one QueryAccounts / QueryTransfers call scans in timestamp order to apply its filters
+ * (unit, code, metadata / references): when the window ends before the page is full, the page
+ * comes back short with a next_page_token that continues after the window.
+ */
+export const QUERY_SCAN_ROWS_MAX = 100_000;
 /** Longest page token accepted, in bytes. */
 export const PAGE_TOKEN_BYTES_MAX = 64;
 /**

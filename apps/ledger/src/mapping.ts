@@ -50,8 +50,11 @@ export function newAccountFromPb(a: PbNewAccount): NewAccount {
       debitsMustNotExceedCredits: a.flags?.debitsMustNotExceedCredits ?? false,
       creditsMustNotExceedDebits: a.flags?.creditsMustNotExceedDebits ?? false,
       history: a.flags?.history ?? false,
+      imported: a.flags?.imported ?? false,
+      closed: a.flags?.closed ?? false,
     },
     metadata: { ...a.metadata },
+    timestampUs: a.timestamp ? timestampToUs(a.timestamp) : 0n,
   };
 }
 
@@ -72,8 +75,12 @@ export function newTransferFromPb(t: PbNewTransfer): NewTransfer {
       voidPendingTransfer: t.flags?.voidPendingTransfer ?? false,
       balancingDebit: t.flags?.balancingDebit ?? false,
       balancingCredit: t.flags?.balancingCredit ?? false,
+      closingDebit: t.flags?.closingDebit ?? false,
+      closingCredit: t.flags?.closingCredit ?? false,
+      imported: t.flags?.imported ?? false,
     },
     references: { ...t.references },
+    timestampUs: t.timestamp ? timestampToUs(t.timestamp) : 0n,
   };
 }
 

@@ -31,9 +31,16 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: strin
 }
 
 describe("mapping", () => {
-  it("maps every domain result to the proto value of the same name and precedence", () => {
-    CREATE_TRANSFER_RESULTS.forEach((r, i) => expect(transferResultToPb(r)).toBe(i + 1));
-    CREATE_ACCOUNT_RESULTS.forEach((r, i) => expect(accountResultToPb(r)).toBe(i + 1));
+  it("maps every domain result to the proto value of the same name; values are never renumbered", () => {
+    CREATE_TRANSFER_RESULTS.forEach((r) => expect(CreateTransferResult[transferResultToPb(r)]).toBe(r.toUpperCase()));
+    CREATE_ACCOUNT_RESULTS.forEach((r) => expect(CreateAccountResult[accountResultToPb(r)]).toBe(r.toUpperCase()));
+    // The first 52 / 13 values were numbered in precedence order; later ones are appended.
+    CREATE_TRANSFER_RESULTS.filter((r) => transferResultToPb(r) <= 52).forEach((r, i) => expect(transferResultToPb(r)).toBe(i + 1));
+    CREATE_ACCOUNT_RESULTS.filter((r) => accountResultToPb(r) <= 13).forEach((r, i) => expect(accountResultToPb(r)).toBe(i + 1));
+    expect(transferResultToPb("id_already_failed")).toBe(CreateTransferResult.ID_ALREADY_FAILED);
+    expect(CreateTransferResult.ID_ALREADY_FAILED).toBe(53);
+    expect(CreateTransferResult.CREDIT_ACCOUNT_ALREADY_CLOSED).toBe(65);
+    expect(CreateAccountResult.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS).toBe(19);
     expect(Object.keys(CreateTransferResult).filter((k) => isNaN(Number(k))).length).toBe(CREATE_TRANSFER_RESULTS.length + 1);
     expect(Object.keys(CreateAccountResult).filter((k) => isNaN(Number(k))).length).toBe(CREATE_ACCOUNT_RESULTS.length + 1);
   });
@@ -283,6 +290,105 @@ describe("LedgerService through createRouterTransport", () => {
     expect(post.results[0]!.result).toBe(CreateTransferResult.PENDING_TRANSFER_EXPIRED);
     const { transfers } = await c.lookupTransfers({ ids: ["xfer_hold_exp"] });
     expect(transfers[0]!.state).toBe(TransferState.PENDING_EXPIRED);
+  });
+});
+
+describe("LedgerService TigerBeetle 0.16 parity through createRouterTransport", () => {
+  let h: LedgerHarness;
+  beforeAll(async () => {
+    h = await openLedgerHarness(pglite!);
+    const res = await h.client().createAccounts({
+      accounts: [
+        { id: "acct_cash", unit: "USD", code: 1000 },
+        { id: "acct_wallet", unit: "USD", code: 2100, flags: { debitsMustNotExceedCredits: true }, metadata: { customer_id: "cus_1" } },
+        { id: "acct_revenue", unit: "USD", code: 4000, metadata: { customer_id: "cus_2" } },
+        { id: "acct_eur", unit: "EUR", code: 4000 },
+      ],
+    });
+    expect(res.results.map((r) => r.result)).toEqual(Array(4).fill(CreateAccountResult.OK));
+  });
+  afterAll(async () => {
+    expect((await h.client().verify({})).violations).toEqual([]);
+    await h.close();
+  });
+
+  it("answers ID_ALREADY_FAILED to a retry of an id that failed with EXCEEDS_CREDITS, even after a top-up", async () => {
+    const c = h.client();
+    const spend = tx({ id: "xfer_spend", debitAccountId: "acct_wallet", creditAccountId: "acct_revenue", amountNanos: 5n });
+    expect((await c.createTransfers({ transfers: [spend] })).results[0]!.result).toBe(CreateTransferResult.EXCEEDS_CREDITS);
+    expect((await c.createTransfers({ transfers: [tx({ id: "xfer_top", creditAccountId: "acct_wallet", amountNanos: 100n })] })).results[0]!.result).toBe(CreateTransferResult.OK);
+    const again = await c.createTransfers({ transfers: [spend, { ...spend, id: "xfer_spend_new" }] });
+    expect(again.results.map((r) => r.result)).toEqual([CreateTransferResult.ID_ALREADY_FAILED, CreateTransferResult.OK]);
+  });
+
+  it("closes an account with a pending closing_debit transfer; the flag shows on LookupAccounts and a void reopens it", async () => {
+    const c = h.client();
+    const close = await c.createTransfers({
+      transfers: [tx({ id: "xfer_close", debitAccountId: "acct_cash", creditAccountId: "acct_revenue", amountNanos: 1n, flags: { pending: true, closingDebit: true } })],
+    });
+    expect(close.results[0]!.result).toBe(CreateTransferResult.OK);
+    expect((await c.lookupAccounts({ ids: ["acct_cash"] })).accounts[0]!.flags?.closed).toBe(true);
+    const refused = await c.createTransfers({
+      transfers: [tx({ id: "xfer_from_closed" }), tx({ id: "xfer_plain_close", flags: { closingCredit: true } })],
+    });
+    expect(refused.results.map((r) => r.result)).toEqual([CreateTransferResult.DEBIT_ACCOUNT_ALREADY_CLOSED, CreateTransferResult.CLOSING_TRANSFER_MUST_BE_PENDING]);
+    expect((await c.createTransfers({ transfers: [{ id: "xfer_reopen", pendingId: "xfer_close", flags: { voidPendingTransfer: true } }] })).results[0]!.result).toBe(
+      CreateTransferResult.OK,
+    );
+    const { transfers } = await c.lookupTransfers({ ids: ["xfer_close"] });
+    expect([transfers[0]!.flags?.closingDebit, transfers[0]!.state]).toEqual([true, TransferState.PENDING_VOIDED]);
+    expect((await c.lookupAccounts({ ids: ["acct_cash"] })).accounts[0]!.flags?.closed).toBe(false);
+  });
+
+  it("imports an account and a transfer with past timestamps and returns them as create_time", async () => {
+    const c = h.client();
+    // The harness clock stands at 2026-11-01; nothing was stamped after it.
+    const past = new Date("2026-11-01T00:00:00Z").getTime() * 1000;
+    h.clock.set(new Date("2026-11-02T00:00:00Z"));
+    const at = (us: number) => usToTimestamp(BigInt(us));
+    const acc = await c.createAccounts({ accounts: [{ id: "acct_hist", unit: "USD", code: 1000, flags: { imported: true }, timestamp: at(past + 1_000_000) }] });
+    expect(acc.results.map((r) => [r.result, r.createTime && timestampToUs(r.createTime)])).toEqual([[CreateAccountResult.OK, BigInt(past + 1_000_000)]]);
+    const res = await c.createTransfers({
+      transfers: [
+        tx({ id: "xfer_hist", debitAccountId: "acct_hist", creditAccountId: "acct_revenue", flags: { imported: true }, timestamp: at(past + 2_000_000) }),
+        tx({ id: "xfer_hist_live", debitAccountId: "acct_hist", creditAccountId: "acct_revenue" }),
+      ],
+    });
+    expect(res.results.map((r) => r.result)).toEqual([CreateTransferResult.OK, CreateTransferResult.IMPORTED_EVENT_EXPECTED]);
+    expect(timestampToUs(res.results[0]!.createTime!)).toBe(BigInt(past + 2_000_000));
+    const late = await c.createTransfers({ transfers: [tx({ id: "xfer_ts", timestamp: at(past) })] });
+    expect(late.results[0]!.result).toBe(CreateTransferResult.TIMESTAMP_MUST_BE_ZERO);
+    const { accounts } = await c.lookupAccounts({ ids: ["acct_hist"] });
+    expect([accounts[0]!.flags?.imported, timestampToUs(accounts[0]!.createTime!)]).toEqual([true, BigInt(past + 1_000_000)]);
+  });
+
+  it("queries accounts and transfers by filter, pages with next_page_token, and refuses bad filters as InvalidArgument", async () => {
+    const c = h.client(KEYS.readA);
+    const byCode = await c.queryAccounts({ code: 4000 });
+    expect(byCode.accounts.map((a) => a.id)).toEqual(["acct_revenue", "acct_eur"]);
+    expect((await c.queryAccounts({ metadata: { customer_id: "cus_1" } })).accounts.map((a) => a.id)).toEqual(["acct_wallet"]);
+    expect((await c.queryAccounts({ unit: "EUR" })).accounts.map((a) => a.id)).toEqual(["acct_eur"]);
+    const seen: string[] = [];
+    let token = "";
+    for (let i = 0; i < 10; i++) {
+      const page = await c.queryTransfers({ unit: "USD", pageSizeMax: 2, reversed: true, pageToken: token });
+      seen.push(...page.transfers.map((t) => t.id));
+      token = page.nextPageToken;
+      if (!token) break;
+    }
+    const all = await c.queryTransfers({ pageSizeMax: 1000 });
+    expect(seen).toEqual(all.transfers.map((t) => t.id).reverse());
+    expect(seen.length).toBeGreaterThan(3);
+    const h1 = await h.client().createTransfers({ transfers: [tx({ id: "xfer_ref", creditAccountId: "acct_revenue", references: { invoice_id: "inv_9" } })] });
+    expect(h1.results[0]!.result).toBe(CreateTransferResult.OK);
+    expect((await c.queryTransfers({ references: { invoice_id: "inv_9" } })).transfers.map((t) => t.id)).toEqual(["xfer_ref"]);
+    expect((await codeOf(c.queryAccounts({ unit: "usd" }))).message).toMatch(/^unit:/);
+    expect((await codeOf(c.queryTransfers({ references: Object.fromEntries([...Array(9).keys()].map((i) => [`k${i}`, "v"])) }))).message).toMatch(/^references:/);
+    expect((await codeOf(c.queryAccounts({ metadata: { k: "v".repeat(257) } }))).code).toBe(Code.InvalidArgument);
+    expect((await codeOf(c.queryTransfers({ pageToken: "nope" }))).message).toMatch(/^page_token:/);
+    expect((await codeOf(c.queryTransfers({ startTime: usToTimestamp(10n), endTime: usToTimestamp(5n) }))).message).toMatch(/^end_time:/);
+    // Another tenant sees none of it.
+    expect((await h.client(KEYS.adminB).queryAccounts({})).accounts).toEqual([]);
   });
 });
 

@@ -1,6 +1,7 @@
 /** LedgerService handlers: decode -> store (domain inside) -> encode. Thin; no SQL here. */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   CreateAccountsResponseSchema,
   CreateTransfersResponseSchema,
@@ -9,17 +10,22 @@ import {
   LedgerService,
   LookupAccountsResponseSchema,
   LookupTransfersResponseSchema,
+  QueryAccountsResponseSchema,
+  QueryTransfersResponseSchema,
   VerifyResponseSchema,
 } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { invalidArgument, notFound, requireScope, tenantOf } from "@nanobill/service-kit";
-import { isValidId } from "./domain/validate.js";
+import { isUnitCode } from "@nanobill/money";
+import { isValidId, isValidSmallMap } from "./domain/validate.js";
 import { noHistory, storeError } from "./errors.js";
 import {
   ACCOUNTS_PER_REQUEST_MAX,
   LOOKUP_IDS_MAX,
+  METADATA_ENTRIES_MAX,
   PAGE_SIZE_DEFAULT,
   PAGE_SIZE_MAX,
   PAGE_TOKEN_BYTES_MAX,
+  REFERENCES_ENTRIES_MAX,
   TRANSFERS_PER_REQUEST_MAX,
 } from "./limits.js";
 import {
@@ -34,7 +40,7 @@ import {
   unitTotalsToPb,
   usToTimestamp,
 } from "./mapping.js";
-import type { LedgerStore } from "./store/types.js";
+import type { LedgerStore, QueryPage } from "./store/types.js";
 
 /** Writes need "admin" (or "internal", which implies it); reads need "read". */
 function writer(ctx: HandlerContext): string {
@@ -70,6 +76,32 @@ function pageToken(us: bigint): string {
 
 function checkAccountId(id: string): void {
   if (!isValidId(id)) throw invalidArgument("account_id", "must be 1-128 characters of [A-Za-z0-9._:/@+=-]");
+}
+
+/** The time range of a listing: start inclusive, end exclusive; end before start is InvalidArgument. */
+function timeRange(start: Timestamp | undefined, end: Timestamp | undefined): { startUs: bigint | null; endUs: bigint | null } {
+  const startUs = start ? timestampToUs(start) : null;
+  const endUs = end ? timestampToUs(end) : null;
+  if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
+  return { startUs, endUs };
+}
+
+/** The shared filter fields of QueryAccounts / QueryTransfers (TigerBeetle's QueryFilter). */
+function checkQueryFilter(unit: string, entries: Record<string, string>, field: "metadata" | "references", entriesMax: number): void {
+  if (unit !== "" && !isUnitCode(unit)) throw invalidArgument("unit", "must be empty (any) or an ISO 4217 code / credit type id");
+  if (!isValidSmallMap(entries, entriesMax)) {
+    throw invalidArgument(field, `must hold at most ${entriesMax} entries, keys 1-64 bytes, values up to 256 bytes`);
+  }
+}
+
+/**
+ * The next page token of a query (asked for limit + 1 rows): after the page's last row when more
+ * matched, after the scan window when it ended before the page filled, else none.
+ */
+function queryNextToken<T extends { timestampUs: bigint }>(rows: QueryPage<T>, page: T[], limit: number): string {
+  if (rows.items.length > limit) return pageToken(page[page.length - 1]!.timestampUs);
+  if (rows.scannedToUs !== null) return pageToken(rows.scannedToUs);
+  return "";
 }
 
 async function guard<T>(p: Promise<T>): Promise<T> {
@@ -175,6 +207,44 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
         balances: page.map(balanceToPb),
         nextPageToken: rows.length > limit ? pageToken(page[page.length - 1]!.timestampUs) : "",
       });
+    },
+
+    async queryAccounts(req, ctx) {
+      const tenant = reader(ctx);
+      checkQueryFilter(req.unit, req.metadata, "metadata", METADATA_ENTRIES_MAX);
+      const limit = pageSize(req.pageSizeMax);
+      const rows = await guard(
+        store.queryAccounts(tenant, {
+          unit: req.unit,
+          code: req.code,
+          metadata: { ...req.metadata },
+          ...timeRange(req.startTime, req.endTime),
+          reversed: req.reversed,
+          limit: limit + 1,
+          afterUs: parsePageToken(req.pageToken),
+        }),
+      );
+      const page = rows.items.slice(0, limit);
+      return create(QueryAccountsResponseSchema, { accounts: page.map(accountToPb), nextPageToken: queryNextToken(rows, page, limit) });
+    },
+
+    async queryTransfers(req, ctx) {
+      const tenant = reader(ctx);
+      checkQueryFilter(req.unit, req.references, "references", REFERENCES_ENTRIES_MAX);
+      const limit = pageSize(req.pageSizeMax);
+      const rows = await guard(
+        store.queryTransfers(tenant, {
+          unit: req.unit,
+          code: req.code,
+          references: { ...req.references },
+          ...timeRange(req.startTime, req.endTime),
+          reversed: req.reversed,
+          limit: limit + 1,
+          afterUs: parsePageToken(req.pageToken),
+        }),
+      );
+      const page = rows.items.slice(0, limit);
+      return create(QueryTransfersResponseSchema, { transfers: page.map(transferToPb), nextPageToken: queryNextToken(rows, page, limit) });
     },
 
     async verify(_req, ctx) {

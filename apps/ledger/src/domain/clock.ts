@@ -22,6 +22,15 @@ export class LedgerClock {
     const now = this.nowUs();
     return now > this.lastUs ? now : this.lastUs + 1n;
   }
+  /**
+   * Hands out a caller-chosen timestamp (imported events): it must be after every timestamp handed
+   * out before (the domain checks this first and answers imported_event_timestamp_must_not_regress).
+   */
+  importAt(us: bigint): bigint {
+    if (us <= this.lastUs) throw new Error(`ledger invariant: imported timestamp ${us} is not after ${this.lastUs}`);
+    this.lastUs = us;
+    return us;
+  }
   /** The last timestamp handed out. */
   get last(): bigint {
     return this.lastUs;

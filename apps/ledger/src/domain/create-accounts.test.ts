@@ -26,6 +26,14 @@ const rows: Row[] = [
   { name: "a different unit outranks a different code", setup: [newAccount("acct_1")], item: newAccount("acct_1", { unit: "EUR", code: 9 }), want: "exists_with_different_unit" },
   { name: "a different code", setup: [newAccount("acct_1")], item: newAccount("acct_1", { code: 9 }), want: "exists_with_different_code" },
   { name: "different metadata", setup: [newAccount("acct_1")], item: newAccount("acct_1", { metadata: { a: "1" } }), want: "exists_with_different_metadata" },
+  { name: "a timestamp on an account that is not imported is timestamp_must_be_zero (before id_invalid)", item: newAccount("", { timestampUs: 5n }), want: "timestamp_must_be_zero" },
+  { name: "an imported account without a timestamp is imported_event_timestamp_out_of_range", item: newAccount("acct_1", { flags: { imported: true } }), want: "imported_event_timestamp_out_of_range" },
+  { name: "an imported account timed at the ledger's clock is imported_event_timestamp_must_not_advance (before id_invalid)", item: newAccount("", { timestampUs: 1_700_000_000_000_000n, flags: { imported: true } }), want: "imported_event_timestamp_must_not_advance" },
+  { name: "an imported account in the past is ok", item: newAccount("acct_1", { timestampUs: 1_600_000_000_000_000n, flags: { imported: true } }), want: "ok" },
+  { name: "an imported account before the last ledger timestamp is imported_event_timestamp_must_not_regress", setup: [newAccount("acct_0")], item: newAccount("acct_1", { timestampUs: 1_600_000_000_000_000n, flags: { imported: true } }), want: "imported_event_timestamp_must_not_regress" },
+  { name: "exists outranks imported_event_timestamp_must_not_regress", setup: [newAccount("acct_1", { timestampUs: 1_600_000_000_000_000n, flags: { imported: true } })], item: newAccount("acct_1", { timestampUs: 1_500_000_000_000_000n, flags: { imported: true } }), want: "exists" },
+  { name: "an account may be created closed", item: newAccount("acct_1", { flags: { closed: true } }), want: "ok" },
+  { name: "closed is state, not compared on create again", setup: [newAccount("acct_1", { flags: { closed: true } })], item: newAccount("acct_1"), want: "exists" },
 ];
 
 describe("createAccounts result precedence", () => {
@@ -44,6 +52,25 @@ describe("createAccounts result precedence", () => {
       if (row.want !== "ok") expect(ws.newAccounts.length).toBe(before);
     });
   }
+});
+
+describe("createAccounts imported", () => {
+  it("takes the first item's imported flag for the whole request", () => {
+    const ws = new WorkingSet();
+    const clock = testClock();
+    const imp = (id: string, us: bigint) => newAccount(id, { timestampUs: us, flags: { imported: true } });
+    expect(createAccounts(ws, [imp("a1", 10n), newAccount("a2")], clock).map((r) => r.result)).toEqual(["ok", "imported_event_expected"]);
+    expect(createAccounts(ws, [newAccount("a3"), imp("a4", 1_699_000_000_000_000n)], clock).map((r) => r.result)).toEqual(["ok", "imported_event_not_expected"]);
+  });
+  it("stamps imported accounts with the caller's time, strictly increasing within a request", () => {
+    const ws = new WorkingSet();
+    const clock = testClock();
+    const imp = (id: string, us: bigint) => newAccount(id, { timestampUs: us, flags: { imported: true } });
+    const res = createAccounts(ws, [imp("a1", 100n), imp("a2", 100n), imp("a3", 101n)], clock);
+    expect(res.map((r) => [r.result, r.timestampUs])).toEqual([["ok", 100n], ["imported_event_timestamp_must_not_regress", null], ["ok", 101n]]);
+    expect(ws.accounts.get("a1")!.flags.imported).toBe(true);
+    expect(clock.last).toBe(101n);
+  });
 });
 
 describe("createAccounts chains", () => {

@@ -2,13 +2,16 @@
 import { isUnitCode } from "@nanobill/money";
 import { METADATA_ENTRIES_MAX } from "../limits.js";
 import type { LedgerClock } from "./clock.js";
+import { checkImported } from "./imported.js";
 import { type CreateAccountItemResult, type CreateAccountResult } from "./results.js";
 import type { Account, NewAccount } from "./types.js";
 import { isValidId, isValidSmallMap, sameMap } from "./validate.js";
 import type { WorkingSet } from "./working-set.js";
 
 /** The result of one account against the current state, by precedence (no change made). */
-export function checkAccount(ws: WorkingSet, a: NewAccount): CreateAccountResult {
+export function checkAccount(ws: WorkingSet, a: NewAccount, clock: LedgerClock, batchImported = false): CreateAccountResult {
+  const imp = checkImported(a, batchImported, clock);
+  if (imp) return imp;
   if (!isValidId(a.id)) return "id_invalid";
   if (a.flags.debitsMustNotExceedCredits && a.flags.creditsMustNotExceedDebits) return "flags_are_mutually_exclusive";
   if (!isUnitCode(a.unit)) return "unit_invalid";
@@ -22,6 +25,8 @@ export function checkAccount(ws: WorkingSet, a: NewAccount): CreateAccountResult
     if (!sameMap(e.metadata, a.metadata)) return "exists_with_different_metadata";
     return "exists";
   }
+  // Timestamps are unique and strictly increasing across the ledger.
+  if (a.flags.imported && a.timestampUs <= clock.last) return "imported_event_timestamp_must_not_regress";
   return "ok";
 }
 
@@ -30,7 +35,9 @@ function sameAccountFlags(e: Account, a: NewAccount): boolean {
     e.flags.linked === a.flags.linked &&
     e.flags.debitsMustNotExceedCredits === a.flags.debitsMustNotExceedCredits &&
     e.flags.creditsMustNotExceedDebits === a.flags.creditsMustNotExceedDebits &&
-    e.flags.history === a.flags.history
+    e.flags.history === a.flags.history &&
+    e.flags.imported === a.flags.imported
+    // closed is state (closing transfers change it), not compared.
   );
 }
 
@@ -40,13 +47,14 @@ function sameAccountFlags(e: Account, a: NewAccount): boolean {
  * or nothing; a chain left open at the end of the batch fails with linked_event_chain_open.
  */
 export function createAccounts(ws: WorkingSet, items: readonly NewAccount[], clock: LedgerClock): CreateAccountItemResult[] {
+  const batchImported = items.length > 0 && items[0]!.flags.imported;
   return applyChained(
     items,
     (a) => a.flags.linked,
     (a) => {
-      const r = checkAccount(ws, a);
+      const r = checkAccount(ws, a, clock, batchImported);
       if (r === "ok") {
-        const ts = clock.next();
+        const ts = a.flags.imported ? clock.importAt(a.timestampUs) : clock.next();
         ws.addAccount({
           id: a.id,
           unit: a.unit,

@@ -39,6 +39,8 @@ function fixture() {
       account("acct_e", { unit: "EUR" }),
       account("acct_big", { debitsPostedNanos: INT64_MAX - 5n, creditsPostedNanos: INT64_MAX - 5n }),
       account("acct_bigp", { debitsPendingNanos: INT64_MAX - 5n, creditsPendingNanos: INT64_MAX - 5n }),
+      // Created at 50 µs (the clock starts at 0, so imported transfers can land between 1 and 50).
+      account("acct_late", { timestampUs: 50n }),
     ],
     transfers: [],
     pendingStatuses: [],
@@ -60,8 +62,40 @@ interface Row {
   want: CreateTransferResult;
 }
 
+const PAST_US = 1_600_000_000_000_000n;
+const imp = (id: string, us: bigint, over: Parameters<typeof newTransfer>[1] = {}) =>
+  newTransfer(id, { ...over, timestampUs: us, flags: { ...(over.flags ?? {}), imported: true } });
+const postOf = (id: string, pendingId: string, flags: Partial<NewTransfer["flags"]> = {}) =>
+  newTransfer(id, { pendingId, debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { postPendingTransfer: true, ...flags } });
+const voidOf = (id: string, pendingId: string, flags: Partial<NewTransfer["flags"]> = {}) =>
+  newTransfer(id, { pendingId, debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { voidPendingTransfer: true, ...flags } });
+
 const rows: Row[] = [
   { name: "a plain transfer is ok", item: newTransfer("t1"), want: "ok" },
+  { name: "a timestamp on a transfer that is not imported is timestamp_must_be_zero (before id_invalid)", item: newTransfer("", { timestampUs: 5n }), want: "timestamp_must_be_zero" },
+  { name: "an imported transfer without a timestamp is imported_event_timestamp_out_of_range", item: imp("t1", 0n), want: "imported_event_timestamp_out_of_range" },
+  { name: "an imported transfer before the epoch is imported_event_timestamp_out_of_range", item: imp("t1", -1n), want: "imported_event_timestamp_out_of_range" },
+  { name: "an imported transfer timed at the ledger's clock is imported_event_timestamp_must_not_advance (before id_invalid)", item: imp("", 1_700_000_000_000_000n), want: "imported_event_timestamp_must_not_advance" },
+  { name: "an imported transfer in the past, after everything, is ok", item: imp("t1", PAST_US), want: "ok" },
+  { name: "an imported transfer before the last ledger timestamp is imported_event_timestamp_must_not_regress", setup: [newTransfer("t0")], item: imp("t1", PAST_US), want: "imported_event_timestamp_must_not_regress" },
+  { name: "amount_must_not_be_zero outranks imported_event_timestamp_must_not_regress", setup: [newTransfer("t0")], item: imp("t1", PAST_US, { amountNanos: 0n }), want: "amount_must_not_be_zero" },
+  { name: "imported_event_timestamp_must_not_regress comes after the unit checks", setup: [newTransfer("t0")], item: imp("t1", PAST_US, { debitAccountId: "acct_w", amountNanos: 1000n }), want: "imported_event_timestamp_must_not_regress" },
+  { name: "an imported transfer not after its debit account's creation is imported_event_timestamp_must_postdate_debit_account", item: imp("t1", 10n, { debitAccountId: "acct_late" }), want: "imported_event_timestamp_must_postdate_debit_account" },
+  { name: "an imported transfer not after its credit account's creation is imported_event_timestamp_must_postdate_credit_account", item: imp("t1", 10n, { creditAccountId: "acct_late" }), want: "imported_event_timestamp_must_postdate_credit_account" },
+  { name: "an imported pending transfer with a timeout is imported_event_timeout_must_be_zero", item: imp("t1", PAST_US, { timeoutSeconds: 5, flags: { pending: true } }), want: "imported_event_timeout_must_be_zero" },
+  { name: "imported_event_timeout_must_be_zero outranks exceeds_credits", item: imp("t1", PAST_US, { debitAccountId: "acct_w", amountNanos: 1000n, timeoutSeconds: 5, flags: { pending: true } }), want: "imported_event_timeout_must_be_zero" },
+  { name: "closing_debit on a plain transfer is closing_transfer_must_be_pending (before unit_invalid)", item: newTransfer("t1", { unit: "XYZ1", flags: { closingDebit: true } }), want: "closing_transfer_must_be_pending" },
+  { name: "closing_credit on a plain transfer is closing_transfer_must_be_pending", item: newTransfer("t1", { flags: { closingCredit: true } }), want: "closing_transfer_must_be_pending" },
+  { name: "a timeout on a plain transfer outranks closing_transfer_must_be_pending", item: newTransfer("t1", { timeoutSeconds: 1, flags: { closingCredit: true } }), want: "timeout_reserved_for_pending_transfer" },
+  { name: "closing + void flags are mutually exclusive", item: voidOf("t1", "p", { closingDebit: true }), want: "flags_are_mutually_exclusive" },
+  { name: "a pending closing_debit transfer is ok", item: pend("c1", { flags: { pending: true, closingDebit: true } }), want: "ok" },
+  { name: "a transfer from a closed account is debit_account_already_closed (before exceeds_credits)", setup: [pend("c1", { flags: { pending: true, closingDebit: true } })], item: newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 1000n }), want: "debit_account_already_closed" },
+  { name: "a transfer to a closed account is credit_account_already_closed", setup: [pend("c1", { flags: { pending: true, closingCredit: true } })], item: newTransfer("t1", { debitAccountId: "acct_a", creditAccountId: "acct_b" }), want: "credit_account_already_closed" },
+  { name: "accounts_must_have_the_same_unit outranks debit_account_already_closed", setup: [pend("c1", { flags: { pending: true, closingDebit: true } })], item: newTransfer("t1", { debitAccountId: "acct_w", creditAccountId: "acct_e" }), want: "accounts_must_have_the_same_unit" },
+  { name: "posting the closing transfer of a closed account is debit_account_already_closed", setup: [pend("c1", { flags: { pending: true, closingDebit: true } })], item: postOf("t1", "c1"), want: "debit_account_already_closed" },
+  { name: "posting another pending transfer into a closed account is credit_account_already_closed", setup: [pend("p1"), pend("c1", { debitAccountId: "acct_a", flags: { pending: true, closingCredit: true } })], item: postOf("t1", "p1"), want: "credit_account_already_closed" },
+  { name: "voiding a pending transfer of a closed account is ok", setup: [pend("p1"), pend("c1", { flags: { pending: true, closingDebit: true } })], item: voidOf("t1", "p1"), want: "ok" },
+  { name: "a closing flag makes a retry exists_with_different_flags", setup: [pend("p1")], item: pend("p1", { flags: { pending: true, closingDebit: true } }), want: "exists_with_different_flags" },
   { name: "an empty id is id_invalid (before everything else)", item: newTransfer("", { amountNanos: 0n, debitAccountId: "" }), want: "id_invalid" },
   { name: "an id with a space is id_invalid", item: newTransfer("x y"), want: "id_invalid" },
   { name: "an id of 129 characters is id_invalid", item: newTransfer("x".repeat(129)), want: "id_invalid" },
@@ -309,5 +343,117 @@ describe("createTransfers semantics", () => {
     expect(report.ok).toBe(false);
     expect(report.violations.join("\n")).toMatch(/acct_a: stored debitsPostedNanos 5 != sum of transfers 0/);
     expect(report.violations.join("\n")).toMatch(/unit USD: posted debits 5 != posted credits 0/);
+  });
+});
+
+describe("createTransfers spent ids (id_already_failed)", () => {
+  it("spends the id of a transfer that failed with exceeds_credits: the retry after a top-up is id_already_failed, a new id is ok", () => {
+    const { ws, clock } = fixture();
+    const spend = newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 150n });
+    expect(run(ws, clock, [spend])).toEqual(["exceeds_credits"]);
+    expect(run(ws, clock, [newTransfer("top", { creditAccountId: "acct_w", amountNanos: 100n })])).toEqual(["ok"]);
+    expect(run(ws, clock, [spend])).toEqual(["id_already_failed"]);
+    expect(run(ws, clock, [{ ...spend, id: "t1b" }])).toEqual(["ok"]);
+    expect(ws.newFailedTransferIds.map((f) => [f.id, f.result])).toEqual([["t1", "exceeds_credits"]]);
+  });
+
+  it("spends ids on every transient result: account or pending transfer not found, exceeds_debits, a closed account", () => {
+    const { ws, clock } = fixture();
+    const items = [
+      newTransfer("nf_dr", { debitAccountId: "acct_x" }),
+      newTransfer("nf_cr", { creditAccountId: "acct_x" }),
+      postOf("nf_p", "p_later"),
+      newTransfer("x_dr", { creditAccountId: "acct_h", amountNanos: 51n }),
+    ];
+    expect(run(ws, clock, items)).toEqual(["debit_account_not_found", "credit_account_not_found", "pending_transfer_not_found", "exceeds_debits"]);
+    run(ws, clock, [pend("c1", { flags: { pending: true, closingDebit: true } })]);
+    expect(run(ws, clock, [newTransfer("closed_dr", { debitAccountId: "acct_w" })])).toEqual(["debit_account_already_closed"]);
+    // The causes go away (the pending transfer now exists, the account reopens); the ids stay spent.
+    run(ws, clock, [pend("p_later"), voidOf("v1", "c1")]);
+    expect(ws.accounts.get("acct_w")!.flags.closed).toBe(false);
+    expect(run(ws, clock, [...items, newTransfer("closed_dr", { debitAccountId: "acct_w" })])).toEqual(Array(5).fill("id_already_failed"));
+  });
+
+  it("does not spend the id of a failure that depends only on the request (or a final state)", () => {
+    const { ws, clock } = fixture();
+    run(ws, clock, [pend("p1"), voidOf("v1", "p1")]);
+    expect(run(ws, clock, [newTransfer("t1", { amountNanos: 0n }), newTransfer("t2", { creditAccountId: "acct_e" }), postOf("t3", "p1")])).toEqual([
+      "amount_must_not_be_zero",
+      "accounts_must_have_the_same_unit",
+      "pending_transfer_already_voided",
+    ]);
+    expect(run(ws, clock, [newTransfer("t1"), newTransfer("t2"), newTransfer("t3")])).toEqual(["ok", "ok", "ok"]);
+    expect(ws.newFailedTransferIds).toEqual([]);
+  });
+
+  it("keeps the id spent when its linked chain is rolled back; the chain's other ids stay free", () => {
+    const { ws, clock } = fixture();
+    const res = run(ws, clock, [newTransfer("c1", { flags: { linked: true } }), newTransfer("c2", { debitAccountId: "acct_w", amountNanos: 101n })]);
+    expect(res).toEqual(["linked_event_failed", "exceeds_credits"]);
+    expect(run(ws, clock, [newTransfer("c1"), newTransfer("c2", { debitAccountId: "acct_w", amountNanos: 1n })])).toEqual(["ok", "id_already_failed"]);
+  });
+
+  it("answers id_already_failed to the same id later in the same batch, and exists outranks it", () => {
+    const { ws, clock } = fixture();
+    const bad = newTransfer("t1", { debitAccountId: "acct_x" });
+    expect(run(ws, clock, [bad, newTransfer("t1")])).toEqual(["debit_account_not_found", "id_already_failed"]);
+    const ws2 = new WorkingSet({ accounts: [], transfers: [], pendingStatuses: [], failedTransferIds: ["t9"] });
+    expect(createTransfers(ws2, [newTransfer("t9", { amountNanos: 0n, debitAccountId: "" })], clock).map((r) => r.result)).toEqual(["id_already_failed"]);
+  });
+});
+
+describe("createTransfers closing accounts", () => {
+  it("closes the debit account with a pending closing_debit transfer and reopens it when voided", () => {
+    const { ws, clock } = fixture();
+    expect(run(ws, clock, [pend("c1", { amountNanos: 1n, flags: { pending: true, closingDebit: true } })])).toEqual(["ok"]);
+    expect(ws.accounts.get("acct_w")!.flags.closed).toBe(true);
+    expect(ws.accounts.get("acct_b")!.flags.closed).toBe(false);
+    expect(run(ws, clock, [newTransfer("in", { creditAccountId: "acct_w" })])).toEqual(["credit_account_already_closed"]);
+    expect(run(ws, clock, [voidOf("v1", "c1")])).toEqual(["ok"]);
+    expect(ws.accounts.get("acct_w")!.flags.closed).toBe(false);
+    expect(run(ws, clock, [newTransfer("in2", { creditAccountId: "acct_w" })])).toEqual(["ok"]);
+  });
+
+  it("reopens the account when the closing transfer expires (sweep)", () => {
+    const { ws, clock } = fixture();
+    run(ws, clock, [pend("c1", { creditAccountId: "acct_b", timeoutSeconds: 5, flags: { pending: true, closingCredit: true } })]);
+    expect(ws.accounts.get("acct_b")!.flags.closed).toBe(true);
+    clock.advanceSeconds(6);
+    expect(expireDue(ws, ["c1"], clock)).toBe(1);
+    expect(ws.accounts.get("acct_b")!.flags.closed).toBe(false);
+  });
+
+  it("rolls a close back with its failed chain", () => {
+    const { ws, clock } = fixture();
+    const res = run(ws, clock, [pend("c1", { flags: { pending: true, linked: true, closingDebit: true } }), newTransfer("bad", { amountNanos: 0n })]);
+    expect(res).toEqual(["linked_event_failed", "amount_must_not_be_zero"]);
+    expect(ws.accounts.get("acct_w")!.flags.closed).toBe(false);
+    expect(ws.dirtyAccounts.has("acct_w")).toBe(false);
+  });
+});
+
+describe("createTransfers imported", () => {
+  it("takes the first item's imported flag for the whole request", () => {
+    const { ws, clock } = fixture();
+    expect(run(ws, clock, [imp("i1", 10n), newTransfer("t2")])).toEqual(["ok", "imported_event_expected"]);
+    expect(run(ws, clock, [newTransfer("t3"), imp("i4", 1_699_999_000_000_000n)])).toEqual(["ok", "imported_event_not_expected"]);
+  });
+
+  it("stamps imported transfers with the caller's time, strictly increasing; later ledger times follow them", () => {
+    const { ws, clock } = fixture();
+    const res = createTransfers(ws, [imp("i1", PAST_US), imp("i2", PAST_US), imp("i3", PAST_US + 1n, { flags: { pending: true } })], clock);
+    expect(res.map((r) => [r.result, r.timestampUs])).toEqual([["ok", PAST_US], ["imported_event_timestamp_must_not_regress", null], ["ok", PAST_US + 1n]]);
+    expect(ws.transfers.get("i3")!.expiresAtUs).toBeNull();
+    const [post] = createTransfers(ws, [postOf("i4", "i3", { imported: true })].map((t) => ({ ...t, timestampUs: PAST_US + 2n })), clock);
+    expect([post!.result, post!.timestampUs]).toEqual(["ok", PAST_US + 2n]);
+    const [later] = createTransfers(ws, [newTransfer("t5")], clock);
+    expect(later!.timestampUs! > PAST_US + 2n).toBe(true);
+    expect(ws.transfers.get("i1")!.flags.imported).toBe(true);
+  });
+
+  it("answers exists to a retried import (the timestamp is not compared)", () => {
+    const { ws, clock } = fixture();
+    expect(run(ws, clock, [imp("i1", PAST_US)])).toEqual(["ok"]);
+    expect(run(ws, clock, [imp("i1", PAST_US - 5n)])).toEqual(["exists"]);
   });
 });

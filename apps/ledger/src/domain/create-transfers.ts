@@ -7,8 +7,9 @@
 import { INT64_MAX, isUnitCode } from "@nanobill/money";
 import { REFERENCES_ENTRIES_MAX, TRANSFER_AMOUNT_NANOS_MAX } from "../limits.js";
 import { applyChained } from "./create-accounts.js";
+import { checkImported } from "./imported.js";
 import type { LedgerClock } from "./clock.js";
-import type { CreateTransferItemResult, CreateTransferResult } from "./results.js";
+import { TRANSIENT_TRANSFER_RESULTS, type CreateTransferItemResult, type CreateTransferResult } from "./results.js";
 import type { NewTransfer, Transfer, TransferFlags } from "./types.js";
 import { isValidId, isValidSmallMap, sameMap } from "./validate.js";
 import type { WorkingSet } from "./working-set.js";
@@ -26,7 +27,10 @@ function sameTransferFlags(a: TransferFlags, b: TransferFlags): boolean {
     a.postPendingTransfer === b.postPendingTransfer &&
     a.voidPendingTransfer === b.voidPendingTransfer &&
     a.balancingDebit === b.balancingDebit &&
-    a.balancingCredit === b.balancingCredit
+    a.balancingCredit === b.balancingCredit &&
+    a.closingDebit === b.closingDebit &&
+    a.closingCredit === b.closingCredit &&
+    a.imported === b.imported
   );
 }
 
@@ -54,7 +58,7 @@ export function checkShape(t: NewTransfer): CreateTransferResult | null {
   const f = t.flags;
   const pv = f.postPendingTransfer || f.voidPendingTransfer;
   const phases = (f.pending ? 1 : 0) + (f.postPendingTransfer ? 1 : 0) + (f.voidPendingTransfer ? 1 : 0);
-  if (phases > 1 || (pv && (f.balancingDebit || f.balancingCredit))) return "flags_are_mutually_exclusive";
+  if (phases > 1 || (pv && (f.balancingDebit || f.balancingCredit || f.closingDebit || f.closingCredit))) return "flags_are_mutually_exclusive";
   if ((!pv || t.debitAccountId !== "") && !isValidId(t.debitAccountId)) return "debit_account_id_invalid";
   if ((!pv || t.creditAccountId !== "") && !isValidId(t.creditAccountId)) return "credit_account_id_invalid";
   if (t.debitAccountId !== "" && t.debitAccountId === t.creditAccountId) return "accounts_must_be_different";
@@ -62,6 +66,7 @@ export function checkShape(t: NewTransfer): CreateTransferResult | null {
   if (pv && !isValidId(t.pendingId)) return "pending_id_invalid";
   if (pv && t.pendingId === t.id) return "pending_id_must_be_different";
   if (!f.pending && t.timeoutSeconds !== 0) return "timeout_reserved_for_pending_transfer";
+  if (!f.pending && (f.closingDebit || f.closingCredit)) return "closing_transfer_must_be_pending";
   if ((!pv || t.unit !== "") && !isUnitCode(t.unit)) return "unit_invalid";
   if (!pv && t.code === 0) return "code_must_not_be_zero";
   if (t.amountNanos < 0n) return "amount_must_not_be_negative";
@@ -72,13 +77,16 @@ export function checkShape(t: NewTransfer): CreateTransferResult | null {
 }
 
 /** Applies one transfer (no chain logic) and returns its result. */
-export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): CreateTransferItemResult {
+export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock, batchImported = false): CreateTransferItemResult {
+  const imp = checkImported(t, batchImported, clock);
+  if (imp) return fail(imp, t.id);
   if (!isValidId(t.id)) return fail("id_invalid", t.id);
   const e = ws.transfers.get(t.id);
   if (e) {
     const r = compareExisting(e, t);
     return r === "exists" ? { result: r, id: t.id, amountNanos: e.amountNanos, timestampUs: e.timestampUs } : fail(r, t.id);
   }
+  if (ws.failedTransferIds.has(t.id)) return fail("id_already_failed", t.id);
   const shape = checkShape(t);
   if (shape) return fail(shape, t.id);
   if (t.flags.postPendingTransfer || t.flags.voidPendingTransfer) return applyPostOrVoid(ws, t, clock);
@@ -89,6 +97,17 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
   if (!cr) return fail("credit_account_not_found", t.id);
   if (dr.unit !== cr.unit) return fail("accounts_must_have_the_same_unit", t.id);
   if (t.unit !== dr.unit) return fail("transfer_must_have_the_same_unit_as_accounts", t.id);
+  if (t.flags.imported) {
+    // Timestamps are unique and strictly increasing across the whole ledger (accounts, transfers,
+    // expiries), so an imported transfer must come after the last one handed out. That also puts
+    // it after both accounts' creation; the two postdate checks keep TigerBeetle's order.
+    if (t.timestampUs <= clock.last) return fail("imported_event_timestamp_must_not_regress", t.id);
+    if (t.timestampUs <= dr.timestampUs) return fail("imported_event_timestamp_must_postdate_debit_account", t.id);
+    if (t.timestampUs <= cr.timestampUs) return fail("imported_event_timestamp_must_postdate_credit_account", t.id);
+    if (t.timeoutSeconds !== 0) return fail("imported_event_timeout_must_be_zero", t.id);
+  }
+  if (dr.flags.closed) return fail("debit_account_already_closed", t.id);
+  if (cr.flags.closed) return fail("credit_account_already_closed", t.id);
 
   let amount = t.amountNanos;
   if (t.flags.balancingDebit) {
@@ -121,7 +140,7 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
     return fail("exceeds_debits", t.id);
   }
 
-  const ts = clock.next();
+  const ts = t.flags.imported ? clock.importAt(t.timestampUs) : clock.next();
   if (pending) {
     ws.changeBalances(dr.id, { debitsPendingNanos: amount }, ts);
     ws.changeBalances(cr.id, { creditsPendingNanos: amount }, ts);
@@ -129,6 +148,9 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
     ws.changeBalances(dr.id, { debitsPostedNanos: amount }, ts);
     ws.changeBalances(cr.id, { creditsPostedNanos: amount }, ts);
   }
+  // Closing transfers are pending (checkShape): voiding them, or their expiry, reopens the account.
+  if (t.flags.closingDebit) ws.setClosed(dr.id, true);
+  if (t.flags.closingCredit) ws.setClosed(cr.id, true);
   ws.addTransfer({
     id: t.id,
     debitAccountId: dr.id,
@@ -163,23 +185,29 @@ function applyPostOrVoid(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): Cr
   if (status.state === "posted") return fail("pending_transfer_already_posted", t.id);
   if (status.state === "voided") return fail("pending_transfer_already_voided", t.id);
   if (status.state === "expired") return fail("pending_transfer_expired", t.id);
-  if (status.expiresAtUs !== null && status.expiresAtUs <= clock.peek()) {
-    // Its timeout passed before the sweep reached it: expire it now (its own ledger event).
-    expirePending(ws, p.id, clock);
+  if (status.expiresAtUs !== null && status.expiresAtUs <= (t.flags.imported ? t.timestampUs : clock.peek())) {
+    // Its timeout passed before the sweep reached it: expire it now (its own ledger event), unless
+    // this item is imported (its timestamp is the caller's; the sweep expires the transfer).
+    if (!t.flags.imported) expirePending(ws, p.id, clock);
     return fail("pending_transfer_expired", t.id);
   }
+  if (t.flags.imported && t.timestampUs <= clock.last) return fail("imported_event_timestamp_must_not_regress", t.id);
   const dr = ws.accounts.get(p.debitAccountId);
   const cr = ws.accounts.get(p.creditAccountId);
   if (!dr || !cr) throw new Error(`ledger invariant: accounts of pending transfer ${p.id} not loaded`);
+  // The only movement a closed account takes is the void of a pending transfer.
+  if (dr.flags.closed && isPost) return fail("debit_account_already_closed", t.id);
+  if (cr.flags.closed && isPost) return fail("credit_account_already_closed", t.id);
   const amount = isPost ? (t.amountNanos === 0n ? p.amountNanos : t.amountNanos) : p.amountNanos;
   if (isPost) {
     if (dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits_posted", t.id);
     if (cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits_posted", t.id);
   }
-  const ts = clock.next();
+  const ts = t.flags.imported ? clock.importAt(t.timestampUs) : clock.next();
   ws.changeBalances(dr.id, { debitsPendingNanos: -p.amountNanos, debitsPostedNanos: isPost ? amount : 0n }, ts);
   ws.changeBalances(cr.id, { creditsPendingNanos: -p.amountNanos, creditsPostedNanos: isPost ? amount : 0n }, ts);
   ws.resolvePending(p.id, isPost ? "posted" : "voided", ts);
+  if (!isPost) reopenClosedBy(ws, p);
   ws.addTransfer({
     id: t.id,
     debitAccountId: p.debitAccountId,
@@ -210,7 +238,14 @@ export function expirePending(ws: WorkingSet, id: string, clock: LedgerClock): b
   ws.changeBalances(p.debitAccountId, { debitsPendingNanos: -p.amountNanos }, ts);
   ws.changeBalances(p.creditAccountId, { creditsPendingNanos: -p.amountNanos }, ts);
   ws.resolvePending(id, "expired", ts);
+  reopenClosedBy(ws, p);
   return true;
+}
+
+/** Voiding or expiring a closing transfer reopens the account(s) it closed. */
+function reopenClosedBy(ws: WorkingSet, p: Transfer): void {
+  if (p.flags.closingDebit) ws.setClosed(p.debitAccountId, false);
+  if (p.flags.closingCredit) ws.setClosed(p.creditAccountId, false);
 }
 
 /** Expires every given pending transfer whose timeout has passed (the expiry sweep). Returns how many. */
@@ -228,10 +263,17 @@ export function expireDue(ws: WorkingSet, ids: readonly string[], clock: LedgerC
 
 /** Applies a batch in order (linked chains all or nothing); one result per item. */
 export function createTransfers(ws: WorkingSet, items: readonly NewTransfer[], clock: LedgerClock): CreateTransferItemResult[] {
+  // The first item decides whether the request imports history (TigerBeetle's rule).
+  const batchImported = items.length > 0 && items[0]!.flags.imported;
   return applyChained(
     items,
     (t) => t.flags.linked,
-    (t) => applyTransfer(ws, t, clock),
+    (t) => {
+      const r = applyTransfer(ws, t, clock, batchImported);
+      // A transient failure spends the id, even when its chain is rolled back (TigerBeetle 0.16).
+      if (TRANSIENT_TRANSFER_RESULTS.has(r.result)) ws.addFailedTransferId({ id: t.id, result: r.result, atUs: clock.peek() });
+      return r;
+    },
     ws,
     (id, result) => fail(result, id),
     (t) => t.id,

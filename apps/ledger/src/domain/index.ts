@@ -6,3 +6,4 @@ export * from "./create-accounts.js";
 export * from "./create-transfers.js";
 export * from "./verify.js";
 export * from "./validate.js";
+export * from "./imported.js";

@@ -8,6 +8,11 @@ export const CREATE_ACCOUNT_RESULTS = [
   "ok",
   "linked_event_failed",
   "linked_event_chain_open",
+  "imported_event_expected",
+  "imported_event_not_expected",
+  "timestamp_must_be_zero",
+  "imported_event_timestamp_out_of_range",
+  "imported_event_timestamp_must_not_advance",
   "id_invalid",
   "flags_are_mutually_exclusive",
   "unit_invalid",
@@ -18,6 +23,7 @@ export const CREATE_ACCOUNT_RESULTS = [
   "exists_with_different_code",
   "exists_with_different_metadata",
   "exists",
+  "imported_event_timestamp_must_not_regress",
 ] as const;
 export type CreateAccountResult = (typeof CREATE_ACCOUNT_RESULTS)[number];
 
@@ -25,6 +31,11 @@ export const CREATE_TRANSFER_RESULTS = [
   "ok",
   "linked_event_failed",
   "linked_event_chain_open",
+  "imported_event_expected",
+  "imported_event_not_expected",
+  "timestamp_must_be_zero",
+  "imported_event_timestamp_out_of_range",
+  "imported_event_timestamp_must_not_advance",
   "id_invalid",
   "exists_with_different_flags",
   "exists_with_different_pending_id",
@@ -36,6 +47,7 @@ export const CREATE_TRANSFER_RESULTS = [
   "exists_with_different_unit",
   "exists_with_different_code",
   "exists",
+  "id_already_failed",
   "flags_are_mutually_exclusive",
   "debit_account_id_invalid",
   "credit_account_id_invalid",
@@ -44,6 +56,7 @@ export const CREATE_TRANSFER_RESULTS = [
   "pending_id_invalid",
   "pending_id_must_be_different",
   "timeout_reserved_for_pending_transfer",
+  "closing_transfer_must_be_pending",
   "unit_invalid",
   "code_must_not_be_zero",
   "amount_must_not_be_negative",
@@ -65,6 +78,12 @@ export const CREATE_TRANSFER_RESULTS = [
   "pending_transfer_already_posted",
   "pending_transfer_already_voided",
   "pending_transfer_expired",
+  "imported_event_timestamp_must_not_regress",
+  "imported_event_timestamp_must_postdate_debit_account",
+  "imported_event_timestamp_must_postdate_credit_account",
+  "imported_event_timeout_must_be_zero",
+  "debit_account_already_closed",
+  "credit_account_already_closed",
   "overflows_debits_pending",
   "overflows_credits_pending",
   "overflows_debits_posted",
@@ -76,6 +95,23 @@ export const CREATE_TRANSFER_RESULTS = [
   "exceeds_debits",
 ] as const;
 export type CreateTransferResult = (typeof CREATE_TRANSFER_RESULTS)[number];
+
+/**
+ * The transient results of TigerBeetle 0.16 (`CreateTransferResult.transient()` in
+ * src/tigerbeetle.zig): outcomes that depend on the ledger's state at the time, so that the same
+ * request could succeed later. A transfer id that fails with one of these is remembered and any
+ * later transfer with that id answers id_already_failed (the id is spent; retry with a new id).
+ * Every other failure depends only on the request (or on a final state) and is not remembered.
+ */
+export const TRANSIENT_TRANSFER_RESULTS: ReadonlySet<CreateTransferResult> = new Set<CreateTransferResult>([
+  "debit_account_not_found",
+  "credit_account_not_found",
+  "pending_transfer_not_found",
+  "exceeds_credits",
+  "exceeds_debits",
+  "debit_account_already_closed",
+  "credit_account_already_closed",
+]);
 
 /** True for results after which the item is (or already was) stored: ok and exists. */
 export function isSuccess(r: CreateAccountResult | CreateTransferResult): boolean {

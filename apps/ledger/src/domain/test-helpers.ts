@@ -10,6 +10,7 @@ export function newAccount(id: string, over: Partial<Omit<NewAccount, "flags">> 
     code: over.code ?? 2100,
     flags: { ...NO_ACCOUNT_FLAGS, ...over.flags },
     metadata: over.metadata ?? {},
+    timestampUs: over.timestampUs ?? 0n,
   };
 }
 
@@ -25,6 +26,7 @@ export function newTransfer(id: string, over: Partial<Omit<NewTransfer, "flags">
     code: over.code ?? 20,
     flags: { ...NO_TRANSFER_FLAGS, ...over.flags },
     references: over.references ?? {},
+    timestampUs: over.timestampUs ?? 0n,
   };
 }
 

@@ -9,6 +9,10 @@ export interface AccountFlags {
   creditsMustNotExceedDebits: boolean;
   /** Keep the balances after every change (GetAccountBalances). */
   history: boolean;
+  /** Created with the caller's timestamp (historical data). */
+  imported: boolean;
+  /** Takes no more transfers except voids of its pending transfers (state: set by closing transfers). */
+  closed: boolean;
 }
 
 export interface NewAccount {
@@ -17,6 +21,8 @@ export interface NewAccount {
   code: number;
   flags: AccountFlags;
   metadata: Record<string, string>;
+  /** The caller's creation time (µs) when flags.imported; 0n otherwise. */
+  timestampUs: bigint;
 }
 
 export interface Balances {
@@ -43,6 +49,12 @@ export interface TransferFlags {
   voidPendingTransfer: boolean;
   balancingDebit: boolean;
   balancingCredit: boolean;
+  /** Closes the debit account on success (pending transfers only). */
+  closingDebit: boolean;
+  /** Closes the credit account on success (pending transfers only). */
+  closingCredit: boolean;
+  /** Created with the caller's timestamp (historical data). */
+  imported: boolean;
 }
 
 export interface NewTransfer {
@@ -61,6 +73,8 @@ export interface NewTransfer {
   code: number;
   flags: TransferFlags;
   references: Record<string, string>;
+  /** The caller's time (µs) when flags.imported; 0n otherwise. */
+  timestampUs: bigint;
 }
 
 /** A stored transfer: immutable. */
@@ -106,6 +120,8 @@ export const NO_ACCOUNT_FLAGS: AccountFlags = {
   debitsMustNotExceedCredits: false,
   creditsMustNotExceedDebits: false,
   history: false,
+  imported: false,
+  closed: false,
 };
 
 export const NO_TRANSFER_FLAGS: TransferFlags = {
@@ -115,4 +131,7 @@ export const NO_TRANSFER_FLAGS: TransferFlags = {
   voidPendingTransfer: false,
   balancingDebit: false,
   balancingCredit: false,
+  closingDebit: false,
+  closingCredit: false,
+  imported: false,
 };

@@ -3,12 +3,23 @@
  * pending statuses the batch touches (loaded by the store), plus a journal of every change so
  * that a failed linked chain is rolled back exactly. Pure: no I/O.
  */
+import type { CreateTransferResult } from "./results.js";
 import type { Account, BalanceSnapshot, Balances, PendingStatus, Transfer } from "./types.js";
 
 export interface WorkingSetInput {
   accounts: Iterable<Account>;
   transfers: Iterable<Transfer>;
   pendingStatuses: Iterable<PendingStatus>;
+  /** Transfer ids that failed before with a transient result (id_already_failed). */
+  failedTransferIds?: Iterable<string>;
+}
+
+/** A transfer id spent by a transient failure, to be stored. */
+export interface FailedTransferId {
+  id: string;
+  result: CreateTransferResult;
+  /** When it failed (the ledger's clock, not handed out as a timestamp). */
+  atUs: bigint;
 }
 
 type Undo = () => void;
@@ -17,6 +28,10 @@ export class WorkingSet {
   readonly accounts = new Map<string, Account>();
   readonly transfers = new Map<string, Transfer>();
   readonly pending = new Map<string, PendingStatus>();
+  /** Transfer ids spent by transient failures (loaded + new). Never rolled back: a failure stays a failure. */
+  readonly failedTransferIds = new Set<string>();
+  /** Ids spent in this working set, in order. */
+  readonly newFailedTransferIds: FailedTransferId[] = [];
   /** Created in this working set, in order. */
   readonly newAccounts: Account[] = [];
   readonly newTransfers: Transfer[] = [];
@@ -37,6 +52,35 @@ export class WorkingSet {
     for (const a of input.accounts) this.accounts.set(a.id, { ...a });
     for (const t of input.transfers) this.transfers.set(t.id, t);
     for (const p of input.pendingStatuses) this.pending.set(p.id, { ...p });
+    for (const id of input.failedTransferIds ?? []) this.failedTransferIds.add(id);
+  }
+
+  /**
+   * Remembers a transfer id that failed with a transient result. Not journaled: like TigerBeetle,
+   * the id stays spent even when its linked chain is rolled back.
+   */
+  addFailedTransferId(f: FailedTransferId): void {
+    if (this.failedTransferIds.has(f.id)) return;
+    this.failedTransferIds.add(f.id);
+    this.newFailedTransferIds.push(f);
+  }
+
+  /** Opens or closes an account (closing transfers, their void or expiry). */
+  setClosed(id: string, closed: boolean): void {
+    const a = this.accounts.get(id);
+    if (!a) throw new Error(`ledger invariant: account ${id} not loaded`);
+    if (a.flags.closed === closed) return;
+    if (this.journaling) {
+      const before = a.flags;
+      const wasDirty = this.dirtyAccounts.has(id);
+      this.journal.push(() => {
+        a.flags = before;
+        if (!wasDirty) this.dirtyAccounts.delete(id);
+      });
+    }
+    // A new object: the loaded account's flags may be shared with the caller's copy.
+    a.flags = { ...a.flags, closed };
+    if (!this.createdAccounts.has(id)) this.dirtyAccounts.add(id);
   }
 
   /** A point to roll back to. */

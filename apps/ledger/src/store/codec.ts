@@ -1,7 +1,9 @@
 /** SQL rows <-> domain values (amounts stay bigint; bigint parameters are sent as decimal strings). */
 import type { Account, BalanceSnapshot, PendingState, PendingStatus, Transfer } from "../domain/types.js";
+import type { FailedTransferId } from "../domain/working-set.js";
 import {
   ACCOUNT_FLAG_BITS,
+  SPENT_ID_FLAG,
   TRANSFER_FLAG_BITS,
   bitsToFlags,
   flagsToBits,
@@ -69,6 +71,7 @@ export const TRANSFER_COLUMNS = [
   "refs",
   "timestamp_us",
   "expires_at_us",
+  "failed_result",
 ];
 
 export function transferRow(tenant: string, t: Transfer): unknown[] {
@@ -87,7 +90,17 @@ export function transferRow(tenant: string, t: Transfer): unknown[] {
     isEmpty(t.references) ? null : JSON.stringify(t.references),
     t.timestampUs.toString(),
     t.expiresAtUs === null ? null : t.expiresAtUs.toString(),
+    null,
   ];
+}
+
+/**
+ * The id-only transfers row of a spent id (a transient failure): no accounts, amount 0, flag
+ * SPENT_ID_FLAG, the result in failed_result, the failure time (not a ledger timestamp) in
+ * timestamp_us. Every read of transfers skips it; the primary key refuses the id again.
+ */
+export function spentIdRow(tenant: string, f: FailedTransferId): unknown[] {
+  return [tenant, f.id, "", "", "0", "0", "", null, 0, 0, SPENT_ID_FLAG, null, f.atUs.toString(), null, f.result];
 }
 
 function isEmpty(o: Record<string, string>): boolean {

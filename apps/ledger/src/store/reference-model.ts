@@ -1,9 +1,21 @@
 /**
  * A tiny, independent in-memory reference model of the ledger's documented semantics, for the
  * model-based property test. It covers the shapes that test generates (USD/EUR accounts with
- * balance flags; plain, pending, balancing_debit, post and void transfers; linked chains;
- * retries; timeouts and the expiry sweep) and nothing else. Time is whole seconds.
+ * balance flags; plain, pending, balancing_debit, closing, post and void transfers; linked chains;
+ * retries and spent ids (id_already_failed); timeouts and the expiry sweep) and nothing else.
+ * Time is whole seconds.
  */
+
+/** TigerBeetle 0.16's transient results: the id of a transfer failing with one is spent. */
+const TRANSIENT = new Set([
+  "debit_account_not_found",
+  "credit_account_not_found",
+  "pending_transfer_not_found",
+  "exceeds_credits",
+  "exceeds_debits",
+  "debit_account_already_closed",
+  "credit_account_already_closed",
+]);
 export type ModelResult = string;
 
 interface MAccount {
@@ -14,6 +26,7 @@ interface MAccount {
   dpo: bigint;
   cp: bigint;
   cpo: bigint;
+  closed: boolean;
 }
 
 export interface MTransfer {
@@ -28,6 +41,8 @@ export interface MTransfer {
   linked: boolean;
   pendingId: string;
   timeout: number;
+  closingDebit: boolean;
+  closingCredit: boolean;
 }
 
 interface MStored {
@@ -53,15 +68,28 @@ function clone(s: MState): MState {
 
 export class ReferenceLedger {
   private s: MState = { accounts: new Map(), transfers: new Map() };
+  /** Spent ids: outside the state that a failed chain restores (a failure stays a failure). */
+  private failed = new Set<string>();
   nowSec = 0;
 
   addAccount(id: string, unit: string, dmnec: boolean, cmned: boolean): void {
-    this.s.accounts.set(id, { unit, dmnec, cmned, dp: 0n, dpo: 0n, cp: 0n, cpo: 0n });
+    this.s.accounts.set(id, { unit, dmnec, cmned, dp: 0n, dpo: 0n, cp: 0n, cpo: 0n, closed: false });
+  }
+
+  closed(id: string): boolean {
+    return this.s.accounts.get(id)!.closed;
   }
 
   balances(id: string): [bigint, bigint, bigint, bigint] {
     const a = this.s.accounts.get(id)!;
     return [a.dp, a.dpo, a.cp, a.cpo];
+  }
+
+  /** Ids of the transfers still pending, in creation order (for aiming posts and voids). */
+  pendingIds(): string[] {
+    const out: string[] = [];
+    for (const [id, t] of this.s.transfers) if (t.state === "pending") out.push(id);
+    return out;
   }
 
   /** Seconds since creation of each transfer still pending with a timeout (for choosing clock steps). */
@@ -80,6 +108,8 @@ export class ReferenceLedger {
     const cr = this.s.accounts.get(t.cr)!;
     dr.dp -= t.moved;
     cr.cp -= t.moved;
+    if (t.sent.closingDebit) dr.closed = false;
+    if (t.sent.closingCredit) cr.closed = false;
     t.state = "pending_expired";
   }
 
@@ -95,12 +125,28 @@ export class ReferenceLedger {
   }
 
   private one(x: MTransfer): { result: ModelResult; amount: bigint } {
+    const r = this.oneUnrecorded(x);
+    if (TRANSIENT.has(r.result)) this.failed.add(x.id);
+    return r;
+  }
+
+  private oneUnrecorded(x: MTransfer): { result: ModelResult; amount: bigint } {
     const fail = (result: string) => ({ result, amount: 0n });
     const pv = x.post || x.void;
     const e = this.s.transfers.get(x.id);
     if (e) {
       const a = e.sent;
-      if (a.pending !== x.pending || a.post !== x.post || a.void !== x.void || a.balancing !== x.balancing || a.linked !== x.linked) return fail("exists_with_different_flags");
+      if (
+        a.pending !== x.pending ||
+        a.post !== x.post ||
+        a.void !== x.void ||
+        a.balancing !== x.balancing ||
+        a.linked !== x.linked ||
+        a.closingDebit !== x.closingDebit ||
+        a.closingCredit !== x.closingCredit
+      ) {
+        return fail("exists_with_different_flags");
+      }
       if (a.pendingId !== x.pendingId) return fail("exists_with_different_pending_id");
       if (a.timeout !== x.timeout) return fail("exists_with_different_timeout");
       if (!(pv && x.dr === "") && e.dr !== x.dr) return fail("exists_with_different_debit_account_id");
@@ -108,8 +154,10 @@ export class ReferenceLedger {
       if (a.amount !== x.amount) return fail("exists_with_different_amount");
       return { result: "exists", amount: e.moved };
     }
+    if (this.failed.has(x.id)) return fail("id_already_failed");
     if (!pv && x.dr === x.cr) return fail("accounts_must_be_different");
     if (pv && x.pendingId === x.id) return fail("pending_id_must_be_different");
+    if (!pv && !x.pending && (x.closingDebit || x.closingCredit)) return fail("closing_transfer_must_be_pending");
     if (!pv && x.amount === 0n) return fail("amount_must_not_be_zero");
     if (pv) {
       const p = this.s.transfers.get(x.pendingId);
@@ -127,6 +175,10 @@ export class ReferenceLedger {
       const amount = x.post ? (x.amount === 0n ? p.moved : x.amount) : p.moved;
       const dr = this.s.accounts.get(p.dr)!;
       const cr = this.s.accounts.get(p.cr)!;
+      if (x.post && dr.closed) return fail("debit_account_already_closed");
+      if (x.post && cr.closed) return fail("credit_account_already_closed");
+      if (x.void && p.sent.closingDebit) dr.closed = false;
+      if (x.void && p.sent.closingCredit) cr.closed = false;
       dr.dp -= p.moved;
       cr.cp -= p.moved;
       if (x.post) {
@@ -141,6 +193,8 @@ export class ReferenceLedger {
     const cr = this.s.accounts.get(x.cr)!;
     if (dr.unit !== cr.unit) return fail("accounts_must_have_the_same_unit");
     if (dr.unit !== "USD") return fail("transfer_must_have_the_same_unit_as_accounts");
+    if (dr.closed) return fail("debit_account_already_closed");
+    if (cr.closed) return fail("credit_account_already_closed");
     let amount = x.amount;
     if (x.balancing) {
       const avail = dr.cpo - dr.dpo - dr.dp;
@@ -152,6 +206,8 @@ export class ReferenceLedger {
     if (x.pending) {
       dr.dp += amount;
       cr.cp += amount;
+      if (x.closingDebit) dr.closed = true;
+      if (x.closingCredit) cr.closed = true;
     } else {
       dr.dpo += amount;
       cr.cpo += amount;

@@ -40,6 +40,45 @@ export interface AccountBalancesQuery {
   afterUs: bigint | null;
 }
 
+/** A filter over a tenant's accounts (TigerBeetle's QueryFilter); every set field must match. */
+export interface QueryAccountsQuery {
+  /** "" = any unit. */
+  unit: string;
+  /** 0 = any code. */
+  code: number;
+  /** Entries the metadata must contain (empty = any). */
+  metadata: Record<string, string>;
+  /** Inclusive lower bound on the creation time (µs), or null. */
+  startUs: bigint | null;
+  /** Exclusive upper bound (µs), or null. */
+  endUs: bigint | null;
+  reversed: boolean;
+  /** Most rows to return. */
+  limit: number;
+  /** Continue after this timestamp (exclusive, in the listing's direction), or null. */
+  afterUs: bigint | null;
+}
+
+/** A filter over a tenant's transfers (TigerBeetle's QueryFilter); every set field must match. */
+export interface QueryTransfersQuery {
+  unit: string;
+  code: number;
+  /** Entries the references must contain (empty = any). */
+  references: Record<string, string>;
+  startUs: bigint | null;
+  endUs: bigint | null;
+  reversed: boolean;
+  limit: number;
+  afterUs: bigint | null;
+}
+
+/** One page of a query: the matches, and where a scan window that ended before the page filled stopped. */
+export interface QueryPage<T> {
+  items: T[];
+  /** Set when the scan window (QUERY_SCAN_ROWS_MAX rows) ended before `limit` matches: continue after it. */
+  scannedToUs: bigint | null;
+}
+
 export interface LedgerStore {
   /** Applies a batch of new accounts (group-committed); one result per item. */
   createAccounts(tenant: string, items: readonly NewAccount[]): Promise<CreateAccountItemResult[]>;
@@ -53,6 +92,10 @@ export interface LedgerStore {
   getAccountTransfers(tenant: string, q: AccountTransfersQuery): Promise<StoredTransfer[]>;
   /** One page of a history account's balance snapshots in timestamp order. */
   getAccountBalances(tenant: string, q: AccountBalancesQuery): Promise<BalanceSnapshot[]>;
+  /** One page of the accounts matching a filter, in creation-time order. */
+  queryAccounts(tenant: string, q: QueryAccountsQuery): Promise<QueryPage<Account>>;
+  /** One page of the transfers matching a filter, in timestamp order. */
+  queryTransfers(tenant: string, q: QueryTransfersQuery): Promise<QueryPage<StoredTransfer>>;
   /** The last balance snapshot at or before atUs, or null. */
   getBalanceAt(tenant: string, accountId: string, atUs: bigint): Promise<BalanceSnapshot | null>;
   /** Checks the invariants of one tenant. */
@@ -79,7 +122,7 @@ export class LedgerClosedError extends Error {
   }
 }
 
-export const ACCOUNT_FLAG_BITS = { linked: 1, debitsMustNotExceedCredits: 2, creditsMustNotExceedDebits: 4, history: 8 } as const;
+export const ACCOUNT_FLAG_BITS = { linked: 1, debitsMustNotExceedCredits: 2, creditsMustNotExceedDebits: 4, history: 8, imported: 16, closed: 32 } as const;
 export const TRANSFER_FLAG_BITS = {
   linked: 1,
   pending: 2,
@@ -87,7 +130,13 @@ export const TRANSFER_FLAG_BITS = {
   voidPendingTransfer: 8,
   balancingDebit: 16,
   balancingCredit: 32,
+  closingDebit: 64,
+  closingCredit: 128,
+  imported: 256,
 } as const;
+
+/** Transfer flag bit of the id-only rows that record spent ids (id_already_failed); never a TransferFlags bit. */
+export const SPENT_ID_FLAG = 512;
 
 export function flagsToBits<K extends string>(flags: Record<K, boolean>, bits: Record<K, number>): number {
   let n = 0;
