@@ -77,6 +77,8 @@ export interface ServiceRow {
    * `<flag>=false` and a one-replica StatefulSet `<name>-consumer` runs it with `<flag>=true`.
    */
   singletonConsumerFlag?: string;
+  /** Extra env of the singleton consumer only. */
+  consumerEnv?: Record<string, string>;
   /** More listeners than the gRPC one: container + Service port, and the variable that sets it. */
   extraPorts?: Array<{ name: string; port: number; env: string; appProtocol: string }>;
 }
@@ -114,6 +116,7 @@ export const SERVICES: readonly ServiceRow[] = [
     // would rate with stale carries. Until rating fences it with an advisory lock, only the
     // rating-consumer StatefulSet (at most one pod, ever) runs it.
     singletonConsumerFlag: "RATING_CONSUMER_ENABLED",
+    consumerEnv: { RATING_CONSUMER_PARTITIONS: "4" },
   },
   {
     name: "ledger",
@@ -375,7 +378,11 @@ export function consumerSelectorOf(name: ServiceName): Record<string, string> {
 export function consumerStatefulSet(s: ServiceRow): IStatefulSet | undefined {
   const flag = s.singletonConsumerFlag;
   if (!flag) return undefined;
-  const env = serviceEnv(s, true).map((e) => (e.name === flag ? { name: flag, value: "true" } : e));
+  const env = [
+    ...serviceEnv(s, true).map((e) => (e.name === flag ? { name: flag, value: "true" } : e)),
+    // The consumer pod runs one loop per tenant partition of the feed (RATING_CONSUMER_PARTITIONS).
+    ...Object.entries(s.consumerEnv ?? {}).map(([name, value]) => ({ name, value })),
+  ];
   return {
     apiVersion: "apps/v1",
     kind: "StatefulSet",

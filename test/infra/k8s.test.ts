@@ -415,10 +415,11 @@ describe("the manifests give each service the variables its code reads", () => {
     expect(cfg.databaseUrl).toBe(PLACEHOLDER_SECRETS.DATABASE_URL);
   });
 
-  test("rating-consumer gets rating's environment with the consumer switched on", () => {
+  test("rating-consumer gets rating's environment with the consumer switched on, in partitions", () => {
     const a = envOf("rating");
-    const b = envOf("rating", "StatefulSet", "rating-consumer");
+    const { RATING_CONSUMER_PARTITIONS: partitions, ...b } = envOf("rating", "StatefulSet", "rating-consumer");
     expect({ ...b, RATING_CONSUMER_ENABLED: "false" }).toEqual(a);
     expect(b.RATING_CONSUMER_ENABLED).toBe("true");
+    expect(partitions).toBe("4");
   });
 });

@@ -35,6 +35,9 @@ export const LATE_EVENT_AGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
 /** ReadEvents: default and maximum page, maximum long-poll wait, fallback poll interval. */
 export const READ_EVENTS_DEFAULT = 1_000;
 export const READ_EVENTS_MAX = 10_000;
+/** ReadEvents partitions: most partitions, and most sequences one partitioned read examines. */
+export const READ_PARTITIONS_MAX = 256;
+export const READ_PARTITION_SCAN_MAX = 100_000;
 export const READ_WAIT_MS_MAX = 30_000;
 export const READ_POLL_INTERVAL_MS = 250;
 /** Most concurrent long-polling ReadEvents calls per process. */

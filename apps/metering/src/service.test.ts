@@ -248,6 +248,41 @@ for (const backend of testBackends()) {
       }
     });
 
+    it("splits ReadEvents by tenant partition: every event in exactly one partition, in order, idle partitions advance", async () => {
+      const internal = h.client(KEYS.internal);
+      const start = (await internal.readEvents({ afterSequence: 0n, maxEvents: 10_000 })).lastSequence;
+      const admins = [h.client(KEYS.adminA), h.client(KEYS.adminB)];
+      for (let b = 0; b < 3; b++)
+        for (const [t, c] of admins.entries()) await c.ingestEvents({ events: Array.from({ length: 7 }, (_, i) => llmEvent(`evt_part_${t}_${b}_${i}`, { customerId: `cus_p${i % 3}` })) });
+      const all = (await internal.readEvents({ afterSequence: start, maxEvents: 10_000 })).events;
+      expect(all).toHaveLength(42);
+      const high = all[all.length - 1]!.sequence;
+      const seen: bigint[] = [];
+      const tenantsOf = new Map<number, Set<string>>();
+      for (let k = 0; k < 4; k++) {
+        let after = start;
+        // Pages of 5: a full page ends at its last event, a short one at the high-water mark.
+        for (let round = 0; round < 50 && after < high; round++) {
+          const page = await internal.readEvents({ afterSequence: after, maxEvents: 5, partitionCount: 4, partition: k });
+          for (const e of page.events) {
+            expect(e.sequence > after).toBe(true);
+            seen.push(e.sequence);
+            (tenantsOf.get(k) ?? tenantsOf.set(k, new Set()).get(k)!).add(e.tenant);
+          }
+          expect(page.lastSequence >= after).toBe(true);
+          after = page.lastSequence;
+        }
+        expect(after).toBe(high);
+      }
+      expect(seen.sort((a, b) => (a < b ? -1 : 1))).toEqual(all.map((e) => e.sequence));
+      // A tenant lives in one partition.
+      const owners = new Map<string, number>();
+      for (const [k, ts] of tenantsOf) for (const t of ts) expect(owners.get(t) ?? k).toBe(k), owners.set(t, k);
+      expect(await codeOf(internal.readEvents({ afterSequence: 0n, partitionCount: 4, partition: 4 }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(internal.readEvents({ afterSequence: 0n, partitionCount: 257, partition: 0 }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(internal.readEvents({ afterSequence: 0n, partition: 1 }))).toBe(Code.InvalidArgument);
+    });
+
     it("refuses events in a closed period but still recognises retries of stored ones", async () => {
       const c = h.client(KEYS.adminA);
       await c.ingestEvents({ events: [llmEvent("evt_cl_1", { customerId: "cus_cl" })] });

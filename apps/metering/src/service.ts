@@ -36,6 +36,7 @@ import {
   QUERY_ROWS_MAX,
   READ_EVENTS_DEFAULT,
   READ_EVENTS_MAX,
+  READ_PARTITIONS_MAX,
   READ_WAIT_MS_MAX,
   READ_WAITERS_MAX,
 } from "./limits.js";
@@ -57,7 +58,7 @@ import {
 import type { Aggregator } from "./store/aggregator.js";
 import { decodeEventInput, WireError } from "./wire.js";
 import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
-import type { MeteringStore } from "./store/store.js";
+import type { MeteringStore, StoredEvent } from "./store/store.js";
 
 /** Most bucket (and unique value) rows read to answer one QueryUsage. */
 export const QUERY_BUCKETS_SCAN_MAX = 500_000;
@@ -184,27 +185,33 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       if (req.afterSequence < 0n) throw invalidArgument("after_sequence", "must not be negative");
       if (req.maxEvents > READ_EVENTS_MAX) throw invalidArgument("max_events", `at most ${READ_EVENTS_MAX}`);
       if (req.waitMs > READ_WAIT_MS_MAX) throw invalidArgument("wait_ms", `at most ${READ_WAIT_MS_MAX}`);
+      if (req.partitionCount > READ_PARTITIONS_MAX) throw invalidArgument("partition_count", `at most ${READ_PARTITIONS_MAX}`);
+      const partitioned = req.partitionCount > 1;
+      if (partitioned ? req.partition >= req.partitionCount : req.partition !== 0)
+        throw invalidArgument("partition", partitioned ? `must be below partition_count (${req.partitionCount})` : "must be 0 without partition_count");
       const max = req.maxEvents === 0 ? READ_EVENTS_DEFAULT : req.maxEvents;
       const deadline = Date.now() + req.waitMs;
-      let events = await store.readEvents(req.afterSequence, max);
-      if (events.length === 0 && req.waitMs > 0) {
+      const read = async (): Promise<{ events: StoredEvent[]; through: bigint }> => {
+        if (partitioned) return store.readPartition(req.afterSequence, max, req.partitionCount, req.partition);
+        const events = await store.readEvents(req.afterSequence, max);
+        return { events, through: events.length > 0 ? events[events.length - 1]!.sequence : req.afterSequence };
+      };
+      let page = await read();
+      if (page.events.length === 0 && req.waitMs > 0) {
         if (readWaiters >= READ_WAITERS_MAX) throw limitExceeded("wait_ms (concurrent long polls)", READ_WAITERS_MAX);
         readWaiters++;
         try {
-          while (events.length === 0 && !ctx.signal.aborted && !deps.isStopping()) {
+          while (page.events.length === 0 && !ctx.signal.aborted && !deps.isStopping()) {
             const left = deadline - Date.now();
             if (left <= 0) break;
             await deps.signal.wait(Math.min(left, deps.config.readPollIntervalMs), ctx.signal);
-            events = await store.readEvents(req.afterSequence, max);
+            page = await read();
           }
         } finally {
           readWaiters--;
         }
       }
-      return create(ReadEventsResponseSchema, {
-        events: events.map(storedEventToPb),
-        lastSequence: events.length > 0 ? events[events.length - 1]!.sequence : req.afterSequence,
-      });
+      return create(ReadEventsResponseSchema, { events: page.events.map(storedEventToPb), lastSequence: page.through });
     },
 
     async createMeter(req, ctx) {

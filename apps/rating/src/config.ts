@@ -1,6 +1,6 @@
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
 import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
-import { CONSUMER_BATCH_EVENTS_MAX, CONSUMER_WAIT_MS, CONTEXT_CACHE_TTL_MS } from "./limits.js";
+import { CONSUMER_BATCH_EVENTS_MAX, CONSUMER_PARTITIONS_MAX, CONSUMER_WAIT_MS, CONTEXT_CACHE_TTL_MS } from "./limits.js";
 
 /** RatingConfig: the service's tunables (limits.ts holds the hard caps). */
 export interface RatingConfig {
@@ -10,6 +10,13 @@ export interface RatingConfig {
   consumerBatchEvents: number;
   /** Long-poll wait of ReadEvents. */
   consumerWaitMs: number;
+  /**
+   * Consumer loops per process, each reading one tenant partition of metering's feed with its own
+   * cursor (1 = one loop over the whole feed). Loops of different partitions rate disjoint
+   * customers; two loops that meet on a customer (another replica, a change of partitioning)
+   * serialize on its advisory lock and skip what the other rated.
+   */
+  consumerPartitions: number;
   /** How long catalog data (customers, plans, cost rates) is cached by the consumer. */
   cacheTtlMs: number;
   /** Check usage charge meters against metering's GetMeter when plans are written. */
@@ -20,6 +27,7 @@ export const RATING_CONFIG_DEFAULT: RatingConfig = {
   consumerEnabled: true,
   consumerBatchEvents: 1_000,
   consumerWaitMs: CONSUMER_WAIT_MS,
+  consumerPartitions: 1,
   cacheTtlMs: CONTEXT_CACHE_TTL_MS,
   validateMeters: true,
 };
@@ -30,6 +38,7 @@ export function ratingConfigFromEnv(env: Env): RatingConfig {
     consumerEnabled: envBool(env, "RATING_CONSUMER_ENABLED", true),
     consumerBatchEvents: envInt(env, "RATING_CONSUMER_BATCH_EVENTS", RATING_CONFIG_DEFAULT.consumerBatchEvents, { min: 1, max: CONSUMER_BATCH_EVENTS_MAX }),
     consumerWaitMs: envInt(env, "RATING_CONSUMER_WAIT_MS", CONSUMER_WAIT_MS, { min: 0, max: 30_000 }),
+    consumerPartitions: envInt(env, "RATING_CONSUMER_PARTITIONS", RATING_CONFIG_DEFAULT.consumerPartitions, { min: 1, max: CONSUMER_PARTITIONS_MAX }),
     cacheTtlMs: envInt(env, "RATING_CACHE_TTL_MS", CONTEXT_CACHE_TTL_MS, { min: 0, max: 600_000 }),
     validateMeters: envBool(env, "RATING_VALIDATE_METERS", true),
   };

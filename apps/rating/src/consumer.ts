@@ -28,9 +28,17 @@ export interface ConsumerOptions {
   cursorName: string;
   batchEventsMax: number;
   waitMs: number;
+  /** The tenant partition of metering's feed this consumer reads (count 1 = the whole feed). */
+  partitionCount: number;
+  partition: number;
 }
 
-export const CONSUMER_DEFAULTS: ConsumerOptions = { cursorName: "metering", batchEventsMax: CONSUMER_BATCH_EVENTS_MAX, waitMs: CONSUMER_WAIT_MS };
+export const CONSUMER_DEFAULTS: ConsumerOptions = { cursorName: "metering", batchEventsMax: CONSUMER_BATCH_EVENTS_MAX, waitMs: CONSUMER_WAIT_MS, partitionCount: 1, partition: 0 };
+
+/** The cursor name of one partition ("metering" for the whole feed). */
+export function partitionCursorName(count: number, index: number): string {
+  return count <= 1 ? "metering" : `metering:p${index}/${count}`;
+}
 
 export interface ConsumerDeps {
   db: Db;
@@ -111,7 +119,7 @@ export class RatingConsumer {
     let needsDrain = true;
     let nextConfirmMs = 0;
     const read = (after: bigint, waitMs: number) =>
-      this.#d.metering.readEvents({ afterSequence: after, maxEvents: this.#o.batchEventsMax, waitMs }, { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 });
+      this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 });
     while (this.#running) {
       this.#abort = new AbortController();
       let prefetch: ReturnType<typeof read> | undefined;
@@ -164,11 +172,16 @@ export class RatingConsumer {
     await this.#handOffs.idle();
   }
 
+  #readRequest(after: bigint, waitMs: number) {
+    const { batchEventsMax, partitionCount, partition } = this.#o;
+    return { afterSequence: after, maxEvents: batchEventsMax, waitMs, ...(partitionCount > 1 ? { partitionCount, partition } : {}) };
+  }
+
   /** pollOnce: one ReadEvents + rate + write + wallet hand-off + guardrails; returns events rated. */
   async pollOnce(waitMs: number): Promise<number> {
     const after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
     this.#abort = new AbortController();
-    const resp = await this.#d.metering.readEvents({ afterSequence: after, maxEvents: this.#o.batchEventsMax, waitMs }, { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
+    const resp = await this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
     const fresh: WalletItem[] = [];
     const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after, fresh);
     this.#cursor = resp.lastSequence > after ? resp.lastSequence : after;
@@ -195,8 +208,11 @@ export class RatingConsumer {
 
     const touched = new Map<string, Set<string>>();
     let rated = 0;
+    const batchCustomers = new Map<string, { tenant: string; customerId: string }>();
+    for (const i of inputs) batchCustomers.set(`${i.event.tenant}\u0000${i.event.customerId}`, { tenant: i.event.tenant, customerId: i.event.customerId });
     await d.db.transaction(async (tx) => {
       rated = 0;
+      await d.rated.lockCustomers(tx, [...batchCustomers.values()]);
       const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
       const todo = inputs.filter((i) => !done.has(`${i.event.tenant}\u0000${i.event.eventId}`));
       const st = new MemoryRatingState();

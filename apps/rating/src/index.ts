@@ -7,7 +7,7 @@ import type { Db } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
 import { CatalogCache } from "./catalog-cache.js";
 import { RATING_CONFIG_DEFAULT, type RatingConfig } from "./config.js";
-import { RatingConsumer } from "./consumer.js";
+import { partitionCursorName, RatingConsumer } from "./consumer.js";
 import { createRatingRoutes } from "./server.js";
 import { CatalogStore } from "./store/catalog-store.js";
 import { RatedStore } from "./store/rated-store.js";
@@ -35,7 +35,10 @@ export interface RatingServiceHandle {
   start(): Promise<void>;
   /** Stops the consumer and waits for the batch in flight. */
   stop(): Promise<void>;
+  /** The first consumer (partition 0; the only one unless consumerPartitions > 1). */
   readonly consumer: RatingConsumer;
+  /** One consumer per partition of metering's feed. */
+  readonly consumers: readonly RatingConsumer[];
   readonly catalog: CatalogStore;
   readonly rated: RatedStore;
 }
@@ -46,27 +49,39 @@ export async function createRatingService(deps: RatingDeps): Promise<RatingServi
   const catalog = new CatalogStore(deps.db);
   const rated = new RatedStore(deps.db);
   const cache = new CatalogCache(catalog, deps.clock, config.cacheTtlMs, deps.clients.wallet, deps.logger);
-  const consumer = new RatingConsumer({
-    db: deps.db,
-    rated,
-    cache,
-    metering: deps.clients.metering,
-    wallet: deps.clients.wallet,
-    logger: deps.logger,
-    clock: deps.clock,
-    options: { batchEventsMax: config.consumerBatchEvents, waitMs: config.consumerWaitMs },
-  });
+  const consumers = Array.from(
+    { length: config.consumerPartitions },
+    (_, k) =>
+      new RatingConsumer({
+        db: deps.db,
+        rated,
+        cache,
+        metering: deps.clients.metering,
+        wallet: deps.clients.wallet,
+        logger: deps.logger,
+        clock: deps.clock,
+        options: {
+          batchEventsMax: config.consumerBatchEvents,
+          waitMs: config.consumerWaitMs,
+          partitionCount: config.consumerPartitions,
+          partition: k,
+          cursorName: partitionCursorName(config.consumerPartitions, k),
+        },
+      }),
+  );
+  const consumer = consumers[0]!;
   const routes = createRatingRoutes({ catalog, rated, cache, clock: deps.clock, logger: deps.logger, config, metering: deps.clients.metering });
   return {
     routes,
     consumer,
+    consumers,
     catalog,
     rated,
     async start() {
-      if (config.consumerEnabled) consumer.start();
+      if (config.consumerEnabled) for (const c of consumers) c.start();
     },
     async stop() {
-      await consumer.stop();
+      await Promise.all(consumers.map((c) => c.stop()));
     },
   };
 }

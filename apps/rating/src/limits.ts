@@ -71,6 +71,8 @@ export const ALERTS_PAGE_MAX = 1_000;
 /** Consumer: events per ReadEvents call, long-poll wait, back-off after an error. */
 export const CONSUMER_BATCH_EVENTS_MAX = 2_000;
 export const CONSUMER_WAIT_MS = 1_000;
+/** Most consumer partitions (metering's ReadEvents allows 256). */
+export const CONSUMER_PARTITIONS_MAX = 64;
 /** Committed batches whose wallet hand-off may wait behind the running one (then the loop waits). */
 export const HANDOFF_BATCHES_QUEUED = 4;
 /** How often the running loop confirms outcomes whose verification window ended (ms). */

@@ -31,6 +31,13 @@ export const T0 = new Date("2026-11-20T10:00:00Z");
 /** FakeMetering: an in-memory cursor of stored events and a set of meters. */
 export class FakeMetering {
   events: StoredEvent[] = [];
+
+  /** The fake's tenant -> partition function (stable; metering itself uses PostgreSQL's hashtext). */
+  static partitionOf(tenant: string, count: number): number {
+    let h = 2166136261;
+    for (let i = 0; i < tenant.length; i++) h = Math.imul(h ^ tenant.charCodeAt(i), 16777619) >>> 0;
+    return h % count;
+  }
   meters = new Map<string, string>(); // tenant\0meter -> event type
   #seq = 0n;
 
@@ -62,8 +69,19 @@ export class FakeMetering {
             if (this.events[mid]!.sequence > req.afterSequence) hi = mid;
             else lo = mid + 1;
           }
-          const evs = this.events.slice(lo, lo + (req.maxEvents || 1000));
-          return { events: evs, lastSequence: evs.length > 0 ? evs[evs.length - 1]!.sequence : req.afterSequence };
+          const max = req.maxEvents || 1000;
+          if (req.partitionCount <= 1) {
+            const evs = this.events.slice(lo, lo + max);
+            return { events: evs, lastSequence: evs.length > 0 ? evs[evs.length - 1]!.sequence : req.afterSequence };
+          }
+          // A partition, as metering serves it: the tenant's events only; lastSequence is the
+          // highest sequence examined (the last event returned when the page is full).
+          const evs: StoredEvent[] = [];
+          for (let i = lo; i < this.events.length && evs.length < max; i++) {
+            if (FakeMetering.partitionOf(this.events[i]!.tenant, req.partitionCount) === req.partition) evs.push(this.events[i]!);
+          }
+          const high = this.events.length > lo ? this.events[this.events.length - 1]!.sequence : req.afterSequence;
+          return { events: evs, lastSequence: evs.length === max ? evs[evs.length - 1]!.sequence : high };
         },
         getMeter: (req, ctx) => {
           const tenant = ctx.requestHeader.get(TENANT_HEADER) ?? "";

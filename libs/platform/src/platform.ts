@@ -163,6 +163,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         ...common("rating"),
         db: ratingDb,
         consumerWaitMs: opts.consumerWaitMs,
+        config: { consumerPartitions: 2 },
         clients: { metering: internal(MeteringService, "metering"), wallet: internal(CreditWalletService, "credit-wallet") },
       }),
     );

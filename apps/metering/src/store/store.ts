@@ -4,7 +4,7 @@ import { formatDecimal, ONE, SCALE, type Scaled } from "../domain/decimal.js";
 import { decodeProperties, type PropertyValue, type Rejection, type ValidEvent } from "../domain/event.js";
 import type { MeterDefinition } from "../domain/meter.js";
 import { bucketDeltas, type Bucket, type Level, type MeteredEvent, type UniqueValue } from "../domain/usage.js";
-import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX } from "../limits.js";
+import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX, READ_PARTITION_SCAN_MAX } from "../limits.js";
 
 /** One event of a group commit. */
 export interface IngestItem {
@@ -107,6 +107,12 @@ export interface MeteringStore {
   highWaterSequence(): Promise<bigint>;
   /** Events after a sequence, in sequence order (all tenants). */
   readEvents(afterSequence: bigint, max: number): Promise<StoredEvent[]>;
+  /**
+   * The events of one tenant partition after a sequence (at most max, examining at most
+   * READ_PARTITION_SCAN_MAX sequences) and the highest sequence examined: every event up to it
+   * that belongs to the partition is in `events`.
+   */
+  readPartition(afterSequence: bigint, max: number, count: number, index: number): Promise<{ events: StoredEvent[]; through: bigint }>;
   /** All events of a tenant (tests and tools; bounded by max). */
   listTenantEvents(tenant: string, max: number): Promise<StoredEvent[]>;
   createMeter(tenant: string, def: MeterDefinition, nowUs: bigint, same: (a: MeterDefinition, b: MeterDefinition) => boolean): Promise<CreateMeterOutcome>;
@@ -328,6 +334,26 @@ export function createMeteringStore(db: Db): MeteringStore {
     async readEvents(afterSequence, max) {
       const { rows } = await db.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE sequence > $1::bigint ORDER BY sequence LIMIT $2::int`, [afterSequence.toString(), max]);
       return rows.map(eventFromRow);
+    },
+
+    async readPartition(afterSequence, max, count, index) {
+      return db.transaction(async (tx) => {
+        // Every sequence up to the committed high-water mark is committed (writers reserve
+        // sequences under the events lock until they commit), so after reading the mark, the
+        // range (after, mark] is final and may be skipped over by this partition.
+        const { rows: hw } = await tx.query(`SELECT COALESCE(max(sequence), 0)::bigint AS s FROM events`);
+        const limit = afterSequence + BigInt(READ_PARTITION_SCAN_MAX);
+        const upTo = (hw[0]!.s as bigint) < limit ? (hw[0]!.s as bigint) : limit;
+        if (upTo <= afterSequence) return { events: [], through: afterSequence };
+        const { rows } = await tx.query(
+          `SELECT ${EVENT_COLUMNS} FROM events
+           WHERE sequence > $1::bigint AND sequence <= $2::bigint AND (hashtext(tenant) & 2147483647) % $3::int = $4::int
+           ORDER BY sequence LIMIT $5::int`,
+          [afterSequence.toString(), upTo.toString(), count, index, max],
+        );
+        const events = rows.map(eventFromRow);
+        return { events, through: events.length === max ? events[events.length - 1]!.sequence : upTo };
+      });
     },
 
     async listTenantEvents(tenant, max) {

@@ -116,8 +116,33 @@ export class RatedStore {
   constructor(readonly db: Db) {}
 
   async cursor(name: string): Promise<bigint> {
-    const r = await this.db.query(`SELECT after_sequence FROM consumer_cursor WHERE name=$1`, [name]);
-    return r.rows.length === 0 ? 0n : big(r.rows[0]!.after_sequence);
+    // A cursor not stored yet (a new partitioning of the feed) starts at the lowest cursor of any
+    // earlier partitioning: every event up to it was rated; events above it that were rated are
+    // skipped again (alreadyRated), so nothing is missed and nothing is rated twice.
+    // (The cursors of the current partitioning itself are not "earlier": a sibling partition that
+    // already advanced says nothing about this one.)
+    const m = /^metering:p\d+\/(\d+)$/.exec(name);
+    const siblings = m ? `metering:p%/${m[1]}` : name;
+    const r = await this.db.query(
+      `SELECT COALESCE((SELECT after_sequence FROM consumer_cursor WHERE name = $1),
+                       (SELECT min(after_sequence) FROM consumer_cursor WHERE (name = 'metering' OR name LIKE 'metering:p%') AND name NOT LIKE $2), 0)::bigint AS s`,
+      [name, siblings],
+    );
+    return big(r.rows[0]!.s);
+  }
+
+  /**
+   * lockCustomers: transaction-scoped advisory locks on the batch's customers, in hash order (no
+   * deadlock). Carries and period totals are read and written back whole, so two consumers rating
+   * the same customer at once (two partitionings during a change, a second replica) would lose an
+   * update; with the lock the second waits, then sees the first's events as already rated.
+   */
+  async lockCustomers(q: Queryable, customers: Array<{ tenant: string; customerId: string }>): Promise<void> {
+    if (customers.length === 0) return;
+    await q.query(
+      `SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(t || '/' || c, 7) AS h FROM unnest($1::text[], $2::text[]) AS u(t, c) ORDER BY h) AS s`,
+      [customers.map((c) => c.tenant), customers.map((c) => c.customerId)],
+    );
   }
 
   /** alreadyRated: the (tenant, event id) pairs of `events` that have rated rows. */
