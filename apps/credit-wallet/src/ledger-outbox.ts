@@ -61,9 +61,11 @@ export function createLedgerOutbox(deps: { db: Db; ledger: LedgerPort; logger: L
       try {
         results = await deps.ledger.createTransfers(tenant, transfers);
       } catch (e) {
+        // End the round here: a later row may post or void a pending transfer of this batch, and
+        // sent ahead of it would fail for good (the ledger remembers the failed id).
         deps.logger.warn("ledger unavailable; outbox will retry", { err: String(e) });
-        for (const r of batch) retry.push({ seq: r.seq, error: String(e).slice(0, 500) });
-        continue;
+        for (const r of [...batch, ...rows.slice(i)]) retry.push({ seq: r.seq, error: String(e).slice(0, 500) });
+        break;
       }
       let k = 0;
       for (const r of batch) {

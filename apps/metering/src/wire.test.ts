@@ -52,6 +52,15 @@ describe("hand-written Event decoder", () => {
     expect(decodeEventInput(both).timestamp).toBe(100_000_005n);
   });
 
+  it("decodes strings as protobuf-es does: a leading BOM dropped, invalid UTF-8 refused", () => {
+    const withBom = new Uint8Array([0x0a, 0x06, 0xef, 0xbb, 0xbf, 0x65, 0x76, 0x31]); // id = BOM + "ev1"
+    expect(decodeEventInput(withBom).id).toBe(eventFromPb(fromBinary(EventSchema, withBom)).id);
+    expect(decodeEventInput(withBom).id).toBe("ev1");
+    const invalid = new Uint8Array([0x0a, 0x02, 0xc3, 0x28]); // id = an invalid 2-byte sequence
+    expect(() => fromBinary(EventSchema, invalid)).toThrow();
+    expect(() => decodeEventInput(invalid)).toThrow(WireError);
+  });
+
   it("throws WireError on truncated or malformed bytes", () => {
     const ok = toBinary(EventSchema, create(EventSchema, { id: "evt_1", customerId: "c", properties: { k: { kind: { case: "intValue", value: 5n } } } }));
     for (let cut = 1; cut < ok.length; cut++) {

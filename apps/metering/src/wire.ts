@@ -19,6 +19,8 @@ export class WireError extends Error {
 }
 
 const INVALID_TIMESTAMP = "(invalid google.protobuf.Timestamp)";
+/** protobuf-es's strict decoder for proto3 strings: invalid UTF-8 throws; a leading BOM is dropped. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 const WT_VARINT = 0;
 const WT_I64 = 1;
 const WT_LEN = 2;
@@ -78,9 +80,22 @@ class Reader {
     return [start, start + n];
   }
 
+  /** A proto3 string: valid UTF-8 or WireError, a leading BOM dropped (as protobuf-es decodes). */
   string(): string {
     const [s, e] = this.len();
-    return this.buf.toString("utf8", s, e);
+    let ascii = true;
+    for (let i = s; i < e; i++) {
+      if (this.buf[i]! >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return this.buf.toString("latin1", s, e);
+    try {
+      return UTF8.decode(this.buf.subarray(s, e));
+    } catch {
+      throw new WireError("string field is not valid UTF-8");
+    }
   }
 
   skip(wireType: number, fieldNo: number, depth = 0): void {

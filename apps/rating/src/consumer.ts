@@ -117,6 +117,8 @@ export class RatingConsumer {
   async #run(): Promise<void> {
     let backoff = CONSUMER_ERROR_BACKOFF_MS;
     let needsDrain = true;
+    let drainAtMs = 0;
+    let drainBackoff = CONSUMER_ERROR_BACKOFF_MS;
     let nextConfirmMs = 0;
     const read = (after: bigint, waitMs: number) =>
       this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 });
@@ -124,10 +126,21 @@ export class RatingConsumer {
       this.#abort = new AbortController();
       let prefetch: ReturnType<typeof read> | undefined;
       try {
-        if (needsDrain) {
-          await this.#handOffs.idle();
-          await this.drainOutbox();
-          needsDrain = false;
+        // The outbox is drained at start and after a failed hand-off. A wallet that is down does
+        // not stop rating: the drain is retried with its own backoff while batches go on.
+        if (needsDrain && Date.now() >= drainAtMs) {
+          try {
+            await this.#handOffs.idle();
+            await this.drainOutbox();
+            needsDrain = false;
+            this.#handOffs.failed = false;
+            drainBackoff = CONSUMER_ERROR_BACKOFF_MS;
+          } catch (e) {
+            if (!this.#running) break;
+            drainAtMs = Date.now() + drainBackoff;
+            drainBackoff = Math.min(drainBackoff * 2, CONSUMER_ERROR_BACKOFF_MS_MAX);
+            this.#d.logger.warn("wallet hand-off failed; rating goes on, the outbox keeps the items", { error: String((e as Error)?.message ?? e), retryInMs: drainAtMs - Date.now() });
+          }
         }
         let after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
         prefetch = read(after, this.#o.waitMs);
@@ -146,15 +159,14 @@ export class RatingConsumer {
             this.#cursor = after = last;
             if (fresh.length > 0) await this.#handOffs.push(fresh);
           } else if (Date.now() - t < this.#o.waitMs / 2) await sleep(CONSUMER_IDLE_MS, this.#abort.signal);
-          if (this.#handOffs.failed) {
-            this.#handOffs.failed = false;
-            throw new Error("wallet hand-off failed");
-          }
+          // A failed hand-off leaves its items in the outbox (and the queue sends nothing more
+          // until a drain succeeds): drain when due.
+          if (this.#handOffs.failed) needsDrain = true;
           if (Date.now() >= nextConfirmMs) {
             nextConfirmMs = Date.now() + OUTCOMES_CONFIRM_INTERVAL_MS;
             if ((await this.#d.rated.confirmDueOutcomes(this.#d.clock.now().getTime(), OUTCOMES_CONFIRM_MAX)) > 0) needsDrain = true;
-            if (needsDrain) break;
           }
+          if (needsDrain && Date.now() >= drainAtMs) break;
           backoff = CONSUMER_ERROR_BACKOFF_MS;
         }
       } catch (e) {
@@ -403,10 +415,14 @@ class HandOffQueue {
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    const onAbort = () => {
       clearTimeout(t);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

@@ -748,7 +748,8 @@ export async function nextOutbox(q: Queryable, limit: number): Promise<Array<{ s
 }
 
 export async function markOutbox(q: Queryable, done: bigint[], failed: Array<{ seq: bigint; error: string }>, retry: Array<{ seq: bigint; error: string }>, now: Date): Promise<void> {
-  if (done.length > 0) await q.query(`UPDATE ledger_outbox SET posted_at = $2, attempts = attempts + 1 WHERE seq = ANY($1::bigint[])`, [done.map(String), now]);
+  // A row posted after earlier retries is not a failure: its retry error is cleared.
+  if (done.length > 0) await q.query(`UPDATE ledger_outbox SET posted_at = $2, attempts = attempts + 1, error = '' WHERE seq = ANY($1::bigint[])`, [done.map(String), now]);
   for (const f of failed) await q.query(`UPDATE ledger_outbox SET posted_at = $2, attempts = attempts + 1, error = $3 WHERE seq = $1`, [f.seq, now, f.error]);
   for (const f of retry) await q.query(`UPDATE ledger_outbox SET attempts = attempts + 1, error = $2 WHERE seq = $1`, [f.seq, f.error]);
 }

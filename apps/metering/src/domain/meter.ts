@@ -10,6 +10,21 @@ import {
 } from "../limits.js";
 import { fromInt, parseDecimal, type Scaled } from "./decimal.js";
 import { propertyText, type PropertyValue } from "./event.js";
+import { createHash } from "node:crypto";
+
+/**
+ * Group-by values and unique_count values are stored in index keys (usage_buckets and
+ * usage_unique_values primary keys; PostgreSQL refuses index rows above ~2.7 KB). A value whose
+ * JSON text is longer than this many bytes is stored, grouped and reported as "sha256:<hex>" of
+ * the value (distinct values stay distinct), so 8 group-by values always fit.
+ */
+export const KEY_VALUE_BYTES_MAX = 200;
+
+/** The value as stored in a key: itself, or "sha256:<64 hex>" when its JSON is too long. */
+export function keyValueOf(text: string): string {
+  if (text.length * 6 + 2 <= KEY_VALUE_BYTES_MAX || Buffer.byteLength(JSON.stringify(text), "utf8") <= KEY_VALUE_BYTES_MAX) return text;
+  return `sha256:${createHash("sha256").update(text, "utf8").digest("hex")}`;
+}
 
 export const AGGREGATIONS = ["count", "sum", "max", "min", "unique_count", "latest"] as const;
 export type Aggregation = (typeof AGGREGATIONS)[number];
@@ -109,7 +124,7 @@ export function eventMatches(filters: PropertyFilter[], props: Record<string, Pr
 export function groupValuesOf(groupBy: string[], props: Record<string, PropertyValue>): (string | null)[] {
   return groupBy.map((g) => {
     const v = props[g];
-    return v === undefined ? null : propertyText(v);
+    return v === undefined ? null : keyValueOf(propertyText(v));
   });
 }
 
@@ -130,7 +145,7 @@ export function contributionOf(m: MeterDefinition, props: Record<string, Propert
   if (m.aggregation === "count") return { kind: "count" };
   const v = props[m.valueProperty];
   if (v === undefined) return { kind: "none" };
-  if (m.aggregation === "unique_count") return { kind: "text", value: propertyText(v) };
+  if (m.aggregation === "unique_count") return { kind: "text", value: keyValueOf(propertyText(v)) };
   if (v.kind === "int") return { kind: "number", value: fromInt(v.value) };
   if (v.kind === "decimal") {
     const d = parseDecimal(v.value);

@@ -50,10 +50,19 @@ export function createGroupCommitter(store: MeteringStore, opts: GroupCommitOpti
   let running: Promise<void> | undefined;
   let closed = false;
 
-  async function write(group: Pending[]): Promise<void> {
+  async function write(group: Pending[], waited = false): Promise<void> {
+    // Back-pressure first, once per group: a failure here (aggregation too far behind) is the
+    // same for every request of the group, so the whole group gets it (no per-request retry).
+    if (!waited && opts.beforeWrite) {
+      try {
+        await opts.beforeWrite();
+      } catch (e) {
+        for (const p of group) p.reject(e);
+        return;
+      }
+    }
     const all = group.flatMap((p) => p.items);
     try {
-      await opts.beforeWrite?.();
       const outcomes = await store.ingest(all, opts.nowUs());
       let at = 0;
       for (const p of group) {
@@ -69,7 +78,7 @@ export function createGroupCommitter(store: MeteringStore, opts: GroupCommitOpti
         return;
       }
       // Isolate: one request must not fail the others of its group. Each is retried alone.
-      for (const p of group) await write([p]);
+      for (const p of group) await write([p], true);
     }
   }
 

@@ -105,6 +105,26 @@ for (const backend of testBackends()) {
       expect((await store.listTenantEvents("t_iso", 10)).map((e) => e.id).sort()).toEqual(["g1", "g2"]);
     });
 
+    it("aggregates events whose group-by and unique values are the largest allowed (8 x 1 KB): long values are keyed by their hash", async () => {
+      const groupBy = ["g0", "g1", "g2", "g3", "g4", "g5", "g6", "g7"];
+      const big = (i: number) => `${i}${"\u00e9".repeat(511)}`; // 1,023 UTF-8 bytes
+      const props = Object.fromEntries([...groupBy.map((g, i) => [g, { kind: "string" as const, value: big(i) }]), ["u", { kind: "string" as const, value: big(9) }]]);
+      for (const [id, aggregation, valueProperty] of [["m_big", "count", ""], ["m_uniq", "unique_count", "u"]] as const)
+        await store.createMeter("t_big", { id, eventType: "llm.call", aggregation, valueProperty, filters: [], groupBy, description: "" }, NOW_US, sameDefinition);
+      const out = await store.ingest([item("t_big", { id: "b1", properties: props }), item("t_big", { id: "b2", properties: props })], NOW_US);
+      expect(out.map((o) => o.status)).toEqual(["accepted", "accepted"]);
+      await aggregateAll(store, 1000);
+      for (const aggregation of ["count", "unique_count"] as const) {
+        const m: MeterDefinition = { id: aggregation === "count" ? "m_big" : "m_uniq", eventType: "llm.call", aggregation, valueProperty: aggregation === "count" ? "" : "u", filters: [], groupBy, description: "" };
+        const q: UsageQuery = { startUs: D0 - (D0 % DAY), endUs: D0 - (D0 % DAY) + DAY, window: "day", customerIds: [], groupBy, groupByCustomer: false, filters: [] };
+        const rows = await queryAll(store, "t_big", m, q);
+        expect(rows.map((r) => r.value)).toEqual([aggregation === "count" ? "2" : "1"]);
+        expect(Object.values(rows[0]!.group).every((v) => /^sha256:[0-9a-f]{64}$/.test(v))).toBe(true);
+        const stored = (await store.listTenantEvents("t_big", 10)).map((e) => ({ ...e, tenant: "t_big" }));
+        expect(rows).toEqual(recomputeUsage(m, q, stored));
+      }
+    });
+
     it("keeps buckets equal to a recomputation from stored events, with duplicates, replays and a meter created midway (backfill)", async () => {
       const arbValue: fc.Arbitrary<PropertyValue | undefined> = fc.option(
         fc.oneof(

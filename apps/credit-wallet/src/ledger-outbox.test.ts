@@ -1,0 +1,51 @@
+// The ledger outbox keeps a tenant's chains in order: when the ledger is unreachable for one
+// batch, nothing after it is sent in that round (a post sent ahead of its pending transfer would
+// fail for good: the ledger remembers failed ids).
+import { migrate, testBackends, type TestDb } from "@nanobill/db";
+import { fixedClock, silentLogger } from "@nanobill/service-kit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PlannedTransfer } from "./domain/ledger-plan.js";
+import { createLedgerOutbox } from "./ledger-outbox.js";
+import type { LedgerPort } from "./ledger-port.js";
+import * as S from "./store/store.js";
+
+const t = (id: string, extra: Partial<PlannedTransfer> = {}): PlannedTransfer => ({ id, debit: "a", credit: "b", amount: "5", unit: "USD", code: 1, ...extra });
+
+for (const backend of testBackends()) {
+  describe(`ledger outbox (${backend.name})`, () => {
+    let db: TestDb;
+    beforeAll(async () => {
+      db = await backend.open();
+      await migrate(db, S.migrationsDir);
+    });
+    afterAll(async () => {
+      await db?.dispose();
+    });
+
+    it("ends the round at a transport failure, so a tenant's post never overtakes its pending transfer", async () => {
+      const now = new Date("2026-11-20T10:00:00Z");
+      // Rows in order: A's pending hold, B's burn, A's post of the hold (two batches for A).
+      await S.enqueueTransfers(db, "tnt_a", [[t("h1", { pending: true })]], now);
+      await S.enqueueTransfers(db, "tnt_b", [[t("x1")]], now);
+      await S.enqueueTransfers(db, "tnt_a", [[t("p1", { post: true, pendingId: "h1", amount: "0" })]], now);
+      const sent: string[][] = [];
+      let failNext = 1; // the first call fails (a blip); later ones would succeed
+      const ledger: LedgerPort = {
+        async createAccounts() {},
+        async createTransfers(_tenant, transfers) {
+          if (failNext-- > 0) throw new Error("ledger unreachable");
+          sent.push(transfers.map((x) => x.id));
+          return transfers.map(() => "OK");
+        },
+      };
+      const outbox = createLedgerOutbox({ db, ledger, logger: silentLogger, clock: fixedClock(now) });
+      await outbox.flush();
+      expect(sent).toEqual([]);
+      expect((await S.countOutbox(db)).unposted).toBe(3);
+      await outbox.flush();
+      expect(sent).toEqual([["h1"], ["x1"], ["p1"]]);
+      expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
+      expect(outbox.failures).toBe(0);
+    });
+  });
+}
