@@ -170,7 +170,7 @@ async function main(): Promise<void> {
         const rows: unknown[][] = [];
         for (let i = 0; i < 8_190; i++) {
           n++;
-          rows.push(["tnt_bench", `xfer_raw${n}`, acct(rnd(ACCOUNTS)), HOT, "1000", "1000", "USD", null, 0, 20, 0, null, String(1_800_000_000_000_000 + n), null]);
+          rows.push(["tnt_bench", `xfer_raw${n}`, acct(rnd(ACCOUNTS)), HOT, "1000", "1000", "USD", null, 0, 20, 0, null, String(1_800_000_000_000_000 + n), null, null]);
         }
         await db.transaction((tx) => db.copyRows("transfers_raw", TRANSFER_COLUMNS, rows, tx));
       }

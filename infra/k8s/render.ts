@@ -380,7 +380,7 @@ export function consumerStatefulSet(s: ServiceRow): IStatefulSet | undefined {
   if (!flag) return undefined;
   const env = [
     ...serviceEnv(s, true).map((e) => (e.name === flag ? { name: flag, value: "true" } : e)),
-    // The consumer pod runs one loop per tenant partition of the feed (RATING_CONSUMER_PARTITIONS).
+    // The consumer pod runs one loop per customer partition of the feed (RATING_CONSUMER_PARTITIONS).
     ...Object.entries(s.consumerEnv ?? {}).map(([name, value]) => ({ name, value })),
   ];
   return {

@@ -248,7 +248,7 @@ for (const backend of testBackends()) {
       }
     });
 
-    it("splits ReadEvents by tenant partition: every event in exactly one partition, in order, idle partitions advance", async () => {
+    it("splits ReadEvents by customer partition: every event in exactly one partition, in order, idle partitions advance", async () => {
       const internal = h.client(KEYS.internal);
       const start = (await internal.readEvents({ afterSequence: 0n, maxEvents: 10_000 })).lastSequence;
       const admins = [h.client(KEYS.adminA), h.client(KEYS.adminB)];
@@ -267,7 +267,7 @@ for (const backend of testBackends()) {
           for (const e of page.events) {
             expect(e.sequence > after).toBe(true);
             seen.push(e.sequence);
-            (tenantsOf.get(k) ?? tenantsOf.set(k, new Set()).get(k)!).add(e.tenant);
+            (tenantsOf.get(k) ?? tenantsOf.set(k, new Set()).get(k)!).add(`${e.tenant}/${e.event!.customerId}`);
           }
           expect(page.lastSequence >= after).toBe(true);
           after = page.lastSequence;
@@ -275,7 +275,7 @@ for (const backend of testBackends()) {
         expect(after).toBe(high);
       }
       expect(seen.sort((a, b) => (a < b ? -1 : 1))).toEqual(all.map((e) => e.sequence));
-      // A tenant lives in one partition.
+      // A (tenant, customer) lives in one partition.
       const owners = new Map<string, number>();
       for (const [k, ts] of tenantsOf) for (const t of ts) expect(owners.get(t) ?? k).toBe(k), owners.set(t, k);
       expect(await codeOf(internal.readEvents({ afterSequence: 0n, partitionCount: 4, partition: 4 }))).toBe(Code.InvalidArgument);

@@ -11,7 +11,7 @@ export interface RatingConfig {
   /** Long-poll wait of ReadEvents. */
   consumerWaitMs: number;
   /**
-   * Consumer loops per process, each reading one tenant partition of metering's feed with its own
+   * Consumer loops per process, each reading one customer partition of metering's feed with its own
    * cursor (1 = one loop over the whole feed). Loops of different partitions rate disjoint
    * customers; two loops that meet on a customer (another replica, a change of partitioning)
    * serialize on its advisory lock and skip what the other rated.

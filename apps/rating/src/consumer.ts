@@ -28,7 +28,7 @@ export interface ConsumerOptions {
   cursorName: string;
   batchEventsMax: number;
   waitMs: number;
-  /** The tenant partition of metering's feed this consumer reads (count 1 = the whole feed). */
+  /** The customer partition of metering's feed this consumer reads (count 1 = the whole feed). */
   partitionCount: number;
   partition: number;
 }

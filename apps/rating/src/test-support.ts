@@ -32,10 +32,11 @@ export const T0 = new Date("2026-11-20T10:00:00Z");
 export class FakeMetering {
   events: StoredEvent[] = [];
 
-  /** The fake's tenant -> partition function (stable; metering itself uses PostgreSQL's hashtext). */
-  static partitionOf(tenant: string, count: number): number {
+  /** The fake's (tenant, customer) -> partition function (stable; metering uses PostgreSQL's hashtext). */
+  static partitionOf(tenant: string, customerId: string, count: number): number {
+    const key = `${tenant}/${customerId}`;
     let h = 2166136261;
-    for (let i = 0; i < tenant.length; i++) h = Math.imul(h ^ tenant.charCodeAt(i), 16777619) >>> 0;
+    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
     return h % count;
   }
   meters = new Map<string, string>(); // tenant\0meter -> event type
@@ -74,11 +75,12 @@ export class FakeMetering {
             const evs = this.events.slice(lo, lo + max);
             return { events: evs, lastSequence: evs.length > 0 ? evs[evs.length - 1]!.sequence : req.afterSequence };
           }
-          // A partition, as metering serves it: the tenant's events only; lastSequence is the
+          // A partition, as metering serves it: its customers' events only; lastSequence is the
           // highest sequence examined (the last event returned when the page is full).
           const evs: StoredEvent[] = [];
           for (let i = lo; i < this.events.length && evs.length < max; i++) {
-            if (FakeMetering.partitionOf(this.events[i]!.tenant, req.partitionCount) === req.partition) evs.push(this.events[i]!);
+            const e = this.events[i]!;
+            if (FakeMetering.partitionOf(e.tenant, e.event!.customerId, req.partitionCount) === req.partition) evs.push(e);
           }
           const high = this.events.length > lo ? this.events[this.events.length - 1]!.sequence : req.afterSequence;
           return { events: evs, lastSequence: evs.length === max ? evs[evs.length - 1]!.sequence : high };

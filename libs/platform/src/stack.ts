@@ -134,7 +134,7 @@ export function serviceEnv(
     ...Object.fromEntries(STACK_SERVICES.filter((n) => n !== name).map((n) => [`${envPrefixOf(n)}_URL`, ctx.urls[n]])),
     OTEL_SERVICE_NAME: name,
     ...(name === "metering" ? { METERING_OTLP_PORT: "-1" } : {}), // its OTLP/HTTP receiver: off unless `env` turns it on
-    ...(name === "rating" ? { RATING_CONSUMER_PARTITIONS: "4" } : {}), // one consumer loop per tenant partition
+    ...(name === "rating" ? { RATING_CONSUMER_PARTITIONS: "4" } : {}), // one consumer loop per customer partition
     ...(cfg.redisUrl ? { REDIS_URL: cfg.redisUrl } : {}),
     ...(name === "credit-wallet" && cfg.redisPrefix ? { CREDIT_WALLET_REDIS_PREFIX: cfg.redisPrefix } : {}),
     ...(cfg.env ?? {}),

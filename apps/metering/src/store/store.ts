@@ -108,7 +108,7 @@ export interface MeteringStore {
   /** Events after a sequence, in sequence order (all tenants). */
   readEvents(afterSequence: bigint, max: number): Promise<StoredEvent[]>;
   /**
-   * The events of one tenant partition after a sequence (at most max, examining at most
+   * The events of one partition (by tenant and customer) after a sequence (at most max, examining at most
    * READ_PARTITION_SCAN_MAX sequences) and the highest sequence examined: every event up to it
    * that belongs to the partition is in `events`.
    */
@@ -347,7 +347,7 @@ export function createMeteringStore(db: Db): MeteringStore {
         if (upTo <= afterSequence) return { events: [], through: afterSequence };
         const { rows } = await tx.query(
           `SELECT ${EVENT_COLUMNS} FROM events
-           WHERE sequence > $1::bigint AND sequence <= $2::bigint AND (hashtext(tenant) & 2147483647) % $3::int = $4::int
+           WHERE sequence > $1::bigint AND sequence <= $2::bigint AND (hashtext(tenant || '/' || customer_id) & 2147483647) % $3::int = $4::int
            ORDER BY sequence LIMIT $5::int`,
           [afterSequence.toString(), upTo.toString(), count, index, max],
         );

@@ -355,8 +355,9 @@ export type ReadEventsRequest = Message<"nanobill.metering.v1.ReadEventsRequest"
   waitMs: number;
 
   /**
-   * partition_count splits the feed by tenant into this many partitions (0 or 1 = one feed;
-   * at most 256), so several consumers can share it; every event of a tenant is in one partition.
+   * partition_count splits the feed by customer into this many partitions (0 or 1 = one feed;
+   * at most 256), so several consumers can share it; every event of a (tenant, customer) is in
+   * one partition.
    *
    * @generated from field: uint32 partition_count = 4;
    */
