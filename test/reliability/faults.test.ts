@@ -1,13 +1,15 @@
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
+import { FILE_CLOCK_REREAD_MS } from "@nanobill/service-kit";
 import { Redis } from "ioredis";
 import { startStack, STACK_SERVICES, type Stack } from "../../libs/platform/src/stack.js";
 import { auditWhenSettled, formatFindings } from "../../libs/platform/src/auditor.js";
 import type { ServiceName } from "../../libs/platform/src/platform.js";
-import { auditTenant, prng, runWorkload, seedFromEnv } from "./workload.js";
+import { auditTenant, prng, runWorkload, seedFromEnv, type SimClock } from "./workload.js";
 
 /** Connection cuts during the PostgreSQL fault run (the background cutter stops at this many). */
 const PG_CUTS_MAX = 25;
@@ -60,6 +62,21 @@ if (!enabled) {
   const redisUrl = dedicatedRedisUrl(REDIS_URL!);
   const logDir = join(tmpdir(), `nanobill-${prefix}logs`);
 
+  // One clock for every process of the stack: the system clock plus the offset in this file
+  // (service-kit clockFromEnv), so the workload can move the whole stack past a period end.
+  const clockFile = join(tmpdir(), `nanobill-${prefix}clock`);
+  writeFileSync(clockFile, "0");
+  let offsetMs = 0;
+  const stackClock: SimClock = {
+    now: () => new Date(Date.now() + offsetMs),
+    set(d: Date) {
+      offsetMs = Math.max(offsetMs, d.getTime() - Date.now());
+      writeFileSync(clockFile, String(offsetMs));
+      // every process re-reads the file within FILE_CLOCK_REREAD_MS: wait that long (and a margin)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, FILE_CLOCK_REREAD_MS * 3);
+    },
+  };
+
   describe(`faults on the multi-process stack (seed ${seed}, logs ${logDir})`, () => {
     let stack: Stack;
     const key = `nbk_faults_${randomBytes(16).toString("hex")}`;
@@ -72,7 +89,7 @@ if (!enabled) {
         schemaPrefix: prefix,
         apiKeys: [{ tenant: TENANT, scopes: ["admin"], key }],
         logDir,
-        env: { RATING_CONSUMER_WAIT_MS: "200", NANOBILL_LOG_LEVEL: "warn" },
+        env: { RATING_CONSUMER_WAIT_MS: "200", NANOBILL_LOG_LEVEL: "warn", NANOBILL_TEST_CLOCK_FILE: clockFile },
       });
     }, 150_000);
 
@@ -113,8 +130,11 @@ if (!enabled) {
         batches: 4 + STACK_SERVICES.length * 3,
         batchEventsMax: 30,
         holds: 8,
-        now: new Date(),
+        now: stackClock.now(),
         retryMs: 60_000,
+        // billing periods too: the stack's clock is moved past the period end and periods are closed
+        // (concurrent duplicate closes, finalize, pay) while services are being killed
+        periods: { clock: stackClock, count: 1, closeShare: 0.6, finalizeShare: 0.7, paidShare: 0.4, lateShare: 0.25 },
         async between(b) {
           const fault = faultAt.get(b);
           if (fault === undefined) return;
@@ -133,6 +153,8 @@ if (!enabled) {
         },
       });
       await Promise.all(restarts);
+      // the periods really were closed through the killings (invoices exist for the auditor to tie)
+      expect(w.customers.flatMap((k) => k.closes ?? []).length, `seed ${seed}: no period was closed`).toBeGreaterThan(0);
       const findings = await auditWhenSettled([auditTenant(TENANT, c, w)], { timeoutMs: 45_000 });
       expect(
         findings,
@@ -188,7 +210,7 @@ if (!enabled) {
           batches: 30,
           batchEventsMax: 30,
           holds: 12,
-          now: new Date(),
+          now: stackClock.now(),
           retryMs: 60_000,
           // ... and at fixed points of the workload, so every run has some whatever the timing
           async between(b) {

@@ -9,7 +9,7 @@ import {
   onShutdown,
   runMain,
   startServer,
-  systemClock,
+  clockFromEnv,
 } from "@nanobill/service-kit";
 import { WALLET_SERVER_LIMITS, createCreditWalletService, loadConfig, migrationsDir } from "./index.js";
 
@@ -38,7 +38,7 @@ runMain(
       config: { ...config.wallet, redisUrl: config.wallet.redisUrl ? "(set)" : undefined },
     });
     const ledger = createClient(LedgerService, createClientTransport({ baseUrl: config.ledgerUrl, apiKey: config.internalApiKey }));
-    const service = await createCreditWalletService({ db, logger, clock: systemClock, clients: { ledger }, config: config.wallet });
+    const service = await createCreditWalletService({ db, logger, clock: clockFromEnv(process.env), clients: { ledger }, config: config.wallet });
     onShutdown(() => service.stop());
     const server = await startServer({ name: "credit-wallet", host: config.host, port: config.port, routes: service.routes, authenticator, logger, limits: WALLET_SERVER_LIMITS });
     onShutdown(() => server.close());

@@ -4,7 +4,7 @@ import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
-import { createApiKeyAuthenticatorFromEnv, createClientTransport, createLogger, onShutdown, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { createApiKeyAuthenticatorFromEnv, createClientTransport, createLogger, onShutdown, runMain, startServer, clockFromEnv } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createInvoicingService, migrationsDir } from "./index.js";
@@ -28,7 +28,7 @@ runMain(async () => {
   const service = await createInvoicingService({
     db,
     logger,
-    clock: systemClock,
+    clock: clockFromEnv(process.env),
     config: config.invoicing,
     clients: {
       rating: createClient(RatingService, transport(config.ratingUrl)),

@@ -6,7 +6,7 @@ import {
   onShutdown,
   runMain,
   startServer,
-  systemClock,
+  clockFromEnv,
 } from "@nanobill/service-kit";
 import { LEDGER_SERVER_LIMITS, createLedgerService, loadConfig, migrationsDir } from "./index.js";
 
@@ -32,7 +32,7 @@ runMain(
       migrationsApplied: applied,
       limits: config.ledger,
     });
-    const service = await createLedgerService({ db, logger, clock: systemClock, config: config.ledger });
+    const service = await createLedgerService({ db, logger, clock: clockFromEnv(process.env), config: config.ledger });
     onShutdown(() => service.stop());
     const server = await startServer({
       name: "ledger",

@@ -1,6 +1,6 @@
 // Standalone metering server: config from env -> open db + migrate -> service -> server -> signals.
 import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
-import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, systemClock } from "@nanobill/service-kit";
+import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, clockFromEnv } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createMeteringService, migrationsDir } from "./index.js";
@@ -18,7 +18,7 @@ runMain(async () => {
   onShutdown(() => db.close());
   const { applied } = await migrate(db, migrationsDir);
   logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, poolMax: cfg.poolMax, migrationsApplied: applied, ...cfg.metering });
-  const service = await createMeteringService({ db, logger, clock: systemClock, config: cfg.metering });
+  const service = await createMeteringService({ db, logger, clock: clockFromEnv(process.env), config: cfg.metering });
   const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
   const server = await startServer({
     name: "metering",

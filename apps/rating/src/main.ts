@@ -10,7 +10,7 @@ import {
   onShutdown,
   runMain,
   startServer,
-  systemClock,
+  clockFromEnv,
 } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
@@ -40,7 +40,7 @@ runMain(async () => {
   const service = await createRatingService({
     db,
     logger,
-    clock: systemClock,
+    clock: clockFromEnv(process.env),
     config: cfg.rating,
     clients: {
       metering: createClient(MeteringService, createClientTransport({ baseUrl: cfg.meteringUrl, apiKey: cfg.internalApiKey })),
