@@ -26,18 +26,21 @@ export const PRICE = "p";
 export const COST = "c";
 
 /** carryKey: the key of one carry. */
+// Keys are built with join (a flat string), not a template literal: V8 builds a long
+// concatenation as a rope, which every Map lookup must first flatten (measured: carry() and
+// periodTotal() took a third of pure rating time).
 export function carryKey(tenant: string, customerId: string, chargeId: string, dimsKey: string, kind: string): string {
-  return `${tenant}\u0000${customerId}\u0000${chargeId}\u0000${dimsKey}\u0000${kind}`;
+  return [tenant, customerId, chargeId, dimsKey, kind].join("\u0000");
 }
 
 /** periodKey: the key of one period total. */
 export function periodKey(tenant: string, customerId: string, chargeId: string, periodStartMs: number): string {
-  return `${tenant}\u0000${customerId}\u0000${chargeId}\u0000${periodStartMs}`;
+  return [tenant, customerId, chargeId, periodStartMs].join("\u0000");
 }
 
 /** taskKey: the key of one outcome task. */
 export function taskKey(tenant: string, customerId: string, taskId: string): string {
-  return `${tenant}\u0000${customerId}\u0000${taskId}`;
+  return [tenant, customerId, taskId].join("\u0000");
 }
 
 export interface PeriodTotal {
