@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { migrate, testBackends, type TestDb } from "@nanobill/db";
+import { migrate, openDb, testBackends, type TestDb } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { validateEvent, type EventInput, type PropertyValue } from "../domain/event.js";
 import { AGGREGATIONS, sameDefinition, type MeterDefinition } from "../domain/meter.js";
@@ -103,6 +103,36 @@ for (const backend of testBackends()) {
       expect(r1.status).toBe("fulfilled");
       expect(r2.status).toBe("rejected");
       expect((await store.listTenantEvents("t_iso", 10)).map((e) => e.id).sort()).toEqual(["g1", "g2"]);
+    });
+
+    it("keeps buckets exact with two replicas ingesting overlapping ids and aggregating at once", async () => {
+      // Two stores on the same schema (two processes' pools on PostgreSQL; PGlite serializes them).
+      const other = backend.name === "postgres" ? await openDb({ url: process.env.DATABASE_URL!, schema: db.schema, poolMax: 4 }) : undefined;
+      const storeB = other ? createMeteringStore(other) : store;
+      try {
+        const m: MeterDefinition = { id: "m_rep", eventType: "llm.call", aggregation: "sum", valueProperty: "v", filters: [], groupBy: ["model"], description: "" };
+        await store.createMeter("t_rep", m, NOW_US, sameDefinition);
+        const batch = (r: number) =>
+          Array.from({ length: 40 }, (_, i) => {
+            const n = (r * 17 + i * 7) % 300; // ids overlap across batches and replicas
+            return item("t_rep", { id: `r${n}`, customerId: `c${n % 4}`, timestamp: D0 + BigInt(n) * 60_000_000n, properties: { model: { kind: "string", value: n % 2 ? "a" : "b" }, v: { kind: "int", value: BigInt(n) } } });
+          });
+        await Promise.all(
+          [store, storeB].map(async (s, k) => {
+            for (let r = 0; r < 12; r++) {
+              await s.ingest(batch(r * 2 + k), NOW_US);
+              await s.aggregateStep(25);
+            }
+          }),
+        );
+        await aggregateAll(store, 1000);
+        const stored = (await store.listTenantEvents("t_rep", 100_000)).map((e) => ({ ...e, tenant: "t_rep" }));
+        expect(new Set(stored.map((e) => e.id)).size).toBe(stored.length);
+        const q: UsageQuery = { startUs: D0, endUs: D0 + DAY, window: "hour", customerIds: [], groupBy: ["model"], groupByCustomer: true, filters: [] };
+        expect(await queryAll(store, "t_rep", m, q)).toEqual(recomputeUsage(m, q, stored));
+      } finally {
+        await other?.close();
+      }
     });
 
     it("aggregates events whose group-by and unique values are the largest allowed (8 x 1 KB): long values are keyed by their hash", async () => {
