@@ -1,15 +1,23 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
 import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
 
 /** InvoicingConfig: the service's tunables (createInvoicingService). */
 export interface InvoicingConfig {
   /** ledgerRetryMs: how often pending ledger postings are retried (INVOICING_LEDGER_RETRY_MS). */
   ledgerRetryMs: number;
+  /**
+   * lateEventAgeMs: how long after a period ends late usage can still arrive for it
+   * (INVOICING_LATE_EVENT_AGE_MS): set it to metering's METERING_LATE_EVENT_AGE_MS, so every
+   * late event metering accepts is billed as an adjustment. Default: metering's default (35 days).
+   */
+  lateEventAgeMs: number;
 }
 
 export const INVOICING_CONFIG_DEFAULT: InvoicingConfig = {
   ledgerRetryMs: 10_000,
+  lateEventAgeMs: LATE_EVENT_AGE_MS,
 };
 
 /** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
@@ -64,6 +72,7 @@ export function loadConfig(env: Env): InvoicingProcessConfig {
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
     invoicing: {
       ledgerRetryMs: envInt(env, "INVOICING_LEDGER_RETRY_MS", INVOICING_CONFIG_DEFAULT.ledgerRetryMs, { min: 100, max: 3_600_000 }),
+      lateEventAgeMs: envInt(env, "INVOICING_LATE_EVENT_AGE_MS", LATE_EVENT_AGE_MS, { min: LATE_EVENT_AGE_MS_MIN, max: LATE_EVENT_AGE_MS_MAX }),
     },
   };
 }

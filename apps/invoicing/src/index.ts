@@ -41,7 +41,7 @@ export async function createInvoicingService(deps: InvoicingDeps): Promise<Invoi
   const config = { ...INVOICING_CONFIG_DEFAULT, ...deps.config };
   const store = createInvoiceStore(deps.db);
   const ledger = createLedgerPoster(deps.clients.ledger);
-  const handlers = createHandlers({ store, upstream: createUpstream(deps.clients), ledger, clock: deps.clock, logger: deps.logger });
+  const handlers = createHandlers({ store, upstream: createUpstream(deps.clients), ledger, clock: deps.clock, logger: deps.logger, lateEventAgeMs: config.lateEventAgeMs });
   const routes = createInvoicingRoutes(handlers);
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();

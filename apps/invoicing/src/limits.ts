@@ -49,5 +49,11 @@ export const TIMEOUT_MS_DEFAULT = 30_000;
  * period whose end is less than this before p starts (events for it may still arrive during p).
  */
 export const LATE_EVENT_AGE_MS = 35 * 24 * 60 * 60 * 1000;
-/** LATE_PERIODS_MAX: the most earlier invoiced periods one close (or preview) adjusts. */
-export const LATE_PERIODS_MAX = 4;
+/** Bounds of the configured late-event age (INVOICING_LATE_EVENT_AGE_MS), as metering's. */
+export const LATE_EVENT_AGE_MS_MIN = 60 * 1000;
+export const LATE_EVENT_AGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
+/**
+ * LATE_PERIODS_MAX: the most earlier invoiced periods one close (or preview) adjusts: enough for
+ * monthly periods and the longest late-event age (400 days); only periods inside the age cost RPCs.
+ */
+export const LATE_PERIODS_MAX = 14;

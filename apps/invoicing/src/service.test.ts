@@ -436,6 +436,23 @@ for (const backend of testBackends()) {
         expect(mar.lines.filter((l) => l.kind === LineKind.ADJUSTMENT)).toEqual([]);
       });
 
+      it("follows a configured late-event age: with 100 days, February's close still bills November's late usage", async () => {
+        const w = world();
+        const FEB = new Date("2027-02-01T00:00:00Z");
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-05T00:00:00Z"), quantity: 10n, priceNanos: 2n * USD, unit: "USD", eventCount: 10n });
+        const h = await harness(await open(), w, new Date("2027-03-02T00:00:00Z"), { lateEventAgeMs: 100 * 86_400_000 });
+        const close = (starts: Date[]) => h.client.closePeriod({ items: starts.map((d) => ({ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) })) });
+        await close([NOV, DEC, JAN]);
+        // a late November event (62 days before February starts: past the 35-day default)
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-30T23:00:00Z"), quantity: 1n, priceNanos: 7n * USD, unit: "USD", eventCount: 1n });
+        const feb = (await close([FEB])).results[0]!.invoice!;
+        const adj = feb.lines.filter((l) => l.kind === LineKind.ADJUSTMENT);
+        expect(adj.map((l) => [l.amountNanos, l.periodStart?.seconds])).toEqual([[7n * USD, timestampFromDate(NOV).seconds]]);
+        for (const i of (await h.client.listInvoices({ customerId: "cus_1" })).invoices.sort((a, b) => Number(a.periodStart!.seconds - b.periodStart!.seconds)))
+          await h.client.finalizeInvoice({ invoiceId: i.id });
+        expect((await h.client.reconcile({})).differences).toEqual([]);
+      });
+
       it("previews the late usage and late prepaid money of closed periods exactly as the next close bills them", async () => {
         const w = world();
         w.plans.set("plan_llm", {

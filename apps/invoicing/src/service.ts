@@ -47,6 +47,8 @@ export interface HandlerDeps {
   ledger: LedgerPoster;
   clock: Clock;
   logger: Logger;
+  /** How long after a period ends late usage can arrive for it (default LATE_EVENT_AGE_MS). */
+  lateEventAgeMs?: number;
 }
 
 /** reader / writer: the tenant of a call needing the "read" / "admin" scope ("internal" implies both). */
@@ -160,7 +162,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const periods: Period[] = [];
     for (let j = p.index - 1; j >= 0 && periods.length < L.LATE_PERIODS_MAX; j--) {
       const q = periodByIndex(spec, j);
-      if (q.end.getTime() + L.LATE_EVENT_AGE_MS <= p.start.getTime()) break;
+      if (q.end.getTime() + (d.lateEventAgeMs ?? L.LATE_EVENT_AGE_MS) <= p.start.getTime()) break;
       periods.push(q);
     }
     if (periods.length === 0) return [];

@@ -11,7 +11,7 @@ import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invo
 import { ConnectError, Code } from "@connectrpc/connect";
 import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger, TENANT_HEADER } from "@nanobill/service-kit";
 import { migrate, type Db } from "@nanobill/db";
-import { createInvoicingService, migrationsDir, type InvoicingServiceHandle } from "../index.js";
+import { createInvoicingService, migrationsDir, type InvoicingConfig, type InvoicingServiceHandle } from "../index.js";
 
 export interface FakeCustomer {
   customerId: string;
@@ -233,7 +233,7 @@ export const TEST_KEYS = {
 };
 
 /** harness: the invoicing service over a migrated Db and the fakes, and a client with a key. */
-export async function harness(db: Db, world: FakeWorld, now: Date) {
+export async function harness(db: Db, world: FakeWorld, now: Date, config: Partial<InvoicingConfig> = {}) {
   await migrate(db, migrationsDir);
   const clock = fixedClock(now);
   const svc: InvoicingServiceHandle = await createInvoicingService({
@@ -241,6 +241,7 @@ export async function harness(db: Db, world: FakeWorld, now: Date) {
     logger: silentLogger,
     clock,
     clients: { rating: world.rating(), wallet: world.wallet(), ledger: world.ledger() },
+    config,
   });
   const auth = createApiKeyAuthenticator(Object.values(TEST_KEYS));
   const clientFor = (key: string) => {
