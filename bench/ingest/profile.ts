@@ -1,7 +1,8 @@
 // Where a metering commit spends its time: times each statement of store.ingest (1,000-event
 // transactions, one sum meter by model, 500 customers) on real PostgreSQL, beside the raw COPY of
 // the same rows. Usage: npx tsx bench/ingest/profile.ts
-import { openDb, migrate, type Db, type Queryable } from "@nanobill/db";
+import { openDb, migrate } from "@nanobill/db";
+import { timedDb } from "../timed-db.js";
 import { validateEvent } from "../../apps/metering/src/domain/event.js";
 import { createMeteringStore } from "../../apps/metering/src/store/store.js";
 import { aggregateAll } from "../../apps/metering/src/store/aggregator.js";
@@ -14,34 +15,6 @@ const N = Number(process.env.EVENTS ?? 60_000);
 const BATCH = Number(process.env.BATCH ?? 1_000);
 
 const timings = new Map<string, number[]>();
-function timed(db: Db): Db {
-  const orig = new WeakMap<Queryable, Queryable>();
-  const record = (k: string, t: number) => (timings.get(k) ?? timings.set(k, []).get(k)!).push(performance.now() - t);
-  const wrapQ = (q: Queryable): Queryable => {
-    const w: Queryable = {
-    async query(sql, params) {
-      const t = performance.now();
-      try {
-        return await q.query(sql, params);
-      } finally {
-        record(sql.replace(/\s+/g, " ").trim().slice(0, 60), t);
-      }
-    },
-    };
-    orig.set(w, q);
-    return w;
-  };
-  const copyRows: Db["copyRows"] = async (table, cols, rows, tx) => {
-    const t = performance.now();
-    try {
-      return await db.copyRows(table, cols, rows, tx ? orig.get(tx) : undefined);
-    } finally {
-      record(`COPY ${table}`, t);
-    }
-  };
-  return { ...db, query: wrapQ(db).query, transaction: (fn, o) => db.transaction((tx) => fn(wrapQ(tx)), o), copyRows, close: db.close.bind(db), kind: db.kind, schema: db.schema };
-}
-
 async function main() {
   const raw = await openDb({ url: DATABASE_URL, schema: SCHEMA, poolMax: 2 });
   await raw.query(`CREATE SCHEMA IF NOT EXISTS "${SCHEMA}"`);
@@ -59,7 +32,7 @@ async function main() {
     if (!v.ok) throw new Error(v.rejection.message);
     return { tenant: "t", event: v.event };
   });
-  const store = createMeteringStore(timed(raw));
+  const store = createMeteringStore(timedDb(raw, timings, 60));
   const t0 = performance.now();
   for (let i = 0; i < items.length; i += BATCH) await store.ingest(items.slice(i, i + BATCH), nowUs);
   const ms = performance.now() - t0;

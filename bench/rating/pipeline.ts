@@ -8,7 +8,8 @@
 //   BENCH_EVENTS=20000 BENCH_BATCH=1000 npx tsx bench/rating/pipeline.ts
 import { randomBytes } from "node:crypto";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { migrate, openDb, openEmbeddedPostgres, type Db, type Queryable } from "@nanobill/db";
+import { migrate, openDb, openEmbeddedPostgres, type Db } from "@nanobill/db";
+import { timedDb } from "../timed-db.js";
 import { silentLogger, systemClock } from "@nanobill/service-kit";
 import { createRatingService, migrationsDir } from "../../apps/rating/src/index.js";
 import { FakeMetering, FakeWallet } from "../../apps/rating/src/test-support.js";
@@ -78,39 +79,4 @@ try {
   await rawDb.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
   await rawDb.close();
   await embedded?.close();
-}
-
-/** A Db that records each statement's time (by its first 70 characters). */
-function timedDb(inner: Db, into: Map<string, number[]>): Db {
-  const orig = new WeakMap<Queryable, Queryable>();
-  const record = (k: string, t: number) => (into.get(k) ?? into.set(k, []).get(k)!).push(performance.now() - t);
-  const wrap = (q: Queryable): Queryable => {
-    const w: Queryable = {
-      async query(sql, params) {
-        const t = performance.now();
-        try {
-          return await q.query(sql, params);
-        } finally {
-          record(sql.replace(/\s+/g, " ").trim().slice(0, 70), t);
-        }
-      },
-    };
-    orig.set(w, q);
-    return w;
-  };
-  return {
-    kind: inner.kind,
-    schema: inner.schema,
-    query: wrap(inner).query,
-    transaction: (fn, o) => inner.transaction((tx) => fn(wrap(tx)), o),
-    async copyRows(table, cols, rows, tx) {
-      const t = performance.now();
-      try {
-        return await inner.copyRows(table, cols, rows, tx ? orig.get(tx) : undefined);
-      } finally {
-        record(`COPY ${table}`, t);
-      }
-    },
-    close: () => inner.close(),
-  };
 }

@@ -904,16 +904,30 @@ export function createEngine(deps: EngineDeps) {
     expiredRelease: Slice[];
   }
 
-  /** The group commit of captures: lock the still-pending holds, then set-based statements for all. */
-  async function applyCaptures(tx: Queryable, tenant: string, ws: CaptureWork[], now: Date): Promise<void> {
+  /**
+   * The start of a capture or release group commit: resets the per-attempt marks (a failed group
+   * rolls back and is retried), locks the holds still pending (the others raced: another call
+   * settled them) and reads the states of the grants the locked holds reserved from.
+   */
+  async function lockStillPending<W extends { hold: HoldRow; raced: boolean; expiredRelease: Slice[] }>(
+    tx: Queryable,
+    tenant: string,
+    ws: W[],
+  ): Promise<{ act: W[]; states: Map<string, string> }> {
     for (const w of ws) {
       w.raced = false;
       w.expiredRelease = [];
     }
     const pending = await S.lockPendingHolds(tx, tenant, ws.map((w) => w.hold.id));
     const act = ws.filter((w) => (pending.has(w.hold.id) ? true : ((w.raced = true), false)));
+    if (act.length === 0) return { act, states: new Map() };
+    return { act, states: await grantStates(tx, tenant, act.flatMap((w) => w.hold.slices.map((s) => s.grantId))) };
+  }
+
+  /** The group commit of captures: lock the still-pending holds, then set-based statements for all. */
+  async function applyCaptures(tx: Queryable, tenant: string, ws: CaptureWork[], now: Date): Promise<void> {
+    const { act, states } = await lockStillPending(tx, tenant, ws);
     if (act.length === 0) return;
-    const states = await grantStates(tx, tenant, act.flatMap((w) => w.hold.slices.map((s) => s.grantId)));
     for (const w of act) w.expiredRelease = w.plan.releaseSlices.filter((s) => s.amountNanos > 0n && states.get(s.grantId) !== "active");
     const shortfall = (w: CaptureWork) => w.extra?.shortfallNanos ?? 0n;
     await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state: "captured" as const, capturedNanos: w.input.amountNanos - shortfall(w) })), now);
@@ -1078,14 +1092,8 @@ export function createEngine(deps: EngineDeps) {
   }
 
   async function applyReleases(tx: Queryable, tenant: string, ws: ReleaseWork[], state: "released" | "expired", now: Date): Promise<void> {
-    for (const w of ws) {
-      w.raced = false;
-      w.expiredRelease = [];
-    }
-    const pending = await S.lockPendingHolds(tx, tenant, ws.map((w) => w.hold.id));
-    const act = ws.filter((w) => (pending.has(w.hold.id) ? true : ((w.raced = true), false)));
+    const { act, states } = await lockStillPending(tx, tenant, ws);
     if (act.length === 0) return;
-    const states = await grantStates(tx, tenant, act.flatMap((w) => w.hold.slices.map((s) => s.grantId)));
     for (const w of act) w.expiredRelease = w.hold.slices.filter((s) => states.get(s.grantId) !== "active");
     await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state, capturedNanos: 0n })), now);
     await S.applyGrantDeltas(

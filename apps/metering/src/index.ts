@@ -6,6 +6,7 @@ import type { Clock, Logger } from "@nanobill/service-kit";
 import { METERING_CONFIG_DEFAULT, type MeteringConfig } from "./config.js";
 import { AGGREGATE_CATCH_UP_MS_MAX, AGGREGATE_CHUNK_EVENTS, AGGREGATION_LAG_EVENTS_MAX, COMMIT_REQUESTS_MAX } from "./limits.js";
 import { createAggregator } from "./store/aggregator.js";
+import { singleFlight } from "./store/single-flight.js";
 import { createMeteringRoutes } from "./server.js";
 import { genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
 import type { GenAiMapping } from "./domain/genai.js";
@@ -67,28 +68,14 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
     },
   });
 
-  let backfilling: Promise<void> | undefined;
-  let again = false;
-  async function backfillAll(): Promise<void> {
-    do {
-      again = false;
-      for (;;) {
-        const pending = await store.pendingBackfills(100);
-        if (pending.length === 0) break;
-        for (const p of pending) while (!(await store.backfillStep(p.tenant, p.meterId))) {}
-      }
-    } while (again);
-  }
-  function runBackfills(): Promise<void> {
-    if (backfilling) {
-      again = true;
-      return backfilling;
+  const backfills = singleFlight(async () => {
+    for (;;) {
+      const pending = await store.pendingBackfills(100);
+      if (pending.length === 0) break;
+      for (const p of pending) while (!(await store.backfillStep(p.tenant, p.meterId))) {}
     }
-    backfilling = backfillAll().finally(() => {
-      backfilling = undefined;
-    });
-    return backfilling;
-  }
+  });
+  const runBackfills = () => backfills.run();
   const kickBackfill = () => {
     runBackfills().catch((e) => deps.logger.error("meter backfill failed", { err: e }));
   };
@@ -123,7 +110,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
       await committer.close();
       await aggregator.close();
       signal.notify();
-      while (backfilling) await backfilling.catch(() => {});
+      while (backfills.running) await backfills.running.catch(() => {});
     },
   };
 }

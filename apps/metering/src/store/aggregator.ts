@@ -3,6 +3,7 @@
 // only appends events; buckets follow within one aggregation round. Queries call catchUp() first,
 // so an answer always includes every event committed before the query began.
 import type { Logger } from "@nanobill/service-kit";
+import { singleFlight } from "./single-flight.js";
 import type { MeteringStore } from "./store.js";
 
 export class AggregationBehindError extends Error {
@@ -37,30 +38,14 @@ export interface Aggregator {
 export function createAggregator(store: MeteringStore, opts: AggregatorOptions): Aggregator {
   let through = -1n;
   let lastCommitted = 0n;
-  let running: Promise<void> | undefined;
-  let again = false;
-
-  async function rounds(): Promise<void> {
-    do {
-      again = false;
-      for (;;) {
-        const step = await store.aggregateStep(opts.chunkEvents);
-        through = step.through;
-        if (step.events < opts.chunkEvents) break;
-      }
-    } while (again);
-  }
-
-  function run(): Promise<void> {
-    if (running) {
-      again = true;
-      return running;
+  const flight = singleFlight(async () => {
+    for (;;) {
+      const step = await store.aggregateStep(opts.chunkEvents);
+      through = step.through;
+      if (step.events < opts.chunkEvents) break;
     }
-    running = rounds().finally(() => {
-      running = undefined;
-    });
-    return running;
-  }
+  });
+  const run = () => flight.run();
 
   return {
     kick() {
@@ -81,7 +66,7 @@ export function createAggregator(store: MeteringStore, opts: AggregatorOptions):
       return through < 0n ? lastCommitted : lastCommitted > through ? lastCommitted - through : 0n;
     },
     async close() {
-      while (running) await running.catch(() => {});
+      while (flight.running) await flight.running.catch(() => {});
     },
   };
 }
