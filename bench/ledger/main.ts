@@ -7,7 +7,7 @@
 //   the same rows into a copy of the transfers table (same indexes), with our rate as a ratio.
 //
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npx tsx bench/ledger/main.ts
-//   BENCH_SECONDS=2 ... (seconds per cell, default 3)
+//   BENCH_SECONDS=2 ... (seconds per cell, default 3); BENCH_CELLS, BENCH_CPU_PROF (below)
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -23,6 +23,8 @@ import { TRANSFER_COLUMNS } from "../../apps/ledger/src/store/codec.js";
 const DATABASE_URL = process.env["DATABASE_URL"];
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? "3");
 const ACCOUNTS = 10_000;
+// BENCH_CELLS=hot/8190/32,random/1/32 runs only those cells (profiling).
+const CELLS = process.env["BENCH_CELLS"]?.split(",");
 const API_KEY = "sk_bench_ledger_0123456789abcdef";
 const SCHEMA = `bench_ledger_${process.pid}`;
 const HOT = "acct_hot";
@@ -33,7 +35,9 @@ if (!DATABASE_URL) {
 }
 
 function startServer(): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./server.ts", import.meta.url))], {
+  // BENCH_CPU_PROF=<dir>: the server writes a V8 CPU profile there on exit.
+  const prof = process.env["BENCH_CPU_PROF"] ? ["--cpu-prof", `--cpu-prof-dir=${process.env["BENCH_CPU_PROF"]}`] : [];
+  const child = spawn(process.execPath, [...prof, "--import", "tsx", fileURLToPath(new URL("./server.ts", import.meta.url))], {
     env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: API_KEY, LEDGER_PORT: "0" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -120,6 +124,7 @@ async function main(): Promise<void> {
     for (const scenario of ["random", "hot"] as const) {
       for (const batch of [1, 100, 8_190]) {
         for (const clients of [1, 32]) {
+          if (CELLS && !CELLS.includes(`${scenario}/${batch}/${clients}`)) continue;
           const lat: number[] | undefined = batch === 1 && clients === 32 && scenario === "random" ? [] : undefined;
           const label = `${(scenario === "random" ? "(a) 10k random" : "(b) hot account").padEnd(18)} ${String(batch).padStart(6)} ${String(clients).padStart(8)}`;
           try {

@@ -1,7 +1,7 @@
 // RPC layer benchmark: an echo RPC through the full service-kit stack (auth, tenant limits, error
 // boundary, tracing interceptors with every call sampled into a discarding exporter) over the
 // Connect protocol on the kit's FAST path (lean client + fast-path server) and on connect-es's
-// generic path (connect-node client + connectNodeAdapter), and over gRPC, at 1 and 64 concurrent
+// generic path (connect-node client + connectNodeAdapter), and the same two over gRPC, at 1 and 64 concurrent
 // callers, beside a raw node:http2 echo with the same payload, all in the same run. Client and
 // server share this process (as the five services do under `npm start`).
 //
@@ -164,7 +164,10 @@ async function main(): Promise<void> {
 
   const client = (url: string, protocol: "grpc" | "connect", lean = true) =>
     createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: API_KEY, protocol, lean }));
-  const grpc = client(genericServer.url, "grpc");
+  /** gRPC, generic path on both ends: connect-node's gRPC client -> connectNodeAdapter only. */
+  const grpc = client(genericServer.url, "grpc", false);
+  /** gRPC, fast path on both ends: the kit's lean gRPC client -> fast-path server. */
+  const grpcFast = client(fastServer.url, "grpc");
   /** Fast path on both ends: lean client -> fast-path server. */
   const fast = client(fastServer.url, "connect");
   /** Generic path on both ends: connect-node client -> connectNodeAdapter only. */
@@ -205,7 +208,7 @@ async function main(): Promise<void> {
       );
     }
   } else if (only) {
-    const c = only === "raw" ? () => rc.call() : only === "grpc" ? () => grpc.echo(request) : only === "generic" ? () => generic.echo(request) : () => fast.echo(request);
+    const c = only === "raw" ? () => rc.call() : only === "grpc" ? () => grpc.echo(request) : only === "grpc-fast" ? () => grpcFast.echo(request) : only === "generic" ? () => generic.echo(request) : () => fast.echo(request);
     const r = await measure(only, 64, c);
     console.log(fmt(r, undefined));
   } else {
@@ -223,7 +226,8 @@ async function main(): Promise<void> {
       rows.push(r);
       await row("kit Connect FAST (tracing 100%)", callers, () => fast.echo(request));
       await row("kit Connect generic (tracing 100%)", callers, () => generic.echo(request));
-      await row("kit gRPC (tracing 100%)", callers, () => grpc.echo(request));
+      await row("kit gRPC FAST (tracing 100%)", callers, () => grpcFast.echo(request));
+      await row("kit gRPC generic (tracing 100%)", callers, () => grpc.echo(request));
     }
     await telemetry.forceFlush();
     const spans = exporter.spans;

@@ -2,7 +2,7 @@ import type { CallOptions, Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { TENANT_HEADER } from "./auth.js";
-import { createLeanConnectTransport } from "./lean-client.js";
+import { createLeanTransport } from "./lean-client.js";
 import { CLIENT_READ_MAX_BYTES, CLIENT_TIMEOUT_MS_DEFAULT, CLIENT_WRITE_MAX_BYTES, fastPathEnabledByEnv } from "./limits.js";
 
 export interface ClientTransportOptions {
@@ -20,8 +20,8 @@ export interface ClientTransportOptions {
   /** Default deadline of a call (ms); a per-call timeoutMs wins. */
   timeoutMs?: number;
   /**
-   * Connect protocol only: unary calls through the kit's lean HTTP/2 client (lean-client.ts;
-   * same interceptors, deadline, headers and errors, streaming through connect-node).
+   * Unary calls through the kit's lean HTTP/2 client (lean-client.ts, Connect or gRPC; same
+   * interceptors, deadline, headers and errors, streaming through connect-node).
    * Default true; false = connect-node's generic client for every call.
    */
   lean?: boolean;
@@ -68,17 +68,17 @@ export function createClientTransport(opts: ClientTransportOptions): Transport {
     readMaxBytes: CLIENT_READ_MAX_BYTES,
     writeMaxBytes: CLIENT_WRITE_MAX_BYTES,
   };
-  if (opts.protocol === "grpc") return createGrpcTransport(common);
-  const connect = createConnectTransport({ ...common, useBinaryFormat: true });
-  if (opts.lean === false || (opts.lean === undefined && !fastPathEnabledByEnv())) return connect;
-  return createLeanConnectTransport({
+  const generic = opts.protocol === "grpc" ? createGrpcTransport(common) : createConnectTransport({ ...common, useBinaryFormat: true });
+  if (opts.lean === false || (opts.lean === undefined && !fastPathEnabledByEnv())) return generic;
+  return createLeanTransport({
     baseUrl: opts.baseUrl,
     session: common.sessionManager,
     interceptors: common.interceptors,
     defaultTimeoutMs: common.defaultTimeoutMs,
     readMaxBytes: CLIENT_READ_MAX_BYTES,
     writeMaxBytes: CLIENT_WRITE_MAX_BYTES,
-    streams: connect,
+    streams: generic,
+    protocol: opts.protocol ?? "connect",
   });
 }
 

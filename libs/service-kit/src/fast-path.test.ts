@@ -5,7 +5,8 @@
 import * as http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { EchoRequestSchema, EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 import { createApiKeyAuthenticator, parseApiKeysEnv, requireScope, tenantOf } from "./auth.js";
@@ -103,8 +104,15 @@ function raw(url: string, headers: Record<string, string>, body: Uint8Array, pat
       status = Number(h[":status"]);
       for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") && k !== "date") out[k] = String(v);
     });
+    req.on("trailers", (t) => {
+      for (const [k, v] of Object.entries(t)) {
+        // Binary trailers (grpc-status-details-bin) decoded so that error refs can be normalised.
+        out[`trailer:${k}`] = k.endsWith("-bin") ? Buffer.from(String(v), "base64").toString("latin1") : String(v);
+      }
+    });
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
+      for (const k of Object.keys(out)) out[k] = out[k]!.replace(/err_[0-9a-f]{12}/g, "err_REF");
       session.close();
       const all = Buffer.concat(chunks);
       const text = out["content-encoding"] === undefined ? all.toString("latin1") : `<${out["content-encoding"]} ${all.byteLength} bytes>`;
@@ -195,6 +203,85 @@ describe("fast path vs generic path, raw HTTP/2 responses", () => {
   });
 });
 
+/** A gRPC request body: one envelope per message (flags byte, big-endian length, bytes). */
+function envelope(msg: Uint8Array, flags = 0, declaredLength = msg.byteLength): Uint8Array {
+  const out = new Uint8Array(5 + msg.byteLength);
+  const v = new DataView(out.buffer);
+  v.setUint8(0, flags);
+  v.setUint32(1, declaredLength);
+  out.set(msg, 5);
+  return out;
+}
+const concat = (...parts: Uint8Array[]): Uint8Array => Uint8Array.from(Buffer.concat(parts));
+const grpc = { "content-type": "application/grpc", te: "trailers" };
+const grpcAdmin = { ...grpc, authorization: `Bearer ${ADMIN_KEY}` };
+
+const GRPC_CASES: Array<[string, Record<string, string>, Uint8Array, string]> = [
+  ["success", grpcAdmin, envelope(bin("hello", 128)), "0"],
+  ["application/grpc+proto", { ...grpcAdmin, "content-type": "application/grpc+proto" }, envelope(bin("hello")), "0"],
+  ["no key: Unauthenticated", grpc, envelope(bin("hello")), "16"],
+  ["InvalidArgument with field", grpcAdmin, envelope(bin("field")), "3"],
+  ["PermissionDenied", { ...grpc, authorization: `Bearer ${INGEST_KEY}` }, envelope(bin("scope")), "7"],
+  ["Internal without the message", grpcAdmin, envelope(bin("boom")), "13"],
+  ["error metadata as trailers", grpcAdmin, envelope(bin("metadata")), "8"],
+  ["response header and trailer", grpcAdmin, envelope(bin("headers")), "0"],
+  ["internal key acting for a tenant", { ...grpc, authorization: `Bearer ${INTERNAL_KEY}`, "x-nanobill-tenant": "tnt_c" }, envelope(bin("tenant")), "0"],
+  ["handler context fields (protocol grpc)", grpcAdmin, envelope(bin("values")), "0"],
+  ["deadline from grpc-timeout", { ...grpcAdmin, "grpc-timeout": "3000m" }, envelope(bin("timeout")), "0"],
+  ["deadline exceeded", { ...grpcAdmin, "grpc-timeout": "30m" }, envelope(bin("deadline")), "4"],
+  ["deadline above timeoutMsMax", { ...grpcAdmin, "grpc-timeout": "99999S" }, envelope(bin("hello")), "3"],
+  ["malformed deadline", { ...grpcAdmin, "grpc-timeout": "soon" }, envelope(bin("hello")), "3"],
+  ["message over readMaxBytes", grpcAdmin, envelope(bin("big", READ_MAX + 1)), "8"],
+  ["incomplete envelope header", grpcAdmin, new Uint8Array([0, 0, 0]), "3"],
+  ["incomplete envelope body", grpcAdmin, envelope(bin("hello"), 0, 100), "3"],
+  ["empty body: missing message", grpcAdmin, new Uint8Array(0), "12"],
+  ["two messages", grpcAdmin, concat(envelope(bin("a")), envelope(bin("b"))), "12"],
+  ["compressed flag without grpc-encoding", grpcAdmin, envelope(bin("hello"), 1), "13"],
+  ["malformed protobuf", grpcAdmin, envelope(new Uint8Array([0x0a, 0xff, 0xff])), "13"],
+  ["gzip response above 1 KiB", { ...grpcAdmin, "grpc-accept-encoding": "gzip" }, envelope(bin("hello", 4_000)), "0"],
+  ["gzip accepted, small response", { ...grpcAdmin, "grpc-accept-encoding": "gzip" }, envelope(bin("hello")), "0"],
+  ["identity request encoding", { ...grpcAdmin, "grpc-encoding": "identity" }, envelope(bin("hello")), "0"],
+];
+
+describe("gRPC: fast path vs generic path, raw HTTP/2 responses", () => {
+  it.each(GRPC_CASES)("%s: identical status, headers, body and trailers", async (_name, headers, body, status) => {
+    const a = await raw(fast.url, headers, body);
+    const b = await raw(generic.url, headers, body);
+    expect(a).toEqual(b);
+    expect(a.status).toBe(200);
+    expect(a.headers["trailer:grpc-status"]).toBe(status);
+  });
+
+  it("leaves gRPC-Web, gRPC+JSON and compressed gRPC requests to connect-es (same answers)", async () => {
+    const web = { "content-type": "application/grpc-web+proto", authorization: `Bearer ${ADMIN_KEY}` };
+    expect(await raw(fast.url, web, envelope(bin("x")))).toEqual(await raw(generic.url, web, envelope(bin("x"))));
+    const json = { ...grpcAdmin, "content-type": "application/grpc+json" };
+    const jbody = envelope(new TextEncoder().encode(JSON.stringify({ text: "json" })));
+    expect(await raw(fast.url, json, jbody)).toEqual(await raw(generic.url, json, jbody));
+    const gz = { ...grpcAdmin, "grpc-encoding": "gzip" };
+    const zipped = envelope(Uint8Array.from(gzipSync(bin("zipped"))), 1);
+    const r = await raw(fast.url, gz, zipped);
+    expect(r).toEqual(await raw(generic.url, gz, zipped));
+    expect(r.headers["trailer:grpc-status"]).toBe("0");
+  });
+
+  it("a gRPC client (connect-node's createGrpcTransport) gets the same answers from both servers", async () => {
+    for (const text of ["hi", "field", "metadata", "headers"]) {
+      const results: Outcome[] = [];
+      for (const server of [fast, generic]) {
+        const c = createClient(EchoService, createGrpcTransport({ baseUrl: server.url }));
+        let header: Headers | undefined;
+        const r = await outcome(
+          c.echo({ text, payload: new Uint8Array(2_000) }, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, onHeader: (h) => (header = h), onTrailer: (t) => t.forEach((v, k) => header?.set(k, v)) }),
+        );
+        results.push(r.ok ? { ...r, header: Object.fromEntries([...(header?.entries() ?? [])].filter(([k]) => k.startsWith("x-"))) } : r);
+      }
+      expect(results[1]).toEqual(results[0]);
+      if (text === "field") expect(results[0]).toMatchObject({ ok: false, code: Code.InvalidArgument, metadata: { field: "text", rule: "must be short" } });
+    }
+  });
+});
+
 type Outcome = { ok: true; text: string; header: Record<string, string> } | { ok: false; code: Code; message: string; reason?: unknown; metadata?: unknown };
 
 async function outcome(p: Promise<{ text: string }>, headerOut?: Headers): Promise<Outcome> {
@@ -227,11 +314,15 @@ describe("the same calls through the lean client and connect-node's client, on b
     ["response header and trailer", "ok", "headers"],
   ];
 
-  it.each(calls)("%s: %s on all four combinations", async (_name, expected, text, key = ADMIN_KEY, o = {}) => {
+  type CallOpts = { tenant?: string; timeoutMs?: number; payload?: number };
+  const overBoth = calls.flatMap(([name, expected, text, key, o]) =>
+    (["connect", "grpc"] as const).map((p): [string, Code | "ok", "connect" | "grpc", string, string | undefined, CallOpts | undefined] => [name, expected, p, text, key, o]),
+  );
+  it.each(overBoth)("%s: %s over %s on all four combinations", async (_name, expected, protocol, text, key = ADMIN_KEY, o = {}) => {
     const results: Outcome[] = [];
     for (const server of [fast, generic]) {
       for (const lean of [true, false]) {
-        const client = createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey: key, lean, timeoutMs: 3_000 }));
+        const client = createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey: key, lean, protocol, timeoutMs: 3_000 }));
         let header: Headers | undefined;
         const opts = {
           ...(o.tenant ? forTenant(o.tenant) : {}),

@@ -1,10 +1,11 @@
-// The unary fast path of startServer: Connect protocol, binary protobuf, POST, no request
-// compression. It runs the SAME interceptors (tracing, error boundary, auth, the server's own)
+// The unary fast path of startServer: the Connect and gRPC protocols, binary protobuf, POST, no
+// request compression. It runs the SAME interceptors (tracing, error boundary, auth, the server's own)
 // and the SAME handler function the router registered, with the same limits and the same wire
-// format as connect-es's generic handler (see handler-factory.js of @connectrpc/connect), but
-// without its per-call async iterables, linked AbortControllers, deadline timer and undici
-// Headers. Everything else (gRPC, gRPC-Web, JSON, GET, streaming, compressed requests,
-// services registered with their own options) goes to connectNodeAdapter.
+// format as connect-es's generic handlers (handler-factory.js of @connectrpc/connect's
+// protocol-connect and protocol-grpc), but without their per-call async iterables, linked
+// AbortControllers, deadline timer and undici Headers. Everything else (gRPC-Web, JSON, GET,
+// streaming, compressed requests, services registered with their own options) goes to
+// connectNodeAdapter.
 import type * as http2 from "node:http2";
 import { create, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
 import {
@@ -19,11 +20,19 @@ import {
 } from "@connectrpc/connect";
 import { compressionNegotiate, createMethodSerializationLookup, type Compression } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes, parseTimeout } from "@connectrpc/connect/protocol-connect";
+import { parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
 const CONTENT_TYPE_PROTO = "application/proto";
 const CONTENT_TYPE_JSON = "application/json";
+/** What a gRPC server answers for binary protobuf (connect-es protocol-grpc's contentTypeProto). */
+const CONTENT_TYPE_GRPC_PROTO = "application/grpc+proto";
+/** gRPC envelope: 1 flag byte (bit 0: compressed) + 4 bytes big-endian length. */
+const ENVELOPE_HEADER_BYTES = 5;
+const FLAG_COMPRESSED = 0x01;
+
+type Protocol = "connect" | "grpc";
 /** connect-es default: responses smaller than this are never compressed. */
 const COMPRESS_MIN_BYTES = 1024;
 /** The server's accepted compressions: connectNodeAdapter's default (gzip, br). */
@@ -212,16 +221,26 @@ export function createFastPath(
     }
   }
   const connectTimeoutDefault = String(opts.timeoutMsDefault);
+  const grpcTimeoutDefault = `${opts.timeoutMsDefault}m`;
 
   return (req, res) => {
-    if (methods.size === 0) return false;
+    if (methods.size === 0 || req.method !== "POST") return false;
     const h = req.headers;
-    if (h["content-type"] !== CONTENT_TYPE_PROTO || req.method !== "POST") return false;
-    const enc = h["content-encoding"];
-    if (enc !== undefined && enc !== "identity") return false;
+    const ct = h["content-type"];
+    let protocol: Protocol;
+    if (ct === CONTENT_TYPE_PROTO) {
+      const enc = h["content-encoding"];
+      if (enc !== undefined && enc !== "identity") return false;
+      protocol = "connect";
+    } else if (ct === "application/grpc" || ct === CONTENT_TYPE_GRPC_PROTO) {
+      const enc = h["grpc-encoding"];
+      if (enc !== undefined && enc !== "identity") return false;
+      protocol = "grpc";
+    } else return false;
     const fm = methods.get(req.url);
     if (fm === undefined) return false;
-    handle(fm, req, res, h, opts, connectTimeoutDefault).catch(() => {
+    const p = protocol === "connect" ? handle(fm, req, res, h, opts, connectTimeoutDefault) : handleGrpc(fm, req, res, h, opts, grpcTimeoutDefault);
+    p.catch(() => {
       // Only reachable if building the error answer itself failed: reset the stream.
       if (!req.stream.destroyed) req.stream.close(0x2 /* INTERNAL_ERROR */);
     });
@@ -236,11 +255,17 @@ class CallHandle {
   constructor(
     readonly state: CallState,
     readonly fm: FastMethod,
+    readonly protocol: Protocol = "connect",
   ) {
     const rh = new LiteHeaders();
-    rh.set("content-type", CONTENT_TYPE_PROTO);
+    const rt = new LiteHeaders();
+    if (protocol === "connect") rh.set("content-type", CONTENT_TYPE_PROTO);
+    else {
+      rh.set("content-type", CONTENT_TYPE_GRPC_PROTO);
+      rt.set("grpc-status", "0");
+    }
     this.responseHeader = asHeaders(rh);
-    this.responseTrailer = asHeaders(new LiteHeaders());
+    this.responseTrailer = asHeaders(rt);
   }
   url(): string {
     return `http://${this.state.authority}${this.state.path}`;
@@ -253,7 +278,7 @@ class CallHandle {
       method: this.fm.method,
       service: req.service,
       requestMethod: "POST",
-      protocolName: "connect",
+      protocolName: this.protocol,
       get url() {
         return call.url();
       },
@@ -399,6 +424,117 @@ async function handle(
     res.end(body);
   } catch {
     // The client went away while we were writing: nothing to answer.
+    if (!req.stream.destroyed) req.stream.close();
+  }
+}
+
+/**
+ * The single message of a unary gRPC request body, with the generic path's checks in its order
+ * (envelope length against readMaxBytes, complete envelope, no compressed flag without
+ * grpc-encoding, parse, then no second message).
+ */
+function unaryGrpcMessage(fm: FastMethod, body: Uint8Array, readMaxBytes: number): unknown {
+  const envelope = (at: number): { flags: number; data: Uint8Array } | undefined => {
+    if (at === body.byteLength) return undefined;
+    if (body.byteLength - at < ENVELOPE_HEADER_BYTES) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    const view = new DataView(body.buffer, body.byteOffset + at, ENVELOPE_HEADER_BYTES);
+    const length = view.getUint32(1);
+    if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+    const start = at + ENVELOPE_HEADER_BYTES;
+    if (body.byteLength - start < length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    return { flags: view.getUint8(0), data: body.subarray(start, start + length) };
+  };
+  const first = envelope(0);
+  if (first === undefined) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+  if ((first.flags & FLAG_COMPRESSED) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
+  const message = fm.parse(first.data);
+  if (envelope(ENVELOPE_HEADER_BYTES + first.data.byteLength) !== undefined) {
+    throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
+  }
+  return message;
+}
+
+/** A unary gRPC call: like handle(), with the gRPC envelope, grpc-timeout and a trailer status. */
+async function handleGrpc(
+  fm: FastMethod,
+  req: http2.Http2ServerRequest,
+  res: http2.Http2ServerResponse,
+  h: http2.IncomingHttpHeaders,
+  opts: FastPathOptions,
+  grpcTimeoutDefault: string,
+): Promise<void> {
+  const timeoutHeader = h["grpc-timeout"];
+  const timeout = parseGrpcTimeout(typeof timeoutHeader === "string" ? timeoutHeader : grpcTimeoutDefault, opts.timeoutMsMax);
+  const state: CallState = {
+    stream: req.stream,
+    shutdownSignal: opts.shutdownSignal,
+    deadlineAt: timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
+    timeoutMs: timeout.timeoutMs,
+    authority: req.authority,
+    path: req.url,
+    controller: undefined,
+    timer: undefined,
+    cleanup: undefined,
+  };
+  const call = new CallHandle(state, fm, "grpc");
+  const acceptEncoding = h["grpc-accept-encoding"];
+  const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, typeof acceptEncoding === "string" ? acceptEncoding : null, "grpc-accept-encoding");
+  if (compression.response) call.responseHeader.set("grpc-encoding", compression.response.name);
+  let body: Uint8Array | undefined;
+  try {
+    if (compression.error) throw compression.error;
+    if (timeout.error) throw timeout.error;
+    // One envelope of at most readMaxBytes; a larger body fails in unaryGrpcMessage (or here,
+    // past two envelopes' worth, which only a broken or hostile client sends).
+    const bytes = await readBody(req, 2 * (opts.readMaxBytes + ENVELOPE_HEADER_BYTES), undefined);
+    const message = unaryGrpcMessage(fm, bytes, opts.readMaxBytes);
+    const request = {
+      stream: false as const,
+      service: fm.service,
+      method: fm.method,
+      requestMethod: "POST",
+      get url() {
+        return call.url();
+      },
+      get signal() {
+        return signalOf(state);
+      },
+      header: asHeaders(LiteHeaders.fromNode(h)),
+      contextValues: createContextValues(),
+      message,
+      [kCall]: call,
+    };
+    const out = await fm.next(request as unknown as UnaryRequest);
+    copyHeaders(out.header, call.responseHeader);
+    copyHeaders(out.trailer, call.responseTrailer);
+    let data = fm.serialize(out.message);
+    let flags = 0;
+    if (compression.response && data.byteLength >= COMPRESS_MIN_BYTES) {
+      data = await compression.response.compress(data);
+      flags = FLAG_COMPRESSED;
+    }
+    body = new Uint8Array(ENVELOPE_HEADER_BYTES + data.byteLength);
+    const view = new DataView(body.buffer, body.byteOffset, ENVELOPE_HEADER_BYTES);
+    view.setUint8(0, flags);
+    view.setUint32(1, data.byteLength);
+    body.set(data, ENVELOPE_HEADER_BYTES);
+    finishCall(state);
+  } catch (e) {
+    finishCall(state, e);
+    body = undefined;
+    setTrailerStatus(call.responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
+  }
+  try {
+    const head: Record<string, string> = {};
+    (call.responseHeader as unknown as LiteHeaders).toNode(head);
+    const trailers: Record<string, string> = {};
+    (call.responseTrailer as unknown as LiteHeaders).toNode(trailers);
+    if (res.writableEnded || req.stream.destroyed) return;
+    res.writeHead(200, head);
+    res.addTrailers(trailers);
+    if (body === undefined) res.end();
+    else res.end(body);
+  } catch {
     if (!req.stream.destroyed) req.stream.close();
   }
 }

@@ -1,9 +1,10 @@
-// A lean unary Connect-protocol client (binary protobuf) over the shared HTTP/2 session: the
-// client half of the fast path. It implements connect-es's Transport, so createClient() works
+// A lean unary client (binary protobuf, the Connect or the gRPC protocol) over the shared HTTP/2
+// session: the client half of the fast path. It implements connect-es's Transport, so createClient() works
 // unchanged; streaming calls go to the connect-node transport it wraps. Per unary call it
 // skips connect-es's async iterables, linked AbortControllers and undici Headers, but keeps
 // the same interceptors (client tracing, auth headers), deadline (connect-timeout-ms + a local
-// timer), error decoding (Connect JSON errors with details, HTTP status fallback) and limits.
+// timer), error decoding (Connect JSON errors with details, HTTP status fallback; gRPC trailer
+// status with details, trailers-only answers) and limits.
 import type * as http2 from "node:http2";
 import { create, type DescMessage, type DescMethodStreaming, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -19,6 +20,7 @@ import {
 } from "@connectrpc/connect";
 import { createMethodSerializationLookup } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { validateResponse as validateGrpcResponse, validateTrailer as validateGrpcTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
@@ -29,8 +31,10 @@ export interface LeanTransportOptions {
   defaultTimeoutMs: number | undefined;
   readMaxBytes: number;
   writeMaxBytes: number;
-  /** Handles streaming calls (a connect-node transport with the same options). */
+  /** Handles streaming calls (a connect-node transport with the same options and protocol). */
   streams: Transport;
+  /** Wire protocol of unary calls (default "connect"). */
+  protocol?: "connect" | "grpc";
 }
 
 const USER_AGENT = "connect-es/2.1.2";
@@ -102,7 +106,7 @@ function exchange(
   readMaxBytes: number,
   timeoutMs: number | undefined,
   signal: AbortSignal | undefined,
-): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: Uint8Array }> {
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Uint8Array }> {
   return new Promise((resolve, reject) => {
     let stream: http2.ClientHttp2Stream | undefined;
     let settled = false;
@@ -135,11 +139,15 @@ function exchange(
         stream = s;
         let status = 0;
         let resHeaders: http2.IncomingHttpHeaders = {};
+        let resTrailers: http2.IncomingHttpHeaders = {};
         const chunks: Buffer[] = [];
         let count = 0;
         s.on("response", (h) => {
           status = Number(h[":status"]);
           resHeaders = h;
+        });
+        s.on("trailers", (h) => {
+          resTrailers = h;
         });
         s.on("data", (c: Buffer) => {
           session.notifyResponseByteRead(s);
@@ -155,7 +163,7 @@ function exchange(
           settled = true;
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
-          resolve({ status, headers: resHeaders, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
+          resolve({ status, headers: resHeaders, trailers: resTrailers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
         });
         s.on("error", (e) => fail(errorFromNode(e)));
         s.on("close", () => {
@@ -170,11 +178,40 @@ function exchange(
   });
 }
 
+const ENVELOPE_HEADER_BYTES = 5;
+
+/** One gRPC envelope around a message (flags 0: not compressed). */
+function envelope(data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(ENVELOPE_HEADER_BYTES + data.byteLength);
+  new DataView(out.buffer, out.byteOffset, ENVELOPE_HEADER_BYTES).setUint32(1, data.byteLength);
+  out.set(data, ENVELOPE_HEADER_BYTES);
+  return out;
+}
+
+/** The message of a unary gRPC response body (undefined: none), with connect-es's checks. */
+function unaryGrpcOutput(body: Uint8Array, readMaxBytes: number): Uint8Array | undefined {
+  let message: Uint8Array | undefined;
+  for (let at = 0; at < body.byteLength; ) {
+    if (body.byteLength - at < ENVELOPE_HEADER_BYTES) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    const view = new DataView(body.buffer, body.byteOffset + at, ENVELOPE_HEADER_BYTES);
+    const length = view.getUint32(1);
+    if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+    const start = at + ENVELOPE_HEADER_BYTES;
+    if (body.byteLength - start < length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    // No grpc-accept-encoding is sent, so a compressed message is a server error.
+    if ((view.getUint8(0) & 0x01) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
+    if (message !== undefined) throw new ConnectError("protocol error: received extra output message for unary method", Code.Unimplemented);
+    message = body.subarray(start, start + length);
+    at = start + length;
+  }
+  return message;
+}
+
 /**
- * A Transport whose unary calls use the lean Connect binary path; streaming calls go to
- * opts.streams. Same interceptor semantics as connect-es (outermost first).
+ * A Transport whose unary calls use the lean binary path (Connect or gRPC); streaming calls go
+ * to opts.streams. Same interceptor semantics as connect-es (outermost first).
  */
-export function createLeanConnectTransport(opts: LeanTransportOptions): Transport {
+export function createLeanTransport(opts: LeanTransportOptions): Transport {
   const base = opts.baseUrl.replace(/\/$/, "");
   const serializers = new WeakMap<DescMethodUnary, Serializer>();
   const serializerOf = (method: DescMethodUnary): Serializer => {
@@ -189,8 +226,11 @@ export function createLeanConnectTransport(opts: LeanTransportOptions): Transpor
     return s;
   };
 
+  const grpc = opts.protocol === "grpc";
+
   // The innermost step: the HTTP/2 exchange (req.signal carries caller signal + deadline).
   const send = async (req: UnaryRequest): Promise<UnaryResponse> => {
+    if (grpc) return sendGrpc(req);
     const method = req.method;
     const ser = serializerOf(method);
     const body = ser.serialize(req.message);
@@ -230,6 +270,35 @@ export function createLeanConnectTransport(opts: LeanTransportOptions): Transpor
       message: ser.parse(r.body) as never,
     };
   };
+  /** As connect-es's gRPC transport: status 200 and a gRPC content type, one message, the status in the trailer (or header, trailers-only). */
+  const sendGrpc = async (req: UnaryRequest): Promise<UnaryResponse> => {
+    const method = req.method;
+    const ser = serializerOf(method);
+    const body = envelope(ser.serialize(req.message));
+    const headers: http2.OutgoingHttpHeaders = {};
+    const rh: unknown = req.header;
+    if (rh instanceof LiteHeaders) rh.toNode(headers as Record<string, string>);
+    else
+      req.header.forEach((v, k) => {
+        headers[k] = v;
+      });
+    const k = req as unknown as LeanCall;
+    const r = await exchange(opts.session, `/${method.parent.typeName}/${method.name}`, headers, body, opts.readMaxBytes + ENVELOPE_HEADER_BYTES, k[kTimeout], k[kSignal]);
+    const header = asHeaders(LiteHeaders.fromNode(r.headers));
+    const trailer = asHeaders(LiteHeaders.fromNode(r.trailers));
+    const { headerError } = validateGrpcResponse(r.status, header);
+    const enc = header.get("grpc-encoding");
+    if (enc !== null && enc.toLowerCase() !== "identity") throw new ConnectError(`unsupported response encoding "${enc}"`, Code.Internal, header);
+    const bytes = unaryGrpcOutput(r.body, opts.readMaxBytes);
+    validateGrpcTrailer(trailer, header);
+    if (bytes === undefined) {
+      if (headerError) throw headerError;
+      throw new ConnectError("protocol error: missing output message for unary method", trailer.has("grpc-status") ? Code.Unimplemented : Code.Unknown);
+    }
+    if (headerError) throw new ConnectError("protocol error: received output message for unary method with error status", Code.Unknown);
+    return { stream: false, service: method.parent, method, header, trailer, message: ser.parse(bytes) as never };
+  };
+
   let next = send;
   for (let i = opts.interceptors.length - 1; i >= 0; i--) next = opts.interceptors[i]!(next as never) as never;
 
@@ -249,9 +318,15 @@ export function createLeanConnectTransport(opts: LeanTransportOptions): Transpor
         else if (Array.isArray(header)) for (const [k, v] of header) h.append(k!, v!);
         else for (const k of Object.keys(header)) h.set(k, (header as Record<string, string>)[k]!);
       }
-      if (t !== undefined) h.set("connect-timeout-ms", String(t));
-      h.set("content-type", "application/proto");
-      h.set("connect-protocol-version", "1");
+      if (grpc) {
+        if (t !== undefined) h.set("grpc-timeout", `${t}m`);
+        h.set("content-type", "application/grpc+proto");
+        h.set("te", "trailers");
+      } else {
+        if (t !== undefined) h.set("connect-timeout-ms", String(t));
+        h.set("content-type", "application/proto");
+        h.set("connect-protocol-version", "1");
+      }
       if (!h.has("user-agent")) h.set("user-agent", USER_AGENT);
       let lazySignal: AbortSignal | undefined;
       const req = {
