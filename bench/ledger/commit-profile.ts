@@ -4,6 +4,7 @@
 import { migrate, openDb, type Db, type Queryable } from "@nanobill/db";
 import { createPgLedgerStore } from "../../apps/ledger/src/store/pg-store.js";
 import { migrationsDir } from "../../apps/ledger/src/index.js";
+import { newAccount, newTransfer } from "../../apps/ledger/src/domain/test-helpers.js";
 
 const url = process.env["DATABASE_URL"];
 if (!url) throw new Error("DATABASE_URL is required");
@@ -57,15 +58,15 @@ const timed: Db = new Proxy(db, {
   },
 });
 const store = createPgLedgerStore({ db: timed, nowUs: () => BigInt(Date.now()) * 1000n });
-await store.createAccounts("t", Array.from({ length: 1000 }, (_, i) => ({ id: `acct_${i}`, unit: "USD", code: 1, flags: { linked: false, debitsMustNotExceedCredits: false, creditsMustNotExceedDebits: false, history: false }, metadata: {} }) as never));
+await store.createAccounts("t", Array.from({ length: 1000 }, (_, i) => newAccount(`acct_${i}`, { unit: "USD", code: 1 })));
 stats.clear();
 const calls: number[] = [];
 for (let i = 0; i < 300; i++) {
   const s = now();
   const [r] = await store.createTransfers("t", [
-    { id: `xfer_${i}`, debitAccountId: `acct_${i % 1000}`, creditAccountId: "acct_999", amountNanos: 1n, unit: "USD", code: 1, pendingId: "", timeoutSeconds: 0, references: {}, flags: { linked: false, pending: false, postPendingTransfer: false, voidPendingTransfer: false, balancingDebit: false, balancingCredit: false } } as never,
+    newTransfer(`xfer_${i}`, { debitAccountId: `acct_${i % 1000}`, creditAccountId: "acct_999", amountNanos: 1n, unit: "USD", code: 1 }),
   ]);
-  if (r!.result !== "ok") throw new Error(JSON.stringify(r));
+  if (r!.result !== "ok") throw new Error(JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
   calls.push(now() - s);
 }
 rec("(whole call)", 0);
@@ -87,9 +88,9 @@ for (const random of [true, false]) {
       while (now() < end) {
         const k = n++;
         const [r] = await store.createTransfers("t", [
-          { id: `xfer_c${random}${k}`, debitAccountId: `acct_${Math.floor(Math.random() * 998)}`, creditAccountId: random ? `acct_${Math.floor(Math.random() * 998)}` : "acct_999", amountNanos: 1n, unit: "USD", code: 1, pendingId: "", timeoutSeconds: 0, references: {}, flags: { linked: false, pending: false, postPendingTransfer: false, voidPendingTransfer: false, balancingDebit: false, balancingCredit: false } } as never,
+          newTransfer(`xfer_c${random}${k}`, { debitAccountId: `acct_${Math.floor(Math.random() * 998)}`, creditAccountId: random ? `acct_${Math.floor(Math.random() * 998)}` : "acct_999", amountNanos: 1n, unit: "USD", code: 1 }),
         ]);
-        if (r!.result !== "ok" && r!.result !== "accounts_must_be_different") throw new Error(JSON.stringify(r));
+        if (r!.result !== "ok" && r!.result !== "accounts_must_be_different") throw new Error(JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
         done++;
       }
     }),
