@@ -22,15 +22,13 @@ import { compressionNegotiate, createMethodSerializationLookup, type Compression
 import { codeToHttpStatus, errorToJsonBytes, parseTimeout } from "@connectrpc/connect/protocol-connect";
 import { parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES, FLAG_COMPRESSED } from "./envelope.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
 const CONTENT_TYPE_PROTO = "application/proto";
 const CONTENT_TYPE_JSON = "application/json";
 /** What a gRPC server answers for binary protobuf (connect-es protocol-grpc's contentTypeProto). */
 const CONTENT_TYPE_GRPC_PROTO = "application/grpc+proto";
-/** gRPC envelope: 1 flag byte (bit 0: compressed) + 4 bytes big-endian length. */
-const ENVELOPE_HEADER_BYTES = 5;
-const FLAG_COMPRESSED = 0x01;
 
 type Protocol = "connect" | "grpc";
 /** connect-es default: responses smaller than this are never compressed. */
@@ -298,6 +296,41 @@ class CallHandle {
   }
 }
 
+function callState(req: http2.Http2ServerRequest, opts: FastPathOptions, timeoutMs: number | undefined): CallState {
+  return {
+    stream: req.stream,
+    shutdownSignal: opts.shutdownSignal,
+    deadlineAt: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
+    timeoutMs,
+    authority: req.authority,
+    path: req.url,
+    controller: undefined,
+    timer: undefined,
+    cleanup: undefined,
+  };
+}
+
+/** The interceptor chain's request (its signal created on first use). */
+function unaryRequest(fm: FastMethod, call: CallHandle, h: http2.IncomingHttpHeaders, message: unknown): UnaryRequest {
+  const request = {
+    stream: false as const,
+    service: fm.service,
+    method: fm.method,
+    requestMethod: "POST",
+    get url() {
+      return call.url();
+    },
+    get signal() {
+      return signalOf(call.state);
+    },
+    header: asHeaders(LiteHeaders.fromNode(h)),
+    contextValues: createContextValues(),
+    message,
+    [kCall]: call,
+  };
+  return request as unknown as UnaryRequest;
+}
+
 function readBody(req: http2.Http2ServerRequest, readMaxBytes: number, lengthHeader: string | undefined): Promise<Uint8Array> {
   // Same checks and messages as connect-es readAllBytes().
   let hint: number | undefined;
@@ -358,17 +391,7 @@ async function handle(
 ): Promise<void> {
   const timeoutHeader = h["connect-timeout-ms"];
   const timeout = parseTimeout(typeof timeoutHeader === "string" ? timeoutHeader : connectTimeoutDefault, opts.timeoutMsMax);
-  const state: CallState = {
-    stream: req.stream,
-    shutdownSignal: opts.shutdownSignal,
-    deadlineAt: timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
-    timeoutMs: timeout.timeoutMs,
-    authority: req.authority,
-    path: req.url,
-    controller: undefined,
-    timer: undefined,
-    cleanup: undefined,
-  };
+  const state = callState(req, opts, timeout.timeoutMs);
   const call = new CallHandle(state, fm);
   const acceptEncoding = h["accept-encoding"];
   const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, typeof acceptEncoding === "string" ? acceptEncoding : null, "accept-encoding");
@@ -378,23 +401,7 @@ async function handle(
     if (timeout.error) throw timeout.error;
     const bytes = await readBody(req, opts.readMaxBytes, h["content-length"]);
     const message = fm.parse(bytes);
-    const request = {
-      stream: false as const,
-      service: fm.service,
-      method: fm.method,
-      requestMethod: "POST",
-      get url() {
-        return call.url();
-      },
-      get signal() {
-        return signalOf(state);
-      },
-      header: asHeaders(LiteHeaders.fromNode(h)),
-      contextValues: createContextValues(),
-      message,
-      [kCall]: call,
-    };
-    const out = await fm.next(request as unknown as UnaryRequest);
+    const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
     copyHeaders(out.trailer, call.responseTrailer);
     body = fm.serialize(out.message);
@@ -430,27 +437,15 @@ async function handle(
 
 /**
  * The single message of a unary gRPC request body, with the generic path's checks in its order
- * (envelope length against readMaxBytes, complete envelope, no compressed flag without
- * grpc-encoding, parse, then no second message).
+ * (first envelope, not compressed, parse, then no second message).
  */
 function unaryGrpcMessage(fm: FastMethod, body: Uint8Array, readMaxBytes: number): unknown {
-  const envelope = (at: number): { flags: number; data: Uint8Array } | undefined => {
-    if (at === body.byteLength) return undefined;
-    if (body.byteLength - at < ENVELOPE_HEADER_BYTES) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-    const view = new DataView(body.buffer, body.byteOffset + at, ENVELOPE_HEADER_BYTES);
-    const length = view.getUint32(1);
-    if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
-    const start = at + ENVELOPE_HEADER_BYTES;
-    if (body.byteLength - start < length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-    return { flags: view.getUint8(0), data: body.subarray(start, start + length) };
-  };
-  const first = envelope(0);
-  if (first === undefined) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
-  if ((first.flags & FLAG_COMPRESSED) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
-  const message = fm.parse(first.data);
-  if (envelope(ENVELOPE_HEADER_BYTES + first.data.byteLength) !== undefined) {
-    throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
-  }
+  const it = envelopes(body, readMaxBytes);
+  const first = it.next();
+  if (first.done === true) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+  assertNotCompressed(first.value.flags);
+  const message = fm.parse(first.value.data);
+  if (it.next().done !== true) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
   return message;
 }
 
@@ -465,17 +460,7 @@ async function handleGrpc(
 ): Promise<void> {
   const timeoutHeader = h["grpc-timeout"];
   const timeout = parseGrpcTimeout(typeof timeoutHeader === "string" ? timeoutHeader : grpcTimeoutDefault, opts.timeoutMsMax);
-  const state: CallState = {
-    stream: req.stream,
-    shutdownSignal: opts.shutdownSignal,
-    deadlineAt: timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
-    timeoutMs: timeout.timeoutMs,
-    authority: req.authority,
-    path: req.url,
-    controller: undefined,
-    timer: undefined,
-    cleanup: undefined,
-  };
+  const state = callState(req, opts, timeout.timeoutMs);
   const call = new CallHandle(state, fm, "grpc");
   const acceptEncoding = h["grpc-accept-encoding"];
   const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, typeof acceptEncoding === "string" ? acceptEncoding : null, "grpc-accept-encoding");
@@ -488,23 +473,7 @@ async function handleGrpc(
     // past two envelopes' worth, which only a broken or hostile client sends).
     const bytes = await readBody(req, 2 * (opts.readMaxBytes + ENVELOPE_HEADER_BYTES), undefined);
     const message = unaryGrpcMessage(fm, bytes, opts.readMaxBytes);
-    const request = {
-      stream: false as const,
-      service: fm.service,
-      method: fm.method,
-      requestMethod: "POST",
-      get url() {
-        return call.url();
-      },
-      get signal() {
-        return signalOf(state);
-      },
-      header: asHeaders(LiteHeaders.fromNode(h)),
-      contextValues: createContextValues(),
-      message,
-      [kCall]: call,
-    };
-    const out = await fm.next(request as unknown as UnaryRequest);
+    const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
     copyHeaders(out.trailer, call.responseTrailer);
     let data = fm.serialize(out.message);
@@ -513,11 +482,7 @@ async function handleGrpc(
       data = await compression.response.compress(data);
       flags = FLAG_COMPRESSED;
     }
-    body = new Uint8Array(ENVELOPE_HEADER_BYTES + data.byteLength);
-    const view = new DataView(body.buffer, body.byteOffset, ENVELOPE_HEADER_BYTES);
-    view.setUint8(0, flags);
-    view.setUint32(1, data.byteLength);
-    body.set(data, ENVELOPE_HEADER_BYTES);
+    body = encodeEnvelope(data, flags);
     finishCall(state);
   } catch (e) {
     finishCall(state, e);

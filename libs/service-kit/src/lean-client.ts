@@ -22,6 +22,7 @@ import { createMethodSerializationLookup } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { validateResponse as validateGrpcResponse, validateTrailer as validateGrpcTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES } from "./envelope.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
 export interface LeanTransportOptions {
@@ -178,33 +179,28 @@ function exchange(
   });
 }
 
-const ENVELOPE_HEADER_BYTES = 5;
-
-/** One gRPC envelope around a message (flags 0: not compressed). */
-function envelope(data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(ENVELOPE_HEADER_BYTES + data.byteLength);
-  new DataView(out.buffer, out.byteOffset, ENVELOPE_HEADER_BYTES).setUint32(1, data.byteLength);
-  out.set(data, ENVELOPE_HEADER_BYTES);
-  return out;
-}
-
 /** The message of a unary gRPC response body (undefined: none), with connect-es's checks. */
 function unaryGrpcOutput(body: Uint8Array, readMaxBytes: number): Uint8Array | undefined {
   let message: Uint8Array | undefined;
-  for (let at = 0; at < body.byteLength; ) {
-    if (body.byteLength - at < ENVELOPE_HEADER_BYTES) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-    const view = new DataView(body.buffer, body.byteOffset + at, ENVELOPE_HEADER_BYTES);
-    const length = view.getUint32(1);
-    if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
-    const start = at + ENVELOPE_HEADER_BYTES;
-    if (body.byteLength - start < length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+  for (const env of envelopes(body, readMaxBytes)) {
     // No grpc-accept-encoding is sent, so a compressed message is a server error.
-    if ((view.getUint8(0) & 0x01) !== 0) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
+    assertNotCompressed(env.flags);
     if (message !== undefined) throw new ConnectError("protocol error: received extra output message for unary method", Code.Unimplemented);
-    message = body.subarray(start, start + length);
-    at = start + length;
+    message = env.data;
   }
   return message;
+}
+
+/** The request headers as a node:http2 header object. */
+function nodeHeaders(req: UnaryRequest): http2.OutgoingHttpHeaders {
+  const headers: http2.OutgoingHttpHeaders = {};
+  const rh: unknown = req.header;
+  if (rh instanceof LiteHeaders) rh.toNode(headers as Record<string, string>);
+  else
+    req.header.forEach((v, k) => {
+      headers[k] = v;
+    });
+  return headers;
 }
 
 /**
@@ -234,13 +230,7 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
     const method = req.method;
     const ser = serializerOf(method);
     const body = ser.serialize(req.message);
-    const headers: http2.OutgoingHttpHeaders = {};
-    const rh: unknown = req.header;
-    if (rh instanceof LiteHeaders) rh.toNode(headers as Record<string, string>);
-    else
-      req.header.forEach((v, k) => {
-        headers[k] = v;
-      });
+    const headers = nodeHeaders(req);
     const k = req as unknown as LeanCall;
     const r = await exchange(opts.session, `/${method.parent.typeName}/${method.name}`, headers, body, opts.readMaxBytes, k[kTimeout], k[kSignal]);
     const [header, trailer] = demux(r.headers);
@@ -274,14 +264,8 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
   const sendGrpc = async (req: UnaryRequest): Promise<UnaryResponse> => {
     const method = req.method;
     const ser = serializerOf(method);
-    const body = envelope(ser.serialize(req.message));
-    const headers: http2.OutgoingHttpHeaders = {};
-    const rh: unknown = req.header;
-    if (rh instanceof LiteHeaders) rh.toNode(headers as Record<string, string>);
-    else
-      req.header.forEach((v, k) => {
-        headers[k] = v;
-      });
+    const body = encodeEnvelope(ser.serialize(req.message));
+    const headers = nodeHeaders(req);
     const k = req as unknown as LeanCall;
     const r = await exchange(opts.session, `/${method.parent.typeName}/${method.name}`, headers, body, opts.readMaxBytes + ENVELOPE_HEADER_BYTES, k[kTimeout], k[kSignal]);
     const header = asHeaders(LiteHeaders.fromNode(r.headers));
