@@ -24,6 +24,9 @@ const KEY = "sk_bench_ingest_admin_key_0001";
 /** Upper bound of the whole run; each scenario is also bounded by its event count. */
 const RUN_MS_MAX = 300_000;
 const started = Date.now();
+// INGEST_BENCH_PROTOCOL=connect|grpc: the SDK's wire protocol (default grpc: the issue's "through the gRPC API").
+const PROTOCOL = (process.env.INGEST_BENCH_PROTOCOL ?? "grpc") as "grpc" | "connect";
+if (PROTOCOL !== "grpc" && PROTOCOL !== "connect") throw new Error("INGEST_BENCH_PROTOCOL must be grpc or connect");
 
 // INGEST_BENCH_BATCHES=1000 runs only the scenarios of those batch sizes (profiling).
 const SCENARIOS: Array<{ batch: number; events: number; inFlight: number }> = [
@@ -93,7 +96,7 @@ function makeEvents(n: number, dupShare: number, pool: TrackEvent[]): TrackEvent
 }
 
 async function runScenario(url: string, batch: number, inFlight: number, events: TrackEvent[]) {
-  const c = createMeteringClient({ baseUrl: url, apiKey: KEY, batchSizeMax: batch, inFlightBatchesMax: inFlight, flushIntervalMs: 1, queueLengthMax: Math.max(batch * inFlight * 2, 10_000) });
+  const c = createMeteringClient({ baseUrl: url, apiKey: KEY, protocol: PROTOCOL, batchSizeMax: batch, inFlightBatchesMax: inFlight, flushIntervalMs: 1, queueLengthMax: Math.max(batch * inFlight * 2, 10_000) });
   const t0 = performance.now();
   const results = [];
   for (const e of events) results.push((await c.track(e)).result);
@@ -116,7 +119,7 @@ async function main(): Promise<void> {
   metering = child;
   const admin = createClient(MeteringService, createClientTransport({ baseUrl: url, apiKey: KEY }));
   await admin.createMeter({ meter: { id: "input_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] } });
-  console.log(`metering at ${url}, schema ${SCHEMA}; one meter (sum of input_tokens by model) kept in minute/hour/day buckets`);
+  console.log(`metering at ${url} (SDK over ${PROTOCOL}), schema ${SCHEMA}; one meter (sum of input_tokens by model) kept in minute/hour/day buckets`);
   console.log("scenario                       events    accepted  duplicate  other   seconds   events/s");
   const pool: TrackEvent[] = [];
   const rates: Record<string, number> = {};
