@@ -122,7 +122,7 @@ async function main(): Promise<void> {
       }),
     ),
   );
-  const wallet = createClient(CreditWalletService, createRouterTransport((r) => r.service(CreditWalletService, { listConsumption: (req) => ({ unit: req.unit, consumedNanos: 0n }) })));
+  const wallet = createClient(CreditWalletService, createRouterTransport((r) => r.service(CreditWalletService, { listConsumption: (req) => ({ unit: req.unit, consumedNanos: 0n }), listAlerts: () => ({ alerts: [] }) })));
   const ledger = createClient(LedgerService, createRouterTransport((r) => r.service(LedgerService, {})));
 
   // 2. Invoicing on PostgreSQL in a fresh schema.

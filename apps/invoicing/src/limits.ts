@@ -57,3 +57,12 @@ export const LATE_EVENT_AGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
  * monthly periods and the longest late-event age (400 days); only periods inside the age cost RPCs.
  */
 export const LATE_PERIODS_MAX = 14;
+/**
+ * GRACE_PERIOD_MS_MAX: the longest grace period (BillingSettings.grace_period_ms) during which a
+ * draft can be refreshed after its period ends: 31 days (inside metering's 35-day late-event age).
+ */
+export const GRACE_PERIOD_MS_MAX = 31 * 24 * 60 * 60 * 1000;
+/** TOP_UPS_PER_PERIOD_MAX: wallet auto top-ups billed as one-off lines on one invoice. */
+export const TOP_UPS_PER_PERIOD_MAX = 200;
+/** CREDIT_TYPES_PER_INVOICE_MAX: credit types whose consumption one invoice shows in credits. */
+export const CREDIT_TYPES_PER_INVOICE_MAX = 10;

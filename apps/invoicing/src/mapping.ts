@@ -34,6 +34,7 @@ const KIND: Record<LineKind, pb.LineKind> = {
   tax: pb.LineKind.TAX,
   carried_forward: pb.LineKind.CARRIED_FORWARD,
   discount: pb.LineKind.DISCOUNT,
+  one_off: pb.LineKind.ONE_OFF,
 };
 
 const MODE: Record<RoundingMode, pb.RoundingMode> = {
@@ -148,6 +149,10 @@ export function invoiceToProto(inv: Invoice): pb.Invoice {
           }),
     paymentId: inv.paymentId,
     ledgerTransferIds: inv.ledgerTransferIds,
+    refreshedAt: ts(inv.refreshedAt),
+    creditsInUnits: (inv.creditsInUnits ?? []).map((c) =>
+      create(pb.CreditsInUnitsSchema, { creditTypeId: c.creditTypeId, name: c.name, creditsNanos: c.creditsNanos, rate: c.rate, rateCurrency: c.rateCurrency, valueNanos: c.valueNanos }),
+    ),
   });
 }
 
@@ -163,6 +168,8 @@ export function settingsToProto(s: StoredSettings): pb.BillingSettings {
     deferralUntil: ts(s.deferralUntil),
     periodInterval: s.periodInterval === "month" ? pb.PeriodInterval.MONTH : s.periodInterval === "quarter" ? pb.PeriodInterval.QUARTER : pb.PeriodInterval.YEAR,
     periodAnchor: s.periodAnchor === "calendar" ? pb.PeriodAnchor.CALENDAR : pb.PeriodAnchor.ANNIVERSARY,
+    gracePeriodMs: BigInt(s.gracePeriodMs),
+    lineMinimumBillableNanos: s.lineMinimumBillableNanos ?? 0n,
   });
 }
 

@@ -21,6 +21,9 @@ import {
   ownerOf,
   periodPricedIds,
   periodSpecFor,
+  topUpCharges,
+  creditsInUnits,
+  overageCharges,
   usageCharges,
   usageWindow,
   withPeriodPricing,
@@ -29,7 +32,7 @@ import {
   type SubscriptionInfo,
   type UsageTotal,
 } from "./domain/bill.js";
-import { defaultSettings, type Invoice } from "./domain/invoice.js";
+import { defaultSettings, type CreditsInUnits, type Invoice } from "./domain/invoice.js";
 import { InvoicingError } from "./domain/lifecycle.js";
 import { lastEndedPeriod, localDayStart, periodAt, periodByIndex, periodStartingAt, type Period, type PeriodSpec } from "./domain/periods.js";
 import { checkId, InvalidInput, validateSettings } from "./domain/settings.js";
@@ -68,7 +71,7 @@ export function invoiceIdFor(tenant: string, subscriptionId: string, periodStart
 }
 
 function settingsOrDefault(s: StoredSettings | undefined, customerId: string): StoredSettings {
-  return s ?? { ...defaultSettings(customerId), periodInterval: "month", periodAnchor: "anniversary" };
+  return s ?? { ...defaultSettings(customerId), periodInterval: "month", periodAnchor: "anniversary", gracePeriodMs: 0 };
 }
 
 function checkCurrency(c: CustomerInfo): string {
@@ -138,17 +141,25 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
   }
 
   async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<bigint> {
+    return (await walletShare(tenant, cc, unit, from, to, sub)).consumed;
+  }
+
+  /** walletShare: what the customer's wallet of `unit` burned in the window, and its shortfall (not covered), for `sub` (undefined: all). */
+  async function walletShare(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<{ consumed: bigint; shortfall: bigint }> {
     const c = await upstream.consumption(tenant, cc.customer.customerId, unit, from, to);
-    if (sub === undefined) return c.consumedNanos;
-    let mine = 0n;
-    let attributed = 0n;
-    for (const [chargeId, nanos] of c.byCharge) {
-      attributed += nanos;
-      if (chargeId !== "" && ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId) mine += nanos;
-    }
-    // Burns without a known charge belong to the first subscription.
-    if (cc.subs[0]?.subscriptionId === sub.subscriptionId) mine += c.consumedNanos - attributed + (c.byCharge.get("") ?? 0n);
-    return mine;
+    if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos };
+    const share = (total: bigint, byCharge: ReadonlyMap<string, bigint>): bigint => {
+      let mine = 0n;
+      let attributed = 0n;
+      for (const [chargeId, nanos] of byCharge) {
+        attributed += nanos;
+        if (chargeId !== "" && ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId) mine += nanos;
+      }
+      // Burns without a known charge belong to the first subscription.
+      if (cc.subs[0]?.subscriptionId === sub.subscriptionId) mine += total - attributed + (byCharge.get("") ?? 0n);
+      return mine;
+    };
+    return { consumed: share(c.consumedNanos, c.byCharge), shortfall: share(c.shortfallNanos, c.shortfallByCharge) };
   }
 
   /**
@@ -158,7 +169,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
    * (LATE_EVENT_AGE_MS) before p starts (events for them may arrive during p or later), at
    * most LATE_PERIODS_MAX of them; the previous period always.
    */
-  async function readLate(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, spec: PeriodSpec, p: Period, unit: string, ppIds: ReadonlySet<string>): Promise<LateRead[]> {
+  async function readLate(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, spec: PeriodSpec, p: Period, unit: string, ppIds: ReadonlySet<string>, excludeInvoiceId = ""): Promise<LateRead[]> {
     const periods: Period[] = [];
     for (let j = p.index - 1; j >= 0 && periods.length < L.LATE_PERIODS_MAX; j--) {
       const q = periodByIndex(spec, j);
@@ -176,7 +187,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       if (inv !== undefined && inv.status !== "void" && inv.unit === unit) found.push({ period: q, inv });
     }
     if (found.length === 0) return [];
-    const billed = await store.billedWindows(tenant, found.map(({ inv }) => ({ subscriptionId: sub.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart })));
+    // billed by every invoice but the one being (re)assembled (a refreshed draft's own lines)
+    const billed = await store.billedWindows(tenant, found.map(({ inv }) => ({ subscriptionId: sub.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart })), excludeInvoiceId);
     const customerId = cc.customer.customerId;
     return Promise.all(
       found.map(async ({ period, inv }) => {
@@ -221,10 +233,52 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
   }
 
   /** feeTrueUpCharges: fees of period p billed in advance on the previous invoice, trued up to the seat changes known now. */
-  async function feeTrueUpCharges(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: Period, unit: string, late: LateRead[]): Promise<ChargeInput[]> {
+  async function feeTrueUpCharges(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: Period, unit: string, late: LateRead[], excludeInvoiceId = ""): Promise<ChargeInput[]> {
     if (p.index === 0 || !late.some((w) => w.period.index === p.index - 1)) return [];
-    const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeChargeIds(cc.plans)]);
+    const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeChargeIds(cc.plans)], excludeInvoiceId);
     return feeTrueUps(p, sub, cc.plans, unit, billedFees);
+  }
+
+  /**
+   * topUpLines: one-off lines for the customer's wallet auto top-ups made in the period (by the
+   * alert's time), on the invoice of the customer's first subscription (the one that also takes
+   * prepaid burns without a known charge); each grant is billed once, ever (CloseItem.oneOffIds).
+   */
+  async function topUpLines(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: { start: Date; end: Date }, unit: string): Promise<ChargeInput[]> {
+    if (cc.subs[0]?.subscriptionId !== sub.subscriptionId) return [];
+    const r = topUpCharges(await upstream.autoTopUps(tenant, cc.customer.customerId, p.start, p.end), unit, sub.subscriptionId, p);
+    for (const t of r.skipped) logger.warn("auto top-up not billed: no cost basis in the invoice currency", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, cost_currency: t.costCurrency, unit });
+    return r.charges;
+  }
+
+  /**
+   * creditsUsed: credits of each credit type (the units, other than the invoice currency, that
+   * rating priced the window's usage in) consumed from the customer's credit wallets in the
+   * window (this subscription's share, as creditsFor), valued at the rate in force at `end`.
+   */
+  async function creditsUsed(
+    tenant: string,
+    cc: CustomerContext,
+    totals: UsageTotal[],
+    unit: string,
+    window: { from: Date; to: Date },
+    end: Date,
+    sub: SubscriptionInfo | undefined,
+  ): Promise<{ credits: CreditsInUnits[]; overage: ChargeInput[] }> {
+    const units = [...new Set(totals.filter((t) => t.unit !== "" && t.unit !== unit).map((t) => t.unit))].sort().slice(0, L.CREDIT_TYPES_PER_INVOICE_MAX);
+    if (units.length === 0) return { credits: [], overage: [] };
+    const shares = await Promise.all(units.map(async (u) => ({ unit: u, ...(await walletShare(tenant, cc, u, window.from, window.to, sub)) })));
+    const consumed = shares.map((s) => ({ unit: s.unit, creditsNanos: s.consumed }));
+    const types = new Map(await Promise.all(shares.filter((c) => c.consumed !== 0n || c.shortfall !== 0n).map(async (c) => [c.unit, await upstream.creditType(tenant, c.unit)] as const)));
+    // Postpaid overage: what a POSTPAID_OVERAGE credit wallet could not cover, at its overage rate.
+    const shortfalls = await Promise.all(
+      shares
+        .filter((s) => s.shortfall > 0n)
+        .map(async (s) => ({ unit: s.unit, name: types.get(s.unit)?.name || s.unit, shortfallNanos: s.shortfall, terms: await upstream.overageTerms(tenant, cc.customer.customerId, s.unit) })),
+    );
+    const o = overageCharges(shortfalls, unit, sub?.subscriptionId ?? cc.subs[0]?.subscriptionId ?? "", window);
+    for (const s of o.skipped) logger.warn("postpaid overage not billed: the wallet has no overage rate in the invoice currency", { tenant, customer_id: cc.customer.customerId, unit: s.unit, shortfall_nanos: s.shortfallNanos });
+    return { credits: creditsInUnits(consumed, types, end), overage: o.charges };
   }
 
   async function postLedger(tenant: string, inv: StoredInvoice): Promise<StoredInvoice> {
@@ -286,15 +340,20 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       trueUps.push(...(await feeTrueUpCharges(tenant, cc, s, p, unit, late)));
     }
     const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined);
+    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, at, undefined);
+    charges.push(...creditUnits.overage);
+    const topUps = primary === undefined ? [] : await topUpLines(tenant, cc, cc.subs[0]!, { start: period.start, end: at.getTime() > period.start.getTime() ? at : period.start }, unit);
+    const billedTopUps = await store.billedOneOffs(tenant, topUps.map((c) => c.chargeId));
     const a = assembleInvoice({
       currency: unit,
       settings: cc.settings,
-      charges: [...charges, ...lateCharges, ...trueUps],
+      charges: [...charges, ...lateCharges, ...trueUps, ...topUps.filter((c) => !billedTopUps.has(c.chargeId))],
       minimumCommitmentNanos: minimum,
       creditsAppliedNanos: credits,
       lateCredits,
       residues: await store.readResidues(tenant, customerId),
       deferredIn: await store.readDeferral(tenant, customerId),
+      lineDeferralsIn: await store.readLineDeferrals(tenant, customerId),
       periodStart: period.start,
       periodEnd: period.end,
     });
@@ -320,6 +379,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       creditNote: undefined,
       paymentId: "",
       ledgerTransferIds: [],
+      creditsInUnits: creditUnits.credits,
     };
   }
 
@@ -372,7 +432,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
   }
 
   /** prepareClose: reads the period's rated usage and consumption, and returns the close item. */
-  async function prepareClose(tenant: string, x: { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string }, now: Date): Promise<CloseItem> {
+  async function prepareClose(tenant: string, x: { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string }, now: Date, refreshOf = ""): Promise<CloseItem> {
     const { cc, sub, spec, period: p, unit } = x;
     const window = usageWindow(p);
     // Charges priced on the period total (tiers, packages, allowances) are billed from rating's
@@ -388,10 +448,14 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     // Late usage and prepaid money burned late for earlier invoiced periods (adjustment and
     // credits lines naming them; re-checked under the customer lock: see CloseItem.late), then the
     // fees of this period billed in advance on the previous invoice, trued up to the seat changes.
-    const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds);
-    const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late);
+    const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds, refreshOf);
+    const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late, refreshOf);
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
+    const oneOffs = await topUpLines(tenant, cc, sub, p, unit);
+    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub);
+    charges.push(...creditUnits.overage);
     return {
+      creditsInUnits: creditUnits.credits,
       params: {
         invoiceId: invoiceIdFor(tenant, sub.subscriptionId, p.start),
         customerId: cc.customer.customerId,
@@ -408,17 +472,21 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         now,
       },
       late: late.map((w) => w.snapshot),
-      assemble: (residues, deferredIn, unchanged) => {
+      oneOffIds: oneOffs.map((c) => c.chargeId),
+      assemble: (residues, deferredIn, unchanged, lineDeferrals, billedOneOffs) => {
         const l = lateLines(late, sub, cc, unit, (periodStartMs) => unchanged.has(periodStartMs));
+        // usage carried below the line minimum: only this subscription's charges
+        const mine = new Map([...lineDeferrals].filter(([chargeId]) => ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId));
         return assembleInvoice({
           currency: unit,
           settings: cc.settings,
-          charges: [...charges, ...l.charges, ...trueUps],
+          charges: [...charges, ...l.charges, ...trueUps, ...oneOffs.filter((c) => !billedOneOffs.has(c.chargeId))],
           minimumCommitmentNanos: minimum,
           creditsAppliedNanos: credits,
           lateCredits: l.credits,
           residues,
           deferredIn,
+          lineDeferralsIn: mine,
           periodStart: p.start,
           periodEnd: p.end,
         });
@@ -437,6 +505,35 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     };
     await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
     return out;
+  }
+
+  /**
+   * refresh: re-assembles a draft inside its grace period from what is rated and consumed for
+   * its period now (the same rules as its close, its own lines left out of "already billed"),
+   * and replaces it in one transaction under the customer's lock (store.refreshDraft).
+   */
+  async function refresh(tenant: string, inv: StoredInvoice, now: Date): Promise<{ invoice: StoredInvoice; changed: boolean }> {
+    const refuse = (why: string) => new InvoicingError("failed_precondition", `invoice ${inv.id} cannot be refreshed: ${why}`);
+    if (inv.status !== "draft") throw refuse(`it is ${inv.status}; only a draft can be refreshed (late usage is billed on the next invoice)`);
+    const cc = await loadCustomer(tenant, inv.customerId);
+    if (cc === undefined) throw refuse(`customer ${inv.customerId} is not found in rating`);
+    const graceEnd = inv.periodEnd.getTime() + cc.settings.gracePeriodMs;
+    if (now.getTime() >= graceEnd) {
+      throw refuse(
+        cc.settings.gracePeriodMs === 0
+          ? `customer ${inv.customerId} has no grace period (settings.grace_period_ms = 0); late usage is billed on the next invoice`
+          : `its grace period ended at ${new Date(graceEnd).toISOString()}; late usage is billed on the next invoice`,
+      );
+    }
+    const sub = cc.subs.find((s) => s.subscriptionId === inv.subscriptionId);
+    if (sub === undefined) throw refuse(`subscription ${inv.subscriptionId} is not found in rating`);
+    const unit = checkCurrency(cc.customer);
+    if (unit !== inv.unit) throw refuse(`the customer's currency is now ${unit}, the draft's ${inv.unit}`);
+    const spec = specOf(cc, sub);
+    const period = periodStartingAt(spec, inv.periodStart);
+    if (period === undefined || period.end.getTime() !== inv.periodEnd.getTime()) throw refuse("the customer's billing period settings changed since the close");
+    const item = await prepareClose(tenant, { cc, sub, spec, period, unit }, now, inv.id);
+    return store.refreshDraft(tenant, inv.id, item, now);
   }
 
   async function mustGet(tenant: string, invoiceId: string): Promise<StoredInvoice> {
@@ -517,8 +614,31 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       guard(async () => {
         const tenant = writer(ctx);
         checkId(req.invoiceId, "invoice_id");
-        const inv = await store.finalize(tenant, req.invoiceId, clock.now(), (i) => finalizeLegs(i).map((l) => l.id));
+        const now = clock.now();
+        // Inside its grace period a draft is refreshed first, so that usage rated late for its
+        // period is on it. A refresh refused for the draft's state (a later invoice already
+        // bills from it) finalizes the draft as it is: that later invoice adjusts the period.
+        const draft = await mustGet(tenant, req.invoiceId);
+        if (draft.status === "draft" && draft.closeInputs !== undefined) {
+          const settings = await store.getSettings(tenant, draft.customerId);
+          if (settings !== undefined && now.getTime() < draft.periodEnd.getTime() + settings.gracePeriodMs) {
+            try {
+              await refresh(tenant, draft, now);
+            } catch (e) {
+              if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
+              logger.info("draft not refreshed before finalizing", { tenant, invoice_id: draft.id, reason: e.message });
+            }
+          }
+        }
+        const inv = await store.finalize(tenant, req.invoiceId, now, (i) => finalizeLegs(i).map((l) => l.id));
         return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, inv)) });
+      }),
+
+    refreshInvoice: (req, ctx) =>
+      guard(async () => {
+        const tenant = writer(ctx);
+        const r = await refresh(tenant, await mustGet(tenant, req.invoiceId), clock.now());
+        return create(pb.RefreshInvoiceResponseSchema, { invoice: invoiceToProto(r.invoice), changed: r.changed });
       }),
 
     voidInvoice: (req, ctx) =>
@@ -696,9 +816,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
             minimumBillableNanos: s.minimumBillableNanos,
             deferralPeriodsMax: s.deferralPeriodsMax,
             deferralUntil: dateOf(s.deferralUntil),
+            lineMinimumBillableNanos: s.lineMinimumBillableNanos,
           }),
           periodInterval: interval,
           periodAnchor: anchor,
+          gracePeriodMs: checkGracePeriod(s.gracePeriodMs),
         };
         await store.putSettings(tenant, settings, clock.now());
         return create(pb.SetBillingSettingsResponseSchema, { settings: settingsToProto(settings) });
@@ -711,6 +833,13 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         return create(pb.GetBillingSettingsResponseSchema, { settings: settingsToProto(settingsOrDefault(await store.getSettings(tenant, req.customerId), req.customerId)) });
       }),
   };
+}
+
+function checkGracePeriod(ms: bigint): number {
+  if (ms < 0n || ms > BigInt(L.GRACE_PERIOD_MS_MAX)) {
+    throw new InvalidInput("settings.grace_period_ms", `must be in 0..${L.GRACE_PERIOD_MS_MAX} milliseconds (31 days), got ${ms}`);
+  }
+  return Number(ms);
 }
 
 /** retryPendingLedger: posts invoices whose ledger transfers are still pending (background). */

@@ -6,12 +6,12 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import { PeriodLineKind, type ChargedEvent, type RatingService, type UsageBucket } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { AlertKind, PolicyMode, WalletKind, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import type { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { PageRequestSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { forTenant } from "@nanobill/service-kit";
-import { planKey, type ChargeInfo, type CustomerInfo, type PlanVersionInfo, type RatedPeriodInfo, type SubscriptionInfo, type UsageTotal } from "./domain/bill.js";
-import { RATED_BUCKETS_PER_PERIOD_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
+import { planKey, type CreditTypeInfo, type ChargeInfo, type CustomerInfo, type PlanVersionInfo, type RatedPeriodInfo, type SubscriptionInfo, type UsageTotal } from "./domain/bill.js";
+import { RATED_BUCKETS_PER_PERIOD_MAX, TOP_UPS_PER_PERIOD_MAX, UPSTREAM_PAGES_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
 import { InvoicingError } from "./domain/lifecycle.js";
 
 export interface UpstreamClients {
@@ -34,7 +34,15 @@ export interface Upstream {
   getPlans(tenant: string, subs: SubscriptionInfo[]): Promise<Map<string, PlanVersionInfo>>;
   ratedUsage(tenant: string, customerId: string, from: Date, to: Date): Promise<UsageTotal[]>;
   ratedBuckets(tenant: string, customerId: string, from: Date, to: Date, chargeId: string): Promise<UsageBucket[]>;
-  consumption(tenant: string, customerId: string, unit: string, from: Date, to: Date): Promise<{ consumedNanos: bigint; byCharge: Map<string, bigint> }>;
+  consumption(
+    tenant: string,
+    customerId: string,
+    unit: string,
+    from: Date,
+    to: Date,
+  ): Promise<{ consumedNanos: bigint; byCharge: Map<string, bigint>; shortfallNanos: bigint; shortfallByCharge: Map<string, bigint> }>;
+  /** walletPolicy: the postpaid overage terms of the customer's wallet of `unit` (undefined: no wallet, or not POSTPAID_OVERAGE). */
+  overageTerms(tenant: string, customerId: string, unit: string): Promise<{ rate: string; currency: string } | undefined>;
   /**
    * ratePeriod: rating's billing period containing `at` and its usage lines priced on the period
    * total; undefined when rating does not implement RatePeriod.
@@ -42,6 +50,25 @@ export interface Upstream {
   ratePeriod(tenant: string, customerId: string, at: Date): Promise<RatedPeriodInfo | undefined>;
   /** ratedEvents: one page of the rated events of a charge in [from, to) (rating ListRatedEvents). */
   ratedEvents(tenant: string, customerId: string, chargeId: string, from: Date, to: Date, pageSizeMax: number, pageToken: string): Promise<{ events: ChargedEvent[]; nextPageToken: string }>;
+  /**
+   * autoTopUps: the customer's wallet auto top-ups made in [from, to) (the wallet's
+   * ALERT_KIND_AUTO_TOP_UP alerts), each with its grant's cost basis (GetBalance of the wallet).
+   */
+  autoTopUps(tenant: string, customerId: string, from: Date, to: Date): Promise<TopUp[]>;
+  /** creditType: a credit type's name and rates (undefined when the wallet does not know it). */
+  creditType(tenant: string, creditTypeId: string): Promise<CreditTypeInfo | undefined>;
+}
+
+/** TopUp: one auto top-up of a wallet: amountNanos of the wallet's unit, bought at costBasis (costCurrency per unit). */
+export interface TopUp {
+  grantId: string;
+  walletId: string;
+  unit: string;
+  amountNanos: bigint;
+  at: Date;
+  /** costBasis: decimal currency per unit of the grant ("" when the wallet does not know the grant). */
+  costBasis: string;
+  costCurrency: string;
 }
 
 /** periodPriced: a usage charge rating prices on the period total (tiers, packages, an allowance). */
@@ -147,18 +174,87 @@ export function createUpstream(c: UpstreamClients): Upstream {
       return { events: r.events, nextPageToken: r.nextPageToken };
     },
 
+    async autoTopUps(tenant, customerId, from, to) {
+      if (to.getTime() <= from.getTime()) return [];
+      const alerts: Array<{ grantId: string; walletId: string; unit: string; amountNanos: bigint; at: Date }> = [];
+      let token = "";
+      for (let page = 0; page < UPSTREAM_PAGES_MAX; page++) {
+        const r = await c.wallet.listAlerts(
+          { customerId, kind: AlertKind.AUTO_TOP_UP, since: ts(from), page: create(PageRequestSchema, { pageSizeMax: 500, pageToken: token }) },
+          opts(tenant),
+        );
+        for (const a of r.alerts) {
+          const at = date(a.createdAt);
+          if (at === undefined || at.getTime() < from.getTime() || at.getTime() >= to.getTime() || a.grantId === "") continue;
+          alerts.push({ grantId: a.grantId, walletId: a.walletId, unit: a.unit, amountNanos: a.amountNanos, at });
+        }
+        if (alerts.length > TOP_UPS_PER_PERIOD_MAX) throw new InvoicingError("failed_precondition", `customer ${customerId} has more than ${TOP_UPS_PER_PERIOD_MAX} auto top-ups in one period`);
+        token = r.page?.nextPageToken ?? "";
+        if (token === "") break;
+      }
+      if (alerts.length === 0) return [];
+      // the price of each top-up: its grant's cost basis (one GetBalance per wallet)
+      const costs = new Map<string, { costBasis: string; costCurrency: string }>();
+      for (const walletId of new Set(alerts.map((a) => a.walletId))) {
+        const b = await c.wallet.getBalance({ walletId }, opts(tenant));
+        for (const g of b.grants) costs.set(g.grantId, { costBasis: g.costBasis?.value ?? "", costCurrency: g.costBasisCurrency });
+        // a grant beyond the balance's grant list: the wallet's auto top-up terms (as the wallet grants them)
+        const w = b.wallet;
+        const prepaid = w?.kind === WalletKind.PREPAID;
+        costs.set(`wallet:${walletId}`, {
+          costBasis: w?.autoTopUp?.costBasis?.value || (prepaid ? "1" : ""),
+          costCurrency: w?.autoTopUp?.costBasisCurrency || (prepaid ? (w?.unit ?? "") : ""),
+        });
+      }
+      return alerts.map((a) => ({ ...a, ...(costs.get(a.grantId) ?? costs.get(`wallet:${a.walletId}`)!) }));
+    },
+
+    async creditType(tenant, creditTypeId) {
+      try {
+        const r = await c.wallet.getCreditType({ creditTypeId }, opts(tenant));
+        const t = r.creditType;
+        if (t === undefined) return undefined;
+        return {
+          name: t.name,
+          rates: t.rates.flatMap((x) => {
+            const at = date(x.effectiveAt);
+            return at === undefined || x.rate === undefined ? [] : [{ rate: x.rate.value, currency: x.currency || t.currency, effectiveAt: at }];
+          }),
+        };
+      } catch (e) {
+        if (isCode(e, Code.NotFound, Code.InvalidArgument)) return undefined;
+        throw e;
+      }
+    },
+
     async consumption(tenant, customerId, unit, from, to) {
-      if (to.getTime() <= from.getTime()) return { consumedNanos: 0n, byCharge: new Map() };
+      if (to.getTime() <= from.getTime()) return { consumedNanos: 0n, byCharge: new Map(), shortfallNanos: 0n, shortfallByCharge: new Map() };
       try {
         const r = await c.wallet.listConsumption(
           { customerId, unit, from: ts(from), to: ts(to), page: create(PageRequestSchema, { pageSizeMax: 1 }) },
           opts(tenant),
         );
         const byCharge = new Map<string, bigint>();
-        for (const b of r.byCharge) byCharge.set(b.chargeId, (byCharge.get(b.chargeId) ?? 0n) + b.consumedNanos);
-        return { consumedNanos: r.consumedNanos, byCharge };
+        const shortfallByCharge = new Map<string, bigint>();
+        for (const b of r.byCharge) {
+          byCharge.set(b.chargeId, (byCharge.get(b.chargeId) ?? 0n) + b.consumedNanos);
+          shortfallByCharge.set(b.chargeId, (shortfallByCharge.get(b.chargeId) ?? 0n) + b.shortfallNanos);
+        }
+        return { consumedNanos: r.consumedNanos, byCharge, shortfallNanos: r.shortfallNanos, shortfallByCharge };
       } catch (e) {
-        if (isCode(e, Code.NotFound)) return { consumedNanos: 0n, byCharge: new Map() };
+        if (isCode(e, Code.NotFound)) return { consumedNanos: 0n, byCharge: new Map(), shortfallNanos: 0n, shortfallByCharge: new Map() };
+        throw e;
+      }
+    },
+
+    async overageTerms(tenant, customerId, unit) {
+      try {
+        const b = await c.wallet.getBalance({ customerId, unit }, opts(tenant));
+        const p = b.wallet?.policy;
+        if (p === undefined || p.mode !== PolicyMode.POSTPAID_OVERAGE || p.overageRate === undefined || p.overageRate.value === "") return undefined;
+        return { rate: p.overageRate.value, currency: p.overageCurrency };
+      } catch (e) {
+        if (isCode(e, Code.NotFound)) return undefined;
         throw e;
       }
     },

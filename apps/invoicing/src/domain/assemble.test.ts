@@ -253,3 +253,121 @@ describe("other lines", () => {
     expect(() => assembleInvoice(input([charge("usage", "ch_u", 1n)], {}, { currency: "XXX" }))).toThrow(/currency/);
   });
 });
+
+describe("per-line minimum billable amount", () => {
+  const p = (i: number) => new Date(Date.UTC(2026, i, 1));
+  type Out = ReturnType<typeof assembleInvoice>;
+  const run = (amounts: bigint[], settings: Partial<BillingSettings>, extra: ChargeInput[] = []) => {
+    let lineIn: Out["lineDeferralsOut"] = new Map();
+    let residues = new Map<string, ResidueState>();
+    const out: Out[] = [];
+    amounts.forEach((a, i) => {
+      const inv = assembleInvoice(
+        input([charge("usage", "ch_u", a, { periodStart: p(i), periodEnd: p(i + 1) }), ...extra], settings, { lineDeferralsIn: lineIn, residues, periodStart: p(i), periodEnd: p(i + 1) }),
+      );
+      residues = new Map([...residues, ...inv.residues]);
+      lineIn = inv.lineDeferralsOut;
+      out.push(inv);
+    });
+    return out;
+  };
+
+  it("carries a usage line below the minimum with its period of origin, and bills it once the deferral limit is reached", () => {
+    const [a, b, c] = run([400_000_000n, 300_000_000n, 100_000_000n], { lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 2 });
+    const carried = (inv: Out) => inv.lines.filter((l) => l.kind === "carried_forward").map((l) => [l.chargeId, l.amountNanos, l.periodStart.toISOString().slice(0, 10)]);
+    expect(carried(a!)).toEqual([["ch_u", -400_000_000n, "2026-01-01"]]);
+    expect(a!.totals.subtotalNanos).toBe(0n);
+    expect(a!.lineDeferralsOut.get("ch_u")).toMatchObject({ amountNanos: 400_000_000n, periods: 1 });
+    expect(carried(b!)).toEqual([
+      ["ch_u", 400_000_000n, "2026-01-01"],
+      ["ch_u", -700_000_000n, "2026-01-01"],
+    ]);
+    // the third period: 2 periods deferred already, the limit: billed whatever the amount
+    expect(carried(c!)).toEqual([["ch_u", 700_000_000n, "2026-01-01"]]);
+    expect(c!.lines.find((l) => l.kind === "carried_forward")!.description).toContain("since 2026-01-01 (2 periods)");
+    expect(c!.totals.subtotalNanos).toBe(800_000_000n);
+    expect(c!.lineDeferralsOut.size).toBe(0);
+    expect(c!.lineDeferralsConsumed).toEqual(new Set(["ch_u"]));
+  });
+
+  it("bills the carried usage once the accumulated amount reaches the minimum, and taxes only what is billed", () => {
+    const [a, b] = run([600_000_000n, 500_000_000n], { lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 5, taxRateBps: 1000 }, [charge("flat", "fee", 10n * USD)]);
+    expect(a!.totals.subtotalNanos).toBe(10n * USD);
+    expect(a!.totals.taxNanos).toBe(1n * USD);
+    expect(b!.totals.subtotalNanos).toBe(11_100_000_000n);
+    expect(b!.totals.taxNanos).toBe(1_110_000_000n);
+    expect(b!.lineDeferralsOut.size).toBe(0);
+  });
+
+  it("bills at once after deferral_until, and never defers a line without a limit", () => {
+    const [late] = run([1n], { lineMinimumBillableNanos: 1n * USD, deferralUntil: new Date("2026-01-15T00:00:00Z") });
+    expect(late!.lines.filter((l) => l.kind === "carried_forward")).toEqual([]);
+    const [open] = run([1n], { lineMinimumBillableNanos: 1n * USD });
+    expect(open!.lineDeferralsOut.size).toBe(0);
+  });
+
+  it("keeps invoiced + carried residue + deferred == rated exactly, with line and invoice minimums, over many periods (property)", () => {
+    const modes: RoundingMode[] = ["floor", "ceil", "half_up", "half_even", "up", "down", "half_down"];
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.tuple(fc.bigInt({ min: -(10n ** 8n), max: 3n * 10n ** 9n }), fc.bigInt({ min: 1n, max: 7n })), { minLength: 2, maxLength: 2 }), { minLength: 1, maxLength: 24 }),
+        fc.bigInt({ min: 0n, max: 2n * 10n ** 9n }),
+        fc.bigInt({ min: 0n, max: 5n * 10n ** 9n }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.constantFrom(...modes),
+        fc.constantFrom("USD", "JPY", "KWD"),
+        (periods, lineMin, invoiceMin, maxPeriods, mode, code) => {
+          let residues = new Map<string, ResidueState>();
+          let lineIn: Out["lineDeferralsOut"] = new Map();
+          let deferredIn: Out["deferralOut"];
+          let num = 0n;
+          let den = 1n;
+          let billedCharges = 0n; // usage lines + line carried lines, rounded
+          let due = 0n;
+          let beforeInvoiceDeferral = 0n; // every rounded line except the invoice-level carried ones
+          periods.forEach((amounts, i) => {
+            const charges = amounts.map(([n, d], k) => charge("usage", `ch_${k}`, { num: n, den: d }, { periodStart: p(i), periodEnd: p(i + 1) }));
+            for (const [n, d] of amounts) {
+              num = num * d + n * den;
+              den = den * d;
+            }
+            const inv = assembleInvoice({
+              ...input(charges, { lineMinimumBillableNanos: lineMin, minimumBillableNanos: invoiceMin, deferralPeriodsMax: maxPeriods, roundingMode: mode }),
+              currency: code,
+              residues,
+              lineDeferralsIn: lineIn,
+              deferredIn,
+              periodStart: p(i),
+              periodEnd: p(i + 1),
+            });
+            residues = new Map([...residues, ...inv.residues]);
+            lineIn = inv.lineDeferralsOut;
+            deferredIn = inv.deferralOut;
+            for (const l of inv.lines) {
+              if (l.kind === "usage" || (l.kind === "carried_forward" && l.chargeId !== "_deferred")) billedCharges += l.roundedAmountNanos;
+              if (!(l.kind === "carried_forward" && l.chargeId === "_deferred")) beforeInvoiceDeferral += l.roundedAmountNanos;
+            }
+            due += inv.totals.amountDueNanos;
+            // each invoice: due == its rounded lines
+            expect(inv.lines.reduce((s, l) => s + l.roundedAmountNanos, 0n)).toBe(inv.totals.amountDueNanos);
+          });
+          // charges: invoiced + residue + sub-nano + line deferrals == rated, exactly
+          let residueNanos = 0n;
+          let subNum = 0n;
+          let subDen = 1n;
+          for (const [key, s] of residues) {
+            if (!key.startsWith("ch_")) continue;
+            residueNanos += s.residueNanos;
+            subNum = subNum * s.subNanoDen + s.subNanoNum * subDen;
+            subDen = subDen * s.subNanoDen;
+          }
+          const lineDeferred = [...lineIn.values()].reduce((s, d) => s + d.amountNanos, 0n);
+          expect(((billedCharges + residueNanos + lineDeferred) * subDen + subNum) * den).toBe(num * subDen);
+          // the invoice: due + still deferred == every billed line before the invoice-level deferral
+          expect(due + (deferredIn?.amountNanos ?? 0n)).toBe(beforeInvoiceDeferral);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -14,6 +14,14 @@
  * If 0 < due < minimum billable amount and the deferral may continue (fewer than N periods and
  * before the deferral date), a negative carried_forward line takes due to zero and the amount
  * is carried to the next invoice, which shows it with the start of the first deferred period.
+ *
+ * Per-line minimum (line_minimum_billable_nanos): each usage line is rounded as usual (its
+ * residue carried), then with the amount its charge carried in (a carried_forward line naming
+ * the first deferred period, part of the subtotal): if 0 < rounded + carried in < minimum and
+ * the deferral may continue (same limits), a negative carried_forward line takes it back out
+ * and the sum is carried to the next invoice for that charge. Carried amounts are whole minor
+ * units (rounded line amounts), so for every period
+ *     rated = invoiced + residue carried (delta) + line deferrals (delta) + invoice deferral (delta).
  */
 import { currency, type RoundingMode } from "@nanobill/money";
 import type { BillingSettings, Deferral, InvoiceLine, InvoiceTotals, LineKind } from "./invoice.js";
@@ -53,8 +61,19 @@ export interface AssembleInput {
   lateCredits?: LateCredit[];
   residues: ReadonlyMap<string, ResidueState>;
   deferredIn: Deferral | undefined;
+  /**
+   * lineDeferralsIn: usage amounts below the line minimum carried in, per charge (only the
+   * charges this invoice bills; each is consumed: billed now or carried on). Absent = none.
+   */
+  lineDeferralsIn?: ReadonlyMap<string, LineDeferral>;
   periodStart: Date;
   periodEnd: Date;
+}
+
+/** LineDeferral: a charge's usage below the line minimum, carried (whole minor units). */
+export interface LineDeferral extends Deferral {
+  subscriptionId: string;
+  description: string;
 }
 
 export interface LateCredit {
@@ -74,13 +93,17 @@ export interface AssembledInvoice {
   deferralOut: Deferral | undefined;
   /** deferralShown: deferralOut, or the deferral billed now (for display). */
   deferralShown: Deferral | undefined;
+  /** lineDeferralsOut: per charge, the usage carried to the next invoice (below the line minimum). */
+  lineDeferralsOut: Map<string, LineDeferral>;
+  /** lineDeferralsConsumed: the charges whose carried-in line deferral this invoice consumed. */
+  lineDeferralsConsumed: Set<string>;
 }
 
 export const RESIDUE_KEY_DISCOUNT = "_discount";
 export const RESIDUE_KEY_TAX = "_tax";
 export const RESIDUE_KEY_CREDITS = "_credits";
 
-const CHARGE_KINDS: ReadonlySet<LineKind> = new Set(["usage", "seats", "flat", "minimum_true_up", "overage", "adjustment"]);
+const CHARGE_KINDS: ReadonlySet<LineKind> = new Set(["usage", "seats", "flat", "minimum_true_up", "overage", "adjustment", "one_off"]);
 
 function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10);
@@ -91,7 +114,8 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const mode: RoundingMode = input.settings.roundingMode;
   if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
   const lateCredits = (input.lateCredits ?? []).filter((c) => c.nanos !== 0n);
-  if (input.charges.length + lateCredits.length + 6 > LINES_PER_INVOICE_MAX) {
+  const lineDeferralsIn = input.lineDeferralsIn ?? new Map<string, LineDeferral>();
+  if (input.charges.length + lateCredits.length + 2 * lineDeferralsIn.size + 6 > LINES_PER_INVOICE_MAX) {
     throw new InvalidInput("lines", `an invoice holds at most ${LINES_PER_INVOICE_MAX} lines`);
   }
   const residues = new Map<string, ResidueState>();
@@ -124,11 +148,56 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   // 1. Charge lines and the minimum commitment true-up.
   let subtotal = 0n;
   let chargeExactNum: ExactNanos = { num: 0n, den: 1n };
+  const addExactCharge = (a: ExactNanos) => {
+    chargeExactNum = { num: chargeExactNum.num * a.den + a.num * chargeExactNum.den, den: chargeExactNum.den * a.den };
+  };
+  const lineMin = input.settings.lineMinimumBillableNanos ?? 0n;
+  const usageRounded = new Map<string, InvoiceLine>();
   for (const c of input.charges) {
     if (!CHARGE_KINDS.has(c.kind)) throw new InvalidInput("charges.kind", `must be a charge kind, got ${c.kind}`);
     const line = push(c.kind, c.residueKey, c.amount, c);
     subtotal += line.roundedAmountNanos;
-    chargeExactNum = { num: chargeExactNum.num * c.amount.den + c.amount.num * chargeExactNum.den, den: chargeExactNum.den * c.amount.den };
+    addExactCharge(c.amount);
+    if (c.kind === "usage" && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
+  }
+  // 1b. Per-line minimum: usage lines (with what their charge carried in) below it are carried.
+  const lineDeferralsOut = new Map<string, LineDeferral>();
+  const lineDeferralsConsumed = new Set<string>();
+  const chargeIds = [...new Set([...(lineMin > 0n ? usageRounded.keys() : []), ...lineDeferralsIn.keys()])].sort();
+  for (const chargeId of chargeIds) {
+    const line = usageRounded.get(chargeId);
+    const din = lineDeferralsIn.get(chargeId);
+    const carriedIn = din?.amountNanos ?? 0n;
+    const acc = (line?.roundedAmountNanos ?? 0n) + carriedIn;
+    const name = din?.description ?? line?.description.replace(/: usage.*$/, "") ?? chargeId;
+    const subscriptionId = line?.subscriptionId ?? din?.subscriptionId ?? "";
+    if (din !== undefined) {
+      lineDeferralsConsumed.add(chargeId);
+      if (carriedIn !== 0n) {
+        const l = push("carried_forward", undefined, exact(carriedIn), {
+          ...whole,
+          subscriptionId,
+          chargeId,
+          periodStart: din.since,
+          description: `${name}: usage below the line minimum carried forward since ${isoDay(din.since)} (${din.periods} period${din.periods === 1 ? "" : "s"})`,
+        });
+        subtotal += l.roundedAmountNanos;
+        addExactCharge(exact(carriedIn));
+      }
+    }
+    if (lineMin > 0n && acc > 0n && acc < lineMin && deferralMayContinue(input, din?.periods ?? 0)) {
+      const since = din?.since ?? input.periodStart;
+      lineDeferralsOut.set(chargeId, { amountNanos: acc, since, periods: (din?.periods ?? 0) + 1, subscriptionId, description: name });
+      const l = push("carried_forward", undefined, exact(-acc), {
+        ...whole,
+        subscriptionId,
+        chargeId,
+        periodStart: since,
+        description: `${name}: usage below the line minimum, carried to the next invoice (deferred since ${isoDay(since)})`,
+      });
+      subtotal += l.roundedAmountNanos;
+      addExactCharge(exact(-acc));
+    }
   }
   if (input.minimumCommitmentNanos > 0n && chargeExactNum.num < input.minimumCommitmentNanos * chargeExactNum.den) {
     const shortfall = { num: input.minimumCommitmentNanos * chargeExactNum.den - chargeExactNum.num, den: chargeExactNum.den };
@@ -204,10 +273,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   if (min > 0n && due > 0n && due < min) {
     const periods = input.deferredIn?.periods ?? 0;
     const since = input.deferredIn?.since ?? input.periodStart;
-    const byCount = input.settings.deferralPeriodsMax === 0 || periods < input.settings.deferralPeriodsMax;
-    const byDate = input.settings.deferralUntil === undefined || input.periodEnd.getTime() < input.settings.deferralUntil.getTime();
-    const countLimited = input.settings.deferralPeriodsMax > 0 || input.settings.deferralUntil !== undefined;
-    if (byCount && byDate && countLimited) {
+    if (deferralMayContinue(input, periods)) {
       deferralOut = { amountNanos: due, since, periods: periods + 1 };
       push("carried_forward", undefined, exact(-due), {
         ...whole,
@@ -238,5 +304,18 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     deferredNanos: deferralOut?.amountNanos ?? 0n,
   };
   const deferralShown = deferralOut ?? (input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined);
-  return { lines, totals, residues, deferralOut, deferralShown };
+  return { lines, totals, residues, deferralOut, deferralShown, lineDeferralsOut, lineDeferralsConsumed };
+}
+
+/**
+ * deferralMayContinue: an amount deferred for `periods` periods so far may be deferred once more:
+ * fewer than deferral_periods_max periods (0 = no count limit) and the period ends before
+ * deferral_until; a deferral with neither limit never starts (no deferral is endless).
+ */
+function deferralMayContinue(input: AssembleInput, periods: number): boolean {
+  const s = input.settings;
+  const byCount = s.deferralPeriodsMax === 0 || periods < s.deferralPeriodsMax;
+  const byDate = s.deferralUntil === undefined || input.periodEnd.getTime() < s.deferralUntil.getTime();
+  const limited = s.deferralPeriodsMax > 0 || s.deferralUntil !== undefined;
+  return byCount && byDate && limited;
 }

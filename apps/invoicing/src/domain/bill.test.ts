@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import {
   chargeOwners,
+  feeCharges,
   feeTrueUps,
   lateUsageAdjustments,
   ownerOf,
@@ -17,6 +19,8 @@ import {
 } from "./bill.js";
 import { defaultSettings } from "./invoice.js";
 import { validateSettings } from "./settings.js";
+import type { PeriodSpec } from "./periods.js";
+import { roundLine, ZERO_RESIDUE } from "./rounding.js";
 
 const NOV = new Date("2026-11-01T00:00:00Z");
 const DEC = new Date("2026-12-01T00:00:00Z");
@@ -153,5 +157,65 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
     expect(charges.find((c) => c.chargeId === "vol")?.description).toBe("Calls: usage priced on the period total (per-event provisional prices 118000000000 nanos, settled at close +2000000000 nanos)");
     const tp = new Map<string, PlanVersionInfo>([[planKey("p_t", 1), { planId: "p_t", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "vol", name: "", unit: "USD", kind: "usage", amount: "", periodPriced: true }, { chargeId: "tokens", name: "", unit: "USD", kind: "usage", amount: "" }] }]]);
     expect([...periodPricedIds(s, tp)]).toEqual(["vol"]);
+  });
+});
+
+describe("fees of a partial first period", () => {
+  const feePlans = new Map<string, PlanVersionInfo>([
+    [
+      planKey("p_f", 1),
+      {
+        planId: "p_f",
+        version: 1,
+        currency: "USD",
+        minimumCommitment: "",
+        charges: [
+          { chargeId: "platform", name: "Platform", unit: "USD", kind: "flat", amount: "25" },
+          { chargeId: "seat", name: "Seats", unit: "USD", kind: "seats", amount: "30" },
+        ],
+      },
+    ],
+  ]);
+  const started = (at: string): SubscriptionInfo => ({
+    subscriptionId: "sub_f",
+    customerId: "cus_1",
+    startedAt: new Date(at),
+    endedAt: undefined,
+    phases: [{ planId: "p_f", planVersion: 1, start: new Date(at), end: undefined }],
+    seatChanges: [{ seats: 2, effectiveAt: new Date(at) }],
+  });
+  const spec = (s: SubscriptionInfo): PeriodSpec => ({ interval: "month", anchor: "anniversary", timeZone: "UTC", startedAt: s.startedAt, anchorAt: NOV });
+
+  it("prorates the flat fee and the seats by the millisecond from the subscription start to the period end", () => {
+    const s = started("2026-11-16T00:00:00Z");
+    const [flat0, seats0, flat1, seats1] = feeCharges(spec(s), 0, s, feePlans, "USD");
+    // period 0 is [Nov 16, Dec 1): 15 of 30 days
+    expect(flat0!.amount).toEqual({ num: 12_500_000_000n, den: 1n });
+    expect(flat0!.description).toContain("prorated for a partial first period: 1296000000 of 2592000000 ms (full period from 2026-11-01T00:00:00.000Z)");
+    expect(seats0!.amount).toEqual({ num: 30_000_000_000n, den: 1n });
+    // period 1 (December, billed in advance on the first invoice) is full
+    expect(flat1!.amount).toEqual({ num: 25_000_000_000n, den: 1n });
+    expect(seats1!.amount).toEqual({ num: 60_000_000_000n, den: 1n });
+  });
+
+  it("keeps an uneven proration exact: rounded + carried == fee x part / full (property over start times)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 30 * 86_400_000 - 1 }), (offsetMs) => {
+        const s = started(new Date(NOV.getTime() + offsetMs).toISOString());
+        const flat = feeCharges(spec(s), 0, s, feePlans, "USD").find((c) => c.chargeId === "platform" && c.periodStart.getTime() === s.startedAt.getTime())!;
+        const partMs = BigInt(DEC.getTime() - s.startedAt.getTime());
+        // exact: 25e9 x part / full
+        expect(flat.amount.num * 2_592_000_000n).toBe(25_000_000_000n * partMs * flat.amount.den);
+        const r = roundLine(flat.amount, ZERO_RESIDUE, "USD", "half_even", 10_000_000n);
+        // rounded + residue + sub-nano carried == exact
+        expect((r.roundedNanos + r.state.residueNanos) * r.state.subNanoDen * flat.amount.den + r.state.subNanoNum * flat.amount.den).toBe(flat.amount.num * r.state.subNanoDen);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("bills a subscription starting on a boundary in full", () => {
+    const s = started("2026-11-01T00:00:00Z");
+    expect(feeCharges(spec(s), 0, s, feePlans, "USD")[0]!.amount).toEqual({ num: 25_000_000_000n, den: 1n });
   });
 });

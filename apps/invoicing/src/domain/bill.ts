@@ -13,9 +13,10 @@
  *   customer's first subscription.
  */
 import type { ChargeInput } from "./assemble.js";
-import { coveredPeriods, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
+import type { CreditsInUnits } from "./invoice.js";
+import { coveredPeriods, nominalStart, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
 import { InvalidInput } from "./settings.js";
-import { exact, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
+import { exact, formatDecimal, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
 import { Rate } from "@nanobill/money";
 
 export interface CustomerInfo {
@@ -167,8 +168,14 @@ function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10);
 }
 
-/** feesFor: the flat and seat fees of one period (seats prorated over the changes in force). */
-export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
+/**
+ * feesFor: the flat and seat fees of one period (seats prorated over the changes in force).
+ * fullStart: the start of the full period when p is a partial first period (the subscription
+ * started between two boundaries): the flat fee is then prorated by the millisecond,
+ * fee x (end - start) / (end - fullStart), exact (the sub-nano and sub-cent remainders are carried
+ * like every line's), and seats are priced per full period length too.
+ */
+export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, fullStart: Date = p.start): ChargeInput[] {
   const out: ChargeInput[] = [];
   if (sub.endedAt !== undefined && p.start.getTime() >= sub.endedAt.getTime()) return out;
   const ph = phaseAt(sub, p.start);
@@ -178,16 +185,23 @@ export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<str
     const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
     if (price === undefined) continue;
     const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
+    const partMs = BigInt(p.end.getTime() - p.start.getTime());
+    const fullMs = BigInt(p.end.getTime() - Math.min(fullStart.getTime(), p.start.getTime()));
     if (c.kind === "flat") {
-      out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
+      if (partMs === fullMs || fullMs <= 0n) out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
+      else {
+        const amount = reduce({ num: price.num * partMs, den: price.den * fullMs });
+        out.push(fee("flat", c, sub, `${label}, prorated for a partial first period: ${partMs} of ${fullMs} ms (full period from ${fullStart.toISOString()})`, "1", c.amount, amount, p));
+      }
     } else {
-      const periodMs = BigInt(p.end.getTime() - p.start.getTime());
+      const periodMs = fullMs;
       const sm = seatMillis(sub, p.start, p.end);
       if (sm === 0n || periodMs <= 0n) continue;
       const amount = reduce({ num: price.num * sm, den: price.den * periodMs });
       const whole = sm % periodMs === 0n;
       const qty = whole ? (sm / periodMs).toString() : String(seatsAt(sub, p.start));
-      out.push(fee("seats", c, sub, whole ? label : `${label}, prorated on seat changes`, qty, c.amount, amount, p));
+      const why = partMs !== fullMs ? `, prorated for a partial first period (${partMs} of ${fullMs} ms)${whole ? "" : " and on seat changes"}` : whole ? "" : ", prorated on seat changes";
+      out.push(fee("seats", c, sub, `${label}${why}`, qty, c.amount, amount, p));
     }
   }
   return out;
@@ -195,7 +209,7 @@ export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<str
 
 /** feeCharges: flat and seat fees of the periods covered in advance by the invoice of period n. */
 export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
-  return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency));
+  return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start));
 }
 
 /** feeChargeIds: the charges billed in advance (flat and seats) of the plans. */
@@ -253,6 +267,133 @@ function fee(kind: "flat" | "seats", c: ChargeInfo, sub: SubscriptionInfo, descr
     periodEnd: p.end,
     expandable: false,
   };
+}
+
+/** TopUpInfo: one wallet auto top-up (the wallet's auto_top_up alert and its grant's cost basis). */
+export interface TopUpInfo {
+  grantId: string;
+  unit: string;
+  amountNanos: bigint;
+  at: Date;
+  costBasis: string;
+  costCurrency: string;
+}
+
+/**
+ * topUpCharges: one one-off line per auto top-up bought in the invoice currency: what the
+ * customer pays for it is exactly amount (units of the wallet) x cost basis (currency per unit),
+ * rounded like every line with its remainder carried (residue key "_top_up"); charge id = the
+ * grant id (billed once, ever). Top-ups without a cost basis in the invoice currency are not
+ * billed here (returned as skipped).
+ */
+export function topUpCharges(topUps: TopUpInfo[], currency: string, subscriptionId: string, p: { start: Date; end: Date }): { charges: ChargeInput[]; skipped: TopUpInfo[] } {
+  const charges: ChargeInput[] = [];
+  const skipped: TopUpInfo[] = [];
+  const seen = new Set<string>();
+  for (const t of [...topUps].sort((a, b) => a.at.getTime() - b.at.getTime() || (a.grantId < b.grantId ? -1 : 1))) {
+    if (seen.has(t.grantId)) continue; // one line per grant, whatever the alert listing repeats
+    seen.add(t.grantId);
+    if (t.costBasis === "" || t.costCurrency !== currency || t.amountNanos <= 0n) {
+      skipped.push(t);
+      continue;
+    }
+    const quantity = formatDecimal(t.amountNanos, 9);
+    charges.push({
+      kind: "one_off",
+      residueKey: "_top_up",
+      chargeId: t.grantId,
+      subscriptionId,
+      description: `Auto top-up of ${quantity} ${t.unit} on ${t.at.toISOString()} at ${t.costBasis} ${t.costCurrency} per unit (grant ${t.grantId})`,
+      quantity,
+      unitPrice: t.costBasis,
+      amount: priceTimesQuantity(t.costBasis, quantity),
+      periodStart: p.start,
+      periodEnd: p.end,
+      expandable: false,
+    });
+  }
+  return { charges, skipped };
+}
+
+/** CreditTypeInfo: a credit type's name and exchange rates (wallet GetCreditType). */
+export interface CreditTypeInfo {
+  name: string;
+  rates: Array<{ rate: string; currency: string; effectiveAt: Date }>;
+}
+
+/**
+ * creditsInUnits: for each credit type, the credits consumed for the period and their value at
+ * the rate in force at the period end (the latest rate effective before it), credits x rate
+ * rounded half-even to the nano. Credit types with nothing consumed are left out.
+ */
+export function creditsInUnits(consumed: Array<{ unit: string; creditsNanos: bigint }>, types: ReadonlyMap<string, CreditTypeInfo | undefined>, periodEnd: Date): CreditsInUnits[] {
+  const out: CreditsInUnits[] = [];
+  for (const c of [...consumed].sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0))) {
+    if (c.creditsNanos === 0n) continue;
+    const t = types.get(c.unit);
+    let rate: CreditTypeInfo["rates"][number] | undefined;
+    for (const r of t?.rates ?? []) if (r.effectiveAt.getTime() < periodEnd.getTime() && (rate === undefined || r.effectiveAt.getTime() >= rate.effectiveAt.getTime())) rate = r;
+    let valueNanos = 0n;
+    if (rate !== undefined) {
+      const v = priceTimesQuantity(rate.rate, formatDecimal(c.creditsNanos, 9));
+      valueNanos = roundHalfEven(v.num, v.den);
+    }
+    out.push({ creditTypeId: c.unit, name: t?.name || c.unit, creditsNanos: c.creditsNanos, rate: rate?.rate ?? "", rateCurrency: rate?.currency ?? "", valueNanos });
+  }
+  return out;
+}
+
+/**
+ * overageCharges: postpaid overage of credit wallets (POSTPAID_OVERAGE): the credits a wallet
+ * could not cover in the window (its shortfall), billed at the wallet's overage rate (currency per
+ * credit): one `overage` line per credit type, amount = shortfall x rate exactly, rounded like
+ * every line with its remainder carried (residue key "_overage:<unit>"). A shortfall without
+ * overage terms in the invoice currency is not billed (returned as skipped).
+ */
+export function overageCharges(
+  shortfalls: Array<{ unit: string; name: string; shortfallNanos: bigint; terms: { rate: string; currency: string } | undefined }>,
+  currency: string,
+  subscriptionId: string,
+  window: { from: Date; to: Date },
+): { charges: ChargeInput[]; skipped: Array<{ unit: string; shortfallNanos: bigint }> } {
+  const charges: ChargeInput[] = [];
+  const skipped: Array<{ unit: string; shortfallNanos: bigint }> = [];
+  for (const s of [...shortfalls].sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0))) {
+    if (s.shortfallNanos <= 0n) continue;
+    if (s.terms === undefined || s.terms.currency !== currency) {
+      skipped.push({ unit: s.unit, shortfallNanos: s.shortfallNanos });
+      continue;
+    }
+    const quantity = formatDecimal(s.shortfallNanos, 9);
+    charges.push({
+      kind: "overage",
+      residueKey: `_overage:${s.unit}`,
+      chargeId: `_overage:${s.unit}`,
+      subscriptionId,
+      description: `Postpaid overage: ${quantity} ${s.unit} credits of ${s.name} not covered by the wallet, at ${s.terms.rate} ${s.terms.currency} per credit`,
+      quantity,
+      unitPrice: s.terms.rate,
+      amount: priceTimesQuantity(s.terms.rate, quantity),
+      periodStart: window.from,
+      periodEnd: window.to,
+      expandable: false,
+    });
+  }
+  return { charges, skipped };
+}
+
+/** roundHalfEven: num / den rounded to an integer, ties to even. */
+export function roundHalfEven(num: bigint, den: bigint): bigint {
+  if (den < 0n) [num, den] = [-num, -den];
+  let q = num / den;
+  let r = num % den;
+  if (r < 0n) {
+    q -= 1n;
+    r += den;
+  }
+  const twice = 2n * r;
+  if (twice > den || (twice === den && q % 2n !== 0n)) q += 1n;
+  return q;
 }
 
 /** usageCharges: one usage line per charge of the subscription priced in the invoice currency. */

@@ -11,7 +11,8 @@ export type LineKind =
   | "adjustment"
   | "tax"
   | "carried_forward"
-  | "discount";
+  | "discount"
+  | "one_off";
 
 export type InvoiceStatus = "preview" | "draft" | "finalized" | "paid" | "void";
 
@@ -84,6 +85,22 @@ export interface Invoice {
   creditNote: CreditNote | undefined;
   paymentId: string;
   ledgerTransferIds: string[];
+  /** refreshedAt: when a refresh last changed the draft (undefined: never). */
+  refreshedAt?: Date;
+  /** creditsInUnits: credits of each credit type consumed for the period (informational: not in the totals). */
+  creditsInUnits?: CreditsInUnits[];
+}
+
+/** CreditsInUnits: credits of one credit type consumed for the period, with their money value. */
+export interface CreditsInUnits {
+  creditTypeId: string;
+  name: string;
+  creditsNanos: bigint;
+  /** rate: currency per credit in force at the period end ("" = none known). */
+  rate: string;
+  rateCurrency: string;
+  /** valueNanos: creditsNanos x rate, rounded half-even to the nano. */
+  valueNanos: bigint;
 }
 
 export interface BillingSettings {
@@ -95,6 +112,12 @@ export interface BillingSettings {
   minimumBillableNanos: bigint;
   deferralPeriodsMax: number;
   deferralUntil: Date | undefined;
+  /**
+   * lineMinimumBillableNanos: the smallest usage line (per charge, with what it carried in) that
+   * is billed; smaller ones are carried to the next invoice, within the same deferral limits
+   * (deferralPeriodsMax / deferralUntil). 0 or absent = bill every line.
+   */
+  lineMinimumBillableNanos?: bigint;
 }
 
 export function defaultSettings(customerId: string): BillingSettings {
@@ -107,5 +130,6 @@ export function defaultSettings(customerId: string): BillingSettings {
     minimumBillableNanos: 0n,
     deferralPeriodsMax: 0,
     deferralUntil: undefined,
+    lineMinimumBillableNanos: 0n,
   };
 }

@@ -207,6 +207,17 @@ export function periodByIndex(spec: PeriodSpec, n: number): Period {
   return { index: n, start: new Date(start), end: new Date(end) };
 }
 
+/**
+ * nominalStart: where period n would start without the subscription start: period 0 of a
+ * subscription that started between two boundaries is partial, [startedAt, end), of the full
+ * period [nominalStart, end); later periods are full (nominalStart = start).
+ */
+export function nominalStart(spec: PeriodSpec, n: number): Date {
+  checkSpec(spec);
+  const base = baseOf(spec);
+  return new Date(boundary(spec, base, firstIndex(spec, base) + n));
+}
+
 /** periodAt: the period containing instant `at` (at >= the subscription start). */
 export function periodAt(spec: PeriodSpec, at: Date): Period {
   checkSpec(spec);

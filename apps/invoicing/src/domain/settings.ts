@@ -42,6 +42,13 @@ export function validateSettings(s: BillingSettings): BillingSettings {
   if (!Number.isInteger(s.deferralPeriodsMax) || s.deferralPeriodsMax < 0 || s.deferralPeriodsMax > DEFERRAL_PERIODS_MAX) {
     throw new InvalidInput("settings.deferral_periods_max", `must be an integer in 0..${DEFERRAL_PERIODS_MAX}, got ${s.deferralPeriodsMax}`);
   }
+  const lineMin = s.lineMinimumBillableNanos ?? 0n;
+  if (lineMin < 0n || lineMin > AMOUNT_NANOS_MAX) {
+    throw new InvalidInput("settings.line_minimum_billable_nanos", `must be in 0..${AMOUNT_NANOS_MAX}, got ${lineMin}`);
+  }
+  if (lineMin > 0n && s.deferralPeriodsMax === 0 && s.deferralUntil === undefined) {
+    throw new InvalidInput("settings.deferral_periods_max", "must be >= 1 (or deferral_until set) when line_minimum_billable_nanos > 0, so that a deferral ends");
+  }
   if (s.minimumBillableNanos > 0n && s.deferralPeriodsMax === 0 && s.deferralUntil === undefined) {
     throw new InvalidInput("settings.deferral_periods_max", "must be >= 1 (or deferral_until set) when minimum_billable_nanos > 0, so that a deferral ends");
   }

@@ -11,6 +11,17 @@ export function exactMoney(nanos: bigint, unit: string): string {
   return `${formatNanos(nanos, { fractionDigitsMin: currency(unit, "unit").minorUnits })} ${unit}`;
 }
 
+/** creditsText: credits of one credit type and their money value, for the "Credits applied" section. */
+export function creditsText(c: { creditTypeId: string; name: string; creditsNanos: bigint; rate: string; rateCurrency: string; valueNanos: bigint }): string {
+  const credits = formatNanos(c.creditsNanos, { fractionDigitsMin: 0 });
+  const name = c.name !== "" && c.name !== c.creditTypeId ? `${c.name} (${c.creditTypeId})` : c.creditTypeId;
+  const value =
+    c.rate === "" || c.rateCurrency === ""
+      ? "no exchange rate known"
+      : `worth ${exactMoney(c.valueNanos, c.rateCurrency)} at ${c.rate} ${c.rateCurrency} per credit (rate in force at the period end, half-even to the nano)`;
+  return `${credits} ${c.creditTypeId} credits of ${name} applied, ${value}; paid in credits, not in the totals`;
+}
+
 export function day(d: Date | undefined): string {
   return d === undefined ? "" : d.toISOString().slice(0, 10);
 }
@@ -30,4 +41,5 @@ export const KIND_LABEL: Record<string, string> = {
   tax: "Tax",
   carried_forward: "Carried forward",
   discount: "Discount",
+  one_off: "One-off",
 };

@@ -1,6 +1,6 @@
 /** A clean, self-contained HTML invoice (inline CSS, no scripts, no external resources). */
 import type { Invoice } from "../domain/invoice.js";
-import { day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -55,7 +55,7 @@ ${t.deferredNanos !== 0n ? `<tr><td>Deferred to next invoice</td><td class="n">$
 <h2>Usage breakdown</h2>
 ${list(usage, (l) => `${e(l.description)}: ${e(l.quantity)} units, exactly ${e(exactMoney(l.amountNanos, u))} (hour buckets ${e(stamp(l.periodStart))} to ${e(stamp(l.periodEnd))})`)}
 <h2>Credits applied</h2>
-${list(credits, (l) => `${e(l.description)}: ${e(exactMoney(l.amountNanos, u))} exactly, billed ${e(money(l.roundedAmountNanos, u))}`)}
+${credits.length + (inv.creditsInUnits ?? []).length === 0 ? list([], () => "") : `<ul>${credits.map((l) => `<li>${e(l.description)}: ${e(exactMoney(l.amountNanos, u))} exactly, billed ${e(money(l.roundedAmountNanos, u))}</li>`).join("")}${(inv.creditsInUnits ?? []).map((c) => `<li class="credits-in-units">${e(creditsText(c))}</li>`).join("")}</ul>`}
 <h2>Carried amounts</h2>
 ${list(carried, (l) =>
   l.kind === "carried_forward"

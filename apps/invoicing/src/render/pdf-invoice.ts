@@ -1,6 +1,6 @@
 /** The invoice laid out as PDF pages (A4, Helvetica). */
 import type { Invoice } from "../domain/invoice.js";
-import { day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 import { A4, textWidth, writePdf, type PdfOp } from "./pdf.js";
 
 const LEFT = 40;
@@ -107,7 +107,10 @@ export function invoicePdf(inv: Invoice): Uint8Array {
     y -= 8;
   };
   section("Usage breakdown", usage.map((l) => `${l.description}: ${l.quantity} units, exactly ${exactMoney(l.amountNanos, u)} (${stamp(l.periodStart)} to ${stamp(l.periodEnd)})`));
-  section("Credits applied", inv.lines.filter((l) => l.kind === "credits_applied").map((l) => `${l.description}: ${exactMoney(l.amountNanos, u)} exactly, billed ${money(l.roundedAmountNanos, u)}`));
+  section("Credits applied", [
+    ...inv.lines.filter((l) => l.kind === "credits_applied").map((l) => `${l.description}: ${exactMoney(l.amountNanos, u)} exactly, billed ${money(l.roundedAmountNanos, u)}`),
+    ...(inv.creditsInUnits ?? []).map((c) => creditsText(c)),
+  ]);
   section(
     "Carried amounts",
     carried.map((l) => (l.kind === "carried_forward" ? `${l.description}: ${money(l.roundedAmountNanos, u)} (since ${day(l.periodStart)})` : `${l.description}: residue ${exactMoney(l.residueOutNanos, u)} carried to the next period`)),

@@ -6,8 +6,8 @@
  */
 import type { Db, Queryable, Row } from "@nanobill/db";
 import type { RoundingMode } from "@nanobill/money";
-import type { AssembledInvoice } from "../domain/assemble.js";
-import type { BillingSettings, CreditNote, Deferral, Invoice, InvoiceLine, InvoiceStatus, LineKind } from "../domain/invoice.js";
+import type { AssembledInvoice, LineDeferral } from "../domain/assemble.js";
+import type { BillingSettings, CreditNote, CreditsInUnits, Deferral, Invoice, InvoiceLine, InvoiceStatus, LineKind } from "../domain/invoice.js";
 import { checkFinalize, checkMarkPaid, checkVoid, InvoicingError } from "../domain/lifecycle.js";
 import type { PeriodAnchor, PeriodInterval } from "../domain/periods.js";
 import type { ResidueState } from "../domain/rounding.js";
@@ -15,6 +15,95 @@ import type { ResidueState } from "../domain/rounding.js";
 export interface StoredSettings extends BillingSettings {
   periodInterval: PeriodInterval;
   periodAnchor: PeriodAnchor;
+  /** gracePeriodMs: how long after a period ends its draft can be refreshed (0 = never). */
+  gracePeriodMs: number;
+}
+
+/**
+ * CloseInputs: the state an invoice was assembled from (the customer's residues and deferral as
+ * the close read them), kept so that a refresh re-assembles the draft from the same inputs.
+ * residues: per residue key the invoice touched, the state carried in (undefined = none) and the
+ * invoice that had carried it out (the row's owner before this invoice). deferral: the deferral
+ * carried in, with the invoice that had deferred it.
+ */
+export interface CloseInputs {
+  residues: Map<string, { state: ResidueState | undefined; owner: string | undefined }>;
+  deferral: { deferral: Deferral; owner: string } | undefined;
+  /** lineDeferrals: the line deferrals carried in and consumed, with the invoice that had deferred each. */
+  lineDeferrals: Map<string, { deferral: LineDeferral; owner: string }>;
+  /** lineDeferredOut: the charges whose usage this invoice carried out (below the line minimum). */
+  lineDeferredOut: string[];
+}
+
+export function closeInputsToJson(c: CloseInputs): string {
+  const r: Record<string, [string, string, string, string | null] | null> = {};
+  for (const [k, v] of c.residues) {
+    r[k] = v.state === undefined ? null : [v.state.residueNanos.toString(), v.state.subNanoNum.toString(), v.state.subNanoDen.toString(), v.owner ?? null];
+  }
+  const d = c.deferral === undefined ? null : [c.deferral.deferral.amountNanos.toString(), c.deferral.deferral.since.getTime(), c.deferral.deferral.periods, c.deferral.owner];
+  const l: Record<string, [string, number, number, string, string, string]> = {};
+  for (const [k, v] of c.lineDeferrals) l[k] = [v.deferral.amountNanos.toString(), v.deferral.since.getTime(), v.deferral.periods, v.deferral.subscriptionId, v.deferral.description, v.owner];
+  return JSON.stringify({ r, d, l, lo: c.lineDeferredOut });
+}
+
+export function closeInputsFromJson(v: unknown): CloseInputs | undefined {
+  if (v === null || v === undefined) return undefined;
+  const o = (typeof v === "string" ? JSON.parse(v) : v) as {
+    r: Record<string, [string, string, string, string | null] | null>;
+    d: [string, number, number, string] | null;
+    l?: Record<string, [string, number, number, string, string, string]>;
+    lo?: string[];
+  };
+  const residues = new Map<string, { state: ResidueState | undefined; owner: string | undefined }>();
+  for (const [k, x] of Object.entries(o.r)) {
+    residues.set(k, x === null ? { state: undefined, owner: undefined } : { state: { residueNanos: BigInt(x[0]), subNanoNum: BigInt(x[1]), subNanoDen: BigInt(x[2]) }, owner: x[3] ?? undefined });
+  }
+  const deferral = o.d === null ? undefined : { deferral: { amountNanos: BigInt(o.d[0]), since: new Date(o.d[1]), periods: o.d[2] }, owner: o.d[3] };
+  const lineDeferrals = new Map<string, { deferral: LineDeferral; owner: string }>();
+  for (const [k, x] of Object.entries(o.l ?? {})) {
+    lineDeferrals.set(k, { deferral: { amountNanos: BigInt(x[0]), since: new Date(x[1]), periods: x[2], subscriptionId: x[3], description: x[4] }, owner: x[5] });
+  }
+  return { residues, deferral, lineDeferrals, lineDeferredOut: o.lo ?? [] };
+}
+
+async function readOneOffs(q: Queryable, tenant: string, chargeIds: string[], excludeInvoiceId = ""): Promise<Set<string>> {
+  if (chargeIds.length === 0) return new Set();
+  const { rows } = await q.query(
+    `SELECT DISTINCT charge_id FROM invoice_lines WHERE tenant = $1 AND kind = 'one_off' AND charge_id = ANY($2::text[]) AND invoice_id <> $3`,
+    [tenant, chargeIds, excludeInvoiceId],
+  );
+  return new Set(rows.map((r) => r.charge_id as string));
+}
+
+export function creditsToJson(c: CreditsInUnits[] | undefined): string | null {
+  if (c === undefined || c.length === 0) return null;
+  return JSON.stringify(c.map((x) => ({ t: x.creditTypeId, n: x.name, c: x.creditsNanos.toString(), r: x.rate, rc: x.rateCurrency, v: x.valueNanos.toString() })));
+}
+
+function creditsFromJson(v: unknown): CreditsInUnits[] {
+  if (v === null || v === undefined) return [];
+  const a = (typeof v === "string" ? JSON.parse(v) : v) as Array<{ t: string; n: string; c: string; r: string; rc: string; v: string }>;
+  return a.map((x) => ({ creditTypeId: x.t, name: x.n, creditsNanos: BigInt(x.c), rate: x.r, rateCurrency: x.rc, valueNanos: BigInt(x.v) }));
+}
+
+function lineDeferralFromRow(r: Row): LineDeferral {
+  return { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods), subscriptionId: r.subscription_id as string, description: r.description as string };
+}
+
+/** writeLineDeferrals: the consumed line deferrals not carried on are deleted; the ones carried out upserted. */
+async function writeLineDeferrals(q: Queryable, tenant: string, customerId: string, unit: string, invoiceId: string, consumed: Iterable<string>, out: ReadonlyMap<string, LineDeferral>): Promise<void> {
+  const gone = [...consumed].filter((k) => !out.has(k));
+  if (gone.length > 0) await q.query(`DELETE FROM line_deferrals WHERE tenant = $1 AND customer_id = $2 AND charge_id = ANY($3::text[])`, [tenant, customerId, gone]);
+  for (const [k, d] of out) {
+    await q.query(
+      `INSERT INTO line_deferrals (tenant, customer_id, charge_id, unit, subscription_id, description, amount_nanos, since, periods, invoice_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (tenant, customer_id, charge_id) DO UPDATE SET unit = EXCLUDED.unit, subscription_id = EXCLUDED.subscription_id,
+         description = EXCLUDED.description, amount_nanos = EXCLUDED.amount_nanos, since = EXCLUDED.since, periods = EXCLUDED.periods,
+         invoice_id = EXCLUDED.invoice_id`,
+      [tenant, customerId, k, unit, d.subscriptionId, d.description, d.amountNanos, d.since, d.periods, invoiceId],
+    );
+  }
 }
 
 export interface StoredInvoice extends Invoice {
@@ -24,6 +113,14 @@ export interface StoredInvoice extends Invoice {
   residueDeltaNanos: bigint;
   ledgerPending: boolean;
   voidReason: string;
+  /** closeInputs: what the invoice was assembled from (undefined for invoices made before refresh existed). */
+  closeInputs: CloseInputs | undefined;
+}
+
+export interface RefreshOutcome {
+  invoice: StoredInvoice;
+  /** changed: false when the re-assembled draft equals the stored one (nothing written). */
+  changed: boolean;
 }
 
 export interface CloseParams {
@@ -76,7 +173,17 @@ export interface CloseItem {
    */
   late?: LateSnapshot[];
   /** assemble: `unchanged` holds the period starts (ms) of `late` whose billed amounts are as read. */
-  assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>) => AssembledInvoice;
+  assemble: (
+    residues: ReadonlyMap<string, ResidueState>,
+    deferredIn: Deferral | undefined,
+    unchanged: ReadonlySet<number>,
+    lineDeferrals: ReadonlyMap<string, LineDeferral>,
+    billedOneOffs: ReadonlySet<string>,
+  ) => AssembledInvoice;
+  /** creditsInUnits: credits of each credit type consumed for the period (stored with the invoice). */
+  creditsInUnits?: CreditsInUnits[];
+  /** oneOffIds: the one-off charge ids (top-up grant ids) this close would bill; the ones already on an invoice are passed to assemble as billed. */
+  oneOffIds?: string[];
 }
 
 export interface ListParams {
@@ -91,7 +198,7 @@ const INVOICE_COLUMNS = `invoice_id, customer_id, subscription_id, period_index,
   status, number, rounding_mode, tax_rate_bps, subtotal_nanos, discount_nanos, tax_nanos, total_nanos,
   credits_applied_nanos, amount_due_nanos, amount_due_minor, exact_nanos, residue_carried_nanos, residue_delta_nanos,
   deferred_nanos, deferral_amount_nanos, deferral_since, deferral_periods, usage_from, usage_to, created_at,
-  finalized_at, paid_at, voided_at, payment_id, void_reason, ledger_transfer_ids, ledger_pending`;
+  finalized_at, paid_at, voided_at, payment_id, void_reason, ledger_transfer_ids, ledger_pending, close_inputs, refreshed_at, credits_in_units`;
 
 function big(v: unknown): bigint {
   return typeof v === "bigint" ? v : BigInt(v as string | number);
@@ -144,6 +251,9 @@ function invoiceFromRow(r: Row, lines: InvoiceLine[], creditNote: CreditNote | u
     residueDeltaNanos: big(r.residue_delta_nanos),
     ledgerPending: r.ledger_pending === true,
     voidReason: (r.void_reason as string | null) ?? "",
+    closeInputs: closeInputsFromJson(r.close_inputs),
+    refreshedAt: opt<Date>(r.refreshed_at),
+    creditsInUnits: creditsFromJson(r.credits_in_units),
   };
 }
 
@@ -196,11 +306,15 @@ export interface InvoiceStore {
   listInvoices(tenant: string, p: ListParams): Promise<StoredInvoice[]>;
   readResidues(tenant: string, customerId: string): Promise<Map<string, ResidueState>>;
   readDeferral(tenant: string, customerId: string): Promise<Deferral | undefined>;
+  /** readLineDeferrals: the customer's usage carried below the line minimum, per charge. */
+  readLineDeferrals(tenant: string, customerId: string): Promise<Map<string, LineDeferral>>;
+  /** billedOneOffs: the one-off charge ids (top-up grant ids) already on an invoice (void included). */
+  billedOneOffs(tenant: string, chargeIds: string[]): Promise<Set<string>>;
   /** closePeriod: one transaction; assemble runs with the customer's locked residues and deferral. */
   closePeriod(
     tenant: string,
     p: CloseParams,
-    assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>) => AssembledInvoice,
+    assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>, lineDeferrals: ReadonlyMap<string, LineDeferral>) => AssembledInvoice,
   ): Promise<CloseOutcome>;
   /** closeMany: one transaction for a batch of closes (COPY of invoices and lines). */
   closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]>;
@@ -225,9 +339,17 @@ export interface InvoiceStore {
    * adjustment lines naming the window and the credits-applied lines naming the period (the
    * period's own invoice and later ones), void excluded, as a BilledIndex.
    */
-  billedWindows(tenant: string, windows: BilledWindowKey[]): Promise<BilledIndex>;
+  billedWindows(tenant: string, windows: BilledWindowKey[], excludeInvoiceId?: string): Promise<BilledIndex>;
   /** billedFees: exact nanos billed per fee charge for a period (fee and adjustment lines), void excluded. */
-  billedFees(tenant: string, subscriptionId: string, periodStart: Date, chargeIds: string[]): Promise<Map<string, bigint>>;
+  billedFees(tenant: string, subscriptionId: string, periodStart: Date, chargeIds: string[], excludeInvoiceId?: string): Promise<Map<string, bigint>>;
+  /**
+   * refreshDraft: one transaction under the customer's lock: re-assembles a draft from its close
+   * inputs (residues and deferral carried in) and the item's charges, and replaces its lines,
+   * totals, residues and deferral carried out. Refused (failed_precondition) when the invoice is
+   * not a draft, was made before refresh existed, a later invoice of the subscription exists,
+   * or a later invoice of the customer carried the draft's residues or deferral on.
+   */
+  refreshDraft(tenant: string, invoiceId: string, item: CloseItem, now: Date): Promise<RefreshOutcome>;
   listLedgerPending(limit: number): Promise<Array<{ tenant: string; invoiceId: string }>>;
   listFinalized(tenant: string, customerId: string, limit: number): Promise<StoredInvoice[]>;
   residueTotal(tenant: string, customerId: string, unit: string): Promise<bigint>;
@@ -253,6 +375,15 @@ export function addLinesBilled(index: BilledIndex, subscriptionId: string, lines
   }
 }
 
+function sameLine(a: InvoiceLine, b: InvoiceLine): boolean {
+  return (
+    a.kind === b.kind && a.description === b.description && a.chargeId === b.chargeId && a.subscriptionId === b.subscriptionId && a.quantity === b.quantity &&
+    a.unitPrice === b.unitPrice && a.amountNanos === b.amountNanos && a.residueInNanos === b.residueInNanos && a.roundedAmountNanos === b.roundedAmountNanos &&
+    a.residueOutNanos === b.residueOutNanos && a.periodStart.getTime() === b.periodStart.getTime() && a.periodEnd.getTime() === b.periodEnd.getTime() &&
+    a.expandable === b.expandable
+  );
+}
+
 function sameBilled(a: ReadonlyMap<string, bigint> | undefined, b: ReadonlyMap<string, bigint>): boolean {
   const keys = new Set([...(a?.keys() ?? []), ...b.keys()]);
   for (const k of keys) if ((a?.get(k) ?? 0n) !== (b.get(k) ?? 0n)) return false;
@@ -264,7 +395,7 @@ function sameBilled(a: ReadonlyMap<string, bigint> | undefined, b: ReadonlyMap<s
  * lines a close adds for an earlier period) carry their subscription; an invoice's own credits
  * line carries none and names the invoice's period start.
  */
-async function readBilled(q: Queryable, tenant: string, windows: BilledWindowKey[]): Promise<BilledIndex> {
+async function readBilled(q: Queryable, tenant: string, windows: BilledWindowKey[], excludeInvoiceId = ""): Promise<BilledIndex> {
   const index: BilledIndex = new Map();
   if (windows.length === 0) return index;
   const subs: string[] = [];
@@ -278,16 +409,16 @@ async function readBilled(q: Queryable, tenant: string, windows: BilledWindowKey
      FROM (SELECT DISTINCT sub, ps FROM unnest($2::text[], $3::timestamptz[]) AS u(sub, ps)) AS w
      JOIN invoice_lines l ON l.tenant = $1 AND l.subscription_id = w.sub AND l.period_start = w.ps
      JOIN invoices i ON i.tenant = l.tenant AND i.invoice_id = l.invoice_id
-     WHERE l.kind IN ('usage', 'adjustment', 'credits_applied') AND i.status <> 'void'
+     WHERE l.kind IN ('usage', 'adjustment', 'credits_applied') AND i.status <> 'void' AND i.invoice_id <> $4
      GROUP BY l.subscription_id, l.kind, l.charge_id, l.period_start
      UNION ALL
      SELECT i.subscription_id AS sub, l.kind, l.charge_id, l.period_start, SUM(l.amount_nanos)::bigint AS s
      FROM (SELECT DISTINCT sub, ps FROM unnest($2::text[], $3::timestamptz[]) AS u(sub, ps)) AS w
      JOIN invoices i ON i.tenant = $1 AND i.subscription_id = w.sub AND i.period_start = w.ps
      JOIN invoice_lines l ON l.tenant = i.tenant AND l.invoice_id = i.invoice_id
-     WHERE l.kind = 'credits_applied' AND l.subscription_id = '' AND i.status <> 'void'
+     WHERE l.kind = 'credits_applied' AND l.subscription_id = '' AND i.status <> 'void' AND i.invoice_id <> $4
      GROUP BY i.subscription_id, l.kind, l.charge_id, l.period_start`,
-    [tenant, subs, starts],
+    [tenant, subs, starts, excludeInvoiceId],
   );
   const wanted = new Set<string>();
   for (const w of windows) {
@@ -358,18 +489,34 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       const existing = new Map<string, string>();
       for (const r of existingRows.rows) existing.set(`${r.subscription_id as string}|${(r.period_start as Date).getTime()}`, r.invoice_id as string);
       const resRows = await tx.query(
-        `SELECT customer_id, residue_key, residue_nanos, sub_nano_num, sub_nano_den FROM residues WHERE tenant = $1 AND customer_id = ANY($2::text[])`,
+        `SELECT customer_id, residue_key, residue_nanos, sub_nano_num, sub_nano_den, invoice_id FROM residues WHERE tenant = $1 AND customer_id = ANY($2::text[])`,
         [tenant, customers],
       );
       const residues = new Map<string, Map<string, ResidueState>>();
-      for (const c of customers) residues.set(c, new Map());
+      // owners: per customer, residue key -> the invoice that carried the state out (last touched it)
+      const owners = new Map<string, Map<string, string>>();
+      for (const c of customers) {
+        residues.set(c, new Map());
+        owners.set(c, new Map());
+      }
       for (const r of resRows.rows) {
         residues.get(r.customer_id as string)!.set(r.residue_key as string, { residueNanos: big(r.residue_nanos), subNanoNum: big(r.sub_nano_num), subNanoDen: big(r.sub_nano_den) });
+        owners.get(r.customer_id as string)!.set(r.residue_key as string, r.invoice_id as string);
       }
-      const defRows = await tx.query(`SELECT customer_id, amount_nanos, since, periods FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
+      const defRows = await tx.query(`SELECT customer_id, amount_nanos, since, periods, invoice_id FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
       const deferrals = new Map<string, Deferral | undefined>();
-      for (const r of defRows.rows) deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) });
+      const defOwners = new Map<string, string>();
+      for (const r of defRows.rows) {
+        deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) });
+        defOwners.set(r.customer_id as string, r.invoice_id as string);
+      }
       const hadDeferral = new Set(deferrals.keys());
+      const ldRows = await tx.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
+      const lineDeferrals = new Map<string, Map<string, { deferral: LineDeferral; owner: string }>>();
+      for (const c of customers) lineDeferrals.set(c, new Map());
+      for (const r of ldRows.rows) lineDeferrals.get(r.customer_id as string)!.set(r.charge_id as string, { deferral: lineDeferralFromRow(r), owner: r.invoice_id as string });
+      const oneOffsBilled = await readOneOffs(tx, tenant, [...new Set(items.flatMap((i) => i.oneOffIds ?? []))]);
+      const lineWrites: Array<{ customerId: string; unit: string; invoiceId: string; consumed: Set<string>; out: Map<string, LineDeferral> }> = [];
       // What earlier periods are billed now (under the lock), for the late adjustments.
       const lateWindows = items.flatMap((i) => (i.late ?? []).map((w) => ({ subscriptionId: i.params.subscriptionId, usageFrom: w.usageFrom, periodStart: w.periodStart })));
       const billedNow: BilledIndex = lateWindows.length === 0 ? new Map() : await readBilled(tx, tenant, lateWindows);
@@ -377,8 +524,8 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       const outcomes: Array<CloseOutcome | string> = [];
       const invoiceRows: unknown[][] = [];
       const lineRows: unknown[][] = [];
-      const touched = new Map<string, { unit: string; invoiceId: string; keys: Set<string> }>();
-      for (const { params: p, assemble, late } of items) {
+      const touched = new Map<string, { unit: string; invoiceId: string; keys: Map<string, string> }>();
+      for (const { params: p, assemble, late, creditsInUnits } of items) {
         const key = `${p.subscriptionId}|${p.periodStart.getTime()}`;
         const prior = existing.get(key);
         if (prior !== undefined) {
@@ -393,15 +540,38 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           const creditsNow = billedNow.get(billedKey(p.subscriptionId, "credits", w.periodStart))?.get("") ?? 0n;
           if (sameBilled(usageNow, w.billedUsage) && creditsNow === w.billedCredits) unchanged.add(w.periodStart.getTime());
         }
-        const a = assemble(mine, deferredIn, unchanged);
+        const myLines = lineDeferrals.get(p.customerId)!;
+        const a = assemble(mine, deferredIn, unchanged, new Map([...myLines].map(([k, v]) => [k, v.deferral])), new Set(oneOffsBilled));
+        for (const l of a.lines) if (l.kind === "one_off") oneOffsBilled.add(l.chargeId);
         // later items of this batch see what this invoice bills
         addLinesBilled(billedNow, p.subscriptionId, a.lines);
-        for (const [k, st] of a.residues) mine.set(k, st);
+        const mineOwners = owners.get(p.customerId)!;
+        const inputs: CloseInputs = {
+          residues: new Map(),
+          deferral: deferredIn === undefined ? undefined : { deferral: deferredIn, owner: defOwners.get(p.customerId) ?? "" },
+          lineDeferrals: new Map(),
+          lineDeferredOut: [...a.lineDeferralsOut.keys()],
+        };
+        for (const k of a.lineDeferralsConsumed) {
+          const v = myLines.get(k);
+          if (v !== undefined) inputs.lineDeferrals.set(k, v);
+          myLines.delete(k);
+        }
+        for (const [k, d] of a.lineDeferralsOut) myLines.set(k, { deferral: d, owner: p.invoiceId });
+        if (a.lineDeferralsConsumed.size > 0 || a.lineDeferralsOut.size > 0) {
+          lineWrites.push({ customerId: p.customerId, unit: p.unit, invoiceId: p.invoiceId, consumed: a.lineDeferralsConsumed, out: a.lineDeferralsOut });
+        }
+        for (const [k, st] of a.residues) {
+          inputs.residues.set(k, { state: mine.get(k), owner: mineOwners.get(k) });
+          mine.set(k, st);
+          mineOwners.set(k, p.invoiceId);
+        }
         deferrals.set(p.customerId, a.deferralOut);
-        const t = touched.get(p.customerId) ?? { unit: p.unit, invoiceId: p.invoiceId, keys: new Set<string>() };
+        defOwners.set(p.customerId, p.invoiceId);
+        const t = touched.get(p.customerId) ?? { unit: p.unit, invoiceId: p.invoiceId, keys: new Map<string, string>() };
         t.unit = p.unit;
         t.invoiceId = p.invoiceId;
-        for (const k of a.residues.keys()) t.keys.add(k);
+        for (const k of a.residues.keys()) t.keys.set(k, p.invoiceId);
         touched.set(p.customerId, t);
         existing.set(key, p.invoiceId);
         let residueDelta = 0n;
@@ -412,7 +582,8 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           tenant, p.invoiceId, p.customerId, p.subscriptionId, p.periodIndex, p.periodStart, p.periodEnd, p.timeZone, p.unit, "draft",
           p.roundingMode, p.taxRateBps, tot.subtotalNanos, tot.discountNanos, tot.taxNanos, tot.totalNanos, tot.creditsAppliedNanos,
           tot.amountDueNanos, tot.amountDueMinor, tot.exactNanos, tot.residueCarriedNanos, residueDelta, tot.deferredNanos,
-          shown?.amountNanos ?? null, shown?.since ?? null, shown?.periods ?? null, p.usageFrom, p.usageTo, p.now,
+          shown?.amountNanos ?? null, shown?.since ?? null, shown?.periods ?? null, p.usageFrom, p.usageTo, p.now, closeInputsToJson(inputs),
+          creditsToJson(creditsInUnits),
         ]);
         a.lines.forEach((l, i) =>
           lineRows.push([
@@ -425,7 +596,8 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           periodStart: p.periodStart, periodEnd: p.periodEnd, timeZone: p.timeZone, lines: a.lines, totals: tot, roundingMode: p.roundingMode,
           taxRateBps: p.taxRateBps, deferral: shown, createdAt: p.now, finalizedAt: undefined, paidAt: undefined, voidedAt: undefined,
           creditNote: undefined, paymentId: "", ledgerTransferIds: [], periodIndex: p.periodIndex, usageFrom: p.usageFrom, usageTo: p.usageTo,
-          residueDeltaNanos: residueDelta, ledgerPending: false, voidReason: "",
+          residueDeltaNanos: residueDelta, ledgerPending: false, voidReason: "", closeInputs: inputs, refreshedAt: undefined,
+          creditsInUnits: creditsInUnits ?? [],
         };
         outcomes.push({ created: true, invoice: inv });
       }
@@ -435,7 +607,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           ["tenant", "invoice_id", "customer_id", "subscription_id", "period_index", "period_start", "period_end", "time_zone", "unit", "status",
             "rounding_mode", "tax_rate_bps", "subtotal_nanos", "discount_nanos", "tax_nanos", "total_nanos", "credits_applied_nanos",
             "amount_due_nanos", "amount_due_minor", "exact_nanos", "residue_carried_nanos", "residue_delta_nanos", "deferred_nanos",
-            "deferral_amount_nanos", "deferral_since", "deferral_periods", "usage_from", "usage_to", "created_at"],
+            "deferral_amount_nanos", "deferral_since", "deferral_periods", "usage_from", "usage_to", "created_at", "close_inputs", "credits_in_units"],
           invoiceRows,
           tx,
         );
@@ -451,9 +623,9 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       }
       const rc: string[] = [], rk: string[] = [], ru: string[] = [], rn: string[] = [], rsn: string[] = [], rsd: string[] = [], ri: string[] = [];
       for (const [c, t] of touched) {
-        for (const k of t.keys) {
+        for (const [k, owner] of t.keys) {
           const st = residues.get(c)!.get(k)!;
-          rc.push(c); rk.push(k); ru.push(t.unit); rn.push(st.residueNanos.toString()); rsn.push(st.subNanoNum.toString()); rsd.push(st.subNanoDen.toString()); ri.push(t.invoiceId);
+          rc.push(c); rk.push(k); ru.push(t.unit); rn.push(st.residueNanos.toString()); rsn.push(st.subNanoNum.toString()); rsd.push(st.subNanoDen.toString()); ri.push(owner);
         }
       }
       if (rc.length > 0) {
@@ -482,9 +654,171 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         );
       }
       if (gone.length > 0) await tx.query(`DELETE FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, gone]);
+      for (const w of lineWrites) await writeLineDeferrals(tx, tenant, w.customerId, w.unit, w.invoiceId, w.consumed, w.out);
       const result: CloseOutcome[] = [];
       for (const o of outcomes) result.push(typeof o === "string" ? { created: false, invoice: (await loadInvoice(tx, tenant, o))! } : o);
       return result;
+    });
+  }
+
+  async function refreshDraft(tenant: string, invoiceId: string, item: CloseItem, now: Date): Promise<RefreshOutcome> {
+    const p = item.params;
+    return db.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`invoicing:${tenant}:${p.customerId}`]);
+      const inv = await loadInvoice(tx, tenant, invoiceId, true);
+      if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+      if (inv.status !== "draft") throw new InvoicingError("failed_precondition", `invoice ${invoiceId} is ${inv.status}: only a draft can be refreshed`);
+      if (inv.customerId !== p.customerId || inv.subscriptionId !== p.subscriptionId || inv.periodStart.getTime() !== p.periodStart.getTime()) {
+        throw new Error(`refresh of ${invoiceId}: the item is not the invoice's period`);
+      }
+      const inputs = inv.closeInputs;
+      if (inputs === undefined) throw new InvoicingError("failed_precondition", `invoice ${invoiceId} was made before drafts could be refreshed; late usage for its period is billed on the next invoice`);
+      const later = await tx.query(
+        `SELECT invoice_id, period_start FROM invoices WHERE tenant = $1 AND subscription_id = $2 AND period_start > $3 AND status <> 'void' ORDER BY period_start LIMIT 1`,
+        [tenant, inv.subscriptionId, inv.periodStart],
+      );
+      if (later.rows[0] !== undefined) {
+        throw new InvoicingError(
+          "failed_precondition",
+          `invoice ${invoiceId} cannot be refreshed: the later period ${(later.rows[0].period_start as Date).toISOString()} is already invoiced (${later.rows[0].invoice_id as string}), which bills late usage of this period`,
+        );
+      }
+      const resRows = await tx.query(`SELECT residue_key, residue_nanos, sub_nano_num, sub_nano_den, invoice_id FROM residues WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId]);
+      const current = new Map<string, { state: ResidueState; owner: string }>();
+      for (const r of resRows.rows) {
+        current.set(r.residue_key as string, { state: { residueNanos: big(r.residue_nanos), subNanoNum: big(r.sub_nano_num), subNanoDen: big(r.sub_nano_den) }, owner: r.invoice_id as string });
+      }
+      for (const k of inputs.residues.keys()) {
+        const owner = current.get(k)?.owner;
+        if (owner !== invoiceId) {
+          throw new InvoicingError("failed_precondition", `invoice ${invoiceId} cannot be refreshed: the residue ${k} it carried out was carried on by ${owner === undefined ? "another invoice" : `invoice ${owner}`}`);
+        }
+      }
+      const defRow = (await tx.query(`SELECT invoice_id FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId])).rows[0];
+      if ((defRow !== undefined && defRow.invoice_id !== invoiceId) || (defRow === undefined && inv.totals.deferredNanos !== 0n)) {
+        throw new InvoicingError("failed_precondition", `invoice ${invoiceId} cannot be refreshed: the amount it deferred (minimum billable) was carried on by a later invoice`);
+      }
+      // The residues as the close read them: the draft's inputs over the customer's current state.
+      const residuesIn = new Map<string, ResidueState>();
+      for (const [k, v] of current) residuesIn.set(k, v.state);
+      for (const [k, v] of inputs.residues) {
+        if (v.state === undefined) residuesIn.delete(k);
+        else residuesIn.set(k, v.state);
+      }
+      const deferredIn = inputs.deferral?.deferral;
+      // Line deferrals: the draft's outputs must still be its own, the ones it consumed still gone.
+      const ldRows = await tx.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId]);
+      const ldCurrent = new Map<string, { deferral: LineDeferral; owner: string }>();
+      for (const r of ldRows.rows) ldCurrent.set(r.charge_id as string, { deferral: lineDeferralFromRow(r), owner: r.invoice_id as string });
+      for (const k of new Set([...inputs.lineDeferredOut, ...inputs.lineDeferrals.keys()])) {
+        const owner = ldCurrent.get(k)?.owner;
+        const ok = inputs.lineDeferredOut.includes(k) ? owner === invoiceId : owner === undefined;
+        if (!ok) throw new InvoicingError("failed_precondition", `invoice ${invoiceId} cannot be refreshed: the usage of ${k} it carried (line minimum) was carried on by ${owner === undefined ? "a later invoice" : `invoice ${owner}`}`);
+      }
+      const lineIn = new Map<string, LineDeferral>();
+      for (const [k, v] of ldCurrent) if (v.owner !== invoiceId) lineIn.set(k, v.deferral);
+      for (const [k, v] of inputs.lineDeferrals) lineIn.set(k, v.deferral);
+      const unchanged = new Set<number>();
+      if ((item.late ?? []).length > 0) {
+        const billedNow = await readBilled(tx, tenant, item.late!.map((w) => ({ subscriptionId: p.subscriptionId, usageFrom: w.usageFrom, periodStart: w.periodStart })), invoiceId);
+        for (const w of item.late!) {
+          const usageNow = billedNow.get(billedKey(p.subscriptionId, "usage", w.usageFrom));
+          const creditsNow = billedNow.get(billedKey(p.subscriptionId, "credits", w.periodStart))?.get("") ?? 0n;
+          if (sameBilled(usageNow, w.billedUsage) && creditsNow === w.billedCredits) unchanged.add(w.periodStart.getTime());
+        }
+      }
+      const a = item.assemble(residuesIn, deferredIn, unchanged, lineIn, await readOneOffs(tx, tenant, item.oneOffIds ?? [], invoiceId));
+      const same =
+        a.lines.length === inv.lines.length &&
+        a.lines.every((l, i) => sameLine(l, inv.lines[i]!)) &&
+        (a.deferralOut?.amountNanos ?? 0n) === inv.totals.deferredNanos &&
+        inv.roundingMode === p.roundingMode &&
+        inv.taxRateBps === p.taxRateBps &&
+        creditsToJson(inv.creditsInUnits) === creditsToJson(item.creditsInUnits) &&
+        [...inputs.residues.keys()].every((k) => a.residues.has(k)) &&
+        [...a.residues].every(([k, st]) => {
+          const c = current.get(k)?.state;
+          return c !== undefined && c.residueNanos === st.residueNanos && c.subNanoNum * st.subNanoDen === st.subNanoNum * c.subNanoDen;
+        });
+      if (same) return { invoice: inv, changed: false };
+
+      // New inputs: the old ones for keys touched before, the current state for keys touched now only.
+      const next: CloseInputs = { residues: new Map(), deferral: inputs.deferral, lineDeferrals: new Map(), lineDeferredOut: [...a.lineDeferralsOut.keys()] };
+      for (const k of a.lineDeferralsConsumed) {
+        const v = inputs.lineDeferrals.get(k) ?? ldCurrent.get(k);
+        if (v !== undefined) next.lineDeferrals.set(k, v);
+      }
+      const restore: Array<{ key: string; state: ResidueState | undefined; owner: string | undefined }> = [];
+      for (const [k, v] of inputs.residues) if (!a.residues.has(k)) restore.push({ key: k, ...v });
+      for (const k of a.residues.keys()) {
+        const old = inputs.residues.get(k);
+        const cur = current.get(k);
+        next.residues.set(k, old ?? { state: cur?.state, owner: cur?.owner });
+      }
+      let residueDelta = 0n;
+      for (const l of a.lines) residueDelta += l.residueOutNanos - l.residueInNanos;
+      const tot = a.totals;
+      const shown = a.deferralShown;
+      await tx.query(`DELETE FROM invoice_lines WHERE tenant = $1 AND invoice_id = $2`, [tenant, invoiceId]);
+      if (a.lines.length > 0) {
+        await db.copyRows(
+          "invoice_lines",
+          ["tenant", "invoice_id", "line_no", "line_id", "kind", "description", "charge_id", "subscription_id", "quantity", "unit_price",
+            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable"],
+          a.lines.map((l, i) => [
+            tenant, invoiceId, i + 1, l.id, l.kind, l.description, l.chargeId, l.subscriptionId, l.quantity, l.unitPrice,
+            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable,
+          ]),
+          tx,
+        );
+      }
+      await tx.query(
+        `UPDATE invoices SET rounding_mode = $3, tax_rate_bps = $4, subtotal_nanos = $5, discount_nanos = $6, tax_nanos = $7, total_nanos = $8,
+           credits_applied_nanos = $9, amount_due_nanos = $10, amount_due_minor = $11, exact_nanos = $12, residue_carried_nanos = $13,
+           residue_delta_nanos = $14, deferred_nanos = $15, deferral_amount_nanos = $16, deferral_since = $17, deferral_periods = $18,
+           close_inputs = $19::jsonb, refreshed_at = $20, credits_in_units = $21::jsonb
+         WHERE tenant = $1 AND invoice_id = $2`,
+        [
+          tenant, invoiceId, p.roundingMode, p.taxRateBps, tot.subtotalNanos, tot.discountNanos, tot.taxNanos, tot.totalNanos, tot.creditsAppliedNanos,
+          tot.amountDueNanos, tot.amountDueMinor, tot.exactNanos, tot.residueCarriedNanos, residueDelta, tot.deferredNanos,
+          shown?.amountNanos ?? null, shown?.since ?? null, shown?.periods ?? null, closeInputsToJson(next), now, creditsToJson(item.creditsInUnits),
+        ],
+      );
+      // Residues: keys no longer touched go back to their input state (and owner); touched keys carry the new state.
+      for (const r of restore) {
+        if (r.state === undefined) await tx.query(`DELETE FROM residues WHERE tenant = $1 AND customer_id = $2 AND residue_key = $3`, [tenant, p.customerId, r.key]);
+        else {
+          await tx.query(
+            `UPDATE residues SET residue_nanos = $4, sub_nano_num = $5::numeric, sub_nano_den = $6::numeric, invoice_id = $7 WHERE tenant = $1 AND customer_id = $2 AND residue_key = $3`,
+            [tenant, p.customerId, r.key, r.state.residueNanos, r.state.subNanoNum.toString(), r.state.subNanoDen.toString(), r.owner ?? invoiceId],
+          );
+        }
+      }
+      for (const [k, st] of a.residues) {
+        await tx.query(
+          `INSERT INTO residues (tenant, customer_id, residue_key, unit, residue_nanos, sub_nano_num, sub_nano_den, invoice_id)
+           VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8)
+           ON CONFLICT (tenant, customer_id, residue_key) DO UPDATE SET unit = EXCLUDED.unit, residue_nanos = EXCLUDED.residue_nanos,
+             sub_nano_num = EXCLUDED.sub_nano_num, sub_nano_den = EXCLUDED.sub_nano_den, invoice_id = EXCLUDED.invoice_id`,
+          [tenant, p.customerId, k, p.unit, st.residueNanos, st.subNanoNum.toString(), st.subNanoDen.toString(), invoiceId],
+        );
+      }
+      const d = a.deferralOut;
+      if (d !== undefined) {
+        await tx.query(
+          `INSERT INTO deferrals (tenant, customer_id, unit, amount_nanos, since, periods, invoice_id) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (tenant, customer_id) DO UPDATE SET unit = EXCLUDED.unit, amount_nanos = EXCLUDED.amount_nanos,
+             since = EXCLUDED.since, periods = EXCLUDED.periods, invoice_id = EXCLUDED.invoice_id`,
+          [tenant, p.customerId, p.unit, d.amountNanos, d.since, d.periods, invoiceId],
+        );
+      } else await tx.query(`DELETE FROM deferrals WHERE tenant = $1 AND customer_id = $2 AND invoice_id = $3`, [tenant, p.customerId, invoiceId]);
+      // Line deferrals: the draft's old outputs and what it consumes now are replaced by its new outputs;
+      // an input it no longer consumes goes back to its owner.
+      await writeLineDeferrals(tx, tenant, p.customerId, p.unit, invoiceId, new Set([...inputs.lineDeferredOut, ...a.lineDeferralsConsumed]), a.lineDeferralsOut);
+      for (const [k, v] of inputs.lineDeferrals) {
+        if (!a.lineDeferralsConsumed.has(k) && !a.lineDeferralsOut.has(k)) await writeLineDeferrals(tx, tenant, p.customerId, p.unit, v.owner, [], new Map([[k, v.deferral]]));
+      }
+      return { invoice: (await loadInvoice(tx, tenant, invoiceId))!, changed: true };
     });
   }
 
@@ -500,6 +834,8 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         deferralUntil: opt<Date>(r.deferral_until),
         periodInterval: r.period_interval as PeriodInterval,
         periodAnchor: r.period_anchor as PeriodAnchor,
+        gracePeriodMs: Number(r.grace_period_ms ?? 0),
+        lineMinimumBillableNanos: big(r.line_minimum_billable_nanos ?? 0),
       };
   }
 
@@ -533,14 +869,15 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     async putSettings(tenant, s, now) {
       await db.query(
         `INSERT INTO billing_settings (tenant, customer_id, tax_rate_bps, rounding_mode, discount_bps, discount_nanos,
-           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at, grace_period_ms, line_minimum_billable_nanos)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (tenant, customer_id) DO UPDATE SET tax_rate_bps = EXCLUDED.tax_rate_bps,
            rounding_mode = EXCLUDED.rounding_mode, discount_bps = EXCLUDED.discount_bps, discount_nanos = EXCLUDED.discount_nanos,
            minimum_billable_nanos = EXCLUDED.minimum_billable_nanos, deferral_periods_max = EXCLUDED.deferral_periods_max,
            deferral_until = EXCLUDED.deferral_until, period_interval = EXCLUDED.period_interval,
-           period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at`,
-        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now],
+           period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at, grace_period_ms = EXCLUDED.grace_period_ms,
+           line_minimum_billable_nanos = EXCLUDED.line_minimum_billable_nanos`,
+        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now, s.gracePeriodMs, s.lineMinimumBillableNanos ?? 0n],
       );
       return s;
     },
@@ -592,6 +929,11 @@ export function createInvoiceStore(db: Db): InvoiceStore {
 
     readResidues: (tenant, customerId) => readResidues(db, tenant, customerId),
     readDeferral: (tenant, customerId) => readDeferral(db, tenant, customerId),
+    billedOneOffs: (tenant, chargeIds) => readOneOffs(db, tenant, chargeIds),
+    async readLineDeferrals(tenant, customerId) {
+      const { rows } = await db.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = $2 ORDER BY charge_id`, [tenant, customerId]);
+      return new Map(rows.map((r) => [r.charge_id as string, lineDeferralFromRow(r)]));
+    },
 
     async closePeriod(tenant, p, assemble) {
       const [out] = await closeMany(tenant, [{ params: p, assemble }]);
@@ -673,17 +1015,19 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       return new Map(rows.map((r) => [r.charge_id as string, big(r.s)]));
     },
 
-    billedWindows: (tenant, windows) => readBilled(db, tenant, windows),
+    billedWindows: (tenant, windows, excludeInvoiceId) => readBilled(db, tenant, windows, excludeInvoiceId),
 
-    async billedFees(tenant, subscriptionId, periodStart, chargeIds) {
+    refreshDraft,
+
+    async billedFees(tenant, subscriptionId, periodStart, chargeIds, excludeInvoiceId = "") {
       if (chargeIds.length === 0) return new Map();
       const { rows } = await db.query(
         `SELECT l.charge_id, SUM(l.amount_nanos)::bigint AS s FROM invoice_lines l
          JOIN invoices i ON i.tenant = l.tenant AND i.invoice_id = l.invoice_id
          WHERE l.tenant = $1 AND l.subscription_id = $2 AND l.period_start = $3 AND l.charge_id = ANY($4::text[])
-           AND l.kind IN ('seats', 'flat', 'adjustment') AND i.status <> 'void'
+           AND l.kind IN ('seats', 'flat', 'adjustment') AND i.status <> 'void' AND i.invoice_id <> $5
          GROUP BY l.charge_id`,
-        [tenant, subscriptionId, periodStart, chargeIds],
+        [tenant, subscriptionId, periodStart, chargeIds, excludeInvoiceId],
       );
       return new Map(rows.map((r) => [r.charge_id as string, big(r.s)]));
     },

@@ -5,7 +5,7 @@
 import { createClient, createRouterTransport, type Client, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { AlertKind, CreditWalletService, PolicyMode, WalletKind } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { CreateAccountResult, CreateTransferResult, LedgerService, TransferState } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { ConnectError, Code } from "@connectrpc/connect";
@@ -48,6 +48,21 @@ export interface FakeConsumption {
   chargeId: string;
   occurredAt: Date;
   consumedNanos: bigint;
+  /** shortfallNanos: what the wallet could not cover (default 0). */
+  shortfallNanos?: bigint;
+}
+
+/** FakeTopUp: one wallet auto top-up (an ALERT_KIND_AUTO_TOP_UP alert and its purchased grant). */
+export interface FakeTopUp {
+  customerId: string;
+  walletId: string;
+  grantId: string;
+  unit: string;
+  amountNanos: bigint;
+  at: Date;
+  /** costBasis: the grant's cost basis ("" = the wallet does not list the grant: its auto top-up terms apply). */
+  costBasis: string;
+  costCurrency: string;
 }
 
 export class FakeWorld {
@@ -56,6 +71,13 @@ export class FakeWorld {
   plans = new Map<string, { currency: string; minimum: string; charges: FakeCharge[] }>();
   buckets: FakeBucket[] = [];
   consumption: FakeConsumption[] = [];
+  topUps: FakeTopUp[] = [];
+  /** overagePolicies: "customer|unit" -> the wallet's POSTPAID_OVERAGE rate and currency. */
+  overagePolicies = new Map<string, { rate: string; currency: string }>();
+  /** creditTypes: credit type id -> name, currency and rates (currency per credit, from a time). */
+  creditTypes = new Map<string, { name: string; currency: string; rates: Array<{ rate: string; at: Date }> }>();
+  /** walletTerms: a wallet's auto top-up cost basis and currency (for grants GetBalance does not list). */
+  walletTerms = new Map<string, { costBasis: string; costCurrency: string; prepaid: boolean; unit: string }>();
   accounts = new Map<string, { unit: string; code: number; debits: bigint; credits: bigint }>();
   transfers = new Map<string, { debit: string; credit: string; amountNanos: bigint; unit: string }>();
   tenantsSeen = new Set<string>();
@@ -150,18 +172,80 @@ export class FakeWorld {
       CreditWalletService,
       createRouterTransport((r) =>
         r.service(CreditWalletService, {
+          listAlerts: (req, ctx) => {
+            this.tenant(ctx);
+            const since = req.since === undefined ? 0 : timestampDate(req.since).getTime();
+            const all = this.topUps
+              .filter((t) => (req.customerId === "" || t.customerId === req.customerId) && (req.kind === AlertKind.UNSPECIFIED || req.kind === AlertKind.AUTO_TOP_UP) && t.at.getTime() >= since)
+              .sort((a, b) => a.at.getTime() - b.at.getTime());
+            // pages of 2, so that the client's paging is exercised
+            const offset = req.page?.pageToken === undefined || req.page.pageToken === "" ? 0 : Number(req.page.pageToken);
+            const page = all.slice(offset, offset + 2);
+            return {
+              alerts: page.map((t) => ({
+                id: `alr_topup_${t.grantId}`,
+                kind: AlertKind.AUTO_TOP_UP,
+                walletId: t.walletId,
+                customerId: t.customerId,
+                grantId: t.grantId,
+                amountNanos: t.amountNanos,
+                unit: t.unit,
+                createdAt: timestampFromDate(t.at),
+              })),
+              page: { nextPageToken: offset + 2 < all.length ? String(offset + 2) : "" },
+            };
+          },
+          getCreditType: (req, ctx) => {
+            this.tenant(ctx);
+            const t = this.creditTypes.get(req.creditTypeId);
+            if (t === undefined) throw new ConnectError(`credit type ${req.creditTypeId} not found`, Code.NotFound);
+            return {
+              creditType: {
+                id: req.creditTypeId,
+                name: t.name,
+                currency: t.currency,
+                rates: t.rates.map((r) => ({ rate: { value: r.rate }, currency: t.currency, effectiveAt: timestampFromDate(r.at) })),
+              },
+            };
+          },
+          getBalance: (req, ctx) => {
+            this.tenant(ctx);
+            if (req.walletId === "") {
+              const p = this.overagePolicies.get(`${req.customerId}|${req.unit}`);
+              if (p === undefined) throw new ConnectError(`no wallet of ${req.customerId} in ${req.unit}`, Code.NotFound);
+              return { wallet: { id: `wal_${req.unit}`, unit: req.unit, kind: WalletKind.CREDITS, policy: { mode: PolicyMode.POSTPAID_OVERAGE, overageRate: { value: p.rate }, overageCurrency: p.currency } } };
+            }
+            const terms = this.walletTerms.get(req.walletId);
+            return {
+              wallet: {
+                id: req.walletId,
+                unit: terms?.unit ?? "",
+                kind: terms?.prepaid === true ? WalletKind.PREPAID : WalletKind.CREDITS,
+                autoTopUp: terms === undefined ? undefined : { enabled: true, costBasis: { value: terms.costBasis }, costBasisCurrency: terms.costCurrency },
+              },
+              grants: this.topUps
+                .filter((t) => t.walletId === req.walletId && t.costBasis !== "")
+                .map((t) => ({ grantId: t.grantId, amountNanos: t.amountNanos, costBasis: { value: t.costBasis }, costBasisCurrency: t.costCurrency })),
+            };
+          },
           listConsumption: (req, ctx) => {
             this.tenant(ctx);
             const from = timestampDate(req.from!).getTime();
             const to = timestampDate(req.to!).getTime();
             const es = this.consumption.filter((c) => c.customerId === req.customerId && c.unit === req.unit && c.occurredAt.getTime() >= from && c.occurredAt.getTime() < to);
-            const by = new Map<string, bigint>();
-            for (const e of es) by.set(e.chargeId, (by.get(e.chargeId) ?? 0n) + e.consumedNanos);
+            const by = new Map<string, { consumed: bigint; shortfall: bigint }>();
+            for (const e of es) {
+              const b = by.get(e.chargeId) ?? { consumed: 0n, shortfall: 0n };
+              b.consumed += e.consumedNanos;
+              b.shortfall += e.shortfallNanos ?? 0n;
+              by.set(e.chargeId, b);
+            }
             return {
               unit: req.unit,
               walletId: es.length > 0 ? "wal_1" : "",
               consumedNanos: es.reduce((s, e) => s + e.consumedNanos, 0n),
-              byCharge: [...by].map(([chargeId, consumedNanos]) => ({ chargeId, consumedNanos })),
+              shortfallNanos: es.reduce((s, e) => s + (e.shortfallNanos ?? 0n), 0n),
+              byCharge: [...by].map(([chargeId, b]) => ({ chargeId, consumedNanos: b.consumed, shortfallNanos: b.shortfall })),
             };
           },
         }),

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nanobill/invoicing/v1/invoicing.proto.
  */
 export const file_nanobill_invoicing_v1_invoicing: GenFile = /*@__PURE__*/
-  fileDesc("CiVuYW5vYmlsbC9pbnZvaWNpbmcvdjEvaW52b2ljaW5nLnByb3RvEhVuYW5vYmlsbC5pbnZvaWNpbmcudjEipAMKC0ludm9pY2VMaW5lEgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuTGluZUtpbmQSEwoLZGVzY3JpcHRpb24YAyABKAkSEQoJY2hhcmdlX2lkGAQgASgJEhcKD3N1YnNjcmlwdGlvbl9pZBgFIAEoCRIQCghxdWFudGl0eRgGIAEoCRISCgp1bml0X3ByaWNlGAcgASgJEhQKDGFtb3VudF9uYW5vcxgIIAEoAxIYChByZXNpZHVlX2luX25hbm9zGAkgASgDEhwKFHJvdW5kZWRfYW1vdW50X25hbm9zGAogASgDEhQKDGFtb3VudF9taW5vchgLIAEoAxIZChFyZXNpZHVlX291dF9uYW5vcxgMIAEoAxIwCgxwZXJpb2Rfc3RhcnQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4cGFuZGFibGUYDyABKAgihgIKDUludm9pY2VUb3RhbHMSFgoOc3VidG90YWxfbmFub3MYASABKAMSFgoOZGlzY291bnRfbmFub3MYAiABKAMSEQoJdGF4X25hbm9zGAMgASgDEhMKC3RvdGFsX25hbm9zGAQgASgDEh0KFWNyZWRpdHNfYXBwbGllZF9uYW5vcxgFIAEoAxIYChBhbW91bnRfZHVlX25hbm9zGAYgASgDEhgKEGFtb3VudF9kdWVfbWlub3IYByABKAMSEwoLZXhhY3RfbmFub3MYCCABKAMSHQoVcmVzaWR1ZV9jYXJyaWVkX25hbm9zGAkgASgDEhYKDmRlZmVycmVkX25hbm9zGAogASgDIlwKCERlZmVycmFsEhQKDGFtb3VudF9uYW5vcxgBIAEoAxIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGVyaW9kcxgDIAEoDSKgAQoKQ3JlZGl0Tm90ZRIKCgJpZBgBIAEoCRISCgppbnZvaWNlX2lkGAIgASgJEg4KBm51bWJlchgDIAEoCRIUCgxhbW91bnRfbmFub3MYBCABKAMSDAoEdW5pdBgFIAEoCRIOCgZyZWFzb24YBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQYKB0ludm9pY2USCgoCaWQYASABKAkSDgoGbnVtYmVyGAIgASgJEhMKC2N1c3RvbWVyX2lkGAMgASgJEhcKD3N1YnNjcmlwdGlvbl9pZBgEIAEoCRI0CgZzdGF0dXMYBSABKA4yJC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZVN0YXR1cxIMCgR1bml0GAYgASgJEjAKDHBlcmlvZF9zdGFydBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGltZV96b25lGAkgASgJEjEKBWxpbmVzGAogAygLMiIubmFub2JpbGwuaW52b2ljaW5nLnYxLkludm9pY2VMaW5lEjQKBnRvdGFscxgLIAEoCzIkLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlVG90YWxzEjoKDXJvdW5kaW5nX21vZGUYDCABKA4yIy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUm91bmRpbmdNb2RlEhQKDHRheF9yYXRlX2JwcxgNIAEoDRIxCghkZWZlcnJhbBgOIAEoCzIfLm5hbm9iaWxsLmludm9pY2luZy52MS5EZWZlcnJhbBIuCgpjcmVhdGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxmaW5hbGl6ZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3BhaWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXZvaWRlZF9hdBgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoLY3JlZGl0X25vdGUYEyABKAsyIS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuQ3JlZGl0Tm90ZRISCgpwYXltZW50X2lkGBQgASgJEhsKE2xlZGdlcl90cmFuc2Zlcl9pZHMYFSADKAkilAMKD0JpbGxpbmdTZXR0aW5ncxITCgtjdXN0b21lcl9pZBgBIAEoCRIUCgx0YXhfcmF0ZV9icHMYAiABKA0SOgoNcm91bmRpbmdfbW9kZRgDIAEoDjIjLm5hbm9iaWxsLmludm9pY2luZy52MS5Sb3VuZGluZ01vZGUSFAoMZGlzY291bnRfYnBzGAQgASgNEhYKDmRpc2NvdW50X25hbm9zGAUgASgDEh4KFm1pbmltdW1fYmlsbGFibGVfbmFub3MYBiABKAMSHAoUZGVmZXJyYWxfcGVyaW9kc19tYXgYByABKA0SMgoOZGVmZXJyYWxfdW50aWwYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj4KD3BlcmlvZF9pbnRlcnZhbBgJIAEoDjIlLm5hbm9iaWxsLmludm9pY2luZy52MS5QZXJpb2RJbnRlcnZhbBI6Cg1wZXJpb2RfYW5jaG9yGAogASgOMiMubmFub2JpbGwuaW52b2ljaW5nLnYxLlBlcmlvZEFuY2hvciJgChVQcmV2aWV3SW52b2ljZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSKwoCYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCBQoDX2F0IkkKFlByZXZpZXdJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIocBCg9DbG9zZVBlcmlvZEl0ZW0SEwoLY3VzdG9tZXJfaWQYASABKAkSFwoPc3Vic2NyaXB0aW9uX2lkGAIgASgJEjUKDHBlcmlvZF9zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIAIgBAUIPCg1fcGVyaW9kX3N0YXJ0IksKEkNsb3NlUGVyaW9kUmVxdWVzdBI1CgVpdGVtcxgBIAMoCzImLm5hbm9iaWxsLmludm9pY2luZy52MS5DbG9zZVBlcmlvZEl0ZW0irAEKFUNsb3NlUGVyaW9kSXRlbVJlc3VsdBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSOAoGcmVzdWx0GAIgASgOMigubmFub2JpbGwuaW52b2ljaW5nLnYxLkNsb3NlUGVyaW9kUmVzdWx0Ei8KB2ludm9pY2UYAyABKAsyHi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZRIPCgdtZXNzYWdlGAQgASgJIlQKE0Nsb3NlUGVyaW9kUmVzcG9uc2USPQoHcmVzdWx0cxgBIAMoCzIsLm5hbm9iaWxsLmludm9pY2luZy52MS5DbG9zZVBlcmlvZEl0ZW1SZXN1bHQiJwoRR2V0SW52b2ljZVJlcXVlc3QSEgoKaW52b2ljZV9pZBgBIAEoCSJFChJHZXRJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIosBChNMaXN0SW52b2ljZXNSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEjQKBnN0YXR1cxgCIAEoDjIkLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlU3RhdHVzEhUKDXBhZ2Vfc2l6ZV9tYXgYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJhChRMaXN0SW52b2ljZXNSZXNwb25zZRIwCghpbnZvaWNlcxgBIAMoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIsChZGaW5hbGl6ZUludm9pY2VSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkiSgoXRmluYWxpemVJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIlAKElZvaWRJbnZvaWNlUmVxdWVzdBISCgppbnZvaWNlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIWCg5jcmVkaXRfbm90ZV9pZBgDIAEoCSJGChNWb2lkSW52b2ljZVJlc3BvbnNlEi8KB2ludm9pY2UYASABKAsyHi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZSJ+ChZNYXJrSW52b2ljZVBhaWRSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIwCgdwYWlkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAiAEBQgoKCF9wYWlkX2F0IkoKF01hcmtJbnZvaWNlUGFpZFJlc3BvbnNlEi8KB2ludm9pY2UYASABKAsyHi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZSJfChRSZW5kZXJJbnZvaWNlUmVxdWVzdBISCgppbnZvaWNlX2lkGAEgASgJEjMKBmZvcm1hdBgCIAEoDjIjLm5hbm9iaWxsLmludm9pY2luZy52MS5SZW5kZXJGb3JtYXQiUQoVUmVuZGVySW52b2ljZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwSFAoMY29udGVudF90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCSI9ChBSZWNvbmNpbGVSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhQKDGludm9pY2VzX21heBgCIAEoDSKQAQoTUmVjb25jaWxlRGlmZmVyZW5jZRISCgppbnZvaWNlX2lkGAEgASgJEg0KBWNoZWNrGAIgASgJEhYKDmV4cGVjdGVkX25hbm9zGAMgASgDEhQKDGFjdHVhbF9uYW5vcxgEIAEoAxIYChBkaWZmZXJlbmNlX25hbm9zGAUgASgDEg4KBmRldGFpbBgGIAEoCSJuChFSZWNvbmNpbGVSZXNwb25zZRIYChBpbnZvaWNlc19jaGVja2VkGAEgASgNEj8KC2RpZmZlcmVuY2VzGAIgAygLMioubmFub2JpbGwuaW52b2ljaW5nLnYxLlJlY29uY2lsZURpZmZlcmVuY2UiwAEKEUV4cGFuZExpbmVSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkSDwoHbGluZV9pZBgCIAEoCRITCgtncmFudWxhcml0eRgDIAEoCRIVCg1wYWdlX3NpemVfbWF4GAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSNQoMYnVja2V0X3N0YXJ0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAiAEBQg8KDV9idWNrZXRfc3RhcnQinQEKCUxpbmVFdmVudBIQCghldmVudF9pZBgBIAEoCRIvCgtvY2N1cnJlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcXVhbnRpdHkYAyABKAkSFAoMYW1vdW50X25hbm9zGAQgASgDEhIKCmNvc3RfbmFub3MYBSABKAMSEQoJY29zdF91bml0GAYgASgJIp4BCgpMaW5lQnVja2V0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHF1YW50aXR5GAMgASgJEhQKDGFtb3VudF9uYW5vcxgEIAEoAxIUCgxldmVudHNfY291bnQYBSABKAQirQEKEkV4cGFuZExpbmVSZXNwb25zZRIyCgdidWNrZXRzGAEgAygLMiEubmFub2JpbGwuaW52b2ljaW5nLnYxLkxpbmVCdWNrZXQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEjAKBmV2ZW50cxgDIAMoCzIgLm5hbm9iaWxsLmludm9pY2luZy52MS5MaW5lRXZlbnQSGAoQc2V0dGxlbWVudF9uYW5vcxgEIAEoAyJVChlTZXRCaWxsaW5nU2V0dGluZ3NSZXF1ZXN0EjgKCHNldHRpbmdzGAEgASgLMiYubmFub2JpbGwuaW52b2ljaW5nLnYxLkJpbGxpbmdTZXR0aW5ncyJWChpTZXRCaWxsaW5nU2V0dGluZ3NSZXNwb25zZRI4CghzZXR0aW5ncxgBIAEoCzImLm5hbm9iaWxsLmludm9pY2luZy52MS5CaWxsaW5nU2V0dGluZ3MiMAoZR2V0QmlsbGluZ1NldHRpbmdzUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCSJWChpHZXRCaWxsaW5nU2V0dGluZ3NSZXNwb25zZRI4CghzZXR0aW5ncxgBIAEoCzImLm5hbm9iaWxsLmludm9pY2luZy52MS5CaWxsaW5nU2V0dGluZ3MqtQEKDUludm9pY2VTdGF0dXMSHgoaSU5WT0lDRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZJTlZPSUNFX1NUQVRVU19QUkVWSUVXEAESGAoUSU5WT0lDRV9TVEFUVVNfRFJBRlQQAhIcChhJTlZPSUNFX1NUQVRVU19GSU5BTElaRUQQAxIXChNJTlZPSUNFX1NUQVRVU19QQUlEEAQSFwoTSU5WT0lDRV9TVEFUVVNfVk9JRBAFKpwCCghMaW5lS2luZBIZChVMSU5FX0tJTkRfVU5TUEVDSUZJRUQQABITCg9MSU5FX0tJTkRfVVNBR0UQARITCg9MSU5FX0tJTkRfU0VBVFMQAhISCg5MSU5FX0tJTkRfRkxBVBADEh0KGUxJTkVfS0lORF9NSU5JTVVNX1RSVUVfVVAQBBIdChlMSU5FX0tJTkRfQ1JFRElUU19BUFBMSUVEEAUSFQoRTElORV9LSU5EX09WRVJBR0UQBhIYChRMSU5FX0tJTkRfQURKVVNUTUVOVBAHEhEKDUxJTkVfS0lORF9UQVgQCBIdChlMSU5FX0tJTkRfQ0FSUklFRF9GT1JXQVJEEAkSFgoSTElORV9LSU5EX0RJU0NPVU5UEAoq4QEKDFJvdW5kaW5nTW9kZRIdChlST1VORElOR19NT0RFX1VOU1BFQ0lGSUVEEAASGwoXUk9VTkRJTkdfTU9ERV9IQUxGX0VWRU4QARIZChVST1VORElOR19NT0RFX0hBTEZfVVAQAhIbChdST1VORElOR19NT0RFX0hBTEZfRE9XThADEhcKE1JPVU5ESU5HX01PREVfRkxPT1IQBBIWChJST1VORElOR19NT0RFX0NFSUwQBRIWChJST1VORElOR19NT0RFX0RPV04QBhIUChBST1VORElOR19NT0RFX1VQEAcqdAoMUmVuZGVyRm9ybWF0Eh0KGVJFTkRFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIWChJSRU5ERVJfRk9STUFUX0pTT04QARIWChJSRU5ERVJfRk9STUFUX0hUTUwQAhIVChFSRU5ERVJfRk9STUFUX1BERhADKoMBCg5QZXJpb2RJbnRlcnZhbBIfChtQRVJJT0RfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIZChVQRVJJT0RfSU5URVJWQUxfTU9OVEgQARIbChdQRVJJT0RfSU5URVJWQUxfUVVBUlRFUhACEhgKFFBFUklPRF9JTlRFUlZBTF9ZRUFSEAMqaAoMUGVyaW9kQW5jaG9yEh0KGVBFUklPRF9BTkNIT1JfVU5TUEVDSUZJRUQQABIdChlQRVJJT0RfQU5DSE9SX0FOTklWRVJTQVJZEAESGgoWUEVSSU9EX0FOQ0hPUl9DQUxFTkRBUhACKu8BChFDbG9zZVBlcmlvZFJlc3VsdBIjCh9DTE9TRV9QRVJJT0RfUkVTVUxUX1VOU1BFQ0lGSUVEEAASHwobQ0xPU0VfUEVSSU9EX1JFU1VMVF9DUkVBVEVEEAESJgoiQ0xPU0VfUEVSSU9EX1JFU1VMVF9BTFJFQURZX0NMT1NFRBACEigKJENMT1NFX1BFUklPRF9SRVNVTFRfUEVSSU9EX05PVF9FTkRFRBADEiEKHUNMT1NFX1BFUklPRF9SRVNVTFRfTk9UX0ZPVU5EEAQSHwobQ0xPU0VfUEVSSU9EX1JFU1VMVF9JTlZBTElEEAUyogoKEEludm9pY2luZ1NlcnZpY2USbQoOUHJldmlld0ludm9pY2USLC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUHJldmlld0ludm9pY2VSZXF1ZXN0Gi0ubmFub2JpbGwuaW52b2ljaW5nLnYxLlByZXZpZXdJbnZvaWNlUmVzcG9uc2USZAoLQ2xvc2VQZXJpb2QSKS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuQ2xvc2VQZXJpb2RSZXF1ZXN0GioubmFub2JpbGwuaW52b2ljaW5nLnYxLkNsb3NlUGVyaW9kUmVzcG9uc2USYQoKR2V0SW52b2ljZRIoLm5hbm9iaWxsLmludm9pY2luZy52MS5HZXRJbnZvaWNlUmVxdWVzdBopLm5hbm9iaWxsLmludm9pY2luZy52MS5HZXRJbnZvaWNlUmVzcG9uc2USZwoMTGlzdEludm9pY2VzEioubmFub2JpbGwuaW52b2ljaW5nLnYxLkxpc3RJbnZvaWNlc1JlcXVlc3QaKy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuTGlzdEludm9pY2VzUmVzcG9uc2UScAoPRmluYWxpemVJbnZvaWNlEi0ubmFub2JpbGwuaW52b2ljaW5nLnYxLkZpbmFsaXplSW52b2ljZVJlcXVlc3QaLi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuRmluYWxpemVJbnZvaWNlUmVzcG9uc2USZAoLVm9pZEludm9pY2USKS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuVm9pZEludm9pY2VSZXF1ZXN0GioubmFub2JpbGwuaW52b2ljaW5nLnYxLlZvaWRJbnZvaWNlUmVzcG9uc2UScAoPTWFya0ludm9pY2VQYWlkEi0ubmFub2JpbGwuaW52b2ljaW5nLnYxLk1hcmtJbnZvaWNlUGFpZFJlcXVlc3QaLi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuTWFya0ludm9pY2VQYWlkUmVzcG9uc2USagoNUmVuZGVySW52b2ljZRIrLm5hbm9iaWxsLmludm9pY2luZy52MS5SZW5kZXJJbnZvaWNlUmVxdWVzdBosLm5hbm9iaWxsLmludm9pY2luZy52MS5SZW5kZXJJbnZvaWNlUmVzcG9uc2USXgoJUmVjb25jaWxlEicubmFub2JpbGwuaW52b2ljaW5nLnYxLlJlY29uY2lsZVJlcXVlc3QaKC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUmVjb25jaWxlUmVzcG9uc2USYQoKRXhwYW5kTGluZRIoLm5hbm9iaWxsLmludm9pY2luZy52MS5FeHBhbmRMaW5lUmVxdWVzdBopLm5hbm9iaWxsLmludm9pY2luZy52MS5FeHBhbmRMaW5lUmVzcG9uc2USeQoSU2V0QmlsbGluZ1NldHRpbmdzEjAubmFub2JpbGwuaW52b2ljaW5nLnYxLlNldEJpbGxpbmdTZXR0aW5nc1JlcXVlc3QaMS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuU2V0QmlsbGluZ1NldHRpbmdzUmVzcG9uc2USeQoSR2V0QmlsbGluZ1NldHRpbmdzEjAubmFub2JpbGwuaW52b2ljaW5nLnYxLkdldEJpbGxpbmdTZXR0aW5nc1JlcXVlc3QaMS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuR2V0QmlsbGluZ1NldHRpbmdzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiVuYW5vYmlsbC9pbnZvaWNpbmcvdjEvaW52b2ljaW5nLnByb3RvEhVuYW5vYmlsbC5pbnZvaWNpbmcudjEipAMKC0ludm9pY2VMaW5lEgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuTGluZUtpbmQSEwoLZGVzY3JpcHRpb24YAyABKAkSEQoJY2hhcmdlX2lkGAQgASgJEhcKD3N1YnNjcmlwdGlvbl9pZBgFIAEoCRIQCghxdWFudGl0eRgGIAEoCRISCgp1bml0X3ByaWNlGAcgASgJEhQKDGFtb3VudF9uYW5vcxgIIAEoAxIYChByZXNpZHVlX2luX25hbm9zGAkgASgDEhwKFHJvdW5kZWRfYW1vdW50X25hbm9zGAogASgDEhQKDGFtb3VudF9taW5vchgLIAEoAxIZChFyZXNpZHVlX291dF9uYW5vcxgMIAEoAxIwCgxwZXJpb2Rfc3RhcnQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV4cGFuZGFibGUYDyABKAgihgIKDUludm9pY2VUb3RhbHMSFgoOc3VidG90YWxfbmFub3MYASABKAMSFgoOZGlzY291bnRfbmFub3MYAiABKAMSEQoJdGF4X25hbm9zGAMgASgDEhMKC3RvdGFsX25hbm9zGAQgASgDEh0KFWNyZWRpdHNfYXBwbGllZF9uYW5vcxgFIAEoAxIYChBhbW91bnRfZHVlX25hbm9zGAYgASgDEhgKEGFtb3VudF9kdWVfbWlub3IYByABKAMSEwoLZXhhY3RfbmFub3MYCCABKAMSHQoVcmVzaWR1ZV9jYXJyaWVkX25hbm9zGAkgASgDEhYKDmRlZmVycmVkX25hbm9zGAogASgDIlwKCERlZmVycmFsEhQKDGFtb3VudF9uYW5vcxgBIAEoAxIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGVyaW9kcxgDIAEoDSKgAQoKQ3JlZGl0Tm90ZRIKCgJpZBgBIAEoCRISCgppbnZvaWNlX2lkGAIgASgJEg4KBm51bWJlchgDIAEoCRIUCgxhbW91bnRfbmFub3MYBCABKAMSDAoEdW5pdBgFIAEoCRIOCgZyZWFzb24YBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAcKB0ludm9pY2USCgoCaWQYASABKAkSDgoGbnVtYmVyGAIgASgJEhMKC2N1c3RvbWVyX2lkGAMgASgJEhcKD3N1YnNjcmlwdGlvbl9pZBgEIAEoCRI0CgZzdGF0dXMYBSABKA4yJC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZVN0YXR1cxIMCgR1bml0GAYgASgJEjAKDHBlcmlvZF9zdGFydBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGltZV96b25lGAkgASgJEjEKBWxpbmVzGAogAygLMiIubmFub2JpbGwuaW52b2ljaW5nLnYxLkludm9pY2VMaW5lEjQKBnRvdGFscxgLIAEoCzIkLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlVG90YWxzEjoKDXJvdW5kaW5nX21vZGUYDCABKA4yIy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUm91bmRpbmdNb2RlEhQKDHRheF9yYXRlX2JwcxgNIAEoDRIxCghkZWZlcnJhbBgOIAEoCzIfLm5hbm9iaWxsLmludm9pY2luZy52MS5EZWZlcnJhbBIuCgpjcmVhdGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxmaW5hbGl6ZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3BhaWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXZvaWRlZF9hdBgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoLY3JlZGl0X25vdGUYEyABKAsyIS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuQ3JlZGl0Tm90ZRISCgpwYXltZW50X2lkGBQgASgJEhsKE2xlZGdlcl90cmFuc2Zlcl9pZHMYFSADKAkSMAoMcmVmcmVzaGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChBjcmVkaXRzX2luX3VuaXRzGBcgAygLMiUubmFub2JpbGwuaW52b2ljaW5nLnYxLkNyZWRpdHNJblVuaXRzIocBCg5DcmVkaXRzSW5Vbml0cxIWCg5jcmVkaXRfdHlwZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhUKDWNyZWRpdHNfbmFub3MYAyABKAMSDAoEcmF0ZRgEIAEoCRIVCg1yYXRlX2N1cnJlbmN5GAUgASgJEhMKC3ZhbHVlX25hbm9zGAYgASgDItIDCg9CaWxsaW5nU2V0dGluZ3MSEwoLY3VzdG9tZXJfaWQYASABKAkSFAoMdGF4X3JhdGVfYnBzGAIgASgNEjoKDXJvdW5kaW5nX21vZGUYAyABKA4yIy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUm91bmRpbmdNb2RlEhQKDGRpc2NvdW50X2JwcxgEIAEoDRIWCg5kaXNjb3VudF9uYW5vcxgFIAEoAxIeChZtaW5pbXVtX2JpbGxhYmxlX25hbm9zGAYgASgDEhwKFGRlZmVycmFsX3BlcmlvZHNfbWF4GAcgASgNEjIKDmRlZmVycmFsX3VudGlsGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI+Cg9wZXJpb2RfaW50ZXJ2YWwYCSABKA4yJS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUGVyaW9kSW50ZXJ2YWwSOgoNcGVyaW9kX2FuY2hvchgKIAEoDjIjLm5hbm9iaWxsLmludm9pY2luZy52MS5QZXJpb2RBbmNob3ISFwoPZ3JhY2VfcGVyaW9kX21zGAsgASgDEiMKG2xpbmVfbWluaW11bV9iaWxsYWJsZV9uYW5vcxgMIAEoAyJgChVQcmV2aWV3SW52b2ljZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSKwoCYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCBQoDX2F0IkkKFlByZXZpZXdJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIocBCg9DbG9zZVBlcmlvZEl0ZW0SEwoLY3VzdG9tZXJfaWQYASABKAkSFwoPc3Vic2NyaXB0aW9uX2lkGAIgASgJEjUKDHBlcmlvZF9zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIAIgBAUIPCg1fcGVyaW9kX3N0YXJ0IksKEkNsb3NlUGVyaW9kUmVxdWVzdBI1CgVpdGVtcxgBIAMoCzImLm5hbm9iaWxsLmludm9pY2luZy52MS5DbG9zZVBlcmlvZEl0ZW0irAEKFUNsb3NlUGVyaW9kSXRlbVJlc3VsdBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSOAoGcmVzdWx0GAIgASgOMigubmFub2JpbGwuaW52b2ljaW5nLnYxLkNsb3NlUGVyaW9kUmVzdWx0Ei8KB2ludm9pY2UYAyABKAsyHi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuSW52b2ljZRIPCgdtZXNzYWdlGAQgASgJIlQKE0Nsb3NlUGVyaW9kUmVzcG9uc2USPQoHcmVzdWx0cxgBIAMoCzIsLm5hbm9iaWxsLmludm9pY2luZy52MS5DbG9zZVBlcmlvZEl0ZW1SZXN1bHQiJwoRR2V0SW52b2ljZVJlcXVlc3QSEgoKaW52b2ljZV9pZBgBIAEoCSJFChJHZXRJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIosBChNMaXN0SW52b2ljZXNSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEjQKBnN0YXR1cxgCIAEoDjIkLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlU3RhdHVzEhUKDXBhZ2Vfc2l6ZV9tYXgYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJhChRMaXN0SW52b2ljZXNSZXNwb25zZRIwCghpbnZvaWNlcxgBIAMoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIsChZGaW5hbGl6ZUludm9pY2VSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkiSgoXRmluYWxpemVJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIisKFVJlZnJlc2hJbnZvaWNlUmVxdWVzdBISCgppbnZvaWNlX2lkGAEgASgJIloKFlJlZnJlc2hJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlEg8KB2NoYW5nZWQYAiABKAgiUAoSVm9pZEludm9pY2VSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhYKDmNyZWRpdF9ub3RlX2lkGAMgASgJIkYKE1ZvaWRJbnZvaWNlUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIn4KFk1hcmtJbnZvaWNlUGFpZFJlcXVlc3QSEgoKaW52b2ljZV9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJEjAKB3BhaWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCCgoIX3BhaWRfYXQiSgoXTWFya0ludm9pY2VQYWlkUmVzcG9uc2USLwoHaW52b2ljZRgBIAEoCzIeLm5hbm9iaWxsLmludm9pY2luZy52MS5JbnZvaWNlIl8KFFJlbmRlckludm9pY2VSZXF1ZXN0EhIKCmludm9pY2VfaWQYASABKAkSMwoGZm9ybWF0GAIgASgOMiMubmFub2JpbGwuaW52b2ljaW5nLnYxLlJlbmRlckZvcm1hdCJRChVSZW5kZXJJbnZvaWNlUmVzcG9uc2USDwoHY29udGVudBgBIAEoDBIUCgxjb250ZW50X3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJIj0KEFJlY29uY2lsZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSFAoMaW52b2ljZXNfbWF4GAIgASgNIpABChNSZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmludm9pY2VfaWQYASABKAkSDQoFY2hlY2sYAiABKAkSFgoOZXhwZWN0ZWRfbmFub3MYAyABKAMSFAoMYWN0dWFsX25hbm9zGAQgASgDEhgKEGRpZmZlcmVuY2VfbmFub3MYBSABKAMSDgoGZGV0YWlsGAYgASgJIm4KEVJlY29uY2lsZVJlc3BvbnNlEhgKEGludm9pY2VzX2NoZWNrZWQYASABKA0SPwoLZGlmZmVyZW5jZXMYAiADKAsyKi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUmVjb25jaWxlRGlmZmVyZW5jZSLAAQoRRXhwYW5kTGluZVJlcXVlc3QSEgoKaW52b2ljZV9pZBgBIAEoCRIPCgdsaW5lX2lkGAIgASgJEhMKC2dyYW51bGFyaXR5GAMgASgJEhUKDXBhZ2Vfc2l6ZV9tYXgYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCRI1CgxidWNrZXRfc3RhcnQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCDwoNX2J1Y2tldF9zdGFydCKdAQoJTGluZUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghxdWFudGl0eRgDIAEoCRIUCgxhbW91bnRfbmFub3MYBCABKAMSEgoKY29zdF9uYW5vcxgFIAEoAxIRCgljb3N0X3VuaXQYBiABKAkingEKCkxpbmVCdWNrZXQSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcXVhbnRpdHkYAyABKAkSFAoMYW1vdW50X25hbm9zGAQgASgDEhQKDGV2ZW50c19jb3VudBgFIAEoBCKtAQoSRXhwYW5kTGluZVJlc3BvbnNlEjIKB2J1Y2tldHMYASADKAsyIS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuTGluZUJ1Y2tldBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSMAoGZXZlbnRzGAMgAygLMiAubmFub2JpbGwuaW52b2ljaW5nLnYxLkxpbmVFdmVudBIYChBzZXR0bGVtZW50X25hbm9zGAQgASgDIlUKGVNldEJpbGxpbmdTZXR0aW5nc1JlcXVlc3QSOAoIc2V0dGluZ3MYASABKAsyJi5uYW5vYmlsbC5pbnZvaWNpbmcudjEuQmlsbGluZ1NldHRpbmdzIlYKGlNldEJpbGxpbmdTZXR0aW5nc1Jlc3BvbnNlEjgKCHNldHRpbmdzGAEgASgLMiYubmFub2JpbGwuaW52b2ljaW5nLnYxLkJpbGxpbmdTZXR0aW5ncyIwChlHZXRCaWxsaW5nU2V0dGluZ3NSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJIlYKGkdldEJpbGxpbmdTZXR0aW5nc1Jlc3BvbnNlEjgKCHNldHRpbmdzGAEgASgLMiYubmFub2JpbGwuaW52b2ljaW5nLnYxLkJpbGxpbmdTZXR0aW5ncyq1AQoNSW52b2ljZVN0YXR1cxIeChpJTlZPSUNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFklOVk9JQ0VfU1RBVFVTX1BSRVZJRVcQARIYChRJTlZPSUNFX1NUQVRVU19EUkFGVBACEhwKGElOVk9JQ0VfU1RBVFVTX0ZJTkFMSVpFRBADEhcKE0lOVk9JQ0VfU1RBVFVTX1BBSUQQBBIXChNJTlZPSUNFX1NUQVRVU19WT0lEEAUqswIKCExpbmVLaW5kEhkKFUxJTkVfS0lORF9VTlNQRUNJRklFRBAAEhMKD0xJTkVfS0lORF9VU0FHRRABEhMKD0xJTkVfS0lORF9TRUFUUxACEhIKDkxJTkVfS0lORF9GTEFUEAMSHQoZTElORV9LSU5EX01JTklNVU1fVFJVRV9VUBAEEh0KGUxJTkVfS0lORF9DUkVESVRTX0FQUExJRUQQBRIVChFMSU5FX0tJTkRfT1ZFUkFHRRAGEhgKFExJTkVfS0lORF9BREpVU1RNRU5UEAcSEQoNTElORV9LSU5EX1RBWBAIEh0KGUxJTkVfS0lORF9DQVJSSUVEX0ZPUldBUkQQCRIWChJMSU5FX0tJTkRfRElTQ09VTlQQChIVChFMSU5FX0tJTkRfT05FX09GRhALKuEBCgxSb3VuZGluZ01vZGUSHQoZUk9VTkRJTkdfTU9ERV9VTlNQRUNJRklFRBAAEhsKF1JPVU5ESU5HX01PREVfSEFMRl9FVkVOEAESGQoVUk9VTkRJTkdfTU9ERV9IQUxGX1VQEAISGwoXUk9VTkRJTkdfTU9ERV9IQUxGX0RPV04QAxIXChNST1VORElOR19NT0RFX0ZMT09SEAQSFgoSUk9VTkRJTkdfTU9ERV9DRUlMEAUSFgoSUk9VTkRJTkdfTU9ERV9ET1dOEAYSFAoQUk9VTkRJTkdfTU9ERV9VUBAHKnQKDFJlbmRlckZvcm1hdBIdChlSRU5ERVJfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUkVOREVSX0ZPUk1BVF9KU09OEAESFgoSUkVOREVSX0ZPUk1BVF9IVE1MEAISFQoRUkVOREVSX0ZPUk1BVF9QREYQAyqDAQoOUGVyaW9kSW50ZXJ2YWwSHwobUEVSSU9EX0lOVEVSVkFMX1VOU1BFQ0lGSUVEEAASGQoVUEVSSU9EX0lOVEVSVkFMX01PTlRIEAESGwoXUEVSSU9EX0lOVEVSVkFMX1FVQVJURVIQAhIYChRQRVJJT0RfSU5URVJWQUxfWUVBUhADKmgKDFBlcmlvZEFuY2hvchIdChlQRVJJT0RfQU5DSE9SX1VOU1BFQ0lGSUVEEAASHQoZUEVSSU9EX0FOQ0hPUl9BTk5JVkVSU0FSWRABEhoKFlBFUklPRF9BTkNIT1JfQ0FMRU5EQVIQAirvAQoRQ2xvc2VQZXJpb2RSZXN1bHQSIwofQ0xPU0VfUEVSSU9EX1JFU1VMVF9VTlNQRUNJRklFRBAAEh8KG0NMT1NFX1BFUklPRF9SRVNVTFRfQ1JFQVRFRBABEiYKIkNMT1NFX1BFUklPRF9SRVNVTFRfQUxSRUFEWV9DTE9TRUQQAhIoCiRDTE9TRV9QRVJJT0RfUkVTVUxUX1BFUklPRF9OT1RfRU5ERUQQAxIhCh1DTE9TRV9QRVJJT0RfUkVTVUxUX05PVF9GT1VORBAEEh8KG0NMT1NFX1BFUklPRF9SRVNVTFRfSU5WQUxJRBAFMpELChBJbnZvaWNpbmdTZXJ2aWNlEm0KDlByZXZpZXdJbnZvaWNlEiwubmFub2JpbGwuaW52b2ljaW5nLnYxLlByZXZpZXdJbnZvaWNlUmVxdWVzdBotLm5hbm9iaWxsLmludm9pY2luZy52MS5QcmV2aWV3SW52b2ljZVJlc3BvbnNlEmQKC0Nsb3NlUGVyaW9kEikubmFub2JpbGwuaW52b2ljaW5nLnYxLkNsb3NlUGVyaW9kUmVxdWVzdBoqLm5hbm9iaWxsLmludm9pY2luZy52MS5DbG9zZVBlcmlvZFJlc3BvbnNlEmEKCkdldEludm9pY2USKC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuR2V0SW52b2ljZVJlcXVlc3QaKS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuR2V0SW52b2ljZVJlc3BvbnNlEmcKDExpc3RJbnZvaWNlcxIqLm5hbm9iaWxsLmludm9pY2luZy52MS5MaXN0SW52b2ljZXNSZXF1ZXN0GisubmFub2JpbGwuaW52b2ljaW5nLnYxLkxpc3RJbnZvaWNlc1Jlc3BvbnNlEnAKD0ZpbmFsaXplSW52b2ljZRItLm5hbm9iaWxsLmludm9pY2luZy52MS5GaW5hbGl6ZUludm9pY2VSZXF1ZXN0Gi4ubmFub2JpbGwuaW52b2ljaW5nLnYxLkZpbmFsaXplSW52b2ljZVJlc3BvbnNlEm0KDlJlZnJlc2hJbnZvaWNlEiwubmFub2JpbGwuaW52b2ljaW5nLnYxLlJlZnJlc2hJbnZvaWNlUmVxdWVzdBotLm5hbm9iaWxsLmludm9pY2luZy52MS5SZWZyZXNoSW52b2ljZVJlc3BvbnNlEmQKC1ZvaWRJbnZvaWNlEikubmFub2JpbGwuaW52b2ljaW5nLnYxLlZvaWRJbnZvaWNlUmVxdWVzdBoqLm5hbm9iaWxsLmludm9pY2luZy52MS5Wb2lkSW52b2ljZVJlc3BvbnNlEnAKD01hcmtJbnZvaWNlUGFpZBItLm5hbm9iaWxsLmludm9pY2luZy52MS5NYXJrSW52b2ljZVBhaWRSZXF1ZXN0Gi4ubmFub2JpbGwuaW52b2ljaW5nLnYxLk1hcmtJbnZvaWNlUGFpZFJlc3BvbnNlEmoKDVJlbmRlckludm9pY2USKy5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUmVuZGVySW52b2ljZVJlcXVlc3QaLC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuUmVuZGVySW52b2ljZVJlc3BvbnNlEl4KCVJlY29uY2lsZRInLm5hbm9iaWxsLmludm9pY2luZy52MS5SZWNvbmNpbGVSZXF1ZXN0GigubmFub2JpbGwuaW52b2ljaW5nLnYxLlJlY29uY2lsZVJlc3BvbnNlEmEKCkV4cGFuZExpbmUSKC5uYW5vYmlsbC5pbnZvaWNpbmcudjEuRXhwYW5kTGluZVJlcXVlc3QaKS5uYW5vYmlsbC5pbnZvaWNpbmcudjEuRXhwYW5kTGluZVJlc3BvbnNlEnkKElNldEJpbGxpbmdTZXR0aW5ncxIwLm5hbm9iaWxsLmludm9pY2luZy52MS5TZXRCaWxsaW5nU2V0dGluZ3NSZXF1ZXN0GjEubmFub2JpbGwuaW52b2ljaW5nLnYxLlNldEJpbGxpbmdTZXR0aW5nc1Jlc3BvbnNlEnkKEkdldEJpbGxpbmdTZXR0aW5ncxIwLm5hbm9iaWxsLmludm9pY2luZy52MS5HZXRCaWxsaW5nU2V0dGluZ3NSZXF1ZXN0GjEubmFub2JpbGwuaW52b2ljaW5nLnYxLkdldEJpbGxpbmdTZXR0aW5nc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * InvoiceLine is one line of an invoice: an exact amount and its rounded, billed amount.
@@ -480,6 +480,23 @@ export type Invoice = Message<"nanobill.invoicing.v1.Invoice"> & {
    * @generated from field: repeated string ledger_transfer_ids = 21;
    */
   ledgerTransferIds: string[];
+
+  /**
+   * refreshed_at is when a refresh (RefreshInvoice, or a finalize inside the grace period)
+   * last changed the draft; unset when none did.
+   *
+   * @generated from field: google.protobuf.Timestamp refreshed_at = 22;
+   */
+  refreshedAt?: Timestamp | undefined;
+
+  /**
+   * credits_in_units are the credits of each credit type consumed from the customer's credit
+   * wallets for the period's usage priced in credits (that usage is paid in credits, not in
+   * money: these do not change the totals), each with its money value at the rate in force.
+   *
+   * @generated from field: repeated nanobill.invoicing.v1.CreditsInUnits credits_in_units = 23;
+   */
+  creditsInUnits: CreditsInUnits[];
 };
 
 /**
@@ -488,6 +505,63 @@ export type Invoice = Message<"nanobill.invoicing.v1.Invoice"> & {
  */
 export const InvoiceSchema: GenMessage<Invoice> = /*@__PURE__*/
   messageDesc(file_nanobill_invoicing_v1_invoicing, 4);
+
+/**
+ * CreditsInUnits is what one credit type paid for the period: how many credits, and their value.
+ *
+ * @generated from message nanobill.invoicing.v1.CreditsInUnits
+ */
+export type CreditsInUnits = Message<"nanobill.invoicing.v1.CreditsInUnits"> & {
+  /**
+   * credit_type_id is the credit type (the wallet's unit, e.g. "cr_tokens").
+   *
+   * @generated from field: string credit_type_id = 1;
+   */
+  creditTypeId: string;
+
+  /**
+   * name is the credit type's display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * credits_nanos is the credits consumed (1e-9 credit).
+   *
+   * @generated from field: int64 credits_nanos = 3;
+   */
+  creditsNanos: bigint;
+
+  /**
+   * rate is the exchange rate in force at the period end (rate_currency per credit, exact
+   * decimal); empty when the credit type has none.
+   *
+   * @generated from field: string rate = 4;
+   */
+  rate: string;
+
+  /**
+   * rate_currency is the ISO 4217 code of the rate and of value_nanos.
+   *
+   * @generated from field: string rate_currency = 5;
+   */
+  rateCurrency: string;
+
+  /**
+   * value_nanos is credits x rate in rate_currency nanos, rounded half-even to the nano.
+   *
+   * @generated from field: int64 value_nanos = 6;
+   */
+  valueNanos: bigint;
+};
+
+/**
+ * Describes the message nanobill.invoicing.v1.CreditsInUnits.
+ * Use `create(CreditsInUnitsSchema)` to create a new message.
+ */
+export const CreditsInUnitsSchema: GenMessage<CreditsInUnits> = /*@__PURE__*/
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 5);
 
 /**
  * BillingSettings are a customer's invoicing settings.
@@ -567,6 +641,27 @@ export type BillingSettings = Message<"nanobill.invoicing.v1.BillingSettings"> &
    * @generated from field: nanobill.invoicing.v1.PeriodAnchor period_anchor = 10;
    */
   periodAnchor: PeriodAnchor;
+
+  /**
+   * grace_period_ms is how long after a period ends its draft invoice can still be refreshed
+   * (late usage and prepaid consumption land in the draft): 0..2,678,400,000 (31 days);
+   * 0 (default) = no grace period: the draft is what the close made, and usage rated later is
+   * billed on the next invoice as an adjustment naming the period.
+   *
+   * @generated from field: int64 grace_period_ms = 11;
+   */
+  gracePeriodMs: bigint;
+
+  /**
+   * line_minimum_billable_nanos is the smallest usage line that is billed, per charge with what
+   * it carried in; a smaller one is carried to the next invoice (a carried_forward line naming
+   * the first deferred period takes it out, the next invoice brings it back), within the same
+   * limits as the invoice minimum (deferral_periods_max / deferral_until, one of which is then
+   * required), then billed. 0 (default) = bill every line.
+   *
+   * @generated from field: int64 line_minimum_billable_nanos = 12;
+   */
+  lineMinimumBillableNanos: bigint;
 };
 
 /**
@@ -574,7 +669,7 @@ export type BillingSettings = Message<"nanobill.invoicing.v1.BillingSettings"> &
  * Use `create(BillingSettingsSchema)` to create a new message.
  */
 export const BillingSettingsSchema: GenMessage<BillingSettings> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 5);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 6);
 
 /**
  * PreviewInvoiceRequest asks for a customer's upcoming invoice.
@@ -602,7 +697,7 @@ export type PreviewInvoiceRequest = Message<"nanobill.invoicing.v1.PreviewInvoic
  * Use `create(PreviewInvoiceRequestSchema)` to create a new message.
  */
 export const PreviewInvoiceRequestSchema: GenMessage<PreviewInvoiceRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 6);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 7);
 
 /**
  * PreviewInvoiceResponse carries the preview.
@@ -623,7 +718,7 @@ export type PreviewInvoiceResponse = Message<"nanobill.invoicing.v1.PreviewInvoi
  * Use `create(PreviewInvoiceResponseSchema)` to create a new message.
  */
 export const PreviewInvoiceResponseSchema: GenMessage<PreviewInvoiceResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 7);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 8);
 
 /**
  * ClosePeriodItem names one subscription whose period to close.
@@ -659,7 +754,7 @@ export type ClosePeriodItem = Message<"nanobill.invoicing.v1.ClosePeriodItem"> &
  * Use `create(ClosePeriodItemSchema)` to create a new message.
  */
 export const ClosePeriodItemSchema: GenMessage<ClosePeriodItem> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 8);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 9);
 
 /**
  * ClosePeriodRequest closes periods of many subscriptions.
@@ -680,7 +775,7 @@ export type ClosePeriodRequest = Message<"nanobill.invoicing.v1.ClosePeriodReque
  * Use `create(ClosePeriodRequestSchema)` to create a new message.
  */
 export const ClosePeriodRequestSchema: GenMessage<ClosePeriodRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 9);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 10);
 
 /**
  * ClosePeriodItemResult is the result of one item, in request order.
@@ -722,7 +817,7 @@ export type ClosePeriodItemResult = Message<"nanobill.invoicing.v1.ClosePeriodIt
  * Use `create(ClosePeriodItemResultSchema)` to create a new message.
  */
 export const ClosePeriodItemResultSchema: GenMessage<ClosePeriodItemResult> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 10);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 11);
 
 /**
  * ClosePeriodResponse carries one result per item.
@@ -743,7 +838,7 @@ export type ClosePeriodResponse = Message<"nanobill.invoicing.v1.ClosePeriodResp
  * Use `create(ClosePeriodResponseSchema)` to create a new message.
  */
 export const ClosePeriodResponseSchema: GenMessage<ClosePeriodResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 11);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 12);
 
 /**
  * GetInvoiceRequest names an invoice.
@@ -764,7 +859,7 @@ export type GetInvoiceRequest = Message<"nanobill.invoicing.v1.GetInvoiceRequest
  * Use `create(GetInvoiceRequestSchema)` to create a new message.
  */
 export const GetInvoiceRequestSchema: GenMessage<GetInvoiceRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 12);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 13);
 
 /**
  * GetInvoiceResponse carries the invoice.
@@ -785,7 +880,7 @@ export type GetInvoiceResponse = Message<"nanobill.invoicing.v1.GetInvoiceRespon
  * Use `create(GetInvoiceResponseSchema)` to create a new message.
  */
 export const GetInvoiceResponseSchema: GenMessage<GetInvoiceResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 13);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 14);
 
 /**
  * ListInvoicesRequest filters and pages invoices.
@@ -827,7 +922,7 @@ export type ListInvoicesRequest = Message<"nanobill.invoicing.v1.ListInvoicesReq
  * Use `create(ListInvoicesRequestSchema)` to create a new message.
  */
 export const ListInvoicesRequestSchema: GenMessage<ListInvoicesRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 14);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 15);
 
 /**
  * ListInvoicesResponse carries one page of invoices (without their lines).
@@ -855,7 +950,7 @@ export type ListInvoicesResponse = Message<"nanobill.invoicing.v1.ListInvoicesRe
  * Use `create(ListInvoicesResponseSchema)` to create a new message.
  */
 export const ListInvoicesResponseSchema: GenMessage<ListInvoicesResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 15);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 16);
 
 /**
  * FinalizeInvoiceRequest names the draft to finalize.
@@ -876,7 +971,7 @@ export type FinalizeInvoiceRequest = Message<"nanobill.invoicing.v1.FinalizeInvo
  * Use `create(FinalizeInvoiceRequestSchema)` to create a new message.
  */
 export const FinalizeInvoiceRequestSchema: GenMessage<FinalizeInvoiceRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 16);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 17);
 
 /**
  * FinalizeInvoiceResponse carries the finalized invoice.
@@ -897,7 +992,56 @@ export type FinalizeInvoiceResponse = Message<"nanobill.invoicing.v1.FinalizeInv
  * Use `create(FinalizeInvoiceResponseSchema)` to create a new message.
  */
 export const FinalizeInvoiceResponseSchema: GenMessage<FinalizeInvoiceResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 17);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 18);
+
+/**
+ * RefreshInvoiceRequest names the draft to refresh.
+ *
+ * @generated from message nanobill.invoicing.v1.RefreshInvoiceRequest
+ */
+export type RefreshInvoiceRequest = Message<"nanobill.invoicing.v1.RefreshInvoiceRequest"> & {
+  /**
+   * invoice_id is the draft invoice.
+   *
+   * @generated from field: string invoice_id = 1;
+   */
+  invoiceId: string;
+};
+
+/**
+ * Describes the message nanobill.invoicing.v1.RefreshInvoiceRequest.
+ * Use `create(RefreshInvoiceRequestSchema)` to create a new message.
+ */
+export const RefreshInvoiceRequestSchema: GenMessage<RefreshInvoiceRequest> = /*@__PURE__*/
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 19);
+
+/**
+ * RefreshInvoiceResponse carries the refreshed draft.
+ *
+ * @generated from message nanobill.invoicing.v1.RefreshInvoiceResponse
+ */
+export type RefreshInvoiceResponse = Message<"nanobill.invoicing.v1.RefreshInvoiceResponse"> & {
+  /**
+   * invoice is the draft as re-assembled now.
+   *
+   * @generated from field: nanobill.invoicing.v1.Invoice invoice = 1;
+   */
+  invoice?: Invoice | undefined;
+
+  /**
+   * changed is false when the refresh found nothing new (the lines are unchanged).
+   *
+   * @generated from field: bool changed = 2;
+   */
+  changed: boolean;
+};
+
+/**
+ * Describes the message nanobill.invoicing.v1.RefreshInvoiceResponse.
+ * Use `create(RefreshInvoiceResponseSchema)` to create a new message.
+ */
+export const RefreshInvoiceResponseSchema: GenMessage<RefreshInvoiceResponse> = /*@__PURE__*/
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 20);
 
 /**
  * VoidInvoiceRequest voids an invoice.
@@ -933,7 +1077,7 @@ export type VoidInvoiceRequest = Message<"nanobill.invoicing.v1.VoidInvoiceReque
  * Use `create(VoidInvoiceRequestSchema)` to create a new message.
  */
 export const VoidInvoiceRequestSchema: GenMessage<VoidInvoiceRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 18);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 21);
 
 /**
  * VoidInvoiceResponse carries the voided invoice (and its credit note).
@@ -954,7 +1098,7 @@ export type VoidInvoiceResponse = Message<"nanobill.invoicing.v1.VoidInvoiceResp
  * Use `create(VoidInvoiceResponseSchema)` to create a new message.
  */
 export const VoidInvoiceResponseSchema: GenMessage<VoidInvoiceResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 19);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 22);
 
 /**
  * MarkInvoicePaidRequest records a payment.
@@ -989,7 +1133,7 @@ export type MarkInvoicePaidRequest = Message<"nanobill.invoicing.v1.MarkInvoiceP
  * Use `create(MarkInvoicePaidRequestSchema)` to create a new message.
  */
 export const MarkInvoicePaidRequestSchema: GenMessage<MarkInvoicePaidRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 20);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 23);
 
 /**
  * MarkInvoicePaidResponse carries the paid invoice.
@@ -1010,7 +1154,7 @@ export type MarkInvoicePaidResponse = Message<"nanobill.invoicing.v1.MarkInvoice
  * Use `create(MarkInvoicePaidResponseSchema)` to create a new message.
  */
 export const MarkInvoicePaidResponseSchema: GenMessage<MarkInvoicePaidResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 21);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 24);
 
 /**
  * RenderInvoiceRequest asks for a rendered file.
@@ -1038,7 +1182,7 @@ export type RenderInvoiceRequest = Message<"nanobill.invoicing.v1.RenderInvoiceR
  * Use `create(RenderInvoiceRequestSchema)` to create a new message.
  */
 export const RenderInvoiceRequestSchema: GenMessage<RenderInvoiceRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 22);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 25);
 
 /**
  * RenderInvoiceResponse carries the file.
@@ -1073,7 +1217,7 @@ export type RenderInvoiceResponse = Message<"nanobill.invoicing.v1.RenderInvoice
  * Use `create(RenderInvoiceResponseSchema)` to create a new message.
  */
 export const RenderInvoiceResponseSchema: GenMessage<RenderInvoiceResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 23);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 26);
 
 /**
  * ReconcileRequest selects the finalized invoices to check.
@@ -1101,7 +1245,7 @@ export type ReconcileRequest = Message<"nanobill.invoicing.v1.ReconcileRequest">
  * Use `create(ReconcileRequestSchema)` to create a new message.
  */
 export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 24);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 27);
 
 /**
  * ReconcileDifference is one difference found, to the nano.
@@ -1157,7 +1301,7 @@ export type ReconcileDifference = Message<"nanobill.invoicing.v1.ReconcileDiffer
  * Use `create(ReconcileDifferenceSchema)` to create a new message.
  */
 export const ReconcileDifferenceSchema: GenMessage<ReconcileDifference> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 25);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 28);
 
 /**
  * ReconcileResponse reports the check.
@@ -1185,7 +1329,7 @@ export type ReconcileResponse = Message<"nanobill.invoicing.v1.ReconcileResponse
  * Use `create(ReconcileResponseSchema)` to create a new message.
  */
 export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 26);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 29);
 
 /**
  * ExpandLineRequest names a line to expand.
@@ -1242,7 +1386,7 @@ export type ExpandLineRequest = Message<"nanobill.invoicing.v1.ExpandLineRequest
  * Use `create(ExpandLineRequestSchema)` to create a new message.
  */
 export const ExpandLineRequestSchema: GenMessage<ExpandLineRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 27);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 30);
 
 /**
  * LineEvent is one rated event of a bucket.
@@ -1299,7 +1443,7 @@ export type LineEvent = Message<"nanobill.invoicing.v1.LineEvent"> & {
  * Use `create(LineEventSchema)` to create a new message.
  */
 export const LineEventSchema: GenMessage<LineEvent> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 28);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 31);
 
 /**
  * LineBucket is one time bucket of a usage line.
@@ -1348,7 +1492,7 @@ export type LineBucket = Message<"nanobill.invoicing.v1.LineBucket"> & {
  * Use `create(LineBucketSchema)` to create a new message.
  */
 export const LineBucketSchema: GenMessage<LineBucket> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 29);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 32);
 
 /**
  * ExpandLineResponse carries the buckets.
@@ -1394,7 +1538,7 @@ export type ExpandLineResponse = Message<"nanobill.invoicing.v1.ExpandLineRespon
  * Use `create(ExpandLineResponseSchema)` to create a new message.
  */
 export const ExpandLineResponseSchema: GenMessage<ExpandLineResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 30);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 33);
 
 /**
  * SetBillingSettingsRequest sets a customer's settings.
@@ -1415,7 +1559,7 @@ export type SetBillingSettingsRequest = Message<"nanobill.invoicing.v1.SetBillin
  * Use `create(SetBillingSettingsRequestSchema)` to create a new message.
  */
 export const SetBillingSettingsRequestSchema: GenMessage<SetBillingSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 31);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 34);
 
 /**
  * SetBillingSettingsResponse carries the stored settings.
@@ -1436,7 +1580,7 @@ export type SetBillingSettingsResponse = Message<"nanobill.invoicing.v1.SetBilli
  * Use `create(SetBillingSettingsResponseSchema)` to create a new message.
  */
 export const SetBillingSettingsResponseSchema: GenMessage<SetBillingSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 32);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 35);
 
 /**
  * GetBillingSettingsRequest names a customer.
@@ -1457,7 +1601,7 @@ export type GetBillingSettingsRequest = Message<"nanobill.invoicing.v1.GetBillin
  * Use `create(GetBillingSettingsRequestSchema)` to create a new message.
  */
 export const GetBillingSettingsRequestSchema: GenMessage<GetBillingSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 33);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 36);
 
 /**
  * GetBillingSettingsResponse carries the settings.
@@ -1478,7 +1622,7 @@ export type GetBillingSettingsResponse = Message<"nanobill.invoicing.v1.GetBilli
  * Use `create(GetBillingSettingsResponseSchema)` to create a new message.
  */
 export const GetBillingSettingsResponseSchema: GenMessage<GetBillingSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_nanobill_invoicing_v1_invoicing, 34);
+  messageDesc(file_nanobill_invoicing_v1_invoicing, 37);
 
 /**
  * InvoiceStatus is the lifecycle state of an invoice: draft -> finalized -> paid, and draft
@@ -1619,6 +1763,14 @@ export enum LineKind {
    * @generated from enum value: LINE_KIND_DISCOUNT = 10;
    */
   DISCOUNT = 10,
+
+  /**
+   * LINE_KIND_ONE_OFF is a one-off charge: an auto top-up of a wallet (charge_id = the grant id,
+   * quantity = the units granted, unit_price = the grant's cost basis), billed once.
+   *
+   * @generated from enum value: LINE_KIND_ONE_OFF = 11;
+   */
+  ONE_OFF = 11,
 }
 
 /**
@@ -1929,6 +2081,8 @@ export const InvoicingService: GenService<{
    * FinalizeInvoice makes a draft invoice immutable, gives it the next gapless number of the
    * tenant and posts its receivable/revenue transfers to the ledger. Finalizing an invoice
    * that is not a draft is FailedPrecondition.
+   * It first refreshes the draft (as RefreshInvoice) when the customer's grace period is set
+   * and has not ended.
    *
    * @generated from rpc nanobill.invoicing.v1.InvoicingService.FinalizeInvoice
    */
@@ -1936,6 +2090,23 @@ export const InvoicingService: GenService<{
     methodKind: "unary";
     input: typeof FinalizeInvoiceRequestSchema;
     output: typeof FinalizeInvoiceResponseSchema;
+  },
+  /**
+   * RefreshInvoice re-assembles a draft from what is rated and consumed for its period now, so
+   * usage and prepaid consumption rated late for the period land in the draft itself while the
+   * customer's grace period (BillingSettings.grace_period_ms after the period end) lasts. The
+   * lines are replaced atomically; the residues and deferral the draft carried in stay its
+   * input, the ones it carries out are replaced. Idempotent (nothing new rated: same lines).
+   * FailedPrecondition when the invoice is not a draft, the grace period has ended, or a later
+   * invoice already billed from the draft's state (a later period of the subscription, or a
+   * later invoice of the customer that carried its residues or deferral on).
+   *
+   * @generated from rpc nanobill.invoicing.v1.InvoicingService.RefreshInvoice
+   */
+  refreshInvoice: {
+    methodKind: "unary";
+    input: typeof RefreshInvoiceRequestSchema;
+    output: typeof RefreshInvoiceResponseSchema;
   },
   /**
    * VoidInvoice voids a draft, finalized or (with a credit note) paid invoice. A finalized or

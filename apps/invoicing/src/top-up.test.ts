@@ -1,0 +1,115 @@
+/**
+ * Wallet auto top-ups as one-off invoice lines (PGlite and PostgreSQL): one line per top-up made
+ * in the period, priced exactly at the grant's cost basis with a named rounding and the remainder
+ * carried, billed once per grant ever, shown in every rendering.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { testBackends, type TestDb } from "@nanobill/db";
+import { ClosePeriodResult, LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { FakeWorld, harness } from "./testing/fakes.js";
+import { createInvoiceStore } from "./store/invoice-store.js";
+
+const USD = 1_000_000_000n;
+const NOV = new Date("2026-11-01T00:00:00Z");
+const DEC = new Date("2026-12-01T00:00:00Z");
+
+function world(): FakeWorld {
+  const w = new FakeWorld();
+  w.customers.set("cus_1", { customerId: "cus_1", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+  w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
+  w.plans.set("plan_b", { currency: "USD", minimum: "", charges: [{ chargeId: "gpu", name: "GPU", kind: "usage", amount: "0" }] });
+  w.subscriptions.push({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
+  w.subscriptions.push({ subscriptionId: "sub_2", customerId: "cus_1", planId: "plan_b", planVersion: 1, startedAt: NOV, seats: [] });
+  // a prepaid USD wallet topped up by $50 (cost basis 1), a credits wallet topped up by 1,000.5
+  // credits at $0.0123 each, and a top-up bought in EUR (not billable on a USD invoice)
+  w.topUps.push(
+    { customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:1", unit: "USD", amountNanos: 50n * USD, at: new Date("2026-11-05T10:00:00Z"), costBasis: "1", costCurrency: "USD" },
+    { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:1", unit: "cr_tokens", amountNanos: 1_000_500_000_000n, at: new Date("2026-11-20T10:00:00Z"), costBasis: "0.0123", costCurrency: "USD" },
+    { customerId: "cus_1", walletId: "wal_eur", grantId: "wal_eur:topup:1", unit: "cr_eur", amountNanos: 10n * USD, at: new Date("2026-11-21T10:00:00Z"), costBasis: "2", costCurrency: "EUR" },
+    // December: a grant the wallet no longer lists (its auto top-up terms price it)
+    { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:2", unit: "cr_tokens", amountNanos: 500_000_000_000n, at: new Date("2026-12-03T10:00:00Z"), costBasis: "", costCurrency: "" },
+  );
+  w.walletTerms.set("wal_cr", { costBasis: "0.0123", costCurrency: "USD", prepaid: false, unit: "cr_tokens" });
+  return w;
+}
+
+for (const backend of testBackends()) {
+  describe(`auto top-up one-off lines on ${backend.name}`, () => {
+    const dbs: TestDb[] = [];
+    const open = async () => {
+      const db = await backend.open();
+      dbs.push(db);
+      return db;
+    };
+    beforeAll(async () => {
+      await open();
+    });
+    afterAll(async () => {
+      for (const db of dbs) await db.dispose();
+    });
+
+    it("bills each top-up of the period once, at exactly amount x cost basis, rounded half-even with the remainder carried", async () => {
+      const w = world();
+      const db = await open();
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      // the preview of November shows them before the close
+      const preview = (await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("2026-11-30T00:00:00Z")) })).invoice!;
+      expect(preview.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId)).toEqual(["wal_usd:topup:1", "wal_cr:topup:1"]);
+      const r = await h.client.closePeriod({
+        items: [
+          { customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) },
+          { customerId: "cus_1", subscriptionId: "sub_2", periodStart: timestampFromDate(NOV) },
+        ],
+      });
+      const [nov, other] = r.results.map((x) => x.invoice!);
+      const oneOffs = nov!.lines.filter((l) => l.kind === LineKind.ONE_OFF);
+      expect(oneOffs.map((l) => [l.chargeId, l.quantity, l.unitPrice, l.amountNanos, l.roundedAmountNanos, l.residueOutNanos])).toEqual([
+        ["wal_usd:topup:1", "50", "1", 50n * USD, 50n * USD, 0n],
+        // 1,000.5 x $0.0123 = $12.30615 exactly -> $12.31 (half-even), -$0.00385 carried
+        ["wal_cr:topup:1", "1000.5", "0.0123", 12_306_150_000n, 12_310_000_000n, -3_850_000n],
+      ]);
+      expect(oneOffs[1]!.description).toContain("Auto top-up of 1000.5 cr_tokens on 2026-11-20T10:00:00.000Z at 0.0123 USD per unit");
+      expect(nov!.totals!.amountDueNanos).toBe(62_310_000_000n);
+      // the customer's other subscription does not bill them again; the EUR top-up is not billed in USD
+      expect(other!.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      // closing again (and a refresh of the draft) bills nothing twice
+      expect((await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.result).toBe(ClosePeriodResult.ALREADY_CLOSED);
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 86_400_000n } });
+      const refreshed = await h.client.refreshInvoice({ invoiceId: nov!.id });
+      expect(refreshed.changed).toBe(false);
+      // December: the top-up priced from the wallet's terms, with November's carried residue
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
+      const d = dec.lines.filter((l) => l.kind === LineKind.ONE_OFF);
+      // 500 x $0.0123 = $6.15; with -$0.00385 carried in: $6.14615 -> $6.15, -$0.00385 carried on
+      expect(d.map((l) => [l.chargeId, l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.residueOutNanos])).toEqual([["wal_cr:topup:2", 6_150_000_000n, -3_850_000n, 6_150_000_000n, -3_850_000n]]);
+      // invoiced + carried == what the top-ups cost, exactly
+      const residue = (await createInvoiceStore(db).readResidues("tnt_a", "cus_1")).get("_top_up")!.residueNanos;
+      expect(50n * USD + 12_310_000_000n + 6_150_000_000n + residue).toBe(50n * USD + 12_306_150_000n + 6_150_000_000n);
+      // renderings show the one-off lines
+      const html = new TextDecoder().decode((await h.client.renderInvoice({ invoiceId: nov!.id, format: RenderFormat.HTML })).content);
+      expect(html).toContain("One-off");
+      expect(html).toContain("wal_cr:topup:1");
+      const json = JSON.parse(new TextDecoder().decode((await h.client.renderInvoice({ invoiceId: nov!.id, format: RenderFormat.JSON })).content)) as { lines: Array<{ kind: string; chargeId: string }> };
+      expect(json.lines.filter((l) => l.kind === "one_off").map((l) => l.chargeId)).toEqual(["wal_usd:topup:1", "wal_cr:topup:1"]);
+      const pdf = Buffer.from((await h.client.renderInvoice({ invoiceId: nov!.id, format: RenderFormat.PDF })).content).toString("latin1");
+      expect(pdf).toContain("One-off");
+      await h.client.finalizeInvoice({ invoiceId: nov!.id });
+      await h.client.finalizeInvoice({ invoiceId: dec.id });
+      expect((await h.client.reconcile({})).differences).toEqual([]);
+    });
+
+    it("never bills a grant twice, even when another period's window lists it again or its invoice was voided", async () => {
+      const w = world();
+      const h = await harness(await open(), w, new Date("2027-01-01T00:00:01Z"));
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      expect(nov.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toHaveLength(2);
+      await h.client.voidInvoice({ invoiceId: nov.id, reason: "test" });
+      // the wallet re-lists November's top-up with a December time (a replayed alert): still billed once
+      w.topUps.push({ ...w.topUps[1]!, at: new Date("2026-12-10T00:00:00Z") });
+      const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
+      expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId)).toEqual(["wal_cr:topup:2"]);
+    });
+  });
+}
