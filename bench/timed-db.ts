@@ -32,6 +32,7 @@ export function timedDb(inner: Db, into: Map<string, number[]>, keyChars = 70): 
         record(`COPY ${table}`, t);
       }
     },
+    listen: (channel, onNotify) => inner.listen(channel, onNotify),
     close: () => inner.close(),
   };
 }

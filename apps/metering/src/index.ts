@@ -11,7 +11,7 @@ import { createMeteringRoutes } from "./server.js";
 import { genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
 import type { GenAiMapping } from "./domain/genai.js";
 import { createCommitSignal, createGroupCommitter } from "./store/group-commit.js";
-import { createMeteringStore, type MeteringStore } from "./store/store.js";
+import { createMeteringStore, eventsChannel, type MeteringStore } from "./store/store.js";
 import type { EventInput } from "./domain/event.js";
 import type { IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 
@@ -84,6 +84,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
   const handlerDeps: HandlerDeps = { store, committer, aggregator, signal, clock: deps.clock, logger: deps.logger, config, kickBackfill, isStopping: () => stopping };
   const routes = createMeteringRoutes(handlerDeps);
   let timer: NodeJS.Timeout | undefined;
+  let unlisten: (() => Promise<void>) | undefined;
 
   return {
     store,
@@ -93,6 +94,15 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
     ingest: (tenant, events) => ingestInputs(handlerDeps, tenant, events),
     genAiMapping: (tenant) => genAiMappingOf(store, tenant),
     async start() {
+      // Events committed by other replicas wake this process's ReadEvents long polls at once
+      // (readPollIntervalMs stays as the fallback when a notification is lost).
+      if (!unlisten) {
+        try {
+          unlisten = await deps.db.listen(eventsChannel(deps.db.schema), () => signal.notify());
+        } catch (e) {
+          deps.logger.warn("cannot LISTEN for other replicas' events; ReadEvents polls every readPollIntervalMs", { err: String(e) });
+        }
+      }
       // Events committed before this process started (another replica, a crash) are aggregated now.
       aggregator.kick();
       if (timer || config.backfillIntervalMs === 0) return;
@@ -107,6 +117,8 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
       stopping = true;
       if (timer) clearInterval(timer);
       timer = undefined;
+      await unlisten?.();
+      unlisten = undefined;
       await committer.close();
       await aggregator.close();
       signal.notify();

@@ -38,6 +38,11 @@ export function checkSchemaName(schema: string): void {
   if (schema.startsWith("pg_")) throw new DbError("invalid_argument", `schema: names starting with pg_ are reserved, got "${schema}"`);
 }
 
+/** listen()/NOTIFY channels follow the schema-name rule ([a-z_][a-z0-9_]*, at most 63 characters). */
+export function checkChannelName(channel: string): void {
+  quoteIdent(channel, "channel");
+}
+
 export function checkIntOption(value: number | undefined, field: string, min: number, max: number, def: number): number {
   if (value === undefined) return def;
   if (!Number.isSafeInteger(value) || value < min || value > max) {

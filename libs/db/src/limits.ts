@@ -40,3 +40,7 @@ export const IDENTIFIER_LENGTH_MAX = 63;
 export const MIGRATION_FILES_MAX = 10_000;
 /** migrate(): bytes of one migration file. */
 export const MIGRATION_FILE_BYTES_MAX = 10 * 1024 * 1024;
+/** listen(): a lost LISTEN connection is reopened after this long (notifications are missed meanwhile). */
+export const LISTEN_RECONNECT_MS = 1_000;
+/** listen(): most channels one Db listens on (each is a connection on pg). */
+export const LISTEN_CHANNELS_MAX = 8;

@@ -2,6 +2,7 @@ import pg from "pg";
 import {
   assertNotInTransaction,
   beginSql,
+  checkChannelName,
   checkCopyArgs,
   checkIntOption,
   checkSchemaName,
@@ -16,6 +17,8 @@ import { copyIn, type PgCopyClient } from "./pg-copy.js";
 import { DbError, toDbError } from "./errors.js";
 import {
   CONNECT_TIMEOUT_MS,
+  LISTEN_CHANNELS_MAX,
+  LISTEN_RECONNECT_MS,
   POOL_IDLE_TIMEOUT_MS,
   POOL_MAX_DEFAULT,
   POOL_MAX_LIMIT,
@@ -87,9 +90,12 @@ export class PgDb implements Db {
   readonly kind = "pg" as const;
   private closed = false;
 
+  private readonly listeners = new Set<() => Promise<void>>();
+
   private constructor(
     readonly schema: string,
     private readonly pool: pg.Pool,
+    private readonly url: string,
   ) {}
 
   static async open(opts: { url: string; schema: string; poolMax?: number; statementTimeoutMs?: number }): Promise<PgDb> {
@@ -116,7 +122,7 @@ export class PgDb implements Db {
     pool.on("connect", (client) => {
       client.on("error", () => {});
     });
-    const db = new PgDb(opts.schema, pool);
+    const db = new PgDb(opts.schema, pool, opts.url);
     try {
       await db.createSchema();
     } catch (e) {
@@ -205,9 +211,64 @@ export class PgDb implements Db {
     return this.transaction(async (t) => copyIn((t as PgTx).client as unknown as PgCopyClient, tableSql, columnsSql, rows), { retriesMax: 0 });
   }
 
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    this.checkOpen();
+    checkChannelName(channel);
+    if (this.listeners.size >= LISTEN_CHANNELS_MAX) throw new DbError("invalid_argument", `listen: at most ${LISTEN_CHANNELS_MAX} channels per Db`);
+    let client: pg.Client | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
+    const open = async (first: boolean): Promise<void> => {
+      const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: `nanobill:${this.schema}:listen` } as pg.ClientConfig);
+      const lost = (): void => {
+        if (client === c) client = undefined;
+        c.removeAllListeners("end");
+        c.end().catch(() => {});
+        if (!stopped && timer === undefined) {
+          timer = setTimeout(() => {
+            timer = undefined;
+            if (!stopped) open(false).catch(() => {});
+          }, LISTEN_RECONNECT_MS);
+          timer.unref();
+        }
+      };
+      c.on("error", lost);
+      c.on("end", lost);
+      c.on("notification", (m) => {
+        if (m.channel === channel) onNotify(m.payload ?? "");
+      });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${quoteIdent(channel, "channel")}`);
+      } catch (e) {
+        // The first connection's failure is the caller's (nothing is left running); later ones retry.
+        if (first) stopped = true;
+        lost();
+        throw toDbError(e);
+      }
+      if (stopped) return void c.end().catch(() => {});
+      client = c;
+    };
+    await open(true);
+    const stop = async (): Promise<void> => {
+      stopped = true;
+      this.listeners.delete(stop);
+      clearTimeout(timer);
+      const c = client;
+      client = undefined;
+      if (c) {
+        c.removeAllListeners("end");
+        await c.end().catch(() => {});
+      }
+    };
+    this.listeners.add(stop);
+    return stop;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.all([...this.listeners].map((stop) => stop()));
     await this.pool.end();
   }
 }

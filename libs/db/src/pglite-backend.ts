@@ -3,6 +3,7 @@ import { PGlite, type Transaction } from "@electric-sql/pglite";
 import {
   assertNotInTransaction,
   beginSql,
+  checkChannelName,
   checkCopyArgs,
   checkSchemaName,
   normalizeParams,
@@ -14,7 +15,7 @@ import {
 } from "./common.js";
 import { DbError, toDbError } from "./errors.js";
 import { Mutex } from "./mutex.js";
-import { COPY_CHUNK_ROWS, EMBEDDED_LOCK_WAIT_MS_MAX } from "./limits.js";
+import { COPY_CHUNK_ROWS, EMBEDDED_LOCK_WAIT_MS_MAX, LISTEN_CHANNELS_MAX } from "./limits.js";
 import { encodeCopyChunk } from "./copy-text.js";
 import type { Db, EmbeddedPostgres, Queryable, Row, TransactionOptions } from "./types.js";
 
@@ -145,6 +146,7 @@ class PgliteTx implements Queryable {
 export class PgliteDb implements Db {
   readonly kind = "pglite" as const;
   private closed = false;
+  private readonly listeners = new Set<() => Promise<void>>();
 
   private constructor(
     readonly schema: string,
@@ -255,8 +257,24 @@ export class PgliteDb implements Db {
     return this.transaction(copyAll, { retriesMax: 0 });
   }
 
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    this.checkOpen();
+    checkChannelName(channel);
+    if (this.listeners.size >= LISTEN_CHANNELS_MAX) throw new DbError("invalid_argument", `listen: at most ${LISTEN_CHANNELS_MAX} channels per Db`);
+    // LISTEN runs holding the instance: between another Db's statements it would join (and could
+    // be rolled back with) that Db's transaction.
+    const unlisten = await this.exclusive("db.listen()", () => this.state.pglite.listen(channel, onNotify));
+    const stop = async (): Promise<void> => {
+      if (!this.listeners.delete(stop) || this.state.closed) return;
+      await this.exclusive("db.listen() stop", () => unlisten()).catch(() => {});
+    };
+    this.listeners.add(stop);
+    return stop;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    await Promise.all([...this.listeners].map((stop) => stop()));
     // Wait for work already queued on the instance, then refuse new work. The instance stays open.
     if (!this.state.closed) await this.state.mutex.run(async () => {}, EMBEDDED_LOCK_WAIT_MS_MAX, `db.close() (${this.schema})`);
     this.closed = true;

@@ -31,6 +31,13 @@ export interface Db extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T>;
   /** Bulk insert (COPY on pg; multi-row INSERT on PGlite). Atomic: inside `tx` when given, else in its own transaction. */
   copyRows(table: string, columns: string[], rows: unknown[][], tx?: Queryable): Promise<number>;
+  /**
+   * Calls onNotify with the payload of every NOTIFY on `channel` ([a-z_][a-z0-9_]*, at most 63
+   * characters): on pg through a dedicated connection that is reopened after a loss, on PGlite
+   * through the instance. Best effort (nothing arrives while reconnecting): a wake-up, never the
+   * only signal. Resolves once listening; the returned function stops (close() stops them all).
+   */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

@@ -65,6 +65,11 @@ const keyOf = (tenant: string, id: string) => `${tenant}${KEY_SEP}${id}`;
 /** Serializes writers of events (and the readers of the sequence high-water mark). */
 const LOCK_EVENTS = "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE";
 
+/** The NOTIFY channel of new events in a schema (every replica of metering on it listens). */
+export function eventsChannel(schema: string): string {
+  return `metering_events_${schema}`.slice(0, 63);
+}
+
 function meterFromRow(r: Record<string, unknown>): StoredMeter {
   return {
     tenant: r.tenant as string,
@@ -251,7 +256,12 @@ export function createMeteringStore(db: Db): MeteringStore {
         });
         const inserted = new Map<string, bigint>();
         if (fresh.length > 0) {
-          const { rows: sq } = await tx.query(`SELECT setval('events_sequence_seq', nextval('events_sequence_seq') + $1::bigint - 1) AS last`, [fresh.length]);
+          // The NOTIFY is delivered at commit: it wakes ReadEvents long polls of every replica (listen
+          // in index.ts); those of this process are woken by the group committer directly.
+          const { rows: sq } = await tx.query(
+            `SELECT setval('events_sequence_seq', nextval('events_sequence_seq') + $1::bigint - 1) AS last, pg_notify($2, '')`,
+            [fresh.length, eventsChannel(db.schema)],
+          );
           const first = (sq[0]!.last as bigint) - BigInt(fresh.length) + 1n;
           const copyRows = fresh.map((c, j) => {
             const seq = first + BigInt(j);
