@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file nanobill/common/v1/common.proto.
  */
 export const file_nanobill_common_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch9uYW5vYmlsbC9jb21tb24vdjEvY29tbW9uLnByb3RvEhJuYW5vYmlsbC5jb21tb24udjEiLAoGQW1vdW50EhQKDGFtb3VudF9uYW5vcxgBIAEoAxIMCgR1bml0GAIgASgJIhgKB0RlY2ltYWwSDQoFdmFsdWUYASABKAkiOAoLUGFnZVJlcXVlc3QSFQoNcGFnZV9zaXplX21heBgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIicKDFBhZ2VSZXNwb25zZRIXCg9uZXh0X3BhZ2VfdG9rZW4YASABKAkiNwoMVHJhY2VDb250ZXh0EhMKC3RyYWNlcGFyZW50GAEgASgJEhIKCnRyYWNlc3RhdGUYAiABKAkqzAIKC0Vycm9yUmVhc29uEhwKGEVSUk9SX1JFQVNPTl9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX1JFQVNPTl9JTlZBTElEX0ZJRUxEEAESGgoWRVJST1JfUkVBU09OX05PVF9GT1VORBACEhoKFkVSUk9SX1JFQVNPTl9JRF9SRVVTRUQQAxIlCiFFUlJPUl9SRUFTT05fSU5TVUZGSUNJRU5UX0JBTEFOQ0UQBBIeChpFUlJPUl9SRUFTT05fUEVSSU9EX0NMT1NFRBAFEh8KG0VSUk9SX1JFQVNPTl9MSU1JVF9FWENFRURFRBAGEiAKHEVSUk9SX1JFQVNPTl9VTkFVVEhFTlRJQ0FURUQQBxIiCh5FUlJPUl9SRUFTT05fUEVSTUlTU0lPTl9ERU5JRUQQCBIZChVFUlJPUl9SRUFTT05fT1ZFUkZMT1cQCWIGcHJvdG8z");
+  fileDesc("Ch9uYW5vYmlsbC9jb21tb24vdjEvY29tbW9uLnByb3RvEhJuYW5vYmlsbC5jb21tb24udjEiLAoGQW1vdW50EhQKDGFtb3VudF9uYW5vcxgBIAEoAxIMCgR1bml0GAIgASgJIhgKB0RlY2ltYWwSDQoFdmFsdWUYASABKAkiOAoLUGFnZVJlcXVlc3QSFQoNcGFnZV9zaXplX21heBgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIicKDFBhZ2VSZXNwb25zZRIXCg9uZXh0X3BhZ2VfdG9rZW4YASABKAkiNwoMVHJhY2VDb250ZXh0EhMKC3RyYWNlcGFyZW50GAEgASgJEhIKCnRyYWNlc3RhdGUYAiABKAkiyAEKD1dlYmhvb2tFbmRwb2ludBIKCgJpZBgBIAEoCRILCgN1cmwYAiABKAkSEwoLZXZlbnRfa2luZHMYAyADKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSDwoHZW5hYmxlZBgFIAEoCBIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGlzYWJsZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL2AgoPV2ViaG9va0RlbGl2ZXJ5EgsKA3NlcRgBIAEoAxITCgtlbmRwb2ludF9pZBgCIAEoCRIQCghldmVudF9pZBgDIAEoCRISCgpldmVudF9raW5kGAQgASgJEjcKBXN0YXRlGAUgASgOMigubmFub2JpbGwuY29tbW9uLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEhAKCGF0dGVtcHRzGAYgASgNEjUKEW5leHRfYXR0ZW1wdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZWxpdmVyX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWZhaWxfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLbGFzdF9zdGF0dXMYCiABKA0SEgoKbGFzdF9lcnJvchgLIAEoCRIPCgdwYXlsb2FkGAwgASgJKswCCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIeChpFUlJPUl9SRUFTT05fSU5WQUxJRF9GSUVMRBABEhoKFkVSUk9SX1JFQVNPTl9OT1RfRk9VTkQQAhIaChZFUlJPUl9SRUFTT05fSURfUkVVU0VEEAMSJQohRVJST1JfUkVBU09OX0lOU1VGRklDSUVOVF9CQUxBTkNFEAQSHgoaRVJST1JfUkVBU09OX1BFUklPRF9DTE9TRUQQBRIfChtFUlJPUl9SRUFTT05fTElNSVRfRVhDRUVERUQQBhIgChxFUlJPUl9SRUFTT05fVU5BVVRIRU5USUNBVEVEEAcSIgoeRVJST1JfUkVBU09OX1BFUk1JU1NJT05fREVOSUVEEAgSGQoVRVJST1JfUkVBU09OX09WRVJGTE9XEAkqqwEKFFdlYmhvb2tEZWxpdmVyeVN0YXRlEiYKIldFQkhPT0tfREVMSVZFUllfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5XRUJIT09LX0RFTElWRVJZX1NUQVRFX1BFTkRJTkcQARIkCiBXRUJIT09LX0RFTElWRVJZX1NUQVRFX0RFTElWRVJFRBACEiEKHVdFQkhPT0tfREVMSVZFUllfU1RBVEVfRkFJTEVEEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Amount is an exact quantity of money or credits: an integer count of nano-units
@@ -143,6 +145,168 @@ export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
   messageDesc(file_nanobill_common_v1_common, 4);
 
 /**
+ * WebhookEndpoint is an http(s) endpoint a tenant registered to receive a service's alert events
+ * as signed POSTs (see libs/webhooks/README.md).
+ *
+ * @generated from message nanobill.common.v1.WebhookEndpoint
+ */
+export type WebhookEndpoint = Message<"nanobill.common.v1.WebhookEndpoint"> & {
+  /**
+   * id is the caller's id for the endpoint (1-64 characters of A-Z a-z 0-9 _ . -).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * url is where events are POSTed.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * event_kinds are the event kinds delivered (empty: every kind).
+   *
+   * @generated from field: repeated string event_kinds = 3;
+   */
+  eventKinds: string[];
+
+  /**
+   * description is a note for people.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * enabled is false once the endpoint is disabled (nothing more is delivered to it).
+   *
+   * @generated from field: bool enabled = 5;
+   */
+  enabled: boolean;
+
+  /**
+   * create_time is when it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * disable_time is when it was disabled (unset while enabled).
+   *
+   * @generated from field: google.protobuf.Timestamp disable_time = 7;
+   */
+  disableTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message nanobill.common.v1.WebhookEndpoint.
+ * Use `create(WebhookEndpointSchema)` to create a new message.
+ */
+export const WebhookEndpointSchema: GenMessage<WebhookEndpoint> = /*@__PURE__*/
+  messageDesc(file_nanobill_common_v1_common, 5);
+
+/**
+ * WebhookDelivery is one event queued for one endpoint.
+ *
+ * @generated from message nanobill.common.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"nanobill.common.v1.WebhookDelivery"> & {
+  /**
+   * seq orders deliveries (newest first in listings; pass the last one as before_seq to page).
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * endpoint_id is the endpoint it goes to.
+   *
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * event_id is the event's id (also the nanobill-event-id header: receivers dedupe on it).
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * event_kind is the event's kind.
+   *
+   * @generated from field: string event_kind = 4;
+   */
+  eventKind: string;
+
+  /**
+   * state is pending, delivered or failed.
+   *
+   * @generated from field: nanobill.common.v1.WebhookDeliveryState state = 5;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * attempts is how many POSTs were made.
+   *
+   * @generated from field: uint32 attempts = 6;
+   */
+  attempts: number;
+
+  /**
+   * next_attempt_time is when a pending delivery is tried next.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 7;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * deliver_time is when it was delivered (unset otherwise).
+   *
+   * @generated from field: google.protobuf.Timestamp deliver_time = 8;
+   */
+  deliverTime?: Timestamp | undefined;
+
+  /**
+   * fail_time is when it was given up (unset otherwise).
+   *
+   * @generated from field: google.protobuf.Timestamp fail_time = 9;
+   */
+  failTime?: Timestamp | undefined;
+
+  /**
+   * last_status is the HTTP status of the last attempt (0: no answer).
+   *
+   * @generated from field: uint32 last_status = 10;
+   */
+  lastStatus: number;
+
+  /**
+   * last_error is why the last attempt failed (empty when delivered).
+   *
+   * @generated from field: string last_error = 11;
+   */
+  lastError: string;
+
+  /**
+   * payload is the JSON body sent.
+   *
+   * @generated from field: string payload = 12;
+   */
+  payload: string;
+};
+
+/**
+ * Describes the message nanobill.common.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_nanobill_common_v1_common, 6);
+
+/**
  * ErrorReason is carried in the details of a failed RPC (google.rpc.ErrorInfo reason) so
  * that clients can branch on it without parsing messages.
  *
@@ -225,4 +389,45 @@ export enum ErrorReason {
  */
 export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
   enumDesc(file_nanobill_common_v1_common, 0);
+
+/**
+ * WebhookDeliveryState is where one delivery stands.
+ *
+ * @generated from enum nanobill.common.v1.WebhookDeliveryState
+ */
+export enum WebhookDeliveryState {
+  /**
+   * WEBHOOK_DELIVERY_STATE_UNSPECIFIED: any state (a filter) / unknown.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * WEBHOOK_DELIVERY_STATE_PENDING: not delivered yet (retrying with backoff).
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * WEBHOOK_DELIVERY_STATE_DELIVERED: the endpoint answered 2xx.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * WEBHOOK_DELIVERY_STATE_FAILED: given up after the last attempt (or the endpoint was disabled).
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum nanobill.common.v1.WebhookDeliveryState.
+ */
+export const WebhookDeliveryStateSchema: GenEnum<WebhookDeliveryState> = /*@__PURE__*/
+  enumDesc(file_nanobill_common_v1_common, 1);
 
