@@ -4,7 +4,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   CreateAccountsResponseSchema,
-  CreateTransfersResponseSchema,
+  type CreateTransfersResponse,
+  type CreateTransfersResponseView,
   GetAccountBalancesResponseSchema,
   GetAccountTransfersResponseSchema,
   LedgerService,
@@ -35,12 +36,12 @@ import {
   newAccountFromPb,
   newTransferFromPb,
   timestampToUs,
-  transferItemResultToPb,
   transferToPb,
   unitTotalsToPb,
   usToTimestamp,
 } from "./mapping.js";
 import type { LedgerStore, QueryPage } from "./store/types.js";
+import { encodeTransferItemResult } from "./wire.js";
 
 /** Writes need "admin" (or "internal", which implies it); reads need "read". */
 function writer(ctx: HandlerContext): string {
@@ -125,7 +126,9 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
       const tenant = writer(ctx);
       checkBatch("transfers", req.transfers.length, TRANSFERS_PER_REQUEST_MAX);
       const results = await guard(store.createTransfers(tenant, req.transfers.map(newTransferFromPb)));
-      return create(CreateTransfersResponseSchema, { results: results.map(transferItemResultToPb) });
+      // Registered with CreateTransfersResponseView (server.ts): each result goes out as its bytes.
+      const view: Pick<CreateTransfersResponseView, "results"> = { results: results.map(encodeTransferItemResult) };
+      return view as unknown as CreateTransfersResponse;
     },
 
     async lookupAccounts(req, ctx) {
