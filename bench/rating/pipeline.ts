@@ -4,9 +4,24 @@
 // Prints events/s and the per-batch time (an event waits at most about one batch time to be
 // rated once the consumer keeps up, so p99 batch time bounds the rating lag at that rate).
 //
+// Then the rating lag at a fixed offered rate: BENCH_RATE events/s pushed in 10 ms ticks for
+// BENCH_LAG_SECONDS while the running loop rates them; lag = push (accepted) -> the item reaches the
+// wallet fake (after the batch committed; sampled every 2 ms), p50/p99/max over all events.
+//
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npx tsx bench/rating/pipeline.ts
 //   BENCH_EVENTS=20000 BENCH_BATCH=1000 npx tsx bench/rating/pipeline.ts
+//   BENCH_RATE=5000 BENCH_LAG_SECONDS=10 npx tsx bench/rating/pipeline.ts   (BENCH_RATE=0: no lag run)
+//
+// BENCH_METERING=router (default): ReadEvents through an in-process Connect router transport, so
+// metering's encoding of every page runs in this process too (about 40 ms of CPU per 1,000
+// events, more than rating's own decoding). BENCH_METERING=preencoded: each event is encoded once
+// when pushed (as metering would, in its own process) and a page is the concatenation of those
+// bytes, decoded by the consumer as from the network.
 import { randomBytes } from "node:crypto";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import type { Client } from "@connectrpc/connect";
+import { ReadEventsResponseSchema, StoredEventSchema, type MeteringService, type StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { migrate, openDb, openEmbeddedPostgres, type Db } from "@nanobill/db";
 import { timedDb } from "../timed-db.js";
@@ -19,6 +34,11 @@ import { llmCosts, llmMatrixVersion } from "../../apps/rating/src/domain/fixture
 const N = Number(process.env.BENCH_EVENTS ?? 20_000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 1_000);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 100);
+// Consumer loops in this process, one per customer partition of the feed (RATING_CONSUMER_PARTITIONS).
+const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 1);
+const RATE = Number(process.env.BENCH_RATE ?? 2_000);
+const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? 10);
+const METERING_MODE = process.env.BENCH_METERING ?? "router";
 const url = process.env.DATABASE_URL;
 
 const embedded = url ? undefined : await openEmbeddedPostgres({});
@@ -31,7 +51,32 @@ try {
   await migrate(db, migrationsDir);
   const metering = new FakeMetering();
   const wallet = new FakeWallet();
-  const svc = await createRatingService({ db, logger: silentLogger, clock: systemClock, config: { consumerEnabled: false, consumerBatchEvents: BATCH }, clients: { metering: metering.client(), wallet: wallet.client() } });
+  // Pre-encoded events (BENCH_METERING=preencoded): field 1 of ReadEventsResponse, framed once.
+  const framed = new WeakMap<StoredEvent, Uint8Array>();
+  const frame = (e: StoredEvent): Uint8Array => {
+    let b = framed.get(e);
+    if (b === undefined) {
+      b = new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(toBinary(StoredEventSchema, e)).finish();
+      framed.set(e, b);
+    }
+    return b;
+  };
+  const frameAll = (from: number) => {
+    if (METERING_MODE === "preencoded") for (let i = from; i < metering.events.length; i++) frame(metering.events[i]!);
+  };
+  const meteringClient: Client<typeof MeteringService> =
+    METERING_MODE === "preencoded"
+      ? ({
+          async readEvents(req: { afterSequence?: bigint; maxEvents?: number; partitionCount?: number; partition?: number }) {
+            const { events, lastSequence } = metering.page({ afterSequence: req.afterSequence ?? 0n, maxEvents: req.maxEvents ?? 0, partitionCount: req.partitionCount ?? 0, partition: req.partition ?? 0 });
+            const w = new BinaryWriter();
+            for (const e of events) w.raw(frame(e));
+            w.tag(2, WireType.Varint).int64(lastSequence);
+            return fromBinary(ReadEventsResponseSchema, w.finish());
+          },
+        } as unknown as Client<typeof MeteringService>)
+      : metering.client();
+  const svc = await createRatingService({ db, logger: silentLogger, clock: systemClock, config: { consumerEnabled: false, consumerBatchEvents: BATCH, consumerPartitions: PARTITIONS }, clients: { metering: meteringClient, wallet: wallet.client() } });
   const tenant = "tnt_bench";
   const start = Date.UTC(2026, 10, 1);
   const v = llmMatrixVersion();
@@ -47,13 +92,19 @@ try {
   for (let i = 0; i < N; i++) {
     metering.push(tenant, { id: `evt_${i}`, customerId: `cus_${i % CUSTOMERS}`, type: "llm.call", timestampMs: now - 60_000 + (i % 60_000), properties: { model: "gpt-x", provider: "openai", input_tokens: 100 + (i % 5000), output_tokens: 10 + (i % 700) } });
   }
+  frameAll(0);
   const times: number[] = [];
   let done = 0;
   const t0 = performance.now();
+  let idleRounds = 0;
   while (done < N) {
-    const t = performance.now();
-    done += await svc.consumer.pollOnce(0);
-    times.push(performance.now() - t);
+    const before = done;
+    for (const c of svc.consumers) {
+      const t = performance.now();
+      done += await c.pollOnce(0);
+      times.push(performance.now() - t);
+    }
+    if (done === before && ++idleRounds > 100) throw new Error(`the consumers stopped rating at ${done} of ${N} events`);
   }
   const total = (performance.now() - t0) / 1000;
   times.sort((a, b) => a - b);
@@ -64,15 +115,60 @@ try {
   for (let i = N; i < 2 * N; i++) {
     metering.push(tenant, { id: `evt_${i}`, customerId: `cus_${i % CUSTOMERS}`, type: "llm.call", timestampMs: pushedAt - 60_000 + (i % 60_000), properties: { model: "gpt-x", provider: "openai", input_tokens: 100 + (i % 5000), output_tokens: 10 + (i % 700) } });
   }
+  frameAll(N);
   const tl = performance.now();
-  svc.consumer.start();
-  while (wallet.consumed.length < 2 * N) await new Promise((r) => setTimeout(r, 5));
+  for (const c of svc.consumers) c.start();
+  while (wallet.consumed.length < 2 * N) {
+    if (performance.now() - tl > 300_000) throw new Error(`the running loop handed ${wallet.consumed.length} of ${2 * N} items in 300 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
   const loopS = (performance.now() - tl) / 1000;
-  await svc.consumer.stop();
+  await Promise.all(svc.consumers.map((c) => c.stop()));
+  const loopItems = wallet.consumed.length;
+  // Rating lag at a fixed offered rate.
+  let lagLine = "";
+  if (RATE > 0) {
+    const pushedMs = new Map<string, number>();
+    const lags: number[] = [];
+    let seen = wallet.consumed.length;
+    let next = 2 * N;
+    const end = 2 * N + Math.round(RATE * LAG_SECONDS);
+    const sample = setInterval(() => {
+      const at = performance.now();
+      for (; seen < wallet.consumed.length; seen++) {
+        const id = wallet.consumed[seen]!.item.eventId;
+        const p = pushedMs.get(id);
+        if (p !== undefined) lags.push(at - p);
+      }
+    }, 2);
+    for (const c of svc.consumers) c.start();
+    const startMs = performance.now();
+    let pushedFrom = next;
+    while (next < end) {
+      const due = Math.min(end, 2 * N + Math.floor(((performance.now() - startMs) / 1000) * RATE));
+      const at = performance.now();
+      for (; next < due; next++) {
+        const id = `evt_${next}`;
+        pushedMs.set(id, at);
+        metering.push(tenant, { id, customerId: `cus_${next % CUSTOMERS}`, type: "llm.call", timestampMs: Date.now() - 1_000, properties: { model: "gpt-x", provider: "openai", input_tokens: 100 + (next % 5000), output_tokens: 10 + (next % 700) } });
+      }
+      frameAll(metering.events.length - (next - pushedFrom));
+      pushedFrom = next;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const offeredS = (performance.now() - startMs) / 1000;
+    while (lags.length < end - 2 * N && performance.now() - startMs < (LAG_SECONDS + 60) * 1000) await new Promise((r) => setTimeout(r, 10));
+    clearInterval(sample);
+    await Promise.all(svc.consumers.map((c) => c.stop()));
+    lags.sort((a, b) => a - b);
+    const lq = (p: number): string => (lags.length === 0 ? "-" : lags[Math.min(lags.length - 1, Math.floor(p * lags.length))]!.toFixed(0));
+    lagLine = `  lag at ${RATE.toLocaleString("en-US")} events/s offered for ${offeredS.toFixed(1)} s (running loop): accepted -> rated (handed to the wallet) p50 ${lq(0.5)} ms, p99 ${lq(0.99)} ms, max ${lq(1)} ms; ${lags.length} of ${end - 2 * N} events rated`;
+  }
   const usage = await svc.rated.buckets(tenant, "cus_0", now - 7_200_000, now + 3_600_000, "", 100_000);
-  console.log(`rating pipeline on ${url ? "PostgreSQL" : "PGlite"}: ${N} events, ${CUSTOMERS} customers, batches of ${BATCH}`);
+  console.log(`rating pipeline on ${url ? "PostgreSQL" : "PGlite"}: ${N} events, ${CUSTOMERS} customers, batches of ${BATCH}, ${PARTITIONS} partition loop(s), metering ${METERING_MODE}`);
   console.log(`  serial (pollOnce): throughput ${Math.round(N / total).toLocaleString("en-US")} events/s; batch time p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms; cus_0 buckets ${usage.length}`);
-  console.log(`  running loop (pipelined): ${Math.round(N / loopS).toLocaleString("en-US")} events/s = ${(N / loopS / (N / total)).toFixed(2)}x serial; wallet items ${wallet.consumed.length} of ${2 * N}`);
+  console.log(`  running loop (pipelined): ${Math.round(N / loopS).toLocaleString("en-US")} events/s = ${(N / loopS / (N / total)).toFixed(2)}x serial; wallet items ${loopItems} of ${2 * N}`);
+  if (lagLine !== "") console.log(lagLine);
   for (const [k, v] of [...sqlTimes].sort((a, b) => b[1].reduce((x, y) => x + y, 0) - a[1].reduce((x, y) => x + y, 0)).slice(0, 15))
     console.log(`  sql ${v.reduce((x, y) => x + y, 0).toFixed(0).padStart(7)} ms total  x${String(v.length).padStart(5)}  ${k}`);
 } finally {

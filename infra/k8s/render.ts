@@ -79,6 +79,12 @@ export interface ServiceRow {
   singletonConsumerFlag?: string;
   /** Extra env of the singleton consumer only. */
   consumerEnv?: Record<string, string>;
+  /**
+   * The consumer splits its work between its pods itself (rating: partition leases with fencing
+   * tokens in PostgreSQL), so the StatefulSet may be scaled: pods start in parallel and
+   * `consumerReplicas` (default 1) is only the initial count.
+   */
+  consumerLeased?: { replicas: number; role: string };
   /** More listeners than the gRPC one: container + Service port, and the variable that sets it. */
   extraPorts?: Array<{ name: string; port: number; env: string; appProtocol: string }>;
 }
@@ -103,7 +109,7 @@ export const SERVICES: readonly ServiceRow[] = [
   },
   {
     name: "rating",
-    role: "RPCs on every replica; the metering-cursor consumer runs on the replica holding the partition's advisory lock",
+    role: "RPCs on every replica; the metering-cursor consumer runs in the rating-consumer pods, which split the feed's partitions by lease",
     replicasMin: 2,
     replicasMax: 8,
     cpuTargetPercent: 70,
@@ -112,11 +118,15 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 768,
     redis: true,
     callsOthers: true,
-    // The metering-cursor consumer keeps carried rounding residues in memory: two active consumers
-    // would rate with stale carries. Until rating fences it with an advisory lock, only the
-    // rating-consumer StatefulSet (at most one pod, ever) runs it.
+    // The metering-cursor consumer runs only in the rating-consumer pods (the Deployment serves
+    // RPCs with RATING_CONSUMER_ENABLED=false). Its pods split the RATING_CONSUMER_PARTITIONS
+    // partitions between them through leases in PostgreSQL (apps/rating README, "Several
+    // processes"): each batch transaction is fenced by its lease's epoch, so a pod that lost its
+    // lease writes nothing, and the StatefulSet can be scaled (`kubectl scale statefulset
+    // rating-consumer --replicas=N`, N <= partitions; more pods stand by).
     singletonConsumerFlag: "RATING_CONSUMER_ENABLED",
     consumerEnv: { RATING_CONSUMER_PARTITIONS: "4" },
+    consumerLeased: { replicas: 2, role: "RATING_CONSUMER_ENABLED consumers of rating: the pods split metering's feed partitions by lease (fenced); scale up to RATING_CONSUMER_PARTITIONS" },
   },
   {
     name: "ledger",
@@ -373,6 +383,8 @@ export function consumerSelectorOf(name: ServiceName): Record<string, string> {
  * The singleton consumer of a service: a one-replica StatefulSet, because a StatefulSet never
  * starts a pod's replacement before the old pod is confirmed gone (a Deployment may briefly run
  * two, e.g. during a node partition). Same image, env and probes; the consumer flag turned on.
+ * A leased consumer (`consumerLeased`, rating) fences its own writes, so its StatefulSet may run
+ * several pods (they start in parallel and split the work between them).
  * Not behind the Service (its RPCs are served by the Deployment).
  */
 export function consumerStatefulSet(s: ServiceRow): IStatefulSet | undefined {
@@ -389,12 +401,13 @@ export function consumerStatefulSet(s: ServiceRow): IStatefulSet | undefined {
     metadata: {
       name: `${s.name}-consumer`,
       labels: { ...labels(s.name, "server"), "app.kubernetes.io/component": "consumer" },
-      annotations: { "nanobill.dev/role": `the single active ${flag} consumer of ${s.name}` },
+      annotations: { "nanobill.dev/role": s.consumerLeased?.role ?? `the single active ${flag} consumer of ${s.name}` },
     },
     spec: {
-      replicas: 1,
+      replicas: s.consumerLeased?.replicas ?? 1,
       revisionHistoryLimit: 5,
-      podManagementPolicy: "OrderedReady",
+      // Leased consumers coordinate in the database: pods need not start one after the other.
+      podManagementPolicy: s.consumerLeased ? "Parallel" : "OrderedReady",
       updateStrategy: { type: "RollingUpdate" },
       selector: { matchLabels: consumerSelectorOf(s.name) },
       template: podTemplate(s, "consumer", env),

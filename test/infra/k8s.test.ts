@@ -191,11 +191,17 @@ describe("the base", () => {
     for (const d of base.filter((x) => x.kind === "Deployment")) expect(podSpecOf(d)!.terminationGracePeriodSeconds).toBe(TERMINATION_GRACE_S);
   });
 
-  test("rating's metering consumer runs in exactly one place: a one-replica StatefulSet outside the Service", () => {
+  test("rating's metering consumer runs only in the rating-consumer StatefulSet (outside the Service), whose pods split the partitions by lease", () => {
     const sts = base.filter((d) => d.kind === "StatefulSet");
     expect(sts.map((d) => d.metadata.name)).toEqual(["rating-consumer"]);
     const flag = (d: Doc): string | undefined => podSpecOf(d)!.containers[0]!.env?.find((e) => e.name === "RATING_CONSUMER_ENABLED")?.value;
-    expect((sts[0]!.spec as { replicas: number }).replicas).toBe(1);
+    const env = (d: Doc, name: string): string | undefined => podSpecOf(d)!.containers[0]!.env?.find((e) => e.name === name)?.value;
+    // Several consumer pods are safe only because batches are fenced by partition leases (on by
+    // default: RATING_CONSUMER_LEASES unset or true), and at most one pod per partition works.
+    const replicas = (sts[0]!.spec as { replicas: number }).replicas;
+    expect(replicas).toBeGreaterThanOrEqual(2);
+    expect(env(sts[0]!, "RATING_CONSUMER_LEASES") ?? "true").toBe("true");
+    expect(replicas).toBeLessThanOrEqual(Number(env(sts[0]!, "RATING_CONSUMER_PARTITIONS")));
     expect(flag(sts[0]!)).toBe("true");
     expect(flag(base.find((d) => d.kind === "Deployment" && d.metadata.name === "rating")!)).toBe("false");
     for (const svc of base.filter((d) => d.kind === "Service")) {

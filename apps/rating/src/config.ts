@@ -1,6 +1,18 @@
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
 import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
-import { CONSUMER_BATCH_EVENTS_MAX, CONSUMER_PARTITIONS_MAX, CONSUMER_WAIT_MS, CONTEXT_CACHE_TTL_MS } from "./limits.js";
+import { ConfigError } from "@nanobill/service-kit";
+import {
+  CONSUMER_BATCH_EVENTS_MAX,
+  CONSUMER_LEASE_HEARTBEAT_MS,
+  CONSUMER_LEASE_HEARTBEAT_MS_MIN,
+  CONSUMER_LEASE_TTL_MS,
+  CONSUMER_LEASE_TTL_MS_MAX,
+  CONSUMER_LEASE_TTL_MS_MIN,
+  CONSUMER_OWNER_CHARS_MAX,
+  CONSUMER_PARTITIONS_MAX,
+  CONSUMER_WAIT_MS,
+  CONTEXT_CACHE_TTL_MS,
+} from "./limits.js";
 
 /** RatingConfig: the service's tunables (limits.ts holds the hard caps). */
 export interface RatingConfig {
@@ -17,6 +29,18 @@ export interface RatingConfig {
    * serialize on its advisory lock and skip what the other rated.
    */
   consumerPartitions: number;
+  /**
+   * Split the partitions between the running processes through leases in PostgreSQL
+   * (PartitionLeaseManager): any number of replicas may run the consumer. Off: this process runs
+   * every partition's loop (only one consumer process may then run).
+   */
+  consumerLeases: boolean;
+  /** Lease / membership lifetime without a heartbeat: a crashed process's partitions move after it. */
+  consumerLeaseTtlMs: number;
+  /** Heartbeat period (<= consumerLeaseTtlMs / 3). */
+  consumerLeaseHeartbeatMs: number;
+  /** This process's member id ("" = host-pid-random). */
+  consumerOwner: string;
   /** How long catalog data (customers, plans, cost rates) is cached by the consumer. */
   cacheTtlMs: number;
   /** Check usage charge meters against metering's GetMeter when plans are written. */
@@ -28,13 +52,28 @@ export const RATING_CONFIG_DEFAULT: RatingConfig = {
   consumerBatchEvents: 1_000,
   consumerWaitMs: CONSUMER_WAIT_MS,
   consumerPartitions: 1,
+  consumerLeases: true,
+  consumerLeaseTtlMs: CONSUMER_LEASE_TTL_MS,
+  consumerLeaseHeartbeatMs: CONSUMER_LEASE_HEARTBEAT_MS,
+  consumerOwner: "",
   cacheTtlMs: CONTEXT_CACHE_TTL_MS,
   validateMeters: true,
 };
 
 /** ratingConfigFromEnv: RATING_* variables; a bad value throws ConfigError naming it. */
 export function ratingConfigFromEnv(env: Env): RatingConfig {
+  const consumerLeaseTtlMs = envInt(env, "RATING_CONSUMER_LEASE_TTL_MS", CONSUMER_LEASE_TTL_MS, { min: CONSUMER_LEASE_TTL_MS_MIN, max: CONSUMER_LEASE_TTL_MS_MAX });
+  const consumerLeaseHeartbeatMs = envInt(env, "RATING_CONSUMER_LEASE_HEARTBEAT_MS", Math.min(CONSUMER_LEASE_HEARTBEAT_MS, Math.floor(consumerLeaseTtlMs / 3)), { min: CONSUMER_LEASE_HEARTBEAT_MS_MIN, max: CONSUMER_LEASE_TTL_MS_MAX });
+  if (consumerLeaseHeartbeatMs * 3 > consumerLeaseTtlMs) {
+    throw new ConfigError("RATING_CONSUMER_LEASE_HEARTBEAT_MS", `must be at most a third of RATING_CONSUMER_LEASE_TTL_MS (${consumerLeaseTtlMs}), got ${consumerLeaseHeartbeatMs}`);
+  }
+  const consumerOwner = envString(env, "RATING_CONSUMER_OWNER", "");
+  if (consumerOwner.length > CONSUMER_OWNER_CHARS_MAX) throw new ConfigError("RATING_CONSUMER_OWNER", `must be at most ${CONSUMER_OWNER_CHARS_MAX} characters, got ${consumerOwner.length}`);
   return {
+    consumerLeases: envBool(env, "RATING_CONSUMER_LEASES", true),
+    consumerLeaseTtlMs,
+    consumerLeaseHeartbeatMs,
+    consumerOwner,
     consumerEnabled: envBool(env, "RATING_CONSUMER_ENABLED", true),
     consumerBatchEvents: envInt(env, "RATING_CONSUMER_BATCH_EVENTS", RATING_CONFIG_DEFAULT.consumerBatchEvents, { min: 1, max: CONSUMER_BATCH_EVENTS_MAX }),
     consumerWaitMs: envInt(env, "RATING_CONSUMER_WAIT_MS", CONSUMER_WAIT_MS, { min: 0, max: 30_000 }),

@@ -2,7 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { MeteringService, StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { ConsumeResult, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import type { Db } from "@nanobill/db";
+import { isDbError, type Db } from "@nanobill/db";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { ATTR, getTracer, nanosAttr, withTraceContext } from "@nanobill/telemetry";
 import type { CatalogCache } from "./catalog-cache.js";
@@ -11,6 +11,7 @@ import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { RatedEventResult } from "./domain/types.js";
 import {
+  CHECK_RATED_BATCHES_AFTER_OVERLAP,
   CONSUMER_BATCH_EVENTS_MAX,
   CONSUMER_ERROR_BACKOFF_MS,
   CONSUMER_ERROR_BACKOFF_MS_MAX,
@@ -19,9 +20,11 @@ import {
   HANDOFF_BATCHES_QUEUED,
   OUTCOMES_CONFIRM_INTERVAL_MS,
   OUTCOMES_CONFIRM_MAX,
+  OUTBOX_BATCHES_PER_DRAIN,
   WALLET_CONSUME_ITEMS_MAX,
 } from "./limits.js";
 import { storedEventOf, type RatingInput } from "./mapping.js";
+import { LeaseLostError, type LeaseStore } from "./store/lease-store.js";
 import type { RatedStore, WalletItem } from "./store/rated-store.js";
 
 export interface ConsumerOptions {
@@ -31,6 +34,12 @@ export interface ConsumerOptions {
   /** The customer partition of metering's feed this consumer reads (count 1 = the whole feed). */
   partitionCount: number;
   partition: number;
+  /**
+   * The partition's lease this consumer writes under (PartitionLeaseManager): every batch
+   * transaction first checks it (LeaseStore.fence) and the cursor write carries its epoch. A lost
+   * lease stops the running loop. Absent: an unleased consumer (one process, pollOnce, tools).
+   */
+  fence?: { owner: string; epoch: bigint };
 }
 
 export const CONSUMER_DEFAULTS: ConsumerOptions = { cursorName: "metering", batchEventsMax: CONSUMER_BATCH_EVENTS_MAX, waitMs: CONSUMER_WAIT_MS, partitionCount: 1, partition: 0 };
@@ -43,6 +52,8 @@ export function partitionCursorName(count: number, index: number): string {
 export interface ConsumerDeps {
   db: Db;
   rated: RatedStore;
+  /** Required with options.fence. */
+  leases?: LeaseStore;
   cache: CatalogCache;
   metering: Client<typeof MeteringService>;
   wallet: Client<typeof CreditWalletService>;
@@ -85,12 +96,24 @@ export class RatingConsumer {
   #loop: Promise<void> | undefined;
   #abort: AbortController | undefined;
   #cursor: bigint | undefined;
+  /** Batches still to rate with the already-rated lookup (after a duplicate was refused). */
+  #checkRatedBatches = 0;
   readonly #handOffs: HandOffQueue;
 
   constructor(deps: ConsumerDeps) {
     this.#d = deps;
     this.#o = { ...CONSUMER_DEFAULTS, ...deps.options };
-    this.#handOffs = new HandOffQueue((items) => this.#handOff(items), deps.logger);
+    this.#handOffs = new HandOffQueue((b) => this.#handOff(b.items, b.batchId), deps.logger);
+  }
+
+  /** Whether the running loop is on (false after stop() or a lost lease). */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** The cursor (partition) this consumer reads and writes. */
+  get cursorName(): string {
+    return this.#o.cursorName;
   }
 
   start(): void {
@@ -154,10 +177,10 @@ export class RatingConsumer {
           prefetch = read(last, got ? 0 : this.#o.waitMs);
           prefetch.catch(() => {}); // observed when awaited; a failure there restarts the loop
           if (got) {
-            const fresh: WalletItem[] = [];
+            const fresh: BatchHandOff = { items: [], batchId: null };
             await this.processBatch(resp.events, last, fresh);
             this.#cursor = after = last;
-            if (fresh.length > 0) await this.#handOffs.push(fresh);
+            if (fresh.batchId !== null) await this.#handOffs.push(fresh);
           } else if (Date.now() - t < this.#o.waitMs / 2) await sleep(CONSUMER_IDLE_MS, this.#abort.signal);
           // A failed hand-off leaves its items in the outbox (and the queue sends nothing more
           // until a drain succeeds): drain when due.
@@ -171,6 +194,12 @@ export class RatingConsumer {
         }
       } catch (e) {
         if (!this.#running) break;
+        if (e instanceof LeaseLostError) {
+          // Another process holds the partition now: this loop stops (nothing of the batch was written).
+          this.#running = false;
+          this.#d.logger.warn("partition lease lost; the consumer loop stops", { cursor: this.#o.cursorName, owner: e.owner, epoch: e.epoch.toString() });
+          break;
+        }
         this.#cursor = undefined; // re-read from the store
         needsDrain = true;
         this.#d.logger.warn("rating consumer batch failed; retrying", { error: String((e as Error)?.message ?? e), backoffMs: backoff });
@@ -194,18 +223,39 @@ export class RatingConsumer {
     const after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
     this.#abort = new AbortController();
     const resp = await this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
-    const fresh: WalletItem[] = [];
+    const fresh: BatchHandOff = { items: [], batchId: null };
     const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after, fresh);
     this.#cursor = resp.lastSequence > after ? resp.lastSequence : after;
     // The batch's own items are handed over from memory (no re-read); leftovers from the store.
-    if (fresh.length > 0) await this.#handOff(fresh);
+    if (fresh.batchId !== null) await this.#handOff(fresh.items, fresh.batchId);
     await this.drainOutbox();
     if ((await this.#d.rated.confirmDueOutcomes(this.#d.clock.now().getTime(), OUTCOMES_CONFIRM_MAX)) > 0) await this.drainOutbox();
     return n;
   }
 
-  /** processBatch: rates and stores one page of events and advances the cursor to lastSequence. */
-  async processBatch(events: StoredEvent[], lastSequence: bigint, handOff: WalletItem[] = []): Promise<number> {
+  /**
+   * processBatch: rates and stores one page of events and advances the cursor to lastSequence;
+   * `handOff` receives the batch's wallet items and their outbox row (to hand over from memory).
+   */
+  async processBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff = { items: [], batchId: null }): Promise<number> {
+    // Optimistic: a batch normally holds only events nobody rated (the cursor is committed with
+    // the rows), so it skips the already-rated lookup; the rated rows' primary key still refuses a
+    // duplicate, and then the batch is rated again with the lookup (and so are the next
+    // CHECK_RATED_BATCHES_AFTER_OVERLAP batches: a change of partitioning, two consumers meeting).
+    if (this.#checkRatedBatches > 0) {
+      this.#checkRatedBatches--;
+      return this.#rateBatch(events, lastSequence, handOff, true);
+    }
+    try {
+      return await this.#rateBatch(events, lastSequence, handOff, false);
+    } catch (e) {
+      if (!isDbError(e, "unique_violation") || e.constraint !== "rated_events_pkey") throw e;
+      this.#checkRatedBatches = CHECK_RATED_BATCHES_AFTER_OVERLAP;
+      return this.#rateBatch(events, lastSequence, handOff, true);
+    }
+  }
+
+  async #rateBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, checkRated: boolean): Promise<number> {
     const d = this.#d;
     const now = d.clock.now().getTime();
     const inputs = events.map((e) => storedEventOf(e, now));
@@ -224,9 +274,14 @@ export class RatingConsumer {
     for (const i of inputs) batchCustomers.set(`${i.event.tenant}\u0000${i.event.customerId}`, { tenant: i.event.tenant, customerId: i.event.customerId });
     await d.db.transaction(async (tx) => {
       rated = 0;
+      const fence = this.#o.fence;
+      if (fence !== undefined) await d.leases!.fence(tx, this.#o.cursorName, fence.owner, fence.epoch);
       await d.rated.lockCustomers(tx, [...batchCustomers.values()]);
-      const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
-      const todo = inputs.filter((i) => !done.has(`${i.event.tenant}\u0000${i.event.eventId}`));
+      let todo = inputs;
+      if (checkRated) {
+        const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
+        todo = inputs.filter((i) => !done.has(`${i.event.tenant}\u0000${i.event.eventId}`));
+      }
       const st = new MemoryRatingState();
       const customers = new Map<string, { tenant: string; customerId: string }>();
       const tasks = new Map<string, { tenant: string; customerId: string; taskId: string }>();
@@ -258,10 +313,10 @@ export class RatingConsumer {
         if (t === undefined) touched.set(i.event.tenant, (t = new Set()));
         t.add(i.event.customerId);
       }
-      await d.rated.writeBatch(tx, { rated: out, wallet, cursor: { name: this.#o.cursorName, afterSequence: lastSequence } }, st, now);
+      const batchId = await d.rated.writeBatch(tx, { rated: out, wallet, cursor: { name: this.#o.cursorName, afterSequence: lastSequence, ...(this.#o.fence ? { fence: this.#o.fence } : {}) } }, st, now);
       rated = out.length;
-      handOff.length = 0;
-      handOff.push(...wallet);
+      handOff.items = wallet;
+      handOff.batchId = batchId;
     });
     if (rated > 0) {
       try {
@@ -276,6 +331,11 @@ export class RatingConsumer {
   /** drainOutbox: hands pending amounts of the store's outbox to credit-wallet Consume. */
   async drainOutbox(): Promise<void> {
     for (;;) {
+      const batches = await this.#d.rated.outboxBatches(OUTBOX_BATCHES_PER_DRAIN);
+      for (const b of batches) await this.#handOff(b.items, b.batchId);
+      if (batches.length < OUTBOX_BATCHES_PER_DRAIN) break;
+    }
+    for (;;) {
       const items = await this.#d.rated.outbox(WALLET_CONSUME_ITEMS_MAX * 4);
       if (items.length === 0) return;
       await this.#handOff(items);
@@ -285,10 +345,11 @@ export class RatingConsumer {
 
   /**
    * handOff: Consume per tenant in chunks of WALLET_CONSUME_ITEMS_MAX, each inside the trace
-   * context of its first item; a chunk's items leave the outbox once the wallet answered. A
-   * transport failure keeps them (attempts + 1) and is rethrown (the loop backs off).
+   * context of its first item. Items of an outbox batch row (batchId) leave the outbox when the
+   * wallet answered for all of them; other items (wallet_outbox rows) chunk by chunk. A transport
+   * failure keeps them (attempts + 1) and is rethrown (the loop backs off).
    */
-  async #handOff(items: WalletItem[]): Promise<void> {
+  async #handOff(items: WalletItem[], batchId: bigint | null = null): Promise<void> {
     const d = this.#d;
     const byTenant = new Map<string, WalletItem[]>();
     for (const it of items) {
@@ -314,13 +375,15 @@ export class RatingConsumer {
               d.logger.error("wallet refused a consume item", { tenant, id: chunk[i]?.itemId, result: ConsumeResult[r.result], error: r.error });
             }
           });
-          await d.rated.outboxDone(chunk);
+          if (batchId === null) await d.rated.outboxDone(chunk);
         } catch (e) {
-          await d.rated.outboxFailed(chunk, String((e as Error)?.message ?? e));
+          if (batchId === null) await d.rated.outboxFailed(chunk, String((e as Error)?.message ?? e));
+          else await d.rated.outboxBatchFailed(batchId, String((e as Error)?.message ?? e));
           throw e;
         }
       }
     }
+    if (batchId !== null) await d.rated.outboxBatchDone(batchId);
   }
 
   /** evaluateGuardrails: runs the tenants' rules over the touched customers; stores new alerts. */
@@ -378,6 +441,12 @@ function rateInTrace(cat: TenantCatalog, st: MemoryRatingState, i: RatingInput):
   );
 }
 
+/** A committed batch's wallet items and their outbox row (batchId null: no item). */
+export interface BatchHandOff {
+  items: WalletItem[];
+  batchId: bigint | null;
+}
+
 /**
  * The wallet hand-offs of committed batches, one at a time in commit order. push() waits while
  * HANDOFF_BATCHES_QUEUED batches are already waiting (back-pressure on the loop). A failure is
@@ -388,11 +457,11 @@ class HandOffQueue {
   #queued = 0;
   failed = false;
   constructor(
-    readonly send: (items: WalletItem[]) => Promise<void>,
+    readonly send: (batch: BatchHandOff) => Promise<void>,
     readonly logger: Logger,
   ) {}
 
-  async push(items: WalletItem[]): Promise<void> {
+  async push(items: BatchHandOff): Promise<void> {
     while (this.#queued >= HANDOFF_BATCHES_QUEUED) await this.#tail;
     this.#queued++;
     this.#tail = this.#tail.then(async () => {

@@ -9,8 +9,11 @@ import { CatalogCache } from "./catalog-cache.js";
 import { RATING_CONFIG_DEFAULT, type RatingConfig } from "./config.js";
 import { partitionCursorName, RatingConsumer } from "./consumer.js";
 import { createRatingRoutes } from "./server.js";
+import { defaultLeaseOwner, PartitionLeaseManager } from "./partition-leases.js";
 import { CatalogStore } from "./store/catalog-store.js";
+import { LeaseStore } from "./store/lease-store.js";
 import { RatedStore } from "./store/rated-store.js";
+import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks";
 
 export { RATING_CONFIG_DEFAULT, ratingConfigFromEnv, type RatingConfig } from "./config.js";
 export * as limits from "./limits.js";
@@ -37,10 +40,14 @@ export interface RatingServiceHandle {
   stop(): Promise<void>;
   /** The first consumer (partition 0; the only one unless consumerPartitions > 1). */
   readonly consumer: RatingConsumer;
-  /** One consumer per partition of metering's feed. */
+  /** One unleased consumer per partition of metering's feed (pollOnce, tools; the loops when consumerLeases is off). */
   readonly consumers: readonly RatingConsumer[];
+  /** With consumerLeases: the lease manager start() runs (its loops are its own consumers). */
+  readonly leases: PartitionLeaseManager | undefined;
   readonly catalog: CatalogStore;
   readonly rated: RatedStore;
+  /** The webhook dispatcher of guardrail alerts (started by start(); tests run rounds). */
+  readonly webhooks: { runOnce(): Promise<DispatchStats> };
 }
 
 export async function createRatingService(deps: RatingDeps): Promise<RatingServiceHandle> {
@@ -49,39 +56,61 @@ export async function createRatingService(deps: RatingDeps): Promise<RatingServi
   const catalog = new CatalogStore(deps.db);
   const rated = new RatedStore(deps.db);
   const cache = new CatalogCache(catalog, deps.clock, config.cacheTtlMs, deps.clients.wallet, deps.logger);
-  const consumers = Array.from(
-    { length: config.consumerPartitions },
-    (_, k) =>
-      new RatingConsumer({
-        db: deps.db,
-        rated,
-        cache,
-        metering: deps.clients.metering,
-        wallet: deps.clients.wallet,
-        logger: deps.logger,
-        clock: deps.clock,
-        options: {
-          batchEventsMax: config.consumerBatchEvents,
-          waitMs: config.consumerWaitMs,
+  const leaseStore = new LeaseStore(deps.db);
+  const consumerOf = (k: number, fence?: { owner: string; epoch: bigint }) =>
+    new RatingConsumer({
+      db: deps.db,
+      rated,
+      leases: leaseStore,
+      cache,
+      metering: deps.clients.metering,
+      wallet: deps.clients.wallet,
+      logger: deps.logger,
+      clock: deps.clock,
+      options: {
+        batchEventsMax: config.consumerBatchEvents,
+        waitMs: config.consumerWaitMs,
+        partitionCount: config.consumerPartitions,
+        partition: k,
+        cursorName: partitionCursorName(config.consumerPartitions, k),
+        ...(fence ? { fence } : {}),
+      },
+    });
+  const consumers = Array.from({ length: config.consumerPartitions }, (_, k) => consumerOf(k));
+  const leases = config.consumerLeases
+    ? new PartitionLeaseManager(
+        leaseStore,
+        {
           partitionCount: config.consumerPartitions,
-          partition: k,
-          cursorName: partitionCursorName(config.consumerPartitions, k),
+          owner: config.consumerOwner === "" ? defaultLeaseOwner() : config.consumerOwner,
+          ttlMs: config.consumerLeaseTtlMs,
+          heartbeatMs: Math.max(1, Math.min(config.consumerLeaseHeartbeatMs, Math.floor(config.consumerLeaseTtlMs / 3))),
         },
-      }),
-  );
+        consumerOf,
+        deps.logger,
+      )
+    : undefined;
   const consumer = consumers[0]!;
+  // Guardrail alerts are queued for webhook endpoints by a trigger (migration 0005); every rating
+  // process sends them (claims are SKIP LOCKED, so replicas share the work).
+  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger });
   const routes = createRatingRoutes({ catalog, rated, cache, clock: deps.clock, logger: deps.logger, config, metering: deps.clients.metering });
   return {
     routes,
     consumer,
     consumers,
+    leases,
     catalog,
     rated,
+    webhooks,
     async start() {
-      if (config.consumerEnabled) for (const c of consumers) c.start();
+      webhooks.start();
+      if (!config.consumerEnabled) return;
+      if (leases !== undefined) await leases.start();
+      else for (const c of consumers) c.start();
     },
     async stop() {
-      await Promise.all(consumers.map((c) => c.stop()));
+      await Promise.all([leases?.stop(), ...consumers.map((c) => c.stop()), webhooks.stop()]);
     },
   };
 }

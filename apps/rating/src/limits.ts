@@ -73,6 +73,17 @@ export const CONSUMER_BATCH_EVENTS_MAX = 2_000;
 export const CONSUMER_WAIT_MS = 1_000;
 /** Most consumer partitions (metering's ReadEvents allows 256). */
 export const CONSUMER_PARTITIONS_MAX = 64;
+/**
+ * Partition leases (several consumer processes): how long a lease / membership lasts without a
+ * heartbeat (database time), and how often the heartbeat runs (at most a third of the TTL).
+ */
+export const CONSUMER_LEASE_TTL_MS = 10_000;
+export const CONSUMER_LEASE_TTL_MS_MIN = 200;
+export const CONSUMER_LEASE_TTL_MS_MAX = 300_000;
+export const CONSUMER_LEASE_HEARTBEAT_MS = 2_000;
+export const CONSUMER_LEASE_HEARTBEAT_MS_MIN = 50;
+/** Consumer member ids (RATING_CONSUMER_OWNER). */
+export const CONSUMER_OWNER_CHARS_MAX = 128;
 /** Committed batches whose wallet hand-off may wait behind the running one (then the loop waits). */
 export const HANDOFF_BATCHES_QUEUED = 4;
 /** How often the running loop confirms outcomes whose verification window ended (ms). */
@@ -81,6 +92,10 @@ export const CONSUMER_ERROR_BACKOFF_MS = 500;
 /** Consumer: pause after an empty answer that did not long-poll (never spin). */
 export const CONSUMER_IDLE_MS = 50;
 export const CONSUMER_ERROR_BACKOFF_MS_MAX = 10_000;
+/** Consumer: batches rated with the already-rated lookup after one was refused a duplicate. */
+export const CHECK_RATED_BATCHES_AFTER_OVERLAP = 16;
+/** Consumer: outbox batch rows (a batch's wallet items each) read per drain step. */
+export const OUTBOX_BATCHES_PER_DRAIN = 4;
 /** Consumer: Consume items per wallet call (the wallet's own cap may be lower). */
 export const WALLET_CONSUME_ITEMS_MAX = 500;
 /** Consumer: how long rating context (customers, subscriptions, plans, cost rates) is cached. */

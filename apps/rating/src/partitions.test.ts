@@ -119,4 +119,28 @@ for (const backend of testBackends()) describe(`rating consumers partitioned by 
     expect(rows.map((r) => String(r.residue_num))).toEqual(["0"]);
     await Promise.all([a.s.stop(), b.s.stop()]);
   });
+
+  it("skips events another consumer rated: the duplicate is refused by the key, the batch is rated again with the lookup", async () => {
+    const fresh = await createRatingService({
+      db: h.db,
+      logger: silentLogger,
+      clock: h.clock,
+      config: { consumerEnabled: false, cacheTtlMs: 0 },
+      clients: { metering: h.metering.client(), wallet: h.wallet.client() },
+    });
+    const ratedRows = async () => Number((await h.db.query<{ n: bigint }>(`SELECT count(*)::bigint AS n FROM rated_events`)).rows[0]!.n);
+    const old = h.metering.events.filter((e) => e.event!.id.startsWith("e")).slice(0, 5);
+    const before = await ratedRows();
+    for (let i = 0; i < 3; i++) h.metering.push("tnt_a", { id: `dup${i}`, customerId: "cus_1", type: "api.call", timestampMs: t0 - 10_000 + i, properties: { calls: 1 } });
+    const added = h.metering.events.slice(-3);
+    // Five events rated long ago and three new ones in one page: only the new ones are rated.
+    expect(await fresh.consumer.processBatch([...old, ...added], added[2]!.sequence)).toBe(3);
+    expect(await ratedRows()).toBe(before + 3);
+    // The same page again: nothing left to rate (and the cursor write is idempotent).
+    expect(await fresh.consumer.processBatch([...old, ...added], added[2]!.sequence)).toBe(0);
+    expect(await ratedRows()).toBe(before + 3);
+    await fresh.consumer.drainOutbox();
+    expect(h.wallet.consumed.filter((x) => x.item.id.startsWith("dup")).map((x) => x.item.id).sort()).toEqual(["dup0:calls", "dup1:calls", "dup2:calls"]);
+    await fresh.stop();
+  });
 });

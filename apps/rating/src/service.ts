@@ -63,6 +63,7 @@ import {
 } from "./mapping.js";
 import type { CatalogStore } from "./store/catalog-store.js";
 import type { RatedStore } from "./store/rated-store.js";
+import { webhookRpcs } from "@nanobill/webhooks";
 
 export interface HandlerDeps {
   catalog: CatalogStore;
@@ -147,6 +148,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     if (v.status !== "published") throw failedPrecondition("plan_version", `${planId} v${version} is ${v.status}; subscriptions need a published version`);
     return v;
   }
+
+  const webhooks = webhookRpcs(d.rated.db, () => d.clock.now());
 
   return {
     async createCustomer(req, ctx) {
@@ -546,6 +549,13 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const n = pageSize(req.pageSizeMax, ALERTS_PAGE_MAX);
       return { alerts: (await d.rated.alerts(tenant, since, req.customerId, n)).map(alertToProto) };
     },
+
+    // Webhooks: guardrail alerts are queued by a trigger on alerts (migration 0005) and POSTed by
+    // the dispatcher the service runs (libs/webhooks).
+    createWebhookEndpoint: (req, ctx) => webhooks.create(write(ctx), req),
+    listWebhookEndpoints: (_req, ctx) => webhooks.list(read(ctx)),
+    disableWebhookEndpoint: (req, ctx) => webhooks.disable(write(ctx), req),
+    listWebhookDeliveries: (req, ctx) => webhooks.deliveries(read(ctx), req),
   };
 }
 

@@ -59,32 +59,35 @@ export class FakeMetering {
     return this.#seq;
   }
 
+  /** page: what ReadEvents answers (a page of the feed or of one partition of it). */
+  page(req: { afterSequence: bigint; maxEvents: number; partitionCount: number; partition: number }): { events: StoredEvent[]; lastSequence: bigint } {
+    let lo = 0;
+    let hi = this.events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.events[mid]!.sequence > req.afterSequence) hi = mid;
+      else lo = mid + 1;
+    }
+    const max = req.maxEvents || 1000;
+    if (req.partitionCount <= 1) {
+      const evs = this.events.slice(lo, lo + max);
+      return { events: evs, lastSequence: evs.length > 0 ? evs[evs.length - 1]!.sequence : req.afterSequence };
+    }
+    // A partition, as metering serves it: its customers' events only; lastSequence is the
+    // highest sequence examined (the last event returned when the page is full).
+    const evs: StoredEvent[] = [];
+    for (let i = lo; i < this.events.length && evs.length < max; i++) {
+      const e = this.events[i]!;
+      if (FakeMetering.partitionOf(e.tenant, e.event!.customerId, req.partitionCount) === req.partition) evs.push(e);
+    }
+    const high = this.events.length > lo ? this.events[this.events.length - 1]!.sequence : req.afterSequence;
+    return { events: evs, lastSequence: evs.length === max ? evs[evs.length - 1]!.sequence : high };
+  }
+
   client(): Client<typeof MeteringService> {
     const t = createRouterTransport(({ service }) => {
       service(MeteringService, {
-        readEvents: (req) => {
-          let lo = 0;
-          let hi = this.events.length;
-          while (lo < hi) {
-            const mid = (lo + hi) >> 1;
-            if (this.events[mid]!.sequence > req.afterSequence) hi = mid;
-            else lo = mid + 1;
-          }
-          const max = req.maxEvents || 1000;
-          if (req.partitionCount <= 1) {
-            const evs = this.events.slice(lo, lo + max);
-            return { events: evs, lastSequence: evs.length > 0 ? evs[evs.length - 1]!.sequence : req.afterSequence };
-          }
-          // A partition, as metering serves it: its customers' events only; lastSequence is the
-          // highest sequence examined (the last event returned when the page is full).
-          const evs: StoredEvent[] = [];
-          for (let i = lo; i < this.events.length && evs.length < max; i++) {
-            const e = this.events[i]!;
-            if (FakeMetering.partitionOf(e.tenant, e.event!.customerId, req.partitionCount) === req.partition) evs.push(e);
-          }
-          const high = this.events.length > lo ? this.events[this.events.length - 1]!.sequence : req.afterSequence;
-          return { events: evs, lastSequence: evs.length === max ? evs[evs.length - 1]!.sequence : high };
-        },
+        readEvents: (req) => this.page(req),
         getMeter: (req, ctx) => {
           const tenant = ctx.requestHeader.get(TENANT_HEADER) ?? "";
           const et = this.meters.get(`${tenant}\u0000${req.meterId}`);

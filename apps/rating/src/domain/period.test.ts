@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { billingPeriod } from "./period.js";
+import { billingPeriod, PERIOD_MEMO_MAX } from "./period.js";
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
@@ -15,6 +15,23 @@ describe("billingPeriod", () => {
     const p = billingPeriod(anchor, tz, months, at);
     expect([iso(p.startMs), iso(p.endMs)]).toEqual([start, end]);
     expect(p.startMs <= at && at < p.endMs).toBe(true);
+  });
+
+  it("answers from its memo exactly as computed, across periods, zones and the memo bound", () => {
+    const anchor = Date.UTC(2026, 0, 31, 23);
+    const ref = (at: number) => {
+      // Another anchor 1 ms later has its own memo entry: compare shapes of the same computation.
+      const p = billingPeriod(anchor, "Europe/Paris", 1, at);
+      return [p.startMs, p.endMs];
+    };
+    const first = ref(Date.UTC(2026, 3, 5));
+    expect(ref(Date.UTC(2026, 3, 6))).toEqual(first); // same period, from the memo
+    expect(ref(Date.UTC(2026, 4, 6))).toEqual([Date.UTC(2026, 3, 30, 22), Date.UTC(2026, 4, 31, 22)]); // next period
+    expect(ref(Date.UTC(2026, 3, 5))).toEqual(first); // and back
+    expect(billingPeriod(anchor, "UTC", 1, Date.UTC(2026, 3, 5)).startMs).toBe(Date.UTC(2026, 2, 31, 23)); // another zone, another entry
+    for (let i = 0; i <= PERIOD_MEMO_MAX; i++) billingPeriod(i, "UTC", 1, 0);
+    expect(ref(Date.UTC(2026, 3, 6))).toEqual(first); // past the bound the memo starts over
+    expect(Object.isFrozen(billingPeriod(anchor, "UTC", 1, 0))).toBe(true);
   });
 
   it("rejects an unknown time zone naming the field", () => {

@@ -76,6 +76,21 @@ for (const backend of testBackends()) {
       expect(b[0]!.eventCount).toBe(1n);
     });
 
+    it("keeps a batch's wallet items in one outbox row until the wallet answered for all of them", async () => {
+      const items = [0, 1, 2].map((i) => ({ tenant: i === 2 ? "t_other" : "t_ob", itemId: `ev${i}:tok`, customerId: "cus_1", unit: "USD", amountNanos: 10n ** 18n - BigInt(i), eventId: `ev${i}`, chargeId: "tok", model: "m\u00e9", occurredMs: T0 + i, traceparent: i === 0 ? "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" : "", tracestate: "" }));
+      const id = await db.transaction((tx) => rated.writeBatch(tx, { rated: [], wallet: items, cursor: { name: "ob", afterSequence: 1n } }, new MemoryRatingState(), T0));
+      expect(id).not.toBeNull();
+      expect(await db.transaction((tx) => rated.writeBatch(tx, { rated: [], wallet: [], cursor: { name: "ob", afterSequence: 2n } }, new MemoryRatingState(), T0))).toBeNull();
+      expect(await rated.outboxSize()).toBe(3);
+      expect(await rated.outboxBatches(10)).toEqual([{ batchId: id, items }]);
+      await rated.outboxBatchFailed(id!, "wallet down");
+      const { rows } = await db.query(`SELECT attempts, last_error FROM wallet_outbox_batches`);
+      expect(rows).toEqual([{ attempts: 1, last_error: "wallet down" }]);
+      await rated.outboxBatchDone(id!);
+      expect(await rated.outboxSize()).toBe(0);
+      expect(await rated.outboxBatches(10)).toEqual([]);
+    });
+
     it("stores plan versions immutably once published", async () => {
       await catalog.createPlan("tnt_s", "p1", "P", subNano, T0);
       await catalog.publishPlanVersion("tnt_s", "p1", 1, T0, () => {});

@@ -3,6 +3,7 @@ import type { Db, Queryable, Row } from "@nanobill/db";
 import type { AlertRow } from "../domain/margin.js";
 import { CARRY_ROUNDING, MemoryRatingState, type PeriodTotal, type TaskState } from "../domain/state.js";
 import type { LineStatus, RatedEventResult, RatedLine } from "../domain/types.js";
+import { LeaseLostError } from "./lease-store.js";
 import { big, insertMany, msOfNN, ts } from "./sql.js";
 
 const SEP = "\u0000";
@@ -27,7 +28,8 @@ export interface WalletItem {
 export interface RatedBatch {
   rated: Array<{ tenant: string; sequence: bigint; result: RatedEventResult }>;
   wallet: WalletItem[];
-  cursor: { name: string; afterSequence: bigint };
+  /** fence: the writer's lease (owner, epoch); absent = an unleased writer (pollOnce, tools). */
+  cursor: { name: string; afterSequence: bigint; fence?: { owner: string; epoch: bigint } };
 }
 
 export interface BucketRow {
@@ -73,6 +75,17 @@ export interface MarginSumRow {
   costUnit: string;
   priceNanos: bigint;
   costNanos: bigint;
+}
+
+/** The items of an outbox batch row: a JSON array of tuples (amounts as decimal strings). */
+export function encodeWalletItems(items: WalletItem[]): string {
+  return JSON.stringify(items.map((w) => [w.tenant, w.itemId, w.customerId, w.unit, w.amountNanos.toString(), w.eventId, w.chargeId, w.model, w.occurredMs, w.traceparent, w.tracestate]));
+}
+
+export function decodeWalletItems(text: string): WalletItem[] {
+  return (JSON.parse(text) as Array<[string, string, string, string, string, string, string, string, number, string, string]>).map(
+    ([tenant, itemId, customerId, unit, amount, eventId, chargeId, model, occurredMs, traceparent, tracestate]) => ({ tenant, itemId, customerId, unit, amountNanos: BigInt(amount), eventId, chargeId, model, occurredMs, traceparent, tracestate }),
+  );
 }
 
 function lineJson(l: RatedLine): unknown {
@@ -198,10 +211,14 @@ export class RatedStore {
     }
   }
 
-  /** writeBatch: rated rows, buckets, dirty state, wallet outbox and the cursor, in `tx`. */
-  async writeBatch(tx: Queryable, b: RatedBatch, st: MemoryRatingState, nowMs: number): Promise<void> {
+  /**
+   * writeBatch: rated rows, buckets, dirty state, the batch's wallet items (one outbox row) and
+   * the cursor, in `tx`. Returns the outbox batch id (null when the batch has no wallet item).
+   */
+  async writeBatch(tx: Queryable, b: RatedBatch, st: MemoryRatingState, nowMs: number): Promise<bigint | null> {
     const rows: unknown[][] = [];
     const buckets = new Map<string, unknown[]>();
+    const rateTime = new Date(nowMs);
     for (const { tenant, sequence, result: r } of b.rated) {
       const byCharge = new Map<string, RatedLine[]>();
       for (const l of r.lines) {
@@ -230,7 +247,7 @@ export class RatedStore {
           cost += l.costNanos;
           if (l.costUnit !== "") costUnit = l.costUnit;
         }
-        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, new Date(nowMs)]);
+        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime]);
       }
     }
     if (rows.length > 0) {
@@ -287,16 +304,38 @@ export class RatedStore {
       await insertMany(tx, "outcome_tasks", ["tenant", "customer_id", "task_id", "attempt_cost_nanos", "cost_unit", "outcome"], taskRows,
         `ON CONFLICT (tenant, customer_id, task_id) DO UPDATE SET attempt_cost_nanos = EXCLUDED.attempt_cost_nanos, cost_unit = EXCLUDED.cost_unit, outcome = EXCLUDED.outcome`);
     }
+    let outboxBatchId: bigint | null = null;
     if (b.wallet.length > 0) {
-      // New events only (already-rated ones are skipped), so item ids cannot collide: COPY.
-      await this.db.copyRows("wallet_outbox", ["tenant", "item_id", "customer_id", "unit", "amount_nanos", "event_id", "charge_id", "model", "occurred_at", "traceparent", "tracestate"],
-        b.wallet.map((w) => [w.tenant, w.itemId, w.customerId, w.unit, w.amountNanos, w.eventId, w.chargeId, w.model, new Date(w.occurredMs), w.traceparent, w.tracestate]), tx);
+      // The batch's items as one row (new events only: already-rated ones were skipped).
+      const r = await tx.query(`INSERT INTO wallet_outbox_batches (item_count, items, create_time) VALUES ($1, $2, $3) RETURNING batch_id`, [b.wallet.length, encodeWalletItems(b.wallet), new Date(nowMs)]);
+      outboxBatchId = big(r.rows[0]!.batch_id);
     }
-    await tx.query(
-      `INSERT INTO consumer_cursor (name, after_sequence, update_time) VALUES ($1,$2,$3)
-       ON CONFLICT (name) DO UPDATE SET after_sequence = GREATEST(consumer_cursor.after_sequence, EXCLUDED.after_sequence), update_time = EXCLUDED.update_time`,
-      [b.cursor.name, b.cursor.afterSequence, new Date(nowMs)],
+    // The cursor never moves back (GREATEST), and a leased writer whose epoch is below the one
+    // that last wrote the cursor is refused: the second fence, in the same transaction as the rows.
+    const fence = b.cursor.fence;
+    const c = await tx.query(
+      `INSERT INTO consumer_cursor (name, after_sequence, update_time, fence_epoch) VALUES ($1,$2,$3,COALESCE($4::bigint, 0))
+       ON CONFLICT (name) DO UPDATE SET after_sequence = GREATEST(consumer_cursor.after_sequence, EXCLUDED.after_sequence), update_time = EXCLUDED.update_time,
+         fence_epoch = GREATEST(consumer_cursor.fence_epoch, EXCLUDED.fence_epoch)
+       WHERE $4::bigint IS NULL OR consumer_cursor.fence_epoch <= $4::bigint`,
+      [b.cursor.name, b.cursor.afterSequence, new Date(nowMs), fence === undefined ? null : fence.epoch],
     );
+    if (c.rowCount !== 1 && fence !== undefined) throw new LeaseLostError(b.cursor.name, fence.owner, fence.epoch);
+    return outboxBatchId;
+  }
+
+  /** outboxBatches: the oldest batches of wallet items not yet acknowledged by the wallet. */
+  async outboxBatches(limit: number): Promise<Array<{ batchId: bigint; items: WalletItem[] }>> {
+    const r = await this.db.query(`SELECT batch_id, items FROM wallet_outbox_batches ORDER BY batch_id LIMIT $1`, [limit]);
+    return r.rows.map((row) => ({ batchId: big(row.batch_id), items: decodeWalletItems(row.items as string) }));
+  }
+
+  async outboxBatchDone(batchId: bigint): Promise<void> {
+    await this.db.query(`DELETE FROM wallet_outbox_batches WHERE batch_id = $1`, [batchId]);
+  }
+
+  async outboxBatchFailed(batchId: bigint, error: string): Promise<void> {
+    await this.db.query(`UPDATE wallet_outbox_batches SET attempts = attempts + 1, last_error = $2 WHERE batch_id = $1`, [batchId, error.slice(0, 1000)]);
   }
 
   /** outbox: the oldest pending wallet items. */
@@ -328,7 +367,7 @@ export class RatedStore {
   }
 
   async outboxSize(): Promise<number> {
-    const r = await this.db.query<{ n: bigint }>(`SELECT count(*)::bigint AS n FROM wallet_outbox`);
+    const r = await this.db.query<{ n: bigint }>(`SELECT ((SELECT count(*) FROM wallet_outbox) + COALESCE((SELECT sum(item_count) FROM wallet_outbox_batches), 0))::bigint AS n`);
     return Number(r.rows[0]!.n);
   }
 

@@ -1,0 +1,38 @@
+import { ConfigError } from "@nanobill/service-kit";
+import { describe, expect, it } from "vitest";
+import { ratingConfigFromEnv } from "./config.js";
+import { CONSUMER_LEASE_TTL_MS, CONSUMER_LEASE_TTL_MS_MAX, CONSUMER_LEASE_TTL_MS_MIN, CONSUMER_OWNER_CHARS_MAX } from "./limits.js";
+
+function errorOf(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error("no ConfigError");
+}
+
+describe("rating consumer lease settings (RATING_CONSUMER_*)", () => {
+  it("defaults: leases on, 10 s TTL, heartbeat 2 s, generated owner", () => {
+    const c = ratingConfigFromEnv({});
+    expect(c).toMatchObject({ consumerLeases: true, consumerLeaseTtlMs: CONSUMER_LEASE_TTL_MS, consumerLeaseHeartbeatMs: 2_000, consumerOwner: "" });
+  });
+
+  it("reads the variables and keeps the heartbeat at most a third of the TTL", () => {
+    const c = ratingConfigFromEnv({ RATING_CONSUMER_LEASES: "false", RATING_CONSUMER_LEASE_TTL_MS: "3000", RATING_CONSUMER_LEASE_HEARTBEAT_MS: "1000", RATING_CONSUMER_OWNER: "rating-consumer-0" });
+    expect(c).toMatchObject({ consumerLeases: false, consumerLeaseTtlMs: 3_000, consumerLeaseHeartbeatMs: 1_000, consumerOwner: "rating-consumer-0" });
+    // A short TTL alone lowers the default heartbeat to a third of it.
+    expect(ratingConfigFromEnv({ RATING_CONSUMER_LEASE_TTL_MS: "900" }).consumerLeaseHeartbeatMs).toBe(300);
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_LEASE_TTL_MS: "3000", RATING_CONSUMER_LEASE_HEARTBEAT_MS: "1001" })).variable).toBe("RATING_CONSUMER_LEASE_HEARTBEAT_MS");
+  });
+
+  it("refuses values past the limits, naming the variable", () => {
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_LEASE_TTL_MS: String(CONSUMER_LEASE_TTL_MS_MIN - 1) })).variable).toBe("RATING_CONSUMER_LEASE_TTL_MS");
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_LEASE_TTL_MS: String(CONSUMER_LEASE_TTL_MS_MAX + 1) })).variable).toBe("RATING_CONSUMER_LEASE_TTL_MS");
+    expect(ratingConfigFromEnv({ RATING_CONSUMER_LEASE_TTL_MS: String(CONSUMER_LEASE_TTL_MS_MAX) }).consumerLeaseTtlMs).toBe(CONSUMER_LEASE_TTL_MS_MAX);
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_OWNER: "x".repeat(CONSUMER_OWNER_CHARS_MAX + 1) })).variable).toBe("RATING_CONSUMER_OWNER");
+    expect(ratingConfigFromEnv({ RATING_CONSUMER_OWNER: "x".repeat(CONSUMER_OWNER_CHARS_MAX) }).consumerOwner).toHaveLength(CONSUMER_OWNER_CHARS_MAX);
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_LEASES: "maybe" })).variable).toBe("RATING_CONSUMER_LEASES");
+  });
+});
