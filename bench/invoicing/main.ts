@@ -76,6 +76,12 @@ async function main(): Promise<void> {
   const tGen = performance.now();
   const cusIndex = (id: string) => Number(id.slice(4));
 
+  // Upstream RPCs made by invoicing, per method (counted on the fakes' transports).
+  const rpcs = new Map<string, number>();
+  const countRpc: Interceptor = (next) => (req) => {
+    rpcs.set(req.method.name, (rpcs.get(req.method.name) ?? 0) + 1);
+    return next(req);
+  };
   const rating = createClient(
     RatingService,
     createRouterTransport((r) =>
@@ -120,9 +126,13 @@ async function main(): Promise<void> {
           return { totals: p === 0n ? [] : [{ chargeId: "llm_tokens", quantity: q, priceNanos: p, unit: "USD" }] };
         },
       }),
+      { transport: { interceptors: [countRpc] } },
     ),
   );
-  const wallet = createClient(CreditWalletService, createRouterTransport((r) => r.service(CreditWalletService, { listConsumption: (req) => ({ unit: req.unit, consumedNanos: 0n }), listAlerts: () => ({ alerts: [] }) })));
+  const wallet = createClient(
+    CreditWalletService,
+    createRouterTransport((r) => r.service(CreditWalletService, { listConsumption: (req) => ({ unit: req.unit, consumedNanos: 0n }), listAlerts: () => ({ alerts: [] }) }), { transport: { interceptors: [countRpc] } }),
+  );
   const ledger = createClient(LedgerService, createRouterTransport((r) => r.service(LedgerService, {})));
 
   // 2. Invoicing on PostgreSQL in a fresh schema.
@@ -181,6 +191,8 @@ async function main(): Promise<void> {
   };
   await Promise.all(Array.from({ length: CONCURRENT }, worker));
   const closeMs = performance.now() - tClose;
+  const closeRpcs = [...rpcs].sort((a, b) => b[1] - a[1]);
+  const closeRpcTotal = closeRpcs.reduce((n, [, c]) => n + c, 0);
 
   // 4. Replay: every close again must return the existing invoice (idempotency), timed.
   const tReplay = performance.now();
@@ -232,6 +244,7 @@ async function main(): Promise<void> {
   console.log(`  invoices created         ${created} (invoice rows after both periods: ${n[0]!.n})`);
   console.log(`  ClosePeriod wall time    ${(closeMs / 1000).toFixed(2)} s  (${((created * 1000) / closeMs).toFixed(0)} invoices/s)`);
   console.log(`  request latency (ms)     p50 ${pct(0.5)}  p99 ${pct(0.99)}  max ${latencies[latencies.length - 1]!.toFixed(0)}`);
+  console.log(`  upstream RPCs            ${closeRpcTotal} (${(closeRpcTotal / Math.max(1, created)).toFixed(2)} per close: ${closeRpcs.map(([m, c]) => `${m} ${c}`).join(", ")})`);
   console.log(`  replay of ${batches[0]!.length} closes      ${replayMs.toFixed(0)} ms (all ALREADY_CLOSED)`);
   console.log(`  store path only          ${storeCreated} December invoices in ${(storeMs / 1000).toFixed(2)} s (${((storeCreated * 1000) / storeMs).toFixed(0)} invoices/s; domain + one transaction per ${BATCH}, no RPC)`);
   console.log(`  rated nanos (2 periods)  ${ratedTotal}`);

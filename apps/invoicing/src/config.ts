@@ -1,7 +1,7 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
 import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
-import { LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
+import { DRAFT_LOOP_BATCH_DEFAULT, DRAFT_LOOP_BATCH_MAX, DRAFT_LOOP_MS_DEFAULT, DRAFT_LOOP_MS_MAX, LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
 
 /** InvoicingConfig: the service's tunables (createInvoicingService). */
 export interface InvoicingConfig {
@@ -13,11 +13,21 @@ export interface InvoicingConfig {
    * late event metering accepts is billed as an adjustment. Default: metering's default (35 days).
    */
   lateEventAgeMs: number;
+  /**
+   * draftLoopMs: how often the draft loop runs (INVOICING_DRAFT_LOOP_MS, 0 = off): each pass
+   * refreshes drafts inside their grace period and finalizes drafts past it whose customer has
+   * auto_finalize on; a draft is looked at most once per interval (across replicas).
+   */
+  draftLoopMs: number;
+  /** draftLoopBatch: drafts one pass looks at, at most (INVOICING_DRAFT_LOOP_BATCH). */
+  draftLoopBatch: number;
 }
 
 export const INVOICING_CONFIG_DEFAULT: InvoicingConfig = {
   ledgerRetryMs: 10_000,
   lateEventAgeMs: LATE_EVENT_AGE_MS,
+  draftLoopMs: DRAFT_LOOP_MS_DEFAULT,
+  draftLoopBatch: DRAFT_LOOP_BATCH_DEFAULT,
 };
 
 /** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
@@ -73,6 +83,8 @@ export function loadConfig(env: Env): InvoicingProcessConfig {
     invoicing: {
       ledgerRetryMs: envInt(env, "INVOICING_LEDGER_RETRY_MS", INVOICING_CONFIG_DEFAULT.ledgerRetryMs, { min: 100, max: 3_600_000 }),
       lateEventAgeMs: envInt(env, "INVOICING_LATE_EVENT_AGE_MS", LATE_EVENT_AGE_MS, { min: LATE_EVENT_AGE_MS_MIN, max: LATE_EVENT_AGE_MS_MAX }),
+      draftLoopMs: envInt(env, "INVOICING_DRAFT_LOOP_MS", DRAFT_LOOP_MS_DEFAULT, { min: 0, max: DRAFT_LOOP_MS_MAX }),
+      draftLoopBatch: envInt(env, "INVOICING_DRAFT_LOOP_BATCH", DRAFT_LOOP_BATCH_DEFAULT, { min: 1, max: DRAFT_LOOP_BATCH_MAX }),
     },
   };
 }

@@ -62,7 +62,29 @@ export const LATE_PERIODS_MAX = 14;
  * draft can be refreshed after its period ends: 31 days (inside metering's 35-day late-event age).
  */
 export const GRACE_PERIOD_MS_MAX = 31 * 24 * 60 * 60 * 1000;
-/** TOP_UPS_PER_PERIOD_MAX: wallet auto top-ups billed as one-off lines on one invoice. */
+/** TOP_UPS_PER_PERIOD_MAX: wallet auto top-ups not yet billed that one invoice bills as one-off lines (more is refused). */
 export const TOP_UPS_PER_PERIOD_MAX = 200;
+/**
+ * TOP_UPS_LISTED_MAX: auto top-up alerts one close (or preview) lists over its look-back window
+ * (the previous period and the late-event age before the period, up to its end; billed ones included).
+ */
+export const TOP_UPS_LISTED_MAX = 1_000;
 /** CREDIT_TYPES_PER_INVOICE_MAX: credit types whose consumption one invoice shows in credits. */
 export const CREDIT_TYPES_PER_INVOICE_MAX = 10;
+/**
+ * DRAFT_LOOP_MS_DEFAULT / _MAX: the draft loop's interval (INVOICING_DRAFT_LOOP_MS; 0 = off): how
+ * often drafts in their grace period are refreshed and, with auto_finalize, finalized after it.
+ */
+export const DRAFT_LOOP_MS_DEFAULT = 60_000;
+export const DRAFT_LOOP_MS_MAX = 24 * 60 * 60 * 1000;
+/** DRAFT_LOOP_BATCH_DEFAULT / _MAX: drafts one pass of the draft loop looks at (INVOICING_DRAFT_LOOP_BATCH). */
+export const DRAFT_LOOP_BATCH_DEFAULT = 100;
+export const DRAFT_LOOP_BATCH_MAX = 1_000;
+/**
+ * TOP_UPS_BULK_CUSTOMERS_MIN / TOP_UPS_BULK_LISTED_MAX: a ClosePeriod request closing the first
+ * subscription of at least this many customers lists the tenant's auto top-up alerts once for the
+ * whole request (one paged ListAlerts instead of one per customer), up to this many alerts; past
+ * that it falls back to one listing per customer.
+ */
+export const TOP_UPS_BULK_CUSTOMERS_MIN = 20;
+export const TOP_UPS_BULK_LISTED_MAX = 10_000;

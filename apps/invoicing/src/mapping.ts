@@ -170,6 +170,7 @@ export function settingsToProto(s: StoredSettings): pb.BillingSettings {
     periodAnchor: s.periodAnchor === "calendar" ? pb.PeriodAnchor.CALENDAR : pb.PeriodAnchor.ANNIVERSARY,
     gracePeriodMs: BigInt(s.gracePeriodMs),
     lineMinimumBillableNanos: s.lineMinimumBillableNanos ?? 0n,
+    autoFinalize: s.autoFinalize,
   });
 }
 

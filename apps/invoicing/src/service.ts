@@ -42,7 +42,7 @@ import * as L from "./limits.js";
 import { anchorFromProto, dateOf, intervalFromProto, invoiceToProto, modeFromProto, settingsToProto, statusFromProto } from "./mapping.js";
 import { renderInvoice } from "./render/index.js";
 import { billedKey, type CloseItem, type InvoiceStore, type LateSnapshot, type StoredInvoice, type StoredSettings } from "./store/invoice-store.js";
-import type { Upstream } from "./upstream.js";
+import type { TopUpAlert, Upstream } from "./upstream.js";
 
 export interface HandlerDeps {
   store: InvoiceStore;
@@ -71,7 +71,7 @@ export function invoiceIdFor(tenant: string, subscriptionId: string, periodStart
 }
 
 function settingsOrDefault(s: StoredSettings | undefined, customerId: string): StoredSettings {
-  return s ?? { ...defaultSettings(customerId), periodInterval: "month", periodAnchor: "anniversary", gracePeriodMs: 0 };
+  return s ?? { ...defaultSettings(customerId), periodInterval: "month", periodAnchor: "anniversary", gracePeriodMs: 0, autoFinalize: false };
 }
 
 function checkCurrency(c: CustomerInfo): string {
@@ -82,6 +82,8 @@ function checkCurrency(c: CustomerInfo): string {
   }
 }
 
+type Consumption = Awaited<ReturnType<Upstream["consumption"]>>;
+
 interface CustomerContext {
   customer: CustomerInfo;
   subs: SubscriptionInfo[];
@@ -89,6 +91,13 @@ interface CustomerContext {
   owners: Map<string, string>;
   names: Map<string, string>;
   settings: StoredSettings;
+  /**
+   * consumption: the wallet reads of this operation (ListConsumption per unit and window), so the
+   * subscriptions of one customer closed in one request share them (one call per window, not per subscription).
+   */
+  consumption: Map<string, Promise<Consumption>>;
+  /** topUps: the customer's auto top-up alerts over `window`, listed once for a whole ClosePeriod request (undefined: list per customer). */
+  topUps?: { window: { from: Date; to: Date }; alerts: TopUpAlert[] };
 }
 
 /** LateRead: an earlier invoiced period a close (or preview) adjusts, as read from upstream and the store. */
@@ -102,7 +111,35 @@ interface LateRead {
   snapshot: LateSnapshot;
 }
 
+/** DraftPassResult: what one pass of the draft loop did (sweepDrafts). */
+export interface DraftPassResult {
+  /** claimed: drafts the pass looked at. */
+  claimed: number;
+  /** refreshed: drafts inside their grace period that a refresh changed. */
+  refreshed: number;
+  /** unchanged: drafts inside their grace period with nothing new (nothing written). */
+  unchanged: number;
+  /** finalized: drafts past their grace period finalized (auto_finalize). */
+  finalized: number;
+  /** skipped: refusals (FailedPrecondition: e.g. a later period already invoiced, another replica finalized it first). */
+  skipped: number;
+  /** failed: other errors (upstream unavailable ...): logged, retried on a later pass. */
+  failed: number;
+}
+
 export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingService> {
+  return createInvoicingCore(d).handlers;
+}
+
+/**
+ * createInvoicingCore: the RPC handlers and the draft loop's pass (sweepDrafts), sharing the
+ * refresh and finalize paths.
+ */
+export function createInvoicingCore(d: HandlerDeps): {
+  handlers: ServiceImpl<typeof pb.InvoicingService>;
+  /** sweepDrafts: one bounded pass of the draft loop (limit drafts; a draft is claimed at most once per recheckMs). */
+  sweepDrafts(limit: number, recheckMs: number): Promise<DraftPassResult>;
+} {
   const { store, upstream, ledger, clock, logger } = d;
 
   async function loadCustomer(
@@ -133,7 +170,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     for (const p of plans.values()) for (const c of p.charges) if (c.name !== "") names.set(c.chargeId, c.name);
     const stored = cache?.settings !== undefined ? cache.settings.get(customerId) : await store.getSettings(tenant, customerId);
     const settings = settingsOrDefault(stored, customerId);
-    return { customer, subs, plans, owners: chargeOwners(subs, plans), names, settings };
+    return { customer, subs, plans, owners: chargeOwners(subs, plans), names, settings, consumption: new Map() };
   }
 
   function specOf(cc: CustomerContext, sub: SubscriptionInfo): PeriodSpec {
@@ -146,7 +183,13 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
 
   /** walletShare: what the customer's wallet of `unit` burned in the window, and its shortfall (not covered), for `sub` (undefined: all). */
   async function walletShare(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<{ consumed: bigint; shortfall: bigint }> {
-    const c = await upstream.consumption(tenant, cc.customer.customerId, unit, from, to);
+    const key = `${unit}|${from.getTime()}|${to.getTime()}`;
+    let pending = cc.consumption.get(key);
+    if (pending === undefined) {
+      pending = upstream.consumption(tenant, cc.customer.customerId, unit, from, to);
+      cc.consumption.set(key, pending);
+    }
+    const c = await pending;
     if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos };
     const share = (total: bigint, byCharge: ReadonlyMap<string, bigint>): bigint => {
       let mine = 0n;
@@ -239,14 +282,68 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     return feeTrueUps(p, sub, cc.plans, unit, billedFees);
   }
 
+  /** topUpFrom: where the top-up look-back of period p starts: the previous period's start or the late-event age before p, the earlier. */
+  function topUpFrom(spec: PeriodSpec, p: Period): Date {
+    const lookback = p.start.getTime() - (d.lateEventAgeMs ?? L.LATE_EVENT_AGE_MS);
+    return new Date(p.index > 0 ? Math.min(lookback, periodByIndex(spec, p.index - 1).start.getTime()) : lookback);
+  }
+
   /**
-   * topUpLines: one-off lines for the customer's wallet auto top-ups made in the period (by the
-   * alert's time), on the invoice of the customer's first subscription (the one that also takes
-   * prepaid burns without a known charge); each grant is billed once, ever (CloseItem.oneOffIds).
+   * listTopUpsForRequest: for a ClosePeriod request closing the first subscription of many
+   * customers (>= TOP_UPS_BULK_CUSTOMERS_MIN), the tenant's auto top-up alerts over the union of
+   * their look-back windows in one paged ListAlerts, handed to each customer's context; past
+   * TOP_UPS_BULK_LISTED_MAX alerts each customer lists its own instead.
    */
-  async function topUpLines(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: { start: Date; end: Date }, unit: string): Promise<ChargeInput[]> {
+  async function listTopUpsForRequest(tenant: string, items: Array<{ cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period }>): Promise<void> {
+    const firsts = items.filter((x) => x.cc.subs[0]?.subscriptionId === x.sub.subscriptionId);
+    const ccs = new Map(firsts.map((x) => [x.cc.customer.customerId, x.cc]));
+    if (ccs.size < L.TOP_UPS_BULK_CUSTOMERS_MIN) return;
+    const from = new Date(Math.min(...firsts.map((x) => topUpFrom(x.spec, x.period).getTime())));
+    const to = new Date(Math.max(...firsts.map((x) => x.period.end.getTime())));
+    let all: TopUpAlert[];
+    try {
+      all = await upstream.topUpAlerts(tenant, "", from, to, L.TOP_UPS_BULK_LISTED_MAX);
+    } catch (e) {
+      if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
+      logger.info("auto top-ups listed per customer: too many for one listing", { tenant, reason: e.message });
+      return;
+    }
+    const byCustomer = new Map<string, TopUpAlert[]>();
+    for (const a of all) {
+      const list = byCustomer.get(a.customerId) ?? [];
+      list.push(a);
+      byCustomer.set(a.customerId, list);
+    }
+    for (const [customerId, cc] of ccs) cc.topUps = { window: { from, to }, alerts: byCustomer.get(customerId) ?? [] };
+  }
+
+  /**
+   * topUpLines: one-off lines for the customer's wallet auto top-ups not billed yet, on the
+   * invoice of the customer's first subscription (the one that also takes prepaid burns without a
+   * known charge). Not only those made in the period: every top-up made before its end, looking
+   * back over the previous period and the late-event age (a top-up committed at the end of an
+   * earlier period, after that close read the alerts, is billed here, naming its period). Each
+   * grant is billed once, ever: the ones already on an invoice (void included; `excludeInvoiceId`
+   * = a refreshed draft's own) are left out here, and again under the customer lock (CloseItem.oneOffIds).
+   */
+  async function topUpLines(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, spec: PeriodSpec, p: Period, end: Date, unit: string, excludeInvoiceId = ""): Promise<ChargeInput[]> {
     if (cc.subs[0]?.subscriptionId !== sub.subscriptionId) return [];
-    const r = topUpCharges(await upstream.autoTopUps(tenant, cc.customer.customerId, p.start, p.end), unit, sub.subscriptionId, p);
+    const from = topUpFrom(spec, p);
+    const listed = cc.topUps;
+    let alerts: TopUpAlert[];
+    if (listed !== undefined && listed.window.from.getTime() <= from.getTime() && end.getTime() <= listed.window.to.getTime()) {
+      alerts = listed.alerts.filter((a) => a.at.getTime() >= from.getTime() && a.at.getTime() < end.getTime());
+      if (alerts.length > L.TOP_UPS_LISTED_MAX) {
+        throw new InvoicingError("failed_precondition", `customer ${cc.customer.customerId} has more than ${L.TOP_UPS_LISTED_MAX} auto top-ups from ${from.toISOString()} to ${end.toISOString()}`);
+      }
+    } else alerts = await upstream.topUpAlerts(tenant, cc.customer.customerId, from, end);
+    const billed = await store.billedOneOffs(tenant, [...new Set(alerts.map((a) => a.grantId))], excludeInvoiceId);
+    const open = alerts.filter((a) => !billed.has(a.grantId));
+    if (new Set(open.map((a) => a.grantId)).size > L.TOP_UPS_PER_PERIOD_MAX) {
+      throw new InvoicingError("failed_precondition", `customer ${cc.customer.customerId} has more than ${L.TOP_UPS_PER_PERIOD_MAX} auto top-ups not yet billed up to ${end.toISOString()}`);
+    }
+    const periodOf = (at: Date): { start: Date; end: Date } => (at.getTime() < spec.startedAt.getTime() ? periodByIndex(spec, 0) : periodAt(spec, at));
+    const r = topUpCharges(await upstream.priceTopUps(tenant, open), unit, sub.subscriptionId, { start: p.start, end: p.end }, periodOf);
     for (const t of r.skipped) logger.warn("auto top-up not billed: no cost basis in the invoice currency", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, cost_currency: t.costCurrency, unit });
     return r.charges;
   }
@@ -300,7 +397,13 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const cc = await loadCustomer(tenant, customerId);
     if (cc === undefined) throw new InvoicingError("not_found", `customer ${customerId} not found`);
     const unit = checkCurrency(cc.customer);
-    const active = cc.subs.filter((s) => s.startedAt.getTime() <= at.getTime() && (s.endedAt === undefined || at.getTime() < s.endedAt.getTime()));
+    // subscriptions whose current period is open: not ended, or ended inside the period containing
+    // `at` (its close still bills that period's usage and credits fees billed past the end)
+    const active = cc.subs.filter(
+      (s) =>
+        s.startedAt.getTime() <= at.getTime() &&
+        (s.endedAt === undefined || at.getTime() < s.endedAt.getTime() || periodAt(specOf(cc, s), at).start.getTime() < s.endedAt.getTime()),
+    );
     const primary = active[0] ?? cc.subs[0];
     const base: PeriodSpec =
       primary !== undefined
@@ -342,12 +445,17 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined);
     const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, at, undefined);
     charges.push(...creditUnits.overage);
-    const topUps = primary === undefined ? [] : await topUpLines(tenant, cc, cc.subs[0]!, { start: period.start, end: at.getTime() > period.start.getTime() ? at : period.start }, unit);
-    const billedTopUps = await store.billedOneOffs(tenant, topUps.map((c) => c.chargeId));
+    // unbilled top-ups up to `at` (the first subscription's, in its own periods)
+    const first = cc.subs[0];
+    const firstSpec = first === undefined ? undefined : specOf(cc, first);
+    const topUps =
+      primary === undefined || first === undefined || firstSpec === undefined || at.getTime() < first.startedAt.getTime()
+        ? []
+        : await topUpLines(tenant, cc, first, firstSpec, periodAt(firstSpec, at), at, unit);
     const a = assembleInvoice({
       currency: unit,
       settings: cc.settings,
-      charges: [...charges, ...lateCharges, ...trueUps, ...topUps.filter((c) => !billedTopUps.has(c.chargeId))],
+      charges: [...charges, ...lateCharges, ...trueUps, ...topUps],
       minimumCommitmentNanos: minimum,
       creditsAppliedNanos: credits,
       lateCredits,
@@ -451,7 +559,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds, refreshOf);
     const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late, refreshOf);
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
-    const oneOffs = await topUpLines(tenant, cc, sub, p, unit);
+    const oneOffs = await topUpLines(tenant, cc, sub, spec, p, p.end, unit, refreshOf);
     const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub);
     charges.push(...creditUnits.overage);
     return {
@@ -543,7 +651,70 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
     return inv;
   }
 
-  return {
+  /**
+   * finalizeDraft: FinalizeInvoice without the caller checks. Inside its grace period a draft is
+   * refreshed first, so that usage rated late for its period is on it. A refresh refused for the
+   * draft's state (a later invoice already bills from it) finalizes the draft as it is: that
+   * later invoice adjusts the period. Then numbered, made immutable and posted to the ledger.
+   */
+  async function finalizeDraft(tenant: string, invoiceId: string, now: Date): Promise<StoredInvoice> {
+    const draft = await mustGet(tenant, invoiceId);
+    if (draft.status === "draft" && draft.closeInputs !== undefined) {
+      const settings = await store.getSettings(tenant, draft.customerId);
+      if (settings !== undefined && now.getTime() < draft.periodEnd.getTime() + settings.gracePeriodMs) {
+        try {
+          await refresh(tenant, draft, now);
+        } catch (e) {
+          if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
+          logger.info("draft not refreshed before finalizing", { tenant, invoice_id: draft.id, reason: e.message });
+        }
+      }
+    }
+    const inv = await store.finalize(tenant, invoiceId, now, (i) => finalizeLegs(i).map((l) => l.id));
+    return postLedger(tenant, inv);
+  }
+
+  /**
+   * sweepDrafts: one pass of the draft loop. Claims up to `limit` drafts (store.claimDrafts:
+   * replicas take disjoint drafts, each at most once per recheckMs); refreshes those inside their
+   * grace period (idempotent: nothing new, nothing written) and finalizes those past it when the
+   * customer's auto_finalize is on. Every write goes through the same locks as the RPCs (the
+   * customer's advisory lock for a refresh, the invoice row for a finalize), so a pass racing
+   * another replica or a caller cannot bill twice or number twice.
+   */
+  async function sweepDrafts(limit: number, recheckMs: number): Promise<DraftPassResult> {
+    const now = clock.now();
+    const due = await store.claimDrafts(now, recheckMs, limit);
+    const out: DraftPassResult = { claimed: due.length, refreshed: 0, unchanged: 0, finalized: 0, skipped: 0, failed: 0 };
+    for (const x of due) {
+      try {
+        if (now.getTime() < x.periodEnd.getTime() + x.gracePeriodMs) {
+          const inv = await store.getInvoice(x.tenant, x.invoiceId);
+          if (inv === undefined || inv.status !== "draft") {
+            out.skipped += 1;
+            continue;
+          }
+          const r = await refresh(x.tenant, inv, now);
+          if (r.changed) out.refreshed += 1;
+          else out.unchanged += 1;
+        } else if (x.autoFinalize) {
+          await finalizeDraft(x.tenant, x.invoiceId, now);
+          out.finalized += 1;
+        } else out.skipped += 1;
+      } catch (e) {
+        if (e instanceof InvoicingError && e.kind === "failed_precondition") {
+          out.skipped += 1;
+          logger.info("draft loop: draft left as it is", { tenant: x.tenant, invoice_id: x.invoiceId, reason: e.message });
+        } else {
+          out.failed += 1;
+          logger.warn("draft loop: draft not processed; retried on a later pass", { tenant: x.tenant, invoice_id: x.invoiceId, error: String(e) });
+        }
+      }
+    }
+    return out;
+  }
+
+  const handlers: ServiceImpl<typeof pb.InvoicingService> = {
     previewInvoice: (req, ctx) =>
       guard(async () => {
         const tenant = reader(ctx);
@@ -577,7 +748,9 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
           if (id === undefined) todo.push(o);
           else results[o.i] = itemResult(o.p.sub.subscriptionId, pb.ClosePeriodResult.ALREADY_CLOSED, "", found.get(id));
         }
-        // 3. Rated usage and consumption per subscription period, then one transaction.
+        // 3. Rated usage and consumption per subscription period (auto top-ups listed once for
+        //    the request when it closes many customers), then one transaction.
+        await listTopUpsForRequest(tenant, todo.map(({ p }) => p));
         const items = await mapLimit(todo, L.CLOSE_CONCURRENCY, ({ p }) => prepareClose(tenant, p, now));
         const outcomes = await store.closeMany(tenant, items);
         todo.forEach(({ i, p }, k) => {
@@ -614,24 +787,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
       guard(async () => {
         const tenant = writer(ctx);
         checkId(req.invoiceId, "invoice_id");
-        const now = clock.now();
-        // Inside its grace period a draft is refreshed first, so that usage rated late for its
-        // period is on it. A refresh refused for the draft's state (a later invoice already
-        // bills from it) finalizes the draft as it is: that later invoice adjusts the period.
-        const draft = await mustGet(tenant, req.invoiceId);
-        if (draft.status === "draft" && draft.closeInputs !== undefined) {
-          const settings = await store.getSettings(tenant, draft.customerId);
-          if (settings !== undefined && now.getTime() < draft.periodEnd.getTime() + settings.gracePeriodMs) {
-            try {
-              await refresh(tenant, draft, now);
-            } catch (e) {
-              if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
-              logger.info("draft not refreshed before finalizing", { tenant, invoice_id: draft.id, reason: e.message });
-            }
-          }
-        }
-        const inv = await store.finalize(tenant, req.invoiceId, now, (i) => finalizeLegs(i).map((l) => l.id));
-        return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, inv)) });
+        return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await finalizeDraft(tenant, req.invoiceId, clock.now())) });
       }),
 
     refreshInvoice: (req, ctx) =>
@@ -821,6 +977,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
           periodInterval: interval,
           periodAnchor: anchor,
           gracePeriodMs: checkGracePeriod(s.gracePeriodMs),
+          autoFinalize: s.autoFinalize,
         };
         await store.putSettings(tenant, settings, clock.now());
         return create(pb.SetBillingSettingsResponseSchema, { settings: settingsToProto(settings) });
@@ -833,6 +990,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof pb.InvoicingS
         return create(pb.GetBillingSettingsResponseSchema, { settings: settingsToProto(settingsOrDefault(await store.getSettings(tenant, req.customerId), req.customerId)) });
       }),
   };
+  return { handlers, sweepDrafts };
 }
 
 function checkGracePeriod(ms: bigint): number {

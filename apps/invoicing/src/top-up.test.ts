@@ -111,5 +111,93 @@ for (const backend of testBackends()) {
       const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
       expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId)).toEqual(["wal_cr:topup:2"]);
     });
+
+    it("bills a top-up recorded after its period's close on the next invoice, naming its period, once; replays and later closes create nothing", async () => {
+      const w = world();
+      w.topUps = [];
+      const db = await open();
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      const close = (d: Date) => h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) }] });
+      const nov = (await close(NOV)).results[0]!.invoice!;
+      expect(nov.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      // the wallet commits a top-up made at the very end of November after November's close read the alerts
+      w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:late", unit: "USD", amountNanos: 20n * USD, at: new Date("2026-11-30T23:59:59.900Z"), costBasis: "1", costCurrency: "USD" });
+      // the preview of December shows it
+      h.clock.set(new Date("2026-12-15T00:00:00Z"));
+      const preview = (await h.client.previewInvoice({ customerId: "cus_1" })).invoice!;
+      expect(preview.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.amountNanos])).toEqual([["wal_usd:topup:late", 20n * USD]]);
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      // two closes of December racing: one invoice, the top-up on it once
+      const raced = await Promise.all([close(DEC), close(DEC)]);
+      expect(raced.map((x) => x.results[0]!.result).sort()).toEqual([ClosePeriodResult.CREATED, ClosePeriodResult.ALREADY_CLOSED]);
+      const dec = raced.find((x) => x.results[0]!.result === ClosePeriodResult.CREATED)!.results[0]!.invoice!;
+      const lines = dec.lines.filter((l) => l.kind === LineKind.ONE_OFF);
+      expect(lines.map((l) => [l.chargeId, l.amountNanos, l.roundedAmountNanos, l.periodStart, l.periodEnd])).toEqual([
+        ["wal_usd:topup:late", 20n * USD, 20n * USD, timestampFromDate(NOV), timestampFromDate(DEC)],
+      ]);
+      expect(lines[0]!.description).toContain("for 2026-11-01 to 2026-12-01 (not billed by that period's invoice)");
+      expect(dec.totals!.amountDueNanos).toBe(20n * USD);
+      // replays create nothing; the next close and preview do not bill it again
+      const again = (await close(DEC)).results[0]!;
+      expect(again.result).toBe(ClosePeriodResult.ALREADY_CLOSED);
+      expect(again.invoice!.id).toBe(dec.id);
+      h.clock.set(new Date("2027-02-01T00:00:01Z"));
+      expect((await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("2027-01-31T00:00:00Z")) })).invoice!.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      const jan = (await close(new Date("2027-01-01T00:00:00Z"))).results[0]!.invoice!;
+      expect(jan.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      const { rows } = await db.query(`SELECT count(*)::int AS n FROM invoice_lines WHERE tenant = 'tnt_a' AND charge_id = 'wal_usd:topup:late'`);
+      expect(rows[0]!.n).toBe(1);
+    });
+
+    it("puts a late top-up on its own period's draft during the grace period; the next invoice does not bill it again", async () => {
+      const w = world();
+      w.topUps = [];
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 3n * 86_400_000n } });
+      const close = (d: Date) => h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) }] });
+      const nov = (await close(NOV)).results[0]!.invoice!;
+      w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:late", unit: "USD", amountNanos: 20n * USD, at: new Date("2026-11-30T23:59:59.900Z"), costBasis: "1", costCurrency: "USD" });
+      h.clock.set(new Date("2026-12-02T00:00:00Z"));
+      const r = await h.client.refreshInvoice({ invoiceId: nov.id });
+      expect(r.changed).toBe(true);
+      expect(r.invoice!.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.periodStart])).toEqual([["wal_usd:topup:late", timestampFromDate(NOV)]]);
+      expect((await h.client.refreshInvoice({ invoiceId: nov.id })).changed).toBe(false);
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      const dec = (await close(DEC)).results[0]!.invoice!;
+      expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+    });
+
+    it("lists the auto top-ups of a request closing many customers once, bills each on its own customer's invoice, and reads each customer's wallet once per window", async () => {
+      const w = new FakeWorld();
+      w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
+      w.plans.set("plan_b", { currency: "USD", minimum: "", charges: [{ chargeId: "gpu", name: "GPU", kind: "usage", amount: "0" }] });
+      const items = [];
+      for (let i = 1; i <= 25; i++) {
+        w.customers.set(`cus_${i}`, { customerId: `cus_${i}`, currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+        w.subscriptions.push({ subscriptionId: `sub_${i}`, customerId: `cus_${i}`, planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
+        w.subscriptions.push({ subscriptionId: `sub_${i}_b`, customerId: `cus_${i}`, planId: "plan_b", planVersion: 1, startedAt: NOV, seats: [] });
+        items.push({ customerId: `cus_${i}`, subscriptionId: `sub_${i}`, periodStart: timestampFromDate(NOV) }, { customerId: `cus_${i}`, subscriptionId: `sub_${i}_b`, periodStart: timestampFromDate(NOV) });
+        // odd customers topped up $i in November (one of them late in October, not billed yet)
+        if (i % 2 === 1) w.topUps.push({ customerId: `cus_${i}`, walletId: `wal_${i}`, grantId: `wal_${i}:topup:1`, unit: "USD", amountNanos: BigInt(i) * USD, at: new Date(i === 1 ? "2026-10-31T23:00:00Z" : "2026-11-15T00:00:00Z"), costBasis: "1", costCurrency: "USD" });
+        w.consumption.push({ customerId: `cus_${i}`, unit: "USD", chargeId: "gpu", occurredAt: new Date("2026-11-20T00:00:00Z"), consumedNanos: 1n * USD });
+      }
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+      w.calls.clear();
+      const r = await h.client.closePeriod({ items });
+      expect(r.results.every((x) => x.result === ClosePeriodResult.CREATED)).toBe(true);
+      for (let i = 1; i <= 25; i++) {
+        const inv = r.results.find((x) => x.subscriptionId === `sub_${i}`)!.invoice!;
+        expect(inv.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.amountNanos])).toEqual(i % 2 === 1 ? [[`wal_${i}:topup:1`, BigInt(i) * USD]] : []);
+        // the prepaid burn of the second subscription's charge is applied on its own invoice
+        const other = r.results.find((x) => x.subscriptionId === `sub_${i}_b`)!.invoice!;
+        expect(other.totals!.creditsAppliedNanos).toBe(-1n * USD);
+        expect(other.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      }
+      // one paged listing (pages of 2 in the fake) for 25 customers instead of 25 listings; one ListConsumption per customer for its two subscriptions
+      expect(w.calls.get("ListAlerts")).toBe(7);
+      expect(w.calls.get("ListConsumption")).toBe(25);
+      // the preview and a second request still bill nothing twice
+      expect((await h.client.closePeriod({ items })).results.every((x) => x.result === ClosePeriodResult.ALREADY_CLOSED)).toBe(true);
+    });
   });
 }

@@ -11,7 +11,7 @@ import type { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledge
 import { PageRequestSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { forTenant } from "@nanobill/service-kit";
 import { planKey, type CreditTypeInfo, type ChargeInfo, type CustomerInfo, type PlanVersionInfo, type RatedPeriodInfo, type SubscriptionInfo, type UsageTotal } from "./domain/bill.js";
-import { RATED_BUCKETS_PER_PERIOD_MAX, TOP_UPS_PER_PERIOD_MAX, UPSTREAM_PAGES_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
+import { RATED_BUCKETS_PER_PERIOD_MAX, TOP_UPS_LISTED_MAX, UPSTREAM_PAGES_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
 import { InvoicingError } from "./domain/lifecycle.js";
 
 export interface UpstreamClients {
@@ -51,21 +51,29 @@ export interface Upstream {
   /** ratedEvents: one page of the rated events of a charge in [from, to) (rating ListRatedEvents). */
   ratedEvents(tenant: string, customerId: string, chargeId: string, from: Date, to: Date, pageSizeMax: number, pageToken: string): Promise<{ events: ChargedEvent[]; nextPageToken: string }>;
   /**
-   * autoTopUps: the customer's wallet auto top-ups made in [from, to) (the wallet's
-   * ALERT_KIND_AUTO_TOP_UP alerts), each with its grant's cost basis (GetBalance of the wallet).
+   * topUpAlerts: the customer's wallet auto top-ups made in [from, to) (the wallet's
+   * ALERT_KIND_AUTO_TOP_UP alerts, oldest first; customerId "" = every customer of the tenant;
+   * at most `max` (default TOP_UPS_LISTED_MAX), more is refused: FailedPrecondition).
    */
-  autoTopUps(tenant: string, customerId: string, from: Date, to: Date): Promise<TopUp[]>;
+  topUpAlerts(tenant: string, customerId: string, from: Date, to: Date, max?: number): Promise<TopUpAlert[]>;
+  /** priceTopUps: each top-up with its grant's cost basis (one GetBalance per wallet). */
+  priceTopUps(tenant: string, alerts: TopUpAlert[]): Promise<TopUp[]>;
   /** creditType: a credit type's name and rates (undefined when the wallet does not know it). */
   creditType(tenant: string, creditTypeId: string): Promise<CreditTypeInfo | undefined>;
 }
 
-/** TopUp: one auto top-up of a wallet: amountNanos of the wallet's unit, bought at costBasis (costCurrency per unit). */
-export interface TopUp {
+/** TopUpAlert: one auto top-up of a wallet as its alert tells it: amountNanos of the wallet's unit, at the alert's time. */
+export interface TopUpAlert {
+  customerId: string;
   grantId: string;
   walletId: string;
   unit: string;
   amountNanos: bigint;
   at: Date;
+}
+
+/** TopUp: one auto top-up of a wallet: amountNanos of the wallet's unit, bought at costBasis (costCurrency per unit). */
+export interface TopUp extends TopUpAlert {
   /** costBasis: decimal currency per unit of the grant ("" when the wallet does not know the grant). */
   costBasis: string;
   costCurrency: string;
@@ -174,24 +182,36 @@ export function createUpstream(c: UpstreamClients): Upstream {
       return { events: r.events, nextPageToken: r.nextPageToken };
     },
 
-    async autoTopUps(tenant, customerId, from, to) {
+    async topUpAlerts(tenant, customerId, from, to, max = TOP_UPS_LISTED_MAX) {
       if (to.getTime() <= from.getTime()) return [];
-      const alerts: Array<{ grantId: string; walletId: string; unit: string; amountNanos: bigint; at: Date }> = [];
+      const alerts: TopUpAlert[] = [];
       let token = "";
       for (let page = 0; page < UPSTREAM_PAGES_MAX; page++) {
         const r = await c.wallet.listAlerts(
           { customerId, kind: AlertKind.AUTO_TOP_UP, since: ts(from), page: create(PageRequestSchema, { pageSizeMax: 500, pageToken: token }) },
           opts(tenant),
         );
+        let past = false;
         for (const a of r.alerts) {
           const at = date(a.createdAt);
-          if (at === undefined || at.getTime() < from.getTime() || at.getTime() >= to.getTime() || a.grantId === "") continue;
-          alerts.push({ grantId: a.grantId, walletId: a.walletId, unit: a.unit, amountNanos: a.amountNanos, at });
+          if (at === undefined || a.grantId === "" || at.getTime() < from.getTime()) continue;
+          // alerts come oldest first: the first one at or after `to` ends the listing
+          if (at.getTime() >= to.getTime()) {
+            past = true;
+            break;
+          }
+          alerts.push({ customerId: a.customerId, grantId: a.grantId, walletId: a.walletId, unit: a.unit, amountNanos: a.amountNanos, at });
         }
-        if (alerts.length > TOP_UPS_PER_PERIOD_MAX) throw new InvoicingError("failed_precondition", `customer ${customerId} has more than ${TOP_UPS_PER_PERIOD_MAX} auto top-ups in one period`);
+        if (alerts.length > max) {
+          throw new InvoicingError("failed_precondition", `${customerId === "" ? "the tenant" : `customer ${customerId}`} has more than ${max} auto top-ups from ${from.toISOString()} to ${to.toISOString()}`);
+        }
         token = r.page?.nextPageToken ?? "";
-        if (token === "") break;
+        if (past || token === "") break;
       }
+      return alerts;
+    },
+
+    async priceTopUps(tenant, alerts) {
       if (alerts.length === 0) return [];
       // the price of each top-up: its grant's cost basis (one GetBalance per wallet)
       const costs = new Map<string, { costBasis: string; costCurrency: string }>();

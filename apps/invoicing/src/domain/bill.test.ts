@@ -19,8 +19,8 @@ import {
 } from "./bill.js";
 import { defaultSettings } from "./invoice.js";
 import { validateSettings } from "./settings.js";
-import type { PeriodSpec } from "./periods.js";
-import { roundLine, ZERO_RESIDUE } from "./rounding.js";
+import { periodByIndex, type PeriodSpec } from "./periods.js";
+import { reduce, roundLine, ZERO_RESIDUE } from "./rounding.js";
 
 const NOV = new Date("2026-11-01T00:00:00Z");
 const DEC = new Date("2026-12-01T00:00:00Z");
@@ -217,5 +217,79 @@ describe("fees of a partial first period", () => {
   it("bills a subscription starting on a boundary in full", () => {
     const s = started("2026-11-01T00:00:00Z");
     expect(feeCharges(spec(s), 0, s, feePlans, "USD")[0]!.amount).toEqual({ num: 25_000_000_000n, den: 1n });
+  });
+});
+
+describe("fees of a subscription that ends mid-period", () => {
+  const plans = new Map<string, PlanVersionInfo>([
+    [
+      planKey("p_e", 1),
+      {
+        planId: "p_e",
+        version: 1,
+        currency: "USD",
+        minimumCommitment: "",
+        charges: [
+          { chargeId: "platform", name: "Platform", unit: "USD", kind: "flat", amount: "30" },
+          { chargeId: "seat", name: "Seats", unit: "USD", kind: "seats", amount: "12" },
+        ],
+      },
+    ],
+  ]);
+  const OCT = new Date("2026-10-01T00:00:00Z");
+  const ending = (start: Date, end: Date | undefined): SubscriptionInfo => ({
+    subscriptionId: "sub_e",
+    customerId: "cus_1",
+    startedAt: start,
+    endedAt: end,
+    phases: [{ planId: "p_e", planVersion: 1, start, end: undefined }],
+    seatChanges: [{ seats: 3, effectiveAt: start }],
+  });
+  const spec = (s: SubscriptionInfo): PeriodSpec => ({ interval: "month", anchor: "anniversary", timeZone: "UTC", startedAt: s.startedAt, anchorAt: OCT });
+
+  it("bills the flat fee and the seats only up to the end, by the millisecond, and nothing for the periods after it", () => {
+    // ends on day 10 of November (30 days) at 05:00: 795,600,000 of 2,592,000,000 ms
+    const s = ending(OCT, new Date("2026-11-10T05:00:00Z"));
+    const fees = feeCharges(spec(s), 0, s, plans, "USD");
+    const nov = fees.filter((c) => c.periodStart.getTime() === NOV.getTime());
+    // $30 x 795.6 / 2592 = $9.2083333... (exact rational nanos)
+    expect(reduce(nov.find((c) => c.chargeId === "platform")!.amount)).toEqual(reduce({ num: 30_000_000_000n * 795_600_000n, den: 2_592_000_000n }));
+    expect(nov.find((c) => c.chargeId === "platform")!.description).toContain("prorated to the subscription's end at 2026-11-10T05:00:00.000Z: 795600000 of 2592000000 ms");
+    // 3 seats x $12 x 795.6 / 2592 = $11.05
+    expect(reduce(nov.find((c) => c.chargeId === "seat")!.amount)).toEqual({ num: 11_050_000_000n, den: 1n });
+    // October in full
+    expect(fees.filter((c) => c.periodStart.getTime() === OCT.getTime()).map((c) => c.amount)).toEqual([{ num: 30_000_000_000n, den: 1n }, { num: 36_000_000_000n, den: 1n }]);
+    // December (after the end): nothing
+    expect(feeCharges(spec(s), 1, s, plans, "USD")).toEqual([]);
+  });
+
+  it("credits the part after the end at the close of the period billed in full in advance", () => {
+    const s = ending(OCT, new Date("2026-11-10T05:00:00Z"));
+    const p = periodByIndex(spec(s), 1);
+    const ups = feeTrueUps(p, s, plans, "USD", new Map([["platform", 30_000_000_000n], ["seat", 36_000_000_000n]]));
+    expect(ups.map((u) => [u.chargeId, reduce(u.amount)])).toEqual([
+      ["platform", reduce({ num: 30_000_000_000n * 795_600_000n - 30_000_000_000n * 2_592_000_000n, den: 2_592_000_000n })],
+      ["seat", { num: 11_050_000_000n - 36_000_000_000n, den: 1n }],
+    ]);
+    expect(ups[0]!.description).toContain("credit for seat or fee changes and the subscription's end at 2026-11-10T05:00:00.000Z");
+  });
+
+  it("prorates a first period that both starts and ends inside the period", () => {
+    const s = ending(new Date("2026-10-11T00:00:00Z"), new Date("2026-10-21T00:00:00Z"));
+    const [flat0] = feeCharges(spec(s), 0, s, plans, "USD");
+    // 10 of 31 days of October
+    expect(reduce(flat0!.amount)).toEqual(reduce({ num: 30_000_000_000n * 10n, den: 31n }));
+    expect(flat0!.description).toContain("prorated for a partial first period and to the subscription's end at 2026-10-21T00:00:00.000Z: 864000000 of 2678400000 ms");
+  });
+
+  it("keeps the end proration exact for any end time: fee x part / full (property)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 30 * 86_400_000 - 1 }), (offsetMs) => {
+        const s = ending(OCT, new Date(NOV.getTime() + offsetMs));
+        const flat = feeCharges(spec(s), 0, s, plans, "USD").find((c) => c.chargeId === "platform" && c.periodStart.getTime() === NOV.getTime())!;
+        expect(flat.amount.num * 2_592_000_000n).toBe(30_000_000_000n * BigInt(offsetMs) * flat.amount.den);
+      }),
+      { numRuns: 200 },
+    );
   });
 });

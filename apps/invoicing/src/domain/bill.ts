@@ -171,36 +171,49 @@ function isoDay(d: Date): string {
 /**
  * feesFor: the flat and seat fees of one period (seats prorated over the changes in force).
  * fullStart: the start of the full period when p is a partial first period (the subscription
- * started between two boundaries): the flat fee is then prorated by the millisecond,
- * fee x (end - start) / (end - fullStart), exact (the sub-nano and sub-cent remainders are carried
- * like every line's), and seats are priced per full period length too.
+ * started between two boundaries). A subscription that ends inside p (endedAt in (start, end))
+ * is billed only up to its end. The billed part [start, min(end, endedAt)) of the full period
+ * [fullStart, end) prorates the flat fee by the millisecond, fee x part / full, exact (the
+ * sub-nano and sub-cent remainders are carried like every line's), and seats are priced per full
+ * period length over the seat-milliseconds of the billed part.
  */
 export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, fullStart: Date = p.start): ChargeInput[] {
   const out: ChargeInput[] = [];
   if (sub.endedAt !== undefined && p.start.getTime() >= sub.endedAt.getTime()) return out;
   const ph = phaseAt(sub, p.start);
   const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
+  const ends = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime();
+  const billedEnd = ends ? sub.endedAt! : p.end;
   for (const c of plan?.charges ?? []) {
     if (c.unit !== currency || (c.kind !== "flat" && c.kind !== "seats")) continue;
     const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
     if (price === undefined) continue;
     const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
-    const partMs = BigInt(p.end.getTime() - p.start.getTime());
+    const partMs = BigInt(billedEnd.getTime() - p.start.getTime());
     const fullMs = BigInt(p.end.getTime() - Math.min(fullStart.getTime(), p.start.getTime()));
+    const partial = fullMs !== BigInt(p.end.getTime() - p.start.getTime());
+    const endNote = ends ? `to the subscription's end at ${billedEnd.toISOString()}` : "";
     if (c.kind === "flat") {
       if (partMs === fullMs || fullMs <= 0n) out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
       else {
         const amount = reduce({ num: price.num * partMs, den: price.den * fullMs });
-        out.push(fee("flat", c, sub, `${label}, prorated for a partial first period: ${partMs} of ${fullMs} ms (full period from ${fullStart.toISOString()})`, "1", c.amount, amount, p));
+        const why = partial
+          ? `prorated for a partial first period${ends ? ` and ${endNote}` : ""}: ${partMs} of ${fullMs} ms (full period from ${fullStart.toISOString()})`
+          : `prorated ${endNote}: ${partMs} of ${fullMs} ms`;
+        out.push(fee("flat", c, sub, `${label}, ${why}`, "1", c.amount, amount, p));
       }
     } else {
       const periodMs = fullMs;
-      const sm = seatMillis(sub, p.start, p.end);
+      const sm = seatMillis(sub, p.start, billedEnd);
       if (sm === 0n || periodMs <= 0n) continue;
       const amount = reduce({ num: price.num * sm, den: price.den * periodMs });
       const whole = sm % periodMs === 0n;
       const qty = whole ? (sm / periodMs).toString() : String(seatsAt(sub, p.start));
-      const why = partMs !== fullMs ? `, prorated for a partial first period (${partMs} of ${fullMs} ms)${whole ? "" : " and on seat changes"}` : whole ? "" : ", prorated on seat changes";
+      const notes: string[] = [];
+      if (partial) notes.push(`for a partial first period (${partMs} of ${fullMs} ms)`);
+      if (ends) notes.push(`${endNote} (${partMs} of ${fullMs} ms)`);
+      if (!whole) notes.push("on seat changes");
+      const why = notes.length === 0 ? "" : `, prorated ${notes.join(" and ")}`;
       out.push(fee("seats", c, sub, `${label}${why}`, qty, c.amount, amount, p));
     }
   }
@@ -229,6 +242,7 @@ export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<
   const expected = new Map<string, ChargeInput>();
   for (const f of feesFor(p, sub, plans, currency)) expected.set(f.chargeId, f);
   const ids = [...new Set([...expected.keys(), ...billed.keys()])].sort();
+  const ends = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime();
   const out: ChargeInput[] = [];
   for (const chargeId of ids) {
     const e = expected.get(chargeId)?.amount ?? { num: 0n, den: 1n };
@@ -241,7 +255,7 @@ export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<
       residueKey: chargeId,
       chargeId,
       subscriptionId: sub.subscriptionId,
-      description: `${name}: ${diff.num > 0n ? "charge" : "credit"} for seat or fee changes in ${isoDay(p.start)} to ${isoDay(p.end)} (billed in advance)`,
+      description: `${name}: ${diff.num > 0n ? "charge" : "credit"} for seat or fee changes${ends ? ` and the subscription's end at ${sub.endedAt!.toISOString()}` : ""} in ${isoDay(p.start)} to ${isoDay(p.end)} (billed in advance)`,
       quantity: "1",
       unitPrice: "",
       amount: diff,
@@ -286,7 +300,13 @@ export interface TopUpInfo {
  * grant id (billed once, ever). Top-ups without a cost basis in the invoice currency are not
  * billed here (returned as skipped).
  */
-export function topUpCharges(topUps: TopUpInfo[], currency: string, subscriptionId: string, p: { start: Date; end: Date }): { charges: ChargeInput[]; skipped: TopUpInfo[] } {
+export function topUpCharges(
+  topUps: TopUpInfo[],
+  currency: string,
+  subscriptionId: string,
+  p: { start: Date; end: Date },
+  periodOf: (at: Date) => { start: Date; end: Date } = () => p,
+): { charges: ChargeInput[]; skipped: TopUpInfo[] } {
   const charges: ChargeInput[] = [];
   const skipped: TopUpInfo[] = [];
   const seen = new Set<string>();
@@ -298,17 +318,22 @@ export function topUpCharges(topUps: TopUpInfo[], currency: string, subscription
       continue;
     }
     const quantity = formatDecimal(t.amountNanos, 9);
+    // a top-up made before this period (not billed by its own period's invoice: recorded after
+    // that close, or made before the subscription started) names the period it belongs to
+    const late = t.at.getTime() < p.start.getTime();
+    const own = late ? periodOf(t.at) : p;
+    const note = !late ? "" : t.at.getTime() < own.start.getTime() ? ", made before the subscription started" : `, for ${isoDay(own.start)} to ${isoDay(own.end)} (not billed by that period's invoice)`;
     charges.push({
       kind: "one_off",
       residueKey: "_top_up",
       chargeId: t.grantId,
       subscriptionId,
-      description: `Auto top-up of ${quantity} ${t.unit} on ${t.at.toISOString()} at ${t.costBasis} ${t.costCurrency} per unit (grant ${t.grantId})`,
+      description: `Auto top-up of ${quantity} ${t.unit} on ${t.at.toISOString()} at ${t.costBasis} ${t.costCurrency} per unit (grant ${t.grantId})${note}`,
       quantity,
       unitPrice: t.costBasis,
       amount: priceTimesQuantity(t.costBasis, quantity),
-      periodStart: p.start,
-      periodEnd: p.end,
+      periodStart: own.start,
+      periodEnd: own.end,
       expandable: false,
     });
   }

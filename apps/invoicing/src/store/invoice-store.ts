@@ -17,6 +17,18 @@ export interface StoredSettings extends BillingSettings {
   periodAnchor: PeriodAnchor;
   /** gracePeriodMs: how long after a period ends its draft can be refreshed (0 = never). */
   gracePeriodMs: number;
+  /** autoFinalize: the draft loop finalizes the customer's drafts once their grace period has ended. */
+  autoFinalize: boolean;
+}
+
+/** DraftDue: a draft the draft loop claimed: inside its grace period (refresh) or past it with auto_finalize (finalize). */
+export interface DraftDue {
+  tenant: string;
+  invoiceId: string;
+  customerId: string;
+  periodEnd: Date;
+  gracePeriodMs: number;
+  autoFinalize: boolean;
 }
 
 /**
@@ -308,8 +320,8 @@ export interface InvoiceStore {
   readDeferral(tenant: string, customerId: string): Promise<Deferral | undefined>;
   /** readLineDeferrals: the customer's usage carried below the line minimum, per charge. */
   readLineDeferrals(tenant: string, customerId: string): Promise<Map<string, LineDeferral>>;
-  /** billedOneOffs: the one-off charge ids (top-up grant ids) already on an invoice (void included). */
-  billedOneOffs(tenant: string, chargeIds: string[]): Promise<Set<string>>;
+  /** billedOneOffs: the one-off charge ids (top-up grant ids) already on an invoice (void included), but `excludeInvoiceId`'s. */
+  billedOneOffs(tenant: string, chargeIds: string[], excludeInvoiceId?: string): Promise<Set<string>>;
   /** closePeriod: one transaction; assemble runs with the customer's locked residues and deferral. */
   closePeriod(
     tenant: string,
@@ -351,6 +363,13 @@ export interface InvoiceStore {
    */
   refreshDraft(tenant: string, invoiceId: string, item: CloseItem, now: Date): Promise<RefreshOutcome>;
   listLedgerPending(limit: number): Promise<Array<{ tenant: string; invoiceId: string }>>;
+  /**
+   * claimDrafts: up to `limit` drafts (all tenants) that the draft loop should look at now: inside
+   * their customer's grace period, or past it with auto_finalize on; not claimed since
+   * `now - recheckMs`. The claim stamps draft_checked_at in the same statement, and rows another
+   * replica is claiming are skipped (FOR UPDATE SKIP LOCKED), so replicas take disjoint drafts.
+   */
+  claimDrafts(now: Date, recheckMs: number, limit: number): Promise<DraftDue[]>;
   listFinalized(tenant: string, customerId: string, limit: number): Promise<StoredInvoice[]>;
   residueTotal(tenant: string, customerId: string, unit: string): Promise<bigint>;
 }
@@ -835,6 +854,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         periodInterval: r.period_interval as PeriodInterval,
         periodAnchor: r.period_anchor as PeriodAnchor,
         gracePeriodMs: Number(r.grace_period_ms ?? 0),
+        autoFinalize: r.auto_finalize === true,
         lineMinimumBillableNanos: big(r.line_minimum_billable_nanos ?? 0),
       };
   }
@@ -869,15 +889,15 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     async putSettings(tenant, s, now) {
       await db.query(
         `INSERT INTO billing_settings (tenant, customer_id, tax_rate_bps, rounding_mode, discount_bps, discount_nanos,
-           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at, grace_period_ms, line_minimum_billable_nanos)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at, grace_period_ms, line_minimum_billable_nanos, auto_finalize)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (tenant, customer_id) DO UPDATE SET tax_rate_bps = EXCLUDED.tax_rate_bps,
            rounding_mode = EXCLUDED.rounding_mode, discount_bps = EXCLUDED.discount_bps, discount_nanos = EXCLUDED.discount_nanos,
            minimum_billable_nanos = EXCLUDED.minimum_billable_nanos, deferral_periods_max = EXCLUDED.deferral_periods_max,
            deferral_until = EXCLUDED.deferral_until, period_interval = EXCLUDED.period_interval,
            period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at, grace_period_ms = EXCLUDED.grace_period_ms,
-           line_minimum_billable_nanos = EXCLUDED.line_minimum_billable_nanos`,
-        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now, s.gracePeriodMs, s.lineMinimumBillableNanos ?? 0n],
+           line_minimum_billable_nanos = EXCLUDED.line_minimum_billable_nanos, auto_finalize = EXCLUDED.auto_finalize`,
+        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now, s.gracePeriodMs, s.lineMinimumBillableNanos ?? 0n, s.autoFinalize],
       );
       return s;
     },
@@ -929,7 +949,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
 
     readResidues: (tenant, customerId) => readResidues(db, tenant, customerId),
     readDeferral: (tenant, customerId) => readDeferral(db, tenant, customerId),
-    billedOneOffs: (tenant, chargeIds) => readOneOffs(db, tenant, chargeIds),
+    billedOneOffs: (tenant, chargeIds, excludeInvoiceId) => readOneOffs(db, tenant, chargeIds, excludeInvoiceId),
     async readLineDeferrals(tenant, customerId) {
       const { rows } = await db.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = $2 ORDER BY charge_id`, [tenant, customerId]);
       return new Map(rows.map((r) => [r.charge_id as string, lineDeferralFromRow(r)]));
@@ -1039,6 +1059,36 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     async listLedgerPending(limit) {
       const { rows } = await db.query(`SELECT tenant, invoice_id FROM invoices WHERE ledger_pending ORDER BY finalized_at LIMIT $1`, [limit]);
       return rows.map((r) => ({ tenant: r.tenant as string, invoiceId: r.invoice_id as string }));
+    },
+
+    async claimDrafts(now, recheckMs, limit) {
+      const { rows } = await db.query(
+        `WITH due AS (
+           SELECT i.tenant, i.invoice_id FROM invoices i
+           JOIN billing_settings s ON s.tenant = i.tenant AND s.customer_id = i.customer_id
+           WHERE i.status = 'draft'
+             AND ((s.grace_period_ms > 0 AND i.period_end + s.grace_period_ms * interval '1 millisecond' > $1)
+               OR (s.auto_finalize AND i.period_end + s.grace_period_ms * interval '1 millisecond' <= $1))
+             AND (i.draft_checked_at IS NULL OR i.draft_checked_at <= $1::timestamptz - $2 * interval '1 millisecond')
+           ORDER BY i.draft_checked_at NULLS FIRST, i.period_end, i.tenant, i.invoice_id
+           LIMIT $3
+           FOR UPDATE OF i SKIP LOCKED
+         )
+         UPDATE invoices i SET draft_checked_at = $1 FROM due, billing_settings s
+         WHERE i.tenant = due.tenant AND i.invoice_id = due.invoice_id AND s.tenant = i.tenant AND s.customer_id = i.customer_id
+         RETURNING i.tenant, i.invoice_id, i.customer_id, i.period_end, s.grace_period_ms, s.auto_finalize`,
+        [now, recheckMs, limit],
+      );
+      return rows
+        .map((r) => ({
+          tenant: r.tenant as string,
+          invoiceId: r.invoice_id as string,
+          customerId: r.customer_id as string,
+          periodEnd: r.period_end as Date,
+          gracePeriodMs: Number(r.grace_period_ms),
+          autoFinalize: r.auto_finalize === true,
+        }))
+        .sort((a, b) => a.periodEnd.getTime() - b.periodEnd.getTime() || (a.invoiceId < b.invoiceId ? -1 : 1));
     },
 
     async listFinalized(tenant, customerId, limit) {

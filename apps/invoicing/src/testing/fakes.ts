@@ -26,6 +26,8 @@ export interface FakeSubscription {
   planVersion: number;
   startedAt: Date;
   seats: Array<{ seats: number; at: Date }>;
+  /** endedAt: when the subscription ends (absent: open-ended). */
+  endedAt?: Date;
 }
 export interface FakeCharge {
   chargeId: string;
@@ -83,7 +85,11 @@ export class FakeWorld {
   tenantsSeen = new Set<string>();
   ledgerDown = false;
 
+  /** calls: upstream RPCs received, per method name. */
+  calls = new Map<string, number>();
+
   private tenant(ctx: HandlerContext): void {
+    this.calls.set(ctx.method.name, (this.calls.get(ctx.method.name) ?? 0) + 1);
     const t = ctx.requestHeader.get(TENANT_HEADER);
     if (t === null) throw new ConnectError("x-nanobill-tenant missing", Code.InvalidArgument);
     this.tenantsSeen.add(t);
@@ -109,6 +115,7 @@ export class FakeWorld {
                   subscriptionId: s.subscriptionId,
                   customerId: s.customerId,
                   startTime: timestampFromDate(s.startedAt),
+                  endTime: s.endedAt === undefined ? undefined : timestampFromDate(s.endedAt),
                   phases: [{ planId: s.planId, planVersion: s.planVersion, startTime: timestampFromDate(s.startedAt) }],
                   seatChanges: s.seats.map((x, i) => ({ changeId: `chg_${i}`, seats: x.seats, effectiveTime: timestampFromDate(x.at) })),
                 })),
