@@ -1,17 +1,17 @@
 /** The ledger's Connect routes and the limits its standalone server runs with. */
 import type { ConnectRouter } from "@connectrpc/connect";
-import { CreateTransfersResponseViewSchema, LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
+import { CreateTransfersRequestViewSchema, CreateTransfersResponseViewSchema, LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import type { ServerLimits } from "@nanobill/service-kit";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX } from "./limits.js";
 import { createLedgerHandlers } from "./service.js";
 import type { LedgerStore } from "./store/types.js";
 
 /**
- * LedgerService as the server registers it: CreateTransfers answers with
- * CreateTransfersResponseView (the same wire format, each result encoded by wire.ts). Every other
- * method, and every client, uses the generated service.
+ * LedgerService as the server registers it: CreateTransfers reads CreateTransfersRequestView and
+ * answers with CreateTransfersResponseView (the same wire formats, each transfer decoded and each
+ * result encoded by wire.ts). Every other method, and every client, uses the generated service.
  */
-const createTransfersView = { ...LedgerService.method.createTransfers, output: CreateTransfersResponseViewSchema };
+const createTransfersView = { ...LedgerService.method.createTransfers, input: CreateTransfersRequestViewSchema, output: CreateTransfersResponseViewSchema };
 export const LedgerServiceForServer = {
   ...LedgerService,
   methods: LedgerService.methods.map((m) => (m.localName === "createTransfers" ? createTransfersView : m)),

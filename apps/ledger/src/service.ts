@@ -5,6 +5,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   CreateAccountsResponseSchema,
   type CreateTransfersResponse,
+  type CreateTransfersRequestView,
   type CreateTransfersResponseView,
   GetAccountBalancesResponseSchema,
   GetAccountTransfersResponseSchema,
@@ -41,7 +42,7 @@ import {
   usToTimestamp,
 } from "./mapping.js";
 import type { LedgerStore, QueryPage } from "./store/types.js";
-import { encodeTransferItemResult } from "./wire.js";
+import { decodeNewTransfer, encodeTransferItemResult, WireError } from "./wire.js";
 
 /** Writes need "admin" (or "internal", which implies it); reads need "read". */
 function writer(ctx: HandlerContext): string {
@@ -124,8 +125,18 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
 
     async createTransfers(req, ctx) {
       const tenant = writer(ctx);
-      checkBatch("transfers", req.transfers.length, TRANSFERS_PER_REQUEST_MAX);
-      const results = await guard(store.createTransfers(tenant, req.transfers.map(newTransferFromPb)));
+      // Registered with CreateTransfersRequestView (server.ts): each transfer arrives as its bytes.
+      const encoded = (req as unknown as CreateTransfersRequestView).transfers;
+      checkBatch("transfers", encoded.length, TRANSFERS_PER_REQUEST_MAX);
+      const transfers = encoded.map((bytes, i) => {
+        try {
+          return decodeNewTransfer(bytes);
+        } catch (e) {
+          if (e instanceof WireError) throw invalidArgument(`transfers[${i}]`, `is not a valid NewTransfer (${e.message})`);
+          throw e;
+        }
+      });
+      const results = await guard(store.createTransfers(tenant, transfers));
       // Registered with CreateTransfersResponseView (server.ts): each result goes out as its bytes.
       const view: Pick<CreateTransfersResponseView, "results"> = { results: results.map(encodeTransferItemResult) };
       return view as unknown as CreateTransfersResponse;

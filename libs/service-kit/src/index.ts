@@ -54,3 +54,4 @@ export { type Clock, systemClock, fixedClock, clockFromEnv, FILE_CLOCK_REREAD_MS
 export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./lifecycle.js";
 export { type HealthState, ServingStatus } from "./health.js";
 export * from "./limits.js";
+export { ProtoReader, WireError, tagOf, WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 } from "./proto-reader.js";
