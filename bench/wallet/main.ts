@@ -10,7 +10,11 @@
 // Env: DATABASE_URL (required), REDIS_URL, BENCH_SECONDS (per scenario, default 3),
 // BENCH_WALLETS (default 10000), BENCH_SETUP_SECONDS (budget to create the wallets, default 120),
 // BENCH_ONLY=stream (only echo, unary Authorize at 64 clients and AuthorizeStream: the quick
-// comparison), BENCH_STREAMS (default 4), BENCH_STREAM_WINDOW (default 256).
+// comparison), BENCH_STREAMS (default 4), BENCH_STREAM_WINDOW (default 256), BENCH_GROUPS_IN_FLIGHT
+// (Authorize group commits in flight per tenant in the server; default the service's).
+// Each scenario (but the bare EVALSHA) also prints the server process's CPU time per call, its
+// event-loop busy share and the Authorize items per group commit (probed before and after it):
+// on a shared box these move less than the throughput does.
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -42,6 +46,8 @@ interface Figures {
   p50: number;
   p99: number;
   failures: number;
+  /** Server process CPU µs per op, event-loop busy share, authorize items per group commit (when probed). */
+  server?: { cpuUsPerOp: number; busy: number; itemsPerGroup: number };
 }
 
 function pct(sorted: number[], p: number): number {
@@ -72,7 +78,10 @@ async function load(clients: number, call: (worker: number, i: number) => Promis
   return { ops: lat.length, seconds: secs, p50: pct(lat, 50), p99: pct(lat, 99), failures };
 }
 
-const fmt = (f: Figures) => `${(f.ops / f.seconds).toFixed(0).padStart(7)} /s   p50 ${f.p50.toFixed(2).padStart(6)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms${f.failures ? `   failures ${f.failures}` : ""}`;
+const fmt = (f: Figures) =>
+  `${(f.ops / f.seconds).toFixed(0).padStart(7)} /s   p50 ${f.p50.toFixed(2).padStart(6)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms` +
+  (f.server ? `   server ${f.server.cpuUsPerOp.toFixed(0).padStart(4)} µs cpu/op, busy ${(100 * f.server.busy).toFixed(0).padStart(3)}%${f.server.itemsPerGroup ? `, ${f.server.itemsPerGroup.toFixed(1)} items/group` : ""}` : "") +
+  (f.failures ? `   failures ${f.failures}` : "");
 
 async function main() {
   // BENCH_SERVER_NODE_ARGS: extra node flags for the server process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
@@ -81,11 +90,21 @@ async function main() {
     env: { ...process.env, BENCH_SCHEMA: SCHEMA, BENCH_API_KEY: KEY, BENCH_REDIS_PREFIX: PREFIX },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  const lines = createInterface({ input: child.stdout! });
+  const waiting: Array<(l: string) => void> = [];
+  lines.on("line", (l) => waiting.shift()?.(l));
+  const nextLine = () => new Promise<string>((resolve) => waiting.push(resolve));
   const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once("line", resolve);
+    void nextLine().then(resolve);
     child.once("exit", (c) => reject(new Error(`server exited ${c}`)));
   });
   const urls = JSON.parse(line) as { wallet: string; ledger: string };
+  /** The server process's counters now (CPU µs, event-loop busy ms, group commits). */
+  const serverProbe = async () => {
+    const p = nextLine();
+    child.kill("SIGUSR2");
+    return JSON.parse(await p) as { cpu: { user: number; system: number }; elu: { idle: number; active: number }; stats: { authorizeGroups: number; authorizeItems: number } };
+  };
   const transport = createClientTransport({ baseUrl: urls.wallet, apiKey: KEY, protocol: "grpc" });
   const wallet = createClient(CreditWalletService, transport);
   const echo = createClient(EchoService, transport);
@@ -117,12 +136,23 @@ async function main() {
   const customers = made;
 
   const results: Record<string, Figures> = {};
+  /** Runs a scenario between two server probes: adds the server's CPU per op and group sizes. */
+  const probed = async (run: () => Promise<Figures>): Promise<Figures> => {
+    const a = await serverProbe();
+    const f = await run();
+    const b = await serverProbe();
+    const cpu = b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system;
+    const active = b.elu.active - a.elu.active;
+    const total = active + b.elu.idle - a.elu.idle;
+    const groups = b.stats.authorizeGroups - a.stats.authorizeGroups;
+    return { ...f, server: { cpuUsPerOp: f.ops ? cpu / f.ops : 0, busy: total ? active / total : 0, itemsPerGroup: groups ? (b.stats.authorizeItems - a.stats.authorizeItems) / groups : 0 } };
+  };
   const echoReq = create(EchoRequestSchema, { text: "x", payload: new Uint8Array(64) });
   for (const c of CONCURRENCY) {
-    results[`echo ${c}`] = await load(c, async () => (await echo.echo(echoReq), true));
+    results[`echo ${c}`] = await probed(() => load(c, async () => (await echo.echo(echoReq), true)));
     results[`evalsha ${c}`] = await load(c, async (_w, i) => (await ping(`${PREFIX}{ping}`, String(i))) === String(i));
-    results[`authorize hot ${c}`] = await load(c, async (w, i) => !!(await wallet.authorize({ id: `h_${c}_${w}_${i}`, customerId: "cus_hot", unit: "USD", amountNanos: 1n, ttlMs: 600_000n })).hold);
-    results[`authorize many ${c}`] = await load(c, async (w, i) => !!(await wallet.authorize({ id: `m_${c}_${w}_${i}`, customerId: `cus_${(i * 7919) % customers}`, unit: "USD", amountNanos: 1n, ttlMs: 600_000n })).hold);
+    results[`authorize hot ${c}`] = await probed(() => load(c, async (w, i) => !!(await wallet.authorize({ id: `h_${c}_${w}_${i}`, customerId: "cus_hot", unit: "USD", amountNanos: 1n, ttlMs: 600_000n })).hold));
+    results[`authorize many ${c}`] = await probed(() => load(c, async (w, i) => !!(await wallet.authorize({ id: `m_${c}_${w}_${i}`, customerId: `cus_${(i * 7919) % customers}`, unit: "USD", amountNanos: 1n, ttlMs: 600_000n })).hold));
   }
   // Batched path: AuthorizeBatch of 500 items, 4 and 16 concurrent callers (hot wallet and many wallets).
   const BATCH = 500;
@@ -139,8 +169,8 @@ async function main() {
     return { ...f, ops: f.ops * BATCH };
   };
   if (!ONLY_STREAM) {
-    results["batch hot 4"] = await batch(4, false);
-    results["batch many 16"] = await batch(16, true);
+    results["batch hot 4"] = await probed(() => batch(4, false));
+    results["batch many 16"] = await probed(() => batch(16, true));
   }
 
   // Streaming path: STREAMS bidi streams, each keeping up to STREAM_WINDOW messages unanswered
@@ -183,8 +213,8 @@ async function main() {
     lat.sort((a, b) => a - b);
     return { ops: lat.length, seconds: secs, p50: pct(lat, 50), p99: pct(lat, 99), failures };
   };
-  results[`stream hot ${STREAMS}x${STREAM_WINDOW}`] = await stream(false, "h");
-  results[`stream many ${STREAMS}x${STREAM_WINDOW}`] = await stream(true, "m");
+  results[`stream hot ${STREAMS}x${STREAM_WINDOW}`] = await probed(() => stream(false, "h"));
+  results[`stream many ${STREAMS}x${STREAM_WINDOW}`] = await probed(() => stream(true, "m"));
 
   console.log("\nscenario                       throughput       latency per call");
   for (const [k, f] of Object.entries(results)) console.log(`${k.padEnd(28)} ${fmt(f)}`);

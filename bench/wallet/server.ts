@@ -34,7 +34,10 @@ runMain(async () => {
   onShutdown(() => db.close());
   await migrate(db, migrationsDir);
   const ledgerClient = createClient(LedgerService, createClientTransport({ baseUrl: ledgerServer.url, apiKey: key + "_internal" }));
-  const wallet = await createCreditWalletService({ db, logger: silentLogger, clock: systemClock, clients: { ledger: ledgerClient }, config: { redisUrl, redisPrefix: prefix } });
+  const wallet = await createCreditWalletService({ db, logger: silentLogger, clock: systemClock, clients: { ledger: ledgerClient }, config: { redisUrl, redisPrefix: prefix },
+    // BENCH_GROUPS_IN_FLIGHT: Authorize group commits in flight per tenant (default: the service's).
+    authorizeGroupsInFlight: process.env["BENCH_GROUPS_IN_FLIGHT"] ? Number(process.env["BENCH_GROUPS_IN_FLIGHT"]) : undefined,
+  });
   onShutdown(() => wallet.stop());
   await wallet.start();
   const echo = echoRoutes();
@@ -52,4 +55,10 @@ runMain(async () => {
   });
   onShutdown(() => server.close());
   process.stdout.write(JSON.stringify({ wallet: server.url, ledger: ledgerServer.url }) + "\n");
+  // SIGUSR2: one JSON line with this process's CPU time (µs), event-loop utilization and the
+  // wallet's group-commit counters (the client takes one before and after each scenario).
+  process.on("SIGUSR2", () => {
+    const elu = performance.eventLoopUtilization();
+    process.stdout.write(JSON.stringify({ cpu: process.cpuUsage(), elu: { idle: elu.idle, active: elu.active }, stats: wallet.engine.stats }) + "\n");
+  });
 });

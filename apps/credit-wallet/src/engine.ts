@@ -13,7 +13,7 @@
  * Pure rules live in domain/; SQL in store/; this file only sequences them.
  */
 import { createHash, randomBytes } from "node:crypto";
-import type { Db, Queryable } from "@nanobill/db";
+import { isDbError, type Db, type Queryable } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
 import { isUnitCode } from "@nanobill/money";
 import { decideAutoTopUp, type AutoTopUpConfig } from "./domain/auto-top-up.js";
@@ -48,6 +48,7 @@ import {
   GRANTS_PER_WALLET_OPEN_MAX,
   HOLD_LEDGER_GRACE_MS,
   RATES_PER_CREDIT_TYPE_MAX,
+  ONE_STATEMENT_RETRIES_MAX,
   REALTIME_RELOADS_MAX,
   RUN_WALLETS_MAX,
 } from "./limits.js";
@@ -155,6 +156,32 @@ export interface ReleaseOutcome {
 /** One item's outcome in a group: a value, or the error it alone failed with. */
 export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 const fail = (error: unknown): { ok: false; error: unknown } => ({ ok: false, error });
+/**
+ * When some key repeats in `inputs`: runs `fn` on the first occurrence of each key, then (again
+ * through this split) on the repeats, and returns the outcomes in input order; null when no key
+ * repeats. So a repeat always sees what its first occurrence did.
+ */
+async function firstsThenRepeats<I, O>(inputs: I[], keyOf: (i: I) => string, fn: (items: I[]) => Promise<O[]>): Promise<O[] | null> {
+  const seen = new Set<string>();
+  const firsts: number[] = [];
+  const repeats: number[] = [];
+  inputs.forEach((x, i) => {
+    const k = keyOf(x);
+    if (seen.has(k)) repeats.push(i);
+    else {
+      seen.add(k);
+      firsts.push(i);
+    }
+  });
+  if (repeats.length === 0) return null;
+  const out: O[] = new Array(inputs.length);
+  const a = await fn(firsts.map((i) => inputs[i]!));
+  firsts.forEach((i, k) => (out[i] = a[k]!));
+  const b = await fn(repeats.map((i) => inputs[i]!));
+  repeats.forEach((i, k) => (out[i] = b[k]!));
+  return out;
+}
+
 function unwrap<T>(s: Settled<T>): T {
   if (!s.ok) throw s.error;
   return s.value;
@@ -210,12 +237,30 @@ export function createEngine(deps: EngineDeps) {
     if (walletCache.size >= WALLET_CACHE_MAX) walletCache.clear();
     walletCache.set(cacheKey(w.tenant, w.customerId, w.unit), { row: w, at: Date.now() });
   }
-  async function resolveWallet(tenant: string, customerId: string, unit: string): Promise<WalletRow | null> {
-    const hit = walletCache.get(cacheKey(tenant, customerId, unit));
-    if (hit && Date.now() - hit.at < WALLET_CACHE_TTL_MS) return hit.row;
-    const w = await S.findWallet(db, tenant, customerId, unit);
-    if (w) remember(w);
-    return w;
+  /** Wallet rows of many (customer, unit) pairs: cached ones, the others in one statement. */
+  async function resolveWallets(tenant: string, keys: Array<{ customerId: string; unit: string }>): Promise<Array<WalletRow | null>> {
+    const out: Array<WalletRow | null> = new Array(keys.length).fill(null);
+    const miss = new Map<string, number[]>();
+    const now = Date.now();
+    keys.forEach((k, i) => {
+      const ck = cacheKey(tenant, k.customerId, k.unit);
+      const hit = walletCache.get(ck);
+      if (hit && now - hit.at < WALLET_CACHE_TTL_MS) out[i] = hit.row;
+      else {
+        const l = miss.get(ck);
+        if (l) l.push(i);
+        else miss.set(ck, [i]);
+      }
+    });
+    if (miss.size === 0) return out;
+    const found = await S.findWallets(db, tenant, [...miss.values()].map((ix) => keys[ix[0]!]!));
+    for (const ix of miss.values()) {
+      const k = keys[ix[0]!]!;
+      const w = found.get(`${k.customerId}\u0000${k.unit}`) ?? null;
+      if (w) remember(w);
+      for (const i of ix) out[i] = w;
+    }
+    return out;
   }
   /** Drops a wallet row from the cache (its alert or top-up state changed): the next use reads it again. */
   function forget(tenant: string, w: WalletRow) {
@@ -232,25 +277,44 @@ export function createEngine(deps: EngineDeps) {
   // ------------------------------------------------------------ real-time state
 
   const loading = new Map<string, Promise<void>>();
-  async function loadState(tenant: string, walletId: string): Promise<void> {
-    const k = `${tenant}\u0000${walletId}`;
-    let p = loading.get(k);
-    if (!p) {
-      p = (async () => {
-        const rows = await db.transaction((tx) => S.readSnapshotRows(tx, tenant, walletId), { isolation: "repeatable read" });
-        if (!rows) throw new WalletError({ kind: "not_found", what: "wallet", id: walletId });
-        const snap: WalletSnapshot = {
-          grants: rows.grants.map(S.toBurnGrant),
-          overdraftUsedNanos: rows.wallet.overdraftPostedNanos + rows.wallet.overdraftHeldNanos,
-          overdraftLimitNanos: rows.wallet.policy.mode === "soft_negative" ? rows.wallet.policy.negativeLimitNanos : 0n,
-          uncoveredAllowed: rows.wallet.policy.mode === "postpaid_overage",
-        };
-        await rt.load(ref(tenant, walletId), snap, randomId());
-      })().finally(() => loading.delete(k));
-      loading.set(k, p);
+  /**
+   * Loads the real-time state of wallets from PostgreSQL: one snapshot statement for all of them,
+   * then one load script each (installed only where no other replica did first). Concurrent callers
+   * share the load of a wallet already in progress.
+   */
+  async function loadStates(tenant: string, walletIds: string[]): Promise<void> {
+    const waits: Array<Promise<void>> = [];
+    const todo: string[] = [];
+    for (const id of new Set(walletIds)) {
+      const p = loading.get(`${tenant}\u0000${id}`);
+      if (p) waits.push(p);
+      else todo.push(id);
     }
-    return p;
+    if (todo.length > 0) {
+      const p = (async () => {
+        const snaps = await S.readSnapshotRowsMany(db, tenant, todo);
+        await Promise.all(
+          todo.map(async (walletId) => {
+            const rows = snaps.get(walletId);
+            if (!rows) throw new WalletError({ kind: "not_found", what: "wallet", id: walletId });
+            const snap: WalletSnapshot = {
+              grants: rows.grants.map(S.toBurnGrant),
+              overdraftUsedNanos: rows.wallet.overdraftPostedNanos + rows.wallet.overdraftHeldNanos,
+              overdraftLimitNanos: rows.wallet.policy.mode === "soft_negative" ? rows.wallet.policy.negativeLimitNanos : 0n,
+              uncoveredAllowed: rows.wallet.policy.mode === "postpaid_overage",
+            };
+            await rt.load(ref(tenant, walletId), snap, randomId());
+          }),
+        );
+      })().finally(() => {
+        for (const id of todo) loading.delete(`${tenant}\u0000${id}`);
+      });
+      for (const id of todo) loading.set(`${tenant}\u0000${id}`, p);
+      waits.push(p);
+    }
+    await Promise.all(waits);
   }
+  const loadState = (tenant: string, walletId: string) => loadStates(tenant, [walletId]);
 
   async function reserve(tenant: string, walletId: string, amountNanos: bigint, mode: "all" | "partial", chargeId: string, model: string): Promise<Reserved> {
     for (let i = 0; i <= REALTIME_RELOADS_MAX; i++) {
@@ -279,11 +343,26 @@ export function createEngine(deps: EngineDeps) {
     await rt.credit(ref(tenant, walletId), gen, ss, overdraftNanos);
   }
 
-  /** Group commit: all items in one transaction; on failure, one transaction per item. */
-  async function commitGroup<T>(items: T[], apply: (tx: Queryable, items: T[]) => Promise<void>): Promise<Array<null | unknown>> {
+  /**
+   * Group commit: all items in one transaction; on failure, one transaction per item. When
+   * `oneStatement(items)` says apply issues a single statement for them, it runs without an explicit
+   * transaction (a statement is atomic on its own: one round trip instead of BEGIN, it, COMMIT),
+   * retried like a transaction on a deadlock or serialization failure.
+   */
+  async function commitGroup<T>(items: T[], apply: (tx: Queryable, items: T[]) => Promise<void>, oneStatement?: (items: T[]) => boolean): Promise<Array<null | unknown>> {
+    const commit = async (its: T[]) => {
+      if (!oneStatement?.(its)) return db.transaction((tx) => apply(tx, its));
+      for (let i = 0; ; i++) {
+        try {
+          return await apply(db, its);
+        } catch (e) {
+          if (i >= ONE_STATEMENT_RETRIES_MAX || !isDbError(e) || !(e.code === "serialization" || e.sqlState === "40001" || e.sqlState === "40P01")) throw e;
+        }
+      }
+    };
     if (items.length === 0) return [];
     try {
-      await db.transaction((tx) => apply(tx, items));
+      await commit(items);
       return items.map(() => null);
     } catch (e) {
       if (items.length === 1) return [e];
@@ -291,7 +370,7 @@ export function createEngine(deps: EngineDeps) {
     const out: Array<null | unknown> = [];
     for (const it of items) {
       try {
-        await db.transaction((tx) => apply(tx, [it]));
+        await commit([it]);
         out.push(null);
       } catch (e) {
         out.push(e);
@@ -527,16 +606,50 @@ export function createEngine(deps: EngineDeps) {
     for (const [wid, n] of odByWallet) await S.addOverdraft(tx, tenant, wid, { postedNanos: 0n, heldNanos: n, enforceLimit: true });
   }
 
-  async function authorizeMany(tenant: string, inputs: AuthorizeInput[], attempt = 0): Promise<AuthorizeOutcome[]> {
-    if (attempt === 0) {
-      stats.authorizeGroups++;
-      stats.authorizeItems += inputs.length;
+  /** What one authorizeMany call did across its rounds (retries, reruns of repeated ids). */
+  interface AuthorizeRun {
+    /** Every hold placed (not a replay), for the low-balance check after the call. */
+    debits: Array<{ wallet: WalletRow; availableNanos: bigint }>;
+    /** Something was written (the outbox has holds to post). */
+    wrote: boolean;
+  }
+
+  /**
+   * Places many holds with one group commit: wallets resolved (cache, else one lookup), the items
+   * reserved in the real-time store (one debitMany per wallet) beside the replay lookup (one
+   * indexed SELECT; replays give their reservation back), then ONE statement in
+   * PostgreSQL (holds, grant counters, statement lines, outbox chains; a transaction only when an
+   * overdraft counter moves too). One outcome per input. Safe to run concurrently (pipelined groups).
+   */
+  async function authorizeMany(tenant: string, inputs: AuthorizeInput[]): Promise<AuthorizeOutcome[]> {
+    stats.authorizeGroups++;
+    stats.authorizeItems += inputs.length;
+    const run: AuthorizeRun = { debits: [], wrote: false };
+    const out = await authorizeRound(tenant, inputs, 0, run);
+    // Holds answer once PostgreSQL has them (durable, the source of truth); their pending ledger
+    // transfers are posted right after by the outbox, off the caller's latency (a later Capture or
+    // Release flushes the outbox first, so the ledger always sees pending before post/void).
+    if (run.wrote) {
+      kickOutbox();
+      // Every hold this call placed, retried and rerun ones included, is checked against the threshold.
+      await lowBalanceCrossings(tenant, run.debits);
     }
+    return out;
+  }
+
+  const holdHash = (i: AuthorizeInput) => requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, t: i.ttlMs, ch: i.chargeId, m: i.model });
+
+  async function authorizeRound(tenant: string, inputs: AuthorizeInput[], attempt: number, run: AuthorizeRun): Promise<AuthorizeOutcome[]> {
     const out: AuthorizeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, walletId: "", availableNanos: 0n, error: "" }));
-    // Replays first (one indexed lookup for the group, beside the wallet lookups): a replay must not
-    // reserve money even transiently (that could refuse a concurrent request that fits).
-    const [wallets, placed] = await Promise.all([Promise.all(inputs.map((i) => resolveWallet(tenant, i.customerId, i.unit))), S.getHolds(db, tenant, [...new Set(inputs.map((i) => i.id))])]);
-    const holdHash = (i: AuthorizeInput) => requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, t: i.ttlMs, ch: i.chargeId, m: i.model });
+    // The replay lookup (one indexed SELECT for the group) runs BESIDE the real-time step instead
+    // of before it (one round trip less per group). A replay's reservation is given back before the
+    // commit and the other items of its wallet are decided again, so a retried hold never refuses
+    // another item of its group that fits. (Groups in flight at once never share a wallet: see
+    // service.ts. Another replica may see the transient reservation for that one round trip.)
+    const placedP = S.getHolds(db, tenant, [...new Set(inputs.map((i) => i.id))]);
+    placedP.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
+    const wallets = await resolveWallets(tenant, inputs);
+    const hashes = inputs.map(holdHash); // the idempotency fingerprint, once per item
     const now = clock.now();
     const work: Array<HoldWork & { index: number }> = [];
     // An id repeated in one group (concurrent calls, stream messages) reserves nothing: it is answered
@@ -546,46 +659,107 @@ export function createEngine(deps: EngineDeps) {
     const repeats: number[] = [];
     inputs.forEach((input, index) => (firstOf.has(input.id) ? repeats.push(index) : firstOf.set(input.id, index)));
     const repeated = new Set(repeats);
-    await Promise.all(
-      inputs.map(async (input, index) => {
+    const reserved: Array<Reserved | undefined> = new Array(inputs.length);
+    /**
+     * One real-time step per wallet for all of the listed items (decided in input order); wallets
+     * without state are loaded together (one snapshot statement) and tried again.
+     */
+    const reserveAll = async (indexes: number[]) => {
+      const byWallet = new Map<string, number[]>();
+      for (const index of indexes) {
+        const id = wallets[index]!.id;
+        const l = byWallet.get(id);
+        if (l) l.push(index);
+        else byWallet.set(id, [index]);
+      }
+      let pending = [...byWallet.keys()];
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt > REALTIME_RELOADS_MAX) throw new WalletError({ kind: "unavailable", message: "real-time state could not be loaded; retry" });
+        const nowMs = clock.now().getTime();
+        const missing: string[] = [];
+        const settled = await Promise.allSettled(
+          pending.map(async (walletId) => {
+            const ix = byWallet.get(walletId)!;
+            const rs = await rt.debitMany(
+              ref(tenant, walletId),
+              ix.map((i) => ({ amountNanos: inputs[i]!.amountNanos, mode: "all" as const, ctx: { nowMs, chargeId: inputs[i]!.chargeId, model: inputs[i]!.model } })),
+            );
+            if (rs.length === 1 && rs[0]!.kind === "no_state") missing.push(walletId);
+            else ix.forEach((index, k) => (reserved[index] = rs[k] as Reserved));
+          }),
+        );
+        const failed = settled.find((x) => x.status === "rejected");
+        if (failed) throw failed.reason;
+        if (missing.length > 0) await loadStates(tenant, missing);
+        pending = missing;
+      }
+    };
+    const toReserve = inputs.map((_, i) => i).filter((i) => !repeated.has(i) && wallets[i]);
+    let placed: Map<string, HoldRow> = new Map();
+    try {
+      [placed] = await Promise.all([placedP, reserveAll(toReserve)]);
+      const giveBack: Array<Promise<void>> = [];
+      const replayWallets = new Set<string>();
+      inputs.forEach((input, index) => {
         if (repeated.has(index)) return;
         const wallet = wallets[index];
         const p = placed.get(input.id);
         if (p) {
-          const same = p.requestHash === holdHash(input) && p.walletId === wallet?.id;
+          const r = reserved[index];
+          if (r?.kind === "ok") {
+            giveBack.push(unreserve(tenant, wallet!.id, r));
+            replayWallets.add(wallet!.id);
+          }
+          reserved[index] = undefined;
+          const same = p.requestHash === hashes[index] && p.walletId === wallet?.id;
           out[index] = same
             ? { ...out[index]!, result: "ok", hold: p, walletId: p.walletId, availableNanos: 0n }
             : { ...out[index]!, result: "id_reused", walletId: wallet?.id ?? "", error: `id ${input.id} was already used with different content` };
           return;
         }
-        if (!wallet) {
-          out[index] = { ...out[index]!, result: "wallet_not_found", error: `no wallet for customer ${input.customerId} and unit ${input.unit}` };
-          return;
-        }
-        const r = await reserve(tenant, wallet.id, input.amountNanos, "all", input.chargeId, input.model);
-        if (r.kind === "insufficient") {
-          out[index] = { ...out[index]!, result: "insufficient", walletId: wallet.id, availableNanos: r.availableAfterNanos, error: `insufficient balance (available ${r.availableAfterNanos} nanos)` };
-          return;
-        }
-        const row: HoldRow = {
-          id: input.id,
-          walletId: wallet.id,
-          amountNanos: input.amountNanos,
-          slices: r.slices,
-          overdraftNanos: r.overdraftNanos,
-          uncoveredNanos: r.uncoveredNanos,
-          state: "pending",
-          expiresAt: new Date(now.getTime() + input.ttlMs),
-          capturedNanos: 0n,
-          chargeId: input.chargeId,
-          model: input.model,
-          requestHash: requestHash({ c: input.customerId, u: input.unit, a: input.amountNanos, t: input.ttlMs, ch: input.chargeId, m: input.model }),
-          createdAt: now,
-        };
-        work.push({ input, wallet, r, row, replay: false, index });
-        out[index] = { ...out[index]!, result: "ok", hold: row, walletId: wallet.id, availableNanos: r.availableAfterNanos };
-      }),
-    );
+        if (!wallet) out[index] = { ...out[index]!, result: "wallet_not_found", error: `no wallet for customer ${input.customerId} and unit ${input.unit}` };
+      });
+      if (giveBack.length > 0) {
+        // What a replay held for a moment may have refused others of its wallet: the wallet's other
+        // items give their reservations back too and are decided again, in order, as if the replay
+        // had reserved nothing.
+        const redo = toReserve.filter((i) => reserved[i] && replayWallets.has(wallets[i]!.id));
+        await Promise.all([...giveBack, ...redo.map((i) => unreserve(tenant, wallets[i]!.id, reserved[i]!))]);
+        for (const i of redo) reserved[i] = undefined;
+        if (redo.length > 0) await reserveAll(redo);
+      }
+    } catch (e) {
+      // Nothing is committed: every reservation still made is given back.
+      await Promise.all(toReserve.map((i) => (reserved[i] ? unreserve(tenant, wallets[i]!.id, reserved[i]!) : undefined)));
+      throw e;
+    }
+    for (const index of toReserve) {
+      const r = reserved[index];
+      if (!r) continue;
+      const input = inputs[index]!;
+      const wallet = wallets[index]!;
+      if (r.kind === "insufficient") {
+        out[index] = { ...out[index]!, result: "insufficient", walletId: wallet.id, availableNanos: r.availableAfterNanos, error: `insufficient balance (available ${r.availableAfterNanos} nanos)` };
+        continue;
+      }
+      const row: HoldRow = {
+        id: input.id,
+        walletId: wallet.id,
+        amountNanos: input.amountNanos,
+        slices: r.slices,
+        overdraftNanos: r.overdraftNanos,
+        uncoveredNanos: r.uncoveredNanos,
+        state: "pending",
+        expiresAt: new Date(now.getTime() + input.ttlMs),
+        capturedNanos: 0n,
+        chargeId: input.chargeId,
+        model: input.model,
+        requestHash: hashes[index]!,
+        createdAt: now,
+      };
+      work.push({ input, wallet, r, row, replay: false, index });
+      out[index] = { ...out[index]!, result: "ok", hold: row, walletId: wallet.id, availableNanos: r.availableAfterNanos };
+    }
     work.sort((a, b) => a.index - b.index);
     // Replays answer with the wallet's available balance now (PostgreSQL's; a rare path).
     const replayed = out.map((o, i) => ({ o, i })).filter(({ o, i }) => o.result === "ok" && placed.has(inputs[i]!.id));
@@ -600,12 +774,13 @@ export function createEngine(deps: EngineDeps) {
       for (const { o, i } of refused) {
         const p = prior.get(o.id);
         if (!p) continue;
-        const input = inputs[i]!;
-        const same = p.requestHash === requestHash({ c: input.customerId, u: input.unit, a: input.amountNanos, t: input.ttlMs, ch: input.chargeId, m: input.model }) && p.walletId === wallets[i]?.id;
+        const same = p.requestHash === hashes[i] && p.walletId === wallets[i]?.id;
         out[i] = same ? { ...o, result: "ok", hold: p, error: "" } : { ...o, result: "id_reused", error: `id ${o.id} was already used with different content` };
       }
     }
-    const errs = await commitGroup(work, (tx, ws) => applyHolds(tx, tenant, ws));
+    // One statement without an explicit transaction unless an overdraft counter moves too.
+    const errs = await commitGroup(work, (tx, ws) => applyHolds(tx, tenant, ws), (ws) => ws.every((w) => w.row.overdraftNanos === 0n));
+    if (work.length > 0) run.wrote = true;
     const retry: Array<{ index: number; input: AuthorizeInput }> = [];
     const replays: Array<HoldWork & { index: number }> = [];
     for (let k = 0; k < work.length; k++) {
@@ -619,6 +794,8 @@ export function createEngine(deps: EngineDeps) {
       } else if (w.replay) {
         await unreserve(tenant, w.wallet.id, w.r);
         replays.push(w);
+      } else {
+        run.debits.push({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos });
       }
     }
     if (replays.length > 0) {
@@ -633,11 +810,12 @@ export function createEngine(deps: EngineDeps) {
       if (attempt >= REALTIME_RELOADS_MAX) {
         for (const r of retry) out[r.index] = { ...out[r.index]!, result: "insufficient", hold: null, error: "insufficient balance" };
       } else {
-        const again = await authorizeMany(tenant, retry.map((r) => r.input), attempt + 1);
+        const again = await authorizeRound(tenant, retry.map((r) => r.input), attempt + 1, run);
         retry.forEach((r, j) => (out[r.index] = again[j]!));
       }
     }
     if (repeats.length > 0) {
+      run.wrote = true;
       const prior = await S.getHolds(db, tenant, repeats.map((i) => inputs[i]!.id));
       const rerun: number[] = [];
       for (const i of repeats) {
@@ -647,24 +825,18 @@ export function createEngine(deps: EngineDeps) {
           rerun.push(i);
           continue;
         }
-        const same = p.requestHash === requestHash({ c: input.customerId, u: input.unit, a: input.amountNanos, t: input.ttlMs, ch: input.chargeId, m: input.model }) && p.walletId === wallets[i]?.id;
+        const same = p.requestHash === hashes[i] && p.walletId === wallets[i]?.id;
         const first = out[firstOf.get(input.id)!]!;
         out[i] = same
           ? { id: input.id, result: "ok", hold: p, unit: input.unit, walletId: p.walletId, availableNanos: first.availableNanos, error: "" }
           : { id: input.id, result: "id_reused", hold: null, unit: input.unit, walletId: wallets[i]?.id ?? "", availableNanos: first.availableNanos, error: `id ${input.id} was already used with different content` };
       }
-      // No hold under that id (its first occurrence was refused): each repeat gets its own decision.
+      // No hold under that id (its first occurrence was refused): each repeat gets its own decision
+      // (its hold, if placed, is in run.debits: the low-balance check sees it too).
       if (rerun.length > 0) {
-        const again = await authorizeMany(tenant, rerun.map((i) => inputs[i]!), Math.max(attempt, 1));
+        const again = await authorizeRound(tenant, rerun.map((i) => inputs[i]!), Math.max(attempt, 1), run);
         rerun.forEach((i, j) => (out[i] = again[j]!));
       }
-    }
-    // Holds answer once PostgreSQL has them (durable, the source of truth); their pending ledger
-    // transfers are posted right after by the outbox, off the caller's latency (a later Capture or
-    // Release flushes the outbox first, so the ledger always sees pending before post/void).
-    if (attempt === 0 && (work.length > 0 || repeats.length > 0)) {
-      kickOutbox();
-      await lowBalanceCrossings(tenant, work.filter((w) => out[w.index]!.result === "ok" && !w.replay).map((w) => ({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos })));
     }
     return out;
   }
@@ -713,7 +885,7 @@ export function createEngine(deps: EngineDeps) {
     const out: ConsumeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", consumedNanos: 0n, shortfallNanos: i.amountNanos, walletId: "", error: "", replayed: false }));
     // Replays first (cheap, one query): a replay must not burn again even transiently.
     const prior = await S.getConsumptions(db, tenant, inputs.map((i) => i.id));
-    const wallets = await Promise.all(inputs.map((i) => resolveWallet(tenant, i.customerId, i.unit)));
+    const wallets = await resolveWallets(tenant, inputs);
     const work: BurnWork[] = [];
     await Promise.all(
       inputs.map(async (input, index) => {
@@ -998,21 +1170,21 @@ export function createEngine(deps: EngineDeps) {
    * own error and never fails the others. Idempotent on hold id (a replay answers the first capture).
    */
   async function captureMany(tenant: string, inputs: CaptureInput[]): Promise<Array<Settled<CaptureOutcome>>> {
+    // A hold named twice: the repeat runs after its first occurrence is done (a replay of that capture,
+    // ALREADY_EXISTS with other content, or, when the first failed, a capture of its own).
+    const split = await firstsThenRepeats(inputs, (c) => c.holdId, (xs) => captureMany(tenant, xs));
+    if (split) return split;
     const out: Array<Settled<CaptureOutcome>> = new Array(inputs.length);
     const now = clock.now();
-    const holds = await S.getHolds(db, tenant, [...new Set(inputs.map((c) => c.holdId))]);
+    const holds = await S.getHolds(db, tenant, inputs.map((c) => c.holdId));
     const later: number[] = [];
-    const taken = new Set<string>();
     const candidates: Array<{ index: number; hold: HoldRow }> = [];
     inputs.forEach((c, index) => {
       const h = holds.get(c.holdId);
       if (!h) out[index] = fail(new WalletError({ kind: "not_found", what: "hold", id: c.holdId }));
-      else if (h.state !== "pending" || taken.has(h.id)) later.push(index);
+      else if (h.state !== "pending") later.push(index);
       else if (now.getTime() >= h.expiresAt.getTime()) out[index] = fail(new WalletError({ kind: "hold_expired", holdId: h.id }));
-      else {
-        taken.add(h.id);
-        candidates.push({ index, hold: h });
-      }
+      else candidates.push({ index, hold: h });
     });
     const wallets = await S.getWallets(db, tenant, [...new Set(candidates.map((x) => x.hold.walletId))]);
     const work: CaptureWork[] = [];
@@ -1126,23 +1298,21 @@ export function createEngine(deps: EngineDeps) {
    * hold already in the target state answers with 0 released; Release of an expired hold too).
    */
   async function releaseMany(tenant: string, holdIds: string[], state: "released" | "expired"): Promise<Array<Settled<ReleaseOutcome>>> {
+    // A hold named twice: the repeat runs after its first occurrence is done (0 released, or its own try when the first failed).
+    const split = await firstsThenRepeats(holdIds, (id) => id, (xs) => releaseMany(tenant, xs, state));
+    if (split) return split;
     const out: Array<Settled<ReleaseOutcome>> = new Array(holdIds.length);
     const now = clock.now();
     const settled = (h: HoldRow): Settled<ReleaseOutcome> =>
       h.state === state || (state === "released" && h.state === "expired") ? { ok: true, value: { hold: h, releasedNanos: 0n } } : fail(new WalletError({ kind: "hold_not_pending", holdId: h.id, state: h.state }));
-    const holds = await S.getHolds(db, tenant, [...new Set(holdIds)]);
+    const holds = await S.getHolds(db, tenant, holdIds);
     const later: number[] = [];
-    const taken = new Set<string>();
     const candidates: Array<{ index: number; hold: HoldRow }> = [];
     holdIds.forEach((id, index) => {
       const h = holds.get(id);
       if (!h) out[index] = fail(new WalletError({ kind: "not_found", what: "hold", id }));
       else if (h.state !== "pending") out[index] = settled(h);
-      else if (taken.has(id)) later.push(index);
-      else {
-        taken.add(id);
-        candidates.push({ index, hold: h });
-      }
+      else candidates.push({ index, hold: h });
     });
     const wallets = await S.getWallets(db, tenant, [...new Set(candidates.map((x) => x.hold.walletId))]);
     const work: ReleaseWork[] = [];

@@ -12,6 +12,7 @@ import { createRedisRealtime } from "./realtime/redis.js";
 import type { RealtimeStore } from "./realtime/types.js";
 import { createWalletRoutes } from "./server.js";
 import { createWalletServiceImpl } from "./service.js";
+import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks";
 
 export { migrationsDir } from "./store/store.js";
 export { WALLET_SERVER_LIMITS } from "./server.js";
@@ -29,6 +30,8 @@ export interface CreditWalletDeps {
   config?: Partial<CreditWalletConfig>;
   /** Overrides the real-time store chosen from config (tests, benchmarks). */
   realtime?: RealtimeStore;
+  /** Authorize group commits in flight per tenant (default AUTHORIZE_GROUPS_IN_FLIGHT; benchmarks compare). */
+  authorizeGroupsInFlight?: number;
 }
 
 export interface CreditWalletServiceHandle {
@@ -42,6 +45,8 @@ export interface CreditWalletServiceHandle {
   readonly realtime: RealtimeStore;
   readonly outbox: LedgerOutbox;
   readonly ledger: LedgerPort;
+  /** The webhook dispatcher of wallet alerts (started with the background loop; tests run rounds). */
+  readonly webhooks: { runOnce(): Promise<DispatchStats> };
 }
 
 export async function createCreditWalletService(deps: CreditWalletDeps): Promise<CreditWalletServiceHandle> {
@@ -50,7 +55,9 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
   const ledger = createLedgerPort(deps.clients.ledger);
   const outbox = createLedgerOutbox({ db: deps.db, ledger, logger: deps.logger, clock: deps.clock });
   const engine = createEngine({ db: deps.db, realtime, ledger, outbox, clock: deps.clock, logger: deps.logger, expiryNoticeMs: config.expiryNoticeMs, expiryGraceMs: config.expiryGraceMs });
-  const routes = createWalletRoutes(createWalletServiceImpl({ engine, db: deps.db, clock: deps.clock }));
+  const routes = createWalletRoutes(createWalletServiceImpl({ engine, db: deps.db, clock: deps.clock, authorizeGroupsInFlight: deps.authorizeGroupsInFlight }));
+  // Wallet alerts are queued for webhook endpoints by a trigger (migration 0004) and sent from here.
+  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger });
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let started = false;
@@ -81,6 +88,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
     realtime,
     outbox,
     ledger,
+    webhooks,
     async start() {
       if (started || stopped) return;
       started = true;
@@ -94,6 +102,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
           if (!running) running = background().finally(() => (running = undefined));
         }, config.backgroundIntervalMs);
         timer.unref();
+        webhooks.start();
       }
     },
     async stop() {
@@ -101,6 +110,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
       if (timer) clearInterval(timer);
       timer = undefined;
       if (running) await running;
+      await webhooks.stop();
       await realtime.close();
     },
   };

@@ -2,6 +2,13 @@
 
 /** Most items in one Consume request. */
 export const CONSUME_ITEMS_MAX = 1_000;
+/**
+ * Authorize group commits (unary calls and stream messages) in flight at once per tenant, and how
+ * many items must wait before a group beyond the first starts (pipelining: its real-time step and
+ * statement overlap the first's commit; small extra groups cost a commit each for little overlap).
+ */
+export const AUTHORIZE_GROUPS_IN_FLIGHT = 2;
+export const AUTHORIZE_EXTRA_GROUP_MIN_ITEMS = 64;
 /** Most items in one AuthorizeBatch request. */
 export const AUTHORIZE_ITEMS_MAX = 1_000;
 /** Longest caller id (grant, consume item, hold); ledger ids derived from longer ones end in a hash (domain/ledger-plan.ts ledgerId). */
@@ -32,6 +39,8 @@ export const RATES_PER_CREDIT_TYPE_MAX = 1_000;
 export const AUTO_TOP_UP_COOLDOWN_MS_MAX = 30 * 86_400_000;
 /** Most ledger transfers posted in one CreateTransfers call by the outbox (the ledger accepts 8,190). */
 export const LEDGER_BATCH_TRANSFERS_MAX = 8_000;
+/** Retries of a one-statement group commit (no explicit transaction) on a deadlock or serialization failure. */
+export const ONE_STATEMENT_RETRIES_MAX = 3;
 /** Most operations one group commit applies in one PostgreSQL transaction. */
 export const COMMIT_BATCH_OPS_MAX = 256;
 /** Most wallets one RunExpiry / RunRollover call processes (the caller repeats for more). */

@@ -172,35 +172,44 @@ describe.each(walletBackends())("credit wallet streams, group commits, grace, lo
   it("stops reading a stream at its in-flight bound while earlier messages are unanswered", async () => {
     await funded("cus_st4", 1_000n);
     const base = { customerId: "cus_st4", unit: "USD", amountNanos: 1n, ttlMs: 60_000n };
-    /** Batch sizes the group commit saw when its first group takes 500 ms. */
+    /** Batch sizes the group commit saw when its first group takes 500 ms, and how many items reached it while that first group ran. */
     const batchSizes = async (inFlightMax: number, tag: string) => {
       const eng = h.wallet.engine;
       const sizes: number[] = [];
       let first = true;
+      let firstRunning = false;
+      let duringFirst = 0;
       const slow: Engine = {
         ...eng,
-        authorizeMany: async (tenant, items, attempt) => {
+        authorizeMany: async (tenant, items) => {
           sizes.push(items.length);
+          if (firstRunning) duringFirst += items.length;
           if (first) {
             first = false;
+            firstRunning = true;
             await sleep(500);
+            firstRunning = false;
           }
-          return eng.authorizeMany(tenant, items, attempt);
+          return eng.authorizeMany(tenant, items);
         },
       };
       const r = await runStream(h.clientWith({ key: KEYS.ingestA, engine: slow, streamLimits: { inFlightMax } }), Array.from({ length: 10 }, (_, i) => ({ ...base, id: `st4_${tag}_${i}` })));
       expect(r.error).toBeNull();
       expect(r.out.filter((x) => x.result!.result === pb.AuthorizeResult.OK).length).toBe(10);
-      return sizes;
+      return { sizes, duringFirst };
     };
+    // One wallet: its groups never overlap (pipelined groups are on disjoint wallets), so what is
+    // read during the first commit forms the next group.
     const bounded = await batchSizes(2, "b");
     // While the first message's group commits, only the second is read; then one at a time.
-    expect(bounded.slice(0, 2)).toEqual([1, 1]);
-    expect(Math.max(...bounded)).toBeLessThanOrEqual(2);
-    expect(bounded.reduce((s, x) => s + x, 0)).toBe(10);
+    expect(bounded.sizes.slice(0, 2)).toEqual([1, 1]);
+    expect(bounded.duringFirst).toBe(0);
+    expect(Math.max(...bounded.sizes)).toBeLessThanOrEqual(2);
+    expect(bounded.sizes.reduce((s, x) => s + x, 0)).toBe(10);
     // Control: with room for 16, all nine others were read during the first commit.
     const roomy = await batchSizes(16, "r");
-    expect(roomy.slice(0, 2)).toEqual([1, 9]);
+    expect(roomy.sizes.slice(0, 2)).toEqual([1, 9]);
+    expect(roomy.duringFirst).toBe(0);
   });
 
   // ------------------------------------------------------------------ Capture / Release group commit
@@ -357,5 +366,114 @@ describe.each(walletBackends())("credit wallet streams, group commits, grace, lo
     expect((await code(admin.setLowBalanceAlert({ walletId: "wal_nope", lowBalanceAlert: { enabled: true } }))).code).toBe(Code.NotFound);
     expect((await code(h.client(KEYS.readA).setLowBalanceAlert({ walletId: w.id, lowBalanceAlert: { enabled: true } }))).code).toBe(Code.PermissionDenied);
     await expectAgreement(w.id, "cus_low");
+  });
+
+  // ------------------------------------------------------------------ pipelined group commits
+
+  it("never overdraws with pipelined Authorize groups: random amounts over three grants from unary calls and streams, refused only past what is left, all stores agree", async () => {
+    const admin = h.client(KEYS.adminA);
+    const w = (await admin.createWallet({ customerId: "cus_pipe", unit: "USD" })).wallet!;
+    await admin.grant({ id: "grt_pipe_a", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 700n });
+    await admin.grant({ id: "grt_pipe_b", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 500n, priority: 2 });
+    await admin.grant({ id: "grt_pipe_c", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 300n, priority: 3 });
+    const funded = 1_500n;
+    // A seeded generator: the same amounts every run (1..40 nanos each, ~3x what the wallet holds).
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed / 2 ** 31);
+    const amounts = Array.from({ length: 220 }, () => BigInt(1 + Math.floor(rnd() * 40)));
+    const agent = h.clientWith({ key: KEYS.ingestA, authorizeGroupsInFlight: 4 });
+    const base = { customerId: "cus_pipe", unit: "USD", ttlMs: 600_000n };
+    const before = { ...h.wallet.engine.stats };
+    const unary = amounts.slice(0, 140).map((a, i) =>
+      agent.authorize({ ...base, id: `pipe_u_${i}`, amountNanos: a }).then(
+        () => ({ a, ok: true }),
+        () => ({ a, ok: false }),
+      ),
+    );
+    const streams = [amounts.slice(140, 180), amounts.slice(180)].map((as, s) =>
+      runStream(agent, as.map((a, i) => ({ ...base, id: `pipe_s${s}_${i}`, amountNanos: a }))).then((r) => {
+        expect(r.error).toBeNull();
+        return r.out.map((x, i) => ({ a: as[i]!, ok: x.result!.result === pb.AuthorizeResult.OK }));
+      }),
+    );
+    const all = [...(await Promise.all(unary)), ...(await Promise.all(streams)).flat()];
+    const held = all.filter((x) => x.ok).reduce((s, x) => s + x.a, 0n);
+    const bal = await expectAgreement(w.id, "cus_pipe");
+    expect(bal.heldNanos).toBe(held);
+    expect(held).toBeLessThanOrEqual(funded);
+    // Nothing was released meanwhile, so what is left only shrank: every refusal asked for more than that.
+    for (const x of all.filter((y) => !y.ok)) expect(x.a > bal.availableNanos).toBe(true);
+    expect(all.some((x) => !x.ok)).toBe(true);
+    // The groups did share: far fewer group commits than items.
+    expect(h.wallet.engine.stats.authorizeGroups - before.authorizeGroups).toBeLessThan(all.length);
+  });
+
+  it("never lets a replay refuse another item of its group, though the replay lookup runs beside the real-time step", async () => {
+    const w = await funded("cus_rp", 10n);
+    const base = { customerId: "cus_rp", unit: "USD", ttlMs: 60_000, chargeId: "", model: "" };
+    const eng = h.wallet.engine;
+    expect((await eng.authorizeMany("tnt_a", [{ ...base, id: "rp_a", amountNanos: 3n }]))[0]!.result).toBe("ok");
+    // 7 left. In one group the replay of rp_a is decided first (it takes 3 for a moment), then rp_b
+    // (5) would not fit beside it; the replay gives its 3 back and rp_b is decided again: it fits.
+    const out = await eng.authorizeMany("tnt_a", [
+      { ...base, id: "rp_a", amountNanos: 3n },
+      { ...base, id: "rp_b", amountNanos: 5n },
+      { ...base, id: "rp_c", amountNanos: 3n },
+    ]);
+    expect(out.map((o) => [o.result, o.hold?.amountNanos])).toEqual([["ok", 3n], ["ok", 5n], ["insufficient", undefined]]);
+    const bal = await expectAgreement(w.id, "cus_rp");
+    expect([bal.heldNanos, bal.availableNanos]).toEqual([8n, 2n]);
+  });
+
+  it("checks every hold of an Authorize group against the low-balance threshold, the rerun of a repeated id included", async () => {
+    const admin = h.client(KEYS.adminA);
+    const w = await funded("cus_low_rep", 100n);
+    await admin.setLowBalanceAlert({ walletId: w.id, lowBalanceAlert: { enabled: true, thresholdNanos: 50n } });
+    const base = { customerId: "cus_low_rep", unit: "USD", ttlMs: 60_000, chargeId: "", model: "" };
+    // One group: the first "lr_1" is refused (200 > 100), so its repeat gets its own decision: held, 40 left.
+    const out = await h.wallet.engine.authorizeMany("tnt_a", [
+      { ...base, id: "lr_1", amountNanos: 200n },
+      { ...base, id: "lr_1", amountNanos: 60n },
+    ]);
+    expect(out.map((o) => o.result)).toEqual(["insufficient", "ok"]);
+    const lows = (await admin.listAlerts({ customerId: "cus_low_rep", kind: pb.AlertKind.LOW_BALANCE })).alerts;
+    expect(lows.map((a) => a.amountNanos)).toEqual([40n]);
+    await expectAgreement(w.id, "cus_low_rep");
+  });
+
+  it("captures a hold named twice in one group after its first occurrence: a replay when it captured, its own try when it failed", async () => {
+    const w = await funded("cus_cap2", 1_000n);
+    const agent = h.client(KEYS.ingestA);
+    const base = { customerId: "cus_cap2", unit: "USD", amountNanos: 10n, ttlMs: 600_000n };
+    await agent.authorize({ ...base, id: "cap2_a" });
+    await agent.authorize({ ...base, id: "cap2_b" });
+    await agent.authorize({ ...base, id: "cap2_r" });
+    // Same content twice: one capture, the repeat answers it; other content: ALREADY_EXISTS.
+    const eng = h.wallet.engine;
+    const c = { amountNanos: 8n, eventId: "evt_cap2", chargeId: "", occurredAt: null };
+    const r1 = await eng.captureMany("tnt_a", [{ ...c, holdId: "cap2_a" }, { ...c, holdId: "cap2_a" }, { ...c, holdId: "cap2_a", amountNanos: 9n }]);
+    expect(r1.map((x) => (x.ok ? [x.value.capturedNanos, x.value.releasedNanos] : (x.error as Error).message))).toEqual([[8n, 2n], [8n, 2n], expect.stringMatching(/already/)]);
+    // The first occurrence fails (its overage reservation hits a real-time failure): the repeat still captures.
+    let failOnce = true;
+    const flaky = {
+      ...h.realtime,
+      debit: async (...args: Parameters<typeof h.realtime.debit>) => {
+        if (failOnce) {
+          failOnce = false;
+          throw new Error("real-time store unavailable");
+        }
+        return h.realtime.debit(...args);
+      },
+    };
+    const eng2 = createEngine({ db: h.db, realtime: flaky, ledger: h.wallet.ledger, outbox: h.wallet.outbox, clock: h.clock, logger: silentLogger });
+    const over = { ...c, amountNanos: 15n, eventId: "evt_cap2_b" };
+    const r2 = await eng2.captureMany("tnt_a", [{ ...over, holdId: "cap2_b" }, { ...over, holdId: "cap2_b" }]);
+    expect(r2[0]!.ok).toBe(false);
+    expect(r2[1]).toMatchObject({ ok: true, value: { capturedNanos: 15n, shortfallNanos: 0n } });
+    // A release named twice: released once, the repeat moves nothing.
+    const r3 = await eng.releaseMany("tnt_a", ["cap2_r", "cap2_r"]);
+    expect(r3.map((x) => x.ok && x.value.releasedNanos)).toEqual([10n, 0n]);
+    const bal = await expectAgreement(w.id, "cus_cap2");
+    expect([bal.balanceNanos, bal.heldNanos]).toEqual([1_000n - 8n - 15n, 0n]);
   });
 });

@@ -11,6 +11,8 @@ import { createCoalescer } from "./coalescer.js";
 import type { AuthorizeInput, AuthorizeOutcome, CaptureInput, CaptureOutcome, ConsumeOutcome, Engine, ReleaseOutcome, Settled } from "./engine.js";
 import { WalletError, invalid, toConnect } from "./errors.js";
 import {
+  AUTHORIZE_EXTRA_GROUP_MIN_ITEMS,
+  AUTHORIZE_GROUPS_IN_FLIGHT,
   AUTHORIZE_ITEMS_MAX,
   AUTHORIZE_STREAM_IN_FLIGHT_MAX,
   AUTHORIZE_STREAM_ITEMS_MAX,
@@ -22,6 +24,7 @@ import {
 } from "./limits.js";
 import * as M from "./mapping.js";
 import * as S from "./store/store.js";
+import { webhookRpcs } from "@nanobill/webhooks";
 
 const CONSUME_RESULT: Record<ConsumeOutcome["result"], pb.ConsumeResult> = {
   ok: pb.ConsumeResult.OK,
@@ -58,7 +61,14 @@ export interface AuthorizeStreamLimits {
 
 const STREAM_EXPIRED = Symbol("stream lifetime reached");
 
-export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: Clock; streamLimits?: Partial<AuthorizeStreamLimits> }): ServiceImpl<typeof pb.CreditWalletService> {
+export function createWalletServiceImpl(deps: {
+  engine: Engine;
+  db: Db;
+  clock: Clock;
+  streamLimits?: Partial<AuthorizeStreamLimits>;
+  /** Authorize group commits in flight per tenant (default AUTHORIZE_GROUPS_IN_FLIGHT). */
+  authorizeGroupsInFlight?: number;
+}): ServiceImpl<typeof pb.CreditWalletService> {
   const { engine, db, clock } = deps;
   const streamLimits: AuthorizeStreamLimits = { inFlightMax: AUTHORIZE_STREAM_IN_FLIGHT_MAX, itemsMax: AUTHORIZE_STREAM_ITEMS_MAX, lifetimeMs: AUTHORIZE_STREAM_LIFETIME_MS, ...deps.streamLimits };
   const grantTo = (g: S.GrantRow) => M.grantTo(g, engine.expiryGraceMsDefault);
@@ -71,7 +81,15 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
   }
 
   // Group commit of unary calls (and stream messages): whatever arrives while a group commits forms the next.
-  const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX);
+  // Up to AUTHORIZE_GROUPS_IN_FLIGHT groups run at once (pipelined; a second one only once
+  // AUTHORIZE_EXTRA_GROUP_MIN_ITEMS items wait), never two on one wallet: the
+  // groups in flight touch disjoint rows (no lock waits or deadlocks between them), and a retried
+  // call waits for its first attempt (same wallet) and is answered as its replay.
+  const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX, {
+    inFlightMax: deps.authorizeGroupsInFlight ?? AUTHORIZE_GROUPS_IN_FLIGHT,
+    extraBatchMin: AUTHORIZE_EXTRA_GROUP_MIN_ITEMS,
+    keyOf: (i) => `${i.customerId}\u0000${i.unit}`,
+  });
   const captureOne = createCoalescer<CaptureInput, Settled<CaptureOutcome>>((tenant, items) => engine.captureMany(tenant, items), COMMIT_BATCH_OPS_MAX);
   const releaseOne = createCoalescer<string, Settled<ReleaseOutcome>>((tenant, ids) => engine.releaseMany(tenant, ids), COMMIT_BATCH_OPS_MAX);
   const settledValue = <T>(s: Settled<T>): T => {
@@ -187,6 +205,7 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
     }
   }
 
+  const webhooks = webhookRpcs(db, () => clock.now());
   const writer = (ctx: HandlerContext) => {
     requireScope(ctx, "admin");
     return tenantOf(ctx);
@@ -458,6 +477,13 @@ export function createWalletServiceImpl(deps: { engine: Engine; db: Db; clock: C
         const last = page[page.length - 1];
         return create(pb.ListAlertsResponseSchema, { alerts: page.map(M.alertTo), page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" } });
       }),
+
+    // Webhooks: wallet alerts are queued by a trigger on alerts (migration 0004) and POSTed by the
+    // dispatcher the service runs (libs/webhooks).
+    createWebhookEndpoint: (req, ctx) => guard(() => webhooks.create(writer(ctx), req)),
+    listWebhookEndpoints: (_req, ctx) => guard(() => webhooks.list(reader(ctx))),
+    disableWebhookEndpoint: (req, ctx) => guard(() => webhooks.disable(writer(ctx), req)),
+    listWebhookDeliveries: (req, ctx) => guard(() => webhooks.deliveries(reader(ctx), req)),
   };
 }
 

@@ -64,7 +64,7 @@ export interface WalletHarness {
   client(key?: string, tenant?: string): Client<typeof CreditWalletService>;
   ledgerClient(tenant: string): Client<typeof LedgerService>;
   /** A client of a second service instance on the same engine (or another one), with its own stream limits and coalescers. */
-  clientWith(opts: { key?: string; tenant?: string; streamLimits?: Partial<AuthorizeStreamLimits>; engine?: Engine }): Client<typeof CreditWalletService>;
+  clientWith(opts: { key?: string; tenant?: string; streamLimits?: Partial<AuthorizeStreamLimits>; engine?: Engine; authorizeGroupsInFlight?: number }): Client<typeof CreditWalletService>;
   /** A second wallet process on the same databases and real-time store (a restart or a replica). */
   restart(opts?: { keepRealtime?: boolean }): Promise<void>;
   close(): Promise<void>;
@@ -116,7 +116,7 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
       return createClient(LedgerService, transportFor(ledger.routes, KEYS.internal, tenant));
     },
     clientWith(opts) {
-      const routes = createWalletRoutes(createWalletServiceImpl({ engine: opts.engine ?? wallet.engine, db, clock, streamLimits: opts.streamLimits }));
+      const routes = createWalletRoutes(createWalletServiceImpl({ engine: opts.engine ?? wallet.engine, db, clock, streamLimits: opts.streamLimits, authorizeGroupsInFlight: opts.authorizeGroupsInFlight }));
       return createClient(CreditWalletService, transportFor(routes, opts.key ?? KEYS.adminA, opts.tenant));
     },
     async restart(opts = {}) {

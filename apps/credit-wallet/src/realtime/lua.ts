@@ -42,69 +42,87 @@ end
 `;
 
 /**
- * debit: ARGV amount, mode ("all" | "partial"), now_ms, charge_id, model.
- * Returns {'nostate'} | {'insufficient', gen, shortfall, available} |
- *   {'ok', gen, od_taken, uncovered, shortfall, available, id1, amt1, id2, amt2, ...}.
+ * The debit decision as a Lua function over the wallet's keys (KEYS[1..4]): amount, mode ("all" |
+ * "partial"), now_ms (number), charge_id, model. Returns {'nostate'} | {'insufficient', gen,
+ * shortfall, available} | {'ok', gen, od_taken, uncovered, shortfall, available, id1, amt1, ...}.
  */
-export const DEBIT_LUA = `${BIG}
-local st = redis.call('HMGET', KEYS[1], 'gen', 'odlim', 'od', 'unc')
-if not st[1] then return {'nostate'} end
-local amount = P(ARGV[1])
-local rest = amount
-local mode = ARGV[2]
-local now = tonumber(ARGV[3])
-local charge = ',' .. ARGV[4] .. ','
-local model = ',' .. ARGV[5] .. ','
-local takes = {}
-local members = redis.call('ZRANGE', KEYS[4], 0, -1)
-for i = 1, #members do
-  if Z(rest) then break end
-  local id = string.match(members[i], '([^|]+)$')
-  local av = P(redis.call('HGET', KEYS[2], id))
-  if not Z(av) then
-    local meta = redis.call('HGET', KEYS[3], id) or ''
-    local eff, exp, ch, md = string.match(meta, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-    local ok = eff ~= nil and tonumber(eff) <= now and (exp == '' or tonumber(exp) > now)
-    if ok and ch ~= '' then ok = string.find(',' .. ch .. ',', charge, 1, true) ~= nil end
-    if ok and md ~= '' then ok = string.find(',' .. md .. ',', model, 1, true) ~= nil end
-    if ok then
-      local take = av
-      if LT(rest, av) then take = rest end
-      takes[#takes + 1] = id
-      takes[#takes + 1] = take
-      rest = SUB(rest, take)
+const DEBIT_FN = `
+local function DEBIT(amountS, mode, now, chargeS, modelS)
+  local st = redis.call('HMGET', KEYS[1], 'gen', 'odlim', 'od', 'unc')
+  if not st[1] then return {'nostate'} end
+  local amount = P(amountS)
+  local rest = amount
+  local charge = ',' .. chargeS .. ','
+  local model = ',' .. modelS .. ','
+  local takes = {}
+  local members = redis.call('ZRANGE', KEYS[4], 0, -1)
+  for i = 1, #members do
+    if Z(rest) then break end
+    local id = string.match(members[i], '([^|]+)$')
+    local av = P(redis.call('HGET', KEYS[2], id))
+    if not Z(av) then
+      local meta = redis.call('HGET', KEYS[3], id) or ''
+      local eff, exp, ch, md = string.match(meta, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+      local ok = eff ~= nil and tonumber(eff) <= now and (exp == '' or tonumber(exp) > now)
+      if ok and ch ~= '' then ok = string.find(',' .. ch .. ',', charge, 1, true) ~= nil end
+      if ok and md ~= '' then ok = string.find(',' .. md .. ',', model, 1, true) ~= nil end
+      if ok then
+        local take = av
+        if LT(rest, av) then take = rest end
+        takes[#takes + 1] = id
+        takes[#takes + 1] = take
+        rest = SUB(rest, take)
+      end
     end
   end
-end
-local odlim = P(st[2])
-local od = P(st[3])
-local room = {0, 0}
-if LT(od, odlim) then room = SUB(odlim, od) end
-local odtake = room
-if LT(rest, room) then odtake = rest end
-rest = SUB(rest, odtake)
-local unc = {0, 0}
-local short = {0, 0}
-if mode == 'all' then
-  if not Z(rest) then
-    if st[4] ~= '1' then
-      return {'insufficient', st[1], F(amount), AVAILABLE(KEYS[2], od)}
+  local odlim = P(st[2])
+  local od = P(st[3])
+  local room = {0, 0}
+  if LT(od, odlim) then room = SUB(odlim, od) end
+  local odtake = room
+  if LT(rest, room) then odtake = rest end
+  rest = SUB(rest, odtake)
+  local unc = {0, 0}
+  local short = {0, 0}
+  if mode == 'all' then
+    if not Z(rest) then
+      if st[4] ~= '1' then
+        return {'insufficient', st[1], F(amount), AVAILABLE(KEYS[2], od)}
+      end
+      unc = rest
     end
-    unc = rest
+  else
+    short = rest
   end
-else
-  short = rest
+  local out = {'ok', st[1], F(odtake), F(unc), F(short), ''}
+  for i = 1, #takes, 2 do
+    local s = F(takes[i + 1])
+    redis.call('HINCRBY', KEYS[2], takes[i], '-' .. s)
+    out[#out + 1] = takes[i]
+    out[#out + 1] = s
+  end
+  od = ADD(od, odtake)
+  if not Z(odtake) then redis.call('HSET', KEYS[1], 'od', F(od)) end
+  out[6] = AVAILABLE(KEYS[2], od)
+  return out
 end
-local out = {'ok', st[1], F(odtake), F(unc), F(short), ''}
-for i = 1, #takes, 2 do
-  local s = F(takes[i + 1])
-  redis.call('HINCRBY', KEYS[2], takes[i], '-' .. s)
-  out[#out + 1] = takes[i]
-  out[#out + 1] = s
-end
-od = ADD(od, odtake)
-if not Z(odtake) then redis.call('HSET', KEYS[1], 'od', F(od)) end
-out[6] = AVAILABLE(KEYS[2], od)
+`;
+
+/** debit: ARGV amount, mode ("all" | "partial"), now_ms, charge_id, model; the result of DEBIT. */
+export const DEBIT_LUA = `${BIG}${DEBIT_FN}
+return DEBIT(ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])
+`;
+
+/**
+ * debit many (one wallet, one script run for a whole group's items, decided in order): ARGV now_ms,
+ * then per item amount, mode, charge_id, model. Returns {'nostate'} (nothing decided) or one DEBIT
+ * result per item.
+ */
+export const DEBIT_MANY_LUA = `${BIG}${DEBIT_FN}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'nostate'} end
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 4 do out[#out + 1] = DEBIT(ARGV[i], ARGV[i + 1], now, ARGV[i + 2], ARGV[i + 3]) end
 return out
 `;
 

@@ -24,22 +24,31 @@ export function createMemoryRealtime(): RealtimeStore {
     return s - st.odUsed;
   }
 
+  /** One debit, decided and applied without awaiting (atomic in one process). */
+  function debitNow(w: WalletRef, req: DebitRequest): DebitResult {
+    const st = states.get(key(w));
+    if (!st) return { kind: "no_state" };
+    const room = st.odLimit - st.odUsed;
+    const plan = planDebit([...st.grants.values()], req.amountNanos, req.ctx, { overdraftRoomNanos: room > 0n ? room : 0n, uncoveredAllowed: st.unc }, req.mode);
+    if (!plan.ok) {
+      return { kind: "insufficient", gen: st.gen, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
+    }
+    for (const s of plan.slices) {
+      const g = st.grants.get(s.grantId)!;
+      st.grants.set(s.grantId, { ...g, availableNanos: g.availableNanos - s.amountNanos });
+    }
+    st.odUsed += plan.overdraftNanos;
+    return { kind: "ok", gen: st.gen, slices: plan.slices, overdraftNanos: plan.overdraftNanos, uncoveredNanos: plan.uncoveredNanos, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
+  }
+
   return {
     kind: "memory",
     async debit(w: WalletRef, req: DebitRequest): Promise<DebitResult> {
-      const st = states.get(key(w));
-      if (!st) return { kind: "no_state" };
-      const room = st.odLimit - st.odUsed;
-      const plan = planDebit([...st.grants.values()], req.amountNanos, req.ctx, { overdraftRoomNanos: room > 0n ? room : 0n, uncoveredAllowed: st.unc }, req.mode);
-      if (!plan.ok) {
-        return { kind: "insufficient", gen: st.gen, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
-      }
-      for (const s of plan.slices) {
-        const g = st.grants.get(s.grantId)!;
-        st.grants.set(s.grantId, { ...g, availableNanos: g.availableNanos - s.amountNanos });
-      }
-      st.odUsed += plan.overdraftNanos;
-      return { kind: "ok", gen: st.gen, slices: plan.slices, overdraftNanos: plan.overdraftNanos, uncoveredNanos: plan.uncoveredNanos, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
+      return debitNow(w, req);
+    },
+    async debitMany(w: WalletRef, reqs: DebitRequest[]): Promise<DebitResult[]> {
+      if (!states.has(key(w))) return [{ kind: "no_state" }];
+      return reqs.map((r) => debitNow(w, r));
     },
     async credit(w: WalletRef, gen: string, slices: Slice[], overdraftNanos: bigint) {
       const st = states.get(key(w));

@@ -125,6 +125,39 @@ describe.each(stores)("real-time store ($name)", ({ make }) => {
     expect([s.availableByGrant.get("A"), s.availableByGrant.get("B")]).toEqual([0n, 0n]);
   });
 
+  it("debitMany decides a group's items in order in one step, as one debit each would", async () => {
+    const wal = w();
+    const twin = w();
+    const grants = [g("A", 30n), g("B", 20n, { kind: "promotional" }), g("S", 50n, { priority: 0, scope: { chargeIds: ["chg_9"], models: [] } })];
+    await rt.load(wal, snap(grants, { overdraftLimitNanos: 5n }), "g");
+    await rt.load(twin, snap(grants, { overdraftLimitNanos: 5n }), "g");
+    const reqs = [
+      { amountNanos: 25n, mode: "all" as const, ctx },
+      { amountNanos: 40n, mode: "all" as const, ctx },
+      { amountNanos: 26n, mode: "all" as const, ctx },
+      { amountNanos: 999_999_999_999_999_999n, mode: "all" as const, ctx },
+      { amountNanos: 10n, mode: "partial" as const, ctx },
+      { amountNanos: 7n, mode: "all" as const, ctx: { ...ctx, chargeId: "chg_9" } },
+    ];
+    const many = await rt.debitMany(wal, reqs);
+    const one: unknown[] = [];
+    for (const r of reqs) one.push(await rt.debit(twin, r));
+    expect(many).toEqual(one);
+    expect(many.map((r) => r.kind)).toEqual(["ok", "insufficient", "ok", "insufficient", "ok", "ok"]);
+    expect(await rt.read(wal)).toEqual(await rt.read(twin));
+    expect(await rt.debitMany(w(), reqs)).toEqual([{ kind: "no_state" }]);
+    expect(await rt.debitMany(wal, [])).toEqual([]);
+  });
+
+  it("never overdraws under 50 concurrent debitMany calls of 20 holds: exactly the funded number succeed", async () => {
+    const wal = w();
+    await rt.load(wal, snap([g("A", 130n), g("B", 70n, { kind: "promotional" })]), "g");
+    const rs = await Promise.all(Array.from({ length: 50 }, () => rt.debitMany(wal, Array.from({ length: 20 }, () => ({ amountNanos: 1n, mode: "all" as const, ctx })))));
+    expect(rs.flat().filter((r) => r.kind === "ok").length).toBe(200);
+    const s = (await rt.read(wal))!;
+    expect([s.availableByGrant.get("A"), s.availableByGrant.get("B")]).toEqual([0n, 0n]);
+  });
+
   it("invalidates one wallet and all wallets", async () => {
     const a = w();
     const b = w();

@@ -1,13 +1,33 @@
 import { Redis } from "ioredis";
 import { burnKey } from "../domain/burn-order.js";
 import type { Slice } from "../domain/types.js";
-import { CREDIT_LUA, DEBIT_LUA, LOAD_LUA } from "./lua.js";
+import { CREDIT_LUA, DEBIT_LUA, DEBIT_MANY_LUA, LOAD_LUA } from "./lua.js";
 import type { DebitRequest, DebitResult, RealtimeStore, WalletRef, WalletSnapshot } from "./types.js";
 
 interface WalletCommands {
   nbDebit(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string[]>;
+  nbDebitMany(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string[] | string[][]>;
   nbCredit(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string[]>;
   nbLoad(s: string, a: string, m: string, o: string, ...argv: string[]): Promise<string>;
+}
+
+/** A debit script's reply -> DebitResult. */
+function debitResultOf(r: string[]): DebitResult {
+  if (r[0] === "nostate") return { kind: "no_state" };
+  if (r[0] === "insufficient") {
+    return { kind: "insufficient", gen: r[1]!, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: BigInt(r[2]!), availableAfterNanos: BigInt(r[3]!) };
+  }
+  const slices: Slice[] = [];
+  for (let i = 6; i < r.length; i += 2) slices.push({ grantId: r[i]!, amountNanos: BigInt(r[i + 1]!) });
+  return {
+    kind: "ok",
+    gen: r[1]!,
+    overdraftNanos: BigInt(r[2]!),
+    uncoveredNanos: BigInt(r[3]!),
+    shortfallNanos: BigInt(r[4]!),
+    availableAfterNanos: BigInt(r[5]!),
+    slices,
+  };
 }
 
 /** Scan page size when dropping every wallet's state. */
@@ -21,6 +41,7 @@ const SCAN_COUNT = 1_000;
 export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix: string }): RealtimeStore & { readonly client: Redis } {
   const client = opts.client ?? new Redis(opts.url ?? "redis://127.0.0.1:6379", { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false });
   client.defineCommand("nbDebit", { numberOfKeys: 4, lua: DEBIT_LUA });
+  client.defineCommand("nbDebitMany", { numberOfKeys: 4, lua: DEBIT_MANY_LUA });
   client.defineCommand("nbCredit", { numberOfKeys: 4, lua: CREDIT_LUA });
   client.defineCommand("nbLoad", { numberOfKeys: 4, lua: LOAD_LUA });
   const cmd = client as unknown as Redis & WalletCommands;
@@ -30,26 +51,27 @@ export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix
     return [b + "s", b + "a", b + "m", b + "o"];
   };
 
+  const debitOne = async (w: WalletRef, req: DebitRequest): Promise<DebitResult> =>
+    debitResultOf(await cmd.nbDebit(...keys(w), req.amountNanos.toString(), req.mode, String(req.ctx.nowMs), req.ctx.chargeId, req.ctx.model));
+
   return {
     kind: "redis",
     client,
     async debit(w: WalletRef, req: DebitRequest): Promise<DebitResult> {
-      const r = await cmd.nbDebit(...keys(w), req.amountNanos.toString(), req.mode, String(req.ctx.nowMs), req.ctx.chargeId, req.ctx.model);
-      if (r[0] === "nostate") return { kind: "no_state" };
-      if (r[0] === "insufficient") {
-        return { kind: "insufficient", gen: r[1]!, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: BigInt(r[2]!), availableAfterNanos: BigInt(r[3]!) };
+      return debitOne(w, req);
+    },
+    async debitMany(w: WalletRef, reqs: DebitRequest[]): Promise<DebitResult[]> {
+      if (reqs.length === 0) return [];
+      if (reqs.length === 1) return [await debitOne(w, reqs[0]!)];
+      const nowMs = reqs[0]!.ctx.nowMs;
+      const argv: string[] = [String(nowMs)];
+      for (const r of reqs) {
+        if (r.ctx.nowMs !== nowMs) throw new Error("debitMany: one now_ms per call");
+        argv.push(r.amountNanos.toString(), r.mode, r.ctx.chargeId, r.ctx.model);
       }
-      const slices: Slice[] = [];
-      for (let i = 6; i < r.length; i += 2) slices.push({ grantId: r[i]!, amountNanos: BigInt(r[i + 1]!) });
-      return {
-        kind: "ok",
-        gen: r[1]!,
-        overdraftNanos: BigInt(r[2]!),
-        uncoveredNanos: BigInt(r[3]!),
-        shortfallNanos: BigInt(r[4]!),
-        availableAfterNanos: BigInt(r[5]!),
-        slices,
-      };
+      const rs = await cmd.nbDebitMany(...keys(w), ...argv);
+      if (rs[0] === "nostate") return [{ kind: "no_state" }];
+      return (rs as string[][]).map(debitResultOf);
     },
     async credit(w: WalletRef, gen: string, slices: Slice[], overdraftNanos: bigint) {
       const argv = [gen, overdraftNanos.toString()];

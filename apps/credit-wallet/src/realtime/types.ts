@@ -49,6 +49,12 @@ export interface RealtimeStore {
   readonly kind: "redis" | "memory";
   /** Decides and applies one debit atomically (all-or-nothing in "all" mode). */
   debit(w: WalletRef, req: DebitRequest): Promise<DebitResult>;
+  /**
+   * Decides many debits of one wallet in one atomic step, in order (each as debit() would, seeing
+   * the ones before it): one result per request, or [{ kind: "no_state" }] when the wallet has no
+   * state (nothing decided). One round trip for a group's items on one wallet.
+   */
+  debitMany(w: WalletRef, reqs: DebitRequest[]): Promise<DebitResult[]>;
   /** Gives back slices and overdraft taken under `gen`; a stale gen invalidates the state instead. */
   credit(w: WalletRef, gen: string, slices: Slice[], overdraftNanos: bigint): Promise<"ok" | "stale">;
   /** Installs a snapshot when none is present; returns the generation in force. */

@@ -31,6 +31,22 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     await S.applyGrantDeltas(db, T, [{ grantId: "g1", held: -60n, burned: 10n }]);
   });
 
+  it("reads many wallets' real-time snapshots and finds many wallets by customer and unit, each in one statement", async () => {
+    await S.insertWallet(db, { tenant: T, id: "wal_snap_empty", customerId: "cus_snap", unit: "EUR", kind: "prepaid", policy: HARD_STOP, ledgerAccountId: "acct_wallet:cus_snap:EUR", now });
+    const snaps = await S.readSnapshotRowsMany(db, T, ["wal_1", "wal_snap_empty", "wal_missing"]);
+    expect([...snaps.keys()].sort()).toEqual(["wal_1", "wal_snap_empty"]);
+    const one = snaps.get("wal_1")!;
+    expect([one.wallet.id, one.wallet.policy.negativeLimitNanos, one.grants.map((g) => [g.id, g.amountNanos, g.scope.chargeIds])]).toEqual(["wal_1", 10n, [["g1", 100n, ["c1"]]]]);
+    expect(snaps.get("wal_snap_empty")!.grants).toEqual([]);
+    // The same as the one-wallet read, grant by grant.
+    expect(await S.readSnapshotRows(db, T, "wal_1")).toEqual(one);
+    expect(one.grants).toEqual(await S.listGrants(db, T, "wal_1", { activeOnly: true }));
+    expect(await S.readSnapshotRows(db, T, "wal_missing")).toBeNull();
+    const found = await S.findWallets(db, T, [{ customerId: "cus_1", unit: "USD" }, { customerId: "cus_snap", unit: "EUR" }, { customerId: "cus_1", unit: "EUR" }]);
+    expect([...found.entries()].map(([k, w]) => [k, w.id]).sort()).toEqual([["cus_1\u0000USD", "wal_1"], ["cus_snap\u0000EUR", "wal_snap_empty"]]);
+    expect((await S.findWallets(db, "tnt_other", [{ customerId: "cus_1", unit: "USD" }])).size).toBe(0);
+  });
+
   it("keeps the overdraft within the negative limit", async () => {
     await S.addOverdraft(db, T, "wal_1", { postedNanos: 6n, heldNanos: 4n, enforceLimit: true });
     await expect(db.transaction((tx) => S.addOverdraft(tx, T, "wal_1", { postedNanos: 1n, heldNanos: 0n, enforceLimit: true }))).rejects.toBeInstanceOf(S.GuardError);
@@ -64,8 +80,17 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     const again = await db.transaction((tx) => S.commitHolds(tx, T, [h("gh1", 1n), h("gh3", 1n)], [mv("gh1", 1n), mv("gh3", 1n)], [tr("gh1"), tr("gh3")], now));
     expect([...again]).toEqual(["gh3"]);
     expect((await S.getGrant(db, T, "g1"))!.heldNanos).toBe(before.heldNanos + 4n);
+    // Without an explicit transaction (how Authorize sends it): an over-spend or a slice naming a
+    // grant that is not there fails the statement itself, and nothing of it is written.
+    const held = (await S.getGrant(db, T, "g1"))!.heldNanos;
+    await expect(S.commitHolds(db, T, [h("gh4", 1n), h("gh5", free)], [mv("gh4", 1n), mv("gh5", free)], [tr("gh4"), tr("gh5")], now)).rejects.toBeInstanceOf(S.GuardError);
+    const ghost = { ...h("gh6", 1n), slices: [{ grantId: "g_missing", amountNanos: 1n }] };
+    await expect(S.commitHolds(db, T, [h("gh4", 1n), ghost], [mv("gh4", 1n), mv("gh6", 1n)], [tr("gh4"), tr("gh6")], now)).rejects.toBeInstanceOf(S.GuardError);
+    expect(await S.getHolds(db, T, ["gh4", "gh5", "gh6"])).toEqual(new Map());
+    expect((await S.getGrant(db, T, "g1"))!.heldNanos).toBe(held);
+    expect([...(await S.commitHolds(db, T, [h("gh4", 1n)], [mv("gh4", 1n)], [tr("gh4")], now))]).toEqual(["gh4"]);
     const out = await S.nextOutbox(db, 100);
-    expect(out.map((o) => o.transfers[0]!.id)).toEqual(["x_gh1", "x_gh2", "x_gh3"]);
+    expect(out.map((o) => o.transfers[0]!.id)).toEqual(["x_gh1", "x_gh2", "x_gh3", "x_gh4"]);
     await S.markOutbox(db, out.map((o) => o.seq), [], [], now);
   });
 
