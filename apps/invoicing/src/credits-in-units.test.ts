@@ -10,6 +10,7 @@ import { testBackends, type TestDb } from "@nanobill/db";
 import { LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { creditsInUnits, roundHalfEven } from "./domain/bill.js";
+import { CREDIT_TYPES_PER_INVOICE_MAX } from "./limits.js";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -121,6 +122,31 @@ for (const backend of testBackends()) {
       expect(preview.lines.filter((l) => l.kind === LineKind.OVERAGE)).toEqual([]);
       await h.client.finalizeInvoice({ invoiceId: inv.id });
       expect((await h.client.reconcile({})).differences).toEqual([]);
+    });
+
+    it("bills the overage of every credit type (11 > CREDIT_TYPES_PER_INVOICE_MAX); only credits_in_units is capped", async () => {
+      const w = new FakeWorld();
+      w.customers.set("cus_1", { customerId: "cus_1", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
+      w.subscriptions.push({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
+      const units = Array.from({ length: CREDIT_TYPES_PER_INVOICE_MAX + 1 }, (_, i) => `cr_${String(i).padStart(2, "0")}`);
+      for (const u of units) {
+        w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-10T00:00:00Z"), quantity: 1n, priceNanos: 3n * USD, unit: u, eventCount: 1n });
+        // 2 credits covered, 1 not (overage at $0.50 per credit)
+        w.consumption.push({ customerId: "cus_1", unit: u, chargeId: "llm_tokens", occurredAt: new Date("2026-11-10T00:10:00Z"), consumedNanos: 2n * USD, shortfallNanos: 1n * USD });
+        w.creditTypes.set(u, { name: `Credits ${u}`, currency: "USD", rates: [{ rate: "0.5", at: new Date("2026-01-01T00:00:00Z") }] });
+        w.overagePolicies.set(`cus_1|${u}`, { rate: "0.5", currency: "USD" });
+      }
+      const db = await backend.open();
+      dbs.push(db);
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      const inv = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      // every shortfall billed: 11 x 1 credit x $0.50
+      expect(inv.lines.filter((l) => l.kind === LineKind.OVERAGE).map((l) => l.chargeId)).toEqual(units.map((u) => `_overage:${u}`));
+      expect(inv.totals!.amountDueNanos).toBe(5_500_000_000n);
+      expect(inv.creditsInUnits.map((c) => c.creditTypeId)).toEqual(units.slice(0, CREDIT_TYPES_PER_INVOICE_MAX));
+      const preview = (await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("2026-11-30T00:00:00Z")) })).invoice!;
+      expect(preview.lines.filter((l) => l.kind === LineKind.OVERAGE)).toHaveLength(units.length);
     });
   });
 }

@@ -21,6 +21,8 @@ export function toConnectError(e: unknown): unknown {
         return rpcError(Code.AlreadyExists, ErrorReason.ID_REUSED, e.message, e.field === "" ? {} : { field: e.field });
       case "invalid_argument":
         return rpcError(Code.InvalidArgument, ErrorReason.INVALID_FIELD, e.message, { field: e.field });
+      case "aborted":
+        return new ConnectError(e.message, Code.Aborted);
     }
   }
   return e;

@@ -69,8 +69,14 @@ export const TOP_UPS_PER_PERIOD_MAX = 200;
  * (the previous period and the late-event age before the period, up to its end; billed ones included).
  */
 export const TOP_UPS_LISTED_MAX = 1_000;
-/** CREDIT_TYPES_PER_INVOICE_MAX: credit types whose consumption one invoice shows in credits. */
+/** CREDIT_TYPES_PER_INVOICE_MAX: credit types whose consumption one invoice shows in credits_in_units (display only: overage is billed for every type). */
 export const CREDIT_TYPES_PER_INVOICE_MAX = 10;
+/**
+ * CREDIT_TYPES_READ_MAX: credit types one close (or preview) reads consumption and overage for
+ * (one ListConsumption each, per window); usage priced in more is refused for that item
+ * (FailedPrecondition), never billed without its overage.
+ */
+export const CREDIT_TYPES_READ_MAX = 100;
 /**
  * DRAFT_LOOP_MS_DEFAULT / _MAX: the draft loop's interval (INVOICING_DRAFT_LOOP_MS; 0 = off): how
  * often drafts in their grace period are refreshed and, with auto_finalize, finalized after it.

@@ -126,6 +126,28 @@ for (const backend of testBackends()) {
       expect((await store.readLineDeferrals("tnt_a", "cus_1")).get("llm_tokens")?.amountNanos).toBe(400_000_000n);
     });
 
+    it("bills a small line carried below the line minimum on the subscription's last invoice (it ends mid-period): nothing left in line_deferrals", async () => {
+      const w = world();
+      w.subscriptions[0]!.endedAt = new Date("2026-12-10T00:00:00Z");
+      usage(w, "llm_tokens", "2026-11-10T00:00:00Z", 400_000_000n);
+      usage(w, "llm_tokens", "2026-12-05T00:00:00Z", 300_000_000n);
+      const db = await open();
+      const h = await harness(db, w, new Date("2027-01-01T00:00:01Z"));
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 3 } });
+      const close = async (d: Date) => (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) }] })).results[0]!.invoice!;
+      const nov = await close(NOV);
+      expect(nov.totals!.amountDueNanos).toBe(0n);
+      const store = createInvoiceStore(db);
+      expect((await store.readLineDeferrals("tnt_a", "cus_1")).get("llm_tokens")?.amountNanos).toBe(400_000_000n);
+      // December is the last period (the subscription ends on the 10th): $0.40 carried + $0.30 billed, below the minimum or not
+      const dec = await close(DEC);
+      expect(dec.lines.filter((l) => l.kind === LineKind.CARRIED_FORWARD).map((l) => l.amountNanos)).toEqual([400_000_000n]);
+      expect(dec.totals!.amountDueNanos).toBe(700_000_000n);
+      expect((await store.readLineDeferrals("tnt_a", "cus_1")).size).toBe(0);
+      const rated = w.buckets.reduce((s, b) => s + b.priceNanos, 0n);
+      expect(nov.totals!.amountDueNanos + dec.totals!.amountDueNanos).toBe(rated);
+    });
+
     it("validates line_minimum_billable_nanos, naming the field", async () => {
       const h = await harness(await open(), world(), new Date("2026-12-01T01:00:00Z"));
       const noEnd = await refusal(h.client.setBillingSettings({ settings: { customerId: "cus_1", lineMinimumBillableNanos: 1n } }));

@@ -239,6 +239,62 @@ for (const backend of testBackends()) {
       expect((await h.client.reconcile({})).differences).toEqual([]);
     });
 
+    it("never finalizes a draft from a refresh that read upstream before another refresh added a top-up (optimistic check, retried once)", async () => {
+      const w = world();
+      usage(w, "2026-11-10T00:00:00Z", 2n * USD);
+      const db = await open();
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 3n * BigInt(DAY) } });
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      h.clock.set(new Date("2026-12-02T00:00:00Z"));
+      const topUp = (k: number) => ({ customerId: "cus_1", walletId: "wal_usd", grantId: `wal_usd:topup:${k}`, unit: "USD", amountNanos: 20n * USD, at: new Date(`2026-11-30T23:00:0${k}Z`), costBasis: "1", costCurrency: "USD" });
+      const oneOffs = (ls: Array<{ kind: LineKind; chargeId: string }>) => ls.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId);
+      // FinalizeInvoice's refresh lists the top-ups (none yet); before it writes, the wallet commits
+      // one and a RefreshInvoice puts it on the draft
+      let fired = false;
+      w.hooks.afterListAlerts = async () => {
+        if (fired) return;
+        fired = true;
+        w.topUps.push(topUp(1));
+        const r = await h.client.refreshInvoice({ invoiceId: nov.id });
+        expect(oneOffs(r.invoice!.lines)).toEqual(["wal_usd:topup:1"]);
+      };
+      const fin = (await h.client.finalizeInvoice({ invoiceId: nov.id })).invoice!;
+      expect(fired).toBe(true);
+      expect(fin.status).toBe(InvoiceStatus.FINALIZED);
+      expect(oneOffs(fin.lines)).toEqual(["wal_usd:topup:1"]);
+      expect(fin.totals!.amountDueNanos).toBe(22n * USD);
+      // the next close does not bill it again
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
+      expect(oneOffs(dec.lines)).toEqual([]);
+    });
+
+    it("refuses a refresh with ABORTED when the draft changed under it twice; the draft keeps what the other refreshes added", async () => {
+      const w = world();
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 3n * BigInt(DAY) } });
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      h.clock.set(new Date("2026-12-02T00:00:00Z"));
+      let inner = false;
+      let k = 0;
+      w.hooks.afterListAlerts = async () => {
+        if (inner || k >= 2) return;
+        inner = true;
+        k += 1;
+        w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: `wal_usd:topup:${k}`, unit: "USD", amountNanos: BigInt(k) * USD, at: new Date(`2026-11-30T23:00:0${k}Z`), costBasis: "1", costCurrency: "USD" });
+        await h.client.refreshInvoice({ invoiceId: nov.id });
+        inner = false;
+      };
+      const r = await refusal(h.client.finalizeInvoice({ invoiceId: nov.id }));
+      expect(r[0]).toBe(Code.Aborted);
+      const now = (await h.client.getInvoice({ invoiceId: nov.id })).invoice!;
+      expect(now.status).toBe(InvoiceStatus.DRAFT);
+      expect(now.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId)).toEqual(["wal_usd:topup:1", "wal_usd:topup:2"]);
+      w.hooks = {};
+      expect((await h.client.finalizeInvoice({ invoiceId: nov.id })).invoice!.totals!.amountDueNanos).toBe(3n * USD);
+    });
+
     it("validates grace_period_ms (0..31 days) and returns it", async () => {
       const h = await harness(await open(), world(), new Date("2026-12-01T00:00:01Z"));
       const bad = await refusal(h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: BigInt(GRACE_PERIOD_MS_MAX) + 1n } }));

@@ -338,20 +338,45 @@ export function createInvoicingCore(d: HandlerDeps): {
       }
     } else alerts = await upstream.topUpAlerts(tenant, cc.customer.customerId, from, end);
     const billed = await store.billedOneOffs(tenant, [...new Set(alerts.map((a) => a.grantId))], excludeInvoiceId);
-    const open = alerts.filter((a) => !billed.has(a.grantId));
-    if (new Set(open.map((a) => a.grantId)).size > L.TOP_UPS_PER_PERIOD_MAX) {
-      throw new InvoicingError("failed_precondition", `customer ${cc.customer.customerId} has more than ${L.TOP_UPS_PER_PERIOD_MAX} auto top-ups not yet billed up to ${end.toISOString()}`);
+    // one per grant (its first alert), oldest first
+    const byGrant = new Map<string, TopUpAlert>();
+    for (const a of [...alerts].sort((x, y) => x.at.getTime() - y.at.getTime() || (x.grantId < y.grantId ? -1 : x.grantId > y.grantId ? 1 : 0))) {
+      if (!billed.has(a.grantId) && !byGrant.has(a.grantId)) byGrant.set(a.grantId, a);
+    }
+    let open = [...byGrant.values()];
+    if (open.length > L.TOP_UPS_PER_PERIOD_MAX) {
+      // More than one invoice bills: the oldest TOP_UPS_PER_PERIOD_MAX now, the rest on the next
+      // invoice, which lists them (its look-back covers them). A top-up the next close would not
+      // list (made before its look-back, or no next period) would be dropped: refused instead.
+      const rest = open.slice(L.TOP_UPS_PER_PERIOD_MAX);
+      const nextFrom = endsBy(sub, p.end) ? Infinity : topUpFrom(spec, periodByIndex(spec, p.index + 1)).getTime();
+      const lost = rest.filter((a) => a.at.getTime() < nextFrom);
+      if (lost.length > 0) {
+        throw new InvoicingError(
+          "failed_precondition",
+          `customer ${cc.customer.customerId} has ${open.length} auto top-ups not yet billed up to ${end.toISOString()}: an invoice bills at most ${L.TOP_UPS_PER_PERIOD_MAX}, and ${lost.length} of the others (the first: grant ${lost[0]!.grantId} on ${lost[0]!.at.toISOString()}) would not be listed by the next close: nothing was invoiced for ${sub.subscriptionId}`,
+        );
+      }
+      logger.info("auto top-ups: more than one invoice bills; the newest are left to the next invoice", { tenant, customer_id: cc.customer.customerId, billed_now: L.TOP_UPS_PER_PERIOD_MAX, left: rest.length });
+      open = open.slice(0, L.TOP_UPS_PER_PERIOD_MAX);
     }
     const periodOf = (at: Date): { start: Date; end: Date } => (at.getTime() < spec.startedAt.getTime() ? periodByIndex(spec, 0) : periodAt(spec, at));
     const r = topUpCharges(await upstream.priceTopUps(tenant, open), unit, sub.subscriptionId, { start: p.start, end: p.end }, periodOf);
-    for (const t of r.skipped) logger.warn("auto top-up not billed: no cost basis in the invoice currency", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, cost_currency: t.costCurrency, unit });
+    for (const t of r.skipped) {
+      if (t.unpriced !== undefined) {
+        logger.warn("auto top-up not billed: its price is not known; left unbilled (the next close inside its look-back tries again)", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, reason: t.unpriced });
+      } else logger.warn("auto top-up not billed: no cost basis in the invoice currency", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, cost_currency: t.costCurrency, unit });
+    }
     return r.charges;
   }
 
   /**
    * creditsUsed: credits of each credit type (the units, other than the invoice currency, that
    * rating priced the window's usage in) consumed from the customer's credit wallets in the
-   * window (this subscription's share, as creditsFor), valued at the rate in force at `end`.
+   * window (this subscription's share, as creditsFor), valued at the rate in force at `end`, and
+   * the postpaid overage of every one of them. The overage is billed for every credit type (up to
+   * CREDIT_TYPES_READ_MAX, more is refused); only the display (credits_in_units) is capped at
+   * CREDIT_TYPES_PER_INVOICE_MAX types (the first by id; the cap is logged).
    */
   async function creditsUsed(
     tenant: string,
@@ -362,16 +387,28 @@ export function createInvoicingCore(d: HandlerDeps): {
     end: Date,
     sub: SubscriptionInfo | undefined,
   ): Promise<{ credits: CreditsInUnits[]; overage: ChargeInput[] }> {
-    const units = [...new Set(totals.filter((t) => t.unit !== "" && t.unit !== unit).map((t) => t.unit))].sort().slice(0, L.CREDIT_TYPES_PER_INVOICE_MAX);
+    const units = [...new Set(totals.filter((t) => t.unit !== "" && t.unit !== unit).map((t) => t.unit))].sort();
     if (units.length === 0) return { credits: [], overage: [] };
-    const shares = await Promise.all(units.map(async (u) => ({ unit: u, ...(await walletShare(tenant, cc, u, window.from, window.to, sub)) })));
-    const consumed = shares.map((s) => ({ unit: s.unit, creditsNanos: s.consumed }));
-    const types = new Map(await Promise.all(shares.filter((c) => c.consumed !== 0n || c.shortfall !== 0n).map(async (c) => [c.unit, await upstream.creditType(tenant, c.unit)] as const)));
+    if (units.length > L.CREDIT_TYPES_READ_MAX) {
+      throw new InvoicingError(
+        "failed_precondition",
+        `customer ${cc.customer.customerId} has usage priced in ${units.length} credit types from ${window.from.toISOString()} to ${window.to.toISOString()}, more than ${L.CREDIT_TYPES_READ_MAX}: not invoiced (its overage would not be billed)`,
+      );
+    }
+    const shares = await mapLimit(units, L.CLOSE_CONCURRENCY, async (u) => ({ unit: u, ...(await walletShare(tenant, cc, u, window.from, window.to, sub)) }));
+    // shown: the credit types the invoice lists in credits_in_units (the first CREDIT_TYPES_PER_INVOICE_MAX consumed)
+    const shown = shares.filter((s) => s.consumed !== 0n).slice(0, L.CREDIT_TYPES_PER_INVOICE_MAX);
+    if (shares.filter((s) => s.consumed !== 0n).length > shown.length) {
+      logger.info("credits in units: more credit types consumed than an invoice lists; overage billed for all of them", { tenant, customer_id: cc.customer.customerId, shown: shown.length, limit: L.CREDIT_TYPES_PER_INVOICE_MAX });
+    }
+    const consumed = shown.map((s) => ({ unit: s.unit, creditsNanos: s.consumed }));
+    const named = new Set([...shown.map((s) => s.unit), ...shares.filter((s) => s.shortfall > 0n).map((s) => s.unit)]);
+    const types = new Map(await mapLimit([...named], L.CLOSE_CONCURRENCY, async (u) => [u, await upstream.creditType(tenant, u)] as const));
     // Postpaid overage: what a POSTPAID_OVERAGE credit wallet could not cover, at its overage rate.
-    const shortfalls = await Promise.all(
-      shares
-        .filter((s) => s.shortfall > 0n)
-        .map(async (s) => ({ unit: s.unit, name: types.get(s.unit)?.name || s.unit, shortfallNanos: s.shortfall, terms: await upstream.overageTerms(tenant, cc.customer.customerId, s.unit) })),
+    const shortfalls = await mapLimit(
+      shares.filter((s) => s.shortfall > 0n),
+      L.CLOSE_CONCURRENCY,
+      async (s) => ({ unit: s.unit, name: types.get(s.unit)?.name || s.unit, shortfallNanos: s.shortfall, terms: await upstream.overageTerms(tenant, cc.customer.customerId, s.unit) }),
     );
     const o = overageCharges(shortfalls, unit, sub?.subscriptionId ?? cc.subs[0]?.subscriptionId ?? "", window);
     for (const s of o.skipped) logger.warn("postpaid overage not billed: the wallet has no overage rate in the invoice currency", { tenant, customer_id: cc.customer.customerId, unit: s.unit, shortfall_nanos: s.shortfallNanos });
@@ -464,6 +501,8 @@ export function createInvoicingCore(d: HandlerDeps): {
       lineDeferralsIn: await store.readLineDeferrals(tenant, customerId),
       periodStart: period.start,
       periodEnd: period.end,
+      subscriptionEnds: active.length > 0 && active.every((s) => endsBy(s, period.end)),
+      customerEnds: cc.subs.every((s) => endsBy(s, period.end)),
     });
     return {
       id: "",
@@ -597,6 +636,8 @@ export function createInvoicingCore(d: HandlerDeps): {
           lineDeferralsIn: mine,
           periodStart: p.start,
           periodEnd: p.end,
+          subscriptionEnds: endsBy(sub, p.end),
+          customerEnds: cc.subs.every((s) => endsBy(s, p.end)),
         });
       },
     };
@@ -621,6 +662,22 @@ export function createInvoicingCore(d: HandlerDeps): {
    * and replaces it in one transaction under the customer's lock (store.refreshDraft).
    */
   async function refresh(tenant: string, inv: StoredInvoice, now: Date): Promise<{ invoice: StoredInvoice; changed: boolean }> {
+    try {
+      return await refreshOnce(tenant, inv, now);
+    } catch (e) {
+      if (!(e instanceof InvoicingError && e.kind === "aborted")) throw e;
+      // another refresh wrote the draft while this one read upstream: once more from the draft as it is now
+      logger.info("draft refresh raced another; retried once", { tenant, invoice_id: inv.id });
+      return refreshOnce(tenant, await mustGet(tenant, inv.id), now);
+    }
+  }
+
+  /**
+   * refreshOnce: one attempt: `inv` is the draft as read before upstream is read; the store
+   * refuses (aborted) when the draft changed since, so older reads never overwrite newer ones
+   * (a one-off or overage line another refresh added is never dropped).
+   */
+  async function refreshOnce(tenant: string, inv: StoredInvoice, now: Date): Promise<{ invoice: StoredInvoice; changed: boolean }> {
     const refuse = (why: string) => new InvoicingError("failed_precondition", `invoice ${inv.id} cannot be refreshed: ${why}`);
     if (inv.status !== "draft") throw refuse(`it is ${inv.status}; only a draft can be refreshed (late usage is billed on the next invoice)`);
     const cc = await loadCustomer(tenant, inv.customerId);
@@ -640,8 +697,16 @@ export function createInvoicingCore(d: HandlerDeps): {
     const spec = specOf(cc, sub);
     const period = periodStartingAt(spec, inv.periodStart);
     if (period === undefined || period.end.getTime() !== inv.periodEnd.getTime()) throw refuse("the customer's billing period settings changed since the close");
-    const item = await prepareClose(tenant, { cc, sub, spec, period, unit }, now, inv.id);
-    return store.refreshDraft(tenant, inv.id, item, now);
+    let item: CloseItem;
+    try {
+      item = await prepareClose(tenant, { cc, sub, spec, period, unit }, now, inv.id);
+    } catch (e) {
+      // the period cannot be billed as read (e.g. top-ups that would be dropped): marked, so that
+      // FinalizeInvoice refuses too instead of finalizing the draft without them
+      if (e instanceof InvoicingError && e.kind === "failed_precondition") throw new InvoicingError("failed_precondition", e.message, UNBILLABLE);
+      throw e;
+    }
+    return store.refreshDraft(tenant, inv.id, { ...item, draftAsRead: inv }, now);
   }
 
   async function mustGet(tenant: string, invoiceId: string): Promise<StoredInvoice> {
@@ -655,7 +720,9 @@ export function createInvoicingCore(d: HandlerDeps): {
    * finalizeDraft: FinalizeInvoice without the caller checks. Inside its grace period a draft is
    * refreshed first, so that usage rated late for its period is on it. A refresh refused for the
    * draft's state (a later invoice already bills from it) finalizes the draft as it is: that
-   * later invoice adjusts the period. Then numbered, made immutable and posted to the ledger.
+   * later invoice adjusts the period. A refresh refused because the period cannot be billed as read
+   * (UNBILLABLE: top-ups that would be dropped ...) or aborted by concurrent refreshes refuses the
+   * finalize too. Then numbered, made immutable and posted to the ledger.
    */
   async function finalizeDraft(tenant: string, invoiceId: string, now: Date): Promise<StoredInvoice> {
     const draft = await mustGet(tenant, invoiceId);
@@ -665,7 +732,9 @@ export function createInvoicingCore(d: HandlerDeps): {
         try {
           await refresh(tenant, draft, now);
         } catch (e) {
-          if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
+          // a refusal for the draft's state (a later invoice adjusts the period) finalizes it as it
+          // is; one for what its period would bill now (UNBILLABLE) refuses the finalize too
+          if (!(e instanceof InvoicingError && e.kind === "failed_precondition") || e.field === UNBILLABLE) throw e;
           logger.info("draft not refreshed before finalizing", { tenant, invoice_id: draft.id, reason: e.message });
         }
       }
@@ -751,9 +820,27 @@ export function createInvoicingCore(d: HandlerDeps): {
         // 3. Rated usage and consumption per subscription period (auto top-ups listed once for
         //    the request when it closes many customers), then one transaction.
         await listTopUpsForRequest(tenant, todo.map(({ p }) => p));
-        const items = await mapLimit(todo, L.CLOSE_CONCURRENCY, ({ p }) => prepareClose(tenant, p, now));
-        const outcomes = await store.closeMany(tenant, items);
-        todo.forEach(({ i, p }, k) => {
+        //    An item refused for its customer's state (FailedPrecondition: too many top-ups or credit
+        //    types ...) is that item's result; the other items are closed.
+        const readied = await mapLimit(todo, L.CLOSE_CONCURRENCY, async ({ p }) => {
+          try {
+            return await prepareClose(tenant, p, now);
+          } catch (e) {
+            if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
+            logger.warn("close refused for one item", { tenant, customer_id: p.cc.customer.customerId, subscription_id: p.sub.subscriptionId, reason: e.message });
+            return e;
+          }
+        });
+        const closing = todo.flatMap((t, k) => {
+          const r = readied[k]!;
+          if (r instanceof InvoicingError) {
+            results[t.i] = itemResult(t.p.sub.subscriptionId, pb.ClosePeriodResult.FAILED_PRECONDITION, r.message);
+            return [];
+          }
+          return [{ ...t, item: r }];
+        });
+        const outcomes = await store.closeMany(tenant, closing.map((c) => c.item));
+        closing.forEach(({ i, p }, k) => {
           const o = outcomes[k]!;
           results[i] = itemResult(p.sub.subscriptionId, o.created ? pb.ClosePeriodResult.CREATED : pb.ClosePeriodResult.ALREADY_CLOSED, "", o.invoice);
         });
@@ -991,6 +1078,17 @@ export function createInvoicingCore(d: HandlerDeps): {
       }),
   };
   return { handlers, sweepDrafts };
+}
+
+/**
+ * UNBILLABLE: marks a refresh refused because its period cannot be billed as read from upstream
+ * (not because of the draft's state): FinalizeInvoice does not finalize the draft past it.
+ */
+const UNBILLABLE = "unbillable";
+
+/** endsBy: the subscription ends at or before `end` (no invoice of it after the period ending then). */
+function endsBy(sub: SubscriptionInfo, end: Date): boolean {
+  return sub.endedAt !== undefined && sub.endedAt.getTime() <= end.getTime();
 }
 
 function checkGracePeriod(ms: bigint): number {

@@ -6,9 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends, type TestDb } from "@nanobill/db";
-import { ClosePeriodResult, LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ClosePeriodResult, InvoiceStatus, LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { createInvoiceStore } from "./store/invoice-store.js";
+import { TOP_UPS_PER_PERIOD_MAX } from "./limits.js";
+import type { Logger } from "@nanobill/service-kit";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -27,8 +30,8 @@ function world(): FakeWorld {
     { customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:1", unit: "USD", amountNanos: 50n * USD, at: new Date("2026-11-05T10:00:00Z"), costBasis: "1", costCurrency: "USD" },
     { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:1", unit: "cr_tokens", amountNanos: 1_000_500_000_000n, at: new Date("2026-11-20T10:00:00Z"), costBasis: "0.0123", costCurrency: "USD" },
     { customerId: "cus_1", walletId: "wal_eur", grantId: "wal_eur:topup:1", unit: "cr_eur", amountNanos: 10n * USD, at: new Date("2026-11-21T10:00:00Z"), costBasis: "2", costCurrency: "EUR" },
-    // December: a grant the wallet no longer lists (its auto top-up terms price it)
-    { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:2", unit: "cr_tokens", amountNanos: 500_000_000_000n, at: new Date("2026-12-03T10:00:00Z"), costBasis: "", costCurrency: "" },
+    // December: another grant of the credits wallet
+    { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:2", unit: "cr_tokens", amountNanos: 500_000_000_000n, at: new Date("2026-12-03T10:00:00Z"), costBasis: "0.0123", costCurrency: "USD" },
   );
   w.walletTerms.set("wal_cr", { costBasis: "0.0123", costCurrency: "USD", prepaid: false, unit: "cr_tokens" });
   return w;
@@ -78,7 +81,7 @@ for (const backend of testBackends()) {
       await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 86_400_000n } });
       const refreshed = await h.client.refreshInvoice({ invoiceId: nov!.id });
       expect(refreshed.changed).toBe(false);
-      // December: the top-up priced from the wallet's terms, with November's carried residue
+      // December: the top-up at its grant's cost basis, with November's carried residue
       h.clock.set(new Date("2027-01-01T00:00:01Z"));
       const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
       const d = dec.lines.filter((l) => l.kind === LineKind.ONE_OFF);
@@ -165,6 +168,110 @@ for (const backend of testBackends()) {
       h.clock.set(new Date("2027-01-01T00:00:01Z"));
       const dec = (await close(DEC)).results[0]!.invoice!;
       expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+    });
+
+    it("bills more top-ups than one invoice bills over two invoices (oldest first, each once), and the other items of the batch close", async () => {
+      const w = world();
+      w.topUps = [];
+      w.customers.set("cus_2", { customerId: "cus_2", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      w.subscriptions.push({ subscriptionId: "sub_c2", customerId: "cus_2", planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
+      w.buckets.push({ customerId: "cus_2", chargeId: "llm_tokens", hourStart: new Date("2026-11-10T00:00:00Z"), quantity: 1n, priceNanos: 7n * USD, unit: "USD", eventCount: 1n });
+      const n = TOP_UPS_PER_PERIOD_MAX + 3;
+      for (let k = 0; k < n; k++) {
+        w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: `wal_usd:topup:${String(k).padStart(3, "0")}`, unit: "USD", amountNanos: 1n * USD, at: new Date(Date.UTC(2026, 10, 2, 0, k)), costBasis: "1", costCurrency: "USD" });
+      }
+      const db = await open();
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      const items = (d: Date) => [
+        { customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) },
+        { customerId: "cus_2", subscriptionId: "sub_c2", periodStart: timestampFromDate(d) },
+      ];
+      const r = await h.client.closePeriod({ items: items(NOV) });
+      expect(r.results.map((x) => x.result)).toEqual([ClosePeriodResult.CREATED, ClosePeriodResult.CREATED]);
+      const nov = r.results[0]!.invoice!;
+      const novIds = nov.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId);
+      expect(novIds).toEqual(w.topUps.slice(0, TOP_UPS_PER_PERIOD_MAX).map((t) => t.grantId));
+      expect(r.results[1]!.invoice!.totals!.amountDueNanos).toBe(7n * USD);
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      const dec = (await h.client.closePeriod({ items: items(DEC) })).results[0]!.invoice!;
+      expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => l.chargeId)).toEqual(w.topUps.slice(TOP_UPS_PER_PERIOD_MAX).map((t) => t.grantId));
+      // every grant billed once: $1 each
+      expect(nov.totals!.amountDueNanos + dec.totals!.amountDueNanos).toBe(BigInt(n) * USD);
+      const { rows } = await db.query(`SELECT count(DISTINCT charge_id)::int AS d, count(*)::int AS n FROM invoice_lines WHERE tenant = 'tnt_a' AND kind = 'one_off'`);
+      expect(rows[0]).toEqual({ d: n, n });
+    });
+
+    it("refuses only the customer's item when top-ups beyond one invoice would leave the next close's look-back; the other items close, nothing is written for it", async () => {
+      const w = world();
+      w.topUps = [];
+      w.customers.set("cus_2", { customerId: "cus_2", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      w.subscriptions.push({ subscriptionId: "sub_c2", customerId: "cus_2", planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
+      // made in early October (November's look-back starts 35 days before November; December's does not reach them)
+      for (let k = 0; k < TOP_UPS_PER_PERIOD_MAX + 1; k++) {
+        w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: `wal_usd:topup:${String(k).padStart(3, "0")}`, unit: "USD", amountNanos: 1n * USD, at: new Date(Date.UTC(2026, 9, 2, 0, k)), costBasis: "1", costCurrency: "USD" });
+      }
+      const db = await open();
+      const h = await harness(db, w, new Date("2026-12-01T00:00:01Z"));
+      const r = await h.client.closePeriod({
+        items: [
+          { customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) },
+          { customerId: "cus_1", subscriptionId: "sub_2", periodStart: timestampFromDate(NOV) },
+          { customerId: "cus_2", subscriptionId: "sub_c2", periodStart: timestampFromDate(NOV) },
+        ],
+      });
+      expect(r.results.map((x) => x.result)).toEqual([ClosePeriodResult.FAILED_PRECONDITION, ClosePeriodResult.CREATED, ClosePeriodResult.CREATED]);
+      expect(r.results[0]!.message).toContain(`at most ${TOP_UPS_PER_PERIOD_MAX}`);
+      expect(r.results[0]!.invoice).toBeUndefined();
+      const { rows } = await db.query(`SELECT count(*)::int AS n FROM invoices WHERE tenant = 'tnt_a' AND subscription_id = 'sub_1'`);
+      expect(rows[0]!.n).toBe(0);
+    });
+
+    it("refuses FinalizeInvoice in the grace period (never finalizes without them) when the refresh finds top-ups it could only bill by dropping some", async () => {
+      const w = world();
+      w.topUps = [];
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+      await h.client.setBillingSettings({ settings: { customerId: "cus_1", gracePeriodMs: 3n * 86_400_000n } });
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      // alerts of early October become visible after the close: too many for one invoice, and December's look-back does not reach them
+      for (let k = 0; k < TOP_UPS_PER_PERIOD_MAX + 1; k++) {
+        w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: `wal_usd:topup:${String(k).padStart(3, "0")}`, unit: "USD", amountNanos: 1n * USD, at: new Date(Date.UTC(2026, 9, 2, 0, k)), costBasis: "1", costCurrency: "USD" });
+      }
+      h.clock.set(new Date("2026-12-02T00:00:00Z"));
+      let code: Code | "ok" = "ok";
+      try {
+        await h.client.finalizeInvoice({ invoiceId: nov.id });
+      } catch (e) {
+        code = ConnectError.from(e).code;
+      }
+      expect(code).toBe(Code.FailedPrecondition);
+      expect((await h.client.getInvoice({ invoiceId: nov.id })).invoice!.status).toBe(InvoiceStatus.DRAFT);
+    });
+
+    it("does not bill a top-up whose grant the wallet does not list (no guess from the wallet's current terms): logged, billed once the grant is listed", async () => {
+      const w = world();
+      // the wallet's auto top-up terms changed since the grant was bought ($0.0123 then, $0.05 now); GetBalance no longer lists it
+      w.topUps = [{ customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:old", unit: "cr_tokens", amountNanos: 100n * USD, at: new Date("2026-11-20T10:00:00Z"), costBasis: "", costCurrency: "" }];
+      w.walletTerms.set("wal_cr", { costBasis: "0.05", costCurrency: "USD", prepaid: false, unit: "cr_tokens" });
+      const warnings: Array<{ msg: string; fields: Record<string, unknown> }> = [];
+      const logger: Logger = {
+        debug: () => {},
+        info: () => {},
+        warn: (msg, fields) => warnings.push({ msg, fields: (fields ?? {}) as Record<string, unknown> }),
+        error: () => {},
+        child: () => logger,
+      };
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"), {}, logger);
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      expect(nov.lines.filter((l) => l.kind === LineKind.ONE_OFF)).toEqual([]);
+      const warned = warnings.find((x) => x.fields.grant_id === "wal_cr:topup:old");
+      expect(warned?.msg).toContain("its price is not known");
+      expect(String(warned?.fields.reason)).toContain("does not list grant wal_cr:topup:old");
+      // once the wallet lists the grant (with the cost basis it was bought at), the next close bills it, naming November
+      w.topUps[0]!.costBasis = "0.0123";
+      w.topUps[0]!.costCurrency = "USD";
+      h.clock.set(new Date("2027-01-01T00:00:01Z"));
+      const dec = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(DEC) }] })).results[0]!.invoice!;
+      expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.unitPrice, l.amountNanos, l.periodStart])).toEqual([["wal_cr:topup:old", "0.0123", 1_230_000_000n, timestampFromDate(NOV)]]);
     });
 
     it("lists the auto top-ups of a request closing many customers once, bills each on its own customer's invoice, and reads each customer's wallet once per window", async () => {

@@ -6,7 +6,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import { PeriodLineKind, type ChargedEvent, type RatingService, type UsageBucket } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { AlertKind, PolicyMode, WalletKind, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { AlertKind, PolicyMode, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import type { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { PageRequestSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { forTenant } from "@nanobill/service-kit";
@@ -56,7 +56,11 @@ export interface Upstream {
    * at most `max` (default TOP_UPS_LISTED_MAX), more is refused: FailedPrecondition).
    */
   topUpAlerts(tenant: string, customerId: string, from: Date, to: Date, max?: number): Promise<TopUpAlert[]>;
-  /** priceTopUps: each top-up with its grant's cost basis (one GetBalance per wallet). */
+  /**
+   * priceTopUps: each top-up with its grant's cost basis (one GetBalance per wallet). A grant the
+   * wallet's GetBalance does not list (its list is capped) has no known price: costBasis "" and
+   * `unpriced` says why (never the wallet's current auto top-up terms, which may have changed since).
+   */
   priceTopUps(tenant: string, alerts: TopUpAlert[]): Promise<TopUp[]>;
   /** creditType: a credit type's name and rates (undefined when the wallet does not know it). */
   creditType(tenant: string, creditTypeId: string): Promise<CreditTypeInfo | undefined>;
@@ -74,9 +78,11 @@ export interface TopUpAlert {
 
 /** TopUp: one auto top-up of a wallet: amountNanos of the wallet's unit, bought at costBasis (costCurrency per unit). */
 export interface TopUp extends TopUpAlert {
-  /** costBasis: decimal currency per unit of the grant ("" when the wallet does not know the grant). */
+  /** costBasis: decimal currency per unit of the grant ("" when the wallet does not list the grant). */
   costBasis: string;
   costCurrency: string;
+  /** unpriced: why costBasis is "" (the grant is not listed), for the log. */
+  unpriced?: string;
 }
 
 /** periodPriced: a usage charge rating prices on the period total (tiers, packages, an allowance). */
@@ -218,15 +224,19 @@ export function createUpstream(c: UpstreamClients): Upstream {
       for (const walletId of new Set(alerts.map((a) => a.walletId))) {
         const b = await c.wallet.getBalance({ walletId }, opts(tenant));
         for (const g of b.grants) costs.set(g.grantId, { costBasis: g.costBasis?.value ?? "", costCurrency: g.costBasisCurrency });
-        // a grant beyond the balance's grant list: the wallet's auto top-up terms (as the wallet grants them)
-        const w = b.wallet;
-        const prepaid = w?.kind === WalletKind.PREPAID;
-        costs.set(`wallet:${walletId}`, {
-          costBasis: w?.autoTopUp?.costBasis?.value || (prepaid ? "1" : ""),
-          costCurrency: w?.autoTopUp?.costBasisCurrency || (prepaid ? (w?.unit ?? "") : ""),
-        });
       }
-      return alerts.map((a) => ({ ...a, ...(costs.get(a.grantId) ?? costs.get(`wallet:${a.walletId}`)!) }));
+      // A grant beyond the balance's grant list has no price of its own here: not guessed from the
+      // wallet's current auto top-up terms (they may have changed since the grant was bought).
+      return alerts.map((a) => {
+        const c = costs.get(a.grantId);
+        if (c !== undefined) return { ...a, ...c };
+        return {
+          ...a,
+          costBasis: "",
+          costCurrency: "",
+          unpriced: `wallet ${a.walletId} does not list grant ${a.grantId} in GetBalance (its cost basis is not known; the wallet's current auto top-up terms may not be the ones it was bought at)`,
+        };
+      });
     },
 
     async creditType(tenant, creditTypeId) {

@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { roundToMinor, type RoundingMode } from "@nanobill/money";
 import { assembleInvoice, type AssembleInput, type ChargeInput } from "./assemble.js";
 import { defaultSettings, type BillingSettings } from "./invoice.js";
+import { LINES_PER_INVOICE_MAX } from "../limits.js";
 import { exact, priceTimesQuantity, roundLine, ZERO_RESIDUE, type ResidueState } from "./rounding.js";
 
 const P0 = new Date("2026-01-01T00:00:00Z");
@@ -306,6 +307,62 @@ describe("per-line minimum billable amount", () => {
     expect(open!.lineDeferralsOut.size).toBe(0);
   });
 
+  it("trues up to the minimum commitment from the rated charges, not from usage carried in or out below the line minimum", () => {
+    // commitment $100, line minimum $1: $99.80 + $0.40 rated ($0.40 carried) is $100.20 >= $100: no true-up
+    const settings = { lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 3 };
+    const periods: Array<[bigint, bigint]> = [
+      [99_800_000_000n, 400_000_000n],
+      [150n * USD, 300_000_000n],
+      [99_500_000_000n, 0n],
+      [200n * USD, 0n],
+    ];
+    let lineIn: Out["lineDeferralsOut"] = new Map();
+    let billed = 0n;
+    let trueUps = 0n;
+    periods.forEach(([a, b], i) => {
+      const inv = assembleInvoice(
+        input([charge("usage", "ch_a", a, { periodStart: p(i), periodEnd: p(i + 1) }), charge("usage", "ch_b", b, { periodStart: p(i), periodEnd: p(i + 1) })], settings, {
+          minimumCommitmentNanos: 100n * USD,
+          lineDeferralsIn: lineIn,
+          periodStart: p(i),
+          periodEnd: p(i + 1),
+        }),
+      );
+      if (i === 0) expect(inv.lines.filter((l) => l.kind === "minimum_true_up")).toEqual([]);
+      lineIn = inv.lineDeferralsOut;
+      billed += inv.totals.amountDueNanos;
+      trueUps += inv.lines.filter((l) => l.kind === "minimum_true_up").reduce((s, l) => s + l.roundedAmountNanos, 0n);
+    });
+    // period 2: $99.50 + $0.70 carried in: the true-up is $0.50 (rated $99.50), not $0 (the carried $0.70 was rated in periods 0 and 1)
+    expect(trueUps).toBe(500_000_000n);
+    // rated $550.00 + true-up $0.50 == billed (nothing left carried), not $550.40 + ...
+    expect(billed).toBe(550n * USD + 500_000_000n);
+    expect(lineIn.size).toBe(0);
+  });
+
+  it("counts the lines the line minimum carries out in the invoice's line limit", () => {
+    const many = Array.from({ length: (LINES_PER_INVOICE_MAX - 6) / 2 + 1 }, (_, i) => charge("usage", `ch_${i}`, 100_000_000n));
+    // without a line minimum: one line per charge + the totals lines, inside the limit
+    expect(assembleInvoice(input(many)).lines.length).toBe(many.length);
+    // with one: each usage charge may also get a carried-out line: over the limit, refused
+    expect(() => assembleInvoice(input(many, { lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 2 }))).toThrow(new RegExp(`at most ${LINES_PER_INVOICE_MAX} lines`));
+    expect(assembleInvoice(input(many.slice(1), { lineMinimumBillableNanos: 1n * USD, deferralPeriodsMax: 2 })).lineDeferralsOut.size).toBe(many.length - 1);
+  });
+
+  it("carries nothing below the line minimum on a subscription's last invoice, nor below the invoice minimum when the customer has no further invoice", () => {
+    const settings = { lineMinimumBillableNanos: 1n * USD, minimumBillableNanos: 5n * USD, deferralPeriodsMax: 3 };
+    const carriedIn = new Map([["ch_u", { amountNanos: 300_000_000n, since: p(0), periods: 1, subscriptionId: "sub_1", description: "U" }]]);
+    const last = assembleInvoice(input([charge("usage", "ch_u", 400_000_000n)], settings, { lineDeferralsIn: carriedIn, subscriptionEnds: true }));
+    expect(last.lineDeferralsOut.size).toBe(0);
+    expect(last.lineDeferralsConsumed).toEqual(new Set(["ch_u"]));
+    // the invoice minimum still defers it while the customer has other subscriptions
+    expect(last.totals.amountDueNanos).toBe(0n);
+    expect(last.deferralOut?.amountNanos).toBe(700_000_000n);
+    const end = assembleInvoice(input([charge("usage", "ch_u", 400_000_000n)], settings, { lineDeferralsIn: carriedIn, subscriptionEnds: true, customerEnds: true }));
+    expect(end.deferralOut).toBeUndefined();
+    expect(end.totals.amountDueNanos).toBe(700_000_000n);
+  });
+
   it("keeps invoiced + carried residue + deferred == rated exactly, with line and invoice minimums, over many periods (property)", () => {
     const modes: RoundingMode[] = ["floor", "ceil", "half_up", "half_even", "up", "down", "half_down"];
     fc.assert(
@@ -316,7 +373,8 @@ describe("per-line minimum billable amount", () => {
         fc.integer({ min: 1, max: 4 }),
         fc.constantFrom(...modes),
         fc.constantFrom("USD", "JPY", "KWD"),
-        (periods, lineMin, invoiceMin, maxPeriods, mode, code) => {
+        fc.constantFrom(0n, 0n, 1n * USD, 2n * USD, 3_300_000_000n, 5n * USD),
+        (periods, lineMin, invoiceMin, maxPeriods, mode, code, commitment) => {
           let residues = new Map<string, ResidueState>();
           let lineIn: Out["lineDeferralsOut"] = new Map();
           let deferredIn: Out["deferralOut"];
@@ -327,12 +385,21 @@ describe("per-line minimum billable amount", () => {
           let beforeInvoiceDeferral = 0n; // every rounded line except the invoice-level carried ones
           periods.forEach((amounts, i) => {
             const charges = amounts.map(([n, d], k) => charge("usage", `ch_${k}`, { num: n, den: d }, { periodStart: p(i), periodEnd: p(i + 1) }));
+            // the period's rated charges (exact), and the true-up it is owed: commitment - rated, when positive
+            let pn = 0n;
+            let pd = 1n;
             for (const [n, d] of amounts) {
+              pn = pn * d + n * pd;
+              pd = pd * d;
+            }
+            const owed = commitment > 0n && pn < commitment * pd ? commitment * pd - pn : 0n;
+            for (const [n, d] of [[pn + owed, pd]] as const) {
               num = num * d + n * den;
               den = den * d;
             }
             const inv = assembleInvoice({
               ...input(charges, { lineMinimumBillableNanos: lineMin, minimumBillableNanos: invoiceMin, deferralPeriodsMax: maxPeriods, roundingMode: mode }),
+              minimumCommitmentNanos: commitment,
               currency: code,
               residues,
               lineDeferralsIn: lineIn,
@@ -344,19 +411,19 @@ describe("per-line minimum billable amount", () => {
             lineIn = inv.lineDeferralsOut;
             deferredIn = inv.deferralOut;
             for (const l of inv.lines) {
-              if (l.kind === "usage" || (l.kind === "carried_forward" && l.chargeId !== "_deferred")) billedCharges += l.roundedAmountNanos;
+              if (l.kind === "usage" || l.kind === "minimum_true_up" || (l.kind === "carried_forward" && l.chargeId !== "_deferred")) billedCharges += l.roundedAmountNanos;
               if (!(l.kind === "carried_forward" && l.chargeId === "_deferred")) beforeInvoiceDeferral += l.roundedAmountNanos;
             }
             due += inv.totals.amountDueNanos;
             // each invoice: due == its rounded lines
             expect(inv.lines.reduce((s, l) => s + l.roundedAmountNanos, 0n)).toBe(inv.totals.amountDueNanos);
           });
-          // charges: invoiced + residue + sub-nano + line deferrals == rated, exactly
+          // charges: invoiced + residue + sub-nano + line deferrals == rated + true-ups owed, exactly
           let residueNanos = 0n;
           let subNum = 0n;
           let subDen = 1n;
           for (const [key, s] of residues) {
-            if (!key.startsWith("ch_")) continue;
+            if (!key.startsWith("ch_") && key !== "_true_up") continue;
             residueNanos += s.residueNanos;
             subNum = subNum * s.subNanoDen + s.subNanoNum * subDen;
             subDen = subDen * s.subNanoDen;

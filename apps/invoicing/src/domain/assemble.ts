@@ -21,7 +21,13 @@
  * the deferral may continue (same limits), a negative carried_forward line takes it back out
  * and the sum is carried to the next invoice for that charge. Carried amounts are whole minor
  * units (rounded line amounts), so for every period
- *     rated = invoiced + residue carried (delta) + line deferrals (delta) + invoice deferral (delta).
+ *     rated + true-up = invoiced + residue carried (delta) + line deferrals (delta) + invoice deferral (delta).
+ * The minimum commitment true-up compares the commitment with the charges of the period as
+ * rated (exact), not with what the line minimum carried in or out (counting those would bill a
+ * shortfall for usage carried out, and bill it again when the carried usage is billed).
+ * On a subscription's last invoice (subscriptionEnds) nothing is carried below the line minimum,
+ * and when the customer has no further invoice (customerEnds) nothing below the minimum billable
+ * amount: it is billed (no later invoice would).
  */
 import { currency, type RoundingMode } from "@nanobill/money";
 import type { BillingSettings, Deferral, InvoiceLine, InvoiceTotals, LineKind } from "./invoice.js";
@@ -68,6 +74,17 @@ export interface AssembleInput {
   lineDeferralsIn?: ReadonlyMap<string, LineDeferral>;
   periodStart: Date;
   periodEnd: Date;
+  /**
+   * subscriptionEnds: this is the last invoice of its subscription (the subscription ends at or
+   * before the period end): nothing is carried below the line minimum (no later invoice of the
+   * subscription would bill it); what its charges carried in is billed now.
+   */
+  subscriptionEnds?: boolean;
+  /**
+   * customerEnds: no subscription of the customer continues after the period: nothing is carried
+   * below the (invoice) minimum billable amount either; it is billed now.
+   */
+  customerEnds?: boolean;
 }
 
 /** LineDeferral: a charge's usage below the line minimum, carried (whole minor units). */
@@ -115,7 +132,10 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
   const lateCredits = (input.lateCredits ?? []).filter((c) => c.nanos !== 0n);
   const lineDeferralsIn = input.lineDeferralsIn ?? new Map<string, LineDeferral>();
-  if (input.charges.length + lateCredits.length + 2 * lineDeferralsIn.size + 6 > LINES_PER_INVOICE_MAX) {
+  // lines: the charges, late credits, a carried-in and a carried-out line per charge the line minimum
+  // looks at (usage charges and charges carried in), true-up, discount, tax, credits, invoice deferral in and out
+  const lineMinCharges = new Set([...((input.settings.lineMinimumBillableNanos ?? 0n) > 0n ? input.charges.filter((c) => c.kind === "usage").map((c) => c.chargeId) : []), ...lineDeferralsIn.keys()]);
+  if (input.charges.length + lateCredits.length + lineDeferralsIn.size + lineMinCharges.size + 6 > LINES_PER_INVOICE_MAX) {
     throw new InvalidInput("lines", `an invoice holds at most ${LINES_PER_INVOICE_MAX} lines`);
   }
   const residues = new Map<string, ResidueState>();
@@ -181,11 +201,11 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
           periodStart: din.since,
           description: `${name}: usage below the line minimum carried forward since ${isoDay(din.since)} (${din.periods} period${din.periods === 1 ? "" : "s"})`,
         });
+        // not a charge of this period: the commitment true-up compares the commitment with what was rated for it
         subtotal += l.roundedAmountNanos;
-        addExactCharge(exact(carriedIn));
       }
     }
-    if (lineMin > 0n && acc > 0n && acc < lineMin && deferralMayContinue(input, din?.periods ?? 0)) {
+    if (lineMin > 0n && acc > 0n && acc < lineMin && input.subscriptionEnds !== true && deferralMayContinue(input, din?.periods ?? 0)) {
       const since = din?.since ?? input.periodStart;
       lineDeferralsOut.set(chargeId, { amountNanos: acc, since, periods: (din?.periods ?? 0) + 1, subscriptionId, description: name });
       const l = push("carried_forward", undefined, exact(-acc), {
@@ -195,8 +215,8 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
         periodStart: since,
         description: `${name}: usage below the line minimum, carried to the next invoice (deferred since ${isoDay(since)})`,
       });
+      // the usage carried out was rated in this period: it still counts towards the commitment
       subtotal += l.roundedAmountNanos;
-      addExactCharge(exact(-acc));
     }
   }
   if (input.minimumCommitmentNanos > 0n && chargeExactNum.num < input.minimumCommitmentNanos * chargeExactNum.den) {
@@ -273,7 +293,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   if (min > 0n && due > 0n && due < min) {
     const periods = input.deferredIn?.periods ?? 0;
     const since = input.deferredIn?.since ?? input.periodStart;
-    if (deferralMayContinue(input, periods)) {
+    if (input.customerEnds !== true && deferralMayContinue(input, periods)) {
       deferralOut = { amountNanos: due, since, periods: periods + 1 };
       push("carried_forward", undefined, exact(-due), {
         ...whole,

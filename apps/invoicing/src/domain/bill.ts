@@ -291,6 +291,8 @@ export interface TopUpInfo {
   at: Date;
   costBasis: string;
   costCurrency: string;
+  /** unpriced: why the top-up has no price of its own (its grant is not listed by the wallet); not billed. */
+  unpriced?: string;
 }
 
 /**

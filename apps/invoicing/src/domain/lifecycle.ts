@@ -4,7 +4,7 @@
  */
 import type { InvoiceStatus } from "./invoice.js";
 
-export type RefusalKind = "not_found" | "failed_precondition" | "already_exists" | "invalid_argument";
+export type RefusalKind = "not_found" | "failed_precondition" | "already_exists" | "invalid_argument" | "aborted";
 
 /** InvoicingError: an expected refusal, mapped to a Connect code by errors.ts. */
 export class InvoicingError extends Error {

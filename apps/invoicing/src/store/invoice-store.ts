@@ -196,6 +196,12 @@ export interface CloseItem {
   creditsInUnits?: CreditsInUnits[];
   /** oneOffIds: the one-off charge ids (top-up grant ids) this close would bill; the ones already on an invoice are passed to assemble as billed. */
   oneOffIds?: string[];
+  /**
+   * draftAsRead: for a refresh, the draft as the refresher read it before reading upstream. Under
+   * the lock, a draft that changed since (another refresh wrote it meanwhile, from later reads) is
+   * not overwritten with this item's older reads: refused with "aborted" (optimistic check).
+   */
+  draftAsRead?: Pick<StoredInvoice, "lines" | "refreshedAt" | "creditsInUnits">;
 }
 
 export interface ListParams {
@@ -692,6 +698,16 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       }
       const inputs = inv.closeInputs;
       if (inputs === undefined) throw new InvoicingError("failed_precondition", `invoice ${invoiceId} was made before drafts could be refreshed; late usage for its period is billed on the next invoice`);
+      const asRead = item.draftAsRead;
+      if (
+        asRead !== undefined &&
+        ((asRead.refreshedAt?.getTime() ?? -1) !== (inv.refreshedAt?.getTime() ?? -1) ||
+          asRead.lines.length !== inv.lines.length ||
+          !asRead.lines.every((l, i) => sameLine(l, inv.lines[i]!)) ||
+          creditsToJson(asRead.creditsInUnits) !== creditsToJson(inv.creditsInUnits))
+      ) {
+        throw new InvoicingError("aborted", `invoice ${invoiceId} was refreshed by another call while this refresh read its period: not overwritten with the older reads; retry`);
+      }
       const later = await tx.query(
         `SELECT invoice_id, period_start FROM invoices WHERE tenant = $1 AND subscription_id = $2 AND period_start > $3 AND status <> 'void' ORDER BY period_start LIMIT 1`,
         [tenant, inv.subscriptionId, inv.periodStart],

@@ -9,7 +9,7 @@ import { AlertKind, CreditWalletService, PolicyMode, WalletKind } from "@nanobil
 import { CreateAccountResult, CreateTransferResult, LedgerService, TransferState } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { ConnectError, Code } from "@connectrpc/connect";
-import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger, TENANT_HEADER } from "@nanobill/service-kit";
+import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger, TENANT_HEADER, type Logger } from "@nanobill/service-kit";
 import { migrate, type Db } from "@nanobill/db";
 import { createInvoicingService, migrationsDir, type InvoicingConfig, type InvoicingServiceHandle } from "../index.js";
 
@@ -62,7 +62,7 @@ export interface FakeTopUp {
   unit: string;
   amountNanos: bigint;
   at: Date;
-  /** costBasis: the grant's cost basis ("" = the wallet does not list the grant: its auto top-up terms apply). */
+  /** costBasis: the grant's cost basis ("" = the wallet's GetBalance does not list the grant: its price is not known). */
   costBasis: string;
   costCurrency: string;
 }
@@ -84,6 +84,9 @@ export class FakeWorld {
   transfers = new Map<string, { debit: string; credit: string; amountNanos: bigint; unit: string }>();
   tenantsSeen = new Set<string>();
   ledgerDown = false;
+
+  /** hooks: called inside a fake RPC after its response is computed (a test interleaves other calls there). */
+  hooks: { afterListAlerts?: () => Promise<void> } = {};
 
   /** calls: upstream RPCs received, per method name. */
   calls = new Map<string, number>();
@@ -179,7 +182,7 @@ export class FakeWorld {
       CreditWalletService,
       createRouterTransport((r) =>
         r.service(CreditWalletService, {
-          listAlerts: (req, ctx) => {
+          listAlerts: async (req, ctx) => {
             this.tenant(ctx);
             const since = req.since === undefined ? 0 : timestampDate(req.since).getTime();
             const all = this.topUps
@@ -188,6 +191,7 @@ export class FakeWorld {
             // pages of 2, so that the client's paging is exercised
             const offset = req.page?.pageToken === undefined || req.page.pageToken === "" ? 0 : Number(req.page.pageToken);
             const page = all.slice(offset, offset + 2);
+            if (this.hooks.afterListAlerts !== undefined) await this.hooks.afterListAlerts();
             return {
               alerts: page.map((t) => ({
                 id: `alr_topup_${t.grantId}`,
@@ -324,12 +328,12 @@ export const TEST_KEYS = {
 };
 
 /** harness: the invoicing service over a migrated Db and the fakes, and a client with a key. */
-export async function harness(db: Db, world: FakeWorld, now: Date, config: Partial<InvoicingConfig> = {}) {
+export async function harness(db: Db, world: FakeWorld, now: Date, config: Partial<InvoicingConfig> = {}, logger: Logger = silentLogger) {
   await migrate(db, migrationsDir);
   const clock = fixedClock(now);
   const svc: InvoicingServiceHandle = await createInvoicingService({
     db,
-    logger: silentLogger,
+    logger,
     clock,
     clients: { rating: world.rating(), wallet: world.wallet(), ledger: world.ledger() },
     config,
