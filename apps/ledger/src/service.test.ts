@@ -14,6 +14,7 @@ import { accountResultToPb, timestampToUs, transferResultToPb, usToTimestamp } f
 import { createClient } from "@connectrpc/connect";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { closeClientSessions, createApiKeyAuthenticator, createClientTransport, silentLogger, startServer } from "@nanobill/service-kit";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { LEDGER_SERVER_LIMITS } from "./server.js";
 import { KEYS, openLedgerHarness, type LedgerHarness } from "./test-support.js";
 
@@ -274,6 +275,22 @@ describe("LedgerService through createRouterTransport", () => {
       const big = Array.from({ length: 4_000 }, (_, i) => tx({ id: `xfer_fat_${i}`, amountNanos: 1n, references: fat }));
       expect((await codeOf(c.createTransfers({ transfers: big }))).code).toBe(Code.ResourceExhausted);
       expect((await c.lookupTransfers({ ids: ["xfer_fat_0", "xfer_fat_3999"] })).transfers).toEqual([]);
+
+      // CreateTransfers answers the same through the fast path's hand codec (binary Connect and
+      // gRPC) and through the generated messages (Connect JSON), including a replay across them.
+      const before = server.fastPathCalls;
+      const connect = createClient(LedgerService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.adminA }));
+      const json = createClient(LedgerService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", useBinaryFormat: false }));
+      const auth = { headers: { authorization: `Bearer ${KEYS.adminA}` } };
+      const viaBinary = await connect.createTransfers({ transfers: [tx({ id: "xfer_path_1", amountNanos: 3n, references: { order: "o-1" } }), tx({ id: "xfer_path_bad", amountNanos: 0n })] });
+      expect(server.fastPathCalls - before).toBe(1);
+      const viaJson = await json.createTransfers({ transfers: [tx({ id: "xfer_path_1", amountNanos: 3n, references: { order: "o-1" } }), tx({ id: "xfer_path_bad", amountNanos: 0n })] }, auth);
+      expect(server.fastPathCalls - before).toBe(1);
+      expect(viaJson.results.map((r) => r.result)).toEqual([CreateTransferResult.EXISTS, viaBinary.results[1]!.result]);
+      expect(viaBinary.results[0]!.result).toBe(CreateTransferResult.OK);
+      expect(viaJson.results[0]!.createTime).toEqual(viaBinary.results[0]!.createTime);
+      expect((await json.createTransfers({ transfers: [tx({ id: "xfer_path_2", amountNanos: 4n })] }, auth)).results[0]!.result).toBe(CreateTransferResult.OK);
+      expect((await connect.lookupTransfers({ ids: ["xfer_path_2"] })).transfers[0]!.amountNanos).toBe(4n);
     } finally {
       closeClientSessions();
       await server.close();

@@ -5,6 +5,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   CreateAccountsResponseSchema,
   type CreateTransfersResponse,
+  CreateTransfersResponseSchema,
   type CreateTransfersRequestView,
   type CreateTransfersResponseView,
   GetAccountBalancesResponseSchema,
@@ -36,6 +37,7 @@ import {
   balanceToPb,
   newAccountFromPb,
   newTransferFromPb,
+  transferItemResultToPb,
   timestampToUs,
   transferToPb,
   unitTotalsToPb,
@@ -114,6 +116,29 @@ async function guard<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * CreateTransfers for binary calls on the service kit's fast path (server.ts registers it as a
+ * binary view): each transfer arrives as its bytes and each result leaves as its bytes (wire.ts),
+ * with the same checks and answers as the regular handler (which serves JSON and the rest).
+ */
+export function createTransfersBinary(store: LedgerStore) {
+  return async (req: unknown, ctx: HandlerContext): Promise<Pick<CreateTransfersResponseView, "results">> => {
+    const tenant = writer(ctx);
+    const encoded = (req as CreateTransfersRequestView).transfers;
+    checkBatch("transfers", encoded.length, TRANSFERS_PER_REQUEST_MAX);
+    const transfers = encoded.map((bytes, i) => {
+      try {
+        return decodeNewTransfer(bytes);
+      } catch (e) {
+        if (e instanceof WireError) throw invalidArgument(`transfers[${i}]`, `is not a valid NewTransfer (${e.message})`);
+        throw e;
+      }
+    });
+    const results = await guard(store.createTransfers(tenant, transfers));
+    return { results: results.map(encodeTransferItemResult) };
+  };
+}
+
 export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof LedgerService> {
   return {
     async createAccounts(req, ctx) {
@@ -125,21 +150,9 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
 
     async createTransfers(req, ctx) {
       const tenant = writer(ctx);
-      // Registered with CreateTransfersRequestView (server.ts): each transfer arrives as its bytes.
-      const encoded = (req as unknown as CreateTransfersRequestView).transfers;
-      checkBatch("transfers", encoded.length, TRANSFERS_PER_REQUEST_MAX);
-      const transfers = encoded.map((bytes, i) => {
-        try {
-          return decodeNewTransfer(bytes);
-        } catch (e) {
-          if (e instanceof WireError) throw invalidArgument(`transfers[${i}]`, `is not a valid NewTransfer (${e.message})`);
-          throw e;
-        }
-      });
-      const results = await guard(store.createTransfers(tenant, transfers));
-      // Registered with CreateTransfersResponseView (server.ts): each result goes out as its bytes.
-      const view: Pick<CreateTransfersResponseView, "results"> = { results: results.map(encodeTransferItemResult) };
-      return view as unknown as CreateTransfersResponse;
+      checkBatch("transfers", req.transfers.length, TRANSFERS_PER_REQUEST_MAX);
+      const results = await guard(store.createTransfers(tenant, req.transfers.map(newTransferFromPb)));
+      return create(CreateTransfersResponseSchema, { results: results.map(transferItemResultToPb) });
     },
 
     async lookupAccounts(req, ctx) {

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { EventSchema, IngestEventsRequestSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
@@ -39,6 +40,28 @@ describe("metering over a real h2c server", () => {
     const internal = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.internal }));
     const page = await internal.readEvents({ afterSequence: 0n });
     expect(page.events.map((e) => [e.tenant, e.event!.id])).toContainEqual(["tnt_a", "evt_srv_1"]);
+  });
+
+  it("answers IngestEvents the same over binary (the fast path's one-pass decoder) and JSON (generated messages), Connect and gRPC", async () => {
+    const ev = (id: string) => create(EventSchema, { id, customerId: "cus_json", type: "llm.call", properties: { model: { kind: { case: "stringValue", value: "m" } }, n: { kind: { case: "intValue", value: 7n } } } });
+    const headers = { authorization: `Bearer ${KEYS.ingestA}` };
+    const before = server.fastPathCalls;
+    const binary = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA }));
+    const grpc = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA, protocol: "grpc" }));
+    const json = createClient(MeteringService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", useBinaryFormat: false }));
+    const a = await binary.ingestEvents({ events: [ev("evt_json_1")] });
+    const b = await grpc.ingestEvents({ events: [ev("evt_json_2")] });
+    expect(server.fastPathCalls - before).toBe(2);
+    const c = await json.ingestEvents({ events: [ev("evt_json_3"), ev("evt_json_1")] }, { headers });
+    expect(server.fastPathCalls - before).toBe(2); // JSON is not on the fast path
+    expect([a.results[0]!.status, b.results[0]!.status]).toEqual([IngestStatus.ACCEPTED, IngestStatus.ACCEPTED]);
+    expect(c.results.map((r) => r.status)).toEqual([IngestStatus.ACCEPTED, IngestStatus.DUPLICATE]);
+    // Same content through either path is the same event (a JSON replay of a binary event is a duplicate).
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 10_000)).filter((e) => e.customerId === "cus_json");
+    expect(stored.map((e) => e.id).sort()).toEqual(["evt_json_1", "evt_json_2", "evt_json_3"]);
+    // Bad input names the event on both paths.
+    const bad = create(EventSchema, { id: "", customerId: "cus_json", type: "llm.call" });
+    expect((await binary.ingestEvents({ events: [bad] })).results[0]!.field).toBe((await json.ingestEvents({ events: [bad] }, { headers })).results[0]!.field);
   });
 
   it("refuses a request above 4 MiB with ResourceExhausted and stores nothing of it", async () => {

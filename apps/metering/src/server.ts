@@ -4,10 +4,10 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { IngestEventsRequestViewSchema, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { TraceService } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
-import { invalidArgument, requireScope, tenantOf } from "@nanobill/service-kit";
+import { invalidArgument, registerBinaryView, requireScope, tenantOf } from "@nanobill/service-kit";
 import { toRpcError } from "./errors.js";
 import { exportSpans, OtlpFormatError, spansFromProto } from "./otlp-http.js";
-import { createHandlers, genAiMappingOf, ingestInputs, type HandlerDeps } from "./service.js";
+import { createHandlers, genAiMappingOf, ingestEventsBinary, ingestInputs, type HandlerDeps } from "./service.js";
 
 function withErrorMapping<T extends object>(impl: T): T {
   const out: Record<string, unknown> = {};
@@ -22,18 +22,6 @@ function withErrorMapping<T extends object>(impl: T): T {
   }
   return out as T;
 }
-
-/**
- * MeteringService as the server registers it: IngestEvents reads its request as
- * IngestEventsRequestView (the same wire format, each Event kept as bytes) so the handler decodes
- * events in one pass (wire.ts). Every other method, and every client, uses the generated service.
- */
-const ingestEventsView = { ...MeteringService.method.ingestEvents, input: IngestEventsRequestViewSchema };
-export const MeteringServiceForServer = {
-  ...MeteringService,
-  methods: MeteringService.methods.map((m) => (m.localName === "ingestEvents" ? ingestEventsView : m)),
-  method: { ...MeteringService.method, ingestEvents: ingestEventsView },
-} as unknown as typeof MeteringService;
 
 export function createMeteringRoutes(deps: HandlerDeps): (router: ConnectRouter) => void {
   const impl: ServiceImpl<typeof MeteringService> = withErrorMapping(createHandlers(deps));
@@ -52,8 +40,12 @@ export function createMeteringRoutes(deps: HandlerDeps): (router: ConnectRouter)
       return exportSpans(spans, await genAiMappingOf(deps.store, tenant), (events) => ingestInputs(deps, tenant, events));
     },
   });
+  // Binary IngestEvents calls on the kit's fast path read IngestEventsRequestView (each Event as
+  // its bytes, decoded in one pass by wire.ts); JSON and every other call use the generated messages.
+  const binary = withErrorMapping({ ingestEvents: ingestEventsBinary(deps) });
   return (router) => {
-    router.service(MeteringServiceForServer, impl);
+    router.service(MeteringService, impl);
+    registerBinaryView(router, MeteringService.method.ingestEvents, { input: IngestEventsRequestViewSchema, impl: binary.ingestEvents });
     router.service(TraceService, otlp);
   };
 }

@@ -177,7 +177,9 @@ describe("fast path vs generic path, raw HTTP/2 responses", () => {
     "empty body": 200,
   };
   it.each(RAW_CASES)("%s: identical status, headers and body", async (name, headers, body) => {
+    const served = fast.fastPathCalls;
     const a = await raw(fast.url, headers, body);
+    expect(fast.fastPathCalls - served).toBe(1);
     const b = await raw(generic.url, headers, body);
     expect(a).toEqual(b);
     expect(a.status).toBe(STATUS[name]);
@@ -245,7 +247,10 @@ const GRPC_CASES: Array<[string, Record<string, string>, Uint8Array, string]> = 
 
 describe("gRPC: fast path vs generic path, raw HTTP/2 responses", () => {
   it.each(GRPC_CASES)("%s: identical status, headers, body and trailers", async (_name, headers, body, status) => {
+    const served = fast.fastPathCalls;
     const a = await raw(fast.url, headers, body);
+    expect(fast.fastPathCalls - served).toBe(1); // answered by the fast path, not handed to connect-es
+    expect(generic.fastPathCalls).toBe(0);
     const b = await raw(generic.url, headers, body);
     expect(a).toEqual(b);
     expect(a.status).toBe(200);
@@ -258,11 +263,13 @@ describe("gRPC: fast path vs generic path, raw HTTP/2 responses", () => {
     const json = { ...grpcAdmin, "content-type": "application/grpc+json" };
     const jbody = envelope(new TextEncoder().encode(JSON.stringify({ text: "json" })));
     expect(await raw(fast.url, json, jbody)).toEqual(await raw(generic.url, json, jbody));
+    const served = fast.fastPathCalls;
     const gz = { ...grpcAdmin, "grpc-encoding": "gzip" };
     const zipped = envelope(Uint8Array.from(gzipSync(bin("zipped"))), 1);
     const r = await raw(fast.url, gz, zipped);
     expect(r).toEqual(await raw(generic.url, gz, zipped));
     expect(r.headers["trailer:grpc-status"]).toBe("0");
+    expect(fast.fastPathCalls).toBe(served); // gRPC-Web, JSON and compressed calls went to connect-es
   });
 
   it("a gRPC client (connect-node's createGrpcTransport) gets the same answers from both servers", async () => {

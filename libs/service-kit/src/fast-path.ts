@@ -7,7 +7,7 @@
 // streaming, compressed requests, services registered with their own options) goes to
 // connectNodeAdapter.
 import type * as http2 from "node:http2";
-import { create, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -67,11 +67,39 @@ interface CapturedService {
 }
 
 /**
- * Wraps the router given to a service's routes() so that every router.service(desc, impl)
- * is also recorded (the same impl object; the generic path still gets it unchanged).
+ * A unary method's binary handler for the fast path (binary Connect and gRPC): it reads `input`
+ * and answers `output`, messages with the method's own wire format whose hot repeated fields are
+ * `bytes` (each item encoded or decoded by hand). JSON, gRPC-Web and compressed calls keep the
+ * generated schemas and the service's regular handler, so both must give the same answers.
  */
-export function captureRouter(router: ConnectRouter, into: CapturedService[]): ConnectRouter {
-  const spy: ConnectRouter = {
+export interface BinaryView {
+  input?: DescMessage;
+  output?: DescMessage;
+  impl: (req: unknown, ctx: HandlerContext) => unknown;
+}
+
+const kBinaryViews = Symbol("nanobill.binaryViews");
+
+/**
+ * Registers a binary view of one method (see BinaryView) on a router given to routes() by
+ * startServer; on any other router (createRouterTransport, a plain connectNodeAdapter) it does
+ * nothing, and the regular handler serves every call.
+ */
+export function registerBinaryView(router: ConnectRouter, method: DescMethodUnary, view: BinaryView): void {
+  const register = (router as unknown as { [kBinaryViews]?: (path: string, view: BinaryView) => void })[kBinaryViews];
+  register?.(`/${method.parent.typeName}/${method.name}`, view);
+}
+
+/**
+ * Wraps the router given to a service's routes() so that every router.service(desc, impl)
+ * is also recorded (the same impl object; the generic path still gets it unchanged), and
+ * registerBinaryView() calls land in `views`.
+ */
+export function captureRouter(router: ConnectRouter, into: CapturedService[], views: Map<string, BinaryView> = new Map()): ConnectRouter {
+  const spy: ConnectRouter & { [kBinaryViews]: (path: string, view: BinaryView) => void } = {
+    [kBinaryViews]: (path: string, view: BinaryView) => {
+      views.set(path, view);
+    },
     get handlers() {
       return router.handlers;
     },
@@ -84,7 +112,7 @@ export function captureRouter(router: ConnectRouter, into: CapturedService[]): C
       router.rpc(method as never, impl as never, options);
       return spy;
     },
-  } as ConnectRouter;
+  } as ConnectRouter & { [kBinaryViews]: (path: string, view: BinaryView) => void };
   return spy;
 }
 
@@ -177,8 +205,10 @@ function copyHeaders(from: Headers, to: Headers): void {
 export function createFastPath(
   captured: CapturedService[],
   opts: FastPathOptions,
-): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean {
+  views: ReadonlyMap<string, BinaryView> = new Map(),
+): ((req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean) & { readonly calls: number } {
   const methods = new Map<string, FastMethod>();
+  let calls = 0;
   for (const c of captured) {
     // Per-service options (interceptors, limits, ...) change the semantics: generic path.
     if (c.options !== undefined && Object.keys(c.options).length > 0) continue;
@@ -186,9 +216,12 @@ export function createFastPath(
       if (m.methodKind !== "unary") continue;
       const fn = c.impl[m.localName];
       if (typeof fn !== "function") continue; // Unimplemented: let connect answer
-      const impl = (fn as AnyImpl).bind(c.impl);
       const method = m as DescMethodUnary;
-      const serialization = createMethodSerializationLookup(method, undefined, undefined, {
+      const view = views.get(`/${c.service.typeName}/${method.name}`);
+      const impl = view !== undefined ? view.impl : (fn as AnyImpl).bind(c.impl);
+      const outputSchema = view?.output ?? method.output;
+      const wire = view === undefined ? method : ({ ...method, input: view.input ?? method.input, output: outputSchema } as DescMethodUnary);
+      const serialization = createMethodSerializationLookup(wire, undefined, undefined, {
         readMaxBytes: opts.readMaxBytes,
         writeMaxBytes: opts.writeMaxBytes,
       });
@@ -204,7 +237,7 @@ export function createFastPath(
           method,
           header: call.responseHeader,
           trailer: call.responseTrailer,
-          message: create(method.output, out as never) as never,
+          message: create(outputSchema, out as never) as never,
         };
       };
       let next = anyFn as (req: UnaryRequest) => Promise<UnaryResponse>;
@@ -221,7 +254,7 @@ export function createFastPath(
   const connectTimeoutDefault = String(opts.timeoutMsDefault);
   const grpcTimeoutDefault = `${opts.timeoutMsDefault}m`;
 
-  return (req, res) => {
+  const fast = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): boolean => {
     if (methods.size === 0 || req.method !== "POST") return false;
     const h = req.headers;
     const ct = h["content-type"];
@@ -237,6 +270,7 @@ export function createFastPath(
     } else return false;
     const fm = methods.get(req.url);
     if (fm === undefined) return false;
+    calls++;
     const p = protocol === "connect" ? handle(fm, req, res, h, opts, connectTimeoutDefault) : handleGrpc(fm, req, res, h, opts, grpcTimeoutDefault);
     p.catch(() => {
       // Only reachable if building the error answer itself failed: reset the stream.
@@ -244,6 +278,7 @@ export function createFastPath(
     });
     return true;
   };
+  return Object.defineProperty(fast, "calls", { get: () => calls }) as typeof fast & { readonly calls: number };
 }
 
 /** Per-call objects shared by the interceptor request and the handler context. */

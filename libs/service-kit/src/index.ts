@@ -55,3 +55,4 @@ export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./
 export { type HealthState, ServingStatus } from "./health.js";
 export * from "./limits.js";
 export { ProtoReader, WireError, tagOf, WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 } from "./proto-reader.js";
+export { registerBinaryView, type BinaryView } from "./fast-path.js";

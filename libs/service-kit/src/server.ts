@@ -6,7 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
 import { createErrorBoundary } from "./errors.js";
-import { captureRouter, createFastPath, type CapturedService } from "./fast-path.js";
+import { captureRouter, createFastPath, type BinaryView, type CapturedService } from "./fast-path.js";
 import { createTenantLimitInterceptor, type TenantLimits } from "./tenant-limits.js";
 import { createHealthState, registerHealth, ServingStatus } from "./health.js";
 import {
@@ -61,6 +61,8 @@ export interface StartedServer {
   close(): Promise<void>;
   /** Sets the health status of one service name ("" = whole server), e.g. NOT_SERVING while a dependency is down. */
   setHealth(service: string, serving: boolean): void;
+  /** Calls answered by the unary fast path so far (tests check which path served). */
+  readonly fastPathCalls: number;
 }
 
 export interface StartServerOptions {
@@ -121,6 +123,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const connectTimeoutDefault = String(limits.timeoutMsDefault);
 
   const captured: CapturedService[] = [];
+  const views = new Map<string, BinaryView>();
   const interceptors: Interceptor[] = [
     createTracingInterceptor("server", { serviceName: opts.name }),
     createErrorBoundary(logger),
@@ -130,7 +133,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   ];
   const handler = connectNodeAdapter({
     routes(router) {
-      opts.routes(captureRouter(router, captured));
+      opts.routes(captureRouter(router, captured, views));
       for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
       registerHealth(router, health);
     },
@@ -151,7 +154,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
           timeoutMsMax: limits.timeoutMsMax,
           timeoutMsDefault: limits.timeoutMsDefault,
           shutdownSignal: shutdown.signal,
-        });
+        }, views);
 
   let inflight = 0;
   const server = http2.createServer(
@@ -253,6 +256,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     close,
     setHealth(service, serving) {
       health.set(service, serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    },
+    get fastPathCalls() {
+      return fast?.calls ?? 0;
     },
   };
 }
