@@ -257,6 +257,38 @@ describe("gRPC: fast path vs generic path, raw HTTP/2 responses", () => {
     expect(a.headers["trailer:grpc-status"]).toBe(status);
   });
 
+  it("refuses an envelope declaring more than readMaxBytes as soon as its header arrives (the body never ends)", async () => {
+    const answer = (url: string) =>
+      new Promise<{ status: string | undefined; message: string | undefined }>((resolve, reject) => {
+        const session = http2.connect(url);
+        session.on("error", reject);
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", ...grpcAdmin });
+        const out: { status: string | undefined; message: string | undefined } = { status: undefined, message: undefined };
+        req.on("response", (h) => {
+          if (h["grpc-status"] !== undefined) (out.status = String(h["grpc-status"])), (out.message = String(h["grpc-message"]));
+        });
+        req.on("trailers", (t) => {
+          out.status = String(t["grpc-status"]);
+          out.message = String(t["grpc-message"]);
+        });
+        req.on("data", () => undefined);
+        req.on("end", () => {
+          session.destroy();
+          resolve(out);
+        });
+        req.on("error", reject);
+        // A header declaring 100 MiB, a little data, and no end: only the header can answer it.
+        const head = new Uint8Array(5);
+        new DataView(head.buffer).setUint32(1, 100 * 1024 * 1024);
+        req.write(head);
+        req.write(new Uint8Array(100));
+      });
+    const [a, b] = await Promise.all([answer(fast.url), answer(generic.url)]);
+    expect(a).toEqual(b);
+    expect(a.status).toBe("8");
+    expect(decodeURIComponent(a.message!)).toBe(`message size ${100 * 1024 * 1024} is larger than configured readMaxBytes ${READ_MAX}`);
+  });
+
   it("leaves gRPC-Web, gRPC+JSON and compressed gRPC requests to connect-es (same answers)", async () => {
     const web = { "content-type": "application/grpc-web+proto", authorization: `Bearer ${ADMIN_KEY}` };
     expect(await raw(fast.url, web, envelope(bin("x")))).toEqual(await raw(generic.url, web, envelope(bin("x"))));

@@ -471,6 +471,69 @@ async function handle(
 }
 
 /**
+ * Reads a unary gRPC request body, failing as soon as an envelope header declares more than
+ * readMaxBytes (connect-es's check and message, before the rest is read) and reading at most the
+ * first envelope plus a second one's header (a second message is refused by unaryGrpcMessage).
+ */
+function readGrpcBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<Uint8Array> {
+  return new Promise<Uint8Array>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let count = 0;
+    /** Bytes worth reading: the first envelope's header, then its message and the next header. */
+    let want = ENVELOPE_HEADER_BYTES;
+    let firstLength: number | undefined;
+    const cleanup = (): void => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("aborted", onAborted);
+    };
+    const fail = (e: unknown): void => {
+      cleanup();
+      req.pause();
+      reject(e);
+    };
+    const done = (): void => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count));
+    };
+    /** The declared length of the envelope header at `at` (the bytes are there). */
+    const lengthAt = (all: Buffer, at: number): number => all.readUInt32BE(at + 1);
+    /** Envelope headers read so far (0, 1 or 2). */
+    let headers = 0;
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      count += c.byteLength;
+      while (count >= want) {
+        if (headers === 2) return done();
+        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count);
+        chunks.length = 0;
+        chunks.push(all);
+        const at = headers === 0 ? 0 : ENVELOPE_HEADER_BYTES + firstLength!;
+        const length = lengthAt(all, at);
+        if (length > readMaxBytes) return fail(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+        if (headers === 0) {
+          firstLength = length;
+          // The first message and the next envelope's header (if any).
+          want = 2 * ENVELOPE_HEADER_BYTES + length;
+        } else {
+          // A second message: read it whole (bounded), as connect-es does before refusing it.
+          want = 2 * ENVELOPE_HEADER_BYTES + firstLength! + length;
+        }
+        headers++;
+      }
+    };
+    const onEnd = (): void => done();
+    const onError = (e: Error): void => fail(ConnectError.from(e));
+    const onAborted = (): void => fail(new ConnectError("request aborted", Code.Canceled));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("aborted", onAborted);
+  });
+}
+
+/**
  * The single message of a unary gRPC request body, with the generic path's checks in its order
  * (first envelope, not compressed, parse, then no second message).
  */
@@ -504,9 +567,7 @@ async function handleGrpc(
   try {
     if (compression.error) throw compression.error;
     if (timeout.error) throw timeout.error;
-    // One envelope of at most readMaxBytes; a larger body fails in unaryGrpcMessage (or here,
-    // past two envelopes' worth, which only a broken or hostile client sends).
-    const bytes = await readBody(req, 2 * (opts.readMaxBytes + ENVELOPE_HEADER_BYTES), undefined);
+    const bytes = await readGrpcBody(req, opts.readMaxBytes);
     const message = unaryGrpcMessage(fm, bytes, opts.readMaxBytes);
     const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
