@@ -839,9 +839,18 @@ export function createInvoicingCore(d: HandlerDeps): {
           }
           return [{ ...t, item: r }];
         });
+        //    An item whose invoice cannot be written (over 500 lines, a value the database rejects) is
+        //    isolated by the store and refused alone; a transient failure fails the request (retry).
         const outcomes = await store.closeMany(tenant, closing.map((c) => c.item));
         closing.forEach(({ i, p }, k) => {
           const o = outcomes[k]!;
+          if ("refused" in o) {
+            logger.warn("close refused for one item: its invoice could not be written", {
+              tenant, customer_id: p.cc.customer.customerId, subscription_id: p.sub.subscriptionId, reason: o.refused, error: String(o.cause),
+            });
+            results[i] = itemResult(p.sub.subscriptionId, pb.ClosePeriodResult.FAILED_PRECONDITION, o.refused);
+            return;
+          }
           results[i] = itemResult(p.sub.subscriptionId, o.created ? pb.ClosePeriodResult.CREATED : pb.ClosePeriodResult.ALREADY_CLOSED, "", o.invoice);
         });
         return create(pb.ClosePeriodResponseSchema, { results });

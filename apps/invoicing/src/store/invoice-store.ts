@@ -4,12 +4,13 @@
  * customer with a transaction-scoped advisory lock and relies on UNIQUE (tenant, subscription,
  * period_start) as the final guard, so one invoice per subscription per period exists, ever.
  */
-import type { Db, Queryable, Row } from "@nanobill/db";
-import type { RoundingMode } from "@nanobill/money";
+import { DbError, type Db, type Queryable, type Row } from "@nanobill/db";
+import { MoneyError, type RoundingMode } from "@nanobill/money";
 import type { AssembledInvoice, LineDeferral } from "../domain/assemble.js";
 import type { BillingSettings, CreditNote, CreditsInUnits, Deferral, Invoice, InvoiceLine, InvoiceStatus, LineKind } from "../domain/invoice.js";
 import { checkFinalize, checkMarkPaid, checkVoid, InvoicingError } from "../domain/lifecycle.js";
-import type { PeriodAnchor, PeriodInterval } from "../domain/periods.js";
+import { PeriodError, type PeriodAnchor, type PeriodInterval } from "../domain/periods.js";
+import { InvalidInput } from "../domain/settings.js";
 import type { ResidueState } from "../domain/rounding.js";
 
 export interface StoredSettings extends BillingSettings {
@@ -154,6 +155,49 @@ export interface CloseParams {
 export interface CloseOutcome {
   created: boolean;
   invoice: StoredInvoice;
+}
+
+/**
+ * CloseRefused: an item of closeMany whose invoice could not be written (assembly refused it, or
+ * the database rejected its rows: a constraint, a value out of range). Its own transaction was
+ * rolled back, so nothing was written for it; the other items of the batch were written.
+ * refused: the reason, for the item's result; cause: the error (to log).
+ */
+export interface CloseRefused {
+  created: false;
+  refused: string;
+  cause: unknown;
+}
+
+/**
+ * TRANSIENT_DB_CODES: failures of a batch that are not any item's fault (serialization failure or
+ * deadlock after the retries, connection lost / pool closed / lock wait, statement timeout) or are
+ * the code's (nested transaction, migration): the request fails as a whole and the caller retries
+ * it; closeMany does not split the batch for them.
+ */
+const TRANSIENT_DB_CODES: ReadonlySet<string> = new Set(["serialization", "unavailable", "timeout", "nested_transaction", "migration"]);
+
+/** isItemFailure: whether a batch failure may be caused by one of its items (then the batch is split to find it). */
+export function isItemFailure(e: unknown): boolean {
+  // An item's own fault: a domain refusal (its invoice cannot be billed as asked), or a database
+  // data exception (SQLSTATE class 22) / integrity violation (class 23) raised by its rows.
+  // Anything else (transient failures, a missing table, a bug) fails the request loudly.
+  if (e instanceof InvalidInput || e instanceof PeriodError || e instanceof MoneyError || e instanceof InvoicingError) return true;
+  return e instanceof DbError && !TRANSIENT_DB_CODES.has(e.code) && e.sqlState !== undefined && /^2[23]/.test(e.sqlState);
+}
+
+/** refusalOf: the per-item reason of an item failure (domain refusals as they are; database errors by code, SQLSTATE and constraint). */
+export function refusalOf(e: unknown): string {
+  if (e instanceof InvalidInput || e instanceof PeriodError || e instanceof MoneyError || e instanceof InvoicingError) {
+    return `${e.message}: nothing was written for this item`;
+  }
+  if (e instanceof DbError) {
+    const where = `${e.code}${e.sqlState === undefined ? "" : ` (SQLSTATE ${e.sqlState})`}${e.constraint === undefined ? "" : ` on ${e.constraint}`}`;
+    // data exceptions (22) and integrity violations (23) describe the value, not the system
+    const what = e.sqlState !== undefined && /^2[23]/.test(e.sqlState) ? `: ${e.message}` : "";
+    return `its invoice could not be written, ${where}${what}: nothing was written for this item`;
+  }
+  return "its invoice could not be written (internal error, logged): nothing was written for this item";
 }
 
 /**
@@ -334,8 +378,14 @@ export interface InvoiceStore {
     p: CloseParams,
     assemble: (residues: ReadonlyMap<string, ResidueState>, deferredIn: Deferral | undefined, unchanged: ReadonlySet<number>, lineDeferrals: ReadonlyMap<string, LineDeferral>) => AssembledInvoice,
   ): Promise<CloseOutcome>;
-  /** closeMany: one transaction for a batch of closes (COPY of invoices and lines). */
-  closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]>;
+  /**
+   * closeMany: one transaction for a batch of closes (COPY of invoices and lines), results in item
+   * order. When that transaction fails for an item failure (isItemFailure: not a serialization
+   * failure, lost connection or timeout, which are thrown), the batch is split in halves, written
+   * one after the other in order, down to single items: every writable item is written and each
+   * failing one is a CloseRefused with nothing written for it.
+   */
+  closeMany(tenant: string, items: CloseItem[]): Promise<Array<CloseOutcome | CloseRefused>>;
   finalize(tenant: string, invoiceId: string, now: Date, transferIds: (inv: StoredInvoice) => string[]): Promise<StoredInvoice>;
   markPaid(tenant: string, invoiceId: string, paymentId: string, paidAt: Date, transferIds: (inv: StoredInvoice) => string[]): Promise<{ invoice: StoredInvoice; replay: boolean }>;
   voidInvoice(
@@ -495,8 +545,25 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     return r === undefined ? undefined : { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) };
   }
 
-  async function closeMany(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]> {
+  /**
+   * closeMany: the batch in one transaction; on an item failure, its halves in order (each in its
+   * own transaction, a later half seeing what an earlier one wrote, as a later request would), down
+   * to the single failing items. One failing item among n costs about 2 log2(n) more transactions.
+   */
+  async function closeMany(tenant: string, items: CloseItem[]): Promise<Array<CloseOutcome | CloseRefused>> {
     if (items.length === 0) return [];
+    try {
+      return await closeBatch(tenant, items);
+    } catch (e) {
+      if (!isItemFailure(e)) throw e;
+      if (items.length === 1) return [{ created: false, refused: refusalOf(e), cause: e }];
+      const half = Math.ceil(items.length / 2);
+      const first = await closeMany(tenant, items.slice(0, half));
+      return [...first, ...(await closeMany(tenant, items.slice(half)))];
+    }
+  }
+
+  async function closeBatch(tenant: string, items: CloseItem[]): Promise<CloseOutcome[]> {
     return db.transaction(async (tx) => {
       // Serialize every close of these customers (residues and deferrals are per customer):
       // advisory locks taken in hash order, so concurrent batches cannot deadlock.
@@ -972,8 +1039,9 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     },
 
     async closePeriod(tenant, p, assemble) {
-      const [out] = await closeMany(tenant, [{ params: p, assemble }]);
-      return out!;
+      const out = (await closeMany(tenant, [{ params: p, assemble }]))[0]!;
+      if ("refused" in out) throw out.cause;
+      return out;
     },
 
     closeMany,
