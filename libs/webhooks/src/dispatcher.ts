@@ -2,6 +2,9 @@
 // records the outcome (2xx = delivered; otherwise a retry with exponential backoff until
 // ATTEMPTS_MAX, then failed). At least once: a dispatcher that dies after a POST but before
 // recording it sends again after CLAIM_LEASE_MS, so receivers dedupe on `nanobill-event-id`.
+// A round's work fits its claim by construction (claimLeaseMs): a live dispatcher does not lose
+// its rows to another replica mid-round; if it is slower than planned anyway, it skips rows its
+// claim no longer covers, and recordAttempt ignores an outcome whose claim was taken over.
 import type { Queryable } from "@nanobill/db";
 import * as L from "./limits.js";
 import { SIGNATURE_HEADER, signWebhook } from "./signature.js";
@@ -21,8 +24,11 @@ export interface DispatcherOptions {
   attemptsMax?: number;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /** Deliveries one round claims (defaults to DELIVERIES_PER_ROUND_MAX). */
   perRoundMax?: number;
   inFlightMax?: number;
+  /** Deliveries of one (tenant, endpoint) one round claims (defaults to DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX). */
+  perEndpointMax?: number;
   intervalMs?: number;
   /** 0..1 for the jitter; defaults to Math.random (tests pin it). */
   random?: () => number;
@@ -40,6 +46,19 @@ export function backoffMs(n: number, base: number, max: number, random: number):
   return Math.round(d + d * 0.1 * random);
 }
 
+/**
+ * The claim a round needs: its POSTs run in ceil(perRound / inFlight) waves of at most `timeoutMs`
+ * each, plus CLAIM_LEASE_MARGIN_MS (60 s with the defaults: 4 waves x 10 s + 20 s).
+ */
+export function claimLeaseMs(perRound: number, inFlight: number, timeoutMs: number): number {
+  return Math.ceil(perRound / inFlight) * timeoutMs + L.CLAIM_LEASE_MARGIN_MS;
+}
+
+function positiveInt(v: number, name: string): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new Error(`webhook dispatcher: ${name} must be a positive integer`);
+  return v;
+}
+
 export function createWebhookDispatcher(opts: DispatcherOptions) {
   const send = opts.fetch ?? globalThis.fetch;
   const timeoutMs = opts.timeoutMs ?? L.DELIVERY_TIMEOUT_MS;
@@ -47,6 +66,11 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
   const base = opts.backoffBaseMs ?? L.BACKOFF_BASE_MS;
   const max = opts.backoffMaxMs ?? L.BACKOFF_MAX_MS;
   const random = opts.random ?? Math.random;
+  const perRound = positiveInt(opts.perRoundMax ?? L.DELIVERIES_PER_ROUND_MAX, "perRoundMax");
+  const inFlight = positiveInt(opts.inFlightMax ?? L.DELIVERIES_IN_FLIGHT_MAX, "inFlightMax");
+  const perEndpoint = positiveInt(opts.perEndpointMax ?? L.DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX, "perEndpointMax");
+  positiveInt(timeoutMs, "timeoutMs");
+  const leaseMs = claimLeaseMs(perRound, inFlight, timeoutMs);
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running: Promise<unknown> | undefined;
   let stopped = false;
@@ -78,20 +102,32 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
     }
   }
 
-  /** One round: claim up to perRoundMax due deliveries and send them, inFlightMax at a time. */
+  /**
+   * One round: claim up to perRound due deliveries (at most perEndpoint per endpoint) for leaseMs
+   * and send them, inFlight at a time. A row whose claim would run out before its POST could time
+   * out is skipped (not sent, not recorded: the next claim after its lease takes it); an outcome
+   * whose claim another dispatcher took over meanwhile is not recorded (that dispatcher's counts).
+   */
   async function runOnce(): Promise<DispatchStats> {
     const stats: DispatchStats = { delivered: 0, retried: 0, failed: 0 };
-    const due = await claimDue(opts.db, opts.clock.now(), opts.perRoundMax ?? L.DELIVERIES_PER_ROUND_MAX);
+    const due = await claimDue(opts.db, opts.clock.now(), perRound, leaseMs, perEndpoint);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < due.length) {
         const d = due[next++]!;
+        if (opts.clock.now().getTime() + timeoutMs > d.leaseUntil.getTime()) {
+          opts.logger.warn("webhook delivery skipped: its claim runs out before the POST could finish", { tenant: d.tenant, endpoint: d.endpointId, event: d.eventId, attempt: d.attempt });
+          continue;
+        }
         const r = await post(d);
         const now = opts.clock.now();
         const delivered = r.error === "";
         const giveUp = !delivered && (d.attempt >= attemptsMax || !d.enabled);
         const retryAt = delivered || giveUp ? null : new Date(now.getTime() + backoffMs(d.attempt, base, max, random()));
-        await recordAttempt(opts.db, d.seq, { delivered, status: r.status, error: r.error, now, retryAt });
+        if (!(await recordAttempt(opts.db, d, { delivered, status: r.status, error: r.error, now, retryAt }))) {
+          opts.logger.warn("webhook attempt not recorded: its claim was taken over", { tenant: d.tenant, endpoint: d.endpointId, event: d.eventId, attempt: d.attempt, error: r.error });
+          continue;
+        }
         if (delivered) stats.delivered++;
         else if (giveUp) {
           stats.failed++;
@@ -99,7 +135,7 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
         } else stats.retried++;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(opts.inFlightMax ?? L.DELIVERIES_IN_FLIGHT_MAX, due.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(inFlight, due.length) }, worker));
     return stats;
   }
 
@@ -118,6 +154,8 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
 
   return {
     runOnce,
+    /** The claim each round takes (derived from perRoundMax, inFlightMax and timeoutMs). */
+    leaseMs,
     /** Starts the background loop (a round, then the next one at once if it found work, else after intervalMs). */
     start(): void {
       stopped = false;

@@ -15,6 +15,6 @@ export {
   type EndpointInput,
   type WebhookEvent,
 } from "./store.js";
-export { backoffMs, createWebhookDispatcher, type DispatchStats, type DispatcherOptions } from "./dispatcher.js";
+export { backoffMs, claimLeaseMs, createWebhookDispatcher, type DispatchStats, type DispatcherOptions } from "./dispatcher.js";
 export { webhooksMigrationSql } from "./sql.js";
 export { webhookRpcs, endpointToProto, deliveryToProto } from "./rpc.js";

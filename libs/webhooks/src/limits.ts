@@ -23,11 +23,29 @@ export const BACKOFF_BASE_MS = 5_000;
 export const BACKOFF_MAX_MS = 3_600_000;
 /** One POST's deadline (connect + response headers). */
 export const DELIVERY_TIMEOUT_MS = 10_000;
-/** A claimed delivery comes back to the queue after this long if its dispatcher died mid-POST. */
-export const CLAIM_LEASE_MS = 60_000;
-/** Deliveries one dispatcher round claims, and POSTs it runs at once. */
-export const DELIVERIES_PER_ROUND_MAX = 100;
+/** POSTs one dispatcher runs at once. */
 export const DELIVERIES_IN_FLIGHT_MAX = 8;
+/**
+ * Waves of DELIVERIES_IN_FLIGHT_MAX POSTs one round claims: a round's work takes at most
+ * DELIVERY_WAVES_PER_ROUND x DELIVERY_TIMEOUT_MS (plus database time), which must fit its claim.
+ */
+export const DELIVERY_WAVES_PER_ROUND = 4;
+/** Deliveries one dispatcher round claims (32): in-flight x waves, so the round fits its lease. */
+export const DELIVERIES_PER_ROUND_MAX = DELIVERIES_IN_FLIGHT_MAX * DELIVERY_WAVES_PER_ROUND;
+/** Slack in a claim beyond its round's POST time (database round trips, a slow event loop). */
+export const CLAIM_LEASE_MARGIN_MS = 20_000;
+/**
+ * How long a claim lasts (60 s): a claimed delivery comes back to the queue after this long if its
+ * dispatcher died. Derived from the round: waves x timeout + margin. A dispatcher with other options
+ * derives its own lease the same way (see claimLeaseMs in dispatcher.ts).
+ */
+export const CLAIM_LEASE_MS = DELIVERY_WAVES_PER_ROUND * DELIVERY_TIMEOUT_MS + CLAIM_LEASE_MARGIN_MS;
+/**
+ * Most deliveries of one (tenant, endpoint) one round claims: an endpoint that never answers holds
+ * at most this many of a round's slots, and every endpoint's oldest due delivery is claimed before
+ * any endpoint's second (round robin by due time).
+ */
+export const DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX = 4;
 /** Dispatcher poll interval when idle. */
 export const DISPATCH_INTERVAL_MS = 1_000;
 /** Longest error text kept per delivery. */

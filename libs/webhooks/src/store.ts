@@ -214,56 +214,94 @@ export interface ClaimedDelivery {
   eventId: string;
   eventKind: string;
   payload: string;
+  /** The attempt count this claim set: the claim's fence (recordAttempt applies only while it is unchanged). */
   attempt: number;
+  /** When this claim runs out (another dispatcher may claim the row from then on). */
+  leaseUntil: Date;
   url: string;
   secret: string;
   enabled: boolean;
 }
 
 /**
- * Claims due deliveries: their next attempt moves CLAIM_LEASE_MS ahead (so a dispatcher that dies
- * mid-POST gives them back) and their attempt count goes up. SKIP LOCKED: dispatchers of several
- * replicas never claim the same row in one round.
+ * Claims due deliveries: their next attempt moves `leaseMs` ahead (so a dispatcher that dies
+ * mid-POST gives them back) and their attempt count goes up (each claim sets a new count: the
+ * fence recordAttempt checks). SKIP LOCKED: dispatchers of several replicas never claim the same
+ * row in one round.
+ *
+ * Fairness: at most `perEndpointMax` rows of one (tenant, endpoint) per round, and rows are taken
+ * round robin: every endpoint's oldest due row (by due time) before any endpoint's second, so an
+ * endpoint with a large backlog (one that never answers) cannot fill a round. The window function
+ * picks candidates in an inner query (PostgreSQL refuses FOR UPDATE at the level of a window
+ * function); the outer query locks them and re-checks they are still due (a row another dispatcher
+ * claimed and committed meanwhile is re-read under the lock and dropped). Returned in claim order.
  */
-export async function claimDue(q: Queryable, now: Date, limit: number, leaseMs = L.CLAIM_LEASE_MS): Promise<ClaimedDelivery[]> {
+export async function claimDue(
+  q: Queryable,
+  now: Date,
+  limit: number,
+  leaseMs = L.CLAIM_LEASE_MS,
+  perEndpointMax = L.DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX,
+): Promise<ClaimedDelivery[]> {
+  const leaseUntil = new Date(now.getTime() + leaseMs);
   const { rows } = await q.query(
-    `UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = $2
-     FROM webhook_endpoints e
-     WHERE d.seq IN (SELECT seq FROM webhook_deliveries
-                     WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
-                     ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
-       AND e.tenant = d.tenant AND e.id = d.endpoint_id
-     RETURNING d.seq, d.tenant, d.endpoint_id, d.event_id, d.event_kind, d.payload, d.attempts, e.url, e.secret, e.enabled`,
-    [now, new Date(now.getTime() + leaseMs), limit],
+    `WITH picked AS (
+       SELECT w.seq, c.rn, c.due FROM webhook_deliveries w
+       JOIN (SELECT seq, rn, due FROM (
+               SELECT seq, next_attempt_at AS due,
+                      row_number() OVER (PARTITION BY tenant, endpoint_id ORDER BY next_attempt_at, seq) AS rn
+               FROM webhook_deliveries
+               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1) ranked
+             WHERE rn <= $4
+             ORDER BY rn, due, seq
+             LIMIT $3) c ON c.seq = w.seq
+       WHERE w.delivered_at IS NULL AND w.failed_at IS NULL AND w.next_attempt_at <= $1
+       FOR UPDATE OF w SKIP LOCKED
+     )
+     UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = $2
+     FROM webhook_endpoints e, picked p
+     WHERE d.seq = p.seq AND e.tenant = d.tenant AND e.id = d.endpoint_id
+     RETURNING d.seq, d.tenant, d.endpoint_id, d.event_id, d.event_kind, d.payload, d.attempts, e.url, e.secret, e.enabled, p.rn, p.due`,
+    [now, leaseUntil, limit, perEndpointMax],
   );
-  return rows
-    .map((r) => ({
-      seq: BigInt(r.seq as string | number | bigint),
-      tenant: r.tenant as string,
-      endpointId: r.endpoint_id as string,
-      eventId: r.event_id as string,
-      eventKind: r.event_kind as string,
-      payload: r.payload as string,
-      attempt: Number(r.attempts),
-      url: r.url as string,
-      secret: r.secret as string,
-      enabled: r.enabled as boolean,
-    }))
-    .sort((a, b) => (a.seq < b.seq ? -1 : 1));
+  const order = (r: Record<string, unknown>) => [Number(r.rn), new Date(r.due as string | Date).getTime(), BigInt(r.seq as string | number | bigint)] as const;
+  rows.sort((x, y) => {
+    const [a, b] = [order(x), order(y)];
+    return a[0] - b[0] || a[1] - b[1] || (a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : 0);
+  });
+  return rows.map((r) => ({
+    seq: BigInt(r.seq as string | number | bigint),
+    tenant: r.tenant as string,
+    endpointId: r.endpoint_id as string,
+    eventId: r.event_id as string,
+    eventKind: r.event_kind as string,
+    payload: r.payload as string,
+    attempt: Number(r.attempts),
+    leaseUntil,
+    url: r.url as string,
+    secret: r.secret as string,
+    enabled: r.enabled as boolean,
+  }));
 }
 
-/** Records one attempt's outcome: delivered, retry at `retryAt`, or given up (retryAt null). */
+/**
+ * Records one attempt's outcome: delivered, retry at `retryAt`, or given up (retryAt null); fenced
+ * on the claim: applies only while the row's attempt count is still the one `claim` set, so the
+ * outcome of a dispatcher whose claim ran out (and another dispatcher re-claimed the row) is
+ * ignored. Returns whether it applied.
+ */
 export async function recordAttempt(
   q: Queryable,
-  seq: bigint,
+  claim: { seq: bigint; attempt: number },
   o: { delivered: boolean; status: number; error: string; now: Date; retryAt: Date | null },
-): Promise<void> {
-  await q.query(
+): Promise<boolean> {
+  const r = await q.query(
     `UPDATE webhook_deliveries SET last_status = $2, last_error = $3,
        delivered_at = CASE WHEN $4 THEN $5::timestamptz END,
        failed_at = CASE WHEN NOT $4 AND $6::timestamptz IS NULL THEN $5::timestamptz END,
        next_attempt_at = COALESCE($6::timestamptz, next_attempt_at)
-     WHERE seq = $1::bigint AND delivered_at IS NULL AND failed_at IS NULL`,
-    [seq.toString(), o.status, o.error.slice(0, L.ERROR_CHARS_MAX), o.delivered, o.now, o.retryAt],
+     WHERE seq = $1::bigint AND attempts = $7 AND delivered_at IS NULL AND failed_at IS NULL`,
+    [claim.seq.toString(), o.status, o.error.slice(0, L.ERROR_CHARS_MAX), o.delivered, o.now, o.retryAt, claim.attempt],
   );
+  return (r.rowCount ?? 0) > 0;
 }

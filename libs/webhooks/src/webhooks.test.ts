@@ -4,10 +4,15 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { readdirSync, readFileSync } from "node:fs";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends, type Queryable, type TestDb } from "@nanobill/db";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   ATTEMPTS_MAX,
+  CLAIM_LEASE_MS,
+  DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX,
+  DELIVERIES_PER_ROUND_MAX,
+  DELIVERY_TIMEOUT_MS,
+  claimLeaseMs,
   WebhookConflictError,
   WebhookInputError,
   backoffMs,
@@ -23,6 +28,7 @@ import {
   type EndpointInput,
   type WebhookEvent,
 } from "./index.js";
+import { claimDue, recordAttempt } from "./store.js";
 
 describe("signatures", () => {
   it("verifies its own signature and refuses a changed body, an old timestamp, another secret and junk", () => {
@@ -43,6 +49,13 @@ describe("signatures", () => {
     expect([1, 2, 3, 4].map((n) => backoffMs(n, 5_000, 3_600_000, 0))).toEqual([5_000, 10_000, 20_000, 40_000]);
     expect(backoffMs(40, 5_000, 3_600_000, 0)).toBe(3_600_000);
     expect(backoffMs(1, 5_000, 3_600_000, 1)).toBe(5_500);
+  });
+
+  it("sizes a round to fit its claim: waves x timeout + margin", () => {
+    expect(claimLeaseMs(DELIVERIES_PER_ROUND_MAX, 8, DELIVERY_TIMEOUT_MS)).toBe(CLAIM_LEASE_MS);
+    expect(CLAIM_LEASE_MS).toBe(60_000);
+    expect(claimLeaseMs(100, 8, 10_000)).toBe(150_000);
+    expect(() => createWebhookDispatcher({ db: {} as Queryable, clock: { now: () => new Date() }, logger: { warn: () => undefined }, inFlightMax: 0 })).toThrow(/inFlightMax/);
   });
 
   it("every service's webhook migration is this library's SQL, verbatim", () => {
@@ -100,6 +113,66 @@ for (const backend of testBackends()) {
     const logger = { warn: () => undefined };
     const T = "tnt_a";
     const event = (id: string, kind = "margin_below", data: Record<string, unknown> = { customer_id: "cus_1", margin_bps: 1200 }): WebhookEvent => ({ id, kind, occurredAt: now, data });
+
+    /** Rounds until one finds nothing to do; the deliveries it recorded delivered. */
+    const drain = async (d: { runOnce(): Promise<{ delivered: number; retried: number; failed: number }> }): Promise<number> => {
+      for (let n = 0; ; ) {
+        const s = await d.runOnce();
+        if (s.delivered + s.retried + s.failed === 0) return n;
+        n += s.delivered;
+      }
+    };
+
+    /**
+     * A simulated world of slow endpoints on the fake clock: each POST takes `postMs` (POSTs run
+     * concurrently, as they do for real). `fetch` parks a POST; `run` waits until every dispatcher is
+     * parked on a POST (no query running), moves the clock to the earliest POST's end, answers it
+     * with `status(url)`, and so on until nothing is parked. `hooks` fire once the clock reaches
+     * their offset (e.g. a second dispatcher starting). Deterministic: no real timers.
+     */
+    const slowWorld = (postMs: number, status: (url: string) => number = () => 200) => {
+      let busy = 0;
+      const q = {
+        query: (sql: string, params?: unknown[]) => {
+          busy++;
+          return db.query(sql, params).finally(() => busy--);
+        },
+      } as Queryable;
+      const parked: Array<{ at: number; answer: () => void }> = [];
+      const posts: string[] = [];
+      const fetch = ((url: string | URL | Request, init?: RequestInit) => {
+        posts.push(`${String(url)} ${(init?.headers as Record<string, string>)["nanobill-event-id"]}`);
+        return new Promise<Response>((resolve) => parked.push({ at: now.getTime() + postMs, answer: () => resolve(new Response(null, { status: status(String(url)) })) }));
+      }) as typeof globalThis.fetch;
+      const settle = async () => {
+        for (let idle = 0; idle < 3; ) {
+          await new Promise((r) => setImmediate(r));
+          idle = busy === 0 ? idle + 1 : 0;
+        }
+      };
+      const run = async (hooks: Array<{ atMs: number; fire: () => void }> = []) => {
+        const start = now.getTime();
+        for (;;) {
+          await settle();
+          if (parked.length === 0) return;
+          const t = Math.min(...parked.map((p) => p.at));
+          const hook = hooks.find((h) => start + h.atMs <= t);
+          if (hook) {
+            // A hook due first fires alone, and everything it starts settles before the next POST ends.
+            if (start + hook.atMs > now.getTime()) now = new Date(start + hook.atMs);
+            hooks.splice(hooks.indexOf(hook), 1);
+            hook.fire();
+            continue;
+          }
+          if (t > now.getTime()) now = new Date(t);
+          for (const p of parked.filter((p) => p.at <= now.getTime())) {
+            parked.splice(parked.indexOf(p), 1);
+            p.answer();
+          }
+        }
+      };
+      return { q, fetch, posts, run };
+    };
 
     beforeAll(async () => {
       db = await backend.open();
@@ -251,10 +324,114 @@ for (const backend of testBackends()) {
       // (Default timeouts here: PGlite runs on this thread, so a receiver in this process can be slow.)
       const d1 = createWebhookDispatcher({ db, clock, logger });
       const d2 = createWebhookDispatcher({ db, clock, logger });
-      const [a, b] = await Promise.all([d1.runOnce(), d2.runOnce()]);
-      expect(a.delivered + b.delivered).toBe(40);
+      const [a, b] = await Promise.all([drain(d1), drain(d2)]);
+      expect(a + b).toBe(40);
       expect(new Set(rx.got.map((g) => g.headers["nanobill-event-id"])).size).toBe(40);
       expect(rx.got.length).toBe(40);
+    });
+
+    it("two dispatchers with 10 s POSTs send each of 100 events once and burn no attempts: a round fits its claim", async () => {
+      // The reviewer's case: 100 deliveries, every POST 10 s, a second dispatcher joins at 70 s.
+      // Before the fix one round claimed 100 rows for 60 s and 44 were POSTed twice.
+      const tenants = Array.from({ length: 10 }, (_, i) => `tnt_s${i}`);
+      for (const t of tenants) {
+        for (const ep of ["a", "b"]) await createEndpoint(db, t, { id: ep, url: `https://${t}.example/${ep}`, eventKinds: [] }, now);
+        await enqueueWebhooks(db, t, Array.from({ length: 5 }, (_, i) => event(`alrt_${i}`)), now);
+      }
+      const w = slowWorld(DELIVERY_TIMEOUT_MS);
+      const warnings: string[] = [];
+      const log = { warn: (m: string) => void warnings.push(m) };
+      const d1 = createWebhookDispatcher({ db: w.q, clock, logger: log, fetch: w.fetch });
+      const d2 = createWebhookDispatcher({ db: w.q, clock, logger: log, fetch: w.fetch });
+      const runs: Array<Promise<number>> = [drain(d1)];
+      await w.run([{ atMs: 70_000, fire: () => void runs.push(drain(d2)) }]);
+      expect(runs.length).toBe(2);
+      expect((await Promise.all(runs)).reduce((a, b) => a + b)).toBe(100);
+      expect(w.posts.length).toBe(100);
+      expect(new Set(w.posts).size).toBe(100);
+      expect(warnings).toEqual([]);
+      const all = (await Promise.all(tenants.map((t) => listDeliveries(db, t, {})))).flat();
+      expect(all.length).toBe(100);
+      expect(all.every((d) => d.state === "delivered" && d.attempts === 1)).toBe(true);
+    });
+
+    it("skips a claimed delivery its claim no longer covers (left for the next claim, not recorded)", async () => {
+      await createEndpoint(db, T, { id: "stall", url: "https://stall.example/hook", eventKinds: [] }, now);
+      await enqueueWebhooks(db, T, Array.from({ length: 4 }, (_, i) => event(`alrt_${i}`)), now);
+      // Lease 4 x 10 s + 20 s = 60 s; each POST here takes 26 s (a stalled process, not the timeout):
+      // the third would start at 52 s and could run (10 s timeout) to 62 s, past its claim.
+      const w = slowWorld(26_000);
+      const d = createWebhookDispatcher({ db: w.q, clock, logger, fetch: w.fetch, perRoundMax: 4, inFlightMax: 1, timeoutMs: 10_000 });
+      expect(d.leaseMs).toBe(60_000);
+      const claimedAt = now.getTime();
+      const round = d.runOnce();
+      await w.run();
+      expect(await round).toEqual({ delivered: 2, retried: 0, failed: 0 });
+      expect(w.posts).toEqual(["https://stall.example/hook alrt_0", "https://stall.example/hook alrt_1"]);
+      const left = (await listDeliveries(db, T, { state: "pending" })).sort((a, b) => (a.seq < b.seq ? -1 : 1));
+      expect(left.map((x) => [x.eventId, x.attempts, x.lastError, x.nextAttemptAt.getTime() - claimedAt])).toEqual([
+        ["alrt_2", 1, "", 60_000],
+        ["alrt_3", 1, "", 60_000],
+      ]);
+      // Once the claim runs out, the next round sends them.
+      now = new Date(claimedAt + 60_000);
+      const again = d.runOnce();
+      await w.run();
+      expect(await again).toEqual({ delivered: 2, retried: 0, failed: 0 });
+      expect(w.posts.length).toBe(4);
+    });
+
+    it("ignores the outcome of a dispatcher whose claim another dispatcher took over", async () => {
+      await createEndpoint(db, T, { id: "fence", url: "https://fence.example/hook", eventKinds: [] }, now);
+      await enqueueWebhooks(db, T, [event("alrt_f")], now);
+      // Store level: claim 1, its lease runs out, claim 2; claim 1's outcome is refused, claim 2's lands.
+      const [c1] = await claimDue(db, now, 10, 30_000);
+      now = new Date(now.getTime() + 31_000);
+      const [c2] = await claimDue(db, now, 10, 30_000);
+      expect([c1!.attempt, c2!.attempt]).toEqual([1, 2]);
+      expect(await recordAttempt(db, c1!, { delivered: true, status: 200, error: "", now, retryAt: null })).toBe(false);
+      expect((await listDeliveries(db, T, {}))[0]).toMatchObject({ state: "pending", attempts: 2 });
+      const retryAt = new Date(now.getTime() + 20_000);
+      expect(await recordAttempt(db, c2!, { delivered: false, status: 500, error: "HTTP 500", now, retryAt })).toBe(true);
+      const stale = await recordAttempt(db, c1!, { delivered: false, status: 502, error: "HTTP 502", now, retryAt: new Date(now.getTime() + 5_000) });
+      expect(stale).toBe(false);
+      expect((await listDeliveries(db, T, {}))[0]).toMatchObject({ state: "pending", attempts: 2, lastStatus: 500, nextAttemptAt: retryAt });
+
+      // Dispatcher level: A's POST stalls past its claim; B re-claims, gets a 500 and schedules a
+      // retry; A's late 200 does not overwrite it.
+      now = new Date(retryAt.getTime());
+      let bRound: Promise<unknown> | undefined;
+      const warnings: string[] = [];
+      const w = slowWorld(40_000, () => 200);
+      const a = createWebhookDispatcher({ db: w.q, clock, logger: { warn: (m: string) => void warnings.push(m) }, fetch: w.fetch, perRoundMax: 1, inFlightMax: 1, random: () => 0 });
+      const b = createWebhookDispatcher({ db: w.q, clock, logger, fetch: async () => new Response(null, { status: 500 }), perRoundMax: 1, inFlightMax: 1, random: () => 0 });
+      expect(a.leaseMs).toBe(30_000);
+      const aRound = a.runOnce();
+      // A's claim runs out at 30 s; B claims at 35 s and records its 500 before A's POST ends at 40 s.
+      await w.run([{ atMs: 35_000, fire: () => void (bRound = b.runOnce()) }]);
+      expect(await bRound).toEqual({ delivered: 0, retried: 1, failed: 0 });
+      expect(await aRound).toEqual({ delivered: 0, retried: 0, failed: 0 });
+      expect(warnings).toEqual(["webhook attempt not recorded: its claim was taken over"]);
+      expect((await listDeliveries(db, T, {}))[0]).toMatchObject({ state: "pending", attempts: 4, lastStatus: 500, nextAttemptAt: new Date(retryAt.getTime() + 35_000 + backoffMs(4, 5_000, 3_600_000, 0)) });
+    });
+
+    it("caps one endpoint's share of a round: a dead endpoint's backlog does not hold back another tenant", async () => {
+      await createEndpoint(db, "tnt_dead", { id: "dead", url: "https://dead.example/hook", eventKinds: [] }, now);
+      await createEndpoint(db, "tnt_live", { id: "live", url: "https://live.example/hook", eventKinds: [] }, now);
+      // 60 deliveries to the dead endpoint, all due before the live tenant's one.
+      await enqueueWebhooks(db, "tnt_dead", Array.from({ length: 60 }, (_, i) => event(`alrt_${i}`)), now);
+      now = new Date(now.getTime() + 1_000);
+      await enqueueWebhooks(db, "tnt_live", [event("alrt_live")], now);
+      const w = slowWorld(DELIVERY_TIMEOUT_MS, (url) => (url.includes("dead") ? 504 : 200));
+      const d = createWebhookDispatcher({ db: w.q, clock, logger, fetch: w.fetch });
+      const round = d.runOnce();
+      await w.run();
+      expect(await round).toEqual({ delivered: 1, retried: DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX, failed: 0 });
+      expect(w.posts.filter((p) => p.includes("dead")).length).toBe(DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX);
+      expect(w.posts).toContain("https://live.example/hook alrt_live");
+      expect((await listDeliveries(db, "tnt_live", {}))[0]).toMatchObject({ state: "delivered", attempts: 1 });
+      // Claimed round robin: the live endpoint's first delivery goes out in the first wave.
+      expect(w.posts.indexOf("https://live.example/hook alrt_live")).toBeLessThan(8);
     });
 
     it("runs in the background until stopped", async () => {
