@@ -111,3 +111,254 @@ describe("decodeNewTransfer", () => {
     expect(() => decodeNewTransfer(Uint8Array.from([0x00, 0x01]))).toThrow(WireError);
   });
 });
+
+// ---- Malformed input: the hand decoder must throw WireError exactly where fromBinary throws and
+// otherwise give the same domain value. protobuf-es 2.13 reads a known field by its declared type
+// whatever its wire type, so wrong wire types on known fields are the interesting mutations.
+
+type Outcome = { threw: true; wire: boolean; error: unknown } | { threw: false; value: unknown };
+function outcome(f: () => unknown): Outcome {
+  try {
+    return { threw: false, value: f() };
+  } catch (e) {
+    return { threw: true, wire: e instanceof WireError, error: e };
+  }
+}
+function expectSameAsProtobufEs(bytes: Uint8Array): void {
+  const pb = outcome(() => newTransferFromPb(fromBinary(NewTransferSchema, bytes)));
+  const hand = outcome(() => decodeNewTransfer(bytes));
+  if (pb.threw) {
+    expect(hand.threw ? hand.wire : hand.value, `fromBinary threw ${String((pb as { error: unknown }).error)}`).toBe(true);
+  } else {
+    if (hand.threw) throw new Error(`hand decoder threw ${String(hand.error)} where fromBinary decoded`);
+    expect(hand.value).toStrictEqual(pb.value);
+  }
+}
+
+function varintOf(v: bigint): number[] {
+  const out: number[] = [];
+  let u = BigInt.asUintN(64, v);
+  while (u > 0x7fn) {
+    out.push(Number(u & 0x7fn) | 0x80);
+    u >>= 7n;
+  }
+  out.push(Number(u));
+  return out;
+}
+/** A varint of v padded with redundant continuation bytes to `bytes` bytes (may exceed 10). */
+function paddedVarint(v: bigint, bytes: number): number[] {
+  const out = varintOf(v);
+  while (out.length < bytes) {
+    out[out.length - 1]! |= 0x80;
+    out.push(0);
+  }
+  return out;
+}
+const tagBytes = (no: number, wt: number) => varintOf(BigInt(no) * 8n + BigInt(wt));
+
+/** A message's known field numbers with their declared wire types, and the shapes of its message-typed (or map entry) fields. */
+type Shape = { known: Record<number, number>; sub: Record<number, Shape> };
+const TIMESTAMP: Shape = { known: { 1: 0, 2: 0 }, sub: {} };
+const FLAGS: Shape = { known: { 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 0, 9: 0 }, sub: {} };
+const REF_ENTRY: Shape = { known: { 1: 2, 2: 2 }, sub: {} };
+const NEW_TRANSFER: Shape = { known: { 1: 2, 2: 2, 3: 2, 4: 0, 5: 2, 6: 2, 7: 0, 8: 0, 9: 2, 10: 2, 11: 2 }, sub: { 9: FLAGS, 10: REF_ENTRY, 11: TIMESTAMP } };
+/** The fields inside a skipped group: any numbers, all skipped. */
+const GROUP_BODY: Shape = { known: { 1: 0, 2: 2, 3: 5 }, sub: {} };
+
+const anyVarint = fc.oneof(
+  { weight: 4, arbitrary: fc.bigInt({ min: 0n, max: 300n }).map(varintOf) },
+  { weight: 3, arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }).map(varintOf) },
+  { weight: 2, arbitrary: fc.tuple(fc.bigInt({ min: 0n, max: 2n ** 35n - 1n }), fc.integer({ min: 1, max: 12 })).map(([v, n]) => paddedVarint(v, n)) },
+  { weight: 1, arbitrary: fc.array(fc.integer({ min: 0x80, max: 0xff }), { minLength: 1, maxLength: 11 }) }, // unterminated
+);
+const smallBytes = fc.uint8Array({ maxLength: 10 }).map((b) => [...b]);
+const utf8Bytes = fc.string({ unit: "grapheme", maxLength: 6 }).map((s) => [...new TextEncoder().encode(s)]);
+/** A length prefix for a payload of n bytes: right, off by a little, redundant, or 2^32 + n (uint32 wraps). */
+const lengthOf = (n: number) =>
+  fc.oneof(
+    { weight: 6, arbitrary: fc.constant(varintOf(BigInt(n))) },
+    { weight: 1, arbitrary: fc.integer({ min: -3, max: 3 }).map((d) => varintOf(BigInt(Math.max(0, n + d)))) },
+    { weight: 1, arbitrary: fc.constant(paddedVarint(BigInt(n), 5)) },
+    { weight: 1, arbitrary: fc.constant(varintOf(2n ** 32n + BigInt(n))) },
+  );
+/** A tag that protobuf-es must refuse: more than 32 bits, > 5 bytes, field 0, wire type 6/7. */
+const badTag = fc.oneof(
+  fc.integer({ min: 0x10, max: 0x7f }).map((last) => [0x80, 0x80, 0x80, 0x80, last]),
+  fc.integer({ min: 6, max: 11 }).map((n) => paddedVarint(8n, n)),
+  fc.bigInt({ min: 2n ** 32n, max: 2n ** 40n }).map(varintOf),
+  fc.integer({ min: 0, max: 7 }).map((wt) => varintOf(BigInt(wt))),
+  fc.integer({ min: 1, max: 20 }).chain((no) => fc.constantFrom(6, 7).map((wt) => tagBytes(no, wt))),
+);
+
+const shapeCache = new Map<Shape, Map<number, fc.Arbitrary<number[]>>>();
+/** Random fields for a message of this shape: known numbers with any wire type, unknown ones, groups, bad tags. */
+function fieldsOf(shape: Shape, depth: number): fc.Arbitrary<number[]> {
+  const byDepth = shapeCache.get(shape) ?? new Map<number, fc.Arbitrary<number[]>>();
+  shapeCache.set(shape, byDepth);
+  const cached = byDepth.get(depth);
+  if (cached) return cached;
+  const known = Object.keys(shape.known).map(Number);
+  const no = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(...known) },
+    { weight: 2, arbitrary: fc.integer({ min: 1, max: 40 }) },
+    { weight: 1, arbitrary: fc.constantFrom(2 ** 29 - 1, 2 ** 28, 2047, 2048) },
+  );
+  // Mostly the declared wire type (so that most inputs decode and values get compared), often another.
+  const wtFor = (n: number) =>
+    fc.oneof(
+      { weight: shape.known[n] === undefined ? 0 : 12, arbitrary: fc.constant(shape.known[n] ?? 0) },
+      { weight: 5, arbitrary: fc.integer({ min: 0, max: 5 }) },
+      { weight: 1, arbitrary: fc.constantFrom(6, 7) },
+    );
+  const field: fc.Arbitrary<number[]> = fc.oneof(
+    { weight: 20, arbitrary: no.chain((n) => wtFor(n).map((w) => [n, w] as const)).chain(([n, w]) => payload(shape, depth, n, w).map((p) => [...tagBytes(n, w), ...p])) },
+    { weight: 1, arbitrary: fc.tuple(badTag, anyVarint).map(([t, v]) => [...t, ...v]) },
+  );
+  const arb = fc.array(field, { maxLength: depth === 0 ? 6 : 3 }).map((fs) => fs.flat());
+  byDepth.set(depth, arb);
+  return arb;
+}
+function payload(shape: Shape, depth: number, no: number, wt: number): fc.Arbitrary<number[]> {
+  switch (wt) {
+    case 0:
+      return anyVarint;
+    case 1:
+      return fc.uint8Array({ minLength: 8, maxLength: 8 }).map((b) => [...b]);
+    case 5:
+      return fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => [...b]);
+    case 2: {
+      const sub = shape.sub[no];
+      const body = sub !== undefined && depth < 2 ? fc.oneof({ weight: 4, arbitrary: fieldsOf(sub, depth + 1) }, { weight: 1, arbitrary: smallBytes })
+          : fc.oneof({ weight: 4, arbitrary: utf8Bytes }, { weight: 1, arbitrary: smallBytes }, { weight: 1, arbitrary: anyVarint });
+      return body.chain((b) => lengthOf(b.length).map((l) => [...l, ...b]));
+    }
+    case 3: {
+      const inner = depth < 2 ? fieldsOf(GROUP_BODY, depth + 1) : fc.constant([] as number[]);
+      const end = fc.oneof({ weight: 5, arbitrary: fc.constant(no) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 40 }) });
+      return fc.tuple(inner, end).map(([b, e]) => [...b, ...tagBytes(e, 4)]);
+    }
+    default:
+      return fc.oneof(fc.constant([] as number[]), anyVarint);
+  }
+}
+
+/** Fields of this message, or one well-framed sub-message (recursively) whose fields are random: reaches map values and nested fields often. */
+function nestedSoup(shape: Shape, depth: number): fc.Arbitrary<number[]> {
+  const subs = Object.entries(shape.sub).map(([n, sub]) =>
+    fc.oneof(fieldsOf(sub, depth + 1), nestedSoup(sub, depth + 1)).map((body) => [...tagBytes(Number(n), 2), ...varintOf(BigInt(body.length)), ...body]),
+  );
+  return subs.length === 0 ? fieldsOf(shape, depth) : fc.oneof(fieldsOf(shape, depth), ...subs);
+}
+const soupOf = (shape: Shape) => fc.array(nestedSoup(shape, 0), { minLength: 1, maxLength: 3 }).map((parts) => parts.flat());
+
+/** null 2 times in 3, so that most mutated inputs still decode and their values get compared. */
+const rarely = <T>(a: fc.Arbitrary<T>): fc.Arbitrary<T | null> => fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: a });
+/** Mutations of any bytes: truncate, flip one byte, change a byte's low 3 bits (a tag's wire type). */
+function mutated(base: fc.Arbitrary<number[]>): fc.Arbitrary<Uint8Array> {
+  return fc
+    .tuple(base, rarely(fc.nat()), rarely(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }))), rarely(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 7 }))))
+    .map(([b, cut, flip, wt]) => {
+      const out = [...b];
+      if (flip && out.length > 0) out[flip[0] % out.length] = flip[1];
+      if (wt && out.length > 0) out[wt[0] % out.length] = (out[wt[0] % out.length]! & ~7) | wt[1];
+      return Uint8Array.from(cut !== null && out.length > 0 ? out.slice(0, cut % (out.length + 1)) : out);
+    });
+}
+
+describe("decodeNewTransfer on malformed input (as protobuf-es 2.13 reads it)", () => {
+  it("throws WireError iff fromBinary throws, else gives the same transfer: random field soups with wrong wire types, bad tags, bad lengths, truncations (20,000 runs)", () => {
+    fc.assert(fc.property(mutated(soupOf(NEW_TRANSFER)), expectSameAsProtobufEs), { numRuns: 20_000 });
+  });
+
+  it("throws WireError iff fromBinary throws, else gives the same transfer: valid transfers with a byte flipped, a wire type changed or cut short (5,000 runs)", () => {
+    const valid = newTransfer.map((t) => [...toBinary(NewTransferSchema, create(NewTransferSchema, t))]);
+    fc.assert(fc.property(mutated(valid), expectSameAsProtobufEs), { numRuns: 5_000 });
+  });
+
+  it("reads a known field by its declared type whatever its wire type, as protobuf-es does", () => {
+    const cases: Array<[string, number[], Partial<ReturnType<typeof decodeNewTransfer>> | "throws"]> = [
+      // amount_nanos (4, int64) sent as LEN: the varint 1 is read, then 05 is a tag of field 0.
+      ["int64 as LEN 22 01 05", [0x22, 0x01, 0x05], "throws"],
+      ["int64 as LEN 22 05", [0x22, 0x05], { amountNanos: 5n }],
+      ["int64 as I64", [0x21, 0x07], { amountNanos: 7n }],
+      ["int64 as I32", [0x25, 0x7f], { amountNanos: 127n }],
+      ["int64 as start group", [0x23, 0x02], { amountNanos: 2n }],
+      ["int64 as end group", [0x24, 0x02], { amountNanos: 2n }],
+      // id (1, string) sent as a varint: the varint is read as the string's length.
+      ["string as varint", [0x08, 0x02, 0x68, 0x69], { id: "hi" }],
+      ["string as I32, length past the end", [0x0d, 0x05, 0x68], "throws"],
+      // timestamp (11, message) sent as a varint: read as the message's length.
+      ["message as varint", [0x58, 0x02, 0x08, 0x05], { timestampUs: 5_000_000n }],
+      ["code (uint32) as I64", [0x41, 0x80, 0x01], { code: 128 }],
+      // A sub-message's last field may run past its length: protobuf-es reads on from there.
+      ["timestamp field overruns its length", [0x5a, 0x01, 0x08, 0x05, 0x0a, 0x01, 0x78], { timestampUs: 5_000_000n, id: "x" }],
+      // A length of 2^32 + 2 is read as uint32 (low 32 bits): 2.
+      ["string length 2^32+2", [0x0a, ...varintOf(2n ** 32n + 2n), 0x6f, 0x6b], { id: "ok" }],
+      // In a map entry an unknown field number consumes only its tag: 18 (field 3 varint), then key "a".
+      ["map entry unknown field is a bare tag", [0x52, 0x04, 0x18, 0x0a, 0x01, 0x61], { references: { a: "" } }],
+      ["map entry unknown field payload read as a tag", [0x52, 0x02, 0x18, 0x00], "throws"],
+      // An unknown field's varint may have any length when skipped; a known field's may not exceed 10 bytes.
+      ["unknown varint of 12 bytes", [0x98, 0x06, ...paddedVarint(1n, 12)], {}],
+      ["known varint of 11 bytes", [0x20, ...paddedVarint(1n, 11)], "throws"],
+      ["lone end group on an unknown field", [0x9c, 0x06], "throws"],
+    ];
+    for (const [name, bytes, want] of cases) {
+      const b = Uint8Array.from(bytes);
+      if (want === "throws") {
+        expect(() => fromBinary(NewTransferSchema, b), name).toThrow();
+        expect(() => decodeNewTransfer(b), name).toThrow(WireError);
+      } else {
+        expect(decodeNewTransfer(b), name).toMatchObject(want);
+      }
+      expectSameAsProtobufEs(b);
+    }
+  });
+
+  it("refuses tags that do not fit in 32 bits, as protobuf-es does, and accepts field number 2^29-1", () => {
+    const refused = [
+      [0x80, 0x80, 0x80, 0x80, 0x10, 0x00], // 5th byte > 0x0f: tag >= 2^32
+      [0xf8, 0xff, 0xff, 0xff, 0x7f, 0x00],
+      [0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00], // 6-byte tag (field 1 varint, redundantly encoded)
+      [0x0f], // wire type 7
+      [0x0e, 0x00], // wire type 6
+      [0x00, 0x01], // field 0
+      [0x80, 0x80, 0x80, 0x80, 0x00, 0x00], // field 0 in 5 bytes
+    ];
+    for (const bytes of refused) {
+      const b = Uint8Array.from(bytes);
+      expect(() => fromBinary(NewTransferSchema, b), bytes.join(" ")).toThrow();
+      expect(() => decodeNewTransfer(b), bytes.join(" ")).toThrow(WireError);
+    }
+    const maxField = Uint8Array.from([0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x0a, 0x01, 0x7a]); // field 2^29-1 varint 1, then id "z"
+    expect(decodeNewTransfer(maxField).id).toBe("z");
+    expectSameAsProtobufEs(maxField);
+    const redundant = Uint8Array.from([0x8a, 0x80, 0x80, 0x80, 0x00, 0x01, 0x79]); // field 1 LEN tag in 5 bytes
+    expect(decodeNewTransfer(redundant).id).toBe("y");
+    expectSameAsProtobufEs(redundant);
+  });
+
+  it("skips groups nested up to protobuf-es's recursion limit (99 deep at the top level) and no deeper", () => {
+    const nested = (depth: number) => {
+      const open: number[] = [];
+      const close: number[] = [];
+      for (let i = 0; i < depth; i++) {
+        open.push(...tagBytes(100 + (i % 5), 3));
+        close.unshift(...tagBytes(100 + (i % 5), 4));
+      }
+      return Uint8Array.from([...open, ...close]);
+    };
+    expect(() => decodeNewTransfer(nested(99))).not.toThrow();
+    expectSameAsProtobufEs(nested(99));
+    expect(() => decodeNewTransfer(nested(100))).toThrow(WireError);
+    expectSameAsProtobufEs(nested(100));
+    // In a sub-message (depth 2), one level less.
+    const inTimestamp = (depth: number) => {
+      const g = nested(depth);
+      return Uint8Array.from([0x5a, ...varintOf(BigInt(g.length)), ...g]);
+    };
+    expectSameAsProtobufEs(inTimestamp(98));
+    expect(() => decodeNewTransfer(inTimestamp(98))).not.toThrow();
+    expect(() => decodeNewTransfer(inTimestamp(99))).toThrow(WireError);
+    expectSameAsProtobufEs(inTimestamp(99));
+  });
+});

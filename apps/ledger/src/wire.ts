@@ -1,7 +1,8 @@
 // Hand-written protobuf for CreateTransfers, the ledger's batch hot path (up to 8,190 items):
 // decodeNewTransfer reads one encoded NewTransfer straight into the domain's NewTransfer (what
-// newTransferFromPb(fromBinary(...)) gives: wire.test.ts checks it on random transfers with
-// unknown and repeated fields), and encodeTransferItemResult writes one result.
+// newTransferFromPb(fromBinary(...)) gives, and throws WireError exactly where fromBinary throws:
+// wire.test.ts checks both on random transfers with unknown and repeated fields and on random
+// malformed mutations), and encodeTransferItemResult writes one result.
 //
 // The encoder of nanobill.ledger.v1.CreateTransfersItemResult works straight from the domain's
 // result: the server answers CreateTransfers with CreateTransfersResponseView (server.ts), whose
@@ -12,7 +13,7 @@
 // Fields (proto/nanobill/ledger/v1/ledger.proto): 1 result (enum), 2 id (string), 3 amount_nanos
 // (int64), 4 create_time (google.protobuf.Timestamp {1 seconds int64, 2 nanos int32}); proto3:
 // default values are not written; fields in number order.
-import { ProtoReader, tagOf, WT_LEN, WT_VARINT } from "@nanobill/service-kit";
+import { ProtoReader, tagOf } from "@nanobill/service-kit";
 import type { CreateTransferItemResult } from "./domain/results.js";
 import type { NewTransfer, TransferFlags } from "./domain/types.js";
 import { transferResultToPb } from "./mapping.js";
@@ -20,6 +21,9 @@ import { transferResultToPb } from "./mapping.js";
 export { WireError } from "@nanobill/service-kit";
 
 const US_PER_SECOND = 1_000_000n;
+/** protobuf-es's group nesting limit when skipping an unknown field: 100 - message depth. */
+const TOP_LEVEL_GROUP_LIMIT = 99;
+const SUB_MESSAGE_GROUP_LIMIT = 98;
 
 /** Appends a varint of a non-negative number below 2^53 (enums, lengths, tags, nanos). */
 function varint(out: number[], v: number): void {
@@ -95,8 +99,20 @@ const FLAG_FIELDS: ReadonlyArray<keyof TransferFlags> = [
  * NewTransfer fields (proto/nanobill/ledger/v1/ledger.proto): 1 id, 2 debit_account_id,
  * 3 credit_account_id, 4 amount_nanos int64, 5 unit, 6 pending_id, 7 timeout_seconds uint32,
  * 8 code uint32, 9 flags TransferFlags {1..9 bool}, 10 references map<string,string> {1 key,
- * 2 value}, 11 timestamp {1 seconds int64, 2 nanos int32}. Repeated message fields merge, the last
- * scalar wins, a field with another wire type is skipped as unknown (as protobuf-es does).
+ * 2 value}, 11 timestamp {1 seconds int64, 2 nanos int32}.
+ *
+ * Read exactly as protobuf-es 2.13's fromBinary reads it (from-binary.js readMessage/readField/
+ * readMapEntry), malformed bytes included:
+ * - a known field is read by its declared type whatever wire type its tag carries (readField
+ *   ignores the wire type of singular fields): amount_nanos sent as `22 01 05` reads the varint 1
+ *   and then fails on the tag `05` (field 0); a string sent as a varint reads the varint as a
+ *   length. Only unknown field numbers are skipped by their wire type;
+ * - a sub-message is read `while (pos < end)`: its last field may run past its length (the parent
+ *   goes on from there); repeated message fields merge; the last scalar wins;
+ * - in a map entry, field 1 is the key and 2 the value (read by type), any other field number is
+ *   consumed as a bare tag without skipping its payload (readMapEntry has no default case); a
+ *   missing key or value is "";
+ * - groups in unknown fields nest at most 99 deep at the top level, 98 in a sub-message.
  */
 export function decodeNewTransfer(bytes: Uint8Array): NewTransfer {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -117,75 +133,67 @@ export function decodeNewTransfer(bytes: Uint8Array): NewTransfer {
   let ts: { seconds: bigint; nanos: number } | undefined;
   while (r.pos < r.end) {
     const { no, wt } = tagOf(r);
-    if (wt === WT_LEN) {
-      switch (no) {
-        case 1:
-          t.id = r.string();
-          continue;
-        case 2:
-          t.debitAccountId = r.string();
-          continue;
-        case 3:
-          t.creditAccountId = r.string();
-          continue;
-        case 5:
-          t.unit = r.string();
-          continue;
-        case 6:
-          t.pendingId = r.string();
-          continue;
-        case 9: {
-          const [start, end] = r.len();
-          const f = new ProtoReader(buf, start, end);
-          while (f.pos < end) {
-            const g = tagOf(f);
-            const name = g.wt === WT_VARINT ? FLAG_FIELDS[g.no - 1] : undefined;
-            if (name !== undefined) t.flags[name] = f.varint64() !== 0n;
-            else f.skip(g.wt, g.no);
-          }
-          continue;
+    switch (no) {
+      case 1:
+        t.id = r.string();
+        break;
+      case 2:
+        t.debitAccountId = r.string();
+        break;
+      case 3:
+        t.creditAccountId = r.string();
+        break;
+      case 4:
+        t.amountNanos = BigInt.asIntN(64, r.varint64());
+        break;
+      case 5:
+        t.unit = r.string();
+        break;
+      case 6:
+        t.pendingId = r.string();
+        break;
+      case 7:
+        t.timeoutSeconds = r.uint32();
+        break;
+      case 8:
+        t.code = r.uint32();
+        break;
+      case 9: {
+        const end = r.subEnd();
+        while (r.pos < end) {
+          const g = tagOf(r);
+          const name = FLAG_FIELDS[g.no - 1];
+          if (name !== undefined) t.flags[name] = r.varint64() !== 0n;
+          else r.skip(g.wt, g.no, SUB_MESSAGE_GROUP_LIMIT);
         }
-        case 10: {
-          const [start, end] = r.len();
-          const e = new ProtoReader(buf, start, end);
-          let key = "";
-          let value = "";
-          while (e.pos < end) {
-            const g = tagOf(e);
-            if (g.no === 1 && g.wt === WT_LEN) key = e.string();
-            else if (g.no === 2 && g.wt === WT_LEN) value = e.string();
-            else e.skip(g.wt, g.no);
-          }
-          t.references[key] = value;
-          continue;
-        }
-        case 11: {
-          ts ??= { seconds: 0n, nanos: 0 };
-          const [start, end] = r.len();
-          const e = new ProtoReader(buf, start, end);
-          while (e.pos < end) {
-            const g = tagOf(e);
-            if (g.no === 1 && g.wt === WT_VARINT) ts.seconds = BigInt.asIntN(64, e.varint64());
-            else if (g.no === 2 && g.wt === WT_VARINT) ts.nanos = Number(BigInt.asIntN(32, e.varint64()));
-            else e.skip(g.wt, g.no);
-          }
-          continue;
-        }
+        break;
       }
-    } else if (wt === WT_VARINT) {
-      switch (no) {
-        case 4:
-          t.amountNanos = BigInt.asIntN(64, r.varint64());
-          continue;
-        case 7:
-          t.timeoutSeconds = Number(BigInt.asUintN(32, r.varint64()));
-          continue;
-        case 8:
-          t.code = Number(BigInt.asUintN(32, r.varint64()));
-          continue;
+      case 10: {
+        const end = r.subEnd();
+        let key = "";
+        let value = "";
+        while (r.pos < end) {
+          const g = tagOf(r);
+          if (g.no === 1) key = r.string();
+          else if (g.no === 2) value = r.string();
+        }
+        t.references[key] = value;
+        break;
       }
+      case 11: {
+        ts ??= { seconds: 0n, nanos: 0 };
+        const end = r.subEnd();
+        while (r.pos < end) {
+          const g = tagOf(r);
+          if (g.no === 1) ts.seconds = BigInt.asIntN(64, r.varint64());
+          else if (g.no === 2) ts.nanos = r.uint32() | 0;
+          else r.skip(g.wt, g.no, SUB_MESSAGE_GROUP_LIMIT);
+        }
+        break;
+      }
+      default:
+        r.skip(wt, no, TOP_LEVEL_GROUP_LIMIT);
     }
-    r.skip(wt, no);
   }
   if (ts !== undefined) t.timestampUs = ts.seconds * US_PER_SECOND + BigInt(Math.floor(ts.nanos / 1000));
   return t;

@@ -4,7 +4,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { Db } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
 import { METERING_CONFIG_DEFAULT, type MeteringConfig } from "./config.js";
-import { AGGREGATE_CATCH_UP_MS_MAX, AGGREGATE_CHUNK_EVENTS, AGGREGATION_LAG_EVENTS_MAX, COMMIT_REQUESTS_MAX } from "./limits.js";
+import { AGGREGATE_CATCH_UP_MS_MAX, AGGREGATE_CHUNK_EVENTS, AGGREGATION_LAG_EVENTS_MAX, COMMIT_REQUESTS_MAX, LISTEN_RETRY_MS } from "./limits.js";
 import { createAggregator } from "./store/aggregator.js";
 import { singleFlight } from "./store/single-flight.js";
 import { createMeteringRoutes } from "./server.js";
@@ -85,6 +85,19 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
   const routes = createMeteringRoutes(handlerDeps);
   let timer: NodeJS.Timeout | undefined;
   let unlisten: (() => Promise<void>) | undefined;
+  let listenRetry: NodeJS.Timeout | undefined;
+  // LISTEN for other replicas' commits; when it cannot start (the database is briefly away at
+  // start-up), ReadEvents polls and the LISTEN is retried in the background until it works.
+  const listenForReplicas = async (): Promise<void> => {
+    if (unlisten || stopping) return;
+    try {
+      unlisten = await deps.db.listen(eventsChannel(deps.db.schema), () => signal.notify());
+    } catch (e) {
+      deps.logger.warn("cannot LISTEN for other replicas' events yet; ReadEvents polls every readPollIntervalMs, retrying", { err: String(e), retry_ms: LISTEN_RETRY_MS });
+      listenRetry = setTimeout(() => void listenForReplicas(), LISTEN_RETRY_MS);
+      listenRetry.unref();
+    }
+  };
 
   return {
     store,
@@ -96,13 +109,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
     async start() {
       // Events committed by other replicas wake this process's ReadEvents long polls at once
       // (readPollIntervalMs stays as the fallback when a notification is lost).
-      if (!unlisten) {
-        try {
-          unlisten = await deps.db.listen(eventsChannel(deps.db.schema), () => signal.notify());
-        } catch (e) {
-          deps.logger.warn("cannot LISTEN for other replicas' events; ReadEvents polls every readPollIntervalMs", { err: String(e) });
-        }
-      }
+      await listenForReplicas();
       // Events committed before this process started (another replica, a crash) are aggregated now.
       aggregator.kick();
       if (timer || config.backfillIntervalMs === 0) return;
@@ -117,6 +124,7 @@ export async function createMeteringService(deps: MeteringDeps): Promise<Meterin
       stopping = true;
       if (timer) clearInterval(timer);
       timer = undefined;
+      clearTimeout(listenRetry);
       await unlisten?.();
       unlisten = undefined;
       await committer.close();

@@ -40,6 +40,8 @@ export const READ_PARTITIONS_MAX = 256;
 export const READ_PARTITION_SCAN_MAX = 100_000;
 export const READ_WAIT_MS_MAX = 30_000;
 export const READ_POLL_INTERVAL_MS = 250;
+/** A LISTEN for other replicas' commits that could not start is retried this often. */
+export const LISTEN_RETRY_MS = 5_000;
 /** Most concurrent long-polling ReadEvents calls per process. */
 export const READ_WAITERS_MAX = 1_000;
 

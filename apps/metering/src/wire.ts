@@ -2,7 +2,7 @@
 // ingest hot path (protobuf-es's reflective decode plus the mapping cost ~15-20 µs per event; this
 // is a single pass). It gives exactly what eventFromPb(fromBinary(EventSchema, bytes)) gives
 // (wire.test.ts checks it on random events, including unknown fields and repeated fields), and
-// throws WireError on bytes that are not a valid encoding.
+// throws WireError exactly where fromBinary throws (checked on random malformed mutations).
 //
 // Field numbers (proto/nanobill/metering/v1/metering.proto): Event 1 id, 2 customer_id, 3 type,
 // 4 timestamp {1 seconds int64, 2 nanos int32}, 5 properties map<string, PropertyValue>
@@ -10,28 +10,39 @@
 // 1 string_value, 2 int_value int64, 3 decimal_value, 4 bool_value.
 import type { EventInput, PropertyValue } from "./domain/event.js";
 import { timestampToUs } from "./mapping.js";
-import { ProtoReader, tagOf, WireError, WT_LEN, WT_VARINT } from "@nanobill/service-kit";
+import { ProtoReader, tagOf, WireError } from "@nanobill/service-kit";
 
 export { WireError };
 
 const INVALID_TIMESTAMP = "(invalid google.protobuf.Timestamp)";
+/** protobuf-es's group nesting limit when skipping an unknown field: 100 - message depth. */
+const TOP_LEVEL_GROUP_LIMIT = 99;
+const SUB_MESSAGE_GROUP_LIMIT = 98;
 
-/** PropertyValue: the last oneof member set wins; none set -> undefined. */
-function propertyValue(buf: Buffer, start: number, end: number): PropertyValue | undefined {
+/** PropertyValue (a fresh message per map value, not merged): the last oneof member read wins; none -> undefined. */
+function propertyValue(r: ProtoReader, end: number): PropertyValue | undefined {
   let v: PropertyValue | undefined;
-  const sub = new ProtoReader(buf, start, end);
-  while (sub.pos < end) {
-    const { no, wt } = tagOf(sub);
-    if (no === 1 && wt === WT_LEN) v = { kind: "string", value: sub.string() };
-    else if (no === 2 && wt === WT_VARINT) v = { kind: "int", value: BigInt.asIntN(64, sub.varint64()) };
-    else if (no === 3 && wt === WT_LEN) v = { kind: "decimal", value: sub.string() };
-    else if (no === 4 && wt === WT_VARINT) v = { kind: "bool", value: sub.varint64() !== 0n };
-    else sub.skip(wt, no);
+  while (r.pos < end) {
+    const { no, wt } = tagOf(r);
+    if (no === 1) v = { kind: "string", value: r.string() };
+    else if (no === 2) v = { kind: "int", value: BigInt.asIntN(64, r.varint64()) };
+    else if (no === 3) v = { kind: "decimal", value: r.string() };
+    else if (no === 4) v = { kind: "bool", value: r.varint64() !== 0n };
+    else r.skip(wt, no, SUB_MESSAGE_GROUP_LIMIT);
   }
   return v;
 }
 
-/** Decodes one encoded Event into the domain input (what eventFromPb(fromBinary(...)) gives). */
+/**
+ * Decodes one encoded Event into the domain input (what eventFromPb(fromBinary(...)) gives), and
+ * throws WireError exactly where protobuf-es 2.13's fromBinary throws. As protobuf-es reads
+ * (from-binary.js readMessage/readField/readMapEntry): a known field is read by its declared type
+ * whatever wire type its tag carries (only unknown field numbers are skipped by wire type); a
+ * sub-message is read `while (pos < end)`, so its last field may run past its length; repeated
+ * message fields merge, the last scalar wins; in a map entry, field 1 is the key, 2 the value (a
+ * fresh PropertyValue each time), and any other field number is consumed as a bare tag without
+ * skipping its payload (readMapEntry has no default case).
+ */
 export function decodeEventInput(bytes: Uint8Array): EventInput {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new ProtoReader(buf, 0, buf.length);
@@ -43,10 +54,6 @@ export function decodeEventInput(bytes: Uint8Array): EventInput {
   let tc: { traceparent: string; tracestate: string } | undefined;
   while (r.pos < r.end) {
     const { no, wt } = tagOf(r);
-    if (wt !== WT_LEN || no < 1 || no > 6) {
-      r.skip(wt, no);
-      continue;
-    }
     switch (no) {
       case 1:
         id = r.string();
@@ -60,44 +67,40 @@ export function decodeEventInput(bytes: Uint8Array): EventInput {
       case 4: {
         // A repeated message field merges into the one already read (as protobuf does).
         ts ??= { seconds: 0n, nanos: 0 };
-        const [start, end] = r.len();
-        const t = new ProtoReader(buf, start, end);
-        while (t.pos < end) {
-          const f = tagOf(t);
-          if (f.no === 1 && f.wt === WT_VARINT) ts.seconds = BigInt.asIntN(64, t.varint64());
-          else if (f.no === 2 && f.wt === WT_VARINT) ts.nanos = Number(BigInt.asIntN(32, t.varint64()));
-          else t.skip(f.wt, f.no);
+        const end = r.subEnd();
+        while (r.pos < end) {
+          const f = tagOf(r);
+          if (f.no === 1) ts.seconds = BigInt.asIntN(64, r.varint64());
+          else if (f.no === 2) ts.nanos = r.uint32() | 0;
+          else r.skip(f.wt, f.no, SUB_MESSAGE_GROUP_LIMIT);
         }
         break;
       }
       case 5: {
-        const [start, end] = r.len();
-        const e = new ProtoReader(buf, start, end);
+        const end = r.subEnd();
         let key = "";
         let value: PropertyValue | undefined;
-        while (e.pos < end) {
-          const t = tagOf(e);
-          if (t.no === 1 && t.wt === WT_LEN) key = e.string();
-          else if (t.no === 2 && t.wt === WT_LEN) {
-            const [vs, ve] = e.len();
-            value = propertyValue(buf, vs, ve) ?? value;
-          } else e.skip(t.wt, t.no);
+        while (r.pos < end) {
+          const f = tagOf(r);
+          if (f.no === 1) key = r.string();
+          else if (f.no === 2) value = propertyValue(r, r.subEnd());
         }
         properties[key] = value;
         break;
       }
       case 6: {
-        const [start, end] = r.len();
         tc ??= { traceparent: "", tracestate: "" };
-        const c = new ProtoReader(buf, start, end);
-        while (c.pos < end) {
-          const t = tagOf(c);
-          if (t.no === 1 && t.wt === WT_LEN) tc.traceparent = c.string();
-          else if (t.no === 2 && t.wt === WT_LEN) tc.tracestate = c.string();
-          else c.skip(t.wt, t.no);
+        const end = r.subEnd();
+        while (r.pos < end) {
+          const f = tagOf(r);
+          if (f.no === 1) tc.traceparent = r.string();
+          else if (f.no === 2) tc.tracestate = r.string();
+          else r.skip(f.wt, f.no, SUB_MESSAGE_GROUP_LIMIT);
         }
         break;
       }
+      default:
+        r.skip(wt, no, TOP_LEVEL_GROUP_LIMIT);
     }
   }
   let timestamp: bigint | string | undefined;
