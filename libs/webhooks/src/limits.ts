@@ -54,3 +54,5 @@ export const ERROR_CHARS_MAX = 500;
 export const SIGNATURE_TOLERANCE_S = 300;
 /** Most deliveries one list call returns. */
 export const DELIVERIES_PER_PAGE_MAX = 1_000;
+/** A replayed CreateWebhookEndpoint answers the signing secret only this long after the creation. */
+export const SECRET_REPLAY_WINDOW_MS = 10 * 60_000;

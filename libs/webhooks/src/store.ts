@@ -105,7 +105,8 @@ function endpointOf(r: Record<string, unknown>): Endpoint {
 
 /**
  * Creates an endpoint, idempotent on (tenant, id): the same content answers the existing endpoint
- * (and its secret, so a retried create still learns it); other content -> WebhookConflictError.
+ * (and its secret within SECRET_REPLAY_WINDOW_MS of its creation, so a retried create still learns
+ * it; "" after that); other content -> WebhookConflictError.
  */
 export async function createEndpoint(q: Queryable, tenant: string, input: EndpointInput, now: Date): Promise<{ endpoint: Endpoint; secret: string; created: boolean }> {
   validateEndpoint(input);
@@ -126,7 +127,11 @@ export async function createEndpoint(q: Queryable, tenant: string, input: Endpoi
   const row = rows[0];
   if (!row) throw new WebhookConflictError("too_many_endpoints", `a tenant has at most ${L.ENDPOINTS_PER_TENANT_MAX} webhook endpoints`);
   if (row.request_hash !== hash) throw new WebhookConflictError("id_reused", `webhook endpoint ${input.id} already exists with other content`);
-  return { endpoint: endpointOf(row), secret: row.secret as string, created: false };
+  // A retried create learns the secret only shortly after the endpoint was made (a lost answer);
+  // later, anyone replaying the visible fields gets the endpoint without its secret.
+  const createdAt = new Date(row.created_at as string | Date).getTime();
+  const secretShown = now.getTime() - createdAt <= L.SECRET_REPLAY_WINDOW_MS ? (row.secret as string) : "";
+  return { endpoint: endpointOf(row), secret: secretShown, created: false };
 }
 
 export async function listEndpoints(q: Queryable, tenant: string): Promise<Endpoint[]> {

@@ -8,6 +8,7 @@ import { testBackends, type Queryable, type TestDb } from "@nanobill/db";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   ATTEMPTS_MAX,
+  SECRET_REPLAY_WINDOW_MS,
   CLAIM_LEASE_MS,
   DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX,
   DELIVERIES_PER_ROUND_MAX,
@@ -196,6 +197,9 @@ for (const backend of testBackends()) {
       expect(a.secret).toMatch(/^whsec_[A-Za-z0-9_-]{32}$/);
       const again = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["cost_mix_shift", "margin_below"] }, now);
       expect(again).toMatchObject({ created: false, secret: a.secret });
+      // Past the replay window a replay (anyone can copy the visible fields) does not reveal the secret.
+      const later = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["margin_below", "cost_mix_shift"] }, new Date(now.getTime() + SECRET_REPLAY_WINDOW_MS + 1));
+      expect(later).toMatchObject({ created: false, secret: "" });
       await expect(createEndpoint(db, T, { id: "ops", url: `${rx.url}2`, eventKinds: [] }, now)).rejects.toBeInstanceOf(WebhookConflictError);
       const cases: Array<[EndpointInput, string]> = [
         [{ id: "bad id", url: rx.url, eventKinds: [] }, "id"],

@@ -3370,7 +3370,8 @@ export type CreateWebhookEndpointResponse = Message<"nanobill.rating.v1.CreateWe
 
   /**
    * signing_secret is the HMAC-SHA256 key of its signatures (header nanobill-signature:
-   * t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">).
+   * t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">); a retried create answers it only within
+   * 10 minutes of the creation (empty after that).
    *
    * @generated from field: string signing_secret = 2;
    */
