@@ -3,12 +3,13 @@
  * customers' invoices are created and billed once, that item alone is FAILED_PRECONDITION naming
  * the reason with nothing written for it, and a replay gives ALREADY_CLOSED for the others.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { ClosePeriodResult, LineKind } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { LINES_PER_INVOICE_MAX } from "./limits.js";
+import { suiteDbs } from "./testing/suite.js";
 
 const NOV = new Date("2026-11-01T00:00:00Z");
 const AFTER_NOV = new Date("2026-12-01T00:00:01Z");
@@ -34,18 +35,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`ClosePeriod isolates an item that cannot be written on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     it("creates the other customers' invoices (billed once) when one invoice is over the 500-line limit, refuses that item alone with nothing written, and a replay gives ALREADY_CLOSED", async () => {
       const db = await open();

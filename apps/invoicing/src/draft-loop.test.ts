@@ -3,11 +3,12 @@
  * are refreshed by the service itself, drafts past it are finalized when the customer's
  * auto_finalize is on; idempotent, and safe with two replicas (one number, one ledger posting).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { InvoiceStatus, LineKind } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
+import { suiteDbs } from "./testing/suite.js";
 
 const USD = 1_000_000_000n;
 const DAY = 86_400_000;
@@ -26,18 +27,7 @@ function world(customers: number): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`draft loop on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     it("refreshes a draft inside its grace period (once per interval, nothing written when nothing is new) and finalizes it when the grace period has ended with auto_finalize on", async () => {
       const w = world(1);

@@ -3,13 +3,14 @@
  * usage lines below it are carried per charge with their period of origin, billed at the limit
  * or once the accumulated amount reaches the minimum; a refreshed draft re-decides it.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { createInvoiceStore } from "./store/invoice-store.js";
+import { suiteDbs, outcomeOf } from "./testing/suite.js";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -36,30 +37,11 @@ function usage(w: FakeWorld, chargeId: string, at: string, priceNanos: bigint): 
   w.buckets.push({ customerId: "cus_1", chargeId, hourStart: new Date(at), quantity: 1n, priceNanos, unit: "USD", eventCount: 1n });
 }
 
-async function refusal(p: Promise<unknown>): Promise<[Code | "ok", string]> {
-  try {
-    await p;
-    return ["ok", ""];
-  } catch (e) {
-    const c = ConnectError.from(e);
-    return [c.code, c.rawMessage];
-  }
-}
+const refusal = outcomeOf;
 
 for (const backend of testBackends()) {
   describe(`line minimum billable amount on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     it("carries a small usage line per charge with its period of origin, bills it when the sum reaches the minimum, shows it in every rendering", async () => {
       const w = world();

@@ -3,14 +3,15 @@
  * period): late usage and prepaid consumption land in the draft itself, the next close does not
  * bill them again, and invoiced + carried residue == rated, exactly.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { InvoiceStatus, LineKind } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { createInvoiceStore } from "./store/invoice-store.js";
 import { GRACE_PERIOD_MS_MAX } from "./limits.js";
+import { suiteDbs, outcomeOf } from "./testing/suite.js";
 
 const USD = 1_000_000_000n;
 const DAY = 86_400_000;
@@ -18,15 +19,7 @@ const NOV = new Date("2026-11-01T00:00:00Z");
 const DEC = new Date("2026-12-01T00:00:00Z");
 const JAN = new Date("2027-01-01T00:00:00Z");
 
-async function refusal(p: Promise<unknown>): Promise<[Code | "ok", string]> {
-  try {
-    await p;
-    return ["ok", ""];
-  } catch (e) {
-    const c = ConnectError.from(e);
-    return [c.code, c.rawMessage];
-  }
-}
+const refusal = outcomeOf;
 
 function world(): FakeWorld {
   const w = new FakeWorld();
@@ -42,18 +35,7 @@ function usage(w: FakeWorld, at: string, priceNanos: bigint): void {
 
 for (const backend of testBackends()) {
   describe(`draft refresh on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     it("puts usage and prepaid money rated late for the period in the draft; the next close bills none of it again; invoiced + carried == rated", async () => {
       const w = world();

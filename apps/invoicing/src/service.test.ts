@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { ClosePeriodResult, InvoiceStatus, LineKind, RenderFormat, RoundingMode } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { CLOSE_PERIOD_ITEMS_MAX } from "./limits.js";
@@ -9,6 +9,7 @@ import { silentLogger } from "@nanobill/service-kit";
 import { createInvoiceStore } from "./store/invoice-store.js";
 import { createLedgerPoster } from "./ledger.js";
 import { retryPendingLedger } from "./service.js";
+import { suiteDbs } from "./testing/suite.js";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -43,19 +44,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`invoicing service on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    // The first open starts the backend (an in-process PGlite takes seconds): do it in a hook.
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     describe("the one-event slice", () => {
       it("previews cus_1 with a usage line of 8,755,000 nanos and credits applied of -8,755,000", async () => {

@@ -3,15 +3,16 @@
  * in the period, priced exactly at the grant's cost basis with a named rounding and the remainder
  * carried, billed once per grant ever, shown in every rendering.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { testBackends, type TestDb } from "@nanobill/db";
+import { testBackends } from "@nanobill/db";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ClosePeriodResult, InvoiceStatus, LineKind, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { createInvoiceStore } from "./store/invoice-store.js";
 import { TOP_UPS_PER_PERIOD_MAX } from "./limits.js";
 import type { Logger } from "@nanobill/service-kit";
+import { suiteDbs } from "./testing/suite.js";
 
 const USD = 1_000_000_000n;
 const NOV = new Date("2026-11-01T00:00:00Z");
@@ -39,18 +40,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`auto top-up one-off lines on ${backend.name}`, () => {
-    const dbs: TestDb[] = [];
-    const open = async () => {
-      const db = await backend.open();
-      dbs.push(db);
-      return db;
-    };
-    beforeAll(async () => {
-      await open();
-    });
-    afterAll(async () => {
-      for (const db of dbs) await db.dispose();
-    });
+    const open = suiteDbs(backend);
 
     it("bills each top-up of the period once, at exactly amount x cost basis, rounded half-even with the remainder carried", async () => {
       const w = world();
