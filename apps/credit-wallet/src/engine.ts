@@ -1010,7 +1010,19 @@ export function createEngine(deps: EngineDeps) {
           // Back at or above the threshold: the next downward crossing may top up again (after the cooldown).
           if (availableNanos + real.topUpNanos >= cfg.thresholdNanos) await S.armTopUp(tx, tenant, w.id);
           if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id]);
-          await S.insertAlert(tx, tenant, { id: `alr_topup_${grantId}`, kind: "auto_top_up", walletId: w.id, customerId: w.customerId, grantId, amountNanos: real.topUpNanos, unit: w.unit, expiresAt: null, createdAt: now });
+          await S.insertAlert(tx, tenant, {
+            id: `alr_topup_${grantId}`,
+            kind: "auto_top_up",
+            walletId: w.id,
+            customerId: w.customerId,
+            grantId,
+            amountNanos: real.topUpNanos,
+            unit: w.unit,
+            expiresAt: null,
+            createdAt: now,
+            costBasis: g.costBasis,
+            costBasisCurrency: g.costBasisCurrency,
+          });
         } else if ((await S.disarmTopUp(tx, tenant, w.id)) && w.lowBalanceThresholdNanos === null) {
           // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own low-balance alert.
           await S.insertAlert(tx, tenant, { id: `alr_low_${w.id}_${now.getTime()}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });

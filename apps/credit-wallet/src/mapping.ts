@@ -378,6 +378,8 @@ export function alertTo(a: AlertRow): pb.Alert {
     unit: a.unit,
     expiresAt: a.expiresAt ? ts(a.expiresAt) : undefined,
     createdAt: ts(a.createdAt),
+    costBasis: a.costBasis ? { value: a.costBasis } : undefined,
+    costBasisCurrency: a.costBasisCurrency ?? "",
   });
 }
 

@@ -344,12 +344,14 @@ describe.each(walletBackends())("credit wallet service ($name)", (b) => {
   it("tops up once per threshold crossing and respects the cooldown", async () => {
     const w = await fundedWallet("cus_top", [{ amountNanos: 1_000n }]);
     const admin = h.client(KEYS.adminA);
-    await admin.setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 1_000n, cooldownMs: 60_000n } });
+    await admin.setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 1_000n, cooldownMs: 60_000n, costBasis: { value: "0.97" }, costBasisCurrency: "USD" } });
     const rating = h.client(KEYS.internal, "tnt_a");
     await rating.consume({ items: [{ id: "top_1", customerId: "cus_top", unit: "USD", amountNanos: 600n }] });
     await rating.consume({ items: [{ id: "top_2", customerId: "cus_top", unit: "USD", amountNanos: 10n }] });
     let alerts = await admin.listAlerts({ customerId: "cus_top", kind: pb.AlertKind.AUTO_TOP_UP });
     expect(alerts.alerts.length).toBe(1);
+    // The alert carries what the top-up was bought at (invoicing bills it from the alert).
+    expect(alerts.alerts[0]).toMatchObject({ amountNanos: 1_000n, costBasis: { value: "0.97" }, costBasisCurrency: "USD" });
     // Back above the threshold (re-armed), then below again inside the cooldown: no second top-up.
     await rating.consume({ items: [{ id: "top_3", customerId: "cus_top", unit: "USD", amountNanos: 1_000n }] });
     alerts = await admin.listAlerts({ customerId: "cus_top", kind: pb.AlertKind.AUTO_TOP_UP });

@@ -264,6 +264,25 @@ for (const backend of testBackends()) {
       expect(dec.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.unitPrice, l.amountNanos, l.periodStart])).toEqual([["wal_cr:topup:old", "0.0123", 1_230_000_000n, timestampFromDate(NOV)]]);
     });
 
+    it("prices a top-up from the cost basis its alert carries (the wallet's grant list no longer has it); an older alert without it falls back to GetBalance", async () => {
+      const w = world();
+      w.topUps = [
+        // the alert carries what the grant was bought at: billed though GetBalance does not list it
+        { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:a", unit: "cr_tokens", amountNanos: 100n * USD, at: new Date("2026-11-20T10:00:00Z"), costBasis: "0.0123", costCurrency: "USD", unlisted: true },
+        // an alert from before alerts carried it, grant not listed either: not priced, not billed
+        { customerId: "cus_1", walletId: "wal_cr", grantId: "wal_cr:topup:b", unit: "cr_tokens", amountNanos: 100n * USD, at: new Date("2026-11-21T10:00:00Z"), costBasis: "0.0123", costCurrency: "USD", unlisted: true, legacyAlert: true },
+        // an older alert whose grant GetBalance lists: priced from the grant
+        { customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:c", unit: "USD", amountNanos: 7n * USD, at: new Date("2026-11-22T10:00:00Z"), costBasis: "1", costCurrency: "USD", legacyAlert: true },
+      ];
+      w.walletTerms.set("wal_cr", { costBasis: "0.05", costCurrency: "USD", prepaid: false, unit: "cr_tokens" });
+      const h = await harness(await open(), w, new Date("2026-12-01T00:00:01Z"));
+      const nov = (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) }] })).results[0]!.invoice!;
+      expect(nov.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.unitPrice, l.amountNanos])).toEqual([
+        ["wal_cr:topup:a", "0.0123", 1_230_000_000n],
+        ["wal_usd:topup:c", "1", 7n * USD],
+      ]);
+    });
+
     it("lists the auto top-ups of a request closing many customers once, bills each on its own customer's invoice, and reads each customer's wallet once per window", async () => {
       const w = new FakeWorld();
       w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });

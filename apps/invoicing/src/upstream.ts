@@ -57,9 +57,10 @@ export interface Upstream {
    */
   topUpAlerts(tenant: string, customerId: string, from: Date, to: Date, max?: number): Promise<TopUpAlert[]>;
   /**
-   * priceTopUps: each top-up with its grant's cost basis (one GetBalance per wallet). A grant the
-   * wallet's GetBalance does not list (its list is capped) has no known price: costBasis "" and
-   * `unpriced` says why (never the wallet's current auto top-up terms, which may have changed since).
+   * priceTopUps: each top-up with what it was bought at: the cost basis its alert carries, or (older
+   * alerts) its grant's cost basis from GetBalance (one call per wallet). A grant the wallet's
+   * GetBalance does not list (its list is capped) has no known price: costBasis "" and `unpriced`
+   * says why (never the wallet's current auto top-up terms, which may have changed since).
    */
   priceTopUps(tenant: string, alerts: TopUpAlert[]): Promise<TopUp[]>;
   /** creditType: a credit type's name and rates (undefined when the wallet does not know it). */
@@ -74,6 +75,9 @@ export interface TopUpAlert {
   unit: string;
   amountNanos: bigint;
   at: Date;
+  /** The grant's cost basis and currency as the alert carries them ("" for alerts recorded before it did). */
+  costBasis: string;
+  costCurrency: string;
 }
 
 /** TopUp: one auto top-up of a wallet: amountNanos of the wallet's unit, bought at costBasis (costCurrency per unit). */
@@ -206,7 +210,16 @@ export function createUpstream(c: UpstreamClients): Upstream {
             past = true;
             break;
           }
-          alerts.push({ customerId: a.customerId, grantId: a.grantId, walletId: a.walletId, unit: a.unit, amountNanos: a.amountNanos, at });
+          alerts.push({
+            customerId: a.customerId,
+            grantId: a.grantId,
+            walletId: a.walletId,
+            unit: a.unit,
+            amountNanos: a.amountNanos,
+            at,
+            costBasis: a.costBasis?.value ?? "",
+            costCurrency: a.costBasisCurrency,
+          });
         }
         if (alerts.length > max) {
           throw new InvoicingError("failed_precondition", `${customerId === "" ? "the tenant" : `customer ${customerId}`} has more than ${max} auto top-ups from ${from.toISOString()} to ${to.toISOString()}`);
@@ -219,9 +232,11 @@ export function createUpstream(c: UpstreamClients): Upstream {
 
     async priceTopUps(tenant, alerts) {
       if (alerts.length === 0) return [];
-      // the price of each top-up: its grant's cost basis (one GetBalance per wallet)
+      // The price of each top-up: the cost basis its alert carries; for alerts recorded before
+      // alerts carried it, its grant's cost basis from GetBalance (one call per such wallet).
       const costs = new Map<string, { costBasis: string; costCurrency: string }>();
-      for (const walletId of new Set(alerts.map((a) => a.walletId))) {
+      for (const a of alerts) if (a.costBasis !== "") costs.set(a.grantId, { costBasis: a.costBasis, costCurrency: a.costCurrency });
+      for (const walletId of new Set(alerts.filter((a) => a.costBasis === "").map((a) => a.walletId))) {
         const b = await c.wallet.getBalance({ walletId }, opts(tenant));
         for (const g of b.grants) costs.set(g.grantId, { costBasis: g.costBasis?.value ?? "", costCurrency: g.costBasisCurrency });
       }

@@ -135,6 +135,9 @@ export interface AlertRow {
   unit: string;
   expiresAt: Date | null;
   createdAt: Date;
+  /** auto_top_up: the grant's cost basis (decimal currency per unit) and its currency; "" otherwise. */
+  costBasis?: string;
+  costBasisCurrency?: string;
 }
 
 const big = (v: unknown): bigint => (typeof v === "bigint" ? v : BigInt(v as string | number));
@@ -706,15 +709,16 @@ export async function listMovements(q: Queryable, tenant: string, walletId: stri
 
 export async function insertAlert(q: Queryable, tenant: string, a: AlertRow): Promise<boolean> {
   const r = await q.query(
-    `INSERT INTO alerts (tenant, id, kind, wallet_id, customer_id, grant_id, amount_nanos, unit, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-    [tenant, a.id, a.kind, a.walletId, a.customerId, a.grantId, a.amountNanos, a.unit, a.expiresAt, a.createdAt],
+    `INSERT INTO alerts (tenant, id, kind, wallet_id, customer_id, grant_id, amount_nanos, unit, expires_at, created_at, cost_basis, cost_basis_currency)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
+    [tenant, a.id, a.kind, a.walletId, a.customerId, a.grantId, a.amountNanos, a.unit, a.expiresAt, a.createdAt, a.costBasis ?? "", a.costBasisCurrency ?? ""],
   );
   return r.rowCount === 1;
 }
 
 export async function listAlerts(q: Queryable, tenant: string, f: { customerId: string; kind: string; since: Date | null; afterSeq: bigint; limit: number }): Promise<Array<AlertRow & { seq: bigint }>> {
   const r = await q.query(
-    `SELECT seq, id, kind, wallet_id, customer_id, grant_id, amount_nanos, unit, expires_at, created_at FROM alerts
+    `SELECT seq, id, kind, wallet_id, customer_id, grant_id, amount_nanos, unit, expires_at, created_at, cost_basis, cost_basis_currency FROM alerts
      WHERE tenant = $1 AND ($2 = '' OR customer_id = $2) AND ($3 = '' OR kind = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) AND seq > $5 ORDER BY seq LIMIT $6`,
     [tenant, f.customerId, f.kind, f.since, f.afterSeq, f.limit],
   );
@@ -729,6 +733,8 @@ export async function listAlerts(q: Queryable, tenant: string, f: { customerId: 
     unit: x.unit as string,
     expiresAt: dateOrNull(x.expires_at),
     createdAt: date(x.created_at),
+    costBasis: x.cost_basis as string,
+    costBasisCurrency: x.cost_basis_currency as string,
   }));
 }
 

@@ -65,6 +65,10 @@ export interface FakeTopUp {
   /** costBasis: the grant's cost basis ("" = the wallet's GetBalance does not list the grant: its price is not known). */
   costBasis: string;
   costCurrency: string;
+  /** legacyAlert: the alert was recorded before alerts carried the cost basis (priced through GetBalance). */
+  legacyAlert?: boolean;
+  /** unlisted: GetBalance does not list the grant (its capped grant list has moved past it). */
+  unlisted?: boolean;
 }
 
 export class FakeWorld {
@@ -202,6 +206,7 @@ export class FakeWorld {
                 amountNanos: t.amountNanos,
                 unit: t.unit,
                 createdAt: timestampFromDate(t.at),
+                ...(t.legacyAlert || t.costBasis === "" ? {} : { costBasis: { value: t.costBasis }, costBasisCurrency: t.costCurrency }),
               })),
               page: { nextPageToken: offset + 2 < all.length ? String(offset + 2) : "" },
             };
@@ -235,7 +240,7 @@ export class FakeWorld {
                 autoTopUp: terms === undefined ? undefined : { enabled: true, costBasis: { value: terms.costBasis }, costBasisCurrency: terms.costCurrency },
               },
               grants: this.topUps
-                .filter((t) => t.walletId === req.walletId && t.costBasis !== "")
+                .filter((t) => t.walletId === req.walletId && t.costBasis !== "" && t.unlisted !== true)
                 .map((t) => ({ grantId: t.grantId, amountNanos: t.amountNanos, costBasis: { value: t.costBasis }, costBasisCurrency: t.costCurrency })),
             };
           },
