@@ -3,7 +3,7 @@
  * customers' invoices are created and billed once, that item alone is FAILED_PRECONDITION naming
  * the reason with nothing written for it, and a replay gives ALREADY_CLOSED for the others.
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, afterAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
 import { ClosePeriodResult, LineKind } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
@@ -35,7 +35,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`ClosePeriod isolates an item that cannot be written on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     it("creates the other customers' invoices (billed once) when one invoice is over the 500-line limit, refuses that item alone with nothing written, and a replay gives ALREADY_CLOSED", async () => {
       const db = await open();

@@ -3,7 +3,7 @@
  * are refreshed by the service itself, drafts past it are finalized when the customer's
  * auto_finalize is on; idempotent, and safe with two replicas (one number, one ledger posting).
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, afterAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
 import { InvoiceStatus, LineKind } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
@@ -27,7 +27,7 @@ function world(customers: number): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`draft loop on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     it("refreshes a draft inside its grace period (once per interval, nothing written when nothing is new) and finalizes it when the grace period has ended with auto_finalize on", async () => {
       const w = world(1);

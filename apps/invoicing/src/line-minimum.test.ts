@@ -3,7 +3,7 @@
  * usage lines below it are carried per charge with their period of origin, billed at the limit
  * or once the accumulated amount reaches the minimum; a refreshed draft re-decides it.
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, afterAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
@@ -41,7 +41,7 @@ const refusal = outcomeOf;
 
 for (const backend of testBackends()) {
   describe(`line minimum billable amount on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     it("carries a small usage line per charge with its period of origin, bills it when the sum reaches the minimum, shows it in every rendering", async () => {
       const w = world();

@@ -3,7 +3,7 @@
  * period): late usage and prepaid consumption land in the draft itself, the next close does not
  * bill them again, and invoiced + carried residue == rated, exactly.
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, afterAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
@@ -35,7 +35,7 @@ function usage(w: FakeWorld, at: string, priceNanos: bigint): void {
 
 for (const backend of testBackends()) {
   describe(`draft refresh on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     it("puts usage and prepaid money rated late for the period in the draft; the next close bills none of it again; invoiced + carried == rated", async () => {
       const w = world();

@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
@@ -44,7 +44,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`invoicing service on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     describe("the one-event slice", () => {
       it("previews cus_1 with a usage line of 8,755,000 nanos and credits applied of -8,755,000", async () => {

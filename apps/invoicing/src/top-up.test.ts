@@ -3,7 +3,7 @@
  * in the period, priced exactly at the grant's cost basis with a named rounding and the remainder
  * carried, billed once per grant ever, shown in every rendering.
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, afterAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -40,7 +40,7 @@ function world(): FakeWorld {
 
 for (const backend of testBackends()) {
   describe(`auto top-up one-off lines on ${backend.name}`, () => {
-    const open = suiteDbs(backend);
+    const open = suiteDbs(backend, { beforeAll, afterAll });
 
     it("bills each top-up of the period once, at exactly amount x cost basis, rounded half-even with the remainder carried", async () => {
       const w = world();

@@ -1,24 +1,24 @@
-// Shared pieces of the invoicing service test files (used by *.test.ts only).
+// Shared pieces of the invoicing service test files (used by *.test.ts only). It ships in the
+// image with the other sources, so it imports no devDependency: the test runner's hooks come in.
 import { ConnectError, type Code } from "@connectrpc/connect";
 import type { TestBackend, TestDb } from "@nanobill/db";
-import { afterAll, beforeAll } from "vitest";
 
 /**
  * Databases of one backend for the enclosing describe(): open() gives a fresh schema each time; all
  * are disposed after the suite. The first open (an in-process PGlite takes seconds to start) runs
  * in a hook, whose timeout is longer than a test's.
  */
-export function suiteDbs(backend: TestBackend): () => Promise<TestDb> {
+export function suiteDbs(backend: TestBackend, hooks: { beforeAll(fn: () => Promise<void>): void; afterAll(fn: () => Promise<void>): void }): () => Promise<TestDb> {
   const dbs: TestDb[] = [];
   const open = async (): Promise<TestDb> => {
     const db = await backend.open();
     dbs.push(db);
     return db;
   };
-  beforeAll(async () => {
+  hooks.beforeAll(async () => {
     await open();
   });
-  afterAll(async () => {
+  hooks.afterAll(async () => {
     for (const db of dbs) await db.dispose();
   });
   return open;
