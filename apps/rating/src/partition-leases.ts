@@ -129,13 +129,7 @@ export class PartitionLeaseManager {
   /** stop: stops the loops (their batches finish), frees the leases and leaves the members. */
   async stop(): Promise<void> {
     if (!this.#running) return;
-    this.#running = false;
-    clearTimeout(this.#timer);
-    await this.#tick.catch(() => {});
-    const held = [...this.#held.values()];
-    this.#held.clear();
-    await Promise.all(held.map((h) => h.consumer.stop()));
-    await Promise.all([...this.#stopping]);
+    const held = await this.#stopLoops();
     try {
       for (const h of held) await this.store.release(this.owner, h.lease);
       await this.store.leave(this.owner);
@@ -149,6 +143,11 @@ export class PartitionLeaseManager {
    * leases and the membership stay in the database until they expire.
    */
   async halt(): Promise<void> {
+    await this.#stopLoops();
+  }
+
+  /** Stops the heartbeat and every loop (their batches finish); returns what was held. */
+  async #stopLoops() {
     this.#running = false;
     clearTimeout(this.#timer);
     await this.#tick.catch(() => {});
@@ -156,5 +155,6 @@ export class PartitionLeaseManager {
     this.#held.clear();
     await Promise.all(held.map((h) => h.consumer.stop()));
     await Promise.all([...this.#stopping]);
+    return held;
   }
 }
