@@ -105,6 +105,45 @@ describe.each([true, false])("a server with tenant limits (fastPath %s)", (fastP
     expect((await a.echo({ text: "after" })).text).toBe("after");
   });
 
+  it("counts an open server stream as in flight until it ends (a tenant's open streams are capped)", async () => {
+    const s = await startServer({
+      name: "limits-streams",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath,
+      routes: echoRoutes(),
+      authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${KEY_A},tnt_b:admin:${KEY_B}`)),
+      logger: silentLogger,
+      tenantLimits: { inflightMax: 2, requestsPerSecond: 1000, requestsBurst: 1000 },
+    });
+    servers.push(s);
+    const a = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: KEY_A }));
+    const b = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: KEY_B }));
+    // Two long streams, each read once and then left open: both of tnt_a's slots are taken.
+    const cancel = new AbortController();
+    const open = [0, 1].map(() => a.echoStream({ text: "s", count: 1_000_000 }, { signal: cancel.signal })[Symbol.asyncIterator]());
+    for (const it of open) expect((await it.next()).value?.text).toBe("s");
+    const third = await codeOf((async () => {
+      for await (const m of a.echoStream({ text: "t", count: 1 })) void m;
+    })());
+    expect(third.code).toBe(Code.ResourceExhausted);
+    expect(errorInfoOf(third)).toEqual({ reason: ErrorReason.LIMIT_EXCEEDED, metadata: { field: "tenant.inflight", limit: "2" } });
+    expect((await codeOf(a.echo({ text: "x" }))).code).toBe(Code.ResourceExhausted);
+    expect((await b.echo({ text: "y" })).text).toBe("y");
+    // Cancelling the streams (connect's way: the call's signal) frees the slots.
+    cancel.abort();
+    for (const it of open) await it.next().catch(() => undefined);
+    for (let i = 0; ; i++) {
+      try {
+        expect((await a.echo({ text: "after" })).text).toBe("after");
+        break;
+      } catch (e) {
+        if (i >= 100 || ConnectError.from(e).code !== Code.ResourceExhausted) throw e;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  });
+
   it("answers ResourceExhausted LIMIT_EXCEEDED past a tenant's rate", async () => {
     const s = await startServer({
       name: "limits-rate",
