@@ -1,5 +1,5 @@
 import type { Client } from "@connectrpc/connect";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "./mapping.js";
 import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { Rate } from "@nanobill/money";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";

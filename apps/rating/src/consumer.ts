@@ -7,9 +7,10 @@ import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { ATTR, getTracer, nanosAttr, withTraceContext } from "@nanobill/telemetry";
 import type { CatalogCache } from "./catalog-cache.js";
 import { evaluateRule } from "./domain/margin.js";
+import { propString } from "./domain/pricing.js";
 import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
-import type { RatedEventResult } from "./domain/types.js";
+import { EVENTS_METRIC, METRIC, dimsKeyOf, type RatedEventResult, type UsageEvent } from "./domain/types.js";
 import {
   CHECK_RATED_BATCHES_AFTER_OVERLAP,
   CONSUMER_BATCH_EVENTS_MAX,
@@ -238,24 +239,40 @@ export class RatingConsumer {
    * `handOff` receives the batch's wallet items and their outbox row (to hand over from memory).
    */
   async processBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff = { items: [], batchId: null }): Promise<number> {
+    // An event whose rating throws (rating is pure and deterministic: a retry would throw again)
+    // must not stop its partition: the batch is rated again from scratch with that event recorded
+    // as unpriced, with the error as its reason, and everything else rated as usual.
+    const poisoned = new Map<string, string>();
+    for (;;) {
+      try {
+        return await this.#processBatchOnce(events, lastSequence, handOff, poisoned);
+      } catch (e) {
+        if (!(e instanceof PoisonEvent) || poisoned.size > events.length) throw e;
+        poisoned.set(e.key, e.message);
+        this.#d.logger.warn("an event could not be rated; it is recorded unpriced", { event: e.key.replace(SEP_KEY, "/"), error: e.message });
+      }
+    }
+  }
+
+  async #processBatchOnce(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, poisoned: ReadonlyMap<string, string>): Promise<number> {
     // Optimistic: a batch normally holds only events nobody rated (the cursor is committed with
     // the rows), so it skips the already-rated lookup; the rated rows' primary key still refuses a
     // duplicate, and then the batch is rated again with the lookup (and so are the next
     // CHECK_RATED_BATCHES_AFTER_OVERLAP batches: a change of partitioning, two consumers meeting).
     if (this.#checkRatedBatches > 0) {
       this.#checkRatedBatches--;
-      return this.#rateBatch(events, lastSequence, handOff, true);
+      return this.#rateBatch(events, lastSequence, handOff, true, poisoned);
     }
     try {
-      return await this.#rateBatch(events, lastSequence, handOff, false);
+      return await this.#rateBatch(events, lastSequence, handOff, false, poisoned);
     } catch (e) {
-      if (!isDbError(e, "unique_violation") || e.constraint !== "rated_events_pkey") throw e;
+      if (!isDbError(e, "unique_violation") || (e.constraint !== "rated_events_pkey" && e.constraint !== "rated_events_event")) throw e;
       this.#checkRatedBatches = CHECK_RATED_BATCHES_AFTER_OVERLAP;
-      return this.#rateBatch(events, lastSequence, handOff, true);
+      return this.#rateBatch(events, lastSequence, handOff, true, poisoned);
     }
   }
 
-  async #rateBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, checkRated: boolean): Promise<number> {
+  async #rateBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, checkRated: boolean, poisoned: ReadonlyMap<string, string>): Promise<number> {
     const d = this.#d;
     const now = d.clock.now().getTime();
     const inputs = events.map((e) => storedEventOf(e, now));
@@ -295,8 +312,9 @@ export class RatingConsumer {
           for (const c of res.charges) {
             if (c.pricing.kind !== "outcome" || c.pricing.taskIdProperty === "") continue;
             const v = e.properties[c.pricing.taskIdProperty];
-            if (v !== undefined && (v.kind === "string" || v.kind === "int")) {
-              const taskId = v.value.toString();
+            if (v !== undefined) {
+              const taskId = propString(v); // the same text rating keys the task by
+              if (taskId === "") continue;
               tasks.set(`${e.tenant}\u0000${e.customerId}\u0000${taskId}`, { tenant: e.tenant, customerId: e.customerId, taskId });
             }
           }
@@ -306,7 +324,17 @@ export class RatingConsumer {
       const out: Array<{ tenant: string; sequence: bigint; result: RatedEventResult }> = [];
       const wallet: WalletItem[] = [];
       for (const i of todo) {
-        const result = rateInTrace(catalogs.get(i.event.tenant)!, st, i);
+        const key = `${i.event.tenant}${SEP_KEY}${i.event.eventId}`;
+        const poison = poisoned.get(key);
+        let result: RatedEventResult;
+        if (poison !== undefined) result = unratedResult(i.event, poison);
+        else {
+          try {
+            result = rateInTrace(catalogs.get(i.event.tenant)!, st, i);
+          } catch (e) {
+            throw new PoisonEvent(key, String((e as Error)?.message ?? e));
+          }
+        }
         out.push({ tenant: i.event.tenant, sequence: i.sequence, result });
         wallet.push(...walletItemsOf(i.event.tenant, result, i.traceparent, i.tracestate));
         let t = touched.get(i.event.tenant);
@@ -439,6 +467,47 @@ function rateInTrace(cat: TenantCatalog, st: MemoryRatingState, i: RatingInput):
       }
     }),
   );
+}
+
+const SEP_KEY = "\u0000";
+
+/** Thrown out of a batch's transaction when rating one of its events throws. */
+class PoisonEvent extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** unratedResult: the record of an event whose rating failed: one unpriced line giving the error. */
+export function unratedResult(e: UsageEvent, error: string): RatedEventResult {
+  return {
+    eventId: e.eventId,
+    customerId: e.customerId,
+    eventType: e.type,
+    timestampMs: e.timestampMs,
+    subscriptionId: "",
+    taskId: "",
+    model: "",
+    lines: [
+      {
+        chargeId: "",
+        dimensions: { [METRIC]: EVENTS_METRIC },
+        dimsKey: dimsKeyOf({ [METRIC]: EVENTS_METRIC }),
+        quantity: 0n,
+        priceNanos: 0n,
+        unit: "",
+        costNanos: 0n,
+        costUnit: "",
+        status: "unpriced",
+        reason: `rating failed: ${error}`,
+        attributedCostNanos: 0n,
+        priceValueNanos: 0n,
+      },
+    ],
+  };
 }
 
 /** A committed batch's wallet items and their outbox row (batchId null: no item). */

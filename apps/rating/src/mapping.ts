@@ -1,5 +1,14 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+
+/**
+ * timestampMs: a Timestamp in whole milliseconds, truncated (floor), never rounded: an event at
+ * 23:59:59.9996 belongs to the day (and billing period) it happened in. protobuf-es's own
+ * timestampMs rounds to the nearest millisecond.
+ */
+export function timestampMs(t: Timestamp): number {
+  return Number(t.seconds) * 1000 + Math.floor(t.nanos / 1_000_000);
+}
 import type { StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import {
   AlertSchema,

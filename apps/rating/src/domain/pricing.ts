@@ -1,4 +1,4 @@
-import { Rate, divRound } from "@nanobill/money";
+import { INT64_MAX, Rate, divRound } from "@nanobill/money";
 import type { CompiledCharge, CompiledTier } from "./compile.js";
 import type { PropValue } from "./types.js";
 
@@ -150,7 +150,10 @@ const INT_RE = /^(0|[1-9][0-9]{0,18})$/;
 export function propQuantity(v: PropValue | undefined): bigint | string {
   if (v === undefined) return "missing";
   if (v.kind === "int") return v.value < 0n ? "negative" : v.value;
-  if ((v.kind === "decimal" || v.kind === "string") && INT_RE.test(v.value)) return BigInt(v.value);
+  if ((v.kind === "decimal" || v.kind === "string") && INT_RE.test(v.value)) {
+    const q = BigInt(v.value);
+    return q > INT64_MAX ? "beyond int64" : q;
+  }
   return "not a non-negative integer";
 }
 

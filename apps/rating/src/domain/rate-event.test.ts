@@ -265,3 +265,139 @@ describe("creditValue", () => {
     expect(creditValue(undefined, 18n * B, 1500)).toBe(0n);
   });
 });
+
+describe("rateEvent: review fixes (spending cap, outcomes, carries, quantities)", () => {
+  const volumeTiers = [
+    { upTo: "1000", unitPrice: { amount: "0.1", perQuantity: "" }, flatAmount: "" },
+    { upTo: "", unitPrice: { amount: "0.08", perQuantity: "" }, flatAmount: "" },
+  ];
+  const fee = () => charge("a_fee", { kind: "per_unit", unitPrice: { amount: "3", perQuantity: "" } }, { usage: usage("api", []) });
+  const vol = () => charge("vol", { kind: "volume", tiers: volumeTiers }, { usage: usage("api", ["n"]) });
+
+  it("above the cap, an event whose volume step is negative books 0 on every line (no positive line is raised to offset it)", () => {
+    const cat = catalogFor(version([fee(), vol()], { spendingCapAmount: "100" }));
+    const st = new MemoryRatingState();
+    for (let i = 0; i < 10; i++) rateEvent(cat, st, event(`e${i}`, "api", { n: 99 }));
+    // 10 x ($3 + 99 x $0.10) = $129 uncapped, $100 booked; the next event crosses 1,000 units: the
+    // volume step is negative (-$18.20), the fee +$3: the customer stays above the cap.
+    const r = rateEvent(cat, st, event("x", "api", { n: 20 }));
+    expect(r.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["a_fee", 0n], ["vol", 0n]]);
+    expect(r.lines.every((l) => l.reason.includes("spending cap reached"))).toBe(true);
+  });
+
+  it("below the cap again after a negative step, the event books the difference on its negative lines only", () => {
+    // Volume tiers with a steep drop: up to 1,000 units at $0.10, above at $0.01; a $3 fee per
+    // event; cap $100. 9 events of 99 units: $27 + $89.10 = $116.10 uncapped, $100 booked. Then 200
+    // units: the volume total drops to 1,091 x $0.01 = $10.91 (step -$78.19), the fee adds $3:
+    // uncapped $40.91, below the cap, so this event books 40.91 - 100 = -$59.09, all of it on the
+    // (negative) volume line; the fee line books 0.
+    const steep = [
+      { upTo: "1000", unitPrice: { amount: "0.1", perQuantity: "" }, flatAmount: "" },
+      { upTo: "", unitPrice: { amount: "0.01", perQuantity: "" }, flatAmount: "" },
+    ];
+    const cat = catalogFor(version([fee(), charge("vol", { kind: "volume", tiers: steep }, { usage: usage("api", ["n"]) })], { spendingCapAmount: "100" }));
+    const st = new MemoryRatingState();
+    let booked = 0n;
+    for (let i = 0; i < 9; i++) booked += rateEvent(cat, st, event(`e${i}`, "api", { n: 99 })).lines.reduce((s, l) => s + l.priceNanos, 0n);
+    expect(booked).toBe(100n * B);
+    const r = rateEvent(cat, st, event("x", "api", { n: 200 }));
+    const by = Object.fromEntries(r.lines.map((l) => [l.chargeId, l.priceNanos]));
+    expect(by).toEqual({ a_fee: 0n, vol: -59_090_000_000n });
+    expect(booked + by["vol"]!).toBe(40_910_000_000n);
+  });
+
+  it("hands an outcome to the wallet at its capped price (the cap also binds outcome charges)", () => {
+    const outcome = charge(
+      "resolved",
+      { kind: "outcome", amount: "0.99", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "3600", reversalEventType: "", taskIdProperty: "task", attemptEventTypes: [] },
+      { usage: usage("done", []) },
+    );
+    const api = charge("api", { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "" } }, { usage: usage("call", []) });
+    const cat = catalogFor(version([api, outcome], { spendingCapAmount: "10" }));
+    const st = new MemoryRatingState();
+    for (let i = 0; i < 10; i++) rateEvent(cat, st, event(`a${i}`, "call", {}));
+    const r = rateEvent(cat, st, event("o1", "done", { task: "t1" }));
+    expect(r.lines[0]).toMatchObject({ chargeId: "resolved", priceNanos: 0n, status: "pending" });
+    const task = [...st.tasks.values()][0]!;
+    expect(task.outcome).toMatchObject({ eventId: "o1", priceNanos: 0n });
+  });
+
+  it("counts outcomes and clawbacks in the period totals", () => {
+    const outcome = charge(
+      "resolved",
+      { kind: "outcome", amount: "0.99", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "3600", reversalEventType: "reopened", taskIdProperty: "task", attemptEventTypes: [] },
+      { usage: usage("done", []) },
+    );
+    const cat = catalogFor(version([outcome]));
+    const st = new MemoryRatingState();
+    rateEvent(cat, st, event("o1", "done", { task: "t1" }));
+    rateEvent(cat, st, event("o2", "done", { task: "t2" }));
+    const totals = () => [...st.periods.entries()].filter(([k]) => k.includes("resolved")).map(([, v]) => [v.quantity, v.bookedNanos]);
+    expect(totals()).toEqual([[2n, 1_980_000_000n]]);
+    rateEvent(cat, st, event("r1", "reopened", { task: "t1" }, T0 + 3_600_000 + 60_000));
+    expect(totals()).toEqual([[1n, 990_000_000n]]);
+  });
+
+  it("claws back a confirmed outcome when a reversal timed inside its window arrives late", () => {
+    const outcome = charge(
+      "resolved",
+      { kind: "outcome", amount: "0.99", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "3600", reversalEventType: "reopened", taskIdProperty: "task", attemptEventTypes: [] },
+      { usage: usage("done", []) },
+    );
+    const cat = catalogFor(version([outcome]));
+    const st = new MemoryRatingState();
+    rateEvent(cat, st, event("o1", "done", { task: "t1" }));
+    const task = [...st.tasks.values()][0]!;
+    task.outcome!.status = "confirmed"; // what confirmDueOutcomes stores once the window has passed
+    // Timed 59 minutes after the outcome (inside the window), received after the confirmation.
+    const r = rateEvent(cat, st, event("r1", "reopened", { task: "t1" }, T0 + 3_600_000 + 59 * 60_000));
+    expect(r.lines).toEqual([expect.objectContaining({ chargeId: "resolved", quantity: -1n, priceNanos: -990_000_000n, status: "clawed_back" })]);
+    expect(r.lines[0]!.reason).toMatch(/after its confirmation/);
+    expect(task.outcome!.status).toBe("clawed_back");
+    // A reversal timed after the window changes nothing.
+    const st2 = new MemoryRatingState();
+    rateEvent(cat, st2, event("o1", "done", { task: "t1" }));
+    expect(rateEvent(cat, st2, event("r2", "reopened", { task: "t1" }, T0 + 2 * 3_600_000 + 1)).lines.filter((l) => l.chargeId === "resolved")).toEqual([]);
+  });
+
+  it("gives an outcome with a verification window but no task id its own task, so it can be confirmed", () => {
+    const outcome = charge(
+      "resolved",
+      { kind: "outcome", amount: "2", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "3600", reversalEventType: "", taskIdProperty: "", attemptEventTypes: [] },
+      { usage: usage("done", []) },
+    );
+    const st = new MemoryRatingState();
+    const r = rateEvent(catalogFor(version([outcome])), st, event("o", "done", {}));
+    expect(r.lines[0]).toMatchObject({ status: "pending", priceNanos: 2n * B });
+    expect([...st.tasks.values()].map((t) => [t.outcome?.eventId, t.outcome?.status, t.outcome?.priceNanos])).toEqual([["o", "pending", 2n * B]]);
+  });
+
+  it("books the same for zero-quantity events whether a carry runs on or is restored from its residue", () => {
+    const v = version([charge("tok", { kind: "per_unit", unitPrice: { amount: "0.5", perQuantity: "1000000000" } }, { usage: usage("llm", ["n"]) })]);
+    const cat = catalogFor(v);
+    const run = (restore: boolean) => {
+      let st = new MemoryRatingState();
+      const out: bigint[] = [];
+      for (const [id, n] of [["e1", 1], ["e2", 0], ["e3", 0], ["e4", 1]] as const) {
+        out.push(rateEvent(cat, st, event(id, "llm", { n })).lines[0]!.priceNanos);
+        if (restore) {
+          // what a new batch sees: every carry rebuilt from its stored residue alone
+          const next = new MemoryRatingState();
+          for (const [k, c] of st.carries) next.carries.set(k, new CarryAccumulator(CARRY_ROUNDING, c.carried));
+          for (const [k, p] of st.periods) next.periods.set(k, p);
+          st = next;
+        }
+      }
+      return out;
+    };
+    expect(run(false)).toEqual([1n, 0n, 0n, 0n]);
+    expect(run(true)).toEqual(run(false));
+  });
+
+  it("refuses a string quantity beyond int64 as unpriced instead of failing", () => {
+    const v = version([charge("tok", { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "" } }, { usage: usage("llm", ["n"]) })]);
+    const r = rateEvent(catalogFor(v), new MemoryRatingState(), event("e", "llm", { n: "9999999999999999999" }));
+    expect(r.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+    expect(r.lines[0]!.reason).toMatch(/beyond int64/);
+  });
+});

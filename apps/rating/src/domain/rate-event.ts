@@ -255,6 +255,7 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
   let subscriptionId = "";
   let reason = "";
   const attemptTasks = new Set<string>();
+  const outcomes: Array<{ line: RatedLine; outcome: NonNullable<ReturnType<RatingState["task"]>["outcome"]> }> = [];
 
   if ("reason" in res) {
     reason = res.reason;
@@ -265,8 +266,10 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
       if (p.kind === "outcome") {
         const tid = p.taskIdProperty === "" ? "" : propString(e.properties[p.taskIdProperty]);
         if (tid !== "") taskId = tid;
-        if (c.usage !== null && e.type === c.usage.eventType) rateOutcome(t, state, e, c, tid, lines);
+        const from = lines.length;
+        if (c.usage !== null && e.type === c.usage.eventType) rateOutcome(t, state, e, c, tid, lines, outcomes);
         else if (e.type === p.reversalEventType && tid !== "") rateReversal(t, state, e, c, tid, lines);
+        if (lines.length > from) addPeriodSums(t, state, e, c, res.period, lines, from, null);
         if (p.attemptEventTypes.has(e.type) && tid !== "") attemptTasks.add(tid);
         continue;
       }
@@ -277,6 +280,8 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
   }
 
   if (!("reason" in res) && res.version.cap !== null) applyCap(t, state, e.customerId, res, lines);
+  // An outcome is handed to the wallet at its confirmation with the price it was booked at: after the cap.
+  for (const o of outcomes) o.outcome.priceNanos = o.line.priceNanos;
 
   // Cost: attribute each catalog metric once.
   const costs = cat.costs.costOf(e);
@@ -334,14 +339,20 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
   return { eventId: e.eventId, customerId: e.customerId, eventType: e.type, timestampMs: e.timestampMs, subscriptionId, taskId, model, lines };
 }
 
+// A zero amount books 0 and leaves its carry alone: a carry restored from its stored residue alone
+// (-1/2 after a half-up booking) would otherwise round -1/2 + 0 away from zero to -1, where the
+// uninterrupted accumulator books 0 (for non-negative amounts this is the only case where the two
+// differ).
 function bookCost(t: string, state: RatingState, customerId: string, l: RatedLine, exact: Exact, cur: string): void {
+  l.costUnit = cur;
+  if (exact.num === 0n) return;
   const k = carryKey(t, customerId, l.chargeId, l.dimsKey, COST);
   l.costNanos = state.carry(k).add(exact);
-  l.costUnit = cur;
   state.touch("carry", k);
 }
 
 function bookPrice(t: string, state: RatingState, customerId: string, l: RatedLine, exact: Exact): void {
+  if (exact.num === 0n) return;
   const k = carryKey(t, customerId, l.chargeId, l.dimsKey, PRICE);
   l.priceNanos = state.carry(k).add(exact);
   state.touch("carry", k);
@@ -448,7 +459,15 @@ function ratePeriodCharge(t: string, state: RatingState, e: UsageEvent, c: Compi
   addPeriodSums(t, state, e, c, period, out, from, step);
 }
 
-function rateOutcome(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, tid: string, out: RatedLine[]): void {
+function rateOutcome(
+  t: string,
+  state: RatingState,
+  e: UsageEvent,
+  c: CompiledCharge,
+  tid: string,
+  out: RatedLine[],
+  outcomes: Array<{ line: RatedLine; outcome: NonNullable<ReturnType<RatingState["task"]>["outcome"]> }>,
+): void {
   const p = c.pricing as Extract<CompiledCharge["pricing"], { kind: "outcome" }>;
   const dims: Record<string, string> = { [METRIC]: "outcomes" };
   for (const d of c.usage!.dimensionProperties) {
@@ -463,12 +482,16 @@ function rateOutcome(t: string, state: RatingState, e: UsageEvent, c: CompiledCh
     l.quantity = 0n;
     return;
   }
-  if (tid !== "") {
-    const k = taskKey(t, e.customerId, tid);
+  // An outcome with a verification window needs a task to be confirmed from: without a task id on
+  // the event it is its own task (keyed by its event id; no reversal can name it, so it is
+  // confirmed when its window ends).
+  const taskId = tid !== "" ? tid : p.windowMs > 0 ? `event:${e.eventId}` : "";
+  if (taskId !== "") {
+    const k = taskKey(t, e.customerId, taskId);
     const task = state.task(k);
     if (task.outcome !== null && task.outcome.status !== "clawed_back") {
       l.status = "unpriced";
-      l.reason = `task ${JSON.stringify(tid)} already has outcome ${task.outcome.eventId}`;
+      l.reason = `task ${JSON.stringify(taskId)} already has outcome ${task.outcome.eventId}`;
       l.quantity = 0n;
       return;
     }
@@ -484,6 +507,7 @@ function rateOutcome(t: string, state: RatingState, e: UsageEvent, c: CompiledCh
       model: propString(e.properties[MODEL_PROPERTY]),
       status: p.windowMs > 0 ? "pending" : "confirmed",
     };
+    outcomes.push({ line: l, outcome: task.outcome });
     state.touch("task", k);
   } else {
     bookPrice(t, state, e.customerId, l, rateExact(p.amount));
@@ -495,11 +519,17 @@ function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledC
   const k = taskKey(t, e.customerId, tid);
   const task = state.task(k);
   const o = task.outcome;
-  if (o === null || o.chargeId !== c.chargeId || o.status !== "pending" || e.timestampMs > o.verifyUntilMs) return;
+  // A reversal timed inside the window claws the outcome back even when it arrives after the
+  // window ended and the outcome was confirmed (a late event): the clawback line credits it on the
+  // invoice; an amount already handed to the wallet at the confirmation stays burned there.
+  if (o === null || o.chargeId !== c.chargeId || (o.status !== "pending" && o.status !== "confirmed") || e.timestampMs > o.verifyUntilMs) return;
   const l = line(c.chargeId, { [METRIC]: "outcomes" }, -1n, c.unit);
   l.priceNanos = -o.priceNanos;
   l.status = "clawed_back";
-  l.reason = `reversal of outcome ${o.eventId} within its verification window`;
+  l.reason =
+    o.status === "pending"
+      ? `reversal of outcome ${o.eventId} within its verification window`
+      : `reversal of outcome ${o.eventId} within its verification window, received after its confirmation`;
   out.push(l);
   o.status = "clawed_back";
   state.touch("task", k);
@@ -531,16 +561,28 @@ function applyCap(t: string, state: RatingState, customerId: string, res: Resolu
   state.touch("period", k);
   const cut = s - capped;
   if (cut === 0n) return;
+  // The event books `capped` in all: lines of one sign take it (each at most its uncapped price,
+  // largest remainder), lines of the other sign book 0. The wallet is handed positive lines only,
+  // so a positive line is never raised above its uncapped price to offset a negative one.
   const pos = priced.filter((l) => l.priceNanos > 0n);
-  if (cut > 0n && pos.length > 0) {
-    const shares = allocate(cut, pos.map((l) => l.priceNanos), "cap");
-    pos.forEach((l, i) => {
-      l.priceNanos -= shares[i]!;
-      if (l.status === "final") l.status = "provisional";
-      l.reason = l.reason === "" ? "spending cap reached" : `${l.reason}; spending cap reached`;
-    });
-  } else {
-    // negative steps below the cap again (a clawback): book the capped difference on the first line
-    priced[0]!.priceNanos -= cut;
+  const neg = priced.filter((l) => l.priceNanos < 0n);
+  const [keep, zero] = capped >= 0n ? [pos, neg] : [neg, pos];
+  const mark = (l: RatedLine) => {
+    if (l.status === "final") l.status = "provisional";
+    l.reason = l.reason === "" ? "spending cap reached" : `${l.reason}; spending cap reached`;
+  };
+  for (const l of zero) {
+    l.priceNanos = 0n;
+    mark(l);
   }
+  const kept = keep.reduce((a, l) => a + l.priceNanos, 0n);
+  const reduce = kept - capped; // same sign as the kept lines (|capped| <= |kept|)
+  if (reduce === 0n) return;
+  const mag = reduce < 0n ? -reduce : reduce;
+  const shares = allocate(mag, keep.map((l) => (l.priceNanos < 0n ? -l.priceNanos : l.priceNanos)), "cap");
+  keep.forEach((l, i) => {
+    if (shares[i]! === 0n) return;
+    l.priceNanos -= reduce < 0n ? -shares[i]! : shares[i]!;
+    mark(l);
+  });
 }

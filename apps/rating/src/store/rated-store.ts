@@ -238,6 +238,7 @@ export class RatedStore {
           if (cur[8] === "" && l.costUnit !== "") cur[8] = l.costUnit;
         }
       }
+      let eventRow = 0;
       for (const [chargeId, ls] of byCharge) {
         let price = 0n;
         let cost = 0n;
@@ -247,13 +248,13 @@ export class RatedStore {
           cost += l.costNanos;
           if (l.costUnit !== "") costUnit = l.costUnit;
         }
-        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime]);
+        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime, eventRow++]);
       }
     }
     if (rows.length > 0) {
       await this.db.copyRows(
         "rated_events",
-        ["tenant", "event_id", "charge_id", "customer_id", "event_type", "event_time", "subscription_id", "model", "task_id", "unit", "price_nanos", "cost_unit", "cost_nanos", "lines", "sequence", "rate_time"],
+        ["tenant", "event_id", "charge_id", "customer_id", "event_type", "event_time", "subscription_id", "model", "task_id", "unit", "price_nanos", "cost_unit", "cost_nanos", "lines", "sequence", "rate_time", "event_row"],
         rows,
         tx,
       );
@@ -562,10 +563,23 @@ export class RatedStore {
    */
   async confirmDueOutcomes(nowMs: number, limit: number): Promise<number> {
     return this.db.transaction(async (tx) => {
+      // The customers' batch locks first (the same advisory locks a rating batch takes before it
+      // loads their tasks): a batch that is clawing one of these outcomes back either committed
+      // before (the task is no longer pending) or waits; a confirmation never overwrites it.
+      const due = await tx.query<{ tenant: string; customer_id: string }>(
+        `SELECT DISTINCT tenant, customer_id FROM (SELECT tenant, customer_id FROM outcome_tasks
+           WHERE outcome->>'status' = 'pending' AND (outcome->>'verifyUntilMs')::bigint < $1
+           ORDER BY tenant, customer_id, task_id LIMIT $2) AS d`,
+        [nowMs, limit],
+      );
+      if (due.rows.length === 0) return 0;
+      const customers = due.rows.map((x) => ({ tenant: x.tenant, customerId: x.customer_id }));
+      await this.lockCustomers(tx, customers);
       const r = await tx.query(
         `SELECT * FROM outcome_tasks WHERE outcome->>'status' = 'pending' AND (outcome->>'verifyUntilMs')::bigint < $1
+           AND (tenant, customer_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))
           ORDER BY tenant, customer_id, task_id LIMIT $2 FOR UPDATE`,
-        [nowMs, limit],
+        [nowMs, limit, customers.map((c) => c.tenant), customers.map((c) => c.customerId)],
       );
       if (r.rows.length === 0) return 0;
       const items: unknown[][] = [];

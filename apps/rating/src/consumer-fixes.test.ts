@@ -1,0 +1,73 @@
+// The consumer against a poison event (one whose rating throws) and against a replay rated under a
+// changed catalog: neither may stop the partition or rate an event twice.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { testBackends } from "@nanobill/db";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEYS, T0, openHarness, type Harness } from "./test-support.js";
+
+const t0 = T0.getTime();
+
+for (const backend of testBackends()) describe(`rating consumer: poison events and replays (${backend.name})`, () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await openHarness(await backend.open());
+    h.metering.meters.set("tnt_a\u0000calls", "api.call");
+    const c = h.client(KEYS.adminA);
+    for (const id of ["cus_1", "cus_2"]) await c.createCustomer({ customer: { customerId: id, currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
+    const version = create(PlanVersionSchema, {
+      currency: "USD",
+      charges: [{ chargeId: "calls", name: "Calls", unit: "USD", usage: { meter: "calls", eventType: "api.call", quantityProperties: ["calls"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "1", perQuantity: 1n } } } }],
+    });
+    await c.createPlan({ planId: "plan", name: "P", version });
+    await c.publishPlanVersion({ planId: "plan", version: 1 });
+    await c.createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it("records an event whose price overflows int64 as unpriced and rates the rest of its batch", async () => {
+    h.metering.push("tnt_a", { id: "ok_1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 3_000, properties: { calls: 5 } });
+    // 10^10 calls at $1: 10^19 nanos, beyond int64: rating this event throws.
+    h.metering.push("tnt_a", { id: "huge", customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_000, properties: { calls: 10_000_000_000n } });
+    h.metering.push("tnt_a", { id: "ok_2", customerId: "cus_1", type: "api.call", timestampMs: t0 - 1_000, properties: { calls: 7 } });
+    expect(await h.service.consumer.pollOnce(0)).toBe(3);
+    expect((await h.service.rated.ratedEvent("tnt_a", "ok_1"))!.lines.map((l) => l.priceNanos)).toEqual([5_000_000_000n]);
+    expect((await h.service.rated.ratedEvent("tnt_a", "ok_2"))!.lines.map((l) => l.priceNanos)).toEqual([7_000_000_000n]);
+    const huge = (await h.service.rated.ratedEvent("tnt_a", "huge"))!;
+    expect(huge.lines).toHaveLength(1);
+    expect(huge.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+    expect(huge.lines[0]!.reason).toMatch(/^rating failed: .*int64/);
+    expect(h.wallet.consumed.map((x) => [x.item.id, x.item.amountNanos])).toEqual([
+      ["ok_1:calls", 5_000_000_000n],
+      ["ok_2:calls", 7_000_000_000n],
+    ]);
+    expect(await h.service.consumer.pollOnce(0)).toBe(0);
+  });
+
+  it("does not rate an event again when a replay would rate it under other charges (a subscription created meanwhile)", async () => {
+    const seq = h.metering.push("tnt_a", { id: "x_1", customerId: "cus_2", type: "api.call", timestampMs: t0 - 500, properties: { calls: 3 } });
+    expect(await h.service.consumer.pollOnce(0)).toBe(1);
+    expect((await h.service.rated.ratedEvent("tnt_a", "x_1"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["", 0n]]);
+    await h.client(KEYS.adminA).createSubscription({ subscriptionId: "sub_2", customerId: "cus_2", planId: "plan", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+    const consumed = h.wallet.consumed.length;
+    // The same event delivered again (a new partitioning starts at the lowest old cursor).
+    const again = h.metering.events.filter((e) => e.sequence === seq);
+    expect(await h.service.consumer.processBatch(again, seq)).toBe(0);
+    expect((await h.service.rated.ratedEvent("tnt_a", "x_1"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["", 0n]]);
+    await h.service.consumer.drainOutbox();
+    expect(h.wallet.consumed).toHaveLength(consumed);
+  });
+});
+
+describe("storedEventOf", () => {
+  it("truncates an event's time to the millisecond (23:59:59.9996 stays in its day and period)", async () => {
+    const { storedEventOf } = await import("./mapping.js");
+    const { StoredEventSchema } = await import("@nanobill/contracts/nanobill/metering/v1/metering_pb");
+    const last = Date.UTC(2026, 10, 30, 23, 59, 59);
+    const s = create(StoredEventSchema, { tenant: "t", sequence: 1n, event: { id: "e", customerId: "c", type: "x", timestamp: { seconds: BigInt(last / 1000), nanos: 999_600_000 } } });
+    expect(new Date(storedEventOf(s, 0).event.timestampMs).toISOString()).toBe("2026-11-30T23:59:59.999Z");
+  });
+});
