@@ -64,15 +64,24 @@ export class CatalogCache {
     const cur = this.#tenants.get(tenant);
     if (cur !== undefined && now - cur.loadedMs < this.ttlMs) return cur;
     const [versions, rates, rules] = await Promise.all([this.store.publishedVersions(tenant), this.store.costRates(tenant), this.store.rules(tenant)]);
-    const compiled = versions.map(({ planId, version }) => {
+    // A stored version that no longer compiles (written before a rule it breaks, e.g. the amount
+    // bound) is left out and logged, not allowed to stop the tenant: its subscriptions' events are
+    // rated "plan ... not found" (cost only) until it is fixed.
+    const compiled: Array<{ planId: string; version: CompiledVersion }> = [];
+    for (const { planId, version } of versions) {
       const key = `${tenant}\u0000${planId}\u0000${version.version}`;
       let cv = this.#compiled.get(key);
       if (cv === undefined) {
-        cv = compilePlanVersion(version, `plan ${planId} v${version.version}`);
+        try {
+          cv = compilePlanVersion(version, `plan ${planId} v${version.version}`);
+        } catch (e) {
+          this.logger?.warn("a published plan version does not compile; its events are not priced", { tenant, planId, version: version.version, error: String((e as Error)?.message ?? e) });
+          continue;
+        }
         this.#compiled.set(key, cv);
       }
-      return { planId, version: cv };
-    });
+      compiled.push({ planId, version: cv });
+    }
     const creditRates = await this.#creditRates(tenant, compiled.map((x) => x.version));
     const e: TenantEntry = { loadedMs: now, versions: compiled, costs: new CostCatalog(rates), rules, creditRates, customers: cur?.customers ?? new Map() };
     if (e.customers.size > 100_000) e.customers.clear();

@@ -355,6 +355,115 @@ for (const backend of testBackends()) {
       expect(rated?.lines[0]?.priceNanos).toBe(25_000n);
     });
 
+    it("refuses a subscription or migration to a version in another currency than the customer's, writing nothing", async () => {
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      await b.createCustomer({ customer: { customerId: "cus_eur", currency: "EUR", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createCustomer({ customer: { customerId: "cus_usd", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createPlan({ planId: "plan_fx", name: "FX", version: { currency: "USD", charges: [{ chargeId: "base", unit: "USD", pricing: { case: "flat", value: { amount: "20" } } }] } });
+      await b.publishPlanVersion({ planId: "plan_fx", version: 1 });
+      await b.createPlanVersion({ planId: "plan_fx", version: { currency: "EUR", charges: [{ chargeId: "base", unit: "EUR", pricing: { case: "flat", value: { amount: "20" } } }] } });
+      await b.publishPlanVersion({ planId: "plan_fx", version: 2 });
+      await expectCode(
+        b.createSubscription({ subscriptionId: "sub_eur", customerId: "cus_eur", planId: "plan_fx", planVersion: 1, startTime: timestampFromMs(start) }),
+        Code.FailedPrecondition,
+        /plan_version: currency USD differs from the customer's currency EUR/,
+      );
+      expect((await b.listSubscriptions({ customerId: "cus_eur" })).subscriptions).toHaveLength(0);
+      await b.createSubscription({ subscriptionId: "sub_eur", customerId: "cus_eur", planId: "plan_fx", planVersion: 2, startTime: timestampFromMs(start) });
+      await b.createSubscription({ subscriptionId: "sub_usd", customerId: "cus_usd", planId: "plan_fx", planVersion: 1, startTime: timestampFromMs(start) });
+      await expectCode(
+        b.migrateSubscription({ subscriptionId: "sub_usd", planId: "plan_fx", planVersion: 2, effectiveTime: timestampFromMs(start + 10 * 86_400_000) }),
+        Code.FailedPrecondition,
+        /plan_version: currency EUR differs from the customer's currency USD/,
+      );
+      const subs = (await b.listSubscriptions({ customerId: "cus_usd" })).subscriptions;
+      expect(subs[0]!.phases.map((p) => [p.planVersion, p.endTime])).toEqual([[1, undefined]]);
+      const p = await b.ratePeriod({ customerId: "cus_eur", at: timestampFromMs(start) });
+      expect([p.currency, p.totalNanos, p.lines.map((l) => l.unit)]).toEqual(["EUR", 20_000_000_000n, ["EUR"]]);
+    });
+
+    it("refuses a migration or subscription onto a version the customer's price override does not fit, writing nothing", async () => {
+      h.metering.meters.set("tnt_b\u0000api_ovr", "api.ovr");
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      const DAY = 86_400_000;
+      const usage = (dims: string[]) => ({ meter: "api_ovr", eventType: "api.ovr", quantityProperties: ["n"], dimensionProperties: dims });
+      await b.createCustomer({ customer: { customerId: "cus_ovr", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createPlan({ planId: "plan_ovr", name: "O", version: { currency: "USD", charges: [{ chargeId: "api", unit: "USD", usage: usage(["region"]), pricing: { case: "perUnit", value: { unitPrice: { amount: "1" } } } }] } });
+      await b.publishPlanVersion({ planId: "plan_ovr", version: 1 });
+      await b.createPlanVersion({ planId: "plan_ovr", version: { currency: "USD", charges: [{ chargeId: "api", unit: "USD", usage: usage([]), pricing: { case: "perUnit", value: { unitPrice: { amount: "1" } } } }] } });
+      await b.publishPlanVersion({ planId: "plan_ovr", version: 2 });
+      await b.createSubscription({ subscriptionId: "sub_ovr", customerId: "cus_ovr", planId: "plan_ovr", planVersion: 1, startTime: timestampFromMs(start) });
+      // valid against v1 (dimension "region"), not against v2 (no such dimension)
+      await b.setPriceOverride({
+        priceOverride: {
+          overrideId: "ovr_region",
+          customerId: "cus_ovr",
+          chargeId: "api",
+          charge: { pricing: { case: "matrix", value: { cells: [{ match: { region: "eu" }, unitPrice: { amount: "0.5" } }], defaultPrice: { amount: "0.8" } } } },
+          startTime: timestampFromMs(start),
+        },
+      });
+      await expectCode(
+        b.migrateSubscription({ subscriptionId: "sub_ovr", planId: "plan_ovr", planVersion: 2, effectiveTime: timestampFromMs(start + 10 * DAY) }),
+        Code.FailedPrecondition,
+        /price_override: override "ovr_region" of charge "api" does not fit plan_ovr v2 .*unknown dimension "region"/,
+      );
+      expect((await b.listSubscriptions({ customerId: "cus_ovr" })).subscriptions[0]!.phases.map((p) => p.planVersion)).toEqual([1]);
+      await expectCode(
+        b.createSubscription({ subscriptionId: "sub_ovr2", customerId: "cus_ovr", planId: "plan_ovr", planVersion: 2, startTime: timestampFromMs(start) }),
+        Code.FailedPrecondition,
+        /price_override: override "ovr_region"/,
+      );
+      expect((await b.listSubscriptions({ customerId: "cus_ovr" })).subscriptions.map((s) => s.subscriptionId)).toEqual(["sub_ovr"]);
+      // An override that has ended before the new phase does not block it.
+      await b.createCustomer({ customer: { customerId: "cus_ovr_old", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createSubscription({ subscriptionId: "sub_ovr_old", customerId: "cus_ovr_old", planId: "plan_ovr", planVersion: 1, startTime: timestampFromMs(start) });
+      await b.setPriceOverride({
+        priceOverride: {
+          overrideId: "ovr_old",
+          customerId: "cus_ovr_old",
+          chargeId: "api",
+          charge: { pricing: { case: "matrix", value: { cells: [{ match: { region: "eu" }, unitPrice: { amount: "0.5" } }] } } },
+          startTime: timestampFromMs(start),
+          endTime: timestampFromMs(start + 5 * DAY),
+        },
+      });
+      const m = await b.migrateSubscription({ subscriptionId: "sub_ovr_old", planId: "plan_ovr", planVersion: 2, effectiveTime: timestampFromMs(start + 10 * DAY) });
+      expect(m.subscription!.phases.map((p) => p.planVersion)).toEqual([1, 2]);
+    });
+
+    it("refuses plan amounts above AMOUNT_NANOS_MAX and answers RatePeriod overflows with FailedPrecondition, never Internal", async () => {
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      await expectCode(
+        b.createPlan({ planId: "plan_big", name: "Big", version: { currency: "USD", charges: [{ chargeId: "base", unit: "USD", pricing: { case: "flat", value: { amount: "100000000000" } } }] } }),
+        Code.InvalidArgument,
+        /version\.charges\[0\]\.flat\.amount: must be at most 1000000000/,
+      );
+      expect(await h.service.catalog.getPlan("tnt_b", "plan_big")).toBeNull();
+      // At the bound each amount is accepted; 1,000,000 seats x $10^9 still overflows int64 at close.
+      await b.createCustomer({ customer: { customerId: "cus_big", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createPlan({ planId: "plan_seats_max", name: "Seats", version: { currency: "USD", charges: [{ chargeId: "seats", unit: "USD", pricing: { case: "seats", value: { perSeatAmount: "1000000000" } } }] } });
+      await b.publishPlanVersion({ planId: "plan_seats_max", version: 1 });
+      await b.createSubscription({ subscriptionId: "sub_big", customerId: "cus_big", planId: "plan_seats_max", planVersion: 1, startTime: timestampFromMs(start), seats: 1_000_000 });
+      await expectCode(b.ratePeriod({ customerId: "cus_big", at: timestampFromMs(start) }), Code.FailedPrecondition, /charges\.seats: the seats line \(1000000 seats\).*beyond int64/);
+    });
+
+    it("prices a flat fee overridden from day 15 of 30 at $10 + $25 in RatePeriod", async () => {
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      await b.createCustomer({ customer: { customerId: "cus_flat_ovr", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      await b.createPlan({ planId: "plan_flat", name: "Flat", version: { currency: "USD", charges: [{ chargeId: "base", unit: "USD", pricing: { case: "flat", value: { amount: "20" } } }] } });
+      await b.publishPlanVersion({ planId: "plan_flat", version: 1 });
+      await b.createSubscription({ subscriptionId: "sub_flat_ovr", customerId: "cus_flat_ovr", planId: "plan_flat", planVersion: 1, startTime: timestampFromMs(start) });
+      await b.setPriceOverride({ priceOverride: { overrideId: "ovr_flat", customerId: "cus_flat_ovr", chargeId: "base", charge: { pricing: { case: "flat", value: { amount: "50" } } }, startTime: timestampFromMs(start + 15 * 86_400_000) } });
+      const p = await b.ratePeriod({ customerId: "cus_flat_ovr", at: timestampFromMs(start) });
+      expect(p.lines.map((l) => [l.kind, l.amountNanos])).toEqual([[PeriodLineKind.FLAT, 10_000_000_000n], [PeriodLineKind.FLAT, 25_000_000_000n]]);
+      expect(p.totalNanos).toBe(35_000_000_000n);
+    });
+
     it("enforces limits at the edge", async () => {
       await expectCode(h.client(KEYS.readA).listCustomers({ pageSizeMax: PAGE_SIZE_MAX + 1 }), Code.InvalidArgument, /page_size_max/);
       const rate = { provider: "p", model: "m", metric: "calls", unitPrice: { amount: "1" }, currency: "USD", effectiveTime: timestampFromMs(0) };

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import {
@@ -17,13 +17,13 @@ import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
 import { CHARGE_ID_RE, compilePlanVersion } from "./domain/compile.js";
 import { validateCostRate } from "./domain/cost-catalog.js";
-import { failedPrecondition, invalid, notFound } from "./domain/errors.js";
+import { RatingError, failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
 import { billingPeriod } from "./domain/period.js";
 import { ratePeriod, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
 import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
-import type { PlanVersionSpec, Subscription } from "./domain/types.js";
+import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
 import { checkId, checkName, checkRange, checkSeats, checkTime, validateCustomer, validateRule } from "./domain/validate.js";
 import {
   ALERTS_PAGE_MAX,
@@ -59,6 +59,7 @@ import {
   ruleOf,
   ruleToProto,
   subscriptionToProto,
+  timestampMs,
   versionOf,
 } from "./mapping.js";
 import type { CatalogStore } from "./store/catalog-store.js";
@@ -136,9 +137,36 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     return spec;
   }
 
-  async function requireCustomer(tenant: string, id: string, field: string): Promise<void> {
+  async function requireCustomer(tenant: string, id: string, field: string): Promise<Customer> {
     checkId(id, field);
-    if ((await d.catalog.getCustomer(tenant, id)) === null) throw notFound("customer", id);
+    const c = await d.catalog.getCustomer(tenant, id);
+    if (c === null) throw notFound("customer", id);
+    return c;
+  }
+
+  /**
+   * checkVersionFits: a subscription may put the customer on version v of planId over
+   * [fromMs, toMs) only if (1) v is priced in the customer's currency (credit-type charges are
+   * credits, not currency: only the version's currency is compared) and (2) every price override
+   * of the customer in force in that range for a charge of v compiles against v (as
+   * SetPriceOverride checks): else rating would throw on every event under the override.
+   * FailedPrecondition naming plan_version / price_override; called before any write.
+   */
+  async function checkVersionFits(tenant: string, customer: Customer, planId: string, v: PlanVersionSpec, fromMs: number, toMs: number | null): Promise<void> {
+    if (v.currency !== customer.currency) {
+      throw failedPrecondition("plan_version", `currency ${v.currency} differs from the customer's currency ${customer.currency} (${planId} v${v.version}); use a version priced in ${customer.currency}`);
+    }
+    for (const o of await d.catalog.listOverrides(tenant, customer.customerId)) {
+      if (!(o.startMs < (toMs ?? Infinity) && (o.endMs === null || o.endMs > fromMs))) continue;
+      const base = v.charges.find((c) => c.chargeId === o.chargeId);
+      if (base === undefined) continue;
+      try {
+        compilePlanVersion({ ...v, charges: [{ ...base, pricing: o.pricing, includedQuantity: o.includedQuantity }] }, "price_override");
+      } catch (e) {
+        if (!(e instanceof RatingError)) throw e;
+        throw failedPrecondition("price_override", `override ${JSON.stringify(o.overrideId)} of charge ${JSON.stringify(o.chargeId)} does not fit ${planId} v${v.version} (${e.message}); end or replace the override first`);
+      }
+    }
   }
 
   async function publishedVersion(tenant: string, planId: string, version: number): Promise<PlanVersionSpec> {
@@ -242,8 +270,9 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const endMs = msOrNull(req.endTime);
       checkRange(startMs, endMs, "start_time", "end_time");
       checkSeats(req.seats, "seats");
-      await requireCustomer(tenant, req.customerId, "customer_id");
-      await publishedVersion(tenant, req.planId, req.planVersion);
+      const customer = await requireCustomer(tenant, req.customerId, "customer_id");
+      const v = await publishedVersion(tenant, req.planId, req.planVersion);
+      await checkVersionFits(tenant, customer, req.planId, v, startMs, endMs);
       const existing = await d.catalog.listSubscriptions(tenant, req.customerId);
       if (existing.length >= SUBSCRIPTIONS_PER_CUSTOMER_MAX && !existing.some((s) => s.subscriptionId === req.subscriptionId)) {
         throw invalid("customer_id", `has the maximum of ${SUBSCRIPTIONS_PER_CUSTOMER_MAX} subscriptions`);
@@ -286,7 +315,11 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       checkId(req.subscriptionId, "subscription_id");
       const eff = msOrNull(req.effectiveTime) ?? Number.NaN;
       checkTime(eff, "effective_time");
-      await publishedVersion(tenant, req.planId, req.planVersion);
+      const v = await publishedVersion(tenant, req.planId, req.planVersion);
+      const sub = await d.catalog.getSubscription(tenant, req.subscriptionId);
+      if (sub === null) throw notFound("subscription", req.subscriptionId);
+      const customer = await requireCustomer(tenant, sub.customerId, "subscription_id");
+      await checkVersionFits(tenant, customer, req.planId, v, eff, sub.endMs);
       const out = await d.catalog.migrateSubscription(tenant, req.subscriptionId, req.planId, req.planVersion, eff, PHASES_PER_SUBSCRIPTION_MAX);
       d.cache.invalidate(tenant);
       return { subscription: subscriptionToProto(out) };

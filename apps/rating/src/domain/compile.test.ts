@@ -45,6 +45,19 @@ describe("compilePlanVersion rejects bad plans, naming the field", () => {
     ["a 2-month interval", version([], { intervalMonths: 2 }), "version.interval_months", /one of 1, 12/],
     ["an included allowance on a matrix", one(charge("m", { kind: "matrix", cells: [], defaultPrice: { amount: "1", perQuantity: "" } }, { usage: u, included: "10" })), "version.charges[0].included_quantity", /not matrix/],
     ["a reversal without a window", one(charge("o", { kind: "outcome", amount: "1", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "0", reversalEventType: "x", taskIdProperty: "task", attemptEventTypes: [] }, { usage: u })), "version.charges[0].outcome.verification_window_seconds", /greater than 0/],
+    // Money amounts are bounded by AMOUNT_NANOS_MAX (10^18 nanos = 10^9 units) each.
+    ["a flat fee above AMOUNT_NANOS_MAX", one(charge("f", { kind: "flat", amount: "100000000000" })), "version.charges[0].flat.amount", /at most 1000000000 \(AMOUNT_NANOS_MAX/],
+    ["a seat price above AMOUNT_NANOS_MAX", one(charge("s", { kind: "seats", perSeatAmount: "1000000000.000000001" })), "version.charges[0].seats.per_seat_amount", /AMOUNT_NANOS_MAX/],
+    ["a tier flat fee above AMOUNT_NANOS_MAX", one(charge("g", { kind: "graduated", tiers: [tier("100", "1", "2000000000"), tier("0", "1")] }, { usage: u })), "version.charges[0].graduated.tiers[0].flat_amount", /AMOUNT_NANOS_MAX/],
+    ["a unit price above AMOUNT_NANOS_MAX", one(charge("p", { kind: "per_unit", unitPrice: { amount: "1000000001", perQuantity: "1000" } }, { usage: u })), "version.charges[0].per_unit.unit_price.amount", /AMOUNT_NANOS_MAX/],
+    ["a package price above AMOUNT_NANOS_MAX", one(charge("k", { kind: "package", packageSize: "10", packageAmount: "1000000001", freeQuantity: "" }, { usage: u })), "version.charges[0].package.package_amount", /AMOUNT_NANOS_MAX/],
+    ["a percentage fixed fee above AMOUNT_NANOS_MAX", one(charge("c", { kind: "percentage", amountProperty: "amt", percent: "1", fixedAmount: "1000000001", minAmount: "", maxAmount: "" }, { usage: u })), "version.charges[0].percentage.fixed_amount", /AMOUNT_NANOS_MAX/],
+    ["a percentage minimum above AMOUNT_NANOS_MAX", one(charge("c", { kind: "percentage", amountProperty: "amt", percent: "1", fixedAmount: "", minAmount: "1000000001", maxAmount: "" }, { usage: u })), "version.charges[0].percentage.min_amount", /AMOUNT_NANOS_MAX/],
+    ["a percentage maximum above AMOUNT_NANOS_MAX", one(charge("c", { kind: "percentage", amountProperty: "amt", percent: "1", fixedAmount: "", minAmount: "", maxAmount: "1000000001" }, { usage: u })), "version.charges[0].percentage.max_amount", /AMOUNT_NANOS_MAX/],
+    ["an outcome price above AMOUNT_NANOS_MAX", one(charge("o", { kind: "outcome", amount: "1000000001", conditionProperty: "", conditionValue: "", verificationWindowSeconds: "0", reversalEventType: "", taskIdProperty: "", attemptEventTypes: [] }, { usage: u })), "version.charges[0].outcome.amount", /AMOUNT_NANOS_MAX/],
+    ["credits per unit above AMOUNT_NANOS_MAX", one(charge("c", { kind: "credits", tierProperty: "model", tiers: [{ tier: "a", values: ["x"], creditsPerUnit: "1000000001" }], defaultCreditsPerUnit: "" }, { unit: "cr_c", usage: u })), "version.charges[0].credits.tiers[0].credits_per_unit", /AMOUNT_NANOS_MAX/],
+    ["a minimum commitment above AMOUNT_NANOS_MAX", version([], { minimumCommitmentAmount: "1000000001" }), "version.minimum_commitment_amount", /AMOUNT_NANOS_MAX/],
+    ["a spending cap above AMOUNT_NANOS_MAX", version([], { spendingCapAmount: "1000000001" }), "version.spending_cap_amount", /AMOUNT_NANOS_MAX/],
   ])("rejects %s", (_name, v, field, rule) => {
     const f = failure(v);
     expect(f).not.toBeNull();
@@ -63,5 +76,12 @@ describe("compilePlanVersion rejects bad plans, naming the field", () => {
     const v = compilePlanVersion(one(charge("p", { kind: "per_unit", unitPrice: { amount: "0.0375", perQuantity: "1000000" } }, { usage: u })), "version");
     const p = v.charges[0]!.pricing;
     expect(p.kind === "per_unit" && `${p.rate.num}/${p.rate.den}`).toBe("75/2");
+  });
+
+  it("accepts money amounts of exactly AMOUNT_NANOS_MAX (10^18 nanos = 10^9 units)", () => {
+    const max = "1000000000";
+    expect(failure(version([charge("f", { kind: "flat", amount: max }), charge("s", { kind: "seats", perSeatAmount: max })], { minimumCommitmentAmount: max, spendingCapAmount: max }))).toBeNull();
+    // a unit price is bounded per per_quantity: $10^9 per 1,000 units is 10^15 nanos per unit
+    expect(failure(one(charge("p", { kind: "per_unit", unitPrice: { amount: max, perQuantity: "1000" } }, { usage: u })))).toBeNull();
   });
 });

@@ -1,4 +1,4 @@
-import { Rate, currency, isUnitCode } from "@nanobill/money";
+import { AMOUNT_NANOS_MAX, Rate, currency, isUnitCode } from "@nanobill/money";
 import { invalid, withField } from "./errors.js";
 import {
   CHARGE_ID_CHARS_MAX,
@@ -95,22 +95,35 @@ export function parseCount(s: string, field: string, def: bigint): bigint {
   return v;
 }
 
-/** compileUnitPrice: a decimal per perQuantity -> exact Rate (non-negative). */
+/**
+ * checkAmountBound: one money amount (a fee, a price for per_quantity units, a minimum, a cap, in
+ * nanos of the unit: rate x per) must be at most AMOUNT_NANOS_MAX (10^18 nanos = 10^9 units), the
+ * bound of @nanobill/money on a single amount; a larger one would overflow int64 sums downstream.
+ */
+function checkAmountBound(r: Rate, per: bigint, field: string): Rate {
+  if (r.num * per > AMOUNT_NANOS_MAX * r.den) {
+    throw invalid(field, `must be at most ${AMOUNT_NANOS_MAX / 1_000_000_000n} (AMOUNT_NANOS_MAX ${AMOUNT_NANOS_MAX} nanos), got ${r.toDecimalString()} nanos`);
+  }
+  return r;
+}
+
+/** compileUnitPrice: a decimal per perQuantity -> exact Rate (non-negative, amount bounded). */
 export function compileUnitPrice(p: UnitPriceSpec | null | undefined, field: string): Rate {
   if (p == null) throw invalid(field, "is required");
   const per = parseCount(p.perQuantity, `${field}.per_quantity`, 1n);
   const perQuantity = per === 0n ? 1n : per;
   if (p.amount === "") throw invalid(`${field}.amount`, "is required");
-  return withField(`${field}.amount`, () => Rate.parse(p.amount, "", { perQuantity }));
+  const r = withField(`${field}.amount`, () => Rate.parse(p.amount, "", { perQuantity }));
+  return checkAmountBound(r, perQuantity, `${field}.amount`);
 }
 
-/** compileAmount: a decimal amount (one unit) -> exact Rate; "" -> null when optional. */
+/** compileAmount: a decimal amount (one unit) -> exact Rate, at most AMOUNT_NANOS_MAX; "" -> null when optional. */
 export function compileAmount(s: string, field: string, required: boolean): Rate | null {
   if (s === "") {
     if (required) throw invalid(field, "is required");
     return null;
   }
-  return withField(field, () => Rate.parse(s, ""));
+  return checkAmountBound(withField(field, () => Rate.parse(s, "")), 1n, field);
 }
 
 function checkProperty(name: string, field: string): void {
@@ -282,6 +295,7 @@ function compilePricing(p: PricingSpec, usage: UsageSpec | null, field: string):
           if (t.creditsPerUnit === "") throw invalid(`${tf}.credits_per_unit`, "is required");
           return Rate.parse(t.creditsPerUnit, "");
         });
+        checkAmountBound(rate, 1n, `${tf}.credits_per_unit`);
         t.values.forEach((v, j) => {
           if (byValue.has(v)) throw invalid(`${tf}.values[${j}]`, `value ${JSON.stringify(v)} is already in another tier`);
           byValue.set(v, rate);

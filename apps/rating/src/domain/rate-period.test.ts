@@ -5,19 +5,20 @@ import { billingPeriod } from "./period.js";
 import { ratePeriod } from "./rate-period.js";
 import { TenantCatalog } from "./rate-event.js";
 import { charge, usage, version } from "./fixtures.js";
-import type { PlanVersionSpec, Subscription } from "./types.js";
+import { RatingError } from "./errors.js";
+import type { PlanVersionSpec, PriceOverride, PricingSpec, Subscription } from "./types.js";
 
 const B = 1_000_000_000n;
 const DAY = 86_400_000;
 const NOV = Date.UTC(2026, 10, 1); // a 30-day month
 
-function catalog(versions: Array<[string, PlanVersionSpec]>, subs: Subscription[]): TenantCatalog {
+function catalog(versions: Array<[string, PlanVersionSpec]>, subs: Subscription[], overrides: PriceOverride[] = []): TenantCatalog {
   return new TenantCatalog({
     tenant: "t",
     customers: [{ customerId: "c", name: "", currency: "USD", billingAnchorMs: NOV, timeZone: "UTC", createTimeMs: NOV }],
     subscriptions: subs,
     versions: versions.map(([planId, v]) => ({ planId, version: compilePlanVersion(v, "v") })),
-    overrides: [],
+    overrides,
     costs: new CostCatalog([]),
   });
 }
@@ -81,5 +82,103 @@ describe("ratePeriod", () => {
     r = ratePeriod(cat, cat.customer("c")!, [sub], period, [{ chargeId: "req", unit: "USD", quantity: 15_000n, bookedNanos: 107n * B, costNanos: 0n }]);
     expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 107n * B], ["cap_adjustment", -7n * B]]);
     expect(r.totalNanos).toBe(100n * B);
+  });
+});
+
+describe("ratePeriod with price overrides on flat and seat fees", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const v = version([charge("base", { kind: "flat", amount: "20" }), charge("seats", { kind: "seats", perSeatAmount: "30" })]);
+  const sub: Subscription = {
+    subscriptionId: "s",
+    customerId: "c",
+    startMs: NOV,
+    endMs: null,
+    seatChanges: [{ changeId: "initial", seats: 2, effectiveMs: NOV }],
+    phases: [{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }],
+  };
+  const override = (chargeId: string, pricing: PricingSpec, startMs: number, endMs: number | null, overrideId = "o"): PriceOverride => ({ overrideId, customerId: "c", chargeId, pricing, includedQuantity: "", startMs, endMs });
+  const rate = (os: PriceOverride[]): Array<[string, bigint]> => {
+    const cat = catalog([["p", v]], [sub], os);
+    return ratePeriod(cat, cat.customer("c")!, [sub], period, []).lines.map((l) => [l.chargeId, l.amountNanos]);
+  };
+  const total = (lines: Array<[string, bigint]>, id: string): bigint => lines.filter(([c]) => c === id).reduce((s, [, a]) => s + a, 0n);
+
+  it("prices a flat $20 with a $50 override from day 15 of 30 at $10 + $25 = $35, not $50", () => {
+    const lines = rate([override("base", { kind: "flat", amount: "50" }, NOV + 15 * DAY, null)]);
+    expect(lines.filter(([c]) => c === "base")).toEqual([["base", 10n * B], ["base", 25n * B]]);
+    expect(total(lines, "seats")).toBe(60n * B);
+  });
+
+  it("prices a flat $20 with a $50 override for days 0-10 only at $50 x 10/30 + $20 x 20/30 = $30, not $20", () => {
+    const lines = rate([override("base", { kind: "flat", amount: "50" }, NOV, NOV + 10 * DAY)]);
+    // each piece prorated by the second and rounded half-even once, like phases
+    expect(lines.filter(([c]) => c === "base")).toEqual([["base", 16_666_666_667n], ["base", 13_333_333_333n]]);
+    expect(total(lines, "base")).toBe(30n * B);
+  });
+
+  it("prices 2 seats x $30 with a $60 seat override from day 15 at $30 + $60 = $90, not $120", () => {
+    const lines = rate([override("seats", { kind: "seats", perSeatAmount: "60" }, NOV + 15 * DAY, null)]);
+    expect(lines.filter(([c]) => c === "seats")).toEqual([["seats", 30n * B], ["seats", 60n * B]]);
+    expect(total(lines, "base")).toBe(20n * B);
+  });
+
+  it("splits at every override boundary inside the phase, and at seat changes inside each piece", () => {
+    const withChange: Subscription = { ...sub, seatChanges: [...sub.seatChanges, { changeId: "up", seats: 5, effectiveMs: NOV + 20 * DAY }] };
+    const os = [override("seats", { kind: "seats", perSeatAmount: "60" }, NOV + 10 * DAY, NOV + 25 * DAY)];
+    const cat = catalog([["p", v]], [withChange], os);
+    const r = ratePeriod(cat, cat.customer("c")!, [withChange], period, []).lines.filter((l) => l.kind === "seats");
+    // days 0-10: 2 x $30 x 1/3 = $20; 10-20: 2 x $60 x 1/3 = $40; 20-25: 5 x $60 x 1/6 = $50; 25-30: 5 x $30 x 1/6 = $25
+    expect(r.map((l) => [l.quantity, l.amountNanos, (l.startMs - NOV) / DAY, (l.endMs - NOV) / DAY])).toEqual([
+      [2n, 20n * B, 0, 10],
+      [2n, 40n * B, 10, 20],
+      [5n, 50n * B, 20, 25],
+      [5n, 25n * B, 25, 30],
+    ]);
+  });
+
+  it("leaves a phase without overrides in force whole", () => {
+    const lines = rate([override("base", { kind: "flat", amount: "50" }, NOV + 40 * DAY, null), override("seats", { kind: "seats", perSeatAmount: "60" }, NOV - 40 * DAY, NOV - DAY, "o2")]);
+    expect(lines).toEqual([["base", 20n * B], ["seats", 60n * B]]);
+  });
+});
+
+describe("ratePeriod refuses amounts beyond int64 nanos with FailedPrecondition naming what overflowed", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const failure = (fn: () => unknown): RatingError => {
+    try {
+      fn();
+    } catch (e) {
+      if (e instanceof RatingError) return e;
+      throw e;
+    }
+    throw new Error("expected a RatingError");
+  };
+
+  it("names the seats charge when 1,000,000 seats x $10^9 overflows int64", () => {
+    const v = version([charge("seats", { kind: "seats", perSeatAmount: "1000000000" })]);
+    const sub: Subscription = { subscriptionId: "s", customerId: "c", startMs: NOV, endMs: null, seatChanges: [{ changeId: "initial", seats: 1_000_000, effectiveMs: NOV }], phases: [{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }] };
+    const cat = catalog([["p", v]], [sub]);
+    const e = failure(() => ratePeriod(cat, cat.customer("c")!, [sub], period, []));
+    expect(e.kind).toBe("failed_precondition");
+    expect(e.field).toBe("charges.seats");
+    expect(e.rule).toMatch(/1000000 seats.*beyond int64/);
+  });
+
+  it("names the total when the sum of in-bound lines overflows int64", () => {
+    const v = version(Array.from({ length: 10 }, (_, i) => charge(`f${i}`, { kind: "flat", amount: "1000000000" })));
+    const sub: Subscription = { subscriptionId: "s", customerId: "c", startMs: NOV, endMs: null, seatChanges: [], phases: [{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }] };
+    const cat = catalog([["p", v]], [sub]);
+    const e = failure(() => ratePeriod(cat, cat.customer("c")!, [sub], period, []));
+    expect(e.kind).toBe("failed_precondition");
+    expect(e.field).toBe("total_nanos");
+  });
+
+  it("names the usage charge when F(period quantity) overflows int64", () => {
+    const v = version([charge("req", { kind: "per_unit", unitPrice: { amount: "1000000000", perQuantity: "" } }, { usage: usage("api", ["n"]), included: "1" })]);
+    const sub: Subscription = { subscriptionId: "s", customerId: "c", startMs: NOV, endMs: null, seatChanges: [], phases: [{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }] };
+    const cat = catalog([["p", v]], [sub]);
+    const e = failure(() => ratePeriod(cat, cat.customer("c")!, [sub], period, [{ chargeId: "req", unit: "USD", quantity: 1_000_000n, bookedNanos: 0n, costNanos: 0n }]));
+    expect(e.kind).toBe("failed_precondition");
+    expect(e.field).toBe("charges.req");
   });
 });

@@ -1,4 +1,6 @@
+import { INT64_MAX, INT64_MIN } from "@nanobill/money";
 import type { CompiledCharge, CompiledVersion } from "./compile.js";
+import { failedPrecondition } from "./errors.js";
 import type { Period } from "./period.js";
 import { prorate } from "./period.js";
 import { periodTotal, rateExact, roundHalfEven } from "./pricing.js";
@@ -76,17 +78,23 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
         lastVersion = { planId: ph.planId, v };
       }
       for (const c0 of v.charges) {
-        const c = applyOverride(cat, customer, ph.planId, v, c0, b - 1);
-        chargeSpecs.set(c.chargeId, c);
-        const p = c.pricing;
-        if (p.kind === "flat") {
-          const amt = roundHalfEven(prorate(rateExact(p.amount), b - a, periodMs));
-          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(b - a)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: a, endMs: b, periodPriced: false, ratedNanos: 0n });
-        } else if (p.kind === "seats") {
-          for (const seg of seatSegments(s, a, b)) {
-            if (seg.seats === 0) continue;
-            const amt = roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs));
-            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
+        // An override in force over part of [a, b) prices only that part: split the overlap at
+        // the boundaries of the customer's overrides of this charge and price each piece with the
+        // charge in force over it (prorated and rounded once per piece, like phases).
+        // Usage charges are priced on the period totals below, with the charge in force at b - 1.
+        const pieces = c0.mode === "recurring" ? overridePieces(cat, customer, ph.planId, v, c0, a, b) : [{ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b }];
+        chargeSpecs.set(c0.chargeId, pieces[pieces.length - 1]!.charge); // the charge in force at b - 1
+        for (const { charge: c, startMs: x, endMs: y } of pieces) {
+          const p = c.pricing;
+          if (p.kind === "flat") {
+            const amt = checkedLine(roundHalfEven(prorate(rateExact(p.amount), y - x, periodMs)), "flat", c.chargeId);
+            lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n });
+          } else if (p.kind === "seats") {
+            for (const seg of seatSegments(s, x, y)) {
+              if (seg.seats === 0) continue;
+              const amt = checkedLine(roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs)), "seats", c.chargeId, `${seg.seats} seats`);
+              lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
+            }
           }
         }
       }
@@ -96,12 +104,13 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
   for (const t of totals) {
     const c = chargeSpecs.get(t.chargeId);
     const periodPriced = c !== undefined && c.mode === "period";
-    const amount = periodPriced ? roundHalfEven(periodTotal(c, t.quantity)) : t.bookedNanos;
+    const amount = periodPriced ? checkedLine(roundHalfEven(periodTotal(c, t.quantity)), "usage", t.chargeId, `quantity ${t.quantity}`) : t.bookedNanos;
     lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs, periodPriced, ratedNanos: t.ratedNanos ?? t.bookedNanos });
   }
 
   const cur = customer.currency;
-  const sum = (kinds: PeriodLineKind[]): bigint => lines.reduce((s, l) => (l.unit === cur && kinds.includes(l.kind) ? s + l.amountNanos : s), 0n);
+  const sum = (kinds: PeriodLineKind[]): bigint =>
+    lines.reduce((s, l) => (l.unit === cur && kinds.includes(l.kind) ? checkedSum(s + l.amountNanos, kinds) : s), 0n);
   if (lastVersion !== null) {
     const { v } = lastVersion;
     if (v.cap !== null) {
@@ -122,9 +131,43 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
   return { period, lines, totalNanos: sum(["usage", "flat", "seats", "cap_adjustment", "minimum_true_up"]), currency: cur };
 }
 
-function applyOverride(cat: TenantCatalog, customer: Customer, planId: string, v: CompiledVersion, c: CompiledCharge, atMs: number): CompiledCharge {
+/** overrideAt: the charge in force at atMs: the customer's override of it then, else the charge itself. */
+function overrideAt(cat: TenantCatalog, customer: Customer, planId: string, v: CompiledVersion, c: CompiledCharge, atMs: number): CompiledCharge {
   const o = cat.overrides(customer.customerId).find((x) => x.chargeId === c.chargeId && x.startMs <= atMs && (x.endMs === null || atMs < x.endMs));
   return o === undefined ? c : cat.compiledOverride(o, planId, v, c);
+}
+
+/**
+ * overridePieces: [a, b) split at every start and end of the customer's overrides of charge c
+ * inside it, each piece with the charge in force over it (override or plan charge).
+ */
+export function overridePieces(cat: TenantCatalog, customer: Customer, planId: string, v: CompiledVersion, c: CompiledCharge, a: number, b: number): Array<{ charge: CompiledCharge; startMs: number; endMs: number }> {
+  const cuts = new Set<number>();
+  for (const o of cat.overrides(customer.customerId)) {
+    if (o.chargeId !== c.chargeId) continue;
+    if (o.startMs > a && o.startMs < b) cuts.add(o.startMs);
+    if (o.endMs !== null && o.endMs > a && o.endMs < b) cuts.add(o.endMs);
+  }
+  const bounds = [a, ...[...cuts].sort((x, y) => x - y), b];
+  const out: Array<{ charge: CompiledCharge; startMs: number; endMs: number }> = [];
+  for (let i = 0; i + 1 < bounds.length; i++) out.push({ charge: overrideAt(cat, customer, planId, v, c, bounds[i]!), startMs: bounds[i]!, endMs: bounds[i + 1]! });
+  return out;
+}
+
+/** checkedLine: a line amount must fit in int64 nanos (the API's int64), else FailedPrecondition naming the charge. */
+function checkedLine(v: bigint, kind: PeriodLineKind, chargeId: string, what = ""): bigint {
+  if (v > INT64_MAX || v < INT64_MIN) {
+    throw failedPrecondition(`charges.${chargeId}`, `the ${kind} line${what === "" ? "" : ` (${what})`} amounts to ${v} nanos, beyond int64 nanos (${INT64_MAX}); the period cannot be priced`);
+  }
+  return v;
+}
+
+/** checkedSum: a running sum of period lines must fit in int64 nanos, else FailedPrecondition. */
+function checkedSum(v: bigint, kinds: PeriodLineKind[]): bigint {
+  if (v > INT64_MAX || v < INT64_MIN) {
+    throw failedPrecondition("total_nanos", `the sum of the period's ${kinds.join(", ")} lines overflows int64 nanos (${INT64_MAX}); the period cannot be priced`);
+  }
+  return v;
 }
 
 /** seatSegments: the seat count in force over [a, b), split at each change. */
