@@ -256,8 +256,9 @@ export class RatingConsumer {
 
   async #processBatchOnce(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, poisoned: ReadonlyMap<string, string>): Promise<number> {
     // Optimistic: a batch normally holds only events nobody rated (the cursor is committed with
-    // the rows), so it skips the already-rated lookup; the rated rows' primary key still refuses a
-    // duplicate, and then the batch is rated again with the lookup (and so are the next
+    // the rows), so it skips the already-rated lookup; the unique index over each event's first
+    // rated row (rated_events_event) still refuses a replay, whatever charges it is rated under,
+    // and then the batch is rated again with the lookup (and so are the next
     // CHECK_RATED_BATCHES_AFTER_OVERLAP batches: a change of partitioning, two consumers meeting).
     if (this.#checkRatedBatches > 0) {
       this.#checkRatedBatches--;
