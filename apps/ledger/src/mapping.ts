@@ -35,9 +35,30 @@ export function usToTimestamp(us: bigint): Timestamp {
   return create(TimestampSchema, { seconds, nanos: Number(us - seconds * US_PER_SECOND) * 1000 });
 }
 
-/** µs of a Timestamp (sub-microsecond nanos are truncated). */
+/** google.protobuf.Timestamp: nanos must be in 0..999,999,999 (negative times use negative seconds). */
+const TIMESTAMP_NANOS_MAX = 999_999_999;
+
+/**
+ * A Timestamp whose nanos are outside 0..999,999,999 (the well-known type's rule; {seconds: 1,
+ * nanos: -5} would otherwise be read as 999,999 µs). The service answers InvalidArgument naming
+ * the field (e.g. `transfers[3].timestamp`).
+ */
+export class TimestampNanosError extends Error {
+  constructor(readonly nanos: number) {
+    super(`nanos must be in 0..999999999, got ${nanos}`);
+    this.name = "TimestampNanosError";
+  }
+}
+
+/** µs of a Timestamp given as seconds and nanos (sub-microsecond nanos are truncated); TimestampNanosError when nanos is out of range. */
+export function timestampPartsToUs(seconds: bigint, nanos: number): bigint {
+  if (!Number.isInteger(nanos) || nanos < 0 || nanos > TIMESTAMP_NANOS_MAX) throw new TimestampNanosError(nanos);
+  return seconds * US_PER_SECOND + BigInt(Math.floor(nanos / 1000));
+}
+
+/** µs of a Timestamp (sub-microsecond nanos are truncated); TimestampNanosError when nanos is out of range. */
 export function timestampToUs(ts: Timestamp): bigint {
-  return ts.seconds * US_PER_SECOND + BigInt(Math.floor(ts.nanos / 1000));
+  return timestampPartsToUs(ts.seconds, ts.nanos);
 }
 
 export function newAccountFromPb(a: PbNewAccount): NewAccount {

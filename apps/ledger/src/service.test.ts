@@ -297,6 +297,43 @@ describe("LedgerService through createRouterTransport", () => {
     }
   });
 
+  it("refuses a Timestamp whose nanos is outside 0..999,999,999 as InvalidArgument naming the field, on the generated and the hand-decoded path", async () => {
+    const c = h.client();
+    const bad = [{ seconds: 1n, nanos: -5 }, { seconds: 1n, nanos: 1_000_000_000 }];
+    for (const ts of bad) {
+      const imported = tx({ id: "xfer_ts_bad", amountNanos: 1n, flags: { imported: true }, timestamp: ts });
+      const e = await codeOf(c.createTransfers({ transfers: [tx({ id: "xfer_ts_ok", amountNanos: 1n }), imported] }));
+      expect([e.code, e.message]).toEqual([Code.InvalidArgument, `transfers[1].timestamp: nanos must be in 0..999999999, got ${ts.nanos}`]);
+      const a = await codeOf(c.createAccounts({ accounts: [{ id: "acct_ts_bad", unit: "USD", code: 1, flags: { imported: true }, timestamp: ts }] }));
+      expect([a.code, a.message]).toEqual([Code.InvalidArgument, `accounts[0].timestamp: nanos must be in 0..999999999, got ${ts.nanos}`]);
+      expect((await codeOf(c.getAccountTransfers({ accountId: "acct_cash", startTime: ts }))).message).toMatch(/^start_time: nanos must be/);
+      expect((await codeOf(c.queryTransfers({ endTime: ts }))).message).toMatch(/^end_time: nanos must be/);
+      expect((await codeOf(c.getAccountBalances({ accountId: "acct_wallet", atTime: ts }))).message).toMatch(/^at_time: nanos must be/);
+    }
+    expect((await c.lookupTransfers({ ids: ["xfer_ts_ok", "xfer_ts_bad"] })).transfers).toEqual([]);
+    expect((await c.lookupAccounts({ ids: ["acct_ts_bad"] })).accounts).toEqual([]);
+    // The fast path (binary Connect / gRPC: the hand decoder of wire.ts) answers the same.
+    const server = await startServer({
+      name: "ledger-test",
+      host: "127.0.0.1",
+      port: 0,
+      routes: h.service.routes,
+      authenticator: createApiKeyAuthenticator([{ tenant: "tnt_a", scopes: ["admin"], key: KEYS.adminA }]),
+      logger: silentLogger,
+      limits: LEDGER_SERVER_LIMITS,
+    });
+    try {
+      const grpc = createClient(LedgerService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.adminA, protocol: "grpc" }));
+      const before = server.fastPathCalls;
+      const e = await codeOf(grpc.createTransfers({ transfers: [tx({ id: "xfer_ts_ok", amountNanos: 1n }), tx({ id: "xfer_ts_bad", flags: { imported: true }, timestamp: { seconds: 1n, nanos: -5 } })] }));
+      expect(server.fastPathCalls - before).toBe(1);
+      expect([e.code, e.message]).toEqual([Code.InvalidArgument, "transfers[1].timestamp: nanos must be in 0..999999999, got -5"]);
+    } finally {
+      closeClientSessions();
+      await server.close();
+    }
+  });
+
   it("expires a hold after its timeout through the sweep", async () => {
     const c = h.client();
     const res = await c.createTransfers({ transfers: [tx({ id: "xfer_hold_exp", debitAccountId: "acct_wallet", creditAccountId: "acct_revenue", amountNanos: 5n, timeoutSeconds: 10, flags: { pending: true } })] });
@@ -402,6 +439,9 @@ describe("LedgerService TigerBeetle 0.16 parity through createRouterTransport", 
     expect((await codeOf(c.queryAccounts({ unit: "usd" }))).message).toMatch(/^unit:/);
     expect((await codeOf(c.queryTransfers({ references: Object.fromEntries([...Array(9).keys()].map((i) => [`k${i}`, "v"])) }))).message).toMatch(/^references:/);
     expect((await codeOf(c.queryAccounts({ metadata: { k: "v".repeat(257) } }))).code).toBe(Code.InvalidArgument);
+    // JSONB cannot hold NUL: a filter with one is InvalidArgument, not a database error.
+    expect((await codeOf(c.queryAccounts({ metadata: { k: "x\u0000" } }))).message).toMatch(/^metadata: /);
+    expect((await codeOf(c.queryTransfers({ references: { "\u0000": "x" } }))).message).toMatch(/^references: /);
     expect((await codeOf(c.queryTransfers({ pageToken: "nope" }))).message).toMatch(/^page_token:/);
     expect((await codeOf(c.queryTransfers({ startTime: usToTimestamp(10n), endTime: usToTimestamp(5n) }))).message).toMatch(/^end_time:/);
     // Another tenant sees none of it.

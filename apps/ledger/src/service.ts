@@ -39,6 +39,7 @@ import {
   newTransferFromPb,
   transferItemResultToPb,
   timestampToUs,
+  TimestampNanosError,
   transferToPb,
   unitTotalsToPb,
   usToTimestamp,
@@ -82,10 +83,25 @@ function checkAccountId(id: string): void {
   if (!isValidId(id)) throw invalidArgument("account_id", "must be 1-128 characters of [A-Za-z0-9._:/@+=-]");
 }
 
+/** Runs f, answering a Timestamp with nanos out of range (TimestampNanosError) as InvalidArgument naming `field`. */
+function inTimestampField<T>(field: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof TimestampNanosError) throw invalidArgument(field, e.message);
+    throw e;
+  }
+}
+
+/** µs of an optional Timestamp field (null when absent); nanos out of range is InvalidArgument naming the field. */
+function usOf(field: string, ts: Timestamp | undefined): bigint | null {
+  return ts ? inTimestampField(field, () => timestampToUs(ts)) : null;
+}
+
 /** The time range of a listing: start inclusive, end exclusive; end before start is InvalidArgument. */
 function timeRange(start: Timestamp | undefined, end: Timestamp | undefined): { startUs: bigint | null; endUs: bigint | null } {
-  const startUs = start ? timestampToUs(start) : null;
-  const endUs = end ? timestampToUs(end) : null;
+  const startUs = usOf("start_time", start);
+  const endUs = usOf("end_time", end);
   if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
   return { startUs, endUs };
 }
@@ -94,7 +110,7 @@ function timeRange(start: Timestamp | undefined, end: Timestamp | undefined): { 
 function checkQueryFilter(unit: string, entries: Record<string, string>, field: "metadata" | "references", entriesMax: number): void {
   if (unit !== "" && !isUnitCode(unit)) throw invalidArgument("unit", "must be empty (any) or an ISO 4217 code / credit type id");
   if (!isValidSmallMap(entries, entriesMax)) {
-    throw invalidArgument(field, `must hold at most ${entriesMax} entries, keys 1-64 bytes, values up to 256 bytes`);
+    throw invalidArgument(field, `must hold at most ${entriesMax} entries, keys 1-64 bytes, values up to 256 bytes, no NUL or unpaired surrogate`);
   }
 }
 
@@ -131,6 +147,7 @@ export function createTransfersBinary(store: LedgerStore) {
         return decodeNewTransfer(bytes);
       } catch (e) {
         if (e instanceof WireError) throw invalidArgument(`transfers[${i}]`, `is not a valid NewTransfer (${e.message})`);
+        if (e instanceof TimestampNanosError) throw invalidArgument(`transfers[${i}].timestamp`, e.message);
         throw e;
       }
     });
@@ -144,14 +161,14 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
     async createAccounts(req, ctx) {
       const tenant = writer(ctx);
       checkBatch("accounts", req.accounts.length, ACCOUNTS_PER_REQUEST_MAX);
-      const results = await guard(store.createAccounts(tenant, req.accounts.map(newAccountFromPb)));
+      const results = await guard(store.createAccounts(tenant, req.accounts.map((a, i) => inTimestampField(`accounts[${i}].timestamp`, () => newAccountFromPb(a)))));
       return create(CreateAccountsResponseSchema, { results: results.map(accountItemResultToPb) });
     },
 
     async createTransfers(req, ctx) {
       const tenant = writer(ctx);
       checkBatch("transfers", req.transfers.length, TRANSFERS_PER_REQUEST_MAX);
-      const results = await guard(store.createTransfers(tenant, req.transfers.map(newTransferFromPb)));
+      const results = await guard(store.createTransfers(tenant, req.transfers.map((t, i) => inTimestampField(`transfers[${i}].timestamp`, () => newTransferFromPb(t)))));
       return create(CreateTransfersResponseSchema, { results: results.map(transferItemResultToPb) });
     },
 
@@ -173,8 +190,8 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
       const tenant = reader(ctx);
       checkAccountId(req.accountId);
       const limit = pageSize(req.pageSizeMax);
-      const startUs = req.startTime ? timestampToUs(req.startTime) : null;
-      const endUs = req.endTime ? timestampToUs(req.endTime) : null;
+      const startUs = usOf("start_time", req.startTime);
+      const endUs = usOf("end_time", req.endTime);
       if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
       const rows = await guard(
         store.getAccountTransfers(tenant, {
@@ -203,7 +220,7 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
       if (!account) throw notFound("account", req.accountId);
       if (!account.flags.history) throw noHistory(req.accountId);
       if (req.atTime) {
-        const atUs = timestampToUs(req.atTime);
+        const atUs = usOf("at_time", req.atTime)!;
         const snap = await guard(store.getBalanceAt(tenant, req.accountId, atUs));
         const balance = snap ?? {
           accountId: req.accountId,
@@ -216,8 +233,8 @@ export function createLedgerHandlers(store: LedgerStore): ServiceImpl<typeof Led
         return create(GetAccountBalancesResponseSchema, { balances: [balanceToPb(balance)] });
       }
       const limit = pageSize(req.pageSizeMax);
-      const startUs = req.startTime ? timestampToUs(req.startTime) : null;
-      const endUs = req.endTime ? timestampToUs(req.endTime) : null;
+      const startUs = usOf("start_time", req.startTime);
+      const endUs = usOf("end_time", req.endTime);
       if (startUs !== null && endUs !== null && endUs < startUs) throw invalidArgument("end_time", "must not be before start_time");
       const rows = await guard(
         store.getAccountBalances(tenant, {

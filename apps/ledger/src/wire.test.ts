@@ -10,7 +10,7 @@ import {
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CREATE_TRANSFER_RESULTS, type CreateTransferItemResult } from "./domain/results.js";
-import { newTransferFromPb, transferItemResultToPb } from "./mapping.js";
+import { newTransferFromPb, TimestampNanosError, transferItemResultToPb } from "./mapping.js";
 import { decodeNewTransfer, encodeTransferItemResult, WireError } from "./wire.js";
 import { expectSameDecoding, mutated, paddedVarint, soupOf, tagBytes, varintOf, type Shape } from "../../../test/support/proto-fuzz.js";
 
@@ -64,8 +64,25 @@ const newTransfer = fc.record({
     { nil: undefined },
   ),
   references: fc.dictionary(str, str, { maxKeys: 4 }),
-  timestamp: fc.option(fc.record({ seconds: fc.bigInt({ min: -(2n ** 40n), max: 2n ** 40n }), nanos: fc.integer({ min: 0, max: 999_999_999 }) }), { nil: undefined }),
+  // Mostly valid nanos; sometimes any int32 (outside 0..999,999,999: TimestampNanosError on both paths).
+  timestamp: fc.option(
+    fc.record({
+      seconds: fc.bigInt({ min: -(2n ** 40n), max: 2n ** 40n }),
+      nanos: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 999_999_999 }) }, { weight: 1, arbitrary: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }),
+    }),
+    { nil: undefined },
+  ),
 });
+
+/** The decoded transfer, or the TimestampNanosError's message as a value (both paths must agree on it exactly). */
+function settle(f: () => unknown): unknown {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof TimestampNanosError) return { timestampNanosError: e.message };
+    throw e;
+  }
+}
 /** Bytes of an unknown field (number 100-120) of any wire type protobuf-es skips. */
 const unknownField = fc.oneof(
   fc.tuple(fc.integer({ min: 100, max: 120 }), fc.nat()).map(([no, v]) => Uint8Array.from([...varintBytes(no * 8), ...varintBytes(v)])),
@@ -89,10 +106,26 @@ describe("decodeNewTransfer", () => {
     fc.assert(
       fc.property(fc.array(newTransfer, { minLength: 1, maxLength: 3 }), fc.array(unknownField, { maxLength: 3 }), (ts, unknown) => {
         const bytes = concat([...ts.map((t) => toBinary(NewTransferSchema, create(NewTransferSchema, t))), ...unknown]);
-        expect(decodeNewTransfer(bytes)).toEqual(newTransferFromPb(fromBinary(NewTransferSchema, bytes)));
+        expect(settle(() => decodeNewTransfer(bytes))).toEqual(settle(() => newTransferFromPb(fromBinary(NewTransferSchema, bytes))));
       }),
       { numRuns: 3_000 },
     );
+  });
+
+  it("throws TimestampNanosError, as newTransferFromPb does, when the timestamp's nanos is outside 0..999,999,999 (no silent borrow from seconds)", () => {
+    for (const nanos of [-5, -1, 1_000_000_000, 2 ** 31 - 1, -(2 ** 31)]) {
+      const bytes = toBinary(NewTransferSchema, create(NewTransferSchema, { id: "xfer_1", timestamp: { seconds: 1n, nanos } }));
+      expect(() => decodeNewTransfer(bytes), String(nanos)).toThrow(new TimestampNanosError(nanos));
+      expect(() => newTransferFromPb(fromBinary(NewTransferSchema, bytes)), String(nanos)).toThrow(new TimestampNanosError(nanos));
+    }
+    for (const [nanos, us] of [[0, 1_000_000n], [999, 1_000_000n], [1_000, 1_000_001n], [999_999_999, 1_999_999n]] as const) {
+      const bytes = toBinary(NewTransferSchema, create(NewTransferSchema, { id: "xfer_1", timestamp: { seconds: 1n, nanos } }));
+      expect(decodeNewTransfer(bytes).timestampUs).toBe(us);
+      expect(newTransferFromPb(fromBinary(NewTransferSchema, bytes)).timestampUs).toBe(us);
+    }
+    // Malformed bytes are still WireError first (the whole message is read before the timestamp is checked).
+    const badNanos = [...toBinary(NewTransferSchema, create(NewTransferSchema, { timestamp: { seconds: 1n, nanos: -5 } }))];
+    expect(() => decodeNewTransfer(Uint8Array.from([...badNanos, 0x0f]))).toThrow(WireError);
   });
 
   it("throws WireError on truncated or malformed bytes, and on invalid UTF-8 in a string", () => {
@@ -124,7 +157,7 @@ const REF_ENTRY: Shape = { known: { 1: 2, 2: 2 }, sub: {} };
 const NEW_TRANSFER: Shape = { known: { 1: 2, 2: 2, 3: 2, 4: 0, 5: 2, 6: 2, 7: 0, 8: 0, 9: 2, 10: 2, 11: 2 }, sub: { 9: FLAGS, 10: REF_ENTRY, 11: TIMESTAMP } };
 
 function expectSameAsProtobufEs(bytes: Uint8Array): void {
-  expectSameDecoding(() => newTransferFromPb(fromBinary(NewTransferSchema, bytes)), () => decodeNewTransfer(bytes), (e) => e instanceof WireError);
+  expectSameDecoding(() => settle(() => newTransferFromPb(fromBinary(NewTransferSchema, bytes))), () => settle(() => decodeNewTransfer(bytes)), (e) => e instanceof WireError);
 }
 
 describe("decodeNewTransfer on malformed input (as protobuf-es 2.13 reads it)", () => {

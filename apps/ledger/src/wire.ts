@@ -16,7 +16,7 @@
 import { ProtoReader, tagOf } from "@nanobill/service-kit";
 import type { CreateTransferItemResult } from "./domain/results.js";
 import type { NewTransfer, TransferFlags } from "./domain/types.js";
-import { transferResultToPb } from "./mapping.js";
+import { timestampPartsToUs, transferResultToPb } from "./mapping.js";
 
 export { WireError } from "@nanobill/service-kit";
 
@@ -195,6 +195,8 @@ export function decodeNewTransfer(bytes: Uint8Array): NewTransfer {
         r.skip(wt, no, TOP_LEVEL_GROUP_LIMIT);
     }
   }
-  if (ts !== undefined) t.timestampUs = ts.seconds * US_PER_SECOND + BigInt(Math.floor(ts.nanos / 1000));
+  // After the whole message is read, as newTransferFromPb(fromBinary(...)) checks it: malformed
+  // bytes throw WireError first, then nanos out of range throws TimestampNanosError.
+  if (ts !== undefined) t.timestampUs = timestampPartsToUs(ts.seconds, ts.nanos);
   return t;
 }

@@ -16,6 +16,14 @@ describe("LedgerClock", () => {
     now = 10n;
     expect(c.next()).toBe(1003n);
   });
+  it("take() hands out the value peek() gave, even when the wall clock moved since", () => {
+    let now = 1000n;
+    const c = new LedgerClock(0n, () => now++);
+    const at = c.peek();
+    expect(c.take(at)).toBe(1000n);
+    expect(c.last).toBe(1000n);
+    expect(() => c.take(1000n)).toThrow(/not after/);
+  });
   it("continues after the last persisted timestamp", () => {
     const c = new LedgerClock(5000n, () => 10n);
     expect(c.next()).toBe(5001n);

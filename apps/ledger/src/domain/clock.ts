@@ -23,6 +23,16 @@ export class LedgerClock {
     return now > this.lastUs ? now : this.lastUs + 1n;
   }
   /**
+   * Hands out `us`, a value peek() returned with nothing handed out since: the timestamp an item
+   * was checked against (e.g. a pending transfer's expiry) is the one it gets. A second read of the
+   * wall clock (next()) could land later, e.g. exactly on the expiry instant.
+   */
+  take(us: bigint): bigint {
+    if (us <= this.lastUs) throw new Error(`ledger invariant: timestamp ${us} is not after ${this.lastUs}`);
+    this.lastUs = us;
+    return us;
+  }
+  /**
    * Hands out a caller-chosen timestamp (imported events): it must be after every timestamp handed
    * out before (the domain checks this first and answers imported_event_timestamp_must_not_regress).
    */

@@ -20,6 +20,12 @@ const rows: Row[] = [
   { name: "a credit type unit is ok", item: newAccount("acct_1", { unit: "cr_gpu_minutes" }), want: "ok" },
   { name: "code 0 is code_must_not_be_zero", item: newAccount("acct_1", { code: 0 }), want: "code_must_not_be_zero" },
   { name: "17 metadata entries is metadata_invalid", item: newAccount("acct_1", { metadata: Object.fromEntries([...Array(17).keys()].map((i) => [`k${i}`, "v"])) }), want: "metadata_invalid" },
+  // PostgreSQL's JSONB refuses NUL, and an unpaired surrogate has no UTF-8 form: both would fail the whole group commit.
+  { name: "a NUL in a metadata value is metadata_invalid", item: newAccount("acct_1", { metadata: { k: "x\u0000" } }), want: "metadata_invalid" },
+  { name: "a NUL in a metadata key is metadata_invalid", item: newAccount("acct_1", { metadata: { "\u0000": "v" } }), want: "metadata_invalid" },
+  { name: "an unpaired surrogate in a metadata value is metadata_invalid", item: newAccount("acct_1", { metadata: { k: "\ud83d" } }), want: "metadata_invalid" },
+  { name: "an unpaired surrogate in a metadata key is metadata_invalid", item: newAccount("acct_1", { metadata: { "k\ude00": "v" } }), want: "metadata_invalid" },
+  { name: "a surrogate pair (emoji) in metadata is ok", item: newAccount("acct_1", { metadata: { "\u{1F600}": "caf\u00e9 \u{1F600}" } }), want: "ok" },
   { name: "a 257-byte metadata value is metadata_invalid", item: newAccount("acct_1", { metadata: { k: "v".repeat(257) } }), want: "metadata_invalid" },
   { name: "the same account again is exists", setup: [newAccount("acct_1", { metadata: { a: "1", b: "2" } })], item: newAccount("acct_1", { metadata: { b: "2", a: "1" } }), want: "exists" },
   { name: "different flags outrank a different unit", setup: [newAccount("acct_1")], item: newAccount("acct_1", { unit: "EUR", flags: { history: true } }), want: "exists_with_different_flags" },

@@ -8,6 +8,7 @@ import type { Account, NewTransfer } from "./types.js";
 import { NO_ACCOUNT_FLAGS } from "./types.js";
 import { verifyLedger, addTransferToSums } from "./verify.js";
 import { WorkingSet } from "./working-set.js";
+import { LedgerClock } from "./clock.js";
 
 const INT64_MAX = 9_223_372_036_854_775_807n;
 
@@ -130,6 +131,12 @@ const rows: Row[] = [
   { name: "a zero amount is amount_must_not_be_zero", item: newTransfer("t1", { amountNanos: 0n, references: { ["k".repeat(65)]: "v" } }), want: "amount_must_not_be_zero" },
   { name: "an amount above 10^18 is amount_exceeds_max", item: newTransfer("t1", { amountNanos: 10n ** 18n + 1n }), want: "amount_exceeds_max" },
   { name: "an amount of exactly 10^18 passes the bound (then meets the wallet floor)", item: newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 10n ** 18n }), want: "exceeds_credits" },
+  // PostgreSQL's JSONB refuses NUL, and an unpaired surrogate has no UTF-8 form: both would fail the whole group commit.
+  { name: "a NUL in a reference value is references_invalid", item: newTransfer("t1", { references: { event_id: "evt\u0000" } }), want: "references_invalid" },
+  { name: "a NUL in a reference key is references_invalid", item: newTransfer("t1", { references: { "event\u0000id": "evt_1" } }), want: "references_invalid" },
+  { name: "an unpaired high surrogate in a reference value is references_invalid", item: newTransfer("t1", { references: { event_id: "a\ud800b" } }), want: "references_invalid" },
+  { name: "an unpaired low surrogate in a reference key is references_invalid", item: newTransfer("t1", { references: { "\udc00k": "v" } }), want: "references_invalid" },
+  { name: "a surrogate pair (emoji) in a reference is ok", item: newTransfer("t1", { references: { "\u{1F600}": "\u{1F600}" } }), want: "ok" },
   { name: "nine references is references_invalid", item: newTransfer("t1", { references: Object.fromEntries([...Array(9).keys()].map((i) => [`k${i}`, "v"])) }), want: "references_invalid" },
   { name: "an unknown debit account is debit_account_not_found", item: newTransfer("t1", { debitAccountId: "acct_x", creditAccountId: "acct_y" }), want: "debit_account_not_found" },
   { name: "an unknown credit account is credit_account_not_found", item: newTransfer("t1", { creditAccountId: "acct_y" }), want: "credit_account_not_found" },
@@ -142,6 +149,7 @@ const rows: Row[] = [
   { name: "a post naming another unit", setup: [pend("p1")], item: newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "EUR", flags: { postPendingTransfer: true } }), want: "pending_transfer_has_different_unit" },
   { name: "a post naming another code", setup: [pend("p1")], item: newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 77, flags: { postPendingTransfer: true } }), want: "pending_transfer_has_different_code" },
   { name: "posting more than pending is exceeds_pending_transfer_amount", setup: [pend("p1")], item: newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 41n, flags: { postPendingTransfer: true } }), want: "exceeds_pending_transfer_amount" },
+  { name: "voiding more than pending is exceeds_pending_transfer_amount (TigerBeetle 0.16 checks it for a void too)", setup: [pend("p1")], item: { ...voidOf("t2", "p1"), amountNanos: 41n }, want: "exceeds_pending_transfer_amount" },
   { name: "voiding part of a pending transfer is pending_transfer_has_different_amount", setup: [pend("p1")], item: newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 39n, flags: { voidPendingTransfer: true } }), want: "pending_transfer_has_different_amount" },
   { name: "posting a posted transfer is pending_transfer_already_posted", setup: [pend("p1"), newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { postPendingTransfer: true } })], item: newTransfer("t3", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { voidPendingTransfer: true } }), want: "pending_transfer_already_posted" },
   { name: "voiding a voided transfer is pending_transfer_already_voided", setup: [pend("p1"), newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { voidPendingTransfer: true } })], item: newTransfer("t3", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { postPendingTransfer: true } }), want: "pending_transfer_already_voided" },
@@ -157,6 +165,8 @@ const rows: Row[] = [
   { name: "pending debits count against the wallet", setup: [pend("p1", { amountNanos: 70n })], item: newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 31n }), want: "exceeds_credits" },
   { name: "a credit past a credits<=debits account's debits is exceeds_debits", item: newTransfer("t1", { creditAccountId: "acct_h", amountNanos: 51n }), want: "exceeds_debits" },
   { name: "balancing_debit on an empty wallet is exceeds_credits", setup: [newTransfer("t0", { debitAccountId: "acct_w", amountNanos: 100n })], item: newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 5n, flags: { balancingDebit: true } }), want: "exceeds_credits" },
+  { name: "a closing balancing_debit on an empty wallet is ok (it moves 0 and closes the wallet)", setup: [newTransfer("t0", { debitAccountId: "acct_w", amountNanos: 100n })], item: pend("t1", { amountNanos: 5n, flags: { pending: true, balancingDebit: true, closingDebit: true } }), want: "ok" },
+  { name: "a closing balancing_credit that can take nothing is ok (it moves 0)", setup: [newTransfer("t0", { creditAccountId: "acct_h", amountNanos: 50n })], item: newTransfer("t1", { creditAccountId: "acct_h", amountNanos: 5n, flags: { pending: true, balancingCredit: true, closingCredit: true } }), want: "ok" },
   { name: "balancing_credit when nothing can be taken is exceeds_debits", setup: [newTransfer("t0", { creditAccountId: "acct_h", amountNanos: 50n })], item: newTransfer("t1", { creditAccountId: "acct_h", amountNanos: 5n, flags: { balancingCredit: true } }), want: "exceeds_debits" },
 ];
 
@@ -293,6 +303,38 @@ describe("createTransfers semantics", () => {
     expect(ws.accounts.get("acct_w")!.debitsPendingNanos).toBe(0n);
   });
 
+  it("stamps a post with the time its expiry was checked against: with a wall clock that moves on every read, it never lands on the expiry instant", () => {
+    const { ws, clock } = fixture();
+    run(ws, clock, [pend("p1", { timeoutSeconds: 1 })]);
+    const expiresAt = ws.pending.get("p1")!.expiresAtUs!;
+    // The wall clock reads expiresAt - 1 first and 1 µs more on every later read.
+    let reads = 0n;
+    const moving = new LedgerClock(clock.last, () => expiresAt - 1n + reads++);
+    const [r] = createTransfers(ws, [postOf("t1", "p1")], moving);
+    // TigerBeetle: expires_at <= the transfer's timestamp is pending_transfer_expired. The post was
+    // checked at expiresAt - 1, so it is ok and stamped expiresAt - 1 (it was stamped expiresAt before).
+    expect([r!.result, r!.timestampUs]).toEqual(["ok", expiresAt - 1n]);
+    expect(ws.pending.get("p1")!.state).toBe("posted");
+    // At the instant itself: expired.
+    run(ws, clock, [pend("p2", { amountNanos: 10n, timeoutSeconds: 1 })]);
+    const expiresAt2 = ws.pending.get("p2")!.expiresAtUs!;
+    reads = 0n;
+    const atExpiry = new LedgerClock(clock.last, () => expiresAt2 + reads++);
+    expect(createTransfers(ws, [voidOf("v2", "p2")], atExpiry).map((x) => x.result)).toEqual(["pending_transfer_expired"]);
+  });
+
+  it("checks a pending transfer's timeout overflow against the timestamp it gets", () => {
+    const { ws } = fixture();
+    // int64 µs max minus the timeout: the first read fits exactly, the second would overflow.
+    const timeout = 10;
+    let reads = 0n;
+    const edge = INT64_MAX - BigInt(timeout) * 1_000_000n;
+    const moving = new LedgerClock(0n, () => edge + reads++);
+    const [r] = createTransfers(ws, [pend("p1", { timeoutSeconds: timeout })], moving);
+    expect([r!.result, r!.timestampUs]).toEqual(["ok", edge]);
+    expect(ws.pending.get("p1")!.expiresAtUs).toBe(INT64_MAX);
+  });
+
   it("moves only what is available on balancing_debit and reports the amount moved", () => {
     const { ws, clock } = fixture();
     const [r] = createTransfers(ws, [newTransfer("t1", { debitAccountId: "acct_w", amountNanos: 1000n, flags: { balancingDebit: true } })], clock);
@@ -412,6 +454,33 @@ describe("createTransfers closing accounts", () => {
     expect(run(ws, clock, [voidOf("v1", "c1")])).toEqual(["ok"]);
     expect(ws.accounts.get("acct_w")!.flags.closed).toBe(false);
     expect(run(ws, clock, [newTransfer("in2", { creditAccountId: "acct_w" })])).toEqual(["ok"]);
+  });
+
+  it("closes an empty wallet with the README recipe (pending balancing_debit + closing_debit): it moves 0; voiding reopens, expiry reopens", () => {
+    const { ws, clock } = fixture();
+    run(ws, clock, [newTransfer("t0", { debitAccountId: "acct_w", amountNanos: 100n })]);
+    const close = (id: string, timeoutSeconds = 0) => pend(id, { amountNanos: 1_000n, timeoutSeconds, flags: { pending: true, balancingDebit: true, closingDebit: true } });
+    const [r] = createTransfers(ws, [close("c1")], clock);
+    expect([r!.result, r!.amountNanos]).toEqual(["ok", 0n]);
+    const w = () => ws.accounts.get("acct_w")!;
+    expect([w().flags.closed, w().debitsPendingNanos, w().debitsPostedNanos, w().creditsPostedNanos]).toEqual([true, 0n, 100n, 100n]);
+    expect(ws.newFailedTransferIds).toEqual([]);
+    // A retry is exists (with the amount moved); nothing else moves the closed wallet; posting the close is refused.
+    expect(createTransfers(ws, [close("c1")], clock).map((x) => [x.result, x.amountNanos])).toEqual([["exists", 0n]]);
+    expect(run(ws, clock, [newTransfer("t1", { creditAccountId: "acct_w" }), postOf("t2", "c1")])).toEqual(["credit_account_already_closed", "debit_account_already_closed"]);
+    // A void names the whole (zero) amount with 0; anything more exceeds it.
+    expect(run(ws, clock, [{ ...voidOf("v0", "c1"), amountNanos: 1n }])).toEqual(["exceeds_pending_transfer_amount"]);
+    expect(run(ws, clock, [voidOf("v1", "c1")])).toEqual(["ok"]);
+    expect(w().flags.closed).toBe(false);
+    // Closed again with a timeout: the expiry reopens it.
+    expect(run(ws, clock, [close("c2", 1)])).toEqual(["ok"]);
+    expect(w().flags.closed).toBe(true);
+    clock.advanceSeconds(2);
+    expect(expireDue(ws, ["c2"], clock)).toBe(1);
+    expect(w().flags.closed).toBe(false);
+    // Without a closing flag, a balancing transfer that can move nothing still fails.
+    expect(run(ws, clock, [newTransfer("t3", { debitAccountId: "acct_w", amountNanos: 5n, flags: { balancingDebit: true } })])).toEqual(["exceeds_credits"]);
+    expect([w().debitsPendingNanos, w().debitsPostedNanos, w().creditsPostedNanos]).toEqual([0n, 100n, 100n]);
   });
 
   it("reopens the account when the closing transfer expires (sweep)", () => {

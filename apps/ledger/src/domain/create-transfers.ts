@@ -128,11 +128,16 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
   }
   if (dr.debitsPendingNanos + dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits", t.id);
   if (cr.creditsPendingNanos + cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits", t.id);
-  if (pending && t.timeoutSeconds > 0 && clock.peek() + BigInt(t.timeoutSeconds) * US_PER_SECOND > INT64_MAX) {
+  // The timestamp this transfer gets if it succeeds (read once: checks and stamp agree).
+  const at = t.flags.imported ? t.timestampUs : clock.peek();
+  if (pending && t.timeoutSeconds > 0 && at + BigInt(t.timeoutSeconds) * US_PER_SECOND > INT64_MAX) {
     return fail("overflows_timeout", t.id);
   }
-  if (t.flags.balancingDebit && amount === 0n) return fail("exceeds_credits", t.id);
-  if (t.flags.balancingCredit && amount === 0n) return fail("exceeds_debits", t.id);
+  // A balancing transfer that can move nothing fails, except a closing one: closing an account
+  // with nothing left to sweep is a pending transfer of 0 (TigerBeetle 0.16 moves 0 there too).
+  const closing = t.flags.closingDebit || t.flags.closingCredit;
+  if (t.flags.balancingDebit && amount === 0n && !closing) return fail("exceeds_credits", t.id);
+  if (t.flags.balancingCredit && amount === 0n && !closing) return fail("exceeds_debits", t.id);
   if (dr.flags.debitsMustNotExceedCredits && dr.debitsPendingNanos + dr.debitsPostedNanos + amount > dr.creditsPostedNanos) {
     return fail("exceeds_credits", t.id);
   }
@@ -140,7 +145,7 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
     return fail("exceeds_debits", t.id);
   }
 
-  const ts = t.flags.imported ? clock.importAt(t.timestampUs) : clock.next();
+  const ts = t.flags.imported ? clock.importAt(at) : clock.take(at);
   if (pending) {
     ws.changeBalances(dr.id, { debitsPendingNanos: amount }, ts);
     ws.changeBalances(cr.id, { creditsPendingNanos: amount }, ts);
@@ -178,14 +183,18 @@ function applyPostOrVoid(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): Cr
   if (t.creditAccountId !== "" && t.creditAccountId !== p.creditAccountId) return fail("pending_transfer_has_different_credit_account_id", t.id);
   if (t.unit !== "" && t.unit !== p.unit) return fail("pending_transfer_has_different_unit", t.id);
   if (t.code !== 0 && t.code !== p.code) return fail("pending_transfer_has_different_code", t.id);
-  if (isPost && t.amountNanos > p.amountNanos) return fail("exceeds_pending_transfer_amount", t.id);
+  // TigerBeetle 0.16: more than pending is exceeds_pending_transfer_amount for a post and a void;
+  // a void of less than all of it (0 = all) is pending_transfer_has_different_amount.
+  if (t.amountNanos > p.amountNanos) return fail("exceeds_pending_transfer_amount", t.id);
   if (!isPost && t.amountNanos !== 0n && t.amountNanos !== p.amountNanos) return fail("pending_transfer_has_different_amount", t.id);
   const status = ws.pending.get(p.id);
   if (!status) throw new Error(`ledger invariant: pending transfer ${p.id} has no status`);
   if (status.state === "posted") return fail("pending_transfer_already_posted", t.id);
   if (status.state === "voided") return fail("pending_transfer_already_voided", t.id);
   if (status.state === "expired") return fail("pending_transfer_expired", t.id);
-  if (status.expiresAtUs !== null && status.expiresAtUs <= (t.flags.imported ? t.timestampUs : clock.peek())) {
+  // The timestamp this item gets if it succeeds: TigerBeetle's expires_at <= timestamp is expired.
+  const at = t.flags.imported ? t.timestampUs : clock.peek();
+  if (status.expiresAtUs !== null && status.expiresAtUs <= at) {
     // Its timeout passed before the sweep reached it: expire it now (its own ledger event), unless
     // this item is imported (its timestamp is the caller's; the sweep expires the transfer).
     if (!t.flags.imported) expirePending(ws, p.id, clock);
@@ -203,7 +212,7 @@ function applyPostOrVoid(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): Cr
     if (dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits_posted", t.id);
     if (cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits_posted", t.id);
   }
-  const ts = t.flags.imported ? clock.importAt(t.timestampUs) : clock.next();
+  const ts = t.flags.imported ? clock.importAt(at) : clock.take(at);
   ws.changeBalances(dr.id, { debitsPendingNanos: -p.amountNanos, debitsPostedNanos: isPost ? amount : 0n }, ts);
   ws.changeBalances(cr.id, { creditsPendingNanos: -p.amountNanos, creditsPostedNanos: isPost ? amount : 0n }, ts);
   ws.resolvePending(p.id, isPost ? "posted" : "voided", ts);

@@ -12,7 +12,22 @@ export function isValidId(id: string): boolean {
   return typeof id === "string" && id.length > 0 && id.length <= ID_BYTES_MAX && ID_RE.test(id);
 }
 
-/** A metadata / references map: at most entriesMax entries, non-empty keys, bounded key/value bytes. */
+// In a /u regex a surrogate pair is one code point; only an unpaired surrogate is \p{Cs}.
+const UNSTORABLE_RE = /[\u0000\p{Cs}]/u;
+
+/**
+ * A string PostgreSQL can store in JSONB: well-formed UTF-16 (no unpaired surrogate, which has no
+ * UTF-8 form) and no NUL (U+0000), which JSONB refuses ("unsupported Unicode escape sequence").
+ * Either would otherwise pass validation and fail the whole group commit at COPY.
+ */
+export function isStorableString(s: string): boolean {
+  return !UNSTORABLE_RE.test(s);
+}
+
+/**
+ * A metadata / references map: at most entriesMax entries, non-empty keys, bounded key/value
+ * bytes, keys and values storable (isStorableString).
+ */
 export function isValidSmallMap(m: Record<string, string>, entriesMax: number): boolean {
   const keys = Object.keys(m);
   if (keys.length > entriesMax) return false;
@@ -21,6 +36,7 @@ export function isValidSmallMap(m: Record<string, string>, entriesMax: number): 
     if (typeof v !== "string") return false;
     if (k.length === 0 || Buffer.byteLength(k, "utf8") > MAP_KEY_BYTES_MAX) return false;
     if (Buffer.byteLength(v, "utf8") > MAP_VALUE_BYTES_MAX) return false;
+    if (!isStorableString(k) || !isStorableString(v)) return false;
   }
   return true;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { GroupCommitter } from "./group-commit.js";
+import { GroupCommitter, JobFailed } from "./group-commit.js";
 import { LedgerBusyError, LedgerClosedError } from "./types.js";
 
 describe("GroupCommitter", () => {
@@ -48,6 +48,15 @@ describe("GroupCommitter", () => {
     const a = gc.submit(3, 3);
     await expect(gc.submit(2, 2)).rejects.toBeInstanceOf(LedgerBusyError);
     await expect(a).rejects.toThrow("db down");
+  });
+
+  it("rejects only the caller whose result is JobFailed (a request that failed alone); the others of the commit get their results", async () => {
+    const gc = new GroupCommitter<string, string>(async (ps) => ps.map((p) => (p === "bad" ? new JobFailed(new Error("refused")) : p.toUpperCase())), {
+      queueItemsMax: 100,
+      itemsPerCommitMax: 100,
+    });
+    const settled = await Promise.allSettled(["a", "bad", "c"].map((p) => gc.submit(p, 1)));
+    expect(settled.map((r) => (r.status === "fulfilled" ? r.value : String(r.reason)))).toEqual(["A", "Error: refused", "C"]);
   });
 
   it("waits for queued requests on close and refuses new ones", async () => {

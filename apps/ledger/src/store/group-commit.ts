@@ -5,6 +5,14 @@
  */
 import { LedgerBusyError, LedgerClosedError } from "./types.js";
 
+/**
+ * A request of a commit that failed on its own while the others of the commit succeeded (apply
+ * retried them one by one): its caller alone gets `error`.
+ */
+export class JobFailed {
+  constructor(readonly error: unknown) {}
+}
+
 interface Queued<P, R> {
   payload: P;
   size: number;
@@ -27,7 +35,8 @@ export class GroupCommitter<P, R> {
   private closed = false;
 
   constructor(
-    private readonly apply: (payloads: P[]) => Promise<R[]>,
+    /** One result per payload, or JobFailed for a payload that failed alone; throws when the whole commit failed. */
+    private readonly apply: (payloads: P[]) => Promise<(R | JobFailed)[]>,
     private readonly opts: GroupCommitterOptions,
   ) {}
 
@@ -76,7 +85,11 @@ export class GroupCommitter<P, R> {
       this.queuedItems -= items;
       try {
         const results = await this.apply(batch.map((q) => q.payload));
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
+        for (let i = 0; i < batch.length; i++) {
+          const r = results[i]!;
+          if (r instanceof JobFailed) batch[i]!.reject(r.error);
+          else batch[i]!.resolve(r);
+        }
       } catch (e) {
         for (const q of batch) q.reject(e);
       }

@@ -113,6 +113,82 @@ for (const backend of testBackends()) {
       await expect(db.query("UPDATE transfers SET amount_nanos = 1 WHERE tenant = $1 AND id = 'xfer_fund'", [T])).rejects.toThrow(/immutable/);
     });
 
+    it("stores, looks up and filters by a uint32 code above int32 (4,294,967,295): accounts and transfers", async () => {
+      const CODE_MAX = 4_294_967_295;
+      const TC = "tnt_code";
+      const acc = await store.createAccounts(TC, [newAccount("acct_cmax", { code: CODE_MAX }), newAccount("acct_c1", { code: 2_147_483_648 })]);
+      expect(acc.map((r) => r.result)).toEqual(["ok", "ok"]);
+      const tr = await store.createTransfers(TC, [
+        newTransfer("xfer_cmax", { debitAccountId: "acct_cmax", creditAccountId: "acct_c1", amountNanos: 7n, code: CODE_MAX }),
+        newTransfer("xfer_c20", { debitAccountId: "acct_cmax", creditAccountId: "acct_c1", amountNanos: 1n, code: 20 }),
+      ]);
+      expect(tr.map((r) => r.result)).toEqual(["ok", "ok"]);
+      // Idempotency compares the stored code.
+      expect((await store.createTransfers(TC, [newTransfer("xfer_cmax", { debitAccountId: "acct_cmax", creditAccountId: "acct_c1", amountNanos: 7n, code: CODE_MAX })]))[0]!.result).toBe("exists");
+      expect((await store.createAccounts(TC, [newAccount("acct_cmax", { code: CODE_MAX - 1 })]))[0]!.result).toBe("exists_with_different_code");
+      expect((await store.lookupAccounts(TC, ["acct_cmax", "acct_c1"])).map((a) => a.code)).toEqual([CODE_MAX, 2_147_483_648]);
+      expect((await store.lookupTransfers(TC, ["xfer_cmax"]))[0]!.code).toBe(CODE_MAX);
+      const page = { startUs: null, endUs: null, reversed: false, limit: 10, afterUs: null };
+      expect((await store.queryAccounts(TC, { unit: "", code: CODE_MAX, metadata: {}, ...page })).items.map((a) => a.id)).toEqual(["acct_cmax"]);
+      expect((await store.queryTransfers(TC, { unit: "", code: CODE_MAX, references: {}, ...page })).items.map((t) => t.id)).toEqual(["xfer_cmax"]);
+      const byCode = await store.getAccountTransfers(TC, { accountId: "acct_c1", debits: false, credits: false, code: CODE_MAX, ...page });
+      expect(byCode.map((t) => [t.id, t.code])).toEqual([["xfer_cmax", CODE_MAX]]);
+      // A pending transfer with that code, posted with code 0 (the pending one's is used) and with the code given.
+      await store.createTransfers(TC, [
+        newTransfer("xfer_cp", { debitAccountId: "acct_cmax", creditAccountId: "acct_c1", amountNanos: 3n, code: CODE_MAX, flags: { pending: true } }),
+        newTransfer("xfer_cpp", { pendingId: "xfer_cp", debitAccountId: "", creditAccountId: "", unit: "", code: CODE_MAX, amountNanos: 0n, flags: { postPendingTransfer: true } }),
+      ]);
+      expect((await store.lookupTransfers(TC, ["xfer_cp", "xfer_cpp"])).map((t) => [t.state, t.code])).toEqual([["pending_posted", CODE_MAX], ["posted", CODE_MAX]]);
+      expect((await store.verify(TC)).violations).toEqual([]);
+    });
+
+    it("answers references_invalid / metadata_invalid for a NUL or an unpaired surrogate, and the other requests of the commit succeed", async () => {
+      await store.createAccounts("tnt_nul_a", [newAccount("acct_a", { code: 1000 }), newAccount("acct_b", { code: 4000 })]);
+      await store.createAccounts("tnt_nul_b", [newAccount("acct_a", { code: 1000 }), newAccount("acct_b", { code: 4000 })]);
+      const [good, bad, badSurrogate, badAccount] = await Promise.all([
+        store.createTransfers("tnt_nul_b", [newTransfer("xfer_good", { amountNanos: 5n })]),
+        store.createTransfers("tnt_nul_a", [newTransfer("xfer_nul", { amountNanos: 5n, references: { event_id: "a\u0000b" } })]),
+        store.createTransfers("tnt_nul_a", [newTransfer("xfer_sur", { amountNanos: 5n, references: { "\ud800": "v" } })]),
+        store.createAccounts("tnt_nul_a", [newAccount("acct_c", { metadata: { k: "x\u0000" } })]),
+      ]);
+      expect([good[0]!.result, bad[0]!.result, badSurrogate[0]!.result, badAccount[0]!.result]).toEqual(["ok", "references_invalid", "references_invalid", "metadata_invalid"]);
+    });
+
+    it("isolates a request the database refuses: the other requests of its commit (any tenant) succeed, only its caller fails", async () => {
+      // A poison that passes the domain and fails in the database, at the COPY of transfers.
+      await db.query(`CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.id LIKE 'xfer_poison%' THEN RAISE EXCEPTION 'poisoned row %', NEW.id; END IF; RETURN NEW; END; $$`);
+      await db.query("CREATE TRIGGER test_poison BEFORE INSERT ON transfers FOR EACH ROW EXECUTE FUNCTION test_poison()");
+      try {
+        await store.createAccounts("tnt_iso_a", [newAccount("acct_a", { code: 1000 }), newAccount("acct_b", { code: 4000 })]);
+        await store.createAccounts("tnt_iso_b", [newAccount("acct_a", { code: 1000 }), newAccount("acct_b", { code: 4000 })]);
+        // Submitted in the same tick: one commit.
+        const settled = await Promise.allSettled([
+          store.createTransfers("tnt_iso_b", [newTransfer("xfer_b1", { amountNanos: 5n })]),
+          store.createTransfers("tnt_iso_a", [newTransfer("xfer_a1", { amountNanos: 1n }), newTransfer("xfer_poison_1", { amountNanos: 2n })]),
+          store.createTransfers("tnt_iso_a", [newTransfer("xfer_a2", { amountNanos: 3n })]),
+          store.createAccounts("tnt_iso_b", [newAccount("acct_c", { code: 1000 })]),
+        ]);
+        expect(settled.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+        expect(String((settled[1] as PromiseRejectedResult).reason)).toMatch(/poisoned row xfer_poison_1/);
+        expect((settled[0] as PromiseFulfilledResult<{ result: string }[]>).value.map((r) => r.result)).toEqual(["ok"]);
+        expect((settled[2] as PromiseFulfilledResult<{ result: string }[]>).value.map((r) => r.result)).toEqual(["ok"]);
+        // The poisoned request wrote nothing (its transaction rolled back whole); the others are stored.
+        expect((await store.lookupTransfers("tnt_iso_a", ["xfer_a1", "xfer_poison_1", "xfer_a2"])).map((t) => t.id)).toEqual(["xfer_a2"]);
+        expect((await store.lookupTransfers("tnt_iso_b", ["xfer_b1"])).map((t) => t.id)).toEqual(["xfer_b1"]);
+        expect((await store.lookupAccounts("tnt_iso_b", ["acct_c"])).map((a) => a.id)).toEqual(["acct_c"]);
+        const [a] = await store.lookupAccounts("tnt_iso_a", ["acct_a"]);
+        expect(a!.debitsPostedNanos).toBe(3n);
+        // Alone in its commit, the poisoned request gets the error; the ledger goes on.
+        await expect(store.createTransfers("tnt_iso_a", [newTransfer("xfer_poison_2", { amountNanos: 1n })])).rejects.toThrow(/poisoned row xfer_poison_2/);
+        expect((await store.createTransfers("tnt_iso_a", [newTransfer("xfer_a3", { amountNanos: 1n })]))[0]!.result).toBe("ok");
+        for (const t of ["tnt_iso_a", "tnt_iso_b"]) expect((await store.verify(t)).violations).toEqual([]);
+      } finally {
+        await db.query("DROP TRIGGER test_poison ON transfers");
+        await db.query("DROP FUNCTION test_poison()");
+      }
+    });
+
     it("group-commits concurrent requests and keeps timestamps strictly increasing", async () => {
       const calls = Array.from({ length: 20 }, (_, i) =>
         store.createTransfers(T, [newTransfer(`xfer_g${i}`, { debitAccountId: "acct_cash", creditAccountId: "acct_rev", amountNanos: 1n })]),

@@ -40,7 +40,7 @@ import {
   spentIdRow,
   transferRow,
 } from "./codec.js";
-import { GroupCommitter } from "./group-commit.js";
+import { GroupCommitter, JobFailed } from "./group-commit.js";
 import {
   ACCOUNT_FLAG_BITS,
   SPENT_ID_FLAG,
@@ -86,7 +86,7 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
   // and lets the transfers primary key catch an id that already exists; then (rarely: retries)
   // it rolls back and runs again with every id looked up, and keeps looking up ids for a while.
   let fullLookupCommits = 0;
-  const apply = async (jobs: Job[]): Promise<JobResult[]> => {
+  const applyAll = async (jobs: Job[]): Promise<JobResult[]> => {
     if (fullLookupCommits > 0) {
       fullLookupCommits--;
       return db.transaction((tx) => commit(tx, jobs, true), { retriesMax: 3 });
@@ -97,6 +97,29 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
       if (!(e instanceof OptimisticConflict) && !(isDbError(e) && e.code === "unique_violation")) throw e;
       fullLookupCommits = opts.fullLookupCommitsAfterConflict ?? FULL_LOOKUP_COMMITS_AFTER_CONFLICT;
       return db.transaction((tx) => commit(tx, jobs, true), { retriesMax: 3 });
+    }
+  };
+  // A commit holds many callers' requests (any tenant's). When it fails with an error that may
+  // belong to one request (a row the database refuses, an invariant), each request is retried
+  // alone in its own transaction, in the same order, so one bad request fails only its own caller
+  // (metering's group committer does the same). Errors of the connection or the moment (database
+  // unreachable, statement timeout, serialization conflict after the retries) are the same for
+  // every request: the whole commit gets them, without a retry per request. A request that fails
+  // alone gets its error.
+  const apply = async (jobs: Job[]): Promise<(JobResult | JobFailed)[]> => {
+    try {
+      return await applyAll(jobs);
+    } catch (e) {
+      if (jobs.length <= 1 || !mayBelongToOneJob(e)) throw e;
+      const out: (JobResult | JobFailed)[] = [];
+      for (const j of jobs) {
+        try {
+          out.push((await applyAll([j]))[0]!);
+        } catch (alone) {
+          out.push(new JobFailed(alone));
+        }
+      }
+      return out;
     }
   };
   const committer = new GroupCommitter<Job, JobResult>(apply, {
@@ -542,6 +565,12 @@ async function queryPage<T>(
   );
   const items = r.rows.map(s.map);
   return { items, scannedToUs: items.length < s.q.limit ? edge : null };
+}
+
+/** Errors that may come from one request of a commit (else: the connection's or the moment's, the same for all). */
+function mayBelongToOneJob(e: unknown): boolean {
+  if (isDbError(e)) return !(e.code === "unavailable" || e.code === "timeout" || e.code === "serialization" || e.code === "nested_transaction");
+  return true;
 }
 
 /** A commit's optimistic idempotency check found an existing id: run it again with full lookups. */

@@ -163,7 +163,7 @@ export class ReferenceLedger {
       const p = this.s.transfers.get(x.pendingId);
       if (!p) return fail("pending_transfer_not_found");
       if (!p.sent.pending) return fail("pending_transfer_not_pending");
-      if (x.post && x.amount > p.moved) return fail("exceeds_pending_transfer_amount");
+      if (x.amount > p.moved) return fail("exceeds_pending_transfer_amount");
       if (x.void && x.amount !== 0n && x.amount !== p.moved) return fail("pending_transfer_has_different_amount");
       if (p.state === "pending_posted") return fail("pending_transfer_already_posted");
       if (p.state === "pending_voided") return fail("pending_transfer_already_voided");
@@ -199,7 +199,8 @@ export class ReferenceLedger {
     if (x.balancing) {
       const avail = dr.cpo - dr.dpo - dr.dp;
       amount = avail <= 0n ? 0n : avail < amount ? avail : amount;
-      if (amount === 0n) return fail("exceeds_credits");
+      // Nothing to move: fails, unless the transfer closes an account (a pending transfer of 0).
+      if (amount === 0n && !x.closingDebit && !x.closingCredit) return fail("exceeds_credits");
     }
     if (dr.dmnec && dr.dp + dr.dpo + amount > dr.cpo) return fail("exceeds_credits");
     if (cr.cmned && cr.cp + cr.cpo + amount > cr.dpo) return fail("exceeds_debits");

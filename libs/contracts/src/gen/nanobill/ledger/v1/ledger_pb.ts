@@ -270,7 +270,7 @@ export type TransferFlags = Message<"nanobill.ledger.v1.TransferFlags"> & {
   /**
    * balancing_debit moves at most amount_nanos: no more than the debit account has available
    * (credits_posted - debits_posted - debits_pending); when nothing is available the result is
-   * CREATE_TRANSFER_RESULT_EXCEEDS_CREDITS.
+   * CREATE_TRANSFER_RESULT_EXCEEDS_CREDITS, except for a closing transfer, which then moves 0.
    *
    * @generated from field: bool balancing_debit = 5;
    */
@@ -279,7 +279,7 @@ export type TransferFlags = Message<"nanobill.ledger.v1.TransferFlags"> & {
   /**
    * balancing_credit moves at most amount_nanos: no more than the credit account can take
    * (debits_posted - credits_posted - credits_pending); when nothing can be taken the result
-   * is CREATE_TRANSFER_RESULT_EXCEEDS_DEBITS.
+   * is CREATE_TRANSFER_RESULT_EXCEEDS_DEBITS, except for a closing transfer, which then moves 0.
    *
    * @generated from field: bool balancing_credit = 6;
    */
@@ -1517,7 +1517,7 @@ export enum CreateAccountResult {
 
   /**
    * CREATE_ACCOUNT_RESULT_METADATA_INVALID means metadata has too many entries, an empty or
-   * too long key, or a too long value.
+   * too long key, a too long value, or a key or value holding NUL or an unpaired surrogate.
    *
    * @generated from enum value: CREATE_ACCOUNT_RESULT_METADATA_INVALID = 8;
    */
@@ -1848,7 +1848,7 @@ export enum CreateTransferResult {
 
   /**
    * CREATE_TRANSFER_RESULT_REFERENCES_INVALID means references has too many entries, an empty
-   * or too long key, or a too long value.
+   * or too long key, a too long value, or a key or value holding NUL or an unpaired surrogate.
    *
    * @generated from enum value: CREATE_TRANSFER_RESULT_REFERENCES_INVALID = 28;
    */
@@ -1932,8 +1932,8 @@ export enum CreateTransferResult {
   PENDING_TRANSFER_HAS_DIFFERENT_CODE = 38,
 
   /**
-   * CREATE_TRANSFER_RESULT_EXCEEDS_PENDING_TRANSFER_AMOUNT means a post's amount is more than
-   * the pending amount.
+   * CREATE_TRANSFER_RESULT_EXCEEDS_PENDING_TRANSFER_AMOUNT means a post's or a void's amount is
+   * more than the pending amount.
    *
    * @generated from enum value: CREATE_TRANSFER_RESULT_EXCEEDS_PENDING_TRANSFER_AMOUNT = 39;
    */
@@ -1941,7 +1941,7 @@ export enum CreateTransferResult {
 
   /**
    * CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT means a void's amount is
-   * neither 0 nor the pending amount.
+   * neither 0 nor the pending amount (and less than it).
    *
    * @generated from enum value: CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT = 40;
    */
@@ -2030,7 +2030,7 @@ export enum CreateTransferResult {
   /**
    * CREATE_TRANSFER_RESULT_EXCEEDS_CREDITS means the debit account has
    * debits_must_not_exceed_credits and debits_pending + debits_posted + amount would pass
-   * credits_posted (for balancing_debit: nothing is available).
+   * credits_posted (for balancing_debit: nothing is available, unless it is a closing transfer).
    *
    * @generated from enum value: CREATE_TRANSFER_RESULT_EXCEEDS_CREDITS = 51;
    */
@@ -2039,7 +2039,7 @@ export enum CreateTransferResult {
   /**
    * CREATE_TRANSFER_RESULT_EXCEEDS_DEBITS means the credit account has
    * credits_must_not_exceed_debits and credits_pending + credits_posted + amount would pass
-   * debits_posted (for balancing_credit: nothing can be taken).
+   * debits_posted (for balancing_credit: nothing can be taken, unless it is a closing transfer).
    *
    * @generated from enum value: CREATE_TRANSFER_RESULT_EXCEEDS_DEBITS = 52;
    */
