@@ -4,13 +4,51 @@
 export const EVENTS_PER_REQUEST_MAX = 10_000;
 /** Most bytes of one request message (Connect readMaxBytes). */
 export const REQUEST_BYTES_MAX = 4 * 1024 * 1024;
-/** Most events over one IngestStream. */
-export const EVENTS_PER_STREAM_MAX = 1_000_000;
 /** Most bytes of one response message (Connect writeMaxBytes). */
 export const RESPONSE_BYTES_MAX = 16 * 1024 * 1024;
 
 /** Length bounds of ids (event id, customer id) and of the event type. */
 export const ID_LENGTH_MAX = 128;
+
+/**
+ * Most bytes of the field, reason and message of one IngestResult, counted as JSON-escaped UTF-8
+ * (mapping.ts resultText cuts longer text at a code point; control characters and lone surrogates
+ * become U+FFFD). The longest produced: field "properties.<128-byte key>" (139 bytes), message
+ * "<field>: <rule>" (about 230 bytes), reason "too_far_in_future" (17 bytes).
+ */
+export const RESULT_FIELD_BYTES_MAX = 160;
+export const RESULT_REASON_BYTES_MAX = 32;
+export const RESULT_MESSAGE_BYTES_MAX = 320;
+/** Bytes of a JSON string member `"name":"<n bytes>"` (the value already escaped). */
+const jsonMember = (name: string, valueBytes: number) => name.length + 3 + valueBytes + 2;
+/**
+ * Worst-case bytes of one IngestResult inside IngestStreamResponse.results, in the Connect JSON
+ * encoding (the larger one: the binary encoding of the same result is at most (1 + 2 + 128) id +
+ * 2 status + (1 + 9) sequence + (1 + 2 + 160) field + (1 + 1 + 32) reason + (1 + 2 + 320) message +
+ * (1 + 2) as an element of results = 666 bytes), with a 128-byte event id, the longest status name
+ * ("INGEST_STATUS_UNSPECIFIED", 25), a 19-digit sequence and field/reason/message at their maxima:
+ * 2 braces + 5 commas inside + 1 comma between results + the members
+ * (140 + 36 + 32 + 170 + 43 + 332) = 761 bytes.
+ * An event id longer than ID_LENGTH_MAX (rejected, but echoed as sent) is bounded per stream by
+ * service.ts (ingestStream counts each result's bound with its actual id, see resultBytesBound).
+ */
+export const INGEST_RESULT_BYTES_MAX =
+  2 + 5 + 1 +
+  jsonMember("eventId", ID_LENGTH_MAX) +
+  jsonMember("status", "INGEST_STATUS_UNSPECIFIED".length) +
+  jsonMember("sequence", 19) +
+  jsonMember("field", RESULT_FIELD_BYTES_MAX) +
+  jsonMember("reason", RESULT_REASON_BYTES_MAX) +
+  jsonMember("message", RESULT_MESSAGE_BYTES_MAX);
+/** Bytes of IngestStreamResponse around its results: `{"results":[` and `]}`. */
+export const STREAM_RESPONSE_OVERHEAD_BYTES = 14;
+/**
+ * Most events over one IngestStream: its single response carries one result per event and must
+ * fit RESPONSE_BYTES_MAX, else it would fail ResourceExhausted after every batch committed (and
+ * every retry the same way). floor((16 MiB - 14) / 761) = 22,046; rounded down to 20,000 (two full
+ * 10,000-event messages). limits.test.ts encodes 20,000 worst-case results in JSON and binary.
+ */
+export const EVENTS_PER_STREAM_MAX = 20_000;
 export const EVENT_TYPE_LENGTH_MAX = 128;
 /** Property bounds: count per event, key bytes, string value bytes, whole properties bytes. */
 export const PROPERTIES_PER_EVENT_MAX = 64;

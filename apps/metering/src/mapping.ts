@@ -27,7 +27,8 @@ import {
   type StoredEvent as PbStoredEvent,
   type UsageRow as PbUsageRow,
 } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
-import type { EventInput, PropertyValue, Rejection } from "./domain/event.js";
+import { echoText, type EventInput, type PropertyValue, type Rejection } from "./domain/event.js";
+import { ID_LENGTH_MAX, INGEST_RESULT_BYTES_MAX, RESULT_FIELD_BYTES_MAX, RESULT_MESSAGE_BYTES_MAX, RESULT_REASON_BYTES_MAX } from "./limits.js";
 import type { Aggregation, FilterOperator, MeterDefinition, PropertyFilter } from "./domain/meter.js";
 import type { UsageRow, Window } from "./domain/usage.js";
 import type { GenAiMapping } from "./domain/genai.js";
@@ -77,8 +78,14 @@ function propertyToPb(v: PropertyValue): PbPropertyValue {
 }
 
 export function eventFromPb(e: PbEvent): EventInput {
-  const properties: Record<string, PropertyValue | undefined> = {};
+  // Null prototype, as the wire decoder: a "__proto__" key stays a property (validation refuses it).
+  const properties: Record<string, PropertyValue | undefined> = Object.create(null);
   for (const [k, v] of Object.entries(e.properties)) properties[k] = propertyFromPb(v);
+  // protobuf-es stores map entries with obj[key] = value on a plain object, so an entry keyed
+  // "__proto__" became the map object's prototype (the last such entry wins, as for any key).
+  const inherited: unknown = Object.getPrototypeOf(e.properties);
+  if (inherited !== Object.prototype && inherited !== null && typeof inherited === "object")
+    properties["__proto__"] = propertyFromPb(inherited as PbPropertyValue);
   let timestamp: bigint | string | undefined;
   if (e.timestamp) timestamp = timestampToUs(e.timestamp) ?? INVALID_TIMESTAMP;
   return {
@@ -109,8 +116,54 @@ export function storedEventToPb(e: StoredEvent): PbStoredEvent {
   });
 }
 
+/**
+ * Text of a result's field, reason or message: at most maxBytes of JSON-escaped UTF-8 (so the
+ * response bound of limits.ts holds in both encodings), cut at a code point; control characters
+ * and lone surrogates become U+FFFD. Every text produced today is shorter (no-op).
+ */
+export function resultText(s: string, maxBytes: number): string {
+  let plain = true;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c >= 0x7f) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain && s.length <= maxBytes) return s;
+  let out = "";
+  let bytes = 0;
+  for (const ch of echoText(s, Number.MAX_SAFE_INTEGER)) {
+    const n = ch === '"' || ch === "\\" ? 2 : Buffer.byteLength(ch, "utf8");
+    if (bytes + n > maxBytes) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
+const ID_RE = /^[A-Za-z0-9._:\-]*$/;
+/**
+ * Upper bound of the bytes of the IngestResult answering an event with this id (limits.ts
+ * INGEST_RESULT_BYTES_MAX, with the id as sent: a rejected id longer than 128 is echoed whole).
+ */
+export function resultBytesBound(eventId: string): number {
+  const idJson = eventId.length <= ID_LENGTH_MAX && ID_RE.test(eventId) ? eventId.length : Buffer.byteLength(JSON.stringify(eventId), "utf8") - 2;
+  return INGEST_RESULT_BYTES_MAX - ID_LENGTH_MAX + idJson;
+}
+
+function rejected(eventId: string, field: string, reason: string, message: string): IngestResult {
+  return create(IngestResultSchema, {
+    eventId,
+    status: IngestStatus.REJECTED,
+    field: resultText(field, RESULT_FIELD_BYTES_MAX),
+    reason: resultText(reason, RESULT_REASON_BYTES_MAX),
+    message: resultText(message, RESULT_MESSAGE_BYTES_MAX),
+  });
+}
+
 export function rejectedResult(eventId: string, r: Rejection): IngestResult {
-  return create(IngestResultSchema, { eventId, status: IngestStatus.REJECTED, field: r.field, reason: r.reason, message: r.message });
+  return rejected(eventId, r.field, r.reason, r.message);
 }
 
 export function outcomeToResult(eventId: string, o: ItemOutcome): IngestResult {
@@ -128,7 +181,7 @@ export function outcomeToResult(eventId: string, o: ItemOutcome): IngestResult {
         message: `id: ${eventId} was already stored with different content`,
       });
     case "rejected":
-      return create(IngestResultSchema, { eventId, status: IngestStatus.REJECTED, field: o.field, reason: o.reason, message: o.message });
+      return rejected(eventId, o.field, o.reason, o.message);
   }
 }
 

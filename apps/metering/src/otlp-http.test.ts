@@ -6,7 +6,7 @@ import {
 import { testBackends } from "@nanobill/db";
 import { silentLogger } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startOtlpServer } from "./otlp-http.js";
+import { GENAI_MAPPING_DEFAULT, startOtlpServer } from "./otlp-http.js";
 import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -113,6 +113,52 @@ describe("OTLP/HTTP GenAI receiver", () => {
     const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
     expect(j.partialSuccess.rejectedSpans).toBe("1");
     expect(j.partialSuccess.errorMessage).toContain("properties.input_tokens");
+  });
+
+  it("rejects (partial success, naming the attribute) a span whose mapped attribute cannot be mapped, instead of billing it without the value", async () => {
+    // The default mapping (an earlier test left a narrower one for this tenant).
+    await h.client(KEYS.adminA).setGenAiMapping({ mapping: { ...GENAI_MAPPING_DEFAULT, properties: [...GENAI_MAPPING_DEFAULT.properties] } });
+    const spans = [
+      span("4444444444444441", [["gen_ai.usage.input_tokens", { doubleValue: 12.5 }], ["gen_ai.request.model", { stringValue: "m" }]]),
+      span("4444444444444442", [["gen_ai.usage.input_tokens", { doubleValue: 12 }]]), // integral: the integer 12, as an intValue
+      span("4444444444444443", [["gen_ai.usage.input_tokens", { intValue: "3" }], ["gen_ai.usage.output_tokens", { arrayValue: { values: [] } }]]),
+      span("4444444444444444", [["gen_ai.usage.input_tokens", { intValue: "3" }], ["gen_ai.request.model", { stringValue: "gpt\ud800" }]]),
+      span("4444444444444445", [["gen_ai.usage.input_tokens", { intValue: "3" }], ["gen_ai.usage.output_tokens", { doubleValue: "7.5" }]]),
+    ];
+    const res = await post(body(spans));
+    expect(res.status).toBe(200);
+    const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
+    expect(j.partialSuccess.rejectedSpans).toBe("4");
+    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444441: gen_ai.usage.input_tokens: doubleValue 12.5 is not an integer");
+    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444443: gen_ai.usage.output_tokens: a arrayValue has no property form");
+    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444445: gen_ai.usage.output_tokens: doubleValue 7.5");
+    // The lone surrogate is refused by validation (it failed the JSONB write, as Internal / 500, before).
+    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444444: properties.model: must be well-formed");
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id.startsWith("span_444444444444444"));
+    expect(stored.map((e) => [e.id, e.properties])).toEqual([["span_4444444444444442", { input_tokens: { kind: "int", value: 12n } }]]);
+
+    // The same over OTLP protobuf.
+    const req = create(ExportTraceServiceRequestSchema, {
+      resourceSpans: [
+        {
+          resource: { attributes: [{ key: "nanobill.customer_id", value: { value: { case: "stringValue", value: "cus_pb" } } }] },
+          scopeSpans: [
+            {
+              spans: [
+                { traceId: Buffer.from(TRACE, "hex"), spanId: Buffer.from("4444444444444446", "hex"), endTimeUnixNano: BigInt(endNs), attributes: [{ key: "gen_ai.usage.input_tokens", value: { value: { case: "doubleValue", value: 0.5 } } }] },
+                { traceId: Buffer.from(TRACE, "hex"), spanId: Buffer.from("4444444444444447", "hex"), endTimeUnixNano: BigInt(endNs), attributes: [{ key: "gen_ai.usage.input_tokens", value: { value: { case: "doubleValue", value: 40 } } }, { key: "gen_ai.request.model", value: { value: { case: "bytesValue", value: new Uint8Array([1]) } } }] },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    const pb = await post(toBinary(ExportTraceServiceRequestSchema, req), KEYS.ingestA, "application/x-protobuf");
+    expect(pb.status).toBe(200);
+    const out = fromBinary(ExportTraceServiceResponseSchema, new Uint8Array(await pb.arrayBuffer()));
+    expect(out.partialSuccess?.rejectedSpans).toBe(2n);
+    expect(out.partialSuccess?.errorMessage).toContain("gen_ai.request.model: a bytesValue");
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id === "span_4444444444444446" || x.id === "span_4444444444444447")).toBe(false);
   });
 
   it("refuses a missing key, a read-only key, other content types, malformed protobuf and malformed JSON", async () => {

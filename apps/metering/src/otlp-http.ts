@@ -42,8 +42,16 @@ function anyValue(v: unknown, field: string): AttributeValue | undefined {
     if (!/^-?\d{1,19}$/.test(s)) throw new OtlpFormatError(field, "intValue must be an integer");
     return BigInt(s);
   }
-  if (typeof v.doubleValue === "number") return v.doubleValue;
-  return undefined; // arrays, kvlists, bytes: not mapped
+  if (v.doubleValue !== undefined && v.doubleValue !== null) {
+    if (typeof v.doubleValue === "number") return v.doubleValue;
+    // proto3 JSON may quote a double ("12.5", "NaN", "Infinity").
+    const d = typeof v.doubleValue === "string" && /^(-?Infinity|NaN|-?\d+(\.\d+)?([eE][+-]?\d+)?)$/.test(v.doubleValue) ? Number(v.doubleValue) : undefined;
+    if (d === undefined) throw new OtlpFormatError(field, "doubleValue must be a number");
+    return d;
+  }
+  // Present but with no property form: a span mapping it is rejected (naming the attribute).
+  for (const kind of ["arrayValue", "kvlistValue", "bytesValue"] as const) if (v[kind] !== undefined && v[kind] !== null) return { unmappable: kind };
+  return undefined; // an empty AnyValue: absent
 }
 
 function attributes(list: unknown, field: string): Map<string, AttributeValue> {
@@ -88,7 +96,8 @@ function protoAttributes(list: KeyValue[]): Map<string, AttributeValue> {
     const v = kv.value?.value;
     if (!v) continue;
     if (v.case === "stringValue" || v.case === "boolValue" || v.case === "intValue" || v.case === "doubleValue") out.set(kv.key, v.value);
-    // arrays, kvlists, bytes: not mapped
+    // arrays, kvlists, bytes: present, with no property form (a span mapping one is rejected)
+    else if (v.case !== undefined) out.set(kv.key, { unmappable: v.case });
   }
   return out;
 }
@@ -122,9 +131,11 @@ export async function exportSpans(
   mapping: GenAiMapping,
   ingest: (events: EventInput[]) => Promise<IngestResult[]>,
 ): Promise<ExportTraceServiceResponse> {
-  const { events } = spansToEvents(spans, mapping);
-  let rejected = 0;
-  const messages: string[] = [];
+  const mapped = spansToEvents(spans, mapping);
+  const { events } = mapped;
+  // Spans whose mapped attribute has no property form are rejected before ingestion.
+  let rejected = mapped.rejected.length;
+  const messages: string[] = mapped.rejected.slice(0, 5).map((r) => `${r.eventId}: ${r.message}`);
   for (let i = 0; i < events.length; i += EVENTS_PER_REQUEST_MAX) {
     const results = await ingest(events.slice(i, i + EVENTS_PER_REQUEST_MAX));
     for (const r of results) {

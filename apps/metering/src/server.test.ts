@@ -64,6 +64,34 @@ describe("metering over a real h2c server", () => {
     expect((await binary.ingestEvents({ events: [bad] })).results[0]!.field).toBe((await json.ingestEvents({ events: [bad] }, { headers })).results[0]!.field);
   });
 
+  it("never lets a lone surrogate reach the database over IngestEvents: binary encodes it as U+FFFD, Connect JSON refuses the request (InvalidArgument)", async () => {
+    // (OTLP/JSON, parsed by our own code, is the path that can carry one: otlp-http.test.ts.)
+    const json = createClient(MeteringService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", useBinaryFormat: false }));
+    const ev = (id: string, model: string) => create(EventSchema, { id, customerId: "cus_sur", type: "llm.call", properties: { model: { kind: { case: "stringValue", value: model } } } });
+    await expect(json.ingestEvents({ events: [ev("evt_sur_1", "gpt\ud800")] }, { headers: { authorization: `Bearer ${KEYS.ingestA}` } })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    const binary = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA }));
+    expect((await binary.ingestEvents({ events: [ev("evt_sur_2", "gpt\ud800")] })).results[0]!.status).toBe(IngestStatus.ACCEPTED);
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 10_000)).filter((e) => e.customerId === "cus_sur");
+    expect(stored.map((e) => [e.id, e.properties.model])).toEqual([["evt_sur_2", { kind: "string", value: "gpt\ufffd" }]]);
+  });
+
+  it("refuses an IngestStream message whose results could not fit the response (over-long ids are echoed), before committing it", async () => {
+    const c = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA }));
+    const longId = "x".repeat(1_300_000); // rejected (malformed id) but echoed as sent in its result
+    async function* msgs() {
+      yield { events: [create(EventSchema, { id: "evt_stream_ok", customerId: "cus_1", type: "llm.call" })] };
+      for (let m = 0; m < 5; m++) {
+        yield { events: [0, 1, 2].map((i) => create(EventSchema, { id: `${longId}${m}${i}`, customerId: "cus_1", type: "llm.call" })) };
+      }
+      yield { events: [create(EventSchema, { id: "evt_stream_late", customerId: "cus_1", type: "llm.call" })] };
+    }
+    // Without the bound the response (~20 MB) failed ResourceExhausted after every message committed.
+    await expect(c.ingestStream(msgs())).rejects.toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringContaining("response limit") });
+    const ids = (await h.service.store.listTenantEvents("tnt_a", 10_000)).map((e) => e.id);
+    expect(ids).toContain("evt_stream_ok");
+    expect(ids).not.toContain("evt_stream_late");
+  });
+
   it("refuses a request above 4 MiB with ResourceExhausted and stores nothing of it", async () => {
     const c = createClient(MeteringService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.ingestA }));
     const big = "x".repeat(1000);

@@ -293,5 +293,35 @@ for (const backend of testBackends()) {
         [IngestStatus.REJECTED, "period_closed"],
       ]);
     });
+
+    it("keeps QueryUsage working for every tenant when a tenant's meter names constructor or has a definition that cannot be computed", async () => {
+      const a = h.client(KEYS.adminA);
+      const b = h.client(KEYS.adminB);
+      const day = Date.UTC(2026, 10, 20);
+      const query = (meterId: string, groupBy: string[] = []) =>
+        ({ meterId, startTime: timestampFromDate(new Date(day)), endTime: timestampFromDate(new Date(day + 86_400_000)), window: Window.DAY, groupBy, customerIds: ["cus_iso"] });
+      // "__proto__" is refused as a meter key; Object.prototype member names are ordinary keys.
+      for (const over of [{ groupBy: ["__proto__"] }, { valueProperty: "__proto__" }, { filters: [{ property: "__proto__", operator: 3 }] }]) {
+        const err = await a.createMeter({ meter: { id: "proto_meter", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", ...over } }).catch((e) => ConnectError.from(e));
+        expect(err).toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringMatching(/^meter\.(group_by\[0\]|value_property|filters\[0\]\.property): /) });
+      }
+      await a.createMeter({ meter: { id: "by_ctor", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["constructor"] } });
+      await b.createMeter({ meter: { id: "b_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens" } });
+      // A stored definition the aggregator cannot compute (as a corrupt or older one could be).
+      await h.db.query(
+        `INSERT INTO meters (tenant, meter_id, event_type, definition, created_us, backfill_through_sequence, backfill_done_sequence)
+         SELECT 'tnt_a', 'broken', 'llm.call', $1::jsonb, 0, COALESCE(max(sequence), 0), COALESCE(max(sequence), 0) FROM events`,
+        [JSON.stringify({ id: "broken", eventType: "llm.call", aggregation: "sum", valueProperty: "input_tokens", filters: [], groupBy: 7, description: "" })],
+      );
+      await h.service.runBackfills();
+      await a.ingestEvents({ events: [llmEvent("evt_iso_a", { customerId: "cus_iso" })] });
+      await b.ingestEvents({ events: [llmEvent("evt_iso_b", { customerId: "cus_iso" })] });
+      // Tenant B's usage advances (every QueryUsage failed as Internal before: the shared cursor was stuck).
+      expect((await b.queryUsage(query("b_tokens"))).rows.map((r) => r.value)).toEqual(["1234"]);
+      expect((await a.queryUsage(query("by_ctor", ["constructor"]))).rows.map((r) => [r.group, r.value])).toEqual([[{}, "1234"]]);
+      const err = await a.queryUsage(query("broken")).catch((e) => ConnectError.from(e));
+      expect(err).toMatchObject({ code: Code.FailedPrecondition, rawMessage: expect.stringContaining("meter broken is set aside") });
+      expect((err as ConnectError).rawMessage).toContain("TypeError");
+    });
   });
 }

@@ -20,7 +20,8 @@ import {
   type MeteringService,
 } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import type { Clock, Logger } from "@nanobill/service-kit";
-import { invalidArgument, limitExceeded, notFound, alreadyExists, requireScope, tenantOf } from "@nanobill/service-kit";
+import { failedPrecondition, invalidArgument, limitExceeded, notFound, alreadyExists, requireScope, tenantOf } from "@nanobill/service-kit";
+import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { currentTraceContext } from "@nanobill/telemetry";
 import type { MeteringConfig } from "./config.js";
 import { validateEvent, type EventInput } from "./domain/event.js";
@@ -39,6 +40,8 @@ import {
   READ_PARTITIONS_MAX,
   READ_WAIT_MS_MAX,
   READ_WAITERS_MAX,
+  RESPONSE_BYTES_MAX,
+  STREAM_RESPONSE_OVERHEAD_BYTES,
 } from "./limits.js";
 import {
   eventFromPb,
@@ -49,6 +52,7 @@ import {
   meterToPb,
   outcomeToResult,
   rejectedResult,
+  resultBytesBound,
   storedEventToPb,
   timestampToUs,
   usToTimestamp,
@@ -185,10 +189,17 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       requireScope(ctx, "ingest");
       const tenant = tenantOf(ctx);
       const results: IngestResult[] = [];
+      // The one response must fit RESPONSE_BYTES_MAX: EVENTS_PER_STREAM_MAX results always do
+      // (limits.ts); event ids longer than 128 (rejected, echoed as sent) are counted as they are,
+      // and a message whose results could not fit is refused before it is committed.
+      let responseBytes = STREAM_RESPONSE_OVERHEAD_BYTES;
       for await (const req of reqs) {
         checkBatch(req.events, "events");
         if (results.length + req.events.length > EVENTS_PER_STREAM_MAX)
           throw invalidArgument("events", `at most ${EVENTS_PER_STREAM_MAX} events per stream`);
+        for (const e of req.events) responseBytes += resultBytesBound(e.id);
+        if (responseBytes > RESPONSE_BYTES_MAX)
+          throw invalidArgument("events", `the stream's results would exceed the response limit of ${RESPONSE_BYTES_MAX} bytes (event ids too long)`);
         // Each message is committed before the next is read: in-order acks and back-pressure.
         results.push(...(await ingestInputs(deps, tenant, req.events.map(eventFromPb))));
       }
@@ -276,6 +287,13 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       requireScope(ctx, "read");
       const tenant = tenantOf(ctx);
       const meter = await requireMeter(tenant, req.meterId);
+      // A meter set aside by the aggregator (its definition made the computation throw) has no
+      // current usage: say so rather than answer from stale buckets.
+      if (meter.aggregationError !== null)
+        throw failedPrecondition(ErrorReason.INVALID_FIELD, `meter_id: meter ${meter.definition.id} is set aside, its usage is not computed (${meter.aggregationError})`, {
+          field: "meter_id",
+          meter_id: meter.definition.id,
+        });
       const window = windowFromPb(req.window);
       if (!window) throw invalidArgument("window", "is required (MINUTE, HOUR, DAY or WHOLE)");
       if (!req.startTime) throw invalidArgument("start_time", "is required");

@@ -1,8 +1,9 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { EventSchema, PropertyValueSchema, type PropertyValue as PbPropertyValue } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { validateEvent } from "./domain/event.js";
 import { eventFromPb } from "./mapping.js";
 import { decodeEventInput, WireError } from "./wire.js";
 import { expectSameDecoding, mutated, paddedVarint, soupOf, type Shape } from "../../../test/support/proto-fuzz.js";
@@ -43,6 +44,33 @@ describe("hand-written Event decoder", () => {
       }),
       { numRuns: 3_000 },
     );
+  });
+
+  it("keeps a property keyed __proto__ (on both paths, binary and JSON), so validation refuses it by name instead of it vanishing", () => {
+    const ctx = { nowUs: 1_800_000_000_000_000n, lateEventAgeUs: 35n * 86_400_000_000n };
+    const base = toBinary(EventSchema, create(EventSchema, { id: "e1", customerId: "c1", type: "llm.call", properties: { input_tokens: { kind: { case: "intValue", value: 3n } } } }));
+    // A map entry {1: "__proto__", 2: {2: int_value v}} (protobuf-es's create() cannot build one: it sets the prototype).
+    const entry = (v: number) => {
+      const key = Buffer.from("__proto__");
+      const e = Buffer.concat([Buffer.from([0x0a, key.length]), key, Buffer.from([0x12, 2, 0x10, v])]);
+      return Buffer.concat([Buffer.from([0x2a, e.length]), e]);
+    };
+    const outcomes = [5, 9].map((v) => {
+      const bytes = Buffer.concat([Buffer.from(base), entry(v)]);
+      const hand = decodeEventInput(bytes);
+      const pb = eventFromPb(fromBinary(EventSchema, bytes));
+      expect(hand).toEqual(pb);
+      expect(Object.keys(hand.properties).sort()).toEqual(["__proto__", "input_tokens"]);
+      expect(hand.properties["__proto__"]).toEqual({ kind: "int", value: BigInt(v) });
+      return validateEvent(hand, ctx);
+    });
+    for (const v of outcomes) expect(v.ok ? "accepted" : [v.rejection.field, v.rejection.reason]).toEqual(["properties.__proto__", "malformed_key"]);
+    // Connect JSON: fromJson stores the entry the same way.
+    const json = fromJson(EventSchema, JSON.parse('{"id":"e1","customerId":"c1","type":"llm.call","properties":{"__proto__":{"intValue":"7"},"input_tokens":{"intValue":"3"}}}'));
+    const fromJsonInput = eventFromPb(json);
+    expect(fromJsonInput.properties["__proto__"]).toEqual({ kind: "int", value: 7n });
+    const v = validateEvent(fromJsonInput, ctx);
+    expect(v.ok ? "accepted" : v.rejection.field).toBe("properties.__proto__");
   });
 
   it("merges a repeated timestamp and keeps the last of a repeated string, as protobuf does", () => {

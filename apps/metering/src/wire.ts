@@ -50,7 +50,9 @@ export function decodeEventInput(bytes: Uint8Array): EventInput {
   let customerId = "";
   let type = "";
   let ts: { seconds: bigint; nanos: number } | undefined;
-  const properties: Record<string, PropertyValue | undefined> = {};
+  // Null prototype: a key "__proto__" is kept as a property (validation refuses it by name) instead
+  // of replacing the prototype and vanishing; eventFromPb recovers it from protobuf-es the same way.
+  const properties: Record<string, PropertyValue | undefined> = Object.create(null);
   let tc: { traceparent: string; tracestate: string } | undefined;
   while (r.pos < r.end) {
     const { no, wt } = tagOf(r);

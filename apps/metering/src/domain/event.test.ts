@@ -32,6 +32,12 @@ describe("validateEvent", () => {
     ["string too long", base({ properties: { s: { kind: "string", value: "x".repeat(1025) } } }), "properties.s", "too_long"],
     ["too many properties", base({ properties: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, int(1n)])) }), "properties", "too_many"],
     ["bad key", base({ properties: { "1abc": int(1n) } }), "properties.1abc", "malformed_key"],
+    // A lone UTF-16 surrogate or a NUL cannot be written to JSONB (the batch failed as Internal).
+    ["a lone high surrogate in a string", base({ properties: { model: { kind: "string", value: "gpt\ud800" } } }), "properties.model", "malformed"],
+    ["a lone low surrogate in a string", base({ properties: { model: { kind: "string", value: "\udc00gpt" } } }), "properties.model", "malformed"],
+    ["a NUL in a string", base({ properties: { model: { kind: "string", value: "gpt\u0000x" } } }), "properties.model", "malformed"],
+    // A "__proto__" key (the decoders keep it, on null-prototype objects) is refused by name.
+    ["a __proto__ key", base({ properties: Object.assign(Object.create(null), { ["__proto__"]: int(7n), input_tokens: int(3n) }) }), "properties.__proto__", "malformed_key"],
     ["bad traceparent", base({ traceContext: { traceparent: "nope", tracestate: "" } }), "trace_context.traceparent", "malformed"],
   ];
   for (const [name, input, field, reason] of rejected) {
@@ -45,6 +51,22 @@ describe("validateEvent", () => {
       }
     });
   }
+
+  it("accepts well-formed non-BMP text (a surrogate pair is not a lone surrogate)", () => {
+    const v = validateEvent(base({ properties: { model: { kind: "string", value: "gpt-\u{1F600}-é" } } }), ctx);
+    expect(v.ok).toBe(true);
+  });
+
+  it("names a malformed key in well-formed text, cut to 128 bytes (a lone surrogate or control character becomes U+FFFD)", () => {
+    const v = validateEvent(base({ properties: { ["\ud800\u0001" + "é".repeat(200)]: int(1n) } }), ctx);
+    expect(v.ok).toBe(false);
+    if (!v.ok) {
+      expect(v.rejection.reason).toBe("malformed_key");
+      expect(v.rejection.field.startsWith("properties.\ufffd\ufffdé")).toBe(true);
+      expect(/\p{Cs}/u.test(v.rejection.field)).toBe(false);
+      expect(Buffer.byteLength(v.rejection.field.slice("properties.".length), "utf8")).toBeLessThanOrEqual(128);
+    }
+  });
 
   it("accepts exactly 5 minutes in the future and exactly the late-event limit", () => {
     expect(validateEvent(base({ timestamp: NOW_US + 5n * 60_000_000n }), ctx).ok).toBe(true);

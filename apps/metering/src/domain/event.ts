@@ -84,6 +84,47 @@ const INT64_MIN = -(2n ** 63n);
 /** Timestamps from 1970-01-01 up to 9999-12-31 (microseconds). */
 const TIMESTAMP_US_MAX = 253_402_300_799_999_999n;
 
+/**
+ * Property keys that are never accepted: `__proto__` is not an ordinary key in JavaScript objects
+ * (assigning it replaces the prototype, so it would silently vanish) and is refused everywhere a
+ * property key is named (event properties, meter keys, GenAI mapping properties).
+ */
+export function isReservedKey(key: string): boolean {
+  return key === "__proto__";
+}
+
+/** Own-property lookup of an event property (never a value inherited from Object.prototype). */
+export function ownProperty<V>(props: Readonly<Record<string, V>>, key: string): V | undefined {
+  return Object.hasOwn(props, key) ? props[key] : undefined;
+}
+
+const LONE_SURROGATE_RE = /\p{Cs}/u;
+/**
+ * Whether a string can be stored as text/JSONB: well-formed UTF-16 (no lone surrogate, which
+ * PostgreSQL's JSON parser refuses: String.prototype.isWellFormed) and without U+0000 (NUL, which
+ * neither TEXT nor JSONB can hold).
+ */
+export function isStorableText(s: string): boolean {
+  return !s.includes("\u0000") && !LONE_SURROGATE_RE.test(s);
+}
+
+/**
+ * Text safe to echo in a result field or message: lone surrogates and control characters are
+ * replaced by U+FFFD, then cut at a code point boundary to at most maxBytes of UTF-8.
+ */
+export function echoText(s: string, maxBytes: number): string {
+  let out = "";
+  let bytes = 0;
+  for (const ch of s) {
+    const c = /[\p{Cs}\p{Cc}]/u.test(ch) ? "\ufffd" : ch;
+    const n = Buffer.byteLength(c, "utf8");
+    if (bytes + n > maxBytes) break;
+    out += c;
+    bytes += n;
+  }
+  return out;
+}
+
 function reject(field: string, reason: string, rule: string): Validation {
   return { ok: false, rejection: { field, reason, message: `${field}: ${rule}` } };
 }
@@ -183,7 +224,8 @@ function validateProperty(key: string, v: PropertyValue | undefined): Validation
   }
   switch (v.kind) {
     case "string":
-      if (v.value.includes("\u0000")) return reject(field, "malformed", "must not contain U+0000 (NUL)");
+      if (!isStorableText(v.value))
+        return reject(field, "malformed", "must be well-formed UTF-16 text (no lone surrogate) without U+0000 (NUL)");
       if (Buffer.byteLength(v.value, "utf8") > PROPERTY_STRING_BYTES_MAX)
         return reject(field, "too_long", `at most ${PROPERTY_STRING_BYTES_MAX} bytes`);
       return v;
@@ -233,7 +275,8 @@ export function validateEvent(input: EventInput, ctx: ValidationContext): Valida
   const properties: Record<string, PropertyValue> = {};
   for (const key of keys) {
     if (!KEY_RE.test(key) || Buffer.byteLength(key, "utf8") > PROPERTY_KEY_BYTES_MAX)
-      return reject(`properties.${key.slice(0, PROPERTY_KEY_BYTES_MAX)}`, "malformed_key", `a key is 1-${PROPERTY_KEY_BYTES_MAX} bytes of [A-Za-z0-9._-] starting with a letter or _`);
+      return reject(`properties.${echoText(key, PROPERTY_KEY_BYTES_MAX)}`, "malformed_key", `a key is 1-${PROPERTY_KEY_BYTES_MAX} bytes of [A-Za-z0-9._-] starting with a letter or _`);
+    if (isReservedKey(key)) return reject(`properties.${key}`, "malformed_key", "__proto__ is not allowed as a property key");
     const checked = validateProperty(key, input.properties[key]);
     if ("ok" in checked) return checked;
     properties[key] = checked;

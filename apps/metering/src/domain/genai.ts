@@ -2,7 +2,7 @@
 // Semantic conventions: gen_ai.request.model, gen_ai.system / gen_ai.provider.name,
 // gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, ...
 import { OTLP_SPANS_MAX } from "../limits.js";
-import type { EventInput, PropertyValue } from "./event.js";
+import { isReservedKey, type EventInput, type PropertyValue } from "./event.js";
 
 export interface GenAiPropertyMapping {
   attribute: string;
@@ -44,13 +44,23 @@ export function validateGenAiMapping(m: GenAiMapping): { field: string; rule: st
   if (m.properties.length > GENAI_PROPERTIES_MAX) return { field: "mapping.properties", rule: `at most ${GENAI_PROPERTIES_MAX}` };
   for (const [i, p] of m.properties.entries()) {
     if (!ATTR_RE.test(p.attribute)) return { field: `mapping.properties[${i}].attribute`, rule: "an attribute key" };
-    if (!KEY_RE.test(p.property)) return { field: `mapping.properties[${i}].property`, rule: "a property key ([A-Za-z_][A-Za-z0-9._-]*)" };
+    if (!KEY_RE.test(p.property) || isReservedKey(p.property))
+      return { field: `mapping.properties[${i}].property`, rule: "a property key ([A-Za-z_][A-Za-z0-9._-]*, not __proto__)" };
   }
   return undefined;
 }
 
-/** An OTLP attribute value (doubles as JS numbers: only integral ones are mapped, as integers). */
-export type AttributeValue = string | bigint | boolean | number;
+/** An OTLP attribute value of a kind that has no property form (array, kvlist, bytes). */
+export interface UnmappableValue {
+  unmappable: string;
+}
+
+/**
+ * An OTLP attribute value. Doubles are JS numbers: an integral one (12.0) within the safe-integer
+ * range maps to the integer 12, as a JSON intValue would; any other double (12.5, 1e300, NaN) is
+ * not exact and cannot be mapped.
+ */
+export type AttributeValue = string | bigint | boolean | number | UnmappableValue;
 
 export interface GenAiSpan {
   traceId: string;
@@ -60,12 +70,23 @@ export interface GenAiSpan {
   resourceAttributes: Map<string, AttributeValue>;
 }
 
-function toProperty(v: AttributeValue): PropertyValue | undefined {
+/** The property of an attribute value, or why it has none. */
+function toProperty(v: AttributeValue): PropertyValue | { unmappable: string } {
   if (typeof v === "string") return { kind: "string", value: v };
   if (typeof v === "boolean") return { kind: "bool", value: v };
   if (typeof v === "bigint") return { kind: "int", value: v };
-  if (Number.isSafeInteger(v)) return { kind: "int", value: BigInt(v) };
-  return undefined; // non-integral doubles are not exact: not mapped
+  if (typeof v === "number") {
+    if (Number.isSafeInteger(v)) return { kind: "int", value: BigInt(v) };
+    return { unmappable: `doubleValue ${v} is not an integer (only integral doubles map, as integers)` };
+  }
+  return { unmappable: `a ${v.unmappable} has no property form` };
+}
+
+/** A span that carried a mapped attribute which cannot be mapped: it becomes no event. */
+export interface SpanRejection {
+  eventId: string;
+  attribute: string;
+  message: string;
 }
 
 const HEX32 = /^[0-9a-f]{32}$/;
@@ -74,30 +95,44 @@ const HEX16 = /^[0-9a-f]{16}$/;
 /**
  * Maps spans having the mapping's required attribute to events: id "span_<span id>" (so a
  * re-exported span is a duplicate), timestamp = span end, customer from the span's (else the
- * resource's) customer attribute, trace context = the span itself. Other spans are skipped.
+ * resource's) customer attribute, trace context = the span itself. Other spans are skipped. A span
+ * whose mapped attribute (or customer attribute) is present but has no property form (a
+ * non-integral double, an array, a kvlist, bytes) is rejected naming the attribute: dropping the
+ * value would bill the span as if it had none.
  */
-export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: EventInput[]; skipped: number } {
+export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: EventInput[]; skipped: number; rejected: SpanRejection[] } {
   const events: EventInput[] = [];
+  const rejected: SpanRejection[] = [];
   let skipped = 0;
-  for (const s of spans.slice(0, OTLP_SPANS_MAX)) {
+  spans: for (const s of spans.slice(0, OTLP_SPANS_MAX)) {
     if (!s.attributes.has(m.spanAttributeRequired)) {
       skipped++;
       continue;
     }
     const attr = (k: string) => s.attributes.get(k) ?? s.resourceAttributes.get(k);
-    const properties: Record<string, PropertyValue | undefined> = {};
+    const traceId = s.traceId.toLowerCase();
+    const spanId = s.spanId.toLowerCase();
+    const id = `span_${spanId}`;
+    // Null prototype: a mapped property name is never confused with an Object.prototype member.
+    const properties: Record<string, PropertyValue | undefined> = Object.create(null);
     for (const p of m.properties) {
-      if (properties[p.property] !== undefined) continue;
+      if (Object.hasOwn(properties, p.property)) continue;
       const v = attr(p.attribute);
       if (v === undefined) continue;
       const pv = toProperty(v);
-      if (pv) properties[p.property] = pv;
+      if ("unmappable" in pv) {
+        rejected.push({ eventId: id, attribute: p.attribute, message: `${p.attribute}: ${pv.unmappable}` });
+        continue spans;
+      }
+      properties[p.property] = pv;
     }
     const customer = attr(m.customerAttribute);
-    const traceId = s.traceId.toLowerCase();
-    const spanId = s.spanId.toLowerCase();
+    if (typeof customer === "object") {
+      rejected.push({ eventId: id, attribute: m.customerAttribute, message: `${m.customerAttribute}: a ${customer.unmappable} is not a customer id` });
+      continue;
+    }
     events.push({
-      id: `span_${spanId}`,
+      id,
       customerId: typeof customer === "string" ? customer : customer === undefined ? "" : String(customer),
       type: m.eventType,
       timestamp: s.endTimeUnixNano > 0n ? s.endTimeUnixNano / 1000n : undefined,
@@ -106,5 +141,5 @@ export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: Ev
     });
   }
   skipped += Math.max(0, spans.length - OTLP_SPANS_MAX);
-  return { events, skipped };
+  return { events, skipped, rejected };
 }

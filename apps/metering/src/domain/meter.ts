@@ -9,7 +9,7 @@ import {
   PROPERTY_STRING_BYTES_MAX,
 } from "../limits.js";
 import { fromInt, parseDecimal, type Scaled } from "./decimal.js";
-import { propertyText, type PropertyValue } from "./event.js";
+import { isReservedKey, isStorableText, ownProperty, propertyText, type PropertyValue } from "./event.js";
 import { createHash } from "node:crypto";
 
 /**
@@ -55,9 +55,11 @@ const KEY_RE = /^[A-Za-z_][A-Za-z0-9._\-]*$/;
 const TYPE_RE = new RegExp(`^[A-Za-z0-9._:/\\-]{1,${EVENT_TYPE_LENGTH_MAX}}$`);
 const encoder = new TextEncoder();
 
+/** A property key a meter may name (`__proto__` is refused: it is never an event property). */
 function keyOk(k: string): boolean {
-  return KEY_RE.test(k) && encoder.encode(k).length <= PROPERTY_KEY_BYTES_MAX;
+  return KEY_RE.test(k) && !isReservedKey(k) && encoder.encode(k).length <= PROPERTY_KEY_BYTES_MAX;
 }
+const KEY_RULE = "a property key ([A-Za-z_][A-Za-z0-9._-]*, at most 128 bytes, not __proto__)";
 
 /** Checks a meter definition; the first broken rule names the field (proto names). */
 export function validateMeter(m: MeterDefinition): MeterCheck {
@@ -67,7 +69,7 @@ export function validateMeter(m: MeterDefinition): MeterCheck {
   if (!(AGGREGATIONS as readonly string[]).includes(m.aggregation)) return bad("meter.aggregation", "is required");
   if (m.aggregation === "count") {
     if (m.valueProperty !== "") return bad("meter.value_property", "must be empty for count");
-  } else if (!keyOk(m.valueProperty)) return bad("meter.value_property", "is required for this aggregation (a property key)");
+  } else if (!keyOk(m.valueProperty)) return bad("meter.value_property", `is required for this aggregation: ${KEY_RULE}`);
   if (m.filters.length > METER_FILTERS_MAX) return bad("meter.filters", `at most ${METER_FILTERS_MAX}`);
   for (const [i, f] of m.filters.entries()) {
     const check = validateFilter(f, `meter.filters[${i}]`);
@@ -76,24 +78,24 @@ export function validateMeter(m: MeterDefinition): MeterCheck {
   if (m.groupBy.length > METER_GROUP_BY_MAX) return bad("meter.group_by", `at most ${METER_GROUP_BY_MAX}`);
   const seen = new Set<string>();
   for (const [i, g] of m.groupBy.entries()) {
-    if (!keyOk(g)) return bad(`meter.group_by[${i}]`, "must be a property key");
+    if (!keyOk(g)) return bad(`meter.group_by[${i}]`, `must be ${KEY_RULE}`);
     if (seen.has(g)) return bad(`meter.group_by[${i}]`, "is repeated");
     seen.add(g);
   }
-  if (m.description.includes("\u0000")) return bad("meter.description", "must not contain U+0000 (NUL)");
+  if (!isStorableText(m.description)) return bad("meter.description", "must be well-formed text (no lone surrogate) without U+0000 (NUL)");
   if (encoder.encode(m.description).length > METER_DESCRIPTION_BYTES_MAX)
     return bad("meter.description", `at most ${METER_DESCRIPTION_BYTES_MAX} bytes`);
   return { ok: true, meter: m };
 }
 
 export function validateFilter(f: PropertyFilter, field: string): { field: string; rule: string } | undefined {
-  if (!keyOk(f.property)) return { field: `${field}.property`, rule: "must be a property key" };
+  if (!keyOk(f.property)) return { field: `${field}.property`, rule: `must be ${KEY_RULE}` };
   if (!(FILTER_OPERATORS as readonly string[]).includes(f.operator)) return { field: `${field}.operator`, rule: "is required" };
   if (f.operator === "in" || f.operator === "not_in") {
     if (f.values.length === 0) return { field: `${field}.values`, rule: "at least one value for IN / NOT_IN" };
     if (f.values.length > FILTER_VALUES_MAX) return { field: `${field}.values`, rule: `at most ${FILTER_VALUES_MAX}` };
-    if (f.values.some((v) => encoder.encode(v).length > PROPERTY_STRING_BYTES_MAX || v.includes("\u0000")))
-      return { field: `${field}.values`, rule: `each at most ${PROPERTY_STRING_BYTES_MAX} bytes, without U+0000` };
+    if (f.values.some((v) => encoder.encode(v).length > PROPERTY_STRING_BYTES_MAX || !isStorableText(v)))
+      return { field: `${field}.values`, rule: `each at most ${PROPERTY_STRING_BYTES_MAX} bytes of well-formed text (no lone surrogate), without U+0000` };
   } else if (f.values.length > 0) return { field: `${field}.values`, rule: "must be empty for EXISTS / NOT_EXISTS" };
   return undefined;
 }
@@ -114,7 +116,7 @@ export function filterMatches(f: PropertyFilter, text: string | undefined): bool
 
 export function eventMatches(filters: PropertyFilter[], props: Record<string, PropertyValue>): boolean {
   for (const f of filters) {
-    const v = props[f.property];
+    const v = ownProperty(props, f.property);
     if (!filterMatches(f, v === undefined ? undefined : propertyText(v))) return false;
   }
   return true;
@@ -123,7 +125,7 @@ export function eventMatches(filters: PropertyFilter[], props: Record<string, Pr
 /** The group values of an event for a meter (null where the property is absent). */
 export function groupValuesOf(groupBy: string[], props: Record<string, PropertyValue>): (string | null)[] {
   return groupBy.map((g) => {
-    const v = props[g];
+    const v = ownProperty(props, g);
     return v === undefined ? null : keyValueOf(propertyText(v));
   });
 }
@@ -143,7 +145,7 @@ export type Contribution =
 export function contributionOf(m: MeterDefinition, props: Record<string, PropertyValue>): Contribution {
   if (!eventMatches(m.filters, props)) return { kind: "none" };
   if (m.aggregation === "count") return { kind: "count" };
-  const v = props[m.valueProperty];
+  const v = ownProperty(props, m.valueProperty);
   if (v === undefined) return { kind: "none" };
   if (m.aggregation === "unique_count") return { kind: "text", value: keyValueOf(propertyText(v)) };
   if (v.kind === "int") return { kind: "number", value: fromInt(v.value) };

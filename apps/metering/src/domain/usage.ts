@@ -4,7 +4,7 @@
 // tests compare against).
 import { QUERY_CUSTOMERS_MAX, QUERY_RANGE_MS_MAX, QUERY_WINDOWS_MAX } from "../limits.js";
 import { formatDecimal, type Scaled } from "./decimal.js";
-import type { PropertyValue } from "./event.js";
+import { ownProperty, type PropertyValue } from "./event.js";
 import {
   contributionOf,
   filterMatches,
@@ -247,7 +247,7 @@ function selectGroup(m: MeterDefinition, q: UsageQuery, groupValues: (string | n
 }
 
 function accKey(ws: bigint, customerId: string, group: Record<string, string>, groupBy: string[]): string {
-  return `${ws}\u0000${customerId}\u0000${JSON.stringify(groupBy.map((g) => group[g] ?? null))}`;
+  return `${ws}\u0000${customerId}\u0000${JSON.stringify(groupBy.map((g) => ownProperty(group, g) ?? null))}`;
 }
 
 function finish(m: MeterDefinition, q: UsageQuery, accs: Map<string, Acc>): UsageRow[] {
@@ -276,7 +276,7 @@ function finish(m: MeterDefinition, q: UsageQuery, accs: Map<string, Acc>): Usag
     }
     rows.push({ windowStartUs: a.windowStartUs, windowEndUs: a.windowEndUs, customerId: a.customerId, group: a.group, value, eventCount: a.eventCount });
   }
-  const sortKey = (r: UsageRow) => JSON.stringify(q.groupBy.map((g) => r.group[g] ?? null));
+  const sortKey = (r: UsageRow) => JSON.stringify(q.groupBy.map((g) => ownProperty(r.group, g) ?? null));
   rows.sort((x, y) =>
     x.windowStartUs !== y.windowStartUs ? (x.windowStartUs < y.windowStartUs ? -1 : 1)
       : x.customerId !== y.customerId ? (x.customerId < y.customerId ? -1 : 1)

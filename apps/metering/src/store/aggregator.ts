@@ -42,6 +42,12 @@ export function createAggregator(store: MeteringStore, opts: AggregatorOptions):
     for (;;) {
       const step = await store.aggregateStep(opts.chunkEvents);
       through = step.through;
+      for (const f of step.failed ?? [])
+        opts.logger.error("meter set aside: computing its usage failed (QueryUsage on it answers FailedPrecondition; other meters continue)", {
+          tenant: f.tenant,
+          meter_id: f.meterId,
+          err: f.error,
+        });
       if (step.events < opts.chunkEvents) break;
     }
   });

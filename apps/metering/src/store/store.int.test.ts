@@ -212,5 +212,88 @@ for (const backend of testBackends()) {
         { numRuns: backend.name === "pglite" ? 6 : 8 },
       );
     });
+
+    it("stores an id by its next occurrence in a group when the first cannot be stored (late, closed period), as separate requests would", async () => {
+      const lateV = validateEvent({ id: "cand_late", customerId: "c1", type: "llm.call", timestamp: NOW_US - 35n * DAY - 1n, properties: {} }, ctx);
+      if (!lateV.ok || !lateV.late) throw new Error("expected a late event");
+      const late: IngestItem = { tenant: "t_cand", event: lateV.event, late: lateV.late };
+      const fine = item("t_cand", { id: "cand_late" });
+      const changed = item("t_cand", { id: "cand_late", properties: { n_count: { kind: "int", value: 1n } } });
+      const outs = await store.ingest([late, late, fine, fine, changed, late], NOW_US);
+      expect(outs.map((o) => o.status)).toEqual(["rejected", "rejected", "accepted", "duplicate", "conflict", "conflict"]);
+      expect(outs[0]).toMatchObject({ field: "timestamp", reason: "period_closed", message: lateV.late.message });
+      const seq = (outs[2] as { sequence: bigint }).sequence;
+      expect((outs[3] as { sequence: bigint }).sequence).toBe(seq);
+      expect((await store.listTenantEvents("t_cand", 10)).map((e) => [e.id, e.sequence])).toEqual([["cand_late", seq]]);
+
+      // The first occurrence falls in its customer's closed period, the second (another customer) does not.
+      await store.closePeriod("t_cand", "c_closed", D0 + HOUR);
+      const closed = item("t_cand", { id: "cand_closed", customerId: "c_closed", timestamp: D0 });
+      const open = item("t_cand", { id: "cand_closed", customerId: "c_open", timestamp: D0 });
+      const outs2 = await store.ingest([closed, open, closed, open], NOW_US);
+      expect(outs2.map((o) => o.status)).toEqual(["rejected", "accepted", "conflict", "duplicate"]);
+      expect(outs2[0]).toMatchObject({ field: "timestamp", reason: "period_closed" });
+      // Nothing storable: each occurrence is rejected with its own reason.
+      const outs3 = await store.ingest([closed, late].map((it) => ({ ...it, event: { ...it.event, id: "cand_none" } })), NOW_US);
+      expect(outs3.map((o) => o.status === "rejected" && o.message)).toEqual([
+        "timestamp: falls in a closed (invoiced) period of the customer",
+        lateV.late.message,
+      ]);
+    });
+
+    it("sets aside a meter whose usage cannot be computed; every other meter (other tenants', its tenant's) keeps advancing", async () => {
+      await aggregateAll(store, 20_000);
+      const sum = (id: string, groupBy: string[]): MeterDefinition => ({ id, eventType: "llm.call", aggregation: "sum", valueProperty: "input_tokens", filters: [], groupBy, description: "" });
+      // Definitions stored before validation refused "__proto__" and before lookups were own-property
+      // only: they must aggregate (absent property = null group / no value), not throw.
+      const legacy: Array<[string, MeterDefinition]> = [
+        ["t_iso_a", sum("by_ctor", ["constructor"])],
+        ["t_iso_a", sum("by_proto", ["__proto__"])],
+        ["t_iso_a", { ...sum("uniq_valueof", []), aggregation: "unique_count", valueProperty: "valueOf" }],
+        ["t_iso_b", sum("good", ["model"])],
+      ];
+      for (const [t, m] of legacy) expect((await store.createMeter(t, m, NOW_US, sameDefinition)).status).toBe("created");
+      // Definitions that make the computation throw (as a corrupt or older stored one could): one
+      // applied by the aggregator, one still to backfill.
+      const hw = await store.highWaterSequence();
+      const insertBroken = (id: string, through: bigint, done: bigint) =>
+        db.query(
+          `INSERT INTO meters (tenant, meter_id, event_type, definition, created_us, backfill_through_sequence, backfill_done_sequence)
+           VALUES ('t_iso_a', $1, 'llm.call', $2::jsonb, 0, $3::bigint, $4::bigint)`,
+          [id, JSON.stringify({ ...sum(id, []), filters: null }), through.toString(), done.toString()],
+        );
+      await insertBroken("broken", hw, hw);
+      const tokens = (n: bigint) => ({ input_tokens: { kind: "int" as const, value: n }, model: { kind: "string" as const, value: "m1" } });
+      await store.ingest([item("t_iso_a", { id: "a1", properties: tokens(5n) }), item("t_iso_b", { id: "b1", properties: tokens(7n) }), item("t_iso_b", { id: "b2", properties: tokens(11n) })], NOW_US);
+      await aggregateAll(store, 20_000); // threw TypeError on every attempt before: the shared cursor never moved
+      expect(await store.aggregateStep(20_000)).toEqual({ through: await store.highWaterSequence(), events: 0 });
+      const q: UsageQuery = { startUs: D0, endUs: D0 + DAY, window: "day", customerIds: [], groupBy: [], groupByCustomer: false, filters: [] };
+      expect((await queryAll(store, "t_iso_b", sum("good", ["model"]), q)).map((r) => r.value)).toEqual(["18"]);
+      const byCtor = await queryAll(store, "t_iso_a", sum("by_ctor", ["constructor"]), { ...q, groupBy: ["constructor"] });
+      expect(byCtor.map((r) => [r.group, r.value])).toEqual([[{}, "5"]]);
+      expect((await queryAll(store, "t_iso_a", sum("by_proto", ["__proto__"]), q)).map((r) => r.value)).toEqual(["5"]);
+      expect(await queryAll(store, "t_iso_a", { ...sum("uniq_valueof", []), aggregation: "unique_count", valueProperty: "valueOf" }, q)).toEqual([]);
+      const broken = await store.getMeter("t_iso_a", "broken");
+      expect(broken?.aggregationError).toMatch(/^usage aggregation failed at event sequence \d+\.\.\d+: TypeError/);
+      expect((await store.getMeter("t_iso_b", "good"))?.aggregationError).toBeNull();
+
+      // Later events: the set-aside meter is no longer tried, the others advance.
+      await store.ingest([item("t_iso_b", { id: "b3", properties: tokens(100n) }), item("t_iso_a", { id: "a2", properties: tokens(1n) })], NOW_US);
+      const step = await store.aggregateStep(20_000);
+      expect(step.failed).toBeUndefined();
+      expect(step.through).toBe(await store.highWaterSequence());
+      expect((await queryAll(store, "t_iso_b", sum("good", ["model"]), q)).map((r) => r.value)).toEqual(["118"]);
+
+      // A broken meter still to backfill is set aside too, and does not hold up other backfills.
+      await insertBroken("broken_backfill", await store.highWaterSequence(), 0n);
+      expect((await store.createMeter("t_iso_b", sum("good_later", []), NOW_US, sameDefinition)).status).toBe("created");
+      for (;;) {
+        const pending = await store.pendingBackfills(100);
+        if (pending.length === 0) break;
+        for (const p of pending) while (!(await store.backfillStep(p.tenant, p.meterId))) {}
+      }
+      expect((await store.getMeter("t_iso_a", "broken_backfill"))?.aggregationError).toMatch(/^usage aggregation failed in its backfill: TypeError/);
+      expect((await queryAll(store, "t_iso_b", sum("good_later", []), q)).map((r) => r.value)).toEqual(["118"]);
+    });
   });
 }

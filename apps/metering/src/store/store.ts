@@ -1,7 +1,7 @@
 // PostgreSQL store of the metering service (via @nanobill/db: pg or PGlite). All SQL lives here.
 import type { Db, Queryable } from "@nanobill/db";
 import { formatDecimal, ONE, SCALE, type Scaled } from "../domain/decimal.js";
-import { decodeProperties, type PropertyValue, type Rejection, type ValidEvent } from "../domain/event.js";
+import { decodeProperties, echoText, type PropertyValue, type Rejection, type ValidEvent } from "../domain/event.js";
 import type { MeterDefinition } from "../domain/meter.js";
 import { bucketDeltas, type Bucket, type Level, type MeteredEvent, type UniqueValue } from "../domain/usage.js";
 import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX, READ_PARTITION_SCAN_MAX } from "../limits.js";
@@ -41,6 +41,8 @@ export interface StoredMeter {
   backfillThroughSequence: bigint;
   backfillDoneSequence: bigint;
   backfillEventsDone: bigint;
+  /** Why the meter's usage stopped being computed (its definition made aggregation throw); null when fine. */
+  aggregationError: string | null;
 }
 
 export type CreateMeterOutcome =
@@ -78,6 +80,7 @@ function meterFromRow(r: Record<string, unknown>): StoredMeter {
     backfillThroughSequence: r.backfill_through_sequence as bigint,
     backfillDoneSequence: r.backfill_done_sequence as bigint,
     backfillEventsDone: r.backfill_events_done as bigint,
+    aggregationError: (r.aggregation_error as string | null | undefined) ?? null,
   };
 }
 
@@ -99,6 +102,56 @@ function eventFromRow(r: Record<string, unknown>): StoredEvent {
 const EVENT_COLUMNS = "sequence, tenant, event_id, customer_id, type, timestamp_us, properties, traceparent, tracestate, received_us";
 const EVENT_COPY_COLUMNS = ["sequence", "tenant", "event_id", "customer_id", "type", "timestamp_us", "properties", "traceparent", "tracestate", "content_hash", "received_us"];
 
+/** A meter set aside because computing its usage threw (recorded in meters.aggregation_error). */
+export interface FailedMeter {
+  tenant: string;
+  meterId: string;
+  error: string;
+}
+
+export interface AggregateStepResult {
+  through: bigint;
+  events: number;
+  /** Meters set aside in this step (their usage stops at the previous step; the others advance). */
+  failed?: FailedMeter[];
+}
+
+/**
+ * The bucket deltas of events for meters, isolating a meter whose definition makes the computation
+ * throw: such a meter contributes nothing to this step and is returned in `failed` (its error), so
+ * one bad definition cannot stop the usage of every other meter. The normal path runs once.
+ */
+export function isolatedDeltas(
+  meters: Array<{ tenant: string; meterId: string; def: MeterDefinition; after: bigint }>,
+  events: MeteredEvent[],
+): { buckets: Bucket[]; uniques: UniqueValue[]; failed: FailedMeter[] } {
+  const byTenant = (list: typeof meters) => {
+    const map = new Map<string, typeof meters>();
+    for (const m of list) {
+      const l = map.get(m.tenant);
+      if (l) l.push(m);
+      else map.set(m.tenant, [m]);
+    }
+    return (t: string, seq: bigint) => (map.get(t) ?? []).filter((m) => seq > m.after).map((m) => m.def);
+  };
+  try {
+    return { ...bucketDeltas(byTenant(meters), events), failed: [] };
+  } catch {
+    // Find the meters that throw on their own, then compute the others together.
+    const failed: FailedMeter[] = [];
+    const ok = meters.filter((m) => {
+      try {
+        bucketDeltas(byTenant([m]), events);
+        return true;
+      } catch (e) {
+        failed.push({ tenant: m.tenant, meterId: m.meterId, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+        return false;
+      }
+    });
+    return { ...bucketDeltas(byTenant(ok), events), failed };
+  }
+}
+
 export interface MeteringStore {
   readonly db: Db;
   /** Stores a group of events in one transaction; one outcome per item, in order. */
@@ -107,7 +160,7 @@ export interface MeteringStore {
    * Adds the next (at most max) events after the usage cursor to the usage buckets and advances
    * the cursor, in one transaction (exactly once). Returns the new cursor and the events read.
    */
-  aggregateStep(max: number): Promise<{ through: bigint; events: number }>;
+  aggregateStep(max: number): Promise<AggregateStepResult>;
   /** The greatest committed event sequence (0 when none). */
   highWaterSequence(): Promise<bigint>;
   /** Events after a sequence, in sequence order (all tenants). */
@@ -204,6 +257,14 @@ export function createMeteringStore(db: Db): MeteringStore {
     }
   }
 
+  async function recordFailure(tx: Queryable, f: FailedMeter, where: string): Promise<void> {
+    await tx.query(`UPDATE meters SET aggregation_error = $3 WHERE tenant = $1 AND meter_id = $2 AND aggregation_error IS NULL`, [
+      f.tenant,
+      f.meterId,
+      echoText(`usage aggregation failed ${where}: ${f.error}`, 1000),
+    ]);
+  }
+
   const store: MeteringStore = {
     db,
 
@@ -211,19 +272,17 @@ export function createMeteringStore(db: Db): MeteringStore {
       if (items.length === 0) return [];
       return db.transaction(async (tx) => {
         await tx.query(LOCK_EVENTS);
-        // 1. The first occurrence of each (tenant, id) in the group is the candidate.
-        const firstIndex = new Map<string, number>();
-        items.forEach((it, i) => {
-          const k = keyOf(it.tenant, it.event.id);
-          if (!firstIndex.has(k)) firstIndex.set(k, i);
-        });
-        const candidates = [...firstIndex.values()].map((i) => items[i]!);
+        // 1. The distinct (tenant, id)s of the group, and the (tenant, customer)s of all its items.
+        const ids = new Map<string, [string, string]>();
+        const pairs = new Map<string, [string, string]>();
+        for (const it of items) {
+          ids.set(keyOf(it.tenant, it.event.id), [it.tenant, it.event.id]);
+          pairs.set(keyOf(it.tenant, it.event.customerId), [it.tenant, it.event.customerId]);
+        }
 
         // 2. One round trip, after the lock (so it sees every committed event, and no other writer
-        // can insert until we commit): the stored hash of candidates that exist, and the closed
-        // periods of the candidates' customers.
-        const pairs = new Map<string, [string, string]>();
-        for (const c of candidates) pairs.set(keyOf(c.tenant, c.event.customerId), [c.tenant, c.event.customerId]);
+        // can insert until we commit): the stored hash of the ids that exist, and the closed
+        // periods of the customers.
         const { rows } = await tx.query(
           // "IN (SELECT unnest)" plans as index probes at any table size (a join on unnest may
           // plan as a hash join over the whole events table).
@@ -233,8 +292,8 @@ export function createMeteringStore(db: Db): MeteringStore {
            SELECT 'c', cp.tenant, cp.customer_id, cp.closed_through_us, NULL
              FROM closed_periods cp WHERE (cp.tenant, cp.customer_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
           [
-            candidates.map((c) => c.tenant),
-            candidates.map((c) => c.event.id),
+            [...ids.values()].map((p) => p[0]),
+            [...ids.values()].map((p) => p[1]),
             [...pairs.values()].map((p) => p[0]),
             [...pairs.values()].map((p) => p[1]),
           ],
@@ -246,14 +305,23 @@ export function createMeteringStore(db: Db): MeteringStore {
           else closedThrough.set(keyOf(r.tenant as string, r.key as string), r.n as bigint);
         }
 
-        // 3. The new events: neither stored before nor in a closed period. They get consecutive
-        // sequences reserved under the lock (so sequence order is commit order) and are written
-        // with COPY: no per-row conflict check is needed, the lock and step 2 decided.
-        const fresh = candidates.filter((c) => {
-          if (c.late || stored.has(keyOf(c.tenant, c.event.id))) return false;
-          const closed = closedThrough.get(keyOf(c.tenant, c.event.customerId));
-          return closed === undefined || c.event.timestampUs >= closed;
+        // 3. The new events: for each id not stored before, the first occurrence in the group that
+        // may be stored (neither too old nor in a closed period) is the candidate; an earlier
+        // occurrence that may not be stored is rejected on its own, later ones compare with the
+        // candidate, exactly as if each had come in its own request, in order. Candidates get
+        // consecutive sequences reserved under the lock (so sequence order is commit order) and are
+        // written with COPY: no per-row conflict check is needed, the lock and step 2 decided.
+        const storable = (it: IngestItem) => {
+          if (it.late) return false;
+          const closed = closedThrough.get(keyOf(it.tenant, it.event.customerId));
+          return closed === undefined || it.event.timestampUs >= closed;
+        };
+        const candidateIndex = new Map<string, number>();
+        items.forEach((it, i) => {
+          const k = keyOf(it.tenant, it.event.id);
+          if (!candidateIndex.has(k) && !stored.has(k) && storable(it)) candidateIndex.set(k, i);
         });
+        const fresh = [...candidateIndex.values()].map((i) => items[i]!);
         const inserted = new Map<string, bigint>();
         if (fresh.length > 0) {
           // The NOTIFY is delivered at commit: it wakes ReadEvents long polls of every replica (listen
@@ -275,16 +343,16 @@ export function createMeteringStore(db: Db): MeteringStore {
         // 4. One outcome per item. Usage buckets follow from the cursor (aggregateStep).
         return items.map((it, i): ItemOutcome => {
           const k = keyOf(it.tenant, it.event.id);
-          const first = firstIndex.get(k)!;
           const seq = inserted.get(k);
-          if (seq !== undefined) {
-            if (first === i) return { status: "accepted", sequence: seq };
-            return items[first]!.event.contentHash === it.event.contentHash ? { status: "duplicate", sequence: seq } : { status: "conflict", sequence: seq };
+          const candidate = candidateIndex.get(k);
+          if (seq !== undefined && candidate !== undefined && i >= candidate) {
+            if (candidate === i) return { status: "accepted", sequence: seq };
+            return items[candidate]!.event.contentHash === it.event.contentHash ? { status: "duplicate", sequence: seq } : { status: "conflict", sequence: seq };
           }
           const prev = stored.get(k);
           if (prev) return prev.hash === it.event.contentHash ? { status: "duplicate", sequence: prev.sequence } : { status: "conflict", sequence: prev.sequence };
-          const late = items[first]!.late;
-          if (late) return { status: "rejected", ...late };
+          // Not storable itself, and no occurrence before it was stored.
+          if (it.late) return { status: "rejected", ...it.late };
           return { status: "rejected", field: "timestamp", reason: "period_closed", message: "timestamp: falls in a closed (invoiced) period of the customer" };
         });
       });
@@ -307,17 +375,17 @@ export function createMeteringStore(db: Db): MeteringStore {
         // Meters are read after the events: a meter committed after an event was read was created
         // after that event committed, so its backfill (sequence <= backfill_through) covers it.
         const tenants = [...new Set(rows.map((r) => r.tenant as string))];
-        const { rows: mr } = await tx.query(`SELECT tenant, definition, backfill_through_sequence FROM meters WHERE tenant = ANY($1::text[])`, [tenants]);
-        const meters = new Map<string, Array<{ def: MeterDefinition; after: bigint }>>();
-        for (const r of mr) {
-          const list = meters.get(r.tenant as string) ?? [];
-          list.push({ def: r.definition as MeterDefinition, after: r.backfill_through_sequence as bigint });
-          meters.set(r.tenant as string, list);
-        }
-        if (meters.size > 0) {
+        const { rows: mr } = await tx.query(
+          `SELECT tenant, meter_id, definition, backfill_through_sequence FROM meters WHERE tenant = ANY($1::text[]) AND aggregation_error IS NULL`,
+          [tenants],
+        );
+        const meters = mr.map((r) => ({ tenant: r.tenant as string, meterId: r.meter_id as string, def: r.definition as MeterDefinition, after: r.backfill_through_sequence as bigint }));
+        let failed: FailedMeter[] = [];
+        if (meters.length > 0) {
+          const withMeters = new Set(meters.map((m) => m.tenant));
           const events: MeteredEvent[] = [];
           for (const r of rows) {
-            if (!meters.has(r.tenant as string)) continue;
+            if (!withMeters.has(r.tenant as string)) continue;
             events.push({
               tenant: r.tenant as string,
               sequence: r.sequence as bigint,
@@ -327,12 +395,16 @@ export function createMeteringStore(db: Db): MeteringStore {
               properties: decodeProperties(r.properties),
             });
           }
-          // Events up to a meter's backfill_through_sequence are the backfill's to count.
-          const { buckets, uniques } = bucketDeltas((t, seq) => (meters.get(t) ?? []).filter((m) => seq > m.after).map((m) => m.def), events);
-          await writeUsage(tx, buckets, uniques);
+          // Events up to a meter's backfill_through_sequence are the backfill's to count. A meter
+          // whose computation throws is set aside (recorded with the cursor, in this transaction)
+          // rather than failing the step, which would stop the shared cursor for every tenant.
+          const deltas = isolatedDeltas(meters, events);
+          failed = deltas.failed;
+          await writeUsage(tx, deltas.buckets, deltas.uniques);
+          for (const f of failed) await recordFailure(tx, f, `at event sequence ${rows[0]!.sequence}..${through}`);
         }
         await tx.query(`UPDATE usage_cursor SET through_sequence = $1::bigint WHERE id = 1`, [through.toString()]);
-        return { through, events: rows.length };
+        return failed.length > 0 ? { through, events: rows.length, failed } : { through, events: rows.length };
       });
     },
 
@@ -406,7 +478,7 @@ export function createMeteringStore(db: Db): MeteringStore {
 
     async pendingBackfills(limit) {
       const { rows } = await db.query(
-        `SELECT tenant, meter_id FROM meters WHERE backfill_done_sequence < backfill_through_sequence ORDER BY created_us LIMIT $1::int`,
+        `SELECT tenant, meter_id FROM meters WHERE backfill_done_sequence < backfill_through_sequence AND aggregation_error IS NULL ORDER BY created_us LIMIT $1::int`,
         [limit],
       );
       return rows.map((r) => ({ tenant: r.tenant as string, meterId: r.meter_id as string }));
@@ -418,7 +490,7 @@ export function createMeteringStore(db: Db): MeteringStore {
         const { rows: mr } = await tx.query(`SELECT * FROM meters WHERE tenant = $1 AND meter_id = $2 FOR UPDATE`, [tenant, meterId]);
         if (!mr[0]) return true;
         const m = meterFromRow(mr[0]);
-        if (m.backfillDoneSequence >= m.backfillThroughSequence) return true;
+        if (m.backfillDoneSequence >= m.backfillThroughSequence || m.aggregationError !== null) return true;
         const { rows } = await tx.query(
           `SELECT ${EVENT_COLUMNS} FROM events
            WHERE sequence > $1::bigint AND sequence <= $2::bigint AND tenant = $3 AND type = $4
@@ -426,8 +498,13 @@ export function createMeteringStore(db: Db): MeteringStore {
           [m.backfillDoneSequence.toString(), m.backfillThroughSequence.toString(), tenant, m.definition.eventType, chunk],
         );
         const events = rows.map(eventFromRow);
-        const { buckets, uniques } = bucketDeltas(() => [m.definition], events);
-        await writeUsage(tx, buckets, uniques);
+        const deltas = isolatedDeltas([{ tenant, meterId, def: m.definition, after: -1n }], events);
+        if (deltas.failed.length > 0) {
+          // Set aside (as the aggregator does): the backfill stops for this meter only.
+          await recordFailure(tx, deltas.failed[0]!, "in its backfill");
+          return true;
+        }
+        await writeUsage(tx, deltas.buckets, deltas.uniques);
         const done = events.length < chunk ? m.backfillThroughSequence : events[events.length - 1]!.sequence;
         await tx.query(
           `UPDATE meters SET backfill_done_sequence = $3::bigint, backfill_events_done = backfill_events_done + $4::bigint
