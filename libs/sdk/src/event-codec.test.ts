@@ -95,4 +95,16 @@ describe("hand-written Event encoder", () => {
       { numRuns: 300 },
     );
   });
+
+  it("refuses an int property outside int64 (two's complement would wrap it) naming the property, and encodes the bounds", () => {
+    const base: WireEvent = { id: "evt_1", customerId: "cus_1", type: "llm.call", timestampMs: 1_764_000_000_000, properties: [], traceparent: "", tracestate: "" };
+    for (const value of [1n << 63n, -(1n << 63n) - 1n, (1n << 64n) + 5n, 1n << 70n]) {
+      expect(() => encodeEventEntry({ ...base, properties: [["tokens", { kind: "int", value }]] })).toThrow(TypeError);
+      expect(() => encodeEventEntry({ ...base, properties: [["tokens", { kind: "int", value }]] })).toThrow(/properties\.tokens/);
+    }
+    for (const value of [(1n << 63n) - 1n, -(1n << 63n)]) {
+      const e: WireEvent = { ...base, properties: [["tokens", { kind: "int", value }]] };
+      expect(equals(EventSchema, fromBinary(EventSchema, payload(encodeEventEntry(e))), reflective(e))).toBe(true);
+    }
+  });
 });

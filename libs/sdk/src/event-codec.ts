@@ -40,6 +40,9 @@ function varintSize(n: number): number {
   return size;
 }
 
+const INT64_MIN = -(1n << 63n);
+const INT64_MAX = (1n << 63n) - 1n;
+
 /** int64 as protobuf encodes it: two's complement in 64 bits, as an unsigned varint. */
 function int64Unsigned(v: bigint): bigint {
   return v < 0n ? v + TWO_64 : v;
@@ -118,6 +121,8 @@ export function encodeEventEntry(e: WireEvent): Uint8Array {
         valueSize = 1 + varintSize(aux) + aux; // oneof members are written even when empty
         break;
       case "int":
+        // Out of int64, two's complement would wrap it silently (2^63 -> -2^63, 2^64 + 5 -> 5).
+        if (v.value < INT64_MIN || v.value > INT64_MAX) throw new TypeError(`properties.${key}: integers must be within int64 (-2^63 to 2^63-1), got ${v.value}`);
         u = int64Unsigned(v.value);
         valueSize = 1 + varint64Size(u);
         break;

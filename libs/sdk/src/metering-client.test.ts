@@ -1,11 +1,16 @@
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
+import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import { IngestEventsRequestSchema } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { migrate, testBackends, type TestDb } from "@nanobill/db";
 import { createMeteringService, migrationsDir } from "@nanobill/metering";
-import { createApiKeyAuthenticator, createAuthInterceptor, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
+import { createApiKeyAuthenticator, createAuthInterceptor, createClientTransport, errorInfoOf, limitExceeded, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { context, trace, TraceFlags } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMeteringClient } from "./index.js";
+import { createMeteringClient, SDK_LIMITS } from "./index.js";
 
 const KEY = "sk_sdk_test_admin_key_0001";
 const INTERNAL = "sk_sdk_test_internal_key_01";
@@ -21,7 +26,9 @@ describe("metering client", () => {
   let service: Awaited<ReturnType<typeof createMeteringService>>;
   let calls = 0;
   /** Fails the next `failNext` calls with Unavailable; with `loseReply`, after the server handled them. */
-  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, code: Code.Unavailable };
+  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, code: Code.Unavailable, error: undefined as ConnectError | undefined };
+  /** Bytes of every IngestEvents request message sent through `transport`. */
+  const requestBytes: number[] = [];
   let transport: Transport;
 
   beforeAll(async () => {
@@ -34,13 +41,14 @@ describe("metering client", () => {
     };
     const flaky: Interceptor = (next) => async (req) => {
       calls++;
+      if (req.method.name === "IngestEvents") requestBytes.push(toBinary(IngestEventsRequestSchema, req.message as never).length);
       if (chaos.hold) await chaos.hold;
       if (chaos.failNext > 0) {
         chaos.failNext--;
         if (chaos.loseReply) {
           await next(req);
         }
-        throw new ConnectError("injected", chaos.code);
+        throw chaos.error ?? new ConnectError("injected", chaos.code);
       }
       return next(req);
     };
@@ -163,6 +171,148 @@ describe("metering client", () => {
     }
   });
 
+  /** Five 1,000-byte string properties: ~5.1 KB encoded, valid for metering (under 16 KiB of properties). */
+  const bigProps: Record<string, string> = {};
+  for (let i = 0; i < 5; i++) bigProps[`p${i}`] = "x".repeat(1000);
+
+  it("cuts batches by encoded bytes as well as by count: no request exceeds batchBytesMax", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 1000, batchBytesMax: 64 * 1024, flushIntervalMs: 10_000 });
+    const before = calls;
+    const sizesBefore = requestBytes.length;
+    const tracked = [];
+    for (let i = 0; i < 40; i++) tracked.push(await c.track({ id: `evt_sdk_bytes_${i}`, customerId: "cus_1", type: "llm.call", properties: bigProps }));
+    await c.flush();
+    expect((await Promise.all(tracked.map((t) => t.result))).every((r) => r.status === "accepted")).toBe(true);
+    const sizes = requestBytes.slice(sizesBefore);
+    // 12 events of ~5.1 KB fit 64 KiB: 12 + 12 + 12 + 4.
+    expect(calls - before).toBe(4);
+    expect(sizes.length).toBe(4);
+    expect(sizes.every((n) => n <= 64 * 1024)).toBe(true);
+    expect(sizes.slice(0, 3).every((n) => n > 64 * 1024 - 6_000)).toBe(true);
+    await c.close();
+  });
+
+  it("bounds the queue by bytes: track waits while queueBytesMax is reached", async () => {
+    let release!: () => void;
+    chaos.hold = new Promise<void>((r) => (release = r));
+    const c = createMeteringClient({ transport, batchSizeMax: 1000, batchBytesMax: 64 * 1024, queueBytesMax: 64 * 1024, flushIntervalMs: 0 });
+    try {
+      const first = [];
+      for (let i = 0; i < 12; i++) first.push(await c.track({ id: `evt_sdk_bpb_${i}`, customerId: "cus_1", type: "llm.call", properties: bigProps }));
+      expect(c.pending).toBe(12);
+      expect(c.pendingBytes).toBeLessThanOrEqual(64 * 1024);
+      let thirteenthQueued = false;
+      const thirteenth = c.track({ id: "evt_sdk_bpb_12", customerId: "cus_1", type: "llm.call", properties: bigProps }).then((t) => {
+        thirteenthQueued = true;
+        return t;
+      });
+      await new Promise((r) => setTimeout(r, 30));
+      expect(thirteenthQueued).toBe(false);
+      expect(c.pending).toBe(12);
+      chaos.hold = undefined;
+      release();
+      expect((await (await thirteenth).result).status).toBe("accepted");
+      expect((await Promise.all(first.map((t) => t.result))).every((r) => r.status === "accepted")).toBe(true);
+      await c.close();
+      expect(c.pendingBytes).toBe(0);
+    } finally {
+      chaos.hold = undefined;
+      release();
+    }
+  });
+
+  it("refuses an event larger than batchBytesMax before queueing it, and checks the byte options", async () => {
+    const c = createMeteringClient({ transport, batchBytesMax: SDK_LIMITS.BATCH_BYTES_MIN });
+    const huge: Record<string, string> = {};
+    for (let i = 0; i < 70; i++) huge[`p${i}`] = "y".repeat(1000);
+    await expect(c.track({ customerId: "cus_1", type: "llm.call", properties: huge })).rejects.toThrow(TypeError);
+    expect(c.pending).toBe(0);
+    await c.close();
+    expect(() => createMeteringClient({ transport, batchBytesMax: SDK_LIMITS.BATCH_BYTES_MAX + 1 })).toThrow(/batchBytesMax/);
+    expect(() => createMeteringClient({ transport, batchBytesMax: 128 * 1024, queueBytesMax: 64 * 1024 })).toThrow(/queueBytesMax/);
+    expect(SDK_LIMITS.BATCH_BYTES_MAX).toBeLessThan(4 * 1024 * 1024);
+  });
+
+  it("retries ResourceExhausted LIMIT_EXCEEDED (tenant rate, in-flight, ingest queue) with the same ids", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 10, retry: { backoffMsInitial: 1, backoffMsMax: 5 } });
+    chaos.failNext = 2;
+    chaos.error = limitExceeded("tenant.requests_per_second", 100);
+    const before = calls;
+    try {
+      const t = await c.track({ id: "evt_sdk_limit_1", customerId: "cus_1", type: "llm.call" });
+      await c.flush();
+      expect(await t.result).toMatchObject({ eventId: "evt_sdk_limit_1", status: "accepted" });
+      expect(calls - before).toBe(3);
+      // A bare ResourceExhausted that is not about the message size is an overload signal too.
+      chaos.failNext = 1;
+      chaos.error = new ConnectError("overloaded", Code.ResourceExhausted);
+      const u = await c.track({ id: "evt_sdk_limit_2", customerId: "cus_1", type: "llm.call" });
+      await c.flush();
+      expect((await u.result).status).toBe("accepted");
+    } finally {
+      chaos.error = undefined;
+      chaos.failNext = 0;
+    }
+    await c.close();
+  });
+
+  it("does not resend the same request after a message-size ResourceExhausted: one event fails after one call", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 10, retry: { backoffMsInitial: 1, backoffMsMax: 5 } });
+    chaos.failNext = 1;
+    chaos.error = new ConnectError("message size 5000000 is larger than configured readMaxBytes 4194304", Code.ResourceExhausted);
+    const before = calls;
+    try {
+      const t = await c.track({ id: "evt_sdk_toolarge", customerId: "cus_1", type: "llm.call" });
+      await c.flush();
+      const r = await t.result;
+      expect(r.status).toBe("failed");
+      expect(r.error?.code).toBe(Code.ResourceExhausted);
+      expect(calls - before).toBe(1);
+    } finally {
+      chaos.error = undefined;
+      chaos.failNext = 0;
+    }
+    await c.close();
+  });
+
+  it("refuses bigint properties outside int64 with a TypeError naming the property (no silent wrap)", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 10 });
+    for (const v of [2n ** 63n, -(2n ** 63n) - 1n, 2n ** 64n + 5n]) {
+      await expect(c.track({ customerId: "cus_1", type: "llm.call", properties: { tokens: v } })).rejects.toThrow(TypeError);
+      await expect(c.track({ customerId: "cus_1", type: "llm.call", properties: { tokens: v } })).rejects.toThrow(/properties\.tokens/);
+    }
+    expect(c.pending).toBe(0);
+    const max = await c.track({ id: "evt_sdk_int64_max", customerId: "cus_1", type: "llm.call", properties: { tokens: 2n ** 63n - 1n } });
+    await c.flush();
+    expect((await max.result).status).toBe("accepted");
+    await c.close();
+  });
+
+  it("keeps one beforeExit listener for any number of clients with events queued, removed once they are closed", async () => {
+    const base = process.listenerCount("beforeExit");
+    const clients = Array.from({ length: 12 }, () => createMeteringClient({ transport, flushIntervalMs: 60_000 }));
+    expect(process.listenerCount("beforeExit")).toBe(base);
+    for (const [i, c] of clients.entries()) await c.track({ id: `evt_sdk_exit_${i}`, customerId: "cus_1", type: "llm.call" });
+    expect(process.listenerCount("beforeExit")).toBe(base + 1);
+    for (const c of clients) await c.close();
+    expect(process.listenerCount("beforeExit")).toBe(base);
+  });
+
+  it("flushes on process exit without close(): a child process delivers every event and exits", () => {
+    const fixture = fileURLToPath(new URL("./exit-flush.fixture.ts", import.meta.url));
+    const run = (...args: string[]) => {
+      const out = spawnSync(process.execPath, ["--import", "tsx", fixture, ...args], { encoding: "utf8", timeout: 60_000 });
+      expect(out.status, out.stderr).toBe(0);
+      return JSON.parse(out.stdout.trim().split("\n").pop()!) as { received: number; calls: number; statuses: Record<string, number>; warnings: string[]; listenersWhilePending: number; listenersAtExit: number };
+    };
+    // 12 clients (more than the default 10 listeners per event): no MaxListenersExceededWarning.
+    const ok = run("12", "10", "ok");
+    expect(ok).toMatchObject({ received: 120, statuses: { accepted: 120 }, warnings: [], listenersWhilePending: 1, listenersAtExit: 0 });
+    // A server that stays down: the results settle "failed" after the retries and the process still exits.
+    const down = run("2", "5", "unavailable");
+    expect(down).toMatchObject({ received: 0, calls: 6, statuses: { failed: 10 }, listenersAtExit: 0 });
+  }, 60_000);
+
   describe("over gRPC against a real server on port 0", () => {
     let server: StartedServer;
     beforeAll(async () => {
@@ -171,6 +321,67 @@ describe("metering client", () => {
     afterAll(async () => {
       await server?.close();
     });
+
+    it("delivers 1,000 events of 5 KB each (5 MB, over the 4 MiB request limit) with default options", async () => {
+      const c = createMeteringClient({ baseUrl: server.url, apiKey: KEY });
+      const tracked = [];
+      for (let i = 0; i < 1000; i++) tracked.push(await c.track({ id: `evt_sdk_big_${i}`, customerId: "cus_g", type: "llm.call", properties: bigProps }));
+      await c.close();
+      const results = await Promise.all(tracked.map((t) => t.result));
+      expect(results.filter((r) => r.status !== "accepted").map((r) => r.error?.message ?? r.status).slice(0, 3)).toEqual([]);
+      const ids = await storedIds();
+      expect(tracked.every((t) => ids.has(t.id))).toBe(true);
+    }, 60_000);
+
+    it("splits a batch a server refuses as too large (smaller readMaxBytes) and resends the halves with the same ids", async () => {
+      const small = await startServer({ name: "metering-sdk-small", port: 0, host: "127.0.0.1", routes: service.routes, authenticator, logger: silentLogger, limits: { readMaxBytes: 100_000 } });
+      try {
+        const c = createMeteringClient({ baseUrl: small.url, apiKey: KEY, flushIntervalMs: 10_000 });
+        const tracked = [];
+        // ~1 MB in one batch (under batchBytesMax): refused, then halved down to ~96 KB requests.
+        for (let i = 0; i < 200; i++) tracked.push(await c.track({ id: `evt_sdk_split_${i}`, customerId: "cus_g", type: "llm.call", properties: bigProps }));
+        await c.close();
+        const results = await Promise.all(tracked.map((t) => t.result));
+        expect(results.map((r) => r.status)).toEqual(tracked.map(() => "accepted"));
+        expect(results.map((r) => r.eventId)).toEqual(tracked.map((t) => t.id));
+        const ids = await storedIds();
+        expect(tracked.every((t) => ids.has(t.id))).toBe(true);
+      } finally {
+        await small.close();
+      }
+    }, 60_000);
+
+    it("retries a server's tenant rate limit (ResourceExhausted LIMIT_EXCEEDED) until every batch is in", async () => {
+      // 5 calls a second, no burst: of the 5 batches sent together, 4 are refused at first.
+      const tight = await startServer({ name: "metering-sdk-tight", port: 0, host: "127.0.0.1", routes: service.routes, authenticator, logger: silentLogger, tenantLimits: { requestsPerSecond: 5, requestsBurst: 1 } });
+      try {
+        const inner = createClientTransport({ baseUrl: tight.url, apiKey: KEY });
+        const refused: ConnectError[] = [];
+        const counting = {
+          async unary(...args: Parameters<Transport["unary"]>) {
+            try {
+              return await inner.unary(...args);
+            } catch (e) {
+              refused.push(ConnectError.from(e));
+              throw e;
+            }
+          },
+          stream: (...args: Parameters<Transport["stream"]>) => inner.stream(...args),
+        } as Transport;
+        const c = createMeteringClient({ transport: counting, batchSizeMax: 10, inFlightBatchesMax: 8, retry: { attemptsMax: 50, backoffMsInitial: 20, backoffMsMax: 200 } });
+        // Queued in one tick: the 5 batches go out at once.
+        const tracked = await Promise.all(Array.from({ length: 50 }, (_, i) => c.track({ id: `evt_sdk_tight_${i}`, customerId: "cus_g", type: "llm.call" })));
+        await c.close();
+        const results = await Promise.all(tracked.map((t) => t.result));
+        expect(results.filter((r) => r.status !== "accepted").map((r) => r.error?.message ?? r.status).slice(0, 3)).toEqual([]);
+        expect(refused.length).toBeGreaterThan(0);
+        expect(refused.every((e) => e.code === Code.ResourceExhausted && errorInfoOf(e)?.reason === ErrorReason.LIMIT_EXCEEDED)).toBe(true);
+        const ids = await storedIds();
+        expect(tracked.every((t) => ids.has(t.id))).toBe(true);
+      } finally {
+        await tight.close();
+      }
+    }, 60_000);
 
     it("delivers events durably and the stored events appear on ReadEvents", async () => {
       const c = createMeteringClient({ baseUrl: server.url, apiKey: KEY, batchSizeMax: 50 });

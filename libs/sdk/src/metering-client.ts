@@ -1,13 +1,15 @@
 // The metering client an AI service embeds: batches events by size and time, retries transient
 // failures with exponential backoff keeping the same event ids (so a retry is a duplicate, never
-// a double count), bounds its memory (track waits when the queue is full), carries the active
-// W3C trace context, and surfaces one result per event.
+// a double count), bounds its memory (track waits when the queue is full, by events and by bytes),
+// carries the active W3C trace context, flushes before the process exits, and surfaces one result
+// per event.
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { IngestEventsRequestSchema, IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
-import { createClientTransport } from "@nanobill/service-kit";
+import { IngestEventsRequestSchema, IngestStatus, MeteringService, type IngestEventsResponse } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import { createClientTransport, errorInfoOf } from "@nanobill/service-kit";
 import { currentTraceContext } from "@nanobill/telemetry";
 import { encodeEventEntry, type WireEvent, type WireProperty } from "./event-codec.js";
 
@@ -15,10 +17,24 @@ import { encodeEventEntry, type WireEvent, type WireProperty } from "./event-cod
 export const SDK_LIMITS = {
   BATCH_SIZE_MAX: 10_000,
   BATCH_SIZE_DEFAULT: 1_000,
+  /**
+   * Most bytes of one IngestEventsRequest the client sends (the encoded events with their field
+   * framing): 64 KiB under the metering server's 4 MiB request limit (REQUEST_BYTES_MAX in
+   * apps/metering/src/limits.ts, the Connect/gRPC readMaxBytes), leaving room for envelopes.
+   * A server with a smaller limit answers ResourceExhausted ("message size"); the client then
+   * splits the batch in halves and resends them (same ids).
+   */
+  BATCH_BYTES_MAX: 4 * 1024 * 1024 - 64 * 1024,
+  BATCH_BYTES_DEFAULT: 4 * 1024 * 1024 - 64 * 1024,
+  /** Smallest batchBytesMax (a valid event is at most ~18 KB: 16 KiB of properties, ids, trace context). */
+  BATCH_BYTES_MIN: 64 * 1024,
   FLUSH_INTERVAL_MS_DEFAULT: 100,
   FLUSH_INTERVAL_MS_MAX: 60_000,
   QUEUE_LENGTH_DEFAULT: 100_000,
   QUEUE_LENGTH_MAX: 10_000_000,
+  /** Most encoded bytes of the events queued or in flight (track() waits beyond it). */
+  QUEUE_BYTES_DEFAULT: 64 * 1024 * 1024,
+  QUEUE_BYTES_MAX: 4 * 1024 * 1024 * 1024,
   IN_FLIGHT_BATCHES_DEFAULT: 4,
   IN_FLIGHT_BATCHES_MAX: 64,
   RETRY_ATTEMPTS_DEFAULT: 8,
@@ -80,9 +96,13 @@ export interface MeteringClientOptions {
    */
   protocol?: "grpc" | "connect";
   batchSizeMax?: number;
+  /** Most bytes of one request (encoded events); default and maximum SDK_LIMITS.BATCH_BYTES_MAX. */
+  batchBytesMax?: number;
   flushIntervalMs?: number;
   /** Most events queued or in flight; track() waits beyond it. */
   queueLengthMax?: number;
+  /** Most encoded bytes of the events queued or in flight; track() waits beyond it (at least batchBytesMax). */
+  queueBytesMax?: number;
   inFlightBatchesMax?: number;
   retry?: RetryOptions;
   timeoutMs?: number;
@@ -95,7 +115,11 @@ export interface MeteringClientOptions {
 }
 
 export interface MeteringClient {
-  /** Queues an event; waits while the queue is full. Throws TypeError on a float or a closed client. */
+  /**
+   * Queues an event; waits while the queue is full (queueLengthMax events or queueBytesMax bytes).
+   * Throws TypeError on a float, an integer outside int64, an event larger than batchBytesMax, or a
+   * closed client.
+   */
   track(event: TrackEvent): Promise<Tracked>;
   /** Sends everything queued now and waits until every sent event has its result. */
   flush(): Promise<void>;
@@ -103,15 +127,64 @@ export interface MeteringClient {
   close(): Promise<void>;
   /** Events queued or in flight. */
   readonly pending: number;
+  /** Encoded bytes of the events queued or in flight. */
+  readonly pendingBytes: number;
 }
 
 const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded]);
+
+/**
+ * A ResourceExhausted about the size of the request (the server's readMaxBytes, or a
+ * LIMIT_EXCEEDED naming a bytes/size field): sending the same batch again cannot succeed, halves can.
+ */
+export function isMessageSizeError(err: ConnectError): boolean {
+  if (err.code !== Code.ResourceExhausted) return false;
+  const info = errorInfoOf(err);
+  if (info) return info.reason === ErrorReason.LIMIT_EXCEEDED && /bytes|size/i.test(info.metadata.field ?? "");
+  return /message size|maxbytes/i.test(err.rawMessage);
+}
+
+/**
+ * What to do after a failed call: "retry" (with backoff, same ids) on Unavailable, Aborted,
+ * DeadlineExceeded and on ResourceExhausted overload signals (a tenant rate/in-flight limit, a full
+ * ingest queue: reason LIMIT_EXCEEDED); "split" on a request too large; "fail" otherwise.
+ */
+export function failureAction(err: ConnectError): "retry" | "split" | "fail" {
+  if (RETRYABLE.has(err.code)) return "retry";
+  if (err.code === Code.ResourceExhausted) return isMessageSizeError(err) ? "split" : "retry";
+  return "fail";
+}
 
 interface Item {
   id: string;
   /** The encoded Event (length-prefixed), built once at track() and reused by retries. */
   bytes: Uint8Array;
+  /** Bytes of the event in a request: the field tag (1 byte) and `bytes`. */
+  size: number;
   resolve(r: TrackResult): void;
+}
+
+/** Bytes of one IngestEventsRequest.events entry: tag 0x0a, then the length-prefixed Event. */
+export const requestEntryBytes = (encoded: Uint8Array): number => 1 + encoded.length;
+
+const INT64_MIN = -(1n << 63n);
+const INT64_MAX = (1n << 63n) - 1n;
+
+// One process "beforeExit" listener for every client with events pending: it sends what their
+// (unref'd) timers would have sent, so a process that ends without close() still delivers. The
+// sends keep the event loop alive; once every result is in, the loop empties and the process exits.
+const exitFlushers = new Set<() => void>();
+function onBeforeExit(): void {
+  for (const f of exitFlushers) f();
+}
+const hasProcessEvents = typeof process !== "undefined" && typeof process.on === "function";
+function watchExit(f: () => void): void {
+  if (!hasProcessEvents || exitFlushers.has(f)) return;
+  if (exitFlushers.size === 0) process.on("beforeExit", onBeforeExit);
+  exitFlushers.add(f);
+}
+function unwatchExit(f: () => void): void {
+  if (exitFlushers.delete(f) && exitFlushers.size === 0) process.off("beforeExit", onBeforeExit);
 }
 
 function checkInt(v: number | undefined, name: string, min: number, max: number, def: number): number {
@@ -123,7 +196,10 @@ function checkInt(v: number | undefined, name: string, min: number, max: number,
 function propertyToWire(key: string, v: PropertyInput): WireProperty {
   if (typeof v === "string") return { kind: "string", value: v };
   if (typeof v === "boolean") return { kind: "bool", value: v };
-  if (typeof v === "bigint") return { kind: "int", value: v };
+  if (typeof v === "bigint") {
+    if (v < INT64_MIN || v > INT64_MAX) throw new TypeError(`properties.${key}: integers must be within int64 (-2^63 to 2^63-1), got ${v}`);
+    return { kind: "int", value: v };
+  }
   if (typeof v === "number") {
     if (!Number.isSafeInteger(v)) throw new TypeError(`properties.${key}: numbers must be safe integers; pass { decimal: "..." } for fractions`);
     return { kind: "int", value: BigInt(v) };
@@ -147,7 +223,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export function createMeteringClient(opts: MeteringClientOptions): MeteringClient {
   const batchSizeMax = checkInt(opts.batchSizeMax, "batchSizeMax", 1, SDK_LIMITS.BATCH_SIZE_MAX, SDK_LIMITS.BATCH_SIZE_DEFAULT);
   const flushIntervalMs = checkInt(opts.flushIntervalMs, "flushIntervalMs", 0, SDK_LIMITS.FLUSH_INTERVAL_MS_MAX, SDK_LIMITS.FLUSH_INTERVAL_MS_DEFAULT);
+  const batchBytesMax = checkInt(opts.batchBytesMax, "batchBytesMax", SDK_LIMITS.BATCH_BYTES_MIN, SDK_LIMITS.BATCH_BYTES_MAX, SDK_LIMITS.BATCH_BYTES_DEFAULT);
   const queueLengthMax = checkInt(opts.queueLengthMax, "queueLengthMax", batchSizeMax, SDK_LIMITS.QUEUE_LENGTH_MAX, Math.max(batchSizeMax, SDK_LIMITS.QUEUE_LENGTH_DEFAULT));
+  const queueBytesMax = checkInt(opts.queueBytesMax, "queueBytesMax", batchBytesMax, SDK_LIMITS.QUEUE_BYTES_MAX, Math.max(batchBytesMax, SDK_LIMITS.QUEUE_BYTES_DEFAULT));
   const inFlightMax = checkInt(opts.inFlightBatchesMax, "inFlightBatchesMax", 1, SDK_LIMITS.IN_FLIGHT_BATCHES_MAX, SDK_LIMITS.IN_FLIGHT_BATCHES_DEFAULT);
   const attemptsMax = checkInt(opts.retry?.attemptsMax, "retry.attemptsMax", 1, SDK_LIMITS.RETRY_ATTEMPTS_MAX, SDK_LIMITS.RETRY_ATTEMPTS_DEFAULT);
   const backoffInitial = checkInt(opts.retry?.backoffMsInitial, "retry.backoffMsInitial", 1, 60_000, SDK_LIMITS.RETRY_BACKOFF_MS_INITIAL_DEFAULT);
@@ -164,24 +242,57 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   const client: Client<typeof MeteringService> = createClient(MeteringService, transport);
 
   let queue: Item[] = [];
+  let queueBytes = 0; // request bytes of the queued (not yet sent) events
   let pending = 0; // queued + in flight
+  let pendingBytes = 0; // request bytes of the events queued or in flight
   let inFlight = 0;
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
-  const spaceWaiters: Array<() => void> = [];
+  const spaceWaiters: Array<{ size: number; wake: () => void }> = [];
   const idleWaiters: Array<() => void> = [];
   const slotWaiters: Array<() => void> = [];
 
+  const hasSpace = (size: number) => pending < queueLengthMax && pendingBytes + size <= queueBytesMax;
+  /** A full batch is queued: batchSizeMax events, or at least one request's worth of bytes. */
+  const batchReady = () => queue.length >= batchSizeMax || queueBytes >= batchBytesMax;
+
   function settle(item: Item, r: TrackResult): void {
     pending--;
+    pendingBytes -= item.size;
     item.resolve(r);
     try {
       opts.onResult?.(r);
     } catch {
       // a throwing callback must not break delivery
     }
-    while (spaceWaiters.length > 0 && pending < queueLengthMax) spaceWaiters.shift()!();
-    if (pending === 0) while (idleWaiters.length > 0) idleWaiters.shift()!();
+    // Wake waiting track() calls in order while the room now free fits them (each re-checks).
+    let p = pending;
+    let b = pendingBytes;
+    while (spaceWaiters.length > 0 && p < queueLengthMax && b + spaceWaiters[0]!.size <= queueBytesMax) {
+      const w = spaceWaiters.shift()!;
+      p++;
+      b += w.size;
+      w.wake();
+    }
+    if (pending === 0) {
+      unwatchExit(flushOnExit);
+      while (idleWaiters.length > 0) idleWaiters.shift()!();
+    }
+  }
+
+  function settleAll(batch: Item[], res: IngestEventsResponse): void {
+    batch.forEach((item, i) => {
+      const r = res.results[i];
+      if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
+      const status: TrackStatus =
+        r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
+      const out: TrackResult = { eventId: r.eventId, status };
+      if (r.field) out.field = r.field;
+      if (r.reason) out.reason = r.reason;
+      if (r.message) out.message = r.message;
+      if (r.sequence) out.sequence = r.sequence;
+      settle(item, out);
+    });
   }
 
   async function sendBatch(batch: Item[]): Promise<void> {
@@ -191,37 +302,49 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
         const cap = Math.min(backoffMax, backoffInitial * 2 ** (attempt - 1));
         await sleep(Math.floor(cap / 2 + (random() * cap) / 2));
       }
+      let res;
       try {
         // The pre-encoded events go out as field 1 (events) verbatim: protobuf-es writes unknown
         // fields as they are, so the request bytes are those of { events: [...] }.
         const req = create(IngestEventsRequestSchema);
         req.$unknown = batch.map((i) => ({ no: 1, wireType: WireType.LengthDelimited, data: i.bytes }));
-        const res = await client.ingestEvents(req, { timeoutMs });
-        batch.forEach((item, i) => {
-          const r = res.results[i];
-          if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
-          const status: TrackStatus =
-            r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
-          const out: TrackResult = { eventId: r.eventId, status };
-          if (r.field) out.field = r.field;
-          if (r.reason) out.reason = r.reason;
-          if (r.message) out.message = r.message;
-          if (r.sequence) out.sequence = r.sequence;
-          settle(item, out);
-        });
-        return;
+        res = await client.ingestEvents(req, { timeoutMs });
       } catch (e) {
         lastError = ConnectError.from(e);
-        if (!RETRYABLE.has(lastError.code)) break;
+        const action = failureAction(lastError);
+        if (action === "split" && batch.length > 1) {
+          // Larger than this server reads: each half goes out on its own (same ids, its own attempts).
+          const half = Math.ceil(batch.length / 2);
+          await sendBatch(batch.slice(0, half));
+          await sendBatch(batch.slice(half));
+          return;
+        }
+        if (action !== "retry") break;
+        continue;
       }
+      settleAll(batch, res);
+      return;
     }
     for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });
   }
 
-  function pump(): void {
-    while (queue.length > 0 && inFlight < inFlightMax) {
-      const batch = queue.slice(0, batchSizeMax);
-      queue = queue.slice(batch.length);
+  /** The next batch: up to batchSizeMax events and batchBytesMax request bytes (at least one event). */
+  function cutBatch(): Item[] {
+    const limit = Math.min(queue.length, batchSizeMax);
+    let n = 0;
+    let bytes = 0;
+    // Every event fits a batch on its own (track() refuses larger ones), so n >= 1.
+    while (n < limit && bytes + queue[n]!.size <= batchBytesMax) bytes += queue[n++]!.size;
+    const batch = queue.slice(0, n);
+    queue = queue.slice(n);
+    queueBytes -= bytes;
+    return batch;
+  }
+
+  /** Sends batches while a slot is free: full batches only, or everything queued when `all`. */
+  function pump(all: boolean): void {
+    while (queue.length > 0 && inFlight < inFlightMax && (all || batchReady())) {
+      const batch = cutBatch();
       inFlight++;
       void sendBatch(batch).finally(() => {
         inFlight--;
@@ -233,54 +356,70 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   }
 
   function schedule(): void {
-    if (queue.length >= batchSizeMax) {
+    if (batchReady()) {
       if (timer) clearTimeout(timer);
       timer = undefined;
-      pump();
-      return;
+      pump(false);
     }
     if (!timer && queue.length > 0) {
       timer = setTimeout(() => {
         timer = undefined;
-        pump();
-        if (queue.length > 0) schedule();
+        pump(true);
+        schedule();
       }, flushIntervalMs);
       timer.unref?.();
     }
+  }
+
+  async function flush(): Promise<void> {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    while (queue.length > 0) {
+      pump(true);
+      if (queue.length > 0) await new Promise<void>((r) => slotWaiters.push(r));
+    }
+    if (pending > 0) await new Promise<void>((r) => idleWaiters.push(r));
+  }
+
+  // The timer is unref'd (it must not keep a process alive by itself); when the process runs out of
+  // work with events still queued, send them (the process lives on until their results are in).
+  function flushOnExit(): void {
+    if (queue.length > 0) void flush();
   }
 
   return {
     get pending() {
       return pending;
     },
+    get pendingBytes() {
+      return pendingBytes;
+    },
     async track(event) {
       if (closed) throw new TypeError("track: the client is closed");
       const id = event.id ?? newId();
       const bytes = encodeEventEntry(toWireEvent(event, id, Date.now())); // throws on floats before anything is queued
-      while (pending >= queueLengthMax) {
-        await new Promise<void>((r) => spaceWaiters.push(r));
+      const size = requestEntryBytes(bytes);
+      if (size > batchBytesMax) throw new TypeError(`track: event ${id} is ${size} bytes encoded, more than batchBytesMax (${batchBytesMax})`);
+      while (!hasSpace(size)) {
+        await new Promise<void>((wake) => spaceWaiters.push({ size, wake }));
         if (closed) throw new TypeError("track: the client is closed");
       }
       pending++;
+      pendingBytes += size;
+      if (pending === 1) watchExit(flushOnExit);
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
-      queue.push({ id, bytes, resolve });
+      queue.push({ id, bytes, size, resolve });
+      queueBytes += size;
       schedule();
       return { id, result };
     },
-    async flush() {
-      if (timer) clearTimeout(timer);
-      timer = undefined;
-      while (queue.length > 0) {
-        pump();
-        if (queue.length > 0) await new Promise<void>((r) => slotWaiters.push(r));
-      }
-      if (pending > 0) await new Promise<void>((r) => idleWaiters.push(r));
-    },
+    flush,
     async close() {
       closed = true;
-      await this.flush();
-      while (spaceWaiters.length > 0) spaceWaiters.shift()!();
+      await flush();
+      unwatchExit(flushOnExit);
+      while (spaceWaiters.length > 0) spaceWaiters.shift()!.wake();
     },
   };
 }
