@@ -87,6 +87,8 @@ export interface GrantInput {
   description: string;
   /** The grant's own expiry grace (null: the deployment default at expiry). */
   expiryGraceMs: number | null;
+  /** effective_at was unset in the request and filled with now (fingerprinted as unset). */
+  effectiveAtDefaulted?: boolean;
 }
 
 export interface ConsumeInput {
@@ -98,6 +100,8 @@ export interface ConsumeInput {
   chargeId: string;
   model: string;
   occurredAt: Date;
+  /** occurred_at was unset in the request and filled with now (fingerprinted as unset). */
+  occurredAtDefaulted?: boolean;
 }
 
 export type ConsumeResultKind = "ok" | "partial" | "insufficient" | "wallet_not_found" | "id_reused" | "invalid";
@@ -119,6 +123,8 @@ export interface AuthorizeInput {
   ttlMs: number;
   chargeId: string;
   model: string;
+  /** The request gave max_cost_nanos in a currency (amountNanos is its conversion): fingerprinted as sent. */
+  maxCost?: { nanos: bigint; currency: string } | null;
 }
 
 export type AuthorizeResultKind = "ok" | "insufficient" | "wallet_not_found" | "id_reused" | "invalid";
@@ -151,6 +157,13 @@ export interface CaptureOutcome {
 export interface ReleaseOutcome {
   hold: HoldRow;
   releasedNanos: bigint;
+}
+
+/** Part of a hold's release on a rolled-over allowance that followed its rollover rule into the rollover grant. */
+interface RolledPart {
+  grantId: string;
+  amountNanos: bigint;
+  rolloverGrantId: string;
 }
 
 /** One item's outcome in a group: a value, or the error it alone failed with. */
@@ -463,9 +476,21 @@ export function createEngine(deps: EngineDeps) {
     return w;
   }
 
-  async function setAutoTopUp(tenant: string, walletId: string, c: AutoTopUpConfig) {
+  /**
+   * Sets a wallet's auto top-up. A top-up is a PURCHASED grant billed at the configured cost basis,
+   * so, as for a PURCHASED Grant: on a credits wallet cost_basis and cost_basis_currency are
+   * required (when enabled); on a prepaid wallet they default to 1 in the wallet's currency.
+   */
+  async function setAutoTopUp(tenant: string, walletId: string, c0: AutoTopUpConfig, field = "auto_top_up") {
     await db.transaction(async (tx) => {
-      await mustWallet(tenant, walletId, tx, true);
+      const w = await mustWallet(tenant, walletId, tx, true);
+      const c = { ...c0 };
+      if (w.kind === "credits" && c.enabled) {
+        if (c.costBasis === "") throw invalid(`${field}.cost_basis.value`, "is required for an auto top-up of credits (what a top-up is bought at)");
+        if (c.costBasisCurrency === "") throw invalid(`${field}.cost_basis_currency`, "is required for an auto top-up of credits");
+      }
+      if (c.costBasis === "") c.costBasis = "1";
+      if (c.costBasisCurrency === "" && w.kind === "prepaid") c.costBasisCurrency = w.unit;
       await S.updateAutoTopUp(tx, tenant, walletId, c);
     });
     const w = await mustWallet(tenant, walletId);
@@ -489,14 +514,37 @@ export function createEngine(deps: EngineDeps) {
 
   // ------------------------------------------------------------ grants
 
+  /**
+   * The idempotency fingerprint of a grant: the request as sent. An effective_at the caller left
+   * unset is null here (the row keeps the time it was filled with), so a retry of the same request
+   * later is a replay, not "different content". (With effective_at given the hash is what it
+   * always was: rows stored before keep matching.)
+   */
   function grantHash(g: GrantInput) {
-    return requestHash({ ...g, effectiveAt: g.effectiveAt.getTime(), expiresAt: g.expiresAt?.getTime() ?? null, periodEnd: g.periodEnd?.getTime() ?? null });
+    const { effectiveAtDefaulted, ...sent } = g;
+    return requestHash({ ...sent, effectiveAt: effectiveAtDefaulted ? null : g.effectiveAt.getTime(), expiresAt: g.expiresAt?.getTime() ?? null, periodEnd: g.periodEnd?.getTime() ?? null });
   }
 
-  /** Writes one grant inside tx: row, overdraft repay, movements, ledger chain. Returns the transfer id. */
-  async function writeGrant(tx: Queryable, tenant: string, w: WalletRow, g: GrantInput & { rootId?: string; periodIndex?: number }, hash: string, now: Date, ledgerFunded: boolean): Promise<string> {
+  /**
+   * A grant id the wallet derives (auto top-up, rollover, renewal) that no grant has yet: `base`,
+   * else `base:=2`, `base:=3`, ... (a caller's grant may already use `base`; checked under the
+   * wallet's lock, and insertGrant's result is checked again by writeGrant).
+   */
+  async function freeGrantId(tx: Queryable, tenant: string, base: string): Promise<string> {
+    for (let k = 1; k <= 16; k++) {
+      const id = k === 1 ? base : `${base}:=${k}`;
+      if (!(await S.getGrant(tx, tenant, id))) return id;
+    }
+    throw new WalletError({ kind: "unavailable", message: `no free grant id derived from ${base}; retry` });
+  }
+
+  /**
+   * Writes one grant inside tx: row, overdraft repay, movements, ledger chain. Returns the transfer
+   * id, or null when a grant with that id exists already (nothing written).
+   */
+  async function writeGrant(tx: Queryable, tenant: string, w: WalletRow, g: GrantInput & { rootId?: string; periodIndex?: number }, hash: string, now: Date, ledgerFunded: boolean): Promise<string | null> {
     const repay = ledgerFunded ? repayNanos(w.overdraftPostedNanos, g.amountNanos) : 0n;
-    await S.insertGrant(tx, tenant, {
+    const inserted = await S.insertGrant(tx, tenant, {
       id: g.id,
       walletId: w.id,
       kind: g.kind,
@@ -519,6 +567,7 @@ export function createEngine(deps: EngineDeps) {
       requestHash: hash,
       expiryGraceMs: g.expiryGraceMs,
     });
+    if (!inserted) return null;
     if (repay > 0n) {
       await S.addOverdraft(tx, tenant, w.id, { postedNanos: -repay, heldNanos: 0n, enforceLimit: false });
       w.overdraftPostedNanos -= repay;
@@ -537,6 +586,11 @@ export function createEngine(deps: EngineDeps) {
     const prior = await S.getGrant(db, tenant, g.id);
     if (prior) {
       if (prior.requestHash !== hash || prior.walletId !== g.walletId) throw new WalletError({ kind: "id_reused", field: "id", id: g.id });
+      // A replay may follow a first call that committed and then failed before (or while) dropping
+      // the real-time state: drop it again (the next debit rebuilds it from PostgreSQL, grant
+      // included) and post what the outbox still holds.
+      await rt.invalidate(ref(tenant, prior.walletId));
+      kickOutbox();
       return { grant: prior, transferId: grantTransferId(g.id) };
     }
     const now = clock.now();
@@ -552,9 +606,14 @@ export function createEngine(deps: EngineDeps) {
         return;
       }
       if ((await S.countOpenGrants(tx, tenant, w.id)) >= GRANTS_PER_WALLET_OPEN_MAX) throw new WalletError({ kind: "limit", field: "grants (open, per wallet)", limit: GRANTS_PER_WALLET_OPEN_MAX });
-      transferId = await writeGrant(tx, tenant, w, g, hash, now, true);
-      await rearmIfAbove(tx, tenant, w);
-      if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id]);
+      const t = await writeGrant(tx, tenant, w, g, hash, now, true);
+      if (t === null) {
+        inserted = false; // inserted meanwhile (under another wallet's lock): answered as a replay or ID_REUSED
+        return;
+      }
+      transferId = t;
+      await rearmIfAbove(tx, tenant, w, now);
+      if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id], now);
     });
     if (!inserted) return grant(tenant, g);
     forget(tenant, w0);
@@ -564,12 +623,9 @@ export function createEngine(deps: EngineDeps) {
   }
 
   /** Re-arms auto top-up / low-balance alerts when the balance is back at or above the threshold. */
-  async function rearmIfAbove(tx: Queryable, tenant: string, w: WalletRow) {
+  async function rearmIfAbove(tx: Queryable, tenant: string, w: WalletRow, now: Date) {
     if (!w.autoTopUp || w.topUpArmed) return;
-    const grants = await S.listGrants(tx, tenant, w.id, { activeOnly: true });
-    let avail = -(w.overdraftPostedNanos + w.overdraftHeldNanos);
-    for (const x of grants) avail += x.amountNanos - x.burnedNanos - x.heldNanos - x.expiredNanos;
-    if (avail >= w.autoTopUp.thresholdNanos) await S.armTopUp(tx, tenant, w.id);
+    await S.armTopUpIfAbove(tx, tenant, [w.id], now);
   }
 
   // ------------------------------------------------------------ authorize (holds)
@@ -633,11 +689,17 @@ export function createEngine(deps: EngineDeps) {
       kickOutbox();
       // Every hold this call placed, retried and rerun ones included, is checked against the threshold.
       await lowBalanceCrossings(tenant, run.debits);
+      await autoTopUps(tenant, run.debits);
     }
     return out;
   }
 
-  const holdHash = (i: AuthorizeInput) => requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, t: i.ttlMs, ch: i.chargeId, m: i.model });
+  // The request as sent: with max_cost, the cost and its currency (not the credits it converted to
+  // at the rate in force, which a later rate would change); with amount_nanos, as always.
+  const holdHash = (i: AuthorizeInput) =>
+    i.maxCost
+      ? requestHash({ c: i.customerId, u: i.unit, mc: i.maxCost.nanos, mcc: i.maxCost.currency, t: i.ttlMs, ch: i.chargeId, m: i.model })
+      : requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, t: i.ttlMs, ch: i.chargeId, m: i.model });
 
   async function authorizeRound(tenant: string, inputs: AuthorizeInput[], attempt: number, run: AuthorizeRun): Promise<AuthorizeOutcome[]> {
     const out: AuthorizeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, walletId: "", availableNanos: 0n, error: "" }));
@@ -764,7 +826,7 @@ export function createEngine(deps: EngineDeps) {
     // Replays answer with the wallet's available balance now (PostgreSQL's; a rare path).
     const replayed = out.map((o, i) => ({ o, i })).filter(({ o, i }) => o.result === "ok" && placed.has(inputs[i]!.id));
     if (replayed.length > 0) {
-      const avail = await S.availableOf(db, tenant, [...new Set(replayed.map(({ o }) => o.walletId))]);
+      const avail = await S.availableOf(db, tenant, [...new Set(replayed.map(({ o }) => o.walletId))], clock.now());
       for (const { o, i } of replayed) out[i] = { ...o, availableNanos: avail.get(o.walletId) ?? 0n };
     }
     // A refused item may be a replay of a hold placed when there was room: answer with that hold.
@@ -878,7 +940,8 @@ export function createEngine(deps: EngineDeps) {
   }
 
   function consumeHash(i: ConsumeInput) {
-    return requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, e: i.eventId, ch: i.chargeId, m: i.model, o: i.occurredAt.getTime() });
+    // The request as sent: an unset occurred_at is null (the row keeps the time it was filled with).
+    return requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, e: i.eventId, ch: i.chargeId, m: i.model, o: i.occurredAtDefaulted ? null : i.occurredAt.getTime() });
   }
 
   async function consumeMany(tenant: string, inputs: ConsumeInput[], attempt = 0): Promise<ConsumeOutcome[]> {
@@ -968,26 +1031,64 @@ export function createEngine(deps: EngineDeps) {
 
   // ------------------------------------------------------------ auto top-up and low balance
 
-  async function autoTopUps(tenant: string, changes: Array<{ wallet: WalletRow; availableNanos: bigint }>): Promise<void> {
-    const lowest = new Map<string, { wallet: WalletRow; availableNanos: bigint }>();
+  /**
+   * Auto top-up after debits (Consume, Authorize, captures). The caller's values (the real-time
+   * available after its debit, or null: unknown) and the cached wallet row only decide whether to
+   * look at all; the decision itself is made in ONE transaction holding the wallet row's lock, from
+   * that row's auto top-up settings and armed flag and from PostgreSQL's available balance (grants
+   * that can burn now, minus the overdraft in use), so concurrent debits (this process or other
+   * replicas) see one another's top-up and a crossing tops up at most once.
+   */
+  async function autoTopUps(tenant: string, changes: Array<{ wallet: WalletRow; availableNanos: bigint | null }>): Promise<void> {
+    const lowest = new Map<string, { wallet: WalletRow; availableNanos: bigint | null }>();
+    const rearm = new Map<string, WalletRow>();
     for (const c of changes) {
+      const cfg = c.wallet.autoTopUp;
+      if (!cfg) continue;
+      // Disarmed (topped up, or crossed with top-up disabled) and seen at or above the threshold:
+      // armed again if PostgreSQL agrees (one conditional UPDATE per crossing; the row is read again after).
+      if (!c.wallet.topUpArmed && (c.availableNanos === null || c.availableNanos >= cfg.thresholdNanos)) rearm.set(c.wallet.id, c.wallet);
+      if (c.availableNanos !== null && c.availableNanos >= cfg.thresholdNanos) continue;
       const cur = lowest.get(c.wallet.id);
-      if (!cur || c.availableNanos < cur.availableNanos) lowest.set(c.wallet.id, c);
+      if (!cur || (cur.availableNanos !== null && (c.availableNanos === null || c.availableNanos < cur.availableNanos))) lowest.set(c.wallet.id, c);
     }
-    for (const { wallet, availableNanos } of lowest.values()) {
-      const cfg = wallet.autoTopUp;
-      if (!cfg || availableNanos >= cfg.thresholdNanos) continue;
+    if (rearm.size > 0) {
+      const armed = await S.armTopUpIfAbove(db, tenant, [...rearm.keys()], clock.now());
+      for (const id of armed) forget(tenant, rearm.get(id)!);
+    }
+    if (lowest.size === 0) return;
+    // Unknown values (captures): PostgreSQL's available, one statement, before taking any lock.
+    const unknown = [...lowest.values()].filter((c) => c.availableNanos === null).map((c) => c.wallet.id);
+    if (unknown.length > 0) {
+      const avail = await S.availableOf(db, tenant, unknown, clock.now());
+      for (const id of unknown) {
+        const c = lowest.get(id)!;
+        const a = avail.get(id);
+        if (a === undefined || a >= c.wallet.autoTopUp!.thresholdNanos) lowest.delete(id);
+      }
+    }
+    for (const { wallet } of lowest.values()) {
       const now = clock.now();
-      let topUp: { grantId: string; amount: bigint } | null = null;
+      let wrote = false;
       await db.transaction(async (tx) => {
         const w = await mustWallet(tenant, wallet.id, tx, true);
+        const cfg = w.autoTopUp; // the locked row's settings, not the cached ones
+        if (!cfg) return;
+        const availableNanos = (await S.availableOf(tx, tenant, [w.id], now)).get(w.id) ?? 0n;
         const real = decideAutoTopUp(cfg, { armed: w.topUpArmed, lastTopUpAtMs: w.lastTopUpAt?.getTime() ?? null }, availableNanos, now.getTime());
-        if (!real.crossed) return;
+        if (!real.crossed) {
+          // At or above the threshold while disarmed (a grant, release or another replica's top-up
+          // got it back up): armed again for the next crossing.
+          if (availableNanos >= cfg.thresholdNanos && !w.topUpArmed) {
+            await S.armTopUp(tx, tenant, w.id);
+            wrote = true;
+          }
+          return;
+        }
         if (real.topUpNanos > 0n) {
           const seq = await S.claimTopUp(tx, tenant, w.id, now, cfg.cooldownMs);
           if (seq === null) return;
-          const grantId = `${w.id}:topup:${seq}`;
-          topUp = { grantId, amount: real.topUpNanos };
+          const grantId = await freeGrantId(tx, tenant, `${w.id}:topup:${seq}`);
           const g: GrantInput = {
             id: grantId,
             walletId: w.id,
@@ -1006,10 +1107,15 @@ export function createEngine(deps: EngineDeps) {
             description: "auto top-up",
             expiryGraceMs: null,
           };
-          await writeGrant(tx, tenant, w, g, grantHash(g), now, true);
-          // Back at or above the threshold: the next downward crossing may top up again (after the cooldown).
+          if ((await writeGrant(tx, tenant, w, g, grantHash(g), now, true)) === null) throw new WalletError({ kind: "unavailable", message: `grant id ${grantId} was taken meanwhile; retry` });
+          wrote = true;
+          // Back at or above the threshold (PostgreSQL's available read under this lock, plus the
+          // grant just written): the next downward crossing may top up again (after the cooldown).
+          // Every later decision reads PostgreSQL under the same lock, so a debit that committed
+          // before this top-up sees it and cannot count as a second crossing (it used to re-arm
+          // from the caller's real-time value, and each concurrent debit then topped up again).
           if (availableNanos + real.topUpNanos >= cfg.thresholdNanos) await S.armTopUp(tx, tenant, w.id);
-          if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id]);
+          if (w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed) await S.rearmLowBalance(tx, tenant, [w.id], now);
           await S.insertAlert(tx, tenant, {
             id: `alr_topup_${grantId}`,
             kind: "auto_top_up",
@@ -1024,11 +1130,12 @@ export function createEngine(deps: EngineDeps) {
             costBasisCurrency: g.costBasisCurrency,
           });
         } else if ((await S.disarmTopUp(tx, tenant, w.id)) && w.lowBalanceThresholdNanos === null) {
+          wrote = true;
           // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own low-balance alert.
           await S.insertAlert(tx, tenant, { id: `alr_low_${w.id}_${now.getTime()}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
         }
       });
-      if (topUp) {
+      if (wrote) {
         forget(tenant, wallet);
         await rt.invalidate(ref(tenant, wallet.id));
         await deps.outbox.flush();
@@ -1086,6 +1193,71 @@ export function createEngine(deps: EngineDeps) {
     /** Set by applyCaptures (reset on every attempt: a failed group rolls back). */
     raced: boolean;
     expiredRelease: Slice[];
+    /** Of expiredRelease: what goes to breakage, and what follows a rolled-over grant's rule into its rollover grant. */
+    breakage: Slice[];
+    rolled: RolledPart[];
+  }
+
+  /**
+   * What a hold gives back to grants that are no longer active (inside its group commit): for a
+   * grant expired meanwhile, breakage; for an ALLOWANCE rolled over while this was held, its
+   * rollover rule as RunRollover applied it (all: into the rollover grant; capped: up to the cap
+   * with what the rollover grant already got; percentage: rounded down; the rest, and none, to
+   * breakage). The rollover grant grows (created when the period end rolled nothing over), unless
+   * it is no longer active. The caller adds `expired` = the whole amount to the old grant.
+   */
+  async function routeReleased(tx: Queryable, tenant: string, w: WalletRow, holdId: string, slices: Slice[], states: Map<string, string>, now: Date): Promise<{ breakage: Slice[]; rolled: RolledPart[] }> {
+    const breakage: Slice[] = [];
+    const rolled: RolledPart[] = [];
+    for (const s of slices) {
+      let part = 0n;
+      let rolloverGrantId = "";
+      const g = states.get(s.grantId) === "rolled_over" ? await S.getGrant(tx, tenant, s.grantId) : null;
+      const rule = g?.rollover;
+      if (g && rule && rule.mode !== "none" && g.periodEnd) {
+        const found = await tx.query<{ id: string; amount_nanos: string; state: string }>(
+          `SELECT id, amount_nanos::text, state FROM grants WHERE tenant = $1 AND wallet_id = $2 AND kind = 'rollover' AND root_id = $3 AND period_index = $4 ORDER BY created_at, id LIMIT 1 FOR UPDATE`,
+          [tenant, w.id, g.rootId, g.periodIndex],
+        );
+        const rg = found.rows[0];
+        const expiresAt = rule.expiresAfterMs > 0 ? new Date(g.periodEnd.getTime() + rule.expiresAfterMs) : null;
+        const open = rg ? rg.state === "active" : expiresAt === null || expiresAt.getTime() > now.getTime();
+        if (open) {
+          const already = rg ? BigInt(rg.amount_nanos) : 0n;
+          part = rule.mode === "all" ? s.amountNanos : rule.mode === "capped" ? (rule.capNanos > already ? (rule.capNanos - already < s.amountNanos ? rule.capNanos - already : s.amountNanos) : 0n) : (s.amountNanos * BigInt(rule.percentBps)) / 10_000n;
+        }
+        if (part > 0n && rg) {
+          await tx.query(`UPDATE grants SET amount_nanos = amount_nanos + $3 WHERE tenant = $1 AND id = $2`, [tenant, rg.id, part]);
+          rolloverGrantId = rg.id;
+        } else if (part > 0n) {
+          rolloverGrantId = await freeGrantId(tx, tenant, `${g.rootId}:p${g.periodIndex}:ro`);
+          const rgi: GrantInput = {
+            id: rolloverGrantId,
+            walletId: w.id,
+            kind: "rollover",
+            amountNanos: part,
+            costBasis: g.costBasis,
+            costBasisCurrency: g.costBasisCurrency,
+            priority: g.priority,
+            effectiveAt: g.periodEnd,
+            expiresAt,
+            scope: g.scope,
+            rollover: null,
+            periodEnd: null,
+            renew: false,
+            invoiceId: "",
+            description: `rollover of ${g.id}`,
+            expiryGraceMs: null,
+          };
+          if ((await writeGrant(tx, tenant, w, { ...rgi, rootId: g.rootId, periodIndex: g.periodIndex }, grantHash(rgi), now, false)) === null) {
+            throw new WalletError({ kind: "unavailable", message: `grant id ${rolloverGrantId} was taken meanwhile; retry` });
+          }
+        }
+      }
+      if (part > 0n) rolled.push({ grantId: s.grantId, amountNanos: part, rolloverGrantId });
+      if (s.amountNanos - part > 0n) breakage.push({ grantId: s.grantId, amountNanos: s.amountNanos - part });
+    }
+    return { breakage, rolled };
   }
 
   /**
@@ -1093,7 +1265,7 @@ export function createEngine(deps: EngineDeps) {
    * rolls back and is retried), locks the holds still pending (the others raced: another call
    * settled them) and reads the states of the grants the locked holds reserved from.
    */
-  async function lockStillPending<W extends { hold: HoldRow; raced: boolean; expiredRelease: Slice[] }>(
+  async function lockStillPending<W extends { hold: HoldRow; raced: boolean; expiredRelease: Slice[]; breakage: Slice[]; rolled: RolledPart[] }>(
     tx: Queryable,
     tenant: string,
     ws: W[],
@@ -1101,6 +1273,8 @@ export function createEngine(deps: EngineDeps) {
     for (const w of ws) {
       w.raced = false;
       w.expiredRelease = [];
+      w.breakage = [];
+      w.rolled = [];
     }
     const pending = await S.lockPendingHolds(tx, tenant, ws.map((w) => w.hold.id));
     const act = ws.filter((w) => (pending.has(w.hold.id) ? true : ((w.raced = true), false)));
@@ -1112,7 +1286,10 @@ export function createEngine(deps: EngineDeps) {
   async function applyCaptures(tx: Queryable, tenant: string, ws: CaptureWork[], now: Date): Promise<void> {
     const { act, states } = await lockStillPending(tx, tenant, ws);
     if (act.length === 0) return;
-    for (const w of act) w.expiredRelease = w.plan.releaseSlices.filter((s) => s.amountNanos > 0n && states.get(s.grantId) !== "active");
+    for (const w of act) {
+      w.expiredRelease = w.plan.releaseSlices.filter((s) => s.amountNanos > 0n && states.get(s.grantId) !== "active");
+      if (w.expiredRelease.length > 0) ({ breakage: w.breakage, rolled: w.rolled } = await routeReleased(tx, tenant, w.wallet, w.hold.id, w.expiredRelease, states, now));
+    }
     const shortfall = (w: CaptureWork) => w.extra?.shortfallNanos ?? 0n;
     await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state: "captured" as const, capturedNanos: w.input.amountNanos - shortfall(w) })), now);
     await S.applyGrantDeltas(
@@ -1160,13 +1337,14 @@ export function createEngine(deps: EngineDeps) {
       const wallet = w.wallet;
       const extraSlices = w.extra?.slices ?? [];
       const extraOd = w.extra?.overdraftNanos ?? 0n;
-      const resolve = resolveHoldTransfers({ holdId: h.id, burn: w.plan.burnSlices, overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: w.plan.overdraftBurnNanos });
+      const resolve = resolveHoldTransfers({ holdId: h.id, burn: w.plan.burnSlices, overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: w.plan.overdraftBurnNanos, l: L(wallet) });
       const extraTs = extraSlices.length + Number(extraOd > 0n) > 0 ? burnTransfers({ sourceId: h.id, l: L(wallet), slices: extraSlices, overdraftNanos: extraOd, eventId: c.eventId, prefix: "c" }) : [];
-      const breakage = w.expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
+      const breakage = w.breakage.map((s) => expiryTransfer({ grantId: s.grantId, l: L(wallet), amountNanos: s.amountNanos, holdId: h.id }));
       movements.push(
         ...w.plan.burnSlices.map((s, i) => ({ id: `mv_c:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: postTransferId(h.id, i), occurredAt: now })),
         ...w.plan.releaseSlices.map((s, i) => ({ id: `mv_cr:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
-        ...breakage.map((t, i) => ({ id: `mv_cx:${h.id}:${i}`, walletId: wallet.id, grantId: w.expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: w.expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+        ...breakage.map((t, i) => ({ id: `mv_cx:${h.id}:${i}`, walletId: wallet.id, grantId: w.breakage[i]!.grantId, kind: "expire" as const, amountNanos: w.breakage[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+        ...w.rolled.map((r, i) => ({ id: `mv_cro:${h.id}:${i}`, walletId: wallet.id, grantId: r.grantId, kind: "rollover" as const, amountNanos: r.amountNanos, sourceId: r.rolloverGrantId, holdId: h.id, occurredAt: now })),
         ...extraSlices.map((s, i) => ({ id: `mv_ce:${h.id}:${i}`, walletId: wallet.id, grantId: s.grantId, kind: "burn" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, eventId: c.eventId, ledgerTransferId: burnTransferId("c", h.id, i), occurredAt: now })),
         { id: `mv_c:${h.id}:od`, walletId: wallet.id, grantId: "", kind: "overdraft" as const, amountNanos: w.plan.overdraftBurnNanos + extraOd, sourceId: h.id, holdId: h.id, occurredAt: now },
       );
@@ -1208,7 +1386,7 @@ export function createEngine(deps: EngineDeps) {
         const plan = planCapture(hold, input.amountNanos);
         try {
           const extra = plan.extraNanos > 0n ? await reserve(tenant, wallet.id, plan.extraNanos, "partial", hold.chargeId, hold.model) : null;
-          work.push({ index, input, hold, wallet, hash: captureHash(input), plan, extra, raced: false, expiredRelease: [] });
+          work.push({ index, input, hold, wallet, hash: captureHash(input), plan, extra, raced: false, expiredRelease: [], breakage: [], rolled: [] });
         } catch (e) {
           out[index] = fail(e);
         }
@@ -1238,10 +1416,14 @@ export function createEngine(deps: EngineDeps) {
       gens,
       done.map((w) => ({ walletId: w.wallet.id, slices: w.plan.releaseSlices.filter((s) => !w.expiredRelease.some((x) => x.grantId === s.grantId)), overdraftNanos: w.plan.overdraftReleaseNanos })),
     );
+    // A rollover grant grown by a release is not in the real-time state's numbers: rebuilt on use.
+    for (const wid of new Set(done.filter((w) => w.rolled.length > 0).map((w) => w.wallet.id))) await rt.invalidate(ref(tenant, wid));
     if (done.length > 0) await deps.outbox.flush();
     const debited = done.filter((w) => w.extra).map((w) => ({ wallet: w.wallet, availableNanos: w.extra!.availableAfterNanos }));
     await lowBalanceCrossings(tenant, debited);
-    await autoTopUps(tenant, debited);
+    // Every capture is checked (an overage with the value it saw; the others from PostgreSQL), like
+    // Consume: a wallet spent through Authorize -> Capture tops up too.
+    await autoTopUps(tenant, done.map((w) => ({ wallet: w.wallet, availableNanos: w.extra ? w.extra.availableAfterNanos : null })));
     await rearmLowBalance(tenant, done.filter((w) => !w.extra).map((w) => w.wallet));
     const fresh = await S.getHolds(db, tenant, [...new Set([...done.map((w) => w.hold.id), ...later.map((i) => inputs[i]!.holdId)])]);
     for (const w of done) {
@@ -1273,12 +1455,17 @@ export function createEngine(deps: EngineDeps) {
     wallet: WalletRow;
     raced: boolean;
     expiredRelease: Slice[];
+    breakage: Slice[];
+    rolled: RolledPart[];
   }
 
   async function applyReleases(tx: Queryable, tenant: string, ws: ReleaseWork[], state: "released" | "expired", now: Date): Promise<void> {
     const { act, states } = await lockStillPending(tx, tenant, ws);
     if (act.length === 0) return;
-    for (const w of act) w.expiredRelease = w.hold.slices.filter((s) => states.get(s.grantId) !== "active");
+    for (const w of act) {
+      w.expiredRelease = w.hold.slices.filter((s) => states.get(s.grantId) !== "active");
+      if (w.expiredRelease.length > 0) ({ breakage: w.breakage, rolled: w.rolled } = await routeReleased(tx, tenant, w.wallet, w.hold.id, w.expiredRelease, states, now));
+    }
     await S.resolveHolds(tx, tenant, act.map((w) => ({ id: w.hold.id, state, capturedNanos: 0n })), now);
     await S.applyGrantDeltas(
       tx,
@@ -1293,10 +1480,11 @@ export function createEngine(deps: EngineDeps) {
     for (const w of act) {
       const h = w.hold;
       const voids = resolveHoldTransfers({ holdId: h.id, burn: h.slices.map((s) => ({ grantId: s.grantId, amountNanos: 0n })), overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: 0n });
-      const breakage = w.expiredRelease.map((s) => expiryTransfer({ grantId: s.grantId, l: L(w.wallet), amountNanos: s.amountNanos, suffix: `:${h.id}` }));
+      const breakage = w.breakage.map((s) => expiryTransfer({ grantId: s.grantId, l: L(w.wallet), amountNanos: s.amountNanos, holdId: h.id }));
       movements.push(
         ...h.slices.map((s, i) => ({ id: `mv_r:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
-        ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: w.wallet.id, grantId: w.expiredRelease[i]!.grantId, kind: "expire" as const, amountNanos: w.expiredRelease[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+        ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: w.wallet.id, grantId: w.breakage[i]!.grantId, kind: "expire" as const, amountNanos: w.breakage[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
+        ...w.rolled.map((r, i) => ({ id: `mv_rro:${h.id}:${i}`, walletId: w.wallet.id, grantId: r.grantId, kind: "rollover" as const, amountNanos: r.amountNanos, sourceId: r.rolloverGrantId, holdId: h.id, occurredAt: now })),
       );
       chains.push(voids, breakage);
     }
@@ -1331,7 +1519,7 @@ export function createEngine(deps: EngineDeps) {
     for (const { index, hold } of candidates) {
       const wallet = wallets.get(hold.walletId);
       if (!wallet) out[index] = fail(new WalletError({ kind: "not_found", what: "wallet", id: hold.walletId }));
-      else work.push({ index, hold, wallet, raced: false, expiredRelease: [] });
+      else work.push({ index, hold, wallet, raced: false, expiredRelease: [], breakage: [], rolled: [] });
     }
     const gens = await gensBefore(tenant, work.map((w) => w.wallet.id));
     const errs = await commitGroup(work, (tx, ws) => applyReleases(tx, tenant, ws, state, now));
@@ -1344,6 +1532,7 @@ export function createEngine(deps: EngineDeps) {
       else done.push(w);
     });
     await creditWallets(tenant, gens, done.map((w) => ({ walletId: w.wallet.id, slices: w.hold.slices.filter((s) => !w.expiredRelease.some((x) => x.grantId === s.grantId)), overdraftNanos: w.hold.overdraftNanos })));
+    for (const wid of new Set(done.filter((w) => w.rolled.length > 0).map((w) => w.wallet.id))) await rt.invalidate(ref(tenant, wid));
     if (done.length > 0) await deps.outbox.flush();
     await rearmLowBalance(tenant, done.map((w) => w.wallet));
     const fresh = await S.getHolds(db, tenant, [...new Set([...done.map((w) => w.hold.id), ...later.map((i) => holdIds[i]!)])]);
@@ -1385,7 +1574,7 @@ export function createEngine(deps: EngineDeps) {
   async function rearmLowBalance(tenant: string, wallets: WalletRow[]): Promise<void> {
     const ids = [...new Set(wallets.filter((w) => w.lowBalanceThresholdNanos !== null && !w.lowBalanceArmed).map((w) => w.id))];
     if (ids.length === 0) return;
-    await S.rearmLowBalance(db, tenant, ids);
+    await S.rearmLowBalance(db, tenant, ids, clock.now());
     for (const w of wallets) forget(tenant, w);
   }
 
@@ -1461,7 +1650,7 @@ export function createEngine(deps: EngineDeps) {
         await S.applyGrantDeltas(tx, tenant, [{ grantId: fresh.id, expired: plan.rolledOverNanos + plan.expiredNanos }]);
         let rolloverGrantId = "";
         if (plan.rolledOverNanos > 0n) {
-          rolloverGrantId = `${fresh.rootId}:p${fresh.periodIndex}:ro`;
+          rolloverGrantId = await freeGrantId(tx, tenant, `${fresh.rootId}:p${fresh.periodIndex}:ro`);
           const rg: GrantInput = {
             id: rolloverGrantId,
             walletId: w.id,
@@ -1481,7 +1670,9 @@ export function createEngine(deps: EngineDeps) {
             expiryGraceMs: null,
           };
           // Same wallet account: the rollover moves no ledger money (ledgerFunded = false).
-          await writeGrant(tx, tenant, w, { ...rg, rootId: fresh.rootId, periodIndex: fresh.periodIndex }, grantHash(rg), now, false);
+          if ((await writeGrant(tx, tenant, w, { ...rg, rootId: fresh.rootId, periodIndex: fresh.periodIndex }, grantHash(rg), now, false)) === null) {
+            throw new WalletError({ kind: "unavailable", message: `grant id ${rolloverGrantId} was taken meanwhile; retry` });
+          }
         }
         const ts: PlannedTransfer[] = [];
         if (plan.expiredNanos > 0n) ts.push(expiryTransfer({ grantId: fresh.id, l: L(w), amountNanos: plan.expiredNanos }));
@@ -1493,7 +1684,7 @@ export function createEngine(deps: EngineDeps) {
         let renewedGrantId = "";
         if (fresh.renew) {
           const np = nextPeriod(fresh.effectiveAt.getTime(), periodEnd.getTime());
-          renewedGrantId = `${fresh.rootId}:p${fresh.periodIndex + 1}`;
+          renewedGrantId = await freeGrantId(tx, tenant, `${fresh.rootId}:p${fresh.periodIndex + 1}`);
           const ng: GrantInput = {
             id: renewedGrantId,
             walletId: w.id,
@@ -1512,7 +1703,9 @@ export function createEngine(deps: EngineDeps) {
             description: fresh.description,
             expiryGraceMs: null,
           };
-          await writeGrant(tx, tenant, w, { ...ng, rootId: fresh.rootId, periodIndex: fresh.periodIndex + 1 }, grantHash(ng), now, true);
+          if ((await writeGrant(tx, tenant, w, { ...ng, rootId: fresh.rootId, periodIndex: fresh.periodIndex + 1 }, grantHash(ng), now, true)) === null) {
+            throw new WalletError({ kind: "unavailable", message: `grant id ${renewedGrantId} was taken meanwhile; retry` });
+          }
         }
         outcomes.push({ grantId: fresh.id, remainderNanos: remainder, rolledOverNanos: plan.rolledOverNanos, expiredNanos: plan.expiredNanos, rolloverGrantId, renewedGrantId });
       });

@@ -77,6 +77,16 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
         if (stopped) break;
         await engine.runExpiry(tenant, now, "");
       }
+      // Allowances past their period end: rolled over (and renewed) without waiting for a
+      // RunRollover call (they stop burning at the period end either way).
+      const ended = await deps.db.query<{ tenant: string }>(
+        `SELECT DISTINCT tenant FROM grants WHERE state = 'active' AND kind = 'allowance' AND period_end IS NOT NULL AND period_end <= $1 LIMIT $2`,
+        [now, BACKGROUND_TENANTS_MAX],
+      );
+      for (const { tenant } of ended.rows) {
+        if (stopped) break;
+        await engine.runRollover(tenant, now, "");
+      }
     } catch (err) {
       deps.logger.warn("wallet background round failed; retrying next interval", { err: String(err) });
     }

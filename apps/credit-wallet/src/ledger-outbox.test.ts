@@ -47,5 +47,37 @@ for (const backend of testBackends()) {
       expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
       expect(outbox.failures).toBe(0);
     });
+
+    it("books a post refused as PENDING_TRANSFER_EXPIRED with its plain (late) transfer, and only then calls the row done", async () => {
+      const now = new Date("2026-11-20T10:00:00Z");
+      const late = t("p2:late", { debit: "acct_wallet:c:USD", credit: "acct_revenue:USD", amount: "7", code: 20 });
+      await S.enqueueTransfers(db, "tnt_late", [[t("p2", { post: true, pendingId: "h2", amount: "7", late }), t("v2", { void: true, pendingId: "h3", amount: "0" })]], now);
+      const sent: string[][] = [];
+      let lateDown = 1; // the first late call fails (a blip): the row is retried, the post is refused again, the late transfer sent again
+      const ledger: LedgerPort = {
+        async createAccounts() {},
+        async createTransfers(_tenant, transfers) {
+          if (transfers.some((x) => x.id === "p2:late") && lateDown-- > 0) throw new Error("ledger unreachable");
+          sent.push(transfers.map((x) => x.id));
+          return transfers.map((x) => (x.id === "p2" ? "PENDING_TRANSFER_EXPIRED" : x.id === "v2" ? "PENDING_TRANSFER_EXPIRED" : "OK"));
+        },
+      };
+      const outbox = createLedgerOutbox({ db, ledger, logger: silentLogger, clock: fixedClock(now) });
+      await outbox.flush();
+      expect((await S.countOutbox(db)).unposted).toBe(1);
+      await outbox.flush();
+      expect(sent).toEqual([["p2", "v2"], ["p2", "v2"], ["p2:late"]]);
+      expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
+      expect(outbox.failures).toBe(0);
+    });
+
+    it("still records a post refused as PENDING_TRANSFER_EXPIRED as failed when it carries no late transfer (rows written before)", async () => {
+      const now = new Date("2026-11-20T10:00:00Z");
+      await S.enqueueTransfers(db, "tnt_old", [[t("p9", { post: true, pendingId: "h9", amount: "7" })]], now);
+      const ledger: LedgerPort = { async createAccounts() {}, async createTransfers(_t, ts) { return ts.map(() => "PENDING_TRANSFER_EXPIRED"); } };
+      const outbox = createLedgerOutbox({ db, ledger, logger: silentLogger, clock: fixedClock(now) });
+      await outbox.flush();
+      expect(outbox.failures).toBe(1);
+    });
   });
 }

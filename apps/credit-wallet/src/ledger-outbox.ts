@@ -67,6 +67,30 @@ export function createLedgerOutbox(deps: { db: Db; ledger: LedgerPort; logger: L
         for (const r of [...batch, ...rows.slice(i)]) retry.push({ seq: r.seq, error: String(e).slice(0, 500) });
         break;
       }
+      // A post that reached the ledger after its pending transfer's timeout (PENDING_TRANSFER_EXPIRED;
+      // the pending amount went back to the wallet account): its plain transfer (`late`, same
+      // accounts and amount, deterministic id) books the burn instead, in one more call.
+      const late = new Map<number, string>();
+      const lateTs: PlannedTransfer[] = [];
+      const lateAt: number[] = [];
+      transfers.forEach((t, j) => {
+        if (t.post && t.late && results[j] === "PENDING_TRANSFER_EXPIRED") {
+          lateTs.push(t.late);
+          lateAt.push(j);
+        }
+      });
+      if (lateTs.length > 0) {
+        try {
+          const lr = await deps.ledger.createTransfers(tenant, lateTs);
+          lateAt.forEach((j, m) => late.set(j, lr[m] ?? "UNKNOWN"));
+        } catch (e) {
+          deps.logger.warn("ledger unavailable; outbox will retry", { err: String(e) });
+          for (const r of [...batch, ...rows.slice(i)]) retry.push({ seq: r.seq, error: String(e).slice(0, 500) });
+          break;
+        }
+        deps.logger.warn("hold captures posted after the pending timeout, booked as plain transfers", { tenant, transfers: lateTs.map((t) => t.id).join(",") });
+      }
+      for (const [j, x] of late) results[j] = DONE.has(x) ? "OK" : `${x} (late transfer ${transfers[j]!.late!.id})`;
       let k = 0;
       for (const r of batch) {
         const rs = results.slice(k, k + r.transfers.length);

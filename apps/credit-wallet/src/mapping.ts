@@ -79,8 +79,25 @@ export function nonNegativeNanos(field: string, v: bigint): bigint {
   return v;
 }
 
-export function dateOf(ts: Timestamp | undefined, dflt: Date): Date {
-  return ts ? timestampDate(ts) : dflt;
+/** Latest time accepted anywhere: 9999-12-31T23:59:59.999Z (PostgreSQL timestamptz and ISO strings stay 4-digit years). */
+export const TIME_MS_MAX = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/**
+ * A timestamp field: from 1970-01-01 up to 9999-12-31 (a time before the epoch or past year 9999
+ * would be stored and then break burn-down keys, ISO strings or PostgreSQL later), nanos in
+ * [0, 1e9). InvalidArgument naming the field otherwise.
+ */
+export function timeOf(field: string, ts: Timestamp): Date {
+  if (ts.nanos < 0 || ts.nanos > 999_999_999 || !Number.isInteger(ts.nanos)) throw invalid(field, "nanos must be in [0, 999999999]");
+  if (ts.seconds < 0n || ts.seconds * 1000n > BigInt(TIME_MS_MAX)) throw invalid(field, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z");
+  const d = timestampDate(ts);
+  if (!Number.isFinite(d.getTime()) || d.getTime() < 0 || d.getTime() > TIME_MS_MAX) throw invalid(field, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z");
+  return d;
+}
+
+/** A timestamp field, or `dflt` when unset (validated as timeOf). */
+export function dateOf(ts: Timestamp | undefined, dflt: Date, field = "timestamp"): Date {
+  return ts ? timeOf(field, ts) : dflt;
 }
 
 export function decimalOf(field: string, v: string | undefined, dflt: string): string {
@@ -141,7 +158,9 @@ export function autoTopUpOf(field: string, a: pb.AutoTopUp | undefined): AutoTop
   const amount = a.enabled && target === 0n ? positiveNanos(`${field}.amount_nanos`, a.amountNanos) : nonNegativeNanos(`${field}.amount_nanos`, a.amountNanos);
   if (target > 0n && target <= threshold) throw invalid(`${field}.target_balance_nanos`, "must be above threshold_nanos");
   if (a.cooldownMs < 0n || a.cooldownMs > BigInt(AUTO_TOP_UP_COOLDOWN_MS_MAX)) throw invalid(`${field}.cooldown_ms`, `must be in [0, ${AUTO_TOP_UP_COOLDOWN_MS_MAX}]`);
-  const costBasis = decimalOf(`${field}.cost_basis.value`, a.costBasis?.value, "1");
+  // "" when unset: the engine fills them from the wallet (prepaid: 1 in its currency) or refuses
+  // (credits: required, as for a PURCHASED Grant of credits).
+  const costBasis = a.costBasis?.value ? decimalOf(`${field}.cost_basis.value`, a.costBasis.value, "") : "";
   return { enabled: a.enabled, thresholdNanos: threshold, amountNanos: amount, targetBalanceNanos: target, cooldownMs: Number(a.cooldownMs), costBasis, costBasisCurrency: a.costBasisCurrency ? currencyOf(`${field}.cost_basis_currency`, a.costBasisCurrency) : "" };
 }
 
@@ -177,11 +196,11 @@ function scopeOf(field: string, s: pb.GrantScope | undefined): { chargeIds: stri
 export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, walletKind: "credits" | "prepaid"): GrantInput {
   const kind = GRANT_KIND_FROM[r.kind];
   if (!kind) throw invalid("kind", "is required (PURCHASED, PROMOTIONAL, ALLOWANCE or ROLLOVER)");
-  const effectiveAt = dateOf(r.effectiveAt, now);
-  const expiresAt = r.expiresAt ? timestampDate(r.expiresAt) : null;
+  const effectiveAt = dateOf(r.effectiveAt, now, "effective_at");
+  const expiresAt = r.expiresAt ? timeOf("expires_at", r.expiresAt) : null;
   if (expiresAt && expiresAt.getTime() <= effectiveAt.getTime()) throw invalid("expires_at", "must be after effective_at");
   if (r.priority > PRIORITY_MAX) throw invalid("priority", `must be at most ${PRIORITY_MAX}`);
-  const periodEnd = r.periodEnd ? timestampDate(r.periodEnd) : null;
+  const periodEnd = r.periodEnd ? timeOf("period_end", r.periodEnd) : null;
   if (kind === "allowance" && !periodEnd) throw invalid("period_end", "is required for ALLOWANCE grants");
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
@@ -214,6 +233,7 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
     invoiceId: refOf("invoice_id", r.invoiceId),
     description: r.description,
     expiryGraceMs,
+    effectiveAtDefaulted: !r.effectiveAt,
   };
 }
 
@@ -227,7 +247,8 @@ export function consumeInputOf(it: pb.ConsumeItem, i: number, now: Date): Consum
     eventId: refOf(f("event_id"), it.eventId),
     chargeId: refOf(f("charge_id"), it.chargeId),
     model: refOf(f("model"), it.model),
-    occurredAt: dateOf(it.occurredAt, now),
+    occurredAt: dateOf(it.occurredAt, now, f("occurred_at")),
+    occurredAtDefaulted: !it.occurredAt,
   };
 }
 
@@ -388,11 +409,24 @@ export function encodeToken(v: unknown): string {
   return Buffer.from(JSON.stringify(v)).toString("base64url");
 }
 
-export function decodeToken<T>(field: string, s: string): T | null {
+export function decodeToken<T>(field: string, s: string, check?: (v: Record<string, unknown>) => boolean): T | null {
   if (s === "") return null;
+  let v: unknown;
   try {
-    return JSON.parse(Buffer.from(s, "base64url").toString("utf8")) as T;
+    v = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
   } catch {
     throw invalid(field, "is not a token from a previous response");
   }
+  // Every field the token carries is checked here (a malformed one is the caller's error, not Internal).
+  if (typeof v !== "object" || v === null || Array.isArray(v) || (check && !check(v as Record<string, unknown>))) throw invalid(field, "is not a token from a previous response");
+  return v as T;
 }
+
+/** Page-token field checks: a non-negative decimal sequence number; an ISO time in range; an id. */
+export const tokenSeq = (x: unknown): boolean => typeof x === "string" && /^\d{1,19}$/.test(x) && BigInt(x) <= 9_223_372_036_854_775_807n;
+export const tokenTime = (x: unknown): boolean => {
+  if (typeof x !== "string" || x.length > 40) return false;
+  const t = new Date(x).getTime();
+  return Number.isFinite(t) && t >= 0 && t <= TIME_MS_MAX;
+};
+export const tokenId = (x: unknown): boolean => typeof x === "string" && x.length <= 256;

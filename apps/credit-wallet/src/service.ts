@@ -229,7 +229,7 @@ export function createWalletServiceImpl(deps: {
           name: req.name,
           currency: req.currency,
           rate: M.decimalOf("rate.value", req.rate?.value, ""),
-          effectiveAt: M.dateOf(req.effectiveAt, clock.now()),
+          effectiveAt: M.dateOf(req.effectiveAt, clock.now(), "effective_at"),
         });
         return create(pb.CreateCreditTypeResponseSchema, { creditType: M.creditTypeTo(ct) });
       }),
@@ -238,7 +238,7 @@ export function createWalletServiceImpl(deps: {
       guard(async () => {
         const tenant = writer(ctx);
         if (!req.effectiveAt) throw invalid("effective_at", "is required");
-        const ct = await engine.setExchangeRate(tenant, { creditTypeId: M.unitOf("credit_type_id", req.creditTypeId), rate: M.decimalOf("rate.value", req.rate?.value, ""), effectiveAt: M.dateOf(req.effectiveAt, clock.now()) });
+        const ct = await engine.setExchangeRate(tenant, { creditTypeId: M.unitOf("credit_type_id", req.creditTypeId), rate: M.decimalOf("rate.value", req.rate?.value, ""), effectiveAt: M.dateOf(req.effectiveAt, clock.now(), "effective_at") });
         return create(pb.SetExchangeRateResponseSchema, { creditType: M.creditTypeTo(ct) });
       }),
 
@@ -352,7 +352,7 @@ export function createWalletServiceImpl(deps: {
             amountNanos: M.nonNegativeNanos("amount_nanos", req.amountNanos),
             eventId: M.refOf("event_id", req.eventId),
             chargeId: M.refOf("charge_id", req.chargeId),
-            occurredAt: req.occurredAt ? M.dateOf(req.occurredAt, clock.now()) : null,
+            occurredAt: req.occurredAt ? M.timeOf("occurred_at", req.occurredAt) : null,
           }),
         );
         const w = await engine.mustWallet(tenant, r.hold.walletId);
@@ -390,11 +390,11 @@ export function createWalletServiceImpl(deps: {
         const customerId = M.customerIdOf("customer_id", req.customerId);
         const unit = M.unitOf("unit", req.unit);
         if (!req.from || !req.to) throw invalid(req.from ? "to" : "from", "is required");
-        const from = M.dateOf(req.from, clock.now());
-        const to = M.dateOf(req.to, clock.now());
+        const from = M.dateOf(req.from, clock.now(), "from");
+        const to = M.dateOf(req.to, clock.now(), "to");
         if (to.getTime() <= from.getTime()) throw invalid("to", "must be after from");
         const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
-        const after = M.decodeToken<{ at: string; source: string; id: string }>("page.page_token", req.page?.pageToken ?? "");
+        const after = M.decodeToken<{ at: string; source: string; id: string }>("page.page_token", req.page?.pageToken ?? "", (v) => M.tokenTime(v.at) && M.tokenId(v.source) && M.tokenId(v.id));
         const wallet = await engine.findWallet(tenant, customerId, unit);
         const totals = await S.consumptionTotals(db, tenant, customerId, unit, from, to);
         const rows = await S.listConsumptionEntries(db, tenant, customerId, unit, from, to, after ? { at: new Date(after.at), source: after.source, id: after.id } : null, size + 1);
@@ -415,10 +415,10 @@ export function createWalletServiceImpl(deps: {
       guard(async () => {
         const tenant = reader(ctx);
         const w = await engine.mustWallet(tenant, M.idOf("wallet_id", req.walletId));
-        const from = M.dateOf(req.from, new Date(0));
-        const to = M.dateOf(req.to, new Date("9999-12-31T00:00:00Z"));
+        const from = M.dateOf(req.from, new Date(0), "from");
+        const to = M.dateOf(req.to, new Date("9999-12-31T00:00:00Z"), "to");
         const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
-        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "");
+        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "", (v) => M.tokenSeq(v.seq));
         const rows = await S.listMovements(db, tenant, w.id, from, to, after ? BigInt(after.seq) : 0n, size + 1);
         const page = rows.slice(0, size);
         const last = page[page.length - 1];
@@ -471,8 +471,8 @@ export function createWalletServiceImpl(deps: {
         const kind = M.ALERT_KIND_FROM[req.kind];
         if (kind === undefined) throw invalid("kind", "unknown alert kind");
         const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
-        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "");
-        const rows = await S.listAlerts(db, tenant, { customerId: req.customerId, kind, since: req.since ? M.dateOf(req.since, clock.now()) : null, afterSeq: after ? BigInt(after.seq) : 0n, limit: size + 1 });
+        const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "", (v) => M.tokenSeq(v.seq));
+        const rows = await S.listAlerts(db, tenant, { customerId: req.customerId, kind, since: req.since ? M.timeOf("since", req.since) : null, afterSeq: after ? BigInt(after.seq) : 0n, limit: size + 1 });
         const page = rows.slice(0, size);
         const last = page[page.length - 1];
         return create(pb.ListAlertsResponseSchema, { alerts: page.map(M.alertTo), page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" } });
@@ -489,7 +489,7 @@ export function createWalletServiceImpl(deps: {
 
 /** The as_of of an expiry or rollover run: now when absent; at most RUN_AS_OF_SKEW_MS_MAX from now. */
 function runAsOf(ts: Parameters<typeof M.dateOf>[0], now: Date): Date {
-  const asOf = M.dateOf(ts, now);
+  const asOf = M.dateOf(ts, now, "as_of");
   if (!Number.isFinite(asOf.getTime()) || Math.abs(asOf.getTime() - now.getTime()) > RUN_AS_OF_SKEW_MS_MAX) {
     throw invalid("as_of", "must be within 10 years of now");
   }

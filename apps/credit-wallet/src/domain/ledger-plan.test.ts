@@ -56,6 +56,14 @@ describe("ledger mapping", () => {
 
   it("moves an expired remainder to breakage", () => {
     expect(expiryTransfer({ grantId: "g1", l, amountNanos: 9n })).toMatchObject({ debit: l.wallet, credit: l.breakage, amount: "9", code: 30 });
+    // A hold's breakage never shares an id with a grant's own breakage (caller ids may contain ':').
+    expect(expiryTransfer({ grantId: "gA", l, amountNanos: 1n, holdId: "h1" }).id).toBe("xfer_w:xh:2:gA:h1");
+    expect(expiryTransfer({ grantId: "gA:h1", l, amountNanos: 1n }).id).toBe("xfer_w:x:gA:h1");
+    expect(expiryTransfer({ grantId: "a:b", l, amountNanos: 1n, holdId: "c" }).id).not.toBe(expiryTransfer({ grantId: "a", l, amountNanos: 1n, holdId: "b:c" }).id);
+    // A capture's post carries the plain transfer booked instead when the pending one timed out.
+    const [post, od] = resolveHoldTransfers({ holdId: "h1", burn: [{ grantId: "g1", amountNanos: 5n }], overdraftHeldNanos: 3n, overdraftBurnNanos: 2n, l });
+    expect(post!.late).toMatchObject({ id: "xfer_w:p:h1:0:late", debit: l.wallet, credit: l.revenue, amount: "5", unit: l.unit, code: 20 });
+    expect(od!.late).toMatchObject({ id: "xfer_w:p:h1:od:late", debit: l.receivable, credit: l.revenue, amount: "2", code: 22 });
   });
 
   it("keeps every ledger id within 128 characters, deterministically", () => {

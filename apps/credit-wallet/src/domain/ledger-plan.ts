@@ -75,6 +75,13 @@ export interface PlannedTransfer {
   pendingId?: string;
   timeoutSeconds?: number;
   refs?: Record<string, string>;
+  /**
+   * On a post: the plain transfer moving what the post would have (same accounts, amount, unit),
+   * sent instead when the ledger answers PENDING_TRANSFER_EXPIRED (the capture committed in the
+   * wallet before the hold's ledger timeout, the post reached the ledger after it: the pending
+   * amount went back, so the burn is booked as a plain transfer and the books still agree).
+   */
+  late?: PlannedTransfer;
 }
 
 /** The ledger accounts one wallet moves money between. */
@@ -176,6 +183,8 @@ export const holdTransferId = (holdId: string, i: number | "od") => ledgerId(`xf
 export const burnTransferId = (prefix: string, sourceId: string, i: number | "od") => ledgerId(`xfer_w:${prefix}:${sourceId}:${i}`);
 export const postTransferId = (holdId: string, i: number | "od") => ledgerId(`xfer_w:p:${holdId}:${i}`);
 export const voidTransferId = (holdId: string, i: number | "od") => ledgerId(`xfer_w:v:${holdId}:${i}`);
+/** Transfer id of the plain transfer that books a capture slice whose post came after the pending timeout. */
+export const latePostTransferId = (holdId: string, i: number | "od") => ledgerId(`xfer_w:p:${holdId}:${i}:late`);
 export const grantTransferId = (grantId: string) => ledgerId(`xfer_w:g:${grantId}`);
 
 /** A hold: one pending transfer per slice (and the overdraft part), linked, with a timeout. */
@@ -202,11 +211,25 @@ export function holdTransfers(a: { holdId: string; l: WalletLedger; slices: Slic
  * Resolving a hold: per pending slice, post the burned part (> 0) or void it (0). Post/void ids
  * derive from the hold id, so a replayed capture or release posts nothing twice.
  */
-export function resolveHoldTransfers(a: { holdId: string; burn: Slice[]; overdraftHeldNanos: bigint; overdraftBurnNanos: bigint }): PlannedTransfer[] {
+export function resolveHoldTransfers(a: { holdId: string; burn: Slice[]; overdraftHeldNanos: bigint; overdraftBurnNanos: bigint; l?: WalletLedger }): PlannedTransfer[] {
   const ts: PlannedTransfer[] = [];
   const one = (i: number | "od", burnNanos: bigint) => {
     const pendingId = holdTransferId(a.holdId, i);
-    if (burnNanos > 0n) ts.push({ id: postTransferId(a.holdId, i), debit: "", credit: "", amount: burnNanos.toString(), unit: "", code: 0, post: true, pendingId });
+    if (burnNanos > 0n) {
+      // The accounts of the pending transfer (holdTransfers): wallet -> revenue, or receivable -> revenue for the overdraft part.
+      const late: PlannedTransfer | undefined = a.l
+        ? {
+            id: latePostTransferId(a.holdId, i),
+            debit: i === "od" ? a.l.receivable : a.l.wallet,
+            credit: a.l.revenue,
+            amount: burnNanos.toString(),
+            unit: a.l.unit,
+            code: i === "od" ? TRANSFER_CODE.OVERDRAFT_BURN : TRANSFER_CODE.BURN,
+            refs: refsOf({ grant_id: i === "od" ? "" : (a.burn[i]?.grantId ?? ""), hold_id: a.holdId }),
+          }
+        : undefined;
+      ts.push({ id: postTransferId(a.holdId, i), debit: "", credit: "", amount: burnNanos.toString(), unit: "", code: 0, post: true, pendingId, ...(late ? { late } : {}) });
+    }
     else ts.push({ id: voidTransferId(a.holdId, i), debit: "", credit: "", amount: "0", unit: "", code: 0, void: true, pendingId });
   };
   a.burn.forEach((s, i) => one(i, s.amountNanos));
@@ -216,10 +239,20 @@ export function resolveHoldTransfers(a: { holdId: string; burn: Slice[]; overdra
   return ts;
 }
 
+/**
+ * Transfer id of a breakage: `xfer_w:x:<grant>` for a grant's expiry or rollover remainder; for what
+ * a hold gives back after its grant expired, `xfer_w:xh:<length of grant id>:<grant>:<hold>` (both
+ * caller ids may contain ':', so the length keeps every (grant, hold) pair apart, and the `xh`
+ * prefix keeps them apart from a grant's own breakage — `xfer_w:x:<grant>:<hold>`, the scheme of
+ * rows written before, collided with the breakage of a grant named `<grant>:<hold>`).
+ */
+export const expiryTransferId = (grantId: string, holdId?: string) =>
+  ledgerId(holdId === undefined ? `xfer_w:x:${grantId}` : `xfer_w:xh:${grantId.length}:${grantId}:${holdId}`);
+
 /** Expiry: the remainder moves from the wallet to breakage. */
-export function expiryTransfer(a: { grantId: string; l: WalletLedger; amountNanos: bigint; suffix?: string }): PlannedTransfer {
+export function expiryTransfer(a: { grantId: string; l: WalletLedger; amountNanos: bigint; holdId?: string }): PlannedTransfer {
   return {
-    id: ledgerId(`xfer_w:x:${a.grantId}${a.suffix ?? ""}`),
+    id: expiryTransferId(a.grantId, a.holdId),
     debit: a.l.wallet,
     credit: a.l.breakage,
     amount: a.amountNanos.toString(),

@@ -31,6 +31,11 @@ export interface BurnGrant {
   effectiveAtMs: number;
   /** null: never expires. */
   expiresAtMs: number | null;
+  /**
+   * An allowance's period end (null / absent otherwise): it stops burning there, like at an
+   * expiry (its remainder is RunRollover's), without changing its place in the burn-down order.
+   */
+  periodEndMs?: number | null;
   createdAtMs: number;
   /** amount - burned - held - expired. */
   availableNanos: bigint;

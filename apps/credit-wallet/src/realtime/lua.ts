@@ -32,10 +32,17 @@ local function SUB(a, b)
   return {hi, lo}
 end
 local function Z(a) return a[1] == 0 and a[2] == 0 end
-local function AVAILABLE(akey, od)
+local function AVAILABLE(od, now)
   local t = {0, 0}
-  local vals = redis.call('HVALS', akey)
-  for i = 1, #vals do t = ADD(t, P(vals[i])) end
+  local kv = redis.call('HGETALL', KEYS[2])
+  local mv = redis.call('HGETALL', KEYS[3])
+  local metas = {}
+  for i = 1, #mv, 2 do metas[mv[i]] = mv[i + 1] end
+  for i = 1, #kv, 2 do
+    local meta = metas[kv[i]] or ''
+    local eff, exp = string.match(meta, '^([^|]*)|([^|]*)|')
+    if eff ~= nil and tonumber(eff) <= now and (exp == '' or tonumber(exp) > now) then t = ADD(t, P(kv[i + 1])) end
+  end
   if LT(t, od) then return '-' .. F(SUB(od, t)) end
   return F(SUB(t, od))
 end
@@ -87,7 +94,7 @@ local function DEBIT(amountS, mode, now, chargeS, modelS)
   if mode == 'all' then
     if not Z(rest) then
       if st[4] ~= '1' then
-        return {'insufficient', st[1], F(amount), AVAILABLE(KEYS[2], od)}
+        return {'insufficient', st[1], F(amount), AVAILABLE(od, now)}
       end
       unc = rest
     end
@@ -103,7 +110,7 @@ local function DEBIT(amountS, mode, now, chargeS, modelS)
   end
   od = ADD(od, odtake)
   if not Z(odtake) then redis.call('HSET', KEYS[1], 'od', F(od)) end
-  out[6] = AVAILABLE(KEYS[2], od)
+  out[6] = AVAILABLE(od, now)
   return out
 end
 `;
@@ -145,7 +152,9 @@ end
 for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
 local rel = P(ARGV[2])
 if not Z(rel) then
-  redis.call('HSET', KEYS[1], 'od', F(SUB(P(redis.call('HGET', KEYS[1], 'od')), rel)))
+  -- Never below 0 (F formats non-negative amounts only; the in-process store clamps alike).
+  local cur = P(redis.call('HGET', KEYS[1], 'od'))
+  if LT(cur, rel) then redis.call('HSET', KEYS[1], 'od', '0') else redis.call('HSET', KEYS[1], 'od', F(SUB(cur, rel))) end
 end
 return {'ok'}
 `;

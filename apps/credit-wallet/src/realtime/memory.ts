@@ -1,3 +1,4 @@
+import { burnsAt } from "../domain/burn-order.js";
 import { planDebit, sumSlices } from "../domain/debit.js";
 import type { BurnGrant, Slice } from "../domain/types.js";
 import type { DebitRequest, DebitResult, RealtimeStore, WalletRef, WalletSnapshot } from "./types.js";
@@ -18,9 +19,10 @@ export function createMemoryRealtime(): RealtimeStore {
   const states = new Map<string, State>();
   const key = (w: WalletRef) => `${w.tenant}:${w.walletId}`;
 
-  function available(st: State): bigint {
+  /** What the grants that can burn at nowMs (effective, not past expires_at or an allowance's period end; any scope) have left, minus the overdraft in use. */
+  function available(st: State, nowMs: number): bigint {
     let s = 0n;
-    for (const g of st.grants.values()) s += g.availableNanos;
+    for (const g of st.grants.values()) if (burnsAt(g, nowMs)) s += g.availableNanos;
     return s - st.odUsed;
   }
 
@@ -31,14 +33,14 @@ export function createMemoryRealtime(): RealtimeStore {
     const room = st.odLimit - st.odUsed;
     const plan = planDebit([...st.grants.values()], req.amountNanos, req.ctx, { overdraftRoomNanos: room > 0n ? room : 0n, uncoveredAllowed: st.unc }, req.mode);
     if (!plan.ok) {
-      return { kind: "insufficient", gen: st.gen, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
+      return { kind: "insufficient", gen: st.gen, slices: [], overdraftNanos: 0n, uncoveredNanos: 0n, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st, req.ctx.nowMs) };
     }
     for (const s of plan.slices) {
       const g = st.grants.get(s.grantId)!;
       st.grants.set(s.grantId, { ...g, availableNanos: g.availableNanos - s.amountNanos });
     }
     st.odUsed += plan.overdraftNanos;
-    return { kind: "ok", gen: st.gen, slices: plan.slices, overdraftNanos: plan.overdraftNanos, uncoveredNanos: plan.uncoveredNanos, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st) };
+    return { kind: "ok", gen: st.gen, slices: plan.slices, overdraftNanos: plan.overdraftNanos, uncoveredNanos: plan.uncoveredNanos, shortfallNanos: plan.shortfallNanos, availableAfterNanos: available(st, req.ctx.nowMs) };
   }
 
   return {
@@ -61,6 +63,7 @@ export function createMemoryRealtime(): RealtimeStore {
         st.grants.set(s.grantId, { ...g, availableNanos: g.availableNanos + s.amountNanos });
       }
       st.odUsed -= overdraftNanos;
+      if (st.odUsed < 0n) st.odUsed = 0n; // never below 0 (as the Redis script)
       return "ok";
     },
     async load(w: WalletRef, snap: WalletSnapshot, gen: string) {

@@ -41,6 +41,42 @@ describe.each(stores)("real-time store ($name)", ({ make }) => {
     expect(r.gen).toBe("gen1");
   });
 
+  it("counts only grants that can burn now in the available balance it reports (not future, not past expires_at)", async () => {
+    const wal = w();
+    await rt.load(wal, snap([g("A", 50n), g("F", 1_000n, { effectiveAtMs: 5_000 }), g("X", 10_000n, { expiresAtMs: 900 }), g("S", 7n, { scope: { chargeIds: ["other"], models: [] } })]), "g");
+    const r = await rt.debit(wal, { amountNanos: 10n, mode: "all", ctx });
+    if (r.kind !== "ok") throw new Error("expected ok");
+    expect(r.availableAfterNanos).toBe(47n); // A 40 + S 7 (scope does not matter for the balance)
+    const refused = await rt.debit(wal, { amountNanos: 100n, mode: "all", ctx });
+    if (refused.kind !== "insufficient") throw new Error("expected insufficient");
+    expect(refused.availableAfterNanos).toBe(47n);
+    const later = await rt.debit(wal, { amountNanos: 1n, mode: "all", ctx: { ...ctx, nowMs: 6_000 } });
+    if (later.kind !== "ok") throw new Error("expected ok");
+    expect(later.availableAfterNanos).toBe(1_046n);
+  });
+
+  it("does not burn (nor count) an allowance past its period end, wherever it sorts", async () => {
+    const wal = w();
+    await rt.load(wal, snap([g("AL", 500n, { kind: "allowance", periodEndMs: 900, priority: 0 }), g("P", 100n)]), "g");
+    const r = await rt.debit(wal, { amountNanos: 150n, mode: "partial", ctx });
+    if (r.kind !== "ok") throw new Error("expected ok");
+    expect([r.slices, r.shortfallNanos, r.availableAfterNanos]).toEqual([[{ grantId: "P", amountNanos: 100n }], 50n, 0n]);
+    const before = await rt.debit(wal, { amountNanos: 10n, mode: "all", ctx: { ...ctx, nowMs: 800 } });
+    if (before.kind !== "ok") throw new Error("expected ok");
+    expect(before.slices).toEqual([{ grantId: "AL", amountNanos: 10n }]);
+  });
+
+  it("never keeps a negative overdraft counter when more is given back than is used", async () => {
+    const wal = w();
+    await rt.load(wal, snap([g("A", 0n)], { overdraftUsedNanos: 5n, overdraftLimitNanos: 100n }), "g");
+    expect(await rt.credit(wal, "g", [], 1_000_000_000_007n)).toBe("ok");
+    expect((await rt.read(wal))!.overdraftUsedNanos).toBe(0n);
+    // The room is the whole limit again, and a debit works on the counter as usual.
+    const r = await rt.debit(wal, { amountNanos: 100n, mode: "all", ctx });
+    if (r.kind !== "ok") throw new Error("expected ok");
+    expect([r.overdraftNanos, (await rt.read(wal))!.overdraftUsedNanos]).toEqual([100n, 100n]);
+  });
+
   it("refuses a hold past the balance and changes nothing", async () => {
     const wal = w();
     await rt.load(wal, snap([g("A", 50n)]), "g");

@@ -1,5 +1,5 @@
 import { Redis } from "ioredis";
-import { burnKey } from "../domain/burn-order.js";
+import { burnKey, burnUntilMs } from "../domain/burn-order.js";
 import type { Slice } from "../domain/types.js";
 import { CREDIT_LUA, DEBIT_LUA, DEBIT_MANY_LUA, LOAD_LUA } from "./lua.js";
 import type { DebitRequest, DebitResult, RealtimeStore, WalletRef, WalletSnapshot } from "./types.js";
@@ -82,7 +82,7 @@ export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix
     async load(w: WalletRef, snap: WalletSnapshot, gen: string) {
       const argv = [gen, snap.overdraftLimitNanos.toString(), snap.overdraftUsedNanos.toString(), snap.uncoveredAllowed ? "1" : "0"];
       for (const g of snap.grants) {
-        argv.push(g.id, g.availableNanos.toString(), burnKey(g), `${g.effectiveAtMs}|${g.expiresAtMs ?? ""}|${g.scope.chargeIds.join(",")}|${g.scope.models.join(",")}`);
+        argv.push(g.id, g.availableNanos.toString(), burnKey(g), `${g.effectiveAtMs}|${burnUntilMs(g) ?? ""}|${g.scope.chargeIds.join(",")}|${g.scope.models.join(",")}`);
       }
       return cmd.nbLoad(...keys(w), ...argv);
     },

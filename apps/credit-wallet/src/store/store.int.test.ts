@@ -108,10 +108,10 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: 10n }], now)).toEqual([]);
     // Re-arm needs PostgreSQL's available (100 - 60 held = 40) at or above 50.
     await S.applyGrantDeltas(db, T, [{ grantId: "g_low", held: 60n }]);
-    await S.rearmLowBalance(db, T, ["wal_low"]);
+    await S.rearmLowBalance(db, T, ["wal_low"], now);
     expect((await S.getWallet(db, T, "wal_low"))!.lowBalanceArmed).toBe(false);
     await S.applyGrantDeltas(db, T, [{ grantId: "g_low", held: -10n }]);
-    await S.rearmLowBalance(db, T, ["wal_low"]);
+    await S.rearmLowBalance(db, T, ["wal_low"], now);
     expect((await S.getWallet(db, T, "wal_low"))!.lowBalanceArmed).toBe(true);
     // Computed from PostgreSQL (null): 50 is not below 50; 49 is.
     expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: null }], now)).toEqual([]);
@@ -119,7 +119,23 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     expect(await S.crossLowBalance(db, T, [{ walletId: "wal_low", availableNanos: null }], now)).toEqual(["wal_low"]);
     const alerts = await S.listAlerts(db, T, { customerId: "cus_low", kind: "low_balance", since: null, afterSeq: 0n, limit: 10 });
     expect(alerts.map((a) => [a.id, a.amountNanos])).toEqual([["alr_lowb_wal_low_1", 30n], ["alr_lowb_wal_low_2", 49n]]);
-    expect((await S.availableOf(db, T, ["wal_low"])).get("wal_low")).toBe(49n);
+    expect((await S.availableOf(db, T, ["wal_low"], now)).get("wal_low")).toBe(49n);
+  });
+
+  it("counts only grants that can burn now in the available balance (not a future grant, not one past expires_at in its grace)", async () => {
+    await S.insertWallet(db, { tenant: T, id: "wal_spn", customerId: "cus_spn", unit: "USD", kind: "prepaid", policy: HARD_STOP, ledgerAccountId: "acct_wallet:cus_spn:USD", now });
+    const g = (id: string, amountNanos: bigint, effectiveAt: Date, expiresAt: Date | null) =>
+      S.insertGrant(db, T, {
+        id, walletId: "wal_spn", kind: "purchased", amountNanos, priority: 0, effectiveAt, expiresAt, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
+        scope: { chargeIds: [], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: id, periodIndex: 0, invoiceId: "", description: "", requestHash: "h", expiryGraceMs: expiresAt ? 86_400_000 : null,
+      });
+    await g("g_spn_now", 100n, now, null);
+    await g("g_spn_future", 1_000n, new Date(now.getTime() + 3_600_000), null);
+    await g("g_spn_grace", 10_000n, new Date(now.getTime() - 7_200_000), new Date(now.getTime() - 3_600_000));
+    expect((await S.availableOf(db, T, ["wal_spn"], now)).get("wal_spn")).toBe(100n);
+    expect((await S.availableOf(db, T, ["wal_spn"], new Date(now.getTime() + 3_600_000))).get("wal_spn")).toBe(1_100n);
+    await S.updateLowBalance(db, T, "wal_spn", 500n);
+    expect(await S.crossLowBalance(db, T, [{ walletId: "wal_spn", availableNanos: null }], now)).toEqual(["wal_spn"]);
   });
 
   it("lists a grant as expired only after its own grace, or the default grace when it has none", async () => {

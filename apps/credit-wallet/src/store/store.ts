@@ -279,7 +279,7 @@ export async function crossLowBalance(q: Queryable, tenant: string, items: Array
   const r = await q.query<{ id: string }>(
     `WITH t AS (
        SELECT t.w, min(COALESCE(t.a, (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
-                                      WHERE g.tenant = $1 AND g.wallet_id = t.w AND g.state = 'active') - x.overdraft_posted_nanos - x.overdraft_held_nanos))::bigint AS a
+                                      WHERE g.tenant = $1 AND g.wallet_id = t.w AND ${SPENDABLE_NOW("g", "$4")}) - x.overdraft_posted_nanos - x.overdraft_held_nanos))::bigint AS a
        FROM unnest($2::text[], $3::bigint[]) AS t(w, a) JOIN wallets x ON x.tenant = $1 AND x.id = t.w
        GROUP BY t.w
      ),
@@ -304,25 +304,38 @@ export async function crossLowBalance(q: Queryable, tenant: string, items: Array
  * active grants' amount - burned - held - expired, minus the overdraft in use) is back at or above
  * the threshold. One statement.
  */
-export async function rearmLowBalance(q: Queryable, tenant: string, walletIds: string[]): Promise<void> {
+export async function rearmLowBalance(q: Queryable, tenant: string, walletIds: string[], now: Date): Promise<void> {
   if (walletIds.length === 0) return;
   await q.query(
     `UPDATE wallets w SET low_balance_armed = TRUE
      WHERE w.tenant = $1 AND w.id = ANY($2::text[]) AND NOT w.low_balance_armed AND w.low_balance_threshold_nanos IS NOT NULL
        AND (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
-            WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND g.state = 'active') - w.overdraft_posted_nanos - w.overdraft_held_nanos >= w.low_balance_threshold_nanos`,
-    [tenant, walletIds],
+            WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND ${SPENDABLE_NOW("g", "$3")}) - w.overdraft_posted_nanos - w.overdraft_held_nanos >= w.low_balance_threshold_nanos`,
+    [tenant, walletIds, now],
   );
 }
 
-/** Available balances (active grants' amount - burned - held - expired, minus the overdraft in use) of wallets, from PostgreSQL. */
-export async function availableOf(q: Queryable, tenant: string, walletIds: string[]): Promise<Map<string, bigint>> {
+/**
+ * The SQL condition "grant `g` can burn at `now`" as far as the available balance goes: active,
+ * effective, not past its expires_at (a grant in its expiry grace no longer burns) and, for an
+ * allowance, before its period end. The same rule as domain/burn-order.ts isEligible (scope aside)
+ * and the real-time stores' available balance.
+ */
+export const SPENDABLE_NOW = (g: string, now: string) =>
+  `${g}.state = 'active' AND ${g}.effective_at <= ${now}::timestamptz AND (${g}.expires_at IS NULL OR ${g}.expires_at > ${now}::timestamptz)
+   AND (${g}.kind <> 'allowance' OR ${g}.period_end IS NULL OR ${g}.period_end > ${now}::timestamptz)`;
+
+/**
+ * Available balances of wallets from PostgreSQL: what the grants that can burn at `now` have left
+ * (amount - burned - held - expired), minus the overdraft in use.
+ */
+export async function availableOf(q: Queryable, tenant: string, walletIds: string[], now: Date): Promise<Map<string, bigint>> {
   if (walletIds.length === 0) return new Map();
   const r = await q.query<{ id: string; a: string }>(
     `SELECT w.id, ((SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
-                    WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND g.state = 'active') - w.overdraft_posted_nanos - w.overdraft_held_nanos)::text AS a
+                    WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND ${SPENDABLE_NOW("g", "$3")}) - w.overdraft_posted_nanos - w.overdraft_held_nanos)::text AS a
      FROM wallets w WHERE w.tenant = $1 AND w.id = ANY($2::text[])`,
-    [tenant, walletIds],
+    [tenant, walletIds, now],
   );
   return new Map(r.rows.map((x) => [x.id, BigInt(x.a)]));
 }
@@ -363,6 +376,24 @@ export async function disarmTopUp(q: Queryable, tenant: string, id: string): Pro
 
 export async function armTopUp(q: Queryable, tenant: string, id: string): Promise<void> {
   await q.query(`UPDATE wallets SET top_up_armed = TRUE WHERE tenant = $1 AND id = $2 AND NOT top_up_armed`, [tenant, id]);
+}
+
+/**
+ * Re-arms the auto top-up of the listed wallets whose available balance (PostgreSQL's, grants that
+ * can burn at `now`) is at or above their auto top-up threshold. One statement; returns the ids armed.
+ */
+export async function armTopUpIfAbove(q: Queryable, tenant: string, walletIds: string[], now: Date): Promise<string[]> {
+  if (walletIds.length === 0) return [];
+  const r = await q.query<{ id: string }>(
+    `UPDATE wallets w SET top_up_armed = TRUE
+     WHERE w.tenant = $1 AND w.id = ANY($2::text[]) AND NOT w.top_up_armed AND w.auto_top_up IS NOT NULL
+       AND (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+            WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND ${SPENDABLE_NOW("g", "$3")}) - w.overdraft_posted_nanos - w.overdraft_held_nanos
+           >= (w.auto_top_up->>'threshold')::numeric
+     RETURNING w.id`,
+    [tenant, walletIds, now],
+  );
+  return r.rows.map((x) => x.id);
 }
 
 /** Adds to the wallet's overdraft counters; the WHERE clause is the guard of the soft negative limit. */
@@ -419,6 +450,7 @@ export function toBurnGrant(g: GrantRow): BurnGrant {
     priority: g.priority,
     effectiveAtMs: g.effectiveAt.getTime(),
     expiresAtMs: g.expiresAt ? g.expiresAt.getTime() : null,
+    periodEndMs: g.kind === "allowance" && g.periodEnd ? g.periodEnd.getTime() : null,
     createdAtMs: g.createdAt.getTime(),
     availableNanos: g.amountNanos - g.burnedNanos - g.heldNanos - g.expiredNanos,
     scope: g.scope,
