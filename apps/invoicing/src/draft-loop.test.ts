@@ -90,7 +90,10 @@ for (const backend of testBackends()) {
       // the replicas claimed disjoint drafts (never one twice); a draft the caller finalized first is skipped or not claimed
       expect(ra.claimed + rb.claimed).toBeLessThanOrEqual(4);
       expect(ra.claimed + rb.claimed).toBeGreaterThanOrEqual(3);
-      expect(ra.finalized + rb.finalized + caller).toBe(4);
+      // a retried or racing FinalizeInvoice answers the finalized invoice: the caller always succeeds,
+      // and the replicas finalized the other three (or all four, when they took the caller's draft first)
+      expect(caller).toBe(1);
+      expect([3, 4]).toContain(ra.finalized + rb.finalized);
       expect(ra.failed + rb.failed).toBe(0);
       const numbers = [];
       for (const id of ids) {

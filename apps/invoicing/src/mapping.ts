@@ -6,9 +6,36 @@ import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import type { BillingSettings, Invoice, InvoiceLine, InvoiceStatus, LineKind } from "./domain/invoice.js";
 import type { PeriodAnchor, PeriodInterval } from "./domain/periods.js";
 import type { StoredSettings } from "./store/invoice-store.js";
+import { InvalidInput } from "./domain/settings.js";
 
 const ts = (d: Date | undefined): Timestamp | undefined => (d === undefined ? undefined : timestampFromDate(d));
 export const dateOf = (t: Timestamp | undefined): Date | undefined => (t === undefined ? undefined : timestampDate(t));
+
+/** TIME_MIN_MS / TIME_MAX_MS: the instants a request may name, years 1..9999 UTC (inside PostgreSQL's timestamptz and JavaScript's Date). */
+export const TIME_MIN_MS = new Date("0001-01-01T00:00:00.000Z").getTime();
+export const TIME_MAX_MS = new Date("9999-12-31T23:59:59.999Z").getTime();
+
+/** inTimeRange: `ms` is a whole millisecond inside TIME_MIN_MS..TIME_MAX_MS. */
+export function inTimeRange(ms: number): boolean {
+  return Number.isSafeInteger(ms) && ms >= TIME_MIN_MS && ms <= TIME_MAX_MS;
+}
+
+/**
+ * timeOf: a request timestamp as a Date, validated at the edge: nanos in 0..999,999,999 and the
+ * instant in years 1..9999 UTC; otherwise InvalidInput naming `field` (never an Internal error
+ * from an invalid Date or a value the database rejects).
+ */
+export function timeOf(t: Timestamp | undefined, field: string): Date | undefined {
+  if (t === undefined) return undefined;
+  const range = "must be a time in years 1..9999 UTC";
+  if (!Number.isInteger(t.nanos) || t.nanos < 0 || t.nanos > 999_999_999) throw new InvalidInput(field, `${range}: nanos must be in 0..999999999, got ${t.nanos}`);
+  if (t.seconds < BigInt(Math.floor(TIME_MIN_MS / 1000)) || t.seconds > BigInt(Math.floor(TIME_MAX_MS / 1000))) {
+    throw new InvalidInput(field, `${range}, got ${t.seconds} seconds since the epoch`);
+  }
+  const d = timestampDate(t);
+  if (!inTimeRange(d.getTime())) throw new InvalidInput(field, `${range}, got ${t.seconds} seconds since the epoch`);
+  return d;
+}
 
 const STATUS: Record<InvoiceStatus, pb.InvoiceStatus> = {
   preview: pb.InvoiceStatus.PREVIEW,

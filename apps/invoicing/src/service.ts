@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { createHash } from "node:crypto";
-import { currency } from "@nanobill/money";
+import { currency, MoneyError } from "@nanobill/money";
 import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import { assembleInvoice, type ChargeInput, type LateCredit } from "./domain/assemble.js";
@@ -34,12 +34,12 @@ import {
 } from "./domain/bill.js";
 import { defaultSettings, type CreditsInUnits, type Invoice } from "./domain/invoice.js";
 import { InvoicingError } from "./domain/lifecycle.js";
-import { lastEndedPeriod, localDayStart, periodAt, periodByIndex, periodStartingAt, type Period, type PeriodSpec } from "./domain/periods.js";
+import { lastEndedPeriod, localDayStart, PeriodError, periodAt, periodByIndex, periodStartingAt, type Period, type PeriodSpec } from "./domain/periods.js";
 import { checkId, InvalidInput, validateSettings } from "./domain/settings.js";
 import { guard } from "./errors.js";
 import { finalizeLegs, paidLegs, voidLegs, allLegs, type LedgerPoster } from "./ledger.js";
 import * as L from "./limits.js";
-import { anchorFromProto, dateOf, intervalFromProto, invoiceToProto, modeFromProto, settingsToProto, statusFromProto } from "./mapping.js";
+import { anchorFromProto, dateOf, inTimeRange, intervalFromProto, timeOf, invoiceToProto, modeFromProto, settingsToProto, statusFromProto } from "./mapping.js";
 import { renderInvoice } from "./render/index.js";
 import { billedKey, type CloseItem, type InvoiceStore, type LateSnapshot, type StoredInvoice, type StoredSettings } from "./store/invoice-store.js";
 import type { TopUpAlert, Upstream } from "./upstream.js";
@@ -537,7 +537,7 @@ export function createInvoicingCore(d: HandlerDeps): {
   type Prepared = { done: pb.ClosePeriodItemResult } | { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string };
 
   /** preparePeriod: the period an item closes, or its per-item result when it cannot close. */
-  async function preparePeriod(tenant: string, item: pb.ClosePeriodItem, now: Date, customers: Map<string, Promise<CustomerContext | undefined>>, cache: Parameters<typeof loadCustomer>[2]): Promise<Prepared> {
+  async function preparePeriod(tenant: string, item: pb.ClosePeriodItem, index: number, now: Date, customers: Map<string, Promise<CustomerContext | undefined>>, cache: Parameters<typeof loadCustomer>[2]): Promise<Prepared> {
     const R = pb.ClosePeriodResult;
     const done = (result: pb.ClosePeriodResult, message: string) => ({ done: itemResult(item.subscriptionId, result, message) });
     try {
@@ -555,18 +555,26 @@ export function createInvoicingCore(d: HandlerDeps): {
     if (cc === undefined) return done(R.NOT_FOUND, `customer ${item.customerId} not found`);
     const sub = cc.subs.find((s) => s.subscriptionId === item.subscriptionId);
     if (sub === undefined) return done(R.NOT_FOUND, `subscription ${item.subscriptionId} of customer ${item.customerId} not found`);
-    const spec = specOf(cc, sub);
+    // A bad value of this item (a time out of range, a period the settings cannot compute) is this
+    // item's INVALID result naming the field; the other items of the request are closed.
+    let spec: PeriodSpec;
     let period: Period | undefined;
-    if (item.periodStart !== undefined) {
-      const ps = dateOf(item.periodStart)!;
-      period = periodStartingAt(spec, ps);
-      if (period === undefined) return done(R.INVALID, `items.period_start: ${ps.toISOString()} is not the start of a billing period of ${sub.subscriptionId}`);
-    } else {
-      period = lastEndedPeriod(spec, now);
-      if (period === undefined) {
-        const current = periodAt(spec, now.getTime() < sub.startedAt.getTime() ? sub.startedAt : now);
-        return done(R.PERIOD_NOT_ENDED, `the first period of ${sub.subscriptionId} ends at ${current.end.toISOString()}; it has not ended (now ${now.toISOString()}): nothing was written`);
+    try {
+      spec = specOf(cc, sub);
+      if (item.periodStart !== undefined) {
+        const ps = timeOf(item.periodStart, `items[${index}].period_start`)!;
+        period = periodStartingAt(spec, ps);
+        if (period === undefined) return done(R.INVALID, `items[${index}].period_start: ${ps.toISOString()} is not the start of a billing period of ${sub.subscriptionId}`);
+      } else {
+        period = lastEndedPeriod(spec, now);
+        if (period === undefined) {
+          const current = periodAt(spec, now.getTime() < sub.startedAt.getTime() ? sub.startedAt : now);
+          return done(R.PERIOD_NOT_ENDED, `the first period of ${sub.subscriptionId} ends at ${current.end.toISOString()}; it has not ended (now ${now.toISOString()}): nothing was written`);
+        }
       }
+    } catch (e) {
+      if (isInputError(e)) return done(R.INVALID, `${e.message}: nothing was written for this item`);
+      throw e;
     }
     if (period.end.getTime() > now.getTime()) {
       return done(R.PERIOD_NOT_ENDED, `period ${period.start.toISOString()} - ${period.end.toISOString()} of ${sub.subscriptionId} has not ended (now ${now.toISOString()}): nothing was written`);
@@ -617,6 +625,8 @@ export function createInvoicingCore(d: HandlerDeps): {
         roundingMode: cc.settings.roundingMode,
         taxRateBps: cc.settings.taxRateBps,
         now,
+        periodInterval: cc.settings.periodInterval,
+        periodAnchor: cc.settings.periodAnchor,
       },
       late: late.map((w) => w.snapshot),
       oneOffIds: oneOffs.map((c) => c.chargeId),
@@ -788,7 +798,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       guard(async () => {
         const tenant = reader(ctx);
         checkId(req.customerId, "customer_id");
-        const at = req.at === undefined ? clock.now() : dateOf(req.at)!;
+        const at = timeOf(req.at, "at") ?? clock.now();
         return create(pb.PreviewInvoiceResponseSchema, { invoice: invoiceToProto(await preview(tenant, req.customerId, at)) });
       }),
 
@@ -802,7 +812,7 @@ export function createInvoicingCore(d: HandlerDeps): {
         const ids = [...new Set(req.items.map((i) => i.customerId).filter((c) => c !== ""))].slice(0, L.CLOSE_PERIOD_ITEMS_MAX);
         const cache = { plans: new Map<string, Promise<Map<string, PlanVersionInfo>>>(), settings: await store.getSettingsMany(tenant, ids) };
         const customers = new Map<string, Promise<CustomerContext | undefined>>();
-        const prepared = await mapLimit(req.items, L.CLOSE_CONCURRENCY, (item) => preparePeriod(tenant, item, now, customers, cache));
+        const prepared = await mapLimit(req.items, L.CLOSE_CONCURRENCY, (item, i) => preparePeriod(tenant, item, i, now, customers, cache));
         // 2. Periods already invoiced are answered without reading usage again.
         const open = prepared.flatMap((p, i) => ("done" in p ? [] : [{ i, p }]));
         const existing = await store.existingIds(tenant, open.map(({ p }) => ({ subscriptionId: p.sub.subscriptionId, periodStart: p.period.start })));
@@ -826,6 +836,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           try {
             return await prepareClose(tenant, p, now);
           } catch (e) {
+            if (isInputError(e)) return e;
             if (!(e instanceof InvoicingError && e.kind === "failed_precondition")) throw e;
             logger.warn("close refused for one item", { tenant, customer_id: p.cc.customer.customerId, subscription_id: p.sub.subscriptionId, reason: e.message });
             return e;
@@ -833,6 +844,10 @@ export function createInvoicingCore(d: HandlerDeps): {
         });
         const closing = todo.flatMap((t, k) => {
           const r = readied[k]!;
+          if (isInputError(r)) {
+            results[t.i] = itemResult(t.p.sub.subscriptionId, pb.ClosePeriodResult.INVALID, `items[${t.i}]: ${r.message}: nothing was written for this item`);
+            return [];
+          }
           if (r instanceof InvoicingError) {
             results[t.i] = itemResult(t.p.sub.subscriptionId, pb.ClosePeriodResult.FAILED_PRECONDITION, r.message);
             return [];
@@ -868,7 +883,9 @@ export function createInvoicingCore(d: HandlerDeps): {
         if (req.pageToken !== "") {
           const m = /^(\d{1,16})\.(inv_[a-z0-9]{1,64})$/.exec(req.pageToken);
           if (m === null) throw new InvalidInput("page_token", "is not a token returned by ListInvoices");
-          after = { periodStart: new Date(Number(m[1])), invoiceId: m[2]! };
+          const ms = Number(m[1]);
+          if (!inTimeRange(ms)) throw new InvalidInput("page_token", "is not a token returned by ListInvoices (its time is out of range)");
+          after = { periodStart: new Date(ms), invoiceId: m[2]! };
         }
         const rows = await store.listInvoices(tenant, { customerId: req.customerId, status: statusFromProto(req.status), limit: size + 1, after });
         const page = rows.slice(0, size);
@@ -883,7 +900,19 @@ export function createInvoicingCore(d: HandlerDeps): {
       guard(async () => {
         const tenant = writer(ctx);
         checkId(req.invoiceId, "invoice_id");
-        return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await finalizeDraft(tenant, req.invoiceId, clock.now())) });
+        // A retry of a finalize (the invoice is already finalized, or paid since) answers the invoice as it is.
+        const finalized = (i: StoredInvoice) => i.status === "finalized" || i.status === "paid";
+        const cur = await mustGet(tenant, req.invoiceId);
+        if (finalized(cur)) return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, cur)) });
+        try {
+          return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await finalizeDraft(tenant, req.invoiceId, clock.now())) });
+        } catch (e) {
+          // a concurrent finalize of the same draft won the row lock: the same result
+          if (!(e instanceof InvoicingError && e.kind === "failed_precondition" && e.field !== UNBILLABLE)) throw e;
+          const now = await mustGet(tenant, req.invoiceId);
+          if (!finalized(now)) throw e;
+          return create(pb.FinalizeInvoiceResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, now)) });
+        }
       }),
 
     refreshInvoice: (req, ctx) =>
@@ -909,7 +938,7 @@ export function createInvoicingCore(d: HandlerDeps): {
         const tenant = writer(ctx);
         checkId(req.invoiceId, "invoice_id");
         checkId(req.paymentId, "payment_id");
-        const paidAt = req.paidAt === undefined ? clock.now() : dateOf(req.paidAt)!;
+        const paidAt = timeOf(req.paidAt, "paid_at") ?? clock.now();
         const r = await store.markPaid(tenant, req.invoiceId, req.paymentId, paidAt, (i) => paidLegs(i).map((l) => l.id));
         return create(pb.MarkInvoicePaidResponseSchema, { invoice: invoiceToProto(await postLedger(tenant, r.invoice)) });
       }),
@@ -1009,7 +1038,7 @@ export function createInvoicingCore(d: HandlerDeps): {
         const settlementNanos = line.amountNanos - bucketSum;
         if (req.bucketStart !== undefined) {
           // One bucket -> its rated events (rating ListRatedEvents: paged, bounded, tenant-checked).
-          const bs = dateOf(req.bucketStart)!;
+          const bs = timeOf(req.bucketStart, "bucket_start")!;
           const g = groups.get(bs.getTime());
           if (g === undefined) throw new InvalidInput("bucket_start", `${bs.toISOString()} is not the start of a ${gran} bucket of line ${line.id}; list the buckets first`);
           if (req.pageToken.length > L.EXPAND_TOKEN_CHARS_MAX || !/^[A-Za-z0-9_.-]*$/.test(req.pageToken)) throw new InvalidInput("page_token", "is not a token returned by ExpandLine");
@@ -1067,7 +1096,7 @@ export function createInvoicingCore(d: HandlerDeps): {
             discountNanos: s.discountNanos,
             minimumBillableNanos: s.minimumBillableNanos,
             deferralPeriodsMax: s.deferralPeriodsMax,
-            deferralUntil: dateOf(s.deferralUntil),
+            deferralUntil: timeOf(s.deferralUntil, "settings.deferral_until"),
             lineMinimumBillableNanos: s.lineMinimumBillableNanos,
           }),
           periodInterval: interval,
@@ -1094,6 +1123,11 @@ export function createInvoicingCore(d: HandlerDeps): {
  * (not because of the draft's state): FinalizeInvoice does not finalize the draft past it.
  */
 const UNBILLABLE = "unbillable";
+
+/** isInputError: a refusal of a value (a request's or one computed from it), answered as a bad item rather than an internal error. */
+function isInputError(e: unknown): e is InvalidInput | PeriodError | MoneyError {
+  return e instanceof InvalidInput || e instanceof PeriodError || e instanceof MoneyError;
+}
 
 /** endsBy: the subscription ends at or before `end` (no invoice of it after the period ending then). */
 function endsBy(sub: SubscriptionInfo, end: Date): boolean {

@@ -438,3 +438,43 @@ describe("per-line minimum billable amount", () => {
     );
   });
 });
+
+describe("review fixes: signed tax, discount clamp, deferral periods", () => {
+  it("taxes a net-negative subtotal: the credit returns the tax charged on it (a negative tax line)", () => {
+    const a1 = assembleInvoice(input([charge("seats", "seats", 100n * USD)], { taxRateBps: 1000 }));
+    const a2 = assembleInvoice(input([charge("adjustment", "seats", -50n * USD)], { taxRateBps: 1000 }, { residues: a1.residues }));
+    expect([a2.totals.subtotalNanos, a2.totals.taxNanos, a2.totals.totalNanos]).toEqual([-50n * USD, -5n * USD, -55n * USD]);
+    // over both invoices: 10% of the net $50 taxable
+    expect(a1.totals.taxNanos + a2.totals.taxNanos).toBe(5n * USD);
+    const tax = a2.lines.find((l) => l.kind === "tax")!;
+    expect(tax.roundedAmountNanos).toBe(-5n * USD);
+  });
+
+  it("never bills a discount above the subtotal, even with the discount residue carried in; the difference stays carried", () => {
+    // $0.025 fixed on $1.00: billed -$0.02, -$0.005 carried on _discount
+    const s = { discountNanos: 25_000_000n };
+    const a1 = assembleInvoice(input([charge("usage", "c1", USD)], s));
+    expect(a1.residues.get("_discount")!.residueNanos).toBe(-5_000_000n);
+    // $0.01 subtotal: the discount is capped at $0.01 (+ -$0.005 carried in would round to -$0.02)
+    const a2 = assembleInvoice(input([charge("usage", "c1", 10_000_000n)], s, { residues: a1.residues }));
+    const d = a2.lines.find((l) => l.kind === "discount")!;
+    expect([a2.totals.discountNanos, a2.totals.totalNanos, d.amountMinor]).toEqual([-10_000_000n, 0n, -1n]);
+    // billed + carried == exact + carried in
+    expect(d.roundedAmountNanos + d.residueOutNanos).toBe(d.amountNanos + d.residueInNanos);
+    expect(a2.residues.get("_discount")!.residueNanos).toBe(d.residueOutNanos);
+    expect(d.residueOutNanos).toBe(-5_000_000n);
+  });
+
+  it("counts deferral periods, not invoices: another invoice of the period that deferred it last does not count the period again", () => {
+    const s = { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 1 };
+    const a = assembleInvoice(input([charge("usage", "a", USD)], s));
+    expect(a.deferralOut).toMatchObject({ amountNanos: USD, periods: 1 });
+    // the customer's other subscription, same period: still within one deferred period
+    const b = assembleInvoice(input([charge("usage", "b", USD)], s, { deferredIn: a.deferralOut }));
+    expect(b.totals.amountDueNanos).toBe(0n);
+    expect(b.deferralOut).toMatchObject({ amountNanos: 2n * USD, periods: 1 });
+    // the next period: the one-period limit is reached, billed
+    const c = assembleInvoice(input([charge("usage", "a", USD)], s, { deferredIn: b.deferralOut, periodStart: P1, periodEnd: new Date("2026-03-01T00:00:00Z") }));
+    expect([c.totals.amountDueNanos, c.deferralOut]).toEqual([3n * USD, undefined]);
+  });
+});

@@ -237,13 +237,25 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     if (d.num > subtotal * d.den) d = exact(subtotal);
     const label = [input.settings.discountBps > 0 ? `${input.settings.discountBps / 100}%` : "", input.settings.discountNanos > 0n ? "fixed" : ""].filter(Boolean).join(" + ");
     const line = push("discount", RESIDUE_KEY_DISCOUNT, { num: -d.num, den: d.den }, { ...whole, chargeId: RESIDUE_KEY_DISCOUNT, description: `Discount (${label})` });
+    // The discount residue carried in can round the line past the subtotal: the billed discount is
+    // clamped to -subtotal (a whole minor amount) and the difference stays carried on `_discount`
+    // (billed + carried == exact still holds: the rounded amount and the residue move together).
+    if (line.roundedAmountNanos < -subtotal) {
+      const over = -subtotal - line.roundedAmountNanos;
+      line.roundedAmountNanos = -subtotal;
+      line.amountMinor = -subtotal / cur.nanosPerMinor;
+      line.residueOutNanos -= over;
+      const st = residues.get(RESIDUE_KEY_DISCOUNT)!;
+      residues.set(RESIDUE_KEY_DISCOUNT, { ...st, residueNanos: st.residueNanos - over });
+    }
     discount = line.roundedAmountNanos;
   }
 
-  // 3. Tax on the discounted subtotal.
+  // 3. Tax on the discounted subtotal, signed: a net credit (removed seats, a negative adjustment)
+  // returns the tax charged on it (a negative tax line; the ledger's tax leg reverses its direction).
   let tax = 0n;
   if (input.settings.taxRateBps > 0) {
-    const base = subtotal + discount > 0n ? subtotal + discount : 0n;
+    const base = subtotal + discount;
     const line = push("tax", RESIDUE_KEY_TAX, timesBps(base, input.settings.taxRateBps), {
       ...whole,
       chargeId: RESIDUE_KEY_TAX,
@@ -291,10 +303,14 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   let deferralOut: Deferral | undefined;
   const min = input.settings.minimumBillableNanos;
   if (min > 0n && due > 0n && due < min) {
-    const periods = input.deferredIn?.periods ?? 0;
-    const since = input.deferredIn?.since ?? input.periodStart;
+    // periods deferred before this one: an amount deferred last by an invoice of this same period
+    // (another subscription of the customer) does not count this period twice
+    const din = input.deferredIn;
+    const samePeriod = din?.lastPeriodEnd !== undefined && din.lastPeriodEnd.getTime() === input.periodEnd.getTime();
+    const periods = Math.max(0, (din?.periods ?? 0) - (samePeriod ? 1 : 0));
+    const since = din?.since ?? input.periodStart;
     if (input.customerEnds !== true && deferralMayContinue(input, periods)) {
-      deferralOut = { amountNanos: due, since, periods: periods + 1 };
+      deferralOut = { amountNanos: due, since, periods: periods + 1, lastPeriodEnd: input.periodEnd };
       push("carried_forward", undefined, exact(-due), {
         ...whole,
         chargeId: "_deferred",

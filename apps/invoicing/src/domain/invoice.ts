@@ -50,7 +50,13 @@ export interface InvoiceTotals {
 export interface Deferral {
   amountNanos: bigint;
   since: Date;
+  /** periods: the distinct periods deferred so far (invoices of one period count once). */
   periods: number;
+  /**
+   * lastPeriodEnd: the end of the period whose invoice deferred it last (when known): another
+   * invoice of that same period (the customer's other subscription) does not count a new period.
+   */
+  lastPeriodEnd?: Date;
 }
 
 export interface CreditNote {

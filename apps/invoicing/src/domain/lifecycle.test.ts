@@ -16,7 +16,9 @@ describe("invoice lifecycle guards", () => {
     ["refuses to void a paid invoice without a credit note", () => checkVoid("inv_1", "paid", "", ""), "requires a credit note"],
     ["voids a paid invoice with a credit note", () => checkVoid("inv_1", "paid", "cn_1", ""), "ok"],
     ["replays a void with the same credit note", () => expect(checkVoid("inv_1", "void", "cn_1", "cn_1")).toBe("replay"), "ok"],
-    ["refuses to void twice", () => checkVoid("inv_1", "void", "", ""), "already void"],
+    ["replays a void without a credit note (a retry)", () => expect(checkVoid("inv_1", "void", "", "")).toBe("replay"), "ok"],
+    ["refuses a second void with another credit note", () => checkVoid("inv_1", "void", "cn_2", "cn_1"), "already void with credit note cn_1"],
+    ["refuses a credit note on an invoice voided without one", () => checkVoid("inv_1", "void", "cn_1", ""), "already void without a credit note"],
   ];
   for (const [name, fn, outcome] of rows) {
     it(`${name}`, () => {

@@ -51,8 +51,12 @@ export function checkVoid(id: string, status: InvoiceStatus, creditNoteId: strin
       }
       return "apply";
     case "void":
-      if (creditNoteId !== "" && creditNoteId === existingCreditNoteId) return "replay";
-      throw new InvoicingError("failed_precondition", `invoice ${id} is already void`);
+      // a retry of the same void (the same credit note, or none for an invoice voided without one) answers the void invoice
+      if (creditNoteId === existingCreditNoteId) return "replay";
+      throw new InvoicingError(
+        "failed_precondition",
+        `invoice ${id} is already void ${existingCreditNoteId === "" ? "without a credit note" : `with credit note ${existingCreditNoteId}`}`,
+      );
     default:
       throw new InvoicingError("failed_precondition", `invoice ${id} is ${status}`);
   }

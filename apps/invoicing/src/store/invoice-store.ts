@@ -53,7 +53,10 @@ export function closeInputsToJson(c: CloseInputs): string {
   for (const [k, v] of c.residues) {
     r[k] = v.state === undefined ? null : [v.state.residueNanos.toString(), v.state.subNanoNum.toString(), v.state.subNanoDen.toString(), v.owner ?? null];
   }
-  const d = c.deferral === undefined ? null : [c.deferral.deferral.amountNanos.toString(), c.deferral.deferral.since.getTime(), c.deferral.deferral.periods, c.deferral.owner];
+  const d =
+    c.deferral === undefined
+      ? null
+      : [c.deferral.deferral.amountNanos.toString(), c.deferral.deferral.since.getTime(), c.deferral.deferral.periods, c.deferral.owner, ...(c.deferral.deferral.lastPeriodEnd === undefined ? [] : [c.deferral.deferral.lastPeriodEnd.getTime()])];
   const l: Record<string, [string, number, number, string, string, string]> = {};
   for (const [k, v] of c.lineDeferrals) l[k] = [v.deferral.amountNanos.toString(), v.deferral.since.getTime(), v.deferral.periods, v.deferral.subscriptionId, v.deferral.description, v.owner];
   return JSON.stringify({ r, d, l, lo: c.lineDeferredOut });
@@ -63,7 +66,7 @@ export function closeInputsFromJson(v: unknown): CloseInputs | undefined {
   if (v === null || v === undefined) return undefined;
   const o = (typeof v === "string" ? JSON.parse(v) : v) as {
     r: Record<string, [string, string, string, string | null] | null>;
-    d: [string, number, number, string] | null;
+    d: [string, number, number, string, number?] | null;
     l?: Record<string, [string, number, number, string, string, string]>;
     lo?: string[];
   };
@@ -71,7 +74,10 @@ export function closeInputsFromJson(v: unknown): CloseInputs | undefined {
   for (const [k, x] of Object.entries(o.r)) {
     residues.set(k, x === null ? { state: undefined, owner: undefined } : { state: { residueNanos: BigInt(x[0]), subNanoNum: BigInt(x[1]), subNanoDen: BigInt(x[2]) }, owner: x[3] ?? undefined });
   }
-  const deferral = o.d === null ? undefined : { deferral: { amountNanos: BigInt(o.d[0]), since: new Date(o.d[1]), periods: o.d[2] }, owner: o.d[3] };
+  const deferral =
+    o.d === null
+      ? undefined
+      : { deferral: { amountNanos: BigInt(o.d[0]), since: new Date(o.d[1]), periods: o.d[2], ...(o.d[4] === undefined ? {} : { lastPeriodEnd: new Date(o.d[4]) }) }, owner: o.d[3] };
   const lineDeferrals = new Map<string, { deferral: LineDeferral; owner: string }>();
   for (const [k, x] of Object.entries(o.l ?? {})) {
     lineDeferrals.set(k, { deferral: { amountNanos: BigInt(x[0]), since: new Date(x[1]), periods: x[2], subscriptionId: x[3], description: x[4] }, owner: x[5] });
@@ -119,6 +125,71 @@ async function writeLineDeferrals(q: Queryable, tenant: string, customerId: stri
   }
 }
 
+/**
+ * giveBackCarried: in the void transaction (under the customer lock), puts the amounts the voided
+ * invoice carried back to their state before it (its close inputs): the minimum-billable deferral
+ * and the line deferrals (usage below the line minimum) it carried in come back to be billed by
+ * the next close, the ones it carried out are dropped (they were its own amounts, now void). Only
+ * while the invoice still owns them: when a later invoice carried them on (or deferred anew what
+ * the voided invoice had billed) the void is refused (FailedPrecondition naming that invoice;
+ * void it first). Residues (sub-minor-unit remainders) are left as they are: the ledger keeps the
+ * voided invoice's residue leg, so the residue account still equals the residues carried.
+ * Invoices made before close inputs were stored are voided as before (nothing given back).
+ */
+async function giveBackCarried(q: Queryable, tenant: string, inv: StoredInvoice): Promise<void> {
+  const inputs = inv.closeInputs;
+  if (inputs === undefined) return;
+  const id = inv.id;
+  const refuse = (why: string) => {
+    throw new InvoicingError("failed_precondition", `invoice ${id} cannot be voided: ${why}: nothing was written`);
+  };
+  const carriedOnBy = async (path: string, arg: string | undefined): Promise<string> => {
+    const { rows } = await q.query(
+      `SELECT invoice_id FROM invoices WHERE tenant = $1 AND customer_id = $2 AND invoice_id <> $3 AND status <> 'void' AND ${path} = $3 ORDER BY period_start LIMIT 1`,
+      arg === undefined ? [tenant, inv.customerId, id] : [tenant, inv.customerId, id, arg],
+    );
+    return rows[0] === undefined ? "a later invoice" : `invoice ${rows[0].invoice_id as string}`;
+  };
+  // 1. The minimum-billable deferral.
+  const defRow = (await q.query(`SELECT invoice_id FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, inv.customerId])).rows[0];
+  const defOwner = defRow?.invoice_id as string | undefined;
+  if (inv.totals.deferredNanos !== 0n && defOwner !== id) {
+    refuse(`the amount it deferred below the minimum billable amount (${inv.totals.deferredNanos} nanos) was carried on by ${await carriedOnBy(`close_inputs->'d'->>3`, undefined)}; void that invoice first`);
+  }
+  if (inv.totals.deferredNanos === 0n && inputs.deferral !== undefined && defOwner !== undefined) {
+    refuse(`it billed the amount deferred since ${inputs.deferral.deferral.since.toISOString()}, and invoice ${defOwner} has deferred a new amount since; void that invoice first`);
+  }
+  // 2. Line deferrals (usage below the line minimum).
+  const ldRows = await q.query(`SELECT charge_id, invoice_id FROM line_deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, inv.customerId]);
+  const ldOwner = new Map<string, string>();
+  for (const r of ldRows.rows) ldOwner.set(r.charge_id as string, r.invoice_id as string);
+  for (const k of inputs.lineDeferredOut) {
+    if (ldOwner.get(k) !== id) {
+      const by = ldOwner.get(k);
+      refuse(`the usage of ${k} it carried below the line minimum was carried on by ${by !== undefined ? `invoice ${by}` : await carriedOnBy(`close_inputs->'l'->$4::text->>5`, k)}; void that invoice first`);
+    }
+  }
+  for (const k of inputs.lineDeferrals.keys()) {
+    const owner = ldOwner.get(k);
+    if (!inputs.lineDeferredOut.includes(k) && owner !== undefined) {
+      refuse(`it billed the usage of ${k} carried below the line minimum, and invoice ${owner} has carried new usage of ${k} since; void that invoice first`);
+    }
+  }
+  // Give back: the state before the invoice, with its owners.
+  if (inputs.deferral !== undefined) {
+    const d = inputs.deferral.deferral;
+    await q.query(
+      `INSERT INTO deferrals (tenant, customer_id, unit, amount_nanos, since, periods, invoice_id) VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (tenant, customer_id) DO UPDATE SET unit = EXCLUDED.unit, amount_nanos = EXCLUDED.amount_nanos,
+         since = EXCLUDED.since, periods = EXCLUDED.periods, invoice_id = EXCLUDED.invoice_id`,
+      [tenant, inv.customerId, inv.unit, d.amountNanos, d.since, d.periods, inputs.deferral.owner],
+    );
+  } else if (defOwner === id) await q.query(`DELETE FROM deferrals WHERE tenant = $1 AND customer_id = $2 AND invoice_id = $3`, [tenant, inv.customerId, id]);
+  const dropped = inputs.lineDeferredOut.filter((k) => !inputs.lineDeferrals.has(k));
+  if (dropped.length > 0) await writeLineDeferrals(q, tenant, inv.customerId, inv.unit, id, dropped, new Map());
+  for (const [k, v] of inputs.lineDeferrals) await writeLineDeferrals(q, tenant, inv.customerId, inv.unit, v.owner, [], new Map([[k, v.deferral]]));
+}
+
 export interface StoredInvoice extends Invoice {
   periodIndex: number;
   usageFrom: Date;
@@ -150,7 +221,18 @@ export interface CloseParams {
   roundingMode: RoundingMode;
   taxRateBps: number;
   now: Date;
+  /**
+   * periodInterval / periodAnchor: the customer's period settings the close computed its period
+   * with. Under the customer lock, an item whose customer's settings differ now (changed between
+   * the read and the write) is refused, so no invoice is written on a superseded period grid.
+   */
+  periodInterval?: PeriodInterval;
+  periodAnchor?: PeriodAnchor;
 }
+
+/** The period settings of a customer without a billing_settings row (service.ts settingsOrDefault). */
+const DEFAULT_PERIOD_INTERVAL: PeriodInterval = "month";
+const DEFAULT_PERIOD_ANCHOR: PeriodAnchor = "anniversary";
 
 export interface CloseOutcome {
   created: boolean;
@@ -580,6 +662,21 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       );
       const existing = new Map<string, string>();
       for (const r of existingRows.rows) existing.set(`${r.subscription_id as string}|${(r.period_start as Date).getTime()}`, r.invoice_id as string);
+      // The period grid each new item was computed on must still be the customer's (a settings
+      // change between the close's read and this write would bill overlapping windows).
+      const gridRows = await tx.query(`SELECT customer_id, period_interval, period_anchor FROM billing_settings WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
+      const grids = new Map<string, { interval: string; anchor: string }>();
+      for (const r of gridRows.rows) grids.set(r.customer_id as string, { interval: r.period_interval as string, anchor: r.period_anchor as string });
+      for (const { params: p } of items) {
+        if (existing.has(`${p.subscriptionId}|${p.periodStart.getTime()}`)) continue;
+        const g = grids.get(p.customerId) ?? { interval: DEFAULT_PERIOD_INTERVAL, anchor: DEFAULT_PERIOD_ANCHOR };
+        if ((p.periodInterval !== undefined && p.periodInterval !== g.interval) || (p.periodAnchor !== undefined && p.periodAnchor !== g.anchor)) {
+          throw new InvoicingError(
+            "failed_precondition",
+            `settings.period_interval / settings.period_anchor of customer ${p.customerId} changed while the period of ${p.subscriptionId} was read (now ${g.interval} / ${g.anchor}): close it again`,
+          );
+        }
+      }
       const resRows = await tx.query(
         `SELECT customer_id, residue_key, residue_nanos, sub_nano_num, sub_nano_den, invoice_id FROM residues WHERE tenant = $1 AND customer_id = ANY($2::text[])`,
         [tenant, customers],
@@ -595,11 +692,16 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         residues.get(r.customer_id as string)!.set(r.residue_key as string, { residueNanos: big(r.residue_nanos), subNanoNum: big(r.sub_nano_num), subNanoDen: big(r.sub_nano_den) });
         owners.get(r.customer_id as string)!.set(r.residue_key as string, r.invoice_id as string);
       }
-      const defRows = await tx.query(`SELECT customer_id, amount_nanos, since, periods, invoice_id FROM deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
+      const defRows = await tx.query(
+        `SELECT d.customer_id, d.amount_nanos, d.since, d.periods, d.invoice_id, i.period_end AS last_period_end FROM deferrals d
+         LEFT JOIN invoices i ON i.tenant = d.tenant AND i.invoice_id = d.invoice_id
+         WHERE d.tenant = $1 AND d.customer_id = ANY($2::text[])`,
+        [tenant, customers],
+      );
       const deferrals = new Map<string, Deferral | undefined>();
       const defOwners = new Map<string, string>();
       for (const r of defRows.rows) {
-        deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) });
+        deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods), lastPeriodEnd: opt<Date>(r.last_period_end) });
         defOwners.set(r.customer_id as string, r.invoice_id as string);
       }
       const hadDeferral = new Set(deferrals.keys());
@@ -970,19 +1072,41 @@ export function createInvoiceStore(db: Db): InvoiceStore {
     },
 
     async putSettings(tenant, s, now) {
-      await db.query(
-        `INSERT INTO billing_settings (tenant, customer_id, tax_rate_bps, rounding_mode, discount_bps, discount_nanos,
-           minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at, grace_period_ms, line_minimum_billable_nanos, auto_finalize)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         ON CONFLICT (tenant, customer_id) DO UPDATE SET tax_rate_bps = EXCLUDED.tax_rate_bps,
-           rounding_mode = EXCLUDED.rounding_mode, discount_bps = EXCLUDED.discount_bps, discount_nanos = EXCLUDED.discount_nanos,
-           minimum_billable_nanos = EXCLUDED.minimum_billable_nanos, deferral_periods_max = EXCLUDED.deferral_periods_max,
-           deferral_until = EXCLUDED.deferral_until, period_interval = EXCLUDED.period_interval,
-           period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at, grace_period_ms = EXCLUDED.grace_period_ms,
-           line_minimum_billable_nanos = EXCLUDED.line_minimum_billable_nanos, auto_finalize = EXCLUDED.auto_finalize`,
-        [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now, s.gracePeriodMs, s.lineMinimumBillableNanos ?? 0n, s.autoFinalize],
-      );
-      return s;
+      return db.transaction(async (tx) => {
+        // Under the customer's close lock: the period grid (interval, anchor) cannot change once the
+        // customer has a non-void invoice: the windows and fee periods already invoiced were cut on
+        // the old grid, and the new grid's periods would overlap them (usage and fees billed twice)
+        // or leave gaps. A close racing this change is refused under the same lock (closeBatch).
+        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`invoicing:${tenant}:${s.customerId}`]);
+        const cur = await tx.query(`SELECT period_interval, period_anchor FROM billing_settings WHERE tenant = $1 AND customer_id = $2`, [tenant, s.customerId]);
+        const interval = (cur.rows[0]?.period_interval as string | undefined) ?? DEFAULT_PERIOD_INTERVAL;
+        const anchor = (cur.rows[0]?.period_anchor as string | undefined) ?? DEFAULT_PERIOD_ANCHOR;
+        if (interval !== s.periodInterval || anchor !== s.periodAnchor) {
+          const inv = await tx.query(`SELECT invoice_id FROM invoices WHERE tenant = $1 AND customer_id = $2 AND status <> 'void' ORDER BY period_start LIMIT 1`, [tenant, s.customerId]);
+          if (inv.rows[0] !== undefined) {
+            const field = interval !== s.periodInterval ? "settings.period_interval" : "settings.period_anchor";
+            const [from, to] = interval !== s.periodInterval ? [interval, s.periodInterval] : [anchor, s.periodAnchor];
+            throw new InvoicingError(
+              "failed_precondition",
+              `${field}: cannot change from ${from} to ${to}: customer ${s.customerId} has invoices (e.g. ${inv.rows[0].invoice_id as string}) on the current period grid, and periods on a new grid would overlap them (usage and fees billed twice); void them first or keep the setting`,
+              field,
+            );
+          }
+        }
+        await tx.query(
+          `INSERT INTO billing_settings (tenant, customer_id, tax_rate_bps, rounding_mode, discount_bps, discount_nanos,
+             minimum_billable_nanos, deferral_periods_max, deferral_until, period_interval, period_anchor, updated_at, grace_period_ms, line_minimum_billable_nanos, auto_finalize)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+           ON CONFLICT (tenant, customer_id) DO UPDATE SET tax_rate_bps = EXCLUDED.tax_rate_bps,
+             rounding_mode = EXCLUDED.rounding_mode, discount_bps = EXCLUDED.discount_bps, discount_nanos = EXCLUDED.discount_nanos,
+             minimum_billable_nanos = EXCLUDED.minimum_billable_nanos, deferral_periods_max = EXCLUDED.deferral_periods_max,
+             deferral_until = EXCLUDED.deferral_until, period_interval = EXCLUDED.period_interval,
+             period_anchor = EXCLUDED.period_anchor, updated_at = EXCLUDED.updated_at, grace_period_ms = EXCLUDED.grace_period_ms,
+             line_minimum_billable_nanos = EXCLUDED.line_minimum_billable_nanos, auto_finalize = EXCLUDED.auto_finalize`,
+          [tenant, s.customerId, s.taxRateBps, s.roundingMode, s.discountBps, s.discountNanos, s.minimumBillableNanos, s.deferralPeriodsMax, s.deferralUntil ?? null, s.periodInterval, s.periodAnchor, now, s.gracePeriodMs, s.lineMinimumBillableNanos ?? 0n, s.autoFinalize],
+        );
+        return s;
+      });
     },
 
     getInvoice: (tenant, invoiceId) => loadInvoice(db, tenant, invoiceId),
@@ -1084,9 +1208,15 @@ export function createInvoiceStore(db: Db): InvoiceStore {
 
     async voidInvoice(tenant, invoiceId, reason, creditNoteId, now, transferIds) {
       return db.transaction(async (tx) => {
+        // The customer's close lock first (as closes and refreshes take it, then the row): the
+        // deferrals the void gives back are the customer's state.
+        const head = (await tx.query(`SELECT customer_id FROM invoices WHERE tenant = $1 AND invoice_id = $2`, [tenant, invoiceId])).rows[0];
+        if (head === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
+        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`invoicing:${tenant}:${head.customer_id as string}`]);
         const inv = await loadInvoice(tx, tenant, invoiceId, true);
         if (inv === undefined) throw new InvoicingError("not_found", `invoice ${invoiceId} not found`);
         if (checkVoid(invoiceId, inv.status, creditNoteId, inv.creditNote?.id ?? "") === "replay") return { invoice: inv, replay: true };
+        await giveBackCarried(tx, tenant, inv);
         if (creditNoteId !== "") {
           const used = await tx.query(`SELECT invoice_id FROM credit_notes WHERE tenant = $1 AND credit_note_id = $2`, [tenant, creditNoteId]);
           if (used.rows[0] !== undefined) throw new InvoicingError("already_exists", `credit_note_id: ${creditNoteId} already credits invoice ${used.rows[0].invoice_id as string}`, "credit_note_id");
