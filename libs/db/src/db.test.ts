@@ -126,26 +126,6 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
       expect(c.rows[0]!.n).toBe(1n);
     });
 
-    it("runs a prepared statement (QueryOptions.prepare) like an unnamed one, parsed once per connection on pg", async () => {
-      await db.query("CREATE TABLE t_prep (id int PRIMARY KEY, v text)");
-      const sql = "INSERT INTO t_prep SELECT * FROM unnest($1::int[], $2::text[]) RETURNING id, v";
-      for (let i = 0; i < 3; i++) {
-        const r = await db.query<{ id: number; v: string }>(sql, [[i * 2, i * 2 + 1], [`a${i}`, `b${i}`]], { prepare: true });
-        expect(r.rows).toEqual([{ id: i * 2, v: `a${i}` }, { id: i * 2 + 1, v: `b${i}` }]);
-        expect(r.rowCount).toBe(2);
-      }
-      await db.transaction(async (tx) => {
-        const r = await tx.query<{ n: bigint }>("SELECT count(*) AS n FROM t_prep WHERE id >= $1", [2], { prepare: true });
-        expect(r.rows[0]!.n).toBe(4n);
-        if (db.kind === "pg") {
-          const p = await tx.query<{ n: bigint }>("SELECT count(*) AS n FROM pg_prepared_statements WHERE statement = $1", ["SELECT count(*) AS n FROM t_prep WHERE id >= $1"]);
-          expect(p.rows[0]!.n).toBe(1n); // this connection parsed it once, under its name
-        }
-      });
-      // An error inside a prepared statement is the same DbError.
-      await expectDbError(db.query(sql, [[0], ["dup"]], { prepare: true }), "unique_violation");
-    });
-
     it("reports rowCount of updates and inserts", async () => {
       await db.query("CREATE TABLE t_rc (x int)");
       expect((await db.query("INSERT INTO t_rc SELECT generate_series(1, 5)")).rowCount).toBe(5);

@@ -26,11 +26,6 @@ export const RETRY_BACKOFF_MS_BASE = 5;
 /** Cap of one backoff wait. */
 export const RETRY_BACKOFF_MS_MAX = 250;
 
-/**
- * Distinct statement texts run as named prepared statements (QueryOptions.prepare) per process;
- * beyond it they run unnamed. Each connection holds at most this many prepared statements.
- */
-export const PREPARED_STATEMENTS_MAX = 64;
 /** PostgreSQL's protocol limit on bind parameters in one statement. */
 export const QUERY_PARAMS_MAX = 65_535;
 /** copyRows(): rows sent per COPY chunk / INSERT statement (multi-row VALUES also obeys QUERY_PARAMS_MAX). */

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import pg from "pg";
 import {
   assertNotInTransaction,
@@ -23,11 +22,10 @@ import {
   POOL_IDLE_TIMEOUT_MS,
   POOL_MAX_DEFAULT,
   POOL_MAX_LIMIT,
-  PREPARED_STATEMENTS_MAX,
   STATEMENT_TIMEOUT_MS_DEFAULT,
   STATEMENT_TIMEOUT_MS_MAX,
 } from "./limits.js";
-import type { Db, Queryable, QueryOptions, Row, TransactionOptions } from "./types.js";
+import type { Db, Queryable, Row, TransactionOptions } from "./types.js";
 
 const OID_INT8 = 20;
 const OID_INT8_ARRAY = 1016;
@@ -57,36 +55,15 @@ function lastResult(r: PgResult | PgResult[]): PgResult | undefined {
   return Array.isArray(r) ? r[r.length - 1] : r;
 }
 
-/**
- * Names of prepared statements by text (QueryOptions.prepare): the same text gets the same name
- * on every connection (pg parses it once per connection and then only binds and executes).
- */
-const preparedNames = new Map<string, string>();
-function preparedName(sql: string): string | undefined {
-  let name = preparedNames.get(sql);
-  if (name === undefined) {
-    if (preparedNames.size >= PREPARED_STATEMENTS_MAX) return undefined;
-    name = `nb_${createHash("sha256").update(sql).digest("hex").slice(0, 32)}`;
-    preparedNames.set(sql, name);
-  }
-  return name;
-}
-
 async function runQuery<R extends Row>(
   client: pg.Pool | pg.PoolClient,
   sql: string,
   params: unknown[] | undefined,
-  opts?: QueryOptions,
 ): Promise<{ rows: R[]; rowCount: number; command: string | undefined }> {
   let res: PgResult | PgResult[];
   try {
     const p = normalizeParams(params);
-    const name = opts?.prepare && p !== undefined && p.length > 0 ? preparedName(sql) : undefined;
-    res = (await (p === undefined || p.length === 0
-      ? client.query(sql)
-      : name !== undefined
-        ? client.query({ name, text: sql, values: p })
-        : client.query(sql, p))) as unknown as PgResult | PgResult[];
+    res = (await (p === undefined || p.length === 0 ? client.query(sql) : client.query(sql, p))) as unknown as PgResult | PgResult[];
   } catch (e) {
     throw toDbError(e);
   }
@@ -102,9 +79,9 @@ class PgTx implements Queryable {
     readonly client: pg.PoolClient,
   ) {}
 
-  async query<R extends Row = Row>(sql: string, params?: unknown[], opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }> {
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
-    const { rows, rowCount } = await runQuery<R>(this.client, sql, params, opts);
+    const { rows, rowCount } = await runQuery<R>(this.client, sql, params);
     return { rows, rowCount };
   }
 }
@@ -169,10 +146,10 @@ export class PgDb implements Db {
     if (this.closed) throw new DbError("unavailable", `db (${this.schema}): closed`);
   }
 
-  async query<R extends Row = Row>(sql: string, params?: unknown[], opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }> {
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     this.checkOpen();
     assertNotInTransaction(this, undefined, "db.query()");
-    const { rows, rowCount } = await runQuery<R>(this.pool, sql, params, opts);
+    const { rows, rowCount } = await runQuery<R>(this.pool, sql, params);
     return { rows, rowCount };
   }
 

@@ -17,7 +17,7 @@ import { DbError, toDbError } from "./errors.js";
 import { Mutex } from "./mutex.js";
 import { COPY_CHUNK_ROWS, EMBEDDED_LOCK_WAIT_MS_MAX, LISTEN_CHANNELS_MAX } from "./limits.js";
 import { encodeCopyChunk } from "./copy-text.js";
-import type { Db, EmbeddedPostgres, Queryable, QueryOptions, Row, TransactionOptions } from "./types.js";
+import type { Db, EmbeddedPostgres, Queryable, Row, TransactionOptions } from "./types.js";
 
 const OID_BYTEA = 17;
 const OID_INT8 = 20;
@@ -136,7 +136,7 @@ class PgliteTx implements Queryable {
     readonly runner: PGlite,
   ) {}
 
-  async query<R extends Row = Row>(sql: string, params?: unknown[], _opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }> {
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
     const { rows, rowCount } = await runPglite<R>(this.runner, sql, params);
     return { rows, rowCount };
@@ -185,7 +185,7 @@ export class PgliteDb implements Db {
     );
   }
 
-  async query<R extends Row = Row>(sql: string, params?: unknown[], _opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }> {
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     this.checkOpen();
     assertNotInTransaction(this, this.embedded, "db.query()");
     const { rows, rowCount } = await this.exclusive("db.query()", () => runPglite<R>(this.state.pglite, sql, params));

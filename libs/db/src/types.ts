@@ -8,16 +8,7 @@ export interface Queryable {
    * Runs one statement with $1..$n parameters; without parameters the text may hold several
    * statements (simple protocol) and the result is the last one's.
    */
-  query<R extends Row = Row>(sql: string, params?: unknown[], opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }>;
-}
-
-export interface QueryOptions {
-  /**
-   * pg: run as a named prepared statement, parsed and planned once per connection (for a static,
-   * hot statement text; at most PREPARED_STATEMENTS_MAX distinct texts per Db, beyond them the
-   * statement runs unnamed). PGlite: no effect. Only with parameters.
-   */
-  prepare?: boolean;
+  query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }>;
 }
 
 export type IsolationLevel = "read committed" | "repeatable read" | "serializable";
