@@ -246,7 +246,8 @@ export function meterToPb(m: StoredMeter): PbMeter {
     filters: d.filters.map(filterToPb),
     groupBy: d.groupBy,
     description: d.description,
-    status: ready ? MeterStatus.READY : MeterStatus.BACKFILLING,
+    status: m.aggregationError !== null ? MeterStatus.FAILED : ready ? MeterStatus.READY : MeterStatus.BACKFILLING,
+    statusMessage: m.aggregationError ?? "",
     backfill: create(BackfillProgressSchema, {
       throughSequence: m.backfillThroughSequence,
       doneSequence: m.backfillDoneSequence,

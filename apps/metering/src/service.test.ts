@@ -6,6 +6,7 @@ import {
   Aggregation,
   EventSchema,
   IngestStatus,
+  MeterStatus,
   Window,
   type Event,
   type PropertyValue,
@@ -322,6 +323,11 @@ for (const backend of testBackends()) {
       const err = await a.queryUsage(query("broken")).catch((e) => ConnectError.from(e));
       expect(err).toMatchObject({ code: Code.FailedPrecondition, rawMessage: expect.stringContaining("meter broken is set aside") });
       expect((err as ConnectError).rawMessage).toContain("TypeError");
+      // GetMeter says so too; the healthy meter stays READY.
+      const broken = (await a.getMeter({ meterId: "broken" })).meter!;
+      expect(broken.status).toBe(MeterStatus.FAILED);
+      expect(broken.statusMessage).toMatch(/^usage aggregation failed .*TypeError/);
+      expect((await b.getMeter({ meterId: "b_tokens" })).meter).toMatchObject({ status: MeterStatus.READY, statusMessage: "" });
     });
   });
 }
