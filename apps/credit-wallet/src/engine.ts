@@ -689,7 +689,7 @@ export function createEngine(deps: EngineDeps) {
       kickOutbox();
       // Every hold this call placed, retried and rerun ones included, is checked against the threshold.
       await lowBalanceCrossings(tenant, run.debits);
-      await autoTopUps(tenant, run.debits);
+      await autoTopUpsAfterCommit(tenant, run.debits);
     }
     return out;
   }
@@ -1019,7 +1019,7 @@ export function createEngine(deps: EngineDeps) {
       if (work.length > 0) await deps.outbox.flush();
       const debited = work.filter((w) => !w.replay).map((w) => ({ wallet: w.wallet, availableNanos: w.r.availableAfterNanos }));
       await lowBalanceCrossings(tenant, debited);
-      await autoTopUps(tenant, debited);
+      await autoTopUpsAfterCommit(tenant, debited);
     }
     return out;
   }
@@ -1039,9 +1039,23 @@ export function createEngine(deps: EngineDeps) {
    * that can burn now, minus the overdraft in use), so concurrent debits (this process or other
    * replicas) see one another's top-up and a crossing tops up at most once.
    */
+  /**
+   * Auto top-ups after a debit or capture has committed: best effort. The callers' movements are
+   * durable already, so a failure here (Redis, the outbox, the database) is logged and never turns
+   * them into errors; the wallet stays armed and below its threshold, so its next debit tries again.
+   */
+  async function autoTopUpsAfterCommit(tenant: string, changes: Array<{ wallet: WalletRow; availableNanos: bigint | null }>): Promise<void> {
+    try {
+      await autoTopUps(tenant, changes);
+    } catch (err) {
+      logger.warn("auto top-up check failed after commit; the next debit of the wallet tries again", { tenant, err: String((err as Error)?.message ?? err) });
+    }
+  }
+
   async function autoTopUps(tenant: string, changes: Array<{ wallet: WalletRow; availableNanos: bigint | null }>): Promise<void> {
     const lowest = new Map<string, { wallet: WalletRow; availableNanos: bigint | null }>();
     const rearm = new Map<string, WalletRow>();
+    const nowMs = clock.now().getTime();
     for (const c of changes) {
       const cfg = c.wallet.autoTopUp;
       if (!cfg) continue;
@@ -1049,6 +1063,10 @@ export function createEngine(deps: EngineDeps) {
       // armed again if PostgreSQL agrees (one conditional UPDATE per crossing; the row is read again after).
       if (!c.wallet.topUpArmed && (c.availableNanos === null || c.availableNanos >= cfg.thresholdNanos)) rearm.set(c.wallet.id, c.wallet);
       if (c.availableNanos !== null && c.availableNanos >= cfg.thresholdNanos) continue;
+      // Below the threshold, nothing can happen while the (cached, <= 5 s old) row is disarmed (it
+      // crossed already: re-armed above) or cooling down after a top-up: no lock taken for it.
+      if (!c.wallet.topUpArmed) continue;
+      if (c.wallet.lastTopUpAt !== null && nowMs - c.wallet.lastTopUpAt.getTime() < cfg.cooldownMs) continue;
       const cur = lowest.get(c.wallet.id);
       if (!cur || (cur.availableNanos !== null && (c.availableNanos === null || c.availableNanos < cur.availableNanos))) lowest.set(c.wallet.id, c);
     }
@@ -1423,7 +1441,7 @@ export function createEngine(deps: EngineDeps) {
     await lowBalanceCrossings(tenant, debited);
     // Every capture is checked (an overage with the value it saw; the others from PostgreSQL), like
     // Consume: a wallet spent through Authorize -> Capture tops up too.
-    await autoTopUps(tenant, done.map((w) => ({ wallet: w.wallet, availableNanos: w.extra ? w.extra.availableAfterNanos : null })));
+    await autoTopUpsAfterCommit(tenant, done.map((w) => ({ wallet: w.wallet, availableNanos: w.extra ? w.extra.availableAfterNanos : null })));
     await rearmLowBalance(tenant, done.filter((w) => !w.extra).map((w) => w.wallet));
     const fresh = await S.getHolds(db, tenant, [...new Set([...done.map((w) => w.hold.id), ...later.map((i) => inputs[i]!.holdId)])]);
     for (const w of done) {

@@ -73,6 +73,36 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect(bal.balanceNanos).toBe(1_420n);
   });
 
+  it("answers a group's Authorize calls when the auto top-up after their commit fails (best effort; the next debit tops up)", async () => {
+    const wa = await wallet("cus_bestfx_a", [{ id: "g_bestfx_a", amountNanos: 1000n }]);
+    await wallet("cus_bestfx_b", [{ id: "g_bestfx_b", amountNanos: 1000n }]);
+    await admin().setAutoTopUp({ walletId: wa.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 1000n, targetBalanceNanos: 0n, cooldownMs: 0n, costBasisCurrency: "" } as never });
+    await ingest().authorize({ id: "hw_bestfx_a", customerId: "cus_bestfx_a", unit: "USD", amountNanos: 1n });
+    await ingest().authorize({ id: "hw_bestfx_b", customerId: "cus_bestfx_b", unit: "USD", amountNanos: 1n });
+    const rt = h.realtime as unknown as { invalidate: (...a: unknown[]) => Promise<void> };
+    const orig = rt.invalidate;
+    let fail = true;
+    rt.invalidate = async (...a: unknown[]) => {
+      if (fail) {
+        fail = false;
+        throw new Error("redis blip");
+      }
+      return orig.apply(h.realtime, a);
+    };
+    try {
+      const filler = Array.from({ length: 5 }, (_, k) => ingest().authorize({ id: `hf_bestfx_${k}`, customerId: "cus_bestfx_b", unit: "USD", amountNanos: 1n }));
+      const [a, bb] = await Promise.all([
+        ingest().authorize({ id: "h_bestfx_a", customerId: "cus_bestfx_a", unit: "USD", amountNanos: 600n }),
+        ingest().authorize({ id: "h_bestfx_b", customerId: "cus_bestfx_b", unit: "USD", amountNanos: 10n }),
+      ]);
+      await Promise.all(filler);
+      expect(a.hold?.id).toBe("h_bestfx_a");
+      expect(bb.hold?.id).toBe("h_bestfx_b");
+    } finally {
+      rt.invalidate = orig;
+    }
+  });
+
   it("decides an auto top-up from the wallet row's settings, not a replica's cached copy", async () => {
     const w = await wallet("cus_d5", [{ id: "g_d5", amountNanos: 1_000n }]);
     await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 5_000n, cooldownMs: 0n } });

@@ -289,6 +289,39 @@ describe("gRPC: fast path vs generic path, raw HTTP/2 responses", () => {
     expect(decodeURIComponent(a.message!)).toBe(`message size ${100 * 1024 * 1024} is larger than configured readMaxBytes ${READ_MAX}`);
   });
 
+  it("answers a unary body that never ends with DeadlineExceeded at the call's deadline and resets its stream (gRPC and Connect)", async () => {
+    const hang = (headers: Record<string, string>, first: Uint8Array) =>
+      new Promise<{ status: number | undefined; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: string; ms: number }>((resolve, reject) => {
+        const t0 = performance.now();
+        const session = http2.connect(fast.url);
+        session.on("error", reject);
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", ...headers });
+        const out = { status: undefined as number | undefined, headers: {} as http2.IncomingHttpHeaders, trailers: {} as http2.IncomingHttpHeaders, body: "", ms: 0 };
+        req.on("response", (h) => ((out.status = Number(h[":status"])), (out.headers = h)));
+        req.on("trailers", (t) => (out.trailers = t));
+        req.on("data", (c: Buffer) => (out.body += c.toString("utf8")));
+        const done = () => {
+          out.ms = performance.now() - t0;
+          session.destroy();
+          resolve(out);
+        };
+        req.on("end", done);
+        req.on("close", done);
+        req.on("error", () => undefined); // the reset of our unfinished request
+        req.write(first); // part of the body, never ended
+      });
+    // gRPC: an envelope declaring 50 bytes, 10 sent.
+    const head = new Uint8Array(15);
+    new DataView(head.buffer).setUint32(1, 50);
+    const g = await hang({ ...grpcAdmin, "grpc-timeout": "300m" }, head);
+    expect(g.trailers["grpc-status"] ?? g.headers["grpc-status"]).toBe("4");
+    expect(g.ms).toBeLessThan(5_000);
+    // Connect: 10 bytes of a body, no end.
+    const c = await hang({ ...admin, "connect-timeout-ms": "300" }, new Uint8Array(10));
+    expect(JSON.parse(c.body)).toMatchObject({ code: "deadline_exceeded" });
+    expect(c.ms).toBeLessThan(5_000);
+  });
+
   it("leaves gRPC-Web, gRPC+JSON and compressed gRPC requests to connect-es (same answers)", async () => {
     const web = { "content-type": "application/grpc-web+proto", authorization: `Bearer ${ADMIN_KEY}` };
     expect(await raw(fast.url, web, envelope(bin("x")))).toEqual(await raw(generic.url, web, envelope(bin("x"))));

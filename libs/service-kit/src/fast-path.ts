@@ -6,7 +6,7 @@
 // AbortControllers, deadline timer and undici Headers. Everything else (gRPC-Web, JSON, GET,
 // streaming, compressed requests, services registered with their own options) goes to
 // connectNodeAdapter.
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import { create, type DescMessage, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
 import {
   Code,
@@ -434,7 +434,7 @@ async function handle(
   let body: Uint8Array;
   try {
     if (timeout.error) throw timeout.error;
-    const bytes = await readBody(req, opts.readMaxBytes, h["content-length"]);
+    const bytes = await bodyByDeadline(readBody(req, opts.readMaxBytes, h["content-length"]), req, timeout.timeoutMs ?? opts.timeoutMsMax);
     const message = fm.parse(bytes);
     const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
@@ -463,11 +463,41 @@ async function handle(
     out["content-length"] = String(body.byteLength);
     if (res.writableEnded || req.stream.destroyed) return;
     res.writeHead(status, out);
-    res.end(body);
+    res.end(body, () => closeUnfinished(req));
   } catch {
     // The client went away while we were writing: nothing to answer.
     if (!req.stream.destroyed) req.stream.close();
   }
+}
+
+/**
+ * A unary request body that has not fully arrived by the call's deadline fails the call with
+ * DeadlineExceeded (reading stops; the stream is reset once the answer is written): a body that
+ * never ends cannot hold a stream or its buffered bytes past the deadline. The deadline is the
+ * request's timeout, else the server's default (every call has one).
+ */
+function bodyByDeadline(read: Promise<Uint8Array>, req: http2.Http2ServerRequest, ms: number): Promise<Uint8Array> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      req.pause();
+      reject(new ConnectError("the request body did not arrive before the deadline", Code.DeadlineExceeded));
+    }, ms);
+  });
+  return Promise.race([read, expired]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * After the answer: a request whose body is still arriving (refused early) is reset, freeing its
+ * stream and what was buffered. Shortly after the end, not at once: gRPC trailers are written after
+ * the end callback, and a reset before them would lose the status.
+ */
+const CLOSE_UNFINISHED_AFTER_MS = 250;
+function closeUnfinished(req: http2.Http2ServerRequest): void {
+  if (req.complete || req.stream.destroyed) return;
+  setTimeout(() => {
+    if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_CANCEL);
+  }, CLOSE_UNFINISHED_AFTER_MS).unref();
 }
 
 /**
@@ -567,7 +597,7 @@ async function handleGrpc(
   try {
     if (compression.error) throw compression.error;
     if (timeout.error) throw timeout.error;
-    const bytes = await readGrpcBody(req, opts.readMaxBytes);
+    const bytes = await bodyByDeadline(readGrpcBody(req, opts.readMaxBytes), req, timeout.timeoutMs ?? opts.timeoutMsMax);
     const message = unaryGrpcMessage(fm, bytes, opts.readMaxBytes);
     const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
@@ -593,8 +623,8 @@ async function handleGrpc(
     if (res.writableEnded || req.stream.destroyed) return;
     res.writeHead(200, head);
     res.addTrailers(trailers);
-    if (body === undefined) res.end();
-    else res.end(body);
+    if (body === undefined) res.end(() => closeUnfinished(req));
+    else res.end(body, () => closeUnfinished(req));
   } catch {
     if (!req.stream.destroyed) req.stream.close();
   }

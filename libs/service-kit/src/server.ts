@@ -164,7 +164,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       req.stream.once("finish", onStreamFinish);
       req.stream.once("close", onStreamClose);
       if (fast !== undefined && fast(req, res)) return;
-      // Default deadline: a call without one gets limits.timeoutMsDefault (connect enforces it).
+      // Default deadline: a call without one gets limits.timeoutMsDefault. It reaches handlers as
+      // ctx.signal (aborted at the deadline): a handler that awaits I/O through it is cut off; one
+      // that ignores it runs to its end. The fast path also bounds the unary body read by it.
       const h = req.headers;
       const ct = h["content-type"];
       if (ct !== undefined && ct.startsWith("application/grpc")) {
