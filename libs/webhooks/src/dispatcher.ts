@@ -8,7 +8,7 @@
 import type { Queryable } from "@nanobill/db";
 import * as L from "./limits.js";
 import { SIGNATURE_HEADER, signWebhook } from "./signature.js";
-import { claimDue, recordAttempt, type ClaimedDelivery } from "./store.js";
+import { claimDue, purgeFinished, recordAttempt, type ClaimedDelivery } from "./store.js";
 
 export interface DispatcherLogger {
   warn(msg: string, fields?: object): void;
@@ -30,6 +30,8 @@ export interface DispatcherOptions {
   /** Deliveries of one (tenant, endpoint) one round claims (defaults to DELIVERIES_PER_ENDPOINT_PER_ROUND_MAX). */
   perEndpointMax?: number;
   intervalMs?: number;
+  /** Finished deliveries are deleted this long after they finished (default DELIVERY_RETENTION_MS). */
+  retentionMs?: number;
   /** 0..1 for the jitter; defaults to Math.random (tests pin it). */
   random?: () => number;
 }
@@ -135,13 +137,34 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
         } else stats.retried++;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(inFlight, due.length) }, worker));
+    // Every worker finishes before the round ends (a failing one must not let the next round's
+    // claims pile POSTs on top of the others' still in flight); then the first failure is raised.
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(inFlight, due.length) }, worker));
+    const failed = settled.find((x): x is PromiseRejectedResult => x.status === "rejected");
+    if (failed) throw failed.reason;
     return stats;
+  }
+
+  /** Deletes delivered and given-up deliveries finished more than retentionMs ago, a batch at a time; returns how many. */
+  const retentionMs = opts.retentionMs ?? L.DELIVERY_RETENTION_MS;
+  let lastPurgeMs = -Infinity;
+  async function purgeOnce(): Promise<number> {
+    let n = 0;
+    const before = new Date(opts.clock.now().getTime() - retentionMs);
+    for (let i = 0; i < L.PURGE_BATCHES_PER_RUN_MAX; i++) {
+      const k = await purgeFinished(opts.db, before, L.PURGE_BATCH_ROWS);
+      n += k;
+      if (k < L.PURGE_BATCH_ROWS) break;
+    }
+    return n;
   }
 
   function loop(): void {
     if (stopped) return;
-    running = runOnce()
+    const nowMs = opts.clock.now().getTime();
+    const purge = nowMs - lastPurgeMs >= L.PURGE_INTERVAL_MS ? ((lastPurgeMs = nowMs), purgeOnce().catch((e: unknown) => opts.logger.warn("webhook delivery purge failed; retried later", { err: String(e) }))) : Promise.resolve();
+    running = purge
+      .then(runOnce)
       .then((s) => (s.delivered + s.retried + s.failed > 0 ? 0 : (opts.intervalMs ?? L.DISPATCH_INTERVAL_MS)))
       .catch((e: unknown) => {
         opts.logger.warn("webhook dispatch round failed; retrying", { err: String(e) });
@@ -154,6 +177,7 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
 
   return {
     runOnce,
+    purgeOnce,
     /** The claim each round takes (derived from perRoundMax, inFlightMax and timeoutMs). */
     leaseMs,
     /** Starts the background loop (a round, then the next one at once if it found work, else after intervalMs). */

@@ -6,6 +6,7 @@ export {
   createEndpoint,
   disableEndpoint,
   enqueueWebhooks,
+  jsonbTextBytes,
   listDeliveries,
   listEndpoints,
   validateEndpoint,

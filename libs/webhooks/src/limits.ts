@@ -14,6 +14,8 @@ export const EVENT_KIND_PATTERN = /^[a-z0-9_.]{1,64}$/;
 export const DESCRIPTION_CHARS_MAX = 256;
 /** Largest JSON body of one event. */
 export const PAYLOAD_BYTES_MAX = 64 * 1024;
+/** Event ids (sent as the nanobill-event-id header): 1-256 header-safe characters. */
+export const EVENT_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,256}$/;
 /** Most events one enqueue call takes. */
 export const EVENTS_PER_ENQUEUE_MAX = 10_000;
 /** Attempts before a delivery is given up (failed_at set; listed with its last error). */
@@ -56,3 +58,11 @@ export const SIGNATURE_TOLERANCE_S = 300;
 export const DELIVERIES_PER_PAGE_MAX = 1_000;
 /** A replayed CreateWebhookEndpoint answers the signing secret only this long after the creation. */
 export const SECRET_REPLAY_WINDOW_MS = 10 * 60_000;
+
+/** Delivered and given-up deliveries are kept this long after they finished (ListWebhookDeliveries shows them), then deleted. */
+export const DELIVERY_RETENTION_MS = 30 * 24 * 3_600_000;
+/** How often a dispatcher deletes finished deliveries past the retention. */
+export const PURGE_INTERVAL_MS = 10 * 60_000;
+/** Rows one purge statement deletes, and statements per purge run (the rest waits for the next run). */
+export const PURGE_BATCH_ROWS = 1_000;
+export const PURGE_BATCHES_PER_RUN_MAX = 20;

@@ -1,6 +1,6 @@
 // Endpoints and the delivery outbox, on the service's own schema (see webhooks.sql).
 import { createHash, randomBytes } from "node:crypto";
-import type { Queryable } from "@nanobill/db";
+import { isDbError, type Queryable } from "@nanobill/db";
 import * as L from "./limits.js";
 
 /** Bad input, naming the field (services answer InvalidArgument). */
@@ -160,18 +160,41 @@ export async function enqueueWebhooks(tx: Queryable, tenant: string, events: Web
   const data: string[] = [];
   events.forEach((e, i) => {
     if (!L.EVENT_KIND_PATTERN.test(e.kind)) throw new WebhookInputError(`events[${i}].kind`, "must be 1-64 characters of a-z 0-9 _ .");
-    if (e.id.length === 0 || e.id.length > 256) throw new WebhookInputError(`events[${i}].id`, "must be 1-256 characters");
+    // The id goes out as the nanobill-event-id header: header-safe characters only.
+    if (!L.EVENT_ID_PATTERN.test(e.id)) throw new WebhookInputError(`events[${i}].id`, "must be 1-256 characters of A-Z a-z 0-9 _ . : -");
     const d = JSON.stringify(e.data);
-    // The body adds the envelope (id, kind, tenant, time) to the data: keep a margin for it.
-    if (Buffer.byteLength(d) > L.PAYLOAD_BYTES_MAX - 1_024) throw new WebhookInputError(`events[${i}].data`, `the JSON body is over ${L.PAYLOAD_BYTES_MAX} bytes`);
+    // The body is the jsonb text of the envelope (id, kind, tenant, time) and the data: keep a
+    // margin for the envelope and count the data as jsonb renders it (a space after each : and ,).
+    if (jsonbTextBytes(d) > L.PAYLOAD_BYTES_MAX - 1_024) throw new WebhookInputError(`events[${i}].data`, `the JSON body is over ${L.PAYLOAD_BYTES_MAX} bytes`);
     data.push(d);
   });
-  const { rows } = await tx.query<{ n: string | number | null }>(
-    `SELECT sum(webhook_enqueue($1, ev.id, ev.kind, ev.at, ev.data::jsonb, $6))::bigint AS n
-     FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[]) WITH ORDINALITY AS ev(id, kind, at, data, n)`,
-    [tenant, events.map((e) => e.id), events.map((e) => e.kind), events.map((e) => e.occurredAt.toISOString()), data, now],
-  );
-  return Number(rows[0]?.n ?? 0);
+  try {
+    const { rows } = await tx.query<{ n: string | number | null }>(
+      `SELECT sum(webhook_enqueue($1, ev.id, ev.kind, ev.at, ev.data::jsonb, $6))::bigint AS n
+       FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[]) WITH ORDINALITY AS ev(id, kind, at, data, n)`,
+      [tenant, events.map((e) => e.id), events.map((e) => e.kind), events.map((e) => e.occurredAt.toISOString()), data, now],
+    );
+    return Number(rows[0]?.n ?? 0);
+  } catch (e) {
+    // webhook_enqueue's own size check (SQLSTATE 22023): the caller's input, not a server fault.
+    if (isDbError(e) && e.sqlState === "22023") throw new WebhookInputError("events", e.message);
+    throw e;
+  }
+}
+
+/** Bytes of a compact JSON text once rendered by jsonb (a space after every : and , outside strings). */
+export function jsonbTextBytes(json: string): number {
+  let extra = 0;
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x3a || c === 0x2c) extra++;
+  }
+  return Buffer.byteLength(json) + extra;
 }
 
 function deliveryOf(r: Record<string, unknown>): Delivery {
@@ -309,4 +332,16 @@ export async function recordAttempt(
     [claim.seq.toString(), o.status, o.error.slice(0, L.ERROR_CHARS_MAX), o.delivered, o.now, o.retryAt, claim.attempt],
   );
   return (r.rowCount ?? 0) > 0;
+}
+
+/** Deletes at most `limit` deliveries that were delivered or given up before `before` (oldest first); returns how many. */
+export async function purgeFinished(q: Queryable, before: Date, limit: number): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM webhook_deliveries WHERE seq IN (
+       SELECT seq FROM webhook_deliveries
+        WHERE (delivered_at IS NOT NULL AND delivered_at < $1) OR (failed_at IS NOT NULL AND failed_at < $1)
+        ORDER BY seq LIMIT $2)`,
+    [before, limit],
+  );
+  return r.rowCount;
 }

@@ -21,6 +21,7 @@ import {
   createWebhookDispatcher,
   disableEndpoint,
   enqueueWebhooks,
+  jsonbTextBytes,
   listDeliveries,
   listEndpoints,
   signWebhook,
@@ -238,6 +239,14 @@ for (const backend of testBackends()) {
       expect(JSON.parse(ds[0]!.payload)).toMatchObject({ tenant: T, occurred_at: now.toISOString() });
       await expect(enqueueWebhooks(db, T, [event("big", "margin_below", { blob: "x".repeat(70_000) })], now)).rejects.toMatchObject({ field: "events[0].data" });
       await expect(enqueueWebhooks(db, T, [event("k", "Bad Kind")], now)).rejects.toMatchObject({ field: "events[0].kind" });
+      // An id that cannot be a header value could never be POSTed: refused.
+      await expect(enqueueWebhooks(db, T, [event("alr_bad\nx")], now)).rejects.toMatchObject({ field: "events[0].id" });
+      // Data that fits compact but not as jsonb renders it (a space after each : and ,): refused by
+      // name here, not by the database's own check (that was an Internal error).
+      const tight = Array.from({ length: 25_000 }, (_, k) => k % 10);
+      expect(JSON.stringify({ tight }).length).toBeLessThan(64 * 1024 - 1_024);
+      await expect(enqueueWebhooks(db, T, [event("tight", "margin_below", { tight })], now)).rejects.toMatchObject({ field: "events[0].data" });
+      expect(jsonbTextBytes('{"a":[1,2],"b":"x,y:z"}')).toBe('{"a": [1, 2], "b": "x,y:z"}'.length);
     });
 
     it("queues from a service's AFTER INSERT trigger on its alerts through webhook_enqueue(), once per inserted alert", async () => {
@@ -274,6 +283,21 @@ for (const backend of testBackends()) {
       }
       expect((await listDeliveries(db, T, { state: "delivered" })).length).toBe(2);
       expect(await d.runOnce()).toEqual({ delivered: 0, retried: 0, failed: 0 });
+    });
+
+    it("deletes delivered and given-up deliveries past the retention, keeps pending and recent ones", async () => {
+      await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: [] }, now);
+      await enqueueWebhooks(db, T, [event("old_ok"), event("old_failed"), event("new_ok"), event("pending")], now);
+      const day = 24 * 3_600_000;
+      const at = (ms: number) => new Date(now.getTime() + ms);
+      await db.query("UPDATE webhook_deliveries SET delivered_at = $1 WHERE event_id = 'old_ok'", [at(-31 * day)]);
+      await db.query("UPDATE webhook_deliveries SET failed_at = $1 WHERE event_id = 'old_failed'", [at(-31 * day)]);
+      await db.query("UPDATE webhook_deliveries SET delivered_at = $1 WHERE event_id = 'new_ok'", [at(-29 * day)]);
+      await db.query("UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE event_id = 'pending'", [at(day)]);
+      const d = createWebhookDispatcher({ db, clock, logger });
+      expect(await d.purgeOnce()).toBe(2);
+      expect((await listDeliveries(db, T, {})).map((x) => x.eventId).sort()).toEqual(["new_ok", "pending"]);
+      expect(await d.purgeOnce()).toBe(0);
     });
 
     it("retries a failing endpoint with backoff, delivers once it answers 2xx, and gives up after ATTEMPTS_MAX", async () => {
