@@ -3,24 +3,14 @@
 // walletBackends() (PGlite + in-process store; PostgreSQL + Redis when DATABASE_URL is set).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { createApiKeyAuthenticator, createAuthInterceptor, createErrorBoundary, fixedClock, silentLogger } from "@nanobill/service-kit";
 import { migrate } from "@nanobill/db";
 import { createLedgerService, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
 import { createCreditWalletService, migrationsDir } from "./index.js";
-import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
-
-async function code(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const c = ConnectError.from(e);
-    return { code: c.code, message: c.rawMessage };
-  }
-  throw new Error("expected an error");
-}
+import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
   let h: WalletHarness;

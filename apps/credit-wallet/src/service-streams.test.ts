@@ -8,21 +8,11 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { silentLogger } from "@nanobill/service-kit";
 import { createEngine, type Engine } from "./engine.js";
-import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } from "./test-support.js";
 
 type AuthorizeInit = MessageInitShape<typeof pb.AuthorizeRequestSchema>;
 const DAY = 86_400_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function code(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const c = ConnectError.from(e);
-    return { code: c.code, message: c.rawMessage };
-  }
-  throw new Error("expected an error");
-}
 
 /** Sends msgs on one AuthorizeStream (then keeps it open until holdOpen settles) and collects every answer and the final error. */
 async function runStream(client: Client<typeof pb.CreditWalletService>, msgs: AuthorizeInit[], holdOpen?: Promise<void>) {

@@ -3,19 +3,9 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } from "./test-support.js";
 
 const USD_1 = 1_000_000_000n;
-
-async function code(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const c = ConnectError.from(e);
-    return { code: c.code, message: c.rawMessage };
-  }
-  throw new Error("expected an error");
-}
 
 describe.each(walletBackends())("credit wallet service ($name)", (b) => {
   let h: WalletHarness;

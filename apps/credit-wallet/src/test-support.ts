@@ -1,6 +1,6 @@
 /** Test harness: the wallet with the REAL ledger in-process, both behind createRouterTransport with real auth. */
 import { randomUUID } from "node:crypto";
-import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, createRouterTransport, type Client, type Code, type Interceptor } from "@connectrpc/connect";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { migrate, testBackends, type TestBackend, type TestDb } from "@nanobill/db";
@@ -134,4 +134,15 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
     },
   } as WalletHarness;
   return h;
+}
+
+/** The code and raw message of the error a call fails with (throws when it succeeds). */
+export async function code(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    const c = ConnectError.from(e);
+    return { code: c.code, message: c.rawMessage };
+  }
+  throw new Error("expected an error");
 }

@@ -257,8 +257,9 @@ describe("LedgerService through createRouterTransport", () => {
     expect((await codeOf(c.getAccountBalances({ accountId: "acct_nope" }))).code).toBe(Code.NotFound);
   });
 
-  it("serves gRPC on a real h2c server; a request over the byte limit is ResourceExhausted and writes nothing", async () => {
-    const server = await startServer({
+  /** The ledger's routes on a real h2c server (fast path and generic path), tenant tnt_a's admin key. */
+  const realServer = () =>
+    startServer({
       name: "ledger-test",
       host: "127.0.0.1",
       port: 0,
@@ -267,6 +268,9 @@ describe("LedgerService through createRouterTransport", () => {
       logger: silentLogger,
       limits: LEDGER_SERVER_LIMITS,
     });
+
+  it("serves gRPC on a real h2c server; a request over the byte limit is ResourceExhausted and writes nothing", async () => {
+    const server = await realServer();
     try {
       const c = createClient(LedgerService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.adminA, protocol: "grpc" }));
       const ok = await c.createTransfers({ transfers: [tx({ id: "xfer_grpc_1", amountNanos: 1n })] });
@@ -313,15 +317,7 @@ describe("LedgerService through createRouterTransport", () => {
     expect((await c.lookupTransfers({ ids: ["xfer_ts_ok", "xfer_ts_bad"] })).transfers).toEqual([]);
     expect((await c.lookupAccounts({ ids: ["acct_ts_bad"] })).accounts).toEqual([]);
     // The fast path (binary Connect / gRPC: the hand decoder of wire.ts) answers the same.
-    const server = await startServer({
-      name: "ledger-test",
-      host: "127.0.0.1",
-      port: 0,
-      routes: h.service.routes,
-      authenticator: createApiKeyAuthenticator([{ tenant: "tnt_a", scopes: ["admin"], key: KEYS.adminA }]),
-      logger: silentLogger,
-      limits: LEDGER_SERVER_LIMITS,
-    });
+    const server = await realServer();
     try {
       const grpc = createClient(LedgerService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.adminA, protocol: "grpc" }));
       const before = server.fastPathCalls;
