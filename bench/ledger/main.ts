@@ -3,7 +3,8 @@
 //   (a) transfers between random accounts among 10,000, (b) every transfer crediting one hot
 //   account; batch sizes 1, 100, 8,190; 1 and 32 concurrent clients; transfers/s per cell;
 //   p50/p99 latency of single-transfer calls at 32 clients; the service-kit echo RPC rate at 32
-//   clients (the RPC layer's ceiling); and, in the same run, the raw PostgreSQL rate of COPYing
+//   clients (the RPC layer's ceiling) with the CPU per call of the client, the server and its
+//   PostgreSQL backends (from /proc) for echo and single transfers; and, in the same run, the raw PostgreSQL rate of COPYing
 //   the same rows into a copy of the transfers table (same indexes), with our rate as a ratio.
 //
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npx tsx bench/ledger/main.ts
@@ -19,6 +20,7 @@
 // server's byte views) so that the load generator, which shares the 2 cores with the server and
 // PostgreSQL, costs little; single-transfer calls use the generated client like the echo.
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
@@ -101,6 +103,18 @@ function encodedTransfer(debit: string, credit: string): Uint8Array {
 const resultOf = (r: Uint8Array): number => (r[0] === 0x08 ? r[1]! : 0);
 const rnd = (n: number) => Math.floor(Math.random() * n);
 
+// CPU time of a process from /proc/<pid>/stat (utime + stime, in USER_HZ = 100 ticks/s), in µs;
+// 0 when it is gone or /proc is not there.
+async function procCpuUs(pid: number): Promise<number> {
+  try {
+    const s = await readFile(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10_000;
+  } catch {
+    return 0;
+  }
+}
+
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -108,6 +122,7 @@ function pct(sorted: number[], p: number): number {
 
 async function main(): Promise<void> {
   const { url, child } = await startServer();
+  const monitor = await openDb({ url: DATABASE_URL!, schema: SCHEMA, poolMax: 1 });
   const transport = createClientTransport({ baseUrl: url, apiKey: API_KEY, protocol: "grpc", timeoutMs: 60_000 });
   const ledger = createClient(LedgerService, transport);
   const echo = createClient(EchoService, transport);
@@ -222,20 +237,45 @@ async function main(): Promise<void> {
       if (res.results[0]!.result !== CreateTransferResult.OK) throw new Error(`transfer not ok: ${res.results[0]!.result}`);
     };
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    // CPU per call of each process of the run (the client, the server, the server's PostgreSQL
+    // backends): on a shared box the rates move with the load, the CPU per call much less, and it
+    // shows which process a single transfer costs more in than an echo.
+    const cpuNow = async () => {
+      const pids = (
+        await monitor.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()", [`nanobill:${SCHEMA}`])
+      ).rows.map((r) => Number(r.pid));
+      const u = process.cpuUsage();
+      let pg = 0;
+      for (const pid of pids) pg += await procCpuUs(pid);
+      return { client: u.user + u.system, server: await procCpuUs(child.pid!), pg };
+    };
+    const measured = async (clients: number, call: () => Promise<unknown>) => {
+      const a = await cpuNow();
+      let n = 0;
+      const rate = await callsPerSecond(clients, 1000, () => call().then(() => n++));
+      const b = await cpuNow();
+      return { rate, client: (b.client - a.client) / n, server: (b.server - a.server) / n, pg: (b.pg - a.pg) / n };
+    };
+    type Measured = Awaited<ReturnType<typeof measured>>;
+    const cpuLine = (xs: Measured[]) =>
+      `client ${median(xs.map((x) => x.client)).toFixed(0)}, server ${median(xs.map((x) => x.server)).toFixed(0)}, PostgreSQL ${median(xs.map((x) => x.pg)).toFixed(0)}`;
     for (const clients of RATIO_ROUNDS > 0 ? [1, 32] : []) {
       const ratios = { hot: [] as number[], random: [] as number[] };
-      const echoes: number[] = [];
+      const runs = { echo: [] as Measured[], hot: [] as Measured[] };
       for (let round = 0; round < RATIO_ROUNDS; round++) {
-        const e = await callsPerSecond(clients, 1000, echoCall);
-        echoes.push(e);
-        ratios.hot.push((await callsPerSecond(clients, 1000, single("hot"))) / e);
-        ratios.random.push((await callsPerSecond(clients, 1000, single("random"))) / e);
+        const e = await measured(clients, echoCall);
+        runs.echo.push(e);
+        const h = await measured(clients, single("hot"));
+        runs.hot.push(h);
+        ratios.hot.push(h.rate / e.rate);
+        ratios.random.push((await callsPerSecond(clients, 1000, single("random"))) / e.rate);
       }
       say(
-        `echo RPC at ${clients} client(s): median ${median(echoes).toFixed(0)} calls/s; single-transfer calls at ${clients} = ` +
+        `echo RPC at ${clients} client(s): median ${median(runs.echo.map((x) => x.rate)).toFixed(0)} calls/s; single-transfer calls at ${clients} = ` +
           `${(100 * median(ratios.random)).toFixed(0)}% of it (random), ${(100 * median(ratios.hot)).toFixed(0)}% (hot) ` +
           `(medians of ${RATIO_ROUNDS} interleaved 1 s rounds; hot per round: ${ratios.hot.map((r) => (100 * r).toFixed(0)).join(", ")}%)`,
       );
+      say(`  CPU µs per call (medians): echo: ${cpuLine(runs.echo)}; single transfer (hot): ${cpuLine(runs.hot)}`);
     }
 
     // Raw PostgreSQL: COPY the same kind of rows into a copy of the transfers table (same indexes).
@@ -264,6 +304,7 @@ async function main(): Promise<void> {
       await db.close();
     }
   } finally {
+    await monitor.close();
     closeClientSessions();
     const exited = new Promise((r) => child.once("exit", r));
     child.kill("SIGTERM");
