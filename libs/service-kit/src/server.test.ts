@@ -15,7 +15,8 @@ import { createApiKeyAuthenticator, parseApiKeysEnv, tenantOf, requireScope, pri
 import { createClientTransport, closeClientSessions, forTenant } from "./client.js";
 import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
 import { createLogger } from "./logger.js";
-import { startServer, type StartedServer } from "./server.js";
+import * as http2 from "node:http2";
+import { callTimeoutMs, startServer, type StartedServer } from "./server.js";
 import { echoRoutes } from "./test-echo.js";
 
 const ADMIN_KEY = "sk_test_admin_0123456789abcdef";
@@ -216,6 +217,79 @@ describe("startServer on h2c", () => {
     const err = await codeOf(c.echo({ text: "x" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` }, timeoutMs: 10 * 60_000 }));
     expect(err.code).toBe(Code.InvalidArgument);
   });
+});
+
+describe("generic path (connect-es) deadlines", () => {
+  it("reads the deadline a call asked for as connect-es does, capped at timeoutMsMax", () => {
+    const grpc = (t?: string) => ({ "content-type": "application/grpc-web+proto", ...(t === undefined ? {} : { "grpc-timeout": t }) });
+    expect(callTimeoutMs(grpc("300m"), 60_000)).toBe(300);
+    expect(callTimeoutMs(grpc("2S"), 60_000)).toBe(2_000);
+    expect(callTimeoutMs(grpc("1M"), 60_000)).toBe(60_000);
+    expect(callTimeoutMs(grpc("1H"), 60_000)).toBe(60_000);
+    expect(callTimeoutMs(grpc("1500u"), 60_000)).toBe(2);
+    expect(callTimeoutMs(grpc("7n"), 60_000)).toBe(1);
+    expect(callTimeoutMs(grpc("x"), 60_000)).toBe(60_000);
+    expect(callTimeoutMs(grpc(), 60_000)).toBe(60_000);
+    expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "250" }, 60_000)).toBe(250);
+    expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "99999999" }, 60_000)).toBe(60_000);
+    expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "-1" }, 60_000)).toBe(60_000);
+  });
+
+  // A request whose body never ends, on a server without the fast path (so Connect binary and
+  // gRPC go to connect-es too): the stream is reset about a second after the call's deadline,
+  // with or without a key, instead of staying open for as long as the client keeps it.
+  it("resets a call whose body never ends shortly after its deadline (Connect JSON, Connect binary, gRPC, gRPC-Web; no key, no deadline)", async () => {
+    const generic = await startServer({
+      name: "echo-generic",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { timeoutMsMax: 5_000, timeoutMsDefault: 600 },
+    });
+    const hang = (headers: Record<string, string>, first: Uint8Array) =>
+      new Promise<{ ms: number; how: string }>((resolve) => {
+        const t0 = performance.now();
+        const session = http2.connect(generic.url);
+        session.on("error", () => undefined);
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", ...headers });
+        let settled = false;
+        const done = (how: string) => () => {
+          if (settled) return;
+          settled = true;
+          session.destroy();
+          resolve({ ms: performance.now() - t0, how });
+        };
+        req.on("close", done("closed"));
+        req.on("error", () => undefined);
+        req.resume();
+        setTimeout(done("still open after 6 s"), 6_000);
+        req.write(first); // part of a body, never ended
+      });
+    const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+    const envelopeHead = new Uint8Array(15);
+    new DataView(envelopeHead.buffer).setUint32(1, 50); // declares 50 bytes, sends 10
+    try {
+      const results = await Promise.all([
+        hang({ "content-type": "application/json", "connect-protocol-version": "1", "connect-timeout-ms": "300", ...auth }, new TextEncoder().encode('{"text":')),
+        hang({ "content-type": "application/proto", "connect-protocol-version": "1", "connect-timeout-ms": "300", ...auth }, new Uint8Array(10)),
+        hang({ "content-type": "application/grpc", "grpc-timeout": "300m", ...auth }, envelopeHead),
+        hang({ "content-type": "application/grpc-web+proto", "grpc-timeout": "300m", ...auth }, envelopeHead),
+        hang({ "content-type": "application/json", "connect-protocol-version": "1" }, new TextEncoder().encode('{"text":')), // no key, default deadline
+      ]);
+      for (const r of results) {
+        expect(r.how).toBe("closed");
+        expect(r.ms).toBeLessThan(4_000);
+      }
+      // The server still answers.
+      const c = createClient(EchoService, createClientTransport({ baseUrl: generic.url, apiKey: ADMIN_KEY, protocol: "grpc", timeoutMs: 2_000 }));
+      expect((await c.echo({ text: "after" })).text).toBe("after");
+    } finally {
+      await generic.close();
+    }
+  }, 20_000);
 });
 
 describe("graceful close", () => {

@@ -28,6 +28,30 @@ import { createLogger, type Logger } from "./logger.js";
 const SHUTDOWN_POLL_MS = 5;
 /** How long a stream whose response is complete may keep sending an unread request body. */
 const STREAM_DRAIN_MS = 1_000;
+/**
+ * A call on connect-es's generic path whose stream is still open this long after its deadline is
+ * reset (RST_STREAM CANCEL): connect-es aborts the handler at the deadline, but it reads a unary
+ * body without one, so a body that never ends (sent before any auth) held its stream and its
+ * bytes for as long as the client kept the connection.
+ */
+const GENERIC_DEADLINE_GRACE_MS = 1_000;
+
+const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * The deadline a call asked for, in ms, as connect-es reads it (`grpc-timeout` for the gRPC
+ * protocols, else `connect-timeout-ms`), capped at maxMs; maxMs when absent or malformed (such a
+ * call is answered with an error at once anyway).
+ */
+export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number): number {
+  const ct = headers["content-type"];
+  if (ct !== undefined && ct.startsWith("application/grpc")) {
+    const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"] ?? ""));
+    return m === null ? maxMs : Math.min(maxMs, Math.ceil(Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]!));
+  }
+  const v = String(headers["connect-timeout-ms"] ?? "");
+  return /^\d{1,10}$/.test(v) ? Math.min(maxMs, Number(v)) : maxMs;
+}
 
 export interface ServerLimits {
   /** Largest request message read (bytes); larger -> ResourceExhausted. */
@@ -174,6 +198,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
+      const bound = setTimeout(cancelStream, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req.stream);
+      bound.unref();
+      req.stream.once("close", () => clearTimeout(bound));
       handler(req, res);
     },
   );
@@ -184,6 +211,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     if (done.has(stream)) return;
     done.add(stream);
     inflight--;
+  };
+  const cancelStream = (stream: http2.ServerHttp2Stream): void => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
   };
   const resetStream = (stream: http2.ServerHttp2Stream): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
