@@ -3,7 +3,7 @@
  * each service's own variables are <SERVICE>_<WHAT> (SERVICE = METERING | RATING | LEDGER |
  * CREDIT_WALLET | INVOICING), a peer's address is <PEER>_URL, and the shared ones are DATABASE_URL,
  * REDIS_URL, NANOBILL_API_KEYS, NANOBILL_INTERNAL_API_KEY, NANOBILL_LOG_LEVEL,
- * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Each service's loadConfig is run on the scheme's variables,
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS. Each service's loadConfig is run on the scheme's variables,
  * old names are checked to be refused (Nanobill's own) or to have no effect (generic ones), and the
  * two producers of service env (the stack and the Kubernetes manifests) are checked to set only
  * names of the scheme.
@@ -124,6 +124,7 @@ const SHARED = new Set([
   "NANOBILL_LOG_LEVEL",
   "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
   "OTEL_SERVICE_NAME",
+  "NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
 ]);
 /** Process plumbing, not service configuration. */
 const PROCESS = new Set(["PATH", "HOME", "NODE_ENV", "NODE_OPTIONS", "NANOBILL_SERVICE"]);

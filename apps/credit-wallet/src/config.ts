@@ -16,6 +16,12 @@ export interface CreditWalletConfig {
   expiryGraceMs: number;
   /** Background loop period (ledger outbox retry, hold and grant expiry); 0 disables it. */
   backgroundIntervalMs: number;
+  /**
+   * Webhook endpoints may point to non-public addresses (loopback, private, link-local):
+   * CreateWebhookEndpoint and the dispatcher's connect-time check stop refusing them
+   * (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS; local development and tests only).
+   */
+  webhooksAllowPrivateNetworks: boolean;
 }
 
 export const CREDIT_WALLET_CONFIG_DEFAULT: CreditWalletConfig = {
@@ -25,6 +31,7 @@ export const CREDIT_WALLET_CONFIG_DEFAULT: CreditWalletConfig = {
   expiryNoticeMs: EXPIRY_NOTICE_MS_DEFAULT,
   expiryGraceMs: EXPIRY_GRACE_MS_DEFAULT,
   backgroundIntervalMs: BACKGROUND_INTERVAL_MS,
+  webhooksAllowPrivateNetworks: false,
 };
 
 /** The process settings of the standalone server (main.ts); variables as in docs/deployment.md ("Environment"). */
@@ -85,6 +92,7 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
       expiryNoticeMs: envInt(env, "CREDIT_WALLET_EXPIRY_NOTICE_MS", EXPIRY_NOTICE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
       expiryGraceMs: envInt(env, "CREDIT_WALLET_EXPIRY_GRACE_MS", EXPIRY_GRACE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),
       backgroundIntervalMs: envInt(env, "CREDIT_WALLET_BACKGROUND_INTERVAL_MS", BACKGROUND_INTERVAL_MS, { min: 0, max: 3_600_000 }),
+      webhooksAllowPrivateNetworks: envBool(env, "NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", false),
     },
   };
 }

@@ -55,9 +55,12 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
   const ledger = createLedgerPort(deps.clients.ledger);
   const outbox = createLedgerOutbox({ db: deps.db, ledger, logger: deps.logger, clock: deps.clock });
   const engine = createEngine({ db: deps.db, realtime, ledger, outbox, clock: deps.clock, logger: deps.logger, expiryNoticeMs: config.expiryNoticeMs, expiryGraceMs: config.expiryGraceMs });
-  const routes = createWalletRoutes(createWalletServiceImpl({ engine, db: deps.db, clock: deps.clock, authorizeGroupsInFlight: deps.authorizeGroupsInFlight }));
-  // Wallet alerts are queued for webhook endpoints by a trigger (migration 0004) and sent from here.
-  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger });
+  const routes = createWalletRoutes(
+    createWalletServiceImpl({ engine, db: deps.db, clock: deps.clock, authorizeGroupsInFlight: deps.authorizeGroupsInFlight, webhooksAllowPrivateNetworks: config.webhooksAllowPrivateNetworks }),
+  );
+  // Wallet alerts are queued for webhook endpoints by a trigger (migration 0004) and sent from here;
+  // non-public addresses are refused (at creation and at connect time) unless config allows them.
+  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger, allowPrivateNetworks: config.webhooksAllowPrivateNetworks });
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let started = false;

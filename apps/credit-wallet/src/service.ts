@@ -68,6 +68,8 @@ export function createWalletServiceImpl(deps: {
   streamLimits?: Partial<AuthorizeStreamLimits>;
   /** Authorize group commits in flight per tenant (default AUTHORIZE_GROUPS_IN_FLIGHT). */
   authorizeGroupsInFlight?: number;
+  /** CreateWebhookEndpoint accepts URLs on non-public addresses (config.webhooksAllowPrivateNetworks; default false). */
+  webhooksAllowPrivateNetworks?: boolean;
 }): ServiceImpl<typeof pb.CreditWalletService> {
   const { engine, db, clock } = deps;
   const streamLimits: AuthorizeStreamLimits = { inFlightMax: AUTHORIZE_STREAM_IN_FLIGHT_MAX, itemsMax: AUTHORIZE_STREAM_ITEMS_MAX, lifetimeMs: AUTHORIZE_STREAM_LIFETIME_MS, ...deps.streamLimits };
@@ -205,7 +207,7 @@ export function createWalletServiceImpl(deps: {
     }
   }
 
-  const webhooks = webhookRpcs(db, () => clock.now());
+  const webhooks = webhookRpcs(db, () => clock.now(), { allowPrivateNetworks: deps.webhooksAllowPrivateNetworks ?? false });
   const writer = (ctx: HandlerContext) => {
     requireScope(ctx, "admin");
     return tenantOf(ctx);

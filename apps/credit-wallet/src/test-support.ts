@@ -7,6 +7,7 @@ import { migrate, testBackends, type TestBackend, type TestDb } from "@nanobill/
 import { createLedgerService, migrationsDir as ledgerMigrations, type LedgerServiceHandle } from "@nanobill/ledger";
 import { createApiKeyAuthenticator, createAuthInterceptor, createLogger, createErrorBoundary, fixedClock, silentLogger, type ApiKeyEntry } from "@nanobill/service-kit";
 import { createCreditWalletService, migrationsDir, type CreditWalletServiceHandle } from "./index.js";
+import type { CreditWalletConfig } from "./config.js";
 import { createMemoryRealtime } from "./realtime/memory.js";
 import { createRedisRealtime } from "./realtime/redis.js";
 import type { RealtimeStore } from "./realtime/types.js";
@@ -80,7 +81,7 @@ function transportFor(routes: (r: import("@connectrpc/connect").ConnectRouter) =
   return createRouterTransport(routes, { router: { interceptors: [createErrorBoundary(testLogger), createAuthInterceptor(authenticator)] }, transport: { interceptors: [headers] } });
 }
 
-export async function openWalletHarness(b: { backend: TestBackend; realtime: "memory" | "redis" }): Promise<WalletHarness> {
+export async function openWalletHarness(b: { backend: TestBackend; realtime: "memory" | "redis" }, config: Partial<CreditWalletConfig> = {}): Promise<WalletHarness> {
   const db = await b.backend.open();
   const ledgerDb = await b.backend.open();
   await migrate(db, migrationsDir);
@@ -92,7 +93,7 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
   const makeRealtime = (): RealtimeStore => (b.realtime === "redis" ? createRedisRealtime({ url: REDIS_URL, prefix }) : createMemoryRealtime());
   let realtime = makeRealtime();
   const make = async (rt: RealtimeStore) => {
-    const w = await createCreditWalletService({ db, logger: testLogger, clock, clients: { ledger: ledgerClient }, realtime: rt, config: { backgroundIntervalMs: 0 } });
+    const w = await createCreditWalletService({ db, logger: testLogger, clock, clients: { ledger: ledgerClient }, realtime: rt, config: { backgroundIntervalMs: 0, ...config } });
     await w.start();
     return w;
   };

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { WebhookDeliveryState } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import { verifyWebhookSignature } from "@nanobill/webhooks";
+import { createEndpoint, enqueueWebhooks, listDeliveries, verifyWebhookSignature } from "@nanobill/webhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
@@ -24,7 +24,8 @@ for (const b of walletBackends()) {
     });
     let url = "";
     beforeAll(async () => {
-      h = await openWalletHarness(b);
+      // The receiver listens on 127.0.0.1: this wallet allows private networks (the default refuses them).
+      h = await openWalletHarness(b, { webhooksAllowPrivateNetworks: true });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nanobill`;
     });
@@ -75,6 +76,28 @@ for (const b of walletBackends()) {
       expect(ConnectError.from(await admin.disableWebhookEndpoint({ id: "nope" }).catch((e) => e)).code).toBe(Code.NotFound);
       // Another tenant sees none of it.
       expect((await h.client(KEYS.adminB).listWebhookEndpoints({})).endpoints).toEqual([]);
+    });
+
+    it("by default refuses loopback, metadata and IPv4-mapped loopback endpoints (InvalidArgument on url) and does not POST to one at delivery", async () => {
+      // clientWith builds the service without the switch: the default policy.
+      const admin = h.clientWith({ key: KEYS.adminA });
+      for (const u of [url, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]/nanobill", "http://LOCALHOST./nanobill"]) {
+        const e = ConnectError.from(await admin.createWebhookEndpoint({ id: "internal", url: u }).catch((x) => x));
+        expect(e.code, u).toBe(Code.InvalidArgument);
+        expect(e.rawMessage).toMatch(/^url: host .* is not a public address/);
+      }
+      // A wallet process with the default config refuses at connect time an endpoint that got in anyway.
+      const d = await openWalletHarness(b);
+      try {
+        await createEndpoint(d.db, "tnt_a", { id: "old", url, eventKinds: [] }, d.clock.now(), { allowPrivateNetworks: true });
+        await enqueueWebhooks(d.db, "tnt_a", [{ id: "alr_x", kind: "low_balance", occurredAt: d.clock.now(), data: {} }], d.clock.now());
+        const before = got.length;
+        expect(await d.wallet.webhooks.runOnce()).toEqual({ delivered: 0, retried: 1, failed: 0 });
+        expect(got.length).toBe(before);
+        expect((await listDeliveries(d.db, "tnt_a", {}))[0]!.lastError).toBe("refused: 127.0.0.1 is not a public address (webhook egress policy)");
+      } finally {
+        await d.close();
+      }
     });
   });
 }

@@ -36,3 +36,12 @@ describe("rating consumer lease settings (RATING_CONSUMER_*)", () => {
     expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_LEASES: "maybe" })).variable).toBe("RATING_CONSUMER_LEASES");
   });
 });
+
+describe("webhook egress switch (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS, shared with credit-wallet)", () => {
+  it("is off by default, read as a boolean, and a bad value is a ConfigError naming it", () => {
+    expect(ratingConfigFromEnv({}).webhooksAllowPrivateNetworks).toBe(false);
+    expect(ratingConfigFromEnv({ NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS: "true" }).webhooksAllowPrivateNetworks).toBe(true);
+    expect(ratingConfigFromEnv({ NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS: "false" }).webhooksAllowPrivateNetworks).toBe(false);
+    expect(errorOf(() => ratingConfigFromEnv({ NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS: "yes please" })).variable).toBe("NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS");
+  });
+});

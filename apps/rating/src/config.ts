@@ -45,6 +45,12 @@ export interface RatingConfig {
   cacheTtlMs: number;
   /** Check usage charge meters against metering's GetMeter when plans are written. */
   validateMeters: boolean;
+  /**
+   * Webhook endpoints may point to non-public addresses (loopback, private, link-local):
+   * CreateWebhookEndpoint and the dispatcher's connect-time check stop refusing them
+   * (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS; local development and tests only).
+   */
+  webhooksAllowPrivateNetworks: boolean;
 }
 
 export const RATING_CONFIG_DEFAULT: RatingConfig = {
@@ -58,9 +64,10 @@ export const RATING_CONFIG_DEFAULT: RatingConfig = {
   consumerOwner: "",
   cacheTtlMs: CONTEXT_CACHE_TTL_MS,
   validateMeters: true,
+  webhooksAllowPrivateNetworks: false,
 };
 
-/** ratingConfigFromEnv: RATING_* variables; a bad value throws ConfigError naming it. */
+/** ratingConfigFromEnv: RATING_* variables (and the shared NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS); a bad value throws ConfigError naming it. */
 export function ratingConfigFromEnv(env: Env): RatingConfig {
   const consumerLeaseTtlMs = envInt(env, "RATING_CONSUMER_LEASE_TTL_MS", CONSUMER_LEASE_TTL_MS, { min: CONSUMER_LEASE_TTL_MS_MIN, max: CONSUMER_LEASE_TTL_MS_MAX });
   const consumerLeaseHeartbeatMs = envInt(env, "RATING_CONSUMER_LEASE_HEARTBEAT_MS", Math.min(CONSUMER_LEASE_HEARTBEAT_MS, Math.floor(consumerLeaseTtlMs / 3)), { min: CONSUMER_LEASE_HEARTBEAT_MS_MIN, max: CONSUMER_LEASE_TTL_MS_MAX });
@@ -80,6 +87,7 @@ export function ratingConfigFromEnv(env: Env): RatingConfig {
     consumerPartitions: envInt(env, "RATING_CONSUMER_PARTITIONS", RATING_CONFIG_DEFAULT.consumerPartitions, { min: 1, max: CONSUMER_PARTITIONS_MAX }),
     cacheTtlMs: envInt(env, "RATING_CACHE_TTL_MS", CONTEXT_CACHE_TTL_MS, { min: 0, max: 600_000 }),
     validateMeters: envBool(env, "RATING_VALIDATE_METERS", true),
+    webhooksAllowPrivateNetworks: envBool(env, "NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", false),
   };
 }
 

@@ -93,7 +93,9 @@ export async function createRatingService(deps: RatingDeps): Promise<RatingServi
   const consumer = consumers[0]!;
   // Guardrail alerts are queued for webhook endpoints by a trigger (migration 0005); every rating
   // process sends them (claims are SKIP LOCKED, so replicas share the work).
-  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger });
+  // Egress: non-public addresses are refused unless config.webhooksAllowPrivateNetworks (the RPCs
+  // get the same switch through config).
+  const webhooks = createWebhookDispatcher({ db: deps.db, clock: deps.clock, logger: deps.logger, allowPrivateNetworks: config.webhooksAllowPrivateNetworks });
   const routes = createRatingRoutes({ catalog, rated, cache, clock: deps.clock, logger: deps.logger, config, metering: deps.clients.metering });
   return {
     routes,

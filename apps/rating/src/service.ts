@@ -177,7 +177,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     return v;
   }
 
-  const webhooks = webhookRpcs(d.rated.db, () => d.clock.now());
+  const webhooks = webhookRpcs(d.rated.db, () => d.clock.now(), { allowPrivateNetworks: d.config.webhooksAllowPrivateNetworks });
 
   return {
     async createCustomer(req, ctx) {

@@ -8,7 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { WebhookDeliveryState } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { GuardrailKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { testBackends } from "@nanobill/db";
-import { verifyWebhookSignature } from "@nanobill/webhooks";
+import { createEndpoint, enqueueWebhooks, listDeliveries, verifyWebhookSignature } from "@nanobill/webhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, T0, openHarness, type Harness } from "./test-support.js";
 
@@ -31,7 +31,8 @@ for (const backend of testBackends()) {
     beforeAll(async () => {
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/margin`;
-      h = await openHarness(await backend.open());
+      // The receiver listens on 127.0.0.1: this service allows private networks (the default refuses them).
+      h = await openHarness(await backend.open(), { webhooksAllowPrivateNetworks: true });
       h.metering.meters.set("tnt_a\u0000llm_tokens", "llm.call");
       const c = h.client(KEYS.adminA);
       await c.createCustomer({ customer: { customerId: "cus_1", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
@@ -84,6 +85,27 @@ for (const backend of testBackends()) {
       });
       const ds = (await admin.listWebhookDeliveries({})).deliveries;
       expect(ds.map((d) => [d.endpointId, d.state])).toEqual([["margins", WebhookDeliveryState.DELIVERED]]);
+    });
+
+    it("by default refuses loopback, metadata and IPv4-mapped loopback endpoints (InvalidArgument on url) and does not POST to one at delivery", async () => {
+      const d = await openHarness(await backend.open());
+      try {
+        const admin = d.client(KEYS.adminA);
+        for (const u of [url, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]/margin", "http://localhost/margin"]) {
+          const e = ConnectError.from(await admin.createWebhookEndpoint({ id: "internal", url: u }).catch((x) => x));
+          expect(e.code, u).toBe(Code.InvalidArgument);
+          expect(e.rawMessage).toMatch(/^url: host .* is not a public address/);
+        }
+        // An endpoint that got in anyway (made before this policy, or a name re-pointed later): refused at connect time.
+        await createEndpoint(d.db, "tnt_a", { id: "old", url, eventKinds: [] }, d.clock.now(), { allowPrivateNetworks: true });
+        await enqueueWebhooks(d.db, "tnt_a", [{ id: "alr_x", kind: "margin_below", occurredAt: d.clock.now(), data: {} }], d.clock.now());
+        const before = got.length;
+        expect(await d.service.webhooks.runOnce()).toEqual({ delivered: 0, retried: 1, failed: 0 });
+        expect(got.length).toBe(before);
+        expect((await listDeliveries(d.db, "tnt_a", {}))[0]!.lastError).toBe("refused: 127.0.0.1 is not a public address (webhook egress policy)");
+      } finally {
+        await d.close();
+      }
     });
   });
 }

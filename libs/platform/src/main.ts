@@ -4,13 +4,15 @@
  * REDIS_URL the wallet uses its in-process real-time path. Prints each service's address.
  * Variables: the one scheme of docs/deployment.md ("Environment"): <SERVICE>_PORT and
  * <SERVICE>_HOST per service (default 7001..7005 on 127.0.0.1), DATABASE_URL, REDIS_URL,
- * NANOBILL_API_KEYS, NANOBILL_DATA_DIR, NANOBILL_LOG_LEVEL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+ * NANOBILL_API_KEYS, NANOBILL_DATA_DIR, NANOBILL_LOG_LEVEL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+ * NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (webhooks to a receiver on this machine; default false).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
   createLogger,
+  envBool,
   envEnum,
   envInt,
   envString,
@@ -69,6 +71,8 @@ runMain(async () => {
     ports,
     apiKeys,
     logger,
+    // Local development: set it to send webhooks to a receiver on this machine.
+    webhooksAllowPrivateNetworks: envBool(env, "NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", false),
   });
   onShutdown(() => platform.close());
 

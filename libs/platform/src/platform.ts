@@ -60,6 +60,8 @@ export interface PlatformOptions {
   clock?: Clock;
   /** Rating consumer long-poll and idle wait (tests shorten it). */
   consumerWaitMs?: number;
+  /** Webhooks of rating and credit-wallet may go to non-public addresses (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS; default false). */
+  webhooksAllowPrivateNetworks?: boolean;
 }
 
 export interface Platform {
@@ -146,7 +148,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       await createCreditWalletService({
         ...common("credit-wallet"),
         db: walletDb,
-        config: opts.redisUrl === undefined ? {} : { redisUrl: opts.redisUrl, redisPrefix: `nb:${opts.schemaPrefix ?? ""}wallet:` },
+        config: {
+          webhooksAllowPrivateNetworks: opts.webhooksAllowPrivateNetworks ?? false,
+          ...(opts.redisUrl === undefined ? {} : { redisUrl: opts.redisUrl, redisPrefix: `nb:${opts.schemaPrefix ?? ""}wallet:` }),
+        },
         clients: { ledger: internal(LedgerService, "ledger") },
       }),
       WALLET_SERVER_LIMITS,
@@ -163,7 +168,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         ...common("rating"),
         db: ratingDb,
         consumerWaitMs: opts.consumerWaitMs,
-        config: { consumerPartitions: 2 },
+        config: { consumerPartitions: 2, webhooksAllowPrivateNetworks: opts.webhooksAllowPrivateNetworks ?? false },
         clients: { metering: internal(MeteringService, "metering"), wallet: internal(CreditWalletService, "credit-wallet") },
       }),
     );

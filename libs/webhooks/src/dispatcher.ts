@@ -5,8 +5,11 @@
 // A round's work fits its claim by construction (claimLeaseMs): a live dispatcher does not lose
 // its rows to another replica mid-round; if it is slower than planned anyway, it skips rows its
 // claim no longer covers, and recordAttempt ignores an outcome whose claim was taken over.
+// Egress: the default sender (sender.ts) refuses non-public addresses at connect time unless
+// allowPrivateNetworks; a refusal is recorded and retried like any connection error.
 import type { Queryable } from "@nanobill/db";
 import * as L from "./limits.js";
+import { createEgressSender, type ResolveAll, type WebhookSender } from "./sender.js";
 import { SIGNATURE_HEADER, signWebhook } from "./signature.js";
 import { claimDue, purgeFinished, recordAttempt, type ClaimedDelivery } from "./store.js";
 
@@ -18,8 +21,19 @@ export interface DispatcherOptions {
   db: Queryable;
   clock: { now(): Date };
   logger: DispatcherLogger;
-  /** Defaults to globalThis.fetch. */
+  /**
+   * Send through this fetch instead of the default sender (tests; an egress proxy's client). It is
+   * used as-is: the egress policy (allowPrivateNetworks, resolveHost) applies to the default only.
+   */
   fetch?: typeof fetch;
+  /**
+   * Let the default sender connect to non-public addresses (loopback, private, link-local, ...).
+   * Default false: a URL whose host is or resolves to one is refused at connect time. Local
+   * development and tests with a receiver on 127.0.0.1 set it.
+   */
+  allowPrivateNetworks?: boolean;
+  /** How the default sender resolves hostnames (defaults to dns.lookup, all addresses; tests inject one). */
+  resolveHost?: ResolveAll;
   timeoutMs?: number;
   attemptsMax?: number;
   backoffBaseMs?: number;
@@ -56,13 +70,22 @@ export function claimLeaseMs(perRound: number, inFlight: number, timeoutMs: numb
   return Math.ceil(perRound / inFlight) * timeoutMs + L.CLAIM_LEASE_MARGIN_MS;
 }
 
+/** An injected fetch as a sender: POST, no redirects followed, the body discarded. */
+function fetchSender(f: typeof fetch): WebhookSender {
+  return async (url, init) => {
+    const res = await f(url, { method: "POST", redirect: "manual", signal: init.signal, headers: init.headers, body: init.body });
+    await res.body?.cancel().catch(() => undefined);
+    return res.status;
+  };
+}
+
 function positiveInt(v: number, name: string): number {
   if (!Number.isSafeInteger(v) || v < 1) throw new Error(`webhook dispatcher: ${name} must be a positive integer`);
   return v;
 }
 
 export function createWebhookDispatcher(opts: DispatcherOptions) {
-  const send = opts.fetch ?? globalThis.fetch;
+  const send: WebhookSender = opts.fetch ? fetchSender(opts.fetch) : createEgressSender({ allowPrivateNetworks: opts.allowPrivateNetworks ?? false, resolve: opts.resolveHost });
   const timeoutMs = opts.timeoutMs ?? L.DELIVERY_TIMEOUT_MS;
   const attemptsMax = opts.attemptsMax ?? L.ATTEMPTS_MAX;
   const base = opts.backoffBaseMs ?? L.BACKOFF_BASE_MS;
@@ -80,11 +103,10 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
   async function post(d: ClaimedDelivery): Promise<{ status: number; error: string }> {
     if (!d.enabled) return { status: 0, error: "endpoint disabled" };
     const ts = Math.floor(opts.clock.now().getTime() / 1000);
+    const signal = AbortSignal.timeout(timeoutMs);
     try {
-      const res = await send(d.url, {
-        method: "POST",
-        redirect: "manual",
-        signal: AbortSignal.timeout(timeoutMs),
+      const status = await send(d.url, {
+        signal,
         headers: {
           "content-type": "application/json",
           "user-agent": "Nanobill-Webhooks/1",
@@ -95,12 +117,11 @@ export function createWebhookDispatcher(opts: DispatcherOptions) {
         },
         body: d.payload,
       });
-      await res.body?.cancel().catch(() => undefined);
-      return { status: res.status, error: res.status >= 200 && res.status < 300 ? "" : `HTTP ${res.status}` };
+      return { status, error: status >= 200 && status < 300 ? "" : `HTTP ${status}` };
     } catch (e) {
+      if (signal.aborted) return { status: 0, error: `timed out after ${timeoutMs} ms` };
       const err = e as Error & { cause?: { code?: string } };
-      const what = err.name === "TimeoutError" ? `timed out after ${timeoutMs} ms` : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ""}`;
-      return { status: 0, error: what };
+      return { status: 0, error: `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ""}` };
     }
   }
 

@@ -14,8 +14,11 @@ export {
   type DeliveryState,
   type Endpoint,
   type EndpointInput,
+  type EndpointPolicy,
   type WebhookEvent,
 } from "./store.js";
 export { backoffMs, claimLeaseMs, createWebhookDispatcher, type DispatchStats, type DispatcherOptions } from "./dispatcher.js";
 export { webhooksMigrationSql } from "./sql.js";
 export { webhookRpcs, endpointToProto, deliveryToProto } from "./rpc.js";
+export { NON_PUBLIC_IPV4, NON_PUBLIC_IPV6, ipLiteralOf, isLocalhostName, isPublicAddress, nonPublicRange } from "./egress.js";
+export { WebhookEgressError, createEgressSender, egressLookup, type ResolveAll, type WebhookSender } from "./sender.js";

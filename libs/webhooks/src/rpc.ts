@@ -23,6 +23,7 @@ import {
   type Delivery,
   type DeliveryState,
   type Endpoint,
+  type EndpointPolicy,
 } from "./store.js";
 
 export function endpointToProto(e: Endpoint): WebhookEndpoint {
@@ -66,12 +67,16 @@ function toRpcError(e: unknown, id: string): unknown {
   return e;
 }
 
-/** The four RPCs over one service's db (its own schema). */
-export function webhookRpcs(db: Queryable, now: () => Date) {
+/**
+ * The four RPCs over one service's db (its own schema). `policy.allowPrivateNetworks` (default
+ * false) lets CreateWebhookEndpoint take URLs on loopback / private / link-local IP literals and
+ * `localhost` (see validateEndpoint); the service passes the same switch to its dispatcher.
+ */
+export function webhookRpcs(db: Queryable, now: () => Date, policy: EndpointPolicy = {}) {
   return {
     async create(tenant: string, req: { id: string; url: string; eventKinds: string[]; description: string }) {
       try {
-        const r = await createEndpoint(db, tenant, { id: req.id, url: req.url, eventKinds: req.eventKinds, description: req.description }, now());
+        const r = await createEndpoint(db, tenant, { id: req.id, url: req.url, eventKinds: req.eventKinds, description: req.description }, now(), policy);
         return { endpoint: endpointToProto(r.endpoint), signingSecret: r.secret };
       } catch (e) {
         throw toRpcError(e, req.id);

@@ -1,6 +1,7 @@
 // Endpoints and the delivery outbox, on the service's own schema (see webhooks.sql).
 import { createHash, randomBytes } from "node:crypto";
 import { isDbError, type Queryable } from "@nanobill/db";
+import { ipLiteralOf, isLocalhostName, nonPublicRange } from "./egress.js";
 import * as L from "./limits.js";
 
 /** Bad input, naming the field (services answer InvalidArgument). */
@@ -68,7 +69,18 @@ export interface Delivery {
   payload: string;
 }
 
-export function validateEndpoint(input: EndpointInput): void {
+/** Endpoint policy: with allowPrivateNetworks false (the default), a URL whose host is a non-public IP literal or `localhost` is refused. */
+export interface EndpointPolicy {
+  allowPrivateNetworks?: boolean;
+}
+
+/**
+ * Checks an endpoint by field. Unless `policy.allowPrivateNetworks`, the URL's host must not be an
+ * IP literal in a non-public range (egress.ts) nor `localhost` (or a name under `.localhost`);
+ * other hostnames are checked where it matters, at connect time (the dispatcher's sender), since
+ * what a name resolves to can change after creation.
+ */
+export function validateEndpoint(input: EndpointInput, policy: EndpointPolicy = {}): void {
   if (!L.ENDPOINT_ID_PATTERN.test(input.id)) throw new WebhookInputError("id", "must be 1-64 characters of A-Z a-z 0-9 _ . -");
   if (input.url.length === 0 || input.url.length > L.URL_CHARS_MAX) throw new WebhookInputError("url", `must be 1-${L.URL_CHARS_MAX} characters`);
   let u: URL;
@@ -79,6 +91,12 @@ export function validateEndpoint(input: EndpointInput): void {
   }
   if (u.protocol !== "https:" && u.protocol !== "http:") throw new WebhookInputError("url", "must be an http or https URL");
   if (u.username !== "" || u.password !== "") throw new WebhookInputError("url", "must not carry credentials (the signature authenticates the sender)");
+  if (!policy.allowPrivateNetworks) {
+    const ip = ipLiteralOf(u.hostname);
+    const range = ip === null ? null : nonPublicRange(ip);
+    if (range !== null) throw new WebhookInputError("url", `host ${ip} is not a public address (${range}); webhook endpoints must be reachable on the internet`);
+    if (isLocalhostName(u.hostname)) throw new WebhookInputError("url", `host ${u.hostname} is not a public address (loopback); webhook endpoints must be reachable on the internet`);
+  }
   if (input.eventKinds.length > L.EVENT_KINDS_MAX) throw new WebhookInputError("event_kinds", `at most ${L.EVENT_KINDS_MAX}`);
   input.eventKinds.forEach((k, i) => {
     if (!L.EVENT_KIND_PATTERN.test(k)) throw new WebhookInputError(`event_kinds[${i}]`, "must be 1-64 characters of a-z 0-9 _ .");
@@ -106,10 +124,16 @@ function endpointOf(r: Record<string, unknown>): Endpoint {
 /**
  * Creates an endpoint, idempotent on (tenant, id): the same content answers the existing endpoint
  * (and its secret within SECRET_REPLAY_WINDOW_MS of its creation, so a retried create still learns
- * it; "" after that); other content -> WebhookConflictError.
+ * it; "" after that); other content -> WebhookConflictError. `policy`: see validateEndpoint.
  */
-export async function createEndpoint(q: Queryable, tenant: string, input: EndpointInput, now: Date): Promise<{ endpoint: Endpoint; secret: string; created: boolean }> {
-  validateEndpoint(input);
+export async function createEndpoint(
+  q: Queryable,
+  tenant: string,
+  input: EndpointInput,
+  now: Date,
+  policy: EndpointPolicy = {},
+): Promise<{ endpoint: Endpoint; secret: string; created: boolean }> {
+  validateEndpoint(input, policy);
   const hash = requestHash(input);
   const secret = `whsec_${randomBytes(24).toString("base64url")}`;
   const kinds = [...new Set(input.eventKinds)].sort();

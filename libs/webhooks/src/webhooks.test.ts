@@ -32,6 +32,9 @@ import {
 } from "./index.js";
 import { claimDue, recordAttempt } from "./store.js";
 
+/** The receiver here listens on 127.0.0.1: endpoints and dispatchers aimed at it opt out of the egress policy. */
+const PRIVATE = { allowPrivateNetworks: true } as const;
+
 describe("signatures", () => {
   it("verifies its own signature and refuses a changed body, an old timestamp, another secret and junk", () => {
     const h = signWebhook("whsec_a", 1_800_000_000, '{"x":1}');
@@ -193,15 +196,15 @@ for (const backend of testBackends()) {
     });
 
     it("creates endpoints idempotently, refuses other content under the same id, bad input by field, and more than the limit", async () => {
-      const a = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["margin_below", "cost_mix_shift"] }, now);
+      const a = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["margin_below", "cost_mix_shift"] }, now, PRIVATE);
       expect(a.created).toBe(true);
       expect(a.secret).toMatch(/^whsec_[A-Za-z0-9_-]{32}$/);
-      const again = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["cost_mix_shift", "margin_below"] }, now);
+      const again = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["cost_mix_shift", "margin_below"] }, now, PRIVATE);
       expect(again).toMatchObject({ created: false, secret: a.secret });
       // Past the replay window a replay (anyone can copy the visible fields) does not reveal the secret.
-      const later = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["margin_below", "cost_mix_shift"] }, new Date(now.getTime() + SECRET_REPLAY_WINDOW_MS + 1));
+      const later = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: ["margin_below", "cost_mix_shift"] }, new Date(now.getTime() + SECRET_REPLAY_WINDOW_MS + 1), PRIVATE);
       expect(later).toMatchObject({ created: false, secret: "" });
-      await expect(createEndpoint(db, T, { id: "ops", url: `${rx.url}2`, eventKinds: [] }, now)).rejects.toBeInstanceOf(WebhookConflictError);
+      await expect(createEndpoint(db, T, { id: "ops", url: `${rx.url}2`, eventKinds: [] }, now, PRIVATE)).rejects.toBeInstanceOf(WebhookConflictError);
       const cases: Array<[EndpointInput, string]> = [
         [{ id: "bad id", url: rx.url, eventKinds: [] }, "id"],
         [{ id: "x", url: "ftp://example.com/", eventKinds: [] }, "url"],
@@ -211,21 +214,21 @@ for (const backend of testBackends()) {
         [{ id: "x", url: `https://example.com/${"a".repeat(2_100)}`, eventKinds: [] }, "url"],
       ];
       for (const [input, field] of cases) {
-        const e = await createEndpoint(db, T, input, now).catch((x: unknown) => x);
+        const e = await createEndpoint(db, T, input, now, PRIVATE).catch((x: unknown) => x);
         expect(e, JSON.stringify(input).slice(0, 60)).toBeInstanceOf(WebhookInputError);
         expect((e as WebhookInputError).field).toBe(field);
       }
-      for (let i = 1; i < 16; i++) await createEndpoint(db, T, { id: `e${i}`, url: rx.url, eventKinds: [] }, now);
-      await expect(createEndpoint(db, T, { id: "e16", url: rx.url, eventKinds: [] }, now)).rejects.toMatchObject({ kind: "too_many_endpoints" });
+      for (let i = 1; i < 16; i++) await createEndpoint(db, T, { id: `e${i}`, url: rx.url, eventKinds: [] }, now, PRIVATE);
+      await expect(createEndpoint(db, T, { id: "e16", url: rx.url, eventKinds: [] }, now, PRIVATE)).rejects.toMatchObject({ kind: "too_many_endpoints" });
       expect((await listEndpoints(db, T)).length).toBe(16);
       expect(await listEndpoints(db, "tnt_other")).toEqual([]);
     });
 
     it("fans an event out to the enabled endpoints subscribed to its kind, once per (endpoint, event), in the caller's transaction", async () => {
-      await createEndpoint(db, T, { id: "all", url: rx.url, eventKinds: [] }, now);
-      await createEndpoint(db, T, { id: "margin", url: rx.url, eventKinds: ["margin_below"] }, now);
-      await createEndpoint(db, T, { id: "mix", url: rx.url, eventKinds: ["cost_mix_shift"] }, now);
-      await createEndpoint(db, T, { id: "off", url: rx.url, eventKinds: [] }, now);
+      await createEndpoint(db, T, { id: "all", url: rx.url, eventKinds: [] }, now, PRIVATE);
+      await createEndpoint(db, T, { id: "margin", url: rx.url, eventKinds: ["margin_below"] }, now, PRIVATE);
+      await createEndpoint(db, T, { id: "mix", url: rx.url, eventKinds: ["cost_mix_shift"] }, now, PRIVATE);
+      await createEndpoint(db, T, { id: "off", url: rx.url, eventKinds: [] }, now, PRIVATE);
       await disableEndpoint(db, T, "off", now);
       expect(await enqueueWebhooks(db, T, [event("alrt_1"), event("alrt_2", "credits_expiring")], now)).toBe(3);
       expect(await enqueueWebhooks(db, T, [event("alrt_1")], now)).toBe(0);
@@ -258,7 +261,7 @@ for (const backend of testBackends()) {
         END $$`);
       await db.query(`DROP TRIGGER IF EXISTS demo_alerts_webhooks ON demo_alerts`);
       await db.query(`CREATE TRIGGER demo_alerts_webhooks AFTER INSERT ON demo_alerts FOR EACH ROW EXECUTE FUNCTION demo_alert_webhooks()`);
-      await createEndpoint(db, T, { id: "low", url: rx.url, eventKinds: ["low_balance"] }, now);
+      await createEndpoint(db, T, { id: "low", url: rx.url, eventKinds: ["low_balance"] }, now, PRIVATE);
       const ins = `INSERT INTO demo_alerts VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`;
       await db.query(ins, [T, "alr_1", "low_balance", "9223372036854775807", now]);
       await db.query(ins, [T, "alr_1", "low_balance", "1", now]); // a replay: no row, no trigger
@@ -271,9 +274,9 @@ for (const backend of testBackends()) {
     });
 
     it("delivers signed bodies the receiver can verify, and records them delivered", async () => {
-      const { secret } = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: [] }, now);
+      const { secret } = await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: [] }, now, PRIVATE);
       await enqueueWebhooks(db, T, [event("alrt_1"), event("alrt_2")], now);
-      const d = createWebhookDispatcher({ db, clock, logger });
+      const d = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true });
       expect(await d.runOnce()).toEqual({ delivered: 2, retried: 0, failed: 0 });
       expect(rx.got.map((g) => g.headers["nanobill-event-id"]).sort()).toEqual(["alrt_1", "alrt_2"]);
       for (const g of rx.got) {
@@ -286,7 +289,7 @@ for (const backend of testBackends()) {
     });
 
     it("deletes delivered and given-up deliveries past the retention, keeps pending and recent ones", async () => {
-      await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: [] }, now);
+      await createEndpoint(db, T, { id: "ops", url: rx.url, eventKinds: [] }, now, PRIVATE);
       await enqueueWebhooks(db, T, [event("old_ok"), event("old_failed"), event("new_ok"), event("pending")], now);
       const day = 24 * 3_600_000;
       const at = (ms: number) => new Date(now.getTime() + ms);
@@ -294,16 +297,16 @@ for (const backend of testBackends()) {
       await db.query("UPDATE webhook_deliveries SET failed_at = $1 WHERE event_id = 'old_failed'", [at(-31 * day)]);
       await db.query("UPDATE webhook_deliveries SET delivered_at = $1 WHERE event_id = 'new_ok'", [at(-29 * day)]);
       await db.query("UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE event_id = 'pending'", [at(day)]);
-      const d = createWebhookDispatcher({ db, clock, logger });
+      const d = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true });
       expect(await d.purgeOnce()).toBe(2);
       expect((await listDeliveries(db, T, {})).map((x) => x.eventId).sort()).toEqual(["new_ok", "pending"]);
       expect(await d.purgeOnce()).toBe(0);
     });
 
     it("retries a failing endpoint with backoff, delivers once it answers 2xx, and gives up after ATTEMPTS_MAX", async () => {
-      await createEndpoint(db, T, { id: "flaky", url: rx.url, eventKinds: [] }, now);
+      await createEndpoint(db, T, { id: "flaky", url: rx.url, eventKinds: [] }, now, PRIVATE);
       await enqueueWebhooks(db, T, [event("alrt_1")], now);
-      const d = createWebhookDispatcher({ db, clock, logger, random: () => 0 });
+      const d = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true, random: () => 0 });
       rx.respond = (n) => (n <= 2 ? 500 : 204);
       expect(await d.runOnce()).toEqual({ delivered: 0, retried: 1, failed: 0 });
       // Not due before its backoff (5 s after attempt 1).
@@ -333,10 +336,10 @@ for (const backend of testBackends()) {
     });
 
     it("times out a hanging endpoint, fails deliveries of a disabled endpoint, and two dispatchers deliver each event once", async () => {
-      await createEndpoint(db, T, { id: "slow", url: rx.url, eventKinds: ["slow"] }, now);
+      await createEndpoint(db, T, { id: "slow", url: rx.url, eventKinds: ["slow"] }, now, PRIVATE);
       await enqueueWebhooks(db, T, [event("alrt_slow", "slow")], now);
       rx.respond = () => -1;
-      const d = createWebhookDispatcher({ db, clock, logger, timeoutMs: 200 });
+      const d = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true, timeoutMs: 200 });
       expect(await d.runOnce()).toEqual({ delivered: 0, retried: 1, failed: 0 });
       expect((await listDeliveries(db, T, {}))[0]!.lastError).toBe("timed out after 200 ms");
 
@@ -347,11 +350,11 @@ for (const backend of testBackends()) {
 
       rx.respond = () => 200;
       rx.got.length = 0;
-      await createEndpoint(db, T, { id: "ok", url: rx.url, eventKinds: [] }, now);
+      await createEndpoint(db, T, { id: "ok", url: rx.url, eventKinds: [] }, now, PRIVATE);
       await enqueueWebhooks(db, T, Array.from({ length: 40 }, (_, i) => event(`alrt_${i}`)), now);
       // (Default timeouts here: PGlite runs on this thread, so a receiver in this process can be slow.)
-      const d1 = createWebhookDispatcher({ db, clock, logger });
-      const d2 = createWebhookDispatcher({ db, clock, logger });
+      const d1 = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true });
+      const d2 = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true });
       const [a, b] = await Promise.all([drain(d1), drain(d2)]);
       expect(a + b).toBe(40);
       expect(new Set(rx.got.map((g) => g.headers["nanobill-event-id"])).size).toBe(40);
@@ -462,9 +465,63 @@ for (const backend of testBackends()) {
       expect(w.posts.indexOf("https://live.example/hook alrt_live")).toBeLessThan(8);
     });
 
+    it("with the default policy refuses loopback, metadata and IPv4-mapped loopback URLs at creation, by field url", async () => {
+      for (const url of [rx.url, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:8080/hook", "http://localhost./hook", "http://0x7f000001/hook"]) {
+        const e = await createEndpoint(db, T, { id: "x", url, eventKinds: [] }, now).catch((x: unknown) => x);
+        expect(e, url).toBeInstanceOf(WebhookInputError);
+        expect((e as WebhookInputError).field).toBe("url");
+      }
+      expect(await listEndpoints(db, T)).toEqual([]);
+      expect((await createEndpoint(db, T, { id: "public", url: "https://hooks.example.com/x", eventKinds: [] }, now)).created).toBe(true);
+    });
+
+    it("with the default policy refuses at delivery a host that is or resolves to loopback: recorded, retried, nothing reaches the receiver", async () => {
+      const port = new URL(rx.url).port;
+      // Created with the policy off (or its DNS changed after creation): the dispatcher still refuses.
+      await createEndpoint(db, T, { id: "literal", url: rx.url, eventKinds: ["a"] }, now, PRIVATE);
+      await createEndpoint(db, T, { id: "localhost", url: `http://localhost:${port}/hook`, eventKinds: ["b"] }, now, PRIVATE);
+      await createEndpoint(db, T, { id: "rebound", url: `http://hooks.tenant.example:${port}/hook`, eventKinds: ["c"] }, now);
+      await enqueueWebhooks(db, T, [event("alrt_a", "a"), event("alrt_b", "b"), event("alrt_c", "c")], now);
+      // hooks.tenant.example: one public and one loopback record (a rebinding setup) -> refused as a whole.
+      const asked: string[] = [];
+      const resolveHost = async (host: string) => {
+        asked.push(host);
+        return host === "hooks.tenant.example" ? [{ address: "93.184.216.34", family: 4 }, { address: "127.0.0.1", family: 4 }] : [{ address: "127.0.0.1", family: 4 }];
+      };
+      const d = createWebhookDispatcher({ db, clock, logger, random: () => 0, resolveHost });
+      expect(await d.runOnce()).toEqual({ delivered: 0, retried: 3, failed: 0 });
+      expect(rx.got).toEqual([]);
+      const errors = Object.fromEntries((await listDeliveries(db, T, {})).map((x) => [x.endpointId, [x.state, x.attempts, x.lastStatus, x.lastError]]));
+      expect(errors).toEqual({
+        literal: ["pending", 1, 0, "refused: 127.0.0.1 is not a public address (webhook egress policy)"],
+        localhost: ["pending", 1, 0, "refused: localhost resolves to an address that is not public (webhook egress policy)"],
+        rebound: ["pending", 1, 0, "refused: hooks.tenant.example resolves to an address that is not public (webhook egress policy)"],
+      });
+      expect(asked.sort()).toEqual(["hooks.tenant.example", "localhost"]);
+      // The system resolver too: "localhost" is refused whichever loopback address it answers first.
+      const real = createWebhookDispatcher({ db, clock, logger, random: () => 0 });
+      now = new Date(now.getTime() + 5_000);
+      expect(await real.runOnce()).toEqual({ delivered: 0, retried: 3, failed: 0 });
+      expect(rx.got).toEqual([]);
+      const [viaDns] = await listDeliveries(db, T, { endpointId: "localhost" });
+      expect(viaDns!.lastError).toMatch(/^refused: localhost resolves to an address that is not public \(webhook egress policy\)$/);
+    });
+
+    it("connects to the address its lookup checked: a name resolved by the injected resolver reaches the receiver when private networks are allowed", async () => {
+      const port = new URL(rx.url).port;
+      await createEndpoint(db, T, { id: "named", url: `http://hooks.tenant.example:${port}/hook`, eventKinds: [] }, now);
+      await enqueueWebhooks(db, T, [event("alrt_n")], now);
+      const asked: string[] = [];
+      const resolveHost = async (host: string) => (asked.push(host), [{ address: "127.0.0.1", family: 4 }]);
+      const d = createWebhookDispatcher({ db, clock, logger, resolveHost, allowPrivateNetworks: true });
+      expect(await d.runOnce()).toEqual({ delivered: 1, retried: 0, failed: 0 });
+      expect(asked).toEqual(["hooks.tenant.example"]);
+      expect(rx.got.map((g) => [g.headers.host, g.headers["nanobill-event-id"]])).toEqual([[`hooks.tenant.example:${port}`, "alrt_n"]]);
+    });
+
     it("runs in the background until stopped", async () => {
-      await createEndpoint(db, T, { id: "bg", url: rx.url, eventKinds: [] }, now);
-      const d = createWebhookDispatcher({ db, clock, logger, intervalMs: 20 });
+      await createEndpoint(db, T, { id: "bg", url: rx.url, eventKinds: [] }, now, PRIVATE);
+      const d = createWebhookDispatcher({ db, clock, logger, allowPrivateNetworks: true, intervalMs: 20 });
       d.start();
       await enqueueWebhooks(db, T, [event("alrt_bg")], now);
       for (let i = 0; i < 200 && rx.got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
