@@ -231,6 +231,39 @@ for (const backend of testBackends()) {
       expect(buckets.totals[0]!.priceNanos).toBe(usage.ratedNanos);
     });
 
+    it("prices period-priced usage across a mid-period migration part by part: each unit by the version in force when it was used", async () => {
+      h.metering.meters.set("tnt_b\u0000api_mig", "api.mig");
+      const b = h.client(KEYS.adminB);
+      const start = Date.UTC(2026, 10, 1);
+      const DAY = 86_400_000;
+      const usage = { meter: "api_mig", eventType: "api.mig", quantityProperties: ["units"] };
+      await b.createCustomer({ customer: { customerId: "cus_mig", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
+      // v1: graduated 0-1,000 at $0.01, then $0.008. v2: graduated 0-5,000 at $0.004, then $0.002.
+      const v = (tiers: Array<{ upTo: bigint; amount: string }>) => ({
+        currency: "USD",
+        charges: [{ chargeId: "calls", unit: "USD", usage, pricing: { case: "graduated" as const, value: { tiers: tiers.map((t) => ({ upTo: t.upTo, unitPrice: { amount: t.amount } })) } } }],
+      });
+      await b.createPlan({ planId: "plan_mig", name: "Migrating", version: v([{ upTo: 1000n, amount: "0.01" }, { upTo: 0n, amount: "0.008" }]) });
+      await b.publishPlanVersion({ planId: "plan_mig", version: 1 });
+      await b.createPlanVersion({ planId: "plan_mig", version: v([{ upTo: 5000n, amount: "0.004" }, { upTo: 0n, amount: "0.002" }]) });
+      await b.publishPlanVersion({ planId: "plan_mig", version: 2 });
+      await b.createSubscription({ subscriptionId: "sub_mig", customerId: "cus_mig", planId: "plan_mig", planVersion: 1, startTime: timestampFromMs(start) });
+      await b.migrateSubscription({ subscriptionId: "sub_mig", planId: "plan_mig", planVersion: 2, effectiveTime: timestampFromMs(start + 10 * DAY) });
+      // 3,000 units before the migration (days 1-3), 7,000 after (days 11-17), the last one
+      // exactly at the migration instant (it belongs to v2).
+      for (let i = 0; i < 3; i++) h.metering.push("tnt_b", { id: `evt_mig_a${i}`, customerId: "cus_mig", type: "api.mig", timestampMs: start + (i + 1) * DAY, properties: { units: 1000 } });
+      for (let i = 0; i < 6; i++) h.metering.push("tnt_b", { id: `evt_mig_b${i}`, customerId: "cus_mig", type: "api.mig", timestampMs: start + (11 + i) * DAY, properties: { units: 1000 } });
+      h.metering.push("tnt_b", { id: "evt_mig_edge", customerId: "cus_mig", type: "api.mig", timestampMs: start + 10 * DAY, properties: { units: 1000 } });
+      while ((await h.service.consumer.pollOnce(0)) > 0);
+      const p = await b.ratePeriod({ customerId: "cus_mig", at: timestampFromMs(start) });
+      const line = p.lines.find((l) => l.kind === PeriodLineKind.USAGE)!;
+      // v1 over units 1-3,000: 1,000 x 0.01 + 2,000 x 0.008 = $26. v2 over units 3,001-10,000:
+      // F2(10,000) - F2(3,000) = (5,000 x 0.004 + 5,000 x 0.002) - 3,000 x 0.004 = $30 - $12 = $18.
+      // $44 (priced as a whole under v2 it was $30; under v1, $82).
+      expect(line).toMatchObject({ chargeId: "calls", periodPriced: true, quantity: 10_000n, amountNanos: 44_000_000_000n });
+      expect(p.totalNanos).toBe(44_000_000_000n);
+    });
+
     it("refuses edits to a published version with FailedPrecondition and names bad fields", async () => {
       const c = h.client(KEYS.adminA);
       await expectCode(c.updatePlanVersion({ planId: "plan_llm", version: { ...matrixVersion(), version: 1 } }), Code.FailedPrecondition, /immutable/);

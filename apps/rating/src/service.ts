@@ -20,7 +20,7 @@ import { validateCostRate } from "./domain/cost-catalog.js";
 import { RatingError, failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
 import { billingPeriod } from "./domain/period.js";
-import { ratePeriod, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
+import { ratePeriod, usageBoundaries, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
 import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
@@ -467,7 +467,12 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
         const sums = await d.rated.ratedSums(tenant, req.customerId, period.startMs, period.endMs, totals.map((t) => t.chargeId));
         for (const t of totals) t.ratedNanos = sums.filter((x) => x.chargeId === t.chargeId && x.unit === t.unit).reduce((a, x) => a + x.priceNanos, 0n);
       }
-      const r = ratePeriod(cat, customer, subs, period, totals);
+      // Usage across a plan migration is priced part by part: the running quantity at each
+      // boundary (one statement for all of them).
+      const bounds = usageBoundaries(cat, customer, subs, period, totals);
+      const before = await d.rated.quantitiesBefore(tenant, req.customerId, period.startMs, bounds);
+      const quantityAt = new Map(bounds.map((b, i) => [`${b.chargeId}\u0000${b.atMs}`, before[i]!]));
+      const r = ratePeriod(cat, customer, subs, period, totals, (chargeId, atMs) => quantityAt.get(`${chargeId}\u0000${atMs}`) ?? 0n);
       return {
         periodStart: timestampFromMs(period.startMs),
         periodEnd: timestampFromMs(period.endMs),

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { compilePlanVersion } from "./compile.js";
 import { CostCatalog } from "./cost-catalog.js";
 import { billingPeriod } from "./period.js";
-import { ratePeriod } from "./rate-period.js";
+import { ratePeriod, usageBoundaries } from "./rate-period.js";
 import { TenantCatalog } from "./rate-event.js";
 import { charge, usage, version } from "./fixtures.js";
 import { RatingError } from "./errors.js";
@@ -82,6 +82,66 @@ describe("ratePeriod", () => {
     r = ratePeriod(cat, cat.customer("c")!, [sub], period, [{ chargeId: "req", unit: "USD", quantity: 15_000n, bookedNanos: 107n * B, costNanos: 0n }]);
     expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 107n * B], ["cap_adjustment", -7n * B]]);
     expect(r.totalNanos).toBe(100n * B);
+  });
+});
+
+describe("ratePeriod across a mid-period plan migration (period-priced usage)", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const MID = NOV + 15 * DAY;
+  // basic: graduated 0-1,000 at $0.01, 1,000-10,000 at $0.008, above at $0.005.
+  // pro: graduated 0-5,000 at $0.004, above at $0.002, 2,000 units included.
+  const tier = (upTo: string, amount: string) => ({ upTo, unitPrice: { amount, perQuantity: "" }, flatAmount: "" });
+  const basic = version([charge("req", { kind: "graduated", tiers: [tier("1000", "0.01"), tier("10000", "0.008"), tier("", "0.005")] }, { usage: usage("api", ["n"]) })]);
+  const pro = version([charge("req", { kind: "graduated", tiers: [tier("5000", "0.004"), tier("", "0.002")] }, { usage: usage("api", ["n"]), included: "2000" })]);
+  const sub: Subscription = {
+    subscriptionId: "s",
+    customerId: "c",
+    startMs: NOV,
+    endMs: null,
+    seatChanges: [],
+    phases: [
+      { planId: "basic", planVersion: 1, startMs: NOV, endMs: MID },
+      { planId: "pro", planVersion: 1, startMs: MID, endMs: null },
+    ],
+  };
+  const cat = catalog([["basic", basic], ["pro", pro]], [sub]);
+  const totals = [{ chargeId: "req", unit: "USD", quantity: 15_000n, bookedNanos: 0n, costNanos: 0n }];
+
+  it("names the migration as the one boundary whose running quantity it needs", () => {
+    expect(usageBoundaries(cat, cat.customer("c")!, [sub], period, totals)).toEqual([{ chargeId: "req", atMs: MID }]);
+  });
+
+  it("prices each unit by the version in force when it was used, at its place in the running total", () => {
+    // 6,000 used on basic: 1,000 x 0.01 + 5,000 x 0.008 = $50. Then units 6,001-15,000 on pro,
+    // whose allowance (2,000) and tiers count from the period's start: F(15,000) - F(6,000) =
+    // (5,000 x 0.004 + 8,000 x 0.002) - (4,000 x 0.004) = $36 - $16 = $20. Total $70.
+    const r = ratePeriod(cat, cat.customer("c")!, [sub], period, totals, (chargeId, at) => (chargeId === "req" && at === MID ? 6_000n : -1n));
+    expect(r.lines.map((l) => [l.kind, l.chargeId, l.quantity, l.amountNanos])).toEqual([["usage", "req", 15_000n, 70n * B]]);
+    // Without the running quantity it is priced as a whole under pro (the policy before): $36.
+    expect(ratePeriod(cat, cat.customer("c")!, [sub], period, totals).lines[0]!.amountNanos).toBe(36n * B);
+  });
+
+  it("gives all usage to one version when it all fell on one side, and clamps an inconsistent running quantity", () => {
+    const at = (q: bigint) => ratePeriod(cat, cat.customer("c")!, [sub], period, totals, () => q).lines[0]!.amountNanos;
+    expect(at(0n)).toBe(36n * B); // all on pro: F_pro(15,000)
+    expect(at(15_000n)).toBe(107n * B); // all on basic: F_basic(15,000) (the issue's $107)
+    expect(at(99_000n)).toBe(107n * B); // above the period total: clamped to it
+    expect(at(-5n)).toBe(36n * B); // below zero: clamped to 0
+  });
+
+  it("sums to the whole-period price when both versions price alike, to the nano", () => {
+    const same = version([charge("req", { kind: "graduated", tiers: [tier("1000", "0.0100000013"), tier("", "0.0000000007")] }, { usage: usage("api", ["n"]) })]);
+    const c2 = catalog([["basic", same], ["pro", same]], [sub]);
+    for (const q of [0n, 1n, 999n, 1_000n, 1_001n, 7_777n, 15_000n]) {
+      const split = ratePeriod(c2, c2.customer("c")!, [sub], period, totals, () => q).lines[0]!.amountNanos;
+      expect(split).toBe(ratePeriod(c2, c2.customer("c")!, [sub], period, totals).lines[0]!.amountNanos);
+    }
+  });
+
+  it("keeps the whole-period price when the versions price the charge in different units or modes", () => {
+    const perUnit = version([charge("req", { kind: "per_unit", unitPrice: { amount: "0.01", perQuantity: "" } }, { usage: usage("api", ["n"]) })]);
+    const c2 = catalog([["basic", perUnit], ["pro", pro]], [sub]);
+    expect(usageBoundaries(c2, c2.customer("c")!, [sub], period, totals)).toEqual([]);
   });
 });
 

@@ -3,7 +3,7 @@ import type { CompiledCharge, CompiledVersion } from "./compile.js";
 import { failedPrecondition } from "./errors.js";
 import type { Period } from "./period.js";
 import { prorate } from "./period.js";
-import { periodTotal, rateExact, roundHalfEven } from "./pricing.js";
+import { addExact, periodTotal, rateExact, roundHalfEven, subExact, ZERO, type Exact } from "./pricing.js";
 import type { TenantCatalog } from "./rate-event.js";
 import type { Customer, Subscription } from "./types.js";
 
@@ -50,16 +50,104 @@ function fmtDays(ms: number): string {
   return Number.isInteger(d) ? String(d) : d.toFixed(3);
 }
 
+/** A usage charge over one part of the period: the charge in force there (plan version, override at its end). */
+export interface UsagePiece {
+  charge: CompiledCharge;
+  startMs: number;
+  endMs: number;
+}
+
+/**
+ * usagePieces: per usage charge id, the parts of the period its subscriptions' phases give it, in
+ * time order, each with the charge in force (the phase's plan version; the customer's override in
+ * force at the part's end).
+ */
+export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscription[], period: Period): Map<string, UsagePiece[]> {
+  const out = new Map<string, UsagePiece[]>();
+  for (const s of subs) {
+    for (const ph of s.phases) {
+      const a = Math.max(ph.startMs, period.startMs, s.startMs);
+      const b = Math.min(ph.endMs ?? Infinity, period.endMs, s.endMs ?? Infinity);
+      if (a >= b) continue;
+      const v = cat.version(ph.planId, ph.planVersion);
+      if (v === undefined) continue;
+      for (const c0 of v.charges) {
+        if (c0.mode === "recurring") continue;
+        const l = out.get(c0.chargeId) ?? [];
+        l.push({ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b });
+        out.set(c0.chargeId, l);
+      }
+    }
+  }
+  for (const l of out.values()) l.sort((x, y) => x.startMs - y.startMs);
+  return out;
+}
+
+/**
+ * segmentedPieces: the pieces of a period-priced usage charge to price piece by piece — its usage
+ * crosses a plan migration (or an override change) and every piece is period priced in the same
+ * unit; null otherwise (the charge is then priced as a whole under the pricing in force at the end).
+ */
+export function segmentedPieces(pieces: UsagePiece[] | undefined, unit: string): UsagePiece[] | null {
+  if (pieces === undefined || pieces.length < 2) return null;
+  return pieces.every((x) => x.charge.mode === "period" && x.charge.unit === unit) ? pieces : null;
+}
+
+/**
+ * usageBoundaries: the (charge, time) pairs whose running period quantity ratePeriod needs: the
+ * start of every piece but the first of each segmented charge.
+ */
+export function usageBoundaries(cat: TenantCatalog, customer: Customer, subs: Subscription[], period: Period, totals: PeriodUsageTotal[]): Array<{ chargeId: string; atMs: number }> {
+  const pieces = usagePieces(cat, customer, subs, period);
+  const out: Array<{ chargeId: string; atMs: number }> = [];
+  for (const t of totals) {
+    const seg = segmentedPieces(pieces.get(t.chargeId), t.unit);
+    if (seg !== null) for (const x of seg.slice(1)) out.push({ chargeId: t.chargeId, atMs: x.startMs });
+  }
+  return out;
+}
+
+/**
+ * segmentedTotal: a period quantity priced piece by piece, each unit by the pricing in force when
+ * it was used, at its place in the period's running total: sum over pieces of F_i(Q_i) - F_i(Q_i-1)
+ * (Q_i = the running quantity at the end of piece i; the last is the period total). Exact; the
+ * caller rounds once.
+ */
+export function segmentedTotal(pieces: UsagePiece[], quantityBefore: (atMs: number) => bigint, total: bigint): Exact {
+  let sum: Exact = ZERO;
+  let prev = 0n;
+  for (let i = 0; i < pieces.length; i++) {
+    let q = i + 1 < pieces.length ? quantityBefore(pieces[i + 1]!.startMs) : total;
+    // The running quantity never goes back and never passes the period total (the cumulative
+    // reads and the period total are two reads of the same rows).
+    if (q < prev) q = prev;
+    if (q > total) q = total;
+    if (q > prev) sum = addExact(sum, subExact(periodTotal(pieces[i]!.charge, q), periodTotal(pieces[i]!.charge, prev)));
+    prev = q;
+  }
+  return sum;
+}
+
 /**
  * ratePeriod: a customer's billing period priced exactly (invoicing calls it through RatePeriod):
  *  - usage charges: period-mode charges at round_half_even(F(period quantity)) whatever order the
- *    events came in; event-mode charges at the sum booked per event (carry-exact);
+ *    events came in (across a plan migration, given quantityBefore: each unit by the version in
+ *    force when it was used, segmentedTotal, rounded once); event-mode charges at the sum booked per
+ *    event (carry-exact);
  *  - flat fees and seats: per phase overlap and per seat segment, prorated by the second, each
  *    rounded half-even once;
  *  - minimum commitment: a true-up line when the currency lines sum below it;
  *  - spending cap: a negative adjustment when usage lines sum above it.
  */
-export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscription[], period: Period, totals: PeriodUsageTotal[]): RatedPeriod {
+export function ratePeriod(
+  cat: TenantCatalog,
+  customer: Customer,
+  subs: Subscription[],
+  period: Period,
+  totals: PeriodUsageTotal[],
+  /** The running period quantity of a charge before atMs, for the pairs usageBoundaries names. */
+  quantityBefore?: (chargeId: string, atMs: number) => bigint,
+): RatedPeriod {
   const lines: PeriodLine[] = [];
   const periodMs = period.endMs - period.startMs;
   let lastVersion: { planId: string; v: CompiledVersion } | null = null;
@@ -101,10 +189,14 @@ export function ratePeriod(cat: TenantCatalog, customer: Customer, subs: Subscri
     }
   }
 
+  const pieces = quantityBefore === undefined ? undefined : usagePieces(cat, customer, subs, period);
   for (const t of totals) {
     const c = chargeSpecs.get(t.chargeId);
     const periodPriced = c !== undefined && c.mode === "period";
-    const amount = periodPriced ? checkedLine(roundHalfEven(periodTotal(c, t.quantity)), "usage", t.chargeId, `quantity ${t.quantity}`) : t.bookedNanos;
+    // Usage across a plan migration: each part priced by its own version (segmentedTotal).
+    const seg = periodPriced && pieces !== undefined ? segmentedPieces(pieces.get(t.chargeId), t.unit) : null;
+    const exact = !periodPriced ? null : seg !== null ? segmentedTotal(seg, (at) => quantityBefore!(t.chargeId, at), t.quantity) : periodTotal(c, t.quantity);
+    const amount = exact !== null ? checkedLine(roundHalfEven(exact), "usage", t.chargeId, `quantity ${t.quantity}`) : t.bookedNanos;
     lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs, periodPriced, ratedNanos: t.ratedNanos ?? t.bookedNanos });
   }
 

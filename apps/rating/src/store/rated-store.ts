@@ -457,6 +457,24 @@ export class RatedStore {
   }
 
   /**
+   * quantitiesBefore: for each (charge, time) pair, the quantity of the customer's rated lines of
+   * that charge with event time in [periodStart, at) — the running period quantity a charge's
+   * pricing reached by then (RatePeriod across a plan migration). In pair order.
+   */
+  async quantitiesBefore(tenant: string, customerId: string, periodStartMs: number, pairs: Array<{ chargeId: string; atMs: number }>): Promise<bigint[]> {
+    if (pairs.length === 0) return [];
+    const r = await this.db.query(
+      `SELECT b.i, COALESCE(sum((l.value->>'quantity')::numeric), 0)::text AS q
+         FROM unnest($3::text[], $4::timestamptz[]) WITH ORDINALITY AS b(charge_id, at, i)
+         LEFT JOIN rated_events r ON r.tenant = $1 AND r.customer_id = $2 AND r.charge_id = b.charge_id AND r.event_time >= $5 AND r.event_time < b.at
+         LEFT JOIN LATERAL jsonb_array_elements(r.lines) AS l(value) ON true
+        GROUP BY b.i ORDER BY b.i`,
+      [tenant, customerId, pairs.map((p) => p.chargeId), pairs.map((p) => new Date(p.atMs).toISOString()), ts(periodStartMs)],
+    );
+    return r.rows.map((row) => BigInt(row.q as string));
+  }
+
+  /**
    * ratedSums: per (charge, unit), the prices of a customer's rated events with event time in
    * [from, to) (after the real-time spending cap), for the given charges.
    */
