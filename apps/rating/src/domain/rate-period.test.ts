@@ -142,6 +142,10 @@ describe("ratePeriod across a mid-period plan migration (period-priced usage)", 
     const perUnit = version([charge("req", { kind: "per_unit", unitPrice: { amount: "0.01", perQuantity: "" } }, { usage: usage("api", ["n"]) })]);
     const c2 = catalog([["basic", perUnit], ["pro", pro]], [sub]);
     expect(usageBoundaries(c2, c2.customer("c")!, [sub], period, totals)).toEqual([]);
+    // Two subscriptions billing the charge at the same time: no single version per unit.
+    const other: Subscription = { ...sub, subscriptionId: "s2", phases: [{ planId: "pro", planVersion: 1, startMs: NOV + 5 * DAY, endMs: null }] };
+    const c3 = catalog([["basic", basic], ["pro", pro]], [sub, other]);
+    expect(usageBoundaries(c3, c3.customer("c")!, [sub, other], period, totals)).toEqual([]);
   });
 });
 

@@ -85,12 +85,15 @@ export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscr
 
 /**
  * segmentedPieces: the pieces of a period-priced usage charge to price piece by piece — its usage
- * crosses a plan migration (or an override change) and every piece is period priced in the same
- * unit; null otherwise (the charge is then priced as a whole under the pricing in force at the end).
+ * crosses a plan migration (or an override change), the pieces do not overlap, and every piece is
+ * period priced in the same unit; null otherwise (the charge is then priced as a whole under the pricing in force at the end).
  */
 export function segmentedPieces(pieces: UsagePiece[] | undefined, unit: string): UsagePiece[] | null {
   if (pieces === undefined || pieces.length < 2) return null;
-  return pieces.every((x) => x.charge.mode === "period" && x.charge.unit === unit) ? pieces : null;
+  // Pieces that overlap (two subscriptions billing the same charge at once) leave no single
+  // version in force to price a unit by: whole-period rule.
+  const disjoint = pieces.every((x, i) => i === 0 || pieces[i - 1]!.endMs <= x.startMs);
+  return disjoint && pieces.every((x) => x.charge.mode === "period" && x.charge.unit === unit) ? pieces : null;
 }
 
 /**
