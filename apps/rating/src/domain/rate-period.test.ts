@@ -147,6 +147,33 @@ describe("ratePeriod across a mid-period plan migration (period-priced usage)", 
     const c3 = catalog([["basic", basic], ["pro", pro]], [sub, other]);
     expect(usageBoundaries(c3, c3.customer("c")!, [sub, other], period, totals)).toEqual([]);
   });
+
+  it("keeps the whole-period rule when the migration changes the billing interval (the other interval's usage is in its own period's totals)", () => {
+    // basic billed yearly, then pro monthly from the 15th: this month's period totals hold only
+    // pro's usage; reading the running quantity from every rated event of the month would price
+    // pro's units as if basic's 6,000 were in this period (review probe: $18 instead of $8).
+    const yearly = version(basic.charges, { intervalMonths: 12 });
+    const c2 = catalog([["basic", yearly], ["pro", pro]], [sub]);
+    expect(usageBoundaries(c2, c2.customer("c")!, [sub], period, totals)).toEqual([]);
+    expect(ratePeriod(c2, c2.customer("c")!, [sub], period, totals, () => 6_000n).lines[0]!.amountNanos).toBe(36n * B);
+  });
+
+  it("splits at a mid-period change of the customer's override of the usage charge, as at a migration", () => {
+    const one: Subscription = { ...sub, phases: [{ planId: "basic", planVersion: 1, startMs: NOV, endMs: null }] };
+    const override: PriceOverride = {
+      overrideId: "o1",
+      customerId: "c",
+      chargeId: "req",
+      pricing: { kind: "graduated", tiers: [tier("5000", "0.004"), tier("", "0.002")] },
+      includedQuantity: "2000",
+      startMs: MID,
+      endMs: null,
+    };
+    const c2 = catalog([["basic", basic]], [one], [override]);
+    expect(usageBoundaries(c2, c2.customer("c")!, [one], period, totals)).toEqual([{ chargeId: "req", atMs: MID }]);
+    // The same numbers as the migration to pro: $50 + $20.
+    expect(ratePeriod(c2, c2.customer("c")!, [one], period, totals, () => 6_000n).lines[0]!.amountNanos).toBe(70n * B);
+  });
 });
 
 describe("ratePeriod with price overrides on flat and seat fees", () => {

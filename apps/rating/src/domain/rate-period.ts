@@ -50,17 +50,19 @@ function fmtDays(ms: number): string {
   return Number.isInteger(d) ? String(d) : d.toFixed(3);
 }
 
-/** A usage charge over one part of the period: the charge in force there (plan version, override at its end). */
+/** A usage charge over one part of the period: the charge in force there (plan version, override). */
 export interface UsagePiece {
   charge: CompiledCharge;
   startMs: number;
   endMs: number;
+  /** The billing interval of the piece's plan version (its events' period totals follow it). */
+  intervalMonths: number;
 }
 
 /**
  * usagePieces: per usage charge id, the parts of the period its subscriptions' phases give it, in
- * time order, each with the charge in force (the phase's plan version; the customer's override in
- * force at the part's end).
+ * time order, each with the charge in force (the phase's plan version; split where the customer's
+ * overrides of the charge start or end, each part with the one in force over it).
  */
 export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscription[], period: Period): Map<string, UsagePiece[]> {
   const out = new Map<string, UsagePiece[]>();
@@ -74,7 +76,7 @@ export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscr
       for (const c0 of v.charges) {
         if (c0.mode === "recurring") continue;
         const l = out.get(c0.chargeId) ?? [];
-        l.push({ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b });
+        for (const x of overridePieces(cat, customer, ph.planId, v, c0, a, b)) l.push({ ...x, intervalMonths: v.spec.intervalMonths });
         out.set(c0.chargeId, l);
       }
     }
@@ -85,15 +87,18 @@ export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscr
 
 /**
  * segmentedPieces: the pieces of a period-priced usage charge to price piece by piece — its usage
- * crosses a plan migration (or an override change), the pieces do not overlap, and every piece is
- * period priced in the same unit; null otherwise (the charge is then priced as a whole under the pricing in force at the end).
+ * crosses a plan migration (or an override change), the pieces do not overlap, share one billing
+ * interval, and every piece is period priced in the same unit; null otherwise (the charge is then priced as a whole under the pricing in force at the end).
  */
 export function segmentedPieces(pieces: UsagePiece[] | undefined, unit: string): UsagePiece[] | null {
   if (pieces === undefined || pieces.length < 2) return null;
   // Pieces that overlap (two subscriptions billing the same charge at once) leave no single
-  // version in force to price a unit by: whole-period rule.
+  // version in force to price a unit by: whole-period rule. So does a migration that changes the
+  // billing interval: the other interval's events went into its own period's totals, not this
+  // period's (rated_events, where the running quantity is read, has them all).
   const disjoint = pieces.every((x, i) => i === 0 || pieces[i - 1]!.endMs <= x.startMs);
-  return disjoint && pieces.every((x) => x.charge.mode === "period" && x.charge.unit === unit) ? pieces : null;
+  const oneInterval = pieces.every((x) => x.intervalMonths === pieces[0]!.intervalMonths);
+  return disjoint && oneInterval && pieces.every((x) => x.charge.mode === "period" && x.charge.unit === unit) ? pieces : null;
 }
 
 /**
