@@ -124,6 +124,15 @@ const IPV6: Array<[string, boolean]> = [
   ["2001:db8::", PRIVATE],
   ["2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", PRIVATE],
   ["2001:db9::", PUBLIC],
+  // ORCHID (deprecated) and SRv6 SIDs: not globally reachable.
+  ["2001:f:ffff:ffff:ffff:ffff:ffff:ffff", PUBLIC],
+  ["2001:10::", PRIVATE],
+  ["2001:1f:ffff:ffff:ffff:ffff:ffff:ffff", PRIVATE],
+  ["2001:20::", PUBLIC],
+  ["5eff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", PUBLIC],
+  ["5f00::", PRIVATE],
+  ["5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", PRIVATE],
+  ["5f01::", PUBLIC],
   ["3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", PUBLIC],
   ["3fff::", PRIVATE],
   ["3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", PRIVATE],
@@ -246,10 +255,10 @@ describe("the sender's lookup", () => {
   it("refuses a name when any of its addresses is not public (a rebinding mix), naming it", async () => {
     for (const all of [true, false]) {
       const r = await lookup(answers("93.184.216.34", "169.254.169.254"), false, all);
-      expect(r.err?.message).toBe("refused: hooks.example resolves to an address that is not public (webhook egress policy)");
+      expect(r.err?.message).toBe("refused: hooks.example does not resolve to a public address (webhook egress policy)");
       expect(r.err?.code).toBe("ERR_WEBHOOK_EGRESS_REFUSED");
     }
-    expect((await lookup(answers("::ffff:127.0.0.1"), false, true)).err?.message).toMatch(/^refused: [^ ]+ resolves to an address that is not public/);
+    expect((await lookup(answers("::ffff:127.0.0.1"), false, true)).err?.message).toMatch(/^refused: [^ ]+ does not resolve to a public address/);
     expect(refusalOf("h", [{ address: "8.8.8.8" }])).toBeNull();
   });
 
@@ -258,7 +267,18 @@ describe("the sender's lookup", () => {
     const failing: ResolveAll = async () => {
       throw Object.assign(new Error("getaddrinfo ENOTFOUND hooks.example"), { code: "ENOTFOUND" });
     };
-    expect((await lookup(failing, false, true)).err?.code).toBe("ENOTFOUND");
-    expect((await lookup(answers(), false, true)).err?.code).toBe("ENOTFOUND");
+    expect((await lookup(failing, true, true)).err?.code).toBe("ENOTFOUND");
+    expect((await lookup(answers(), true, true)).err?.code).toBe("ENOTFOUND");
+  });
+
+  it("under the policy answers a name that does not resolve exactly like one that resolves to an internal address (no DNS oracle for tenants)", async () => {
+    const failing: ResolveAll = async () => {
+      throw Object.assign(new Error("getaddrinfo ENOTFOUND hooks.example"), { code: "ENOTFOUND" });
+    };
+    const internal = (await lookup(answers("10.1.2.3"), false, true)).err;
+    for (const r of [await lookup(failing, false, true), await lookup(answers(), false, true)]) {
+      expect(r.err?.code).toBe("ERR_WEBHOOK_EGRESS_REFUSED");
+      expect(r.err?.message).toBe(internal?.message);
+    }
   });
 });

@@ -91,6 +91,8 @@ export const NON_PUBLIC_IPV6: readonly Range6[] = [
   r6("fc00::/7", "unique local"),
   r6("fe80::/10", "link-local"),
   r6("fec0::/10", "site-local (deprecated)"),
+  r6("2001:10::/28", "ORCHID (deprecated)"),
+  r6("5f00::/16", "SRv6 SIDs (not globally reachable)"),
   r6("ff00::/8", "multicast"),
   r6("::/8", "reserved"),
 ];

@@ -32,12 +32,19 @@ const POLICY = "not a public address (webhook egress policy)";
 export const resolveAllDefault: ResolveAll = (hostname, options) =>
   dns.promises.lookup(hostname, { all: true, family: options.family ?? 0, hints: options.hints ?? 0 });
 
+/**
+ * The one refusal text for a hostname, whether it resolves to a non-public address or not at all:
+ * last_error is the tenant's to read, and naming the address, or telling "internal" from "no such
+ * name", would let a tenant map the service's network and DNS through its endpoints.
+ */
+function notPublic(hostname: string): WebhookEgressError {
+  return new WebhookEgressError(`refused: ${hostname} does not resolve to a public address (webhook egress policy)`);
+}
+
 /** The refusal for a hostname whose addresses are not all public, or null when every one is. */
 export function refusalOf(hostname: string, addresses: ReadonlyArray<{ address: string }>): WebhookEgressError | null {
   const bad = addresses.find((a) => nonPublicRange(a.address) !== null);
-  // The address is not named: last_error is the tenant's to read, and naming what an internal
-  // name resolves to would let a tenant map the service's network through its endpoints.
-  return bad ? new WebhookEgressError(`refused: ${hostname} resolves to an address that is not public (webhook egress policy)`) : null;
+  return bad ? notPublic(hostname) : null;
 }
 
 /**
@@ -49,13 +56,16 @@ export function egressLookup(resolve: ResolveAll, allowPrivateNetworks: boolean)
   return (hostname, options, callback) => {
     resolve(hostname, { family: typeof options.family === "number" ? options.family : 0, hints: options.hints ?? 0 }).then(
       (addresses) => {
-        if (addresses.length === 0) return callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: "ENOTFOUND" }), "", 0);
+        if (addresses.length === 0) {
+          return callback(allowPrivateNetworks ? Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: "ENOTFOUND" }) : notPublic(hostname), "", 0);
+        }
         const refused = allowPrivateNetworks ? null : refusalOf(hostname, addresses);
         if (refused) return callback(refused, "", 0);
         if (options.all) return callback(null, addresses);
         return callback(null, addresses[0]!.address, addresses[0]!.family);
       },
-      (err: NodeJS.ErrnoException) => callback(err, "", 0),
+      // Under the policy a failed lookup reads like a refusal (see notPublic); it is retried alike.
+      (err: NodeJS.ErrnoException) => callback(allowPrivateNetworks ? err : notPublic(hostname), "", 0),
     );
   };
 }

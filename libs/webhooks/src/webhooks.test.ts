@@ -494,8 +494,8 @@ for (const backend of testBackends()) {
       const errors = Object.fromEntries((await listDeliveries(db, T, {})).map((x) => [x.endpointId, [x.state, x.attempts, x.lastStatus, x.lastError]]));
       expect(errors).toEqual({
         literal: ["pending", 1, 0, "refused: 127.0.0.1 is not a public address (webhook egress policy)"],
-        localhost: ["pending", 1, 0, "refused: localhost resolves to an address that is not public (webhook egress policy)"],
-        rebound: ["pending", 1, 0, "refused: hooks.tenant.example resolves to an address that is not public (webhook egress policy)"],
+        localhost: ["pending", 1, 0, "refused: localhost does not resolve to a public address (webhook egress policy)"],
+        rebound: ["pending", 1, 0, "refused: hooks.tenant.example does not resolve to a public address (webhook egress policy)"],
       });
       expect(asked.sort()).toEqual(["hooks.tenant.example", "localhost"]);
       // The system resolver too: "localhost" is refused whichever loopback address it answers first.
@@ -504,7 +504,7 @@ for (const backend of testBackends()) {
       expect(await real.runOnce()).toEqual({ delivered: 0, retried: 3, failed: 0 });
       expect(rx.got).toEqual([]);
       const [viaDns] = await listDeliveries(db, T, { endpointId: "localhost" });
-      expect(viaDns!.lastError).toMatch(/^refused: localhost resolves to an address that is not public \(webhook egress policy\)$/);
+      expect(viaDns!.lastError).toMatch(/^refused: localhost does not resolve to a public address \(webhook egress policy\)$/);
     });
 
     it("connects to the address its lookup checked: a name resolved by the injected resolver reaches the receiver when private networks are allowed", async () => {
