@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, type HandlerContext } from "@connectr
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { EchoRequestSchema, EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 import {
   Health,
   HealthCheckRequestSchema,
@@ -233,6 +233,28 @@ describe("generic path (connect-es) deadlines", () => {
     expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "250" }, 60_000)).toBe(250);
     expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "99999999" }, 60_000)).toBe(60_000);
     expect(callTimeoutMs({ "content-type": "application/json", "connect-timeout-ms": "-1" }, 60_000)).toBe(60_000);
+    // Content types match case-insensitively (as connect-es matches them).
+    expect(callTimeoutMs({ "content-type": "Application/GRPC-WEB+proto", "grpc-timeout": "300m" }, 60_000)).toBe(300);
+  });
+
+  it("gives a call with an upper-case gRPC content type and no deadline the default deadline", async () => {
+    let seen: number | undefined;
+    behaviour = (_t, ctx) => void (seen = ctx.timeoutMs());
+    const msg = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "x" }));
+    const body = new Uint8Array(5 + msg.length);
+    new DataView(body.buffer).setUint32(1, msg.length);
+    body.set(msg, 5);
+    await new Promise<void>((resolve, reject) => {
+      const session = http2.connect(server.url);
+      session.on("error", reject);
+      const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "Application/GRPC-WEB+proto", authorization: `Bearer ${ADMIN_KEY}` });
+      req.resume();
+      req.on("end", () => (session.close(), resolve()));
+      req.on("error", reject);
+      req.end(body);
+    });
+    behaviour = () => undefined;
+    expect(seen).toBeGreaterThan(0);
   });
 
   // A request whose body never ends, on a server without the fast path (so Connect binary and

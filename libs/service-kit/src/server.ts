@@ -44,7 +44,7 @@ const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, 
  * call is answered with an error at once anyway).
  */
 export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number): number {
-  const ct = headers["content-type"];
+  const ct = headers["content-type"]?.toLowerCase();
   if (ct !== undefined && ct.startsWith("application/grpc")) {
     const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"] ?? ""));
     return m === null ? maxMs : Math.min(maxMs, Math.ceil(Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]!));
@@ -192,7 +192,8 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       // ctx.signal (aborted at the deadline): a handler that awaits I/O through it is cut off; one
       // that ignores it runs to its end. The fast path also bounds the unary body read by it.
       const h = req.headers;
-      const ct = h["content-type"];
+      // Content types match case-insensitively, as connect-es matches them.
+      const ct = h["content-type"]?.toLowerCase();
       if (ct !== undefined && ct.startsWith("application/grpc")) {
         if (h["grpc-timeout"] === undefined) h["grpc-timeout"] = grpcTimeoutDefault;
       } else if (h["connect-timeout-ms"] === undefined) {
