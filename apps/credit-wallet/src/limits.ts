@@ -55,8 +55,14 @@ export const EXPIRY_GRACE_MS_MAX = 90 * 86_400_000;
 export const AUTHORIZE_STREAM_IN_FLIGHT_MAX = 256;
 /** AuthorizeStream: most messages per stream (then RESOURCE_EXHAUSTED; the client opens another). */
 export const AUTHORIZE_STREAM_ITEMS_MAX = 1_000_000;
-/** AuthorizeStream: longest life of one stream (then DEADLINE_EXCEEDED after answering what was read). */
+/**
+ * AuthorizeStream: longest life of one stream (then DEADLINE_EXCEEDED after answering what was
+ * read). A stream also ends that way AUTHORIZE_STREAM_DEADLINE_MARGIN_MS before its call's deadline
+ * (at most TIMEOUT_MS_MAX; the default deadline when the client sends none), so it is never cut
+ * by the deadline with messages unanswered.
+ */
 export const AUTHORIZE_STREAM_LIFETIME_MS = 300_000;
+export const AUTHORIZE_STREAM_DEADLINE_MARGIN_MS = 2_000;
 /** Longest rollover grant lifetime after period end (10 years). */
 export const ROLLOVER_EXPIRES_AFTER_MS_MAX = 10 * 366 * 86_400_000;
 /** Largest priority (lower burns first). */

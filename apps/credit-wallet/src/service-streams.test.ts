@@ -159,6 +159,32 @@ describe.each(walletBackends())("credit wallet streams, group commits, grace, lo
     expect(bal.heldNanos).toBe(70n);
   });
 
+  it("ends a stream shortly before its call's deadline, after answering every message read (not cut by the deadline)", async () => {
+    await funded("cus_st9", 1_000n);
+    const base = { customerId: "cus_st9", unit: "USD", amountNanos: 10n, ttlMs: 60_000n };
+    let close!: () => void;
+    const open = new Promise<void>((r) => (close = r));
+    async function* requests() {
+      yield { item: { ...base, id: "st9_0" } };
+      yield { item: { ...base, id: "st9_1" } };
+      await open;
+    }
+    const out: pb.AuthorizeStreamResponse[] = [];
+    let error: ConnectError | null = null;
+    const t0 = Date.now();
+    try {
+      for await (const r of h.client(KEYS.ingestA).authorizeStream(requests(), { timeoutMs: 3_000 })) out.push(r);
+    } catch (e) {
+      error = ConnectError.from(e);
+    }
+    close();
+    const ms = Date.now() - t0;
+    expect(out.map((r) => r.result!.result)).toEqual([pb.AuthorizeResult.OK, pb.AuthorizeResult.OK]);
+    expect(error?.code).toBe(Code.DeadlineExceeded);
+    expect(error?.rawMessage).toMatch(/every message read was answered/);
+    expect(ms).toBeLessThan(2_900); // 3 s deadline - 2 s margin = 1 s
+  });
+
   it("stops reading a stream at its in-flight bound while earlier messages are unanswered", async () => {
     await funded("cus_st4", 1_000n);
     const base = { customerId: "cus_st4", unit: "USD", amountNanos: 1n, ttlMs: 60_000n };

@@ -16,6 +16,7 @@ import {
   AUTHORIZE_ITEMS_MAX,
   AUTHORIZE_STREAM_IN_FLIGHT_MAX,
   AUTHORIZE_STREAM_ITEMS_MAX,
+  AUTHORIZE_STREAM_DEADLINE_MARGIN_MS,
   AUTHORIZE_STREAM_LIFETIME_MS,
   BALANCE_GRANTS_MAX,
   COMMIT_BATCH_OPS_MAX,
@@ -152,10 +153,14 @@ export function createWalletServiceImpl(deps: {
     // keep one reaction per message until the stream ends).
     let expired = false;
     let expireRead: ((v: typeof STREAM_EXPIRED) => void) | null = null;
+    // The stream's life: its own bound, or until shortly before the call's deadline (half the
+    // deadline when that is shorter than twice the margin), whichever comes first.
+    const remaining = ctx.timeoutMs();
+    const lifetimeMs = remaining === undefined ? lim.lifetimeMs : Math.min(lim.lifetimeMs, Math.max(Math.floor(remaining / 2), remaining - AUTHORIZE_STREAM_DEADLINE_MARGIN_MS));
     const timer = setTimeout(() => {
       expired = true;
       expireRead?.(STREAM_EXPIRED);
-    }, lim.lifetimeMs);
+    }, lifetimeMs);
     const iterator = reqs[Symbol.asyncIterator]();
     const reader = (async () => {
       let n = 0n;
@@ -166,7 +171,7 @@ export function createWalletServiceImpl(deps: {
           const next = expired ? STREAM_EXPIRED : await Promise.race([iterator.next(), new Promise<typeof STREAM_EXPIRED>((r) => (expireRead = r))]);
           expireRead = null;
           if (next === STREAM_EXPIRED) {
-            readerError = new ConnectError(`stream lifetime of ${lim.lifetimeMs} ms reached; every message read was answered; open a new stream`, Code.DeadlineExceeded);
+            readerError = new ConnectError(`stream lifetime of ${lifetimeMs} ms reached (its bound or its deadline less ${AUTHORIZE_STREAM_DEADLINE_MARGIN_MS} ms); every message read was answered; open a new stream`, Code.DeadlineExceeded);
             return;
           }
           if (next.done || stopped) return;

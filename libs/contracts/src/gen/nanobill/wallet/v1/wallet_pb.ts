@@ -3318,8 +3318,9 @@ export const CreditWalletService: GenService<{
    * commit. Tenant and scope are checked once at stream start. Bounded: at most
    * AUTHORIZE_STREAM_IN_FLIGHT_MAX messages read and not yet answered (the server stops reading),
    * AUTHORIZE_STREAM_ITEMS_MAX messages per stream (then RESOURCE_EXHAUSTED) and
-   * AUTHORIZE_STREAM_LIFETIME_MS per stream (then DEADLINE_EXCEEDED); in both cases every message
-   * read is answered first, so the client reopens a stream and goes on.
+   * AUTHORIZE_STREAM_LIFETIME_MS per stream or until 2 s before the call's deadline, whichever
+   * comes first (then DEADLINE_EXCEEDED); in both cases every message read is answered first, so
+   * the client reopens a stream and goes on.
    *
    * @generated from rpc nanobill.wallet.v1.CreditWalletService.AuthorizeStream
    */
