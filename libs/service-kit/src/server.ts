@@ -29,10 +29,12 @@ const SHUTDOWN_POLL_MS = 5;
 /** How long a stream whose response is complete may keep sending an unread request body. */
 const STREAM_DRAIN_MS = 1_000;
 /**
- * A call on connect-es's generic path whose stream is still open this long after its deadline is
- * reset (RST_STREAM CANCEL): connect-es aborts the handler at the deadline, but it reads a unary
- * body without one, so a body that never ends (sent before any auth) held its stream and its
- * bytes for as long as the client kept the connection.
+ * A call on connect-es's generic path whose request body is still arriving this long after its
+ * deadline is reset (RST_STREAM CANCEL): connect-es aborts the handler at the deadline, but it
+ * reads a unary body without one, so a body that never ends (sent before any auth) held its stream
+ * and its bytes for as long as the client kept the connection. A call whose body has arrived is
+ * left to connect-es and its handler (a late answer, e.g. DeadlineExceeded on a loaded box, still
+ * goes out).
  */
 const GENERIC_DEADLINE_GRACE_MS = 1_000;
 
@@ -199,7 +201,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
-      const bound = setTimeout(cancelStream, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req.stream);
+      const bound = setTimeout(cancelUnfinishedBody, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req);
       bound.unref();
       req.stream.once("close", () => clearTimeout(bound));
       handler(req, res);
@@ -213,8 +215,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     done.add(stream);
     inflight--;
   };
-  const cancelStream = (stream: http2.ServerHttp2Stream): void => {
-    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  const cancelUnfinishedBody = (req: http2.Http2ServerRequest): void => {
+    const stream = req.stream;
+    if (!req.readableEnded && !stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
   };
   const resetStream = (stream: http2.ServerHttp2Stream): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
