@@ -5,6 +5,7 @@
 // rate of the same rows into a copy of the events table, with our ratio to it.
 // Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npx tsx bench/ingest/main.ts
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { createClient } from "@connectrpc/connect";
 import { Aggregation, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
@@ -72,6 +73,16 @@ async function startMetering(): Promise<{ url: string; child: ChildProcess }> {
   return { url, child };
 }
 
+/** CPU time (user + system, ms) of a process from /proc (Linux; 0 elsewhere): 10 ms resolution. */
+function cpuMsOf(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 let seq = 0;
 function makeEvents(n: number, dupShare: number, pool: TrackEvent[]): TrackEvent[] {
   const out: TrackEvent[] = [];
@@ -95,7 +106,9 @@ function makeEvents(n: number, dupShare: number, pool: TrackEvent[]): TrackEvent
   return out;
 }
 
-async function runScenario(url: string, batch: number, inFlight: number, events: TrackEvent[]) {
+async function runScenario(url: string, batch: number, inFlight: number, events: TrackEvent[], serverPid: number | undefined) {
+  const server0 = cpuMsOf(serverPid);
+  const client0 = process.cpuUsage();
   const c = createMeteringClient({ baseUrl: url, apiKey: KEY, protocol: PROTOCOL, batchSizeMax: batch, inFlightBatchesMax: inFlight, flushIntervalMs: 1, queueLengthMax: Math.max(batch * inFlight * 2, 10_000) });
   const t0 = performance.now();
   const results = [];
@@ -103,9 +116,12 @@ async function runScenario(url: string, batch: number, inFlight: number, events:
   await c.flush();
   const outs = await Promise.all(results);
   const ms = performance.now() - t0;
+  const serverCpuMs = cpuMsOf(serverPid) - server0;
+  const cu = process.cpuUsage(client0);
+  const clientCpuMs = (cu.user + cu.system) / 1000;
   await c.close();
   const by = (s: string) => outs.filter((o) => o.status === s).length;
-  return { ms, accepted: by("accepted"), duplicate: by("duplicate"), other: outs.length - by("accepted") - by("duplicate") };
+  return { ms, serverCpuMs, clientCpuMs, accepted: by("accepted"), duplicate: by("duplicate"), other: outs.length - by("accepted") - by("duplicate") };
 }
 
 function pct(sorted: number[], p: number): number {
@@ -120,18 +136,18 @@ async function main(): Promise<void> {
   const admin = createClient(MeteringService, createClientTransport({ baseUrl: url, apiKey: KEY }));
   await admin.createMeter({ meter: { id: "input_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] } });
   console.log(`metering at ${url} (SDK over ${PROTOCOL}), schema ${SCHEMA}; one meter (sum of input_tokens by model) kept in minute/hour/day buckets`);
-  console.log("scenario                       events    accepted  duplicate  other   seconds   events/s");
+  console.log("scenario                       events    accepted  duplicate  other   seconds   events/s  server µs/ev  client µs/ev (CPU)");
   const pool: TrackEvent[] = [];
   const rates: Record<string, number> = {};
   for (const s of SCENARIOS) {
     for (const dup of [0, 0.3]) {
       if (Date.now() - started > RUN_MS_MAX) break;
       const events = makeEvents(s.events, dup, pool);
-      const r = await runScenario(url, s.batch, s.inFlight, events);
+      const r = await runScenario(url, s.batch, s.inFlight, events, child.pid);
       const rate = events.length / (r.ms / 1000);
       rates[`${s.batch}/${dup}`] = rate;
       console.log(
-        `batch ${String(s.batch).padStart(5)} dup ${String(dup * 100).padStart(2)}% (x${String(s.inFlight).padStart(2)} in flight) ${String(events.length).padStart(8)} ${String(r.accepted).padStart(10)} ${String(r.duplicate).padStart(10)} ${String(r.other).padStart(6)} ${(r.ms / 1000).toFixed(2).padStart(9)} ${Math.round(rate).toString().padStart(10)}`,
+        `batch ${String(s.batch).padStart(5)} dup ${String(dup * 100).padStart(2)}% (x${String(s.inFlight).padStart(2)} in flight) ${String(events.length).padStart(8)} ${String(r.accepted).padStart(10)} ${String(r.duplicate).padStart(10)} ${String(r.other).padStart(6)} ${(r.ms / 1000).toFixed(2).padStart(9)} ${Math.round(rate).toString().padStart(10)} ${((r.serverCpuMs * 1000) / events.length).toFixed(1).padStart(13)} ${((r.clientCpuMs * 1000) / events.length).toFixed(1).padStart(13)}`,
       );
     }
   }
@@ -188,16 +204,25 @@ async function main(): Promise<void> {
     return { tenant: "tnt_bench", event: v.event };
   });
   await aggregateAll(store, AGGREGATE_CHUNK_EVENTS); // the scenarios' events, not timed
+  const cpuUs = () => {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  };
   const ts0 = performance.now();
+  const tc0 = cpuUs();
   for (let i = 0; i < items.length; i += 1000) await store.ingest(items.slice(i, i + 1000), nowUs);
   const ingestMs = performance.now() - ts0;
+  const ingestCpuUs = cpuUs() - tc0;
   const ta0 = performance.now();
+  const tac0 = cpuUs();
   await aggregateAll(store, AGGREGATE_CHUNK_EVENTS);
   const aggMs = performance.now() - ta0;
+  const aggCpuUs = cpuUs() - tac0;
   const storeRate = items.length / (ingestMs / 1000);
   console.log(
     `store alone (no RPC): store.ingest ${Math.round(storeRate)} events/s (1,000-event transactions) = ${(storeRate / raw).toFixed(2)} of raw COPY; ` +
-      `usage aggregation ${Math.round(items.length / (aggMs / 1000))} events/s (${AGGREGATE_CHUNK_EVENTS}-event steps); both one after the other ${Math.round(items.length / ((ingestMs + aggMs) / 1000))} events/s`,
+      `usage aggregation ${Math.round(items.length / (aggMs / 1000))} events/s (${AGGREGATE_CHUNK_EVENTS}-event steps); both one after the other ${Math.round(items.length / ((ingestMs + aggMs) / 1000))} events/s; ` +
+      `JavaScript CPU per event: store.ingest ${(ingestCpuUs / items.length).toFixed(1)} µs, aggregation ${(aggCpuUs / items.length).toFixed(1)} µs`,
   );
 
   // Protobuf-es (reflective) cost per event of an IngestEvents request, in this process.

@@ -102,6 +102,12 @@ export const METERS_PAGE_MAX = 100;
 export const AGGREGATE_CHUNK_EVENTS = 20_000;
 /** Ingestion waits (back-pressure) while this many committed events are not in the buckets yet. */
 export const AGGREGATION_LAG_EVENTS_MAX = 100_000;
+/**
+ * Most events a store keeps in memory after committing them, for the aggregator (store.ts
+ * `recent`: it takes them instead of reading them back): the lag above plus one full commit, a few
+ * hundred bytes each (the validated event's properties are shared, not copied).
+ */
+export const RECENT_EVENTS_MAX = AGGREGATION_LAG_EVENTS_MAX + COMMIT_EVENTS_MAX;
 /** Most ms a QueryUsage (or the back-pressure wait) waits for aggregation to catch up (then Unavailable). */
 export const AGGREGATE_CATCH_UP_MS_MAX = 30_000;
 /** Backfill: events read per backfill step. */

@@ -61,6 +61,7 @@ import {
 } from "./mapping.js";
 import type { Aggregator } from "./store/aggregator.js";
 import { decodeEventInput, WireError } from "./wire.js";
+import { responseWithEncodedResults } from "./result-codec.js";
 import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
 import type { MeteringStore, StoredEvent } from "./store/store.js";
 
@@ -160,7 +161,8 @@ export function ingestEventsBinary(deps: HandlerDeps) {
       }
     });
     const results = await ingestInputs(deps, tenant, inputs);
-    return create(IngestEventsResponseSchema, { results, ...counts(results) });
+    // The results go out encoded by hand (result-codec.ts): the same message on the wire.
+    return responseWithEncodedResults(results, counts(results));
   };
 }
 

@@ -42,7 +42,14 @@ function payload(entry: Uint8Array): Uint8Array {
   return entry.subarray(pos);
 }
 
-const text = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "grapheme", maxLength: 20 }), fc.constant(""));
+// Short and long (around the 64-unit ASCII fast path), ASCII and not.
+const text = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.string({ unit: "grapheme", maxLength: 20 }),
+  fc.string({ minLength: 60, maxLength: 70 }),
+  fc.string({ unit: "grapheme", minLength: 30, maxLength: 70 }),
+  fc.constant(""),
+);
 const prop: fc.Arbitrary<WireProperty> = fc.oneof(
   text.map((value) => ({ kind: "string" as const, value })),
   text.map((value) => ({ kind: "decimal" as const, value })),

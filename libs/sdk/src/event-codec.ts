@@ -86,8 +86,24 @@ class Writer {
   str(tag: number, s: string, bytes: number): void {
     this.buf[this.pos++] = tag;
     this.varint(bytes);
-    this.pos += this.buf.write(s, this.pos, bytes, "utf8");
+    if (bytes === s.length && bytes <= SHORT_STRING_MAX) {
+      // Short ASCII (one byte per code unit): copied here, cheaper than a native call.
+      for (let i = 0; i < bytes; i++) this.buf[this.pos++] = s.charCodeAt(i);
+    } else this.pos += this.buf.write(s, this.pos, bytes, "utf8");
   }
+}
+
+/** Strings up to this many code units are measured in JavaScript (ASCII); longer ones by Buffer.byteLength. */
+const SHORT_STRING_MAX = 64;
+
+/**
+ * The UTF-8 length of a string: its length when it is short ASCII (the usual id, key or value),
+ * else Buffer.byteLength (which also counts a lone surrogate as the 3 bytes of U+FFFD).
+ */
+function utf8Length(s: string): number {
+  if (s.length > SHORT_STRING_MAX) return Buffer.byteLength(s, "utf8");
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s, "utf8");
+  return s.length;
 }
 
 /** String fields of proto3 are omitted when empty (implicit presence): size 0. */
@@ -100,9 +116,9 @@ function strFieldSize(bytes: number): number {
  * (what protobuf-es keeps as an unknown field's data).
  */
 export function encodeEventEntry(e: WireEvent): Uint8Array {
-  const idB = Buffer.byteLength(e.id, "utf8");
-  const custB = Buffer.byteLength(e.customerId, "utf8");
-  const typeB = Buffer.byteLength(e.type, "utf8");
+  const idB = utf8Length(e.id);
+  const custB = utf8Length(e.customerId);
+  const typeB = utf8Length(e.type);
   const seconds = Math.floor(e.timestampMs / 1000);
   const nanos = (e.timestampMs - seconds * 1000) * 1_000_000;
   const secondsU = seconds === 0 ? 0n : int64Unsigned(BigInt(seconds));
@@ -110,14 +126,14 @@ export function encodeEventEntry(e: WireEvent): Uint8Array {
 
   // Map entries: sizes first (every nested message is length-prefixed).
   const props = e.properties.map(([key, v]) => {
-    const keyB = Buffer.byteLength(key, "utf8");
+    const keyB = utf8Length(key);
     let valueSize: number;
     let aux = 0;
     let u = 0n;
     switch (v.kind) {
       case "string":
       case "decimal":
-        aux = Buffer.byteLength(v.value, "utf8");
+        aux = utf8Length(v.value);
         valueSize = 1 + varintSize(aux) + aux; // oneof members are written even when empty
         break;
       case "int":
@@ -134,8 +150,8 @@ export function encodeEventEntry(e: WireEvent): Uint8Array {
     return { key, keyB, v, valueSize, aux, u, entrySize };
   });
 
-  const tpB = Buffer.byteLength(e.traceparent, "utf8");
-  const tsB = Buffer.byteLength(e.tracestate, "utf8");
+  const tpB = utf8Length(e.traceparent);
+  const tsB = utf8Length(e.tracestate);
   const tcSize = strFieldSize(tpB) + strFieldSize(tsB);
 
   let size = strFieldSize(idB) + strFieldSize(custB) + strFieldSize(typeB);

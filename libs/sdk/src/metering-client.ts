@@ -6,12 +6,13 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
-import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { IngestEventsRequestSchema, IngestStatus, MeteringService, type IngestEventsResponse } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import { Code, ConnectError, type Transport } from "@connectrpc/connect";
+import { IngestEventsRequestSchema, IngestStatus } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { createClientTransport, errorInfoOf } from "@nanobill/service-kit";
 import { currentTraceContext } from "@nanobill/telemetry";
 import { encodeEventEntry, type WireEvent, type WireProperty } from "./event-codec.js";
+import { decodeIngestResult, INGEST_EVENTS_VIEW, type WireResult } from "./result-codec.js";
 
 /** Limits of the client (options are checked against them). */
 export const SDK_LIMITS = {
@@ -234,12 +235,8 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   const random = opts.random ?? Math.random;
   const newId = opts.newId ?? (() => `evt_${randomBytes(16).toString("base64url")}`);
 
-  let transport = opts.transport;
-  if (!transport) {
-    if (!opts.baseUrl || !opts.apiKey) throw new RangeError("baseUrl and apiKey: required when no transport is given");
-    transport = createClientTransport({ baseUrl: opts.baseUrl, apiKey: opts.apiKey, protocol: opts.protocol ?? "connect", timeoutMs });
-  }
-  const client: Client<typeof MeteringService> = createClient(MeteringService, transport);
+  if (!opts.transport && (!opts.baseUrl || !opts.apiKey)) throw new RangeError("baseUrl and apiKey: required when no transport is given");
+  const transport: Transport = opts.transport ?? createClientTransport({ baseUrl: opts.baseUrl!, apiKey: opts.apiKey!, protocol: opts.protocol ?? "connect", timeoutMs });
 
   let queue: Item[] = [];
   let queueBytes = 0; // request bytes of the queued (not yet sent) events
@@ -280,9 +277,10 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     }
   }
 
-  function settleAll(batch: Item[], res: IngestEventsResponse): void {
+  /** Settles each event with its result (the response's, in order). */
+  function settleAll(batch: Item[], results: readonly WireResult[]): void {
     batch.forEach((item, i) => {
-      const r = res.results[i];
+      const r = results[i];
       if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
       const status: TrackStatus =
         r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
@@ -302,13 +300,16 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
         const cap = Math.min(backoffMax, backoffInitial * 2 ** (attempt - 1));
         await sleep(Math.floor(cap / 2 + (random() * cap) / 2));
       }
-      let res;
+      let results: WireResult[];
       try {
         // The pre-encoded events go out as field 1 (events) verbatim: protobuf-es writes unknown
-        // fields as they are, so the request bytes are those of { events: [...] }.
+        // fields as they are, so the request bytes are those of { events: [...] }. The results
+        // come back as their bytes (INGEST_EVENTS_VIEW) and are decoded here by hand: a malformed
+        // one fails the call, as a parse error of the whole response did.
         const req = create(IngestEventsRequestSchema);
         req.$unknown = batch.map((i) => ({ no: 1, wireType: WireType.LengthDelimited, data: i.bytes }));
-        res = await client.ingestEvents(req, { timeoutMs });
+        const res = await transport.unary(INGEST_EVENTS_VIEW, undefined, timeoutMs, undefined, req, undefined);
+        results = res.message.events.map(decodeIngestResult);
       } catch (e) {
         lastError = ConnectError.from(e);
         const action = failureAction(lastError);
@@ -322,7 +323,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
         if (action !== "retry") break;
         continue;
       }
-      settleAll(batch, res);
+      settleAll(batch, results);
       return;
     }
     for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });

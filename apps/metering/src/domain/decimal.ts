@@ -31,7 +31,9 @@ export function formatDecimal(v: Scaled): string {
   const neg = v < 0n;
   const abs = neg ? -v : v;
   const int = abs / ONE;
-  let frac = (abs % ONE).toString().padStart(SCALE, "0").replace(/0+$/, "");
+  const rest = abs % ONE;
+  // Whole numbers (token counts, the usual sums) skip the fraction's text.
+  const frac = rest === 0n ? "" : rest.toString().padStart(SCALE, "0").replace(/0+$/, "");
   const body = frac === "" ? int.toString() : `${int}.${frac}`;
   return neg && abs !== 0n ? `-${body}` : body;
 }

@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseRfc3339Us, validateEvent, type EventInput, type PropertyValue } from "./event.js";
+import { contentHashOf, encodeProperties, encodePropertiesViaObject, parseRfc3339Us, validateEvent, type EventInput, type PropertyValue } from "./event.js";
 
 const NOW_US = BigInt(Date.UTC(2026, 10, 20, 10)) * 1000n;
 const ctx = { nowUs: NOW_US, lateEventAgeUs: 35n * 86_400_000_000n };
@@ -109,6 +111,51 @@ describe("validateEvent", () => {
     const a = validateEvent(base({ timestamp: undefined }), ctx);
     const b = validateEvent(base({ timestamp: undefined }), { ...ctx, nowUs: NOW_US + 1_000_000n });
     expect(a.ok && b.ok && a.event.contentHash === b.event.contentHash).toBe(true);
+  });
+
+  it("keeps the stored encoding and the content hash of an event as they were (stored hashes decide duplicate vs conflict)", () => {
+    const v = validateEvent(
+      base({
+        properties: {
+          model: { kind: "string", value: "gpt-\"x\"\u00e9\ud83d\ude00" },
+          input_tokens: int(1234n),
+          ratio: { kind: "decimal", value: "1.50" },
+          ok: { kind: "bool", value: true },
+          _z: { kind: "bool", value: false },
+        },
+      }),
+      ctx,
+    );
+    // Computed by the code of 2026-11-29 (JSON.stringify of an object, createHash("sha256")).
+    expect(v.ok && v.event.propertiesJson).toBe('{"_z":{"b":false},"input_tokens":{"i":"1234"},"model":{"s":"gpt-\\"x\\"\u00e9\ud83d\ude00"},"ok":{"b":true},"ratio":{"d":"1.5"}}');
+    expect(v.ok && v.event.contentHash).toBe("2rEM08c9ats8qu4mNXUmoa");
+  });
+
+  it("writes the stored encoding as JSON.stringify of the sorted object would, for any keys and values", () => {
+    const value: fc.Arbitrary<PropertyValue> = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 12 }).map((value) => ({ kind: "string" as const, value })),
+      fc.string({ maxLength: 12 }).map((value) => ({ kind: "decimal" as const, value })),
+      fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n }).map((value) => ({ kind: "int" as const, value })),
+      fc.boolean().map((value) => ({ kind: "bool" as const, value })),
+    );
+    const key = fc.oneof(fc.string({ maxLength: 10 }), fc.string({ unit: "binary", maxLength: 6 }), fc.nat({ max: 5_000_000_000 }).map(String), fc.constantFrom("__proto__", "constructor", "toString", "01", "-1"));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(key, value), { maxLength: 8 }), (entries) => {
+        const props = Object.fromEntries(entries) as Record<string, PropertyValue>;
+        expect(encodeProperties(props)).toBe(encodePropertiesViaObject(props));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it("hashes with the same sha256 digest as createHash, for any text", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 20 }), fc.string({ maxLength: 10 }), fc.bigInt({ min: 0n, max: 1n << 60n }), fc.string({ unit: "binary", maxLength: 40 }), (c, t, ts, p) => {
+        const expected = createHash("sha256").update(`${c}\u0000${t}\u0000${ts}\u0000${p}`).digest("base64url").slice(0, 22);
+        expect(contentHashOf(c, t, ts, p)).toBe(expected);
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it("parses RFC 3339 with offsets and fractions to microseconds", () => {

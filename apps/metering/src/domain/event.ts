@@ -1,7 +1,7 @@
 // Usage events: validation (each rejection names the field and the rule), canonical form,
 // content hash (duplicate vs conflict) and the stored encoding of properties. Pure: the clock
 // is passed in as `nowUs`.
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import {
   EVENT_TYPE_LENGTH_MAX,
   FUTURE_SKEW_MS_MAX,
@@ -169,8 +169,50 @@ export function propertyText(v: PropertyValue): string {
   }
 }
 
-/** The stored JSON encoding of properties: sorted keys, tagged values. */
+/**
+ * The stored JSON encoding of properties: sorted keys, tagged values. Written directly (the same
+ * text as JSON.stringify of the object with those keys in that order, encodePropertiesViaObject):
+ * per event it cost more than the sha256. Keys that JSON.stringify would not keep in insertion
+ * order (array indices, which objects list first) or drop (`__proto__`) take the object path, so the
+ * text is the same for every input (event.test.ts checks both on random properties).
+ */
 export function encodeProperties(props: Record<string, PropertyValue>): string {
+  const keys = Object.keys(props).sort();
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    if (k === "__proto__" || ARRAY_INDEX_RE.test(k)) return encodePropertiesViaObject(props);
+    const v = props[k]!;
+    if (i > 0) out += ",";
+    out += jsonString(k);
+    switch (v.kind) {
+      case "string":
+        out += `:{"s":${jsonString(v.value)}}`;
+        break;
+      case "int":
+        out += `:{"i":"${v.value.toString()}"}`;
+        break;
+      case "decimal":
+        out += `:{"d":${jsonString(v.value)}}`;
+        break;
+      case "bool":
+        out += v.value ? `:{"b":true}` : `:{"b":false}`;
+        break;
+    }
+  }
+  return out + "}";
+}
+
+/** Characters JSON.stringify escapes (controls, quote, backslash) or may (surrogates: lone ones are escaped). */
+const JSON_ESCAPED_RE = /[\u0000-\u001f"\\\ud800-\udfff]/;
+/** JSON.stringify(s), without calling it for the usual string that needs no escape. */
+const jsonString = (s: string): string => (JSON_ESCAPED_RE.test(s) ? JSON.stringify(s) : `"${s}"`);
+
+/** Keys an object lists first, in numeric order (canonical integers up to 2^32 - 2; longer ones are not, but take the object path too). */
+const ARRAY_INDEX_RE = /^(?:0|[1-9][0-9]*)$/;
+
+/** encodeProperties through JSON.stringify of an object (the reference, and the path for unusual keys). */
+export function encodePropertiesViaObject(props: Record<string, PropertyValue>): string {
   const keys = Object.keys(props).sort();
   const out: Record<string, unknown> = {};
   for (const k of keys) {
@@ -208,34 +250,38 @@ export function decodeProperties(stored: unknown): Record<string, PropertyValue>
 }
 
 export function contentHashOf(customerId: string, type: string, timestampUs: bigint | "server", propertiesJson: string): string {
-  return createHash("sha256")
-    .update(`${customerId}\u0000${type}\u0000${timestampUs}\u0000${propertiesJson}`)
-    .digest("base64url")
-    .slice(0, 22);
+  // crypto.hash: the one-shot sha256 (same digest as createHash().update().digest(), without the Hash object).
+  return hash("sha256", `${customerId}\u0000${type}\u0000${timestampUs}\u0000${propertiesJson}`, "base64url").slice(0, 22);
+}
+
+/**
+ * Whether a string's UTF-8 encoding is longer than maxBytes. A UTF-16 code unit takes at most 3
+ * UTF-8 bytes, so a string of at most maxBytes / 3 code units is never counted.
+ */
+function utf8LongerThan(s: string, maxBytes: number): boolean {
+  return s.length * 3 > maxBytes && Buffer.byteLength(s, "utf8") > maxBytes;
 }
 
 function validateProperty(key: string, v: PropertyValue | undefined): Validation | PropertyValue {
-  const field = `properties.${key}`;
-  if (v === undefined) return reject(field, "required", "a value (string, int, decimal or bool) is required");
+  if (v === undefined) return reject(`properties.${key}`, "required", "a value (string, int, decimal or bool) is required");
   if (isCountProperty(key)) {
-    if (v.kind === "decimal") return reject(field, "not_integer", "a count must be an integer (int_value), not a decimal");
-    if (v.kind !== "int") return reject(field, "not_integer", `a count must be an integer (int_value), got ${v.kind}`);
-    if (v.value < 0n) return reject(field, "negative", "a count must not be negative");
+    if (v.kind === "decimal") return reject(`properties.${key}`, "not_integer", "a count must be an integer (int_value), not a decimal");
+    if (v.kind !== "int") return reject(`properties.${key}`, "not_integer", `a count must be an integer (int_value), got ${v.kind}`);
+    if (v.value < 0n) return reject(`properties.${key}`, "negative", "a count must not be negative");
   }
   switch (v.kind) {
     case "string":
       if (!isStorableText(v.value))
-        return reject(field, "malformed", "must be well-formed UTF-16 text (no lone surrogate) without U+0000 (NUL)");
-      if (Buffer.byteLength(v.value, "utf8") > PROPERTY_STRING_BYTES_MAX)
-        return reject(field, "too_long", `at most ${PROPERTY_STRING_BYTES_MAX} bytes`);
+        return reject(`properties.${key}`, "malformed", "must be well-formed UTF-16 text (no lone surrogate) without U+0000 (NUL)");
+      if (utf8LongerThan(v.value, PROPERTY_STRING_BYTES_MAX)) return reject(`properties.${key}`, "too_long", `at most ${PROPERTY_STRING_BYTES_MAX} bytes`);
       return v;
     case "int":
-      if (v.value > INT64_MAX || v.value < INT64_MIN) return reject(field, "overflow", "must fit in a signed 64-bit integer");
+      if (v.value > INT64_MAX || v.value < INT64_MIN) return reject(`properties.${key}`, "overflow", "must fit in a signed 64-bit integer");
       return v;
     case "decimal": {
       const parsed = parseDecimal(v.value);
       if (parsed === undefined)
-        return reject(field, "malformed_decimal", "must be an exact decimal (at most 30 integer and 18 fraction digits)");
+        return reject(`properties.${key}`, "malformed_decimal", "must be an exact decimal (at most 30 integer and 18 fraction digits)");
       return { kind: "decimal", value: formatDecimal(parsed) };
     }
     case "bool":
@@ -274,7 +320,8 @@ export function validateEvent(input: EventInput, ctx: ValidationContext): Valida
     return reject("properties", "too_many", `at most ${PROPERTIES_PER_EVENT_MAX} properties`);
   const properties: Record<string, PropertyValue> = {};
   for (const key of keys) {
-    if (!KEY_RE.test(key) || Buffer.byteLength(key, "utf8") > PROPERTY_KEY_BYTES_MAX)
+    // A key KEY_RE accepts is ASCII: its length is its UTF-8 length.
+    if (!KEY_RE.test(key) || key.length > PROPERTY_KEY_BYTES_MAX)
       return reject(`properties.${echoText(key, PROPERTY_KEY_BYTES_MAX)}`, "malformed_key", `a key is 1-${PROPERTY_KEY_BYTES_MAX} bytes of [A-Za-z0-9._-] starting with a letter or _`);
     if (isReservedKey(key)) return reject(`properties.${key}`, "malformed_key", "__proto__ is not allowed as a property key");
     const checked = validateProperty(key, input.properties[key]);
@@ -282,7 +329,7 @@ export function validateEvent(input: EventInput, ctx: ValidationContext): Valida
     properties[key] = checked;
   }
   const propertiesJson = encodeProperties(properties);
-  if (Buffer.byteLength(propertiesJson, "utf8") > PROPERTIES_BYTES_MAX)
+  if (utf8LongerThan(propertiesJson, PROPERTIES_BYTES_MAX))
     return reject("properties", "too_large", `at most ${PROPERTIES_BYTES_MAX} bytes in all`);
 
   let traceparent = "";

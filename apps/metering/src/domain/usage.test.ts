@@ -15,6 +15,13 @@ describe("decimal", () => {
     expect(formatDecimal(parseDecimal("0.000000000000000001")!)).toBe("0.000000000000000001");
     expect(formatDecimal(parseDecimal("-12.50")!)).toBe("-12.5");
     expect(formatDecimal(parseDecimal("-0.0")!)).toBe("0");
+    expect(["1234", "-5", "0", "100000000000000000000000000000", "-7.000000000000000001"].map((t) => formatDecimal(parseDecimal(t)!))).toEqual([
+      "1234",
+      "-5",
+      "0",
+      "100000000000000000000000000000",
+      "-7.000000000000000001",
+    ]);
     expect(parseDecimal("1.")).toBeUndefined();
     expect(parseDecimal("+1")).toBeUndefined();
   });

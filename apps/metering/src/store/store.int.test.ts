@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { migrate, openDb, testBackends, type TestDb } from "@nanobill/db";
+import { migrate, openDb, testBackends, type Db, type Queryable, type Row, type TestDb } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { validateEvent, type EventInput, type PropertyValue } from "../domain/event.js";
 import { AGGREGATIONS, sameDefinition, type MeterDefinition } from "../domain/meter.js";
@@ -19,6 +19,31 @@ function item(tenant: string, input: Partial<EventInput> & { id: string }): Inge
   const v = validateEvent({ customerId: "c1", type: "llm.call", timestamp: D0, properties: {}, ...input }, ctx);
   if (!v.ok) throw new Error(v.rejection.message);
   return { tenant, event: v.event };
+}
+
+/** The Db with a count of the event rows each aggregation read returned (the statement reading events after the cursor). */
+function countingEventReads(inner: Db, reads: number[]): Db {
+  const orig = new WeakMap<Queryable, Queryable>();
+  const wrap = (q: Queryable): Queryable => {
+    const w: Queryable = {
+      async query<R extends Row = Row>(sql: string, params?: unknown[]) {
+        const r = await q.query<R>(sql, params);
+        if (sql.includes("FROM events WHERE sequence > $1::bigint ORDER BY sequence")) reads.push(r.rows.length);
+        return r;
+      },
+    };
+    orig.set(w, q);
+    return w;
+  };
+  return {
+    kind: inner.kind,
+    schema: inner.schema,
+    query: wrap(inner).query,
+    transaction: (fn, o) => inner.transaction((tx) => fn(wrap(tx)), o),
+    copyRows: (table, cols, rows, tx) => inner.copyRows(table, cols, rows, tx ? orig.get(tx) : undefined),
+    listen: (channel, onNotify) => inner.listen(channel, onNotify),
+    close: () => inner.close(),
+  };
 }
 
 async function queryAll(store: MeteringStore, tenant: string, m: MeterDefinition, q: UsageQuery) {
@@ -56,6 +81,28 @@ for (const backend of testBackends()) {
       expect(new Set(stored.map((e) => e.id)).size).toBe(stored.length);
       expect(outs.flat().every((o) => o.status === "accepted" || o.status === "duplicate")).toBe(true);
       expect(commits).toBeGreaterThan(0);
+    });
+
+    it("answers a group of several tenants (pairs lookup) as groups of one tenant (ids lookup) answer: same id in two tenants, duplicates, conflicts, closed periods", async () => {
+      await store.closePeriod("t_mix_b", "c_closed", D0 + HOUR);
+      const ev = (tenant: string, id: string, v: bigint, customerId = "c1") => item(tenant, { id, customerId, properties: { n_count: { kind: "int", value: v } } });
+      await store.ingest([ev("t_mix_a", "x1", 1n), ev("t_mix_b", "x2", 2n)], NOW_US);
+      const group = [
+        ev("t_mix_a", "x1", 1n), // duplicate
+        ev("t_mix_b", "x1", 9n), // the same id in another tenant: new
+        ev("t_mix_b", "x2", 3n), // conflict
+        ev("t_mix_b", "x3", 4n, "c_closed"), // closed period
+        ev("t_mix_a", "x4", 5n),
+        ev("t_mix_a", "x4", 5n), // duplicate within the group
+      ];
+      const mixed = await store.ingest(group, NOW_US);
+      expect(mixed.map((o) => o.status)).toEqual(["duplicate", "accepted", "conflict", "rejected", "accepted", "duplicate"]);
+      // The same occurrences again, one tenant per call: the same answers (now all stored or refused).
+      const a = await store.ingest([group[0]!, group[4]!, group[5]!], NOW_US);
+      const b = await store.ingest([group[1]!, group[2]!, group[3]!], NOW_US);
+      expect(a.map((o) => o.status)).toEqual(["duplicate", "duplicate", "duplicate"]);
+      expect(b.map((o) => o.status)).toEqual(["duplicate", "conflict", "rejected"]);
+      expect((await store.listTenantEvents("t_mix_b", 10)).map((e) => e.id).sort()).toEqual(["x1", "x2"]);
     });
 
     it("refuses a request that would pass the ingest queue limit, without writing it", async () => {
@@ -133,6 +180,58 @@ for (const backend of testBackends()) {
       } finally {
         await other?.close();
       }
+    });
+
+    it("aggregates the events it committed from memory and reads the others (another store's, past a rolled-back gap), exactly, in full steps", async () => {
+      await aggregateAll(store, 100_000); // the cursor past the other tests' events
+      const reads: number[] = [];
+      const a = createMeteringStore(countingEventReads(db, reads));
+      const b = createMeteringStore(db); // another replica: its events are not in a's memory
+      const m: MeterDefinition = { id: "m_mem", eventType: "llm.call", aggregation: "sum", valueProperty: "v", filters: [], groupBy: ["model"], description: "" };
+      await a.createMeter("t_mem", m, NOW_US, sameDefinition);
+      const ev = (n: number) =>
+        item("t_mem", { id: `m${n}`, customerId: `c${n % 3}`, timestamp: D0 + BigInt(n) * 600_000_000n, properties: { model: { kind: "string", value: n % 2 ? "a" : "b" }, v: { kind: "int", value: BigInt(n) } } });
+      const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ev(from + i));
+      await a.ingest(range(0, 10), NOW_US);
+      await b.ingest(range(10, 15), NOW_US);
+      // Sequences reserved, then the COPY fails (NUL): a gap on the cursor.
+      const bad = ev(15);
+      await expect(a.ingest([ev(16), { ...bad, event: { ...bad.event, customerId: "c\u0000" } }], NOW_US)).rejects.toThrow();
+      await a.ingest(range(17, 27), NOW_US);
+      await b.ingest(range(27, 29), NOW_US);
+      const steps: number[] = [];
+      for (;;) {
+        const step = await a.aggregateStep(4);
+        steps.push(step.events);
+        if (step.events < 4) break;
+      }
+      // Full steps until the end (a short run from memory is completed by reading), and the first
+      // two steps (a's first 8 events) read no row.
+      expect(steps.slice(0, -1).every((n) => n === 4)).toBe(true);
+      expect(steps.reduce((x, y) => x + y, 0)).toBe(27);
+      expect(reads.slice(0, 1)).toEqual([2]); // step 3: two from memory, then b's first two
+      expect(reads.reduce((x, y) => x + y, 0)).toBeLessThan(27);
+      const stored = (await store.listTenantEvents("t_mem", 1_000)).map((e) => ({ ...e, tenant: "t_mem" }));
+      expect(stored.length).toBe(27);
+      const q: UsageQuery = { startUs: D0, endUs: D0 + DAY, window: "hour", customerIds: [], groupBy: ["model"], groupByCustomer: true, filters: [] };
+      expect(await queryAll(store, "t_mem", m, q)).toEqual(recomputeUsage(m, q, stored));
+    });
+
+    it("takes a run of many single-event commits from memory in one step, in sequence order", async () => {
+      await aggregateAll(store, 100_000);
+      const reads: number[] = [];
+      const a = createMeteringStore(countingEventReads(db, reads));
+      const m: MeterDefinition = { id: "m_one", eventType: "llm.call", aggregation: "sum", valueProperty: "v", filters: [], groupBy: [], description: "" };
+      await a.createMeter("t_one", m, NOW_US, sameDefinition);
+      const ev = (n: number) => item("t_one", { id: `o${n}`, customerId: "c1", timestamp: D0 + BigInt(n) * 1_000_000n, properties: { v: { kind: "int", value: BigInt(n) } } });
+      // 300 commits of one event, 16 at a time (the group committer's concurrency).
+      for (let n = 0; n < 300; n += 16) await Promise.all(Array.from({ length: Math.min(16, 300 - n) }, (_, k) => a.ingest([ev(n + k)], NOW_US)));
+      const step = await a.aggregateStep(20_000);
+      expect(step.events).toBe(300);
+      expect(reads).toEqual([0]); // the whole run from memory; the table read after it finds nothing
+      const stored = (await store.listTenantEvents("t_one", 1_000)).map((e) => ({ ...e, tenant: "t_one" }));
+      const q: UsageQuery = { startUs: D0, endUs: D0 + DAY, window: "hour", customerIds: [], groupBy: [], groupByCustomer: false, filters: [] };
+      expect(await queryAll(store, "t_one", m, q)).toEqual(recomputeUsage(m, q, stored));
     });
 
     it("aggregates events whose group-by and unique values are the largest allowed (8 x 1 KB): long values are keyed by their hash", async () => {

@@ -1,0 +1,63 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { IngestEventsResponseSchema, IngestResultSchema, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { encodeResultEntries, responseWithEncodedResults } from "./result-codec.js";
+
+const text = fc.oneof(fc.string({ maxLength: 30 }), fc.string({ unit: "grapheme", maxLength: 12 }), fc.string({ unit: "binary", maxLength: 8 }), fc.constant(""));
+const result: fc.Arbitrary<IngestResult> = fc
+  .record({
+    eventId: text,
+    status: fc.integer({ min: 0, max: 4 }),
+    field: text,
+    reason: text,
+    message: fc.oneof(text, fc.string({ minLength: 120, maxLength: 400 })),
+    sequence: fc.oneof(fc.constant(0n), fc.bigInt({ min: 1n, max: 1n << 40n }), fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n })),
+  })
+  .map((r) => create(IngestResultSchema, r));
+const counts = fc.record({
+  acceptedCount: fc.nat({ max: 20_000 }),
+  duplicateCount: fc.nat({ max: 20_000 }),
+  conflictCount: fc.nat({ max: 20_000 }),
+  rejectedCount: fc.nat({ max: 20_000 }),
+});
+
+/** Strips the varint length prefix of an entry. */
+function payload(entry: Uint8Array): Uint8Array {
+  let pos = 0;
+  let len = 0;
+  let shift = 0;
+  for (;;) {
+    const b = entry[pos++]!;
+    len += (b & 0x7f) * 2 ** shift;
+    shift += 7;
+    if (b < 0x80) break;
+  }
+  expect(entry.length - pos).toBe(len);
+  return entry.subarray(pos);
+}
+
+describe("hand-written IngestEventsResponse results", () => {
+  it("encode each result byte for byte as protobuf-es does", () => {
+    fc.assert(
+      fc.property(fc.array(result, { maxLength: 20 }), (results) => {
+        const entries = encodeResultEntries(results);
+        expect(entries.length).toBe(results.length);
+        entries.forEach((e, i) => expect(Buffer.from(payload(e))).toEqual(Buffer.from(toBinary(IngestResultSchema, results[i]!))));
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+
+  it("make a response that decodes to the reflective one (results in order, counts)", () => {
+    fc.assert(
+      fc.property(fc.array(result, { maxLength: 50 }), counts, (results, c) => {
+        const fast = toBinary(IngestEventsResponseSchema, responseWithEncodedResults(results, c));
+        const reflective = toBinary(IngestEventsResponseSchema, create(IngestEventsResponseSchema, { results, ...c }));
+        expect(fromBinary(IngestEventsResponseSchema, fast)).toEqual(fromBinary(IngestEventsResponseSchema, reflective));
+        expect(fast.length).toBe(reflective.length);
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+});
