@@ -116,6 +116,8 @@ export const BACKFILL_CHUNK_EVENTS = 5_000;
 /** QueryUsage: customers per query, rows returned, windows, range length. */
 export const QUERY_CUSTOMERS_MAX = 1_000;
 export const QUERY_ROWS_MAX = 10_000;
+/** QueryUsage rows per page when the request is paged without a size. */
+export const QUERY_PAGE_ROWS_DEFAULT = 1_000;
 export const QUERY_WINDOWS_MAX = 10_000;
 export const QUERY_RANGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
 

@@ -232,6 +232,52 @@ for (const backend of testBackends()) {
       expect(list.meters.map((m) => m.id)).toEqual(["input_tokens"]);
     });
 
+    it("pages QueryUsage rows in order with tokens bound to their query; unpaged calls keep the 10,000-row bound", async () => {
+      const c = h.client(KEYS.adminA);
+      await c.createMeter({ meter: { id: "paged_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] } });
+      await h.service.runBackfills();
+      // 3 customers x 3 models x 3 minutes = 27 rows (minute windows, per customer and model).
+      const base = T0.getTime() - 10 * 60_000;
+      const events: Event[] = [];
+      for (let c1 = 0; c1 < 3; c1++)
+        for (let m = 0; m < 3; m++)
+          for (let t = 0; t < 3; t++)
+            events.push(llmEvent(`evt_pg_${c1}_${m}_${t}`, { customerId: `cus_pg${c1}`, timestamp: timestampFromDate(new Date(base + t * 60_000 + 1_000)), properties: { model: str(`m${m}`), input_tokens: int(10 * c1 + m + t) } }));
+      await c.ingestEvents({ events });
+      const query = {
+        meterId: "paged_tokens",
+        customerIds: ["cus_pg0", "cus_pg1", "cus_pg2"],
+        startTime: timestampFromDate(new Date(base)),
+        endTime: timestampFromDate(new Date(base + 5 * 60_000)),
+        window: Window.MINUTE,
+        groupBy: ["model"],
+        groupByCustomer: true,
+      };
+      const all = await c.queryUsage(query);
+      expect(all.rows).toHaveLength(27);
+      expect(all.page).toBeUndefined();
+      const pages: (typeof all.rows)[] = [];
+      let token = "";
+      for (let i = 0; i < 10; i++) {
+        const r = await c.queryUsage({ ...query, page: { pageSizeMax: 10, pageToken: token } });
+        pages.push(r.rows);
+        token = r.page!.nextPageToken;
+        if (token === "") break;
+      }
+      expect(pages.map((p) => p.length)).toEqual([10, 10, 7]);
+      expect(pages.flat()).toEqual(all.rows);
+      // Default page size, and a token only fits its own query.
+      expect((await c.queryUsage({ ...query, page: {} })).rows).toEqual(all.rows);
+      const first = await c.queryUsage({ ...query, page: { pageSizeMax: 5 } });
+      expect(await codeOf(c.queryUsage({ ...query, groupByCustomer: false, page: { pageToken: first.page!.nextPageToken } }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(c.queryUsage({ ...query, page: { pageToken: "bm90IGEgdG9rZW4" } }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(c.queryUsage({ ...query, page: { pageSizeMax: 10_001 } }))).toBe(Code.InvalidArgument);
+      // A token past the last row: an empty last page.
+      const last = await c.queryUsage({ ...query, page: { pageSizeMax: 26 } });
+      const end = await c.queryUsage({ ...query, page: { pageSizeMax: 1, pageToken: last.page!.nextPageToken } });
+      expect([end.rows.length, end.page!.nextPageToken]).toEqual([1, ""]);
+    });
+
     it("answers a retry of an event stored before it passed the late-event limit as a duplicate, a new one as period_closed", async () => {
       const c = h.client(KEYS.adminA);
       const ev = llmEvent("evt_old_1", { customerId: "cus_old", timestamp: timestampFromDate(new Date(T0.getTime() - 34 * 86_400_000)) });

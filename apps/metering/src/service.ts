@@ -1,4 +1,5 @@
 // RPC handlers: decode -> domain -> store -> encode. Thin; no SQL here.
+import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { PageResponseSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
@@ -27,13 +28,14 @@ import type { MeteringConfig } from "./config.js";
 import { validateEvent, type EventInput } from "./domain/event.js";
 import { sameDefinition, validateMeter } from "./domain/meter.js";
 import { GENAI_MAPPING_DEFAULT, validateGenAiMapping, type GenAiMapping } from "./domain/genai.js";
-import { combineBuckets, planQuery, type UsageQuery } from "./domain/usage.js";
+import { combineBuckets, compareUsageRowKeys, planQuery, usageRowKey, type UsageQuery, type UsageRowKey } from "./domain/usage.js";
 import {
   EVENTS_PER_REQUEST_MAX,
   EVENTS_PER_STREAM_MAX,
   METERS_PAGE_DEFAULT,
   METERS_PER_TENANT_MAX,
   METERS_PAGE_MAX,
+  QUERY_PAGE_ROWS_DEFAULT,
   QUERY_ROWS_MAX,
   READ_EVENTS_DEFAULT,
   READ_EVENTS_MAX,
@@ -138,6 +140,29 @@ function decodePageToken(token: string): string {
   const id = Buffer.from(token, "base64url").toString("utf8");
   if (!/^[a-z][a-z0-9_]{0,63}$/.test(id)) throw invalidArgument("page.page_token", "is not a token from a previous page");
   return id;
+}
+
+/** What a QueryUsage page token is bound to: the meter and every part of the query but the page. */
+function usageQueryFingerprint(meterId: string, q: UsageQuery): string {
+  const canon = JSON.stringify([meterId, q.startUs.toString(), q.endUs.toString(), q.window, [...q.customerIds].sort(), q.groupBy, q.groupByCustomer, q.filters]);
+  return createHash("sha256").update(canon).digest("base64url").slice(0, 16);
+}
+
+/** A QueryUsage page token: the query's fingerprint and the last row's key. */
+function encodeUsagePageToken(fingerprint: string, key: UsageRowKey): string {
+  return Buffer.from(JSON.stringify([fingerprint, key[0].toString(), key[1], key[2]]), "utf8").toString("base64url");
+}
+
+function decodeUsagePageToken(token: string, fingerprint: string): UsageRowKey {
+  const bad = () => invalidArgument("page.page_token", "is not a token from a previous page of this query");
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+  } catch {
+    throw bad();
+  }
+  if (!Array.isArray(v) || v.length !== 4 || v[0] !== fingerprint || typeof v[1] !== "string" || !/^-?\d{1,20}$/.test(v[1]) || typeof v[2] !== "string" || typeof v[3] !== "string") throw bad();
+  return [BigInt(v[1]), v[2], v[3]];
 }
 
 /**
@@ -327,8 +352,28 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
           : [];
       if (uniques.length > QUERY_BUCKETS_SCAN_MAX) throw limitExceeded("unique values scanned (narrow the range)", QUERY_BUCKETS_SCAN_MAX);
       const rows = combineBuckets(meter.definition, q, buckets, uniques);
-      if (rows.length > QUERY_ROWS_MAX) throw limitExceeded("rows (narrow the query or use a larger window)", QUERY_ROWS_MAX);
-      return create(QueryUsageResponseSchema, { rows: rows.map(usageRowToPb) });
+      if (req.page === undefined) {
+        if (rows.length > QUERY_ROWS_MAX) throw limitExceeded("rows (narrow the query, use a larger window, or page through them)", QUERY_ROWS_MAX);
+        return create(QueryUsageResponseSchema, { rows: rows.map(usageRowToPb) });
+      }
+      const size = req.page.pageSizeMax;
+      if (size > QUERY_ROWS_MAX) throw invalidArgument("page.page_size_max", `at most ${QUERY_ROWS_MAX}`);
+      const limit = size === 0 ? QUERY_PAGE_ROWS_DEFAULT : size;
+      const fingerprint = usageQueryFingerprint(meter.definition.id, q);
+      let start = 0;
+      if (req.page.pageToken !== "") {
+        const after = decodeUsagePageToken(req.page.pageToken, fingerprint);
+        // Keyset paging: the rows after the previous page's last one (rows that appeared before
+        // it since then are not repeated; usage of a live window can still grow).
+        start = rows.findIndex((r) => compareUsageRowKeys(usageRowKey(q, r), after) > 0);
+        if (start < 0) start = rows.length;
+      }
+      const page = rows.slice(start, start + limit);
+      const more = start + limit < rows.length;
+      return create(QueryUsageResponseSchema, {
+        rows: page.map(usageRowToPb),
+        page: create(PageResponseSchema, { nextPageToken: more ? encodeUsagePageToken(fingerprint, usageRowKey(q, page[page.length - 1]!)) : "" }),
+      });
     },
 
     async closeUsagePeriod(req, ctx) {

@@ -250,6 +250,19 @@ function accKey(ws: bigint, customerId: string, group: Record<string, string>, g
   return `${ws}\u0000${customerId}\u0000${JSON.stringify(groupBy.map((g) => ownProperty(group, g) ?? null))}`;
 }
 
+/** A usage row's place in the answer's order: window start, customer, then its group values in group_by order. */
+export type UsageRowKey = readonly [bigint, string, string];
+
+export function usageRowKey(q: UsageQuery, r: UsageRow): UsageRowKey {
+  return [r.windowStartUs, r.customerId, JSON.stringify(q.groupBy.map((g) => ownProperty(r.group, g) ?? null))];
+}
+
+export function compareUsageRowKeys(x: UsageRowKey, y: UsageRowKey): number {
+  if (x[0] !== y[0]) return x[0] < y[0] ? -1 : 1;
+  if (x[1] !== y[1]) return x[1] < y[1] ? -1 : 1;
+  return x[2] < y[2] ? -1 : x[2] > y[2] ? 1 : 0;
+}
+
 function finish(m: MeterDefinition, q: UsageQuery, accs: Map<string, Acc>): UsageRow[] {
   const rows: UsageRow[] = [];
   for (const a of accs.values()) {
@@ -276,12 +289,8 @@ function finish(m: MeterDefinition, q: UsageQuery, accs: Map<string, Acc>): Usag
     }
     rows.push({ windowStartUs: a.windowStartUs, windowEndUs: a.windowEndUs, customerId: a.customerId, group: a.group, value, eventCount: a.eventCount });
   }
-  const sortKey = (r: UsageRow) => JSON.stringify(q.groupBy.map((g) => ownProperty(r.group, g) ?? null));
-  rows.sort((x, y) =>
-    x.windowStartUs !== y.windowStartUs ? (x.windowStartUs < y.windowStartUs ? -1 : 1)
-      : x.customerId !== y.customerId ? (x.customerId < y.customerId ? -1 : 1)
-        : sortKey(x) < sortKey(y) ? -1 : sortKey(x) > sortKey(y) ? 1 : 0,
-  );
+  const keys = new Map(rows.map((r) => [r, usageRowKey(q, r)]));
+  rows.sort((x, y) => compareUsageRowKeys(keys.get(x)!, keys.get(y)!));
   return rows;
 }
 
