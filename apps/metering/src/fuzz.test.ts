@@ -72,7 +72,7 @@ describe("fuzz: malformed requests never yield Internal", () => {
     );
   });
 
-  it("ReadEvents, QueryUsage, CreateMeter and ListMeters answer random arguments without Internal", async () => {
+  it("ReadEvents, QueryUsage (paged or not), CreateMeter, ListMeters and DeleteMeter answer random arguments without Internal", async () => {
     const admin = h.client(KEYS.adminA);
     const internal = h.client(KEYS.internal);
     await fc.assert(
@@ -97,8 +97,10 @@ describe("fuzz: malformed requests never yield Internal", () => {
               endTime: { seconds: e, nanos: 0 },
               groupBy: list,
               customerIds: list,
+              ...(win % 2 ? { page: { pageSizeMax: max, pageToken: text } } : {}),
             }),
             admin.listMeters({ page: { pageSizeMax: max % 200, pageToken: text } }),
+            admin.deleteMeter({ meterId: text }),
             admin.closeUsagePeriod({ customerId: text, closeTime: { seconds: s, nanos: win } }),
           ];
           for (const r of await Promise.allSettled(calls)) {

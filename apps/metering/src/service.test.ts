@@ -232,6 +232,31 @@ for (const backend of testBackends()) {
       expect(list.meters.map((m) => m.id)).toEqual(["input_tokens"]);
     });
 
+    it("deletes a meter with its usage, and a meter created again under the id backfills from every stored event", async () => {
+      const c = h.client(KEYS.adminA);
+      const def = { id: "del_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] };
+      await c.createMeter({ meter: def });
+      await h.service.runBackfills();
+      const day = Date.UTC(2026, 10, 20);
+      await c.ingestEvents({ events: [llmEvent("evt_del_1", { customerId: "cus_del" }), llmEvent("evt_del_2", { customerId: "cus_del" })] });
+      const query = { meterId: "del_tokens", customerIds: ["cus_del"], startTime: timestampFromDate(new Date(day)), endTime: timestampFromDate(new Date(day + 86_400_000)), window: Window.WHOLE };
+      expect((await c.queryUsage(query)).rows.map((r) => r.value)).toEqual(["2468"]);
+      expect(await codeOf(h.client(KEYS.readA).deleteMeter({ meterId: "del_tokens" }))).toBe(Code.PermissionDenied);
+      expect(await codeOf(c.deleteMeter({ meterId: "" }))).toBe(Code.InvalidArgument);
+      expect(await codeOf(h.client(KEYS.adminB).deleteMeter({ meterId: "del_tokens" }))).toBe(Code.NotFound); // another tenant's
+      const del = await c.deleteMeter({ meterId: "del_tokens" });
+      expect(del.bucketsDeleted).toBeGreaterThan(0n);
+      expect(await codeOf(c.getMeter({ meterId: "del_tokens" }))).toBe(Code.NotFound);
+      expect(await codeOf(c.queryUsage(query))).toBe(Code.NotFound);
+      expect(await codeOf(c.deleteMeter({ meterId: "del_tokens" }))).toBe(Code.NotFound);
+      // Events go on arriving; the id is created again with another definition: its usage is
+      // every stored event under the new definition, none of the old buckets.
+      await c.ingestEvents({ events: [llmEvent("evt_del_3", { customerId: "cus_del" })] });
+      await c.createMeter({ meter: { ...def, valueProperty: "output_tokens" } });
+      await h.service.runBackfills();
+      expect((await c.queryUsage(query)).rows.map((r) => [r.value, r.eventCount])).toEqual([["1701", 3n]]);
+    });
+
     it("pages QueryUsage rows in order with tokens bound to their query; unpaged calls keep the 10,000-row bound", async () => {
       const c = h.client(KEYS.adminA);
       await c.createMeter({ meter: { id: "paged_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] } });

@@ -6,6 +6,7 @@ import { PageResponseSchema } from "@nanobill/contracts/nanobill/common/v1/commo
 import {
   CloseUsagePeriodResponseSchema,
   CreateMeterResponseSchema,
+  DeleteMeterResponseSchema,
   GetMeterResponseSchema,
   IngestEventsResponseSchema,
   IngestStatus,
@@ -286,6 +287,16 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
         case "exists":
           return create(CreateMeterResponseSchema, { meter: meterToPb(out.meter) });
       }
+    },
+
+    async deleteMeter(req, ctx) {
+      requireScope(ctx, "admin");
+      const tenant = tenantOf(ctx);
+      if (req.meterId === "") throw invalidArgument("meter_id", "is required");
+      if (!METER_ID_RE.test(req.meterId)) throw invalidArgument("meter_id", "must match [a-z][a-z0-9_]{0,63}");
+      const n = await store.deleteMeter(tenant, req.meterId);
+      if (n === undefined) throw notFound("meter", req.meterId);
+      return create(DeleteMeterResponseSchema, { bucketsDeleted: n });
     },
 
     async getMeter(req, ctx) {

@@ -193,6 +193,8 @@ export interface MeteringStore {
   listTenantEvents(tenant: string, max: number): Promise<StoredEvent[]>;
   createMeter(tenant: string, def: MeterDefinition, nowUs: bigint, same: (a: MeterDefinition, b: MeterDefinition) => boolean): Promise<CreateMeterOutcome>;
   getMeter(tenant: string, meterId: string): Promise<StoredMeter | undefined>;
+  /** Deletes a meter and its usage (buckets, unique values); the number of buckets deleted, or undefined when there is no such meter. */
+  deleteMeter(tenant: string, meterId: string): Promise<bigint | undefined>;
   listMeters(tenant: string, afterId: string, limit: number): Promise<StoredMeter[]>;
   /** Meters whose backfill is not finished (all tenants). */
   pendingBackfills(limit: number): Promise<Array<{ tenant: string; meterId: string }>>;
@@ -545,6 +547,22 @@ export function createMeteringStore(db: Db): MeteringStore {
           [tenant, def.id, def.eventType, JSON.stringify(def), nowUs.toString(), through.toString()],
         );
         return { status: "created", meter: meterFromRow(rows[0]!) };
+      });
+    },
+
+    async deleteMeter(tenant, meterId) {
+      return db.transaction(async (tx) => {
+        // The aggregator's lock (it reads meters and writes their buckets under the cursor row),
+        // then the writers' lock (backfill steps hold it with the meter row): neither can write
+        // this meter's usage after the delete, and a meter created again under the id starts from
+        // an empty slate (its backfill counts every stored event).
+        await tx.query(`SELECT through_sequence FROM usage_cursor WHERE id = 1 FOR UPDATE`);
+        await tx.query(LOCK_EVENTS);
+        const { rows } = await tx.query(`DELETE FROM meters WHERE tenant = $1 AND meter_id = $2 RETURNING meter_id`, [tenant, meterId]);
+        if (rows.length === 0) return undefined;
+        const b = await tx.query(`DELETE FROM usage_buckets WHERE tenant = $1 AND meter_id = $2`, [tenant, meterId]);
+        await tx.query(`DELETE FROM usage_unique_values WHERE tenant = $1 AND meter_id = $2`, [tenant, meterId]);
+        return BigInt(b.rowCount);
       });
     },
 
