@@ -5,6 +5,7 @@ import { decodeProperties, echoText, type PropertyValue, type Rejection, type Va
 import type { MeterDefinition } from "../domain/meter.js";
 import { bucketDeltas, type Bucket, type Level, type MeteredEvent, type UniqueValue } from "../domain/usage.js";
 import { BACKFILL_CHUNK_EVENTS, METERS_PER_TENANT_MAX, READ_PARTITION_SCAN_MAX, RECENT_EVENTS_MAX } from "../limits.js";
+import { RecentEvents } from "./recent-events.js";
 
 /** One event of a group commit. */
 export interface IngestItem {
@@ -66,6 +67,8 @@ const keyOf = (tenant: string, id: string) => `${tenant}${KEY_SEP}${id}`;
 
 /** Serializes writers of events (and the readers of the sequence high-water mark). */
 const LOCK_EVENTS = "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE";
+/** The database's epoch: its server's start time (recent-events.ts). */
+const EPOCH_SQL = "pg_postmaster_start_time()::text";
 
 /** The NOTIFY channel of new events in a schema (every replica of metering on it listens). */
 export function eventsChannel(schema: string): string {
@@ -209,54 +212,9 @@ export interface MeteringStore {
 }
 
 export function createMeteringStore(db: Db): MeteringStore {
-  // The events this store committed (as the aggregator needs them), until the usage cursor
-  // passes them: aggregateStep takes the run of them that starts right after the cursor
-  // (sequences cursor+1, cursor+2, ...) instead of reading those rows back (measured: ~100 ms of
-  // the statement per 20,000-event step, PostgreSQL's JSONB output, plus the row and JSON parsing
-  // in the server, ~6% of its CPU at 1,000-event batches). Exact: a sequence belongs to one row
-  // only (primary key), an event is remembered only after its COMMIT returned, and rows never
-  // change; any other event (another replica's, one committed before a restart, one past a gap
-  // left by a rollback, one evicted beyond RECENT_EVENTS_MAX) is read from the table as before.
-  //
-  // Blocks of consecutive sequences (one per commit: first, first + 1, ...), in commit order.
-  let recent: MeteredEvent[][] = [];
-  let recentEvents = 0;
-  function remember(block: MeteredEvent[]): void {
-    if (block.length === 0) return;
-    // Kept in sequence order (commits resolve in that order in practice; this makes it certain).
-    let at = recent.length;
-    while (at > 0 && recent[at - 1]![0]!.sequence > block[0]!.sequence) at--;
-    recent.splice(at, 0, block);
-    recentEvents += block.length;
-    if (recentEvents > RECENT_EVENTS_MAX) {
-      let drop = 0;
-      while (recentEvents > RECENT_EVENTS_MAX) recentEvents -= recent[drop++]!.length;
-      recent = recent.slice(drop);
-    }
-  }
-  /** Forgets the blocks wholly at or before the usage cursor (already in the buckets). */
-  function forgetThrough(through: bigint): void {
-    const keep = recent.filter((b) => b[b.length - 1]!.sequence > through);
-    if (keep.length === recent.length) return;
-    recentEvents = keep.reduce((n, b) => n + b.length, 0);
-    recent = keep;
-  }
-  /** The remembered events with sequences after+1, after+2, ... (at most max; none when after+1 is not remembered). */
-  function recentRunAfter(after: bigint, max: number): MeteredEvent[] {
-    const run: MeteredEvent[] = [];
-    let next = after + 1n;
-    // One pass over the blocks in sequence order (single-event commits make many blocks).
-    for (let i = recent.findIndex((b) => b[b.length - 1]!.sequence >= next); i >= 0 && i < recent.length && run.length < max; i++) {
-      const b = recent[i]!;
-      const first = b[0]!.sequence;
-      if (next < first) break; // a gap (another writer's or a rollback's): the rest is read
-      const from = Number(next - first);
-      const take = Math.min(b.length - from, max - run.length);
-      for (let k = from; k < from + take; k++) run.push(b[k]!);
-      next += BigInt(take);
-    }
-    return run;
-  }
+  // The events this store committed, for its aggregator (recent-events.ts: exact, and dropped
+  // when the database's epoch changed).
+  const recent = new RecentEvents(RECENT_EVENTS_MAX);
 
   async function writeUsage(tx: Queryable, buckets: Bucket[], uniques: UniqueValue[]): Promise<void> {
     if (buckets.length > 0) {
@@ -335,6 +293,7 @@ export function createMeteringStore(db: Db): MeteringStore {
     async ingest(items, receivedUs) {
       if (items.length === 0) return [];
       let committed: MeteredEvent[] = [];
+      let epoch = "";
       const outcomes = await db.transaction(async (tx) => {
         committed = [];
         await tx.query(LOCK_EVENTS);
@@ -395,9 +354,10 @@ export function createMeteringStore(db: Db): MeteringStore {
           // The NOTIFY is delivered at commit: it wakes ReadEvents long polls of every replica (listen
           // in index.ts); those of this process are woken by the group committer directly.
           const { rows: sq } = await tx.query(
-            `SELECT setval('events_sequence_seq', nextval('events_sequence_seq') + $1::bigint - 1) AS last, pg_notify($2, '')`,
+            `SELECT setval('events_sequence_seq', nextval('events_sequence_seq') + $1::bigint - 1) AS last, pg_notify($2, ''), ${EPOCH_SQL} AS epoch`,
             [fresh.length, eventsChannel(db.schema)],
           );
+          epoch = sq[0]!.epoch as string;
           const first = (sq[0]!.last as bigint) - BigInt(fresh.length) + 1n;
           const copyRows = fresh.map((i, j) => {
             const seq = first + BigInt(j);
@@ -426,21 +386,21 @@ export function createMeteringStore(db: Db): MeteringStore {
           return { status: "rejected", field: "timestamp", reason: "period_closed", message: "timestamp: falls in a closed (invoiced) period of the customer" };
         });
       });
-      remember(committed);
+      recent.remember(committed, epoch);
       return outcomes;
     },
 
     async aggregateStep(max) {
       return db.transaction(async (tx) => {
         // One aggregator at a time (across replicas): the cursor row is the lock.
-        const { rows: cur } = await tx.query(`SELECT through_sequence FROM usage_cursor WHERE id = 1 FOR UPDATE`);
+        const { rows: cur } = await tx.query(`SELECT through_sequence, ${EPOCH_SQL} AS epoch FROM usage_cursor WHERE id = 1 FOR UPDATE`);
         const from = cur[0]!.through_sequence as bigint;
-        forgetThrough(from);
+        recent.forgetThrough(from);
         // Writers reserve sequences under the events lock and hold it until commit, so every
         // event with a sequence below a committed one is committed: reading in sequence order
         // never skips an event that commits later. The run of events this store committed right
         // after the cursor comes from memory (see `recent`); the rest of the step is read.
-        const run = recentRunAfter(from, max);
+        const run = recent.runAfter(from, max, cur[0]!.epoch as string);
         const after = run.length > 0 ? run[run.length - 1]!.sequence : from;
         const rows =
           run.length < max
