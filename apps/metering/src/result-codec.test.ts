@@ -8,7 +8,8 @@ const text = fc.oneof(fc.string({ maxLength: 30 }), fc.string({ unit: "grapheme"
 const result: fc.Arbitrary<IngestResult> = fc
   .record({
     eventId: text,
-    status: fc.integer({ min: 0, max: 4 }),
+    // The server sends 1-4; any int32 (negatives are ten-byte varints) is encoded as protobuf-es does.
+    status: fc.oneof(fc.integer({ min: 0, max: 4 }), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })),
     field: text,
     reason: text,
     message: fc.oneof(text, fc.string({ minLength: 120, maxLength: 400 })),

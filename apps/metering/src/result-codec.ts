@@ -84,7 +84,7 @@ export function encodeResultEntries(results: readonly IngestResult[]): Uint8Arra
     const seq = r.sequence === 0n ? 0n : int64Unsigned(r.sequence);
     const size =
       strFieldSize(idB) +
-      (r.status === 0 ? 0 : 1 + varintSize(r.status)) +
+      (r.status === 0 ? 0 : 1 + (r.status > 0 ? varintSize(r.status) : 10)) + // a negative enum is ten bytes, as protobuf-es writes it
       strFieldSize(fieldB) +
       strFieldSize(reasonB) +
       strFieldSize(messageB) +
@@ -107,7 +107,7 @@ export function encodeResultEntries(results: readonly IngestResult[]): Uint8Arra
     pos = writeStr(buf, pos, 0x0a, r.eventId, lens[4 * i]!);
     if (r.status !== 0) {
       buf[pos++] = 0x10;
-      pos = writeVarint(buf, pos, r.status);
+      pos = r.status > 0 ? writeVarint(buf, pos, r.status) : writeVarint64(buf, pos, int64Unsigned(BigInt(r.status)));
     }
     pos = writeStr(buf, pos, 0x1a, r.field, lens[4 * i + 1]!);
     pos = writeStr(buf, pos, 0x22, r.reason, lens[4 * i + 2]!);

@@ -376,8 +376,15 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
         const after = decodeUsagePageToken(req.page.pageToken, fingerprint);
         // Keyset paging: the rows after the previous page's last one (rows that appeared before
         // it since then are not repeated; usage of a live window can still grow).
-        start = rows.findIndex((r) => compareUsageRowKeys(usageRowKey(q, r), after) > 0);
-        if (start < 0) start = rows.length;
+        // Binary search: rows are sorted by their key (combineBuckets).
+        let lo = 0;
+        let hi = rows.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (compareUsageRowKeys(usageRowKey(q, rows[mid]!), after) > 0) hi = mid;
+          else lo = mid + 1;
+        }
+        start = lo;
       }
       const page = rows.slice(start, start + limit);
       const more = start + limit < rows.length;
