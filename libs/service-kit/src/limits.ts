@@ -17,6 +17,9 @@ export const CONNECTIONS_MAX_DEFAULT = 1_024;
 export const STREAMS_PER_CONNECTION_MAX = 256;
 /** How long close() lets in-flight calls finish before it aborts them and destroys sessions. */
 export const SHUTDOWN_GRACE_MS_DEFAULT = 10_000;
+/** Generic path: how long a call whose request body arrived may run past its deadline (+1 s) before its stream is reset. */
+export const HANDLER_OVERRUN_MS_DEFAULT = 10_000;
+export const HANDLER_OVERRUN_MS_MAX = 600_000;
 
 /** Bounds of the limits themselves (envInt ranges, startServer validation). */
 export const READ_MAX_BYTES_MAX = 64 * 1024 * 1024;

@@ -266,11 +266,12 @@ describe("generic path (connect-es) deadlines", () => {
       host: "127.0.0.1",
       port: 0,
       fastPath: false,
-      // "slow": a handler that ignores its signal and answers 1.8 s after the call's 300 ms deadline.
-      routes: echoRoutes({ onEcho: (text) => (text === "slow" ? new Promise((r) => setTimeout(r, 1_800)) : undefined) }),
+      // "slow": a handler that ignores its signal and answers 1.8 s after the call's 300 ms
+      // deadline; "hang": one that ignores it and never answers.
+      routes: echoRoutes({ onEcho: (text) => (text === "slow" ? new Promise((r) => setTimeout(r, 1_800)) : text === "hang" ? new Promise(() => undefined) : undefined) }),
       authenticator: createApiKeyAuthenticator(KEYS),
       logger,
-      limits: { timeoutMsMax: 5_000, timeoutMsDefault: 600 },
+      limits: { timeoutMsMax: 5_000, timeoutMsDefault: 600, handlerOverrunMs: 3_000 },
     });
     const hang = (headers: Record<string, string>, first: Uint8Array) =>
       new Promise<{ ms: number; how: string }>((resolve) => {
@@ -309,22 +310,37 @@ describe("generic path (connect-es) deadlines", () => {
       // The server still answers.
       const c = createClient(EchoService, createClientTransport({ baseUrl: generic.url, apiKey: ADMIN_KEY, protocol: "grpc", timeoutMs: 2_000 }));
       expect((await c.echo({ text: "after" })).text).toBe("after");
-      // A call whose body arrived is not reset, however late its handler answers (the bound is
-      // for bodies still arriving): the answer goes out (connect-es writes it when the handler ends).
-      const late = await new Promise<{ status?: number; how: string }>((resolve) => {
-        const session = http2.connect(generic.url);
-        session.on("error", () => undefined);
-        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "application/json", "connect-protocol-version": "1", "connect-timeout-ms": "300", ...auth });
-        let status: number | undefined;
-        req.on("response", (hd) => (status = Number(hd[":status"])));
-        req.resume();
-        req.on("end", () => (session.close(), resolve({ status, how: "answered" })));
-        req.on("close", () => (session.destroy(), resolve({ status, how: "closed" })));
-        req.on("error", () => undefined);
-        req.end(JSON.stringify({ text: "slow" }));
-      });
-      expect(late).toMatchObject({ how: "answered" });
-      expect(late.status).toBeDefined();
+      // A call whose body arrived is given handlerOverrunMs more: a late answer goes out
+      // (connect-es writes it when the handler ends); a handler that never ends has its stream
+      // reset at deadline + 1 s + handlerOverrunMs (0.3 + 1 + 3 s).
+      const complete = (text: string) =>
+        new Promise<{ status?: number; how: string; ms: number }>((resolve) => {
+          const t0 = performance.now();
+          const session = http2.connect(generic.url);
+          session.on("error", () => undefined);
+          const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "application/json", "connect-protocol-version": "1", "connect-timeout-ms": "300", ...auth });
+          let status: number | undefined;
+          let settled = false;
+          const done = (how: string) => () => {
+            if (settled) return;
+            settled = true;
+            session.destroy();
+            resolve({ status, how, ms: performance.now() - t0 });
+          };
+          req.on("response", (hd) => (status = Number(hd[":status"])));
+          req.resume();
+          req.on("end", done("answered"));
+          req.on("close", done("closed"));
+          req.on("error", () => undefined);
+          setTimeout(done("still open after 10 s"), 10_000);
+          req.end(JSON.stringify({ text }));
+        });
+      const [late, hung] = await Promise.all([complete("slow"), complete("hang")]);
+      expect(late).toMatchObject({ how: "answered", status: 200 });
+      // The hung call's stream is reset: no response headers, gone within the bound.
+      expect(hung.how).not.toBe("still open after 10 s");
+      expect(hung.status).toBeUndefined();
+      expect(hung.ms).toBeGreaterThan(3_000);
     } finally {
       await generic.close();
     }

@@ -15,6 +15,8 @@ import {
   READ_MAX_BYTES_DEFAULT,
   READ_MAX_BYTES_MAX,
   SHUTDOWN_GRACE_MS_DEFAULT,
+  HANDLER_OVERRUN_MS_DEFAULT,
+  HANDLER_OVERRUN_MS_MAX,
   SHUTDOWN_GRACE_MS_MAX,
   STREAMS_PER_CONNECTION_MAX,
   TIMEOUT_MS_DEFAULT,
@@ -68,6 +70,11 @@ export interface ServerLimits {
   connectionsMax?: number;
   /** How long close() waits for in-flight calls (ms). */
   shutdownGraceMs: number;
+  /**
+   * Generic path (connect-es): how long past its deadline (plus 1 s) a call whose request body
+   * has arrived may keep its stream before it is reset — a handler that ignores its signal (ms).
+   */
+  handlerOverrunMs?: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
@@ -77,6 +84,7 @@ export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
   timeoutMsDefault: TIMEOUT_MS_DEFAULT,
   connectionsMax: CONNECTIONS_MAX_DEFAULT,
   shutdownGraceMs: SHUTDOWN_GRACE_MS_DEFAULT,
+  handlerOverrunMs: HANDLER_OVERRUN_MS_DEFAULT,
 };
 
 export interface StartedServer {
@@ -130,6 +138,7 @@ export function resolveLimits(partial: Partial<ServerLimits> | undefined): Requi
   checkLimit("timeoutMsDefault", l.timeoutMsDefault, 1, l.timeoutMsMax);
   checkLimit("connectionsMax", l.connectionsMax, 1, 1_000_000);
   checkLimit("shutdownGraceMs", l.shutdownGraceMs, 0, SHUTDOWN_GRACE_MS_MAX);
+  checkLimit("handlerOverrunMs", l.handlerOverrunMs, 0, HANDLER_OVERRUN_MS_MAX);
   return l;
 }
 
@@ -201,7 +210,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
-      const bound = setTimeout(cancelUnfinishedBody, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req);
+      const bound = setTimeout(boundCall, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req);
       bound.unref();
       req.stream.once("close", () => clearTimeout(bound));
       handler(req, res);
@@ -215,9 +224,18 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     done.add(stream);
     inflight--;
   };
-  const cancelUnfinishedBody = (req: http2.Http2ServerRequest): void => {
+  const cancel = (stream: http2.ServerHttp2Stream): void => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  };
+  // At the deadline + 1 s: a body still arriving is cut now; a call whose body arrived gets
+  // handlerOverrunMs more (a late answer still goes out), then its stream is reset too.
+  const boundCall = (req: http2.Http2ServerRequest): void => {
     const stream = req.stream;
-    if (!req.readableEnded && !stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (stream.closed || stream.destroyed) return;
+    if (!req.readableEnded) return cancel(stream);
+    const overrun = setTimeout(cancel, limits.handlerOverrunMs, stream);
+    overrun.unref();
+    stream.once("close", () => clearTimeout(overrun));
   };
   const resetStream = (stream: http2.ServerHttp2Stream): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
