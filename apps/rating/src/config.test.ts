@@ -1,7 +1,7 @@
 import { ConfigError } from "@nanobill/service-kit";
 import { describe, expect, it } from "vitest";
 import { ratingConfigFromEnv } from "./config.js";
-import { CONSUMER_LEASE_TTL_MS, CONSUMER_LEASE_TTL_MS_MAX, CONSUMER_LEASE_TTL_MS_MIN, CONSUMER_OWNER_CHARS_MAX } from "./limits.js";
+import { CONSUMER_BATCH_EVENTS_MAX, CONSUMER_LEASE_TTL_MS, CONSUMER_LEASE_TTL_MS_MAX, CONSUMER_LEASE_TTL_MS_MIN, CONSUMER_OWNER_CHARS_MAX } from "./limits.js";
 
 function errorOf(f: () => unknown): ConfigError {
   try {
@@ -12,6 +12,15 @@ function errorOf(f: () => unknown): ConfigError {
   }
   throw new Error("no ConfigError");
 }
+
+describe("rating consumer batch size (RATING_CONSUMER_BATCH_EVENTS)", () => {
+  it("defaults to the largest batch (2,000 events: half the statements per event of 1,000; README \"Measured\"); the variable can lower it", () => {
+    expect(CONSUMER_BATCH_EVENTS_MAX).toBe(2_000);
+    expect(ratingConfigFromEnv({}).consumerBatchEvents).toBe(CONSUMER_BATCH_EVENTS_MAX);
+    expect(ratingConfigFromEnv({ RATING_CONSUMER_BATCH_EVENTS: "500" }).consumerBatchEvents).toBe(500);
+    expect(errorOf(() => ratingConfigFromEnv({ RATING_CONSUMER_BATCH_EVENTS: String(CONSUMER_BATCH_EVENTS_MAX + 1) })).variable).toBe("RATING_CONSUMER_BATCH_EVENTS");
+  });
+});
 
 describe("rating consumer lease settings (RATING_CONSUMER_*)", () => {
   it("defaults: leases on, 10 s TTL, heartbeat 2 s, generated owner", () => {

@@ -55,7 +55,7 @@ export interface RatingConfig {
 
 export const RATING_CONFIG_DEFAULT: RatingConfig = {
   consumerEnabled: true,
-  consumerBatchEvents: 1_000,
+  consumerBatchEvents: CONSUMER_BATCH_EVENTS_MAX,
   consumerWaitMs: CONSUMER_WAIT_MS,
   consumerPartitions: 1,
   consumerLeases: true,

@@ -25,6 +25,7 @@ import {
   WALLET_CONSUME_ITEMS_MAX,
 } from "./limits.js";
 import { storedEventOf, type RatingInput } from "./mapping.js";
+import { decodeConsumeItemResult, decodeStoredEvent, encodeConsumeItems, type ViewClients } from "./wire.js";
 import { LeaseLostError, type LeaseStore } from "./store/lease-store.js";
 import type { RatedStore, WalletItem } from "./store/rated-store.js";
 
@@ -58,6 +59,11 @@ export interface ConsumerDeps {
   cache: CatalogCache;
   metering: Client<typeof MeteringService>;
   wallet: Client<typeof CreditWalletService>;
+  /**
+   * ReadEvents and Consume through the hand-written codecs (wire.ts; the same calls on the wire).
+   * Absent: through `metering` and `wallet`.
+   */
+  views?: ViewClients;
   logger: Logger;
   clock: Clock;
   options?: Partial<ConsumerOptions>;
@@ -144,8 +150,7 @@ export class RatingConsumer {
     let drainAtMs = 0;
     let drainBackoff = CONSUMER_ERROR_BACKOFF_MS;
     let nextConfirmMs = 0;
-    const read = (after: bigint, waitMs: number) =>
-      this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 });
+    const read = (after: bigint, waitMs: number) => this.#read(after, waitMs);
     while (this.#running) {
       this.#abort = new AbortController();
       let prefetch: ReturnType<typeof read> | undefined;
@@ -219,11 +224,23 @@ export class RatingConsumer {
     return { afterSequence: after, maxEvents: batchEventsMax, waitMs, ...(partitionCount > 1 ? { partitionCount, partition } : {}) };
   }
 
+  /**
+   * One ReadEvents call. Through the view, the page is decoded as soon as it arrives (in the
+   * running loop that is while the previous batch's transaction waits on the database).
+   */
+  async #read(after: bigint, waitMs: number): Promise<{ events: PageEvents; lastSequence: bigint }> {
+    const opts = { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 };
+    const req = this.#readRequest(after, waitMs);
+    if (this.#d.views === undefined) return this.#d.metering.readEvents(req, opts);
+    const page = await this.#d.views.readEvents(req, opts);
+    return { events: decodedPage(page.events), lastSequence: page.lastSequence };
+  }
+
   /** pollOnce: one ReadEvents + rate + write + wallet hand-off + guardrails; returns events rated. */
   async pollOnce(waitMs: number): Promise<number> {
     const after = this.#cursor ?? (await this.#d.rated.cursor(this.#o.cursorName));
     this.#abort = new AbortController();
-    const resp = await this.#d.metering.readEvents(this.#readRequest(after, waitMs), { signal: this.#abort.signal, timeoutMs: waitMs + 10_000 });
+    const resp = await this.#read(after, waitMs);
     const fresh: BatchHandOff = { items: [], batchId: null };
     const n = resp.events.length === 0 && resp.lastSequence <= after ? 0 : await this.processBatch(resp.events, resp.lastSequence > after ? resp.lastSequence : after, fresh);
     this.#cursor = resp.lastSequence > after ? resp.lastSequence : after;
@@ -238,7 +255,7 @@ export class RatingConsumer {
    * processBatch: rates and stores one page of events and advances the cursor to lastSequence;
    * `handOff` receives the batch's wallet items and their outbox row (to hand over from memory).
    */
-  async processBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff = { items: [], batchId: null }): Promise<number> {
+  async processBatch(events: PageEvents, lastSequence: bigint, handOff: BatchHandOff = { items: [], batchId: null }): Promise<number> {
     // An event whose rating throws (rating is pure and deterministic: a retry would throw again)
     // must not stop its partition: the batch is rated again from scratch with that event recorded
     // as unpriced, with the error as its reason, and everything else rated as usual.
@@ -254,7 +271,7 @@ export class RatingConsumer {
     }
   }
 
-  async #processBatchOnce(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, poisoned: ReadonlyMap<string, string>): Promise<number> {
+  async #processBatchOnce(events: PageEvents, lastSequence: bigint, handOff: BatchHandOff, poisoned: ReadonlyMap<string, string>): Promise<number> {
     // Optimistic: a batch normally holds only events nobody rated (the cursor is committed with
     // the rows), so it skips the already-rated lookup; the unique index over each event's first
     // rated row (rated_events_event) still refuses a replay, whatever charges it is rated under,
@@ -273,10 +290,10 @@ export class RatingConsumer {
     }
   }
 
-  async #rateBatch(events: StoredEvent[], lastSequence: bigint, handOff: BatchHandOff, checkRated: boolean, poisoned: ReadonlyMap<string, string>): Promise<number> {
+  async #rateBatch(events: PageEvents, lastSequence: bigint, handOff: BatchHandOff, checkRated: boolean, poisoned: ReadonlyMap<string, string>): Promise<number> {
     const d = this.#d;
     const now = d.clock.now().getTime();
-    const inputs = events.map((e) => storedEventOf(e, now));
+    const inputs = inputsOf(events, now);
     const byTenant = new Map<string, RatingInput[]>();
     for (const i of inputs) {
       const l = byTenant.get(i.event.tenant);
@@ -391,15 +408,12 @@ export class RatingConsumer {
         const chunk = list.slice(off, off + WALLET_CONSUME_ITEMS_MAX);
         const first = chunk[0]!;
         try {
-          const resp = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, () =>
-            d.wallet.consume(
-              {
-                items: chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) })),
-              },
-              forTenant(tenant),
-            ),
-          );
-          resp.results.forEach((r, i) => {
+          const results = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, async () => {
+            if (d.views !== undefined) return (await d.views.consume({ items: encodeConsumeItems(chunk) }, forTenant(tenant))).results.map((b) => decodeConsumeItemResult(b));
+            const items = chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) }));
+            return (await d.wallet.consume({ items }, forTenant(tenant))).results;
+          });
+          results.forEach((r, i) => {
             if (r.result === ConsumeResult.ID_REUSED || r.result === ConsumeResult.INVALID) {
               d.logger.error("wallet refused a consume item", { tenant, id: chunk[i]?.itemId, result: ConsumeResult[r.result], error: r.error });
             }
@@ -471,6 +485,31 @@ function rateInTrace(cat: TenantCatalog, st: MemoryRatingState, i: RatingInput):
 }
 
 const SEP_KEY = "\u0000";
+
+/** A page's events as protobuf-es decoded them, or as the hand-written decoder read them ahead. */
+export type PageEvents = readonly StoredEvent[] | DecodedPage;
+
+/**
+ * The inputs of a page read through the view. An event with neither a timestamp nor a receive
+ * time has NaN as its time here: it gets the clock of the batch that rates it (as storedEventOf).
+ */
+export class DecodedPage {
+  constructor(readonly inputs: readonly RatingInput[]) {}
+  get length(): number {
+    return this.inputs.length;
+  }
+}
+
+function decodedPage(events: readonly Uint8Array[]): DecodedPage {
+  const out = new Array<RatingInput>(events.length);
+  for (let i = 0; i < events.length; i++) out[i] = decodeStoredEvent(events[i]!, Number.NaN);
+  return new DecodedPage(out);
+}
+
+function inputsOf(events: PageEvents, nowMs: number): RatingInput[] {
+  if (!(events instanceof DecodedPage)) return events.map((e) => storedEventOf(e, nowMs));
+  return events.inputs.map((i) => (Number.isNaN(i.event.timestampMs) ? { ...i, event: { ...i.event, timestampMs: nowMs } } : i));
+}
 
 /** Thrown out of a batch's transaction when rating one of its events throws. */
 class PoisonEvent extends Error {

@@ -13,9 +13,11 @@ import { defaultLeaseOwner, PartitionLeaseManager } from "./partition-leases.js"
 import { CatalogStore } from "./store/catalog-store.js";
 import { LeaseStore } from "./store/lease-store.js";
 import { RatedStore } from "./store/rated-store.js";
+import type { ViewClients } from "./wire.js";
 import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks";
 
 export { RATING_CONFIG_DEFAULT, ratingConfigFromEnv, type RatingConfig } from "./config.js";
+export { createViewClients, type ViewClients } from "./wire.js";
 export * as limits from "./limits.js";
 
 /** Absolute path of the SQL migrations (apply with migrate(db, migrationsDir) before start). */
@@ -26,7 +28,15 @@ export interface RatingDeps {
   logger: Logger;
   clock: Clock;
   /** Connect clients (internal key) of the services rating calls. */
-  clients: { metering: Client<typeof MeteringService>; wallet: Client<typeof CreditWalletService> };
+  clients: {
+    metering: Client<typeof MeteringService>;
+    wallet: Client<typeof CreditWalletService>;
+    /**
+     * The consumer's ReadEvents and Consume through hand-written codecs (createViewClients over
+     * the same two transports; wire.ts). Absent: the consumer uses `metering` and `wallet`.
+     */
+    views?: ViewClients;
+  };
   config?: Partial<RatingConfig>;
   /** Shorthand for config.consumerWaitMs (the platform passes it). */
   consumerWaitMs?: number;
@@ -65,6 +75,7 @@ export async function createRatingService(deps: RatingDeps): Promise<RatingServi
       cache,
       metering: deps.clients.metering,
       wallet: deps.clients.wallet,
+      ...(deps.clients.views !== undefined ? { views: deps.clients.views } : {}),
       logger: deps.logger,
       clock: deps.clock,
       options: {

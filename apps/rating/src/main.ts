@@ -15,6 +15,7 @@ import {
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createRatingService, migrationsDir } from "./index.js";
+import { createViewClients } from "./wire.js";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX } from "./limits.js";
 
 runMain(async () => {
@@ -37,14 +38,17 @@ runMain(async () => {
     migrationsApplied: applied,
     ...cfg.rating,
   });
+  const meteringTransport = createClientTransport({ baseUrl: cfg.meteringUrl, apiKey: cfg.internalApiKey });
+  const walletTransport = createClientTransport({ baseUrl: cfg.walletUrl, apiKey: cfg.internalApiKey });
   const service = await createRatingService({
     db,
     logger,
     clock: clockFromEnv(process.env),
     config: cfg.rating,
     clients: {
-      metering: createClient(MeteringService, createClientTransport({ baseUrl: cfg.meteringUrl, apiKey: cfg.internalApiKey })),
-      wallet: createClient(CreditWalletService, createClientTransport({ baseUrl: cfg.walletUrl, apiKey: cfg.internalApiKey })),
+      metering: createClient(MeteringService, meteringTransport),
+      wallet: createClient(CreditWalletService, walletTransport),
+      views: createViewClients(meteringTransport, walletTransport),
     },
   });
   const server = await startServer({

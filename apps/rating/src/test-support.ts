@@ -3,7 +3,7 @@
 // services rating calls (metering ReadEvents/GetMeter, credit-wallet Consume).
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { MeteringService, StoredEventSchema, type StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { ConsumeResult, CreditWalletService, type ConsumeItem } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
@@ -11,6 +11,7 @@ import { migrate, type TestDb } from "@nanobill/db";
 import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger, TENANT_HEADER } from "@nanobill/service-kit";
 import type { RatingConfig } from "./config.js";
 import { createRatingService, migrationsDir, type RatingServiceHandle } from "./index.js";
+import { createViewClients } from "./wire.js";
 
 export const KEYS = {
   adminA: "sk_test_admin_tenant_a_0001",
@@ -85,7 +86,12 @@ export class FakeMetering {
   }
 
   client(): Client<typeof MeteringService> {
-    const t = createRouterTransport(({ service }) => {
+    return createClient(MeteringService, this.transport());
+  }
+
+  /** An in-process transport to the fake (Connect binary, as over the network). */
+  transport(): Transport {
+    return createRouterTransport(({ service }) => {
       service(MeteringService, {
         readEvents: (req) => this.page(req),
         getMeter: (req, ctx) => {
@@ -96,7 +102,6 @@ export class FakeMetering {
         },
       });
     });
-    return createClient(MeteringService, t);
   }
 }
 
@@ -107,7 +112,12 @@ export class FakeWallet {
   readonly #seen = new Set<string>();
 
   client(): Client<typeof CreditWalletService> {
-    const t = createRouterTransport(({ service }) => {
+    return createClient(CreditWalletService, this.transport());
+  }
+
+  /** An in-process transport to the fake (Connect binary, as over the network). */
+  transport(): Transport {
+    return createRouterTransport(({ service }) => {
       service(CreditWalletService, {
         getCreditType: (req) => {
           if (req.creditTypeId !== "cr_credits") throw new ConnectError(`credit type ${req.creditTypeId} not found`, Code.NotFound);
@@ -133,7 +143,6 @@ export class FakeWallet {
         },
       });
     });
-    return createClient(CreditWalletService, t);
   }
 }
 
@@ -147,7 +156,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function openHarness(db: TestDb, config: Partial<RatingConfig> = {}): Promise<Harness> {
+/** views false: the consumer reads and consumes through the generated codecs (clients only). */
+export async function openHarness(db: TestDb, config: Partial<RatingConfig> = {}, opts: { views?: boolean } = {}): Promise<Harness> {
   await migrate(db, migrationsDir);
   const clock = fixedClock(T0);
   const metering = new FakeMetering();
@@ -157,7 +167,8 @@ export async function openHarness(db: TestDb, config: Partial<RatingConfig> = {}
     logger: silentLogger,
     clock,
     config: { consumerEnabled: false, cacheTtlMs: 0, ...config },
-    clients: { metering: metering.client(), wallet: wallet.client() },
+    // The consumer reads and consumes through the hand-written codecs, as main.ts wires it.
+    clients: { metering: metering.client(), wallet: wallet.client(), ...(opts.views === false ? {} : { views: createViewClients(metering.transport(), wallet.transport()) }) },
   });
   return {
     db,

@@ -22,7 +22,7 @@ import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wall
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { createLedgerService, LEDGER_SERVER_LIMITS, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
 import { createMeteringService, migrationsDir as meteringMigrations } from "@nanobill/metering";
-import { createRatingService, migrationsDir as ratingMigrations } from "@nanobill/rating";
+import { createRatingService, createViewClients, migrationsDir as ratingMigrations } from "@nanobill/rating";
 import { createCreditWalletService, WALLET_SERVER_LIMITS, migrationsDir as walletMigrations } from "@nanobill/credit-wallet";
 import { createInvoicingService, migrationsDir as invoicingMigrations } from "@nanobill/invoicing";
 
@@ -105,8 +105,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
 
   const running: Running[] = [];
   const urls = {} as Record<ServiceName, string>;
-  const internal = <S extends DescService>(service: S, name: ServiceName): Client<S> =>
-    createClient(service, createClientTransport({ baseUrl: urls[name], apiKey: internalKey }));
+  const transportTo = (name: ServiceName) => createClientTransport({ baseUrl: urls[name], apiKey: internalKey });
+  const internal = <S extends DescService>(service: S, name: ServiceName): Client<S> => createClient(service, transportTo(name));
 
   const openFor = async (name: ServiceName, dir: string): Promise<Db> => {
     const db = await openDb({ url: opts.databaseUrl, embedded, schema: schemaName(opts.schemaPrefix, name) });
@@ -169,7 +169,12 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         db: ratingDb,
         consumerWaitMs: opts.consumerWaitMs,
         config: { consumerPartitions: 2, webhooksAllowPrivateNetworks: opts.webhooksAllowPrivateNetworks ?? false },
-        clients: { metering: internal(MeteringService, "metering"), wallet: internal(CreditWalletService, "credit-wallet") },
+        clients: {
+          metering: internal(MeteringService, "metering"),
+          wallet: internal(CreditWalletService, "credit-wallet"),
+          // The consumer's ReadEvents and Consume through rating's hand-written codecs, as main.ts does.
+          views: createViewClients(transportTo("metering"), transportTo("credit-wallet")),
+        },
       }),
     );
 

@@ -4,7 +4,7 @@ import type { AlertRow } from "../domain/margin.js";
 import { CARRY_ROUNDING, MemoryRatingState, type PeriodTotal, type TaskState } from "../domain/state.js";
 import type { LineStatus, RatedEventResult, RatedLine } from "../domain/types.js";
 import { LeaseLostError } from "./lease-store.js";
-import { big, insertMany, msOfNN, ts } from "./sql.js";
+import { big, insertMany, insertUnnest, msOfNN, ts } from "./sql.js";
 
 const SEP = "\u0000";
 const HOUR_MS = 3_600_000;
@@ -216,6 +216,42 @@ export class RatedStore {
    * the cursor, in `tx`. Returns the outbox batch id (null when the batch has no wallet item).
    */
   async writeBatch(tx: Queryable, b: RatedBatch, st: MemoryRatingState, nowMs: number): Promise<bigint | null> {
+    // The rating state goes first and is not awaited until the rated rows and buckets are built:
+    // PostgreSQL runs these upserts while this process builds the rows (same transaction).
+    const writeState = async (): Promise<void> => {
+      const carryRows: unknown[][] = [];
+      for (const k of st.dirtyCarries) {
+        const [tenant, customerId, chargeId, dimsKey, kind] = k.split(SEP);
+        const c = st.carries.get(k)!.carried;
+        carryRows.push([tenant, customerId, chargeId, dimsKey, kind, c.num.toString(), c.den.toString()]);
+      }
+      if (carryRows.length > 0) {
+        await insertUnnest(tx, "carries", ["tenant", "customer_id", "charge_id", "dims_key", "kind", "residue_num", "residue_den"], ["text", "text", "text", "text", "text", "numeric", "numeric"], carryRows,
+          `ON CONFLICT (tenant, customer_id, charge_id, dims_key, kind) DO UPDATE SET residue_num = EXCLUDED.residue_num, residue_den = EXCLUDED.residue_den`);
+      }
+      const periodRows: unknown[][] = [];
+      for (const k of st.dirtyPeriods) {
+        const [tenant, customerId, chargeId, start] = k.split(SEP);
+        const p: PeriodTotal = st.periods.get(k)!;
+        periodRows.push([tenant, customerId, chargeId, new Date(Number(start)), new Date(p.periodEndMs), p.unit, p.quantity.toString(), p.bookedNanos, p.costNanos]);
+      }
+      if (periodRows.length > 0) {
+        await insertUnnest(tx, "period_totals", ["tenant", "customer_id", "charge_id", "period_start", "period_end", "unit", "quantity", "booked_nanos", "cost_nanos"], ["text", "text", "text", "timestamptz", "timestamptz", "text", "numeric", "bigint", "bigint"], periodRows,
+          `ON CONFLICT (tenant, customer_id, charge_id, period_start) DO UPDATE SET quantity = EXCLUDED.quantity, booked_nanos = EXCLUDED.booked_nanos, cost_nanos = EXCLUDED.cost_nanos`);
+      }
+      const taskRows: unknown[][] = [];
+      for (const k of st.dirtyTasks) {
+        const [tenant, customerId, taskId] = k.split(SEP);
+        const t = st.tasks.get(k)!;
+        taskRows.push([tenant, customerId, taskId, t.attemptCostNanos, t.costUnit, t.outcome === null ? null : JSON.stringify({ ...t.outcome, priceNanos: t.outcome.priceNanos.toString() })]);
+      }
+      if (taskRows.length > 0) {
+        await insertMany(tx, "outcome_tasks", ["tenant", "customer_id", "task_id", "attempt_cost_nanos", "cost_unit", "outcome"], taskRows,
+          `ON CONFLICT (tenant, customer_id, task_id) DO UPDATE SET attempt_cost_nanos = EXCLUDED.attempt_cost_nanos, cost_unit = EXCLUDED.cost_unit, outcome = EXCLUDED.outcome`);
+      }
+    };
+    const stateWritten = writeState();
+    stateWritten.catch(() => {}); // awaited below; this only keeps a failure from being reported as unhandled meanwhile
     const rows: unknown[][] = [];
     const buckets = new Map<string, unknown[]>();
     const rateTime = new Date(nowMs);
@@ -251,6 +287,9 @@ export class RatedStore {
         rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime, eventRow++]);
       }
     }
+    // The state first (a failure there is reported as itself, not as the aborted transaction the
+    // next statement would meet), then the rated rows.
+    await stateWritten;
     if (rows.length > 0) {
       await this.db.copyRows(
         "rated_events",
@@ -260,10 +299,11 @@ export class RatedStore {
       );
     }
     if (buckets.size > 0) {
-      await insertMany(
+      await insertUnnest(
         tx,
         "usage_buckets",
         ["tenant", "customer_id", "charge_id", "dims_key", "model", "hour_start", "dimensions", "unit", "cost_unit", "quantity", "price_nanos", "cost_nanos", "event_count"],
+        ["text", "text", "text", "text", "text", "timestamptz", "jsonb", "text", "text", "bigint", "bigint", "bigint", "bigint"],
         [...buckets.values()],
         `ON CONFLICT (tenant, customer_id, hour_start, charge_id, dims_key, model) DO UPDATE SET
            quantity = usage_buckets.quantity + EXCLUDED.quantity,
@@ -272,38 +312,6 @@ export class RatedStore {
            event_count = usage_buckets.event_count + EXCLUDED.event_count,
            cost_unit = CASE WHEN usage_buckets.cost_unit = '' THEN EXCLUDED.cost_unit ELSE usage_buckets.cost_unit END`,
       );
-    }
-    const carryRows: unknown[][] = [];
-    for (const k of st.dirtyCarries) {
-      const [tenant, customerId, chargeId, dimsKey, kind] = k.split(SEP);
-      const c = st.carries.get(k)!.carried;
-      carryRows.push([tenant, customerId, chargeId, dimsKey, kind, c.num.toString(), c.den.toString()]);
-    }
-    if (carryRows.length > 0) {
-      await insertMany(tx, "carries", ["tenant", "customer_id", "charge_id", "dims_key", "kind", "residue_num", "residue_den"], carryRows,
-        `ON CONFLICT (tenant, customer_id, charge_id, dims_key, kind) DO UPDATE SET residue_num = EXCLUDED.residue_num, residue_den = EXCLUDED.residue_den`,
-        ["", "", "", "", "", "::numeric", "::numeric"]);
-    }
-    const periodRows: unknown[][] = [];
-    for (const k of st.dirtyPeriods) {
-      const [tenant, customerId, chargeId, start] = k.split(SEP);
-      const p: PeriodTotal = st.periods.get(k)!;
-      periodRows.push([tenant, customerId, chargeId, new Date(Number(start)), new Date(p.periodEndMs), p.unit, p.quantity.toString(), p.bookedNanos, p.costNanos]);
-    }
-    if (periodRows.length > 0) {
-      await insertMany(tx, "period_totals", ["tenant", "customer_id", "charge_id", "period_start", "period_end", "unit", "quantity", "booked_nanos", "cost_nanos"], periodRows,
-        `ON CONFLICT (tenant, customer_id, charge_id, period_start) DO UPDATE SET quantity = EXCLUDED.quantity, booked_nanos = EXCLUDED.booked_nanos, cost_nanos = EXCLUDED.cost_nanos`,
-        ["", "", "", "", "", "", "::numeric"]);
-    }
-    const taskRows: unknown[][] = [];
-    for (const k of st.dirtyTasks) {
-      const [tenant, customerId, taskId] = k.split(SEP);
-      const t = st.tasks.get(k)!;
-      taskRows.push([tenant, customerId, taskId, t.attemptCostNanos, t.costUnit, t.outcome === null ? null : JSON.stringify({ ...t.outcome, priceNanos: t.outcome.priceNanos.toString() })]);
-    }
-    if (taskRows.length > 0) {
-      await insertMany(tx, "outcome_tasks", ["tenant", "customer_id", "task_id", "attempt_cost_nanos", "cost_unit", "outcome"], taskRows,
-        `ON CONFLICT (tenant, customer_id, task_id) DO UPDATE SET attempt_cost_nanos = EXCLUDED.attempt_cost_nanos, cost_unit = EXCLUDED.cost_unit, outcome = EXCLUDED.outcome`);
     }
     let outboxBatchId: bigint | null = null;
     if (b.wallet.length > 0) {
