@@ -163,6 +163,22 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
       expect((await db.query("SELECT v FROM t_tx WHERE id = 1")).rows).toEqual([{ v: "one" }]);
     });
 
+    it("refuses a query a callback's stray async step issues after the callback threw: never run after ROLLBACK on its own", async () => {
+      let stray: Promise<unknown> | undefined;
+      await expect(
+        db.transaction(async (tx) => {
+          stray = (async () => {
+            await tx.query("SELECT pg_sleep(0.05)");
+            return tx.query("INSERT INTO t_tx VALUES (90, 'stray')");
+          })();
+          stray.catch(() => undefined);
+          throw new Error("boom");
+        }),
+      ).rejects.toThrow("boom");
+      await expect(stray).rejects.toThrow(/already finished/);
+      expect((await db.query("SELECT count(*)::int AS n FROM t_tx WHERE id = 90")).rows).toEqual([{ n: 0 }]);
+    });
+
     it("rolls back everything when the callback throws, and rethrows the callback's error unchanged", async () => {
       const boom = new Error("boom");
       const e = await db

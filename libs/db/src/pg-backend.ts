@@ -179,12 +179,16 @@ export class PgDb implements Db {
     try {
       await runQuery(client, begin, undefined);
       const out = await txContext.run(ctx, () => fn(tx));
+      // From here on a query through tx (a stray async step of the callback) is refused instead of
+      // being queued behind COMMIT / ROLLBACK and run on its own, in autocommit (as on PGlite).
+      tx.active = false;
       const commit = await runQuery(client, "COMMIT", undefined);
       if (commit.command === "ROLLBACK") {
         throw new DbError("query", "transaction rolled back at COMMIT: a statement inside it failed and its error was caught and ignored");
       }
       return out;
     } catch (e) {
+      tx.active = false;
       try {
         await client.query("ROLLBACK");
       } catch {
