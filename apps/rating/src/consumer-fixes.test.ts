@@ -47,6 +47,22 @@ for (const backend of testBackends()) describe(`rating consumer: poison events a
     expect(await h.service.consumer.pollOnce(0)).toBe(0);
   });
 
+  it("asks for fewer events while pages come back ResourceExhausted (large events past a message limit), and for more again after", async () => {
+    for (let i = 0; i < 5; i++) h.metering.push("tnt_a", { id: `big_${i}`, customerId: "cus_1", type: "api.call", timestampMs: t0 - 500 + i, properties: { calls: 1 } });
+    h.metering.pageEventsLimit = 700; // the default batch (2,000) is refused; 1,000 too; 500 passes
+    h.metering.readSizes = [];
+    try {
+      expect(await h.service.consumer.pollOnce(0)).toBe(5);
+      expect(h.metering.readSizes).toEqual([2_000, 1_000, 500]);
+      for (let i = 0; i < 5; i++) expect(await h.service.rated.ratedEvent("tnt_a", `big_${i}`)).toBeDefined();
+      // The next read asks for twice as many (1,000: refused), then 500 again.
+      expect(await h.service.consumer.pollOnce(0)).toBe(0);
+      expect(h.metering.readSizes.slice(3)).toEqual([1_000, 500]);
+    } finally {
+      h.metering.pageEventsLimit = Infinity;
+    }
+  });
+
   it("does not rate an event again when a replay would rate it under other charges (a subscription created meanwhile)", async () => {
     const seq = h.metering.push("tnt_a", { id: "x_1", customerId: "cus_2", type: "api.call", timestampMs: t0 - 500, properties: { calls: 3 } });
     expect(await h.service.consumer.pollOnce(0)).toBe(1);

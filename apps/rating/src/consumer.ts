@@ -1,4 +1,4 @@
-import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { MeteringService, StoredEvent } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { ConsumeResult, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
@@ -219,18 +219,41 @@ export class RatingConsumer {
     await this.#handOffs.idle();
   }
 
-  #readRequest(after: bigint, waitMs: number) {
-    const { batchEventsMax, partitionCount, partition } = this.#o;
-    return { afterSequence: after, maxEvents: batchEventsMax, waitMs, ...(partitionCount > 1 ? { partitionCount, partition } : {}) };
+  #readRequest(after: bigint, waitMs: number, maxEvents: number) {
+    const { partitionCount, partition } = this.#o;
+    return { afterSequence: after, maxEvents, waitMs, ...(partitionCount > 1 ? { partitionCount, partition } : {}) };
   }
+
+  /**
+   * Events asked per page: batchEventsMax, halved while pages come back ResourceExhausted (a page
+   * of large events past a message limit: 2,000 events of up to ~16.5 KB each are 33 MB, over
+   * the 16 MiB limits), doubled back after each page read.
+   */
+  #pageEvents = 0;
 
   /**
    * One ReadEvents call. Through the view, the page is decoded as soon as it arrives (in the
    * running loop that is while the previous batch's transaction waits on the database).
    */
   async #read(after: bigint, waitMs: number): Promise<{ events: PageEvents; lastSequence: bigint }> {
+    const max = this.#o.batchEventsMax;
+    if (this.#pageEvents === 0) this.#pageEvents = max;
+    for (;;) {
+      try {
+        const page = await this.#readPage(after, waitMs, this.#pageEvents);
+        this.#pageEvents = Math.min(max, this.#pageEvents * 2);
+        return page;
+      } catch (e) {
+        if (ConnectError.from(e).code !== Code.ResourceExhausted || this.#pageEvents === 1) throw e;
+        this.#pageEvents = Math.max(1, Math.floor(this.#pageEvents / 2));
+        this.#d.logger.warn("metering page too large; asking for fewer events", { events: this.#pageEvents });
+      }
+    }
+  }
+
+  async #readPage(after: bigint, waitMs: number, maxEvents: number): Promise<{ events: PageEvents; lastSequence: bigint }> {
     const opts = { signal: this.#abort?.signal, timeoutMs: waitMs + 10_000 };
-    const req = this.#readRequest(after, waitMs);
+    const req = this.#readRequest(after, waitMs, maxEvents);
     if (this.#d.views === undefined) return this.#d.metering.readEvents(req, opts);
     const page = await this.#d.views.readEvents(req, opts);
     return { events: decodedPage(page.events), lastSequence: page.lastSequence };

@@ -42,6 +42,10 @@ export class FakeMetering {
   }
   meters = new Map<string, string>(); // tenant\0meter -> event type
   #seq = 0n;
+  /** Pages asking for more events than this fail ResourceExhausted (a page past a message limit). */
+  pageEventsLimit = Infinity;
+  /** The maxEvents of every ReadEvents call, in order. */
+  readSizes: number[] = [];
 
   push(tenant: string, e: { id: string; customerId: string; type: string; timestampMs: number; properties: Record<string, string | number | bigint>; traceparent?: string }): bigint {
     this.#seq += 10n;
@@ -62,6 +66,8 @@ export class FakeMetering {
 
   /** page: what ReadEvents answers (a page of the feed or of one partition of it). */
   page(req: { afterSequence: bigint; maxEvents: number; partitionCount: number; partition: number }): { events: StoredEvent[]; lastSequence: bigint } {
+    this.readSizes.push(req.maxEvents);
+    if (req.maxEvents > this.pageEventsLimit) throw new ConnectError("message size larger than configured writeMaxBytes", Code.ResourceExhausted);
     let lo = 0;
     let hi = this.events.length;
     while (lo < hi) {

@@ -25,6 +25,21 @@ for (const backend of testBackends()) {
       await db.dispose();
     });
 
+    it("writes nothing of a batch whose rows fail to build while its state statements are in flight (none runs after the ROLLBACK)", async () => {
+      const cat = catalogFor(subNano, llmCosts());
+      const st = new MemoryRatingState();
+      const r = rateEvent(cat, st, event("rb1", "llm.call", { model: "gpt-x", input_tokens: 7 }));
+      // Any throw while the rows are built (here JSON of a bigint dimension; review probe).
+      (r.lines[0]!.dimensions as Record<string, unknown>).model = 1n;
+      const before = (await db.query("SELECT count(*)::int AS n FROM period_totals")).rows[0];
+      await expect(
+        db.transaction((tx) => rated.writeBatch(tx, { rated: [{ tenant: "tnt_rb", sequence: 1n, result: r }], wallet: [], cursor: { name: "metering_rb", afterSequence: 1n } }, st, T0)),
+      ).rejects.toThrow(/BigInt/);
+      await new Promise((res) => setTimeout(res, 200)); // anything still in flight has run by now
+      expect((await db.query("SELECT count(*)::int AS n FROM period_totals")).rows[0]).toEqual(before);
+      expect((await db.query("SELECT count(*)::int AS n FROM carries WHERE tenant = 'tnt_rb'")).rows[0]).toEqual({ n: 0 });
+    });
+
     it("persists carried residues so that rating resumed from the store books what an uninterrupted run books", async () => {
       const cat = catalogFor(subNano, llmCosts());
       // Uninterrupted reference: 30 events of 7 tokens at 0.0375 nano per token.

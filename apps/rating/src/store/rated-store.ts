@@ -255,37 +255,44 @@ export class RatedStore {
     const rows: unknown[][] = [];
     const buckets = new Map<string, unknown[]>();
     const rateTime = new Date(nowMs);
-    for (const { tenant, sequence, result: r } of b.rated) {
-      const byCharge = new Map<string, RatedLine[]>();
-      for (const l of r.lines) {
-        const list = byCharge.get(l.chargeId);
-        if (list === undefined) byCharge.set(l.chargeId, [l]);
-        else list.push(l);
-        const hour = Math.floor(r.timestampMs / HOUR_MS) * HOUR_MS;
-        const bk = [tenant, r.customerId, hour, l.chargeId, l.dimsKey, r.model].join(SEP);
-        const cur = buckets.get(bk);
-        if (cur === undefined) {
-          buckets.set(bk, [tenant, r.customerId, l.chargeId, l.dimsKey, r.model, new Date(hour), JSON.stringify(l.dimensions), l.unit, l.costUnit, l.quantity, l.priceNanos, l.costNanos, 1n]);
-        } else {
-          cur[9] = (cur[9] as bigint) + l.quantity;
-          cur[10] = (cur[10] as bigint) + l.priceNanos;
-          cur[11] = (cur[11] as bigint) + l.costNanos;
-          cur[12] = (cur[12] as bigint) + 1n;
-          if (cur[8] === "" && l.costUnit !== "") cur[8] = l.costUnit;
+    // Building the rows must not throw past the state statements still in flight: the wrapper
+    // would queue ROLLBACK behind them and a later one would run after it, committing on its own.
+    try {
+      for (const { tenant, sequence, result: r } of b.rated) {
+        const byCharge = new Map<string, RatedLine[]>();
+        for (const l of r.lines) {
+          const list = byCharge.get(l.chargeId);
+          if (list === undefined) byCharge.set(l.chargeId, [l]);
+          else list.push(l);
+          const hour = Math.floor(r.timestampMs / HOUR_MS) * HOUR_MS;
+          const bk = [tenant, r.customerId, hour, l.chargeId, l.dimsKey, r.model].join(SEP);
+          const cur = buckets.get(bk);
+          if (cur === undefined) {
+            buckets.set(bk, [tenant, r.customerId, l.chargeId, l.dimsKey, r.model, new Date(hour), JSON.stringify(l.dimensions), l.unit, l.costUnit, l.quantity, l.priceNanos, l.costNanos, 1n]);
+          } else {
+            cur[9] = (cur[9] as bigint) + l.quantity;
+            cur[10] = (cur[10] as bigint) + l.priceNanos;
+            cur[11] = (cur[11] as bigint) + l.costNanos;
+            cur[12] = (cur[12] as bigint) + 1n;
+            if (cur[8] === "" && l.costUnit !== "") cur[8] = l.costUnit;
+          }
+        }
+        let eventRow = 0;
+        for (const [chargeId, ls] of byCharge) {
+          let price = 0n;
+          let cost = 0n;
+          let costUnit = "";
+          for (const l of ls) {
+            price += l.priceNanos;
+            cost += l.costNanos;
+            if (l.costUnit !== "") costUnit = l.costUnit;
+          }
+          rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime, eventRow++]);
         }
       }
-      let eventRow = 0;
-      for (const [chargeId, ls] of byCharge) {
-        let price = 0n;
-        let cost = 0n;
-        let costUnit = "";
-        for (const l of ls) {
-          price += l.priceNanos;
-          cost += l.costNanos;
-          if (l.costUnit !== "") costUnit = l.costUnit;
-        }
-        rows.push([tenant, r.eventId, chargeId, r.customerId, r.eventType, new Date(r.timestampMs), r.subscriptionId, r.model, r.taskId, ls[0]!.unit, price, costUnit, cost, JSON.stringify(ls.map(lineJson)), sequence, rateTime, eventRow++]);
-      }
+    } catch (e) {
+      await stateWritten.catch(() => {});
+      throw e;
     }
     // The state first (a failure there is reported as itself, not as the aborted transaction the
     // next statement would meet), then the rated rows.
