@@ -7,6 +7,7 @@ import {
   LATE_EVENT_AGE_MS_DEFAULT,
   LATE_EVENT_AGE_MS_MAX,
   LATE_EVENT_AGE_MS_MIN,
+  READ_PAGE_BYTES_MAX,
   READ_POLL_INTERVAL_MS,
 } from "./limits.js";
 
@@ -21,6 +22,8 @@ export interface MeteringConfig {
   readPollIntervalMs: number;
   /** How often pending meter backfills are looked for (ms; 0 = only when a meter is created). */
   backfillIntervalMs: number;
+  /** Most bytes of a ReadEvents page (READ_PAGE_BYTES_MAX; tests lower it). */
+  readPageBytesMax: number;
 }
 
 export const METERING_CONFIG_DEFAULT: MeteringConfig = {
@@ -29,6 +32,7 @@ export const METERING_CONFIG_DEFAULT: MeteringConfig = {
   queueEventsMax: INGEST_QUEUE_EVENTS_MAX,
   readPollIntervalMs: READ_POLL_INTERVAL_MS,
   backfillIntervalMs: 1_000,
+  readPageBytesMax: READ_PAGE_BYTES_MAX,
 };
 
 export function meteringConfigFromEnv(env: Env): MeteringConfig {
@@ -38,6 +42,7 @@ export function meteringConfigFromEnv(env: Env): MeteringConfig {
     queueEventsMax: envInt(env, "METERING_QUEUE_EVENTS_MAX", INGEST_QUEUE_EVENTS_MAX, { min: 10_000, max: 10_000_000 }),
     readPollIntervalMs: envInt(env, "METERING_READ_POLL_INTERVAL_MS", READ_POLL_INTERVAL_MS, { min: 10, max: 10_000 }),
     backfillIntervalMs: envInt(env, "METERING_BACKFILL_INTERVAL_MS", 1_000, { min: 0, max: 3_600_000 }),
+    readPageBytesMax: READ_PAGE_BYTES_MAX,
   };
 }
 

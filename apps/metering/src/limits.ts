@@ -73,6 +73,12 @@ export const LATE_EVENT_AGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
 /** ReadEvents: default and maximum page, maximum long-poll wait, fallback poll interval. */
 export const READ_EVENTS_DEFAULT = 1_000;
 export const READ_EVENTS_MAX = 10_000;
+/**
+ * Most bytes of one ReadEvents page, by an upper bound of each event's binary encoding
+ * (mapping.ts storedEventSizeBound): a page ends early (last_sequence = its last event) rather
+ * than pass RESPONSE_BYTES_MAX with large events (up to ~16.5 KB each). Always at least one event.
+ */
+export const READ_PAGE_BYTES_MAX = 12 * 1024 * 1024;
 /** ReadEvents partitions: most partitions, and most sequences one partitioned read examines. */
 export const READ_PARTITIONS_MAX = 256;
 export const READ_PARTITION_SCAN_MAX = 100_000;

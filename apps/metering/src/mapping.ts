@@ -98,6 +98,20 @@ export function eventFromPb(e: PbEvent): EventInput {
   };
 }
 
+/**
+ * An upper bound of a StoredEvent's binary encoding: 3 bytes per UTF-16 code unit of every
+ * string, tags, lengths and numbers at their widest (StoredEvent, Event, timestamps, trace
+ * context: 128 bytes; a property entry: 32 bytes beyond its key and value).
+ */
+export function storedEventSizeBound(e: StoredEvent): number {
+  let n = 128 + 3 * (e.tenant.length + e.id.length + e.customerId.length + e.type.length + e.traceparent.length + e.tracestate.length);
+  for (const k of Object.keys(e.properties)) {
+    const v = e.properties[k]!;
+    n += 32 + 3 * k.length + (v.kind === "string" || v.kind === "decimal" ? 3 * v.value.length : 0);
+  }
+  return n;
+}
+
 export function storedEventToPb(e: StoredEvent): PbStoredEvent {
   const properties: Record<string, PbPropertyValue> = {};
   for (const [k, v] of Object.entries(e.properties)) properties[k] = propertyToPb(v);

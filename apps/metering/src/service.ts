@@ -56,6 +56,7 @@ import {
   outcomeToResult,
   rejectedResult,
   resultBytesBound,
+  storedEventSizeBound,
   storedEventToPb,
   timestampToUs,
   usToTimestamp,
@@ -265,6 +266,17 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
           readWaiters--;
         }
       }
+      // A byte budget per page: it ends early (the cursor moves only to its last event; the rest,
+      // and other partitions' events skipped over after it, are read again) rather than pass the
+      // response limit with large events.
+      let bytes = 0;
+      let n = 0;
+      for (; n < page.events.length; n++) {
+        const b = storedEventSizeBound(page.events[n]!);
+        if (n > 0 && bytes + b > deps.config.readPageBytesMax) break;
+        bytes += b;
+      }
+      if (n < page.events.length) page = { events: page.events.slice(0, n), through: page.events[n - 1]!.sequence };
       return create(ReadEventsResponseSchema, { events: page.events.map(storedEventToPb), lastSequence: page.through });
     },
 
