@@ -50,6 +50,20 @@ function fmtDays(ms: number): string {
   return Number.isInteger(d) ? String(d) : d.toFixed(3);
 }
 
+/** Each subscription phase's overlap [a, b) with the period, with its plan version (phases without one, or no overlap, skipped). */
+function* phaseSpans(cat: TenantCatalog, subs: Subscription[], period: Period) {
+  for (const s of subs) {
+    for (const ph of s.phases) {
+      const a = Math.max(ph.startMs, period.startMs, s.startMs);
+      const b = Math.min(ph.endMs ?? Infinity, period.endMs, s.endMs ?? Infinity);
+      if (a >= b) continue;
+      const v = cat.version(ph.planId, ph.planVersion);
+      if (v === undefined) continue;
+      yield { s, ph, planId: ph.planId, v, a, b };
+    }
+  }
+}
+
 /** A usage charge over one part of the period: the charge in force there (plan version, override). */
 export interface UsagePiece {
   charge: CompiledCharge;
@@ -66,19 +80,12 @@ export interface UsagePiece {
  */
 export function usagePieces(cat: TenantCatalog, customer: Customer, subs: Subscription[], period: Period): Map<string, UsagePiece[]> {
   const out = new Map<string, UsagePiece[]>();
-  for (const s of subs) {
-    for (const ph of s.phases) {
-      const a = Math.max(ph.startMs, period.startMs, s.startMs);
-      const b = Math.min(ph.endMs ?? Infinity, period.endMs, s.endMs ?? Infinity);
-      if (a >= b) continue;
-      const v = cat.version(ph.planId, ph.planVersion);
-      if (v === undefined) continue;
-      for (const c0 of v.charges) {
-        if (c0.mode === "recurring") continue;
-        const l = out.get(c0.chargeId) ?? [];
-        for (const x of overridePieces(cat, customer, ph.planId, v, c0, a, b)) l.push({ ...x, intervalMonths: v.spec.intervalMonths });
-        out.set(c0.chargeId, l);
-      }
+  for (const { planId, v, a, b } of phaseSpans(cat, subs, period)) {
+    for (const c0 of v.charges) {
+      if (c0.mode === "recurring") continue;
+      const l = out.get(c0.chargeId) ?? [];
+      for (const x of overridePieces(cat, customer, planId, v, c0, a, b)) l.push({ ...x, intervalMonths: v.spec.intervalMonths });
+      out.set(c0.chargeId, l);
     }
   }
   for (const l of out.values()) l.sort((x, y) => x.startMs - y.startMs);
@@ -162,35 +169,28 @@ export function ratePeriod(
   let lastStart = -Infinity;
   const chargeSpecs = new Map<string, CompiledCharge>();
 
-  for (const s of subs) {
-    for (const ph of s.phases) {
-      const a = Math.max(ph.startMs, period.startMs, s.startMs);
-      const b = Math.min(ph.endMs ?? Infinity, period.endMs, s.endMs ?? Infinity);
-      if (a >= b) continue;
-      const v = cat.version(ph.planId, ph.planVersion);
-      if (v === undefined) continue;
-      if (a >= lastStart) {
-        lastStart = a;
-        lastVersion = { planId: ph.planId, v };
-      }
-      for (const c0 of v.charges) {
-        // An override in force over part of [a, b) prices only that part: split the overlap at
-        // the boundaries of the customer's overrides of this charge and price each piece with the
-        // charge in force over it (prorated and rounded once per piece, like phases).
-        // Usage charges are priced on the period totals below, with the charge in force at b - 1.
-        const pieces = c0.mode === "recurring" ? overridePieces(cat, customer, ph.planId, v, c0, a, b) : [{ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b }];
-        chargeSpecs.set(c0.chargeId, pieces[pieces.length - 1]!.charge); // the charge in force at b - 1
-        for (const { charge: c, startMs: x, endMs: y } of pieces) {
-          const p = c.pricing;
-          if (p.kind === "flat") {
-            const amt = checkedLine(roundHalfEven(prorate(rateExact(p.amount), y - x, periodMs)), "flat", c.chargeId);
-            lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n });
-          } else if (p.kind === "seats") {
-            for (const seg of seatSegments(s, x, y)) {
-              if (seg.seats === 0) continue;
-              const amt = checkedLine(roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs)), "seats", c.chargeId, `${seg.seats} seats`);
-              lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
-            }
+  for (const { s, ph, v, a, b } of phaseSpans(cat, subs, period)) {
+    if (a >= lastStart) {
+      lastStart = a;
+      lastVersion = { planId: ph.planId, v };
+    }
+    for (const c0 of v.charges) {
+      // An override in force over part of [a, b) prices only that part: split the overlap at
+      // the boundaries of the customer's overrides of this charge and price each piece with the
+      // charge in force over it (prorated and rounded once per piece, like phases).
+      // Usage charges are priced on the period totals below, with the charge in force at b - 1.
+      const pieces = c0.mode === "recurring" ? overridePieces(cat, customer, ph.planId, v, c0, a, b) : [{ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b }];
+      chargeSpecs.set(c0.chargeId, pieces[pieces.length - 1]!.charge); // the charge in force at b - 1
+      for (const { charge: c, startMs: x, endMs: y } of pieces) {
+        const p = c.pricing;
+        if (p.kind === "flat") {
+          const amt = checkedLine(roundHalfEven(prorate(rateExact(p.amount), y - x, periodMs)), "flat", c.chargeId);
+          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n });
+        } else if (p.kind === "seats") {
+          for (const seg of seatSegments(s, x, y)) {
+            if (seg.seats === 0) continue;
+            const amt = checkedLine(roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs)), "seats", c.chargeId, `${seg.seats} seats`);
+            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
           }
         }
       }
