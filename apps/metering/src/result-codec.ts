@@ -11,52 +11,10 @@
 import { create } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { IngestEventsResponseSchema, type IngestEventsResponse, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
-
-const TWO_64 = 1n << 64n;
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function varint64Size(u: bigint): number {
-  if (u <= 0x1fffffffffffffn) return varintSize(Number(u));
-  let size = 1;
-  while (u >= 0x80n) {
-    u >>= 7n;
-    size++;
-  }
-  return size;
-}
-
-/** int64 as protobuf encodes it: two's complement in 64 bits, as an unsigned varint. */
-const int64Unsigned = (v: bigint): bigint => (v < 0n ? v + TWO_64 : v);
+import { int64Unsigned, varint64Size, varintSize, writeVarint, writeVarint64 } from "@nanobill/service-kit";
 
 /** Size of a proto3 string field (omitted when empty) whose UTF-8 length is `bytes`. */
 const strFieldSize = (bytes: number): number => (bytes === 0 ? 0 : 1 + varintSize(bytes) + bytes);
-
-function writeVarint(buf: Buffer, pos: number, n: number): number {
-  while (n >= 0x80) {
-    buf[pos++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  buf[pos++] = n;
-  return pos;
-}
-
-function writeVarint64(buf: Buffer, pos: number, u: bigint): number {
-  if (u <= 0x1fffffffffffffn) return writeVarint(buf, pos, Number(u));
-  while (u >= 0x80n) {
-    buf[pos++] = Number(u & 0x7fn) | 0x80;
-    u >>= 7n;
-  }
-  buf[pos++] = Number(u);
-  return pos;
-}
 
 function writeStr(buf: Buffer, pos: number, tag: number, s: string, bytes: number): number {
   if (bytes === 0) return pos;

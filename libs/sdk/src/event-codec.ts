@@ -10,6 +10,7 @@
 //   2 nanos), 5 properties (map<string, PropertyValue>: entry 1 key, 2 value), 6 trace_context
 //   (nanobill.common.v1.TraceContext: 1 traceparent, 2 tracestate).
 //   PropertyValue (oneof kind): 1 string_value, 2 int_value (int64), 3 decimal_value, 4 bool_value.
+import { int64Unsigned, varint64Size, varintSize } from "@nanobill/service-kit";
 
 /** A property value in wire terms (the SDK's PropertyInput after validation). */
 export type WireProperty =
@@ -29,33 +30,8 @@ export interface WireEvent {
   tracestate: string;
 }
 
-const TWO_64 = 1n << 64n;
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
 const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
-
-/** int64 as protobuf encodes it: two's complement in 64 bits, as an unsigned varint. */
-function int64Unsigned(v: bigint): bigint {
-  return v < 0n ? v + TWO_64 : v;
-}
-
-function varint64Size(u: bigint): number {
-  let size = 1;
-  while (u >= 0x80n) {
-    u >>= 7n;
-    size++;
-  }
-  return size;
-}
 
 class Writer {
   pos = 0;
