@@ -66,6 +66,11 @@ for (const backend of testBackends()) {
       await arg(h.client.setBillingSettings({ settings: { customerId: "cus_1", minimumBillableNanos: USD, deferralUntil: huge } }), "settings.deferral_until");
       await arg(h.client.listInvoices({ pageToken: "9999999999999999.inv_abc" }), "page_token");
       await arg(h.client.previewInvoice({ customerId: "cus_1", at: huge }), "at");
+      // a valid time whose billing period ends on 10000-01-01, which no Timestamp JSON can hold (fuzz finding: Internal)
+      await arg(h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("9999-12-15T00:00:00Z")) }), "at");
+      expect((await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("9999-11-15T00:00:00Z")) })).invoice!.periodEnd!.seconds).toBe(
+        BigInt(Date.UTC(9999, 11, 1) / 1000),
+      );
       const r = await h.client.closePeriod({
         items: [
           { customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) },

@@ -453,6 +453,9 @@ export function createInvoicingCore(d: HandlerDeps): {
             anchorAt: cc.customer.billingAnchor,
           };
     const period: Period = at.getTime() < base.startedAt.getTime() ? periodAt(base, base.startedAt) : periodAt(base, at);
+    if (!inTimeRange(period.start.getTime()) || !inTimeRange(period.end.getTime())) {
+      throw new InvalidInput("at", `its billing period (${period.start.toISOString()} to ${period.end.toISOString()}) is not inside years 1..9999 UTC: no Timestamp can hold it`);
+    }
     const from = floorHour(period.start);
     const window = { from, to: at.getTime() > from.getTime() ? at : from };
     const ppIds = new Set(active.flatMap((s) => [...periodPricedIds(s, cc.plans)]));

@@ -506,5 +506,23 @@ for (const backend of testBackends()) {
       expect(ok.results[1]!.error).toMatch(/rates\[1\]\.unit_price\.amount/);
       await expectCode(h.client(KEYS.readA).listRatedUsage({ customerId: "cus_1", from: timestampFromMs(0), to: timestampFromMs(t0) }), Code.InvalidArgument, /window/);
     });
+
+    it("refuses times outside years 1..9999 and a RatePeriod whose period would end past 9999, naming the field (fuzz finding: Internal on JSON)", async () => {
+      const b = h.client(KEYS.adminB);
+      const ts = (seconds: bigint, nanos = 0) => ({ seconds, nanos });
+      const y10000 = ts(253_402_300_800n); // 10000-01-01T00:00:00Z
+      const y0 = ts(-62_135_596_801n); // 0000-12-31T23:59:59Z
+      await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: y10000, timeZone: "UTC" } }), Code.InvalidArgument, /customer\.billing_anchor: must be a time in years 1\.\.9999/);
+      await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: y0, timeZone: "UTC" } }), Code.InvalidArgument, /customer\.billing_anchor: must be a time in years 1\.\.9999/);
+      await expectCode(b.listCostRates({ at: y10000 }), Code.InvalidArgument, /^at: must be a time in years 1\.\.9999/);
+      await expectCode(b.listAlerts({ since: y0 }), Code.InvalidArgument, /^since: must be a time/);
+      await expectCode(b.listRatedUsage({ customerId: "cus_1", from: y0, to: ts(0n) }), Code.InvalidArgument, /^from: must be a time/);
+      await b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
+      await expectCode(b.ratePeriod({ customerId: "cus_far", at: y10000 }), Code.InvalidArgument, /^at: must be a time/);
+      // 9999-12-15 is a valid time, but its billing period ends on 10000-01-01, which no Timestamp JSON can hold.
+      await expectCode(b.ratePeriod({ customerId: "cus_far", at: timestampFromMs(Date.UTC(9999, 11, 15)) }), Code.InvalidArgument, /^at: the billing period containing it ends after 9999-12-31/);
+      const last = await b.ratePeriod({ customerId: "cus_far", at: timestampFromMs(Date.UTC(9999, 10, 15)) });
+      expect(new Date(Number(last.periodEnd!.seconds) * 1000).toISOString()).toBe("9999-12-01T00:00:00.000Z");
+    });
   });
 }

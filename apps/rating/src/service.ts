@@ -24,7 +24,7 @@ import { ratePeriod, usageBoundaries, type PeriodLineKind as DomainLineKind, typ
 import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
-import { checkId, checkName, checkRange, checkSeats, checkTime, validateCustomer, validateRule } from "./domain/validate.js";
+import { TIME_MS_MAX, TIME_MS_MIN, checkId, checkName, checkRange, checkSeats, checkTime, optionalTime, validateCustomer, validateRule } from "./domain/validate.js";
 import {
   ALERTS_PAGE_MAX,
   COST_RATES_LIST_MAX,
@@ -96,6 +96,8 @@ function pageSize(n: number, max = PAGE_SIZE_MAX): number {
 function windowOf(from: number | null, to: number | null, maxMs: number): { fromMs: number; toMs: number } {
   if (from === null) throw invalid("from", "is required");
   if (to === null) throw invalid("to", "is required");
+  checkTime(from, "from");
+  checkTime(to, "to");
   if (to <= from) throw invalid("to", "must be after from");
   if (to - from > maxMs) throw invalid("to", `window must be at most ${maxMs / DAY_MS} days`);
   return { fromMs: Math.floor(from / HOUR_MS) * HOUR_MS, toMs: to };
@@ -378,7 +380,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async listCostRates(req, ctx) {
       const tenant = read(ctx);
       let rates = await d.catalog.costRates(tenant, req.provider, req.model, COST_RATES_LIST_MAX);
-      const at = msOrNull(req.at);
+      const at = optionalTime(msOrNull(req.at), "at");
       if (at !== null) {
         const best = new Map<string, (typeof rates)[number]>();
         for (const r of rates) {
@@ -448,7 +450,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async ratePeriod(req, ctx) {
       const tenant = read(ctx);
       checkId(req.customerId, "customer_id");
-      const at = msOrNull(req.at) ?? now();
+      const at = optionalTime(msOrNull(req.at), "at") ?? now();
       const cat = await d.cache.forCustomers(tenant, [req.customerId]);
       const customer = cat.customer(req.customerId);
       if (customer === undefined) throw notFound("customer", req.customerId);
@@ -456,6 +458,9 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       let interval = 1;
       for (const s of subs) for (const ph of s.phases) if (ph.startMs <= at && (ph.endMs === null || at < ph.endMs)) interval = cat.version(ph.planId, ph.planVersion)?.spec.intervalMonths ?? interval;
       const period = billingPeriod(customer.billingAnchorMs, customer.timeZone, interval, at);
+      if (period.startMs < TIME_MS_MIN || period.endMs > TIME_MS_MAX) {
+        throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);
+      }
       const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => t.chargeId !== CAP_CHARGE_ID);
       // Under a spending cap the real-time path cut some events' prices (buckets and rated events
       // are capped, period totals are not): report what the events were rated at, by exact event
@@ -490,6 +495,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const toMs = msOrNull(req.to);
       if (fromMs === null) throw invalid("from", "is required");
       if (toMs === null) throw invalid("to", "is required");
+      checkTime(fromMs, "from");
+      checkTime(toMs, "to");
       if (toMs <= fromMs) throw invalid("to", "must be after from");
       if (toMs - fromMs > RATED_EVENTS_WINDOW_MS_MAX) throw invalid("to", `window must be at most ${RATED_EVENTS_WINDOW_MS_MAX / HOUR_MS} hours (one bucket)`);
       const n = pageSize(req.pageSizeMax);
@@ -582,7 +589,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
 
     async listAlerts(req, ctx) {
       const tenant = read(ctx);
-      const since = msOrNull(req.since) ?? now() - DAY_MS;
+      const since = optionalTime(msOrNull(req.since), "since") ?? now() - DAY_MS;
       if (req.customerId !== "") checkId(req.customerId, "customer_id");
       const n = pageSize(req.pageSizeMax, ALERTS_PAGE_MAX);
       return { alerts: (await d.rated.alerts(tenant, since, req.customerId, n)).map(alertToProto) };

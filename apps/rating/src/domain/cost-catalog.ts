@@ -3,6 +3,7 @@ import { invalid, withField } from "./errors.js";
 import { compileUnitPrice } from "./compile.js";
 import { propQuantity, propString, type Exact } from "./pricing.js";
 import { EVENTS_METRIC, type CostRateSpec, type UsageEvent } from "./types.js";
+import { checkTime } from "./validate.js";
 
 /** Event properties that name the provider and the model an event's cost is looked up by. */
 export const PROVIDER_PROPERTY = "provider";
@@ -32,7 +33,7 @@ export function validateCostRate(r: CostRateSpec, field: string): Rate {
     if (!NAME_RE.test(r[k])) throw invalid(`${field}.${k}`, `must be 1-128 characters of [A-Za-z0-9_.:/-], got ${JSON.stringify(r[k])}`);
   }
   withField(`${field}.currency`, () => currency(r.currency, ""));
-  if (!Number.isFinite(r.effectiveMs)) throw invalid(`${field}.effective_time`, "is required");
+  checkTime(r.effectiveMs, `${field}.effective_time`);
   return compileUnitPrice(r.unitPrice, `${field}.unit_price`);
 }
 

@@ -16,13 +16,25 @@ export function checkName(v: string, field: string): void {
   if (v.length > NAME_CHARS_MAX) throw invalid(field, `must be at most ${NAME_CHARS_MAX} characters`);
 }
 
-/** checkTime: a required timestamp (NaN = missing). */
+/** TIME_MS_MIN / TIME_MS_MAX: the instants a request may name, years 1..9999 UTC (what Timestamp JSON, PostgreSQL and Date all hold). */
+export const TIME_MS_MIN = -62_135_596_800_000; // 0001-01-01T00:00:00.000Z
+export const TIME_MS_MAX = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
+/** checkTime: a required timestamp (NaN = missing) in years 1..9999 UTC. */
 export function checkTime(ms: number, field: string): void {
-  if (!Number.isFinite(ms)) throw invalid(field, "is required");
+  if (Number.isNaN(ms)) throw invalid(field, "is required");
+  if (!(ms >= TIME_MS_MIN && ms <= TIME_MS_MAX)) throw invalid(field, "must be a time in years 1..9999 UTC");
+}
+
+/** optionalTime: an optional timestamp (null = absent), in years 1..9999 UTC when present. */
+export function optionalTime(ms: number | null, field: string): number | null {
+  if (ms !== null) checkTime(ms, field);
+  return ms;
 }
 
 export function checkRange(startMs: number, endMs: number | null, startField: string, endField: string): void {
   checkTime(startMs, startField);
+  optionalTime(endMs, endField);
   if (endMs !== null && endMs <= startMs) throw invalid(endField, `must be after ${startField}`);
 }
 
