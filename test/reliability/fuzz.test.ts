@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 import { connect, type ClientHttp2Session } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import fc from "fast-check";
-import type { DescField, DescMessage, DescService } from "@bufbuild/protobuf";
+import { create, fromJson, toBinary, type DescField, type DescMessage, type DescService, type JsonValue, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { TimestampSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { silentLogger } from "@nanobill/service-kit";
 import { IngestStatus, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
@@ -20,7 +20,8 @@ import { e2eBackends } from "../e2e/support.js";
  * Random and malformed requests (raw Connect JSON over HTTP/2) to every unary RPC of every service,
  * sent with a second tenant's admin key and salted with the first tenant's ids: no `internal` /
  * `unknown`, no crash, no first-tenant id in a successful answer unless the request carried it,
- * and the first tenant's books unchanged.
+ * and the first tenant's books unchanged. A second pass sends the binary protocol with every
+ * Timestamp set to values JSON cannot carry (years 0 and 10000, 2^62 seconds, nanos out of range).
  */
 const RUNS_PER_RPC = Number(process.env.NANOBILL_FUZZ_RUNS ?? 30);
 const FC_SEED = process.env.NANOBILL_SEED ? Number(process.env.NANOBILL_SEED) : undefined;
@@ -207,9 +208,75 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
       { weight: 1, arbitrary: fc.json({ maxDepth: 3 }) },
     );
 
+  /** Timestamps only the binary protocol can carry: outside years 1..9999, nanos outside 0..999,999,999. */
+  const ODD_TIMES: Array<[bigint, number]> = [
+    [253_402_300_800n, 0], // 10000-01-01
+    [-62_135_596_801n, 0], // year 0
+    [2n ** 62n, 0],
+    [-(2n ** 62n), 0],
+    [0n, -1],
+    [0n, 1_000_000_000],
+    [-1n, 2_147_483_647],
+    [253_402_300_799n, 999_999_999], // the last valid instant
+  ];
+  /** setTimes: every Timestamp field of `msg` (nested, in lists and oneofs) set to the next of `times`. */
+  const setTimes = (desc: DescMessage, msg: Record<string, unknown>, times: Array<[bigint, number]>, depth = 0): void => {
+    if (depth > 3) return;
+    const next = (): Message => {
+      const [seconds, nanos] = times[0]!;
+      times.push(times.shift()!);
+      return create(TimestampSchema, { seconds, nanos });
+    };
+    for (const f of desc.fields) {
+      if (f.message === undefined) continue;
+      const holder = f.oneof ? (msg[f.oneof.localName] as { case?: string; value?: unknown }) : undefined;
+      if (f.oneof && holder?.case !== f.localName) continue;
+      const get = () => (f.oneof ? holder!.value : msg[f.localName]);
+      const put = (v: unknown) => (f.oneof ? (holder!.value = v) : (msg[f.localName] = v));
+      if (f.fieldKind === "message") {
+        if (f.message.typeName === TimestampSchema.typeName) put(next());
+        else if (get() !== undefined) setTimes(f.message, get() as Record<string, unknown>, times, depth + 1);
+      } else if (f.fieldKind === "list" && f.listKind === "message") {
+        const l = get() as unknown[];
+        for (let i = 0; i < l.length; i++) {
+          if (f.message.typeName === TimestampSchema.typeName) l[i] = next();
+          else setTimes(f.message, l[i] as Record<string, unknown>, times, depth + 1);
+        }
+      }
+    }
+  };
+  /** A binary request: a random message (as the JSON pass makes them) with odd Timestamps. */
+  const binaryArb = (m: DescMessage): fc.Arbitrary<Buffer> =>
+    fc.tuple(messageArb(m, 0), fc.shuffledSubarray(ODD_TIMES, { minLength: 1 })).map(([obj, times]) => {
+      let msg: Message;
+      try {
+        msg = fromJson(m, obj as JsonValue, { ignoreUnknownFields: true });
+      } catch {
+        msg = create(m);
+      }
+      setTimes(m, msg as unknown as Record<string, unknown>, times);
+      return Buffer.from(toBinary(m, msg));
+    });
+
   for (const [name, service] of SERVICES) {
     for (const method of service.methods) {
       if (method.methodKind !== "unary") continue;
+      it(`${service.typeName}/${method.name} answers out-of-range times in binary requests without internal`, async () => {
+        const path = `/${service.typeName}/${method.name}`;
+        await fc.assert(
+          fc.asyncProperty(binaryArb(method.input), async (body) => {
+            const ans = await post(sessions.get(name)!, path, keyB, body, "application/proto");
+            const code = codeOf(ans) ?? "ok";
+            expect(FORBIDDEN_CODES.has(code), `${path} (binary ${body.toString("base64")}) answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
+            if (code === "ok") {
+              const sent = body.toString("utf8");
+              for (const id of idsA) if (sent.includes(id)) claimedByB.add(id);
+              for (const id of idsA) if (!claimedByB.has(id)) expect(ans.body.includes(id), `${path} showed tenant A's ${id} to tenant B`).toBe(false);
+            }
+          }),
+          { numRuns: RUNS_PER_RPC, seed: FC_SEED, endOnFailure: true },
+        );
+      }, 120_000);
       it(`${service.typeName}/${method.name} never answers internal, never shows another tenant's ids`, async () => {
         const path = `/${service.typeName}/${method.name}`;
         const seen = new Map<string, number>();

@@ -1,6 +1,7 @@
 /** proto <-> domain. Amounts stay bigint end to end; times are µs bigints inside, Timestamps outside. */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, TimestampSchema } from "@bufbuild/protobuf/wkt";
+import { usToTimestamp } from "@nanobill/service-kit";
 import {
   type Account as PbAccount,
   AccountBalanceSchema,
@@ -30,10 +31,7 @@ import type { StoredTransfer, TransferStateName } from "./store/types.js";
 
 const US_PER_SECOND = 1_000_000n;
 
-export function usToTimestamp(us: bigint): Timestamp {
-  const seconds = us >= 0n ? us / US_PER_SECOND : -((-us + US_PER_SECOND - 1n) / US_PER_SECOND);
-  return create(TimestampSchema, { seconds, nanos: Number(us - seconds * US_PER_SECOND) * 1000 });
-}
+export { usToTimestamp };
 
 /** google.protobuf.Timestamp: nanos must be in 0..999,999,999 (negative times use negative seconds). */
 const TIMESTAMP_NANOS_MAX = 999_999_999;

@@ -314,6 +314,14 @@ describe("LedgerService through createRouterTransport", () => {
       expect((await codeOf(c.queryTransfers({ endTime: ts }))).message).toMatch(/^end_time: nanos must be/);
       expect((await codeOf(c.getAccountBalances({ accountId: "acct_wallet", atTime: ts }))).message).toMatch(/^at_time: nanos must be/);
     }
+    // Seconds beyond int64 µs (fuzz finding: Internal from PostgreSQL) and outside years 1..9999.
+    for (const seconds of [2n ** 62n, -(2n ** 62n), 253_402_300_800n, -62_135_596_801n]) {
+      const far = { seconds, nanos: 0 };
+      expect((await codeOf(c.queryTransfers({ startTime: far }))).message).toMatch(/^start_time: must be a time in years 1\.\.9999 UTC/);
+      expect((await codeOf(c.queryAccounts({ endTime: far }))).message).toMatch(/^end_time: must be a time in years 1\.\.9999 UTC/);
+      expect((await codeOf(c.getAccountBalances({ accountId: "acct_wallet", atTime: far }))).message).toMatch(/^at_time: must be a time/);
+    }
+    expect((await c.queryTransfers({ startTime: { seconds: -62_135_596_800n, nanos: 0 }, endTime: { seconds: 253_402_300_799n, nanos: 999_999_999 } })).transfers).toBeDefined();
     expect((await c.lookupTransfers({ ids: ["xfer_ts_ok", "xfer_ts_bad"] })).transfers).toEqual([]);
     expect((await c.lookupAccounts({ ids: ["acct_ts_bad"] })).accounts).toEqual([]);
     // The fast path (binary Connect / gRPC: the hand decoder of wire.ts) answers the same.

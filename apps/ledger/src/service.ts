@@ -93,9 +93,16 @@ function inTimestampField<T>(field: string, f: () => T): T {
   }
 }
 
-/** µs of an optional Timestamp field (null when absent); nanos out of range is InvalidArgument naming the field. */
+/** The seconds a query's Timestamp may name: years 1..9999 UTC (beyond, the µs would not fit PostgreSQL's bigint). */
+const QUERY_SECONDS_MIN = -62_135_596_800n; // 0001-01-01T00:00:00Z
+const QUERY_SECONDS_MAX = 253_402_300_799n; // 9999-12-31T23:59:59Z
+
+/** µs of an optional Timestamp field (null when absent); nanos or seconds out of range is InvalidArgument naming the field. */
 function usOf(field: string, ts: Timestamp | undefined): bigint | null {
-  return ts ? inTimestampField(field, () => timestampToUs(ts)) : null;
+  if (ts === undefined) return null;
+  const us = inTimestampField(field, () => timestampToUs(ts));
+  if (ts.seconds < QUERY_SECONDS_MIN || ts.seconds > QUERY_SECONDS_MAX) throw invalidArgument(field, `must be a time in years 1..9999 UTC, got ${ts.seconds} seconds since the epoch`);
+  return us;
 }
 
 /** The time range of a listing: start inclusive, end exclusive; end before start is InvalidArgument. */

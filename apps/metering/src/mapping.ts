@@ -1,6 +1,7 @@
 // proto <-> domain. Integers stay bigint end to end; times are microseconds in the domain.
 import { create } from "@bufbuild/protobuf";
 import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { usToTimestamp } from "@nanobill/service-kit";
 import { TraceContextSchema } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import {
   Aggregation as PbAggregation,
@@ -45,9 +46,7 @@ export function timestampToUs(t: { seconds: bigint; nanos: number }): bigint | u
   return t.seconds * 1_000_000n + BigInt(Math.floor(t.nanos / 1000));
 }
 
-export function usToTimestamp(us: bigint): Timestamp {
-  return create(TimestampSchema, { seconds: us / 1_000_000n, nanos: Number(us % 1_000_000n) * 1000 });
-}
+export { usToTimestamp };
 
 function propertyFromPb(v: PbPropertyValue): PropertyValue | undefined {
   switch (v.kind.case) {
@@ -99,15 +98,18 @@ export function eventFromPb(e: PbEvent): EventInput {
 }
 
 /**
- * An upper bound of a StoredEvent's binary encoding: 3 bytes per UTF-16 code unit of every
+ * An upper bound of a StoredEvent's encoding. Binary: 3 bytes per UTF-16 code unit of every
  * string, tags, lengths and numbers at their widest (StoredEvent, Event, timestamps, trace
- * context: 128 bytes; a property entry: 32 bytes beyond its key and value).
+ * context: 128 bytes; a property entry: 32 bytes beyond its key and value). JSON (`json`): 6
+ * bytes per code unit (a control character or lone surrogate is written `\u001f`), 400 bytes of
+ * field names, numbers and times per event and 64 per property entry.
  */
-export function storedEventSizeBound(e: StoredEvent): number {
-  let n = 128 + 3 * (e.tenant.length + e.id.length + e.customerId.length + e.type.length + e.traceparent.length + e.tracestate.length);
+export function storedEventSizeBound(e: StoredEvent, json = false): number {
+  const perUnit = json ? 6 : 3;
+  let n = (json ? 400 : 128) + perUnit * (e.tenant.length + e.id.length + e.customerId.length + e.type.length + e.traceparent.length + e.tracestate.length);
   for (const k of Object.keys(e.properties)) {
     const v = e.properties[k]!;
-    n += 32 + 3 * k.length + (v.kind === "string" || v.kind === "decimal" ? 3 * v.value.length : 0);
+    n += (json ? 64 : 32) + perUnit * (k.length + (v.kind === "string" || v.kind === "decimal" ? v.value.length : 0));
   }
   return n;
 }

@@ -1,7 +1,7 @@
 // ReadEvents pages end early at a byte budget (READ_PAGE_BYTES_MAX; lowered here): large events
 // never make a page pass the response limit, and reading on from last_sequence still gives every
 // event exactly once, in order, also per partition.
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { EventSchema, StoredEventSchema, type PropertyValue } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { testBackends } from "@nanobill/db";
@@ -27,6 +27,26 @@ describe("storedEventSizeBound", () => {
       fc.property(text, text, text, text, fc.dictionary(fc.stringMatching(/^[a-z_][a-z0-9_]{0,20}$/), value, { maxKeys: 10 }), text, fc.bigInt({ min: 0n, max: 2n ** 63n - 1n }), (tenant, id, customerId, type, properties, tracestate, sequence) => {
         const e: StoredEvent = { tenant, sequence, id, customerId, type, timestampUs: -(2n ** 62n), properties, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate, receivedUs: 2n ** 62n };
         expect(storedEventSizeBound(e)).toBeGreaterThanOrEqual(toBinary(StoredEventSchema, storedEventToPb(e)).length);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it("with json, is at least the JSON size of the stored event, control characters and lone surrogates escaped", () => {
+    const text = fc.string({ unit: fc.oneof(fc.constantFrom("\u0001", "\u001f", '"', "\\", "\ud800", "\udfff"), fc.string({ unit: "binary", minLength: 1, maxLength: 1 })), maxLength: 40 });
+    const value = fc.oneof(
+      fc.record({ kind: fc.constant("string" as const), value: text }),
+      fc.record({ kind: fc.constant("int" as const), value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }) }),
+      fc.record({ kind: fc.constant("decimal" as const), value: fc.stringMatching(/^-?\d{1,30}(\.\d{1,18})?$/) }),
+      fc.record({ kind: fc.constant("bool" as const), value: fc.boolean() }),
+    );
+    const us = fc.bigInt({ min: -62_135_596_800_000_000n, max: 253_402_300_799_999_999n });
+    fc.assert(
+      fc.property(text, text, text, text, fc.dictionary(text, value, { maxKeys: 10 }), text, fc.bigInt({ min: 0n, max: 2n ** 63n - 1n }), us, us, (tenant, id, customerId, type, properties, tracestate, sequence, timestampUs, receivedUs) => {
+        const e: StoredEvent = { tenant, sequence, id, customerId, type, timestampUs, properties, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate, receivedUs };
+        const bytes = Buffer.byteLength(toJsonString(StoredEventSchema, storedEventToPb(e))) + 1; // + the comma between events
+        expect(storedEventSizeBound(e, true)).toBeGreaterThanOrEqual(bytes);
+        expect(storedEventSizeBound(e, true)).toBeGreaterThanOrEqual(storedEventSizeBound(e));
       }),
       { numRuns: 2_000 },
     );
@@ -73,6 +93,18 @@ for (const backend of testBackends()) {
         expect(seqs).toEqual([...seqs].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)));
         return { ids, sizes };
       };
+      // A JSON reader's pages hold the JSON bound: control characters are 6 bytes each in JSON
+      // (the properties limit counts them so), and the binary bound counts 3.
+      const ctl = (i: number) => create(EventSchema, { ...big(100 + i), id: `ctl_${i}`, properties: { p0: str("\u0001".repeat(1_000)), p1: str("\u0002".repeat(1_000)) } });
+      let from = 0n;
+      for (let p = await internal.readEvents({ afterSequence: from }); p.events.length > 0; p = await internal.readEvents({ afterSequence: from })) from = p.lastSequence;
+      const ing = await h.client(KEYS.adminA).ingestEvents({ events: Array.from({ length: 8 }, (_, i) => ctl(i)) });
+      expect(ing.results.map((r) => r.message)).toEqual(Array(8).fill(""));
+      const jsonPage = await h.client(KEYS.internal, undefined, true).readEvents({ afterSequence: from, maxEvents: 100 });
+      expect(jsonPage.events.map((e) => e.event!.id)).toEqual(["ctl_0", "ctl_1", "ctl_2"]);
+      expect(jsonPage.events.reduce((n, e) => n + Buffer.byteLength(toJsonString(StoredEventSchema, e)), 0)).toBeLessThanOrEqual(BUDGET);
+      expect(jsonPage.events.reduce((n, e) => n + Buffer.byteLength(toJsonString(StoredEventSchema, e)), 0)).toBeGreaterThan(BUDGET / 2);
+      expect((await internal.readEvents({ afterSequence: from, maxEvents: 100 })).events.map((e) => e.event!.id)).toEqual(["ctl_0", "ctl_1", "ctl_2", "ctl_3", "ctl_4", "ctl_5"]);
       const whole = await readAll(0, 0);
       expect(whole.ids.filter((id) => id.startsWith("big_") || id.startsWith("small_")).sort()).toEqual(["big_0", "big_1", "big_2", "big_3", "big_4", "small_0", "small_1", "small_2"]);
       expect(new Set(whole.ids).size).toBe(whole.ids.length);

@@ -268,11 +268,12 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       }
       // A byte budget per page: it ends early (the cursor moves only to its last event; the rest,
       // and other partitions' events skipped over after it, are read again) rather than pass the
-      // response limit with large events.
+      // response limit with large events. JSON readers get the bound of the JSON encoding.
+      const json = /json/i.test(ctx.requestHeader.get("content-type") ?? "");
       let bytes = 0;
       let n = 0;
       for (; n < page.events.length; n++) {
-        const b = storedEventSizeBound(page.events[n]!);
+        const b = storedEventSizeBound(page.events[n]!, json);
         if (n > 0 && bytes + b > deps.config.readPageBytesMax) break;
         bytes += b;
       }

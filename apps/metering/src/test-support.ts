@@ -29,7 +29,8 @@ export interface Harness {
   db: TestDb;
   service: MeteringServiceHandle;
   clock: ReturnType<typeof fixedClock>;
-  client(key: string, tenant?: string): Client<typeof MeteringService>;
+  /** A client of the in-process routes; `json`: the Connect protocol's JSON encoding instead of binary. */
+  client(key: string, tenant?: string, json?: boolean): Client<typeof MeteringService>;
   close(): Promise<void>;
 }
 
@@ -41,13 +42,13 @@ export async function openHarness(db: TestDb, config: Partial<MeteringConfig> = 
     db,
     service,
     clock,
-    client(key, tenant) {
+    client(key, tenant, json = false) {
       const headers: Interceptor = (next) => (req) => {
         req.header.set("authorization", `Bearer ${key}`);
         if (tenant) req.header.set("x-nanobill-tenant", tenant);
         return next(req);
       };
-      const t = createRouterTransport(service.routes, { router: { interceptors: [createAuthInterceptor(authenticator)] }, transport: { interceptors: [headers] } });
+      const t = createRouterTransport(service.routes, { router: { interceptors: [createAuthInterceptor(authenticator)] }, transport: { interceptors: [headers], useBinaryFormat: !json } });
       return createClient(MeteringService, t);
     },
     async close() {

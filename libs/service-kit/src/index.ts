@@ -57,3 +57,4 @@ export * from "./limits.js";
 export { ProtoReader, WireError, tagOf, WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 } from "./proto-reader.js";
 export { int64Unsigned, varint64Size, varintSize, writeVarint, writeVarint64 } from "./proto-writer.js";
 export { registerBinaryView, type BinaryView } from "./fast-path.js";
+export { usToTimestamp } from "./time.js";
