@@ -40,6 +40,7 @@ const OVERSIZE_LIST = Array.from({ length: 12_000 }, (_, i) => ({ id: `evt_over_
 interface Answer {
   status: number;
   body: string;
+  raw: Buffer;
 }
 
 function post(session: ClientHttp2Session, path: string, key: string, body: string | Buffer, contentType = "application/json"): Promise<Answer> {
@@ -49,7 +50,12 @@ function post(session: ClientHttp2Session, path: string, key: string, body: stri
     const chunks: Buffer[] = [];
     req.on("response", (h) => (status = Number(h[":status"])));
     req.on("data", (d: Buffer) => chunks.push(d));
-    req.on("end", () => resolve({ status, body: Buffer.concat(chunks).toString("utf8") }));
+    // Settled when the stream closes (the answer read and the body sent or discarded), so a
+    // body the server refused early is not still being sent beside the next request.
+    req.on("close", () => {
+      const raw = Buffer.concat(chunks);
+      resolve({ status, body: raw.toString("utf8"), raw });
+    });
     req.on("error", reject);
     req.setTimeout(30_000, () => req.close());
     req.end(body);
@@ -258,8 +264,55 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
       return Buffer.from(toBinary(m, msg));
     });
 
+  /** One Connect streaming envelope (flags 0) around `data`. */
+  const envelope = (data: Buffer): Buffer => {
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(data.length, 1);
+    return Buffer.concat([head, data]);
+  };
+  /** The error code of a Connect streaming answer: its end-of-stream envelope (flags 2), or the HTTP status. */
+  const streamCodeOf = (a: Answer): string | undefined => {
+    if (a.status !== 200) return codeOf(a);
+    let at = 0;
+    while (at + 5 <= a.raw.length) {
+      const flags = a.raw[at]!;
+      const len = a.raw.readUInt32BE(at + 1);
+      const body = a.raw.subarray(at + 5, at + 5 + len).toString("utf8");
+      at += 5 + len;
+      if (flags & 2) return (JSON.parse(body) as { error?: { code?: string } }).error?.code;
+    }
+    return "no_end_of_stream";
+  };
+  const streamBodyArb = (m: DescMessage): fc.Arbitrary<Buffer> =>
+    fc
+      .array(
+        fc.oneof(
+          { weight: 8, arbitrary: messageArb(m, 0).map((o) => envelope(Buffer.from(JSON.stringify(o)))) },
+          { weight: 1, arbitrary: fc.constantFrom("{", "[]", "null", "").map((t) => envelope(Buffer.from(t))) },
+          { weight: 1, arbitrary: fc.uint8Array({ maxLength: 12 }).map((u) => Buffer.from(u)) }, // a torn or bogus envelope
+        ),
+        { maxLength: 4 },
+      )
+      .map((parts) => Buffer.concat(parts));
+
   for (const [name, service] of SERVICES) {
     for (const method of service.methods) {
+      if (method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming") {
+        it(`${service.typeName}/${method.name} (stream) never answers internal, never shows another tenant's ids`, async () => {
+          const path = `/${service.typeName}/${method.name}`;
+          await fc.assert(
+            fc.asyncProperty(streamBodyArb(method.input), async (body) => {
+              const ans = await post(sessions.get(name)!, path, keyB, body, "application/connect+json");
+              const code = streamCodeOf(ans) ?? "ok";
+              expect(FORBIDDEN_CODES.has(code) || code === "no_end_of_stream", `${path} answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
+              const sent = body.toString("utf8");
+              for (const id of idsA) if (sent.includes(id)) claimedByB.add(id);
+              for (const id of idsA) if (!claimedByB.has(id)) expect(ans.body.includes(id), `${path} showed tenant A's ${id} to tenant B`).toBe(false);
+            }),
+            { numRuns: RUNS_PER_RPC, seed: FC_SEED, endOnFailure: true },
+          );
+        }, 120_000);
+      }
       if (method.methodKind !== "unary") continue;
       it(`${service.typeName}/${method.name} answers out-of-range times in binary requests without internal`, async () => {
         const path = `/${service.typeName}/${method.name}`;

@@ -463,7 +463,7 @@ async function handle(
     out["content-length"] = String(body.byteLength);
     if (res.writableEnded || req.stream.destroyed) return;
     res.writeHead(status, out);
-    res.end(body, () => closeUnfinished(req));
+    res.end(body); // a body still arriving is discarded, then reset (server.ts onStreamFinish)
   } catch {
     // The client went away while we were writing: nothing to answer.
     if (!req.stream.destroyed) req.stream.close();
@@ -485,19 +485,6 @@ function bodyByDeadline(read: Promise<Uint8Array>, req: http2.Http2ServerRequest
     }, ms);
   });
   return Promise.race([read, expired]).finally(() => clearTimeout(timer));
-}
-
-/**
- * After the answer: a request whose body is still arriving (refused early) is reset, freeing its
- * stream and what was buffered. Shortly after the end, not at once: gRPC trailers are written after
- * the end callback, and a reset before them would lose the status.
- */
-const CLOSE_UNFINISHED_AFTER_MS = 250;
-function closeUnfinished(req: http2.Http2ServerRequest): void {
-  if (req.complete || req.stream.destroyed) return;
-  setTimeout(() => {
-    if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_CANCEL);
-  }, CLOSE_UNFINISHED_AFTER_MS).unref();
 }
 
 /**
@@ -623,8 +610,8 @@ async function handleGrpc(
     if (res.writableEnded || req.stream.destroyed) return;
     res.writeHead(200, head);
     res.addTrailers(trailers);
-    if (body === undefined) res.end(() => closeUnfinished(req));
-    else res.end(body, () => closeUnfinished(req));
+    if (body === undefined) res.end();
+    else res.end(body);
   } catch {
     if (!req.stream.destroyed) req.stream.close();
   }

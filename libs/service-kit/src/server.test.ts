@@ -345,6 +345,46 @@ describe("generic path (connect-es) deadlines", () => {
       await generic.close();
     }
   }, 20_000);
+
+  it("reads and discards the rest of a body it answered before the end, so the client finishes sending (fuzz finding: a client's connection refused every call ENHANCE_YOUR_CALM)", async () => {
+    const generic = await startServer({
+      name: "echo-generic-drain",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { readMaxBytes: 64 * 1024 },
+    });
+    // Node's client counts an unsent body against its connection's memory (10 MB) until the
+    // body is sent; when the server resets the stream instead, the count is never given back.
+    const big = Buffer.alloc(2 * 1024 * 1024, 0x20); // 2 MiB: refused after its first 64 KiB
+    // The generic path (Connect JSON) and the fast path (Connect binary on the suite's server).
+    for (const [url, contentType] of [[generic.url, "application/json"], [server.url, "application/proto"]] as const) {
+      const session = http2.connect(url);
+      session.on("error", () => undefined);
+      try {
+      for (let i = 0; i < 8; i++) {
+        const r = await new Promise<{ status?: number; body: string; rst?: number; error?: string }>((resolve) => {
+          const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": contentType, "connect-protocol-version": "1", authorization: `Bearer ${ADMIN_KEY}` });
+          let status: number | undefined;
+          const chunks: Buffer[] = [];
+          req.on("response", (hd) => (status = Number(hd[":status"])));
+          req.on("data", (d: Buffer) => chunks.push(d));
+          req.on("error", (e) => resolve({ error: String(e), body: "" }));
+          req.on("close", () => resolve({ status, body: Buffer.concat(chunks).toString(), rst: req.rstCode }));
+          req.end(big);
+        });
+        expect(r.error, `${contentType} call ${i}`).toBeUndefined();
+        expect([r.status, JSON.parse(r.body).code, r.rst], `${contentType} call ${i}`).toEqual([429, "resource_exhausted", http2.constants.NGHTTP2_NO_ERROR]);
+      }
+      } finally {
+        session.destroy();
+      }
+    }
+    await generic.close();
+  }, 30_000);
 });
 
 describe("graceful close", () => {

@@ -237,17 +237,25 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     overrun.unref();
     stream.once("close", () => clearTimeout(overrun));
   };
+  const discardChunk = (): void => undefined;
   const resetStream = (stream: http2.ServerHttp2Stream): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
   };
   function onStreamFinish(this: http2.ServerHttp2Stream): void {
     settle(this);
-    // The response went out before the request body was read to its end (e.g. a request
-    // over readMaxBytes): discard the rest of the body so the client can finish, and reset the
-    // stream if it is still open after STREAM_DRAIN_MS; otherwise it would stay half-open,
-    // holding one of the connection's stream slots until the client disconnects. (Resetting
-    // at once can overtake the response trailers.)
+    // The response went out before the request body was read to its end (e.g. a request over
+    // readMaxBytes, a stream refused at its first message): discard the rest of the body so the
+    // client can finish sending, and reset the stream if it is still open after STREAM_DRAIN_MS;
+    // otherwise it would stay half-open, holding one of the connection's stream slots until the
+    // client disconnects. (Resetting at once can overtake the response trailers.) The body is
+    // taken from the stream itself: the compatibility request that fed connect-es pauses the
+    // stream while nobody reads it (connect-es may have destroyed it, or left its iterator), so
+    // resuming either one moved nothing. A client whose unsent body is cut by a reset instead
+    // keeps it counted on its connection (Node's client: after ~10 MB, every new call on that
+    // connection fails ENHANCE_YOUR_CALM).
     if (this.readable && !this.readableEnded) {
+      this.removeAllListeners("data");
+      this.on("data", discardChunk);
       this.resume();
       setTimeout(resetStream, STREAM_DRAIN_MS, this).unref();
     }
