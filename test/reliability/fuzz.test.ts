@@ -77,6 +77,9 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
   const keyB = `nbk_fzb_${randomBytes(16).toString("hex")}`;
   /** A third tenant, never fuzzed: the targeted cross-tenant reads (B may legitimately own objects under A's ids). */
   const keyC = `nbk_fzc_${randomBytes(16).toString("hex")}`;
+  /** A fourth tenant with its own demo customer: the binary pass writes odd times into its objects, then reads them back as JSON. */
+  const keyD = `nbk_fzd_${randomBytes(16).toString("hex")}`;
+  const idsD: string[] = [];
   /** First-tenant ids that B sent in a request that succeeded: B may now own an object with that id. */
   const claimedByB = new Set<string>();
   let a: PlatformClients;
@@ -107,6 +110,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         { tenant: "tnt_fuzz_a", scopes: ["admin"], key: keyA },
         { tenant: "tnt_fuzz_b", scopes: ["admin"], key: keyB },
         { tenant: "tnt_fuzz_c", scopes: ["admin"], key: keyC },
+        { tenant: "tnt_fuzz_d", scopes: ["admin"], key: keyD },
       ],
       logger: silentLogger,
       consumerWaitMs: 100,
@@ -138,6 +142,9 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
     const bal = await a.wallet.getBalance({ walletId: demo.walletId });
     idsA.push(cust, demo.walletId, demo.subscriptionId, bal.wallet!.ledgerAccountId, hold.hold!.id, ...events.map((e) => e.id));
     for (const g of bal.grants) idsA.push(g.grantId);
+    const custD = `cus_fzd_${run}`;
+    const demoD = await seedDemo(platform.clients(keyD), { customerId: custD, now: new Date() });
+    idsD.push(custD, demoD.walletId, demoD.subscriptionId, "llm_tokens", "gpt-x");
     for (const [name] of SERVICES) sessions.set(name, connect(platform.urls[name]));
     snapshotA = await snapshot();
   }, 90_000);
@@ -160,8 +167,8 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
       fc.dictionary(fc.string({ maxLength: 5 }), fc.string({ maxLength: 5 }), { maxKeys: 3 }),
       fc.constantFrom("-1", "9223372036854775808", "-9223372036854775809", "1e400", "NaN", "Infinity", "0x10", ""),
     );
-  const fieldArb = (f: DescField, depth: number): fc.Arbitrary<unknown> => {
-    const crossId = fc.constantFrom(...idsA);
+  const fieldArb = (f: DescField, depth: number, ids: string[]): fc.Arbitrary<unknown> => {
+    const crossId = fc.constantFrom(...ids);
     const single = (): fc.Arbitrary<unknown> => {
       if (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar") || (f.fieldKind === "map" && f.mapKind === "scalar")) {
         const s = f.scalar;
@@ -188,7 +195,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         );
       }
       if (m.typeName.startsWith("google.protobuf.")) return fc.oneof(fc.constant({}), fc.string({ maxLength: 10 }), fc.integer());
-      return depth >= 2 ? fc.constant({}) : messageArb(m, depth + 1);
+      return depth >= 2 ? fc.constant({}) : messageArb(m, depth + 1, ids);
     };
     const valid = (): fc.Arbitrary<unknown> => {
       if (f.fieldKind === "list") {
@@ -199,11 +206,12 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
     };
     return fc.oneof({ weight: 6, arbitrary: valid() }, { weight: 1, arbitrary: junk() }, { weight: 1, arbitrary: fc.constant(HUGE) });
   };
-  const messageArb = (m: DescMessage, depth: number): fc.Arbitrary<Record<string, unknown>> => {
+  /** A random message; its string fields are often one of `ids` (another tenant's, or the fuzzing tenant's own). */
+  const messageArb = (m: DescMessage, depth: number, ids: string[] = idsA): fc.Arbitrary<Record<string, unknown>> => {
     const fields = m.fields;
     if (fields.length === 0) return fc.constant({});
     const rec: Record<string, fc.Arbitrary<unknown>> = {};
-    for (const f of fields) rec[f.jsonName] = fieldArb(f, depth);
+    for (const f of fields) rec[f.jsonName] = fieldArb(f, depth, ids);
     return fc.record(rec, { requiredKeys: [] });
   };
   const bodyArb = (m: DescMessage): fc.Arbitrary<string | Buffer> =>
@@ -253,7 +261,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
   };
   /** A binary request: a random message (as the JSON pass makes them) with odd Timestamps. */
   const binaryArb = (m: DescMessage): fc.Arbitrary<Buffer> =>
-    fc.tuple(messageArb(m, 0), fc.shuffledSubarray(ODD_TIMES, { minLength: 1 })).map(([obj, times]) => {
+    fc.tuple(messageArb(m, 0, idsD), fc.shuffledSubarray(ODD_TIMES, { minLength: 1 })).map(([obj, times]) => {
       let msg: Message;
       try {
         msg = fromJson(m, obj as JsonValue, { ignoreUnknownFields: true });
@@ -314,21 +322,38 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         }, 120_000);
       }
       if (method.methodKind !== "unary") continue;
-      it(`${service.typeName}/${method.name} answers out-of-range times in binary requests without internal`, async () => {
+      it(`${service.typeName}/${method.name} answers out-of-range times in binary requests without internal, and JSON reads of what they wrote too`, async () => {
         const path = `/${service.typeName}/${method.name}`;
         await fc.assert(
           fc.asyncProperty(binaryArb(method.input), async (body) => {
-            const ans = await post(sessions.get(name)!, path, keyB, body, "application/proto");
+            const ans = await post(sessions.get(name)!, path, keyD, body, "application/proto");
             const code = codeOf(ans) ?? "ok";
             expect(FORBIDDEN_CODES.has(code), `${path} (binary ${body.toString("base64")}) answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
-            if (code === "ok") {
-              const sent = body.toString("utf8");
-              for (const id of idsA) if (sent.includes(id)) claimedByB.add(id);
-              for (const id of idsA) if (!claimedByB.has(id)) expect(ans.body.includes(id), `${path} showed tenant A's ${id} to tenant B`).toBe(false);
-            }
+            for (const id of idsA) expect(ans.raw.includes(id), `${path} showed tenant A's ${id} to tenant D`).toBe(false);
           }),
           { numRuns: RUNS_PER_RPC, seed: FC_SEED, endOnFailure: true },
         );
+        // What the binary calls wrote must still read as JSON (a Timestamp past 9999 cannot).
+        const [cust, wallet] = idsD as [string, string];
+        const reads: Array<[ServiceName, string, unknown]> = [
+          ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/GetBalance", { walletId: wallet }],
+          ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/ListMovements", { walletId: wallet }],
+          ["rating", "/nanobill.rating.v1.RatingService/GetCustomer", { customerId: cust }],
+          ["rating", "/nanobill.rating.v1.RatingService/ListSubscriptions", { customerId: cust }],
+          ["rating", "/nanobill.rating.v1.RatingService/RatePeriod", { customerId: cust }],
+          ["rating", "/nanobill.rating.v1.RatingService/ListPriceOverrides", { customerId: cust }],
+          ["rating", "/nanobill.rating.v1.RatingService/ListCostRates", {}],
+          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/PreviewInvoice", { customerId: cust }],
+          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/ListInvoices", { customerId: cust }],
+          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/GetBillingSettings", { customerId: cust }],
+          ["metering", "/nanobill.metering.v1.MeteringService/ListMeters", {}],
+        ];
+        for (const [svc, readPath, req] of reads) {
+          if (!SERVICES.some(([n, d]) => n === svc && d.methods.some((m) => readPath.endsWith(`/${m.name}`)))) throw new Error(`no such read: ${readPath}`);
+          const ans = await post(sessions.get(svc)!, readPath, keyD, JSON.stringify(req));
+          const code = codeOf(ans) ?? "ok";
+          expect(FORBIDDEN_CODES.has(code), `${readPath} after binary ${path} answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
+        }
       }, 120_000);
       it(`${service.typeName}/${method.name} never answers internal, never shows another tenant's ids`, async () => {
         const path = `/${service.typeName}/${method.name}`;

@@ -331,7 +331,9 @@ export function grantTo(g: GrantRow, graceMsDefault = 0): pb.GrantBalance {
     scope: create(pb.GrantScopeSchema, g.scope),
     periodEnd: g.periodEnd ? ts(g.periodEnd) : undefined,
     expiryGraceMs: g.expiryGraceMs === null ? undefined : BigInt(g.expiryGraceMs),
-    breakageAt: g.expiresAt ? ts(new Date(g.expiresAt.getTime() + (g.expiryGraceMs ?? graceMsDefault))) : undefined,
+    // expires_at + the grace can pass year 9999 (a grant expiring at its end), which no Timestamp
+    // can hold: shown as the last instant, which it follows by at most the grace.
+    breakageAt: g.expiresAt ? ts(new Date(Math.min(g.expiresAt.getTime() + (g.expiryGraceMs ?? graceMsDefault), TIME_MS_MAX))) : undefined,
   });
 }
 

@@ -2,7 +2,7 @@
 // the per-wallet low-balance alert: through createRouterTransport with the real ledger, on every
 // backend of walletBackends() (postgres + Redis, pglite + the in-process store).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MessageInitShape } from "@bufbuild/protobuf";
+import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
@@ -307,6 +307,15 @@ describe.each(walletBackends())("credit wallet streams, group commits, grace, lo
     expect(await eng.runExpiry("tnt_a", new Date(T2 + DAY), w.id)).toMatchObject({ grantsExpired: 1, breakageNanos: 7n });
     expect(await eng.runExpiry("tnt_a", new Date(T2 + 3 * DAY), w.id)).toMatchObject({ grantsExpired: 1, breakageNanos: 3n });
     await expectAgreement(w.id, "cus_grace");
+
+    // A grant expiring at the end of 9999: its breakage would pass year 9999, which no Timestamp
+    // JSON can hold (review finding: every JSON read of the wallet answered Internal); shown as
+    // the last instant.
+    const END = Date.UTC(9999, 11, 31, 23, 59, 59);
+    await g("grc_end", 1n, 60_000n, END);
+    const end = (await admin.getBalance({ walletId: w.id })).grants.find((x) => x.grantId === "grc_end")!;
+    expect(timestampDate(end.breakageAt!).toISOString()).toBe("9999-12-31T23:59:59.999Z");
+    expect(toJsonString(pb.GrantBalanceSchema, end)).toContain('"breakageAt":"9999-12-31T23:59:59.999Z"');
 
     // Bounded, only with an expiry, part of the grant's idempotency.
     const max = 90n * BigInt(DAY);

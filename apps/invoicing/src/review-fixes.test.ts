@@ -56,6 +56,9 @@ for (const backend of testBackends()) {
       w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
       w.subscriptions.push({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: NOV, seats: [] });
       w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-10T00:00:00Z"), quantity: 1n, priceNanos: 3n * USD, unit: "USD", eventCount: 1n });
+      w.customers.set("cus_fee", { customerId: "cus_fee", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      w.plans.set("plan_fee", { currency: "USD", minimum: "", charges: [{ chargeId: "base", name: "Base fee", kind: "flat", amount: "20" }] });
+      w.subscriptions.push({ subscriptionId: "sub_fee", customerId: "cus_fee", planId: "plan_fee", planVersion: 1, startedAt: NOV, seats: [] });
       const h = await harness(await open(), w, new Date("2026-12-02T00:00:00Z"));
       const huge = { seconds: 10n ** 15n, nanos: 0 } as ReturnType<typeof timestampFromDate>;
       const before = { seconds: -(10n ** 12n), nanos: 0 } as ReturnType<typeof timestampFromDate>;
@@ -71,6 +74,9 @@ for (const backend of testBackends()) {
       expect((await h.client.previewInvoice({ customerId: "cus_1", at: timestampFromDate(new Date("9999-11-15T00:00:00Z")) })).invoice!.periodEnd!.seconds).toBe(
         BigInt(Date.UTC(9999, 11, 1) / 1000),
       );
+      // A flat fee billed in advance: November 9999's preview bills December, which ends in 10000 (review finding: Internal).
+      await arg(h.client.previewInvoice({ customerId: "cus_fee", at: timestampFromDate(new Date("9999-11-15T00:00:00Z")) }), "at");
+      expect((await h.client.previewInvoice({ customerId: "cus_fee", at: timestampFromDate(new Date("9999-10-15T00:00:00Z")) })).invoice!.lines.length).toBeGreaterThan(0);
       const r = await h.client.closePeriod({
         items: [
           { customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(NOV) },

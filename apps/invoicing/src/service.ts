@@ -453,9 +453,6 @@ export function createInvoicingCore(d: HandlerDeps): {
             anchorAt: cc.customer.billingAnchor,
           };
     const period: Period = at.getTime() < base.startedAt.getTime() ? periodAt(base, base.startedAt) : periodAt(base, at);
-    if (!inTimeRange(period.start.getTime()) || !inTimeRange(period.end.getTime())) {
-      throw new InvalidInput("at", `its billing period (${period.start.toISOString()} to ${period.end.toISOString()}) is not inside years 1..9999 UTC: no Timestamp can hold it`);
-    }
     const from = floorHour(period.start);
     const window = { from, to: at.getTime() > from.getTime() ? at : from };
     const ppIds = new Set(active.flatMap((s) => [...periodPricedIds(s, cc.plans)]));
@@ -507,6 +504,13 @@ export function createInvoicingCore(d: HandlerDeps): {
       subscriptionEnds: active.length > 0 && active.every((s) => endsBy(s, period.end)),
       customerEnds: cc.subs.every((s) => endsBy(s, period.end)),
     });
+    // A preview near year 9999 can name a time past it (its period, or fees billed in advance for
+    // the next period), which no Timestamp can hold: refused, naming `at` (nothing was written).
+    for (const [what, start, end] of [["billing period", period.start, period.end] as const, ...a.lines.map((l) => [`line ${l.description}`, l.periodStart, l.periodEnd] as const)]) {
+      if (!inTimeRange(start.getTime()) || !inTimeRange(end.getTime())) {
+        throw new InvalidInput("at", `its ${what} (${start.toISOString()} to ${end.toISOString()}) is not inside years 1..9999 UTC: no Timestamp can hold it`);
+      }
+    }
     return {
       id: "",
       number: "",

@@ -71,8 +71,10 @@ const PAGE_TOKEN_RE = /^t1:(-?\d{1,19})$/;
 function parsePageToken(token: string): bigint | null {
   if (token === "") return null;
   const m = token.length <= PAGE_TOKEN_BYTES_MAX ? PAGE_TOKEN_RE.exec(token) : null;
-  if (!m) throw invalidArgument("page_token", "must be a next_page_token returned by this RPC");
-  return BigInt(m[1]!);
+  const us = m ? BigInt(m[1]!) : null;
+  // A token names a time in µs: outside int64 it is no token of ours (and PostgreSQL's bigint refuses it).
+  if (us === null || us < -(2n ** 63n) || us >= 2n ** 63n) throw invalidArgument("page_token", "must be a next_page_token returned by this RPC");
+  return us;
 }
 
 function pageToken(us: bigint): string {

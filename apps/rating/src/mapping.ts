@@ -41,6 +41,7 @@ import {
   type UsageEvent as PbUsageEvent,
 } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { invalid } from "./domain/errors.js";
+import { checkTime } from "./domain/validate.js";
 import type { AlertRow } from "./domain/margin.js";
 import type { GuardrailRuleRow } from "./store/catalog-store.js";
 import type {
@@ -61,8 +62,16 @@ import type {
 
 /** Proto <-> domain. Amounts stay bigint end to end; decimals stay strings until compiled. */
 
-export function msOrNull(t: Timestamp | undefined): number | null {
-  return t === undefined ? null : timestampMs(t);
+/**
+ * msOrNull: a request's Timestamp in ms (null when absent), checked: nanos in 0..999,999,999 and
+ * the instant in years 1970..9999 UTC, else InvalidArgument naming `field`.
+ */
+export function msOrNull(t: Timestamp | undefined, field: string): number | null {
+  if (t === undefined) return null;
+  if (!Number.isInteger(t.nanos) || t.nanos < 0 || t.nanos > 999_999_999) throw invalid(field, `nanos must be in 0..999999999, got ${t.nanos}`);
+  const ms = timestampMs(t);
+  checkTime(ms, field);
+  return ms;
 }
 
 export function tsOf(ms: number | null): Timestamp | undefined {
@@ -251,7 +260,7 @@ export function customerOf(c: PbCustomer | undefined, nowMs: number): Customer {
     customerId: c.customerId,
     name: c.name,
     currency: c.currency,
-    billingAnchorMs: msOrNull(c.billingAnchor) ?? Number.NaN,
+    billingAnchorMs: msOrNull(c.billingAnchor, "customer.billing_anchor") ?? Number.NaN,
     timeZone: c.timeZone === "" ? "UTC" : c.timeZone,
     createTimeMs: nowMs,
   };
@@ -288,8 +297,8 @@ export function overrideOf(o: PbPriceOverride | undefined): PriceOverride & { ba
     chargeId: o.chargeId,
     pricing: pricingOf(o.charge, "price_override.charge"),
     includedQuantity: u64(o.charge.includedQuantity),
-    startMs: msOrNull(o.startTime) ?? Number.NaN,
-    endMs: msOrNull(o.endTime),
+    startMs: msOrNull(o.startTime, "price_override.start_time") ?? Number.NaN,
+    endMs: msOrNull(o.endTime, "price_override.end_time"),
     base: o.charge,
   };
 }
@@ -305,14 +314,14 @@ export function overrideToProto(o: PriceOverride): PbPriceOverride {
   });
 }
 
-export function costRateOf(r: CostRate): CostRateSpec {
+export function costRateOf(r: CostRate, field: string): CostRateSpec {
   return {
     provider: r.provider,
     model: r.model,
     metric: r.metric,
     unitPrice: unitPriceOf(r.unitPrice),
     currency: r.currency,
-    effectiveMs: msOrNull(r.effectiveTime) ?? Number.NaN,
+    effectiveMs: msOrNull(r.effectiveTime, `${field}.effective_time`) ?? Number.NaN,
     scope: r.scope === CostRateScope.GLOBAL ? "global" : "tenant",
   };
 }
@@ -382,7 +391,7 @@ export function quoteEventOf(tenant: string, e: PbUsageEvent | undefined, nowMs:
     eventId: e.eventId,
     customerId: e.customerId,
     type: e.type,
-    timestampMs: e.timestamp === undefined ? nowMs : timestampMs(e.timestamp),
+    timestampMs: msOrNull(e.timestamp, "event.timestamp") ?? nowMs,
     properties: propsOf(e.properties as Record<string, PropertyValue & PropLike>),
   };
 }

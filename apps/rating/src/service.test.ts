@@ -507,22 +507,33 @@ for (const backend of testBackends()) {
       await expectCode(h.client(KEYS.readA).listRatedUsage({ customerId: "cus_1", from: timestampFromMs(0), to: timestampFromMs(t0) }), Code.InvalidArgument, /window/);
     });
 
-    it("refuses times outside years 1..9999 and a RatePeriod whose period would end past 9999, naming the field (fuzz finding: Internal on JSON)", async () => {
+    it("refuses times outside years 1970..9999 and nanos outside 0..999,999,999, and a RatePeriod whose period would end past 9999, naming the field (fuzz and review findings: Internal)", async () => {
       const b = h.client(KEYS.adminB);
       const ts = (seconds: bigint, nanos = 0) => ({ seconds, nanos });
       const y10000 = ts(253_402_300_800n); // 10000-01-01T00:00:00Z
-      const y0 = ts(-62_135_596_801n); // 0000-12-31T23:59:59Z
-      await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: y10000, timeZone: "UTC" } }), Code.InvalidArgument, /customer\.billing_anchor: must be a time in years 1\.\.9999/);
-      await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: y0, timeZone: "UTC" } }), Code.InvalidArgument, /customer\.billing_anchor: must be a time in years 1\.\.9999/);
-      await expectCode(b.listCostRates({ at: y10000 }), Code.InvalidArgument, /^at: must be a time in years 1\.\.9999/);
-      await expectCode(b.listAlerts({ since: y0 }), Code.InvalidArgument, /^since: must be a time/);
-      await expectCode(b.listRatedUsage({ customerId: "cus_1", from: y0, to: ts(0n) }), Code.InvalidArgument, /^from: must be a time/);
-      await b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
+      const y1969 = ts(-1n, 999_000_000); // 1969-12-31T23:59:59.999Z
+      const y50 = ts(-60_589_296_000n); // 0050-01-01: Date.UTC would read it as 1950
+      const range = /must be a time in years 1970\.\.9999 UTC/;
+      for (const t of [y10000, y1969, y50, ts(2n ** 62n)]) {
+        await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: t, timeZone: "UTC" } }), Code.InvalidArgument, new RegExp(`^customer\\.billing_anchor: ${range.source}`));
+      }
+      await expectCode(b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: ts(0n, -1), timeZone: "UTC" } }), Code.InvalidArgument, /^customer\.billing_anchor: nanos must be in 0\.\.999999999, got -1/);
+      await expectCode(b.listCostRates({ at: y10000 }), Code.InvalidArgument, /^at: must be a time/);
+      await expectCode(b.listAlerts({ since: y1969 }), Code.InvalidArgument, /^since: must be a time/);
+      await expectCode(b.listRatedUsage({ customerId: "cus_1", from: y50, to: ts(0n) }), Code.InvalidArgument, /^from: must be a time/);
+      const rates = await b.upsertCostRates({ rates: [{ provider: "p", model: "m", metric: "calls", unitPrice: { amount: "1" }, currency: "USD", effectiveTime: ts(0n, 1_000_000_000) }] });
+      expect(rates.results.map((r) => [r.ok, r.error])).toEqual([[false, "rates[0].effective_time: nanos must be in 0..999999999, got 1000000000"]]);
+      await b.createCustomer({ customer: { customerId: "cus_far", currency: "USD", billingAnchor: ts(0n), timeZone: "America/New_York" } });
+      await expectCode(b.quote({ event: { eventId: "q", customerId: "cus_far", type: "llm.call", timestamp: ts(2n ** 62n) } }), Code.InvalidArgument, /^event\.timestamp: must be a time/);
       await expectCode(b.ratePeriod({ customerId: "cus_far", at: y10000 }), Code.InvalidArgument, /^at: must be a time/);
+      // The first instant: with an anchor on the 15th its period starts in 1969, which an answer can hold.
+      await b.createCustomer({ customer: { customerId: "cus_far15", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(1970, 0, 15)), timeZone: "UTC" } });
+      const first = await b.ratePeriod({ customerId: "cus_far15", at: ts(0n) });
+      expect(new Date(Number(first.periodStart!.seconds) * 1000).toISOString()).toBe("1969-12-15T00:00:00.000Z");
       // 9999-12-15 is a valid time, but its billing period ends on 10000-01-01, which no Timestamp JSON can hold.
       await expectCode(b.ratePeriod({ customerId: "cus_far", at: timestampFromMs(Date.UTC(9999, 11, 15)) }), Code.InvalidArgument, /^at: the billing period containing it ends after 9999-12-31/);
       const last = await b.ratePeriod({ customerId: "cus_far", at: timestampFromMs(Date.UTC(9999, 10, 15)) });
-      expect(new Date(Number(last.periodEnd!.seconds) * 1000).toISOString()).toBe("9999-12-01T00:00:00.000Z");
+      expect(new Date(Number(last.periodEnd!.seconds) * 1000).toISOString()).toBe("9999-12-01T00:00:00.000Z"); // Nov 30, 19:00 in New York
     });
   });
 }

@@ -24,7 +24,7 @@ import { ratePeriod, usageBoundaries, type PeriodLineKind as DomainLineKind, typ
 import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
-import { TIME_MS_MAX, TIME_MS_MIN, checkId, checkName, checkRange, checkSeats, checkTime, optionalTime, validateCustomer, validateRule } from "./domain/validate.js";
+import { TIMESTAMP_JSON_MS_MIN, TIME_MS_MAX, checkId, checkName, checkRange, checkSeats, checkTime, validateCustomer, validateRule } from "./domain/validate.js";
 import {
   ALERTS_PAGE_MAX,
   COST_RATES_LIST_MAX,
@@ -96,8 +96,6 @@ function pageSize(n: number, max = PAGE_SIZE_MAX): number {
 function windowOf(from: number | null, to: number | null, maxMs: number): { fromMs: number; toMs: number } {
   if (from === null) throw invalid("from", "is required");
   if (to === null) throw invalid("to", "is required");
-  checkTime(from, "from");
-  checkTime(to, "to");
   if (to <= from) throw invalid("to", "must be after from");
   if (to - from > maxMs) throw invalid("to", `window must be at most ${maxMs / DAY_MS} days`);
   return { fromMs: Math.floor(from / HOUR_MS) * HOUR_MS, toMs: to };
@@ -268,8 +266,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async createSubscription(req, ctx) {
       const tenant = write(ctx);
       checkId(req.subscriptionId, "subscription_id");
-      const startMs = msOrNull(req.startTime) ?? Number.NaN;
-      const endMs = msOrNull(req.endTime);
+      const startMs = msOrNull(req.startTime, "start_time") ?? Number.NaN;
+      const endMs = msOrNull(req.endTime, "end_time");
       checkRange(startMs, endMs, "start_time", "end_time");
       checkSeats(req.seats, "seats");
       const customer = await requireCustomer(tenant, req.customerId, "customer_id");
@@ -305,7 +303,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       if (req.change === undefined) throw invalid("change", "is required");
       checkId(req.change.changeId, "change.change_id");
       checkSeats(req.change.seats, "change.seats");
-      const eff = msOrNull(req.change.effectiveTime) ?? Number.NaN;
+      const eff = msOrNull(req.change.effectiveTime, "change.effective_time") ?? Number.NaN;
       checkTime(eff, "change.effective_time");
       const out = await d.catalog.updateSeats(tenant, req.subscriptionId, { changeId: req.change.changeId, seats: req.change.seats, effectiveMs: eff }, SEAT_CHANGES_PER_SUBSCRIPTION_MAX);
       d.cache.invalidate(tenant);
@@ -315,7 +313,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async migrateSubscription(req, ctx) {
       const tenant = write(ctx);
       checkId(req.subscriptionId, "subscription_id");
-      const eff = msOrNull(req.effectiveTime) ?? Number.NaN;
+      const eff = msOrNull(req.effectiveTime, "effective_time") ?? Number.NaN;
       checkTime(eff, "effective_time");
       const v = await publishedVersion(tenant, req.planId, req.planVersion);
       const sub = await d.catalog.getSubscription(tenant, req.subscriptionId);
@@ -363,16 +361,16 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       if (req.rates.length > COST_RATES_PER_REQUEST_MAX) throw invalid("rates", `must have at most ${COST_RATES_PER_REQUEST_MAX} rates`);
       const operator = principalOf(ctx).scopes.includes("internal");
       const results = req.rates.map((r, i) => {
-        const spec = costRateOf(r);
         try {
+          const spec = costRateOf(r, `rates[${i}]`);
           if (spec.scope === "global" && !operator) throw invalid(`rates[${i}].scope`, "global rates apply to every tenant and need an internal (operator) key; use COST_RATE_SCOPE_TENANT");
           validateCostRate(spec, `rates[${i}]`);
           return { index: i, ok: true, error: "", spec };
         } catch (e) {
-          return { index: i, ok: false, error: (e as Error).message, spec };
+          return { index: i, ok: false, error: (e as Error).message, spec: undefined };
         }
       });
-      await d.catalog.upsertCostRates(tenant, results.filter((r) => r.ok).map((r) => r.spec));
+      await d.catalog.upsertCostRates(tenant, results.flatMap((r) => (r.ok && r.spec ? [r.spec] : [])));
       d.cache.invalidate(tenant);
       return { results: results.map((r) => ({ index: r.index, ok: r.ok, error: r.error })) };
     },
@@ -380,7 +378,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async listCostRates(req, ctx) {
       const tenant = read(ctx);
       let rates = await d.catalog.costRates(tenant, req.provider, req.model, COST_RATES_LIST_MAX);
-      const at = optionalTime(msOrNull(req.at), "at");
+      const at = msOrNull(req.at, "at");
       if (at !== null) {
         const best = new Map<string, (typeof rates)[number]>();
         for (const r of rates) {
@@ -428,7 +426,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async listRatedUsage(req, ctx) {
       const tenant = read(ctx);
       checkId(req.customerId, "customer_id");
-      const { fromMs, toMs } = windowOf(msOrNull(req.from), msOrNull(req.to), USAGE_WINDOW_MS_MAX);
+      const { fromMs, toMs } = windowOf(msOrNull(req.from, "from"), msOrNull(req.to, "to"), USAGE_WINDOW_MS_MAX);
       const buckets = await d.rated.buckets(tenant, req.customerId, fromMs, toMs, req.chargeId, USAGE_BUCKETS_MAX + 1);
       if (buckets.length > USAGE_BUCKETS_MAX) throw new ConnectError(`buckets: more than ${USAGE_BUCKETS_MAX} in the window; narrow it or filter by charge_id`, Code.ResourceExhausted);
       const totals = new Map<string, { chargeId: string; unit: string; costUnit: string; quantity: bigint; priceNanos: bigint; costNanos: bigint }>();
@@ -450,7 +448,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
     async ratePeriod(req, ctx) {
       const tenant = read(ctx);
       checkId(req.customerId, "customer_id");
-      const at = optionalTime(msOrNull(req.at), "at") ?? now();
+      const at = msOrNull(req.at, "at") ?? now();
       const cat = await d.cache.forCustomers(tenant, [req.customerId]);
       const customer = cat.customer(req.customerId);
       if (customer === undefined) throw notFound("customer", req.customerId);
@@ -458,7 +456,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       let interval = 1;
       for (const s of subs) for (const ph of s.phases) if (ph.startMs <= at && (ph.endMs === null || at < ph.endMs)) interval = cat.version(ph.planId, ph.planVersion)?.spec.intervalMonths ?? interval;
       const period = billingPeriod(customer.billingAnchorMs, customer.timeZone, interval, at);
-      if (period.startMs < TIME_MS_MIN || period.endMs > TIME_MS_MAX) {
+      if (period.startMs < TIMESTAMP_JSON_MS_MIN || period.endMs > TIME_MS_MAX) {
         throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);
       }
       const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => t.chargeId !== CAP_CHARGE_ID);
@@ -491,12 +489,10 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const tenant = read(ctx);
       await requireCustomer(tenant, req.customerId, "customer_id");
       if (req.chargeId !== "" && !CHARGE_ID_RE.test(req.chargeId)) throw invalid("charge_id", `must be empty or ${CHARGE_ID_RE.source}, got ${JSON.stringify(req.chargeId)}`);
-      const fromMs = msOrNull(req.from);
-      const toMs = msOrNull(req.to);
+      const fromMs = msOrNull(req.from, "from");
+      const toMs = msOrNull(req.to, "to");
       if (fromMs === null) throw invalid("from", "is required");
       if (toMs === null) throw invalid("to", "is required");
-      checkTime(fromMs, "from");
-      checkTime(toMs, "to");
       if (toMs <= fromMs) throw invalid("to", "must be after from");
       if (toMs - fromMs > RATED_EVENTS_WINDOW_MS_MAX) throw invalid("to", `window must be at most ${RATED_EVENTS_WINDOW_MS_MAX / HOUR_MS} hours (one bucket)`);
       const n = pageSize(req.pageSizeMax);
@@ -531,7 +527,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
 
     async queryMargin(req, ctx) {
       const tenant = read(ctx);
-      const { fromMs, toMs } = windowOf(msOrNull(req.from), msOrNull(req.to), MARGIN_WINDOW_MS_MAX);
+      const { fromMs, toMs } = windowOf(msOrNull(req.from, "from"), msOrNull(req.to, "to"), MARGIN_WINDOW_MS_MAX);
       if (req.customerId !== "") checkId(req.customerId, "customer_id");
       const by = new Set(req.groupBy);
       if (by.has(MarginGroupBy.UNSPECIFIED)) throw invalid("group_by", "must not contain MARGIN_GROUP_BY_UNSPECIFIED");
@@ -589,7 +585,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
 
     async listAlerts(req, ctx) {
       const tenant = read(ctx);
-      const since = optionalTime(msOrNull(req.since), "since") ?? now() - DAY_MS;
+      const since = msOrNull(req.since, "since") ?? now() - DAY_MS;
       if (req.customerId !== "") checkId(req.customerId, "customer_id");
       const n = pageSize(req.pageSizeMax, ALERTS_PAGE_MAX);
       return { alerts: (await d.rated.alerts(tenant, since, req.customerId, n)).map(alertToProto) };

@@ -16,7 +16,7 @@ import { createClientTransport, closeClientSessions, forTenant } from "./client.
 import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
 import { createLogger } from "./logger.js";
 import * as http2 from "node:http2";
-import { callTimeoutMs, startServer, type StartedServer } from "./server.js";
+import { STREAM_DRAIN_BYTES_MAX, callTimeoutMs, startServer, type StartedServer } from "./server.js";
 import { echoRoutes } from "./test-echo.js";
 
 const ADMIN_KEY = "sk_test_admin_0123456789abcdef";
@@ -382,6 +382,29 @@ describe("generic path (connect-es) deadlines", () => {
       } finally {
         session.destroy();
       }
+    }
+    // A body past STREAM_DRAIN_BYTES_MAX is cut once that much was discarded, not read for the whole second.
+    const session = http2.connect(generic.url);
+    session.on("error", () => undefined);
+    try {
+      const sent = await new Promise<number>((resolve) => {
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "application/json", "connect-protocol-version": "1", authorization: `Bearer ${ADMIN_KEY}` });
+        let written = 0;
+        let closed = false;
+        req.on("error", () => undefined);
+        req.on("close", () => ((closed = true), resolve(written)));
+        req.resume();
+        const chunk = Buffer.alloc(1024 * 1024, 0x20);
+        const more = (): void => {
+          if (closed || written >= 4 * STREAM_DRAIN_BYTES_MAX) return void req.end();
+          req.write(chunk, () => ((written += chunk.length), more()));
+        };
+        more();
+      });
+      expect(sent).toBeGreaterThanOrEqual(STREAM_DRAIN_BYTES_MAX);
+      expect(sent).toBeLessThan(2 * STREAM_DRAIN_BYTES_MAX);
+    } finally {
+      session.destroy();
     }
     await generic.close();
   }, 30_000);

@@ -28,8 +28,9 @@ import { createLogger, type Logger } from "./logger.js";
 
 /** How often close() checks whether in-flight calls are done. */
 const SHUTDOWN_POLL_MS = 5;
-/** How long a stream whose response is complete may keep sending an unread request body. */
+/** How long, and how many bytes, a stream whose response is complete may keep sending an unread request body. */
 const STREAM_DRAIN_MS = 1_000;
+export const STREAM_DRAIN_BYTES_MAX = 16 * 1024 * 1024;
 /**
  * A call on connect-es's generic path whose request body is still arriving this long after its
  * deadline is reset (RST_STREAM CANCEL): connect-es aborts the handler at the deadline, but it
@@ -237,7 +238,6 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     overrun.unref();
     stream.once("close", () => clearTimeout(overrun));
   };
-  const discardChunk = (): void => undefined;
   const resetStream = (stream: http2.ServerHttp2Stream): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
   };
@@ -250,12 +250,18 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     // client disconnects. (Resetting at once can overtake the response trailers.) The body is
     // taken from the stream itself: the compatibility request that fed connect-es pauses the
     // stream while nobody reads it (connect-es may have destroyed it, or left its iterator), so
-    // resuming either one moved nothing. A client whose unsent body is cut by a reset instead
-    // keeps it counted on its connection (Node's client: after ~10 MB, every new call on that
-    // connection fails ENHANCE_YOUR_CALM).
+    // resuming either one moved nothing. At most STREAM_DRAIN_BYTES_MAX are discarded (the reset
+    // then comes at once). A client whose unsent body is cut by a reset keeps it counted on its
+    // connection (Node's client: after ~10 MB, every new call on that connection fails
+    // ENHANCE_YOUR_CALM), so bodies up to that size are let through rather than cut.
     if (this.readable && !this.readableEnded) {
+      const stream = this;
+      let discarded = 0;
       this.removeAllListeners("data");
-      this.on("data", discardChunk);
+      this.on("data", (chunk: Buffer) => {
+        discarded += chunk.length;
+        if (discarded > STREAM_DRAIN_BYTES_MAX) resetStream(stream);
+      });
       this.resume();
       setTimeout(resetStream, STREAM_DRAIN_MS, this).unref();
     }

@@ -16,25 +16,25 @@ export function checkName(v: string, field: string): void {
   if (v.length > NAME_CHARS_MAX) throw invalid(field, `must be at most ${NAME_CHARS_MAX} characters`);
 }
 
-/** TIME_MS_MIN / TIME_MS_MAX: the instants a request may name, years 1..9999 UTC (what Timestamp JSON, PostgreSQL and Date all hold). */
-export const TIME_MS_MIN = -62_135_596_800_000; // 0001-01-01T00:00:00.000Z
+/**
+ * TIME_MS_MIN / TIME_MS_MAX: the instants a request may name, years 1970..9999 UTC, as metering's
+ * events and the wallet's times (Timestamp JSON, PostgreSQL and Date hold them all; the period
+ * arithmetic's Date.UTC would read years 0..99 as 1900..1999).
+ */
+export const TIME_MS_MIN = 0; // 1970-01-01T00:00:00.000Z
 export const TIME_MS_MAX = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+/** The first instant a Timestamp can be written as JSON (0001-01-01T00:00:00Z): the lower bound of what an answer may hold. */
+export const TIMESTAMP_JSON_MS_MIN = -62_135_596_800_000;
 
-/** checkTime: a required timestamp (NaN = missing) in years 1..9999 UTC. */
+/** checkTime: a required timestamp (NaN = missing) in years 1970..9999 UTC. */
 export function checkTime(ms: number, field: string): void {
   if (Number.isNaN(ms)) throw invalid(field, "is required");
-  if (!(ms >= TIME_MS_MIN && ms <= TIME_MS_MAX)) throw invalid(field, "must be a time in years 1..9999 UTC");
-}
-
-/** optionalTime: an optional timestamp (null = absent), in years 1..9999 UTC when present. */
-export function optionalTime(ms: number | null, field: string): number | null {
-  if (ms !== null) checkTime(ms, field);
-  return ms;
+  if (!(ms >= TIME_MS_MIN && ms <= TIME_MS_MAX)) throw invalid(field, "must be a time in years 1970..9999 UTC");
 }
 
 export function checkRange(startMs: number, endMs: number | null, startField: string, endField: string): void {
   checkTime(startMs, startField);
-  optionalTime(endMs, endField);
+  if (endMs !== null) checkTime(endMs, endField);
   if (endMs !== null && endMs <= startMs) throw invalid(endField, `must be after ${startField}`);
 }
 
