@@ -1,4 +1,5 @@
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { toJson } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { randomBytes } from "node:crypto";
@@ -138,9 +139,12 @@ export function toConnectError(err: unknown, logger: Logger, where: string, sign
   return new ConnectError(`${INTERNAL_MESSAGE} (ref ${ref})`, Code.Internal);
 }
 
-async function* guardStream<T>(it: AsyncIterable<T>, logger: Logger, where: string, signal: AbortSignal): AsyncGenerator<T> {
+async function* guardStream<T>(it: AsyncIterable<T>, logger: Logger, where: string, signal: AbortSignal, check?: (m: T) => void): AsyncGenerator<T> {
   try {
-    yield* it;
+    for await (const m of it) {
+      check?.(m);
+      yield m;
+    }
   } catch (e) {
     throw toConnectError(e, logger, where, signal);
   }
@@ -155,9 +159,22 @@ export function createErrorBoundary(logger: Logger): Interceptor {
     } catch (e) {
       throw toConnectError(e, logger, `${req.service.typeName}/${req.method.name}`, req.signal);
     }
+    // A JSON answer is written after this boundary: a message JSON cannot hold (a Timestamp past
+    // year 9999, say) would leave as Internal with the encoder's text and no log. Encoding it here
+    // first (JSON calls only; binary answers can hold any value) makes it a logged, redacted
+    // Internal like any other fault.
+    const json = req.header.get("content-type")?.toLowerCase().includes("json") === true;
     if (res.stream) {
-      const s: StreamResponse = { ...res, message: guardStream(res.message, logger, `${req.service.typeName}/${req.method.name}`, req.signal) };
+      const check = json ? (m: unknown) => void toJson(req.method.output, m as never) : undefined;
+      const s: StreamResponse = { ...res, message: guardStream(res.message, logger, `${req.service.typeName}/${req.method.name}`, req.signal, check) };
       return s as typeof res;
+    }
+    if (json) {
+      try {
+        toJson(req.method.output, res.message);
+      } catch (e) {
+        throw toConnectError(e, logger, `${req.service.typeName}/${req.method.name}`, req.signal);
+      }
     }
     return res;
   };

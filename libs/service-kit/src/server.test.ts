@@ -11,6 +11,7 @@ import {
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "@nanobill/contracts/grpc/health/v1/health_pb";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
+import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { createApiKeyAuthenticator, parseApiKeysEnv, tenantOf, requireScope, principalOf } from "./auth.js";
 import { createClientTransport, closeClientSessions, forTenant } from "./client.js";
 import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
@@ -189,6 +190,29 @@ describe("startServer on h2c", () => {
       expect(JSON.parse(line!).err.stack).toContain("hunter2");
     }
     behaviour = () => undefined;
+  });
+
+  it("answers a response JSON cannot hold (a Timestamp past 9999) as a redacted, logged Internal, and the same response in binary as it is", async () => {
+    const odd = await startServer({
+      name: "odd",
+      host: "127.0.0.1",
+      port: 0,
+      routes: (router) => router.service(LedgerService, { lookupAccounts: () => ({ accounts: [{ id: "acct_1", createTime: { seconds: 253_402_300_800n, nanos: 0 } }] }) }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+    });
+    try {
+      const client = (useBinaryFormat: boolean) =>
+        createClient(LedgerService, createConnectTransport({ baseUrl: odd.url, httpVersion: "2", useBinaryFormat, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${ADMIN_KEY}`), next(req))] }));
+      expect((await client(true).lookupAccounts({ ids: ["acct_1"] })).accounts[0]!.createTime!.seconds).toBe(253_402_300_800n);
+      const err = await codeOf(client(false).lookupAccounts({ ids: ["acct_1"] }));
+      expect(err.code).toBe(Code.Internal);
+      expect(err.rawMessage).toMatch(new RegExp(`^${INTERNAL_MESSAGE} \\(ref err_[0-9a-f]{12}\\)$`));
+      const ref = /ref (err_[0-9a-f]+)/.exec(err.rawMessage)![1]!;
+      expect(JSON.parse(logLines.find((l) => l.includes(ref))!).err.stack).toContain("Timestamp");
+    } finally {
+      await odd.close();
+    }
   });
 
   it("maps DbError-like and MoneyError-like errors to Aborted, Unavailable and InvalidArgument", async () => {
