@@ -46,6 +46,7 @@ import {
   EXPIRY_GRACE_MS_DEFAULT,
   EXPIRY_NOTICE_MS_DEFAULT,
   GRANTS_PER_WALLET_OPEN_MAX,
+  WALLET_BALANCE_NANOS_MAX,
   HOLD_LEDGER_GRACE_MS,
   RATES_PER_CREDIT_TYPE_MAX,
   ONE_STATEMENT_RETRIES_MAX,
@@ -605,7 +606,9 @@ export function createEngine(deps: EngineDeps) {
         inserted = false;
         return;
       }
-      if ((await S.countOpenGrants(tx, tenant, w.id)) >= GRANTS_PER_WALLET_OPEN_MAX) throw new WalletError({ kind: "limit", field: "grants (open, per wallet)", limit: GRANTS_PER_WALLET_OPEN_MAX });
+      const open = await S.openGrants(tx, tenant, w.id);
+      if (open.count >= GRANTS_PER_WALLET_OPEN_MAX) throw new WalletError({ kind: "limit", field: "grants (open, per wallet)", limit: GRANTS_PER_WALLET_OPEN_MAX });
+      if (open.remainingNanos + g.amountNanos > WALLET_BALANCE_NANOS_MAX) throw new WalletError({ kind: "limit", field: "amount_nanos (the wallet's open balance)", limit: WALLET_BALANCE_NANOS_MAX });
       const t = await writeGrant(tx, tenant, w, g, hash, now, true);
       if (t === null) {
         inserted = false; // inserted meanwhile (under another wallet's lock): answered as a replay or ID_REUSED

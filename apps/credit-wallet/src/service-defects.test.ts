@@ -11,6 +11,7 @@ import { migrate } from "@nanobill/db";
 import { createLedgerService, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
 import { createCreditWalletService, migrationsDir } from "./index.js";
 import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } from "./test-support.js";
+import { WALLET_BALANCE_NANOS_MAX } from "./limits.js";
 
 describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
   let h: WalletHarness;
@@ -316,6 +317,20 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
   });
 
   // ------------------------------------------------------------------ 12: derived ids never collide with caller ids
+
+  it("refuses a grant that would take the wallet's open balance past WALLET_BALANCE_NANOS_MAX (probe finding: GetBalance answered Internal past int64)", async () => {
+    const big = 10n ** 18n;
+    const w = await wallet("cus_sum", Array.from({ length: 9 }, (_, i) => ({ id: `g_sum_${i}`, amountNanos: big, kind: pb.GrantKind.PROMOTIONAL })));
+    expect(WALLET_BALANCE_NANOS_MAX).toBe(9n * big);
+    const e = await code(admin().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n }));
+    expect([e.code, e.message]).toEqual([Code.ResourceExhausted, `amount_nanos (the wallet's open balance): exceeds the limit of ${WALLET_BALANCE_NANOS_MAX}`]);
+    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(9n * big);
+    // Burned value frees room: after a consumption of 1 nano, a grant of 1 nano fits again.
+    await ingest().consume({ items: [{ id: "use_sum", customerId: "cus_sum", unit: "USD", amountNanos: 1n }] });
+    await admin().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n });
+    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(9n * big);
+    await expectBooksAgree(w.id, "cus_sum");
+  });
 
   it("gives an auto top-up a free grant id when a caller's grant took the derived one", async () => {
     const w = (await admin().createWallet({ customerId: "cus_d12", unit: "USD" })).wallet!;

@@ -24,6 +24,8 @@ import { parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES, FLAG_COMPRESSED } from "./envelope.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
+import { toConnectError } from "./errors.js";
+import type { Logger } from "./logger.js";
 
 const CONTENT_TYPE_PROTO = "application/proto";
 const CONTENT_TYPE_JSON = "application/json";
@@ -182,11 +184,29 @@ interface FastMethod {
 
 export interface FastPathOptions {
   interceptors: Interceptor[];
+  /** Where an answer that cannot be encoded is logged (as the error boundary logs any fault). */
+  logger: Logger;
   readMaxBytes: number;
   writeMaxBytes: number;
   timeoutMsMax: number;
   timeoutMsDefault: number;
   shutdownSignal: AbortSignal;
+}
+
+/**
+ * The answer's bytes. An answer protobuf cannot encode (an int64 past its range, say) is a fault of
+ * the handler: a logged, redacted Internal, as the error boundary makes any fault (connect-es's
+ * serializer would answer its own text, unlogged). Its other refusals (writeMaxBytes:
+ * ResourceExhausted) pass through.
+ */
+function serializeAnswer(fm: FastMethod, msg: unknown, opts: FastPathOptions): Uint8Array {
+  try {
+    return fm.serialize(msg);
+  } catch (e) {
+    if (e instanceof ConnectError && e.code !== Code.Internal) throw e;
+    const fault = new Error(e instanceof ConnectError ? e.rawMessage : String(e), { cause: e });
+    throw toConnectError(fault, opts.logger, `${fm.service.typeName}/${fm.method.name}`);
+  }
 }
 
 /** Copies every entry of `from` over `to` (as connect-es does when an interceptor swapped headers). */
@@ -439,7 +459,7 @@ async function handle(
     const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
     copyHeaders(out.trailer, call.responseTrailer);
-    body = fm.serialize(out.message);
+    body = serializeAnswer(fm, out.message, opts);
     finishCall(state);
   } catch (e) {
     finishCall(state, e);
@@ -589,7 +609,7 @@ async function handleGrpc(
     const out = await fm.next(unaryRequest(fm, call, h, message));
     copyHeaders(out.header, call.responseHeader);
     copyHeaders(out.trailer, call.responseTrailer);
-    let data = fm.serialize(out.message);
+    let data = serializeAnswer(fm, out.message, opts);
     let flags = 0;
     if (compression.response && data.byteLength >= COMPRESS_MIN_BYTES) {
       data = await compression.response.compress(data);

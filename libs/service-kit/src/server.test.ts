@@ -197,7 +197,13 @@ describe("startServer on h2c", () => {
       name: "odd",
       host: "127.0.0.1",
       port: 0,
-      routes: (router) => router.service(LedgerService, { lookupAccounts: () => ({ accounts: [{ id: "acct_1", createTime: { seconds: 253_402_300_800n, nanos: 0 } }] }) }),
+      routes: (router) =>
+        router.service(LedgerService, {
+          lookupAccounts: (req) =>
+            req.ids[0] === "acct_overflow"
+              ? { accounts: [{ id: "acct_overflow", debitsPostedNanos: 2n ** 63n }] }
+              : { accounts: [{ id: "acct_1", createTime: { seconds: 253_402_300_800n, nanos: 0 } }] },
+        }),
       authenticator: createApiKeyAuthenticator(KEYS),
       logger,
     });
@@ -210,6 +216,15 @@ describe("startServer on h2c", () => {
       expect(err.rawMessage).toMatch(new RegExp(`^${INTERNAL_MESSAGE} \\(ref err_[0-9a-f]{12}\\)$`));
       const ref = /ref (err_[0-9a-f]+)/.exec(err.rawMessage)![1]!;
       expect(JSON.parse(logLines.find((l) => l.includes(ref))!).err.stack).toContain("Timestamp");
+      // A message protobuf cannot encode at all (an int64 past its range) on the binary fast path,
+      // Connect and gRPC: the same logged, redacted Internal (it was the encoder's text, unlogged).
+      for (const protocol of ["connect", "grpc"] as const) {
+        const bad = createClient(LedgerService, createClientTransport({ baseUrl: odd.url, apiKey: ADMIN_KEY, protocol }));
+        const e = await codeOf(bad.lookupAccounts({ ids: ["acct_overflow"] }));
+        expect([e.code, e.rawMessage.replace(/err_[0-9a-f]{12}/, "err_X")]).toEqual([Code.Internal, `${INTERNAL_MESSAGE} (ref err_X)`]);
+        const r = /ref (err_[0-9a-f]+)/.exec(e.rawMessage)![1]!;
+        expect(JSON.parse(logLines.find((l) => l.includes(r))!).err.stack).toContain("int64");
+      }
     } finally {
       await odd.close();
     }

@@ -190,6 +190,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
           timeoutMsMax: limits.timeoutMsMax,
           timeoutMsDefault: limits.timeoutMsDefault,
           shutdownSignal: shutdown.signal,
+          logger,
         }, views);
 
   let inflight = 0;

@@ -482,12 +482,14 @@ export async function listGrants(q: Queryable, tenant: string, walletId: string,
   return r.rows.map(grantOf);
 }
 
-export async function countOpenGrants(q: Queryable, tenant: string, walletId: string): Promise<number> {
-  const r = await q.query<{ n: bigint }>(
-    `SELECT count(*)::bigint AS n FROM grants WHERE tenant = $1 AND wallet_id = $2 AND state = 'active' AND burned_nanos + expired_nanos < amount_nanos`,
+/** The open grants of a wallet (active, not fully burned or expired): how many, and what they hold in all. */
+export async function openGrants(q: Queryable, tenant: string, walletId: string): Promise<{ count: number; remainingNanos: bigint }> {
+  const r = await q.query<{ n: bigint; remaining: string }>(
+    `SELECT count(*)::bigint AS n, COALESCE(sum(amount_nanos - burned_nanos - expired_nanos), 0)::text AS remaining
+       FROM grants WHERE tenant = $1 AND wallet_id = $2 AND state = 'active' AND burned_nanos + expired_nanos < amount_nanos`,
     [tenant, walletId],
   );
-  return Number(r.rows[0]!.n);
+  return { count: Number(r.rows[0]!.n), remainingNanos: BigInt(r.rows[0]!.remaining) };
 }
 
 /**
