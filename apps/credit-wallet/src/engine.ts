@@ -15,7 +15,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { isDbError, type Db, type Queryable } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
-import { isUnitCode } from "@nanobill/money";
+import { INT64_MAX, isUnitCode } from "@nanobill/money";
 import { decideAutoTopUp, type AutoTopUpConfig } from "./domain/auto-top-up.js";
 import { breakageAt, expiryNoticeDue, remainderNanos } from "./domain/expiry.js";
 import { planCapture, reservedNanos } from "./domain/holds.js";
@@ -46,7 +46,7 @@ import {
   EXPIRY_GRACE_MS_DEFAULT,
   EXPIRY_NOTICE_MS_DEFAULT,
   GRANTS_PER_WALLET_OPEN_MAX,
-  WALLET_BALANCE_NANOS_MAX,
+  WALLET_GRANTED_NANOS_MAX,
   HOLD_LEDGER_GRACE_MS,
   RATES_PER_CREDIT_TYPE_MAX,
   ONE_STATEMENT_RETRIES_MAX,
@@ -543,6 +543,16 @@ export function createEngine(deps: EngineDeps) {
    * Writes one grant inside tx: row, overdraft repay, movements, ledger chain. Returns the transfer
    * id, or null when a grant with that id exists already (nothing written).
    */
+  /**
+   * Whether `amountNanos` more may be granted to the wallet (all it was ever granted stays at most
+   * WALLET_GRANTED_NANOS_MAX: the ledger account's credits and the balance fit int64). Every path
+   * that adds money checks it: Grant refuses, an auto top-up or a renewal is skipped (logged).
+   * Under the wallet's lock.
+   */
+  async function roomFor(tx: Queryable, tenant: string, walletId: string, amountNanos: bigint): Promise<boolean> {
+    return (await S.openGrants(tx, tenant, walletId)).grantedNanos + amountNanos <= WALLET_GRANTED_NANOS_MAX;
+  }
+
   async function writeGrant(tx: Queryable, tenant: string, w: WalletRow, g: GrantInput & { rootId?: string; periodIndex?: number }, hash: string, now: Date, ledgerFunded: boolean): Promise<string | null> {
     const repay = ledgerFunded ? repayNanos(w.overdraftPostedNanos, g.amountNanos) : 0n;
     const inserted = await S.insertGrant(tx, tenant, {
@@ -608,7 +618,7 @@ export function createEngine(deps: EngineDeps) {
       }
       const open = await S.openGrants(tx, tenant, w.id);
       if (open.count >= GRANTS_PER_WALLET_OPEN_MAX) throw new WalletError({ kind: "limit", field: "grants (open, per wallet)", limit: GRANTS_PER_WALLET_OPEN_MAX });
-      if (open.remainingNanos + g.amountNanos > WALLET_BALANCE_NANOS_MAX) throw new WalletError({ kind: "limit", field: "amount_nanos (the wallet's open balance)", limit: WALLET_BALANCE_NANOS_MAX });
+      if (open.grantedNanos + g.amountNanos > WALLET_GRANTED_NANOS_MAX) throw new WalletError({ kind: "limit", field: "amount_nanos (all granted to the wallet)", limit: WALLET_GRANTED_NANOS_MAX });
       const t = await writeGrant(tx, tenant, w, g, hash, now, true);
       if (t === null) {
         inserted = false; // inserted meanwhile (under another wallet's lock): answered as a replay or ID_REUSED
@@ -1107,6 +1117,10 @@ export function createEngine(deps: EngineDeps) {
           return;
         }
         if (real.topUpNanos > 0n) {
+          if (!(await roomFor(tx, tenant, w.id, real.topUpNanos))) {
+            logger.warn("auto top-up skipped: the wallet would have been granted more than WALLET_GRANTED_NANOS_MAX in all", { tenant, wallet_id: w.id });
+            return;
+          }
           const seq = await S.claimTopUp(tx, tenant, w.id, now, cfg.cooldownMs);
           if (seq === null) return;
           const grantId = await freeGrantId(tx, tenant, `${w.id}:topup:${seq}`);
@@ -1610,14 +1624,20 @@ export function createEngine(deps: EngineDeps) {
     }
     let grantsExpired = 0;
     let breakageNanos = 0n;
+    let full = false; // the run's breakage total would pass int64: the rest waits for the next run
     const touched = new Set<string>();
     for (const g of await S.listExpiredGrants(db, tenant, walletId, asOf, graceMs, RUN_WALLETS_MAX)) {
+      if (full) break;
       const wallet = await mustWallet(tenant, g.walletId);
       await db.transaction(async (tx) => {
         const cur = await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = $2 AND state = 'active' FOR UPDATE`, [tenant, g.id]);
         if (cur.rowCount === 0) return;
         const fresh = (await S.getGrant(tx, tenant, g.id))!;
         const amount = breakageAt({ ...fresh, expiresAtMs: fresh.expiresAt!.getTime() }, asOf.getTime(), fresh.expiryGraceMs ?? graceMs);
+        if (breakageNanos + amount > INT64_MAX) {
+          full = true;
+          return;
+        }
         await S.setGrantState(tx, tenant, g.id, "expired");
         grantsExpired++;
         touched.add(g.walletId);
@@ -1703,7 +1723,9 @@ export function createEngine(deps: EngineDeps) {
         ]);
         await S.enqueueTransfers(tx, tenant, [ts], now);
         let renewedGrantId = "";
-        if (fresh.renew) {
+        const renew = fresh.renew && (await roomFor(tx, tenant, w.id, fresh.amountNanos));
+        if (fresh.renew && !renew) logger.warn("allowance not renewed: the wallet would have been granted more than WALLET_GRANTED_NANOS_MAX in all", { tenant, wallet_id: w.id, grant_id: fresh.id });
+        if (renew) {
           const np = nextPeriod(fresh.effectiveAt.getTime(), periodEnd.getTime());
           renewedGrantId = await freeGrantId(tx, tenant, `${fresh.rootId}:p${fresh.periodIndex + 1}`);
           const ng: GrantInput = {

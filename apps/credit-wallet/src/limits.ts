@@ -23,8 +23,11 @@ export const DESCRIPTION_CHARS_MAX = 256;
 export const SCOPE_ENTRIES_MAX = 32;
 /** Most open (not fully burned, not expired) grants one wallet may have. */
 export const GRANTS_PER_WALLET_OPEN_MAX = 200;
-/** Most nanos a wallet's open grants may hold in all (amount - burned - expired): its balance fits int64 with room. */
-export const WALLET_BALANCE_NANOS_MAX = 9n * 10n ** 18n;
+/**
+ * Most nanos ever granted to one wallet (every grant's amount, rollovers included): the ledger's
+ * wallet account counts its credits in int64, and so does the balance.
+ */
+export const WALLET_GRANTED_NANOS_MAX = 9n * 10n ** 18n;
 /** Default hold time to live. */
 export const HOLD_TTL_MS_DEFAULT = 60_000;
 /** Longest hold time to live (one day). */

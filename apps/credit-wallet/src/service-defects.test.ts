@@ -11,7 +11,7 @@ import { migrate } from "@nanobill/db";
 import { createLedgerService, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
 import { createCreditWalletService, migrationsDir } from "./index.js";
 import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } from "./test-support.js";
-import { WALLET_BALANCE_NANOS_MAX } from "./limits.js";
+import { WALLET_GRANTED_NANOS_MAX } from "./limits.js";
 
 describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
   let h: WalletHarness;
@@ -318,18 +318,50 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
 
   // ------------------------------------------------------------------ 12: derived ids never collide with caller ids
 
-  it("refuses a grant that would take the wallet's open balance past WALLET_BALANCE_NANOS_MAX (probe finding: GetBalance answered Internal past int64)", async () => {
+  // Tenant B, one unit per wallet: 10^18-nano grants add up in the tenant's shared ledger accounts
+  // (per unit), which count in int64 too; tenant A's tests must not see them.
+  const adminB = () => h.client(KEYS.adminB);
+  async function bigWallet(customerId: string, unit: string, n: number, expiresAt?: Date) {
+    const w = (await adminB().createWallet({ customerId, unit })).wallet!;
+    for (let i = 0; i < n; i++) {
+      await adminB().grant({ id: `g_${customerId}_${i}`, walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 10n ** 18n, expiresAt: expiresAt ? timestampFromDate(expiresAt) : undefined });
+    }
+    return w;
+  }
+  async function expectLedgerAgreesB(walletId: string) {
+    await h.wallet.outbox.flush();
+    const bal = await adminB().getBalance({ walletId });
+    const acct = (await h.ledgerClient("tnt_b").lookupAccounts({ ids: [bal.wallet!.ledgerAccountId] })).accounts[0]!;
+    expect(acct.creditsPostedNanos - acct.debitsPostedNanos).toBe(bal.balanceNanos);
+    expect((await h.ledgerClient("tnt_b").verify({})).violations).toEqual([]);
+  }
+
+  it("refuses a grant past WALLET_GRANTED_NANOS_MAX granted to the wallet in all (probe and review findings: GetBalance answered Internal past int64, and the ledger refused the credits the wallet had accepted)", async () => {
     const big = 10n ** 18n;
-    const w = await wallet("cus_sum", Array.from({ length: 9 }, (_, i) => ({ id: `g_sum_${i}`, amountNanos: big, kind: pb.GrantKind.PROMOTIONAL })));
-    expect(WALLET_BALANCE_NANOS_MAX).toBe(9n * big);
-    const e = await code(admin().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n }));
-    expect([e.code, e.message]).toEqual([Code.ResourceExhausted, `amount_nanos (the wallet's open balance): exceeds the limit of ${WALLET_BALANCE_NANOS_MAX}`]);
-    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(9n * big);
-    // Burned value frees room: after a consumption of 1 nano, a grant of 1 nano fits again.
-    await ingest().consume({ items: [{ id: "use_sum", customerId: "cus_sum", unit: "USD", amountNanos: 1n }] });
-    await admin().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n });
-    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(9n * big);
-    await expectBooksAgree(w.id, "cus_sum");
+    expect(WALLET_GRANTED_NANOS_MAX).toBe(9n * big);
+    const w = await bigWallet("cus_sum", "USD", 9);
+    const e = await code(adminB().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n }));
+    expect([e.code, e.message]).toEqual([Code.ResourceExhausted, `amount_nanos (all granted to the wallet): exceeds the limit of ${WALLET_GRANTED_NANOS_MAX}`]);
+    // Spent value does not free room: the ledger account counts every credit it was ever given.
+    await h.client(KEYS.internal, "tnt_b").consume({ items: [{ id: "use_sum", customerId: "cus_sum", unit: "USD", amountNanos: big }] });
+    expect((await code(adminB().grant({ id: "g_sum_9", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 1n }))).code).toBe(Code.ResourceExhausted);
+    expect((await adminB().getBalance({ walletId: w.id })).balanceNanos).toBe(8n * big);
+    await expectLedgerAgreesB(w.id);
+  });
+
+  it("keeps a RunExpiry's breakage total within int64: a run stops before it would pass, the next goes on (review finding: Internal after the expiries committed)", async () => {
+    const soon = new Date(h.clock.now().getTime() + 3_600_000);
+    const ws = [await bigWallet("cus_exp_eur", "EUR", 9, soon), await bigWallet("cus_exp_gbp", "GBP", 9, soon), await bigWallet("cus_exp_jpy", "JPY", 9, soon)];
+    const totals: bigint[] = [];
+    for (let run = 0; run < 10; run++) {
+      const r = await adminB().runExpiry({ asOf: timestampFromDate(new Date(soon.getTime() + 1)) });
+      if (r.grantsExpired === 0) break;
+      totals.push(r.breakageNanos);
+    }
+    expect(totals.length).toBeGreaterThan(2); // 2.7 x 10^19 in all: at least three runs
+    expect(totals.every((t) => t <= 2n ** 63n - 1n)).toBe(true);
+    expect(totals.reduce((a, b) => a + b, 0n)).toBe(27n * 10n ** 18n);
+    for (const x of ws) await expectLedgerAgreesB(x.id);
   });
 
   it("gives an auto top-up a free grant id when a caller's grant took the derived one", async () => {

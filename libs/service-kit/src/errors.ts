@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
-import { toJson } from "@bufbuild/protobuf";
+import type { DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { randomBytes } from "node:crypto";
@@ -150,6 +150,48 @@ async function* guardStream<T>(it: AsyncIterable<T>, logger: Logger, where: stri
   }
 }
 
+const TIMESTAMP_SECONDS_MIN = -62_135_596_800n; // 0001-01-01T00:00:00Z
+const TIMESTAMP_SECONDS_MAX = 253_402_300_799n; // 9999-12-31T23:59:59Z
+const DURATION_SECONDS_MAX = 315_576_000_000n; // 10,000 years
+
+/**
+ * jsonWritable: throws what protobuf JSON would refuse to write in `msg` — a Timestamp outside
+ * years 1..9999 or with nanos outside 0..999,999,999, a Duration past 10,000 years — at any depth
+ * (fields, lists, maps, oneofs). Much cheaper than encoding the message to JSON a second time.
+ */
+export function jsonWritable(desc: DescMessage, msg: unknown, depth = 0): void {
+  if (msg === undefined || msg === null || depth > 64) return;
+  const m = msg as Record<string, unknown>;
+  if (desc.typeName === "google.protobuf.Timestamp") {
+    const { seconds, nanos } = m as { seconds: bigint; nanos: number };
+    if (seconds < TIMESTAMP_SECONDS_MIN || seconds > TIMESTAMP_SECONDS_MAX || nanos < 0 || nanos > 999_999_999) {
+      throw new Error(`cannot encode google.protobuf.Timestamp to JSON: ${seconds} s ${nanos} ns is outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z`);
+    }
+    return;
+  }
+  if (desc.typeName === "google.protobuf.Duration") {
+    const { seconds, nanos } = m as { seconds: bigint; nanos: number };
+    const signsDiffer = (seconds > 0n && nanos < 0) || (seconds < 0n && nanos > 0);
+    if (seconds > DURATION_SECONDS_MAX || seconds < -DURATION_SECONDS_MAX || nanos > 999_999_999 || nanos < -999_999_999 || signsDiffer) {
+      throw new Error(`cannot encode google.protobuf.Duration to JSON: ${seconds} s ${nanos} ns is out of range`);
+    }
+    return;
+  }
+  for (const f of desc.fields) {
+    if (f.message === undefined) continue;
+    let v: unknown;
+    if (f.oneof) {
+      const o = m[f.oneof.localName] as { case?: string; value?: unknown } | undefined;
+      if (o?.case !== f.localName) continue;
+      v = o.value;
+    } else v = m[f.localName];
+    if (v === undefined || v === null) continue;
+    if (f.fieldKind === "message") jsonWritable(f.message, v, depth + 1);
+    else if (f.fieldKind === "list") for (const x of v as unknown[]) jsonWritable(f.message, x, depth + 1);
+    else if (f.fieldKind === "map") for (const x of Object.values(v as Record<string, unknown>)) jsonWritable(f.message, x, depth + 1);
+  }
+}
+
 /** The error boundary: one interceptor, installed by startServer, applying {@link toConnectError}. */
 export function createErrorBoundary(logger: Logger): Interceptor {
   return (next) => async (req) => {
@@ -160,18 +202,17 @@ export function createErrorBoundary(logger: Logger): Interceptor {
       throw toConnectError(e, logger, `${req.service.typeName}/${req.method.name}`, req.signal);
     }
     // A JSON answer is written after this boundary: a message JSON cannot hold (a Timestamp past
-    // year 9999, say) would leave as Internal with the encoder's text and no log. Encoding it here
-    // first (JSON calls only; binary answers can hold any value) makes it a logged, redacted
-    // Internal like any other fault.
+    // year 9999, say) would leave as Internal with the encoder's text and no log. Checking it here
+    // first (JSON calls only) makes it a logged, redacted Internal like any other fault.
     const json = req.header.get("content-type")?.toLowerCase().includes("json") === true;
     if (res.stream) {
-      const check = json ? (m: unknown) => void toJson(req.method.output, m as never) : undefined;
+      const check = json ? (m: unknown) => jsonWritable(req.method.output, m) : undefined;
       const s: StreamResponse = { ...res, message: guardStream(res.message, logger, `${req.service.typeName}/${req.method.name}`, req.signal, check) };
       return s as typeof res;
     }
     if (json) {
       try {
-        toJson(req.method.output, res.message);
+        jsonWritable(req.method.output, res.message);
       } catch (e) {
         throw toConnectError(e, logger, `${req.service.typeName}/${req.method.name}`, req.signal);
       }

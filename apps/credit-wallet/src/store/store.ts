@@ -482,14 +482,18 @@ export async function listGrants(q: Queryable, tenant: string, walletId: string,
   return r.rows.map(grantOf);
 }
 
-/** The open grants of a wallet (active, not fully burned or expired): how many, and what they hold in all. */
-export async function openGrants(q: Queryable, tenant: string, walletId: string): Promise<{ count: number; remainingNanos: bigint }> {
-  const r = await q.query<{ n: bigint; remaining: string }>(
-    `SELECT count(*)::bigint AS n, COALESCE(sum(amount_nanos - burned_nanos - expired_nanos), 0)::text AS remaining
-       FROM grants WHERE tenant = $1 AND wallet_id = $2 AND state = 'active' AND burned_nanos + expired_nanos < amount_nanos`,
+/**
+ * A wallet's grants: how many are open (active, not fully burned or expired), and how many nanos
+ * were ever granted to it (every grant's amount, in any state).
+ */
+export async function openGrants(q: Queryable, tenant: string, walletId: string): Promise<{ count: number; grantedNanos: bigint }> {
+  const r = await q.query<{ n: bigint; granted: string }>(
+    `SELECT count(*) FILTER (WHERE state = 'active' AND burned_nanos + expired_nanos < amount_nanos)::bigint AS n,
+            COALESCE(sum(amount_nanos), 0)::text AS granted
+       FROM grants WHERE tenant = $1 AND wallet_id = $2`,
     [tenant, walletId],
   );
-  return { count: Number(r.rows[0]!.n), remainingNanos: BigInt(r.rows[0]!.remaining) };
+  return { count: Number(r.rows[0]!.n), grantedNanos: BigInt(r.rows[0]!.granted) };
 }
 
 /**
