@@ -138,6 +138,7 @@ function exchange(
           return;
         }
         stream = s;
+        const owner = s.session; // undefined once the stream is destroyed
         let status = 0;
         let resHeaders: http2.IncomingHttpHeaders = {};
         let resTrailers: http2.IncomingHttpHeaders = {};
@@ -166,8 +167,13 @@ function exchange(
           signal?.removeEventListener("abort", onAbort);
           resolve({ status, headers: resHeaders, trailers: resTrailers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
         });
-        s.on("error", (e) => fail(errorFromNode(e)));
+        s.on("error", (e) => fail(s.rstCode === 0xb ? new ConnectError("http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)", Code.ResourceExhausted) : errorFromNode(e)));
         s.on("close", () => {
+          // Node's client refuses new streams ENHANCE_YOUR_CALM once its connection's memory count
+          // passes maxSessionMemory, and a body the server reset before reading it is never taken
+          // off that count: every later call on the connection would fail. It is retired
+          // (graceful close: calls in flight finish); the session manager opens a new one.
+          if (s.rstCode === 0xb /* ENHANCE_YOUR_CALM */ && owner !== undefined && !owner.closed) owner.close();
           if (settled) return;
           const m = RST[s.rstCode ?? 0];
           fail(m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${s.rstCode!.toString(16)})`, m[1]) : new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));

@@ -1,0 +1,61 @@
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { closeClientSessions, createClientTransport } from "./client.js";
+
+/**
+ * Node's HTTP/2 client never gives back the memory of a body it had not sent when the server
+ * resets the stream: past ~10 MB, every new stream on that connection is refused locally with
+ * ENHANCE_YOUR_CALM, for good. The lean client then retires the connection (the next call opens a
+ * new one) instead of failing every later call.
+ */
+describe("lean client on a connection Node refuses ENHANCE_YOUR_CALM", () => {
+  let server: http2.Http2Server;
+  let url = "";
+  let connections = 0;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  beforeAll(async () => {
+    // Answers every call with an empty EchoResponse at once, then resets the stream with the
+    // request body unread (as a server that refuses a body early and does not drain it).
+    server = http2.createServer();
+    server.on("session", (session) => {
+      connections++;
+      sessions.add(session);
+    });
+    server.on("stream", (stream) => {
+      stream.on("error", () => undefined); // the client's reset of a refused stream
+      stream.pause();
+      stream.respond({ ":status": 200, "content-type": "application/proto" });
+      stream.end();
+      setTimeout(() => !stream.closed && stream.close(http2.constants.NGHTTP2_NO_ERROR), 20);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    closeClientSessions();
+    for (const session of sessions) session.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  it("retires the connection after a refusal, so later calls go through", async () => {
+    const client = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: "k", protocol: "connect", lean: true }));
+    const payload = new Uint8Array(2 * 1024 * 1024);
+    const codes: string[] = [];
+    for (let i = 0; i < 16; i++) {
+      const code = await client.echo({ payload }).then(
+        () => "ok",
+        (e: unknown) => Code[ConnectError.from(e).code]!,
+      );
+      codes.push(code);
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    // At most one call in a row is refused (ResourceExhausted); the others answer, on new connections.
+    expect(codes.every((c) => c === "ok" || c === "ResourceExhausted")).toBe(true);
+    expect(codes.filter((c) => c === "ok").length).toBeGreaterThanOrEqual(12);
+    expect(codes.join(",")).not.toContain("ResourceExhausted,ResourceExhausted");
+    expect(connections).toBeGreaterThan(1);
+  }, 30_000);
+});
