@@ -540,10 +540,6 @@ export function createEngine(deps: EngineDeps) {
   }
 
   /**
-   * Writes one grant inside tx: row, overdraft repay, movements, ledger chain. Returns the transfer
-   * id, or null when a grant with that id exists already (nothing written).
-   */
-  /**
    * Whether `amountNanos` more may be granted to the wallet (all it was ever granted stays at most
    * WALLET_GRANTED_NANOS_MAX: the ledger account's credits and the balance fit int64). Every path
    * that adds money checks it: Grant refuses, an auto top-up or a renewal is skipped (logged).
@@ -553,6 +549,10 @@ export function createEngine(deps: EngineDeps) {
     return (await S.openGrants(tx, tenant, walletId)).grantedNanos + amountNanos <= WALLET_GRANTED_NANOS_MAX;
   }
 
+  /**
+   * Writes one grant inside tx: row, overdraft repay, movements, ledger chain. Returns the transfer
+   * id, or null when a grant with that id exists already (nothing written).
+   */
   async function writeGrant(tx: Queryable, tenant: string, w: WalletRow, g: GrantInput & { rootId?: string; periodIndex?: number }, hash: string, now: Date, ledgerFunded: boolean): Promise<string | null> {
     const repay = ledgerFunded ? repayNanos(w.overdraftPostedNanos, g.amountNanos) : 0n;
     const inserted = await S.insertGrant(tx, tenant, {
