@@ -15,6 +15,7 @@ import { startPlatform, type Platform, type PlatformClients, type ServiceName } 
 import { seedDemo } from "../../libs/platform/src/demo.js";
 import { auditWhenSettled, formatFindings } from "../../libs/platform/src/auditor.js";
 import { e2eBackends } from "../e2e/support.js";
+import { jsonReadsOf, post, type RawAnswer } from "./json-reads.js";
 
 /**
  * Random and malformed requests (raw Connect JSON over HTTP/2) to every unary RPC of every service,
@@ -37,30 +38,7 @@ const FORBIDDEN_CODES = new Set(["internal", "unknown", "data_loss"]);
 const HUGE = "x".repeat(300_000);
 const OVERSIZE_LIST = Array.from({ length: 12_000 }, (_, i) => ({ id: `evt_over_${i}` }));
 
-interface Answer {
-  status: number;
-  body: string;
-  raw: Buffer;
-}
-
-function post(session: ClientHttp2Session, path: string, key: string, body: string | Buffer, contentType = "application/json"): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": contentType, authorization: `Bearer ${key}`, "connect-protocol-version": "1" });
-    let status = 0;
-    const chunks: Buffer[] = [];
-    req.on("response", (h) => (status = Number(h[":status"])));
-    req.on("data", (d: Buffer) => chunks.push(d));
-    // Settled when the stream closes (the answer read and the body sent or discarded), so a
-    // body the server refused early is not still being sent beside the next request.
-    req.on("close", () => {
-      const raw = Buffer.concat(chunks);
-      resolve({ status, body: raw.toString("utf8"), raw });
-    });
-    req.on("error", reject);
-    req.setTimeout(30_000, () => req.close());
-    req.end(body);
-  });
-}
+type Answer = RawAnswer;
 
 function codeOf(a: Answer): string | undefined {
   if (a.status === 200) return undefined;
@@ -335,19 +313,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         );
         // What the binary calls wrote must still read as JSON (a Timestamp past 9999 cannot).
         const [cust, wallet] = idsD as [string, string];
-        const reads: Array<[ServiceName, string, unknown]> = [
-          ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/GetBalance", { walletId: wallet }],
-          ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/ListMovements", { walletId: wallet }],
-          ["rating", "/nanobill.rating.v1.RatingService/GetCustomer", { customerId: cust }],
-          ["rating", "/nanobill.rating.v1.RatingService/ListSubscriptions", { customerId: cust }],
-          ["rating", "/nanobill.rating.v1.RatingService/RatePeriod", { customerId: cust }],
-          ["rating", "/nanobill.rating.v1.RatingService/ListPriceOverrides", { customerId: cust }],
-          ["rating", "/nanobill.rating.v1.RatingService/ListCostRates", {}],
-          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/PreviewInvoice", { customerId: cust }],
-          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/ListInvoices", { customerId: cust }],
-          ["invoicing", "/nanobill.invoicing.v1.InvoicingService/GetBillingSettings", { customerId: cust }],
-          ["metering", "/nanobill.metering.v1.MeteringService/ListMeters", {}],
-        ];
+        const reads: Array<[ServiceName, string, unknown]> = [...jsonReadsOf(cust, wallet), ["rating", "/nanobill.rating.v1.RatingService/GetCustomer", { customerId: cust }]];
         for (const [svc, readPath, req] of reads) {
           if (!SERVICES.some(([n, d]) => n === svc && d.methods.some((m) => readPath.endsWith(`/${m.name}`)))) throw new Error(`no such read: ${readPath}`);
           const ans = await post(sessions.get(svc)!, readPath, keyD, JSON.stringify(req));

@@ -8,6 +8,7 @@ import { GrantKind } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { startPlatform, type Platform, type PlatformClients, type ServiceName } from "../../libs/platform/src/platform.js";
 import { seedDemo, type DemoCustomer } from "../../libs/platform/src/demo.js";
 import { e2eBackends } from "../e2e/support.js";
+import { jsonReadsOf, post } from "./json-reads.js";
 
 /**
  * Every write that takes a time, sent (binary, as the services' own clients speak) at the edges of
@@ -24,19 +25,6 @@ const EDGES: Array<[string, Timestamp]> = [
   ["year 1", { seconds: -62_135_596_800n, nanos: 0 } as Timestamp],
 ];
 const FORBIDDEN = new Set(["internal", "unknown", "data_loss"]);
-
-function postJson(session: ClientHttp2Session, path: string, key: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/json", authorization: `Bearer ${key}`, "connect-protocol-version": "1" });
-    let status = 0;
-    const chunks: Buffer[] = [];
-    req.on("response", (h) => (status = Number(h[":status"])));
-    req.on("data", (d: Buffer) => chunks.push(d));
-    req.on("close", () => resolve({ status, body: Buffer.concat(chunks).toString("utf8") }));
-    req.on("error", reject);
-    req.end(JSON.stringify(body));
-  });
-}
 
 describe(`times at the edges on ${backend.name}`, () => {
   let platform: Platform;
@@ -101,18 +89,9 @@ describe(`times at the edges on ${backend.name}`, () => {
       await attempt(`rating.ratePeriod ${name}`, c.rating.ratePeriod({ customerId: cust, at: t }));
     }
     const reads: Array<[ServiceName, string, unknown]> = [
-      ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/GetBalance", { walletId: demo.walletId }],
-      ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/ListMovements", { walletId: demo.walletId }],
+      ...jsonReadsOf(cust, demo.walletId),
       ["credit-wallet", "/nanobill.wallet.v1.CreditWalletService/ListConsumption", { customerId: cust }],
       ["rating", "/nanobill.rating.v1.RatingService/ListCustomers", {}],
-      ["rating", "/nanobill.rating.v1.RatingService/ListSubscriptions", { customerId: cust }],
-      ["rating", "/nanobill.rating.v1.RatingService/RatePeriod", { customerId: cust }],
-      ["rating", "/nanobill.rating.v1.RatingService/ListPriceOverrides", { customerId: cust }],
-      ["rating", "/nanobill.rating.v1.RatingService/ListCostRates", {}],
-      ["invoicing", "/nanobill.invoicing.v1.InvoicingService/PreviewInvoice", { customerId: cust }],
-      ["invoicing", "/nanobill.invoicing.v1.InvoicingService/ListInvoices", { customerId: cust }],
-      ["invoicing", "/nanobill.invoicing.v1.InvoicingService/GetBillingSettings", { customerId: cust }],
-      ["metering", "/nanobill.metering.v1.MeteringService/ListMeters", {}],
     ];
     for (const [name] of EDGES) {
       const tag = `${name.replace(/ /g, "_")}_${run}`;
@@ -120,7 +99,7 @@ describe(`times at the edges on ${backend.name}`, () => {
       reads.push(["rating", "/nanobill.rating.v1.RatingService/ListSubscriptions", { customerId: `cus_${tag}` }]);
     }
     for (const [svc, path, req] of reads) {
-      const ans = await postJson(sessions.get(svc)!, path, key, req);
+      const ans = await post(sessions.get(svc)!, path, key, JSON.stringify(req));
       const code = ans.status === 200 ? "ok" : ((JSON.parse(ans.body) as { code?: string }).code ?? `http_${ans.status}`);
       expect(FORBIDDEN.has(code), `${path} ${JSON.stringify(req)} answered ${code} after the edge writes: ${ans.body.slice(0, 300)}\n${outcomes.join("\n")}`).toBe(false);
     }
