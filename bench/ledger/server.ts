@@ -12,8 +12,7 @@ runMain(async () => {
   const schema = process.env["BENCH_SCHEMA"];
   const key = process.env["BENCH_API_KEY"];
   if (!url || !schema || !key) throw new Error("DATABASE_URL, BENCH_SCHEMA and BENCH_API_KEY are required");
-  // DATABASE_PREPARED_STATEMENTS=false: every statement unnamed (the services' setting; A/B of libs/db's named statements).
-  const db = await openDb({ url, schema, poolMax: 8, preparedStatements: process.env["DATABASE_PREPARED_STATEMENTS"] !== "false" });
+  const db = await openDb({ url, schema, poolMax: 8 });
   onShutdown(() => db.close());
   await migrate(db, migrationsDir);
   const ledger = await createLedgerService({ db, logger: silentLogger, clock: systemClock });

@@ -22,9 +22,7 @@ runMain(async () => {
     { tenant: "*", scopes: ["internal"], key: key + "_internal" },
   ]);
 
-  // DATABASE_PREPARED_STATEMENTS=false: every statement unnamed (the services' setting; A/B of libs/db's named statements).
-  const preparedStatements = process.env["DATABASE_PREPARED_STATEMENTS"] !== "false";
-  const ledgerDb = await openDb({ url, schema: schema + "_ledger", poolMax: 6, preparedStatements });
+  const ledgerDb = await openDb({ url, schema: schema + "_ledger", poolMax: 6 });
   onShutdown(() => ledgerDb.close());
   await migrate(ledgerDb, ledgerMigrations);
   const ledger = await createLedgerService({ db: ledgerDb, logger: silentLogger, clock: systemClock });
@@ -32,7 +30,7 @@ runMain(async () => {
   const ledgerServer = await startServer({ name: "ledger-bench", host: "127.0.0.1", port: 0, routes: ledger.routes, authenticator, logger: silentLogger, limits: LEDGER_SERVER_LIMITS });
   onShutdown(() => ledgerServer.close());
 
-  const db = await openDb({ url, schema: schema + "_wallet", poolMax: 8, preparedStatements });
+  const db = await openDb({ url, schema: schema + "_wallet", poolMax: 8 });
   onShutdown(() => db.close());
   await migrate(db, migrationsDir);
   const ledgerClient = createClient(LedgerService, createClientTransport({ baseUrl: ledgerServer.url, apiKey: key + "_internal" }));

@@ -21,11 +21,3 @@ describe("webhook egress switch (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS, share
     expect((e as ConfigError).variable).toBe("NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS");
   });
 });
-
-describe("DATABASE_PREPARED_STATEMENTS (every service)", () => {
-  it("is on by default, off with false (a pooler in transaction mode), and a bad value is a ConfigError naming it", () => {
-    expect(loadConfig(REQUIRED).preparedStatements).toBe(true);
-    expect(loadConfig({ ...REQUIRED, DATABASE_PREPARED_STATEMENTS: "false" }).preparedStatements).toBe(false);
-    expect(() => loadConfig({ ...REQUIRED, DATABASE_PREPARED_STATEMENTS: "sometimes" })).toThrow(ConfigError);
-  });
-});

@@ -42,8 +42,6 @@ export interface CreditWalletProcessConfig {
   host: string;
   /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
-  /** DATABASE_PREPARED_STATEMENTS (true): false behind a pooler that cannot keep named statements (PgBouncer transaction mode before 1.21). */
-  preparedStatements: boolean;
   /** CREDIT_WALLET_DATA_DIR. */
   dataDir: string;
   /** CREDIT_WALLET_DB_SCHEMA. */
@@ -80,7 +78,6 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
     port: envInt(env, "CREDIT_WALLET_PORT", 7004, { min: 0, max: 65_535 }),
     host: envString(env, "CREDIT_WALLET_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    preparedStatements: envBool(env, "DATABASE_PREPARED_STATEMENTS", true),
     dataDir: envString(env, "CREDIT_WALLET_DATA_DIR", "./.data/credit-wallet"),
     schema: envString(env, "CREDIT_WALLET_DB_SCHEMA", "credit_wallet"),
     poolMax: envInt(env, "CREDIT_WALLET_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),

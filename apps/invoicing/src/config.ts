@@ -1,6 +1,6 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel, envBool } from "@nanobill/service-kit";
+import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import { DRAFT_LOOP_BATCH_DEFAULT, DRAFT_LOOP_BATCH_MAX, DRAFT_LOOP_MS_DEFAULT, DRAFT_LOOP_MS_MAX, LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
 
 /** InvoicingConfig: the service's tunables (createInvoicingService). */
@@ -38,8 +38,6 @@ export interface InvoicingProcessConfig {
   host: string;
   /** DATABASE_URL: PostgreSQL URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
-  /** DATABASE_PREPARED_STATEMENTS (true): false behind a pooler that cannot keep named statements (PgBouncer transaction mode before 1.21). */
-  preparedStatements: boolean;
   /** INVOICING_DATA_DIR. */
   dataDir: string;
   /** INVOICING_DB_SCHEMA. */
@@ -72,7 +70,6 @@ export function loadConfig(env: Env): InvoicingProcessConfig {
     port: envInt(env, "INVOICING_PORT", 7005, { min: 0, max: 65_535 }),
     host: envString(env, "INVOICING_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    preparedStatements: envBool(env, "DATABASE_PREPARED_STATEMENTS", true),
     dataDir: envString(env, "INVOICING_DATA_DIR", "./.data/invoicing"),
     schema: envString(env, "INVOICING_DB_SCHEMA", "invoicing"),
     poolMax: envInt(env, "INVOICING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),

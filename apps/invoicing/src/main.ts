@@ -17,7 +17,7 @@ runMain(async () => {
   const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: config.otlpTracesEndpoint });
   onShutdown(() => telemetry.shutdown());
   const embedded = config.databaseUrl === undefined ? await openEmbeddedPostgres({ dataDir: config.dataDir }) : undefined;
-  const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax, preparedStatements: config.preparedStatements });
+  const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
   onShutdown(async () => {
     await db.close();
     await embedded?.close();

@@ -1,6 +1,6 @@
 /** Environment -> typed LedgerConfig; every limit explicit and validated. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { type Env, type LogLevel, LOG_LEVELS, envEnum, envInt, envString, envUrl, envBool } from "@nanobill/service-kit";
+import { type Env, type LogLevel, LOG_LEVELS, envEnum, envInt, envString, envUrl } from "@nanobill/service-kit";
 import {
   COMMIT_ITEMS_PER_TRANSACTION_MAX,
   COMMIT_QUEUE_ITEMS_MAX,
@@ -30,8 +30,6 @@ export interface LedgerProcessConfig {
   host: string;
   /** DATABASE_URL: postgres:// URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
-  /** DATABASE_PREPARED_STATEMENTS (true): false behind a pooler that cannot keep named statements (PgBouncer transaction mode before 1.21). */
-  preparedStatements: boolean;
   /** LEDGER_DATA_DIR. */
   dataDir: string;
   /** LEDGER_DB_SCHEMA. */
@@ -50,7 +48,6 @@ export function loadConfig(env: Env): LedgerProcessConfig {
     port: envInt(env, "LEDGER_PORT", 7003, { min: 0, max: 65_535 }),
     host: envString(env, "LEDGER_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    preparedStatements: envBool(env, "DATABASE_PREPARED_STATEMENTS", true),
     dataDir: envString(env, "LEDGER_DATA_DIR", "./.data/ledger"),
     schema: envString(env, "LEDGER_DB_SCHEMA", "ledger"),
     poolMax: envInt(env, "LEDGER_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),

@@ -19,7 +19,7 @@ runMain(
     const logger = createLogger({ service: "ledger", level: config.logLevel });
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
-    const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax, preparedStatements: config.preparedStatements });
+    const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
     onShutdown(async () => {
       await db.close();
       await embedded?.close();

@@ -1,6 +1,6 @@
 // Environment -> typed config. Every limit explicit and validated; a bad value names the variable.
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel, envBool } from "@nanobill/service-kit";
+import { envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import {
   COMMIT_EVENTS_MAX,
   INGEST_QUEUE_EVENTS_MAX,
@@ -54,8 +54,6 @@ export interface MeteringProcessConfig {
   host: string;
   /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
-  /** DATABASE_PREPARED_STATEMENTS (true): false behind a pooler that cannot keep named statements (PgBouncer transaction mode before 1.21). */
-  preparedStatements: boolean;
   /** METERING_DATA_DIR. */
   dataDir: string;
   /** METERING_DB_SCHEMA. */
@@ -78,7 +76,6 @@ export function loadConfig(env: Env): MeteringProcessConfig {
     port: envInt(env, "METERING_PORT", 7001, { min: 0, max: 65_535 }),
     host: envString(env, "METERING_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    preparedStatements: envBool(env, "DATABASE_PREPARED_STATEMENTS", true),
     dataDir: envString(env, "METERING_DATA_DIR", "./.data/metering"),
     schema: envString(env, "METERING_DB_SCHEMA", "metering"),
     poolMax: envInt(env, "METERING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),

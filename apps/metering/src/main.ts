@@ -14,7 +14,7 @@ runMain(async () => {
   onShutdown(() => telemetry.shutdown());
   const embedded = cfg.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: cfg.dataDir });
   if (embedded) onShutdown(() => embedded.close());
-  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax, preparedStatements: cfg.preparedStatements });
+  const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });
   onShutdown(() => db.close());
   const { applied } = await migrate(db, migrationsDir);
   logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, poolMax: cfg.poolMax, migrationsApplied: applied, ...cfg.metering });

@@ -99,8 +99,6 @@ export interface RatingProcessConfig {
   host: string;
   /** DATABASE_URL; undefined = embedded PGlite under dataDir. */
   databaseUrl: string | undefined;
-  /** DATABASE_PREPARED_STATEMENTS (true): false behind a pooler that cannot keep named statements (PgBouncer transaction mode before 1.21). */
-  preparedStatements: boolean;
   /** RATING_DATA_DIR. */
   dataDir: string;
   /** RATING_DB_SCHEMA. */
@@ -132,7 +130,6 @@ export function loadConfig(env: Env): RatingProcessConfig {
     port: envInt(env, "RATING_PORT", 7002, { min: 0, max: 65_535 }),
     host: envString(env, "RATING_HOST", "0.0.0.0"),
     databaseUrl: envUrl(env, "DATABASE_URL"),
-    preparedStatements: envBool(env, "DATABASE_PREPARED_STATEMENTS", true),
     dataDir: envString(env, "RATING_DATA_DIR", "./.data/rating"),
     schema: envString(env, "RATING_DB_SCHEMA", "rating"),
     poolMax: envInt(env, "RATING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),

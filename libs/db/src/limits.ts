@@ -44,11 +44,3 @@ export const MIGRATION_FILE_BYTES_MAX = 10 * 1024 * 1024;
 export const LISTEN_RECONNECT_MS = 1_000;
 /** listen(): most channels one Db listens on (each is a connection on pg). */
 export const LISTEN_CHANNELS_MAX = 8;
-/** pg: a statement with parameters gets a name (parsed and planned once per connection) from its Nth use on a Db. */
-export const PREPARE_AFTER_USES = 3;
-/** pg: most named statements per Db (each costs server memory on every pooled connection); later texts run unnamed. */
-export const PREPARED_STATEMENTS_MAX = 256;
-/** pg: longer statement texts are never named (generated multi-row statements). */
-export const PREPARED_SQL_CHARS_MAX = 16_384;
-/** pg: statement texts whose uses are counted before they earn a name; the count starts over when full. */
-export const STATEMENT_USES_TRACKED_MAX = 4_096;

@@ -11,7 +11,7 @@ export async function openDb(opts: OpenDbOptions): Promise<Db> {
   if (opts === null || typeof opts !== "object") throw new DbError("invalid_argument", "opts: required");
   if (opts.url !== undefined && opts.url !== "") {
     if (!/^postgres(ql)?:\/\//.test(opts.url)) throw new DbError("invalid_argument", "url: must start with postgres:// or postgresql://");
-    return PgDb.open({ url: opts.url, schema: opts.schema, poolMax: opts.poolMax, statementTimeoutMs: opts.statementTimeoutMs, preparedStatements: opts.preparedStatements });
+    return PgDb.open({ url: opts.url, schema: opts.schema, poolMax: opts.poolMax, statementTimeoutMs: opts.statementTimeoutMs });
   }
   if (opts.embedded !== undefined) return PgliteDb.open({ embedded: opts.embedded, schema: opts.schema });
   throw new DbError("invalid_argument", "url/embedded: one of them is required (a postgres:// url, or an instance from openEmbeddedPostgres())");

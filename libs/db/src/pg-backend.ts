@@ -14,7 +14,6 @@ import {
   type TxContext,
 } from "./common.js";
 import { copyIn, type PgCopyClient } from "./pg-copy.js";
-import { StatementNames, isStalePlanError } from "./statement-names.js";
 import { DbError, toDbError } from "./errors.js";
 import {
   CONNECT_TIMEOUT_MS,
@@ -60,24 +59,12 @@ async function runQuery<R extends Row>(
   client: pg.Pool | pg.PoolClient,
   sql: string,
   params: unknown[] | undefined,
-  names?: StatementNames,
 ): Promise<{ rows: R[]; rowCount: number; command: string | undefined }> {
   let res: PgResult | PgResult[];
   try {
     const p = normalizeParams(params);
-    // Without parameters a text may hold several statements (simple protocol): never named.
-    const name = p === undefined || p.length === 0 ? undefined : names?.nameOf(sql);
-    const q = p === undefined || p.length === 0 ? client.query(sql) : name === undefined ? client.query(sql, p) : client.query({ name, text: sql, values: p });
-    res = (await q) as unknown as PgResult | PgResult[];
+    res = (await (p === undefined || p.length === 0 ? client.query(sql) : client.query(sql, p))) as unknown as PgResult | PgResult[];
   } catch (e) {
-    if (names !== undefined && isStalePlanError(e)) {
-      // A migration changed the columns of a named statement's result (a rolling deploy: another
-      // process migrated). The text is prepared again under a new name: at once outside a
-      // transaction (nothing ran), by transaction()'s retry inside one (the error aborted it).
-      names.retire(sql);
-      if (client instanceof pg.Pool) return runQuery<R>(client, sql, params, names);
-      throw new DbError("serialization", `statement prepared again after a schema change: ${(e as Error).message}`, { cause: e });
-    }
     throw toDbError(e);
   }
   const last = lastResult(res);
@@ -94,7 +81,7 @@ class PgTx implements Queryable {
 
   async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
-    const { rows, rowCount } = await runQuery<R>(this.client, sql, params, this.db.statementNames);
+    const { rows, rowCount } = await runQuery<R>(this.client, sql, params);
     return { rows, rowCount };
   }
 }
@@ -109,13 +96,10 @@ export class PgDb implements Db {
     readonly schema: string,
     private readonly pool: pg.Pool,
     private readonly url: string,
-    /** Named statements of this Db's pool (StatementNames); undefined: every statement unnamed. */
-    readonly statementNames: StatementNames | undefined,
   ) {}
 
-  static async open(opts: { url: string; schema: string; poolMax?: number; statementTimeoutMs?: number; preparedStatements?: boolean }): Promise<PgDb> {
+  static async open(opts: { url: string; schema: string; poolMax?: number; statementTimeoutMs?: number }): Promise<PgDb> {
     checkSchemaName(opts.schema);
-    if (opts.preparedStatements !== undefined && typeof opts.preparedStatements !== "boolean") throw new DbError("invalid_argument", "preparedStatements: must be a boolean");
     const max = checkIntOption(opts.poolMax, "poolMax", 1, POOL_MAX_LIMIT, POOL_MAX_DEFAULT);
     const timeout = checkIntOption(opts.statementTimeoutMs, "statementTimeoutMs", 1, STATEMENT_TIMEOUT_MS_MAX, STATEMENT_TIMEOUT_MS_DEFAULT);
     const pool = new pg.Pool({
@@ -138,7 +122,7 @@ export class PgDb implements Db {
     pool.on("connect", (client) => {
       client.on("error", () => {});
     });
-    const db = new PgDb(opts.schema, pool, opts.url, opts.preparedStatements === false ? undefined : new StatementNames("nb_"));
+    const db = new PgDb(opts.schema, pool, opts.url);
     try {
       await db.createSchema();
     } catch (e) {
@@ -165,7 +149,7 @@ export class PgDb implements Db {
   async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
     this.checkOpen();
     assertNotInTransaction(this, undefined, "db.query()");
-    const { rows, rowCount } = await runQuery<R>(this.pool, sql, params, this.statementNames);
+    const { rows, rowCount } = await runQuery<R>(this.pool, sql, params);
     return { rows, rowCount };
   }
 

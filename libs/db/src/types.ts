@@ -57,10 +57,4 @@ export interface OpenDbOptions {
   poolMax?: number;
   /** pg only: statement_timeout of every session (default STATEMENT_TIMEOUT_MS_DEFAULT). */
   statementTimeoutMs?: number;
-  /**
-   * pg only: statements run often get a name, so PostgreSQL parses and plans them once per
-   * connection (default true; StatementNames). false behind a pooler that cannot keep named
-   * statements across transactions (PgBouncer in transaction mode before 1.21).
-   */
-  preparedStatements?: boolean;
 }
