@@ -9,8 +9,9 @@ import {
   TRANSACTION_RETRIES_MAX,
   COLUMNS_MAX,
   COPY_ROWS_PER_CALL_MAX,
+  PIPELINE_STATEMENTS_MAX,
 } from "./limits.js";
-import type { IsolationLevel, TransactionOptions } from "./types.js";
+import type { IsolationLevel, PipelineStatement, TransactionOptions } from "./types.js";
 
 const IDENT = /^[a-z_][a-z0-9_]*$/;
 
@@ -125,6 +126,17 @@ export function assertNotInTransaction(owner: object, instance: object | undefin
 }
 
 /** Validates the shape of copyRows() arguments; returns the quoted table and column list. */
+/** Checks Tx.pipeline()'s argument: 1..PIPELINE_STATEMENTS_MAX statements, each text with a params array. */
+export function checkPipeline(statements: PipelineStatement[]): void {
+  if (!Array.isArray(statements) || statements.length === 0 || statements.length > PIPELINE_STATEMENTS_MAX) {
+    throw new DbError("invalid_argument", `statements: must hold 1..${PIPELINE_STATEMENTS_MAX} statements`);
+  }
+  statements.forEach((s, i) => {
+    if (typeof s?.sql !== "string" || s.sql.trim() === "") throw new DbError("invalid_argument", `statements[${i}].sql: must be a statement`);
+    if (!Array.isArray(s.params)) throw new DbError("invalid_argument", `statements[${i}].params: must be an array`);
+  });
+}
+
 export function checkCopyArgs(table: string, columns: string[], rows: unknown[][]): { tableSql: string; columnsSql: string[] } {
   const tableSql = quoteTable(table, "table");
   if (!Array.isArray(columns) || columns.length === 0 || columns.length > COLUMNS_MAX) {

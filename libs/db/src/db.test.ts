@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   COPY_ROWS_PER_CALL_MAX,
   DbError,
+  PIPELINE_STATEMENTS_MAX,
   IDENTIFIER_LENGTH_MAX,
   POOL_MAX_LIMIT,
   QUERY_PARAMS_MAX,
@@ -15,6 +16,7 @@ import {
   testBackends,
   type Queryable,
   type TestDb,
+  type Tx,
 } from "./index.js";
 import { embeddedForTests } from "./testing.js";
 
@@ -333,6 +335,112 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
         });
         expect(r!.l).toBe(isolation);
       }
+    });
+
+    it("runs each isolation level also when the first statement has parameters (it carries the BEGIN)", async () => {
+      for (const isolation of ["read committed", "repeatable read", "serializable"] as const) {
+        const r = await db.transaction(async (tx) => (await tx.query<{ l: string; x: number }>("SELECT current_setting('transaction_isolation') AS l, $1::int AS x", [7])).rows[0], {
+          isolation,
+        });
+        expect(r).toEqual({ l: isolation, x: 7 });
+      }
+    });
+
+    it("commits nothing and fails nothing when the callback runs no statement", async () => {
+      expect(await db.transaction(async () => "nothing")).toBe("nothing");
+      await expect(db.transaction(async () => Promise.reject(new Error("before any statement")))).rejects.toThrow("before any statement");
+      expect((await db.query<{ x: number }>("SELECT 1 AS x")).rows).toEqual([{ x: 1 }]);
+    });
+
+    it("keeps a first statement with parameters, a first text of several statements and a first COPY inside the transaction (rolled back together)", async () => {
+      await db.query("CREATE TABLE t_first (id int PRIMARY KEY)");
+      for (const first of [
+        (tx: Tx) => tx.query("INSERT INTO t_first VALUES ($1)", [1]),
+        (tx: Tx) => tx.query("INSERT INTO t_first VALUES (1); INSERT INTO t_first VALUES (2)"),
+        (tx: Tx) => db.copyRows("t_first", ["id"], [[1], [2]], tx),
+        (tx: Tx) => tx.pipeline([{ sql: "INSERT INTO t_first VALUES ($1)", params: [1] }]),
+      ]) {
+        await expect(
+          db.transaction(async (tx) => {
+            await first(tx);
+            throw new Error("roll back");
+          }),
+        ).rejects.toThrow("roll back");
+        expect((await db.query("SELECT id FROM t_first")).rows).toEqual([]);
+      }
+    });
+  });
+
+  describe("pipeline", () => {
+    beforeAll(async () => {
+      await db.query("CREATE TABLE t_pipe (id int PRIMARY KEY, n bigint NOT NULL)");
+    });
+
+    it("runs the statements in order and returns one result per statement, types parsed", async () => {
+      const rs = await db.transaction((tx) =>
+        tx.pipeline([
+          { sql: "INSERT INTO t_pipe VALUES ($1, $2), ($3, $4)", params: [1, 2n ** 62n, 2, 5n] },
+          { sql: "UPDATE t_pipe SET n = n + $1 WHERE id = $2", params: [1n, 2] },
+          { sql: "SELECT id, n FROM t_pipe WHERE id = ANY($1::int[]) ORDER BY id", params: [[1, 2]] },
+          { sql: "SELECT $1::text AS empty WHERE false", params: ["x"] },
+        ]),
+      );
+      expect(rs.map((r) => r.rowCount)).toEqual([2, 1, 2, 0]);
+      expect(rs[2]!.rows).toEqual([
+        { id: 1, n: 2n ** 62n },
+        { id: 2, n: 6n },
+      ]);
+      expect(rs[3]!.rows).toEqual([]);
+      // A pipeline after the first statement of a transaction, and a second one.
+      const [a, b] = await db.transaction(async (tx) => {
+        await tx.query("UPDATE t_pipe SET n = $1 WHERE id = 1", [10n]);
+        const [r1] = await tx.pipeline([{ sql: "SELECT n FROM t_pipe WHERE id = $1", params: [1] }]);
+        const [r2] = await tx.pipeline([{ sql: "SELECT n FROM t_pipe WHERE id = $1", params: [2] }]);
+        return [r1!.rows, r2!.rows];
+      });
+      expect([a, b]).toEqual([[{ n: 10n }], [{ n: 6n }]]);
+      await db.query("DELETE FROM t_pipe");
+    });
+
+    it("fails with the failing statement's error: nothing after it runs, nothing before it stays", async () => {
+      await db.query("INSERT INTO t_pipe VALUES (1, 1)");
+      const e = await db
+        .transaction(
+          (tx) =>
+            tx.pipeline([
+              { sql: "UPDATE t_pipe SET n = $1 WHERE id = 1", params: [100n] },
+              { sql: "INSERT INTO t_pipe VALUES ($1, $2)", params: [1, 2n] },
+              { sql: "INSERT INTO t_pipe VALUES ($1, $2)", params: [3, 3n] },
+            ]),
+          { retriesMax: 0 },
+        )
+        .catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(DbError);
+      expect((e as DbError).code).toBe("unique_violation");
+      expect((await db.query("SELECT id, n FROM t_pipe ORDER BY id")).rows).toEqual([{ id: 1, n: 1n }]);
+      await db.query("DELETE FROM t_pipe");
+    });
+
+    it("refuses a value it cannot send before sending anything, and bad arguments naming the field", async () => {
+      const circular: Record<string, unknown> = {};
+      circular["self"] = circular;
+      await expect(
+        db.transaction((tx) =>
+          tx.pipeline([
+            { sql: "INSERT INTO t_pipe VALUES ($1, $2)", params: [9, 9n] },
+            { sql: "SELECT $1::jsonb AS j", params: [circular] },
+          ]),
+        ),
+      ).rejects.toBeInstanceOf(DbError);
+      expect((await db.query("SELECT id FROM t_pipe WHERE id = 9")).rows).toEqual([]);
+      await db.transaction(async (tx) => {
+        await expect(tx.pipeline([])).rejects.toMatchObject({ code: "invalid_argument", message: /statements/ });
+        const many = Array.from({ length: PIPELINE_STATEMENTS_MAX + 1 }, () => ({ sql: "SELECT $1::int", params: [1] }));
+        await expect(tx.pipeline(many)).rejects.toMatchObject({ code: "invalid_argument", message: /statements/ });
+        expect(await tx.pipeline(many.slice(1))).toHaveLength(PIPELINE_STATEMENTS_MAX);
+        await expect(tx.pipeline([{ sql: "SELECT 1", params: undefined as unknown as unknown[] }])).rejects.toMatchObject({ code: "invalid_argument", message: /statements\[0\]\.params/ });
+        await expect(tx.pipeline([{ sql: " ", params: [] }])).rejects.toMatchObject({ code: "invalid_argument", message: /statements\[0\]\.sql/ });
+      });
     });
   });
 

@@ -1,4 +1,4 @@
-export type { Row, Queryable, Db, EmbeddedPostgres, IsolationLevel, TransactionOptions, OpenDbOptions } from "./types.js";
+export type { Row, Queryable, Tx, PipelineStatement, Db, EmbeddedPostgres, IsolationLevel, TransactionOptions, OpenDbOptions } from "./types.js";
 export { DbError, isDbError, type DbErrorCode } from "./errors.js";
 export { openDb } from "./open.js";
 export { openEmbeddedPostgres } from "./pglite-backend.js";

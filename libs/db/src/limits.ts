@@ -44,3 +44,5 @@ export const MIGRATION_FILE_BYTES_MAX = 10 * 1024 * 1024;
 export const LISTEN_RECONNECT_MS = 1_000;
 /** listen(): most channels one Db listens on (each is a connection on pg). */
 export const LISTEN_CHANNELS_MAX = 8;
+/** Tx.pipeline(): statements sent in one round trip. */
+export const PIPELINE_STATEMENTS_MAX = 64;

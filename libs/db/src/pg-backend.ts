@@ -4,6 +4,7 @@ import {
   beginSql,
   checkChannelName,
   checkCopyArgs,
+  checkPipeline,
   checkIntOption,
   checkSchemaName,
   normalizeParams,
@@ -14,6 +15,7 @@ import {
   type TxContext,
 } from "./common.js";
 import { copyIn, type PgCopyClient } from "./pg-copy.js";
+import { runPipeline } from "./pg-pipeline.js";
 import { DbError, toDbError } from "./errors.js";
 import {
   CONNECT_TIMEOUT_MS,
@@ -25,7 +27,7 @@ import {
   STATEMENT_TIMEOUT_MS_DEFAULT,
   STATEMENT_TIMEOUT_MS_MAX,
 } from "./limits.js";
-import type { Db, Queryable, Row, TransactionOptions } from "./types.js";
+import type { Db, PipelineStatement, Queryable, Row, TransactionOptions, Tx } from "./types.js";
 
 const OID_INT8 = 20;
 const OID_INT8_ARRAY = 1016;
@@ -72,17 +74,49 @@ async function runQuery<R extends Row>(
   return { rows: last.rows as R[], rowCount: last.rowCount ?? last.rows.length, command: last.command };
 }
 
-class PgTx implements Queryable {
+class PgTx implements Tx {
   active = true;
+  /** BEGIN goes out with the transaction's first statement (one round trip less per transaction). */
+  begun = false;
   constructor(
     readonly db: PgDb,
     readonly client: pg.PoolClient,
+    private readonly beginSql: string,
   ) {}
 
-  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+  private checkActive(): void {
     if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
+  }
+
+  /** Sends BEGIN on its own (before a statement that cannot carry it: COPY, a text without parameters). */
+  async begin(): Promise<void> {
+    if (this.begun) return;
+    this.begun = true;
+    await runQuery(this.client, this.beginSql, undefined);
+  }
+
+  async query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }> {
+    this.checkActive();
+    const p = normalizeParams(params);
+    if (!this.begun && p !== undefined && p.length > 0) {
+      // One statement with parameters: it goes out with the BEGIN (a text without parameters may
+      // hold several statements, which the extended protocol refuses: those get their own BEGIN).
+      const [r] = await this.pipeline<R>([{ sql, params: p }]);
+      return r!;
+    }
+    await this.begin();
     const { rows, rowCount } = await runQuery<R>(this.client, sql, params);
     return { rows, rowCount };
+  }
+
+  async pipeline<R extends Row = Row>(statements: PipelineStatement[]): Promise<{ rows: R[]; rowCount: number }[]> {
+    this.checkActive();
+    checkPipeline(statements);
+    const withBegin = !this.begun;
+    this.begun = true;
+    const all = withBegin ? [{ sql: this.beginSql, params: [] }, ...statements] : statements;
+    const results = await runPipeline(this.client, all, pgTypes);
+    return (withBegin ? results.slice(1) : results).map((r) => ({ rows: r.rows as R[], rowCount: r.rowCount }));
   }
 }
 
@@ -153,7 +187,7 @@ export class PgDb implements Db {
     return { rows, rowCount };
   }
 
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T> {
+  async transaction<T>(fn: (tx: Tx) => Promise<T>, opts?: TransactionOptions): Promise<T> {
     this.checkOpen();
     assertNotInTransaction(this, undefined, "db.transaction()");
     const begin = beginSql(opts);
@@ -167,7 +201,7 @@ export class PgDb implements Db {
     } catch (e) {
       throw toDbError(e);
     }
-    const tx = new PgTx(this, client);
+    const tx = new PgTx(this, client, begin);
     const ctx: TxContext = { owner: this, instance: undefined, active: true };
     let broken = false;
     // A checked-out client whose connection dies emits "error"; pg-pool only listens on idle
@@ -177,22 +211,24 @@ export class PgDb implements Db {
     };
     client.on("error", onError);
     try {
-      await runQuery(client, begin, undefined);
       const out = await txContext.run(ctx, () => fn(tx));
       // From here on a query through tx (a stray async step of the callback) is refused instead of
       // being queued behind COMMIT / ROLLBACK and run on its own, in autocommit (as on PGlite).
       tx.active = false;
-      const commit = await runQuery(client, "COMMIT", undefined);
-      if (commit.command === "ROLLBACK") {
+      // A callback that ran no statement began nothing: nothing to commit.
+      const commit = tx.begun ? await runQuery(client, "COMMIT", undefined) : undefined;
+      if (commit?.command === "ROLLBACK") {
         throw new DbError("query", "transaction rolled back at COMMIT: a statement inside it failed and its error was caught and ignored");
       }
       return out;
     } catch (e) {
       tx.active = false;
-      try {
-        await client.query("ROLLBACK");
-      } catch {
-        broken = true;
+      if (tx.begun) {
+        try {
+          await client.query("ROLLBACK");
+        } catch {
+          broken = true;
+        }
       }
       throw e;
     } finally {
@@ -210,9 +246,16 @@ export class PgDb implements Db {
     if (tx !== undefined) {
       if (!(tx instanceof PgTx) || tx.db !== this) throw new DbError("invalid_argument", "tx: must be the tx argument of a transaction() of this Db");
       if (!tx.active) throw new DbError("invalid_argument", "tx: this transaction has already finished");
+      await tx.begin();
       return copyIn(tx.client as unknown as PgCopyClient, tableSql, columnsSql, rows);
     }
-    return this.transaction(async (t) => copyIn((t as PgTx).client as unknown as PgCopyClient, tableSql, columnsSql, rows), { retriesMax: 0 });
+    return this.transaction(
+      async (t) => {
+        await (t as PgTx).begin();
+        return copyIn((t as PgTx).client as unknown as PgCopyClient, tableSql, columnsSql, rows);
+      },
+      { retriesMax: 0 },
+    );
   }
 
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {

@@ -5,6 +5,7 @@ import {
   beginSql,
   checkChannelName,
   checkCopyArgs,
+  checkPipeline,
   checkSchemaName,
   normalizeParams,
   quoteIdent,
@@ -17,7 +18,7 @@ import { DbError, toDbError } from "./errors.js";
 import { Mutex } from "./mutex.js";
 import { COPY_CHUNK_ROWS, EMBEDDED_LOCK_WAIT_MS_MAX, LISTEN_CHANNELS_MAX } from "./limits.js";
 import { encodeCopyChunk } from "./copy-text.js";
-import type { Db, EmbeddedPostgres, Queryable, Row, TransactionOptions } from "./types.js";
+import type { Db, EmbeddedPostgres, PipelineStatement, Queryable, Row, TransactionOptions, Tx } from "./types.js";
 
 const OID_BYTEA = 17;
 const OID_INT8 = 20;
@@ -129,7 +130,7 @@ async function runPglite<R extends Row>(
   }
 }
 
-class PgliteTx implements Queryable {
+class PgliteTx implements Tx {
   active = true;
   constructor(
     readonly db: PgliteDb,
@@ -140,6 +141,15 @@ class PgliteTx implements Queryable {
     if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
     const { rows, rowCount } = await runPglite<R>(this.runner, sql, params);
     return { rows, rowCount };
+  }
+
+  /** In order, one after the other (no network: nothing to save); stops at the first error. */
+  async pipeline<R extends Row = Row>(statements: PipelineStatement[]): Promise<{ rows: R[]; rowCount: number }[]> {
+    if (!this.active) throw new DbError("invalid_argument", "tx: this transaction has already finished (a query outlived its transaction() callback)");
+    checkPipeline(statements);
+    const out: { rows: R[]; rowCount: number }[] = [];
+    for (const s of statements) out.push(await this.query<R>(s.sql, s.params));
+    return out;
   }
 }
 
@@ -192,7 +202,7 @@ export class PgliteDb implements Db {
     return { rows, rowCount };
   }
 
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T> {
+  async transaction<T>(fn: (tx: Tx) => Promise<T>, opts?: TransactionOptions): Promise<T> {
     this.checkOpen();
     assertNotInTransaction(this, this.embedded, "db.transaction()");
     const begin = beginSql(opts);

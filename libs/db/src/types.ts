@@ -11,6 +11,23 @@ export interface Queryable {
   query<R extends Row = Row>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }>;
 }
 
+/** One statement of Tx.pipeline(): a single statement (never several) and its $1..$n values. */
+export interface PipelineStatement {
+  sql: string;
+  params: unknown[];
+}
+
+/** The `tx` of Db.transaction(). */
+export interface Tx extends Queryable {
+  /**
+   * Runs the statements in order and returns one result per statement: on PostgreSQL in ONE round
+   * trip (the first statement of a transaction also carries its BEGIN). A failing statement fails
+   * the call (and the transaction, as any failed statement does); the ones after it do not run.
+   * At most PIPELINE_STATEMENTS_MAX statements; each a single statement.
+   */
+  pipeline<R extends Row = Row>(statements: PipelineStatement[]): Promise<{ rows: R[]; rowCount: number }[]>;
+}
+
 export type IsolationLevel = "read committed" | "repeatable read" | "serializable";
 
 export interface TransactionOptions {
@@ -28,7 +45,7 @@ export interface Db extends Queryable {
    * fn on 40001/40P01 with jittered backoff, then throws DbError { code: "serialization" }.
    * fn must use `tx`, never the Db (that is rejected: DbError "nested_transaction").
    */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>, opts?: TransactionOptions): Promise<T>;
   /** Bulk insert (COPY on pg; multi-row INSERT on PGlite). Atomic: inside `tx` when given, else in its own transaction. */
   copyRows(table: string, columns: string[], rows: unknown[][], tx?: Queryable): Promise<number>;
   /**

@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { migrate, openDb, testBackends, type Db, type Queryable, type Row, type TestDb } from "@nanobill/db";
+import { migrate, openDb, testBackends, type Db, type Queryable, type Row, type TestDb, type Tx } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { validateEvent, type EventInput, type PropertyValue } from "../domain/event.js";
 import { AGGREGATIONS, sameDefinition, type MeterDefinition } from "../domain/meter.js";
@@ -24,12 +24,20 @@ function item(tenant: string, input: Partial<EventInput> & { id: string }): Inge
 /** The Db with a count of the event rows each aggregation read returned (the statement reading events after the cursor). */
 function countingEventReads(inner: Db, reads: number[]): Db {
   const orig = new WeakMap<Queryable, Queryable>();
-  const wrap = (q: Queryable): Queryable => {
-    const w: Queryable = {
+  const counted = (sql: string, n: number) => {
+    if (sql.includes("FROM events WHERE sequence > $1::bigint ORDER BY sequence")) reads.push(n);
+  };
+  const wrap = (q: Queryable): Tx => {
+    const w: Tx = {
       async query<R extends Row = Row>(sql: string, params?: unknown[]) {
         const r = await q.query<R>(sql, params);
-        if (sql.includes("FROM events WHERE sequence > $1::bigint ORDER BY sequence")) reads.push(r.rows.length);
+        counted(sql, r.rows.length);
         return r;
+      },
+      async pipeline<R extends Row = Row>(statements: { sql: string; params: unknown[] }[]) {
+        const rs = await (q as Tx).pipeline<R>(statements);
+        rs.forEach((r, i) => counted(statements[i]!.sql, r.rows.length));
+        return rs;
       },
     };
     orig.set(w, q);

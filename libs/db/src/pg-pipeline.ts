@@ -1,0 +1,137 @@
+/**
+ * Several statements in one round trip on a pg client: Parse/Bind/Describe/Execute for each, then
+ * one Sync (PostgreSQL's extended protocol allows any number before the Sync). pg runs one query
+ * per round trip; this Submittable (the extension point pg-copy.ts uses too) sends them all at once.
+ * The statements run in order; after an error the server skips the rest up to the Sync, so the
+ * call fails with that error and nothing after it ran. Values are converted (pg's prepareValue)
+ * before anything is sent, so a bad value fails the call with nothing sent.
+ */
+import { createRequire } from "node:module";
+import pg from "pg";
+import { toDbError } from "./errors.js";
+import type { Row } from "./types.js";
+
+interface PgConnection {
+  parse(msg: { text: string; name?: string; types?: number[] }): void;
+  bind(msg: { portal?: string; statement?: string; values?: unknown[] }): void;
+  describe(msg: { type: "P" | "S"; name?: string }): void;
+  execute(msg: { portal?: string; rows?: number }): void;
+  sync(): void;
+  sendCopyFail(msg: string): void;
+  stream: { cork?: () => void; uncork?: () => void };
+}
+
+interface PgResultLike {
+  rows: Row[];
+  rowCount: number | null;
+  command: string;
+  addFields(fields: unknown[]): void;
+  parseRow(fields: unknown[]): Row;
+  addRow(row: Row): void;
+  addCommandComplete(msg: unknown): void;
+}
+
+type ResultCtor = new (rowMode: undefined, types: unknown) => PgResultLike;
+const Result = (pg as unknown as { Result: ResultCtor }).Result;
+/** pg's own conversion of a parameter (what pg.Client#query applies), so values mean the same here. */
+const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown };
+
+export interface PipelineStatement {
+  sql: string;
+  params: unknown[];
+}
+
+export interface PipelineResult {
+  rows: Row[];
+  rowCount: number;
+  command: string | undefined;
+}
+
+class PipelineQuery {
+  callback: ((err: unknown, results?: PipelineResult[]) => void) | undefined;
+  private readonly results: PipelineResult[] = [];
+  private current: PgResultLike;
+  private rowError: unknown;
+
+  constructor(
+    private readonly statements: { sql: string; values: unknown[] }[],
+    private readonly types: unknown,
+  ) {
+    this.current = new Result(undefined, types);
+  }
+
+  submit(connection: PgConnection): void {
+    connection.stream.cork?.();
+    try {
+      for (const s of this.statements) {
+        connection.parse({ text: s.sql, types: [] });
+        connection.bind({ values: s.values });
+        connection.describe({ type: "P" });
+        connection.execute({ rows: 0 });
+      }
+      connection.sync();
+    } finally {
+      connection.stream.uncork?.();
+    }
+  }
+
+  handleRowDescription(msg: { fields: unknown[] }): void {
+    this.current.addFields(msg.fields);
+  }
+
+  handleDataRow(msg: { fields: unknown[] }): void {
+    if (this.rowError !== undefined) return;
+    try {
+      this.current.addRow(this.current.parseRow(msg.fields));
+    } catch (e) {
+      this.rowError = e;
+    }
+  }
+
+  handleCommandComplete(msg: unknown): void {
+    this.current.addCommandComplete(msg);
+    const r = this.current;
+    this.results.push({ rows: r.rows, rowCount: r.rowCount ?? r.rows.length, command: r.command });
+    this.current = new Result(undefined, this.types);
+  }
+
+  handleEmptyQuery(): void {
+    this.results.push({ rows: [], rowCount: 0, command: undefined });
+  }
+
+  handleReadyForQuery(): void {
+    if (this.rowError !== undefined) this.callback?.(this.rowError);
+    else this.callback?.(null, this.results);
+  }
+
+  handleError(err: unknown): void {
+    this.callback?.(this.rowError ?? err);
+  }
+
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(connection: PgConnection): void {
+    connection.sendCopyFail("COPY FROM STDIN is not supported in a pipeline");
+  }
+  handleCopyData(): void {}
+}
+
+/** Runs the statements in order in one round trip; one result per statement. */
+export async function runPipeline(client: { query(submittable: object): unknown }, statements: PipelineStatement[], types: unknown): Promise<PipelineResult[]> {
+  let q: PipelineQuery;
+  try {
+    q = new PipelineQuery(
+      statements.map((s) => ({ sql: s.sql, values: s.params.map((v) => prepareValue(v === undefined ? null : v)) })),
+      types,
+    );
+  } catch (e) {
+    throw toDbError(e);
+  }
+  try {
+    return await new Promise<PipelineResult[]>((resolve, reject) => {
+      q.callback = (err, results) => (err ? reject(err) : resolve(results ?? []));
+      client.query(q);
+    });
+  } catch (e) {
+    throw toDbError(e);
+  }
+}
