@@ -54,3 +54,5 @@ export const RESPONSE_BYTES_MAX = 16 * 1024 * 1024;
 export const TIMEOUT_MS_MAX = 60_000;
 /** Deadline of a call that sets none, in milliseconds. */
 export const TIMEOUT_MS_DEFAULT = 30_000;
+/** A commit writing at most this many rows sends them with its updates in one round trip (unnest); more are COPYed. */
+export const PIPELINED_INSERT_ROWS_MAX = 512;

@@ -5,3 +5,4 @@ export { openEmbeddedPostgres } from "./pglite-backend.js";
 export { migrate, readMigrations, type MigrationFile } from "./migrate.js";
 export { testBackends, TEST_POOL_MAX, type TestBackend, type TestDb } from "./testing.js";
 export * from "./limits.js";
+export { unnestInsert } from "./unnest-insert.js";

@@ -25,6 +25,9 @@ export const ACCOUNT_COLUMNS = [
   "timestamp_us",
 ];
 
+/** SQL types of ACCOUNT_COLUMNS, in order (unnest inserts; the migrations' types: code is BIGINT since 0004). */
+export const ACCOUNT_COLUMN_TYPES = ["text", "text", "text", "bigint", "int", "jsonb", "bigint", "bigint", "bigint", "bigint", "bigint"];
+
 export function accountRow(tenant: string, a: Account): unknown[] {
   return [
     tenant,
@@ -73,6 +76,9 @@ export const TRANSFER_COLUMNS = [
   "expires_at_us",
   "failed_result",
 ];
+
+/** SQL types of TRANSFER_COLUMNS, in order (unnest inserts; the migrations' types: code is BIGINT since 0004). */
+export const TRANSFER_COLUMN_TYPES = ["text", "text", "text", "text", "bigint", "bigint", "text", "text", "bigint", "bigint", "int", "jsonb", "bigint", "bigint", "text"];
 
 export function transferRow(tenant: string, t: Transfer): unknown[] {
   return [
@@ -146,6 +152,9 @@ export function rowToPendingStatus(r: Record<string, unknown>): PendingStatus {
 
 export const PENDING_COLUMNS = ["tenant", "id", "state", "expires_at_us", "resolved_at_us"];
 
+/** SQL types of PENDING_COLUMNS, in order (unnest inserts). */
+export const PENDING_COLUMN_TYPES = ["text", "text", "text", "bigint", "bigint"];
+
 export function pendingRow(tenant: string, p: PendingStatus): unknown[] {
   return [tenant, p.id, p.state, p.expiresAtUs === null ? null : p.expiresAtUs.toString(), p.resolvedAtUs === null ? null : p.resolvedAtUs.toString()];
 }
@@ -159,6 +168,9 @@ export const BALANCE_COLUMNS = [
   "credits_pending_nanos",
   "credits_posted_nanos",
 ];
+
+/** SQL types of BALANCE_COLUMNS, in order (unnest inserts). */
+export const BALANCE_COLUMN_TYPES = ["text", "text", "bigint", "bigint", "bigint", "bigint", "bigint"];
 
 export function balanceRow(tenant: string, s: BalanceSnapshot): unknown[] {
   return [

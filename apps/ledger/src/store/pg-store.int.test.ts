@@ -1,6 +1,8 @@
 import { migrate, testBackends } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newAccount, newTransfer } from "../domain/test-helpers.js";
+import { PIPELINED_INSERT_ROWS_MAX } from "../limits.js";
+import { ACCOUNT_COLUMNS, ACCOUNT_COLUMN_TYPES, BALANCE_COLUMNS, BALANCE_COLUMN_TYPES, PENDING_COLUMNS, PENDING_COLUMN_TYPES, TRANSFER_COLUMNS, TRANSFER_COLUMN_TYPES } from "./codec.js";
 import { migrationsDir } from "./migrations-dir.js";
 import { createPgLedgerStore } from "./pg-store.js";
 import type { LedgerStore } from "./types.js";
@@ -20,6 +22,44 @@ for (const backend of testBackends()) {
     afterAll(async () => {
       await store?.close();
       await db?.dispose();
+    });
+
+    it("knows the SQL type of every column it inserts with unnest (the migrations' types)", async () => {
+      const sqlType: Record<string, string> = { text: "text", bigint: "bigint", integer: "int", jsonb: "jsonb" };
+      for (const [table, columns, types] of [
+        ["accounts", ACCOUNT_COLUMNS, ACCOUNT_COLUMN_TYPES],
+        ["transfers", TRANSFER_COLUMNS, TRANSFER_COLUMN_TYPES],
+        ["pending_transfers", PENDING_COLUMNS, PENDING_COLUMN_TYPES],
+        ["account_balances", BALANCE_COLUMNS, BALANCE_COLUMN_TYPES],
+      ] as const) {
+        const { rows } = await db.query<{ column_name: string; data_type: string }>(
+          "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+          [table],
+        );
+        const actual = new Map(rows.map((r) => [r.column_name, sqlType[r.data_type] ?? r.data_type]));
+        expect(columns.map((c) => actual.get(c)), table).toEqual([...types]);
+      }
+    });
+
+    it("stores a commit of more than PIPELINED_INSERT_ROWS_MAX rows (COPY) like a small one (unnest), history snapshots and pending states included", async () => {
+      await store.createAccounts("tnt_big", [
+        newAccount("acct_src", { code: 1 }),
+        newAccount("acct_dst", { code: 2, flags: { history: true } }),
+      ]);
+      const n = PIPELINED_INSERT_ROWS_MAX + 1;
+      const big = Array.from({ length: n }, (_, i) => newTransfer(`xfer_big_${i}`, { debitAccountId: "acct_src", creditAccountId: "acct_dst", amountNanos: 1n, flags: { pending: i % 2 === 0 }, timeoutSeconds: i % 2 === 0 ? 60 : 0 }));
+      now += 1_000_000n;
+      expect((await store.createTransfers("tnt_big", big)).every((r) => r.result === "ok")).toBe(true);
+      now += 1_000_000n;
+      const small = [newTransfer("xfer_small", { debitAccountId: "acct_src", creditAccountId: "acct_dst", amountNanos: 5n }), newTransfer("xfer_post", { debitAccountId: "acct_src", creditAccountId: "acct_dst", amountNanos: 1n, pendingId: "xfer_big_0", flags: { postPendingTransfer: true } })];
+      expect((await store.createTransfers("tnt_big", small)).map((r) => r.result)).toEqual(["ok", "ok"]);
+      const [src, dst] = await store.lookupAccounts("tnt_big", ["acct_src", "acct_dst"]);
+      const pending = BigInt(Math.ceil(n / 2));
+      expect([dst!.creditsPostedNanos, dst!.creditsPendingNanos]).toEqual([BigInt(n) - pending + 5n + 1n, pending - 1n]);
+      expect([src!.debitsPostedNanos, src!.debitsPendingNanos]).toEqual([BigInt(n) - pending + 5n + 1n, pending - 1n]);
+      const snapshots = await db.query<{ n: bigint }>("SELECT count(*) AS n FROM account_balances WHERE tenant = 'tnt_big'");
+      expect(snapshots.rows[0]!.n).toBe(BigInt(n + 2));
+      expect((await store.verify("tnt_big")).ok).toBe(true);
     });
 
     it("creates accounts idempotently and looks them up in request order", async () => {

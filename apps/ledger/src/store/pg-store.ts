@@ -1,16 +1,18 @@
 /**
  * The ledger on PostgreSQL (or PGlite) through @nanobill/db. Writes go through one group-commit
  * writer: every commit is one transaction that
- *   1. locks ledger_meta (the last timestamp; serialises writers across processes),
- *   2. loads the transfers the batch names (own ids for idempotency, pending ids),
- *   3. locks the touched accounts in (tenant, id) order (SELECT ... FOR UPDATE),
- *   4. applies the pure domain in memory, request after request,
- *   5. bulk-inserts accounts, transfers, pending states and balance snapshots (copyRows),
- *      updates each touched account once and each resolved pending state once (UPDATE ... FROM
- *      unnest), stores the last timestamp, commits,
- * and only then resolves each caller with its results.
+ *   1. locks ledger_meta (the last timestamp; serialises writers across processes), loads the
+ *      transfers the batch names (own ids for idempotency, pending ids) and locks the accounts its
+ *      items name (SELECT ... FOR UPDATE): one round trip with the BEGIN (Tx.pipeline);
+ *   2. locks the accounts of loaded pending transfers no item named (when there are any);
+ *   3. applies the pure domain in memory, request after request;
+ *   4. inserts accounts, transfers, pending states and balance snapshots (unnest, or COPY past
+ *      PIPELINED_INSERT_ROWS_MAX rows), updates each touched account once and each resolved pending
+ *      state once (UPDATE ... FROM unnest), stores the last timestamp: one round trip; commits,
+ * and only then resolves each caller with its results. A commit of single transfers is three
+ * round trips (it was seven: bench/ledger README figures).
  */
-import { isDbError, type Db, type Queryable } from "@nanobill/db";
+import { isDbError, unnestInsert, type Db, type PipelineStatement, type Row, type Tx } from "@nanobill/db";
 import { LedgerClock } from "../domain/clock.js";
 import { createAccounts } from "../domain/create-accounts.js";
 import { createTransfers, expireDue as expireDueDomain } from "../domain/create-transfers.js";
@@ -22,13 +24,18 @@ import {
   COMMIT_ITEMS_PER_TRANSACTION_MAX,
   COMMIT_QUEUE_ITEMS_MAX,
   EXPIRY_SWEEP_BATCH_MAX,
+  PIPELINED_INSERT_ROWS_MAX,
   QUERY_SCAN_ROWS_MAX,
 } from "../limits.js";
 import {
   ACCOUNT_COLUMNS,
+  ACCOUNT_COLUMN_TYPES,
   BALANCE_COLUMNS,
+  BALANCE_COLUMN_TYPES,
   PENDING_COLUMNS,
+  PENDING_COLUMN_TYPES,
   TRANSFER_COLUMNS,
+  TRANSFER_COLUMN_TYPES,
   accountRow,
   balanceRow,
   pendingRow,
@@ -79,6 +86,47 @@ const TRANSFER_SELECT = `t.id, t.debit_account_id, t.credit_account_id, t.amount
   t.pending_id, t.timeout_seconds, t.code, t.flags, t.refs, t.timestamp_us, t.expires_at_us,
   p.state AS p_state, p.resolved_at_us AS p_resolved_at_us`;
 
+/**
+ * Takes the ledger lock (serialises writers across processes; holds the last timestamp). The
+ * batch's statements look rows up by key (ids from unnest): index probes. Without the two
+ * settings, PostgreSQL plans an 8,190-id lookup as a hash join over the whole transfers table once
+ * it holds a few tens of thousands of rows (measured: 150 ms at 300k rows, 473 ms at 1M, against
+ * 26-31 ms for the probes), so commits slowed down as the ledger grew. Scoped to the transaction.
+ */
+const LOCK_META_SQL =
+  "SELECT last_timestamp_us, set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true) FROM ledger_meta WHERE id = 1 FOR UPDATE";
+
+/** Reads the named transfers (with their pending state) of a batch. */
+function lookupTransfersStatement(tenants: string[], ids: string[]): PipelineStatement {
+  return {
+    sql: `SELECT k.tenant AS k_tenant, ${TRANSFER_SELECT}
+           FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
+           JOIN transfers t ON t.tenant = k.tenant AND t.id = k.id
+           LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id`,
+    params: [tenants, ids],
+  };
+}
+
+/** Locks and reads the touched accounts not locked yet, in (tenant, id) order (null: none); marks them locked. */
+function lockAccountsStatement(touched: Map<string, { accountIds: Set<string> }>, locked: Set<string>): PipelineStatement | null {
+  const keys: [string, string][] = [];
+  for (const [tenant, t] of touched) {
+    for (const id of t.accountIds) {
+      const k = `${tenant}\u0000${id}`;
+      if (!locked.has(k)) (locked.add(k), keys.push([tenant, id]));
+    }
+  }
+  if (keys.length === 0) return null;
+  keys.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+  return {
+    sql: `SELECT a.* FROM accounts a
+           JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) ON a.tenant = k.tenant AND a.id = k.id
+           ORDER BY a.tenant, a.id
+           FOR UPDATE OF a`,
+    params: [keys.map((k) => k[0]), keys.map((k) => k[1])],
+  };
+}
+
 export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
   const { db, nowUs } = opts;
   const scanRowsMax = opts.queryScanRowsMax ?? QUERY_SCAN_ROWS_MAX;
@@ -127,16 +175,7 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
     itemsPerCommitMax: opts.itemsPerCommitMax ?? COMMIT_ITEMS_PER_TRANSACTION_MAX,
   });
 
-  async function commit(tx: Queryable, jobs: Job[], lookupOwnIds: boolean): Promise<JobResult[]> {
-    // The batch's statements look rows up by key (ids from unnest): index probes. Without this,
-    // PostgreSQL plans an 8,190-id lookup as a hash join over the whole transfers table once it
-    // holds a few tens of thousands of rows (measured: 150 ms at 300k rows, 473 ms at 1M, against
-    // 26-31 ms for the probes), so commits slowed down as the ledger grew. Scoped to this transaction.
-    const meta = await tx.query<{ last_timestamp_us: bigint }>(
-      "SELECT last_timestamp_us, set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true) FROM ledger_meta WHERE id = 1 FOR UPDATE",
-    );
-    const clock = new LedgerClock(BigInt(meta.rows[0]!.last_timestamp_us), nowUs);
-
+  async function commit(tx: Tx, jobs: Job[], lookupOwnIds: boolean): Promise<JobResult[]> {
     // What the batch touches, per tenant.
     const touched = new Map<string, { transferIds: Set<string>; accountIds: Set<string> }>();
     const touch = (tenant: string) => {
@@ -158,8 +197,34 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
         }
       }
     }
+
+    // Reads, in as few round trips as the batch allows (each costs a wait on PostgreSQL, and the
+    // ledger lock is held across them): the ledger lock, the transfers the batch names and the
+    // accounts its items name go out together; an expiry sweep needs the clock first (its due
+    // transfers are read with it, then looked up); the accounts of loaded pending transfers that
+    // no item named are locked after. Every commit holds the ledger lock first, so the order in
+    // which a commit locks accounts cannot deadlock another commit.
+    const locked = new Set<string>();
+    const lookups = (): { statements: PipelineStatement[]; transfersAt: number; accountsAt: number } => {
+      const statements: PipelineStatement[] = [];
+      const ten: string[] = [];
+      const ids: string[] = [];
+      for (const [tenant, t] of touched) for (const id of t.transferIds) (ten.push(tenant), ids.push(id));
+      const transfersAt = ids.length > 0 ? statements.push(lookupTransfersStatement(ten, ids)) - 1 : -1;
+      const accounts = lockAccountsStatement(touched, locked);
+      const accountsAt = accounts ? statements.push(accounts) - 1 : -1;
+      return { statements, transfersAt, accountsAt };
+    };
+    const hasExpire = jobs.some((j) => j.kind === "expire");
+    const first = hasExpire ? { statements: [], transfersAt: -1, accountsAt: -1 } : lookups();
+    const [metaResult, ...firstResults] = await tx.pipeline([{ sql: LOCK_META_SQL, params: [] }, ...first.statements]);
+    const lastTimestampUs = BigInt(metaResult!.rows[0]!.last_timestamp_us as bigint);
+    const clock = new LedgerClock(lastTimestampUs, nowUs);
+
     const due: { tenant: string; id: string }[] = [];
-    if (jobs.some((j) => j.kind === "expire")) {
+    let transferRowsRead: Row[] = first.transfersAt >= 0 ? firstResults[first.transfersAt]!.rows : [];
+    const accountRowsRead: Row[] = first.accountsAt >= 0 ? firstResults[first.accountsAt]!.rows : [];
+    if (hasExpire) {
       const r = await tx.query<{ tenant: string; id: string }>(
         `SELECT tenant, id FROM pending_transfers
          WHERE state = 'pending' AND expires_at_us IS NOT NULL AND expires_at_us <= $1
@@ -170,59 +235,37 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
         due.push(row);
         touch(row.tenant).transferIds.add(row.id);
       }
+      const second = lookups();
+      if (second.statements.length > 0) {
+        const rs = await tx.pipeline(second.statements);
+        if (second.transfersAt >= 0) transferRowsRead = rs[second.transfersAt]!.rows;
+        if (second.accountsAt >= 0) accountRowsRead.push(...rs[second.accountsAt]!.rows);
+      }
     }
 
-    // Load the named transfers with their pending state, and the spent ids among them.
+    // The named transfers with their pending state, and the spent ids among them.
     const loadedTransfers = new Map<string, Transfer[]>();
     const loadedFailed = new Map<string, string[]>();
     const loadedPending = new Map<string, PendingStatus[]>();
-    {
-      const ten: string[] = [];
-      const ids: string[] = [];
-      for (const [tenant, t] of touched) for (const id of t.transferIds) (ten.push(tenant), ids.push(id));
-      if (ids.length > 0) {
-        const r = await tx.query(
-          `SELECT k.tenant AS k_tenant, ${TRANSFER_SELECT}
-           FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
-           JOIN transfers t ON t.tenant = k.tenant AND t.id = k.id
-           LEFT JOIN pending_transfers p ON p.tenant = t.tenant AND p.id = t.id`,
-          [ten, ids],
-        );
-        for (const row of r.rows) {
-          const tenant = row.k_tenant as string;
-          if ((Number(row.flags) & SPENT_ID_FLAG) !== 0) {
-            // A spent id (an earlier transient failure): id_already_failed, and no transfer.
-            push(loadedFailed, tenant, row.id as string);
-            continue;
-          }
-          const t = rowToTransfer(row);
-          push(loadedTransfers, tenant, t);
-          if (t.flags.pending) {
-            push(loadedPending, tenant, rowToPendingStatus(row));
-            // Posting, voiding or expiring it changes its accounts.
-            touch(tenant).accountIds.add(t.debitAccountId).add(t.creditAccountId);
-          }
-        }
+    for (const row of transferRowsRead) {
+      const tenant = row.k_tenant as string;
+      if ((Number(row.flags) & SPENT_ID_FLAG) !== 0) {
+        // A spent id (an earlier transient failure): id_already_failed, and no transfer.
+        push(loadedFailed, tenant, row.id as string);
+        continue;
+      }
+      const t = rowToTransfer(row);
+      push(loadedTransfers, tenant, t);
+      if (t.flags.pending) {
+        push(loadedPending, tenant, rowToPendingStatus(row));
+        // Posting, voiding or expiring it changes its accounts.
+        touch(tenant).accountIds.add(t.debitAccountId).add(t.creditAccountId);
       }
     }
-
-    // Lock and load the touched accounts in (tenant, id) order.
+    const more = lockAccountsStatement(touched, locked);
+    if (more) accountRowsRead.push(...(await tx.query(more.sql, more.params)).rows);
     const loadedAccounts = new Map<string, Account[]>();
-    {
-      const keys: [string, string][] = [];
-      for (const [tenant, t] of touched) for (const id of t.accountIds) keys.push([tenant, id]);
-      keys.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-      if (keys.length > 0) {
-        const r = await tx.query(
-          `SELECT a.* FROM accounts a
-           JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) ON a.tenant = k.tenant AND a.id = k.id
-           ORDER BY a.tenant, a.id
-           FOR UPDATE OF a`,
-          [keys.map((k) => k[0]), keys.map((k) => k[1])],
-        );
-        for (const row of r.rows) push(loadedAccounts, row.tenant as string, rowToAccount(row));
-      }
-    }
+    for (const row of accountRowsRead) push(loadedAccounts, row.tenant as string, rowToAccount(row));
 
     // Apply the domain in memory, request after request.
     const sets = new Map<string, WorkingSet>();
@@ -256,7 +299,8 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
     // Optimistic mode did not look the batch's own ids up: an id that exists already either hits
     // the primary key below (items that would be stored) or is among the failed items (which
     // would have answered EXISTS* or ID_ALREADY_FAILED; spent ids are id-only rows of transfers):
-    // check those, and start over with full lookups when one exists.
+    // check those (with the writes: a hit rolls them back), and start over with full lookups.
+    const writes: PipelineStatement[] = [];
     if (!lookupOwnIds) {
       const ten: string[] = [];
       const ids: string[] = [];
@@ -269,14 +313,14 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
         }
       });
       if (ids.length > 0) {
-        const found = await tx.query(
-          `SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
+        writes.push({
+          sql: `SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(tenant, id)
            JOIN transfers t ON t.tenant = k.tenant AND t.id = k.id LIMIT 1`,
-          [ten, ids],
-        );
-        if (found.rows.length > 0) throw new OptimisticConflict();
+          params: [ten, ids],
+        });
       }
     }
+    const checkAt = writes.length - 1;
 
     // Write everything the batch changed.
     const accountRows: unknown[][] = [];
@@ -313,33 +357,51 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
         pend.at.push(p.resolvedAtUs === null ? null : p.resolvedAtUs.toString());
       }
     }
-    if (accountRows.length > 0) await db.copyRows("accounts", ACCOUNT_COLUMNS, accountRows, tx);
-    if (transferRows.length > 0) await db.copyRows("transfers", TRANSFER_COLUMNS, transferRows, tx);
-    if (pendingRows.length > 0) await db.copyRows("pending_transfers", PENDING_COLUMNS, pendingRows, tx);
-    if (balanceRows.length > 0) await db.copyRows("account_balances", BALANCE_COLUMNS, balanceRows, tx);
-    const clockMoved = clock.last !== BigInt(meta.rows[0]!.last_timestamp_us);
+    // Small batches insert their rows in the same round trip as the updates (unnest); large ones
+    // COPY (a round trip of its own, but the fastest way in per row: libs/db README).
+    const inserts: [string, string[], string[], unknown[][]][] = [
+      ["accounts", ACCOUNT_COLUMNS, ACCOUNT_COLUMN_TYPES, accountRows],
+      ["transfers", TRANSFER_COLUMNS, TRANSFER_COLUMN_TYPES, transferRows],
+      ["pending_transfers", PENDING_COLUMNS, PENDING_COLUMN_TYPES, pendingRows],
+      ["account_balances", BALANCE_COLUMNS, BALANCE_COLUMN_TYPES, balanceRows],
+    ];
+    const pipelined = inserts.reduce((n, [, , , rows]) => n + rows.length, 0) <= PIPELINED_INSERT_ROWS_MAX;
+    for (const [table, columns, types, rows] of inserts) {
+      if (rows.length === 0) continue;
+      if (pipelined) writes.push(unnestInsert(table, columns, types, rows));
+      else await db.copyRows(table, columns, rows, tx);
+    }
+    const clockMoved = clock.last !== lastTimestampUs;
+    let accountsAt = -1;
     if (upd.id.length > 0) {
       // One statement: every touched account once (balances and flags), and the ledger's last timestamp.
-      const r = await tx.query(
-        `WITH m AS (UPDATE ledger_meta SET last_timestamp_us = GREATEST(last_timestamp_us, $7::bigint) WHERE id = 1)
+      accountsAt =
+        writes.push({
+          sql: `WITH m AS (UPDATE ledger_meta SET last_timestamp_us = GREATEST(last_timestamp_us, $7::bigint) WHERE id = 1)
          UPDATE accounts a SET debits_pending_nanos = u.dp, debits_posted_nanos = u.dpo,
            credits_pending_nanos = u.cp, credits_posted_nanos = u.cpo, flags = u.fl
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $8::int[]) AS u(tenant, id, dp, dpo, cp, cpo, fl)
          WHERE a.tenant = u.tenant AND a.id = u.id`,
-        [upd.tenant, upd.id, upd.dp, upd.dpo, upd.cp, upd.cpo, clock.last.toString(), upd.fl],
-      );
-      if (r.rowCount !== upd.id.length) throw new Error(`ledger invariant: updated ${r.rowCount} of ${upd.id.length} accounts`);
+          params: [upd.tenant, upd.id, upd.dp, upd.dpo, upd.cp, upd.cpo, clock.last.toString(), upd.fl],
+        }) - 1;
     } else if (clockMoved) {
-      await tx.query("UPDATE ledger_meta SET last_timestamp_us = $1 WHERE id = 1", [clock.last.toString()]);
+      writes.push({ sql: "UPDATE ledger_meta SET last_timestamp_us = $1 WHERE id = 1", params: [clock.last.toString()] });
     }
+    let pendingAt = -1;
     if (pend.id.length > 0) {
-      const r = await tx.query(
-        `UPDATE pending_transfers p SET state = u.state, resolved_at_us = u.at
+      pendingAt =
+        writes.push({
+          sql: `UPDATE pending_transfers p SET state = u.state, resolved_at_us = u.at
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(tenant, id, state, at)
          WHERE p.tenant = u.tenant AND p.id = u.id AND p.state = 'pending'`,
-        [pend.tenant, pend.id, pend.state, pend.at],
-      );
-      if (r.rowCount !== pend.id.length) throw new Error(`ledger invariant: resolved ${r.rowCount} of ${pend.id.length} pending transfers`);
+          params: [pend.tenant, pend.id, pend.state, pend.at],
+        }) - 1;
+    }
+    if (writes.length > 0) {
+      const rs = await tx.pipeline(writes);
+      if (checkAt >= 0 && rs[checkAt]!.rows.length > 0) throw new OptimisticConflict();
+      if (accountsAt >= 0 && rs[accountsAt]!.rowCount !== upd.id.length) throw new Error(`ledger invariant: updated ${rs[accountsAt]!.rowCount} of ${upd.id.length} accounts`);
+      if (pendingAt >= 0 && rs[pendingAt]!.rowCount !== pend.id.length) throw new Error(`ledger invariant: resolved ${rs[pendingAt]!.rowCount} of ${pend.id.length} pending transfers`);
     }
     return results;
   }

@@ -1,4 +1,4 @@
-import type { Queryable } from "@nanobill/db";
+import { unnestInsert, type Queryable } from "@nanobill/db";
 import { SQL_ROWS_PER_STATEMENT_MAX } from "../limits.js";
 
 /**
@@ -47,28 +47,9 @@ export function big(v: unknown): bigint {
   return typeof v === "bigint" ? v : BigInt(v as string);
 }
 
-/**
- * insertUnnest: INSERT INTO table (columns) SELECT * FROM unnest($1::type[], ...) <suffix>: one
- * statement of one array per column, whatever the row count (a multi-row VALUES list of n rows
- * has n x columns parameters for PostgreSQL to parse and plan). types[i] is the i-th column's SQL
- * type; values go as text (bigint and number -> decimal, Date -> ISO 8601, null stays null).
- */
+/** insertUnnest: @nanobill/db's unnestInsert (one array per column), run on tx; returns rows inserted. */
 export async function insertUnnest(tx: Queryable, table: string, columns: string[], types: string[], rows: unknown[][], suffix = ""): Promise<number> {
   if (rows.length === 0) return 0;
-  const arrays: unknown[][] = columns.map(() => new Array<unknown>(rows.length));
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!;
-    for (let c = 0; c < columns.length; c++) arrays[c]![r] = textOf(row[c]);
-  }
-  const args = types.map((t, i) => `$${i + 1}::${t}[]`).join(",");
-  const res = await tx.query(`INSERT INTO ${table} (${columns.join(",")}) SELECT * FROM unnest(${args}) ${suffix}`, arrays);
-  return res.rowCount;
-}
-
-function textOf(v: unknown): string | null {
-  if (v === null || v === undefined) return null;
-  if (typeof v === "string") return v;
-  if (typeof v === "bigint" || typeof v === "number") return v.toString();
-  if (v instanceof Date) return v.toISOString();
-  throw new Error(`insertUnnest: unsupported value ${typeof v}`);
+  const st = unnestInsert(table, columns, types, rows, suffix);
+  return (await tx.query(st.sql, st.params)).rowCount;
 }
