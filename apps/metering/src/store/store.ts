@@ -296,7 +296,6 @@ export function createMeteringStore(db: Db): MeteringStore {
       let epoch = "";
       const outcomes = await db.transaction(async (tx) => {
         committed = [];
-        await tx.query(LOCK_EVENTS);
         // 1. The distinct (tenant, id)s of the group, and the (tenant, customer)s of all its items.
         const ids = new Map<string, [string, string]>();
         const pairs = new Map<string, [string, string]>();
@@ -305,24 +304,28 @@ export function createMeteringStore(db: Db): MeteringStore {
           pairs.set(keyOf(it.tenant, it.event.customerId), [it.tenant, it.event.customerId]);
         }
 
-        // 2. One round trip, after the lock (so it sees every committed event, and no other writer
-        // can insert until we commit): the stored hash of the ids that exist, and the closed
-        // periods of the customers.
-        const { rows } = await tx.query(
-          // "IN (SELECT unnest)" plans as index probes at any table size (a join on unnest may
-          // plan as a hash join over the whole events table).
-          `SELECT 'e' AS k, e.tenant, e.event_id AS key, e.sequence AS n, e.content_hash AS v
+        // 2. One round trip with the BEGIN and the lock (read after it, so it sees every committed
+        // event, and no other writer can insert until we commit): the stored hash of the ids that
+        // exist, and the closed periods of the customers.
+        const [, found] = await tx.pipeline([
+          { sql: LOCK_EVENTS, params: [] },
+          {
+            // "IN (SELECT unnest)" plans as index probes at any table size (a join on unnest may
+            // plan as a hash join over the whole events table).
+            sql: `SELECT 'e' AS k, e.tenant, e.event_id AS key, e.sequence AS n, e.content_hash AS v
              FROM events e WHERE (e.tenant, e.event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
            UNION ALL
            SELECT 'c', cp.tenant, cp.customer_id, cp.closed_through_us, NULL
              FROM closed_periods cp WHERE (cp.tenant, cp.customer_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
-          [
-            [...ids.values()].map((p) => p[0]),
-            [...ids.values()].map((p) => p[1]),
-            [...pairs.values()].map((p) => p[0]),
-            [...pairs.values()].map((p) => p[1]),
-          ],
-        );
+            params: [
+              [...ids.values()].map((p) => p[0]),
+              [...ids.values()].map((p) => p[1]),
+              [...pairs.values()].map((p) => p[0]),
+              [...pairs.values()].map((p) => p[1]),
+            ],
+          },
+        ]);
+        const rows = found!.rows;
         const stored = new Map<string, { hash: string; sequence: bigint }>();
         const closedThrough = new Map<string, bigint>();
         for (const r of rows) {
