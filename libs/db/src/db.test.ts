@@ -444,6 +444,46 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
     });
   });
 
+  describe("pipeline and the BEGIN sent with the first statement: edges (review findings)", () => {
+    beforeAll(async () => {
+      await db.query("CREATE TABLE t_edge (id int PRIMARY KEY)");
+    });
+
+    it("keeps the transaction atomic when its first statement's value cannot be sent and the callback goes on", async () => {
+      const e = await db
+        .transaction(async (tx) => {
+          await tx.query("SELECT $1::jsonb AS j", [{ big: 1n }]).catch(() => undefined);
+          await tx.query("INSERT INTO t_edge VALUES ($1)", [1]);
+          await tx.pipeline([{ sql: "INSERT INTO t_edge VALUES ($1)", params: [2] }]);
+          throw new Error("roll back");
+        })
+        .catch((x: unknown) => x);
+      expect((e as Error).message).toBe("roll back");
+      expect((await db.query("SELECT id FROM t_edge")).rows).toEqual([]);
+    });
+
+    it("runs concurrent statements of one transaction in call order, the first one without parameters", async () => {
+      await db.transaction(async (tx) => {
+        await Promise.all([tx.query("INSERT INTO t_edge VALUES (1)"), tx.query("INSERT INTO t_edge VALUES ($1)", [2]), tx.query("INSERT INTO t_edge VALUES (3)")]);
+        const { rows } = await tx.query<{ id: number }>("SELECT id FROM t_edge ORDER BY xmin::text::bigint, ctid");
+        expect(rows.map((r) => r.id)).toEqual([1, 2, 3]);
+        throw new Error("roll back");
+      }).catch(() => undefined);
+      expect((await db.query("SELECT id FROM t_edge")).rows).toEqual([]);
+    });
+
+    // pg only: PGlite runs a pipeline's statements one by one (no protocol pipeline to hang).
+    if (backend.name === "postgres") it("fails a COPY FROM STDIN sent in a pipeline, and the transaction and the connection come back", async () => {
+      const started = Date.now();
+      const e = await db
+        .transaction((tx) => tx.pipeline([{ sql: "COPY t_edge (id) FROM STDIN", params: [] }]), { retriesMax: 0 })
+        .catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(DbError);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect((await db.query<{ x: number }>("SELECT 1 AS x")).rows).toEqual([{ x: 1 }]);
+    });
+  });
+
   describe("copyRows", () => {
     beforeAll(async () => {
       await db.query(`CREATE TABLE t_copy (

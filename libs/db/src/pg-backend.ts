@@ -15,7 +15,7 @@ import {
   type TxContext,
 } from "./common.js";
 import { copyIn, type PgCopyClient } from "./pg-copy.js";
-import { runPipeline } from "./pg-pipeline.js";
+import { preparePipeline, runPipeline } from "./pg-pipeline.js";
 import { DbError, toDbError } from "./errors.js";
 import {
   CONNECT_TIMEOUT_MS,
@@ -104,7 +104,12 @@ class PgTx implements Tx {
       const [r] = await this.pipeline<R>([{ sql, params: p }]);
       return r!;
     }
-    await this.begin();
+    if (!this.begun) {
+      // BEGIN and the statement are queued together: a concurrent call on this tx cannot run between them.
+      this.begun = true;
+      const [, r] = await Promise.all([runQuery(this.client, this.beginSql, undefined), runQuery<R>(this.client, sql, params)]);
+      return { rows: r.rows, rowCount: r.rowCount };
+    }
     const { rows, rowCount } = await runQuery<R>(this.client, sql, params);
     return { rows, rowCount };
   }
@@ -112,9 +117,12 @@ class PgTx implements Tx {
   async pipeline<R extends Row = Row>(statements: PipelineStatement[]): Promise<{ rows: R[]; rowCount: number }[]> {
     this.checkActive();
     checkPipeline(statements);
+    // Converted before BEGIN counts as sent: a value pg cannot send fails here with nothing sent,
+    // and the transaction's next statement still carries the BEGIN.
+    const prepared = preparePipeline(statements);
     const withBegin = !this.begun;
     this.begun = true;
-    const all = withBegin ? [{ sql: this.beginSql, params: [] }, ...statements] : statements;
+    const all = withBegin ? [{ sql: this.beginSql, values: [] }, ...prepared] : prepared;
     const results = await runPipeline(this.client, all, pgTypes);
     return (withBegin ? results.slice(1) : results).map((r) => ({ rows: r.rows as R[], rowCount: r.rowCount }));
   }

@@ -3,8 +3,10 @@
  * one Sync (PostgreSQL's extended protocol allows any number before the Sync). pg runs one query
  * per round trip; this Submittable (the extension point pg-copy.ts uses too) sends them all at once.
  * The statements run in order; after an error the server skips the rest up to the Sync, so the
- * call fails with that error and nothing after it ran. Values are converted (pg's prepareValue)
- * before anything is sent, so a bad value fails the call with nothing sent.
+ * call fails with that error and nothing after it ran (a returned row our type parsers refuse is
+ * reported at the end, after the others ran: as on pg's own path, inside a transaction that then
+ * rolls back). Values are converted (pg's prepareValue, preparePipeline) before anything is sent,
+ * so a bad value fails the call with nothing sent. A COPY FROM STDIN in a pipeline fails.
  */
 import { createRequire } from "node:module";
 import pg from "pg";
@@ -111,21 +113,31 @@ class PipelineQuery {
   handlePortalSuspended(): void {}
   handleCopyInResponse(connection: PgConnection): void {
     connection.sendCopyFail("COPY FROM STDIN is not supported in a pipeline");
+    // The server read (and ignored) the pipeline's Sync while copying in, and after the CopyFail
+    // it skips everything up to the next Sync: without this one the connection would hang.
+    connection.sync();
   }
   handleCopyData(): void {}
 }
 
-/** Runs the statements in order in one round trip; one result per statement. */
-export async function runPipeline(client: { query(submittable: object): unknown }, statements: PipelineStatement[], types: unknown): Promise<PipelineResult[]> {
-  let q: PipelineQuery;
+/** A statement with its values converted (pg's prepareValue), ready to send. */
+export interface PreparedStatement {
+  sql: string;
+  values: unknown[];
+}
+
+/** Converts every value first: one pg cannot send throws here, before anything is sent. */
+export function preparePipeline(statements: PipelineStatement[]): PreparedStatement[] {
   try {
-    q = new PipelineQuery(
-      statements.map((s) => ({ sql: s.sql, values: s.params.map((v) => prepareValue(v === undefined ? null : v)) })),
-      types,
-    );
+    return statements.map((s) => ({ sql: s.sql, values: s.params.map((v) => prepareValue(v === undefined ? null : v)) }));
   } catch (e) {
     throw toDbError(e);
   }
+}
+
+/** Runs the statements in order in one round trip; one result per statement. */
+export async function runPipeline(client: { query(submittable: object): unknown }, statements: PreparedStatement[], types: unknown): Promise<PipelineResult[]> {
+  const q = new PipelineQuery(statements, types);
   try {
     return await new Promise<PipelineResult[]>((resolve, reject) => {
       q.callback = (err, results) => (err ? reject(err) : resolve(results ?? []));
