@@ -11,7 +11,7 @@
 import { createRequire } from "node:module";
 import pg from "pg";
 import { toDbError } from "./errors.js";
-import type { Row } from "./types.js";
+import type { PipelineStatement, Row } from "./types.js";
 
 interface PgConnection {
   parse(msg: { text: string; name?: string; types?: number[] }): void;
@@ -38,9 +38,10 @@ const Result = (pg as unknown as { Result: ResultCtor }).Result;
 /** pg's own conversion of a parameter (what pg.Client#query applies), so values mean the same here. */
 const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown };
 
-export interface PipelineStatement {
+/** A statement with its values converted (pg's prepareValue), ready to send. */
+export interface PreparedStatement {
   sql: string;
-  params: unknown[];
+  values: unknown[];
 }
 
 export interface PipelineResult {
@@ -56,7 +57,7 @@ class PipelineQuery {
   private rowError: unknown;
 
   constructor(
-    private readonly statements: { sql: string; values: unknown[] }[],
+    private readonly statements: PreparedStatement[],
     private readonly types: unknown,
   ) {
     this.current = new Result(undefined, types);
@@ -118,12 +119,6 @@ class PipelineQuery {
     connection.sync();
   }
   handleCopyData(): void {}
-}
-
-/** A statement with its values converted (pg's prepareValue), ready to send. */
-export interface PreparedStatement {
-  sql: string;
-  values: unknown[];
 }
 
 /** Converts every value first: one pg cannot send throws here, before anything is sent. */
