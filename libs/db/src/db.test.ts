@@ -17,6 +17,7 @@ import {
   type Queryable,
   type TestDb,
   type Tx,
+  unnestInsert,
 } from "./index.js";
 import { embeddedForTests } from "./testing.js";
 
@@ -441,6 +442,33 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
         await expect(tx.pipeline([{ sql: "SELECT 1", params: undefined as unknown as unknown[] }])).rejects.toMatchObject({ code: "invalid_argument", message: /statements\[0\]\.params/ });
         await expect(tx.pipeline([{ sql: " ", params: [] }])).rejects.toMatchObject({ code: "invalid_argument", message: /statements\[0\]\.sql/ });
       });
+    });
+  });
+
+  describe("unnestInsert", () => {
+    it("inserts every value kind as its column's type (NULL, empty string, JSON text, int8 extremes, Date), alone or in a pipeline", async () => {
+      await db.query("CREATE TABLE t_unnest (id text PRIMARY KEY, n bigint, j jsonb, at timestamptz, k int)");
+      const at = new Date("2026-11-29T12:00:00.123Z");
+      const st = unnestInsert("t_unnest", ["id", "n", "j", "at", "k"], ["text", "bigint", "jsonb", "timestamptz", "int"], [
+        ["a", INT8_MAX, JSON.stringify({ q: 'say "hi" \\ {x}' }), at, 1],
+        ["", INT8_MIN, "null", null, null],
+        ["NULL", 0n, undefined, at, -2],
+      ]);
+      const [r] = await db.transaction((tx) => tx.pipeline([st]));
+      expect(r!.rowCount).toBe(3);
+      expect((await db.query("SELECT id, n, j, at, k FROM t_unnest ORDER BY id")).rows).toEqual([
+        { id: "", n: INT8_MIN, j: null, at: null, k: null },
+        { id: "NULL", n: 0n, j: null, at, k: -2 },
+        { id: "a", n: INT8_MAX, j: { q: 'say "hi" \\ {x}' }, at, k: 1 },
+      ]);
+      expect((await db.query<{ isnull: boolean }>("SELECT j IS NULL AS isnull FROM t_unnest WHERE id = ''")).rows[0]!.isnull).toBe(false);
+    });
+
+    it("refuses types that do not match the columns and values it cannot write, naming them", () => {
+      expect(() => unnestInsert("t", ["a", "b"], ["text"], [])).toThrow(/types/);
+      expect(() => unnestInsert("t", ["a"], ["text; DROP TABLE t"], [])).toThrow(/types/);
+      expect(() => unnestInsert("t", ["a"], ["jsonb"], [[{ x: 1 }]])).toThrow(/rows\[0\]\[0\]/);
+      expect(() => unnestInsert("t", ["a"], ["text"], [["x", "y"]])).toThrow(/rows\[0\]/);
     });
   });
 
