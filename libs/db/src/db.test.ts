@@ -500,8 +500,8 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
       expect((await db.query("SELECT id FROM t_edge")).rows).toEqual([]);
     });
 
-    // pg only: PGlite runs a pipeline's statements one by one (no protocol pipeline to hang).
-    if (backend.name === "postgres") it("fails a COPY FROM STDIN sent in a pipeline, and the transaction and the connection come back", async () => {
+    it("fails a COPY FROM STDIN sent in a pipeline or a query, and the transaction and the connection come back", async () => {
+      await expect(db.transaction((tx) => tx.query("COPY t_edge (id) FROM STDIN"), { retriesMax: 0 })).rejects.toBeInstanceOf(DbError);
       const started = Date.now();
       const e = await db
         .transaction((tx) => tx.pipeline([{ sql: "COPY t_edge (id) FROM STDIN", params: [] }]), { retriesMax: 0 })

@@ -107,11 +107,16 @@ function normalizeRows(res: { rows: Row[]; fields: { name: string; dataTypeID: n
   return res.rows;
 }
 
+/** A COPY reading from the client (anywhere in a text: it may hold several statements). */
+const COPY_FROM_STDIN = /\bCOPY\b[\s\S]*?\bFROM\s+STDIN\b/i;
+
 async function runPglite<R extends Row>(
   runner: PgliteRunner,
   sql: string,
   params: unknown[] | undefined,
 ): Promise<{ rows: R[]; rowCount: number; command: string | undefined }> {
+  // PGlite would wait for COPY data synchronously and freeze the process (every embedded service).
+  if (COPY_FROM_STDIN.test(sql)) throw new DbError("invalid_argument", "sql: COPY ... FROM STDIN is not supported here; use copyRows()");
   try {
     const p = normalizeParams(params);
     if (p === undefined || p.length === 0) {
