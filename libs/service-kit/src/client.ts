@@ -1,3 +1,4 @@
+import * as http2 from "node:http2";
 import type { CallOptions, Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createTracingInterceptor } from "@nanobill/telemetry";
@@ -27,6 +28,25 @@ export interface ClientTransportOptions {
   lean?: boolean;
 }
 
+/**
+ * connect-node's session manager, plus one rule for every stream on it (the lean client's and
+ * connect-node's own, streams included): Node's client refuses new streams ENHANCE_YOUR_CALM once
+ * its connection's memory count passes maxSessionMemory, and a body the server reset before reading
+ * it is never taken off that count, so every later call on the connection would fail (measured:
+ * four calls went through, then all failed Internal). A stream closed with that code retires its
+ * connection (graceful close: calls in flight finish); the manager opens a new one for the next call.
+ */
+class CalmRetiringSessionManager extends Http2SessionManager {
+  override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const owner = stream.session; // undefined once the stream is destroyed
+    stream.once("close", () => {
+      if (stream.rstCode === http2.constants.NGHTTP2_ENHANCE_YOUR_CALM && owner !== undefined && !owner.closed) owner.close();
+    });
+    return stream;
+  }
+}
+
 const sessions = new Map<string, Http2SessionManager>();
 const clientTracing = createTracingInterceptor("client");
 
@@ -34,7 +54,7 @@ const clientTracing = createTracingInterceptor("client");
 function sessionFor(baseUrl: string): Http2SessionManager {
   let s = sessions.get(baseUrl);
   if (s === undefined) {
-    s = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 5 * 60_000 });
+    s = new CalmRetiringSessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 5 * 60_000 });
     sessions.set(baseUrl, s);
   }
   return s;

@@ -138,7 +138,6 @@ function exchange(
           return;
         }
         stream = s;
-        const owner = s.session; // undefined once the stream is destroyed
         let status = 0;
         let resHeaders: http2.IncomingHttpHeaders = {};
         let resTrailers: http2.IncomingHttpHeaders = {};
@@ -169,11 +168,8 @@ function exchange(
         });
         s.on("error", (e) => fail(s.rstCode === 0xb ? new ConnectError("http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)", Code.ResourceExhausted) : errorFromNode(e)));
         s.on("close", () => {
-          // Node's client refuses new streams ENHANCE_YOUR_CALM once its connection's memory count
-          // passes maxSessionMemory, and a body the server reset before reading it is never taken
-          // off that count: every later call on the connection would fail. It is retired
-          // (graceful close: calls in flight finish); the session manager opens a new one.
-          if (s.rstCode === 0xb /* ENHANCE_YOUR_CALM */ && owner !== undefined && !owner.closed) owner.close();
+          // A stream refused ENHANCE_YOUR_CALM retires its connection: the session manager's rule
+          // (client.ts, CalmRetiringSessionManager), for connect-node's streams too.
           if (settled) return;
           const m = RST[s.rstCode ?? 0];
           fail(m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${s.rstCode!.toString(16)})`, m[1]) : new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
