@@ -39,8 +39,6 @@ interface Row {
   peers: Record<string, string>;
   /** Does it call other services (then NANOBILL_INTERNAL_API_KEY is required)? */
   callsOthers: boolean;
-  /** Exports traces (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT -> otlpTracesEndpoint)? */
-  traces: boolean;
   /** Names it read before the scheme, each refused with a ConfigError naming it. */
   retired: string[];
   /** Generic names it read before the scheme: no longer have any effect. */
@@ -55,7 +53,6 @@ const ROWS: Row[] = [
     defaultPort: 7001,
     peers: {},
     callsOthers: false,
-    traces: true,
     retired: [],
     ignored: { NANOBILL_DATA_DIR: { field: "dataDir", value: "/old/data" } },
   },
@@ -66,7 +63,6 @@ const ROWS: Row[] = [
     defaultPort: 7002,
     peers: { METERING_URL: "meteringUrl", CREDIT_WALLET_URL: "walletUrl" },
     callsOthers: true,
-    traces: true,
     retired: ["NANOBILL_INTERNAL_KEY"],
     ignored: { PORT: { field: "port", value: "9999" }, HOST: { field: "host", value: "10.9.9.9" }, DB_SCHEMA: { field: "schema", value: "old_rating" }, DATA_DIR: { field: "dataDir", value: "/old/data" } },
   },
@@ -77,7 +73,6 @@ const ROWS: Row[] = [
     defaultPort: 7003,
     peers: {},
     callsOthers: false,
-    traces: false,
     retired: [],
     ignored: { PORT: { field: "port", value: "9999" }, HOST: { field: "host", value: "10.9.9.9" } },
   },
@@ -88,7 +83,6 @@ const ROWS: Row[] = [
     defaultPort: 7004,
     peers: { LEDGER_URL: "ledgerUrl" },
     callsOthers: true,
-    traces: false,
     retired: [
       "LEDGER_API_KEY",
       "WALLET_DATA_DIR",
@@ -109,7 +103,6 @@ const ROWS: Row[] = [
     defaultPort: 7005,
     peers: { RATING_URL: "ratingUrl", CREDIT_WALLET_URL: "walletUrl", LEDGER_URL: "ledgerUrl" },
     callsOthers: true,
-    traces: true,
     retired: ["WALLET_URL"],
     ignored: { NANOBILL_DATA_DIR: { field: "dataDir", value: "/old/data" } },
   },
@@ -188,7 +181,7 @@ describe.each(ROWS)("$service reads the one scheme", (r) => {
     expect(c.logLevel).toBe("warn");
     for (const [variable, field] of Object.entries(r.peers)) expect(get(c, field), variable).toBe(env[variable]);
     if (r.callsOthers) expect(get(c, "internalApiKey")).toBe(env.NANOBILL_INTERNAL_API_KEY);
-    if (r.traces) expect(get(c, "otlpTracesEndpoint")).toBe(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+    expect(get(c, "otlpTracesEndpoint")).toBe(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); // every service exports traces
   });
 
   test("unset, each falls back to its documented default (port 700x as npm start, schema = service name)", () => {

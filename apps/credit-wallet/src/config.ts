@@ -52,6 +52,8 @@ export interface CreditWalletProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
+  otlpTracesEndpoint: string | undefined;
   /** LEDGER_URL: base URL of the ledger service. */
   ledgerUrl: string;
   /** NANOBILL_INTERNAL_API_KEY: the internal-scope key this service calls the ledger with. */
@@ -83,6 +85,7 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
     poolMax: envInt(env, "CREDIT_WALLET_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
     wallet: {

@@ -4,10 +4,31 @@
 import { migrate, testBackends, type TestDb } from "@nanobill/db";
 import { fixedClock, silentLogger } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { currentTraceContext, getTracer, initTelemetry, type Telemetry } from "@nanobill/telemetry";
 import type { PlannedTransfer } from "./domain/ledger-plan.js";
 import { createLedgerOutbox } from "./ledger-outbox.js";
 import type { LedgerPort } from "./ledger-port.js";
 import * as S from "./store/store.js";
+
+let telemetry: Telemetry;
+beforeAll(() => {
+  telemetry = initTelemetry({ serviceName: "outbox-test", exporter: new InMemorySpanExporter() });
+});
+afterAll(async () => {
+  await telemetry?.shutdown();
+});
+
+/** Runs fn inside a new span; returns fn's result and the span's traceparent. */
+async function inSpan<T>(name: string, fn: () => Promise<T>): Promise<{ value: T; traceparent: string }> {
+  return getTracer("outbox-test").startActiveSpan(name, async (span) => {
+    try {
+      return { value: await fn(), traceparent: currentTraceContext()!.traceparent };
+    } finally {
+      span.end();
+    }
+  });
+}
 
 const t = (id: string, extra: Partial<PlannedTransfer> = {}): PlannedTransfer => ({ id, debit: "a", credit: "b", amount: "5", unit: "USD", code: 1, ...extra });
 
@@ -46,6 +67,38 @@ for (const backend of testBackends()) {
       expect(sent).toEqual([["h1"], ["x1"], ["p1"]]);
       expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
       expect(outbox.failures).toBe(0);
+    });
+
+    it("posts each batch in the trace of the call that wrote its first row, whoever runs the flush", async () => {
+      const now = new Date("2026-11-20T10:00:00Z");
+      const a = await inSpan("writes A", () => S.enqueueTransfers(db, "tnt_tr_a", [[t("tr_a1")], [t("tr_a2")]], now));
+      const b = await inSpan("writes B", () => S.enqueueTransfers(db, "tnt_tr_b", [[t("tr_b1")]], now));
+      await S.enqueueTransfers(db, "tnt_tr_c", [[t("tr_c1")]], now); // outside any trace
+      const rows = await S.nextOutbox(db, 100);
+      expect(rows.map((r) => [r.tenant, r.trace.traceparent])).toEqual([
+        ["tnt_tr_a", a.traceparent],
+        ["tnt_tr_a", a.traceparent],
+        ["tnt_tr_b", b.traceparent],
+        ["tnt_tr_c", ""],
+      ]);
+      const seen: Array<[string, string | undefined]> = [];
+      const ledger: LedgerPort = {
+        async createAccounts() {},
+        async createTransfers(tenant, transfers) {
+          seen.push([tenant, currentTraceContext()?.traceparent]);
+          return transfers.map(() => "OK");
+        },
+      };
+      const outbox = createLedgerOutbox({ db, ledger, logger: silentLogger, clock: fixedClock(now) });
+      // The flush runs inside an unrelated trace (a flush started for another call, say).
+      const other = await inSpan("another call", () => outbox.flush());
+      expect(seen).toEqual([
+        ["tnt_tr_a", a.traceparent],
+        ["tnt_tr_b", b.traceparent],
+        ["tnt_tr_c", undefined],
+      ]);
+      expect(seen.map(([, tp]) => tp)).not.toContain(other.traceparent);
+      expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
     });
 
     it("books a post refused as PENDING_TRANSFER_EXPIRED with its plain (late) transfer, and only then calls the row done", async () => {

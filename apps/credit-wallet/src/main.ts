@@ -11,6 +11,7 @@ import {
   startServer,
   clockFromEnv,
 } from "@nanobill/service-kit";
+import { initTelemetry } from "@nanobill/telemetry";
 import { WALLET_SERVER_LIMITS, createCreditWalletService, loadConfig, migrationsDir } from "./index.js";
 
 /** Logs a failed start (e.g. a ConfigError naming the variable) before the config is known. */
@@ -20,6 +21,8 @@ runMain(
   async () => {
     const config = loadConfig(process.env);
     const logger = createLogger({ service: "credit-wallet", level: config.logLevel });
+    const telemetry = initTelemetry({ serviceName: "credit-wallet", otlpEndpoint: config.otlpTracesEndpoint });
+    onShutdown(() => telemetry.shutdown());
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });

@@ -40,6 +40,8 @@ export interface LedgerProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
+  otlpTracesEndpoint: string | undefined;
   ledger: LedgerConfig;
 }
 
@@ -53,6 +55,7 @@ export function loadConfig(env: Env): LedgerProcessConfig {
     poolMax: envInt(env, "LEDGER_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ledger: {
       expirySweepIntervalMs: envInt(env, "LEDGER_EXPIRY_SWEEP_INTERVAL_MS", EXPIRY_SWEEP_INTERVAL_MS, { min: 0, max: 3_600_000 }),
       commitQueueItemsMax: envInt(env, "LEDGER_COMMIT_QUEUE_ITEMS_MAX", COMMIT_QUEUE_ITEMS_MAX, { min: 8_190, max: 4_194_304 }),

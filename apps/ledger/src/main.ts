@@ -8,6 +8,7 @@ import {
   startServer,
   clockFromEnv,
 } from "@nanobill/service-kit";
+import { initTelemetry } from "@nanobill/telemetry";
 import { LEDGER_SERVER_LIMITS, createLedgerService, loadConfig, migrationsDir } from "./index.js";
 
 /** Logs a failed start (e.g. a ConfigError naming the variable) before the config is known. */
@@ -17,6 +18,8 @@ runMain(
   async () => {
     const config = loadConfig(process.env);
     const logger = createLogger({ service: "ledger", level: config.logLevel });
+    const telemetry = initTelemetry({ serviceName: "ledger", otlpEndpoint: config.otlpTracesEndpoint });
+    onShutdown(() => telemetry.shutdown());
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });

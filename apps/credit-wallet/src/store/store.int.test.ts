@@ -1,10 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { migrate, testBackends, type TestDb } from "@nanobill/db";
+import { currentTraceContext, getTracer, initTelemetry, type Telemetry } from "@nanobill/telemetry";
 import { HARD_STOP } from "../domain/types.js";
 import * as S from "./store.js";
 
 const T = "tnt_s";
 const now = new Date("2026-11-01T00:00:00Z");
+
+let telemetry: Telemetry;
+beforeAll(() => {
+  telemetry = initTelemetry({ serviceName: "wallet-store-test", exporter: new InMemorySpanExporter() });
+});
+afterAll(async () => {
+  await telemetry?.shutdown();
+});
 
 describe.each(testBackends())("wallet store ($name)", (backend) => {
   let db: TestDb;
@@ -88,9 +98,15 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     await expect(S.commitHolds(db, T, [h("gh4", 1n), ghost], [mv("gh4", 1n), mv("gh6", 1n)], [tr("gh4"), tr("gh6")], now)).rejects.toBeInstanceOf(S.GuardError);
     expect(await S.getHolds(db, T, ["gh4", "gh5", "gh6"])).toEqual(new Map());
     expect((await S.getGrant(db, T, "g1"))!.heldNanos).toBe(held);
-    expect([...(await S.commitHolds(db, T, [h("gh4", 1n)], [mv("gh4", 1n)], [tr("gh4")], now))]).toEqual(["gh4"]);
+    // The outbox row keeps the trace of the call that wrote it (none outside a span).
+    const traceparent = await getTracer("store-test").startActiveSpan("commit", async (span) => {
+      expect([...(await S.commitHolds(db, T, [h("gh4", 1n)], [mv("gh4", 1n)], [tr("gh4")], now))]).toEqual(["gh4"]);
+      span.end();
+      return currentTraceContext()!.traceparent;
+    });
     const out = await S.nextOutbox(db, 100);
     expect(out.map((o) => o.transfers[0]!.id)).toEqual(["x_gh1", "x_gh2", "x_gh3", "x_gh4"]);
+    expect(out.map((o) => o.trace.traceparent)).toEqual(["", "", "", traceparent]);
     await S.markOutbox(db, out.map((o) => o.seq), [], [], now);
   });
 

@@ -10,6 +10,7 @@ import type { BurnGrant, GrantKind, Policy, PolicyMode, Slice } from "../domain/
 import type { RolloverRule } from "../domain/rollover.js";
 import type { AutoTopUpConfig } from "../domain/auto-top-up.js";
 import type { PlannedTransfer } from "../domain/ledger-plan.js";
+import { currentTraceContext, type StoredTraceContext } from "@nanobill/telemetry";
 
 export const migrationsDir = fileURLToPath(new URL("./migrations", import.meta.url));
 
@@ -776,19 +777,41 @@ export async function listAlerts(q: Queryable, tenant: string, f: { customerId: 
   }));
 }
 
-/** Adds linked chains of ledger transfers to the outbox (each chain one row: it is posted whole). */
+/** The active trace context as stored with outbox rows ('' when no span is active). */
+function outboxTrace(): StoredTraceContext {
+  return currentTraceContext() ?? { traceparent: "", tracestate: "" };
+}
+
+/**
+ * Adds linked chains of ledger transfers to the outbox (each chain one row: it is posted whole),
+ * with the active trace context, which the post continues.
+ */
 export async function enqueueTransfers(q: Queryable, tenant: string, chains: PlannedTransfer[][], now: Date): Promise<void> {
   const cs = chains.filter((c) => c.length > 0);
   if (cs.length === 0) return;
+  const tc = outboxTrace();
   await q.query(
-    `INSERT INTO ledger_outbox (tenant, transfers, created_at) SELECT $1, t::jsonb, $3 FROM unnest($2::text[]) AS t`,
-    [tenant, cs.map((c) => JSON.stringify(c)), now],
+    `INSERT INTO ledger_outbox (tenant, transfers, created_at, traceparent, tracestate) SELECT $1, t::jsonb, $3, $4, $5 FROM unnest($2::text[]) AS t`,
+    [tenant, cs.map((c) => JSON.stringify(c)), now, tc.traceparent, tc.tracestate],
   );
 }
 
-export async function nextOutbox(q: Queryable, limit: number): Promise<Array<{ seq: bigint; tenant: string; transfers: PlannedTransfer[] }>> {
-  const r = await q.query(`SELECT seq, tenant, transfers FROM ledger_outbox WHERE posted_at IS NULL ORDER BY seq LIMIT $1`, [limit]);
-  return r.rows.map((x) => ({ seq: big(x.seq), tenant: x.tenant as string, transfers: json<PlannedTransfer[]>(x.transfers) }));
+export interface OutboxRow {
+  seq: bigint;
+  tenant: string;
+  transfers: PlannedTransfer[];
+  /** The trace of the call that wrote the row (traceparent '' when none). */
+  trace: StoredTraceContext;
+}
+
+export async function nextOutbox(q: Queryable, limit: number): Promise<OutboxRow[]> {
+  const r = await q.query(`SELECT seq, tenant, transfers, traceparent, tracestate FROM ledger_outbox WHERE posted_at IS NULL ORDER BY seq LIMIT $1`, [limit]);
+  return r.rows.map((x) => ({
+    seq: big(x.seq),
+    tenant: x.tenant as string,
+    transfers: json<PlannedTransfer[]>(x.transfers),
+    trace: { traceparent: x.traceparent as string, tracestate: x.tracestate as string },
+  }));
 }
 
 export async function markOutbox(q: Queryable, done: bigint[], failed: Array<{ seq: bigint; error: string }>, retry: Array<{ seq: bigint; error: string }>, now: Date): Promise<void> {
@@ -930,6 +953,7 @@ export async function commitHolds(
   const slices = hs.flatMap((h) => h.slices.map((s) => ({ h: h.id, g: s.grantId, n: s.amountNanos })));
   const ms = movements.filter((m) => m.amountNanos > 0n);
   const cs = chains.filter((c) => c.transfers.length > 0);
+  const tc = outboxTrace();
   try {
     const r = await q.query<{ inserted: string[] | null; updated: bigint; expected: bigint }>(
       `WITH ins AS (
@@ -954,8 +978,8 @@ export async function commitHolds(
          ON CONFLICT DO NOTHING
        ),
        ob AS (
-         INSERT INTO ledger_outbox (tenant, transfers, created_at)
-         SELECT $1, t.x::jsonb, $16 FROM unnest($25::text[], $26::text[]) WITH ORDINALITY AS t(h, x, o)
+         INSERT INTO ledger_outbox (tenant, transfers, created_at, traceparent, tracestate)
+         SELECT $1, t.x::jsonb, $16, $27, $28 FROM unnest($25::text[], $26::text[]) WITH ORDINALITY AS t(h, x, o)
          WHERE t.h IN (SELECT id FROM ins) ORDER BY t.o
        )
        SELECT (SELECT array_agg(id) FROM ins) AS inserted, (SELECT count(*) FROM u)::bigint AS updated, (SELECT count(*) FROM d)::bigint AS expected,
@@ -989,6 +1013,8 @@ export async function commitHolds(
         ms.map((m) => m.ledgerTransferId ?? ""),
         cs.map((c) => c.holdId),
         cs.map((c) => JSON.stringify(c.transfers)),
+        tc.traceparent,
+        tc.tracestate,
       ],
     );
     const row = r.rows[0]!;
