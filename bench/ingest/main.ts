@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { createClient } from "@connectrpc/connect";
 import { Aggregation, MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
-import { openDb } from "@nanobill/db";
+import { openDb, type Db } from "@nanobill/db";
 import { createMeteringClient, type TrackEvent } from "@nanobill/sdk";
 import { createClientTransport, closeClientSessions } from "@nanobill/service-kit";
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
@@ -42,7 +42,9 @@ const SCENARIOS: Array<{ batch: number; events: number; inFlight: number }> = [
 async function startMetering(): Promise<{ url: string; child: ChildProcess }> {
   // INGEST_BENCH_CPU_PROF=<dir>: the server writes a V8 CPU profile there on exit.
   const prof = process.env.INGEST_BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.INGEST_BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, "--import", "tsx", "apps/metering/src/main.ts"], {
+  // INGEST_BENCH_SERVER_NODE_ARGS="--max-semi-space-size=32": extra node flags for the server (A/B runs).
+  const nodeArgs = (process.env.INGEST_BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+  const child = spawn(process.execPath, [...prof, ...nodeArgs, "--import", "tsx", "apps/metering/src/main.ts"], {
     env: {
       ...process.env,
       DATABASE_URL,
@@ -106,7 +108,22 @@ function makeEvents(n: number, dupShare: number, pool: TrackEvent[]): TrackEvent
   return out;
 }
 
-async function runScenario(url: string, batch: number, inFlight: number, events: TrackEvent[], serverPid: number | undefined) {
+/**
+ * CPU ms of each PostgreSQL backend of the metering server (application_name nanobill:<schema>),
+ * by pid; a backend that appears between two readings counts from zero.
+ */
+async function pgCpuMs(monitor: Db): Promise<Map<number, number>> {
+  const r = await monitor.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [`nanobill:${SCHEMA}`]);
+  return new Map(r.rows.map((x) => [Number(x.pid), cpuMsOf(Number(x.pid))]));
+}
+function pgCpuDeltaMs(a: Map<number, number>, b: Map<number, number>): number {
+  let ms = 0;
+  for (const [pid, t] of b) ms += t - (a.get(pid) ?? 0);
+  return ms;
+}
+
+async function runScenario(url: string, batch: number, inFlight: number, events: TrackEvent[], serverPid: number | undefined, monitor: Db) {
+  const pg0 = await pgCpuMs(monitor);
   const server0 = cpuMsOf(serverPid);
   const client0 = process.cpuUsage();
   const c = createMeteringClient({ baseUrl: url, apiKey: KEY, protocol: PROTOCOL, batchSizeMax: batch, inFlightBatchesMax: inFlight, flushIntervalMs: 1, queueLengthMax: Math.max(batch * inFlight * 2, 10_000) });
@@ -117,11 +134,12 @@ async function runScenario(url: string, batch: number, inFlight: number, events:
   const outs = await Promise.all(results);
   const ms = performance.now() - t0;
   const serverCpuMs = cpuMsOf(serverPid) - server0;
+  const pgMs = pgCpuDeltaMs(pg0, await pgCpuMs(monitor));
   const cu = process.cpuUsage(client0);
   const clientCpuMs = (cu.user + cu.system) / 1000;
   await c.close();
   const by = (s: string) => outs.filter((o) => o.status === s).length;
-  return { ms, serverCpuMs, clientCpuMs, accepted: by("accepted"), duplicate: by("duplicate"), other: outs.length - by("accepted") - by("duplicate") };
+  return { ms, serverCpuMs, clientCpuMs, pgMs, accepted: by("accepted"), duplicate: by("duplicate"), other: outs.length - by("accepted") - by("duplicate") };
 }
 
 function pct(sorted: number[], p: number): number {
@@ -136,18 +154,19 @@ async function main(): Promise<void> {
   const admin = createClient(MeteringService, createClientTransport({ baseUrl: url, apiKey: KEY }));
   await admin.createMeter({ meter: { id: "input_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] } });
   console.log(`metering at ${url} (SDK over ${PROTOCOL}), schema ${SCHEMA}; one meter (sum of input_tokens by model) kept in minute/hour/day buckets`);
-  console.log("scenario                       events    accepted  duplicate  other   seconds   events/s  server µs/ev  client µs/ev (CPU)");
+  const monitor = await openDb({ url: DATABASE_URL, schema: "public", poolMax: 1 });
+  console.log("scenario                       events    accepted  duplicate  other   seconds   events/s  server µs/ev  client µs/ev  PostgreSQL µs/ev (CPU)");
   const pool: TrackEvent[] = [];
   const rates: Record<string, number> = {};
   for (const s of SCENARIOS) {
     for (const dup of [0, 0.3]) {
       if (Date.now() - started > RUN_MS_MAX) break;
       const events = makeEvents(s.events, dup, pool);
-      const r = await runScenario(url, s.batch, s.inFlight, events, child.pid);
+      const r = await runScenario(url, s.batch, s.inFlight, events, child.pid, monitor);
       const rate = events.length / (r.ms / 1000);
       rates[`${s.batch}/${dup}`] = rate;
       console.log(
-        `batch ${String(s.batch).padStart(5)} dup ${String(dup * 100).padStart(2)}% (x${String(s.inFlight).padStart(2)} in flight) ${String(events.length).padStart(8)} ${String(r.accepted).padStart(10)} ${String(r.duplicate).padStart(10)} ${String(r.other).padStart(6)} ${(r.ms / 1000).toFixed(2).padStart(9)} ${Math.round(rate).toString().padStart(10)} ${((r.serverCpuMs * 1000) / events.length).toFixed(1).padStart(13)} ${((r.clientCpuMs * 1000) / events.length).toFixed(1).padStart(13)}`,
+        `batch ${String(s.batch).padStart(5)} dup ${String(dup * 100).padStart(2)}% (x${String(s.inFlight).padStart(2)} in flight) ${String(events.length).padStart(8)} ${String(r.accepted).padStart(10)} ${String(r.duplicate).padStart(10)} ${String(r.other).padStart(6)} ${(r.ms / 1000).toFixed(2).padStart(9)} ${Math.round(rate).toString().padStart(10)} ${((r.serverCpuMs * 1000) / events.length).toFixed(1).padStart(13)} ${((r.clientCpuMs * 1000) / events.length).toFixed(1).padStart(13)} ${((r.pgMs * 1000) / events.length).toFixed(1).padStart(17)}`,
       );
     }
   }
@@ -244,6 +263,7 @@ async function main(): Promise<void> {
 
   await db.query(`DROP SCHEMA "${SCHEMA}" CASCADE`);
   await db.close();
+  await monitor.close();
   closeClientSessions();
   child.kill("SIGTERM");
   await new Promise((r) => child.once("exit", r));
