@@ -11,7 +11,9 @@
  * `migrationsDir` export of the service package `@nanobill/<service>`. Exit codes: 0 done,
  * 1 failed, 64 usage error.
  */
-import { migrate, openDb, readMigrations, type Db } from "@nanobill/db";
+import { migrate, openDb, pendingMigrations, type Db } from "@nanobill/db";
+
+export { pendingMigrations };
 
 /** The services this CLI knows (package `@nanobill/<name>`). */
 export const MIGRATE_SERVICES = ["metering", "rating", "ledger", "credit-wallet", "invoicing"] as const;
@@ -60,18 +62,6 @@ export async function migrationsDirOf(service: MigrateService): Promise<string> 
   const mod = (await import(pkg)) as { migrationsDir?: unknown };
   if (typeof mod.migrationsDir !== "string" || mod.migrationsDir === "") throw new Error(`${pkg}: does not export migrationsDir (a folder path)`);
   return mod.migrationsDir;
-}
-
-/** Names of the migration files of `dir` not yet recorded (with the same checksum) in db's schema_migrations. */
-export async function pendingMigrations(db: Db, dir: string): Promise<string[]> {
-  const files = await readMigrations(dir);
-  const exists = await db.query<{ present: boolean }>(
-    "SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations') IS NOT NULL AS present",
-  );
-  if (exists.rows[0]?.present !== true) return files.map((f) => f.name);
-  const { rows } = await db.query<{ version: number; checksum_sha256: string }>("SELECT version, checksum_sha256 FROM schema_migrations");
-  const done = new Map(rows.map((r) => [Number(r.version), r.checksum_sha256]));
-  return files.filter((f) => done.get(f.version) !== f.checksum).map((f) => f.name);
 }
 
 export interface RunOptions {

@@ -244,6 +244,9 @@ function serviceEnv(s: ServiceRow, forServer: boolean): IEnvVar[] {
     { name: "OTEL_SERVICE_NAME", value: s.name },
     ...(s.extraPorts ?? []).map((x) => ({ name: x.env, value: String(x.port) })),
     secretEnv("NANOBILL_API_KEYS", SHARED_SECRET),
+    // The migrations Job migrates and the init container waits for it: the server only checks that
+    // the schema is current, so its DATABASE_URL may name a role without DDL rights.
+    { name: "NANOBILL_MIGRATE_ON_START", value: "false" },
   );
   if (s.redis) env.push(secretEnv("REDIS_URL", SHARED_SECRET));
   if (s.callsOthers) env.push(secretEnv("NANOBILL_INTERNAL_API_KEY", SHARED_SECRET));

@@ -52,6 +52,8 @@ export interface CreditWalletProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** NANOBILL_MIGRATE_ON_START (default true): false = only check at start that the schema is current (a separate job migrates). */
+  migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
   /** LEDGER_URL: base URL of the ledger service. */
@@ -85,6 +87,7 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
     poolMax: envInt(env, "CREDIT_WALLET_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),

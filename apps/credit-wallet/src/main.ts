@@ -1,7 +1,7 @@
 /** Standalone credit-wallet process: config -> database + migrations -> ledger client -> service -> server -> signals. */
 import { createClient } from "@connectrpc/connect";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
 import {
   createApiKeyAuthenticatorFromEnv,
   createClientTransport,
@@ -30,7 +30,7 @@ runMain(
       await db.close();
       await embedded?.close();
     });
-    const { applied } = await migrate(db, migrationsDir);
+    const { applied } = await prepareSchema(db, migrationsDir, config.migrateOnStart);
     logger.info("credit-wallet starting", {
       database: config.databaseUrl ? "postgres" : "embedded",
       realtime: config.wallet.redisUrl ? "redis" : "in-process",

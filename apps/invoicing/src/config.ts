@@ -1,6 +1,6 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import { DRAFT_LOOP_BATCH_DEFAULT, DRAFT_LOOP_BATCH_MAX, DRAFT_LOOP_MS_DEFAULT, DRAFT_LOOP_MS_MAX, LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
 
 /** InvoicingConfig: the service's tunables (createInvoicingService). */
@@ -48,6 +48,8 @@ export interface InvoicingProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** NANOBILL_MIGRATE_ON_START (default true): false = only check at start that the schema is current (a separate job migrates). */
+  migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
   /** RATING_URL / CREDIT_WALLET_URL / LEDGER_URL: base URLs of the services invoicing calls. */
@@ -75,6 +77,7 @@ export function loadConfig(env: Env): InvoicingProcessConfig {
     poolMax: envInt(env, "INVOICING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ratingUrl: envUrl(env, "RATING_URL") ?? "http://127.0.0.1:7002",
     walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",

@@ -1,6 +1,6 @@
 /** Standalone invoicing server: config -> database + migrations -> clients -> server -> signals. */
 import { createClient } from "@connectrpc/connect";
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
 import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
@@ -22,7 +22,7 @@ runMain(async () => {
     await db.close();
     await embedded?.close();
   });
-  const { applied } = await migrate(db, migrationsDir);
+  const { applied } = await prepareSchema(db, migrationsDir, config.migrateOnStart);
   logger.info("migrations", { applied });
   const transport = (baseUrl: string) => createClientTransport({ baseUrl, apiKey: config.internalApiKey });
   const service = await createInvoicingService({

@@ -1,6 +1,6 @@
 /** Environment -> typed LedgerConfig; every limit explicit and validated. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { type Env, type LogLevel, LOG_LEVELS, envEnum, envInt, envString, envUrl } from "@nanobill/service-kit";
+import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envInt, envString, envUrl } from "@nanobill/service-kit";
 import {
   COMMIT_ITEMS_PER_TRANSACTION_MAX,
   COMMIT_QUEUE_ITEMS_MAX,
@@ -40,6 +40,8 @@ export interface LedgerProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** NANOBILL_MIGRATE_ON_START (default true): false = only check at start that the schema is current (a separate job migrates). */
+  migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
   ledger: LedgerConfig;
@@ -55,6 +57,7 @@ export function loadConfig(env: Env): LedgerProcessConfig {
     poolMax: envInt(env, "LEDGER_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ledger: {
       expirySweepIntervalMs: envInt(env, "LEDGER_EXPIRY_SWEEP_INTERVAL_MS", EXPIRY_SWEEP_INTERVAL_MS, { min: 0, max: 3_600_000 }),

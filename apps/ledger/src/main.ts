@@ -1,5 +1,5 @@
 /** Standalone ledger process: config -> database + migrations -> service -> server -> signals. */
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
 import {
   createApiKeyAuthenticatorFromEnv,
   createLogger,
@@ -27,7 +27,7 @@ runMain(
       await db.close();
       await embedded?.close();
     });
-    const { applied } = await migrate(db, migrationsDir);
+    const { applied } = await prepareSchema(db, migrationsDir, config.migrateOnStart);
     logger.info("ledger starting", {
       database: config.databaseUrl ? "postgres" : "embedded",
       schema: config.schema,

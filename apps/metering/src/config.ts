@@ -1,6 +1,6 @@
 // Environment -> typed config. Every limit explicit and validated; a bad value names the variable.
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { envBool, envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import {
   COMMIT_EVENTS_MAX,
   INGEST_QUEUE_EVENTS_MAX,
@@ -64,6 +64,8 @@ export interface MeteringProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** NANOBILL_MIGRATE_ON_START (default true): false = only check at start that the schema is current (a separate job migrates). */
+  migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
   /** METERING_OTLP_PORT: OTLP/HTTP receiver port (-1 = off, 0 = any free port). */
@@ -81,6 +83,7 @@ export function loadConfig(env: Env): MeteringProcessConfig {
     poolMax: envInt(env, "METERING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     otlpPort: envInt(env, "METERING_OTLP_PORT", 4318, { min: -1, max: 65_535 }),
     metering: meteringConfigFromEnv(env),

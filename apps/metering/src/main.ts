@@ -1,5 +1,5 @@
 // Standalone metering server: config from env -> open db + migrate -> service -> server -> signals.
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
 import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, clockFromEnv } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
@@ -16,7 +16,7 @@ runMain(async () => {
   if (embedded) onShutdown(() => embedded.close());
   const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });
   onShutdown(() => db.close());
-  const { applied } = await migrate(db, migrationsDir);
+  const { applied } = await prepareSchema(db, migrationsDir, cfg.migrateOnStart);
   logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, poolMax: cfg.poolMax, migrationsApplied: applied, ...cfg.metering });
   const service = await createMeteringService({ db, logger, clock: clockFromEnv(process.env), config: cfg.metering });
   const authenticator = createApiKeyAuthenticatorFromEnv(process.env);

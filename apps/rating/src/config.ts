@@ -109,6 +109,8 @@ export interface RatingProcessConfig {
   apiKeys: string;
   /** NANOBILL_LOG_LEVEL. */
   logLevel: LogLevel;
+  /** NANOBILL_MIGRATE_ON_START (default true): false = only check at start that the schema is current (a separate job migrates). */
+  migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
   /** METERING_URL / CREDIT_WALLET_URL: base URLs of the services rating calls. */
@@ -135,6 +137,7 @@ export function loadConfig(env: Env): RatingProcessConfig {
     poolMax: envInt(env, "RATING_DB_POOL_MAX", POOL_MAX_DEFAULT, { min: 2, max: POOL_MAX_LIMIT }),
     apiKeys: envString(env, "NANOBILL_API_KEYS"),
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
+    migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     meteringUrl: envUrl(env, "METERING_URL") ?? "http://127.0.0.1:7001",
     walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",

@@ -2,7 +2,7 @@
 import { createClient } from "@connectrpc/connect";
 import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import { migrate, openDb, openEmbeddedPostgres } from "@nanobill/db";
+import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
 import {
   createApiKeyAuthenticatorFromEnv,
   createClientTransport,
@@ -27,7 +27,7 @@ runMain(async () => {
   if (embedded) onShutdown(() => embedded.close());
   const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });
   onShutdown(() => db.close());
-  const { applied } = await migrate(db, migrationsDir);
+  const { applied } = await prepareSchema(db, migrationsDir, cfg.migrateOnStart);
   logger.info("config", {
     port: cfg.port,
     database: cfg.databaseUrl ? "postgres" : "embedded",

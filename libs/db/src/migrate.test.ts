@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
-import { DbError, migrate, readMigrations, testBackends, type TestDb } from "./index.js";
+import { randomBytes } from "node:crypto";
+import { DbError, migrate, openDb, pendingMigrations, prepareSchema, readMigrations, testBackends, type TestDb } from "./index.js";
 
 async function migrationsDir(files: Record<string, string>): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "nanobill-migrations-"));
@@ -118,5 +119,52 @@ describe.each(testBackends())("migrate on $name", (backend) => {
 
   it("treats an empty folder as nothing to apply", async () => {
     expect(await migrate(db, await dirWith({}))).toEqual({ applied: [] });
+  });
+
+  it("prepareSchema without migrating: names every pending or changed file and writes nothing; passes once current", async () => {
+    const dir = await dirWith({ "0001_a.sql": "CREATE TABLE a (x int);", "0002_b.sql": "CREATE TABLE b (x int);" });
+    const fresh = await prepareSchema(db, dir, false).catch((x: unknown) => x);
+    expect(fresh).toBeInstanceOf(DbError);
+    expect((fresh as DbError).code).toBe("migration");
+    expect((fresh as DbError).message).toContain("0001_a.sql, 0002_b.sql not applied");
+    expect((fresh as DbError).message).toContain("NANOBILL_MIGRATE_ON_START=false");
+    // Not even the bookkeeping table was created.
+    expect((await db.query("SELECT 1 FROM pg_tables WHERE schemaname = $1", [db.schema])).rowCount).toBe(0);
+    expect(await prepareSchema(db, dir, true)).toEqual({ applied: ["0001_a.sql", "0002_b.sql"] });
+    expect(await prepareSchema(db, dir, false)).toEqual({ applied: [] });
+    // A new file, then a changed one: each named, nothing applied.
+    await writeFile(join(dir, "0003_c.sql"), "CREATE TABLE c (x int);");
+    expect(await prepareSchema(db, dir, false).catch((x: unknown) => (x as Error).message)).toMatch(/: 0003_c\.sql not applied/);
+    await writeFile(join(dir, "0003_c.sql"), "");
+    await writeFile(join(dir, "0001_a.sql"), "CREATE TABLE a (x int, y int);");
+    expect(await pendingMigrations(db, dir)).toEqual(["0001_a.sql", "0003_c.sql"]);
+    expect((await db.query("SELECT 1 FROM pg_tables WHERE tablename = 'c' AND schemaname = $1", [db.schema])).rowCount).toBe(0);
+  });
+
+  // Registered for PostgreSQL only (roles and grants are PostgreSQL's; PGlite has one user).
+  const postgresOnly = backend.name === "postgres" ? it : undefined;
+  postgresOnly?.("prepareSchema without migrating works for a role that can neither create nor write the schema (postgres)", async () => {
+    const dir = await dirWith({ "0001_a.sql": "CREATE TABLE a (x int);" });
+    await migrate(db, dir);
+    const role = `nb_dml_${randomBytes(4).toString("hex")}`;
+    await db.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await db.query(`GRANT USAGE ON SCHEMA "${db.schema}" TO ${role}`);
+      await db.query(`GRANT SELECT ON schema_migrations TO ${role}`);
+      const url = new URL(process.env.DATABASE_URL!);
+      url.username = role;
+      url.password = "";
+      const dml = await openDb({ url: url.toString(), schema: db.schema, poolMax: 2 });
+      try {
+        expect(await prepareSchema(dml, dir, false)).toEqual({ applied: [] });
+        // migrate() on start needs rights this role lacks: the reason for the switch.
+        await expect(migrate(dml, dir)).rejects.toThrow(/permission denied/);
+      } finally {
+        await dml.close();
+      }
+    } finally {
+      await db.query(`DROP OWNED BY ${role}`);
+      await db.query(`DROP ROLE ${role}`);
+    }
   });
 });

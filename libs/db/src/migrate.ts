@@ -115,3 +115,34 @@ export async function migrate(db: Db, dir: string): Promise<{ applied: string[] 
   }
   return { applied };
 }
+
+/** Names of the migration files of `dir` not yet recorded (with the same checksum) in db's schema_migrations. */
+export async function pendingMigrations(db: Db, dir: string): Promise<string[]> {
+  const files = await readMigrations(dir);
+  const exists = await db.query<{ present: boolean }>(
+    "SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations') IS NOT NULL AS present",
+  );
+  if (exists.rows[0]?.present !== true) return files.map((f) => f.name);
+  const { rows } = await db.query<{ version: number; checksum_sha256: string }>("SELECT version, checksum_sha256 FROM schema_migrations");
+  const done = new Map(rows.map((r) => [Number(r.version), r.checksum_sha256]));
+  return files.filter((f) => done.get(f.version) !== f.checksum).map((f) => f.name);
+}
+
+/**
+ * A service's schema at start-up: `migrate()` when `migrateOnStart` (the default of every service,
+ * NANOBILL_MIGRATE_ON_START), else only a check, with no DDL and no write, that every migration
+ * file is applied with its checksum: a process whose migrations are run by a separate job (the
+ * Kubernetes migrations Job) can then connect as a role without DDL rights. A pending or changed
+ * file is an error naming it, and the service does not start.
+ */
+export async function prepareSchema(db: Db, dir: string, migrateOnStart: boolean): Promise<{ applied: string[] }> {
+  if (migrateOnStart) return migrate(db, dir);
+  const pending = await pendingMigrations(db, dir);
+  if (pending.length > 0) {
+    throw new DbError(
+      "migration",
+      `schema ${db.schema} is not current: ${pending.join(", ")} not applied (or changed since); NANOBILL_MIGRATE_ON_START=false leaves migrations to a separate job (infra/migrate.ts)`,
+    );
+  }
+  return { applied: [] };
+}

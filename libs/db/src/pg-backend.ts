@@ -175,6 +175,10 @@ export class PgDb implements Db {
   }
 
   private async createSchema(): Promise<void> {
+    // An existing schema is not created again: a role without CREATE on the database (a
+    // DML-only runtime role, NANOBILL_MIGRATE_ON_START=false) can open it.
+    const found = await runQuery(this.pool, "SELECT 1 FROM pg_namespace WHERE nspname = $1", [this.schema]);
+    if (found.rowCount === 1) return;
     try {
       await runQuery(this.pool, `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema, "schema")}`, undefined);
     } catch (e) {
