@@ -14,6 +14,7 @@ import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import type { IStatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
 import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import type { IJob } from "kubernetes-models/batch/v1/Job";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { IContainer } from "kubernetes-models/v1/Container";
@@ -70,8 +71,11 @@ export interface ServiceRow {
   memoryMiB: number;
   /** Whether the service needs Redis (REDIS_URL from the shared Secret). */
   redis: boolean;
-  /** Internal-scope key to call other services (NANOBILL_INTERNAL_API_KEY). */
-  callsOthers: boolean;
+  /**
+   * The services this one calls (its <PEER>_URL variables; with any, it gets the internal-scope
+   * key NANOBILL_INTERNAL_API_KEY). The network policies admit exactly these callers.
+   */
+  calls: readonly ServiceName[];
   /**
    * A background consumer that must run in at most one process at a time: the Deployment runs with
    * `<flag>=false` and a one-replica StatefulSet `<name>-consumer` runs it with `<flag>=true`.
@@ -103,7 +107,7 @@ export const SERVICES: readonly ServiceRow[] = [
     cpuLimit: "2",
     memoryMiB: 768,
     redis: true,
-    callsOthers: false,
+    calls: [],
     // OTLP/HTTP receiver: AI services may send their GenAI spans as usage (POST /v1/traces).
     extraPorts: [{ name: "otlp-http", port: 4318, env: "METERING_OTLP_PORT", appProtocol: "http" }],
   },
@@ -117,7 +121,7 @@ export const SERVICES: readonly ServiceRow[] = [
     cpuLimit: "2",
     memoryMiB: 768,
     redis: true,
-    callsOthers: true,
+    calls: ["metering", "credit-wallet"],
     // The metering-cursor consumer runs only in the rating-consumer pods (the Deployment serves
     // RPCs with RATING_CONSUMER_ENABLED=false). Its pods split the RATING_CONSUMER_PARTITIONS
     // partitions between them through leases in PostgreSQL (apps/rating README, "Several
@@ -140,7 +144,7 @@ export const SERVICES: readonly ServiceRow[] = [
     cpuLimit: "2",
     memoryMiB: 768,
     redis: false,
-    callsOthers: false,
+    calls: [],
   },
   {
     name: "credit-wallet",
@@ -152,7 +156,7 @@ export const SERVICES: readonly ServiceRow[] = [
     cpuLimit: "1",
     memoryMiB: 512,
     redis: true,
-    callsOthers: true,
+    calls: ["ledger"],
   },
   {
     name: "invoicing",
@@ -164,7 +168,7 @@ export const SERVICES: readonly ServiceRow[] = [
     cpuLimit: "1",
     memoryMiB: 512,
     redis: false,
-    callsOthers: true,
+    calls: ["rating", "credit-wallet", "ledger"],
   },
 ];
 
@@ -249,7 +253,7 @@ function serviceEnv(s: ServiceRow, forServer: boolean): IEnvVar[] {
     { name: "NANOBILL_MIGRATE_ON_START", value: "false" },
   );
   if (s.redis) env.push(secretEnv("REDIS_URL", SHARED_SECRET));
-  if (s.callsOthers) env.push(secretEnv("NANOBILL_INTERNAL_API_KEY", SHARED_SECRET));
+  if (s.calls.length > 0) env.push(secretEnv("NANOBILL_INTERNAL_API_KEY", SHARED_SECRET));
   if (s.singletonConsumerFlag) env.push({ name: s.singletonConsumerFlag, value: "false" });
   return env;
 }
@@ -498,6 +502,69 @@ export function configMap(): IConfigMap {
   return { apiVersion: "v1", kind: "ConfigMap", metadata: { name: CONFIG_MAP, labels: { "app.kubernetes.io/part-of": "nanobill" } }, data };
 }
 
+/** Label that admits a namespace or a pod as an API client of every service (docs/deployment.md). */
+export const API_CLIENT_LABEL = "nanobill.dev/api-client";
+/** The OpenTelemetry Collector of components/otel-collector: its pods and OTLP ports. */
+const COLLECTOR = { name: "otel-collector", ports: [4317, 4318] };
+
+/**
+ * Ingress network policies: everything in the namespace is denied unless admitted, then each
+ * service's serving pods admit, on their own ports only, the pods of the services that call it
+ * (the `calls` column) and API clients: pods and namespaces labelled API_CLIENT_LABEL=true (an
+ * ingress controller's namespace, the AI services that report usage or ask for holds). The
+ * collector admits every Nanobill pod on OTLP. Egress stays open (PostgreSQL, Redis and webhook
+ * endpoints live outside the namespace and differ per install).
+ */
+export function networkPolicies(): INetworkPolicy[] {
+  const meta = (name: string) => ({ name, labels: { "app.kubernetes.io/part-of": "nanobill" } });
+  const apiClients = [
+    { podSelector: { matchLabels: { [API_CLIENT_LABEL]: "true" } } },
+    { namespaceSelector: { matchLabels: { [API_CLIENT_LABEL]: "true" } } },
+  ];
+  const out: INetworkPolicy[] = [
+    { apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: meta("nanobill-default-deny-ingress"), spec: { podSelector: {}, policyTypes: ["Ingress"] } },
+  ];
+  for (const s of SERVICES) {
+    const callers = SERVICES.filter((c) => c.calls.includes(s.name)).map((c) => c.name);
+    const from = [
+      ...(callers.length > 0
+        ? [
+            {
+              podSelector: {
+                matchExpressions: [
+                  { key: "app.kubernetes.io/name", operator: "In", values: callers },
+                  { key: "app.kubernetes.io/component", operator: "In", values: ["server", "consumer"] },
+                ],
+              },
+            },
+          ]
+        : []),
+      ...apiClients,
+    ];
+    out.push({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: meta(`${s.name}-ingress`),
+      spec: {
+        podSelector: { matchLabels: selectorOf(s.name) },
+        policyTypes: ["Ingress"],
+        ingress: [{ from, ports: [CONTAINER_PORT, ...(s.extraPorts ?? []).map((x) => x.port)].map((port) => ({ protocol: "TCP", port })) }],
+      },
+    });
+  }
+  out.push({
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: meta(`${COLLECTOR.name}-ingress`),
+    spec: {
+      podSelector: { matchLabels: { "app.kubernetes.io/name": COLLECTOR.name } },
+      policyTypes: ["Ingress"],
+      ingress: [{ from: [{ podSelector: { matchLabels: { "app.kubernetes.io/part-of": "nanobill" } } }], ports: COLLECTOR.ports.map((port) => ({ protocol: "TCP", port })) }],
+    },
+  });
+  return out;
+}
+
 const HEADER = "# Generated by infra/k8s/render.ts from its SERVICES table. Do not edit: change the table and run\n#   npx tsx infra/k8s/render.ts\n";
 
 function toYaml(docs: object[]): string {
@@ -508,6 +575,7 @@ function toYaml(docs: object[]): string {
 export function renderBase(): Map<string, string> {
   const files = new Map<string, string>();
   files.set("config.yaml", toYaml([configMap()]));
+  files.set("network-policies.yaml", toYaml(networkPolicies()));
   for (const s of SERVICES) {
     const consumer = consumerStatefulSet(s);
     files.set(`${s.name}.yaml`, toYaml([serviceAccount(s), service(s), deployment(s), hpa(s), pdb(s), ...(consumer ? [consumer] : []), migrationsJob(s)]));

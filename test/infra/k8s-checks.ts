@@ -8,6 +8,7 @@ import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import { Job } from "kubernetes-models/batch/v1/Job";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
@@ -31,6 +32,7 @@ export const MODELS: Record<string, ModelClass> = {
   "apps/v1/StatefulSet": StatefulSet as unknown as ModelClass,
   "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler as unknown as ModelClass,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget as unknown as ModelClass,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy as unknown as ModelClass,
   "batch/v1/Job": Job as unknown as ModelClass,
 };
 
@@ -315,4 +317,59 @@ export function referenceProblems(docs: Doc[], external: ReadonlyMap<string, rea
     }
   }
   return out;
+}
+
+/** A label selector (matchLabels and matchExpressions In / NotIn / Exists / DoesNotExist). */
+interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+}
+
+function selects(sel: LabelSelector, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, e.key);
+    const ok =
+      e.operator === "In" ? has && (e.values ?? []).includes(labels[e.key]!) :
+      e.operator === "NotIn" ? !has || !(e.values ?? []).includes(labels[e.key]!) :
+      e.operator === "Exists" ? has :
+      e.operator === "DoesNotExist" ? !has :
+      false;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/** One end of a connection: a pod's labels, and its namespace's labels unless it is in the policies' namespace. */
+export interface Peer {
+  pod: Record<string, string>;
+  /** undefined = the same namespace as the policies. */
+  namespace?: Record<string, string>;
+}
+
+/**
+ * Whether the NetworkPolicies in docs (all in one namespace) admit a TCP connection from `from` to
+ * a pod of that namespace labelled `to` on `port`: Kubernetes semantics for Ingress policies
+ * (a pod no policy selects admits everything; otherwise some selecting policy's rule must admit
+ * both the peer and the port). Ports are numbers here (the renders use numbers).
+ */
+export function ingressAdmits(docs: Doc[], from: Peer, to: Record<string, string>, port: number): boolean {
+  type Rule = { from?: Array<{ podSelector?: LabelSelector; namespaceSelector?: LabelSelector }>; ports?: Array<{ port?: number; protocol?: string }> };
+  const policies = docs
+    .filter((d) => d.kind === "NetworkPolicy")
+    .map((d) => d.spec as { podSelector: LabelSelector; policyTypes?: string[]; ingress?: Rule[] })
+    .filter((p) => (p.policyTypes ?? ["Ingress"]).includes("Ingress") && selects(p.podSelector, to));
+  if (policies.length === 0) return true;
+  const peerOk = (r: Rule) =>
+    r.from === undefined ||
+    r.from.some((f) => {
+      if (f.namespaceSelector !== undefined) {
+        // A namespaceSelector selects namespaces by their labels; the policies' own namespace is selected too if its labels match.
+        if (from.namespace === undefined ? !selects(f.namespaceSelector, {}) : !selects(f.namespaceSelector, from.namespace)) return false;
+        return f.podSelector === undefined || selects(f.podSelector, from.pod);
+      }
+      return from.namespace === undefined && f.podSelector !== undefined && selects(f.podSelector, from.pod);
+    });
+  const portOk = (r: Rule) => r.ports === undefined || r.ports.some((p) => (p.protocol ?? "TCP") === "TCP" && (p.port === undefined || p.port === port));
+  return policies.some((p) => (p.ingress ?? []).some((r) => peerOk(r) && portOk(r)));
 }

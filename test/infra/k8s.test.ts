@@ -12,6 +12,7 @@ import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
 import { SHUTDOWN_TOTAL_MS_MAX } from "@nanobill/service-kit";
 import {
+  API_CLIENT_LABEL,
   BASE_DIR,
   CONFIG_MAP,
   CONTAINER_PORT,
@@ -28,6 +29,8 @@ import {
 import {
   type Container,
   type ServiceExpectations,
+  ingressAdmits,
+  matchesSelector,
   plaintextSecretProblems,
   podProblems,
   podLabelsOf,
@@ -408,6 +411,43 @@ describe("the manifests give each service the variables its code reads", () => {
       if (name === `${prefix}_DB_SCHEMA` && env[name] !== schemaOf(s)) missing.push(`${name}=${schemaOf(s)}`);
     }
     expect(missing).toEqual([]);
+  });
+
+  test("the network policies admit exactly the calls the code makes (its <PEER>_URL reads), API clients, and nothing else", () => {
+    const docs = rendered.get("prod")!;
+    const prefixOf = (x: string) => x.toUpperCase().replace(/-/g, "_");
+    const peersOf = (s: ServiceName) =>
+      SERVICE_NAMES.filter((t) => t !== s && readsOf(s).has(`${prefixOf(t)}_URL`));
+    const server = (s: string) => ({ "app.kubernetes.io/name": s, "app.kubernetes.io/component": "server", "app.kubernetes.io/part-of": "nanobill" });
+    const consumer = (s: string) => ({ ...server(s), "app.kubernetes.io/component": "consumer" });
+    const calls = new Map(withMain.map((s) => [s, peersOf(s)]));
+    expect(calls.get("invoicing")).toEqual(["rating", "ledger", "credit-wallet"]);
+    for (const a of withMain) {
+      for (const b of SERVICE_NAMES) {
+        if (a === b) continue;
+        const want = calls.get(a)!.includes(b);
+        expect(ingressAdmits(docs, { pod: server(a) }, server(b), CONTAINER_PORT), `${a} -> ${b}`).toBe(want);
+        expect(ingressAdmits(docs, { pod: consumer(a) }, server(b), CONTAINER_PORT), `${a} consumer -> ${b}`).toBe(want);
+      }
+    }
+    for (const b of SERVICE_NAMES) {
+      // API clients: a labelled pod here, any pod of a labelled namespace; nothing else, and only on the service's ports.
+      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, server(b), CONTAINER_PORT), b).toBe(true);
+      expect(ingressAdmits(docs, { pod: { app: "gateway" }, namespace: { [API_CLIENT_LABEL]: "true" } }, server(b), CONTAINER_PORT), b).toBe(true);
+      expect(ingressAdmits(docs, { pod: { app: "stranger" } }, server(b), CONTAINER_PORT), b).toBe(false);
+      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" }, namespace: {} }, server(b), CONTAINER_PORT), `${b}: a labelled pod of another namespace`).toBe(false);
+      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, server(b), 9999), b).toBe(false);
+      // The migrations Job's pods and the consumer pods serve nobody.
+      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, { ...server(b), "app.kubernetes.io/component": "migrations" }, CONTAINER_PORT), b).toBe(false);
+      expect(ingressAdmits(docs, { pod: server("invoicing") }, consumer(b), CONTAINER_PORT), b).toBe(false);
+    }
+    // metering's OTLP/HTTP receiver is admitted like its gRPC port.
+    expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, server("metering"), 4318)).toBe(true);
+    // The collector takes OTLP from every Nanobill pod, from no one else.
+    const collector = { "app.kubernetes.io/name": "otel-collector", "app.kubernetes.io/component": "telemetry", "app.kubernetes.io/part-of": "nanobill" };
+    expect(docs.some((d) => d.kind === "Deployment" && matchesSelector(podLabelsOf(d), collector))).toBe(true);
+    expect(ingressAdmits(docs, { pod: consumer("rating") }, collector, 4318)).toBe(true);
+    expect(ingressAdmits(docs, { pod: { app: "stranger" } }, collector, 4318)).toBe(false);
   });
 
   test("every service with a main.ts has a loadConfig in its config.ts", () => {
