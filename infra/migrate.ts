@@ -64,6 +64,26 @@ export async function migrationsDirOf(service: MigrateService): Promise<string> 
   return mod.migrationsDir;
 }
 
+/**
+ * The grants that let `role` run a service on its schema without DDL rights (the servers'
+ * role with NANOBILL_MIGRATE_ON_START=false; docs/deployment.md), run by the schema's owner (the
+ * migrations role) after the first migration: USAGE on the schema, DML on every table, USAGE and
+ * UPDATE on every sequence (metering reserves event sequences with setval), and the same by
+ * default for what later migrations create. EXECUTE on functions is PostgreSQL's default for PUBLIC.
+ */
+export function runtimeRoleGrants(schema: string, role: string): string[] {
+  for (const [what, v] of [["schema", schema], ["role", role]] as const) {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(v)) throw new UsageError(`${what}: must match [a-z_][a-z0-9_]{0,62}`);
+  }
+  return [
+    `GRANT USAGE ON SCHEMA ${schema} TO ${role}`,
+    `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${schema} TO ${role}`,
+    `GRANT USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA ${schema} TO ${role}`,
+    `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${role}`,
+    `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT USAGE, UPDATE ON SEQUENCES TO ${role}`,
+  ];
+}
+
 export interface RunOptions {
   env: Record<string, string | undefined>;
   log: (line: string) => void;

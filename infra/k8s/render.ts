@@ -508,7 +508,8 @@ export const API_CLIENT_LABEL = "nanobill.dev/api-client";
 const COLLECTOR = { name: "otel-collector", ports: [4317, 4318] };
 
 /**
- * Ingress network policies: everything in the namespace is denied unless admitted, then each
+ * Ingress network policies: every Nanobill pod (part-of=nanobill; other pods of a shared namespace
+ * are left alone) is denied ingress unless admitted, then each
  * service's serving pods admit, on their own ports only, the pods of the services that call it
  * (the `calls` column) and API clients: pods and namespaces labelled API_CLIENT_LABEL=true (an
  * ingress controller's namespace, the AI services that report usage or ask for holds). The
@@ -522,7 +523,7 @@ export function networkPolicies(): INetworkPolicy[] {
     { namespaceSelector: { matchLabels: { [API_CLIENT_LABEL]: "true" } } },
   ];
   const out: INetworkPolicy[] = [
-    { apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: meta("nanobill-default-deny-ingress"), spec: { podSelector: {}, policyTypes: ["Ingress"] } },
+    { apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: meta("nanobill-default-deny-ingress"), spec: { podSelector: { matchLabels: { "app.kubernetes.io/part-of": "nanobill" } }, policyTypes: ["Ingress"] } },
   ];
   for (const s of SERVICES) {
     const callers = SERVICES.filter((c) => c.calls.includes(s.name)).map((c) => c.name);

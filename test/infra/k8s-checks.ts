@@ -349,27 +349,40 @@ export interface Peer {
 
 /**
  * Whether the NetworkPolicies in docs (all in one namespace) admit a TCP connection from `from` to
- * a pod of that namespace labelled `to` on `port`: Kubernetes semantics for Ingress policies
- * (a pod no policy selects admits everything; otherwise some selecting policy's rule must admit
- * both the peer and the port). Ports are numbers here (the renders use numbers).
+ * a pod of that namespace labelled `to` on `port`, by Kubernetes' rules for Ingress policies: a pod
+ * no policy selects admits everything; otherwise some selecting policy's rule must admit both the
+ * peer and the port; a missing or empty `from` / `ports` list matches every peer / port; the
+ * policies' own namespace carries its `kubernetes.io/metadata.name` label. Shapes it does not
+ * evaluate (named ports, endPort, ipBlock) throw, so a render using them cannot pass unchecked.
  */
 export function ingressAdmits(docs: Doc[], from: Peer, to: Record<string, string>, port: number): boolean {
-  type Rule = { from?: Array<{ podSelector?: LabelSelector; namespaceSelector?: LabelSelector }>; ports?: Array<{ port?: number; protocol?: string }> };
-  const policies = docs
-    .filter((d) => d.kind === "NetworkPolicy")
+  type Rule = {
+    from?: Array<{ podSelector?: LabelSelector; namespaceSelector?: LabelSelector; ipBlock?: unknown }>;
+    ports?: Array<{ port?: number | string; endPort?: number; protocol?: string }>;
+  };
+  const docsNp = docs.filter((d) => d.kind === "NetworkPolicy");
+  const ownNamespace = { "kubernetes.io/metadata.name": docsNp[0]?.metadata.namespace ?? "default" };
+  const policies = docsNp
     .map((d) => d.spec as { podSelector: LabelSelector; policyTypes?: string[]; ingress?: Rule[] })
     .filter((p) => (p.policyTypes ?? ["Ingress"]).includes("Ingress") && selects(p.podSelector, to));
   if (policies.length === 0) return true;
   const peerOk = (r: Rule) =>
     r.from === undefined ||
+    r.from.length === 0 ||
     r.from.some((f) => {
+      if (f.ipBlock !== undefined) throw new Error("ingressAdmits: ipBlock peers are not evaluated");
       if (f.namespaceSelector !== undefined) {
-        // A namespaceSelector selects namespaces by their labels; the policies' own namespace is selected too if its labels match.
-        if (from.namespace === undefined ? !selects(f.namespaceSelector, {}) : !selects(f.namespaceSelector, from.namespace)) return false;
+        if (!selects(f.namespaceSelector, from.namespace ?? ownNamespace)) return false;
         return f.podSelector === undefined || selects(f.podSelector, from.pod);
       }
       return from.namespace === undefined && f.podSelector !== undefined && selects(f.podSelector, from.pod);
     });
-  const portOk = (r: Rule) => r.ports === undefined || r.ports.some((p) => (p.protocol ?? "TCP") === "TCP" && (p.port === undefined || p.port === port));
+  const portOk = (r: Rule) =>
+    r.ports === undefined ||
+    r.ports.length === 0 ||
+    r.ports.some((p) => {
+      if (typeof p.port === "string" || p.endPort !== undefined) throw new Error("ingressAdmits: named ports and endPort are not evaluated");
+      return (p.protocol ?? "TCP") === "TCP" && (p.port === undefined || p.port === port);
+    });
   return policies.some((p) => (p.ingress ?? []).some((r) => peerOk(r) && portOk(r)));
 }

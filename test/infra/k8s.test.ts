@@ -277,6 +277,37 @@ describe("overlay specifics", () => {
   });
 });
 
+describe("ingressAdmits follows Kubernetes' NetworkPolicy rules", () => {
+  const np = (ingress: unknown[], podSelector: object = { matchLabels: { app: "x" } }) =>
+    ({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "p", namespace: "ns1" }, spec: { podSelector, policyTypes: ["Ingress"], ingress } }) as unknown as Doc;
+  const x = { app: "x" };
+
+  test("no rule denies; an empty or missing from / ports matches every peer / port; unselected pods are open", () => {
+    expect(ingressAdmits([np([])], { pod: {} }, x, 80)).toBe(false);
+    expect(ingressAdmits([np([{}])], { pod: {}, namespace: {} }, x, 80)).toBe(true);
+    expect(ingressAdmits([np([{ from: [], ports: [] }])], { pod: {}, namespace: {} }, x, 80)).toBe(true);
+    expect(ingressAdmits([np([{ ports: [{ port: 81 }] }])], { pod: {} }, x, 80)).toBe(false);
+    expect(ingressAdmits([np([])], { pod: {} }, { app: "y" }, 80)).toBe(true);
+  });
+
+  test("a podSelector alone is this namespace; a namespaceSelector sees the namespace's name label; both must match", () => {
+    const byPod = np([{ from: [{ podSelector: { matchLabels: { role: "c" } } }] }]);
+    expect(ingressAdmits([byPod], { pod: { role: "c" } }, x, 80)).toBe(true);
+    expect(ingressAdmits([byPod], { pod: { role: "c" }, namespace: {} }, x, 80)).toBe(false);
+    const own = np([{ from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ns1" } } }] }]);
+    expect(ingressAdmits([own], { pod: {} }, x, 80)).toBe(true);
+    const both = np([{ from: [{ namespaceSelector: { matchLabels: { team: "a" } }, podSelector: { matchLabels: { role: "c" } } }] }]);
+    expect(ingressAdmits([both], { pod: { role: "c" }, namespace: { team: "a" } }, x, 80)).toBe(true);
+    expect(ingressAdmits([both], { pod: { role: "d" }, namespace: { team: "a" } }, x, 80)).toBe(false);
+  });
+
+  test("shapes it does not evaluate throw instead of answering", () => {
+    expect(() => ingressAdmits([np([{ ports: [{ port: "grpc" }] }])], { pod: {} }, x, 80)).toThrow(/named ports/);
+    expect(() => ingressAdmits([np([{ ports: [{ port: 80, endPort: 90 }] }])], { pod: {} }, x, 80)).toThrow(/endPort/);
+    expect(() => ingressAdmits([np([{ from: [{ ipBlock: { cidr: "10.0.0.0/8" } }] }])], { pod: {} }, x, 80)).toThrow(/ipBlock/);
+  });
+});
+
 describe("the checks catch broken manifests", () => {
   const ledger = (): Doc => structuredClone(base.find((d) => d.kind === "Deployment" && d.metadata.name === "ledger")!);
   const main = (d: Doc): Container => podSpecOf(d)!.containers[0]!;
@@ -418,8 +449,13 @@ describe("the manifests give each service the variables its code reads", () => {
     const prefixOf = (x: string) => x.toUpperCase().replace(/-/g, "_");
     const peersOf = (s: ServiceName) =>
       SERVICE_NAMES.filter((t) => t !== s && readsOf(s).has(`${prefixOf(t)}_URL`));
-    const server = (s: string) => ({ "app.kubernetes.io/name": s, "app.kubernetes.io/component": "server", "app.kubernetes.io/part-of": "nanobill" });
-    const consumer = (s: string) => ({ ...server(s), "app.kubernetes.io/component": "consumer" });
+    // Pod labels as rendered (the Deployment's; the consumer pods': the rating-consumer StatefulSet's, the same shape for others).
+    const podOf = (kind: string, name: string) => podLabelsOf(docs.find((d) => d.kind === kind && d.metadata.name === name)!);
+    const server = (s: string) => podOf("Deployment", s);
+    const consumerLabels = podOf("StatefulSet", "rating-consumer");
+    const consumer = (s: string) => ({ ...consumerLabels, "app.kubernetes.io/name": s });
+    const migrationsPod = (s: string) => podOf("Job", `${s}-migrate`);
+    expect(consumerLabels["app.kubernetes.io/component"]).toBe("consumer");
     const calls = new Map(withMain.map((s) => [s, peersOf(s)]));
     expect(calls.get("invoicing")).toEqual(["rating", "ledger", "credit-wallet"]);
     for (const a of withMain) {
@@ -438,9 +474,12 @@ describe("the manifests give each service the variables its code reads", () => {
       expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" }, namespace: {} }, server(b), CONTAINER_PORT), `${b}: a labelled pod of another namespace`).toBe(false);
       expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, server(b), 9999), b).toBe(false);
       // The migrations Job's pods and the consumer pods serve nobody.
-      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, { ...server(b), "app.kubernetes.io/component": "migrations" }, CONTAINER_PORT), b).toBe(false);
+      expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, migrationsPod(b), CONTAINER_PORT), b).toBe(false);
       expect(ingressAdmits(docs, { pod: server("invoicing") }, consumer(b), CONTAINER_PORT), b).toBe(false);
     }
+    // Pods of a shared namespace that are not Nanobill's are left alone; a namespace selected by name is not an API client.
+    expect(ingressAdmits(docs, { pod: { app: "stranger" } }, { app: "someone-elses" }, 80)).toBe(true);
+    expect(ingressAdmits(docs, { pod: {}, namespace: { "kubernetes.io/metadata.name": "nanobill" } }, server("ledger"), CONTAINER_PORT)).toBe(false);
     // metering's OTLP/HTTP receiver is admitted like its gRPC port.
     expect(ingressAdmits(docs, { pod: { [API_CLIENT_LABEL]: "true" } }, server("metering"), 4318)).toBe(true);
     // The collector takes OTLP from every Nanobill pod, from no one else.

@@ -12,8 +12,9 @@ import type { LedgerPort } from "./ledger-port.js";
 import * as S from "./store/store.js";
 
 let telemetry: Telemetry;
+const exporter = new InMemorySpanExporter();
 beforeAll(() => {
-  telemetry = initTelemetry({ serviceName: "outbox-test", exporter: new InMemorySpanExporter() });
+  telemetry = initTelemetry({ serviceName: "outbox-test", exporter });
 });
 afterAll(async () => {
   await telemetry?.shutdown();
@@ -69,35 +70,42 @@ for (const backend of testBackends()) {
       expect(outbox.failures).toBe(0);
     });
 
-    it("posts each batch in the trace of the call that wrote its first row, whoever runs the flush", async () => {
+    it("posts each batch in a span of the trace of its first row's call, linked to its other rows' traces, whoever runs the flush", async () => {
       const now = new Date("2026-11-20T10:00:00Z");
       const a = await inSpan("writes A", () => S.enqueueTransfers(db, "tnt_tr_a", [[t("tr_a1")], [t("tr_a2")]], now));
-      const b = await inSpan("writes B", () => S.enqueueTransfers(db, "tnt_tr_b", [[t("tr_b1")]], now));
+      const b = await inSpan("writes B", () => S.enqueueTransfers(db, "tnt_tr_a", [[t("tr_b1")]], now)); // same tenant: same batch as A's rows
       await S.enqueueTransfers(db, "tnt_tr_c", [[t("tr_c1")]], now); // outside any trace
       const rows = await S.nextOutbox(db, 100);
       expect(rows.map((r) => [r.tenant, r.trace.traceparent])).toEqual([
         ["tnt_tr_a", a.traceparent],
         ["tnt_tr_a", a.traceparent],
-        ["tnt_tr_b", b.traceparent],
+        ["tnt_tr_a", b.traceparent],
         ["tnt_tr_c", ""],
       ]);
+      const traceOf = (tp: string | undefined) => tp?.split("-")[1];
       const seen: Array<[string, string | undefined]> = [];
       const ledger: LedgerPort = {
         async createAccounts() {},
         async createTransfers(tenant, transfers) {
-          seen.push([tenant, currentTraceContext()?.traceparent]);
+          seen.push([tenant, traceOf(currentTraceContext()?.traceparent)]);
           return transfers.map(() => "OK");
         },
       };
       const outbox = createLedgerOutbox({ db, ledger, logger: silentLogger, clock: fixedClock(now) });
+      exporter.reset();
       // The flush runs inside an unrelated trace (a flush started for another call, say).
       const other = await inSpan("another call", () => outbox.flush());
+      const cSpan = exporter.getFinishedSpans().filter((s) => s.name === "credit-wallet.ledger_outbox.post")[1]!;
       expect(seen).toEqual([
-        ["tnt_tr_a", a.traceparent],
-        ["tnt_tr_b", b.traceparent],
-        ["tnt_tr_c", undefined],
+        ["tnt_tr_a", traceOf(a.traceparent)],
+        ["tnt_tr_c", cSpan.spanContext().traceId], // its own root trace, not the flusher's
       ]);
-      expect(seen.map(([, tp]) => tp)).not.toContain(other.traceparent);
+      expect(cSpan.parentSpanContext).toBeUndefined();
+      expect(seen.map(([, tr]) => tr)).not.toContain(traceOf(other.traceparent));
+      // A's batch span is a child of A's writing span and links to B's.
+      const aSpan = exporter.getFinishedSpans().filter((s) => s.name === "credit-wallet.ledger_outbox.post")[0]!;
+      expect(aSpan.parentSpanContext?.spanId).toBe(a.traceparent.split("-")[2]);
+      expect(aSpan.links.map((l) => l.context.traceId)).toEqual([traceOf(b.traceparent)]);
       expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
     });
 

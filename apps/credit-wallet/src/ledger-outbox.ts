@@ -3,15 +3,14 @@
  * wallet change, sent to the ledger right after commit (flush) and retried in the background
  * until posted. Transfer ids derive from caller ids, so re-sending is harmless (EXISTS).
  *
- * Tracing: each call to the ledger continues the trace stored with its batch's first row (the call
- * that wrote it), not the trace of whoever runs the flush: a row may be posted by a flush started
- * for another call, or by the background loop. A batch mixing rows of several traces shows in the
- * first one's only (one RPC has one parent); a row written outside any trace is posted outside any.
+ * Tracing: each call to the ledger runs in a batch span that continues the trace stored with its
+ * batch's first row (the call that wrote it), not the trace of whoever runs the flush (a row may
+ * be posted by a flush started for another call, or by the background loop), and links to the
+ * traces of the batch's other rows (telemetry's withBatchTrace).
  */
 import type { Db } from "@nanobill/db";
 import type { Clock, Logger } from "@nanobill/service-kit";
-import { context, ROOT_CONTEXT } from "@opentelemetry/api";
-import { contextFromTraceContext } from "@nanobill/telemetry";
+import { withBatchTrace } from "@nanobill/telemetry";
 import type { PlannedTransfer } from "./domain/ledger-plan.js";
 import { LEDGER_BATCH_TRANSFERS_MAX } from "./limits.js";
 import type { LedgerPort } from "./ledger-port.js";
@@ -64,10 +63,10 @@ export function createLedgerOutbox(deps: { db: Db; ledger: LedgerPort; logger: L
         i++;
       }
       const transfers: PlannedTransfer[] = batch.flatMap((r) => r.transfers);
-      const traced = contextFromTraceContext(batch[0]!.trace, ROOT_CONTEXT);
+      const traces = batch.map((r) => r.trace);
       let results: string[];
       try {
-        results = await context.with(traced, () => deps.ledger.createTransfers(tenant, transfers));
+        results = await withBatchTrace("credit-wallet.ledger_outbox.post", traces, () => deps.ledger.createTransfers(tenant, transfers));
       } catch (e) {
         // End the round here: a later row may post or void a pending transfer of this batch, and
         // sent ahead of it would fail for good (the ledger remembers the failed id).
@@ -89,7 +88,7 @@ export function createLedgerOutbox(deps: { db: Db; ledger: LedgerPort; logger: L
       });
       if (lateTs.length > 0) {
         try {
-          const lr = await context.with(traced, () => deps.ledger.createTransfers(tenant, lateTs));
+          const lr = await withBatchTrace("credit-wallet.ledger_outbox.post_late", traces, () => deps.ledger.createTransfers(tenant, lateTs));
           lateAt.forEach((j, m) => late.set(j, lr[m] ?? "UNKNOWN"));
         } catch (e) {
           deps.logger.warn("ledger unavailable; outbox will retry", { err: String(e) });

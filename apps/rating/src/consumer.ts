@@ -4,7 +4,7 @@ import type { MeteringService, StoredEvent } from "@nanobill/contracts/nanobill/
 import { ConsumeResult, type CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { isDbError, type Db } from "@nanobill/db";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
-import { ATTR, getTracer, nanosAttr, withTraceContext } from "@nanobill/telemetry";
+import { ATTR, getTracer, nanosAttr, withBatchTrace, withTraceContext } from "@nanobill/telemetry";
 import type { CatalogCache } from "./catalog-cache.js";
 import { evaluateRule } from "./domain/margin.js";
 import { propString } from "./domain/pricing.js";
@@ -413,8 +413,8 @@ export class RatingConsumer {
   }
 
   /**
-   * handOff: Consume per tenant in chunks of WALLET_CONSUME_ITEMS_MAX, each inside the trace
-   * context of its first item. Items of an outbox batch row (batchId) leave the outbox when the
+   * handOff: Consume per tenant in chunks of WALLET_CONSUME_ITEMS_MAX, each in a batch span that
+   * continues its first item's trace and links to its other items' traces. Items of an outbox batch row (batchId) leave the outbox when the
    * wallet answered for all of them; other items (wallet_outbox rows) chunk by chunk. A transport
    * failure keeps them (attempts + 1) and is rethrown (the loop backs off).
    */
@@ -429,9 +429,9 @@ export class RatingConsumer {
     for (const [tenant, list] of byTenant) {
       for (let off = 0; off < list.length; off += WALLET_CONSUME_ITEMS_MAX) {
         const chunk = list.slice(off, off + WALLET_CONSUME_ITEMS_MAX);
-        const first = chunk[0]!;
         try {
-          const results = await withTraceContext(first.traceparent === "" ? undefined : { traceparent: first.traceparent, tracestate: first.tracestate }, async () => {
+          const traces = chunk.map((w) => ({ traceparent: w.traceparent, tracestate: w.tracestate }));
+          const results = await withBatchTrace("rating.wallet_handoff", traces, async () => {
             if (d.views !== undefined) return (await d.views.consume({ items: encodeConsumeItems(chunk) }, forTenant(tenant))).results.map((b) => decodeConsumeItemResult(b));
             const items = chunk.map((w) => ({ id: w.itemId, customerId: w.customerId, unit: w.unit, amountNanos: w.amountNanos, eventId: w.eventId, chargeId: w.chargeId, model: w.model, occurredAt: timestampFromMs(w.occurredMs) }));
             return (await d.wallet.consume({ items }, forTenant(tenant))).results;

@@ -6,7 +6,7 @@ import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 import { ATTR, nanosAttr } from "./attributes.js";
 import { initTelemetry, type Telemetry } from "./init.js";
 import { createTracingInterceptor } from "./interceptor.js";
-import { currentTraceContext, withTraceContext } from "./trace-context.js";
+import { BATCH_LINKS_MAX, currentTraceContext, withBatchTrace, withTraceContext, type StoredTraceContext } from "./trace-context.js";
 
 const exporter = new InMemorySpanExporter();
 let telemetry: Telemetry;
@@ -67,6 +67,42 @@ describe("stored trace context", () => {
   it("runs fn unchanged when the stored context is missing or malformed", () => {
     expect(withTraceContext(undefined, () => 42)).toBe(42);
     expect(withTraceContext({ traceparent: "garbage" }, () => currentTraceContext())).toBeUndefined();
+  });
+});
+
+describe("withBatchTrace", () => {
+  const stored = (name: string): StoredTraceContext =>
+    trace.getTracer("t").startActiveSpan(name, (span) => {
+      span.end();
+      return currentTraceContext()!;
+    });
+  const ids = (tc: StoredTraceContext) => ({ traceId: tc.traceparent.split("-")[1], spanId: tc.traceparent.split("-")[2] });
+
+  it("continues the first item's trace and links every other distinct one; work inside is its child", async () => {
+    const a = stored("a");
+    const b = stored("b");
+    exporter.reset();
+    const inside = await withBatchTrace("post", [a, b, a, undefined, { traceparent: "garbage", tracestate: "" }, b], async () => {
+      await new Promise((r) => setTimeout(r, 1));
+      return currentTraceContext()!;
+    });
+    const span = exporter.getFinishedSpans().find((s) => s.name === "post")!;
+    expect(span.spanContext().traceId).toBe(ids(a).traceId);
+    expect(span.parentSpanContext?.spanId).toBe(ids(a).spanId);
+    expect(span.links.map((l) => [l.context.traceId, l.context.spanId])).toEqual([[ids(b).traceId, ids(b).spanId]]);
+    expect(span.attributes).toMatchObject({ "nanobill.batch.items": 6, "nanobill.batch.links_dropped": 0 });
+    expect(ids(inside)).toEqual({ traceId: ids(a).traceId, spanId: span.spanContext().spanId });
+  });
+
+  it("is a root span with links when the first item has no trace, bounds its links, and marks a failure", async () => {
+    const many = Array.from({ length: BATCH_LINKS_MAX + 5 }, (_, i) => stored(`m${i}`));
+    exporter.reset();
+    await expect(withBatchTrace("post", [undefined, ...many], async () => Promise.reject(new Error("ledger down")))).rejects.toThrow("ledger down");
+    const span = exporter.getFinishedSpans().find((s) => s.name === "post")!;
+    expect(span.parentSpanContext).toBeUndefined();
+    expect(span.links).toHaveLength(BATCH_LINKS_MAX);
+    expect(span.attributes).toMatchObject({ "nanobill.batch.items": BATCH_LINKS_MAX + 6, "nanobill.batch.links_dropped": 5 });
+    expect(span.status).toMatchObject({ code: 2, message: "ledger down" });
   });
 });
 
