@@ -3,7 +3,8 @@
  * each service's own variables are <SERVICE>_<WHAT> (SERVICE = METERING | RATING | LEDGER |
  * CREDIT_WALLET | INVOICING), a peer's address is <PEER>_URL, and the shared ones are DATABASE_URL,
  * REDIS_URL, NANOBILL_API_KEYS, NANOBILL_INTERNAL_API_KEY, NANOBILL_LOG_LEVEL,
- * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS, NANOBILL_MIGRATE_ON_START. Each service's loadConfig is run on the scheme's variables,
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS, NANOBILL_MIGRATE_ON_START,
+ * OTEL_TRACES_SAMPLER_ARG. Each service's loadConfig is run on the scheme's variables,
  * old names are checked to be refused (Nanobill's own) or to have no effect (generic ones), and the
  * two producers of service env (the stack and the Kubernetes manifests) are checked to set only
  * names of the scheme.
@@ -119,6 +120,7 @@ const SHARED = new Set([
   "OTEL_SERVICE_NAME",
   "NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
   "NANOBILL_MIGRATE_ON_START",
+  "OTEL_TRACES_SAMPLER_ARG",
 ]);
 /** Process plumbing, not service configuration. */
 const PROCESS = new Set(["PATH", "HOME", "NODE_ENV", "NODE_OPTIONS", "NANOBILL_SERVICE"]);
@@ -141,6 +143,7 @@ function schemeEnv(r: Row): Record<string, string> {
     NANOBILL_LOG_LEVEL: "warn",
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://collector.example:4318/v1/traces",
     NANOBILL_MIGRATE_ON_START: "false",
+    OTEL_TRACES_SAMPLER_ARG: "0.25",
     [`${p}_PORT`]: String(8100 + ROWS.indexOf(r)),
     [`${p}_HOST`]: `10.0.0.${ROWS.indexOf(r) + 1}`,
     [`${p}_DATA_DIR`]: `/data/${r.service}`,
@@ -185,6 +188,7 @@ describe.each(ROWS)("$service reads the one scheme", (r) => {
     if (r.callsOthers) expect(get(c, "internalApiKey")).toBe(env.NANOBILL_INTERNAL_API_KEY);
     expect(get(c, "otlpTracesEndpoint")).toBe(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); // every service exports traces
     expect(get(c, "migrateOnStart")).toBe(false);
+    expect(get(c, "tracesSampleRatio")).toBe(0.25);
   });
 
   test("unset, each falls back to its documented default (port 700x as npm start, schema = service name)", () => {
@@ -198,6 +202,7 @@ describe.each(ROWS)("$service reads the one scheme", (r) => {
     expect(c.poolMax).toBe(10);
     expect(c.logLevel).toBe("info");
     expect(get(c, "migrateOnStart")).toBe(true);
+    expect(get(c, "tracesSampleRatio")).toBe(1);
     const defaultPorts: Record<string, number> = { METERING_URL: 7001, RATING_URL: 7002, LEDGER_URL: 7003, CREDIT_WALLET_URL: 7004 };
     for (const [variable, field] of Object.entries(r.peers)) expect(get(c, field), variable).toBe(`http://127.0.0.1:${defaultPorts[variable]}`);
   });
@@ -210,6 +215,7 @@ describe.each(ROWS)("$service reads the one scheme", (r) => {
     expect(configErrorOf(() => r.load({ ...env, DATABASE_URL: "not a url" })).variable).toBe("DATABASE_URL");
     expect(configErrorOf(() => r.load({ ...env, NANOBILL_LOG_LEVEL: "loud" })).variable).toBe("NANOBILL_LOG_LEVEL");
     expect(configErrorOf(() => r.load({ ...env, NANOBILL_MIGRATE_ON_START: "no thanks" })).variable).toBe("NANOBILL_MIGRATE_ON_START");
+    for (const bad of ["1.5", "-0.1", "0.1.2", "half", "1e-3"]) expect(configErrorOf(() => r.load({ ...env, OTEL_TRACES_SAMPLER_ARG: bad })).variable).toBe("OTEL_TRACES_SAMPLER_ARG");
     expect(configErrorOf(() => r.load({ ...env, NANOBILL_API_KEYS: "" })).variable).toBe("NANOBILL_API_KEYS");
     for (const variable of Object.keys(r.peers)) expect(configErrorOf(() => r.load({ ...env, [variable]: "::" })).variable).toBe(variable);
     if (r.callsOthers) expect(configErrorOf(() => r.load({ ...env, NANOBILL_INTERNAL_API_KEY: "" })).variable).toBe("NANOBILL_INTERNAL_API_KEY");

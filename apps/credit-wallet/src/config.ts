@@ -1,6 +1,6 @@
 /** Environment -> typed config of the credit wallet; every limit explicit and validated. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envInt, envRetired, envString, envUrl } from "@nanobill/service-kit";
+import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envFraction, envInt, envRetired, envString, envUrl } from "@nanobill/service-kit";
 import { BACKGROUND_INTERVAL_MS, EXPIRY_GRACE_MS_DEFAULT, EXPIRY_NOTICE_MS_DEFAULT } from "./limits.js";
 
 export interface CreditWalletConfig {
@@ -56,6 +56,8 @@ export interface CreditWalletProcessConfig {
   migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
+  /** OTEL_TRACES_SAMPLER_ARG: fraction of new root traces sampled, 0..1 (default 1; children follow their parent). */
+  tracesSampleRatio: number;
   /** LEDGER_URL: base URL of the ledger service. */
   ledgerUrl: string;
   /** NANOBILL_INTERNAL_API_KEY: the internal-scope key this service calls the ledger with. */
@@ -89,6 +91,7 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    tracesSampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
     wallet: {

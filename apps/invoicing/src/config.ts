@@ -1,6 +1,6 @@
 /** Environment -> typed config of the invoicing service; every value validated, named on error. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { envBool, envEnum, envFraction, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import { DRAFT_LOOP_BATCH_DEFAULT, DRAFT_LOOP_BATCH_MAX, DRAFT_LOOP_MS_DEFAULT, DRAFT_LOOP_MS_MAX, LATE_EVENT_AGE_MS, LATE_EVENT_AGE_MS_MAX, LATE_EVENT_AGE_MS_MIN } from "./limits.js";
 
 /** InvoicingConfig: the service's tunables (createInvoicingService). */
@@ -52,6 +52,8 @@ export interface InvoicingProcessConfig {
   migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
+  /** OTEL_TRACES_SAMPLER_ARG: fraction of new root traces sampled, 0..1 (default 1; children follow their parent). */
+  tracesSampleRatio: number;
   /** RATING_URL / CREDIT_WALLET_URL / LEDGER_URL: base URLs of the services invoicing calls. */
   ratingUrl: string;
   walletUrl: string;
@@ -79,6 +81,7 @@ export function loadConfig(env: Env): InvoicingProcessConfig {
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    tracesSampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     ratingUrl: envUrl(env, "RATING_URL") ?? "http://127.0.0.1:7002",
     walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",
     ledgerUrl: envUrl(env, "LEDGER_URL") ?? "http://127.0.0.1:7003",

@@ -14,8 +14,11 @@ runMain(async () => {
   const config = loadConfig(process.env);
   const logger = createLogger({ service: "invoicing", level: config.logLevel });
   logger.info("config", { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : "(set)", apiKeys: "(set)", internalApiKey: "(set)" });
-  const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: config.otlpTracesEndpoint });
-  onShutdown(() => telemetry.shutdown());
+  // Traces only where they go somewhere: without an endpoint the RPC interceptors cost one call.
+  if (config.otlpTracesEndpoint !== undefined) {
+    const telemetry = initTelemetry({ serviceName: "invoicing", otlpEndpoint: config.otlpTracesEndpoint, sampleRatio: config.tracesSampleRatio });
+    onShutdown(() => telemetry.shutdown());
+  }
   const embedded = config.databaseUrl === undefined ? await openEmbeddedPostgres({ dataDir: config.dataDir }) : undefined;
   const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });
   onShutdown(async () => {

@@ -1,6 +1,6 @@
 /** Environment -> typed LedgerConfig; every limit explicit and validated. */
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envInt, envString, envUrl } from "@nanobill/service-kit";
+import { type Env, type LogLevel, LOG_LEVELS, envBool, envEnum, envFraction, envInt, envString, envUrl } from "@nanobill/service-kit";
 import {
   COMMIT_ITEMS_PER_TRANSACTION_MAX,
   COMMIT_QUEUE_ITEMS_MAX,
@@ -44,6 +44,8 @@ export interface LedgerProcessConfig {
   migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
+  /** OTEL_TRACES_SAMPLER_ARG: fraction of new root traces sampled, 0..1 (default 1; children follow their parent). */
+  tracesSampleRatio: number;
   ledger: LedgerConfig;
 }
 
@@ -59,6 +61,7 @@ export function loadConfig(env: Env): LedgerProcessConfig {
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    tracesSampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     ledger: {
       expirySweepIntervalMs: envInt(env, "LEDGER_EXPIRY_SWEEP_INTERVAL_MS", EXPIRY_SWEEP_INTERVAL_MS, { min: 0, max: 3_600_000 }),
       commitQueueItemsMax: envInt(env, "LEDGER_COMMIT_QUEUE_ITEMS_MAX", COMMIT_QUEUE_ITEMS_MAX, { min: 8_190, max: 4_194_304 }),

@@ -18,8 +18,11 @@ runMain(
   async () => {
     const config = loadConfig(process.env);
     const logger = createLogger({ service: "ledger", level: config.logLevel });
-    const telemetry = initTelemetry({ serviceName: "ledger", otlpEndpoint: config.otlpTracesEndpoint });
-    onShutdown(() => telemetry.shutdown());
+    // Traces only where they go somewhere: without an endpoint the RPC interceptors cost one call.
+    if (config.otlpTracesEndpoint !== undefined) {
+      const telemetry = initTelemetry({ serviceName: "ledger", otlpEndpoint: config.otlpTracesEndpoint, sampleRatio: config.tracesSampleRatio });
+      onShutdown(() => telemetry.shutdown());
+    }
     const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
     const embedded = config.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: config.dataDir });
     const db = await openDb({ url: config.databaseUrl, embedded, schema: config.schema, poolMax: config.poolMax });

@@ -1,6 +1,6 @@
 // Environment -> typed config. Every limit explicit and validated; a bad value names the variable.
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envBool, envEnum, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { envBool, envEnum, envFraction, envInt, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import {
   COMMIT_EVENTS_MAX,
   INGEST_QUEUE_EVENTS_MAX,
@@ -68,6 +68,8 @@ export interface MeteringProcessConfig {
   migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
+  /** OTEL_TRACES_SAMPLER_ARG: fraction of new root traces sampled, 0..1 (default 1; children follow their parent). */
+  tracesSampleRatio: number;
   /** METERING_OTLP_PORT: OTLP/HTTP receiver port (-1 = off, 0 = any free port). */
   otlpPort: number;
   metering: MeteringConfig;
@@ -85,6 +87,7 @@ export function loadConfig(env: Env): MeteringProcessConfig {
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    tracesSampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     otlpPort: envInt(env, "METERING_OTLP_PORT", 4318, { min: -1, max: 65_535 }),
     metering: meteringConfigFromEnv(env),
   };

@@ -10,8 +10,11 @@ import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
 runMain(async () => {
   const cfg = loadConfig(process.env);
   const logger = createLogger({ service: "metering", level: cfg.logLevel });
-  const telemetry = initTelemetry({ serviceName: "metering", otlpEndpoint: cfg.otlpTracesEndpoint });
-  onShutdown(() => telemetry.shutdown());
+  // Traces only where they go somewhere: without an endpoint the RPC interceptors cost one call.
+  if (cfg.otlpTracesEndpoint !== undefined) {
+    const telemetry = initTelemetry({ serviceName: "metering", otlpEndpoint: cfg.otlpTracesEndpoint, sampleRatio: cfg.tracesSampleRatio });
+    onShutdown(() => telemetry.shutdown());
+  }
   const embedded = cfg.databaseUrl ? undefined : await openEmbeddedPostgres({ dataDir: cfg.dataDir });
   if (embedded) onShutdown(() => embedded.close());
   const db = await openDb({ url: cfg.databaseUrl, embedded, schema: cfg.schema, poolMax: cfg.poolMax });

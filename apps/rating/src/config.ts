@@ -1,5 +1,5 @@
 import { POOL_MAX_DEFAULT, POOL_MAX_LIMIT } from "@nanobill/db";
-import { envBool, envEnum, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
+import { envBool, envEnum, envFraction, envInt, envRetired, envString, envUrl, LOG_LEVELS, type Env, type LogLevel } from "@nanobill/service-kit";
 import { ConfigError } from "@nanobill/service-kit";
 import {
   CONSUMER_BATCH_EVENTS_MAX,
@@ -113,6 +113,8 @@ export interface RatingProcessConfig {
   migrateOnStart: boolean;
   /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: full OTLP/HTTP traces URL; undefined = no export. */
   otlpTracesEndpoint: string | undefined;
+  /** OTEL_TRACES_SAMPLER_ARG: fraction of new root traces sampled, 0..1 (default 1; children follow their parent). */
+  tracesSampleRatio: number;
   /** METERING_URL / CREDIT_WALLET_URL: base URLs of the services rating calls. */
   meteringUrl: string;
   walletUrl: string;
@@ -139,6 +141,7 @@ export function loadConfig(env: Env): RatingProcessConfig {
     logLevel: envEnum(env, "NANOBILL_LOG_LEVEL", LOG_LEVELS, "info"),
     migrateOnStart: envBool(env, "NANOBILL_MIGRATE_ON_START", true),
     otlpTracesEndpoint: envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    tracesSampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     meteringUrl: envUrl(env, "METERING_URL") ?? "http://127.0.0.1:7001",
     walletUrl: envUrl(env, "CREDIT_WALLET_URL") ?? "http://127.0.0.1:7004",
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),

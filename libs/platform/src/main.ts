@@ -4,7 +4,8 @@
  * REDIS_URL the wallet uses its in-process real-time path. Prints each service's address.
  * Variables: the one scheme of docs/deployment.md ("Environment"): <SERVICE>_PORT and
  * <SERVICE>_HOST per service (default 7001..7005 on 127.0.0.1), DATABASE_URL, REDIS_URL,
- * NANOBILL_API_KEYS, NANOBILL_DATA_DIR, NANOBILL_LOG_LEVEL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+ * NANOBILL_API_KEYS, NANOBILL_DATA_DIR, NANOBILL_LOG_LEVEL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (traces
+ * only when set), OTEL_TRACES_SAMPLER_ARG (fraction of new traces sampled, default 1),
  * NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (webhooks to a receiver on this machine; default false).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import {
   createLogger,
   envBool,
-  envEnum,
+  envEnum, envFraction,
   envInt,
   envString,
   envUrl,
@@ -53,8 +54,10 @@ runMain(async () => {
   const dataDir = resolve(envString(env, "NANOBILL_DATA_DIR", ".data"));
   mkdirSync(dataDir, { recursive: true });
   const otlp = envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-  const telemetry = initTelemetry({ serviceName: "nanobill", otlpEndpoint: otlp });
-  onShutdown(() => telemetry.shutdown());
+  if (otlp !== undefined) {
+    const telemetry = initTelemetry({ serviceName: "nanobill", otlpEndpoint: otlp, sampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1) });
+    onShutdown(() => telemetry.shutdown());
+  }
 
   const configured = env.NANOBILL_API_KEYS;
   const apiKeys: ApiKeyEntry[] = configured ? parseApiKeysEnv(configured) : [{ tenant: DEMO.tenant, scopes: ["admin"], key: demoKey(dataDir) }];

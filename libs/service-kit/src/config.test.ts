@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, envBool, envEnum, envInt, envRetired, envString, envUrl } from "./config.js";
+import { ConfigError, envBool, envEnum, envFraction, envInt, envRetired, envString, envUrl } from "./config.js";
 import { fixedClock } from "./clock.js";
 import { createLogger } from "./logger.js";
 import { resolveLimits } from "./server.js";
@@ -29,6 +29,14 @@ describe("env helpers", () => {
     expect(envBool(env, "B", false)).toBe(true);
     expect(errorOf(() => envBool(env, "BB", false)).message).toContain("BB:");
     expect(envEnum(env, "E", ["debug", "info"] as const, "info")).toBe("debug");
+  });
+
+  it("reads a fraction in [0, 1] written as a decimal, and refuses anything else naming the variable", () => {
+    for (const [v, want] of [["0", 0], ["1", 1], ["0.25", 0.25], [".5", 0.5], ["1.000", 1], [" 0.1 ", 0.1]] as const) expect(envFraction({ R: v }, "R", 1)).toBe(want);
+    expect(envFraction({}, "R", 0.5)).toBe(0.5);
+    for (const bad of ["1.01", "2", "-0", "-0.5", "1e-1", "0x1", "NaN", "Infinity", "50%", "0.1234567890"]) {
+      expect(errorOf(() => envFraction({ R: bad }, "R", 1)).message).toBe(`R: must be a decimal between 0 and 1, got "${bad}"`);
+    }
   });
 
   it("refuses a retired variable that is still set, naming it and its replacement", () => {

@@ -54,6 +54,17 @@ export function envUrl(env: Env, name: string): string | undefined {
   return v;
 }
 
+/**
+ * A fraction in [0, 1] written as a decimal (`0`, `0.25`, `1`), or the default when unset. For
+ * ratios such as trace sampling only: never money (money is bigint nanos or an exact decimal).
+ */
+export function envFraction(env: Env, name: string, def: number): number {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  if (!/^(0(\.\d{1,9})?|1(\.0{1,9})?|0?\.\d{1,9})$/.test(v)) throw new ConfigError(name, `must be a decimal between 0 and 1, got "${v}"`);
+  return Number(v);
+}
+
 const TRUE = new Set(["1", "true", "yes", "on"]);
 const FALSE = new Set(["0", "false", "no", "off"]);
 

@@ -49,7 +49,7 @@ export {
   createErrorBoundary,
 } from "./errors.js";
 export { type Logger, type LogLevel, LOG_LEVELS, createLogger, silentLogger, toJsonLine } from "./logger.js";
-export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum, envRetired } from "./config.js";
+export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum, envFraction, envRetired } from "./config.js";
 export { type Clock, systemClock, fixedClock, clockFromEnv, FILE_CLOCK_REREAD_MS } from "./clock.js";
 export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./lifecycle.js";
 export { type HealthState, ServingStatus } from "./health.js";
