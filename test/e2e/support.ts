@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import pg from "pg";
+import { dropSchemasWithPrefix } from "@nanobill/db";
 import type { PlatformOptions } from "@nanobill/platform";
 
 export interface E2eBackend {
@@ -23,16 +23,7 @@ export function e2eBackends(): E2eBackend[] {
   out.push({
     name: "postgres",
     options: () => ({ databaseUrl: url, redisUrl: process.env.REDIS_URL || undefined, schemaPrefix: prefix }),
-    async cleanup() {
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ nspname: string }>("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", [`${prefix}%`]);
-        for (const r of rows) await client.query(`DROP SCHEMA "${r.nspname}" CASCADE`);
-      } finally {
-        await client.end();
-      }
-    },
+    cleanup: () => dropSchemasWithPrefix(url, prefix),
   });
   return out;
 }

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { dropSchemasWithPrefix } from "@nanobill/db";
 
 const URL_ = process.env.DATABASE_URL;
 const SERVICES = ["metering", "rating", "ledger", "credit-wallet", "invoicing"] as const;
@@ -44,16 +45,7 @@ function runMain(service: string, schema: string): Promise<{ code: number | null
 }
 
 describe.runIf(URL_)("NANOBILL_MIGRATE_ON_START=false (each service's main.ts, PostgreSQL)", () => {
-  afterAll(async () => {
-    const c = new pg.Client({ connectionString: URL_ });
-    await c.connect();
-    try {
-      const { rows } = await c.query<{ nspname: string }>("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", [`${prefix}%`]);
-      for (const r of rows) await c.query(`DROP SCHEMA "${r.nspname}" CASCADE`);
-    } finally {
-      await c.end();
-    }
-  });
+  afterAll(() => dropSchemasWithPrefix(URL_!, prefix));
 
   it("refuses to start on a schema that was not migrated, naming the pending file, and creates no table", async () => {
     const runs = await Promise.all(SERVICES.map(async (s) => ({ s, schema: `${prefix}${s.replace(/-/g, "_")}`, ...(await runMain(s, `${prefix}${s.replace(/-/g, "_")}`)) })));

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
+import { dropSchemasWithPrefix } from "@nanobill/db";
 import { FILE_CLOCK_REREAD_MS } from "@nanobill/service-kit";
 import { Redis } from "ioredis";
 import { startStack, STACK_SERVICES, type Stack } from "../../libs/platform/src/stack.js";
@@ -95,14 +96,7 @@ if (!enabled) {
 
     afterAll(async () => {
       await stack?.stop();
-      const client = new pg.Client({ connectionString: DATABASE_URL });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ nspname: string }>("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", [`${prefix}%`]);
-        for (const r of rows) await client.query(`DROP SCHEMA "${r.nspname}" CASCADE`);
-      } finally {
-        await client.end();
-      }
+      await dropSchemasWithPrefix(DATABASE_URL, prefix);
       const redis = new Redis(redisUrl);
       try {
         let cursor = "0";

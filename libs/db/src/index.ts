@@ -3,6 +3,6 @@ export { DbError, isDbError, type DbErrorCode } from "./errors.js";
 export { openDb } from "./open.js";
 export { openEmbeddedPostgres } from "./pglite-backend.js";
 export { migrate, pendingMigrations, prepareSchema, readMigrations, type MigrationFile } from "./migrate.js";
-export { testBackends, TEST_POOL_MAX, type TestBackend, type TestDb } from "./testing.js";
+export { dropSchemasWithPrefix, testBackends, TEST_POOL_MAX, type TestBackend, type TestDb } from "./testing.js";
 export * from "./limits.js";
 export { unnestInsert } from "./unnest-insert.js";

@@ -3,6 +3,8 @@ import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
+import { quoteIdent } from "./common.js";
 import { DbError } from "./errors.js";
 import { openDb } from "./open.js";
 import { openEmbedded } from "./pglite-backend.js";
@@ -116,4 +118,21 @@ export function testBackends(env: NodeJS.ProcessEnv = process.env): TestBackend[
     });
   }
   return backends;
+}
+
+/**
+ * Drops every schema whose name starts with `prefix` on the PostgreSQL server at `url` (tests that
+ * start services on their own schemas clean up with it). The prefix must be a plain identifier
+ * start, so a typo cannot match other tests' schemas by wildcard.
+ */
+export async function dropSchemasWithPrefix(url: string, prefix: string): Promise<void> {
+  if (!/^[a-z_][a-z0-9_]{2,}$/.test(prefix)) throw new DbError("invalid_argument", `prefix: must match [a-z_][a-z0-9_]{2,}, got "${prefix}"`);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ nspname: string }>("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", [prefix]);
+    for (const r of rows) await client.query(`DROP SCHEMA ${quoteIdent(r.nspname, "schema")} CASCADE`);
+  } finally {
+    await client.end();
+  }
 }
