@@ -414,9 +414,10 @@ export class RatingConsumer {
 
   /**
    * handOff: Consume per tenant in chunks of WALLET_CONSUME_ITEMS_MAX, each in a batch span that
-   * continues its first item's trace and links to its other items' traces. Items of an outbox batch row (batchId) leave the outbox when the
-   * wallet answered for all of them; other items (wallet_outbox rows) chunk by chunk. A transport
-   * failure keeps them (attempts + 1) and is rethrown (the loop backs off).
+   * continues its first item's trace and links to its other items' traces. Items of an outbox
+   * batch row (batchId) leave the outbox when the wallet answered for all of them; other items
+   * (wallet_outbox rows) chunk by chunk. A transport failure keeps them (attempts + 1) and is
+   * rethrown (the loop backs off).
    */
   async #handOff(items: WalletItem[], batchId: bigint | null = null): Promise<void> {
     const d = this.#d;
