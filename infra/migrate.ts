@@ -19,9 +19,14 @@ export { pendingMigrations };
 export const MIGRATE_SERVICES = ["metering", "rating", "ledger", "credit-wallet", "invoicing"] as const;
 export type MigrateService = (typeof MIGRATE_SERVICES)[number];
 
-/** --wait: how often the schema is checked, and how long before giving up (the pod then restarts the init container). */
+/**
+ * --wait: how often the schema is checked, and how long before giving up (the pod then restarts
+ * the init container): longer than the migrations Job may run (MIGRATE_DEADLINE_S in
+ * infra/k8s/render.ts, 600 s; a test keeps them in that order), so a slow but healthy migration
+ * never crash-loops the pods waiting for it.
+ */
 export const MIGRATE_WAIT_POLL_MS = 2_000;
-export const MIGRATE_WAIT_MS_MAX = 300_000;
+export const MIGRATE_WAIT_MS_MAX = 660_000;
 /** One connection is all a migration needs. */
 export const MIGRATE_POOL_MAX = 2;
 /** Exit code of a usage error (EX_USAGE). */
@@ -141,6 +146,10 @@ export async function run(argv: readonly string[], opts: RunOptions): Promise<nu
 }
 
 if (process.argv[1] !== undefined && /[\\/]infra[\\/]migrate\.ts$/.test(process.argv[1])) {
+  // As PID 1 in a container node ignores SIGTERM unless it handles it: a deleted Job or a pod
+  // stuck waiting would otherwise sit out its whole grace period. Exiting mid-run is safe: each
+  // migration file is its own transaction (rolled back by PostgreSQL when the connection drops).
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => process.exit(signal === "SIGTERM" ? 143 : 130));
   run(process.argv.slice(2), { env: process.env, log: (line) => process.stdout.write(line + "\n") }).then(
     (code) => process.exit(code),
     (err: unknown) => {

@@ -23,6 +23,18 @@ case "$mode" in
     exit 64
     ;;
 esac
+if [ "$#" -gt 1 ]; then
+  # e.g. "migrate --wait" would otherwise apply migrations where the caller asked to wait.
+  shift
+  echo "unexpected arguments after '$mode': $* (commands take none: serve, migrate, migrate-wait)" >&2
+  exit 64
+fi
+
+# The image listens where it EXPOSEs (8080) unless <SERVICE>_PORT says otherwise (the services'
+# own default, 7001-7005, is for running from a checkout).
+port_var="$(echo "$NANOBILL_SERVICE" | tr 'a-z-' 'A-Z_')_PORT"
+eval "port_value=\${$port_var:-}"
+if [ -z "$port_value" ]; then export "$port_var=8080"; fi
 
 # The repository root (/app in the image): node resolves tsx and the workspaces from there.
 cd "$(dirname "$0")/../.."

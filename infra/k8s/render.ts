@@ -457,9 +457,12 @@ export function migrationsJob(s: ServiceRow): IJob {
       name: `${s.name}-migrate`,
       labels: labels(s.name, "migrations"),
       annotations: {
-        // Argo CD: run before the new Deployments sync, replacing the previous run. Plain kubectl:
+        // Argo CD: a Sync hook (not PreSync: on a first install a PreSync Job would run before its
+        // ServiceAccount, ConfigMap and Secrets exist, and never start), in a wave after them,
+        // replacing the previous run; new pods wait for it in their init container. Plain kubectl:
         // see docs/deployment.md (delete the finished Job, apply, wait).
-        "argocd.argoproj.io/hook": "PreSync",
+        "argocd.argoproj.io/hook": "Sync",
+        "argocd.argoproj.io/sync-wave": "1",
         "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
       },
     },

@@ -5,7 +5,8 @@
  * runtime source imports a dev dependency, and the entry point runs what exists.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { builtinModules } from "node:module";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -126,6 +127,25 @@ describe("entrypoint.sh", () => {
     const r = sh(["shell"], { NANOBILL_SERVICE: "ledger" });
     expect(r.status).toBe(64);
     expect(r.stderr).toContain("unknown command 'shell'");
+  });
+
+  test("refuses arguments after the command (migrate --wait must not migrate), exit 64", () => {
+    const r = sh(["migrate", "--wait"], { NANOBILL_SERVICE: "ledger" });
+    expect(r.status).toBe(64);
+    expect(r.stderr).toContain("unexpected arguments after 'migrate': --wait");
+  });
+
+  test("defaults <SERVICE>_PORT to the EXPOSEd 8080 and keeps a port that is set", () => {
+    // A stand-in for node on PATH prints the port the service would read.
+    const bin = mkdtempSync(join(tmpdir(), "nb-entry-"));
+    try {
+      writeFileSync(join(bin, "node"), '#!/bin/sh\necho "port=${CREDIT_WALLET_PORT:-unset} ledger=${LEDGER_PORT:-unset}"\n', { mode: 0o755 });
+      const run = (env: Record<string, string>) => spawnSync("/bin/sh", [ENTRYPOINT], { env: { PATH: `${bin}:${process.env.PATH ?? ""}`, ...env }, encoding: "utf8" }).stdout.trim();
+      expect(run({ NANOBILL_SERVICE: "credit-wallet" })).toBe("port=8080 ledger=unset");
+      expect(run({ NANOBILL_SERVICE: "credit-wallet", CREDIT_WALLET_PORT: "7004" })).toBe("port=7004 ledger=unset");
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   test("runs files that exist: the migrate CLI, and the entry of every service that has one", () => {

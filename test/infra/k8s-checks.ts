@@ -104,6 +104,7 @@ export function schemaProblems(doc: Doc): string[] {
 export interface Container {
   name: string;
   image?: string;
+  imagePullPolicy?: string;
   args?: string[];
   ports?: Array<{ name?: string; containerPort: number }>;
   env?: Array<{ name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string }; configMapKeyRef?: { name: string; key: string } } }>;

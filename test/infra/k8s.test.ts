@@ -260,6 +260,12 @@ describe("overlay specifics", () => {
       expect(c.env?.find((e) => e.name === "NODE_OPTIONS")?.value).toBe("--max-old-space-size=384");
     }
     expect(docs.filter((d) => d.kind === "Secret").map((d) => d.metadata.name).sort()).toEqual([...EXTERNAL_SECRETS.keys()].sort());
+    // The reused dev tag is pulled on every start, by every container of every workload.
+    const workloads = docs.filter((d) => podSpecOf(d) !== undefined);
+    expect(workloads.length).toBeGreaterThanOrEqual(11);
+    for (const d of workloads) {
+      for (const c of [...podSpecOf(d)!.containers, ...(podSpecOf(d)!.initContainers ?? [])]) expect(c.imagePullPolicy, `${d.kind}/${d.metadata.name} ${c.name}`).toBe("Always");
+    }
   });
 
   test("prod: no generated Secrets, the collector present, services export traces to it, images from the registry", () => {

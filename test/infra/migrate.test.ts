@@ -12,6 +12,7 @@ import { type Db, testBackends } from "@nanobill/db";
 import {
   EXIT_USAGE,
   MIGRATE_SERVICES,
+  MIGRATE_WAIT_MS_MAX,
   MIGRATE_WAIT_POLL_MS,
   UsageError,
   migrationsDirOf,
@@ -20,9 +21,13 @@ import {
   run,
   schemaFor,
 } from "../../infra/migrate.js";
-import { SERVICE_NAMES, schemaOf } from "../../infra/k8s/render.js";
+import { MIGRATE_DEADLINE_S, SERVICE_NAMES, schemaOf } from "../../infra/k8s/render.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+test("the init container waits longer than the migrations Job may run", () => {
+  expect(MIGRATE_WAIT_MS_MAX).toBeGreaterThan(MIGRATE_DEADLINE_S * 1000);
+});
 
 describe("arguments and schema", () => {
   test("the CLI knows exactly the services the manifests deploy, with the same schema rule", () => {
@@ -126,4 +131,37 @@ describe.each(testBackends())("apply and wait on $name", (backend) => {
     expect(await run(["ledger"], opts)).toBe(0);
     expect(await pendingMigrations(db, dir)).toEqual([]);
   });
+});
+
+describe.runIf(process.env.DATABASE_URL)("the CLI process (PostgreSQL)", () => {
+  test("exits at once on SIGTERM while it waits for the migrations Job (node as PID 1 ignores an unhandled SIGTERM)", async () => {
+    const { spawn } = await import("node:child_process");
+    const { randomBytes } = await import("node:crypto");
+    const { dropSchemasWithPrefix } = await import("@nanobill/db");
+    const schema = `mig_sig_${randomBytes(4).toString("hex")}`;
+    const child = spawn(process.execPath, ["--import", "tsx", "infra/migrate.ts", "ledger", "--wait"], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, DATABASE_URL: process.env.DATABASE_URL, LEDGER_DB_SCHEMA: schema },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      await new Promise<void>((resolveWait, reject) => {
+        const t = setTimeout(() => reject(new Error(`no "waiting" line in 60 s: ${out}`)), 60_000);
+        child.stdout.on("data", (d) => {
+          out += String(d);
+          if (out.includes("waiting for the migrations Job")) (clearTimeout(t), resolveWait());
+        });
+        child.on("exit", (code) => reject(new Error(`exited early with ${code}: ${out}`)));
+      });
+      const sent = Date.now();
+      child.kill("SIGTERM");
+      const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+      expect(code).toBe(143);
+      expect(Date.now() - sent).toBeLessThan(MIGRATE_WAIT_POLL_MS + 3_000);
+    } finally {
+      child.kill("SIGKILL");
+      await dropSchemasWithPrefix(process.env.DATABASE_URL!, schema);
+    }
+  }, 90_000);
 });

@@ -26,6 +26,10 @@ describe("env helpers", () => {
     expect(envUrl(env, "URL")).toBe("postgres://u@h:5432/db");
     expect(envUrl(env, "NO_URL")).toBeUndefined();
     expect(errorOf(() => envUrl(env, "NOT_URL")).message).toContain("NOT_URL: must be a URL");
+    // Never the value: a password with an unencoded '#' makes the URL malformed (review finding: it was logged).
+    const leaky = errorOf(() => envUrl({ DATABASE_URL: "postgres://svc:Sup3r#Secret@pg:5432/db" }, "DATABASE_URL")).message;
+    expect(leaky).not.toContain("Sup3r");
+    expect(leaky).toContain("DATABASE_URL: must be a URL");
     expect(envBool(env, "B", false)).toBe(true);
     expect(errorOf(() => envBool(env, "BB", false)).message).toContain("BB:");
     expect(envEnum(env, "E", ["debug", "info"] as const, "info")).toBe("debug");

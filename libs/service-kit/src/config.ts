@@ -42,14 +42,18 @@ export function envInt(env: Env, name: string, def: number, bounds: { min?: numb
   return n;
 }
 
-/** A URL variable (any scheme), or undefined when unset; a malformed URL is a ConfigError. */
+/**
+ * A URL variable (any scheme), or undefined when unset; a malformed URL is a ConfigError. The
+ * error never repeats the value: URLs carry passwords (DATABASE_URL, REDIS_URL), and a start-up
+ * error lands in logs and in the pod's termination message.
+ */
 export function envUrl(env: Env, name: string): string | undefined {
   const v = raw(env, name);
   if (v === undefined) return undefined;
   try {
     new URL(v);
   } catch {
-    throw new ConfigError(name, `must be a URL, got "${v}"`);
+    throw new ConfigError(name, `must be a URL (scheme://host...; percent-encode reserved characters such as # or @ in a password), got a value of ${v.length} characters (not shown: it may hold a password)`);
   }
   return v;
 }
