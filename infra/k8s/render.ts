@@ -449,6 +449,17 @@ export function pdb(s: ServiceRow): IPodDisruptionBudget {
   };
 }
 
+/** The consumer pods' PDB: a drain evicts one at a time (their partitions move to the other by lease). */
+export function consumerPdb(s: ServiceRow): IPodDisruptionBudget | undefined {
+  if (!s.singletonConsumerFlag) return undefined;
+  return {
+    apiVersion: "policy/v1",
+    kind: "PodDisruptionBudget",
+    metadata: { name: `${s.name}-consumer`, labels: { ...labels(s.name, "server"), "app.kubernetes.io/component": "consumer" } },
+    spec: { maxUnavailable: 1, selector: { matchLabels: consumerSelectorOf(s.name) }, unhealthyPodEvictionPolicy: "AlwaysAllow" },
+  };
+}
+
 export function migrationsJob(s: ServiceRow): IJob {
   return {
     apiVersion: "batch/v1",
@@ -582,7 +593,8 @@ export function renderBase(): Map<string, string> {
   files.set("network-policies.yaml", toYaml(networkPolicies()));
   for (const s of SERVICES) {
     const consumer = consumerStatefulSet(s);
-    files.set(`${s.name}.yaml`, toYaml([serviceAccount(s), service(s), deployment(s), hpa(s), pdb(s), ...(consumer ? [consumer] : []), migrationsJob(s)]));
+    const consumerBudget = consumerPdb(s);
+    files.set(`${s.name}.yaml`, toYaml([serviceAccount(s), service(s), deployment(s), hpa(s), pdb(s), ...(consumer ? [consumer] : []), ...(consumerBudget ? [consumerBudget] : []), migrationsJob(s)]));
   }
   const kustomization = {
     apiVersion: "kustomize.config.k8s.io/v1beta1",

@@ -260,6 +260,11 @@ describe("overlay specifics", () => {
       expect(c.env?.find((e) => e.name === "NODE_OPTIONS")?.value).toBe("--max-old-space-size=384");
     }
     expect(docs.filter((d) => d.kind === "Secret").map((d) => d.metadata.name).sort()).toEqual([...EXTERNAL_SECRETS.keys()].sort());
+    // Every StatefulSet's pods have a PDB too (a drain evicts one consumer at a time).
+    for (const st of docs.filter((d) => d.kind === "StatefulSet")) {
+      const budgets = docs.filter((d) => d.kind === "PodDisruptionBudget" && matchesSelector(podLabelsOf(st), (d.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels));
+      expect(budgets.map((b) => (b.spec as { maxUnavailable: number }).maxUnavailable), st.metadata.name).toEqual([1]);
+    }
     // The reused dev tag is pulled on every start, by every container of every workload.
     const workloads = docs.filter((d) => podSpecOf(d) !== undefined);
     expect(workloads.length).toBeGreaterThanOrEqual(11);
