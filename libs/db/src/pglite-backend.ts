@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { chmod, mkdir, open as openFile, readFile, unlink } from "node:fs/promises";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
 import {
   assertNotInTransaction,
@@ -44,11 +44,70 @@ const states = new WeakMap<EmbeddedPostgres, EmbeddedState>();
 
 /** Opens (or creates) the one embedded PostgreSQL of this process; dataDir undefined = in memory. */
 export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Promise<EmbeddedPostgres> {
-  if (opts.dataDir !== undefined) {
-    if (typeof opts.dataDir !== "string" || opts.dataDir === "") throw new DbError("invalid_argument", "dataDir: must be a non-empty path");
-    await mkdir(opts.dataDir, { recursive: true });
+  if (opts.dataDir === undefined) return openEmbedded(opts);
+  if (typeof opts.dataDir !== "string" || opts.dataDir === "") throw new DbError("invalid_argument", "dataDir: must be a non-empty path");
+  // Owner only, as PostgreSQL insists for its data directories (it holds webhook secrets, keys).
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  await chmod(opts.dataDir, 0o700);
+  const release = await lockDataDir(opts.dataDir);
+  let embedded: EmbeddedPostgres;
+  try {
+    embedded = await openEmbedded(opts);
+  } catch (e) {
+    await release();
+    throw e;
   }
-  return openEmbedded(opts);
+  const close = embedded.close.bind(embedded);
+  embedded.close = async () => {
+    try {
+      await close();
+    } finally {
+      await release();
+    }
+  };
+  return embedded;
+}
+
+/**
+ * One process at a time per data directory: PGlite keeps no postmaster.pid, and two processes on
+ * one directory each run their own copy of the database and overwrite each other's files (a second
+ * `npm start` lost events the first had acknowledged). `<dataDir>.lock` holds the owner's pid; a
+ * lock whose process is gone (a crash, SIGKILL) is taken over. Returns the release function.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const path = `${dataDir.replace(/[\\/]+$/, "")}.lock`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const f = await openFile(path, "wx", 0o600);
+      await f.writeFile(`${process.pid}\n`);
+      await f.close();
+      let released = false;
+      return async () => {
+        if (released) return;
+        released = true;
+        const owner = await readFile(path, "utf8").catch(() => "");
+        if (owner.trim() === String(process.pid)) await unlink(path).catch(() => {});
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw new DbError("unavailable", `embedded postgres: cannot lock ${dataDir} (${path}): ${(e as Error).message}`, { cause: e });
+      const owner = Number((await readFile(path, "utf8").catch(() => "")).trim());
+      if (Number.isSafeInteger(owner) && owner > 0 && processAlive(owner)) {
+        throw new DbError("unavailable", `embedded postgres: ${dataDir} is in use by process ${owner} (another npm start or service on the same data directory?); stop it first, or use another data directory`);
+      }
+      if (attempt > 0) throw new DbError("unavailable", `embedded postgres: cannot lock ${dataDir}: ${path} keeps reappearing`);
+      await unlink(path).catch(() => {}); // stale: its process is gone
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** Internal: also accepts loadDataDir (an initialised data dir as a tarball: no initdb, ~3x faster start). */

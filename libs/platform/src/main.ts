@@ -8,7 +8,7 @@
  * only when set), OTEL_TRACES_SAMPLER_ARG (fraction of new traces sampled, default 1),
  * NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (webhooks to a receiver on this machine; default false).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
@@ -52,7 +52,9 @@ runMain(async () => {
   const databaseUrl = envUrl(env, "DATABASE_URL");
   const redisUrl = envUrl(env, "REDIS_URL");
   const dataDir = resolve(envString(env, "NANOBILL_DATA_DIR", ".data"));
-  mkdirSync(dataDir, { recursive: true });
+  // Owner only: the embedded database (webhook secrets) and the demo key live here.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
   const otlp = envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
   if (otlp !== undefined) {
     const telemetry = initTelemetry({ serviceName: "nanobill", otlpEndpoint: otlp, sampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1) });
