@@ -51,7 +51,22 @@ export interface CreditWalletServiceHandle {
 
 export async function createCreditWalletService(deps: CreditWalletDeps): Promise<CreditWalletServiceHandle> {
   const config: CreditWalletConfig = { ...CREDIT_WALLET_CONFIG_DEFAULT, ...deps.config };
-  const realtime = deps.realtime ?? (config.redisUrl ? createRedisRealtime({ url: config.redisUrl, prefix: config.redisPrefix }) : createMemoryRealtime());
+  let redisErrorLoggedMs = -Infinity;
+  const realtime =
+    deps.realtime ??
+    (config.redisUrl
+      ? createRedisRealtime({
+          url: config.redisUrl,
+          prefix: config.redisPrefix,
+          onConnectionError: (err) => {
+            // At most one line per REDIS_ERROR_LOG_INTERVAL_MS while Redis stays unreachable.
+            const now = Date.now();
+            if (now - redisErrorLoggedMs < REDIS_ERROR_LOG_INTERVAL_MS) return;
+            redisErrorLoggedMs = now;
+            deps.logger.warn("Redis (REDIS_URL) connection error; wallet calls that need it fail until it is back", { err: String(err?.message ?? err) });
+          },
+        })
+      : createMemoryRealtime());
   const ledger = createLedgerPort(deps.clients.ledger);
   const outbox = createLedgerOutbox({ db: deps.db, ledger, logger: deps.logger, clock: deps.clock });
   const engine = createEngine({ db: deps.db, realtime, ledger, outbox, clock: deps.clock, logger: deps.logger, expiryNoticeMs: config.expiryNoticeMs, expiryGraceMs: config.expiryGraceMs });
@@ -105,6 +120,15 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
     async start() {
       if (started || stopped) return;
       started = true;
+      if (realtime.kind === "redis") {
+        // Fail the start naming the variable (not ioredis's retry-limit message).
+        const client = (realtime as { client?: { ping(): Promise<unknown> } }).client;
+        try {
+          await client?.ping();
+        } catch (e) {
+          throw new Error(`REDIS_URL: cannot reach Redis at ${redisTarget(config.redisUrl)}: ${(e as Error)?.message ?? e}`, { cause: e });
+        }
+      }
       if (config.rebuildOnStart) {
         const n = await realtime.invalidateAll();
         deps.logger.info("real-time wallet state dropped; rebuilt from PostgreSQL on use", { keys: n, store: realtime.kind });
@@ -127,4 +151,18 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
       await realtime.close();
     },
   };
+}
+
+/** How often a lasting Redis connection error is logged (ioredis retries every few hundred ms). */
+const REDIS_ERROR_LOG_INTERVAL_MS = 10_000;
+
+/** host:port/db of a Redis URL, without its password (for error messages). */
+function redisTarget(url: string | undefined): string {
+  if (url === undefined) return "(unset)";
+  try {
+    const u = new URL(url);
+    return `${u.host}${u.pathname === "/" ? "" : u.pathname}`;
+  } catch {
+    return "(malformed URL)";
+  }
 }

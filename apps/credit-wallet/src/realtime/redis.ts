@@ -38,8 +38,12 @@ const SCAN_COUNT = 1_000;
  * defineCommand, auto-pipelined), so any number of service replicas share one consistent view.
  * Keys: `<prefix><tenant>:{<wallet id>}:<s|a|m|o>` (the braces are the Redis Cluster hash tag).
  */
-export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix: string }): RealtimeStore & { readonly client: Redis } {
+export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix: string; onConnectionError?: (err: Error) => void }): RealtimeStore & { readonly client: Redis } {
   const client = opts.client ?? new Redis(opts.url ?? "redis://127.0.0.1:6379", { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false });
+  // ioredis reports connection trouble as 'error' events (without a listener it prints "Unhandled
+  // error event" on every reconnect attempt); commands still fail on their own, and Redis state is
+  // rebuilt from PostgreSQL when it is back.
+  if (opts.onConnectionError) client.on("error", opts.onConnectionError);
   client.defineCommand("nbDebit", { numberOfKeys: 4, lua: DEBIT_LUA });
   client.defineCommand("nbDebitMany", { numberOfKeys: 4, lua: DEBIT_MANY_LUA });
   client.defineCommand("nbCredit", { numberOfKeys: 4, lua: CREDIT_LUA });
