@@ -75,6 +75,8 @@ export interface Stack {
   terminateDbSessions(): Promise<number>;
   /** SIGTERM every service in reverse start order (SIGKILL after STACK_STOP_TIMEOUT_MS). */
   stop(): Promise<void>;
+  /** Resolves when the current process of a service exits (for any reason). */
+  exited(service: ServiceName): Promise<void>;
 }
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -92,6 +94,17 @@ async function freePort(host: string): Promise<number> {
       const port = typeof addr === "object" && addr !== null ? addr.port : 0;
       s.close(() => res(port));
     });
+  });
+}
+
+/** Refuses a fixed port something already listens on (a leftover service would answer SERVING for ours). */
+async function assertPortFree(port: number, host: string, name: ServiceName): Promise<void> {
+  await new Promise<void>((res, rej) => {
+    const s = createServer();
+    s.once("error", (e: NodeJS.ErrnoException) =>
+      rej(e.code === "EADDRINUSE" ? new Error(`port ${port} (${name}) on ${host} is in use: a service of an earlier stack still running? (pkill -f 'apps/.*/src/main.ts')`) : e),
+    );
+    s.listen(port, host, () => s.close(() => res()));
   });
 }
 
@@ -154,7 +167,11 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
   const internalKey = cfg.internalKey ?? `nbk_int_${randomBytes(24).toString("hex")}`;
   const schemaPrefix = cfg.schemaPrefix ?? "";
   const ports = {} as Record<ServiceName, number>;
-  for (const n of STACK_SERVICES) ports[n] = cfg.ports?.[n] || (await freePort(host));
+  for (const n of STACK_SERVICES) {
+    const fixed = cfg.ports?.[n];
+    if (fixed) await assertPortFree(fixed, host, n);
+    ports[n] = fixed || (await freePort(host));
+  }
   const urls = Object.fromEntries(STACK_SERVICES.map((n) => [n, `http://${host}:${ports[n]}`])) as Record<ServiceName, string>;
   const schemas = Object.fromEntries(STACK_SERVICES.map((n) => [n, schemaOf(schemaPrefix, n)])) as Record<ServiceName, string>;
   const procs = Object.fromEntries(STACK_SERVICES.map((n) => [n, {} as Proc])) as Record<ServiceName, Proc>;
@@ -168,7 +185,9 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     const p = procs[name];
     const env = serviceEnv(name, cfg, { ports, urls, internalKey, schemaPrefix });
     // node itself (not the tsx CLI, which forks a second process): a signal reaches the service
-    const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
+    // Its own process group (detached): a terminal's Ctrl-C reaches only the stack, which stops the
+    // services once, in order (before, each also got the SIGINT and exited on the "second signal").
+    const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     if (cfg.logDir) {
       p.log ??= createWriteStream(join(cfg.logDir, `${name}.log`), { flags: "a" });
       child.stdout!.pipe(p.log, { end: false });
@@ -245,6 +264,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
       };
     },
     pid: (n) => procs[n].child?.pid,
+    exited: (n) => procs[n].exited ?? Promise.resolve(),
     kill: killOne,
     terminateDbSessions: () => terminateSessions(cfg.databaseUrl, Object.values(schemas)),
     async restart(name) {
@@ -313,4 +333,14 @@ if (isMain) {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // A service that dies on its own takes the stack down (non-zero), rather than leaving a stack
+  // that looks up but is not.
+  for (const n of STACK_SERVICES) {
+    void stack.exited(n).then(() => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`${n} exited (see ${join(cfg.logDir ?? "", n + ".log")}); stopping the stack\n`);
+      void stack.stop().then(() => process.exit(1));
+    });
+  }
 }
