@@ -12,9 +12,11 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
+  ConfigError,
   createLogger,
   envBool,
-  envEnum, envFraction,
+  envEnum,
+  envFraction,
   envInt,
   envString,
   envUrl,
@@ -40,7 +42,12 @@ const ENV_PREFIX: Record<ServiceName, string> = {
 /** The demo key lives in the data folder so it survives restarts (and never in the repo). */
 function demoKey(dataDir: string): string {
   const file = join(dataDir, "demo-api-key");
-  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  if (existsSync(file)) {
+    const key = readFileSync(file, "utf8").trim();
+    // Checked like any configured key (a truncated or emptied file is named, not "invalid API key" later).
+    parseApiKeysEnv(`${DEMO.tenant}:admin:${key}`, file);
+    return key;
+  }
   const key = `nbk_demo_${randomBytes(24).toString("hex")}`;
   writeFileSync(file, key + "\n", { mode: 0o600 });
   return key;
@@ -61,8 +68,10 @@ runMain(async () => {
     onShutdown(() => telemetry.shutdown());
   }
 
+  // NANOBILL_API_KEYS replaces the demo tenant's key (and the key file); set, it must hold a key.
   const configured = env.NANOBILL_API_KEYS;
-  const apiKeys: ApiKeyEntry[] = configured ? parseApiKeysEnv(configured) : [{ tenant: DEMO.tenant, scopes: ["admin"], key: demoKey(dataDir) }];
+  const apiKeys: ApiKeyEntry[] = configured !== undefined ? parseApiKeysEnv(configured) : [{ tenant: DEMO.tenant, scopes: ["admin"], key: demoKey(dataDir) }];
+  if (!apiKeys.some((k) => k.tenant !== "*")) throw new ConfigError("NANOBILL_API_KEYS", "is set but holds no tenant key (<tenant>:<scopes>:<key>,...); unset it to use the demo tenant's key");
   const ports = Object.fromEntries(
     SERVICE_NAMES.map((n) => [n, envInt(env, `${ENV_PREFIX[n]}_PORT`, DEFAULT_PORTS[n], { min: 0, max: 65535 })]),
   ) as Record<ServiceName, number>;
