@@ -36,6 +36,12 @@ describe("embedded PostgreSQL on disk", () => {
       const third = await openEmbeddedPostgres({ dataDir });
       expect(await readFile(`${dataDir}.lock`, "utf8")).toBe(`${process.pid}\n`);
       await third.close();
+      // A lock naming this very process that it does not hold (a pid reused after a kill and a
+      // restart in a container) is stale too.
+      await writeFile(`${dataDir}.lock`, `${process.pid}\n`);
+      const fourth = await openEmbeddedPostgres({ dataDir });
+      await fourth.close();
+      await expect(stat(`${dataDir}.lock`)).rejects.toMatchObject({ code: "ENOENT" });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,4 +1,7 @@
-import { chmod, mkdir, open as openFile, readFile, unlink } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { readFileSync, unlinkSync } from "node:fs";
+import { chmod, link, mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
 import {
   assertNotInTransaction,
@@ -48,7 +51,11 @@ export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Pro
   if (typeof opts.dataDir !== "string" || opts.dataDir === "") throw new DbError("invalid_argument", "dataDir: must be a non-empty path");
   // Owner only, as PostgreSQL insists for its data directories (it holds webhook secrets, keys).
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-  await chmod(opts.dataDir, 0o700);
+  // An existing directory is tightened too (earlier versions left it 0755); one this process may
+  // not change (another owner's mount) is left as it is.
+  await chmod(opts.dataDir, 0o700).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPERM") throw e;
+  });
   const release = await lockDataDir(opts.dataDir);
   let embedded: EmbeddedPostgres;
   try {
@@ -68,40 +75,69 @@ export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Pro
   return embedded;
 }
 
+/** Lock files this process holds (its own pid in a lock it does not hold is a leftover: stale). */
+const heldLocks = new Set<string>();
+let exitHookInstalled = false;
+
+/** How long a stale-lock takeover waits before checking that it, not a racing opener, owns the lock. */
+const LOCK_TAKEOVER_SETTLE_MS = 100;
+
 /**
  * One process at a time per data directory: PGlite keeps no postmaster.pid, and two processes on
  * one directory each run their own copy of the database and overwrite each other's files (a second
- * `npm start` lost events the first had acknowledged). `<dataDir>.lock` holds the owner's pid; a
- * lock whose process is gone (a crash, SIGKILL) is taken over. Returns the release function.
+ * `npm start` lost events the first had acknowledged). `<dataDir>.lock` (next to the directory,
+ * absolute path) holds the owner's pid and only ever appears with it (written to a temporary file,
+ * then linked into place). A lock whose process is gone (crash, SIGKILL), or that names this
+ * process without being held by it (a pid reused after a restart), is replaced by rename, and the
+ * opener checks after a moment that the lock is still its own (two openers replacing the same stale
+ * lock at once: one wins). The lock is removed on close and, synchronously, on process exit.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  const path = `${dataDir.replace(/[\\/]+$/, "")}.lock`;
-  for (let attempt = 0; ; attempt++) {
+  const path = `${resolve(dataDir)}.lock`;
+  const mine = `${process.pid}\n`;
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(tmp, mine, { mode: 0o600 });
+  try {
     try {
-      const f = await openFile(path, "wx", 0o600);
-      await f.writeFile(`${process.pid}\n`);
-      await f.close();
-      let released = false;
-      return async () => {
-        if (released) return;
-        released = true;
-        const owner = await readFile(path, "utf8").catch(() => "");
-        if (owner.trim() === String(process.pid)) await unlink(path).catch(() => {});
-      };
+      await link(tmp, path); // atomic: fails with EEXIST when a lock is there
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw new DbError("unavailable", `embedded postgres: cannot lock ${dataDir} (${path}): ${(e as Error).message}`, { cause: e });
       const owner = Number((await readFile(path, "utf8").catch(() => "")).trim());
-      if (Number.isSafeInteger(owner) && owner > 0 && processAlive(owner)) {
-        throw new DbError("unavailable", `embedded postgres: ${dataDir} is in use by process ${owner} (another npm start or service on the same data directory?); stop it first, or use another data directory`);
+      if (Number.isSafeInteger(owner) && owner > 0 && processAlive(owner, path)) {
+        throw new DbError("unavailable", `embedded postgres: ${dataDir} is in use by process ${owner} (another npm start or service on the same data directory?); stop it first, or use another data directory (lock: ${path})`);
       }
-      if (attempt > 0) throw new DbError("unavailable", `embedded postgres: cannot lock ${dataDir}: ${path} keeps reappearing`);
-      await unlink(path).catch(() => {}); // stale: its process is gone
+      await rename(tmp, path); // stale: replace it atomically
+      await new Promise((r) => setTimeout(r, LOCK_TAKEOVER_SETTLE_MS));
+      const now = await readFile(path, "utf8").catch(() => "");
+      if (now !== mine) throw new DbError("unavailable", `embedded postgres: ${dataDir} was taken by process ${now.trim() || "?"} at the same moment (lock: ${path}); stop it first`);
     }
+  } finally {
+    await unlink(tmp).catch(() => {});
   }
+  heldLocks.add(path);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once("exit", () => {
+      for (const l of heldLocks) {
+        try {
+          if (readFileSync(l, "utf8") === `${process.pid}\n`) unlinkSync(l);
+        } catch {
+          // gone already
+        }
+      }
+    });
+  }
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    heldLocks.delete(path);
+    if ((await readFile(path, "utf8").catch(() => "")) === mine) await unlink(path).catch(() => {});
+  };
 }
 
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
+function processAlive(pid: number, lockPath: string): boolean {
+  if (pid === process.pid) return heldLocks.has(lockPath);
   try {
     process.kill(pid, 0);
     return true;

@@ -61,7 +61,11 @@ runMain(async () => {
   const dataDir = resolve(envString(env, "NANOBILL_DATA_DIR", ".data"));
   // Owner only: the embedded database (webhook secrets) and the demo key live here.
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  chmodSync(dataDir, 0o700);
+  try {
+    chmodSync(dataDir, 0o700);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPERM") throw e; // another owner's directory: left as it is
+  }
   const otlp = envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
   if (otlp !== undefined) {
     const telemetry = initTelemetry({ serviceName: "nanobill", otlpEndpoint: otlp, sampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1) });
@@ -69,9 +73,9 @@ runMain(async () => {
   }
 
   // NANOBILL_API_KEYS replaces the demo tenant's key (and the key file); set, it must hold a key.
-  const configured = env.NANOBILL_API_KEYS;
+  const configured = env.NANOBILL_API_KEYS?.trim() || undefined; // empty = unset, as for every variable
   const apiKeys: ApiKeyEntry[] = configured !== undefined ? parseApiKeysEnv(configured) : [{ tenant: DEMO.tenant, scopes: ["admin"], key: demoKey(dataDir) }];
-  if (!apiKeys.some((k) => k.tenant !== "*")) throw new ConfigError("NANOBILL_API_KEYS", "is set but holds no tenant key (<tenant>:<scopes>:<key>,...); unset it to use the demo tenant's key");
+  if (!apiKeys.some((k) => k.tenant !== "*")) throw new ConfigError("NANOBILL_API_KEYS", "holds no tenant key, only internal ones (<tenant>:<scopes>:<key>,...); unset it to use the demo tenant's key");
   const ports = Object.fromEntries(
     SERVICE_NAMES.map((n) => [n, envInt(env, `${ENV_PREFIX[n]}_PORT`, DEFAULT_PORTS[n], { min: 0, max: 65535 })]),
   ) as Record<ServiceName, number>;

@@ -186,7 +186,8 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     const env = serviceEnv(name, cfg, { ports, urls, internalKey, schemaPrefix });
     // node itself (not the tsx CLI, which forks a second process): a signal reaches the service
     // Its own process group (detached): a terminal's Ctrl-C reaches only the stack, which stops the
-    // services once, in order (before, each also got the SIGINT and exited on the "second signal").
+    // services once, in order (before, each also got the SIGINT and exited on the "second signal");
+    // script mode also stops them on SIGHUP and kills what is left when the stack exits.
     const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     if (cfg.logDir) {
       p.log ??= createWriteStream(join(cfg.logDir, `${name}.log`), { flags: "a" });
@@ -333,6 +334,20 @@ if (isMain) {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal); // the terminal closed: the services (own sessions) would not hear it
+  // Whatever ends this process, no service outlives it.
+  process.once("exit", () => {
+    for (const n of STACK_SERVICES) {
+      const pid = stack.pid(n);
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // exited already
+        }
+      }
+    }
+  });
   // A service that dies on its own takes the stack down (non-zero), rather than leaving a stack
   // that looks up but is not.
   for (const n of STACK_SERVICES) {
