@@ -126,6 +126,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
         try {
           await client?.ping();
         } catch (e) {
+          started = false; // a later start() tries again
           throw new Error(`REDIS_URL: cannot reach Redis at ${redisTarget(config.redisUrl)}: ${(e as Error)?.message ?? e}`, { cause: e });
         }
       }

@@ -44,6 +44,8 @@ it("fails its start naming REDIS_URL and the address (not the password), and log
     );
     expect(err?.message).toMatch(new RegExp(`^REDIS_URL: cannot reach Redis at 127\\.0\\.0\\.1:${port}/4: `));
     expect(err?.message).not.toContain("s3cret");
+    // Not marked started: a second start() tries (and fails) again instead of doing nothing.
+    await expect(w.start()).rejects.toThrow(/^REDIS_URL: cannot reach Redis/);
     await new Promise((r) => setTimeout(r, 1_500)); // several reconnect attempts
     const warnings = lines.filter((l) => l.includes("Redis (REDIS_URL) connection error"));
     expect(warnings).toHaveLength(1);

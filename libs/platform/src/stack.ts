@@ -228,7 +228,11 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     await p.exited;
   };
 
-  const stop = async (): Promise<void> => {
+  // One stop at a time: a second SIGTERM to a service still draining would make it skip its
+  // graceful shutdown ("second signal"), so concurrent callers share the first stop.
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => (stopping ??= stopAll().finally(() => (stopping = undefined)));
+  const stopAll = async (): Promise<void> => {
     for (const n of [...STACK_SERVICES].reverse()) {
       const p = procs[n];
       if (!p.child || p.child.exitCode !== null || p.child.signalCode !== null) continue;
