@@ -50,12 +50,7 @@ export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Pro
   if (opts.dataDir === undefined) return openEmbedded(opts);
   if (typeof opts.dataDir !== "string" || opts.dataDir === "") throw new DbError("invalid_argument", "dataDir: must be a non-empty path");
   // Owner only, as PostgreSQL insists for its data directories (it holds webhook secrets, keys).
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-  // An existing directory is tightened too (earlier versions left it 0755); one this process may
-  // not change (another owner's mount) is left as it is.
-  await chmod(opts.dataDir, 0o700).catch((e: NodeJS.ErrnoException) => {
-    if (e.code !== "EPERM") throw e;
-  });
+  await ensureOwnerOnlyDir(opts.dataDir);
   const release = await lockDataDir(opts.dataDir);
   let embedded: EmbeddedPostgres;
   try {
@@ -73,6 +68,18 @@ export async function openEmbeddedPostgres(opts: { dataDir?: string } = {}): Pro
     }
   };
   return embedded;
+}
+
+/**
+ * Creates `dir` (and its parents) for its owner only (0700), and tightens an existing one (earlier
+ * versions left data directories 0755); a directory this process may not change (another owner's
+ * mount) is left as it is.
+ */
+export async function ensureOwnerOnlyDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPERM") throw e;
+  });
 }
 
 /** Lock files this process holds (its own pid in a lock it does not hold is a leftover: stale). */

@@ -8,7 +8,7 @@
  * only when set), OTEL_TRACES_SAMPLER_ARG (fraction of new traces sampled, default 1),
  * NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (webhooks to a receiver on this machine; default false).
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
@@ -26,6 +26,7 @@ import {
   LOG_LEVELS,
   type ApiKeyEntry,
 } from "@nanobill/service-kit";
+import { ensureOwnerOnlyDir } from "@nanobill/db";
 import { initTelemetry } from "@nanobill/telemetry";
 import { DEFAULT_PORTS, SERVICE_NAMES, startPlatform, type ServiceName } from "./platform.js";
 import { DEMO, seedDemo } from "./demo.js";
@@ -60,12 +61,7 @@ runMain(async () => {
   const redisUrl = envUrl(env, "REDIS_URL");
   const dataDir = resolve(envString(env, "NANOBILL_DATA_DIR", ".data"));
   // Owner only: the embedded database (webhook secrets) and the demo key live here.
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  try {
-    chmodSync(dataDir, 0o700);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EPERM") throw e; // another owner's directory: left as it is
-  }
+  await ensureOwnerOnlyDir(dataDir);
   const otlp = envUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
   if (otlp !== undefined) {
     const telemetry = initTelemetry({ serviceName: "nanobill", otlpEndpoint: otlp, sampleRatio: envFraction(env, "OTEL_TRACES_SAMPLER_ARG", 1) });
