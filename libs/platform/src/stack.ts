@@ -12,7 +12,7 @@
  * of every peer, and the shared DATABASE_URL, REDIS_URL, NANOBILL_API_KEYS, NANOBILL_INTERNAL_API_KEY.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,7 +25,7 @@ import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb"
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { openDb } from "@nanobill/db";
-import { createClientTransport, parseApiKeysEnv, type ApiKeyEntry } from "@nanobill/service-kit";
+import { createClientTransport, parseApiKeysEnv, STOP_WITH_STDIN_ENV, type ApiKeyEntry } from "@nanobill/service-kit";
 import type { PlatformClients, ServiceName } from "./platform.js";
 
 /** Start order: each service only calls services started before it. */
@@ -158,7 +158,8 @@ export function serviceEnv(
 interface Proc {
   child?: ChildProcess;
   exited?: Promise<void>;
-  log?: WriteStream;
+  /** The service's log file, open for appending (its stdout and stderr write to it directly). */
+  logFd?: number;
 }
 
 /** Starts the five services as processes and waits until each reports SERVING. */
@@ -188,15 +189,18 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     // Its own process group (detached): a terminal's Ctrl-C reaches only the stack, which stops the
     // services once, in order (before, each also got the SIGINT and exited on the "second signal");
     // script mode also stops them on SIGHUP and kills what is left when the stack exits.
-    const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-    if (cfg.logDir) {
-      p.log ??= createWriteStream(join(cfg.logDir, `${name}.log`), { flags: "a" });
-      child.stdout!.pipe(p.log, { end: false });
-      child.stderr!.pipe(p.log, { end: false });
-    } else {
-      child.stdout!.resume();
-      child.stderr!.resume();
-    }
+    // stdin is a pipe the stack never writes or closes: when the stack dies, even SIGKILLed, the
+    // service sees its end and shuts down (STOP_WITH_STDIN_ENV) instead of holding its port.
+    // Its output goes to its log file directly (not relayed by the stack): the lines it writes
+    // after the stack died, such as why it stopped, are kept, and no broken pipe can crash it.
+    const out = cfg.logDir ? (p.logFd ??= openSync(join(cfg.logDir, `${name}.log`), "a")) : "ignore";
+    const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], {
+      cwd: repoRoot,
+      env: { ...env, [STOP_WITH_STDIN_ENV]: "1" },
+      stdio: ["pipe", out, out],
+      detached: true,
+    });
+    child.stdin!.on("error", () => {}); // EPIPE once the service has exited: nothing to do
     p.child = child;
     p.exited = new Promise((res) => child.once("exit", () => res()));
   };
@@ -221,6 +225,14 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     }
   };
 
+  const closeLogs = (): void => {
+    for (const n of STACK_SERVICES) {
+      const p = procs[n];
+      if (p.logFd !== undefined) closeSync(p.logFd);
+      p.logFd = undefined;
+    }
+  };
+
   const killOne = async (name: ServiceName, signal: NodeJS.Signals = "SIGKILL"): Promise<void> => {
     const p = procs[name];
     if (!p.child || p.child.exitCode !== null || p.child.signalCode !== null) return;
@@ -241,7 +253,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
       await p.exited;
       clearTimeout(timer);
     }
-    for (const n of STACK_SERVICES) procs[n].log?.end();
+    closeLogs();
   };
 
   try {
@@ -250,7 +262,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     await Promise.all(STACK_SERVICES.map((n) => waitServing(n)));
   } catch (e) {
     for (const n of STACK_SERVICES) await killOne(n);
-    for (const n of STACK_SERVICES) procs[n].log?.end();
+    closeLogs();
     throw e;
   }
 

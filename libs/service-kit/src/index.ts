@@ -51,7 +51,7 @@ export {
 export { type Logger, type LogLevel, LOG_LEVELS, createLogger, silentLogger, toJsonLine } from "./logger.js";
 export { ConfigError, type Env, envString, envInt, envUrl, envBool, envEnum, envFraction, envRetired } from "./config.js";
 export { type Clock, systemClock, fixedClock, clockFromEnv, FILE_CLOCK_REREAD_MS } from "./clock.js";
-export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX } from "./lifecycle.js";
+export { onShutdown, runMain, runShutdownHooks, SHUTDOWN_TOTAL_MS_MAX, STOP_WITH_STDIN_ENV } from "./lifecycle.js";
 export { type HealthState, ServingStatus } from "./health.js";
 export * from "./limits.js";
 export { ProtoReader, WireError, tagOf, WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 } from "./proto-reader.js";

@@ -25,9 +25,17 @@ export async function runShutdownHooks(logger?: Logger): Promise<void> {
 export const SHUTDOWN_TOTAL_MS_MAX = 30_000;
 
 /**
+ * Set to "1" by a supervisor that spawns this process with a stdin pipe it never closes (the
+ * stack, libs/platform/src/stack.ts): when stdin ends, the supervisor is gone (even SIGKILLed, as
+ * the kernel closes its end), and the process shuts down as on SIGTERM instead of living on as an
+ * orphan that holds its port (the next stack refused to start on it).
+ */
+export const STOP_WITH_STDIN_ENV = "NANOBILL_STOP_WITH_STDIN";
+
+/**
  * Process entry: runs main; on SIGTERM/SIGINT runs the shutdown hooks (reverse order) and
  * exits 0; if main throws (e.g. ConfigError) logs it, runs the hooks and exits 1. A second
- * signal exits immediately.
+ * signal exits immediately. With NANOBILL_STOP_WITH_STDIN=1, the end of stdin stops it too.
  */
 export function runMain(main: () => Promise<void>, opts: { logger?: Logger } = {}): void {
   const logger = opts.logger ?? createLogger({ service: "main" });
@@ -49,6 +57,15 @@ export function runMain(main: () => Promise<void>, opts: { logger?: Logger } = {
     installed = true;
     process.on("SIGTERM", () => stop(0, "SIGTERM"));
     process.on("SIGINT", () => stop(0, "SIGINT"));
+    if (process.env[STOP_WITH_STDIN_ENV] === "1") {
+      // A shutdown already under way (the supervisor's SIGTERM) is left to finish.
+      const supervisorGone = (): void => {
+        if (!shuttingDown) stop(0, "stdin closed: supervisor gone");
+      };
+      process.stdin.on("end", supervisorGone);
+      process.stdin.on("error", supervisorGone);
+      process.stdin.resume(); // read (and drop) until EOF
+    }
   }
   main().catch((err: unknown) => {
     logger.error("fatal", { err });
