@@ -21,3 +21,12 @@ describe("webhook egress switch (NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS, share
     expect((e as ConfigError).variable).toBe("NANOBILL_WEBHOOKS_ALLOW_PRIVATE_NETWORKS");
   });
 });
+
+describe("Redis Cluster switch (CREDIT_WALLET_REDIS_CLUSTER)", () => {
+  it("is off by default, read as a boolean, and a bad value is a ConfigError naming it", () => {
+    expect(CREDIT_WALLET_CONFIG_DEFAULT.redisCluster).toBe(false);
+    expect(loadConfig(REQUIRED).wallet.redisCluster).toBe(false);
+    expect(loadConfig({ ...REQUIRED, REDIS_URL: "redis://10.0.0.5:7000", CREDIT_WALLET_REDIS_CLUSTER: "true" }).wallet).toMatchObject({ redisUrl: "redis://10.0.0.5:7000", redisCluster: true });
+    expect(() => loadConfig({ ...REQUIRED, CREDIT_WALLET_REDIS_CLUSTER: "cluster" })).toThrow(expect.objectContaining({ variable: "CREDIT_WALLET_REDIS_CLUSTER" }));
+  });
+});

@@ -6,6 +6,8 @@ import { BACKGROUND_INTERVAL_MS, EXPIRY_GRACE_MS_DEFAULT, EXPIRY_NOTICE_MS_DEFAU
 export interface CreditWalletConfig {
   /** redis:// URL of the real-time store; undefined = the in-process store (one process only). */
   redisUrl: string | undefined;
+  /** redisUrl is one seed node of a Redis Cluster (CREDIT_WALLET_REDIS_CLUSTER), not a standalone server. */
+  redisCluster: boolean;
   /** Prefix of every Redis key of this deployment. */
   redisPrefix: string;
   /** Drop the real-time state at start so it is rebuilt from PostgreSQL. */
@@ -26,6 +28,7 @@ export interface CreditWalletConfig {
 
 export const CREDIT_WALLET_CONFIG_DEFAULT: CreditWalletConfig = {
   redisUrl: undefined,
+  redisCluster: false,
   redisPrefix: "nb:wallet:",
   rebuildOnStart: true,
   expiryNoticeMs: EXPIRY_NOTICE_MS_DEFAULT,
@@ -96,6 +99,7 @@ export function loadConfig(env: Env): CreditWalletProcessConfig {
     internalApiKey: envString(env, "NANOBILL_INTERNAL_API_KEY"),
     wallet: {
       redisUrl: envUrl(env, "REDIS_URL"),
+      redisCluster: envBool(env, "CREDIT_WALLET_REDIS_CLUSTER", false),
       redisPrefix: envString(env, "CREDIT_WALLET_REDIS_PREFIX", CREDIT_WALLET_CONFIG_DEFAULT.redisPrefix),
       rebuildOnStart: envBool(env, "CREDIT_WALLET_REBUILD_ON_START", true),
       expiryNoticeMs: envInt(env, "CREDIT_WALLET_EXPIRY_NOTICE_MS", EXPIRY_NOTICE_MS_DEFAULT, { min: 0, max: 90 * 86_400_000 }),

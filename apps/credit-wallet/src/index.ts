@@ -57,6 +57,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
     (config.redisUrl
       ? createRedisRealtime({
           url: config.redisUrl,
+          cluster: config.redisCluster,
           prefix: config.redisPrefix,
           onConnectionError: (err) => {
             // At most one line per REDIS_ERROR_LOG_INTERVAL_MS while Redis stays unreachable.
@@ -123,11 +124,18 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
       if (realtime.kind === "redis") {
         // Fail the start naming the variable (not ioredis's retry-limit message).
         const client = (realtime as { client?: { ping(): Promise<unknown> } }).client;
+        let timer: NodeJS.Timeout | undefined;
         try {
-          await client?.ping();
+          // Bounded: a cluster client queues commands until it has found the cluster's slots.
+          await Promise.race([
+            client?.ping(),
+            new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${REDIS_START_PING_MS} ms`)), REDIS_START_PING_MS))),
+          ]);
         } catch (e) {
           started = false; // a later start() tries again
-          throw new Error(`REDIS_URL: cannot reach Redis at ${redisTarget(config.redisUrl)}: ${(e as Error)?.message ?? e}`, { cause: e });
+          throw new Error(`REDIS_URL: cannot reach Redis${config.redisCluster ? " Cluster" : ""} at ${redisTarget(config.redisUrl)}: ${(e as Error)?.message ?? e}`, { cause: e });
+        } finally {
+          clearTimeout(timer);
         }
       }
       if (config.rebuildOnStart) {
@@ -153,6 +161,9 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
     },
   };
 }
+
+/** How long start() waits for Redis to answer a PING. */
+const REDIS_START_PING_MS = 15_000;
 
 /** How often a lasting Redis connection error is logged (ioredis retries every few hundred ms). */
 const REDIS_ERROR_LOG_INTERVAL_MS = 10_000;

@@ -7,7 +7,7 @@ import { KEYS, openWalletHarness, walletBackends, type WalletHarness, code } fro
 
 const USD_1 = 1_000_000_000n;
 
-describe.each(walletBackends())("credit wallet service ($name)", (b) => {
+describe.each(walletBackends({ cluster: true }))("credit wallet service ($name)", (b) => {
   let h: WalletHarness;
   beforeAll(async () => {
     h = await openWalletHarness(b);

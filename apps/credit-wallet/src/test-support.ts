@@ -10,6 +10,7 @@ import { createCreditWalletService, migrationsDir, type CreditWalletServiceHandl
 import type { CreditWalletConfig } from "./config.js";
 import { createMemoryRealtime } from "./realtime/memory.js";
 import { createRedisRealtime } from "./realtime/redis.js";
+import { startRedisCluster, type RedisClusterFixture } from "../../../test/support/redis-cluster.js";
 import type { RealtimeStore } from "./realtime/types.js";
 import type { Engine } from "./engine.js";
 import { createWalletRoutes } from "./server.js";
@@ -36,14 +37,26 @@ const testLogger = process.env.WALLET_TEST_LOG ? createLogger({ service: "credit
 
 export const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 
+export type RealtimeKind = "memory" | "redis" | "redis-cluster";
+
+let cluster: Promise<RedisClusterFixture> | undefined;
+/** One Redis Cluster (three local nodes) per test process, started on first use, gone at exit. */
+export function testRedisCluster(): Promise<RedisClusterFixture> {
+  cluster ??= startRedisCluster().then((c) => {
+    process.once("exit", () => c.killNow());
+    return c;
+  });
+  return cluster;
+}
+
 /**
  * The combinations the service tests run on. With DATABASE_URL: the whole suite on
  * postgres + Redis and the core tests (slice, concurrency, flush/restart, bad input) on
- * pglite + the in-process store; without it, the whole suite on pglite + the in-process store.
- * (The store SQL runs on both backends in store.int.test.ts; both real-time stores pass one suite
- * in realtime.test.ts.)
+ * pglite + the in-process store (and, with `cluster`, on postgres + a Redis Cluster); without it,
+ * the whole suite on pglite + the in-process store. (The store SQL runs on both backends in
+ * store.int.test.ts; the real-time stores pass one suite in realtime.test.ts.)
  */
-export function walletBackends(): Array<{ name: string; backend: TestBackend; realtime: "memory" | "redis"; full: boolean }> {
+export function walletBackends(opts: { cluster?: boolean } = {}): Array<{ name: string; backend: TestBackend; realtime: RealtimeKind; full: boolean }> {
   const bs = testBackends();
   const pg = bs.find((b) => b.name === "postgres");
   const lite = bs.find((b) => b.name === "pglite")!;
@@ -51,6 +64,7 @@ export function walletBackends(): Array<{ name: string; backend: TestBackend; re
   return [
     { name: "postgres+redis", backend: pg, realtime: "redis", full: true },
     { name: "pglite+memory", backend: lite, realtime: "memory", full: false },
+    ...(opts.cluster ? [{ name: "postgres+redis-cluster", backend: pg, realtime: "redis-cluster" as const, full: false }] : []),
   ];
 }
 
@@ -81,7 +95,7 @@ function transportFor(routes: (r: import("@connectrpc/connect").ConnectRouter) =
   return createRouterTransport(routes, { router: { interceptors: [createErrorBoundary(testLogger), createAuthInterceptor(authenticator)] }, transport: { interceptors: [headers] } });
 }
 
-export async function openWalletHarness(b: { backend: TestBackend; realtime: "memory" | "redis" }, config: Partial<CreditWalletConfig> = {}): Promise<WalletHarness> {
+export async function openWalletHarness(b: { backend: TestBackend; realtime: RealtimeKind }, config: Partial<CreditWalletConfig> = {}): Promise<WalletHarness> {
   const db = await b.backend.open();
   const ledgerDb = await b.backend.open();
   await migrate(db, migrationsDir);
@@ -90,7 +104,13 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
   const ledger = await createLedgerService({ db: ledgerDb, logger: silentLogger, clock, config: { expirySweepIntervalMs: 0 } });
   const ledgerClient = createClient(LedgerService, transportFor(ledger.routes, KEYS.internal, undefined));
   const prefix = `nbtest:${randomUUID()}:`;
-  const makeRealtime = (): RealtimeStore => (b.realtime === "redis" ? createRedisRealtime({ url: REDIS_URL, prefix }) : createMemoryRealtime());
+  const clusterUrl = b.realtime === "redis-cluster" ? (await testRedisCluster()).seedUrl : undefined;
+  const makeRealtime = (): RealtimeStore =>
+    b.realtime === "redis"
+      ? createRedisRealtime({ url: REDIS_URL, prefix })
+      : clusterUrl !== undefined
+        ? createRedisRealtime({ url: clusterUrl, cluster: true, prefix })
+        : createMemoryRealtime();
   let realtime = makeRealtime();
   const make = async (rt: RealtimeStore) => {
     const w = await createCreditWalletService({ db, logger: testLogger, clock, clients: { ledger: ledgerClient }, realtime: rt, config: { backgroundIntervalMs: 0, ...config } });
@@ -123,7 +143,7 @@ export async function openWalletHarness(b: { backend: TestBackend; realtime: "me
     async restart(opts = {}) {
       await wallet.stop();
       // A memory store dies with its process; Redis survives (unless flushed by the test).
-      realtime = b.realtime === "memory" && !opts.keepRealtime ? makeRealtime() : b.realtime === "redis" ? makeRealtime() : realtime;
+      realtime = b.realtime === "memory" && !opts.keepRealtime ? makeRealtime() : b.realtime !== "memory" ? makeRealtime() : realtime;
       wallet = await make(realtime);
     },
     async close() {

@@ -81,6 +81,7 @@ runMain(async () => {
     databaseUrl,
     dataDir: databaseUrl === undefined ? join(dataDir, "pglite") : undefined,
     redisUrl,
+    redisCluster: envBool(env, "CREDIT_WALLET_REDIS_CLUSTER", false),
     hosts,
     ports,
     apiKeys,

@@ -46,6 +46,8 @@ export interface PlatformOptions {
   dataDir?: string;
   /** Redis URL for the services that use Redis; without it they use their in-process path. */
   redisUrl?: string;
+  /** redisUrl is a seed node of a Redis Cluster (CREDIT_WALLET_REDIS_CLUSTER). */
+  redisCluster?: boolean;
   /** Schema prefix (tests give each platform its own schemas on a shared PostgreSQL). */
   schemaPrefix?: string;
   /** Listen address of every service (default 127.0.0.1); `hosts` sets it per service. */
@@ -150,7 +152,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         db: walletDb,
         config: {
           webhooksAllowPrivateNetworks: opts.webhooksAllowPrivateNetworks ?? false,
-          ...(opts.redisUrl === undefined ? {} : { redisUrl: opts.redisUrl, redisPrefix: `nb:${opts.schemaPrefix ?? ""}wallet:` }),
+          ...(opts.redisUrl === undefined ? {} : { redisUrl: opts.redisUrl, redisCluster: opts.redisCluster ?? false, redisPrefix: `nb:${opts.schemaPrefix ?? ""}wallet:` }),
         },
         clients: { ledger: internal(LedgerService, "ledger") },
       }),

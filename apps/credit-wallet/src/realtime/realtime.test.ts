@@ -4,11 +4,15 @@ import { createMemoryRealtime } from "./memory.js";
 import { createRedisRealtime } from "./redis.js";
 import type { RealtimeStore, WalletSnapshot } from "./types.js";
 import type { BurnGrant } from "../domain/types.js";
+import { startRedisCluster } from "../../../../test/support/redis-cluster.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const cluster = await startRedisCluster();
+afterAll(() => cluster.stop());
 const stores: Array<{ name: string; make: () => RealtimeStore }> = [
   { name: "memory", make: () => createMemoryRealtime() },
   { name: "redis", make: () => createRedisRealtime({ url: REDIS_URL, prefix: `nbtest:${randomUUID()}:` }) },
+  { name: "redis cluster", make: () => createRedisRealtime({ url: cluster.seedUrl, cluster: true, prefix: `nbtest:${randomUUID()}:` }) },
 ];
 
 function g(id: string, availableNanos: bigint, o: Partial<BurnGrant> = {}): BurnGrant {

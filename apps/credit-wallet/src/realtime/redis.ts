@@ -1,4 +1,4 @@
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { burnKey, burnUntilMs } from "../domain/burn-order.js";
 import type { Slice } from "../domain/types.js";
 import { CREDIT_LUA, DEBIT_LUA, DEBIT_MANY_LUA, LOAD_LUA } from "./lua.js";
@@ -33,13 +33,46 @@ function debitResultOf(r: string[]): DebitResult {
 /** Scan page size when dropping every wallet's state. */
 const SCAN_COUNT = 1_000;
 
+/** How many MOVED/ASK redirections one command follows (a resharding in progress) before failing. */
+const CLUSTER_REDIRECTIONS_MAX = 16;
+
+/**
+ * A Redis Cluster client from one seed node's URL (the client discovers the other nodes and
+ * follows MOVED/ASK redirections). Username, password and rediss:// (TLS) apply to every node; a
+ * database number is refused (a cluster has only database 0).
+ */
+export function clusterFromUrl(url: string): Cluster {
+  const u = new URL(url);
+  if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new Error("REDIS_URL: a Redis Cluster seed must be redis:// or rediss://");
+  if (u.pathname !== "" && u.pathname !== "/" && u.pathname !== "/0") throw new Error("REDIS_URL: a Redis Cluster has only database 0; remove the database number from the URL");
+  return new Cluster([{ host: u.hostname, port: u.port === "" ? 6379 : Number(u.port) }], {
+    enableAutoPipelining: true,
+    maxRedirections: CLUSTER_REDIRECTIONS_MAX,
+    redisOptions: {
+      maxRetriesPerRequest: 2,
+      ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+      ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+      ...(u.protocol === "rediss:" ? { tls: {} } : {}),
+    },
+  });
+}
+
 /**
  * The Redis real-time store: every decision is one atomic Lua script (EVALSHA through ioredis's
  * defineCommand, auto-pipelined), so any number of service replicas share one consistent view.
- * Keys: `<prefix><tenant>:{<wallet id>}:<s|a|m|o>` (the braces are the Redis Cluster hash tag).
+ * Keys: `<prefix><tenant>:{<wallet id>}:<s|a|m|o>`: the braces are the Redis Cluster hash tag, so
+ * the four keys of a wallet live in one slot and its scripts stay atomic on a cluster too
+ * (`cluster: true`: `url` is a seed node; a standalone server otherwise).
  */
-export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix: string; onConnectionError?: (err: Error) => void }): RealtimeStore & { readonly client: Redis } {
-  const client = opts.client ?? new Redis(opts.url ?? "redis://127.0.0.1:6379", { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false });
+export function createRedisRealtime(opts: {
+  url?: string;
+  cluster?: boolean;
+  client?: Redis | Cluster;
+  prefix: string;
+  onConnectionError?: (err: Error) => void;
+}): RealtimeStore & { readonly client: Redis | Cluster } {
+  const url = opts.url ?? "redis://127.0.0.1:6379";
+  const client = opts.client ?? (opts.cluster ? clusterFromUrl(url) : new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false }));
   // ioredis reports connection trouble as 'error' events (without a listener it prints "Unhandled
   // error event" on every reconnect attempt); commands still fail on their own, and Redis state is
   // rebuilt from PostgreSQL when it is back.
@@ -48,7 +81,7 @@ export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix
   client.defineCommand("nbDebitMany", { numberOfKeys: 4, lua: DEBIT_MANY_LUA });
   client.defineCommand("nbCredit", { numberOfKeys: 4, lua: CREDIT_LUA });
   client.defineCommand("nbLoad", { numberOfKeys: 4, lua: LOAD_LUA });
-  const cmd = client as unknown as Redis & WalletCommands;
+  const cmd = client as unknown as (Redis | Cluster) & WalletCommands;
 
   const keys = (w: WalletRef): [string, string, string, string] => {
     const b = `${opts.prefix}${w.tenant}:{${w.walletId}}:`;
@@ -94,13 +127,20 @@ export function createRedisRealtime(opts: { url?: string; client?: Redis; prefix
       await client.del(...keys(w));
     },
     async invalidateAll() {
-      let cursor = "0";
+      // A cluster's keys are scanned node by node (SCAN sees one node) and deleted one by one
+      // (a multi-key DEL across slots is refused), routed by the cluster client.
+      const nodes = client instanceof Cluster ? client.nodes("master") : [client];
       let n = 0;
-      do {
-        const [next, found] = await client.scan(cursor, "MATCH", `${opts.prefix}*`, "COUNT", SCAN_COUNT);
-        cursor = next;
-        if (found.length > 0) n += await client.del(...found);
-      } while (cursor !== "0");
+      for (const node of nodes) {
+        let cursor = "0";
+        do {
+          const [next, found] = await node.scan(cursor, "MATCH", `${opts.prefix}*`, "COUNT", SCAN_COUNT);
+          cursor = next;
+          if (found.length === 0) continue;
+          if (client instanceof Cluster) n += (await Promise.all(found.map((k) => client.del(k)))).reduce((a, b) => a + b, 0);
+          else n += await client.del(...found);
+        } while (cursor !== "0");
+      }
       return n;
     },
     async gen(w: WalletRef) {
