@@ -7,7 +7,7 @@
  * Every object is typed with the kubernetes-models interfaces, so a misspelt field is a type
  * error here, and the test validates the output against the Kubernetes schemas.
  */
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
@@ -27,6 +27,7 @@ import type { IVolume } from "kubernetes-models/v1/Volume";
 import type { IVolumeMount } from "kubernetes-models/v1/VolumeMount";
 import { stringify } from "yaml";
 import { SHUTDOWN_TOTAL_MS_MAX } from "@nanobill/service-kit";
+import { NON_PUBLIC_IPV4, NON_PUBLIC_IPV6 } from "../../libs/webhooks/src/egress.js";
 
 /** The five services, in the order of the event path. */
 export const SERVICE_NAMES = ["metering", "rating", "ledger", "credit-wallet", "invoicing"] as const;
@@ -89,6 +90,8 @@ export interface ServiceRow {
    * `consumerReplicas` (default 1) is only the initial count.
    */
   consumerLeased?: { replicas: number; role: string };
+  /** It POSTs alerts to tenants' webhook endpoints (libs/webhooks): egress to public addresses. */
+  webhooks: boolean;
   /** More listeners than the gRPC one: container + Service port, and the variable that sets it. */
   extraPorts?: Array<{ name: string; port: number; env: string; appProtocol: string }>;
 }
@@ -108,6 +111,7 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 768,
     redis: true,
     calls: [],
+    webhooks: false,
     // OTLP/HTTP receiver: AI services may send their GenAI spans as usage (POST /v1/traces).
     extraPorts: [{ name: "otlp-http", port: 4318, env: "METERING_OTLP_PORT", appProtocol: "http" }],
   },
@@ -122,6 +126,7 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 768,
     redis: true,
     calls: ["metering", "credit-wallet"],
+    webhooks: true,
     // The metering-cursor consumer runs only in the rating-consumer pods (the Deployment serves
     // RPCs with RATING_CONSUMER_ENABLED=false). Its pods split the RATING_CONSUMER_PARTITIONS
     // partitions between them through leases in PostgreSQL (apps/rating README, "Several
@@ -145,6 +150,7 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 768,
     redis: false,
     calls: [],
+    webhooks: false,
   },
   {
     name: "credit-wallet",
@@ -157,6 +163,7 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 512,
     redis: true,
     calls: ["ledger"],
+    webhooks: true,
   },
   {
     name: "invoicing",
@@ -169,6 +176,7 @@ export const SERVICES: readonly ServiceRow[] = [
     memoryMiB: 512,
     redis: false,
     calls: ["rating", "credit-wallet", "ledger"],
+    webhooks: false,
   },
 ];
 
@@ -527,8 +535,7 @@ const COLLECTOR = { name: "otel-collector", ports: [4317, 4318] };
  * service's serving pods admit, on their own ports only, the pods of the services that call it
  * (the `calls` column) and API clients: pods and namespaces labelled API_CLIENT_LABEL=true (an
  * ingress controller's namespace, the AI services that report usage or ask for holds). The
- * collector admits every Nanobill pod on OTLP. Egress stays open (PostgreSQL, Redis and webhook
- * endpoints live outside the namespace and differ per install).
+ * collector admits every Nanobill pod on OTLP. Egress: egressPolicies (an opt-in component).
  */
 export function networkPolicies(): INetworkPolicy[] {
   const meta = (name: string) => ({ name, labels: { "app.kubernetes.io/part-of": "nanobill" } });
@@ -580,6 +587,75 @@ export function networkPolicies(): INetworkPolicy[] {
   return out;
 }
 
+/** Where the egress policies' datastores listen (patch the policy for other ports: docs/deployment.md). */
+export const DATASTORE_PORTS = { postgres: 5432, redis: 6379 } as const;
+
+/**
+ * Egress network policies (components/egress-policy, opt-in per overlay): every Nanobill pod but
+ * the collector (which exports to a backend of the install's choosing) is denied egress unless
+ * admitted; then all of them may resolve names (port 53) and reach PostgreSQL (any address, any
+ * namespace: managed or in-cluster), the services with the `redis` column Redis, the OTLP
+ * collector, each service's pods the serving pods of the services it `calls`, and the services
+ * with `webhooks` any port of a public address (the ranges libs/webhooks refuses are excluded
+ * here too: defence in depth against SSRF to the metadata endpoint or the pod network).
+ */
+export function egressPolicies(): INetworkPolicy[] {
+  const meta = (name: string) => ({ name, labels: { "app.kubernetes.io/part-of": "nanobill" } });
+  const nanobillPods = {
+    matchLabels: { "app.kubernetes.io/part-of": "nanobill" },
+    matchExpressions: [{ key: "app.kubernetes.io/name", operator: "NotIn", values: [COLLECTOR.name] }],
+  };
+  // The serving and consumer pods of these services (not their migrations Jobs: DNS and PostgreSQL only).
+  const podsOf = (names: readonly string[]) => ({
+    matchLabels: { "app.kubernetes.io/part-of": "nanobill" },
+    matchExpressions: [
+      { key: "app.kubernetes.io/name", operator: "In", values: [...names] },
+      { key: "app.kubernetes.io/component", operator: "In", values: ["server", "consumer"] },
+    ],
+  });
+  const anywhere = [{ ipBlock: { cidr: "0.0.0.0/0" } }, { ipBlock: { cidr: "::/0" } }, { namespaceSelector: {} }];
+  const tcp = (...ports: number[]) => ports.map((port) => ({ protocol: "TCP", port }));
+  const np = (name: string, podSelector: object, egress: object[]): INetworkPolicy =>
+    ({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: meta(name), spec: { podSelector, policyTypes: ["Egress"], egress } }) as INetworkPolicy;
+  const out: INetworkPolicy[] = [
+    np("nanobill-default-deny-egress", nanobillPods, []),
+    np("nanobill-egress-dns", nanobillPods, [{ ports: [{ protocol: "UDP", port: 53 }, { protocol: "TCP", port: 53 }] }]),
+    np("nanobill-egress-postgres", nanobillPods, [{ to: anywhere, ports: tcp(DATASTORE_PORTS.postgres) }]),
+    np("nanobill-egress-redis", podsOf(SERVICES.filter((x) => x.redis).map((x) => x.name)), [{ to: anywhere, ports: tcp(DATASTORE_PORTS.redis) }]),
+    np("nanobill-egress-otlp", nanobillPods, [{ to: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": COLLECTOR.name } } }], ports: tcp(...COLLECTOR.ports) }]),
+  ];
+  for (const x of SERVICES.filter((r) => r.calls.length > 0)) {
+    out.push(
+      np(`${x.name}-egress-peers`, podsOf([x.name]), [
+        { to: [{ podSelector: { matchExpressions: [{ key: "app.kubernetes.io/name", operator: "In", values: [...x.calls] }], matchLabels: { "app.kubernetes.io/component": "server" } } }], ports: tcp(CONTAINER_PORT) },
+      ]),
+    );
+  }
+  out.push(
+    np("nanobill-egress-webhooks", podsOf(SERVICES.filter((x) => x.webhooks).map((x) => x.name)), [
+      {
+        to: [
+          { ipBlock: { cidr: "0.0.0.0/0", except: NON_PUBLIC_IPV4.map((r) => r.cidr) } },
+          { ipBlock: { cidr: "::/0", except: NON_PUBLIC_IPV6.map((r) => r.cidr) } },
+        ],
+      },
+    ]),
+  );
+  return out;
+}
+
+/** Where the opt-in egress component lives (rendered with the base). */
+export const EGRESS_COMPONENT_DIR = join(dirname(fileURLToPath(import.meta.url)), "components", "egress-policy");
+
+/** components/egress-policy: file name -> content. */
+export function renderEgressComponent(): Map<string, string> {
+  const files = new Map<string, string>();
+  files.set("policies.yaml", toYaml(egressPolicies()));
+  const kustomization = { apiVersion: "kustomize.config.k8s.io/v1alpha1", kind: "Component", resources: ["policies.yaml"] };
+  files.set("kustomization.yaml", HEADER + stringify(kustomization, { lineWidth: 0, aliasDuplicateObjects: false }));
+  return files;
+}
+
 const HEADER = "# Generated by infra/k8s/render.ts from its SERVICES table. Do not edit: change the table and run\n#   npx tsx infra/k8s/render.ts\n";
 
 function toYaml(docs: object[]): string {
@@ -609,7 +685,9 @@ export const BASE_DIR = join(dirname(fileURLToPath(import.meta.url)), "base");
 
 async function main(): Promise<void> {
   for (const [name, text] of renderBase()) await writeFile(join(BASE_DIR, name), text);
-  process.stdout.write(`wrote ${renderBase().size} files to ${BASE_DIR}\n`);
+  await mkdir(EGRESS_COMPONENT_DIR, { recursive: true });
+  for (const [name, text] of renderEgressComponent()) await writeFile(join(EGRESS_COMPONENT_DIR, name), text);
+  process.stdout.write(`wrote ${renderBase().size} files to ${BASE_DIR} and ${renderEgressComponent().size} to ${EGRESS_COMPONENT_DIR}\n`);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -1,3 +1,4 @@
+import { BlockList, isIP } from "node:net";
 /**
  * Checks of Kubernetes objects used by test/infra/k8s.test.ts: schema validation with
  * kubernetes-models (plus a strict unknown-field check), and the Nanobill invariants.
@@ -386,4 +387,61 @@ export function ingressAdmits(docs: Doc[], from: Peer, to: Record<string, string
       return (p.protocol ?? "TCP") === "TCP" && (p.port === undefined || p.port === port);
     });
   return policies.some((p) => (p.ingress ?? []).some((r) => peerOk(r) && portOk(r)));
+}
+
+/** The far end of an outgoing connection: a pod (of this or another namespace) or an address outside the cluster. */
+export type Destination = Peer | { ip: string };
+
+/** Whether `ip` is in the ipBlock (its cidr, none of its excepts). */
+function inIpBlock(ip: string, block: { cidr: string; except?: string[] }): boolean {
+  const family = isIP(ip) === 6 ? "ipv6" : "ipv4";
+  const within = (cidr: string): boolean => {
+    const [net, bits] = cidr.split("/") as [string, string];
+    if ((isIP(net) === 6 ? "ipv6" : "ipv4") !== family) return false;
+    const list = new BlockList();
+    list.addSubnet(net, Number(bits), family);
+    return list.check(ip, family);
+  };
+  return within(block.cidr) && !(block.except ?? []).some(within);
+}
+
+/**
+ * Whether the NetworkPolicies in docs (all in one namespace) let a pod of that namespace labelled
+ * `from` open a connection to `to` on `port` (`protocol`, TCP by default), by Kubernetes' rules for
+ * Egress policies: a pod no Egress policy selects may go anywhere; otherwise some selecting policy's
+ * rule must admit both the destination and the port. A missing or empty `to` / `ports` list matches
+ * every destination / port; an ipBlock peer matches addresses (not pods: their addresses are the
+ * CNI's), pod/namespace selectors match pods. Named ports and endPort throw.
+ */
+export function egressAdmits(docs: Doc[], from: Record<string, string>, to: Destination, port: number, protocol: "TCP" | "UDP" = "TCP"): boolean {
+  type Rule = {
+    to?: Array<{ podSelector?: LabelSelector; namespaceSelector?: LabelSelector; ipBlock?: { cidr: string; except?: string[] } }>;
+    ports?: Array<{ port?: number | string; endPort?: number; protocol?: string }>;
+  };
+  const docsNp = docs.filter((d) => d.kind === "NetworkPolicy");
+  const ownNamespace = { "kubernetes.io/metadata.name": docsNp[0]?.metadata.namespace ?? "default" };
+  const policies = docsNp
+    .map((d) => d.spec as { podSelector: LabelSelector; policyTypes?: string[]; egress?: Rule[] })
+    .filter((p) => (p.policyTypes ?? []).includes("Egress") && selects(p.podSelector, from));
+  if (policies.length === 0) return true;
+  const peerOk = (r: Rule) =>
+    r.to === undefined ||
+    r.to.length === 0 ||
+    r.to.some((t) => {
+      if ("ip" in to) return t.ipBlock !== undefined && inIpBlock(to.ip, t.ipBlock);
+      if (t.ipBlock !== undefined) return false;
+      if (t.namespaceSelector !== undefined) {
+        if (!selects(t.namespaceSelector, to.namespace ?? ownNamespace)) return false;
+        return t.podSelector === undefined || selects(t.podSelector, to.pod);
+      }
+      return to.namespace === undefined && t.podSelector !== undefined && selects(t.podSelector, to.pod);
+    });
+  const portOk = (r: Rule) =>
+    r.ports === undefined ||
+    r.ports.length === 0 ||
+    r.ports.some((p) => {
+      if (typeof p.port === "string" || p.endPort !== undefined) throw new Error("egressAdmits: named ports and endPort are not evaluated");
+      return (p.protocol ?? "TCP") === protocol && (p.port === undefined || p.port === port);
+    });
+  return policies.some((p) => (p.egress ?? []).some((r) => peerOk(r) && portOk(r)));
 }

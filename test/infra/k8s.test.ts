@@ -15,6 +15,9 @@ import {
   API_CLIENT_LABEL,
   BASE_DIR,
   CONFIG_MAP,
+  DATASTORE_PORTS,
+  EGRESS_COMPONENT_DIR,
+  SERVICES,
   CONTAINER_PORT,
   PORT_NAME,
   PRESTOP_SLEEP_S,
@@ -24,11 +27,13 @@ import {
   TERMINATION_GRACE_S,
   dbSecretOf,
   renderBase,
+  renderEgressComponent,
   schemaOf,
 } from "../../infra/k8s/render.js";
 import {
   type Container,
   type ServiceExpectations,
+  egressAdmits,
   ingressAdmits,
   matchesSelector,
   plaintextSecretProblems,
@@ -91,6 +96,12 @@ describe("infra/k8s files", () => {
     const onDisk = readdirSync(BASE_DIR).sort();
     expect(onDisk).toEqual([...files.keys()].sort());
     for (const [name, text] of files) expect(readFileSync(join(BASE_DIR, name), "utf8"), `${name}: run npx tsx infra/k8s/render.ts`).toBe(text);
+  });
+
+  test("the committed egress component equals a fresh render", () => {
+    const files = renderEgressComponent();
+    expect(readdirSync(EGRESS_COMPONENT_DIR).sort()).toEqual([...files.keys()].sort());
+    for (const [name, text] of files) expect(readFileSync(join(EGRESS_COMPONENT_DIR, name), "utf8"), `${name}: run npx tsx infra/k8s/render.ts`).toBe(text);
   });
 
   test("every YAML file parses, and is a kustomization, a resource or a patch that some kustomization uses", () => {
@@ -319,6 +330,31 @@ describe("ingressAdmits follows Kubernetes' NetworkPolicy rules", () => {
   });
 });
 
+describe("egressAdmits follows Kubernetes' NetworkPolicy rules", () => {
+  const x = { app: "x" };
+  const np = (egress: unknown[], podSelector: unknown = { matchLabels: x }) =>
+    ({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "p", namespace: "ns1" }, spec: { podSelector, policyTypes: ["Egress"], egress } }) as unknown as Doc;
+  test("unselected pods go anywhere; selected ones only where a rule admits peer, port and protocol", () => {
+    expect(egressAdmits([np([])], { app: "y" }, { ip: "1.2.3.4" }, 80)).toBe(true);
+    expect(egressAdmits([np([])], x, { ip: "1.2.3.4" }, 80)).toBe(false);
+    expect(egressAdmits([np([{}])], x, { ip: "1.2.3.4" }, 80)).toBe(true);
+    const dns = np([{ ports: [{ protocol: "UDP", port: 53 }] }]);
+    expect(egressAdmits([dns], x, { ip: "10.0.0.10" }, 53, "UDP")).toBe(true);
+    expect(egressAdmits([dns], x, { ip: "10.0.0.10" }, 53, "TCP")).toBe(false);
+    const block = np([{ to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8", "169.254.0.0/16"] } }] }]);
+    expect(egressAdmits([block], x, { ip: "8.8.8.8" }, 443)).toBe(true);
+    expect(egressAdmits([block], x, { ip: "10.9.9.9" }, 443)).toBe(false);
+    expect(egressAdmits([block], x, { ip: "169.254.169.254" }, 80)).toBe(false);
+    expect(egressAdmits([block], x, { ip: "2001:4860::8888" }, 443)).toBe(false); // an IPv4 block holds no IPv6 address
+    expect(egressAdmits([block], x, { pod: { app: "z" } }, 443)).toBe(false); // ipBlock peers are not pods
+    const pods = np([{ to: [{ podSelector: { matchLabels: { app: "z" } } }] }]);
+    expect(egressAdmits([pods], x, { pod: { app: "z" } }, 80)).toBe(true);
+    expect(egressAdmits([pods], x, { pod: { app: "z" }, namespace: {} }, 80)).toBe(false);
+    expect(egressAdmits([pods], x, { ip: "10.1.1.1" }, 80)).toBe(false);
+    expect(() => egressAdmits([np([{ ports: [{ port: "grpc" }] }])], x, { ip: "1.1.1.1" }, 80)).toThrow(/named ports/);
+  });
+});
+
 describe("the checks catch broken manifests", () => {
   const ledger = (): Doc => structuredClone(base.find((d) => d.kind === "Deployment" && d.metadata.name === "ledger")!);
   const main = (d: Doc): Container => podSpecOf(d)!.containers[0]!;
@@ -498,6 +534,62 @@ describe("the manifests give each service the variables its code reads", () => {
     expect(docs.some((d) => d.kind === "Deployment" && matchesSelector(podLabelsOf(d), collector))).toBe(true);
     expect(ingressAdmits(docs, { pod: consumer("rating") }, collector, 4318)).toBe(true);
     expect(ingressAdmits(docs, { pod: { app: "stranger" } }, collector, 4318)).toBe(false);
+  });
+
+  test("the egress policies let each pod reach exactly DNS, PostgreSQL, its Redis, the collector, the services it calls and (webhook senders) public addresses", () => {
+    const docs = rendered.get("prod")!;
+    expect(rendered.get("dev")!.some((d) => d.kind === "NetworkPolicy" && d.metadata.name === "nanobill-default-deny-egress")).toBe(false);
+    const prefixOf = (x: string) => x.toUpperCase().replace(/-/g, "_");
+    const peersOf = (s: ServiceName) => SERVICE_NAMES.filter((t) => t !== s && readsOf(s).has(`${prefixOf(t)}_URL`));
+    const podOf = (kind: string, name: string) => podLabelsOf(docs.find((d) => d.kind === kind && d.metadata.name === name)!);
+    const server = (s: string) => podOf("Deployment", s);
+    const consumer = (s: string) => ({ ...podOf("StatefulSet", "rating-consumer"), "app.kubernetes.io/name": s });
+    const migrations = (s: string) => podOf("Job", `${s}-migrate`);
+    // Which services send webhooks and use Redis, from the code (not only the table).
+    const src = (s: string) => readFileSync(join(ROOT, "apps", s, "src", "index.ts"), "utf8");
+    const sendsWebhooks = (s: ServiceName) => src(s).includes("createWebhookDispatcher(");
+    for (const row of SERVICES) expect(row.webhooks, `${row.name}: webhooks column`).toBe(sendsWebhooks(row.name));
+    const usesRedis = (s: ServiceName) => readsOf(s).has("REDIS_URL");
+    const kubeDns = { pod: { "k8s-app": "kube-dns" }, namespace: { "kubernetes.io/metadata.name": "kube-system" } };
+    const collector = { pod: { "app.kubernetes.io/name": "otel-collector", "app.kubernetes.io/component": "telemetry", "app.kubernetes.io/part-of": "nanobill" } };
+    const managedPg = { ip: "10.20.0.5" };
+    const inClusterPg = { pod: { app: "postgres" }, namespace: { "kubernetes.io/metadata.name": "databases" } };
+    for (const s of SERVICE_NAMES) {
+      const pods: Record<string, string>[] = [server(s), consumer(s), migrations(s)];
+      for (const pod of pods) {
+        const job = pod["app.kubernetes.io/component"] === "migrations";
+        const at = `${s} (${pod["app.kubernetes.io/component"]})`;
+        expect(egressAdmits(docs, pod, kubeDns, 53, "UDP"), `${at} DNS`).toBe(true);
+        expect(egressAdmits(docs, pod, { ip: "169.254.20.10" }, 53, "UDP"), `${at} node-local DNS`).toBe(true);
+        expect(egressAdmits(docs, pod, managedPg, DATASTORE_PORTS.postgres), `${at} PostgreSQL`).toBe(true);
+        expect(egressAdmits(docs, pod, inClusterPg, DATASTORE_PORTS.postgres), `${at} in-cluster PostgreSQL`).toBe(true);
+        expect(egressAdmits(docs, pod, collector, 4317), `${at} OTLP`).toBe(true);
+        expect(egressAdmits(docs, pod, managedPg, 22), `${at} ssh`).toBe(false);
+        const redis = SERVICES.find((r) => r.name === s)!.redis;
+        expect(!usesRedis(s) || redis, `${s} reads REDIS_URL: its redis column must be true`).toBe(true);
+        expect(egressAdmits(docs, pod, { ip: "10.20.0.6" }, DATASTORE_PORTS.redis), `${at} Redis`).toBe(redis && !job);
+        // Webhook senders reach public addresses on any port, never the metadata endpoint, the pod network or loopback.
+        const web = sendsWebhooks(s) && !job;
+        expect(egressAdmits(docs, pod, { ip: "93.184.216.34" }, 443), `${at} public :443`).toBe(web);
+        expect(egressAdmits(docs, pod, { ip: "93.184.216.34" }, 8443), `${at} public :8443`).toBe(web);
+        expect(egressAdmits(docs, pod, { ip: "2606:4700::6810:84e5" }, 443), `${at} public IPv6`).toBe(web);
+        for (const ip of ["169.254.169.254", "10.1.2.3", "127.0.0.1", "172.20.0.1", "192.168.1.1", "100.64.0.1", "fd00::1", "fe80::1", "::1"]) {
+          expect(egressAdmits(docs, pod, { ip }, 80), `${at} -> ${ip}:80`).toBe(false);
+        }
+        expect(egressAdmits(docs, pod, { pod: { app: "stranger" } }, 80), `${at} -> a pod of the namespace`).toBe(false);
+      }
+      for (const t of SERVICE_NAMES) {
+        if (t === s) continue;
+        const want = peersOf(s).includes(t);
+        expect(egressAdmits(docs, server(s), { pod: server(t) }, CONTAINER_PORT), `${s} -> ${t}`).toBe(want);
+        expect(egressAdmits(docs, consumer(s), { pod: server(t) }, CONTAINER_PORT), `${s} consumer -> ${t}`).toBe(want);
+        expect(egressAdmits(docs, server(s), { pod: consumer(t) }, CONTAINER_PORT), `${s} -> ${t} consumer`).toBe(false);
+        expect(egressAdmits(docs, migrations(s), { pod: server(t) }, CONTAINER_PORT), `${s} migrations -> ${t}`).toBe(false);
+      }
+    }
+    // The collector exports wherever its backend is; pods that are not Nanobill's are left alone.
+    expect(egressAdmits(docs, collector.pod, { ip: "93.184.216.34" }, 4317)).toBe(true);
+    expect(egressAdmits(docs, { app: "someone-elses" }, { ip: "10.1.2.3" }, 80)).toBe(true);
   });
 
   test("every service with a main.ts has a loadConfig in its config.ts", () => {

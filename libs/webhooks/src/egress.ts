@@ -9,11 +9,14 @@ import { isIP } from "node:net";
 interface Range4 {
   base: number;
   bits: number;
+  /** "10.0.0.0/8" (the network policies of infra/k8s exclude these too). */
+  cidr: string;
   name: string;
 }
 interface Range6 {
   base: bigint;
   bits: number;
+  cidr: string;
   name: string;
 }
 
@@ -48,11 +51,11 @@ function ipv6ToBigInt(ip: string): bigint {
 
 const r4 = (cidr: string, name: string): Range4 => {
   const [ip, bits] = cidr.split("/") as [string, string];
-  return { base: ipv4ToInt(ip), bits: Number(bits), name: `${cidr} ${name}` };
+  return { base: ipv4ToInt(ip), bits: Number(bits), cidr, name: `${cidr} ${name}` };
 };
 const r6 = (cidr: string, name: string): Range6 => {
   const [ip, bits] = cidr.split("/") as [string, string];
-  return { base: ipv6ToBigInt(ip), bits: Number(bits), name: `${cidr} ${name}` };
+  return { base: ipv6ToBigInt(ip), bits: Number(bits), cidr, name: `${cidr} ${name}` };
 };
 
 /** IPv4 ranges a webhook never goes to (IANA special-purpose registry, not globally reachable). */
