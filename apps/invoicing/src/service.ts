@@ -991,9 +991,16 @@ export function createInvoicingCore(d: HandlerDeps): {
           const rated = new Map<string, bigint>();
           for (const t of totals) if (t.unit === inv.unit) rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
           const billed = await store.billedUsage(tenant, inv.subscriptionId, inv.usageFrom);
-          for (const l of inv.lines) {
-            if (l.kind !== "usage") continue;
-            diff(inv.id, "rated_usage", billed.get(l.chargeId) ?? 0n, rated.get(l.chargeId) ?? 0n, `charge ${l.chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
+          // Every usage charge of the subscription billed or rated for the period, not only the
+          // invoice's usage lines: a charge rated for it that no line bills (usage rated late for a
+          // charge without a line, a line the close left out) is a difference too. Fee charges
+          // (their true-ups are adjustment lines) and other subscriptions' charges are not usage here.
+          const feeIds = cc === undefined ? new Set<string>() : feeChargeIds(cc.plans);
+          const mine = (chargeId: string) => chargeId !== "" && !feeIds.has(chargeId) && (cc === undefined || ownerOf(chargeId, cc.owners, cc.subs) === inv.subscriptionId);
+          const checked = new Set(inv.lines.filter((l) => l.kind === "usage").map((l) => l.chargeId));
+          if (sub !== undefined) for (const id of [...billed.keys(), ...rated.keys()]) if (mine(id)) checked.add(id);
+          for (const chargeId of [...checked].sort()) {
+            diff(inv.id, "rated_usage", billed.get(chargeId) ?? 0n, rated.get(chargeId) ?? 0n, `charge ${chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
           }
           // Prepaid money consumed in the window now vs credits applied for the period (its own
           // credits line + later invoices' late credits lines naming it).

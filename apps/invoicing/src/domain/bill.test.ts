@@ -126,7 +126,7 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
   const rated = (over: Partial<RatedPeriodInfo> = {}, line: Partial<RatedPeriodInfo["lines"][number]> = {}): RatedPeriodInfo => ({
     periodStart: NOV,
     periodEnd: DEC,
-    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, ...line }],
+    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, periodPriced: true, ...line }],
     ...over,
   });
   const vol = (t: UsageTotal[]) => t.find((x) => x.chargeId === "vol");
@@ -138,6 +138,9 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
     ["rating without RatePeriod: bucket sums stand", undefined, p, 1600n, 130n * B],
     ["a spending cap cut the per-event prices to $50: the cut stands, the settlement is added", rated({}, { amountNanos: 96n * B, bookedNanos: 96n * B, ratedNanos: 50n * B, quantity: 1200n }), p, 1200n, 50n * B],
     ["per-event steps that do not sum to F (an override changed mid-period): settled to F", rated({}, { bookedNanos: 118n * B, ratedNanos: 118n * B }), p, 1500n, 120n * B],
+    // a price override or a migration makes the plan's tiered charge per unit in this period:
+    // rating's line is not period priced, so the charge keeps its bucket sums (never dropped)
+    ["a period-priced charge of the plan that rating prices per unit in this period: bucket sums stand", rated({}, { periodPriced: false, amountNanos: 125n * B, bookedNanos: 125n * B, ratedNanos: 125n * B }), p, 1600n, 130n * B],
   ];
   it.each(rows)("%s", (_name, r, period, quantity, price) => {
     const out = withPeriodPricing(buckets, r, period, new Set(["vol"]));

@@ -75,9 +75,15 @@ export interface UsageTotal {
   settlement?: { provisionalNanos: bigint; settlementNanos: bigint };
 }
 
-/** PeriodPricedLine: rating's RatePeriod usage line of a charge priced on the period total. */
+/**
+ * PeriodPricedLine: a usage line of rating's RatePeriod. periodPriced: the charge is priced on the
+ * period total in this period (the amounts below are used); false: rating prices it per event in
+ * this period (a price override or a migration made the plan's tiered charge per unit, say), so
+ * it keeps its hour-bucket sums.
+ */
 export interface PeriodPricedLine {
   chargeId: string;
+  periodPriced: boolean;
   unit: string;
   quantity: bigint;
   /** amountNanos: round_half_even(F(period quantity)), uncapped. */
@@ -88,7 +94,7 @@ export interface PeriodPricedLine {
   ratedNanos: bigint;
 }
 
-/** RatedPeriodInfo: rating's billing period (RatePeriod) and its period-priced usage lines. */
+/** RatedPeriodInfo: rating's billing period (RatePeriod) and its usage lines. */
 export interface RatedPeriodInfo {
   periodStart: Date;
   periodEnd: Date;
@@ -487,16 +493,22 @@ export function sameBillingPeriod(r: { periodStart: Date; periodEnd: Date }, p: 
  * = the sum of the per-event provisional steps, rated = what the events were rated at after the
  * real-time spending cap (= booked when no cap cut them). Without a cap the line is exactly F(total).
  * Such a charge is billed by rating's billing period (exact event time), not by the hour window:
- * its bucket totals are dropped. When rating's period is not p (other interval or anchor
- * settings), or rating could not be asked (r undefined), the bucket sums stand (rating's
- * per-event steps, which sum to F of rating's own period totals).
+ * its bucket totals are dropped. Rating decides which charges are priced on the period total in
+ * p: a charge of the plan (planIds) that rating prices per event in p (its line is not
+ * periodPriced: a price override, a migration to a per-unit version) keeps its bucket sums like
+ * any per-unit charge; a charge of planIds without any rating line for p has no usage in rating's
+ * period, so its window buckets (a neighbouring period's steps) are dropped. When rating's period
+ * is not p (other interval or anchor settings), or rating could not be asked (r undefined), the
+ * bucket sums stand (rating's per-event steps, which sum to F of rating's own period totals).
  */
 export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | undefined, p: { start: Date; end: Date; index: number }, planIds: ReadonlySet<string>): UsageTotal[] {
   if (r === undefined || !sameBillingPeriod(r, p)) return totals;
-  const ids = new Set(planIds);
-  for (const l of r.lines) ids.add(l.chargeId);
+  const priced = r.lines.filter((l) => l.periodPriced);
+  const perEvent = new Set(r.lines.filter((l) => !l.periodPriced).map((l) => l.chargeId));
+  const ids = new Set([...planIds].filter((id) => !perEvent.has(id)));
+  for (const l of priced) ids.add(l.chargeId);
   const out = totals.filter((t) => !ids.has(t.chargeId));
-  for (const l of r.lines) {
+  for (const l of priced) {
     const settlementNanos = l.amountNanos - l.bookedNanos;
     out.push({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, priceNanos: l.ratedNanos + settlementNanos, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } });
   }
