@@ -5,6 +5,7 @@ import {
   feeCharges,
   feeTrueUps,
   lateUsageAdjustments,
+  minimumCommitmentNanos,
   ownerOf,
   periodPricedIds,
   planKey,
@@ -294,5 +295,38 @@ describe("fees of a subscription that ends mid-period", () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("minimum commitment of a period (the plan version in force at the period end, rating's rule)", () => {
+  const JAN = new Date("2026-01-01T00:00:00Z");
+  const MID = new Date("2026-01-15T00:00:00Z");
+  const FEB = new Date("2026-02-01T00:00:00Z");
+  const spec: PeriodSpec = { interval: "month", anchor: "anniversary", timeZone: "UTC", startedAt: JAN };
+  const versions = new Map<string, PlanVersionInfo>([
+    [planKey("p", 1), { planId: "p", version: 1, currency: "USD", minimumCommitment: "", charges: [] }],
+    [planKey("p", 2), { planId: "p", version: 2, currency: "USD", minimumCommitment: "100", charges: [] }],
+  ]);
+  const B = 1_000_000_000n;
+  const migrated = (from: number, to: number, at: Date, endedAt?: Date): SubscriptionInfo => ({
+    subscriptionId: "sub_1",
+    customerId: "cus_1",
+    startedAt: JAN,
+    endedAt,
+    seatChanges: [],
+    phases: [
+      { planId: "p", planVersion: from, start: JAN, end: at },
+      { planId: "p", planVersion: to, start: at, end: undefined },
+    ],
+  });
+  const rows: Array<[string, SubscriptionInfo, number, bigint]> = [
+    ["migrated on Jan 15 from no commitment to $100: January's commitment is $100", migrated(1, 2, MID), 0, 100n * B],
+    ["migrated on Jan 15 from $100 to no commitment: January has none", migrated(2, 1, MID), 0, 0n],
+    ["migrated at February's start: January keeps v1's (none), February has v2's", migrated(1, 2, FEB), 0, 0n],
+    ["migrated at February's start: February has v2's $100", migrated(1, 2, FEB), 1, 100n * B],
+    ["a subscription ended on Jan 10, before its migration on Jan 15: the version in force at its end", migrated(2, 1, MID, new Date("2026-01-10T00:00:00Z")), 0, 100n * B],
+  ];
+  it.each(rows)("%s", (_name, s, n, want) => {
+    expect(minimumCommitmentNanos(spec, n, s, versions)).toBe(want);
   });
 });

@@ -515,11 +515,37 @@ export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | und
   return out;
 }
 
-/** minimumCommitment: the plan version's commitment for the period (0 when none). */
+/**
+ * versionAtEnd: the plan version in force at the end of period p, by rating's rule (RatePeriod's
+ * `lastVersion`): of the phases overlapping p within the subscription's life (and whose plan
+ * version is known), the one starting last. Undefined when none overlaps.
+ */
+function versionAtEnd(sub: SubscriptionInfo, p: { start: Date; end: Date }, plans: ReadonlyMap<string, PlanVersionInfo>): PlanVersionInfo | undefined {
+  const lo = Math.max(p.start.getTime(), sub.startedAt.getTime());
+  const hi = Math.min(p.end.getTime(), sub.endedAt?.getTime() ?? Infinity);
+  let found: PlanVersionInfo | undefined;
+  let foundStart = -Infinity;
+  for (const ph of sub.phases) {
+    const a = Math.max(ph.start.getTime(), lo);
+    const b = Math.min(ph.end?.getTime() ?? Infinity, hi);
+    const plan = plans.get(planKey(ph.planId, ph.planVersion));
+    if (a >= b || plan === undefined) continue;
+    if (a >= foundStart) {
+      found = plan;
+      foundStart = a;
+    }
+  }
+  return found;
+}
+
+/**
+ * minimumCommitmentNanos: the commitment for period n (0 when none): the minimum of the plan
+ * version in force at the period's end (versionAtEnd, the rule of rating's RatePeriod), so a
+ * migration inside the period takes the new version's commitment for the whole period.
+ */
 export function minimumCommitmentNanos(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>): bigint {
   const p = coveredPeriods(spec, n, "arrears")[0]!;
-  const ph = phaseAt(sub, p.start);
-  const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
+  const plan = versionAtEnd(sub, p, plans);
   const m = plan === undefined ? undefined : decimalNanos(plan.minimumCommitment, "minimum_commitment_amount");
   if (m === undefined) return 0n;
   if (m.den !== 1n) throw new InvalidInput("minimum_commitment_amount", `must have at most 9 fraction digits, got ${plan!.minimumCommitment}`);
