@@ -22,20 +22,20 @@ const USD = 1_000_000_000n;
 const OCT = new Date("2026-10-01T00:00:00Z");
 const NOV = new Date("2026-11-01T00:00:00Z");
 
-function version(n: number, calls: PlanVersion["charges"][number]["pricing"]): PlanVersion {
+const volume = { case: "volume" as const, value: { tiers: [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }] } };
+const perUnit = { case: "perUnit" as const, value: { unitPrice: { amount: "0.05" } } };
+
+function version(n: number, calls: "volume" | "perUnit"): PlanVersion {
   const usage = { meter: "api_calls", eventType: "api.call", quantityProperties: ["units"] };
   return create(PlanVersionSchema, {
     version: n,
     currency: "USD",
     charges: [
-      { chargeId: "calls", name: "Calls", unit: "USD", usage, pricing: calls },
+      { chargeId: "calls", name: "Calls", unit: "USD", usage, pricing: calls === "volume" ? volume : perUnit },
       { chargeId: "images", name: "Images", unit: "USD", usage: { meter: "images", eventType: "image.gen", quantityProperties: ["count"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "0.01" } } } },
     ],
   });
 }
-const volume = { case: "volume" as const, value: { tiers: [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }] } };
-const perUnit = { case: "perUnit" as const, value: { unitPrice: { amount: "0.05" } } };
-
 const usageLine = (inv: Invoice | undefined, chargeId: string) => inv?.lines.find((l) => l.kind === LineKind.USAGE && l.chargeId === chargeId);
 
 for (const backend of testBackends()) {
@@ -57,9 +57,9 @@ for (const backend of testBackends()) {
       rating.metering.meters.set("tnt_a\u0000api_calls", "api.call");
       rating.metering.meters.set("tnt_a\u0000images", "image.gen");
       const admin = rating.client(KEYS.adminA);
-      await admin.createPlan({ planId: "plan_v", name: "Volume", version: version(1, volume) });
+      await admin.createPlan({ planId: "plan_v", name: "Volume", version: version(1, "volume") });
       await admin.publishPlanVersion({ planId: "plan_v", version: 1 });
-      await admin.createPlanVersion({ planId: "plan_v", version: version(2, perUnit) });
+      await admin.createPlanVersion({ planId: "plan_v", version: version(2, "perUnit") });
       await admin.publishPlanVersion({ planId: "plan_v", version: 2 });
       // cus_o: on the volume version, with a per-unit price override of `calls` ($0.05).
       await admin.createCustomer({ customer: { customerId: "cus_o", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });

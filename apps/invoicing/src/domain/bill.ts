@@ -231,6 +231,22 @@ export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, p
   return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start));
 }
 
+/**
+ * commitmentFees: the flat and seat fees covering period n itself (exact), as feesFor prices them
+ * (the seat changes known now; period 0 prorated from its nominal start), wherever they are billed:
+ * in advance on invoice n - 1 (trued up on invoice n), or on invoice 0 for period 0. With the
+ * period's usage they are what its minimum commitment is compared with (rating RatePeriod's rule:
+ * usage, flat and seat lines of the period).
+ */
+export function commitmentFees(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ExactNanos {
+  const p = coveredPeriods(spec, n, "arrears")[0]!;
+  let sum: ExactNanos = { num: 0n, den: 1n };
+  for (const f of feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start)) {
+    sum = reduce({ num: sum.num * f.amount.den + f.amount.num * sum.den, den: sum.den * f.amount.den });
+  }
+  return sum;
+}
+
 /** feeChargeIds: the charges billed in advance (flat and seats) of the plans. */
 export function feeChargeIds(plans: ReadonlyMap<string, PlanVersionInfo>): Set<string> {
   const ids = new Set<string>();
