@@ -10,9 +10,11 @@ import { currency, MoneyError } from "@nanobill/money";
 import * as pb from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import { assembleInvoice, type ChargeInput, type LateCredit } from "./domain/assemble.js";
+import type { ExactNanos } from "./domain/rounding.js";
 import {
   chargeOwners,
   feeChargeIds,
+  commitmentFees,
   feeCharges,
   feeTrueUps,
   floorHour,
@@ -463,6 +465,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     const totals = withPeriodPricing(bucketTotals, rated, period, ppIds);
     const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
     let minimum = 0n;
+    let periodFees: ExactNanos | undefined;
     // What the close of each subscription's current period would add now: adjustments for late
     // usage of its earlier invoiced periods, prepaid money burned late in them, fee true-ups.
     const lateCharges: ChargeInput[] = [];
@@ -472,7 +475,10 @@ export function createInvoicingCore(d: HandlerDeps): {
       const spec = specOf(cc, s);
       const p = periodAt(spec, at);
       charges.push(...feeCharges(spec, p.index, s, cc.plans, unit));
-      if (s === primary) minimum = minimumCommitmentNanos(spec, p.index, s, cc.plans);
+      if (s === primary) {
+        minimum = minimumCommitmentNanos(spec, p.index, s, cc.plans);
+        periodFees = minimum > 0n ? commitmentFees(spec, p.index, s, cc.plans, unit) : undefined;
+      }
       const late = await readLate(tenant, cc, s, spec, p, unit, periodPricedIds(s, cc.plans));
       const l = lateLines(late, s, cc, unit, () => true);
       lateCharges.push(...l.charges);
@@ -494,6 +500,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       settings: cc.settings,
       charges: [...charges, ...lateCharges, ...trueUps, ...topUps],
       minimumCommitmentNanos: minimum,
+      commitmentFees: periodFees,
       creditsAppliedNanos: credits,
       lateCredits,
       residues: await store.readResidues(tenant, customerId),
@@ -613,6 +620,8 @@ export function createInvoicingCore(d: HandlerDeps): {
     const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds, refreshOf);
     const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late, refreshOf);
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
+    // the period's own fees count towards its commitment (not the next period's billed in advance)
+    const periodFees = minimum > 0n ? commitmentFees(spec, p.index, sub, cc.plans, unit) : undefined;
     const oneOffs = await topUpLines(tenant, cc, sub, spec, p, p.end, unit, refreshOf);
     const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub);
     charges.push(...creditUnits.overage);
@@ -646,6 +655,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           settings: cc.settings,
           charges: [...charges, ...l.charges, ...trueUps, ...oneOffs.filter((c) => !billedOneOffs.has(c.chargeId))],
           minimumCommitmentNanos: minimum,
+          commitmentFees: periodFees,
           creditsAppliedNanos: credits,
           lateCredits: l.credits,
           residues,
@@ -991,9 +1001,16 @@ export function createInvoicingCore(d: HandlerDeps): {
           const rated = new Map<string, bigint>();
           for (const t of totals) if (t.unit === inv.unit) rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
           const billed = await store.billedUsage(tenant, inv.subscriptionId, inv.usageFrom);
-          for (const l of inv.lines) {
-            if (l.kind !== "usage") continue;
-            diff(inv.id, "rated_usage", billed.get(l.chargeId) ?? 0n, rated.get(l.chargeId) ?? 0n, `charge ${l.chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
+          // Every usage charge of the subscription billed or rated for the period, not only the
+          // invoice's usage lines: a charge rated for it that no line bills (usage rated late for a
+          // charge without a line, a line the close left out) is a difference too. Fee charges
+          // (their true-ups are adjustment lines) and other subscriptions' charges are not usage here.
+          const feeIds = cc === undefined ? new Set<string>() : feeChargeIds(cc.plans);
+          const mine = (chargeId: string) => chargeId !== "" && !feeIds.has(chargeId) && (cc === undefined || ownerOf(chargeId, cc.owners, cc.subs) === inv.subscriptionId);
+          const checked = new Set(inv.lines.filter((l) => l.kind === "usage").map((l) => l.chargeId));
+          if (sub !== undefined) for (const id of [...billed.keys(), ...rated.keys()]) if (mine(id)) checked.add(id);
+          for (const chargeId of [...checked].sort()) {
+            diff(inv.id, "rated_usage", billed.get(chargeId) ?? 0n, rated.get(chargeId) ?? 0n, `charge ${chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
           }
           // Prepaid money consumed in the window now vs credits applied for the period (its own
           // credits line + later invoices' late credits lines naming it).

@@ -44,8 +44,9 @@ export interface Upstream {
   /** walletPolicy: the postpaid overage terms of the customer's wallet of `unit` (undefined: no wallet, or not POSTPAID_OVERAGE). */
   overageTerms(tenant: string, customerId: string, unit: string): Promise<{ rate: string; currency: string } | undefined>;
   /**
-   * ratePeriod: rating's billing period containing `at` and its usage lines priced on the period
-   * total; undefined when rating does not implement RatePeriod.
+   * ratePeriod: rating's billing period containing `at` and its usage lines, each with its
+   * periodPriced flag (priced on the period total in that period, or per event); undefined when
+   * rating does not implement RatePeriod.
    */
   ratePeriod(tenant: string, customerId: string, at: Date): Promise<RatedPeriodInfo | undefined>;
   /** ratedEvents: one page of the rated events of a charge in [from, to) (rating ListRatedEvents). */
@@ -177,8 +178,8 @@ export function createUpstream(c: UpstreamClients): Upstream {
           periodStart: start,
           periodEnd: end,
           lines: r.lines
-            .filter((l) => l.kind === PeriodLineKind.USAGE && l.periodPriced)
-            .map((l) => ({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, amountNanos: l.amountNanos, bookedNanos: l.bookedNanos, ratedNanos: l.ratedNanos })),
+            .filter((l) => l.kind === PeriodLineKind.USAGE)
+            .map((l) => ({ chargeId: l.chargeId, periodPriced: l.periodPriced, unit: l.unit, quantity: l.quantity, amountNanos: l.amountNanos, bookedNanos: l.bookedNanos, ratedNanos: l.ratedNanos })),
         };
       } catch (e) {
         if (isCode(e, Code.Unimplemented)) return undefined;

@@ -237,6 +237,24 @@ describe("other lines", () => {
     expect(inv.totals.amountDueNanos).toBe(100n * USD);
   });
 
+  // The true-up compares the commitment with the period's own lines only (rating RatePeriod's
+  // rule): its usage and the fees covering it (commitmentFees, wherever billed); not fees billed in
+  // advance for the next period, one-off top-ups, overage, adjustments for earlier periods.
+  const NEXT = { periodStart: P1, periodEnd: new Date("2026-03-01T00:00:00Z") };
+  const PREV = { periodStart: new Date("2025-12-01T00:00:00Z"), periodEnd: P0 };
+  const trueUpRows: Array<[string, ChargeInput[], ReturnType<typeof exact> | undefined, bigint]> = [
+    ["a one-off top-up does not count: usage $0 + top-up $100 owes $100", [charge("usage", "ch_u", 0n), charge("one_off", "grant_1", 100n * USD)], undefined, 100n * USD],
+    ["the period's fee counts, the next period's fee billed in advance does not: $100 - $60 = $40", [charge("usage", "ch_u", 0n), charge("flat", "platform", 60n * USD), charge("flat", "platform", 60n * USD, NEXT)], exact(60n * USD), 40n * USD],
+    ["a fee covering the period billed on the previous invoice counts: $30 usage + $60 fee owes $10", [charge("usage", "ch_u", 30n * USD), charge("flat", "platform", 60n * USD, NEXT)], exact(60n * USD), 10n * USD],
+    ["postpaid overage does not count", [charge("usage", "ch_u", 30n * USD), charge("overage", "_overage:cr", 50n * USD)], undefined, 70n * USD],
+    ["late usage and fee adjustments for earlier periods do not count", [charge("usage", "ch_u", 30n * USD), charge("adjustment", "ch_u", 80n * USD, PREV)], undefined, 70n * USD],
+    ["usage above the commitment owes nothing", [charge("usage", "ch_u", 130n * USD)], undefined, 0n],
+  ];
+  it.each(trueUpRows)("true-up: %s", (_name, charges, commitmentFees, want) => {
+    const inv = assembleInvoice(input(charges, {}, { minimumCommitmentNanos: 100n * USD, commitmentFees }));
+    expect(inv.lines.filter((l) => l.kind === "minimum_true_up").reduce((s, l) => s + l.amountNanos, 0n)).toBe(want);
+  });
+
   it("never discounts more than the subtotal", () => {
     const inv = assembleInvoice(input([charge("usage", "ch_u", 3n * USD)], { discountNanos: 10n * USD }));
     expect(inv.totals.discountNanos).toBe(-3n * USD);

@@ -22,8 +22,10 @@
  * and the sum is carried to the next invoice for that charge. Carried amounts are whole minor
  * units (rounded line amounts), so for every period
  *     rated + true-up = invoiced + residue carried (delta) + line deferrals (delta) + invoice deferral (delta).
- * The minimum commitment true-up compares the commitment with the charges of the period as
- * rated (exact), not with what the line minimum carried in or out (counting those would bill a
+ * The minimum commitment true-up compares the commitment with the period's own charges as
+ * rated (exact): its usage lines and the fees covering it (commitmentFees), not fees billed in
+ * advance for the next period, one-offs, overage or adjustments for earlier periods (rating
+ * RatePeriod's rule), and not what the line minimum carried in or out (counting those would bill a
  * shortfall for usage carried out, and bill it again when the carried usage is billed).
  * On a subscription's last invoice (subscriptionEnds) nothing is carried below the line minimum,
  * and when the customer has no further invoice (customerEnds) nothing below the minimum billable
@@ -55,8 +57,19 @@ export interface AssembleInput {
   currency: string;
   settings: BillingSettings;
   charges: ChargeInput[];
-  /** minimumCommitmentNanos: a commitment the charges are trued up to (0 = none). */
+  /**
+   * minimumCommitmentNanos: the period's commitment (0 = none), trued up from the period's own
+   * lines only (rating RatePeriod's rule): the usage charges of this invoice plus commitmentFees.
+   * Fees billed in advance for the next period, one-off top-ups, overage and adjustments for
+   * earlier periods (late usage, fee changes) are not the period's and do not count.
+   */
   minimumCommitmentNanos: bigint;
+  /**
+   * commitmentFees: the flat and seat fees covering this period (exact), wherever billed (in
+   * advance on the previous invoice; period 0's on its own invoice): they count towards the
+   * commitment. Absent = none.
+   */
+  commitmentFees?: ExactNanos;
   /** creditsAppliedNanos: prepaid money consumed in the period (>= 0). */
   creditsAppliedNanos: bigint;
   /**
@@ -165,7 +178,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   };
   const whole = { subscriptionId: "", quantity: "1", unitPrice: "", periodStart: input.periodStart, periodEnd: input.periodEnd, expandable: false };
 
-  // 1. Charge lines and the minimum commitment true-up.
+  // 1. Charge lines and the minimum commitment true-up (from the period's usage and the fees covering it).
   let subtotal = 0n;
   let chargeExactNum: ExactNanos = { num: 0n, den: 1n };
   const addExactCharge = (a: ExactNanos) => {
@@ -177,9 +190,10 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     if (!CHARGE_KINDS.has(c.kind)) throw new InvalidInput("charges.kind", `must be a charge kind, got ${c.kind}`);
     const line = push(c.kind, c.residueKey, c.amount, c);
     subtotal += line.roundedAmountNanos;
-    addExactCharge(c.amount);
+    if (c.kind === "usage") addExactCharge(c.amount);
     if (c.kind === "usage" && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
   }
+  if (input.commitmentFees !== undefined) addExactCharge(input.commitmentFees);
   // 1b. Per-line minimum: usage lines (with what their charge carried in) below it are carried.
   const lineDeferralsOut = new Map<string, LineDeferral>();
   const lineDeferralsConsumed = new Set<string>();

@@ -5,6 +5,7 @@ import {
   feeCharges,
   feeTrueUps,
   lateUsageAdjustments,
+  minimumCommitmentNanos,
   ownerOf,
   periodPricedIds,
   planKey,
@@ -126,7 +127,7 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
   const rated = (over: Partial<RatedPeriodInfo> = {}, line: Partial<RatedPeriodInfo["lines"][number]> = {}): RatedPeriodInfo => ({
     periodStart: NOV,
     periodEnd: DEC,
-    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, ...line }],
+    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, periodPriced: true, ...line }],
     ...over,
   });
   const vol = (t: UsageTotal[]) => t.find((x) => x.chargeId === "vol");
@@ -138,6 +139,9 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
     ["rating without RatePeriod: bucket sums stand", undefined, p, 1600n, 130n * B],
     ["a spending cap cut the per-event prices to $50: the cut stands, the settlement is added", rated({}, { amountNanos: 96n * B, bookedNanos: 96n * B, ratedNanos: 50n * B, quantity: 1200n }), p, 1200n, 50n * B],
     ["per-event steps that do not sum to F (an override changed mid-period): settled to F", rated({}, { bookedNanos: 118n * B, ratedNanos: 118n * B }), p, 1500n, 120n * B],
+    // a price override or a migration makes the plan's tiered charge per unit in this period:
+    // rating's line is not period priced, so the charge keeps its bucket sums (never dropped)
+    ["a period-priced charge of the plan that rating prices per unit in this period: bucket sums stand", rated({}, { periodPriced: false, amountNanos: 125n * B, bookedNanos: 125n * B, ratedNanos: 125n * B }), p, 1600n, 130n * B],
   ];
   it.each(rows)("%s", (_name, r, period, quantity, price) => {
     const out = withPeriodPricing(buckets, r, period, new Set(["vol"]));
@@ -291,5 +295,38 @@ describe("fees of a subscription that ends mid-period", () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("minimum commitment of a period (the plan version in force at the period end, rating's rule)", () => {
+  const JAN = new Date("2026-01-01T00:00:00Z");
+  const MID = new Date("2026-01-15T00:00:00Z");
+  const FEB = new Date("2026-02-01T00:00:00Z");
+  const spec: PeriodSpec = { interval: "month", anchor: "anniversary", timeZone: "UTC", startedAt: JAN };
+  const versions = new Map<string, PlanVersionInfo>([
+    [planKey("p", 1), { planId: "p", version: 1, currency: "USD", minimumCommitment: "", charges: [] }],
+    [planKey("p", 2), { planId: "p", version: 2, currency: "USD", minimumCommitment: "100", charges: [] }],
+  ]);
+  const B = 1_000_000_000n;
+  const migrated = (from: number, to: number, at: Date, endedAt?: Date): SubscriptionInfo => ({
+    subscriptionId: "sub_1",
+    customerId: "cus_1",
+    startedAt: JAN,
+    endedAt,
+    seatChanges: [],
+    phases: [
+      { planId: "p", planVersion: from, start: JAN, end: at },
+      { planId: "p", planVersion: to, start: at, end: undefined },
+    ],
+  });
+  const rows: Array<[string, SubscriptionInfo, number, bigint]> = [
+    ["migrated on Jan 15 from no commitment to $100: January's commitment is $100", migrated(1, 2, MID), 0, 100n * B],
+    ["migrated on Jan 15 from $100 to no commitment: January has none", migrated(2, 1, MID), 0, 0n],
+    ["migrated at February's start: January keeps v1's (none), February has v2's", migrated(1, 2, FEB), 0, 0n],
+    ["migrated at February's start: February has v2's $100", migrated(1, 2, FEB), 1, 100n * B],
+    ["a subscription ended on Jan 10, before its migration on Jan 15: the version in force at its end", migrated(2, 1, MID, new Date("2026-01-10T00:00:00Z")), 0, 100n * B],
+  ];
+  it.each(rows)("%s", (_name, s, n, want) => {
+    expect(minimumCommitmentNanos(spec, n, s, versions)).toBe(want);
   });
 });

@@ -75,9 +75,15 @@ export interface UsageTotal {
   settlement?: { provisionalNanos: bigint; settlementNanos: bigint };
 }
 
-/** PeriodPricedLine: rating's RatePeriod usage line of a charge priced on the period total. */
+/**
+ * PeriodPricedLine: a usage line of rating's RatePeriod. periodPriced: the charge is priced on the
+ * period total in this period (the amounts below are used); false: rating prices it per event in
+ * this period (a price override or a migration made the plan's tiered charge per unit, say), so
+ * it keeps its hour-bucket sums.
+ */
 export interface PeriodPricedLine {
   chargeId: string;
+  periodPriced: boolean;
   unit: string;
   quantity: bigint;
   /** amountNanos: round_half_even(F(period quantity)), uncapped. */
@@ -88,7 +94,7 @@ export interface PeriodPricedLine {
   ratedNanos: bigint;
 }
 
-/** RatedPeriodInfo: rating's billing period (RatePeriod) and its period-priced usage lines. */
+/** RatedPeriodInfo: rating's billing period (RatePeriod) and its usage lines. */
 export interface RatedPeriodInfo {
   periodStart: Date;
   periodEnd: Date;
@@ -223,6 +229,22 @@ export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<str
 /** feeCharges: flat and seat fees of the periods covered in advance by the invoice of period n. */
 export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
   return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start));
+}
+
+/**
+ * commitmentFees: the flat and seat fees covering period n itself (exact), as feesFor prices them
+ * (the seat changes known now; period 0 prorated from its nominal start), wherever they are billed:
+ * in advance on invoice n - 1 (trued up on invoice n), or on invoice 0 for period 0. With the
+ * period's usage they are what its minimum commitment is compared with (rating RatePeriod's rule:
+ * usage, flat and seat lines of the period).
+ */
+export function commitmentFees(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ExactNanos {
+  const p = coveredPeriods(spec, n, "arrears")[0]!;
+  let sum: ExactNanos = { num: 0n, den: 1n };
+  for (const f of feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start)) {
+    sum = reduce({ num: sum.num * f.amount.den + f.amount.num * sum.den, den: sum.den * f.amount.den });
+  }
+  return sum;
 }
 
 /** feeChargeIds: the charges billed in advance (flat and seats) of the plans. */
@@ -487,27 +509,59 @@ export function sameBillingPeriod(r: { periodStart: Date; periodEnd: Date }, p: 
  * = the sum of the per-event provisional steps, rated = what the events were rated at after the
  * real-time spending cap (= booked when no cap cut them). Without a cap the line is exactly F(total).
  * Such a charge is billed by rating's billing period (exact event time), not by the hour window:
- * its bucket totals are dropped. When rating's period is not p (other interval or anchor
- * settings), or rating could not be asked (r undefined), the bucket sums stand (rating's
- * per-event steps, which sum to F of rating's own period totals).
+ * its bucket totals are dropped. Rating decides which charges are priced on the period total in
+ * p: a charge of the plan (planIds) that rating prices per event in p (its line is not
+ * periodPriced: a price override, a migration to a per-unit version) keeps its bucket sums like
+ * any per-unit charge; a charge of planIds without any rating line for p has no usage in rating's
+ * period, so its window buckets (a neighbouring period's steps) are dropped. When rating's period
+ * is not p (other interval or anchor settings), or rating could not be asked (r undefined), the
+ * bucket sums stand (rating's per-event steps, which sum to F of rating's own period totals).
  */
 export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | undefined, p: { start: Date; end: Date; index: number }, planIds: ReadonlySet<string>): UsageTotal[] {
   if (r === undefined || !sameBillingPeriod(r, p)) return totals;
-  const ids = new Set(planIds);
-  for (const l of r.lines) ids.add(l.chargeId);
+  const priced = r.lines.filter((l) => l.periodPriced);
+  const perEvent = new Set(r.lines.filter((l) => !l.periodPriced).map((l) => l.chargeId));
+  const ids = new Set([...planIds].filter((id) => !perEvent.has(id)));
+  for (const l of priced) ids.add(l.chargeId);
   const out = totals.filter((t) => !ids.has(t.chargeId));
-  for (const l of r.lines) {
+  for (const l of priced) {
     const settlementNanos = l.amountNanos - l.bookedNanos;
     out.push({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, priceNanos: l.ratedNanos + settlementNanos, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } });
   }
   return out;
 }
 
-/** minimumCommitment: the plan version's commitment for the period (0 when none). */
+/**
+ * versionAtEnd: the plan version in force at the end of period p, by rating's rule (RatePeriod's
+ * `lastVersion`): of the phases overlapping p within the subscription's life (and whose plan
+ * version is known), the one starting last. Undefined when none overlaps.
+ */
+function versionAtEnd(sub: SubscriptionInfo, p: { start: Date; end: Date }, plans: ReadonlyMap<string, PlanVersionInfo>): PlanVersionInfo | undefined {
+  const lo = Math.max(p.start.getTime(), sub.startedAt.getTime());
+  const hi = Math.min(p.end.getTime(), sub.endedAt?.getTime() ?? Infinity);
+  let found: PlanVersionInfo | undefined;
+  let foundStart = -Infinity;
+  for (const ph of sub.phases) {
+    const a = Math.max(ph.start.getTime(), lo);
+    const b = Math.min(ph.end?.getTime() ?? Infinity, hi);
+    const plan = plans.get(planKey(ph.planId, ph.planVersion));
+    if (a >= b || plan === undefined) continue;
+    if (a >= foundStart) {
+      found = plan;
+      foundStart = a;
+    }
+  }
+  return found;
+}
+
+/**
+ * minimumCommitmentNanos: the commitment for period n (0 when none): the minimum of the plan
+ * version in force at the period's end (versionAtEnd, the rule of rating's RatePeriod), so a
+ * migration inside the period takes the new version's commitment for the whole period.
+ */
 export function minimumCommitmentNanos(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>): bigint {
   const p = coveredPeriods(spec, n, "arrears")[0]!;
-  const ph = phaseAt(sub, p.start);
-  const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
+  const plan = versionAtEnd(sub, p, plans);
   const m = plan === undefined ? undefined : decimalNanos(plan.minimumCommitment, "minimum_commitment_amount");
   if (m === undefined) return 0n;
   if (m.den !== 1n) throw new InvalidInput("minimum_commitment_amount", `must have at most 9 fraction digits, got ${plan!.minimumCommitment}`);

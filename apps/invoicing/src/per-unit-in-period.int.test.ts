@@ -1,0 +1,130 @@
+/**
+ * A charge the plan prices on the period total (volume) that is priced per unit in the period
+ * being closed — by the customer's price override, or after a migration to a version where it is
+ * per unit — through ClosePeriod and Reconcile against the real rating service (both services on
+ * the same backend). Rating's RatePeriod marks such a line `period_priced = false`: the invoice
+ * bills it from its hour buckets (it must not be dropped), and Reconcile checks every charge rated
+ * for the period, not only the ones the invoice has a line for.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
+import { migrate, testBackends } from "@nanobill/db";
+import { ClosePeriodResult, InvoicingService, LineKind, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { PeriodLineKind, PlanVersionSchema, type PlanVersion } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger } from "@nanobill/service-kit";
+import { KEYS, openHarness, type Harness } from "../../rating/src/test-support.js";
+import { createInvoicingService, migrationsDir } from "./index.js";
+import { FakeWorld, TEST_KEYS } from "./testing/fakes.js";
+
+const USD = 1_000_000_000n;
+const OCT = new Date("2026-10-01T00:00:00Z");
+const NOV = new Date("2026-11-01T00:00:00Z");
+
+const volume = { case: "volume" as const, value: { tiers: [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }] } };
+const perUnit = { case: "perUnit" as const, value: { unitPrice: { amount: "0.05" } } };
+
+function version(n: number, calls: "volume" | "perUnit"): PlanVersion {
+  const usage = { meter: "api_calls", eventType: "api.call", quantityProperties: ["units"] };
+  return create(PlanVersionSchema, {
+    version: n,
+    currency: "USD",
+    charges: [
+      { chargeId: "calls", name: "Calls", unit: "USD", usage, pricing: calls === "volume" ? volume : perUnit },
+      { chargeId: "images", name: "Images", unit: "USD", usage: { meter: "images", eventType: "image.gen", quantityProperties: ["count"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "0.01" } } } },
+    ],
+  });
+}
+const usageLine = (inv: Invoice | undefined, chargeId: string) => inv?.lines.find((l) => l.kind === LineKind.USAGE && l.chargeId === chargeId);
+
+for (const backend of testBackends()) {
+  describe(`a period-priced charge priced per unit in the period, through ClosePeriod with the real rating service on ${backend.name}`, () => {
+    let rating: Harness;
+    let inv: Client<typeof InvoicingService>;
+    let stopInvoicing: () => Promise<void>;
+    const world = new FakeWorld();
+    const clock = fixedClock(new Date("2026-12-02T00:00:00Z"));
+    let eventNo = 0;
+    const call = (customerId: string, at: Date, units: number) => rating.metering.push("tnt_a", { id: `evt_c${++eventNo}`, customerId, type: "api.call", timestampMs: at.getTime(), properties: { units } });
+    const image = (customerId: string, at: Date, count: number) => rating.metering.push("tnt_a", { id: `evt_i${++eventNo}`, customerId, type: "image.gen", timestampMs: at.getTime(), properties: { count } });
+    const drain = async () => {
+      while ((await rating.service.consumer.pollOnce(0)) > 0);
+    };
+
+    beforeAll(async () => {
+      rating = await openHarness(await backend.open());
+      rating.metering.meters.set("tnt_a\u0000api_calls", "api.call");
+      rating.metering.meters.set("tnt_a\u0000images", "image.gen");
+      const admin = rating.client(KEYS.adminA);
+      await admin.createPlan({ planId: "plan_v", name: "Volume", version: version(1, "volume") });
+      await admin.publishPlanVersion({ planId: "plan_v", version: 1 });
+      await admin.createPlanVersion({ planId: "plan_v", version: version(2, "perUnit") });
+      await admin.publishPlanVersion({ planId: "plan_v", version: 2 });
+      // cus_o: on the volume version, with a per-unit price override of `calls` ($0.05).
+      await admin.createCustomer({ customer: { customerId: "cus_o", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });
+      await admin.createSubscription({ subscriptionId: "sub_o", customerId: "cus_o", planId: "plan_v", planVersion: 1, startTime: timestampFromDate(OCT) });
+      await admin.setPriceOverride({ priceOverride: { overrideId: "ovr_o", customerId: "cus_o", chargeId: "calls", startTime: timestampFromDate(OCT), charge: { pricing: perUnit } } });
+      // cus_m: on the volume version in October, migrated to the per-unit version on November 1.
+      await admin.createCustomer({ customer: { customerId: "cus_m", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });
+      await admin.createSubscription({ subscriptionId: "sub_m", customerId: "cus_m", planId: "plan_v", planVersion: 1, startTime: timestampFromDate(OCT) });
+      await admin.migrateSubscription({ subscriptionId: "sub_m", planId: "plan_v", planVersion: 2, effectiveTime: timestampFromDate(NOV) });
+      // November: ten events of 100 units each (1,000 units x $0.05 = $50).
+      for (const c of ["cus_o", "cus_m"]) for (let i = 0; i < 10; i++) call(c, new Date(Date.UTC(2026, 10, 2 + i, 9)), 100);
+      await drain();
+
+      const db = await backend.open();
+      await migrate(db, migrationsDir);
+      const svc = await createInvoicingService({ db, logger: silentLogger, clock, clients: { rating: rating.client(KEYS.internal), wallet: world.wallet(), ledger: world.ledger() } });
+      stopInvoicing = async () => {
+        await svc.stop();
+        await db.dispose();
+      };
+      const auth = createApiKeyAuthenticator(Object.values(TEST_KEYS));
+      const withKey: Interceptor = (next) => (req) => {
+        req.header.set("authorization", `Bearer ${TEST_KEYS.admin.key}`);
+        return next(req);
+      };
+      inv = createClient(InvoicingService, createRouterTransport(svc.routes, { router: { interceptors: [createAuthInterceptor(auth)] }, transport: { interceptors: [withKey] } }));
+    });
+    afterAll(async () => {
+      await stopInvoicing?.();
+      await rating?.close();
+    });
+
+    const invoices = new Map<string, Invoice>();
+
+    it("bills $50 for a volume charge a price override makes per unit, and for one a migration made per unit (rating: period_priced false)", async () => {
+      for (const [customerId, subscriptionId] of [["cus_o", "sub_o"], ["cus_m", "sub_m"]] as const) {
+        const rp = await rating.client(KEYS.readA).ratePeriod({ customerId, at: timestampFromDate(NOV) });
+        expect(rp.lines.filter((l) => l.kind === PeriodLineKind.USAGE).map((l) => [l.chargeId, l.amountNanos, l.periodPriced])).toEqual([["calls", 50n * USD, false]]);
+        const r = await inv.closePeriod({ items: [{ customerId, subscriptionId, periodStart: timestampFromDate(NOV) }] });
+        expect(r.results.map((x) => x.result)).toEqual([ClosePeriodResult.CREATED]);
+        const november = r.results[0]!.invoice!;
+        const calls = usageLine(november, "calls");
+        expect(calls?.amountNanos, customerId).toBe(50n * USD);
+        expect(calls?.quantity).toBe("1000");
+        expect(calls?.description).toBe("Calls: usage");
+        expect(november.totals!.amountDueNanos).toBe(50n * USD);
+        invoices.set(customerId, november);
+      }
+    });
+
+    it("previews the period the same way", async () => {
+      const { invoice } = await inv.previewInvoice({ customerId: "cus_o", at: timestampFromDate(new Date("2026-11-20T00:00:00Z")) });
+      expect(usageLine(invoice, "calls")?.amountNanos).toBe(50n * USD);
+    });
+
+    it("ties the invoices with Reconcile, then reports usage rated late for a charge the invoice has no line for", async () => {
+      for (const i of invoices.values()) await inv.finalizeInvoice({ invoiceId: i.id });
+      let rec = await inv.reconcile({ customerId: "cus_o" });
+      expect(rec.invoicesChecked).toBe(1);
+      expect(rec.differences).toEqual([]);
+      // A late November image event (3 images x $0.01): no images line on November's invoice.
+      image("cus_o", new Date("2026-11-20T12:00:00Z"), 3);
+      await drain();
+      rec = await inv.reconcile({ customerId: "cus_o" });
+      expect(rec.differences.map((d) => [d.check, d.detail.split(":")[0], d.expectedNanos, d.actualNanos])).toEqual([["rated_usage", "charge images", 0n, 30_000_000n]]);
+    });
+  });
+}
