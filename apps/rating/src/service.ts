@@ -453,8 +453,18 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const customer = cat.customer(req.customerId);
       if (customer === undefined) throw notFound("customer", req.customerId);
       const subs = cat.subscriptions(req.customerId);
+      // The billing interval of the first subscription in force at `at` (by start time, then id:
+      // the catalog's order, the one rating an event picks a subscription in).
       let interval = 1;
-      for (const s of subs) for (const ph of s.phases) if (ph.startMs <= at && (ph.endMs === null || at < ph.endMs)) interval = cat.version(ph.planId, ph.planVersion)?.spec.intervalMonths ?? interval;
+      pick: for (const s of subs) {
+        for (const ph of s.phases) {
+          const v = ph.startMs <= at && (ph.endMs === null || at < ph.endMs) ? cat.version(ph.planId, ph.planVersion) : undefined;
+          if (v !== undefined) {
+            interval = v.spec.intervalMonths;
+            break pick;
+          }
+        }
+      }
       const period = billingPeriod(customer.billingAnchorMs, customer.timeZone, interval, at);
       if (period.startMs < TIMESTAMP_JSON_MS_MIN || period.endMs > TIME_MS_MAX) {
         throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);

@@ -1,0 +1,81 @@
+// Service-level tests of the review's findings (R2, R6-R9): each through the handlers and the
+// consumer on every test backend.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { PeriodLineKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { testBackends } from "@nanobill/db";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEYS, openHarness, type Harness } from "./test-support.js";
+
+const NOV = Date.UTC(2026, 10, 1);
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const B = 1_000_000_000n;
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (e) {
+    if (!(e instanceof ConnectError)) throw e;
+    return `${Code[e.code]}: ${e.rawMessage}`;
+  }
+}
+
+const flatPlan = (amount: string, intervalMonths = 1) =>
+  create(PlanVersionSchema, { currency: "USD", intervalMonths, charges: [{ chargeId: "platform", name: "Platform", unit: "USD", pricing: { case: "flat", value: { amount } } }] });
+const tokensPlan = (intervalMonths = 1) =>
+  create(PlanVersionSchema, {
+    currency: "USD",
+    intervalMonths,
+    charges: [{ chargeId: "tokens", name: "Tokens", unit: "USD", usage: { meter: "m", eventType: "llm.call", quantityProperties: ["tokens"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "0.01" } } } }],
+  });
+
+for (const backend of testBackends()) describe(`rating review fixes (${backend.name})`, () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await openHarness(await backend.open());
+    h.metering.meters.set("tnt_a\u0000m", "llm.call");
+    const c = h.client(KEYS.adminA);
+    await c.createPlan({ planId: "plat", name: "Platform", version: flatPlan("100") });
+    await c.publishPlanVersion({ planId: "plat", version: 1 });
+    await c.createPlan({ planId: "use", name: "Usage", version: tokensPlan() });
+    await c.publishPlanVersion({ planId: "use", version: 1 });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it("R2: rates, buckets, hands to the wallet and prices in RatePeriod the usage of a customer's second concurrent subscription", async () => {
+    const c = h.client(KEYS.adminA);
+    const r = h.client(KEYS.readA);
+    await c.createCustomer({ customer: { customerId: "cus_2s", currency: "USD", billingAnchor: timestampFromMs(NOV), timeZone: "UTC" } });
+    await c.createSubscription({ subscriptionId: "sub_a", customerId: "cus_2s", planId: "plat", planVersion: 1, startTime: timestampFromMs(NOV) });
+    await c.createSubscription({ subscriptionId: "sub_b", customerId: "cus_2s", planId: "use", planVersion: 1, startTime: timestampFromMs(NOV + 1000) });
+    h.metering.push("tnt_a", { id: "evt_2s", customerId: "cus_2s", type: "llm.call", timestampMs: NOV + HOUR, properties: { tokens: 1000 } });
+    await h.service.consumer.pollOnce(0);
+    const ev = await r.getRatedEvent({ eventId: "evt_2s" });
+    expect(ev.rated?.subscriptionId).toBe("sub_b");
+    expect(ev.rated?.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["tokens", 10n * B]]);
+    const u = await r.listRatedUsage({ customerId: "cus_2s", from: timestampFromMs(NOV), to: timestampFromMs(NOV + DAY) });
+    expect(u.totals.map((t) => [t.chargeId, t.quantity, t.priceNanos])).toEqual([["tokens", 1000n, 10n * B]]);
+    expect(h.wallet.consumed.filter((x) => x.item.id === "evt_2s:tokens").map((x) => x.item.amountNanos)).toEqual([10n * B]);
+    const p = await r.ratePeriod({ customerId: "cus_2s", at: timestampFromMs(NOV + HOUR) });
+    expect(p.lines.map((l) => [l.kind, l.chargeId, l.amountNanos])).toEqual([
+      [PeriodLineKind.FLAT, "platform", 100n * B],
+      [PeriodLineKind.USAGE, "tokens", 10n * B],
+    ]);
+  });
+
+  it("R2: RatePeriod takes the billing interval of the first subscription in force (by start time, then id), not the last", async () => {
+    const c = h.client(KEYS.adminA);
+    await c.createPlan({ planId: "use_y", name: "Usage yearly", version: tokensPlan(12) });
+    await c.publishPlanVersion({ planId: "use_y", version: 1 });
+    await c.createCustomer({ customer: { customerId: "cus_iv", currency: "USD", billingAnchor: timestampFromMs(NOV), timeZone: "UTC" } });
+    await c.createSubscription({ subscriptionId: "sub_m", customerId: "cus_iv", planId: "plat", planVersion: 1, startTime: timestampFromMs(NOV) });
+    await c.createSubscription({ subscriptionId: "sub_y", customerId: "cus_iv", planId: "use_y", planVersion: 1, startTime: timestampFromMs(NOV + 1000) });
+    const p = await h.client(KEYS.readA).ratePeriod({ customerId: "cus_iv", at: timestampFromMs(NOV + HOUR) });
+    expect(p.periodEnd).toEqual(timestampFromMs(Date.UTC(2026, 11, 1)));
+  });
+});
