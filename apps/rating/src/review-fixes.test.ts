@@ -6,6 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { PeriodLineKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { testBackends } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { version as versionSpec } from "./domain/fixtures.js";
 import { KEYS, openHarness, type Harness } from "./test-support.js";
 
 const NOV = Date.UTC(2026, 10, 1);
@@ -77,5 +78,23 @@ for (const backend of testBackends()) describe(`rating review fixes (${backend.n
     await c.createSubscription({ subscriptionId: "sub_y", customerId: "cus_iv", planId: "use_y", planVersion: 1, startTime: timestampFromMs(NOV + 1000) });
     const p = await h.client(KEYS.readA).ratePeriod({ customerId: "cus_iv", at: timestampFromMs(NOV + HOUR) });
     expect(p.periodEnd).toEqual(timestampFromMs(Date.UTC(2026, 11, 1)));
+  });
+
+  it("R6: refuses a minimum commitment or spending cap finer than a nano with InvalidArgument naming the field, writing nothing", async () => {
+    const c = h.client(KEYS.adminA);
+    const withMin = (m: string) => { const v = flatPlan("10"); v.minimumCommitmentAmount = m; return v; };
+    const withCap = (m: string) => { const v = flatPlan("10"); v.spendingCapAmount = m; return v; };
+    expect(await codeOf(c.createPlan({ planId: "sub_nano", name: "x", version: withMin("100.0000000001") }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount: .*9 fraction digits/);
+    expect(await codeOf(c.createPlan({ planId: "sub_nano", name: "x", version: withCap("50.00000000005") }))).toMatch(/^InvalidArgument: version\.spending_cap_amount: .*9 fraction digits/);
+    expect(await h.service.catalog.getPlan("tnt_a", "sub_nano")).toBeNull();
+    expect(await codeOf(c.createPlanVersion({ planId: "plat", version: withMin("0.0000000001") }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount/);
+    expect((await h.service.catalog.getPlan("tnt_a", "plat"))!.versions.map((v) => v.version)).toEqual([1]);
+    // Nine fraction digits (and trailing zeros past them) are whole nanos: accepted.
+    expect(await codeOf(c.createPlan({ planId: "nano_ok", name: "x", version: withMin("100.0000000010") }))).toBe("OK");
+    expect(await codeOf(c.updatePlanVersion({ planId: "nano_ok", version: { ...withCap("1.0000000001"), version: 1 } }))).toMatch(/^InvalidArgument: version\.spending_cap_amount/);
+    expect((await h.service.catalog.getVersion("tnt_a", "nano_ok", 1))!.spendingCapAmount).toBe("");
+    // A draft stored before this rule cannot be published.
+    await h.service.catalog.createPlan("tnt_a", "old_draft", "x", versionSpec([], { version: 1, status: "draft", minimumCommitmentAmount: "100.0000000001" }), NOV);
+    expect(await codeOf(c.publishPlanVersion({ planId: "old_draft", version: 1 }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount/);
   });
 });

@@ -15,7 +15,7 @@ import {
 import { forTenant, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
-import { CHARGE_ID_RE, compilePlanVersion } from "./domain/compile.js";
+import { CHARGE_ID_RE, checkWholeNanoAmounts, compilePlanVersion } from "./domain/compile.js";
 import { validateCostRate } from "./domain/cost-catalog.js";
 import { RatingError, failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
@@ -133,6 +133,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
   async function prepareVersion(tenant: string, pv: Parameters<typeof versionOf>[0], field: string): Promise<PlanVersionSpec> {
     const spec = versionOf(pv, field);
     compilePlanVersion(spec, field);
+    checkWholeNanoAmounts(spec, field);
     await checkMeters(tenant, spec, field);
     return spec;
   }
@@ -242,6 +243,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       checkId(req.planId, "plan_id");
       const plan = await d.catalog.publishPlanVersion(tenant, req.planId, req.version, now(), (v) => {
         compilePlanVersion(v, "version");
+        checkWholeNanoAmounts(v, "version");
       });
       d.cache.invalidate(tenant);
       return { plan: planToProto(plan) };
