@@ -87,7 +87,7 @@ for (const backend of testBackends()) describe(`rating review fixes (${backend.n
     expect(await codeOf(c.createPlan({ planId: "sub_nano", name: "x", version: withMin("100.0000000001") }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount: .*9 fraction digits/);
     expect(await codeOf(c.createPlan({ planId: "sub_nano", name: "x", version: withCap("50.00000000005") }))).toMatch(/^InvalidArgument: version\.spending_cap_amount: .*9 fraction digits/);
     expect(await h.service.catalog.getPlan("tnt_a", "sub_nano")).toBeNull();
-    expect(await codeOf(c.createPlanVersion({ planId: "plat", version: withMin("0.0000000001") }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount/);
+    expect(await codeOf(c.createPlanVersion({ planId: "plat", version: { ...withMin("0.0000000001"), version: 2 } }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount/);
     expect((await h.service.catalog.getPlan("tnt_a", "plat"))!.versions.map((v) => v.version)).toEqual([1]);
     // Nine fraction digits (and trailing zeros past them) are whole nanos: accepted.
     expect(await codeOf(c.createPlan({ planId: "nano_ok", name: "x", version: withMin("100.0000000010") }))).toBe("OK");
@@ -96,5 +96,17 @@ for (const backend of testBackends()) describe(`rating review fixes (${backend.n
     // A draft stored before this rule cannot be published.
     await h.service.catalog.createPlan("tnt_a", "old_draft", "x", versionSpec([], { version: 1, status: "draft", minimumCommitmentAmount: "100.0000000001" }), NOV);
     expect(await codeOf(c.publishPlanVersion({ planId: "old_draft", version: 1 }))).toMatch(/^InvalidArgument: version\.minimum_commitment_amount/);
+  });
+
+  it("R7: CreatePlanVersion needs the version number, so a retried call returns the first result instead of adding a version", async () => {
+    const c = h.client(KEYS.adminA);
+    await c.createPlan({ planId: "plat7", name: "Platform", version: flatPlan("100") });
+    expect(await codeOf(c.createPlanVersion({ planId: "plat7", version: flatPlan("120") }))).toMatch(/^InvalidArgument: version\.version: .*next version number 2/);
+    expect((await h.service.catalog.getPlan("tnt_a", "plat7"))!.versions.map((v) => v.version)).toEqual([1]);
+    const v2 = { ...flatPlan("120"), version: 2 };
+    await c.createPlanVersion({ planId: "plat7", version: v2 });
+    const again = await c.createPlanVersion({ planId: "plat7", version: v2 });
+    expect(again.plan?.versions.map((v) => v.version)).toEqual([1, 2]);
+    expect(await codeOf(c.createPlanVersion({ planId: "plat7", version: { ...flatPlan("130"), version: 2 } }))).toMatch(/^AlreadyExists/);
   });
 });

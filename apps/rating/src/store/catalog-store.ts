@@ -114,12 +114,15 @@ export class CatalogStore {
       if (lock.rows.length === 0) throw notFound("plan", planId);
       const plan = (await this.#getPlan(tx, tenant, planId))!;
       const next = plan.versions.length + 1;
-      if (v.version !== 0 && v.version < next) {
+      // The caller numbers the version: that number is what makes a retry idempotent (a "next"
+      // of 0 would add a version per retry).
+      if (v.version === 0) throw invalid("version.version", `is required: the next version number ${next} (a retry with the same number and content returns the first result)`);
+      if (v.version < next) {
         const existing = plan.versions[v.version - 1];
         if (existing !== undefined && sameJson(versionContent(existing), versionContent(v))) return plan;
         throw alreadyExists("version.version", String(v.version));
       }
-      if (v.version !== 0 && v.version !== next) throw invalid("version.version", `must be the next version number ${next} (or 0), got ${v.version}`);
+      if (v.version !== next) throw invalid("version.version", `must be the next version number ${next}, got ${v.version}`);
       if (next > versionsMax) throw invalid("plan_id", `has the maximum of ${versionsMax} versions`);
       await tx.query(`INSERT INTO plan_versions (tenant, plan_id, version, status, spec, update_time) VALUES ($1,$2,$3,'draft',$4,$5)`, [tenant, planId, next, JSON.stringify({ ...v, version: next, status: "draft", publishTimeMs: null }), ts(nowMs)]);
       return (await this.#getPlan(tx, tenant, planId))!;
