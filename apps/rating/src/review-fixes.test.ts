@@ -109,4 +109,23 @@ for (const backend of testBackends()) describe(`rating review fixes (${backend.n
     expect(again.plan?.versions.map((v) => v.version)).toEqual([1, 2]);
     expect(await codeOf(c.createPlanVersion({ planId: "plat7", version: { ...flatPlan("130"), version: 2 } }))).toMatch(/^AlreadyExists/);
   });
+
+  it("R8: refuses a seat change outside the subscription's [start, end) naming change.effective_time, and a CreateSubscription retry still replays", async () => {
+    const c = h.client(KEYS.adminA);
+    await c.createPlan({ planId: "seatp", name: "Seats", version: create(PlanVersionSchema, { currency: "USD", charges: [{ chargeId: "seats", name: "Seats", unit: "USD", pricing: { case: "seats", value: { perSeatAmount: "10" } } }] }) });
+    await c.publishPlanVersion({ planId: "seatp", version: 1 });
+    await c.createCustomer({ customer: { customerId: "cus_seat", currency: "USD", billingAnchor: timestampFromMs(NOV), timeZone: "UTC" } });
+    const req = { subscriptionId: "sub_s", customerId: "cus_seat", planId: "seatp", planVersion: 1, startTime: timestampFromMs(NOV + 5 * DAY), endTime: timestampFromMs(NOV + 20 * DAY), seats: 3 };
+    await c.createSubscription(req);
+    const change = (changeId: string, seats: number, atMs: number) => c.updateSeats({ subscriptionId: "sub_s", change: { changeId, seats, effectiveTime: timestampFromMs(atMs) } });
+    expect(await codeOf(change("chg0", 50, NOV))).toMatch(/^InvalidArgument: change\.effective_time: /);
+    expect(await codeOf(change("chg1", 50, NOV + 20 * DAY))).toMatch(/^InvalidArgument: change\.effective_time: /);
+    // At the start itself, under an id that sorts before "initial": allowed, and not mistaken for it.
+    expect(await codeOf(change("a_chg", 7, NOV + 5 * DAY))).toBe("OK");
+    expect(await codeOf(change("chg2", 9, NOV + 20 * DAY - 1))).toBe("OK");
+    const sub = (await h.service.catalog.getSubscription("tnt_a", "sub_s"))!;
+    expect(sub.seatChanges.map((x) => x.changeId).sort()).toEqual(["a_chg", "chg2", "initial"]);
+    expect(await codeOf(c.createSubscription(req))).toBe("OK");
+    expect(await codeOf(c.createSubscription({ ...req, seats: 7 }))).toMatch(/^AlreadyExists/);
+  });
 });

@@ -214,7 +214,8 @@ export class CatalogStore {
         const cur = (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [s.subscriptionId]))[0]!;
         const p0 = cur.phases[0];
         const s0 = s.phases[0]!;
-        const seats0 = cur.seatChanges[0]?.seats ?? 0;
+        // The seats the subscription was created with: its 'initial' change (later changes may sort before it).
+        const seats0 = cur.seatChanges.find((x) => x.changeId === "initial")?.seats ?? 0;
         if (cur.customerId !== s.customerId || cur.startMs !== s.startMs || cur.endMs !== s.endMs || p0 === undefined || p0.planId !== s0.planId || p0.planVersion !== s0.planVersion || seats0 !== seats) {
           throw alreadyExists("subscription_id", s.subscriptionId);
         }
@@ -270,8 +271,14 @@ export class CatalogStore {
 
   async updateSeats(tenant: string, subscriptionId: string, c: SeatChange, changesMax: number): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
-      const lock = await tx.query(`SELECT subscription_id FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
+      const lock = await tx.query(`SELECT start_time, end_time FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
       if (lock.rows.length === 0) throw notFound("subscription", subscriptionId);
+      const startMs = msOfNN(lock.rows[0]!.start_time);
+      const endMs = msOf(lock.rows[0]!.end_time);
+      if (c.effectiveMs < startMs || (endMs !== null && c.effectiveMs >= endMs)) {
+        const range = `[${new Date(startMs).toISOString()}, ${endMs === null ? "open" : new Date(endMs).toISOString()})`;
+        throw invalid("change.effective_time", `must be within the subscription's ${range}, got ${new Date(c.effectiveMs).toISOString()}`);
+      }
       const ins = await tx.query(`INSERT INTO seat_changes (tenant, subscription_id, change_id, seats, effective_time) VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING change_id`, [tenant, subscriptionId, c.changeId, c.seats, ts(c.effectiveMs)]);
       if (ins.rows.length === 0) {
         const cur = await tx.query(`SELECT * FROM seat_changes WHERE tenant=$1 AND subscription_id=$2 AND change_id=$3`, [tenant, subscriptionId, c.changeId]);
