@@ -6,7 +6,7 @@ import { isDbError, type Db } from "@nanobill/db";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { ATTR, getTracer, nanosAttr, withBatchTrace, withTraceContext } from "@nanobill/telemetry";
 import type { CatalogCache } from "./catalog-cache.js";
-import { evaluateRule } from "./domain/margin.js";
+import { evaluateRule, isCreditUnit } from "./domain/margin.js";
 import { propString } from "./domain/pricing.js";
 import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
@@ -477,8 +477,14 @@ export class RatingConsumer {
         l.push(r);
         byWindow.set(r.windowSeconds, l);
       }
+      // The currency a credit type's value (price_value_nanos) is in: its exchange rates' ("" when unknown or mixed).
+      const creditRates = await d.cache.creditRates(tenant);
+      const valueUnit = (unit: string): string => {
+        const cur = new Set((creditRates.get(unit) ?? []).map((x) => x.currency));
+        return cur.size === 1 ? [...cur][0]! : "";
+      };
       for (const [w, rs] of byWindow) {
-        const sums = await d.rated.windowSums(tenant, ids, now - w * 1000);
+        const sums = (await d.rated.windowSums(tenant, ids, now - w * 1000)).map((x) => (isCreditUnit(x.unit) ? { ...x, valueUnit: valueUnit(x.unit) } : x));
         for (const r of rs) raised += await d.rated.insertAlerts(tenant, evaluateRule(r, sums, now));
       }
     }

@@ -3,7 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { PeriodLineKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { GuardrailKind, PeriodLineKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { testBackends } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { version as versionSpec } from "./domain/fixtures.js";
@@ -127,5 +127,30 @@ for (const backend of testBackends()) describe(`rating review fixes (${backend.n
     expect(sub.seatChanges.map((x) => x.changeId).sort()).toEqual(["a_chg", "chg2", "initial"]);
     expect(await codeOf(c.createSubscription(req))).toBe("OK");
     expect(await codeOf(c.createSubscription({ ...req, seats: 7 }))).toMatch(/^AlreadyExists/);
+  });
+
+  it("R10: margin guardrails value credit-priced revenue at the credits' exchange rate: no false alert for $0.50 of credits against $0.001 of cost", async () => {
+    const c = h.client(KEYS.adminA);
+    h.metering.meters.set("tnt_a\u0000assist", "assist.request");
+    const creditsPlan = (perRequest: string) =>
+      create(PlanVersionSchema, {
+        currency: "USD",
+        charges: [{ chargeId: "assist", name: "Assist", unit: "cr_credits", usage: { meter: "assist", eventType: "assist.request", dimensionProperties: ["model"] }, pricing: { case: "credits", value: { tierProperty: "model", tiers: [{ tier: "premium", values: ["big"], creditsPerUnit: perRequest }] } } }],
+      });
+    await c.upsertCostRates({ rates: [{ provider: "openai", model: "big", metric: "input_tokens", unitPrice: { amount: "1", perQuantity: 1_000_000n }, currency: "USD", effectiveTime: timestampFromMs(0) }] });
+    await c.createGuardrailRule({ rule: { ruleId: "rule_cr", kind: GuardrailKind.MARGIN_BELOW, thresholdBps: 2000n, windowSeconds: 3600 } });
+    const now = h.clock.now().getTime();
+    for (const [cus, perRequest] of [["cus_cr_dear", "50"], ["cus_cr_cheap", "0.01"]] as const) {
+      await c.createPlan({ planId: `plan_${cus}`, name: "Credits", version: creditsPlan(perRequest) });
+      await c.publishPlanVersion({ planId: `plan_${cus}`, version: 1 });
+      await c.createCustomer({ customer: { customerId: cus, currency: "USD", billingAnchor: timestampFromMs(NOV), timeZone: "UTC" } });
+      await c.createSubscription({ subscriptionId: `sub_${cus}`, customerId: cus, planId: `plan_${cus}`, planVersion: 1, startTime: timestampFromMs(NOV) });
+      h.metering.push("tnt_a", { id: `evt_${cus}`, customerId: cus, type: "assist.request", timestampMs: now - 1000, properties: { model: "big", provider: "openai", input_tokens: 1000 } });
+    }
+    await h.service.consumer.pollOnce(0);
+    const alerts = (await h.client(KEYS.readA).listAlerts({ since: timestampFromMs(now - HOUR) })).alerts.filter((a) => a.ruleId === "rule_cr");
+    // 50 credits at $0.01 = $0.50 against $0.001: margin 9,980 bps, no alert. 0.01 credit = $0.0001
+    // against $0.001: -90,000 bps, an alert in USD.
+    expect(alerts.map((a) => [a.customerId, a.observedBps, a.revenueNanos, a.costNanos, a.unit])).toEqual([["cus_cr_cheap", -90_000n, 100_000n, 1_000_000n, "USD"]]);
   });
 });
