@@ -201,6 +201,18 @@ describe("rateEvent: outcomes", () => {
     const late = rateEvent(cat, st, event("r", "ticket.reopened", { task_id: "t3" }, T0 + 9 * 86_400_000));
     expect(late.lines.filter((l) => l.chargeId !== "")).toEqual([]);
   });
+
+  it("does not claw back an outcome with a reversal timed before it (arriving after it): the window starts at the outcome", () => {
+    const cat = catalogFor(v);
+    const st = new MemoryRatingState();
+    const o = rateEvent(cat, st, event("o4", "ticket.resolved", { task_id: "t4", resolved: "true" }, T0 + 2 * 3_600_000));
+    expect(o.lines[0]).toMatchObject({ status: "pending", priceNanos: 990_000_000n });
+    const early = rateEvent(cat, st, event("r4", "ticket.reopened", { task_id: "t4" }, T0 + 3_600_000));
+    expect(early.lines.filter((l) => l.chargeId !== "")).toEqual([]);
+    // A reversal inside the window still claws it back.
+    const inWindow = rateEvent(cat, st, event("r5", "ticket.reopened", { task_id: "t4" }, T0 + 3 * 3_600_000));
+    expect(inWindow.lines[0]).toMatchObject({ status: "clawed_back", priceNanos: -990_000_000n });
+  });
 });
 
 describe("rateEvent: percentage, dynamic and overrides", () => {

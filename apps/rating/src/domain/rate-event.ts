@@ -536,8 +536,10 @@ function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledC
   const o = task.outcome;
   // A reversal timed inside the window claws the outcome back even when it arrives after the
   // window ended and the outcome was confirmed (a late event): the clawback line credits it on the
-  // invoice; an amount already handed to the wallet at the confirmation stays burned there.
-  if (o === null || o.chargeId !== c.chargeId || (o.status !== "pending" && o.status !== "confirmed") || e.timestampMs > o.verifyUntilMs) return;
+  // invoice; an amount already handed to the wallet at the confirmation stays burned there. The
+  // window starts at the outcome: a reversal timed before it claws nothing back, whichever
+  // arrives first (an outcome stored without its time keeps the old rule).
+  if (o === null || o.chargeId !== c.chargeId || (o.status !== "pending" && o.status !== "confirmed") || e.timestampMs > o.verifyUntilMs || e.timestampMs < o.eventTimeMs) return;
   const l = line(c.chargeId, { [METRIC]: "outcomes" }, -1n, c.unit);
   l.priceNanos = -o.priceNanos;
   l.status = "clawed_back";
