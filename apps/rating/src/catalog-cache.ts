@@ -89,6 +89,11 @@ export class CatalogCache {
     return e;
   }
 
+  /** creditRates: the exchange rates of the credit types the tenant's charges burn (cached). */
+  async creditRates(tenant: string): Promise<Map<string, CreditRate[]>> {
+    return (await this.#tenant(tenant)).creditRates;
+  }
+
   /** rules: the tenant's guardrail rules (cached). */
   async rules(tenant: string): Promise<GuardrailRuleRow[]> {
     return (await this.#tenant(tenant)).rules;

@@ -76,6 +76,21 @@ for (const backend of testBackends()) describe(`rating consumer: poison events a
     await h.service.consumer.drainOutbox();
     expect(h.wallet.consumed).toHaveLength(consumed);
   });
+
+  it("rates an event delivered twice in one page once (the first) and goes on with the rest of the page", async () => {
+    h.metering.push("tnt_a", { id: "dup_1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 400, properties: { calls: 2 } });
+    h.metering.push("tnt_a", { id: "dup_1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 400, properties: { calls: 2 } });
+    h.metering.push("tnt_a", { id: "after_dup", customerId: "cus_1", type: "api.call", timestampMs: t0 - 300, properties: { calls: 4 } });
+    const consumed = h.wallet.consumed.length;
+    expect(await h.service.consumer.pollOnce(0)).toBe(2);
+    expect((await h.service.rated.ratedEvent("tnt_a", "dup_1"))!.lines.map((l) => l.priceNanos)).toEqual([2_000_000_000n]);
+    expect((await h.service.rated.ratedEvent("tnt_a", "after_dup"))!.lines.map((l) => l.priceNanos)).toEqual([4_000_000_000n]);
+    expect(h.wallet.consumed.slice(consumed).map((x) => [x.item.id, x.item.amountNanos])).toEqual([
+      ["dup_1:calls", 2_000_000_000n],
+      ["after_dup:calls", 4_000_000_000n],
+    ]);
+    expect(await h.service.consumer.pollOnce(0)).toBe(0);
+  });
 });
 
 describe("storedEventOf", () => {

@@ -6,7 +6,7 @@ import { isDbError, type Db } from "@nanobill/db";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { ATTR, getTracer, nanosAttr, withBatchTrace, withTraceContext } from "@nanobill/telemetry";
 import type { CatalogCache } from "./catalog-cache.js";
-import { evaluateRule } from "./domain/margin.js";
+import { evaluateRule, isCreditUnit } from "./domain/margin.js";
 import { propString } from "./domain/pricing.js";
 import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
@@ -297,8 +297,9 @@ export class RatingConsumer {
   async #processBatchOnce(events: PageEvents, lastSequence: bigint, handOff: BatchHandOff, poisoned: ReadonlyMap<string, string>): Promise<number> {
     // Optimistic: a batch normally holds only events nobody rated (the cursor is committed with
     // the rows), so it skips the already-rated lookup; the unique index over each event's first
-    // rated row (rated_events_event) still refuses a replay, whatever charges it is rated under,
-    // and then the batch is rated again with the lookup (and so are the next
+    // rated row (rated_events_event) still refuses a replay (or an event twice in the page),
+    // whatever charges it is rated under, and then the batch is rated again with the lookup, which
+    // also drops repeats within the page (and so are the next
     // CHECK_RATED_BATCHES_AFTER_OVERLAP batches: a change of partitioning, two consumers meeting).
     if (this.#checkRatedBatches > 0) {
       this.#checkRatedBatches--;
@@ -338,7 +339,14 @@ export class RatingConsumer {
       let todo = inputs;
       if (checkRated) {
         const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
-        todo = inputs.filter((i) => !done.has(`${i.event.tenant}\u0000${i.event.eventId}`));
+        // Skip events already rated and repeats within the page (the first is kept): a page that
+        // holds an event twice is refused by the unique index too, and would be refused forever.
+        todo = inputs.filter((i) => {
+          const k = `${i.event.tenant}\u0000${i.event.eventId}`;
+          if (done.has(k)) return false;
+          done.add(k);
+          return true;
+        });
       }
       const st = new MemoryRatingState();
       const customers = new Map<string, { tenant: string; customerId: string }>();
@@ -469,8 +477,14 @@ export class RatingConsumer {
         l.push(r);
         byWindow.set(r.windowSeconds, l);
       }
+      // The currency a credit type's value (price_value_nanos) is in: its exchange rates' ("" when unknown or mixed).
+      const creditRates = await d.cache.creditRates(tenant);
+      const valueUnit = (unit: string): string => {
+        const cur = new Set((creditRates.get(unit) ?? []).map((x) => x.currency));
+        return cur.size === 1 ? [...cur][0]! : "";
+      };
       for (const [w, rs] of byWindow) {
-        const sums = await d.rated.windowSums(tenant, ids, now - w * 1000);
+        const sums = (await d.rated.windowSums(tenant, ids, now - w * 1000)).map((x) => (isCreditUnit(x.unit) ? { ...x, valueUnit: valueUnit(x.unit) } : x));
         for (const r of rs) raised += await d.rated.insertAlerts(tenant, evaluateRule(r, sums, now));
       }
     }

@@ -245,7 +245,7 @@ for (const backend of testBackends()) {
       });
       await b.createPlan({ planId: "plan_mig", name: "Migrating", version: v([{ upTo: 1000n, amount: "0.01" }, { upTo: 0n, amount: "0.008" }]) });
       await b.publishPlanVersion({ planId: "plan_mig", version: 1 });
-      await b.createPlanVersion({ planId: "plan_mig", version: v([{ upTo: 5000n, amount: "0.004" }, { upTo: 0n, amount: "0.002" }]) });
+      await b.createPlanVersion({ planId: "plan_mig", version: { ...v([{ upTo: 5000n, amount: "0.004" }, { upTo: 0n, amount: "0.002" }]), version: 2 } });
       await b.publishPlanVersion({ planId: "plan_mig", version: 2 });
       await b.createSubscription({ subscriptionId: "sub_mig", customerId: "cus_mig", planId: "plan_mig", planVersion: 1, startTime: timestampFromMs(start) });
       await b.migrateSubscription({ subscriptionId: "sub_mig", planId: "plan_mig", planVersion: 2, effectiveTime: timestampFromMs(start + 10 * DAY) });
@@ -395,7 +395,7 @@ for (const backend of testBackends()) {
       await b.createCustomer({ customer: { customerId: "cus_usd", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
       await b.createPlan({ planId: "plan_fx", name: "FX", version: { currency: "USD", charges: [{ chargeId: "base", unit: "USD", pricing: { case: "flat", value: { amount: "20" } } }] } });
       await b.publishPlanVersion({ planId: "plan_fx", version: 1 });
-      await b.createPlanVersion({ planId: "plan_fx", version: { currency: "EUR", charges: [{ chargeId: "base", unit: "EUR", pricing: { case: "flat", value: { amount: "20" } } }] } });
+      await b.createPlanVersion({ planId: "plan_fx", version: { version: 2, currency: "EUR", charges: [{ chargeId: "base", unit: "EUR", pricing: { case: "flat", value: { amount: "20" } } }] } });
       await b.publishPlanVersion({ planId: "plan_fx", version: 2 });
       await expectCode(
         b.createSubscription({ subscriptionId: "sub_eur", customerId: "cus_eur", planId: "plan_fx", planVersion: 1, startTime: timestampFromMs(start) }),
@@ -425,7 +425,7 @@ for (const backend of testBackends()) {
       await b.createCustomer({ customer: { customerId: "cus_ovr", currency: "USD", billingAnchor: timestampFromMs(start), timeZone: "UTC" } });
       await b.createPlan({ planId: "plan_ovr", name: "O", version: { currency: "USD", charges: [{ chargeId: "api", unit: "USD", usage: usage(["region"]), pricing: { case: "perUnit", value: { unitPrice: { amount: "1" } } } }] } });
       await b.publishPlanVersion({ planId: "plan_ovr", version: 1 });
-      await b.createPlanVersion({ planId: "plan_ovr", version: { currency: "USD", charges: [{ chargeId: "api", unit: "USD", usage: usage([]), pricing: { case: "perUnit", value: { unitPrice: { amount: "1" } } } }] } });
+      await b.createPlanVersion({ planId: "plan_ovr", version: { version: 2, currency: "USD", charges: [{ chargeId: "api", unit: "USD", usage: usage([]), pricing: { case: "perUnit", value: { unitPrice: { amount: "1" } } } }] } });
       await b.publishPlanVersion({ planId: "plan_ovr", version: 2 });
       await b.createSubscription({ subscriptionId: "sub_ovr", customerId: "cus_ovr", planId: "plan_ovr", planVersion: 1, startTime: timestampFromMs(start) });
       // valid against v1 (dimension "region"), not against v2 (no such dimension)

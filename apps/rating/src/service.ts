@@ -15,7 +15,7 @@ import {
 import { forTenant, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
-import { CHARGE_ID_RE, compilePlanVersion } from "./domain/compile.js";
+import { CHARGE_ID_RE, checkWholeNanoAmounts, compilePlanVersion } from "./domain/compile.js";
 import { validateCostRate } from "./domain/cost-catalog.js";
 import { RatingError, failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
@@ -133,6 +133,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
   async function prepareVersion(tenant: string, pv: Parameters<typeof versionOf>[0], field: string): Promise<PlanVersionSpec> {
     const spec = versionOf(pv, field);
     compilePlanVersion(spec, field);
+    checkWholeNanoAmounts(spec, field);
     await checkMeters(tenant, spec, field);
     return spec;
   }
@@ -242,6 +243,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       checkId(req.planId, "plan_id");
       const plan = await d.catalog.publishPlanVersion(tenant, req.planId, req.version, now(), (v) => {
         compilePlanVersion(v, "version");
+        checkWholeNanoAmounts(v, "version");
       });
       d.cache.invalidate(tenant);
       return { plan: planToProto(plan) };
@@ -453,8 +455,18 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const customer = cat.customer(req.customerId);
       if (customer === undefined) throw notFound("customer", req.customerId);
       const subs = cat.subscriptions(req.customerId);
+      // The billing interval of the first subscription in force at `at` (by start time, then id:
+      // the catalog's order, the one rating an event picks a subscription in).
       let interval = 1;
-      for (const s of subs) for (const ph of s.phases) if (ph.startMs <= at && (ph.endMs === null || at < ph.endMs)) interval = cat.version(ph.planId, ph.planVersion)?.spec.intervalMonths ?? interval;
+      pick: for (const s of subs) {
+        for (const ph of s.phases) {
+          const v = ph.startMs <= at && (ph.endMs === null || at < ph.endMs) ? cat.version(ph.planId, ph.planVersion) : undefined;
+          if (v !== undefined) {
+            interval = v.spec.intervalMonths;
+            break pick;
+          }
+        }
+      }
       const period = billingPeriod(customer.billingAnchorMs, customer.timeZone, interval, at);
       if (period.startMs < TIMESTAMP_JSON_MS_MIN || period.endMs > TIME_MS_MAX) {
         throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);

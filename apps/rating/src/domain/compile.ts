@@ -391,6 +391,23 @@ export function compilePlanVersion(spec: PlanVersionSpec, field: string): Compil
   };
 }
 
+/**
+ * checkWholeNanoAmounts: a plan version's period amounts (minimum commitment, spending cap) are
+ * whole nanos (at most 9 significant fraction digits): invoicing bills them as they are and
+ * refuses a finer one, which would block every invoice of the subscription. Checked when a
+ * version is written or published (InvalidArgument naming the field), not when a stored
+ * published version is compiled for rating.
+ */
+export function checkWholeNanoAmounts(spec: PlanVersionSpec, field: string): void {
+  for (const [s, name] of [
+    [spec.minimumCommitmentAmount, "minimum_commitment_amount"],
+    [spec.spendingCapAmount, "spending_cap_amount"],
+  ] as const) {
+    const r = compileAmount(s, `${field}.${name}`, false);
+    if (r !== null && r.den !== 1n) throw invalid(`${field}.${name}`, `must be whole nanos (at most 9 fraction digits), got ${JSON.stringify(s)}`);
+  }
+}
+
 /** indexByEventType: charges by the event types they react to. */
 export function indexByEventType(charges: CompiledCharge[]): Map<string, CompiledCharge[]> {
   const m = new Map<string, CompiledCharge[]>();

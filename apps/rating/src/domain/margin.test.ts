@@ -30,3 +30,28 @@ describe("margin", () => {
     expect(evaluateRule(mix, [sum("big", 10n, 40n), sum("small", 100n, 60n)], 0)).toEqual([]);
   });
 });
+
+describe("margin of credit-priced usage", () => {
+  const rule = { ruleId: "r", kind: "margin_below" as const, thresholdBps: 2000n, windowSeconds: 3600, customerId: "", model: "" };
+  // 50 credits burned, worth $0.50 at the credit type's exchange rate; cost $0.001.
+  const credits = (valueUnit: string, valueNanos: bigint, costNanos = 1_000_000n): WindowSum => ({ customerId: "c", model: "big", unit: "cr_credits", costUnit: "USD", priceNanos: 50_000_000_000n, costNanos, valueNanos, valueUnit });
+
+  it("counts the credits' currency value as revenue: $0.50 of credits for $0.001 of cost raises no margin alert", () => {
+    expect(evaluateRule(rule, [credits("USD", 500_000_000n)], 7_200_000)).toEqual([]);
+  });
+
+  it("raises a margin alert from the credits' value when it is below the threshold, beside currency-priced revenue", () => {
+    const a = evaluateRule(rule, [credits("USD", 1_000_000n, 950_000n), sum("small", 1_000_000n, 700_000n)], 7_200_000);
+    expect(a).toHaveLength(1);
+    // (2,000,000 - 1,650,000) / 2,000,000 = 1,750 bps
+    expect(a[0]).toMatchObject({ revenueNanos: 2_000_000n, costNanos: 1_650_000n, observedBps: 1750n, unit: "USD" });
+  });
+
+  it("leaves credit-priced usage whose value is not known in the cost currency out of the margin (no false alert)", () => {
+    expect(evaluateRule(rule, [credits("", 0n)], 7_200_000)).toEqual([]);
+    expect(evaluateRule(rule, [credits("EUR", 500_000_000n)], 7_200_000)).toEqual([]);
+    // ... while a cost-mix rule still counts its cost.
+    const mix = { ...rule, kind: "cost_mix_shift" as const, model: "big", thresholdBps: 5000n };
+    expect(evaluateRule(mix, [credits("", 0n), sum("small", 100n, 100_000n)], 0)[0]?.observedBps).toBe(9090n);
+  });
+});

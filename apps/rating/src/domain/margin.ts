@@ -3,8 +3,10 @@ import type { GuardrailRuleRow } from "../store/catalog-store.js";
 
 /**
  * Margin: revenue - cost, and margin in basis points of revenue (floor; 0 when revenue is 0).
- * Only amounts in the same currency are compared: credit-priced revenue is left out of margin
- * (its currency value lives in the wallet's exchange rates).
+ * Only amounts in the same currency are compared. Guardrails count credit-priced revenue at the
+ * credits' currency value (each line's price_value_nanos, at the credit type's exchange rate at
+ * the event time); credit-priced usage whose value is not known in the cost currency is left out
+ * of the margin, its cost included.
  */
 export function marginBps(revenueNanos: bigint, costNanos: bigint): bigint {
   if (revenueNanos <= 0n) return costNanos > 0n ? -10_000n : 0n;
@@ -19,6 +21,15 @@ export interface WindowSum {
   costUnit: string;
   priceNanos: bigint;
   costNanos: bigint;
+  /** valueNanos: credit-priced rows: the credits' currency value (sum of the lines' price_value_nanos). */
+  valueNanos?: bigint;
+  /** valueUnit: the currency of valueNanos (the credit type's exchange currency); "" when not known. */
+  valueUnit?: string;
+}
+
+/** isCreditUnit: a credit type id (cr_...) rather than a currency. */
+export function isCreditUnit(unit: string): boolean {
+  return unit.startsWith("cr_");
 }
 
 export interface AlertRow {
@@ -63,11 +74,17 @@ export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: n
     const unit = [...costByUnit.entries()].sort((a, b) => (a[1] < b[1] ? 1 : a[1] > b[1] ? -1 : 0))[0]![0];
     let revenue = 0n;
     let cost = 0n;
+    let marginCost = 0n; // the cost of usage whose revenue is counted (or that has none)
     let modelCost = 0n;
     for (const s of ss) {
-      if (s.unit === unit) revenue += s.priceNanos;
+      const credit = isCreditUnit(s.unit);
+      // Credit-priced revenue counts at its currency value; without a value in this currency the
+      // row is left out of the margin (its cost against no revenue would fire a false alert).
+      const comparable = !credit || s.valueUnit === unit;
+      if (credit ? comparable : s.unit === unit) revenue += credit ? (s.valueNanos ?? 0n) : s.priceNanos;
       if (s.costUnit === unit) {
         cost += s.costNanos;
+        if (comparable) marginCost += s.costNanos;
         if (s.model === rule.model) modelCost += s.costNanos;
       }
     }
@@ -75,6 +92,7 @@ export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: n
     let fire: boolean;
     let message: string;
     if (rule.kind === "margin_below") {
+      cost = marginCost;
       if (revenue === 0n && cost === 0n) continue;
       observed = marginBps(revenue, cost);
       fire = observed < rule.thresholdBps;

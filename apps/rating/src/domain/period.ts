@@ -59,13 +59,22 @@ function offsetMs(ms: number, tz: string): number {
   return Date.UTC(w.y, w.m - 1, w.d, w.hh, w.mm, w.ss, w.ms) - ms;
 }
 
-/** instantOf: the UTC instant of a local wall-clock time (gaps resolve forward). */
+/**
+ * instantOf: the UTC instant of a local wall-clock time. A time in a fall-back overlap takes its
+ * first instant; a time in a spring-forward gap does not exist and moves forward by the gap (02:30
+ * on a 02:00 -> 03:00 night is 03:30), in zones west and east of UTC alike. The same rule as
+ * invoicing's zonedToInstant (apps/invoicing/src/domain/periods.ts), so both agree on boundaries.
+ */
 function instantOf(w: Wall, tz: string): number {
   const guess = Date.UTC(w.y, w.m - 1, w.d, w.hh, w.mm, w.ss, w.ms);
-  let t = guess - offsetMs(guess, tz);
-  const o2 = offsetMs(t, tz);
-  if (guess - o2 !== t) t = guess - o2;
-  return t;
+  const o1 = offsetMs(guess, tz);
+  const t1 = guess - o1;
+  const o2 = offsetMs(t1, tz);
+  if (o2 === o1) return t1;
+  const t2 = guess - o2;
+  if (offsetMs(t2, tz) === o2) return t2;
+  // In a gap: the offset before the change (the smaller) lands just after the gap.
+  return guess - Math.min(o1, o2);
 }
 
 function daysInMonth(y: number, m: number): number {

@@ -1,7 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CarryAccumulator, Rate, divRound } from "@nanobill/money";
-import { creditValue, rateEvent } from "./rate-event.js";
+import { compilePlanVersion } from "./compile.js";
+import { CostCatalog } from "./cost-catalog.js";
+import { TenantCatalog, creditValue, rateEvent } from "./rate-event.js";
 import { CARRY_ROUNDING, MemoryRatingState, ScratchState } from "./state.js";
 import { T0, catalogFor, charge, costRate, event, llmCosts, llmMatrixVersion, usage, version } from "./fixtures.js";
 import type { TierSpec } from "./types.js";
@@ -198,6 +200,18 @@ describe("rateEvent: outcomes", () => {
     rateEvent(cat, st, event("o2", "ticket.resolved", { task_id: "t3", resolved: "true" }));
     const late = rateEvent(cat, st, event("r", "ticket.reopened", { task_id: "t3" }, T0 + 9 * 86_400_000));
     expect(late.lines.filter((l) => l.chargeId !== "")).toEqual([]);
+  });
+
+  it("does not claw back an outcome with a reversal timed before it (arriving after it): the window starts at the outcome", () => {
+    const cat = catalogFor(v);
+    const st = new MemoryRatingState();
+    const o = rateEvent(cat, st, event("o4", "ticket.resolved", { task_id: "t4", resolved: "true" }, T0 + 2 * 3_600_000));
+    expect(o.lines[0]).toMatchObject({ status: "pending", priceNanos: 990_000_000n });
+    const early = rateEvent(cat, st, event("r4", "ticket.reopened", { task_id: "t4" }, T0 + 3_600_000));
+    expect(early.lines.filter((l) => l.chargeId !== "")).toEqual([]);
+    // A reversal inside the window still claws it back.
+    const inWindow = rateEvent(cat, st, event("r5", "ticket.reopened", { task_id: "t4" }, T0 + 3 * 3_600_000));
+    expect(inWindow.lines[0]).toMatchObject({ status: "clawed_back", priceNanos: -990_000_000n });
   });
 });
 
@@ -399,5 +413,44 @@ describe("rateEvent: review fixes (spending cap, outcomes, carries, quantities)"
     const r = rateEvent(catalogFor(v), new MemoryRatingState(), event("e", "llm", { n: "9999999999999999999" }));
     expect(r.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
     expect(r.lines[0]!.reason).toMatch(/beyond int64/);
+  });
+});
+
+describe("rateEvent: several subscriptions in force (the first whose plan prices the event type)", () => {
+  const platform = version([charge("platform", { kind: "flat", amount: "100" })]);
+  const tokens = (chargeId: string, amount: string) => version([charge(chargeId, { kind: "per_unit", unitPrice: { amount, perQuantity: "" } }, { usage: usage("llm.call", ["tokens"]) })]);
+  const catalogOf = (subs: Array<[string, string, number]>, versions: Array<[string, ReturnType<typeof version>]>) =>
+    new TenantCatalog({
+      tenant: "tnt_test",
+      customers: [{ customerId: "cus_1", name: "", currency: "USD", billingAnchorMs: T0, timeZone: "UTC", createTimeMs: T0 }],
+      subscriptions: subs.map(([subscriptionId, planId, startMs]) => ({ subscriptionId, customerId: "cus_1", phases: [{ planId, planVersion: 1, startMs, endMs: null }], seatChanges: [], startMs, endMs: null })),
+      versions: versions.map(([planId, v]) => ({ planId, version: compilePlanVersion(v, "version") })),
+      overrides: [],
+      costs: new CostCatalog([]),
+    });
+
+  it("rates usage under the second subscription when only its plan prices the event type ($10 for 1,000 tokens)", () => {
+    const cat = catalogOf([["sub_a", "plat", T0], ["sub_b", "use", T0 + 1000]], [["plat", platform], ["use", tokens("tokens", "0.01")]]);
+    const r = rateEvent(cat, new MemoryRatingState(), event("e1", "llm.call", { tokens: 1000 }));
+    expect(r.subscriptionId).toBe("sub_b");
+    expect(r.lines).toEqual([expect.objectContaining({ chargeId: "tokens", quantity: 1000n, priceNanos: 10n * B, status: "final" })]);
+  });
+
+  it("charges an event type priced by two plans once, under the first subscription by start time then id", () => {
+    // sub_m and sub_z start together: sub_m is first by id, though listed last; sub_0 starts later.
+    const cat = catalogOf(
+      [["sub_z", "cheap", T0], ["sub_0", "other", T0 + 1000], ["sub_m", "dear", T0]],
+      [["cheap", tokens("tokens", "0.01")], ["dear", tokens("tokens_dear", "0.02")], ["other", tokens("tokens", "0.05")]],
+    );
+    const r = rateEvent(cat, new MemoryRatingState(), event("e1", "llm.call", { tokens: 1000 }));
+    expect(r.subscriptionId).toBe("sub_m");
+    expect(r.lines).toEqual([expect.objectContaining({ chargeId: "tokens_dear", priceNanos: 20n * B })]);
+  });
+
+  it("keeps the first subscription in force, with no charge, when no plan prices the event type", () => {
+    const cat = catalogOf([["sub_b", "use", T0 + 1000], ["sub_a", "plat", T0]], [["plat", platform], ["use", tokens("tokens", "0.01")]]);
+    const r = rateEvent(cat, new MemoryRatingState(), event("e1", "other.event", { tokens: 1000 }));
+    expect(r.subscriptionId).toBe("sub_a");
+    expect(r.lines.every((l) => l.priceNanos === 0n && l.chargeId === "")).toBe(true);
   });
 });

@@ -63,7 +63,8 @@ export class TenantCatalog {
       if (l === undefined) this.#subscriptions.set(s.customerId, (l = []));
       l.push(s);
     }
-    for (const l of this.#subscriptions.values()) l.sort((a, b) => a.startMs - b.startMs);
+    // By start time, then id: the order resolve (and RatePeriod) pick "the" subscription in.
+    for (const l of this.#subscriptions.values()) l.sort((a, b) => a.startMs - b.startMs || (a.subscriptionId < b.subscriptionId ? -1 : a.subscriptionId > b.subscriptionId ? 1 : 0));
     this.#versions = new Map(opts.versions.map((v) => [`${v.planId}\u0000${v.version.spec.version}`, v.version]));
     this.#overrides = new Map();
     for (const o of opts.overrides) {
@@ -81,25 +82,39 @@ export class TenantCatalog {
     return this.#versions.get(`${planId}\u0000${version}`);
   }
 
-  /** resolve: the subscription, version, period and charges in force for an event. */
+  /**
+   * resolve: the subscription, version, period and charges in force for an event: the first
+   * subscription in force at the event time (by start time, then id) whose current phase's plan
+   * version has a charge for the event's type; when none has one, the first in force (no charge).
+   * So usage under a customer's second concurrent subscription is rated, and two plans pricing the
+   * same event type never both charge it (the first wins).
+   */
   resolve(e: UsageEvent): Resolution | { reason: string } {
     const customer = this.#customers.get(e.customerId);
     if (customer === undefined) return { reason: "unknown customer" };
     const subs = this.#subscriptions.get(e.customerId);
+    let first: Resolution | { reason: string } | null = null;
     if (subs !== undefined) {
       for (const s of subs) {
         for (const ph of s.phases) {
           if (ph.startMs <= e.timestampMs && (ph.endMs === null || e.timestampMs < ph.endMs)) {
             const v = this.version(ph.planId, ph.planVersion);
-            if (v === undefined) return { reason: `plan ${ph.planId} v${ph.planVersion} not found` };
+            if (v === undefined) {
+              first ??= { reason: `plan ${ph.planId} v${ph.planVersion} not found` };
+              break;
+            }
+            const base = v.byEventType.get(e.type);
+            if (base === undefined && first !== null) break;
             const period = this.period(customer, v.spec.intervalMonths, e.timestampMs);
-            const base = v.byEventType.get(e.type) ?? [];
-            return { customer, subscriptionId: s.subscriptionId, version: v, period, charges: this.#applyOverrides(customer, v, ph.planId, base, e.timestampMs) };
+            const r: Resolution = { customer, subscriptionId: s.subscriptionId, version: v, period, charges: this.#applyOverrides(customer, v, ph.planId, base ?? [], e.timestampMs) };
+            if (base !== undefined) return r;
+            first = r;
+            break;
           }
         }
       }
     }
-    return { reason: "no subscription in force at the event time" };
+    return first ?? { reason: "no subscription in force at the event time" };
   }
 
   /** period: the customer's billing period containing atMs (memoized). */
@@ -521,8 +536,10 @@ function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledC
   const o = task.outcome;
   // A reversal timed inside the window claws the outcome back even when it arrives after the
   // window ended and the outcome was confirmed (a late event): the clawback line credits it on the
-  // invoice; an amount already handed to the wallet at the confirmation stays burned there.
-  if (o === null || o.chargeId !== c.chargeId || (o.status !== "pending" && o.status !== "confirmed") || e.timestampMs > o.verifyUntilMs) return;
+  // invoice; an amount already handed to the wallet at the confirmation stays burned there. The
+  // window starts at the outcome: a reversal timed before it claws nothing back, whichever
+  // arrives first (an outcome stored without its time keeps the old rule).
+  if (o === null || o.chargeId !== c.chargeId || (o.status !== "pending" && o.status !== "confirmed") || e.timestampMs > o.verifyUntilMs || e.timestampMs < o.eventTimeMs) return;
   const l = line(c.chargeId, { [METRIC]: "outcomes" }, -1n, c.unit);
   l.priceNanos = -o.priceNanos;
   l.status = "clawed_back";

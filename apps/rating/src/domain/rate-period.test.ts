@@ -85,6 +85,21 @@ describe("ratePeriod", () => {
   });
 });
 
+describe("ratePeriod with two subscriptions billing the same usage charge id", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const vol = (price: string) => version([charge("req", { kind: "volume", tiers: [{ upTo: "", unitPrice: { amount: price, perQuantity: "" }, flatAmount: "" }] }, { usage: usage("api", ["n"]) })]);
+  const sub = (subscriptionId: string, planId: string, startMs: number): Subscription => ({ subscriptionId, customerId: "c", startMs, endMs: null, seatChanges: [], phases: [{ planId, planVersion: 1, startMs, endMs: null }] });
+
+  it("prices the period total with the first subscription's charge (by start time, then id), as rating its events did", () => {
+    // sub_b starts with sub_a and is listed first; sub_0 starts a second later: sub_a rates the events.
+    const cat = catalog([["a", vol("0.01")], ["b", vol("0.02")], ["z", vol("0.05")]], [sub("sub_b", "b", NOV), sub("sub_0", "z", NOV + 1000), sub("sub_a", "a", NOV)]);
+    const subs = cat.subscriptions("c");
+    expect(subs.map((s) => s.subscriptionId)).toEqual(["sub_a", "sub_b", "sub_0"]);
+    const r = ratePeriod(cat, cat.customer("c")!, subs, period, [{ chargeId: "req", unit: "USD", quantity: 1000n, bookedNanos: 10n * B, costNanos: 0n }]);
+    expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 10n * B]]);
+  });
+});
+
 describe("ratePeriod across a mid-period plan migration (period-priced usage)", () => {
   const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
   const MID = NOV + 15 * DAY;

@@ -168,6 +168,7 @@ export function ratePeriod(
   let lastVersion: { planId: string; v: CompiledVersion } | null = null;
   let lastStart = -Infinity;
   const chargeSpecs = new Map<string, CompiledCharge>();
+  const chargeEnds = new Map<string, number>();
 
   for (const { s, ph, v, a, b } of phaseSpans(cat, subs, period)) {
     if (a >= lastStart) {
@@ -180,7 +181,13 @@ export function ratePeriod(
       // charge in force over it (prorated and rounded once per piece, like phases).
       // Usage charges are priced on the period totals below, with the charge in force at b - 1.
       const pieces = c0.mode === "recurring" ? overridePieces(cat, customer, ph.planId, v, c0, a, b) : [{ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b }];
-      chargeSpecs.set(c0.chargeId, pieces[pieces.length - 1]!.charge); // the charge in force at b - 1
+      // The charge in force at b - 1; of two subscriptions billing the same charge id up to the
+      // same time, the first (by start time, then id) keeps it, as rating an event picks it.
+      const prevEnd = chargeEnds.get(c0.chargeId);
+      if (prevEnd === undefined || b > prevEnd) {
+        chargeSpecs.set(c0.chargeId, pieces[pieces.length - 1]!.charge);
+        chargeEnds.set(c0.chargeId, b);
+      }
       for (const { charge: c, startMs: x, endMs: y } of pieces) {
         const p = c.pricing;
         if (p.kind === "flat") {

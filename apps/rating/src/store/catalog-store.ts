@@ -114,12 +114,15 @@ export class CatalogStore {
       if (lock.rows.length === 0) throw notFound("plan", planId);
       const plan = (await this.#getPlan(tx, tenant, planId))!;
       const next = plan.versions.length + 1;
-      if (v.version !== 0 && v.version < next) {
+      // The caller numbers the version: that number is what makes a retry idempotent (a "next"
+      // of 0 would add a version per retry).
+      if (v.version === 0) throw invalid("version.version", `is required: the next version number ${next} (a retry with the same number and content returns the first result)`);
+      if (v.version < next) {
         const existing = plan.versions[v.version - 1];
         if (existing !== undefined && sameJson(versionContent(existing), versionContent(v))) return plan;
         throw alreadyExists("version.version", String(v.version));
       }
-      if (v.version !== 0 && v.version !== next) throw invalid("version.version", `must be the next version number ${next} (or 0), got ${v.version}`);
+      if (v.version !== next) throw invalid("version.version", `must be the next version number ${next}, got ${v.version}`);
       if (next > versionsMax) throw invalid("plan_id", `has the maximum of ${versionsMax} versions`);
       await tx.query(`INSERT INTO plan_versions (tenant, plan_id, version, status, spec, update_time) VALUES ($1,$2,$3,'draft',$4,$5)`, [tenant, planId, next, JSON.stringify({ ...v, version: next, status: "draft", publishTimeMs: null }), ts(nowMs)]);
       return (await this.#getPlan(tx, tenant, planId))!;
@@ -211,7 +214,8 @@ export class CatalogStore {
         const cur = (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [s.subscriptionId]))[0]!;
         const p0 = cur.phases[0];
         const s0 = s.phases[0]!;
-        const seats0 = cur.seatChanges[0]?.seats ?? 0;
+        // The seats the subscription was created with: its 'initial' change (later changes may sort before it).
+        const seats0 = cur.seatChanges.find((x) => x.changeId === "initial")?.seats ?? 0;
         if (cur.customerId !== s.customerId || cur.startMs !== s.startMs || cur.endMs !== s.endMs || p0 === undefined || p0.planId !== s0.planId || p0.planVersion !== s0.planVersion || seats0 !== seats) {
           throw alreadyExists("subscription_id", s.subscriptionId);
         }
@@ -267,8 +271,14 @@ export class CatalogStore {
 
   async updateSeats(tenant: string, subscriptionId: string, c: SeatChange, changesMax: number): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
-      const lock = await tx.query(`SELECT subscription_id FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
+      const lock = await tx.query(`SELECT start_time, end_time FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
       if (lock.rows.length === 0) throw notFound("subscription", subscriptionId);
+      const startMs = msOfNN(lock.rows[0]!.start_time);
+      const endMs = msOf(lock.rows[0]!.end_time);
+      if (c.effectiveMs < startMs || (endMs !== null && c.effectiveMs >= endMs)) {
+        const range = `[${new Date(startMs).toISOString()}, ${endMs === null ? "open" : new Date(endMs).toISOString()})`;
+        throw invalid("change.effective_time", `must be within the subscription's ${range}, got ${new Date(c.effectiveMs).toISOString()}`);
+      }
       const ins = await tx.query(`INSERT INTO seat_changes (tenant, subscription_id, change_id, seats, effective_time) VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING change_id`, [tenant, subscriptionId, c.changeId, c.seats, ts(c.effectiveMs)]);
       if (ins.rows.length === 0) {
         const cur = await tx.query(`SELECT * FROM seat_changes WHERE tenant=$1 AND subscription_id=$2 AND change_id=$3`, [tenant, subscriptionId, c.changeId]);

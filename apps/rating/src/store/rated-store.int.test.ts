@@ -110,7 +110,7 @@ for (const backend of testBackends()) {
       await catalog.createPlan("tnt_s", "p1", "P", subNano, T0);
       await catalog.publishPlanVersion("tnt_s", "p1", 1, T0, () => {});
       await expect(catalog.updatePlanVersion("tnt_s", "p1", { ...subNano, version: 1 }, T0)).rejects.toThrow(/immutable/);
-      const p = await catalog.createPlanVersion("tnt_s", "p1", { ...subNano, version: 0 }, T0, 10);
+      const p = await catalog.createPlanVersion("tnt_s", "p1", { ...subNano, version: 2 }, T0, 10);
       expect(p.versions.map((v) => [v.version, v.status])).toEqual([[1, "published"], [2, "draft"]]);
       await expect(catalog.archivePlanVersion("tnt_s", "p1", 2, T0)).rejects.toThrow(/draft/);
     });

@@ -536,15 +536,20 @@ export class RatedStore {
   }
 
   /** windowSums: per (customer, model, unit, cost unit) sums of rated events at or after sinceMs. */
-  async windowSums(tenant: string, customerIds: string[], sinceMs: number): Promise<Array<{ customerId: string; model: string; unit: string; costUnit: string; priceNanos: bigint; costNanos: bigint }>> {
+  /**
+   * windowSums: per (customer, model, price unit, cost unit) the rated events' price and cost since
+   * sinceMs; for credit-priced rows also the credits' currency value (the lines' price_value_nanos).
+   */
+  async windowSums(tenant: string, customerIds: string[], sinceMs: number): Promise<Array<{ customerId: string; model: string; unit: string; costUnit: string; priceNanos: bigint; costNanos: bigint; valueNanos: bigint }>> {
     if (customerIds.length === 0) return [];
     const r = await this.db.query(
-      `SELECT customer_id, model, unit, cost_unit, sum(price_nanos)::bigint AS price_nanos, sum(cost_nanos)::bigint AS cost_nanos
+      `SELECT customer_id, model, unit, cost_unit, sum(price_nanos)::bigint AS price_nanos, sum(cost_nanos)::bigint AS cost_nanos,
+              COALESCE(sum(CASE WHEN left(unit, 3) = 'cr_' THEN (SELECT sum((x->>'priceValueNanos')::numeric) FROM jsonb_array_elements(lines) x) END), 0)::bigint AS value_nanos
          FROM rated_events WHERE tenant=$1 AND customer_id = ANY($2::text[]) AND event_time >= $3
         GROUP BY customer_id, model, unit, cost_unit`,
       [tenant, customerIds, ts(sinceMs)],
     );
-    return r.rows.map((row) => ({ customerId: row.customer_id as string, model: row.model as string, unit: row.unit as string, costUnit: row.cost_unit as string, priceNanos: big(row.price_nanos), costNanos: big(row.cost_nanos) }));
+    return r.rows.map((row) => ({ customerId: row.customer_id as string, model: row.model as string, unit: row.unit as string, costUnit: row.cost_unit as string, priceNanos: big(row.price_nanos), costNanos: big(row.cost_nanos), valueNanos: big(row.value_nanos) }));
   }
 
   /** insertAlerts: stores alerts (an existing alert id is kept: idempotent). Returns the new ones. */
