@@ -11,6 +11,9 @@ import type { CatalogStore, GuardrailRuleRow } from "./store/catalog-store.js";
 
 interface TenantEntry {
   loadedMs: number;
+  /** catalog_generations of the tenant and of '' (global cost rates), read before the catalog was. */
+  generation: bigint;
+  globalGeneration: bigint;
   versions: Array<{ planId: string; version: CompiledVersion }>;
   costs: CostCatalog;
   rules: GuardrailRuleRow[];
@@ -20,8 +23,10 @@ interface TenantEntry {
 
 /**
  * CatalogCache: what the consumer (and Quote) need per tenant, cached for ttlMs and dropped by
- * invalidate(tenant) on every catalog write of this process. Compiled plan versions are kept
- * for good (published versions are immutable), so their matrix lookup caches stay warm.
+ * invalidate(tenant) on every catalog write of this process, and by sync(tenants) when another
+ * process wrote (the tenant's catalog generation moved: store/migrations/0007). Compiled plan
+ * versions are kept for good (published versions are immutable), so their matrix lookup caches
+ * stay warm.
  */
 export class CatalogCache {
   readonly #tenants = new Map<string, TenantEntry>();
@@ -59,10 +64,27 @@ export class CatalogCache {
     this.#tenants.delete(tenant);
   }
 
+  /**
+   * Drops the cached catalogs of `tenants` that a catalog write of any process changed since they
+   * were loaded (one query). Called before each page is rated and before API reads that price.
+   */
+  async sync(tenants: Iterable<string>): Promise<void> {
+    const cached = [...new Set(tenants)].filter((t) => this.#tenants.has(t));
+    if (cached.length === 0) return;
+    const gens = await this.store.generations([...cached, ""]);
+    for (const t of cached) {
+      const e = this.#tenants.get(t);
+      if (e !== undefined && (e.generation !== gens.get(t) || e.globalGeneration !== gens.get(""))) this.#tenants.delete(t);
+    }
+  }
+
   async #tenant(tenant: string): Promise<TenantEntry> {
     const now = this.clock.now().getTime();
     const cur = this.#tenants.get(tenant);
     if (cur !== undefined && now - cur.loadedMs < this.ttlMs) return cur;
+    // The generations first: a write committed after this read moves them past what is cached,
+    // and the next sync() reloads.
+    const gens = await this.store.generations([tenant, ""]);
     const [versions, rates, rules] = await Promise.all([this.store.publishedVersions(tenant), this.store.costRates(tenant), this.store.rules(tenant)]);
     // A stored version that no longer compiles (written before a rule it breaks, e.g. the amount
     // bound) is left out and logged, not allowed to stop the tenant: its subscriptions' events are
@@ -83,7 +105,7 @@ export class CatalogCache {
       compiled.push({ planId, version: cv });
     }
     const creditRates = await this.#creditRates(tenant, compiled.map((x) => x.version));
-    const e: TenantEntry = { loadedMs: now, versions: compiled, costs: new CostCatalog(rates), rules, creditRates, customers: cur?.customers ?? new Map() };
+    const e: TenantEntry = { loadedMs: now, generation: gens.get(tenant)!, globalGeneration: gens.get("")!, versions: compiled, costs: new CostCatalog(rates), rules, creditRates, customers: cur?.customers ?? new Map() };
     if (e.customers.size > 100_000) e.customers.clear();
     this.#tenants.set(tenant, e);
     return e;

@@ -325,6 +325,7 @@ export class RatingConsumer {
       else l.push(i);
     }
     const catalogs = new Map<string, TenantCatalog>();
+    await d.cache.sync(byTenant.keys()); // catalog writes of other processes (the API replicas)
     for (const [tenant, list] of byTenant) catalogs.set(tenant, await d.cache.forCustomers(tenant, list.map((i) => i.event.customerId)));
 
     const touched = new Map<string, Set<string>>();

@@ -400,6 +400,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const e = quoteEventOf(tenant, req.event, now());
       checkId(e.customerId, "event.customer_id");
       if (e.type === "") throw invalid("event.type", "is required");
+      await d.cache.sync([tenant]); // another replica's catalog writes
       const cat = await d.cache.forCustomers(tenant, [e.customerId]);
       if (cat.customer(e.customerId) === undefined) throw notFound("customer", e.customerId);
       const st = new MemoryRatingState();
@@ -451,6 +452,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const tenant = read(ctx);
       checkId(req.customerId, "customer_id");
       const at = msOrNull(req.at, "at") ?? now();
+      await d.cache.sync([tenant]); // another replica's catalog writes
       const cat = await d.cache.forCustomers(tenant, [req.customerId]);
       const customer = cat.customer(req.customerId);
       if (customer === undefined) throw notFound("customer", req.customerId);

@@ -373,6 +373,17 @@ export class CatalogStore {
   }
 
   /** costRates: the tenant's overrides and the global rates (optionally filtered). */
+  /**
+   * The catalog generation of each tenant (0 when it never had a catalog write); the tenant ''
+   * holds the global cost rates. Bumped by a trigger on every catalog write (migration 0007).
+   */
+  async generations(tenants: readonly string[]): Promise<Map<string, bigint>> {
+    const r = await this.db.query(`SELECT tenant, generation FROM catalog_generations WHERE tenant = ANY($1::text[])`, [[...tenants]]);
+    const out = new Map<string, bigint>(tenants.map((t) => [t, 0n]));
+    for (const row of r.rows) out.set(String(row.tenant), BigInt(row.generation as string | number | bigint));
+    return out;
+  }
+
   async costRates(tenant: string, provider = "", model = "", limit = 100_000): Promise<CostRateSpec[]> {
     const r = await this.db.query(
       `SELECT * FROM cost_rates WHERE tenant IN ($1, '') AND ($2 = '' OR provider = $2) AND ($3 = '' OR model = $3)

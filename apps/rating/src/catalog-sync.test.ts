@@ -1,0 +1,58 @@
+// Two rating processes on one database, as deployed (API replicas write the catalog, the consumer
+// rates): the consumer's catalog cache (a long TTL here) must see a write of the other process at
+// its next page. Before, the consumer rated the usage of a subscription created through another
+// replica "no subscription in force" (and priced with an old override), for good.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
+import { testBackends } from "@nanobill/db";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEYS, T0, openHarness, type Harness } from "./test-support.js";
+
+const t0 = T0.getTime();
+const NOV_1 = timestampFromMs(Date.UTC(2026, 10, 1));
+
+for (const backend of testBackends()) describe(`rating catalog cache across processes (${backend.name})`, () => {
+  let consumer: Harness; // the consumer process: caches catalogs for 10 minutes
+  let api: Harness; // an API replica on the same database
+  beforeAll(async () => {
+    const db = await backend.open();
+    consumer = await openHarness(db, { cacheTtlMs: 600_000 });
+    api = await openHarness(db);
+    consumer.metering.meters.set("tnt_a\u0000calls", "api.call");
+    api.metering.meters.set("tnt_a\u0000calls", "api.call");
+    const c = api.client(KEYS.adminA);
+    await c.createCustomer({ customer: { customerId: "cus_1", currency: "USD", billingAnchor: NOV_1, timeZone: "UTC" } });
+    const version = create(PlanVersionSchema, {
+      currency: "USD",
+      charges: [{ chargeId: "calls", name: "Calls", unit: "USD", usage: { meter: "calls", eventType: "api.call", quantityProperties: ["calls"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "1", perQuantity: 1n } } } }],
+    });
+    await c.createPlan({ planId: "plan", name: "P", version });
+    await c.publishPlanVersion({ planId: "plan", version: 1 });
+  });
+  afterAll(async () => {
+    await api?.service.stop();
+    await consumer?.close();
+  });
+
+  it("rates usage under a subscription another process created after the consumer cached the tenant", async () => {
+    consumer.metering.push("tnt_a", { id: "before", customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_000, properties: { calls: 2 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1);
+    expect((await consumer.service.rated.ratedEvent("tnt_a", "before"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["", 0n]]); // no subscription yet
+    await api.client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: NOV_1 });
+    consumer.metering.push("tnt_a", { id: "after", customerId: "cus_1", type: "api.call", timestampMs: t0 - 1_000, properties: { calls: 3 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1);
+    expect((await consumer.service.rated.ratedEvent("tnt_a", "after"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["calls", 3_000_000_000n]]);
+  });
+
+  it("prices with a price override another process set, and quotes with it", async () => {
+    await api.client(KEYS.adminA).setPriceOverride({
+      priceOverride: { overrideId: "ovr_1", customerId: "cus_1", chargeId: "calls", charge: { pricing: { case: "perUnit", value: { unitPrice: { amount: "0.5" } } } }, startTime: NOV_1 },
+    });
+    consumer.metering.push("tnt_a", { id: "overridden", customerId: "cus_1", type: "api.call", timestampMs: t0 - 500, properties: { calls: 4 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1);
+    expect((await consumer.service.rated.ratedEvent("tnt_a", "overridden"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["calls", 2_000_000_000n]]);
+    const q = await consumer.client(KEYS.adminA).quote({ event: { eventId: "q1", customerId: "cus_1", type: "api.call", timestamp: timestampFromMs(t0 - 100), properties: { calls: { kind: { case: "intValue", value: 10n } } } } });
+    expect(q.rated!.lines.map((l) => l.priceNanos)).toEqual([5_000_000_000n]);
+  });
+});
