@@ -1190,9 +1190,17 @@ export function createEngine(deps: EngineDeps) {
     return requestHash({ a: c.amountNanos, e: c.eventId, ch: c.chargeId, o: c.occurredAt?.getTime() ?? null });
   }
 
+  /**
+   * The states of grants, read under their row locks (id order), inside a capture/release group
+   * commit: a RunExpiry or RunRollover of one of them then waits for this commit and sees what the
+   * hold gave back, or has committed before and this reads the closed state (what the hold gives
+   * back then follows routeReleased). Read without the lock, a run committing between this read and
+   * the grant UPDATE left the released part on a closed grant: neither spendable nor broken.
+   * Lock order everywhere: holds, then grants (id order), then wallets.
+   */
   async function grantStates(q: Queryable, tenant: string, ids: string[]): Promise<Map<string, string>> {
     if (ids.length === 0) return new Map();
-    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[])`, [tenant, [...new Set(ids)]]);
+    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`, [tenant, [...new Set(ids)]]);
     return new Map(r.rows.map((x) => [x.id, x.state]));
   }
 
@@ -1679,9 +1687,10 @@ export function createEngine(deps: EngineDeps) {
     for (const g of await S.listPeriodEndedGrants(db, tenant, walletId, asOf, RUN_WALLETS_MAX)) {
       const now = clock.now();
       await db.transaction(async (tx) => {
-        const w = await mustWallet(tenant, g.walletId, tx, true);
+        // The grant's lock before the wallet's: the order of captures, releases and debits (grants, then wallets).
         const lock = await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = $2 AND state = 'active' FOR UPDATE`, [tenant, g.id]);
         if (lock.rowCount === 0) return;
+        const w = await mustWallet(tenant, g.walletId, tx, true);
         const fresh = (await S.getGrant(tx, tenant, g.id))!;
         const remainder = remainderNanos({ ...fresh, expiresAtMs: null });
         const rule = fresh.rollover ?? { mode: "none" as const, capNanos: 0n, percentBps: 0, expiresAfterMs: 0 };
