@@ -93,5 +93,5 @@ export const BACKGROUND_INTERVAL_MS = 1_000;
 /** Most tenants one background round expires for. */
 export const BACKGROUND_TENANTS_MAX = 1_000;
 
-/** RUN_AS_OF_SKEW_MS_MAX: how far from now an expiry/rollover run's as_of may be (10 years); beyond it InvalidArgument. */
+/** RUN_AS_OF_SKEW_MS_MAX: how far before now an expiry/rollover run's as_of may be (10 years; after now is refused too); beyond it InvalidArgument. */
 export const RUN_AS_OF_SKEW_MS_MAX = 10 * 366 * 24 * 3_600_000;

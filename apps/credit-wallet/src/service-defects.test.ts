@@ -353,8 +353,9 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     const soon = new Date(h.clock.now().getTime() + 3_600_000);
     const ws = [await bigWallet("cus_exp_eur", "EUR", 9, soon), await bigWallet("cus_exp_gbp", "GBP", 9, soon), await bigWallet("cus_exp_jpy", "JPY", 9, soon)];
     const totals: bigint[] = [];
+    h.clock.set(new Date(soon.getTime() + 1)); // a run's as_of is never after now
     for (let run = 0; run < 10; run++) {
-      const r = await adminB().runExpiry({ asOf: timestampFromDate(new Date(soon.getTime() + 1)) });
+      const r = await adminB().runExpiry({});
       if (r.grantsExpired === 0) break;
       totals.push(r.breakageNanos);
     }
@@ -389,6 +390,26 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect(bal.balanceNanos).toBe(0n);
     const failed = await h.db.query(`SELECT error FROM ledger_outbox WHERE error <> ''`);
     expect(failed.rows).toEqual([]);
+  });
+
+  // ------------------------------------------------------------------ second review (wallet.md)
+
+  it("refuses a RunExpiry / RunRollover as_of after now (InvalidArgument naming as_of): credits that can still be spent are not expired", async () => {
+    const t0 = h.clock.now().getTime();
+    const w = (await admin().createWallet({ customerId: "cus_r2_asof", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_asof", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, expiresAt: timestampFromDate(new Date(t0 + 30 * 86_400_000)) });
+    await admin().grant({ id: "g_r2_asof_alw", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 500n, periodEnd: timestampFromDate(new Date(t0 + 30 * 86_400_000)) });
+    const later = timestampFromDate(new Date(t0 + 31 * 86_400_000));
+    for (const call of [admin().runExpiry({ walletId: w.id, asOf: later }), admin().runRollover({ walletId: w.id, asOf: later }), admin().runExpiry({ asOf: timestampFromDate(new Date(t0 + 1)) })]) {
+      const e = await code(call);
+      expect([e.code, e.message.startsWith("as_of:")]).toEqual([Code.InvalidArgument, true]);
+    }
+    const c = await ingest().consume({ items: [{ id: "c_r2_asof", customerId: "cus_r2_asof", unit: "USD", amountNanos: 1_500n }] });
+    expect([c.results[0]!.result, c.results[0]!.consumedNanos]).toEqual([pb.ConsumeResult.OK, 1_500n]);
+    // as_of now or earlier still runs (unset: now).
+    expect((await admin().runExpiry({ walletId: w.id, asOf: timestampFromDate(new Date(t0)) })).grantsExpired).toBe(0);
+    expect((await admin().runRollover({ walletId: w.id })).outcomes).toEqual([]);
+    await expectBooksAgree(w.id, "cus_r2_asof");
   });
 });
 

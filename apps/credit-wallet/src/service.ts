@@ -494,11 +494,15 @@ export function createWalletServiceImpl(deps: {
   };
 }
 
-/** The as_of of an expiry or rollover run: now when absent; at most RUN_AS_OF_SKEW_MS_MAX from now. */
+/**
+ * The as_of of an expiry or rollover run: now when absent; not after now (a later as_of would expire
+ * or roll over credits that can still be spent now) and at most RUN_AS_OF_SKEW_MS_MAX before it.
+ */
 function runAsOf(ts: Parameters<typeof M.dateOf>[0], now: Date): Date {
   const asOf = M.dateOf(ts, now, "as_of");
-  if (!Number.isFinite(asOf.getTime()) || Math.abs(asOf.getTime() - now.getTime()) > RUN_AS_OF_SKEW_MS_MAX) {
-    throw invalid("as_of", "must be within 10 years of now");
+  if (asOf.getTime() > now.getTime()) throw invalid("as_of", "must not be after now (a run closes only what is due)");
+  if (!Number.isFinite(asOf.getTime()) || now.getTime() - asOf.getTime() > RUN_AS_OF_SKEW_MS_MAX) {
+    throw invalid("as_of", "must be within 10 years before now");
   }
   return asOf;
 }
