@@ -36,7 +36,7 @@ import {
 } from "./domain/ledger-plan.js";
 import { debitRoom, repayNanos } from "./domain/policy.js";
 import { nextPeriod, planRollover, type RolloverRule } from "./domain/rollover.js";
-import { sortForBurn } from "./domain/burn-order.js";
+import { burnsAt, sortForBurn } from "./domain/burn-order.js";
 import type { GrantKind, Policy, Slice } from "./domain/types.js";
 import { WalletError, invalid } from "./errors.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
@@ -1771,16 +1771,23 @@ export function createEngine(deps: EngineDeps) {
 
   async function balanceOf(tenant: string, w: WalletRow): Promise<Balance> {
     const grants = await S.listGrants(db, tenant, w.id, { activeOnly: false });
+    const nowMs = clock.now().getTime();
     let balance = -w.overdraftPostedNanos;
     let held = w.overdraftHeldNanos;
+    // Available: what the grants that can burn now have left, minus the overdraft in use (the rule
+    // of S.availableOf / SPENDABLE_NOW and of the real-time stores, so it is what Authorize accepts
+    // before the policy's room). A grant in its expiry grace, effective later or an allowance past
+    // its period end counts in the balance, not here.
+    let available = -w.overdraftPostedNanos - w.overdraftHeldNanos;
     for (const g of grants) {
       balance += g.amountNanos - g.burnedNanos - g.expiredNanos;
       held += g.heldNanos;
+      if (g.state === "active" && burnsAt(S.toBurnGrant(g), nowMs)) available += g.amountNanos - g.burnedNanos - g.heldNanos - g.expiredNanos;
     }
     const sorted = sortForBurn(grants.map((g) => ({ ...S.toBurnGrant(g), row: g }))).map((x) => x.row);
     const active = sorted.filter((g) => g.state === "active");
     const closed = sorted.filter((g) => g.state !== "active");
-    return { wallet: w, balanceNanos: balance, heldNanos: held, availableNanos: balance - held, overdraftNanos: w.overdraftPostedNanos + w.overdraftHeldNanos, grants: [...active, ...closed] };
+    return { wallet: w, balanceNanos: balance, heldNanos: held, availableNanos: available, overdraftNanos: w.overdraftPostedNanos + w.overdraftHeldNanos, grants: [...active, ...closed] };
   }
 
   async function getBalance(tenant: string, q: { walletId: string; customerId: string; unit: string }): Promise<Balance> {

@@ -411,6 +411,25 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect((await admin().runRollover({ walletId: w.id })).outcomes).toEqual([]);
     await expectBooksAgree(w.id, "cus_r2_asof");
   });
+
+  it("shows as GetBalance available_nanos what the grants that can burn now have left (not one in its expiry grace, effective later or past its period end), which Authorize accepts", async () => {
+    const t0 = h.clock.now().getTime();
+    const T = (ms: number) => timestampFromDate(new Date(t0 + ms));
+    const w = (await admin().createWallet({ customerId: "cus_r2_av", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_av_grace", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, expiresAt: T(600_000), expiryGraceMs: 86_400_000n });
+    await admin().grant({ id: "g_r2_av_later", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n, effectiveAt: T(7 * 86_400_000) });
+    await admin().grant({ id: "g_r2_av_alw", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 300n, periodEnd: T(600_000) });
+    await admin().grant({ id: "g_r2_av_now", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 200n });
+    h.clock.advance(1_200_000); // g_r2_av_grace past expires_at (in its grace), the allowance past its period end
+    await ingest().authorize({ id: "h_r2_av", customerId: "cus_r2_av", unit: "USD", amountNanos: 50n, ttlMs: 3_600_000n });
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect([bal.balanceNanos, bal.heldNanos, bal.availableNanos]).toEqual([2_000n, 50n, 150n]);
+    const over = await code(ingest().authorize({ id: "h_r2_av_151", customerId: "cus_r2_av", unit: "USD", amountNanos: 151n }));
+    expect([over.code, over.message.endsWith("(available 150 nanos)")]).toEqual([Code.FailedPrecondition, true]);
+    const ok = await ingest().authorize({ id: "h_r2_av_150", customerId: "cus_r2_av", unit: "USD", amountNanos: 150n });
+    expect(ok.availableNanos).toBe(0n);
+    expect((await admin().getBalance({ walletId: w.id })).availableNanos).toBe(0n);
+  });
 });
 
 // ------------------------------------------------------------------ 2: a capture posted after the hold's ledger timeout
