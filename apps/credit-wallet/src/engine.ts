@@ -400,16 +400,27 @@ export function createEngine(deps: EngineDeps) {
 
   // ------------------------------------------------------------ credit types
 
-  async function createCreditType(tenant: string, ct: { id: string; name: string; currency: string; rate: string; effectiveAt: Date }) {
+  /**
+   * Creates a credit type with its first rate. Idempotent on id: a retry is compared with the name,
+   * currency and the creation rate — the rate row at the effective_at the retry names, or (left unset:
+   * now) the rate in force at the type's creation, whose rate row a defaulted effective_at dates at
+   * created_at. (It compared the earliest rate row only, without its effective_at: a retry with
+   * another effective_at was accepted, and an exact retry refused once an earlier-dated rate existed.)
+   */
+  async function createCreditType(tenant: string, ct: { id: string; name: string; currency: string; rate: string; effectiveAt: Date; effectiveAtDefaulted?: boolean }) {
     if (!/^cr_[a-z0-9_]{1,61}$/.test(ct.id) || !isUnitCode(ct.id)) throw invalid("id", 'must be "cr_" followed by 1-61 of [a-z0-9_]');
     if (isUnitCode(ct.currency) === false || ct.currency.startsWith("cr_")) throw invalid("currency", "must be a supported ISO 4217 code");
     const f = decimalFraction(ct.rate, "rate.value");
     if (f.num === 0n) throw invalid("rate.value", "must be > 0");
-    const created = await db.transaction((tx) => S.insertCreditType(tx, tenant, { ...ct, now: clock.now() }));
+    const now = clock.now();
+    const effectiveAt = ct.effectiveAtDefaulted ? now : ct.effectiveAt;
+    const created = await db.transaction((tx) => S.insertCreditType(tx, tenant, { ...ct, effectiveAt, now }));
     const stored = (await S.getCreditType(db, tenant, ct.id))!;
     if (!created) {
-      const first = stored.rates[0];
-      if (stored.name !== ct.name || stored.currency !== ct.currency || !first || first.rate !== ct.rate) throw new WalletError({ kind: "id_reused", field: "id", id: ct.id });
+      const creation = ct.effectiveAtDefaulted
+        ? stored.rates.filter((r) => r.effectiveAt.getTime() <= stored.createdAt.getTime()).at(-1)
+        : stored.rates.find((r) => r.effectiveAt.getTime() === ct.effectiveAt.getTime());
+      if (stored.name !== ct.name || stored.currency !== ct.currency || !creation || creation.rate !== ct.rate) throw new WalletError({ kind: "id_reused", field: "id", id: ct.id });
     }
     return stored;
   }

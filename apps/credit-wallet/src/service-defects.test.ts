@@ -430,6 +430,28 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect(ok.availableNanos).toBe(0n);
     expect((await admin().getBalance({ walletId: w.id })).availableNanos).toBe(0n);
   });
+
+  it("answers a CreateCreditType retry by its creation rate with its effective_at: another effective_at is AlreadyExists, the same request a replay even after an earlier-dated rate", async () => {
+    const t0 = h.clock.now().getTime();
+    const T = (ms: number) => timestampFromDate(new Date(t0 + ms));
+    const req = { id: "cr_r2_ct", name: "R2", currency: "USD", rate: { value: "0.01" }, effectiveAt: T(0) };
+    await admin().createCreditType(req);
+    const other = await code(admin().createCreditType({ ...req, effectiveAt: T(86_400_000) }));
+    expect([other.code, other.message.startsWith("id:")]).toEqual([Code.AlreadyExists, true]);
+    await admin().setExchangeRate({ creditTypeId: "cr_r2_ct", rate: { value: "0.02" }, effectiveAt: T(-86_400_000) });
+    const again = await admin().createCreditType(req);
+    expect(again.creditType!.rates.map((r) => r.rate!.value)).toEqual(["0.02", "0.01"]);
+    expect((await code(admin().createCreditType({ ...req, rate: { value: "0.02" } }))).code).toBe(Code.AlreadyExists);
+    // effective_at unset: a retry (unset) later, after an earlier-dated rate, is a replay; one naming a time is not.
+    await admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" } });
+    h.clock.advance(60_000);
+    await admin().setExchangeRate({ creditTypeId: "cr_r2_ct2", rate: { value: "0.7" }, effectiveAt: T(-86_400_000) });
+    expect((await admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" } })).creditType!.rates.length).toBe(2);
+    expect((await code(admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" }, effectiveAt: T(60_000) }))).code).toBe(Code.AlreadyExists);
+    // Created with a later effective_at: a retry leaving it unset (now) is other content.
+    await admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" }, effectiveAt: T(86_400_000) });
+    expect((await code(admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" } }))).code).toBe(Code.AlreadyExists);
+  });
 });
 
 // ------------------------------------------------------------------ 2: a capture posted after the hold's ledger timeout

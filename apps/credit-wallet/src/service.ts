@@ -237,6 +237,7 @@ export function createWalletServiceImpl(deps: {
           currency: req.currency,
           rate: M.decimalOf("rate.value", req.rate?.value, ""),
           effectiveAt: M.dateOf(req.effectiveAt, clock.now(), "effective_at"),
+          effectiveAtDefaulted: !req.effectiveAt,
         });
         return create(pb.CreateCreditTypeResponseSchema, { creditType: M.creditTypeTo(ct) });
       }),
