@@ -259,8 +259,13 @@ export function authorizeInputOf(r: pb.AuthorizeRequest, prefix: string): Author
   if (ttl < 0n || ttl > BigInt(HOLD_TTL_MS_MAX)) throw invalid(f("ttl_ms"), `must be in (0, ${HOLD_TTL_MS_MAX}]`);
   let amount = 0n;
   let maxCost: { nanos: bigint; currency: string } | null = null;
-  if (r.amountNanos !== 0n || r.maxCostNanos === 0n) amount = positiveNanos(f("amount_nanos"), r.amountNanos);
-  else maxCost = { nanos: positiveNanos(f("max_cost_nanos"), r.maxCostNanos), currency: currencyOf(f("max_cost_currency"), r.maxCostCurrency) };
+  // Exactly one of amount_nanos and max_cost_nanos (before, max_cost was dropped silently beside an
+  // amount, and a retry with another max_cost answered as a replay).
+  if (r.amountNanos !== 0n && r.maxCostNanos !== 0n) throw invalid(f("max_cost_nanos"), "must be 0 when amount_nanos is given (one of the two)");
+  if (r.amountNanos !== 0n || r.maxCostNanos === 0n) {
+    amount = positiveNanos(f("amount_nanos"), r.amountNanos);
+    if (r.maxCostCurrency !== "") throw invalid(f("max_cost_currency"), "applies only with max_cost_nanos");
+  } else maxCost = { nanos: positiveNanos(f("max_cost_nanos"), r.maxCostNanos), currency: currencyOf(f("max_cost_currency"), r.maxCostCurrency) };
   return {
     id: idOf(f("id"), r.id),
     customerId: customerIdOf(f("customer_id"), r.customerId),

@@ -452,6 +452,23 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     await admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" }, effectiveAt: T(86_400_000) });
     expect((await code(admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" } }))).code).toBe(Code.AlreadyExists);
   });
+
+  it("refuses an Authorize giving both amount_nanos and max_cost_nanos (or a max_cost_currency without max_cost_nanos), naming the field, holding nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_mc", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_mc", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 10_000n });
+    const base = { customerId: "cus_r2_mc", unit: "USD", amountNanos: 5_000n };
+    const both = await code(ingest().authorize({ ...base, id: "h_r2_mc", maxCostNanos: 10n, maxCostCurrency: "USD" }));
+    expect([both.code, both.message.startsWith("max_cost_nanos:")]).toEqual([Code.InvalidArgument, true]);
+    const cur = await code(ingest().authorize({ ...base, id: "h_r2_mc", maxCostCurrency: "EUR" }));
+    expect([cur.code, cur.message.startsWith("max_cost_currency:")]).toEqual([Code.InvalidArgument, true]);
+    const batch = await ingest().authorizeBatch({ items: [{ ...base, id: "h_r2_mc_b", maxCostNanos: 10n, maxCostCurrency: "USD" }] });
+    expect([batch.results[0]!.result, batch.results[0]!.error.startsWith("items[0].max_cost_nanos:")]).toEqual([pb.AuthorizeResult.INVALID, true]);
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect([bal.heldNanos, bal.availableNanos]).toEqual([0n, 10_000n]);
+    // Either one alone still holds.
+    expect((await ingest().authorize({ ...base, id: "h_r2_mc_ok" })).hold!.amountNanos).toBe(5_000n);
+    expect((await ingest().authorize({ customerId: "cus_r2_mc", unit: "USD", id: "h_r2_mc_ok2", maxCostNanos: 10n, maxCostCurrency: "USD" })).hold!.amountNanos).toBe(10n);
+  });
 });
 
 // ------------------------------------------------------------------ 2: a capture posted after the hold's ledger timeout
