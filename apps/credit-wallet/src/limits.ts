@@ -80,6 +80,8 @@ export const REALTIME_RELOADS_MAX = 3;
 export const CUSTOMER_ID_CHARS_MAX = 128;
 /** Characters refused in charge ids, models and scope entries (the real-time store's separators and control characters). */
 export const REF_FORBIDDEN_RE = /[,|\u0000-\u001f]/;
+/** TEXT_FORBIDDEN_RE: characters refused in free text (Grant description, credit type name): control characters (PostgreSQL refuses NUL in text). */
+export const TEXT_FORBIDDEN_RE = /[\u0000-\u001f\u007f]/;
 /** Most grants one GetBalance lists. */
 export const BALANCE_GRANTS_MAX = 1_000;
 /** Bytes of one request / response (a full batch of 1,000 items fits easily). */

@@ -29,6 +29,7 @@ import {
   REF_FORBIDDEN_RE,
   ROLLOVER_EXPIRES_AFTER_MS_MAX,
   SCOPE_ENTRIES_MAX,
+  TEXT_FORBIDDEN_RE,
 } from "./limits.js";
 import type { AlertRow, ConsumptionRow, CreditTypeRow, GrantRow, HoldRow, MovementRow, WalletRow } from "./store/store.js";
 
@@ -51,6 +52,13 @@ export function customerIdOf(field: string, v: string): string {
 export function refOf(field: string, v: string): string {
   if (v.length > REF_CHARS_MAX) throw invalid(field, `must be at most ${REF_CHARS_MAX} characters`);
   if (REF_FORBIDDEN_RE.test(v)) throw invalid(field, "must not contain ',', '|' or control characters");
+  return v;
+}
+
+/** Free text (a description, a name): at most `max` characters, no control characters (NUL made PostgreSQL fail: Internal). */
+export function textOf(field: string, v: string, max: number): string {
+  if (v.length > max) throw invalid(field, `must be at most ${max} characters`);
+  if (TEXT_FORBIDDEN_RE.test(v)) throw invalid(field, "must not contain control characters");
   return v;
 }
 
@@ -204,7 +212,7 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
   if (kind === "allowance" && !periodEnd) throw invalid("period_end", "is required for ALLOWANCE grants");
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
-  if (r.description.length > DESCRIPTION_CHARS_MAX) throw invalid("description", `must be at most ${DESCRIPTION_CHARS_MAX} characters`);
+  textOf("description", r.description, DESCRIPTION_CHARS_MAX);
   let expiryGraceMs: number | null = null;
   if (r.expiryGraceMs !== undefined) {
     if (r.expiryGraceMs < 0n || r.expiryGraceMs > BigInt(EXPIRY_GRACE_MS_MAX)) throw invalid("expiry_grace_ms", `must be in [0, ${EXPIRY_GRACE_MS_MAX}]`);

@@ -469,6 +469,30 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect((await ingest().authorize({ ...base, id: "h_r2_mc_ok" })).hold!.amountNanos).toBe(5_000n);
     expect((await ingest().authorize({ customerId: "cus_r2_mc", unit: "USD", id: "h_r2_mc_ok2", maxCostNanos: 10n, maxCostCurrency: "USD" })).hold!.amountNanos).toBe(10n);
   });
+
+  it("refuses a NUL or other control character in free text (Grant description, CreateCreditType name) and in the ids of reads as InvalidArgument naming the field, writing nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_nul", unit: "USD" })).wallet!;
+    const cases: Array<[string, () => Promise<unknown>]> = [
+      ["description", () => admin().grant({ id: "g_r2_nul", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "top\u0000up" })],
+      ["description", () => admin().grant({ id: "g_r2_nul", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "top\u001bup" })],
+      ["name", () => admin().createCreditType({ id: "cr_r2_nul", name: "To\u0000kens", currency: "USD", rate: { value: "0.01" } })],
+      ["wallet_id", () => admin().getBalance({ walletId: "wal_\u0000" })],
+      ["customer_id", () => admin().getBalance({ customerId: "cus\u0000", unit: "USD" })],
+      ["unit", () => admin().getBalance({ customerId: "cus_r2_nul", unit: "US\u0000" })],
+      ["credit_type_id", () => admin().getCreditType({ creditTypeId: "cr_\u0000" })],
+      ["customer_id", () => admin().listAlerts({ customerId: "cus\u0000" })],
+    ];
+    for (const [field, call] of cases) {
+      const e = await code(call());
+      expect([field, e.code, e.message.split(":")[0]]).toEqual([field, Code.InvalidArgument, field]);
+    }
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.grants.length).toBe(0);
+    expect((await code(admin().getCreditType({ creditTypeId: "cr_r2_nul" }))).code).toBe(Code.NotFound);
+    // Plain text with spaces and punctuation stays accepted.
+    const g = await admin().grant({ id: "g_r2_txt", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "Q4 top-up, invoice #12 | EU" });
+    expect(g.grant!.grantId).toBe("g_r2_txt");
+  });
 });
 
 // ------------------------------------------------------------------ 2: a capture posted after the hold's ledger timeout
