@@ -597,7 +597,9 @@ export function createEngine(deps: EngineDeps) {
     const ts = ledgerFunded ? grantTransfers({ grantId: g.id, walletId: w.id, l: L(w), kind: g.kind, amountNanos: g.amountNanos, repayNanos: repay, invoiceId: g.invoiceId }) : [];
     await S.insertMovements(tx, tenant, [
       { id: `mv_g:${g.id}`, walletId: w.id, grantId: g.id, kind: g.kind === "rollover" && !ledgerFunded ? "rollover" : "grant", amountNanos: g.amountNanos, sourceId: g.id, invoiceId: g.invoiceId, ledgerTransferId: ts[0]?.id ?? "", occurredAt: now },
-      { id: `mv_r:${g.id}`, walletId: w.id, grantId: g.id, kind: "burn", amountNanos: repay, sourceId: g.id, ledgerTransferId: ts[1]?.id ?? "", occurredAt: now },
+      // The repay line's id: mv_rp:<grant> (before, mv_r:<grant>, which a release line mv_r:<hold>:<i>
+      // could take when the grant was named <hold>:<i>; rows written before keep their ids).
+      { id: `mv_rp:${g.id}`, walletId: w.id, grantId: g.id, kind: "burn", amountNanos: repay, sourceId: g.id, ledgerTransferId: ts[1]?.id ?? "", occurredAt: now },
     ]);
     await S.enqueueTransfers(tx, tenant, [ts], now);
     return ts[0]?.id ?? "";
@@ -1536,7 +1538,8 @@ export function createEngine(deps: EngineDeps) {
       const voids = resolveHoldTransfers({ holdId: h.id, burn: h.slices.map((s) => ({ grantId: s.grantId, amountNanos: 0n })), overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: 0n });
       const breakage = w.breakage.map((s) => expiryTransfer({ grantId: s.grantId, l: L(w.wallet), amountNanos: s.amountNanos, holdId: h.id }));
       movements.push(
-        ...h.slices.map((s, i) => ({ id: `mv_r:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
+        // mv_rl:<hold>:<i> (before, mv_r:<hold>:<i>: see writeGrant's mv_rp; a new line never meets an old mv_r: row).
+        ...h.slices.map((s, i) => ({ id: `mv_rl:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
         ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: w.wallet.id, grantId: w.breakage[i]!.grantId, kind: "expire" as const, amountNanos: w.breakage[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
         ...w.rolled.map((r, i) => ({ id: `mv_rro:${h.id}:${i}`, walletId: w.wallet.id, grantId: r.grantId, kind: "rollover" as const, amountNanos: r.amountNanos, sourceId: r.rolloverGrantId, holdId: h.id, occurredAt: now })),
       );

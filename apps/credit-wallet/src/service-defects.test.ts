@@ -493,6 +493,23 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     const g = await admin().grant({ id: "g_r2_txt", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "Q4 top-up, invoice #12 | EU" });
     expect(g.grant!.grantId).toBe("g_r2_txt");
   });
+
+  it("keeps a hold's release lines and a grant's overdraft-repay line apart on the statement when the grant is named <hold>:<slice>", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_mv", unit: "USD", policy: { mode: pb.PolicyMode.SOFT_NEGATIVE, negativeLimitNanos: 1_000n } })).wallet!;
+    await admin().grant({ id: "g_r2_mv", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n });
+    await ingest().authorize({ id: "hx_r2", customerId: "cus_r2_mv", unit: "USD", amountNanos: 200n }); // slice 0 on g_r2_mv
+    await ingest().consume({ items: [{ id: "c_r2_mv", customerId: "cus_r2_mv", unit: "USD", amountNanos: 400n }] }); // 300 burned, 100 overdraft
+    await admin().grant({ id: "hx_r2:0", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n }); // repays the 100
+    const rel = await ingest().release({ holdId: "hx_r2" });
+    expect(rel.releasedNanos).toBe(200n);
+    const mv = (await admin().listMovements({ walletId: w.id, page: { pageSizeMax: 1_000 } })).movements;
+    const releases = mv.filter((m) => m.kind === pb.MovementKind.RELEASE && m.holdId === "hx_r2");
+    const repays = mv.filter((m) => m.kind === pb.MovementKind.BURN && m.sourceId === "hx_r2:0");
+    expect(releases.map((m) => [m.grantId, m.amountNanos])).toEqual([["g_r2_mv", 200n]]);
+    expect(repays.map((m) => [m.grantId, m.amountNanos])).toEqual([["hx_r2:0", 100n]]);
+    expect(new Set(mv.map((m) => m.id)).size).toBe(mv.length);
+    await expectBooksAgree(w.id, "cus_r2_mv");
+  });
 });
 
 // ------------------------------------------------------------------ 2: a capture posted after the hold's ledger timeout
