@@ -105,7 +105,7 @@ describe.each(pg)("Capture / Release racing RunExpiry / RunRollover of the hold'
       const hold = (await ingest().authorize({ id: `h_race_x_${op}`, customerId: cus, unit: "USD", amountNanos: 600n, ttlMs: 3_600_000n })).hold!;
       h.clock.advance(1_200_000); // the grant expired 10 min ago; the hold has 40 min left
       const r = await race(
-        () => (op === "capture" ? ingest().capture({ holdId: hold.id, amountNanos: 100n }) : ingest().release({ holdId: hold.id })),
+        async (): Promise<{ releasedNanos: bigint }> => (op === "capture" ? ingest().capture({ holdId: hold.id, amountNanos: 100n }) : ingest().release({ holdId: hold.id })),
         () => admin().runExpiry({ walletId: w.id }),
       );
       expect(r.op.releasedNanos).toBe(op === "capture" ? 500n : 600n);
