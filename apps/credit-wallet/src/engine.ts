@@ -36,7 +36,7 @@ import {
 } from "./domain/ledger-plan.js";
 import { debitRoom, repayNanos } from "./domain/policy.js";
 import { nextPeriod, planRollover, type RolloverRule } from "./domain/rollover.js";
-import { sortForBurn } from "./domain/burn-order.js";
+import { burnsAt, sortForBurn } from "./domain/burn-order.js";
 import type { GrantKind, Policy, Slice } from "./domain/types.js";
 import { WalletError, invalid } from "./errors.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
@@ -400,16 +400,27 @@ export function createEngine(deps: EngineDeps) {
 
   // ------------------------------------------------------------ credit types
 
-  async function createCreditType(tenant: string, ct: { id: string; name: string; currency: string; rate: string; effectiveAt: Date }) {
+  /**
+   * Creates a credit type with its first rate. Idempotent on id: a retry is compared with the name,
+   * currency and the creation rate — the rate row at the effective_at the retry names, or (left unset:
+   * now) the rate in force at the type's creation, whose rate row a defaulted effective_at dates at
+   * created_at. (It compared the earliest rate row only, without its effective_at: a retry with
+   * another effective_at was accepted, and an exact retry refused once an earlier-dated rate existed.)
+   */
+  async function createCreditType(tenant: string, ct: { id: string; name: string; currency: string; rate: string; effectiveAt: Date; effectiveAtDefaulted?: boolean }) {
     if (!/^cr_[a-z0-9_]{1,61}$/.test(ct.id) || !isUnitCode(ct.id)) throw invalid("id", 'must be "cr_" followed by 1-61 of [a-z0-9_]');
     if (isUnitCode(ct.currency) === false || ct.currency.startsWith("cr_")) throw invalid("currency", "must be a supported ISO 4217 code");
     const f = decimalFraction(ct.rate, "rate.value");
     if (f.num === 0n) throw invalid("rate.value", "must be > 0");
-    const created = await db.transaction((tx) => S.insertCreditType(tx, tenant, { ...ct, now: clock.now() }));
+    const now = clock.now();
+    const effectiveAt = ct.effectiveAtDefaulted ? now : ct.effectiveAt;
+    const created = await db.transaction((tx) => S.insertCreditType(tx, tenant, { ...ct, effectiveAt, now }));
     const stored = (await S.getCreditType(db, tenant, ct.id))!;
     if (!created) {
-      const first = stored.rates[0];
-      if (stored.name !== ct.name || stored.currency !== ct.currency || !first || first.rate !== ct.rate) throw new WalletError({ kind: "id_reused", field: "id", id: ct.id });
+      const creation = ct.effectiveAtDefaulted
+        ? stored.rates.filter((r) => r.effectiveAt.getTime() <= stored.createdAt.getTime()).at(-1)
+        : stored.rates.find((r) => r.effectiveAt.getTime() === ct.effectiveAt.getTime());
+      if (stored.name !== ct.name || stored.currency !== ct.currency || !creation || creation.rate !== ct.rate) throw new WalletError({ kind: "id_reused", field: "id", id: ct.id });
     }
     return stored;
   }
@@ -586,7 +597,9 @@ export function createEngine(deps: EngineDeps) {
     const ts = ledgerFunded ? grantTransfers({ grantId: g.id, walletId: w.id, l: L(w), kind: g.kind, amountNanos: g.amountNanos, repayNanos: repay, invoiceId: g.invoiceId }) : [];
     await S.insertMovements(tx, tenant, [
       { id: `mv_g:${g.id}`, walletId: w.id, grantId: g.id, kind: g.kind === "rollover" && !ledgerFunded ? "rollover" : "grant", amountNanos: g.amountNanos, sourceId: g.id, invoiceId: g.invoiceId, ledgerTransferId: ts[0]?.id ?? "", occurredAt: now },
-      { id: `mv_r:${g.id}`, walletId: w.id, grantId: g.id, kind: "burn", amountNanos: repay, sourceId: g.id, ledgerTransferId: ts[1]?.id ?? "", occurredAt: now },
+      // The repay line's id: mv_rp:<grant> (before, mv_r:<grant>, which a release line mv_r:<hold>:<i>
+      // could take when the grant was named <hold>:<i>; rows written before keep their ids).
+      { id: `mv_rp:${g.id}`, walletId: w.id, grantId: g.id, kind: "burn", amountNanos: repay, sourceId: g.id, ledgerTransferId: ts[1]?.id ?? "", occurredAt: now },
     ]);
     await S.enqueueTransfers(tx, tenant, [ts], now);
     return ts[0]?.id ?? "";
@@ -1190,9 +1203,17 @@ export function createEngine(deps: EngineDeps) {
     return requestHash({ a: c.amountNanos, e: c.eventId, ch: c.chargeId, o: c.occurredAt?.getTime() ?? null });
   }
 
+  /**
+   * The states of grants, read under their row locks (id order), inside a capture/release group
+   * commit: a RunExpiry or RunRollover of one of them then waits for this commit and sees what the
+   * hold gave back, or has committed before and this reads the closed state (what the hold gives
+   * back then follows routeReleased). Read without the lock, a run committing between this read and
+   * the grant UPDATE left the released part on a closed grant: neither spendable nor broken.
+   * Lock order everywhere: holds, then grants (id order), then wallets.
+   */
   async function grantStates(q: Queryable, tenant: string, ids: string[]): Promise<Map<string, string>> {
     if (ids.length === 0) return new Map();
-    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[])`, [tenant, [...new Set(ids)]]);
+    const r = await q.query<{ id: string; state: string }>(`SELECT id, state FROM grants WHERE tenant = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`, [tenant, [...new Set(ids)]]);
     return new Map(r.rows.map((x) => [x.id, x.state]));
   }
 
@@ -1517,7 +1538,8 @@ export function createEngine(deps: EngineDeps) {
       const voids = resolveHoldTransfers({ holdId: h.id, burn: h.slices.map((s) => ({ grantId: s.grantId, amountNanos: 0n })), overdraftHeldNanos: h.overdraftNanos, overdraftBurnNanos: 0n });
       const breakage = w.breakage.map((s) => expiryTransfer({ grantId: s.grantId, l: L(w.wallet), amountNanos: s.amountNanos, holdId: h.id }));
       movements.push(
-        ...h.slices.map((s, i) => ({ id: `mv_r:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
+        // mv_rl:<hold>:<i> (before, mv_r:<hold>:<i>: see writeGrant's mv_rp; a new line never meets an old mv_r: row).
+        ...h.slices.map((s, i) => ({ id: `mv_rl:${h.id}:${i}`, walletId: w.wallet.id, grantId: s.grantId, kind: "release" as const, amountNanos: s.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: voidTransferId(h.id, i), occurredAt: now })),
         ...breakage.map((t, i) => ({ id: `mv_rx:${h.id}:${i}`, walletId: w.wallet.id, grantId: w.breakage[i]!.grantId, kind: "expire" as const, amountNanos: w.breakage[i]!.amountNanos, sourceId: h.id, holdId: h.id, ledgerTransferId: t.id, occurredAt: now })),
         ...w.rolled.map((r, i) => ({ id: `mv_rro:${h.id}:${i}`, walletId: w.wallet.id, grantId: r.grantId, kind: "rollover" as const, amountNanos: r.amountNanos, sourceId: r.rolloverGrantId, holdId: h.id, occurredAt: now })),
       );
@@ -1679,9 +1701,10 @@ export function createEngine(deps: EngineDeps) {
     for (const g of await S.listPeriodEndedGrants(db, tenant, walletId, asOf, RUN_WALLETS_MAX)) {
       const now = clock.now();
       await db.transaction(async (tx) => {
-        const w = await mustWallet(tenant, g.walletId, tx, true);
+        // The grant's lock before the wallet's: the order of captures, releases and debits (grants, then wallets).
         const lock = await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = $2 AND state = 'active' FOR UPDATE`, [tenant, g.id]);
         if (lock.rowCount === 0) return;
+        const w = await mustWallet(tenant, g.walletId, tx, true);
         const fresh = (await S.getGrant(tx, tenant, g.id))!;
         const remainder = remainderNanos({ ...fresh, expiresAtMs: null });
         const rule = fresh.rollover ?? { mode: "none" as const, capNanos: 0n, percentBps: 0, expiresAfterMs: 0 };
@@ -1762,16 +1785,23 @@ export function createEngine(deps: EngineDeps) {
 
   async function balanceOf(tenant: string, w: WalletRow): Promise<Balance> {
     const grants = await S.listGrants(db, tenant, w.id, { activeOnly: false });
+    const nowMs = clock.now().getTime();
     let balance = -w.overdraftPostedNanos;
     let held = w.overdraftHeldNanos;
+    // Available: what the grants that can burn now have left, minus the overdraft in use (the rule
+    // of S.availableOf / SPENDABLE_NOW and of the real-time stores, so it is what Authorize accepts
+    // before the policy's room). A grant in its expiry grace, effective later or an allowance past
+    // its period end counts in the balance, not here.
+    let available = -w.overdraftPostedNanos - w.overdraftHeldNanos;
     for (const g of grants) {
       balance += g.amountNanos - g.burnedNanos - g.expiredNanos;
       held += g.heldNanos;
+      if (g.state === "active" && burnsAt(S.toBurnGrant(g), nowMs)) available += g.amountNanos - g.burnedNanos - g.heldNanos - g.expiredNanos;
     }
     const sorted = sortForBurn(grants.map((g) => ({ ...S.toBurnGrant(g), row: g }))).map((x) => x.row);
     const active = sorted.filter((g) => g.state === "active");
     const closed = sorted.filter((g) => g.state !== "active");
-    return { wallet: w, balanceNanos: balance, heldNanos: held, availableNanos: balance - held, overdraftNanos: w.overdraftPostedNanos + w.overdraftHeldNanos, grants: [...active, ...closed] };
+    return { wallet: w, balanceNanos: balance, heldNanos: held, availableNanos: available, overdraftNanos: w.overdraftPostedNanos + w.overdraftHeldNanos, grants: [...active, ...closed] };
   }
 
   async function getBalance(tenant: string, q: { walletId: string; customerId: string; unit: string }): Promise<Balance> {

@@ -80,6 +80,8 @@ export const REALTIME_RELOADS_MAX = 3;
 export const CUSTOMER_ID_CHARS_MAX = 128;
 /** Characters refused in charge ids, models and scope entries (the real-time store's separators and control characters). */
 export const REF_FORBIDDEN_RE = /[,|\u0000-\u001f]/;
+/** TEXT_FORBIDDEN_RE: characters refused in free text (Grant description, credit type name): control characters (PostgreSQL refuses NUL in text). */
+export const TEXT_FORBIDDEN_RE = /[\u0000-\u001f\u007f]/;
 /** Most grants one GetBalance lists. */
 export const BALANCE_GRANTS_MAX = 1_000;
 /** Bytes of one request / response (a full batch of 1,000 items fits easily). */
@@ -93,5 +95,5 @@ export const BACKGROUND_INTERVAL_MS = 1_000;
 /** Most tenants one background round expires for. */
 export const BACKGROUND_TENANTS_MAX = 1_000;
 
-/** RUN_AS_OF_SKEW_MS_MAX: how far from now an expiry/rollover run's as_of may be (10 years); beyond it InvalidArgument. */
+/** RUN_AS_OF_SKEW_MS_MAX: how far before now an expiry/rollover run's as_of may be (10 years; after now is refused too); beyond it InvalidArgument. */
 export const RUN_AS_OF_SKEW_MS_MAX = 10 * 366 * 24 * 3_600_000;

@@ -29,6 +29,7 @@ import {
   REF_FORBIDDEN_RE,
   ROLLOVER_EXPIRES_AFTER_MS_MAX,
   SCOPE_ENTRIES_MAX,
+  TEXT_FORBIDDEN_RE,
 } from "./limits.js";
 import type { AlertRow, ConsumptionRow, CreditTypeRow, GrantRow, HoldRow, MovementRow, WalletRow } from "./store/store.js";
 
@@ -51,6 +52,13 @@ export function customerIdOf(field: string, v: string): string {
 export function refOf(field: string, v: string): string {
   if (v.length > REF_CHARS_MAX) throw invalid(field, `must be at most ${REF_CHARS_MAX} characters`);
   if (REF_FORBIDDEN_RE.test(v)) throw invalid(field, "must not contain ',', '|' or control characters");
+  return v;
+}
+
+/** Free text (a description, a name): at most `max` characters, no control characters (NUL made PostgreSQL fail: Internal). */
+export function textOf(field: string, v: string, max: number): string {
+  if (v.length > max) throw invalid(field, `must be at most ${max} characters`);
+  if (TEXT_FORBIDDEN_RE.test(v)) throw invalid(field, "must not contain control characters");
   return v;
 }
 
@@ -204,7 +212,7 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
   if (kind === "allowance" && !periodEnd) throw invalid("period_end", "is required for ALLOWANCE grants");
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
-  if (r.description.length > DESCRIPTION_CHARS_MAX) throw invalid("description", `must be at most ${DESCRIPTION_CHARS_MAX} characters`);
+  textOf("description", r.description, DESCRIPTION_CHARS_MAX);
   let expiryGraceMs: number | null = null;
   if (r.expiryGraceMs !== undefined) {
     if (r.expiryGraceMs < 0n || r.expiryGraceMs > BigInt(EXPIRY_GRACE_MS_MAX)) throw invalid("expiry_grace_ms", `must be in [0, ${EXPIRY_GRACE_MS_MAX}]`);
@@ -259,8 +267,13 @@ export function authorizeInputOf(r: pb.AuthorizeRequest, prefix: string): Author
   if (ttl < 0n || ttl > BigInt(HOLD_TTL_MS_MAX)) throw invalid(f("ttl_ms"), `must be in (0, ${HOLD_TTL_MS_MAX}]`);
   let amount = 0n;
   let maxCost: { nanos: bigint; currency: string } | null = null;
-  if (r.amountNanos !== 0n || r.maxCostNanos === 0n) amount = positiveNanos(f("amount_nanos"), r.amountNanos);
-  else maxCost = { nanos: positiveNanos(f("max_cost_nanos"), r.maxCostNanos), currency: currencyOf(f("max_cost_currency"), r.maxCostCurrency) };
+  // Exactly one of amount_nanos and max_cost_nanos (before, max_cost was dropped silently beside an
+  // amount, and a retry with another max_cost answered as a replay).
+  if (r.amountNanos !== 0n && r.maxCostNanos !== 0n) throw invalid(f("max_cost_nanos"), "must be 0 when amount_nanos is given (one of the two)");
+  if (r.amountNanos !== 0n || r.maxCostNanos === 0n) {
+    amount = positiveNanos(f("amount_nanos"), r.amountNanos);
+    if (r.maxCostCurrency !== "") throw invalid(f("max_cost_currency"), "applies only with max_cost_nanos");
+  } else maxCost = { nanos: positiveNanos(f("max_cost_nanos"), r.maxCostNanos), currency: currencyOf(f("max_cost_currency"), r.maxCostCurrency) };
   return {
     id: idOf(f("id"), r.id),
     customerId: customerIdOf(f("customer_id"), r.customerId),

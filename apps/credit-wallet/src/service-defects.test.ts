@@ -353,8 +353,9 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     const soon = new Date(h.clock.now().getTime() + 3_600_000);
     const ws = [await bigWallet("cus_exp_eur", "EUR", 9, soon), await bigWallet("cus_exp_gbp", "GBP", 9, soon), await bigWallet("cus_exp_jpy", "JPY", 9, soon)];
     const totals: bigint[] = [];
+    h.clock.set(new Date(soon.getTime() + 1)); // a run's as_of is never after now
     for (let run = 0; run < 10; run++) {
-      const r = await adminB().runExpiry({ asOf: timestampFromDate(new Date(soon.getTime() + 1)) });
+      const r = await adminB().runExpiry({});
       if (r.grantsExpired === 0) break;
       totals.push(r.breakageNanos);
     }
@@ -389,6 +390,125 @@ describe.each(walletBackends())("credit wallet review fixes ($name)", (b) => {
     expect(bal.balanceNanos).toBe(0n);
     const failed = await h.db.query(`SELECT error FROM ledger_outbox WHERE error <> ''`);
     expect(failed.rows).toEqual([]);
+  });
+
+  // ------------------------------------------------------------------ second review (wallet.md)
+
+  it("refuses a RunExpiry / RunRollover as_of after now (InvalidArgument naming as_of): credits that can still be spent are not expired", async () => {
+    const t0 = h.clock.now().getTime();
+    const w = (await admin().createWallet({ customerId: "cus_r2_asof", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_asof", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, expiresAt: timestampFromDate(new Date(t0 + 30 * 86_400_000)) });
+    await admin().grant({ id: "g_r2_asof_alw", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 500n, periodEnd: timestampFromDate(new Date(t0 + 30 * 86_400_000)) });
+    const later = timestampFromDate(new Date(t0 + 31 * 86_400_000));
+    for (const call of [admin().runExpiry({ walletId: w.id, asOf: later }), admin().runRollover({ walletId: w.id, asOf: later }), admin().runExpiry({ asOf: timestampFromDate(new Date(t0 + 1)) })]) {
+      const e = await code(call);
+      expect([e.code, e.message.startsWith("as_of:")]).toEqual([Code.InvalidArgument, true]);
+    }
+    const c = await ingest().consume({ items: [{ id: "c_r2_asof", customerId: "cus_r2_asof", unit: "USD", amountNanos: 1_500n }] });
+    expect([c.results[0]!.result, c.results[0]!.consumedNanos]).toEqual([pb.ConsumeResult.OK, 1_500n]);
+    // as_of now or earlier still runs (unset: now).
+    expect((await admin().runExpiry({ walletId: w.id, asOf: timestampFromDate(new Date(t0)) })).grantsExpired).toBe(0);
+    expect((await admin().runRollover({ walletId: w.id })).outcomes).toEqual([]);
+    await expectBooksAgree(w.id, "cus_r2_asof");
+  });
+
+  it("shows as GetBalance available_nanos what the grants that can burn now have left (not one in its expiry grace, effective later or past its period end), which Authorize accepts", async () => {
+    const t0 = h.clock.now().getTime();
+    const T = (ms: number) => timestampFromDate(new Date(t0 + ms));
+    const w = (await admin().createWallet({ customerId: "cus_r2_av", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_av_grace", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, expiresAt: T(600_000), expiryGraceMs: 86_400_000n });
+    await admin().grant({ id: "g_r2_av_later", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n, effectiveAt: T(7 * 86_400_000) });
+    await admin().grant({ id: "g_r2_av_alw", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 300n, periodEnd: T(600_000) });
+    await admin().grant({ id: "g_r2_av_now", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 200n });
+    h.clock.advance(1_200_000); // g_r2_av_grace past expires_at (in its grace), the allowance past its period end
+    await ingest().authorize({ id: "h_r2_av", customerId: "cus_r2_av", unit: "USD", amountNanos: 50n, ttlMs: 3_600_000n });
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect([bal.balanceNanos, bal.heldNanos, bal.availableNanos]).toEqual([2_000n, 50n, 150n]);
+    const over = await code(ingest().authorize({ id: "h_r2_av_151", customerId: "cus_r2_av", unit: "USD", amountNanos: 151n }));
+    expect([over.code, over.message.endsWith("(available 150 nanos)")]).toEqual([Code.FailedPrecondition, true]);
+    const ok = await ingest().authorize({ id: "h_r2_av_150", customerId: "cus_r2_av", unit: "USD", amountNanos: 150n });
+    expect(ok.availableNanos).toBe(0n);
+    expect((await admin().getBalance({ walletId: w.id })).availableNanos).toBe(0n);
+  });
+
+  it("answers a CreateCreditType retry by its creation rate with its effective_at: another effective_at is AlreadyExists, the same request a replay even after an earlier-dated rate", async () => {
+    const t0 = h.clock.now().getTime();
+    const T = (ms: number) => timestampFromDate(new Date(t0 + ms));
+    const req = { id: "cr_r2_ct", name: "R2", currency: "USD", rate: { value: "0.01" }, effectiveAt: T(0) };
+    await admin().createCreditType(req);
+    const other = await code(admin().createCreditType({ ...req, effectiveAt: T(86_400_000) }));
+    expect([other.code, other.message.startsWith("id:")]).toEqual([Code.AlreadyExists, true]);
+    await admin().setExchangeRate({ creditTypeId: "cr_r2_ct", rate: { value: "0.02" }, effectiveAt: T(-86_400_000) });
+    const again = await admin().createCreditType(req);
+    expect(again.creditType!.rates.map((r) => r.rate!.value)).toEqual(["0.02", "0.01"]);
+    expect((await code(admin().createCreditType({ ...req, rate: { value: "0.02" } }))).code).toBe(Code.AlreadyExists);
+    // effective_at unset: a retry (unset) later, after an earlier-dated rate, is a replay; one naming a time is not.
+    await admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" } });
+    h.clock.advance(60_000);
+    await admin().setExchangeRate({ creditTypeId: "cr_r2_ct2", rate: { value: "0.7" }, effectiveAt: T(-86_400_000) });
+    expect((await admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" } })).creditType!.rates.length).toBe(2);
+    expect((await code(admin().createCreditType({ id: "cr_r2_ct2", name: "R2b", currency: "USD", rate: { value: "0.5" }, effectiveAt: T(60_000) }))).code).toBe(Code.AlreadyExists);
+    // Created with a later effective_at: a retry leaving it unset (now) is other content.
+    await admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" }, effectiveAt: T(86_400_000) });
+    expect((await code(admin().createCreditType({ id: "cr_r2_ct3", name: "R2c", currency: "USD", rate: { value: "0.5" } }))).code).toBe(Code.AlreadyExists);
+  });
+
+  it("refuses an Authorize giving both amount_nanos and max_cost_nanos (or a max_cost_currency without max_cost_nanos), naming the field, holding nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_mc", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_r2_mc", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 10_000n });
+    const base = { customerId: "cus_r2_mc", unit: "USD", amountNanos: 5_000n };
+    const both = await code(ingest().authorize({ ...base, id: "h_r2_mc", maxCostNanos: 10n, maxCostCurrency: "USD" }));
+    expect([both.code, both.message.startsWith("max_cost_nanos:")]).toEqual([Code.InvalidArgument, true]);
+    const cur = await code(ingest().authorize({ ...base, id: "h_r2_mc", maxCostCurrency: "EUR" }));
+    expect([cur.code, cur.message.startsWith("max_cost_currency:")]).toEqual([Code.InvalidArgument, true]);
+    const batch = await ingest().authorizeBatch({ items: [{ ...base, id: "h_r2_mc_b", maxCostNanos: 10n, maxCostCurrency: "USD" }] });
+    expect([batch.results[0]!.result, batch.results[0]!.error.startsWith("items[0].max_cost_nanos:")]).toEqual([pb.AuthorizeResult.INVALID, true]);
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect([bal.heldNanos, bal.availableNanos]).toEqual([0n, 10_000n]);
+    // Either one alone still holds.
+    expect((await ingest().authorize({ ...base, id: "h_r2_mc_ok" })).hold!.amountNanos).toBe(5_000n);
+    expect((await ingest().authorize({ customerId: "cus_r2_mc", unit: "USD", id: "h_r2_mc_ok2", maxCostNanos: 10n, maxCostCurrency: "USD" })).hold!.amountNanos).toBe(10n);
+  });
+
+  it("refuses a NUL or other control character in free text (Grant description, CreateCreditType name) and in the ids of reads as InvalidArgument naming the field, writing nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_nul", unit: "USD" })).wallet!;
+    const cases: Array<[string, () => Promise<unknown>]> = [
+      ["description", () => admin().grant({ id: "g_r2_nul", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "top\u0000up" })],
+      ["description", () => admin().grant({ id: "g_r2_nul", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "top\u001bup" })],
+      ["name", () => admin().createCreditType({ id: "cr_r2_nul", name: "To\u0000kens", currency: "USD", rate: { value: "0.01" } })],
+      ["wallet_id", () => admin().getBalance({ walletId: "wal_\u0000" })],
+      ["customer_id", () => admin().getBalance({ customerId: "cus\u0000", unit: "USD" })],
+      ["unit", () => admin().getBalance({ customerId: "cus_r2_nul", unit: "US\u0000" })],
+      ["credit_type_id", () => admin().getCreditType({ creditTypeId: "cr_\u0000" })],
+      ["customer_id", () => admin().listAlerts({ customerId: "cus\u0000" })],
+    ];
+    for (const [field, call] of cases) {
+      const e = await code(call());
+      expect([field, e.code, e.message.split(":")[0]]).toEqual([field, Code.InvalidArgument, field]);
+    }
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.grants.length).toBe(0);
+    expect((await code(admin().getCreditType({ creditTypeId: "cr_r2_nul" }))).code).toBe(Code.NotFound);
+    // Plain text with spaces and punctuation stays accepted.
+    const g = await admin().grant({ id: "g_r2_txt", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 100n, description: "Q4 top-up, invoice #12 | EU" });
+    expect(g.grant!.grantId).toBe("g_r2_txt");
+  });
+
+  it("keeps a hold's release lines and a grant's overdraft-repay line apart on the statement when the grant is named <hold>:<slice>", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_r2_mv", unit: "USD", policy: { mode: pb.PolicyMode.SOFT_NEGATIVE, negativeLimitNanos: 1_000n } })).wallet!;
+    await admin().grant({ id: "g_r2_mv", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n });
+    await ingest().authorize({ id: "hx_r2", customerId: "cus_r2_mv", unit: "USD", amountNanos: 200n }); // slice 0 on g_r2_mv
+    await ingest().consume({ items: [{ id: "c_r2_mv", customerId: "cus_r2_mv", unit: "USD", amountNanos: 400n }] }); // 300 burned, 100 overdraft
+    await admin().grant({ id: "hx_r2:0", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 500n }); // repays the 100
+    const rel = await ingest().release({ holdId: "hx_r2" });
+    expect(rel.releasedNanos).toBe(200n);
+    const mv = (await admin().listMovements({ walletId: w.id, page: { pageSizeMax: 1_000 } })).movements;
+    const releases = mv.filter((m) => m.kind === pb.MovementKind.RELEASE && m.holdId === "hx_r2");
+    const repays = mv.filter((m) => m.kind === pb.MovementKind.BURN && m.sourceId === "hx_r2:0");
+    expect(releases.map((m) => [m.grantId, m.amountNanos])).toEqual([["g_r2_mv", 200n]]);
+    expect(repays.map((m) => [m.grantId, m.amountNanos])).toEqual([["hx_r2:0", 100n]]);
+    expect(new Set(mv.map((m) => m.id)).size).toBe(mv.length);
+    await expectBooksAgree(w.id, "cus_r2_mv");
   });
 });
 

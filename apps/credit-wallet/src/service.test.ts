@@ -286,11 +286,14 @@ describe.each(walletBackends({ cluster: true }))("credit wallet service ($name)"
     ]);
     await h.client(KEYS.internal, "tnt_a").consume({ items: [{ id: "exp_1", customerId: "cus_exp", unit: "USD", amountNanos: 30n }] });
     const admin = h.client(KEYS.adminA);
-    const r1 = await admin.runExpiry({ walletId: w.id, asOf: timestampFromDate(new Date(now + day)) });
+    // A run's as_of is never after now: the clock moves to it.
+    h.clock.set(new Date(now + day));
+    const r1 = await admin.runExpiry({ walletId: w.id });
     expect([r1.grantsExpired, r1.alertsRaised]).toEqual([0, 1]);
     const alerts = await admin.listAlerts({ customerId: "cus_exp", kind: pb.AlertKind.CREDITS_EXPIRING });
     expect(alerts.alerts.map((a) => [a.grantId, a.amountNanos])).toEqual([["grt_soon", 70n]]);
-    const r2 = await admin.runExpiry({ walletId: w.id, asOf: timestampFromDate(new Date(now + 3 * day)) });
+    h.clock.set(new Date(now + 3 * day));
+    const r2 = await admin.runExpiry({ walletId: w.id });
     expect([r2.grantsExpired, r2.breakageNanos]).toEqual([1, 70n]);
     const again = await admin.runExpiry({ walletId: w.id, asOf: timestampFromDate(new Date(now + 3 * day)) });
     expect(again.grantsExpired).toBe(0);
@@ -319,9 +322,9 @@ describe.each(walletBackends({ cluster: true }))("credit wallet service ($name)"
       rollover: { mode: pb.RolloverMode.CAPPED, capNanos: 300n * K },
     });
     await h.client(KEYS.internal, "tnt_a").consume({ items: [{ id: "roll_1", customerId: "cus_roll", unit: "cr_tokens", amountNanos: 600n * K }] });
+    h.clock.set(end); // a run's as_of is never after now
     const r = await admin.runRollover({ walletId: w.id, asOf: timestampFromDate(end) });
     expect(r.outcomes.map((o) => [o.remainderNanos, o.rolledOverNanos, o.expiredNanos, o.rolloverGrantId, o.renewedGrantId])).toEqual([[400n * K, 300n * K, 100n * K, "alw_1:p0:ro", "alw_1:p1"]]);
-    h.clock.set(end);
     const bal = await expectAgreement("tnt_a", w.id, "cus_roll", "cr_tokens");
     expect(bal.availableNanos).toBe(1_300n * K);
     expect((await admin.runRollover({ walletId: w.id, asOf: timestampFromDate(end) })).outcomes).toEqual([]);

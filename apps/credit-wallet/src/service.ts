@@ -230,13 +230,15 @@ export function createWalletServiceImpl(deps: {
     createCreditType: (req, ctx) =>
       guard(async () => {
         const tenant = writer(ctx);
-        if (req.name === "" || req.name.length > 128) throw invalid("name", "is required, at most 128 characters");
+        if (req.name === "") throw invalid("name", "is required, at most 128 characters");
+        M.textOf("name", req.name, 128);
         const ct = await engine.createCreditType(tenant, {
           id: req.id,
           name: req.name,
           currency: req.currency,
           rate: M.decimalOf("rate.value", req.rate?.value, ""),
           effectiveAt: M.dateOf(req.effectiveAt, clock.now(), "effective_at"),
+          effectiveAtDefaulted: !req.effectiveAt,
         });
         return create(pb.CreateCreditTypeResponseSchema, { creditType: M.creditTypeTo(ct) });
       }),
@@ -252,7 +254,7 @@ export function createWalletServiceImpl(deps: {
     getCreditType: (req, ctx) =>
       guard(async () => {
         const tenant = reader(ctx);
-        return create(pb.GetCreditTypeResponseSchema, { creditType: M.creditTypeTo(await engine.getCreditType(tenant, req.creditTypeId)) });
+        return create(pb.GetCreditTypeResponseSchema, { creditType: M.creditTypeTo(await engine.getCreditType(tenant, M.unitOf("credit_type_id", req.creditTypeId))) });
       }),
 
     createWallet: (req, ctx) =>
@@ -380,7 +382,10 @@ export function createWalletServiceImpl(deps: {
       guard(async () => {
         const tenant = reader(ctx);
         if (req.walletId === "" && (req.customerId === "" || req.unit === "")) throw invalid("wallet_id", "or customer_id and unit are required");
-        const b = await engine.getBalance(tenant, { walletId: req.walletId, customerId: req.customerId, unit: req.unit });
+        const b = await engine.getBalance(
+          tenant,
+          req.walletId !== "" ? { walletId: M.idOf("wallet_id", req.walletId), customerId: "", unit: "" } : { walletId: "", customerId: M.customerIdOf("customer_id", req.customerId), unit: M.unitOf("unit", req.unit) },
+        );
         return create(pb.GetBalanceResponseSchema, {
           wallet: M.walletTo(b.wallet),
           balanceNanos: b.balanceNanos,
@@ -479,7 +484,7 @@ export function createWalletServiceImpl(deps: {
         if (kind === undefined) throw invalid("kind", "unknown alert kind");
         const size = M.pageSizeOf("page.page_size_max", req.page?.pageSizeMax ?? 0);
         const after = M.decodeToken<{ seq: string }>("page.page_token", req.page?.pageToken ?? "", (v) => M.tokenSeq(v.seq));
-        const rows = await S.listAlerts(db, tenant, { customerId: req.customerId, kind, since: req.since ? M.timeOf("since", req.since) : null, afterSeq: after ? BigInt(after.seq) : 0n, limit: size + 1 });
+        const rows = await S.listAlerts(db, tenant, { customerId: req.customerId === "" ? "" : M.customerIdOf("customer_id", req.customerId), kind, since: req.since ? M.timeOf("since", req.since) : null, afterSeq: after ? BigInt(after.seq) : 0n, limit: size + 1 });
         const page = rows.slice(0, size);
         const last = page[page.length - 1];
         return create(pb.ListAlertsResponseSchema, { alerts: page.map(M.alertTo), page: { nextPageToken: rows.length > size && last ? M.encodeToken({ seq: last.seq.toString() }) : "" } });
@@ -494,11 +499,15 @@ export function createWalletServiceImpl(deps: {
   };
 }
 
-/** The as_of of an expiry or rollover run: now when absent; at most RUN_AS_OF_SKEW_MS_MAX from now. */
+/**
+ * The as_of of an expiry or rollover run: now when absent; not after now (a later as_of would expire
+ * or roll over credits that can still be spent now) and at most RUN_AS_OF_SKEW_MS_MAX before it.
+ */
 function runAsOf(ts: Parameters<typeof M.dateOf>[0], now: Date): Date {
   const asOf = M.dateOf(ts, now, "as_of");
-  if (!Number.isFinite(asOf.getTime()) || Math.abs(asOf.getTime() - now.getTime()) > RUN_AS_OF_SKEW_MS_MAX) {
-    throw invalid("as_of", "must be within 10 years of now");
+  if (asOf.getTime() > now.getTime()) throw invalid("as_of", "must not be after now (a run closes only what is due)");
+  if (!Number.isFinite(asOf.getTime()) || now.getTime() - asOf.getTime() > RUN_AS_OF_SKEW_MS_MAX) {
+    throw invalid("as_of", "must be within 10 years before now");
   }
   return asOf;
 }
