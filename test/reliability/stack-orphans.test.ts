@@ -1,8 +1,9 @@
 // A stack killed with SIGKILL (no chance to stop its services) leaves no service behind: each one
 // sees its stdin pipe from the stack end and shuts down gracefully (NANOBILL_STOP_WITH_STDIN).
 // Before, the five kept running, holding their ports, and the next `npm run stack` refused them.
+// Also: the logs it writes are owner-only.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -52,6 +53,9 @@ if (DATABASE_URL === undefined) {
     });
     expect(pids).toHaveLength(STACK_SERVICES.length);
     expect(pids.every(running)).toBe(true);
+    // Logs carry tenant ids and request details: owner only.
+    expect(statSync(join(dir, "logs")).mode & 0o777).toBe(0o700);
+    for (const n of STACK_SERVICES) expect(statSync(join(dir, "logs", `${n}.log`)).mode & 0o777, n).toBe(0o600);
 
     const stackExited = new Promise((r) => stack.once("exit", r));
     stack.kill("SIGKILL");

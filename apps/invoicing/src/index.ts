@@ -18,6 +18,7 @@ import { createUpstream } from "./upstream.js";
 export { migrationsDir } from "./migrations-dir.js";
 export { loadConfig, INVOICING_CONFIG_DEFAULT, type InvoicingConfig } from "./config.js";
 export * as limits from "./limits.js";
+export { INVOICING_SERVER_LIMITS } from "./limits.js";
 
 export interface InvoicingDeps {
   db: Db;

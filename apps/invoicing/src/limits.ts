@@ -94,3 +94,6 @@ export const DRAFT_LOOP_BATCH_MAX = 1_000;
  */
 export const TOP_UPS_BULK_CUSTOMERS_MIN = 20;
 export const TOP_UPS_BULK_LISTED_MAX = 10_000;
+
+/** The server limits of an invoicing process (main.ts, and each service of `npm start`). */
+export const INVOICING_SERVER_LIMITS = { readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT } as const;

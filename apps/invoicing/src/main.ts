@@ -8,7 +8,7 @@ import { createApiKeyAuthenticatorFromEnv, createClientTransport, createLogger, 
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createInvoicingService, migrationsDir } from "./index.js";
-import { READ_MAX_BYTES, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX, WRITE_MAX_BYTES } from "./limits.js";
+import { INVOICING_SERVER_LIMITS } from "./limits.js";
 
 runMain(async () => {
   const config = loadConfig(process.env);
@@ -47,7 +47,7 @@ runMain(async () => {
     port: config.port,
     routes: service.routes,
     authenticator: createApiKeyAuthenticatorFromEnv(process.env),
-    limits: { readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },
+    limits: INVOICING_SERVER_LIMITS,
     logger,
   });
   onShutdown(() => server.close());

@@ -17,6 +17,7 @@ import type { IngestResult } from "@nanobill/contracts/nanobill/metering/v1/mete
 
 export { METERING_CONFIG_DEFAULT, meteringConfigFromEnv, type MeteringConfig } from "./config.js";
 export * as limits from "./limits.js";
+export { METERING_SERVER_LIMITS } from "./limits.js";
 export { createOtlpHandler, startOtlpServer, parseOtlpJson } from "./otlp-http.js";
 export { GENAI_MAPPING_DEFAULT, spansToEvents, type GenAiMapping } from "./domain/genai.js";
 

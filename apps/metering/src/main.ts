@@ -5,7 +5,7 @@ import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createMeteringService, migrationsDir } from "./index.js";
 import { startOtlpServer } from "./otlp-http.js";
-import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
+import { METERING_SERVER_LIMITS } from "./limits.js";
 
 runMain(async () => {
   const cfg = loadConfig(process.env);
@@ -29,7 +29,7 @@ runMain(async () => {
     port: cfg.port,
     routes: service.routes,
     authenticator,
-    limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX },
+    limits: METERING_SERVER_LIMITS,
     logger,
   });
   await service.start();

@@ -19,6 +19,7 @@ import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks"
 export { RATING_CONFIG_DEFAULT, ratingConfigFromEnv, type RatingConfig } from "./config.js";
 export { createViewClients, type ViewClients } from "./wire.js";
 export * as limits from "./limits.js";
+export { RATING_SERVER_LIMITS } from "./limits.js";
 
 /** Absolute path of the SQL migrations (apply with migrate(db, migrationsDir) before start). */
 export const migrationsDir: string = fileURLToPath(new URL("./store/migrations", import.meta.url));

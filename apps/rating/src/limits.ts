@@ -104,3 +104,6 @@ export const CONTEXT_CACHE_TTL_MS = 2_000;
 export const OUTCOMES_CONFIRM_MAX = 1_000;
 /** Rows per multi-row INSERT / upsert statement. */
 export const SQL_ROWS_PER_STATEMENT_MAX = 500;
+
+/** The server limits of a rating process (main.ts, and each service of `npm start`). */
+export const RATING_SERVER_LIMITS = { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT } as const;

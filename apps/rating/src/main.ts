@@ -16,7 +16,7 @@ import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createRatingService, migrationsDir } from "./index.js";
 import { createViewClients } from "./wire.js";
-import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, TIMEOUT_MS_DEFAULT, TIMEOUT_MS_MAX } from "./limits.js";
+import { RATING_SERVER_LIMITS } from "./limits.js";
 
 runMain(async () => {
   const cfg = loadConfig(process.env);
@@ -60,7 +60,7 @@ runMain(async () => {
     port: cfg.port,
     routes: service.routes,
     authenticator: createApiKeyAuthenticatorFromEnv(process.env),
-    limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX, timeoutMsMax: TIMEOUT_MS_MAX, timeoutMsDefault: TIMEOUT_MS_DEFAULT },
+    limits: RATING_SERVER_LIMITS,
     logger,
   });
   await service.start();

@@ -21,10 +21,10 @@ import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb"
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { createLedgerService, LEDGER_SERVER_LIMITS, migrationsDir as ledgerMigrations } from "@nanobill/ledger";
-import { createMeteringService, migrationsDir as meteringMigrations } from "@nanobill/metering";
-import { createRatingService, createViewClients, migrationsDir as ratingMigrations } from "@nanobill/rating";
+import { createMeteringService, METERING_SERVER_LIMITS, migrationsDir as meteringMigrations } from "@nanobill/metering";
+import { createRatingService, createViewClients, RATING_SERVER_LIMITS, migrationsDir as ratingMigrations } from "@nanobill/rating";
 import { createCreditWalletService, WALLET_SERVER_LIMITS, migrationsDir as walletMigrations } from "@nanobill/credit-wallet";
-import { createInvoicingService, migrationsDir as invoicingMigrations } from "@nanobill/invoicing";
+import { createInvoicingService, INVOICING_SERVER_LIMITS, migrationsDir as invoicingMigrations } from "@nanobill/invoicing";
 
 /** The five services, in start order (each only calls services started before it). */
 export const SERVICE_NAMES = ["ledger", "credit-wallet", "metering", "rating", "invoicing"] as const;
@@ -120,7 +120,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     name: ServiceName,
     db: Db,
     svc: { routes(router: ConnectRouter): void; start(): Promise<void>; stop(): Promise<void> },
-    limits?: Partial<ServerLimits>,
+    limits: Partial<ServerLimits>,
   ): Promise<void> => {
     const server = await startServer({
       name,
@@ -160,7 +160,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     );
 
     const meteringDb = await openFor("metering", meteringMigrations);
-    await launch("metering", meteringDb, await createMeteringService({ ...common("metering"), db: meteringDb }));
+    await launch("metering", meteringDb, await createMeteringService({ ...common("metering"), db: meteringDb }), METERING_SERVER_LIMITS);
 
     const ratingDb = await openFor("rating", ratingMigrations);
     await launch(
@@ -178,6 +178,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
           views: createViewClients(transportTo("metering"), transportTo("credit-wallet")),
         },
       }),
+      RATING_SERVER_LIMITS,
     );
 
     const invoicingDb = await openFor("invoicing", invoicingMigrations);
@@ -193,6 +194,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
           ledger: internal(LedgerService, "ledger"),
         },
       }),
+      INVOICING_SERVER_LIMITS,
     );
   } catch (e) {
     await closeAll(running, embedded);

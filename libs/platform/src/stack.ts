@@ -12,7 +12,7 @@
  * of every peer, and the shared DATABASE_URL, REDIS_URL, NANOBILL_API_KEYS, NANOBILL_INTERNAL_API_KEY.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,7 +24,7 @@ import { RatingService } from "@nanobill/contracts/nanobill/rating/v1/rating_pb"
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoicingService } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
-import { openDb } from "@nanobill/db";
+import { ensureOwnerOnlyDir, openDb } from "@nanobill/db";
 import { createClientTransport, parseApiKeysEnv, STOP_WITH_STDIN_ENV, type ApiKeyEntry } from "@nanobill/service-kit";
 import type { PlatformClients, ServiceName } from "./platform.js";
 
@@ -176,7 +176,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
   const urls = Object.fromEntries(STACK_SERVICES.map((n) => [n, `http://${host}:${ports[n]}`])) as Record<ServiceName, string>;
   const schemas = Object.fromEntries(STACK_SERVICES.map((n) => [n, schemaOf(schemaPrefix, n)])) as Record<ServiceName, string>;
   const procs = Object.fromEntries(STACK_SERVICES.map((n) => [n, {} as Proc])) as Record<ServiceName, Proc>;
-  if (cfg.logDir) mkdirSync(cfg.logDir, { recursive: true });
+  if (cfg.logDir) await ensureOwnerOnlyDir(cfg.logDir); // logs carry tenant ids and request details
 
   const health = Object.fromEntries(
     STACK_SERVICES.map((n) => [n, createClient(Health, createClientTransport({ baseUrl: urls[n], apiKey: internalKey, timeoutMs: 1_000 }))]),
@@ -193,7 +193,7 @@ export async function startStack(cfg: StackConfig): Promise<Stack> {
     // service sees its end and shuts down (STOP_WITH_STDIN_ENV) instead of holding its port.
     // Its output goes to its log file directly (not relayed by the stack): the lines it writes
     // after the stack died, such as why it stopped, are kept, and no broken pipe can crash it.
-    const out = cfg.logDir ? (p.logFd ??= openSync(join(cfg.logDir, `${name}.log`), "a")) : "ignore";
+    const out = cfg.logDir ? (p.logFd ??= openSync(join(cfg.logDir, `${name}.log`), "a", 0o600)) : "ignore";
     const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, `apps/${name}/src/main.ts`)], {
       cwd: repoRoot,
       env: { ...env, [STOP_WITH_STDIN_ENV]: "1" },

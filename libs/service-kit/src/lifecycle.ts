@@ -21,6 +21,9 @@ export async function runShutdownHooks(logger?: Logger): Promise<void> {
   }
 }
 
+/** A second signal this soon after the first is the same request (npm forwards the terminal's Ctrl-C). */
+export const REPEATED_SIGNAL_IGNORED_MS = 1_000;
+
 /** Hard limit on the whole shutdown; past it the process exits with code 1. */
 export const SHUTDOWN_TOTAL_MS_MAX = 30_000;
 
@@ -35,16 +38,21 @@ export const STOP_WITH_STDIN_ENV = "NANOBILL_STOP_WITH_STDIN";
 /**
  * Process entry: runs main; on SIGTERM/SIGINT runs the shutdown hooks (reverse order) and
  * exits 0; if main throws (e.g. ConfigError) logs it, runs the hooks and exits 1. A second
- * signal exits immediately. With NANOBILL_STOP_WITH_STDIN=1, the end of stdin stops it too.
+ * signal exits immediately (one within REPEATED_SIGNAL_IGNORED_MS of the first is ignored). With NANOBILL_STOP_WITH_STDIN=1, the end of stdin stops it too.
  */
 export function runMain(main: () => Promise<void>, opts: { logger?: Logger } = {}): void {
   const logger = opts.logger ?? createLogger({ service: "main" });
+  let firstSignalMs = 0;
   const stop = (code: number, reason: string): void => {
     if (shuttingDown) {
+      // One Ctrl-C under `npm start` arrives twice (the terminal's, and npm forwarding its own):
+      // only a signal well after the first one means "exit now".
+      if (Date.now() - firstSignalMs < REPEATED_SIGNAL_IGNORED_MS) return;
       logger.warn("second signal, exiting now", { reason });
       process.exit(code || 1);
     }
     shuttingDown = true;
+    firstSignalMs = Date.now();
     logger.info("shutting down", { reason });
     const timer = setTimeout(() => {
       logger.error("shutdown took too long, exiting", { limitMs: SHUTDOWN_TOTAL_MS_MAX });
