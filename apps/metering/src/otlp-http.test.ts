@@ -69,7 +69,7 @@ describe("OTLP/HTTP GenAI receiver", () => {
     expect(res.headers.get("content-type")).toBe("application/x-protobuf");
     const out = fromBinary(ExportTraceServiceResponseSchema, new Uint8Array(await res.arrayBuffer()));
     expect(out.partialSuccess?.rejectedSpans).toBe(1n);
-    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_3333333333333333")!;
+    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_3333333333333333")!;
     expect(e).toMatchObject({ customerId: "cus_pb", properties: { model: { kind: "string", value: "gpt-y" }, input_tokens: { kind: "int", value: 77n } } });
     expect(e.traceparent).toBe(`00-${TRACE}-3333333333333333-01`);
   });
@@ -79,7 +79,7 @@ describe("OTLP/HTTP GenAI receiver", () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({});
     const events = await h.service.store.listTenantEvents("tnt_a", 1000);
-    const e = events.find((x) => x.id === "span_00f067aa0ba902b7")!;
+    const e = events.find((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7")!;
     expect(e.customerId).toBe("cus_otel");
     expect(e.type).toBe("llm.call");
     expect(e.properties).toEqual({
@@ -89,10 +89,30 @@ describe("OTLP/HTTP GenAI receiver", () => {
       output_tokens: { kind: "int", value: 567n },
     });
     expect(e.traceparent).toBe(`00-${TRACE}-00f067aa0ba902b7-01`);
-    expect(events.some((x) => x.id === "span_00f067aa0ba902b8")).toBe(false);
+    expect(events.some((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b8")).toBe(false);
     // Re-exporting the same span stores nothing new.
     expect((await post(body([span("00f067aa0ba902b7", GENAI)]))).status).toBe(200);
-    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id === "span_00f067aa0ba902b7").length).toBe(1);
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7").length).toBe(1);
+  });
+
+  it("bills two traces' spans that share a span id as two events (a span id is unique only within its trace)", async () => {
+    const OTHER = "22222222222222222222222222222222";
+    const a = span("aaaaaaaaaaaaaaaa", [["gen_ai.usage.input_tokens", { intValue: "100" }]]);
+    const b = { ...span("aaaaaaaaaaaaaaaa", [["gen_ai.usage.input_tokens", { intValue: "200" }]]), traceId: OTHER };
+    expect(await (await post(body([a]))).json()).toEqual({});
+    expect(await (await post(body([b]))).json()).toEqual({});
+    const events = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id.endsWith("_aaaaaaaaaaaaaaaa"));
+    expect(events.map((e) => [e.id, e.properties.input_tokens])).toEqual([
+      [`span_${TRACE}_aaaaaaaaaaaaaaaa`, { kind: "int", value: 100n }],
+      [`span_${OTHER}_aaaaaaaaaaaaaaaa`, { kind: "int", value: 200n }],
+    ]);
+  });
+
+  it("refuses an intValue sent as a JSON number beyond 2^53 (JSON.parse rounded it) instead of billing the rounded count", async () => {
+    const res = await post(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"${TRACE}","spanId":"bbbbbbbbbbbbbbbb","endTimeUnixNano":"${endNs}","attributes":[{"key":"gen_ai.usage.input_tokens","value":{"intValue":9007199254740993}}]}]}]}]}`);
+    expect(res.status).toBe(400);
+    expect(await res.text()).toMatch(/intValue: .*2\^53/);
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id.endsWith("_bbbbbbbbbbbbbbbb"))).toBe(false);
   });
 
   it("follows the tenant's GenAI mapping set through SetGenAiMapping", async () => {
@@ -102,7 +122,7 @@ describe("OTLP/HTTP GenAI receiver", () => {
     });
     expect((await c.getGenAiMapping({})).mapping!.eventType).toBe("genai.tokens");
     await post(body([span("1111111111111111", [...GENAI, ["app.customer", { stringValue: "cus_map" }]])]));
-    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_1111111111111111")!;
+    const e = (await h.service.store.listTenantEvents("tnt_a", 1000)).find((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_1111111111111111")!;
     expect(e).toMatchObject({ type: "genai.tokens", customerId: "cus_map", properties: { out_tokens: { kind: "int", value: 567n } } });
     await c.setGenAiMapping({ mapping: { eventType: "llm.call", customerAttribute: "nanobill.customer_id", spanAttributeRequired: "gen_ai.usage.input_tokens", properties: [{ attribute: "gen_ai.usage.input_tokens", property: "input_tokens" }] } });
   });
@@ -129,13 +149,13 @@ describe("OTLP/HTTP GenAI receiver", () => {
     expect(res.status).toBe(200);
     const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
     expect(j.partialSuccess.rejectedSpans).toBe("4");
-    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444441: gen_ai.usage.input_tokens: doubleValue 12.5 is not an integer");
-    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444443: gen_ai.usage.output_tokens: a arrayValue has no property form");
-    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444445: gen_ai.usage.output_tokens: doubleValue 7.5");
+    expect(j.partialSuccess.errorMessage).toContain("span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444441: gen_ai.usage.input_tokens: doubleValue 12.5 is not an integer");
+    expect(j.partialSuccess.errorMessage).toContain("span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444443: gen_ai.usage.output_tokens: a arrayValue has no property form");
+    expect(j.partialSuccess.errorMessage).toContain("span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444445: gen_ai.usage.output_tokens: doubleValue 7.5");
     // The lone surrogate is refused by validation (it failed the JSONB write, as Internal / 500, before).
-    expect(j.partialSuccess.errorMessage).toContain("span_4444444444444444: properties.model: must be well-formed");
-    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id.startsWith("span_444444444444444"));
-    expect(stored.map((e) => [e.id, e.properties])).toEqual([["span_4444444444444442", { input_tokens: { kind: "int", value: 12n } }]]);
+    expect(j.partialSuccess.errorMessage).toContain("span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444444: properties.model: must be well-formed");
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id.startsWith("span_4bf92f3577b34da6a3ce929d0e0e4736_444444444444444"));
+    expect(stored.map((e) => [e.id, e.properties])).toEqual([["span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444442", { input_tokens: { kind: "int", value: 12n } }]]);
 
     // The same over OTLP protobuf.
     const req = create(ExportTraceServiceRequestSchema, {
@@ -158,7 +178,7 @@ describe("OTLP/HTTP GenAI receiver", () => {
     const out = fromBinary(ExportTraceServiceResponseSchema, new Uint8Array(await pb.arrayBuffer()));
     expect(out.partialSuccess?.rejectedSpans).toBe(2n);
     expect(out.partialSuccess?.errorMessage).toContain("gen_ai.request.model: a bytesValue");
-    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id === "span_4444444444444446" || x.id === "span_4444444444444447")).toBe(false);
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444446" || x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444447")).toBe(false);
   });
 
   it("refuses a missing key, a read-only key, other content types, malformed protobuf and malformed JSON", async () => {

@@ -38,6 +38,10 @@ function anyValue(v: unknown, field: string): AttributeValue | undefined {
   if (typeof v.stringValue === "string") return v.stringValue;
   if (typeof v.boolValue === "boolean") return v.boolValue;
   if (v.intValue !== undefined) {
+    // proto3 JSON sends int64 as a string; a bare number past 2^53 was already rounded by JSON.parse.
+    if (typeof v.intValue === "number" && !Number.isSafeInteger(v.intValue)) {
+      throw new OtlpFormatError(field, "intValue: a JSON number beyond 2^53 loses precision; send int64 as a string");
+    }
     const s = String(v.intValue);
     if (!/^-?\d{1,19}$/.test(s)) throw new OtlpFormatError(field, "intValue must be an integer");
     return BigInt(s);

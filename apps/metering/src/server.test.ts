@@ -130,7 +130,7 @@ describe("metering over a real h2c server", () => {
     };
     const res = await otlp.export(req);
     expect(res.partialSuccess?.rejectedSpans).toBe(1n);
-    const e = (await h.service.store.listTenantEvents("tnt_a", 10_000)).find((x) => x.id === "span_aa000000000000b1")!;
+    const e = (await h.service.store.listTenantEvents("tnt_a", 10_000)).find((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_aa000000000000b1")!;
     expect(e).toMatchObject({ customerId: "cus_grpc", properties: { model: { kind: "string", value: "gpt-x" }, input_tokens: { kind: "int", value: 42n } } });
     const readOnly = createClient(TraceService, createClientTransport({ baseUrl: server.url, apiKey: KEYS.readA, protocol: "grpc" }));
     await expect(readOnly.export(req)).rejects.toMatchObject({ code: Code.PermissionDenied });

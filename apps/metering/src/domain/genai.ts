@@ -93,8 +93,8 @@ const HEX32 = /^[0-9a-f]{32}$/;
 const HEX16 = /^[0-9a-f]{16}$/;
 
 /**
- * Maps spans having the mapping's required attribute to events: id "span_<span id>" (so a
- * re-exported span is a duplicate), timestamp = span end, customer from the span's (else the
+ * Maps spans having the mapping's required attribute to events: id "span_<trace id>_<span id>"
+ * (so a re-exported span is a duplicate, and spans of two traces never meet), timestamp = span end, customer from the span's (else the
  * resource's) customer attribute, trace context = the span itself. Other spans are skipped. A span
  * whose mapped attribute (or customer attribute) is present but has no property form (a
  * non-integral double, an array, a kvlist, bytes) is rejected naming the attribute: dropping the
@@ -112,7 +112,9 @@ export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: Ev
     const attr = (k: string) => s.attributes.get(k) ?? s.resourceAttributes.get(k);
     const traceId = s.traceId.toLowerCase();
     const spanId = s.spanId.toLowerCase();
-    const id = `span_${spanId}`;
+    // Trace id and span id: a span id is only unique within its trace (two traces' spans sharing
+    // one were billed once: the second answered conflict, or dropped as a duplicate).
+    const id = `span_${traceId}_${spanId}`;
     // Null prototype: a mapped property name is never confused with an Object.prototype member.
     const properties: Record<string, PropertyValue | undefined> = Object.create(null);
     for (const p of m.properties) {
