@@ -40,6 +40,8 @@ function fixture() {
       account("acct_e", { unit: "EUR" }),
       account("acct_big", { debitsPostedNanos: INT64_MAX - 5n, creditsPostedNanos: INT64_MAX - 5n }),
       account("acct_bigp", { debitsPendingNanos: INT64_MAX - 5n, creditsPendingNanos: INT64_MAX - 5n }),
+      // pending and posted each at half: neither alone overflows, their sum does
+      account("acct_both", { debitsPendingNanos: INT64_MAX / 2n, debitsPostedNanos: INT64_MAX / 2n, creditsPendingNanos: INT64_MAX / 2n, creditsPostedNanos: INT64_MAX / 2n }),
       // Created at 50 µs (the clock starts at 0, so imported transfers can land between 1 and 50).
       account("acct_late", { timestampUs: 50n }),
     ],
@@ -153,10 +155,12 @@ const rows: Row[] = [
   { name: "voiding part of a pending transfer is pending_transfer_has_different_amount", setup: [pend("p1")], item: newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 39n, flags: { voidPendingTransfer: true } }), want: "pending_transfer_has_different_amount" },
   { name: "posting a posted transfer is pending_transfer_already_posted", setup: [pend("p1"), newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { postPendingTransfer: true } })], item: newTransfer("t3", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { voidPendingTransfer: true } }), want: "pending_transfer_already_posted" },
   { name: "voiding a voided transfer is pending_transfer_already_voided", setup: [pend("p1"), newTransfer("t2", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { voidPendingTransfer: true } })], item: newTransfer("t3", { pendingId: "p1", debitAccountId: "", creditAccountId: "", unit: "", code: 0, amountNanos: 0n, flags: { postPendingTransfer: true } }), want: "pending_transfer_already_voided" },
-  { name: "a pending transfer whose pending + posted debits pass int64 is overflows_debits", item: newTransfer("t1", { debitAccountId: "acct_big", flags: { pending: true }, amountNanos: 10n ** 18n }), want: "overflows_debits" },
+  { name: "a pending transfer past int64 posted debits is overflows_debits_posted (TigerBeetle checks posted for pending too)", item: newTransfer("t1", { debitAccountId: "acct_big", flags: { pending: true }, amountNanos: 6n }), want: "overflows_debits_posted" },
+  { name: "a pending transfer past int64 posted credits is overflows_credits_posted", item: newTransfer("t1", { creditAccountId: "acct_big", flags: { pending: true }, amountNanos: 6n }), want: "overflows_credits_posted" },
+  { name: "a pending transfer whose pending + posted debits pass int64 is overflows_debits", item: newTransfer("t1", { debitAccountId: "acct_both", flags: { pending: true }, amountNanos: 6n }), want: "overflows_debits" },
   { name: "a pending transfer past int64 pending debits is overflows_debits_pending", item: newTransfer("t1", { debitAccountId: "acct_bigp", flags: { pending: true }, amountNanos: 6n }), want: "overflows_debits_pending" },
   { name: "a pending transfer past int64 pending credits is overflows_credits_pending", item: newTransfer("t1", { creditAccountId: "acct_bigp", flags: { pending: true }, amountNanos: 6n }), want: "overflows_credits_pending" },
-  { name: "a transfer whose pending + posted credits pass int64 is overflows_credits", item: newTransfer("t1", { creditAccountId: "acct_big", flags: { pending: true }, amountNanos: 10n ** 18n }), want: "overflows_credits" },
+  { name: "a transfer whose pending + posted credits pass int64 is overflows_credits", item: newTransfer("t1", { creditAccountId: "acct_both", flags: { pending: true }, amountNanos: 6n }), want: "overflows_credits" },
   { name: "a plain transfer past int64 posted debits is overflows_debits_posted", item: newTransfer("t1", { debitAccountId: "acct_big", amountNanos: 6n }), want: "overflows_debits_posted" },
   { name: "a plain transfer past int64 posted credits is overflows_credits_posted", item: newTransfer("t1", { creditAccountId: "acct_big", amountNanos: 6n }), want: "overflows_credits_posted" },
   { name: "a plain transfer that fits is ok on an account near int64", item: newTransfer("t1", { creditAccountId: "acct_big", amountNanos: 5n }), want: "ok" },

@@ -122,10 +122,10 @@ export function applyTransfer(ws: WorkingSet, t: NewTransfer, clock: LedgerClock
   if (pending) {
     if (dr.debitsPendingNanos + amount > INT64_MAX) return fail("overflows_debits_pending", t.id);
     if (cr.creditsPendingNanos + amount > INT64_MAX) return fail("overflows_credits_pending", t.id);
-  } else {
-    if (dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits_posted", t.id);
-    if (cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits_posted", t.id);
   }
+  // Checked for a pending transfer too (it may post), in TigerBeetle's order.
+  if (dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits_posted", t.id);
+  if (cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits_posted", t.id);
   if (dr.debitsPendingNanos + dr.debitsPostedNanos + amount > INT64_MAX) return fail("overflows_debits", t.id);
   if (cr.creditsPendingNanos + cr.creditsPostedNanos + amount > INT64_MAX) return fail("overflows_credits", t.id);
   // The timestamp this transfer gets if it succeeds (read once: checks and stamp agree).
