@@ -251,9 +251,14 @@ export function meterFromPb(m: PbMeter): MeterDefinition {
   };
 }
 
+/** A stored meter's status: FAILED (set aside), READY (backfill done) or BACKFILLING. */
+export function meterStatusOf(m: StoredMeter): MeterStatus {
+  if (m.aggregationError !== null) return MeterStatus.FAILED;
+  return m.backfillDoneSequence >= m.backfillThroughSequence ? MeterStatus.READY : MeterStatus.BACKFILLING;
+}
+
 export function meterToPb(m: StoredMeter): PbMeter {
   const d = m.definition;
-  const ready = m.backfillDoneSequence >= m.backfillThroughSequence;
   return create(MeterSchema, {
     id: d.id,
     eventType: d.eventType,
@@ -262,7 +267,7 @@ export function meterToPb(m: StoredMeter): PbMeter {
     filters: d.filters.map(filterToPb),
     groupBy: d.groupBy,
     description: d.description,
-    status: m.aggregationError !== null ? MeterStatus.FAILED : ready ? MeterStatus.READY : MeterStatus.BACKFILLING,
+    status: meterStatusOf(m),
     statusMessage: m.aggregationError ?? "",
     backfill: create(BackfillProgressSchema, {
       throughSequence: m.backfillThroughSequence,

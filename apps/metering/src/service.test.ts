@@ -232,6 +232,25 @@ for (const backend of testBackends()) {
       expect(list.meters.map((m) => m.id)).toEqual(["input_tokens"]);
     });
 
+    it("says in QueryUsage's answer whether the meter still backfills (its rows may be short) or is ready", async () => {
+      const c = h.client(KEYS.adminA);
+      await c.ingestEvents({ events: [llmEvent("evt_bf_1", { customerId: "cus_bf" })] });
+      // A meter whose backfill has not run yet (created by another replica a moment ago).
+      await h.db.query(
+        `INSERT INTO meters (tenant, meter_id, event_type, definition, created_us, backfill_through_sequence, backfill_done_sequence)
+         SELECT 'tnt_a', 'bf_tokens', 'llm.call', $1::jsonb, 0, max(sequence), 0 FROM events`,
+        [JSON.stringify({ id: "bf_tokens", eventType: "llm.call", aggregation: "sum", valueProperty: "input_tokens", filters: [], groupBy: [], description: "" })],
+      );
+      const day = Date.UTC(2026, 10, 20);
+      const q = { meterId: "bf_tokens", customerIds: ["cus_bf"], startTime: timestampFromDate(new Date(day)), endTime: timestampFromDate(new Date(day + 86_400_000)), window: Window.WHOLE };
+      const partial = await c.queryUsage(q);
+      expect([partial.meterStatus, partial.rows.length]).toEqual([MeterStatus.BACKFILLING, 0]);
+      await h.service.runBackfills();
+      const ready = await c.queryUsage(q);
+      expect([ready.meterStatus, ready.rows.map((r) => r.value)]).toEqual([MeterStatus.READY, ["1234"]]);
+      expect((await c.queryUsage({ ...q, page: { pageSizeMax: 10 } })).meterStatus).toBe(MeterStatus.READY);
+    });
+
     it("deletes a meter with its usage, and a meter created again under the id backfills from every stored event", async () => {
       const c = h.client(KEYS.adminA);
       const def = { id: "del_tokens", eventType: "llm.call", aggregation: Aggregation.SUM, valueProperty: "input_tokens", groupBy: ["model"] };

@@ -52,6 +52,7 @@ import {
   genAiMappingFromPb,
   genAiMappingToPb,
   meterFromPb,
+  meterStatusOf,
   meterToPb,
   outcomeToResult,
   rejectedResult,
@@ -378,7 +379,7 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       const rows = combineBuckets(meter.definition, q, buckets, uniques);
       if (req.page === undefined) {
         if (rows.length > QUERY_ROWS_MAX) throw limitExceeded("rows (narrow the query, use a larger window, or page through them)", QUERY_ROWS_MAX);
-        return create(QueryUsageResponseSchema, { rows: rows.map(usageRowToPb) });
+        return create(QueryUsageResponseSchema, { rows: rows.map(usageRowToPb), meterStatus: meterStatusOf(meter) });
       }
       const size = req.page.pageSizeMax;
       if (size > QUERY_ROWS_MAX) throw invalidArgument("page.page_size_max", `at most ${QUERY_ROWS_MAX}`);
@@ -404,6 +405,7 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       return create(QueryUsageResponseSchema, {
         rows: page.map(usageRowToPb),
         page: create(PageResponseSchema, { nextPageToken: more ? encodeUsagePageToken(fingerprint, usageRowKey(q, page[page.length - 1]!)) : "" }),
+        meterStatus: meterStatusOf(meter),
       });
     },
 
