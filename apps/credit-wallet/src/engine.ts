@@ -503,7 +503,7 @@ export function createEngine(deps: EngineDeps) {
       }
       if (c.costBasis === "") c.costBasis = "1";
       if (c.costBasisCurrency === "" && w.kind === "prepaid") c.costBasisCurrency = w.unit;
-      await S.updateAutoTopUp(tx, tenant, walletId, c);
+      await S.updateAutoTopUp(tx, tenant, walletId, c, clock.now());
     });
     const w = await mustWallet(tenant, walletId);
     remember(w);

@@ -350,9 +350,22 @@ export async function updatePolicy(q: Queryable, tenant: string, id: string, p: 
   await q.query(`UPDATE wallets SET policy_mode = $3, negative_limit_nanos = $4, overage_rate = $5, overage_currency = $6 WHERE tenant = $1 AND id = $2`, [tenant, id, p.mode, p.negativeLimitNanos, p.overageRate, p.overageCurrency]);
 }
 
-export async function updateAutoTopUp(q: Queryable, tenant: string, id: string, c: AutoTopUpConfig): Promise<void> {
+/**
+ * Sets a wallet's auto top-up. Armed after it = it was not enabled before, or it was armed, or the
+ * wallet's available balance (PostgreSQL's, grants that can burn at `now`) is at or above the new
+ * threshold: an edit while below the threshold and already topped up (disarmed) does not allow one
+ * more top-up (before, every SetAutoTopUp armed it).
+ */
+export async function updateAutoTopUp(q: Queryable, tenant: string, id: string, c: AutoTopUpConfig, now: Date): Promise<void> {
   const v = { enabled: c.enabled, threshold: c.thresholdNanos.toString(), amount: c.amountNanos.toString(), target: c.targetBalanceNanos.toString(), cooldown_ms: c.cooldownMs, cost_basis: c.costBasis, cost_basis_currency: c.costBasisCurrency };
-  await q.query(`UPDATE wallets SET auto_top_up = $3::jsonb, top_up_armed = TRUE WHERE tenant = $1 AND id = $2`, [tenant, id, JSON.stringify(v)]);
+  await q.query(
+    `UPDATE wallets w SET auto_top_up = $3::jsonb,
+       top_up_armed = w.auto_top_up IS NULL OR NOT COALESCE((w.auto_top_up->>'enabled')::boolean, FALSE) OR w.top_up_armed
+         OR (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+             WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND ${SPENDABLE_NOW("g", "$5")}) - w.overdraft_posted_nanos - w.overdraft_held_nanos >= $4::numeric
+     WHERE w.tenant = $1 AND w.id = $2`,
+    [tenant, id, JSON.stringify(v), c.thresholdNanos.toString(), now],
+  );
 }
 
 /**
