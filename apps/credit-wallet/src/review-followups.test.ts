@@ -1,7 +1,8 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
-// disarmed.
+// disarmed, GetBalance reads a bounded list of grants.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import { BALANCE_GRANTS_MAX } from "./limits.js";
 import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
@@ -68,6 +69,56 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     await consume("cus_atu_lower", "c_atu_lower_2", 100n); // 350 < 450: the next crossing tops up
     expect(await topUps("cus_atu_lower")).toBe(2);
     expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(400n);
+  });
+
+  // ------------------------------------------------------------------ 3: GetBalance over many grants
+
+  it("sums every grant of a wallet with more grants than GetBalance lists, reading a bounded list of them", async () => {
+    const n = BALANCE_GRANTS_MAX + 20;
+    const w = (await admin().createWallet({ customerId: "cus_many_grants", unit: "USD" })).wallet!;
+    // Many closed grants (as years of renewals and rollovers leave), written directly: the sums, not the ledger, are under test.
+    await h.db.query(
+      `INSERT INTO grants (tenant, id, wallet_id, kind, amount_nanos, burned_nanos, held_nanos, expired_nanos, priority, effective_at, expires_at, created_at,
+         cost_basis, cost_basis_currency, scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash)
+       SELECT 'tnt_a', 'g_old_' || lpad(i::text, 5, '0'), $1, 'promotional', 100, 30, CASE WHEN i = 1 THEN 5 ELSE 0 END, CASE WHEN i = 1 THEN 65 ELSE 70 END, 0,
+         '2025-01-01', '2025-06-01', '2025-01-01'::timestamptz + make_interval(secs => i), '0', '', '{}', '{}', NULL, NULL, false, 'g_old_' || i, 0, 'expired', '', '', ''
+       FROM generate_series(1, $2::int) AS i`,
+      [w.id, n],
+    );
+    // Active grants: two spendable (one with a hold), one effective later (in the balance, not available).
+    await admin().grant({ id: "g_many_a", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, priority: 5 });
+    await admin().grant({ id: "g_many_b", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 200n, priority: 1 });
+    await admin().grant({ id: "g_many_later", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 300n, effectiveAt: { seconds: BigInt(Math.floor(h.clock.now().getTime() / 1000) + 86_400), nanos: 0 } });
+    await ingest().consume({ items: [{ id: "c_many", customerId: "cus_many_grants", unit: "USD", amountNanos: 250n }] }); // b 200, a 50
+    await ingest().authorize({ id: "h_many", customerId: "cus_many_grants", unit: "USD", amountNanos: 100n, ttlMs: 600_000n }); // a 100
+
+    // Count the grant rows GetBalance reads.
+    type QueryFn = (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; rowCount: number }>;
+    const db = h.db as unknown as { query: QueryFn };
+    const orig = db.query;
+    let grantRowsRead = 0;
+    db.query = async (sql: string, params?: unknown[]) => {
+      const r = await orig.call(h.db, sql, params);
+      if (/\bFROM grants\b/.test(sql)) grantRowsRead += r.rows.length;
+      return r;
+    };
+    let bal: pb.GetBalanceResponse;
+    try {
+      bal = await admin().getBalance({ walletId: w.id });
+    } finally {
+      db.query = orig;
+    }
+    expect(grantRowsRead).toBeLessThanOrEqual(BALANCE_GRANTS_MAX + 1);
+    // Closed grants: only the one still holding 5 counts (100 - 30 - 65 = 5, held); the others are 0.
+    // Active: a 1000 - 50 = 950 (100 held), b 0, later 300. Balance 5 + 950 + 300; held 5 + 100.
+    expect(bal.balanceNanos).toBe(1_255n);
+    expect(bal.heldNanos).toBe(105n);
+    expect(bal.availableNanos).toBe(850n);
+    expect(bal.overdraftNanos).toBe(0n);
+    expect(bal.grants.length).toBe(BALANCE_GRANTS_MAX);
+    // Active grants first, in burn-down order, then closed ones.
+    expect(bal.grants.slice(0, 3).map((g) => g.grantId)).toEqual(["g_many_later", "g_many_b", "g_many_a"]);
+    expect(bal.grants[3]!.grantId).toBe("g_old_00001");
   });
 });
 

@@ -497,6 +497,37 @@ export async function listGrants(q: Queryable, tenant: string, walletId: string,
 }
 
 /**
+ * The sums of a wallet's balance over ALL of its grants (any state), computed in PostgreSQL:
+ * remaining = amount - burned - expired, held, and spendable = what the grants that can burn at
+ * `now` have left (amount - burned - held - expired; SPENDABLE_NOW). One aggregate row, however
+ * many grants the wallet ever had.
+ */
+export async function balanceSums(q: Queryable, tenant: string, walletId: string, now: Date): Promise<{ remainingNanos: bigint; heldNanos: bigint; spendableNanos: bigint }> {
+  const r = await q.query<{ r: string; h: string; a: string }>(
+    `SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.expired_nanos), 0)::text AS r,
+            COALESCE(sum(g.held_nanos), 0)::text AS h,
+            COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos) FILTER (WHERE ${SPENDABLE_NOW("g", "$3")}), 0)::text AS a
+       FROM grants g WHERE g.tenant = $1 AND g.wallet_id = $2`,
+    [tenant, walletId, now],
+  );
+  const x = r.rows[0]!;
+  return { remainingNanos: BigInt(x.r), heldNanos: BigInt(x.h), spendableNanos: BigInt(x.a) };
+}
+
+/**
+ * At most `limit` grants of a wallet for GetBalance: the active ones first, each part in burn-down
+ * order (priority, soonest expiry with none last, free before paid, oldest, id: burn-order.ts's key).
+ */
+export async function listBalanceGrants(q: Queryable, tenant: string, walletId: string, limit: number): Promise<GrantRow[]> {
+  const r = await q.query(
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND wallet_id = $2
+     ORDER BY (state <> 'active'), priority, expires_at NULLS LAST, (kind = 'purchased'), created_at, id LIMIT $3`,
+    [tenant, walletId, limit],
+  );
+  return r.rows.map(grantOf);
+}
+
+/**
  * A wallet's grants: how many are open (active, not fully burned or expired), and how many nanos
  * were ever granted to it (every grant's amount, in any state).
  */
