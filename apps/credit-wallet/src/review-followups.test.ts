@@ -1,9 +1,10 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
-// disarmed, GetBalance reads a bounded list of grants.
+// disarmed, GetBalance reads a bounded list of grants, CreateWebhookEndpoint refuses control characters.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
-import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+import { KEYS, code, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
   let h: WalletHarness;
@@ -119,6 +120,33 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     // Active grants first, in burn-down order, then closed ones.
     expect(bal.grants.slice(0, 3).map((g) => g.grantId)).toEqual(["g_many_later", "g_many_b", "g_many_a"]);
     expect(bal.grants[3]!.grantId).toBe("g_old_00001");
+  });
+
+  // ------------------------------------------------------------------ 5: webhook endpoint free text
+
+  it("refuses control characters in CreateWebhookEndpoint's free text with InvalidArgument naming the field, writing nothing", async () => {
+    const desc = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "ops\u0000team" }));
+    expect(desc.code).toBe(Code.InvalidArgument);
+    expect(desc.message).toMatch(/^description: /);
+    const nl = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "ops\nteam" }));
+    expect(nl.code).toBe(Code.InvalidArgument);
+    expect(nl.message).toMatch(/^description: /);
+    const url = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/a\u0000b" }));
+    expect(url.code).toBe(Code.InvalidArgument);
+    expect(url.message).toMatch(/^url: /);
+    const dis = await code(admin().disableWebhookEndpoint({ id: "ep\u0000ctl" }));
+    expect(dis.code).toBe(Code.InvalidArgument);
+    expect(dis.message).toMatch(/^id: /);
+    const del = await code(admin().listWebhookDeliveries({ endpointId: "ep\u0000ctl" }));
+    expect(del.code).toBe(Code.InvalidArgument);
+    expect(del.message).toMatch(/^endpoint_id: /);
+    const ev = await code(admin().listWebhookDeliveries({ eventId: "ev\u0000" }));
+    expect(ev.code).toBe(Code.InvalidArgument);
+    expect(ev.message).toMatch(/^event_id: /);
+    expect((await admin().listWebhookEndpoints({})).endpoints.some((e) => e.id === "ep_ctl")).toBe(false);
+    // Printable text (non-ASCII included) is still fine.
+    const ok = await admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "équipe ops — finance" });
+    expect(ok.endpoint!.description).toBe("équipe ops — finance");
   });
 });
 
