@@ -1,8 +1,10 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
-// disarmed, GetBalance reads a bounded list of grants, CreateWebhookEndpoint refuses control characters.
+// disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
+// CreateWebhookEndpoint refuses control characters.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { Queryable } from "@nanobill/db";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
 import { KEYS, code, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
@@ -150,3 +152,75 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
   });
 });
 
+// ------------------------------------------------------------------ 2: deadlocks in capture / release group commits
+
+const pg = walletBackends().filter((b) => b.name === "postgres+redis");
+
+describe.each(pg)("capture and release retry on a deadlock ($name)", (b) => {
+  let h: WalletHarness;
+  /** Set by a test: the next capture/release transaction fails its hold lock with a real 40P01 this many times. */
+  let deadlocks = 0;
+  let injected = 0;
+
+  beforeAll(async () => {
+    h = await openWalletHarness(b);
+    type TxFn = (tx: Queryable) => Promise<unknown>;
+    const db = h.db as unknown as { transaction: (fn: TxFn, opts?: unknown) => Promise<unknown> };
+    const orig = db.transaction.bind(db);
+    db.transaction = (fn: TxFn, opts?: unknown) =>
+      orig(
+        (tx: Queryable) =>
+          fn(
+            new Proxy(tx, {
+              get(t, p) {
+                if (p === "query")
+                  return async (sql: string, params?: unknown[]) => {
+                    if (deadlocks > 0 && sql.startsWith("SELECT id FROM holds")) {
+                      deadlocks--;
+                      injected++;
+                      // A real PostgreSQL error with SQLSTATE 40P01, through the driver like a detected deadlock.
+                      await t.query(`DO $$ BEGIN RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01'; END $$`);
+                    }
+                    return t.query(sql, params);
+                  };
+                const v = (t as unknown as Record<string | symbol, unknown>)[p];
+                return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+              },
+            }),
+          ),
+        opts,
+      );
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+  const admin = () => h.client(KEYS.adminA);
+  const ingest = () => h.client(KEYS.internal, "tnt_a");
+
+  it("captures and releases despite a deadlock on the first attempt of their group commit", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_dl", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_dl", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n });
+    await ingest().authorize({ id: "h_dl_c", customerId: "cus_dl", unit: "USD", amountNanos: 300n, ttlMs: 600_000n });
+    await ingest().authorize({ id: "h_dl_r", customerId: "cus_dl", unit: "USD", amountNanos: 200n, ttlMs: 600_000n });
+
+    deadlocks = 1;
+    injected = 0;
+    const cap = await ingest().capture({ holdId: "h_dl_c", amountNanos: 250n });
+    expect(injected).toBe(1);
+    expect(cap.capturedNanos).toBe(250n);
+    expect(cap.hold!.state).toBe(pb.HoldState.CAPTURED);
+
+    deadlocks = 1;
+    injected = 0;
+    const rel = await ingest().release({ holdId: "h_dl_r" });
+    expect(injected).toBe(1);
+    expect(rel.releasedNanos).toBe(200n);
+
+    deadlocks = 0;
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.balanceNanos).toBe(750n);
+    expect(bal.heldNanos).toBe(0n);
+    await h.wallet.outbox.flush();
+    expect((await h.ledgerClient("tnt_a").verify({})).violations).toEqual([]);
+  });
+});

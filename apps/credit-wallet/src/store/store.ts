@@ -542,18 +542,21 @@ export async function openGrants(q: Queryable, tenant: string, walletId: string)
 }
 
 /**
- * Applies deltas to grants in one statement. The grants_within_amount CHECK (and the >= 0 checks)
+ * Applies deltas to grants in one statement (their rows locked in id order). The grants_within_amount CHECK (and the >= 0 checks)
  * make PostgreSQL refuse any over-spend: that is the guard behind Redis.
  */
 export async function applyGrantDeltas(q: Queryable, tenant: string, deltas: Array<{ grantId: string; burned?: bigint; held?: bigint; expired?: bigint }>): Promise<void> {
   const ds = deltas.filter((d) => (d.burned ?? 0n) !== 0n || (d.held ?? 0n) !== 0n || (d.expired ?? 0n) !== 0n);
   if (ds.length === 0) return;
   try {
+    // The rows are locked in id order first (l), like the capture / release group commits lock them,
+    // so two writes of the same grants never wait for each other in a cycle (a deadlock).
     const r = await q.query(
-      `UPDATE grants g SET burned_nanos = g.burned_nanos + d.b, held_nanos = g.held_nanos + d.h, expired_nanos = g.expired_nanos + d.x
-       FROM (SELECT id, sum(b)::bigint AS b, sum(h)::bigint AS h, sum(x)::bigint AS x
-             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, b, h, x) GROUP BY id) d
-       WHERE g.tenant = $1 AND g.id = d.id`,
+      `WITH d AS (SELECT id, sum(b)::bigint AS b, sum(h)::bigint AS h, sum(x)::bigint AS x
+                  FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, b, h, x) GROUP BY id),
+            l AS (SELECT g.id FROM grants g WHERE g.tenant = $1 AND g.id IN (SELECT id FROM d) ORDER BY g.id FOR UPDATE)
+       UPDATE grants g SET burned_nanos = g.burned_nanos + d.b, held_nanos = g.held_nanos + d.h, expired_nanos = g.expired_nanos + d.x
+       FROM d WHERE g.tenant = $1 AND g.id = d.id AND g.id IN (SELECT id FROM l)`,
       [tenant, ds.map((d) => d.grantId), ds.map((d) => (d.burned ?? 0n).toString()), ds.map((d) => (d.held ?? 0n).toString()), ds.map((d) => (d.expired ?? 0n).toString())],
     );
     const distinct = new Set(ds.map((d) => d.grantId)).size;
@@ -1011,8 +1014,13 @@ export async function commitHolds(
          SELECT s.g AS id, sum(s.n)::bigint AS n FROM unnest($13::text[], $14::text[], $15::bigint[]) AS s(h, g, n)
          WHERE s.h IN (SELECT id FROM ins) GROUP BY s.g
        ),
+       -- The grants' row locks in id order (the order of the capture / release group commits), so
+       -- this statement and another write of the same grants never wait for each other in a cycle.
+       l AS (
+         SELECT g.id FROM grants g WHERE g.tenant = $1 AND g.id IN (SELECT id FROM d) ORDER BY g.id FOR UPDATE
+       ),
        u AS (
-         UPDATE grants g SET held_nanos = g.held_nanos + d.n FROM d WHERE g.tenant = $1 AND g.id = d.id RETURNING g.id
+         UPDATE grants g SET held_nanos = g.held_nanos + d.n FROM d WHERE g.tenant = $1 AND g.id = d.id AND g.id IN (SELECT id FROM l) RETURNING g.id
        ),
        mv AS (
          INSERT INTO movements (tenant, id, wallet_id, grant_id, kind, amount_nanos, source_id, event_id, hold_id, invoice_id, ledger_transfer_id, occurred_at)
