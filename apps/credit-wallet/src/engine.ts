@@ -36,12 +36,13 @@ import {
 } from "./domain/ledger-plan.js";
 import { debitRoom, repayNanos } from "./domain/policy.js";
 import { nextPeriod, planRollover, type RolloverRule } from "./domain/rollover.js";
-import { burnsAt, sortForBurn } from "./domain/burn-order.js";
+import { sortForBurn } from "./domain/burn-order.js";
 import type { GrantKind, Policy, Slice } from "./domain/types.js";
 import { WalletError, invalid } from "./errors.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
 import type { LedgerPort } from "./ledger-port.js";
 import {
+  BALANCE_GRANTS_MAX,
   COMMIT_BATCH_OPS_MAX,
   EXPIRY_GRACE_MS_DEFAULT,
   EXPIRY_NOTICE_MS_DEFAULT,
@@ -503,7 +504,7 @@ export function createEngine(deps: EngineDeps) {
       }
       if (c.costBasis === "") c.costBasis = "1";
       if (c.costBasisCurrency === "" && w.kind === "prepaid") c.costBasisCurrency = w.unit;
-      await S.updateAutoTopUp(tx, tenant, walletId, c);
+      await S.updateAutoTopUp(tx, tenant, walletId, c, clock.now());
     });
     const w = await mustWallet(tenant, walletId);
     remember(w);
@@ -1783,22 +1784,21 @@ export function createEngine(deps: EngineDeps) {
 
   // ------------------------------------------------------------ reads
 
+  /**
+   * A wallet's balance: the sums over every grant it ever had are computed in PostgreSQL (one
+   * aggregate row), and only the BALANCE_GRANTS_MAX grants the answer lists are read (active ones
+   * first, each part in burn-down order). Before, every grant was read and sorted here.
+   */
   async function balanceOf(tenant: string, w: WalletRow): Promise<Balance> {
-    const grants = await S.listGrants(db, tenant, w.id, { activeOnly: false });
-    const nowMs = clock.now().getTime();
-    let balance = -w.overdraftPostedNanos;
-    let held = w.overdraftHeldNanos;
+    const [sums, rows] = await Promise.all([S.balanceSums(db, tenant, w.id, clock.now()), S.listBalanceGrants(db, tenant, w.id, BALANCE_GRANTS_MAX)]);
+    const balance = sums.remainingNanos - w.overdraftPostedNanos;
+    const held = sums.heldNanos + w.overdraftHeldNanos;
     // Available: what the grants that can burn now have left, minus the overdraft in use (the rule
     // of S.availableOf / SPENDABLE_NOW and of the real-time stores, so it is what Authorize accepts
     // before the policy's room). A grant in its expiry grace, effective later or an allowance past
     // its period end counts in the balance, not here.
-    let available = -w.overdraftPostedNanos - w.overdraftHeldNanos;
-    for (const g of grants) {
-      balance += g.amountNanos - g.burnedNanos - g.expiredNanos;
-      held += g.heldNanos;
-      if (g.state === "active" && burnsAt(S.toBurnGrant(g), nowMs)) available += g.amountNanos - g.burnedNanos - g.heldNanos - g.expiredNanos;
-    }
-    const sorted = sortForBurn(grants.map((g) => ({ ...S.toBurnGrant(g), row: g }))).map((x) => x.row);
+    const available = sums.spendableNanos - w.overdraftPostedNanos - w.overdraftHeldNanos;
+    const sorted = sortForBurn(rows.map((g) => ({ ...S.toBurnGrant(g), row: g }))).map((x) => x.row);
     const active = sorted.filter((g) => g.state === "active");
     const closed = sorted.filter((g) => g.state !== "active");
     return { wallet: w, balanceNanos: balance, heldNanos: held, availableNanos: available, overdraftNanos: w.overdraftPostedNanos + w.overdraftHeldNanos, grants: [...active, ...closed] };

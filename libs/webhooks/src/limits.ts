@@ -12,6 +12,11 @@ export const EVENT_KINDS_MAX = 32;
 export const EVENT_KIND_PATTERN = /^[a-z0-9_.]{1,64}$/;
 /** Longest description. */
 export const DESCRIPTION_CHARS_MAX = 256;
+/**
+ * Characters refused in every free-text field (url, description, and the ids the RPCs look up):
+ * control characters U+0000-U+001F and U+007F (PostgreSQL refuses NUL in text: it answered Internal).
+ */
+export const CONTROL_CHARS_RE = /[\u0000-\u001f\u007f]/;
 /** Largest JSON body of one event. */
 export const PAYLOAD_BYTES_MAX = 64 * 1024;
 /** Event ids (sent as the nanobill-event-id header): 1-256 header-safe characters. */

@@ -20,6 +20,7 @@ import {
   disableEndpoint,
   listDeliveries,
   listEndpoints,
+  refuseControlChars,
   type Delivery,
   type DeliveryState,
   type Endpoint,
@@ -87,6 +88,11 @@ export function webhookRpcs(db: Queryable, now: () => Date, policy: EndpointPoli
     },
     async disable(tenant: string, req: { id: string }) {
       if (req.id === "") throw invalidArgument("id", "is required");
+      try {
+        refuseControlChars("id", req.id);
+      } catch (e) {
+        throw toRpcError(e, req.id);
+      }
       const e = await disableEndpoint(db, tenant, req.id, now());
       if (!e) throw notFound("webhook endpoint", req.id);
       return { endpoint: endpointToProto(e) };
@@ -94,6 +100,12 @@ export function webhookRpcs(db: Queryable, now: () => Date, policy: EndpointPoli
     async deliveries(tenant: string, req: { endpointId: string; eventId: string; state: WebhookDeliveryState; pageSizeMax: number; beforeSeq: bigint }) {
       if (req.pageSizeMax > DELIVERIES_PER_PAGE_MAX) throw invalidArgument("page_size_max", `at most ${DELIVERIES_PER_PAGE_MAX}`);
       if (req.beforeSeq < 0n) throw invalidArgument("before_seq", "must not be negative");
+      try {
+        refuseControlChars("endpoint_id", req.endpointId);
+        refuseControlChars("event_id", req.eventId);
+      } catch (e) {
+        throw toRpcError(e, req.endpointId);
+      }
       const state = (Object.keys(STATE_TO_PROTO) as DeliveryState[]).find((k) => STATE_TO_PROTO[k] === req.state);
       if (req.state !== WebhookDeliveryState.UNSPECIFIED && state === undefined) throw invalidArgument("state", `unknown value ${req.state}`);
       const ds = await listDeliveries(db, tenant, {

@@ -83,6 +83,7 @@ export interface EndpointPolicy {
 export function validateEndpoint(input: EndpointInput, policy: EndpointPolicy = {}): void {
   if (!L.ENDPOINT_ID_PATTERN.test(input.id)) throw new WebhookInputError("id", "must be 1-64 characters of A-Z a-z 0-9 _ . -");
   if (input.url.length === 0 || input.url.length > L.URL_CHARS_MAX) throw new WebhookInputError("url", `must be 1-${L.URL_CHARS_MAX} characters`);
+  refuseControlChars("url", input.url);
   let u: URL;
   try {
     u = new URL(input.url);
@@ -102,6 +103,12 @@ export function validateEndpoint(input: EndpointInput, policy: EndpointPolicy = 
     if (!L.EVENT_KIND_PATTERN.test(k)) throw new WebhookInputError(`event_kinds[${i}]`, "must be 1-64 characters of a-z 0-9 _ .");
   });
   if ((input.description ?? "").length > L.DESCRIPTION_CHARS_MAX) throw new WebhookInputError("description", `at most ${L.DESCRIPTION_CHARS_MAX} characters`);
+  refuseControlChars("description", input.description ?? "");
+}
+
+/** Refuses control characters (CONTROL_CHARS_RE) in a free-text field, naming it. */
+export function refuseControlChars(field: string, value: string): void {
+  if (L.CONTROL_CHARS_RE.test(value)) throw new WebhookInputError(field, "must not contain control characters (U+0000-U+001F, U+007F)");
 }
 
 function requestHash(input: EndpointInput): string {

@@ -212,6 +212,11 @@ for (const backend of testBackends()) {
         [{ id: "x", url: "https://user:pw@example.com/", eventKinds: [] }, "url"],
         [{ id: "x", url: rx.url, eventKinds: ["Upper"] }, "event_kinds[0]"],
         [{ id: "x", url: `https://example.com/${"a".repeat(2_100)}`, eventKinds: [] }, "url"],
+        // Control characters: a NUL reached PostgreSQL (Internal) before they were refused.
+        [{ id: "x", url: "https://example.com/a\u0000b", eventKinds: [] }, "url"],
+        [{ id: "x", url: rx.url, eventKinds: [], description: "ops\u0000" }, "description"],
+        [{ id: "x", url: rx.url, eventKinds: [], description: "line\nbreak" }, "description"],
+        [{ id: "x", url: rx.url, eventKinds: [], description: "del\u007f" }, "description"],
       ];
       for (const [input, field] of cases) {
         const e = await createEndpoint(db, T, input, now, PRIVATE).catch((x: unknown) => x);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
-import { migrate, testBackends, type TestDb } from "@nanobill/db";
+import { migrate, testBackends, type Queryable, type TestDb } from "@nanobill/db";
 import { currentTraceContext, getTracer, initTelemetry, type Telemetry } from "@nanobill/telemetry";
 import { HARD_STOP } from "../domain/types.js";
 import * as S from "./store.js";
@@ -181,5 +181,103 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     expect(rows.map((r) => r.transfers.map((t) => t.id))).toEqual([["x1", "x2"]]);
     await S.markOutbox(db, [rows[0]!.seq], [], [], now);
     expect(await S.countOutbox(db)).toEqual({ unposted: 0, failed: 0 });
+  });
+});
+
+// Lock order of the grant updates of Authorize (commitHolds) and Consume / captures / releases
+// (applyGrantDeltas): grants in id order, like the capture / release group commits (grantStates),
+// so two of them never wait for each other's grant rows in a cycle (a deadlock). PostgreSQL only
+// (PGlite runs one transaction at a time).
+describe.each(testBackends().filter((b) => b.name === "postgres"))("wallet store grant lock order ($name)", (backend) => {
+  let db: TestDb;
+  beforeAll(async () => {
+    db = await backend.open();
+    await migrate(db, S.migrationsDir);
+    await S.insertWallet(db, { tenant: T, id: "wal_lo", customerId: "cus_lo", unit: "USD", kind: "prepaid", policy: HARD_STOP, ledgerAccountId: "acct_wallet:cus_lo:USD", now });
+    // Ids chosen so that neither insertion order nor a hash of the delta list is likely to give id order by accident.
+    for (const id of ["g_lo_m", "g_lo_a", "g_lo_z", "g_lo_c", "g_lo_x", "g_lo_b"]) {
+      await S.insertGrant(db, T, {
+        id, walletId: "wal_lo", kind: "purchased", amountNanos: 1_000n, priority: 0, effectiveAt: now, expiresAt: null, createdAt: now, costBasis: "1", costBasisCurrency: "USD",
+        scope: { chargeIds: [], models: [] }, rollover: null, periodEnd: null, renew: false, rootId: id, periodIndex: 0, invoiceId: "", description: "", requestHash: "h", expiryGraceMs: null,
+      });
+    }
+  });
+  afterAll(async () => {
+    await db?.dispose();
+  });
+
+  /**
+   * Holds the lock of grant `first` (the lowest id of the write) in another transaction, starts
+   * `write` (which must then wait for it), and reports whether `write` had locked any of `others`
+   * meanwhile (a FOR UPDATE NOWAIT on them fails then).
+   */
+  async function othersLockedWhileWaiting(first: string, others: string[], write: () => Promise<unknown>): Promise<boolean> {
+    let locked!: (pid: number) => void;
+    const lockedP = new Promise<number>((r) => (locked = r));
+    let release!: () => void;
+    const releaseP = new Promise<void>((r) => (release = r));
+    const holder = db.transaction(async (tx) => {
+      await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = $2 FOR UPDATE`, [T, first]);
+      locked(Number((await tx.query<{ pid: number }>(`SELECT pg_backend_pid() AS pid`)).rows[0]!.pid));
+      await releaseP;
+    });
+    const holderPid = await lockedP;
+    const w = write();
+    w.catch(() => undefined);
+    try {
+      // Wait until the write waits for the holder's lock.
+      for (let i = 0; ; i++) {
+        const r = await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))`, [holderPid]);
+        if (Number(r.rows[0]!.n) > 0) break;
+        if (i > 500) throw new Error("the write never waited for the held grant");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      try {
+        await db.transaction(async (tx) => {
+          await tx.query(`SELECT 1 FROM grants WHERE tenant = $1 AND id = ANY($2::text[]) FOR UPDATE NOWAIT`, [T, others]);
+        });
+        return false;
+      } catch {
+        return true;
+      }
+    } finally {
+      release();
+      await holder;
+      await w;
+    }
+  }
+
+  const ids = ["g_lo_m", "g_lo_z", "g_lo_x", "g_lo_c", "g_lo_b", "g_lo_a"];
+  const sorted = [...ids].sort();
+  /**
+   * Runs fn in a transaction whose planner may not use indexes: on this small table it would walk the
+   * primary key (id order by luck); a sequential scan takes the rows in their physical order, as a
+   * plan over a large table may (hash or nested-loop order).
+   */
+  const withoutIndexes = <R>(fn: (tx: Queryable) => Promise<R>) =>
+    db.transaction(async (tx) => {
+      await tx.query(`SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off`);
+      return fn(tx);
+    });
+
+  it("Consume / capture grant deltas lock the grants in id order", async () => {
+    // Waiting for grant X, the write holds no grant after X (whatever order the deltas came in).
+    for (const x of sorted.slice(0, -1)) {
+      const after = sorted.filter((i) => i > x);
+      const blocked = await othersLockedWhileWaiting(x, after, () => withoutIndexes((tx) => S.applyGrantDeltas(tx, T, ids.map((grantId) => ({ grantId, burned: 1n })))));
+      expect(blocked, `waiting for ${x}, a later grant was locked`).toBe(false);
+    }
+  });
+
+  it("Authorize's one-statement group commit locks the grants in id order", async () => {
+    for (const x of sorted.slice(0, -1)) {
+      const after = sorted.filter((i) => i > x);
+      const hold: S.HoldRow = {
+        id: `h_lo_${x}`, walletId: "wal_lo", amountNanos: BigInt(ids.length), slices: ids.map((grantId) => ({ grantId, amountNanos: 1n })), overdraftNanos: 0n, uncoveredNanos: 0n,
+        state: "pending", expiresAt: now, capturedNanos: 0n, chargeId: "", model: "", requestHash: "z", createdAt: now,
+      };
+      const blocked = await othersLockedWhileWaiting(x, after, () => withoutIndexes((tx) => S.commitHolds(tx, T, [hold], [], [], now)));
+      expect(blocked, `waiting for ${x}, a later grant was locked`).toBe(false);
+    }
   });
 });

@@ -350,9 +350,22 @@ export async function updatePolicy(q: Queryable, tenant: string, id: string, p: 
   await q.query(`UPDATE wallets SET policy_mode = $3, negative_limit_nanos = $4, overage_rate = $5, overage_currency = $6 WHERE tenant = $1 AND id = $2`, [tenant, id, p.mode, p.negativeLimitNanos, p.overageRate, p.overageCurrency]);
 }
 
-export async function updateAutoTopUp(q: Queryable, tenant: string, id: string, c: AutoTopUpConfig): Promise<void> {
+/**
+ * Sets a wallet's auto top-up. Armed after it = it was not enabled before, or it was armed, or the
+ * wallet's available balance (PostgreSQL's, grants that can burn at `now`) is at or above the new
+ * threshold: an edit while below the threshold and already topped up (disarmed) does not allow one
+ * more top-up (before, every SetAutoTopUp armed it).
+ */
+export async function updateAutoTopUp(q: Queryable, tenant: string, id: string, c: AutoTopUpConfig, now: Date): Promise<void> {
   const v = { enabled: c.enabled, threshold: c.thresholdNanos.toString(), amount: c.amountNanos.toString(), target: c.targetBalanceNanos.toString(), cooldown_ms: c.cooldownMs, cost_basis: c.costBasis, cost_basis_currency: c.costBasisCurrency };
-  await q.query(`UPDATE wallets SET auto_top_up = $3::jsonb, top_up_armed = TRUE WHERE tenant = $1 AND id = $2`, [tenant, id, JSON.stringify(v)]);
+  await q.query(
+    `UPDATE wallets w SET auto_top_up = $3::jsonb,
+       top_up_armed = w.auto_top_up IS NULL OR NOT COALESCE((w.auto_top_up->>'enabled')::boolean, FALSE) OR w.top_up_armed
+         OR (SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos), 0) FROM grants g
+             WHERE g.tenant = w.tenant AND g.wallet_id = w.id AND ${SPENDABLE_NOW("g", "$5")}) - w.overdraft_posted_nanos - w.overdraft_held_nanos >= $4::numeric
+     WHERE w.tenant = $1 AND w.id = $2`,
+    [tenant, id, JSON.stringify(v), c.thresholdNanos.toString(), now],
+  );
 }
 
 /**
@@ -484,6 +497,37 @@ export async function listGrants(q: Queryable, tenant: string, walletId: string,
 }
 
 /**
+ * The sums of a wallet's balance over ALL of its grants (any state), computed in PostgreSQL:
+ * remaining = amount - burned - expired, held, and spendable = what the grants that can burn at
+ * `now` have left (amount - burned - held - expired; SPENDABLE_NOW). One aggregate row, however
+ * many grants the wallet ever had.
+ */
+export async function balanceSums(q: Queryable, tenant: string, walletId: string, now: Date): Promise<{ remainingNanos: bigint; heldNanos: bigint; spendableNanos: bigint }> {
+  const r = await q.query<{ r: string; h: string; a: string }>(
+    `SELECT COALESCE(sum(g.amount_nanos - g.burned_nanos - g.expired_nanos), 0)::text AS r,
+            COALESCE(sum(g.held_nanos), 0)::text AS h,
+            COALESCE(sum(g.amount_nanos - g.burned_nanos - g.held_nanos - g.expired_nanos) FILTER (WHERE ${SPENDABLE_NOW("g", "$3")}), 0)::text AS a
+       FROM grants g WHERE g.tenant = $1 AND g.wallet_id = $2`,
+    [tenant, walletId, now],
+  );
+  const x = r.rows[0]!;
+  return { remainingNanos: BigInt(x.r), heldNanos: BigInt(x.h), spendableNanos: BigInt(x.a) };
+}
+
+/**
+ * At most `limit` grants of a wallet for GetBalance: the active ones first, each part in burn-down
+ * order (priority, soonest expiry with none last, free before paid, oldest, id: burn-order.ts's key).
+ */
+export async function listBalanceGrants(q: Queryable, tenant: string, walletId: string, limit: number): Promise<GrantRow[]> {
+  const r = await q.query(
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND wallet_id = $2
+     ORDER BY (state <> 'active'), priority, expires_at NULLS LAST, (kind = 'purchased'), created_at, id LIMIT $3`,
+    [tenant, walletId, limit],
+  );
+  return r.rows.map(grantOf);
+}
+
+/**
  * A wallet's grants: how many are open (active, not fully burned or expired), and how many nanos
  * were ever granted to it (every grant's amount, in any state).
  */
@@ -498,18 +542,21 @@ export async function openGrants(q: Queryable, tenant: string, walletId: string)
 }
 
 /**
- * Applies deltas to grants in one statement. The grants_within_amount CHECK (and the >= 0 checks)
+ * Applies deltas to grants in one statement (their rows locked in id order). The grants_within_amount CHECK (and the >= 0 checks)
  * make PostgreSQL refuse any over-spend: that is the guard behind Redis.
  */
 export async function applyGrantDeltas(q: Queryable, tenant: string, deltas: Array<{ grantId: string; burned?: bigint; held?: bigint; expired?: bigint }>): Promise<void> {
   const ds = deltas.filter((d) => (d.burned ?? 0n) !== 0n || (d.held ?? 0n) !== 0n || (d.expired ?? 0n) !== 0n);
   if (ds.length === 0) return;
   try {
+    // The rows are locked in id order first (l), like the capture / release group commits lock them,
+    // so two writes of the same grants never wait for each other in a cycle (a deadlock).
     const r = await q.query(
-      `UPDATE grants g SET burned_nanos = g.burned_nanos + d.b, held_nanos = g.held_nanos + d.h, expired_nanos = g.expired_nanos + d.x
-       FROM (SELECT id, sum(b)::bigint AS b, sum(h)::bigint AS h, sum(x)::bigint AS x
-             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, b, h, x) GROUP BY id) d
-       WHERE g.tenant = $1 AND g.id = d.id`,
+      `WITH d AS (SELECT id, sum(b)::bigint AS b, sum(h)::bigint AS h, sum(x)::bigint AS x
+                  FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, b, h, x) GROUP BY id),
+            l AS (SELECT g.id FROM grants g WHERE g.tenant = $1 AND g.id IN (SELECT id FROM d) ORDER BY g.id FOR UPDATE)
+       UPDATE grants g SET burned_nanos = g.burned_nanos + d.b, held_nanos = g.held_nanos + d.h, expired_nanos = g.expired_nanos + d.x
+       FROM d WHERE g.tenant = $1 AND g.id = d.id AND g.id IN (SELECT id FROM l)`,
       [tenant, ds.map((d) => d.grantId), ds.map((d) => (d.burned ?? 0n).toString()), ds.map((d) => (d.held ?? 0n).toString()), ds.map((d) => (d.expired ?? 0n).toString())],
     );
     const distinct = new Set(ds.map((d) => d.grantId)).size;
@@ -967,8 +1014,13 @@ export async function commitHolds(
          SELECT s.g AS id, sum(s.n)::bigint AS n FROM unnest($13::text[], $14::text[], $15::bigint[]) AS s(h, g, n)
          WHERE s.h IN (SELECT id FROM ins) GROUP BY s.g
        ),
+       -- The grants' row locks in id order (the order of the capture / release group commits), so
+       -- this statement and another write of the same grants never wait for each other in a cycle.
+       l AS (
+         SELECT g.id FROM grants g WHERE g.tenant = $1 AND g.id IN (SELECT id FROM d) ORDER BY g.id FOR UPDATE
+       ),
        u AS (
-         UPDATE grants g SET held_nanos = g.held_nanos + d.n FROM d WHERE g.tenant = $1 AND g.id = d.id RETURNING g.id
+         UPDATE grants g SET held_nanos = g.held_nanos + d.n FROM d WHERE g.tenant = $1 AND g.id = d.id AND g.id IN (SELECT id FROM l) RETURNING g.id
        ),
        mv AS (
          INSERT INTO movements (tenant, id, wallet_id, grant_id, kind, amount_nanos, source_id, event_id, hold_id, invoice_id, ledger_transfer_id, occurred_at)

@@ -1613,7 +1613,9 @@ export type GetBalanceResponse = Message<"nanobill.wallet.v1.GetBalanceResponse"
   heldNanos: bigint;
 
   /**
-   * available_nanos is balance - held (what may be authorized before the policy floor).
+   * available_nanos is what the grants that can burn now have left (not a grant in its expiry
+   * grace, effective later or an allowance past its period end; their holds subtracted), minus the
+   * overdraft in use: what Authorize accepts before the policy's room.
    *
    * @generated from field: int64 available_nanos = 4;
    */
@@ -2019,7 +2021,8 @@ export const ListMovementsResponseSchema: GenMessage<ListMovementsResponse> = /*
  */
 export type RunExpiryRequest = Message<"nanobill.wallet.v1.RunExpiryRequest"> & {
   /**
-   * as_of is the time to expire at (unset: now).
+   * as_of is the time to expire at (unset: now); it may not be after now and at most 10 years
+   * before it (else INVALID_ARGUMENT naming as_of).
    *
    * @generated from field: google.protobuf.Timestamp as_of = 1;
    */
@@ -2089,7 +2092,8 @@ export const RunExpiryResponseSchema: GenMessage<RunExpiryResponse> = /*@__PURE_
  */
 export type RunRolloverRequest = Message<"nanobill.wallet.v1.RunRolloverRequest"> & {
   /**
-   * as_of is the time to close periods at (unset: now).
+   * as_of is the time to close periods at (unset: now); it may not be after now and at most 10
+   * years before it (else INVALID_ARGUMENT naming as_of).
    *
    * @generated from field: google.protobuf.Timestamp as_of = 1;
    */

@@ -1,0 +1,226 @@
+// Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
+// disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
+// CreateWebhookEndpoint refuses control characters.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
+import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { Queryable } from "@nanobill/db";
+import { BALANCE_GRANTS_MAX } from "./limits.js";
+import { KEYS, code, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+
+describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
+  let h: WalletHarness;
+  beforeAll(async () => {
+    h = await openWalletHarness(b);
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  const admin = () => h.client(KEYS.adminA);
+  const ingest = () => h.client(KEYS.internal, "tnt_a");
+
+  async function wallet(customerId: string, amountNanos: bigint) {
+    const w = (await admin().createWallet({ customerId, unit: "USD" })).wallet!;
+    await admin().grant({ id: `g_${customerId}`, walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos });
+    return w;
+  }
+  const topUps = async (customerId: string) => (await admin().listAlerts({ customerId, kind: pb.AlertKind.AUTO_TOP_UP })).alerts.length;
+  const consume = (customerId: string, id: string, amountNanos: bigint) => ingest().consume({ items: [{ id, customerId, unit: "USD", amountNanos }] });
+
+  // ------------------------------------------------------------------ 1: SetAutoTopUp and the armed flag
+
+  it("does not top up a second time below the threshold after the auto top-up config is edited", async () => {
+    const w = await wallet("cus_atu_edit", 1_000n);
+    // A top-up of 50 does not bring the wallet back to the threshold: it stays disarmed after it.
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    await consume("cus_atu_edit", "c_atu_edit_1", 600n); // 400 < 500: top-up 50 -> 450, disarmed
+    expect(await topUps("cus_atu_edit")).toBe(1);
+    // Editing the config (same threshold, another amount) while below it and disarmed keeps it disarmed.
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 60n, cooldownMs: 0n } });
+    await consume("cus_atu_edit", "c_atu_edit_2", 10n);
+    expect(await topUps("cus_atu_edit")).toBe(1);
+    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(440n);
+    // Raising the threshold while below does not re-arm either.
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 900n, amountNanos: 60n, cooldownMs: 0n } });
+    await consume("cus_atu_edit", "c_atu_edit_3", 10n);
+    expect(await topUps("cus_atu_edit")).toBe(1);
+  });
+
+  it("arms the auto top-up when it is enabled from disabled, even below the threshold", async () => {
+    const w = await wallet("cus_atu_enable", 1_000n);
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    await consume("cus_atu_enable", "c_atu_enable_1", 600n); // top-up 50 -> 450, disarmed
+    expect(await topUps("cus_atu_enable")).toBe(1);
+    // Disabling while below and disarmed keeps it disarmed; enabling again (from disabled) arms it.
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: false, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    await consume("cus_atu_enable", "c_atu_enable_2", 10n);
+    expect(await topUps("cus_atu_enable")).toBe(1);
+    const on = await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    expect(on.wallet!.autoTopUp!.enabled).toBe(true);
+    await consume("cus_atu_enable", "c_atu_enable_3", 10n); // 430 -> top-up 50 -> 480
+    expect(await topUps("cus_atu_enable")).toBe(2);
+    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(480n);
+  });
+
+  it("re-arms the auto top-up when the threshold is lowered to or below the available balance", async () => {
+    const w = await wallet("cus_atu_lower", 1_000n);
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    await consume("cus_atu_lower", "c_atu_lower_1", 600n); // top-up 50 -> 450, disarmed
+    expect(await topUps("cus_atu_lower")).toBe(1);
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: true, thresholdNanos: 450n, amountNanos: 50n, cooldownMs: 0n } });
+    await consume("cus_atu_lower", "c_atu_lower_2", 100n); // 350 < 450: the next crossing tops up
+    expect(await topUps("cus_atu_lower")).toBe(2);
+    expect((await admin().getBalance({ walletId: w.id })).balanceNanos).toBe(400n);
+  });
+
+  // ------------------------------------------------------------------ 3: GetBalance over many grants
+
+  it("sums every grant of a wallet with more grants than GetBalance lists, reading a bounded list of them", async () => {
+    const n = BALANCE_GRANTS_MAX + 20;
+    const w = (await admin().createWallet({ customerId: "cus_many_grants", unit: "USD" })).wallet!;
+    // Many closed grants (as years of renewals and rollovers leave), written directly: the sums, not the ledger, are under test.
+    await h.db.query(
+      `INSERT INTO grants (tenant, id, wallet_id, kind, amount_nanos, burned_nanos, held_nanos, expired_nanos, priority, effective_at, expires_at, created_at,
+         cost_basis, cost_basis_currency, scope_charge_ids, scope_models, rollover, period_end, renew, root_id, period_index, state, invoice_id, description, request_hash)
+       SELECT 'tnt_a', 'g_old_' || lpad(i::text, 5, '0'), $1, 'promotional', 100, 30, CASE WHEN i = 1 THEN 5 ELSE 0 END, CASE WHEN i = 1 THEN 65 ELSE 70 END, 0,
+         '2025-01-01', '2025-06-01', '2025-01-01'::timestamptz + make_interval(secs => i), '0', '', '{}', '{}', NULL, NULL, false, 'g_old_' || i, 0, 'expired', '', '', ''
+       FROM generate_series(1, $2::int) AS i`,
+      [w.id, n],
+    );
+    // Active grants: two spendable (one with a hold), one effective later (in the balance, not available).
+    await admin().grant({ id: "g_many_a", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n, priority: 5 });
+    await admin().grant({ id: "g_many_b", walletId: w.id, kind: pb.GrantKind.PROMOTIONAL, amountNanos: 200n, priority: 1 });
+    await admin().grant({ id: "g_many_later", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 300n, effectiveAt: { seconds: BigInt(Math.floor(h.clock.now().getTime() / 1000) + 86_400), nanos: 0 } });
+    await ingest().consume({ items: [{ id: "c_many", customerId: "cus_many_grants", unit: "USD", amountNanos: 250n }] }); // b 200, a 50
+    await ingest().authorize({ id: "h_many", customerId: "cus_many_grants", unit: "USD", amountNanos: 100n, ttlMs: 600_000n }); // a 100
+
+    // Count the grant rows GetBalance reads.
+    type QueryFn = (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; rowCount: number }>;
+    const db = h.db as unknown as { query: QueryFn };
+    const orig = db.query;
+    let grantRowsRead = 0;
+    db.query = async (sql: string, params?: unknown[]) => {
+      const r = await orig.call(h.db, sql, params);
+      if (/\bFROM grants\b/.test(sql)) grantRowsRead += r.rows.length;
+      return r;
+    };
+    let bal: pb.GetBalanceResponse;
+    try {
+      bal = await admin().getBalance({ walletId: w.id });
+    } finally {
+      db.query = orig;
+    }
+    expect(grantRowsRead).toBeLessThanOrEqual(BALANCE_GRANTS_MAX + 1);
+    // Closed grants: only the one still holding 5 counts (100 - 30 - 65 = 5, held); the others are 0.
+    // Active: a 1000 - 50 = 950 (100 held), b 0, later 300. Balance 5 + 950 + 300; held 5 + 100.
+    expect(bal.balanceNanos).toBe(1_255n);
+    expect(bal.heldNanos).toBe(105n);
+    expect(bal.availableNanos).toBe(850n);
+    expect(bal.overdraftNanos).toBe(0n);
+    expect(bal.grants.length).toBe(BALANCE_GRANTS_MAX);
+    // Active grants first, in burn-down order, then closed ones.
+    expect(bal.grants.slice(0, 3).map((g) => g.grantId)).toEqual(["g_many_later", "g_many_b", "g_many_a"]);
+    expect(bal.grants[3]!.grantId).toBe("g_old_00001");
+  });
+
+  // ------------------------------------------------------------------ 5: webhook endpoint free text
+
+  it("refuses control characters in CreateWebhookEndpoint's free text with InvalidArgument naming the field, writing nothing", async () => {
+    const desc = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "ops\u0000team" }));
+    expect(desc.code).toBe(Code.InvalidArgument);
+    expect(desc.message).toMatch(/^description: /);
+    const nl = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "ops\nteam" }));
+    expect(nl.code).toBe(Code.InvalidArgument);
+    expect(nl.message).toMatch(/^description: /);
+    const url = await code(admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/a\u0000b" }));
+    expect(url.code).toBe(Code.InvalidArgument);
+    expect(url.message).toMatch(/^url: /);
+    const dis = await code(admin().disableWebhookEndpoint({ id: "ep\u0000ctl" }));
+    expect(dis.code).toBe(Code.InvalidArgument);
+    expect(dis.message).toMatch(/^id: /);
+    const del = await code(admin().listWebhookDeliveries({ endpointId: "ep\u0000ctl" }));
+    expect(del.code).toBe(Code.InvalidArgument);
+    expect(del.message).toMatch(/^endpoint_id: /);
+    const ev = await code(admin().listWebhookDeliveries({ eventId: "ev\u0000" }));
+    expect(ev.code).toBe(Code.InvalidArgument);
+    expect(ev.message).toMatch(/^event_id: /);
+    expect((await admin().listWebhookEndpoints({})).endpoints.some((e) => e.id === "ep_ctl")).toBe(false);
+    // Printable text (non-ASCII included) is still fine.
+    const ok = await admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "équipe ops — finance" });
+    expect(ok.endpoint!.description).toBe("équipe ops — finance");
+  });
+});
+
+// ------------------------------------------------------------------ 2: deadlocks in capture / release group commits
+
+const pg = walletBackends().filter((b) => b.name === "postgres+redis");
+
+describe.each(pg)("capture and release retry on a deadlock ($name)", (b) => {
+  let h: WalletHarness;
+  /** Set by a test: the next capture/release transaction fails its hold lock with a real 40P01 this many times. */
+  let deadlocks = 0;
+  let injected = 0;
+
+  beforeAll(async () => {
+    h = await openWalletHarness(b);
+    type TxFn = (tx: Queryable) => Promise<unknown>;
+    const db = h.db as unknown as { transaction: (fn: TxFn, opts?: unknown) => Promise<unknown> };
+    const orig = db.transaction.bind(db);
+    db.transaction = (fn: TxFn, opts?: unknown) =>
+      orig(
+        (tx: Queryable) =>
+          fn(
+            new Proxy(tx, {
+              get(t, p) {
+                if (p === "query")
+                  return async (sql: string, params?: unknown[]) => {
+                    if (deadlocks > 0 && sql.startsWith("SELECT id FROM holds")) {
+                      deadlocks--;
+                      injected++;
+                      // A real PostgreSQL error with SQLSTATE 40P01, through the driver like a detected deadlock.
+                      await t.query(`DO $$ BEGIN RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01'; END $$`);
+                    }
+                    return t.query(sql, params);
+                  };
+                const v = (t as unknown as Record<string | symbol, unknown>)[p];
+                return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+              },
+            }),
+          ),
+        opts,
+      );
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+  const admin = () => h.client(KEYS.adminA);
+  const ingest = () => h.client(KEYS.internal, "tnt_a");
+
+  it("captures and releases despite a deadlock on the first attempt of their group commit", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_dl", unit: "USD" })).wallet!;
+    await admin().grant({ id: "g_dl", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n });
+    await ingest().authorize({ id: "h_dl_c", customerId: "cus_dl", unit: "USD", amountNanos: 300n, ttlMs: 600_000n });
+    await ingest().authorize({ id: "h_dl_r", customerId: "cus_dl", unit: "USD", amountNanos: 200n, ttlMs: 600_000n });
+
+    deadlocks = 1;
+    injected = 0;
+    const cap = await ingest().capture({ holdId: "h_dl_c", amountNanos: 250n });
+    expect(injected).toBe(1);
+    expect(cap.capturedNanos).toBe(250n);
+    expect(cap.hold!.state).toBe(pb.HoldState.CAPTURED);
+
+    deadlocks = 1;
+    injected = 0;
+    const rel = await ingest().release({ holdId: "h_dl_r" });
+    expect(injected).toBe(1);
+    expect(rel.releasedNanos).toBe(200n);
+
+    deadlocks = 0;
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.balanceNanos).toBe(750n);
+    expect(bal.heldNanos).toBe(0n);
+    await h.wallet.outbox.flush();
+    expect((await h.ledgerClient("tnt_a").verify({})).violations).toEqual([]);
+  });
+});
