@@ -1,6 +1,6 @@
 // Standalone metering server: config from env -> open db + migrate -> service -> server -> signals.
 import { openDb, openEmbeddedPostgres, prepareSchema } from "@nanobill/db";
-import { createApiKeyAuthenticatorFromEnv, createLogger, onShutdown, runMain, startServer, clockFromEnv } from "@nanobill/service-kit";
+import { createApiKeyAuthenticatorFromEnv, createLogger, createTenantLimiter, onShutdown, runMain, startServer, clockFromEnv } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { loadConfig } from "./config.js";
 import { createMeteringService, migrationsDir } from "./index.js";
@@ -23,6 +23,8 @@ runMain(async () => {
   logger.info("config", { port: cfg.port, database: cfg.databaseUrl ? "postgres" : "embedded", schema: cfg.schema, poolMax: cfg.poolMax, migrationsApplied: applied, ...cfg.metering });
   const service = await createMeteringService({ db, logger, clock: clockFromEnv(process.env), config: cfg.metering });
   const authenticator = createApiKeyAuthenticatorFromEnv(process.env);
+  // One per-tenant budget for both listeners (gRPC/Connect and OTLP/HTTP).
+  const limiter = createTenantLimiter();
   const server = await startServer({
     name: "metering",
     host: cfg.host,
@@ -30,13 +32,14 @@ runMain(async () => {
     routes: service.routes,
     authenticator,
     limits: METERING_SERVER_LIMITS,
+    tenantLimiter: limiter,
     logger,
   });
   await service.start();
   onShutdown(() => service.stop());
   onShutdown(() => server.close());
   if (cfg.otlpPort >= 0) {
-    const otlp = await startOtlpServer({ authenticator, logger, ingest: service.ingest, mappingFor: service.genAiMapping }, cfg.otlpPort, cfg.host);
+    const otlp = await startOtlpServer({ authenticator, limiter, logger, ingest: service.ingest, mappingFor: service.genAiMapping }, cfg.otlpPort, cfg.host);
     onShutdown(() => otlp.close());
     logger.info("metering OTLP/HTTP receiver listening", { url: `${otlp.url}/v1/traces` });
   }

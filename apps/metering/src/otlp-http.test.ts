@@ -4,7 +4,7 @@ import {
   ExportTraceServiceResponseSchema,
 } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { testBackends } from "@nanobill/db";
-import { silentLogger } from "@nanobill/service-kit";
+import { createApiKeyAuthenticator, createTenantLimiter, silentLogger } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GENAI_MAPPING_DEFAULT, startOtlpServer } from "./otlp-http.js";
 import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
@@ -35,7 +35,7 @@ describe("OTLP/HTTP GenAI receiver", () => {
   let close: () => Promise<void>;
   beforeAll(async () => {
     h = await openHarness(await backend!.open());
-    const s = await startOtlpServer({ authenticator, logger: silentLogger, ingest: h.service.ingest, mappingFor: h.service.genAiMapping }, 0, "127.0.0.1");
+    const s = await startOtlpServer({ authenticator, limiter: createTenantLimiter(), logger: silentLogger, ingest: h.service.ingest, mappingFor: h.service.genAiMapping }, 0, "127.0.0.1");
     url = `${s.url}/v1/traces`;
     close = s.close;
   });
@@ -192,5 +192,49 @@ describe("OTLP/HTTP GenAI receiver", () => {
     const bad = await post(body([{ traceId: TRACE, spanId: "xyz", attributes: [] }]));
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toContain("spanId");
+  });
+});
+
+describe("OTLP/HTTP receiver: per-tenant limits (shared with the gRPC server's limiter)", () => {
+  it("refuses a tenant's requests past its in-flight and rate limits with 429, bound internal keys included, and frees slots when answers are sent", async () => {
+    const auth = createApiKeyAuthenticator([
+      { tenant: "tnt_a", scopes: ["ingest"], key: "key_ingest_a_000001" },
+      { tenant: "tnt_a", scopes: ["internal"], key: "key_internal_a_0001" },
+      { tenant: "tnt_b", scopes: ["ingest"], key: "key_ingest_b_000001" },
+      { tenant: "*", scopes: ["internal"], key: "key_operator_000001" },
+    ]);
+    let release!: () => void;
+    let gate = new Promise<void>((r) => (release = r));
+    const limiter = createTenantLimiter({ inflightMax: 2, requestsPerSecond: 1_000, requestsBurst: 1_000 });
+    const s = await startOtlpServer(
+      { authenticator: auth, limiter, logger: silentLogger, ingest: async (_t, events) => (await gate, events.map((e) => ({ eventId: e.id, status: "accepted" as const }))) as never, mappingFor: async () => GENAI_MAPPING_DEFAULT },
+      0,
+      "127.0.0.1",
+    );
+    const send = (key: string, id: string) =>
+      fetch(`${s.url}/v1/traces`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${key}`, "x-nanobill-tenant": key.includes("operator") ? "tnt_a" : "" },
+        body: JSON.stringify(body([span(id, GENAI)])),
+      });
+    try {
+      const held = [send("key_ingest_a_000001", "1000000000000001"), send("key_internal_a_0001", "1000000000000002")];
+      await new Promise((r) => setTimeout(r, 300)); // both in flight, held by the ingest gate
+      const refused = await send("key_ingest_a_000001", "1000000000000003");
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(((await refused.json()) as { message: string }).message).toMatch(/^tenant\.inflight: /);
+      // Another tenant, and the operator's key, are not held back by tnt_a's slots.
+      const other = send("key_ingest_b_000001", "1000000000000004");
+      const operator = send("key_operator_000001", "1000000000000005");
+      release();
+      expect((await Promise.all([...held, other, operator])).map((r) => r.status)).toEqual([200, 200, 200, 200]);
+      // The slots were freed when the answers were sent.
+      gate = Promise.resolve();
+      expect((await send("key_ingest_a_000001", "1000000000000006")).status).toBe(200);
+    } finally {
+      release();
+      await s.close();
+    }
   });
 });

@@ -13,7 +13,7 @@ import {
   type ExportTraceServiceResponse,
 } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import type { KeyValue } from "@nanobill/contracts/opentelemetry/proto/common/v1/common_pb";
-import { ANY_TENANT, TENANT_HEADER, hasScope, isTenantId, type Authenticator, type Logger } from "@nanobill/service-kit";
+import { ANY_TENANT, TENANT_HEADER, TENANT_RATE_FIELD, hasScope, isOperator, isTenantId, type Authenticator, type Logger, type TenantLimiter } from "@nanobill/service-kit";
 import { IngestStatus, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import type { EventInput } from "./domain/event.js";
 import { GENAI_MAPPING_DEFAULT, spansToEvents, type AttributeValue, type GenAiMapping, type GenAiSpan } from "./domain/genai.js";
@@ -168,6 +168,11 @@ function rpcStatusBytes(code: number, message: string): Buffer {
 
 export interface OtlpReceiverDeps {
   authenticator: Authenticator;
+  /**
+   * The per-tenant rate and in-flight limiter, shared with the gRPC server of the process (one
+   * budget per tenant whichever door its usage comes in by).
+   */
+  limiter: TenantLimiter;
   logger: Logger;
   ingest(tenant: string, events: EventInput[]): Promise<IngestResult[]>;
   mappingFor(tenant: string): Promise<GenAiMapping>;
@@ -206,6 +211,16 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
         tenant = t;
       }
       if (tenant === ANY_TENANT) return send(res, 400, { message: `${TENANT_HEADER}: required for internal keys` });
+    }
+    // The tenant's rate and in-flight limits, as on the gRPC server (the operator's key is exempt
+    // unless limitInternal); the slot is held until the answer is sent.
+    if (!isOperator(principal) || deps.limiter.limits.limitInternal) {
+      const got = deps.limiter.acquire(tenant);
+      if (typeof got === "string") {
+        res.setHeader("retry-after", "1");
+        return send(res, 429, { message: `${got}: tenant limit exceeded (${got === TENANT_RATE_FIELD ? `${deps.limiter.limits.requestsPerSecond} requests/s` : `${deps.limiter.limits.inflightMax} in flight`}), retry later` });
+      }
+      res.once("close", got);
     }
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim();
     const proto = type === "application/x-protobuf";

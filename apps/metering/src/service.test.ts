@@ -131,6 +131,9 @@ for (const backend of testBackends()) {
     it("requires a key, and the internal scope for ReadEvents", async () => {
       expect(await codeOf(h.client("sk_wrong_key_000000000000").ingestEvents({ events: [llmEvent("evt_x")] }))).toBe(Code.Unauthenticated);
       expect(await codeOf(h.client(KEYS.adminA).readEvents({ afterSequence: 0n }))).toBe(Code.PermissionDenied);
+      // The feed holds every tenant's events: an internal key bound to one tenant may not read it.
+      expect(await codeOf(h.client(KEYS.internalA).readEvents({ afterSequence: 0n }))).toBe(Code.PermissionDenied);
+      await h.client(KEYS.internal).readEvents({ afterSequence: 0n, maxEvents: 1 });
       expect(await codeOf(h.client(KEYS.readA).ingestEvents({ events: [llmEvent("evt_x")] }))).toBe(Code.PermissionDenied);
     });
 

@@ -22,7 +22,7 @@ import {
   type MeteringService,
 } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import type { Clock, Logger } from "@nanobill/service-kit";
-import { failedPrecondition, invalidArgument, limitExceeded, notFound, alreadyExists, requireScope, tenantOf } from "@nanobill/service-kit";
+import { failedPrecondition, invalidArgument, limitExceeded, notFound, alreadyExists, requireOperator, requireScope, tenantOf } from "@nanobill/service-kit";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { currentTraceContext } from "@nanobill/telemetry";
 import type { MeteringConfig } from "./config.js";
@@ -237,7 +237,8 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
     },
 
     async readEvents(req, ctx: HandlerContext) {
-      requireScope(ctx, "internal");
+      // Every tenant's events: the operator's key only (a key bound to one tenant read them all).
+      requireOperator(ctx);
       if (req.afterSequence < 0n) throw invalidArgument("after_sequence", "must not be negative");
       if (req.maxEvents > READ_EVENTS_MAX) throw invalidArgument("max_events", `at most ${READ_EVENTS_MAX}`);
       if (req.waitMs > READ_WAIT_MS_MAX) throw invalidArgument("wait_ms", `at most ${READ_WAIT_MS_MAX}`);

@@ -13,6 +13,8 @@ export const KEYS = {
   ingestA: "sk_test_ingest_tenant_a_001",
   readA: "sk_test_read_tenant_a_00001",
   internal: "sk_test_internal_any_000001",
+  /** An internal key bound to tnt_a: acts for tnt_a only. */
+  internalA: "sk_test_internal_tnt_a_00001",
 } as const;
 
 export const authenticator = createApiKeyAuthenticator([
@@ -21,6 +23,7 @@ export const authenticator = createApiKeyAuthenticator([
   { tenant: "tnt_a", scopes: ["ingest"], key: KEYS.ingestA },
   { tenant: "tnt_a", scopes: ["read"], key: KEYS.readA },
   { tenant: "*", scopes: ["internal"], key: KEYS.internal },
+  { tenant: "tnt_a", scopes: ["internal"], key: KEYS.internalA },
 ]);
 
 export const T0 = new Date("2026-11-20T10:00:00Z");

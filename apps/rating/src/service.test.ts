@@ -370,6 +370,9 @@ for (const backend of testBackends()) {
       const byTenant = await h.client(KEYS.adminA).upsertCostRates({ rates: [rate] });
       expect(byTenant.results[0]).toMatchObject({ ok: false });
       expect(byTenant.results[0]!.error).toMatch(/rates\[0\]\.scope/);
+      // An internal key bound to one tenant is not the operator: global rates reach every tenant.
+      const byBound = await h.client(KEYS.internalA).upsertCostRates({ rates: [rate] });
+      expect(byBound.results[0]).toMatchObject({ ok: false, error: expect.stringMatching(/rates\[0\]\.scope/) });
       const byOperator = await h.client(KEYS.internal, "tnt_a").upsertCostRates({ rates: [rate] });
       expect(byOperator.results[0]!.ok).toBe(true);
     });

@@ -12,7 +12,7 @@ import {
   UsageBucketSchema,
   type RatingService,
 } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { forTenant, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
+import { forTenant, isOperator, principalOf, requireScope, tenantOf, type Clock, type Logger } from "@nanobill/service-kit";
 import type { CatalogCache } from "./catalog-cache.js";
 import type { RatingConfig } from "./config.js";
 import { CHARGE_ID_RE, checkWholeNanoAmounts, compilePlanVersion } from "./domain/compile.js";
@@ -361,7 +361,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const tenant = write(ctx);
       if (req.rates.length === 0) throw invalid("rates", "must not be empty");
       if (req.rates.length > COST_RATES_PER_REQUEST_MAX) throw invalid("rates", `must have at most ${COST_RATES_PER_REQUEST_MAX} rates`);
-      const operator = principalOf(ctx).scopes.includes("internal");
+      // Global rates apply to every tenant: the operator's key only (not an internal key bound to a tenant).
+      const operator = isOperator(principalOf(ctx));
       const results = req.rates.map((r, i) => {
         try {
           const spec = costRateOf(r, `rates[${i}]`);

@@ -18,6 +18,8 @@ export const KEYS = {
   adminB: "sk_test_admin_tenant_b_0001",
   readA: "sk_test_read_tenant_a_00001",
   internal: "sk_test_internal_any_000001",
+  /** An internal key bound to tnt_a: acts for tnt_a only. */
+  internalA: "sk_test_internal_tnt_a_00001",
 } as const;
 
 export const authenticator = createApiKeyAuthenticator([
@@ -25,6 +27,7 @@ export const authenticator = createApiKeyAuthenticator([
   { tenant: "tnt_b", scopes: ["admin"], key: KEYS.adminB },
   { tenant: "tnt_a", scopes: ["read"], key: KEYS.readA },
   { tenant: "*", scopes: ["internal"], key: KEYS.internal },
+  { tenant: "tnt_a", scopes: ["internal"], key: KEYS.internalA },
 ]);
 
 export const T0 = new Date("2026-11-20T10:00:00Z");

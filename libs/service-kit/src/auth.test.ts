@@ -51,6 +51,10 @@ describe("createApiKeyAuthenticator", () => {
     },
   );
 
+  it('refuses a key of tenant "*" without the internal scope, given directly (not only through the env parser)', () => {
+    expect(() => createApiKeyAuthenticator([{ tenant: "*", scopes: ["admin"], key: K1 }])).toThrow(/tenant "\*" is only allowed for internal keys/);
+  });
+
   it("keeps no plain key in memory reachable from the authenticator", () => {
     expect(JSON.stringify(auth)).not.toContain(K1);
     expect(keyIdOf(K1)).toMatch(/^key_[0-9a-f]{12}$/);

@@ -132,6 +132,7 @@ function storeKeys(keys: ApiKeyEntry[]): StoredKey[] {
   if (keys.length > API_KEYS_MAX) throw new ConfigError("api keys", `at most ${API_KEYS_MAX} keys, got ${keys.length}`);
   return keys.map((k) => {
     if (k.tenant !== ANY_TENANT && !isTenantId(k.tenant)) throw new ConfigError("api keys", `tenant "${k.tenant}" is not a valid tenant id`);
+    if (k.tenant === ANY_TENANT && !k.scopes.includes("internal")) throw new ConfigError("api keys", `tenant "*" is only allowed for internal keys`);
     return {
       hash: sha256(k.key),
       principal: Object.freeze({ tenant: k.tenant, keyId: k.keyId ?? keyIdOf(k.key), scopes: Object.freeze([...k.scopes]) as Scope[] }),
@@ -212,6 +213,21 @@ export function hasScope(p: Principal, scope: Scope): boolean {
 export function requireScope(ctx: HandlerContext, scope: Scope): void {
   const p = principalOf(ctx);
   if (!hasScope(p, scope)) throw permissionDenied(`key ${p.keyId} lacks scope "${scope}"`);
+}
+
+/**
+ * The platform's operator: an internal key of tenant "*" (the services' own key). Only it may act
+ * across tenants (read the whole event feed, write global cost rates); an internal key bound to one
+ * tenant acts for that tenant only.
+ */
+export function isOperator(p: Principal): boolean {
+  return p.tenant === ANY_TENANT && p.scopes.includes("internal");
+}
+
+/** PermissionDenied unless the caller is the operator (isOperator). */
+export function requireOperator(ctx: HandlerContext): void {
+  const p = principalOf(ctx);
+  if (!isOperator(p)) throw permissionDenied(`key ${p.keyId} is not the platform's internal key (tenant "*")`);
 }
 
 /**

@@ -11,6 +11,8 @@ export {
   principalOf,
   tenantOf,
   requireScope,
+  requireOperator,
+  isOperator,
   hasScope,
   createApiKeyAuthenticator,
   parseApiKeysEnv,

@@ -7,7 +7,7 @@ import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
 import { createErrorBoundary } from "./errors.js";
 import { captureRouter, createFastPath, type BinaryView, type CapturedService } from "./fast-path.js";
-import { createTenantLimitInterceptor, type TenantLimits } from "./tenant-limits.js";
+import { createTenantLimitInterceptor, type TenantLimiter, type TenantLimits } from "./tenant-limits.js";
 import { createHealthState, registerHealth, ServingStatus } from "./health.js";
 import {
   CONNECTIONS_MAX_DEFAULT,
@@ -122,6 +122,11 @@ export interface StartServerOptions {
    * LIMIT_EXCEEDED); defaults TENANT_* in limits.ts; false turns them off.
    */
   tenantLimits?: Partial<TenantLimits> | false;
+  /**
+   * The limiter to count tenants' calls in (default: a new one from tenantLimits): pass the one
+   * another listener of the process uses (metering's OTLP/HTTP receiver) so a tenant has one budget.
+   */
+  tenantLimiter?: TenantLimiter;
 }
 
 function checkLimit(name: keyof ServerLimits, v: number, min: number, max: number): void {
@@ -164,7 +169,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     createTracingInterceptor("server", { serviceName: opts.name }),
     createErrorBoundary(logger),
     createAuthInterceptor(opts.authenticator, opts.publicMethods ?? []),
-    ...(opts.tenantLimits === false ? [] : [createTenantLimitInterceptor(opts.tenantLimits ?? {})]),
+    ...(opts.tenantLimits === false ? [] : [createTenantLimitInterceptor(opts.tenantLimits ?? {}, opts.tenantLimiter)]),
     ...(opts.interceptors ?? []),
   ];
   const handler = connectNodeAdapter({

@@ -58,6 +58,7 @@ describe("createTenantLimiter", () => {
 const KEY_A = "sk_test_limits_a_0123456789abcdef";
 const KEY_B = "sk_test_limits_b_0123456789abcdef";
 const INTERNAL = "sk_test_limits_int_0123456789abcdef";
+const INTERNAL_A = "sk_test_limits_int_a_0123456789abcdef";
 const servers: StartedServer[] = [];
 afterAll(async () => {
   closeClientSessions();
@@ -84,7 +85,7 @@ describe.each([true, false])("a server with tenant limits (fastPath %s)", (fastP
       port: 0,
       fastPath,
       routes: echoRoutes({ onEcho: (text) => (text === "hold" ? (entered++, gate) : undefined) }),
-      authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${KEY_A},tnt_b:admin:${KEY_B},*:internal:${INTERNAL}`)),
+      authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${KEY_A},tnt_b:admin:${KEY_B},*:internal:${INTERNAL},tnt_a:internal:${INTERNAL_A}`)),
       logger: silentLogger,
       tenantLimits: { inflightMax: 2, requestsPerSecond: 1000, requestsBurst: 1000 },
     });
@@ -100,6 +101,9 @@ describe.each([true, false])("a server with tenant limits (fastPath %s)", (fastP
     expect(errorInfoOf(err)).toEqual({ reason: ErrorReason.LIMIT_EXCEEDED, metadata: { field: "tenant.inflight", limit: "2" } });
     expect((await b.echo({ text: "y" })).text).toBe("y");
     expect((await internal.echo({ text: "z" }, forTenant("tnt_a"))).text).toBe("z");
+    // An internal key bound to tnt_a is tnt_a's: it counts against tnt_a (only the operator's "*" key is exempt).
+    const boundA = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: INTERNAL_A }));
+    expect((await codeOf(boundA.echo({ text: "w" }))).code).toBe(Code.ResourceExhausted);
     release();
     await Promise.all(held);
     expect((await a.echo({ text: "after" })).text).toBe("after");

@@ -1,5 +1,5 @@
 import type { Interceptor, StreamResponse } from "@connectrpc/connect";
-import { ANY_TENANT, kPrincipal, TENANT_HEADER, type Principal } from "./auth.js";
+import { ANY_TENANT, isOperator, kPrincipal, TENANT_HEADER, type Principal } from "./auth.js";
 import { limitExceeded } from "./errors.js";
 import {
   TENANT_INFLIGHT_MAX_DEFAULT,
@@ -131,7 +131,8 @@ export function createTenantLimitInterceptor(partial?: Partial<TenantLimits>, li
     const p = req.contextValues.get(kPrincipal);
     if (p === undefined) return next(req);
     const internal = p.scopes.includes("internal");
-    if (internal && !limits.limitInternal) return next(req);
+    // Only the operator's key (tenant "*") is exempt; an internal key bound to a tenant counts for it.
+    if (isOperator(p) && !limits.limitInternal) return next(req);
     const got = lim.acquire(internal ? limitedTenant(p, req.header.get(TENANT_HEADER)) : p.tenant);
     if (typeof got === "string") {
       throw limitExceeded(got, got === TENANT_RATE_FIELD ? limits.requestsPerSecond : limits.inflightMax);

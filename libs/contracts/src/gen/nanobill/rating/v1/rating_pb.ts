@@ -3595,7 +3595,7 @@ export enum CostRateScope {
   TENANT = 1,
 
   /**
-   * COST_RATE_SCOPE_GLOBAL applies to every tenant without an override (admin keys only).
+   * COST_RATE_SCOPE_GLOBAL applies to every tenant without an override (the operator's internal key of tenant "*" only).
    *
    * @generated from enum value: COST_RATE_SCOPE_GLOBAL = 2;
    */
