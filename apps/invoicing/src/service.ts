@@ -464,8 +464,8 @@ export function createInvoicingCore(d: HandlerDeps): {
     ]);
     const totals = withPeriodPricing(bucketTotals, rated, period, ppIds);
     const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
-    let minimum = 0n;
-    let periodFees: ExactNanos | undefined;
+    // Each active subscription's commitment, trued up from its own usage and fees (rating's rule).
+    const commitments: Array<{ subscriptionId: string; minimumNanos: bigint; fees?: ExactNanos }> = [];
     // What the close of each subscription's current period would add now: adjustments for late
     // usage of its earlier invoiced periods, prepaid money burned late in them, fee true-ups.
     const lateCharges: ChargeInput[] = [];
@@ -475,10 +475,8 @@ export function createInvoicingCore(d: HandlerDeps): {
       const spec = specOf(cc, s);
       const p = periodAt(spec, at);
       charges.push(...feeCharges(spec, p.index, s, cc.plans, unit));
-      if (s === primary) {
-        minimum = minimumCommitmentNanos(spec, p.index, s, cc.plans);
-        periodFees = minimum > 0n ? commitmentFees(spec, p.index, s, cc.plans, unit) : undefined;
-      }
+      const minimumNanos = minimumCommitmentNanos(spec, p.index, s, cc.plans);
+      if (minimumNanos > 0n) commitments.push({ subscriptionId: s.subscriptionId, minimumNanos, fees: commitmentFees(spec, p.index, s, cc.plans, unit) });
       const late = await readLate(tenant, cc, s, spec, p, unit, periodPricedIds(s, cc.plans));
       const l = lateLines(late, s, cc, unit, () => true);
       lateCharges.push(...l.charges);
@@ -499,8 +497,8 @@ export function createInvoicingCore(d: HandlerDeps): {
       currency: unit,
       settings: cc.settings,
       charges: [...charges, ...lateCharges, ...trueUps, ...topUps],
-      minimumCommitmentNanos: minimum,
-      commitmentFees: periodFees,
+      minimumCommitmentNanos: 0n,
+      commitments,
       creditsAppliedNanos: credits,
       lateCredits,
       residues: await store.readResidues(tenant, customerId),

@@ -21,7 +21,7 @@ import { RatingError, failedPrecondition, invalid, notFound } from "./domain/err
 import { marginBps } from "./domain/margin.js";
 import { billingPeriod } from "./domain/period.js";
 import { ratePeriod, usageBoundaries, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
-import { CAP_CHARGE_ID, rateEvent } from "./domain/rate-event.js";
+import { isCapKey, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
 import { TIMESTAMP_JSON_MS_MIN, TIME_MS_MAX, checkId, checkName, checkRange, checkSeats, checkTime, validateCustomer, validateRule } from "./domain/validate.js";
@@ -474,7 +474,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       if (period.startMs < TIMESTAMP_JSON_MS_MIN || period.endMs > TIME_MS_MAX) {
         throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);
       }
-      const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => t.chargeId !== CAP_CHARGE_ID);
+      const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => !isCapKey(t.chargeId));
       // Under a spending cap the real-time path cut some events' prices (buckets and rated events
       // are capped, period totals are not): report what the events were rated at, by exact event
       // time in the period. Without a cap that is booked_nanos, with no query.

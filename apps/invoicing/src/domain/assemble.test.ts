@@ -255,6 +255,21 @@ describe("other lines", () => {
     expect(inv.lines.filter((l) => l.kind === "minimum_true_up").reduce((s, l) => s + l.amountNanos, 0n)).toBe(want);
   });
 
+  it("trues up each subscription's commitment from its own usage and fees only (an invoice over several: the preview)", () => {
+    const b = { subscriptionId: "sub_2" };
+    const inv = assembleInvoice(
+      input([charge("usage", "ch_a", 30n * USD), charge("usage", "ch_b", 200n * USD, b), charge("flat", "fee_b", 5n * USD, b)], {}, {
+        commitments: [
+          { subscriptionId: "sub_1", minimumNanos: 100n * USD, fees: exact(10n * USD) },
+          { subscriptionId: "sub_2", minimumNanos: 150n * USD },
+        ],
+      }),
+    );
+    // sub_1: $100 - ($30 usage + $10 fees); sub_2's $200 of usage is above its own $150
+    expect(inv.lines.filter((l) => l.kind === "minimum_true_up").map((l) => [l.subscriptionId, l.amountNanos])).toEqual([["sub_1", 60n * USD]]);
+    expect(() => assembleInvoice(input([], {}, { minimumCommitmentNanos: 1n, commitments: [{ subscriptionId: "sub_1", minimumNanos: 1n }] }))).toThrow(/not both/);
+  });
+
   it("never discounts more than the subtotal", () => {
     const inv = assembleInvoice(input([charge("usage", "ch_u", 3n * USD)], { discountNanos: 10n * USD }));
     expect(inv.totals.discountNanos).toBe(-3n * USD);

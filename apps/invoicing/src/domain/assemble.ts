@@ -70,6 +70,13 @@ export interface AssembleInput {
    * commitment. Absent = none.
    */
   commitmentFees?: ExactNanos;
+  /**
+   * commitments: an invoice over several subscriptions (the preview): each subscription's
+   * commitment (its plan version's, a term of that subscription), trued up from its own usage
+   * lines (charges with its subscriptionId) plus the fees covering its period (`fees`), one
+   * true-up line each (rating RatePeriod's rule). Used instead of minimumCommitmentNanos (0 then).
+   */
+  commitments?: Array<{ subscriptionId: string; minimumNanos: bigint; fees?: ExactNanos }>;
   /** creditsAppliedNanos: prepaid money consumed in the period (>= 0). */
   creditsAppliedNanos: bigint;
   /**
@@ -181,9 +188,12 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   // 1. Charge lines and the minimum commitment true-up (from the period's usage and the fees covering it).
   let subtotal = 0n;
   let chargeExactNum: ExactNanos = { num: 0n, den: 1n };
+  const plus = (x: ExactNanos, a: ExactNanos): ExactNanos => ({ num: x.num * a.den + a.num * x.den, den: x.den * a.den });
   const addExactCharge = (a: ExactNanos) => {
-    chargeExactNum = { num: chargeExactNum.num * a.den + a.num * chargeExactNum.den, den: chargeExactNum.den * a.den };
+    chargeExactNum = plus(chargeExactNum, a);
   };
+  // usage per subscription (exact), for the per-subscription commitments
+  const usageBySub = new Map<string, ExactNanos>();
   const lineMin = input.settings.lineMinimumBillableNanos ?? 0n;
   const usageRounded = new Map<string, InvoiceLine>();
   for (const c of input.charges) {
@@ -191,6 +201,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     const line = push(c.kind, c.residueKey, c.amount, c);
     subtotal += line.roundedAmountNanos;
     if (c.kind === "usage") addExactCharge(c.amount);
+    if (c.kind === "usage") usageBySub.set(c.subscriptionId, plus(usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }, c.amount));
     if (c.kind === "usage" && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
   }
   if (input.commitmentFees !== undefined) addExactCharge(input.commitmentFees);
@@ -233,14 +244,16 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
       subtotal += l.roundedAmountNanos;
     }
   }
-  if (input.minimumCommitmentNanos > 0n && chargeExactNum.num < input.minimumCommitmentNanos * chargeExactNum.den) {
-    const shortfall = { num: input.minimumCommitmentNanos * chargeExactNum.den - chargeExactNum.num, den: chargeExactNum.den };
-    const line = push("minimum_true_up", "_true_up", shortfall, {
-      ...whole,
-      chargeId: "_true_up",
-      description: `Minimum commitment true-up`,
-    });
+  if (input.minimumCommitmentNanos > 0n && (input.commitments?.length ?? 0) > 0) throw new InvalidInput("commitments", "give either one commitment (minimum_commitment_nanos) or one per subscription, not both");
+  const trueUp = (minimumNanos: bigint, rated: ExactNanos, subscriptionId: string, description: string) => {
+    if (minimumNanos <= 0n || rated.num >= minimumNanos * rated.den) return;
+    const line = push("minimum_true_up", "_true_up", { num: minimumNanos * rated.den - rated.num, den: rated.den }, { ...whole, subscriptionId, chargeId: "_true_up", description });
     subtotal += line.roundedAmountNanos;
+  };
+  trueUp(input.minimumCommitmentNanos, chargeExactNum, "", "Minimum commitment true-up");
+  for (const c of input.commitments ?? []) {
+    const rated = c.fees === undefined ? (usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }) : plus(usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }, c.fees);
+    trueUp(c.minimumNanos, rated, c.subscriptionId, `Minimum commitment true-up (${c.subscriptionId})`);
   }
 
   // 2. Discount: percentage of the subtotal plus a fixed amount, never more than the subtotal.

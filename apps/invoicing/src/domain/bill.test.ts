@@ -140,8 +140,11 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
     ["a spending cap cut the per-event prices to $50: the cut stands, the settlement is added", rated({}, { amountNanos: 96n * B, bookedNanos: 96n * B, ratedNanos: 50n * B, quantity: 1200n }), p, 1200n, 50n * B],
     ["per-event steps that do not sum to F (an override changed mid-period): settled to F", rated({}, { bookedNanos: 118n * B, ratedNanos: 118n * B }), p, 1500n, 120n * B],
     // a price override or a migration makes the plan's tiered charge per unit in this period:
-    // rating's line is not period priced, so the charge keeps its bucket sums (never dropped)
-    ["a period-priced charge of the plan that rating prices per unit in this period: bucket sums stand", rated({}, { periodPriced: false, amountNanos: 125n * B, bookedNanos: 125n * B, ratedNanos: 125n * B }), p, 1600n, 130n * B],
+    // rating's line is not period priced; the charge is billed (never dropped) from its events'
+    // prices over rating's exact period, not from the window's buckets (which hold a neighbouring
+    // period's steps when the boundary is off the hour)
+    ["a period-priced charge of the plan that rating prices per unit in this period: its events' prices in rating's period", rated({}, { periodPriced: false, amountNanos: 125n * B, bookedNanos: 125n * B, ratedNanos: 125n * B }), p, 1500n, 125n * B],
+    ["the same under a real-time cap that cut its events: what they were rated at", rated({}, { periodPriced: false, amountNanos: 125n * B, bookedNanos: 125n * B, ratedNanos: 90n * B }), p, 1500n, 90n * B],
   ];
   it.each(rows)("%s", (_name, r, period, quantity, price) => {
     const out = withPeriodPricing(buckets, r, period, new Set(["vol"]));
@@ -328,5 +331,55 @@ describe("minimum commitment of a period (the plan version in force at the perio
   ];
   it.each(rows)("%s", (_name, s, n, want) => {
     expect(minimumCommitmentNanos(spec, n, s, versions)).toBe(want);
+  });
+});
+
+describe("fees across a mid-period migration (per phase, rating RatePeriod's rule)", () => {
+  const B = 1_000_000_000n;
+  const versions = new Map<string, PlanVersionInfo>([
+    [planKey("p", 1), { planId: "p", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "platform", name: "Platform", unit: "USD", kind: "flat", amount: "10" }, { chargeId: "seat", name: "Seats", unit: "USD", kind: "seats", amount: "3" }] }],
+    [planKey("p", 2), { planId: "p", version: 2, currency: "USD", minimumCommitment: "100", charges: [{ chargeId: "platform", name: "Platform", unit: "USD", kind: "flat", amount: "20" }, { chargeId: "seat", name: "Seats", unit: "USD", kind: "seats", amount: "6" }] }],
+  ]);
+  // November (30 days); v1 -> v2 on day 10 (10 of 30 days on v1, 20 on v2); 2 seats
+  const AT = new Date("2026-11-11T00:00:00Z");
+  const s: SubscriptionInfo = {
+    subscriptionId: "sub_m",
+    customerId: "cus_1",
+    startedAt: NOV,
+    endedAt: undefined,
+    seatChanges: [{ seats: 2, effectiveAt: NOV }],
+    phases: [
+      { planId: "p", planVersion: 1, start: NOV, end: AT },
+      { planId: "p", planVersion: 2, start: AT, end: undefined },
+    ],
+  };
+  const spec: PeriodSpec = { interval: "month", anchor: "anniversary", timeZone: "UTC", startedAt: NOV };
+
+  it("bills each part of the period by the version in force over it, exact: $10 x 10/30 + $20 x 20/30, seats 2 x ($3 x 10/30 + $6 x 20/30)", () => {
+    const nov = feeCharges(spec, 0, s, versions, "USD").filter((c) => c.periodStart.getTime() === NOV.getTime());
+    expect(nov.map((c) => [c.chargeId, reduce(c.amount)])).toEqual([
+      ["platform", reduce({ num: 10n * B, den: 3n })],
+      ["seat", { num: 2n * B, den: 1n }],
+      ["platform", reduce({ num: 40n * B, den: 3n })],
+      ["seat", { num: 8n * B, den: 1n }],
+    ]);
+    expect(nov[0]!.description).toContain("prorated for p v1 in force from 2026-11-01T00:00:00.000Z to 2026-11-11T00:00:00.000Z: 864000000 of 2592000000 ms");
+    // rounded one line after the other on the charge's key: billed + carried == exact ($16.666...)
+    const first = roundLine(nov[0]!.amount, ZERO_RESIDUE, "USD", "half_even", 10_000_000n);
+    const second = roundLine(nov[2]!.amount, first.state, "USD", "half_even", 10_000_000n);
+    expect(first.roundedNanos + second.roundedNanos).toBe(16_670_000_000n);
+    const st = second.state;
+    expect((first.roundedNanos + second.roundedNanos + st.residueNanos) * 3n * st.subNanoDen + 3n * st.subNanoNum).toBe(50n * B * st.subNanoDen);
+    // December in advance: v2 in full
+    expect(feeCharges(spec, 0, s, versions, "USD").filter((c) => c.periodStart.getTime() === DEC.getTime()).map((c) => [c.chargeId, c.amount])).toEqual([["platform", { num: 20n * B, den: 1n }], ["seat", { num: 12n * B, den: 1n }]]);
+  });
+
+  it("trues up a fee billed in advance at the old version by the sum of its parts, once per charge", () => {
+    const p = periodByIndex(spec, 0);
+    const ups = feeTrueUps(p, s, versions, "USD", new Map([["platform", 10n * B], ["seat", 6n * B]]));
+    expect(ups.map((c) => [c.chargeId, reduce(c.amount)])).toEqual([
+      ["platform", reduce({ num: 20n * B, den: 3n })], // $16.666... - $10
+      ["seat", { num: 4n * B, den: 1n }], // $10 - $6
+    ]);
   });
 });

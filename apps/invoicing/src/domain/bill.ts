@@ -143,6 +143,25 @@ function phaseAt(sub: SubscriptionInfo, t: Date): PhaseInfo | undefined {
   return found ?? sub.phases[0];
 }
 
+/**
+ * phaseParts: [a, b) split by the subscription's phases (each phase's overlap with it, in time
+ * order), as rating's RatePeriod prices fees per phase; when no phase overlaps it, the whole of
+ * [a, b) under the phase in force at a (else the first phase).
+ */
+export function phaseParts(sub: SubscriptionInfo, a: Date, b: Date): Array<{ phase: PhaseInfo; start: Date; end: Date }> {
+  const out: Array<{ phase: PhaseInfo; start: Date; end: Date }> = [];
+  for (const ph of sub.phases) {
+    const x = Math.max(ph.start.getTime(), a.getTime());
+    const y = Math.min(ph.end?.getTime() ?? Infinity, b.getTime());
+    if (x < y) out.push({ phase: ph, start: new Date(x), end: new Date(y) });
+  }
+  if (out.length === 0) {
+    const ph = phaseAt(sub, a);
+    return ph === undefined ? [] : [{ phase: ph, start: a, end: b }];
+  }
+  return out.sort((x, y) => x.start.getTime() - y.start.getTime());
+}
+
 /** seatSeconds: sum of seats x milliseconds in force over [start, end). */
 export function seatMillis(sub: SubscriptionInfo, start: Date, end: Date): bigint {
   const changes = [...sub.seatChanges].sort((a, b) => a.effectiveAt.getTime() - b.effectiveAt.getTime());
@@ -178,49 +197,60 @@ function isoDay(d: Date): string {
  * feesFor: the flat and seat fees of one period (seats prorated over the changes in force).
  * fullStart: the start of the full period when p is a partial first period (the subscription
  * started between two boundaries). A subscription that ends inside p (endedAt in (start, end))
- * is billed only up to its end. The billed part [start, min(end, endedAt)) of the full period
- * [fullStart, end) prorates the flat fee by the millisecond, fee x part / full, exact (the
- * sub-nano and sub-cent remainders are carried like every line's), and seats are priced per full
- * period length over the seat-milliseconds of the billed part.
+ * is billed only up to its end. The billed part [start, min(end, endedAt)) is split by the
+ * subscription's phases (phaseParts: a plan migration inside the period), each part billed by the
+ * plan version in force over it, as rating's RatePeriod prices fees: each part of the full period
+ * [fullStart, end) prorates its version's flat fee by the millisecond, fee x part / full, exact
+ * (the sub-nano and sub-cent remainders are carried on the charge's key like every line's, from
+ * one part to the next), and seats are priced per full period length over the seat-milliseconds
+ * of the part.
  */
 export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, fullStart: Date = p.start): ChargeInput[] {
   const out: ChargeInput[] = [];
   if (sub.endedAt !== undefined && p.start.getTime() >= sub.endedAt.getTime()) return out;
-  const ph = phaseAt(sub, p.start);
-  const plan = ph === undefined ? undefined : plans.get(planKey(ph.planId, ph.planVersion));
   const ends = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime();
   const billedEnd = ends ? sub.endedAt! : p.end;
-  for (const c of plan?.charges ?? []) {
-    if (c.unit !== currency || (c.kind !== "flat" && c.kind !== "seats")) continue;
-    const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
-    if (price === undefined) continue;
-    const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
-    const partMs = BigInt(billedEnd.getTime() - p.start.getTime());
-    const fullMs = BigInt(p.end.getTime() - Math.min(fullStart.getTime(), p.start.getTime()));
-    const partial = fullMs !== BigInt(p.end.getTime() - p.start.getTime());
-    const endNote = ends ? `to the subscription's end at ${billedEnd.toISOString()}` : "";
-    if (c.kind === "flat") {
-      if (partMs === fullMs || fullMs <= 0n) out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
-      else {
-        const amount = reduce({ num: price.num * partMs, den: price.den * fullMs });
-        const why = partial
-          ? `prorated for a partial first period${ends ? ` and ${endNote}` : ""}: ${partMs} of ${fullMs} ms (full period from ${fullStart.toISOString()})`
-          : `prorated ${endNote}: ${partMs} of ${fullMs} ms`;
-        out.push(fee("flat", c, sub, `${label}, ${why}`, "1", c.amount, amount, p));
+  const fullMs = BigInt(p.end.getTime() - Math.min(fullStart.getTime(), p.start.getTime()));
+  const partial = fullMs !== BigInt(p.end.getTime() - p.start.getTime());
+  const endNote = ends ? `to the subscription's end at ${billedEnd.toISOString()}` : "";
+  const parts = phaseParts(sub, p.start, billedEnd);
+  // A part cut by a phase boundary (a migration inside the period) says which version billed it.
+  const split = parts.length > 1 || parts.some((x) => x.start.getTime() > p.start.getTime() || x.end.getTime() < billedEnd.getTime());
+  for (const part of parts) {
+    const plan = plans.get(planKey(part.phase.planId, part.phase.planVersion));
+    const phaseNote = split ? `${part.phase.planId} v${part.phase.planVersion} in force from ${part.start.toISOString()} to ${part.end.toISOString()}` : "";
+    for (const c of plan?.charges ?? []) {
+      if (c.unit !== currency || (c.kind !== "flat" && c.kind !== "seats")) continue;
+      const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
+      if (price === undefined) continue;
+      const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
+      const partMs = BigInt(part.end.getTime() - part.start.getTime());
+      if (c.kind === "flat") {
+        if (partMs === fullMs || fullMs <= 0n) out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
+        else {
+          const amount = reduce({ num: price.num * partMs, den: price.den * fullMs });
+          const why = split
+            ? `prorated for ${phaseNote}${partial ? " in a partial first period" : ""}${ends ? ` (${endNote})` : ""}: ${partMs} of ${fullMs} ms`
+            : partial
+              ? `prorated for a partial first period${ends ? ` and ${endNote}` : ""}: ${partMs} of ${fullMs} ms (full period from ${fullStart.toISOString()})`
+              : `prorated ${endNote}: ${partMs} of ${fullMs} ms`;
+          out.push(fee("flat", c, sub, `${label}, ${why}`, "1", c.amount, amount, p));
+        }
+      } else {
+        const periodMs = fullMs;
+        const sm = seatMillis(sub, part.start, part.end);
+        if (sm === 0n || periodMs <= 0n) continue;
+        const amount = reduce({ num: price.num * sm, den: price.den * periodMs });
+        const whole = sm % periodMs === 0n;
+        const qty = whole ? (sm / periodMs).toString() : String(seatsAt(sub, part.start));
+        const notes: string[] = [];
+        if (split) notes.push(`for ${phaseNote} (${partMs} of ${fullMs} ms)`);
+        if (partial) notes.push(`for a partial first period (${BigInt(billedEnd.getTime() - p.start.getTime())} of ${fullMs} ms)`);
+        if (ends) notes.push(`${endNote} (${BigInt(billedEnd.getTime() - p.start.getTime())} of ${fullMs} ms)`);
+        if (!whole && (!split || sm !== BigInt(seatsAt(sub, part.start)) * partMs)) notes.push("on seat changes");
+        const why = notes.length === 0 ? "" : `, prorated ${notes.join(" and ")}`;
+        out.push(fee("seats", c, sub, `${label}${why}`, qty, c.amount, amount, p));
       }
-    } else {
-      const periodMs = fullMs;
-      const sm = seatMillis(sub, p.start, billedEnd);
-      if (sm === 0n || periodMs <= 0n) continue;
-      const amount = reduce({ num: price.num * sm, den: price.den * periodMs });
-      const whole = sm % periodMs === 0n;
-      const qty = whole ? (sm / periodMs).toString() : String(seatsAt(sub, p.start));
-      const notes: string[] = [];
-      if (partial) notes.push(`for a partial first period (${partMs} of ${fullMs} ms)`);
-      if (ends) notes.push(`${endNote} (${partMs} of ${fullMs} ms)`);
-      if (!whole) notes.push("on seat changes");
-      const why = notes.length === 0 ? "" : `, prorated ${notes.join(" and ")}`;
-      out.push(fee("seats", c, sub, `${label}${why}`, qty, c.amount, amount, p));
     }
   }
   return out;
@@ -261,8 +291,12 @@ export function feeChargeIds(plans: ReadonlyMap<string, PlanVersionInfo>): Set<s
  * Differences under one nano (sub-nano proration already carried) are not lines.
  */
 export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, billed: ReadonlyMap<string, bigint>): ChargeInput[] {
+  // per charge: the sum of its parts (a migration inside p bills one part per phase)
   const expected = new Map<string, ChargeInput>();
-  for (const f of feesFor(p, sub, plans, currency)) expected.set(f.chargeId, f);
+  for (const f of feesFor(p, sub, plans, currency)) {
+    const prev = expected.get(f.chargeId);
+    expected.set(f.chargeId, prev === undefined ? f : { ...prev, amount: reduce({ num: prev.amount.num * f.amount.den + f.amount.num * prev.amount.den, den: prev.amount.den * f.amount.den }) });
+  }
   const ids = [...new Set([...expected.keys(), ...billed.keys()])].sort();
   const ends = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime();
   const out: ChargeInput[] = [];
@@ -509,24 +543,29 @@ export function sameBillingPeriod(r: { periodStart: Date; periodEnd: Date }, p: 
  * = the sum of the per-event provisional steps, rated = what the events were rated at after the
  * real-time spending cap (= booked when no cap cut them). Without a cap the line is exactly F(total).
  * Such a charge is billed by rating's billing period (exact event time), not by the hour window:
- * its bucket totals are dropped. Rating decides which charges are priced on the period total in
- * p: a charge of the plan (planIds) that rating prices per event in p (its line is not
- * periodPriced: a price override, a migration to a per-unit version) keeps its bucket sums like
- * any per-unit charge; a charge of planIds without any rating line for p has no usage in rating's
- * period, so its window buckets (a neighbouring period's steps) are dropped. When rating's period
- * is not p (other interval or anchor settings), or rating could not be asked (r undefined), the
- * bucket sums stand (rating's per-event steps, which sum to F of rating's own period totals).
+ * its bucket totals are dropped. The same holds for every period of a charge that the
+ * subscription's plans (planIds: any phase) price on the period total, also where rating prices it
+ * per event in p (a price override, a migration to a per-unit version; its line is not
+ * periodPriced, amount = booked = the sum of its events' prices by exact event time): so a charge
+ * tiered in one period and per unit in the next is billed over rating's exact periods in both, and
+ * the steps of a boundary hour off the hour are billed once, by the period they belong to (the
+ * hour window would give the next period the whole boundary hour). A charge of planIds without
+ * any rating line for p has no usage in rating's period, so its window buckets (a neighbouring
+ * period's steps) are dropped. Charges no plan prices on the period total keep their bucket sums.
+ * When rating's period is not p (other interval or anchor settings), or rating could not be asked
+ * (r undefined), the bucket sums stand (rating's per-event steps, which sum to F of rating's own
+ * period totals).
  */
 export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | undefined, p: { start: Date; end: Date; index: number }, planIds: ReadonlySet<string>): UsageTotal[] {
   if (r === undefined || !sameBillingPeriod(r, p)) return totals;
-  const priced = r.lines.filter((l) => l.periodPriced);
-  const perEvent = new Set(r.lines.filter((l) => !l.periodPriced).map((l) => l.chargeId));
-  const ids = new Set([...planIds].filter((id) => !perEvent.has(id)));
-  for (const l of priced) ids.add(l.chargeId);
+  const fromRating = r.lines.filter((l) => l.periodPriced || planIds.has(l.chargeId));
+  const ids = new Set([...planIds, ...fromRating.map((l) => l.chargeId)]);
   const out = totals.filter((t) => !ids.has(t.chargeId));
-  for (const l of priced) {
+  for (const l of fromRating) {
     const settlementNanos = l.amountNanos - l.bookedNanos;
-    out.push({ chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, priceNanos: l.ratedNanos + settlementNanos, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } });
+    const line: UsageTotal = { chargeId: l.chargeId, unit: l.unit, quantity: l.quantity, priceNanos: l.ratedNanos + settlementNanos };
+    // per-event pricing in p: its events' prices, nothing to settle (described as plain usage)
+    out.push(l.periodPriced ? { ...line, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } } : line);
   }
   return out;
 }

@@ -552,12 +552,19 @@ function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledC
   state.touch("task", k);
 }
 
-/** CAP_CHARGE_ID: the period-total key holding a customer's uncapped currency usage (not a charge). */
+/**
+ * CAP_CHARGE_ID: the prefix of the period-total keys holding a subscription's uncapped currency
+ * usage (not charges): "#cap:<subscription id>" (a spending cap is a term of the subscription's
+ * plan version and applies to its own usage). Rows keyed "#cap" alone (one running total per
+ * customer) were written before the cap was per subscription and are no longer read.
+ */
 export const CAP_CHARGE_ID = "#cap";
+/** isCapKey: a period-total charge id that is a cap running total, not a charge. */
+export const isCapKey = (chargeId: string): boolean => chargeId === CAP_CHARGE_ID || chargeId.startsWith(`${CAP_CHARGE_ID}:`);
 
 /**
- * applyCap: the plan's spending cap in real time. A running total per (customer, period) holds
- * the uncapped currency usage U; an event whose lines add S books min(cap, U + S) - min(cap, U)
+ * applyCap: the plan's spending cap in real time. A running total per (customer, subscription,
+ * period) holds the uncapped currency usage U of the events the subscription rated; an event whose lines add S books min(cap, U + S) - min(cap, U)
  * instead of S, the difference taken from its positive lines (largest remainder) and marked
  * provisional. The period's per-charge totals stay uncapped (RatePeriod shows the cap as an
  * adjustment line); buckets and wallet amounts are capped.
@@ -569,7 +576,7 @@ function applyCap(t: string, state: RatingState, customerId: string, res: Resolu
   const priced = lines.filter((l) => l.unit === cur && l.chargeId !== "" && (l.status === "final" || l.status === "provisional" || l.status === "pending" || l.status === "clawed_back"));
   if (priced.length === 0) return;
   const s = priced.reduce((a, l) => a + l.priceNanos, 0n);
-  const k = periodKey(t, customerId, CAP_CHARGE_ID, res.period.startMs);
+  const k = periodKey(t, customerId, `${CAP_CHARGE_ID}:${res.subscriptionId}`, res.period.startMs);
   const pt = state.periodTotal(k, cur, res.period.endMs);
   const u = pt.bookedNanos;
   const min = (a: bigint, b: bigint): bigint => (a < b ? a : b);

@@ -288,3 +288,32 @@ describe("ratePeriod refuses amounts beyond int64 nanos with FailedPrecondition 
     expect(e.field).toBe("charges.req");
   });
 });
+
+describe("ratePeriod: a minimum commitment and a spending cap per subscription, on its own lines", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const per = (chargeId: string, eventType: string) => charge(chargeId, { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "" } }, { usage: usage(eventType, ["n"]) });
+  const sub = (subscriptionId: string, planId: string): Subscription => ({ subscriptionId, customerId: "c", startMs: NOV, endMs: null, seatChanges: [], phases: [{ planId, planVersion: 1, startMs: NOV, endMs: null }] });
+  const total = (chargeId: string, dollars: bigint) => ({ chargeId, unit: "USD", quantity: dollars, bookedNanos: dollars * B, costNanos: 0n });
+
+  it("trues up sub_a's $100 commitment from its own $30 (not sub_b's $200) and caps sub_b's $200 at its own $150 (not the customer's $230)", () => {
+    const a = version([per("calls", "api"), charge("fee", { kind: "flat", amount: "10" })], { minimumCommitmentAmount: "100" });
+    const b = version([per("images", "img")], { spendingCapAmount: "150" });
+    const cat = catalog([["a", a], ["b", b]], [sub("sub_b", "b"), sub("sub_a", "a")]);
+    const r = ratePeriod(cat, cat.customer("c")!, cat.subscriptions("c"), period, [total("calls", 30n), total("images", 200n)]);
+    expect(r.lines.map((l) => [l.kind, l.subscriptionId, l.amountNanos])).toEqual([
+      ["flat", "sub_a", 10n * B],
+      ["usage", "sub_a", 30n * B],
+      ["usage", "sub_b", 200n * B],
+      ["minimum_true_up", "sub_a", 60n * B],
+      ["cap_adjustment", "sub_b", -50n * B],
+    ]);
+    expect(r.totalNanos).toBe(250n * B);
+  });
+
+  it("gives a usage charge no plan has to the first subscription", () => {
+    const a = version([per("calls", "api")], { minimumCommitmentAmount: "100" });
+    const cat = catalog([["a", a], ["b", version([per("images", "img")])]], [sub("sub_a", "a"), sub("sub_b", "b")]);
+    const r = ratePeriod(cat, cat.customer("c")!, cat.subscriptions("c"), period, [total("legacy", 40n)]);
+    expect(r.lines.map((l) => [l.kind, l.subscriptionId, l.amountNanos])).toEqual([["usage", "sub_a", 40n * B], ["minimum_true_up", "sub_a", 60n * B]]);
+  });
+});

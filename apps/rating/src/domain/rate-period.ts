@@ -24,6 +24,8 @@ export interface PeriodLine {
   periodPriced: boolean;
   /** ratedNanos: usage lines: what the line's events were rated at after the real-time cap (= booked unless cut). */
   ratedNanos: bigint;
+  /** subscriptionId: the subscription the line belongs to (usageOwners for usage lines). */
+  subscriptionId: string;
 }
 
 export interface PeriodUsageTotal {
@@ -144,6 +146,23 @@ export function segmentedTotal(pieces: UsagePiece[], quantityBefore: (atMs: numb
 }
 
 /**
+ * usageOwners: usage charge id -> the subscription its usage line belongs to: the first
+ * subscription (catalog order: start time, then id) whose plan has the charge in any phase (the
+ * rule invoicing bills usage by, chargeOwners); a charge no plan has belongs to the first
+ * subscription. Period totals are kept per charge, not per subscription, so a charge id that two
+ * subscriptions' plans share is one line, owned by the first.
+ */
+export function usageOwners(cat: TenantCatalog, subs: Subscription[]): { ownerOf(chargeId: string): string } {
+  const owners = new Map<string, string>();
+  for (const s of subs) {
+    for (const ph of s.phases) {
+      for (const c of cat.version(ph.planId, ph.planVersion)?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+    }
+  }
+  return { ownerOf: (chargeId) => owners.get(chargeId) ?? subs[0]?.subscriptionId ?? "" };
+}
+
+/**
  * ratePeriod: a customer's billing period priced exactly (invoicing calls it through RatePeriod):
  *  - usage charges: period-mode charges at round_half_even(F(period quantity)) whatever order the
  *    events came in (across a plan migration, given quantityBefore: each unit by the version in
@@ -151,8 +170,11 @@ export function segmentedTotal(pieces: UsagePiece[], quantityBefore: (atMs: numb
  *    event (carry-exact);
  *  - flat fees and seats: per phase overlap and per seat segment, prorated by the second, each
  *    rounded half-even once;
- *  - minimum commitment: a true-up line when the currency lines sum below it;
- *  - spending cap: a negative adjustment when usage lines sum above it.
+ *  - minimum commitment and spending cap: terms of a plan version, so per subscription, from the
+ *    version in force at the period's end (of the subscription's phases overlapping the period, the
+ *    one starting last), applied to that subscription's own lines (usageOwners; its flat and seat
+ *    fees): a cap adjustment when its usage lines sum above the cap, then a true-up line when its
+ *    usage, fee and cap lines sum below the commitment.
  */
 export function ratePeriod(
   cat: TenantCatalog,
@@ -165,16 +187,13 @@ export function ratePeriod(
 ): RatedPeriod {
   const lines: PeriodLine[] = [];
   const periodMs = period.endMs - period.startMs;
-  let lastVersion: { planId: string; v: CompiledVersion } | null = null;
-  let lastStart = -Infinity;
+  // per subscription: the version in force at the period's end (its phase starting last)
+  const lastVersion = new Map<string, { v: CompiledVersion; startMs: number }>();
   const chargeSpecs = new Map<string, CompiledCharge>();
   const chargeEnds = new Map<string, number>();
 
   for (const { s, ph, v, a, b } of phaseSpans(cat, subs, period)) {
-    if (a >= lastStart) {
-      lastStart = a;
-      lastVersion = { planId: ph.planId, v };
-    }
+    if (a >= (lastVersion.get(s.subscriptionId)?.startMs ?? -Infinity)) lastVersion.set(s.subscriptionId, { v, startMs: a });
     for (const c0 of v.charges) {
       // An override in force over part of [a, b) prices only that part: split the overlap at
       // the boundaries of the customer's overrides of this charge and price each piece with the
@@ -192,12 +211,12 @@ export function ratePeriod(
         const p = c.pricing;
         if (p.kind === "flat") {
           const amt = checkedLine(roundHalfEven(prorate(rateExact(p.amount), y - x, periodMs)), "flat", c.chargeId);
-          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n });
+          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId });
         } else if (p.kind === "seats") {
           for (const seg of seatSegments(s, x, y)) {
             if (seg.seats === 0) continue;
             const amt = checkedLine(roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs)), "seats", c.chargeId, `${seg.seats} seats`);
-            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n });
+            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId });
           }
         }
       }
@@ -205,6 +224,7 @@ export function ratePeriod(
   }
 
   const pieces = quantityBefore === undefined ? undefined : usagePieces(cat, customer, subs, period);
+  const owners = usageOwners(cat, subs);
   for (const t of totals) {
     const c = chargeSpecs.get(t.chargeId);
     const periodPriced = c !== undefined && c.mode === "period";
@@ -212,27 +232,27 @@ export function ratePeriod(
     const seg = periodPriced && pieces !== undefined ? segmentedPieces(pieces.get(t.chargeId), t.unit) : null;
     const exact = !periodPriced ? null : seg !== null ? segmentedTotal(seg, (at) => quantityBefore!(t.chargeId, at), t.quantity) : periodTotal(c, t.quantity);
     const amount = exact !== null ? checkedLine(roundHalfEven(exact), "usage", t.chargeId, `quantity ${t.quantity}`) : t.bookedNanos;
-    lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs, periodPriced, ratedNanos: t.ratedNanos ?? t.bookedNanos });
+    lines.push({ kind: "usage", chargeId: t.chargeId, description: c?.spec.name || t.chargeId, quantity: t.quantity, amountNanos: amount, unit: t.unit, costNanos: t.costNanos, bookedNanos: t.bookedNanos, startMs: period.startMs, endMs: period.endMs, periodPriced, ratedNanos: t.ratedNanos ?? t.bookedNanos, subscriptionId: owners.ownerOf(t.chargeId) });
   }
 
   const cur = customer.currency;
-  const sum = (kinds: PeriodLineKind[]): bigint =>
-    lines.reduce((s, l) => (l.unit === cur && kinds.includes(l.kind) ? checkedSum(s + l.amountNanos, kinds) : s), 0n);
-  if (lastVersion !== null) {
-    const { v } = lastVersion;
+  const sum = (kinds: PeriodLineKind[], subscriptionId?: string): bigint =>
+    lines.reduce((s, l) => (l.unit === cur && kinds.includes(l.kind) && (subscriptionId === undefined || l.subscriptionId === subscriptionId) ? checkedSum(s + l.amountNanos, kinds) : s), 0n);
+  // Each subscription's cap and commitment (catalog order), on its own lines only.
+  for (const s of subs) {
+    const last = lastVersion.get(s.subscriptionId);
+    if (last === undefined) continue;
+    const { v } = last;
+    const own = { subscriptionId: s.subscriptionId, chargeId: "", quantity: 0n, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n };
     if (v.cap !== null) {
       const cap = roundHalfEven(rateExact(v.cap));
-      const usage = sum(["usage"]);
-      if (cap > 0n && usage > cap) {
-        lines.push({ kind: "cap_adjustment", chargeId: "", description: `spending cap ${cap} nanos`, quantity: 0n, amountNanos: cap - usage, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n });
-      }
+      const usage = sum(["usage"], s.subscriptionId);
+      if (cap > 0n && usage > cap) lines.push({ ...own, kind: "cap_adjustment", description: `spending cap ${cap} nanos`, amountNanos: cap - usage });
     }
     if (v.minimum !== null) {
       const min = roundHalfEven(rateExact(v.minimum));
-      const all = sum(["usage", "flat", "seats", "cap_adjustment"]);
-      if (min > 0n && all < min) {
-        lines.push({ kind: "minimum_true_up", chargeId: "", description: `minimum commitment ${min} nanos`, quantity: 0n, amountNanos: min - all, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n });
-      }
+      const all = sum(["usage", "flat", "seats", "cap_adjustment"], s.subscriptionId);
+      if (min > 0n && all < min) lines.push({ ...own, kind: "minimum_true_up", description: `minimum commitment ${min} nanos`, amountNanos: min - all });
     }
   }
   return { period, lines, totalNanos: sum(["usage", "flat", "seats", "cap_adjustment", "minimum_true_up"]), currency: cur };
