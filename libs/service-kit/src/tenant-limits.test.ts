@@ -148,6 +148,40 @@ describe.each([true, false])("a server with tenant limits (fastPath %s)", (fastP
     }
   });
 
+  it("frees a stream's slot when its call is cancelled even if the handler never yields again nor heeds its signal", async () => {
+    const s = await startServer({
+      name: "limits-stalled-streams",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath,
+      // "stall": the first message goes out, then the handler waits forever, ignoring ctx.signal.
+      routes: echoRoutes({ onStream: (text, i) => (text === "stall" && i === 1 ? new Promise(() => {}) : undefined) }),
+      authenticator: createApiKeyAuthenticator(parseApiKeysEnv(`tnt_a:admin:${KEY_A}`)),
+      logger: silentLogger,
+      tenantLimits: { inflightMax: 1, requestsPerSecond: 1000, requestsBurst: 1000 },
+    });
+    servers.push(s);
+    const a = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: KEY_A }));
+    for (let round = 0; round < 3; round++) {
+      const cancel = new AbortController();
+      const it = a.echoStream({ text: "stall", count: 2 }, { signal: cancel.signal })[Symbol.asyncIterator]();
+      expect((await it.next()).value?.text).toBe("stall");
+      expect((await codeOf(a.echo({ text: "x" }))).code).toBe(Code.ResourceExhausted); // the one slot is the stream's
+      cancel.abort();
+      await it.next().catch(() => undefined);
+      // Freed: each round gets the slot again (before, the first stalled stream held it for good).
+      for (let i = 0; ; i++) {
+        try {
+          expect((await a.echo({ text: "after" })).text).toBe("after");
+          break;
+        } catch (e) {
+          if (i >= 100 || ConnectError.from(e).code !== Code.ResourceExhausted) throw e;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    }
+  });
+
   it("answers ResourceExhausted LIMIT_EXCEEDED past a tenant's rate", async () => {
     const s = await startServer({
       name: "limits-rate",

@@ -118,6 +118,16 @@ async function* releaseAfter<T>(it: AsyncIterable<T>, release: () => void): Asyn
   }
 }
 
+/** release, at most once. */
+function once(release: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    release();
+  };
+}
+
 /**
  * Per-tenant rate and concurrency limits, installed by startServer right inside auth:
  * a call over the tenant's token bucket or in-flight limit fails with ResourceExhausted
@@ -145,7 +155,11 @@ export function createTenantLimitInterceptor(partial?: Partial<TenantLimits>, li
       throw e;
     }
     if (res.stream) {
-      const s: StreamResponse = { ...res, message: releaseAfter(res.message, got) };
+      // Freed when the stream ends, or when the call is aborted (the client went away, the deadline
+      // passed) even if the response was never iterated: a generator never started runs no finally.
+      const release = once(got);
+      req.signal.addEventListener("abort", release, { once: true });
+      const s: StreamResponse = { ...res, message: releaseAfter(res.message, release) };
       return s as typeof res;
     }
     got();

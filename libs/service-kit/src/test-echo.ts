@@ -5,6 +5,8 @@ import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 export interface EchoHooks {
   /** Called inside Echo before replying (block, throw, inspect ctx). */
   onEcho?: (text: string, ctx: HandlerContext) => unknown | Promise<unknown>;
+  /** Called inside EchoStream before each message (block, throw). */
+  onStream?: (text: string, index: number) => unknown | Promise<unknown>;
 }
 
 export function echoRoutes(hooks: EchoHooks = {}): (router: ConnectRouter) => void {
@@ -15,7 +17,10 @@ export function echoRoutes(hooks: EchoHooks = {}): (router: ConnectRouter) => vo
         return { text: req.text, payload: req.payload };
       },
       async *echoStream(req) {
-        for (let i = 0; i < req.count; i++) yield { text: req.text, index: i };
+        for (let i = 0; i < req.count; i++) {
+          if (hooks.onStream) await hooks.onStream(req.text, i);
+          yield { text: req.text, index: i };
+        }
       },
     });
   };
