@@ -105,7 +105,19 @@ export class CatalogCache {
       compiled.push({ planId, version: cv });
     }
     const creditRates = await this.#creditRates(tenant, compiled.map((x) => x.version));
-    const e: TenantEntry = { loadedMs: now, generation: gens.get(tenant)!, globalGeneration: gens.get("")!, versions: compiled, costs: new CostCatalog(rates), rules, creditRates, customers: cur?.customers ?? new Map() };
+    // Customers loaded before are kept only if no catalog write happened since (same generations):
+    // kept across a write, they would be served as current under the new generation.
+    const unchanged = cur !== undefined && cur.generation === gens.get(tenant) && cur.globalGeneration === gens.get("");
+    const e: TenantEntry = {
+      loadedMs: now,
+      generation: gens.get(tenant)!,
+      globalGeneration: gens.get("")!,
+      versions: compiled,
+      costs: new CostCatalog(rates),
+      rules,
+      creditRates,
+      customers: unchanged ? cur.customers : new Map(),
+    };
     if (e.customers.size > 100_000) e.customers.clear();
     this.#tenants.set(tenant, e);
     return e;

@@ -56,3 +56,44 @@ for (const backend of testBackends()) describe(`rating catalog cache across proc
     expect(q.rated!.lines.map((l) => l.priceNanos)).toEqual([5_000_000_000n]);
   });
 });
+
+for (const backend of testBackends()) describe(`rating catalog cache: a TTL reload between pages (${backend.name})`, () => {
+  let consumer: Harness;
+  let api: Harness;
+  beforeAll(async () => {
+    const db = await backend.open();
+    consumer = await openHarness(db, { cacheTtlMs: 600_000 });
+    api = await openHarness(db);
+    consumer.metering.meters.set("tnt_a\u0000calls", "api.call");
+    api.metering.meters.set("tnt_a\u0000calls", "api.call");
+    const c = api.client(KEYS.adminA);
+    for (const id of ["cus_0", "cus_1"]) await c.createCustomer({ customer: { customerId: id, currency: "USD", billingAnchor: NOV_1, timeZone: "UTC" } });
+    const version = create(PlanVersionSchema, {
+      currency: "USD",
+      charges: [{ chargeId: "calls", name: "Calls", unit: "USD", usage: { meter: "calls", eventType: "api.call", quantityProperties: ["calls"] }, pricing: { case: "perUnit", value: { unitPrice: { amount: "1", perQuantity: 1n } } } }],
+    });
+    await c.createPlan({ planId: "plan", name: "P", version });
+    await c.publishPlanVersion({ planId: "plan", version: 1 });
+  });
+  afterAll(async () => {
+    await api?.service.stop();
+    await consumer?.close();
+  });
+
+  it("rates usage under a subscription another process created, after a TTL reload outside sync() (the guardrail step)", async () => {
+    consumer.clock.set(new Date(t0));
+    consumer.metering.push("tnt_a", { id: "e0", customerId: "cus_0", type: "api.call", timestampMs: t0 - 5_000, properties: { calls: 1 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1); // tenant entry loaded at t0
+    consumer.clock.set(new Date(t0 + 300_000));
+    consumer.metering.push("tnt_a", { id: "e1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 4_000, properties: { calls: 1 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1); // cus_1 entry loaded at t0 + 5 min (no subscription)
+    await api.client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: NOV_1 });
+    consumer.clock.set(new Date(t0 + 600_001));
+    // The guardrail step of the poll that was running when the write committed reloads the tenant
+    // (TTL expired) at the new generation: the customers loaded before the write must not be kept.
+    await consumer.service.consumer.evaluateGuardrails(new Map([["tnt_a", new Set(["cus_1"])]]));
+    consumer.metering.push("tnt_a", { id: "e2", customerId: "cus_1", type: "api.call", timestampMs: t0 - 1_000, properties: { calls: 3 } });
+    expect(await consumer.service.consumer.pollOnce(0)).toBe(1);
+    expect((await consumer.service.rated.ratedEvent("tnt_a", "e2"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["calls", 3_000_000_000n]]);
+  });
+});
