@@ -11,7 +11,11 @@
  *    the commitment;
  *  - a charge priced on the period total in one period and per unit in the next (a migration at a
  *    period boundary off the hour) is billed over rating's exact periods in both, so the boundary
- *    hour's steps before the boundary are billed once (by the period they belong to).
+ *    hour's steps before the boundary are billed once (by the period they belong to);
+ *  - the commitment of a period whose boundary is off the hour is trued up from rating's exact
+ *    period (RatePeriod's lines of the subscription), while per-unit usage stays billed by hour
+ *    bucket: an event in the boundary hour before the boundary counts for its own period's
+ *    commitment and is billed (once) on the next invoice, whose true-up does not count it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
@@ -38,6 +42,7 @@ const perUnitCalls = { ...callsCharge, pricing: { case: "perUnit" as const, valu
 // Asia/Kolkata: periods start at local midnight = 18:30 UTC the day before
 const K_OCT = new Date("2026-09-30T18:30:00Z");
 const K_NOV = new Date("2026-10-31T18:30:00Z");
+const tieredCalls = { chargeId: "tcalls", name: "TCalls", unit: "USD", usage: { meter: "tcalls", eventType: "t.call", quantityProperties: ["units"] }, pricing: { case: "volume" as const, value: { tiers: [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }] } } };
 const flat = (amount: string) => ({ chargeId: "platform", name: "Platform", unit: "USD", pricing: { case: "flat" as const, value: { amount } } });
 
 function version(n: number, charges: object[], terms: { minimum?: string; cap?: string } = {}): PlanVersion {
@@ -59,6 +64,7 @@ for (const backend of testBackends()) {
     let eventNo = 0;
     const call = (customerId: string, at: Date, units: number) => rating.metering.push("tnt_a", { id: `evt_c${++eventNo}`, customerId, type: "api.call", timestampMs: at.getTime(), properties: { units } });
     const image = (customerId: string, at: Date, count: number) => rating.metering.push("tnt_a", { id: `evt_i${++eventNo}`, customerId, type: "image.gen", timestampMs: at.getTime(), properties: { count } });
+    const tcall = (customerId: string, at: Date, units: number) => rating.metering.push("tnt_a", { id: `evt_t${++eventNo}`, customerId, type: "t.call", timestampMs: at.getTime(), properties: { units } });
     const drain = async () => {
       while ((await rating.service.consumer.pollOnce(0)) > 0);
     };
@@ -73,6 +79,7 @@ for (const backend of testBackends()) {
       rating = await openHarness(await backend.open());
       rating.metering.meters.set("tnt_a\u0000api_calls", "api.call");
       rating.metering.meters.set("tnt_a\u0000images", "image.gen");
+      rating.metering.meters.set("tnt_a\u0000tcalls", "t.call");
       const admin = rating.client(KEYS.adminA);
       const plan = async (planId: string, ...versions: PlanVersion[]) => {
         await admin.createPlan({ planId, name: planId, version: versions[0]! });
@@ -88,6 +95,7 @@ for (const backend of testBackends()) {
       await plan("plan_cb", version(1, [imagesCharge], { cap: "20" })); // images $1, cap $20
       await plan("plan_f", version(1, [flat("30")], { minimum: "100" }), version(2, [flat("60")], { minimum: "100" }));
       await plan("plan_k", version(1, [volumeCalls]), version(2, [perUnitCalls]));
+      await plan("plan_j", version(1, [callsCharge, tieredCalls], { minimum: "100" })); // calls $0.01 + a tiered charge, commitment $100
       const customer = (customerId: string, anchor: Date) => admin.createCustomer({ customer: { customerId, currency: "USD", billingAnchor: timestampFromDate(anchor), timeZone: "UTC" } });
       const subscribe = (subscriptionId: string, customerId: string, planId: string, start: Date) => admin.createSubscription({ subscriptionId, customerId, planId, planVersion: 1, startTime: timestampFromDate(start) });
       // cus_s: two subscriptions from November 1: sub_s_a (commitment $100, $30 of calls), sub_s_b ($200 of images).
@@ -118,6 +126,17 @@ for (const backend of testBackends()) {
       call("cus_k", new Date("2026-10-31T18:10:00Z"), 100);
       call("cus_k", new Date("2026-10-31T18:45:00Z"), 100);
       for (let i = 0; i < 3; i++) call("cus_k", new Date(Date.UTC(2026, 10, 2 + i, 9)), 100);
+      // cus_j (Asia/Kolkata, periods at 18:30 UTC), commitment $100: $95 of calls on Oct 5, $10 at
+      // 18:10 UTC on Oct 31 (still October by the exact period, in the 18:00 UTC hour bucket that
+      // November's window starts with), $0.10 on a tiered charge. cus_j2: the same calls on plan_a
+      // (per unit only: RatePeriod is asked for the commitment alone).
+      for (const [customerId, subscriptionId, planId] of [["cus_j", "sub_j", "plan_j"], ["cus_j2", "sub_j2", "plan_a"]] as const) {
+        await admin.createCustomer({ customer: { customerId, currency: "USD", billingAnchor: timestampFromDate(K_OCT), timeZone: "Asia/Kolkata" } });
+        await subscribe(subscriptionId, customerId, planId, K_OCT);
+        call(customerId, new Date(Date.UTC(2026, 9, 5, 9)), 9500);
+        call(customerId, new Date("2026-10-31T18:10:00Z"), 1000);
+      }
+      tcall("cus_j", new Date(Date.UTC(2026, 9, 6, 9)), 1);
       await drain();
 
       const db = await backend.open();
@@ -231,5 +250,31 @@ for (const backend of testBackends()) {
       await inv.finalizeInvoice({ invoiceId: nov.id });
       expect((await inv.reconcile({ customerId: "cus_k" })).differences).toEqual([]);
     });
+
+    const trueUpRows: Array<[string, string, string, Array<[string, string, bigint]>]> = [
+      ["a plan with a tiered charge", "cus_j", "sub_j", [["USAGE", "calls", 95n * USD], ["USAGE", "tcalls", 100_000_000n]]],
+      ["a per-unit plan (RatePeriod asked for the commitment)", "cus_j2", "sub_j2", [["USAGE", "calls", 95n * USD]]],
+    ];
+    it.each(trueUpRows)(
+      "trues up a commitment with a boundary off the hour (Asia/Kolkata, 18:30 UTC) over rating's exact period, %s: the 10 USD at 18:10 UTC counts for October (no true-up) and is billed on November, whose true-up (100 USD) does not count it; preview == close; the invoices sum to RatePeriod's totals",
+      async (_name, customerId, subscriptionId, october) => {
+        const octRated = await ratePeriod(customerId, K_OCT);
+        expect(octRated.lines.filter((l) => l.kind === PeriodLineKind.MINIMUM_TRUE_UP)).toEqual([]);
+        expect(octRated.totalNanos).toBe(october.reduce((s, l) => s + l[2], 0n) + 10n * USD);
+        clock.set(new Date("2026-11-02T00:00:00Z"));
+        const oct = await close(customerId, subscriptionId, K_OCT);
+        // the usage lines by hour bucket as before (the 18:00 UTC bucket is November's); no true-up
+        expect(invoiceLines(oct)).toEqual(october);
+        clock.set(new Date("2026-11-20T00:00:00Z"));
+        const { invoice: preview } = await inv.previewInvoice({ customerId });
+        clock.set(new Date("2026-12-02T00:00:00Z"));
+        const nov = await close(customerId, subscriptionId, K_NOV);
+        expect(invoiceLines(nov)).toEqual([["USAGE", "calls", 10n * USD], ["MINIMUM_TRUE_UP", "_true_up", 100n * USD]]);
+        expect(invoiceLines(preview!)).toEqual(invoiceLines(nov));
+        const novRated = await ratePeriod(customerId, K_NOV);
+        expect(periodLines(novRated)).toEqual([["MINIMUM_TRUE_UP", subscriptionId, "", 100n * USD]]);
+        expect(oct.totals!.amountDueNanos + nov.totals!.amountDueNanos).toBe(octRated.totalNanos + novRated.totalNanos);
+      },
+    );
   });
 }

@@ -15,6 +15,7 @@ import {
   chargeOwners,
   feeChargeIds,
   commitmentFees,
+  commitmentUsage,
   feeCharges,
   feeTrueUps,
   floorHour,
@@ -458,14 +459,19 @@ export function createInvoicingCore(d: HandlerDeps): {
     const from = floorHour(period.start);
     const window = { from, to: at.getTime() > from.getTime() ? at : from };
     const ppIds = new Set(active.flatMap((s) => [...periodPricedIds(s, cc.plans)]));
+    // each active subscription's commitment (its plan version's at its period's end)
+    const minimums = new Map(active.map((s) => [s.subscriptionId, minimumCommitmentNanos(specOf(cc, s), periodAt(specOf(cc, s), at).index, s, cc.plans)]));
+    const committed = [...minimums.values()].some((m) => m > 0n);
     const [bucketTotals, rated] = await Promise.all([
       upstream.ratedUsage(tenant, customerId, window.from, window.to),
-      ppIds.size > 0 ? upstream.ratePeriod(tenant, customerId, at) : Promise.resolve(undefined),
+      ppIds.size > 0 || committed ? upstream.ratePeriod(tenant, customerId, at) : Promise.resolve(undefined),
     ]);
-    const totals = withPeriodPricing(bucketTotals, rated, period, ppIds);
+    // asked for a commitment only: the usage lines stay as billed without period-priced charges
+    const totals = withPeriodPricing(bucketTotals, ppIds.size > 0 ? rated : undefined, period, ppIds);
     const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
-    // Each active subscription's commitment, trued up from its own usage and fees (rating's rule).
-    const commitments: Array<{ subscriptionId: string; minimumNanos: bigint; fees?: ExactNanos }> = [];
+    // Each active subscription's commitment, trued up from its own usage (rating's exact period when
+    // RatePeriod answers for it) and fees (rating's rule).
+    const commitments: Array<{ subscriptionId: string; minimumNanos: bigint; usageNanos?: bigint; fees?: ExactNanos }> = [];
     // What the close of each subscription's current period would add now: adjustments for late
     // usage of its earlier invoiced periods, prepaid money burned late in them, fee true-ups.
     const lateCharges: ChargeInput[] = [];
@@ -475,8 +481,8 @@ export function createInvoicingCore(d: HandlerDeps): {
       const spec = specOf(cc, s);
       const p = periodAt(spec, at);
       charges.push(...feeCharges(spec, p.index, s, cc.plans, unit));
-      const minimumNanos = minimumCommitmentNanos(spec, p.index, s, cc.plans);
-      if (minimumNanos > 0n) commitments.push({ subscriptionId: s.subscriptionId, minimumNanos, fees: commitmentFees(spec, p.index, s, cc.plans, unit) });
+      const minimumNanos = minimums.get(s.subscriptionId) ?? 0n;
+      if (minimumNanos > 0n) commitments.push({ subscriptionId: s.subscriptionId, minimumNanos, usageNanos: commitmentUsage(rated, p, s.subscriptionId, unit), fees: commitmentFees(spec, p.index, s, cc.plans, unit) });
       const late = await readLate(tenant, cc, s, spec, p, unit, periodPricedIds(s, cc.plans));
       const l = lateLines(late, s, cc, unit, () => true);
       lateCharges.push(...l.charges);
@@ -604,22 +610,26 @@ export function createInvoicingCore(d: HandlerDeps): {
     const window = usageWindow(p);
     // Charges priced on the period total (tiers, packages, allowances) are billed from rating's
     // RatePeriod on the period quantity, the others from the sums of their rated hour buckets.
+    // A minimum commitment is trued up from the period's own usage by rating's exact period
+    // (RatePeriod's lines of the subscription; commitmentUsage), not from the hour window.
     const ppIds = periodPricedIds(sub, cc.plans);
+    const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
     const [bucketTotals, credits, rated] = await Promise.all([
       upstream.ratedUsage(tenant, cc.customer.customerId, window.from, window.to),
       creditsFor(tenant, cc, unit, window.from, window.to, sub),
-      ppIds.size > 0 ? upstream.ratePeriod(tenant, cc.customer.customerId, p.start) : Promise.resolve(undefined),
+      ppIds.size > 0 || minimum > 0n ? upstream.ratePeriod(tenant, cc.customer.customerId, p.start) : Promise.resolve(undefined),
     ]);
-    const totals = withPeriodPricing(bucketTotals, rated, p, ppIds);
+    // asked for the commitment only: the usage lines stay as billed without period-priced charges
+    const totals = withPeriodPricing(bucketTotals, ppIds.size > 0 ? rated : undefined, p, ppIds);
     const charges = [...usageCharges(totals, sub, cc.owners, cc.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
     // Late usage and prepaid money burned late for earlier invoiced periods (adjustment and
     // credits lines naming them; re-checked under the customer lock: see CloseItem.late), then the
     // fees of this period billed in advance on the previous invoice, trued up to the seat changes.
     const late = await readLate(tenant, cc, sub, spec, p, unit, ppIds, refreshOf);
     const trueUps = await feeTrueUpCharges(tenant, cc, sub, p, unit, late, refreshOf);
-    const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
     // the period's own fees count towards its commitment (not the next period's billed in advance)
     const periodFees = minimum > 0n ? commitmentFees(spec, p.index, sub, cc.plans, unit) : undefined;
+    const periodUsage = minimum > 0n ? commitmentUsage(rated, p, sub.subscriptionId, unit) : undefined;
     const oneOffs = await topUpLines(tenant, cc, sub, spec, p, p.end, unit, refreshOf);
     const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub);
     charges.push(...creditUnits.overage);
@@ -654,6 +664,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           charges: [...charges, ...l.charges, ...trueUps, ...oneOffs.filter((c) => !billedOneOffs.has(c.chargeId))],
           minimumCommitmentNanos: minimum,
           commitmentFees: periodFees,
+          commitmentUsageNanos: periodUsage,
           creditsAppliedNanos: credits,
           lateCredits: l.credits,
           residues,

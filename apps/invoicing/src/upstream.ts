@@ -45,7 +45,8 @@ export interface Upstream {
   overageTerms(tenant: string, customerId: string, unit: string): Promise<{ rate: string; currency: string } | undefined>;
   /**
    * ratePeriod: rating's billing period containing `at` and its usage lines, each with its
-   * periodPriced flag (priced on the period total in that period, or per event); undefined when
+   * periodPriced flag (priced on the period total in that period, or per event) and the
+   * subscription it belongs to (for that subscription's minimum commitment); undefined when
    * rating does not implement RatePeriod.
    */
   ratePeriod(tenant: string, customerId: string, at: Date): Promise<RatedPeriodInfo | undefined>;
@@ -179,7 +180,7 @@ export function createUpstream(c: UpstreamClients): Upstream {
           periodEnd: end,
           lines: r.lines
             .filter((l) => l.kind === PeriodLineKind.USAGE)
-            .map((l) => ({ chargeId: l.chargeId, periodPriced: l.periodPriced, unit: l.unit, quantity: l.quantity, amountNanos: l.amountNanos, bookedNanos: l.bookedNanos, ratedNanos: l.ratedNanos })),
+            .map((l) => ({ chargeId: l.chargeId, subscriptionId: l.subscriptionId, periodPriced: l.periodPriced, unit: l.unit, quantity: l.quantity, amountNanos: l.amountNanos, bookedNanos: l.bookedNanos, ratedNanos: l.ratedNanos })),
         };
       } catch (e) {
         if (isCode(e, Code.Unimplemented)) return undefined;

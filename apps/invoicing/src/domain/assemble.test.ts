@@ -270,6 +270,25 @@ describe("other lines", () => {
     expect(() => assembleInvoice(input([], {}, { minimumCommitmentNanos: 1n, commitments: [{ subscriptionId: "sub_1", minimumNanos: 1n }] }))).toThrow(/not both/);
   });
 
+  // The usage the commitment counts is the period's own, by rating's exact period when the close
+  // has it (commitmentUsageNanos: RatePeriod's lines of the subscription), not the usage lines of the
+  // hour window, whose boundary hour (off the hour: Asia/Kolkata's 18:30 UTC) belongs to a neighbour.
+  const usageRows: Array<[string, ChargeInput[], bigint | undefined, ReturnType<typeof exact> | undefined, bigint]> = [
+    ["the hour window bills $95.10, rating's exact period $105.10 (a $10 event at 18:10 before an 18:30 boundary): no true-up", [charge("usage", "calls", 95n * USD), charge("usage", "tcalls", 100_000_000n)], 105_100_000_000n, undefined, 0n],
+    ["the hour window holds the neighbour's $10 (billed here), rating's exact period has none of it: $100 - $0", [charge("usage", "calls", 10n * USD)], 0n, undefined, 100n * USD],
+    ["rating's usage plus the fees covering the period: $100 - ($30 + $60)", [charge("usage", "calls", 40n * USD)], 30n * USD, exact(60n * USD), 10n * USD],
+    ["without rating's period (undefined) the usage lines count: $100 - $95.10", [charge("usage", "calls", 95n * USD), charge("usage", "tcalls", 100_000_000n)], undefined, undefined, 4_900_000_000n],
+  ];
+  it.each(usageRows)("true-up from rating's exact period: %s", (_name, charges, commitmentUsageNanos, commitmentFees, want) => {
+    const inv = assembleInvoice(input(charges, {}, { minimumCommitmentNanos: 100n * USD, commitmentUsageNanos, commitmentFees }));
+    expect(inv.lines.filter((l) => l.kind === "minimum_true_up").reduce((s, l) => s + l.amountNanos, 0n)).toBe(want);
+    // the usage lines are billed as given, whatever the commitment counted
+    expect(inv.lines.filter((l) => l.kind === "usage").map((l) => l.amountNanos)).toEqual(charges.map((c) => c.amount.num));
+    // one subscription of an invoice over several (the preview): the same with its own usage
+    const multi = assembleInvoice(input(charges, {}, { commitments: [{ subscriptionId: "sub_1", minimumNanos: 100n * USD, usageNanos: commitmentUsageNanos, fees: commitmentFees }] }));
+    expect(multi.lines.filter((l) => l.kind === "minimum_true_up").reduce((s, l) => s + l.amountNanos, 0n)).toBe(want);
+  });
+
   it("never discounts more than the subtotal", () => {
     const inv = assembleInvoice(input([charge("usage", "ch_u", 3n * USD)], { discountNanos: 10n * USD }));
     expect(inv.totals.discountNanos).toBe(-3n * USD);

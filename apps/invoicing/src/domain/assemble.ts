@@ -23,7 +23,8 @@
  * units (rounded line amounts), so for every period
  *     rated + true-up = invoiced + residue carried (delta) + line deferrals (delta) + invoice deferral (delta).
  * The minimum commitment true-up compares the commitment with the period's own charges as
- * rated (exact): its usage lines and the fees covering it (commitmentFees), not fees billed in
+ * rated (exact): its usage (rating's exact period when given, commitmentUsageNanos; else its usage
+ * lines) and the fees covering it (commitmentFees), not fees billed in
  * advance for the next period, one-offs, overage or adjustments for earlier periods (rating
  * RatePeriod's rule), and not what the line minimum carried in or out (counting those would bill a
  * shortfall for usage carried out, and bill it again when the carried usage is billed).
@@ -71,12 +72,20 @@ export interface AssembleInput {
    */
   commitmentFees?: ExactNanos;
   /**
+   * commitmentUsageNanos: the period's own usage for the commitment, from rating's exact period
+   * (RatePeriod's lines of the subscription, commitmentUsage), counted instead of this invoice's
+   * usage lines (billed by hour bucket: with a boundary off the hour, the boundary hour belongs to
+   * a neighbouring invoice). The usage lines are billed as they are. Absent = the usage lines.
+   */
+  commitmentUsageNanos?: bigint;
+  /**
    * commitments: an invoice over several subscriptions (the preview): each subscription's
    * commitment (its plan version's, a term of that subscription), trued up from its own usage
-   * lines (charges with its subscriptionId) plus the fees covering its period (`fees`), one
-   * true-up line each (rating RatePeriod's rule). Used instead of minimumCommitmentNanos (0 then).
+   * lines (charges with its subscriptionId; or `usageNanos`, rating's exact period, as
+   * commitmentUsageNanos) plus the fees covering its period (`fees`), one true-up line each
+   * (rating RatePeriod's rule). Used instead of minimumCommitmentNanos (0 then).
    */
-  commitments?: Array<{ subscriptionId: string; minimumNanos: bigint; fees?: ExactNanos }>;
+  commitments?: Array<{ subscriptionId: string; minimumNanos: bigint; usageNanos?: bigint; fees?: ExactNanos }>;
   /** creditsAppliedNanos: prepaid money consumed in the period (>= 0). */
   creditsAppliedNanos: bigint;
   /**
@@ -187,7 +196,8 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
 
   // 1. Charge lines and the minimum commitment true-up (from the period's usage and the fees covering it).
   let subtotal = 0n;
-  let chargeExactNum: ExactNanos = { num: 0n, den: 1n };
+  // the period's usage for the commitment: rating's exact period when given, else the usage lines
+  let chargeExactNum: ExactNanos = exact(input.commitmentUsageNanos ?? 0n);
   const plus = (x: ExactNanos, a: ExactNanos): ExactNanos => ({ num: x.num * a.den + a.num * x.den, den: x.den * a.den });
   const addExactCharge = (a: ExactNanos) => {
     chargeExactNum = plus(chargeExactNum, a);
@@ -200,7 +210,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     if (!CHARGE_KINDS.has(c.kind)) throw new InvalidInput("charges.kind", `must be a charge kind, got ${c.kind}`);
     const line = push(c.kind, c.residueKey, c.amount, c);
     subtotal += line.roundedAmountNanos;
-    if (c.kind === "usage") addExactCharge(c.amount);
+    if (c.kind === "usage" && input.commitmentUsageNanos === undefined) addExactCharge(c.amount);
     if (c.kind === "usage") usageBySub.set(c.subscriptionId, plus(usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }, c.amount));
     if (c.kind === "usage" && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
   }
@@ -252,7 +262,8 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   };
   trueUp(input.minimumCommitmentNanos, chargeExactNum, "", "Minimum commitment true-up");
   for (const c of input.commitments ?? []) {
-    const rated = c.fees === undefined ? (usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }) : plus(usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }, c.fees);
+    const usage = c.usageNanos !== undefined ? exact(c.usageNanos) : (usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n });
+    const rated = c.fees === undefined ? usage : plus(usage, c.fees);
     trueUp(c.minimumNanos, rated, c.subscriptionId, `Minimum commitment true-up (${c.subscriptionId})`);
   }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import {
   chargeOwners,
+  commitmentUsage,
   feeCharges,
   feeTrueUps,
   lateUsageAdjustments,
@@ -127,7 +128,7 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
   const rated = (over: Partial<RatedPeriodInfo> = {}, line: Partial<RatedPeriodInfo["lines"][number]> = {}): RatedPeriodInfo => ({
     periodStart: NOV,
     periodEnd: DEC,
-    lines: [{ chargeId: "vol", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, periodPriced: true, ...line }],
+    lines: [{ chargeId: "vol", subscriptionId: "sub_1", unit: "USD", quantity: 1500n, amountNanos: 120n * B, bookedNanos: 120n * B, ratedNanos: 120n * B, periodPriced: true, ...line }],
     ...over,
   });
   const vol = (t: UsageTotal[]) => t.find((x) => x.chargeId === "vol");
@@ -164,6 +165,34 @@ describe("charges priced on the period total (withPeriodPricing)", () => {
     expect(charges.find((c) => c.chargeId === "vol")?.description).toBe("Calls: usage priced on the period total (per-event provisional prices 118000000000 nanos, settled at close +2000000000 nanos)");
     const tp = new Map<string, PlanVersionInfo>([[planKey("p_t", 1), { planId: "p_t", version: 1, currency: "USD", minimumCommitment: "", charges: [{ chargeId: "vol", name: "", unit: "USD", kind: "usage", amount: "", periodPriced: true }, { chargeId: "tokens", name: "", unit: "USD", kind: "usage", amount: "" }] }]]);
     expect([...periodPricedIds(s, tp)]).toEqual(["vol"]);
+  });
+});
+
+describe("the period's usage for the minimum commitment (commitmentUsage, rating's exact period)", () => {
+  const B = 1_000_000_000n;
+  const p = { start: NOV, end: DEC, index: 1 };
+  const line = (chargeId: string, subscriptionId: string, rated: bigint, over: Partial<RatedPeriodInfo["lines"][number]> = {}): RatedPeriodInfo["lines"][number] => ({ chargeId, subscriptionId, unit: "USD", quantity: 1n, amountNanos: rated, bookedNanos: rated, ratedNanos: rated, periodPriced: false, ...over });
+  const r: RatedPeriodInfo = {
+    periodStart: NOV,
+    periodEnd: DEC,
+    lines: [
+      line("calls", "sub_1", 105n * B), // per unit, by exact event time (a boundary hour's $10 included)
+      line("tcalls", "sub_1", 118n * B, { periodPriced: true, amountNanos: 120n * B, bookedNanos: 118n * B }), // settled to F: $120
+      line("capped", "sub_1", 10n * B, { periodPriced: true, amountNanos: 30n * B, bookedNanos: 30n * B }), // cut by the real-time cap: $10
+      line("images", "sub_2", 200n * B), // another subscription's
+      line("tokens", "sub_1", 7n * B, { unit: "cr_tokens" }), // priced in credits: not money
+    ],
+  };
+  const rows: Array<[string, RatedPeriodInfo | undefined, { start: Date; end: Date; index: number }, string, bigint | undefined]> = [
+    ["rating's period is the invoice period: the subscription's lines as billed (rated + amount - booked)", r, p, "sub_1", 235n * B],
+    ["another subscription's lines only", r, p, "sub_2", 200n * B],
+    ["no line of the subscription: nothing", r, p, "sub_3", 0n],
+    ["period 0 starting at the subscription start inside rating's period", r, { start: new Date("2026-11-10T00:00:00Z"), end: DEC, index: 0 }, "sub_1", 235n * B],
+    ["another period end (interval or anchor settings differ): undefined (the usage lines count)", { ...r, periodEnd: new Date("2027-01-01T00:00:00Z") }, p, "sub_1", undefined],
+    ["rating without RatePeriod: undefined (the usage lines count)", undefined, p, "sub_1", undefined],
+  ];
+  it.each(rows)("%s", (_name, rated, period, subscriptionId, want) => {
+    expect(commitmentUsage(rated, period, subscriptionId, "USD")).toBe(want);
   });
 });
 

@@ -83,6 +83,8 @@ export interface UsageTotal {
  */
 export interface PeriodPricedLine {
   chargeId: string;
+  /** subscriptionId: the subscription the line belongs to (rating's owner of the charge). */
+  subscriptionId: string;
   periodPriced: boolean;
   unit: string;
   quantity: bigint;
@@ -568,6 +570,24 @@ export function withPeriodPricing(totals: UsageTotal[], r: RatedPeriodInfo | und
     out.push(l.periodPriced ? { ...line, settlement: { provisionalNanos: l.ratedNanos, settlementNanos } } : line);
   }
   return out;
+}
+
+/**
+ * commitmentUsage: the usage of period p that counts towards one subscription's minimum commitment,
+ * from rating's RatePeriod (rating's rule: the period's own usage, by exact event time): the sum of
+ * the usage lines naming the subscription, in the invoice currency, each at what it is billed for
+ * the period after the real-time cap, rated + (amount - booked) (as withPeriodPricing bills it).
+ * The usage lines of a per-unit charge stay billed by hour bucket, so with a boundary off the hour
+ * the boundary hour's usage before the boundary is billed on the next invoice but counts here, for
+ * its own period (and not towards the next period's commitment). Undefined when rating was not
+ * asked or does not implement RatePeriod, or its billing period is not p (sameBillingPeriod): the
+ * invoice's usage lines count then.
+ */
+export function commitmentUsage(r: RatedPeriodInfo | undefined, p: { start: Date; end: Date; index: number }, subscriptionId: string, currency: string): bigint | undefined {
+  if (r === undefined || !sameBillingPeriod(r, p)) return undefined;
+  let sum = 0n;
+  for (const l of r.lines) if (l.subscriptionId === subscriptionId && l.unit === currency) sum += l.ratedNanos + (l.amountNanos - l.bookedNanos);
+  return sum;
 }
 
 /**
