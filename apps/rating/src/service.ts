@@ -20,10 +20,12 @@ import { validateCostRate } from "./domain/cost-catalog.js";
 import { RatingError, failedPrecondition, invalid, notFound } from "./domain/errors.js";
 import { marginBps } from "./domain/margin.js";
 import { billingPeriod } from "./domain/period.js";
+import { checkNoSharedCharge } from "./domain/shared-charges.js";
 import { ratePeriod, usageBoundaries, type PeriodLineKind as DomainLineKind, type PeriodUsageTotal } from "./domain/rate-period.js";
 import { isCapKey, rateEvent } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import type { Customer, PlanVersionSpec, Subscription } from "./domain/types.js";
+import type { SubscriptionLife } from "./domain/shared-charges.js";
 import { TIMESTAMP_JSON_MS_MIN, TIME_MS_MAX, checkId, checkName, checkRange, checkSeats, checkTime, validateCustomer, validateRule } from "./domain/validate.js";
 import {
   ALERTS_PAGE_MAX,
@@ -287,7 +289,12 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
         startMs,
         endMs,
       };
-      const out = await d.catalog.createSubscription(tenant, sub, req.seats, now());
+      // Refused (FailedPrecondition, nothing written) when another subscription of the customer
+      // sharing a charge id is alive in a billing period this one is (shared-charges.ts); checked
+      // in the write's transaction under the customer's lock; a replay answers as before.
+      const charges = v.charges.map((c) => c.chargeId);
+      const guard = (others: SubscriptionLife[]): void => checkNoSharedCharge(customer, { subscriptionId: sub.subscriptionId, startMs, endMs, versions: [v] }, charges, others, "plan_version");
+      const out = await d.catalog.createSubscription(tenant, sub, req.seats, now(), guard);
       d.cache.invalidate(tenant);
       return { subscription: subscriptionToProto(out) };
     },
@@ -322,7 +329,10 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       if (sub === null) throw notFound("subscription", req.subscriptionId);
       const customer = await requireCustomer(tenant, sub.customerId, "subscription_id");
       await checkVersionFits(tenant, customer, req.planId, v, eff, sub.endMs);
-      const out = await d.catalog.migrateSubscription(tenant, req.subscriptionId, req.planId, req.planVersion, eff, PHASES_PER_SUBSCRIPTION_MAX);
+      const charges = v.charges.map((c) => c.chargeId);
+      const guard = (cur: Subscription, others: SubscriptionLife[]): void =>
+        checkNoSharedCharge(customer, { subscriptionId: cur.subscriptionId, startMs: cur.startMs, endMs: cur.endMs, versions: [v] }, charges, others, "plan_version");
+      const out = await d.catalog.migrateSubscription(tenant, req.subscriptionId, req.planId, req.planVersion, eff, PHASES_PER_SUBSCRIPTION_MAX, guard);
       d.cache.invalidate(tenant);
       return { subscription: subscriptionToProto(out) };
     },

@@ -11,7 +11,15 @@ import type {
   Subscription,
   SubscriptionPhase,
 } from "../domain/types.js";
+import type { SubscriptionLife } from "../domain/shared-charges.js";
 import { insertMany, msOf, msOfNN, ts } from "./sql.js";
+
+/**
+ * SubscriptionGuard: called inside a subscription write's transaction, after the customer's row is
+ * locked, with the customer's other subscriptions and their phases' plan versions; throwing
+ * refuses the write (nothing written). Not called for a replay.
+ */
+export type SubscriptionGuard = (others: SubscriptionLife[]) => void;
 
 /** A guardrail rule as stored. */
 export interface GuardrailRuleRow {
@@ -204,8 +212,9 @@ export class CatalogStore {
 
   // -- subscriptions ----------------------------------------------------------------------------
 
-  async createSubscription(tenant: string, s: Subscription, seats: number, nowMs: number): Promise<Subscription> {
+  async createSubscription(tenant: string, s: Subscription, seats: number, nowMs: number, guard?: SubscriptionGuard): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
+      if (guard !== undefined) await tx.query(`SELECT 1 FROM customers WHERE tenant=$1 AND customer_id=$2 FOR UPDATE`, [tenant, s.customerId]);
       const ins = await tx.query(
         `INSERT INTO subscriptions (tenant, subscription_id, customer_id, start_time, end_time, create_time) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING subscription_id`,
         [tenant, s.subscriptionId, s.customerId, ts(s.startMs), ts(s.endMs), ts(nowMs)],
@@ -221,11 +230,27 @@ export class CatalogStore {
         }
         return cur;
       }
+      if (guard !== undefined) guard(await this.#otherLives(tx, tenant, s.customerId, s.subscriptionId));
       const ph = s.phases[0]!;
       await tx.query(`INSERT INTO subscription_phases (tenant, subscription_id, seq, plan_id, plan_version, start_time, end_time) VALUES ($1,$2,1,$3,$4,$5,$6)`, [tenant, s.subscriptionId, ph.planId, ph.planVersion, ts(ph.startMs), ts(ph.endMs)]);
       await tx.query(`INSERT INTO seat_changes (tenant, subscription_id, change_id, seats, effective_time) VALUES ($1,$2,'initial',$3,$4)`, [tenant, s.subscriptionId, seats, ts(s.startMs)]);
       return (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [s.subscriptionId]))[0]!;
     });
+  }
+
+  /** The customer's subscriptions other than subscriptionId, with their phases' plan versions. */
+  async #otherLives(q: Queryable, tenant: string, customerId: string, subscriptionId: string): Promise<SubscriptionLife[]> {
+    const subs = await this.#subscriptions(q, tenant, `customer_id = $2 AND subscription_id <> $3`, [customerId, subscriptionId]);
+    const planIds = [...new Set(subs.flatMap((x) => x.phases.map((ph) => ph.planId)))];
+    if (planIds.length === 0) return subs.map((x) => ({ subscriptionId: x.subscriptionId, startMs: x.startMs, endMs: x.endMs, versions: [] }));
+    const r = await q.query(`SELECT * FROM plan_versions WHERE tenant=$1 AND plan_id = ANY($2::text[])`, [tenant, planIds]);
+    const byKey = new Map(r.rows.map((row) => [`${row.plan_id as string}\u0000${Number(row.version)}`, versionOf(row)]));
+    return subs.map((x) => ({
+      subscriptionId: x.subscriptionId,
+      startMs: x.startMs,
+      endMs: x.endMs,
+      versions: x.phases.flatMap((ph) => byKey.get(`${ph.planId}\u0000${ph.planVersion}`) ?? []),
+    }));
   }
 
   listSubscriptions(tenant: string, customerId: string): Promise<Subscription[]> {
@@ -292,8 +317,10 @@ export class CatalogStore {
     });
   }
 
-  async migrateSubscription(tenant: string, subscriptionId: string, planId: string, version: number, effectiveMs: number, phasesMax: number): Promise<Subscription> {
+  async migrateSubscription(tenant: string, subscriptionId: string, planId: string, version: number, effectiveMs: number, phasesMax: number, guard?: (sub: Subscription, others: SubscriptionLife[]) => void): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
+      // The customer's row first (as createSubscription), then the subscription's.
+      if (guard !== undefined) await tx.query(`SELECT 1 FROM customers WHERE tenant=$1 AND customer_id = (SELECT customer_id FROM subscriptions WHERE tenant=$1 AND subscription_id=$2) FOR UPDATE`, [tenant, subscriptionId]);
       const lock = await tx.query(`SELECT * FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
       if (lock.rows.length === 0) throw notFound("subscription", subscriptionId);
       const sub = (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [subscriptionId]))[0]!;
@@ -302,6 +329,7 @@ export class CatalogStore {
       if (effectiveMs <= last.startMs) throw failedPrecondition("effective_time", `must be after the start of the current phase (${new Date(last.startMs).toISOString()})`);
       if (sub.endMs !== null && effectiveMs >= sub.endMs) throw failedPrecondition("effective_time", "must be before the subscription's end");
       if (sub.phases.length >= phasesMax) throw invalid("subscription_id", `has the maximum of ${phasesMax} phases`);
+      if (guard !== undefined) guard(sub, await this.#otherLives(tx, tenant, sub.customerId, subscriptionId));
       const seq = sub.phases.length;
       await tx.query(`UPDATE subscription_phases SET end_time=$4 WHERE tenant=$1 AND subscription_id=$2 AND seq=$3`, [tenant, subscriptionId, seq, ts(effectiveMs)]);
       await tx.query(`INSERT INTO subscription_phases (tenant, subscription_id, seq, plan_id, plan_version, start_time, end_time) VALUES ($1,$2,$3,$4,$5,$6,$7)`, [tenant, subscriptionId, seq + 1, planId, version, ts(effectiveMs), ts(sub.endMs)]);

@@ -3930,7 +3930,13 @@ export const RatingService: GenService<{
   },
   /**
    * CreateSubscription subscribes a customer to a published plan version (idempotent on
-   * subscription_id).
+   * subscription_id). Rating keeps usage, period totals, commitments and caps per customer and
+   * charge id, not per subscription, so it is refused (FailedPrecondition on plan_version, nothing
+   * written) when another subscription of the customer whose plan versions (any phase) share a
+   * charge id with this version is alive in a billing period (customer's anchor and time zone,
+   * the plans' interval) that this subscription is alive in. To change a customer's plan
+   * mid-period use MigrateSubscription (priced per phase); a successor subscription may start at
+   * the next billing period's start. A replay of an existing subscription answers as before.
    *
    * @generated from rpc nanobill.rating.v1.RatingService.CreateSubscription
    */
@@ -3961,6 +3967,9 @@ export const RatingService: GenService<{
   },
   /**
    * MigrateSubscription moves a subscription to another published plan version from a time.
+   * Refused like CreateSubscription (FailedPrecondition on plan_version) when the target
+   * version shares a charge id with another subscription of the customer alive in a billing
+   * period this subscription is alive in.
    *
    * @generated from rpc nanobill.rating.v1.RatingService.MigrateSubscription
    */
