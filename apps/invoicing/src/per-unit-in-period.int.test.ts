@@ -69,6 +69,12 @@ for (const backend of testBackends()) {
       await admin.createCustomer({ customer: { customerId: "cus_m", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });
       await admin.createSubscription({ subscriptionId: "sub_m", customerId: "cus_m", planId: "plan_v", planVersion: 1, startTime: timestampFromDate(OCT) });
       await admin.migrateSubscription({ subscriptionId: "sub_m", planId: "plan_v", planVersion: 2, effectiveTime: timestampFromDate(NOV) });
+      // cus_s: sub_s1 in October, replaced by sub_s2 (same plan: the same charge ids) from November 1.
+      await admin.createCustomer({ customer: { customerId: "cus_s", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });
+      await admin.createSubscription({ subscriptionId: "sub_s1", customerId: "cus_s", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(OCT), endTime: timestampFromDate(NOV) });
+      await admin.createSubscription({ subscriptionId: "sub_s2", customerId: "cus_s", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(NOV) });
+      call("cus_s", new Date("2026-10-10T09:00:00Z"), 100); // $5 under sub_s1
+      call("cus_s", new Date("2026-11-10T09:00:00Z"), 200); // $10 under sub_s2
       // November: ten events of 100 units each (1,000 units x $0.05 = $50).
       for (const c of ["cus_o", "cus_m"]) for (let i = 0; i < 10; i++) call(c, new Date(Date.UTC(2026, 10, 2 + i, 9)), 100);
       await drain();
@@ -108,6 +114,20 @@ for (const backend of testBackends()) {
         expect(november.totals!.amountDueNanos).toBe(50n * USD);
         invoices.set(customerId, november);
       }
+    });
+
+    it("bills a successor subscription's usage of a shared charge on its own invoice (owner per period: the subscription alive in it)", async () => {
+      const rp = await rating.client(KEYS.readA).ratePeriod({ customerId: "cus_s", at: timestampFromDate(NOV) });
+      expect(rp.lines.filter((l) => l.kind === PeriodLineKind.USAGE).map((l) => [l.subscriptionId, l.chargeId, l.amountNanos])).toEqual([["sub_s2", "calls", 10n * USD]]);
+      const octRp = await rating.client(KEYS.readA).ratePeriod({ customerId: "cus_s", at: timestampFromDate(OCT) });
+      expect(octRp.lines.filter((l) => l.kind === PeriodLineKind.USAGE).map((l) => [l.subscriptionId, l.chargeId, l.amountNanos])).toEqual([["sub_s1", "calls", 5n * USD]]);
+      const close = async (subscriptionId: string, periodStart: Date) =>
+        (await inv.closePeriod({ items: [{ customerId: "cus_s", subscriptionId, periodStart: timestampFromDate(periodStart) }] })).results[0]!.invoice!;
+      // Before: the first subscription that ever had `calls` owned it in every period, so sub_s2's
+      // November usage was on no invoice (sub_s1 had ended).
+      expect(usageLine(await close("sub_s2", NOV), "calls")?.amountNanos).toBe(10n * USD);
+      expect(usageLine(await close("sub_s1", OCT), "calls")?.amountNanos).toBe(5n * USD);
+      expect((await inv.previewInvoice({ customerId: "cus_s", at: timestampFromDate(new Date("2026-11-20T00:00:00Z")) })).invoice!.lines.filter((l) => l.kind === LineKind.USAGE).map((l) => [l.subscriptionId, l.chargeId, l.amountNanos])).toEqual([["sub_s2", "calls", 10n * USD]]);
     });
 
     it("previews the period the same way", async () => {

@@ -12,6 +12,7 @@ import { requireScope, tenantOf, type Clock, type Logger } from "@nanobill/servi
 import { assembleInvoice, type ChargeInput, type LateCredit } from "./domain/assemble.js";
 import type { ExactNanos } from "./domain/rounding.js";
 import {
+  aliveIn,
   chargeOwners,
   feeChargeIds,
   commitmentFees,
@@ -91,7 +92,6 @@ interface CustomerContext {
   customer: CustomerInfo;
   subs: SubscriptionInfo[];
   plans: Map<string, PlanVersionInfo>;
-  owners: Map<string, string>;
   names: Map<string, string>;
   settings: StoredSettings;
   /**
@@ -173,11 +173,17 @@ export function createInvoicingCore(d: HandlerDeps): {
     for (const p of plans.values()) for (const c of p.charges) if (c.name !== "") names.set(c.chargeId, c.name);
     const stored = cache?.settings !== undefined ? cache.settings.get(customerId) : await store.getSettings(tenant, customerId);
     const settings = settingsOrDefault(stored, customerId);
-    return { customer, subs, plans, owners: chargeOwners(subs, plans), names, settings, consumption: new Map() };
+    return { customer, subs, plans, names, settings, consumption: new Map() };
   }
 
   function specOf(cc: CustomerContext, sub: SubscriptionInfo): PeriodSpec {
     return periodSpecFor(cc.customer, sub, cc.settings.periodInterval, cc.settings.periodAnchor);
+  }
+
+  /** Who owns each charge's usage in a billing period (or window): the subscriptions alive in it (aliveIn) and their charges. */
+  function ownersIn(cc: CustomerContext, w: { from: Date; to: Date }): { owners: Map<string, string>; subs: SubscriptionInfo[] } {
+    const subs = aliveIn(cc.subs, w);
+    return { owners: chargeOwners(subs, cc.plans), subs };
   }
 
   async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<bigint> {
@@ -194,15 +200,16 @@ export function createInvoicingCore(d: HandlerDeps): {
     }
     const c = await pending;
     if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos };
+    const o = ownersIn(cc, { from, to });
     const share = (total: bigint, byCharge: ReadonlyMap<string, bigint>): bigint => {
       let mine = 0n;
       let attributed = 0n;
       for (const [chargeId, nanos] of byCharge) {
         attributed += nanos;
-        if (chargeId !== "" && ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId) mine += nanos;
+        if (chargeId !== "" && ownerOf(chargeId, o.owners, o.subs) === sub.subscriptionId) mine += nanos;
       }
-      // Burns without a known charge belong to the first subscription.
-      if (cc.subs[0]?.subscriptionId === sub.subscriptionId) mine += total - attributed + (byCharge.get("") ?? 0n);
+      // Burns without a known charge belong to the first subscription (alive in the window).
+      if (o.subs[0]?.subscriptionId === sub.subscriptionId) mine += total - attributed + (byCharge.get("") ?? 0n);
       return mine;
     };
     return { consumed: share(c.consumedNanos, c.byCharge), shortfall: share(c.shortfallNanos, c.shortfallByCharge) };
@@ -271,7 +278,8 @@ export function createInvoicingCore(d: HandlerDeps): {
     for (const w of late) {
       if (!include(w.inv.periodStart.getTime())) continue;
       const window = { from: w.inv.usageFrom, to: w.inv.usageTo };
-      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, cc.owners, cc.subs, cc.names, unit, window, feeIds));
+      const o = ownersIn(cc, { from: w.inv.periodStart, to: w.inv.periodEnd });
+      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, o.owners, o.subs, cc.names, unit, window, feeIds));
       const d = w.creditsNow - w.snapshot.billedCredits;
       if (d !== 0n) credits.push({ nanos: d, subscriptionId: sub.subscriptionId, periodStart: w.inv.periodStart, periodEnd: w.inv.periodEnd });
     }
@@ -468,7 +476,8 @@ export function createInvoicingCore(d: HandlerDeps): {
     ]);
     // asked for a commitment only: the usage lines stay as billed without period-priced charges
     const totals = withPeriodPricing(bucketTotals, ppIds.size > 0 ? rated : undefined, period, ppIds);
-    const charges: ChargeInput[] = usageCharges(totals, undefined, cc.owners, cc.subs, cc.names, unit, window);
+    const previewOwners = ownersIn(cc, { from: period.start, to: period.end });
+    const charges: ChargeInput[] = usageCharges(totals, undefined, previewOwners.owners, previewOwners.subs, cc.names, unit, window);
     // Each active subscription's commitment, trued up from its own usage (rating's exact period when
     // RatePeriod answers for it) and fees (rating's rule).
     const commitments: Array<{ subscriptionId: string; minimumNanos: bigint; usageNanos?: bigint; fees?: ExactNanos }> = [];
@@ -621,7 +630,8 @@ export function createInvoicingCore(d: HandlerDeps): {
     ]);
     // asked for the commitment only: the usage lines stay as billed without period-priced charges
     const totals = withPeriodPricing(bucketTotals, ppIds.size > 0 ? rated : undefined, p, ppIds);
-    const charges = [...usageCharges(totals, sub, cc.owners, cc.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
+    const o = ownersIn(cc, { from: p.start, to: p.end });
+    const charges = [...usageCharges(totals, sub, o.owners, o.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
     // Late usage and prepaid money burned late for earlier invoiced periods (adjustment and
     // credits lines naming them; re-checked under the customer lock: see CloseItem.late), then the
     // fees of this period billed in advance on the previous invoice, trued up to the seat changes.
@@ -657,7 +667,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       assemble: (residues, deferredIn, unchanged, lineDeferrals, billedOneOffs) => {
         const l = lateLines(late, sub, cc, unit, (periodStartMs) => unchanged.has(periodStartMs));
         // usage carried below the line minimum: only this subscription's charges
-        const mine = new Map([...lineDeferrals].filter(([chargeId]) => ownerOf(chargeId, cc.owners, cc.subs) === sub.subscriptionId));
+        const mine = new Map([...lineDeferrals].filter(([chargeId]) => ownerOf(chargeId, o.owners, o.subs) === sub.subscriptionId));
         return assembleInvoice({
           currency: unit,
           settings: cc.settings,
@@ -1015,7 +1025,8 @@ export function createInvoicingCore(d: HandlerDeps): {
           // charge without a line, a line the close left out) is a difference too. Fee charges
           // (their true-ups are adjustment lines) and other subscriptions' charges are not usage here.
           const feeIds = cc === undefined ? new Set<string>() : feeChargeIds(cc.plans);
-          const mine = (chargeId: string) => chargeId !== "" && !feeIds.has(chargeId) && (cc === undefined || ownerOf(chargeId, cc.owners, cc.subs) === inv.subscriptionId);
+          const o = cc === undefined ? undefined : ownersIn(cc, { from: inv.periodStart, to: inv.periodEnd });
+          const mine = (chargeId: string) => chargeId !== "" && !feeIds.has(chargeId) && (o === undefined || ownerOf(chargeId, o.owners, o.subs) === inv.subscriptionId);
           const checked = new Set(inv.lines.filter((l) => l.kind === "usage").map((l) => l.chargeId));
           if (sub !== undefined) for (const id of [...billed.keys(), ...rated.keys()]) if (mine(id)) checked.add(id);
           for (const chargeId of [...checked].sort()) {

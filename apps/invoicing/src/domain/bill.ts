@@ -120,6 +120,18 @@ export function periodSpecFor(customer: CustomerInfo, sub: SubscriptionInfo, int
   return { interval, anchor, timeZone: customer.timeZone === "" ? "UTC" : customer.timeZone, startedAt: sub.startedAt, anchorAt: customer.billingAnchor };
 }
 
+/**
+ * aliveIn: the subscriptions alive in [from, to) (all of them when none is), in their order: the
+ * ones that may own a charge's usage there (rating's usageOwners rule). Rating refuses two
+ * subscriptions sharing a charge id in one billing period, so a successor starting at a period
+ * boundary owns the charge's usage from then on (before, the first subscription that ever had the
+ * charge kept it, even ended, and the successor's usage was billed on nobody's invoice).
+ */
+export function aliveIn(subs: SubscriptionInfo[], w: { from: Date; to: Date }): SubscriptionInfo[] {
+  const alive = subs.filter((s) => s.startedAt.getTime() < w.to.getTime() && (s.endedAt === undefined || s.endedAt.getTime() > w.from.getTime()));
+  return alive.length > 0 ? alive : subs;
+}
+
 /** chargeOwners: charge id -> the subscription that bills it (the first whose plan has it). */
 export function chargeOwners(subs: SubscriptionInfo[], plans: ReadonlyMap<string, PlanVersionInfo>): Map<string, string> {
   const owners = new Map<string, string>();

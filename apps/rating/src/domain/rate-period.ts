@@ -146,13 +146,18 @@ export function segmentedTotal(pieces: UsagePiece[], quantityBefore: (atMs: numb
 }
 
 /**
- * usageOwners: usage charge id -> the subscription its usage line belongs to: the first
- * subscription (catalog order: start time, then id) whose plan has the charge in any phase (the
- * rule invoicing bills usage by, chargeOwners); a charge no plan has belongs to the first
- * subscription. Period totals are kept per charge, not per subscription, so a charge id that two
- * subscriptions' plans share is one line, owned by the first.
+ * usageOwners: usage charge id -> the subscription its usage line belongs to in `period`: of the
+ * subscriptions alive in the period (all of them when none is), the first (catalog order: start
+ * time, then id) whose plan has the charge in any phase (the rule invoicing bills usage by,
+ * chargeOwners); a charge no plan has belongs to the first of them. Period totals are kept per
+ * charge, not per subscription; CreateSubscription/MigrateSubscription refuse two subscriptions
+ * sharing a charge id in one billing period (domain/shared-charges.ts), so in a period at most one
+ * alive subscription has a shared charge: a successor starting at a period boundary owns its usage
+ * from then on (before, the first subscription that ever had the charge kept it, even ended).
  */
-export function usageOwners(cat: TenantCatalog, subs: Subscription[]): { ownerOf(chargeId: string): string } {
+export function usageOwners(cat: TenantCatalog, subs: Subscription[], period: Period): { ownerOf(chargeId: string): string } {
+  const alive = subs.filter((s) => s.startMs < period.endMs && (s.endMs === null || s.endMs > period.startMs));
+  if (alive.length > 0) subs = alive;
   const owners = new Map<string, string>();
   for (const s of subs) {
     for (const ph of s.phases) {
@@ -224,7 +229,7 @@ export function ratePeriod(
   }
 
   const pieces = quantityBefore === undefined ? undefined : usagePieces(cat, customer, subs, period);
-  const owners = usageOwners(cat, subs);
+  const owners = usageOwners(cat, subs, period);
   for (const t of totals) {
     const c = chargeSpecs.get(t.chargeId);
     const periodPriced = c !== undefined && c.mode === "period";
