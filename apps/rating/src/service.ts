@@ -484,7 +484,10 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       if (period.startMs < TIMESTAMP_JSON_MS_MIN || period.endMs > TIME_MS_MAX) {
         throw invalid("at", `the billing period containing it ends after 9999-12-31T23:59:59Z or starts before 0001-01-01T00:00:00Z (${new Date(period.startMs).toISOString()} to ${new Date(period.endMs).toISOString()}): no Timestamp can hold it`);
       }
-      const totals: PeriodUsageTotal[] = (await d.rated.periodTotals(tenant, req.customerId, period.startMs)).filter((t) => !isCapKey(t.chargeId));
+      const rows = await d.rated.periodTotals(tenant, req.customerId, period.startMs);
+      const totals: PeriodUsageTotal[] = rows.filter((t) => !isCapKey(t.chargeId));
+      // The uncapped usage each subscription rated per part of the period (the spending cap's running totals).
+      const capUsage = new Map(rows.filter((t) => isCapKey(t.chargeId) && t.unit === customer.currency).map((t) => [t.chargeId, t.bookedNanos]));
       // Under a spending cap the real-time path cut some events' prices (buckets and rated events
       // are capped, period totals are not): report what the events were rated at, by exact event
       // time in the period. Without a cap that is booked_nanos, with no query.
@@ -500,7 +503,7 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       const bounds = usageBoundaries(cat, customer, subs, period, totals);
       const before = await d.rated.quantitiesBefore(tenant, req.customerId, period.startMs, bounds);
       const quantityAt = new Map(bounds.map((b, i) => [`${b.chargeId}\u0000${b.atMs}`, before[i]!]));
-      const r = ratePeriod(cat, customer, subs, period, totals, (chargeId, atMs) => quantityAt.get(`${chargeId}\u0000${atMs}`) ?? 0n);
+      const r = ratePeriod(cat, customer, subs, period, totals, (chargeId, atMs) => quantityAt.get(`${chargeId}\u0000${atMs}`) ?? 0n, (key) => capUsage.get(key) ?? 0n);
       return {
         periodStart: timestampFromMs(period.startMs),
         periodEnd: timestampFromMs(period.endMs),

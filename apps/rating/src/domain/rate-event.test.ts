@@ -267,6 +267,55 @@ describe("rateEvent: spending cap in real time", () => {
   });
 });
 
+describe("rateEvent: a spending cap changed by a mid-period migration (the cap of the version in force at each event, one running total for the period)", () => {
+  const DAY = 86_400_000;
+  const MID = T0 + 15 * DAY;
+  const per = () => charge("calls", { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "" } }, { usage: usage("api", ["n"]) });
+  // sub_1 on v1 until MID, then v2 (same plan); the caps given per version.
+  const migrated = (cap1: string, cap2: string) =>
+    new TenantCatalog({
+      tenant: "tnt_test",
+      customers: [{ customerId: "cus_1", name: "", currency: "USD", billingAnchorMs: T0, timeZone: "UTC", createTimeMs: T0 }],
+      subscriptions: [
+        { subscriptionId: "sub_1", customerId: "cus_1", phases: [{ planId: "p", planVersion: 1, startMs: T0, endMs: MID }, { planId: "p", planVersion: 2, startMs: MID, endMs: null }], seatChanges: [], startMs: T0, endMs: null },
+      ],
+      versions: [
+        { planId: "p", version: compilePlanVersion(version([per()], { version: 1, spendingCapAmount: cap1 }), "version") },
+        { planId: "p", version: compilePlanVersion(version([per()], { version: 2, spendingCapAmount: cap2 }), "version") },
+      ],
+      overrides: [],
+      costs: new CostCatalog([]),
+    });
+  const rate = (cat: TenantCatalog, st: MemoryRatingState, id: string, day: number, n: number) => rateEvent(cat, st, event(id, "api", { n }, T0 + day * DAY + 9 * 3_600_000)).lines[0]!.priceNanos;
+
+  it("C: a $20 cap removed on day 15 caps the $30 before it to $20 and lets the $10 after it through: $30", () => {
+    const cat = migrated("20", "");
+    const st = new MemoryRatingState();
+    const booked = [rate(cat, st, "a", 1, 10), rate(cat, st, "b", 2, 10), rate(cat, st, "c", 3, 10), rate(cat, st, "d", 19, 10)];
+    expect(booked).toEqual([10n * B, 10n * B, 0n, 10n * B]);
+  });
+
+  it("D: a $20 cap added on day 15 after $30 of uncapped usage lets nothing more through: $30 (before: the running total restarted at the cap, $50)", () => {
+    const cat = migrated("", "20");
+    const st = new MemoryRatingState();
+    const booked = [rate(cat, st, "a", 1, 10), rate(cat, st, "b", 2, 10), rate(cat, st, "c", 3, 10), rate(cat, st, "d", 19, 10), rate(cat, st, "e", 20, 10), rate(cat, st, "f", 21, 10)];
+    expect(booked).toEqual([10n * B, 10n * B, 10n * B, 0n, 0n, 0n]);
+  });
+
+  it("a $20 cap added after $15 of uncapped usage lets the remaining $5 through", () => {
+    const cat = migrated("", "20");
+    const st = new MemoryRatingState();
+    expect([rate(cat, st, "a", 1, 15), rate(cat, st, "b", 19, 10), rate(cat, st, "c", 20, 10)]).toEqual([15n * B, 5n * B, 0n]);
+  });
+
+  it("a late event before the migration is capped at its place in the period: the later part's usage does not count before it", () => {
+    const cat = migrated("20", "");
+    const st = new MemoryRatingState();
+    // $10 after the migration (uncapped) first, then $30 before it (under the $20 cap).
+    expect([rate(cat, st, "d", 19, 10), rate(cat, st, "a", 1, 30)]).toEqual([10n * B, 20n * B]);
+  });
+});
+
 describe("creditValue", () => {
   it("values credits at the exchange rate in force at the event time, rounded half-even once", () => {
     const rates = [

@@ -106,7 +106,7 @@ export class TenantCatalog {
             const base = v.byEventType.get(e.type);
             if (base === undefined && first !== null) break;
             const period = this.period(customer, v.spec.intervalMonths, e.timestampMs);
-            const r: Resolution = { customer, subscriptionId: s.subscriptionId, version: v, period, charges: this.#applyOverrides(customer, v, ph.planId, base ?? [], e.timestampMs) };
+            const r: Resolution = { customer, subscriptionId: s.subscriptionId, subscription: s, version: v, period, charges: this.#applyOverrides(customer, v, ph.planId, base ?? [], e.timestampMs) };
             if (base !== undefined) return r;
             first = r;
             break;
@@ -177,6 +177,8 @@ export function creditValue(rates: CreditRate[] | undefined, creditNanos: bigint
 export interface Resolution {
   customer: Customer;
   subscriptionId: string;
+  /** subscription: the subscription in force (its phases give the cap's parts of the period). */
+  subscription: Subscription;
   version: CompiledVersion;
   period: Period;
   charges: CompiledCharge[];
@@ -294,7 +296,8 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
     }
   }
 
-  if (!("reason" in res) && res.version.cap !== null) applyCap(t, state, e.customerId, res, lines);
+  // Every subscription's currency usage is counted (a cap added later in the period sees it).
+  if (!("reason" in res)) applyCap(t, state, e, res, lines);
   // An outcome is handed to the wallet at its confirmation with the price it was booked at: after the cap.
   for (const o of outcomes) o.outcome.priceNanos = o.line.priceNanos;
 
@@ -554,35 +557,90 @@ function rateReversal(t: string, state: RatingState, e: UsageEvent, c: CompiledC
 
 /**
  * CAP_CHARGE_ID: the prefix of the period-total keys holding a subscription's uncapped currency
- * usage (not charges): "#cap:<subscription id>" (a spending cap is a term of the subscription's
- * plan version and applies to its own usage). Rows keyed "#cap" alone (one running total per
- * customer) were written before the cap was per subscription and are no longer read.
+ * usage (not charges), one per part of the period (capParts): "#cap:<subscription id>" for its
+ * first part, "#cap:<subscription id>@<part start ms>" for each later one (a migration). Rows keyed
+ * "#cap" alone (one running total per customer) were written before the cap was per subscription
+ * and are no longer read.
  */
 export const CAP_CHARGE_ID = "#cap";
 /** isCapKey: a period-total charge id that is a cap running total, not a charge. */
 export const isCapKey = (chargeId: string): boolean => chargeId === CAP_CHARGE_ID || chargeId.startsWith(`${CAP_CHARGE_ID}:`);
 
+/** CapPart: one phase of a subscription within a period: [startMs, endMs), its plan version and the key of its usage total. */
+export interface CapPart {
+  startMs: number;
+  endMs: number;
+  planId: string;
+  planVersion: number;
+  /** key: the period-total charge id holding the part's uncapped usage (CAP_CHARGE_ID). */
+  key: string;
+}
+
 /**
- * applyCap: the plan's spending cap in real time. A running total per (customer, subscription,
- * period) holds the uncapped currency usage U of the events the subscription rated; an event whose lines add S books min(cap, U + S) - min(cap, U)
- * instead of S, the difference taken from its positive lines (largest remainder) and marked
- * provisional. The period's per-charge totals stay uncapped (RatePeriod shows the cap as an
- * adjustment line); buckets and wallet amounts are capped.
+ * capParts: the parts of a period a subscription's phases cover, in time order (phases do not
+ * overlap). Real-time rating and RatePeriod both apply the spending cap part by part from these:
+ * each part's cap is its version's, the running total is carried across parts.
  */
-function applyCap(t: string, state: RatingState, customerId: string, res: Resolution, lines: RatedLine[]): void {
-  const cap = roundHalfEven(rateExact(res.version.cap!));
-  if (cap <= 0n) return;
+export function capParts(s: Subscription, period: Period): CapPart[] {
+  const out: CapPart[] = [];
+  for (const ph of s.phases) {
+    const a = Math.max(ph.startMs, period.startMs, s.startMs);
+    const b = Math.min(ph.endMs ?? Infinity, period.endMs, s.endMs ?? Infinity);
+    if (a >= b) continue;
+    out.push({ startMs: a, endMs: b, planId: ph.planId, planVersion: ph.planVersion, key: "" });
+  }
+  out.sort((x, y) => x.startMs - y.startMs);
+  out.forEach((p, i) => (p.key = i === 0 ? `${CAP_CHARGE_ID}:${s.subscriptionId}` : `${CAP_CHARGE_ID}:${s.subscriptionId}@${p.startMs}`));
+  return out;
+}
+
+/**
+ * cappedIncrease: what usage going from u0 to u1 (the subscription's uncapped running total in
+ * the period) books under `cap` (nanos; null or <= 0: none): min(cap, u1) - min(cap, u0).
+ */
+export function cappedIncrease(cap: bigint | null, u0: bigint, u1: bigint): bigint {
+  if (cap === null || cap <= 0n) return u1 - u0;
+  return (u1 < cap ? u1 : cap) - (u0 < cap ? u0 : cap);
+}
+
+/**
+ * applyCap: the spending cap in real time. A spending cap is a ceiling on the subscription's
+ * usage charges per billing period, taken from the plan version in force at the event. The
+ * running total U counts the uncapped currency usage of every event the subscription rated in the
+ * period, whatever the version (capped or not): per part of the period (capParts), U = the totals
+ * of the earlier parts + this part's so far. An event whose lines add S books
+ * min(cap, U + S) - min(cap, U) instead of S under a capped version (S under an uncapped one), the
+ * difference taken from its positive lines (largest remainder) and marked provisional. So a cap
+ * added mid-period lets through only what remains under it, and a cap removed mid-period stops
+ * applying at the migration. The period's per-charge totals stay uncapped (RatePeriod shows the
+ * cap as an adjustment line, computed part by part from the same totals); buckets and wallet
+ * amounts are capped.
+ */
+function applyCap(t: string, state: RatingState, e: UsageEvent, res: Resolution, lines: RatedLine[]): void {
   const cur = res.version.spec.currency;
   const priced = lines.filter((l) => l.unit === cur && l.chargeId !== "" && (l.status === "final" || l.status === "provisional" || l.status === "pending" || l.status === "clawed_back"));
   if (priced.length === 0) return;
   const s = priced.reduce((a, l) => a + l.priceNanos, 0n);
-  const k = periodKey(t, customerId, `${CAP_CHARGE_ID}:${res.subscriptionId}`, res.period.startMs);
+  const parts = capParts(res.subscription, res.period);
+  let u = 0n;
+  let key = `${CAP_CHARGE_ID}:${res.subscriptionId}`;
+  for (const p of parts) {
+    if (p.startMs > e.timestampMs) break;
+    if (e.timestampMs < p.endMs) {
+      key = p.key;
+      break;
+    }
+    u += state.periodTotal(periodKey(t, e.customerId, p.key, res.period.startMs), cur, res.period.endMs).bookedNanos;
+  }
+  const k = periodKey(t, e.customerId, key, res.period.startMs);
   const pt = state.periodTotal(k, cur, res.period.endMs);
-  const u = pt.bookedNanos;
-  const min = (a: bigint, b: bigint): bigint => (a < b ? a : b);
-  const capped = min(cap, u + s) - min(cap, u);
-  pt.bookedNanos = u + s;
+  u += pt.bookedNanos;
+  pt.bookedNanos += s;
   state.touch("period", k);
+  if (res.version.cap === null) return;
+  const cap = roundHalfEven(rateExact(res.version.cap));
+  if (cap <= 0n) return;
+  const capped = cappedIncrease(cap, u, u + s);
   const cut = s - capped;
   if (cut === 0n) return;
   // The event books `capped` in all: lines of one sign take it (each at most its uncapped price,

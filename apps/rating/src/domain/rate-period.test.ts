@@ -317,3 +317,41 @@ describe("ratePeriod: a minimum commitment and a spending cap per subscription, 
     expect(r.lines.map((l) => [l.kind, l.subscriptionId, l.amountNanos])).toEqual([["usage", "sub_a", 40n * B], ["minimum_true_up", "sub_a", 60n * B]]);
   });
 });
+
+describe("ratePeriod: a spending cap changed by a mid-period migration, part by part as rating applied it", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const MID = NOV + 15 * DAY;
+  const per = () => charge("calls", { kind: "per_unit", unitPrice: { amount: "0.01", perQuantity: "" } }, { usage: usage("api", ["n"]) });
+  const sub: Subscription = { subscriptionId: "s", customerId: "c", startMs: NOV, endMs: null, seatChanges: [], phases: [{ planId: "p", planVersion: 1, startMs: NOV, endMs: MID }, { planId: "p", planVersion: 2, startMs: MID, endMs: null }] };
+  const migrated = (cap1: string, cap2: string) => catalog([["p", version([per()], { version: 1, spendingCapAmount: cap1 })], ["p", version([per()], { version: 2, spendingCapAmount: cap2 })]], [sub]);
+  const total = (dollars: bigint) => [{ chargeId: "calls", unit: "USD", quantity: dollars * 100n, bookedNanos: dollars * B, costNanos: 0n }];
+  // The uncapped usage the subscription rated in each part (rating's running totals).
+  const parts = (before: bigint, after: bigint) => (key: string) => (key === "#cap:s" ? before * B : key === `#cap:s@${MID}` ? after * B : 0n);
+
+  it("C: a $20 cap removed at the migration caps only the $30 before it: $40 of usage, -$10, total $30 (before: -$20, $20)", () => {
+    const cat = migrated("20", "");
+    const r = ratePeriod(cat, cat.customer("c")!, [sub], period, total(40n), undefined, parts(30n, 10n));
+    expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 40n * B], ["cap_adjustment", -10n * B]]);
+    expect(r.totalNanos).toBe(30n * B);
+  });
+
+  it("D: a $20 cap added at the migration after $30 of uncapped usage lets nothing after it through: $60 of usage, -$30, total $30 (before: -$40, $20)", () => {
+    const cat = migrated("", "20");
+    const r = ratePeriod(cat, cat.customer("c")!, [sub], period, total(60n), undefined, parts(30n, 30n));
+    expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 60n * B], ["cap_adjustment", -30n * B]]);
+    expect(r.totalNanos).toBe(30n * B);
+  });
+
+  it("a cap raised from $20 to $50 at the migration: $30 before (capped to $20), $30 after lets $50 - $30 = $20 through: total $40", () => {
+    const cat = migrated("20", "50");
+    const r = ratePeriod(cat, cat.customer("c")!, [sub], period, total(60n), undefined, parts(30n, 30n));
+    expect(r.lines.map((l) => [l.kind, l.amountNanos])).toEqual([["usage", 60n * B], ["cap_adjustment", -20n * B]]);
+    expect(r.totalNanos).toBe(40n * B);
+  });
+
+  it("a cap under which all usage stays gives no adjustment line", () => {
+    const cat = migrated("", "20");
+    const r = ratePeriod(cat, cat.customer("c")!, [sub], period, total(15n), undefined, parts(10n, 5n));
+    expect(r.lines.map((l) => l.kind)).toEqual(["usage"]);
+  });
+});

@@ -4,7 +4,7 @@ import { failedPrecondition } from "./errors.js";
 import type { Period } from "./period.js";
 import { prorate } from "./period.js";
 import { addExact, periodTotal, rateExact, roundHalfEven, subExact, ZERO, type Exact } from "./pricing.js";
-import type { TenantCatalog } from "./rate-event.js";
+import { capParts, cappedIncrease, type TenantCatalog } from "./rate-event.js";
 import type { Customer, Subscription } from "./types.js";
 
 export type PeriodLineKind = "usage" | "flat" | "seats" | "minimum_true_up" | "cap_adjustment";
@@ -175,11 +175,16 @@ export function usageOwners(cat: TenantCatalog, subs: Subscription[], period: Pe
  *    event (carry-exact);
  *  - flat fees and seats: per phase overlap and per seat segment, prorated by the second, each
  *    rounded half-even once;
- *  - minimum commitment and spending cap: terms of a plan version, so per subscription, from the
- *    version in force at the period's end (of the subscription's phases overlapping the period, the
- *    one starting last), applied to that subscription's own lines (usageOwners; its flat and seat
- *    fees): a cap adjustment when its usage lines sum above the cap, then a true-up line when its
- *    usage, fee and cap lines sum below the commitment.
+ *  - spending cap: a term of a plan version, so per subscription, applied to that subscription's
+ *    own usage lines (usageOwners) part by part as real-time rating does (capParts): each phase
+ *    part under its own version's cap (or none), the running total U carried across parts — U at
+ *    the end of each part but the last from rating's per-part running totals (`capUsage`, the
+ *    uncapped usage the subscription rated there), at the end of the last part its usage lines'
+ *    sum X; the capped sum is sum_i min(cap_i, U_i) - min(cap_i, U_i-1) (U_i - U_i-1 without a
+ *    cap), and a cap adjustment line (capped - X) when it is below X. Without a migration: min(cap, X) - X;
+ *  - minimum commitment: from the version in force at the period's end (of the subscription's
+ *    phases overlapping the period, the one starting last), applied to that subscription's own
+ *    lines (usage, flat and seat fees, cap adjustment): a true-up line when they sum below it.
  */
 export function ratePeriod(
   cat: TenantCatalog,
@@ -189,6 +194,8 @@ export function ratePeriod(
   totals: PeriodUsageTotal[],
   /** The running period quantity of a charge before atMs, for the pairs usageBoundaries names. */
   quantityBefore?: (chargeId: string, atMs: number) => bigint,
+  /** The uncapped usage a subscription rated in one part of the period, by the part's key (CapPart.key); absent: 0. */
+  capUsage?: (key: string) => bigint,
 ): RatedPeriod {
   const lines: PeriodLine[] = [];
   const periodMs = period.endMs - period.startMs;
@@ -249,10 +256,24 @@ export function ratePeriod(
     if (last === undefined) continue;
     const { v } = last;
     const own = { subscriptionId: s.subscriptionId, chargeId: "", quantity: 0n, unit: cur, costNanos: 0n, bookedNanos: 0n, startMs: period.startMs, endMs: period.endMs, periodPriced: false, ratedNanos: 0n };
-    if (v.cap !== null) {
-      const cap = roundHalfEven(rateExact(v.cap));
+    // The cap part by part (capParts), as rating applied it to each event: each part under its own
+    // version's cap, the running total carried across parts.
+    const parts = capParts(s, period).map((p) => {
+      const c = cat.version(p.planId, p.planVersion)?.cap ?? null;
+      return { key: p.key, cap: c === null ? null : roundHalfEven(rateExact(c)) };
+    });
+    const caps = [...new Set(parts.flatMap((p) => (p.cap !== null && p.cap > 0n ? [p.cap] : [])))];
+    if (caps.length > 0) {
       const usage = sum(["usage"], s.subscriptionId);
-      if (cap > 0n && usage > cap) lines.push({ ...own, kind: "cap_adjustment", description: `spending cap ${cap} nanos`, amountNanos: cap - usage });
+      let capped = 0n;
+      let u = 0n;
+      parts.forEach((p, i) => {
+        const next = i + 1 < parts.length ? u + (capUsage?.(p.key) ?? 0n) : usage;
+        capped += cappedIncrease(p.cap, u, next);
+        u = next;
+      });
+      const adj = checkedLine(capped - usage, "cap_adjustment", "");
+      if (adj < 0n) lines.push({ ...own, kind: "cap_adjustment", description: `spending cap ${caps.join(" / ")} nanos`, amountNanos: adj });
     }
     if (v.minimum !== null) {
       const min = roundHalfEven(rateExact(v.minimum));

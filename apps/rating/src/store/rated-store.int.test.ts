@@ -70,7 +70,8 @@ for (const backend of testBackends()) {
       expect(buckets).toHaveLength(1);
       expect(buckets[0]).toMatchObject({ chargeId: "tok", quantity: 210n, priceNanos: 8n, eventCount: 30n });
       const totals = await rated.periodTotals("tnt_test", "cus_1", T0);
-      expect(totals).toEqual([expect.objectContaining({ chargeId: "tok", quantity: 210n, bookedNanos: 8n })]);
+      // Beside the charge, the subscription's spending-cap running total (kept with or without a cap).
+      expect(totals).toEqual([expect.objectContaining({ chargeId: "#cap:sub_1", bookedNanos: 8n }), expect.objectContaining({ chargeId: "tok", quantity: 210n, bookedNanos: 8n })]);
     });
 
     it("never moves the cursor backwards", async () => {
