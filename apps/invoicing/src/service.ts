@@ -338,7 +338,9 @@ export function createInvoicingCore(d: HandlerDeps): {
    * = a refreshed draft's own) are left out here, and again under the customer lock (CloseItem.oneOffIds).
    */
   async function topUpLines(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, spec: PeriodSpec, p: Period, end: Date, unit: string, excludeInvoiceId = ""): Promise<ChargeInput[]> {
-    if (cc.subs[0]?.subscriptionId !== sub.subscriptionId) return [];
+    // The first subscription alive in the period bills them (an ended one's successor from its
+    // first period on: before, top-ups after the first subscription ended waited for a close of it).
+    if (aliveIn(cc.subs, { from: p.start, to: p.end })[0]?.subscriptionId !== sub.subscriptionId) return [];
     const from = topUpFrom(spec, p);
     const listed = cc.topUps;
     let alerts: TopUpAlert[];

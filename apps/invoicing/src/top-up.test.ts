@@ -315,5 +315,18 @@ for (const backend of testBackends()) {
       // the preview and a second request still bill nothing twice
       expect((await h.client.closePeriod({ items })).results.every((x) => x.result === ClosePeriodResult.ALREADY_CLOSED)).toBe(true);
     });
+
+    it("bills top-ups of a period on the invoice of the first subscription alive in it (an ended subscription's successor)", async () => {
+      const w = new FakeWorld();
+      w.customers.set("cus_1", { customerId: "cus_1", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
+      w.subscriptions.push({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: NOV, endedAt: DEC, seats: [] });
+      w.subscriptions.push({ subscriptionId: "sub_3", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: DEC, seats: [] });
+      w.topUps.push({ customerId: "cus_1", walletId: "wal_usd", grantId: "wal_usd:topup:dec", unit: "USD", amountNanos: 20n * USD, at: new Date("2026-12-03T10:00:00Z"), costBasis: "1", costCurrency: "USD" });
+      const h = await harness(await open(), w, new Date("2027-01-01T00:00:01Z"));
+      const r = await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_3", periodStart: timestampFromDate(DEC) }] });
+      // before: sub_1 (the customer's first subscription, ended) was the only one to bill top-ups
+      expect(r.results[0]!.invoice!.lines.filter((l) => l.kind === LineKind.ONE_OFF).map((l) => [l.chargeId, l.amountNanos])).toEqual([["wal_usd:topup:dec", 20n * USD]]);
+    });
   });
 }
