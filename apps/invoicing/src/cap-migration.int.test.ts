@@ -10,14 +10,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
-import { migrate, testBackends } from "@nanobill/db";
+import type { Client } from "@connectrpc/connect";
+import { testBackends } from "@nanobill/db";
 import { ClosePeriodResult, InvoicingService, LineKind, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { PeriodLineKind, PlanVersionSchema, type PlanVersion, type RatePeriodResponse } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger } from "@nanobill/service-kit";
+import { fixedClock } from "@nanobill/service-kit";
 import { KEYS, openHarness, type Harness } from "../../rating/src/test-support.js";
-import { createInvoicingService, migrationsDir } from "./index.js";
-import { FakeWorld, TEST_KEYS } from "./testing/fakes.js";
+import { FakeWorld } from "./testing/fakes.js";
+import { openInvoicingOnRating } from "./testing/with-rating.js";
 
 const USD = 1_000_000_000n;
 const DAY = 86_400_000;
@@ -83,19 +83,9 @@ for (const backend of testBackends()) {
       for (let i = 0; i < 3; i++) call("cus_d", new Date(Date.UTC(2026, 10, 20 + i, 9)), 1000);
       await drain();
 
-      const db = await backend.open();
-      await migrate(db, migrationsDir);
-      const svc = await createInvoicingService({ db, logger: silentLogger, clock, clients: { rating: rating.client(KEYS.internal), wallet: world.wallet(), ledger: world.ledger() } });
-      stopInvoicing = async () => {
-        await svc.stop();
-        await db.dispose();
-      };
-      const auth = createApiKeyAuthenticator(Object.values(TEST_KEYS));
-      const withKey: Interceptor = (next) => (req) => {
-        req.header.set("authorization", `Bearer ${TEST_KEYS.admin.key}`);
-        return next(req);
-      };
-      inv = createClient(InvoicingService, createRouterTransport(svc.routes, { router: { interceptors: [createAuthInterceptor(auth)] }, transport: { interceptors: [withKey] } }));
+      const invoicing = await openInvoicingOnRating(backend, rating, world, clock);
+      stopInvoicing = invoicing.stop;
+      inv = invoicing.client;
     });
     afterAll(async () => {
       await stopInvoicing?.();

@@ -7,14 +7,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
-import { migrate, testBackends } from "@nanobill/db";
+import type { Client } from "@connectrpc/connect";
+import { testBackends } from "@nanobill/db";
 import { ClosePeriodResult, InvoicingService, LineKind, type Invoice, type InvoiceLine } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { CostRateScope, PlanVersionSchema, type PlanVersion } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
-import { createApiKeyAuthenticator, createAuthInterceptor, fixedClock, silentLogger } from "@nanobill/service-kit";
+import { fixedClock } from "@nanobill/service-kit";
 import { KEYS, openHarness, type Harness } from "../../rating/src/test-support.js";
-import { createInvoicingService, migrationsDir } from "./index.js";
 import { FakeWorld, TEST_KEYS } from "./testing/fakes.js";
+import { openInvoicingOnRating } from "./testing/with-rating.js";
 
 const USD = 1_000_000_000n;
 const HOUR = 3_600_000;
@@ -87,23 +87,10 @@ for (const backend of testBackends()) {
         world.consumption.push({ customerId: item.customerId, unit: item.unit, chargeId: item.chargeId, occurredAt: timestampDate(item.occurredAt!), consumedNanos: item.amountNanos });
       }
 
-      const db = await backend.open();
-      await migrate(db, migrationsDir);
-      const svc = await createInvoicingService({ db, logger: silentLogger, clock, clients: { rating: rating.client(KEYS.internal), wallet: world.wallet(), ledger: world.ledger() } });
-      stopInvoicing = async () => {
-        await svc.stop();
-        await db.dispose();
-      };
-      const auth = createApiKeyAuthenticator(Object.values(TEST_KEYS));
-      const clientFor = (key: string) => {
-        const withKey: Interceptor = (next) => (req) => {
-          req.header.set("authorization", `Bearer ${key}`);
-          return next(req);
-        };
-        return createClient(InvoicingService, createRouterTransport(svc.routes, { router: { interceptors: [createAuthInterceptor(auth)] }, transport: { interceptors: [withKey] } }));
-      };
-      inv = clientFor(TEST_KEYS.admin.key);
-      other = clientFor(TEST_KEYS.otherTenant.key);
+      const invoicing = await openInvoicingOnRating(backend, rating, world, clock);
+      stopInvoicing = invoicing.stop;
+      inv = invoicing.client;
+      other = invoicing.clientFor(TEST_KEYS.otherTenant.key);
     });
     afterAll(async () => {
       await stopInvoicing?.();
