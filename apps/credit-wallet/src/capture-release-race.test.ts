@@ -9,8 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import type { Queryable } from "@nanobill/db";
-import { KEYS, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+import { KEYS, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 const pg = walletBackends().filter((b) => b.name === "postgres+redis");
 
@@ -21,34 +20,17 @@ describe.each(pg)("Capture / Release racing RunExpiry / RunRollover of the hold'
 
   beforeAll(async () => {
     h = await openWalletHarness(b);
-    type TxFn = (tx: Queryable) => Promise<unknown>;
-    const db = h.db as unknown as { transaction: (fn: TxFn, opts?: unknown) => Promise<unknown> };
-    const orig = db.transaction.bind(db);
-    db.transaction = (fn: TxFn, opts?: unknown) =>
-      orig(
-        (tx: Queryable) =>
-          fn(
-            new Proxy(tx, {
-              get(t, p) {
-                if (p === "query")
-                  return async (sql: string, params?: unknown[]) => {
-                    const r = await t.query(sql, params);
-                    if (pause && sql.startsWith("SELECT id, state FROM grants")) {
-                      const p0 = pause;
-                      pause = null;
-                      const pid = Number((await t.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid);
-                      p0.reached(pid);
-                      await p0.proceed;
-                    }
-                    return r;
-                  };
-                const v = (t as unknown as Record<string | symbol, unknown>)[p];
-                return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
-              },
-            }),
-          ),
-        opts,
-      );
+    interceptTransactionQueries(h.db, async (t, sql, params) => {
+      const r = await t.query(sql, params);
+      if (pause && sql.startsWith("SELECT id, state FROM grants")) {
+        const p0 = pause;
+        pause = null;
+        const pid = Number((await t.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid);
+        p0.reached(pid);
+        await p0.proceed;
+      }
+      return r;
+    });
   });
   afterAll(async () => {
     await h?.close();

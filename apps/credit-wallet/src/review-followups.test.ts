@@ -4,9 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import type { Queryable } from "@nanobill/db";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
-import { KEYS, code, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
+import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
   let h: WalletHarness;
@@ -164,32 +163,15 @@ describe.each(pg)("capture and release retry on a deadlock ($name)", (b) => {
 
   beforeAll(async () => {
     h = await openWalletHarness(b);
-    type TxFn = (tx: Queryable) => Promise<unknown>;
-    const db = h.db as unknown as { transaction: (fn: TxFn, opts?: unknown) => Promise<unknown> };
-    const orig = db.transaction.bind(db);
-    db.transaction = (fn: TxFn, opts?: unknown) =>
-      orig(
-        (tx: Queryable) =>
-          fn(
-            new Proxy(tx, {
-              get(t, p) {
-                if (p === "query")
-                  return async (sql: string, params?: unknown[]) => {
-                    if (deadlocks > 0 && sql.startsWith("SELECT id FROM holds")) {
-                      deadlocks--;
-                      injected++;
-                      // A real PostgreSQL error with SQLSTATE 40P01, through the driver like a detected deadlock.
-                      await t.query(`DO $$ BEGIN RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01'; END $$`);
-                    }
-                    return t.query(sql, params);
-                  };
-                const v = (t as unknown as Record<string | symbol, unknown>)[p];
-                return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
-              },
-            }),
-          ),
-        opts,
-      );
+    interceptTransactionQueries(h.db, async (t, sql, params) => {
+      if (deadlocks > 0 && sql.startsWith("SELECT id FROM holds")) {
+        deadlocks--;
+        injected++;
+        // A real PostgreSQL error with SQLSTATE 40P01, through the driver like a detected deadlock.
+        await t.query(`DO $$ BEGIN RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01'; END $$`);
+      }
+      return t.query(sql, params);
+    });
   });
   afterAll(async () => {
     await h?.close();

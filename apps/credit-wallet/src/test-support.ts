@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { ConnectError, createClient, createRouterTransport, type Client, type Code, type Interceptor } from "@connectrpc/connect";
 import { LedgerService } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import { migrate, testBackends, type TestBackend, type TestDb } from "@nanobill/db";
+import { migrate, testBackends, type Queryable, type TestBackend, type TestDb } from "@nanobill/db";
 import { createLedgerService, migrationsDir as ledgerMigrations, type LedgerServiceHandle } from "@nanobill/ledger";
 import { createApiKeyAuthenticator, createAuthInterceptor, createLogger, createErrorBoundary, fixedClock, silentLogger, type ApiKeyEntry } from "@nanobill/service-kit";
 import { createCreditWalletService, migrationsDir, type CreditWalletServiceHandle } from "./index.js";
@@ -166,4 +166,28 @@ export async function code(p: Promise<unknown>): Promise<{ code: Code; message: 
     return { code: c.code, message: c.rawMessage };
   }
   throw new Error("expected an error");
+}
+
+/**
+ * Routes every query made inside h.db's transactions through `query(tx, sql, params)` (which runs
+ * it with tx.query, before or after what the test injects: a pause, a real PostgreSQL error).
+ */
+export function interceptTransactionQueries(db: TestDb, query: (tx: Queryable, sql: string, params: unknown[] | undefined) => Promise<unknown>): void {
+  type TxFn = (tx: Queryable) => Promise<unknown>;
+  const d = db as unknown as { transaction: (fn: TxFn, opts?: unknown) => Promise<unknown> };
+  const orig = d.transaction.bind(d);
+  d.transaction = (fn: TxFn, opts?: unknown) =>
+    orig(
+      (tx: Queryable) =>
+        fn(
+          new Proxy(tx, {
+            get(t, p) {
+              if (p === "query") return (sql: string, params?: unknown[]) => query(t, sql, params);
+              const v = (t as unknown as Record<string | symbol, unknown>)[p];
+              return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+            },
+          }),
+        ),
+      opts,
+    );
 }
