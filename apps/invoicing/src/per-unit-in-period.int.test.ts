@@ -21,6 +21,9 @@ import { openInvoicingOnRating } from "./testing/with-rating.js";
 const USD = 1_000_000_000n;
 const OCT = new Date("2026-10-01T00:00:00Z");
 const NOV = new Date("2026-11-01T00:00:00Z");
+// Asia/Kolkata: periods start at local midnight = 18:30 UTC the day before
+const K_OCT = new Date("2026-09-30T18:30:00Z");
+const K_NOV = new Date("2026-10-31T18:30:00Z");
 
 const volume = { case: "volume" as const, value: { tiers: [{ upTo: 1000n, unitPrice: { amount: "0.10" } }, { upTo: 0n, unitPrice: { amount: "0.08" } }] } };
 const perUnit = { case: "perUnit" as const, value: { unitPrice: { amount: "0.05" } } };
@@ -75,6 +78,13 @@ for (const backend of testBackends()) {
       await admin.createSubscription({ subscriptionId: "sub_s2", customerId: "cus_s", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(NOV) });
       call("cus_s", new Date("2026-10-10T09:00:00Z"), 100); // $5 under sub_s1
       call("cus_s", new Date("2026-11-10T09:00:00Z"), 200); // $10 under sub_s2
+      // cus_w (Asia/Kolkata: periods start at 18:30 UTC): sub_w1 in October, sub_w2 from November's
+      // start; $30 of November calls under sub_w2, paid by prepaid money the wallet burned for them.
+      await admin.createCustomer({ customer: { customerId: "cus_w", currency: "USD", billingAnchor: timestampFromDate(K_OCT), timeZone: "Asia/Kolkata" } });
+      await admin.createSubscription({ subscriptionId: "sub_w1", customerId: "cus_w", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(K_OCT), endTime: timestampFromDate(K_NOV) });
+      await admin.createSubscription({ subscriptionId: "sub_w2", customerId: "cus_w", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(K_NOV) });
+      call("cus_w", new Date("2026-11-05T09:00:00Z"), 600);
+      world.consumption.push({ customerId: "cus_w", unit: "USD", chargeId: "calls", occurredAt: new Date("2026-11-05T09:00:00Z"), consumedNanos: 30n * USD });
       // November: ten events of 100 units each (1,000 units x $0.05 = $50).
       for (const c of ["cus_o", "cus_m"]) for (let i = 0; i < 10; i++) call(c, new Date(Date.UTC(2026, 10, 2 + i, 9)), 100);
       await drain();
@@ -118,6 +128,16 @@ for (const backend of testBackends()) {
       expect(usageLine(await close("sub_s2", NOV), "calls")?.amountNanos).toBe(10n * USD);
       expect(usageLine(await close("sub_s1", OCT), "calls")?.amountNanos).toBe(5n * USD);
       expect((await inv.previewInvoice({ customerId: "cus_s", at: timestampFromDate(new Date("2026-11-20T00:00:00Z")) })).invoice!.lines.filter((l) => l.kind === LineKind.USAGE).map((l) => [l.subscriptionId, l.chargeId, l.amountNanos])).toEqual([["sub_s2", "calls", 10n * USD]]);
+    });
+
+    it("applies the prepaid money burned for a successor's usage on the successor's invoice, the boundary off the hour", async () => {
+      const close = async (subscriptionId: string) =>
+        (await inv.closePeriod({ items: [{ customerId: "cus_w", subscriptionId, periodStart: timestampFromDate(K_NOV) }] })).results[0]!.invoice!;
+      const w2 = await close("sub_w2");
+      expect([usageLine(w2, "calls")?.amountNanos, w2.totals!.amountDueNanos]).toEqual([30n * USD, 0n]);
+      // before: the hour window (from 18:00) made the ended sub_w1 the owner of the wallet's burns:
+      // sub_w2 owed $30 and sub_w1's November was credited -$30
+      expect((await close("sub_w1")).totals!.amountDueNanos).toBe(0n);
     });
 
     it("previews the period the same way", async () => {

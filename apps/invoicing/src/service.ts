@@ -186,12 +186,21 @@ export function createInvoicingCore(d: HandlerDeps): {
     return { owners: chargeOwners(subs, cc.plans), subs };
   }
 
-  async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<bigint> {
-    return (await walletShare(tenant, cc, unit, from, to, sub)).consumed;
+  async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined, period: { from: Date; to: Date }): Promise<bigint> {
+    return (await walletShare(tenant, cc, unit, from, to, sub, period)).consumed;
   }
 
   /** walletShare: what the customer's wallet of `unit` burned in the window, and its shortfall (not covered), for `sub` (undefined: all). */
-  async function walletShare(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined): Promise<{ consumed: bigint; shortfall: bigint }> {
+  async function walletShare(
+    tenant: string,
+    cc: CustomerContext,
+    unit: string,
+    from: Date,
+    to: Date,
+    sub: SubscriptionInfo | undefined,
+    /** The billing period the share is for: who owns each charge is decided on it, as for usage lines (not on the hour window). */
+    period: { from: Date; to: Date },
+  ): Promise<{ consumed: bigint; shortfall: bigint }> {
     const key = `${unit}|${from.getTime()}|${to.getTime()}`;
     let pending = cc.consumption.get(key);
     if (pending === undefined) {
@@ -200,7 +209,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     }
     const c = await pending;
     if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos };
-    const o = ownersIn(cc, { from, to });
+    const o = ownersIn(cc, period);
     const share = (total: bigint, byCharge: ReadonlyMap<string, bigint>): bigint => {
       let mine = 0n;
       let attributed = 0n;
@@ -248,7 +257,7 @@ export function createInvoicingCore(d: HandlerDeps): {
         const [buckets, rated, creditsNow] = await Promise.all([
           upstream.ratedUsage(tenant, customerId, inv.usageFrom, inv.usageTo),
           ppIds.size > 0 ? upstream.ratePeriod(tenant, customerId, period.start) : Promise.resolve(undefined),
-          creditsFor(tenant, cc, unit, inv.usageFrom, inv.usageTo, sub),
+          creditsFor(tenant, cc, unit, inv.usageFrom, inv.usageTo, sub, { from: period.start, to: period.end }),
         ]);
         return {
           period,
@@ -399,6 +408,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     window: { from: Date; to: Date },
     end: Date,
     sub: SubscriptionInfo | undefined,
+    period: { from: Date; to: Date },
   ): Promise<{ credits: CreditsInUnits[]; overage: ChargeInput[] }> {
     const units = [...new Set(totals.filter((t) => t.unit !== "" && t.unit !== unit).map((t) => t.unit))].sort();
     if (units.length === 0) return { credits: [], overage: [] };
@@ -408,7 +418,7 @@ export function createInvoicingCore(d: HandlerDeps): {
         `customer ${cc.customer.customerId} has usage priced in ${units.length} credit types from ${window.from.toISOString()} to ${window.to.toISOString()}, more than ${L.CREDIT_TYPES_READ_MAX}: not invoiced (its overage would not be billed)`,
       );
     }
-    const shares = await mapLimit(units, L.CLOSE_CONCURRENCY, async (u) => ({ unit: u, ...(await walletShare(tenant, cc, u, window.from, window.to, sub)) }));
+    const shares = await mapLimit(units, L.CLOSE_CONCURRENCY, async (u) => ({ unit: u, ...(await walletShare(tenant, cc, u, window.from, window.to, sub, period)) }));
     // shown: the credit types the invoice lists in credits_in_units (the first CREDIT_TYPES_PER_INVOICE_MAX consumed)
     const shown = shares.filter((s) => s.consumed !== 0n).slice(0, L.CREDIT_TYPES_PER_INVOICE_MAX);
     if (shares.filter((s) => s.consumed !== 0n).length > shown.length) {
@@ -500,8 +510,9 @@ export function createInvoicingCore(d: HandlerDeps): {
       lateCredits.push(...l.credits);
       trueUps.push(...(await feeTrueUpCharges(tenant, cc, s, p, unit, late)));
     }
-    const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined);
-    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, at, undefined);
+    // the whole customer's (no subscription's share): the period bounds decide nothing here
+    const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined, window);
+    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, at, undefined, window);
     charges.push(...creditUnits.overage);
     // unbilled top-ups up to `at` (the first subscription's, in its own periods)
     const first = cc.subs[0];
@@ -627,7 +638,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
     const [bucketTotals, credits, rated] = await Promise.all([
       upstream.ratedUsage(tenant, cc.customer.customerId, window.from, window.to),
-      creditsFor(tenant, cc, unit, window.from, window.to, sub),
+      creditsFor(tenant, cc, unit, window.from, window.to, sub, { from: p.start, to: p.end }),
       ppIds.size > 0 || minimum > 0n ? upstream.ratePeriod(tenant, cc.customer.customerId, p.start) : Promise.resolve(undefined),
     ]);
     // asked for the commitment only: the usage lines stay as billed without period-priced charges
@@ -643,7 +654,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     const periodFees = minimum > 0n ? commitmentFees(spec, p.index, sub, cc.plans, unit) : undefined;
     const periodUsage = minimum > 0n ? commitmentUsage(rated, p, sub.subscriptionId, unit) : undefined;
     const oneOffs = await topUpLines(tenant, cc, sub, spec, p, p.end, unit, refreshOf);
-    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub);
+    const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, p.end, sub, { from: p.start, to: p.end });
     charges.push(...creditUnits.overage);
     return {
       creditsInUnits: creditUnits.credits,
@@ -1038,7 +1049,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           // credits line + later invoices' late credits lines naming it).
           if (cc !== undefined && sub !== undefined) {
             const [consumed, applied] = await Promise.all([
-              creditsFor(tenant, cc, inv.unit, inv.usageFrom, inv.usageTo, sub),
+              creditsFor(tenant, cc, inv.unit, inv.usageFrom, inv.usageTo, sub, { from: inv.periodStart, to: inv.periodEnd }),
               store.billedWindows(tenant, [{ subscriptionId: inv.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart }]),
             ]);
             const appliedNanos = applied.get(billedKey(inv.subscriptionId, "credits", inv.periodStart))?.get("") ?? 0n;
