@@ -183,7 +183,7 @@ export function createInvoicingCore(d: HandlerDeps): {
   /** Who owns each charge's usage in a billing period (or window): the subscriptions alive in it (aliveIn) and their charges. */
   function ownersIn(cc: CustomerContext, w: { from: Date; to: Date }): { owners: Map<string, string>; subs: SubscriptionInfo[] } {
     const subs = aliveIn(cc.subs, w);
-    return { owners: chargeOwners(subs, cc.plans), subs };
+    return { owners: chargeOwners(subs, cc.plans, w), subs };
   }
 
   async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined, period: { from: Date; to: Date }): Promise<bigint> {

@@ -331,7 +331,8 @@ export function createHandlers(d: HandlerDeps): ServiceImpl<typeof RatingService
       await checkVersionFits(tenant, customer, req.planId, v, eff, sub.endMs);
       const charges = v.charges.map((c) => c.chargeId);
       const guard = (cur: Subscription, others: SubscriptionLife[]): void =>
-        checkNoSharedCharge(customer, { subscriptionId: cur.subscriptionId, startMs: cur.startMs, endMs: cur.endMs, versions: [v] }, charges, others, "plan_version");
+        // the new version's life is its phase, [effective time, end): not the subscription's whole life
+        checkNoSharedCharge(customer, { subscriptionId: cur.subscriptionId, startMs: Math.max(eff, cur.startMs), endMs: cur.endMs, versions: [v] }, charges, others, "plan_version");
       const out = await d.catalog.migrateSubscription(tenant, req.subscriptionId, req.planId, req.planVersion, eff, PHASES_PER_SUBSCRIPTION_MAX, guard);
       d.cache.invalidate(tenant);
       return { subscription: subscriptionToProto(out) };

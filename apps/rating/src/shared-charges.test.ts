@@ -96,6 +96,25 @@ for (const backend of testBackends()) describe(`rating: subscriptions sharing a 
     expect(await codeOf(c.migrateSubscription({ subscriptionId: "sub_m1", planId: "pro", planVersion: 1, effectiveTime: ts(NOV + 5 * DAY) }))).toBe("OK");
   });
 
+  it("allows a migration taking a charge on from a later period, and keeps the earlier period's usage of it with the subscription that had it in force", async () => {
+    const c = h.client(KEYS.adminA);
+    const combo = create(PlanVersionSchema, { ...usagePlan("calls", "api.call"), charges: [...usagePlan("calls", "api.call").charges, ...usagePlan("images", "image.gen").charges] });
+    await c.createPlan({ planId: "combo", name: "Combo", version: combo });
+    await c.publishPlanVersion({ planId: "combo", version: 1 });
+    await c.createCustomer({ customer: { customerId: "cus_n", currency: "USD", billingAnchor: ts(NOV), timeZone: "UTC" } });
+    // sub_a_main (calls) sorts first; sub_img_n bills images until Nov 5.
+    await c.createSubscription({ subscriptionId: "sub_a_main", customerId: "cus_n", planId: "basic", planVersion: 1, startTime: ts(NOV) });
+    await c.createSubscription({ subscriptionId: "sub_img_n", customerId: "cus_n", planId: "img", planVersion: 1, startTime: ts(NOV), endTime: ts(NOV + 4 * DAY) });
+    // Taking images on from Dec 3 shares no billing period with sub_img_n (before: refused, the
+    // whole life of sub_a_main was checked, from Nov 1).
+    expect(await codeOf(c.migrateSubscription({ subscriptionId: "sub_a_main", planId: "combo", planVersion: 1, effectiveTime: ts(DEC + 2 * DAY) }))).toBe("OK");
+    // November's images belong to sub_img_n (in force then), not to sub_a_main (first, but images only from December).
+    h.metering.push("tnt_a", { id: "evt_img_n", customerId: "cus_n", type: "image.gen", timestampMs: NOV + DAY, properties: {} });
+    while ((await h.service.consumer.pollOnce(0)) > 0);
+    const nov = await h.client(KEYS.readA).ratePeriod({ customerId: "cus_n", at: ts(NOV + DAY) });
+    expect(nov.lines.filter((l) => l.chargeId === "images").map((l) => l.subscriptionId)).toEqual(["sub_img_n"]);
+  });
+
   it("still answers an idempotent replay of an existing subscription and of a migration as before", async () => {
     const c = h.client(KEYS.adminA);
     const req = { subscriptionId: "sub_c1", customerId: "cus_c", planId: "basic", planVersion: 1, startTime: ts(NOV) };

@@ -132,13 +132,19 @@ export function aliveIn(subs: SubscriptionInfo[], w: { from: Date; to: Date }): 
   return alive.length > 0 ? alive : subs;
 }
 
-/** chargeOwners: charge id -> the subscription that bills it (the first whose plan has it). */
-export function chargeOwners(subs: SubscriptionInfo[], plans: ReadonlyMap<string, PlanVersionInfo>): Map<string, string> {
+/**
+ * chargeOwners: charge id -> the subscription that bills it: the first whose plan has it in a phase
+ * in force in `w` (when given), else in any phase (rating's usageOwners rule).
+ */
+export function chargeOwners(subs: SubscriptionInfo[], plans: ReadonlyMap<string, PlanVersionInfo>, w?: { from: Date; to: Date }): Map<string, string> {
   const owners = new Map<string, string>();
-  for (const s of subs) {
-    for (const ph of s.phases) {
-      const plan = plans.get(planKey(ph.planId, ph.planVersion));
-      for (const c of plan?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+  for (const inForce of w === undefined ? [false] : [true, false]) {
+    for (const s of subs) {
+      for (const ph of s.phases) {
+        if (inForce && !(ph.start.getTime() < w!.to.getTime() && (ph.end === undefined || ph.end.getTime() > w!.from.getTime()))) continue;
+        const plan = plans.get(planKey(ph.planId, ph.planVersion));
+        for (const c of plan?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+      }
     }
   }
   return owners;

@@ -148,7 +148,8 @@ export function segmentedTotal(pieces: UsagePiece[], quantityBefore: (atMs: numb
 /**
  * usageOwners: usage charge id -> the subscription its usage line belongs to in `period`: of the
  * subscriptions alive in the period (all of them when none is), the first (catalog order: start
- * time, then id) whose plan has the charge in any phase (the rule invoicing bills usage by,
+ * time, then id) whose plan has the charge in a phase in force in the period (else in any phase;
+ * the rule invoicing bills usage by,
  * chargeOwners); a charge no plan has belongs to the first of them. Period totals are kept per
  * charge, not per subscription; CreateSubscription/MigrateSubscription refuse two subscriptions
  * sharing a charge id in one billing period (domain/shared-charges.ts), so in a period at most one
@@ -159,9 +160,14 @@ export function usageOwners(cat: TenantCatalog, subs: Subscription[], period: Pe
   const alive = subs.filter((s) => s.startMs < period.endMs && (s.endMs === null || s.endMs > period.startMs));
   if (alive.length > 0) subs = alive;
   const owners = new Map<string, string>();
-  for (const s of subs) {
-    for (const ph of s.phases) {
-      for (const c of cat.version(ph.planId, ph.planVersion)?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+  // The phases in force in the period first (a subscription that takes a charge on by a migration
+  // after the period does not own it in the period), then any phase (a charge none has in force).
+  for (const inForce of [true, false]) {
+    for (const s of subs) {
+      for (const ph of s.phases) {
+        if (inForce && !(ph.startMs < period.endMs && (ph.endMs === null || ph.endMs > period.startMs))) continue;
+        for (const c of cat.version(ph.planId, ph.planVersion)?.charges ?? []) if (!owners.has(c.chargeId)) owners.set(c.chargeId, s.subscriptionId);
+      }
     }
   }
   return { ownerOf: (chargeId) => owners.get(chargeId) ?? subs[0]?.subscriptionId ?? "" };

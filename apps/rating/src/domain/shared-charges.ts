@@ -5,7 +5,8 @@ import type { Customer, PlanVersionSpec } from "./types.js";
 /**
  * The guard on subscriptions sharing a charge id. Rating keeps usage buckets and period totals per
  * (customer, charge id), not per subscription, and a usage line belongs to the first subscription
- * whose plan has its charge in any phase (rate-period.ts usageOwners, invoicing chargeOwners). So
+ * alive in the period whose plan has its charge in a phase in force then (rate-period.ts usageOwners,
+ * invoicing chargeOwners). So
  * two subscriptions of one customer whose plans share a charge id must never both be alive in one
  * billing period: their usage, commitments and caps would be mixed. A plan change mid-period is
  * made with MigrateSubscription (one subscription, priced per phase).
