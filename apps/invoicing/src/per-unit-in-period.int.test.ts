@@ -11,7 +11,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import { testBackends } from "@nanobill/db";
-import { ClosePeriodResult, InvoicingService, LineKind, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { ClosePeriodResult, InvoicingService, LineKind, PeriodAnchor, PeriodInterval, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { PeriodLineKind, PlanVersionSchema, type PlanVersion } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { fixedClock } from "@nanobill/service-kit";
 import { KEYS, openHarness, type Harness } from "../../rating/src/test-support.js";
@@ -21,6 +21,7 @@ import { openInvoicingOnRating } from "./testing/with-rating.js";
 const USD = 1_000_000_000n;
 const OCT = new Date("2026-10-01T00:00:00Z");
 const NOV = new Date("2026-11-01T00:00:00Z");
+const DEC = new Date("2026-12-01T00:00:00Z");
 // Asia/Kolkata: periods start at local midnight = 18:30 UTC the day before
 const K_OCT = new Date("2026-09-30T18:30:00Z");
 const K_NOV = new Date("2026-10-31T18:30:00Z");
@@ -155,6 +156,25 @@ for (const backend of testBackends()) {
       await drain();
       rec = await inv.reconcile({ customerId: "cus_o" });
       expect(rec.differences.map((d) => [d.check, d.detail.split(":")[0], d.expectedNanos, d.actualNanos])).toEqual([["rated_usage", "charge images", 0n, 30_000_000n]]);
+    });
+
+    it("bills a predecessor's and a successor's usage of a shared charge once each when the invoicing period (a quarter) is coarser than rating's (a month)", async () => {
+      const admin = rating.client(KEYS.adminA);
+      // cus_q: rating's periods monthly; invoicing's a calendar quarter. sub_q1 Oct 1 - Nov 10 ($10
+      // on Oct 5), sub_q2 (same plan) from Dec 1 ($20 on Dec 5): the guard allows it (no shared month).
+      await admin.createCustomer({ customer: { customerId: "cus_q", currency: "USD", billingAnchor: timestampFromDate(OCT), timeZone: "UTC" } });
+      await admin.createSubscription({ subscriptionId: "sub_q1", customerId: "cus_q", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(OCT), endTime: timestampFromDate(new Date("2026-11-10T00:00:00Z")) });
+      await admin.createSubscription({ subscriptionId: "sub_q2", customerId: "cus_q", planId: "plan_v", planVersion: 2, startTime: timestampFromDate(DEC) });
+      call("cus_q", new Date("2026-10-05T09:00:00Z"), 200);
+      call("cus_q", new Date("2026-12-05T09:00:00Z"), 400);
+      await drain();
+      await inv.setBillingSettings({ settings: { customerId: "cus_q", periodInterval: PeriodInterval.QUARTER, periodAnchor: PeriodAnchor.CALENDAR } });
+      clock.set(new Date("2027-01-02T00:00:00Z"));
+      const close = async (subscriptionId: string, periodStart: Date) =>
+        (await inv.closePeriod({ items: [{ customerId: "cus_q", subscriptionId, periodStart: timestampFromDate(periodStart) }] })).results[0]!.invoice!;
+      // before: sub_q1's quarter [Oct 1, Jan 1) billed December's $20 too ($50 in all for $30 of usage)
+      expect(usageLine(await close("sub_q1", OCT), "calls")?.amountNanos).toBe(10n * USD);
+      expect(usageLine(await close("sub_q2", DEC), "calls")?.amountNanos).toBe(20n * USD);
     });
   });
 }

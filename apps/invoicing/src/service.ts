@@ -30,6 +30,7 @@ import {
   overageCharges,
   usageCharges,
   usageWindow,
+  withinLife,
   withPeriodPricing,
   type CustomerInfo,
   type PlanVersionInfo,
@@ -629,7 +630,10 @@ export function createInvoicingCore(d: HandlerDeps): {
   /** prepareClose: reads the period's rated usage and consumption, and returns the close item. */
   async function prepareClose(tenant: string, x: { cc: CustomerContext; sub: SubscriptionInfo; spec: PeriodSpec; period: Period; unit: string }, now: Date, refreshOf = ""): Promise<CloseItem> {
     const { cc, sub, spec, period: p, unit } = x;
-    const window = usageWindow(p);
+    // The hours of the period the subscription was alive in: usage outside its life is not its
+    // own (an invoicing period coarser than rating's, e.g. a quarter, can hold a predecessor and
+    // a successor sharing charge ids: each bills only its own hours).
+    const window = usageWindow(withinLife(p, sub));
     // Charges priced on the period total (tiers, packages, allowances) are billed from rating's
     // RatePeriod on the period quantity, the others from the sums of their rated hour buckets.
     // A minimum commitment is trued up from the period's own usage by rating's exact period

@@ -112,6 +112,13 @@ export function floorHour(d: Date): Date {
 }
 
 /** usageWindow: the rated hour buckets that belong to a period. */
+/** withinLife: period p cut to the subscription's [start, end) (unchanged when it covers p). */
+export function withinLife(p: { start: Date; end: Date }, sub: { startedAt: Date; endedAt: Date | undefined }): { start: Date; end: Date } {
+  const start = sub.startedAt.getTime() > p.start.getTime() ? sub.startedAt : p.start;
+  const end = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime() ? sub.endedAt : p.end;
+  return end.getTime() > start.getTime() ? { start, end } : { start: p.start, end: p.start };
+}
+
 export function usageWindow(p: { start: Date; end: Date }): { from: Date; to: Date } {
   return { from: floorHour(p.start), to: floorHour(p.end) };
 }
