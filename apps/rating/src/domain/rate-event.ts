@@ -594,6 +594,16 @@ export function capParts(s: Subscription, period: Period): CapPart[] {
   return out;
 }
 
+/** capParts per subscription and period, kept while the (cached, immutable) subscription object lives: the hot path computes them once per period. */
+const capPartsCache = new WeakMap<Subscription, { startMs: number; endMs: number; parts: CapPart[] }>();
+function capPartsOf(s: Subscription, period: Period): CapPart[] {
+  const c = capPartsCache.get(s);
+  if (c !== undefined && c.startMs === period.startMs && c.endMs === period.endMs) return c.parts;
+  const parts = capParts(s, period);
+  capPartsCache.set(s, { startMs: period.startMs, endMs: period.endMs, parts });
+  return parts;
+}
+
 /**
  * cappedIncrease: what usage going from u0 to u1 (the subscription's uncapped running total in
  * the period) books under `cap` (nanos; null or <= 0: none): min(cap, u1) - min(cap, u0).
@@ -621,10 +631,10 @@ function applyCap(t: string, state: RatingState, e: UsageEvent, res: Resolution,
   const priced = lines.filter((l) => l.unit === cur && l.chargeId !== "" && (l.status === "final" || l.status === "provisional" || l.status === "pending" || l.status === "clawed_back"));
   if (priced.length === 0) return;
   const s = priced.reduce((a, l) => a + l.priceNanos, 0n);
-  const parts = capParts(res.subscription, res.period);
+  const parts = capPartsOf(res.subscription, res.period);
   let u = 0n;
-  let key = `${CAP_CHARGE_ID}:${res.subscriptionId}`;
-  for (const p of parts) {
+  let key = parts[0]?.key ?? `${CAP_CHARGE_ID}:${res.subscriptionId}`;
+  if (parts.length > 1) for (const p of parts) {
     if (p.startMs > e.timestampMs) break;
     if (e.timestampMs < p.endMs) {
       key = p.key;
