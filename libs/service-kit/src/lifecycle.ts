@@ -38,7 +38,8 @@ export const STOP_WITH_STDIN_ENV = "NANOBILL_STOP_WITH_STDIN";
 /**
  * Process entry: runs main; on SIGTERM/SIGINT runs the shutdown hooks (reverse order) and
  * exits 0; if main throws (e.g. ConfigError) logs it, runs the hooks and exits 1. A second
- * signal exits immediately (one within REPEATED_SIGNAL_IGNORED_MS of the first is ignored). With NANOBILL_STOP_WITH_STDIN=1, the end of stdin stops it too.
+ * signal exits immediately (one within REPEATED_SIGNAL_IGNORED_MS of the first is ignored).
+ * With NANOBILL_STOP_WITH_STDIN=1, the end of stdin stops it too.
  */
 export function runMain(main: () => Promise<void>, opts: { logger?: Logger } = {}): void {
   const logger = opts.logger ?? createLogger({ service: "main" });

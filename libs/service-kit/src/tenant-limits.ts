@@ -18,7 +18,7 @@ export interface TenantLimits {
   requestsBurst: number;
   /** Calls of one tenant in flight at once (a stream counts until it ends). */
   inflightMax: number;
-  /** Count internal-scope keys too (default false: service-to-service calls are limited at the edge). */
+  /** Count the operator's internal key (tenant "*") too (default false: service-to-service calls are limited at the edge). */
   limitInternal: boolean;
 }
 
@@ -132,7 +132,8 @@ function once(release: () => void): () => void {
  * Per-tenant rate and concurrency limits, installed by startServer right inside auth:
  * a call over the tenant's token bucket or in-flight limit fails with ResourceExhausted
  * (reason LIMIT_EXCEEDED, metadata.field = tenant.requests_per_second | tenant.inflight).
- * Calls without a principal (public methods) and, unless limitInternal, internal keys are not counted.
+ * Calls without a principal (public methods) and, unless limitInternal, the operator's internal key
+ * (tenant "*") are not counted; an internal key bound to a tenant counts for that tenant.
  */
 export function createTenantLimitInterceptor(partial?: Partial<TenantLimits>, limiter?: TenantLimiter): Interceptor {
   const lim = limiter ?? createTenantLimiter(partial);
