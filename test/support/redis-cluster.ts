@@ -1,6 +1,6 @@
 // A real Redis Cluster for tests: three master nodes (redis-server --cluster-enabled yes, no
 // persistence) on free loopback ports, joined with `redis-cli --cluster create` (all 16,384 slots
-// covered), torn down by stop(). Needs the redis-server and redis-cli binaries (the machine's
+// covered), torn down by stop() or, at the latest, when the test process is gone. Needs the redis-server and redis-cli binaries (the machine's
 // Redis package); a missing binary is an error, never a skip.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -22,6 +22,18 @@ export interface RedisClusterFixture {
 /** Cluster nodes also listen on port + 10000 (the cluster bus). */
 const BUS_OFFSET = 10_000;
 const READY_MS_MAX = 20_000;
+
+/**
+ * Each node runs under a small sh watchdog: it stops its redis-server on SIGTERM, and by itself as
+ * soon as the test process (NANOBILL_CLUSTER_PARENT) is gone, however it ended (a vitest worker
+ * killed without running "exit" hooks left three redis-servers behind per run).
+ */
+const WATCHDOG = `redis-server "$@" &
+r=$!
+trap 'kill $r 2>/dev/null; wait $r; exit 0' TERM INT
+while kill -0 "$NANOBILL_CLUSTER_PARENT" 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done
+kill $r 2>/dev/null
+wait $r`;
 
 async function isFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -65,7 +77,7 @@ export async function startRedisCluster(nodes = 3): Promise<RedisClusterFixture>
           new Promise<void>((resolve) => {
             if (p.exitCode !== null || p.signalCode !== null) return resolve();
             p.once("exit", () => resolve());
-            p.kill("SIGKILL");
+            p.kill("SIGTERM"); // the watchdog stops its redis-server and waits for it
           }),
       ),
     );
@@ -74,13 +86,13 @@ export async function startRedisCluster(nodes = 3): Promise<RedisClusterFixture>
   try {
     for (const port of ports) {
       const p = spawn(
-        "redis-server",
-        ["--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(dir, `nodes-${port}.conf`), "--dir", dir, "--save", "", "--appendonly", "no"],
-        { stdio: "ignore" },
+        "sh",
+        ["-c", WATCHDOG, "sh", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(dir, `nodes-${port}.conf`), "--dir", dir, "--save", "", "--appendonly", "no"],
+        { stdio: "ignore", env: { ...process.env, NANOBILL_CLUSTER_PARENT: String(process.pid) } },
       );
       const failed = new Promise<never>((_, reject) => {
-        p.once("error", (e) => reject(new Error(`redis-server: ${e.message} (install the machine's Redis package)`)));
-        p.once("exit", (code) => reject(new Error(`redis-server on port ${port} exited with ${code}`)));
+        p.once("error", (e) => reject(new Error(`sh: ${e.message}`)));
+        p.once("exit", (code) => reject(new Error(code === 127 ? "redis-server: not found (install the machine's Redis package)" : `redis-server on port ${port} exited with ${code}`)));
       });
       failed.catch(() => undefined);
       procs.push(p);
@@ -108,7 +120,7 @@ export async function startRedisCluster(nodes = 3): Promise<RedisClusterFixture>
     flushAll: () => ports.forEach((p) => cli(p, "flushall")),
     stop,
     killNow: () => {
-      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
       rmSync(dir, { recursive: true, force: true });
     },
   };
