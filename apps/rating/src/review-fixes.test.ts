@@ -2,27 +2,16 @@
 // consumer on every test backend.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { GuardrailKind, PeriodLineKind, PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { testBackends } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { version as versionSpec } from "./domain/fixtures.js";
-import { KEYS, openHarness, type Harness } from "./test-support.js";
+import { KEYS, codeOf, openHarness, type Harness } from "./test-support.js";
 
 const NOV = Date.UTC(2026, 10, 1);
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
 const B = 1_000_000_000n;
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "OK";
-  } catch (e) {
-    if (!(e instanceof ConnectError)) throw e;
-    return `${Code[e.code]}: ${e.rawMessage}`;
-  }
-}
 
 const flatPlan = (amount: string, intervalMonths = 1) =>
   create(PlanVersionSchema, { currency: "USD", intervalMonths, charges: [{ chargeId: "platform", name: "Platform", unit: "USD", pricing: { case: "flat", value: { amount } } }] });

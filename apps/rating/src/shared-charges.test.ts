@@ -3,25 +3,14 @@
 // the handlers on every test backend. Reviewer's findings 1, 2 and 5 (/tmp/reports/billing2.md).
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { PlanVersionSchema } from "@nanobill/contracts/nanobill/rating/v1/rating_pb";
 import { testBackends } from "@nanobill/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KEYS, openHarness, type Harness } from "./test-support.js";
+import { KEYS, codeOf, openHarness, type Harness } from "./test-support.js";
 
 const NOV = Date.UTC(2026, 10, 1);
 const DEC = Date.UTC(2026, 11, 1);
 const DAY = 86_400_000;
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "OK";
-  } catch (e) {
-    if (!(e instanceof ConnectError)) throw e;
-    return `${Code[e.code]}: ${e.rawMessage}`;
-  }
-}
 
 const usagePlan = (chargeId: string, eventType: string, commitment = "") =>
   create(PlanVersionSchema, {

@@ -200,3 +200,14 @@ export async function openHarness(db: TestDb, config: Partial<RatingConfig> = {}
     },
   };
 }
+
+/** "OK", or the code and raw message of the ConnectError a call fails with ("FailedPrecondition: ..."). */
+export async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (e) {
+    if (!(e instanceof ConnectError)) throw e;
+    return `${Code[e.code]}: ${e.rawMessage}`;
+  }
+}
