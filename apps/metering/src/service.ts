@@ -68,7 +68,7 @@ import type { Aggregator } from "./store/aggregator.js";
 import { decodeEventInput, WireError } from "./wire.js";
 import { responseWithEncodedResults } from "./result-codec.js";
 import type { CommitSignal, GroupCommitter } from "./store/group-commit.js";
-import type { MeteringStore, StoredEvent } from "./store/store.js";
+import type { IngestItem, MeteringStore, StoredEvent } from "./store/store.js";
 
 /** Most bucket (and unique value) rows read to answer one QueryUsage. */
 export const QUERY_BUCKETS_SCAN_MAX = 500_000;
@@ -93,7 +93,7 @@ export async function ingestInputs(deps: HandlerDeps, tenant: string, inputs: Ev
   const lateEventAgeUs = BigInt(deps.config.lateEventAgeMs) * 1000n;
   const defaultTraceContext = currentTraceContext();
   const results: (IngestResult | undefined)[] = new Array(inputs.length);
-  const items = [];
+  const items: IngestItem[] = [];
   const positions: number[] = [];
   for (let i = 0; i < inputs.length; i++) {
     const input = inputs[i]!;
@@ -104,10 +104,11 @@ export async function ingestInputs(deps: HandlerDeps, tenant: string, inputs: Ev
       positions.push(i);
     }
   }
+  // The decoded inputs are not used past this point (the events carry their ids): they need not
+  // survive the commit (what a group commit's wait keeps alive is what the young-generation GC copies).
   const outcomes = await deps.committer.submit(items);
   outcomes.forEach((o, j) => {
-    const i = positions[j]!;
-    results[i] = outcomeToResult(inputs[i]!.id, o);
+    results[positions[j]!] = outcomeToResult(items[j]!.event.id, o);
   });
   return results as IngestResult[];
 }

@@ -62,6 +62,17 @@ describe.each(testBackends())("@nanobill/db on $name", (backend) => {
   });
 
   describe("types", () => {
+    it("passes arrays of strings and nulls as text[] parameters unchanged (quotes, backslashes, commas, braces, 'NULL', empty, non-ASCII), in queries and pipelines", async () => {
+      const tricky = ['a"b', "c\\d", "e,f", "{g}", "NULL", "", " sp ", "é😀", null, '\\"', "x".repeat(300)];
+      const r = await db.query<{ a: (string | null)[] }>("SELECT $1::text[] AS a", [tricky]);
+      expect(r.rows[0]!.a).toEqual(tricky);
+      await db.transaction(async (tx) => {
+        const [p] = await tx.pipeline([{ sql: "SELECT $1::text[] AS a, cardinality($2::text[]) AS n", params: [tricky, []] }]);
+        expect(p!.rows[0]!.a).toEqual(tricky);
+        expect(p!.rows[0]!.n).toBe(0);
+      });
+    });
+
     it("returns int8 extremes -2^63 and 2^63-1 as bigint, as parameters and from a table", async () => {
       const r = await db.query<{ a: bigint; b: bigint; zero: bigint; small: bigint; arr: bigint[]; cnt: bigint }>(
         "SELECT $1::int8 AS a, $2::int8 AS b, 0::int8 AS zero, 42::int8 AS small, $3::int8[] AS arr, count(*) AS cnt FROM (VALUES (1)) v(x)",

@@ -15,7 +15,7 @@ import {
   type TxContext,
 } from "./common.js";
 import { copyIn, type PgCopyClient } from "./pg-copy.js";
-import { preparePipeline, runPipeline } from "./pg-pipeline.js";
+import { prepareValue, preparePipeline, runPipeline } from "./pg-pipeline.js";
 import { DbError, toDbError } from "./errors.js";
 import {
   CONNECT_TIMEOUT_MS,
@@ -65,7 +65,7 @@ async function runQuery<R extends Row>(
   let res: PgResult | PgResult[];
   try {
     const p = normalizeParams(params);
-    res = (await (p === undefined || p.length === 0 ? client.query(sql) : client.query(sql, p))) as unknown as PgResult | PgResult[];
+    res = (await (p === undefined || p.length === 0 ? client.query(sql) : client.query(sql, p.map((v) => (Array.isArray(v) ? prepareValue(v) : v))))) as unknown as PgResult | PgResult[];
   } catch (e) {
     throw toDbError(e);
   }

@@ -36,7 +36,27 @@ interface PgResultLike {
 type ResultCtor = new (rowMode: undefined, types: unknown) => PgResultLike;
 const Result = (pg as unknown as { Result: ResultCtor }).Result;
 /** pg's own conversion of a parameter (what pg.Client#query applies), so values mean the same here. */
-const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown };
+const { prepareValue: pgPrepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown };
+
+const ARRAY_ELEMENT_ESCAPED = /[\\"]/;
+/**
+ * pg's conversion of a parameter, with its commonest case done cheaper: an array of strings (and
+ * nulls), the unnest() parameters of every batch write, becomes the same array literal text as
+ * pg's arrayString builds, in half the time and without its chain of concatenated strings (pg's
+ * array encoding was a ninth of the bytes metering's server allocated per event: heap profile of
+ * bench/ingest, 2026-11-30). Anything else goes to pg's prepareValue.
+ */
+export function prepareValue(v: unknown): unknown {
+  if (!Array.isArray(v)) return pgPrepareValue(v);
+  const parts = new Array<string>(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const e: unknown = v[i];
+    if (typeof e === "string") parts[i] = ARRAY_ELEMENT_ESCAPED.test(e) ? '"' + e.replace(/[\\"]/g, "\\$&") + '"' : '"' + e + '"';
+    else if (e === null || e === undefined) parts[i] = "NULL";
+    else return pgPrepareValue(v);
+  }
+  return "{" + parts.join(",") + "}";
+}
 
 /** A statement with its values converted (pg's prepareValue), ready to send. */
 export interface PreparedStatement {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { contentHashOf, encodeProperties, encodePropertiesViaObject, parseRfc3339Us, validateEvent, type EventInput, type PropertyValue } from "./event.js";
+import { contentHashOf, encodeProperties, encodePropertiesViaObject, parseRfc3339Us, sortedKeys, validateEvent, type EventInput, type PropertyValue } from "./event.js";
 
 const NOW_US = BigInt(Date.UTC(2026, 10, 20, 10)) * 1000n;
 const ctx = { nowUs: NOW_US, lateEventAgeUs: 35n * 86_400_000_000n };
@@ -145,6 +145,16 @@ describe("validateEvent", () => {
         expect(encodeProperties(props)).toBe(encodePropertiesViaObject(props));
       }),
       { numRuns: 3_000 },
+    );
+  });
+
+  it("sorts keys in Array#sort's order (UTF-16 code units), up to the property limit", () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: "binary", maxLength: 6 }), { maxLength: 64 }), (keys) => {
+        const o = Object.fromEntries(keys.map((k) => [k, 1]));
+        expect(sortedKeys(o)).toEqual(Object.keys(o).sort());
+      }),
+      { numRuns: 2_000 },
     );
   });
 
