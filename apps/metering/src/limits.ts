@@ -130,6 +130,13 @@ export const QUERY_RANGE_MS_MAX = 400 * 24 * 60 * 60 * 1000;
 /** OTLP: most bytes of one export request, most spans mapped from it. */
 export const OTLP_BYTES_MAX = 4 * 1024 * 1024;
 export const OTLP_SPANS_MAX = 10_000;
+/**
+ * OTLP: how long an export may take from its arrival to its answer (the gRPC server's default
+ * deadline). Past it the receiver answers 503 + Retry-After (OTLP's retryable answer) while the
+ * events already handed to the group commit are stored or not: the exporter's retry keeps the span
+ * ids, so what was stored answers as duplicates.
+ */
+export const OTLP_EXPORT_TIMEOUT_MS = 30_000;
 
 /** The server limits of a metering process (main.ts, and each service of `npm start`). */
 export const METERING_SERVER_LIMITS = { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX } as const;

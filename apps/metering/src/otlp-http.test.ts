@@ -238,3 +238,50 @@ describe("OTLP/HTTP receiver: per-tenant limits (shared with the gRPC server's l
     }
   });
 });
+
+describe("OTLP/HTTP receiver: export deadline", () => {
+  it("answers 503 + Retry-After when the export is not stored in time, and keeps the tenant's in-flight slot until the storing ends", async () => {
+    const auth = createApiKeyAuthenticator([{ tenant: "tnt_a", scopes: ["ingest"], key: "key_ingest_a_000001" }]);
+    let release!: () => void;
+    let gate = new Promise<void>((r) => (release = r));
+    let stored = 0;
+    const limiter = createTenantLimiter({ inflightMax: 1, requestsPerSecond: 1_000, requestsBurst: 1_000 });
+    const s = await startOtlpServer(
+      {
+        authenticator: auth,
+        limiter,
+        logger: silentLogger,
+        exportTimeoutMs: 150,
+        ingest: async (_t, events) => {
+          await gate;
+          stored += events.length;
+          return events.map((e) => ({ eventId: e.id, status: "accepted" as const })) as never;
+        },
+        mappingFor: async () => GENAI_MAPPING_DEFAULT,
+      },
+      0,
+      "127.0.0.1",
+    );
+    const send = (id: string) =>
+      fetch(`${s.url}/v1/traces`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer key_ingest_a_000001" }, body: JSON.stringify(body([span(id, GENAI)])) });
+    try {
+      const started = Date.now();
+      const late = await send("2000000000000001");
+      expect(late.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(late.headers.get("retry-after")).toBe("1");
+      expect(((await late.json()) as { message: string }).message).toMatch(/^unavailable: not stored within 150 ms/);
+      // Its storing still runs and holds the tenant's only slot.
+      expect((await send("2000000000000002")).status).toBe(429);
+      release();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(stored).toBe(1);
+      gate = Promise.resolve();
+      expect((await send("2000000000000003")).status).toBe(200);
+      expect(stored).toBe(2);
+    } finally {
+      release();
+      await s.close();
+    }
+  });
+});

@@ -17,7 +17,7 @@ import { ANY_TENANT, TENANT_HEADER, TENANT_RATE_FIELD, hasScope, isOperator, isT
 import { IngestStatus, type IngestResult } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import type { EventInput } from "./domain/event.js";
 import { GENAI_MAPPING_DEFAULT, spansToEvents, type AttributeValue, type GenAiMapping, type GenAiSpan } from "./domain/genai.js";
-import { EVENTS_PER_REQUEST_MAX, OTLP_BYTES_MAX, OTLP_SPANS_MAX } from "./limits.js";
+import { EVENTS_PER_REQUEST_MAX, OTLP_BYTES_MAX, OTLP_EXPORT_TIMEOUT_MS, OTLP_SPANS_MAX } from "./limits.js";
 
 export class OtlpFormatError extends Error {
   constructor(readonly field: string, rule: string) {
@@ -176,6 +176,8 @@ export interface OtlpReceiverDeps {
   logger: Logger;
   ingest(tenant: string, events: EventInput[]): Promise<IngestResult[]>;
   mappingFor(tenant: string): Promise<GenAiMapping>;
+  /** From the request's arrival to its answer (default OTLP_EXPORT_TIMEOUT_MS); past it, 503. */
+  exportTimeoutMs?: number;
 }
 
 function send(res: ServerResponse, status: number, body: object): void {
@@ -197,7 +199,9 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
 
 /** The request handler (mount it on any node:http server). */
 export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const timeoutMs = deps.exportTimeoutMs ?? OTLP_EXPORT_TIMEOUT_MS;
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const arrived = performance.now();
     if (req.url?.split("?")[0] !== "/v1/traces") return send(res, 404, { message: "only /v1/traces is served" });
     if (req.method !== "POST") return send(res, 405, { message: "POST only" });
     const principal = deps.authenticator.authenticate(req.headers.authorization ?? null);
@@ -220,8 +224,11 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
         res.setHeader("retry-after", "1");
         return send(res, 429, { message: `${got}: tenant limit exceeded (${got === TENANT_RATE_FIELD ? `${deps.limiter.limits.requestsPerSecond} requests/s` : `${deps.limiter.limits.inflightMax} in flight`}), retry later` });
       }
-      res.once("close", got);
+      // Released when the answer is sent, or after it when an export that ran out of time is
+      // still being stored (its work still counts against the tenant's in-flight limit).
+      res.once("close", () => (work ? void work.finally(got) : got()));
     }
+    let work: Promise<unknown> | undefined;
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim();
     const proto = type === "application/x-protobuf";
     if (!proto && type !== "application/json") return send(res, 415, { message: "content-type: application/json (OTLP/JSON) or application/x-protobuf" });
@@ -242,7 +249,17 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
       if (proto && e instanceof Error) return fail(400, 3, `body: not an OTLP ExportTraceServiceRequest (${e.message})`);
       throw e;
     }
-    const out = await exportSpans(spans, await deps.mappingFor(tenant), (events) => deps.ingest(tenant, events));
+    const exported = (async () => exportSpans(spans, await deps.mappingFor(tenant), (events) => deps.ingest(tenant, events)))();
+    work = exported.catch((e: unknown) => e);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), Math.max(0, timeoutMs - (performance.now() - arrived)))));
+    const out = await Promise.race([exported, late]).finally(() => clearTimeout(timer));
+    if (out === "late") {
+      // The work goes on (a commit cannot be called back); its failure, if any, is logged.
+      exported.catch((e: unknown) => deps.logger.error("otlp export failed after its answer (503)", { err: e }));
+      res.setHeader("retry-after", "1");
+      return fail(503, 14, `unavailable: not stored within ${timeoutMs} ms, retry later (spans already stored then answer as duplicates)`);
+    }
     if (proto) {
       const bytes = toBinary(ExportTraceServiceResponseSchema, out);
       res.writeHead(200, { "content-type": "application/x-protobuf", "content-length": bytes.length });
