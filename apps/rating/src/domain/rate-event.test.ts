@@ -6,9 +6,53 @@ import { CostCatalog } from "./cost-catalog.js";
 import { TenantCatalog, creditValue, rateEvent } from "./rate-event.js";
 import { CARRY_ROUNDING, MemoryRatingState, ScratchState } from "./state.js";
 import { T0, catalogFor, charge, costRate, event, llmCosts, llmMatrixVersion, usage, version } from "./fixtures.js";
-import type { TierSpec } from "./types.js";
+import { dimsKeyOf, type TierSpec } from "./types.js";
 
 const B = 1_000_000_000n;
+
+describe("rateEvent: dimension keys", () => {
+  it("prices a matrix event by its own dimensions whatever came before (a value holding the key separator and '=' took another event's cached price)", () => {
+    const v = version([
+      charge(
+        "llm",
+        {
+          kind: "matrix",
+          cells: [
+            { match: { model: "big", region: "eu" }, unitPrice: { amount: "10", perQuantity: "" } },
+            { match: { model: "big" }, unitPrice: { amount: "5", perQuantity: "" } },
+          ],
+          defaultPrice: { amount: "1", perQuantity: "" },
+        },
+        { usage: usage("llm", ["tokens"], ["model", "region"]) },
+      ),
+    ]);
+    const a = event("ea", "llm", { tokens: 1, model: "big", region: "eu" });
+    const b = event("eb", "llm", { tokens: 1, model: "big\u001fregion=eu" });
+    for (const order of [[a, b], [b, a]]) {
+      const cat = catalogFor(v);
+      const st = new MemoryRatingState();
+      const price = new Map(order.map((e) => [e.eventId, rateEvent(cat, st, e).lines[0]!]));
+      expect(price.get("ea")!.priceNanos).toBe(10n * B);
+      expect(price.get("eb")!.priceNanos).toBe(1n * B); // its model is not "big": the default
+      expect(price.get("ea")!.dimsKey).not.toBe(price.get("eb")!.dimsKey);
+    }
+  });
+
+  it("keys two different dimension maps differently, and a usual map as before (k=v joined by U+001F)", () => {
+    expect(dimsKeyOf({ model: "gpt-x", metric: "input_tokens" })).toBe("metric=input_tokens\u001fmodel=gpt-x");
+    expect(dimsKeyOf({ a: "=b" })).not.toBe(dimsKeyOf({ "a=": "b" }));
+    expect(dimsKeyOf({ m: "x\u001fr=y" })).not.toBe(dimsKeyOf({ m: "x", r: "y" }));
+    expect(dimsKeyOf({ m: "x\\" })).not.toBe(dimsKeyOf({ "m\\": "x" }));
+    const part = fc.string({ unit: fc.constantFrom("a", "=", "\\", "\u001f", "u"), maxLength: 5 });
+    fc.assert(
+      fc.property(fc.dictionary(part, part, { maxKeys: 3 }), fc.dictionary(part, part, { maxKeys: 3 }), (x, y) => {
+        const same = JSON.stringify(Object.entries(x).sort()) === JSON.stringify(Object.entries(y).sort());
+        expect(dimsKeyOf(x) === dimsKeyOf(y)).toBe(same);
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+});
 
 describe("rateEvent: the event-flow slice", () => {
   it("prices 1,234 input + 567 output tokens at 8,755,000 nanos and costs them at 4,377,500", () => {

@@ -17,6 +17,7 @@ import { COST, PRICE, carryKey, periodKey, taskKey, type RatingState } from "./s
 import {
   EVENTS_METRIC,
   METRIC,
+  dimKeyPart,
   dimsKeyOf,
   type Customer,
   type PriceOverride,
@@ -225,7 +226,8 @@ function usageLines(c: CompiledCharge, e: UsageEvent, single: boolean): RawLine[
         val = propString(pv);
       }
       dims[k] = val;
-      key = key === "" ? `${k}=${val}` : `${key}\u001f${k}=${val}`;
+      const part = `${dimKeyPart(k)}=${dimKeyPart(val)}`;
+      key = key === "" ? part : `${key}\u001f${part}`;
     }
     out.push({ dims, dimsKey: key, metric: m, quantity, bad });
     if (single) break;

@@ -190,14 +190,25 @@ export interface RatedEventResult {
   lines: RatedLine[];
 }
 
-/** dimsKeyOf: canonical key of a dimensions map (sorted "k=v" joined by \u001f). */
+const DIM_SPECIAL = /[\\=\u001f]/;
+/**
+ * A dimension name or value in a dims key: `\`, `=` and U+001F escaped (`\\`, `\=`, `\u`), so
+ * that two different dimension maps never share a key (a value holding "\u001fregion=eu" made an
+ * event's key equal to another's and took its matrix price and carry; review of 2026-11-30). A
+ * value without those characters, every usual one, is its own text: keys stored before read the same.
+ */
+export function dimKeyPart(s: string): string {
+  return DIM_SPECIAL.test(s) ? s.replace(/[\\=\u001f]/g, (c) => (c === "\u001f" ? "\\u" : "\\" + c)) : s;
+}
+
+/** dimsKeyOf: canonical key of a dimensions map (sorted "k=v" joined by \u001f, parts escaped by dimKeyPart). */
 export function dimsKeyOf(d: Record<string, string>): string {
   const keys = Object.keys(d).sort();
   let s = "";
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
     if (i > 0) s += "\u001f";
-    s += k + "=" + d[k];
+    s += dimKeyPart(k) + "=" + dimKeyPart(d[k]!);
   }
   return s;
 }
