@@ -31,6 +31,24 @@ describe("margin", () => {
   });
 });
 
+describe("margin across currencies", () => {
+  const rule = { ruleId: "r", kind: "margin_below" as const, thresholdBps: 2000n, windowSeconds: 3600, customerId: "", model: "" };
+  const row = (unit: string, price: bigint, cost: bigint): WindowSum => ({ customerId: "c", model: "big", unit, costUnit: "USD", priceNanos: price, costNanos: cost });
+
+  it("leaves out usage priced in another currency than its cost (EUR 100 of revenue for USD 10 of cost fired a -10,000 bps alert)", () => {
+    expect(evaluateRule(rule, [row("EUR", 100_000_000_000n, 10_000_000_000n)], 3_600_000)).toEqual([]);
+    // The same-currency rows of the customer still decide.
+    const a = evaluateRule(rule, [row("EUR", 100_000_000_000n, 10_000_000_000n), row("USD", 1_000n, 900n)], 3_600_000);
+    expect(a).toHaveLength(1);
+    expect(a[0]).toMatchObject({ observedBps: 1000n, revenueNanos: 1_000n, costNanos: 900n, unit: "USD" });
+  });
+
+  it("still counts the cost of unpriced usage (no revenue, no unit) against the margin", () => {
+    const a = evaluateRule(rule, [row("", 0n, 900n), row("USD", 1_000n, 0n)], 3_600_000);
+    expect(a[0]).toMatchObject({ observedBps: 1000n, revenueNanos: 1_000n, costNanos: 900n });
+  });
+});
+
 describe("margin of credit-priced usage", () => {
   const rule = { ruleId: "r", kind: "margin_below" as const, thresholdBps: 2000n, windowSeconds: 3600, customerId: "", model: "" };
   // 50 credits burned, worth $0.50 at the credit type's exchange rate; cost $0.001.

@@ -78,9 +78,12 @@ export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: n
     let modelCost = 0n;
     for (const s of ss) {
       const credit = isCreditUnit(s.unit);
-      // Credit-priced revenue counts at its currency value; without a value in this currency the
-      // row is left out of the margin (its cost against no revenue would fire a false alert).
-      const comparable = !credit || s.valueUnit === unit;
+      // Revenue counts in the cost's currency: credit-priced revenue at its currency value, other
+      // revenue when priced in that currency. A row whose revenue is in another unit (a credit
+      // without a value here, a EUR price against USD cost) is left out of the margin: its cost
+      // against no revenue fired a false alert (review of 2026-11-30). Usage that is not priced
+      // (no revenue, unit "") still counts its cost: that is the margin it destroys.
+      const comparable = credit ? s.valueUnit === unit : s.unit === unit || s.unit === "";
       if (credit ? comparable : s.unit === unit) revenue += credit ? (s.valueNanos ?? 0n) : s.priceNanos;
       if (s.costUnit === unit) {
         cost += s.costNanos;
