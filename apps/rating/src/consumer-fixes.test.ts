@@ -30,20 +30,22 @@ for (const backend of testBackends()) describe(`rating consumer: poison events a
 
   it("records an event whose price overflows int64 as unpriced and rates the rest of its batch", async () => {
     h.metering.push("tnt_a", { id: "ok_1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 3_000, properties: { calls: 5 } });
-    // 10^10 calls at $1: 10^19 nanos, beyond int64: rating this event throws.
-    h.metering.push("tnt_a", { id: "huge", customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_000, properties: { calls: 10_000_000_000n } });
+    // 10^10 calls at $1 (10^19 nanos): past the largest amount of one event, unpriced by the domain.
+    h.metering.push("tnt_a", { id: "too_big", customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_900, properties: { calls: 10_000_000_000n } });
+    // Ten events of 10^9 calls at $1 (10^18 nanos each, the most one event may be): the tenth
+    // takes the batch's booked total past int64, so rating it throws: a poison event.
+    for (let i = 0; i < 10; i++) h.metering.push("tnt_a", { id: `huge_${i}`, customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_000 + i, properties: { calls: 1_000_000_000n } });
     h.metering.push("tnt_a", { id: "ok_2", customerId: "cus_1", type: "api.call", timestampMs: t0 - 1_000, properties: { calls: 7 } });
-    expect(await h.service.consumer.pollOnce(0)).toBe(3);
+    expect(await h.service.consumer.pollOnce(0)).toBe(13);
     expect((await h.service.rated.ratedEvent("tnt_a", "ok_1"))!.lines.map((l) => l.priceNanos)).toEqual([5_000_000_000n]);
     expect((await h.service.rated.ratedEvent("tnt_a", "ok_2"))!.lines.map((l) => l.priceNanos)).toEqual([7_000_000_000n]);
-    const huge = (await h.service.rated.ratedEvent("tnt_a", "huge"))!;
+    expect((await h.service.rated.ratedEvent("tnt_a", "too_big"))!.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n, reason: expect.stringMatching(/^price exceeds/) });
+    expect((await h.service.rated.ratedEvent("tnt_a", "huge_8"))!.lines.map((l) => l.priceNanos)).toEqual([10n ** 18n]);
+    const huge = (await h.service.rated.ratedEvent("tnt_a", "huge_9"))!;
     expect(huge.lines).toHaveLength(1);
     expect(huge.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
     expect(huge.lines[0]!.reason).toMatch(/^rating failed: .*int64/);
-    expect(h.wallet.consumed.map((x) => [x.item.id, x.item.amountNanos])).toEqual([
-      ["ok_1:calls", 5_000_000_000n],
-      ["ok_2:calls", 7_000_000_000n],
-    ]);
+    expect(h.wallet.consumed.map((x) => x.item.id)).toEqual(["ok_1:calls", ...Array.from({ length: 9 }, (_, i) => `huge_${i}:calls`), "ok_2:calls"]);
     expect(await h.service.consumer.pollOnce(0)).toBe(0);
   });
 

@@ -277,6 +277,15 @@ describe("rateEvent: percentage, dynamic and overrides", () => {
     expect(r.lines[0]!.priceNanos).toBe(123n);
   });
 
+  it("leaves an event priced past 10^9 units unpriced with the reason (it threw and became a poison event), and 10^9 units exactly priced", () => {
+    const dyn = version([charge("dyn", { kind: "dynamic", priceProperty: "price" }, { usage: usage("job", []) })]);
+    const r = rateEvent(catalogFor(dyn), new MemoryRatingState(), event("j", "job", { price: "1000000000000" }));
+    expect(r.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n, reason: expect.stringMatching(/^price exceeds 1000000000000000000 nanos/) });
+    expect(rateEvent(catalogFor(dyn), new MemoryRatingState(), event("j", "job", { price: "1000000000" })).lines[0]).toMatchObject({ status: "final", priceNanos: 10n ** 18n });
+    const perUnit = version([charge("x", { kind: "per_unit", unitPrice: { amount: "1000000000", perQuantity: "" } }, { usage: usage("api", ["n"]) })]);
+    expect(rateEvent(catalogFor(perUnit), new MemoryRatingState(), event("e", "api", { n: 10 })).lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+  });
+
   it("applies a customer's price override in its time range only", () => {
     const cat = catalogFor(perUnitSubNano("2"), [], [
       { overrideId: "ovr_1", customerId: "cus_1", chargeId: "tok", pricing: { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "1000000" } }, includedQuantity: "", startMs: T0 + 10_000, endMs: T0 + 20_000 },

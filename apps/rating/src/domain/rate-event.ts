@@ -1,4 +1,4 @@
-import { allocate, type Rate } from "@nanobill/money";
+import { AMOUNT_NANOS_MAX, allocate, type Rate } from "@nanobill/money";
 import { compileCharge, type CompiledCharge, type CompiledVersion } from "./compile.js";
 import { MODEL_PROPERTY, PROVIDER_PROPERTY, type CostCatalog, type CostLine } from "./cost-catalog.js";
 import { billingPeriod, type Period } from "./period.js";
@@ -437,6 +437,12 @@ function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: Compil
       }
       default:
         l.reason = `charge model ${p.kind} is not event priced`;
+    }
+    if (exact !== null && exact.num > AMOUNT_NANOS_MAX * exact.den) {
+      // One event priced past the largest amount (10^9 units): unpriced with the reason, as a
+      // negative price is; it threw in the carry and made the event a poison one (review of 2026-11-30).
+      exact = null;
+      l.reason = `price exceeds ${AMOUNT_NANOS_MAX} nanos (10^9 units) for one event`;
     }
     if (exact === null) {
       l.status = "unpriced";
