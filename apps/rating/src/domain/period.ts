@@ -1,5 +1,5 @@
 import { invalid } from "./errors.js";
-import { roundHalfEven, type Exact } from "./pricing.js";
+import { addExact, roundHalfEven, type Exact } from "./pricing.js";
 
 /**
  * Billing periods: a customer's periods start at its billing anchor's local wall-clock day and
@@ -137,13 +137,37 @@ function computeBillingPeriod(anchorMs: number, tz: string, intervalMonths: numb
 }
 
 /**
- * prorate: amount-per-period (exact nanos) x covered/total time, by the second, exact.
+ * prorate: amount-per-period (exact nanos) x covered/total time, by the millisecond, exact. The
+ * lengths are the exact boundaries' differences (instants are whole milliseconds), never
+ * truncated: a piece from a non-whole-second instant loses no time. The caller rounds.
  */
 export function prorate(amountPerPeriod: Exact, coveredMs: number, periodMs: number): Exact {
-  const covered = BigInt(Math.floor(coveredMs / 1000));
-  const total = BigInt(Math.floor(periodMs / 1000));
-  if (total <= 0n) return { num: 0n, den: 1n };
-  return { num: amountPerPeriod.num * covered, den: amountPerPeriod.den * total };
+  if (!Number.isSafeInteger(coveredMs) || !Number.isSafeInteger(periodMs)) throw new Error(`prorate: lengths must be whole milliseconds (${coveredMs} of ${periodMs})`);
+  if (periodMs <= 0) return { num: 0n, den: 1n };
+  return { num: amountPerPeriod.num * BigInt(coveredMs), den: amountPerPeriod.den * BigInt(periodMs) };
+}
+
+/**
+ * allocateCumulative: whole nanos for the pieces of one fee over one billing period (phase parts,
+ * override parts, seat segments of one charge of one subscription), given each piece's exact
+ * prorated amount in time order. The rounding, named "cumulative half-even": piece i books
+ * round_half_even(E_1 + ... + E_i) - round_half_even(E_1 + ... + E_i-1). So the pieces always sum
+ * to the exact total rounded half-even once (no residue is dropped: each piece's sub-nano
+ * remainder moves into the next), each piece is within one nano of its own exact amount, and a
+ * full period at one price equals the un-split fee. (Before, each piece was rounded on its own:
+ * $10 over three equal phases booked 3 x 3,333,333,333.)
+ */
+export function allocateCumulative(exacts: Exact[]): bigint[] {
+  const out: bigint[] = [];
+  let cum: Exact = { num: 0n, den: 1n };
+  let booked = 0n;
+  for (const e of exacts) {
+    cum = addExact(cum, e);
+    const r = roundHalfEven(cum);
+    out.push(r - booked);
+    booked = r;
+  }
+  return out;
 }
 
 /** ProrationResult: a mid-period change billed in advance. */
@@ -156,7 +180,7 @@ export interface ProrationResult {
 /**
  * prorateChange: a fee paid in advance for the period changes at changeMs from oldAmount to
  * newAmount (per whole period): the unused old part is credited and the remaining new part
- * charged, each prorated by the second and rounded half-even once; net = credit + charge.
+ * charged, each prorated by the millisecond and rounded half-even once; net = credit + charge.
  * $20 -> $50 on day 15 of a 30-day cycle: -10 + 25 = $15.
  */
 export function prorateChange(p: Period, changeMs: number, oldAmount: Exact, newAmount: Exact): ProrationResult {

@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { compilePlanVersion } from "./compile.js";
 import { CostCatalog } from "./cost-catalog.js";
@@ -46,7 +47,7 @@ describe("ratePeriod", () => {
     expect(r.totalNanos).toBe(35n * B);
   });
 
-  it("prorates seats by the second across seat changes", () => {
+  it("prorates seats by the millisecond across seat changes", () => {
     const v = version([charge("seats", { kind: "seats", perSeatAmount: "30" })]);
     const sub: Subscription = {
       subscriptionId: "s",
@@ -217,7 +218,7 @@ describe("ratePeriod with price overrides on flat and seat fees", () => {
 
   it("prices a flat $20 with a $50 override for days 0-10 only at $50 x 10/30 + $20 x 20/30 = $30, not $20", () => {
     const lines = rate([override("base", { kind: "flat", amount: "50" }, NOV, NOV + 10 * DAY)]);
-    // each piece prorated by the second and rounded half-even once, like phases
+    // each piece prorated exactly by the millisecond; the fee's pieces rounded together (cumulative half-even)
     expect(lines.filter(([c]) => c === "base")).toEqual([["base", 16_666_666_667n], ["base", 13_333_333_333n]]);
     expect(total(lines, "base")).toBe(30n * B);
   });
@@ -353,5 +354,110 @@ describe("ratePeriod: a spending cap changed by a mid-period migration, part by 
     const cat = migrated("", "20");
     const r = ratePeriod(cat, cat.customer("c")!, [sub], period, total(15n), undefined, parts(10n, 5n));
     expect(r.lines.map((l) => l.kind)).toEqual(["usage"]);
+  });
+});
+
+describe("ratePeriod: the pieces of one flat or seat fee sum to the fee prorated over the covered time, rounded once", () => {
+  const period = billingPeriod(NOV, "UTC", 1, NOV + DAY);
+  const PERIOD_MS = period.endMs - period.startMs; // 30 days
+  const sub = (phases: Subscription["phases"], seatChanges: Subscription["seatChanges"] = []): Subscription => ({ subscriptionId: "s", customerId: "c", startMs: NOV, endMs: null, seatChanges, phases });
+  const fees = (cat: TenantCatalog, s: Subscription): bigint[] => ratePeriod(cat, cat.customer("c")!, [s], period, []).lines.filter((l) => l.kind === "flat" || l.kind === "seats").map((l) => l.amountNanos);
+  const sum = (xs: bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
+  /** The reference rounding: exact num/den (den > 0) to whole nanos, half-even. */
+  const halfEven = (num: bigint, den: bigint): bigint => {
+    const q = num >= 0n ? num / den : -((-num + den - 1n) / den); // floor
+    const r2 = 2n * (num - q * den);
+    return r2 > den || (r2 === den && q % 2n !== 0n) ? q + 1n : q;
+  };
+  const decimal = (nanos: bigint): string => `${nanos / B}.${(nanos % B).toString().padStart(9, "0")}`;
+
+  it("a $30 flat fee with an identical $30 override from +1.5 s is $30 exactly (before: 29,999,988,426: lengths truncated to seconds)", () => {
+    const v = version([charge("base", { kind: "flat", amount: "30" })]);
+    const s = sub([{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }]);
+    const o: PriceOverride = { overrideId: "o", customerId: "c", chargeId: "base", pricing: { kind: "flat", amount: "30" }, includedQuantity: "", startMs: NOV + 1500, endMs: null };
+    const cat = catalog([["p", v]], [s], [o]);
+    const r = ratePeriod(cat, cat.customer("c")!, [s], period, []);
+    // 1.5 s of 30 days: 30e9 x 1500 / 2,592,000,000 = 17,361.1 nanos; the rest is the second piece
+    expect(r.lines.map((l) => [l.endMs - l.startMs, l.amountNanos])).toEqual([[1500, 17_361n], [PERIOD_MS - 1500, 29_999_982_639n]]);
+    expect(r.totalNanos).toBe(30n * B);
+  });
+
+  it("a $10 flat fee over three equal phases is $10 exactly (before: 3 x 3,333,333,333 = 9,999,999,999)", () => {
+    const v1 = version([charge("base", { kind: "flat", amount: "10" })]);
+    const s = sub([
+      { planId: "p", planVersion: 1, startMs: NOV, endMs: NOV + 10 * DAY },
+      { planId: "p", planVersion: 2, startMs: NOV + 10 * DAY, endMs: NOV + 20 * DAY },
+      { planId: "p", planVersion: 3, startMs: NOV + 20 * DAY, endMs: null },
+    ]);
+    const cat = catalog([["p", v1], ["p", { ...v1, version: 2 }], ["p", { ...v1, version: 3 }]], [s]);
+    // cumulative half-even: round(10/3) = 3,333,333,333; round(20/3) - that = 3,333,333,334; 10 - round(20/3)
+    expect(fees(cat, s)).toEqual([3_333_333_333n, 3_333_333_334n, 3_333_333_333n]);
+  });
+
+  it("$10 per seat, 1 seat over three equal seat segments (1 -> 1 -> 1) is $10 exactly", () => {
+    const v = version([charge("seats", { kind: "seats", perSeatAmount: "10" })]);
+    const s = sub([{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }], [
+      { changeId: "initial", seats: 1, effectiveMs: NOV },
+      { changeId: "a", seats: 1, effectiveMs: NOV + 10 * DAY },
+      { changeId: "b", seats: 1, effectiveMs: NOV + 20 * DAY },
+    ]);
+    const cat = catalog([["p", v]], [s]);
+    expect(fees(cat, s)).toEqual([3_333_333_333n, 3_333_333_334n, 3_333_333_333n]);
+  });
+
+  // 1-5 pieces: 0-4 distinct cut instants anywhere in the period, to the millisecond
+  const cuts = fc.uniqueArray(fc.integer({ min: 1, max: PERIOD_MS - 1 }), { minLength: 0, maxLength: 4 }).map((xs) => [0, ...xs.sort((a, b) => a - b), PERIOD_MS]);
+  const nanos = fc.bigInt({ min: 1n, max: 10n ** 15n }); // 1 nano to $1,000,000
+
+  it("property: flat fee split by migrations (and overrides) at random instants: one price sums to the whole fee, several to the exact prorated total rounded half-even once, each piece within 1 nano of its own exact amount", () => {
+    fc.assert(
+      fc.property(cuts, fc.array(nanos, { minLength: 5, maxLength: 5 }), fc.boolean(), fc.boolean(), (bounds, prices, samePrice, viaOverrides) => {
+        const n = bounds.length - 1;
+        const price = (i: number): bigint => (samePrice ? prices[0]! : prices[i]!);
+        let cat: TenantCatalog;
+        let s: Subscription;
+        if (viaOverrides) {
+          // one phase; piece i > 0 priced by an override over [bounds[i], bounds[i + 1])
+          s = sub([{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }]);
+          const os = Array.from({ length: n - 1 }, (_, k): PriceOverride => ({ overrideId: `o${k}`, customerId: "c", chargeId: "base", pricing: { kind: "flat", amount: decimal(price(k + 1)) }, includedQuantity: "", startMs: NOV + bounds[k + 1]!, endMs: NOV + bounds[k + 2]! }));
+          cat = catalog([["p", version([charge("base", { kind: "flat", amount: decimal(price(0)) })])]], [s], os);
+        } else {
+          // one phase per piece, each its own version of the plan
+          s = sub(Array.from({ length: n }, (_, i) => ({ planId: "p", planVersion: i + 1, startMs: NOV + bounds[i]!, endMs: i + 1 < n ? NOV + bounds[i + 1]! : null })));
+          cat = catalog(Array.from({ length: n }, (_, i): [string, PlanVersionSpec] => ["p", version([charge("base", { kind: "flat", amount: decimal(price(i)) })], { version: i + 1 })]), [s]);
+        }
+        const got = fees(cat, s);
+        expect(got).toHaveLength(n);
+        const len = (i: number): bigint => BigInt(bounds[i + 1]! - bounds[i]!);
+        const exactNum = Array.from({ length: n }, (_, i) => price(i) * len(i)).reduce((a, b) => a + b, 0n);
+        expect(sum(got)).toBe(halfEven(exactNum, BigInt(PERIOD_MS)));
+        if (samePrice) expect(sum(got)).toBe(prices[0]!);
+        got.forEach((a, i) => {
+          const err = a * BigInt(PERIOD_MS) - price(i) * len(i);
+          expect(err <= BigInt(PERIOD_MS) && err >= -BigInt(PERIOD_MS)).toBe(true);
+        });
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("property: seats split by seat changes at random instants: one seat count sums to seats x fee, several to the exact seat-time total rounded half-even once", () => {
+    fc.assert(
+      fc.property(cuts, fc.array(fc.integer({ min: 1, max: 500 }), { minLength: 5, maxLength: 5 }), nanos, fc.boolean(), (bounds, counts, perSeat, sameCount) => {
+        const n = bounds.length - 1;
+        const seats = (i: number): number => (sameCount ? counts[0]! : counts[i]!);
+        const s = sub(
+          [{ planId: "p", planVersion: 1, startMs: NOV, endMs: null }],
+          Array.from({ length: n }, (_, i) => ({ changeId: i === 0 ? "initial" : `c${i}`, seats: seats(i), effectiveMs: NOV + bounds[i]! })),
+        );
+        const cat = catalog([["p", version([charge("seats", { kind: "seats", perSeatAmount: decimal(perSeat) })])]], [s]);
+        const got = fees(cat, s);
+        expect(got).toHaveLength(n);
+        const exactNum = Array.from({ length: n }, (_, i) => perSeat * BigInt(seats(i)) * BigInt(bounds[i + 1]! - bounds[i]!)).reduce((a, b) => a + b, 0n);
+        expect(sum(got)).toBe(halfEven(exactNum, BigInt(PERIOD_MS)));
+        if (sameCount) expect(sum(got)).toBe(perSeat * BigInt(counts[0]!));
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -2,7 +2,7 @@ import { INT64_MAX, INT64_MIN } from "@nanobill/money";
 import type { CompiledCharge, CompiledVersion } from "./compile.js";
 import { failedPrecondition } from "./errors.js";
 import type { Period } from "./period.js";
-import { prorate } from "./period.js";
+import { allocateCumulative, prorate } from "./period.js";
 import { addExact, periodTotal, rateExact, roundHalfEven, subExact, ZERO, type Exact } from "./pricing.js";
 import { capParts, cappedIncrease, type TenantCatalog } from "./rate-event.js";
 import type { Customer, Subscription } from "./types.js";
@@ -179,8 +179,11 @@ export function usageOwners(cat: TenantCatalog, subs: Subscription[], period: Pe
  *    events came in (across a plan migration, given quantityBefore: each unit by the version in
  *    force when it was used, segmentedTotal, rounded once); event-mode charges at the sum booked per
  *    event (carry-exact);
- *  - flat fees and seats: per phase overlap and per seat segment, prorated by the second, each
- *    rounded half-even once;
+ *  - flat fees and seats: one line per phase overlap, override part and seat segment, each
+ *    prorated exactly by the millisecond; the lines of one fee (subscription, charge) are rounded
+ *    together, cumulative half-even (allocateCumulative): they sum to the fee's exact prorated
+ *    total over the covered time rounded half-even once, and a whole period at one price is the
+ *    un-split fee;
  *  - spending cap: a term of a plan version, so per subscription, applied to that subscription's
  *    own usage lines (usageOwners) part by part as real-time rating does (capParts): each phase
  *    part under its own version's cap (or none), the running total U carried across parts — U at
@@ -209,13 +212,22 @@ export function ratePeriod(
   const lastVersion = new Map<string, { v: CompiledVersion; startMs: number }>();
   const chargeSpecs = new Map<string, CompiledCharge>();
   const chargeEnds = new Map<string, number>();
+  // flat and seat pieces per fee (subscription, charge, kind, unit), booked by allocateCumulative
+  const fees = new Map<string, Array<{ line: PeriodLine; exact: Exact; what: string }>>();
+  const feePiece = (line: PeriodLine, exact: Exact, what: string): void => {
+    const key = [line.subscriptionId, line.chargeId, line.kind, line.unit].join("\u0000");
+    const group = fees.get(key) ?? [];
+    group.push({ line, exact, what });
+    fees.set(key, group);
+  };
 
   for (const { s, ph, v, a, b } of phaseSpans(cat, subs, period)) {
     if (a >= (lastVersion.get(s.subscriptionId)?.startMs ?? -Infinity)) lastVersion.set(s.subscriptionId, { v, startMs: a });
     for (const c0 of v.charges) {
       // An override in force over part of [a, b) prices only that part: split the overlap at
       // the boundaries of the customer's overrides of this charge and price each piece with the
-      // charge in force over it (prorated and rounded once per piece, like phases).
+      // charge in force over it (prorated exactly per piece, like phases; the fee's pieces are
+      // rounded together below, allocateCumulative).
       // Usage charges are priced on the period totals below, with the charge in force at b - 1.
       const pieces = c0.mode === "recurring" ? overridePieces(cat, customer, ph.planId, v, c0, a, b) : [{ charge: overrideAt(cat, customer, ph.planId, v, c0, b - 1), startMs: a, endMs: b }];
       // The charge in force at b - 1; of two subscriptions billing the same charge id up to the
@@ -228,17 +240,28 @@ export function ratePeriod(
       for (const { charge: c, startMs: x, endMs: y } of pieces) {
         const p = c.pricing;
         if (p.kind === "flat") {
-          const amt = checkedLine(roundHalfEven(prorate(rateExact(p.amount), y - x, periodMs)), "flat", c.chargeId);
-          lines.push({ kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId });
+          const line: PeriodLine = { kind: "flat", chargeId: c.chargeId, description: `${c.spec.name || c.chargeId}: ${fmtDays(y - x)} of ${fmtDays(periodMs)} days`, quantity: 1n, amountNanos: 0n, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: x, endMs: y, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId };
+          lines.push(line);
+          feePiece(line, prorate(rateExact(p.amount), y - x, periodMs), "");
         } else if (p.kind === "seats") {
           for (const seg of seatSegments(s, x, y)) {
             if (seg.seats === 0) continue;
-            const amt = checkedLine(roundHalfEven(prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs)), "seats", c.chargeId, `${seg.seats} seats`);
-            lines.push({ kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: amt, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId });
+            const line: PeriodLine = { kind: "seats", chargeId: c.chargeId, description: `${seg.seats} seats x ${fmtDays(seg.endMs - seg.startMs)} of ${fmtDays(periodMs)} days`, quantity: BigInt(seg.seats), amountNanos: 0n, unit: c.unit, costNanos: 0n, bookedNanos: 0n, startMs: seg.startMs, endMs: seg.endMs, periodPriced: false, ratedNanos: 0n, subscriptionId: s.subscriptionId };
+            lines.push(line);
+            feePiece(line, prorate({ num: p.perSeat.num * BigInt(seg.seats), den: p.perSeat.den }, seg.endMs - seg.startMs, periodMs), `${seg.seats} seats`);
           }
         }
       }
     }
+  }
+  // Each fee's pieces (its phase parts, override parts and seat segments) booked together:
+  // they sum to the fee prorated over the whole covered time, rounded half-even once.
+  for (const group of fees.values()) {
+    group.sort((x, y) => x.line.startMs - y.line.startMs);
+    const amounts = allocateCumulative(group.map((x) => x.exact));
+    group.forEach((x, i) => {
+      x.line.amountNanos = checkedLine(amounts[i]!, x.line.kind, x.line.chargeId, x.what);
+    });
   }
 
   const pieces = quantityBefore === undefined ? undefined : usagePieces(cat, customer, subs, period);

@@ -662,7 +662,7 @@ export const FlatPriceSchema: GenMessage<FlatPrice> = /*@__PURE__*/
   messageDesc(file_nanobill_rating_v1_rating, 19);
 
 /**
- * SeatsPrice charges per seat per period, in advance, prorated by the second on seat changes.
+ * SeatsPrice charges per seat per period, in advance, prorated by the millisecond on seat changes.
  *
  * @generated from message nanobill.rating.v1.SeatsPrice
  */
@@ -934,7 +934,7 @@ export type Charge = Message<"nanobill.rating.v1.Charge"> & {
     case: "flat";
   } | {
     /**
-     * seats charges per seat, prorated by the second.
+     * seats charges per seat, prorated by the millisecond.
      *
      * @generated from field: nanobill.rating.v1.SeatsPrice seats = 18;
      */
@@ -4052,7 +4052,8 @@ export const RatingService: GenService<{
   },
   /**
    * RatePeriod prices a customer's billing period exactly: usage charges on the period totals
-   * (tiers, packages, allowances), flat and seat fees (prorated by the second), the minimum
+   * (tiers, packages, allowances), flat and seat fees (prorated by the millisecond, each fee's
+   * pieces rounded half-even together so they sum to the fee rounded once), the minimum
    * commitment true-up and the spending cap. Invoicing calls it at period close and for previews.
    *
    * @generated from rpc nanobill.rating.v1.RatingService.RatePeriod
