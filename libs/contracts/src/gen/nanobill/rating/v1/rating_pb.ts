@@ -857,7 +857,10 @@ export type Charge = Message<"nanobill.rating.v1.Charge"> & {
 
   /**
    * included_quantity is the allowance of free units per period before the charge prices
-   * units (usage charges; period-level).
+   * units (usage charges; period-level). Tiers and packages count the units after the
+   * allowance: with 500 included and a first tier up_to 1000, the period's units 501-1500 are
+   * that tier's 1,000 units (to make the first 500 of a tier free instead, give the tiers a
+   * first tier up_to 500 at price 0).
    *
    * @generated from field: uint64 included_quantity = 5;
    */
