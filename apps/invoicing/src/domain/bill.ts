@@ -12,7 +12,7 @@
  *   the charge (the first such subscription); usage of charges no plan lists belongs to the
  *   customer's first subscription.
  */
-import type { ChargeInput } from "./assemble.js";
+import { RESIDUE_KEY_TOP_UP, type ChargeInput } from "./assemble.js";
 import type { CreditsInUnits } from "./invoice.js";
 import { coveredPeriods, nominalStart, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
 import { InvalidInput } from "./settings.js";
@@ -410,7 +410,7 @@ export function topUpCharges(
     const note = !late ? "" : t.at.getTime() < own.start.getTime() ? ", made before the subscription started" : `, for ${isoDay(own.start)} to ${isoDay(own.end)} (not billed by that period's invoice)`;
     charges.push({
       kind: "one_off",
-      residueKey: "_top_up",
+      residueKey: RESIDUE_KEY_TOP_UP,
       chargeId: t.grantId,
       subscriptionId,
       description: `Auto top-up of ${quantity} ${t.unit} on ${t.at.toISOString()} at ${t.costBasis} ${t.costCurrency} per unit (grant ${t.grantId})${note}`,

@@ -1,4 +1,5 @@
 /** A clean, self-contained HTML invoice (inline CSS, no scripts, no external resources). */
+import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
 import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 
@@ -19,7 +20,8 @@ export function invoiceHtml(inv: Invoice): string {
     .join("\n");
   const usage = inv.lines.filter((l) => l.kind === "usage");
   const credits = inv.lines.filter((l) => l.kind === "credits_applied");
-  const carried = inv.lines.filter((l) => l.residueOutNanos !== 0n || l.kind === "carried_forward");
+  const carriedResidues = new Set(carriedResidueLines(inv.lines));
+  const carried = inv.lines.filter((l) => carriedResidues.has(l) || l.kind === "carried_forward");
   const list = (ls: typeof inv.lines, f: (l: (typeof inv.lines)[number]) => string) => (ls.length === 0 ? "<p class=\"sub\">None.</p>" : `<ul>${ls.map((l) => `<li>${f(l)}</li>`).join("")}</ul>`);
   const status = inv.status === "void" ? `<p class="void">VOID ${e(stamp(inv.voidedAt))}${inv.creditNote !== undefined ? ` &middot; credit note ${e(inv.creditNote.number)} for ${e(money(inv.creditNote.amountNanos, u))}` : ""}</p>` : "";
   return `<!doctype html>

@@ -1,4 +1,5 @@
 /** The invoice laid out as PDF pages (A4, Helvetica). */
+import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
 import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 import { A4, textWidth, writePdf, type PdfOp } from "./pdf.js";
@@ -93,7 +94,8 @@ export function invoicePdf(inv: Invoice): Uint8Array {
   text(RIGHT, money(t.amountDueNanos, u), 12, { bold: true, align: "right" });
   y -= 28;
   const usage = inv.lines.filter((l) => l.kind === "usage");
-  const carried = inv.lines.filter((l) => l.residueOutNanos !== 0n || l.kind === "carried_forward");
+  const carriedResidues = new Set(carriedResidueLines(inv.lines));
+  const carried = inv.lines.filter((l) => carriedResidues.has(l) || l.kind === "carried_forward");
   const section = (name: string, items: string[]) => {
     need(30);
     text(LEFT, name, 11, { bold: true });
