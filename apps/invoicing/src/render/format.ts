@@ -1,5 +1,6 @@
 /** Display formatting of amounts (exact: bigint nanos -> decimal strings; never floats). */
 import { currency, formatNanos } from "@nanobill/money";
+import type { Invoice } from "../domain/invoice.js";
 
 /** money: a rounded amount with the currency's minor digits ("47.34 USD", "47 JPY"). */
 export function money(nanos: bigint, unit: string): string {
@@ -20,6 +21,18 @@ export function creditsText(c: { creditTypeId: string; name: string; creditsNano
       ? "no exchange rate known"
       : `worth ${exactMoney(c.valueNanos, c.rateCurrency)} at ${c.rate} ${c.rateCurrency} per credit (rate in force at the period end, half-even to the nano)`;
   return `${credits} ${c.creditTypeId} credits of ${name} applied, ${value}; paid in credits, not in the totals`;
+}
+
+/**
+ * carriedInNanos: the amount deferred from earlier invoices (below the minimum billable amount) that
+ * this invoice bills: its positive invoice-level carried_forward line ("_deferred"). Not part of the
+ * total; due = total + credits + carried in - deferred out, so the totals table shows it as a row.
+ * (The per-line minimum's carried_forward lines are in the subtotal already.)
+ */
+export function carriedInNanos(inv: Invoice): bigint {
+  let n = 0n;
+  for (const l of inv.lines) if (l.kind === "carried_forward" && l.chargeId === "_deferred" && l.roundedAmountNanos > 0n) n += l.roundedAmountNanos;
+  return n;
 }
 
 export function day(d: Date | undefined): string {

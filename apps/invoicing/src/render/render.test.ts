@@ -103,6 +103,66 @@ describe("PDF writer", () => {
   });
 });
 
+/** nanosOf: "5.30 USD" -> 5_300_000_000n (exact, no floats). */
+function nanosOf(s: string): bigint {
+  const m = /^(-?)(\d+)(?:\.(\d+))? [A-Z]{3}$/.exec(s.trim())!;
+  expect(m, s).not.toBeNull();
+  const n = BigInt(m[2]!) * 1_000_000_000n + BigInt((m[3] ?? "").padEnd(9, "0"));
+  return m[1] === "-" ? -n : n;
+}
+
+/** The totals table's rows as rendered: HTML and PDF, [label, nanos] each, in order. */
+function totalsRows(inv: Invoice): { html: Array<[string, bigint]>; pdf: Array<[string, bigint]> } {
+  const html = new TextDecoder().decode(renderInvoice(inv, "html").content);
+  const table = /<table class="totals">([\s\S]*?)<\/table>/.exec(html)![1]!;
+  const h = [...table.matchAll(/<tr[^>]*><td>([^<]*)<\/td><td class="n">([^<]*)<\/td><\/tr>/g)].map((m): [string, bigint] => [m[1]!, nanosOf(m[2]!)]);
+  const { text } = checkPdf(renderInvoice(inv, "pdf").content);
+  const p = [...text.matchAll(/BT \/F[12] 1[02] Tf 380 [\d.]+ Td \(([^)]*)\) Tj ET\nBT \/F[12] 1[02] Tf [\d.]+ [\d.]+ Td \(([^)]*)\) Tj ET/g)].map((m): [string, bigint] => [m[1]!, nanosOf(m[2]!)]);
+  return { html: h, pdf: p };
+}
+
+function assembled(over: Partial<Parameters<typeof assembleInvoice>[0]>): Invoice {
+  const a = assembleInvoice({
+    currency: "USD",
+    settings: defaultSettings("cus_1"),
+    charges: [],
+    minimumCommitmentNanos: 0n,
+    creditsAppliedNanos: 0n,
+    residues: new Map(),
+    deferredIn: undefined,
+    periodStart: P0,
+    periodEnd: P1,
+    ...over,
+  });
+  return { ...invoice(), lines: a.lines, totals: a.totals, taxRateBps: over.settings?.taxRateBps ?? 0, deferral: a.deferralShown };
+}
+
+describe("totals table", () => {
+  const usage = (nanos: bigint) => ({ kind: "usage" as const, residueKey: "ch_a", chargeId: "ch_a", subscriptionId: "sub_1", description: "Calls", quantity: "1", unitPrice: "", amount: exact(nanos), periodStart: P0, periodEnd: P1, expandable: true });
+  const cases: Array<[string, Invoice, bigint]> = [
+    // $0.30 deferred from December billed with $5.00 of usage: due $5.30
+    ["an amount carried in from earlier invoices", assembled({ charges: [usage(5_000_000_000n)], settings: { ...defaultSettings("cus_1"), minimumBillableNanos: 1_000_000_000n, deferralPeriodsMax: 3 }, deferredIn: { amountNanos: 300_000_000n, since: new Date("2025-12-01T00:00:00Z"), periods: 1 } }), 300_000_000n],
+    // $0.30 carried in + $0.20 of usage, still below $1: all $0.50 deferred again, due 0
+    ["carried in and deferred again", assembled({ charges: [usage(200_000_000n)], settings: { ...defaultSettings("cus_1"), minimumBillableNanos: 1_000_000_000n, deferralPeriodsMax: 3 }, deferredIn: { amountNanos: 300_000_000n, since: new Date("2025-12-01T00:00:00Z"), periods: 1 } }), 300_000_000n],
+    // tax, credits applied and $0.01 carried in
+    ["tax, credits and an amount carried in", invoice(), 10_000_000n],
+  ];
+  for (const [name, inv, carriedIn] of cases) {
+    it(`adds up in HTML and PDF: Subtotal + Discount + Tax = Total, and the rows after it sum to the amount due (${name})`, () => {
+      for (const rows of Object.values(totalsRows(inv))) {
+        const labels = rows.map(([l]) => l);
+        expect(labels.slice(0, 4)).toEqual(["Subtotal", "Discount", "Tax", "Total"]);
+        expect(labels.at(-1)).toBe("Amount due");
+        expect(rows.find(([l]) => l === "Carried forward from earlier invoices")?.[1]).toBe(carriedIn);
+        const v = rows.map(([, n]) => n);
+        expect(v[0]! + v[1]! + v[2]!).toBe(v[3]!);
+        expect(v.slice(3, -1).reduce((x, y) => x + y, 0n)).toBe(v.at(-1)!);
+        expect(v.at(-1)).toBe(inv.totals.amountDueNanos);
+      }
+    });
+  }
+});
+
 describe("invoice rendering", () => {
   it("renders a PDF with every line, the totals, the usage breakdown, credits and carried amounts", () => {
     const r = renderInvoice(invoice(), "pdf");
