@@ -570,3 +570,46 @@ describe("residue carried with lines sharing a residue key", () => {
     expect(carriedResidueLines(a.lines).map((l) => `${l.kind}:${l.chargeId}`)).toEqual(["flat:fee", "one_off:grant_2", "usage:ch_b", "tax:_tax", "credits_applied:_credits"]);
   });
 });
+
+describe("dates in descriptions are the customer's local dates", () => {
+  // February in Tokyo: 2026-01-31T15:00Z .. 2026-02-28T15:00Z
+  const FEB = new Date("2026-01-31T15:00:00Z");
+  const MAR = new Date("2026-02-28T15:00:00Z");
+  const APR = new Date("2026-03-31T15:00:00Z");
+  const descriptions = (timeZone: string | undefined) => {
+    const s = { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 3, lineMinimumBillableNanos: 1n * USD };
+    const tz = timeZone === undefined ? {} : { timeZone };
+    const a = assembleInvoice(input([charge("usage", "ch_u", 400_000_000n, { periodStart: FEB, periodEnd: MAR }), charge("usage", "ch_v", 2n * USD, { periodStart: FEB, periodEnd: MAR })], s, { periodStart: FEB, periodEnd: MAR, ...tz }));
+    const b = assembleInvoice(
+      input([charge("usage", "ch_u", 100_000_000n, { periodStart: MAR, periodEnd: APR })], s, {
+        periodStart: MAR,
+        periodEnd: APR,
+        deferredIn: a.deferralOut,
+        lineDeferralsIn: a.lineDeferralsOut,
+        creditsAppliedNanos: 0n,
+        lateCredits: [{ nanos: 1_000_000n, subscriptionId: "sub_1", periodStart: FEB, periodEnd: MAR }],
+        ...tz,
+      }),
+    );
+    return [...a.lines, ...b.lines].filter((l) => l.kind === "carried_forward" || l.kind === "credits_applied").map((l) => l.description);
+  };
+
+  it("names the deferred and carried periods and late credits by their local dates in the customer's zone", () => {
+    expect(descriptions("Asia/Tokyo")).toEqual([
+      "usage ch_u: usage below the line minimum, carried to the next invoice (deferred since 2026-02-01)",
+      "Below the minimum billable amount: carried to the next invoice (deferred since 2026-02-01)",
+      "usage ch_u: usage below the line minimum carried forward since 2026-02-01 (1 period)",
+      "usage ch_u: usage below the line minimum, carried to the next invoice (deferred since 2026-02-01)",
+      "Prepaid credits consumed late for 2026-02-01 to 2026-03-01 (after its invoice)",
+      "Carried forward: below the minimum billable amount since 2026-02-01 (1 period)",
+      "Below the minimum billable amount: carried to the next invoice (deferred since 2026-02-01)",
+    ]);
+  });
+
+  it("keeps UTC dates when no zone (or UTC) is given", () => {
+    const utc = descriptions("UTC");
+    expect(descriptions(undefined)).toEqual(utc);
+    expect(utc[0]).toContain("deferred since 2026-01-31");
+    expect(utc).toContain("Prepaid credits consumed late for 2026-01-31 to 2026-02-28 (after its invoice)");
+  });
+});

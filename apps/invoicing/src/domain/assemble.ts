@@ -35,6 +35,7 @@
 import { currency, type RoundingMode } from "@nanobill/money";
 import type { BillingSettings, Deferral, InvoiceLine, InvoiceTotals, LineKind } from "./invoice.js";
 import { exact, roundLine, timesBps, ZERO_RESIDUE, type ExactNanos, type ResidueState } from "./rounding.js";
+import { localDate } from "./periods.js";
 import { InvalidInput } from "./settings.js";
 import { LINES_PER_INVOICE_MAX } from "../limits.js";
 
@@ -103,6 +104,11 @@ export interface AssembleInput {
   lineDeferralsIn?: ReadonlyMap<string, LineDeferral>;
   periodStart: Date;
   periodEnd: Date;
+  /**
+   * timeZone: the customer's IANA time zone: dates named in line descriptions ("since 2026-02-01")
+   * are its local dates, as the invoice labels its period. Absent or "" = UTC.
+   */
+  timeZone?: string;
   /**
    * subscriptionEnds: this is the last invoice of its subscription (the subscription ends at or
    * before the period end): nothing is carried below the line minimum (no later invoice of the
@@ -180,12 +186,12 @@ export function carriedResidueLines<L extends Pick<InvoiceLine, "kind" | "charge
 
 const CHARGE_KINDS: ReadonlySet<LineKind> = new Set(["usage", "seats", "flat", "minimum_true_up", "overage", "adjustment", "one_off"]);
 
-function isoDay(d: Date): string {
-  return d.toISOString().slice(0, 10);
-}
 
 export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const cur = currency(input.currency, "currency");
+  const timeZone = input.timeZone === undefined || input.timeZone === "" ? "UTC" : input.timeZone;
+  /** isoDay: the local date of d in the customer's time zone (the dates line descriptions name). */
+  const isoDay = (d: Date): string => localDate(d, timeZone);
   const mode: RoundingMode = input.settings.roundingMode;
   if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
   const lateCredits = (input.lateCredits ?? []).filter((c) => c.nanos !== 0n);

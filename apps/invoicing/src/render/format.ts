@@ -1,6 +1,7 @@
 /** Display formatting of amounts (exact: bigint nanos -> decimal strings; never floats). */
 import { currency, formatNanos } from "@nanobill/money";
 import type { Invoice } from "../domain/invoice.js";
+import { localDate } from "../domain/periods.js";
 
 /** money: a rounded amount with the currency's minor digits ("47.34 USD", "47 JPY"). */
 export function money(nanos: bigint, unit: string): string {
@@ -35,8 +36,9 @@ export function carriedInNanos(inv: Invoice): bigint {
   return n;
 }
 
-export function day(d: Date | undefined): string {
-  return d === undefined ? "" : d.toISOString().slice(0, 10);
+/** day: the local date "YYYY-MM-DD" of d in the invoice's time zone ("" = UTC), the zone it is labelled with. */
+export function day(d: Date | undefined, timeZone: string): string {
+  return d === undefined ? "" : localDate(d, timeZone === "" ? "UTC" : timeZone);
 }
 
 export function stamp(d: Date | undefined): string {

@@ -15,7 +15,7 @@ export function invoiceHtml(inv: Invoice): string {
   const title = inv.number !== "" ? `Invoice ${inv.number}` : inv.status === "preview" ? "Upcoming invoice (preview)" : `Invoice ${inv.id} (${inv.status})`;
   const rows = inv.lines
     .map(
-      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(day(l.periodStart))} to ${e(day(l.periodEnd))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
+      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(day(l.periodStart, inv.timeZone))} to ${e(day(l.periodEnd, inv.timeZone))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
 <td class="n">${e(l.quantity)}</td><td class="n">${e(l.unitPrice)}</td><td class="n">${e(exactMoney(l.amountNanos, u))}</td><td class="n">${e(exactMoney(l.residueInNanos, u))}</td><td class="n b">${e(money(l.roundedAmountNanos, u))}</td><td class="n">${e(exactMoney(l.residueOutNanos, u))}</td></tr>`,
     )
     .join("\n");
@@ -38,7 +38,7 @@ th{background:#f6f8fa;font-size:12px;text-transform:uppercase;letter-spacing:.03
 .void{color:#cf222e;font-weight:700}
 </style></head><body>
 <h1>${e(title)}</h1>
-<p class="meta">Customer <b>${e(inv.customerId)}</b>${inv.subscriptionId !== "" ? ` &middot; subscription ${e(inv.subscriptionId)}` : ""} &middot; period ${e(day(inv.periodStart))} to ${e(day(inv.periodEnd))} (${e(inv.timeZone)}) &middot; ${e(u)}<br>
+<p class="meta">Customer <b>${e(inv.customerId)}</b>${inv.subscriptionId !== "" ? ` &middot; subscription ${e(inv.subscriptionId)}` : ""} &middot; period ${e(day(inv.periodStart, inv.timeZone))} to ${e(day(inv.periodEnd, inv.timeZone))} (${e(inv.timeZone)}) &middot; ${e(u)}<br>
 Status ${e(inv.status)}${inv.finalizedAt !== undefined ? ` &middot; finalized ${e(stamp(inv.finalizedAt))}` : ""}${inv.paidAt !== undefined ? ` &middot; paid ${e(stamp(inv.paidAt))} (${e(inv.paymentId)})` : ""} &middot; rounding ${e(inv.roundingMode)} &middot; tax ${inv.taxRateBps / 100}%</p>
 ${status}
 <h2>Lines</h2>
@@ -62,7 +62,7 @@ ${credits.length + (inv.creditsInUnits ?? []).length === 0 ? list([], () => "") 
 <h2>Carried amounts</h2>
 ${list(carried, (l) =>
   l.kind === "carried_forward"
-    ? `${e(l.description)}: ${e(money(l.roundedAmountNanos, u))} (since ${e(day(l.periodStart))})`
+    ? `${e(l.description)}: ${e(money(l.roundedAmountNanos, u))} (since ${e(day(l.periodStart, inv.timeZone))})`
     : `${e(l.description)}: rounding residue ${e(exactMoney(l.residueOutNanos, u))} carried to the next period`,
 )}
 <p class="sub">Exact sum of lines ${e(exactMoney(t.exactNanos, u))}; residue carried ${e(exactMoney(t.residueCarriedNanos, u))}. Amounts are exact to the nano (1e-9 ${e(u)}) and rounded per line to the minor unit; every remainder is carried, never dropped.</p>

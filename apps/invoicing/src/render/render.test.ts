@@ -137,6 +137,43 @@ function assembled(over: Partial<Parameters<typeof assembleInvoice>[0]>): Invoic
   return { ...invoice(), lines: a.lines, totals: a.totals, taxRateBps: over.settings?.taxRateBps ?? 0, deferral: a.deferralShown };
 }
 
+describe("dates in the customer's time zone", () => {
+  // February in Tokyo: 2026-01-31T15:00Z .. 2026-02-28T15:00Z
+  const FEB = new Date("2026-01-31T15:00:00Z");
+  const MAR = new Date("2026-02-28T15:00:00Z");
+  const tokyo = (): Invoice => {
+    const inv = assembled({
+      charges: [{ kind: "flat", residueKey: "base", chargeId: "base", subscriptionId: "sub_1", description: "Base fee", quantity: "1", unitPrice: "", amount: exact(20_000_000_000n), periodStart: FEB, periodEnd: MAR, expandable: false }],
+      deferredIn: { amountNanos: 10_000_000n, since: FEB, periods: 1 },
+      periodStart: FEB,
+      periodEnd: MAR,
+      timeZone: "Asia/Tokyo",
+    });
+    return { ...inv, periodStart: FEB, periodEnd: MAR, timeZone: "Asia/Tokyo" };
+  };
+
+  it("prints the period, each line's period and carried dates as local dates of the zone the invoice is labelled with", () => {
+    const html = new TextDecoder().decode(renderInvoice(tokyo(), "html").content);
+    expect(html).toContain("period 2026-02-01 to 2026-03-01 (Asia/Tokyo)");
+    expect(html).toContain('<div class="sub">2026-02-01 to 2026-03-01 &middot; base</div>');
+    expect(html).toContain("(since 2026-02-01)");
+    expect(html).not.toContain("2026-01-31");
+    const { text } = checkPdf(renderInvoice(tokyo(), "pdf").content);
+    expect(text).toContain("(Period 2026-02-01 to 2026-03-01 \\(Asia/Tokyo\\)");
+    expect(text).toContain("(2026-02-01 to 2026-03-01  base) Tj");
+    expect(text).toContain("(since 2026-02-01\\)");
+    expect(text).not.toContain("2026-01-31");
+  });
+
+  it("prints a UTC invoice's dates as before (the UTC dates of the instants)", () => {
+    const inv = { ...tokyo(), timeZone: "UTC" };
+    const html = new TextDecoder().decode(renderInvoice(inv, "html").content);
+    expect(html).toContain("period 2026-01-31 to 2026-02-28 (UTC)");
+    const { text } = checkPdf(renderInvoice(inv, "pdf").content);
+    expect(text).toContain("(Period 2026-01-31 to 2026-02-28 \\(UTC\\)");
+  });
+});
+
 describe("totals table", () => {
   const usage = (nanos: bigint) => ({ kind: "usage" as const, residueKey: "ch_a", chargeId: "ch_a", subscriptionId: "sub_1", description: "Calls", quantity: "1", unitPrice: "", amount: exact(nanos), periodStart: P0, periodEnd: P1, expandable: true });
   const cases: Array<[string, Invoice, bigint]> = [
