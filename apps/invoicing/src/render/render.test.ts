@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { assembleInvoice } from "../domain/assemble.js";
 import { defaultSettings, type Invoice } from "../domain/invoice.js";
 import { exact, priceTimesQuantity } from "../domain/rounding.js";
-import { escapeText, writePdf } from "./pdf.js";
+import { escapeText, textWidth, winAnsiBytes, writePdf } from "./pdf.js";
 import { renderInvoice } from "./index.js";
 
 const P0 = new Date("2026-01-01T00:00:00Z");
@@ -98,8 +98,22 @@ describe("PDF writer", () => {
     expect(text).toContain("0 0 m 100 0 l S");
   });
 
-  it("escapes parentheses and backslashes and replaces non-ASCII", () => {
-    expect(escapeText("a(b)c\\d€")).toBe("a\\(b\\)c\\\\d?");
+  it("escapes parentheses and backslashes, writes cp1252 bytes as octal escapes and replaces the rest", () => {
+    expect(escapeText("a(b)c\\d€")).toBe("a\\(b\\)c\\\\d\\200");
+  });
+
+  it("encodes Latin-1 and cp1252 text to WinAnsiEncoding (the fonts' encoding), '?' only for characters cp1252 lacks", () => {
+    const s = "Müller GmbH – Café €5 東京";
+    // M ü l l e r _ G m b H _ – _ C a f é _ € 5 _ 東 京
+    expect(winAnsiBytes(s)).toEqual([0x4d, 0xfc, 0x6c, 0x6c, 0x65, 0x72, 0x20, 0x47, 0x6d, 0x62, 0x48, 0x20, 0x96, 0x20, 0x43, 0x61, 0x66, 0xe9, 0x20, 0x80, 0x35, 0x20, 0x3f, 0x3f]);
+    expect(escapeText(s)).toBe("M\\374ller GmbH \\226 Caf\\351 \\2005 ??");
+    // one "?" per character outside cp1252 (an emoji is one character, two UTF-16 units); controls too
+    expect(escapeText("a😀\tb")).toBe("a??b");
+    // widths from the Helvetica metrics of the cp1252 glyphs: an em dash is 1000/1000 em, "ü" 556
+    expect(textWidth("—", 10)).toBe(10);
+    expect(textWidth("ü", 10)).toBeCloseTo(5.56, 10);
+    const { text } = checkPdf(writePdf([[{ kind: "text", x: 10, y: 10, size: 12, text: s }]], { title: "t", creationDate: new Date(0) }));
+    expect(text).toContain("(M\\374ller GmbH \\226 Caf\\351 \\2005 ??) Tj");
   });
 });
 
@@ -212,6 +226,14 @@ describe("invoice rendering", () => {
     expect(text).toContain("(Carried amounts) Tj");
     expect(text).toContain("47.34075 USD");
     expect(text).toContain("since 2025-11-01");
+  });
+
+  it("prints a line description in Latin-1 and cp1252 characters in the invoice PDF (CJK degrades to '?')", () => {
+    const inv = invoice(1);
+    inv.lines[0] = { ...inv.lines[0]!, description: "Müller GmbH – Café €5 東京" };
+    const { text } = checkPdf(renderInvoice(inv, "pdf").content);
+    expect(text).toContain("(M\\374ller GmbH \\226 Caf\\351 \\2005 ??) Tj");
+    expect(text).not.toContain("M?ller");
   });
 
   it("breaks a long invoice over several pages, each valid", () => {
