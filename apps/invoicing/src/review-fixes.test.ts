@@ -1,13 +1,14 @@
 /**
  * Review fixes (PGlite and PostgreSQL): the period grid frozen once invoiced; bad times answered as
  * InvalidArgument naming the field (one bad ClosePeriod item refused alone); voiding an invoice
- * gives back what it carried; retries of FinalizeInvoice / VoidInvoice answer the same invoice.
+ * gives back what it carried; retries of FinalizeInvoice / VoidInvoice answer the same invoice;
+ * dates in descriptions and renderings are the customer's local dates.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { testBackends } from "@nanobill/db";
-import { ClosePeriodResult, InvoiceStatus, PeriodAnchor, PeriodInterval } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
+import { ClosePeriodResult, InvoiceStatus, LineKind, PeriodAnchor, PeriodInterval, RenderFormat } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { FakeWorld, harness } from "./testing/fakes.js";
 import { outcomeOf, suiteDbs } from "./testing/suite.js";
 
@@ -215,6 +216,31 @@ for (const backend of testBackends()) {
       await h.client.finalizeInvoice({ invoiceId: dec.id });
       expect(w.balance("acct_inv_tax_USD")).toBe(4n * USD - 1_940_000_000n);
       expect((await h.client.reconcile({ customerId: "cus_1" })).differences.filter((d) => d.check !== "rated_usage")).toEqual([]);
+    });
+
+    it("names a Tokyo customer's periods by their local dates (fees in advance, late usage, the rendered header), not the UTC dates of the instants", async () => {
+      // February in Tokyo: 2026-01-31T15:00Z .. 2026-02-28T15:00Z
+      const FEB = new Date("2026-01-31T15:00:00Z");
+      const MAR = new Date("2026-02-28T15:00:00Z");
+      const w = new FakeWorld();
+      w.customers.set("cus_1", { customerId: "cus_1", currency: "USD", timeZone: "Asia/Tokyo", billingAnchor: FEB });
+      w.plans.set("plan_llm", { currency: "USD", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }, { chargeId: "base", name: "Base fee", kind: "flat", amount: "20" }] });
+      w.subscriptions.push({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan_llm", planVersion: 1, startedAt: FEB, seats: [] });
+      w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-02-10T00:00:00Z"), quantity: 1n, priceNanos: USD, unit: "USD", eventCount: 1n });
+      const h = await harness(await open(), w, new Date("2026-04-01T00:00:00Z"));
+      const close = async (d: Date) => (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) }] })).results[0]!.invoice!;
+      const feb = await close(FEB);
+      expect(feb.lines.filter((l) => l.kind === LineKind.FLAT).map((l) => l.description)).toEqual(["Base fee (2026-02-01 to 2026-03-01, in advance)", "Base fee (2026-03-01 to 2026-04-01, in advance)"]);
+      await h.client.finalizeInvoice({ invoiceId: feb.id });
+      const html = new TextDecoder().decode((await h.client.renderInvoice({ invoiceId: feb.id, format: RenderFormat.HTML })).content);
+      expect(html).toContain("period 2026-02-01 to 2026-03-01 (Asia/Tokyo)");
+      const pdf = Buffer.from((await h.client.renderInvoice({ invoiceId: feb.id, format: RenderFormat.PDF })).content).toString("latin1");
+      expect(pdf).toContain("(Period 2026-02-01 to 2026-03-01 \\(Asia/Tokyo\\)");
+      // an event of February rated after February's invoice: March's close names February locally
+      w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-02-20T00:00:00Z"), quantity: 1n, priceNanos: USD, unit: "USD", eventCount: 1n });
+      const mar = await close(MAR);
+      expect(mar.lines.filter((l) => l.kind === LineKind.ADJUSTMENT).map((l) => l.description)).toEqual(["LLM tokens: usage rated late for 2026-02-01 to 2026-03-01"]);
+      expect(mar.lines.filter((l) => l.kind === LineKind.FLAT).map((l) => l.description)).toEqual(["Base fee (2026-04-01 to 2026-05-01, in advance)"]);
     });
   });
 }

@@ -289,7 +289,9 @@ export function createInvoicingCore(d: HandlerDeps): {
       if (!include(w.inv.periodStart.getTime())) continue;
       const window = { from: w.inv.usageFrom, to: w.inv.usageTo };
       const o = ownersIn(cc, { from: w.inv.periodStart, to: w.inv.periodEnd });
-      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, o.owners, o.subs, cc.names, unit, window, feeIds));
+      // named by the period (cut to the subscription's life) in the customer's local dates
+      const named = { ...withinLife({ start: w.inv.periodStart, end: w.inv.periodEnd }, sub), timeZone: specOf(cc, sub).timeZone };
+      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, o.owners, o.subs, cc.names, unit, window, named, feeIds));
       const d = w.creditsNow - w.snapshot.billedCredits;
       if (d !== 0n) credits.push({ nanos: d, subscriptionId: sub.subscriptionId, periodStart: w.inv.periodStart, periodEnd: w.inv.periodEnd });
     }
@@ -300,7 +302,7 @@ export function createInvoicingCore(d: HandlerDeps): {
   async function feeTrueUpCharges(tenant: string, cc: CustomerContext, sub: SubscriptionInfo, p: Period, unit: string, late: LateRead[], excludeInvoiceId = ""): Promise<ChargeInput[]> {
     if (p.index === 0 || !late.some((w) => w.period.index === p.index - 1)) return [];
     const billedFees = await store.billedFees(tenant, sub.subscriptionId, p.start, [...feeChargeIds(cc.plans)], excludeInvoiceId);
-    return feeTrueUps(p, sub, cc.plans, unit, billedFees);
+    return feeTrueUps(p, sub, cc.plans, unit, billedFees, specOf(cc, sub).timeZone);
   }
 
   /** topUpFrom: where the top-up look-back of period p starts: the previous period's start or the late-event age before p, the earlier. */
@@ -384,7 +386,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       open = open.slice(0, L.TOP_UPS_PER_PERIOD_MAX);
     }
     const periodOf = (at: Date): { start: Date; end: Date } => (at.getTime() < spec.startedAt.getTime() ? periodByIndex(spec, 0) : periodAt(spec, at));
-    const r = topUpCharges(await upstream.priceTopUps(tenant, open), unit, sub.subscriptionId, { start: p.start, end: p.end }, periodOf);
+    const r = topUpCharges(await upstream.priceTopUps(tenant, open), unit, sub.subscriptionId, { start: p.start, end: p.end }, spec.timeZone, periodOf);
     for (const t of r.skipped) {
       if (t.unpriced !== undefined) {
         logger.warn("auto top-up not billed: its price is not known; left unbilled (the next close inside its look-back tries again)", { tenant, customer_id: cc.customer.customerId, grant_id: t.grantId, reason: t.unpriced });
@@ -535,6 +537,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       lineDeferralsIn: await store.readLineDeferrals(tenant, customerId),
       periodStart: period.start,
       periodEnd: period.end,
+      timeZone: base.timeZone,
       subscriptionEnds: active.length > 0 && active.every((s) => endsBy(s, period.end)),
       customerEnds: cc.subs.every((s) => endsBy(s, period.end)),
     });
@@ -699,6 +702,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           lineDeferralsIn: mine,
           periodStart: p.start,
           periodEnd: p.end,
+          timeZone: spec.timeZone,
           subscriptionEnds: endsBy(sub, p.end),
           customerEnds: cc.subs.every((s) => endsBy(s, p.end)),
         });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { roundToMinor, type RoundingMode } from "@nanobill/money";
-import { assembleInvoice, type AssembleInput, type ChargeInput } from "./assemble.js";
+import { assembleInvoice, carriedResidueLines, type AssembleInput, type ChargeInput } from "./assemble.js";
 import { defaultSettings, type BillingSettings } from "./invoice.js";
 import { LINES_PER_INVOICE_MAX } from "../limits.js";
 import { exact, priceTimesQuantity, roundLine, ZERO_RESIDUE, type ResidueState } from "./rounding.js";
@@ -528,5 +528,88 @@ describe("review fixes: signed tax, discount clamp, deferral periods", () => {
     // the next period: the one-period limit is reached, billed
     const c = assembleInvoice(input([charge("usage", "a", USD)], s, { deferredIn: b.deferralOut, periodStart: P1, periodEnd: new Date("2026-03-01T00:00:00Z") }));
     expect([c.totals.amountDueNanos, c.deferralOut]).toEqual([3n * USD, undefined]);
+  });
+});
+
+describe("residue carried with lines sharing a residue key", () => {
+  it("sums the last residue out per key (the residue state), not every line's: usage and its late adjustment on one charge", () => {
+    // $1.004 -> $1.00, carries +0.004; the adjustment takes it in: 2.004 + 0.004 = 2.008 -> $2.01, carries -0.002
+    const a = assembleInvoice(input([charge("usage", "ch_a", 1_004_000_000n), charge("adjustment", "ch_a", 2_004_000_000n)]));
+    expect(a.lines.map((l) => [l.residueInNanos, l.residueOutNanos])).toEqual([[0n, 4_000_000n], [4_000_000n, -2_000_000n]]);
+    expect(a.residues.get("ch_a")!.residueNanos).toBe(-2_000_000n);
+    expect(a.totals.residueCarriedNanos).toBe(-2_000_000n);
+    expect(carriedResidueLines(a.lines).map((l) => l.kind)).toEqual(["adjustment"]);
+    // exact = billed + residue carried (nothing carried in)
+    expect(a.totals.exactNanos).toBe(3_010_000_000n + a.totals.residueCarriedNanos);
+  });
+
+  it("equals the sum of the residue states with fee parts, late credits and two top-ups on shared keys", () => {
+    const a = assembleInvoice(
+      input(
+        [
+          charge("flat", "fee", 1_004_000_000n),
+          charge("flat", "fee", 2_004_000_000n),
+          charge("one_off", "grant_1", 12_306_150_000n, { residueKey: "_top_up" }),
+          charge("one_off", "grant_2", 1_001_000_000n, { residueKey: "_top_up" }),
+          charge("usage", "ch_b", 3_333_000_000n),
+        ],
+        { taxRateBps: 1000 },
+        {
+          creditsAppliedNanos: 1_005_000n,
+          lateCredits: [{ nanos: 2_006_000n, subscriptionId: "sub_1", periodStart: new Date("2025-12-01T00:00:00Z"), periodEnd: P0 }],
+        },
+      ),
+    );
+    let state = 0n;
+    for (const st of a.residues.values()) state += st.residueNanos;
+    expect(a.totals.residueCarriedNanos).toBe(state);
+    let listed = 0n;
+    for (const l of carriedResidueLines(a.lines)) listed += l.residueOutNanos;
+    expect(listed).toBe(state);
+    // the earlier line of each shared key is not listed as carried
+    expect(carriedResidueLines(a.lines).map((l) => `${l.kind}:${l.chargeId}`)).toEqual(["flat:fee", "one_off:grant_2", "usage:ch_b", "tax:_tax", "credits_applied:_credits"]);
+  });
+});
+
+describe("dates in descriptions are the customer's local dates", () => {
+  // February in Tokyo: 2026-01-31T15:00Z .. 2026-02-28T15:00Z
+  const FEB = new Date("2026-01-31T15:00:00Z");
+  const MAR = new Date("2026-02-28T15:00:00Z");
+  const APR = new Date("2026-03-31T15:00:00Z");
+  const descriptions = (timeZone: string | undefined) => {
+    const s = { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 3, lineMinimumBillableNanos: 1n * USD };
+    const tz = timeZone === undefined ? {} : { timeZone };
+    const a = assembleInvoice(input([charge("usage", "ch_u", 400_000_000n, { periodStart: FEB, periodEnd: MAR }), charge("usage", "ch_v", 2n * USD, { periodStart: FEB, periodEnd: MAR })], s, { periodStart: FEB, periodEnd: MAR, ...tz }));
+    const b = assembleInvoice(
+      input([charge("usage", "ch_u", 100_000_000n, { periodStart: MAR, periodEnd: APR })], s, {
+        periodStart: MAR,
+        periodEnd: APR,
+        deferredIn: a.deferralOut,
+        lineDeferralsIn: a.lineDeferralsOut,
+        creditsAppliedNanos: 0n,
+        lateCredits: [{ nanos: 1_000_000n, subscriptionId: "sub_1", periodStart: FEB, periodEnd: MAR }],
+        ...tz,
+      }),
+    );
+    return [...a.lines, ...b.lines].filter((l) => l.kind === "carried_forward" || l.kind === "credits_applied").map((l) => l.description);
+  };
+
+  it("names the deferred and carried periods and late credits by their local dates in the customer's zone", () => {
+    expect(descriptions("Asia/Tokyo")).toEqual([
+      "usage ch_u: usage below the line minimum, carried to the next invoice (deferred since 2026-02-01)",
+      "Below the minimum billable amount: carried to the next invoice (deferred since 2026-02-01)",
+      "usage ch_u: usage below the line minimum carried forward since 2026-02-01 (1 period)",
+      "usage ch_u: usage below the line minimum, carried to the next invoice (deferred since 2026-02-01)",
+      "Prepaid credits consumed late for 2026-02-01 to 2026-03-01 (after its invoice)",
+      "Carried forward: below the minimum billable amount since 2026-02-01 (1 period)",
+      "Below the minimum billable amount: carried to the next invoice (deferred since 2026-02-01)",
+    ]);
+  });
+
+  it("keeps UTC dates when no zone (or UTC) is given", () => {
+    const utc = descriptions("UTC");
+    expect(descriptions(undefined)).toEqual(utc);
+    expect(utc[0]).toContain("deferred since 2026-01-31");
+    expect(utc).toContain("Prepaid credits consumed late for 2026-01-31 to 2026-02-28 (after its invoice)");
   });
 });

@@ -35,6 +35,7 @@
 import { currency, type RoundingMode } from "@nanobill/money";
 import type { BillingSettings, Deferral, InvoiceLine, InvoiceTotals, LineKind } from "./invoice.js";
 import { exact, roundLine, timesBps, ZERO_RESIDUE, type ExactNanos, type ResidueState } from "./rounding.js";
+import { localDate } from "./periods.js";
 import { InvalidInput } from "./settings.js";
 import { LINES_PER_INVOICE_MAX } from "../limits.js";
 
@@ -104,6 +105,11 @@ export interface AssembleInput {
   periodStart: Date;
   periodEnd: Date;
   /**
+   * timeZone: the customer's IANA time zone: dates named in line descriptions ("since 2026-02-01")
+   * are its local dates, as the invoice labels its period. Absent or "" = UTC.
+   */
+  timeZone?: string;
+  /**
    * subscriptionEnds: this is the last invoice of its subscription (the subscription ends at or
    * before the period end): nothing is carried below the line minimum (no later invoice of the
    * subscription would bill it); what its charges carried in is billed now.
@@ -148,15 +154,44 @@ export interface AssembledInvoice {
 export const RESIDUE_KEY_DISCOUNT = "_discount";
 export const RESIDUE_KEY_TAX = "_tax";
 export const RESIDUE_KEY_CREDITS = "_credits";
+/** RESIDUE_KEY_TOP_UP: the residue key of every one-off (auto top-up) line; its chargeId is the grant id. */
+export const RESIDUE_KEY_TOP_UP = "_top_up";
+
+/**
+ * residueKeyOf: the residue key a stored line rounded on (undefined: a carried_forward line, whole
+ * minor units, no residue). Every other line's key is its chargeId, but one-off lines share
+ * RESIDUE_KEY_TOP_UP.
+ */
+export function residueKeyOf(line: Pick<InvoiceLine, "kind" | "chargeId">): string | undefined {
+  if (line.kind === "carried_forward") return undefined;
+  return line.kind === "one_off" ? RESIDUE_KEY_TOP_UP : line.chargeId;
+}
+
+/**
+ * carriedResidueLines: the lines whose residue out is carried to the next period: per residue key,
+ * the last line of the invoice on it, when its residue out is not zero. An earlier line on the same
+ * key (a fee's phase parts, usage and its late adjustment, late credits) passed its residue to the
+ * next line of this invoice, which took it in. Their residues out sum to the invoice's
+ * residueCarriedNanos (= the residue state per key after the invoice).
+ */
+export function carriedResidueLines<L extends Pick<InvoiceLine, "kind" | "chargeId" | "residueOutNanos">>(lines: readonly L[]): L[] {
+  const last = new Map<string, L>();
+  for (const l of lines) {
+    const key = residueKeyOf(l);
+    if (key !== undefined) last.set(key, l);
+  }
+  const carried = new Set(last.values());
+  return lines.filter((l) => carried.has(l) && l.residueOutNanos !== 0n);
+}
 
 const CHARGE_KINDS: ReadonlySet<LineKind> = new Set(["usage", "seats", "flat", "minimum_true_up", "overage", "adjustment", "one_off"]);
 
-function isoDay(d: Date): string {
-  return d.toISOString().slice(0, 10);
-}
 
 export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const cur = currency(input.currency, "currency");
+  const timeZone = input.timeZone === undefined || input.timeZone === "" ? "UTC" : input.timeZone;
+  /** isoDay: the local date of d in the customer's time zone (the dates line descriptions name). */
+  const isoDay = (d: Date): string => localDate(d, timeZone);
   const mode: RoundingMode = input.settings.roundingMode;
   if (input.creditsAppliedNanos < 0n) throw new InvalidInput("credits_applied_nanos", "must be >= 0");
   const lateCredits = (input.lateCredits ?? []).filter((c) => c.nanos !== 0n);
@@ -170,6 +205,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const residues = new Map<string, ResidueState>();
   const stateOf = (key: string): ResidueState => residues.get(key) ?? input.residues.get(key) ?? ZERO_RESIDUE;
   const lines: InvoiceLine[] = [];
+  const lastLineOfKey = new Map<string, InvoiceLine>();
   const push = (
     kind: LineKind,
     key: string | undefined,
@@ -190,6 +226,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
       residueOutNanos: r.residueOutNanos,
     };
     lines.push(line);
+    if (key !== undefined) lastLineOfKey.set(key, line);
     return line;
   };
   const whole = { subscriptionId: "", quantity: "1", unitPrice: "", periodStart: input.periodStart, periodEnd: input.periodEnd, expandable: false };
@@ -360,11 +397,11 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   }
 
   let exactSum = 0n;
+  for (const l of lines) exactSum += l.amountNanos;
+  // residue carried: per key, the residue out of the invoice's last line on it (the key's new state);
+  // an earlier line's residue out on a shared key was taken in by the next line and is not carried.
   let residueSum = 0n;
-  for (const l of lines) {
-    exactSum += l.amountNanos;
-    residueSum += l.residueOutNanos;
-  }
+  for (const l of lastLineOfKey.values()) residueSum += l.residueOutNanos;
   const totals: InvoiceTotals = {
     subtotalNanos: subtotal,
     discountNanos: discount,

@@ -11,6 +11,7 @@ import {
   periodPricedIds,
   planKey,
   seatMillis,
+  topUpCharges,
   usageCharges,
   usageWindow,
   withPeriodPricing,
@@ -68,11 +69,11 @@ describe("billing lines from rating's data", () => {
   it("trues up seats billed in advance: a seat added is charged, nothing when unchanged", () => {
     const s = sub("sub_a", "p_a", [[2, "2026-11-01T00:00:00Z"], [3, "2026-11-16T00:00:00Z"]]);
     const p = { index: 1, start: NOV, end: DEC };
-    const [up] = feeTrueUps(p, s, plans, "USD", new Map([["seats", 20_000_000_000n]]));
+    const [up] = feeTrueUps(p, s, plans, "USD", new Map([["seats", 20_000_000_000n]]), "UTC");
     expect(up!.amount).toEqual({ num: 5_000_000_000n, den: 1n }); // 15 days of one more seat = $5
     expect(up!.description).toContain("charge for seat or fee changes");
     const same = sub("sub_a", "p_a", [[2, "2026-11-01T00:00:00Z"]]);
-    expect(feeTrueUps(p, same, plans, "USD", new Map([["seats", 20_000_000_000n]]))).toEqual([]);
+    expect(feeTrueUps(p, same, plans, "USD", new Map([["seats", 20_000_000_000n]]), "UTC")).toEqual([]);
   });
 
   it("turns usage rated late for an invoiced window into adjustments, ignoring fee charges", () => {
@@ -87,6 +88,7 @@ describe("billing lines from rating's data", () => {
       new Map(),
       "USD",
       { from: NOV, to: DEC },
+      { start: NOV, end: DEC, timeZone: "UTC" },
       new Set(["seats"]),
     );
     expect(adj.map((a) => [a.chargeId, a.amount.num])).toEqual([["tokens", 7n]]);
@@ -302,7 +304,7 @@ describe("fees of a subscription that ends mid-period", () => {
   it("credits the part after the end at the close of the period billed in full in advance", () => {
     const s = ending(OCT, new Date("2026-11-10T05:00:00Z"));
     const p = periodByIndex(spec(s), 1);
-    const ups = feeTrueUps(p, s, plans, "USD", new Map([["platform", 30_000_000_000n], ["seat", 36_000_000_000n]]));
+    const ups = feeTrueUps(p, s, plans, "USD", new Map([["platform", 30_000_000_000n], ["seat", 36_000_000_000n]]), "UTC");
     expect(ups.map((u) => [u.chargeId, reduce(u.amount)])).toEqual([
       ["platform", reduce({ num: 30_000_000_000n * 795_600_000n - 30_000_000_000n * 2_592_000_000n, den: 2_592_000_000n })],
       ["seat", { num: 11_050_000_000n - 36_000_000_000n, den: 1n }],
@@ -405,10 +407,38 @@ describe("fees across a mid-period migration (per phase, rating RatePeriod's rul
 
   it("trues up a fee billed in advance at the old version by the sum of its parts, once per charge", () => {
     const p = periodByIndex(spec, 0);
-    const ups = feeTrueUps(p, s, versions, "USD", new Map([["platform", 10n * B], ["seat", 6n * B]]));
+    const ups = feeTrueUps(p, s, versions, "USD", new Map([["platform", 10n * B], ["seat", 6n * B]]), "UTC");
     expect(ups.map((c) => [c.chargeId, reduce(c.amount)])).toEqual([
       ["platform", reduce({ num: 20n * B, den: 3n })], // $16.666... - $10
       ["seat", { num: 4n * B, den: 1n }], // $10 - $6
     ]);
+  });
+});
+
+describe("dates in line descriptions are the customer's local dates", () => {
+  // February in Tokyo: 2026-01-31T15:00Z .. 2026-02-28T15:00Z (the UTC dates of the instants are a day early)
+  const tokyo: PeriodSpec = { interval: "month", anchor: "calendar", timeZone: "Asia/Tokyo", startedAt: new Date("2026-01-31T15:00:00Z") };
+  const utc: PeriodSpec = { ...tokyo, timeZone: "UTC", startedAt: new Date("2026-02-01T00:00:00Z") };
+  const s = (spec: PeriodSpec, seats: Array<[number, string]> = []): SubscriptionInfo => ({ ...sub("sub_a", "p_a", seats), startedAt: spec.startedAt, phases: [{ planId: "p_a", planVersion: 1, start: spec.startedAt, end: undefined }] });
+
+  it("names fees in advance and fee true-ups by the local dates of the period in the customer's zone (UTC unchanged)", () => {
+    const sub1 = s(tokyo, [[1, "2026-01-31T15:00:00Z"]]);
+    expect(feeCharges(tokyo, 0, sub1, plans, "USD").map((c) => c.description)).toEqual(["Seats (2026-02-01 to 2026-03-01, in advance)", "Seats (2026-03-01 to 2026-04-01, in advance)"]);
+    const [up] = feeTrueUps(periodByIndex(tokyo, 1), s(tokyo, [[1, "2026-01-31T15:00:00Z"], [2, "2026-02-28T15:00:00Z"]]), plans, "USD", new Map([["seats", 10_000_000_000n]]), tokyo.timeZone);
+    expect(up!.description).toBe("Seats: charge for seat or fee changes in 2026-03-01 to 2026-04-01 (billed in advance)");
+    expect(feeCharges(utc, 0, s(utc, [[1, "2026-02-01T00:00:00Z"]]), plans, "USD").map((c) => c.description)).toEqual(["Seats (2026-02-01 to 2026-03-01, in advance)", "Seats (2026-03-01 to 2026-04-01, in advance)"]);
+  });
+
+  it("names late usage and a late top-up's period by local dates", () => {
+    const sub1 = s(tokyo);
+    const subs = [sub1];
+    const feb = periodByIndex(tokyo, 0);
+    const [adj] = lateUsageAdjustments([{ chargeId: "tokens", quantity: 1n, priceNanos: 5n, unit: "USD" }], new Map(), sub1, chargeOwners(subs, plans), subs, new Map([["tokens", "Tokens"]]), "USD", usageWindow(feb), { start: feb.start, end: feb.end, timeZone: tokyo.timeZone });
+    expect(adj!.description).toBe("Tokens: usage rated late for 2026-02-01 to 2026-03-01");
+    expect([adj!.periodStart, adj!.periodEnd]).toEqual([feb.start, feb.end]);
+    const mar = periodByIndex(tokyo, 1);
+    const t = { grantId: "g_1", unit: "credits", amountNanos: 1_000_000_000n, at: new Date("2026-02-10T00:00:00Z"), costBasis: "0.01", costCurrency: "USD" };
+    const { charges } = topUpCharges([t], "USD", "sub_a", mar, tokyo.timeZone, () => feb);
+    expect(charges[0]!.description).toContain("for 2026-02-01 to 2026-03-01 (not billed by that period's invoice)");
   });
 });

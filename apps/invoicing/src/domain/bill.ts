@@ -12,9 +12,9 @@
  *   the charge (the first such subscription); usage of charges no plan lists belongs to the
  *   customer's first subscription.
  */
-import type { ChargeInput } from "./assemble.js";
+import { RESIDUE_KEY_TOP_UP, type ChargeInput } from "./assemble.js";
 import type { CreditsInUnits } from "./invoice.js";
-import { coveredPeriods, nominalStart, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
+import { coveredPeriods, localDate, nominalStart, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
 import { InvalidInput } from "./settings.js";
 import { exact, formatDecimal, priceTimesQuantity, reduce, type ExactNanos } from "./rounding.js";
 import { Rate } from "@nanobill/money";
@@ -216,8 +216,9 @@ function decimalNanos(amount: string, field: string): ExactNanos | undefined {
   return priceTimesQuantity(amount, "1");
 }
 
-function isoDay(d: Date): string {
-  return d.toISOString().slice(0, 10);
+/** isoDay: the local date "YYYY-MM-DD" of d in the customer's time zone ("" = UTC), as the invoice labels its dates. */
+function isoDay(d: Date, timeZone: string): string {
+  return localDate(d, timeZone === "" ? "UTC" : timeZone);
 }
 
 /**
@@ -232,7 +233,7 @@ function isoDay(d: Date): string {
  * one part to the next), and seats are priced per full period length over the seat-milliseconds
  * of the part.
  */
-export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, fullStart: Date = p.start): ChargeInput[] {
+export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, timeZone: string, fullStart: Date = p.start): ChargeInput[] {
   const out: ChargeInput[] = [];
   if (sub.endedAt !== undefined && p.start.getTime() >= sub.endedAt.getTime()) return out;
   const ends = sub.endedAt !== undefined && sub.endedAt.getTime() < p.end.getTime();
@@ -250,7 +251,7 @@ export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<str
       if (c.unit !== currency || (c.kind !== "flat" && c.kind !== "seats")) continue;
       const price = decimalNanos(c.amount, `charges.${c.chargeId}.amount`);
       if (price === undefined) continue;
-      const label = `${c.name || c.chargeId} (${isoDay(p.start)} to ${isoDay(p.end)}, in advance)`;
+      const label = `${c.name || c.chargeId} (${isoDay(p.start, timeZone)} to ${isoDay(p.end, timeZone)}, in advance)`;
       const partMs = BigInt(part.end.getTime() - part.start.getTime());
       if (c.kind === "flat") {
         if (partMs === fullMs || fullMs <= 0n) out.push(fee("flat", c, sub, label, "1", c.amount, price, p));
@@ -285,7 +286,7 @@ export function feesFor(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<str
 
 /** feeCharges: flat and seat fees of the periods covered in advance by the invoice of period n. */
 export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ChargeInput[] {
-  return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start));
+  return coveredPeriods(spec, n, "advance").flatMap((p) => feesFor(p, sub, plans, currency, spec.timeZone, p.index === 0 ? nominalStart(spec, 0) : p.start));
 }
 
 /**
@@ -298,7 +299,7 @@ export function feeCharges(spec: PeriodSpec, n: number, sub: SubscriptionInfo, p
 export function commitmentFees(spec: PeriodSpec, n: number, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string): ExactNanos {
   const p = coveredPeriods(spec, n, "arrears")[0]!;
   let sum: ExactNanos = { num: 0n, den: 1n };
-  for (const f of feesFor(p, sub, plans, currency, p.index === 0 ? nominalStart(spec, 0) : p.start)) {
+  for (const f of feesFor(p, sub, plans, currency, spec.timeZone, p.index === 0 ? nominalStart(spec, 0) : p.start)) {
     sum = reduce({ num: sum.num * f.amount.den + f.amount.num * sum.den, den: sum.den * f.amount.den });
   }
   return sum;
@@ -317,10 +318,10 @@ export function feeChargeIds(plans: ReadonlyMap<string, PlanVersionInfo>): Set<s
  * adjustment lines naming p). Seats added are charged, seats removed credited, prorated.
  * Differences under one nano (sub-nano proration already carried) are not lines.
  */
-export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, billed: ReadonlyMap<string, bigint>): ChargeInput[] {
+export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<string, PlanVersionInfo>, currency: string, billed: ReadonlyMap<string, bigint>, timeZone: string): ChargeInput[] {
   // per charge: the sum of its parts (a migration inside p bills one part per phase)
   const expected = new Map<string, ChargeInput>();
-  for (const f of feesFor(p, sub, plans, currency)) {
+  for (const f of feesFor(p, sub, plans, currency, timeZone)) {
     const prev = expected.get(f.chargeId);
     expected.set(f.chargeId, prev === undefined ? f : { ...prev, amount: reduce({ num: prev.amount.num * f.amount.den + f.amount.num * prev.amount.den, den: prev.amount.den * f.amount.den }) });
   }
@@ -338,7 +339,7 @@ export function feeTrueUps(p: Period, sub: SubscriptionInfo, plans: ReadonlyMap<
       residueKey: chargeId,
       chargeId,
       subscriptionId: sub.subscriptionId,
-      description: `${name}: ${diff.num > 0n ? "charge" : "credit"} for seat or fee changes${ends ? ` and the subscription's end at ${sub.endedAt!.toISOString()}` : ""} in ${isoDay(p.start)} to ${isoDay(p.end)} (billed in advance)`,
+      description: `${name}: ${diff.num > 0n ? "charge" : "credit"} for seat or fee changes${ends ? ` and the subscription's end at ${sub.endedAt!.toISOString()}` : ""} in ${isoDay(p.start, timeZone)} to ${isoDay(p.end, timeZone)} (billed in advance)`,
       quantity: "1",
       unitPrice: "",
       amount: diff,
@@ -390,6 +391,7 @@ export function topUpCharges(
   currency: string,
   subscriptionId: string,
   p: { start: Date; end: Date },
+  timeZone: string,
   periodOf: (at: Date) => { start: Date; end: Date } = () => p,
 ): { charges: ChargeInput[]; skipped: TopUpInfo[] } {
   const charges: ChargeInput[] = [];
@@ -407,10 +409,10 @@ export function topUpCharges(
     // that close, or made before the subscription started) names the period it belongs to
     const late = t.at.getTime() < p.start.getTime();
     const own = late ? periodOf(t.at) : p;
-    const note = !late ? "" : t.at.getTime() < own.start.getTime() ? ", made before the subscription started" : `, for ${isoDay(own.start)} to ${isoDay(own.end)} (not billed by that period's invoice)`;
+    const note = !late ? "" : t.at.getTime() < own.start.getTime() ? ", made before the subscription started" : `, for ${isoDay(own.start, timeZone)} to ${isoDay(own.end, timeZone)} (not billed by that period's invoice)`;
     charges.push({
       kind: "one_off",
-      residueKey: "_top_up",
+      residueKey: RESIDUE_KEY_TOP_UP,
       chargeId: t.grantId,
       subscriptionId,
       description: `Auto top-up of ${quantity} ${t.unit} on ${t.at.toISOString()} at ${t.costBasis} ${t.costCurrency} per unit (grant ${t.grantId})${note}`,
@@ -655,7 +657,9 @@ export function minimumCommitmentNanos(spec: PeriodSpec, n: number, sub: Subscri
 /**
  * lateUsageAdjustments: usage rated for an earlier, already invoiced period after its invoice
  * was made (late events), as adjustment lines naming that period. invoiced maps charge id ->
- * exact nanos already billed for the period (its usage line plus earlier adjustments).
+ * exact nanos already billed for the period (its usage line plus earlier adjustments). The lines
+ * cover `window` (the period's hour buckets); their description names the period (`named`: the
+ * period cut to the subscription's life) by its local dates in the customer's time zone.
  */
 export function lateUsageAdjustments(
   ratedNow: UsageTotal[],
@@ -666,6 +670,7 @@ export function lateUsageAdjustments(
   names: ReadonlyMap<string, string>,
   currency: string,
   window: { from: Date; to: Date },
+  named: { start: Date; end: Date; timeZone: string },
   feeIds: ReadonlySet<string> = new Set(),
 ): ChargeInput[] {
   const rated = new Map<string, bigint>();
@@ -683,7 +688,7 @@ export function lateUsageAdjustments(
       residueKey: chargeId,
       chargeId,
       subscriptionId: sub.subscriptionId,
-      description: `${names.get(chargeId) ?? chargeId}: usage rated late for ${isoDay(window.from)} to ${isoDay(window.to)}`,
+      description: `${names.get(chargeId) ?? chargeId}: usage rated late for ${isoDay(named.start, named.timeZone)} to ${isoDay(named.end, named.timeZone)}`,
       quantity: "1",
       unitPrice: "",
       amount: exact(diff),

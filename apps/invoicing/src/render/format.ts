@@ -1,5 +1,7 @@
 /** Display formatting of amounts (exact: bigint nanos -> decimal strings; never floats). */
 import { currency, formatNanos } from "@nanobill/money";
+import type { Invoice } from "../domain/invoice.js";
+import { localDate } from "../domain/periods.js";
 
 /** money: a rounded amount with the currency's minor digits ("47.34 USD", "47 JPY"). */
 export function money(nanos: bigint, unit: string): string {
@@ -22,8 +24,21 @@ export function creditsText(c: { creditTypeId: string; name: string; creditsNano
   return `${credits} ${c.creditTypeId} credits of ${name} applied, ${value}; paid in credits, not in the totals`;
 }
 
-export function day(d: Date | undefined): string {
-  return d === undefined ? "" : d.toISOString().slice(0, 10);
+/**
+ * carriedInNanos: the amount deferred from earlier invoices (below the minimum billable amount) that
+ * this invoice bills: its positive invoice-level carried_forward line ("_deferred"). Not part of the
+ * total; due = total + credits + carried in - deferred out, so the totals table shows it as a row.
+ * (The per-line minimum's carried_forward lines are in the subtotal already.)
+ */
+export function carriedInNanos(inv: Invoice): bigint {
+  let n = 0n;
+  for (const l of inv.lines) if (l.kind === "carried_forward" && l.chargeId === "_deferred" && l.roundedAmountNanos > 0n) n += l.roundedAmountNanos;
+  return n;
+}
+
+/** day: the local date "YYYY-MM-DD" of d in the invoice's time zone ("" = UTC), the zone it is labelled with. */
+export function day(d: Date | undefined, timeZone: string): string {
+  return d === undefined ? "" : localDate(d, timeZone === "" ? "UTC" : timeZone);
 }
 
 export function stamp(d: Date | undefined): string {

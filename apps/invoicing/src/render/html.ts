@@ -1,6 +1,7 @@
 /** A clean, self-contained HTML invoice (inline CSS, no scripts, no external resources). */
+import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -10,16 +11,18 @@ export function invoiceHtml(inv: Invoice): string {
   const e = escapeHtml;
   const u = inv.unit;
   const t = inv.totals;
+  const carriedIn = carriedInNanos(inv);
   const title = inv.number !== "" ? `Invoice ${inv.number}` : inv.status === "preview" ? "Upcoming invoice (preview)" : `Invoice ${inv.id} (${inv.status})`;
   const rows = inv.lines
     .map(
-      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(day(l.periodStart))} to ${e(day(l.periodEnd))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
+      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(day(l.periodStart, inv.timeZone))} to ${e(day(l.periodEnd, inv.timeZone))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
 <td class="n">${e(l.quantity)}</td><td class="n">${e(l.unitPrice)}</td><td class="n">${e(exactMoney(l.amountNanos, u))}</td><td class="n">${e(exactMoney(l.residueInNanos, u))}</td><td class="n b">${e(money(l.roundedAmountNanos, u))}</td><td class="n">${e(exactMoney(l.residueOutNanos, u))}</td></tr>`,
     )
     .join("\n");
   const usage = inv.lines.filter((l) => l.kind === "usage");
   const credits = inv.lines.filter((l) => l.kind === "credits_applied");
-  const carried = inv.lines.filter((l) => l.residueOutNanos !== 0n || l.kind === "carried_forward");
+  const carriedResidues = new Set(carriedResidueLines(inv.lines));
+  const carried = inv.lines.filter((l) => carriedResidues.has(l) || l.kind === "carried_forward");
   const list = (ls: typeof inv.lines, f: (l: (typeof inv.lines)[number]) => string) => (ls.length === 0 ? "<p class=\"sub\">None.</p>" : `<ul>${ls.map((l) => `<li>${f(l)}</li>`).join("")}</ul>`);
   const status = inv.status === "void" ? `<p class="void">VOID ${e(stamp(inv.voidedAt))}${inv.creditNote !== undefined ? ` &middot; credit note ${e(inv.creditNote.number)} for ${e(money(inv.creditNote.amountNanos, u))}` : ""}</p>` : "";
   return `<!doctype html>
@@ -35,7 +38,7 @@ th{background:#f6f8fa;font-size:12px;text-transform:uppercase;letter-spacing:.03
 .void{color:#cf222e;font-weight:700}
 </style></head><body>
 <h1>${e(title)}</h1>
-<p class="meta">Customer <b>${e(inv.customerId)}</b>${inv.subscriptionId !== "" ? ` &middot; subscription ${e(inv.subscriptionId)}` : ""} &middot; period ${e(day(inv.periodStart))} to ${e(day(inv.periodEnd))} (${e(inv.timeZone)}) &middot; ${e(u)}<br>
+<p class="meta">Customer <b>${e(inv.customerId)}</b>${inv.subscriptionId !== "" ? ` &middot; subscription ${e(inv.subscriptionId)}` : ""} &middot; period ${e(day(inv.periodStart, inv.timeZone))} to ${e(day(inv.periodEnd, inv.timeZone))} (${e(inv.timeZone)}) &middot; ${e(u)}<br>
 Status ${e(inv.status)}${inv.finalizedAt !== undefined ? ` &middot; finalized ${e(stamp(inv.finalizedAt))}` : ""}${inv.paidAt !== undefined ? ` &middot; paid ${e(stamp(inv.paidAt))} (${e(inv.paymentId)})` : ""} &middot; rounding ${e(inv.roundingMode)} &middot; tax ${inv.taxRateBps / 100}%</p>
 ${status}
 <h2>Lines</h2>
@@ -49,7 +52,7 @@ ${rows}
 <tr><td>Tax</td><td class="n">${e(money(t.taxNanos, u))}</td></tr>
 <tr><td>Total</td><td class="n">${e(money(t.totalNanos, u))}</td></tr>
 <tr><td>Credits applied</td><td class="n">${e(money(t.creditsAppliedNanos, u))}</td></tr>
-${t.deferredNanos !== 0n ? `<tr><td>Deferred to next invoice</td><td class="n">${e(money(-t.deferredNanos, u))}</td></tr>` : ""}
+${carriedIn !== 0n ? `<tr><td>Carried forward from earlier invoices</td><td class="n">${e(money(carriedIn, u))}</td></tr>\n` : ""}${t.deferredNanos !== 0n ? `<tr><td>Deferred to next invoice</td><td class="n">${e(money(-t.deferredNanos, u))}</td></tr>` : ""}
 <tr class="due"><td>Amount due</td><td class="n">${e(money(t.amountDueNanos, u))}</td></tr>
 </table>
 <h2>Usage breakdown</h2>
@@ -59,7 +62,7 @@ ${credits.length + (inv.creditsInUnits ?? []).length === 0 ? list([], () => "") 
 <h2>Carried amounts</h2>
 ${list(carried, (l) =>
   l.kind === "carried_forward"
-    ? `${e(l.description)}: ${e(money(l.roundedAmountNanos, u))} (since ${e(day(l.periodStart))})`
+    ? `${e(l.description)}: ${e(money(l.roundedAmountNanos, u))} (since ${e(day(l.periodStart, inv.timeZone))})`
     : `${e(l.description)}: rounding residue ${e(exactMoney(l.residueOutNanos, u))} carried to the next period`,
 )}
 <p class="sub">Exact sum of lines ${e(exactMoney(t.exactNanos, u))}; residue carried ${e(exactMoney(t.residueCarriedNanos, u))}. Amounts are exact to the nano (1e-9 ${e(u)}) and rounded per line to the minor unit; every remainder is carried, never dropped.</p>

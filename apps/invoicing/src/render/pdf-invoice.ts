@@ -1,6 +1,7 @@
 /** The invoice laid out as PDF pages (A4, Helvetica). */
+import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
 import { A4, textWidth, writePdf, type PdfOp } from "./pdf.js";
 
 const LEFT = 40;
@@ -34,7 +35,7 @@ export function invoicePdf(inv: Invoice): Uint8Array {
   y -= 22;
   text(LEFT, `Customer ${inv.customerId}${inv.subscriptionId !== "" ? `   Subscription ${inv.subscriptionId}` : ""}`, 10);
   y -= 14;
-  text(LEFT, `Period ${day(inv.periodStart)} to ${day(inv.periodEnd)} (${inv.timeZone})   Currency ${u}   Status ${inv.status}`, 10);
+  text(LEFT, `Period ${day(inv.periodStart, inv.timeZone)} to ${day(inv.periodEnd, inv.timeZone)} (${inv.timeZone})   Currency ${u}   Status ${inv.status}`, 10);
   y -= 14;
   text(LEFT, `Rounding ${inv.roundingMode}   Tax ${inv.taxRateBps / 100}%${inv.finalizedAt !== undefined ? `   Finalized ${stamp(inv.finalizedAt)}` : ""}${inv.paidAt !== undefined ? `   Paid ${stamp(inv.paidAt)}` : ""}`, 10);
   y -= 14;
@@ -64,7 +65,7 @@ export function invoicePdf(inv: Invoice): Uint8Array {
     text(cols.exact, exactMoney(l.amountNanos, u), 8, { align: "right" });
     text(cols.billed, money(l.roundedAmountNanos, u), 8, { bold: true, align: "right" });
     y -= 10;
-    const extra = `${day(l.periodStart)} to ${day(l.periodEnd)}${l.chargeId !== "" ? `  ${l.chargeId}` : ""}${l.residueInNanos !== 0n ? `  carried in ${exactMoney(l.residueInNanos, u)}` : ""}`;
+    const extra = `${day(l.periodStart, inv.timeZone)} to ${day(l.periodEnd, inv.timeZone)}${l.chargeId !== "" ? `  ${l.chargeId}` : ""}${l.residueInNanos !== 0n ? `  carried in ${exactMoney(l.residueInNanos, u)}` : ""}`;
     text(cols.desc, clip(extra, cols.exact - cols.desc - 70, 7), 7);
     if (l.residueOutNanos !== 0n) text(cols.billed, `(${exactMoney(l.residueOutNanos, u)})`, 7, { align: "right" });
     y -= 6;
@@ -79,6 +80,8 @@ export function invoicePdf(inv: Invoice): Uint8Array {
     ["Total", t.totalNanos],
     ["Credits applied", t.creditsAppliedNanos],
   ];
+  const carriedIn = carriedInNanos(inv);
+  if (carriedIn !== 0n) totals.push(["Carried forward from earlier invoices", carriedIn]);
   if (t.deferredNanos !== 0n) totals.push(["Deferred to next invoice", -t.deferredNanos]);
   need(totals.length * 14 + 40);
   y -= 6;
@@ -93,7 +96,8 @@ export function invoicePdf(inv: Invoice): Uint8Array {
   text(RIGHT, money(t.amountDueNanos, u), 12, { bold: true, align: "right" });
   y -= 28;
   const usage = inv.lines.filter((l) => l.kind === "usage");
-  const carried = inv.lines.filter((l) => l.residueOutNanos !== 0n || l.kind === "carried_forward");
+  const carriedResidues = new Set(carriedResidueLines(inv.lines));
+  const carried = inv.lines.filter((l) => carriedResidues.has(l) || l.kind === "carried_forward");
   const section = (name: string, items: string[]) => {
     need(30);
     text(LEFT, name, 11, { bold: true });
@@ -113,7 +117,7 @@ export function invoicePdf(inv: Invoice): Uint8Array {
   ]);
   section(
     "Carried amounts",
-    carried.map((l) => (l.kind === "carried_forward" ? `${l.description}: ${money(l.roundedAmountNanos, u)} (since ${day(l.periodStart)})` : `${l.description}: residue ${exactMoney(l.residueOutNanos, u)} carried to the next period`)),
+    carried.map((l) => (l.kind === "carried_forward" ? `${l.description}: ${money(l.roundedAmountNanos, u)} (since ${day(l.periodStart, inv.timeZone)})` : `${l.description}: residue ${exactMoney(l.residueOutNanos, u)} carried to the next period`)),
   );
   pages.push(ops);
   return writePdf(pages, { title, creationDate: inv.createdAt });
