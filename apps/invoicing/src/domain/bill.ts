@@ -6,7 +6,7 @@
  *   [floorHour(start), floorHour(end)), so consecutive periods partition the buckets exactly
  *   (no bucket is billed twice or never, even when a boundary is not on the hour).
  * - Usage is billed in arrears (the closed period); flat and seat fees in advance (the next
- *   period, and on the first invoice also period 0). Seats are prorated by the second over
+ *   period, and on the first invoice also period 0). Seats are prorated by the millisecond over
  *   the seat changes in force.
  * - A customer's usage and consumption of a charge belong to the subscription whose plan has
  *   the charge (the first such subscription); usage of charges no plan lists belongs to the
