@@ -37,7 +37,9 @@ describe("mapping", () => {
     CREATE_ACCOUNT_RESULTS.forEach((r) => expect(CreateAccountResult[accountResultToPb(r)]).toBe(r.toUpperCase()));
     // The first 52 / 13 values were numbered in precedence order; later ones are appended.
     CREATE_TRANSFER_RESULTS.filter((r) => transferResultToPb(r) <= 52).forEach((r, i) => expect(transferResultToPb(r)).toBe(i + 1));
-    CREATE_ACCOUNT_RESULTS.filter((r) => accountResultToPb(r) <= 13).forEach((r, i) => expect(accountResultToPb(r)).toBe(i + 1));
+    // Accounts' EXISTS* (9-13) moved ahead of the item checks (5-8) with TigerBeetle 0.16.4: the
+    // numbers stay, the order is results.ts's (and each value's comment in the proto).
+    expect(CREATE_ACCOUNT_RESULTS.filter((r) => accountResultToPb(r) <= 13).map(accountResultToPb)).toEqual([1, 2, 3, 4, 9, 10, 11, 12, 13, 5, 6, 7, 8]);
     expect(transferResultToPb("id_already_failed")).toBe(CreateTransferResult.ID_ALREADY_FAILED);
     expect(CreateTransferResult.ID_ALREADY_FAILED).toBe(53);
     expect(CreateTransferResult.CREDIT_ACCOUNT_ALREADY_CLOSED).toBe(65);

@@ -19,6 +19,10 @@ const rows: Row[] = [
   { name: "an unknown unit is unit_invalid before code 0", item: newAccount("acct_1", { unit: "usd", code: 0 }), want: "unit_invalid" },
   { name: "a credit type unit is ok", item: newAccount("acct_1", { unit: "cr_gpu_minutes" }), want: "ok" },
   { name: "code 0 is code_must_not_be_zero", item: newAccount("acct_1", { code: 0 }), want: "code_must_not_be_zero" },
+  // TigerBeetle 0.16.4+: an existing id is compared before the item's own checks.
+  { name: "a retry of an existing account with code 0 is exists_with_different_code", setup: [newAccount("acct_1")], item: newAccount("acct_1", { code: 0 }), want: "exists_with_different_code" },
+  { name: "a retry of an existing account with both balance flags is exists_with_different_flags", setup: [newAccount("acct_1")], item: newAccount("acct_1", { flags: { debitsMustNotExceedCredits: true, creditsMustNotExceedDebits: true } }), want: "exists_with_different_flags" },
+  { name: "a retry of an existing account with a bad unit is exists_with_different_unit", setup: [newAccount("acct_1")], item: newAccount("acct_1", { unit: "??" }), want: "exists_with_different_unit" },
   { name: "17 metadata entries is metadata_invalid", item: newAccount("acct_1", { metadata: Object.fromEntries([...Array(17).keys()].map((i) => [`k${i}`, "v"])) }), want: "metadata_invalid" },
   // PostgreSQL's JSONB refuses NUL, and an unpaired surrogate has no UTF-8 form: both would fail the whole group commit.
   { name: "a NUL in a metadata value is metadata_invalid", item: newAccount("acct_1", { metadata: { k: "x\u0000" } }), want: "metadata_invalid" },

@@ -13,10 +13,7 @@ export function checkAccount(ws: WorkingSet, a: NewAccount, clock: LedgerClock, 
   const imp = checkImported(a, batchImported, clock);
   if (imp) return imp;
   if (!isValidId(a.id)) return "id_invalid";
-  if (a.flags.debitsMustNotExceedCredits && a.flags.creditsMustNotExceedDebits) return "flags_are_mutually_exclusive";
-  if (!isUnitCode(a.unit)) return "unit_invalid";
-  if (!Number.isInteger(a.code) || a.code <= 0) return "code_must_not_be_zero";
-  if (!isValidSmallMap(a.metadata, METADATA_ENTRIES_MAX)) return "metadata_invalid";
+  // An existing id is compared first (TigerBeetle 0.16.4 and later; results.ts lists the order).
   const e = ws.accounts.get(a.id);
   if (e) {
     if (!sameAccountFlags(e, a)) return "exists_with_different_flags";
@@ -25,6 +22,10 @@ export function checkAccount(ws: WorkingSet, a: NewAccount, clock: LedgerClock, 
     if (!sameMap(e.metadata, a.metadata)) return "exists_with_different_metadata";
     return "exists";
   }
+  if (a.flags.debitsMustNotExceedCredits && a.flags.creditsMustNotExceedDebits) return "flags_are_mutually_exclusive";
+  if (!isUnitCode(a.unit)) return "unit_invalid";
+  if (!Number.isInteger(a.code) || a.code <= 0) return "code_must_not_be_zero";
+  if (!isValidSmallMap(a.metadata, METADATA_ENTRIES_MAX)) return "metadata_invalid";
   // Timestamps are unique and strictly increasing across the ledger.
   if (a.flags.imported && a.timestampUs <= clock.last) return "imported_event_timestamp_must_not_regress";
   return "ok";
@@ -117,7 +118,10 @@ export function applyChained<I, R extends { result: string }>(
     }
     if (failedAt >= 0) {
       ws.rollback(mark);
-      for (let k = i; k <= end; k++) if (k !== failedAt) results[k] = failed(idOf(items[k]!), "linked_event_failed");
+      // The last item of a chain left open answers linked_event_chain_open even when an earlier
+      // item broke the chain (TigerBeetle checks "chain open" before "chain broken"); the others
+      // linked_event_failed.
+      for (let k = i; k <= end; k++) if (k !== failedAt) results[k] = failed(idOf(items[k]!), open && k === end ? "linked_event_chain_open" : "linked_event_failed");
     }
     ws.commit();
     i = end + 1;

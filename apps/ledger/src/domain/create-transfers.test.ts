@@ -225,6 +225,17 @@ describe("createTransfers semantics", () => {
     expect(ws.transfers.has("c1")).toBe(false);
   });
 
+  it("answers linked_event_chain_open on the last item of an open chain also when an earlier item broke it (TigerBeetle's order: chain open before chain broken)", () => {
+    const { ws, clock } = fixture();
+    const res = run(ws, clock, [
+      newTransfer("c1", { debitAccountId: "acct_w", amountNanos: 1_000_000n, flags: { linked: true } }),
+      newTransfer("c2", { amountNanos: 0n, flags: { linked: true } }),
+      newTransfer("c3", { flags: { linked: true } }),
+    ]);
+    expect(res).toEqual(["exceeds_credits", "linked_event_failed", "linked_event_chain_open"]);
+    expect(ws.newTransfers).toEqual([]);
+  });
+
   it("lets a failed chain's ids be used again later in the same batch", () => {
     const { ws, clock } = fixture();
     const res = run(ws, clock, [

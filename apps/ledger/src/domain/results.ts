@@ -14,15 +14,17 @@ export const CREATE_ACCOUNT_RESULTS = [
   "imported_event_timestamp_out_of_range",
   "imported_event_timestamp_must_not_advance",
   "id_invalid",
-  "flags_are_mutually_exclusive",
-  "unit_invalid",
-  "code_must_not_be_zero",
-  "metadata_invalid",
+  // An existing id is compared before the item's own checks (TigerBeetle 0.16.4 and later): a
+  // retry of an account that exists answers EXISTS*, whatever else is wrong with the retry.
   "exists_with_different_flags",
   "exists_with_different_unit",
   "exists_with_different_code",
   "exists_with_different_metadata",
   "exists",
+  "flags_are_mutually_exclusive",
+  "unit_invalid",
+  "code_must_not_be_zero",
+  "metadata_invalid",
   "imported_event_timestamp_must_not_regress",
 ] as const;
 export type CreateAccountResult = (typeof CREATE_ACCOUNT_RESULTS)[number];

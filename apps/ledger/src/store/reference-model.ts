@@ -237,7 +237,9 @@ export class ReferenceLedger {
       }
       if (failedAt >= 0 && (end > i || open)) {
         this.s = saved;
-        for (let k = i; k <= end; k++) if (k !== failedAt) out[k] = { result: "linked_event_failed", amount: 0n };
+        // TigerBeetle: the last item of a chain left open is linked_event_chain_open even when an
+        // earlier item broke the chain; the others linked_event_failed.
+        for (let k = i; k <= end; k++) if (k !== failedAt) out[k] = { result: open && k === end ? "linked_event_chain_open" : "linked_event_failed", amount: 0n };
       }
       i = end + 1;
     }

@@ -1495,7 +1495,8 @@ export enum CreateAccountResult {
 
   /**
    * CREATE_ACCOUNT_RESULT_FLAGS_ARE_MUTUALLY_EXCLUSIVE means both debits_must_not_exceed_credits
-   * and credits_must_not_exceed_debits are set.
+   * and credits_must_not_exceed_debits are set. Precedence: after EXISTS (values 5-8 come after
+   * 9-13, as in TigerBeetle 0.16.4 and later).
    *
    * @generated from enum value: CREATE_ACCOUNT_RESULT_FLAGS_ARE_MUTUALLY_EXCLUSIVE = 5;
    */
@@ -1525,6 +1526,7 @@ export enum CreateAccountResult {
 
   /**
    * CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FLAGS means the id exists with other flags.
+   * Precedence: right after ID_INVALID (an existing id is compared before the item's checks).
    *
    * @generated from enum value: CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FLAGS = 9;
    */
