@@ -338,6 +338,22 @@ describe("createTransfers semantics", () => {
     expect(createTransfers(ws, [voidOf("v2", "p2")], atExpiry).map((x) => x.result)).toEqual(["pending_transfer_expired"]);
   });
 
+  it("stamps an expiry (inline or by the sweep) at or after its expires_at, even when the wall clock steps back between reads", () => {
+    for (const via of ["post", "sweep"] as const) {
+      const { ws, clock } = fixture();
+      run(ws, clock, [pend("p1", { timeoutSeconds: 1 })]);
+      const expiresAt = ws.pending.get("p1")!.expiresAtUs!;
+      // The first read is 1 s past the expiry; then the wall clock steps back 1.5 s (NTP).
+      const reads = [expiresAt + 1_000_000n, expiresAt - 500_000n];
+      const stepping = new LedgerClock(clock.last, () => (reads.length > 1 ? reads.shift()! : reads[0]!));
+      if (via === "post") expect(createTransfers(ws, [postOf("t1", "p1")], stepping).map((x) => x.result)).toEqual(["pending_transfer_expired"]);
+      else expect(expireDue(ws, ["p1"], stepping)).toBe(1);
+      const s = ws.pending.get("p1")!;
+      expect(s.state).toBe("expired");
+      expect(s.resolvedAtUs! >= expiresAt).toBe(true);
+    }
+  });
+
   it("checks a pending transfer's timeout overflow against the timestamp it gets", () => {
     const { ws } = fixture();
     // int64 µs max minus the timeout: the first read fits exactly, the second would overflow.

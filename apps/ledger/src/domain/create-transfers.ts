@@ -197,7 +197,7 @@ function applyPostOrVoid(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): Cr
   if (status.expiresAtUs !== null && status.expiresAtUs <= at) {
     // Its timeout passed before the sweep reached it: expire it now (its own ledger event), unless
     // this item is imported (its timestamp is the caller's; the sweep expires the transfer).
-    if (!t.flags.imported) expirePending(ws, p.id, clock);
+    if (!t.flags.imported) expirePending(ws, p.id, clock, at);
     return fail("pending_transfer_expired", t.id);
   }
   if (t.flags.imported && t.timestampUs <= clock.last) return fail("imported_event_timestamp_must_not_regress", t.id);
@@ -237,13 +237,15 @@ function applyPostOrVoid(ws: WorkingSet, t: NewTransfer, clock: LedgerClock): Cr
 
 /**
  * Expires one pending transfer: its amount leaves the pending balances of both accounts, its
- * state becomes expired, at a new ledger timestamp. Returns false when it is not pending.
+ * state becomes expired, at `at`: the timestamp its expiry was checked against (clock.peek(),
+ * nothing handed out since), so it is never stamped before its expires_at (a second read of a wall
+ * clock stepped back could; review of 2026-11-30). Returns false when it is not pending.
  */
-export function expirePending(ws: WorkingSet, id: string, clock: LedgerClock): boolean {
+export function expirePending(ws: WorkingSet, id: string, clock: LedgerClock, at: bigint): boolean {
   const status = ws.pending.get(id);
   const p = ws.transfers.get(id);
   if (!status || !p || status.state !== "pending") return false;
-  const ts = clock.next();
+  const ts = clock.take(at);
   ws.changeBalances(p.debitAccountId, { debitsPendingNanos: -p.amountNanos }, ts);
   ws.changeBalances(p.creditAccountId, { creditsPendingNanos: -p.amountNanos }, ts);
   ws.resolvePending(id, "expired", ts);
@@ -262,8 +264,9 @@ export function expireDue(ws: WorkingSet, ids: readonly string[], clock: LedgerC
   let n = 0;
   for (const id of ids) {
     const s = ws.pending.get(id);
-    if (s && s.state === "pending" && s.expiresAtUs !== null && s.expiresAtUs <= clock.peek()) {
-      if (expirePending(ws, id, clock)) n++;
+    const at = clock.peek();
+    if (s && s.state === "pending" && s.expiresAtUs !== null && s.expiresAtUs <= at) {
+      if (expirePending(ws, id, clock, at)) n++;
     }
   }
   ws.commit();
