@@ -67,3 +67,43 @@ describe("client transports on a connection Node refuses ENHANCE_YOUR_CALM", () 
     expect(connections).toBeGreaterThan(1);
   }, 30_000);
 });
+
+/**
+ * A server that resets a call's stream (RST_STREAM) before any response headers: the lean client
+ * reports the HTTP/2 code as connect-node's table (and gRPC's PROTOCOL-HTTP2.md) maps it.
+ */
+describe("lean client: a stream the server resets before response headers", () => {
+  let server: http2.Http2Server;
+  let url = "";
+  const sessions = new Set<http2.ServerHttp2Session>();
+  beforeAll(async () => {
+    // Reads the whole request, then resets the stream with the code in x-rst (none: never answers).
+    server = http2.createServer();
+    server.on("session", (session) => sessions.add(session));
+    server.on("stream", (stream, headers) => {
+      stream.on("error", () => undefined);
+      stream.resume();
+      const code = headers["x-rst"];
+      if (typeof code === "string") stream.on("end", () => stream.close(Number(code)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    closeClientSessions();
+    for (const session of sessions) session.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  const outcome = (protocol: "connect" | "grpc", rst: number): Promise<string> => {
+    const client = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: "k", protocol, timeoutMs: 5_000 }));
+    return client.echo({ text: "x" }, { headers: { "x-rst": String(rst) } }).then(
+      () => "ok",
+      (e: unknown) => `${Code[ConnectError.from(e).code]} ${ConnectError.from(e).rawMessage}`,
+    );
+  };
+
+  it.each(["connect", "grpc"] as const)("CANCEL -> Canceled, NO_ERROR -> Internal (not Unknown \"HTTP 0\"): %s", async (protocol) => {
+    expect(await outcome(protocol, http2.constants.NGHTTP2_CANCEL)).toBe("Canceled http/2 stream closed with error code CANCEL (0x8)");
+    expect(await outcome(protocol, http2.constants.NGHTTP2_NO_ERROR)).toBe("Internal http/2 stream closed without response headers (error code 0x0)");
+  });
+});

@@ -83,6 +83,12 @@ const RST: Record<number, [string, Code]> = {
   0xd: ["HTTP_1_1_REQUIRED", Code.PermissionDenied],
 };
 
+/** The error of a stream reset with `code` (as connect-node's connectErrorFromH2ResetCode); undefined for codes the table lacks. */
+function rstError(code: number | undefined): ConnectError | undefined {
+  const m = RST[code ?? 0];
+  return m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${code!.toString(16)})`, m[1]) : undefined;
+}
+
 /** Splits response headers into header and trailer ("trailer-" prefix), as trailerDemux. */
 function demux(h: http2.IncomingHttpHeaders): [LiteHeaders, LiteHeaders] {
   const header = new LiteHeaders();
@@ -161,6 +167,12 @@ function exchange(
         });
         s.on("end", () => {
           if (settled) return;
+          // No response headers: the server reset the stream (CANCEL and NO_ERROR end it without
+          // an "error" event). NO_ERROR and codes the table lacks: Internal, as gRPC maps NO_ERROR.
+          if (status === 0) {
+            fail(rstError(s.rstCode) ?? new ConnectError(`http/2 stream closed without response headers (error code 0x${(s.rstCode ?? 0).toString(16)})`, Code.Internal));
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
@@ -171,8 +183,7 @@ function exchange(
           // A stream refused ENHANCE_YOUR_CALM retires its connection: the session manager's rule
           // (client.ts, CalmRetiringSessionManager), for connect-node's streams too.
           if (settled) return;
-          const m = RST[s.rstCode ?? 0];
-          fail(m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${s.rstCode!.toString(16)})`, m[1]) : new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
+          fail(rstError(s.rstCode) ?? new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
         });
         s.end(body);
       },
