@@ -106,4 +106,12 @@ describe("lean client: a stream the server resets before response headers", () =
     expect(await outcome(protocol, http2.constants.NGHTTP2_CANCEL)).toBe("Canceled http/2 stream closed with error code CANCEL (0x8)");
     expect(await outcome(protocol, http2.constants.NGHTTP2_NO_ERROR)).toBe("Internal http/2 stream closed without response headers (error code 0x0)");
   });
+
+  it.each(["connect", "grpc"] as const)("REFUSED_STREAM -> Unavailable (safe to retry), the other codes by the table (not Node's Internal message): %s", async (protocol) => {
+    const c = http2.constants;
+    expect(await outcome(protocol, c.NGHTTP2_REFUSED_STREAM)).toBe("Unavailable http/2 stream closed with error code REFUSED_STREAM (0x7)");
+    expect(await outcome(protocol, c.NGHTTP2_ENHANCE_YOUR_CALM)).toBe("ResourceExhausted http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)");
+    expect(await outcome(protocol, c.NGHTTP2_HTTP_1_1_REQUIRED)).toBe("PermissionDenied http/2 stream closed with error code HTTP_1_1_REQUIRED (0xd)");
+    expect(await outcome(protocol, c.NGHTTP2_INTERNAL_ERROR)).toBe("Internal http/2 stream closed with error code INTERNAL_ERROR (0x2)");
+  });
 });

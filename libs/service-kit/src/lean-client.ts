@@ -178,7 +178,14 @@ function exchange(
           signal?.removeEventListener("abort", onAbort);
           resolve({ status, headers: resHeaders, trailers: resTrailers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
         });
-        s.on("error", (e) => fail(s.rstCode === 0xb ? new ConnectError("http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)", Code.ResourceExhausted) : errorFromNode(e)));
+        s.on("error", (e) => {
+          // A reset by the server or by nghttp2 (ERR_HTTP2_STREAM_ERROR; ENHANCE_YOUR_CALM also when
+          // the whole session got it): the RST code decides (REFUSED_STREAM -> Unavailable, safe to
+          // retry), not Node's message (Internal). Other errors (connection lost, PING timeout: the
+          // stream's rstCode is then the session's) keep errorFromNode's code.
+          const byCode = (e as { code?: unknown }).code === "ERR_HTTP2_STREAM_ERROR" || s.rstCode === 0xb ? rstError(s.rstCode) : undefined;
+          fail(byCode ?? errorFromNode(e));
+        });
         s.on("close", () => {
           // A stream refused ENHANCE_YOUR_CALM retires its connection: the session manager's rule
           // (client.ts, CalmRetiringSessionManager), for connect-node's streams too.
