@@ -23,13 +23,15 @@ import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/prot
 import { validateResponse as validateGrpcResponse, validateTrailer as validateGrpcTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
 import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES } from "./envelope.js";
+import { invalidArgument } from "./errors.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
 export interface LeanTransportOptions {
   baseUrl: string;
   session: Http2SessionManager;
   interceptors: Interceptor[];
-  defaultTimeoutMs: number | undefined;
+  /** Deadline of a call that gives no timeoutMs (ms, above 0: every call has one). */
+  defaultTimeoutMs: number;
   readMaxBytes: number;
   writeMaxBytes: number;
   /** Handles streaming calls (a connect-node transport with the same options and protocol). */
@@ -43,7 +45,16 @@ const kSignal = Symbol("nanobill.leanSignal");
 const kTimeout = Symbol("nanobill.leanTimeout");
 interface LeanCall {
   [kSignal]: AbortSignal | undefined;
-  [kTimeout]: number | undefined;
+  [kTimeout]: number;
+}
+
+/**
+ * A limit on everything: connect-es reads a timeoutMs of 0 or less as "no deadline" (a call to a
+ * hung server then waits forever); the lean transport refuses it, NaN and Infinity too, before
+ * sending anything.
+ */
+function timeoutError(timeoutMs: number): ConnectError | undefined {
+  return timeoutMs > 0 && Number.isFinite(timeoutMs) ? undefined : invalidArgument("timeoutMs", "must be a finite number of milliseconds above 0 (no call without a deadline)");
 }
 
 
@@ -111,7 +122,7 @@ function exchange(
   headers: http2.OutgoingHttpHeaders,
   body: Uint8Array,
   readMaxBytes: number,
-  timeoutMs: number | undefined,
+  timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Uint8Array }> {
   return new Promise((resolve, reject) => {
@@ -134,9 +145,7 @@ function exchange(
       if (signal.aborted) return onAbort.call(signal);
       signal.addEventListener("abort", onAbort);
     }
-    if (timeoutMs !== undefined) {
-      timer = setTimeout(() => fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
-    }
+    timer = setTimeout(() => fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
     session.request("POST", path, headers, {}).then(
       (s) => {
         if (settled) {
@@ -315,7 +324,9 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
-      const t = timeoutMs === undefined ? opts.defaultTimeoutMs : timeoutMs <= 0 ? undefined : timeoutMs;
+      const t = timeoutMs ?? opts.defaultTimeoutMs;
+      const bad = timeoutError(t);
+      if (bad !== undefined) throw bad;
       const h = new LiteHeaders();
       if (header !== undefined) {
         if (header instanceof Headers || header instanceof LiteHeaders) (header as Headers).forEach((v, k) => h.set(k, v));
@@ -323,11 +334,11 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
         else for (const k of Object.keys(header)) h.set(k, (header as Record<string, string>)[k]!);
       }
       if (grpc) {
-        if (t !== undefined) h.set("grpc-timeout", `${t}m`);
+        h.set("grpc-timeout", `${t}m`);
         h.set("content-type", "application/grpc+proto");
         h.set("te", "trailers");
       } else {
-        if (t !== undefined) h.set("connect-timeout-ms", String(t));
+        h.set("connect-timeout-ms", String(t));
         h.set("content-type", "application/proto");
         h.set("connect-protocol-version", "1");
       }
@@ -364,6 +375,8 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
       input: AsyncIterable<MessageInitShape<I>>,
       contextValues?: ContextValues,
     ): Promise<StreamResponse<I, O>> {
+      const bad = timeoutError(timeoutMs ?? opts.defaultTimeoutMs);
+      if (bad !== undefined) return Promise.reject(bad);
       return opts.streams.stream(method, signal, timeoutMs, header, input, contextValues);
     },
   };
