@@ -67,3 +67,82 @@ describe("client transports on a connection Node refuses ENHANCE_YOUR_CALM", () 
     expect(connections).toBeGreaterThan(1);
   }, 30_000);
 });
+
+/**
+ * A server that resets a call's stream (RST_STREAM) before any response headers: the lean client
+ * reports the HTTP/2 code as connect-node's table (and gRPC's PROTOCOL-HTTP2.md) maps it.
+ */
+describe("lean client: a stream the server resets before response headers", () => {
+  let server: http2.Http2Server;
+  let url = "";
+  let requests = 0;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  beforeAll(async () => {
+    // Reads the whole request, then resets the stream with the code in x-rst (none: never answers).
+    server = http2.createServer();
+    server.on("session", (session) => sessions.add(session));
+    server.on("stream", (stream, headers) => {
+      requests++;
+      stream.on("error", () => undefined);
+      stream.resume();
+      const code = headers["x-rst"];
+      if (typeof code === "string") stream.on("end", () => stream.close(Number(code)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    closeClientSessions();
+    for (const session of sessions) session.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  const outcome = (protocol: "connect" | "grpc", rst: number): Promise<string> => {
+    const client = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: "k", protocol, timeoutMs: 5_000 }));
+    return client.echo({ text: "x" }, { headers: { "x-rst": String(rst) } }).then(
+      () => "ok",
+      (e: unknown) => `${Code[ConnectError.from(e).code]} ${ConnectError.from(e).rawMessage}`,
+    );
+  };
+
+  it.each(["connect", "grpc"] as const)("CANCEL -> Canceled, NO_ERROR -> Internal (not Unknown \"HTTP 0\"): %s", async (protocol) => {
+    expect(await outcome(protocol, http2.constants.NGHTTP2_CANCEL)).toBe("Canceled http/2 stream closed with error code CANCEL (0x8)");
+    expect(await outcome(protocol, http2.constants.NGHTTP2_NO_ERROR)).toBe("Internal http/2 stream closed without response headers (error code 0x0)");
+  });
+
+  it.each(["connect", "grpc"] as const)("REFUSED_STREAM -> Unavailable (safe to retry), the other codes by the table (not Node's Internal message): %s", async (protocol) => {
+    const c = http2.constants;
+    expect(await outcome(protocol, c.NGHTTP2_REFUSED_STREAM)).toBe("Unavailable http/2 stream closed with error code REFUSED_STREAM (0x7)");
+    expect(await outcome(protocol, c.NGHTTP2_ENHANCE_YOUR_CALM)).toBe("ResourceExhausted http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)");
+    expect(await outcome(protocol, c.NGHTTP2_HTTP_1_1_REQUIRED)).toBe("PermissionDenied http/2 stream closed with error code HTTP_1_1_REQUIRED (0xd)");
+    expect(await outcome(protocol, c.NGHTTP2_INTERNAL_ERROR)).toBe("Internal http/2 stream closed with error code INTERNAL_ERROR (0x2)");
+  });
+
+  // connect-es reads timeoutMs <= 0 as "no deadline": such a call to this server (it never
+  // answers without x-rst) would wait forever. The lean transport refuses it before sending.
+  it.each(["connect", "grpc"] as const)("refuses a timeoutMs of 0 or less (no deadline), NaN or Infinity: InvalidArgument, nothing sent: %s", async (protocol) => {
+    const settle = (p: Promise<unknown>): Promise<string> =>
+      Promise.race([
+        p.then(
+          () => "ok",
+          (e: unknown) => `${Code[ConnectError.from(e).code]} ${ConnectError.from(e).rawMessage}`,
+        ),
+        new Promise<string>((r) => setTimeout(() => r("still pending after 1 s"), 1_000)),
+      ]);
+    const refused = "InvalidArgument timeoutMs: must be a finite number of milliseconds above 0 (no call without a deadline)";
+    const client = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: "k", protocol, timeoutMs: 5_000 }));
+    const before = requests;
+    for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(await settle(client.echo({ text: "x" }, { timeoutMs })), `unary, timeoutMs ${timeoutMs}`).toBe(refused);
+      const streamed = (async () => {
+        for await (const _ of client.echoStream({}, { timeoutMs })) void _;
+      })();
+      expect(await settle(streamed), `stream, timeoutMs ${timeoutMs}`).toBe(refused);
+    }
+    // The transport's default deadline follows the same rule.
+    const noDefault = createClient(EchoService, createClientTransport({ baseUrl: url, apiKey: "k", protocol, timeoutMs: 0 }));
+    expect(await settle(noDefault.echo({ text: "x" }))).toBe(refused);
+    expect(requests - before).toBe(0);
+    // A positive timeoutMs is still the deadline.
+    expect(await settle(client.echo({ text: "x" }, { timeoutMs: 50 }))).toBe("DeadlineExceeded the operation timed out");
+  });
+});

@@ -23,13 +23,15 @@ import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/prot
 import { validateResponse as validateGrpcResponse, validateTrailer as validateGrpcTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
 import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES } from "./envelope.js";
+import { invalidArgument } from "./errors.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
 
 export interface LeanTransportOptions {
   baseUrl: string;
   session: Http2SessionManager;
   interceptors: Interceptor[];
-  defaultTimeoutMs: number | undefined;
+  /** Deadline of a call that gives no timeoutMs (ms, above 0: every call has one). */
+  defaultTimeoutMs: number;
   readMaxBytes: number;
   writeMaxBytes: number;
   /** Handles streaming calls (a connect-node transport with the same options and protocol). */
@@ -43,7 +45,16 @@ const kSignal = Symbol("nanobill.leanSignal");
 const kTimeout = Symbol("nanobill.leanTimeout");
 interface LeanCall {
   [kSignal]: AbortSignal | undefined;
-  [kTimeout]: number | undefined;
+  [kTimeout]: number;
+}
+
+/**
+ * A limit on everything: connect-es reads a timeoutMs of 0 or less as "no deadline" (a call to a
+ * hung server then waits forever); the lean transport refuses it, NaN and Infinity too, before
+ * sending anything.
+ */
+function timeoutError(timeoutMs: number): ConnectError | undefined {
+  return timeoutMs > 0 && Number.isFinite(timeoutMs) ? undefined : invalidArgument("timeoutMs", "must be a finite number of milliseconds above 0 (no call without a deadline)");
 }
 
 
@@ -83,6 +94,12 @@ const RST: Record<number, [string, Code]> = {
   0xd: ["HTTP_1_1_REQUIRED", Code.PermissionDenied],
 };
 
+/** The error of a stream reset with `code` (as connect-node's connectErrorFromH2ResetCode); undefined for codes the table lacks. */
+function rstError(code: number | undefined): ConnectError | undefined {
+  const m = RST[code ?? 0];
+  return m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${code!.toString(16)})`, m[1]) : undefined;
+}
+
 /** Splits response headers into header and trailer ("trailer-" prefix), as trailerDemux. */
 function demux(h: http2.IncomingHttpHeaders): [LiteHeaders, LiteHeaders] {
   const header = new LiteHeaders();
@@ -105,7 +122,7 @@ function exchange(
   headers: http2.OutgoingHttpHeaders,
   body: Uint8Array,
   readMaxBytes: number,
-  timeoutMs: number | undefined,
+  timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Uint8Array }> {
   return new Promise((resolve, reject) => {
@@ -128,9 +145,7 @@ function exchange(
       if (signal.aborted) return onAbort.call(signal);
       signal.addEventListener("abort", onAbort);
     }
-    if (timeoutMs !== undefined) {
-      timer = setTimeout(() => fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
-    }
+    timer = setTimeout(() => fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
     session.request("POST", path, headers, {}).then(
       (s) => {
         if (settled) {
@@ -161,18 +176,30 @@ function exchange(
         });
         s.on("end", () => {
           if (settled) return;
+          // No response headers: the server reset the stream (CANCEL and NO_ERROR end it without
+          // an "error" event). NO_ERROR and codes the table lacks: Internal, as gRPC maps NO_ERROR.
+          if (status === 0) {
+            fail(rstError(s.rstCode) ?? new ConnectError(`http/2 stream closed without response headers (error code 0x${(s.rstCode ?? 0).toString(16)})`, Code.Internal));
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           resolve({ status, headers: resHeaders, trailers: resTrailers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, count) });
         });
-        s.on("error", (e) => fail(s.rstCode === 0xb ? new ConnectError("http/2 stream closed with error code ENHANCE_YOUR_CALM (0xb)", Code.ResourceExhausted) : errorFromNode(e)));
+        s.on("error", (e) => {
+          // A reset by the server or by nghttp2 (ERR_HTTP2_STREAM_ERROR; ENHANCE_YOUR_CALM also when
+          // the whole session got it): the RST code decides (REFUSED_STREAM -> Unavailable, safe to
+          // retry), not Node's message (Internal). Other errors (connection lost, PING timeout: the
+          // stream's rstCode is then the session's) keep errorFromNode's code.
+          const byCode = (e as { code?: unknown }).code === "ERR_HTTP2_STREAM_ERROR" || s.rstCode === 0xb ? rstError(s.rstCode) : undefined;
+          fail(byCode ?? errorFromNode(e));
+        });
         s.on("close", () => {
           // A stream refused ENHANCE_YOUR_CALM retires its connection: the session manager's rule
           // (client.ts, CalmRetiringSessionManager), for connect-node's streams too.
           if (settled) return;
-          const m = RST[s.rstCode ?? 0];
-          fail(m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${s.rstCode!.toString(16)})`, m[1]) : new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
+          fail(rstError(s.rstCode) ?? new ConnectError("http/2 stream closed before the response ended", Code.Unavailable));
         });
         s.end(body);
       },
@@ -297,7 +324,9 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
-      const t = timeoutMs === undefined ? opts.defaultTimeoutMs : timeoutMs <= 0 ? undefined : timeoutMs;
+      const t = timeoutMs ?? opts.defaultTimeoutMs;
+      const bad = timeoutError(t);
+      if (bad !== undefined) throw bad;
       const h = new LiteHeaders();
       if (header !== undefined) {
         if (header instanceof Headers || header instanceof LiteHeaders) (header as Headers).forEach((v, k) => h.set(k, v));
@@ -305,11 +334,11 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
         else for (const k of Object.keys(header)) h.set(k, (header as Record<string, string>)[k]!);
       }
       if (grpc) {
-        if (t !== undefined) h.set("grpc-timeout", `${t}m`);
+        h.set("grpc-timeout", `${t}m`);
         h.set("content-type", "application/grpc+proto");
         h.set("te", "trailers");
       } else {
-        if (t !== undefined) h.set("connect-timeout-ms", String(t));
+        h.set("connect-timeout-ms", String(t));
         h.set("content-type", "application/proto");
         h.set("connect-protocol-version", "1");
       }
@@ -346,6 +375,8 @@ export function createLeanTransport(opts: LeanTransportOptions): Transport {
       input: AsyncIterable<MessageInitShape<I>>,
       contextValues?: ContextValues,
     ): Promise<StreamResponse<I, O>> {
+      const bad = timeoutError(timeoutMs ?? opts.defaultTimeoutMs);
+      if (bad !== undefined) return Promise.reject(bad);
       return opts.streams.stream(method, signal, timeoutMs, header, input, contextValues);
     },
   };
