@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, type HandlerContext } from "@connectr
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { EchoRequestSchema, EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { EchoRequestSchema, EchoService, EchoStreamRequestSchema } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 import {
   Health,
   HealthCheckRequestSchema,
@@ -510,4 +510,81 @@ describe("graceful close", () => {
     const err = await settled;
     expect([Code.Unavailable, Code.Canceled]).toContain(err.code);
   });
+});
+
+describe("idle and half-open connections", () => {
+  it("validates idleConnectionMs and handshakeMs", async () => {
+    const { resolveLimits } = await import("./server.js");
+    expect(resolveLimits({}).idleConnectionMs).toBe(60_000);
+    expect(resolveLimits({}).handshakeMs).toBe(10_000);
+    expect(() => resolveLimits({ idleConnectionMs: 0 })).toThrow(/limits\.idleConnectionMs/);
+    expect(() => resolveLimits({ handshakeMs: 60_001 })).toThrow(/limits\.handshakeMs/);
+  });
+
+  // Probe p3: with connectionsMax 20, 20 sockets that sent nothing (or only the preface and
+  // SETTINGS) held every slot for good and legitimate clients were refused.
+  it("closes connections that never complete the handshake or have no stream open, never one with a stream in flight (probe: idle sockets held every connectionsMax slot)", async () => {
+    const net = await import("node:net");
+    const s = await startServer({
+      name: "echo-idle",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({ onStream: () => new Promise((r) => setTimeout(r, 300)) }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { connectionsMax: 4, idleConnectionMs: 600, handshakeMs: 300 },
+    });
+    const port = Number(new URL(s.url).port);
+    const opened = (preface: boolean) =>
+      new Promise<{ closedAfterMs: number }>((resolve) => {
+        const t0 = performance.now();
+        const so = net.connect(port, "127.0.0.1");
+        so.on("error", () => undefined);
+        so.resume();
+        if (preface) so.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+        so.on("close", () => resolve({ closedAfterMs: performance.now() - t0 }));
+        setTimeout(() => so.destroy(), 5_000);
+      });
+    try {
+      const silent = [opened(false), opened(false)];
+      const settled = [opened(true), opened(true)];
+      // All four slots are taken now; they are given back without the peers doing anything.
+      for (const r of await Promise.all(silent)) expect(r.closedAfterMs).toBeLessThan(1_500);
+      for (const r of await Promise.all(settled)) {
+        expect(r.closedAfterMs).toBeGreaterThan(500);
+        expect(r.closedAfterMs).toBeLessThan(2_000);
+      }
+      // A server stream of 6 x 300 ms (1.8 s, three times idleConnectionMs) on one connection is
+      // not cut; once it is over, the connection is closed after idleConnectionMs.
+      const session = http2.connect(s.url);
+      session.on("error", () => undefined);
+      const t0 = performance.now();
+      const sessionClosed = new Promise<number>((r) => session.on("close", () => r(performance.now() - t0)));
+      const msg = toBinary(EchoStreamRequestSchema, create(EchoStreamRequestSchema, { text: "long", count: 6 }));
+      const body = new Uint8Array(5 + msg.length);
+      new DataView(body.buffer).setUint32(1, msg.length);
+      body.set(msg, 5);
+      const streamed = await new Promise<{ bytes: number; status?: string; endedAfterMs: number }>((resolve) => {
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/EchoStream", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "5S", authorization: `Bearer ${ADMIN_KEY}` });
+        let bytes = 0;
+        let status: string | undefined;
+        req.on("data", (d: Buffer) => (bytes += d.length));
+        req.on("trailers", (t) => (status = String(t["grpc-status"])));
+        req.on("close", () => resolve({ bytes, status, endedAfterMs: performance.now() - t0 }));
+        req.on("error", () => undefined);
+        req.end(body);
+      });
+      expect(streamed.status).toBe("0");
+      expect(streamed.bytes).toBeGreaterThan(6 * 5);
+      expect(streamed.endedAfterMs).toBeGreaterThan(1_500);
+      const closedAfterMs = await sessionClosed;
+      expect(closedAfterMs - streamed.endedAfterMs).toBeGreaterThan(500);
+      expect(closedAfterMs - streamed.endedAfterMs).toBeLessThan(1_500);
+      // A new client gets a slot and its call is answered.
+      const c = createClient(EchoService, createGrpcTransport({ baseUrl: s.url }));
+      expect((await c.echo({ text: "ok" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).text).toBe("ok");
+    } finally {
+      await s.close();
+    }
+  }, 20_000);
 });

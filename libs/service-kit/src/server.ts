@@ -17,6 +17,10 @@ import {
   SHUTDOWN_GRACE_MS_DEFAULT,
   HANDLER_OVERRUN_MS_DEFAULT,
   HANDLER_OVERRUN_MS_MAX,
+  HANDSHAKE_MS_DEFAULT,
+  HANDSHAKE_MS_MAX,
+  IDLE_CONNECTION_MS_DEFAULT,
+  IDLE_CONNECTION_MS_MAX,
   SHUTDOWN_GRACE_MS_MAX,
   STREAMS_PER_CONNECTION_MAX,
   TIMEOUT_MS_DEFAULT,
@@ -76,6 +80,10 @@ export interface ServerLimits {
    * has arrived may keep its stream before it is reset — a handler that ignores its signal (ms).
    */
   handlerOverrunMs?: number;
+  /** A connection with no stream open for this long is closed (GOAWAY; ms). */
+  idleConnectionMs?: number;
+  /** A connection that has not sent the HTTP/2 preface and SETTINGS this long after it opened is destroyed (ms). */
+  handshakeMs?: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
@@ -86,6 +94,8 @@ export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
   connectionsMax: CONNECTIONS_MAX_DEFAULT,
   shutdownGraceMs: SHUTDOWN_GRACE_MS_DEFAULT,
   handlerOverrunMs: HANDLER_OVERRUN_MS_DEFAULT,
+  idleConnectionMs: IDLE_CONNECTION_MS_DEFAULT,
+  handshakeMs: HANDSHAKE_MS_DEFAULT,
 };
 
 export interface StartedServer {
@@ -145,6 +155,8 @@ export function resolveLimits(partial: Partial<ServerLimits> | undefined): Requi
   checkLimit("connectionsMax", l.connectionsMax, 1, 1_000_000);
   checkLimit("shutdownGraceMs", l.shutdownGraceMs, 0, SHUTDOWN_GRACE_MS_MAX);
   checkLimit("handlerOverrunMs", l.handlerOverrunMs, 0, HANDLER_OVERRUN_MS_MAX);
+  checkLimit("idleConnectionMs", l.idleConnectionMs, 1, IDLE_CONNECTION_MS_MAX);
+  checkLimit("handshakeMs", l.handshakeMs, 1, HANDSHAKE_MS_MAX);
   return l;
 }
 
@@ -279,7 +291,34 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
-    s.once("close", () => sessions.delete(s));
+    // A connection that never completes the HTTP/2 preface and SETTINGS is destroyed after
+    // handshakeMs; one with no stream open is closed (GOAWAY) after idleConnectionMs. Otherwise
+    // sockets that send nothing held connectionsMax slots for as long as their peers kept them.
+    // A connection with a stream open (a long server stream, a slow call) is never idle.
+    const handshake = setTimeout(() => s.destroy(), limits.handshakeMs);
+    handshake.unref();
+    let open = 0;
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const armIdle = (): void => {
+      idle = setTimeout(() => s.close(), limits.idleConnectionMs);
+      idle.unref();
+    };
+    s.once("remoteSettings", () => {
+      clearTimeout(handshake);
+      if (open === 0 && idle === undefined) armIdle();
+    });
+    s.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      clearTimeout(idle);
+      stream.once("close", () => {
+        if (--open === 0 && !s.closed && !s.destroyed) armIdle();
+      });
+    });
+    s.once("close", () => {
+      clearTimeout(handshake);
+      clearTimeout(idle);
+      sessions.delete(s);
+    });
   });
   server.on("sessionError", (err) => logger.debug("http2 session error", { err }));
 
