@@ -588,3 +588,59 @@ describe("idle and half-open connections", () => {
     }
   }, 20_000);
 });
+
+describe("fast path: answers never read", () => {
+  // Probe p2b: 100 unary Connect binary answers of 3.9 MB that the client never read kept their
+  // streams (and ~900 MB) for as long as the connection lived: the fast path answered before
+  // the generic path's stream bound was set.
+  it("resets a fast-path stream whose answer is still unread at deadline + 1 s + handlerOverrunMs, with RST_STREAM CANCEL", async () => {
+    const s = await startServer({
+      name: "echo-unread",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { readMaxBytes: 2 * 1024 * 1024, writeMaxBytes: 2 * 1024 * 1024, timeoutMsMax: 5_000, timeoutMsDefault: 5_000, handlerOverrunMs: 300 },
+    });
+    const session = http2.connect(s.url);
+    session.on("error", () => undefined);
+    try {
+      const before = s.fastPathCalls;
+      const body = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "big", payload: new Uint8Array(1024 * 1024).fill(7) }));
+      const unread = (timeout: Record<string, string>) =>
+        new Promise<{ responded: boolean; how: string; rst?: number; ms: number }>((resolve) => {
+          const t0 = performance.now();
+          const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "application/proto", authorization: `Bearer ${ADMIN_KEY}`, ...timeout });
+          let responded = false;
+          let settled = false;
+          const done = (how: string) => () => {
+            if (settled) return;
+            settled = true;
+            resolve({ responded, how, rst: req.rstCode, ms: performance.now() - t0 });
+          };
+          req.on("response", () => (responded = true));
+          req.on("error", () => undefined);
+          req.on("close", done("closed"));
+          setTimeout(done("still open after 5 s"), 5_000);
+          req.pause(); // never read
+          req.end(body);
+        });
+      // 400 ms deadline: reset at about 0.4 + 1 + 0.3 s.
+      const r = await unread({ "connect-timeout-ms": "400" });
+      expect(s.fastPathCalls).toBe(before + 1);
+      expect(r).toMatchObject({ responded: true, how: "closed", rst: http2.constants.NGHTTP2_CANCEL });
+      expect(r.ms).toBeGreaterThan(1_500);
+      expect(r.ms).toBeLessThan(3_500);
+      // A call without a deadline is bounded by the server default, as the fast path applies it.
+      expect(callTimeoutMs({ "content-type": "application/proto" }, 5_000, 400)).toBe(400);
+      expect(callTimeoutMs({ "content-type": "application/grpc" }, 5_000, 400)).toBe(400);
+      // The connection is still usable.
+      const c = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: ADMIN_KEY, timeoutMs: 2_000 }));
+      expect((await c.echo({ text: "after" })).text).toBe("after");
+    } finally {
+      session.destroy();
+      await s.close();
+    }
+  }, 20_000);
+});

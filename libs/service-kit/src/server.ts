@@ -49,16 +49,18 @@ const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, 
 
 /**
  * The deadline a call asked for, in ms, as connect-es reads it (`grpc-timeout` for the gRPC
- * protocols, else `connect-timeout-ms`), capped at maxMs; maxMs when absent or malformed (such a
- * call is answered with an error at once anyway).
+ * protocols, else `connect-timeout-ms`), capped at maxMs; absentMs (default maxMs) when absent, maxMs
+ * when malformed (such a call is answered with an error at once anyway).
  */
-export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number): number {
+export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number, absentMs = maxMs): number {
   const ct = headers["content-type"]?.toLowerCase();
   if (ct !== undefined && ct.startsWith("application/grpc")) {
-    const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"] ?? ""));
+    if (headers["grpc-timeout"] === undefined) return absentMs;
+    const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"]));
     return m === null ? maxMs : Math.min(maxMs, Math.ceil(Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]!));
   }
-  const v = String(headers["connect-timeout-ms"] ?? "");
+  if (headers["connect-timeout-ms"] === undefined) return absentMs;
+  const v = String(headers["connect-timeout-ms"]);
   return /^\d{1,10}$/.test(v) ? Math.min(maxMs, Number(v)) : maxMs;
 }
 
@@ -217,7 +219,16 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       inflight++;
       req.stream.once("finish", onStreamFinish);
       req.stream.once("close", onStreamClose);
-      if (fast !== undefined && fast(req, res)) return;
+      if (fast !== undefined && fast(req, res)) {
+        // The fast path answers by the deadline, but an answer the client never reads (flow
+        // control) keeps its stream, and its bytes, open: reset it at the generic path's last
+        // bound (deadline + 1 s + handlerOverrunMs).
+        const ms = callTimeoutMs(req.headers, limits.timeoutMsMax, limits.timeoutMsDefault) + GENERIC_DEADLINE_GRACE_MS + limits.handlerOverrunMs;
+        const bound = setTimeout(cancel, ms, req.stream);
+        bound.unref();
+        req.stream.once("close", () => clearTimeout(bound));
+        return;
+      }
       // Default deadline: a call without one gets limits.timeoutMsDefault. It reaches handlers as
       // ctx.signal (aborted at the deadline): a handler that awaits I/O through it is cut off; one
       // that ignores it runs to its end. The fast path also bounds the unary body read by it.
