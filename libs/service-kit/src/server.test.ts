@@ -644,3 +644,78 @@ describe("fast path: answers never read", () => {
     }
   }, 20_000);
 });
+
+describe("deadlines past timeoutMsMax on the generic path", () => {
+  // Review probe p7: connect-es arms its deadline timer before it refuses a deadline, so
+  // `grpc-timeout: 99999999H` printed a TimeoutOverflowWarning on every request.
+  it("refuses them itself, in connect-es's words and wire format, without a TimeoutOverflowWarning", async () => {
+    const generic = await startServer({
+      name: "echo-long-deadline",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+    });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const session = http2.connect(generic.url);
+    session.on("error", () => undefined);
+    const call = (path: string, headers: Record<string, string>, body: Uint8Array) =>
+      new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": `/nanobill.bench.v1.EchoService/${path}`, ...headers });
+        let head: http2.IncomingHttpHeaders = {};
+        let trailers: http2.IncomingHttpHeaders = {};
+        const chunks: Buffer[] = [];
+        req.on("response", (h) => (head = h));
+        req.on("trailers", (t) => (trailers = t));
+        req.on("data", (d: Buffer) => chunks.push(d));
+        req.on("error", reject);
+        req.on("end", () => {
+          // Lengths differ with the number in the message: compare the flags and the text.
+          const { date: _d, "content-length": _l, ...h } = head;
+          const b = Buffer.concat(chunks);
+          const enveloped = !String(h["content-type"]).endsWith("/json");
+          resolve(JSON.stringify({ h, trailers, flags: enveloped ? b[0] : undefined, body: b.subarray(enveloped ? 5 : 0).toString("latin1") }));
+        });
+        req.end(body);
+      });
+    const msg = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "x" }));
+    const env = new Uint8Array(5 + msg.length);
+    new DataView(env.buffer).setUint32(1, msg.length);
+    env.set(msg, 5);
+    const jsonEnv = (() => {
+      const j = new TextEncoder().encode('{"text":"x","count":1}');
+      const b = new Uint8Array(5 + j.length);
+      new DataView(b.buffer).setUint32(1, j.length);
+      b.set(j, 5);
+      return b;
+    })();
+    const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+    // [path, headers without the deadline, body, deadline header, overflowing value, a value connect-es refuses itself]
+    const cases: Array<[string, Record<string, string>, Uint8Array, string, string, string, string]> = [
+      ["Echo", { "content-type": "application/grpc-web+proto", ...auth }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"],
+      ["Echo", { "content-type": "application/grpc", te: "trailers", ...auth }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"],
+      ["Echo", { "content-type": "application/json", ...auth }, new TextEncoder().encode('{"text":"x"}'), "connect-timeout-ms", "9999999999", "120000", "9999999999"],
+      ["EchoStream", { "content-type": "application/connect+json", ...auth }, jsonEnv, "connect-timeout-ms", "9999999999", "120000", "9999999999"],
+      ["Echo", { "content-type": "application/grpc-web+proto" }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"], // no key
+    ];
+    try {
+      for (const [path, headers, body, name, huge, over, hugeMs] of cases) {
+        const mine = await call(path, { ...headers, [name]: huge }, body);
+        const theirs = await call(path, { ...headers, [name]: over }, body);
+        expect(mine.replace(/%20/g, " ").replace("%3C%3D", "<=")).toContain(`timeout ${hugeMs}ms must be <= 60000`);
+        expect(mine.replace(hugeMs, "N"), `${headers["content-type"]}`).toBe(theirs.replace(over === "2M" ? "120000" : over, "N"));
+        expect(mine).toMatch(/invalid_argument|"grpc-status":"3"|grpc-status: 3/);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+      session.destroy();
+      await generic.close();
+    }
+  });
+});

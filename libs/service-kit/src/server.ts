@@ -3,6 +3,17 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  codeToHttpStatus,
+  endStreamFlag,
+  endStreamToJson,
+  errorToJsonBytes,
+  parseContentType as parseConnectContentType,
+  parseTimeout as parseConnectTimeout,
+} from "@connectrpc/connect/protocol-connect";
+import { parseContentType as parseGrpcContentType, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType as parseGrpcWebContentType, trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { encodeEnvelope } from "./envelope.js";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
 import { createErrorBoundary } from "./errors.js";
@@ -62,6 +73,53 @@ export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number,
   if (headers["connect-timeout-ms"] === undefined) return absentMs;
   const v = String(headers["connect-timeout-ms"]);
   return /^\d{1,10}$/.test(v) ? Math.min(maxMs, Number(v)) : maxMs;
+}
+
+/**
+ * A deadline above maxMs, refused by the kit in connect-es's words and wire format (Connect unary
+ * and streaming, gRPC, gRPC-Web) before connect-es sees the call: connect-es arms its deadline
+ * timer before it refuses one, and a value past 2^31-1 ms printed a TimeoutOverflowWarning per
+ * request. False (nothing written) when the deadline is not above maxMs, or the content type is
+ * none of those (connect-es answers the call).
+ */
+function refuseLongDeadline(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, maxMs: number): boolean {
+  const h = req.headers;
+  const ct = h["content-type"] ?? "";
+  const header = (name: string): string | null => {
+    const v = h[name];
+    return typeof v === "string" ? v : null;
+  };
+  const web = parseGrpcWebContentType(ct);
+  const grpc = web === undefined ? parseGrpcContentType(ct) : undefined;
+  // A Connect GET has no content type (its encoding is a query parameter): unary either way.
+  const connect = web !== undefined || grpc !== undefined ? undefined : req.method === "GET" ? { stream: false, binary: false } : parseConnectContentType(ct);
+  if (web?.text === true || (web === undefined && grpc === undefined && connect === undefined)) return false;
+  const t = connect !== undefined ? parseConnectTimeout(header("connect-timeout-ms"), maxMs) : parseGrpcTimeout(header("grpc-timeout"), maxMs);
+  if (t.error === undefined || t.timeoutMs === undefined) return false;
+  const err = t.error;
+  if (connect !== undefined && !connect.stream) {
+    const body = errorToJsonBytes(err, {});
+    res.writeHead(codeToHttpStatus(err.code), { "content-type": "application/json", "content-length": String(body.byteLength) });
+    res.end(body);
+  } else if (connect !== undefined) {
+    const json = new TextEncoder().encode(JSON.stringify(endStreamToJson(new Headers(), err, {})));
+    res.writeHead(200, { "content-type": connect.binary ? "application/connect+proto" : "application/connect+json" });
+    res.end(encodeEnvelope(json, endStreamFlag));
+  } else {
+    const trailer = new Headers();
+    setTrailerStatus(trailer, err);
+    const fields: Record<string, string> = {};
+    trailer.forEach((v, k) => (fields[k] = v));
+    if (web !== undefined) {
+      res.writeHead(200, { "content-type": web.binary ? "application/grpc-web+proto" : "application/grpc-web+json" });
+      res.end(encodeEnvelope(trailerSerialize(trailer), trailerFlag));
+    } else {
+      res.writeHead(200, { "content-type": grpc!.binary ? "application/grpc+proto" : "application/grpc+json" });
+      res.addTrailers(fields);
+      res.end();
+    }
+  }
+  return true;
 }
 
 export interface ServerLimits {
@@ -178,6 +236,8 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const connectTimeoutDefault = String(limits.timeoutMsDefault);
 
   const captured: CapturedService[] = [];
+  /** Request paths connect-es serves (others get its 404, whatever their headers). */
+  const paths = new Set<string>();
   const views = new Map<string, BinaryView>();
   const interceptors: Interceptor[] = [
     createTracingInterceptor("server", { serviceName: opts.name }),
@@ -191,6 +251,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       opts.routes(captureRouter(router, captured, views));
       for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
       registerHealth(router, health);
+      for (const h of router.handlers) paths.add(h.requestPath);
     },
     interceptors,
     readMaxBytes: limits.readMaxBytes,
@@ -240,6 +301,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
+      if (paths.has(req.url.split("?", 1)[0]!) && refuseLongDeadline(req, res, limits.timeoutMsMax)) return;
       const bound = setTimeout(boundCall, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req);
       bound.unref();
       req.stream.once("close", () => clearTimeout(bound));
