@@ -17,6 +17,7 @@ import { createClientTransport, closeClientSessions, forTenant } from "./client.
 import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
 import { createLogger } from "./logger.js";
 import * as http2 from "node:http2";
+import { gzipSync } from "node:zlib";
 import { STREAM_DRAIN_BYTES_MAX, callTimeoutMs, startServer, type StartedServer } from "./server.js";
 import { echoRoutes } from "./test-echo.js";
 
@@ -715,6 +716,86 @@ describe("deadlines past timeoutMsMax on the generic path", () => {
     } finally {
       process.off("warning", onWarning);
       session.destroy();
+      await generic.close();
+    }
+  });
+});
+
+describe("undecodable requests", () => {
+  // Review probe p7: malformed protobuf was answered Internal "parse binary: premature EOF"
+  // (grpc-status 13) on both paths, and an envelope with the compressed flag but no
+  // grpc-encoding Internal too: a client's mistake, so InvalidArgument naming what is wrong.
+  it("answers malformed protobuf and a compressed envelope without an encoding InvalidArgument on every protocol and both paths; a handler's own decode error stays Internal", async () => {
+    const generic = await startServer({
+      name: "echo-decode",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({
+        onEcho: (text) => {
+          if (text === "downstream") throw new ConnectError("parse binary: premature EOF", Code.Internal);
+        },
+      }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+    });
+    const raw = (url: string, path: string, headers: Record<string, string>, body: Uint8Array) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const session = http2.connect(url);
+        session.on("error", reject);
+        const req = session.request({ ":method": "POST", ":path": `/nanobill.bench.v1.EchoService/${path}`, authorization: `Bearer ${ADMIN_KEY}`, ...headers });
+        let status = 0;
+        let trailers = "";
+        const chunks: Buffer[] = [];
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("trailers", (t) => (trailers = `grpc-status: ${t["grpc-status"]}\r\ngrpc-message: ${t["grpc-message"]}`));
+        req.on("data", (d: Buffer) => chunks.push(d));
+        req.on("error", reject);
+        req.on("end", () => {
+          session.close();
+          resolve({ status, text: decodeURIComponent(Buffer.concat(chunks).toString("latin1") + trailers) });
+        });
+        req.end(body);
+      });
+    const env = (data: Uint8Array, flags = 0) => {
+      const b = new Uint8Array(5 + data.length);
+      b[0] = flags;
+      new DataView(b.buffer).setUint32(1, data.length);
+      b.set(data, 5);
+      return b;
+    };
+    const bad = new Uint8Array([0x0a, 0xff, 0xff]);
+    const good = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "x" }));
+    const notValid = "request: not a valid nanobill.bench.v1.EchoRequest (premature EOF)";
+    const compressed = (h: string) => `${h}: a compressed message needs a compression named here (none or identity was sent)`;
+    try {
+      for (const url of [server.url, generic.url]) {
+        const cases: Array<[string, Record<string, string>, Uint8Array, RegExp, string]> = [
+          ["Echo", { "content-type": "application/proto" }, bad, /"code":"invalid_argument"/, notValid],
+          ["Echo", { "content-type": "application/grpc", te: "trailers" }, env(bad), /grpc-status: 3/, notValid],
+          ["Echo", { "content-type": "application/grpc", te: "trailers" }, env(good, 1), /grpc-status: 3/, compressed("grpc-encoding")],
+          ["Echo", { "content-type": "application/grpc-web+proto" }, env(bad), /grpc-status: 3/, notValid],
+          ["Echo", { "content-type": "application/grpc-web+proto" }, env(good, 1), /grpc-status: 3/, compressed("grpc-encoding")],
+          ["Echo", { "content-type": "application/proto", "content-encoding": "gzip" }, gzipSync(bad), /"code":"invalid_argument"/, notValid],
+          ["EchoStream", { "content-type": "application/connect+proto" }, env(bad), /"code":"invalid_argument"/, notValid.replace("EchoRequest", "EchoStreamRequest")],
+          ["EchoStream", { "content-type": "application/connect+proto" }, env(good, 1), /"code":"invalid_argument"/, compressed("connect-content-encoding")],
+          ["EchoStream", { "content-type": "application/grpc", te: "trailers" }, env(bad), /grpc-status: 3/, notValid.replace("EchoRequest", "EchoStreamRequest")],
+        ];
+        for (const [path, headers, body, code, message] of cases) {
+          const r = await raw(url, path, headers, body);
+          expect(r.text, `${url} ${path} ${JSON.stringify(headers)}`).toMatch(code);
+          expect(r.text, `${url} ${path} ${JSON.stringify(headers)}`).toContain(message);
+        }
+      }
+      // A handler's own "parse binary" error (a downstream answer it could not decode) is not the
+      // client's: Internal as before, on every protocol.
+      for (const headers of [{ "content-type": "application/grpc-web+proto" }, { "content-type": "application/grpc", te: "trailers" }] as Array<Record<string, string>>) {
+        const r = await raw(generic.url, "Echo", headers, env(toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "downstream" }))));
+        expect(r.text).toMatch(/grpc-status: 13/);
+      }
+      const r = await raw(generic.url, "Echo", { "content-type": "application/proto" }, toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "downstream" })));
+      expect([r.status, r.text]).toEqual([500, expect.stringContaining('"code":"internal"')]);
+    } finally {
       await generic.close();
     }
   });

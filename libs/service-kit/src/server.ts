@@ -1,22 +1,24 @@
 import { setMaxListeners } from "node:events";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   codeToHttpStatus,
   endStreamFlag,
   endStreamToJson,
+  errorFromJsonBytes,
   errorToJsonBytes,
   parseContentType as parseConnectContentType,
   parseTimeout as parseConnectTimeout,
 } from "@connectrpc/connect/protocol-connect";
-import { parseContentType as parseGrpcContentType, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { parseContentType as parseGrpcWebContentType, trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { findTrailerError, parseContentType as parseGrpcContentType, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType as parseGrpcWebContentType, trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { encodeEnvelope } from "./envelope.js";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
-import { createErrorBoundary } from "./errors.js";
+import { createErrorBoundary, kReachedBoundary, requestDecodeError } from "./errors.js";
 import { captureRouter, createFastPath, type BinaryView, type CapturedService } from "./fast-path.js";
 import { createTenantLimitInterceptor, type TenantLimiter, type TenantLimits } from "./tenant-limits.js";
 import { createHealthState, registerHealth, ServingStatus } from "./health.js";
@@ -120,6 +122,66 @@ function refuseLongDeadline(req: http2.Http2ServerRequest, res: http2.Http2Serve
     }
   }
   return true;
+}
+
+async function bytesOf(body: AsyncIterable<Uint8Array> | undefined): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  if (body !== undefined) for await (const p of body) parts.push(p);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/**
+ * A unary method's connect-es handler whose undecodable requests are answered InvalidArgument
+ * (see requestDecodeError) instead of connect-es's Internal "parse binary: ..." or compressed-
+ * envelope error. connect-es decodes a unary request before any interceptor runs and writes its
+ * error itself, so the answer is rewritten here, only when the call never reached the error
+ * boundary (an error from the handler, e.g. a downstream answer it could not decode, is left
+ * alone): the Connect JSON error body, the gRPC trailers, the gRPC-Web trailer envelope.
+ */
+function withRequestDecodeErrors(h: UniversalHandler): UniversalHandler {
+  const input = h.method.input;
+  const wrapped = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
+    const res = await h(req);
+    if (req.contextValues?.get(kReachedBoundary) !== false || res.header?.get("content-encoding") != null || res.header?.get("grpc-encoding") != null) return res;
+    const ct = req.header.get("content-type");
+    const rct = res.header?.get("content-type") ?? "";
+    if (res.status === 500 && rct === "application/json") {
+      const bytes = await bytesOf(res.body);
+      const err = requestDecodeError(errorFromJsonBytes(bytes, undefined, new ConnectError("", Code.Internal)), input, ct);
+      if (err === undefined) return { ...res, body: (async function* () { yield bytes; })() };
+      const body = errorToJsonBytes(err, {});
+      res.header!.set("content-length", String(body.byteLength));
+      return { ...res, status: codeToHttpStatus(err.code), body: (async function* () { yield body; })() };
+    }
+    if (res.trailer !== undefined) {
+      const err = requestDecodeError(findTrailerError(res.trailer), input, ct);
+      if (err !== undefined) setTrailerStatus(res.trailer, err);
+      return res;
+    }
+    if (rct.startsWith("application/grpc-web")) {
+      const bytes = await bytesOf(res.body);
+      let body = bytes;
+      // An error before any message: the body is the trailer envelope alone.
+      if (bytes.byteLength >= 5 && bytes[0] === trailerFlag && new DataView(bytes.buffer, bytes.byteOffset).getUint32(1) === bytes.byteLength - 5) {
+        const trailer = trailerParse(bytes.subarray(5));
+        const err = requestDecodeError(findTrailerError(trailer), input, ct);
+        if (err !== undefined) {
+          setTrailerStatus(trailer, err);
+          body = encodeEnvelope(trailerSerialize(trailer), trailerFlag);
+        }
+      }
+      return { ...res, body: (async function* () { yield body; })() };
+    }
+    return res;
+  };
+  return Object.assign(wrapped, {
+    service: h.service,
+    method: h.method,
+    requestPath: h.requestPath,
+    supportedContentType: h.supportedContentType,
+    protocolNames: h.protocolNames,
+    allowedMethods: h.allowedMethods,
+  });
 }
 
 export interface ServerLimits {
@@ -252,12 +314,17 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
       registerHealth(router, health);
       for (const h of router.handlers) paths.add(h.requestPath);
+      router.handlers.forEach((h, i) => {
+        if (h.method.methodKind === "unary") router.handlers[i] = withRequestDecodeErrors(h);
+      });
     },
     interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
     maxTimeoutMs: limits.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    // Our own per-call values, so withRequestDecodeErrors sees whether a call reached the boundary.
+    contextValues: () => createContextValues(),
   });
   health.set("", ServingStatus.SERVING);
   const fast =
