@@ -1,4 +1,4 @@
-import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor, type StreamRequest, type StreamResponse } from "@connectrpc/connect";
 import type { DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
@@ -192,9 +192,56 @@ export function jsonWritable(desc: DescMessage, msg: unknown, depth = 0): void {
   }
 }
 
+/** connect-es's error for a request message protobuf cannot read ("parse binary: premature EOF"). */
+const PARSE_BINARY_PREFIX = "parse binary: ";
+/** connect-es's (and envelope.ts's) error for a compressed envelope when no compression was negotiated. */
+export const COMPRESSED_ENVELOPE_MESSAGE = "received compressed envelope, but do not know how to decompress";
+
+/**
+ * A client's undecodable request, as connect-es (and the fast path) raise it — Internal "parse
+ * binary: <why>", or Internal for a compressed envelope without a negotiated compression — made
+ * the client's mistake it is: InvalidArgument "request: not a valid <Message> (<why>)", or
+ * InvalidArgument naming the header that should have named the compression (`grpc-encoding`;
+ * `connect-content-encoding` for Connect streams). Undefined for any other error. Only for errors
+ * raised while reading the request (a downstream call's undecodable answer stays Internal).
+ */
+export function requestDecodeError(err: unknown, input: DescMessage, contentType: string | null | undefined): ConnectError | undefined {
+  if (!(err instanceof ConnectError) || err.code !== Code.Internal) return undefined;
+  if (err.rawMessage.startsWith(PARSE_BINARY_PREFIX)) {
+    return invalidArgument("request", `not a valid ${input.typeName} (${err.rawMessage.slice(PARSE_BINARY_PREFIX.length)})`);
+  }
+  if (err.rawMessage === COMPRESSED_ENVELOPE_MESSAGE) {
+    const header = contentType?.toLowerCase().startsWith("application/connect") === true ? "connect-content-encoding" : "grpc-encoding";
+    return invalidArgument(header, "a compressed message needs a compression named here (none or identity was sent)");
+  }
+  return undefined;
+}
+
+/**
+ * Set on a call's context values when it reaches the error boundary: startServer tells by it that
+ * an error answer of connect-es's came before any interceptor (from reading the request).
+ */
+export const kReachedBoundary = createContextKey(false, { description: "nanobill.reachedBoundary" });
+
+/** A stream request's messages, with undecodable ones refused as {@link requestDecodeError}. */
+async function* decodeChecked<T>(it: AsyncIterable<T>, input: DescMessage, contentType: string | null): AsyncGenerator<T> {
+  try {
+    for await (const m of it) yield m;
+  } catch (e) {
+    throw requestDecodeError(e, input, contentType) ?? e;
+  }
+}
+
 /** The error boundary: one interceptor, installed by startServer, applying {@link toConnectError}. */
 export function createErrorBoundary(logger: Logger): Interceptor {
   return (next) => async (req) => {
+    req.contextValues.set(kReachedBoundary, true);
+    // A stream's request messages are read inside the handler: one that cannot be decoded is
+    // the client's mistake (a unary request is decoded before the interceptors: see startServer).
+    if (req.stream) {
+      const s: StreamRequest = { ...req, message: decodeChecked(req.message, req.method.input, req.header.get("content-type")) };
+      req = s as typeof req;
+    }
     let res;
     try {
       res = await next(req);

@@ -24,7 +24,7 @@ import { parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { assertNotCompressed, encodeEnvelope, envelopes, ENVELOPE_HEADER_BYTES, FLAG_COMPRESSED } from "./envelope.js";
 import { asHeaders, LiteHeaders } from "./lite-headers.js";
-import { toConnectError } from "./errors.js";
+import { requestDecodeError, toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 const CONTENT_TYPE_PROTO = "application/proto";
@@ -265,7 +265,15 @@ export function createFastPath(
       methods.set(`/${service.typeName}/${method.name}`, {
         method,
         service,
-        parse: (b) => input.parse(b),
+        // An undecodable request is the client's mistake: InvalidArgument naming it (as startServer
+        // makes connect-es's "parse binary" Internal on the generic path).
+        parse: (b) => {
+          try {
+            return input.parse(b);
+          } catch (e) {
+            throw requestDecodeError(e, method.input, undefined) ?? e;
+          }
+        },
         serialize: (m) => output.serialize(m as never),
         next,
       });
@@ -578,7 +586,11 @@ function unaryGrpcMessage(fm: FastMethod, body: Uint8Array, readMaxBytes: number
   const it = envelopes(body, readMaxBytes);
   const first = it.next();
   if (first.done === true) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
-  assertNotCompressed(first.value.flags);
+  try {
+    assertNotCompressed(first.value.flags);
+  } catch (e) {
+    throw requestDecodeError(e, fm.method.input, CONTENT_TYPE_GRPC_PROTO) ?? e;
+  }
   const message = fm.parse(first.value.data);
   if (it.next().done !== true) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
   return message;

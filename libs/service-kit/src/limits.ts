@@ -20,6 +20,12 @@ export const SHUTDOWN_GRACE_MS_DEFAULT = 10_000;
 /** Generic path: how long a call whose request body arrived may run past its deadline (+1 s) before its stream is reset. */
 export const HANDLER_OVERRUN_MS_DEFAULT = 10_000;
 export const HANDLER_OVERRUN_MS_MAX = 600_000;
+/** A connection with no stream open for this long is closed (GOAWAY), so idle sockets cannot hold connectionsMax. */
+export const IDLE_CONNECTION_MS_DEFAULT = 60_000;
+export const IDLE_CONNECTION_MS_MAX = 3_600_000;
+/** A connection that has not sent the HTTP/2 preface and its SETTINGS this long after it opened is destroyed. */
+export const HANDSHAKE_MS_DEFAULT = 10_000;
+export const HANDSHAKE_MS_MAX = 60_000;
 
 /** Bounds of the limits themselves (envInt ranges, startServer validation). */
 export const READ_MAX_BYTES_MAX = 64 * 1024 * 1024;

@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, type HandlerContext } from "@connectr
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { EchoRequestSchema, EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { EchoRequestSchema, EchoService, EchoStreamRequestSchema } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
 import {
   Health,
   HealthCheckRequestSchema,
@@ -17,6 +17,7 @@ import { createClientTransport, closeClientSessions, forTenant } from "./client.
 import { errorInfoOf, INTERNAL_MESSAGE } from "./errors.js";
 import { createLogger } from "./logger.js";
 import * as http2 from "node:http2";
+import { gzipSync } from "node:zlib";
 import { STREAM_DRAIN_BYTES_MAX, callTimeoutMs, startServer, type StartedServer } from "./server.js";
 import { echoRoutes } from "./test-echo.js";
 
@@ -509,5 +510,293 @@ describe("graceful close", () => {
     await s.close();
     const err = await settled;
     expect([Code.Unavailable, Code.Canceled]).toContain(err.code);
+  });
+});
+
+describe("idle and half-open connections", () => {
+  it("validates idleConnectionMs and handshakeMs", async () => {
+    const { resolveLimits } = await import("./server.js");
+    expect(resolveLimits({}).idleConnectionMs).toBe(60_000);
+    expect(resolveLimits({}).handshakeMs).toBe(10_000);
+    expect(() => resolveLimits({ idleConnectionMs: 0 })).toThrow(/limits\.idleConnectionMs/);
+    expect(() => resolveLimits({ handshakeMs: 60_001 })).toThrow(/limits\.handshakeMs/);
+  });
+
+  // Probe p3: with connectionsMax 20, 20 sockets that sent nothing (or only the preface and
+  // SETTINGS) held every slot for good and legitimate clients were refused.
+  it("closes connections that never complete the handshake or have no stream open, never one with a stream in flight (probe: idle sockets held every connectionsMax slot)", async () => {
+    const net = await import("node:net");
+    const s = await startServer({
+      name: "echo-idle",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({ onStream: () => new Promise((r) => setTimeout(r, 300)) }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { connectionsMax: 4, idleConnectionMs: 600, handshakeMs: 300 },
+    });
+    const port = Number(new URL(s.url).port);
+    const opened = (preface: boolean) =>
+      new Promise<{ closedAfterMs: number }>((resolve) => {
+        const t0 = performance.now();
+        const so = net.connect(port, "127.0.0.1");
+        so.on("error", () => undefined);
+        so.resume();
+        if (preface) so.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+        so.on("close", () => resolve({ closedAfterMs: performance.now() - t0 }));
+        setTimeout(() => so.destroy(), 5_000);
+      });
+    try {
+      const silent = [opened(false), opened(false)];
+      const settled = [opened(true), opened(true)];
+      // All four slots are taken now; they are given back without the peers doing anything.
+      for (const r of await Promise.all(silent)) expect(r.closedAfterMs).toBeLessThan(1_500);
+      for (const r of await Promise.all(settled)) {
+        expect(r.closedAfterMs).toBeGreaterThan(500);
+        expect(r.closedAfterMs).toBeLessThan(2_000);
+      }
+      // A server stream of 6 x 300 ms (1.8 s, three times idleConnectionMs) on one connection is
+      // not cut; once it is over, the connection is closed after idleConnectionMs.
+      const session = http2.connect(s.url);
+      session.on("error", () => undefined);
+      const t0 = performance.now();
+      const sessionClosed = new Promise<number>((r) => session.on("close", () => r(performance.now() - t0)));
+      const msg = toBinary(EchoStreamRequestSchema, create(EchoStreamRequestSchema, { text: "long", count: 6 }));
+      const body = new Uint8Array(5 + msg.length);
+      new DataView(body.buffer).setUint32(1, msg.length);
+      body.set(msg, 5);
+      const streamed = await new Promise<{ bytes: number; status?: string; endedAfterMs: number }>((resolve) => {
+        const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/EchoStream", "content-type": "application/grpc", te: "trailers", "grpc-timeout": "5S", authorization: `Bearer ${ADMIN_KEY}` });
+        let bytes = 0;
+        let status: string | undefined;
+        req.on("data", (d: Buffer) => (bytes += d.length));
+        req.on("trailers", (t) => (status = String(t["grpc-status"])));
+        req.on("close", () => resolve({ bytes, status, endedAfterMs: performance.now() - t0 }));
+        req.on("error", () => undefined);
+        req.end(body);
+      });
+      expect(streamed.status).toBe("0");
+      expect(streamed.bytes).toBeGreaterThan(6 * 5);
+      expect(streamed.endedAfterMs).toBeGreaterThan(1_500);
+      const closedAfterMs = await sessionClosed;
+      expect(closedAfterMs - streamed.endedAfterMs).toBeGreaterThan(500);
+      expect(closedAfterMs - streamed.endedAfterMs).toBeLessThan(1_500);
+      // A new client gets a slot and its call is answered.
+      const c = createClient(EchoService, createGrpcTransport({ baseUrl: s.url }));
+      expect((await c.echo({ text: "ok" }, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).text).toBe("ok");
+    } finally {
+      await s.close();
+    }
+  }, 20_000);
+});
+
+describe("fast path: answers never read", () => {
+  // Probe p2b: 100 unary Connect binary answers of 3.9 MB that the client never read kept their
+  // streams (and ~900 MB) for as long as the connection lived: the fast path answered before
+  // the generic path's stream bound was set.
+  it("resets a fast-path stream whose answer is still unread at deadline + 1 s + handlerOverrunMs, with RST_STREAM CANCEL", async () => {
+    const s = await startServer({
+      name: "echo-unread",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+      limits: { readMaxBytes: 2 * 1024 * 1024, writeMaxBytes: 2 * 1024 * 1024, timeoutMsMax: 5_000, timeoutMsDefault: 5_000, handlerOverrunMs: 300 },
+    });
+    const session = http2.connect(s.url);
+    session.on("error", () => undefined);
+    try {
+      const before = s.fastPathCalls;
+      const body = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "big", payload: new Uint8Array(1024 * 1024).fill(7) }));
+      const unread = (timeout: Record<string, string>) =>
+        new Promise<{ responded: boolean; how: string; rst?: number; ms: number }>((resolve) => {
+          const t0 = performance.now();
+          const req = session.request({ ":method": "POST", ":path": "/nanobill.bench.v1.EchoService/Echo", "content-type": "application/proto", authorization: `Bearer ${ADMIN_KEY}`, ...timeout });
+          let responded = false;
+          let settled = false;
+          const done = (how: string) => () => {
+            if (settled) return;
+            settled = true;
+            resolve({ responded, how, rst: req.rstCode, ms: performance.now() - t0 });
+          };
+          req.on("response", () => (responded = true));
+          req.on("error", () => undefined);
+          req.on("close", done("closed"));
+          setTimeout(done("still open after 5 s"), 5_000);
+          req.pause(); // never read
+          req.end(body);
+        });
+      // 400 ms deadline: reset at about 0.4 + 1 + 0.3 s.
+      const r = await unread({ "connect-timeout-ms": "400" });
+      expect(s.fastPathCalls).toBe(before + 1);
+      expect(r).toMatchObject({ responded: true, how: "closed", rst: http2.constants.NGHTTP2_CANCEL });
+      expect(r.ms).toBeGreaterThan(1_500);
+      expect(r.ms).toBeLessThan(3_500);
+      // A call without a deadline is bounded by the server default, as the fast path applies it.
+      expect(callTimeoutMs({ "content-type": "application/proto" }, 5_000, 400)).toBe(400);
+      expect(callTimeoutMs({ "content-type": "application/grpc" }, 5_000, 400)).toBe(400);
+      // The connection is still usable.
+      const c = createClient(EchoService, createClientTransport({ baseUrl: s.url, apiKey: ADMIN_KEY, timeoutMs: 2_000 }));
+      expect((await c.echo({ text: "after" })).text).toBe("after");
+    } finally {
+      session.destroy();
+      await s.close();
+    }
+  }, 20_000);
+});
+
+describe("deadlines past timeoutMsMax on the generic path", () => {
+  // Review probe p7: connect-es arms its deadline timer before it refuses a deadline, so
+  // `grpc-timeout: 99999999H` printed a TimeoutOverflowWarning on every request.
+  it("refuses them itself, in connect-es's words and wire format, without a TimeoutOverflowWarning", async () => {
+    const generic = await startServer({
+      name: "echo-long-deadline",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({}),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+    });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const session = http2.connect(generic.url);
+    session.on("error", () => undefined);
+    const call = (path: string, headers: Record<string, string>, body: Uint8Array) =>
+      new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": `/nanobill.bench.v1.EchoService/${path}`, ...headers });
+        let head: http2.IncomingHttpHeaders = {};
+        let trailers: http2.IncomingHttpHeaders = {};
+        const chunks: Buffer[] = [];
+        req.on("response", (h) => (head = h));
+        req.on("trailers", (t) => (trailers = t));
+        req.on("data", (d: Buffer) => chunks.push(d));
+        req.on("error", reject);
+        req.on("end", () => {
+          // Lengths differ with the number in the message: compare the flags and the text.
+          const { date: _d, "content-length": _l, ...h } = head;
+          const b = Buffer.concat(chunks);
+          const enveloped = !String(h["content-type"]).endsWith("/json");
+          resolve(JSON.stringify({ h, trailers, flags: enveloped ? b[0] : undefined, body: b.subarray(enveloped ? 5 : 0).toString("latin1") }));
+        });
+        req.end(body);
+      });
+    const msg = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "x" }));
+    const env = new Uint8Array(5 + msg.length);
+    new DataView(env.buffer).setUint32(1, msg.length);
+    env.set(msg, 5);
+    const jsonEnv = (() => {
+      const j = new TextEncoder().encode('{"text":"x","count":1}');
+      const b = new Uint8Array(5 + j.length);
+      new DataView(b.buffer).setUint32(1, j.length);
+      b.set(j, 5);
+      return b;
+    })();
+    const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+    // [path, headers without the deadline, body, deadline header, overflowing value, a value connect-es refuses itself]
+    const cases: Array<[string, Record<string, string>, Uint8Array, string, string, string, string]> = [
+      ["Echo", { "content-type": "application/grpc-web+proto", ...auth }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"],
+      ["Echo", { "content-type": "application/grpc", te: "trailers", ...auth }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"],
+      ["Echo", { "content-type": "application/json", ...auth }, new TextEncoder().encode('{"text":"x"}'), "connect-timeout-ms", "9999999999", "120000", "9999999999"],
+      ["EchoStream", { "content-type": "application/connect+json", ...auth }, jsonEnv, "connect-timeout-ms", "9999999999", "120000", "9999999999"],
+      ["Echo", { "content-type": "application/grpc-web+proto" }, env, "grpc-timeout", "99999999H", "2M", "359999996400000"], // no key
+    ];
+    try {
+      for (const [path, headers, body, name, huge, over, hugeMs] of cases) {
+        const mine = await call(path, { ...headers, [name]: huge }, body);
+        const theirs = await call(path, { ...headers, [name]: over }, body);
+        expect(mine.replace(/%20/g, " ").replace("%3C%3D", "<=")).toContain(`timeout ${hugeMs}ms must be <= 60000`);
+        expect(mine.replace(hugeMs, "N"), `${headers["content-type"]}`).toBe(theirs.replace(over === "2M" ? "120000" : over, "N"));
+        expect(mine).toMatch(/invalid_argument|"grpc-status":"3"|grpc-status: 3/);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+      session.destroy();
+      await generic.close();
+    }
+  });
+});
+
+describe("undecodable requests", () => {
+  // Review probe p7: malformed protobuf was answered Internal "parse binary: premature EOF"
+  // (grpc-status 13) on both paths, and an envelope with the compressed flag but no
+  // grpc-encoding Internal too: a client's mistake, so InvalidArgument naming what is wrong.
+  it("answers malformed protobuf and a compressed envelope without an encoding InvalidArgument on every protocol and both paths; a handler's own decode error stays Internal", async () => {
+    const generic = await startServer({
+      name: "echo-decode",
+      host: "127.0.0.1",
+      port: 0,
+      fastPath: false,
+      routes: echoRoutes({
+        onEcho: (text) => {
+          if (text === "downstream") throw new ConnectError("parse binary: premature EOF", Code.Internal);
+        },
+      }),
+      authenticator: createApiKeyAuthenticator(KEYS),
+      logger,
+    });
+    const raw = (url: string, path: string, headers: Record<string, string>, body: Uint8Array) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const session = http2.connect(url);
+        session.on("error", reject);
+        const req = session.request({ ":method": "POST", ":path": `/nanobill.bench.v1.EchoService/${path}`, authorization: `Bearer ${ADMIN_KEY}`, ...headers });
+        let status = 0;
+        let trailers = "";
+        const chunks: Buffer[] = [];
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("trailers", (t) => (trailers = `grpc-status: ${t["grpc-status"]}\r\ngrpc-message: ${t["grpc-message"]}`));
+        req.on("data", (d: Buffer) => chunks.push(d));
+        req.on("error", reject);
+        req.on("end", () => {
+          session.close();
+          resolve({ status, text: decodeURIComponent(Buffer.concat(chunks).toString("latin1") + trailers) });
+        });
+        req.end(body);
+      });
+    const env = (data: Uint8Array, flags = 0) => {
+      const b = new Uint8Array(5 + data.length);
+      b[0] = flags;
+      new DataView(b.buffer).setUint32(1, data.length);
+      b.set(data, 5);
+      return b;
+    };
+    const bad = new Uint8Array([0x0a, 0xff, 0xff]);
+    const good = toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "x" }));
+    const notValid = "request: not a valid nanobill.bench.v1.EchoRequest (premature EOF)";
+    const compressed = (h: string) => `${h}: a compressed message needs a compression named here (none or identity was sent)`;
+    try {
+      for (const url of [server.url, generic.url]) {
+        const cases: Array<[string, Record<string, string>, Uint8Array, RegExp, string]> = [
+          ["Echo", { "content-type": "application/proto" }, bad, /"code":"invalid_argument"/, notValid],
+          ["Echo", { "content-type": "application/grpc", te: "trailers" }, env(bad), /grpc-status: 3/, notValid],
+          ["Echo", { "content-type": "application/grpc", te: "trailers" }, env(good, 1), /grpc-status: 3/, compressed("grpc-encoding")],
+          ["Echo", { "content-type": "application/grpc-web+proto" }, env(bad), /grpc-status: 3/, notValid],
+          ["Echo", { "content-type": "application/grpc-web+proto" }, env(good, 1), /grpc-status: 3/, compressed("grpc-encoding")],
+          ["Echo", { "content-type": "application/proto", "content-encoding": "gzip" }, gzipSync(bad), /"code":"invalid_argument"/, notValid],
+          ["EchoStream", { "content-type": "application/connect+proto" }, env(bad), /"code":"invalid_argument"/, notValid.replace("EchoRequest", "EchoStreamRequest")],
+          ["EchoStream", { "content-type": "application/connect+proto" }, env(good, 1), /"code":"invalid_argument"/, compressed("connect-content-encoding")],
+          ["EchoStream", { "content-type": "application/grpc", te: "trailers" }, env(bad), /grpc-status: 3/, notValid.replace("EchoRequest", "EchoStreamRequest")],
+        ];
+        for (const [path, headers, body, code, message] of cases) {
+          const r = await raw(url, path, headers, body);
+          expect(r.text, `${url} ${path} ${JSON.stringify(headers)}`).toMatch(code);
+          expect(r.text, `${url} ${path} ${JSON.stringify(headers)}`).toContain(message);
+        }
+      }
+      // A handler's own "parse binary" error (a downstream answer it could not decode) is not the
+      // client's: Internal as before, on every protocol.
+      for (const headers of [{ "content-type": "application/grpc-web+proto" }, { "content-type": "application/grpc", te: "trailers" }] as Array<Record<string, string>>) {
+        const r = await raw(generic.url, "Echo", headers, env(toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "downstream" }))));
+        expect(r.text).toMatch(/grpc-status: 13/);
+      }
+      const r = await raw(generic.url, "Echo", { "content-type": "application/proto" }, toBinary(EchoRequestSchema, create(EchoRequestSchema, { text: "downstream" })));
+      expect([r.status, r.text]).toEqual([500, expect.stringContaining('"code":"internal"')]);
+    } finally {
+      await generic.close();
+    }
   });
 });

@@ -1,11 +1,24 @@
 import { setMaxListeners } from "node:events";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  codeToHttpStatus,
+  endStreamFlag,
+  endStreamToJson,
+  errorFromJsonBytes,
+  errorToJsonBytes,
+  parseContentType as parseConnectContentType,
+  parseTimeout as parseConnectTimeout,
+} from "@connectrpc/connect/protocol-connect";
+import { findTrailerError, parseContentType as parseGrpcContentType, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType as parseGrpcWebContentType, trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { encodeEnvelope } from "./envelope.js";
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { createAuthInterceptor, type Authenticator } from "./auth.js";
-import { createErrorBoundary } from "./errors.js";
+import { createErrorBoundary, kReachedBoundary, requestDecodeError } from "./errors.js";
 import { captureRouter, createFastPath, type BinaryView, type CapturedService } from "./fast-path.js";
 import { createTenantLimitInterceptor, type TenantLimiter, type TenantLimits } from "./tenant-limits.js";
 import { createHealthState, registerHealth, ServingStatus } from "./health.js";
@@ -17,6 +30,10 @@ import {
   SHUTDOWN_GRACE_MS_DEFAULT,
   HANDLER_OVERRUN_MS_DEFAULT,
   HANDLER_OVERRUN_MS_MAX,
+  HANDSHAKE_MS_DEFAULT,
+  HANDSHAKE_MS_MAX,
+  IDLE_CONNECTION_MS_DEFAULT,
+  IDLE_CONNECTION_MS_MAX,
   SHUTDOWN_GRACE_MS_MAX,
   STREAMS_PER_CONNECTION_MAX,
   TIMEOUT_MS_DEFAULT,
@@ -45,17 +62,126 @@ const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, 
 
 /**
  * The deadline a call asked for, in ms, as connect-es reads it (`grpc-timeout` for the gRPC
- * protocols, else `connect-timeout-ms`), capped at maxMs; maxMs when absent or malformed (such a
- * call is answered with an error at once anyway).
+ * protocols, else `connect-timeout-ms`), capped at maxMs; absentMs (default maxMs) when absent, maxMs
+ * when malformed (such a call is answered with an error at once anyway).
  */
-export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number): number {
+export function callTimeoutMs(headers: http2.IncomingHttpHeaders, maxMs: number, absentMs = maxMs): number {
   const ct = headers["content-type"]?.toLowerCase();
   if (ct !== undefined && ct.startsWith("application/grpc")) {
-    const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"] ?? ""));
+    if (headers["grpc-timeout"] === undefined) return absentMs;
+    const m = /^(\d{1,8})([HMSmun])$/.exec(String(headers["grpc-timeout"]));
     return m === null ? maxMs : Math.min(maxMs, Math.ceil(Number(m[1]) * GRPC_TIMEOUT_UNIT_MS[m[2]!]!));
   }
-  const v = String(headers["connect-timeout-ms"] ?? "");
+  if (headers["connect-timeout-ms"] === undefined) return absentMs;
+  const v = String(headers["connect-timeout-ms"]);
   return /^\d{1,10}$/.test(v) ? Math.min(maxMs, Number(v)) : maxMs;
+}
+
+/**
+ * A deadline above maxMs, refused by the kit in connect-es's words and wire format (Connect unary
+ * and streaming, gRPC, gRPC-Web) before connect-es sees the call: connect-es arms its deadline
+ * timer before it refuses one, and a value past 2^31-1 ms printed a TimeoutOverflowWarning per
+ * request. False (nothing written) when the deadline is not above maxMs, or the content type is
+ * none of those (connect-es answers the call).
+ */
+function refuseLongDeadline(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, maxMs: number): boolean {
+  const h = req.headers;
+  const ct = h["content-type"] ?? "";
+  const header = (name: string): string | null => {
+    const v = h[name];
+    return typeof v === "string" ? v : null;
+  };
+  const web = parseGrpcWebContentType(ct);
+  const grpc = web === undefined ? parseGrpcContentType(ct) : undefined;
+  // A Connect GET has no content type (its encoding is a query parameter): unary either way.
+  const connect = web !== undefined || grpc !== undefined ? undefined : req.method === "GET" ? { stream: false, binary: false } : parseConnectContentType(ct);
+  if (web?.text === true || (web === undefined && grpc === undefined && connect === undefined)) return false;
+  const t = connect !== undefined ? parseConnectTimeout(header("connect-timeout-ms"), maxMs) : parseGrpcTimeout(header("grpc-timeout"), maxMs);
+  if (t.error === undefined || t.timeoutMs === undefined) return false;
+  const err = t.error;
+  if (connect !== undefined && !connect.stream) {
+    const body = errorToJsonBytes(err, {});
+    res.writeHead(codeToHttpStatus(err.code), { "content-type": "application/json", "content-length": String(body.byteLength) });
+    res.end(body);
+  } else if (connect !== undefined) {
+    const json = new TextEncoder().encode(JSON.stringify(endStreamToJson(new Headers(), err, {})));
+    res.writeHead(200, { "content-type": connect.binary ? "application/connect+proto" : "application/connect+json" });
+    res.end(encodeEnvelope(json, endStreamFlag));
+  } else {
+    const trailer = new Headers();
+    setTrailerStatus(trailer, err);
+    const fields: Record<string, string> = {};
+    trailer.forEach((v, k) => (fields[k] = v));
+    if (web !== undefined) {
+      res.writeHead(200, { "content-type": web.binary ? "application/grpc-web+proto" : "application/grpc-web+json" });
+      res.end(encodeEnvelope(trailerSerialize(trailer), trailerFlag));
+    } else {
+      res.writeHead(200, { "content-type": grpc!.binary ? "application/grpc+proto" : "application/grpc+json" });
+      res.addTrailers(fields);
+      res.end();
+    }
+  }
+  return true;
+}
+
+async function bytesOf(body: AsyncIterable<Uint8Array> | undefined): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  if (body !== undefined) for await (const p of body) parts.push(p);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/**
+ * A unary method's connect-es handler whose undecodable requests are answered InvalidArgument
+ * (see requestDecodeError) instead of connect-es's Internal "parse binary: ..." or compressed-
+ * envelope error. connect-es decodes a unary request before any interceptor runs and writes its
+ * error itself, so the answer is rewritten here, only when the call never reached the error
+ * boundary (an error from the handler, e.g. a downstream answer it could not decode, is left
+ * alone): the Connect JSON error body, the gRPC trailers, the gRPC-Web trailer envelope.
+ */
+function withRequestDecodeErrors(h: UniversalHandler): UniversalHandler {
+  const input = h.method.input;
+  const wrapped = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
+    const res = await h(req);
+    if (req.contextValues?.get(kReachedBoundary) !== false || res.header?.get("content-encoding") != null || res.header?.get("grpc-encoding") != null) return res;
+    const ct = req.header.get("content-type");
+    const rct = res.header?.get("content-type") ?? "";
+    if (res.status === 500 && rct === "application/json") {
+      const bytes = await bytesOf(res.body);
+      const err = requestDecodeError(errorFromJsonBytes(bytes, undefined, new ConnectError("", Code.Internal)), input, ct);
+      if (err === undefined) return { ...res, body: (async function* () { yield bytes; })() };
+      const body = errorToJsonBytes(err, {});
+      res.header!.set("content-length", String(body.byteLength));
+      return { ...res, status: codeToHttpStatus(err.code), body: (async function* () { yield body; })() };
+    }
+    if (res.trailer !== undefined) {
+      const err = requestDecodeError(findTrailerError(res.trailer), input, ct);
+      if (err !== undefined) setTrailerStatus(res.trailer, err);
+      return res;
+    }
+    if (rct.startsWith("application/grpc-web")) {
+      const bytes = await bytesOf(res.body);
+      let body = bytes;
+      // An error before any message: the body is the trailer envelope alone.
+      if (bytes.byteLength >= 5 && bytes[0] === trailerFlag && new DataView(bytes.buffer, bytes.byteOffset).getUint32(1) === bytes.byteLength - 5) {
+        const trailer = trailerParse(bytes.subarray(5));
+        const err = requestDecodeError(findTrailerError(trailer), input, ct);
+        if (err !== undefined) {
+          setTrailerStatus(trailer, err);
+          body = encodeEnvelope(trailerSerialize(trailer), trailerFlag);
+        }
+      }
+      return { ...res, body: (async function* () { yield body; })() };
+    }
+    return res;
+  };
+  return Object.assign(wrapped, {
+    service: h.service,
+    method: h.method,
+    requestPath: h.requestPath,
+    supportedContentType: h.supportedContentType,
+    protocolNames: h.protocolNames,
+    allowedMethods: h.allowedMethods,
+  });
 }
 
 export interface ServerLimits {
@@ -76,6 +202,10 @@ export interface ServerLimits {
    * has arrived may keep its stream before it is reset — a handler that ignores its signal (ms).
    */
   handlerOverrunMs?: number;
+  /** A connection with no stream open for this long is closed (GOAWAY; ms). */
+  idleConnectionMs?: number;
+  /** A connection that has not sent the HTTP/2 preface and SETTINGS this long after it opened is destroyed (ms). */
+  handshakeMs?: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
@@ -86,6 +216,8 @@ export const SERVER_LIMITS_DEFAULT: Required<ServerLimits> = {
   connectionsMax: CONNECTIONS_MAX_DEFAULT,
   shutdownGraceMs: SHUTDOWN_GRACE_MS_DEFAULT,
   handlerOverrunMs: HANDLER_OVERRUN_MS_DEFAULT,
+  idleConnectionMs: IDLE_CONNECTION_MS_DEFAULT,
+  handshakeMs: HANDSHAKE_MS_DEFAULT,
 };
 
 export interface StartedServer {
@@ -145,6 +277,8 @@ export function resolveLimits(partial: Partial<ServerLimits> | undefined): Requi
   checkLimit("connectionsMax", l.connectionsMax, 1, 1_000_000);
   checkLimit("shutdownGraceMs", l.shutdownGraceMs, 0, SHUTDOWN_GRACE_MS_MAX);
   checkLimit("handlerOverrunMs", l.handlerOverrunMs, 0, HANDLER_OVERRUN_MS_MAX);
+  checkLimit("idleConnectionMs", l.idleConnectionMs, 1, IDLE_CONNECTION_MS_MAX);
+  checkLimit("handshakeMs", l.handshakeMs, 1, HANDSHAKE_MS_MAX);
   return l;
 }
 
@@ -164,6 +298,8 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const connectTimeoutDefault = String(limits.timeoutMsDefault);
 
   const captured: CapturedService[] = [];
+  /** Request paths connect-es serves (others get its 404, whatever their headers). */
+  const paths = new Set<string>();
   const views = new Map<string, BinaryView>();
   const interceptors: Interceptor[] = [
     createTracingInterceptor("server", { serviceName: opts.name }),
@@ -177,12 +313,18 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       opts.routes(captureRouter(router, captured, views));
       for (const h of router.handlers) health.set(h.service.typeName, ServingStatus.SERVING);
       registerHealth(router, health);
+      for (const h of router.handlers) paths.add(h.requestPath);
+      router.handlers.forEach((h, i) => {
+        if (h.method.methodKind === "unary") router.handlers[i] = withRequestDecodeErrors(h);
+      });
     },
     interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
     maxTimeoutMs: limits.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    // Our own per-call values, so withRequestDecodeErrors sees whether a call reached the boundary.
+    contextValues: () => createContextValues(),
   });
   health.set("", ServingStatus.SERVING);
   const fast =
@@ -205,7 +347,16 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       inflight++;
       req.stream.once("finish", onStreamFinish);
       req.stream.once("close", onStreamClose);
-      if (fast !== undefined && fast(req, res)) return;
+      if (fast !== undefined && fast(req, res)) {
+        // The fast path answers by the deadline, but an answer the client never reads (flow
+        // control) keeps its stream, and its bytes, open: reset it at the generic path's last
+        // bound (deadline + 1 s + handlerOverrunMs).
+        const ms = callTimeoutMs(req.headers, limits.timeoutMsMax, limits.timeoutMsDefault) + GENERIC_DEADLINE_GRACE_MS + limits.handlerOverrunMs;
+        const bound = setTimeout(cancel, ms, req.stream);
+        bound.unref();
+        req.stream.once("close", () => clearTimeout(bound));
+        return;
+      }
       // Default deadline: a call without one gets limits.timeoutMsDefault. It reaches handlers as
       // ctx.signal (aborted at the deadline): a handler that awaits I/O through it is cut off; one
       // that ignores it runs to its end. The fast path also bounds the unary body read by it.
@@ -217,6 +368,7 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
       } else if (h["connect-timeout-ms"] === undefined) {
         h["connect-timeout-ms"] = connectTimeoutDefault;
       }
+      if (paths.has(req.url.split("?", 1)[0]!) && refuseLongDeadline(req, res, limits.timeoutMsMax)) return;
       const bound = setTimeout(boundCall, callTimeoutMs(h, limits.timeoutMsMax) + GENERIC_DEADLINE_GRACE_MS, req);
       bound.unref();
       req.stream.once("close", () => clearTimeout(bound));
@@ -279,7 +431,34 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
-    s.once("close", () => sessions.delete(s));
+    // A connection that never completes the HTTP/2 preface and SETTINGS is destroyed after
+    // handshakeMs; one with no stream open is closed (GOAWAY) after idleConnectionMs. Otherwise
+    // sockets that send nothing held connectionsMax slots for as long as their peers kept them.
+    // A connection with a stream open (a long server stream, a slow call) is never idle.
+    const handshake = setTimeout(() => s.destroy(), limits.handshakeMs);
+    handshake.unref();
+    let open = 0;
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const armIdle = (): void => {
+      idle = setTimeout(() => s.close(), limits.idleConnectionMs);
+      idle.unref();
+    };
+    s.once("remoteSettings", () => {
+      clearTimeout(handshake);
+      if (open === 0 && idle === undefined) armIdle();
+    });
+    s.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      clearTimeout(idle);
+      stream.once("close", () => {
+        if (--open === 0 && !s.closed && !s.destroyed) armIdle();
+      });
+    });
+    s.once("close", () => {
+      clearTimeout(handshake);
+      clearTimeout(idle);
+      sessions.delete(s);
+    });
   });
   server.on("sessionError", (err) => logger.debug("http2 session error", { err }));
 
