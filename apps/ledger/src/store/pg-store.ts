@@ -26,6 +26,7 @@ import {
   EXPIRY_SWEEP_BATCH_MAX,
   PIPELINED_INSERT_ROWS_MAX,
   QUERY_SCAN_ROWS_MAX,
+  VERIFY_VIOLATIONS_MAX,
 } from "../limits.js";
 import {
   ACCOUNT_COLUMNS,
@@ -48,6 +49,7 @@ import {
   transferRow,
 } from "./codec.js";
 import { GroupCommitter, JobFailed } from "./group-commit.js";
+import { verifyHistory } from "./verify-sql.js";
 import {
   ACCOUNT_FLAG_BITS,
   SPENT_ID_FLAG,
@@ -552,20 +554,20 @@ export function createPgLedgerStore(opts: PgLedgerStoreOptions): LedgerStore {
             [tenant],
           );
           const report = verifyLedger(accounts, sums, Number(count.rows[0]!.n));
-          if (BigInt(pendingWithoutState.rows[0]!.n) > 0n) {
-            report.violations.push(`${pendingWithoutState.rows[0]!.n} pending transfers have no pending state`);
+          const add = (v: string) => {
             report.ok = false;
-          }
+            if (report.violations.length < VERIFY_VIOLATIONS_MAX) report.violations.push(v);
+          };
+          if (BigInt(pendingWithoutState.rows[0]!.n) > 0n) add(`${pendingWithoutState.rows[0]!.n} pending transfers have no pending state`);
           // A spent-id row moves nothing: no accounts, no amount, no other flag.
           const badSpent = await tx.query<{ n: bigint }>(
             `SELECT COUNT(*)::bigint AS n FROM transfers WHERE tenant = $1 AND (flags & ${SPENT_ID_FLAG}) <> 0
                AND (flags <> ${SPENT_ID_FLAG} OR amount_nanos <> 0 OR debit_account_id <> '' OR credit_account_id <> '' OR failed_result IS NULL)`,
             [tenant],
           );
-          if (BigInt(badSpent.rows[0]!.n) > 0n) {
-            report.violations.push(`${badSpent.rows[0]!.n} spent-id rows of transfers name accounts, an amount or other flags`);
-            report.ok = false;
-          }
+          if (BigInt(badSpent.rows[0]!.n) > 0n) add(`${badSpent.rows[0]!.n} spent-id rows of transfers name accounts, an amount or other flags`);
+          // Invariants 4 and 5 and the closed flag (src/store/verify-sql.ts).
+          await verifyHistory(tx, tenant, add);
           return report;
         },
         { isolation: "repeatable read" },
