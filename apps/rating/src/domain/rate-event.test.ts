@@ -38,14 +38,17 @@ describe("rateEvent: dimension keys", () => {
     }
   });
 
-  it("keys two different dimension maps differently, and a usual map as before (k=v joined by U+001F)", () => {
+  it("keys two different dimension maps differently, and any printable value as before (k=v joined by U+001F)", () => {
     expect(dimsKeyOf({ model: "gpt-x", metric: "input_tokens" })).toBe("metric=input_tokens\u001fmodel=gpt-x");
-    expect(dimsKeyOf({ a: "=b" })).not.toBe(dimsKeyOf({ "a=": "b" }));
+    // Printable values keep their stored key text ("=", "\\" included).
+    expect(dimsKeyOf({ a: "aGVsbG8=", b: "C:\\jobs", c: "x=y" })).toBe("a=aGVsbG8=\u001fb=C:\\jobs\u001fc=x=y");
     expect(dimsKeyOf({ m: "x\u001fr=y" })).not.toBe(dimsKeyOf({ m: "x", r: "y" }));
-    expect(dimsKeyOf({ m: "x\\" })).not.toBe(dimsKeyOf({ "m\\": "x" }));
-    const part = fc.string({ unit: fc.constantFrom("a", "=", "\\", "\u001f", "u"), maxLength: 5 });
+    expect(dimsKeyOf({ m: "x\u001e1" })).not.toBe(dimsKeyOf({ m: "x\u001f" }));
+    // Names are validated identifiers (compile.ts); values may hold anything.
+    const name = fc.constantFrom("a", "b", "model", "metric", "r.x");
+    const value = fc.string({ unit: fc.constantFrom("a", "=", "\\", "\u001f", "\u001e", "0", "1"), maxLength: 5 });
     fc.assert(
-      fc.property(fc.dictionary(part, part, { maxKeys: 3 }), fc.dictionary(part, part, { maxKeys: 3 }), (x, y) => {
+      fc.property(fc.dictionary(name, value, { maxKeys: 3 }), fc.dictionary(name, value, { maxKeys: 3 }), (x, y) => {
         const same = JSON.stringify(Object.entries(x).sort()) === JSON.stringify(Object.entries(y).sort());
         expect(dimsKeyOf(x) === dimsKeyOf(y)).toBe(same);
       }),

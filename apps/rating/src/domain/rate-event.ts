@@ -226,7 +226,7 @@ function usageLines(c: CompiledCharge, e: UsageEvent, single: boolean): RawLine[
         val = propString(pv);
       }
       dims[k] = val;
-      const part = `${dimKeyPart(k)}=${dimKeyPart(val)}`;
+      const part = `${k}=${dimKeyPart(val)}`;
       key = key === "" ? part : `${key}\u001f${part}`;
     }
     out.push({ dims, dimsKey: key, metric: m, quantity, bad });

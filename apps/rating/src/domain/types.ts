@@ -190,25 +190,27 @@ export interface RatedEventResult {
   lines: RatedLine[];
 }
 
-const DIM_SPECIAL = /[\\=\u001f]/;
+const DIM_SPECIAL = /[\u001e\u001f]/;
 /**
- * A dimension name or value in a dims key: `\`, `=` and U+001F escaped (`\\`, `\=`, `\u`), so
- * that two different dimension maps never share a key (a value holding "\u001fregion=eu" made an
- * event's key equal to another's and took its matrix price and carry; review of 2026-11-30). A
- * value without those characters, every usual one, is its own text: keys stored before read the same.
+ * A dimension value in a dims key: U+001F (the pair separator) and U+001E (the escape) written as
+ * U+001E + "1" / "0", so that two different dimension maps never share a key (a value holding
+ * "\u001fregion=eu" made an event's key equal to another's and took its matrix price and carry;
+ * review of 2026-11-30). Names need nothing: they are validated identifiers ([A-Za-z0-9_.:-], no
+ * "=", compile.ts), so the first "=" of a pair ends its name. Any value without those two control
+ * characters, every printable one, is its own text: keys stored before read the same.
  */
-export function dimKeyPart(s: string): string {
-  return DIM_SPECIAL.test(s) ? s.replace(/[\\=\u001f]/g, (c) => (c === "\u001f" ? "\\u" : "\\" + c)) : s;
+export function dimKeyPart(value: string): string {
+  return DIM_SPECIAL.test(value) ? value.replace(/[\u001e\u001f]/g, (c) => (c === "\u001e" ? "\u001e0" : "\u001e1")) : value;
 }
 
-/** dimsKeyOf: canonical key of a dimensions map (sorted "k=v" joined by \u001f, parts escaped by dimKeyPart). */
+/** dimsKeyOf: canonical key of a dimensions map (sorted "k=v" joined by \u001f, values escaped by dimKeyPart). */
 export function dimsKeyOf(d: Record<string, string>): string {
   const keys = Object.keys(d).sort();
   let s = "";
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
     if (i > 0) s += "\u001f";
-    s += dimKeyPart(k) + "=" + dimKeyPart(d[k]!);
+    s += k + "=" + dimKeyPart(d[k]!);
   }
   return s;
 }
