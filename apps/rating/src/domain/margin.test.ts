@@ -43,6 +43,10 @@ describe("margin across currencies", () => {
     expect(a[0]).toMatchObject({ observedBps: 1000n, revenueNanos: 1_000n, costNanos: 900n, unit: "USD" });
   });
 
+  it("raises no margin alert for a customer billed only in another currency, its unpriced usage's cost included", () => {
+    expect(evaluateRule(rule, [row("EUR", 1_000_000_000_000n, 100_000_000_000n), row("", 0n, 10_000_000n)], 3_600_000)).toEqual([]);
+  });
+
   it("still counts the cost of unpriced usage (no revenue, no unit) against the margin", () => {
     const a = evaluateRule(rule, [row("", 0n, 900n), row("USD", 1_000n, 0n)], 3_600_000);
     expect(a[0]).toMatchObject({ observedBps: 1000n, revenueNanos: 1_000n, costNanos: 900n });

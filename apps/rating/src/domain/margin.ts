@@ -76,8 +76,10 @@ export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: n
     let cost = 0n;
     let marginCost = 0n; // the cost of usage whose revenue is counted (or that has none)
     let modelCost = 0n;
+    let foreignRevenue = false; // revenue priced in a currency other than the cost's
     for (const s of ss) {
       const credit = isCreditUnit(s.unit);
+      if (!credit && s.unit !== "" && s.unit !== unit && s.priceNanos !== 0n) foreignRevenue = true;
       // Revenue counts in the cost's currency: credit-priced revenue at its currency value, other
       // revenue when priced in that currency. A row whose revenue is in another unit (a credit
       // without a value here, a EUR price against USD cost) is left out of the margin: its cost
@@ -97,6 +99,9 @@ export function evaluateRule(rule: GuardrailRuleRow, sums: WindowSum[], nowMs: n
     if (rule.kind === "margin_below") {
       cost = marginCost;
       if (revenue === 0n && cost === 0n) continue;
+      // A customer billed only in another currency than its cost has no margin to compute here
+      // (no exchange rates): its unpriced usage's cost alone fired -10,000 bps (second review).
+      if (revenue === 0n && foreignRevenue) continue;
       observed = marginBps(revenue, cost);
       fire = observed < rule.thresholdBps;
       message = `margin ${observed} bps over the last ${rule.windowSeconds}s is below ${rule.thresholdBps} bps`;

@@ -289,6 +289,13 @@ describe("rateEvent: percentage, dynamic and overrides", () => {
     expect(rateEvent(catalogFor(perUnit), new MemoryRatingState(), event("e", "api", { n: 10 })).lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
   });
 
+  it("books no cost past 10^9 units for one event (it threw and became a poison event), and says so on the line", () => {
+    const cat = catalogFor(llmMatrixVersion(), llmCosts());
+    const r = rateEvent(cat, new MemoryRatingState(), event("big", "llm.call", { model: "gpt-x", provider: "openai", input_tokens: 10n ** 16n }));
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatchObject({ costNanos: 0n, costUnit: "USD", reason: expect.stringMatching(/cost exceeds 1000000000000000000 nanos/) });
+  });
+
   it("applies a customer's price override in its time range only", () => {
     const cat = catalogFor(perUnitSubNano("2"), [], [
       { overrideId: "ovr_1", customerId: "cus_1", chargeId: "tok", pricing: { kind: "per_unit", unitPrice: { amount: "1", perQuantity: "1000000" } }, includedQuantity: "", startMs: T0 + 10_000, endMs: T0 + 20_000 },

@@ -366,6 +366,13 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
 function bookCost(t: string, state: RatingState, customerId: string, l: RatedLine, exact: Exact, cur: string): void {
   l.costUnit = cur;
   if (exact.num === 0n) return;
+  if (exact.num > AMOUNT_NANOS_MAX * exact.den) {
+    // The price's rule on the cost side: one event's cost past 10^9 units is not booked (it threw
+    // in the carry and made the event a poison one); the line says why.
+    const why = `cost exceeds ${AMOUNT_NANOS_MAX} nanos (10^9 units) for one event`;
+    l.reason = l.reason === "" ? why : `${l.reason}; ${why}`;
+    return;
+  }
   const k = carryKey(t, customerId, l.chargeId, l.dimsKey, COST);
   l.costNanos = state.carry(k).add(exact);
   state.touch("carry", k);
