@@ -68,7 +68,8 @@ const QUESTION_MARK = 0x3f;
  */
 export function winAnsiBytes(s: string): number[] {
   const out: number[] = [];
-  for (const ch of s) {
+  // Composed first (NFC): "e" + U+0301 is "é", which cp1252 has (a decomposed name printed "e?").
+  for (const ch of s.normalize("NFC")) {
     const c = ch.codePointAt(0)!;
     out.push((c >= 0x20 && c <= 0x7e) || (c >= 0xa0 && c <= 0xff) ? c : (CP1252_EXTRA.get(c) ?? QUESTION_MARK));
   }

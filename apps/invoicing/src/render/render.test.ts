@@ -106,6 +106,8 @@ describe("PDF writer", () => {
     const s = "Müller GmbH – Café €5 東京";
     // M ü l l e r _ G m b H _ – _ C a f é _ € 5 _ 東 京
     expect(winAnsiBytes(s)).toEqual([0x4d, 0xfc, 0x6c, 0x6c, 0x65, 0x72, 0x20, 0x47, 0x6d, 0x62, 0x48, 0x20, 0x96, 0x20, 0x43, 0x61, 0x66, 0xe9, 0x20, 0x80, 0x35, 0x20, 0x3f, 0x3f]);
+    // The same text decomposed (NFD: "u" + U+0308, "e" + U+0301) encodes the same.
+    expect(winAnsiBytes(s.normalize("NFD"))).toEqual(winAnsiBytes(s));
     expect(escapeText(s)).toBe("M\\374ller GmbH \\226 Caf\\351 \\2005 ??");
     // one "?" per character outside cp1252 (an emoji is one character, two UTF-16 units); controls too
     expect(escapeText("a😀\tb")).toBe("a??b");
