@@ -4,7 +4,7 @@ import { createConnectTransport, createGrpcTransport, Http2SessionManager } from
 import { createTracingInterceptor } from "@nanobill/telemetry";
 import { TENANT_HEADER } from "./auth.js";
 import { createLeanTransport } from "./lean-client.js";
-import { CLIENT_READ_MAX_BYTES, CLIENT_TIMEOUT_MS_DEFAULT, CLIENT_WRITE_MAX_BYTES, fastPathEnabledByEnv } from "./limits.js";
+import { CLIENT_IDLE_CONNECTION_MS, CLIENT_READ_MAX_BYTES, CLIENT_TIMEOUT_MS_DEFAULT, CLIENT_WRITE_MAX_BYTES, fastPathEnabledByEnv } from "./limits.js";
 
 export interface ClientTransportOptions {
   /** Server base URL, e.g. http://127.0.0.1:7001 (h2c) . */
@@ -54,7 +54,9 @@ const clientTracing = createTracingInterceptor("client");
 function sessionFor(baseUrl: string): Http2SessionManager {
   let s = sessions.get(baseUrl);
   if (s === undefined) {
-    s = new CalmRetiringSessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 5 * 60_000 });
+    // Idle connections are closed by the client first (30 s), before the server's idle close
+    // (idleConnectionMs, 60 s by default) can cross a new call (review of 2026-11-30).
+    s = new CalmRetiringSessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: CLIENT_IDLE_CONNECTION_MS });
     sessions.set(baseUrl, s);
   }
   return s;

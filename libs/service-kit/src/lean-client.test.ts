@@ -3,7 +3,11 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { EchoService } from "@nanobill/contracts/nanobill/bench/v1/echo_pb";
+import { createApiKeyAuthenticator } from "./auth.js";
 import { closeClientSessions, createClientTransport } from "./client.js";
+import { silentLogger } from "./logger.js";
+import { startServer } from "./server.js";
+import { echoRoutes } from "./test-echo.js";
 
 /**
  * Node's HTTP/2 client never gives back the memory of a body it had not sent when the server
@@ -144,5 +148,37 @@ describe("lean client: a stream the server resets before response headers", () =
     expect(requests - before).toBe(0);
     // A positive timeoutMs is still the deadline.
     expect(await settle(client.echo({ text: "x" }, { timeoutMs: 50 }))).toBe("DeadlineExceeded the operation timed out");
+  });
+});
+
+describe("lean client: a call that crosses the server's idle close", () => {
+  it("is sent again once when the server refuses its stream (REFUSED_STREAM: not processed), so calls made at the idle deadline succeed", async () => {
+    const key = "sk_test_idle_race_0123456789";
+    const idleMs = 40;
+    const server = await startServer({
+      name: "echo",
+      host: "127.0.0.1",
+      port: 0,
+      routes: echoRoutes(),
+      authenticator: createApiKeyAuthenticator([{ tenant: "tnt_a", scopes: ["admin"], key }]),
+      logger: silentLogger,
+      limits: { idleConnectionMs: idleMs },
+    });
+    try {
+      for (const protocol of ["connect", "grpc"] as const) {
+        const c = createClient(EchoService, createClientTransport({ baseUrl: server.url, apiKey: key, protocol, lean: true }));
+        const failures: string[] = [];
+        // Calls spaced around the idle deadline: about one in five crossed the server's GOAWAY.
+        for (let i = 0; i < 60; i++) {
+          await new Promise((r) => setTimeout(r, idleMs - 3 + (i % 7)));
+          await c.echo({ text: "x" }).catch((e: unknown) => failures.push(ConnectError.from(e).message));
+        }
+        expect(failures).toEqual([]);
+        closeClientSessions();
+      }
+    } finally {
+      closeClientSessions();
+      await server.close();
+    }
   });
 });

@@ -94,10 +94,16 @@ const RST: Record<number, [string, Code]> = {
   0xd: ["HTTP_1_1_REQUIRED", Code.PermissionDenied],
 };
 
+/** Marks the error of a stream the server refused (REFUSED_STREAM): it did not process the request. */
+const kRefused = Symbol("refused");
+
 /** The error of a stream reset with `code` (as connect-node's connectErrorFromH2ResetCode); undefined for codes the table lacks. */
 function rstError(code: number | undefined): ConnectError | undefined {
   const m = RST[code ?? 0];
-  return m ? new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${code!.toString(16)})`, m[1]) : undefined;
+  if (!m) return undefined;
+  const e = new ConnectError(`http/2 stream closed with error code ${m[0]} (0x${code!.toString(16)})`, m[1]);
+  if (code === 0x7) (e as unknown as Record<symbol, boolean>)[kRefused] = true;
+  return e;
 }
 
 /** Splits response headers into header and trailer ("trailer-" prefix), as trailerDemux. */
@@ -115,8 +121,33 @@ function demux(h: http2.IncomingHttpHeaders): [LiteHeaders, LiteHeaders] {
   return [header, trailer];
 }
 
+/**
+ * Runs one HTTP/2 request, sent again once if the server refused its stream (REFUSED_STREAM: the
+ * request was not processed, RFC 9113 8.7), within the same deadline. A call crossing the GOAWAY of
+ * a connection the server closed as idle (its idleConnectionMs) is refused so: 20% of calls made
+ * right at the idle deadline failed Unavailable before (review of 2026-11-30).
+ */
+async function exchange(
+  session: Http2SessionManager,
+  path: string,
+  headers: http2.OutgoingHttpHeaders,
+  body: Uint8Array,
+  readMaxBytes: number,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Uint8Array }> {
+  const started = performance.now();
+  try {
+    return await exchangeOnce(session, path, headers, body, readMaxBytes, timeoutMs, signal);
+  } catch (e) {
+    const left = Math.floor(timeoutMs - (performance.now() - started));
+    if (!(e as Record<symbol, unknown>)[kRefused] || left <= 0 || signal?.aborted === true) throw e;
+    return exchangeOnce(session, path, headers, body, readMaxBytes, left, signal);
+  }
+}
+
 /** Runs one HTTP/2 request; resolves with status, headers and the whole body. */
-function exchange(
+function exchangeOnce(
   session: Http2SessionManager,
   path: string,
   headers: http2.OutgoingHttpHeaders,

@@ -32,6 +32,8 @@ export const READ_MAX_BYTES_MAX = 64 * 1024 * 1024;
 export const TIMEOUT_MS_MAX_MAX = 15 * 60_000;
 export const SHUTDOWN_GRACE_MS_MAX = 120_000;
 
+/** Client side: an HTTP/2 connection with no call for this long is closed by the client (below the server's idleConnectionMs default). */
+export const CLIENT_IDLE_CONNECTION_MS = 30_000;
 /** Client side: default deadline of a call made through createClientTransport. */
 export const CLIENT_TIMEOUT_MS_DEFAULT = 30_000;
 /** Client side: largest response a client reads / request it writes. */
