@@ -7,16 +7,15 @@
  */
 import type { Tx } from "@nanobill/db";
 import { VERIFY_VIOLATIONS_MAX } from "../limits.js";
-import { SPENT_ID_FLAG } from "./types.js";
+import { ACCOUNT_FLAG_BITS, SPENT_ID_FLAG, TRANSFER_FLAG_BITS } from "./types.js";
 
-// Transfer flag bits (src/store/types.ts TRANSFER_FLAG_BITS; spelled out for the SQL).
-const PENDING = 2;
-const POST = 4;
-const VOID = 8;
-const CLOSING_DEBIT = 64;
-const CLOSING_CREDIT = 128;
-// Account flag bit.
-const CLOSED = 32;
+// The stored flag bits the SQL tests (types.ts).
+const PENDING = TRANSFER_FLAG_BITS.pending;
+const POST = TRANSFER_FLAG_BITS.postPendingTransfer;
+const VOID = TRANSFER_FLAG_BITS.voidPendingTransfer;
+const CLOSING_DEBIT = TRANSFER_FLAG_BITS.closingDebit;
+const CLOSING_CREDIT = TRANSFER_FLAG_BITS.closingCredit;
+const CLOSED = ACCOUNT_FLAG_BITS.closed;
 /** Real (not spent-id) post or void rows. */
 const RESOLUTION = `(flags & ${POST | VOID}) <> 0 AND (flags & ${SPENT_ID_FLAG}) = 0`;
 const LIMIT = VERIFY_VIOLATIONS_MAX;
