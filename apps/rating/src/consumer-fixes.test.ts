@@ -49,6 +49,24 @@ for (const backend of testBackends()) describe(`rating consumer: poison events a
     expect(await h.service.consumer.pollOnce(0)).toBe(0);
   });
 
+  it("sets aside the event that would take a period total past int64 (the batch's write failed on the column and was retried for good) and rates the rest", async () => {
+    const c = h.client(KEYS.adminA);
+    await c.createCustomer({ customer: { customerId: "cus_3", currency: "USD", billingAnchor: timestampFromMs(Date.UTC(2026, 10, 1)), timeZone: "UTC" } });
+    await c.createSubscription({ subscriptionId: "sub_3", customerId: "cus_3", planId: "plan", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+    // Nine events of 10^18 nanos in one batch: 9 x 10^18 booked in cus_3's period, within int64.
+    for (let i = 0; i < 9; i++) h.metering.push("tnt_a", { id: `tot_${i}`, customerId: "cus_3", type: "api.call", timestampMs: t0 - 900 + i, properties: { calls: 1_000_000_000n } });
+    expect(await h.service.consumer.pollOnce(0)).toBe(9);
+    // A tenth, in a later batch (its carry starts afresh), would take the period past int64.
+    h.metering.push("tnt_a", { id: "tot_over", customerId: "cus_3", type: "api.call", timestampMs: t0 - 800, properties: { calls: 1_000_000_000n } });
+    h.metering.push("tnt_a", { id: "tot_ok", customerId: "cus_3", type: "api.call", timestampMs: t0 - 700, properties: { calls: 3 } });
+    expect(await h.service.consumer.pollOnce(0)).toBe(2);
+    const over = (await h.service.rated.ratedEvent("tnt_a", "tot_over"))!;
+    expect(over.lines[0]).toMatchObject({ status: "unpriced", priceNanos: 0n });
+    expect(over.lines[0]!.reason).toMatch(/^rating failed: the period's booked total of charge calls would pass int64/);
+    expect((await h.service.rated.ratedEvent("tnt_a", "tot_ok"))!.lines.map((l) => l.priceNanos)).toEqual([3_000_000_000n]);
+    expect(await h.service.consumer.pollOnce(0)).toBe(0);
+  });
+
   it("asks for fewer events while pages come back ResourceExhausted (large events past a message limit), and for more again after", async () => {
     for (let i = 0; i < 5; i++) h.metering.push("tnt_a", { id: `big_${i}`, customerId: "cus_1", type: "api.call", timestampMs: t0 - 500 + i, properties: { calls: 1 } });
     h.metering.pageEventsLimit = 700; // the default batch (2,000) is refused; 1,000 too; 500 passes

@@ -1,4 +1,4 @@
-import { AMOUNT_NANOS_MAX, allocate, type Rate } from "@nanobill/money";
+import { AMOUNT_NANOS_MAX, INT64_MAX, INT64_MIN, allocate, type Rate } from "@nanobill/money";
 import { compileCharge, type CompiledCharge, type CompiledVersion } from "./compile.js";
 import { MODEL_PROPERTY, PROVIDER_PROPERTY, type CostCatalog, type CostLine } from "./cost-catalog.js";
 import { billingPeriod, type Period } from "./period.js";
@@ -318,7 +318,9 @@ export function rateEvent(cat: TenantCatalog, state: RatingState, e: UsageEvent)
     for (const l of lines) {
       if (l.chargeId === "" || l.costNanos === 0n) continue;
       const k = periodKey(t, e.customerId, l.chargeId, res.period.startMs);
-      state.periodTotal(k, l.unit, res.period.endMs).costNanos += l.costNanos;
+      const pt = state.periodTotal(k, l.unit, res.period.endMs);
+      pt.costNanos += l.costNanos;
+      checkPeriodTotal(pt, l.chargeId);
     }
   }
   for (const cl of costs) {
@@ -394,7 +396,20 @@ function addPeriodSums(t: string, state: RatingState, e: UsageEvent, c: Compiled
     if (bookedDelta === null) pt.bookedNanos += l.priceNanos;
   }
   if (bookedDelta !== null) pt.bookedNanos += bookedDelta;
+  checkPeriodTotal(pt, c.chargeId);
   state.touch("period", k);
+}
+
+/**
+ * A customer's period totals of a charge are stored as int64 (rated-store): one that would pass
+ * it (about 9.2 x 10^9 units of quantity or money in one period) throws, so the event that takes
+ * it there is set aside as a poison event (unpriced, the reason on its line) and the partition
+ * goes on; before, the batch's write failed on the column and was retried for good.
+ */
+function checkPeriodTotal(pt: { quantity: bigint; bookedNanos: bigint; costNanos: bigint }, chargeId: string): void {
+  for (const [name, v] of [["quantity", pt.quantity], ["booked", pt.bookedNanos], ["cost", pt.costNanos]] as const) {
+    if (v > INT64_MAX || v < INT64_MIN) throw new Error(`the period's ${name} total of charge ${chargeId} would pass int64 (${v})`);
+  }
 }
 
 function rateEventCharge(t: string, state: RatingState, e: UsageEvent, c: CompiledCharge, period: Period, out: RatedLine[], creditRates?: CreditRate[]): void {
@@ -661,6 +676,7 @@ function applyCap(t: string, state: RatingState, e: UsageEvent, res: Resolution,
   const pt = state.periodTotal(k, cur, res.period.endMs);
   u += pt.bookedNanos;
   pt.bookedNanos += s;
+  checkPeriodTotal(pt, key);
   state.touch("period", k);
   if (res.version.cap === null) return;
   const cap = roundHalfEven(rateExact(res.version.cap));
