@@ -41,6 +41,22 @@ export function day(d: Date | undefined, timeZone: string): string {
   return d === undefined ? "" : localDate(d, timeZone === "" ? "UTC" : timeZone);
 }
 
+const HOUR_MS = 3_600_000;
+
+/**
+ * lineDay: the local date of a line's period bound. Usage, late-usage and overage lines cover the
+ * period's hour buckets, so their bounds are the period's instants floored to the UTC hour: in a
+ * zone whose offset is not whole hours (Asia/Kolkata, Adelaide, St John's) local midnight floors to
+ * 23:30 or 23:15 of the day before, and its date printed one day early (review of 2026-11-30). A
+ * bound on the hour is shown as the date of its hour's last instant, the date of any instant it
+ * floors from but one in the last 30 or 45 minutes of a day in such a zone; a bound off the hour
+ * (an exact period) as itself. With a whole-hour offset every date is the bound's own.
+ */
+export function lineDay(d: Date | undefined, timeZone: string): string {
+  if (d === undefined) return "";
+  return day(d.getTime() % HOUR_MS === 0 ? new Date(d.getTime() + HOUR_MS - 1) : d, timeZone);
+}
+
 export function stamp(d: Date | undefined): string {
   return d === undefined ? "" : d.toISOString().replace(".000Z", "Z");
 }

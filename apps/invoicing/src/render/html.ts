@@ -1,7 +1,7 @@
 /** A clean, self-contained HTML invoice (inline CSS, no scripts, no external resources). */
 import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -15,7 +15,7 @@ export function invoiceHtml(inv: Invoice): string {
   const title = inv.number !== "" ? `Invoice ${inv.number}` : inv.status === "preview" ? "Upcoming invoice (preview)" : `Invoice ${inv.id} (${inv.status})`;
   const rows = inv.lines
     .map(
-      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(day(l.periodStart, inv.timeZone))} to ${e(day(l.periodEnd, inv.timeZone))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
+      (l) => `<tr class="${e(l.kind)}"><td>${e(KIND_LABEL[l.kind] ?? l.kind)}</td><td>${e(l.description)}<div class="sub">${e(lineDay(l.periodStart, inv.timeZone))} to ${e(lineDay(l.periodEnd, inv.timeZone))}${l.chargeId !== "" ? ` &middot; ${e(l.chargeId)}` : ""}</div></td>
 <td class="n">${e(l.quantity)}</td><td class="n">${e(l.unitPrice)}</td><td class="n">${e(exactMoney(l.amountNanos, u))}</td><td class="n">${e(exactMoney(l.residueInNanos, u))}</td><td class="n b">${e(money(l.roundedAmountNanos, u))}</td><td class="n">${e(exactMoney(l.residueOutNanos, u))}</td></tr>`,
     )
     .join("\n");

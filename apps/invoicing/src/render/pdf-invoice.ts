@@ -1,7 +1,7 @@
 /** The invoice laid out as PDF pages (A4, Helvetica). */
 import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, money, stamp } from "./format.js";
+import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
 import { A4, textWidth, writePdf, type PdfOp } from "./pdf.js";
 
 const LEFT = 40;
@@ -65,7 +65,7 @@ export function invoicePdf(inv: Invoice): Uint8Array {
     text(cols.exact, exactMoney(l.amountNanos, u), 8, { align: "right" });
     text(cols.billed, money(l.roundedAmountNanos, u), 8, { bold: true, align: "right" });
     y -= 10;
-    const extra = `${day(l.periodStart, inv.timeZone)} to ${day(l.periodEnd, inv.timeZone)}${l.chargeId !== "" ? `  ${l.chargeId}` : ""}${l.residueInNanos !== 0n ? `  carried in ${exactMoney(l.residueInNanos, u)}` : ""}`;
+    const extra = `${lineDay(l.periodStart, inv.timeZone)} to ${lineDay(l.periodEnd, inv.timeZone)}${l.chargeId !== "" ? `  ${l.chargeId}` : ""}${l.residueInNanos !== 0n ? `  carried in ${exactMoney(l.residueInNanos, u)}` : ""}`;
     text(cols.desc, clip(extra, cols.exact - cols.desc - 70, 7), 7);
     if (l.residueOutNanos !== 0n) text(cols.billed, `(${exactMoney(l.residueOutNanos, u)})`, 7, { align: "right" });
     y -= 6;

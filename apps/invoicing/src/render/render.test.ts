@@ -1,9 +1,11 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { assembleInvoice } from "../domain/assemble.js";
 import { defaultSettings, type Invoice } from "../domain/invoice.js";
 import { exact, priceTimesQuantity } from "../domain/rounding.js";
 import { escapeText, textWidth, winAnsiBytes, writePdf } from "./pdf.js";
 import { renderInvoice } from "./index.js";
+import { day, lineDay } from "./format.js";
 
 const P0 = new Date("2026-01-01T00:00:00Z");
 const P1 = new Date("2026-02-01T00:00:00Z");
@@ -179,6 +181,53 @@ describe("dates in the customer's time zone", () => {
     expect(text).toContain("(2026-02-01 to 2026-03-01  base) Tj");
     expect(text).toContain("(since 2026-02-01\\)");
     expect(text).not.toContain("2026-01-31");
+  });
+
+  it("prints a usage line's hour window by the period's local dates in a zone whose offset is not whole hours (its start floored to 23:30 of the day before printed a day early)", () => {
+    // November in Kolkata (+05:30): 2026-10-31T18:30Z .. 2026-11-30T18:30Z; the hour window of its
+    // usage is 18:00Z .. 18:00Z (23:30 local of the day before, both ends).
+    const start = new Date("2026-10-31T18:30:00Z");
+    const end = new Date("2026-11-30T18:30:00Z");
+    const inv = assembled({
+      charges: [
+        { kind: "usage", residueKey: "tok", chargeId: "tok", subscriptionId: "sub_1", description: "Tokens: usage", quantity: "5", unitPrice: "", amount: exact(5_000_000_000n), periodStart: new Date("2026-10-31T18:00:00Z"), periodEnd: new Date("2026-11-30T18:00:00Z"), expandable: true },
+        { kind: "flat", residueKey: "base", chargeId: "base", subscriptionId: "sub_1", description: "Base fee", quantity: "1", unitPrice: "", amount: exact(20_000_000_000n), periodStart: start, periodEnd: end, expandable: false },
+      ],
+      periodStart: start,
+      periodEnd: end,
+      timeZone: "Asia/Kolkata",
+    });
+    const kolkata = { ...inv, periodStart: start, periodEnd: end, timeZone: "Asia/Kolkata" };
+    const html = new TextDecoder().decode(renderInvoice(kolkata, "html").content);
+    expect(html).toContain("period 2026-11-01 to 2026-12-01 (Asia/Kolkata)");
+    expect(html).toContain('<div class="sub">2026-11-01 to 2026-12-01 &middot; tok</div>');
+    expect(html).toContain('<div class="sub">2026-11-01 to 2026-12-01 &middot; base</div>');
+    // (the usage breakdown still names its hour buckets by their UTC instants)
+    expect(html).not.toContain("2026-10-31 to");
+    const { text } = checkPdf(renderInvoice(kolkata, "pdf").content);
+    expect(text).toContain("(2026-11-01 to 2026-12-01  tok) Tj");
+    expect(text).not.toContain("2026-10-31 to");
+  });
+
+  it("shows a line bound as its own local date in every zone with a whole-hour offset, and an hour-floored bound by the date of any instant of its hour in Kolkata but the last 30 minutes of a day", () => {
+    const instant = fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2040, 0, 1) });
+    fc.assert(
+      fc.property(instant, fc.constantFrom("UTC", "Asia/Tokyo", "America/New_York", "Europe/Berlin", "Pacific/Kiritimati"), (ms, tz) => {
+        const onHour = new Date(ms - (ms % 3_600_000));
+        expect(lineDay(onHour, tz)).toBe(day(onHour, tz));
+        expect(lineDay(new Date(ms), tz)).toBe(day(new Date(ms), tz));
+      }),
+      { numRuns: 2_000 },
+    );
+    fc.assert(
+      fc.property(instant, (ms) => {
+        const x = new Date(ms);
+        const local = new Date(ms + 5.5 * 3_600_000); // Asia/Kolkata: +05:30, no DST
+        if (local.getUTCHours() === 23 && local.getUTCMinutes() >= 30) return;
+        expect(lineDay(new Date(ms - (ms % 3_600_000)), "Asia/Kolkata")).toBe(day(x, "Asia/Kolkata"));
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it("prints a UTC invoice's dates as before (the UTC dates of the instants)", () => {
