@@ -127,18 +127,11 @@ function demux(h: http2.IncomingHttpHeaders): [LiteHeaders, LiteHeaders] {
  * a connection the server closed as idle (its idleConnectionMs) is refused so: 20% of calls made
  * right at the idle deadline failed Unavailable before (review of 2026-11-30).
  */
-async function exchange(
-  session: Http2SessionManager,
-  path: string,
-  headers: http2.OutgoingHttpHeaders,
-  body: Uint8Array,
-  readMaxBytes: number,
-  timeoutMs: number,
-  signal: AbortSignal | undefined,
-): Promise<{ status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Uint8Array }> {
+async function exchange(...args: Parameters<typeof exchangeOnce>): ReturnType<typeof exchangeOnce> {
+  const [session, path, headers, body, readMaxBytes, timeoutMs, signal] = args;
   const started = performance.now();
   try {
-    return await exchangeOnce(session, path, headers, body, readMaxBytes, timeoutMs, signal);
+    return await exchangeOnce(...args);
   } catch (e) {
     const left = Math.floor(timeoutMs - (performance.now() - started));
     if (!(e as Record<symbol, unknown>)[kRefused] || left <= 0 || signal?.aborted === true) throw e;
