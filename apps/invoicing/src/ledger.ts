@@ -7,8 +7,11 @@
  *   1000 acct_inv_cash_<unit>                payments received
  *   2300 acct_inv_tax_<unit>                 tax payable
  *   4000 acct_inv_revenue_<unit>             invoiced revenue
- * finalize: receivable <- revenue (amount due - tax), receivable <- tax (tax),
+ * finalize: receivable <- revenue (amount due - tax - credit balance lines), receivable <- tax (tax),
  *           residue <- revenue (residue carried out - residue carried in; either sign)
+ *           A credit balance carried to the next invoice stays in the receivable (a credit there)
+ *           until an invoice applies it: its carried_forward lines are not revenue, so the
+ *           receivable's balance is what the customer owes (negative: is owed) across invoices.
  * paid:     cash <- receivable (amount due)
  * void:     the finalize legs reversed (a paid invoice's receivable then shows the credit owed)
  */
@@ -23,6 +26,7 @@ import {
   type NewTransfer,
 } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import { forTenant } from "@nanobill/service-kit";
+import { CHARGE_ID_CREDIT_BALANCE } from "./domain/assemble.js";
 import type { StoredInvoice } from "./store/invoice-store.js";
 import { UPSTREAM_TIMEOUT_MS } from "./limits.js";
 
@@ -52,11 +56,18 @@ function leg(id: string, debit: string, credit: string, amount: bigint, code: nu
   return amount > 0n ? [{ id, debit, credit, amountNanos: amount, code }] : [{ id, debit: credit, credit: debit, amountNanos: -amount, code }];
 }
 
+/** creditBalanceNanos: the invoice's credit-balance lines (carried out: +, applied: -). */
+export function creditBalanceNanos(inv: Pick<StoredInvoice, "lines">): bigint {
+  let n = 0n;
+  for (const l of inv.lines) if (l.kind === "carried_forward" && l.chargeId === CHARGE_ID_CREDIT_BALANCE) n += l.roundedAmountNanos;
+  return n;
+}
+
 export function finalizeLegs(inv: StoredInvoice): Leg[] {
   const a = accounts(inv.customerId, inv.unit);
   const t = inv.totals;
   return [
-    ...leg(`xfer_${inv.id}_rev`, a.receivable, a.revenue, t.amountDueNanos - t.taxNanos, TRANSFER_CODES.invoice),
+    ...leg(`xfer_${inv.id}_rev`, a.receivable, a.revenue, t.amountDueNanos - t.taxNanos - creditBalanceNanos(inv), TRANSFER_CODES.invoice),
     ...leg(`xfer_${inv.id}_tax`, a.receivable, a.tax, t.taxNanos, TRANSFER_CODES.invoice),
     ...leg(`xfer_${inv.id}_res`, a.residue, a.revenue, inv.residueDeltaNanos, TRANSFER_CODES.invoice),
   ];

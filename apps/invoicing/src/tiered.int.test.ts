@@ -174,7 +174,7 @@ for (const backend of testBackends()) {
       expect(await other.expandLine({ invoiceId: november!.id, lineId: volume.id, bucketStart: days.buckets[0]!.start }).then(() => "ok", (e: Error) => e.message)).toMatch(/not found/);
     });
 
-    it("settles a volume tier drop the wallet was over-burned for on the invoice: usage $120, wallet burns $132, $12 back", async () => {
+    it("settles a volume tier drop the wallet was over-burned for on the invoice: usage $120, wallet burns $132, $12 credit carried", async () => {
       const burned = world.consumption.filter((c) => c.chargeId === "calls_volume").reduce((s, c) => s + c.consumedNanos, 0n);
       expect(burned).toBe(132n * USD); // ten steps of $10 and four of $8; the -$12 step is not consumed back
       const r = await inv.closePeriod({ items: [{ customerId: "cus_u", subscriptionId: "sub_u" }] });
@@ -184,7 +184,10 @@ for (const backend of testBackends()) {
       expect(line(u, "calls_unit")?.amountNanos).toBe(15n * USD);
       expect(u.totals!.subtotalNanos).toBe(275n * USD);
       expect(u.totals!.creditsAppliedNanos).toBe(-287n * USD);
-      expect(u.totals!.amountDueNanos).toBe(-12n * USD);
+      // -$12 due: a credit balance, carried to the next invoice (the customer's subscription goes on)
+      expect(u.totals!.amountDueNanos).toBe(0n);
+      expect(u.totals!.deferredNanos).toBe(-12n * USD);
+      expect(u.lines.filter((l) => l.kind === LineKind.CARRIED_FORWARD).map((l) => [l.chargeId, l.amountMinor])).toEqual([["_credit_balance", 1200n]]);
       // UTC periods are on the hour: the buckets of the window sum to the line, nothing to settle.
       const volume = line(u, "calls_volume")!;
       expect((await inv.expandLine({ invoiceId: u.id, lineId: volume.id })).settlementNanos).toBe(0n);
@@ -192,7 +195,7 @@ for (const backend of testBackends()) {
       const rec = await inv.reconcile({ customerId: "cus_u" });
       expect(rec.invoicesChecked).toBe(1);
       expect(rec.differences).toEqual([]);
-      expect(world.balance("acct_inv_recv_cus_u_USD")).toBe(12n * USD); // owed to the customer
+      expect(world.balance("acct_inv_recv_cus_u_USD")).toBe(12n * USD); // owed to the customer: the credit stays in the receivable until applied
     });
 
     it("ties finalized invoices to rated usage, settles late tiered usage as an adjustment and ties again", async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { roundToMinor, type RoundingMode } from "@nanobill/money";
-import { assembleInvoice, carriedResidueLines, type AssembleInput, type ChargeInput } from "./assemble.js";
+import { assembleInvoice, carriedResidueLines, CHARGE_ID_CREDIT_BALANCE, CHARGE_ID_DEFERRED, type AssembleInput, type ChargeInput } from "./assemble.js";
 import { defaultSettings, type BillingSettings } from "./invoice.js";
 import { LINES_PER_INVOICE_MAX } from "../limits.js";
 import { exact, priceTimesQuantity, roundLine, ZERO_RESIDUE, type ResidueState } from "./rounding.js";
@@ -226,6 +226,69 @@ describe("minimum billable amount", () => {
     const inv = assembleInvoice(input([charge("usage", "ch_m", 5n * USD)], settings));
     expect(inv.totals.amountDueNanos).toBe(5n * USD);
     expect(inv.totals.deferredNanos).toBe(0n);
+  });
+});
+
+describe("credit balance (a negative amount due)", () => {
+  const p = (i: number) => new Date(Date.UTC(2026, i, 1));
+  const period = (i: number, amount: bigint, rest: Partial<AssembleInput> = {}, settings: Partial<BillingSettings> = {}) =>
+    assembleInvoice(input([charge("adjustment", "ch_a", amount, { periodStart: p(i), periodEnd: p(i + 1) })], settings, { periodStart: p(i), periodEnd: p(i + 1), ...rest }));
+  const creditLines = (inv: ReturnType<typeof assembleInvoice>) => inv.lines.filter((l) => l.kind === "carried_forward" && l.chargeId === CHARGE_ID_CREDIT_BALANCE);
+
+  it("carries a negative amount due to the next invoice, which applies it: -$12 then $50 -> due 0 then $38", () => {
+    const a = period(0, -12n * USD);
+    expect(a.totals.totalNanos).toBe(-12n * USD);
+    expect(a.totals.amountDueNanos).toBe(0n);
+    expect(a.totals.deferredNanos).toBe(-12n * USD);
+    expect(a.deferralOut).toEqual({ amountNanos: -12n * USD, since: p(0), periods: 1, lastPeriodEnd: p(1) });
+    expect(creditLines(a).map((l) => [l.roundedAmountNanos, l.description])).toEqual([[12n * USD, "Credit balance carried to the next invoice (since 2026-01-01)"]]);
+    const b = period(1, 50n * USD, { deferredIn: a.deferralOut });
+    expect(creditLines(b).map((l) => [l.roundedAmountNanos, l.periodStart, l.description])).toEqual([[-12n * USD, p(0), "Credit balance from earlier invoices since 2026-01-01 (1 period)"]]);
+    expect(b.totals.amountDueNanos).toBe(38n * USD);
+    expect(b.deferralOut).toBeUndefined();
+    expect(b.deferralShown).toEqual(a.deferralOut);
+  });
+
+  it("carries what the next invoice does not use, keeping the first period, without limit", () => {
+    let d = period(0, -100n * USD).deferralOut;
+    for (let i = 1; i <= 5; i++) {
+      const inv = period(i, 10n * USD, { deferredIn: d }, { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 1 });
+      expect(inv.totals.amountDueNanos).toBe(0n);
+      d = inv.deferralOut;
+      expect(d).toEqual({ amountNanos: -(100n - 10n * BigInt(i)) * USD, since: p(0), periods: i + 1, lastPeriodEnd: p(i + 1) });
+    }
+  });
+
+  it("leaves the negative amount due on the customer's last invoice (owed back: no later invoice)", () => {
+    const a = period(0, -12n * USD, { customerEnds: true });
+    expect(a.totals.amountDueNanos).toBe(-12n * USD);
+    expect(a.deferralOut).toBeUndefined();
+    expect(creditLines(a)).toEqual([]);
+  });
+
+  it("does not mix a credit with a deferral below the minimum: each starts its own period count", () => {
+    const settings = { minimumBillableNanos: 5n * USD, deferralPeriodsMax: 3 };
+    // $3 deferred since January, then a -$5 period: -$2 credit carried, counted from February
+    const deferred = period(0, 3n * USD, {}, settings).deferralOut!;
+    expect(deferred).toMatchObject({ amountNanos: 3n * USD, since: p(0), periods: 1 });
+    const credit = period(1, -5n * USD, { deferredIn: deferred }, settings);
+    expect(credit.totals.amountDueNanos).toBe(0n);
+    expect(credit.deferralOut).toEqual({ amountNanos: -2n * USD, since: p(1), periods: 1, lastPeriodEnd: p(2) });
+    // the -$2 credit and a $3 period: $1 due, below the minimum: deferred, counted from March
+    const again = period(2, 3n * USD, { deferredIn: credit.deferralOut }, settings);
+    expect(again.totals.amountDueNanos).toBe(0n);
+    expect(again.deferralOut).toEqual({ amountNanos: 1n * USD, since: p(2), periods: 1, lastPeriodEnd: p(3) });
+    expect(again.lines.filter((l) => l.kind === "carried_forward").map((l) => [l.chargeId, l.roundedAmountNanos])).toEqual([
+      [CHARGE_ID_CREDIT_BALANCE, -2n * USD],
+      [CHARGE_ID_DEFERRED, -1n * USD],
+    ]);
+  });
+
+  it("carries a net credit with its negative tax: -$100 at 10% tax -> $110 credit", () => {
+    const a = period(0, -100n * USD, {}, { taxRateBps: 1000 });
+    expect(a.totals.taxNanos).toBe(-10n * USD);
+    expect(a.totals.amountDueNanos).toBe(0n);
+    expect(a.deferralOut?.amountNanos).toBe(-110n * USD);
   });
 });
 
@@ -463,12 +526,14 @@ describe("per-line minimum billable amount", () => {
             lineIn = inv.lineDeferralsOut;
             deferredIn = inv.deferralOut;
             for (const l of inv.lines) {
-              if (l.kind === "usage" || l.kind === "minimum_true_up" || (l.kind === "carried_forward" && l.chargeId !== "_deferred")) billedCharges += l.roundedAmountNanos;
-              if (!(l.kind === "carried_forward" && l.chargeId === "_deferred")) beforeInvoiceDeferral += l.roundedAmountNanos;
+              const invoiceLevel = l.kind === "carried_forward" && (l.chargeId === CHARGE_ID_DEFERRED || l.chargeId === CHARGE_ID_CREDIT_BALANCE);
+              if (l.kind === "usage" || l.kind === "minimum_true_up" || (l.kind === "carried_forward" && !invoiceLevel)) billedCharges += l.roundedAmountNanos;
+              if (!invoiceLevel) beforeInvoiceDeferral += l.roundedAmountNanos;
             }
             due += inv.totals.amountDueNanos;
-            // each invoice: due == its rounded lines
+            // each invoice: due == its rounded lines, never negative (a credit balance is carried on)
             expect(inv.lines.reduce((s, l) => s + l.roundedAmountNanos, 0n)).toBe(inv.totals.amountDueNanos);
+            expect(inv.totals.amountDueNanos >= 0n).toBe(true);
           });
           // charges: invoiced + residue + sub-nano + line deferrals == rated + true-ups owed, exactly
           let residueNanos = 0n;

@@ -10,10 +10,15 @@
  *   total    = subtotal + discount + tax
  *   credits  = -(prepaid money consumed from the wallet in the period), then one line per
  *              earlier invoiced period for prepaid money consumed in it after its invoice (late)
- *   due      = total + credits + carried in (amounts deferred from earlier periods)
+ *   due      = total + credits + carried in (an amount deferred from earlier periods, or a
+ *              credit balance: negative)
  * If 0 < due < minimum billable amount and the deferral may continue (fewer than N periods and
  * before the deferral date), a negative carried_forward line takes due to zero and the amount
  * is carried to the next invoice, which shows it with the start of the first deferred period.
+ * If due < 0 (a credit balance: credits, discounts or returns above the period's charges) and a
+ * later invoice of the customer will come, a positive carried_forward line takes due to zero and
+ * the credit is carried to the next invoice (no limit: it is the customer's money), which applies
+ * it as a negative line; on the customer's last invoice the negative amount due stands.
  *
  * Per-line minimum (line_minimum_billable_nanos): each usage line is rounded as usual (its
  * residue carried), then with the amount its charge carried in (a carried_forward line naming
@@ -141,7 +146,7 @@ export interface AssembledInvoice {
   totals: InvoiceTotals;
   /** residues: the new state of every residue key this invoice touched. */
   residues: Map<string, ResidueState>;
-  /** deferralOut: the amount carried to the next invoice, or undefined (none). */
+  /** deferralOut: the amount carried to the next invoice (negative: a credit balance), or undefined (none). */
   deferralOut: Deferral | undefined;
   /** deferralShown: deferralOut, or the deferral billed now (for display). */
   deferralShown: Deferral | undefined;
@@ -154,6 +159,13 @@ export interface AssembledInvoice {
 export const RESIDUE_KEY_DISCOUNT = "_discount";
 export const RESIDUE_KEY_TAX = "_tax";
 export const RESIDUE_KEY_CREDITS = "_credits";
+/** The chargeId of invoice-level carried_forward lines: an amount below the minimum billable amount. */
+export const CHARGE_ID_DEFERRED = "_deferred";
+/**
+ * The chargeId of credit-balance carried_forward lines: a negative amount due carried to the next
+ * invoice (out: positive line; in: negative line). Not revenue: the ledger legs leave them out.
+ */
+export const CHARGE_ID_CREDIT_BALANCE = "_credit_balance";
 /** RESIDUE_KEY_TOP_UP: the residue key of every one-off (auto top-up) line; its chargeId is the grant id. */
 export const RESIDUE_KEY_TOP_UP = "_top_up";
 
@@ -362,38 +374,57 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     credits += line.roundedAmountNanos;
   }
 
-  // 5. Amounts deferred from earlier periods, then the minimum billable amount.
+  // 5. Amounts carried from earlier invoices (deferred below the minimum billable amount, or a
+  // credit balance), then the minimum billable amount, then a credit balance carried on.
   let due = total + credits;
-  let carriedIn = 0n;
-  if (input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n) {
-    const line = push("carried_forward", undefined, exact(input.deferredIn.amountNanos), {
+  const din = input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined;
+  if (din !== undefined) {
+    const credit = din.amountNanos < 0n;
+    const line = push("carried_forward", undefined, exact(din.amountNanos), {
       ...whole,
-      periodStart: input.deferredIn.since,
-      chargeId: "_deferred",
-      description: `Carried forward: below the minimum billable amount since ${isoDay(input.deferredIn.since)} (${input.deferredIn.periods} period${input.deferredIn.periods === 1 ? "" : "s"})`,
+      periodStart: din.since,
+      chargeId: credit ? CHARGE_ID_CREDIT_BALANCE : CHARGE_ID_DEFERRED,
+      description: credit
+        ? `Credit balance from earlier invoices since ${isoDay(din.since)} (${din.periods} period${din.periods === 1 ? "" : "s"})`
+        : `Carried forward: below the minimum billable amount since ${isoDay(din.since)} (${din.periods} period${din.periods === 1 ? "" : "s"})`,
     });
-    carriedIn = line.roundedAmountNanos;
-    due += carriedIn;
+    due += line.roundedAmountNanos;
   }
+  // A carry continues the one carried in when it has the same sign (its first period and count);
+  // periods count distinct periods: an amount carried last by an invoice of this same period (the
+  // customer's other subscription) does not count this period twice.
+  const carryOn = (sign: 1n | -1n): { since: Date; periods: number } => {
+    if (din === undefined || (din.amountNanos > 0n ? 1n : -1n) !== sign) return { since: input.periodStart, periods: 0 };
+    const samePeriod = din.lastPeriodEnd !== undefined && din.lastPeriodEnd.getTime() === input.periodEnd.getTime();
+    return { since: din.since, periods: Math.max(0, din.periods - (samePeriod ? 1 : 0)) };
+  };
   let deferralOut: Deferral | undefined;
   const min = input.settings.minimumBillableNanos;
   if (min > 0n && due > 0n && due < min) {
-    // periods deferred before this one: an amount deferred last by an invoice of this same period
-    // (another subscription of the customer) does not count this period twice
-    const din = input.deferredIn;
-    const samePeriod = din?.lastPeriodEnd !== undefined && din.lastPeriodEnd.getTime() === input.periodEnd.getTime();
-    const periods = Math.max(0, (din?.periods ?? 0) - (samePeriod ? 1 : 0));
-    const since = din?.since ?? input.periodStart;
+    const { since, periods } = carryOn(1n);
     if (input.customerEnds !== true && deferralMayContinue(input, periods)) {
       deferralOut = { amountNanos: due, since, periods: periods + 1, lastPeriodEnd: input.periodEnd };
       push("carried_forward", undefined, exact(-due), {
         ...whole,
-        chargeId: "_deferred",
+        chargeId: CHARGE_ID_DEFERRED,
         periodStart: since,
         description: `Below the minimum billable amount: carried to the next invoice (deferred since ${isoDay(since)})`,
       });
       due = 0n;
     }
+  } else if (due < 0n && input.customerEnds !== true) {
+    // A credit balance (credits, discounts or returned amounts above the period's charges) is the
+    // customer's money: it is carried to the next invoice, without limit, and applied there. When
+    // no later invoice will come, the negative amount due stands (owed back to the customer).
+    const { since, periods } = carryOn(-1n);
+    deferralOut = { amountNanos: due, since, periods: periods + 1, lastPeriodEnd: input.periodEnd };
+    push("carried_forward", undefined, exact(-due), {
+      ...whole,
+      chargeId: CHARGE_ID_CREDIT_BALANCE,
+      periodStart: since,
+      description: `Credit balance carried to the next invoice (since ${isoDay(since)})`,
+    });
+    due = 0n;
   }
 
   let exactSum = 0n;
@@ -414,7 +445,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     residueCarriedNanos: residueSum,
     deferredNanos: deferralOut?.amountNanos ?? 0n,
   };
-  const deferralShown = deferralOut ?? (input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined);
+  const deferralShown = deferralOut ?? din;
   return { lines, totals, residues, deferralOut, deferralShown, lineDeferralsOut, lineDeferralsConsumed };
 }
 

@@ -1,5 +1,6 @@
 /** Display formatting of amounts (exact: bigint nanos -> decimal strings; never floats). */
 import { currency, formatNanos } from "@nanobill/money";
+import { CHARGE_ID_CREDIT_BALANCE, CHARGE_ID_DEFERRED } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
 import { localDate } from "../domain/periods.js";
 
@@ -25,15 +26,29 @@ export function creditsText(c: { creditTypeId: string; name: string; creditsNano
 }
 
 /**
- * carriedInNanos: the amount deferred from earlier invoices (below the minimum billable amount) that
- * this invoice bills: its positive invoice-level carried_forward line ("_deferred"). Not part of the
- * total; due = total + credits + carried in - deferred out, so the totals table shows it as a row.
- * (The per-line minimum's carried_forward lines are in the subtotal already.)
+ * carriedRows: the totals-table rows between "Credits applied" and "Amount due", from the
+ * invoice-level carried_forward lines (not part of the total): an amount deferred from earlier
+ * invoices (below the minimum billable amount, positive) and a credit balance from earlier
+ * invoices (negative) that this invoice takes in, then what it carries out: an amount deferred
+ * (shown negative) or a credit balance carried on (shown positive). So
+ * due = total + credits applied + these rows. (The per-line minimum's carried_forward lines are
+ * in the subtotal already.)
  */
-export function carriedInNanos(inv: Invoice): bigint {
-  let n = 0n;
-  for (const l of inv.lines) if (l.kind === "carried_forward" && l.chargeId === "_deferred" && l.roundedAmountNanos > 0n) n += l.roundedAmountNanos;
-  return n;
+export function carriedRows(inv: Invoice): Array<[string, bigint]> {
+  let deferredIn = 0n;
+  let creditIn = 0n;
+  for (const l of inv.lines) {
+    if (l.kind !== "carried_forward") continue;
+    if (l.chargeId === CHARGE_ID_DEFERRED && l.roundedAmountNanos > 0n) deferredIn += l.roundedAmountNanos;
+    if (l.chargeId === CHARGE_ID_CREDIT_BALANCE && l.roundedAmountNanos < 0n) creditIn += l.roundedAmountNanos;
+  }
+  const rows: Array<[string, bigint]> = [];
+  if (deferredIn !== 0n) rows.push(["Carried forward from earlier invoices", deferredIn]);
+  if (creditIn !== 0n) rows.push(["Credit balance from earlier invoices", creditIn]);
+  const out = inv.totals.deferredNanos;
+  if (out > 0n) rows.push(["Deferred to next invoice", -out]);
+  if (out < 0n) rows.push(["Credit balance carried to next invoice", -out]);
+  return rows;
 }
 
 /** day: the local date "YYYY-MM-DD" of d in the invoice's time zone ("" = UTC), the zone it is labelled with. */

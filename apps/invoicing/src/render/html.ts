@@ -1,7 +1,7 @@
 /** A clean, self-contained HTML invoice (inline CSS, no scripts, no external resources). */
 import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
+import { carriedRows, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -11,7 +11,6 @@ export function invoiceHtml(inv: Invoice): string {
   const e = escapeHtml;
   const u = inv.unit;
   const t = inv.totals;
-  const carriedIn = carriedInNanos(inv);
   const title = inv.number !== "" ? `Invoice ${inv.number}` : inv.status === "preview" ? "Upcoming invoice (preview)" : `Invoice ${inv.id} (${inv.status})`;
   const rows = inv.lines
     .map(
@@ -52,8 +51,7 @@ ${rows}
 <tr><td>Tax</td><td class="n">${e(money(t.taxNanos, u))}</td></tr>
 <tr><td>Total</td><td class="n">${e(money(t.totalNanos, u))}</td></tr>
 <tr><td>Credits applied</td><td class="n">${e(money(t.creditsAppliedNanos, u))}</td></tr>
-${carriedIn !== 0n ? `<tr><td>Carried forward from earlier invoices</td><td class="n">${e(money(carriedIn, u))}</td></tr>\n` : ""}${t.deferredNanos !== 0n ? `<tr><td>Deferred to next invoice</td><td class="n">${e(money(-t.deferredNanos, u))}</td></tr>` : ""}
-<tr class="due"><td>Amount due</td><td class="n">${e(money(t.amountDueNanos, u))}</td></tr>
+${carriedRows(inv).map(([label, v]) => `<tr><td>${e(label)}</td><td class="n">${e(money(v, u))}</td></tr>\n`).join("")}<tr class="due"><td>Amount due</td><td class="n">${e(money(t.amountDueNanos, u))}</td></tr>
 </table>
 <h2>Usage breakdown</h2>
 ${list(usage, (l) => `${e(l.description)}: ${e(l.quantity)} units, exactly ${e(exactMoney(l.amountNanos, u))} (hour buckets ${e(stamp(l.periodStart))} to ${e(stamp(l.periodEnd))})`)}

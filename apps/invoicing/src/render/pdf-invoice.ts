@@ -1,7 +1,7 @@
 /** The invoice laid out as PDF pages (A4, Helvetica). */
 import { carriedResidueLines } from "../domain/assemble.js";
 import type { Invoice } from "../domain/invoice.js";
-import { carriedInNanos, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
+import { carriedRows, creditsText, day, exactMoney, KIND_LABEL, lineDay, money, stamp } from "./format.js";
 import { A4, textWidth, writePdf, type PdfOp } from "./pdf.js";
 
 const LEFT = 40;
@@ -80,9 +80,7 @@ export function invoicePdf(inv: Invoice): Uint8Array {
     ["Total", t.totalNanos],
     ["Credits applied", t.creditsAppliedNanos],
   ];
-  const carriedIn = carriedInNanos(inv);
-  if (carriedIn !== 0n) totals.push(["Carried forward from earlier invoices", carriedIn]);
-  if (t.deferredNanos !== 0n) totals.push(["Deferred to next invoice", -t.deferredNanos]);
+  totals.push(...carriedRows(inv));
   need(totals.length * 14 + 40);
   y -= 6;
   for (const [label, v] of totals) {

@@ -249,6 +249,28 @@ describe("totals table", () => {
     // tax, credits applied and $0.01 carried in
     ["tax, credits and an amount carried in", invoice(), 10_000_000n],
   ];
+  // a credit balance: -$12 carried out (a +$12 row), then -$12 taken in against $5 (-$7 carried on)
+  const credits: Array<[string, Invoice, Array<[string, bigint]>]> = [
+    ["a credit balance carried out", assembled({ charges: [usage(-12_000_000_000n)] }), [["Credit balance carried to next invoice", 12_000_000_000n]]],
+    [
+      "a credit balance taken in and carried on",
+      assembled({ charges: [usage(5_000_000_000n)], deferredIn: { amountNanos: -12_000_000_000n, since: new Date("2025-12-01T00:00:00Z"), periods: 1 } }),
+      [
+        ["Credit balance from earlier invoices", -12_000_000_000n],
+        ["Credit balance carried to next invoice", 7_000_000_000n],
+      ],
+    ],
+  ];
+  for (const [name, inv, want] of credits) {
+    it(`adds up in HTML and PDF with ${name}`, () => {
+      expect(inv.totals.amountDueNanos).toBe(0n);
+      for (const rows of Object.values(totalsRows(inv))) {
+        expect(rows.slice(5, -1)).toEqual(want);
+        const v = rows.map(([, n]) => n);
+        expect(v.slice(3, -1).reduce((x, y) => x + y, 0n)).toBe(v.at(-1)!);
+      }
+    });
+  }
   for (const [name, inv, carriedIn] of cases) {
     it(`adds up in HTML and PDF: Subtotal + Discount + Tax = Total, and the rows after it sum to the amount due (${name})`, () => {
       for (const rows of Object.values(totalsRows(inv))) {

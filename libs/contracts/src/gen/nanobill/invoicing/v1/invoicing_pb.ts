@@ -184,7 +184,9 @@ export type InvoiceTotals = Message<"nanobill.invoicing.v1.InvoiceTotals"> & {
 
   /**
    * amount_due_nanos is total + credits applied + amounts carried forward (deferred in, minus
-   * deferred out): what the customer owes now.
+   * deferred out): what the customer owes now. Never negative while the customer has a later
+   * invoice (a credit balance is carried to it); negative only on the customer's last invoice
+   * (owed back to the customer).
    *
    * @generated from field: int64 amount_due_nanos = 6;
    */
@@ -212,8 +214,9 @@ export type InvoiceTotals = Message<"nanobill.invoicing.v1.InvoiceTotals"> & {
   residueCarriedNanos: bigint;
 
   /**
-   * deferred_nanos is the amount not billed now because it is below the minimum billable
-   * amount; it is carried to the next period.
+   * deferred_nanos is the amount carried to the next period: positive, not billed now because it
+   * is below the minimum billable amount; negative, a credit balance (credits or returns above
+   * the period's charges) applied on the next invoice.
    *
    * @generated from field: int64 deferred_nanos = 10;
    */
@@ -228,28 +231,28 @@ export const InvoiceTotalsSchema: GenMessage<InvoiceTotals> = /*@__PURE__*/
   messageDesc(file_nanobill_invoicing_v1_invoicing, 1);
 
 /**
- * Deferral describes an amount carried forward because it was below the minimum billable
- * amount.
+ * Deferral describes an amount carried forward: below the minimum billable amount (positive) or
+ * a credit balance (negative).
  *
  * @generated from message nanobill.invoicing.v1.Deferral
  */
 export type Deferral = Message<"nanobill.invoicing.v1.Deferral"> & {
   /**
-   * amount_nanos is the amount carried (rounded, in nanos).
+   * amount_nanos is the amount carried (rounded, in nanos; negative: a credit balance).
    *
    * @generated from field: int64 amount_nanos = 1;
    */
   amountNanos: bigint;
 
   /**
-   * since is the start of the first period whose amount was deferred.
+   * since is the start of the first period whose amount was carried.
    *
    * @generated from field: google.protobuf.Timestamp since = 2;
    */
   since?: Timestamp | undefined;
 
   /**
-   * periods is how many periods the amount has been deferred so far.
+   * periods is how many periods the amount has been carried so far.
    *
    * @generated from field: uint32 periods = 3;
    */
@@ -1761,7 +1764,9 @@ export enum LineKind {
 
   /**
    * LINE_KIND_CARRIED_FORWARD is an amount deferred from earlier periods (minimum billable
-   * amount) billed now, or deferred from this period (negative, shown with its origin).
+   * amount) billed now, or deferred from this period (negative, shown with its origin); with
+   * charge_id "_credit_balance", a credit balance applied from earlier invoices (negative) or
+   * carried to the next one (positive).
    *
    * @generated from enum value: LINE_KIND_CARRIED_FORWARD = 9;
    */
