@@ -346,15 +346,22 @@ export function createEngine(deps: EngineDeps) {
     await rt.credit(ref(tenant, walletId), r.gen, r.slices, r.overdraftNanos);
   }
 
-  /** The generation in force before a credit-type commit (null: no state, nothing to credit). */
+  /** The generation in force before a credit-type commit (null: no state loaded then). */
   async function genBefore(tenant: string, walletId: string): Promise<string | null> {
     return rt.gen(ref(tenant, walletId));
   }
 
+  /**
+   * Gives a committed credit back to the real-time state, under the generation read before the
+   * commit. With no state then (null) there is nothing to add to, but a debit may have loaded one
+   * from PostgreSQL since, from a snapshot taken before this commit (still counting what is given
+   * back): the state is dropped, so the next call rebuilds it from PostgreSQL. (It returned without
+   * doing anything: the amount never reached the real-time state, which stayed too low until a rebuild.)
+   */
   async function creditAfter(tenant: string, walletId: string, gen: string | null, slices: Slice[], overdraftNanos: bigint): Promise<void> {
-    if (gen === null) return;
     const ss = slices.filter((s) => s.amountNanos > 0n);
     if (ss.length === 0 && overdraftNanos === 0n) return;
+    if (gen === null) return rt.invalidate(ref(tenant, walletId));
     await rt.credit(ref(tenant, walletId), gen, ss, overdraftNanos);
   }
 

@@ -1,10 +1,12 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
 // disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
-// CreateWebhookEndpoint refuses control characters.
+// CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
+// state load leaves the real-time balance right.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
+import type { WalletRef } from "./realtime/types.js";
 import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
@@ -149,6 +151,46 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     const ok = await admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "équipe ops — finance" });
     expect(ok.endpoint!.description).toBe("équipe ops — finance");
   });
+
+  // ------------------------------------------------------------------ 6: a credit racing a real-time state load
+
+  for (const op of ["release", "capture"] as const) {
+    it(`leaves the real-time balance no lower than PostgreSQL's when a ${op} commits while another call loads the wallet's state`, async () => {
+      const cus = `cus_sl_${op}`;
+      const w = await wallet(cus, 100_000n);
+      await ingest().authorize({ id: `h_sl_${op}`, customerId: cus, unit: "USD", amountNanos: 60_000n });
+      await admin().grant({ id: `g_sl2_${op}`, walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1n }); // drops the real-time state
+      // Right after the release / capture read the generation (none: null) and before its commit,
+      // another Authorize loads the state from PostgreSQL, still counting the hold.
+      const rt = h.realtime as unknown as { gen: (w: WalletRef) => Promise<string | null> };
+      const orig = rt.gen;
+      let once = true;
+      rt.gen = async (r: WalletRef) => {
+        const g = await orig.call(h.realtime, r);
+        if (once && r.walletId === w.id) {
+          once = false;
+          expect((await ingest().authorize({ id: `h_sl_other_${op}`, customerId: cus, unit: "USD", amountNanos: 1n })).hold?.id).toBe(`h_sl_other_${op}`);
+        }
+        return g;
+      };
+      try {
+        if (op === "release") await ingest().release({ holdId: `h_sl_${op}` });
+        else await ingest().capture({ holdId: `h_sl_${op}`, amountNanos: 10_000n });
+      } finally {
+        rt.gen = orig;
+      }
+      expect(once).toBe(false);
+      const bal = await admin().getBalance({ walletId: w.id });
+      expect(bal.availableNanos).toBe(op === "release" ? 100_000n : 90_000n);
+      // The state is dropped (rebuilt from PostgreSQL on next use) or right; never lower (before: 40,000).
+      const st = await h.realtime.read({ tenant: "tnt_a", walletId: w.id });
+      if (st) expect([...st.availableByGrant.values()].reduce((s, x) => s + x, 0n) - st.overdraftUsedNanos).toBe(bal.availableNanos);
+      // All that PostgreSQL says is available can be held (before: refused, 40,000 available).
+      const all = await ingest().authorize({ id: `h_sl_all_${op}`, customerId: cus, unit: "USD", amountNanos: bal.availableNanos });
+      expect(all.hold?.amountNanos).toBe(bal.availableNanos);
+    });
+  }
+
 });
 
 // ------------------------------------------------------------------ 2: deadlocks in capture / release group commits
