@@ -1,9 +1,11 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
 // disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
 // CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
-// state load leaves the real-time balance right.
+// state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
+// renewal) and not by an expires_at.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
 import type { WalletRef } from "./realtime/types.js";
@@ -191,6 +193,35 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     });
   }
 
+  // ------------------------------------------------------------------ 8: an allowance ends at its period end
+
+  it("refuses expires_at on an ALLOWANCE grant with InvalidArgument naming the field, writing nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_al_exp", unit: "USD" })).wallet!;
+    const end = new Date(h.clock.now().getTime() + 3_600_000);
+    const e = await code(admin().grant({ id: "al_exp", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), expiresAt: timestampFromDate(end), renew: true }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.message).toMatch(/^expires_at: /);
+    expect((await admin().getBalance({ walletId: w.id })).grants).toEqual([]);
+  });
+
+  // Last in this block: it moves the clock past the period end.
+  it("rolls over and renews a stored allowance whose expires_at is its period end when RunExpiry runs before RunRollover (the background loop's order)", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_al_end", unit: "USD" })).wallet!;
+    const end = new Date(h.clock.now().getTime() + 3_600_000);
+    await admin().grant({ id: "al_end", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), renew: true, rollover: { mode: pb.RolloverMode.ALL } });
+    // A row written before Grant refused expires_at on allowances ("expires at the end of the month").
+    await h.db.query(`UPDATE grants SET expires_at = period_end WHERE tenant = 'tnt_a' AND id = 'al_end'`);
+    await consume("cus_al_end", "c_al_end", 600n);
+    h.clock.advance(3_600_000 + 1_000);
+    const ex = await admin().runExpiry({ walletId: w.id });
+    expect(ex.grantsExpired).toBe(0);
+    const ro = await admin().runRollover({ walletId: w.id });
+    expect(ro.outcomes.map((o) => [o.grantId, o.rolledOverNanos, o.expiredNanos, o.renewedGrantId !== ""])).toEqual([["al_end", 400n, 0n, true]]);
+    // 1,000 a period, 600 used, full rollover: 1,400 in the next period (before: 0, all 400 to breakage, not renewed).
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.balanceNanos).toBe(1_400n);
+    expect(bal.grants.find((g) => g.grantId === "al_end")!.state).toBe(pb.GrantState.ROLLED_OVER);
+  });
 });
 
 // ------------------------------------------------------------------ 2: deadlocks in capture / release group commits
