@@ -2,13 +2,13 @@
 // disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
 // CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
 // state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
-// renewal) and not by an expires_at.
+// renewal) and not by an expires_at, a Consume retried during its first attempt waits for it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
-import type { WalletRef } from "./realtime/types.js";
+import type { DebitRequest, DebitResult, WalletRef } from "./realtime/types.js";
 import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
@@ -192,6 +192,51 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
       expect(all.hold?.amountNanos).toBe(bal.availableNanos);
     });
   }
+
+  // ------------------------------------------------------------------ 7: a Consume retried while its first attempt is in flight
+
+  it("answers a Consume retried during its first attempt as its replay, without reserving again, so another item is not refused", async () => {
+    const cus = "cus_rr";
+    await wallet(cus, 150n);
+    await consume(cus, "c_rr_warm", 1n); // real-time state loaded: 149 left
+    // The first attempt pauses right after its real-time reservation (before its commit).
+    const rt = h.realtime as unknown as { debit: (w: WalletRef, r: DebitRequest) => Promise<DebitResult> };
+    const orig = rt.debit;
+    let reached!: () => void;
+    const reachedP = new Promise<void>((r) => (reached = r));
+    let proceed!: () => void;
+    const proceedP = new Promise<void>((r) => (proceed = r));
+    let paused = false;
+    rt.debit = async (w: WalletRef, r: DebitRequest) => {
+      const out = await orig.call(h.realtime, w, r);
+      if (!paused && r.amountNanos === 100n) {
+        paused = true;
+        reached();
+        await proceedP;
+      }
+      return out;
+    };
+    const item = { id: "c_rr_first", customerId: cus, unit: "USD", amountNanos: 100n, eventId: "ev_rr_1" };
+    let first: Promise<pb.ConsumeResponse>;
+    let retry: Promise<pb.ConsumeResponse>;
+    let other: pb.ConsumeResponse;
+    try {
+      first = ingest().consume({ items: [item] });
+      await reachedP; // 100 reserved, not committed
+      retry = ingest().consume({ items: [item] }); // the client's retry: same id, same content
+      await new Promise((r) => setTimeout(r, 200)); // (before: it reserved the 49 left and committed PARTIAL)
+      other = await ingest().consume({ items: [{ id: "c_rr_other", customerId: cus, unit: "USD", amountNanos: 49n, eventId: "ev_rr_2" }] });
+    } finally {
+      proceed();
+      rt.debit = orig;
+    }
+    const [f, rr] = await Promise.all([first, retry]);
+    expect([other.results[0]!.result, other.results[0]!.consumedNanos, other.results[0]!.shortfallNanos]).toEqual([pb.ConsumeResult.OK, 49n, 0n]);
+    expect([f.results[0]!.result, f.results[0]!.consumedNanos, f.results[0]!.replayed]).toEqual([pb.ConsumeResult.OK, 100n, false]);
+    expect([rr.results[0]!.result, rr.results[0]!.consumedNanos, rr.results[0]!.replayed]).toEqual([pb.ConsumeResult.OK, 100n, true]);
+    const w = (await admin().getBalance({ customerId: cus, unit: "USD" }));
+    expect([w.balanceNanos, w.availableNanos]).toEqual([0n, 0n]);
+  });
 
   // ------------------------------------------------------------------ 8: an allowance ends at its period end
 
