@@ -39,6 +39,7 @@ import { nextPeriod, planRollover, type RolloverRule } from "./domain/rollover.j
 import { sortForBurn } from "./domain/burn-order.js";
 import type { GrantKind, Policy, Slice } from "./domain/types.js";
 import { WalletError, invalid } from "./errors.js";
+import { createKeyedGate } from "./keyed-gate.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
 import type { LedgerPort } from "./ledger-port.js";
 import {
@@ -346,15 +347,22 @@ export function createEngine(deps: EngineDeps) {
     await rt.credit(ref(tenant, walletId), r.gen, r.slices, r.overdraftNanos);
   }
 
-  /** The generation in force before a credit-type commit (null: no state, nothing to credit). */
+  /** The generation in force before a credit-type commit (null: no state loaded then). */
   async function genBefore(tenant: string, walletId: string): Promise<string | null> {
     return rt.gen(ref(tenant, walletId));
   }
 
+  /**
+   * Gives a committed credit back to the real-time state, under the generation read before the
+   * commit. With no state then (null) there is nothing to add to, but a debit may have loaded one
+   * from PostgreSQL since, from a snapshot taken before this commit (still counting what is given
+   * back): the state is dropped, so the next call rebuilds it from PostgreSQL. (It returned without
+   * doing anything: the amount never reached the real-time state, which stayed too low until a rebuild.)
+   */
   async function creditAfter(tenant: string, walletId: string, gen: string | null, slices: Slice[], overdraftNanos: bigint): Promise<void> {
-    if (gen === null) return;
     const ss = slices.filter((s) => s.amountNanos > 0n);
     if (ss.length === 0 && overdraftNanos === 0n) return;
+    if (gen === null) return rt.invalidate(ref(tenant, walletId));
     await rt.credit(ref(tenant, walletId), gen, ss, overdraftNanos);
   }
 
@@ -971,7 +979,24 @@ export function createEngine(deps: EngineDeps) {
     return requestHash({ c: i.customerId, u: i.unit, a: i.amountNanos, e: i.eventId, ch: i.chargeId, m: i.model, o: i.occurredAtDefaulted ? null : i.occurredAt.getTime() });
   }
 
-  async function consumeMany(tenant: string, inputs: ConsumeInput[], attempt = 0): Promise<ConsumeOutcome[]> {
+  /** Consume calls in flight here, by (tenant, item id). */
+  const consuming = createKeyedGate();
+
+  /**
+   * Consume: a call with an item id whose first attempt is still in flight in this process (a
+   * client's retry after a timeout) waits for it and is answered as its replay, as a retried
+   * Authorize waits for its first attempt. (Before, the replay check saw committed rows only: the
+   * retry reserved the money again in real time until its commit turned out a replay, and another
+   * item decided meanwhile was refused, its shortfall recorded for good.)
+   */
+  function consumeMany(tenant: string, inputs: ConsumeInput[]): Promise<ConsumeOutcome[]> {
+    return consuming.run(
+      inputs.map((i) => `${tenant}\u0000${i.id}`),
+      () => consumeRound(tenant, inputs, 0),
+    );
+  }
+
+  async function consumeRound(tenant: string, inputs: ConsumeInput[], attempt: number): Promise<ConsumeOutcome[]> {
     const out: ConsumeOutcome[] = inputs.map((i) => ({ id: i.id, result: "invalid", consumedNanos: 0n, shortfallNanos: i.amountNanos, walletId: "", error: "", replayed: false }));
     // Replays first (cheap, one query): a replay must not burn again even transiently.
     const prior = await S.getConsumptions(db, tenant, inputs.map((i) => i.id));
@@ -1037,7 +1062,7 @@ export function createEngine(deps: EngineDeps) {
       }
     }
     if (retry.length > 0 && attempt < REALTIME_RELOADS_MAX) {
-      const again = await consumeMany(tenant, retry.map((r) => r.input), attempt + 1);
+      const again = await consumeRound(tenant, retry.map((r) => r.input), attempt + 1);
       retry.forEach((r, j) => (out[r.index] = again[j]!));
     } else if (retry.length > 0) {
       throw new WalletError({ kind: "unavailable", message: "wallet state kept changing; retry" });

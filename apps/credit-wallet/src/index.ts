@@ -12,6 +12,7 @@ import { createRedisRealtime } from "./realtime/redis.js";
 import type { RealtimeStore } from "./realtime/types.js";
 import { createWalletRoutes } from "./server.js";
 import { createWalletServiceImpl } from "./service.js";
+import { ENDS_AT_EXPIRY_SQL } from "./store/store.js";
 import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks";
 
 export { migrationsDir } from "./store/store.js";
@@ -89,7 +90,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
       const due = await deps.db.query<{ tenant: string }>(
         `SELECT DISTINCT tenant FROM (
            SELECT tenant FROM holds WHERE state = 'pending' AND expires_at <= $1
-           UNION SELECT tenant FROM grants WHERE state = 'active' AND expires_at <= $1) t LIMIT $2`,
+           UNION SELECT tenant FROM grants WHERE state = 'active' AND expires_at <= $1 AND ${ENDS_AT_EXPIRY_SQL}) t LIMIT $2`,
         [now, BACKGROUND_TENANTS_MAX],
       );
       for (const { tenant } of due.rows) {

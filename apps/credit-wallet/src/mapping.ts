@@ -212,6 +212,8 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
   if (kind === "allowance" && !periodEnd) throw invalid("period_end", "is required for ALLOWANCE grants");
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
+  // An allowance ends at its period_end (rollover, renewal); a second end would compete with it.
+  if (kind === "allowance" && expiresAt) throw invalid("expires_at", "does not apply to ALLOWANCE grants: an allowance ends at its period_end (rollover and renew apply there)");
   textOf("description", r.description, DESCRIPTION_CHARS_MAX);
   let expiryGraceMs: number | null = null;
   if (r.expiryGraceMs !== undefined) {

@@ -1,10 +1,14 @@
 // Follow-ups of the credit-wallet review (2026-11-30): SetAutoTopUp keeps a disarmed wallet
 // disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
-// CreateWebhookEndpoint refuses control characters.
+// CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
+// state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
+// renewal) and not by an expires_at, a Consume retried during its first attempt waits for it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
+import type { DebitRequest, DebitResult, WalletRef } from "./realtime/types.js";
 import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
 describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) => {
@@ -148,6 +152,120 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     // Printable text (non-ASCII included) is still fine.
     const ok = await admin().createWebhookEndpoint({ id: "ep_ctl", url: "https://hooks.example.com/x", description: "équipe ops — finance" });
     expect(ok.endpoint!.description).toBe("équipe ops — finance");
+  });
+
+  // ------------------------------------------------------------------ 6: a credit racing a real-time state load
+
+  for (const op of ["release", "capture"] as const) {
+    it(`leaves the real-time balance no lower than PostgreSQL's when a ${op} commits while another call loads the wallet's state`, async () => {
+      const cus = `cus_sl_${op}`;
+      const w = await wallet(cus, 100_000n);
+      await ingest().authorize({ id: `h_sl_${op}`, customerId: cus, unit: "USD", amountNanos: 60_000n });
+      await admin().grant({ id: `g_sl2_${op}`, walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1n }); // drops the real-time state
+      // Right after the release / capture read the generation (none: null) and before its commit,
+      // another Authorize loads the state from PostgreSQL, still counting the hold.
+      const rt = h.realtime as unknown as { gen: (w: WalletRef) => Promise<string | null> };
+      const orig = rt.gen;
+      let once = true;
+      rt.gen = async (r: WalletRef) => {
+        const g = await orig.call(h.realtime, r);
+        if (once && r.walletId === w.id) {
+          once = false;
+          expect((await ingest().authorize({ id: `h_sl_other_${op}`, customerId: cus, unit: "USD", amountNanos: 1n })).hold?.id).toBe(`h_sl_other_${op}`);
+        }
+        return g;
+      };
+      try {
+        if (op === "release") await ingest().release({ holdId: `h_sl_${op}` });
+        else await ingest().capture({ holdId: `h_sl_${op}`, amountNanos: 10_000n });
+      } finally {
+        rt.gen = orig;
+      }
+      expect(once).toBe(false);
+      const bal = await admin().getBalance({ walletId: w.id });
+      expect(bal.availableNanos).toBe(op === "release" ? 100_000n : 90_000n);
+      // The state is dropped (rebuilt from PostgreSQL on next use) or right; never lower (before: 40,000).
+      const st = await h.realtime.read({ tenant: "tnt_a", walletId: w.id });
+      if (st) expect([...st.availableByGrant.values()].reduce((s, x) => s + x, 0n) - st.overdraftUsedNanos).toBe(bal.availableNanos);
+      // All that PostgreSQL says is available can be held (before: refused, 40,000 available).
+      const all = await ingest().authorize({ id: `h_sl_all_${op}`, customerId: cus, unit: "USD", amountNanos: bal.availableNanos });
+      expect(all.hold?.amountNanos).toBe(bal.availableNanos);
+    });
+  }
+
+  // ------------------------------------------------------------------ 7: a Consume retried while its first attempt is in flight
+
+  it("answers a Consume retried during its first attempt as its replay, without reserving again, so another item is not refused", async () => {
+    const cus = "cus_rr";
+    await wallet(cus, 150n);
+    await consume(cus, "c_rr_warm", 1n); // real-time state loaded: 149 left
+    // The first attempt pauses right after its real-time reservation (before its commit).
+    const rt = h.realtime as unknown as { debit: (w: WalletRef, r: DebitRequest) => Promise<DebitResult> };
+    const orig = rt.debit;
+    let reached!: () => void;
+    const reachedP = new Promise<void>((r) => (reached = r));
+    let proceed!: () => void;
+    const proceedP = new Promise<void>((r) => (proceed = r));
+    let paused = false;
+    rt.debit = async (w: WalletRef, r: DebitRequest) => {
+      const out = await orig.call(h.realtime, w, r);
+      if (!paused && r.amountNanos === 100n) {
+        paused = true;
+        reached();
+        await proceedP;
+      }
+      return out;
+    };
+    const item = { id: "c_rr_first", customerId: cus, unit: "USD", amountNanos: 100n, eventId: "ev_rr_1" };
+    let first: Promise<pb.ConsumeResponse>;
+    let retry: Promise<pb.ConsumeResponse>;
+    let other: pb.ConsumeResponse;
+    try {
+      first = ingest().consume({ items: [item] });
+      await reachedP; // 100 reserved, not committed
+      retry = ingest().consume({ items: [item] }); // the client's retry: same id, same content
+      await new Promise((r) => setTimeout(r, 200)); // (before: it reserved the 49 left and committed PARTIAL)
+      other = await ingest().consume({ items: [{ id: "c_rr_other", customerId: cus, unit: "USD", amountNanos: 49n, eventId: "ev_rr_2" }] });
+    } finally {
+      proceed();
+      rt.debit = orig;
+    }
+    const [f, rr] = await Promise.all([first, retry]);
+    expect([other.results[0]!.result, other.results[0]!.consumedNanos, other.results[0]!.shortfallNanos]).toEqual([pb.ConsumeResult.OK, 49n, 0n]);
+    expect([f.results[0]!.result, f.results[0]!.consumedNanos, f.results[0]!.replayed]).toEqual([pb.ConsumeResult.OK, 100n, false]);
+    expect([rr.results[0]!.result, rr.results[0]!.consumedNanos, rr.results[0]!.replayed]).toEqual([pb.ConsumeResult.OK, 100n, true]);
+    const w = (await admin().getBalance({ customerId: cus, unit: "USD" }));
+    expect([w.balanceNanos, w.availableNanos]).toEqual([0n, 0n]);
+  });
+
+  // ------------------------------------------------------------------ 8: an allowance ends at its period end
+
+  it("refuses expires_at on an ALLOWANCE grant with InvalidArgument naming the field, writing nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_al_exp", unit: "USD" })).wallet!;
+    const end = new Date(h.clock.now().getTime() + 3_600_000);
+    const e = await code(admin().grant({ id: "al_exp", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), expiresAt: timestampFromDate(end), renew: true }));
+    expect(e.code).toBe(Code.InvalidArgument);
+    expect(e.message).toMatch(/^expires_at: /);
+    expect((await admin().getBalance({ walletId: w.id })).grants).toEqual([]);
+  });
+
+  // Last in this block: it moves the clock past the period end.
+  it("rolls over and renews a stored allowance whose expires_at is its period end when RunExpiry runs before RunRollover (the background loop's order)", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_al_end", unit: "USD" })).wallet!;
+    const end = new Date(h.clock.now().getTime() + 3_600_000);
+    await admin().grant({ id: "al_end", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), renew: true, rollover: { mode: pb.RolloverMode.ALL } });
+    // A row written before Grant refused expires_at on allowances ("expires at the end of the month").
+    await h.db.query(`UPDATE grants SET expires_at = period_end WHERE tenant = 'tnt_a' AND id = 'al_end'`);
+    await consume("cus_al_end", "c_al_end", 600n);
+    h.clock.advance(3_600_000 + 1_000);
+    const ex = await admin().runExpiry({ walletId: w.id });
+    expect(ex.grantsExpired).toBe(0);
+    const ro = await admin().runRollover({ walletId: w.id });
+    expect(ro.outcomes.map((o) => [o.grantId, o.rolledOverNanos, o.expiredNanos, o.renewedGrantId !== ""])).toEqual([["al_end", 400n, 0n, true]]);
+    // 1,000 a period, 600 used, full rollover: 1,400 in the next period (before: 0, all 400 to breakage, not renewed).
+    const bal = await admin().getBalance({ walletId: w.id });
+    expect(bal.balanceNanos).toBe(1_400n);
+    expect(bal.grants.find((g) => g.grantId === "al_end")!.state).toBe(pb.GrantState.ROLLED_OVER);
   });
 });
 

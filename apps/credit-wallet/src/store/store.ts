@@ -572,12 +572,22 @@ export async function setGrantState(q: Queryable, tenant: string, id: string, st
 }
 
 /**
+ * SQL condition: the grant's expires_at is its end (RunExpiry's to close), not an allowance's
+ * expires_at at or after its period_end, which the period end comes to first: RunRollover closes
+ * that one (rollover and renewal). Grant refuses expires_at on allowances; older rows may have one.
+ * (RunExpiry expired such an allowance first when both were due: its remainder all went to
+ * breakage and it was neither rolled over nor renewed.)
+ */
+export const ENDS_AT_EXPIRY_SQL = `NOT (kind = 'allowance' AND period_end IS NOT NULL AND period_end <= expires_at)`;
+
+/**
  * Active grants whose expiry plus grace has passed at asOf, across the tenant or one wallet: each
- * grant's own grace, or defaultGraceMs when it has none.
+ * grant's own grace, or defaultGraceMs when it has none (not an allowance that its period end
+ * closes first: ENDS_AT_EXPIRY_SQL).
  */
 export async function listExpiredGrants(q: Queryable, tenant: string, walletId: string, asOf: Date, defaultGraceMs: number, limit: number): Promise<GrantRow[]> {
   const r = await q.query(
-    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3 AND ${ENDS_AT_EXPIRY_SQL}
        AND expires_at + make_interval(secs => COALESCE(expiry_grace_ms, $4::bigint)::double precision / 1000) <= $3
      ORDER BY expires_at, id LIMIT $5`,
     [tenant, walletId, asOf, defaultGraceMs, limit],
@@ -587,7 +597,7 @@ export async function listExpiredGrants(q: Queryable, tenant: string, walletId: 
 
 export async function listExpiringGrants(q: Queryable, tenant: string, walletId: string, from: Date, to: Date, limit: number): Promise<GrantRow[]> {
   const r = await q.query(
-    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at > $3 AND expires_at <= $4 ORDER BY expires_at, id LIMIT $5`,
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND expires_at > $3 AND expires_at <= $4 AND ${ENDS_AT_EXPIRY_SQL} ORDER BY expires_at, id LIMIT $5`,
     [tenant, walletId, from, to, limit],
   );
   return r.rows.map(grantOf);

@@ -692,7 +692,8 @@ export type GrantRequest = Message<"nanobill.wallet.v1.GrantRequest"> & {
   effectiveAt?: Timestamp | undefined;
 
   /**
-   * expires_at is when the remainder expires (unset: never).
+   * expires_at is when the remainder expires (unset: never). Not with ALLOWANCE (InvalidArgument):
+   * an allowance ends at its period_end, where its rollover rule and renew apply.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 9;
    */
