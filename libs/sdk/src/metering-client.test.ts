@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { connect as h2connect, constants as h2, createServer as h2server, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { fileURLToPath } from "node:url";
 import { toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
@@ -6,11 +7,12 @@ import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { IngestEventsRequestSchema } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { migrate, testBackends, type TestDb } from "@nanobill/db";
 import { createMeteringService, migrationsDir } from "@nanobill/metering";
-import { createApiKeyAuthenticator, createAuthInterceptor, createClientTransport, errorInfoOf, limitExceeded, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
+import { closeClientSessions, createApiKeyAuthenticator, createAuthInterceptor, createClientTransport, errorInfoOf, limitExceeded, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { context, trace, TraceFlags } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMeteringClient, SDK_LIMITS } from "./index.js";
+import { failureAction } from "./metering-client.js";
 
 const KEY = "sk_sdk_test_admin_key_0001";
 const INTERNAL = "sk_sdk_test_internal_key_01";
@@ -122,6 +124,25 @@ describe("metering client", () => {
     expect((await t.result).status).toBe("failed");
     expect(calls - before).toBe(3);
     await c.close();
+  });
+
+  it("retries Internal and Unknown (transport resets) like Unavailable, and fails at once on request errors", () => {
+    const table: Array<[Code, "retry" | "fail"]> = [
+      [Code.Unavailable, "retry"],
+      [Code.Aborted, "retry"],
+      [Code.DeadlineExceeded, "retry"],
+      [Code.Internal, "retry"],
+      [Code.Unknown, "retry"],
+      [Code.InvalidArgument, "fail"],
+      [Code.Unauthenticated, "fail"],
+      [Code.PermissionDenied, "fail"],
+      [Code.FailedPrecondition, "fail"],
+      [Code.AlreadyExists, "fail"],
+      [Code.NotFound, "fail"],
+      [Code.Unimplemented, "fail"],
+      [Code.Canceled, "fail"],
+    ];
+    expect(table.map(([code]) => [code, failureAction(new ConnectError("x", code))])).toEqual(table);
   });
 
   it("applies back-pressure: track waits while the queue is full", async () => {
@@ -382,6 +403,79 @@ describe("metering client", () => {
         await tight.close();
       }
     }, 60_000);
+
+    // A raw HTTP/2 proxy in front of the server that kills the first `failFirst` IngestEvents calls
+    // the way a crashing server or a proxy does: RST_STREAM INTERNAL_ERROR, or GOAWAY and a closed
+    // session (the lean client maps both to Internal). With `storeFirst` the killed calls reach
+    // the server first (stored, reply lost). Records every request body.
+    async function startKillingProxy(upstreamUrl: string, mode: "rst" | "goaway", failFirst: number, storeFirst: boolean) {
+      const bodies: Buffer[] = [];
+      const upstream = h2connect(upstreamUrl);
+      const forward = (headers: IncomingHttpHeaders, body: Buffer) =>
+        new Promise<{ headers: OutgoingHttpHeaders; body: Buffer }>((resolve, reject) => {
+          const out: OutgoingHttpHeaders = {};
+          for (const [k, v] of Object.entries(headers)) if (!k.startsWith(":") || k === ":method" || k === ":path") out[k] = v;
+          const req = upstream.request(out);
+          const chunks: Buffer[] = [];
+          let resHeaders: OutgoingHttpHeaders = {};
+          req.on("response", (h) => (resHeaders = Object.fromEntries(Object.entries(h).filter(([k]) => !k.startsWith(":") || k === ":status"))));
+          req.on("data", (c: Buffer) => chunks.push(c));
+          req.on("end", () => resolve({ headers: resHeaders, body: Buffer.concat(chunks) }));
+          req.on("error", reject);
+          req.end(body);
+        });
+      const proxy = h2server();
+      proxy.on("session", (session) => session.on("error", () => {}));
+      proxy.on("stream", (stream, headers) => {
+        stream.on("error", () => {}); // the resets below surface here too
+        const chunks: Buffer[] = [];
+        stream.on("data", (c: Buffer) => chunks.push(c));
+        stream.on("end", async () => {
+          const body = Buffer.concat(chunks);
+          bodies.push(body);
+          const kill = bodies.length <= failFirst;
+          const res = !kill || storeFirst ? await forward(headers, body) : undefined;
+          if (!kill) {
+            stream.respond(res!.headers);
+            stream.end(res!.body);
+          } else if (mode === "rst") stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+          else {
+            stream.session?.goaway(h2.NGHTTP2_INTERNAL_ERROR);
+            stream.session?.destroy();
+          }
+        });
+      });
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+      return {
+        url: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+        bodies,
+        async close() {
+          upstream.close();
+          await new Promise<void>((r) => proxy.close(() => r()));
+        },
+      };
+    }
+
+    for (const [mode, storeFirst] of [["rst", false], ["goaway", false], ["rst", true]] as const) {
+      it(`retries a call killed by ${mode === "rst" ? "RST_STREAM INTERNAL_ERROR" : "GOAWAY"}${storeFirst ? " after the server stored it" : ""} with the same bytes until the events are ${storeFirst ? "in (duplicate, stored once)" : "accepted"}`, async () => {
+        const proxy = await startKillingProxy(server.url, mode, 2, storeFirst);
+        try {
+          const c = createMeteringClient({ baseUrl: proxy.url, apiKey: KEY, flushIntervalMs: 10_000, retry: { attemptsMax: 3, backoffMsInitial: 1, backoffMsMax: 2 } });
+          const tracked = [];
+          for (let i = 0; i < 3; i++) tracked.push(await c.track({ id: `evt_sdk_kill_${mode}_${storeFirst}_${i}`, customerId: "cus_g", type: "llm.call", properties: { input_tokens: i } }));
+          await c.close();
+          const results = await Promise.all(tracked.map((t) => t.result));
+          expect(results.map((r) => r.error?.message ?? r.status)).toEqual(tracked.map(() => (storeFirst ? "duplicate" : "accepted")));
+          expect(proxy.bodies.length).toBe(3);
+          expect(proxy.bodies.every((b) => b.equals(proxy.bodies[0]!))).toBe(true);
+          const stored = (await service.store.listTenantEvents("tnt_sdk", 100_000)).filter((e) => e.id.startsWith(`evt_sdk_kill_${mode}_${storeFirst}_`));
+          expect(stored.length).toBe(3);
+        } finally {
+          closeClientSessions();
+          await proxy.close();
+        }
+      });
+    }
 
     it("delivers events durably and the stored events appear on ReadEvents", async () => {
       const c = createMeteringClient({ baseUrl: server.url, apiKey: KEY, batchSizeMax: 50 });

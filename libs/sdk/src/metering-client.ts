@@ -132,7 +132,14 @@ export interface MeteringClient {
   readonly pendingBytes: number;
 }
 
-const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded]);
+/**
+ * Codes sent again as they are (same ids, same bytes): IngestEvents is idempotent by event id, so a
+ * resend of a batch the server did store answers `duplicate`. Internal and Unknown are here because
+ * the transport gives them to connection failures that say nothing about the request: an HTTP/2
+ * RST_STREAM INTERNAL_ERROR or a GOAWAY from a crashing server or a proxy (service-kit's lean
+ * client maps those to Internal, as connect-node does), a response cut short (Unknown).
+ */
+const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded, Code.Internal, Code.Unknown]);
 
 /**
  * A ResourceExhausted about the size of the request (the server's readMaxBytes, or a
@@ -147,7 +154,7 @@ export function isMessageSizeError(err: ConnectError): boolean {
 
 /**
  * What to do after a failed call: "retry" (with backoff, same ids) on Unavailable, Aborted,
- * DeadlineExceeded and on ResourceExhausted overload signals (a tenant rate/in-flight limit, a full
+ * DeadlineExceeded, Internal, Unknown and on ResourceExhausted overload signals (a tenant rate/in-flight limit, a full
  * ingest queue: reason LIMIT_EXCEEDED); "split" on a request too large; "fail" otherwise.
  */
 export function failureAction(err: ConnectError): "retry" | "split" | "fail" {
