@@ -145,6 +145,26 @@ describe("metering client", () => {
     expect(table.map(([code]) => [code, failureAction(new ConnectError("x", code))])).toEqual(table);
   });
 
+  it("re-tracking a failed event with its id and the failed result's timestamp answers duplicate when the first attempt was stored", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 10, retry: { attemptsMax: 2, backoffMsInitial: 1, backoffMsMax: 2 } });
+    const event = { customerId: "cus_1", type: "llm.call", properties: { input_tokens: 10 } }; // no timestamp: stamped at track()
+    chaos.failNext = 2;
+    chaos.loseReply = true; // both attempts stored, both replies lost
+    const first = await c.track(event);
+    await c.flush();
+    chaos.loseReply = false;
+    const failed = await first.result;
+    expect(failed.status).toBe("failed");
+    expect(failed.timestamp).toBeInstanceOf(Date);
+    await new Promise((r) => setTimeout(r, 5)); // a later track() time
+    const again = await c.track({ ...event, id: failed.eventId, timestamp: failed.timestamp });
+    await c.flush();
+    expect((await again.result).status).toBe("duplicate");
+    const stored = (await service.store.listTenantEvents("tnt_sdk", 100_000)).filter((e) => e.id === first.id);
+    expect(stored.length).toBe(1);
+    await c.close();
+  });
+
   it("applies back-pressure: track waits while the queue is full", async () => {
     let release!: () => void;
     chaos.hold = new Promise<void>((r) => (release = r));

@@ -62,7 +62,11 @@ export interface TrackEvent {
 
 export type TrackStatus = "accepted" | "duplicate" | "conflict" | "rejected" | "failed";
 
-/** The outcome of one event. "failed" means it could not be delivered (see error); it may be re-sent with the same id. */
+/**
+ * The outcome of one event. "failed" means it could not be delivered (see error); it may be re-sent
+ * with the same id and the same content, `timestamp` included: track `{ ...event, id: r.eventId,
+ * timestamp: r.timestamp }` (a stored first attempt then answers "duplicate", not "conflict").
+ */
 export interface TrackResult {
   eventId: string;
   status: TrackStatus;
@@ -71,6 +75,12 @@ export interface TrackResult {
   message?: string;
   sequence?: bigint;
   error?: ConnectError;
+  /**
+   * On "failed" results: the event's timestamp as sent (the track() time when the event had none).
+   * The server tells a duplicate from a conflict by the content, timestamp included, so a re-send
+   * must carry this one.
+   */
+  timestamp?: Date;
 }
 
 /** What track() returns once the event is queued: its id and (never rejecting) its result. */
@@ -169,6 +179,8 @@ interface Item {
   bytes: Uint8Array;
   /** Bytes of the event in a request: the field tag (1 byte) and `bytes`. */
   size: number;
+  /** The event's timestamp as encoded (ms since the epoch), for a failed result. */
+  timestampMs: number;
   resolve(r: TrackResult): void;
 }
 
@@ -288,7 +300,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   function settleAll(batch: Item[], results: readonly WireResult[]): void {
     batch.forEach((item, i) => {
       const r = results[i];
-      if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
+      if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server", timestamp: new Date(item.timestampMs) });
       const status: TrackStatus =
         r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
       const out: TrackResult = { eventId: r.eventId, status };
@@ -333,7 +345,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       settleAll(batch, results);
       return;
     }
-    for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });
+    for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError, timestamp: new Date(item.timestampMs) });
   }
 
   /** The next batch: up to batchSizeMax events and batchBytesMax request bytes (at least one event). */
@@ -405,7 +417,8 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     async track(event) {
       if (closed) throw new TypeError("track: the client is closed");
       const id = event.id ?? newId();
-      const bytes = encodeEventEntry(toWireEvent(event, id, Date.now())); // throws on floats before anything is queued
+      const wire = toWireEvent(event, id, Date.now()); // throws on floats before anything is queued
+      const bytes = encodeEventEntry(wire);
       const size = requestEntryBytes(bytes);
       if (size > batchBytesMax) throw new TypeError(`track: event ${id} is ${size} bytes encoded, more than batchBytesMax (${batchBytesMax})`);
       while (!hasSpace(size)) {
@@ -417,7 +430,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       if (pending === 1) watchExit(flushOnExit);
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
-      queue.push({ id, bytes, size, resolve });
+      queue.push({ id, bytes, size, timestampMs: wire.timestampMs, resolve });
       queueBytes += size;
       schedule();
       return { id, result };
