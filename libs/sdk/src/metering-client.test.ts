@@ -28,7 +28,7 @@ describe("metering client", () => {
   let service: Awaited<ReturnType<typeof createMeteringService>>;
   let calls = 0;
   /** Fails the next `failNext` calls with Unavailable; with `loseReply`, after the server handled them. */
-  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, code: Code.Unavailable, error: undefined as ConnectError | undefined };
+  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, delayMs: 0, code: Code.Unavailable, error: undefined as ConnectError | undefined };
   /** Bytes of every IngestEvents request message sent through `transport`. */
   const requestBytes: number[] = [];
   let transport: Transport;
@@ -45,6 +45,7 @@ describe("metering client", () => {
       calls++;
       if (req.method.name === "IngestEvents") requestBytes.push(toBinary(IngestEventsRequestSchema, req.message as never).length);
       if (chaos.hold) await chaos.hold;
+      if (chaos.delayMs > 0) await new Promise((r) => setTimeout(r, chaos.delayMs));
       if (chaos.failNext > 0) {
         chaos.failNext--;
         if (chaos.loseReply) {
@@ -163,6 +164,35 @@ describe("metering client", () => {
     const stored = (await service.store.listTenantEvents("tnt_sdk", 100_000)).filter((e) => e.id === first.id);
     expect(stored.length).toBe(1);
     await c.close();
+  });
+
+  it("flush() resolves with the results of the events tracked before it while another task keeps tracking every millisecond", async () => {
+    // Only flush() sends here (a long interval, large batches) and each call takes 20 ms: the events
+    // tracked meanwhile stay queued, so "nothing pending" never comes.
+    const c = createMeteringClient({ transport, batchSizeMax: 1_000, flushIntervalMs: 10_000 });
+    chaos.delayMs = 20;
+    const tracked: Array<{ id: string; settled: boolean }> = [];
+    let stop = false;
+    const producer = (async () => {
+      for (let i = 0; !stop; i++) {
+        const t = await c.track({ id: `evt_sdk_flush_load_${i}`, customerId: "cus_1", type: "llm.call", properties: { input_tokens: 1 } });
+        const entry = { id: t.id, settled: false };
+        tracked.push(entry);
+        void t.result.then(() => (entry.settled = true));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    while (tracked.length < 20) await new Promise((r) => setTimeout(r, 5));
+    const before = tracked.slice();
+    const outcome = await Promise.race([c.flush().then(() => "flushed"), new Promise((r) => setTimeout(() => r("still waiting after 5 s"), 5_000))]);
+    const settledAtFlush = before.filter((e) => e.settled).length;
+    stop = true;
+    chaos.delayMs = 0;
+    await producer;
+    await c.close();
+    expect(outcome).toBe("flushed");
+    expect(settledAtFlush).toBe(before.length);
+    expect(tracked.every((e) => e.settled)).toBe(true); // close() waits for the rest
   });
 
   it("applies back-pressure: track waits while the queue is full", async () => {

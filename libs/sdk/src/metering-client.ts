@@ -132,7 +132,11 @@ export interface MeteringClient {
    * closed client.
    */
   track(event: TrackEvent): Promise<Tracked>;
-  /** Sends everything queued now and waits until every sent event has its result. */
+  /**
+   * Sends everything queued now and resolves once every event queued or in flight when it was
+   * called has its result. Events tracked meanwhile are not waited for (they go out as usual), so
+   * flush() returns while other tasks keep tracking. Costs one promise reaction per such event.
+   */
   flush(): Promise<void>;
   /** Flushes, then refuses new events. */
   close(): Promise<void>;
@@ -181,6 +185,9 @@ interface Item {
   size: number;
   /** The event's timestamp as encoded (ms since the epoch), for a failed result. */
   timestampMs: number;
+  /** Its place in the order of track() calls (0, 1, ...): cut into a batch once `cut` passes it. */
+  seq: number;
+  result: Promise<TrackResult>;
   resolve(r: TrackResult): void;
 }
 
@@ -262,10 +269,13 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   let pending = 0; // queued + in flight
   let pendingBytes = 0; // request bytes of the events queued or in flight
   let inFlight = 0;
+  /** The batches in flight (flush() waits for their events). */
+  const sending = new Set<Item[]>();
+  let tracked = 0; // events queued so far (the next Item.seq)
+  let cut = 0; // events cut into batches so far: the items with seq < cut have been sent
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
   const spaceWaiters: Array<{ size: number; wake: () => void }> = [];
-  const idleWaiters: Array<() => void> = [];
   const slotWaiters: Array<() => void> = [];
 
   const hasSpace = (size: number) => pending < queueLengthMax && pendingBytes + size <= queueBytesMax;
@@ -290,10 +300,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       b += w.size;
       w.wake();
     }
-    if (pending === 0) {
-      unwatchExit(flushOnExit);
-      while (idleWaiters.length > 0) idleWaiters.shift()!();
-    }
+    if (pending === 0) unwatchExit(flushOnExit);
   }
 
   /** Settles each event with its result (the response's, in order). */
@@ -358,6 +365,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     const batch = queue.slice(0, n);
     queue = queue.slice(n);
     queueBytes -= bytes;
+    cut += n;
     return batch;
   }
 
@@ -366,8 +374,10 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     while (queue.length > 0 && inFlight < inFlightMax && (all || batchReady())) {
       const batch = cutBatch();
       inFlight++;
+      sending.add(batch);
       void sendBatch(batch).finally(() => {
         inFlight--;
+        sending.delete(batch);
         while (slotWaiters.length > 0) slotWaiters.shift()!();
         // Keep sending full batches; a partial remainder waits for the timer (or flush).
         schedule();
@@ -392,13 +402,21 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   }
 
   async function flush(): Promise<void> {
+    // Exactly the events queued or in flight now: a snapshot of their results, not "until nothing
+    // is pending" (which never comes while other tasks keep tracking).
+    const results: Array<Promise<TrackResult>> = [];
+    for (const batch of sending) for (const item of batch) results.push(item.result);
+    for (const item of queue) results.push(item.result);
+    const last = queue.length > 0 ? queue[queue.length - 1]!.seq : -1;
     if (timer) clearTimeout(timer);
     timer = undefined;
-    while (queue.length > 0) {
+    // Send them now (with whatever was queued behind them in the same batches), as slots free up.
+    while (cut <= last) {
       pump(true);
-      if (queue.length > 0) await new Promise<void>((r) => slotWaiters.push(r));
+      if (cut <= last) await new Promise<void>((r) => slotWaiters.push(r));
     }
-    if (pending > 0) await new Promise<void>((r) => idleWaiters.push(r));
+    schedule(); // the events tracked meanwhile go out on the timer as usual
+    await Promise.all(results);
   }
 
   // The timer is unref'd (it must not keep a process alive by itself); when the process runs out of
@@ -430,7 +448,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       if (pending === 1) watchExit(flushOnExit);
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
-      queue.push({ id, bytes, size, timestampMs: wire.timestampMs, resolve });
+      queue.push({ id, bytes, size, timestampMs: wire.timestampMs, seq: tracked++, result, resolve });
       queueBytes += size;
       schedule();
       return { id, result };
