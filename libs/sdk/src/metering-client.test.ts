@@ -292,6 +292,55 @@ describe("metering client", () => {
     }
   });
 
+  it("queues a large event waiting for room before the small ones tracked after it: waiting track() calls are served in order", async () => {
+    // 64 KiB of queue, 4-event batches of ~1 KB events taking 5 ms a call (a response frees ~4 KB),
+    // 16 new small track() calls every millisecond (callers that do not wait for each other), and
+    // one ~15 KB event that has to wait for room. Before, every small call that found ~1 KB free
+    // went ahead of it (hundreds, for ~0.8 s here; for as long as the load lasts in general).
+    const c = createMeteringClient({ transport, batchSizeMax: 4, batchBytesMax: 64 * 1024, queueBytesMax: 64 * 1024, flushIntervalMs: 1 });
+    chaos.delayMs = 5;
+    const small = { customerId: "cus_1", type: "llm.call", properties: { note: "s".repeat(1_000) } };
+    const smalls: Array<Promise<unknown>> = [];
+    let bigCalled = false;
+    let bigQueued = false;
+    let overtook = 0; // small events tracked after the big one and queued before it
+    let stop = false;
+    const producer = (async () => {
+      while (!stop) {
+        for (let i = 0; i < 16; i++) {
+          const after = bigCalled;
+          smalls.push(
+            c.track(small).then((t) => {
+              if (after && !bigQueued) overtook++;
+              return t.result;
+            }),
+          );
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    try {
+      while (c.pendingBytes < 60 * 1024) await new Promise((r) => setTimeout(r, 5)); // the queue is full
+      bigCalled = true;
+      const big = c.track({ id: "evt_sdk_fifo_big", customerId: "cus_1", type: "llm.call", properties: Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`note_${i}`, "b".repeat(1_000)])) }).then((t) => {
+        bigQueued = true;
+        return t;
+      });
+      const outcome = await Promise.race([big.then(() => "queued"), new Promise((r) => setTimeout(() => r("still waiting after 3 s"), 3_000))]);
+      expect(outcome).toBe("queued");
+      expect(overtook).toBe(0);
+      stop = true;
+      await producer;
+      expect((await (await big).result).status).toBe("accepted");
+    } finally {
+      stop = true;
+      await producer;
+      chaos.delayMs = 0;
+      await Promise.allSettled(smalls);
+      await c.close();
+    }
+  });
+
   it("refuses an event larger than batchBytesMax before queueing it, and checks the byte options", async () => {
     const c = createMeteringClient({ transport, batchBytesMax: SDK_LIMITS.BATCH_BYTES_MIN });
     const huge: Record<string, string> = {};

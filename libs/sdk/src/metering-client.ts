@@ -275,7 +275,12 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   let cut = 0; // events cut into batches so far: the items with seq < cut have been sent
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
-  const spaceWaiters: Array<{ size: number; wake: () => void }> = [];
+  /**
+   * track() calls waiting for room, served in order: a call waits while any is waiting, so small
+   * events cannot keep overtaking a large one. Woken with `true` when its room is reserved for it
+   * (counted in pending and pendingBytes), with `false` by close().
+   */
+  const spaceWaiters: Array<{ size: number; wake: (reserved: boolean) => void }> = [];
   const slotWaiters: Array<() => void> = [];
 
   const hasSpace = (size: number) => pending < queueLengthMax && pendingBytes + size <= queueBytesMax;
@@ -291,14 +296,12 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     } catch {
       // a throwing callback must not break delivery
     }
-    // Wake waiting track() calls in order while the room now free fits them (each re-checks).
-    let p = pending;
-    let b = pendingBytes;
-    while (spaceWaiters.length > 0 && p < queueLengthMax && b + spaceWaiters[0]!.size <= queueBytesMax) {
+    // Wake waiting track() calls in order while the room now free fits the first, reserving it.
+    while (spaceWaiters.length > 0 && hasSpace(spaceWaiters[0]!.size)) {
       const w = spaceWaiters.shift()!;
-      p++;
-      b += w.size;
-      w.wake();
+      pending++;
+      pendingBytes += w.size;
+      w.wake(true);
     }
     if (pending === 0) unwatchExit(flushOnExit);
   }
@@ -439,13 +442,21 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       const bytes = encodeEventEntry(wire);
       const size = requestEntryBytes(bytes);
       if (size > batchBytesMax) throw new TypeError(`track: event ${id} is ${size} bytes encoded, more than batchBytesMax (${batchBytesMax})`);
-      while (!hasSpace(size)) {
-        await new Promise<void>((wake) => spaceWaiters.push({ size, wake }));
-        if (closed) throw new TypeError("track: the client is closed");
+      if (spaceWaiters.length > 0 || !hasSpace(size)) {
+        const reserved = await new Promise<boolean>((wake) => spaceWaiters.push({ size, wake }));
+        if (closed) {
+          if (reserved) {
+            pending--;
+            pendingBytes -= size;
+            if (pending === 0) unwatchExit(flushOnExit);
+          }
+          throw new TypeError("track: the client is closed");
+        }
+      } else {
+        pending++;
+        pendingBytes += size;
       }
-      pending++;
-      pendingBytes += size;
-      if (pending === 1) watchExit(flushOnExit);
+      watchExit(flushOnExit);
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
       queue.push({ id, bytes, size, timestampMs: wire.timestampMs, seq: tracked++, result, resolve });
@@ -458,7 +469,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       closed = true;
       await flush();
       unwatchExit(flushOnExit);
-      while (spaceWaiters.length > 0) spaceWaiters.shift()!.wake();
+      while (spaceWaiters.length > 0) spaceWaiters.shift()!.wake(false);
     },
   };
 }
