@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { connect as h2connect, constants as h2, createServer as h2server, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { fileURLToPath } from "node:url";
 import { toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
@@ -6,11 +7,12 @@ import { ErrorReason } from "@nanobill/contracts/nanobill/common/v1/common_pb";
 import { IngestEventsRequestSchema } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { migrate, testBackends, type TestDb } from "@nanobill/db";
 import { createMeteringService, migrationsDir } from "@nanobill/metering";
-import { createApiKeyAuthenticator, createAuthInterceptor, createClientTransport, errorInfoOf, limitExceeded, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
+import { closeClientSessions, createApiKeyAuthenticator, createAuthInterceptor, createClientTransport, errorInfoOf, limitExceeded, silentLogger, startServer, systemClock, type StartedServer } from "@nanobill/service-kit";
 import { initTelemetry } from "@nanobill/telemetry";
 import { context, trace, TraceFlags } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMeteringClient, SDK_LIMITS } from "./index.js";
+import { failureAction } from "./metering-client.js";
 
 const KEY = "sk_sdk_test_admin_key_0001";
 const INTERNAL = "sk_sdk_test_internal_key_01";
@@ -26,7 +28,7 @@ describe("metering client", () => {
   let service: Awaited<ReturnType<typeof createMeteringService>>;
   let calls = 0;
   /** Fails the next `failNext` calls with Unavailable; with `loseReply`, after the server handled them. */
-  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, code: Code.Unavailable, error: undefined as ConnectError | undefined };
+  const chaos = { failNext: 0, loseReply: false, hold: undefined as Promise<void> | undefined, delayMs: 0, code: Code.Unavailable, error: undefined as ConnectError | undefined };
   /** Bytes of every IngestEvents request message sent through `transport`. */
   const requestBytes: number[] = [];
   let transport: Transport;
@@ -43,6 +45,7 @@ describe("metering client", () => {
       calls++;
       if (req.method.name === "IngestEvents") requestBytes.push(toBinary(IngestEventsRequestSchema, req.message as never).length);
       if (chaos.hold) await chaos.hold;
+      if (chaos.delayMs > 0) await new Promise((r) => setTimeout(r, chaos.delayMs));
       if (chaos.failNext > 0) {
         chaos.failNext--;
         if (chaos.loseReply) {
@@ -122,6 +125,74 @@ describe("metering client", () => {
     expect((await t.result).status).toBe("failed");
     expect(calls - before).toBe(3);
     await c.close();
+  });
+
+  it("retries Internal and Unknown (transport resets) like Unavailable, and fails at once on request errors", () => {
+    const table: Array<[Code, "retry" | "fail"]> = [
+      [Code.Unavailable, "retry"],
+      [Code.Aborted, "retry"],
+      [Code.DeadlineExceeded, "retry"],
+      [Code.Internal, "retry"],
+      [Code.Unknown, "retry"],
+      [Code.InvalidArgument, "fail"],
+      [Code.Unauthenticated, "fail"],
+      [Code.PermissionDenied, "fail"],
+      [Code.FailedPrecondition, "fail"],
+      [Code.AlreadyExists, "fail"],
+      [Code.NotFound, "fail"],
+      [Code.Unimplemented, "fail"],
+      [Code.Canceled, "fail"],
+    ];
+    expect(table.map(([code]) => [code, failureAction(new ConnectError("x", code))])).toEqual(table);
+  });
+
+  it("re-tracking a failed event with its id and the failed result's timestamp answers duplicate when the first attempt was stored", async () => {
+    const c = createMeteringClient({ transport, batchSizeMax: 10, retry: { attemptsMax: 2, backoffMsInitial: 1, backoffMsMax: 2 } });
+    const event = { customerId: "cus_1", type: "llm.call", properties: { input_tokens: 10 } }; // no timestamp: stamped at track()
+    chaos.failNext = 2;
+    chaos.loseReply = true; // both attempts stored, both replies lost
+    const first = await c.track(event);
+    await c.flush();
+    chaos.loseReply = false;
+    const failed = await first.result;
+    expect(failed.status).toBe("failed");
+    expect(failed.timestamp).toBeInstanceOf(Date);
+    await new Promise((r) => setTimeout(r, 5)); // a later track() time
+    const again = await c.track({ ...event, id: failed.eventId, timestamp: failed.timestamp });
+    await c.flush();
+    expect((await again.result).status).toBe("duplicate");
+    const stored = (await service.store.listTenantEvents("tnt_sdk", 100_000)).filter((e) => e.id === first.id);
+    expect(stored.length).toBe(1);
+    await c.close();
+  });
+
+  it("flush() resolves with the results of the events tracked before it while another task keeps tracking every millisecond", async () => {
+    // Only flush() sends here (a long interval, large batches) and each call takes 20 ms: the events
+    // tracked meanwhile stay queued, so "nothing pending" never comes.
+    const c = createMeteringClient({ transport, batchSizeMax: 1_000, flushIntervalMs: 10_000 });
+    chaos.delayMs = 20;
+    const tracked: Array<{ id: string; settled: boolean }> = [];
+    let stop = false;
+    const producer = (async () => {
+      for (let i = 0; !stop; i++) {
+        const t = await c.track({ id: `evt_sdk_flush_load_${i}`, customerId: "cus_1", type: "llm.call", properties: { input_tokens: 1 } });
+        const entry = { id: t.id, settled: false };
+        tracked.push(entry);
+        void t.result.then(() => (entry.settled = true));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    while (tracked.length < 20) await new Promise((r) => setTimeout(r, 5));
+    const before = tracked.slice();
+    const outcome = await Promise.race([c.flush().then(() => "flushed"), new Promise((r) => setTimeout(() => r("still waiting after 5 s"), 5_000))]);
+    const settledAtFlush = before.filter((e) => e.settled).length;
+    stop = true;
+    chaos.delayMs = 0;
+    await producer;
+    await c.close();
+    expect(outcome).toBe("flushed");
+    expect(settledAtFlush).toBe(before.length);
+    expect(tracked.every((e) => e.settled)).toBe(true); // close() waits for the rest
   });
 
   it("applies back-pressure: track waits while the queue is full", async () => {
@@ -218,6 +289,55 @@ describe("metering client", () => {
     } finally {
       chaos.hold = undefined;
       release();
+    }
+  });
+
+  it("queues a large event waiting for room before the small ones tracked after it: waiting track() calls are served in order", async () => {
+    // 64 KiB of queue, 4-event batches of ~1 KB events taking 5 ms a call (a response frees ~4 KB),
+    // 16 new small track() calls every millisecond (callers that do not wait for each other), and
+    // one ~15 KB event that has to wait for room. Before, every small call that found ~1 KB free
+    // went ahead of it (hundreds, for ~0.8 s here; for as long as the load lasts in general).
+    const c = createMeteringClient({ transport, batchSizeMax: 4, batchBytesMax: 64 * 1024, queueBytesMax: 64 * 1024, flushIntervalMs: 1 });
+    chaos.delayMs = 5;
+    const small = { customerId: "cus_1", type: "llm.call", properties: { note: "s".repeat(1_000) } };
+    const smalls: Array<Promise<unknown>> = [];
+    let bigCalled = false;
+    let bigQueued = false;
+    let overtook = 0; // small events tracked after the big one and queued before it
+    let stop = false;
+    const producer = (async () => {
+      while (!stop) {
+        for (let i = 0; i < 16; i++) {
+          const after = bigCalled;
+          smalls.push(
+            c.track(small).then((t) => {
+              if (after && !bigQueued) overtook++;
+              return t.result;
+            }),
+          );
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    try {
+      while (c.pendingBytes < 60 * 1024) await new Promise((r) => setTimeout(r, 5)); // the queue is full
+      bigCalled = true;
+      const big = c.track({ id: "evt_sdk_fifo_big", customerId: "cus_1", type: "llm.call", properties: Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`note_${i}`, "b".repeat(1_000)])) }).then((t) => {
+        bigQueued = true;
+        return t;
+      });
+      const outcome = await Promise.race([big.then(() => "queued"), new Promise((r) => setTimeout(() => r("still waiting after 3 s"), 3_000))]);
+      expect(outcome).toBe("queued");
+      expect(overtook).toBe(0);
+      stop = true;
+      await producer;
+      expect((await (await big).result).status).toBe("accepted");
+    } finally {
+      stop = true;
+      await producer;
+      chaos.delayMs = 0;
+      await Promise.allSettled(smalls);
+      await c.close();
     }
   });
 
@@ -382,6 +502,79 @@ describe("metering client", () => {
         await tight.close();
       }
     }, 60_000);
+
+    // A raw HTTP/2 proxy in front of the server that kills the first `failFirst` IngestEvents calls
+    // the way a crashing server or a proxy does: RST_STREAM INTERNAL_ERROR, or GOAWAY and a closed
+    // session (the lean client maps both to Internal). With `storeFirst` the killed calls reach
+    // the server first (stored, reply lost). Records every request body.
+    async function startKillingProxy(upstreamUrl: string, mode: "rst" | "goaway", failFirst: number, storeFirst: boolean) {
+      const bodies: Buffer[] = [];
+      const upstream = h2connect(upstreamUrl);
+      const forward = (headers: IncomingHttpHeaders, body: Buffer) =>
+        new Promise<{ headers: OutgoingHttpHeaders; body: Buffer }>((resolve, reject) => {
+          const out: OutgoingHttpHeaders = {};
+          for (const [k, v] of Object.entries(headers)) if (!k.startsWith(":") || k === ":method" || k === ":path") out[k] = v;
+          const req = upstream.request(out);
+          const chunks: Buffer[] = [];
+          let resHeaders: OutgoingHttpHeaders = {};
+          req.on("response", (h) => (resHeaders = Object.fromEntries(Object.entries(h).filter(([k]) => !k.startsWith(":") || k === ":status"))));
+          req.on("data", (c: Buffer) => chunks.push(c));
+          req.on("end", () => resolve({ headers: resHeaders, body: Buffer.concat(chunks) }));
+          req.on("error", reject);
+          req.end(body);
+        });
+      const proxy = h2server();
+      proxy.on("session", (session) => session.on("error", () => {}));
+      proxy.on("stream", (stream, headers) => {
+        stream.on("error", () => {}); // the resets below surface here too
+        const chunks: Buffer[] = [];
+        stream.on("data", (c: Buffer) => chunks.push(c));
+        stream.on("end", async () => {
+          const body = Buffer.concat(chunks);
+          bodies.push(body);
+          const kill = bodies.length <= failFirst;
+          const res = !kill || storeFirst ? await forward(headers, body) : undefined;
+          if (!kill) {
+            stream.respond(res!.headers);
+            stream.end(res!.body);
+          } else if (mode === "rst") stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+          else {
+            stream.session?.goaway(h2.NGHTTP2_INTERNAL_ERROR);
+            stream.session?.destroy();
+          }
+        });
+      });
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+      return {
+        url: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+        bodies,
+        async close() {
+          upstream.close();
+          await new Promise<void>((r) => proxy.close(() => r()));
+        },
+      };
+    }
+
+    for (const [mode, storeFirst] of [["rst", false], ["goaway", false], ["rst", true]] as const) {
+      it(`retries a call killed by ${mode === "rst" ? "RST_STREAM INTERNAL_ERROR" : "GOAWAY"}${storeFirst ? " after the server stored it" : ""} with the same bytes until the events are ${storeFirst ? "in (duplicate, stored once)" : "accepted"}`, async () => {
+        const proxy = await startKillingProxy(server.url, mode, 2, storeFirst);
+        try {
+          const c = createMeteringClient({ baseUrl: proxy.url, apiKey: KEY, flushIntervalMs: 10_000, retry: { attemptsMax: 3, backoffMsInitial: 1, backoffMsMax: 2 } });
+          const tracked = [];
+          for (let i = 0; i < 3; i++) tracked.push(await c.track({ id: `evt_sdk_kill_${mode}_${storeFirst}_${i}`, customerId: "cus_g", type: "llm.call", properties: { input_tokens: i } }));
+          await c.close();
+          const results = await Promise.all(tracked.map((t) => t.result));
+          expect(results.map((r) => r.error?.message ?? r.status)).toEqual(tracked.map(() => (storeFirst ? "duplicate" : "accepted")));
+          expect(proxy.bodies.length).toBe(3);
+          expect(proxy.bodies.every((b) => b.equals(proxy.bodies[0]!))).toBe(true);
+          const stored = (await service.store.listTenantEvents("tnt_sdk", 100_000)).filter((e) => e.id.startsWith(`evt_sdk_kill_${mode}_${storeFirst}_`));
+          expect(stored.length).toBe(3);
+        } finally {
+          closeClientSessions();
+          await proxy.close();
+        }
+      });
+    }
 
     it("delivers events durably and the stored events appear on ReadEvents", async () => {
       const c = createMeteringClient({ baseUrl: server.url, apiKey: KEY, batchSizeMax: 50 });

@@ -62,7 +62,11 @@ export interface TrackEvent {
 
 export type TrackStatus = "accepted" | "duplicate" | "conflict" | "rejected" | "failed";
 
-/** The outcome of one event. "failed" means it could not be delivered (see error); it may be re-sent with the same id. */
+/**
+ * The outcome of one event. "failed" means it could not be delivered (see error); it may be re-sent
+ * with the same id and the same content, `timestamp` included: track `{ ...event, id: r.eventId,
+ * timestamp: r.timestamp }` (a stored first attempt then answers "duplicate", not "conflict").
+ */
 export interface TrackResult {
   eventId: string;
   status: TrackStatus;
@@ -71,6 +75,12 @@ export interface TrackResult {
   message?: string;
   sequence?: bigint;
   error?: ConnectError;
+  /**
+   * On "failed" results: the event's timestamp as sent (the track() time when the event had none).
+   * The server tells a duplicate from a conflict by the content, timestamp included, so a re-send
+   * must carry this one.
+   */
+  timestamp?: Date;
 }
 
 /** What track() returns once the event is queued: its id and (never rejecting) its result. */
@@ -122,7 +132,11 @@ export interface MeteringClient {
    * closed client.
    */
   track(event: TrackEvent): Promise<Tracked>;
-  /** Sends everything queued now and waits until every sent event has its result. */
+  /**
+   * Sends everything queued now and resolves once every event queued or in flight when it was
+   * called has its result. Events tracked meanwhile are not waited for (they go out as usual), so
+   * flush() returns while other tasks keep tracking. Costs one promise reaction per such event.
+   */
   flush(): Promise<void>;
   /** Flushes, then refuses new events. */
   close(): Promise<void>;
@@ -132,7 +146,14 @@ export interface MeteringClient {
   readonly pendingBytes: number;
 }
 
-const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded]);
+/**
+ * Codes sent again as they are (same ids, same bytes): IngestEvents is idempotent by event id, so a
+ * resend of a batch the server did store answers `duplicate`. Internal and Unknown are here because
+ * the transport gives them to connection failures that say nothing about the request: an HTTP/2
+ * RST_STREAM INTERNAL_ERROR or a GOAWAY from a crashing server or a proxy (service-kit's lean
+ * client maps those to Internal, as connect-node does), a response cut short (Unknown).
+ */
+const RETRYABLE = new Set([Code.Unavailable, Code.Aborted, Code.DeadlineExceeded, Code.Internal, Code.Unknown]);
 
 /**
  * A ResourceExhausted about the size of the request (the server's readMaxBytes, or a
@@ -147,7 +168,7 @@ export function isMessageSizeError(err: ConnectError): boolean {
 
 /**
  * What to do after a failed call: "retry" (with backoff, same ids) on Unavailable, Aborted,
- * DeadlineExceeded and on ResourceExhausted overload signals (a tenant rate/in-flight limit, a full
+ * DeadlineExceeded, Internal, Unknown and on ResourceExhausted overload signals (a tenant rate/in-flight limit, a full
  * ingest queue: reason LIMIT_EXCEEDED); "split" on a request too large; "fail" otherwise.
  */
 export function failureAction(err: ConnectError): "retry" | "split" | "fail" {
@@ -162,6 +183,11 @@ interface Item {
   bytes: Uint8Array;
   /** Bytes of the event in a request: the field tag (1 byte) and `bytes`. */
   size: number;
+  /** The event's timestamp as encoded (ms since the epoch), for a failed result. */
+  timestampMs: number;
+  /** Its place in the order of track() calls (0, 1, ...): cut into a batch once `cut` passes it. */
+  seq: number;
+  result: Promise<TrackResult>;
   resolve(r: TrackResult): void;
 }
 
@@ -243,10 +269,18 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   let pending = 0; // queued + in flight
   let pendingBytes = 0; // request bytes of the events queued or in flight
   let inFlight = 0;
+  /** The batches in flight (flush() waits for their events). */
+  const sending = new Set<Item[]>();
+  let tracked = 0; // events queued so far (the next Item.seq)
+  let cut = 0; // events cut into batches so far: the items with seq < cut have been sent
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
-  const spaceWaiters: Array<{ size: number; wake: () => void }> = [];
-  const idleWaiters: Array<() => void> = [];
+  /**
+   * track() calls waiting for room, served in order: a call waits while any is waiting, so small
+   * events cannot keep overtaking a large one. Woken with `true` when its room is reserved for it
+   * (counted in pending and pendingBytes), with `false` by close().
+   */
+  const spaceWaiters: Array<{ size: number; wake: (reserved: boolean) => void }> = [];
   const slotWaiters: Array<() => void> = [];
 
   const hasSpace = (size: number) => pending < queueLengthMax && pendingBytes + size <= queueBytesMax;
@@ -262,26 +296,21 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     } catch {
       // a throwing callback must not break delivery
     }
-    // Wake waiting track() calls in order while the room now free fits them (each re-checks).
-    let p = pending;
-    let b = pendingBytes;
-    while (spaceWaiters.length > 0 && p < queueLengthMax && b + spaceWaiters[0]!.size <= queueBytesMax) {
+    // Wake waiting track() calls in order while the room now free fits the first, reserving it.
+    while (spaceWaiters.length > 0 && hasSpace(spaceWaiters[0]!.size)) {
       const w = spaceWaiters.shift()!;
-      p++;
-      b += w.size;
-      w.wake();
+      pending++;
+      pendingBytes += w.size;
+      w.wake(true);
     }
-    if (pending === 0) {
-      unwatchExit(flushOnExit);
-      while (idleWaiters.length > 0) idleWaiters.shift()!();
-    }
+    if (pending === 0) unwatchExit(flushOnExit);
   }
 
   /** Settles each event with its result (the response's, in order). */
   function settleAll(batch: Item[], results: readonly WireResult[]): void {
     batch.forEach((item, i) => {
       const r = results[i];
-      if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server" });
+      if (!r) return settle(item, { eventId: item.id, status: "failed", message: "no result from the server", timestamp: new Date(item.timestampMs) });
       const status: TrackStatus =
         r.status === IngestStatus.ACCEPTED ? "accepted" : r.status === IngestStatus.DUPLICATE ? "duplicate" : r.status === IngestStatus.CONFLICT ? "conflict" : "rejected";
       const out: TrackResult = { eventId: r.eventId, status };
@@ -326,7 +355,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       settleAll(batch, results);
       return;
     }
-    for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError });
+    for (const item of batch) settle(item, { eventId: item.id, status: "failed", message: lastError?.message ?? "failed", error: lastError, timestamp: new Date(item.timestampMs) });
   }
 
   /** The next batch: up to batchSizeMax events and batchBytesMax request bytes (at least one event). */
@@ -339,6 +368,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     const batch = queue.slice(0, n);
     queue = queue.slice(n);
     queueBytes -= bytes;
+    cut += n;
     return batch;
   }
 
@@ -347,8 +377,10 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     while (queue.length > 0 && inFlight < inFlightMax && (all || batchReady())) {
       const batch = cutBatch();
       inFlight++;
+      sending.add(batch);
       void sendBatch(batch).finally(() => {
         inFlight--;
+        sending.delete(batch);
         while (slotWaiters.length > 0) slotWaiters.shift()!();
         // Keep sending full batches; a partial remainder waits for the timer (or flush).
         schedule();
@@ -373,13 +405,21 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
   }
 
   async function flush(): Promise<void> {
+    // Exactly the events queued or in flight now: a snapshot of their results, not "until nothing
+    // is pending" (which never comes while other tasks keep tracking).
+    const results: Array<Promise<TrackResult>> = [];
+    for (const batch of sending) for (const item of batch) results.push(item.result);
+    for (const item of queue) results.push(item.result);
+    const last = queue.length > 0 ? queue[queue.length - 1]!.seq : -1;
     if (timer) clearTimeout(timer);
     timer = undefined;
-    while (queue.length > 0) {
+    // Send them now (with whatever was queued behind them in the same batches), as slots free up.
+    while (cut <= last) {
       pump(true);
-      if (queue.length > 0) await new Promise<void>((r) => slotWaiters.push(r));
+      if (cut <= last) await new Promise<void>((r) => slotWaiters.push(r));
     }
-    if (pending > 0) await new Promise<void>((r) => idleWaiters.push(r));
+    schedule(); // the events tracked meanwhile go out on the timer as usual
+    await Promise.all(results);
   }
 
   // The timer is unref'd (it must not keep a process alive by itself); when the process runs out of
@@ -398,19 +438,28 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
     async track(event) {
       if (closed) throw new TypeError("track: the client is closed");
       const id = event.id ?? newId();
-      const bytes = encodeEventEntry(toWireEvent(event, id, Date.now())); // throws on floats before anything is queued
+      const wire = toWireEvent(event, id, Date.now()); // throws on floats before anything is queued
+      const bytes = encodeEventEntry(wire);
       const size = requestEntryBytes(bytes);
       if (size > batchBytesMax) throw new TypeError(`track: event ${id} is ${size} bytes encoded, more than batchBytesMax (${batchBytesMax})`);
-      while (!hasSpace(size)) {
-        await new Promise<void>((wake) => spaceWaiters.push({ size, wake }));
-        if (closed) throw new TypeError("track: the client is closed");
+      if (spaceWaiters.length > 0 || !hasSpace(size)) {
+        const reserved = await new Promise<boolean>((wake) => spaceWaiters.push({ size, wake }));
+        if (closed) {
+          if (reserved) {
+            pending--;
+            pendingBytes -= size;
+            if (pending === 0) unwatchExit(flushOnExit);
+          }
+          throw new TypeError("track: the client is closed");
+        }
+      } else {
+        pending++;
+        pendingBytes += size;
       }
-      pending++;
-      pendingBytes += size;
-      if (pending === 1) watchExit(flushOnExit);
+      watchExit(flushOnExit);
       let resolve!: (r: TrackResult) => void;
       const result = new Promise<TrackResult>((r) => (resolve = r));
-      queue.push({ id, bytes, size, resolve });
+      queue.push({ id, bytes, size, timestampMs: wire.timestampMs, seq: tracked++, result, resolve });
       queueBytes += size;
       schedule();
       return { id, result };
@@ -420,7 +469,7 @@ export function createMeteringClient(opts: MeteringClientOptions): MeteringClien
       closed = true;
       await flush();
       unwatchExit(flushOnExit);
-      while (spaceWaiters.length > 0) spaceWaiters.shift()!.wake();
+      while (spaceWaiters.length > 0) spaceWaiters.shift()!.wake(false);
     },
   };
 }
