@@ -64,6 +64,18 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
   let b: PlatformClients;
   let cc: PlatformClients;
   const sessions = new Map<ServiceName, ClientHttp2Session>();
+  /**
+   * The raw session to a service, opened again when the server has closed it: servers close a
+   * connection idle for 60 s (limits.idleConnectionMs), and on a loaded box a service's session can
+   * sit that long while the other services are fuzzed.
+   */
+  const session = (name: ServiceName): ClientHttp2Session => {
+    const s = sessions.get(name);
+    if (s !== undefined && !s.closed && !s.destroyed) return s;
+    const fresh = connect(platform.urls[name]);
+    sessions.set(name, fresh);
+    return fresh;
+  };
   /** First-tenant ids a second tenant must never be shown. */
   const idsA: string[] = [];
   let snapshotA = "";
@@ -288,7 +300,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
           const path = `/${service.typeName}/${method.name}`;
           await fc.assert(
             fc.asyncProperty(streamBodyArb(method.input), async (body) => {
-              const ans = await post(sessions.get(name)!, path, keyB, body, "application/connect+json");
+              const ans = await post(session(name), path, keyB, body, "application/connect+json");
               // A bogus envelope with the compressed flag and no negotiated compression is
               // InvalidArgument naming connect-content-encoding (it was Internal, exempted here:
               // found by seed 398880288).
@@ -307,7 +319,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         const path = `/${service.typeName}/${method.name}`;
         await fc.assert(
           fc.asyncProperty(binaryArb(method.input), async (body) => {
-            const ans = await post(sessions.get(name)!, path, keyD, body, "application/proto");
+            const ans = await post(session(name), path, keyD, body, "application/proto");
             const code = codeOf(ans) ?? "ok";
             expect(FORBIDDEN_CODES.has(code), `${path} (binary ${body.toString("base64")}) answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
             for (const id of idsA) expect(ans.raw.includes(id), `${path} showed tenant A's ${id} to tenant D`).toBe(false);
@@ -319,7 +331,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         const reads: Array<[ServiceName, string, unknown]> = [...jsonReadsOf(cust, wallet), ["rating", "/nanobill.rating.v1.RatingService/GetCustomer", { customerId: cust }]];
         for (const [svc, readPath, req] of reads) {
           if (!SERVICES.some(([n, d]) => n === svc && d.methods.some((m) => readPath.endsWith(`/${m.name}`)))) throw new Error(`no such read: ${readPath}`);
-          const ans = await post(sessions.get(svc)!, readPath, keyD, JSON.stringify(req));
+          const ans = await post(session(svc), readPath, keyD, JSON.stringify(req));
           const code = codeOf(ans) ?? "ok";
           expect(FORBIDDEN_CODES.has(code), `${readPath} after binary ${path} answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);
         }
@@ -329,7 +341,7 @@ describe(`fuzzing every RPC on ${backend.name}`, () => {
         const seen = new Map<string, number>();
         await fc.assert(
           fc.asyncProperty(bodyArb(method.input), async (body) => {
-            const ans = await post(sessions.get(name)!, path, keyB, body);
+            const ans = await post(session(name), path, keyB, body);
             const code = codeOf(ans) ?? "ok";
             seen.set(code, (seen.get(code) ?? 0) + 1);
             expect(FORBIDDEN_CODES.has(code), `${path} answered ${code}: ${ans.body.slice(0, 300)}`).toBe(false);

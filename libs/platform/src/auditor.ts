@@ -28,7 +28,8 @@
  *   that window (its own invoice's, or a later invoice's), less what late events awaiting their
  *   adjustment burned;
  * - finalized / paid invoices tie to the ledger: their transfers exist, posted, in the invoice
- *   unit; net receivable == amount due (0 once paid, cash == amount due), tax payable == tax,
+ *   unit; net receivable == amount due (0 once paid, cash == amount due) less its credit-balance
+ *   lines (a credit carried out stays in the receivable until applied), tax payable == tax,
  *   rounding-residue account == the residue delta; each customer's receivable and residue
  *   account balances == the sums over its finalized invoices (nothing else touched them);
  * - wallet consumption: consumed + shortfall == rated prices + captured holds (when the caller
@@ -456,7 +457,10 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
           const delta = inv.lines.reduce((s, l) => s + l.residueOutNanos - l.residueInNanos, 0n);
           const isPaid = inv.status === InvoiceStatus.PAID;
           const acc = { recv: `${recv}_${inv.unit}`, residue: `${resid}_${inv.unit}`, tax: `acct_inv_tax_${inv.unit}`, cash: `acct_inv_cash_${inv.unit}` };
-          add(wantBalance, acc.recv, isPaid ? 0n : tot.amountDueNanos);
+          // a credit balance carried out (+) or applied (-) is not revenue: the receivable keeps it
+          const credit = inv.lines.reduce((s, l) => s + (l.kind === LineKind.CARRIED_FORWARD && l.chargeId === "_credit_balance" ? l.roundedAmountNanos : 0n), 0n);
+          const wantRecv = (isPaid ? 0n : tot.amountDueNanos) - credit;
+          add(wantBalance, acc.recv, wantRecv);
           add(wantBalance, acc.residue, delta);
           const net = new Map<string, bigint>();
           const found = inv.ledgerTransferIds.length === 0 ? [] : (await c.ledger.lookupTransfers({ ids: inv.ledgerTransferIds })).transfers;
@@ -472,7 +476,7 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
             const got = net.get(account) ?? 0n;
             if (got !== want) f("ledger-tie", inv.id, `${what}: ${account} net debit ${got}, want ${want}`);
           };
-          checkNet(acc.recv, isPaid ? 0n : tot.amountDueNanos, "receivable");
+          checkNet(acc.recv, wantRecv, "receivable");
           checkNet(acc.cash, isPaid ? tot.amountDueNanos : 0n, "cash");
           checkNet(acc.tax, -tot.taxNanos, "tax payable");
           checkNet(acc.residue, delta, "rounding residue");
