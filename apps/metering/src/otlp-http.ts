@@ -1,10 +1,13 @@
 // OTLP receiver for OpenTelemetry GenAI spans. OTLP/HTTP: POST /v1/traces with Content-Type
-// application/json (OTLP/JSON) or application/x-protobuf, `authorization: Bearer <ingest key>`.
+// application/json (OTLP/JSON) or application/x-protobuf, optionally Content-Encoding: gzip,
+// `authorization: Bearer <ingest key>`.
 // OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on the metering port
 // (server.ts). Spans with gen_ai.* usage attributes become usage events through the tenant's
 // GenAI mapping and go through the same validation, dedupe and durable write as IngestEvents.
 // Answers an OTLP ExportTraceServiceResponse (partialSuccess counts spans whose event was rejected).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { gunzip } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   ExportTraceServiceRequestSchema,
@@ -197,6 +200,23 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return Buffer.concat(chunks);
 }
 
+const gunzipAsync = promisify(gunzip);
+
+/**
+ * The body as sent (identity), or inflated (gzip, the OTel Collector's otlphttp exporter's default)
+ * to at most OTLP_BYTES_MAX bytes: zlib stops at maxOutputLength, so a small body that inflates to
+ * gigabytes costs no more than the limit ("too_large").
+ */
+async function decodeBody(body: Buffer, encoding: "identity" | "gzip"): Promise<Buffer | "too_large" | { malformed: string }> {
+  if (encoding === "identity") return body;
+  try {
+    return await gunzipAsync(body, { maxOutputLength: OTLP_BYTES_MAX });
+  } catch (e) {
+    if ((e as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") return "too_large";
+    return { malformed: (e as Error).message };
+  }
+}
+
 /** The request handler (mount it on any node:http server). */
 export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const timeoutMs = deps.exportTimeoutMs ?? OTLP_EXPORT_TIMEOUT_MS;
@@ -239,8 +259,13 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
       res.writeHead(status, { "content-type": "application/x-protobuf", "content-length": body.length });
       res.end(body);
     };
-    const body = await readBody(req);
-    if (!body) return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes`);
+    const encoding = (req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (encoding !== "identity" && encoding !== "gzip") return fail(415, 3, "content-encoding: gzip or identity (or none)");
+    const raw = await readBody(req);
+    if (!raw) return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes`);
+    const body = await decodeBody(raw, encoding);
+    if (body === "too_large") return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes once decompressed`);
+    if (!Buffer.isBuffer(body)) return fail(400, 3, `body: not valid gzip (${body.malformed})`);
     let spans: GenAiSpan[];
     try {
       spans = proto ? spansFromProto(fromBinary(ExportTraceServiceRequestSchema, body)) : parseOtlpJson(JSON.parse(body.toString("utf8")));
