@@ -107,11 +107,52 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
     ]);
   });
 
-  it("refuses an intValue sent as a JSON number beyond 2^53 (JSON.parse rounded it) instead of billing the rounded count", async () => {
+  it("rejects (partial success) a span whose mapped intValue was sent as a JSON number beyond 2^53 (JSON.parse rounded it) instead of billing the rounded count", async () => {
     const res = await post(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"${TRACE}","spanId":"bbbbbbbbbbbbbbbb","endTimeUnixNano":"${endNs}","attributes":[{"key":"gen_ai.usage.input_tokens","value":{"intValue":9007199254740993}}]}]}]}]}`);
-    expect(res.status).toBe(400);
-    expect(await res.text()).toMatch(/intValue: .*2\^53/);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      partialSuccess: { rejectedSpans: "1", errorMessage: `span_${TRACE}_bbbbbbbbbbbbbbbb: gen_ai.usage.input_tokens: intValue: a JSON number beyond 2^53 loses precision; send int64 as a string` },
+    });
     expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id.endsWith("_bbbbbbbbbbbbbbbb"))).toBe(false);
+  });
+
+  it("ignores unreadable values of attributes the mapping does not read (any span, resource too), and rejects only the span whose mapped or customer attribute is one", async () => {
+    // Each of these failed the whole export with a 400 before (every span of it dropped).
+    const odd: Array<[string, unknown]> = [
+      ["app.request_hash", { intValue: 12345678901234567890 }],
+      ["app.ratio", { doubleValue: "twelve" }],
+      ["app.count", { intValue: "12x" }],
+      ["app.flag", 7],
+    ];
+    const attrs = (list: Array<[string, unknown]>) => list.map(([key, value]) => ({ key, value }));
+    const httpSpan = { traceId: TRACE, spanId: "7777777777777770", name: "GET /", endTimeUnixNano: endNs, attributes: [...attrs(odd), { value: { stringValue: "no key" } }] };
+    const genai = (spanId: string, extra: Array<[string, unknown]>) => ({ ...span(spanId, GENAI), attributes: [...span(spanId, GENAI).attributes, ...attrs(extra)] });
+    const req = {
+      resourceSpans: [
+        {
+          resource: { attributes: [{ key: "nanobill.customer_id", value: { stringValue: "cus_odd" } }, ...attrs([["host.id", { intValue: 18446744073709551615 }]])] },
+          scopeSpans: [{ spans: [
+            httpSpan,
+            genai("7777777777777771", odd), // unmapped odd attributes on a GenAI span: stored
+            genai("7777777777777772", [["gen_ai.usage.output_tokens", { intValue: 9007199254740993 }]]), // mapped (the last value of a key wins): rejected
+            genai("7777777777777773", [["nanobill.customer_id", { doubleValue: "x" }]]), // the customer attribute: rejected
+          ] }],
+        },
+      ],
+    };
+    const res = await post(req);
+    expect(res.status).toBe(200);
+    const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
+    expect(j.partialSuccess).toEqual({
+      rejectedSpans: "2",
+      errorMessage:
+        `span_${TRACE}_7777777777777772: gen_ai.usage.output_tokens: intValue: a JSON number beyond 2^53 loses precision; send int64 as a string; ` +
+        `span_${TRACE}_7777777777777773: nanobill.customer_id: doubleValue must be a number, not a customer id`,
+    });
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_777777777777777`));
+    expect(stored.map((e) => [e.id, e.customerId, e.properties])).toEqual([
+      [`span_${TRACE}_7777777777777771`, "cus_odd", { model: { kind: "string", value: "gpt-x" }, provider: { kind: "string", value: "openai" }, input_tokens: { kind: "int", value: 1234n }, output_tokens: { kind: "int", value: 567n } }],
+    ]);
   });
 
   it("follows the tenant's GenAI mapping set through SetGenAiMapping", async () => {
