@@ -1,6 +1,9 @@
 // OpenTelemetry GenAI spans -> usage events, by a per-tenant mapping. Pure.
 // Semantic conventions: gen_ai.request.model, gen_ai.system / gen_ai.provider.name,
-// gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, ...
+// gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, gen_ai.usage.cache_read.input_tokens
+// (input tokens served from a provider-managed cache) and gen_ai.usage.cache_creation.input_tokens
+// (input tokens written to it). Both cache counts SHOULD be included in gen_ai.usage.input_tokens
+// (semconv), so they are mapped as they are, never subtracted here: input_tokens stays the total.
 import { OTLP_SPANS_MAX } from "../limits.js";
 import { isReservedKey, type EventInput, type PropertyValue } from "./event.js";
 
@@ -26,6 +29,8 @@ export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
     { attribute: "gen_ai.operation.name", property: "operation" },
     { attribute: "gen_ai.usage.input_tokens", property: "input_tokens" },
     { attribute: "gen_ai.usage.output_tokens", property: "output_tokens" },
+    { attribute: "gen_ai.usage.cache_read.input_tokens", property: "cache_read_input_tokens" },
+    { attribute: "gen_ai.usage.cache_creation.input_tokens", property: "cache_creation_input_tokens" },
   ],
   spanAttributeRequired: "gen_ai.usage.input_tokens",
 };
