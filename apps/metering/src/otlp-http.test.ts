@@ -1,3 +1,4 @@
+import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   ExportTraceServiceRequestSchema,
@@ -27,14 +28,12 @@ const GENAI: Array<[string, object]> = [
   ["gen_ai.usage.output_tokens", { intValue: 567 }],
 ];
 
-const [backend] = testBackends();
-
-describe("OTLP/HTTP GenAI receiver", () => {
+describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
   let h: Harness;
   let url: string;
   let close: () => Promise<void>;
   beforeAll(async () => {
-    h = await openHarness(await backend!.open());
+    h = await openHarness(await backend.open());
     const s = await startOtlpServer({ authenticator, limiter: createTenantLimiter(), logger: silentLogger, ingest: h.service.ingest, mappingFor: h.service.genAiMapping }, 0, "127.0.0.1");
     url = `${s.url}/v1/traces`;
     close = s.close;
@@ -108,11 +107,52 @@ describe("OTLP/HTTP GenAI receiver", () => {
     ]);
   });
 
-  it("refuses an intValue sent as a JSON number beyond 2^53 (JSON.parse rounded it) instead of billing the rounded count", async () => {
+  it("rejects (partial success) a span whose mapped intValue was sent as a JSON number beyond 2^53 (JSON.parse rounded it) instead of billing the rounded count", async () => {
     const res = await post(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"${TRACE}","spanId":"bbbbbbbbbbbbbbbb","endTimeUnixNano":"${endNs}","attributes":[{"key":"gen_ai.usage.input_tokens","value":{"intValue":9007199254740993}}]}]}]}]}`);
-    expect(res.status).toBe(400);
-    expect(await res.text()).toMatch(/intValue: .*2\^53/);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      partialSuccess: { rejectedSpans: "1", errorMessage: `span_${TRACE}_bbbbbbbbbbbbbbbb: gen_ai.usage.input_tokens: intValue: a JSON number beyond 2^53 loses precision; send int64 as a string` },
+    });
     expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id.endsWith("_bbbbbbbbbbbbbbbb"))).toBe(false);
+  });
+
+  it("ignores unreadable values of attributes the mapping does not read (any span, resource too), and rejects only the span whose mapped or customer attribute is one", async () => {
+    // Each of these failed the whole export with a 400 before (every span of it dropped).
+    const odd: Array<[string, unknown]> = [
+      ["app.request_hash", { intValue: 12345678901234567890 }],
+      ["app.ratio", { doubleValue: "twelve" }],
+      ["app.count", { intValue: "12x" }],
+      ["app.flag", 7],
+    ];
+    const attrs = (list: Array<[string, unknown]>) => list.map(([key, value]) => ({ key, value }));
+    const httpSpan = { traceId: TRACE, spanId: "7777777777777770", name: "GET /", endTimeUnixNano: endNs, attributes: [...attrs(odd), { value: { stringValue: "no key" } }] };
+    const genai = (spanId: string, extra: Array<[string, unknown]>) => ({ ...span(spanId, GENAI), attributes: [...span(spanId, GENAI).attributes, ...attrs(extra)] });
+    const req = {
+      resourceSpans: [
+        {
+          resource: { attributes: [{ key: "nanobill.customer_id", value: { stringValue: "cus_odd" } }, ...attrs([["host.id", { intValue: 18446744073709551615 }]])] },
+          scopeSpans: [{ spans: [
+            httpSpan,
+            genai("7777777777777771", odd), // unmapped odd attributes on a GenAI span: stored
+            genai("7777777777777772", [["gen_ai.usage.output_tokens", { intValue: 9007199254740993 }]]), // mapped (the last value of a key wins): rejected
+            genai("7777777777777773", [["nanobill.customer_id", { doubleValue: "x" }]]), // the customer attribute: rejected
+          ] }],
+        },
+      ],
+    };
+    const res = await post(req);
+    expect(res.status).toBe(200);
+    const j = (await res.json()) as { partialSuccess: { rejectedSpans: string; errorMessage: string } };
+    expect(j.partialSuccess).toEqual({
+      rejectedSpans: "2",
+      errorMessage:
+        `span_${TRACE}_7777777777777772: gen_ai.usage.output_tokens: intValue: a JSON number beyond 2^53 loses precision; send int64 as a string; ` +
+        `span_${TRACE}_7777777777777773: nanobill.customer_id: doubleValue must be a number, not a customer id`,
+    });
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_777777777777777`));
+    expect(stored.map((e) => [e.id, e.customerId, e.properties])).toEqual([
+      [`span_${TRACE}_7777777777777771`, "cus_odd", { model: { kind: "string", value: "gpt-x" }, provider: { kind: "string", value: "openai" }, input_tokens: { kind: "int", value: 1234n }, output_tokens: { kind: "int", value: 567n } }],
+    ]);
   });
 
   it("follows the tenant's GenAI mapping set through SetGenAiMapping", async () => {
@@ -179,6 +219,56 @@ describe("OTLP/HTTP GenAI receiver", () => {
     expect(out.partialSuccess?.rejectedSpans).toBe(2n);
     expect(out.partialSuccess?.errorMessage).toContain("gen_ai.request.model: a bytesValue");
     expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444446" || x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_4444444444444447")).toBe(false);
+  });
+
+  it("takes gzip bodies (Content-Encoding: gzip, the Collector's otlphttp default) in OTLP/JSON and protobuf, which were refused 400 and dropped", async () => {
+    const gz = (b: Uint8Array | string, type: string, encoding = "gzip") =>
+      fetch(url, { method: "POST", headers: { "content-type": type, "content-encoding": encoding, authorization: `Bearer ${KEYS.ingestA}` }, body: gzipSync(b) });
+    const json = await gz(JSON.stringify(body([span("5555555555555551", GENAI)])), "application/json");
+    expect([json.status, await json.json()]).toEqual([200, {}]);
+    const req = create(ExportTraceServiceRequestSchema, {
+      resourceSpans: [{ resource: { attributes: [{ key: "nanobill.customer_id", value: { value: { case: "stringValue", value: "cus_gz" } } }] },
+        scopeSpans: [{ spans: [{ traceId: Buffer.from(TRACE, "hex"), spanId: Buffer.from("5555555555555552", "hex"), endTimeUnixNano: BigInt(endNs), attributes: [{ key: "gen_ai.usage.input_tokens", value: { value: { case: "intValue", value: 9007199254740993n } } }] }] }] }],
+    });
+    const pb = await gz(toBinary(ExportTraceServiceRequestSchema, req), "application/x-protobuf", "GZIP");
+    expect(pb.status).toBe(200);
+    expect(fromBinary(ExportTraceServiceResponseSchema, new Uint8Array(await pb.arrayBuffer())).partialSuccess).toBeUndefined();
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_555555555555555`));
+    expect(stored.map((e) => [e.id, e.customerId, e.properties.input_tokens])).toEqual([
+      [`span_${TRACE}_5555555555555551`, "cus_otel", { kind: "int", value: 1234n }],
+      [`span_${TRACE}_5555555555555552`, "cus_gz", { kind: "int", value: 9007199254740993n }],
+    ]);
+  });
+
+  it("bounds a gzip body's decompressed size by the 4 MiB body limit (413) without inflating all of it, and refuses corrupt gzip (400) and other encodings (415)", async () => {
+    const send = (b: Uint8Array | string, encoding: string, type = "application/json") =>
+      fetch(url, { method: "POST", headers: { "content-type": type, "content-encoding": encoding, authorization: `Bearer ${KEYS.ingestA}` }, body: b });
+    // Just over the limit once inflated (a valid OTLP/JSON body padded with spaces): 413.
+    const padded = JSON.stringify(body([span("6666666666666661", GENAI)])) + " ".repeat(4 * 1024 * 1024);
+    const over = await send(gzipSync(padded), "gzip");
+    expect([over.status, ((await over.json()) as { message: string }).message]).toEqual([413, "body: at most 4194304 bytes once decompressed"]);
+    // A bomb: 1 MB of gzip members inflating to 1 GiB. Inflating all of it takes seconds and a
+    // 1 GiB buffer; zlib stops at the limit.
+    const member = gzipSync(Buffer.alloc(16 * 1024 * 1024));
+    const bomb = Buffer.concat(Array.from({ length: 64 }, () => member));
+    expect(bomb.length).toBeLessThan(4 * 1024 * 1024);
+    const started = performance.now();
+    const pb = await send(bomb, "gzip", "application/x-protobuf");
+    expect(pb.status).toBe(413);
+    expect(performance.now() - started).toBeLessThan(2_000);
+    // The same body uncompressed just under the limit is taken.
+    const under = JSON.stringify(body([span("6666666666666662", GENAI)]));
+    expect((await send(gzipSync(under + " ".repeat(4 * 1024 * 1024 - Buffer.byteLength(under))), "gzip")).status).toBe(200);
+    expect((await send(Buffer.from("not gzip"), "gzip")).status).toBe(400);
+    expect((await send(gzipSync(under).subarray(0, 20), "gzip")).status).toBe(400); // truncated
+    for (const encoding of ["br", "deflate", "zstd", "gzip, br"]) {
+      const r = await send(under, encoding);
+      expect([encoding, r.status, ((await r.json()) as { message: string }).message]).toEqual([encoding, 415, "content-encoding: gzip or identity (or none)"]);
+    }
+    expect((await send(under, "identity")).status).toBe(200);
+    const ids = (await h.service.store.listTenantEvents("tnt_a", 1000)).map((e) => e.id);
+    expect(ids).toContain(`span_${TRACE}_6666666666666662`);
+    expect(ids).not.toContain(`span_${TRACE}_6666666666666661`);
   });
 
   it("refuses a missing key, a read-only key, other content types, malformed protobuf and malformed JSON", async () => {

@@ -1,10 +1,13 @@
 // OTLP receiver for OpenTelemetry GenAI spans. OTLP/HTTP: POST /v1/traces with Content-Type
-// application/json (OTLP/JSON) or application/x-protobuf, `authorization: Bearer <ingest key>`.
+// application/json (OTLP/JSON) or application/x-protobuf, optionally Content-Encoding: gzip,
+// `authorization: Bearer <ingest key>`.
 // OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on the metering port
 // (server.ts). Spans with gen_ai.* usage attributes become usage events through the tenant's
 // GenAI mapping and go through the same validation, dedupe and durable write as IngestEvents.
 // Answers an OTLP ExportTraceServiceResponse (partialSuccess counts spans whose event was rejected).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { gunzip } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   ExportTraceServiceRequestSchema,
@@ -33,36 +36,45 @@ const arr = (v: unknown, field: string): unknown[] => {
   return v;
 };
 
-function anyValue(v: unknown, field: string): AttributeValue | undefined {
-  if (!isObj(v)) return undefined;
+/**
+ * An attribute's value. One that cannot be read (an intValue sent as a JSON number past 2^53, which
+ * JSON.parse has rounded; a malformed int or double; an array, kvlist or bytes) is kept as an
+ * UnmappableValue saying why: spansToEvents rejects the span only if its mapping reads that
+ * attribute (a mapped property or the customer attribute). Before, such a value on any attribute
+ * of any span, even an unrelated non-GenAI one, failed the whole export with a 400.
+ */
+function anyValue(v: unknown): AttributeValue | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObj(v)) return { unmappable: "the value is not an OTLP AnyValue object" };
   if (typeof v.stringValue === "string") return v.stringValue;
   if (typeof v.boolValue === "boolean") return v.boolValue;
   if (v.intValue !== undefined) {
     // proto3 JSON sends int64 as a string; a bare number past 2^53 was already rounded by JSON.parse.
-    if (typeof v.intValue === "number" && !Number.isSafeInteger(v.intValue)) {
-      throw new OtlpFormatError(field, "intValue: a JSON number beyond 2^53 loses precision; send int64 as a string");
+    if (typeof v.intValue === "number" && !Number.isSafeInteger(v.intValue) && Number.isInteger(v.intValue)) {
+      return { unmappable: "intValue: a JSON number beyond 2^53 loses precision; send int64 as a string" };
     }
-    const s = String(v.intValue);
-    if (!/^-?\d{1,19}$/.test(s)) throw new OtlpFormatError(field, "intValue must be an integer");
+    const s = typeof v.intValue === "string" || typeof v.intValue === "number" ? String(v.intValue) : "";
+    if (!/^-?\d{1,19}$/.test(s)) return { unmappable: "intValue must be an integer" };
     return BigInt(s);
   }
   if (v.doubleValue !== undefined && v.doubleValue !== null) {
     if (typeof v.doubleValue === "number") return v.doubleValue;
     // proto3 JSON may quote a double ("12.5", "NaN", "Infinity").
     const d = typeof v.doubleValue === "string" && /^(-?Infinity|NaN|-?\d+(\.\d+)?([eE][+-]?\d+)?)$/.test(v.doubleValue) ? Number(v.doubleValue) : undefined;
-    if (d === undefined) throw new OtlpFormatError(field, "doubleValue must be a number");
+    if (d === undefined) return { unmappable: "doubleValue must be a number" };
     return d;
   }
   // Present but with no property form: a span mapping it is rejected (naming the attribute).
-  for (const kind of ["arrayValue", "kvlistValue", "bytesValue"] as const) if (v[kind] !== undefined && v[kind] !== null) return { unmappable: kind };
+  for (const kind of ["arrayValue", "kvlistValue", "bytesValue"] as const) if (v[kind] !== undefined && v[kind] !== null) return { unmappable: `a ${kind} has no property form` };
   return undefined; // an empty AnyValue: absent
 }
 
 function attributes(list: unknown, field: string): Map<string, AttributeValue> {
   const out = new Map<string, AttributeValue>();
-  for (const [i, kv] of arr(list, field).entries()) {
-    if (!isObj(kv) || typeof kv.key !== "string") throw new OtlpFormatError(`${field}[${i}].key`, "is required");
-    const v = anyValue(kv.value, `${field}[${i}].value`);
+  for (const kv of arr(list, field)) {
+    // An entry without a key cannot be read by any mapping: ignored, like any unmapped attribute.
+    if (!isObj(kv) || typeof kv.key !== "string") continue;
+    const v = anyValue(kv.value);
     if (v !== undefined) out.set(kv.key, v);
   }
   return out;
@@ -101,7 +113,7 @@ function protoAttributes(list: KeyValue[]): Map<string, AttributeValue> {
     if (!v) continue;
     if (v.case === "stringValue" || v.case === "boolValue" || v.case === "intValue" || v.case === "doubleValue") out.set(kv.key, v.value);
     // arrays, kvlists, bytes: present, with no property form (a span mapping one is rejected)
-    else if (v.case !== undefined) out.set(kv.key, { unmappable: v.case });
+    else if (v.case !== undefined) out.set(kv.key, { unmappable: `a ${v.case} has no property form` });
   }
   return out;
 }
@@ -197,6 +209,23 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return Buffer.concat(chunks);
 }
 
+const gunzipAsync = promisify(gunzip);
+
+/**
+ * The body as sent (identity), or inflated (gzip, the OTel Collector's otlphttp exporter's default)
+ * to at most OTLP_BYTES_MAX bytes: zlib stops at maxOutputLength, so a small body that inflates to
+ * gigabytes costs no more than the limit ("too_large").
+ */
+async function decodeBody(body: Buffer, encoding: "identity" | "gzip"): Promise<Buffer | "too_large" | { malformed: string }> {
+  if (encoding === "identity") return body;
+  try {
+    return await gunzipAsync(body, { maxOutputLength: OTLP_BYTES_MAX });
+  } catch (e) {
+    if ((e as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") return "too_large";
+    return { malformed: (e as Error).message };
+  }
+}
+
 /** The request handler (mount it on any node:http server). */
 export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const timeoutMs = deps.exportTimeoutMs ?? OTLP_EXPORT_TIMEOUT_MS;
@@ -239,8 +268,13 @@ export function createOtlpHandler(deps: OtlpReceiverDeps): (req: IncomingMessage
       res.writeHead(status, { "content-type": "application/x-protobuf", "content-length": body.length });
       res.end(body);
     };
-    const body = await readBody(req);
-    if (!body) return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes`);
+    const encoding = (req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (encoding !== "identity" && encoding !== "gzip") return fail(415, 3, "content-encoding: gzip or identity (or none)");
+    const raw = await readBody(req);
+    if (!raw) return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes`);
+    const body = await decodeBody(raw, encoding);
+    if (body === "too_large") return fail(413, 8, `body: at most ${OTLP_BYTES_MAX} bytes once decompressed`);
+    if (!Buffer.isBuffer(body)) return fail(400, 3, `body: not valid gzip (${body.malformed})`);
     let spans: GenAiSpan[];
     try {
       spans = proto ? spansFromProto(fromBinary(ExportTraceServiceRequestSchema, body)) : parseOtlpJson(JSON.parse(body.toString("utf8")));

@@ -1,3 +1,4 @@
+import * as http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -145,5 +146,60 @@ describe("metering over a real h2c server", () => {
     req.$unknown = [{ no: 1, wireType: WireType.LengthDelimited, data: new Uint8Array([3, 0x0a, 0x09, 0x41]) }];
     await expect(c.ingestEvents(req)).rejects.toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringContaining("events[1]") });
     expect((await h.service.store.listTenantEvents("tnt_a", 10_000)).some((e) => e.id === "evt_wire_ok")).toBe(false);
+  });
+});
+
+describe.each(testBackends())("Connect JSON int64 sent as a bare JSON number past 2^53 ($name)", (b) => {
+  let h: Harness;
+  let server: StartedServer;
+  beforeAll(async () => {
+    h = await openHarness(await b.open());
+    server = await startServer({ name: "metering-json", host: "127.0.0.1", port: 0, routes: h.service.routes, authenticator, logger: silentLogger, limits: { readMaxBytes: REQUEST_BYTES_MAX, writeMaxBytes: RESPONSE_BYTES_MAX } });
+  });
+  afterAll(async () => {
+    closeClientSessions();
+    await server?.close();
+    await h?.close();
+  });
+
+  const post = (path: string, contentType: string, body: Buffer): Promise<{ status: number; text: string }> =>
+    new Promise((resolve, reject) => {
+      const s = http2.connect(server.url);
+      s.on("error", reject);
+      const req = s.request({ ":method": "POST", ":path": `/nanobill.metering.v1.MeteringService/${path}`, "content-type": contentType, authorization: `Bearer ${KEYS.ingestA}` });
+      let status = 0;
+      let text = "";
+      req.on("response", (hd) => (status = Number(hd[":status"])));
+      req.setEncoding("utf8");
+      req.on("data", (c: string) => (text += c));
+      req.on("end", () => {
+        s.close();
+        resolve({ status, text });
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  const event = (id: string, tokens: string) => `{"id":"${id}","customerId":"cus_big","type":"llm.call","timestamp":"2026-11-20T09:59:00Z","properties":{"input_tokens":{"intValue":${tokens}}}}`;
+
+  it("refuses the request with InvalidArgument naming the field and stores none of it (it was stored rounded and answered ACCEPTED); the quoted form is stored exactly", async () => {
+    // 2^53 + 1: JSON.parse gives 2^53.
+    const res = await post("IngestEvents", "application/json", Buffer.from(`{"events":[${event("evt_big_ok", '"5"')},${event("evt_big_1", "9007199254740993")}]}`));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^events\[1\]\.properties\.input_tokens\.intValue: 9007199254740993 is an integer beyond 2\^53-1 sent as a JSON number/) });
+    // IngestStream (Connect streaming JSON): the message is refused before it is committed.
+    const json = Buffer.from(`{"events":[${event("evt_big_2", "-9007199254740993")}]}`);
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(json.length, 1);
+    const stream = await post("IngestStream", "application/connect+json", Buffer.concat([head, json]));
+    expect(stream.text).toContain("events[0].properties.input_tokens.intValue: -9007199254740993 is an integer beyond 2^53-1");
+    const stored = () => h.service.store.listTenantEvents("tnt_a", 1_000).then((es) => es.filter((e) => e.customerId === "cus_big"));
+    expect(await stored()).toEqual([]);
+
+    const ok = await post("IngestEvents", "application/json", Buffer.from(`{"events":[${event("evt_big_3", '"9007199254740993"')},${event("evt_big_4", "9007199254740991")}]}`));
+    expect([ok.status, JSON.parse(ok.text).acceptedCount]).toEqual([200, 2]);
+    expect((await stored()).map((e) => [e.id, e.properties.input_tokens])).toEqual([
+      ["evt_big_3", { kind: "int", value: 9007199254740993n }],
+      ["evt_big_4", { kind: "int", value: 9007199254740991n }],
+    ]);
   });
 });

@@ -42,6 +42,7 @@ import {
   WRITE_MAX_BYTES_DEFAULT,
 } from "./limits.js";
 import { createLogger, type Logger } from "./logger.js";
+import { createJsonRequestDecoder } from "./json-int64.js";
 
 /** How often close() checks whether in-flight calls are done. */
 const SHUTDOWN_POLL_MS = 5;
@@ -308,6 +309,11 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     ...(opts.tenantLimits === false ? [] : [createTenantLimitInterceptor(opts.tenantLimits ?? {}, opts.tenantLimiter)]),
     ...(opts.interceptors ?? []),
   ];
+  // connect-es passes jsonOptions to its JSON serialization, which also reads textDecoder (not in
+  // the option's declared type).
+  const jsonOptions: NonNullable<Parameters<typeof connectNodeAdapter>[0]["jsonOptions"]> & { textDecoder: ReturnType<typeof createJsonRequestDecoder> } = {
+    textDecoder: createJsonRequestDecoder(),
+  };
   const handler = connectNodeAdapter({
     routes(router) {
       opts.routes(captureRouter(router, captured, views));
@@ -323,6 +329,9 @@ export async function startServer(opts: StartServerOptions): Promise<StartedServ
     writeMaxBytes: limits.writeMaxBytes,
     maxTimeoutMs: limits.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    // Every JSON request message is decoded by this: an integer past 2^53-1 sent as a bare JSON
+    // number (JSON.parse would round it) is InvalidArgument naming its field (json-int64.ts).
+    jsonOptions,
     // Our own per-call values, so withRequestDecodeErrors sees whether a call reached the boundary.
     contextValues: () => createContextValues(),
   });

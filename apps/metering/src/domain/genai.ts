@@ -1,6 +1,9 @@
 // OpenTelemetry GenAI spans -> usage events, by a per-tenant mapping. Pure.
 // Semantic conventions: gen_ai.request.model, gen_ai.system / gen_ai.provider.name,
-// gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, ...
+// gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, gen_ai.usage.cache_read.input_tokens
+// (input tokens served from a provider-managed cache) and gen_ai.usage.cache_creation.input_tokens
+// (input tokens written to it). Both cache counts SHOULD be included in gen_ai.usage.input_tokens
+// (semconv), so they are mapped as they are, never subtracted here: input_tokens stays the total.
 import { OTLP_SPANS_MAX } from "../limits.js";
 import { isReservedKey, type EventInput, type PropertyValue } from "./event.js";
 
@@ -26,6 +29,8 @@ export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
     { attribute: "gen_ai.operation.name", property: "operation" },
     { attribute: "gen_ai.usage.input_tokens", property: "input_tokens" },
     { attribute: "gen_ai.usage.output_tokens", property: "output_tokens" },
+    { attribute: "gen_ai.usage.cache_read.input_tokens", property: "cache_read_input_tokens" },
+    { attribute: "gen_ai.usage.cache_creation.input_tokens", property: "cache_creation_input_tokens" },
   ],
   spanAttributeRequired: "gen_ai.usage.input_tokens",
 };
@@ -50,7 +55,11 @@ export function validateGenAiMapping(m: GenAiMapping): { field: string; rule: st
   return undefined;
 }
 
-/** An OTLP attribute value of a kind that has no property form (array, kvlist, bytes). */
+/**
+ * An OTLP attribute value that has no property form, and why (an array, kvlist or bytes; an
+ * unreadable value, e.g. an OTLP/JSON intValue sent as a number past 2^53). Kept, not refused: a
+ * span is rejected for it only when its mapping reads that attribute.
+ */
 export interface UnmappableValue {
   unmappable: string;
 }
@@ -79,7 +88,7 @@ function toProperty(v: AttributeValue): PropertyValue | { unmappable: string } {
     if (Number.isSafeInteger(v)) return { kind: "int", value: BigInt(v) };
     return { unmappable: `doubleValue ${v} is not an integer (only integral doubles map, as integers)` };
   }
-  return { unmappable: `a ${v.unmappable} has no property form` };
+  return v;
 }
 
 /** A span that carried a mapped attribute which cannot be mapped: it becomes no event. */
@@ -97,8 +106,9 @@ const HEX16 = /^[0-9a-f]{16}$/;
  * (so a re-exported span is a duplicate, and spans of two traces never meet), timestamp = span end, customer from the span's (else the
  * resource's) customer attribute, trace context = the span itself. Other spans are skipped. A span
  * whose mapped attribute (or customer attribute) is present but has no property form (a
- * non-integral double, an array, a kvlist, bytes) is rejected naming the attribute: dropping the
- * value would bill the span as if it had none.
+ * non-integral double, an array, a kvlist, bytes, an unreadable value) is rejected naming the
+ * attribute: dropping the value would bill the span as if it had none. Attributes the mapping does
+ * not read are never looked at, whatever their value.
  */
 export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: EventInput[]; skipped: number; rejected: SpanRejection[] } {
   const events: EventInput[] = [];
@@ -130,7 +140,7 @@ export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: Ev
     }
     const customer = attr(m.customerAttribute);
     if (typeof customer === "object") {
-      rejected.push({ eventId: id, attribute: m.customerAttribute, message: `${m.customerAttribute}: a ${customer.unmappable} is not a customer id` });
+      rejected.push({ eventId: id, attribute: m.customerAttribute, message: `${m.customerAttribute}: ${customer.unmappable}, not a customer id` });
       continue;
     }
     events.push({

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { GENAI_MAPPING_DEFAULT, spansToEvents, validateGenAiMapping, type AttributeValue } from "./genai.js";
+
+const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const span = (spanId: string, attrs: Array<[string, AttributeValue]>) => ({
+  traceId: TRACE,
+  spanId,
+  endTimeUnixNano: 1_763_632_740_000_000_000n,
+  attributes: new Map(attrs),
+  resourceAttributes: new Map<string, AttributeValue>([["nanobill.customer_id", "cus_1"]]),
+});
+
+describe("default GenAI mapping", () => {
+  it("is a valid mapping", () => {
+    expect(validateGenAiMapping(GENAI_MAPPING_DEFAULT)).toBeUndefined();
+  });
+
+  it("keeps the cache detail (gen_ai.usage.cache_read/cache_creation.input_tokens) beside input_tokens, which includes them (semconv): nothing subtracted", () => {
+    const out = spansToEvents(
+      [
+        span("0000000000000001", [
+          ["gen_ai.request.model", "claude-x"],
+          ["gen_ai.provider.name", "anthropic"],
+          ["gen_ai.usage.input_tokens", 1_000n],
+          ["gen_ai.usage.cache_read.input_tokens", 900n],
+          ["gen_ai.usage.cache_creation.input_tokens", 60n],
+          ["gen_ai.usage.output_tokens", 10n],
+        ]),
+        span("0000000000000002", [["gen_ai.usage.input_tokens", 5n]]), // no cache attributes: none made up
+      ],
+      GENAI_MAPPING_DEFAULT,
+    );
+    expect(out.rejected).toEqual([]);
+    expect(out.events.map((e) => ({ ...e.properties }))).toEqual([
+      {
+        model: { kind: "string", value: "claude-x" },
+        provider: { kind: "string", value: "anthropic" },
+        input_tokens: { kind: "int", value: 1_000n },
+        output_tokens: { kind: "int", value: 10n },
+        cache_read_input_tokens: { kind: "int", value: 900n },
+        cache_creation_input_tokens: { kind: "int", value: 60n },
+      },
+      { input_tokens: { kind: "int", value: 5n } },
+    ]);
+  });
+
+  it("rejects a span whose cache count has no property form, naming the attribute", () => {
+    const out = spansToEvents([span("0000000000000003", [["gen_ai.usage.input_tokens", 5n], ["gen_ai.usage.cache_read.input_tokens", 2.5]])], GENAI_MAPPING_DEFAULT);
+    expect(out.events).toEqual([]);
+    expect(out.rejected).toEqual([{ eventId: `span_${TRACE}_0000000000000003`, attribute: "gen_ai.usage.cache_read.input_tokens", message: expect.stringMatching(/^gen_ai\.usage\.cache_read\.input_tokens: doubleValue 2\.5 is not an integer/) }]);
+  });
+});
