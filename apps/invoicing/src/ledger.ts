@@ -25,7 +25,7 @@ import {
   type LedgerService,
   type NewTransfer,
 } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
-import { forTenant } from "@nanobill/service-kit";
+import { forTenant, ledgerId } from "@nanobill/service-kit";
 import { CHARGE_ID_CREDIT_BALANCE } from "./domain/assemble.js";
 import type { StoredInvoice } from "./store/invoice-store.js";
 import { UPSTREAM_TIMEOUT_MS } from "./limits.js";
@@ -41,13 +41,18 @@ export interface Leg {
   code: number;
 }
 
+/**
+ * accounts: the ledger accounts of a customer's invoices in one unit. Ids are mapped by the
+ * shared ledgerId (as the wallet maps its own): an id that fits the ledger's 128 characters is
+ * used as written; a longer one (a customer id of 108 characters or more) ends in a hash.
+ */
 export function accounts(customerId: string, unit: string) {
   return {
-    receivable: `acct_inv_recv_${customerId}_${unit}`,
-    residue: `acct_inv_residue_${customerId}_${unit}`,
-    cash: `acct_inv_cash_${unit}`,
-    tax: `acct_inv_tax_${unit}`,
-    revenue: `acct_inv_revenue_${unit}`,
+    receivable: ledgerId(`acct_inv_recv_${customerId}_${unit}`),
+    residue: ledgerId(`acct_inv_residue_${customerId}_${unit}`),
+    cash: ledgerId(`acct_inv_cash_${unit}`),
+    tax: ledgerId(`acct_inv_tax_${unit}`),
+    revenue: ledgerId(`acct_inv_revenue_${unit}`),
   };
 }
 
