@@ -7,13 +7,21 @@
  *   1000 acct_inv_cash_<unit>                payments received
  *   2300 acct_inv_tax_<unit>                 tax payable
  *   4000 acct_inv_revenue_<unit>             invoiced revenue
- * finalize: receivable <- revenue (amount due - tax - credit balance lines), receivable <- tax (tax),
+ *   1100 acct_receivable:<customer>:<unit>   the credit wallet's receivable (prepaid purchases to
+ *                                            invoice; the wallet's account, not created here first)
+ * finalize: receivable <- revenue (amount due - tax - credit balance lines - prepaid top-ups),
+ *           receivable <- tax (tax),
+ *           receivable <- wallet receivable (prepaid top-ups: `_topup`),
  *           residue <- revenue (residue carried out - residue carried in; either sign)
  *           A credit balance carried to the next invoice stays in the receivable (a credit there)
  *           until an invoice applies it: its carried_forward lines are not revenue, so the
  *           receivable's balance is what the customer owes (negative: is owed) across invoices.
+ *           A prepaid-money auto top-up billed by the invoice is not revenue either: the wallet
+ *           booked it (wallet receivable -> wallet) and books revenue when the money burns; the
+ *           invoice takes the claim over from the wallet's receivable into its own.
  * paid:     cash <- receivable (amount due)
- * void:     the finalize legs reversed (a paid invoice's receivable then shows the credit owed)
+ * void:     the finalize legs but the residue's reversed (a paid invoice's receivable then shows
+ *           the credit owed; a voided top-up is owed on the wallet's receivable again)
  */
 import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
@@ -25,7 +33,7 @@ import {
   type LedgerService,
   type NewTransfer,
 } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
-import { forTenant } from "@nanobill/service-kit";
+import { forTenant, ledgerId } from "@nanobill/service-kit";
 import { CHARGE_ID_CREDIT_BALANCE } from "./domain/assemble.js";
 import type { StoredInvoice } from "./store/invoice-store.js";
 import { UPSTREAM_TIMEOUT_MS } from "./limits.js";
@@ -41,13 +49,20 @@ export interface Leg {
   code: number;
 }
 
+/**
+ * accounts: the ledger accounts of a customer's invoices in one unit. Ids are mapped by the
+ * shared ledgerId (as the wallet maps its own): an id that fits the ledger's 128 characters is
+ * used as written; a longer one (a customer id of 108 characters or more) ends in a hash.
+ */
 export function accounts(customerId: string, unit: string) {
   return {
-    receivable: `acct_inv_recv_${customerId}_${unit}`,
-    residue: `acct_inv_residue_${customerId}_${unit}`,
-    cash: `acct_inv_cash_${unit}`,
-    tax: `acct_inv_tax_${unit}`,
-    revenue: `acct_inv_revenue_${unit}`,
+    receivable: ledgerId(`acct_inv_recv_${customerId}_${unit}`),
+    residue: ledgerId(`acct_inv_residue_${customerId}_${unit}`),
+    cash: ledgerId(`acct_inv_cash_${unit}`),
+    tax: ledgerId(`acct_inv_tax_${unit}`),
+    revenue: ledgerId(`acct_inv_revenue_${unit}`),
+    /** The credit wallet's receivable (apps/credit-wallet domain/ledger-plan.ts walletLedger). */
+    walletReceivable: ledgerId(`acct_receivable:${customerId}:${unit}`),
   };
 }
 
@@ -63,12 +78,27 @@ export function creditBalanceNanos(inv: Pick<StoredInvoice, "lines">): bigint {
   return n;
 }
 
+/**
+ * prepaidTopUpNanos: the invoice's auto top-ups of prepaid money in its own unit, as booked (each
+ * line's exact amount in whole nanos: rounded + residue out - residue in, so the `_top_up` residue
+ * carried stays out of revenue too). A prepaid wallet's top-up at cost basis 1 books exactly the
+ * amount the wallet put on its receivable. Top-ups of credits are not in it: the wallet books
+ * those from credit issuance in the credit unit, and the invoice's money is their revenue.
+ */
+export function prepaidTopUpNanos(inv: Pick<StoredInvoice, "lines" | "unit">): bigint {
+  let n = 0n;
+  for (const l of inv.lines) if (l.kind === "one_off" && l.topUpUnit === inv.unit) n += l.amountNanos;
+  return n;
+}
+
 export function finalizeLegs(inv: StoredInvoice): Leg[] {
   const a = accounts(inv.customerId, inv.unit);
   const t = inv.totals;
+  const topUps = prepaidTopUpNanos(inv);
   return [
-    ...leg(`xfer_${inv.id}_rev`, a.receivable, a.revenue, t.amountDueNanos - t.taxNanos - creditBalanceNanos(inv), TRANSFER_CODES.invoice),
+    ...leg(`xfer_${inv.id}_rev`, a.receivable, a.revenue, t.amountDueNanos - t.taxNanos - creditBalanceNanos(inv) - topUps, TRANSFER_CODES.invoice),
     ...leg(`xfer_${inv.id}_tax`, a.receivable, a.tax, t.taxNanos, TRANSFER_CODES.invoice),
+    ...leg(`xfer_${inv.id}_topup`, a.receivable, a.walletReceivable, topUps, TRANSFER_CODES.invoice),
     ...leg(`xfer_${inv.id}_res`, a.residue, a.revenue, inv.residueDeltaNanos, TRANSFER_CODES.invoice),
   ];
 }
@@ -81,7 +111,7 @@ export function paidLegs(inv: StoredInvoice): Leg[] {
 export function voidLegs(inv: StoredInvoice): Leg[] {
   return finalizeLegs(inv)
     .filter((l) => !l.id.endsWith("_res"))
-    .map((l) => ({ ...l, id: l.id.replace(/^xfer_(.*)_(rev|tax)$/, "xfer_$1_void_$2"), debit: l.credit, credit: l.debit, code: TRANSFER_CODES.void }));
+    .map((l) => ({ ...l, id: l.id.replace(/^xfer_(.*)_(rev|tax|topup)$/, "xfer_$1_void_$2"), debit: l.credit, credit: l.debit, code: TRANSFER_CODES.void }));
 }
 
 /** allLegs: every leg the invoice's history calls for, by id. */
@@ -110,10 +140,17 @@ export function createLedgerPoster(ledger: Client<typeof LedgerService>): Ledger
         [a.cash]: ACCOUNT_CODES.cash,
         [a.tax]: ACCOUNT_CODES.tax,
         [a.revenue]: ACCOUNT_CODES.revenue,
+        [a.walletReceivable]: ACCOUNT_CODES.receivable,
       };
       const used = [...new Set(todo.flatMap((l) => [l.debit, l.credit]))].sort();
+      // the wallet's receivable exists once the wallet does; it is created here only as the wallet
+      // creates it (code 1100, no flags, no metadata), so either order answers EXISTS
       const accRes = await ledger.createAccounts(
-        { accounts: used.map((id) => create(NewAccountSchema, { id, unit: inv.unit, code: codes[id] ?? ACCOUNT_CODES.revenue, metadata: { owner: "invoicing" } })) },
+        {
+          accounts: used.map((id) =>
+            create(NewAccountSchema, { id, unit: inv.unit, code: codes[id] ?? ACCOUNT_CODES.revenue, metadata: id === a.walletReceivable ? {} : { owner: "invoicing" } }),
+          ),
+        },
         forTenant(tenant, { timeoutMs: UPSTREAM_TIMEOUT_MS }),
       );
       const badAcc = accRes.results.filter((r) => r.result !== CreateAccountResult.OK && r.result !== CreateAccountResult.EXISTS);

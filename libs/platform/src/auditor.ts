@@ -38,6 +38,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { currency } from "@nanobill/money";
+import { ledgerId } from "@nanobill/service-kit";
 import { PolicyMode } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoiceStatus, LineKind, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { TransferState } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
@@ -448,15 +449,14 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
         }
 
         // ---- finalized / paid invoices tie to the ledger
-        const recv = `acct_inv_recv_${cust.customerId}`;
-        const resid = `acct_inv_residue_${cust.customerId}`;
         const wantBalance = new Map<string, bigint>();
         for (const inv of live) {
           if (inv.status !== InvoiceStatus.FINALIZED && inv.status !== InvoiceStatus.PAID) continue;
           const tot = inv.totals!;
           const delta = inv.lines.reduce((s, l) => s + l.residueOutNanos - l.residueInNanos, 0n);
           const isPaid = inv.status === InvoiceStatus.PAID;
-          const acc = { recv: `${recv}_${inv.unit}`, residue: `${resid}_${inv.unit}`, tax: `acct_inv_tax_${inv.unit}`, cash: `acct_inv_cash_${inv.unit}` };
+          // invoicing's account ids (apps/invoicing/src/ledger.ts accounts): long ones end in a hash
+          const acc = { recv: ledgerId(`acct_inv_recv_${cust.customerId}_${inv.unit}`), residue: ledgerId(`acct_inv_residue_${cust.customerId}_${inv.unit}`), tax: `acct_inv_tax_${inv.unit}`, cash: `acct_inv_cash_${inv.unit}` };
           // a credit balance carried out (+) or applied (-) is not revenue: the receivable keeps it
           const credit = inv.lines.reduce((s, l) => s + (l.kind === LineKind.CARRIED_FORWARD && l.chargeId === "_credit_balance" ? l.roundedAmountNanos : 0n), 0n);
           const wantRecv = (isPaid ? 0n : tot.amountDueNanos) - credit;

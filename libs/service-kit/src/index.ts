@@ -60,3 +60,4 @@ export { ProtoReader, WireError, tagOf, WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT
 export { int64Unsigned, varint64Size, varintSize, writeVarint, writeVarint64 } from "./proto-writer.js";
 export { registerBinaryView, type BinaryView } from "./fast-path.js";
 export { usToTimestamp } from "./time.js";
+export { LEDGER_ID_CHARS_MAX, ledgerId } from "./ledger-id.js";

@@ -4,20 +4,11 @@
  * them through the ledger's Connect client. Transfer ids derive from the caller's id, so a replay
  * posts nothing twice (the ledger answers EXISTS).
  */
-import { createHash } from "node:crypto";
+import { ledgerId } from "@nanobill/service-kit";
 import type { GrantKind, Slice } from "./types.js";
 
-/** Longest ledger account / transfer id. */
-export const LEDGER_ID_CHARS_MAX = 128;
-
-/**
- * A ledger id from its natural form; one longer than the ledger accepts keeps an 80-character
- * readable head and ends with 40 hex digits of its SHA-256 (deterministic: replays still match).
- */
-export function ledgerId(natural: string): string {
-  if (natural.length <= LEDGER_ID_CHARS_MAX) return natural;
-  return `${natural.slice(0, 80)}.${createHash("sha256").update(natural).digest("hex").slice(0, 40)}`;
-}
+/** ledgerId (long natural ids end in a hash) is shared with invoicing: libs/service-kit/src/ledger-id.ts. */
+export { LEDGER_ID_CHARS_MAX, ledgerId } from "@nanobill/service-kit";
 
 /**
  * Account codes, from the ledger's chart of accounts (apps/ledger/README.md): 2100 customer

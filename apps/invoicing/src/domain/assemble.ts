@@ -58,6 +58,8 @@ export interface ChargeInput {
   periodStart: Date;
   periodEnd: Date;
   expandable: boolean;
+  /** topUpUnit: an auto top-up's wallet unit (InvoiceLine.topUpUnit); one_off lines only. */
+  topUpUnit?: string;
 }
 
 export interface AssembleInput {

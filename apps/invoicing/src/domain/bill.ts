@@ -422,6 +422,7 @@ export function topUpCharges(
       periodStart: own.start,
       periodEnd: own.end,
       expandable: false,
+      topUpUnit: t.unit,
     });
   }
   return { charges, skipped };

@@ -32,6 +32,13 @@ export interface InvoiceLine {
   periodStart: Date;
   periodEnd: Date;
   expandable: boolean;
+  /**
+   * topUpUnit: on an auto top-up line (one_off), the unit of the wallet the top-up went to (a
+   * currency for prepaid money, else a credit type); unset on other lines and on top-up lines
+   * stored before migration 0008. A top-up of prepaid money in the invoice's unit is not revenue:
+   * the ledger's `_topup` leg moves it to the wallet's receivable (src/ledger.ts).
+   */
+  topUpUnit?: string;
 }
 
 export interface InvoiceTotals {

@@ -418,6 +418,7 @@ function lineFromRow(r: Row): InvoiceLine {
     periodStart: r.period_start as Date,
     periodEnd: r.period_end as Date,
     expandable: r.expandable === true,
+    ...(typeof r.top_up_unit === "string" && r.top_up_unit !== "" ? { topUpUnit: r.top_up_unit } : {}),
   };
 }
 
@@ -537,7 +538,7 @@ function sameLine(a: InvoiceLine, b: InvoiceLine): boolean {
     a.kind === b.kind && a.description === b.description && a.chargeId === b.chargeId && a.subscriptionId === b.subscriptionId && a.quantity === b.quantity &&
     a.unitPrice === b.unitPrice && a.amountNanos === b.amountNanos && a.residueInNanos === b.residueInNanos && a.roundedAmountNanos === b.roundedAmountNanos &&
     a.residueOutNanos === b.residueOutNanos && a.periodStart.getTime() === b.periodStart.getTime() && a.periodEnd.getTime() === b.periodEnd.getTime() &&
-    a.expandable === b.expandable
+    a.expandable === b.expandable && (a.topUpUnit ?? "") === (b.topUpUnit ?? "")
   );
 }
 
@@ -782,7 +783,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         a.lines.forEach((l, i) =>
           lineRows.push([
             tenant, p.invoiceId, i + 1, l.id, l.kind, l.description, l.chargeId, l.subscriptionId, l.quantity, l.unitPrice,
-            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable,
+            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable, l.topUpUnit ?? "",
           ]),
         );
         const inv: StoredInvoice = {
@@ -810,7 +811,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         await db.copyRows(
           "invoice_lines",
           ["tenant", "invoice_id", "line_no", "line_id", "kind", "description", "charge_id", "subscription_id", "quantity", "unit_price",
-            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable"],
+            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable", "top_up_unit"],
           lineRows,
           tx,
         );
@@ -968,10 +969,10 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         await db.copyRows(
           "invoice_lines",
           ["tenant", "invoice_id", "line_no", "line_id", "kind", "description", "charge_id", "subscription_id", "quantity", "unit_price",
-            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable"],
+            "amount_nanos", "residue_in_nanos", "rounded_amount_nanos", "amount_minor", "residue_out_nanos", "period_start", "period_end", "expandable", "top_up_unit"],
           a.lines.map((l, i) => [
             tenant, invoiceId, i + 1, l.id, l.kind, l.description, l.chargeId, l.subscriptionId, l.quantity, l.unitPrice,
-            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable,
+            l.amountNanos, l.residueInNanos, l.roundedAmountNanos, l.amountMinor, l.residueOutNanos, l.periodStart, l.periodEnd, l.expandable, l.topUpUnit ?? "",
           ]),
           tx,
         );
