@@ -1,6 +1,7 @@
 import type { Client } from "@connectrpc/connect";
 import { timestampMs } from "./mapping.js";
 import type { CreditWalletService } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import type { Queryable } from "@nanobill/db";
 import { Rate } from "@nanobill/money";
 import { forTenant, type Clock, type Logger } from "@nanobill/service-kit";
 import { compilePlanVersion, type CompiledVersion } from "./domain/compile.js";
@@ -31,6 +32,8 @@ interface TenantEntry {
 export class CatalogCache {
   readonly #tenants = new Map<string, TenantEntry>();
   readonly #compiled = new Map<string, CompiledVersion>();
+  /** The generations (tenant's, global) each catalog handed out was built at. */
+  readonly #builtAt = new WeakMap<TenantCatalog, { generation: bigint; globalGeneration: bigint }>();
 
   constructor(
     private readonly store: CatalogStore,
@@ -161,6 +164,29 @@ export class CatalogCache {
       subs.push(...c.subs);
       overrides.push(...c.overrides);
     }
-    return new TenantCatalog({ tenant, customers, subscriptions: subs, versions: e.versions, overrides, costs: e.costs, creditRates: e.creditRates });
+    const catalog = new TenantCatalog({ tenant, customers, subscriptions: subs, versions: e.versions, overrides, costs: e.costs, creditRates: e.creditRates });
+    this.#builtAt.set(catalog, { generation: e.generation, globalGeneration: e.globalGeneration });
+    return catalog;
+  }
+
+  /**
+   * stale: the tenants among `catalogs` (from forCustomers) whose catalog a write committed after
+   * it was built, read through `q` (the consumer's batch transaction, after it locked the batch's
+   * customers); their cached entries are dropped. Subscription and override writes take the same
+   * customer lock, so an empty answer means the catalogs are current for the locked customers
+   * until the batch commits.
+   */
+  async stale(q: Queryable, catalogs: ReadonlyMap<string, TenantCatalog>): Promise<string[]> {
+    if (catalogs.size === 0) return [];
+    const gens = await this.store.generations([...catalogs.keys(), ""], q);
+    const out: string[] = [];
+    for (const [tenant, catalog] of catalogs) {
+      const at = this.#builtAt.get(catalog);
+      if (at === undefined || at.generation !== gens.get(tenant) || at.globalGeneration !== gens.get("")) {
+        out.push(tenant);
+        this.#tenants.delete(tenant);
+      }
+    }
+    return out;
   }
 }

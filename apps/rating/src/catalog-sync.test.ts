@@ -50,7 +50,8 @@ for (const backend of testBackends()) describe(`rating catalog cache across proc
     p.consumer().metering.push("tnt_a", { id: "before", customerId: "cus_1", type: "api.call", timestampMs: t0 - 2_000, properties: { calls: 2 } });
     expect(await p.consumer().service.consumer.pollOnce(0)).toBe(1);
     expect((await p.consumer().service.rated.ratedEvent("tnt_a", "before"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["", 0n]]); // no subscription yet
-    await p.api().client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: NOV_1 });
+    // From after "before" (a start reaching back over rated usage is refused: backdated-changes.test.ts).
+    await p.api().client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: timestampFromMs(t0 - 1_500) });
     p.consumer().metering.push("tnt_a", { id: "after", customerId: "cus_1", type: "api.call", timestampMs: t0 - 1_000, properties: { calls: 3 } });
     expect(await p.consumer().service.consumer.pollOnce(0)).toBe(1);
     expect((await p.consumer().service.rated.ratedEvent("tnt_a", "after"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["calls", 3_000_000_000n]]);
@@ -58,7 +59,7 @@ for (const backend of testBackends()) describe(`rating catalog cache across proc
 
   it("prices with a price override another process set, and quotes with it", async () => {
     await p.api().client(KEYS.adminA).setPriceOverride({
-      priceOverride: { overrideId: "ovr_1", customerId: "cus_1", chargeId: "calls", charge: { pricing: { case: "perUnit", value: { unitPrice: { amount: "0.5" } } } }, startTime: NOV_1 },
+      priceOverride: { overrideId: "ovr_1", customerId: "cus_1", chargeId: "calls", charge: { pricing: { case: "perUnit", value: { unitPrice: { amount: "0.5" } } } }, startTime: timestampFromMs(t0 - 900) },
     });
     p.consumer().metering.push("tnt_a", { id: "overridden", customerId: "cus_1", type: "api.call", timestampMs: t0 - 500, properties: { calls: 4 } });
     expect(await p.consumer().service.consumer.pollOnce(0)).toBe(1);
@@ -78,7 +79,7 @@ for (const backend of testBackends()) describe(`rating catalog cache: a TTL relo
     p.consumer().clock.set(new Date(t0 + 300_000));
     p.consumer().metering.push("tnt_a", { id: "e1", customerId: "cus_1", type: "api.call", timestampMs: t0 - 4_000, properties: { calls: 1 } });
     expect(await p.consumer().service.consumer.pollOnce(0)).toBe(1); // cus_1 entry loaded at t0 + 5 min (no subscription)
-    await p.api().client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: NOV_1 });
+    await p.api().client(KEYS.adminA).createSubscription({ subscriptionId: "sub_1", customerId: "cus_1", planId: "plan", planVersion: 1, startTime: timestampFromMs(t0 - 3_000) }); // after e1
     p.consumer().clock.set(new Date(t0 + 600_001));
     // The guardrail step of the poll that was running when the write committed reloads the tenant
     // (TTL expired) at the new generation: the customers loaded before the write must not be kept.

@@ -87,7 +87,10 @@ for (const backend of testBackends()) describe(`rating consumer: poison events a
     const seq = h.metering.push("tnt_a", { id: "x_1", customerId: "cus_2", type: "api.call", timestampMs: t0 - 500, properties: { calls: 3 } });
     expect(await h.service.consumer.pollOnce(0)).toBe(1);
     expect((await h.service.rated.ratedEvent("tnt_a", "x_1"))!.lines.map((l) => [l.chargeId, l.priceNanos])).toEqual([["", 0n]]);
-    await h.client(KEYS.adminA).createSubscription({ subscriptionId: "sub_2", customerId: "cus_2", planId: "plan", planVersion: 1, startTime: timestampFromMs(Date.UTC(2026, 10, 1)) });
+    // A subscription covering x_1, written to the tables: the API refuses one reaching back over
+    // rated usage now (backdated-changes.test.ts), but one stored before that rule may exist.
+    await h.db.query(`INSERT INTO subscriptions (tenant, subscription_id, customer_id, start_time, end_time, create_time) VALUES ('tnt_a', 'sub_2', 'cus_2', $1, NULL, $2)`, [new Date(Date.UTC(2026, 10, 1)), T0]);
+    await h.db.query(`INSERT INTO subscription_phases (tenant, subscription_id, seq, plan_id, plan_version, start_time, end_time) VALUES ('tnt_a', 'sub_2', 1, 'plan', 1, $1, NULL)`, [new Date(Date.UTC(2026, 10, 1))]);
     const consumed = h.wallet.consumed.length;
     // The same event delivered again (a new partitioning starts at the lowest old cursor).
     const again = h.metering.events.filter((e) => e.sequence === seq);

@@ -12,7 +12,7 @@ import type {
   SubscriptionPhase,
 } from "../domain/types.js";
 import type { SubscriptionLife } from "../domain/shared-charges.js";
-import { insertMany, msOf, msOfNN, ts } from "./sql.js";
+import { insertMany, lockCustomers, msOf, msOfNN, ts } from "./sql.js";
 
 /**
  * SubscriptionGuard: called inside a subscription write's transaction, after the customer's row is
@@ -214,6 +214,7 @@ export class CatalogStore {
 
   async createSubscription(tenant: string, s: Subscription, seats: number, nowMs: number, guard?: SubscriptionGuard): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
+      await lockCustomers(tx, [{ tenant, customerId: s.customerId }]); // rating's lock: see #refuseRatedInside
       if (guard !== undefined) await tx.query(`SELECT 1 FROM customers WHERE tenant=$1 AND customer_id=$2 FOR UPDATE`, [tenant, s.customerId]);
       const ins = await tx.query(
         `INSERT INTO subscriptions (tenant, subscription_id, customer_id, start_time, end_time, create_time) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING subscription_id`,
@@ -230,12 +231,47 @@ export class CatalogStore {
         }
         return cur;
       }
+      await this.#refuseRatedInside(tx, tenant, s.customerId, s.startMs, s.endMs, "start_time", "subscription");
       if (guard !== undefined) guard(await this.#otherLives(tx, tenant, s.customerId, s.subscriptionId));
       const ph = s.phases[0]!;
       await tx.query(`INSERT INTO subscription_phases (tenant, subscription_id, seq, plan_id, plan_version, start_time, end_time) VALUES ($1,$2,1,$3,$4,$5,$6)`, [tenant, s.subscriptionId, ph.planId, ph.planVersion, ts(ph.startMs), ts(ph.endMs)]);
       await tx.query(`INSERT INTO seat_changes (tenant, subscription_id, change_id, seats, effective_time) VALUES ($1,$2,'initial',$3,$4)`, [tenant, s.subscriptionId, seats, ts(s.startMs)]);
       return (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [s.subscriptionId]))[0]!;
     });
+  }
+
+  /**
+   * #refuseRatedInside: refuses (FailedPrecondition on `field`, nothing written) a subscription,
+   * migration or price override whose time [fromMs, toMs) holds an event of the customer that is
+   * already rated. Rating prices an event once, with the catalog in force when it is rated: its
+   * price went to the hour buckets invoicing bills, to the period totals and carries, and to the
+   * wallet, and nothing re-rates it. So a change reaching back over rated usage would leave that
+   * usage priced under the old terms (an event rated before a backdated subscription existed stays
+   * unpriced, never billed). A change starting after the customer's rated usage (or covering a
+   * past stretch with none) prices exactly the events it covers.
+   *
+   * Consistent with concurrent rating: the write's transaction holds the customer's advisory lock
+   * (lockCustomers, taken first) when it checks and until it commits, as every consumer batch does
+   * while it rates the customer. A batch that locked first has committed its rated rows before this
+   * check reads them; one that locks after this write committed re-reads the tenant's catalog
+   * generation under the lock and, moved, rates with the new catalog (consumer.ts, StaleCatalog).
+   */
+  async #refuseRatedInside(q: Queryable, tenant: string, customerId: string, fromMs: number, toMs: number | null, field: string, what: string): Promise<void> {
+    const r = await q.query(
+      `SELECT event_id, event_time FROM rated_events
+        WHERE tenant=$1 AND customer_id=$2 AND event_time >= $3 AND ($4::timestamptz IS NULL OR event_time < $4)
+        ORDER BY event_time DESC, event_id DESC LIMIT 1`,
+      [tenant, customerId, ts(fromMs), ts(toMs)],
+    );
+    if (r.rows.length === 0) return;
+    const atMs = msOfNN(r.rows[0]!.event_time);
+    const iso = (ms: number): string => new Date(ms).toISOString();
+    throw failedPrecondition(
+      field,
+      `customer ${JSON.stringify(customerId)} has usage already rated in the ${what}'s time [${iso(fromMs)}, ${toMs === null ? "open" : iso(toMs)}) ` +
+        `(the latest: event ${JSON.stringify(r.rows[0]!.event_id as string)} at ${iso(atMs)}); rated events are never re-priced, ` +
+        `so the ${what} may not reach back over them: start it at or after ${iso(atMs + 1)}`,
+    );
   }
 
   /** The customer's subscriptions other than subscriptionId, with their phases' plan versions. */
@@ -319,8 +355,13 @@ export class CatalogStore {
 
   async migrateSubscription(tenant: string, subscriptionId: string, planId: string, version: number, effectiveMs: number, phasesMax: number, guard?: (sub: Subscription, others: SubscriptionLife[]) => void): Promise<Subscription> {
     return this.db.transaction(async (tx) => {
-      // The customer's row first (as createSubscription), then the subscription's.
-      if (guard !== undefined) await tx.query(`SELECT 1 FROM customers WHERE tenant=$1 AND customer_id = (SELECT customer_id FROM subscriptions WHERE tenant=$1 AND subscription_id=$2) FOR UPDATE`, [tenant, subscriptionId]);
+      // Rating's lock on the customer, then the customer's row (as createSubscription), then the
+      // subscription's (a subscription's customer never changes).
+      const owner = await tx.query(`SELECT customer_id FROM subscriptions WHERE tenant=$1 AND subscription_id=$2`, [tenant, subscriptionId]);
+      if (owner.rows.length === 0) throw notFound("subscription", subscriptionId);
+      const customerId = owner.rows[0]!.customer_id as string;
+      await lockCustomers(tx, [{ tenant, customerId }]);
+      if (guard !== undefined) await tx.query(`SELECT 1 FROM customers WHERE tenant=$1 AND customer_id=$2 FOR UPDATE`, [tenant, customerId]);
       const lock = await tx.query(`SELECT * FROM subscriptions WHERE tenant=$1 AND subscription_id=$2 FOR UPDATE`, [tenant, subscriptionId]);
       if (lock.rows.length === 0) throw notFound("subscription", subscriptionId);
       const sub = (await this.#subscriptions(tx, tenant, `subscription_id = $2`, [subscriptionId]))[0]!;
@@ -329,6 +370,7 @@ export class CatalogStore {
       if (effectiveMs <= last.startMs) throw failedPrecondition("effective_time", `must be after the start of the current phase (${new Date(last.startMs).toISOString()})`);
       if (sub.endMs !== null && effectiveMs >= sub.endMs) throw failedPrecondition("effective_time", "must be before the subscription's end");
       if (sub.phases.length >= phasesMax) throw invalid("subscription_id", `has the maximum of ${phasesMax} phases`);
+      await this.#refuseRatedInside(tx, tenant, customerId, effectiveMs, sub.endMs, "effective_time", "new phase");
       if (guard !== undefined) guard(sub, await this.#otherLives(tx, tenant, sub.customerId, subscriptionId));
       const seq = sub.phases.length;
       await tx.query(`UPDATE subscription_phases SET end_time=$4 WHERE tenant=$1 AND subscription_id=$2 AND seq=$3`, [tenant, subscriptionId, seq, ts(effectiveMs)]);
@@ -341,6 +383,7 @@ export class CatalogStore {
 
   async setOverride(tenant: string, o: PriceOverride, perCustomerMax: number): Promise<PriceOverride> {
     return this.db.transaction(async (tx) => {
+      await lockCustomers(tx, [{ tenant, customerId: o.customerId }]); // rating's lock: see #refuseRatedInside
       const spec = { pricing: o.pricing, includedQuantity: o.includedQuantity };
       const ins = await tx.query(
         `INSERT INTO price_overrides (tenant, override_id, customer_id, charge_id, spec, start_time, end_time) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING RETURNING override_id`,
@@ -353,6 +396,7 @@ export class CatalogStore {
         }
         return cur;
       }
+      await this.#refuseRatedInside(tx, tenant, o.customerId, o.startMs, o.endMs, "price_override.start_time", "override");
       const n = await tx.query<{ n: bigint }>(`SELECT count(*)::bigint AS n FROM price_overrides WHERE tenant=$1 AND customer_id=$2`, [tenant, o.customerId]);
       if (Number(n.rows[0]!.n) > perCustomerMax) throw invalid("price_override.customer_id", `has the maximum of ${perCustomerMax} overrides`);
       return o;
@@ -405,8 +449,8 @@ export class CatalogStore {
    * The catalog generation of each tenant (0 when it never had a catalog write); the tenant ''
    * holds the global cost rates. Bumped by a trigger on every catalog write (migration 0007).
    */
-  async generations(tenants: readonly string[]): Promise<Map<string, bigint>> {
-    const r = await this.db.query(`SELECT tenant, generation FROM catalog_generations WHERE tenant = ANY($1::text[])`, [[...tenants]]);
+  async generations(tenants: readonly string[], q: Queryable = this.db): Promise<Map<string, bigint>> {
+    const r = await q.query(`SELECT tenant, generation FROM catalog_generations WHERE tenant = ANY($1::text[])`, [[...tenants]]);
     const out = new Map<string, bigint>(tenants.map((t) => [t, 0n]));
     for (const row of r.rows) out.set(String(row.tenant), BigInt(row.generation as string | number | bigint));
     return out;

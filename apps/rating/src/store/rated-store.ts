@@ -4,7 +4,7 @@ import type { AlertRow } from "../domain/margin.js";
 import { CARRY_ROUNDING, MemoryRatingState, type PeriodTotal, type TaskState } from "../domain/state.js";
 import type { LineStatus, RatedEventResult, RatedLine } from "../domain/types.js";
 import { LeaseLostError } from "./lease-store.js";
-import { big, insertMany, insertUnnest, msOfNN, ts } from "./sql.js";
+import { big, insertMany, insertUnnest, lockCustomers, msOfNN, ts } from "./sql.js";
 
 const SEP = "\u0000";
 const HOUR_MS = 3_600_000;
@@ -148,14 +148,11 @@ export class RatedStore {
    * lockCustomers: transaction-scoped advisory locks on the batch's customers, in hash order (no
    * deadlock). Carries and period totals are read and written back whole, so two consumers rating
    * the same customer at once (two partitionings during a change, a second replica) would lose an
-   * update; with the lock the second waits, then sees the first's events as already rated.
+   * update; with the lock the second waits, then sees the first's events as already rated. The
+   * same lock as the catalog writes that check rated events (sql.ts, CatalogStore).
    */
-  async lockCustomers(q: Queryable, customers: Array<{ tenant: string; customerId: string }>): Promise<void> {
-    if (customers.length === 0) return;
-    await q.query(
-      `SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(t || '/' || c, 7) AS h FROM unnest($1::text[], $2::text[]) AS u(t, c) ORDER BY h) AS s`,
-      [customers.map((c) => c.tenant), customers.map((c) => c.customerId)],
-    );
+  lockCustomers(q: Queryable, customers: Array<{ tenant: string; customerId: string }>): Promise<void> {
+    return lockCustomers(q, customers);
   }
 
   /** alreadyRated: the (tenant, event id) pairs of `events` that have rated rows. */

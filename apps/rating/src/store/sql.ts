@@ -53,3 +53,18 @@ export async function insertUnnest(tx: Queryable, table: string, columns: string
   const st = unnestInsert(table, columns, types, rows, suffix);
   return (await tx.query(st.sql, st.params)).rowCount;
 }
+
+/**
+ * lockCustomers: transaction-scoped advisory locks on customers, in hash order (no deadlock). The
+ * one lock per customer that rating's batch transactions and the catalog writes that must agree
+ * with them take: a consumer batch (its carries and period totals are read and written back
+ * whole) and a subscription or override write (which checks the customer's rated events) never
+ * interleave on one customer.
+ */
+export async function lockCustomers(q: Queryable, customers: ReadonlyArray<{ tenant: string; customerId: string }>): Promise<void> {
+  if (customers.length === 0) return;
+  await q.query(
+    `SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(t || '/' || c, 7) AS h FROM unnest($1::text[], $2::text[]) AS u(t, c) ORDER BY h) AS s`,
+    [customers.map((c) => c.tenant), customers.map((c) => c.customerId)],
+  );
+}

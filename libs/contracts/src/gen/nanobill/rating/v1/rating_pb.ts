@@ -1431,7 +1431,10 @@ export type CreateSubscriptionRequest = Message<"nanobill.rating.v1.CreateSubscr
   planVersion: number;
 
   /**
-   * start_time is when the subscription starts.
+   * start_time is when the subscription starts; it may be in the past, but no event of the
+   * customer already rated may fall in [start_time, end_time) (an event is priced once, when it is
+   * rated, and never re-priced): else FailedPrecondition naming the latest such event and the
+   * first time the subscription may start (just after it).
    *
    * @generated from field: google.protobuf.Timestamp start_time = 5;
    */
@@ -1599,7 +1602,10 @@ export type MigrateSubscriptionRequest = Message<"nanobill.rating.v1.MigrateSubs
   planVersion: number;
 
   /**
-   * effective_time is when the new version takes over (the current phase ends then).
+   * effective_time is when the new version takes over (the current phase ends then); it may be in
+   * the past, but no event of the customer already rated may fall at or after it within the
+   * subscription (else FailedPrecondition naming the latest such event; rated events are never
+   * re-priced).
    *
    * @generated from field: google.protobuf.Timestamp effective_time = 4;
    */
@@ -1670,7 +1676,9 @@ export type PriceOverride = Message<"nanobill.rating.v1.PriceOverride"> & {
   charge?: Charge | undefined;
 
   /**
-   * start_time is when the override starts (inclusive).
+   * start_time is when the override starts (inclusive). SetPriceOverride refuses
+   * (FailedPrecondition) one whose [start_time, end_time) holds an event of the customer already
+   * rated: rated events are never re-priced.
    *
    * @generated from field: google.protobuf.Timestamp start_time = 5;
    */
@@ -3940,6 +3948,8 @@ export const RatingService: GenService<{
    * the plans' interval) that this subscription is alive in. To change a customer's plan
    * mid-period use MigrateSubscription (priced per phase); a successor subscription may start at
    * the next billing period's start. A replay of an existing subscription answers as before.
+   * Refused (FailedPrecondition on start_time, nothing written) when an event of the customer
+   * already rated falls in [start_time, end_time): rated events are never re-priced.
    *
    * @generated from rpc nanobill.rating.v1.RatingService.CreateSubscription
    */
@@ -3972,7 +3982,8 @@ export const RatingService: GenService<{
    * MigrateSubscription moves a subscription to another published plan version from a time.
    * Refused like CreateSubscription (FailedPrecondition on plan_version) when the target
    * version shares a charge id with another subscription of the customer alive in a billing
-   * period this subscription is alive in.
+   * period this subscription is alive in. Refused (FailedPrecondition on effective_time) when an
+   * event of the customer already rated falls in the new phase, [effective_time, end).
    *
    * @generated from rpc nanobill.rating.v1.RatingService.MigrateSubscription
    */
@@ -3983,7 +3994,8 @@ export const RatingService: GenService<{
   },
   /**
    * SetPriceOverride replaces the pricing of one charge for one customer (idempotent on
-   * override_id).
+   * override_id). Refused (FailedPrecondition on price_override.start_time) when an event of the
+   * customer already rated falls in [start_time, end_time): rated events are never re-priced.
    *
    * @generated from rpc nanobill.rating.v1.RatingService.SetPriceOverride
    */
