@@ -368,7 +368,7 @@ export function holdTo(h: HoldRow, unit: string): pb.Hold {
 }
 
 export function consumptionEntryTo(c: ConsumptionRow): pb.ConsumptionEntry {
-  return create(pb.ConsumptionEntrySchema, { id: c.id, eventId: c.eventId, chargeId: c.chargeId, consumedNanos: c.consumedNanos, shortfallNanos: c.shortfallNanos, occurredAt: ts(c.occurredAt), holdId: c.holdId });
+  return create(pb.ConsumptionEntrySchema, { id: c.id, eventId: c.eventId, chargeId: c.chargeId, consumedNanos: c.consumedNanos, shortfallNanos: c.shortfallNanos, occurredAt: ts(c.occurredAt), holdId: c.holdId, overdraftNanos: c.overdraftNanos });
 }
 
 const MOVEMENT_KIND: Record<MovementRow["kind"], pb.MovementKind> = {

@@ -209,6 +209,29 @@ describe.each(walletBackends({ cluster: true }))("credit wallet service ($name)"
     expect([after.balanceNanos, after.overdraftNanos]).toEqual([30n, 0n]);
   });
 
+  it("reports in ListConsumption the part of each burn that went below zero and the part burned by captures", async () => {
+    await fundedWallet("cus_odsplit", [{ amountNanos: 100n }], "USD", create(pb.WalletPolicySchema, { mode: pb.PolicyMode.SOFT_NEGATIVE, negativeLimitNanos: 200n }));
+    const at = timestampFromDate(new Date("2026-11-02T00:00:00Z"));
+    const rating = h.client(KEYS.internal, "tnt_a");
+    // 150 consumed: 100 from the grant, 50 below zero
+    const r = await rating.consume({ items: [{ id: "evt_od:chg_a", customerId: "cus_odsplit", unit: "USD", amountNanos: 150n, eventId: "evt_od", chargeId: "chg_a", occurredAt: at }] });
+    expect([r.results[0]!.consumedNanos, r.results[0]!.shortfallNanos]).toEqual([150n, 0n]);
+    // a hold of 30 captured (all below zero: the wallet is at -50), naming charge chg_b
+    const agent = h.client(KEYS.ingestA);
+    await agent.authorize({ id: "hold_odsplit", customerId: "cus_odsplit", unit: "USD", amountNanos: 30n, chargeId: "chg_b" });
+    await agent.capture({ holdId: "hold_odsplit", amountNanos: 30n, occurredAt: at });
+    const lc = await rating.listConsumption({ customerId: "cus_odsplit", unit: "USD", from: timestampFromDate(new Date("2026-11-01T00:00:00Z")), to: timestampFromDate(new Date("2026-12-01T00:00:00Z")) });
+    expect([lc.consumedNanos, lc.overdraftNanos, lc.capturedNanos, lc.shortfallNanos]).toEqual([180n, 80n, 30n, 0n]);
+    expect(lc.byCharge.map((c) => [c.chargeId, c.consumedNanos, c.overdraftNanos, c.capturedNanos])).toEqual([
+      ["chg_a", 150n, 50n, 0n],
+      ["chg_b", 30n, 30n, 30n],
+    ]);
+    expect(lc.entries.map((e) => [e.id, e.consumedNanos, e.overdraftNanos, e.holdId])).toEqual([
+      ["hold_odsplit", 30n, 30n, "hold_odsplit"],
+      ["evt_od:chg_a", 150n, 50n, ""],
+    ]);
+  });
+
   if (b.full)
   it("records postpaid overage as shortfall instead of refusing", async () => {
     const w = await fundedWallet("cus_post", [{ amountNanos: 100n }], "USD", create(pb.WalletPolicySchema, { mode: pb.PolicyMode.POSTPAID_OVERAGE, overageRate: { value: "1" }, overageCurrency: "USD" }));

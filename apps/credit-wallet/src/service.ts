@@ -417,7 +417,9 @@ export function createWalletServiceImpl(deps: {
           walletId: wallet?.id ?? "",
           consumedNanos: totals.consumed,
           shortfallNanos: totals.shortfall,
-          byCharge: totals.byCharge.map((c) => create(pb.ConsumptionByChargeSchema, { chargeId: c.chargeId, consumedNanos: c.consumed, shortfallNanos: c.shortfall })),
+          overdraftNanos: totals.overdraft,
+          capturedNanos: totals.captured,
+          byCharge: totals.byCharge.map((c) => create(pb.ConsumptionByChargeSchema, { chargeId: c.chargeId, consumedNanos: c.consumed, shortfallNanos: c.shortfall, overdraftNanos: c.overdraft, capturedNanos: c.captured })),
           entries: page.map(M.consumptionEntryTo),
           page: { nextPageToken: rows.length > size && last ? M.encodeToken({ at: last.occurredAt.toISOString(), source: last.source, id: last.id }) : "" },
         });

@@ -21,6 +21,9 @@ import {
   feeTrueUps,
   floorHour,
   lateUsageAdjustments,
+  capturedHoldsCharges,
+  lateCapturedAdjustment,
+  CHARGE_ID_CAPTURED_HOLDS,
   minimumCommitmentNanos,
   ownerOf,
   periodPricedIds,
@@ -110,8 +113,10 @@ interface LateRead {
   inv: StoredInvoice;
   /** ratedNow: its rated usage now (period-priced charges from RatePeriod). */
   ratedNow: UsageTotal[];
-  /** creditsNow: prepaid money consumed in its usage window now (this subscription's share). */
+  /** creditsNow: prepaid money consumed in its usage window now (this subscription's share; creditsFor). */
   creditsNow: bigint;
+  /** capturedNow: what captures burned in its usage window now (this subscription's share). */
+  capturedNow: bigint;
   snapshot: LateSnapshot;
 }
 
@@ -187,11 +192,19 @@ export function createInvoicingCore(d: HandlerDeps): {
     return { owners: chargeOwners(subs, cc.plans, w), subs };
   }
 
-  async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined, period: { from: Date; to: Date }): Promise<bigint> {
-    return (await walletShare(tenant, cc, unit, from, to, sub, period)).consumed;
+  /**
+   * creditsFor: the prepaid money the wallet burned in the window (this subscription's share),
+   * applied as credits — Consume items and captures alike, the part below zero included (a
+   * SOFT_NEGATIVE overdraft stays the wallet's receivable, repaid by its next grant: see the
+   * README, "What is missing") — and what captures burned, billed by the "Captured holds" line
+   * (capturedHoldsCharges), since no rated usage line bills a capture.
+   */
+  async function creditsFor(tenant: string, cc: CustomerContext, unit: string, from: Date, to: Date, sub: SubscriptionInfo | undefined, period: { from: Date; to: Date }): Promise<{ credits: bigint; captured: bigint }> {
+    const w = await walletShare(tenant, cc, unit, from, to, sub, period);
+    return { credits: w.consumed, captured: w.captured };
   }
 
-  /** walletShare: what the customer's wallet of `unit` burned in the window, and its shortfall (not covered), for `sub` (undefined: all). */
+  /** walletShare: what the customer's wallet of `unit` burned in the window (of it: by captures), and its shortfall (not covered), for `sub` (undefined: all). */
   async function walletShare(
     tenant: string,
     cc: CustomerContext,
@@ -201,7 +214,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     sub: SubscriptionInfo | undefined,
     /** The billing period the share is for: who owns each charge is decided on it, as for usage lines (not on the hour window). */
     period: { from: Date; to: Date },
-  ): Promise<{ consumed: bigint; shortfall: bigint }> {
+  ): Promise<{ consumed: bigint; shortfall: bigint; captured: bigint }> {
     const key = `${unit}|${from.getTime()}|${to.getTime()}`;
     let pending = cc.consumption.get(key);
     if (pending === undefined) {
@@ -209,7 +222,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       cc.consumption.set(key, pending);
     }
     const c = await pending;
-    if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos };
+    if (sub === undefined) return { consumed: c.consumedNanos, shortfall: c.shortfallNanos, captured: c.capturedNanos };
     const o = ownersIn(cc, period);
     const share = (total: bigint, byCharge: ReadonlyMap<string, bigint>): bigint => {
       let mine = 0n;
@@ -222,7 +235,11 @@ export function createInvoicingCore(d: HandlerDeps): {
       if (o.subs[0]?.subscriptionId === sub.subscriptionId) mine += total - attributed + (byCharge.get("") ?? 0n);
       return mine;
     };
-    return { consumed: share(c.consumedNanos, c.byCharge), shortfall: share(c.shortfallNanos, c.shortfallByCharge) };
+    return {
+      consumed: share(c.consumedNanos, c.byCharge),
+      shortfall: share(c.shortfallNanos, c.shortfallByCharge),
+      captured: share(c.capturedNanos, c.capturedByCharge),
+    };
   }
 
   /**
@@ -255,7 +272,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     const customerId = cc.customer.customerId;
     return Promise.all(
       found.map(async ({ period, inv }) => {
-        const [buckets, rated, creditsNow] = await Promise.all([
+        const [buckets, rated, wallet] = await Promise.all([
           upstream.ratedUsage(tenant, customerId, inv.usageFrom, inv.usageTo),
           ppIds.size > 0 ? upstream.ratePeriod(tenant, customerId, period.start) : Promise.resolve(undefined),
           creditsFor(tenant, cc, unit, inv.usageFrom, inv.usageTo, sub, { from: period.start, to: period.end }),
@@ -264,7 +281,8 @@ export function createInvoicingCore(d: HandlerDeps): {
           period,
           inv,
           ratedNow: withPeriodPricing(buckets, rated, period, ppIds),
-          creditsNow,
+          creditsNow: wallet.credits,
+          capturedNow: wallet.captured,
           snapshot: {
             periodStart: inv.periodStart,
             usageFrom: inv.usageFrom,
@@ -291,7 +309,11 @@ export function createInvoicingCore(d: HandlerDeps): {
       const o = ownersIn(cc, { from: w.inv.periodStart, to: w.inv.periodEnd });
       // named by the period (cut to the subscription's life) in the customer's local dates
       const named = { ...withinLife({ start: w.inv.periodStart, end: w.inv.periodEnd }, sub), timeZone: specOf(cc, sub).timeZone };
-      charges.push(...lateUsageAdjustments(w.ratedNow, w.snapshot.billedUsage, sub, o.owners, o.subs, cc.names, unit, window, named, feeIds));
+      const billedUsage = new Map(w.snapshot.billedUsage);
+      const billedCaptured = billedUsage.get(CHARGE_ID_CAPTURED_HOLDS) ?? 0n;
+      billedUsage.delete(CHARGE_ID_CAPTURED_HOLDS);
+      charges.push(...lateUsageAdjustments(w.ratedNow, billedUsage, sub, o.owners, o.subs, cc.names, unit, window, named, feeIds));
+      charges.push(...lateCapturedAdjustment(w.capturedNow, billedCaptured, sub.subscriptionId, window, named));
       const d = w.creditsNow - w.snapshot.billedCredits;
       if (d !== 0n) credits.push({ nanos: d, subscriptionId: sub.subscriptionId, periodStart: w.inv.periodStart, periodEnd: w.inv.periodEnd });
     }
@@ -514,9 +536,9 @@ export function createInvoicingCore(d: HandlerDeps): {
       trueUps.push(...(await feeTrueUpCharges(tenant, cc, s, p, unit, late)));
     }
     // the whole customer's (no subscription's share): the period bounds decide nothing here
-    const credits = await creditsFor(tenant, cc, unit, window.from, window.to, undefined, window);
+    const wallet = await creditsFor(tenant, cc, unit, window.from, window.to, undefined, window);
     const creditUnits = await creditsUsed(tenant, cc, bucketTotals, unit, window, at, undefined, window);
-    charges.push(...creditUnits.overage);
+    charges.push(...capturedHoldsCharges(wallet.captured, active[0]?.subscriptionId ?? "", window), ...creditUnits.overage);
     // unbilled top-ups up to `at` (the first subscription's, in its own periods)
     const first = cc.subs[0];
     const firstSpec = first === undefined ? undefined : specOf(cc, first);
@@ -530,7 +552,7 @@ export function createInvoicingCore(d: HandlerDeps): {
       charges: [...charges, ...lateCharges, ...trueUps, ...topUps],
       minimumCommitmentNanos: 0n,
       commitments,
-      creditsAppliedNanos: credits,
+      creditsAppliedNanos: wallet.credits,
       lateCredits,
       residues: await store.readResidues(tenant, customerId),
       deferredIn: await store.readDeferral(tenant, customerId),
@@ -643,7 +665,7 @@ export function createInvoicingCore(d: HandlerDeps): {
     // (RatePeriod's lines of the subscription; commitmentUsage), not from the hour window.
     const ppIds = periodPricedIds(sub, cc.plans);
     const minimum = minimumCommitmentNanos(spec, p.index, sub, cc.plans);
-    const [bucketTotals, credits, rated] = await Promise.all([
+    const [bucketTotals, wallet, rated] = await Promise.all([
       upstream.ratedUsage(tenant, cc.customer.customerId, window.from, window.to),
       creditsFor(tenant, cc, unit, window.from, window.to, sub, { from: p.start, to: p.end }),
       ppIds.size > 0 || minimum > 0n ? upstream.ratePeriod(tenant, cc.customer.customerId, p.start) : Promise.resolve(undefined),
@@ -651,7 +673,11 @@ export function createInvoicingCore(d: HandlerDeps): {
     // asked for the commitment only: the usage lines stay as billed without period-priced charges
     const totals = withPeriodPricing(bucketTotals, ppIds.size > 0 ? rated : undefined, p, ppIds);
     const o = ownersIn(cc, { from: p.start, to: p.end });
-    const charges = [...usageCharges(totals, sub, o.owners, o.subs, cc.names, unit, window), ...feeCharges(spec, p.index, sub, cc.plans, unit)];
+    const charges = [
+      ...usageCharges(totals, sub, o.owners, o.subs, cc.names, unit, window),
+      ...capturedHoldsCharges(wallet.captured, sub.subscriptionId, window),
+      ...feeCharges(spec, p.index, sub, cc.plans, unit),
+    ];
     // Late usage and prepaid money burned late for earlier invoiced periods (adjustment and
     // credits lines naming them; re-checked under the customer lock: see CloseItem.late), then the
     // fees of this period billed in advance on the previous invoice, trued up to the seat changes.
@@ -695,7 +721,7 @@ export function createInvoicingCore(d: HandlerDeps): {
           minimumCommitmentNanos: minimum,
           commitmentFees: periodFees,
           commitmentUsageNanos: periodUsage,
-          creditsAppliedNanos: credits,
+          creditsAppliedNanos: wallet.credits,
           lateCredits: l.credits,
           residues,
           deferredIn,
@@ -1040,6 +1066,10 @@ export function createInvoicingCore(d: HandlerDeps): {
           const totals = withPeriodPricing(bucketTotals, ratedPeriod, { start: inv.periodStart, end: inv.periodEnd, index: inv.periodIndex }, ppIds);
           const rated = new Map<string, bigint>();
           for (const t of totals) if (t.unit === inv.unit) rated.set(t.chargeId, (rated.get(t.chargeId) ?? 0n) + t.priceNanos);
+          // The wallet's burns of the window now (this subscription's share): grant-funded money
+          // (credits applied) and captures, which the "Captured holds" line bills as its usage.
+          const wallet = cc !== undefined && sub !== undefined ? await creditsFor(tenant, cc, inv.unit, inv.usageFrom, inv.usageTo, sub, { from: inv.periodStart, to: inv.periodEnd }) : undefined;
+          if (wallet !== undefined && wallet.captured !== 0n) rated.set(CHARGE_ID_CAPTURED_HOLDS, wallet.captured);
           const billed = await store.billedUsage(tenant, inv.subscriptionId, inv.usageFrom);
           // Every usage charge of the subscription billed or rated for the period, not only the
           // invoice's usage lines: a charge rated for it that no line bills (usage rated late for a
@@ -1049,19 +1079,17 @@ export function createInvoicingCore(d: HandlerDeps): {
           const o = cc === undefined ? undefined : ownersIn(cc, { from: inv.periodStart, to: inv.periodEnd });
           const mine = (chargeId: string) => chargeId !== "" && !feeIds.has(chargeId) && (o === undefined || ownerOf(chargeId, o.owners, o.subs) === inv.subscriptionId);
           const checked = new Set(inv.lines.filter((l) => l.kind === "usage").map((l) => l.chargeId));
-          if (sub !== undefined) for (const id of [...billed.keys(), ...rated.keys()]) if (mine(id)) checked.add(id);
+          if (sub !== undefined) for (const id of [...billed.keys(), ...rated.keys()]) if (mine(id) || id === CHARGE_ID_CAPTURED_HOLDS) checked.add(id);
           for (const chargeId of [...checked].sort()) {
-            diff(inv.id, "rated_usage", billed.get(chargeId) ?? 0n, rated.get(chargeId) ?? 0n, `charge ${chargeId}: billed exact nanos (usage line + later adjustments) vs rated usage now; a difference is late usage not yet billed`);
+            const what = chargeId === CHARGE_ID_CAPTURED_HOLDS ? "vs what captures of holds burned in the window now; a difference is a capture not yet billed" : "vs rated usage now; a difference is late usage not yet billed";
+            diff(inv.id, "rated_usage", billed.get(chargeId) ?? 0n, rated.get(chargeId) ?? 0n, `charge ${chargeId}: billed exact nanos (usage line + later adjustments) ${what}`);
           }
           // Prepaid money consumed in the window now vs credits applied for the period (its own
           // credits line + later invoices' late credits lines naming it).
-          if (cc !== undefined && sub !== undefined) {
-            const [consumed, applied] = await Promise.all([
-              creditsFor(tenant, cc, inv.unit, inv.usageFrom, inv.usageTo, sub, { from: inv.periodStart, to: inv.periodEnd }),
-              store.billedWindows(tenant, [{ subscriptionId: inv.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart }]),
-            ]);
+          if (wallet !== undefined) {
+            const applied = await store.billedWindows(tenant, [{ subscriptionId: inv.subscriptionId, usageFrom: inv.usageFrom, periodStart: inv.periodStart }]);
             const appliedNanos = applied.get(billedKey(inv.subscriptionId, "credits", inv.periodStart))?.get("") ?? 0n;
-            diff(inv.id, "credits_applied", appliedNanos, consumed, "prepaid money consumed in the window now vs credits applied for the period (its invoice + later late-credits lines); a difference is prepaid money burned late, not yet applied");
+            diff(inv.id, "credits_applied", appliedNanos, wallet.credits, "prepaid money consumed in the window now vs credits applied for the period (its invoice + later late-credits lines); a difference is prepaid money burned late, not yet applied");
           }
           const legs = allLegs(inv);
           const posted = await ledger.lookup(tenant, inv.ledgerTransferIds);

@@ -14,6 +14,23 @@ import { planKey, type CreditTypeInfo, type ChargeInfo, type CustomerInfo, type 
 import { RATED_BUCKETS_PER_PERIOD_MAX, TOP_UPS_LISTED_MAX, UPSTREAM_PAGES_MAX, UPSTREAM_TIMEOUT_MS } from "./limits.js";
 import { InvoicingError } from "./domain/lifecycle.js";
 
+/**
+ * Consumption: what a customer's wallet of one unit burned in a window (ListConsumption), each total
+ * beside its split by charge; captured is the part of consumed burned by captures of holds.
+ */
+export interface Consumption {
+  consumedNanos: bigint;
+  byCharge: Map<string, bigint>;
+  shortfallNanos: bigint;
+  shortfallByCharge: Map<string, bigint>;
+  capturedNanos: bigint;
+  capturedByCharge: Map<string, bigint>;
+}
+
+function noConsumption(): Consumption {
+  return { consumedNanos: 0n, byCharge: new Map(), shortfallNanos: 0n, shortfallByCharge: new Map(), capturedNanos: 0n, capturedByCharge: new Map() };
+}
+
 export interface UpstreamClients {
   rating: Client<typeof RatingService>;
   wallet: Client<typeof CreditWalletService>;
@@ -40,7 +57,7 @@ export interface Upstream {
     unit: string,
     from: Date,
     to: Date,
-  ): Promise<{ consumedNanos: bigint; byCharge: Map<string, bigint>; shortfallNanos: bigint; shortfallByCharge: Map<string, bigint> }>;
+  ): Promise<Consumption>;
   /** walletPolicy: the postpaid overage terms of the customer's wallet of `unit` (undefined: no wallet, or not POSTPAID_OVERAGE). */
   overageTerms(tenant: string, customerId: string, unit: string): Promise<{ rate: string; currency: string } | undefined>;
   /**
@@ -275,21 +292,22 @@ export function createUpstream(c: UpstreamClients): Upstream {
     },
 
     async consumption(tenant, customerId, unit, from, to) {
-      if (to.getTime() <= from.getTime()) return { consumedNanos: 0n, byCharge: new Map(), shortfallNanos: 0n, shortfallByCharge: new Map() };
+      if (to.getTime() <= from.getTime()) return noConsumption();
       try {
         const r = await c.wallet.listConsumption(
           { customerId, unit, from: ts(from), to: ts(to), page: create(PageRequestSchema, { pageSizeMax: 1 }) },
           opts(tenant),
         );
-        const byCharge = new Map<string, bigint>();
-        const shortfallByCharge = new Map<string, bigint>();
+        const out: Consumption = { ...noConsumption(), consumedNanos: r.consumedNanos, shortfallNanos: r.shortfallNanos, capturedNanos: r.capturedNanos };
+        const add = (m: Map<string, bigint>, k: string, n: bigint) => m.set(k, (m.get(k) ?? 0n) + n);
         for (const b of r.byCharge) {
-          byCharge.set(b.chargeId, (byCharge.get(b.chargeId) ?? 0n) + b.consumedNanos);
-          shortfallByCharge.set(b.chargeId, (shortfallByCharge.get(b.chargeId) ?? 0n) + b.shortfallNanos);
+          add(out.byCharge, b.chargeId, b.consumedNanos);
+          add(out.shortfallByCharge, b.chargeId, b.shortfallNanos);
+          add(out.capturedByCharge, b.chargeId, b.capturedNanos);
         }
-        return { consumedNanos: r.consumedNanos, byCharge, shortfallNanos: r.shortfallNanos, shortfallByCharge };
+        return out;
       } catch (e) {
-        if (isCode(e, Code.NotFound)) return { consumedNanos: 0n, byCharge: new Map(), shortfallNanos: 0n, shortfallByCharge: new Map() };
+        if (isCode(e, Code.NotFound)) return noConsumption();
         throw e;
       }
     },

@@ -26,7 +26,8 @@
  *   last invoice == sum of the rounded non-carried lines; finalized numbers gapless per tenant;
  * - credits applied: prepaid money consumed in an invoice's window now == the credits lines naming
  *   that window (its own invoice's, or a later invoice's), less what late events awaiting their
- *   adjustment burned;
+ *   adjustment burned; the holds captured in it (a burn no rated event bills) == its "Captured
+ *   holds" lines (usage + adjustment);
  * - finalized / paid invoices tie to the ledger: their transfers exist, posted, in the invoice
  *   unit; net receivable == amount due (0 once paid, cash == amount due) less its credit-balance
  *   lines (a credit carried out stays in the receivable until applied), tax payable == tax,
@@ -43,6 +44,9 @@ import { PolicyMode } from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { InvoiceStatus, LineKind, type Invoice } from "@nanobill/contracts/nanobill/invoicing/v1/invoicing_pb";
 import { TransferState } from "@nanobill/contracts/nanobill/ledger/v1/ledger_pb";
 import type { PlatformClients } from "./platform.js";
+
+/** CAPTURED_HOLDS: the charge id of invoicing's "Captured holds" lines (no rated event bills a capture; checked against the wallet's captures). */
+const CAPTURED_HOLDS = "_captured_holds";
 
 /** Parallel lookups of rated events per tenant. */
 export const AUDIT_CONCURRENCY = 16;
@@ -335,7 +339,7 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
         const rounded = new Map<string, bigint>();
         for (const inv of live) {
           for (const l of inv.lines) {
-            if (l.kind !== LineKind.USAGE && l.kind !== LineKind.ADJUSTMENT) continue;
+            if ((l.kind !== LineKind.USAGE && l.kind !== LineKind.ADJUSTMENT) || l.chargeId === CAPTURED_HOLDS) continue;
             add(exactLines, `${inv.unit}|${l.chargeId}`, l.amountNanos);
             add(rounded, `${inv.unit}|${l.chargeId}`, l.roundedAmountNanos);
           }
@@ -365,7 +369,7 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
         // credits line follows the line before it of the same charge).
         const pchain = new Map(chain);
         for (const l of preview?.lines ?? []) {
-          if (l.kind === LineKind.USAGE) add(previewLines, `${preview!.unit}|${l.chargeId}`, l.amountNanos);
+          if (l.kind === LineKind.USAGE && l.chargeId !== CAPTURED_HOLDS) add(previewLines, `${preview!.unit}|${l.chargeId}`, l.amountNanos);
           if (l.roundedAmountNanos + l.residueOutNanos !== l.amountNanos + l.residueInNanos) {
             f("preview", `${cust.customerId}/${l.id}`, `rounded ${l.roundedAmountNanos} + residue out ${l.residueOutNanos} != amount ${l.amountNanos} + residue in ${l.residueInNanos}`);
           }
@@ -414,9 +418,15 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
         // ---- credits applied: the prepaid money consumed in an invoice's window (now) is applied by
         // the credits lines naming that window (its own, or a later invoice's adjustment), except
         // what late events awaiting their adjustment burned
+        // The holds captured in it are billed by the "Captured holds" lines naming it.
         const creditsFor = new Map<number, bigint>();
+        const capturedFor = new Map<number, bigint>();
         for (const inv of live) {
-          for (const l of inv.lines) if (l.kind === LineKind.CREDITS_APPLIED) creditsFor.set(floorHour(ms(l.periodStart) ?? 0), (creditsFor.get(floorHour(ms(l.periodStart) ?? 0)) ?? 0n) - l.amountNanos);
+          for (const l of inv.lines) {
+            const at = floorHour(ms(l.periodStart) ?? 0);
+            if (l.kind === LineKind.CREDITS_APPLIED) creditsFor.set(at, (creditsFor.get(at) ?? 0n) - l.amountNanos);
+            if ((l.kind === LineKind.USAGE || l.kind === LineKind.ADJUSTMENT) && l.chargeId === CAPTURED_HOLDS) capturedFor.set(at, (capturedFor.get(at) ?? 0n) + l.amountNanos);
+          }
         }
         for (const inv of live) {
           const w = { from: floorHour(ms(inv.periodStart) ?? 0), to: floorHour(ms(inv.periodEnd) ?? 0) };
@@ -446,6 +456,8 @@ export async function audit(tenants: AuditTenant[], opts: { period?: { from: Dat
                 `${cons.consumedNanos - pendingBurn - applied} is applied on no invoice (${lateEvents} consumption entries of events accepted after the close burned ${lateBurn}; their usage was billed as an adjustment, their prepaid money never credited)`,
             );
           }
+          const billedCaptured = capturedFor.get(w.from) ?? 0n;
+          if (billedCaptured !== cons.capturedNanos) f("credits", inv.id, `holds captured in ${iso(w.from)} .. ${iso(w.to)} burned ${cons.capturedNanos} ${inv.unit} now, "Captured holds" lines naming the period bill ${billedCaptured}`);
         }
 
         // ---- finalized / paid invoices tie to the ledger

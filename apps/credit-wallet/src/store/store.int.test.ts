@@ -1,3 +1,6 @@
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { migrate, testBackends, type Queryable, type TestDb } from "@nanobill/db";
@@ -69,11 +72,14 @@ describe.each(testBackends())("wallet store ($name)", (backend) => {
     expect([...(await S.insertHolds(db, T, [hold]))]).toEqual(["h1"]);
     expect([...(await S.insertHolds(db, T, [hold, { ...hold, id: "h2" }]))]).toEqual(["h2"]);
     expect((await S.getHold(db, T, "h1"))!.slices).toEqual([{ grantId: "g1", amountNanos: 5n }]);
-    const c: S.ConsumptionRow = { source: "consume", id: "c1", walletId: "wal_1", customerId: "cus_1", unit: "USD", amountNanos: 9n, consumedNanos: 7n, shortfallNanos: 2n, eventId: "e", chargeId: "ch", model: "", holdId: "", occurredAt: now, requestHash: "y" };
+    const c: S.ConsumptionRow = { source: "consume", id: "c1", walletId: "wal_1", customerId: "cus_1", unit: "USD", amountNanos: 9n, consumedNanos: 7n, overdraftNanos: 3n, shortfallNanos: 2n, eventId: "e", chargeId: "ch", model: "", holdId: "", occurredAt: now, requestHash: "y" };
     expect((await S.insertConsumptions(db, T, [c], now)).size).toBe(1);
     expect((await S.insertConsumptions(db, T, [c], now)).size).toBe(0);
+    // a capture's burn: counted in consumed, and apart as captured (its overdraft part too)
+    expect((await S.insertConsumptions(db, T, [{ ...c, source: "capture", id: "h1", holdId: "h1", amountNanos: 4n, consumedNanos: 4n, overdraftNanos: 1n, shortfallNanos: 0n }], now)).size).toBe(1);
     const tot = await S.consumptionTotals(db, T, "cus_1", "USD", now, new Date(now.getTime() + 1));
-    expect([tot.consumed, tot.shortfall, tot.byCharge.length]).toEqual([7n, 2n, 1]);
+    expect([tot.consumed, tot.overdraft, tot.captured, tot.shortfall, tot.byCharge.length]).toEqual([11n, 4n, 4n, 2n, 1]);
+    expect((await S.listConsumptionEntries(db, T, "cus_1", "USD", now, new Date(now.getTime() + 1), null, 10)).map((x) => [x.source, x.overdraftNanos])).toEqual([["capture", 1n], ["consume", 3n]]);
   });
 
   it("commits a group of holds in one statement, and refuses the whole group when one over-spends", async () => {
@@ -279,5 +285,40 @@ describe.each(testBackends().filter((b) => b.name === "postgres"))("wallet store
       const blocked = await othersLockedWhileWaiting(x, after, () => withoutIndexes((tx) => S.commitHolds(tx, T, [hold], [], [], now)));
       expect(blocked, `waiting for ${x}, a later grant was locked`).toBe(false);
     }
+  });
+});
+
+describe.each(testBackends())("wallet store migration 0008 ($name)", (backend) => {
+  let db: TestDb;
+  let dir = "";
+  beforeAll(async () => {
+    db = await backend.open();
+    // the migrations before 0008, as a deployment had them
+    dir = await mkdtemp(join(tmpdir(), "wallet-mig-"));
+    for (const f of await readdir(S.migrationsDir)) if (f.endsWith(".sql") && f < "0008") await copyFile(join(S.migrationsDir, f), join(dir, f));
+    await migrate(db, dir);
+  });
+  afterAll(async () => {
+    await db?.dispose();
+    if (dir !== "") await rm(dir, { recursive: true, force: true });
+  });
+
+  it("fills overdraft_nanos of rows written before it from their burn's overdraft movement (Consume item and capture)", async () => {
+    const cons = `INSERT INTO consumptions (tenant, source, id, wallet_id, customer_id, unit, amount_nanos, consumed_nanos, shortfall_nanos, event_id, charge_id, model, hold_id, occurred_at, request_hash, created_at)
+                  VALUES ($1, $2, $3, 'wal_1', 'cus_1', 'USD', $4, $4, 0, '', 'ch', '', $5, $6, 'h', $6)`;
+    await db.query(cons, [T, "consume", "c_od", 150n, "", now]);
+    await db.query(cons, [T, "capture", "h_od", 30n, "h_od", now]);
+    await db.query(cons, [T, "consume", "c_paid", 20n, "", now]);
+    const mv = `INSERT INTO movements (tenant, id, wallet_id, kind, amount_nanos, source_id, occurred_at) VALUES ($1, $2, 'wal_1', $3, $4, $5, $6)`;
+    await db.query(mv, [T, "mv_b:c_od:od", "overdraft", 50n, "c_od", now]);
+    await db.query(mv, [T, "mv_c:h_od:od", "overdraft", 30n, "h_od", now]);
+    await db.query(mv, [T, "mv_b:c_paid:0", "burn", 20n, "c_paid", now]);
+    await migrate(db, S.migrationsDir);
+    const rows = await S.listConsumptionEntries(db, T, "cus_1", "USD", now, new Date(now.getTime() + 1), null, 10);
+    expect(rows.map((r) => [r.id, r.consumedNanos, r.overdraftNanos])).toEqual([
+      ["h_od", 30n, 30n],
+      ["c_od", 150n, 50n],
+      ["c_paid", 20n, 0n],
+    ]);
   });
 });

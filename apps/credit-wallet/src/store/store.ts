@@ -102,7 +102,10 @@ export interface ConsumptionRow {
   customerId: string;
   unit: string;
   amountNanos: bigint;
+  /** consumedNanos: what was burned, grants and overdraft together (amount - shortfall). */
   consumedNanos: bigint;
+  /** overdraftNanos: the part of consumedNanos that went below zero (no grant paid it). */
+  overdraftNanos: bigint;
   shortfallNanos: bigint;
   eventId: string;
   chargeId: string;
@@ -700,6 +703,7 @@ function consumptionOf(r: Row): ConsumptionRow {
     unit: r.unit as string,
     amountNanos: big(r.amount_nanos),
     consumedNanos: big(r.consumed_nanos),
+    overdraftNanos: big(r.overdraft_nanos),
     shortfallNanos: big(r.shortfall_nanos),
     eventId: r.event_id as string,
     chargeId: r.charge_id as string,
@@ -710,12 +714,12 @@ function consumptionOf(r: Row): ConsumptionRow {
   };
 }
 
-const CONSUMPTION_COLS = `source, id, wallet_id, customer_id, unit, amount_nanos, consumed_nanos, shortfall_nanos, event_id, charge_id, model, hold_id, occurred_at, request_hash`;
+const CONSUMPTION_COLS = `source, id, wallet_id, customer_id, unit, amount_nanos, consumed_nanos, shortfall_nanos, event_id, charge_id, model, hold_id, occurred_at, request_hash, overdraft_nanos`;
 
 export async function insertConsumption(q: Queryable, tenant: string, c: ConsumptionRow, now: Date): Promise<boolean> {
   const r = await q.query(
-    `INSERT INTO consumptions (tenant, ${CONSUMPTION_COLS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
-    [tenant, c.source, c.id, c.walletId, c.customerId, c.unit, c.amountNanos, c.consumedNanos, c.shortfallNanos, c.eventId, c.chargeId, c.model, c.holdId, c.occurredAt, c.requestHash, now],
+    `INSERT INTO consumptions (tenant, ${CONSUMPTION_COLS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING`,
+    [tenant, c.source, c.id, c.walletId, c.customerId, c.unit, c.amountNanos, c.consumedNanos, c.shortfallNanos, c.eventId, c.chargeId, c.model, c.holdId, c.occurredAt, c.requestHash, c.overdraftNanos, now],
   );
   return r.rowCount === 1;
 }
@@ -726,22 +730,31 @@ export async function getConsumptions(q: Queryable, tenant: string, ids: string[
   return new Map(r.rows.map((x) => [x.id as string, consumptionOf(x)]));
 }
 
-export async function consumptionTotals(q: Queryable, tenant: string, customerId: string, unit: string, from: Date, to: Date): Promise<{ consumed: bigint; shortfall: bigint; byCharge: Array<{ chargeId: string; consumed: bigint; shortfall: bigint }> }> {
+/** ConsumptionTotal: burns in a range; `consumed` = grant-funded + overdraft, `captured` the part of `consumed` burned by captures. */
+export interface ConsumptionTotal {
+  consumed: bigint;
+  overdraft: bigint;
+  captured: bigint;
+  shortfall: bigint;
+}
+
+export async function consumptionTotals(q: Queryable, tenant: string, customerId: string, unit: string, from: Date, to: Date): Promise<ConsumptionTotal & { byCharge: Array<ConsumptionTotal & { chargeId: string }> }> {
   const r = await q.query(
-    `SELECT charge_id, sum(consumed_nanos)::text AS c, sum(shortfall_nanos)::text AS s FROM consumptions
+    `SELECT charge_id, sum(consumed_nanos)::text AS c, sum(overdraft_nanos)::text AS o,
+            coalesce(sum(consumed_nanos) FILTER (WHERE source = 'capture'), 0)::text AS k, sum(shortfall_nanos)::text AS s FROM consumptions
      WHERE tenant = $1 AND customer_id = $2 AND unit = $3 AND occurred_at >= $4 AND occurred_at < $5 GROUP BY charge_id ORDER BY charge_id`,
     [tenant, customerId, unit, from, to],
   );
-  let consumed = 0n;
-  let shortfall = 0n;
+  const total: ConsumptionTotal = { consumed: 0n, overdraft: 0n, captured: 0n, shortfall: 0n };
   const byCharge = r.rows.map((x) => {
-    const c = BigInt(x.c as string);
-    const s = BigInt(x.s as string);
-    consumed += c;
-    shortfall += s;
-    return { chargeId: x.charge_id as string, consumed: c, shortfall: s };
+    const t = { chargeId: x.charge_id as string, consumed: BigInt(x.c as string), overdraft: BigInt(x.o as string), captured: BigInt(x.k as string), shortfall: BigInt(x.s as string) };
+    total.consumed += t.consumed;
+    total.overdraft += t.overdraft;
+    total.captured += t.captured;
+    total.shortfall += t.shortfall;
+    return t;
   });
-  return { consumed, shortfall, byCharge };
+  return { ...total, byCharge };
 }
 
 export async function listConsumptionEntries(q: Queryable, tenant: string, customerId: string, unit: string, from: Date, to: Date, after: { at: Date; source: string; id: string } | null, limit: number): Promise<ConsumptionRow[]> {
@@ -916,10 +929,10 @@ export async function insertHolds(q: Queryable, tenant: string, hs: HoldRow[]): 
 export async function insertConsumptions(q: Queryable, tenant: string, cs: ConsumptionRow[], now: Date): Promise<Set<string>> {
   if (cs.length === 0) return new Set();
   const r = await q.query<{ id: string }>(
-    `INSERT INTO consumptions (tenant, source, id, wallet_id, customer_id, unit, amount_nanos, consumed_nanos, shortfall_nanos, event_id, charge_id, model, hold_id, occurred_at, request_hash, created_at)
-     SELECT $1, t.src, t.id, t.w, t.cu, t.un, t.a, t.c, t.s, t.ev, t.ch, t.m, t.ho, t.oc, t.h, $2
-     FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[])
-       AS t(src, id, w, cu, un, a, c, s, ev, ch, m, ho, oc, h)
+    `INSERT INTO consumptions (tenant, source, id, wallet_id, customer_id, unit, amount_nanos, consumed_nanos, shortfall_nanos, event_id, charge_id, model, hold_id, occurred_at, request_hash, overdraft_nanos, created_at)
+     SELECT $1, t.src, t.id, t.w, t.cu, t.un, t.a, t.c, t.s, t.ev, t.ch, t.m, t.ho, t.oc, t.h, t.od, $2
+     FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[], $17::bigint[])
+       AS t(src, id, w, cu, un, a, c, s, ev, ch, m, ho, oc, h, od)
      ON CONFLICT DO NOTHING RETURNING id`,
     [
       tenant,
@@ -938,6 +951,7 @@ export async function insertConsumptions(q: Queryable, tenant: string, cs: Consu
       cs.map((c) => c.holdId),
       cs.map((c) => c.occurredAt.toISOString()),
       cs.map((c) => c.requestHash),
+      cs.map((c) => c.overdraftNanos.toString()),
     ],
   );
   return new Set(r.rows.map((x) => x.id));

@@ -456,6 +456,60 @@ export function creditsInUnits(consumed: Array<{ unit: string; creditsNanos: big
   return out;
 }
 
+/** CHARGE_ID_CAPTURED_HOLDS: the charge id (and residue key) of the line billing captured holds. */
+export const CHARGE_ID_CAPTURED_HOLDS = "_captured_holds";
+
+/**
+ * capturedHoldsCharges: the prepaid money a wallet burned by captures of holds in the window (this
+ * subscription's share), billed as one `usage` line of its own, "Captured holds", over the whole
+ * window, rounded like every line with its remainder carried (residue key "_captured_holds"). A
+ * capture is a burn of its own (no rated event bills it); its money is applied as credits like any
+ * grant-funded burn, so a captured hold paid from prepaid money nets to 0 and one paid by the
+ * overdraft is due. None when nothing was captured.
+ */
+export function capturedHoldsCharges(capturedNanos: bigint, subscriptionId: string, window: { from: Date; to: Date }): ChargeInput[] {
+  if (capturedNanos === 0n) return [];
+  return [
+    {
+      kind: "usage",
+      residueKey: CHARGE_ID_CAPTURED_HOLDS,
+      chargeId: CHARGE_ID_CAPTURED_HOLDS,
+      subscriptionId,
+      description: "Captured holds (burned from the wallet by Capture)",
+      quantity: "1",
+      unitPrice: "",
+      amount: exact(capturedNanos),
+      periodStart: window.from,
+      periodEnd: window.to,
+      expandable: false,
+    },
+  ];
+}
+
+/**
+ * lateCapturedAdjustment: holds captured for an earlier invoiced window since it was billed
+ * (captured now - billed on `_captured_holds`), one `adjustment` line naming the period.
+ */
+export function lateCapturedAdjustment(capturedNow: bigint, billedNanos: bigint, subscriptionId: string, window: { from: Date; to: Date }, named: { start: Date; end: Date; timeZone: string }): ChargeInput[] {
+  const diff = capturedNow - billedNanos;
+  if (diff === 0n) return [];
+  return [
+    {
+      kind: "adjustment",
+      residueKey: CHARGE_ID_CAPTURED_HOLDS,
+      chargeId: CHARGE_ID_CAPTURED_HOLDS,
+      subscriptionId,
+      description: `Captured holds: captured late for ${isoDay(named.start, named.timeZone)} to ${isoDay(named.end, named.timeZone)}`,
+      quantity: "1",
+      unitPrice: "",
+      amount: exact(diff),
+      periodStart: window.from,
+      periodEnd: window.to,
+      expandable: false,
+    },
+  ];
+}
+
 /**
  * overageCharges: postpaid overage of credit wallets (POSTPAID_OVERAGE): the credits a wallet
  * could not cover in the window (its shortfall), billed at the wallet's overage rate (currency per

@@ -52,6 +52,8 @@ export interface FakeConsumption {
   consumedNanos: bigint;
   /** shortfallNanos: what the wallet could not cover (default 0). */
   shortfallNanos?: bigint;
+  /** captured: the burn is a capture of a hold (default: a Consume item). */
+  captured?: boolean;
 }
 
 /** FakeTopUp: one wallet auto top-up (an ALERT_KIND_AUTO_TOP_UP alert and its purchased grant). */
@@ -249,11 +251,12 @@ export class FakeWorld {
             const from = timestampDate(req.from!).getTime();
             const to = timestampDate(req.to!).getTime();
             const es = this.consumption.filter((c) => c.customerId === req.customerId && c.unit === req.unit && c.occurredAt.getTime() >= from && c.occurredAt.getTime() < to);
-            const by = new Map<string, { consumed: bigint; shortfall: bigint }>();
+            const by = new Map<string, { consumed: bigint; shortfall: bigint; captured: bigint }>();
             for (const e of es) {
-              const b = by.get(e.chargeId) ?? { consumed: 0n, shortfall: 0n };
+              const b = by.get(e.chargeId) ?? { consumed: 0n, shortfall: 0n, captured: 0n };
               b.consumed += e.consumedNanos;
               b.shortfall += e.shortfallNanos ?? 0n;
+              b.captured += e.captured === true ? e.consumedNanos : 0n;
               by.set(e.chargeId, b);
             }
             return {
@@ -261,7 +264,8 @@ export class FakeWorld {
               walletId: es.length > 0 ? "wal_1" : "",
               consumedNanos: es.reduce((s, e) => s + e.consumedNanos, 0n),
               shortfallNanos: es.reduce((s, e) => s + (e.shortfallNanos ?? 0n), 0n),
-              byCharge: [...by].map(([chargeId, b]) => ({ chargeId, consumedNanos: b.consumed, shortfallNanos: b.shortfall })),
+              capturedNanos: [...by.values()].reduce((s, b) => s + b.captured, 0n),
+              byCharge: [...by].map(([chargeId, b]) => ({ chargeId, consumedNanos: b.consumed, shortfallNanos: b.shortfall, capturedNanos: b.captured })),
             };
           },
         }),
