@@ -64,6 +64,13 @@ export const TRACESTATE_LENGTH_MAX = 512;
 
 /** An event may be at most this far in the future of the server clock. */
 export const FUTURE_SKEW_MS_MAX = 5 * 60 * 1000;
+/**
+ * CloseUsagePeriod: a close_time may be at most this far past the server clock. Closed periods
+ * only move forward, so a far-future close refused every later event of the customer for good;
+ * no event can be stamped later than FUTURE_SKEW_MS_MAX ahead, so a close beyond it closes nothing
+ * that can exist yet: the same bound.
+ */
+export const CLOSE_TIME_FUTURE_MS_MAX = FUTURE_SKEW_MS_MAX;
 /** Default late-event limit: events older than this are rejected (period_closed). */
 export const LATE_EVENT_AGE_MS_DEFAULT = 35 * 24 * 60 * 60 * 1000;
 /** Bounds on the configured late-event limit. */

@@ -15,7 +15,7 @@ import { initTelemetry } from "@nanobill/telemetry";
 import { context, trace, TraceFlags } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEYS, openHarness, T0, type Harness } from "./test-support.js";
-import { EVENTS_PER_REQUEST_MAX } from "./limits.js";
+import { CLOSE_TIME_FUTURE_MS_MAX, EVENTS_PER_REQUEST_MAX } from "./limits.js";
 
 const int = (v: bigint | number): PropertyValue => ({ $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: "intValue", value: BigInt(v) } });
 const str = (v: string): PropertyValue => ({ $typeName: "nanobill.metering.v1.PropertyValue", kind: { case: "stringValue", value: v } });
@@ -386,6 +386,25 @@ for (const backend of testBackends()) {
         [IngestStatus.DUPLICATE, ""],
         [IngestStatus.REJECTED, "period_closed"],
       ]);
+    });
+
+    it("refuses a close_time more than CLOSE_TIME_FUTURE_MS_MAX past the clock (InvalidArgument naming close_time, nothing written) and accepts one at the bound", async () => {
+      const c = h.client(KEYS.adminA);
+      const closed = async () => (await h.db.query(`SELECT closed_through_us FROM closed_periods WHERE tenant = 'tnt_a' AND customer_id = 'cus_cl_future'`)).rows.map((r) => BigInt(r.closed_through_us as bigint));
+      const edgeUs = BigInt(T0.getTime() + CLOSE_TIME_FUTURE_MS_MAX) * 1000n;
+      const at = (us: bigint) => ({ seconds: us / 1_000_000n, nanos: Number(us % 1_000_000n) * 1000 });
+      // 1 µs past the bound, and a year past it (the mistake that blocked the customer's ingestion for good).
+      for (const us of [edgeUs + 1n, edgeUs + 365n * 86_400_000_000n]) {
+        const err = await c.closeUsagePeriod({ customerId: "cus_cl_future", closeTime: at(us) }).catch((e) => ConnectError.from(e));
+        expect(err).toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringMatching(/^close_time: /) });
+      }
+      expect(await closed()).toEqual([]);
+      const ok = await c.closeUsagePeriod({ customerId: "cus_cl_future", closeTime: at(edgeUs) });
+      expect(ok.closeTime).toEqual(expect.objectContaining(at(edgeUs)));
+      expect(await closed()).toEqual([edgeUs]);
+      // An event now is in the closed period; nothing later than the bound can be closed.
+      const res = await c.ingestEvents({ events: [llmEvent("evt_cl_future", { customerId: "cus_cl_future" })] });
+      expect(res.results[0]!.reason).toBe("period_closed");
     });
 
     it("keeps QueryUsage working for every tenant when a tenant's meter names constructor or has a definition that cannot be computed", async () => {

@@ -45,6 +45,7 @@ import {
   READ_WAITERS_MAX,
   RESPONSE_BYTES_MAX,
   STREAM_RESPONSE_OVERHEAD_BYTES,
+  CLOSE_TIME_FUTURE_MS_MAX,
 } from "./limits.js";
 import {
   eventFromPb,
@@ -418,6 +419,9 @@ export function createHandlers(deps: HandlerDeps): ServiceImpl<typeof MeteringSe
       if (!req.closeTime) throw invalidArgument("close_time", "is required");
       const closeUs = timestampToUs(req.closeTime);
       if (closeUs === undefined) throw invalidArgument("close_time", "is not a valid timestamp");
+      // Closed periods only move forward: a far-future close would refuse the customer's events for good.
+      const closeMaxUs = (BigInt(deps.clock.now().getTime()) + BigInt(CLOSE_TIME_FUTURE_MS_MAX)) * 1000n;
+      if (closeUs > closeMaxUs) throw invalidArgument("close_time", `must be at most ${CLOSE_TIME_FUTURE_MS_MAX / 60_000} minutes past the server clock (closed periods only move forward)`);
       const stored = await store.closePeriod(tenant, req.customerId, closeUs);
       return create(CloseUsagePeriodResponseSchema, { closeTime: usToTimestamp(stored) });
     },

@@ -979,7 +979,8 @@ export type CloseUsagePeriodRequest = Message<"nanobill.metering.v1.CloseUsagePe
   customerId: string;
 
   /**
-   * close_time is the end of the invoiced period: events before it are refused afterwards.
+   * close_time is the end of the invoiced period: events before it are refused afterwards. At
+   * most 5 minutes past the server clock (InvalidArgument), as closed periods only move forward.
    *
    * @generated from field: google.protobuf.Timestamp close_time = 2;
    */
