@@ -94,6 +94,21 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
     expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7").length).toBe(1);
   });
 
+  it("maps the model that served the call (gen_ai.response.model) to model when the span has it, else the requested one (gen_ai.request.model)", async () => {
+    const res = await post(body([
+      span("5a5a5a5a5a5a5a51", [["gen_ai.request.model", { stringValue: "gpt-4o" }], ["gen_ai.response.model", { stringValue: "gpt-4o-2024-08-06" }], ["gen_ai.usage.input_tokens", { intValue: "10" }]]),
+      span("5a5a5a5a5a5a5a52", [["gen_ai.request.model", { stringValue: "gpt-4o-mini" }], ["gen_ai.usage.input_tokens", { intValue: "20" }]]),
+      span("5a5a5a5a5a5a5a53", [["gen_ai.response.model", { stringValue: "claude-x-20261101" }], ["gen_ai.usage.input_tokens", { intValue: "30" }]]),
+    ]));
+    expect(await res.json()).toEqual({});
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_5a5a5a5a5a5a5a5`));
+    expect(stored.map((e) => [e.id.slice(-1), e.properties.model])).toEqual([
+      ["1", { kind: "string", value: "gpt-4o-2024-08-06" }],
+      ["2", { kind: "string", value: "gpt-4o-mini" }],
+      ["3", { kind: "string", value: "claude-x-20261101" }],
+    ]);
+  });
+
   it("bills two traces' spans that share a span id as two events (a span id is unique only within its trace)", async () => {
     const OTHER = "22222222222222222222222222222222";
     const a = span("aaaaaaaaaaaaaaaa", [["gen_ai.usage.input_tokens", { intValue: "100" }]]);

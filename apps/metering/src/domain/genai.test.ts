@@ -44,6 +44,22 @@ describe("default GenAI mapping", () => {
     ]);
   });
 
+  it("takes model from gen_ai.response.model (the model that served the call) when present, else from gen_ai.request.model", () => {
+    const out = spansToEvents(
+      [
+        span("0000000000000011", [["gen_ai.request.model", "gpt-4o"], ["gen_ai.response.model", "gpt-4o-2024-08-06"], ["gen_ai.usage.input_tokens", 1n]]),
+        span("0000000000000012", [["gen_ai.response.model", "gpt-4o-2024-08-06"], ["gen_ai.request.model", "gpt-4o"], ["gen_ai.usage.input_tokens", 1n]]),
+        span("0000000000000013", [["gen_ai.request.model", "gpt-4o-mini"], ["gen_ai.usage.input_tokens", 1n]]),
+      ],
+      GENAI_MAPPING_DEFAULT,
+    );
+    expect(out.events.map((e) => e.properties.model)).toEqual([
+      { kind: "string", value: "gpt-4o-2024-08-06" },
+      { kind: "string", value: "gpt-4o-2024-08-06" },
+      { kind: "string", value: "gpt-4o-mini" },
+    ]);
+  });
+
   it("rejects a span whose cache count has no property form, naming the attribute", () => {
     const out = spansToEvents([span("0000000000000003", [["gen_ai.usage.input_tokens", 5n], ["gen_ai.usage.cache_read.input_tokens", 2.5]])], GENAI_MAPPING_DEFAULT);
     expect(out.events).toEqual([]);

@@ -1067,8 +1067,9 @@ export type GenAiMapping = Message<"nanobill.metering.v1.GenAiMapping"> & {
   customerAttribute: string;
 
   /**
-   * properties are the attributes copied (default: request model -> model, system and
-   * provider name -> provider, input and output tokens).
+   * properties are the attributes copied; when several map to one property, the first present
+   * wins (default: response model, else request model -> model; provider name, else system ->
+   * provider; operation name -> operation; input, output and cache tokens).
    *
    * @generated from field: repeated nanobill.metering.v1.GenAiPropertyMapping properties = 3;
    */
