@@ -310,6 +310,7 @@ export function genAiMappingFromPb(m: PbGenAiMapping): GenAiMapping {
     customerAttribute: m.customerAttribute,
     properties: m.properties.map((p) => ({ attribute: p.attribute, property: p.property })),
     spanAttributeRequired: m.spanAttributeRequired,
+    spanOperations: [...m.spanOperations],
   };
 }
 
@@ -319,5 +320,6 @@ export function genAiMappingToPb(m: GenAiMapping): PbGenAiMapping {
     customerAttribute: m.customerAttribute,
     properties: m.properties.map((p) => create(GenAiPropertyMappingSchema, p)),
     spanAttributeRequired: m.spanAttributeRequired,
+    spanOperations: m.spanOperations,
   });
 }

@@ -6,6 +6,7 @@ import {
 } from "@nanobill/contracts/opentelemetry/proto/collector/trace/v1/trace_service_pb";
 import { testBackends } from "@nanobill/db";
 import { createApiKeyAuthenticator, createTenantLimiter, silentLogger } from "@nanobill/service-kit";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GENAI_MAPPING_DEFAULT, startOtlpServer } from "./otlp-http.js";
 import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
@@ -107,6 +108,41 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
       ["2", { kind: "string", value: "gpt-4o-mini" }],
       ["3", { kind: "string", value: "claude-x-20261101" }],
     ]);
+  });
+
+  it("bills an agent run once: the chat spans' usage is stored, the invoke_agent span's aggregate of it is not (nor execute_tool's), a span without gen_ai.operation.name still is", async () => {
+    const op = (name: string): [string, object] => ["gen_ai.operation.name", { stringValue: name }];
+    const tokens = (n: number): [string, object] => ["gen_ai.usage.input_tokens", { intValue: String(n) }];
+    const res = await post(body([
+      span("6a6a6a6a6a6a6a61", [op("invoke_agent"), tokens(300)]), // the agent: 100 + 200 of its model calls
+      span("6a6a6a6a6a6a6a62", [op("chat"), tokens(100)]),
+      span("6a6a6a6a6a6a6a63", [op("chat"), tokens(200)]),
+      span("6a6a6a6a6a6a6a64", [op("execute_tool"), tokens(50)]),
+      span("6a6a6a6a6a6a6a65", [tokens(5)]),
+    ]));
+    expect(await res.json()).toEqual({});
+    const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_6a6a6a6a6a6a6a6`));
+    expect(stored.map((e) => [e.id.slice(-1), e.properties.input_tokens])).toEqual([
+      ["2", { kind: "int", value: 100n }],
+      ["3", { kind: "int", value: 200n }],
+      ["5", { kind: "int", value: 5n }],
+    ]);
+    // The filter is part of the tenant's mapping: GetGenAiMapping shows the default's, SetGenAiMapping keeps one.
+    const c = h.client(KEYS.adminA);
+    expect((await c.getGenAiMapping({})).mapping!.spanOperations).toEqual(["chat", "text_completion", "generate_content", "embeddings"]);
+    const set = await c.setGenAiMapping({ mapping: { ...GENAI_MAPPING_DEFAULT, properties: [...GENAI_MAPPING_DEFAULT.properties], spanOperations: ["invoke_agent"] } });
+    expect(set.mapping!.spanOperations).toEqual(["invoke_agent"]);
+    await post(body([span("6b6b6b6b6b6b6b61", [op("invoke_agent"), tokens(300)]), span("6b6b6b6b6b6b6b62", [op("chat"), tokens(100)])]));
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_6b6b`)).map((e) => e.id.slice(-1))).toEqual(["1"]);
+    const bad = await c.setGenAiMapping({ mapping: { ...GENAI_MAPPING_DEFAULT, properties: [...GENAI_MAPPING_DEFAULT.properties], spanOperations: ["chat", "no spaces"] } }).catch((e) => ConnectError.from(e));
+    expect(bad).toMatchObject({ code: Code.InvalidArgument, rawMessage: expect.stringMatching(/^mapping\.span_operations\[1\]: /) });
+    // A mapping stored before span_operations existed (no such member) keeps mapping every span.
+    const legacy = { eventType: "llm.call", customerAttribute: "nanobill.customer_id", spanAttributeRequired: "gen_ai.usage.input_tokens", properties: [{ attribute: "gen_ai.usage.input_tokens", property: "input_tokens" }] };
+    await h.db.query(`UPDATE genai_mappings SET mapping = $1::jsonb WHERE tenant = 'tnt_a'`, [JSON.stringify(legacy)]);
+    expect((await c.getGenAiMapping({})).mapping!.spanOperations).toEqual([]);
+    await post(body([span("6c6c6c6c6c6c6c61", [op("invoke_agent"), tokens(300)])]));
+    expect((await h.service.store.listTenantEvents("tnt_a", 1000)).some((e) => e.id.endsWith("_6c6c6c6c6c6c6c61"))).toBe(true);
+    await c.setGenAiMapping({ mapping: { ...GENAI_MAPPING_DEFAULT, properties: [...GENAI_MAPPING_DEFAULT.properties] } });
   });
 
   it("bills two traces' spans that share a span id as two events (a span id is unique only within its trace)", async () => {

@@ -116,8 +116,9 @@ export async function ingestInputs(deps: HandlerDeps, tenant: string, inputs: Ev
 
 /** The tenant's GenAI mapping, or the default. */
 export async function genAiMappingOf(store: MeteringStore, tenant: string): Promise<GenAiMapping> {
-  const stored = (await store.getGenAiMapping(tenant)) as GenAiMapping | undefined;
-  return stored ?? GENAI_MAPPING_DEFAULT;
+  const stored = (await store.getGenAiMapping(tenant)) as (Omit<GenAiMapping, "spanOperations"> & { spanOperations?: string[] }) | undefined;
+  // A mapping stored before span_operations existed maps every span, as it did.
+  return stored ? { ...stored, spanOperations: stored.spanOperations ?? [] } : GENAI_MAPPING_DEFAULT;
 }
 
 function checkBatch(events: readonly unknown[], field: string): void {

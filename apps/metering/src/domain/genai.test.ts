@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { GENAI_MAPPING_DEFAULT, spansToEvents, validateGenAiMapping, type AttributeValue } from "./genai.js";
+import { GENAI_MAPPING_DEFAULT, GENAI_OPERATIONS_MAX, spansToEvents, validateGenAiMapping, type AttributeValue } from "./genai.js";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const span = (spanId: string, attrs: Array<[string, AttributeValue]>) => ({
@@ -58,6 +58,30 @@ describe("default GenAI mapping", () => {
       { kind: "string", value: "gpt-4o-2024-08-06" },
       { kind: "string", value: "gpt-4o-mini" },
     ]);
+  });
+
+  it("counts model-call spans only: an invoke_agent span's usage (the aggregate of the chat spans under it) and create_agent/execute_tool/invoke_workflow spans are skipped, a span without gen_ai.operation.name is counted", () => {
+    const ops = ["chat", "text_completion", "generate_content", "embeddings", "invoke_agent", "create_agent", "execute_tool", "invoke_workflow"];
+    const spans = ops.map((op, i) => span(`00000000000000a${i}`, [["gen_ai.operation.name", op], ["gen_ai.usage.input_tokens", 10n]]));
+    spans.push(span("00000000000000b0", [["gen_ai.usage.input_tokens", 7n]]));
+    const out = spansToEvents(spans, GENAI_MAPPING_DEFAULT);
+    expect(out.rejected).toEqual([]);
+    expect(out.skipped).toBe(4);
+    expect(out.events.map((e) => [e.id.slice(-2), e.properties.operation?.value ?? null])).toEqual([
+      ["a0", "chat"],
+      ["a1", "text_completion"],
+      ["a2", "generate_content"],
+      ["a3", "embeddings"],
+      ["b0", null],
+    ]);
+    // An empty list maps every span having the required attribute (a tenant mapping set before the filter existed).
+    expect(spansToEvents(spans, { ...GENAI_MAPPING_DEFAULT, spanOperations: [] }).events.length).toBe(9);
+  });
+
+  it("refuses a span_operations list that is too long or holds a malformed operation, naming the entry", () => {
+    expect(validateGenAiMapping({ ...GENAI_MAPPING_DEFAULT, spanOperations: Array.from({ length: GENAI_OPERATIONS_MAX + 1 }, (_, i) => `op${i}`) })).toEqual({ field: "mapping.span_operations", rule: `at most ${GENAI_OPERATIONS_MAX}` });
+    expect(validateGenAiMapping({ ...GENAI_MAPPING_DEFAULT, spanOperations: ["chat", ""] })).toMatchObject({ field: "mapping.span_operations[1]" });
+    expect(validateGenAiMapping({ ...GENAI_MAPPING_DEFAULT, spanOperations: Array.from({ length: GENAI_OPERATIONS_MAX }, (_, i) => `op${i}`) })).toBeUndefined();
   });
 
   it("rejects a span whose cache count has no property form, naming the attribute", () => {

@@ -17,7 +17,21 @@ export interface GenAiMapping {
   customerAttribute: string;
   properties: GenAiPropertyMapping[];
   spanAttributeRequired: string;
+  /**
+   * When not empty, only spans whose gen_ai.operation.name (span, else resource) is one of these
+   * are mapped; a span without gen_ai.operation.name still is. Empty: every span having
+   * spanAttributeRequired (a mapping stored before this field existed reads as empty).
+   */
+  spanOperations: string[];
 }
+
+/**
+ * The semconv's operations that call a model (gen_ai.operation.name well-known values). The
+ * others, invoke_agent (whose usage attributes are the sum of the model calls under it, which have
+ * spans of their own), create_agent, execute_tool and invoke_workflow, are not billed by default:
+ * counting an invoke_agent span's usage counted its chat spans' tokens twice.
+ */
+export const GENAI_MODEL_OPERATIONS = ["chat", "text_completion", "generate_content", "embeddings"];
 
 export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
   eventType: "llm.call",
@@ -36,10 +50,13 @@ export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
     { attribute: "gen_ai.usage.cache_creation.input_tokens", property: "cache_creation_input_tokens" },
   ],
   spanAttributeRequired: "gen_ai.usage.input_tokens",
+  spanOperations: GENAI_MODEL_OPERATIONS,
 };
 
 /** Most property mappings in one GenAI mapping. */
 export const GENAI_PROPERTIES_MAX = 32;
+/** Most operations in one GenAI mapping's span_operations. */
+export const GENAI_OPERATIONS_MAX = 16;
 const ATTR_RE = /^[A-Za-z0-9_.\-]{1,128}$/;
 const KEY_RE = /^[A-Za-z_][A-Za-z0-9._\-]{0,127}$/;
 const TYPE_RE = /^[A-Za-z0-9._:/\-]{1,128}$/;
@@ -50,6 +67,9 @@ export function validateGenAiMapping(m: GenAiMapping): { field: string; rule: st
   if (!ATTR_RE.test(m.spanAttributeRequired)) return { field: "mapping.span_attribute_required", rule: "an attribute key (1-128 characters of [A-Za-z0-9_.-])" };
   if (m.properties.length === 0) return { field: "mapping.properties", rule: "at least one property mapping" };
   if (m.properties.length > GENAI_PROPERTIES_MAX) return { field: "mapping.properties", rule: `at most ${GENAI_PROPERTIES_MAX}` };
+  if (m.spanOperations.length > GENAI_OPERATIONS_MAX) return { field: "mapping.span_operations", rule: `at most ${GENAI_OPERATIONS_MAX}` };
+  for (const [i, op] of m.spanOperations.entries())
+    if (!ATTR_RE.test(op)) return { field: `mapping.span_operations[${i}]`, rule: "an operation name (1-128 characters of [A-Za-z0-9_.-])" };
   for (const [i, p] of m.properties.entries()) {
     if (!ATTR_RE.test(p.attribute)) return { field: `mapping.properties[${i}].attribute`, rule: "an attribute key" };
     if (!KEY_RE.test(p.property) || isReservedKey(p.property))
@@ -107,7 +127,8 @@ const HEX16 = /^[0-9a-f]{16}$/;
 /**
  * Maps spans having the mapping's required attribute to events: id "span_<trace id>_<span id>"
  * (so a re-exported span is a duplicate, and spans of two traces never meet), timestamp = span end, customer from the span's (else the
- * resource's) customer attribute, trace context = the span itself. Other spans are skipped. A span
+ * resource's) customer attribute, trace context = the span itself. Other spans are skipped, and so
+ * are spans whose gen_ai.operation.name is not in a non-empty spanOperations. A span
  * whose mapped attribute (or customer attribute) is present but has no property form (a
  * non-integral double, an array, a kvlist, bytes, an unreadable value) is rejected naming the
  * attribute: dropping the value would bill the span as if it had none. Attributes the mapping does
@@ -123,6 +144,12 @@ export function spansToEvents(spans: GenAiSpan[], m: GenAiMapping): { events: Ev
       continue;
     }
     const attr = (k: string) => s.attributes.get(k) ?? s.resourceAttributes.get(k);
+    // Model calls only (by default): an agent span's usage is already on the model-call spans under it.
+    const operation = attr("gen_ai.operation.name");
+    if (m.spanOperations.length > 0 && operation !== undefined && !(typeof operation === "string" && m.spanOperations.includes(operation))) {
+      skipped++;
+      continue;
+    }
     const traceId = s.traceId.toLowerCase();
     const spanId = s.spanId.toLowerCase();
     // Trace id and span id: a span id is only unique within its trace (two traces' spans sharing
