@@ -95,7 +95,7 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
     expect((await h.service.store.listTenantEvents("tnt_a", 1000)).filter((x) => x.id === "span_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7").length).toBe(1);
   });
 
-  it("maps the model that served the call (gen_ai.response.model) to model when the span has it, else the requested one (gen_ai.request.model)", async () => {
+  it("maps the requested model (gen_ai.request.model) to model, else the served one, and the served one (gen_ai.response.model) to response_model", async () => {
     const res = await post(body([
       span("5a5a5a5a5a5a5a51", [["gen_ai.request.model", { stringValue: "gpt-4o" }], ["gen_ai.response.model", { stringValue: "gpt-4o-2024-08-06" }], ["gen_ai.usage.input_tokens", { intValue: "10" }]]),
       span("5a5a5a5a5a5a5a52", [["gen_ai.request.model", { stringValue: "gpt-4o-mini" }], ["gen_ai.usage.input_tokens", { intValue: "20" }]]),
@@ -103,10 +103,10 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
     ]));
     expect(await res.json()).toEqual({});
     const stored = (await h.service.store.listTenantEvents("tnt_a", 1000)).filter((e) => e.id.startsWith(`span_${TRACE}_5a5a5a5a5a5a5a5`));
-    expect(stored.map((e) => [e.id.slice(-1), e.properties.model])).toEqual([
-      ["1", { kind: "string", value: "gpt-4o-2024-08-06" }],
-      ["2", { kind: "string", value: "gpt-4o-mini" }],
-      ["3", { kind: "string", value: "claude-x-20261101" }],
+    expect(stored.map((e) => [e.id.slice(-1), e.properties.model?.value, e.properties.response_model?.value ?? null])).toEqual([
+      ["1", "gpt-4o", "gpt-4o-2024-08-06"],
+      ["2", "gpt-4o-mini", null],
+      ["3", "claude-x-20261101", "claude-x-20261101"],
     ]);
   });
 

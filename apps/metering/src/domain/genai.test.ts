@@ -44,19 +44,21 @@ describe("default GenAI mapping", () => {
     ]);
   });
 
-  it("takes model from gen_ai.response.model (the model that served the call) when present, else from gen_ai.request.model", () => {
+  it("takes model from gen_ai.request.model (what plans name) when present, else gen_ai.response.model; the served model also as response_model", () => {
     const out = spansToEvents(
       [
         span("0000000000000011", [["gen_ai.request.model", "gpt-4o"], ["gen_ai.response.model", "gpt-4o-2024-08-06"], ["gen_ai.usage.input_tokens", 1n]]),
         span("0000000000000012", [["gen_ai.response.model", "gpt-4o-2024-08-06"], ["gen_ai.request.model", "gpt-4o"], ["gen_ai.usage.input_tokens", 1n]]),
         span("0000000000000013", [["gen_ai.request.model", "gpt-4o-mini"], ["gen_ai.usage.input_tokens", 1n]]),
+        span("0000000000000014", [["gen_ai.response.model", "claude-x-20261101"], ["gen_ai.usage.input_tokens", 1n]]),
       ],
       GENAI_MAPPING_DEFAULT,
     );
-    expect(out.events.map((e) => e.properties.model)).toEqual([
-      { kind: "string", value: "gpt-4o-2024-08-06" },
-      { kind: "string", value: "gpt-4o-2024-08-06" },
-      { kind: "string", value: "gpt-4o-mini" },
+    expect(out.events.map((e) => [e.properties.model?.value, e.properties.response_model?.value ?? null])).toEqual([
+      ["gpt-4o", "gpt-4o-2024-08-06"],
+      ["gpt-4o", "gpt-4o-2024-08-06"],
+      ["gpt-4o-mini", null],
+      ["claude-x-20261101", "claude-x-20261101"],
     ]);
   });
 

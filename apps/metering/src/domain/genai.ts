@@ -1,5 +1,6 @@
 // OpenTelemetry GenAI spans -> usage events, by a per-tenant mapping. Pure.
-// Semantic conventions: gen_ai.response.model (else gen_ai.request.model), gen_ai.system / gen_ai.provider.name,
+// Semantic conventions: gen_ai.request.model (else gen_ai.response.model), gen_ai.response.model on
+// its own, gen_ai.system / gen_ai.provider.name,
 // gen_ai.usage.input_tokens, gen_ai.usage.output_tokens, gen_ai.usage.cache_read.input_tokens
 // (input tokens served from a provider-managed cache) and gen_ai.usage.cache_creation.input_tokens
 // (input tokens written to it). Both cache counts SHOULD be included in gen_ai.usage.input_tokens
@@ -37,10 +38,15 @@ export const GENAI_MAPPING_DEFAULT: GenAiMapping = {
   eventType: "llm.call",
   customerAttribute: "nanobill.customer_id",
   properties: [
-    // The model that served the call first (it differs from the requested one when the request
-    // names an alias, and costs differ up to 62x between models); the requested one otherwise.
-    { attribute: "gen_ai.response.model", property: "model" },
+    // model: the requested model (the name plans and the cost catalog are written with, e.g. the
+    // alias "gpt-4o"), else the one that served the call. response_model: the model that served
+    // it (often a dated snapshot, "gpt-4o-2024-08-06"; it differs when the request named an alias
+    // or was routed elsewhere, and costs differ up to 62x between models), for a matrix or cost
+    // rate that needs it. Taking the served model as `model` would leave every event of a plan
+    // priced by alias unpriced.
     { attribute: "gen_ai.request.model", property: "model" },
+    { attribute: "gen_ai.response.model", property: "model" },
+    { attribute: "gen_ai.response.model", property: "response_model" },
     { attribute: "gen_ai.provider.name", property: "provider" },
     { attribute: "gen_ai.system", property: "provider" },
     { attribute: "gen_ai.operation.name", property: "operation" },

@@ -1068,7 +1068,8 @@ export type GenAiMapping = Message<"nanobill.metering.v1.GenAiMapping"> & {
 
   /**
    * properties are the attributes copied; when several map to one property, the first present
-   * wins (default: response model, else request model -> model; provider name, else system ->
+   * wins (default: request model, else response model -> model; response model ->
+   * response_model; provider name, else system ->
    * provider; operation name -> operation; input, output and cache tokens).
    *
    * @generated from field: repeated nanobill.metering.v1.GenAiPropertyMapping properties = 3;
