@@ -1220,10 +1220,15 @@ export function createEngine(deps: EngineDeps) {
             costBasis: g.costBasis,
             costBasisCurrency: g.costBasisCurrency,
           });
-        } else if ((await S.disarmTopUp(tx, tenant, w.id)) && w.lowBalanceThresholdNanos === null) {
+        } else {
+          const n = await S.disarmTopUp(tx, tenant, w.id);
+          if (n === null || n === 0) return;
           wrote = true;
-          // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own low-balance alert.
-          await S.insertAlert(tx, tenant, { id: `alr_low_${w.id}_${now.getTime()}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
+          // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own
+          // low-balance alert: numbered by crossing on the wallet's low-balance counter, the id form
+          // of every low-balance alert (before: alr_low_<wallet>_<ms>, and a second crossing in the
+          // same millisecond was dropped by ON CONFLICT DO NOTHING).
+          await S.insertAlert(tx, tenant, { id: `alr_lowb_${w.id}_${n}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
         }
       });
       if (wrote) {

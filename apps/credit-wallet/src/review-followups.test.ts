@@ -3,7 +3,8 @@
 // CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
 // state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
 // renewal) and not by an expires_at, a Consume retried during its first attempt waits for it, and so
-// does a hold retried by AuthorizeBatch (or a batch's hold retried by any route).
+// does a hold retried by AuthorizeBatch (or a batch's hold retried by any route); two low-balance
+// crossings of a disabled auto top-up in one millisecond give two alerts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
@@ -300,6 +301,25 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
       expect([w.balanceNanos, w.heldNanos, w.availableNanos]).toEqual([250n, 221n, 29n]);
     });
   }
+
+  // ------------------------------------------------------------------ 10: two low-balance crossings in one millisecond
+
+  it("records one low-balance alert per crossing of a disabled auto top-up, even two crossings in the same millisecond", async () => {
+    const cus = "cus_low_ms";
+    const w = await wallet(cus, 1_000n);
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: false, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    const at = h.clock.now().getTime(); // the test clock stands still: both crossings happen at this millisecond
+    await consume(cus, "c_low_ms_1", 600n); // 400 < 500: crossing 1
+    await admin().grant({ id: "g_low_ms_2", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n }); // 1,400: re-armed
+    await consume(cus, "c_low_ms_2", 1_000n); // 400 < 500: crossing 2
+    expect(h.clock.now().getTime()).toBe(at);
+    const alerts = (await admin().listAlerts({ customerId: cus, kind: pb.AlertKind.LOW_BALANCE })).alerts;
+    // Before: both were alr_low_<wallet>_<ms>, and the second was dropped by ON CONFLICT DO NOTHING.
+    expect(alerts.map((a) => [a.id, a.amountNanos])).toEqual([[`alr_lowb_${w.id}_1`, 400n], [`alr_lowb_${w.id}_2`, 400n]]);
+    // A replay of the call that crossed does not alert again.
+    await consume(cus, "c_low_ms_2", 1_000n);
+    expect((await admin().listAlerts({ customerId: cus, kind: pb.AlertKind.LOW_BALANCE })).alerts).toHaveLength(2);
+  });
 
   // ------------------------------------------------------------------ 8: an allowance ends at its period end
 
