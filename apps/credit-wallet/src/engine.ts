@@ -711,8 +711,24 @@ export function createEngine(deps: EngineDeps) {
    * indexed SELECT; replays give their reservation back), then ONE statement in
    * PostgreSQL (holds, grant counters, statement lines, outbox chains; a transaction only when an
    * overdraft counter moves too). One outcome per input. Safe to run concurrently (pipelined groups).
+   *
+   * Every route (Authorize's group commit, AuthorizeStream's, AuthorizeBatch) comes through here, and
+   * a hold id whose first attempt is still in flight in this process (a client's retry after a
+   * timeout, by any route) waits for it and is answered as its replay, as Consume does. (Before,
+   * AuthorizeBatch called this without waiting: its retry reserved the money again in real time
+   * until its commit turned out a replay, and another hold decided meanwhile was refused.)
    */
-  async function authorizeMany(tenant: string, inputs: AuthorizeInput[]): Promise<AuthorizeOutcome[]> {
+  function authorizeMany(tenant: string, inputs: AuthorizeInput[]): Promise<AuthorizeOutcome[]> {
+    return authorizing.run(
+      inputs.map((i) => `${tenant}\u0000${i.id}`),
+      () => authorizeGroup(tenant, inputs),
+    );
+  }
+
+  /** Holds in flight here, by (tenant, hold id). */
+  const authorizing = createKeyedGate();
+
+  async function authorizeGroup(tenant: string, inputs: AuthorizeInput[]): Promise<AuthorizeOutcome[]> {
     stats.authorizeGroups++;
     stats.authorizeItems += inputs.length;
     const run: AuthorizeRun = { debits: [], wrote: false };
@@ -1204,10 +1220,15 @@ export function createEngine(deps: EngineDeps) {
             costBasis: g.costBasis,
             costBasisCurrency: g.costBasisCurrency,
           });
-        } else if ((await S.disarmTopUp(tx, tenant, w.id)) && w.lowBalanceThresholdNanos === null) {
+        } else {
+          const n = await S.disarmTopUp(tx, tenant, w.id);
+          if (n === null || n === 0) return;
           wrote = true;
-          // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own low-balance alert.
-          await S.insertAlert(tx, tenant, { id: `alr_low_${w.id}_${now.getTime()}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
+          // The auto top-up's own low-balance alert (disabled top-up), unless the wallet has its own
+          // low-balance alert: numbered by crossing on the wallet's low-balance counter, the id form
+          // of every low-balance alert (before: alr_low_<wallet>_<ms>, and a second crossing in the
+          // same millisecond was dropped by ON CONFLICT DO NOTHING).
+          await S.insertAlert(tx, tenant, { id: `alr_lowb_${w.id}_${n}`, kind: "low_balance", walletId: w.id, customerId: w.customerId, grantId: "", amountNanos: availableNanos, unit: w.unit, expiresAt: null, createdAt: now });
         }
       });
       if (wrote) {

@@ -2,9 +2,12 @@
 // disarmed, captures and releases retry on a deadlock, GetBalance reads a bounded list of grants,
 // CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
 // state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
-// renewal) and not by an expires_at, a Consume retried during its first attempt waits for it.
+// renewal) and not by an expires_at, a Consume retried during its first attempt waits for it, and so
+// does a hold retried by AuthorizeBatch (or a batch's hold retried by any route); two low-balance
+// crossings of a disabled auto top-up in one millisecond give two alerts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
 import { BALANCE_GRANTS_MAX } from "./limits.js";
@@ -236,6 +239,86 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     expect([rr.results[0]!.result, rr.results[0]!.consumedNanos, rr.results[0]!.replayed]).toEqual([pb.ConsumeResult.OK, 100n, true]);
     const w = (await admin().getBalance({ customerId: cus, unit: "USD" }));
     expect([w.balanceNanos, w.availableNanos]).toEqual([0n, 0n]);
+  });
+
+  // ------------------------------------------------------------------ 9: an AuthorizeBatch retried while its first attempt is in flight
+
+  // The first attempt of hold h (AuthorizeBatch, or Authorize) pauses right after its real-time
+  // reservation; its retry (same id, same content) comes meanwhile by another route.
+  for (const [firstBy, retryBy] of [["batch", "batch"], ["batch", "stream"], ["authorize", "batch"]] as const) {
+    it(`answers a hold retried by ${retryBy} during its first attempt by ${firstBy} as its replay, without reserving again, so another hold is not refused`, async () => {
+      const cus = `cus_ar_${firstBy}_${retryBy}`;
+      await wallet(cus, 250n);
+      await ingest().authorize({ id: `h_ar_warm_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 1n }); // state loaded: 249 left
+      const rt = h.realtime as unknown as { debitMany: (w: WalletRef, r: DebitRequest[]) => Promise<DebitResult[]> };
+      const orig = rt.debitMany;
+      let reached!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      let proceed!: () => void;
+      const proceedP = new Promise<void>((r) => (proceed = r));
+      let paused = false;
+      rt.debitMany = async (w: WalletRef, r: DebitRequest[]) => {
+        const out = await orig.call(h.realtime, w, r);
+        if (!paused && r.some((x) => x.amountNanos === 100n)) {
+          paused = true;
+          reached();
+          await proceedP;
+        }
+        return out;
+      };
+      const item = { id: `h_ar_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 100n, ttlMs: 60_000n };
+      const send = async (by: "batch" | "stream" | "authorize"): Promise<pb.AuthorizeItemResult> => {
+        if (by === "batch") return (await ingest().authorizeBatch({ items: [item] })).results[0]!;
+        if (by === "authorize") {
+          const r = await ingest().authorize(item);
+          return create(pb.AuthorizeItemResultSchema, { id: item.id, result: pb.AuthorizeResult.OK, hold: r.hold, availableNanos: r.availableNanos });
+        }
+        async function* one() {
+          yield { item };
+        }
+        for await (const r of ingest().authorizeStream(one())) return r.result!;
+        throw new Error("no stream answer");
+      };
+      let first: Promise<pb.AuthorizeItemResult>;
+      let retry: Promise<pb.AuthorizeItemResult>;
+      let other: pb.AuthorizeItemResult;
+      try {
+        first = send(firstBy);
+        await reachedP; // 100 reserved, not committed
+        retry = send(retryBy);
+        await new Promise((r) => setTimeout(r, 200)); // (before: it reserved another 100, leaving 49)
+        // By AuthorizeBatch: a unary Authorize of the wallet would queue behind the paused group.
+        other = (await ingest().authorizeBatch({ items: [{ id: `h_ar_other_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 120n, ttlMs: 60_000n }] })).results[0]!;
+      } finally {
+        proceed();
+        rt.debitMany = orig;
+      }
+      const [f, rr] = await Promise.all([first, retry]);
+      expect([other.result, other.hold?.amountNanos]).toEqual([pb.AuthorizeResult.OK, 120n]);
+      expect([f.result, f.hold?.id, f.hold?.amountNanos]).toEqual([pb.AuthorizeResult.OK, item.id, 100n]);
+      expect([rr.result, rr.hold?.id, rr.hold?.amountNanos, rr.hold?.createdAt]).toEqual([pb.AuthorizeResult.OK, item.id, 100n, f.hold?.createdAt]);
+      const w = await admin().getBalance({ customerId: cus, unit: "USD" });
+      expect([w.balanceNanos, w.heldNanos, w.availableNanos]).toEqual([250n, 221n, 29n]);
+    });
+  }
+
+  // ------------------------------------------------------------------ 10: two low-balance crossings in one millisecond
+
+  it("records one low-balance alert per crossing of a disabled auto top-up, even two crossings in the same millisecond", async () => {
+    const cus = "cus_low_ms";
+    const w = await wallet(cus, 1_000n);
+    await admin().setAutoTopUp({ walletId: w.id, autoTopUp: { enabled: false, thresholdNanos: 500n, amountNanos: 50n, cooldownMs: 0n } });
+    const at = h.clock.now().getTime(); // the test clock stands still: both crossings happen at this millisecond
+    await consume(cus, "c_low_ms_1", 600n); // 400 < 500: crossing 1
+    await admin().grant({ id: "g_low_ms_2", walletId: w.id, kind: pb.GrantKind.PURCHASED, amountNanos: 1_000n }); // 1,400: re-armed
+    await consume(cus, "c_low_ms_2", 1_000n); // 400 < 500: crossing 2
+    expect(h.clock.now().getTime()).toBe(at);
+    const alerts = (await admin().listAlerts({ customerId: cus, kind: pb.AlertKind.LOW_BALANCE })).alerts;
+    // Before: both were alr_low_<wallet>_<ms>, and the second was dropped by ON CONFLICT DO NOTHING.
+    expect(alerts.map((a) => [a.id, a.amountNanos])).toEqual([[`alr_lowb_${w.id}_1`, 400n], [`alr_lowb_${w.id}_2`, 400n]]);
+    // A replay of the call that crossed does not alert again.
+    await consume(cus, "c_low_ms_2", 1_000n);
+    expect((await admin().listAlerts({ customerId: cus, kind: pb.AlertKind.LOW_BALANCE })).alerts).toHaveLength(2);
   });
 
   // ------------------------------------------------------------------ 8: an allowance ends at its period end

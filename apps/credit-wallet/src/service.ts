@@ -86,8 +86,8 @@ export function createWalletServiceImpl(deps: {
   // Group commit of unary calls (and stream messages): whatever arrives while a group commits forms the next.
   // Up to AUTHORIZE_GROUPS_IN_FLIGHT groups run at once (pipelined; a second one only once
   // AUTHORIZE_EXTRA_GROUP_MIN_ITEMS items wait), never two on one wallet: the
-  // groups in flight touch disjoint rows (no lock waits or deadlocks between them), and a retried
-  // call waits for its first attempt (same wallet) and is answered as its replay.
+  // groups in flight touch disjoint rows (no lock waits or deadlocks between them). A retried hold
+  // waits for its first attempt by any route (engine.authorizeMany's keyed gate by hold id; AuthorizeBatch too).
   const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX, {
     inFlightMax: deps.authorizeGroupsInFlight ?? AUTHORIZE_GROUPS_IN_FLIGHT,
     extraBatchMin: AUTHORIZE_EXTRA_GROUP_MIN_ITEMS,

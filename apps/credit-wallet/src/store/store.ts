@@ -386,9 +386,21 @@ export async function claimTopUp(q: Queryable, tenant: string, id: string, now: 
 }
 
 /** Disarms without topping up (low balance crossing); true when this call did it (alert once). */
-export async function disarmTopUp(q: Queryable, tenant: string, id: string): Promise<boolean> {
-  const r = await q.query(`UPDATE wallets SET top_up_armed = FALSE WHERE tenant = $1 AND id = $2 AND top_up_armed`, [tenant, id]);
-  return r.rowCount === 1;
+/**
+ * Disarms an armed auto top-up (a crossing that tops up nothing). Returns null when it was not armed;
+ * else, for a wallet without a low-balance alert of its own, the crossing's number on the wallet's
+ * low-balance counter (the one crossLowBalance's alerts count on, bumped here: the alert of this
+ * crossing is `alr_lowb_<wallet>_<n>`, once per crossing whatever the clock), or 0 for one with its own.
+ */
+export async function disarmTopUp(q: Queryable, tenant: string, id: string): Promise<number | null> {
+  const r = await q.query<{ n: number }>(
+    `UPDATE wallets SET top_up_armed = FALSE,
+       low_balance_seq = low_balance_seq + CASE WHEN low_balance_threshold_nanos IS NULL THEN 1 ELSE 0 END
+     WHERE tenant = $1 AND id = $2 AND top_up_armed
+     RETURNING CASE WHEN low_balance_threshold_nanos IS NULL THEN low_balance_seq ELSE 0 END AS n`,
+    [tenant, id],
+  );
+  return r.rows.length === 1 ? Number(r.rows[0]!.n) : null;
 }
 
 export async function armTopUp(q: Queryable, tenant: string, id: string): Promise<void> {
