@@ -64,6 +64,31 @@ for (const backend of testBackends()) {
       expect(msg).toContain(`was carried on by invoice ${dec.id}`);
     });
 
+    it("keeps a USD credit balance in USD when the customer moves to JPY: the JPY invoice neither applies it nor carries over it (second review: -$12.50 failed every close, -$12 was applied as 12 yen)", async () => {
+      const w = world();
+      w.buckets.splice(0, w.buckets.length);
+      w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-11-10T00:00:00Z"), quantity: 1n, priceNanos: -12_500_000_000n, unit: "USD", eventCount: 1n });
+      const h = await harness(await open(), w, new Date("2027-02-02T00:00:00Z"));
+      const close = async (d: Date) => (await h.client.closePeriod({ items: [{ customerId: "cus_1", subscriptionId: "sub_1", periodStart: timestampFromDate(d) }] })).results[0]!.invoice!;
+      const nov = await close(NOV);
+      expect(nov.totals!.deferredNanos).toBe(-12_500_000_000n);
+      w.customers.set("cus_1", { customerId: "cus_1", currency: "JPY", timeZone: "UTC", billingAnchor: NOV });
+      w.plans.set("plan_llm", { currency: "JPY", minimum: "", charges: [{ chargeId: "llm_tokens", name: "LLM tokens", kind: "usage", amount: "0" }] });
+      w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2026-12-10T00:00:00Z"), quantity: 1n, priceNanos: 1000n * USD, unit: "JPY", eventCount: 1n });
+      // and a JPY return in January: its negative amount due stands (the USD credit holds the carry)
+      w.buckets.push({ customerId: "cus_1", chargeId: "llm_tokens", hourStart: new Date("2027-01-10T00:00:00Z"), quantity: 1n, priceNanos: -300n * USD, unit: "JPY", eventCount: 1n });
+      const dec = await close(DEC);
+      expect([dec.unit, credit(dec), dec.totals!.amountDueNanos, dec.totals!.deferredNanos]).toEqual(["JPY", [], 1000n * USD, 0n]);
+      const jan = await close(JAN);
+      expect([credit(jan), jan.totals!.amountDueNanos, jan.totals!.deferredNanos]).toEqual([[], -300n * USD, 0n]);
+      // the USD credit is still carried, in USD, by November's invoice
+      const preview = (await h.client.previewInvoice({ customerId: "cus_1" })).invoice!;
+      expect(credit(preview)).toEqual([]);
+      w.customers.set("cus_1", { customerId: "cus_1", currency: "USD", timeZone: "UTC", billingAnchor: NOV });
+      // back in USD, the preview takes it in (and, with nothing to use it on, carries it on)
+      expect(credit((await h.client.previewInvoice({ customerId: "cus_1" })).invoice!).map(([n]) => n)).toEqual([-12_500_000_000n, 12_500_000_000n]);
+    });
+
     it("voiding the invoice that applied the credit gives it back to the next invoice; the last invoice of a customer leaves a negative amount due", async () => {
       const w = world();
       const h = await harness(await open(), w, new Date("2027-02-02T00:00:00Z"));

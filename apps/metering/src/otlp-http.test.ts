@@ -291,6 +291,11 @@ describe.each(testBackends())("OTLP/HTTP GenAI receiver ($name)", (backend) => {
     ]);
   });
 
+  it("answers an empty body labelled gzip as an empty export (200), as without the label (second review: 400 'unexpected end of file')", async () => {
+    const r = await fetch(url, { method: "POST", headers: { "content-type": "application/x-protobuf", "content-encoding": "gzip", authorization: `Bearer ${KEYS.ingestA}` }, body: new Uint8Array(0) });
+    expect(r.status).toBe(200);
+  });
+
   it("bounds a gzip body's decompressed size by the 4 MiB body limit (413) without inflating all of it, and refuses corrupt gzip (400) and other encodings (415)", async () => {
     const send = (b: Uint8Array | string, encoding: string, type = "application/json") =>
       fetch(url, { method: "POST", headers: { "content-type": type, "content-encoding": encoding, authorization: `Bearer ${KEYS.ingestA}` }, body: b });

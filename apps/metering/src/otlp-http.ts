@@ -217,7 +217,8 @@ const gunzipAsync = promisify(gunzip);
  * gigabytes costs no more than the limit ("too_large").
  */
 async function decodeBody(body: Buffer, encoding: "identity" | "gzip"): Promise<Buffer | "too_large" | { malformed: string }> {
-  if (encoding === "identity") return body;
+  // an empty body is an empty request whatever its encoding label (gunzip refuses zero bytes)
+  if (encoding === "identity" || body.length === 0) return body;
   try {
     return await gunzipAsync(body, { maxOutputLength: OTLP_BYTES_MAX });
   } catch (e) {

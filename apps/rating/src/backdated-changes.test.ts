@@ -122,8 +122,8 @@ for (const backend of testBackends()) describe(`rating: changes reaching back ov
     const catalog = h.service.catalog;
     const subscriptionsOf = catalog.subscriptionsOf.bind(catalog);
     let written = false;
-    catalog.subscriptionsOf = async (tenant, ids) => {
-      const subs = await subscriptionsOf(tenant, ids);
+    catalog.subscriptionsOf = async (tenant, ids, q) => {
+      const subs = await subscriptionsOf(tenant, ids, q);
       if (!written && ids.includes("cus_r")) {
         written = true;
         await admin().createSubscription({ subscriptionId: "sub_r", customerId: "cus_r", planId: "plan", planVersion: 1, startTime: ts(t0 - 2 * HOUR + 1) });
@@ -137,6 +137,32 @@ for (const backend of testBackends()) describe(`rating: changes reaching back ov
     }
     expect(written).toBe(true);
     expect(await prices("er2")).toEqual([["calls", 1_000_000_000n]]); // before: [["", 0n]], for good
+  });
+
+  it("rates a batch while the tenant keeps writing its catalog (another customer created at every catalog read): no reload loop, no stalled partition", async () => {
+    await admin().createCustomer({ customer: { customerId: "cus_live", currency: "USD", billingAnchor: ts(NOV_1), timeZone: "UTC" } });
+    await admin().createSubscription({ subscriptionId: "sub_live", customerId: "cus_live", planId: "plan", planVersion: 1, startTime: ts(NOV_1) });
+    push("el1", "cus_live", t0 - HOUR);
+    const catalog = h.service.catalog;
+    const subscriptionsOf = catalog.subscriptionsOf.bind(catalog);
+    let writes = 0;
+    catalog.subscriptionsOf = async (tenant, ids, q) => {
+      const subs = await subscriptionsOf(tenant, ids, q);
+      // an unrelated sign-up right after every read of the batch's customers outside its transaction
+      if (q === undefined && ids.includes("cus_live")) {
+        writes++;
+        await admin().createCustomer({ customer: { customerId: `cus_noise_${writes}`, currency: "USD", billingAnchor: ts(NOV_1), timeZone: "UTC" } });
+      }
+      return subs;
+    };
+    try {
+      // before: every batch found the tenant's catalog moved, rolled back and reloaded, 8 times, then the poll failed
+      expect(await h.service.consumer.pollOnce(0)).toBe(1);
+    } finally {
+      catalog.subscriptionsOf = subscriptionsOf;
+    }
+    expect(writes).toBe(1);
+    expect(await prices("el1")).toEqual([["calls", 1_000_000_000n]]);
   });
 
   it("makes a backdated subscription written while a batch rates the customer wait for the batch, then refuses it", async () => {

@@ -32,8 +32,8 @@ interface TenantEntry {
 export class CatalogCache {
   readonly #tenants = new Map<string, TenantEntry>();
   readonly #compiled = new Map<string, CompiledVersion>();
-  /** The generations (tenant's, global) each catalog handed out was built at. */
-  readonly #builtAt = new WeakMap<TenantCatalog, { generation: bigint; globalGeneration: bigint }>();
+  /** The generations (tenant's, global) each catalog handed out was built at, and its tenant-wide part. */
+  readonly #builtAt = new WeakMap<TenantCatalog, { generation: bigint; globalGeneration: bigint; entry: TenantEntry }>();
 
   constructor(
     private readonly store: CatalogStore,
@@ -165,16 +165,16 @@ export class CatalogCache {
       overrides.push(...c.overrides);
     }
     const catalog = new TenantCatalog({ tenant, customers, subscriptions: subs, versions: e.versions, overrides, costs: e.costs, creditRates: e.creditRates });
-    this.#builtAt.set(catalog, { generation: e.generation, globalGeneration: e.globalGeneration });
+    this.#builtAt.set(catalog, { generation: e.generation, globalGeneration: e.globalGeneration, entry: e });
     return catalog;
   }
 
   /**
    * stale: the tenants among `catalogs` (from forCustomers) whose catalog a write committed after
    * it was built, read through `q` (the consumer's batch transaction, after it locked the batch's
-   * customers); their cached entries are dropped. Subscription and override writes take the same
-   * customer lock, so an empty answer means the catalogs are current for the locked customers
-   * until the batch commits.
+   * customers). Subscription and override writes take the same customer lock, so an empty answer
+   * means the catalogs are current for the locked customers until the batch commits; otherwise
+   * `withCustomersIn` rebuilds them under the lock. (The entries stay: the next sync() drops them.)
    */
   async stale(q: Queryable, catalogs: ReadonlyMap<string, TenantCatalog>): Promise<string[]> {
     if (catalogs.size === 0) return [];
@@ -182,11 +182,30 @@ export class CatalogCache {
     const out: string[] = [];
     for (const [tenant, catalog] of catalogs) {
       const at = this.#builtAt.get(catalog);
-      if (at === undefined || at.generation !== gens.get(tenant) || at.globalGeneration !== gens.get("")) {
-        out.push(tenant);
-        this.#tenants.delete(tenant);
-      }
+      if (at === undefined || at.generation !== gens.get(tenant) || at.globalGeneration !== gens.get("")) out.push(tenant);
     }
     return out;
+  }
+
+  /**
+   * withCustomersIn: `catalog` with its customers, subscriptions and overrides read again through
+   * `q` (the batch transaction holding the customers' locks, so no write of theirs can commit
+   * before the batch does): the customer-scoped part is current, the tenant-wide part (plans, cost
+   * rates, credit rates) is the catalog's own, eventually consistent as always. No reload loop and
+   * no second rating: any catalog write of the tenant marks the batch stale, and re-rating the
+   * batch each time stalled a partition while the tenant kept writing (second review).
+   */
+  async withCustomersIn(q: Queryable, catalog: TenantCatalog, customerIds: string[]): Promise<TenantCatalog> {
+    const at = this.#builtAt.get(catalog);
+    if (at === undefined) throw new Error(`catalog of tenant ${catalog.tenant} was not built by this cache`);
+    const ids = [...new Set(customerIds)];
+    const tenant = catalog.tenant;
+    const customers = await this.store.getCustomers(tenant, ids, q);
+    const subscriptions = await this.store.subscriptionsOf(tenant, ids, q);
+    const overrides = await this.store.overridesOf(tenant, ids, q);
+    const e = at.entry;
+    const fresh = new TenantCatalog({ tenant, customers, subscriptions, versions: e.versions, overrides, costs: e.costs, creditRates: e.creditRates });
+    this.#builtAt.set(fresh, at);
+    return fresh;
   }
 }

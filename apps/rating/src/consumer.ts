@@ -12,7 +12,6 @@ import { rateEvent, type TenantCatalog } from "./domain/rate-event.js";
 import { MemoryRatingState } from "./domain/state.js";
 import { EVENTS_METRIC, METRIC, dimsKeyOf, type RatedEventResult, type UsageEvent } from "./domain/types.js";
 import {
-  CATALOG_RELOADS_PER_BATCH_MAX,
   CHECK_RATED_BATCHES_AFTER_OVERLAP,
   CONSUMER_BATCH_EVENTS_MAX,
   CONSUMER_ERROR_BACKOFF_MS,
@@ -283,18 +282,11 @@ export class RatingConsumer {
     // An event whose rating throws (rating is pure and deterministic: a retry would throw again)
     // must not stop its partition: the batch is rated again from scratch with that event recorded
     // as unpriced, with the error as its reason, and everything else rated as usual.
-    // A batch whose catalog went stale before it locked its customers (StaleCatalog) is rated
-    // again with the catalog reloaded.
     const poisoned = new Map<string, string>();
-    let reloads = 0;
     for (;;) {
       try {
         return await this.#processBatchOnce(events, lastSequence, handOff, poisoned);
       } catch (e) {
-        if (e instanceof StaleCatalog && reloads < CATALOG_RELOADS_PER_BATCH_MAX) {
-          reloads++;
-          continue;
-        }
         if (!(e instanceof PoisonEvent) || poisoned.size > events.length) throw e;
         poisoned.set(e.key, e.message);
         this.#d.logger.warn("an event could not be rated; it is recorded unpriced", { event: e.key.replace(SEP_KEY, "/"), error: e.message });
@@ -349,8 +341,12 @@ export class RatingConsumer {
       // the same customer lock and checks the customer's rated events (CatalogStore
       // #refuseRatedInside), so a write committed between loading the catalogs and these locks
       // would otherwise see none of this batch's events and have none of them priced under it.
-      const stale = await d.cache.stale(tx, catalogs);
-      if (stale.length > 0) throw new StaleCatalog(stale);
+      // Any catalog write of the tenant marks it stale; only its customers' own rows matter here,
+      // and they are read again under the locks (no reload loop, no second rating).
+      for (const tenant of await d.cache.stale(tx, catalogs)) {
+        const ids = [...batchCustomers.values()].filter((c) => c.tenant === tenant).map((c) => c.customerId);
+        catalogs.set(tenant, await d.cache.withCustomersIn(tx, catalogs.get(tenant)!, ids));
+      }
       let todo = inputs;
       if (checkRated) {
         const done = await d.rated.alreadyRated(tx, inputs.map((i) => ({ tenant: i.event.tenant, eventId: i.event.eventId })));
@@ -562,13 +558,6 @@ function decodedPage(events: readonly Uint8Array[]): DecodedPage {
 function inputsOf(events: PageEvents, nowMs: number): RatingInput[] {
   if (!(events instanceof DecodedPage)) return events.map((e) => storedEventOf(e, nowMs));
   return events.inputs.map((i) => (Number.isNaN(i.event.timestampMs) ? { ...i, event: { ...i.event, timestampMs: nowMs } } : i));
-}
-
-/** The catalogs a batch was about to be rated with are no longer current (roll back, reload, rate again). */
-class StaleCatalog extends Error {
-  constructor(readonly tenants: string[]) {
-    super(`catalog of tenant(s) ${tenants.join(", ")} changed while the batch was loaded; rated again`);
-  }
 }
 
 /** Thrown out of a batch's transaction when rating one of its events throws. */

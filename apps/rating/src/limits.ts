@@ -94,11 +94,6 @@ export const CONSUMER_IDLE_MS = 50;
 export const CONSUMER_ERROR_BACKOFF_MS_MAX = 10_000;
 /** Consumer: batches rated with the already-rated lookup after one was refused a duplicate. */
 export const CHECK_RATED_BATCHES_AFTER_OVERLAP = 16;
-/**
- * Consumer: times one batch is rated again because a catalog write of its tenant committed between
- * loading the catalog and locking the batch's customers (then the poll fails and backs off).
- */
-export const CATALOG_RELOADS_PER_BATCH_MAX = 8;
 /** Consumer: outbox batch rows (a batch's wallet items each) read per drain step. */
 export const OUTBOX_BATCHES_PER_DRAIN = 4;
 /** Consumer: Consume items per wallet call (the wallet's own cap may be lower). */

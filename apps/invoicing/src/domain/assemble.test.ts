@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { roundToMinor, type RoundingMode } from "@nanobill/money";
-import { assembleInvoice, carriedResidueLines, CHARGE_ID_CREDIT_BALANCE, CHARGE_ID_DEFERRED, type AssembleInput, type ChargeInput } from "./assemble.js";
+import { assembleInvoice, carriedResidueLines, CHARGE_ID_CAPTURED_HOLDS, CHARGE_ID_CREDIT_BALANCE, CHARGE_ID_DEFERRED, type AssembleInput, type ChargeInput } from "./assemble.js";
 import { defaultSettings, type BillingSettings } from "./invoice.js";
 import { LINES_PER_INVOICE_MAX } from "../limits.js";
 import { exact, priceTimesQuantity, roundLine, ZERO_RESIDUE, type ResidueState } from "./rounding.js";
@@ -284,6 +284,17 @@ describe("credit balance (a negative amount due)", () => {
     ]);
   });
 
+  it("neither applies nor carries over an amount carried in another currency: a USD credit on a JPY invoice", () => {
+    const usdCredit = { amountNanos: -12n * USD, since: p(0), periods: 1, unit: "USD" };
+    const jpy = period(1, 1000n * USD, { deferredIn: usdCredit, currency: "JPY" });
+    expect([creditLines(jpy), jpy.totals.amountDueNanos, jpy.deferralOut, jpy.deferralShown]).toEqual([[], 1000n * USD, undefined, undefined]);
+    // a negative JPY amount due stands: the one carried amount per customer is the USD credit
+    const back = period(1, -300n * USD, { deferredIn: usdCredit, currency: "JPY" });
+    expect([back.totals.amountDueNanos, back.deferralOut]).toEqual([-300n * USD, undefined]);
+    // in its own currency it is applied as before
+    expect(period(1, 50n * USD, { deferredIn: usdCredit }).totals.amountDueNanos).toBe(38n * USD);
+  });
+
   it("carries a net credit with its negative tax: -$100 at 10% tax -> $110 credit", () => {
     const a = period(0, -100n * USD, {}, { taxRateBps: 1000 });
     expect(a.totals.taxNanos).toBe(-10n * USD);
@@ -453,6 +464,13 @@ describe("per-line minimum billable amount", () => {
     // rated $550.00 + true-up $0.50 == billed (nothing left carried), not $550.40 + ...
     expect(billed).toBe(550n * USD + 500_000_000n);
     expect(lineIn.size).toBe(0);
+  });
+
+  it("leaves captured holds out of the line minimum: their line is every subscription's, and two subscriptions' carried amounts overwrote each other (second review)", () => {
+    const inv = assembleInvoice(input([charge("usage", CHARGE_ID_CAPTURED_HOLDS, 300_000_000n), charge("usage", "ch_a", 300_000_000n)], { lineMinimumBillableNanos: USD, deferralPeriodsMax: 3 }));
+    expect([...inv.lineDeferralsOut.keys()]).toEqual(["ch_a"]);
+    expect(inv.lines.find((l) => l.chargeId === CHARGE_ID_CAPTURED_HOLDS && l.kind === "usage")?.roundedAmountNanos).toBe(300_000_000n);
+    expect(inv.totals.amountDueNanos).toBe(300_000_000n);
   });
 
   it("counts the lines the line minimum carries out in the invoice's line limit", () => {

@@ -168,6 +168,13 @@ export const CHARGE_ID_DEFERRED = "_deferred";
  * invoice (out: positive line; in: negative line). Not revenue: the ledger legs leave them out.
  */
 export const CHARGE_ID_CREDIT_BALANCE = "_credit_balance";
+/**
+ * CHARGE_ID_CAPTURED_HOLDS: the charge id (and residue key) of the line billing captured holds. It
+ * is every subscription's (not one charge's), so the per-line minimum leaves it alone: a line
+ * deferral is kept per (customer, charge) and two subscriptions' captured holds carried below the
+ * minimum overwrote each other (one was never billed).
+ */
+export const CHARGE_ID_CAPTURED_HOLDS = "_captured_holds";
 /** RESIDUE_KEY_TOP_UP: the residue key of every one-off (auto top-up) line; its chargeId is the grant id. */
 export const RESIDUE_KEY_TOP_UP = "_top_up";
 
@@ -212,7 +219,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   const lineDeferralsIn = input.lineDeferralsIn ?? new Map<string, LineDeferral>();
   // lines: the charges, late credits, a carried-in and a carried-out line per charge the line minimum
   // looks at (usage charges and charges carried in), true-up, discount, tax, credits, invoice deferral in and out
-  const lineMinCharges = new Set([...((input.settings.lineMinimumBillableNanos ?? 0n) > 0n ? input.charges.filter((c) => c.kind === "usage").map((c) => c.chargeId) : []), ...lineDeferralsIn.keys()]);
+  const lineMinCharges = new Set([...((input.settings.lineMinimumBillableNanos ?? 0n) > 0n ? input.charges.filter((c) => c.kind === "usage" && c.chargeId !== CHARGE_ID_CAPTURED_HOLDS).map((c) => c.chargeId) : []), ...lineDeferralsIn.keys()]);
   if (input.charges.length + lateCredits.length + lineDeferralsIn.size + lineMinCharges.size + 6 > LINES_PER_INVOICE_MAX) {
     throw new InvalidInput("lines", `an invoice holds at most ${LINES_PER_INVOICE_MAX} lines`);
   }
@@ -263,7 +270,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
     subtotal += line.roundedAmountNanos;
     if (c.kind === "usage" && input.commitmentUsageNanos === undefined) addExactCharge(c.amount);
     if (c.kind === "usage") usageBySub.set(c.subscriptionId, plus(usageBySub.get(c.subscriptionId) ?? { num: 0n, den: 1n }, c.amount));
-    if (c.kind === "usage" && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
+    if (c.kind === "usage" && c.chargeId !== CHARGE_ID_CAPTURED_HOLDS && !usageRounded.has(c.chargeId)) usageRounded.set(c.chargeId, line);
   }
   if (input.commitmentFees !== undefined) addExactCharge(input.commitmentFees);
   // 1b. Per-line minimum: usage lines (with what their charge carried in) below it are carried.
@@ -379,7 +386,11 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   // 5. Amounts carried from earlier invoices (deferred below the minimum billable amount, or a
   // credit balance), then the minimum billable amount, then a credit balance carried on.
   let due = total + credits;
-  const din = input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined;
+  // An amount carried in another currency (the customer's currency changed since) is not applied
+  // ($12 is not 12 yen), and nothing is carried over it (one carried amount per customer): it
+  // waits in its own unit, and this invoice bills what it would otherwise carry.
+  const foreign = input.deferredIn?.unit !== undefined && input.deferredIn.unit !== input.currency;
+  const din = !foreign && input.deferredIn !== undefined && input.deferredIn.amountNanos !== 0n ? input.deferredIn : undefined;
   if (din !== undefined) {
     const credit = din.amountNanos < 0n;
     const line = push("carried_forward", undefined, exact(din.amountNanos), {
@@ -402,9 +413,10 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
   };
   let deferralOut: Deferral | undefined;
   const min = input.settings.minimumBillableNanos;
+  const mayCarry = input.customerEnds !== true && !foreign;
   if (min > 0n && due > 0n && due < min) {
     const { since, periods } = carryOn(1n);
-    if (input.customerEnds !== true && deferralMayContinue(input, periods)) {
+    if (mayCarry && deferralMayContinue(input, periods)) {
       deferralOut = { amountNanos: due, since, periods: periods + 1, lastPeriodEnd: input.periodEnd };
       push("carried_forward", undefined, exact(-due), {
         ...whole,
@@ -414,7 +426,7 @@ export function assembleInvoice(input: AssembleInput): AssembledInvoice {
       });
       due = 0n;
     }
-  } else if (due < 0n && input.customerEnds !== true) {
+  } else if (due < 0n && mayCarry) {
     // A credit balance (credits, discounts or returned amounts above the period's charges) is the
     // customer's money: it is carried to the next invoice, without limit, and applied there. When
     // no later invoice will come, the negative amount due stands (owed back to the customer).

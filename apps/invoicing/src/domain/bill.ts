@@ -12,7 +12,7 @@
  *   the charge (the first such subscription); usage of charges no plan lists belongs to the
  *   customer's first subscription.
  */
-import { RESIDUE_KEY_TOP_UP, type ChargeInput } from "./assemble.js";
+import { CHARGE_ID_CAPTURED_HOLDS, RESIDUE_KEY_TOP_UP, type ChargeInput } from "./assemble.js";
 import type { CreditsInUnits } from "./invoice.js";
 import { coveredPeriods, localDate, nominalStart, type Period, type PeriodAnchor, type PeriodInterval, type PeriodSpec } from "./periods.js";
 import { InvalidInput } from "./settings.js";
@@ -456,8 +456,7 @@ export function creditsInUnits(consumed: Array<{ unit: string; creditsNanos: big
   return out;
 }
 
-/** CHARGE_ID_CAPTURED_HOLDS: the charge id (and residue key) of the line billing captured holds. */
-export const CHARGE_ID_CAPTURED_HOLDS = "_captured_holds";
+export { CHARGE_ID_CAPTURED_HOLDS } from "./assemble.js";
 
 /**
  * capturedHoldsCharges: the prepaid money a wallet burned by captures of holds in the window (this

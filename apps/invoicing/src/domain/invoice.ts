@@ -64,6 +64,11 @@ export interface Deferral {
    * invoice of that same period (the customer's other subscription) does not count a new period.
    */
   lastPeriodEnd?: Date;
+  /**
+   * unit: the currency it was carried in (when known). One in another currency than the invoice's
+   * (the customer's currency changed) is neither applied nor replaced: it waits in its own unit.
+   */
+  unit?: string;
 }
 
 export interface CreditNote {

@@ -623,9 +623,9 @@ export function createInvoiceStore(db: Db): InvoiceStore {
   }
 
   async function readDeferral(q: Queryable, tenant: string, customerId: string): Promise<Deferral | undefined> {
-    const { rows } = await q.query(`SELECT amount_nanos, since, periods FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, customerId]);
+    const { rows } = await q.query(`SELECT amount_nanos, since, periods, unit FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, customerId]);
     const r = rows[0];
-    return r === undefined ? undefined : { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods) };
+    return r === undefined ? undefined : { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods), unit: r.unit as string };
   }
 
   /**
@@ -694,7 +694,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         owners.get(r.customer_id as string)!.set(r.residue_key as string, r.invoice_id as string);
       }
       const defRows = await tx.query(
-        `SELECT d.customer_id, d.amount_nanos, d.since, d.periods, d.invoice_id, i.period_end AS last_period_end FROM deferrals d
+        `SELECT d.customer_id, d.amount_nanos, d.since, d.periods, d.unit, d.invoice_id, i.period_end AS last_period_end FROM deferrals d
          LEFT JOIN invoices i ON i.tenant = d.tenant AND i.invoice_id = d.invoice_id
          WHERE d.tenant = $1 AND d.customer_id = ANY($2::text[])`,
         [tenant, customers],
@@ -702,10 +702,12 @@ export function createInvoiceStore(db: Db): InvoiceStore {
       const deferrals = new Map<string, Deferral | undefined>();
       const defOwners = new Map<string, string>();
       for (const r of defRows.rows) {
-        deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods), lastPeriodEnd: opt<Date>(r.last_period_end) });
+        deferrals.set(r.customer_id as string, { amountNanos: big(r.amount_nanos), since: r.since as Date, periods: Number(r.periods), lastPeriodEnd: opt<Date>(r.last_period_end), unit: r.unit as string });
         defOwners.set(r.customer_id as string, r.invoice_id as string);
       }
       const hadDeferral = new Set(deferrals.keys());
+      // the customers whose carried amount an item of the batch took in or carried out (by unit)
+      const deferralWrites = new Map<string, { unit: string; invoiceId: string }>();
       const ldRows = await tx.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = ANY($2::text[])`, [tenant, customers]);
       const lineDeferrals = new Map<string, Map<string, { deferral: LineDeferral; owner: string }>>();
       for (const c of customers) lineDeferrals.set(c, new Map());
@@ -728,7 +730,10 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           continue;
         }
         const mine = residues.get(p.customerId)!;
-        const deferredIn = deferrals.get(p.customerId);
+        const stored = deferrals.get(p.customerId);
+        // one carried in another currency is not this invoice's (assemble leaves it alone)
+        const foreign = stored?.unit !== undefined && stored.unit !== p.unit;
+        const deferredIn = stored;
         const unchanged = new Set<number>();
         for (const w of late ?? []) {
           const usageNow = billedNow.get(billedKey(p.subscriptionId, "usage", w.usageFrom));
@@ -743,7 +748,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         const mineOwners = owners.get(p.customerId)!;
         const inputs: CloseInputs = {
           residues: new Map(),
-          deferral: deferredIn === undefined ? undefined : { deferral: deferredIn, owner: defOwners.get(p.customerId) ?? "" },
+          deferral: deferredIn === undefined || foreign ? undefined : { deferral: deferredIn, owner: defOwners.get(p.customerId) ?? "" },
           lineDeferrals: new Map(),
           lineDeferredOut: [...a.lineDeferralsOut.keys()],
         };
@@ -761,8 +766,11 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           mine.set(k, st);
           mineOwners.set(k, p.invoiceId);
         }
-        deferrals.set(p.customerId, a.deferralOut);
-        defOwners.set(p.customerId, p.invoiceId);
+        if (!foreign) {
+          deferrals.set(p.customerId, a.deferralOut === undefined ? undefined : { ...a.deferralOut, unit: p.unit });
+          defOwners.set(p.customerId, p.invoiceId);
+          deferralWrites.set(p.customerId, { unit: p.unit, invoiceId: p.invoiceId });
+        }
         const t = touched.get(p.customerId) ?? { unit: p.unit, invoiceId: p.invoiceId, keys: new Map<string, string>() };
         t.unit = p.unit;
         t.invoiceId = p.invoiceId;
@@ -833,7 +841,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         );
       }
       const dc: string[] = [], du: string[] = [], da: string[] = [], ds: Date[] = [], dp: number[] = [], di: string[] = [], gone: string[] = [];
-      for (const [c, t] of touched) {
+      for (const [c, t] of deferralWrites) {
         const d = deferrals.get(c);
         if (d !== undefined) {
           dc.push(c); du.push(t.unit); da.push(d.amountNanos.toString()); ds.push(d.since); dp.push(d.periods); di.push(t.invoiceId);
@@ -899,8 +907,11 @@ export function createInvoiceStore(db: Db): InvoiceStore {
           throw new InvoicingError("failed_precondition", `invoice ${invoiceId} cannot be refreshed: the residue ${k} it carried out was carried on by ${owner === undefined ? "another invoice" : `invoice ${owner}`}`);
         }
       }
-      const defRow = (await tx.query(`SELECT invoice_id FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId])).rows[0];
-      if ((defRow !== undefined && defRow.invoice_id !== invoiceId) || (defRow === undefined && inv.totals.deferredNanos !== 0n)) {
+      const defRow = (await tx.query(`SELECT invoice_id, amount_nanos, since, periods, unit FROM deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId])).rows[0];
+      // an amount carried in another currency is not this invoice's: it is passed on untouched
+      const foreignDeferral: Deferral | undefined =
+        defRow !== undefined && defRow.unit !== p.unit ? { amountNanos: big(defRow.amount_nanos), since: defRow.since as Date, periods: Number(defRow.periods), unit: defRow.unit as string } : undefined;
+      if ((defRow !== undefined && foreignDeferral === undefined && defRow.invoice_id !== invoiceId) || (defRow === undefined && inv.totals.deferredNanos !== 0n)) {
         throw new InvoicingError("failed_precondition", `invoice ${invoiceId} cannot be refreshed: the amount it deferred (minimum billable) was carried on by a later invoice`);
       }
       // The residues as the close read them: the draft's inputs over the customer's current state.
@@ -910,7 +921,7 @@ export function createInvoiceStore(db: Db): InvoiceStore {
         if (v.state === undefined) residuesIn.delete(k);
         else residuesIn.set(k, v.state);
       }
-      const deferredIn = inputs.deferral?.deferral;
+      const deferredIn = foreignDeferral ?? inputs.deferral?.deferral;
       // Line deferrals: the draft's outputs must still be its own, the ones it consumed still gone.
       const ldRows = await tx.query(`SELECT * FROM line_deferrals WHERE tenant = $1 AND customer_id = $2`, [tenant, p.customerId]);
       const ldCurrent = new Map<string, { deferral: LineDeferral; owner: string }>();

@@ -89,9 +89,9 @@ export class CatalogStore {
     return r.rows.length === 0 ? null : customerOf(r.rows[0]!);
   }
 
-  async getCustomers(tenant: string, ids: string[]): Promise<Customer[]> {
+  async getCustomers(tenant: string, ids: string[], q: Queryable = this.db): Promise<Customer[]> {
     if (ids.length === 0) return [];
-    const r = await this.db.query(`SELECT * FROM customers WHERE tenant=$1 AND customer_id = ANY($2::text[])`, [tenant, ids]);
+    const r = await q.query(`SELECT * FROM customers WHERE tenant=$1 AND customer_id = ANY($2::text[])`, [tenant, ids]);
     return r.rows.map(customerOf);
   }
 
@@ -254,7 +254,8 @@ export class CatalogStore {
    * (lockCustomers, taken first) when it checks and until it commits, as every consumer batch does
    * while it rates the customer. A batch that locked first has committed its rated rows before this
    * check reads them; one that locks after this write committed re-reads the tenant's catalog
-   * generation under the lock and, moved, rates with the new catalog (consumer.ts, StaleCatalog).
+   * generation under the lock and, moved, reads its customers' rows again under the lock
+   * (CatalogCache.withCustomersIn) before rating.
    */
   async #refuseRatedInside(q: Queryable, tenant: string, customerId: string, fromMs: number, toMs: number | null, field: string, what: string): Promise<void> {
     const r = await q.query(
@@ -293,9 +294,9 @@ export class CatalogStore {
     return this.#subscriptions(this.db, tenant, `customer_id = $2`, [customerId]);
   }
 
-  subscriptionsOf(tenant: string, customerIds: string[]): Promise<Subscription[]> {
+  subscriptionsOf(tenant: string, customerIds: string[], q: Queryable = this.db): Promise<Subscription[]> {
     if (customerIds.length === 0) return Promise.resolve([]);
-    return this.#subscriptions(this.db, tenant, `customer_id = ANY($2::text[])`, [customerIds]);
+    return this.#subscriptions(q, tenant, `customer_id = ANY($2::text[])`, [customerIds]);
   }
 
   async getSubscription(tenant: string, subscriptionId: string): Promise<Subscription | null> {
@@ -407,9 +408,9 @@ export class CatalogStore {
     return this.#overrides(this.db, tenant, `customer_id = $2`, [customerId]);
   }
 
-  overridesOf(tenant: string, customerIds: string[]): Promise<PriceOverride[]> {
+  overridesOf(tenant: string, customerIds: string[], q: Queryable = this.db): Promise<PriceOverride[]> {
     if (customerIds.length === 0) return Promise.resolve([]);
-    return this.#overrides(this.db, tenant, `customer_id = ANY($2::text[])`, [customerIds]);
+    return this.#overrides(q, tenant, `customer_id = ANY($2::text[])`, [customerIds]);
   }
 
   async #overrides(q: Queryable, tenant: string, where: string, params: unknown[]): Promise<PriceOverride[]> {
