@@ -39,7 +39,7 @@ import { nextPeriod, planRollover, type RolloverRule } from "./domain/rollover.j
 import { sortForBurn } from "./domain/burn-order.js";
 import type { GrantKind, Policy, Slice } from "./domain/types.js";
 import { WalletError, invalid } from "./errors.js";
-import { createKeyedGate } from "./keyed-gate.js";
+import { createKeyedGate, GateWaitTimeout } from "./keyed-gate.js";
 import type { LedgerOutbox } from "./ledger-outbox.js";
 import type { LedgerPort } from "./ledger-port.js";
 import {
@@ -54,6 +54,7 @@ import {
   ONE_STATEMENT_RETRIES_MAX,
   REALTIME_RELOADS_MAX,
   RUN_WALLETS_MAX,
+  GATE_WAIT_MS_MAX,
 } from "./limits.js";
 import type { DebitResult, RealtimeStore, WalletRef, WalletSnapshot } from "./realtime/types.js";
 import * as S from "./store/store.js";
@@ -70,6 +71,8 @@ export interface EngineDeps {
   randomId?: () => string;
   expiryNoticeMs?: number;
   expiryGraceMs?: number;
+  /** How long an item waits for its id's first attempt in flight here (default GATE_WAIT_MS_MAX; tests shorten it). */
+  gateWaitMs?: number;
 }
 
 export interface GrantInput {
@@ -116,6 +119,8 @@ export interface ConsumeOutcome {
   walletId: string;
   error: string;
   replayed: boolean;
+  /** Set when the item was not run: its id's first attempt was still in flight after GATE_WAIT_MS_MAX (the call answers Unavailable). */
+  unavailable?: string;
 }
 
 export interface AuthorizeInput {
@@ -140,6 +145,8 @@ export interface AuthorizeOutcome {
   walletId: string;
   availableNanos: bigint;
   error: string;
+  /** Set when the item was not run: its id's first attempt was still in flight after GATE_WAIT_MS_MAX (the call answers Unavailable). */
+  unavailable?: string;
 }
 
 export interface CaptureInput {
@@ -240,6 +247,7 @@ export function createEngine(deps: EngineDeps) {
   const randomId = deps.randomId ?? (() => randomBytes(8).toString("hex"));
   const noticeMs = deps.expiryNoticeMs ?? EXPIRY_NOTICE_MS_DEFAULT;
   const graceMs = deps.expiryGraceMs ?? EXPIRY_GRACE_MS_DEFAULT;
+  const gateWaitMs = deps.gateWaitMs ?? GATE_WAIT_MS_MAX;
   const ref = (tenant: string, walletId: string): WalletRef => ({ tenant, walletId });
   const L = (w: WalletRow) => walletLedger(w.customerId, w.unit, w.kind);
 
@@ -719,10 +727,41 @@ export function createEngine(deps: EngineDeps) {
    * until its commit turned out a replay, and another hold decided meanwhile was refused.)
    */
   function authorizeMany(tenant: string, inputs: AuthorizeInput[]): Promise<AuthorizeOutcome[]> {
-    return authorizing.run(
-      inputs.map((i) => `${tenant}\u0000${i.id}`),
-      () => authorizeGroup(tenant, inputs),
-    );
+    return gated(authorizing, tenant, inputs, (items) => authorizeGroup(tenant, items), (i, unavailable) => ({ id: i.id, result: "invalid", hold: null, unit: i.unit, walletId: "", availableNanos: 0n, error: unavailable, unavailable }));
+  }
+
+  /**
+   * Runs a group through a keyed gate by (tenant, id), item by item: the items whose ids are free
+   * run at once as one group; only those whose id is held (or waited for) by a call in flight here
+   * wait, then run as their own group, and the results are merged back in input order. (Before,
+   * the whole group waited: an unrelated item coalesced beside a retry waited for the retry's first
+   * attempt, forever if that never ended.) The wait is bounded by GATE_WAIT_MS_MAX: past it the
+   * waiting items are not run and answer `unavailable` (the caller answers Unavailable: retry).
+   */
+  async function gated<I extends { id: string }, O>(
+    gate: ReturnType<typeof createKeyedGate>,
+    tenant: string,
+    inputs: I[],
+    runGroup: (items: I[]) => Promise<O[]>,
+    unavailableOutcome: (i: I, message: string) => O,
+  ): Promise<O[]> {
+    const key = (i: I) => `${tenant}\u0000${i.id}`;
+    const free: number[] = [];
+    const busy: number[] = [];
+    inputs.forEach((i, n) => (gate.busy(key(i)) ? busy : free).push(n));
+    const out: O[] = new Array(inputs.length);
+    const part = (idx: number[], waitMs?: number) =>
+      idx.length === 0
+        ? undefined
+        : gate.run(idx.map((n) => key(inputs[n]!)), () => runGroup(idx.map((n) => inputs[n]!)), waitMs).then(
+            (r) => idx.forEach((n, j) => (out[n] = r[j]!)),
+            (e) => {
+              if (!(e instanceof GateWaitTimeout)) throw e;
+              for (const n of idx) out[n] = unavailableOutcome(inputs[n]!, `id ${inputs[n]!.id}: its first attempt is still in flight after ${gateWaitMs} ms; retry`);
+            },
+          );
+    await Promise.all([part(free), part(busy, gateWaitMs)]);
+    return out;
   }
 
   /** Holds in flight here, by (tenant, hold id). */
@@ -1006,10 +1045,7 @@ export function createEngine(deps: EngineDeps) {
    * item decided meanwhile was refused, its shortfall recorded for good.)
    */
   function consumeMany(tenant: string, inputs: ConsumeInput[]): Promise<ConsumeOutcome[]> {
-    return consuming.run(
-      inputs.map((i) => `${tenant}\u0000${i.id}`),
-      () => consumeRound(tenant, inputs, 0),
-    );
+    return gated(consuming, tenant, inputs, (items) => consumeRound(tenant, items, 0), (i, unavailable) => ({ id: i.id, result: "invalid", consumedNanos: 0n, shortfallNanos: i.amountNanos, walletId: "", error: unavailable, replayed: false, unavailable }));
   }
 
   async function consumeRound(tenant: string, inputs: ConsumeInput[], attempt: number): Promise<ConsumeOutcome[]> {
@@ -1859,6 +1895,8 @@ export function createEngine(deps: EngineDeps) {
   }
 
   return {
+    /** A hold id's first attempt is in flight here (or a retry waits for it): a new Authorize with it would wait. */
+    authorizeInFlight: (tenant: string, id: string) => authorizing.busy(`${tenant}\u0000${id}`),
     createCreditType,
     setExchangeRate,
     getCreditType,

@@ -9,6 +9,12 @@ export const CONSUME_ITEMS_MAX = 1_000;
  */
 export const AUTHORIZE_GROUPS_IN_FLIGHT = 2;
 export const AUTHORIZE_EXTRA_GROUP_MIN_ITEMS = 64;
+/**
+ * Longest wait of a Consume / Authorize item whose id's first attempt is still in flight in this
+ * process (a client's retry): past it the item is not run and the call answers Unavailable (retry).
+ * Well under the default deadline (TIMEOUT_MS_DEFAULT), so the answer reaches the caller.
+ */
+export const GATE_WAIT_MS_MAX = 5_000;
 /** Most items in one AuthorizeBatch request. */
 export const AUTHORIZE_ITEMS_MAX = 1_000;
 /** Longest caller id (grant, consume item, hold); ledger ids derived from longer ones end in a hash (domain/ledger-plan.ts ledgerId). */

@@ -3,14 +3,15 @@
 // CreateWebhookEndpoint refuses control characters. Then: a release or capture racing a real-time
 // state load leaves the real-time balance right, an allowance is closed by its period end (rollover,
 // renewal) and not by an expires_at, a Consume retried during its first attempt waits for it, and so
-// does a hold retried by AuthorizeBatch (or a batch's hold retried by any route); two low-balance
-// crossings of a disabled auto top-up in one millisecond give two alerts.
+// does a hold retried by AuthorizeBatch (or a batch's hold retried by any route), holding up no
+// unrelated hold and for at most GATE_WAIT_MS_MAX; two low-balance crossings of a disabled auto
+// top-up in one millisecond give two alerts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
-import { BALANCE_GRANTS_MAX } from "./limits.js";
+import { BALANCE_GRANTS_MAX, GATE_WAIT_MS_MAX } from "./limits.js";
 import type { DebitRequest, DebitResult, WalletRef } from "./realtime/types.js";
 import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
 
@@ -301,6 +302,75 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
       expect([w.balanceNanos, w.heldNanos, w.availableNanos]).toEqual([250n, 221n, 29n]);
     });
   }
+
+  // ------------------------------------------------------------------ 9b: a retry waiting for its first attempt holds up nothing else, and not forever
+
+  it("lets unrelated holds through while a retried hold waits for its first attempt, and answers the retry Unavailable after GATE_WAIT_MS_MAX", async () => {
+    // (Before, the keyed gate took a whole group: an unrelated hold in the retry's group, or in the
+    // next unary group, waited for the retry's first attempt, and forever if that never ended.)
+    await wallet("cus_hol_a", 1_000n);
+    await wallet("cus_hol_b", 1_000n);
+    await ingest().authorize({ id: "h_hol_warm_a", customerId: "cus_hol_a", unit: "USD", amountNanos: 1n });
+    await ingest().authorize({ id: "h_hol_warm_b", customerId: "cus_hol_b", unit: "USD", amountNanos: 1n });
+    const rt = h.realtime as unknown as { debitMany: (w: WalletRef, r: DebitRequest[]) => Promise<DebitResult[]> };
+    const orig = rt.debitMany;
+    let reached!: () => void;
+    const reachedP = new Promise<void>((r) => (reached = r));
+    let proceed!: () => void;
+    const proceedP = new Promise<void>((r) => (proceed = r));
+    let paused = false;
+    rt.debitMany = async (w: WalletRef, r: DebitRequest[]) => {
+      const out = await orig.call(h.realtime, w, r);
+      if (!paused && r.some((x) => x.amountNanos === 100n)) {
+        paused = true;
+        reached();
+        await proceedP;
+      }
+      return out;
+    };
+    const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, new Promise<"late">((r) => setTimeout(() => r("late"), ms))]);
+    const item = { id: "h_hol_x", customerId: "cus_hol_a", unit: "USD", amountNanos: 100n, ttlMs: 60_000n };
+    const input = (id: string, customerId: string, amountNanos: bigint) => ({ id, customerId, unit: "USD", amountNanos, ttlMs: 60_000, chargeId: "", model: "" });
+    let first: Promise<pb.AuthorizeBatchResponse>;
+    let retry: Promise<{ code: Code; message: string }>;
+    let group: Promise<Awaited<ReturnType<typeof h.wallet.engine.authorizeMany>>>;
+    const t0 = Date.now();
+    try {
+      first = ingest().authorizeBatch({ items: [item] }); // first attempt: paused after its reservation
+      await reachedP;
+      retry = code(ingest().authorize(item)); // the client's retry by unary Authorize waits for it
+      await new Promise((r) => setTimeout(r, 50));
+      // An unrelated unary Authorize is answered at once (before: it queued behind the waiting group).
+      const other = await within(ingest().authorize({ id: "h_hol_other", customerId: "cus_hol_b", unit: "USD", amountNanos: 5n, ttlMs: 60_000n }), 1_500);
+      expect(other === "late" ? "late" : other.hold?.amountNanos).toBe(5n);
+      // One group holding the retry and an unrelated hold: the unrelated one commits at once.
+      group = h.wallet.engine.authorizeMany("tnt_a", [input("h_hol_x", "cus_hol_a", 100n), input("h_hol_same_group", "cus_hol_b", 7n)]);
+      let held = 0n;
+      for (let i = 0; i < 30 && held !== 13n; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        held = (await admin().getBalance({ customerId: "cus_hol_b", unit: "USD" })).heldNanos;
+      }
+      expect(held).toBe(13n); // 1 + 5 + 7
+      // The first attempt never ends: the retry is answered Unavailable after GATE_WAIT_MS_MAX, not never.
+      const r = await within(retry, GATE_WAIT_MS_MAX + 3_000);
+      expect(r === "late" ? "late" : [r.code, r.message]).toEqual([Code.Unavailable, expect.stringContaining("first attempt is still in flight")]);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(GATE_WAIT_MS_MAX);
+      const g = await within(group, 3_000);
+      expect(g === "late" ? "late" : g.map((o) => [o.id, o.result, o.unavailable !== undefined])).toEqual([
+        ["h_hol_x", "invalid", true],
+        ["h_hol_same_group", "ok", false],
+      ]);
+    } finally {
+      proceed();
+      rt.debitMany = orig;
+    }
+    expect((await first).results[0]!.result).toBe(pb.AuthorizeResult.OK);
+    // Retried again once the first attempt is done: its replay, nothing reserved twice.
+    const again = await ingest().authorize(item);
+    expect(again.hold?.amountNanos).toBe(100n);
+    const a = await admin().getBalance({ customerId: "cus_hol_a", unit: "USD" });
+    expect([a.heldNanos, a.availableNanos]).toEqual([101n, 899n]);
+  });
 
   // ------------------------------------------------------------------ 10: two low-balance crossings in one millisecond
 

@@ -87,12 +87,21 @@ export function createWalletServiceImpl(deps: {
   // Up to AUTHORIZE_GROUPS_IN_FLIGHT groups run at once (pipelined; a second one only once
   // AUTHORIZE_EXTRA_GROUP_MIN_ITEMS items wait), never two on one wallet: the
   // groups in flight touch disjoint rows (no lock waits or deadlocks between them). A retried hold
-  // waits for its first attempt by any route (engine.authorizeMany's keyed gate by hold id; AuthorizeBatch too).
+  // waits for its first attempt by any route (engine.authorizeMany's keyed gate by hold id, item by item,
+  // at most GATE_WAIT_MS_MAX; AuthorizeBatch too).
   const authorizeOne = createCoalescer<AuthorizeInput, AuthorizeOutcome>((tenant, items) => engine.authorizeMany(tenant, items), AUTHORIZE_ITEMS_MAX, {
     inFlightMax: deps.authorizeGroupsInFlight ?? AUTHORIZE_GROUPS_IN_FLIGHT,
     extraBatchMin: AUTHORIZE_EXTRA_GROUP_MIN_ITEMS,
     keyOf: (i) => `${i.customerId}\u0000${i.unit}`,
   });
+  /**
+   * One Authorize (unary or stream message): through the group commit, except a retry whose first
+   * attempt is still in flight here, which waits for it on its own (engine.authorizeMany: at most
+   * GATE_WAIT_MS_MAX). In a group it would keep the group in flight while it waits, and with it the
+   * next group of unrelated holds (head-of-line blocking).
+   */
+  const authorizeOneOf = async (tenant: string, input: AuthorizeInput): Promise<AuthorizeOutcome> =>
+    engine.authorizeInFlight(tenant, input.id) ? (await engine.authorizeMany(tenant, [input]))[0]! : authorizeOne.submit(tenant, input);
   const captureOne = createCoalescer<CaptureInput, Settled<CaptureOutcome>>((tenant, items) => engine.captureMany(tenant, items), COMMIT_BATCH_OPS_MAX);
   const releaseOne = createCoalescer<string, Settled<ReleaseOutcome>>((tenant, ids) => engine.releaseMany(tenant, ids), COMMIT_BATCH_OPS_MAX);
   const settledValue = <T>(s: Settled<T>): T => {
@@ -112,7 +121,8 @@ export function createWalletServiceImpl(deps: {
       return { res: create(pb.AuthorizeStreamResponseSchema, { sequence, result: { id: it?.id ?? "", result: pb.AuthorizeResult.INVALID, error: e.message } }) };
     }
     try {
-      const o = await authorizeOne.submit(tenant, input);
+      const o = await authorizeOneOf(tenant, input);
+      if (o.unavailable) return { error: toConnect(new WalletError({ kind: "unavailable", message: o.unavailable })) };
       return {
         res: create(pb.AuthorizeStreamResponseSchema, {
           sequence,
@@ -298,6 +308,10 @@ export function createWalletServiceImpl(deps: {
           }
         });
         const out = await engine.consumeMany(tenant, valid.map((v) => v.input));
+        // An item whose first attempt was still in flight past GATE_WAIT_MS_MAX was not run: the call
+        // answers Unavailable (the items that ran are replays for the client's retry).
+        const late = out.find((o) => o.unavailable);
+        if (late) throw new WalletError({ kind: "unavailable", message: late.unavailable! });
         valid.forEach((v, k) => {
           const o = out[k]!;
           results[v.i] = create(pb.ConsumeItemResultSchema, { id: o.id, result: CONSUME_RESULT[o.result], consumedNanos: o.consumedNanos, shortfallNanos: o.shortfallNanos, walletId: o.walletId, error: o.error, replayed: o.replayed });
@@ -309,7 +323,8 @@ export function createWalletServiceImpl(deps: {
       guard(async () => {
         const tenant = spender(ctx);
         const input = await authorizeInput(tenant, req, "");
-        const o = await authorizeOne.submit(tenant, input);
+        const o = await authorizeOneOf(tenant, input);
+        if (o.unavailable) throw new WalletError({ kind: "unavailable", message: o.unavailable });
         switch (o.result) {
           case "ok":
             return create(pb.AuthorizeResponseSchema, { hold: M.holdTo(o.hold!, o.unit), availableNanos: o.availableNanos });
@@ -345,6 +360,8 @@ export function createWalletServiceImpl(deps: {
           }
         }
         const out = await engine.authorizeMany(tenant, valid.map((v) => v.input));
+        const late = out.find((o) => o.unavailable);
+        if (late) throw new WalletError({ kind: "unavailable", message: late.unavailable! });
         valid.forEach((v, k) => {
           const o = out[k]!;
           results[v.i] = create(pb.AuthorizeItemResultSchema, { id: o.id, result: AUTHORIZE_RESULT[o.result], hold: o.hold ? M.holdTo(o.hold, o.unit) : undefined, error: o.error, availableNanos: o.availableNanos });
