@@ -622,6 +622,12 @@ export function createEngine(deps: EngineDeps) {
     return ts[0]?.id ?? "";
   }
 
+  /** Whether a grant with g's id is stored with g's content (wallet and fingerprint): a Grant of g is its replay. */
+  async function isGrantReplay(tenant: string, g: GrantInput): Promise<boolean> {
+    const prior = await S.getGrant(db, tenant, g.id);
+    return prior !== null && prior !== undefined && prior.requestHash === grantHash(g) && prior.walletId === g.walletId;
+  }
+
   async function grant(tenant: string, g: GrantInput): Promise<{ grant: GrantRow; transferId: string }> {
     const hash = grantHash(g);
     const prior = await S.getGrant(db, tenant, g.id);
@@ -1905,6 +1911,7 @@ export function createEngine(deps: EngineDeps) {
     setPolicy,
     setAutoTopUp,
     grant,
+    isGrantReplay,
     authorizeMany,
     consumeMany,
     capture,

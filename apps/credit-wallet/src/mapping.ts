@@ -212,8 +212,6 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
   if (kind === "allowance" && !periodEnd) throw invalid("period_end", "is required for ALLOWANCE grants");
   if (kind !== "allowance" && (periodEnd || r.renew || (r.rollover && r.rollover.mode !== pb.RolloverMode.UNSPECIFIED))) throw invalid("period_end", "period_end, renew and rollover apply to ALLOWANCE grants only");
   if (periodEnd && periodEnd.getTime() <= effectiveAt.getTime()) throw invalid("period_end", "must be after effective_at");
-  // An allowance ends at its period_end (rollover, renewal); a second end would compete with it.
-  if (kind === "allowance" && expiresAt) throw invalid("expires_at", "does not apply to ALLOWANCE grants: an allowance ends at its period_end (rollover and renew apply there)");
   textOf("description", r.description, DESCRIPTION_CHARS_MAX);
   let expiryGraceMs: number | null = null;
   if (r.expiryGraceMs !== undefined) {
@@ -246,6 +244,18 @@ export function grantInputOf(r: pb.GrantRequest, now: Date, walletUnit: string, 
     effectiveAtDefaulted: !r.effectiveAt,
   };
 }
+
+/**
+ * An allowance ends at its period_end (rollover, renewal); a second end would compete with it: Grant
+ * refuses expires_at on ALLOWANCE. Not in grantInputOf: a replay of an allowance stored with one
+ * before this rule is answered with its first result, so the service checks it after the replay
+ * lookup (the stored grant, identical, makes it a replay).
+ */
+export function allowanceExpiresAtRefused(g: GrantInput): boolean {
+  return g.kind === "allowance" && g.expiresAt !== null;
+}
+
+export const ALLOWANCE_EXPIRES_AT_ERROR = () => invalid("expires_at", "does not apply to ALLOWANCE grants: an allowance ends at its period_end (rollover and renew apply there)");
 
 export function consumeInputOf(it: pb.ConsumeItem, i: number, now: Date): ConsumeInput {
   const f = (n: string) => `items[${i}].${n}`;

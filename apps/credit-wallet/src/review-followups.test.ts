@@ -11,6 +11,7 @@ import { Code } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "@nanobill/contracts/nanobill/wallet/v1/wallet_pb";
+import * as M from "./mapping.js";
 import { BALANCE_GRANTS_MAX, GATE_WAIT_MS_MAX } from "./limits.js";
 import type { DebitRequest, DebitResult, WalletRef } from "./realtime/types.js";
 import { KEYS, code, interceptTransactionQueries, openWalletHarness, walletBackends, type WalletHarness } from "./test-support.js";
@@ -419,6 +420,31 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     const bal = await admin().getBalance({ walletId: w.id });
     expect(bal.balanceNanos).toBe(1_400n);
     expect(bal.grants.find((g) => g.grantId === "al_end")!.state).toBe(pb.GrantState.ROLLED_OVER);
+  });
+
+  it("answers a replay of an ALLOWANCE grant stored with expires_at before Grant refused it with the first result, writing nothing", async () => {
+    const w = (await admin().createWallet({ customerId: "cus_al_old", unit: "USD" })).wallet!;
+    const end = new Date(h.clock.now().getTime() + 3_600_000);
+    const req = { id: "al_old", walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), expiresAt: timestampFromDate(end), renew: true, rollover: { mode: pb.RolloverMode.ALL } };
+    // Stored the way the code before the refusal stored it: the same engine behind the mapping without the check.
+    const input = { ...M.grantInputOf(create(pb.GrantRequestSchema, { ...req, expiresAt: undefined }), h.clock.now(), "USD", "prepaid"), expiresAt: end };
+    const first = await h.wallet.engine.grant("tnt_a", input);
+    expect(first.grant.expiresAt?.getTime()).toBe(end.getTime());
+    const writes = async () => (await h.db.query<{ n: string }>(`SELECT (SELECT count(*) FROM grants WHERE tenant = 'tnt_a') + (SELECT count(*) FROM movements WHERE tenant = 'tnt_a') + (SELECT count(*) FROM ledger_outbox WHERE tenant = 'tnt_a') AS n`)).rows[0]!.n;
+    const before = await writes();
+    // The replay (same id, same content) is the first result (before: InvalidArgument naming expires_at).
+    const again = await admin().grant(req);
+    expect(again.grant!.grantId).toBe("al_old");
+    expect(again.grant!.amountNanos).toBe(1_000n);
+    expect(again.ledgerTransferId).toBe(first.transferId);
+    expect(await writes()).toBe(before);
+    // Other content under that id, or a new allowance with expires_at, is still refused.
+    for (const other of [{ ...req, amountNanos: 2_000n }, { ...req, id: "al_old_2" }]) {
+      const e = await code(admin().grant(other));
+      expect(e.code).toBe(Code.InvalidArgument);
+      expect(e.message).toMatch(/^expires_at: /);
+    }
+    expect(await writes()).toBe(before);
   });
 });
 

@@ -283,6 +283,8 @@ export function createWalletServiceImpl(deps: {
         const tenant = writer(ctx);
         const w = await engine.mustWallet(tenant, M.idOf("wallet_id", req.walletId));
         const input = M.grantInputOf(req, clock.now(), w.unit, w.kind);
+        // Only a replay of an allowance stored with expires_at before Grant refused it gets past this.
+        if (M.allowanceExpiresAtRefused(input) && !(await engine.isGrantReplay(tenant, input))) throw M.ALLOWANCE_EXPIRES_AT_ERROR();
         const res = await engine.grant(tenant, input);
         return create(pb.GrantResponseSchema, { grant: grantTo(res.grant), ledgerTransferId: res.transferId });
       }),
