@@ -12,7 +12,7 @@ import { createRedisRealtime } from "./realtime/redis.js";
 import type { RealtimeStore } from "./realtime/types.js";
 import { createWalletRoutes } from "./server.js";
 import { createWalletServiceImpl } from "./service.js";
-import { ENDS_AT_EXPIRY_SQL } from "./store/store.js";
+import { ENDS_AT_EXPIRY_SQL, ENDS_AT_PERIOD_END_SQL } from "./store/store.js";
 import { createWebhookDispatcher, type DispatchStats } from "@nanobill/webhooks";
 
 export { migrationsDir } from "./store/store.js";
@@ -100,7 +100,7 @@ export async function createCreditWalletService(deps: CreditWalletDeps): Promise
       // Allowances past their period end: rolled over (and renewed) without waiting for a
       // RunRollover call (they stop burning at the period end either way).
       const ended = await deps.db.query<{ tenant: string }>(
-        `SELECT DISTINCT tenant FROM grants WHERE state = 'active' AND kind = 'allowance' AND period_end IS NOT NULL AND period_end <= $1 LIMIT $2`,
+        `SELECT DISTINCT tenant FROM grants WHERE state = 'active' AND kind = 'allowance' AND period_end IS NOT NULL AND period_end <= $1 AND ${ENDS_AT_PERIOD_END_SQL} LIMIT $2`,
         [now, BACKGROUND_TENANTS_MAX],
       );
       for (const { tenant } of ended.rows) {

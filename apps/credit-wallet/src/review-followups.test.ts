@@ -446,6 +446,43 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     }
     expect(await writes()).toBe(before);
   });
+
+  it("leaves a stored allowance whose expires_at is before its period end to RunExpiry after its grace, in either order with RunRollover: breakage once, no rollover, no renewal", async () => {
+    const t0 = h.clock.now().getTime();
+    const end = new Date(t0 + 3_600_000);
+    const ws: Record<string, string> = {};
+    for (const o of ["xr", "rx"]) {
+      const w = (await admin().createWallet({ customerId: `cus_al_gr_${o}`, unit: "USD" })).wallet!;
+      ws[o] = w.id;
+      await admin().grant({ id: `al_gr_${o}`, walletId: w.id, kind: pb.GrantKind.ALLOWANCE, amountNanos: 1_000n, periodEnd: timestampFromDate(end), renew: true, rollover: { mode: pb.RolloverMode.ALL } });
+      // Stored before the refusal: expires 10 minutes before its period end, with a grace of an hour,
+      // so its breakage (expires_at + grace) falls 50 minutes after the period end.
+      await h.db.query(`UPDATE grants SET expires_at = period_end - interval '10 minutes', expiry_grace_ms = 3600000 WHERE tenant = 'tnt_a' AND id = $1`, [`al_gr_${o}`]);
+      await consume(`cus_al_gr_${o}`, `c_al_gr_${o}`, 600n);
+    }
+    const run = async (o: string) => {
+      const walletId = ws[o]!;
+      if (o === "xr") {
+        const ex = await admin().runExpiry({ walletId });
+        const ro = await admin().runRollover({ walletId });
+        return { expired: ex.grantsExpired, breakage: ex.breakageNanos, rolled: ro.outcomes.length };
+      }
+      const ro = await admin().runRollover({ walletId });
+      const ex = await admin().runExpiry({ walletId });
+      return { expired: ex.grantsExpired, breakage: ex.breakageNanos, rolled: ro.outcomes.length };
+    };
+    // Past the period end, inside the grace: nobody closes it (it stopped burning at expires_at).
+    h.clock.advance(3_600_000 + 1_000);
+    for (const o of ["xr", "rx"]) expect(await run(o)).toEqual({ expired: 0, breakage: 0n, rolled: 0 });
+    // Past expires_at + grace: RunExpiry moves the remainder to breakage, RunRollover leaves it.
+    h.clock.advance(50 * 60_000);
+    for (const o of ["xr", "rx"]) {
+      expect(await run(o)).toEqual({ expired: 1, breakage: 400n, rolled: 0 });
+      const bal = await admin().getBalance({ walletId: ws[o]! });
+      expect(bal.balanceNanos).toBe(0n);
+      expect(bal.grants.map((g) => [g.grantId, g.state, g.expiredNanos])).toEqual([[`al_gr_${o}`, pb.GrantState.EXPIRED, 400n]]);
+    }
+  });
 });
 
 // ------------------------------------------------------------------ 2: deadlocks in capture / release group commits

@@ -618,9 +618,18 @@ export async function listExpiringGrants(q: Queryable, tenant: string, walletId:
   return r.rows.map(grantOf);
 }
 
+/**
+ * SQL condition on an allowance: its period_end is its end (RunRollover's to close), not an
+ * expires_at before it, which RunExpiry closes (breakage after the grace, no rollover, no renewal):
+ * the complement of ENDS_AT_EXPIRY_SQL among allowances, so exactly one of the two owns each one.
+ * (Before, RunRollover also took an allowance whose expires_at came before its period end when the
+ * grace ran past the period end: rolled over and renewed, or expired, by whichever ran first.)
+ */
+export const ENDS_AT_PERIOD_END_SQL = `(expires_at IS NULL OR period_end <= expires_at)`;
+
 export async function listPeriodEndedGrants(q: Queryable, tenant: string, walletId: string, asOf: Date, limit: number): Promise<GrantRow[]> {
   const r = await q.query(
-    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND kind = 'allowance' AND period_end IS NOT NULL AND period_end <= $3 ORDER BY period_end, id LIMIT $4`,
+    `SELECT ${GRANT_COLS} FROM grants WHERE tenant = $1 AND ($2 = '' OR wallet_id = $2) AND state = 'active' AND kind = 'allowance' AND period_end IS NOT NULL AND period_end <= $3 AND ${ENDS_AT_PERIOD_END_SQL} ORDER BY period_end, id LIMIT $4`,
     [tenant, walletId, asOf, limit],
   );
   return r.rows.map(grantOf);
