@@ -2,12 +2,11 @@
 // fixed64 fields, so the kit's JSON big-integer check (json-int64.ts, written for int64 fields)
 // must not refuse a legitimate double such as JSON.stringify(1e20) (second review: the whole export
 // answered 400). The OTLP service is registered without that check.
-import * as http2 from "node:http2";
 import { testBackends } from "@nanobill/db";
 import { closeClientSessions, silentLogger, startServer, type StartedServer } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
-import { authenticator, KEYS, openHarness, type Harness } from "./test-support.js";
+import { authenticator, openHarness, rawPost, type Harness } from "./test-support.js";
 
 for (const backend of testBackends()) describe(`OTLP Export over Connect JSON (${backend.name})`, () => {
   let h: Harness;
@@ -21,23 +20,7 @@ for (const backend of testBackends()) describe(`OTLP Export over Connect JSON ($
     await server?.close();
     await h?.close();
   });
-  const post = (body: string): Promise<{ status: number; text: string }> =>
-    new Promise((resolve, reject) => {
-      const s = http2.connect(server.url);
-      s.on("error", reject);
-      const req = s.request({ ":method": "POST", ":path": `/opentelemetry.proto.collector.trace.v1.TraceService/Export`, "content-type": "application/json", authorization: `Bearer ${KEYS.ingestA}` });
-      let status = 0;
-      let text = "";
-      req.on("response", (hd) => (status = Number(hd[":status"])));
-      req.setEncoding("utf8");
-      req.on("data", (c: string) => (text += c));
-      req.on("end", () => {
-        s.close();
-        resolve({ status, text });
-      });
-      req.on("error", reject);
-      req.end(body);
-    });
+  const post = (body: string) => rawPost(server.url, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", "application/json", body);
   const b64 = (hex: string) => Buffer.from(hex, "hex").toString("base64");
   const genaiSpan = (spanHex: string) =>
     `{"traceId":"${b64("0af7651916cd43dd8448eb211c80319c")}","spanId":"${b64(spanHex)}","name":"chat","endTimeUnixNano":"1795169940000000000","attributes":[` +

@@ -1,4 +1,3 @@
-import * as http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -9,7 +8,7 @@ import { testBackends } from "@nanobill/db";
 import { closeClientSessions, createClientTransport, silentLogger, startServer, type StartedServer } from "@nanobill/service-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX } from "./limits.js";
-import { authenticator, KEYS, openHarness, T0, type Harness } from "./test-support.js";
+import { authenticator, KEYS, openHarness, rawPost, T0, type Harness } from "./test-support.js";
 
 const [backend] = testBackends();
 
@@ -162,23 +161,7 @@ describe.each(testBackends())("Connect JSON int64 sent as a bare JSON number pas
     await h?.close();
   });
 
-  const post = (path: string, contentType: string, body: Buffer): Promise<{ status: number; text: string }> =>
-    new Promise((resolve, reject) => {
-      const s = http2.connect(server.url);
-      s.on("error", reject);
-      const req = s.request({ ":method": "POST", ":path": `/nanobill.metering.v1.MeteringService/${path}`, "content-type": contentType, authorization: `Bearer ${KEYS.ingestA}` });
-      let status = 0;
-      let text = "";
-      req.on("response", (hd) => (status = Number(hd[":status"])));
-      req.setEncoding("utf8");
-      req.on("data", (c: string) => (text += c));
-      req.on("end", () => {
-        s.close();
-        resolve({ status, text });
-      });
-      req.on("error", reject);
-      req.end(body);
-    });
+  const post = (path: string, contentType: string, body: Buffer) => rawPost(server.url, `/nanobill.metering.v1.MeteringService/${path}`, contentType, body);
   const event = (id: string, tokens: string) => `{"id":"${id}","customerId":"cus_big","type":"llm.call","timestamp":"2026-11-20T09:59:00Z","properties":{"input_tokens":{"intValue":${tokens}}}}`;
 
   it("refuses the request with InvalidArgument naming the field and stores none of it (it was stored rounded and answered ACCEPTED); the quoted form is stored exactly", async () => {

@@ -1,5 +1,6 @@
 // Test support (used by *.test.ts only): a metering service on a test database, reached through
 // createRouterTransport with the real auth interceptor.
+import * as http2 from "node:http2";
 import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
 import { MeteringService } from "@nanobill/contracts/nanobill/metering/v1/metering_pb";
 import { migrate, type TestDb } from "@nanobill/db";
@@ -59,4 +60,27 @@ export async function openHarness(db: TestDb, config: Partial<MeteringConfig> = 
       await db.dispose();
     },
   };
+}
+
+/**
+ * One raw POST over its own HTTP/2 connection (a body exactly as written: JSON numbers the
+ * generated clients would never send), answered with its status and text.
+ */
+export function rawPost(url: string, path: string, contentType: string, body: string | Buffer, key: string = KEYS.ingestA): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(url);
+    s.on("error", reject);
+    const req = s.request({ ":method": "POST", ":path": path, "content-type": contentType, authorization: `Bearer ${key}` });
+    let status = 0;
+    let text = "";
+    req.on("response", (hd) => (status = Number(hd[":status"])));
+    req.setEncoding("utf8");
+    req.on("data", (c: string) => (text += c));
+    req.on("end", () => {
+      s.close();
+      resolve({ status, text });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
 }
