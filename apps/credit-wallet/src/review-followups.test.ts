@@ -35,6 +35,41 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
   }
   const topUps = async (customerId: string) => (await admin().listAlerts({ customerId, kind: pb.AlertKind.AUTO_TOP_UP })).alerts.length;
   const consume = (customerId: string, id: string, amountNanos: bigint) => ingest().consume({ items: [{ id, customerId, unit: "USD", amountNanos }] });
+  /**
+   * Pauses the first real-time debit of `amountNanos` (Consume's debit or Authorize's debitMany)
+   * right after its reservation, before its commit: `reached` resolves then; `release()` lets it go
+   * on and puts the store's methods back.
+   */
+  function pauseRealtimeDebitOf(amountNanos: bigint): { reached: Promise<void>; release: () => void } {
+    const rt = h.realtime as unknown as {
+      debit: (w: WalletRef, r: DebitRequest) => Promise<DebitResult>;
+      debitMany: (w: WalletRef, r: DebitRequest[]) => Promise<DebitResult[]>;
+    };
+    const orig = { debit: rt.debit, debitMany: rt.debitMany };
+    let reached!: () => void;
+    const reachedP = new Promise<void>((r) => (reached = r));
+    let proceed!: () => void;
+    const proceedP = new Promise<void>((r) => (proceed = r));
+    let paused = false;
+    const hold = async <T>(out: T, hit: boolean): Promise<T> => {
+      if (!paused && hit) {
+        paused = true;
+        reached();
+        await proceedP;
+      }
+      return out;
+    };
+    rt.debit = async (w, r) => hold(await orig.debit.call(h.realtime, w, r), r.amountNanos === amountNanos);
+    rt.debitMany = async (w, rs) => hold(await orig.debitMany.call(h.realtime, w, rs), rs.some((x) => x.amountNanos === amountNanos));
+    return {
+      reached: reachedP,
+      release: () => {
+        proceed();
+        rt.debit = orig.debit;
+        rt.debitMany = orig.debitMany;
+      },
+    };
+  }
 
   // ------------------------------------------------------------------ 1: SetAutoTopUp and the armed flag
 
@@ -205,35 +240,19 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     await wallet(cus, 150n);
     await consume(cus, "c_rr_warm", 1n); // real-time state loaded: 149 left
     // The first attempt pauses right after its real-time reservation (before its commit).
-    const rt = h.realtime as unknown as { debit: (w: WalletRef, r: DebitRequest) => Promise<DebitResult> };
-    const orig = rt.debit;
-    let reached!: () => void;
-    const reachedP = new Promise<void>((r) => (reached = r));
-    let proceed!: () => void;
-    const proceedP = new Promise<void>((r) => (proceed = r));
-    let paused = false;
-    rt.debit = async (w: WalletRef, r: DebitRequest) => {
-      const out = await orig.call(h.realtime, w, r);
-      if (!paused && r.amountNanos === 100n) {
-        paused = true;
-        reached();
-        await proceedP;
-      }
-      return out;
-    };
+    const pause = pauseRealtimeDebitOf(100n);
     const item = { id: "c_rr_first", customerId: cus, unit: "USD", amountNanos: 100n, eventId: "ev_rr_1" };
     let first: Promise<pb.ConsumeResponse>;
     let retry: Promise<pb.ConsumeResponse>;
     let other: pb.ConsumeResponse;
     try {
       first = ingest().consume({ items: [item] });
-      await reachedP; // 100 reserved, not committed
+      await pause.reached; // 100 reserved, not committed
       retry = ingest().consume({ items: [item] }); // the client's retry: same id, same content
       await new Promise((r) => setTimeout(r, 200)); // (before: it reserved the 49 left and committed PARTIAL)
       other = await ingest().consume({ items: [{ id: "c_rr_other", customerId: cus, unit: "USD", amountNanos: 49n, eventId: "ev_rr_2" }] });
     } finally {
-      proceed();
-      rt.debit = orig;
+      pause.release();
     }
     const [f, rr] = await Promise.all([first, retry]);
     expect([other.results[0]!.result, other.results[0]!.consumedNanos, other.results[0]!.shortfallNanos]).toEqual([pb.ConsumeResult.OK, 49n, 0n]);
@@ -252,22 +271,7 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
       const cus = `cus_ar_${firstBy}_${retryBy}`;
       await wallet(cus, 250n);
       await ingest().authorize({ id: `h_ar_warm_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 1n }); // state loaded: 249 left
-      const rt = h.realtime as unknown as { debitMany: (w: WalletRef, r: DebitRequest[]) => Promise<DebitResult[]> };
-      const orig = rt.debitMany;
-      let reached!: () => void;
-      const reachedP = new Promise<void>((r) => (reached = r));
-      let proceed!: () => void;
-      const proceedP = new Promise<void>((r) => (proceed = r));
-      let paused = false;
-      rt.debitMany = async (w: WalletRef, r: DebitRequest[]) => {
-        const out = await orig.call(h.realtime, w, r);
-        if (!paused && r.some((x) => x.amountNanos === 100n)) {
-          paused = true;
-          reached();
-          await proceedP;
-        }
-        return out;
-      };
+      const pause = pauseRealtimeDebitOf(100n);
       const item = { id: `h_ar_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 100n, ttlMs: 60_000n };
       const send = async (by: "batch" | "stream" | "authorize"): Promise<pb.AuthorizeItemResult> => {
         if (by === "batch") return (await ingest().authorizeBatch({ items: [item] })).results[0]!;
@@ -286,14 +290,13 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
       let other: pb.AuthorizeItemResult;
       try {
         first = send(firstBy);
-        await reachedP; // 100 reserved, not committed
+        await pause.reached; // 100 reserved, not committed
         retry = send(retryBy);
         await new Promise((r) => setTimeout(r, 200)); // (before: it reserved another 100, leaving 49)
         // By AuthorizeBatch: a unary Authorize of the wallet would queue behind the paused group.
         other = (await ingest().authorizeBatch({ items: [{ id: `h_ar_other_${firstBy}_${retryBy}`, customerId: cus, unit: "USD", amountNanos: 120n, ttlMs: 60_000n }] })).results[0]!;
       } finally {
-        proceed();
-        rt.debitMany = orig;
+        pause.release();
       }
       const [f, rr] = await Promise.all([first, retry]);
       expect([other.result, other.hold?.amountNanos]).toEqual([pb.AuthorizeResult.OK, 120n]);
@@ -313,22 +316,7 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     await wallet("cus_hol_b", 1_000n);
     await ingest().authorize({ id: "h_hol_warm_a", customerId: "cus_hol_a", unit: "USD", amountNanos: 1n });
     await ingest().authorize({ id: "h_hol_warm_b", customerId: "cus_hol_b", unit: "USD", amountNanos: 1n });
-    const rt = h.realtime as unknown as { debitMany: (w: WalletRef, r: DebitRequest[]) => Promise<DebitResult[]> };
-    const orig = rt.debitMany;
-    let reached!: () => void;
-    const reachedP = new Promise<void>((r) => (reached = r));
-    let proceed!: () => void;
-    const proceedP = new Promise<void>((r) => (proceed = r));
-    let paused = false;
-    rt.debitMany = async (w: WalletRef, r: DebitRequest[]) => {
-      const out = await orig.call(h.realtime, w, r);
-      if (!paused && r.some((x) => x.amountNanos === 100n)) {
-        paused = true;
-        reached();
-        await proceedP;
-      }
-      return out;
-    };
+    const pause = pauseRealtimeDebitOf(100n);
     const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, new Promise<"late">((r) => setTimeout(() => r("late"), ms))]);
     const item = { id: "h_hol_x", customerId: "cus_hol_a", unit: "USD", amountNanos: 100n, ttlMs: 60_000n };
     const input = (id: string, customerId: string, amountNanos: bigint) => ({ id, customerId, unit: "USD", amountNanos, ttlMs: 60_000, chargeId: "", model: "" });
@@ -338,7 +326,7 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
     const t0 = Date.now();
     try {
       first = ingest().authorizeBatch({ items: [item] }); // first attempt: paused after its reservation
-      await reachedP;
+      await pause.reached;
       retry = code(ingest().authorize(item)); // the client's retry by unary Authorize waits for it
       await new Promise((r) => setTimeout(r, 50));
       // An unrelated unary Authorize is answered at once (before: it queued behind the waiting group).
@@ -362,8 +350,7 @@ describe.each(walletBackends())("credit wallet review follow-ups ($name)", (b) =
         ["h_hol_same_group", "ok", false],
       ]);
     } finally {
-      proceed();
-      rt.debitMany = orig;
+      pause.release();
     }
     expect((await first).results[0]!.result).toBe(pb.AuthorizeResult.OK);
     // Retried again once the first attempt is done: its replay, nothing reserved twice.
