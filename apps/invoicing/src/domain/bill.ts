@@ -458,6 +458,23 @@ export function creditsInUnits(consumed: Array<{ unit: string; creditsNanos: big
 
 export { CHARGE_ID_CAPTURED_HOLDS } from "./assemble.js";
 
+/** A line on `_captured_holds` over the window (its own residue key, not expandable). */
+function capturedLine(kind: "usage" | "adjustment", description: string, nanos: bigint, subscriptionId: string, window: { from: Date; to: Date }): ChargeInput {
+  return {
+    kind,
+    residueKey: CHARGE_ID_CAPTURED_HOLDS,
+    chargeId: CHARGE_ID_CAPTURED_HOLDS,
+    subscriptionId,
+    description,
+    quantity: "1",
+    unitPrice: "",
+    amount: exact(nanos),
+    periodStart: window.from,
+    periodEnd: window.to,
+    expandable: false,
+  };
+}
+
 /**
  * capturedHoldsCharges: the prepaid money a wallet burned by captures of holds in the window (this
  * subscription's share), billed as one `usage` line of its own, "Captured holds", over the whole
@@ -468,21 +485,7 @@ export { CHARGE_ID_CAPTURED_HOLDS } from "./assemble.js";
  */
 export function capturedHoldsCharges(capturedNanos: bigint, subscriptionId: string, window: { from: Date; to: Date }): ChargeInput[] {
   if (capturedNanos === 0n) return [];
-  return [
-    {
-      kind: "usage",
-      residueKey: CHARGE_ID_CAPTURED_HOLDS,
-      chargeId: CHARGE_ID_CAPTURED_HOLDS,
-      subscriptionId,
-      description: "Captured holds (burned from the wallet by Capture)",
-      quantity: "1",
-      unitPrice: "",
-      amount: exact(capturedNanos),
-      periodStart: window.from,
-      periodEnd: window.to,
-      expandable: false,
-    },
-  ];
+  return [capturedLine("usage", "Captured holds (burned from the wallet by Capture)", capturedNanos, subscriptionId, window)];
 }
 
 /**
@@ -492,21 +495,8 @@ export function capturedHoldsCharges(capturedNanos: bigint, subscriptionId: stri
 export function lateCapturedAdjustment(capturedNow: bigint, billedNanos: bigint, subscriptionId: string, window: { from: Date; to: Date }, named: { start: Date; end: Date; timeZone: string }): ChargeInput[] {
   const diff = capturedNow - billedNanos;
   if (diff === 0n) return [];
-  return [
-    {
-      kind: "adjustment",
-      residueKey: CHARGE_ID_CAPTURED_HOLDS,
-      chargeId: CHARGE_ID_CAPTURED_HOLDS,
-      subscriptionId,
-      description: `Captured holds: captured late for ${isoDay(named.start, named.timeZone)} to ${isoDay(named.end, named.timeZone)}`,
-      quantity: "1",
-      unitPrice: "",
-      amount: exact(diff),
-      periodStart: window.from,
-      periodEnd: window.to,
-      expandable: false,
-    },
-  ];
+  const description = `Captured holds: captured late for ${isoDay(named.start, named.timeZone)} to ${isoDay(named.end, named.timeZone)}`;
+  return [capturedLine("adjustment", description, diff, subscriptionId, window)];
 }
 
 /**
