@@ -325,21 +325,12 @@ describe("invoice rendering", () => {
 
   it("lists as carried to the next period only the last residue of a key two lines share, and sums those", () => {
     // usage $1.004 -> $1.00 (+0.004 out), its late adjustment $2.004 + 0.004 -> $2.01 (-0.002 out): only -0.002 is carried
-    const a = assembleInvoice({
-      currency: "USD",
-      settings: defaultSettings("cus_1"),
+    const inv = assembled({
       charges: [
         { kind: "usage", residueKey: "ch_a", chargeId: "ch_a", subscriptionId: "sub_1", description: "Calls", quantity: "1", unitPrice: "", amount: exact(1_004_000_000n), periodStart: P0, periodEnd: P1, expandable: true },
         { kind: "adjustment", residueKey: "ch_a", chargeId: "ch_a", subscriptionId: "sub_1", description: "Calls rated late", quantity: "1", unitPrice: "", amount: exact(2_004_000_000n), periodStart: P0, periodEnd: P1, expandable: false },
       ],
-      minimumCommitmentNanos: 0n,
-      creditsAppliedNanos: 0n,
-      residues: new Map(),
-      deferredIn: undefined,
-      periodStart: P0,
-      periodEnd: P1,
     });
-    const inv = { ...invoice(), lines: a.lines, totals: a.totals, taxRateBps: 0, deferral: undefined };
     const html = new TextDecoder().decode(renderInvoice(inv, "html").content);
     const section = html.slice(html.indexOf("<h2>Carried amounts</h2>"));
     expect(section).toContain("Calls rated late: rounding residue -0.002 USD carried to the next period");
